@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs aq's build and test dependencies from Debian packages. Idempotent: packages already
+# present are left alone and apt-get runs only when something is missing.
+set -euo pipefail
+
+packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo_cmd=(sudo)
+fi
+echo "installing: ${missing[*]}"
+"${sudo_cmd[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,3 @@
+#include <aq/autoquant.hpp>
+
+int main() { return aq::version_major == 0 ? 0 : 1; }
