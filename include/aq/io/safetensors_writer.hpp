@@ -1,0 +1,187 @@
+// Writing .safetensors files (BF16/F16/F32 tensors + optional __metadata__): the quantizer-state
+// output of the pipeline and the synthetic checkpoints of the tests. Byte-deterministic: header
+// keys sorted by name, compact JSON padded with spaces to 8 bytes, written atomically.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "aq/core/atomic_file.hpp"
+#include "aq/core/bf16.hpp"
+#include "aq/core/dtype.hpp"
+#include "aq/core/error.hpp"
+
+namespace aq {
+
+namespace detail {
+
+// JSON string literal with the escapes RFC 8259 requires (quote, backslash, control characters).
+inline void append_json_string(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace detail
+
+class safetensors_writer {
+ public:
+  // Adds a tensor from raw little-endian bytes of `type` (copied).
+  void add(std::string_view name, const dtype& type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
+    if (!find_dtype(type.name)) {
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    }
+    if (name.empty()) fail(name, "empty tensor name");
+    if (name == "__metadata__") fail(name, "reserved name");
+    std::uint64_t expected = type.size;
+    for (const std::int64_t extent : shape) {
+      if (extent < 0) fail(name, "negative extent in shape");
+      expected *= static_cast<std::uint64_t>(extent);
+    }
+    if (expected != data.size()) {
+      fail(name, "shape needs " + std::to_string(expected) + " bytes of " + std::string(type.name) + ", got " +
+                     std::to_string(data.size()));
+    }
+    const auto [it, inserted] = tensors_.try_emplace(std::string(name));
+    if (!inserted) fail(name, "added twice");
+    it->second.type = *find_dtype(type.name);
+    it->second.shape = std::move(shape);
+    it->second.data.assign(data.begin(), data.end());
+  }
+
+  // Adds values already in their storage type (float -> F32, bf16 -> BF16, f16 -> F16).
+  template <class T>
+  void add(std::string_view name, std::vector<std::int64_t> shape, std::span<const T> values) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>,
+                  "safetensors_writer stores float, bf16 or f16 values");
+    add(name, dtype_of<T>, std::move(shape), std::as_bytes(values));
+  }
+
+  // Adds float values stored as `type`, rounding to nearest even for BF16/F16.
+  void add_rounded(std::string_view name, const dtype& type, std::vector<std::int64_t> shape,
+                   std::span<const float> values) {
+    if (!find_dtype(type.name)) {
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    }
+    visit_dtype(type, [&](auto tag) {
+      using Stored = decltype(tag);
+      std::vector<Stored> stored(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        if constexpr (std::is_same_v<Stored, bf16>) {
+          stored[i] = float_to_bf16(values[i]);
+        } else if constexpr (std::is_same_v<Stored, f16>) {
+          stored[i] = float_to_f16(values[i]);
+        } else {
+          stored[i] = values[i];
+        }
+      }
+      add(name, std::move(shape), std::span<const Stored>(stored));
+    });
+  }
+
+  void set_metadata(std::string_view key, std::string_view value) { metadata_[std::string(key)] = std::string(value); }
+
+  std::size_t size() const { return tensors_.size(); }
+
+  // The whole file. Data is laid out widest dtype first (then by name), as the reference writer
+  // does, so every tensor is naturally aligned when the data area starts on 8 bytes.
+  std::string serialize() const {
+    std::vector<const std::pair<const std::string, stored_tensor>*> layout;
+    layout.reserve(tensors_.size());
+    for (const auto& item : tensors_) layout.push_back(&item);
+    std::stable_sort(layout.begin(), layout.end(),
+                     [](const auto* a, const auto* b) { return a->second.type.size > b->second.type.size; });
+    std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
+    std::uint64_t cursor = 0;
+    for (const auto* item : layout) {
+      offsets[item->first] = {cursor, cursor + item->second.data.size()};
+      cursor += item->second.data.size();
+    }
+
+    std::string header = "{";
+    if (!metadata_.empty()) {
+      header += "\"__metadata__\":{";
+      bool first = true;
+      for (const auto& [key, value] : metadata_) {
+        if (!first) header += ',';
+        first = false;
+        detail::append_json_string(header, key);
+        header += ':';
+        detail::append_json_string(header, value);
+      }
+      header += '}';
+    }
+    for (const auto& [name, tensor] : tensors_) {  // std::map: sorted by name
+      if (header.size() > 1) header += ',';
+      detail::append_json_string(header, name);
+      header += ":{\"dtype\":\"";
+      header += tensor.type.name;
+      header += "\",\"shape\":[";
+      for (std::size_t i = 0; i < tensor.shape.size(); ++i) {
+        if (i > 0) header += ',';
+        header += std::to_string(tensor.shape[i]);
+      }
+      const auto [begin, end] = offsets.at(name);
+      header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
+    }
+    header += '}';
+    header.append((8 - header.size() % 8) % 8, ' ');
+
+    std::string file;
+    file.reserve(8 + header.size() + cursor);
+    const std::uint64_t header_size = header.size();
+    for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+    file += header;
+    for (const auto* item : layout) {
+      file.append(reinterpret_cast<const char*>(item->second.data.data()), item->second.data.size());
+    }
+    return file;
+  }
+
+  void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
+
+ private:
+  struct stored_tensor {
+    dtype type;
+    std::vector<std::int64_t> shape;
+    std::vector<std::byte> data;
+  };
+
+  [[noreturn]] static void fail(std::string_view name, const std::string& message) {
+    throw error("safetensors writer: tensor " + std::string(name) + ": " + message);
+  }
+
+  std::map<std::string, stored_tensor, std::less<>> tensors_;
+  std::map<std::string, std::string, std::less<>> metadata_;
+};
+
+}  // namespace aq
