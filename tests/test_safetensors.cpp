@@ -448,3 +448,43 @@ TEST_CASE("conversion checks the destination size and converts every source dtyp
                            .c_str(),
                        aq::error);
 }
+
+TEST_CASE("files written by the reference implementation read back, and the writer reproduces them byte for byte") {
+  const fs::path fixture = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl" / "tiny_tied" / "model.safetensors";
+  const aq::safetensors_file file(fixture);
+  CHECK(file.tensors().size() == 86);
+  CHECK(file.metadata().at("format") == "pt");
+  // Same tensors, same metadata through aq's writer: identical bytes (single dtype, so the
+  // reference's dtype-then-name order equals aq's name order).
+  aq::safetensors_writer writer;
+  writer.set_metadata("format", "pt");
+  for (const aq::tensor_view& t : file.tensors()) {
+    writer.add(t.name, t.dtype, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()), t.bytes);
+  }
+  CHECK(writer.serialize() == read_bytes(fixture));
+}
+
+TEST_CASE("integer tensors are refused by default and readable when the caller accepts them") {
+  const fs::path fixture = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl" / "tiny_tied.reference.safetensors";
+  try {
+    const aq::safetensors_file strict(fixture);
+    FAIL("an I64 tensor was accepted by default");
+  } catch (const aq::error& e) {
+    CHECK(std::string(e.what()).find(": dtype I64 not supported (BF16, F16, F32)") != std::string::npos);
+  }
+  const aq::safetensors_file file(fixture, aq::readable_dtypes);
+  const aq::tensor_view* ids = nullptr;
+  for (const aq::tensor_view& t : file.tensors()) {
+    if (t.dtype == aq::dtype_i64) ids = &t;
+  }
+  REQUIRE(ids != nullptr);
+  const std::vector<std::int64_t> values = aq::to_int64_vector(*ids);
+  CHECK(values.size() == static_cast<std::size_t>(ids->numel()));
+  CHECK_THROWS_AS(aq::to_float_vector(*ids), aq::error);
+  for (const aq::tensor_view& t : file.tensors()) {
+    if (t.dtype == aq::dtype_f32) {
+      CHECK_THROWS_AS(aq::to_int64_vector(t), aq::error);
+      break;
+    }
+  }
+}

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -71,14 +72,29 @@ struct dtype {
 inline constexpr dtype dtype_bf16{"BF16", 2};
 inline constexpr dtype dtype_f16{"F16", 2};
 inline constexpr dtype dtype_f32{"F32", 4};
+// Integer dtypes appear in reference/activation fixtures (token ids, grids), never in weights.
+inline constexpr dtype dtype_i32{"I32", 4};
+inline constexpr dtype dtype_i64{"I64", 8};
 
-// The dtypes aq reads and writes; anything else in a checkpoint is rejected by name.
+// The dtypes aq reads and writes as weights; anything else in a checkpoint is rejected by name.
 inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dtype_f32};
+// What a reader may be asked to accept besides: the float dtypes and the integer ones.
+inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
 
 inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
 
-inline constexpr std::optional<dtype> find_dtype(std::string_view name) {
-  for (const dtype& candidate : supported_dtypes) {
+// "BF16, F16, F32": the list used in "not supported (...)" messages.
+inline std::string dtype_names(std::span<const dtype> types) {
+  std::string out;
+  for (const dtype& type : types) {
+    if (!out.empty()) out += ", ";
+    out += type.name;
+  }
+  return out;
+}
+
+inline constexpr std::optional<dtype> find_dtype(std::string_view name, std::span<const dtype> among = supported_dtypes) {
+  for (const dtype& candidate : among) {
     if (candidate.name == name) return candidate;
   }
   return std::nullopt;
@@ -96,6 +112,10 @@ constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
 
 template <class T>
 inline constexpr dtype dtype_of = dtype_f32;
+template <>
+inline constexpr dtype dtype_of<std::int32_t> = dtype_i32;
+template <>
+inline constexpr dtype dtype_of<std::int64_t> = dtype_i64;
 template <>
 inline constexpr dtype dtype_of<bf16> = dtype_bf16;
 template <>

@@ -107,7 +107,11 @@ inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& ou
 // One .safetensors file, mapped and validated. Not movable: tensor views point into it.
 class safetensors_file {
  public:
-  explicit safetensors_file(const std::filesystem::path& path) : file_(path), path_string_(path.string()) { parse(); }
+  // `accepted`: the dtypes this caller handles; weights are float (the default), fixtures may add I32/I64.
+  explicit safetensors_file(const std::filesystem::path& path, std::span<const dtype> accepted = supported_dtypes)
+      : file_(path), path_string_(path.string()), accepted_(accepted.begin(), accepted.end()) {
+    parse();
+  }
 
   safetensors_file(const safetensors_file&) = delete;
   safetensors_file& operator=(const safetensors_file&) = delete;
@@ -233,11 +237,11 @@ class safetensors_file {
     if (dtype_value.get_string().get(dtype_name)) {
       fail_tensor(name, "dtype is " + std::string(detail::json_type_name(dtype_value.type())) + ", expected a string");
     }
-    const auto type = find_dtype(dtype_name);
+    const auto type = find_dtype(dtype_name, accepted_);
     if (!type) {
-      fail_tensor(name, "dtype " + std::string(dtype_name) +
-                            (detail::is_known_safetensors_dtype(dtype_name) ? " not supported (" : " unknown (supported: ") +
-                            std::string(supported_dtype_names) + ")");
+      const bool known = detail::is_known_safetensors_dtype(dtype_name) || find_dtype(dtype_name, readable_dtypes);
+      fail_tensor(name, "dtype " + std::string(dtype_name) + (known ? " not supported (" : " unknown (supported: ") +
+                            dtype_names(accepted_) + ")");
     }
     result.dtype = *type;
 
@@ -311,6 +315,7 @@ class safetensors_file {
 
   mapped_file file_;
   std::string path_string_;
+  std::vector<dtype> accepted_;
   std::vector<entry> entries_;
   std::vector<tensor_view> views_;
   std::map<std::string, std::string, std::less<>> metadata_;
@@ -324,14 +329,15 @@ inline constexpr std::string_view safetensors_single_name = "model.safetensors";
 // index must agree with the shards exactly, and tensor names are unique across shards.
 class safetensors_checkpoint {
  public:
-  explicit safetensors_checkpoint(const std::filesystem::path& path) : path_(path) {
+  explicit safetensors_checkpoint(const std::filesystem::path& path, std::span<const dtype> accepted = supported_dtypes)
+      : path_(path), accepted_(accepted.begin(), accepted.end()) {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
       if (fs::exists(path / safetensors_index_name, ec)) {
         open_index(path / safetensors_index_name);
       } else if (fs::exists(path / safetensors_single_name, ec)) {
-        files_.push_back(std::make_unique<safetensors_file>(path / safetensors_single_name));
+        files_.push_back(std::make_unique<safetensors_file>(path / safetensors_single_name, accepted_));
       } else {
         throw error(path.string() + ": no " + std::string(safetensors_index_name) + " or " +
                     std::string(safetensors_single_name) + " in this directory");
@@ -339,7 +345,7 @@ class safetensors_checkpoint {
     } else if (path.extension() == ".json") {
       open_index(path);
     } else {
-      files_.push_back(std::make_unique<safetensors_file>(path));
+      files_.push_back(std::make_unique<safetensors_file>(path, accepted_));
     }
     collect();
   }
@@ -424,7 +430,7 @@ class safetensors_checkpoint {
       if (!std::filesystem::exists(dir / shard, ec)) {
         throw error(where + ": weight_map: shard " + shard + " does not exist");
       }
-      files_.push_back(std::make_unique<safetensors_file>(dir / shard));
+      files_.push_back(std::make_unique<safetensors_file>(dir / shard, accepted_));
       by_name.emplace(shard, files_.back().get());
     }
     for (const auto& [tensor, shard] : listed) {
@@ -461,6 +467,7 @@ class safetensors_checkpoint {
   }
 
   std::filesystem::path path_;
+  std::vector<dtype> accepted_;
   bool sharded_ = false;
   std::vector<std::unique_ptr<safetensors_file>> files_;
   std::vector<tensor_view> views_;
@@ -495,6 +502,11 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
                 std::to_string(out.size()) + " values, tensor " + format_shape(tensor.shape) + " has " +
                 std::to_string(count));
   }
+  if (!find_dtype(tensor.dtype.name)) {
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
+                std::string(tensor.dtype.name) + " does not convert to floating point (" +
+                std::string(supported_dtype_names) + ")");
+  }
   visit_dtype(tensor.dtype, [&](auto tag) {
     using In = decltype(tag);
     const std::byte* source = tensor.bytes.data();
@@ -508,6 +520,26 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
       }
     }
   });
+}
+
+// Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
+inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  std::vector<std::int64_t> out(count);
+  const std::byte* source = tensor.bytes.data();
+  if (tensor.dtype == dtype_i64) {
+    std::memcpy(out.data(), source, count * sizeof(std::int64_t));
+  } else if (tensor.dtype == dtype_i32) {
+    for (std::size_t i = 0; i < count; ++i) {
+      std::int32_t value;
+      std::memcpy(&value, source + i * sizeof value, sizeof value);
+      out[i] = value;
+    }
+  } else {
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
+                std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
+  }
+  return out;
 }
 
 inline std::vector<float> to_float_vector(const tensor_view& tensor) {
