@@ -1,0 +1,36 @@
+// Round-half-to-even and sign helpers on float bits, written without <cmath> or CUDA intrinsics
+// so that format code is constexpr and gives identical bits on host and device.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+#include "aq/core/config.hpp"
+
+namespace aq::formats::detail {
+
+AQ_HD constexpr std::uint32_t float_bits(float value) { return std::bit_cast<std::uint32_t>(value); }
+
+AQ_HD constexpr float bits_float(std::uint32_t bits) { return std::bit_cast<float>(bits); }
+
+AQ_HD constexpr bool is_nan(float value) { return (float_bits(value) & 0x7fffffffu) > 0x7f800000u; }
+
+AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0x7fffffffu); }
+
+// Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
+AQ_HD constexpr float copysign(float magnitude, float sign) {
+  return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the
+// default rounding mode. Adding and subtracting 2^23 makes the FPU do the rounding; values at
+// or above 2^23 are already integers (and infinities/NaN pass through).
+AQ_HD constexpr float round_half_even(float value) {
+  const float magnitude = abs(value);
+  if (!(magnitude < 0x1p23f)) return value;
+  float rounded = magnitude + 0x1p23f;
+  rounded -= 0x1p23f;
+  return copysign(rounded, value);
+}
+
+}  // namespace aq::formats::detail
