@@ -1,0 +1,37 @@
+// The hook through which scorers see every quantizable linear module of a model run: on the
+// forward its input X and output Y, on the backward also dL/dY. rerun_linear() recomputes a
+// module's output from the same X with a modified (e.g. fake-quantized) weight or input.
+#pragma once
+
+#include <string_view>
+
+#include "aq/backend/cpu/gemm.hpp"
+#include "aq/core/tensor.hpp"
+
+namespace aq::qwen3_vl {
+
+// Views are valid only during the callback; copy what must outlive it.
+struct linear_call {
+  std::string_view name;           // checkpoint module path, e.g. model.language_model.layers.3.mlp.up_proj
+  const_matrix_view weight;        // W [out, in]
+  const float* bias = nullptr;     // [out] or nullptr
+  const_matrix_view input;         // X [tokens, in]
+  const_matrix_view output;        // Y [tokens, out] = X·Wᵀ + b
+  const_matrix_view grad_output;   // dL/dY [tokens, out]; empty (rows 0) in on_forward
+};
+
+class linear_observer {
+ public:
+  virtual ~linear_observer() = default;
+  virtual void on_forward(const linear_call& /*call*/) {}
+  virtual void on_backward(const linear_call& /*call*/) {}
+};
+
+// Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.
+inline tensor rerun_linear(const linear_call& call, const const_matrix_view& weight, const const_matrix_view& input) {
+  tensor y({input.rows, weight.rows});
+  cpu::linear_forward(input, weight, y.matrix(), call.bias);
+  return y;
+}
+
+}  // namespace aq::qwen3_vl
