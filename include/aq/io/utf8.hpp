@@ -1,0 +1,123 @@
+// UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
+// works on code points) and lossy decoding of byte-level BPE output, which may split characters.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "aq/core/error.hpp"
+
+namespace aq::io::utf8 {
+
+// Length of the well-formed sequence starting at s[i] (Unicode Table 3-7), or 0 if ill-formed.
+inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = byte(i);
+  if (b0 < 0x80) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    n = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    n = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    n = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  // Only the second byte has a restricted range; later ones are plain continuation bytes.
+  for (std::size_t k = 1; k < n; ++k) {
+    if (i + k >= s.size()) return 0;
+    const unsigned char b = byte(i + k);
+    const unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+    if (b < l || b > h) return 0;
+  }
+  return n;
+}
+
+// Decodes the code point at s[i] (which must be well-formed) and advances i.
+inline char32_t decode_at(std::string_view s, std::size_t& i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  if (b0 < 0x80) {
+    ++i;
+    return b0;
+  }
+  const std::size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+  char32_t cp = b0 & (0x7F >> n);
+  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
+inline void append(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Throws naming `what` and the byte offset of the first ill-formed sequence.
+inline void validate(std::string_view s, const std::string& what) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n == 0) {
+      throw error(what + ": not valid UTF-8 at byte " + std::to_string(i));
+    }
+    i += n;
+  }
+}
+
+// Replaces each maximal ill-formed subpart by U+FFFD (the Unicode-recommended practice, as
+// Rust's String::from_utf8_lossy and Python's errors="replace" do).
+inline std::string decode_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n != 0) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    // The maximal subpart: the lead byte plus the continuation bytes that were still valid.
+    std::size_t skip = 1;
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    if (b0 >= 0xC2 && b0 <= 0xF4) {
+      const std::size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+      while (skip < need && i + skip < s.size()) {
+        const auto b = static_cast<unsigned char>(s[i + skip]);
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (skip == 1) {
+          if (b0 == 0xE0) lo = 0xA0;
+          if (b0 == 0xED) hi = 0x9F;
+          if (b0 == 0xF0) lo = 0x90;
+          if (b0 == 0xF4) hi = 0x8F;
+        }
+        if (b < lo || b > hi) break;
+        ++skip;
+      }
+    }
+    out.append("\xEF\xBF\xBD");
+    i += skip;
+  }
+  return out;
+}
+
+}  // namespace aq::io::utf8
