@@ -1,0 +1,155 @@
+// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, with grayscale,
+// 16-bit and alpha images converted the way the reference (PIL + transformers) converts them.
+// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/core/error.hpp"
+
+// stb_image is a single-file C library. aq is header-only, so it compiles stb's implementation
+// with STB_IMAGE_STATIC: every translation unit that includes this header gets a private
+// (internal-linkage) copy, so two aq TUs never collide at link time and a program that also
+// links its own stb keeps working. Costs: stb compiled once per including TU (only PNG+JPEG).
+// If stb_image.h was included before this header, or AQ_STB_IMAGE_EXTERNAL is defined, aq only
+// uses the declarations and the program must provide one implementation (STB_IMAGE_IMPLEMENTATION
+// in one of its own .cpp files).
+#if defined(STBI_INCLUDE_STB_IMAGE_H) || defined(AQ_STB_IMAGE_EXTERNAL)
+#include <stb/stb_image.h>
+#else
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO  // aq reads the bytes itself (paths may not be narrow strings)
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#pragma GCC diagnostic ignored "-Wduplicated-branches"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#undef STBI_NO_STDIO
+#undef STBI_ONLY_JPEG
+#undef STBI_ONLY_PNG
+#undef STB_IMAGE_IMPLEMENTATION
+#undef STB_IMAGE_STATIC
+#endif
+
+namespace aq::io {
+
+// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use.
+struct image_rgb8 {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> pixels;  // height * width * 3
+
+  std::uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
+                  static_cast<std::size_t>(c)];
+  }
+};
+
+// What to do with an alpha channel. transformers' convert_to_rgb composites over opaque white
+// (Image.alpha_composite) before the processor sees the pixels; PIL's convert("RGB") drops alpha.
+enum class alpha_mode { composite_white, drop };
+
+namespace detail {
+
+// PIL's ImagingAlphaComposite of `src` over an opaque white pixel, in its integer arithmetic
+// (7 extra precision bits, rounded division by 255), so results match byte for byte.
+inline std::uint8_t composite_over_white(std::uint32_t value, std::uint32_t alpha) {
+  if (alpha == 0) return 255;
+  constexpr std::uint32_t precision_bits = 7;
+  const std::uint32_t blend = 255u * (255u - alpha);
+  const std::uint32_t outa255 = alpha * 255u + blend;
+  const std::uint32_t coef1 = alpha * 255u * 255u * (1u << precision_bits) / outa255;
+  const std::uint32_t coef2 = 255u * (1u << precision_bits) - coef1;
+  const std::uint32_t tmp = value * coef1 + 255u * coef2 + (0x80u << precision_bits);
+  return static_cast<std::uint8_t>((((tmp >> 8) + tmp) >> 8) >> precision_bits);
+}
+
+struct stbi_deleter {
+  void operator()(void* p) const { stbi_image_free(p); }
+};
+
+}  // namespace detail
+
+// Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
+// Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
+// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does.
+inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
+                               alpha_mode alpha = alpha_mode::composite_white) {
+  if (bytes.empty()) throw error(name + ": empty image file");
+  if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  int w = 0, h = 0, channels = 0;
+  if (stbi_info_from_memory(data, len, &w, &h, &channels) == 0) {
+    throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
+  }
+  const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
+  const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
+  std::vector<std::uint8_t> rgba(n * 4);
+  if (sixteen) {
+    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    for (std::size_t i = 0; i < n * 4; ++i) {
+      const std::uint16_t v = p.get()[i];
+      const bool gray_value = channels == 1 && (i % 4) != 3;
+      rgba[i] = gray_value ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
+    }
+  } else {
+    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    std::copy(p.get(), p.get() + n * 4, rgba.begin());
+  }
+  image_rgb8 img;
+  img.width = w;
+  img.height = h;
+  img.pixels.resize(n * 3);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint8_t a = rgba[i * 4 + 3];
+    for (std::size_t c = 0; c < 3; ++c) {
+      const std::uint8_t v = rgba[i * 4 + c];
+      img.pixels[i * 3 + c] = (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+    }
+  }
+  return img;
+}
+
+// Reads and decodes an image file; errors name the file.
+inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path.string() + ": cannot open image file");
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw error(path.string() + ": error while reading image file");
+  return decode_image(bytes, path.string(), alpha);
+}
+
+}  // namespace aq::io

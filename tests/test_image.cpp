@@ -1,0 +1,299 @@
+// Image decoding and Qwen3-VL preprocessing against references made by transformers 5.17 /
+// torchvision 0.26 / Pillow (tests/fixtures/make_image_fixture.py; photos from ../shared).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "aq/io/image.hpp"
+#include "aq/io/image_preprocess.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using aq::io::image_backend;
+using aq::io::image_rgb8;
+
+const fs::path fixtures = fs::path(AQ_TEST_FIXTURES) / "images";
+const fs::path photos = fs::path(AQ_SHARED_DIR) / "data" / "calib-images";
+
+std::vector<std::uint8_t> read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), p.string());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string fnv1a64(const std::vector<std::uint8_t>& bytes) {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  for (std::uint8_t b : bytes) {
+    h ^= b;
+    h *= 0x100000001B3ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+simdjson::dom::element load_json(simdjson::dom::parser& parser, const fs::path& p) {
+  simdjson::dom::element e;
+  REQUIRE(parser.load(p.string()).get(e) == simdjson::SUCCESS);
+  return e;
+}
+
+std::string str(simdjson::dom::element e, const char* key) { return std::string(std::string_view(e[key])); }
+int num(simdjson::dom::element e, const char* key) { return static_cast<int>(std::int64_t(e[key])); }
+
+// Byte comparison of a resized image with a stored reference: count of differing bytes, max |diff|.
+struct diff_stats {
+  std::size_t differing = 0;
+  int max_abs = 0;
+};
+diff_stats compare(const std::vector<std::uint8_t>& a, const std::uint8_t* ref, std::size_t n) {
+  diff_stats s;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int d = std::abs(int(a[i]) - int(ref[i]));
+    if (d != 0) ++s.differing;
+    s.max_abs = std::max(s.max_abs, d);
+  }
+  return s;
+}
+
+bool is_jpeg(const std::string& name) { return name.ends_with(".jpg"); }
+
+}  // namespace
+
+TEST_CASE("smart_resize matches the float64 formula on a table of sizes") {
+  using aq::io::smart_resize;
+  struct row { int h, w, eh, ew; };
+  // Expected values worked out by hand from transformers' formula (half-to-even rounding,
+  // min_pixels 65536, max_pixels 16777216, factor 32), and the processor's outputs for the photos.
+  const row table[] = {
+      {480, 640, 480, 640},    {224, 224, 256, 256},    {336, 448, 320, 448},  // round(10.5) = 10
+      {512, 512, 512, 512},    {1080, 1920, 1088, 1920}, {768, 1024, 768, 1024},
+      {4000, 6000, 3328, 4992}, {10, 10, 256, 256},      {400, 600, 384, 608},  // round(12.5) = 12
+      {300, 451, 288, 448},    {303, 384, 288, 384},    {328, 400, 320, 384},
+      {872, 1000, 864, 992},   {500, 741, 512, 736},    {1411, 1411, 1408, 1408}, {427, 640, 416, 640},
+  };
+  for (const row& r : table) {
+    CAPTURE(r.h);
+    CAPTURE(r.w);
+    const auto [h, w] = smart_resize(r.h, r.w, 32, 65536, 16777216);
+    CHECK(h == r.eh);
+    CHECK(w == r.ew);
+  }
+  // Independent float64 evaluation over a sweep (small budget so both clamps are exercised).
+  for (int H = 7; H < 900; H += 37) {
+    for (int W = 9; W < 1300; W += 53) {
+      const double f = 32, mn = 4096, mx = 40000;
+      double hb = std::nearbyint(H / f) * f, wb = std::nearbyint(W / f) * f;
+      if (hb * wb > mx) {
+        const double beta = std::sqrt(double(H) * W / mx);
+        hb = std::max(f, std::floor(H / beta / f) * f);
+        wb = std::max(f, std::floor(W / beta / f) * f);
+      } else if (hb * wb < mn) {
+        const double beta = std::sqrt(mn / (double(H) * W));
+        hb = std::ceil(H * beta / f) * f;
+        wb = std::ceil(W * beta / f) * f;
+      }
+      const auto [h, w] = smart_resize(H, W, 32, 4096, 40000);
+      CHECK(h == int(hb));
+      CHECK(w == int(wb));
+      CHECK(h % 32 == 0);
+      CHECK(w % 32 == 0);
+    }
+  }
+  CHECK_THROWS_AS(smart_resize(10, 2500, 32, 65536, 16777216), aq::error);  // aspect ratio 250
+}
+
+TEST_CASE("decode converts 16-bit, gray and alpha PNGs as PIL and transformers do") {
+  simdjson::dom::parser parser;
+  const auto meta = load_json(parser, fixtures / "pil_meta.json");
+  for (simdjson::dom::element s : meta["synthetic"].get_array()) {
+    const std::string name = str(s, "name");
+    CAPTURE(name);
+    const std::vector<std::uint8_t> bytes = read_bytes(fixtures / name);
+    for (const auto mode : {aq::io::alpha_mode::composite_white, aq::io::alpha_mode::drop}) {
+      const image_rgb8 img = aq::io::decode_image(bytes, name, mode);
+      std::vector<std::uint8_t> expected;
+      for (simdjson::dom::element v : s[mode == aq::io::alpha_mode::drop ? "convert_rgb" : "composite_white"].get_array()) {
+        expected.push_back(static_cast<std::uint8_t>(std::int64_t(v)));
+      }
+      CHECK(img.pixels == expected);
+    }
+  }
+  // Every (value, alpha) pair: PIL's integer alpha_composite over white, byte for byte.
+  const image_rgb8 grid = aq::io::load_image(fixtures / "alpha_grid.png");
+  CHECK(grid.width == 256);
+  CHECK(fnv1a64(grid.pixels) == str(meta["alpha_grid"], "composite_fnv"));
+  CHECK(fnv1a64(aq::io::load_image(fixtures / "alpha_grid.png", aq::io::alpha_mode::drop).pixels) ==
+        str(meta["alpha_grid"], "drop_fnv"));
+}
+
+TEST_CASE("decode errors name the file") {
+  CHECK_THROWS_WITH_AS(aq::io::load_image(fixtures / "no_such_image.png"),
+                       doctest::Contains("no_such_image.png"), aq::error);
+  const std::vector<std::uint8_t> junk = {'n', 'o', 't', ' ', 'p', 'n', 'g'};
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(junk, "junk.png"), doctest::Contains("junk.png"), aq::error);
+}
+
+TEST_CASE("PNG photos decode exactly as PIL; JPEG within stated tolerance of libjpeg") {
+  simdjson::dom::parser parser;
+  const auto meta = load_json(parser, fixtures / "meta.json");
+  for (simdjson::dom::element e : meta["images"].get_array()) {
+    const std::string name = str(e, "name");
+    if (is_jpeg(name)) continue;
+    CAPTURE(name);
+    const image_rgb8 img = aq::io::load_image(photos / name, aq::io::alpha_mode::drop);
+    CHECK(img.width == num(e, "width"));
+    CHECK(img.height == num(e, "height"));
+    CHECK(fnv1a64(img.pixels) == str(e, "decode_convert_rgb_fnv"));
+  }
+  // stb_image and libjpeg-turbo use different IDCTs and chroma upsampling: measured on 64x64 crops
+  // of the three JPEG photos: max |diff| 2, >= 99 % of bytes identical; gate at 3 and 95 %.
+  simdjson::dom::parser p2;
+  const auto pil = load_json(p2, fixtures / "pil_meta.json");
+  const std::vector<std::uint8_t> crops = read_bytes(fixtures / "jpeg_crops.u8");
+  for (simdjson::dom::element c : pil["jpeg_crops"].get_array()) {
+    const std::string name = str(c, "name");
+    CAPTURE(name);
+    const image_rgb8 img = aq::io::load_image(photos / name);
+    simdjson::dom::array box = c["box_xywh"].get_array();
+    const int x0 = int(std::int64_t(box.at(0))), y0 = int(std::int64_t(box.at(1)));
+    const int w = int(std::int64_t(box.at(2))), h = int(std::int64_t(box.at(3)));
+    std::vector<std::uint8_t> mine;
+    for (int y = y0; y < y0 + h; ++y) {
+      for (int x = x0; x < x0 + w; ++x) {
+        for (int ch = 0; ch < 3; ++ch) mine.push_back(img.at(y, x, ch));
+      }
+    }
+    const diff_stats s = compare(mine, crops.data() + std::int64_t(c["offset"]), mine.size());
+    INFO(name << ": JPEG decode vs PIL: max |diff| " << s.max_abs << ", identical "
+                 << 100.0 * double(mine.size() - s.differing) / double(mine.size()) << " %");
+    CHECK(s.max_abs <= 3);
+    CHECK(double(s.differing) <= 0.05 * double(mine.size()));
+  }
+}
+
+TEST_CASE("bicubic resize is byte-exact against torchvision and PIL on the PNG photos") {
+  simdjson::dom::parser parser;
+  const auto meta = load_json(parser, fixtures / "meta.json");
+  const std::vector<std::uint8_t> fast = read_bytes(fixtures / "fast_small.u8");
+  const std::vector<std::uint8_t> slow = read_bytes(fixtures / "slow_small.u8");
+  const std::vector<std::uint8_t> up = read_bytes(fixtures / "fast_upscale.u8");
+  aq::io::qwen3_vl_image_options small;
+  small.min_pixels = 4096;
+  small.max_pixels = 16384;
+  for (simdjson::dom::element e : meta["images"].get_array()) {
+    const std::string name = str(e, "name");
+    CAPTURE(name);
+    const image_rgb8 img = aq::io::load_image(photos / name);
+    for (const auto backend : {image_backend::torchvision, image_backend::pil}) {
+      const bool tv = backend == image_backend::torchvision;
+      CAPTURE(tv);
+      small.backend = backend;
+      const simdjson::dom::element ref = e[tv ? "small_fast" : "small_slow"];
+      const image_rgb8 r = aq::io::qwen3_vl_resize(img, small, name);
+      REQUIRE(r.height == num(ref, "h"));
+      REQUIRE(r.width == num(ref, "w"));
+      const auto& blob = tv ? fast : slow;
+      const diff_stats s = compare(r.pixels, blob.data() + std::int64_t(ref["offset"]), r.pixels.size());
+      if (is_jpeg(name)) {
+        // decode differences propagate; resize itself is exact (PNG cases)
+        INFO(name << " resized: max |diff| " << s.max_abs << ", differing bytes " << s.differing);
+        CHECK(s.max_abs <= 3);
+      } else {
+        CHECK(s.differing == 0);
+        CHECK(fnv1a64(r.pixels) == str(ref, "fnv"));
+      }
+    }
+    // The Qwen3-VL budget (65536..16777216 pixels): exact hash for PNGs.
+    if (!is_jpeg(name)) {
+      aq::io::qwen3_vl_image_options real;
+      const image_rgb8 r = aq::io::qwen3_vl_resize(img, real, name);
+      CHECK(r.height == num(e["real_fast"], "h"));
+      CHECK(r.width == num(e["real_fast"], "w"));
+      CHECK(fnv1a64(r.pixels) == str(e["real_fast"], "fnv"));
+      real.backend = image_backend::pil;
+      CHECK(fnv1a64(aq::io::qwen3_vl_resize(img, real, name).pixels) == str(e["real_slow"], "fnv"));
+    }
+    // Upscaling small crops to the 65536-pixel minimum.
+    simdjson::dom::element crop;
+    if (e["crop"].get(crop) == simdjson::SUCCESS) {
+      simdjson::dom::array box = crop["box_xywh"].get_array();
+      const int x0 = int(std::int64_t(box.at(0))), y0 = int(std::int64_t(box.at(1)));
+      image_rgb8 c;
+      c.width = int(std::int64_t(box.at(2)));
+      c.height = int(std::int64_t(box.at(3)));
+      for (int y = y0; y < y0 + c.height; ++y) {
+        for (int x = x0; x < x0 + c.width; ++x) {
+          for (int ch = 0; ch < 3; ++ch) c.pixels.push_back(img.at(y, x, ch));
+        }
+      }
+      const image_rgb8 r = aq::io::qwen3_vl_resize(c, {}, name);
+      REQUIRE(r.height == num(crop, "h"));
+      REQUIRE(r.width == num(crop, "w"));
+      CHECK(compare(r.pixels, up.data() + std::int64_t(crop["offset"]), r.pixels.size()).differing == 0);
+    }
+    // The seeds' VLM runs: qwen-vl-utils resizes with PIL to multiples of 28 first.
+    if (!is_jpeg(name)) {
+      const simdjson::dom::element s = e["seeds_qwen_vl_utils"];
+      simdjson::dom::array hw = s["pre_hw"].get_array();
+      const image_rgb8 pre = aq::io::resize_bicubic(img, int(std::int64_t(hw.at(0))), int(std::int64_t(hw.at(1))),
+                                                    image_backend::pil);
+      CHECK(fnv1a64(pre.pixels) == str(s, "pre_fnv"));
+      CHECK(fnv1a64(aq::io::qwen3_vl_resize(pre, {}, name).pixels) == str(s, "fnv"));
+    }
+  }
+}
+
+TEST_CASE("PIL-backend resize matches Pillow for up- and down-scaling to odd sizes") {
+  simdjson::dom::parser parser;
+  const auto pil = load_json(parser, fixtures / "pil_meta.json");
+  for (simdjson::dom::element r : pil["pil_resize"].get_array()) {
+    const std::string name = str(r, "name");
+    CAPTURE(name);
+    const image_rgb8 img = aq::io::load_image(photos / name);
+    const image_rgb8 out = aq::io::resize_bicubic(img, num(r, "h"), num(r, "w"), image_backend::pil);
+    CHECK(fnv1a64(out.pixels) == str(r, "fnv"));
+  }
+}
+
+TEST_CASE("pixel_values and grid_thw equal the processor's output bit for bit") {
+  simdjson::dom::parser parser;
+  const auto meta = load_json(parser, fixtures / "meta.json");
+  const simdjson::dom::element e = meta["images"].at(0);
+  REQUIRE(str(e, "name") == "astronaut.png");
+  aq::io::qwen3_vl_image_options o;
+  o.min_pixels = 4096;
+  o.max_pixels = 16384;
+  const aq::io::vision_inputs v = aq::io::preprocess_images({aq::io::load_image(photos / "astronaut.png")}, o);
+  REQUIRE(v.grid_thw.size() == 1);
+  simdjson::dom::array g = e["small_fast"]["grid_thw"].get_array();
+  for (std::size_t i = 0; i < 3; ++i) CHECK(v.grid_thw[0][i] == std::int64_t(g.at(i)));
+  CHECK(v.cols == 1536);
+  CHECK(v.rows == v.grid_thw[0][1] * v.grid_thw[0][2]);
+  CHECK(aq::io::image_token_count(v.grid_thw[0], 2) == v.rows / 4);
+  const std::vector<std::uint8_t> raw = read_bytes(fixtures / "pv_small.f32");
+  REQUIRE(raw.size() == v.pixel_values.size() * sizeof(float));
+  std::vector<float> ref(v.pixel_values.size());
+  std::memcpy(ref.data(), raw.data(), raw.size());  // little-endian float32, as written
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) mismatches += ref[i] != v.pixel_values[i];
+  CHECK(mismatches == 0);  // tolerance 0: same bytes, same float32 formula
+
+  // Two images concatenate rows and grids in order.
+  const aq::io::vision_inputs two =
+      aq::io::preprocess_images({aq::io::load_image(photos / "astronaut.png"), aq::io::load_image(photos / "horse.png")}, o);
+  CHECK(two.grid_thw.size() == 2);
+  CHECK(two.rows == v.rows + two.grid_thw[1][1] * two.grid_thw[1][2]);
+  CHECK(std::equal(v.pixel_values.begin(), v.pixel_values.end(), two.pixel_values.begin()));
+}
