@@ -1,0 +1,191 @@
+// Calibration data: caption/JSON-lines readers, Qwen3-VL chat prompt, padding/labels/batching and
+// step counts, and the real tokenizer's ids against Hugging Face `tokenizers` 0.23.3
+// (tests/fixtures/make_calib_fixture.py).
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "aq/io/calib_batches.hpp"
+#include "aq/io/calib_dataset.hpp"
+#include "aq/io/chat_template.hpp"
+#include "aq/io/image.hpp"
+#include "aq/io/tokenizer.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path shared = fs::path(AQ_SHARED_DIR) / "data";
+const fs::path source = fs::path(AQ_SOURCE_DIR);
+
+fs::path write_temp(const std::string& name, const std::string& text) {
+  const fs::path p = fs::temp_directory_path() / ("aq_test_calib_" + name);
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
+}
+
+// A stand-in tokenizer: one id per byte (id = byte + 1000), so packing is tested alone.
+std::vector<std::int32_t> byte_ids(std::string_view s) {
+  std::vector<std::int32_t> v;
+  for (unsigned char c : s) v.push_back(1000 + c);
+  return v;
+}
+
+const aq::io::tokenizer& qwen3_tokenizer() {
+  static const aq::io::tokenizer t = aq::io::tokenizer::from_file(shared / "qwen3-tokenizer" / "tokenizer.json");
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("caption lines are stripped like Python, empty lines skipped, universal newlines") {
+  const fs::path p = write_temp("caps.txt", "  first caption \r\n\n\t\nsecond\rthird\xC2\xA0\n   \nlast line without newline");
+  const auto caps = aq::io::read_caption_lines(p);
+  REQUIRE(caps.size() == 4);
+  CHECK(caps[0] == "first caption");
+  CHECK(caps[1] == "second");
+  CHECK(caps[2] == "third");  // U+00A0 is str.isspace() in Python
+  CHECK(caps[3] == "last line without newline");
+  CHECK(aq::io::read_caption_lines(p, 2).size() == 2);
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(write_temp("empty.txt", "\n  \n\t\n")),
+                       doctest::Contains("aq_test_calib_empty.txt"), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(write_temp("bad.txt", "ok\nbad \xFF byte\n")),
+                       doctest::Contains("aq_test_calib_bad.txt:2"), aq::error);
+  CHECK_THROWS_AS(aq::io::read_caption_lines(fs::path("/nonexistent/captions.txt")), aq::error);
+}
+
+TEST_CASE("bundled demo captions equal the shared COCO files") {
+  for (const char* name : {"coco2017_captions_small.txt", "coco2017_captions_medium.txt"}) {
+    CAPTURE(name);
+    const auto bundled = aq::io::read_caption_lines(source / "data" / "captions" / name);
+    const auto ref = aq::io::read_caption_lines(shared / "coco2017-captions" / name);
+    CHECK(bundled == ref);
+    CHECK(bundled.size() == (std::string(name).find("small") != std::string::npos ? 16u : 128u));
+  }
+}
+
+TEST_CASE("image-caption JSON lines resolve paths and report file:line errors") {
+  const auto samples = aq::io::read_image_caption_jsonl(shared / "calib-images" / "captions.jsonl");
+  REQUIRE(samples.size() == 10);
+  CHECK(samples[0].image.filename() == "astronaut.png");
+  CHECK(fs::exists(samples[0].image));
+  CHECK(samples[7].caption == "A black silhouette of a horse on a white background.");
+  const fs::path bad = write_temp("bad.jsonl", "{\"image\": \"x.png\", \"caption\": \"a\"}\n\n{not json}\n");
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(bad, false), doctest::Contains("aq_test_calib_bad.jsonl:3"),
+                       aq::error);
+  const fs::path missing_field = write_temp("nofield.jsonl", "{\"image\": \"x.png\"}\n");
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(missing_field, false), doctest::Contains("\"caption\""),
+                       aq::error);
+  const fs::path missing_image = write_temp("noimage.jsonl", "\n{\"image\": \"no_such.png\", \"caption\": \"c\"}\n");
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(missing_image), doctest::Contains("noimage.jsonl:2"),
+                       aq::error);
+}
+
+TEST_CASE("Qwen3-VL chat prompt for user [image, caption] with generation prompt") {
+  CHECK(aq::io::qwen3_vl_image_caption_prompt("A cat.") ==
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>A cat.<|im_end|>\n<|im_start|>assistant\n");
+  const std::vector<aq::io::chat_message> msgs = {
+      {"system", {{aq::io::chat_content::kind::text, "Be brief."}}},
+      {"user", {{aq::io::chat_content::kind::text, "Hi "}, {aq::io::chat_content::kind::image, {}}}},
+      {"assistant", {{aq::io::chat_content::kind::text, "Hello."}}}};
+  CHECK(aq::io::render_qwen3_vl_chat(msgs, false) ==
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi <|vision_start|><|image_pad|><|vision_end|>"
+        "<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n");
+  const std::int64_t counts[] = {3};
+  CHECK(aq::io::expand_image_pads("a<|image_pad|>b", counts) == "a<|image_pad|><|image_pad|><|image_pad|>b");
+  const std::int64_t two[] = {1, 1};
+  CHECK_THROWS_AS(aq::io::expand_image_pads("a<|image_pad|>b", two), aq::error);
+}
+
+TEST_CASE("text batches: left padding, masks, -100 labels, truncation, batch split") {
+  const std::vector<std::string> caps = {"ab", "abcdef", "", "xyz", "0123456789"};
+  aq::io::padding_options o;
+  o.max_length = 8;
+  const auto batches = aq::io::make_text_calib_batches(caps, byte_ids, 2, o);
+  REQUIRE(batches.size() == 3);  // 2 + 2 + 1: last partial batch kept
+  CHECK(batches[2].batch_size == 1);
+  const auto& b = batches[0];
+  CHECK(b.seq_len == 8);
+  const std::int32_t P = aq::io::qwen3_pad_token_id;
+  CHECK(std::vector<std::int32_t>(b.input_ids.begin(), b.input_ids.begin() + 8) ==
+        std::vector<std::int32_t>{P, P, P, P, P, P, 1000 + 'a', 1000 + 'b'});
+  CHECK(std::vector<std::int32_t>(b.attention_mask.begin(), b.attention_mask.begin() + 8) ==
+        std::vector<std::int32_t>{0, 0, 0, 0, 0, 0, 1, 1});
+  CHECK(std::vector<std::int32_t>(b.labels.begin(), b.labels.begin() + 8) ==
+        std::vector<std::int32_t>{-100, -100, -100, -100, -100, -100, 1000 + 'a', 1000 + 'b'});
+  // truncation keeps the first max_length tokens
+  const auto& last = batches[2];
+  CHECK(last.input_ids.front() == 1000 + '0');
+  CHECK(last.input_ids.back() == 1000 + '7');
+  CHECK(std::count(last.attention_mask.begin(), last.attention_mask.end(), 1) == 8);
+  // an empty caption is a row of pads
+  CHECK(std::count(batches[1].attention_mask.begin(), batches[1].attention_mask.begin() + 8, 1) == 0);
+  // a real token equal to the pad id is also ignored, as ignore_index = pad id does
+  const auto with_pad = aq::io::make_text_calib_batches(
+      {"x"}, [](std::string_view) { return std::vector<std::int32_t>{5, aq::io::qwen3_pad_token_id}; }, 1, o);
+  CHECK(with_pad[0].labels[7] == -100);
+  CHECK(with_pad[0].attention_mask[7] == 1);
+  o.side = aq::io::pad_side::right;
+  const auto right = aq::io::make_text_calib_batches({"ab"}, byte_ids, 1, o);
+  CHECK(right[0].input_ids[0] == 1000 + 'a');
+  CHECK(right[0].input_ids[7] == P);
+}
+
+TEST_CASE("score and calib steps follow the reference formula") {
+  CHECK(aq::io::num_score_steps(2, 8) == 2);      // small: 16 captions, bs 8
+  CHECK(aq::io::num_score_steps(16, 8) == 16);    // medium
+  CHECK(aq::io::num_score_steps(64, 8) == 16);    // large: 512 captions
+  CHECK(aq::io::num_score_steps(16, 1) == 16);    // VLM small, bs 1
+  CHECK(aq::io::num_score_steps(512, 1) == 128);  // VLM large
+  CHECK(aq::io::num_score_steps(0, 8) == 1);
+  CHECK(aq::io::num_score_steps(10, 256) == 1);
+  CHECK(aq::io::num_calib_steps(64) == 64);
+}
+
+TEST_CASE("real tokenizer: caption ids and packed batches match Hugging Face tokenizers") {
+  simdjson::dom::parser parser;
+  simdjson::dom::element ref;
+  REQUIRE(parser.load((fs::path(AQ_TEST_FIXTURES) / "calib" / "reference_ids.json").string()).get(ref) ==
+          simdjson::SUCCESS);
+  const auto& tok = qwen3_tokenizer();
+  const auto encode = [&](std::string_view s) { return tok.encode(s); };
+  const auto caps = aq::io::read_caption_lines(source / "data" / "captions" / "coco2017_captions_small.txt");
+  const auto batches = aq::io::make_text_calib_batches(caps, encode, 8);
+  REQUIRE(batches.size() == 2);
+  std::size_t i = 0;
+  for (simdjson::dom::element c : ref["captions"].get_array()) {
+    REQUIRE(i < caps.size());
+    CHECK(caps[i] == std::string_view(c["text"]));
+    std::vector<std::int32_t> ids;
+    for (simdjson::dom::element v : c["ids"].get_array()) ids.push_back(static_cast<std::int32_t>(std::int64_t(v)));
+    const auto& b = batches[i / 8];
+    const std::size_t row = (i % 8) * 512;
+    const std::vector<std::int32_t> tail(b.input_ids.begin() + static_cast<std::ptrdiff_t>(row + 512 - ids.size()),
+                                         b.input_ids.begin() + static_cast<std::ptrdiff_t>(row + 512));
+    CHECK(tail == ids);
+    CHECK(b.input_ids[row] == aq::io::qwen3_pad_token_id);
+    CHECK(std::count(b.attention_mask.begin() + static_cast<std::ptrdiff_t>(row),
+                     b.attention_mask.begin() + static_cast<std::ptrdiff_t>(row + 512), 1) ==
+          static_cast<std::ptrdiff_t>(ids.size()));
+    ++i;
+  }
+  CHECK(i == 16);
+
+  // Image+caption: horse.png at the Qwen3-VL budget is 320x384 -> grid (1,20,24) -> 120 pads.
+  const auto img = aq::io::load_image(shared / "calib-images" / "horse.png");
+  const auto b = aq::io::make_image_caption_batch(img, std::string_view(ref["vlm"]["caption"]), encode);
+  REQUIRE(b.vision.grid_thw.size() == 1);
+  CHECK(b.vision.grid_thw[0] == std::array<std::int64_t, 3>{1, 20, 24});
+  std::vector<std::int32_t> ids;
+  for (simdjson::dom::element v : ref["vlm"]["ids"].get_array()) ids.push_back(static_cast<std::int32_t>(std::int64_t(v)));
+  CHECK(b.seq_len == 512);
+  CHECK(b.batch_size == 1);
+  CHECK(std::vector<std::int32_t>(b.input_ids.end() - static_cast<std::ptrdiff_t>(ids.size()), b.input_ids.end()) == ids);
+  CHECK(std::count(b.input_ids.begin(), b.input_ids.end(), 151655) == 120);
+  CHECK(std::count(b.labels.begin(), b.labels.end(), -100) == 512 - static_cast<std::ptrdiff_t>(ids.size()));
+}
