@@ -111,7 +111,7 @@ struct minifloat {
   }
 
   AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
-    return decode(encode(x * scale));
+    return decode(encode(detail::mul_rn(x, scale)));
   }
 
   // ModelOpt multiplies by the fp32 reciprocal of the scale (inv = 1/scale), unlike integers.

@@ -25,7 +25,7 @@ struct none {
 
   // Only meaningful as the bf16 grid; fake_quantize() short-circuits pass-through formats.
   AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
-    return round_to_bf16(x * scale);
+    return round_to_bf16(detail::mul_rn(x, scale));
   }
   AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
   AQ_HD static constexpr code_type encode(float q) { return float_to_bf16(q).bits; }

@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <type_traits>
 
 #include "aq/core/config.hpp"
 
@@ -20,6 +21,16 @@ AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0
 // Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
 AQ_HD constexpr float copysign(float magnitude, float sign) {
   return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract
+// the product with a following addition into an FMA (which would skip the product's rounding
+// that ModelOpt's rint(x * s) sees); on the host a plain product.
+AQ_HD constexpr float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  if (!std::is_constant_evaluated()) return __fmul_rn(a, b);
+#endif
+  return a * b;
 }
 
 // Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the

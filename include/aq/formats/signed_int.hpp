@@ -31,7 +31,7 @@ struct signed_int {
 
   // NaN stays NaN (the comparisons below are false for it), as in ModelOpt's CUDA kernel.
   AQ_HD static constexpr float quantize(float x, float scale, bool narrow_range = false) {
-    float q = detail::round_half_even(x * scale);
+    float q = detail::round_half_even(detail::mul_rn(x, scale));
     q = q > max_bound ? max_bound : q;
     const float lowest = min_bound(narrow_range);
     q = q < lowest ? lowest : q;
