@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include <simdjson.h>
-
+#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
+#include "aq/model/qwen3_vl/vl_model.hpp"
 
 namespace {
 
@@ -24,28 +24,7 @@ using namespace aq::qwen3_vl;
 
 const fs::path fixture_dir = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl";
 
-// The fields of config.json the decoder needs (the full parser lives in io/hf_config.hpp).
-config read_config(const fs::path& path) {
-  simdjson::dom::parser parser;
-  const simdjson::dom::element root = parser.load(path.string());
-  const simdjson::dom::element text = root["text_config"];
-  config c;
-  c.text.hidden_size = text["hidden_size"].get_int64();
-  c.text.intermediate_size = text["intermediate_size"].get_int64();
-  c.text.num_hidden_layers = text["num_hidden_layers"].get_int64();
-  c.text.num_attention_heads = text["num_attention_heads"].get_int64();
-  c.text.num_key_value_heads = text["num_key_value_heads"].get_int64();
-  c.text.head_dim = text["head_dim"].get_int64();
-  c.text.vocab_size = text["vocab_size"].get_int64();
-  c.text.rms_norm_eps = text["rms_norm_eps"].get_double();
-  const simdjson::dom::element rope = text["rope_parameters"];
-  c.text.rope_theta = rope["rope_theta"].get_double();
-  std::size_t i = 0;
-  for (const simdjson::dom::element v : rope["mrope_section"].get_array()) c.text.mrope_section.at(i++) = v.get_int64();
-  c.tie_word_embeddings = root["tie_word_embeddings"].get_bool();
-  c.image_token_id = root["image_token_id"].get_int64();
-  return c;
-}
+config read_config(const fs::path& path) { return read_qwen3_vl_config(path); }
 
 struct reference {
   safetensors_file file;
@@ -105,27 +84,40 @@ struct tolerances {
   double logits = 1e-5, loss = 1e-5, activations = 1e-5, grads = 1e-4;
 };
 
-void check_text_case(const std::string& checkpoint, const std::string& impl) {
+void check_case(const std::string& checkpoint, const std::string& impl, const std::string& case_name = "text") {
   const config cfg = read_config(fixture_dir / checkpoint / "config.json");
   const safetensors_checkpoint ck(fixture_dir / checkpoint);
   const text_weights weights = load_text_weights(cfg, checkpoint_weight_source(ck));
   CHECK(weights.lm_head.empty() == cfg.tie_word_embeddings);
+  const vision_weights vweights = load_vision_weights(cfg, checkpoint_weight_source(ck));
   const reference ref(fixture_dir / (checkpoint + ".reference.safetensors"));
-  const text_batch batch = batch_from(ref, "text");
+  const text_batch batch = batch_from(ref, case_name);
+  image_batch images;
+  const bool with_images = ref.has(case_name + ".pixel_values");
+  if (with_images) {
+    const tensor_view& pv = ref.file.at(case_name + ".pixel_values");
+    images.pixel_values = tensor({pv.shape[0], pv.shape[1]});
+    images.pixel_values.storage() = to_float_vector(pv);
+    const std::vector<std::int64_t> g = ref.i(case_name + ".image_grid_thw");
+    for (std::size_t k = 0; k + 2 < g.size(); k += 3) images.grids.push_back({g[k], g[k + 1], g[k + 2]});
+  }
   // The fixture's positions are what rope_position_ids computes (4.57 semantics: pads get 1).
-  CHECK(rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq) == batch.position_ids);
+  CHECK(rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq, cfg.image_token_id,
+                          images.grids, cfg.vision.spatial_merge_size) == batch.position_ids);
 
-  const text_model model(cfg, weights);
+  const vl_model model(cfg, weights, vweights);
   run_options options;
   options.masked_rows = impl == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero;
   recorder rec;
-  const text_result out = model.run(batch, options, &rec);
-  const std::string p = "text." + impl + ".";
+  text_batch no_positions = batch;
+  no_positions.position_ids.clear();  // computed inside from the ids and grids
+  const text_result out = model.run(no_positions, with_images ? &images : nullptr, options, &rec);
+  const std::string p = case_name + "." + impl + ".";
   const double ref_loss = ref.f(p + "loss")[0];
   const double loss_err = std::abs(out.loss - ref_loss) / std::abs(ref_loss);
   const double logit_err = rel_error(out.logits.data(), ref.f(p + "logits"));
   const double embed_err = rel_error(out.inputs_embeds_grad.data(), ref.f(p + "inputs_embeds.grad"));
-  MESSAGE(checkpoint << " " << impl << ": loss " << out.loss << " vs " << ref_loss << " (rel " << loss_err
+  MESSAGE(checkpoint << " " << case_name << " " << impl << ": loss " << out.loss << " vs " << ref_loss << " (rel " << loss_err
                      << "), logits rel " << logit_err << ", inputs_embeds grad rel " << embed_err);
   const tolerances tol;
   CHECK(loss_err <= tol.loss);
@@ -133,9 +125,12 @@ void check_text_case(const std::string& checkpoint, const std::string& impl) {
   CHECK(embed_err <= tol.grads);
 
   // Every linear of the fixture (7 per layer + lm_head) with input, output and grad_output.
-  const std::int64_t expected_modules = 7 * cfg.text.num_hidden_layers + 1;
-  CHECK(static_cast<std::int64_t>(rec.forward_order.size()) == expected_modules);
-  CHECK(static_cast<std::int64_t>(rec.backward_order.size()) == expected_modules);
+  // Vision: 4 per block, 2 per merger, and the patch-embedding Conv3d (not an nn.Linear in the fixture).
+  const std::int64_t vision_modules =
+      with_images ? 4 * cfg.vision.depth + 2 + 2 * static_cast<std::int64_t>(cfg.vision.deepstack_visual_indexes.size()) : 0;
+  const std::int64_t expected_modules = 7 * cfg.text.num_hidden_layers + 1 + vision_modules;
+  CHECK(static_cast<std::int64_t>(rec.forward_order.size()) == expected_modules + (with_images ? 1 : 0));
+  CHECK(static_cast<std::int64_t>(rec.backward_order.size()) == expected_modules + (with_images ? 1 : 0));
   double worst_act = 0.0, worst_grad = 0.0;
   std::string worst_act_name, worst_grad_name;
   int compared = 0;
@@ -166,14 +161,19 @@ void check_text_case(const std::string& checkpoint, const std::string& impl) {
 
 TEST_CASE("Qwen3-VL text decoder matches transformers (eager attention): loss, logits, every linear's X, Y, dL/dY") {
   for (const char* checkpoint : {"tiny_tied", "tiny_untied"}) {
-    SUBCASE(checkpoint) { check_text_case(checkpoint, "eager"); }
+    SUBCASE(checkpoint) { check_case(checkpoint, "eager"); }
   }
 }
 
 TEST_CASE("Qwen3-VL text decoder matches transformers (sdpa): fully masked padding rows give zeros") {
   for (const char* checkpoint : {"tiny_tied", "tiny_untied"}) {
-    SUBCASE(checkpoint) { check_text_case(checkpoint, "sdpa"); }
+    SUBCASE(checkpoint) { check_case(checkpoint, "sdpa"); }
   }
+}
+
+TEST_CASE("Qwen3-VL image + text (vision tower, DeepStack, image M-RoPE positions) matches transformers") {
+  SUBCASE("eager") { check_case("tiny_untied", "eager", "image"); }
+  SUBCASE("sdpa") { check_case("tiny_untied", "sdpa", "image"); }
 }
 
 TEST_CASE("Qwen3-VL untied checkpoint without lm_head.weight is rejected") {

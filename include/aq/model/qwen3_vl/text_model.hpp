@@ -161,7 +161,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   ac.key_valid = batch.attention_mask.data();
   ac.masked_rows = options.masked_rows;
 
-  auto layer_name = [](std::int64_t l, const char* module) { return text_layer_prefix(l) + module; };
+  auto layer_name = [](std::int64_t l, const char* module) { return text_layer_weight_prefix(l) + module; };
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
   };

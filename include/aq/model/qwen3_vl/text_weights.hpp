@@ -37,9 +37,9 @@ struct text_weights {
   const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
-inline std::string text_prefix() { return "model.language_model."; }
-inline std::string text_layer_prefix(std::int64_t layer) {
-  return text_prefix() + "layers." + std::to_string(layer) + ".";
+inline std::string text_weight_prefix() { return "model.language_model."; }
+inline std::string text_layer_weight_prefix(std::int64_t layer) {
+  return text_weight_prefix() + "layers." + std::to_string(layer) + ".";
 }
 
 // lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
@@ -56,10 +56,10 @@ inline text_weights load_text_weights(const config& cfg, const weight_source& so
   const std::int64_t kvd = t.num_key_value_heads * t.head_dim;
   const std::int64_t I = t.intermediate_size;
   text_weights w;
-  w.embed_tokens = source.load(text_prefix() + "embed_tokens.weight", {t.vocab_size, H});
-  w.norm = source.load(text_prefix() + "norm.weight", {H});
+  w.embed_tokens = source.load(text_weight_prefix() + "embed_tokens.weight", {t.vocab_size, H});
+  w.norm = source.load(text_weight_prefix() + "norm.weight", {H});
   for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = text_layer_prefix(l);
+    const std::string p = text_layer_weight_prefix(l);
     text_layer_weights lw;
     lw.input_layernorm = source.load(p + "input_layernorm.weight", {H});
     lw.post_attention_layernorm = source.load(p + "post_attention_layernorm.weight", {H});
