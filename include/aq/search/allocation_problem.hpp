@@ -156,6 +156,7 @@ class allocation_problem {
     }
     if (num_groups() == 0) throw aq::error("aq::search::allocation_problem: no groups");
     cost_t max_sum = 0;
+    double magnitude = 0.0;  // Σ_g max_r |score|: bounds every partial sum the solvers form
     for (std::size_t g = 0; g < num_groups(); ++g) {
       const std::size_t n = num_choices(g);
       if (n == 0 || n > max_choices_per_group) {
@@ -163,6 +164,7 @@ class allocation_problem {
                         " choices, expected 1.." + std::to_string(max_choices_per_group));
       }
       cost_t group_max = 0;
+      double group_magnitude = 0.0;
       for (std::size_t r = 0; r < n; ++r) {
         if (!detail::is_finite(score(g, r))) {
           throw aq::error("aq::search::allocation_problem: scores[" + std::to_string(g) + "][" + std::to_string(r) +
@@ -173,6 +175,13 @@ class allocation_problem {
                           "] must be in [0, 2^53] param-bits, got " + std::to_string(cost(g, r)));
         }
         group_max = cost(g, r) > group_max ? cost(g, r) : group_max;
+        const double m = score(g, r) < 0.0 ? -score(g, r) : score(g, r);
+        group_magnitude = m > group_magnitude ? m : group_magnitude;
+      }
+      magnitude += group_magnitude;
+      if (!(magnitude <= std::numeric_limits<double>::max() / 4)) {
+        throw aq::error("aq::search::allocation_problem: Σ |scores| overflows double range at group " +
+                        std::to_string(g));
       }
       max_sum += group_max;
       if (max_sum > max_total_cost) {

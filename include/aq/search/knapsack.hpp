@@ -3,6 +3,7 @@
 // the cost axis in gcd units, either as a dense table or as lists of non-dominated states.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -22,8 +23,8 @@ enum class dp_path : std::uint8_t { automatic, dense_table, pareto_list };
 struct knapsack_options {
   dp_path path = dp_path::automatic;
   // automatic picks the dense table while its choice table (one byte per cell, one row per
-  // multi-choice group) stays under this many cells (32 MiB); beyond, the list DP.
-  std::size_t max_dense_cells = std::size_t{1} << 25;
+  // multi-choice group) stays under this many cells (128 MiB); beyond, the list DP.
+  std::size_t max_dense_cells = std::size_t{1} << 27;
   // The list DP stores 5 bytes per kept state; beyond this many it refuses (aq::error) rather
   // than exhaust memory: the instance is then too large for an exact answer.
   std::size_t max_list_states = std::size_t{1} << 27;
@@ -165,62 +166,69 @@ class mckp_dp {
   }
 
   // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
+  // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
+  // inner loops are branch-light sweeps over contiguous cells, one choice at a time.
   constexpr void run_dense(const allocation_problem& problem, std::int64_t limit) {
+    constexpr std::int32_t none = std::numeric_limits<std::int32_t>::max();
+    constexpr double unreachable = std::numeric_limits<double>::infinity();
     const std::size_t width = static_cast<std::size_t>(limit) + 1;
-    std::vector<double> score(width, 0.0), next_score(width, 0.0);
-    std::vector<std::int64_t> rank(width, -1), next_rank(width, -1);  // -1: unreachable
-    std::vector<std::int64_t> order{0}, next_order;                     // reachable cells by rank
+    std::vector<double> score(width, unreachable), next_score(width, unreachable);
+    // rank: position of the cell's prefix among the layer's prefixes in lexicographic order.
+    std::vector<std::int32_t> rank(width, none), next_rank(width, none);
+    std::vector<std::int32_t> order{0}, next_order;  // reachable cells by rank
+    score[0] = 0.0;
     rank[0] = 0;
-    std::int64_t hi = 0;
+    std::size_t hi = 0;
     for (std::size_t g = 0; g < problem.num_groups(); ++g) {
       const std::size_t n = choices(g);
       if (n == 1) {  // one choice, offset 0: only the score sum moves (kept in group order)
-        for (std::int64_t c : order) score[static_cast<std::size_t>(c)] += problem.score(g, 0);
+        for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
         continue;
       }
-      const std::int64_t next_hi = hi + max_units(g) < limit ? hi + max_units(g) : limit;
-      std::vector<std::uint8_t> row(static_cast<std::size_t>(next_hi) + 1, 0);
-      for (std::int64_t c = 0; c <= next_hi; ++c) {
-        double best = 0.0;
-        std::int64_t best_rank = -1;
-        std::uint32_t best_r = 0;
-        for (std::uint32_t r = 0; r < n; ++r) {
-          const std::int64_t p = c - units(g, r);
-          if (p < 0 || p > hi || rank[static_cast<std::size_t>(p)] < 0) continue;
-          const double s = score[static_cast<std::size_t>(p)] + problem.score(g, r);
-          const std::int64_t pr = rank[static_cast<std::size_t>(p)];
-          if (best_rank < 0 || better(s, pr, r, best, best_rank, best_r)) {
-            best = s;
-            best_rank = pr;
-            best_r = r;
+      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(max_units(g)), width - 1);
+      for (std::size_t c = 0; c <= next_hi; ++c) {
+        next_score[c] = unreachable;
+        next_rank[c] = none;
+      }
+      std::vector<std::uint8_t> row(next_hi + 1, 0);
+      // Choices in ascending index: a later one replaces only a strictly better (score, parent
+      // rank), so equal candidates from one parent keep the smaller index.
+      for (std::uint32_t r = 0; r < n; ++r) {
+        const auto e = static_cast<std::size_t>(units(g, r));
+        if (e > next_hi) continue;
+        const double add = problem.score(g, r);
+        const std::size_t top = std::min(hi + e, next_hi);
+        for (std::size_t c = e; c <= top; ++c) {
+          const double v = score[c - e] + add;
+          const std::int32_t pr = rank[c - e];
+          if (v < next_score[c] || (v == next_score[c] && pr < next_rank[c])) {
+            next_score[c] = v;
+            next_rank[c] = pr;
+            row[c] = static_cast<std::uint8_t>(r);
           }
         }
-        next_score[static_cast<std::size_t>(c)] = best;
-        next_rank[static_cast<std::size_t>(c)] = best_rank < 0 ? -1 : 0;
-        row[static_cast<std::size_t>(c)] = static_cast<std::uint8_t>(best_r);
       }
       // Lexicographic ranks of the new prefixes: parents in rank order, then choice index.
       next_order.clear();
-      for (std::int64_t p : order) {
+      for (std::int32_t p : order) {
         for (std::uint32_t r = 0; r < n; ++r) {
-          const std::int64_t c = p + units(g, r);
-          if (c > next_hi || next_rank[static_cast<std::size_t>(c)] < 0) continue;
-          if (row[static_cast<std::size_t>(c)] != r) continue;
-          next_rank[static_cast<std::size_t>(c)] = static_cast<std::int64_t>(next_order.size());
-          next_order.push_back(c);
+          const std::size_t c = static_cast<std::size_t>(p) + static_cast<std::size_t>(units(g, r));
+          if (c > next_hi || row[c] != r) continue;  // row[c] == r: c's winner came from p via r
+          next_rank[c] = static_cast<std::int32_t>(next_order.size());
+          next_order.push_back(static_cast<std::int32_t>(c));
         }
       }
       std::swap(score, next_score);
       std::swap(rank, next_rank);
       std::swap(order, next_order);
-      for (std::int64_t c = 0; c <= next_hi; ++c) next_rank[static_cast<std::size_t>(c)] = -1;
       rows_.push_back(std::move(row));
       hi = next_hi;
     }
-    for (std::int64_t c = 0; c <= hi; ++c) {
-      const auto i = static_cast<std::size_t>(c);
-      if (rank[i] < 0) continue;
-      if (front_.empty() || score[i] < front_.back().score) front_.push_back({c, score[i], static_cast<std::uint64_t>(c)});
+    for (std::size_t c = 0; c <= hi; ++c) {
+      if (rank[c] == none) continue;
+      if (front_.empty() || score[c] < front_.back().score) {
+        front_.push_back({static_cast<std::int64_t>(c), score[c], static_cast<std::uint64_t>(c)});
+      }
     }
   }
 
