@@ -139,3 +139,12 @@ TEST_CASE("the registry table has one row per recipe, generated from the list") 
   CHECK(table.find("| w8a4 | int8 per-channel | int4 per-tensor | 4.0 | CUSTOM_<i> | wint8_aint4 |") != std::string::npos);
   CHECK(table.find("| none | disabled | disabled | 16.0 | NONE |  |") != std::string::npos);
 }
+
+TEST_CASE("docs/formats.md shows the format and recipe tables generated from the lists") {
+  std::ifstream in(std::string(AQ_SOURCE_DIR) + "/docs/formats.md");
+  REQUIRE(in.good());
+  std::stringstream text;
+  text << in.rdbuf();
+  CHECK(text.str().find(aq::formats::format_table()) != std::string::npos);
+  CHECK(text.str().find(aq::quant::recipe_table()) != std::string::npos);
+}
