@@ -6,3 +6,28 @@
 #include "aq/core/error.hpp"
 #include "aq/core/bf16.hpp"
 #include "aq/core/atomic_file.hpp"
+#include "aq/core/dtype.hpp"
+
+// Checkpoints and model description
+#include "aq/io/mapped_file.hpp"
+#include "aq/io/safetensors.hpp"
+#include "aq/io/safetensors_writer.hpp"
+#include "aq/io/hf_config.hpp"
+#include "aq/model/quantizable_modules.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/parameters.hpp"
+#include "aq/model/qwen3_vl/modules.hpp"
+
+// Reports
+#include "aq/io/python_float.hpp"
+#include "aq/io/json_writer.hpp"
+#include "aq/io/report_model.hpp"
+#include "aq/io/quant_manifest.hpp"
+#include "aq/io/sensitivity_report.hpp"
+
+// Calibration data
+#include "aq/io/image.hpp"
+#include "aq/io/image_preprocess.hpp"
+#include "aq/io/calib_dataset.hpp"
+#include "aq/io/chat_template.hpp"
+#include "aq/io/calib_batches.hpp"

@@ -118,4 +118,3579 @@ inline void write_file_atomic(const std::filesystem::path& target, std::string_v
 
 }  // namespace aq
 // ---- end aq/core/atomic_file.hpp ----
+// ---- begin aq/core/dtype.hpp ----
+// Storage dtypes of checkpoint tensors (BF16, F16, F32): one small descriptor per dtype with its
+// safetensors name and element size, plus the exact f16 <-> float conversions. Readers turn a
+// header's dtype string into a descriptor here; conversions to float32 dispatch on it once per tensor.
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+
+namespace aq {
+
+// IEEE binary16 storage type (F16 tensors).
+struct f16 {
+  std::uint16_t bits = 0;
+
+  static constexpr f16 from_bits(std::uint16_t raw) {
+    f16 value;
+    value.bits = raw;
+    return value;
+  }
+};
+
+// Exact: every f16 value (subnormals, infinities, NaN payloads) is representable as a float.
+AQ_HD constexpr float f16_to_float(f16 value) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(value.bits & 0x8000u) << 16;
+  const std::uint32_t exponent = (value.bits >> 10) & 0x1fu;
+  const std::uint32_t mantissa = value.bits & 0x3ffu;
+  if (exponent == 0x1fu) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {
+    // Subnormal (or zero): mantissa * 2^-24, exact in float.
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign != 0 ? -magnitude : magnitude;
+  }
+  return std::bit_cast<float>(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+// Round to nearest even (as torch's .to(float16)); overflow goes to infinity, NaN stays NaN.
+AQ_HD constexpr f16 float_to_f16(float value) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7e00u));
+  if (magnitude >= 0x477ff000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7c00u));  // >= 65520
+  if (magnitude >= 0x38800000u) {  // normal f16 range: rebias the exponent, round the 13 dropped bits
+    std::uint32_t rebased = magnitude - 0x38000000u;
+    rebased += 0x0fffu + ((rebased >> 13) & 1u);
+    return f16::from_bits(static_cast<std::uint16_t>(sign | (rebased >> 13)));
+  }
+  // Subnormal f16: adding 0.5 makes the float's ulp 2^-24, so the FPU's own rounding (nearest even)
+  // lands on the f16 subnormal grid; the low mantissa bits are then the f16 bits.
+  const float shifted = std::bit_cast<float>(magnitude) + 0.5f;
+  return f16::from_bits(static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x3f000000u)));
+}
+
+// A tensor storage dtype: the spelling used in safetensors headers and the element size in bytes.
+struct dtype {
+  std::string_view name;
+  std::size_t size = 0;
+
+  friend constexpr bool operator==(const dtype& a, const dtype& b) { return a.name == b.name; }
+};
+
+inline constexpr dtype dtype_bf16{"BF16", 2};
+inline constexpr dtype dtype_f16{"F16", 2};
+inline constexpr dtype dtype_f32{"F32", 4};
+// Integer dtypes appear in reference/activation fixtures (token ids, grids), never in weights.
+inline constexpr dtype dtype_i32{"I32", 4};
+inline constexpr dtype dtype_i64{"I64", 8};
+
+// The dtypes aq reads and writes as weights; anything else in a checkpoint is rejected by name.
+inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dtype_f32};
+// What a reader may be asked to accept besides: the float dtypes and the integer ones.
+inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
+
+inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
+
+// "BF16, F16, F32": the list used in "not supported (...)" messages.
+inline std::string dtype_names(std::span<const dtype> types) {
+  std::string out;
+  for (const dtype& type : types) {
+    if (!out.empty()) out += ", ";
+    out += type.name;
+  }
+  return out;
+}
+
+inline constexpr std::optional<dtype> find_dtype(std::string_view name, std::span<const dtype> among = supported_dtypes) {
+  for (const dtype& candidate : among) {
+    if (candidate.name == name) return candidate;
+  }
+  return std::nullopt;
+}
+
+// Element type tags for compile-time dispatch: visit_dtype calls f(bf16{}), f(f16{}) or f(float{}),
+// so conversion loops are written once as templates and the dtype is tested once per tensor.
+template <class F>
+constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
+  if (type == dtype_bf16) return f(bf16{});
+  if (type == dtype_f16) return f(f16{});
+  if (type == dtype_f32) return f(float{});
+  throw error("dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+}
+
+template <class T>
+inline constexpr dtype dtype_of = dtype_f32;
+template <>
+inline constexpr dtype dtype_of<std::int32_t> = dtype_i32;
+template <>
+inline constexpr dtype dtype_of<std::int64_t> = dtype_i64;
+template <>
+inline constexpr dtype dtype_of<bf16> = dtype_bf16;
+template <>
+inline constexpr dtype dtype_of<f16> = dtype_f16;
+
+AQ_HD constexpr float to_float(bf16 value) { return bf16_to_float(value); }
+AQ_HD constexpr float to_float(f16 value) { return f16_to_float(value); }
+AQ_HD constexpr float to_float(float value) { return value; }
+
+}  // namespace aq
+// ---- end aq/core/dtype.hpp ----
+
+// Checkpoints and model description
+// ---- begin aq/io/mapped_file.hpp ----
+// A whole file mapped read-only into memory: how checkpoints are read without copying gigabytes.
+// Tensor views point straight into the mapping; it lives as long as the mapped_file that owns it.
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+
+namespace aq {
+
+class mapped_file {
+ public:
+  mapped_file() = default;
+
+  explicit mapped_file(const std::filesystem::path& path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw error(path.string() + ": cannot open: " + std::strerror(errno));
+    struct stat info {};
+    if (::fstat(fd, &info) != 0) {
+      const std::string reason = std::strerror(errno);
+      ::close(fd);
+      throw error(path.string() + ": cannot stat: " + reason);
+    }
+    if (!S_ISREG(info.st_mode)) {
+      ::close(fd);
+      throw error(path.string() + ": not a regular file");
+    }
+    size_ = static_cast<std::size_t>(info.st_size);
+    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is simply an empty span
+      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (address == MAP_FAILED) {
+        const std::string reason = std::strerror(errno);
+        ::close(fd);
+        throw error(path.string() + ": cannot map into memory: " + reason);
+      }
+      data_ = static_cast<const std::byte*>(address);
+    }
+    ::close(fd);  // the mapping keeps the file alive
+  }
+
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+
+  mapped_file(mapped_file&& other) noexcept
+      : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+  mapped_file& operator=(mapped_file&& other) noexcept {
+    if (this != &other) {
+      unmap();
+      path_ = std::move(other.path_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+
+  ~mapped_file() { unmap(); }
+
+  const std::filesystem::path& path() const { return path_; }
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+  std::size_t size() const { return size_; }
+
+ private:
+  void unmap() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+
+  std::filesystem::path path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace aq
+// ---- end aq/io/mapped_file.hpp ----
+// ---- begin aq/io/safetensors.hpp ----
+// Reading safetensors checkpoints: one file or a sharded directory (model.safetensors.index.json),
+// memory-mapped and validated against the format before any tensor is handed out. This is the
+// first step of the pipeline (checkpoint -> weights); tensor views point into the mapping and are
+// converted to float32/bf16 only when the model asks.
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <simdjson.h>
+
+
+namespace aq {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors stores little-endian values; aq reads them in place");
+
+// One tensor of a checkpoint: metadata plus its raw little-endian bytes inside the mapped file.
+struct tensor_view {
+  std::string_view name;
+  aq::dtype dtype;
+  std::span<const std::int64_t> shape;
+  std::span<const std::byte> bytes;
+  std::string_view file;  // the .safetensors file holding it (for messages)
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : shape) n *= extent;
+    return n;
+  }
+};
+
+// "[151936, 2560]": the spelling used in every shape message.
+inline std::string format_shape(std::span<const std::int64_t> shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+// Upper bound on the JSON header, as in the reference implementation: a larger length is a
+// corrupt file, not a checkpoint.
+inline constexpr std::uint64_t safetensors_max_header_size = 100'000'000;
+
+namespace detail {
+
+// Dtypes that the safetensors format defines but aq does not read: named as such in errors.
+inline bool is_known_safetensors_dtype(std::string_view name) {
+  constexpr std::string_view known[] = {"BOOL", "U8",  "I8",  "I16",     "U16",     "I32",     "U32",
+                                        "I64",  "U64", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4",
+                                        "F6_E2M3", "F6_E3M2", "C64"};
+  return std::find(std::begin(known), std::end(known), name) != std::end(known);
+}
+
+inline std::string_view json_type_name(simdjson::dom::element_type type) {
+  switch (type) {
+    case simdjson::dom::element_type::ARRAY: return "an array";
+    case simdjson::dom::element_type::OBJECT: return "an object";
+    case simdjson::dom::element_type::INT64:
+    case simdjson::dom::element_type::UINT64: return "an integer";
+    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
+    case simdjson::dom::element_type::STRING: return "a string";
+    case simdjson::dom::element_type::BOOL: return "a boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
+  }
+  return "an unknown JSON value";
+}
+
+// A JSON non-negative integer (int64 range), or an error message fragment.
+inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& out, std::string& why) {
+  if (value.type() == simdjson::dom::element_type::INT64) {
+    const std::int64_t v = value.get_int64().value_unsafe();
+    if (v < 0) {
+      why = "is negative (" + std::to_string(v) + ")";
+      return false;
+    }
+    out = v;
+    return true;
+  }
+  if (value.type() == simdjson::dom::element_type::UINT64) {
+    why = "is too large (" + std::to_string(value.get_uint64().value_unsafe()) + ")";
+    return false;
+  }
+  why = std::string("is ") + std::string(json_type_name(value.type())) + ", expected a non-negative integer";
+  return false;
+}
+
+}  // namespace detail
+
+// One .safetensors file, mapped and validated. Not movable: tensor views point into it.
+class safetensors_file {
+ public:
+  // `accepted`: the dtypes this caller handles; weights are float (the default), fixtures may add I32/I64.
+  explicit safetensors_file(const std::filesystem::path& path, std::span<const dtype> accepted = supported_dtypes)
+      : file_(path), path_string_(path.string()), accepted_(accepted.begin(), accepted.end()) {
+    parse();
+  }
+
+  safetensors_file(const safetensors_file&) = delete;
+  safetensors_file& operator=(const safetensors_file&) = delete;
+
+  const std::filesystem::path& path() const { return file_.path(); }
+  // All tensors, sorted by name.
+  std::span<const tensor_view> tensors() const { return views_; }
+  const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
+
+  const tensor_view* find(std::string_view name) const {
+    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
+                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
+    return it != views_.end() && it->name == name ? &*it : nullptr;
+  }
+
+  const tensor_view& at(std::string_view name) const {
+    if (const tensor_view* view = find(name)) return *view;
+    throw error(path_string_ + ": tensor " + std::string(name) + ": not in this file");
+  }
+
+ private:
+  struct entry {
+    std::string name;
+    aq::dtype dtype;
+    std::vector<std::int64_t> shape;
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;
+  };
+
+  [[noreturn]] void fail(const std::string& message) const { throw error(path_string_ + ": " + message); }
+  [[noreturn]] void fail_tensor(std::string_view name, const std::string& message) const {
+    throw error(path_string_ + ": tensor " + std::string(name) + ": " + message);
+  }
+
+  void parse() {
+    const std::span<const std::byte> bytes = file_.bytes();
+    if (bytes.size() < 8) {
+      fail("truncated: " + std::to_string(bytes.size()) +
+           " bytes, but a safetensors file starts with an 8-byte header length");
+    }
+    std::uint64_t header_size = 0;
+    std::memcpy(&header_size, bytes.data(), 8);
+    if (header_size > safetensors_max_header_size) {
+      fail("header length " + std::to_string(header_size) + " exceeds the limit of " +
+           std::to_string(safetensors_max_header_size) + " bytes");
+    }
+    if (header_size > bytes.size() - 8) {
+      fail("header length " + std::to_string(header_size) + " exceeds the file size minus 8 (" +
+           std::to_string(bytes.size() - 8) + " bytes): truncated or not a safetensors file");
+    }
+    const std::span<const std::byte> data = bytes.subspan(8 + header_size);
+
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    const auto* header = reinterpret_cast<const char*>(bytes.data() + 8);
+    if (const auto code = parser.parse(header, header_size).get(root)) {
+      fail(std::string("header is not valid JSON: ") + simdjson::error_message(code));
+    }
+    simdjson::dom::object object;
+    if (root.get_object().get(object)) {
+      fail(std::string("header is ") + std::string(detail::json_type_name(root.type())) + ", expected a JSON object");
+    }
+
+    std::vector<entry> entries;
+    entries.reserve(object.size());
+    bool have_metadata = false;
+    for (const auto field : object) {
+      const std::string_view key = field.key;
+      if (key == "__metadata__") {
+        if (have_metadata) fail("__metadata__ appears twice in the header");
+        have_metadata = true;
+        parse_metadata(field.value);
+        continue;
+      }
+      entries.push_back(parse_entry(key, field.value));
+    }
+
+    std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
+    for (std::size_t i = 1; i < entries.size(); ++i) {
+      if (entries[i].name == entries[i - 1].name) fail_tensor(entries[i].name, "appears twice in the header");
+    }
+    check_spans(entries, data.size());
+
+    entries_ = std::move(entries);
+    views_.reserve(entries_.size());
+    for (const entry& e : entries_) {
+      views_.push_back(tensor_view{e.name, e.dtype, e.shape,
+                                   data.subspan(static_cast<std::size_t>(e.begin), static_cast<std::size_t>(e.end - e.begin)),
+                                   path_string_});
+    }
+  }
+
+  void parse_metadata(simdjson::dom::element value) {
+    simdjson::dom::object object;
+    if (value.get_object().get(object)) {
+      fail(std::string("__metadata__ is ") + std::string(detail::json_type_name(value.type())) +
+           ", expected an object of strings");
+    }
+    for (const auto field : object) {
+      std::string_view text;
+      if (field.value.get_string().get(text)) {
+        fail("__metadata__." + std::string(field.key) + " is " + std::string(detail::json_type_name(field.value.type())) +
+             ", expected a string");
+      }
+      if (!metadata_.emplace(std::string(field.key), std::string(text)).second) {
+        fail("__metadata__." + std::string(field.key) + " appears twice");
+      }
+    }
+  }
+
+  entry parse_entry(std::string_view name, simdjson::dom::element value) const {
+    simdjson::dom::object object;
+    if (value.get_object().get(object)) {
+      fail_tensor(name, std::string("entry is ") + std::string(detail::json_type_name(value.type())) +
+                            ", expected an object with dtype, shape, data_offsets");
+    }
+    entry result;
+    result.name = std::string(name);
+
+    simdjson::dom::element dtype_value;
+    if (object.at_key("dtype").get(dtype_value)) fail_tensor(name, "dtype: missing");
+    std::string_view dtype_name;
+    if (dtype_value.get_string().get(dtype_name)) {
+      fail_tensor(name, "dtype is " + std::string(detail::json_type_name(dtype_value.type())) + ", expected a string");
+    }
+    const auto type = find_dtype(dtype_name, accepted_);
+    if (!type) {
+      const bool known = detail::is_known_safetensors_dtype(dtype_name) || find_dtype(dtype_name, readable_dtypes);
+      fail_tensor(name, "dtype " + std::string(dtype_name) + (known ? " not supported (" : " unknown (supported: ") +
+                            dtype_names(accepted_) + ")");
+    }
+    result.dtype = *type;
+
+    simdjson::dom::element shape_value;
+    if (object.at_key("shape").get(shape_value)) fail_tensor(name, "shape: missing");
+    simdjson::dom::array shape_array;
+    if (shape_value.get_array().get(shape_array)) {
+      fail_tensor(name, "shape is " + std::string(detail::json_type_name(shape_value.type())) + ", expected an array");
+    }
+    std::string why;
+    for (const auto extent_value : shape_array) {
+      std::int64_t extent = 0;
+      if (!detail::json_non_negative_int(extent_value, extent, why)) {
+        fail_tensor(name, "shape[" + std::to_string(result.shape.size()) + "] " + why);
+      }
+      result.shape.push_back(extent);
+    }
+
+    simdjson::dom::element offsets_value;
+    if (object.at_key("data_offsets").get(offsets_value)) fail_tensor(name, "data_offsets: missing");
+    simdjson::dom::array offsets;
+    if (offsets_value.get_array().get(offsets) || offsets.size() != 2) {
+      fail_tensor(name, "data_offsets must be an array [begin, end] of two integers");
+    }
+    std::int64_t begin = 0;
+    std::int64_t end = 0;
+    if (!detail::json_non_negative_int(offsets.at(0).value_unsafe(), begin, why)) fail_tensor(name, "data_offsets[0] " + why);
+    if (!detail::json_non_negative_int(offsets.at(1).value_unsafe(), end, why)) fail_tensor(name, "data_offsets[1] " + why);
+    result.begin = static_cast<std::uint64_t>(begin);
+    result.end = static_cast<std::uint64_t>(end);
+    return result;
+  }
+
+  void check_spans(const std::vector<entry>& entries, std::size_t data_size) const {
+    for (const entry& e : entries) {
+      const std::string offsets = "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
+      if (e.begin > e.end) fail_tensor(e.name, offsets + " has begin > end");
+      if (e.end > data_size) {
+        fail_tensor(e.name, offsets + " outside the data area of " + std::to_string(data_size) + " bytes");
+      }
+      std::uint64_t expected = e.dtype.size;
+      for (const std::int64_t extent : e.shape) {
+        if (__builtin_mul_overflow(expected, static_cast<std::uint64_t>(extent), &expected)) {
+          fail_tensor(e.name, "shape " + format_shape(e.shape) + " overflows the byte count");
+        }
+      }
+      if (expected != e.end - e.begin) {
+        fail_tensor(e.name, "shape " + format_shape(e.shape) + " x " + std::string(e.dtype.name) + " (" +
+                                std::to_string(e.dtype.size) + " bytes) = " + std::to_string(expected) + " bytes, but " +
+                                offsets + " span " + std::to_string(e.end - e.begin));
+      }
+    }
+    // No two tensors may share bytes; empty tensors occupy none.
+    std::vector<const entry*> by_offset;
+    by_offset.reserve(entries.size());
+    for (const entry& e : entries) {
+      if (e.end > e.begin) by_offset.push_back(&e);
+    }
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](const entry* a, const entry* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const entry& previous = *by_offset[i - 1];
+      const entry& current = *by_offset[i];
+      if (current.begin < previous.end) {
+        fail("tensors " + previous.name + " [" + std::to_string(previous.begin) + ", " + std::to_string(previous.end) +
+             "] and " + current.name + " [" + std::to_string(current.begin) + ", " + std::to_string(current.end) +
+             "] overlap");
+      }
+    }
+  }
+
+  mapped_file file_;
+  std::string path_string_;
+  std::vector<dtype> accepted_;
+  std::vector<entry> entries_;
+  std::vector<tensor_view> views_;
+  std::map<std::string, std::string, std::less<>> metadata_;
+};
+
+inline constexpr std::string_view safetensors_index_name = "model.safetensors.index.json";
+inline constexpr std::string_view safetensors_single_name = "model.safetensors";
+
+// A whole checkpoint: a directory holding model.safetensors.index.json (sharded) or
+// model.safetensors, a single .safetensors file, or an index file. Every shard is validated, the
+// index must agree with the shards exactly, and tensor names are unique across shards.
+class safetensors_checkpoint {
+ public:
+  explicit safetensors_checkpoint(const std::filesystem::path& path, std::span<const dtype> accepted = supported_dtypes)
+      : path_(path), accepted_(accepted.begin(), accepted.end()) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      if (fs::exists(path / safetensors_index_name, ec)) {
+        open_index(path / safetensors_index_name);
+      } else if (fs::exists(path / safetensors_single_name, ec)) {
+        files_.push_back(std::make_unique<safetensors_file>(path / safetensors_single_name, accepted_));
+      } else {
+        throw error(path.string() + ": no " + std::string(safetensors_index_name) + " or " +
+                    std::string(safetensors_single_name) + " in this directory");
+      }
+    } else if (path.extension() == ".json") {
+      open_index(path);
+    } else {
+      files_.push_back(std::make_unique<safetensors_file>(path, accepted_));
+    }
+    collect();
+  }
+
+  safetensors_checkpoint(const safetensors_checkpoint&) = delete;
+  safetensors_checkpoint& operator=(const safetensors_checkpoint&) = delete;
+
+  // What was opened (directory, file or index), for messages.
+  const std::filesystem::path& path() const { return path_; }
+  bool sharded() const { return sharded_; }
+  const std::vector<std::unique_ptr<safetensors_file>>& files() const { return files_; }
+  // All tensors of all shards, sorted by name.
+  std::span<const tensor_view> tensors() const { return views_; }
+
+  const tensor_view* find(std::string_view name) const {
+    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
+                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
+    return it != views_.end() && it->name == name ? &*it : nullptr;
+  }
+
+  const tensor_view& at(std::string_view name) const {
+    if (const tensor_view* view = find(name)) return *view;
+    throw error(path_.string() + ": tensor " + std::string(name) + ": not in the checkpoint");
+  }
+
+  std::uint64_t total_bytes() const {
+    std::uint64_t total = 0;
+    for (const tensor_view& view : views_) total += view.bytes.size();
+    return total;
+  }
+
+ private:
+  void open_index(const std::filesystem::path& index_path) {
+    sharded_ = true;
+    const std::string where = index_path.string();
+    const mapped_file index(index_path);
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    if (const auto code =
+            parser.parse(reinterpret_cast<const char*>(index.bytes().data()), index.size()).get(root)) {
+      throw error(where + ": not valid JSON: " + simdjson::error_message(code));
+    }
+    simdjson::dom::element weight_map_value;
+    if (root.at_key("weight_map").get(weight_map_value)) throw error(where + ": weight_map: missing");
+    simdjson::dom::object weight_map;
+    if (weight_map_value.get_object().get(weight_map)) {
+      throw error(where + ": weight_map is " + std::string(detail::json_type_name(weight_map_value.type())) +
+                  ", expected an object");
+    }
+
+    std::vector<std::pair<std::string, std::string>> listed;  // tensor -> shard file name
+    listed.reserve(weight_map.size());
+    for (const auto field : weight_map) {
+      std::string_view shard;
+      if (field.value.get_string().get(shard)) {
+        throw error(where + ": weight_map: tensor " + std::string(field.key) + ": shard is " +
+                    std::string(detail::json_type_name(field.value.type())) + ", expected a file name");
+      }
+      const std::filesystem::path shard_path(shard);
+      if (shard.empty() || shard_path.is_absolute() ||
+          std::any_of(shard_path.begin(), shard_path.end(), [](const auto& part) { return part == ".."; })) {
+        throw error(where + ": weight_map: tensor " + std::string(field.key) + ": shard \"" + std::string(shard) +
+                    "\" must be a file name relative to the index");
+      }
+      listed.emplace_back(std::string(field.key), std::string(shard));
+    }
+    std::sort(listed.begin(), listed.end());
+    for (std::size_t i = 1; i < listed.size(); ++i) {
+      if (listed[i].first == listed[i - 1].first) {
+        throw error(where + ": weight_map: tensor " + listed[i].first + ": listed twice");
+      }
+    }
+
+    std::vector<std::string> shard_names;
+    for (const auto& [tensor, shard] : listed) shard_names.push_back(shard);
+    std::sort(shard_names.begin(), shard_names.end());
+    shard_names.erase(std::unique(shard_names.begin(), shard_names.end()), shard_names.end());
+    const std::filesystem::path dir = index_path.parent_path();
+    std::map<std::string, const safetensors_file*, std::less<>> by_name;
+    for (const std::string& shard : shard_names) {
+      std::error_code ec;
+      if (!std::filesystem::exists(dir / shard, ec)) {
+        throw error(where + ": weight_map: shard " + shard + " does not exist");
+      }
+      files_.push_back(std::make_unique<safetensors_file>(dir / shard, accepted_));
+      by_name.emplace(shard, files_.back().get());
+    }
+    for (const auto& [tensor, shard] : listed) {
+      if (by_name.at(shard)->find(tensor) == nullptr) {
+        throw error(where + ": weight_map: tensor " + tensor + ": not in shard " + shard);
+      }
+    }
+    // Every tensor of every shard must be listed (under that shard: checked by collect()).
+    for (const auto& [shard, file] : by_name) {
+      for (const tensor_view& view : file->tensors()) {
+        const auto it = std::lower_bound(listed.begin(), listed.end(), view.name,
+                                         [](const auto& item, std::string_view key) { return item.first < key; });
+        if (it == listed.end() || it->first != view.name) {
+          throw error(where + ": tensor " + std::string(view.name) + " of shard " + shard + " is not in weight_map");
+        }
+        if (it->second != shard) {
+          throw error(where + ": tensor " + std::string(view.name) + " is in two shards: " + it->second + " and " + shard);
+        }
+      }
+    }
+  }
+
+  void collect() {
+    for (const auto& file : files_) {
+      views_.insert(views_.end(), file->tensors().begin(), file->tensors().end());
+    }
+    std::sort(views_.begin(), views_.end(), [](const tensor_view& a, const tensor_view& b) { return a.name < b.name; });
+    for (std::size_t i = 1; i < views_.size(); ++i) {
+      if (views_[i].name == views_[i - 1].name) {
+        throw error(path_.string() + ": tensor " + std::string(views_[i].name) + " is in two shards: " +
+                    std::string(views_[i - 1].file) + " and " + std::string(views_[i].file));
+      }
+    }
+  }
+
+  std::filesystem::path path_;
+  std::vector<dtype> accepted_;
+  bool sharded_ = false;
+  std::vector<std::unique_ptr<safetensors_file>> files_;
+  std::vector<tensor_view> views_;
+};
+
+namespace detail {
+
+template <class Out, class In>
+constexpr Out convert_element(In value) {
+  if constexpr (std::is_same_v<Out, In>) {
+    return value;
+  } else if constexpr (std::is_same_v<Out, float>) {
+    return to_float(value);
+  } else if constexpr (std::is_same_v<Out, bf16>) {
+    return float_to_bf16(to_float(value));
+  } else {
+    return float_to_f16(to_float(value));
+  }
+}
+
+}  // namespace detail
+
+// Converts a tensor's stored values into `out` (float, bf16 or f16), rounding to nearest even
+// where the target is narrower. Source bytes need no alignment.
+template <class Out>
+void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
+  static_assert(std::is_same_v<Out, float> || std::is_same_v<Out, bf16> || std::is_same_v<Out, f16>,
+                "convert_tensor writes float, bf16 or f16");
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  if (out.size() != count) {
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": destination holds " +
+                std::to_string(out.size()) + " values, tensor " + format_shape(tensor.shape) + " has " +
+                std::to_string(count));
+  }
+  if (!find_dtype(tensor.dtype.name)) {
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
+                std::string(tensor.dtype.name) + " does not convert to floating point (" +
+                std::string(supported_dtype_names) + ")");
+  }
+  visit_dtype(tensor.dtype, [&](auto tag) {
+    using In = decltype(tag);
+    const std::byte* source = tensor.bytes.data();
+    if constexpr (std::is_same_v<In, Out>) {
+      std::memcpy(out.data(), source, count * sizeof(In));
+    } else {
+      for (std::size_t i = 0; i < count; ++i) {
+        In value;
+        std::memcpy(&value, source + i * sizeof(In), sizeof(In));
+        out[i] = detail::convert_element<Out>(value);
+      }
+    }
+  });
+}
+
+// Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
+inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  std::vector<std::int64_t> out(count);
+  const std::byte* source = tensor.bytes.data();
+  if (tensor.dtype == dtype_i64) {
+    std::memcpy(out.data(), source, count * sizeof(std::int64_t));
+  } else if (tensor.dtype == dtype_i32) {
+    for (std::size_t i = 0; i < count; ++i) {
+      std::int32_t value;
+      std::memcpy(&value, source + i * sizeof value, sizeof value);
+      out[i] = value;
+    }
+  } else {
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
+                std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
+  }
+  return out;
+}
+
+inline std::vector<float> to_float_vector(const tensor_view& tensor) {
+  std::vector<float> out(static_cast<std::size_t>(tensor.numel()));
+  convert_tensor(tensor, std::span<float>(out));
+  return out;
+}
+
+inline std::vector<bf16> to_bf16_vector(const tensor_view& tensor) {
+  std::vector<bf16> out(static_cast<std::size_t>(tensor.numel()));
+  convert_tensor(tensor, std::span<bf16>(out));
+  return out;
+}
+
+}  // namespace aq
+// ---- end aq/io/safetensors.hpp ----
+// ---- begin aq/io/safetensors_writer.hpp ----
+// Writing .safetensors files (BF16/F16/F32 tensors + optional __metadata__): the quantizer-state
+// output of the pipeline and the synthetic checkpoints of the tests. Byte-deterministic: header
+// keys sorted by name, compact JSON padded with spaces to 8 bytes, written atomically.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+namespace aq {
+
+namespace detail {
+
+// JSON string literal with the escapes RFC 8259 requires (quote, backslash, control characters).
+inline void append_json_string(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace detail
+
+class safetensors_writer {
+ public:
+  // Adds a tensor from raw little-endian bytes of `type` (copied).
+  void add(std::string_view name, const dtype& type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
+    if (!find_dtype(type.name)) {
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    }
+    if (name.empty()) fail(name, "empty tensor name");
+    if (name == "__metadata__") fail(name, "reserved name");
+    std::uint64_t expected = type.size;
+    for (const std::int64_t extent : shape) {
+      if (extent < 0) fail(name, "negative extent in shape");
+      expected *= static_cast<std::uint64_t>(extent);
+    }
+    if (expected != data.size()) {
+      fail(name, "shape needs " + std::to_string(expected) + " bytes of " + std::string(type.name) + ", got " +
+                     std::to_string(data.size()));
+    }
+    const auto [it, inserted] = tensors_.try_emplace(std::string(name));
+    if (!inserted) fail(name, "added twice");
+    it->second.type = *find_dtype(type.name);
+    it->second.shape = std::move(shape);
+    it->second.data.assign(data.begin(), data.end());
+  }
+
+  // Adds values already in their storage type (float -> F32, bf16 -> BF16, f16 -> F16).
+  template <class T>
+  void add(std::string_view name, std::vector<std::int64_t> shape, std::span<const T> values) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>,
+                  "safetensors_writer stores float, bf16 or f16 values");
+    add(name, dtype_of<T>, std::move(shape), std::as_bytes(values));
+  }
+
+  // Adds float values stored as `type`, rounding to nearest even for BF16/F16.
+  void add_rounded(std::string_view name, const dtype& type, std::vector<std::int64_t> shape,
+                   std::span<const float> values) {
+    if (!find_dtype(type.name)) {
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    }
+    visit_dtype(type, [&](auto tag) {
+      using Stored = decltype(tag);
+      std::vector<Stored> stored(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        if constexpr (std::is_same_v<Stored, bf16>) {
+          stored[i] = float_to_bf16(values[i]);
+        } else if constexpr (std::is_same_v<Stored, f16>) {
+          stored[i] = float_to_f16(values[i]);
+        } else {
+          stored[i] = values[i];
+        }
+      }
+      add(name, std::move(shape), std::span<const Stored>(stored));
+    });
+  }
+
+  void set_metadata(std::string_view key, std::string_view value) { metadata_[std::string(key)] = std::string(value); }
+
+  std::size_t size() const { return tensors_.size(); }
+
+  // The whole file. Data is laid out widest dtype first (then by name), as the reference writer
+  // does, so every tensor is naturally aligned when the data area starts on 8 bytes.
+  std::string serialize() const {
+    std::vector<const std::pair<const std::string, stored_tensor>*> layout;
+    layout.reserve(tensors_.size());
+    for (const auto& item : tensors_) layout.push_back(&item);
+    std::stable_sort(layout.begin(), layout.end(),
+                     [](const auto* a, const auto* b) { return a->second.type.size > b->second.type.size; });
+    std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
+    std::uint64_t cursor = 0;
+    for (const auto* item : layout) {
+      offsets[item->first] = {cursor, cursor + item->second.data.size()};
+      cursor += item->second.data.size();
+    }
+
+    std::string header = "{";
+    if (!metadata_.empty()) {
+      header += "\"__metadata__\":{";
+      bool first = true;
+      for (const auto& [key, value] : metadata_) {
+        if (!first) header += ',';
+        first = false;
+        detail::append_json_string(header, key);
+        header += ':';
+        detail::append_json_string(header, value);
+      }
+      header += '}';
+    }
+    for (const auto& [name, tensor] : tensors_) {  // std::map: sorted by name
+      if (header.size() > 1) header += ',';
+      detail::append_json_string(header, name);
+      header += ":{\"dtype\":\"";
+      header += tensor.type.name;
+      header += "\",\"shape\":[";
+      for (std::size_t i = 0; i < tensor.shape.size(); ++i) {
+        if (i > 0) header += ',';
+        header += std::to_string(tensor.shape[i]);
+      }
+      const auto [begin, end] = offsets.at(name);
+      header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
+    }
+    header += '}';
+    header.append((8 - header.size() % 8) % 8, ' ');
+
+    std::string file;
+    file.reserve(8 + header.size() + cursor);
+    const std::uint64_t header_size = header.size();
+    for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+    file += header;
+    for (const auto* item : layout) {
+      file.append(reinterpret_cast<const char*>(item->second.data.data()), item->second.data.size());
+    }
+    return file;
+  }
+
+  void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
+
+ private:
+  struct stored_tensor {
+    dtype type;
+    std::vector<std::int64_t> shape;
+    std::vector<std::byte> data;
+  };
+
+  [[noreturn]] static void fail(std::string_view name, const std::string& message) {
+    throw error("safetensors writer: tensor " + std::string(name) + ": " + message);
+  }
+
+  std::map<std::string, stored_tensor, std::less<>> tensors_;
+  std::map<std::string, std::string, std::less<>> metadata_;
+};
+
+}  // namespace aq
+// ---- end aq/io/safetensors_writer.hpp ----
+// ---- begin aq/io/hf_config.hpp ----
+// Hugging Face config.json -> aq::qwen3_vl::config: the architecture numbers of a Qwen3-VL
+// checkpoint, read once at load time. Accepts the published transformers 4.57 spelling
+// (rope_theta + rope_scaling) and the transformers 5 spelling (rope_parameters).
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <simdjson.h>
+
+// ---- begin aq/model/qwen3_vl/config.hpp ----
+// Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
+// architecture (text decoder, vision tower, special token ids). Parsing lives in
+// io/hf_config.hpp; everything downstream reads this struct, never JSON.
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace aq::qwen3_vl {
+
+struct text_config {
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_hidden_layers = 0;
+  std::int64_t num_attention_heads = 0;
+  std::int64_t num_key_value_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t vocab_size = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 5000000.0;
+  std::array<std::int64_t, 3> mrope_section{24, 20, 20};  // temporal, height, width (in rotary pairs)
+  bool mrope_interleaved = true;
+  std::string hidden_act = "silu";
+  bool attention_bias = false;
+};
+
+struct vision_config {
+  std::int64_t depth = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t in_channels = 3;
+  std::int64_t patch_size = 16;
+  std::int64_t temporal_patch_size = 2;
+  std::int64_t spatial_merge_size = 2;
+  std::int64_t out_hidden_size = 0;
+  std::int64_t num_position_embeddings = 0;
+  std::vector<std::int64_t> deepstack_visual_indexes;
+  std::string hidden_act = "gelu_pytorch_tanh";
+};
+
+struct config {
+  text_config text;
+  vision_config vision;
+  bool tie_word_embeddings = true;
+  std::int64_t image_token_id = 151655;
+  std::int64_t video_token_id = 151656;
+  std::int64_t vision_start_token_id = 151652;
+  std::int64_t vision_end_token_id = 151653;
+};
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/config.hpp ----
+
+namespace aq {
+
+namespace detail {
+
+// Typed access to one JSON object, with errors that name the file and the dotted field path.
+class json_fields {
+ public:
+  json_fields(std::string source, std::string prefix, simdjson::dom::object object)
+      : source_(std::move(source)), prefix_(std::move(prefix)), object_(object) {}
+
+  [[noreturn]] void fail(std::string_view key, const std::string& message) const {
+    throw error(source_ + ": " + prefix_ + std::string(key) + ": " + message);
+  }
+
+  std::optional<simdjson::dom::element> find(std::string_view key) const {
+    simdjson::dom::element value;
+    if (object_.at_key(key).get(value)) return std::nullopt;
+    if (value.is_null()) return std::nullopt;  // transformers writes null for "use the default"
+    return value;
+  }
+
+  simdjson::dom::element require(std::string_view key) const {
+    const auto value = find(key);
+    if (!value) fail(key, "missing");
+    return *value;
+  }
+
+  static std::string_view type_name(simdjson::dom::element value) {
+    switch (value.type()) {
+      case simdjson::dom::element_type::ARRAY: return "an array";
+      case simdjson::dom::element_type::OBJECT: return "an object";
+      case simdjson::dom::element_type::INT64:
+      case simdjson::dom::element_type::UINT64: return "an integer";
+      case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
+      case simdjson::dom::element_type::STRING: return "a string";
+      case simdjson::dom::element_type::BOOL: return "a boolean";
+      case simdjson::dom::element_type::NULL_VALUE: return "null";
+    }
+    return "an unknown JSON value";
+  }
+
+  std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
+    std::int64_t out = 0;
+    if (value.get_int64().get(out)) fail(key, "is " + std::string(type_name(value)) + ", expected an integer");
+    return out;
+  }
+
+  std::int64_t positive_int(std::string_view key) const {
+    const std::int64_t value = as_int(key, require(key));
+    if (value <= 0) fail(key, "must be positive, got " + std::to_string(value));
+    return value;
+  }
+
+  std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
+    return find(key) ? positive_int(key) : fallback;
+  }
+
+  std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
+    const auto value = find(key);
+    return value ? as_int(key, *value) : fallback;
+  }
+
+  double number(std::string_view key, simdjson::dom::element value) const {
+    double out = 0;
+    if (value.get_double().get(out)) {  // simdjson converts integers too
+      fail(key, "is " + std::string(type_name(value)) + ", expected a number");
+    }
+    return out;
+  }
+
+  double positive_number(std::string_view key) const {
+    const double value = number(key, require(key));
+    if (!(value > 0)) fail(key, "must be positive, got " + std::to_string(value));
+    return value;
+  }
+
+  double positive_number_or(std::string_view key, double fallback) const {
+    return find(key) ? positive_number(key) : fallback;
+  }
+
+  std::optional<bool> boolean(std::string_view key) const {
+    const auto value = find(key);
+    if (!value) return std::nullopt;
+    bool out = false;
+    if (value->get_bool().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected true or false");
+    return out;
+  }
+
+  std::string string_or(std::string_view key, std::string_view fallback) const {
+    const auto value = find(key);
+    if (!value) return std::string(fallback);
+    std::string_view out;
+    if (value->get_string().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected a string");
+    return std::string(out);
+  }
+
+  std::vector<std::int64_t> int_list(std::string_view key, simdjson::dom::element value) const {
+    simdjson::dom::array array;
+    if (value.get_array().get(array)) fail(key, "is " + std::string(type_name(value)) + ", expected an array of integers");
+    std::vector<std::int64_t> out;
+    for (const auto item : array) {
+      std::int64_t v = 0;
+      if (item.get_int64().get(v)) fail(key, "holds " + std::string(type_name(item)) + ", expected integers");
+      out.push_back(v);
+    }
+    return out;
+  }
+
+  json_fields object(std::string_view key) const {
+    const simdjson::dom::element value = require(key);
+    simdjson::dom::object sub;
+    if (value.get_object().get(sub)) fail(key, "is " + std::string(type_name(value)) + ", expected an object");
+    return json_fields(source_, prefix_ + std::string(key) + ".", sub);
+  }
+
+  std::optional<json_fields> object_if_present(std::string_view key) const {
+    if (!find(key)) return std::nullopt;
+    return object(key);
+  }
+
+  const std::string& source() const { return source_; }
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  std::string source_;
+  std::string prefix_;
+  simdjson::dom::object object_;
+};
+
+inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
+  // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
+  // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
+  const auto parameters = text.object_if_present("rope_parameters");
+  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
+  // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
+  const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
+  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
+
+  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
+  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
+  std::string type = rope->string_or("rope_type", "");
+  if (type.empty()) type = rope->string_or("type", "default");  // older key name
+  if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
+    rope->fail("rope_type", "\"" + type + "\" not supported (default)");
+  }
+  if (const auto section = rope->find("mrope_section")) {
+    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
+    if (values.size() != 3) {
+      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+    }
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (values[i] < 0) rope->fail("mrope_section", "entries must be non-negative");
+      out.mrope_section[i] = values[i];
+    }
+  }
+  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+}
+
+}  // namespace detail
+
+// Parses config.json text; `source` names the file in messages.
+inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
+    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
+  }
+  simdjson::dom::object root_object;
+  if (root.get_object().get(root_object)) throw error(source + ": expected a JSON object");
+  const detail::json_fields top(source, "", root_object);
+
+  const std::string model_type = top.string_or("model_type", "");
+  if (model_type.empty()) top.fail("model_type", "missing");
+  if (model_type != "qwen3_vl") top.fail("model_type", "\"" + model_type + "\" not supported (qwen3_vl)");
+
+  qwen3_vl::config config;
+  const detail::json_fields text = top.object("text_config");
+  qwen3_vl::text_config& t = config.text;
+  t.vocab_size = text.positive_int("vocab_size");
+  t.hidden_size = text.positive_int("hidden_size");
+  t.intermediate_size = text.positive_int("intermediate_size");
+  t.num_hidden_layers = text.positive_int("num_hidden_layers");
+  t.num_attention_heads = text.positive_int("num_attention_heads");
+  t.num_key_value_heads = text.positive_int_or("num_key_value_heads", t.num_attention_heads);
+  if (t.num_attention_heads % t.num_key_value_heads != 0) {
+    text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
+                                         std::to_string(t.num_attention_heads));
+  }
+  if (text.find("head_dim")) {
+    t.head_dim = text.positive_int("head_dim");
+  } else {
+    if (t.hidden_size % t.num_attention_heads != 0) {
+      text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
+                                " is not a multiple of num_attention_heads " + std::to_string(t.num_attention_heads));
+    }
+    t.head_dim = t.hidden_size / t.num_attention_heads;
+  }
+  if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
+  t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
+  t.hidden_act = text.string_or("hidden_act", "silu");
+  t.attention_bias = text.boolean("attention_bias").value_or(false);
+  detail::read_rope(text, t);
+  const std::int64_t sections = t.mrope_section[0] + t.mrope_section[1] + t.mrope_section[2];
+  if (sections != t.head_dim / 2) {
+    text.fail("mrope_section", "sums to " + std::to_string(sections) + ", expected head_dim/2 = " +
+                                   std::to_string(t.head_dim / 2));
+  }
+
+  const detail::json_fields vision = top.object("vision_config");
+  qwen3_vl::vision_config& v = config.vision;
+  v.depth = vision.positive_int("depth");
+  v.hidden_size = vision.positive_int("hidden_size");
+  v.num_heads = vision.positive_int("num_heads");
+  if (v.hidden_size % v.num_heads != 0) {
+    vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
+  }
+  v.intermediate_size = vision.positive_int("intermediate_size");
+  v.out_hidden_size = vision.positive_int("out_hidden_size");
+  v.in_channels = vision.positive_int_or("in_channels", 3);
+  v.patch_size = vision.positive_int_or("patch_size", 16);
+  v.temporal_patch_size = vision.positive_int_or("temporal_patch_size", 2);
+  v.spatial_merge_size = vision.positive_int_or("spatial_merge_size", 2);
+  v.num_position_embeddings = vision.positive_int_or("num_position_embeddings", 2304);
+  v.hidden_act = vision.string_or("hidden_act", "gelu_pytorch_tanh");
+  v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
+  for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
+    const std::int64_t index = v.deepstack_visual_indexes[i];
+    if (index < 0 || index >= v.depth) {
+      vision.fail("deepstack_visual_indexes", "entry " + std::to_string(index) + " outside the blocks 0.." +
+                                                  std::to_string(v.depth - 1));
+    }
+    if (std::count(v.deepstack_visual_indexes.begin(), v.deepstack_visual_indexes.end(), index) > 1) {
+      vision.fail("deepstack_visual_indexes", "entry " + std::to_string(index) + " repeated");
+    }
+  }
+
+  // Tied embeddings: transformers 4.57 reads text_config's flag, 5.x the top-level one; published
+  // configs carry both. Absent everywhere means untied (both classes default to false); a
+  // disagreement would load differently per version, so it is refused.
+  const auto tie_top = top.boolean("tie_word_embeddings");
+  const auto tie_text = text.boolean("tie_word_embeddings");
+  if (tie_top && tie_text && *tie_top != *tie_text) {
+    top.fail("tie_word_embeddings", std::string(*tie_top ? "true" : "false") + " disagrees with text_config.tie_word_embeddings " +
+                                        (*tie_text ? "true" : "false"));
+  }
+  config.tie_word_embeddings = tie_top ? *tie_top : tie_text.value_or(false);
+
+  config.image_token_id = top.int_or("image_token_id", 151655);
+  config.video_token_id = top.int_or("video_token_id", 151656);
+  config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
+  config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  return config;
+}
+
+// Reads `path`: a config.json file or a model directory containing one.
+inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::filesystem::path file = std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
+  const mapped_file mapped(file);
+  const auto bytes = mapped.bytes();
+  return parse_qwen3_vl_config(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                               file.string());
+}
+
+}  // namespace aq
+// ---- end aq/io/hf_config.hpp ----
+// ---- begin aq/model/quantizable_modules.hpp ----
+// Quantizable modules and their groups: the search space of auto-quantization. A module is a
+// named Linear (or Conv) layer with its weight shape; modules that must share one recipe form a
+// group (q/k/v of one attention, gate/up of one MLP), named as ModelOpt names its hparams.
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <regex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace aq {
+
+enum class module_kind { linear, conv3d };
+
+inline std::string_view module_kind_name(module_kind kind) { return kind == module_kind::linear ? "Linear" : "Conv3d"; }
+
+struct quantizable_module {
+  std::string name;  // module path, e.g. model.language_model.layers.3.mlp.gate_proj
+  module_kind kind = module_kind::linear;
+  std::vector<std::int64_t> weight_shape;  // [out, in] (Linear) or [out, c, kt, kh, kw] (Conv3d)
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : weight_shape) n *= extent;
+    return n;
+  }
+};
+
+struct module_group {
+  std::string name;                  // first member's name + ".quant_recipe"
+  std::vector<std::size_t> members;  // indices into the module list, in module order
+  std::int64_t numel = 0;            // weights of all members (the cost of the group at 16 bits)
+};
+
+// ModelOpt's grouping rules, first match wins and the group key is the first capture; a module
+// matching none is its own group. (q/k/v share; MoE experts share; gate/up share; mixtral, dbrx.)
+inline constexpr std::string_view modelopt_grouping_rules[] = {
+    R"(^(.*?)\.(q_proj|k_proj|v_proj)$)",
+    R"(^(.*?\.mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$)",
+    R"(^(.*?)\.(gate_proj|up_proj)$)",
+    R"(^(.*?)\.(\d+\.(w1|w2|w3))$)",
+    R"(^(.*?)\.((w1_linear|w2_linear|w3_linear)\.\d+)$)",
+};
+
+class module_grouper {
+ public:
+  explicit module_grouper(std::span<const std::string_view> rules = modelopt_grouping_rules) {
+    for (const std::string_view rule : rules) rules_.emplace_back(std::string(rule), std::regex::ECMAScript);
+  }
+
+  std::string key(const std::string& module_name) const {
+    std::smatch match;
+    for (const std::regex& rule : rules_) {
+      if (std::regex_match(module_name, match, rule)) return match[1].str();
+    }
+    return module_name;
+  }
+
+  // Groups in order of their first member; members in module order.
+  std::vector<module_group> group(std::span<const quantizable_module> modules) const {
+    std::vector<module_group> groups;
+    std::map<std::string, std::size_t> by_key;
+    for (std::size_t i = 0; i < modules.size(); ++i) {
+      const auto [it, inserted] = by_key.try_emplace(key(modules[i].name), groups.size());
+      if (inserted) groups.push_back(module_group{modules[i].name + ".quant_recipe", {}, 0});
+      module_group& group = groups[it->second];
+      group.members.push_back(i);
+      group.numel += modules[i].numel();
+    }
+    return groups;
+  }
+
+ private:
+  std::vector<std::regex> rules_;
+};
+
+inline std::vector<module_group> group_modules(std::span<const quantizable_module> modules) {
+  return module_grouper().group(modules);
+}
+
+}  // namespace aq
+// ---- end aq/model/quantizable_modules.hpp ----
+// ---- begin aq/model/qwen3_vl/parameters.hpp ----
+// The parameters a Qwen3-VL checkpoint must hold, computed from the config (names and shapes as
+// transformers' Qwen3VLForConditionalGeneration registers them), and the binding check of a
+// checkpoint against that list: the gate between reading safetensors and running the model.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+enum class model_part { vision, text, lm_head };
+
+inline std::string_view part_name(model_part part) {
+  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : "lm_head";
+}
+
+struct parameter_spec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  model_part part = model_part::text;
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : shape) n *= extent;
+    return n;
+  }
+};
+
+inline constexpr std::string_view vision_prefix = "model.visual.";
+inline constexpr std::string_view text_prefix = "model.language_model.";
+inline constexpr std::string_view lm_head_weight_name = "lm_head.weight";
+inline constexpr std::string_view embed_tokens_weight_name = "model.language_model.embed_tokens.weight";
+
+// Width of a merger's input: merge_size^2 vision tokens concatenated.
+inline std::int64_t merger_hidden_size(const vision_config& v) {
+  return v.hidden_size * v.spatial_merge_size * v.spatial_merge_size;
+}
+
+// Every parameter in named_parameters order: vision tower, text decoder, then lm_head, which is
+// listed only when untied (a tied head is embed_tokens; checkpoints normally omit it).
+inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
+  std::vector<parameter_spec> out;
+  const vision_config& v = cfg.vision;
+  const text_config& t = cfg.text;
+  const std::string vp(vision_prefix);
+  const auto vision = [&](std::string name, std::vector<std::int64_t> shape) {
+    out.push_back({vp + name, std::move(shape), model_part::vision});
+  };
+  const auto layer_norm = [&](const std::string& module, std::int64_t width) {
+    vision(module + ".weight", {width});
+    vision(module + ".bias", {width});
+  };
+  const auto linear_with_bias = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
+    vision(module + ".weight", {out_features, in_features});
+    vision(module + ".bias", {out_features});
+  };
+
+  vision("patch_embed.proj.weight", {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
+  vision("patch_embed.proj.bias", {v.hidden_size});
+  vision("pos_embed.weight", {v.num_position_embeddings, v.hidden_size});
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    const std::string block = "blocks." + std::to_string(b) + ".";
+    layer_norm(block + "norm1", v.hidden_size);
+    layer_norm(block + "norm2", v.hidden_size);
+    linear_with_bias(block + "attn.qkv", 3 * v.hidden_size, v.hidden_size);
+    linear_with_bias(block + "attn.proj", v.hidden_size, v.hidden_size);
+    linear_with_bias(block + "mlp.linear_fc1", v.intermediate_size, v.hidden_size);
+    linear_with_bias(block + "mlp.linear_fc2", v.hidden_size, v.intermediate_size);
+  }
+  const std::int64_t merged = merger_hidden_size(v);
+  const auto merger = [&](const std::string& module, std::int64_t norm_width) {
+    layer_norm(module + ".norm", norm_width);
+    linear_with_bias(module + ".linear_fc1", merged, merged);
+    linear_with_bias(module + ".linear_fc2", v.out_hidden_size, merged);
+  };
+  merger("merger", v.hidden_size);  // norm before the merge_size^2 concat
+  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+    merger("deepstack_merger_list." + std::to_string(k), merged);  // norm after the concat
+  }
+
+  const std::string tp(text_prefix);
+  const auto text = [&](std::string name, std::vector<std::int64_t> shape) {
+    out.push_back({tp + name, std::move(shape), model_part::text});
+  };
+  const std::int64_t q_width = t.num_attention_heads * t.head_dim;
+  const std::int64_t kv_width = t.num_key_value_heads * t.head_dim;
+  const auto attention_linear = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
+    text(module + ".weight", {out_features, in_features});
+    if (t.attention_bias) text(module + ".bias", {out_features});
+  };
+  text("embed_tokens.weight", {t.vocab_size, t.hidden_size});
+  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
+    const std::string layer = "layers." + std::to_string(l) + ".";
+    attention_linear(layer + "self_attn.q_proj", q_width, t.hidden_size);
+    attention_linear(layer + "self_attn.k_proj", kv_width, t.hidden_size);
+    attention_linear(layer + "self_attn.v_proj", kv_width, t.hidden_size);
+    attention_linear(layer + "self_attn.o_proj", t.hidden_size, q_width);
+    text(layer + "self_attn.q_norm.weight", {t.head_dim});
+    text(layer + "self_attn.k_norm.weight", {t.head_dim});
+    text(layer + "mlp.gate_proj.weight", {t.intermediate_size, t.hidden_size});
+    text(layer + "mlp.up_proj.weight", {t.intermediate_size, t.hidden_size});
+    text(layer + "mlp.down_proj.weight", {t.hidden_size, t.intermediate_size});
+    text(layer + "input_layernorm.weight", {t.hidden_size});
+    text(layer + "post_attention_layernorm.weight", {t.hidden_size});
+  }
+  text("norm.weight", {t.hidden_size});
+  if (!cfg.tie_word_embeddings) {
+    out.push_back({std::string(lm_head_weight_name), {t.vocab_size, t.hidden_size}, model_part::lm_head});
+  }
+  return out;
+}
+
+// Parameter counts: each stored weight once (a tied lm_head adds nothing to `total`).
+struct parameter_counts {
+  std::int64_t vision = 0;
+  std::int64_t text = 0;     // decoder incl. embed_tokens and final norm, without an untied lm_head
+  std::int64_t lm_head = 0;  // weights of the output projection (shared with embed_tokens when tied)
+  bool lm_head_tied = true;
+  std::int64_t total = 0;
+};
+
+inline parameter_counts count_parameters(const config& cfg) {
+  parameter_counts counts;
+  for (const parameter_spec& p : expected_parameters(cfg)) {
+    if (p.part == model_part::vision) counts.vision += p.numel();
+    if (p.part == model_part::text) counts.text += p.numel();
+  }
+  counts.lm_head = cfg.text.vocab_size * cfg.text.hidden_size;
+  counts.lm_head_tied = cfg.tie_word_embeddings;
+  counts.total = counts.vision + counts.text + (cfg.tie_word_embeddings ? 0 : counts.lm_head);
+  return counts;
+}
+
+// Every way `tensors` differs from the expected parameters, one line each: missing tensors (in
+// parameter order), mis-shaped tensors, then unexpected tensors (by name). A tied config tolerates
+// a stored lm_head.weight of the right shape: transformers overwrites it with embed_tokens on load.
+inline std::vector<std::string> parameter_problems(const config& cfg, std::span<const tensor_view> tensors) {
+  std::vector<const tensor_view*> by_name;
+  by_name.reserve(tensors.size());
+  for (const tensor_view& t : tensors) by_name.push_back(&t);
+  std::sort(by_name.begin(), by_name.end(), [](const tensor_view* a, const tensor_view* b) { return a->name < b->name; });
+  const auto find = [&](std::string_view name) -> const tensor_view* {
+    const auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
+                                     [](const tensor_view* t, std::string_view key) { return t->name < key; });
+    return it != by_name.end() && (*it)->name == name ? *it : nullptr;
+  };
+  const auto same_shape = [](std::span<const std::int64_t> a, std::span<const std::int64_t> b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  };
+
+  std::vector<parameter_spec> expected = expected_parameters(cfg);
+  if (cfg.tie_word_embeddings) {
+    expected.push_back({std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}, model_part::lm_head});
+  }
+  std::vector<std::string> missing;
+  std::vector<std::string> misshaped;
+  for (const parameter_spec& spec : expected) {
+    const tensor_view* tensor = find(spec.name);
+    const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
+    if (tensor == nullptr) {
+      if (!optional) missing.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+    } else if (!same_shape(tensor->shape, spec.shape)) {
+      misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
+                          format_shape(spec.shape));
+    }
+  }
+  std::sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::vector<std::string> problems = std::move(missing);
+  problems.insert(problems.end(), misshaped.begin(), misshaped.end());
+  for (const tensor_view* tensor : by_name) {
+    const auto it = std::lower_bound(expected.begin(), expected.end(), tensor->name,
+                                     [](const parameter_spec& p, std::string_view key) { return p.name < key; });
+    if (it == expected.end() || it->name != tensor->name) {
+      problems.push_back("unexpected tensor " + std::string(tensor->name) + " " + format_shape(tensor->shape));
+    }
+  }
+  return problems;
+}
+
+// Throws one aq::error listing every problem (first line: checkpoint and count, then one per line).
+inline void check_parameters(const config& cfg, const safetensors_checkpoint& checkpoint) {
+  const std::vector<std::string> problems = parameter_problems(cfg, checkpoint.tensors());
+  if (problems.empty()) return;
+  std::string message = checkpoint.path().string() + ": checkpoint does not match config.json (" +
+                        std::to_string(problems.size()) + (problems.size() == 1 ? " problem)" : " problems)");
+  for (const std::string& problem : problems) message += "\n  " + problem;
+  throw error(message);
+}
+
+// The tensor that serves as the output projection: embed_tokens when tied (as transformers does,
+// whatever lm_head.weight the files hold), lm_head.weight otherwise.
+inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_checkpoint& checkpoint) {
+  return checkpoint.at(cfg.tie_word_embeddings ? embed_tokens_weight_name : lm_head_weight_name);
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/parameters.hpp ----
+// ---- begin aq/model/qwen3_vl/modules.hpp ----
+// Qwen3-VL's quantizable modules in ModelOpt's order (named_modules of
+// Qwen3VLForConditionalGeneration: vision tower, text decoder layers, lm_head) with weight shapes:
+// what calibration, scoring and the allocator iterate over. Grouping is model/quantizable_modules.hpp.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Every Linear with a 2-D weight plus the Conv3d patch embedding (ModelOpt quantizes
+// QuantConv3d too). lm_head is a Linear even when its weight is tied to embed_tokens.
+inline std::vector<quantizable_module> quantizable_modules(const config& cfg) {
+  std::vector<quantizable_module> out;
+  const vision_config& v = cfg.vision;
+  const text_config& t = cfg.text;
+  const std::string vp(vision_prefix);
+  const auto linear = [&](std::string name, std::int64_t out_features, std::int64_t in_features) {
+    out.push_back({std::move(name), module_kind::linear, {out_features, in_features}});
+  };
+
+  out.push_back({vp + "patch_embed.proj", module_kind::conv3d,
+                 {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size}});
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    const std::string block = vp + "blocks." + std::to_string(b) + ".";
+    linear(block + "attn.qkv", 3 * v.hidden_size, v.hidden_size);
+    linear(block + "attn.proj", v.hidden_size, v.hidden_size);
+    linear(block + "mlp.linear_fc1", v.intermediate_size, v.hidden_size);
+    linear(block + "mlp.linear_fc2", v.hidden_size, v.intermediate_size);
+  }
+  const std::int64_t merged = merger_hidden_size(v);
+  linear(vp + "merger.linear_fc1", merged, merged);
+  linear(vp + "merger.linear_fc2", v.out_hidden_size, merged);
+  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+    const std::string merger = vp + "deepstack_merger_list." + std::to_string(k) + ".";
+    linear(merger + "linear_fc1", merged, merged);
+    linear(merger + "linear_fc2", v.out_hidden_size, merged);
+  }
+
+  const std::int64_t q_width = t.num_attention_heads * t.head_dim;
+  const std::int64_t kv_width = t.num_key_value_heads * t.head_dim;
+  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
+    const std::string layer = std::string(text_prefix) + "layers." + std::to_string(l) + ".";
+    linear(layer + "self_attn.q_proj", q_width, t.hidden_size);
+    linear(layer + "self_attn.k_proj", kv_width, t.hidden_size);
+    linear(layer + "self_attn.v_proj", kv_width, t.hidden_size);
+    linear(layer + "self_attn.o_proj", t.hidden_size, q_width);
+    linear(layer + "mlp.gate_proj", t.intermediate_size, t.hidden_size);
+    linear(layer + "mlp.up_proj", t.intermediate_size, t.hidden_size);
+    linear(layer + "mlp.down_proj", t.hidden_size, t.intermediate_size);
+  }
+  linear("lm_head", t.vocab_size, t.hidden_size);
+  return out;
+}
+
+// Which part of the model a module or parameter name belongs to.
+inline model_part part_of(std::string_view name) {
+  if (name.starts_with(vision_prefix)) return model_part::vision;
+  if (name.starts_with(text_prefix)) return model_part::text;
+  return model_part::lm_head;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/modules.hpp ----
+
+// Reports
+// ---- begin aq/io/python_float.hpp ----
+// Python's float text forms, so that reports written by aq are byte-identical to ModelOpt's:
+// `repr(x)` (what `json.dumps` writes for a float) and the `f"{x:.Ne}"` / `f"{x:.Nf}"` forms
+// used in the Markdown report. Used by io/json_writer.hpp and the report writers.
+
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+
+namespace aq::io {
+
+// repr(float) in CPython 3 ('r' format, short repr): the shortest digit string that reads back
+// to the same double, laid out in fixed notation when the decimal exponent e satisfies
+// -4 <= e < 16, otherwise as d[.ddd]e±XX. Non-finite values give "inf", "-inf", "nan".
+inline std::string python_float_repr(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value < 0 ? "-inf" : "inf";
+
+  // to_chars without a precision yields the shortest round-trip digits (ties resolved to the
+  // nearest, like CPython's dtoa mode 0); scientific form makes digits and exponent explicit.
+  std::array<char, 64> buffer{};
+  const auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value,
+                                       std::chars_format::scientific);
+  if (ec != std::errc{}) throw error("python_float_repr: to_chars failed");
+  const std::string_view text(buffer.data(), static_cast<std::size_t>(end - buffer.data()));
+
+  const bool negative = text.front() == '-';
+  const std::size_t e_pos = text.find('e');
+  std::string digits;
+  for (const char c : text.substr(negative ? 1 : 0, e_pos - (negative ? 1 : 0))) {
+    if (c != '.') digits.push_back(c);
+  }
+  int exponent = 0;
+  const std::string_view exponent_text = text.substr(e_pos + 1);
+  const char* exponent_begin = exponent_text.data() + (exponent_text.front() == '+' ? 1 : 0);
+  std::from_chars(exponent_begin, exponent_text.data() + exponent_text.size(), exponent);
+
+  std::string out = negative ? "-" : "";
+  const int n = static_cast<int>(digits.size());
+  const int decimal_point = exponent + 1;  // value = 0.<digits> * 10^decimal_point
+  if (decimal_point <= -4 || decimal_point > 16) {
+    out += digits[0];
+    if (n > 1) {
+      out += '.';
+      out.append(digits, 1, std::string::npos);
+    }
+    out += exponent < 0 ? "e-" : "e+";
+    const int magnitude = exponent < 0 ? -exponent : exponent;
+    if (magnitude < 10) out += '0';
+    out += std::to_string(magnitude);
+  } else if (decimal_point <= 0) {
+    out += "0.";
+    out.append(static_cast<std::size_t>(-decimal_point), '0');
+    out += digits;
+  } else if (decimal_point < n) {
+    out.append(digits, 0, static_cast<std::size_t>(decimal_point));
+    out += '.';
+    out.append(digits, static_cast<std::size_t>(decimal_point), std::string::npos);
+  } else {
+    out += digits;
+    out.append(static_cast<std::size_t>(decimal_point - n), '0');
+    out += ".0";
+  }
+  return out;
+}
+
+// What Python's json module writes for a float (allow_nan=True): repr, except the non-finite
+// values, which become the JavaScript literals Infinity, -Infinity and NaN.
+inline std::string python_json_float(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value < 0 ? "-Infinity" : "Infinity";
+  return python_float_repr(value);
+}
+
+namespace detail {
+
+inline std::string printf_double(const char* format, int precision, double value) {
+  if (std::isnan(value)) return "nan";  // Python never prints a sign on NaN; glibc may
+  std::array<char, 512> buffer{};
+  const int written = std::snprintf(buffer.data(), buffer.size(), format, precision, value);
+  if (written < 0 || static_cast<std::size_t>(written) >= buffer.size()) {
+    throw error("python float formatting: value does not fit the " + std::to_string(buffer.size()) +
+                "-byte buffer");
+  }
+  return std::string(buffer.data(), static_cast<std::size_t>(written));
+}
+
+}  // namespace detail
+
+// f"{value:.{precision}e}". glibc's printf rounds the exact binary value half-to-even, as
+// CPython's dtoa does, and both print at least two exponent digits; inf/nan read alike.
+inline std::string python_format_e(double value, int precision) {
+  return detail::printf_double("%.*e", precision, value);
+}
+
+// f"{value:.{precision}f}" (same rounding argument as python_format_e).
+inline std::string python_format_f(double value, int precision) {
+  return detail::printf_double("%.*f", precision, value);
+}
+
+}  // namespace aq::io
+// ---- end aq/io/python_float.hpp ----
+// ---- begin aq/io/json_writer.hpp ----
+// A small streaming JSON emitter whose bytes equal Python's `json.dumps(obj, indent=2)`
+// (ensure_ascii, ", "/": " separators, float repr, `[]`/`{}` for empty containers). The report
+// writers (io/quant_manifest.hpp, io/sensitivity_report.hpp) build their files with it.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+// Escapes UTF-8 text as json.dumps(ensure_ascii=True) does: \" \\ \n \r \t \b \f, other
+// characters outside ' '..'~' as \u00xx (lowercase hex), code points above U+FFFF as a
+// surrogate pair. Invalid UTF-8 is refused: Python strings cannot hold it either.
+inline std::string json_quote(std::string_view utf8) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(utf8.size() + 2);
+  out += '"';
+  const auto append_u = [&](std::uint32_t unit) {
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += hex[(unit >> shift) & 0xfu];
+  };
+  const auto invalid = [&](std::size_t at) {
+    return error("json string: invalid UTF-8 at byte " + std::to_string(at) + " of \"" +
+                 std::string(utf8.substr(0, 40)) + "\"");
+  };
+  for (std::size_t i = 0; i < utf8.size();) {
+    const auto byte = static_cast<unsigned char>(utf8[i]);
+    if (byte < 0x80) {
+      switch (byte) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          if (byte < 0x20 || byte == 0x7f) {
+            append_u(byte);
+          } else {
+            out += static_cast<char>(byte);
+          }
+      }
+      ++i;
+      continue;
+    }
+    int length = 0;
+    std::uint32_t code = 0;
+    std::uint32_t minimum = 0;
+    if ((byte & 0xe0u) == 0xc0u) {
+      length = 2;
+      code = byte & 0x1fu;
+      minimum = 0x80;
+    } else if ((byte & 0xf0u) == 0xe0u) {
+      length = 3;
+      code = byte & 0x0fu;
+      minimum = 0x800;
+    } else if ((byte & 0xf8u) == 0xf0u) {
+      length = 4;
+      code = byte & 0x07u;
+      minimum = 0x10000;
+    } else {
+      throw invalid(i);
+    }
+    if (i + static_cast<std::size_t>(length) > utf8.size()) throw invalid(i);
+    for (int k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(utf8[i + static_cast<std::size_t>(k)]);
+      if ((next & 0xc0u) != 0x80u) throw invalid(i);
+      code = (code << 6) | (next & 0x3fu);
+    }
+    if (code < minimum || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) throw invalid(i);
+    if (code > 0xffff) {
+      const std::uint32_t v = code - 0x10000;
+      append_u(0xd800 + (v >> 10));
+      append_u(0xdc00 + (v & 0x3ffu));
+    } else {
+      append_u(code);
+    }
+    i += static_cast<std::size_t>(length);
+  }
+  out += '"';
+  return out;
+}
+
+// Builds one JSON document front to back. Misuse (a value without a key inside an object,
+// unbalanced end_*) throws aq::error, so a writer bug cannot produce malformed output.
+class json_writer {
+ public:
+  explicit json_writer(int indent = 2) : indent_(indent) {}
+
+  json_writer& begin_object() { return open('{', true); }
+  json_writer& end_object() { return close('}', true); }
+  json_writer& begin_array() { return open('[', false); }
+  json_writer& end_array() { return close(']', false); }
+
+  json_writer& key(std::string_view name) {
+    if (frames_.empty() || !frames_.back().is_object || frames_.back().has_key) {
+      throw error("json_writer: key \"" + std::string(name) + "\" outside an object or after another key");
+    }
+    start_member();
+    out_ += json_quote(name);
+    out_ += ": ";
+    frames_.back().has_key = true;
+    return *this;
+  }
+
+  json_writer& string(std::string_view text) {
+    before_value();
+    out_ += json_quote(text);
+    return *this;
+  }
+  json_writer& number(double value) {
+    before_value();
+    out_ += python_json_float(value);
+    return *this;
+  }
+  json_writer& integer(std::int64_t value) {
+    before_value();
+    out_ += std::to_string(value);
+    return *this;
+  }
+  json_writer& boolean(bool value) {
+    before_value();
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  json_writer& null() {
+    before_value();
+    out_ += "null";
+    return *this;
+  }
+
+  // The document, with no trailing newline (json.dumps adds none).
+  const std::string& str() const {
+    if (!frames_.empty()) throw error("json_writer: document read before every object/array was closed");
+    return out_;
+  }
+
+ private:
+  struct frame {
+    bool is_object = false;
+    bool has_key = false;  // an object member's key was written, its value is due
+    std::size_t count = 0;
+  };
+
+  void newline_indent(std::size_t depth) {
+    out_ += '\n';
+    out_.append(depth * static_cast<std::size_t>(indent_), ' ');
+  }
+
+  void start_member() {
+    frame& top = frames_.back();
+    if (top.count > 0) out_ += ',';
+    newline_indent(frames_.size());
+    ++top.count;
+  }
+
+  void before_value() {
+    if (frames_.empty()) {
+      if (!out_.empty()) throw error("json_writer: a second top-level value");
+      return;
+    }
+    frame& top = frames_.back();
+    if (top.is_object) {
+      if (!top.has_key) throw error("json_writer: object member without a key");
+      top.has_key = false;
+    } else {
+      start_member();
+    }
+  }
+
+  json_writer& open(char bracket, bool is_object) {
+    before_value();
+    out_ += bracket;
+    frames_.push_back(frame{is_object, false, 0});
+    return *this;
+  }
+
+  json_writer& close(char bracket, bool is_object) {
+    if (frames_.empty() || frames_.back().is_object != is_object || frames_.back().has_key) {
+      throw error(std::string("json_writer: unbalanced '") + bracket + "'");
+    }
+    const std::size_t count = frames_.back().count;
+    frames_.pop_back();
+    if (count > 0) newline_indent(frames_.size());
+    out_ += bracket;
+    return *this;
+  }
+
+  int indent_;
+  std::string out_;
+  std::vector<frame> frames_;
+};
+
+}  // namespace aq::io
+// ---- end aq/io/json_writer.hpp ----
+// ---- begin aq/io/report_model.hpp ----
+// The plain data every report is written from: per-group candidate scores and costs, the scheme,
+// the search result and the calibration dataset. The search stage fills it; the writers in
+// io/quant_manifest.hpp and io/sensitivity_report.hpp turn it into files and know nothing else.
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+
+namespace aq::io {
+
+// One candidate recipe of a group, as ModelOpt's candidate_stats holds it.
+struct candidate_stat {
+  std::string format;  // display string, e.g. "INT8_DEFAULT_CFG(effective-bits: 8.0)"
+  double score = 0.0;  // sensitivity of the model to quantizing this group with this recipe
+  double cost = 0.0;   // weight numel x effective bits / 16
+};
+
+// A group of modules sharing one recipe, named by its hparam handle
+// ("model.language_model.layers.0.self_attn.q_proj.quant_recipe"); candidates in search order.
+struct group_sensitivity {
+  std::string name;
+  std::vector<candidate_stat> candidates;
+};
+
+// ModelOpt's AutoQuantSchemeConfig, field for field (the manifest's "scheme" object).
+struct scheme_info {
+  std::string name;
+  double auto_quantize_bits = 0.0;  // the effective-bits budget actually searched with
+  std::string method = "gradient";
+  std::int64_t score_size = 128;
+  std::string coverage_mode = "full";
+  double coverage_fraction = 1.0;
+  std::vector<std::string> quant_formats;
+};
+
+// One quantizable module of the model (the manifest's "layers" map), in module order.
+struct layer_info {
+  std::string name;
+  bool quantized = true;
+  std::string module_type = "QuantLinear";
+};
+
+// Summary of the search result (the manifest's "autoquant_state").
+struct autoquant_state_info {
+  std::vector<std::string> keys{"candidate_stats", "best", "constraints"};
+  double effective_bits = 0.0;  // constraints.effective_bits reached by the selection
+  double score = 0.0;           // summed score of the selection
+  bool is_satisfied = true;
+};
+
+// Calibration data description; absent fields are left out of the files, as Python drops None.
+struct dataset_info {
+  std::optional<std::string> name;
+  std::optional<std::string> size;
+  std::optional<std::string> root;
+  std::optional<std::string> captions_path;
+  std::optional<std::int64_t> max_calib_samples;
+  std::optional<std::int64_t> num_calib_samples;
+  std::optional<std::int64_t> calib_seq_len;
+  std::optional<std::int64_t> batch_size;
+  std::optional<std::int64_t> num_calib_batches;
+};
+
+// aq extension: the recipe the search chose for a group (ModelOpt keeps this only in a .pt file).
+struct chosen_recipe {
+  std::string group;   // hparam name, as in group_sensitivity::name
+  std::string format;  // one of that group's candidate display strings
+};
+
+// aq extension: one point of the budget -> total score trade-off curve.
+struct pareto_point {
+  double effective_bits = 0.0;
+  double score = 0.0;
+};
+
+struct report_model {
+  scheme_info scheme;
+  std::optional<std::string> model_id;  // checkpoint path or hub id; "model": {} when absent
+  std::vector<layer_info> layers;
+  autoquant_state_info autoquant_state;
+  std::vector<group_sensitivity> groups;
+  std::optional<dataset_info> dataset;
+  // aq extensions: written after every ModelOpt field, and only when present, so that a
+  // report rebuilt from a ModelOpt manifest is byte-identical to it.
+  std::optional<std::vector<chosen_recipe>> chosen_recipes;
+  std::optional<std::vector<pareto_point>> pareto_front;
+};
+
+// Refuses what would make a report wrong or unreadable: NaN anywhere (Python would print NaN,
+// which no strict JSON reader accepts), duplicate group or layer names (a JSON object cannot
+// hold them twice), and chosen recipes that name an unknown group or format.
+inline void validate_report_model(const report_model& model) {
+  const auto finite_or_inf = [](double v) { return !std::isnan(v); };
+  const std::string where = "report '" + model.scheme.name + "'";
+  if (!finite_or_inf(model.scheme.auto_quantize_bits)) throw error(where + ": scheme.auto_quantize_bits is NaN");
+  if (!finite_or_inf(model.scheme.coverage_fraction)) throw error(where + ": scheme.coverage_fraction is NaN");
+  if (!finite_or_inf(model.autoquant_state.effective_bits)) {
+    throw error(where + ": autoquant_state.constraints.effective_bits is NaN");
+  }
+  if (!finite_or_inf(model.autoquant_state.score)) throw error(where + ": autoquant_state.score is NaN");
+
+  std::set<std::string> layer_names;
+  for (const layer_info& layer : model.layers) {
+    if (!layer_names.insert(layer.name).second) throw error(where + ": layer '" + layer.name + "' listed twice");
+  }
+  std::map<std::string, const group_sensitivity*> groups_by_name;
+  for (const group_sensitivity& group : model.groups) {
+    if (!groups_by_name.emplace(group.name, &group).second) {
+      throw error(where + ": group '" + group.name + "' listed twice");
+    }
+    for (const candidate_stat& c : group.candidates) {
+      if (!finite_or_inf(c.score)) throw error(where + ": group '" + group.name + "' has a NaN score for " + c.format);
+      if (!finite_or_inf(c.cost)) throw error(where + ": group '" + group.name + "' has a NaN cost for " + c.format);
+    }
+  }
+  if (model.chosen_recipes) {
+    std::set<std::string> chosen;
+    for (const chosen_recipe& pick : *model.chosen_recipes) {
+      const auto found = groups_by_name.find(pick.group);
+      if (found == groups_by_name.end()) throw error(where + ": chosen recipe for unknown group '" + pick.group + "'");
+      if (!chosen.insert(pick.group).second) throw error(where + ": group '" + pick.group + "' chosen twice");
+      bool known = false;
+      for (const candidate_stat& c : found->second->candidates) known = known || c.format == pick.format;
+      if (!known) {
+        throw error(where + ": chosen recipe '" + pick.format + "' is not a candidate of group '" + pick.group + "'");
+      }
+    }
+  }
+  if (model.pareto_front) {
+    for (const pareto_point& point : *model.pareto_front) {
+      if (std::isnan(point.effective_bits) || std::isnan(point.score)) {
+        throw error(where + ": pareto_front holds a NaN point");
+      }
+    }
+  }
+}
+
+}  // namespace aq::io
+// ---- end aq/io/report_model.hpp ----
+// ---- begin aq/io/quant_manifest.hpp ----
+// `<scheme>_quant_manifest.json`: ModelOpt's run manifest (scheme, layers, search summary, every
+// group's candidate scores and costs, importance ranking), written from an io::report_model and
+// read back into one. The last stage of the pipeline; per-layer-sensitivity.* derive from it.
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <simdjson.h>
+
+
+namespace aq::io {
+
+// A group's importance: its largest candidate score (0 for a group without candidates).
+inline double group_importance(const group_sensitivity& group) {
+  double importance = 0.0;
+  for (std::size_t i = 0; i < group.candidates.size(); ++i) {
+    if (i == 0 || group.candidates[i].score > importance) importance = group.candidates[i].score;
+  }
+  return importance;
+}
+
+// Group indices by ascending importance, ties in group order (Python's stable list.sort).
+inline std::vector<std::size_t> importance_order(const report_model& model) {
+  std::vector<double> importance;
+  importance.reserve(model.groups.size());
+  for (const group_sensitivity& group : model.groups) importance.push_back(group_importance(group));
+  std::vector<std::size_t> order(model.groups.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return importance[a] < importance[b]; });
+  return order;
+}
+
+inline std::string quant_manifest_filename(const scheme_info& scheme) { return scheme.name + "_quant_manifest.json"; }
+
+namespace detail {
+
+inline void emit_string_list(json_writer& json, const std::vector<std::string>& items) {
+  json.begin_array();
+  for (const std::string& item : items) json.string(item);
+  json.end_array();
+}
+
+inline void emit_scheme(json_writer& json, const scheme_info& scheme) {
+  json.begin_object();
+  json.key("name").string(scheme.name);
+  json.key("auto_quantize_bits").number(scheme.auto_quantize_bits);
+  json.key("auto_quantize_method").string(scheme.method);
+  json.key("auto_quantize_score_size").integer(scheme.score_size);
+  json.key("coverage_mode").string(scheme.coverage_mode);
+  json.key("coverage_fraction").number(scheme.coverage_fraction);
+  json.key("quant_formats");
+  emit_string_list(json, scheme.quant_formats);
+  json.end_object();
+}
+
+inline void emit_model(json_writer& json, const std::optional<std::string>& model_id) {
+  json.begin_object();
+  if (model_id) json.key("id").string(*model_id);
+  json.end_object();
+}
+
+inline void emit_autoquant_state(json_writer& json, const autoquant_state_info& state) {
+  json.begin_object();
+  json.key("keys");
+  emit_string_list(json, state.keys);
+  json.key("constraints").begin_object().key("effective_bits").number(state.effective_bits).end_object();
+  json.key("score").number(state.score);
+  json.key("is_satisfied").boolean(state.is_satisfied);
+  json.end_object();
+}
+
+inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
+  json.begin_object();
+  const auto text = [&](const char* key, const std::optional<std::string>& value) {
+    if (value) json.key(key).string(*value);
+  };
+  const auto count = [&](const char* key, const std::optional<std::int64_t>& value) {
+    if (value) json.key(key).integer(*value);
+  };
+  text("name", dataset.name);
+  text("size", dataset.size);
+  text("root", dataset.root);
+  text("captions_path", dataset.captions_path);
+  count("max_calib_samples", dataset.max_calib_samples);
+  count("num_calib_samples", dataset.num_calib_samples);
+  count("calib_seq_len", dataset.calib_seq_len);
+  count("batch_size", dataset.batch_size);
+  count("num_calib_batches", dataset.num_calib_batches);
+  json.end_object();
+}
+
+// aq's pareto_front field, shared by the manifest and per-layer-sensitivity.json.
+inline void emit_pareto_front(json_writer& json, const std::vector<pareto_point>& front) {
+  json.begin_array();
+  for (const pareto_point& point : front) {
+    json.begin_object();
+    json.key("effective_bits").number(point.effective_bits);
+    json.key("score").number(point.score);
+    json.end_object();
+  }
+  json.end_array();
+}
+
+}  // namespace detail
+
+// The manifest's bytes: json.dumps(manifest, indent=2) of ModelOpt's build_quant_manifest dict,
+// `dataset` appended when known, then aq's chosen_recipes and pareto_front when present.
+inline std::string render_quant_manifest(const report_model& model) {
+  validate_report_model(model);
+  json_writer json;
+  json.begin_object();
+  json.key("scheme");
+  detail::emit_scheme(json, model.scheme);
+  json.key("model");
+  detail::emit_model(json, model.model_id);
+  json.key("num_quantized_layers").integer(static_cast<std::int64_t>(model.layers.size()));
+  json.key("layers").begin_object();
+  for (const layer_info& layer : model.layers) {
+    json.key(layer.name).begin_object();
+    json.key("quantized").boolean(layer.quantized);
+    json.key("module_type").string(layer.module_type);
+    json.end_object();
+  }
+  json.end_object();
+  json.key("autoquant_state");
+  detail::emit_autoquant_state(json, model.autoquant_state);
+
+  const std::vector<std::size_t> order = importance_order(model);
+  std::vector<std::int64_t> rank(model.groups.size());
+  for (std::size_t r = 0; r < order.size(); ++r) rank[order[r]] = static_cast<std::int64_t>(r + 1);
+
+  json.key("layer_sensitivity").begin_object();
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    const group_sensitivity& group = model.groups[g];
+    json.key(group.name).begin_object();
+    json.key("formats").begin_array();
+    for (const candidate_stat& c : group.candidates) json.string(c.format);
+    json.end_array();
+    json.key("scores").begin_array();
+    for (const candidate_stat& c : group.candidates) json.number(c.score);
+    json.end_array();
+    json.key("costs").begin_array();
+    for (const candidate_stat& c : group.candidates) json.number(c.cost);
+    json.end_array();
+    json.key("importance").number(group_importance(group));
+    json.key("rank").integer(rank[g]);
+    json.end_object();
+  }
+  json.end_object();
+
+  json.key("sensitivity_ranking").begin_array();
+  for (const std::size_t g : order) {
+    json.begin_object();
+    json.key("name").string(model.groups[g].name);
+    json.key("importance").number(group_importance(model.groups[g]));
+    json.end_object();
+  }
+  json.end_array();
+
+  if (model.dataset) {
+    json.key("dataset");
+    detail::emit_dataset(json, *model.dataset);
+  }
+  if (model.chosen_recipes) {
+    json.key("chosen_recipes").begin_object();
+    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(pick.group).string(pick.format);
+    json.end_object();
+  }
+  if (model.pareto_front) {
+    json.key("pareto_front");
+    detail::emit_pareto_front(json, *model.pareto_front);
+  }
+  json.end_object();
+  return json.str();
+}
+
+// Writes `file` (conventionally dir / quant_manifest_filename(model.scheme)) atomically.
+inline void write_quant_manifest(const std::filesystem::path& file, const report_model& model) {
+  write_file_atomic(file, render_quant_manifest(model));
+}
+
+namespace detail {
+
+// Typed field access with errors that name the source and the JSON path.
+class manifest_fields {
+ public:
+  explicit manifest_fields(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    throw error(source_ + ": field '" + path + "' " + what);
+  }
+
+  simdjson::dom::element member(simdjson::dom::object object, std::string_view key, const std::string& path) const {
+    simdjson::dom::element value;
+    if (object.at_key(key).get(value) != simdjson::SUCCESS) fail(path, "is missing");
+    return value;
+  }
+  bool has(simdjson::dom::object object, std::string_view key) const {
+    simdjson::dom::element value;
+    return object.at_key(key).get(value) == simdjson::SUCCESS;
+  }
+  simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
+    simdjson::dom::object result;
+    if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
+    return result;
+  }
+  simdjson::dom::array array(simdjson::dom::element value, const std::string& path) const {
+    simdjson::dom::array result;
+    if (value.get_array().get(result) != simdjson::SUCCESS) fail(path, "expected an array");
+    return result;
+  }
+  std::string string(simdjson::dom::element value, const std::string& path) const {
+    std::string_view result;
+    if (value.get_string().get(result) != simdjson::SUCCESS) fail(path, "expected a string");
+    return std::string(result);
+  }
+  double number(simdjson::dom::element value, const std::string& path) const {
+    if (value.is_int64()) return static_cast<double>(value.get_int64().value_unsafe());
+    if (value.is_uint64()) return static_cast<double>(value.get_uint64().value_unsafe());
+    double result = 0.0;
+    if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
+    return result;
+  }
+  std::int64_t integer(simdjson::dom::element value, const std::string& path) const {
+    std::int64_t result = 0;
+    if (value.get_int64().get(result) != simdjson::SUCCESS) fail(path, "expected an integer");
+    return result;
+  }
+  bool boolean(simdjson::dom::element value, const std::string& path) const {
+    bool result = false;
+    if (value.get_bool().get(result) != simdjson::SUCCESS) fail(path, "expected true or false");
+    return result;
+  }
+  std::vector<std::string> string_list(simdjson::dom::element value, const std::string& path) const {
+    std::vector<std::string> items;
+    for (simdjson::dom::element item : array(value, path)) items.push_back(string(item, path + "[]"));
+    return items;
+  }
+  std::vector<double> number_list(simdjson::dom::element value, const std::string& path) const {
+    std::vector<double> items;
+    for (simdjson::dom::element item : array(value, path)) items.push_back(number(item, path + "[]"));
+    return items;
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace detail
+
+// Reads a manifest (ModelOpt's or aq's) into a report_model, keeping file order. Derived fields
+// (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
+// they are not read; unknown top-level fields are ignored. `source` names the text in errors.
+inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
+  detail::manifest_fields f(source);
+  simdjson::dom::parser parser;
+  const simdjson::padded_string padded(json_text);
+  simdjson::dom::element root_element;
+  if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
+    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
+  }
+  const simdjson::dom::object root = f.object(root_element, "<root>");
+  report_model model;
+
+  const simdjson::dom::object scheme = f.object(f.member(root, "scheme", "scheme"), "scheme");
+  model.scheme.name = f.string(f.member(scheme, "name", "scheme.name"), "scheme.name");
+  model.scheme.auto_quantize_bits =
+      f.number(f.member(scheme, "auto_quantize_bits", "scheme.auto_quantize_bits"), "scheme.auto_quantize_bits");
+  model.scheme.method =
+      f.string(f.member(scheme, "auto_quantize_method", "scheme.auto_quantize_method"), "scheme.auto_quantize_method");
+  model.scheme.score_size = f.integer(f.member(scheme, "auto_quantize_score_size", "scheme.auto_quantize_score_size"),
+                                      "scheme.auto_quantize_score_size");
+  model.scheme.coverage_mode = f.string(f.member(scheme, "coverage_mode", "scheme.coverage_mode"), "scheme.coverage_mode");
+  model.scheme.coverage_fraction =
+      f.number(f.member(scheme, "coverage_fraction", "scheme.coverage_fraction"), "scheme.coverage_fraction");
+  model.scheme.quant_formats =
+      f.string_list(f.member(scheme, "quant_formats", "scheme.quant_formats"), "scheme.quant_formats");
+
+  const simdjson::dom::object model_object = f.object(f.member(root, "model", "model"), "model");
+  if (f.has(model_object, "id")) model.model_id = f.string(f.member(model_object, "id", "model.id"), "model.id");
+
+  for (const auto [name, value] : f.object(f.member(root, "layers", "layers"), "layers")) {
+    const std::string path = "layers." + std::string(name);
+    const simdjson::dom::object layer = f.object(value, path);
+    model.layers.push_back(layer_info{std::string(name),
+                                      f.boolean(f.member(layer, "quantized", path + ".quantized"), path + ".quantized"),
+                                      f.string(f.member(layer, "module_type", path + ".module_type"), path + ".module_type")});
+  }
+  const std::int64_t num_layers =
+      f.integer(f.member(root, "num_quantized_layers", "num_quantized_layers"), "num_quantized_layers");
+  if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
+    f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
+                                       std::to_string(model.layers.size()));
+  }
+
+  const simdjson::dom::object state = f.object(f.member(root, "autoquant_state", "autoquant_state"), "autoquant_state");
+  model.autoquant_state.keys = f.string_list(f.member(state, "keys", "autoquant_state.keys"), "autoquant_state.keys");
+  const simdjson::dom::object constraints =
+      f.object(f.member(state, "constraints", "autoquant_state.constraints"), "autoquant_state.constraints");
+  model.autoquant_state.effective_bits =
+      f.number(f.member(constraints, "effective_bits", "autoquant_state.constraints.effective_bits"),
+               "autoquant_state.constraints.effective_bits");
+  model.autoquant_state.score = f.number(f.member(state, "score", "autoquant_state.score"), "autoquant_state.score");
+  model.autoquant_state.is_satisfied =
+      f.boolean(f.member(state, "is_satisfied", "autoquant_state.is_satisfied"), "autoquant_state.is_satisfied");
+
+  for (const auto [name, value] : f.object(f.member(root, "layer_sensitivity", "layer_sensitivity"), "layer_sensitivity")) {
+    const std::string path = "layer_sensitivity." + std::string(name);
+    const simdjson::dom::object entry = f.object(value, path);
+    const std::vector<std::string> formats = f.string_list(f.member(entry, "formats", path + ".formats"), path + ".formats");
+    const std::vector<double> scores = f.number_list(f.member(entry, "scores", path + ".scores"), path + ".scores");
+    const std::vector<double> costs = f.number_list(f.member(entry, "costs", path + ".costs"), path + ".costs");
+    if (scores.size() != formats.size() || costs.size() != formats.size()) {
+      f.fail(path, "has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
+                       " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
+    }
+    group_sensitivity group{std::string(name), {}};
+    for (std::size_t i = 0; i < formats.size(); ++i) group.candidates.push_back({formats[i], scores[i], costs[i]});
+    model.groups.push_back(std::move(group));
+  }
+
+  if (f.has(root, "dataset")) {
+    const simdjson::dom::object dataset = f.object(f.member(root, "dataset", "dataset"), "dataset");
+    dataset_info info;
+    const auto text = [&](const char* key, std::optional<std::string>& out) {
+      if (f.has(dataset, key)) out = f.string(f.member(dataset, key, ""), std::string("dataset.") + key);
+    };
+    const auto count = [&](const char* key, std::optional<std::int64_t>& out) {
+      if (f.has(dataset, key)) out = f.integer(f.member(dataset, key, ""), std::string("dataset.") + key);
+    };
+    text("name", info.name);
+    text("size", info.size);
+    text("root", info.root);
+    text("captions_path", info.captions_path);
+    count("max_calib_samples", info.max_calib_samples);
+    count("num_calib_samples", info.num_calib_samples);
+    count("calib_seq_len", info.calib_seq_len);
+    count("batch_size", info.batch_size);
+    count("num_calib_batches", info.num_calib_batches);
+    model.dataset = info;
+  }
+  if (f.has(root, "chosen_recipes")) {
+    model.chosen_recipes.emplace();
+    for (const auto [name, value] : f.object(f.member(root, "chosen_recipes", ""), "chosen_recipes")) {
+      model.chosen_recipes->push_back({std::string(name), f.string(value, "chosen_recipes." + std::string(name))});
+    }
+  }
+  if (f.has(root, "pareto_front")) {
+    model.pareto_front.emplace();
+    for (simdjson::dom::element value : f.array(f.member(root, "pareto_front", ""), "pareto_front")) {
+      const simdjson::dom::object point = f.object(value, "pareto_front[]");
+      model.pareto_front->push_back(
+          {f.number(f.member(point, "effective_bits", "pareto_front[].effective_bits"), "pareto_front[].effective_bits"),
+           f.number(f.member(point, "score", "pareto_front[].score"), "pareto_front[].score")});
+    }
+  }
+  return model;
+}
+
+inline report_model read_quant_manifest(const std::filesystem::path& file) {
+  simdjson::padded_string text;
+  if (const auto code = simdjson::padded_string::load(file.string()).get(text); code != simdjson::SUCCESS) {
+    throw error(file.string() + ": cannot read: " + simdjson::error_message(code));
+  }
+  return parse_quant_manifest(std::string_view(text.data(), text.size()), file.string());
+}
+
+}  // namespace aq::io
+// ---- end aq/io/quant_manifest.hpp ----
+// ---- begin aq/io/sensitivity_report.hpp ----
+// per-layer-sensitivity.json and per-layer-sensitivity.md: the human-facing views of a run, one
+// row per group with its quantized candidates' bits, scores and costs, most sensitive first.
+// Written from the same io::report_model as the manifest, byte-compatible with ModelOpt's.
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+
+namespace aq::io {
+
+inline constexpr std::string_view sensitivity_json_filename = "per-layer-sensitivity.json";
+inline constexpr std::string_view sensitivity_md_filename = "per-layer-sensitivity.md";
+
+// A group's display name: its hparam name with ".quant_recipe" removed (every occurrence,
+// as Python's str.replace does).
+inline std::string layer_display_name(std::string_view group_name) {
+  static constexpr std::string_view suffix = ".quant_recipe";
+  std::string out;
+  std::size_t start = 0;
+  for (std::size_t at = group_name.find(suffix); at != std::string_view::npos; at = group_name.find(suffix, start)) {
+    out.append(group_name.substr(start, at - start));
+    start = at + suffix.size();
+  }
+  out.append(group_name.substr(start));
+  return out;
+}
+
+// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
+// nullopt when the marker is absent or the number does not parse (the row then shows no bits).
+inline std::optional<double> effective_bits_of(std::string_view format) {
+  static constexpr std::string_view marker = "effective-bits:";
+  const std::size_t at = format.find(marker);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view number = format.substr(at + marker.size());
+  number = number.substr(0, number.find(')'));
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
+  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
+  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
+  double value = 0.0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
+  return value;
+}
+
+// One table row: the group's quantized candidates (the NONE candidate only when it is the
+// group's sole choice, as for disabled groups).
+struct sensitivity_row {
+  std::size_t group = 0;  // index into report_model::groups
+  std::string layer;      // display name
+  std::vector<const candidate_stat*> candidates;
+};
+
+inline bool is_unquantized_format(std::string_view format) { return format.starts_with("NONE("); }
+
+// Rows in group order; groups without candidates have none.
+inline std::vector<sensitivity_row> sensitivity_rows(const report_model& model) {
+  std::vector<sensitivity_row> rows;
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    const group_sensitivity& group = model.groups[g];
+    sensitivity_row row{g, layer_display_name(group.name), {}};
+    for (const candidate_stat& c : group.candidates) {
+      if (!is_unquantized_format(c.format)) row.candidates.push_back(&c);
+    }
+    if (row.candidates.empty()) {
+      for (const candidate_stat& c : group.candidates) row.candidates.push_back(&c);
+    }
+    if (!row.candidates.empty()) rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+namespace detail {
+
+template <class Key>
+void sort_rows_descending(std::vector<sensitivity_row>& rows, Key key) {
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const sensitivity_row& a, const sensitivity_row& b) { return key(a) > key(b); });
+}
+
+}  // namespace detail
+
+// per-layer-sensitivity.json: scheme, model, dataset (when known), autoquant_state, then one row
+// per group {layer, num_bits, sensitivity, size_cost} of its first quantized candidate, sorted by
+// sensitivity descending (stable); then aq's chosen_recipes (by display name) and pareto_front.
+inline std::string render_sensitivity_json(const report_model& model) {
+  validate_report_model(model);
+  std::vector<sensitivity_row> rows = sensitivity_rows(model);
+  detail::sort_rows_descending(rows, [](const sensitivity_row& r) { return r.candidates.front()->score; });
+
+  json_writer json;
+  json.begin_object();
+  json.key("scheme");
+  detail::emit_scheme(json, model.scheme);
+  json.key("model");
+  detail::emit_model(json, model.model_id);
+  if (model.dataset) {
+    json.key("dataset");
+    detail::emit_dataset(json, *model.dataset);
+  }
+  json.key("autoquant_state");
+  detail::emit_autoquant_state(json, model.autoquant_state);
+  json.key("layer_sensitivity").begin_array();
+  for (const sensitivity_row& row : rows) {
+    // num_bits comes from the first candidate whose display string carries a parsable value.
+    std::optional<double> bits;
+    for (const candidate_stat* c : row.candidates) {
+      if (!bits) bits = effective_bits_of(c->format);
+    }
+    json.begin_object();
+    json.key("layer").string(row.layer);
+    json.key("num_bits");
+    if (bits) {
+      json.number(*bits);
+    } else {
+      json.null();
+    }
+    json.key("sensitivity").number(row.candidates.front()->score);
+    json.key("size_cost").number(row.candidates.front()->cost);
+    json.end_object();
+  }
+  json.end_array();
+  if (model.chosen_recipes) {
+    json.key("chosen_recipes").begin_object();
+    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(layer_display_name(pick.group)).string(pick.format);
+    json.end_object();
+  }
+  if (model.pareto_front) {
+    json.key("pareto_front");
+    detail::emit_pareto_front(json, *model.pareto_front);
+  }
+  json.end_object();
+  return json.str();
+}
+
+// per-layer-sensitivity.md, the layout of ModelOpt's mdutils writer line for line: title with
+// '=' underline, scheme/model, optional dataset block, search summary, legend, then a table of
+// every group's quantized candidates sorted by their largest score, descending (stable). aq's
+// chosen recipes and Pareto front follow as extra sections only when present.
+inline std::string render_sensitivity_md(const report_model& model) {
+  validate_report_model(model);
+  std::string md;
+  const auto line = [&](std::string_view text) {
+    md += '\n';
+    md += text;
+  };
+  const std::string title = "AutoQuant Layer Sensitivity (" + model.scheme.name + ")";
+  md += "\n" + title + "\n" + std::string(title.size(), '=') + "\n";
+  line("");
+  line("**Scheme:** `" + model.scheme.name + "`");
+  if (model.model_id) {
+    line("");
+    line("**Model:** `" + *model.model_id + "`");
+  }
+
+  if (model.dataset) {
+    const dataset_info& d = *model.dataset;
+    const bool any = d.name || d.size || d.root || d.captions_path || d.max_calib_samples || d.num_calib_samples ||
+                     d.calib_seq_len || d.batch_size || d.num_calib_batches;
+    if (any) {  // Python skips the block for an empty dict
+      const auto count = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string("None"); };
+      md += "\n## Dataset\n";
+      line("");
+      if (d.name) line("- **Name:** `" + *d.name + "`");
+      if (d.size) line("- **Size:** `" + *d.size + "`");
+      if (d.captions_path) line("- **Captions path:** `" + *d.captions_path + "`");
+      if (d.root) line("- **Root:** `" + *d.root + "`");
+      if (d.max_calib_samples || d.num_calib_samples) {
+        line("- **Calibration samples:** `" + count(d.num_calib_samples) + "` / `" + count(d.max_calib_samples) +
+             "` (used / max)");
+      }
+      if (d.calib_seq_len) line("- **Calibration seq len:** `" + count(d.calib_seq_len) + "`");
+      if (d.batch_size) line("- **Batch size:** `" + count(d.batch_size) + "`");
+      if (d.num_calib_batches) line("- **Calibration batches:** `" + count(d.num_calib_batches) + "`");
+    }
+  }
+
+  line("");
+  line("**Effective bits (from search):** `" + python_format_f(model.autoquant_state.effective_bits, 4) + "`");
+  line("");
+  line("**Total AutoQuant score:** `" + python_format_e(model.autoquant_state.score, 6) + "`");
+  line("");
+  line(std::string("**Constraint satisfied:** `") + (model.autoquant_state.is_satisfied ? "True" : "False") + "`");
+
+  md += "\n## Per-layer sensitivity table\n";
+  line("");
+  line("- **Layer**: Name of the quant_recipe handle for a group of quantizable modules (e.g., attention or MLP "
+       "projections).");
+  line("- **Num Bits**: Effective number of bits allocated for the quantized recipe(s) considered at this layer.");
+  line("- **Sensitivity**: AutoQuant sensitivity score for the quantized recipe(s). Higher values indicate that "
+       "quantizing this layer is more harmful to model quality.");
+  line("- **Size Cost**: Approximate compressed weight size contribution of the layer under the corresponding "
+       "recipe(s). Higher values indicate more memory usage.");
+  line("");
+  line("Note: In the JSON manifest, layer keys may end with `.quant_recipe` (e.g., "
+       "`language_model.layers.0.mlp.gate_proj.quant_recipe`). This suffix is added by ModelOpt to represent the "
+       "AutoQuant hyperparameter attached to that module. In this table we strip the `.quant_recipe` suffix for "
+       "readability; the underlying module path is the part before that suffix.");
+  line("");
+
+  std::vector<sensitivity_row> rows = sensitivity_rows(model);
+  detail::sort_rows_descending(rows, [](const sensitivity_row& r) {
+    double largest = r.candidates.front()->score;
+    for (const candidate_stat* c : r.candidates) largest = std::max(largest, c->score);
+    return largest;
+  });
+  const auto joined = [](const sensitivity_row& row, auto cell) {
+    std::string out;
+    for (const candidate_stat* c : row.candidates) {
+      const std::optional<std::string> text = cell(*c);
+      if (!text) continue;
+      if (!out.empty()) out += ", ";
+      out += *text;
+    }
+    return out;
+  };
+  md += "\n|Layer|Num Bits|Sensitivity|Size Cost|\n| :--- | :--- | :--- | :--- |\n";
+  for (const sensitivity_row& row : rows) {
+    md += "|" + row.layer + "|";
+    md += joined(row, [](const candidate_stat& c) -> std::optional<std::string> {
+      const std::optional<double> bits = effective_bits_of(c.format);
+      return bits ? std::optional<std::string>(python_format_f(*bits, 1)) : std::nullopt;
+    });
+    md += "|";
+    md += joined(row, [](const candidate_stat& c) -> std::optional<std::string> { return python_format_e(c.score, 3); });
+    md += "|";
+    md += joined(row, [](const candidate_stat& c) -> std::optional<std::string> { return python_format_e(c.cost, 3); });
+    md += "|\n";
+  }
+
+  if (model.chosen_recipes) {
+    md += "\n## Chosen recipes\n\n|Layer|Recipe|\n| :--- | :--- |\n";
+    for (const chosen_recipe& pick : *model.chosen_recipes) {
+      md += "|" + layer_display_name(pick.group) + "|" + pick.format + "|\n";
+    }
+  }
+  if (model.pareto_front) {
+    md += "\n## Pareto front\n\n|Effective Bits|Total Score|\n| :--- | :--- |\n";
+    for (const pareto_point& point : *model.pareto_front) {
+      md += "|" + python_format_f(point.effective_bits, 4) + "|" + python_format_e(point.score, 6) + "|\n";
+    }
+  }
+  return md;
+}
+
+// Writes per-layer-sensitivity.json and per-layer-sensitivity.md into `directory`, each atomically.
+inline void write_sensitivity_reports(const std::filesystem::path& directory, const report_model& model) {
+  const std::string json = render_sensitivity_json(model);
+  const std::string md = render_sensitivity_md(model);
+  write_file_atomic(directory / sensitivity_json_filename, json);
+  write_file_atomic(directory / sensitivity_md_filename, md);
+}
+
+}  // namespace aq::io
+// ---- end aq/io/sensitivity_report.hpp ----
+
+// Calibration data
+// ---- begin aq/io/image.hpp ----
+// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, with grayscale,
+// 16-bit and alpha images converted the way the reference (PIL + transformers) converts them.
+// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+// stb_image is a single-file C library. aq is header-only, so it compiles stb's implementation
+// with STB_IMAGE_STATIC: every translation unit that includes this header gets a private
+// (internal-linkage) copy, so two aq TUs never collide at link time and a program that also
+// links its own stb keeps working. Costs: stb compiled once per including TU (only PNG+JPEG).
+// If stb_image.h was included before this header, or AQ_STB_IMAGE_EXTERNAL is defined, aq only
+// uses the declarations and the program must provide one implementation (STB_IMAGE_IMPLEMENTATION
+// in one of its own .cpp files).
+#if defined(STBI_INCLUDE_STB_IMAGE_H) || defined(AQ_STB_IMAGE_EXTERNAL)
+#include <stb/stb_image.h>
+#else
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO  // aq reads the bytes itself (paths may not be narrow strings)
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#pragma GCC diagnostic ignored "-Wduplicated-branches"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#undef STBI_NO_STDIO
+#undef STBI_ONLY_JPEG
+#undef STBI_ONLY_PNG
+#undef STB_IMAGE_IMPLEMENTATION
+#undef STB_IMAGE_STATIC
+#endif
+
+namespace aq::io {
+
+// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use.
+struct image_rgb8 {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> pixels;  // height * width * 3
+
+  std::uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
+                  static_cast<std::size_t>(c)];
+  }
+};
+
+// What to do with an alpha channel. transformers' convert_to_rgb composites over opaque white
+// (Image.alpha_composite) before the processor sees the pixels; PIL's convert("RGB") drops alpha.
+enum class alpha_mode { composite_white, drop };
+
+namespace detail {
+
+// PIL's ImagingAlphaComposite of `src` over an opaque white pixel, in its integer arithmetic
+// (7 extra precision bits, rounded division by 255), so results match byte for byte.
+inline std::uint8_t composite_over_white(std::uint32_t value, std::uint32_t alpha) {
+  if (alpha == 0) return 255;
+  constexpr std::uint32_t precision_bits = 7;
+  const std::uint32_t blend = 255u * (255u - alpha);
+  const std::uint32_t outa255 = alpha * 255u + blend;
+  const std::uint32_t coef1 = alpha * 255u * 255u * (1u << precision_bits) / outa255;
+  const std::uint32_t coef2 = 255u * (1u << precision_bits) - coef1;
+  const std::uint32_t tmp = value * coef1 + 255u * coef2 + (0x80u << precision_bits);
+  return static_cast<std::uint8_t>((((tmp >> 8) + tmp) >> 8) >> precision_bits);
+}
+
+struct stbi_deleter {
+  void operator()(void* p) const { stbi_image_free(p); }
+};
+
+}  // namespace detail
+
+// Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
+// Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
+// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does.
+inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
+                               alpha_mode alpha = alpha_mode::composite_white) {
+  if (bytes.empty()) throw error(name + ": empty image file");
+  if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  int w = 0, h = 0, channels = 0;
+  if (stbi_info_from_memory(data, len, &w, &h, &channels) == 0) {
+    throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
+  }
+  const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
+  const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
+  std::vector<std::uint8_t> rgba(n * 4);
+  if (sixteen) {
+    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    for (std::size_t i = 0; i < n * 4; ++i) {
+      const std::uint16_t v = p.get()[i];
+      const bool gray_value = channels == 1 && (i % 4) != 3;
+      rgba[i] = gray_value ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
+    }
+  } else {
+    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    std::copy(p.get(), p.get() + n * 4, rgba.begin());
+  }
+  image_rgb8 img;
+  img.width = w;
+  img.height = h;
+  img.pixels.resize(n * 3);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint8_t a = rgba[i * 4 + 3];
+    for (std::size_t c = 0; c < 3; ++c) {
+      const std::uint8_t v = rgba[i * 4 + c];
+      img.pixels[i * 3 + c] = (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+    }
+  }
+  return img;
+}
+
+// Reads and decodes an image file; errors name the file.
+inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path.string() + ": cannot open image file");
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw error(path.string() + ": error while reading image file");
+  return decode_image(bytes, path.string(), alpha);
+}
+
+}  // namespace aq::io
+// ---- end aq/io/image.hpp ----
+// ---- begin aq/io/image_preprocess.hpp ----
+// Qwen3-VL image preprocessing, as transformers' Qwen2-VL image processor does it for Qwen3-VL:
+// smart_resize to multiples of patch*merge, antialiased bicubic resize, (v/255 - 0.5)/0.5,
+// two identical temporal frames, and 2x2-merge-block patch flattening -> pixel_values + grid_thw.
+// Sits between image decoding (io/image.hpp) and the vision tower.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::io {
+
+// Which transformers image-processor backend to reproduce byte for byte. Both resize with the
+// same antialiased bicubic (a = -0.5) weights and integer arithmetic; they differ in the
+// fixed-point precision of the weights and in how the float normalisation is written.
+//  - torchvision: the default for Qwen3-VL (preprocessor_config names Qwen2VLImageProcessorFast;
+//    transformers 5 calls it the torchvision backend). torch's uint8 antialiased resize: int16
+//    weights whose precision is chosen from the largest weight; x = (v - 127.5f) / 127.5f.
+//  - pil: the slow / PIL backend (and qwen-vl-utils' Image.resize). PIL's 22-bit weights;
+//    x = (float(v / 255.0) - 0.5f) / 0.5f.
+enum class image_backend { torchvision, pil };
+
+struct qwen3_vl_image_options {
+  int patch_size = 16;
+  int temporal_patch_size = 2;
+  int merge_size = 2;
+  // Qwen3-VL-4B preprocessor_config "size": {"shortest_edge": 65536, "longest_edge": 16777216}.
+  std::int64_t min_pixels = 65536;
+  std::int64_t max_pixels = 16777216;
+  bool do_resize = true;
+  image_backend backend = image_backend::torchvision;
+};
+
+// transformers' smart_resize (Qwen2-VL image processor): sides rounded half-to-even to multiples
+// of `factor`, then scaled so that min_pixels <= h*w <= max_pixels keeping the aspect ratio.
+// Returns {height, width}. `name` labels errors.
+inline std::pair<int, int> smart_resize(int height, int width, int factor, std::int64_t min_pixels,
+                                        std::int64_t max_pixels, const std::string& name = "image") {
+  if (height <= 0 || width <= 0 || factor <= 0) {
+    throw error(name + ": smart_resize needs positive sizes, got " + std::to_string(height) + "x" +
+                std::to_string(width) + " factor " + std::to_string(factor));
+  }
+  const double h = height, w = width, f = factor;
+  if (std::max(h, w) / std::min(h, w) > 200.0) {
+    throw error(name + ": absolute aspect ratio must be at most 200, got " + std::to_string(height) + "x" +
+                std::to_string(width));
+  }
+  // Python's round() is half-to-even: nearbyint in the default rounding mode.
+  double h_bar = std::nearbyint(h / f) * f;
+  double w_bar = std::nearbyint(w / f) * f;
+  if (h_bar * w_bar > static_cast<double>(max_pixels)) {
+    const double beta = std::sqrt((h * w) / static_cast<double>(max_pixels));
+    h_bar = std::max(f, std::floor(h / beta / f) * f);
+    w_bar = std::max(f, std::floor(w / beta / f) * f);
+  } else if (h_bar * w_bar < static_cast<double>(min_pixels)) {
+    const double beta = std::sqrt(static_cast<double>(min_pixels) / (h * w));
+    h_bar = std::ceil(h * beta / f) * f;
+    w_bar = std::ceil(w * beta / f) * f;
+  }
+  return {static_cast<int>(h_bar), static_cast<int>(w_bar)};
+}
+
+namespace detail {
+
+// Keys' cubic convolution kernel with a = -0.5 (PIL's and torch's antialiased bicubic).
+inline double bicubic_filter(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+// Fixed-point resampling weights for one axis: output i reads inputs [first[i], first[i]+count[i]).
+struct axis_weights {
+  std::vector<std::int64_t> first;
+  std::vector<std::int64_t> count;
+  std::vector<std::int32_t> k;  // out_size * ksize, fixed point with `precision` fraction bits
+  int ksize = 0;
+  int precision = 0;
+};
+
+inline axis_weights make_axis_weights(int in_size, int out_size, image_backend backend) {
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  const double filterscale = scale >= 1.0 ? scale : 1.0;
+  const double support = 2.0 * filterscale;
+  axis_weights aw;
+  // Both compute the window as ceil(support)*2+1; torch rounds `support` through float first.
+  aw.ksize = backend == image_backend::torchvision ? static_cast<int>(std::ceil(static_cast<float>(support))) * 2 + 1
+                                                   : static_cast<int>(std::ceil(support)) * 2 + 1;
+  const auto n = static_cast<std::size_t>(out_size);
+  const auto ks = static_cast<std::size_t>(aw.ksize);
+  std::vector<double> w(n * ks, 0.0);
+  aw.first.resize(n);
+  aw.count.resize(n);
+  double w_max = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double center = scale * (static_cast<double>(i) + 0.5);
+    const double inv = 1.0 / filterscale;
+    const std::int64_t xmin = std::max<std::int64_t>(static_cast<std::int64_t>(center - support + 0.5), 0);
+    std::int64_t xsize = std::min<std::int64_t>(static_cast<std::int64_t>(center + support + 0.5), in_size) - xmin;
+    xsize = std::clamp<std::int64_t>(xsize, 0, aw.ksize);
+    double total = 0.0;
+    for (std::int64_t j = 0; j < xsize; ++j) {
+      const double v = bicubic_filter((static_cast<double>(j + xmin) - center + 0.5) * inv);
+      w[i * ks + static_cast<std::size_t>(j)] = v;
+      total += v;
+    }
+    for (std::int64_t j = 0; j < xsize; ++j) {
+      double& v = w[i * ks + static_cast<std::size_t>(j)];
+      if (total != 0.0) v /= total;
+      w_max = std::max(w_max, v);
+    }
+    aw.first[i] = xmin;
+    aw.count[i] = xsize;
+  }
+  if (backend == image_backend::pil) {
+    aw.precision = 22;  // PIL: 32 - 8 - 2 bits
+  } else {
+    // torch's int16 weights: the most fraction bits (< 22) that keep 2 * max weight below 2^15.
+    int p = 0;
+    for (; p < 22; ++p) {
+      const int next = static_cast<int>(0.5 + w_max * static_cast<double>(1 << (p + 1)));
+      if (next >= (1 << 15)) break;
+    }
+    aw.precision = p;
+  }
+  aw.k.resize(n * ks);
+  const double one = static_cast<double>(1 << aw.precision);
+  for (std::size_t i = 0; i < n * ks; ++i) {
+    const double v = w[i] * one;
+    aw.k[i] = static_cast<std::int32_t>(v < 0 ? -0.5 + v : 0.5 + v);
+  }
+  return aw;
+}
+
+inline std::uint8_t fixed_to_u8(std::int64_t acc, int precision) {
+  const std::int64_t v = acc >> precision;  // arithmetic shift: floor, as the references do
+  return static_cast<std::uint8_t>(std::clamp<std::int64_t>(v, 0, 255));
+}
+
+}  // namespace detail
+
+// Antialiased bicubic resize of an RGB8 image with the chosen backend's integer arithmetic:
+// horizontal pass first (to uint8), then vertical; an axis whose size is unchanged is not touched.
+inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_width,
+                                 image_backend backend = image_backend::torchvision) {
+  if (out_height <= 0 || out_width <= 0 || src.width <= 0 || src.height <= 0) {
+    throw error("resize_bicubic: sizes must be positive, got " + std::to_string(src.height) + "x" +
+                std::to_string(src.width) + " -> " + std::to_string(out_height) + "x" + std::to_string(out_width));
+  }
+  image_rgb8 cur = src;
+  if (out_width != cur.width) {
+    const detail::axis_weights aw = detail::make_axis_weights(cur.width, out_width, backend);
+    image_rgb8 next;
+    next.width = out_width;
+    next.height = cur.height;
+    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(cur.height) * 3);
+    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+    for (int y = 0; y < cur.height; ++y) {
+      const std::uint8_t* row = cur.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(cur.width) * 3;
+      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(out_width) * 3;
+      for (int x = 0; x < out_width; ++x) {
+        const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(aw.ksize);
+        const std::int64_t x0 = aw.first[static_cast<std::size_t>(x)];
+        const std::int64_t cnt = aw.count[static_cast<std::size_t>(x)];
+        for (int c = 0; c < 3; ++c) {
+          std::int64_t acc = half;
+          for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{row[(x0 + j) * 3 + c]} * k[j];
+          out[x * 3 + c] = detail::fixed_to_u8(acc, aw.precision);
+        }
+      }
+    }
+    cur = std::move(next);
+  }
+  if (out_height != cur.height) {
+    const detail::axis_weights aw = detail::make_axis_weights(cur.height, out_height, backend);
+    image_rgb8 next;
+    next.width = cur.width;
+    next.height = out_height;
+    const std::size_t stride = static_cast<std::size_t>(cur.width) * 3;
+    next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
+    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+    for (int y = 0; y < out_height; ++y) {
+      const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
+      const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
+      const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
+      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
+      for (std::size_t i = 0; i < stride; ++i) {
+        std::int64_t acc = half;
+        for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur.pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
+        out[i] = detail::fixed_to_u8(acc, aw.precision);
+      }
+    }
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+// The vision-tower inputs of a list of images, concatenated in order, as the processor returns
+// them: pixel_values [rows, cols] row-major float32 and image_grid_thw [n_images, 3].
+struct vision_inputs {
+  std::vector<float> pixel_values;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;  // 3 * temporal_patch_size * patch_size^2 (1536 for Qwen3-VL)
+  std::vector<std::array<std::int64_t, 3>> grid_thw;
+};
+
+// Number of <|image_pad|> tokens one image occupies in the text: t*h*w / merge^2.
+inline std::int64_t image_token_count(const std::array<std::int64_t, 3>& grid_thw, int merge_size) {
+  return grid_thw[0] * grid_thw[1] * grid_thw[2] / (std::int64_t{merge_size} * merge_size);
+}
+
+// Normalised value of one byte, with the chosen backend's float formula (mean = std = 0.5).
+inline float normalize_pixel(std::uint8_t v, image_backend backend) {
+  if (backend == image_backend::torchvision) {
+    // rescale fused into normalize: mean*255 = std*255 = 127.5, in float32
+    return (static_cast<float>(v) - 127.5f) / 127.5f;
+  }
+  const float scaled = static_cast<float>(static_cast<double>(v) * (1.0 / 255.0));
+  return (scaled - 0.5f) / 0.5f;
+}
+
+// The image resized as the processor would (smart_resize + bicubic); exposed for tests and tools.
+inline image_rgb8 qwen3_vl_resize(const image_rgb8& img, const qwen3_vl_image_options& o,
+                                  const std::string& name = "image") {
+  if (!o.do_resize) return img;
+  const auto [h, w] = smart_resize(img.height, img.width, o.patch_size * o.merge_size, o.min_pixels, o.max_pixels, name);
+  if (h == img.height && w == img.width) return img;
+  return resize_bicubic(img, h, w, o.backend);
+}
+
+// Preprocesses one still image and appends its patches and grid to `out`.
+inline void append_image(vision_inputs& out, const image_rgb8& img, const qwen3_vl_image_options& o,
+                         const std::string& name = "image") {
+  const image_rgb8 r = qwen3_vl_resize(img, o, name);
+  const int ps = o.patch_size, ms = o.merge_size, tp = o.temporal_patch_size;
+  if (r.height % (ps * ms) != 0 || r.width % (ps * ms) != 0) {
+    throw error(name + ": image size " + std::to_string(r.height) + "x" + std::to_string(r.width) +
+                " is not a multiple of patch_size*merge_size = " + std::to_string(ps * ms));
+  }
+  const std::int64_t gh = r.height / ps, gw = r.width / ps, gt = 1;  // one frame, padded to tp frames
+  const std::int64_t cols = std::int64_t{3} * tp * ps * ps;
+  if (out.cols != 0 && out.cols != cols) {
+    throw error(name + ": pixel_values columns " + std::to_string(cols) + " differ from earlier images' " +
+                std::to_string(out.cols));
+  }
+  out.cols = cols;
+  const std::int64_t rows = gt * gh * gw;
+  const std::size_t base = out.pixel_values.size();
+  out.pixel_values.resize(base + static_cast<std::size_t>(rows * cols));
+  float* dst = out.pixel_values.data() + base;
+  // Row order: 2x2 merge blocks in raster order, the 4 patches of a block consecutive;
+  // column order: (channel, frame, py, px) = the Conv3d weight layout.
+  std::int64_t row = 0;
+  for (std::int64_t bh = 0; bh < gh / ms; ++bh) {
+    for (std::int64_t bw = 0; bw < gw / ms; ++bw) {
+      for (std::int64_t mh = 0; mh < ms; ++mh) {
+        for (std::int64_t mw = 0; mw < ms; ++mw, ++row) {
+          const std::int64_t y0 = (bh * ms + mh) * ps, x0 = (bw * ms + mw) * ps;
+          float* d = dst + row * cols;
+          for (int c = 0; c < 3; ++c) {
+            for (int t = 0; t < tp; ++t) {
+              for (int py = 0; py < ps; ++py) {
+                for (int px = 0; px < ps; ++px) {
+                  *d++ = normalize_pixel(r.at(static_cast<int>(y0 + py), static_cast<int>(x0 + px), c), o.backend);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  out.rows += rows;
+  out.grid_thw.push_back({gt, gh, gw});
+}
+
+inline vision_inputs preprocess_images(const std::vector<image_rgb8>& images, const qwen3_vl_image_options& o = {}) {
+  vision_inputs v;
+  for (std::size_t i = 0; i < images.size(); ++i) append_image(v, images[i], o, "image " + std::to_string(i));
+  return v;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/image_preprocess.hpp ----
+// ---- begin aq/io/calib_dataset.hpp ----
+// Calibration data readers: captions text files (one caption per line, as the reference drivers
+// read them) and JSON-lines image+caption lists. First step of calibration: file -> samples ->
+// chat/tokenize (chat_template.hpp) -> padded batches (calib_batches.hpp).
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <simdjson.h>
+
+
+namespace aq::io {
+
+namespace detail {
+
+inline std::string read_text_file(const std::filesystem::path& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path.string() + ": cannot open " + what);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw error(path.string() + ": error while reading " + what);
+  return s;
+}
+
+// Length of the UTF-8 sequence at s[i], or 0 if it is not well-formed (Python's utf-8 codec rules:
+// no overlongs, no surrogates, nothing above U+10FFFF).
+inline std::size_t utf8_length(std::string_view s, std::size_t i, char32_t& cp) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) { cp = c; return 1; }
+  std::size_t n = 0;
+  char32_t min = 0;
+  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
+  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
+  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
+  else return 0;
+  if (i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((b(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i + k) & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+// Python's str.isspace() for one code point (what str.strip() removes).
+inline bool python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Python's str.strip() on valid UTF-8.
+inline std::string_view python_strip(std::string_view s) {
+  std::size_t begin = 0;
+  while (begin < s.size()) {
+    char32_t cp = 0;
+    const std::size_t n = utf8_length(s, begin, cp);
+    if (n == 0 || !python_space(cp)) break;
+    begin += n;
+  }
+  std::size_t end = s.size();
+  while (end > begin) {
+    std::size_t start = end - 1;
+    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    char32_t cp = 0;
+    if (utf8_length(s, start, cp) != end - start || !python_space(cp)) break;
+    end = start;
+  }
+  return s.substr(begin, end - begin);
+}
+
+// Splits text into lines the way Python's text-mode file iteration does (universal newlines:
+// \n, \r\n and a lone \r all end a line). Calls f(line, 1-based line number).
+template <class F>
+void for_each_line(std::string_view text, F&& f) {
+  std::size_t line_no = 1, start = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size()) {
+      if (start < text.size()) f(text.substr(start), line_no);
+      break;
+    }
+    if (text[i] == '\n' || text[i] == '\r') {
+      f(text.substr(start, i - start), line_no++);
+      if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+      start = i + 1;
+    }
+  }
+}
+
+inline void check_utf8(std::string_view line, const std::filesystem::path& path, std::size_t line_no) {
+  for (std::size_t i = 0; i < line.size();) {
+    char32_t cp = 0;
+    const std::size_t n = utf8_length(line, i, cp);
+    if (n == 0) {
+      throw error(path.string() + ":" + std::to_string(line_no) + ": invalid UTF-8 at byte " + std::to_string(i));
+    }
+    i += n;
+  }
+}
+
+}  // namespace detail
+
+// Captions of a text file, one per line, as the reference's CocoCaptionsDataset reads them:
+// UTF-8, universal newlines, each line str.strip()ed, empty lines skipped, at most `max_samples`.
+inline std::vector<std::string> read_caption_lines(const std::filesystem::path& path,
+                                                   std::optional<std::size_t> max_samples = std::nullopt) {
+  const std::string text = detail::read_text_file(path, "captions file");
+  std::vector<std::string> out;
+  detail::for_each_line(text, [&](std::string_view line, std::size_t line_no) {
+    if (max_samples && out.size() >= *max_samples) return;
+    detail::check_utf8(line, path, line_no);
+    const std::string_view s = detail::python_strip(line);
+    if (!s.empty()) out.emplace_back(s);
+  });
+  if (out.empty()) throw error(path.string() + ": no non-empty captions (calibration needs at least one line)");
+  return out;
+}
+
+// One image+caption calibration sample.
+struct image_caption {
+  std::filesystem::path image;  // resolved: relative paths are taken from the JSON-lines file's folder
+  std::string caption;
+  std::size_t line = 0;         // 1-based line in the source file, for error messages
+};
+
+// Reads JSON lines {"image": path, "caption": text}; blank lines are skipped. Errors name the file
+// and line: bad JSON, a missing or non-string field, and (when check_images) a missing image file.
+inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem::path& path,
+                                                           bool check_images = true,
+                                                           std::optional<std::size_t> max_samples = std::nullopt) {
+  const std::string text = detail::read_text_file(path, "image-caption file");
+  const std::filesystem::path dir = path.parent_path();
+  std::vector<image_caption> out;
+  simdjson::dom::parser parser;
+  detail::for_each_line(text, [&](std::string_view line, std::size_t line_no) {
+    if (max_samples && out.size() >= *max_samples) return;
+    detail::check_utf8(line, path, line_no);
+    if (detail::python_strip(line).empty()) return;
+    const std::string where = path.string() + ":" + std::to_string(line_no);
+    simdjson::dom::element obj;
+    if (const auto err = parser.parse(simdjson::padded_string(line)).get(obj); err != simdjson::SUCCESS) {
+      throw error(where + ": invalid JSON: " + simdjson::error_message(err));
+    }
+    if (!obj.is_object()) throw error(where + ": expected a JSON object {\"image\": ..., \"caption\": ...}");
+    const auto field = [&](const char* key) {
+      std::string_view v;
+      if (obj[key].get(v) != simdjson::SUCCESS) throw error(where + ": field \"" + key + "\" missing or not a string");
+      return std::string(v);
+    };
+    image_caption s;
+    s.image = field("image");
+    s.caption = field("caption");
+    s.line = line_no;
+    if (s.image.is_relative()) s.image = dir / s.image;
+    if (check_images && !std::filesystem::is_regular_file(s.image)) {
+      throw error(where + ": image file not found: " + s.image.string());
+    }
+    out.push_back(std::move(s));
+  });
+  if (out.empty()) throw error(path.string() + ": no image-caption samples");
+  return out;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/calib_dataset.hpp ----
+// ---- begin aq/io/chat_template.hpp ----
+// The Qwen3-VL chat prompt for calibration samples: the text the model's chat template renders
+// for system/user/assistant turns whose content is text and images, and the expansion of each
+// <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+inline constexpr std::string_view image_pad_token = "<|image_pad|>";
+
+// One item of a message's content list.
+struct chat_content {
+  enum class kind { text, image };
+  kind type = kind::text;
+  std::string text;  // for text items
+};
+
+struct chat_message {
+  std::string role;  // "system", "user" or "assistant"
+  std::vector<chat_content> content;
+};
+
+// Renders messages as Qwen3-VL-Instruct's chat template does (no tools, no default system
+// prompt, add_vision_id false): each turn is <|im_start|>role\n ... <|im_end|>\n, an image item is
+// <|vision_start|><|image_pad|><|vision_end|> at its place (no added space or newline), and
+// add_generation_prompt appends <|im_start|>assistant\n. Images are accepted in user turns only,
+// as in the template (system/assistant render only their text items).
+inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, bool add_generation_prompt = true) {
+  std::string out;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const chat_message& m = messages[i];
+    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+      throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
+    }
+    if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
+    out += "<|im_start|>";
+    out += m.role;
+    out += '\n';
+    for (const chat_content& c : m.content) {
+      if (c.type == chat_content::kind::text) {
+        out += c.text;
+      } else if (m.role == "user") {
+        out += "<|vision_start|><|image_pad|><|vision_end|>";
+      }
+    }
+    out += "<|im_end|>\n";
+  }
+  if (add_generation_prompt) out += "<|im_start|>assistant\n";
+  return out;
+}
+
+// The calibration prompt of one image+caption sample: user [image, caption] + generation prompt.
+inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
+  const chat_message m{"user", {{chat_content::kind::image, {}}, {chat_content::kind::text, std::string(caption)}}};
+  return render_qwen3_vl_chat(std::span<const chat_message>(&m, 1), true);
+}
+
+// Replaces the k-th <|image_pad|> by tokens_per_image[k] copies, as the processor does before
+// tokenizing (so ids are identical). The number of pads must equal the number of images.
+inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
+  std::string out;
+  std::size_t k = 0, pos = 0;
+  for (;;) {
+    const std::size_t hit = prompt.find(image_pad_token, pos);
+    if (hit == std::string_view::npos) break;
+    if (k >= tokens_per_image.size()) {
+      throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
+                  " images given");
+    }
+    out.append(prompt.substr(pos, hit - pos));
+    for (std::int64_t j = 0; j < tokens_per_image[k]; ++j) out.append(image_pad_token);
+    ++k;
+    pos = hit + image_pad_token.size();
+  }
+  if (k != tokens_per_image.size()) {
+    throw error("expand_image_pads: prompt has " + std::to_string(k) + " <|image_pad|> but " +
+                std::to_string(tokens_per_image.size()) + " images were given");
+  }
+  out.append(prompt.substr(pos));
+  return out;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/chat_template.hpp ----
+// ---- begin aq/io/calib_batches.hpp ----
+// Calibration batches: tokenized samples padded to a fixed length with attention masks and LM
+// labels, grouped by batch size, exactly as the reference drivers build their DataLoader lists;
+// plus the step counts they derive. Output of io, input of calibration and scoring.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+inline constexpr std::int32_t qwen3_pad_token_id = 151643;  // <|endoftext|>, tokenizer_config pad_token
+inline constexpr std::int32_t ignore_label = -100;
+
+enum class pad_side { left, right };
+
+// One batch, row-major [batch_size, seq_len]. labels = input_ids except where the id equals the
+// pad id: there -100. The reference's loss uses ignore_index = pad_token_id on labels that are
+// plain input_ids, i.e. every target equal to the pad id is ignored; -100 says the same thing.
+struct calib_batch {
+  std::int64_t batch_size = 0;
+  std::int64_t seq_len = 0;
+  std::vector<std::int32_t> input_ids;
+  std::vector<std::int32_t> attention_mask;
+  std::vector<std::int32_t> labels;
+  vision_inputs vision;  // empty for text-only batches
+};
+
+struct padding_options {
+  std::int64_t max_length = 512;
+  bool truncate = true;      // keep the first max_length tokens (truncation side right)
+  pad_side side = pad_side::left;
+  std::int32_t pad_id = qwen3_pad_token_id;
+};
+
+namespace detail {
+
+template <class Ids>
+void append_padded_row(calib_batch& b, const Ids& ids, std::int64_t width, const padding_options& o) {
+  const std::int64_t n = std::min<std::int64_t>(static_cast<std::int64_t>(std::size(ids)), width);
+  const std::int64_t pad = width - n;
+  const auto push_pad = [&] {
+    for (std::int64_t j = 0; j < pad; ++j) {
+      b.input_ids.push_back(o.pad_id);
+      b.attention_mask.push_back(0);
+      b.labels.push_back(ignore_label);
+    }
+  };
+  if (o.side == pad_side::left) push_pad();
+  auto it = std::begin(ids);
+  for (std::int64_t j = 0; j < n; ++j, ++it) {
+    const auto id = static_cast<std::int32_t>(*it);
+    b.input_ids.push_back(id);
+    b.attention_mask.push_back(1);
+    b.labels.push_back(id == o.pad_id ? ignore_label : id);
+  }
+  if (o.side == pad_side::right) push_pad();
+}
+
+}  // namespace detail
+
+// Text-only calibration: each caption tokenized alone, no chat template, no special tokens added
+// (`encode(std::string_view)` returns a range of integer ids), padded/truncated to max_length,
+// grouped in order by batch_size (the last batch may be smaller).
+template <class Encode>
+std::vector<calib_batch> make_text_calib_batches(const std::vector<std::string>& captions, Encode&& encode,
+                                                 std::int64_t batch_size = 8, const padding_options& o = {}) {
+  if (batch_size < 1) throw error("make_text_calib_batches: batch_size must be >= 1, got " + std::to_string(batch_size));
+  if (o.max_length < 1) throw error("make_text_calib_batches: max_length must be >= 1");
+  std::vector<calib_batch> out;
+  for (std::size_t i = 0; i < captions.size(); ++i) {
+    if (i % static_cast<std::size_t>(batch_size) == 0) {
+      out.emplace_back();
+      out.back().seq_len = o.max_length;
+    }
+    calib_batch& b = out.back();
+    const auto ids = encode(std::string_view(captions[i]));
+    if (!o.truncate && static_cast<std::int64_t>(std::size(ids)) > o.max_length) {
+      throw error("caption " + std::to_string(i) + ": " + std::to_string(std::size(ids)) +
+                  " tokens exceed max_length " + std::to_string(o.max_length) + " and truncation is off");
+    }
+    detail::append_padded_row(b, ids, o.max_length, o);
+    ++b.batch_size;
+  }
+  return out;
+}
+
+// Image+caption calibration sample (batch 1): chat prompt user [image, caption] with generation
+// prompt, <|image_pad|> expanded to the image's token count, padded to max_length without
+// truncation (a longer sequence stays unpadded, as padding="max_length" does), pixel_values attached.
+template <class Encode>
+calib_batch make_image_caption_batch(const image_rgb8& image, std::string_view caption, Encode&& encode,
+                                     const qwen3_vl_image_options& image_options = {},
+                                     padding_options o = {}, const std::string& name = "image") {
+  o.truncate = false;
+  calib_batch b;
+  append_image(b.vision, image, image_options, name);
+  const std::int64_t n_pad = image_token_count(b.vision.grid_thw.back(), image_options.merge_size);
+  const std::string prompt = expand_image_pads(qwen3_vl_image_caption_prompt(caption), std::span(&n_pad, 1));
+  const auto ids = encode(std::string_view(prompt));
+  const std::int64_t n = static_cast<std::int64_t>(std::size(ids));
+  b.seq_len = std::max(n, o.max_length);
+  detail::append_padded_row(b, ids, b.seq_len, o);
+  b.batch_size = 1;
+  return b;
+}
+
+// The reference's step counts: calibration runs every batch; scoring runs the first
+// min(max(score_size / batch_size, 1), max(num_batches, 1)) batches of the same list.
+inline std::int64_t num_calib_steps(std::int64_t num_batches) { return num_batches; }
+inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch_size, std::int64_t score_size = 128) {
+  if (batch_size < 1) throw error("num_score_steps: batch_size must be >= 1");
+  return std::min(std::max<std::int64_t>(score_size / batch_size, 1), std::max<std::int64_t>(num_batches, 1));
+}
+
+}  // namespace aq::io
+// ---- end aq/io/calib_batches.hpp ----
 // ---- end aq/autoquant.hpp ----
