@@ -354,6 +354,9 @@ TEST_CASE("the dense path is refused beyond max_dense_cells and automatic falls 
   CHECK(same_result(automatic, aq::search::solve_knapsack(p, 80000)));
   knapsack_options forced{dp_path::dense_table, 1000};
   CHECK_THROWS_AS(aq::search::solve_knapsack(p, 80000, forced), aq::error);
+  knapsack_options tiny_lists{dp_path::pareto_list, 1000, 50};
+  CHECK_THROWS_WITH_AS(aq::search::solve_knapsack(p, 80000, tiny_lists), doctest::Contains("max_list_states"),
+                       aq::error);
 }
 
 // ---------------------------------------------------------------------------------------------
