@@ -43,7 +43,7 @@ template <class Block>
 void split_output(std::int64_t rows, std::int64_t cols, std::int64_t depth, const Block& block) {
   thread_pool& pool = default_thread_pool();
   const std::int64_t work = rows * cols * std::max<std::int64_t>(depth, 1);
-  if (work < (1 << 16) || pool.size() == 1) {
+  if (work < (1 << 18) || pool.size() == 1) {
     block(0, rows, 0, cols);
     return;
   }
