@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <aq/io/tokenizer.hpp>
+#include <aq/io/utf8.hpp>
 
 namespace {
 
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
       if (!file) throw aq::error(input_path + ": cannot open");
       text = read_all(file, input_path);
     }
+    aq::io::utf8::validate(text, input_path.empty() || input_path == "-" ? "standard input" : input_path);
     const std::vector<std::uint32_t> ids = tok.encode(text);
     std::string line;
     line.reserve(ids.size() * 7 + 1);

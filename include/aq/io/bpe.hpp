@@ -228,6 +228,40 @@ class bpe_model {
     }
   }
 
+  static constexpr std::size_t short_word_bytes = 48;
+  static constexpr std::uint32_t no_merge = 0xFFFFFFFFu;
+
+  // Short words (nearly all): the same lowest-rank-leftmost order found by scanning a few pairs
+  // on the stack, which beats a heap's allocations.
+  void merge_short_word(std::string_view bytes, std::vector<std::uint32_t>& ids) const {
+    std::array<std::uint32_t, short_word_bytes> sym{}, rank{}, next_id{};
+    std::size_t len = bytes.size();
+    const auto rate = [&](std::size_t i) {  // pair (sym[i], sym[i + 1])
+      const merge_info* m = find_merge(sym[i], sym[i + 1]);
+      rank[i] = m != nullptr ? m->rank : no_merge;
+      next_id[i] = m != nullptr ? m->id : 0;
+    };
+    for (std::size_t i = 0; i < len; ++i) sym[i] = byte_ids_[static_cast<unsigned char>(bytes[i])];
+    for (std::size_t i = 0; i + 1 < len; ++i) rate(i);
+    while (len > 1) {
+      std::size_t best = 0;
+      for (std::size_t i = 1; i + 1 < len; ++i) {
+        if (rank[i] < rank[best]) best = i;
+      }
+      if (rank[best] == no_merge) break;
+      sym[best] = next_id[best];
+      for (std::size_t i = best + 1; i + 1 < len; ++i) sym[i] = sym[i + 1];
+      for (std::size_t i = best + 1; i + 2 < len; ++i) {
+        rank[i] = rank[i + 1];
+        next_id[i] = next_id[i + 1];
+      }
+      --len;
+      if (best > 0) rate(best - 1);
+      if (best + 1 < len) rate(best);
+    }
+    ids.insert(ids.end(), sym.begin(), sym.begin() + static_cast<std::ptrdiff_t>(len));
+  }
+
   void merge_word(std::string_view bytes, std::vector<std::uint32_t>& ids) const {
     if (ignore_merges_) {
       if (const auto id = token_id(bytes_to_byte_level(bytes))) {
@@ -236,6 +270,10 @@ class bpe_model {
       }
     }
     const std::size_t n = bytes.size();
+    if (n <= short_word_bytes) {
+      merge_short_word(bytes, ids);
+      return;
+    }
     std::vector<std::uint32_t> sym(n);
     std::vector<std::int32_t> prev(n), next(n);
     for (std::size_t i = 0; i < n; ++i) {
