@@ -70,7 +70,7 @@ def ratio(a, b):
     return a / b
 
 
-def fmt(x, spec=".3g"):
+def fmt(x, spec=".4g"):
     if x is None:
         return "-"
     if isinstance(x, float) and math.isnan(x):
@@ -119,6 +119,17 @@ def compare(ref, aq):
                          "max_rel_diff_ge_1pct": max(rel_big) if rel_big else None,
                          "sum_ref": sum(xs), "sum_aq": sum(ys)}
     same = sum(1 for n in common if gr[n].get("chosen") == ga[n].get("chosen"))
+
+    def tied(n):
+        """aq's choice costs and scores (in ModelOpt's clamped scores) the same as ModelOpt's: an ILP tie."""
+        g, a, b = gr[n], gr[n].get("chosen"), ga[n].get("chosen")
+        if a == b:
+            return True
+        if a not in g["formats"] or b not in g["formats"]:
+            return False
+        i, j = g["formats"].index(a), g["formats"].index(b)
+        return num(g["scores"][i]) == num(g["scores"][j]) and g["costs"][i] == g["costs"][j]
+    same_tie = sum(1 for n in common if tied(n))
     conf = [n for n in common if len(gr[n]["formats"]) > 1]
     same_conf = sum(1 for n in conf if gr[n].get("chosen") == ga[n].get("chosen"))
     tr, ta = dr.get("timing_s", {}), da.get("timing_s", {})
@@ -132,6 +143,7 @@ def compare(ref, aq):
         "memory_bytes": {"modelopt": mr, "aq": ma},
         "scores": per_recipe,
         "chosen_same_pct": 100.0 * same / len(common) if common else None,
+        "chosen_same_or_tied_pct": 100.0 * same_tie / len(common) if common else None,
         "chosen_same_configurable_pct": 100.0 * same_conf / len(conf) if conf else None,
         "effective_bits": {"modelopt": num(dr["result"]["effective_bits"]),
                            "aq": num(da["result"]["effective_bits"])},
@@ -160,6 +172,7 @@ def print_table(c):
                  fmt(ratio(c["total_score"]["modelopt"], c["total_score"]["aq"]))))
     rows.append(("same chosen recipe [% of groups]", "", "", fmt(c["chosen_same_pct"], ".1f")))
     rows.append(("same chosen recipe [% of configurable]", "", "", fmt(c["chosen_same_configurable_pct"], ".1f")))
+    rows.append(("same chosen or ModelOpt-tied [% of groups]", "", "", fmt(c["chosen_same_or_tied_pct"], ".1f")))
     for r, s in c["scores"].items():
         rows.append((f"{r}: sum of scores ({s['groups']} groups)", fmt(s["sum_ref"], ".6e"),
                      fmt(s["sum_aq"], ".6e"), fmt(ratio(s["sum_ref"], s["sum_aq"]))))
