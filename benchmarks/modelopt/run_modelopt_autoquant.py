@@ -129,7 +129,7 @@ def split_batches(data, batch_size):
     return [{k: v[i:i + batch_size] for k, v in data.items()} for i in range(0, n, batch_size)]
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------------------- utilities
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
