@@ -1,0 +1,110 @@
+// Which groups the search may quantize: a scope preset (`lm`: text decoder + lm_head; `all`:
+// everything) plus user fnmatch patterns on module names. A group with any member matching a
+// pattern is disabled (NONE only, cost 16 bits), exactly as ModelOpt's disabled_layers.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/core/error.hpp"
+
+namespace aq::autoquant {
+
+enum class scope_preset { lm, all };
+
+inline std::string_view to_string(scope_preset scope) { return scope == scope_preset::lm ? "lm" : "all"; }
+
+inline scope_preset parse_scope(std::string_view text) {
+  if (text == "lm") return scope_preset::lm;
+  if (text == "all") return scope_preset::all;
+  throw error("--scope: '" + std::string(text) + "' is unknown; valid scopes: lm, all");
+}
+
+// The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
+inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
+
+// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]).
+inline std::vector<std::string> scope_patterns(scope_preset scope) {
+  if (scope == scope_preset::lm) return {"model.visual*"};
+  return {};
+}
+
+// Python's fnmatch.fnmatchcase (what fnmatch.fnmatch does on POSIX): '*' any run of characters
+// (dots included), '?' one character, '[seq]' / '[!seq]' a set with a-z ranges; a '[' without a
+// closing ']' is literal.
+inline bool fnmatch(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0;
+  std::size_t n = 0;
+  std::size_t star = std::string_view::npos;
+  std::size_t resume = 0;
+  // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
+  const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
+    std::size_t i = at + 1;
+    bool negate = false;
+    if (i < pattern.size() && pattern[i] == '!') {
+      negate = true;
+      ++i;
+    }
+    const std::size_t first = i;
+    if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
+    while (i < pattern.size() && pattern[i] != ']') ++i;
+    if (i >= pattern.size()) return 0;
+    bool in = false;
+    for (std::size_t k = first; k < i; ++k) {
+      if (k + 2 < i && pattern[k + 1] == '-') {
+        if (pattern[k] <= c && c <= pattern[k + 2]) in = true;
+        k += 2;
+      } else if (pattern[k] == c) {
+        in = true;
+      }
+    }
+    matched = in != negate;
+    return i - at + 1;
+  };
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+      continue;
+    }
+    if (p < pattern.size()) {
+      bool ok = false;
+      std::size_t width = 1;
+      if (pattern[p] == '?') {
+        ok = true;
+      } else if (pattern[p] == '[') {
+        bool matched = false;
+        const std::size_t set = match_set(p, name[n], matched);
+        if (set == 0) {
+          ok = name[n] == '[';
+        } else {
+          ok = matched;
+          width = set;
+        }
+      } else {
+        ok = pattern[p] == name[n];
+      }
+      if (ok) {
+        p += width;
+        ++n;
+        continue;
+      }
+    }
+    if (star == std::string_view::npos) return false;
+    p = star + 1;
+    n = ++resume;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+inline bool matches_any(std::span<const std::string> patterns, std::string_view name) {
+  for (const std::string& pattern : patterns) {
+    if (fnmatch(pattern, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace aq::autoquant
