@@ -31,3 +31,18 @@
 #include "aq/io/calib_dataset.hpp"
 #include "aq/io/chat_template.hpp"
 #include "aq/io/calib_batches.hpp"
+
+// Formats, quantizers, recipes, calibration
+#include "aq/formats/all_formats.hpp"
+#include "aq/quant/fake_quantize.hpp"
+#include "aq/quant/recipe_registry.hpp"
+#include "aq/calib/max_calibrator.hpp"
+
+// Allocation
+#include "aq/search/allocation_problem.hpp"
+#include "aq/search/knapsack.hpp"
+#include "aq/search/pareto.hpp"
+#include "aq/search/lagrangian.hpp"
+
+// Tokenizer
+#include "aq/io/tokenizer.hpp"

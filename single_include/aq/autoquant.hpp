@@ -3693,4 +3693,4003 @@ inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch
 
 }  // namespace aq::io
 // ---- end aq/io/calib_batches.hpp ----
+
+// Formats, quantizers, recipes, calibration
+// ---- begin aq/formats/all_formats.hpp ----
+// The list of every number format aq knows. Conformance tests, generated tables and lookups by
+// name iterate over it, so adding a format is one struct plus one entry here.
+
+#include <string>
+#include <string_view>
+
+// ---- begin aq/formats/e4m3.hpp ----
+// e4m3: the OCP/NVIDIA FP8 E4M3FN format (bias 7, max 448, no infinities, NaN = S.1111.111).
+// ModelOpt's FP8 quantizer: scale = 448/amax, y = float(e4m3(x*scale)) * (1/scale), saturating.
+
+#include <string_view>
+
+// ---- begin aq/formats/minifloat.hpp ----
+// Small sign-exponent-mantissa float formats (e4m3, e5m2, ...): bit-exact encode/decode with
+// round-to-nearest-even and saturation to the largest finite value, as CUDA's __nv_fp8_* with
+// __NV_SATFINITE, but in portable integer code (constexpr, identical on host and device).
+
+#include <cstdint>
+#include <type_traits>
+
+// ---- begin aq/formats/rounding.hpp ----
+// Round-half-to-even and sign helpers on float bits, written without <cmath> or CUDA intrinsics
+// so that format code is constexpr and gives identical bits on host and device.
+
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+
+
+namespace aq::formats::detail {
+
+AQ_HD constexpr std::uint32_t float_bits(float value) { return std::bit_cast<std::uint32_t>(value); }
+
+AQ_HD constexpr float bits_float(std::uint32_t bits) { return std::bit_cast<float>(bits); }
+
+AQ_HD constexpr bool is_nan(float value) { return (float_bits(value) & 0x7fffffffu) > 0x7f800000u; }
+
+AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0x7fffffffu); }
+
+// Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
+AQ_HD constexpr float copysign(float magnitude, float sign) {
+  return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract
+// the product with a following addition into an FMA (which would skip the product's rounding
+// that ModelOpt's rint(x * s) sees); on the host a plain product.
+AQ_HD constexpr float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  if (!std::is_constant_evaluated()) return __fmul_rn(a, b);
+#endif
+  return a * b;
+}
+
+// Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the
+// default rounding mode. Adding and subtracting 2^23 makes the FPU do the rounding; values at
+// or above 2^23 are already integers (and infinities/NaN pass through).
+AQ_HD constexpr float round_half_even(float value) {
+  const float magnitude = abs(value);
+  if (!(magnitude < 0x1p23f)) return value;
+  float rounded = magnitude + 0x1p23f;
+  rounded -= 0x1p23f;
+  return copysign(rounded, value);
+}
+
+}  // namespace aq::formats::detail
+// ---- end aq/formats/rounding.hpp ----
+
+namespace aq::formats {
+
+// Which codes are not finite numbers.
+enum class minifloat_specials {
+  nan_only,  // "fn" formats (e4m3fn): no infinities, only S.1111...1 is NaN
+  ieee,      // IEEE-like (e5m2): exponent all ones is infinity (mantissa 0) or NaN
+};
+
+namespace detail {
+
+// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
+AQ_HD constexpr float pow2(int k) {
+  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
+}
+
+// Value of a finite, non-negative code (sign bit clear) of an E/M minifloat with bias 2^(E-1)-1.
+template <int E, int M>
+AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
+  constexpr int bias = (1 << (E - 1)) - 1;
+  const unsigned exponent = magnitude >> M;
+  const unsigned mantissa = magnitude & ((1u << M) - 1u);
+  if (exponent == 0) return static_cast<float>(mantissa) * pow2(1 - bias - M);  // exact: few bits
+  return bits_float((static_cast<std::uint32_t>(static_cast<int>(exponent) - bias + 127) << 23) |
+                    (static_cast<std::uint32_t>(mantissa) << (23 - M)));
+}
+
+}  // namespace detail
+
+template <int E, int M, minifloat_specials Specials>
+struct minifloat {
+  static_assert(E >= 2 && E <= 8 && M >= 1 && M <= 10 && 1 + E + M <= 16, "minifloat: unsupported layout");
+
+  using code_type = std::conditional_t<(1 + E + M <= 8), std::uint8_t, std::uint16_t>;
+
+  static constexpr int exponent_bits = E;
+  static constexpr int mantissa_bits = M;
+  static constexpr int bias = (1 << (E - 1)) - 1;
+  static constexpr int bits = 1 + E + M;
+  static constexpr bool is_float = true;
+  static constexpr bool is_passthrough = false;
+  static constexpr bool saturates = true;
+
+  static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
+  static constexpr unsigned sign_bit = 1u << (E + M);
+  static constexpr unsigned max_finite_code = Specials == minifloat_specials::nan_only
+                                                  ? magnitude_mask - 1u
+                                                  : (((1u << E) - 2u) << M) | ((1u << M) - 1u);
+  // Every NaN input encodes to this positive code, as CUDA's conversion does (0x7f for e4m3).
+  static constexpr unsigned nan_code = magnitude_mask;
+  static constexpr float max_bound = detail::minifloat_magnitude<E, M>(max_finite_code);
+
+  AQ_HD static constexpr float min_bound(bool /*narrow_range: integer-only notion*/) { return -max_bound; }
+
+  AQ_HD static constexpr code_type encode(float x) {
+    const std::uint32_t x_bits = detail::float_bits(x);
+    const unsigned sign = (x_bits >> 31) != 0 ? sign_bit : 0u;
+    const std::uint32_t magnitude = x_bits & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return static_cast<code_type>(nan_code);
+
+    constexpr std::uint32_t min_normal_field = static_cast<std::uint32_t>(127 + 1 - bias);
+    unsigned code = 0;
+    if (magnitude >= (min_normal_field << 23)) {
+      // Normal in the target: drop 23-M mantissa bits with round-to-nearest-even on the whole
+      // exponent|mantissa word, so a carry moves to the next binade; then re-bias.
+      constexpr int shift = 23 - M;
+      const std::uint32_t rounded =
+          (magnitude + ((1u << (shift - 1)) - 1u) + ((magnitude >> shift) & 1u)) >> shift;
+      code = static_cast<unsigned>(rounded - (static_cast<std::uint32_t>(127 - bias) << M));
+      if (code > max_finite_code) code = max_finite_code;  // saturate (infinity included)
+    } else {
+      // Subnormal or zero in the target: count of the smallest step 2^(1-bias-M), rounded to even.
+      const std::uint32_t field = magnitude >> 23;
+      const std::uint32_t significand = field == 0 ? (magnitude & 0x7fffffu) : ((magnitude & 0x7fffffu) | 0x800000u);
+      const int exponent = field == 0 ? 1 : static_cast<int>(field);  // value = significand * 2^(exponent-150)
+      const int shift = 150 - exponent + 1 - bias - M;                // > 23 - M here
+      if (shift <= 25) {
+        std::uint32_t count = significand >> shift;
+        const std::uint32_t remainder = significand & ((1u << shift) - 1u);
+        const std::uint32_t half = 1u << (shift - 1);
+        if (remainder > half || (remainder == half && (count & 1u) != 0)) ++count;
+        code = static_cast<unsigned>(count);  // may reach 1 << M: the smallest normal, same bits
+      }  // else below half the smallest step: rounds to zero
+    }
+    return static_cast<code_type>(sign | code);
+  }
+
+  AQ_HD static constexpr float decode(code_type code) {
+    const unsigned magnitude = static_cast<unsigned>(code) & magnitude_mask;
+    const bool negative = (static_cast<unsigned>(code) & sign_bit) != 0;
+    if constexpr (Specials == minifloat_specials::nan_only) {
+      if (magnitude == magnitude_mask) return detail::bits_float(0x7fc00000u);
+    } else {
+      if ((magnitude >> M) == (1u << E) - 1u) {
+        if ((magnitude & ((1u << M) - 1u)) != 0) return detail::bits_float(0x7fc00000u);
+        return negative ? detail::bits_float(0xff800000u) : detail::bits_float(0x7f800000u);
+      }
+    }
+    const float value = detail::minifloat_magnitude<E, M>(magnitude);
+    return negative ? -value : value;
+  }
+
+  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
+    return decode(encode(detail::mul_rn(x, scale)));
+  }
+
+  // ModelOpt multiplies by the fp32 reciprocal of the scale (inv = 1/scale), unlike integers.
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q * (1.0f / scale); }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/minifloat.hpp ----
+
+namespace aq::formats {
+
+struct e4m3 : minifloat<4, 3, minifloat_specials::nan_only> {
+  static constexpr std::string_view name = "e4m3";
+};
+
+static_assert(e4m3::max_bound == 448.0f && e4m3::max_finite_code == 0x7e && e4m3::nan_code == 0x7f);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e4m3.hpp ----
+// ---- begin aq/formats/format.hpp ----
+// What a number format must provide: the `number_format` concept and the `format_list` type list.
+// Formats are the bottom of the pipeline: quantizers, recipes, calibrators and kernels are
+// templates over a format struct and never name int8 or e4m3 themselves.
+
+#include <concepts>
+#include <cstddef>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+namespace aq {
+
+// A format is a stateless struct of static constexpr facts and AQ_HD functions.
+// `quantize(x, scale, narrow_range)` returns the grid value nearest to x*scale (round to nearest
+// even, saturating where `saturates`), `dequantize(q, scale)` maps it back to the model's range;
+// `encode`/`decode` convert grid values to/from the format's raw bit pattern (`code_type`,
+// `bits` wide, two's complement for integers, sign-magnitude for floats).
+// The nested requirements force the functions to be constant-evaluable, so the same code runs
+// in constexpr tests, on the host and on the device.
+template <class F>
+concept number_format =
+    std::is_empty_v<F> &&
+    requires(float x, float scale, bool narrow_range, typename F::code_type code) {
+      { F::name } -> std::convertible_to<std::string_view>;
+      { F::bits } -> std::convertible_to<int>;
+      { F::max_bound } -> std::convertible_to<float>;
+      { F::is_float } -> std::convertible_to<bool>;
+      { F::is_passthrough } -> std::convertible_to<bool>;
+      { F::saturates } -> std::convertible_to<bool>;
+      { F::min_bound(narrow_range) } -> std::same_as<float>;
+      { F::quantize(x, scale, narrow_range) } -> std::same_as<float>;
+      { F::dequantize(x, scale) } -> std::same_as<float>;
+      { F::encode(x) } -> std::same_as<typename F::code_type>;
+      { F::decode(code) } -> std::same_as<float>;
+      requires F::bits > 0 && F::bits <= 16;
+      requires F::decode(F::encode(0.0f)) == 0.0f;
+      requires F::quantize(1.0f, 1.0f, false) == F::quantize(1.0f, 1.0f, false);
+      requires F::dequantize(0.0f, 1.0f) == 0.0f;
+    };
+
+// Compile-time list of formats; `all_formats` (formats/all_formats.hpp) is one of these and
+// drives the conformance tests and generated tables.
+template <number_format... Fs>
+struct format_list {
+  static constexpr std::size_t size = sizeof...(Fs);
+  using tuple = std::tuple<Fs...>;
+
+  // Calls f.template operator()<F>() for each format in order.
+  template <class Visitor>
+  static constexpr void for_each(Visitor&& visitor) {
+    (visitor.template operator()<Fs>(), ...);
+  }
+};
+
+}  // namespace aq
+// ---- end aq/formats/format.hpp ----
+// ---- begin aq/formats/int4.hpp ----
+// int4: signed 4-bit integer, symmetric scale 7/amax, codes -8..7 (ModelOpt num_bits=4).
+// Used for 128-blocks of weights (INT4_BLOCKWISE_WEIGHT_ONLY_CFG) and per-tensor activations.
+
+#include <string_view>
+
+// ---- begin aq/formats/signed_int.hpp ----
+// Signed symmetric integer formats (int8, int4, ...) as ModelOpt fake-quantizes them:
+// q = clamp(rint(x * s), min, max), x' = q / s, with s = max_bound / amax chosen by the caller.
+// A concrete format derives from signed_int<Bits> and adds its `name` (see int8.hpp, int4.hpp).
+
+#include <cstdint>
+#include <type_traits>
+
+
+namespace aq::formats {
+
+template <int Bits>
+struct signed_int {
+  static_assert(Bits >= 2 && Bits <= 16, "signed_int: 2 to 16 bits");
+
+  using code_type = std::conditional_t<(Bits <= 8), std::uint8_t, std::uint16_t>;
+
+  static constexpr int bits = Bits;
+  static constexpr bool is_float = false;
+  static constexpr bool is_passthrough = false;
+  static constexpr bool saturates = true;
+  // ModelOpt's bound = 2^(bits-1) - 1 (127 for int8, 7 for int4); the scale maps amax onto it.
+  static constexpr float max_bound = static_cast<float>((1 << (Bits - 1)) - 1);
+
+  // Full range by default (ModelOpt narrow_range=False): -128 is reachable for int8, -8 for int4.
+  AQ_HD static constexpr float min_bound(bool narrow_range) {
+    return narrow_range ? -max_bound : -max_bound - 1.0f;
+  }
+
+  // NaN stays NaN (the comparisons below are false for it), as in ModelOpt's CUDA kernel.
+  AQ_HD static constexpr float quantize(float x, float scale, bool narrow_range = false) {
+    float q = detail::round_half_even(detail::mul_rn(x, scale));
+    q = q > max_bound ? max_bound : q;
+    const float lowest = min_bound(narrow_range);
+    q = q < lowest ? lowest : q;
+    return q;
+  }
+
+  // Division, not multiplication by a reciprocal: ModelOpt computes q / s.
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
+
+  // Two's complement bit pattern of a grid value (an integer within the full range).
+  AQ_HD static constexpr code_type encode(float q) {
+    const int value = static_cast<int>(q);
+    return static_cast<code_type>(static_cast<unsigned>(value) & ((1u << Bits) - 1u));
+  }
+
+  AQ_HD static constexpr float decode(code_type code) {
+    const int raw = static_cast<int>(code) & ((1 << Bits) - 1);
+    const int value = raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
+    return static_cast<float>(value);
+  }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/signed_int.hpp ----
+
+namespace aq::formats {
+
+struct int4 : signed_int<4> {
+  static constexpr std::string_view name = "int4";
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/int4.hpp ----
+// ---- begin aq/formats/int8.hpp ----
+// int8: signed 8-bit integer, symmetric scale 127/amax, codes -128..127 (ModelOpt num_bits=8).
+// Used for per-channel weights and per-tensor activations (INT8_DEFAULT_CFG).
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct int8 : signed_int<8> {
+  static constexpr std::string_view name = "int8";
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/int8.hpp ----
+// ---- begin aq/formats/none.hpp ----
+// none: the pass-through "format" of a disabled quantizer. Values stay as the model holds them
+// (bf16); no amax is used. Its grid is bf16, so it still fits the number_format concept.
+
+#include <cstdint>
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct none {
+  using code_type = std::uint16_t;
+
+  static constexpr std::string_view name = "none";
+  static constexpr int bits = 16;  // ModelOpt counts a disabled quantizer as 16 bits
+  static constexpr bool is_float = true;
+  static constexpr bool is_passthrough = true;
+  static constexpr bool saturates = false;  // bf16 rounding overflows to infinity
+  static constexpr float max_bound = 0x1.fep127f;  // largest finite bf16
+
+  AQ_HD static constexpr float min_bound(bool /*narrow_range*/) { return -max_bound; }
+
+  // Only meaningful as the bf16 grid; fake_quantize() short-circuits pass-through formats.
+  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
+    return round_to_bf16(detail::mul_rn(x, scale));
+  }
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
+  AQ_HD static constexpr code_type encode(float q) { return float_to_bf16(q).bits; }
+  AQ_HD static constexpr float decode(code_type code) { return bf16_to_float(bf16::from_bits(code)); }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/none.hpp ----
+
+namespace aq::formats {
+
+using all_formats = format_list<int8, int4, e4m3, none>;
+
+// Markdown table of the formats (name, bits, kind, largest value), for docs and --help.
+inline std::string format_table() {
+  std::string table = "| format | bits | kind | max_bound |\n| :--- | ---: | :--- | ---: |\n";
+  all_formats::for_each([&]<class F>() {
+    const char* kind = F::is_passthrough ? "pass-through (bf16)" : (F::is_float ? "float" : "signed integer");
+    table += "| " + std::string(F::name) + " | " + std::to_string(F::bits) + " | " + kind + " | ";
+    table += F::is_passthrough ? std::string("-") : std::to_string(static_cast<long long>(F::max_bound));
+    table += " |\n";
+  });
+  return table;
+}
+
+}  // namespace aq::formats
+// ---- end aq/formats/all_formats.hpp ----
+// ---- begin aq/quant/fake_quantize.hpp ----
+// Fake quantization (quantize then dequantize, values stay float) exactly as ModelOpt computes
+// it, per element (AQ_HD, shared with the CUDA kernel) and over a row-major matrix with
+// per-tensor / per-channel / per-block amax. Used by calibration-aware scoring of every recipe.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/quant/granularity.hpp ----
+// Granularity: which elements of a row-major [rows x cols] matrix share one amax (and scale).
+// Rows are output channels (ModelOpt's Linear weight axis 0); blocks run along the input dim.
+// Each granularity maps (row, col) to an amax slot with AQ_HD code shared by host and device.
+
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::quant {
+
+// One amax for the whole tensor; ModelOpt stores it with shape [].
+struct per_tensor {
+  static constexpr std::string_view name = "per-tensor";
+  static constexpr bool depends_on_shape = false;  // any batch shape maps to the one slot
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t /*rows*/, std::int64_t /*cols*/) { return 1; }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t /*row*/, std::int64_t /*col*/, std::int64_t /*cols*/) {
+    return 0;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t /*rows*/, std::int64_t /*cols*/) { return {}; }
+};
+
+// One amax per row (output channel); ModelOpt's axis=0, amax shape [rows, 1].
+struct per_channel {
+  static constexpr std::string_view name = "per-channel";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t /*cols*/) { return rows; }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t /*col*/, std::int64_t /*cols*/) {
+    return row;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t /*cols*/) { return {rows, 1}; }
+};
+
+// One amax per Block consecutive columns of one row. ModelOpt pads the last dim with zeros to a
+// multiple of Block, so a short last block of a row is its own block (zeros never raise a max);
+// amax shape [rows * ceil(cols / Block), 1], slots in row-major block order.
+template <int Block>
+struct per_block {
+  static_assert(Block > 0, "per_block: block size must be positive");
+  static constexpr int block_size = Block;
+  static constexpr std::string_view name = "per-block";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t blocks_per_row(std::int64_t cols) { return (cols + Block - 1) / Block; }
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return rows * blocks_per_row(cols);
+  }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
+    return row * blocks_per_row(cols) + col / Block;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return {amax_count(rows, cols), 1};
+  }
+};
+
+template <class G>
+concept granularity = requires(std::int64_t n) {
+  { G::name } -> std::convertible_to<std::string_view>;
+  { G::depends_on_shape } -> std::convertible_to<bool>;
+  { G::amax_count(n, n) } -> std::same_as<std::int64_t>;
+  { G::amax_index(n, n, n) } -> std::same_as<std::int64_t>;
+  { G::amax_shape(n, n) } -> std::same_as<std::vector<std::int64_t>>;
+};
+
+// Human-readable description, e.g. "per-block(128)".
+template <granularity G>
+std::string granularity_label() {
+  if constexpr (requires { G::block_size; }) {
+    return std::string(G::name) + "(" + std::to_string(G::block_size) + ")";
+  } else {
+    return std::string(G::name);
+  }
+}
+
+}  // namespace aq::quant
+// ---- end aq/quant/granularity.hpp ----
+// ---- begin aq/quant/quantizer.hpp ----
+// Quantizer spec: a number format plus a granularity (or disabled), the type-level counterpart
+// of one ModelOpt TensorQuantizer config such as {num_bits: 8, axis: 0}. Recipes pair a weight
+// spec with an input (activation) spec; calibrators and kernels are templates over specs.
+
+#include <concepts>
+#include <string>
+
+
+namespace aq::quant {
+
+template <number_format F, granularity G, bool NarrowRange = false>
+struct quantizer {
+  using format_type = F;
+  using granularity_type = G;
+  // Integer formats only: [-max, max] instead of ModelOpt's default [-max-1, max].
+  static constexpr bool narrow_range = NarrowRange;
+  static constexpr bool enabled = !F::is_passthrough;
+  // ModelOpt's compression counts a disabled quantizer as 16 bits.
+  static constexpr int bits = enabled ? F::bits : 16;
+
+  // "int8 per-channel", "int4 per-block(128)", "disabled".
+  static std::string label() {
+    if constexpr (!enabled) {
+      return "disabled";
+    } else {
+      return std::string(F::name) + " " + granularity_label<G>() + (NarrowRange ? " narrow" : "");
+    }
+  }
+};
+
+// A quantizer that leaves values unchanged (ModelOpt {"enable": False}).
+using disabled = quantizer<formats::none, per_tensor>;
+
+template <class Q>
+concept quantizer_spec = requires {
+  typename Q::format_type;
+  typename Q::granularity_type;
+  { Q::narrow_range } -> std::convertible_to<bool>;
+  { Q::enabled } -> std::convertible_to<bool>;
+  { Q::bits } -> std::convertible_to<int>;
+} && number_format<typename Q::format_type> && granularity<typename Q::granularity_type>;
+
+}  // namespace aq::quant
+// ---- end aq/quant/quantizer.hpp ----
+
+namespace aq::quant {
+
+// amax at or below 2^-24 quantizes everything to 0 for every format. ModelOpt does this for
+// integers (amax < 2^-24 in CUDA, <= in Python) but returns NaN for FP8 with amax = 0; aq never
+// produces NaN from a zero amax (documented in docs/formats.md).
+inline constexpr float zero_amax_threshold = 0x1p-24f;
+
+// Whether results are kept in fp32 or rounded to bf16 as ModelOpt's cast back to the bf16 model dtype.
+enum class output_rounding { fp32, bf16 };
+
+AQ_HD constexpr float round_output(float value, output_rounding rounding) {
+  return rounding == output_rounding::bf16 ? round_to_bf16(value) : value;
+}
+
+// s = max_bound / amax in fp32; 0 encodes "amax too small (or not a number): output 0".
+template <number_format F>
+AQ_HD constexpr float scale_from_amax(float amax) {
+  return amax > zero_amax_threshold ? F::max_bound / amax : 0.0f;
+}
+
+// One element given a precomputed scale (kernels compute the scale once per amax slot; the
+// result is identical because the scale is the same fp32 operation).
+template <number_format F>
+AQ_HD constexpr float fake_quantize_scaled(float x, float scale, bool narrow_range = false) {
+  if constexpr (F::is_passthrough) {
+    return x;
+  } else {
+    if (scale == 0.0f) return 0.0f;
+    return F::dequantize(F::quantize(x, scale, narrow_range), scale);
+  }
+}
+
+// One element: fp32 result.
+template <number_format F>
+AQ_HD constexpr float fake_quantize(float x, float amax, bool narrow_range = false) {
+  return fake_quantize_scaled<F>(x, scale_from_amax<F>(amax), narrow_range);
+}
+
+// One element: result rounded to bf16, as ModelOpt returns it for a bf16 model.
+template <number_format F>
+AQ_HD constexpr float fake_quantize_bf16(float x, float amax, bool narrow_range = false) {
+  return round_to_bf16(fake_quantize<F>(x, amax, narrow_range));
+}
+
+namespace detail {
+
+inline void check_matrix(std::size_t size, std::int64_t rows, std::int64_t cols, std::string_view what,
+                         std::string_view role) {
+  if (rows < 0 || cols < 0 || static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) != size) {
+    throw error(std::string(what) + ": " + std::string(role) + " has " + std::to_string(size) +
+                " elements, expected rows x cols = " + std::to_string(rows) + " x " + std::to_string(cols));
+  }
+}
+
+inline void throw_not_finite(std::string_view what, float value, std::size_t index) {
+  throw error(std::string(what) + ": amax input must be finite, found " +
+              (formats::detail::is_nan(value) ? std::string("nan") : std::string(value > 0 ? "inf" : "-inf")) +
+              " at element " + std::to_string(index));
+}
+
+}  // namespace detail
+
+// max |x| per amax slot of a row-major [rows x cols] matrix (ModelOpt's reduce_amax over the
+// granularity's reduce axes). Non-finite values are an error: they would poison every scale.
+template <granularity G>
+std::vector<float> compute_amax(std::span<const float> data, std::int64_t rows, std::int64_t cols,
+                                std::string_view what = "tensor") {
+  detail::check_matrix(data.size(), rows, cols, what, "data");
+  std::vector<float> amax(static_cast<std::size_t>(G::amax_count(rows, cols)), 0.0f);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::size_t index = static_cast<std::size_t>(r * cols + c);
+      const float magnitude = formats::detail::abs(data[index]);
+      if (!(magnitude <= 0x1.fffffep127f)) detail::throw_not_finite(what, data[index], index);
+      float& slot = amax[static_cast<std::size_t>(G::amax_index(r, c, cols))];
+      if (magnitude > slot) slot = magnitude;
+    }
+  }
+  return amax;
+}
+
+// Fake-quantizes a row-major [rows x cols] matrix with the given amax (layout of Q's
+// granularity; ignored and may be empty when Q is disabled). input and output may alias.
+template <quantizer_spec Q>
+void fake_quantize_matrix(std::span<const float> input, std::span<float> output, std::int64_t rows,
+                          std::int64_t cols, std::span<const float> amax,
+                          output_rounding rounding = output_rounding::fp32, std::string_view what = "tensor") {
+  using F = typename Q::format_type;
+  using G = typename Q::granularity_type;
+  detail::check_matrix(input.size(), rows, cols, what, "input");
+  detail::check_matrix(output.size(), rows, cols, what, "output");
+  if constexpr (!Q::enabled) {
+    for (std::size_t i = 0; i < input.size(); ++i) output[i] = round_output(input[i], rounding);
+  } else {
+    const auto slots = static_cast<std::size_t>(G::amax_count(rows, cols));
+    if (amax.size() != slots) {
+      throw error(std::string(what) + ": amax has " + std::to_string(amax.size()) + " values, expected " +
+                  std::to_string(slots) + " for " + Q::label() + " of a " + std::to_string(rows) + " x " +
+                  std::to_string(cols) + " matrix");
+    }
+    std::vector<float> scales(slots);
+    for (std::size_t s = 0; s < slots; ++s) scales[s] = scale_from_amax<F>(amax[s]);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const std::size_t index = static_cast<std::size_t>(r * cols + c);
+        const float scale = scales[static_cast<std::size_t>(G::amax_index(r, c, cols))];
+        output[index] = round_output(fake_quantize_scaled<F>(input[index], scale, Q::narrow_range), rounding);
+      }
+    }
+  }
+}
+
+// Weights are calibrated from themselves: computes amax from the matrix, fake-quantizes it and
+// returns the amax (empty when Q is disabled).
+template <quantizer_spec Q>
+std::vector<float> fake_quantize_weight(std::span<const float> weight, std::span<float> output, std::int64_t rows,
+                                        std::int64_t cols, output_rounding rounding = output_rounding::fp32,
+                                        std::string_view what = "weight") {
+  std::vector<float> amax;
+  if constexpr (Q::enabled) amax = compute_amax<typename Q::granularity_type>(weight, rows, cols, what);
+  fake_quantize_matrix<Q>(weight, output, rows, cols, amax, rounding, what);
+  return amax;
+}
+
+}  // namespace aq::quant
+// ---- end aq/quant/fake_quantize.hpp ----
+// ---- begin aq/quant/recipe_registry.hpp ----
+// Run-time view of the compile-time recipe list: lookup by name (or alias) for the CLI,
+// candidate ordering as ModelOpt sorts its QuantRecipes, and the table printed by --help and docs.
+// Everything here is generated from `recipes::all_recipes`; nothing names a recipe by hand.
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+// ---- begin aq/quant/recipe.hpp ----
+// Recipe: a weight quantizer spec plus an input (activation) quantizer spec, with a stable name,
+// ModelOpt's effective bits and display string ("INT8_DEFAULT_CFG(effective-bits: 8.0)").
+// One candidate of the per-layer search; the list of all of them is quant/recipes.hpp.
+
+#include <algorithm>
+#include <charconv>
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+
+namespace aq::quant {
+
+// A string usable as a template argument, so a recipe's name is part of its type.
+template <std::size_t N>
+struct fixed_string {
+  char chars[N]{};
+  constexpr fixed_string(const char (&text)[N]) {  // NOLINT: implicit by design
+    std::copy_n(text, N, chars);
+  }
+  constexpr std::string_view view() const { return {chars, N - 1}; }
+};
+
+// ModelOpt's estimate_quant_compression: min over every quantizer of bits/16, a disabled one
+// counting 1.0 (16 bits); effective bits = 16 * compression. Activation bits count as much as
+// weight bits (W8A4 -> 4.0, W4A16 -> 4.0) and block scales are free.
+constexpr double effective_bits_of(int weight_bits, int input_bits) {
+  return 16.0 * (std::min({weight_bits, input_bits, 16}) / 16.0);
+}
+
+// Python's repr() of a float for the values effective bits take (e.g. 8.0, 4.0, 16.0, 5.5).
+inline std::string python_float_repr(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  std::string text(buffer, result.ptr);
+  if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // 8 -> 8.0 (n: nan/inf)
+  return text;
+}
+
+// ModelOpt's str(QuantRecipe): f"{name}(effective-bits: {16 * compression})".
+inline std::string modelopt_recipe_string(std::string_view display_name, double effective_bits) {
+  return std::string(display_name) + "(effective-bits: " + python_float_repr(effective_bits) + ")";
+}
+
+// `ModelOptConfig` is the name of the identical ModelOpt built-in config ("" when there is none:
+// ModelOpt then shows CUSTOM_<i>, i = position in the user's format list).
+template <fixed_string Name, quantizer_spec Weight, quantizer_spec Input, fixed_string ModelOptConfig = "">
+struct recipe {
+  using weight = Weight;
+  using input = Input;
+  static constexpr std::string_view name = Name.view();
+  static constexpr std::string_view modelopt_config = ModelOptConfig.view();
+  static constexpr double effective_bits = effective_bits_of(Weight::bits, Input::bits);
+  static constexpr double compression = effective_bits / 16.0;
+  static constexpr bool quantizes = Weight::enabled || Input::enabled;
+
+  // Name ModelOpt shows for this recipe when it is at `position` in the user's format list.
+  static std::string modelopt_name(std::size_t position) {
+    if (!modelopt_config.empty()) return std::string(modelopt_config);
+    return "CUSTOM_" + std::to_string(position);
+  }
+  static std::string modelopt_string(std::size_t position) {
+    return modelopt_recipe_string(modelopt_name(position), effective_bits);
+  }
+};
+
+template <class R>
+concept recipe_type = requires {
+  { R::name } -> std::convertible_to<std::string_view>;
+  { R::modelopt_config } -> std::convertible_to<std::string_view>;
+  { R::effective_bits } -> std::convertible_to<double>;
+  { R::quantizes } -> std::convertible_to<bool>;
+} && quantizer_spec<typename R::weight> && quantizer_spec<typename R::input>;
+
+// Compile-time list of recipes; `all_recipes` is one, and the run-time registry is generated from it.
+template <recipe_type... Rs>
+struct recipe_list {
+  static constexpr std::size_t size = sizeof...(Rs);
+
+  template <class Visitor>
+  static constexpr void for_each(Visitor&& visitor) {
+    (visitor.template operator()<Rs>(), ...);
+  }
+};
+
+}  // namespace aq::quant
+// ---- end aq/quant/recipe.hpp ----
+// ---- begin aq/quant/recipes.hpp ----
+// The recipe table: one line per recipe (name, weight quantizer, input quantizer, ModelOpt
+// built-in config if identical). Everything else (registry, --help, docs tables, manifest names,
+// tests) is generated from `all_recipes`, so a new recipe is one line here plus one list entry.
+
+#include <array>
+#include <string_view>
+#include <utility>
+
+
+namespace aq::recipes {
+
+using formats::e4m3;
+using formats::int4;
+using formats::int8;
+using quant::disabled;
+using quant::per_block;
+using quant::per_channel;
+using quant::per_tensor;
+using quant::quantizer;
+using quant::recipe;
+
+// clang-format off
+//                      name          weight quantizer                     input (activation) quantizer   ModelOpt built-in
+using fp8_e4m3  = recipe<"fp8_e4m3",  quantizer<e4m3, per_tensor>,         quantizer<e4m3, per_tensor>,  "FP8_DEFAULT_CFG">;
+using int8_w8a8 = recipe<"int8_w8a8", quantizer<int8, per_channel>,        quantizer<int8, per_tensor>,  "INT8_DEFAULT_CFG">;
+using w4a8      = recipe<"w4a8",      quantizer<int4, per_block<128>>,     quantizer<int8, per_tensor>>;
+using w4a8_fp8  = recipe<"w4a8_fp8",  quantizer<int4, per_block<128>>,     quantizer<e4m3, per_tensor>>;
+using w8a4      = recipe<"w8a4",      quantizer<int8, per_channel>,        quantizer<int4, per_tensor>>;
+using w4a4      = recipe<"w4a4",      quantizer<int4, per_block<128>>,     quantizer<int4, per_tensor>>;
+using w4a16     = recipe<"w4a16",     quantizer<int4, per_block<128>>,     disabled,                     "INT4_BLOCKWISE_WEIGHT_ONLY_CFG">;
+using w8a16     = recipe<"w8a16",     quantizer<int8, per_channel>,        disabled,                     "INT8_WEIGHT_ONLY_CFG">;
+using none      = recipe<"none",      disabled,                            disabled,                     "NONE">;
+// clang-format on
+
+// `none` is the implicit candidate of every search (ModelOpt's QuantRecipe(None)); it is listed
+// so that it can be named and looked up like the others.
+using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, none>;
+
+// Names used by the downstream auto-quantize-model experiments ("quant pairs") and earlier docs.
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 9> recipe_aliases{{
+    {"wfp8_afp8", "fp8_e4m3"},
+    {"wint8_aint8", "int8_w8a8"},
+    {"wint4_aint8", "w4a8"},
+    {"int4_w4a8", "w4a8"},
+    {"wint4_afp8", "w4a8_fp8"},
+    {"wint8_aint4", "w8a4"},
+    {"wint4_aint4", "w4a4"},
+    {"wint4_afp16", "w4a16"},
+    {"wint8_afp16", "w8a16"},
+}};
+
+}  // namespace aq::recipes
+// ---- end aq/quant/recipes.hpp ----
+
+namespace aq::quant {
+
+struct quantizer_info {
+  bool enabled = false;
+  std::string_view format;  // format name ("none" when disabled)
+  std::string granularity;  // "per-tensor", "per-channel", "per-block(128)"
+  int bits = 16;
+  bool narrow_range = false;
+  std::string label;        // "int8 per-channel", "disabled"
+};
+
+struct recipe_info {
+  std::string_view name;
+  std::string_view modelopt_config;  // "" when ModelOpt shows CUSTOM_<i>
+  double effective_bits = 16.0;
+  double compression = 1.0;
+  bool quantizes = false;
+  quantizer_info weight;
+  quantizer_info input;
+  std::size_t index = 0;  // position in the compile-time list
+
+  std::string modelopt_name(std::size_t position) const {
+    return modelopt_config.empty() ? "CUSTOM_" + std::to_string(position) : std::string(modelopt_config);
+  }
+  std::string modelopt_string(std::size_t position) const {
+    return modelopt_recipe_string(modelopt_name(position), effective_bits);
+  }
+};
+
+namespace detail {
+
+template <quantizer_spec Q>
+quantizer_info make_quantizer_info() {
+  return quantizer_info{Q::enabled, Q::format_type::name, granularity_label<typename Q::granularity_type>(),
+                        Q::bits, Q::narrow_range, Q::label()};
+}
+
+}  // namespace detail
+
+// All recipes of List, in list order (generated once).
+template <class List = recipes::all_recipes>
+const std::vector<recipe_info>& recipe_registry() {
+  static const std::vector<recipe_info> registry = [] {
+    std::vector<recipe_info> infos;
+    List::for_each([&]<class R>() {
+      infos.push_back(recipe_info{R::name, R::modelopt_config, R::effective_bits, R::compression, R::quantizes,
+                                  detail::make_quantizer_info<typename R::weight>(),
+                                  detail::make_quantizer_info<typename R::input>(), infos.size()});
+    });
+    return infos;
+  }();
+  return registry;
+}
+
+// Resolves an alias to its recipe name; other names are returned unchanged.
+inline std::string_view resolve_recipe_alias(std::string_view name) {
+  for (const auto& [alias, target] : recipes::recipe_aliases) {
+    if (alias == name) return target;
+  }
+  return name;
+}
+
+template <class List = recipes::all_recipes>
+std::string valid_recipe_names() {
+  std::string names;
+  for (const recipe_info& info : recipe_registry<List>()) names += (names.empty() ? "" : ", ") + std::string(info.name);
+  std::string aliases;
+  for (const auto& [alias, target] : recipes::recipe_aliases) {
+    aliases += (aliases.empty() ? "" : ", ") + std::string(alias) + " -> " + std::string(target);
+  }
+  return names + " (aliases: " + aliases + ")";
+}
+
+// Finds a recipe by name or alias; throws aq::error naming the valid choices.
+template <class List = recipes::all_recipes>
+const recipe_info& find_recipe(std::string_view name) {
+  const std::string_view resolved = resolve_recipe_alias(name);
+  for (const recipe_info& info : recipe_registry<List>()) {
+    if (info.name == resolved) return info;
+  }
+  throw error("recipe '" + std::string(name) + "' is unknown; valid recipes: " + valid_recipe_names<List>());
+}
+
+// Calls visitor(std::type_identity<R>{}) with the recipe type named `name` (or alias): the bridge
+// from a CLI string to the templates. Throws aq::error for an unknown name.
+template <class List = recipes::all_recipes, class Visitor>
+void visit_recipe(std::string_view name, Visitor&& visitor) {
+  const std::size_t index = find_recipe<List>(name).index;
+  std::size_t position = 0;
+  List::for_each([&]<class R>() {
+    if (position++ == index) visitor(std::type_identity<R>{});
+  });
+}
+
+// One search candidate: a recipe, its position in the user's list (for CUSTOM_<i>) and the
+// string ModelOpt writes for it in manifests.
+struct candidate {
+  const recipe_info* recipe = nullptr;
+  std::size_t position = 0;
+  std::string modelopt_string;
+};
+
+// Orders the user's recipes as ModelOpt's AutoQuantize does: ascending compression (most
+// aggressive first), NONE always appended last. ModelOpt breaks ties between equal compressions
+// by Python set order (hash dependent); aq keeps the user's order instead (a stable sort), so
+// runs are reproducible. `none` in the user's list is accepted and folded into the implicit one;
+// a recipe listed twice (also through an alias) is an error.
+template <class List = recipes::all_recipes>
+std::vector<candidate> order_candidates(std::span<const std::string> names) {
+  std::vector<candidate> candidates;
+  const recipe_info* none_info = nullptr;
+  for (std::size_t position = 0; position < names.size(); ++position) {
+    const recipe_info& info = find_recipe<List>(names[position]);
+    if (!info.quantizes) {
+      none_info = &info;
+      continue;
+    }
+    for (const candidate& earlier : candidates) {
+      if (earlier.recipe == &info) {
+        throw error("recipe list: '" + std::string(names[position]) + "' (position " + std::to_string(position) +
+                    ") repeats recipe '" + std::string(info.name) + "' from position " +
+                    std::to_string(earlier.position));
+      }
+    }
+    candidates.push_back(candidate{&info, position, info.modelopt_string(position)});
+  }
+  std::stable_sort(candidates.begin(), candidates.end(), [](const candidate& a, const candidate& b) {
+    return a.recipe->compression < b.recipe->compression;
+  });
+  if (none_info == nullptr) none_info = &find_recipe<List>("none");
+  candidates.push_back(candidate{none_info, names.size(), none_info->modelopt_string(names.size())});
+  return candidates;
+}
+
+// Markdown table of the registry (for --help and docs), generated from the same list.
+template <class List = recipes::all_recipes>
+std::string recipe_table() {
+  std::string table =
+      "| recipe | weight quantizer | input quantizer | effective bits | ModelOpt name | aliases |\n"
+      "| :--- | :--- | :--- | ---: | :--- | :--- |\n";
+  for (const recipe_info& info : recipe_registry<List>()) {
+    std::string aliases;
+    for (const auto& [alias, target] : recipes::recipe_aliases) {
+      if (target == info.name) aliases += (aliases.empty() ? "" : ", ") + std::string(alias);
+    }
+    table += "| " + std::string(info.name) + " | " + info.weight.label + " | " + info.input.label + " | " +
+             python_float_repr(info.effective_bits) + " | " +
+             (info.modelopt_config.empty() ? std::string("CUSTOM_<i>") : std::string(info.modelopt_config)) + " | " +
+             aliases + " |\n";
+  }
+  return table;
+}
+
+}  // namespace aq::quant
+// ---- end aq/quant/recipe_registry.hpp ----
+// ---- begin aq/calib/max_calibrator.hpp ----
+// Max calibrator: the running max of |x| per amax slot of a quantizer spec over calibration
+// batches (ModelOpt's MaxCalibrator). Activations are collected batch by batch during the
+// calibration pass; weights are calibrated from the weights themselves (one collect()).
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::calib {
+
+// A batch is a row-major [rows x cols] matrix. The amax layout depends only on the spec's
+// granularity: per-tensor accepts any shape; per-channel and per-block need the same layout
+// (rows, and cols for blocks) in every batch. Merging two calibrators gives the same amax as
+// calibrating one on the concatenation of their batches (max is associative and exact).
+template <quant::quantizer_spec Q>
+class max_calibrator {
+ public:
+  using spec = Q;
+  using granularity = typename Q::granularity_type;
+
+  explicit max_calibrator(std::string name = "tensor") : name_(std::move(name)) {}
+
+  const std::string& name() const { return name_; }
+
+  // A calibrator that never saw data has no amax (ModelOpt leaves _amax unset then).
+  bool has_data() const { return seen_; }
+
+  std::size_t batches() const { return batches_; }
+
+  void collect(std::span<const float> batch, std::int64_t rows, std::int64_t cols) {
+    std::vector<float> local = quant::compute_amax<granularity>(batch, rows, cols, name_ + " (batch " +
+                                                                std::to_string(batches_) + ")");
+    if (!seen_) {
+      amax_ = std::move(local);
+      rows_ = rows;
+      cols_ = cols;
+      seen_ = true;
+    } else {
+      check_layout(rows, cols, "batch " + std::to_string(batches_));
+      for (std::size_t i = 0; i < amax_.size(); ++i) amax_[i] = amax_[i] < local[i] ? local[i] : amax_[i];
+    }
+    ++batches_;
+  }
+
+  // Combines another calibrator of the same tensor (e.g. another data shard).
+  void merge(const max_calibrator& other) {
+    if (!other.seen_) return;
+    if (!seen_) {
+      amax_ = other.amax_;
+      rows_ = other.rows_;
+      cols_ = other.cols_;
+      seen_ = true;
+    } else {
+      check_layout(other.rows_, other.cols_, "merged calibrator '" + other.name_ + "'");
+      for (std::size_t i = 0; i < amax_.size(); ++i) amax_[i] = amax_[i] < other.amax_[i] ? other.amax_[i] : amax_[i];
+    }
+    batches_ += other.batches_;
+  }
+
+  // The collected amax, one value per slot of the granularity. Throws if no data was seen.
+  std::span<const float> amax() const {
+    require_data("amax");
+    return amax_;
+  }
+
+  // ModelOpt keeps amax in the model dtype (bf16); rounding the max equals the max of the
+  // bf16-rounded inputs because round-to-nearest-even is monotone.
+  std::vector<float> amax_bf16() const {
+    require_data("amax_bf16");
+    std::vector<float> rounded(amax_.size());
+    for (std::size_t i = 0; i < amax_.size(); ++i) rounded[i] = round_to_bf16(amax_[i]);
+    return rounded;
+  }
+
+  // ModelOpt's _amax shape: [] per-tensor, [rows, 1] per-channel, [blocks, 1] per-block.
+  std::vector<std::int64_t> amax_shape() const {
+    require_data("amax_shape");
+    return granularity::amax_shape(rows_, cols_);
+  }
+
+ private:
+  void require_data(std::string_view what) const {
+    if (!seen_) throw error(name_ + ": " + std::string(what) + " requested but the max calibrator never saw data");
+  }
+
+  // Per-channel and per-block slots belong to positions of one matrix layout; a per-tensor
+  // amax accepts batches of any shape (e.g. a different number of tokens).
+  void check_layout(std::int64_t rows, std::int64_t cols, const std::string& where) const {
+    if (granularity::depends_on_shape && (rows != rows_ || cols != cols_)) {
+      throw error(name_ + ": " + where + " is " + std::to_string(rows) + " x " + std::to_string(cols) + ", expected " +
+                  std::to_string(rows_) + " x " + std::to_string(cols_) + " as before (" +
+                  quant::granularity_label<granularity>() + " amax)");
+    }
+  }
+
+  std::string name_;
+  std::vector<float> amax_;
+  std::int64_t rows_ = 0;
+  std::int64_t cols_ = 0;
+  std::size_t batches_ = 0;
+  bool seen_ = false;
+};
+
+// Weights are calibrated from the weights themselves: one collect over the whole matrix.
+template <quant::quantizer_spec Q>
+std::vector<float> calibrate_weight(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                    std::string_view name = "weight") {
+  max_calibrator<Q> calibrator{std::string(name)};
+  calibrator.collect(weight, rows, cols);
+  return std::vector<float>(calibrator.amax().begin(), calibrator.amax().end());
+}
+
+}  // namespace aq::calib
+// ---- end aq/calib/max_calibrator.hpp ----
+
+// Allocation
+// ---- begin aq/search/allocation_problem.hpp ----
+// The allocation problem the search stage solves: one choice per group (recipe), each with a score
+// (damage) and an integer cost in params x bits; minimize the summed score under a size budget.
+// Scorers fill it, the knapsack/Lagrangian/Pareto solvers read it; no format is ever named here.
+
+#include <array>
+#include <bit>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+// Cost unit: parameters x bits ("param-bits"). A group of n weights stored at b effective bits
+// costs n*b; ModelOpt's costs are n*b/16 ("numel x compression"), i.e. ours divided by 16.
+// Integers keep the budget test exact and the DP axis discrete.
+using cost_t = std::int64_t;
+
+// Largest total cost we accept: totals convert to double exactly, so effective bits are one
+// correctly rounded division, as in ModelOpt.
+inline constexpr cost_t max_total_cost = cost_t{1} << 53;
+
+// Choice indices are stored as bytes in the DP tables.
+inline constexpr std::size_t max_choices_per_group = 255;
+
+struct choice {
+  double score = 0.0;
+  cost_t cost = 0;
+};
+
+// Which algorithm produced a result (reported so that users and tests can see the path taken).
+enum class solver_path : std::uint8_t {
+  dp_dense_table,  // exact DP over every cost cell (gcd units)
+  dp_pareto_list,  // exact DP over non-dominated (cost, score) states only
+  lagrangian,      // convex-hull greedy: feasible but not necessarily optimal
+};
+
+constexpr std::string_view to_string(solver_path path) {
+  switch (path) {
+    case solver_path::dp_dense_table: return "dp_dense_table";
+    case solver_path::dp_pareto_list: return "dp_pareto_list";
+    case solver_path::lagrangian: return "lagrangian";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+// Shortest round-trip text of a double (Python repr digits), for error messages.
+inline std::string format_double(double value) {
+  std::array<char, 64> buffer{};
+  const auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
+  if (ec != std::errc{}) return "?";
+  return std::string(buffer.data(), end);
+}
+
+constexpr bool is_finite(double x) { return x == x && x - x == 0.0; }
+
+}  // namespace detail
+
+// floor(total_params x bits) computed exactly from the binary value of `bits`: the budget
+// Σ cost <= W·B then needs no floating-point comparison. Throws for negative / non-finite bits.
+constexpr cost_t capacity_for_bits(std::int64_t total_params, double bits) {
+  if (total_params <= 0) {
+    throw aq::error("aq::search::capacity_for_bits: total_params must be > 0, got " + std::to_string(total_params));
+  }
+  if (!detail::is_finite(bits) || bits < 0.0) {
+    throw aq::error("aq::search::capacity_for_bits: effective bits must be finite and >= 0, got " +
+                    detail::format_double(bits));
+  }
+  if (bits == 0.0) return 0;
+  const auto raw = std::bit_cast<std::uint64_t>(bits);
+  const int biased = static_cast<int>((raw >> 52) & 0x7ffu);
+  std::uint64_t mantissa = raw & ((std::uint64_t{1} << 52) - 1);
+  int exponent = 0;  // bits = mantissa * 2^exponent
+  if (biased == 0) {
+    exponent = -1074;
+  } else {
+    mantissa |= std::uint64_t{1} << 52;
+    exponent = biased - 1075;
+  }
+  const unsigned __int128 product = static_cast<unsigned __int128>(total_params) * mantissa;
+  unsigned __int128 floored = 0;
+  if (exponent >= 0) {
+    if (exponent > 60 || (product >> (127 - exponent)) != 0) {
+      throw aq::error("aq::search::capacity_for_bits: total_params x bits overflows the cost range");
+    }
+    floored = product << exponent;
+  } else {
+    floored = exponent <= -127 ? 0 : product >> (-exponent);
+  }
+  if (floored > static_cast<unsigned __int128>(max_total_cost)) {
+    throw aq::error("aq::search::capacity_for_bits: total_params x bits = " + detail::format_double(bits) +
+                    " x " + std::to_string(total_params) + " exceeds 2^53 param-bits");
+  }
+  return static_cast<cost_t>(floored);
+}
+
+// Effective bits of a total cost: Σ params·bits / Σ params (ModelOpt: 16·Σ costs / W_total).
+// Both operands convert to double exactly, so this is one correctly rounded division.
+constexpr double effective_bits_of(cost_t total_cost, std::int64_t total_params) {
+  return static_cast<double>(total_cost) / static_cast<double>(total_params);
+}
+
+// Groups in a fixed order (ModelOpt's candidate order); choices of a group in a fixed order
+// (ascending compression, NONE last). Disabled groups are groups with one choice. Stored flat
+// (CSR) so that a problem of 250 groups is three small vectors.
+class allocation_problem {
+ public:
+  constexpr allocation_problem() = default;
+  constexpr explicit allocation_problem(std::int64_t total_params) : total_params_(total_params) {}
+
+  // Σ params of every candidate module, disabled groups included: the effective-bits denominator.
+  constexpr std::int64_t total_params() const { return total_params_; }
+  constexpr void set_total_params(std::int64_t total_params) { total_params_ = total_params; }
+
+  constexpr void add_group(std::initializer_list<choice> choices) {
+    for (const choice& c : choices) {
+      scores_.push_back(c.score);
+      costs_.push_back(c.cost);
+    }
+    begin_.push_back(scores_.size());
+  }
+  constexpr void add_group(std::span<const double> scores, std::span<const cost_t> costs) {
+    if (scores.size() != costs.size()) {
+      throw aq::error("aq::search::allocation_problem::add_group: group " + std::to_string(num_groups()) + " has " +
+                      std::to_string(scores.size()) + " scores but " + std::to_string(costs.size()) + " costs");
+    }
+    for (std::size_t r = 0; r < scores.size(); ++r) {
+      scores_.push_back(scores[r]);
+      costs_.push_back(costs[r]);
+    }
+    begin_.push_back(scores_.size());
+  }
+
+  constexpr std::size_t num_groups() const { return begin_.size() - 1; }
+  constexpr std::size_t num_choices(std::size_t group) const { return begin_[group + 1] - begin_[group]; }
+  constexpr double score(std::size_t group, std::size_t r) const { return scores_[begin_[group] + r]; }
+  constexpr cost_t cost(std::size_t group, std::size_t r) const { return costs_[begin_[group] + r]; }
+
+  // Throws aq::error naming the group and field for anything the solvers cannot take.
+  constexpr void validate() const {
+    if (total_params_ <= 0) {
+      throw aq::error("aq::search::allocation_problem: total_params must be > 0, got " +
+                      std::to_string(total_params_));
+    }
+    if (num_groups() == 0) throw aq::error("aq::search::allocation_problem: no groups");
+    cost_t max_sum = 0;
+    double magnitude = 0.0;  // Σ_g max_r |score|: bounds every partial sum the solvers form
+    for (std::size_t g = 0; g < num_groups(); ++g) {
+      const std::size_t n = num_choices(g);
+      if (n == 0 || n > max_choices_per_group) {
+        throw aq::error("aq::search::allocation_problem: group " + std::to_string(g) + " has " + std::to_string(n) +
+                        " choices, expected 1.." + std::to_string(max_choices_per_group));
+      }
+      cost_t group_max = 0;
+      double group_magnitude = 0.0;
+      for (std::size_t r = 0; r < n; ++r) {
+        if (!detail::is_finite(score(g, r))) {
+          throw aq::error("aq::search::allocation_problem: scores[" + std::to_string(g) + "][" + std::to_string(r) +
+                          "] must be finite, got " + detail::format_double(score(g, r)));
+        }
+        if (cost(g, r) < 0 || cost(g, r) > max_total_cost) {
+          throw aq::error("aq::search::allocation_problem: costs[" + std::to_string(g) + "][" + std::to_string(r) +
+                          "] must be in [0, 2^53] param-bits, got " + std::to_string(cost(g, r)));
+        }
+        group_max = cost(g, r) > group_max ? cost(g, r) : group_max;
+        const double m = score(g, r) < 0.0 ? -score(g, r) : score(g, r);
+        group_magnitude = m > group_magnitude ? m : group_magnitude;
+      }
+      magnitude += group_magnitude;
+      if (!(magnitude <= std::numeric_limits<double>::max() / 4)) {
+        throw aq::error("aq::search::allocation_problem: Σ |scores| overflows double range at group " +
+                        std::to_string(g));
+      }
+      max_sum += group_max;
+      if (max_sum > max_total_cost) {
+        throw aq::error("aq::search::allocation_problem: Σ max costs exceeds 2^53 param-bits at group " +
+                        std::to_string(g));
+      }
+    }
+  }
+
+ private:
+  std::int64_t total_params_ = 0;
+  std::vector<std::size_t> begin_ = std::vector<std::size_t>(1, 0);
+  std::vector<double> scores_;
+  std::vector<cost_t> costs_;
+};
+
+// One chosen index per group, with the totals ModelOpt reports.
+struct allocation_result {
+  std::vector<std::uint32_t> selection;  // choice index per group, group order
+  double total_score = 0.0;              // Σ scores[g][selection[g]] summed in group order
+  cost_t total_cost = 0;                 // Σ costs, param-bits
+  cost_t capacity = 0;                   // the budget asked for, param-bits
+  double effective_bits = 0.0;           // total_cost / total_params
+  bool is_satisfied = false;             // total_cost <= capacity
+  solver_path path = solver_path::dp_dense_table;
+};
+
+// Totals of a selection, summed exactly the way ModelOpt's report sums them (left to right in
+// group order, starting from 0).
+constexpr allocation_result evaluate_selection(const allocation_problem& problem,
+                                               std::vector<std::uint32_t> selection, cost_t capacity,
+                                               solver_path path) {
+  if (selection.size() != problem.num_groups()) {
+    throw aq::error("aq::search::evaluate_selection: selection has " + std::to_string(selection.size()) +
+                    " entries, problem has " + std::to_string(problem.num_groups()) + " groups");
+  }
+  allocation_result result;
+  for (std::size_t g = 0; g < selection.size(); ++g) {
+    if (selection[g] >= problem.num_choices(g)) {
+      throw aq::error("aq::search::evaluate_selection: selection[" + std::to_string(g) + "] = " +
+                      std::to_string(selection[g]) + " but the group has " + std::to_string(problem.num_choices(g)) +
+                      " choices");
+    }
+    result.total_score += problem.score(g, selection[g]);
+    result.total_cost += problem.cost(g, selection[g]);
+  }
+  result.selection = std::move(selection);
+  result.capacity = capacity;
+  result.effective_bits = effective_bits_of(result.total_cost, problem.total_params());
+  result.is_satisfied = result.total_cost <= capacity;
+  result.path = path;
+  return result;
+}
+
+// ModelOpt writes costs as numel x compression (e.g. 3932160.0 for 15,728,640 weights at 4 bits);
+// ours are 16x that. Throws if the value is not a whole number of param-bits.
+inline cost_t cost_from_compressed(double numel_times_compression) {
+  const double scaled = numel_times_compression * 16.0;
+  if (!detail::is_finite(scaled) || scaled < 0.0 || scaled > static_cast<double>(max_total_cost) ||
+      scaled != static_cast<double>(static_cast<cost_t>(scaled))) {
+    throw aq::error("aq::search::cost_from_compressed: cost " + detail::format_double(numel_times_compression) +
+                    " x 16 is not a whole number of param-bits in [0, 2^53]");
+  }
+  return static_cast<cost_t>(scaled);
+}
+
+}  // namespace aq::search
+// ---- end aq/search/allocation_problem.hpp ----
+// ---- begin aq/search/knapsack.hpp ----
+// Exact multiple-choice knapsack: one choice per group, minimum Σ score under Σ cost <= budget.
+// The search stage's solver (ModelOpt solves the same 0-1 ILP with CBC); dynamic programming over
+// the cost axis in gcd units, either as a dense table or as lists of non-dominated states.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+// Which exact DP to run. Both give identical results; they differ in memory and time.
+enum class dp_path : std::uint8_t { automatic, dense_table, pareto_list };
+
+struct knapsack_options {
+  dp_path path = dp_path::automatic;
+  // automatic picks the dense table while its choice table (one byte per cell, one row per
+  // multi-choice group) stays under this many cells (128 MiB); beyond, the list DP.
+  std::size_t max_dense_cells = std::size_t{1} << 27;
+  // The list DP stores 5 bytes per kept state; beyond this many it refuses (aq::error) rather
+  // than exhaust memory: the instance is then too large for an exact answer.
+  std::size_t max_list_states = std::size_t{1} << 27;
+};
+
+namespace detail {
+
+// The cost axis: every cost is base_g + k·unit with base_g the group's cheapest choice and unit
+// the gcd of all offsets, so the DP runs over k (ModelOpt's Qwen3-VL offsets share a gcd of 2^16+).
+struct cost_axis {
+  cost_t base = 0;                  // Σ_g min_r cost[g][r]: the cheapest possible total
+  cost_t unit = 1;                  // gcd of all offsets cost[g][r] - min_r cost[g][r] (1 if all zero)
+  std::int64_t full_units = 0;      // Σ_g max offset / unit: the most expensive total, in units
+  std::vector<std::int64_t> units;  // offset of each choice in units, problem CSR order
+  std::vector<std::size_t> begin;   // CSR offsets into units
+};
+
+constexpr cost_axis make_cost_axis(const allocation_problem& problem) {
+  cost_axis axis;
+  axis.begin.push_back(0);
+  cost_t gcd = 0;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    cost_t lo = problem.cost(g, 0);
+    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
+    axis.base += lo;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) gcd = std::gcd(gcd, problem.cost(g, r) - lo);
+    axis.begin.push_back(axis.begin.back() + problem.num_choices(g));
+  }
+  axis.unit = gcd == 0 ? 1 : gcd;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max();
+    std::int64_t hi = 0;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
+      const std::int64_t u = (problem.cost(g, r) - lo) / axis.unit;
+      axis.units.push_back(u);
+      hi = u > hi ? u : hi;
+    }
+    axis.full_units += hi;
+  }
+  return axis;
+}
+
+inline std::string infeasible_message(const char* where, const allocation_problem& problem, cost_t capacity,
+                                      cost_t min_cost) {
+  return std::string(where) + ": budget of " + format_double(effective_bits_of(capacity, problem.total_params())) +
+         " effective bits (" + std::to_string(capacity) + " param-bits over " +
+         std::to_string(problem.total_params()) + " params) is infeasible; the minimum achievable is " +
+         format_double(effective_bits_of(min_cost, problem.total_params())) + " effective bits (" +
+         std::to_string(min_cost) + " param-bits)";
+}
+
+// A final DP state on the Pareto front: `units` above the axis base, group-order score sum, and
+// a handle to backtrack its selection (a cell for the table, a state index for the lists).
+struct front_state {
+  std::int64_t units = 0;
+  double score = 0.0;
+  std::uint64_t handle = 0;
+};
+
+// Order of two candidate prefixes reaching the same cost: lower score sum; then the
+// lexicographically smaller choice vector, decided by (rank of the parent prefix among its
+// layer's prefixes in lexicographic order, choice index).
+constexpr bool better(double score, std::int64_t parent_rank, std::uint32_t r, double best_score,
+                      std::int64_t best_rank, std::uint32_t best_r) {
+  if (score != best_score) return score < best_score;
+  if (parent_rank != best_rank) return parent_rank < best_rank;
+  return r < best_r;
+}
+
+// The DP itself, up to `limit_units` above the base. After construction `front` lists the
+// non-dominated final states by ascending cost with strictly decreasing score; every state on it
+// is the optimum of its cost under the tie rule (score, then cost, then lexicographic indices).
+class mckp_dp {
+ public:
+  constexpr mckp_dp(const allocation_problem& problem, cost_axis axis, std::int64_t limit_units,
+                    const knapsack_options& options)
+      : axis_(std::move(axis)), groups_(problem.num_groups()) {
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      if (problem.num_choices(g) > 1) multi_.push_back(g);
+    }
+    // Cells the dense table would hold: one row per multi-choice group, as wide as reachable.
+    std::size_t cells = 0;
+    bool dense_fits = true;
+    std::int64_t reach = 0;
+    for (std::size_t g : multi_) {
+      reach = reach + max_units(g) < limit_units ? reach + max_units(g) : limit_units;
+      if (static_cast<std::uint64_t>(reach) + 1 > options.max_dense_cells - cells) {
+        dense_fits = false;
+        break;
+      }
+      cells += static_cast<std::size_t>(reach) + 1;
+    }
+    const bool dense = options.path == dp_path::dense_table ||
+                       (options.path == dp_path::automatic && dense_fits && limit_units < (std::int64_t{1} << 31));
+    if (dense) {
+      if (limit_units >= (std::int64_t{1} << 31) || !dense_fits) {
+        throw aq::error("aq::search::solve_knapsack: the dense DP table needs more than max_dense_cells = " +
+                        std::to_string(options.max_dense_cells) + " cells (" + std::to_string(limit_units) +
+                        " cost units wide)");
+      }
+      path_ = solver_path::dp_dense_table;
+      run_dense(problem, limit_units);
+    } else {
+      path_ = solver_path::dp_pareto_list;
+      run_lists(problem, limit_units, options.max_list_states);
+    }
+  }
+
+  constexpr solver_path path() const { return path_; }
+  constexpr const cost_axis& axis() const { return axis_; }
+  constexpr const std::vector<front_state>& front() const { return front_; }
+
+  // Choice per group of a front state, by walking the stored choices backwards.
+  constexpr std::vector<std::uint32_t> selection(const front_state& state) const {
+    std::vector<std::uint32_t> chosen(groups_, 0);
+    std::uint64_t at = state.handle;
+    for (std::size_t layer = multi_.size(); layer-- > 0;) {
+      const std::size_t g = multi_[layer];
+      if (path_ == solver_path::dp_dense_table) {
+        const std::uint32_t r = rows_[layer][at];
+        chosen[g] = r;
+        at -= static_cast<std::uint64_t>(axis_.units[axis_.begin[g] + r]);
+      } else {
+        chosen[g] = choices_[layer][at];
+        at = parents_[layer][at];
+      }
+    }
+    return chosen;
+  }
+
+ private:
+  constexpr std::size_t choices(std::size_t g) const { return axis_.begin[g + 1] - axis_.begin[g]; }
+  constexpr std::int64_t units(std::size_t g, std::size_t r) const { return axis_.units[axis_.begin[g] + r]; }
+  constexpr std::int64_t max_units(std::size_t g) const {
+    std::int64_t hi = 0;
+    for (std::size_t r = 0; r < choices(g); ++r) hi = units(g, r) > hi ? units(g, r) : hi;
+    return hi;
+  }
+
+  // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
+  // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
+  // inner loops are branch-light sweeps over contiguous cells, one choice at a time.
+  constexpr void run_dense(const allocation_problem& problem, std::int64_t limit) {
+    constexpr std::int32_t none = std::numeric_limits<std::int32_t>::max();
+    constexpr double unreachable = std::numeric_limits<double>::infinity();
+    const std::size_t width = static_cast<std::size_t>(limit) + 1;
+    std::vector<double> score(width, unreachable), next_score(width, unreachable);
+    // rank: position of the cell's prefix among the layer's prefixes in lexicographic order.
+    std::vector<std::int32_t> rank(width, none), next_rank(width, none);
+    std::vector<std::int32_t> order{0}, next_order;  // reachable cells by rank
+    score[0] = 0.0;
+    rank[0] = 0;
+    std::size_t hi = 0;
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      const std::size_t n = choices(g);
+      if (n == 1) {  // one choice, offset 0: only the score sum moves (kept in group order)
+        for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
+        continue;
+      }
+      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(max_units(g)), width - 1);
+      for (std::size_t c = 0; c <= next_hi; ++c) {
+        next_score[c] = unreachable;
+        next_rank[c] = none;
+      }
+      std::vector<std::uint8_t> row(next_hi + 1, 0);
+      // Choices in ascending index: a later one replaces only a strictly better (score, parent
+      // rank), so equal candidates from one parent keep the smaller index.
+      for (std::uint32_t r = 0; r < n; ++r) {
+        const auto e = static_cast<std::size_t>(units(g, r));
+        if (e > next_hi) continue;
+        const double add = problem.score(g, r);
+        const std::size_t top = std::min(hi + e, next_hi);
+        for (std::size_t c = e; c <= top; ++c) {
+          const double v = score[c - e] + add;
+          const std::int32_t pr = rank[c - e];
+          if (v < next_score[c] || (v == next_score[c] && pr < next_rank[c])) {
+            next_score[c] = v;
+            next_rank[c] = pr;
+            row[c] = static_cast<std::uint8_t>(r);
+          }
+        }
+      }
+      // Lexicographic ranks of the new prefixes: parents in rank order, then choice index.
+      next_order.clear();
+      for (std::int32_t p : order) {
+        for (std::uint32_t r = 0; r < n; ++r) {
+          const std::size_t c = static_cast<std::size_t>(p) + static_cast<std::size_t>(units(g, r));
+          if (c > next_hi || row[c] != r) continue;  // row[c] == r: c's winner came from p via r
+          next_rank[c] = static_cast<std::int32_t>(next_order.size());
+          next_order.push_back(static_cast<std::int32_t>(c));
+        }
+      }
+      std::swap(score, next_score);
+      std::swap(rank, next_rank);
+      std::swap(order, next_order);
+      rows_.push_back(std::move(row));
+      hi = next_hi;
+    }
+    for (std::size_t c = 0; c <= hi; ++c) {
+      if (rank[c] == none) continue;
+      if (front_.empty() || score[c] < front_.back().score) {
+        front_.push_back({static_cast<std::int64_t>(c), score[c], static_cast<std::uint64_t>(c)});
+      }
+    }
+  }
+
+  // Lists of non-dominated prefixes (ascending cost, strictly decreasing score): a prefix that
+  // costs at least as much as another and scores no better can never complete to a better answer.
+  constexpr void run_lists(const allocation_problem& problem, std::int64_t limit, std::size_t max_states) {
+    std::vector<std::int64_t> at{0}, next_at;
+    std::vector<double> score{0.0}, next_score;
+    std::vector<std::int64_t> rank{0}, next_rank;
+    std::vector<std::uint32_t> order{0}, next_order;  // state indices by rank
+    std::size_t stored = 0;
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      const std::size_t n = choices(g);
+      if (n == 1) {
+        for (double& s : score) s += problem.score(g, 0);
+        continue;
+      }
+      // n-way merge of the shifted lists by (cost, score, parent rank, choice).
+      std::vector<std::size_t> cursor(n, 0);
+      std::vector<std::uint32_t> parent;
+      std::vector<std::uint8_t> chosen;
+      next_at.clear();
+      next_score.clear();
+      while (true) {
+        std::uint32_t pick = 0;
+        bool found = false;
+        std::int64_t pick_at = 0;
+        double pick_score = 0.0;
+        for (std::uint32_t r = 0; r < n; ++r) {
+          if (cursor[r] >= at.size()) continue;
+          const std::int64_t c = at[cursor[r]] + units(g, r);
+          if (c > limit) continue;
+          const double s = score[cursor[r]] + problem.score(g, r);
+          if (!found || c < pick_at ||
+              (c == pick_at && better(s, rank[cursor[r]], r, pick_score, rank[cursor[pick]], pick))) {
+            found = true;
+            pick = r;
+            pick_at = c;
+            pick_score = s;
+          }
+        }
+        if (!found) break;
+        // Kept only if it scores strictly below every cheaper kept prefix; at equal cost the
+        // merge order puts the winner first.
+        if (next_at.empty() || pick_score < next_score.back()) {
+          next_at.push_back(pick_at);
+          next_score.push_back(pick_score);
+          parent.push_back(static_cast<std::uint32_t>(cursor[pick]));
+          chosen.push_back(static_cast<std::uint8_t>(pick));
+        }
+        ++cursor[pick];
+      }
+      // Lexicographic ranks of the kept prefixes.
+      std::vector<std::int64_t> child(at.size() * n, -1);
+      for (std::size_t i = 0; i < parent.size(); ++i) child[parent[i] * n + chosen[i]] = static_cast<std::int64_t>(i);
+      next_rank.assign(parent.size(), 0);
+      next_order.clear();
+      for (std::uint32_t p : order) {
+        for (std::size_t r = 0; r < n; ++r) {
+          const std::int64_t i = child[p * n + r];
+          if (i < 0) continue;
+          next_rank[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(next_order.size());
+          next_order.push_back(static_cast<std::uint32_t>(i));
+        }
+      }
+      stored += parent.size();
+      if (stored > max_states) {
+        throw aq::error("aq::search::solve_knapsack: the Pareto-list DP exceeds max_list_states = " +
+                        std::to_string(max_states) + " states at group " + std::to_string(g) +
+                        "; the instance is too large for an exact answer");
+      }
+      parents_.push_back(std::move(parent));
+      choices_.push_back(std::move(chosen));
+      std::swap(at, next_at);
+      std::swap(score, next_score);
+      std::swap(rank, next_rank);
+      std::swap(order, next_order);
+    }
+    for (std::size_t i = 0; i < at.size(); ++i) front_.push_back({at[i], score[i], i});
+  }
+
+  cost_axis axis_;
+  std::size_t groups_;
+  std::vector<std::size_t> multi_;  // groups with more than one choice, in group order
+  solver_path path_ = solver_path::dp_dense_table;
+  std::vector<front_state> front_;
+  std::vector<std::vector<std::uint8_t>> rows_;       // dense: chosen index per cell, per multi group
+  std::vector<std::vector<std::uint32_t>> parents_;   // lists: parent state per state, per multi group
+  std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
+};
+
+constexpr allocation_result solve_with_axis(const allocation_problem& problem, cost_axis axis, cost_t capacity,
+                                            const knapsack_options& options) {
+  if (capacity < axis.base) {
+    throw aq::error(infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
+  }
+  const std::int64_t slack = (capacity - axis.base) / axis.unit;
+  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
+  const mckp_dp dp(problem, std::move(axis), limit, options);
+  // The last front state has the least score and, among equal scores, the least cost.
+  const front_state& best = dp.front().back();
+  return evaluate_selection(problem, dp.selection(best), capacity, dp.path());
+}
+
+}  // namespace detail
+
+// Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
+// then least total cost, then lexicographically smallest choice indices in group order (exact
+// whenever the partial score sums are exact, e.g. for dyadic scores; see docs/allocator.md).
+// Throws aq::error if even the cheapest selection exceeds the budget.
+constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
+                                           const knapsack_options& options = {}) {
+  problem.validate();
+  return detail::solve_with_axis(problem, detail::make_cost_axis(problem), capacity, options);
+}
+
+// Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):
+// capacity = floor(total_params x bits) param-bits.
+constexpr allocation_result solve_knapsack_bits(const allocation_problem& problem, double effective_bits,
+                                                const knapsack_options& options = {}) {
+  problem.validate();
+  return solve_knapsack(problem, capacity_for_bits(problem.total_params(), effective_bits), options);
+}
+
+}  // namespace aq::search
+// ---- end aq/search/knapsack.hpp ----
+// ---- begin aq/search/pareto.hpp ----
+// The whole size/damage trade-off of an allocation problem: for every budget, the least summed
+// score. One DP over the full cost range gives every non-dominated (effective bits, score) point;
+// any budget's answer is then a lookup, and the curve is what the report plots.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+struct pareto_point {
+  cost_t total_cost = 0;        // param-bits
+  double effective_bits = 0.0;  // total_cost / total_params
+  double total_score = 0.0;     // group-order sum of the selection's scores
+};
+
+// Points by ascending cost with strictly decreasing score: each is the exact optimum (with the
+// knapsack's tie rule) of every budget from its cost up to the next point's cost.
+class pareto_front {
+ public:
+  constexpr explicit pareto_front(const allocation_problem& problem, const knapsack_options& options = {})
+      : problem_((problem.validate(), problem)), dp_(make_dp(problem_, options)) {
+    const detail::cost_axis& axis = dp_.axis();
+    for (const detail::front_state& state : dp_.front()) {
+      const cost_t cost = axis.base + state.units * axis.unit;
+      points_.push_back({cost, effective_bits_of(cost, problem_.total_params()), state.score});
+    }
+  }
+
+  constexpr std::span<const pareto_point> points() const { return points_; }
+  constexpr std::size_t size() const { return points_.size(); }
+  constexpr const pareto_point& operator[](std::size_t i) const { return points_[i]; }
+  constexpr solver_path path() const { return dp_.path(); }
+
+  // Choice per group of point i: a backtrack through the stored DP choices, O(groups).
+  constexpr std::vector<std::uint32_t> selection(std::size_t i) const {
+    if (i >= points_.size()) {
+      throw aq::error("aq::search::pareto_front::selection: point " + std::to_string(i) + " of " +
+                      std::to_string(points_.size()));
+    }
+    return dp_.selection(dp_.front()[i]);
+  }
+
+  // The answer for a budget: the last point not above it (equal to solve_knapsack's answer).
+  constexpr allocation_result at_capacity(cost_t capacity) const {
+    std::size_t lo = 0;
+    std::size_t hi = points_.size();
+    while (lo < hi) {  // first point costing more than the budget
+      const std::size_t mid = lo + (hi - lo) / 2;
+      if (points_[mid].total_cost <= capacity) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == 0) {
+      throw aq::error(detail::infeasible_message("aq::search::pareto_front::at_capacity", problem_, capacity,
+                                                 points_.front().total_cost));
+    }
+    return evaluate_selection(problem_, selection(lo - 1), capacity, dp_.path());
+  }
+  constexpr allocation_result at_bits(double effective_bits) const {
+    return at_capacity(capacity_for_bits(problem_.total_params(), effective_bits));
+  }
+
+ private:
+  static constexpr detail::mckp_dp make_dp(const allocation_problem& problem, const knapsack_options& options) {
+    detail::cost_axis axis = detail::make_cost_axis(problem);
+    const std::int64_t full = axis.full_units;
+    return detail::mckp_dp(problem, std::move(axis), full, options);
+  }
+
+  allocation_problem problem_;
+  detail::mckp_dp dp_;
+  std::vector<pareto_point> points_;
+};
+
+}  // namespace aq::search
+// ---- end aq/search/pareto.hpp ----
+// ---- begin aq/search/lagrangian.hpp ----
+// Lagrangian relaxation of the allocation problem: price cost at λ score per param-bit and let each
+// group pick alone. Sweeping λ over the groups' lower convex hulls gives the LP bound (a lower bound
+// on the exact optimum) and a feasible greedy selection: an independent cross-check of the knapsack.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::search {
+
+struct lagrangian_result {
+  // max over λ >= 0 of L(λ) = Σ_g min_r (score + λ·cost) − λ·capacity (= the LP relaxation);
+  // <= the exact optimum up to floating-point rounding of this sum.
+  double lower_bound = 0.0;
+  // The λ attaining it (score per param-bit): the efficiency of the hull segment the budget
+  // cuts; 0 when every group can take its best-score choice.
+  double multiplier = 0.0;
+  // Hull greedy: every segment that fits, in order of efficiency; within budget, >= the optimum.
+  allocation_result feasible;
+};
+
+// L(λ) for any λ >= 0: a valid lower bound on the optimum for every λ (weak duality).
+constexpr double lagrangian_dual(const allocation_problem& problem, cost_t capacity, double lambda) {
+  long double total = 0.0L;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    long double best = 0.0L;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
+      const long double v = static_cast<long double>(problem.score(g, r)) +
+                            static_cast<long double>(lambda) * static_cast<long double>(problem.cost(g, r));
+      best = r == 0 || v < best ? v : best;
+    }
+    total += best;
+  }
+  return static_cast<double>(total - static_cast<long double>(lambda) * static_cast<long double>(capacity));
+}
+
+namespace detail {
+
+// A step along one group's lower convex hull: spend `cost` more, save `saving` score.
+struct hull_segment {
+  std::size_t group = 0;
+  std::size_t step = 0;  // from hull point `step` to `step + 1`
+  cost_t cost = 0;
+  double saving = 0.0;
+  long double efficiency = 0.0L;  // saving per param-bit, strictly decreasing along a hull
+};
+
+// Lower convex hull of a group's (cost, score) points, cheapest first, scores strictly falling.
+constexpr std::vector<std::uint32_t> lower_hull(const allocation_problem& problem, std::size_t g) {
+  std::vector<std::uint32_t> by_cost(problem.num_choices(g));
+  for (std::uint32_t r = 0; r < by_cost.size(); ++r) by_cost[r] = r;
+  std::sort(by_cost.begin(), by_cost.end(), [&](std::uint32_t a, std::uint32_t b) {
+    if (problem.cost(g, a) != problem.cost(g, b)) return problem.cost(g, a) < problem.cost(g, b);
+    if (problem.score(g, a) != problem.score(g, b)) return problem.score(g, a) < problem.score(g, b);
+    return a < b;
+  });
+  std::vector<std::uint32_t> hull;
+  for (std::uint32_t r : by_cost) {
+    if (!hull.empty() && !(problem.score(g, r) < problem.score(g, hull.back()))) continue;  // dominated
+    while (hull.size() >= 2) {
+      const std::uint32_t a = hull[hull.size() - 2];
+      const std::uint32_t b = hull.back();
+      // b stays only if the slope a→b is strictly steeper (more negative) than b→r.
+      const long double left = (static_cast<long double>(problem.score(g, b)) - problem.score(g, a)) *
+                               static_cast<long double>(problem.cost(g, r) - problem.cost(g, b));
+      const long double right = (static_cast<long double>(problem.score(g, r)) - problem.score(g, b)) *
+                                static_cast<long double>(problem.cost(g, b) - problem.cost(g, a));
+      if (left < right) break;
+      hull.pop_back();
+    }
+    hull.push_back(r);
+  }
+  return hull;
+}
+
+}  // namespace detail
+
+// The λ sweep: hull segments of all groups by decreasing efficiency (ties: group, then step).
+constexpr lagrangian_result solve_lagrangian(const allocation_problem& problem, cost_t capacity) {
+  problem.validate();
+  std::vector<std::vector<std::uint32_t>> hulls;
+  std::vector<detail::hull_segment> segments;
+  cost_t cost = 0;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    hulls.push_back(detail::lower_hull(problem, g));
+    const std::vector<std::uint32_t>& h = hulls.back();
+    cost += problem.cost(g, h[0]);
+    for (std::size_t k = 0; k + 1 < h.size(); ++k) {
+      detail::hull_segment s;
+      s.group = g;
+      s.step = k;
+      s.cost = problem.cost(g, h[k + 1]) - problem.cost(g, h[k]);
+      s.saving = problem.score(g, h[k]) - problem.score(g, h[k + 1]);
+      s.efficiency = static_cast<long double>(s.saving) / static_cast<long double>(s.cost);
+      segments.push_back(s);
+    }
+  }
+  if (cost > capacity) {
+    throw aq::error(detail::infeasible_message("aq::search::solve_lagrangian", problem, capacity, cost));
+  }
+  std::sort(segments.begin(), segments.end(), [](const detail::hull_segment& a, const detail::hull_segment& b) {
+    if (a.efficiency != b.efficiency) return a.efficiency > b.efficiency;
+    return a.group != b.group ? a.group < b.group : a.step < b.step;
+  });
+  long double bound = 0.0L;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) bound += problem.score(g, hulls[g][0]);
+  std::vector<std::size_t> at(problem.num_groups(), 0);
+  bool cut = false;
+  lagrangian_result result;
+  for (const detail::hull_segment& s : segments) {
+    if (at[s.group] != s.step) continue;  // an earlier step of this group did not fit
+    if (cost + s.cost <= capacity) {
+      cost += s.cost;
+      ++at[s.group];
+      if (!cut) bound -= s.saving;
+    } else if (!cut) {  // the budget cuts this segment: the LP takes the fitting fraction of it
+      cut = true;
+      const long double fraction = static_cast<long double>(capacity - cost) / static_cast<long double>(s.cost);
+      bound -= fraction * s.saving;
+      result.multiplier = static_cast<double>(s.efficiency);
+    }
+  }
+  result.lower_bound = static_cast<double>(bound);
+  std::vector<std::uint32_t> selection(problem.num_groups());
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) selection[g] = hulls[g][at[g]];
+  result.feasible = evaluate_selection(problem, std::move(selection), capacity, solver_path::lagrangian);
+  return result;
+}
+
+constexpr lagrangian_result solve_lagrangian_bits(const allocation_problem& problem, double effective_bits) {
+  problem.validate();
+  return solve_lagrangian(problem, capacity_for_bits(problem.total_params(), effective_bits));
+}
+
+}  // namespace aq::search
+// ---- end aq/search/lagrangian.hpp ----
+
+// Tokenizer
+// ---- begin aq/io/tokenizer.hpp ----
+// The Qwen2/Qwen3 text tokenizer read from a Hugging Face tokenizer.json: added tokens matched
+// first, then NFC, the Qwen2 split regex and byte-level BPE; decoding maps ids back to text.
+// It turns calibration captions and chat prompts into the ids the model consumes.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <simdjson.h>
+
+// ---- begin aq/io/bpe.hpp ----
+// Byte-level BPE: maps the bytes of one pre-tokenized piece to GPT-2's printable byte alphabet
+// and applies merges lowest rank first (leftmost on ties), as Hugging Face tokenizers' BPE
+// model does. Owns the vocabulary, the merge table and a word cache.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// ---- begin aq/io/utf8.hpp ----
+// UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
+// works on code points) and lossy decoding of byte-level BPE output, which may split characters.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+
+namespace aq::io::utf8 {
+
+// Length of the well-formed sequence starting at s[i] (Unicode Table 3-7), or 0 if ill-formed.
+inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = byte(i);
+  if (b0 < 0x80) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    n = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    n = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    n = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  // Only the second byte has a restricted range; later ones are plain continuation bytes.
+  for (std::size_t k = 1; k < n; ++k) {
+    if (i + k >= s.size()) return 0;
+    const unsigned char b = byte(i + k);
+    const unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+    if (b < l || b > h) return 0;
+  }
+  return n;
+}
+
+// Decodes the code point at s[i] (which must be well-formed) and advances i.
+inline char32_t decode_at(std::string_view s, std::size_t& i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  if (b0 < 0x80) {
+    ++i;
+    return b0;
+  }
+  const std::size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+  char32_t cp = b0 & (0x7F >> n);
+  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
+inline void append(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Throws naming `what` and the byte offset of the first ill-formed sequence.
+inline void validate(std::string_view s, const std::string& what) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n == 0) {
+      throw error(what + ": not valid UTF-8 at byte " + std::to_string(i));
+    }
+    i += n;
+  }
+}
+
+// Replaces each maximal ill-formed subpart by U+FFFD (the Unicode-recommended practice, as
+// Rust's String::from_utf8_lossy and Python's errors="replace" do).
+inline std::string decode_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n != 0) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    // The maximal subpart: the lead byte plus the continuation bytes that were still valid.
+    std::size_t skip = 1;
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    if (b0 >= 0xC2 && b0 <= 0xF4) {
+      const std::size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+      while (skip < need && i + skip < s.size()) {
+        const auto b = static_cast<unsigned char>(s[i + skip]);
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (skip == 1) {
+          if (b0 == 0xE0) lo = 0xA0;
+          if (b0 == 0xED) hi = 0x9F;
+          if (b0 == 0xF0) lo = 0x90;
+          if (b0 == 0xF4) hi = 0x8F;
+        }
+        if (b < lo || b > hi) break;
+        ++skip;
+      }
+    }
+    out.append("\xEF\xBF\xBD");
+    i += skip;
+  }
+  return out;
+}
+
+}  // namespace aq::io::utf8
+// ---- end aq/io/utf8.hpp ----
+
+namespace aq::io {
+
+// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the other 68 bytes take the
+// code points 256.. in byte order, so every byte has a visible one-character token.
+inline constexpr std::array<char32_t, 256> byte_to_char = [] {
+  std::array<char32_t, 256> table{};
+  char32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    table[static_cast<std::size_t>(b)] = printable ? static_cast<char32_t>(b) : next++;
+  }
+  return table;
+}();
+
+// Inverse of byte_to_char for code points below 324; -1 where a code point stands for no byte.
+inline constexpr std::array<std::int16_t, 324> char_to_byte = [] {
+  std::array<std::int16_t, 324> table{};
+  for (auto& v : table) v = -1;
+  for (int b = 0; b < 256; ++b) table[byte_to_char[static_cast<std::size_t>(b)]] = static_cast<std::int16_t>(b);
+  return table;
+}();
+
+// Token text in the byte alphabet -> raw bytes; nullopt if a character stands for no byte.
+inline std::optional<std::string> byte_level_to_bytes(std::string_view token) {
+  std::string bytes;
+  bytes.reserve(token.size());
+  for (std::size_t i = 0; i < token.size();) {
+    if (utf8::valid_sequence_length(token, i) == 0) return std::nullopt;
+    const char32_t cp = utf8::decode_at(token, i);
+    if (cp >= char_to_byte.size() || char_to_byte[cp] < 0) return std::nullopt;
+    bytes.push_back(static_cast<char>(char_to_byte[cp]));
+  }
+  return bytes;
+}
+
+inline std::string bytes_to_byte_level(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char b : bytes) utf8::append(out, byte_to_char[b]);
+  return out;
+}
+
+class bpe_model {
+ public:
+  // `vocab` holds (token, id) pairs; `source` names the file in error messages.
+  bpe_model(const std::vector<std::pair<std::string_view, std::uint32_t>>& vocab, bool ignore_merges,
+            const std::string& source)
+      : ignore_merges_(ignore_merges), cache_(std::make_unique<word_cache>()) {
+    std::uint32_t max_id = 0;
+    std::size_t bytes = 0;
+    for (const auto& [token, id] : vocab) {
+      max_id = std::max(max_id, id);
+      bytes += token.size();
+    }
+    const std::size_t bound = vocab.empty() ? 0 : std::size_t{max_id} + 1;
+    text_.reserve(bytes);
+    begin_.assign(bound + 1, 0);
+    length_.assign(bound, absent);
+    for (const auto& [token, id] : vocab) {
+      if (length_[id] != absent) {
+        throw error(source + ": model.vocab: id " + std::to_string(id) + " appears twice");
+      }
+      begin_[id] = static_cast<std::uint32_t>(text_.size());
+      length_[id] = static_cast<std::uint32_t>(token.size());
+      text_ += token;
+    }
+    slots_.assign(table_size(vocab.size()), 0);
+    for (const auto& [token, id] : vocab) {
+      std::size_t slot = hash_bytes(token) & (slots_.size() - 1);
+      for (; slots_[slot] != 0; slot = (slot + 1) & (slots_.size() - 1)) {
+        if (token_view(slots_[slot] - 1) == token) {
+          throw error(source + ": model.vocab: token \"" + std::string(token) + "\" appears twice");
+        }
+      }
+      slots_[slot] = id + 1;
+      ++size_;
+    }
+    for (std::size_t b = 0; b < 256; ++b) {
+      std::string symbol;
+      utf8::append(symbol, byte_to_char[b]);
+      const auto id = token_id(symbol);
+      if (!id) {
+        throw error(source + ": model.vocab: byte-level symbol for byte " + std::to_string(b) + " (\"" + symbol +
+                    "\") missing; byte-level BPE needs all 256");
+      }
+      byte_ids_[b] = *id;
+    }
+  }
+
+  // Registers the next merge (the first registered is applied first). False when a part or their
+  // concatenation is not a token.
+  bool add_merge(std::string_view left, std::string_view right) {
+    const auto l = token_id(left), r = token_id(right);
+    joined_.assign(left);
+    joined_ += right;
+    const auto m = token_id(joined_);
+    if (!l || !r || !m) return false;
+    pending_merges_.push_back({pair_key(*l, *r), merge_info{merge_count_++, *m}});
+    return true;
+  }
+
+  // Builds the merge table from the registered merges; call once after the last add_merge.
+  void finish_merges() {
+    merge_slots_.assign(table_size(pending_merges_.size()), merge_slot{empty_key, {}});
+    for (const merge_slot& m : pending_merges_) {
+      std::size_t slot = hash_pair(m.key) & (merge_slots_.size() - 1);
+      while (merge_slots_[slot].key != empty_key && merge_slots_[slot].key != m.key) {
+        slot = (slot + 1) & (merge_slots_.size() - 1);
+      }
+      merge_slots_[slot] = m;  // a repeated pair keeps its last rank, as the reference's map does
+    }
+    pending_merges_.clear();
+    pending_merges_.shrink_to_fit();
+  }
+
+  std::optional<std::uint32_t> token_id(std::string_view token) const {
+    if (slots_.empty()) return std::nullopt;
+    for (std::size_t slot = hash_bytes(token) & (slots_.size() - 1); slots_[slot] != 0;
+         slot = (slot + 1) & (slots_.size() - 1)) {
+      if (token_view(slots_[slot] - 1) == token) return slots_[slot] - 1;
+    }
+    return std::nullopt;
+  }
+  // The token of `id`, or nullopt when the vocabulary has no such id.
+  std::optional<std::string_view> token(std::uint32_t id) const {
+    if (id >= length_.size() || length_[id] == absent) return std::nullopt;
+    return token_view(id);
+  }
+  // One past the largest id.
+  std::size_t id_bound() const { return length_.size(); }
+  std::size_t size() const { return size_; }
+  std::size_t merge_count() const { return merge_count_; }
+
+  // Appends the ids of one pre-tokenized piece (raw bytes). The cache remembers recent words.
+  void encode_word(std::string_view bytes, std::vector<std::uint32_t>& ids, bool use_cache = true) const {
+    if (bytes.empty()) return;
+    const bool cacheable = use_cache && bytes.size() <= max_cached_word_bytes;
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      const auto it = cache_->words.find(bytes);
+      if (it != cache_->words.end()) {
+        ids.insert(ids.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    const std::size_t first = ids.size();
+    merge_word(bytes, ids);
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      if (cache_->words.size() < cache_capacity) {
+        cache_->words.emplace(std::string(bytes), std::vector<std::uint32_t>(ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end()));
+      }
+    }
+  }
+
+ private:
+  struct merge_info {
+    std::uint32_t rank;
+    std::uint32_t id;
+  };
+  struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  struct word_cache {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<std::uint32_t>, string_hash, std::equal_to<>> words;
+  };
+  static constexpr std::size_t cache_capacity = 10000;
+  static constexpr std::size_t max_cached_word_bytes = 256;
+
+  struct merge_slot {
+    std::uint64_t key;
+    merge_info info;
+  };
+  static constexpr std::uint32_t absent = 0xFFFFFFFFu;
+  static constexpr std::uint64_t empty_key = ~std::uint64_t{0};
+
+  static std::uint64_t pair_key(std::uint32_t a, std::uint32_t b) { return (std::uint64_t{a} << 32) | b; }
+  // Open-addressing tables at most half full: loading 150k tokens and merges stays fast.
+  static std::size_t table_size(std::size_t count) {
+    std::size_t size = 16;
+    while (size < 2 * count) size *= 2;
+    return size;
+  }
+  static std::size_t hash_pair(std::uint64_t key) {
+    key ^= key >> 29;
+    key *= 0xBF58476D1CE4E5B9ull;
+    key ^= key >> 32;
+    return static_cast<std::size_t>(key);
+  }
+  static std::size_t hash_bytes(std::string_view s) {
+    std::uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a
+    for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;
+    return hash_pair(h);
+  }
+  std::string_view token_view(std::uint32_t id) const { return std::string_view(text_).substr(begin_[id], length_[id]); }
+
+  const merge_info* find_merge(std::uint32_t a, std::uint32_t b) const {
+    const std::uint64_t key = pair_key(a, b);
+    for (std::size_t slot = hash_pair(key) & (merge_slots_.size() - 1);; slot = (slot + 1) & (merge_slots_.size() - 1)) {
+      const merge_slot& m = merge_slots_[slot];
+      if (m.key == key) return &m.info;
+      if (m.key == empty_key) return nullptr;
+    }
+  }
+
+  static constexpr std::size_t short_word_bytes = 48;
+  static constexpr std::uint32_t no_merge = 0xFFFFFFFFu;
+
+  // Short words (nearly all): the same lowest-rank-leftmost order found by scanning a few pairs
+  // on the stack, which beats a heap's allocations.
+  void merge_short_word(std::string_view bytes, std::vector<std::uint32_t>& ids) const {
+    std::array<std::uint32_t, short_word_bytes> sym{}, rank{}, next_id{};
+    std::size_t len = bytes.size();
+    const auto rate = [&](std::size_t i) {  // pair (sym[i], sym[i + 1])
+      const merge_info* m = find_merge(sym[i], sym[i + 1]);
+      rank[i] = m != nullptr ? m->rank : no_merge;
+      next_id[i] = m != nullptr ? m->id : 0;
+    };
+    for (std::size_t i = 0; i < len; ++i) sym[i] = byte_ids_[static_cast<unsigned char>(bytes[i])];
+    for (std::size_t i = 0; i + 1 < len; ++i) rate(i);
+    while (len > 1) {
+      std::size_t best = 0;
+      for (std::size_t i = 1; i + 1 < len; ++i) {
+        if (rank[i] < rank[best]) best = i;
+      }
+      if (rank[best] == no_merge) break;
+      sym[best] = next_id[best];
+      for (std::size_t i = best + 1; i + 1 < len; ++i) sym[i] = sym[i + 1];
+      for (std::size_t i = best + 1; i + 2 < len; ++i) {
+        rank[i] = rank[i + 1];
+        next_id[i] = next_id[i + 1];
+      }
+      --len;
+      if (best > 0) rate(best - 1);
+      if (best + 1 < len) rate(best);
+    }
+    ids.insert(ids.end(), sym.begin(), sym.begin() + static_cast<std::ptrdiff_t>(len));
+  }
+
+  void merge_word(std::string_view bytes, std::vector<std::uint32_t>& ids) const {
+    if (ignore_merges_) {
+      if (const auto id = token_id(bytes_to_byte_level(bytes))) {
+        ids.push_back(*id);
+        return;
+      }
+    }
+    const std::size_t n = bytes.size();
+    if (n <= short_word_bytes) {
+      merge_short_word(bytes, ids);
+      return;
+    }
+    std::vector<std::uint32_t> sym(n);
+    std::vector<std::int32_t> prev(n), next(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      sym[i] = byte_ids_[static_cast<unsigned char>(bytes[i])];
+      prev[i] = static_cast<std::int32_t>(i) - 1;
+      next[i] = i + 1 < n ? static_cast<std::int32_t>(i + 1) : -1;
+    }
+    // Candidates ordered by (rank, position of the left symbol); stale ones are skipped on pop.
+    struct candidate {
+      std::uint32_t rank;
+      std::int32_t pos;
+      std::uint32_t id;
+      bool operator>(const candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    std::priority_queue<candidate, std::vector<candidate>, std::greater<>> queue;
+    const auto push = [&](std::int32_t left) {
+      if (left < 0 || next[static_cast<std::size_t>(left)] < 0) return;
+      const auto* m = find_merge(sym[static_cast<std::size_t>(left)],
+                                 sym[static_cast<std::size_t>(next[static_cast<std::size_t>(left)])]);
+      if (m != nullptr) queue.push({m->rank, left, m->id});
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<std::int32_t>(i));
+    std::vector<bool> removed(n, false);
+    while (!queue.empty()) {
+      const candidate top = queue.top();
+      queue.pop();
+      const auto pos = static_cast<std::size_t>(top.pos);
+      if (removed[pos] || next[pos] < 0) continue;
+      const auto right = static_cast<std::size_t>(next[pos]);
+      const auto* m = find_merge(sym[pos], sym[right]);
+      if (m == nullptr || m->id != top.id || m->rank != top.rank) continue;
+      sym[pos] = top.id;
+      removed[right] = true;
+      next[pos] = next[right];
+      if (next[right] >= 0) prev[static_cast<std::size_t>(next[right])] = top.pos;
+      push(prev[pos]);
+      push(top.pos);
+    }
+    for (std::int32_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)]) ids.push_back(sym[static_cast<std::size_t>(i)]);
+  }
+
+  std::string text_;                   // all tokens back to back
+  std::vector<std::uint32_t> begin_;   // per id: offset in text_
+  std::vector<std::uint32_t> length_;  // per id: byte length, `absent` for unused ids
+  std::vector<std::uint32_t> slots_;   // token hash table: id + 1, 0 = empty
+  std::size_t size_ = 0;
+  std::vector<merge_slot> pending_merges_;
+  std::vector<merge_slot> merge_slots_ = std::vector<merge_slot>(16, merge_slot{empty_key, {}});
+  std::string joined_;  // scratch for add_merge
+  std::uint32_t merge_count_ = 0;
+  std::array<std::uint32_t, 256> byte_ids_{};
+  bool ignore_merges_ = false;
+  std::unique_ptr<word_cache> cache_;
+};
+
+}  // namespace aq::io
+// ---- end aq/io/bpe.hpp ----
+// ---- begin aq/io/nfc.hpp ----
+// Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
+// composition), the tokenizer's normalizer: applied to text between added tokens before
+// pre-tokenization, so that "e" + U+0301 and U+00E9 give the same ids.
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/io/unicode_properties.hpp ----
+// Look-ups into the generated Unicode tables: regex classes of a code point (for the
+// pre-tokenizer and added-token word checks), canonical combining class, canonical
+// decomposition and primary composition (for NFC).
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <unordered_map>
+
+// ---- begin aq/io/unicode_tables.hpp ----
+// Unicode property tables for the tokenizer, generated by scripts/gen_unicode_tables.py from
+// Python's unicodedata(plus): classes from Unicode 16.0.0, NFC data from Unicode 9.0, the
+// versions of the reference tokenizer's regex engine and normalizer. Do not edit by hand.
+
+#include <cstdint>
+
+namespace aq::io::unicode_tables {
+
+inline constexpr const char* class_unicode_version = "16.0.0";
+inline constexpr const char* nfc_unicode_version = "9.0.0";
+
+// Class bits of a code point.
+inline constexpr std::uint8_t class_letter = 1;   // \p{L}
+inline constexpr std::uint8_t class_number = 2;   // \p{N}
+inline constexpr std::uint8_t class_space = 4;    // \s (= White_Space)
+inline constexpr std::uint8_t class_word = 8;     // \w (Alphabetic, marks, Nd, Pc, joiners)
+
+// (first code point << 4) | class bits, for each run of equal bits; sorted.
+inline constexpr std::uint32_t class_runs[2012] = {
+    0x0000000, 0x0000094, 0x00000E0, 0x0000204, 0x0000210, 0x000030A, 0x00003A0, 0x0000419,
+    0x00005B0, 0x00005F8, 0x0000600, 0x0000619, 0x00007B0, 0x0000854, 0x0000860, 0x0000A04,
+    0x0000A10, 0x0000AA9, 0x0000AB0, 0x0000B22, 0x0000B40, 0x0000B59, 0x0000B60, 0x0000B92,
+    0x0000BA9, 0x0000BB0, 0x0000BC2, 0x0000BF0, 0x0000C09, 0x0000D70, 0x0000D89, 0x0000F70,
+    0x0000F89, 0x0002C20, 0x0002C69, 0x0002D20, 0x0002E09, 0x0002E50, 0x0002EC9, 0x0002ED0,
+    0x0002EE9, 0x0002EF0, 0x0003008, 0x0003709, 0x0003750, 0x0003769, 0x0003780, 0x00037A9,
+    0x00037E0, 0x00037F9, 0x0003800, 0x0003869, 0x0003870, 0x0003889, 0x00038B0, 0x00038C9,
+    0x00038D0, 0x00038E9, 0x0003A20, 0x0003A39, 0x0003F60, 0x0003F79, 0x0004820, 0x0004838,
+    0x00048A9, 0x0005300, 0x0005319, 0x0005570, 0x0005599, 0x00055A0, 0x0005609, 0x0005890,
+    0x0005918, 0x0005BE0, 0x0005BF8, 0x0005C00, 0x0005C18, 0x0005C30, 0x0005C48, 0x0005C60,
+    0x0005C78, 0x0005C80, 0x0005D09, 0x0005EB0, 0x0005EF9, 0x0005F30, 0x0006108, 0x00061B0,
+    0x0006209, 0x00064B8, 0x000660A, 0x00066A0, 0x00066E9, 0x0006708, 0x0006719, 0x0006D40,
+    0x0006D59, 0x0006D68, 0x0006DD0, 0x0006DF8, 0x0006E59, 0x0006E78, 0x0006E90, 0x0006EA8,
+    0x0006EE9, 0x0006F0A, 0x0006FA9, 0x0006FD0, 0x0006FF9, 0x0007000, 0x0007109, 0x0007118,
+    0x0007129, 0x0007308, 0x00074B0, 0x00074D9, 0x0007A68, 0x0007B19, 0x0007B20, 0x0007C0A,
+    0x0007CA9, 0x0007EB8, 0x0007F49, 0x0007F60, 0x0007FA9, 0x0007FB0, 0x0007FD8, 0x0007FE0,
+    0x0008009, 0x0008168, 0x00081A9, 0x00081B8, 0x0008249, 0x0008258, 0x0008289, 0x0008298,
+    0x00082E0, 0x0008409, 0x0008598, 0x00085C0, 0x0008609, 0x00086B0, 0x0008709, 0x0008880,
+    0x0008899, 0x00088F0, 0x0008978, 0x0008A09, 0x0008CA8, 0x0008E20, 0x0008E38, 0x0009049,
+    0x00093A8, 0x00093D9, 0x00093E8, 0x0009509, 0x0009518, 0x0009589, 0x0009628, 0x0009640,
+    0x000966A, 0x0009700, 0x0009719, 0x0009818, 0x0009840, 0x0009859, 0x00098D0, 0x00098F9,
+    0x0009910, 0x0009939, 0x0009A90, 0x0009AA9, 0x0009B10, 0x0009B29, 0x0009B30, 0x0009B69,
+    0x0009BA0, 0x0009BC8, 0x0009BD9, 0x0009BE8, 0x0009C50, 0x0009C78, 0x0009C90, 0x0009CB8,
+    0x0009CE9, 0x0009CF0, 0x0009D78, 0x0009D80, 0x0009DC9, 0x0009DE0, 0x0009DF9, 0x0009E28,
+    0x0009E40, 0x0009E6A, 0x0009F09, 0x0009F20, 0x0009F42, 0x0009FA0, 0x0009FC9, 0x0009FD0,
+    0x0009FE8, 0x0009FF0, 0x000A018, 0x000A040, 0x000A059, 0x000A0B0, 0x000A0F9, 0x000A110,
+    0x000A139, 0x000A290, 0x000A2A9, 0x000A310, 0x000A329, 0x000A340, 0x000A359, 0x000A370,
+    0x000A389, 0x000A3A0, 0x000A3C8, 0x000A3D0, 0x000A3E8, 0x000A430, 0x000A478, 0x000A490,
+    0x000A4B8, 0x000A4E0, 0x000A518, 0x000A520, 0x000A599, 0x000A5D0, 0x000A5E9, 0x000A5F0,
+    0x000A66A, 0x000A708, 0x000A729, 0x000A758, 0x000A760, 0x000A818, 0x000A840, 0x000A859,
+    0x000A8E0, 0x000A8F9, 0x000A920, 0x000A939, 0x000AA90, 0x000AAA9, 0x000AB10, 0x000AB29,
+    0x000AB40, 0x000AB59, 0x000ABA0, 0x000ABC8, 0x000ABD9, 0x000ABE8, 0x000AC60, 0x000AC78,
+    0x000ACA0, 0x000ACB8, 0x000ACE0, 0x000AD09, 0x000AD10, 0x000AE09, 0x000AE28, 0x000AE40,
+    0x000AE6A, 0x000AF00, 0x000AF99, 0x000AFA8, 0x000B000, 0x000B018, 0x000B040, 0x000B059,
+    0x000B0D0, 0x000B0F9, 0x000B110, 0x000B139, 0x000B290, 0x000B2A9, 0x000B310, 0x000B329,
+    0x000B340, 0x000B359, 0x000B3A0, 0x000B3C8, 0x000B3D9, 0x000B3E8, 0x000B450, 0x000B478,
+    0x000B490, 0x000B4B8, 0x000B4E0, 0x000B558, 0x000B580, 0x000B5C9, 0x000B5E0, 0x000B5F9,
+    0x000B628, 0x000B640, 0x000B66A, 0x000B700, 0x000B719, 0x000B722, 0x000B780, 0x000B828,
+    0x000B839, 0x000B840, 0x000B859, 0x000B8B0, 0x000B8E9, 0x000B910, 0x000B929, 0x000B960,
+    0x000B999, 0x000B9B0, 0x000B9C9, 0x000B9D0, 0x000B9E9, 0x000BA00, 0x000BA39, 0x000BA50,
+    0x000BA89, 0x000BAB0, 0x000BAE9, 0x000BBA0, 0x000BBE8, 0x000BC30, 0x000BC68, 0x000BC90,
+    0x000BCA8, 0x000BCE0, 0x000BD09, 0x000BD10, 0x000BD78, 0x000BD80, 0x000BE6A, 0x000BF02,
+    0x000BF30, 0x000C008, 0x000C059, 0x000C0D0, 0x000C0E9, 0x000C110, 0x000C129, 0x000C290,
+    0x000C2A9, 0x000C3A0, 0x000C3C8, 0x000C3D9, 0x000C3E8, 0x000C450, 0x000C468, 0x000C490,
+    0x000C4A8, 0x000C4E0, 0x000C558, 0x000C570, 0x000C589, 0x000C5B0, 0x000C5D9, 0x000C5E0,
+    0x000C609, 0x000C628, 0x000C640, 0x000C66A, 0x000C700, 0x000C782, 0x000C7F0, 0x000C809,
+    0x000C818, 0x000C840, 0x000C859, 0x000C8D0, 0x000C8E9, 0x000C910, 0x000C929, 0x000CA90,
+    0x000CAA9, 0x000CB40, 0x000CB59, 0x000CBA0, 0x000CBC8, 0x000CBD9, 0x000CBE8, 0x000CC50,
+    0x000CC68, 0x000CC90, 0x000CCA8, 0x000CCE0, 0x000CD58, 0x000CD70, 0x000CDD9, 0x000CDF0,
+    0x000CE09, 0x000CE28, 0x000CE40, 0x000CE6A, 0x000CF00, 0x000CF19, 0x000CF38, 0x000CF40,
+    0x000D008, 0x000D049, 0x000D0D0, 0x000D0E9, 0x000D110, 0x000D129, 0x000D3B8, 0x000D3D9,
+    0x000D3E8, 0x000D450, 0x000D468, 0x000D490, 0x000D4A8, 0x000D4E9, 0x000D4F0, 0x000D549,
+    0x000D578, 0x000D582, 0x000D5F9, 0x000D628, 0x000D640, 0x000D66A, 0x000D702, 0x000D790,
+    0x000D7A9, 0x000D800, 0x000D818, 0x000D840, 0x000D859, 0x000D970, 0x000D9A9, 0x000DB20,
+    0x000DB39, 0x000DBC0, 0x000DBD9, 0x000DBE0, 0x000DC09, 0x000DC70, 0x000DCA8, 0x000DCB0,
+    0x000DCF8, 0x000DD50, 0x000DD68, 0x000DD70, 0x000DD88, 0x000DE00, 0x000DE6A, 0x000DF00,
+    0x000DF28, 0x000DF40, 0x000E019, 0x000E318, 0x000E329, 0x000E348, 0x000E3B0, 0x000E409,
+    0x000E478, 0x000E4F0, 0x000E50A, 0x000E5A0, 0x000E819, 0x000E830, 0x000E849, 0x000E850,
+    0x000E869, 0x000E8B0, 0x000E8C9, 0x000EA40, 0x000EA59, 0x000EA60, 0x000EA79, 0x000EB18,
+    0x000EB29, 0x000EB48, 0x000EBD9, 0x000EBE0, 0x000EC09, 0x000EC50, 0x000EC69, 0x000EC70,
+    0x000EC88, 0x000ECF0, 0x000ED0A, 0x000EDA0, 0x000EDC9, 0x000EE00, 0x000F009, 0x000F010,
+    0x000F188, 0x000F1A0, 0x000F20A, 0x000F2A2, 0x000F340, 0x000F358, 0x000F360, 0x000F378,
+    0x000F380, 0x000F398, 0x000F3A0, 0x000F3E8, 0x000F409, 0x000F480, 0x000F499, 0x000F6D0,
+    0x000F718, 0x000F850, 0x000F868, 0x000F889, 0x000F8D8, 0x000F980, 0x000F998, 0x000FBD0,
+    0x000FC68, 0x000FC70, 0x0010009, 0x00102B8, 0x00103F9, 0x001040A, 0x00104A0, 0x0010509,
+    0x0010568, 0x00105A9, 0x00105E8, 0x0010619, 0x0010628, 0x0010659, 0x0010678, 0x00106E9,
+    0x0010718, 0x0010759, 0x0010828, 0x00108E9, 0x00108F8, 0x001090A, 0x00109A8, 0x00109E0,
+    0x0010A09, 0x0010C60, 0x0010C79, 0x0010C80, 0x0010CD9, 0x0010CE0, 0x0010D09, 0x0010FB0,
+    0x0010FC9, 0x0012490, 0x00124A9, 0x00124E0, 0x0012509, 0x0012570, 0x0012589, 0x0012590,
+    0x00125A9, 0x00125E0, 0x0012609, 0x0012890, 0x00128A9, 0x00128E0, 0x0012909, 0x0012B10,
+    0x0012B29, 0x0012B60, 0x0012B89, 0x0012BF0, 0x0012C09, 0x0012C10, 0x0012C29, 0x0012C60,
+    0x0012C89, 0x0012D70, 0x0012D89, 0x0013110, 0x0013129, 0x0013160, 0x0013189, 0x00135B0,
+    0x00135D8, 0x0013600, 0x0013692, 0x00137D0, 0x0013809, 0x0013900, 0x0013A09, 0x0013F60,
+    0x0013F89, 0x0013FE0, 0x0014019, 0x00166D0, 0x00166F9, 0x0016804, 0x0016819, 0x00169B0,
+    0x0016A09, 0x0016EB0, 0x0016EEA, 0x0016F19, 0x0016F90, 0x0017009, 0x0017128, 0x0017160,
+    0x00171F9, 0x0017328, 0x0017350, 0x0017409, 0x0017528, 0x0017540, 0x0017609, 0x00176D0,
+    0x00176E9, 0x0017710, 0x0017728, 0x0017740, 0x0017809, 0x0017B48, 0x0017D40, 0x0017D79,
+    0x0017D80, 0x0017DC9, 0x0017DD8, 0x0017DE0, 0x0017E0A, 0x0017EA0, 0x0017F02, 0x0017FA0,
+    0x00180B8, 0x00180E0, 0x00180F8, 0x001810A, 0x00181A0, 0x0018209, 0x0018790, 0x0018809,
+    0x0018858, 0x0018879, 0x0018A98, 0x0018AA9, 0x0018AB0, 0x0018B09, 0x0018F60, 0x0019009,
+    0x00191F0, 0x0019208, 0x00192C0, 0x0019308, 0x00193C0, 0x001946A, 0x0019509, 0x00196E0,
+    0x0019709, 0x0019750, 0x0019809, 0x0019AC0, 0x0019B09, 0x0019CA0, 0x0019D0A, 0x0019DA2,
+    0x0019DB0, 0x001A009, 0x001A178, 0x001A1C0, 0x001A209, 0x001A558, 0x001A5F0, 0x001A608,
+    0x001A7D0, 0x001A7F8, 0x001A80A, 0x001A8A0, 0x001A90A, 0x001A9A0, 0x001AA79, 0x001AA80,
+    0x001AB08, 0x001ACF0, 0x001B008, 0x001B059, 0x001B348, 0x001B459, 0x001B4D0, 0x001B50A,
+    0x001B5A0, 0x001B6B8, 0x001B740, 0x001B808, 0x001B839, 0x001BA18, 0x001BAE9, 0x001BB0A,
+    0x001BBA9, 0x001BE68, 0x001BF40, 0x001C009, 0x001C248, 0x001C380, 0x001C40A, 0x001C4A0,
+    0x001C4D9, 0x001C50A, 0x001C5A9, 0x001C7E0, 0x001C809, 0x001C8B0, 0x001C909, 0x001CBB0,
+    0x001CBD9, 0x001CC00, 0x001CD08, 0x001CD30, 0x001CD48, 0x001CE99, 0x001CED8, 0x001CEE9,
+    0x001CF48, 0x001CF59, 0x001CF78, 0x001CFA9, 0x001CFB0, 0x001D009, 0x001DC08, 0x001E009,
+    0x001F160, 0x001F189, 0x001F1E0, 0x001F209, 0x001F460, 0x001F489, 0x001F4E0, 0x001F509,
+    0x001F580, 0x001F599, 0x001F5A0, 0x001F5B9, 0x001F5C0, 0x001F5D9, 0x001F5E0, 0x001F5F9,
+    0x001F7E0, 0x001F809, 0x001FB50, 0x001FB69, 0x001FBD0, 0x001FBE9, 0x001FBF0, 0x001FC29,
+    0x001FC50, 0x001FC69, 0x001FCD0, 0x001FD09, 0x001FD40, 0x001FD69, 0x001FDC0, 0x001FE09,
+    0x001FED0, 0x001FF29, 0x001FF50, 0x001FF69, 0x001FFD0, 0x0020004, 0x00200B0, 0x00200C8,
+    0x00200E0, 0x0020284, 0x00202A0, 0x00202F4, 0x0020300, 0x00203F8, 0x0020410, 0x0020548,
+    0x0020550, 0x00205F4, 0x0020600, 0x0020702, 0x0020719, 0x0020720, 0x0020742, 0x00207A0,
+    0x00207F9, 0x0020802, 0x00208A0, 0x0020909, 0x00209D0, 0x0020D08, 0x0020F10, 0x0021029,
+    0x0021030, 0x0021079, 0x0021080, 0x00210A9, 0x0021140, 0x0021159, 0x0021160, 0x0021199,
+    0x00211E0, 0x0021249, 0x0021250, 0x0021269, 0x0021270, 0x0021289, 0x0021290, 0x00212A9,
+    0x00212E0, 0x00212F9, 0x00213A0, 0x00213C9, 0x0021400, 0x0021459, 0x00214A0, 0x00214E9,
+    0x00214F0, 0x0021502, 0x002160A, 0x0021839, 0x002185A, 0x0021892, 0x00218A0, 0x0024602,
+    0x00249C0, 0x0024B68, 0x0024EA2, 0x0025000, 0x0027762, 0x0027940, 0x002C009, 0x002CE50,
+    0x002CEB9, 0x002CEF8, 0x002CF29, 0x002CF40, 0x002CFD2, 0x002CFE0, 0x002D009, 0x002D260,
+    0x002D279, 0x002D280, 0x002D2D9, 0x002D2E0, 0x002D309, 0x002D680, 0x002D6F9, 0x002D700,
+    0x002D7F8, 0x002D809, 0x002D970, 0x002DA09, 0x002DA70, 0x002DA89, 0x002DAF0, 0x002DB09,
+    0x002DB70, 0x002DB89, 0x002DBF0, 0x002DC09, 0x002DC70, 0x002DC89, 0x002DCF0, 0x002DD09,
+    0x002DD70, 0x002DD89, 0x002DDF0, 0x002DE08, 0x002E000, 0x002E2F9, 0x002E300, 0x0030004,
+    0x0030010, 0x0030059, 0x003007A, 0x0030080, 0x003021A, 0x00302A8, 0x0030300, 0x0030319,
+    0x0030360, 0x003038A, 0x00303B9, 0x00303D0, 0x0030419, 0x0030970, 0x0030998, 0x00309B0,
+    0x00309D9, 0x0030A00, 0x0030A19, 0x0030FB0, 0x0030FC9, 0x0031000, 0x0031059, 0x0031300,
+    0x0031319, 0x00318F0, 0x0031922, 0x0031960, 0x0031A09, 0x0031C00, 0x0031F09, 0x0032000,
+    0x0032202, 0x00322A0, 0x0032482, 0x0032500, 0x0032512, 0x0032600, 0x0032802, 0x00328A0,
+    0x0032B12, 0x0032C00, 0x0034009, 0x004DC00, 0x004E009, 0x00A48D0, 0x00A4D09, 0x00A4FE0,
+    0x00A5009, 0x00A60D0, 0x00A6109, 0x00A620A, 0x00A62A9, 0x00A62C0, 0x00A6409, 0x00A66F8,
+    0x00A6730, 0x00A6748, 0x00A67E0, 0x00A67F9, 0x00A69E8, 0x00A6A09, 0x00A6E6A, 0x00A6F08,
+    0x00A6F20, 0x00A7179, 0x00A7200, 0x00A7229, 0x00A7890, 0x00A78B9, 0x00A7CE0, 0x00A7D09,
+    0x00A7D20, 0x00A7D39, 0x00A7D40, 0x00A7D59, 0x00A7DD0, 0x00A7F29, 0x00A8028, 0x00A8039,
+    0x00A8068, 0x00A8079, 0x00A80B8, 0x00A80C9, 0x00A8238, 0x00A8280, 0x00A82C8, 0x00A82D0,
+    0x00A8302, 0x00A8360, 0x00A8409, 0x00A8740, 0x00A8808, 0x00A8829, 0x00A8B48, 0x00A8C60,
+    0x00A8D0A, 0x00A8DA0, 0x00A8E08, 0x00A8F29, 0x00A8F80, 0x00A8FB9, 0x00A8FC0, 0x00A8FD9,
+    0x00A8FF8, 0x00A900A, 0x00A90A9, 0x00A9268, 0x00A92E0, 0x00A9309, 0x00A9478, 0x00A9540,
+    0x00A9609, 0x00A97D0, 0x00A9808, 0x00A9849, 0x00A9B38, 0x00A9C10, 0x00A9CF9, 0x00A9D0A,
+    0x00A9DA0, 0x00A9E09, 0x00A9E58, 0x00A9E69, 0x00A9F0A, 0x00A9FA9, 0x00A9FF0, 0x00AA009,
+    0x00AA298, 0x00AA370, 0x00AA409, 0x00AA438, 0x00AA449, 0x00AA4C8, 0x00AA4E0, 0x00AA50A,
+    0x00AA5A0, 0x00AA609, 0x00AA770, 0x00AA7A9, 0x00AA7B8, 0x00AA7E9, 0x00AAB08, 0x00AAB19,
+    0x00AAB28, 0x00AAB59, 0x00AAB78, 0x00AAB99, 0x00AABE8, 0x00AAC09, 0x00AAC18, 0x00AAC29,
+    0x00AAC30, 0x00AADB9, 0x00AADE0, 0x00AAE09, 0x00AAEB8, 0x00AAF00, 0x00AAF29, 0x00AAF58,
+    0x00AAF70, 0x00AB019, 0x00AB070, 0x00AB099, 0x00AB0F0, 0x00AB119, 0x00AB170, 0x00AB209,
+    0x00AB270, 0x00AB289, 0x00AB2F0, 0x00AB309, 0x00AB5B0, 0x00AB5C9, 0x00AB6A0, 0x00AB709,
+    0x00ABE38, 0x00ABEB0, 0x00ABEC8, 0x00ABEE0, 0x00ABF0A, 0x00ABFA0, 0x00AC009, 0x00D7A40,
+    0x00D7B09, 0x00D7C70, 0x00D7CB9, 0x00D7FC0, 0x00F9009, 0x00FA6E0, 0x00FA709, 0x00FADA0,
+    0x00FB009, 0x00FB070, 0x00FB139, 0x00FB180, 0x00FB1D9, 0x00FB1E8, 0x00FB1F9, 0x00FB290,
+    0x00FB2A9, 0x00FB370, 0x00FB389, 0x00FB3D0, 0x00FB3E9, 0x00FB3F0, 0x00FB409, 0x00FB420,
+    0x00FB439, 0x00FB450, 0x00FB469, 0x00FBB20, 0x00FBD39, 0x00FD3E0, 0x00FD509, 0x00FD900,
+    0x00FD929, 0x00FDC80, 0x00FDF09, 0x00FDFC0, 0x00FE008, 0x00FE100, 0x00FE208, 0x00FE300,
+    0x00FE338, 0x00FE350, 0x00FE4D8, 0x00FE500, 0x00FE709, 0x00FE750, 0x00FE769, 0x00FEFD0,
+    0x00FF10A, 0x00FF1A0, 0x00FF219, 0x00FF3B0, 0x00FF3F8, 0x00FF400, 0x00FF419, 0x00FF5B0,
+    0x00FF669, 0x00FFBF0, 0x00FFC29, 0x00FFC80, 0x00FFCA9, 0x00FFD00, 0x00FFD29, 0x00FFD80,
+    0x00FFDA9, 0x00FFDD0, 0x0100009, 0x01000C0, 0x01000D9, 0x0100270, 0x0100289, 0x01003B0,
+    0x01003C9, 0x01003E0, 0x01003F9, 0x01004E0, 0x0100509, 0x01005E0, 0x0100809, 0x0100FB0,
+    0x0101072, 0x0101340, 0x010140A, 0x0101752, 0x0101790, 0x01018A2, 0x01018C0, 0x0101FD8,
+    0x0101FE0, 0x0102809, 0x01029D0, 0x0102A09, 0x0102D10, 0x0102E08, 0x0102E12, 0x0102FC0,
+    0x0103009, 0x0103202, 0x0103240, 0x01032D9, 0x010341A, 0x0103429, 0x01034AA, 0x01034B0,
+    0x0103509, 0x0103768, 0x01037B0, 0x0103809, 0x01039E0, 0x0103A09, 0x0103C40, 0x0103C89,
+    0x0103D00, 0x0103D1A, 0x0103D60, 0x0104009, 0x01049E0, 0x0104A0A, 0x0104AA0, 0x0104B09,
+    0x0104D40, 0x0104D89, 0x0104FC0, 0x0105009, 0x0105280, 0x0105309, 0x0105640, 0x0105709,
+    0x01057B0, 0x01057C9, 0x01058B0, 0x01058C9, 0x0105930, 0x0105949, 0x0105960, 0x0105979,
+    0x0105A20, 0x0105A39, 0x0105B20, 0x0105B39, 0x0105BA0, 0x0105BB9, 0x0105BD0, 0x0105C09,
+    0x0105F40, 0x0106009, 0x0107370, 0x0107409, 0x0107560, 0x0107609, 0x0107680, 0x0107809,
+    0x0107860, 0x0107879, 0x0107B10, 0x0107B29, 0x0107BB0, 0x0108009, 0x0108060, 0x0108089,
+    0x0108090, 0x01080A9, 0x0108360, 0x0108379, 0x0108390, 0x01083C9, 0x01083D0, 0x01083F9,
+    0x0108560, 0x0108582, 0x0108609, 0x0108770, 0x0108792, 0x0108809, 0x01089F0, 0x0108A72,
+    0x0108B00, 0x0108E09, 0x0108F30, 0x0108F49, 0x0108F60, 0x0108FB2, 0x0109009, 0x0109162,
+    0x01091C0, 0x0109209, 0x01093A0, 0x0109809, 0x0109B80, 0x0109BC2, 0x0109BE9, 0x0109C02,
+    0x0109D00, 0x0109D22, 0x010A009, 0x010A018, 0x010A040, 0x010A058, 0x010A070, 0x010A0C8,
+    0x010A109, 0x010A140, 0x010A159, 0x010A180, 0x010A199, 0x010A360, 0x010A388, 0x010A3B0,
+    0x010A3F8, 0x010A402, 0x010A490, 0x010A609, 0x010A7D2, 0x010A7F0, 0x010A809, 0x010A9D2,
+    0x010AA00, 0x010AC09, 0x010AC80, 0x010AC99, 0x010AE58, 0x010AE70, 0x010AEB2, 0x010AF00,
+    0x010B009, 0x010B360, 0x010B409, 0x010B560, 0x010B582, 0x010B609, 0x010B730, 0x010B782,
+    0x010B809, 0x010B920, 0x010BA92, 0x010BB00, 0x010C009, 0x010C490, 0x010C809, 0x010CB30,
+    0x010CC09, 0x010CF30, 0x010CFA2, 0x010D009, 0x010D248, 0x010D280, 0x010D30A, 0x010D3A0,
+    0x010D40A, 0x010D4A9, 0x010D660, 0x010D698, 0x010D6E0, 0x010D6F9, 0x010D860, 0x010E602,
+    0x010E7F0, 0x010E809, 0x010EAA0, 0x010EAB8, 0x010EAD0, 0x010EB09, 0x010EB20, 0x010EC29,
+    0x010EC50, 0x010EFC8, 0x010F009, 0x010F1D2, 0x010F279, 0x010F280, 0x010F309, 0x010F468,
+    0x010F512, 0x010F550, 0x010F709, 0x010F828, 0x010F860, 0x010FB09, 0x010FC52, 0x010FCC0,
+    0x010FE09, 0x010FF70, 0x0110008, 0x0110039, 0x0110388, 0x0110470, 0x0110522, 0x011066A,
+    0x0110708, 0x0110719, 0x0110738, 0x0110759, 0x0110760, 0x01107F8, 0x0110839, 0x0110B08,
+    0x0110BB0, 0x0110C28, 0x0110C30, 0x0110D09, 0x0110E90, 0x0110F0A, 0x0110FA0, 0x0111008,
+    0x0111039, 0x0111278, 0x0111350, 0x011136A, 0x0111400, 0x0111449, 0x0111458, 0x0111479,
+    0x0111480, 0x0111509, 0x0111738, 0x0111740, 0x0111769, 0x0111770, 0x0111808, 0x0111839,
+    0x0111B38, 0x0111C19, 0x0111C50, 0x0111C98, 0x0111CD0, 0x0111CE8, 0x0111D0A, 0x0111DA9,
+    0x0111DB0, 0x0111DC9, 0x0111DD0, 0x0111E12, 0x0111F50, 0x0112009, 0x0112120, 0x0112139,
+    0x01122C8, 0x0112380, 0x01123E8, 0x01123F9, 0x0112418, 0x0112420, 0x0112809, 0x0112870,
+    0x0112889, 0x0112890, 0x01128A9, 0x01128E0, 0x01128F9, 0x01129E0, 0x01129F9, 0x0112A90,
+    0x0112B09, 0x0112DF8, 0x0112EB0, 0x0112F0A, 0x0112FA0, 0x0113008, 0x0113040, 0x0113059,
+    0x01130D0, 0x01130F9, 0x0113110, 0x0113139, 0x0113290, 0x01132A9, 0x0113310, 0x0113329,
+    0x0113340, 0x0113359, 0x01133A0, 0x01133B8, 0x01133D9, 0x01133E8, 0x0113450, 0x0113478,
+    0x0113490, 0x01134B8, 0x01134E0, 0x0113509, 0x0113510, 0x0113578, 0x0113580, 0x01135D9,
+    0x0113628, 0x0113640, 0x0113668, 0x01136D0, 0x0113708, 0x0113750, 0x0113809, 0x01138A0,
+    0x01138B9, 0x01138C0, 0x01138E9, 0x01138F0, 0x0113909, 0x0113B60, 0x0113B79, 0x0113B88,
+    0x0113C10, 0x0113C28, 0x0113C30, 0x0113C58, 0x0113C60, 0x0113C78, 0x0113CB0, 0x0113CC8,
+    0x0113D19, 0x0113D28, 0x0113D39, 0x0113D40, 0x0113E18, 0x0113E30, 0x0114009, 0x0114358,
+    0x0114479, 0x01144B0, 0x011450A, 0x01145A0, 0x01145E8, 0x01145F9, 0x0114620, 0x0114809,
+    0x0114B08, 0x0114C49, 0x0114C60, 0x0114C79, 0x0114C80, 0x0114D0A, 0x0114DA0, 0x0115809,
+    0x0115AF8, 0x0115B60, 0x0115B88, 0x0115C10, 0x0115D89, 0x0115DC8, 0x0115DE0, 0x0116009,
+    0x0116308, 0x0116410, 0x0116449, 0x0116450, 0x011650A, 0x01165A0, 0x0116809, 0x0116AB8,
+    0x0116B89, 0x0116B90, 0x0116C0A, 0x0116CA0, 0x0116D0A, 0x0116E40, 0x0117009, 0x01171B0,
+    0x01171D8, 0x01172C0, 0x011730A, 0x01173A2, 0x01173C0, 0x0117409, 0x0117470, 0x0118009,
+    0x01182C8, 0x01183B0, 0x0118A09, 0x0118E0A, 0x0118EA2, 0x0118F30, 0x0118FF9, 0x0119070,
+    0x0119099, 0x01190A0, 0x01190C9, 0x0119140, 0x0119159, 0x0119170, 0x0119189, 0x0119308,
+    0x0119360, 0x0119378, 0x0119390, 0x01193B8, 0x01193F9, 0x0119408, 0x0119419, 0x0119428,
+    0x0119440, 0x011950A, 0x01195A0, 0x0119A09, 0x0119A80, 0x0119AA9, 0x0119D18, 0x0119D80,
+    0x0119DA8, 0x0119E19, 0x0119E20, 0x0119E39, 0x0119E48, 0x0119E50, 0x011A009, 0x011A018,
+    0x011A0B9, 0x011A338, 0x011A3A9, 0x011A3B8, 0x011A3F0, 0x011A478, 0x011A480, 0x011A509,
+    0x011A518, 0x011A5C9, 0x011A8A8, 0x011A9A0, 0x011A9D9, 0x011A9E0, 0x011AB09, 0x011AF90,
+    0x011BC09, 0x011BE10, 0x011BF0A, 0x011BFA0, 0x011C009, 0x011C090, 0x011C0A9, 0x011C2F8,
+    0x011C370, 0x011C388, 0x011C409, 0x011C410, 0x011C50A, 0x011C5A2, 0x011C6D0, 0x011C729,
+    0x011C900, 0x011C928, 0x011CA80, 0x011CA98, 0x011CB70, 0x011D009, 0x011D070, 0x011D089,
+    0x011D0A0, 0x011D0B9, 0x011D318, 0x011D370, 0x011D3A8, 0x011D3B0, 0x011D3C8, 0x011D3E0,
+    0x011D3F8, 0x011D469, 0x011D478, 0x011D480, 0x011D50A, 0x011D5A0, 0x011D609, 0x011D660,
+    0x011D679, 0x011D690, 0x011D6A9, 0x011D8A8, 0x011D8F0, 0x011D908, 0x011D920, 0x011D938,
+    0x011D989, 0x011D990, 0x011DA0A, 0x011DAA0, 0x011EE09, 0x011EF38, 0x011EF70, 0x011F008,
+    0x011F029, 0x011F038, 0x011F049, 0x011F110, 0x011F129, 0x011F348, 0x011F3B0, 0x011F3E8,
+    0x011F430, 0x011F50A, 0x011F5A8, 0x011F5B0, 0x011FB09, 0x011FB10, 0x011FC02, 0x011FD50,
+    0x0120009, 0x01239A0, 0x012400A, 0x01246F0, 0x0124809, 0x0125440, 0x012F909, 0x012FF10,
+    0x0130009, 0x0134300, 0x0134408, 0x0134419, 0x0134478, 0x0134560, 0x0134609, 0x0143FB0,
+    0x0144009, 0x0146470, 0x0161009, 0x01611E8, 0x016130A, 0x01613A0, 0x0168009, 0x016A390,
+    0x016A409, 0x016A5F0, 0x016A60A, 0x016A6A0, 0x016A709, 0x016ABF0, 0x016AC0A, 0x016ACA0,
+    0x016AD09, 0x016AEE0, 0x016AF08, 0x016AF50, 0x016B009, 0x016B308, 0x016B370, 0x016B409,
+    0x016B440, 0x016B50A, 0x016B5A0, 0x016B5B2, 0x016B620, 0x016B639, 0x016B780, 0x016B7D9,
+    0x016B900, 0x016D409, 0x016D6D0, 0x016D70A, 0x016D7A0, 0x016E409, 0x016E802, 0x016E970,
+    0x016F009, 0x016F4B0, 0x016F4F8, 0x016F509, 0x016F518, 0x016F880, 0x016F8F8, 0x016F939,
+    0x016FA00, 0x016FE09, 0x016FE20, 0x016FE39, 0x016FE48, 0x016FE50, 0x016FF08, 0x016FF20,
+    0x0170009, 0x0187F80, 0x0188009, 0x018CD60, 0x018CFF9, 0x018D090, 0x01AFF09, 0x01AFF40,
+    0x01AFF59, 0x01AFFC0, 0x01AFFD9, 0x01AFFF0, 0x01B0009, 0x01B1230, 0x01B1329, 0x01B1330,
+    0x01B1509, 0x01B1530, 0x01B1559, 0x01B1560, 0x01B1649, 0x01B1680, 0x01B1709, 0x01B2FC0,
+    0x01BC009, 0x01BC6B0, 0x01BC709, 0x01BC7D0, 0x01BC809, 0x01BC890, 0x01BC909, 0x01BC9A0,
+    0x01BC9D8, 0x01BC9F0, 0x01CCF0A, 0x01CCFA0, 0x01CF008, 0x01CF2E0, 0x01CF308, 0x01CF470,
+    0x01D1658, 0x01D16A0, 0x01D16D8, 0x01D1730, 0x01D17B8, 0x01D1830, 0x01D1858, 0x01D18C0,
+    0x01D1AA8, 0x01D1AE0, 0x01D2428, 0x01D2450, 0x01D2C02, 0x01D2D40, 0x01D2E02, 0x01D2F40,
+    0x01D3602, 0x01D3790, 0x01D4009, 0x01D4550, 0x01D4569, 0x01D49D0, 0x01D49E9, 0x01D4A00,
+    0x01D4A29, 0x01D4A30, 0x01D4A59, 0x01D4A70, 0x01D4A99, 0x01D4AD0, 0x01D4AE9, 0x01D4BA0,
+    0x01D4BB9, 0x01D4BC0, 0x01D4BD9, 0x01D4C40, 0x01D4C59, 0x01D5060, 0x01D5079, 0x01D50B0,
+    0x01D50D9, 0x01D5150, 0x01D5169, 0x01D51D0, 0x01D51E9, 0x01D53A0, 0x01D53B9, 0x01D53F0,
+    0x01D5409, 0x01D5450, 0x01D5469, 0x01D5470, 0x01D54A9, 0x01D5510, 0x01D5529, 0x01D6A60,
+    0x01D6A89, 0x01D6C10, 0x01D6C29, 0x01D6DB0, 0x01D6DC9, 0x01D6FB0, 0x01D6FC9, 0x01D7150,
+    0x01D7169, 0x01D7350, 0x01D7369, 0x01D74F0, 0x01D7509, 0x01D76F0, 0x01D7709, 0x01D7890,
+    0x01D78A9, 0x01D7A90, 0x01D7AA9, 0x01D7C30, 0x01D7C49, 0x01D7CC0, 0x01D7CEA, 0x01D8000,
+    0x01DA008, 0x01DA370, 0x01DA3B8, 0x01DA6D0, 0x01DA758, 0x01DA760, 0x01DA848, 0x01DA850,
+    0x01DA9B8, 0x01DAA00, 0x01DAA18, 0x01DAB00, 0x01DF009, 0x01DF1F0, 0x01DF259, 0x01DF2B0,
+    0x01E0008, 0x01E0070, 0x01E0088, 0x01E0190, 0x01E01B8, 0x01E0220, 0x01E0238, 0x01E0250,
+    0x01E0268, 0x01E02B0, 0x01E0309, 0x01E06E0, 0x01E08F8, 0x01E0900, 0x01E1009, 0x01E12D0,
+    0x01E1308, 0x01E1379, 0x01E13E0, 0x01E140A, 0x01E14A0, 0x01E14E9, 0x01E14F0, 0x01E2909,
+    0x01E2AE8, 0x01E2AF0, 0x01E2C09, 0x01E2EC8, 0x01E2F0A, 0x01E2FA0, 0x01E4D09, 0x01E4EC8,
+    0x01E4F0A, 0x01E4FA0, 0x01E5D09, 0x01E5EE8, 0x01E5F09, 0x01E5F1A, 0x01E5FB0, 0x01E7E09,
+    0x01E7E70, 0x01E7E89, 0x01E7EC0, 0x01E7ED9, 0x01E7EF0, 0x01E7F09, 0x01E7FF0, 0x01E8009,
+    0x01E8C50, 0x01E8C72, 0x01E8D08, 0x01E8D70, 0x01E9009, 0x01E9448, 0x01E94B9, 0x01E94C0,
+    0x01E950A, 0x01E95A0, 0x01EC712, 0x01ECAC0, 0x01ECAD2, 0x01ECB00, 0x01ECB12, 0x01ECB50,
+    0x01ED012, 0x01ED2E0, 0x01ED2F2, 0x01ED3E0, 0x01EE009, 0x01EE040, 0x01EE059, 0x01EE200,
+    0x01EE219, 0x01EE230, 0x01EE249, 0x01EE250, 0x01EE279, 0x01EE280, 0x01EE299, 0x01EE330,
+    0x01EE349, 0x01EE380, 0x01EE399, 0x01EE3A0, 0x01EE3B9, 0x01EE3C0, 0x01EE429, 0x01EE430,
+    0x01EE479, 0x01EE480, 0x01EE499, 0x01EE4A0, 0x01EE4B9, 0x01EE4C0, 0x01EE4D9, 0x01EE500,
+    0x01EE519, 0x01EE530, 0x01EE549, 0x01EE550, 0x01EE579, 0x01EE580, 0x01EE599, 0x01EE5A0,
+    0x01EE5B9, 0x01EE5C0, 0x01EE5D9, 0x01EE5E0, 0x01EE5F9, 0x01EE600, 0x01EE619, 0x01EE630,
+    0x01EE649, 0x01EE650, 0x01EE679, 0x01EE6B0, 0x01EE6C9, 0x01EE730, 0x01EE749, 0x01EE780,
+    0x01EE799, 0x01EE7D0, 0x01EE7E9, 0x01EE7F0, 0x01EE809, 0x01EE8A0, 0x01EE8B9, 0x01EE9C0,
+    0x01EEA19, 0x01EEA40, 0x01EEA59, 0x01EEAA0, 0x01EEAB9, 0x01EEBC0, 0x01F1002, 0x01F10D0,
+    0x01F1308, 0x01F14A0, 0x01F1508, 0x01F16A0, 0x01F1708, 0x01F18A0, 0x01FBF0A, 0x01FBFA0,
+    0x0200009, 0x02A6E00, 0x02A7009, 0x02B73A0, 0x02B7409, 0x02B81E0, 0x02B8209, 0x02CEA20,
+    0x02CEB09, 0x02EBE10, 0x02EBF09, 0x02EE5E0, 0x02F8009, 0x02FA1E0, 0x0300009, 0x03134B0,
+    0x0313509, 0x0323B00, 0x0E01008, 0x0E01F00,
+};
+
+// (first code point << 8) | canonical combining class, for each run of equal class; sorted.
+inline constexpr std::uint32_t ccc_runs[496] = {
+    0x00000000, 0x000300E6, 0x000315E8, 0x000316DC, 0x00031AE8, 0x00031BD8, 0x00031CDC, 0x000321CA,
+    0x000323DC, 0x000327CA, 0x000329DC, 0x00033401, 0x000339DC, 0x00033DE6, 0x000345F0, 0x000346E6,
+    0x000347DC, 0x00034AE6, 0x00034DDC, 0x00034F00, 0x000350E6, 0x000353DC, 0x000357E6, 0x000358E8,
+    0x000359DC, 0x00035BE6, 0x00035CE9, 0x00035DEA, 0x00035FE9, 0x000360EA, 0x000362E9, 0x000363E6,
+    0x00037000, 0x000483E6, 0x00048800, 0x000591DC, 0x000592E6, 0x000596DC, 0x000597E6, 0x00059ADE,
+    0x00059BDC, 0x00059CE6, 0x0005A2DC, 0x0005A8E6, 0x0005AADC, 0x0005ABE6, 0x0005ADDE, 0x0005AEE4,
+    0x0005AFE6, 0x0005B00A, 0x0005B10B, 0x0005B20C, 0x0005B30D, 0x0005B40E, 0x0005B50F, 0x0005B610,
+    0x0005B711, 0x0005B812, 0x0005B913, 0x0005BB14, 0x0005BC15, 0x0005BD16, 0x0005BE00, 0x0005BF17,
+    0x0005C000, 0x0005C118, 0x0005C219, 0x0005C300, 0x0005C4E6, 0x0005C5DC, 0x0005C600, 0x0005C712,
+    0x0005C800, 0x000610E6, 0x0006181E, 0x0006191F, 0x00061A20, 0x00061B00, 0x00064B1B, 0x00064C1C,
+    0x00064D1D, 0x00064E1E, 0x00064F1F, 0x00065020, 0x00065121, 0x00065222, 0x000653E6, 0x000655DC,
+    0x000657E6, 0x00065CDC, 0x00065DE6, 0x00065FDC, 0x00066000, 0x00067023, 0x00067100, 0x0006D6E6,
+    0x0006DD00, 0x0006DFE6, 0x0006E3DC, 0x0006E4E6, 0x0006E500, 0x0006E7E6, 0x0006E900, 0x0006EADC,
+    0x0006EBE6, 0x0006EDDC, 0x0006EE00, 0x00071124, 0x00071200, 0x000730E6, 0x000731DC, 0x000732E6,
+    0x000734DC, 0x000735E6, 0x000737DC, 0x00073AE6, 0x00073BDC, 0x00073DE6, 0x00073EDC, 0x00073FE6,
+    0x000742DC, 0x000743E6, 0x000744DC, 0x000745E6, 0x000746DC, 0x000747E6, 0x000748DC, 0x000749E6,
+    0x00074B00, 0x0007EBE6, 0x0007F2DC, 0x0007F3E6, 0x0007F400, 0x000816E6, 0x00081A00, 0x00081BE6,
+    0x00082400, 0x000825E6, 0x00082800, 0x000829E6, 0x00082E00, 0x000859DC, 0x00085C00, 0x0008D4E6,
+    0x0008E200, 0x0008E3DC, 0x0008E4E6, 0x0008E6DC, 0x0008E7E6, 0x0008E9DC, 0x0008EAE6, 0x0008EDDC,
+    0x0008F01B, 0x0008F11C, 0x0008F21D, 0x0008F3E6, 0x0008F6DC, 0x0008F7E6, 0x0008F9DC, 0x0008FBE6,
+    0x00090000, 0x00093C07, 0x00093D00, 0x00094D09, 0x00094E00, 0x000951E6, 0x000952DC, 0x000953E6,
+    0x00095500, 0x0009BC07, 0x0009BD00, 0x0009CD09, 0x0009CE00, 0x000A3C07, 0x000A3D00, 0x000A4D09,
+    0x000A4E00, 0x000ABC07, 0x000ABD00, 0x000ACD09, 0x000ACE00, 0x000B3C07, 0x000B3D00, 0x000B4D09,
+    0x000B4E00, 0x000BCD09, 0x000BCE00, 0x000C4D09, 0x000C4E00, 0x000C5554, 0x000C565B, 0x000C5700,
+    0x000CBC07, 0x000CBD00, 0x000CCD09, 0x000CCE00, 0x000D4D09, 0x000D4E00, 0x000DCA09, 0x000DCB00,
+    0x000E3867, 0x000E3A09, 0x000E3B00, 0x000E486B, 0x000E4C00, 0x000EB876, 0x000EBA00, 0x000EC87A,
+    0x000ECC00, 0x000F18DC, 0x000F1A00, 0x000F35DC, 0x000F3600, 0x000F37DC, 0x000F3800, 0x000F39D8,
+    0x000F3A00, 0x000F7181, 0x000F7282, 0x000F7300, 0x000F7484, 0x000F7500, 0x000F7A82, 0x000F7E00,
+    0x000F8082, 0x000F8100, 0x000F82E6, 0x000F8409, 0x000F8500, 0x000F86E6, 0x000F8800, 0x000FC6DC,
+    0x000FC700, 0x00103707, 0x00103800, 0x00103909, 0x00103B00, 0x00108DDC, 0x00108E00, 0x00135DE6,
+    0x00136000, 0x00171409, 0x00171500, 0x00173409, 0x00173500, 0x0017D209, 0x0017D300, 0x0017DDE6,
+    0x0017DE00, 0x0018A9E4, 0x0018AA00, 0x001939DE, 0x00193AE6, 0x00193BDC, 0x00193C00, 0x001A17E6,
+    0x001A18DC, 0x001A1900, 0x001A6009, 0x001A6100, 0x001A75E6, 0x001A7D00, 0x001A7FDC, 0x001A8000,
+    0x001AB0E6, 0x001AB5DC, 0x001ABBE6, 0x001ABDDC, 0x001ABE00, 0x001B3407, 0x001B3500, 0x001B4409,
+    0x001B4500, 0x001B6BE6, 0x001B6CDC, 0x001B6DE6, 0x001B7400, 0x001BAA09, 0x001BAC00, 0x001BE607,
+    0x001BE700, 0x001BF209, 0x001BF400, 0x001C3707, 0x001C3800, 0x001CD0E6, 0x001CD300, 0x001CD401,
+    0x001CD5DC, 0x001CDAE6, 0x001CDCDC, 0x001CE0E6, 0x001CE100, 0x001CE201, 0x001CE900, 0x001CEDDC,
+    0x001CEE00, 0x001CF4E6, 0x001CF500, 0x001CF8E6, 0x001CFA00, 0x001DC0E6, 0x001DC2DC, 0x001DC3E6,
+    0x001DCADC, 0x001DCBE6, 0x001DCDEA, 0x001DCED6, 0x001DCFDC, 0x001DD0CA, 0x001DD1E6, 0x001DF600,
+    0x001DFBE6, 0x001DFCE9, 0x001DFDDC, 0x001DFEE6, 0x001DFFDC, 0x001E0000, 0x0020D0E6, 0x0020D201,
+    0x0020D4E6, 0x0020D801, 0x0020DBE6, 0x0020DD00, 0x0020E1E6, 0x0020E200, 0x0020E501, 0x0020E7E6,
+    0x0020E8DC, 0x0020E9E6, 0x0020EA01, 0x0020ECDC, 0x0020F0E6, 0x0020F100, 0x002CEFE6, 0x002CF200,
+    0x002D7F09, 0x002D8000, 0x002DE0E6, 0x002E0000, 0x00302ADA, 0x00302BE4, 0x00302CE8, 0x00302DDE,
+    0x00302EE0, 0x00303000, 0x00309908, 0x00309B00, 0x00A66FE6, 0x00A67000, 0x00A674E6, 0x00A67E00,
+    0x00A69EE6, 0x00A6A000, 0x00A6F0E6, 0x00A6F200, 0x00A80609, 0x00A80700, 0x00A8C409, 0x00A8C500,
+    0x00A8E0E6, 0x00A8F200, 0x00A92BDC, 0x00A92E00, 0x00A95309, 0x00A95400, 0x00A9B307, 0x00A9B400,
+    0x00A9C009, 0x00A9C100, 0x00AAB0E6, 0x00AAB100, 0x00AAB2E6, 0x00AAB4DC, 0x00AAB500, 0x00AAB7E6,
+    0x00AAB900, 0x00AABEE6, 0x00AAC000, 0x00AAC1E6, 0x00AAC200, 0x00AAF609, 0x00AAF700, 0x00ABED09,
+    0x00ABEE00, 0x00FB1E1A, 0x00FB1F00, 0x00FE20E6, 0x00FE27DC, 0x00FE2EE6, 0x00FE3000, 0x0101FDDC,
+    0x0101FE00, 0x0102E0DC, 0x0102E100, 0x010376E6, 0x01037B00, 0x010A0DDC, 0x010A0E00, 0x010A0FE6,
+    0x010A1000, 0x010A38E6, 0x010A3901, 0x010A3ADC, 0x010A3B00, 0x010A3F09, 0x010A4000, 0x010AE5E6,
+    0x010AE6DC, 0x010AE700, 0x01104609, 0x01104700, 0x01107F09, 0x01108000, 0x0110B909, 0x0110BA07,
+    0x0110BB00, 0x011100E6, 0x01110300, 0x01113309, 0x01113500, 0x01117307, 0x01117400, 0x0111C009,
+    0x0111C100, 0x0111CA07, 0x0111CB00, 0x01123509, 0x01123607, 0x01123700, 0x0112E907, 0x0112EA09,
+    0x0112EB00, 0x01133C07, 0x01133D00, 0x01134D09, 0x01134E00, 0x011366E6, 0x01136D00, 0x011370E6,
+    0x01137500, 0x01144209, 0x01144300, 0x01144607, 0x01144700, 0x0114C209, 0x0114C307, 0x0114C400,
+    0x0115BF09, 0x0115C007, 0x0115C100, 0x01163F09, 0x01164000, 0x0116B609, 0x0116B707, 0x0116B800,
+    0x01172B09, 0x01172C00, 0x011C3F09, 0x011C4000, 0x016AF001, 0x016AF500, 0x016B30E6, 0x016B3700,
+    0x01BC9E01, 0x01BC9F00, 0x01D165D8, 0x01D16701, 0x01D16A00, 0x01D16DE2, 0x01D16ED8, 0x01D17300,
+    0x01D17BDC, 0x01D18300, 0x01D185E6, 0x01D18ADC, 0x01D18C00, 0x01D1AAE6, 0x01D1AE00, 0x01D242E6,
+    0x01D24500, 0x01E000E6, 0x01E00700, 0x01E008E6, 0x01E01900, 0x01E01BE6, 0x01E02200, 0x01E023E6,
+    0x01E02500, 0x01E026E6, 0x01E02B00, 0x01E8D0DC, 0x01E8D700, 0x01E944E6, 0x01E94A07, 0x01E94B00,
+};
+
+// One-level canonical decompositions except Hangul syllables, sorted by code point:
+// {code point | (1u << 31 if the pair is a primary composite), first, second or 0}.
+inline constexpr std::uint32_t decompositions[6180] = {
+    0x800000C0, 0x41, 0x300, 0x800000C1, 0x41, 0x301, 0x800000C2, 0x41, 0x302, 0x800000C3, 0x41, 0x303,
+    0x800000C4, 0x41, 0x308, 0x800000C5, 0x41, 0x30A, 0x800000C7, 0x43, 0x327, 0x800000C8, 0x45, 0x300,
+    0x800000C9, 0x45, 0x301, 0x800000CA, 0x45, 0x302, 0x800000CB, 0x45, 0x308, 0x800000CC, 0x49, 0x300,
+    0x800000CD, 0x49, 0x301, 0x800000CE, 0x49, 0x302, 0x800000CF, 0x49, 0x308, 0x800000D1, 0x4E, 0x303,
+    0x800000D2, 0x4F, 0x300, 0x800000D3, 0x4F, 0x301, 0x800000D4, 0x4F, 0x302, 0x800000D5, 0x4F, 0x303,
+    0x800000D6, 0x4F, 0x308, 0x800000D9, 0x55, 0x300, 0x800000DA, 0x55, 0x301, 0x800000DB, 0x55, 0x302,
+    0x800000DC, 0x55, 0x308, 0x800000DD, 0x59, 0x301, 0x800000E0, 0x61, 0x300, 0x800000E1, 0x61, 0x301,
+    0x800000E2, 0x61, 0x302, 0x800000E3, 0x61, 0x303, 0x800000E4, 0x61, 0x308, 0x800000E5, 0x61, 0x30A,
+    0x800000E7, 0x63, 0x327, 0x800000E8, 0x65, 0x300, 0x800000E9, 0x65, 0x301, 0x800000EA, 0x65, 0x302,
+    0x800000EB, 0x65, 0x308, 0x800000EC, 0x69, 0x300, 0x800000ED, 0x69, 0x301, 0x800000EE, 0x69, 0x302,
+    0x800000EF, 0x69, 0x308, 0x800000F1, 0x6E, 0x303, 0x800000F2, 0x6F, 0x300, 0x800000F3, 0x6F, 0x301,
+    0x800000F4, 0x6F, 0x302, 0x800000F5, 0x6F, 0x303, 0x800000F6, 0x6F, 0x308, 0x800000F9, 0x75, 0x300,
+    0x800000FA, 0x75, 0x301, 0x800000FB, 0x75, 0x302, 0x800000FC, 0x75, 0x308, 0x800000FD, 0x79, 0x301,
+    0x800000FF, 0x79, 0x308, 0x80000100, 0x41, 0x304, 0x80000101, 0x61, 0x304, 0x80000102, 0x41, 0x306,
+    0x80000103, 0x61, 0x306, 0x80000104, 0x41, 0x328, 0x80000105, 0x61, 0x328, 0x80000106, 0x43, 0x301,
+    0x80000107, 0x63, 0x301, 0x80000108, 0x43, 0x302, 0x80000109, 0x63, 0x302, 0x8000010A, 0x43, 0x307,
+    0x8000010B, 0x63, 0x307, 0x8000010C, 0x43, 0x30C, 0x8000010D, 0x63, 0x30C, 0x8000010E, 0x44, 0x30C,
+    0x8000010F, 0x64, 0x30C, 0x80000112, 0x45, 0x304, 0x80000113, 0x65, 0x304, 0x80000114, 0x45, 0x306,
+    0x80000115, 0x65, 0x306, 0x80000116, 0x45, 0x307, 0x80000117, 0x65, 0x307, 0x80000118, 0x45, 0x328,
+    0x80000119, 0x65, 0x328, 0x8000011A, 0x45, 0x30C, 0x8000011B, 0x65, 0x30C, 0x8000011C, 0x47, 0x302,
+    0x8000011D, 0x67, 0x302, 0x8000011E, 0x47, 0x306, 0x8000011F, 0x67, 0x306, 0x80000120, 0x47, 0x307,
+    0x80000121, 0x67, 0x307, 0x80000122, 0x47, 0x327, 0x80000123, 0x67, 0x327, 0x80000124, 0x48, 0x302,
+    0x80000125, 0x68, 0x302, 0x80000128, 0x49, 0x303, 0x80000129, 0x69, 0x303, 0x8000012A, 0x49, 0x304,
+    0x8000012B, 0x69, 0x304, 0x8000012C, 0x49, 0x306, 0x8000012D, 0x69, 0x306, 0x8000012E, 0x49, 0x328,
+    0x8000012F, 0x69, 0x328, 0x80000130, 0x49, 0x307, 0x80000134, 0x4A, 0x302, 0x80000135, 0x6A, 0x302,
+    0x80000136, 0x4B, 0x327, 0x80000137, 0x6B, 0x327, 0x80000139, 0x4C, 0x301, 0x8000013A, 0x6C, 0x301,
+    0x8000013B, 0x4C, 0x327, 0x8000013C, 0x6C, 0x327, 0x8000013D, 0x4C, 0x30C, 0x8000013E, 0x6C, 0x30C,
+    0x80000143, 0x4E, 0x301, 0x80000144, 0x6E, 0x301, 0x80000145, 0x4E, 0x327, 0x80000146, 0x6E, 0x327,
+    0x80000147, 0x4E, 0x30C, 0x80000148, 0x6E, 0x30C, 0x8000014C, 0x4F, 0x304, 0x8000014D, 0x6F, 0x304,
+    0x8000014E, 0x4F, 0x306, 0x8000014F, 0x6F, 0x306, 0x80000150, 0x4F, 0x30B, 0x80000151, 0x6F, 0x30B,
+    0x80000154, 0x52, 0x301, 0x80000155, 0x72, 0x301, 0x80000156, 0x52, 0x327, 0x80000157, 0x72, 0x327,
+    0x80000158, 0x52, 0x30C, 0x80000159, 0x72, 0x30C, 0x8000015A, 0x53, 0x301, 0x8000015B, 0x73, 0x301,
+    0x8000015C, 0x53, 0x302, 0x8000015D, 0x73, 0x302, 0x8000015E, 0x53, 0x327, 0x8000015F, 0x73, 0x327,
+    0x80000160, 0x53, 0x30C, 0x80000161, 0x73, 0x30C, 0x80000162, 0x54, 0x327, 0x80000163, 0x74, 0x327,
+    0x80000164, 0x54, 0x30C, 0x80000165, 0x74, 0x30C, 0x80000168, 0x55, 0x303, 0x80000169, 0x75, 0x303,
+    0x8000016A, 0x55, 0x304, 0x8000016B, 0x75, 0x304, 0x8000016C, 0x55, 0x306, 0x8000016D, 0x75, 0x306,
+    0x8000016E, 0x55, 0x30A, 0x8000016F, 0x75, 0x30A, 0x80000170, 0x55, 0x30B, 0x80000171, 0x75, 0x30B,
+    0x80000172, 0x55, 0x328, 0x80000173, 0x75, 0x328, 0x80000174, 0x57, 0x302, 0x80000175, 0x77, 0x302,
+    0x80000176, 0x59, 0x302, 0x80000177, 0x79, 0x302, 0x80000178, 0x59, 0x308, 0x80000179, 0x5A, 0x301,
+    0x8000017A, 0x7A, 0x301, 0x8000017B, 0x5A, 0x307, 0x8000017C, 0x7A, 0x307, 0x8000017D, 0x5A, 0x30C,
+    0x8000017E, 0x7A, 0x30C, 0x800001A0, 0x4F, 0x31B, 0x800001A1, 0x6F, 0x31B, 0x800001AF, 0x55, 0x31B,
+    0x800001B0, 0x75, 0x31B, 0x800001CD, 0x41, 0x30C, 0x800001CE, 0x61, 0x30C, 0x800001CF, 0x49, 0x30C,
+    0x800001D0, 0x69, 0x30C, 0x800001D1, 0x4F, 0x30C, 0x800001D2, 0x6F, 0x30C, 0x800001D3, 0x55, 0x30C,
+    0x800001D4, 0x75, 0x30C, 0x800001D5, 0xDC, 0x304, 0x800001D6, 0xFC, 0x304, 0x800001D7, 0xDC, 0x301,
+    0x800001D8, 0xFC, 0x301, 0x800001D9, 0xDC, 0x30C, 0x800001DA, 0xFC, 0x30C, 0x800001DB, 0xDC, 0x300,
+    0x800001DC, 0xFC, 0x300, 0x800001DE, 0xC4, 0x304, 0x800001DF, 0xE4, 0x304, 0x800001E0, 0x226, 0x304,
+    0x800001E1, 0x227, 0x304, 0x800001E2, 0xC6, 0x304, 0x800001E3, 0xE6, 0x304, 0x800001E6, 0x47, 0x30C,
+    0x800001E7, 0x67, 0x30C, 0x800001E8, 0x4B, 0x30C, 0x800001E9, 0x6B, 0x30C, 0x800001EA, 0x4F, 0x328,
+    0x800001EB, 0x6F, 0x328, 0x800001EC, 0x1EA, 0x304, 0x800001ED, 0x1EB, 0x304, 0x800001EE, 0x1B7, 0x30C,
+    0x800001EF, 0x292, 0x30C, 0x800001F0, 0x6A, 0x30C, 0x800001F4, 0x47, 0x301, 0x800001F5, 0x67, 0x301,
+    0x800001F8, 0x4E, 0x300, 0x800001F9, 0x6E, 0x300, 0x800001FA, 0xC5, 0x301, 0x800001FB, 0xE5, 0x301,
+    0x800001FC, 0xC6, 0x301, 0x800001FD, 0xE6, 0x301, 0x800001FE, 0xD8, 0x301, 0x800001FF, 0xF8, 0x301,
+    0x80000200, 0x41, 0x30F, 0x80000201, 0x61, 0x30F, 0x80000202, 0x41, 0x311, 0x80000203, 0x61, 0x311,
+    0x80000204, 0x45, 0x30F, 0x80000205, 0x65, 0x30F, 0x80000206, 0x45, 0x311, 0x80000207, 0x65, 0x311,
+    0x80000208, 0x49, 0x30F, 0x80000209, 0x69, 0x30F, 0x8000020A, 0x49, 0x311, 0x8000020B, 0x69, 0x311,
+    0x8000020C, 0x4F, 0x30F, 0x8000020D, 0x6F, 0x30F, 0x8000020E, 0x4F, 0x311, 0x8000020F, 0x6F, 0x311,
+    0x80000210, 0x52, 0x30F, 0x80000211, 0x72, 0x30F, 0x80000212, 0x52, 0x311, 0x80000213, 0x72, 0x311,
+    0x80000214, 0x55, 0x30F, 0x80000215, 0x75, 0x30F, 0x80000216, 0x55, 0x311, 0x80000217, 0x75, 0x311,
+    0x80000218, 0x53, 0x326, 0x80000219, 0x73, 0x326, 0x8000021A, 0x54, 0x326, 0x8000021B, 0x74, 0x326,
+    0x8000021E, 0x48, 0x30C, 0x8000021F, 0x68, 0x30C, 0x80000226, 0x41, 0x307, 0x80000227, 0x61, 0x307,
+    0x80000228, 0x45, 0x327, 0x80000229, 0x65, 0x327, 0x8000022A, 0xD6, 0x304, 0x8000022B, 0xF6, 0x304,
+    0x8000022C, 0xD5, 0x304, 0x8000022D, 0xF5, 0x304, 0x8000022E, 0x4F, 0x307, 0x8000022F, 0x6F, 0x307,
+    0x80000230, 0x22E, 0x304, 0x80000231, 0x22F, 0x304, 0x80000232, 0x59, 0x304, 0x80000233, 0x79, 0x304,
+    0x340, 0x300, 0x0, 0x341, 0x301, 0x0, 0x343, 0x313, 0x0, 0x344, 0x308, 0x301,
+    0x374, 0x2B9, 0x0, 0x37E, 0x3B, 0x0, 0x80000385, 0xA8, 0x301, 0x80000386, 0x391, 0x301,
+    0x387, 0xB7, 0x0, 0x80000388, 0x395, 0x301, 0x80000389, 0x397, 0x301, 0x8000038A, 0x399, 0x301,
+    0x8000038C, 0x39F, 0x301, 0x8000038E, 0x3A5, 0x301, 0x8000038F, 0x3A9, 0x301, 0x80000390, 0x3CA, 0x301,
+    0x800003AA, 0x399, 0x308, 0x800003AB, 0x3A5, 0x308, 0x800003AC, 0x3B1, 0x301, 0x800003AD, 0x3B5, 0x301,
+    0x800003AE, 0x3B7, 0x301, 0x800003AF, 0x3B9, 0x301, 0x800003B0, 0x3CB, 0x301, 0x800003CA, 0x3B9, 0x308,
+    0x800003CB, 0x3C5, 0x308, 0x800003CC, 0x3BF, 0x301, 0x800003CD, 0x3C5, 0x301, 0x800003CE, 0x3C9, 0x301,
+    0x800003D3, 0x3D2, 0x301, 0x800003D4, 0x3D2, 0x308, 0x80000400, 0x415, 0x300, 0x80000401, 0x415, 0x308,
+    0x80000403, 0x413, 0x301, 0x80000407, 0x406, 0x308, 0x8000040C, 0x41A, 0x301, 0x8000040D, 0x418, 0x300,
+    0x8000040E, 0x423, 0x306, 0x80000419, 0x418, 0x306, 0x80000439, 0x438, 0x306, 0x80000450, 0x435, 0x300,
+    0x80000451, 0x435, 0x308, 0x80000453, 0x433, 0x301, 0x80000457, 0x456, 0x308, 0x8000045C, 0x43A, 0x301,
+    0x8000045D, 0x438, 0x300, 0x8000045E, 0x443, 0x306, 0x80000476, 0x474, 0x30F, 0x80000477, 0x475, 0x30F,
+    0x800004C1, 0x416, 0x306, 0x800004C2, 0x436, 0x306, 0x800004D0, 0x410, 0x306, 0x800004D1, 0x430, 0x306,
+    0x800004D2, 0x410, 0x308, 0x800004D3, 0x430, 0x308, 0x800004D6, 0x415, 0x306, 0x800004D7, 0x435, 0x306,
+    0x800004DA, 0x4D8, 0x308, 0x800004DB, 0x4D9, 0x308, 0x800004DC, 0x416, 0x308, 0x800004DD, 0x436, 0x308,
+    0x800004DE, 0x417, 0x308, 0x800004DF, 0x437, 0x308, 0x800004E2, 0x418, 0x304, 0x800004E3, 0x438, 0x304,
+    0x800004E4, 0x418, 0x308, 0x800004E5, 0x438, 0x308, 0x800004E6, 0x41E, 0x308, 0x800004E7, 0x43E, 0x308,
+    0x800004EA, 0x4E8, 0x308, 0x800004EB, 0x4E9, 0x308, 0x800004EC, 0x42D, 0x308, 0x800004ED, 0x44D, 0x308,
+    0x800004EE, 0x423, 0x304, 0x800004EF, 0x443, 0x304, 0x800004F0, 0x423, 0x308, 0x800004F1, 0x443, 0x308,
+    0x800004F2, 0x423, 0x30B, 0x800004F3, 0x443, 0x30B, 0x800004F4, 0x427, 0x308, 0x800004F5, 0x447, 0x308,
+    0x800004F8, 0x42B, 0x308, 0x800004F9, 0x44B, 0x308, 0x80000622, 0x627, 0x653, 0x80000623, 0x627, 0x654,
+    0x80000624, 0x648, 0x654, 0x80000625, 0x627, 0x655, 0x80000626, 0x64A, 0x654, 0x800006C0, 0x6D5, 0x654,
+    0x800006C2, 0x6C1, 0x654, 0x800006D3, 0x6D2, 0x654, 0x80000929, 0x928, 0x93C, 0x80000931, 0x930, 0x93C,
+    0x80000934, 0x933, 0x93C, 0x958, 0x915, 0x93C, 0x959, 0x916, 0x93C, 0x95A, 0x917, 0x93C,
+    0x95B, 0x91C, 0x93C, 0x95C, 0x921, 0x93C, 0x95D, 0x922, 0x93C, 0x95E, 0x92B, 0x93C,
+    0x95F, 0x92F, 0x93C, 0x800009CB, 0x9C7, 0x9BE, 0x800009CC, 0x9C7, 0x9D7, 0x9DC, 0x9A1, 0x9BC,
+    0x9DD, 0x9A2, 0x9BC, 0x9DF, 0x9AF, 0x9BC, 0xA33, 0xA32, 0xA3C, 0xA36, 0xA38, 0xA3C,
+    0xA59, 0xA16, 0xA3C, 0xA5A, 0xA17, 0xA3C, 0xA5B, 0xA1C, 0xA3C, 0xA5E, 0xA2B, 0xA3C,
+    0x80000B48, 0xB47, 0xB56, 0x80000B4B, 0xB47, 0xB3E, 0x80000B4C, 0xB47, 0xB57, 0xB5C, 0xB21, 0xB3C,
+    0xB5D, 0xB22, 0xB3C, 0x80000B94, 0xB92, 0xBD7, 0x80000BCA, 0xBC6, 0xBBE, 0x80000BCB, 0xBC7, 0xBBE,
+    0x80000BCC, 0xBC6, 0xBD7, 0x80000C48, 0xC46, 0xC56, 0x80000CC0, 0xCBF, 0xCD5, 0x80000CC7, 0xCC6, 0xCD5,
+    0x80000CC8, 0xCC6, 0xCD6, 0x80000CCA, 0xCC6, 0xCC2, 0x80000CCB, 0xCCA, 0xCD5, 0x80000D4A, 0xD46, 0xD3E,
+    0x80000D4B, 0xD47, 0xD3E, 0x80000D4C, 0xD46, 0xD57, 0x80000DDA, 0xDD9, 0xDCA, 0x80000DDC, 0xDD9, 0xDCF,
+    0x80000DDD, 0xDDC, 0xDCA, 0x80000DDE, 0xDD9, 0xDDF, 0xF43, 0xF42, 0xFB7, 0xF4D, 0xF4C, 0xFB7,
+    0xF52, 0xF51, 0xFB7, 0xF57, 0xF56, 0xFB7, 0xF5C, 0xF5B, 0xFB7, 0xF69, 0xF40, 0xFB5,
+    0xF73, 0xF71, 0xF72, 0xF75, 0xF71, 0xF74, 0xF76, 0xFB2, 0xF80, 0xF78, 0xFB3, 0xF80,
+    0xF81, 0xF71, 0xF80, 0xF93, 0xF92, 0xFB7, 0xF9D, 0xF9C, 0xFB7, 0xFA2, 0xFA1, 0xFB7,
+    0xFA7, 0xFA6, 0xFB7, 0xFAC, 0xFAB, 0xFB7, 0xFB9, 0xF90, 0xFB5, 0x80001026, 0x1025, 0x102E,
+    0x80001B06, 0x1B05, 0x1B35, 0x80001B08, 0x1B07, 0x1B35, 0x80001B0A, 0x1B09, 0x1B35, 0x80001B0C, 0x1B0B, 0x1B35,
+    0x80001B0E, 0x1B0D, 0x1B35, 0x80001B12, 0x1B11, 0x1B35, 0x80001B3B, 0x1B3A, 0x1B35, 0x80001B3D, 0x1B3C, 0x1B35,
+    0x80001B40, 0x1B3E, 0x1B35, 0x80001B41, 0x1B3F, 0x1B35, 0x80001B43, 0x1B42, 0x1B35, 0x80001E00, 0x41, 0x325,
+    0x80001E01, 0x61, 0x325, 0x80001E02, 0x42, 0x307, 0x80001E03, 0x62, 0x307, 0x80001E04, 0x42, 0x323,
+    0x80001E05, 0x62, 0x323, 0x80001E06, 0x42, 0x331, 0x80001E07, 0x62, 0x331, 0x80001E08, 0xC7, 0x301,
+    0x80001E09, 0xE7, 0x301, 0x80001E0A, 0x44, 0x307, 0x80001E0B, 0x64, 0x307, 0x80001E0C, 0x44, 0x323,
+    0x80001E0D, 0x64, 0x323, 0x80001E0E, 0x44, 0x331, 0x80001E0F, 0x64, 0x331, 0x80001E10, 0x44, 0x327,
+    0x80001E11, 0x64, 0x327, 0x80001E12, 0x44, 0x32D, 0x80001E13, 0x64, 0x32D, 0x80001E14, 0x112, 0x300,
+    0x80001E15, 0x113, 0x300, 0x80001E16, 0x112, 0x301, 0x80001E17, 0x113, 0x301, 0x80001E18, 0x45, 0x32D,
+    0x80001E19, 0x65, 0x32D, 0x80001E1A, 0x45, 0x330, 0x80001E1B, 0x65, 0x330, 0x80001E1C, 0x228, 0x306,
+    0x80001E1D, 0x229, 0x306, 0x80001E1E, 0x46, 0x307, 0x80001E1F, 0x66, 0x307, 0x80001E20, 0x47, 0x304,
+    0x80001E21, 0x67, 0x304, 0x80001E22, 0x48, 0x307, 0x80001E23, 0x68, 0x307, 0x80001E24, 0x48, 0x323,
+    0x80001E25, 0x68, 0x323, 0x80001E26, 0x48, 0x308, 0x80001E27, 0x68, 0x308, 0x80001E28, 0x48, 0x327,
+    0x80001E29, 0x68, 0x327, 0x80001E2A, 0x48, 0x32E, 0x80001E2B, 0x68, 0x32E, 0x80001E2C, 0x49, 0x330,
+    0x80001E2D, 0x69, 0x330, 0x80001E2E, 0xCF, 0x301, 0x80001E2F, 0xEF, 0x301, 0x80001E30, 0x4B, 0x301,
+    0x80001E31, 0x6B, 0x301, 0x80001E32, 0x4B, 0x323, 0x80001E33, 0x6B, 0x323, 0x80001E34, 0x4B, 0x331,
+    0x80001E35, 0x6B, 0x331, 0x80001E36, 0x4C, 0x323, 0x80001E37, 0x6C, 0x323, 0x80001E38, 0x1E36, 0x304,
+    0x80001E39, 0x1E37, 0x304, 0x80001E3A, 0x4C, 0x331, 0x80001E3B, 0x6C, 0x331, 0x80001E3C, 0x4C, 0x32D,
+    0x80001E3D, 0x6C, 0x32D, 0x80001E3E, 0x4D, 0x301, 0x80001E3F, 0x6D, 0x301, 0x80001E40, 0x4D, 0x307,
+    0x80001E41, 0x6D, 0x307, 0x80001E42, 0x4D, 0x323, 0x80001E43, 0x6D, 0x323, 0x80001E44, 0x4E, 0x307,
+    0x80001E45, 0x6E, 0x307, 0x80001E46, 0x4E, 0x323, 0x80001E47, 0x6E, 0x323, 0x80001E48, 0x4E, 0x331,
+    0x80001E49, 0x6E, 0x331, 0x80001E4A, 0x4E, 0x32D, 0x80001E4B, 0x6E, 0x32D, 0x80001E4C, 0xD5, 0x301,
+    0x80001E4D, 0xF5, 0x301, 0x80001E4E, 0xD5, 0x308, 0x80001E4F, 0xF5, 0x308, 0x80001E50, 0x14C, 0x300,
+    0x80001E51, 0x14D, 0x300, 0x80001E52, 0x14C, 0x301, 0x80001E53, 0x14D, 0x301, 0x80001E54, 0x50, 0x301,
+    0x80001E55, 0x70, 0x301, 0x80001E56, 0x50, 0x307, 0x80001E57, 0x70, 0x307, 0x80001E58, 0x52, 0x307,
+    0x80001E59, 0x72, 0x307, 0x80001E5A, 0x52, 0x323, 0x80001E5B, 0x72, 0x323, 0x80001E5C, 0x1E5A, 0x304,
+    0x80001E5D, 0x1E5B, 0x304, 0x80001E5E, 0x52, 0x331, 0x80001E5F, 0x72, 0x331, 0x80001E60, 0x53, 0x307,
+    0x80001E61, 0x73, 0x307, 0x80001E62, 0x53, 0x323, 0x80001E63, 0x73, 0x323, 0x80001E64, 0x15A, 0x307,
+    0x80001E65, 0x15B, 0x307, 0x80001E66, 0x160, 0x307, 0x80001E67, 0x161, 0x307, 0x80001E68, 0x1E62, 0x307,
+    0x80001E69, 0x1E63, 0x307, 0x80001E6A, 0x54, 0x307, 0x80001E6B, 0x74, 0x307, 0x80001E6C, 0x54, 0x323,
+    0x80001E6D, 0x74, 0x323, 0x80001E6E, 0x54, 0x331, 0x80001E6F, 0x74, 0x331, 0x80001E70, 0x54, 0x32D,
+    0x80001E71, 0x74, 0x32D, 0x80001E72, 0x55, 0x324, 0x80001E73, 0x75, 0x324, 0x80001E74, 0x55, 0x330,
+    0x80001E75, 0x75, 0x330, 0x80001E76, 0x55, 0x32D, 0x80001E77, 0x75, 0x32D, 0x80001E78, 0x168, 0x301,
+    0x80001E79, 0x169, 0x301, 0x80001E7A, 0x16A, 0x308, 0x80001E7B, 0x16B, 0x308, 0x80001E7C, 0x56, 0x303,
+    0x80001E7D, 0x76, 0x303, 0x80001E7E, 0x56, 0x323, 0x80001E7F, 0x76, 0x323, 0x80001E80, 0x57, 0x300,
+    0x80001E81, 0x77, 0x300, 0x80001E82, 0x57, 0x301, 0x80001E83, 0x77, 0x301, 0x80001E84, 0x57, 0x308,
+    0x80001E85, 0x77, 0x308, 0x80001E86, 0x57, 0x307, 0x80001E87, 0x77, 0x307, 0x80001E88, 0x57, 0x323,
+    0x80001E89, 0x77, 0x323, 0x80001E8A, 0x58, 0x307, 0x80001E8B, 0x78, 0x307, 0x80001E8C, 0x58, 0x308,
+    0x80001E8D, 0x78, 0x308, 0x80001E8E, 0x59, 0x307, 0x80001E8F, 0x79, 0x307, 0x80001E90, 0x5A, 0x302,
+    0x80001E91, 0x7A, 0x302, 0x80001E92, 0x5A, 0x323, 0x80001E93, 0x7A, 0x323, 0x80001E94, 0x5A, 0x331,
+    0x80001E95, 0x7A, 0x331, 0x80001E96, 0x68, 0x331, 0x80001E97, 0x74, 0x308, 0x80001E98, 0x77, 0x30A,
+    0x80001E99, 0x79, 0x30A, 0x80001E9B, 0x17F, 0x307, 0x80001EA0, 0x41, 0x323, 0x80001EA1, 0x61, 0x323,
+    0x80001EA2, 0x41, 0x309, 0x80001EA3, 0x61, 0x309, 0x80001EA4, 0xC2, 0x301, 0x80001EA5, 0xE2, 0x301,
+    0x80001EA6, 0xC2, 0x300, 0x80001EA7, 0xE2, 0x300, 0x80001EA8, 0xC2, 0x309, 0x80001EA9, 0xE2, 0x309,
+    0x80001EAA, 0xC2, 0x303, 0x80001EAB, 0xE2, 0x303, 0x80001EAC, 0x1EA0, 0x302, 0x80001EAD, 0x1EA1, 0x302,
+    0x80001EAE, 0x102, 0x301, 0x80001EAF, 0x103, 0x301, 0x80001EB0, 0x102, 0x300, 0x80001EB1, 0x103, 0x300,
+    0x80001EB2, 0x102, 0x309, 0x80001EB3, 0x103, 0x309, 0x80001EB4, 0x102, 0x303, 0x80001EB5, 0x103, 0x303,
+    0x80001EB6, 0x1EA0, 0x306, 0x80001EB7, 0x1EA1, 0x306, 0x80001EB8, 0x45, 0x323, 0x80001EB9, 0x65, 0x323,
+    0x80001EBA, 0x45, 0x309, 0x80001EBB, 0x65, 0x309, 0x80001EBC, 0x45, 0x303, 0x80001EBD, 0x65, 0x303,
+    0x80001EBE, 0xCA, 0x301, 0x80001EBF, 0xEA, 0x301, 0x80001EC0, 0xCA, 0x300, 0x80001EC1, 0xEA, 0x300,
+    0x80001EC2, 0xCA, 0x309, 0x80001EC3, 0xEA, 0x309, 0x80001EC4, 0xCA, 0x303, 0x80001EC5, 0xEA, 0x303,
+    0x80001EC6, 0x1EB8, 0x302, 0x80001EC7, 0x1EB9, 0x302, 0x80001EC8, 0x49, 0x309, 0x80001EC9, 0x69, 0x309,
+    0x80001ECA, 0x49, 0x323, 0x80001ECB, 0x69, 0x323, 0x80001ECC, 0x4F, 0x323, 0x80001ECD, 0x6F, 0x323,
+    0x80001ECE, 0x4F, 0x309, 0x80001ECF, 0x6F, 0x309, 0x80001ED0, 0xD4, 0x301, 0x80001ED1, 0xF4, 0x301,
+    0x80001ED2, 0xD4, 0x300, 0x80001ED3, 0xF4, 0x300, 0x80001ED4, 0xD4, 0x309, 0x80001ED5, 0xF4, 0x309,
+    0x80001ED6, 0xD4, 0x303, 0x80001ED7, 0xF4, 0x303, 0x80001ED8, 0x1ECC, 0x302, 0x80001ED9, 0x1ECD, 0x302,
+    0x80001EDA, 0x1A0, 0x301, 0x80001EDB, 0x1A1, 0x301, 0x80001EDC, 0x1A0, 0x300, 0x80001EDD, 0x1A1, 0x300,
+    0x80001EDE, 0x1A0, 0x309, 0x80001EDF, 0x1A1, 0x309, 0x80001EE0, 0x1A0, 0x303, 0x80001EE1, 0x1A1, 0x303,
+    0x80001EE2, 0x1A0, 0x323, 0x80001EE3, 0x1A1, 0x323, 0x80001EE4, 0x55, 0x323, 0x80001EE5, 0x75, 0x323,
+    0x80001EE6, 0x55, 0x309, 0x80001EE7, 0x75, 0x309, 0x80001EE8, 0x1AF, 0x301, 0x80001EE9, 0x1B0, 0x301,
+    0x80001EEA, 0x1AF, 0x300, 0x80001EEB, 0x1B0, 0x300, 0x80001EEC, 0x1AF, 0x309, 0x80001EED, 0x1B0, 0x309,
+    0x80001EEE, 0x1AF, 0x303, 0x80001EEF, 0x1B0, 0x303, 0x80001EF0, 0x1AF, 0x323, 0x80001EF1, 0x1B0, 0x323,
+    0x80001EF2, 0x59, 0x300, 0x80001EF3, 0x79, 0x300, 0x80001EF4, 0x59, 0x323, 0x80001EF5, 0x79, 0x323,
+    0x80001EF6, 0x59, 0x309, 0x80001EF7, 0x79, 0x309, 0x80001EF8, 0x59, 0x303, 0x80001EF9, 0x79, 0x303,
+    0x80001F00, 0x3B1, 0x313, 0x80001F01, 0x3B1, 0x314, 0x80001F02, 0x1F00, 0x300, 0x80001F03, 0x1F01, 0x300,
+    0x80001F04, 0x1F00, 0x301, 0x80001F05, 0x1F01, 0x301, 0x80001F06, 0x1F00, 0x342, 0x80001F07, 0x1F01, 0x342,
+    0x80001F08, 0x391, 0x313, 0x80001F09, 0x391, 0x314, 0x80001F0A, 0x1F08, 0x300, 0x80001F0B, 0x1F09, 0x300,
+    0x80001F0C, 0x1F08, 0x301, 0x80001F0D, 0x1F09, 0x301, 0x80001F0E, 0x1F08, 0x342, 0x80001F0F, 0x1F09, 0x342,
+    0x80001F10, 0x3B5, 0x313, 0x80001F11, 0x3B5, 0x314, 0x80001F12, 0x1F10, 0x300, 0x80001F13, 0x1F11, 0x300,
+    0x80001F14, 0x1F10, 0x301, 0x80001F15, 0x1F11, 0x301, 0x80001F18, 0x395, 0x313, 0x80001F19, 0x395, 0x314,
+    0x80001F1A, 0x1F18, 0x300, 0x80001F1B, 0x1F19, 0x300, 0x80001F1C, 0x1F18, 0x301, 0x80001F1D, 0x1F19, 0x301,
+    0x80001F20, 0x3B7, 0x313, 0x80001F21, 0x3B7, 0x314, 0x80001F22, 0x1F20, 0x300, 0x80001F23, 0x1F21, 0x300,
+    0x80001F24, 0x1F20, 0x301, 0x80001F25, 0x1F21, 0x301, 0x80001F26, 0x1F20, 0x342, 0x80001F27, 0x1F21, 0x342,
+    0x80001F28, 0x397, 0x313, 0x80001F29, 0x397, 0x314, 0x80001F2A, 0x1F28, 0x300, 0x80001F2B, 0x1F29, 0x300,
+    0x80001F2C, 0x1F28, 0x301, 0x80001F2D, 0x1F29, 0x301, 0x80001F2E, 0x1F28, 0x342, 0x80001F2F, 0x1F29, 0x342,
+    0x80001F30, 0x3B9, 0x313, 0x80001F31, 0x3B9, 0x314, 0x80001F32, 0x1F30, 0x300, 0x80001F33, 0x1F31, 0x300,
+    0x80001F34, 0x1F30, 0x301, 0x80001F35, 0x1F31, 0x301, 0x80001F36, 0x1F30, 0x342, 0x80001F37, 0x1F31, 0x342,
+    0x80001F38, 0x399, 0x313, 0x80001F39, 0x399, 0x314, 0x80001F3A, 0x1F38, 0x300, 0x80001F3B, 0x1F39, 0x300,
+    0x80001F3C, 0x1F38, 0x301, 0x80001F3D, 0x1F39, 0x301, 0x80001F3E, 0x1F38, 0x342, 0x80001F3F, 0x1F39, 0x342,
+    0x80001F40, 0x3BF, 0x313, 0x80001F41, 0x3BF, 0x314, 0x80001F42, 0x1F40, 0x300, 0x80001F43, 0x1F41, 0x300,
+    0x80001F44, 0x1F40, 0x301, 0x80001F45, 0x1F41, 0x301, 0x80001F48, 0x39F, 0x313, 0x80001F49, 0x39F, 0x314,
+    0x80001F4A, 0x1F48, 0x300, 0x80001F4B, 0x1F49, 0x300, 0x80001F4C, 0x1F48, 0x301, 0x80001F4D, 0x1F49, 0x301,
+    0x80001F50, 0x3C5, 0x313, 0x80001F51, 0x3C5, 0x314, 0x80001F52, 0x1F50, 0x300, 0x80001F53, 0x1F51, 0x300,
+    0x80001F54, 0x1F50, 0x301, 0x80001F55, 0x1F51, 0x301, 0x80001F56, 0x1F50, 0x342, 0x80001F57, 0x1F51, 0x342,
+    0x80001F59, 0x3A5, 0x314, 0x80001F5B, 0x1F59, 0x300, 0x80001F5D, 0x1F59, 0x301, 0x80001F5F, 0x1F59, 0x342,
+    0x80001F60, 0x3C9, 0x313, 0x80001F61, 0x3C9, 0x314, 0x80001F62, 0x1F60, 0x300, 0x80001F63, 0x1F61, 0x300,
+    0x80001F64, 0x1F60, 0x301, 0x80001F65, 0x1F61, 0x301, 0x80001F66, 0x1F60, 0x342, 0x80001F67, 0x1F61, 0x342,
+    0x80001F68, 0x3A9, 0x313, 0x80001F69, 0x3A9, 0x314, 0x80001F6A, 0x1F68, 0x300, 0x80001F6B, 0x1F69, 0x300,
+    0x80001F6C, 0x1F68, 0x301, 0x80001F6D, 0x1F69, 0x301, 0x80001F6E, 0x1F68, 0x342, 0x80001F6F, 0x1F69, 0x342,
+    0x80001F70, 0x3B1, 0x300, 0x1F71, 0x3AC, 0x0, 0x80001F72, 0x3B5, 0x300, 0x1F73, 0x3AD, 0x0,
+    0x80001F74, 0x3B7, 0x300, 0x1F75, 0x3AE, 0x0, 0x80001F76, 0x3B9, 0x300, 0x1F77, 0x3AF, 0x0,
+    0x80001F78, 0x3BF, 0x300, 0x1F79, 0x3CC, 0x0, 0x80001F7A, 0x3C5, 0x300, 0x1F7B, 0x3CD, 0x0,
+    0x80001F7C, 0x3C9, 0x300, 0x1F7D, 0x3CE, 0x0, 0x80001F80, 0x1F00, 0x345, 0x80001F81, 0x1F01, 0x345,
+    0x80001F82, 0x1F02, 0x345, 0x80001F83, 0x1F03, 0x345, 0x80001F84, 0x1F04, 0x345, 0x80001F85, 0x1F05, 0x345,
+    0x80001F86, 0x1F06, 0x345, 0x80001F87, 0x1F07, 0x345, 0x80001F88, 0x1F08, 0x345, 0x80001F89, 0x1F09, 0x345,
+    0x80001F8A, 0x1F0A, 0x345, 0x80001F8B, 0x1F0B, 0x345, 0x80001F8C, 0x1F0C, 0x345, 0x80001F8D, 0x1F0D, 0x345,
+    0x80001F8E, 0x1F0E, 0x345, 0x80001F8F, 0x1F0F, 0x345, 0x80001F90, 0x1F20, 0x345, 0x80001F91, 0x1F21, 0x345,
+    0x80001F92, 0x1F22, 0x345, 0x80001F93, 0x1F23, 0x345, 0x80001F94, 0x1F24, 0x345, 0x80001F95, 0x1F25, 0x345,
+    0x80001F96, 0x1F26, 0x345, 0x80001F97, 0x1F27, 0x345, 0x80001F98, 0x1F28, 0x345, 0x80001F99, 0x1F29, 0x345,
+    0x80001F9A, 0x1F2A, 0x345, 0x80001F9B, 0x1F2B, 0x345, 0x80001F9C, 0x1F2C, 0x345, 0x80001F9D, 0x1F2D, 0x345,
+    0x80001F9E, 0x1F2E, 0x345, 0x80001F9F, 0x1F2F, 0x345, 0x80001FA0, 0x1F60, 0x345, 0x80001FA1, 0x1F61, 0x345,
+    0x80001FA2, 0x1F62, 0x345, 0x80001FA3, 0x1F63, 0x345, 0x80001FA4, 0x1F64, 0x345, 0x80001FA5, 0x1F65, 0x345,
+    0x80001FA6, 0x1F66, 0x345, 0x80001FA7, 0x1F67, 0x345, 0x80001FA8, 0x1F68, 0x345, 0x80001FA9, 0x1F69, 0x345,
+    0x80001FAA, 0x1F6A, 0x345, 0x80001FAB, 0x1F6B, 0x345, 0x80001FAC, 0x1F6C, 0x345, 0x80001FAD, 0x1F6D, 0x345,
+    0x80001FAE, 0x1F6E, 0x345, 0x80001FAF, 0x1F6F, 0x345, 0x80001FB0, 0x3B1, 0x306, 0x80001FB1, 0x3B1, 0x304,
+    0x80001FB2, 0x1F70, 0x345, 0x80001FB3, 0x3B1, 0x345, 0x80001FB4, 0x3AC, 0x345, 0x80001FB6, 0x3B1, 0x342,
+    0x80001FB7, 0x1FB6, 0x345, 0x80001FB8, 0x391, 0x306, 0x80001FB9, 0x391, 0x304, 0x80001FBA, 0x391, 0x300,
+    0x1FBB, 0x386, 0x0, 0x80001FBC, 0x391, 0x345, 0x1FBE, 0x3B9, 0x0, 0x80001FC1, 0xA8, 0x342,
+    0x80001FC2, 0x1F74, 0x345, 0x80001FC3, 0x3B7, 0x345, 0x80001FC4, 0x3AE, 0x345, 0x80001FC6, 0x3B7, 0x342,
+    0x80001FC7, 0x1FC6, 0x345, 0x80001FC8, 0x395, 0x300, 0x1FC9, 0x388, 0x0, 0x80001FCA, 0x397, 0x300,
+    0x1FCB, 0x389, 0x0, 0x80001FCC, 0x397, 0x345, 0x80001FCD, 0x1FBF, 0x300, 0x80001FCE, 0x1FBF, 0x301,
+    0x80001FCF, 0x1FBF, 0x342, 0x80001FD0, 0x3B9, 0x306, 0x80001FD1, 0x3B9, 0x304, 0x80001FD2, 0x3CA, 0x300,
+    0x1FD3, 0x390, 0x0, 0x80001FD6, 0x3B9, 0x342, 0x80001FD7, 0x3CA, 0x342, 0x80001FD8, 0x399, 0x306,
+    0x80001FD9, 0x399, 0x304, 0x80001FDA, 0x399, 0x300, 0x1FDB, 0x38A, 0x0, 0x80001FDD, 0x1FFE, 0x300,
+    0x80001FDE, 0x1FFE, 0x301, 0x80001FDF, 0x1FFE, 0x342, 0x80001FE0, 0x3C5, 0x306, 0x80001FE1, 0x3C5, 0x304,
+    0x80001FE2, 0x3CB, 0x300, 0x1FE3, 0x3B0, 0x0, 0x80001FE4, 0x3C1, 0x313, 0x80001FE5, 0x3C1, 0x314,
+    0x80001FE6, 0x3C5, 0x342, 0x80001FE7, 0x3CB, 0x342, 0x80001FE8, 0x3A5, 0x306, 0x80001FE9, 0x3A5, 0x304,
+    0x80001FEA, 0x3A5, 0x300, 0x1FEB, 0x38E, 0x0, 0x80001FEC, 0x3A1, 0x314, 0x80001FED, 0xA8, 0x300,
+    0x1FEE, 0x385, 0x0, 0x1FEF, 0x60, 0x0, 0x80001FF2, 0x1F7C, 0x345, 0x80001FF3, 0x3C9, 0x345,
+    0x80001FF4, 0x3CE, 0x345, 0x80001FF6, 0x3C9, 0x342, 0x80001FF7, 0x1FF6, 0x345, 0x80001FF8, 0x39F, 0x300,
+    0x1FF9, 0x38C, 0x0, 0x80001FFA, 0x3A9, 0x300, 0x1FFB, 0x38F, 0x0, 0x80001FFC, 0x3A9, 0x345,
+    0x1FFD, 0xB4, 0x0, 0x2000, 0x2002, 0x0, 0x2001, 0x2003, 0x0, 0x2126, 0x3A9, 0x0,
+    0x212A, 0x4B, 0x0, 0x212B, 0xC5, 0x0, 0x8000219A, 0x2190, 0x338, 0x8000219B, 0x2192, 0x338,
+    0x800021AE, 0x2194, 0x338, 0x800021CD, 0x21D0, 0x338, 0x800021CE, 0x21D4, 0x338, 0x800021CF, 0x21D2, 0x338,
+    0x80002204, 0x2203, 0x338, 0x80002209, 0x2208, 0x338, 0x8000220C, 0x220B, 0x338, 0x80002224, 0x2223, 0x338,
+    0x80002226, 0x2225, 0x338, 0x80002241, 0x223C, 0x338, 0x80002244, 0x2243, 0x338, 0x80002247, 0x2245, 0x338,
+    0x80002249, 0x2248, 0x338, 0x80002260, 0x3D, 0x338, 0x80002262, 0x2261, 0x338, 0x8000226D, 0x224D, 0x338,
+    0x8000226E, 0x3C, 0x338, 0x8000226F, 0x3E, 0x338, 0x80002270, 0x2264, 0x338, 0x80002271, 0x2265, 0x338,
+    0x80002274, 0x2272, 0x338, 0x80002275, 0x2273, 0x338, 0x80002278, 0x2276, 0x338, 0x80002279, 0x2277, 0x338,
+    0x80002280, 0x227A, 0x338, 0x80002281, 0x227B, 0x338, 0x80002284, 0x2282, 0x338, 0x80002285, 0x2283, 0x338,
+    0x80002288, 0x2286, 0x338, 0x80002289, 0x2287, 0x338, 0x800022AC, 0x22A2, 0x338, 0x800022AD, 0x22A8, 0x338,
+    0x800022AE, 0x22A9, 0x338, 0x800022AF, 0x22AB, 0x338, 0x800022E0, 0x227C, 0x338, 0x800022E1, 0x227D, 0x338,
+    0x800022E2, 0x2291, 0x338, 0x800022E3, 0x2292, 0x338, 0x800022EA, 0x22B2, 0x338, 0x800022EB, 0x22B3, 0x338,
+    0x800022EC, 0x22B4, 0x338, 0x800022ED, 0x22B5, 0x338, 0x2329, 0x3008, 0x0, 0x232A, 0x3009, 0x0,
+    0x2ADC, 0x2ADD, 0x338, 0x8000304C, 0x304B, 0x3099, 0x8000304E, 0x304D, 0x3099, 0x80003050, 0x304F, 0x3099,
+    0x80003052, 0x3051, 0x3099, 0x80003054, 0x3053, 0x3099, 0x80003056, 0x3055, 0x3099, 0x80003058, 0x3057, 0x3099,
+    0x8000305A, 0x3059, 0x3099, 0x8000305C, 0x305B, 0x3099, 0x8000305E, 0x305D, 0x3099, 0x80003060, 0x305F, 0x3099,
+    0x80003062, 0x3061, 0x3099, 0x80003065, 0x3064, 0x3099, 0x80003067, 0x3066, 0x3099, 0x80003069, 0x3068, 0x3099,
+    0x80003070, 0x306F, 0x3099, 0x80003071, 0x306F, 0x309A, 0x80003073, 0x3072, 0x3099, 0x80003074, 0x3072, 0x309A,
+    0x80003076, 0x3075, 0x3099, 0x80003077, 0x3075, 0x309A, 0x80003079, 0x3078, 0x3099, 0x8000307A, 0x3078, 0x309A,
+    0x8000307C, 0x307B, 0x3099, 0x8000307D, 0x307B, 0x309A, 0x80003094, 0x3046, 0x3099, 0x8000309E, 0x309D, 0x3099,
+    0x800030AC, 0x30AB, 0x3099, 0x800030AE, 0x30AD, 0x3099, 0x800030B0, 0x30AF, 0x3099, 0x800030B2, 0x30B1, 0x3099,
+    0x800030B4, 0x30B3, 0x3099, 0x800030B6, 0x30B5, 0x3099, 0x800030B8, 0x30B7, 0x3099, 0x800030BA, 0x30B9, 0x3099,
+    0x800030BC, 0x30BB, 0x3099, 0x800030BE, 0x30BD, 0x3099, 0x800030C0, 0x30BF, 0x3099, 0x800030C2, 0x30C1, 0x3099,
+    0x800030C5, 0x30C4, 0x3099, 0x800030C7, 0x30C6, 0x3099, 0x800030C9, 0x30C8, 0x3099, 0x800030D0, 0x30CF, 0x3099,
+    0x800030D1, 0x30CF, 0x309A, 0x800030D3, 0x30D2, 0x3099, 0x800030D4, 0x30D2, 0x309A, 0x800030D6, 0x30D5, 0x3099,
+    0x800030D7, 0x30D5, 0x309A, 0x800030D9, 0x30D8, 0x3099, 0x800030DA, 0x30D8, 0x309A, 0x800030DC, 0x30DB, 0x3099,
+    0x800030DD, 0x30DB, 0x309A, 0x800030F4, 0x30A6, 0x3099, 0x800030F7, 0x30EF, 0x3099, 0x800030F8, 0x30F0, 0x3099,
+    0x800030F9, 0x30F1, 0x3099, 0x800030FA, 0x30F2, 0x3099, 0x800030FE, 0x30FD, 0x3099, 0xF900, 0x8C48, 0x0,
+    0xF901, 0x66F4, 0x0, 0xF902, 0x8ECA, 0x0, 0xF903, 0x8CC8, 0x0, 0xF904, 0x6ED1, 0x0,
+    0xF905, 0x4E32, 0x0, 0xF906, 0x53E5, 0x0, 0xF907, 0x9F9C, 0x0, 0xF908, 0x9F9C, 0x0,
+    0xF909, 0x5951, 0x0, 0xF90A, 0x91D1, 0x0, 0xF90B, 0x5587, 0x0, 0xF90C, 0x5948, 0x0,
+    0xF90D, 0x61F6, 0x0, 0xF90E, 0x7669, 0x0, 0xF90F, 0x7F85, 0x0, 0xF910, 0x863F, 0x0,
+    0xF911, 0x87BA, 0x0, 0xF912, 0x88F8, 0x0, 0xF913, 0x908F, 0x0, 0xF914, 0x6A02, 0x0,
+    0xF915, 0x6D1B, 0x0, 0xF916, 0x70D9, 0x0, 0xF917, 0x73DE, 0x0, 0xF918, 0x843D, 0x0,
+    0xF919, 0x916A, 0x0, 0xF91A, 0x99F1, 0x0, 0xF91B, 0x4E82, 0x0, 0xF91C, 0x5375, 0x0,
+    0xF91D, 0x6B04, 0x0, 0xF91E, 0x721B, 0x0, 0xF91F, 0x862D, 0x0, 0xF920, 0x9E1E, 0x0,
+    0xF921, 0x5D50, 0x0, 0xF922, 0x6FEB, 0x0, 0xF923, 0x85CD, 0x0, 0xF924, 0x8964, 0x0,
+    0xF925, 0x62C9, 0x0, 0xF926, 0x81D8, 0x0, 0xF927, 0x881F, 0x0, 0xF928, 0x5ECA, 0x0,
+    0xF929, 0x6717, 0x0, 0xF92A, 0x6D6A, 0x0, 0xF92B, 0x72FC, 0x0, 0xF92C, 0x90CE, 0x0,
+    0xF92D, 0x4F86, 0x0, 0xF92E, 0x51B7, 0x0, 0xF92F, 0x52DE, 0x0, 0xF930, 0x64C4, 0x0,
+    0xF931, 0x6AD3, 0x0, 0xF932, 0x7210, 0x0, 0xF933, 0x76E7, 0x0, 0xF934, 0x8001, 0x0,
+    0xF935, 0x8606, 0x0, 0xF936, 0x865C, 0x0, 0xF937, 0x8DEF, 0x0, 0xF938, 0x9732, 0x0,
+    0xF939, 0x9B6F, 0x0, 0xF93A, 0x9DFA, 0x0, 0xF93B, 0x788C, 0x0, 0xF93C, 0x797F, 0x0,
+    0xF93D, 0x7DA0, 0x0, 0xF93E, 0x83C9, 0x0, 0xF93F, 0x9304, 0x0, 0xF940, 0x9E7F, 0x0,
+    0xF941, 0x8AD6, 0x0, 0xF942, 0x58DF, 0x0, 0xF943, 0x5F04, 0x0, 0xF944, 0x7C60, 0x0,
+    0xF945, 0x807E, 0x0, 0xF946, 0x7262, 0x0, 0xF947, 0x78CA, 0x0, 0xF948, 0x8CC2, 0x0,
+    0xF949, 0x96F7, 0x0, 0xF94A, 0x58D8, 0x0, 0xF94B, 0x5C62, 0x0, 0xF94C, 0x6A13, 0x0,
+    0xF94D, 0x6DDA, 0x0, 0xF94E, 0x6F0F, 0x0, 0xF94F, 0x7D2F, 0x0, 0xF950, 0x7E37, 0x0,
+    0xF951, 0x964B, 0x0, 0xF952, 0x52D2, 0x0, 0xF953, 0x808B, 0x0, 0xF954, 0x51DC, 0x0,
+    0xF955, 0x51CC, 0x0, 0xF956, 0x7A1C, 0x0, 0xF957, 0x7DBE, 0x0, 0xF958, 0x83F1, 0x0,
+    0xF959, 0x9675, 0x0, 0xF95A, 0x8B80, 0x0, 0xF95B, 0x62CF, 0x0, 0xF95C, 0x6A02, 0x0,
+    0xF95D, 0x8AFE, 0x0, 0xF95E, 0x4E39, 0x0, 0xF95F, 0x5BE7, 0x0, 0xF960, 0x6012, 0x0,
+    0xF961, 0x7387, 0x0, 0xF962, 0x7570, 0x0, 0xF963, 0x5317, 0x0, 0xF964, 0x78FB, 0x0,
+    0xF965, 0x4FBF, 0x0, 0xF966, 0x5FA9, 0x0, 0xF967, 0x4E0D, 0x0, 0xF968, 0x6CCC, 0x0,
+    0xF969, 0x6578, 0x0, 0xF96A, 0x7D22, 0x0, 0xF96B, 0x53C3, 0x0, 0xF96C, 0x585E, 0x0,
+    0xF96D, 0x7701, 0x0, 0xF96E, 0x8449, 0x0, 0xF96F, 0x8AAA, 0x0, 0xF970, 0x6BBA, 0x0,
+    0xF971, 0x8FB0, 0x0, 0xF972, 0x6C88, 0x0, 0xF973, 0x62FE, 0x0, 0xF974, 0x82E5, 0x0,
+    0xF975, 0x63A0, 0x0, 0xF976, 0x7565, 0x0, 0xF977, 0x4EAE, 0x0, 0xF978, 0x5169, 0x0,
+    0xF979, 0x51C9, 0x0, 0xF97A, 0x6881, 0x0, 0xF97B, 0x7CE7, 0x0, 0xF97C, 0x826F, 0x0,
+    0xF97D, 0x8AD2, 0x0, 0xF97E, 0x91CF, 0x0, 0xF97F, 0x52F5, 0x0, 0xF980, 0x5442, 0x0,
+    0xF981, 0x5973, 0x0, 0xF982, 0x5EEC, 0x0, 0xF983, 0x65C5, 0x0, 0xF984, 0x6FFE, 0x0,
+    0xF985, 0x792A, 0x0, 0xF986, 0x95AD, 0x0, 0xF987, 0x9A6A, 0x0, 0xF988, 0x9E97, 0x0,
+    0xF989, 0x9ECE, 0x0, 0xF98A, 0x529B, 0x0, 0xF98B, 0x66C6, 0x0, 0xF98C, 0x6B77, 0x0,
+    0xF98D, 0x8F62, 0x0, 0xF98E, 0x5E74, 0x0, 0xF98F, 0x6190, 0x0, 0xF990, 0x6200, 0x0,
+    0xF991, 0x649A, 0x0, 0xF992, 0x6F23, 0x0, 0xF993, 0x7149, 0x0, 0xF994, 0x7489, 0x0,
+    0xF995, 0x79CA, 0x0, 0xF996, 0x7DF4, 0x0, 0xF997, 0x806F, 0x0, 0xF998, 0x8F26, 0x0,
+    0xF999, 0x84EE, 0x0, 0xF99A, 0x9023, 0x0, 0xF99B, 0x934A, 0x0, 0xF99C, 0x5217, 0x0,
+    0xF99D, 0x52A3, 0x0, 0xF99E, 0x54BD, 0x0, 0xF99F, 0x70C8, 0x0, 0xF9A0, 0x88C2, 0x0,
+    0xF9A1, 0x8AAA, 0x0, 0xF9A2, 0x5EC9, 0x0, 0xF9A3, 0x5FF5, 0x0, 0xF9A4, 0x637B, 0x0,
+    0xF9A5, 0x6BAE, 0x0, 0xF9A6, 0x7C3E, 0x0, 0xF9A7, 0x7375, 0x0, 0xF9A8, 0x4EE4, 0x0,
+    0xF9A9, 0x56F9, 0x0, 0xF9AA, 0x5BE7, 0x0, 0xF9AB, 0x5DBA, 0x0, 0xF9AC, 0x601C, 0x0,
+    0xF9AD, 0x73B2, 0x0, 0xF9AE, 0x7469, 0x0, 0xF9AF, 0x7F9A, 0x0, 0xF9B0, 0x8046, 0x0,
+    0xF9B1, 0x9234, 0x0, 0xF9B2, 0x96F6, 0x0, 0xF9B3, 0x9748, 0x0, 0xF9B4, 0x9818, 0x0,
+    0xF9B5, 0x4F8B, 0x0, 0xF9B6, 0x79AE, 0x0, 0xF9B7, 0x91B4, 0x0, 0xF9B8, 0x96B8, 0x0,
+    0xF9B9, 0x60E1, 0x0, 0xF9BA, 0x4E86, 0x0, 0xF9BB, 0x50DA, 0x0, 0xF9BC, 0x5BEE, 0x0,
+    0xF9BD, 0x5C3F, 0x0, 0xF9BE, 0x6599, 0x0, 0xF9BF, 0x6A02, 0x0, 0xF9C0, 0x71CE, 0x0,
+    0xF9C1, 0x7642, 0x0, 0xF9C2, 0x84FC, 0x0, 0xF9C3, 0x907C, 0x0, 0xF9C4, 0x9F8D, 0x0,
+    0xF9C5, 0x6688, 0x0, 0xF9C6, 0x962E, 0x0, 0xF9C7, 0x5289, 0x0, 0xF9C8, 0x677B, 0x0,
+    0xF9C9, 0x67F3, 0x0, 0xF9CA, 0x6D41, 0x0, 0xF9CB, 0x6E9C, 0x0, 0xF9CC, 0x7409, 0x0,
+    0xF9CD, 0x7559, 0x0, 0xF9CE, 0x786B, 0x0, 0xF9CF, 0x7D10, 0x0, 0xF9D0, 0x985E, 0x0,
+    0xF9D1, 0x516D, 0x0, 0xF9D2, 0x622E, 0x0, 0xF9D3, 0x9678, 0x0, 0xF9D4, 0x502B, 0x0,
+    0xF9D5, 0x5D19, 0x0, 0xF9D6, 0x6DEA, 0x0, 0xF9D7, 0x8F2A, 0x0, 0xF9D8, 0x5F8B, 0x0,
+    0xF9D9, 0x6144, 0x0, 0xF9DA, 0x6817, 0x0, 0xF9DB, 0x7387, 0x0, 0xF9DC, 0x9686, 0x0,
+    0xF9DD, 0x5229, 0x0, 0xF9DE, 0x540F, 0x0, 0xF9DF, 0x5C65, 0x0, 0xF9E0, 0x6613, 0x0,
+    0xF9E1, 0x674E, 0x0, 0xF9E2, 0x68A8, 0x0, 0xF9E3, 0x6CE5, 0x0, 0xF9E4, 0x7406, 0x0,
+    0xF9E5, 0x75E2, 0x0, 0xF9E6, 0x7F79, 0x0, 0xF9E7, 0x88CF, 0x0, 0xF9E8, 0x88E1, 0x0,
+    0xF9E9, 0x91CC, 0x0, 0xF9EA, 0x96E2, 0x0, 0xF9EB, 0x533F, 0x0, 0xF9EC, 0x6EBA, 0x0,
+    0xF9ED, 0x541D, 0x0, 0xF9EE, 0x71D0, 0x0, 0xF9EF, 0x7498, 0x0, 0xF9F0, 0x85FA, 0x0,
+    0xF9F1, 0x96A3, 0x0, 0xF9F2, 0x9C57, 0x0, 0xF9F3, 0x9E9F, 0x0, 0xF9F4, 0x6797, 0x0,
+    0xF9F5, 0x6DCB, 0x0, 0xF9F6, 0x81E8, 0x0, 0xF9F7, 0x7ACB, 0x0, 0xF9F8, 0x7B20, 0x0,
+    0xF9F9, 0x7C92, 0x0, 0xF9FA, 0x72C0, 0x0, 0xF9FB, 0x7099, 0x0, 0xF9FC, 0x8B58, 0x0,
+    0xF9FD, 0x4EC0, 0x0, 0xF9FE, 0x8336, 0x0, 0xF9FF, 0x523A, 0x0, 0xFA00, 0x5207, 0x0,
+    0xFA01, 0x5EA6, 0x0, 0xFA02, 0x62D3, 0x0, 0xFA03, 0x7CD6, 0x0, 0xFA04, 0x5B85, 0x0,
+    0xFA05, 0x6D1E, 0x0, 0xFA06, 0x66B4, 0x0, 0xFA07, 0x8F3B, 0x0, 0xFA08, 0x884C, 0x0,
+    0xFA09, 0x964D, 0x0, 0xFA0A, 0x898B, 0x0, 0xFA0B, 0x5ED3, 0x0, 0xFA0C, 0x5140, 0x0,
+    0xFA0D, 0x55C0, 0x0, 0xFA10, 0x585A, 0x0, 0xFA12, 0x6674, 0x0, 0xFA15, 0x51DE, 0x0,
+    0xFA16, 0x732A, 0x0, 0xFA17, 0x76CA, 0x0, 0xFA18, 0x793C, 0x0, 0xFA19, 0x795E, 0x0,
+    0xFA1A, 0x7965, 0x0, 0xFA1B, 0x798F, 0x0, 0xFA1C, 0x9756, 0x0, 0xFA1D, 0x7CBE, 0x0,
+    0xFA1E, 0x7FBD, 0x0, 0xFA20, 0x8612, 0x0, 0xFA22, 0x8AF8, 0x0, 0xFA25, 0x9038, 0x0,
+    0xFA26, 0x90FD, 0x0, 0xFA2A, 0x98EF, 0x0, 0xFA2B, 0x98FC, 0x0, 0xFA2C, 0x9928, 0x0,
+    0xFA2D, 0x9DB4, 0x0, 0xFA2E, 0x90DE, 0x0, 0xFA2F, 0x96B7, 0x0, 0xFA30, 0x4FAE, 0x0,
+    0xFA31, 0x50E7, 0x0, 0xFA32, 0x514D, 0x0, 0xFA33, 0x52C9, 0x0, 0xFA34, 0x52E4, 0x0,
+    0xFA35, 0x5351, 0x0, 0xFA36, 0x559D, 0x0, 0xFA37, 0x5606, 0x0, 0xFA38, 0x5668, 0x0,
+    0xFA39, 0x5840, 0x0, 0xFA3A, 0x58A8, 0x0, 0xFA3B, 0x5C64, 0x0, 0xFA3C, 0x5C6E, 0x0,
+    0xFA3D, 0x6094, 0x0, 0xFA3E, 0x6168, 0x0, 0xFA3F, 0x618E, 0x0, 0xFA40, 0x61F2, 0x0,
+    0xFA41, 0x654F, 0x0, 0xFA42, 0x65E2, 0x0, 0xFA43, 0x6691, 0x0, 0xFA44, 0x6885, 0x0,
+    0xFA45, 0x6D77, 0x0, 0xFA46, 0x6E1A, 0x0, 0xFA47, 0x6F22, 0x0, 0xFA48, 0x716E, 0x0,
+    0xFA49, 0x722B, 0x0, 0xFA4A, 0x7422, 0x0, 0xFA4B, 0x7891, 0x0, 0xFA4C, 0x793E, 0x0,
+    0xFA4D, 0x7949, 0x0, 0xFA4E, 0x7948, 0x0, 0xFA4F, 0x7950, 0x0, 0xFA50, 0x7956, 0x0,
+    0xFA51, 0x795D, 0x0, 0xFA52, 0x798D, 0x0, 0xFA53, 0x798E, 0x0, 0xFA54, 0x7A40, 0x0,
+    0xFA55, 0x7A81, 0x0, 0xFA56, 0x7BC0, 0x0, 0xFA57, 0x7DF4, 0x0, 0xFA58, 0x7E09, 0x0,
+    0xFA59, 0x7E41, 0x0, 0xFA5A, 0x7F72, 0x0, 0xFA5B, 0x8005, 0x0, 0xFA5C, 0x81ED, 0x0,
+    0xFA5D, 0x8279, 0x0, 0xFA5E, 0x8279, 0x0, 0xFA5F, 0x8457, 0x0, 0xFA60, 0x8910, 0x0,
+    0xFA61, 0x8996, 0x0, 0xFA62, 0x8B01, 0x0, 0xFA63, 0x8B39, 0x0, 0xFA64, 0x8CD3, 0x0,
+    0xFA65, 0x8D08, 0x0, 0xFA66, 0x8FB6, 0x0, 0xFA67, 0x9038, 0x0, 0xFA68, 0x96E3, 0x0,
+    0xFA69, 0x97FF, 0x0, 0xFA6A, 0x983B, 0x0, 0xFA6B, 0x6075, 0x0, 0xFA6C, 0x242EE, 0x0,
+    0xFA6D, 0x8218, 0x0, 0xFA70, 0x4E26, 0x0, 0xFA71, 0x51B5, 0x0, 0xFA72, 0x5168, 0x0,
+    0xFA73, 0x4F80, 0x0, 0xFA74, 0x5145, 0x0, 0xFA75, 0x5180, 0x0, 0xFA76, 0x52C7, 0x0,
+    0xFA77, 0x52FA, 0x0, 0xFA78, 0x559D, 0x0, 0xFA79, 0x5555, 0x0, 0xFA7A, 0x5599, 0x0,
+    0xFA7B, 0x55E2, 0x0, 0xFA7C, 0x585A, 0x0, 0xFA7D, 0x58B3, 0x0, 0xFA7E, 0x5944, 0x0,
+    0xFA7F, 0x5954, 0x0, 0xFA80, 0x5A62, 0x0, 0xFA81, 0x5B28, 0x0, 0xFA82, 0x5ED2, 0x0,
+    0xFA83, 0x5ED9, 0x0, 0xFA84, 0x5F69, 0x0, 0xFA85, 0x5FAD, 0x0, 0xFA86, 0x60D8, 0x0,
+    0xFA87, 0x614E, 0x0, 0xFA88, 0x6108, 0x0, 0xFA89, 0x618E, 0x0, 0xFA8A, 0x6160, 0x0,
+    0xFA8B, 0x61F2, 0x0, 0xFA8C, 0x6234, 0x0, 0xFA8D, 0x63C4, 0x0, 0xFA8E, 0x641C, 0x0,
+    0xFA8F, 0x6452, 0x0, 0xFA90, 0x6556, 0x0, 0xFA91, 0x6674, 0x0, 0xFA92, 0x6717, 0x0,
+    0xFA93, 0x671B, 0x0, 0xFA94, 0x6756, 0x0, 0xFA95, 0x6B79, 0x0, 0xFA96, 0x6BBA, 0x0,
+    0xFA97, 0x6D41, 0x0, 0xFA98, 0x6EDB, 0x0, 0xFA99, 0x6ECB, 0x0, 0xFA9A, 0x6F22, 0x0,
+    0xFA9B, 0x701E, 0x0, 0xFA9C, 0x716E, 0x0, 0xFA9D, 0x77A7, 0x0, 0xFA9E, 0x7235, 0x0,
+    0xFA9F, 0x72AF, 0x0, 0xFAA0, 0x732A, 0x0, 0xFAA1, 0x7471, 0x0, 0xFAA2, 0x7506, 0x0,
+    0xFAA3, 0x753B, 0x0, 0xFAA4, 0x761D, 0x0, 0xFAA5, 0x761F, 0x0, 0xFAA6, 0x76CA, 0x0,
+    0xFAA7, 0x76DB, 0x0, 0xFAA8, 0x76F4, 0x0, 0xFAA9, 0x774A, 0x0, 0xFAAA, 0x7740, 0x0,
+    0xFAAB, 0x78CC, 0x0, 0xFAAC, 0x7AB1, 0x0, 0xFAAD, 0x7BC0, 0x0, 0xFAAE, 0x7C7B, 0x0,
+    0xFAAF, 0x7D5B, 0x0, 0xFAB0, 0x7DF4, 0x0, 0xFAB1, 0x7F3E, 0x0, 0xFAB2, 0x8005, 0x0,
+    0xFAB3, 0x8352, 0x0, 0xFAB4, 0x83EF, 0x0, 0xFAB5, 0x8779, 0x0, 0xFAB6, 0x8941, 0x0,
+    0xFAB7, 0x8986, 0x0, 0xFAB8, 0x8996, 0x0, 0xFAB9, 0x8ABF, 0x0, 0xFABA, 0x8AF8, 0x0,
+    0xFABB, 0x8ACB, 0x0, 0xFABC, 0x8B01, 0x0, 0xFABD, 0x8AFE, 0x0, 0xFABE, 0x8AED, 0x0,
+    0xFABF, 0x8B39, 0x0, 0xFAC0, 0x8B8A, 0x0, 0xFAC1, 0x8D08, 0x0, 0xFAC2, 0x8F38, 0x0,
+    0xFAC3, 0x9072, 0x0, 0xFAC4, 0x9199, 0x0, 0xFAC5, 0x9276, 0x0, 0xFAC6, 0x967C, 0x0,
+    0xFAC7, 0x96E3, 0x0, 0xFAC8, 0x9756, 0x0, 0xFAC9, 0x97DB, 0x0, 0xFACA, 0x97FF, 0x0,
+    0xFACB, 0x980B, 0x0, 0xFACC, 0x983B, 0x0, 0xFACD, 0x9B12, 0x0, 0xFACE, 0x9F9C, 0x0,
+    0xFACF, 0x2284A, 0x0, 0xFAD0, 0x22844, 0x0, 0xFAD1, 0x233D5, 0x0, 0xFAD2, 0x3B9D, 0x0,
+    0xFAD3, 0x4018, 0x0, 0xFAD4, 0x4039, 0x0, 0xFAD5, 0x25249, 0x0, 0xFAD6, 0x25CD0, 0x0,
+    0xFAD7, 0x27ED3, 0x0, 0xFAD8, 0x9F43, 0x0, 0xFAD9, 0x9F8E, 0x0, 0xFB1D, 0x5D9, 0x5B4,
+    0xFB1F, 0x5F2, 0x5B7, 0xFB2A, 0x5E9, 0x5C1, 0xFB2B, 0x5E9, 0x5C2, 0xFB2C, 0xFB49, 0x5C1,
+    0xFB2D, 0xFB49, 0x5C2, 0xFB2E, 0x5D0, 0x5B7, 0xFB2F, 0x5D0, 0x5B8, 0xFB30, 0x5D0, 0x5BC,
+    0xFB31, 0x5D1, 0x5BC, 0xFB32, 0x5D2, 0x5BC, 0xFB33, 0x5D3, 0x5BC, 0xFB34, 0x5D4, 0x5BC,
+    0xFB35, 0x5D5, 0x5BC, 0xFB36, 0x5D6, 0x5BC, 0xFB38, 0x5D8, 0x5BC, 0xFB39, 0x5D9, 0x5BC,
+    0xFB3A, 0x5DA, 0x5BC, 0xFB3B, 0x5DB, 0x5BC, 0xFB3C, 0x5DC, 0x5BC, 0xFB3E, 0x5DE, 0x5BC,
+    0xFB40, 0x5E0, 0x5BC, 0xFB41, 0x5E1, 0x5BC, 0xFB43, 0x5E3, 0x5BC, 0xFB44, 0x5E4, 0x5BC,
+    0xFB46, 0x5E6, 0x5BC, 0xFB47, 0x5E7, 0x5BC, 0xFB48, 0x5E8, 0x5BC, 0xFB49, 0x5E9, 0x5BC,
+    0xFB4A, 0x5EA, 0x5BC, 0xFB4B, 0x5D5, 0x5B9, 0xFB4C, 0x5D1, 0x5BF, 0xFB4D, 0x5DB, 0x5BF,
+    0xFB4E, 0x5E4, 0x5BF, 0x8001109A, 0x11099, 0x110BA, 0x8001109C, 0x1109B, 0x110BA, 0x800110AB, 0x110A5, 0x110BA,
+    0x8001112E, 0x11131, 0x11127, 0x8001112F, 0x11132, 0x11127, 0x8001134B, 0x11347, 0x1133E, 0x8001134C, 0x11347, 0x11357,
+    0x800114BB, 0x114B9, 0x114BA, 0x800114BC, 0x114B9, 0x114B0, 0x800114BE, 0x114B9, 0x114BD, 0x800115BA, 0x115B8, 0x115AF,
+    0x800115BB, 0x115B9, 0x115AF, 0x1D15E, 0x1D157, 0x1D165, 0x1D15F, 0x1D158, 0x1D165, 0x1D160, 0x1D15F, 0x1D16E,
+    0x1D161, 0x1D15F, 0x1D16F, 0x1D162, 0x1D15F, 0x1D170, 0x1D163, 0x1D15F, 0x1D171, 0x1D164, 0x1D15F, 0x1D172,
+    0x1D1BB, 0x1D1B9, 0x1D165, 0x1D1BC, 0x1D1BA, 0x1D165, 0x1D1BD, 0x1D1BB, 0x1D16E, 0x1D1BE, 0x1D1BC, 0x1D16E,
+    0x1D1BF, 0x1D1BB, 0x1D16F, 0x1D1C0, 0x1D1BC, 0x1D16F, 0x2F800, 0x4E3D, 0x0, 0x2F801, 0x4E38, 0x0,
+    0x2F802, 0x4E41, 0x0, 0x2F803, 0x20122, 0x0, 0x2F804, 0x4F60, 0x0, 0x2F805, 0x4FAE, 0x0,
+    0x2F806, 0x4FBB, 0x0, 0x2F807, 0x5002, 0x0, 0x2F808, 0x507A, 0x0, 0x2F809, 0x5099, 0x0,
+    0x2F80A, 0x50E7, 0x0, 0x2F80B, 0x50CF, 0x0, 0x2F80C, 0x349E, 0x0, 0x2F80D, 0x2063A, 0x0,
+    0x2F80E, 0x514D, 0x0, 0x2F80F, 0x5154, 0x0, 0x2F810, 0x5164, 0x0, 0x2F811, 0x5177, 0x0,
+    0x2F812, 0x2051C, 0x0, 0x2F813, 0x34B9, 0x0, 0x2F814, 0x5167, 0x0, 0x2F815, 0x518D, 0x0,
+    0x2F816, 0x2054B, 0x0, 0x2F817, 0x5197, 0x0, 0x2F818, 0x51A4, 0x0, 0x2F819, 0x4ECC, 0x0,
+    0x2F81A, 0x51AC, 0x0, 0x2F81B, 0x51B5, 0x0, 0x2F81C, 0x291DF, 0x0, 0x2F81D, 0x51F5, 0x0,
+    0x2F81E, 0x5203, 0x0, 0x2F81F, 0x34DF, 0x0, 0x2F820, 0x523B, 0x0, 0x2F821, 0x5246, 0x0,
+    0x2F822, 0x5272, 0x0, 0x2F823, 0x5277, 0x0, 0x2F824, 0x3515, 0x0, 0x2F825, 0x52C7, 0x0,
+    0x2F826, 0x52C9, 0x0, 0x2F827, 0x52E4, 0x0, 0x2F828, 0x52FA, 0x0, 0x2F829, 0x5305, 0x0,
+    0x2F82A, 0x5306, 0x0, 0x2F82B, 0x5317, 0x0, 0x2F82C, 0x5349, 0x0, 0x2F82D, 0x5351, 0x0,
+    0x2F82E, 0x535A, 0x0, 0x2F82F, 0x5373, 0x0, 0x2F830, 0x537D, 0x0, 0x2F831, 0x537F, 0x0,
+    0x2F832, 0x537F, 0x0, 0x2F833, 0x537F, 0x0, 0x2F834, 0x20A2C, 0x0, 0x2F835, 0x7070, 0x0,
+    0x2F836, 0x53CA, 0x0, 0x2F837, 0x53DF, 0x0, 0x2F838, 0x20B63, 0x0, 0x2F839, 0x53EB, 0x0,
+    0x2F83A, 0x53F1, 0x0, 0x2F83B, 0x5406, 0x0, 0x2F83C, 0x549E, 0x0, 0x2F83D, 0x5438, 0x0,
+    0x2F83E, 0x5448, 0x0, 0x2F83F, 0x5468, 0x0, 0x2F840, 0x54A2, 0x0, 0x2F841, 0x54F6, 0x0,
+    0x2F842, 0x5510, 0x0, 0x2F843, 0x5553, 0x0, 0x2F844, 0x5563, 0x0, 0x2F845, 0x5584, 0x0,
+    0x2F846, 0x5584, 0x0, 0x2F847, 0x5599, 0x0, 0x2F848, 0x55AB, 0x0, 0x2F849, 0x55B3, 0x0,
+    0x2F84A, 0x55C2, 0x0, 0x2F84B, 0x5716, 0x0, 0x2F84C, 0x5606, 0x0, 0x2F84D, 0x5717, 0x0,
+    0x2F84E, 0x5651, 0x0, 0x2F84F, 0x5674, 0x0, 0x2F850, 0x5207, 0x0, 0x2F851, 0x58EE, 0x0,
+    0x2F852, 0x57CE, 0x0, 0x2F853, 0x57F4, 0x0, 0x2F854, 0x580D, 0x0, 0x2F855, 0x578B, 0x0,
+    0x2F856, 0x5832, 0x0, 0x2F857, 0x5831, 0x0, 0x2F858, 0x58AC, 0x0, 0x2F859, 0x214E4, 0x0,
+    0x2F85A, 0x58F2, 0x0, 0x2F85B, 0x58F7, 0x0, 0x2F85C, 0x5906, 0x0, 0x2F85D, 0x591A, 0x0,
+    0x2F85E, 0x5922, 0x0, 0x2F85F, 0x5962, 0x0, 0x2F860, 0x216A8, 0x0, 0x2F861, 0x216EA, 0x0,
+    0x2F862, 0x59EC, 0x0, 0x2F863, 0x5A1B, 0x0, 0x2F864, 0x5A27, 0x0, 0x2F865, 0x59D8, 0x0,
+    0x2F866, 0x5A66, 0x0, 0x2F867, 0x36EE, 0x0, 0x2F868, 0x36FC, 0x0, 0x2F869, 0x5B08, 0x0,
+    0x2F86A, 0x5B3E, 0x0, 0x2F86B, 0x5B3E, 0x0, 0x2F86C, 0x219C8, 0x0, 0x2F86D, 0x5BC3, 0x0,
+    0x2F86E, 0x5BD8, 0x0, 0x2F86F, 0x5BE7, 0x0, 0x2F870, 0x5BF3, 0x0, 0x2F871, 0x21B18, 0x0,
+    0x2F872, 0x5BFF, 0x0, 0x2F873, 0x5C06, 0x0, 0x2F874, 0x5F53, 0x0, 0x2F875, 0x5C22, 0x0,
+    0x2F876, 0x3781, 0x0, 0x2F877, 0x5C60, 0x0, 0x2F878, 0x5C6E, 0x0, 0x2F879, 0x5CC0, 0x0,
+    0x2F87A, 0x5C8D, 0x0, 0x2F87B, 0x21DE4, 0x0, 0x2F87C, 0x5D43, 0x0, 0x2F87D, 0x21DE6, 0x0,
+    0x2F87E, 0x5D6E, 0x0, 0x2F87F, 0x5D6B, 0x0, 0x2F880, 0x5D7C, 0x0, 0x2F881, 0x5DE1, 0x0,
+    0x2F882, 0x5DE2, 0x0, 0x2F883, 0x382F, 0x0, 0x2F884, 0x5DFD, 0x0, 0x2F885, 0x5E28, 0x0,
+    0x2F886, 0x5E3D, 0x0, 0x2F887, 0x5E69, 0x0, 0x2F888, 0x3862, 0x0, 0x2F889, 0x22183, 0x0,
+    0x2F88A, 0x387C, 0x0, 0x2F88B, 0x5EB0, 0x0, 0x2F88C, 0x5EB3, 0x0, 0x2F88D, 0x5EB6, 0x0,
+    0x2F88E, 0x5ECA, 0x0, 0x2F88F, 0x2A392, 0x0, 0x2F890, 0x5EFE, 0x0, 0x2F891, 0x22331, 0x0,
+    0x2F892, 0x22331, 0x0, 0x2F893, 0x8201, 0x0, 0x2F894, 0x5F22, 0x0, 0x2F895, 0x5F22, 0x0,
+    0x2F896, 0x38C7, 0x0, 0x2F897, 0x232B8, 0x0, 0x2F898, 0x261DA, 0x0, 0x2F899, 0x5F62, 0x0,
+    0x2F89A, 0x5F6B, 0x0, 0x2F89B, 0x38E3, 0x0, 0x2F89C, 0x5F9A, 0x0, 0x2F89D, 0x5FCD, 0x0,
+    0x2F89E, 0x5FD7, 0x0, 0x2F89F, 0x5FF9, 0x0, 0x2F8A0, 0x6081, 0x0, 0x2F8A1, 0x393A, 0x0,
+    0x2F8A2, 0x391C, 0x0, 0x2F8A3, 0x6094, 0x0, 0x2F8A4, 0x226D4, 0x0, 0x2F8A5, 0x60C7, 0x0,
+    0x2F8A6, 0x6148, 0x0, 0x2F8A7, 0x614C, 0x0, 0x2F8A8, 0x614E, 0x0, 0x2F8A9, 0x614C, 0x0,
+    0x2F8AA, 0x617A, 0x0, 0x2F8AB, 0x618E, 0x0, 0x2F8AC, 0x61B2, 0x0, 0x2F8AD, 0x61A4, 0x0,
+    0x2F8AE, 0x61AF, 0x0, 0x2F8AF, 0x61DE, 0x0, 0x2F8B0, 0x61F2, 0x0, 0x2F8B1, 0x61F6, 0x0,
+    0x2F8B2, 0x6210, 0x0, 0x2F8B3, 0x621B, 0x0, 0x2F8B4, 0x625D, 0x0, 0x2F8B5, 0x62B1, 0x0,
+    0x2F8B6, 0x62D4, 0x0, 0x2F8B7, 0x6350, 0x0, 0x2F8B8, 0x22B0C, 0x0, 0x2F8B9, 0x633D, 0x0,
+    0x2F8BA, 0x62FC, 0x0, 0x2F8BB, 0x6368, 0x0, 0x2F8BC, 0x6383, 0x0, 0x2F8BD, 0x63E4, 0x0,
+    0x2F8BE, 0x22BF1, 0x0, 0x2F8BF, 0x6422, 0x0, 0x2F8C0, 0x63C5, 0x0, 0x2F8C1, 0x63A9, 0x0,
+    0x2F8C2, 0x3A2E, 0x0, 0x2F8C3, 0x6469, 0x0, 0x2F8C4, 0x647E, 0x0, 0x2F8C5, 0x649D, 0x0,
+    0x2F8C6, 0x6477, 0x0, 0x2F8C7, 0x3A6C, 0x0, 0x2F8C8, 0x654F, 0x0, 0x2F8C9, 0x656C, 0x0,
+    0x2F8CA, 0x2300A, 0x0, 0x2F8CB, 0x65E3, 0x0, 0x2F8CC, 0x66F8, 0x0, 0x2F8CD, 0x6649, 0x0,
+    0x2F8CE, 0x3B19, 0x0, 0x2F8CF, 0x6691, 0x0, 0x2F8D0, 0x3B08, 0x0, 0x2F8D1, 0x3AE4, 0x0,
+    0x2F8D2, 0x5192, 0x0, 0x2F8D3, 0x5195, 0x0, 0x2F8D4, 0x6700, 0x0, 0x2F8D5, 0x669C, 0x0,
+    0x2F8D6, 0x80AD, 0x0, 0x2F8D7, 0x43D9, 0x0, 0x2F8D8, 0x6717, 0x0, 0x2F8D9, 0x671B, 0x0,
+    0x2F8DA, 0x6721, 0x0, 0x2F8DB, 0x675E, 0x0, 0x2F8DC, 0x6753, 0x0, 0x2F8DD, 0x233C3, 0x0,
+    0x2F8DE, 0x3B49, 0x0, 0x2F8DF, 0x67FA, 0x0, 0x2F8E0, 0x6785, 0x0, 0x2F8E1, 0x6852, 0x0,
+    0x2F8E2, 0x6885, 0x0, 0x2F8E3, 0x2346D, 0x0, 0x2F8E4, 0x688E, 0x0, 0x2F8E5, 0x681F, 0x0,
+    0x2F8E6, 0x6914, 0x0, 0x2F8E7, 0x3B9D, 0x0, 0x2F8E8, 0x6942, 0x0, 0x2F8E9, 0x69A3, 0x0,
+    0x2F8EA, 0x69EA, 0x0, 0x2F8EB, 0x6AA8, 0x0, 0x2F8EC, 0x236A3, 0x0, 0x2F8ED, 0x6ADB, 0x0,
+    0x2F8EE, 0x3C18, 0x0, 0x2F8EF, 0x6B21, 0x0, 0x2F8F0, 0x238A7, 0x0, 0x2F8F1, 0x6B54, 0x0,
+    0x2F8F2, 0x3C4E, 0x0, 0x2F8F3, 0x6B72, 0x0, 0x2F8F4, 0x6B9F, 0x0, 0x2F8F5, 0x6BBA, 0x0,
+    0x2F8F6, 0x6BBB, 0x0, 0x2F8F7, 0x23A8D, 0x0, 0x2F8F8, 0x21D0B, 0x0, 0x2F8F9, 0x23AFA, 0x0,
+    0x2F8FA, 0x6C4E, 0x0, 0x2F8FB, 0x23CBC, 0x0, 0x2F8FC, 0x6CBF, 0x0, 0x2F8FD, 0x6CCD, 0x0,
+    0x2F8FE, 0x6C67, 0x0, 0x2F8FF, 0x6D16, 0x0, 0x2F900, 0x6D3E, 0x0, 0x2F901, 0x6D77, 0x0,
+    0x2F902, 0x6D41, 0x0, 0x2F903, 0x6D69, 0x0, 0x2F904, 0x6D78, 0x0, 0x2F905, 0x6D85, 0x0,
+    0x2F906, 0x23D1E, 0x0, 0x2F907, 0x6D34, 0x0, 0x2F908, 0x6E2F, 0x0, 0x2F909, 0x6E6E, 0x0,
+    0x2F90A, 0x3D33, 0x0, 0x2F90B, 0x6ECB, 0x0, 0x2F90C, 0x6EC7, 0x0, 0x2F90D, 0x23ED1, 0x0,
+    0x2F90E, 0x6DF9, 0x0, 0x2F90F, 0x6F6E, 0x0, 0x2F910, 0x23F5E, 0x0, 0x2F911, 0x23F8E, 0x0,
+    0x2F912, 0x6FC6, 0x0, 0x2F913, 0x7039, 0x0, 0x2F914, 0x701E, 0x0, 0x2F915, 0x701B, 0x0,
+    0x2F916, 0x3D96, 0x0, 0x2F917, 0x704A, 0x0, 0x2F918, 0x707D, 0x0, 0x2F919, 0x7077, 0x0,
+    0x2F91A, 0x70AD, 0x0, 0x2F91B, 0x20525, 0x0, 0x2F91C, 0x7145, 0x0, 0x2F91D, 0x24263, 0x0,
+    0x2F91E, 0x719C, 0x0, 0x2F91F, 0x243AB, 0x0, 0x2F920, 0x7228, 0x0, 0x2F921, 0x7235, 0x0,
+    0x2F922, 0x7250, 0x0, 0x2F923, 0x24608, 0x0, 0x2F924, 0x7280, 0x0, 0x2F925, 0x7295, 0x0,
+    0x2F926, 0x24735, 0x0, 0x2F927, 0x24814, 0x0, 0x2F928, 0x737A, 0x0, 0x2F929, 0x738B, 0x0,
+    0x2F92A, 0x3EAC, 0x0, 0x2F92B, 0x73A5, 0x0, 0x2F92C, 0x3EB8, 0x0, 0x2F92D, 0x3EB8, 0x0,
+    0x2F92E, 0x7447, 0x0, 0x2F92F, 0x745C, 0x0, 0x2F930, 0x7471, 0x0, 0x2F931, 0x7485, 0x0,
+    0x2F932, 0x74CA, 0x0, 0x2F933, 0x3F1B, 0x0, 0x2F934, 0x7524, 0x0, 0x2F935, 0x24C36, 0x0,
+    0x2F936, 0x753E, 0x0, 0x2F937, 0x24C92, 0x0, 0x2F938, 0x7570, 0x0, 0x2F939, 0x2219F, 0x0,
+    0x2F93A, 0x7610, 0x0, 0x2F93B, 0x24FA1, 0x0, 0x2F93C, 0x24FB8, 0x0, 0x2F93D, 0x25044, 0x0,
+    0x2F93E, 0x3FFC, 0x0, 0x2F93F, 0x4008, 0x0, 0x2F940, 0x76F4, 0x0, 0x2F941, 0x250F3, 0x0,
+    0x2F942, 0x250F2, 0x0, 0x2F943, 0x25119, 0x0, 0x2F944, 0x25133, 0x0, 0x2F945, 0x771E, 0x0,
+    0x2F946, 0x771F, 0x0, 0x2F947, 0x771F, 0x0, 0x2F948, 0x774A, 0x0, 0x2F949, 0x4039, 0x0,
+    0x2F94A, 0x778B, 0x0, 0x2F94B, 0x4046, 0x0, 0x2F94C, 0x4096, 0x0, 0x2F94D, 0x2541D, 0x0,
+    0x2F94E, 0x784E, 0x0, 0x2F94F, 0x788C, 0x0, 0x2F950, 0x78CC, 0x0, 0x2F951, 0x40E3, 0x0,
+    0x2F952, 0x25626, 0x0, 0x2F953, 0x7956, 0x0, 0x2F954, 0x2569A, 0x0, 0x2F955, 0x256C5, 0x0,
+    0x2F956, 0x798F, 0x0, 0x2F957, 0x79EB, 0x0, 0x2F958, 0x412F, 0x0, 0x2F959, 0x7A40, 0x0,
+    0x2F95A, 0x7A4A, 0x0, 0x2F95B, 0x7A4F, 0x0, 0x2F95C, 0x2597C, 0x0, 0x2F95D, 0x25AA7, 0x0,
+    0x2F95E, 0x25AA7, 0x0, 0x2F95F, 0x7AEE, 0x0, 0x2F960, 0x4202, 0x0, 0x2F961, 0x25BAB, 0x0,
+    0x2F962, 0x7BC6, 0x0, 0x2F963, 0x7BC9, 0x0, 0x2F964, 0x4227, 0x0, 0x2F965, 0x25C80, 0x0,
+    0x2F966, 0x7CD2, 0x0, 0x2F967, 0x42A0, 0x0, 0x2F968, 0x7CE8, 0x0, 0x2F969, 0x7CE3, 0x0,
+    0x2F96A, 0x7D00, 0x0, 0x2F96B, 0x25F86, 0x0, 0x2F96C, 0x7D63, 0x0, 0x2F96D, 0x4301, 0x0,
+    0x2F96E, 0x7DC7, 0x0, 0x2F96F, 0x7E02, 0x0, 0x2F970, 0x7E45, 0x0, 0x2F971, 0x4334, 0x0,
+    0x2F972, 0x26228, 0x0, 0x2F973, 0x26247, 0x0, 0x2F974, 0x4359, 0x0, 0x2F975, 0x262D9, 0x0,
+    0x2F976, 0x7F7A, 0x0, 0x2F977, 0x2633E, 0x0, 0x2F978, 0x7F95, 0x0, 0x2F979, 0x7FFA, 0x0,
+    0x2F97A, 0x8005, 0x0, 0x2F97B, 0x264DA, 0x0, 0x2F97C, 0x26523, 0x0, 0x2F97D, 0x8060, 0x0,
+    0x2F97E, 0x265A8, 0x0, 0x2F97F, 0x8070, 0x0, 0x2F980, 0x2335F, 0x0, 0x2F981, 0x43D5, 0x0,
+    0x2F982, 0x80B2, 0x0, 0x2F983, 0x8103, 0x0, 0x2F984, 0x440B, 0x0, 0x2F985, 0x813E, 0x0,
+    0x2F986, 0x5AB5, 0x0, 0x2F987, 0x267A7, 0x0, 0x2F988, 0x267B5, 0x0, 0x2F989, 0x23393, 0x0,
+    0x2F98A, 0x2339C, 0x0, 0x2F98B, 0x8201, 0x0, 0x2F98C, 0x8204, 0x0, 0x2F98D, 0x8F9E, 0x0,
+    0x2F98E, 0x446B, 0x0, 0x2F98F, 0x8291, 0x0, 0x2F990, 0x828B, 0x0, 0x2F991, 0x829D, 0x0,
+    0x2F992, 0x52B3, 0x0, 0x2F993, 0x82B1, 0x0, 0x2F994, 0x82B3, 0x0, 0x2F995, 0x82BD, 0x0,
+    0x2F996, 0x82E6, 0x0, 0x2F997, 0x26B3C, 0x0, 0x2F998, 0x82E5, 0x0, 0x2F999, 0x831D, 0x0,
+    0x2F99A, 0x8363, 0x0, 0x2F99B, 0x83AD, 0x0, 0x2F99C, 0x8323, 0x0, 0x2F99D, 0x83BD, 0x0,
+    0x2F99E, 0x83E7, 0x0, 0x2F99F, 0x8457, 0x0, 0x2F9A0, 0x8353, 0x0, 0x2F9A1, 0x83CA, 0x0,
+    0x2F9A2, 0x83CC, 0x0, 0x2F9A3, 0x83DC, 0x0, 0x2F9A4, 0x26C36, 0x0, 0x2F9A5, 0x26D6B, 0x0,
+    0x2F9A6, 0x26CD5, 0x0, 0x2F9A7, 0x452B, 0x0, 0x2F9A8, 0x84F1, 0x0, 0x2F9A9, 0x84F3, 0x0,
+    0x2F9AA, 0x8516, 0x0, 0x2F9AB, 0x273CA, 0x0, 0x2F9AC, 0x8564, 0x0, 0x2F9AD, 0x26F2C, 0x0,
+    0x2F9AE, 0x455D, 0x0, 0x2F9AF, 0x4561, 0x0, 0x2F9B0, 0x26FB1, 0x0, 0x2F9B1, 0x270D2, 0x0,
+    0x2F9B2, 0x456B, 0x0, 0x2F9B3, 0x8650, 0x0, 0x2F9B4, 0x865C, 0x0, 0x2F9B5, 0x8667, 0x0,
+    0x2F9B6, 0x8669, 0x0, 0x2F9B7, 0x86A9, 0x0, 0x2F9B8, 0x8688, 0x0, 0x2F9B9, 0x870E, 0x0,
+    0x2F9BA, 0x86E2, 0x0, 0x2F9BB, 0x8779, 0x0, 0x2F9BC, 0x8728, 0x0, 0x2F9BD, 0x876B, 0x0,
+    0x2F9BE, 0x8786, 0x0, 0x2F9BF, 0x45D7, 0x0, 0x2F9C0, 0x87E1, 0x0, 0x2F9C1, 0x8801, 0x0,
+    0x2F9C2, 0x45F9, 0x0, 0x2F9C3, 0x8860, 0x0, 0x2F9C4, 0x8863, 0x0, 0x2F9C5, 0x27667, 0x0,
+    0x2F9C6, 0x88D7, 0x0, 0x2F9C7, 0x88DE, 0x0, 0x2F9C8, 0x4635, 0x0, 0x2F9C9, 0x88FA, 0x0,
+    0x2F9CA, 0x34BB, 0x0, 0x2F9CB, 0x278AE, 0x0, 0x2F9CC, 0x27966, 0x0, 0x2F9CD, 0x46BE, 0x0,
+    0x2F9CE, 0x46C7, 0x0, 0x2F9CF, 0x8AA0, 0x0, 0x2F9D0, 0x8AED, 0x0, 0x2F9D1, 0x8B8A, 0x0,
+    0x2F9D2, 0x8C55, 0x0, 0x2F9D3, 0x27CA8, 0x0, 0x2F9D4, 0x8CAB, 0x0, 0x2F9D5, 0x8CC1, 0x0,
+    0x2F9D6, 0x8D1B, 0x0, 0x2F9D7, 0x8D77, 0x0, 0x2F9D8, 0x27F2F, 0x0, 0x2F9D9, 0x20804, 0x0,
+    0x2F9DA, 0x8DCB, 0x0, 0x2F9DB, 0x8DBC, 0x0, 0x2F9DC, 0x8DF0, 0x0, 0x2F9DD, 0x208DE, 0x0,
+    0x2F9DE, 0x8ED4, 0x0, 0x2F9DF, 0x8F38, 0x0, 0x2F9E0, 0x285D2, 0x0, 0x2F9E1, 0x285ED, 0x0,
+    0x2F9E2, 0x9094, 0x0, 0x2F9E3, 0x90F1, 0x0, 0x2F9E4, 0x9111, 0x0, 0x2F9E5, 0x2872E, 0x0,
+    0x2F9E6, 0x911B, 0x0, 0x2F9E7, 0x9238, 0x0, 0x2F9E8, 0x92D7, 0x0, 0x2F9E9, 0x92D8, 0x0,
+    0x2F9EA, 0x927C, 0x0, 0x2F9EB, 0x93F9, 0x0, 0x2F9EC, 0x9415, 0x0, 0x2F9ED, 0x28BFA, 0x0,
+    0x2F9EE, 0x958B, 0x0, 0x2F9EF, 0x4995, 0x0, 0x2F9F0, 0x95B7, 0x0, 0x2F9F1, 0x28D77, 0x0,
+    0x2F9F2, 0x49E6, 0x0, 0x2F9F3, 0x96C3, 0x0, 0x2F9F4, 0x5DB2, 0x0, 0x2F9F5, 0x9723, 0x0,
+    0x2F9F6, 0x29145, 0x0, 0x2F9F7, 0x2921A, 0x0, 0x2F9F8, 0x4A6E, 0x0, 0x2F9F9, 0x4A76, 0x0,
+    0x2F9FA, 0x97E0, 0x0, 0x2F9FB, 0x2940A, 0x0, 0x2F9FC, 0x4AB2, 0x0, 0x2F9FD, 0x29496, 0x0,
+    0x2F9FE, 0x980B, 0x0, 0x2F9FF, 0x980B, 0x0, 0x2FA00, 0x9829, 0x0, 0x2FA01, 0x295B6, 0x0,
+    0x2FA02, 0x98E2, 0x0, 0x2FA03, 0x4B33, 0x0, 0x2FA04, 0x9929, 0x0, 0x2FA05, 0x99A7, 0x0,
+    0x2FA06, 0x99C2, 0x0, 0x2FA07, 0x99FE, 0x0, 0x2FA08, 0x4BCE, 0x0, 0x2FA09, 0x29B30, 0x0,
+    0x2FA0A, 0x9B12, 0x0, 0x2FA0B, 0x9C40, 0x0, 0x2FA0C, 0x9CFD, 0x0, 0x2FA0D, 0x4CCE, 0x0,
+    0x2FA0E, 0x4CED, 0x0, 0x2FA0F, 0x9D67, 0x0, 0x2FA10, 0x2A0CE, 0x0, 0x2FA11, 0x4CF8, 0x0,
+    0x2FA12, 0x2A105, 0x0, 0x2FA13, 0x2A20E, 0x0, 0x2FA14, 0x2A291, 0x0, 0x2FA15, 0x9EBB, 0x0,
+    0x2FA16, 0x4D56, 0x0, 0x2FA17, 0x9EF9, 0x0, 0x2FA18, 0x9EFE, 0x0, 0x2FA19, 0x9F05, 0x0,
+    0x2FA1A, 0x9F0F, 0x0, 0x2FA1B, 0x9F16, 0x0, 0x2FA1C, 0x9F3B, 0x0, 0x2FA1D, 0x2A600, 0x0,
+};
+
+}  // namespace aq::io::unicode_tables
+// ---- end aq/io/unicode_tables.hpp ----
+
+namespace aq::io::unicode {
+
+// Index of the run containing `key` in a sorted table of (start << shift) | value.
+template <std::size_t N>
+constexpr std::uint32_t run_value(const std::uint32_t (&runs)[N], char32_t cp, unsigned shift) {
+  const std::uint32_t key = (static_cast<std::uint32_t>(cp) << shift) | ((1u << shift) - 1);
+  const std::uint32_t* it = std::upper_bound(std::begin(runs), std::end(runs), key);
+  return *(it - 1) & ((1u << shift) - 1);
+}
+
+inline constexpr std::array<std::uint8_t, 128> ascii_classes = [] {
+  std::array<std::uint8_t, 128> table{};
+  for (char32_t cp = 0; cp < 128; ++cp) {
+    table[cp] = static_cast<std::uint8_t>(run_value(unicode_tables::class_runs, cp, 4));
+  }
+  return table;
+}();
+
+// Bit set of unicode_tables::class_letter / class_number / class_space / class_word.
+inline std::uint8_t classes(char32_t cp) {
+  if (cp < 128) return ascii_classes[cp];
+  return static_cast<std::uint8_t>(run_value(unicode_tables::class_runs, cp, 4));
+}
+
+inline bool is_letter(char32_t cp) { return (classes(cp) & unicode_tables::class_letter) != 0; }
+inline bool is_number(char32_t cp) { return (classes(cp) & unicode_tables::class_number) != 0; }
+inline bool is_space(char32_t cp) { return (classes(cp) & unicode_tables::class_space) != 0; }
+inline bool is_word(char32_t cp) { return (classes(cp) & unicode_tables::class_word) != 0; }
+
+inline std::uint8_t combining_class(char32_t cp) {
+  if (cp < 0x300) return 0;
+  return static_cast<std::uint8_t>(run_value(unicode_tables::ccc_runs, cp, 8));
+}
+
+// Hangul syllables compose and decompose arithmetically (Unicode 3.12).
+namespace hangul {
+inline constexpr char32_t s_base = 0xAC00, l_base = 0x1100, v_base = 0x1161, t_base = 0x11A7;
+inline constexpr char32_t l_count = 19, v_count = 21, t_count = 28, n_count = v_count * t_count,
+                          s_count = l_count * n_count;
+}  // namespace hangul
+
+struct decomposition {
+  char32_t first = 0;
+  char32_t second = 0;  // 0 for singletons
+  bool found = false;
+};
+
+// One-level canonical decomposition (Hangul excluded; callers handle it).
+inline decomposition canonical_decomposition(char32_t cp) {
+  using unicode_tables::decompositions;
+  constexpr std::size_t count = std::size(decompositions) / 3;
+  std::size_t lo = 0, hi = count;
+  while (lo < hi) {
+    const std::size_t mid = (lo + hi) / 2;
+    const char32_t key = decompositions[3 * mid] & 0x7FFFFFFFu;
+    if (key < cp) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo < count && (decompositions[3 * lo] & 0x7FFFFFFFu) == cp) {
+    return {decompositions[3 * lo + 1], decompositions[3 * lo + 2], true};
+  }
+  return {};
+}
+
+// The primary composite of (a, b), or 0 when the pair does not compose.
+inline char32_t compose(char32_t a, char32_t b) {
+  using namespace hangul;
+  if (a >= l_base && a < l_base + l_count && b >= v_base && b < v_base + v_count) {
+    return s_base + ((a - l_base) * v_count + (b - v_base)) * t_count;
+  }
+  if (a >= s_base && a < s_base + s_count && (a - s_base) % t_count == 0 && b > t_base &&
+      b < t_base + t_count) {
+    return a + (b - t_base);
+  }
+  // Built once from the flagged decompositions; ~1000 pairs.
+  static const std::unordered_map<std::uint64_t, char32_t> pairs = [] {
+    std::unordered_map<std::uint64_t, char32_t> map;
+    using unicode_tables::decompositions;
+    for (std::size_t i = 0; i < std::size(decompositions); i += 3) {
+      if ((decompositions[i] & 0x80000000u) != 0) {
+        map.emplace((std::uint64_t{decompositions[i + 1]} << 32) | decompositions[i + 2],
+                    decompositions[i] & 0x7FFFFFFFu);
+      }
+    }
+    return map;
+  }();
+  const auto it = pairs.find((std::uint64_t{a} << 32) | b);
+  return it == pairs.end() ? 0 : it->second;
+}
+
+}  // namespace aq::io::unicode
+// ---- end aq/io/unicode_properties.hpp ----
+
+namespace aq::io {
+
+namespace detail {
+
+inline void decompose_into(char32_t cp, std::vector<char32_t>& out) {
+  using namespace unicode::hangul;
+  if (cp >= s_base && cp < s_base + s_count) {
+    const char32_t index = cp - s_base;
+    out.push_back(l_base + index / n_count);
+    out.push_back(v_base + (index % n_count) / t_count);
+    if (index % t_count != 0) out.push_back(t_base + index % t_count);
+    return;
+  }
+  const unicode::decomposition d = unicode::canonical_decomposition(cp);
+  if (!d.found) {
+    out.push_back(cp);
+    return;
+  }
+  decompose_into(d.first, out);
+  if (d.second != 0) decompose_into(d.second, out);
+}
+
+}  // namespace detail
+
+// NFC of well-formed UTF-8 (callers validate first). ASCII text is returned unchanged quickly.
+inline std::string nfc(std::string_view text) {
+  std::size_t first = 0;
+  while (first < text.size() && static_cast<unsigned char>(text[first]) < 0x80) ++first;
+  if (first == text.size()) return std::string(text);
+  // The ASCII character just before may compose with what follows (e + U+0301).
+  if (first > 0) --first;
+
+  std::vector<char32_t> cps;
+  cps.reserve(text.size() - first);
+  for (std::size_t i = first; i < text.size();) detail::decompose_into(utf8::decode_at(text, i), cps);
+
+  // Canonical ordering: stable sort of each run of non-starters by combining class.
+  for (std::size_t i = 0; i < cps.size();) {
+    if (unicode::combining_class(cps[i]) == 0) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < cps.size() && unicode::combining_class(cps[j]) != 0) ++j;
+    std::stable_sort(cps.begin() + static_cast<std::ptrdiff_t>(i), cps.begin() + static_cast<std::ptrdiff_t>(j),
+                     [](char32_t a, char32_t b) { return unicode::combining_class(a) < unicode::combining_class(b); });
+    i = j;
+  }
+
+  // Canonical composition: a character joins the last starter unless a character of equal or
+  // higher class (or a starter) stands between them.
+  std::size_t out = 0;
+  std::size_t starter = 0;
+  bool have_starter = false;
+  int last_class = -1;  // class of the last kept character; -1 before any
+  for (std::size_t i = 0; i < cps.size(); ++i) {
+    const char32_t cp = cps[i];
+    const int cls = unicode::combining_class(cp);
+    if (have_starter && (last_class == 0 ? out == starter + 1 : last_class < cls)) {
+      const char32_t composite = unicode::compose(cps[starter], cp);
+      if (composite != 0) {
+        cps[starter] = composite;
+        continue;
+      }
+    }
+    if (cls == 0) {
+      starter = out;
+      have_starter = true;
+    }
+    last_class = cls;
+    cps[out++] = cp;
+  }
+  cps.resize(out);
+
+  std::string result(text.substr(0, first));
+  result.reserve(text.size() + 8);
+  for (char32_t cp : cps) utf8::append(result, cp);
+  return result;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/nfc.hpp ----
+// ---- begin aq/io/pretokenizer.hpp ----
+// The Qwen2 pre-tokenizer: splits normalized text into the pieces that byte-level BPE encodes
+// separately, matching the regex of Qwen2/Qwen3 tokenizer.json exactly (leftmost-first
+// alternation with backtracking), hand-written over the generated Unicode class tables.
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::io {
+
+// The one split pattern supported, as written in tokenizer.json.
+inline constexpr std::string_view qwen2_split_pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// A piece of the input as byte offsets [begin, end).
+struct text_span {
+  std::size_t begin = 0;
+  std::size_t end = 0;
+};
+
+class qwen2_pretokenizer {
+ public:
+  // Appends the pieces of `text` (well-formed UTF-8) to `pieces`, in order, covering all of it.
+  static void split(std::string_view text, std::vector<text_span>& pieces) {
+    qwen2_pretokenizer m;
+    m.run(text, pieces);
+  }
+
+ private:
+  void run(std::string_view text, std::vector<text_span>& pieces) {
+    cps_.reserve(text.size());
+    bits_.reserve(text.size());
+    offsets_.reserve(text.size() + 1);
+    for (std::size_t i = 0; i < text.size();) {
+      offsets_.push_back(i);
+      const char32_t cp = utf8::decode_at(text, i);
+      cps_.push_back(cp);
+      bits_.push_back(unicode::classes(cp));
+    }
+    offsets_.push_back(text.size());
+    const std::size_t n = cps_.size();
+    std::size_t gap = 0;  // start of characters no alternative matched (none in practice)
+    for (std::size_t i = 0; i < n;) {
+      const std::size_t end = match_at(i);
+      if (end == i) {
+        ++i;
+        continue;
+      }
+      if (gap < i) pieces.push_back({offsets_[gap], offsets_[i]});
+      pieces.push_back({offsets_[i], offsets_[end]});
+      i = end;
+      gap = end;
+    }
+    if (gap < n) pieces.push_back({offsets_[gap], offsets_[n]});
+  }
+
+  static constexpr std::uint8_t letter = unicode_tables::class_letter;
+  static constexpr std::uint8_t number = unicode_tables::class_number;
+  static constexpr std::uint8_t space = unicode_tables::class_space;
+
+  bool is(std::size_t i, std::uint8_t cls) const { return i < cps_.size() && (bits_[i] & cls) != 0; }
+  bool is_newline(std::size_t i) const { return i < cps_.size() && (cps_[i] == '\r' || cps_[i] == '\n'); }
+  // [^\s\p{L}\p{N}]
+  bool is_other(std::size_t i) const { return i < cps_.size() && (bits_[i] & (letter | number | space)) == 0; }
+  // Case-insensitive ASCII letter; 's' also folds U+017F (long s), the only non-ASCII
+  // character whose simple case folding lands on one of s, t, r, e, v, m, l, d.
+  bool folds_to(std::size_t i, char lower) const {
+    if (i >= cps_.size()) return false;
+    const char32_t cp = cps_[i];
+    if (cp == static_cast<char32_t>(lower) || cp == static_cast<char32_t>(lower - 'a' + 'A')) return true;
+    return lower == 's' && cp == 0x17F;
+  }
+  std::size_t letters_from(std::size_t i) const {
+    while (is(i, letter)) ++i;
+    return i;
+  }
+
+  // End of the match starting at character i, or i when no alternative matches.
+  std::size_t match_at(std::size_t i) const {
+    const std::size_t n = cps_.size();
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if (cps_[i] == '\'') {
+      if (folds_to(i + 1, 's') || folds_to(i + 1, 't')) return i + 2;
+      if ((folds_to(i + 1, 'r') || folds_to(i + 1, 'v')) && folds_to(i + 2, 'e')) return i + 3;
+      if (folds_to(i + 1, 'm')) return i + 2;
+      if (folds_to(i + 1, 'l') && folds_to(i + 2, 'l')) return i + 3;
+      if (folds_to(i + 1, 'd')) return i + 2;
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!is(i, letter | number) && !is_newline(i) && is(i + 1, letter)) return letters_from(i + 1);
+    if (is(i, letter)) return letters_from(i);
+    // \p{N}
+    if (is(i, number)) return i + 1;
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+    {
+      std::size_t k = i;
+      if (cps_[k] == ' ' && is_other(k + 1)) ++k;
+      if (is_other(k)) {
+        while (is_other(k)) ++k;
+        while (is_newline(k)) ++k;
+        return k;
+      }
+    }
+    if (!is(i, space)) return i;
+    std::size_t run_end = i;
+    while (is(run_end, space)) ++run_end;
+    // \s*[\r\n]+ : \s* backs off to the last newline of the run; [\r\n]+ then takes just it.
+    for (std::size_t k = run_end; k > i; --k) {
+      if (is_newline(k - 1)) return k;
+    }
+    // \s+(?!\S) : the whole run at the end of text, else the run less its last character.
+    if (run_end == n) return run_end;
+    if (run_end - i >= 2) return run_end - 1;
+    // \s+
+    return run_end;
+  }
+
+  std::vector<char32_t> cps_;
+  std::vector<std::uint8_t> bits_;
+  std::vector<std::size_t> offsets_;
+};
+
+}  // namespace aq::io
+// ---- end aq/io/pretokenizer.hpp ----
+
+namespace aq::io {
+
+// One entry of tokenizer.json's "added_tokens", with its matching flags.
+struct added_token {
+  std::string content;
+  std::uint32_t id = 0;
+  bool special = false;      // dropped by decode(..., skip_special = true)
+  bool normalized = false;   // matched in NFC text instead of the raw input
+  bool lstrip = false;       // swallows white space on its left
+  bool rstrip = false;       // swallows white space on its right
+  bool single_word = false;  // only matches with no word character on either side
+  // The token's text as decoded: the content, NFC-normalized for normalized tokens (the
+  // reference stores them normalized).
+  std::string decoded;
+};
+
+struct encode_options {
+  bool use_cache = true;  // the BPE word cache; off only to measure its effect
+};
+
+namespace detail {
+
+// Finds added tokens leftmost-longest, as the reference's Aho-Corasick matcher does, and applies
+// the single_word / lstrip / rstrip rules. Few tokens, so a first-byte filter is enough.
+class added_token_matcher {
+ public:
+  struct piece {
+    std::size_t begin;
+    std::size_t end;
+    const added_token* token;  // nullptr for plain text
+  };
+
+  void add(const added_token& token, std::string pattern) {
+    if (pattern.empty()) return;
+    first_bytes_[static_cast<unsigned char>(pattern[0])] = true;
+    entries_.push_back({std::move(pattern), token});
+  }
+  bool empty() const { return entries_.empty(); }
+
+  // Splits `text` into plain pieces and added-token pieces covering it in order.
+  void split(std::string_view text, std::vector<piece>& out) const {
+    std::size_t plain_start = 0;
+    for (std::size_t pos = 0; pos < text.size();) {
+      if (!first_bytes_[static_cast<unsigned char>(text[pos])]) {
+        ++pos;
+        continue;
+      }
+      const entry* best = nullptr;
+      for (const entry& e : entries_) {
+        if (text.substr(pos).starts_with(e.pattern) && (best == nullptr || e.pattern.size() > best->pattern.size())) {
+          best = &e;
+        }
+      }
+      if (best == nullptr) {
+        ++pos;
+        continue;
+      }
+      std::size_t start = pos;
+      std::size_t stop = pos + best->pattern.size();
+      pos = stop;  // the search resumes after the match even when the match is rejected
+      const added_token& token = best->token;
+      if (token.single_word) {
+        const bool word_before = start > 0 && unicode::is_word(last_char(text.substr(0, start)));
+        const bool word_after = stop < text.size() && unicode::is_word(first_char(text.substr(stop)));
+        if (word_before || word_after) continue;
+      }
+      if (token.lstrip) {
+        std::size_t s = start;
+        while (s > 0) {
+          const std::size_t char_start = previous_char_start(text, s);
+          std::size_t i = char_start;
+          if (!unicode::is_space(utf8::decode_at(text, i))) break;
+          s = char_start;
+        }
+        start = std::max(s, plain_start);
+      }
+      if (token.rstrip) {
+        while (stop < text.size()) {
+          std::size_t i = stop;
+          if (!unicode::is_space(utf8::decode_at(text, i))) break;
+          stop = i;
+        }
+      }
+      if (plain_start < start) out.push_back({plain_start, start, nullptr});
+      out.push_back({start, stop, &token});  // points into this matcher; valid while it lives
+      plain_start = stop;
+    }
+    if (plain_start < text.size()) out.push_back({plain_start, text.size(), nullptr});
+  }
+
+ private:
+  struct entry {
+    std::string pattern;
+    added_token token;
+  };
+
+  static std::size_t previous_char_start(std::string_view text, std::size_t pos) {
+    do {
+      --pos;
+    } while (pos > 0 && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80);
+    return pos;
+  }
+  static char32_t last_char(std::string_view text) {
+    std::size_t i = previous_char_start(text, text.size());
+    return utf8::decode_at(text, i);
+  }
+  static char32_t first_char(std::string_view text) {
+    std::size_t i = 0;
+    return utf8::decode_at(text, i);
+  }
+
+  std::vector<entry> entries_;
+  std::array<bool, 256> first_bytes_{};
+};
+
+// Small typed accessors over simdjson's DOM that name the file and field on failure.
+class json_fields {
+ public:
+  explicit json_fields(std::string source) : source_(std::move(source)) {}
+
+  const std::string& source() const { return source_; }
+
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw error(source_ + ": " + field + ": " + what);
+  }
+  simdjson::dom::element get(simdjson::dom::element object, std::string_view key, const std::string& field) const {
+    simdjson::dom::element value;
+    if (!object.is_object()) fail(field, "expected an object");
+    if (object[key].get(value) != simdjson::SUCCESS) fail(field, "missing");
+    return value;
+  }
+  std::optional<simdjson::dom::element> find(simdjson::dom::element object, std::string_view key) const {
+    simdjson::dom::element value;
+    if (!object.is_object() || object[key].get(value) != simdjson::SUCCESS) return std::nullopt;
+    return value;
+  }
+  std::string_view string(simdjson::dom::element value, const std::string& field) const {
+    std::string_view s;
+    if (value.get(s) != simdjson::SUCCESS) fail(field, "expected a string");
+    return s;
+  }
+  bool boolean(simdjson::dom::element value, const std::string& field) const {
+    bool b = false;
+    if (value.get(b) != simdjson::SUCCESS) fail(field, "expected true or false");
+    return b;
+  }
+  // Optional boolean field: absent or null reads as `fallback`.
+  bool flag(simdjson::dom::element object, std::string_view key, const std::string& field, bool fallback) const {
+    const auto value = find(object, key);
+    if (!value || value->is_null()) return fallback;
+    return boolean(*value, field);
+  }
+  std::uint32_t id(simdjson::dom::element value, const std::string& field) const {
+    std::uint64_t v = 0;
+    if (value.get(v) != simdjson::SUCCESS || v > 0xFFFFFFFFull) fail(field, "expected a token id (unsigned 32-bit)");
+    return static_cast<std::uint32_t>(v);
+  }
+  std::string_view type_of(simdjson::dom::element object, const std::string& field) const {
+    return string(get(object, "type", field + ".type"), field + ".type");
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace detail
+
+class tokenizer {
+ public:
+  // Reads tokenizer.json, or <dir>/tokenizer.json when given a model directory.
+  static tokenizer from_file(const std::filesystem::path& path_or_dir) {
+    std::filesystem::path path = path_or_dir;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) path /= "tokenizer.json";
+    simdjson::padded_string json;
+    if (simdjson::padded_string::load(path.string()).get(json) != simdjson::SUCCESS) {
+      throw error(path.string() + ": cannot read tokenizer file");
+    }
+    return from_json(std::string_view(json.data(), json.size()), path.string());
+  }
+
+  // Parses tokenizer.json text; `source` names it in error messages.
+  static tokenizer from_json(std::string_view json, const std::string& source) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    if (const auto err = parser.parse(json.data(), json.size()).get(root); err != simdjson::SUCCESS) {
+      throw error(source + ": invalid JSON: " + simdjson::error_message(err));
+    }
+    const detail::json_fields f(source);
+    tokenizer t;
+    t.read_normalizer(f, root);
+    read_pre_tokenizer(f, root);
+    read_decoder(f, root);
+    t.read_model(f, root);
+    t.read_added_tokens(f, root);
+    return t;
+  }
+
+  // Ids of `text` (UTF-8) as the reference encodes it with add_special_tokens=False: added and
+  // special tokens written in the text are recognized, nothing is prepended or appended.
+  std::vector<std::uint32_t> encode(std::string_view text, const encode_options& options = {}) const {
+    utf8::validate(text, "tokenizer input");
+    std::vector<std::uint32_t> ids;
+    ids.reserve(text.size() / 3 + 4);
+    std::vector<detail::added_token_matcher::piece> raw, normalized_pieces;
+    std::vector<text_span> words;
+    raw_matcher_.split(text, raw);
+    for (const auto& piece : raw) {
+      if (piece.token != nullptr) {
+        ids.push_back(piece.token->id);
+        continue;
+      }
+      const std::string normalized =
+          nfc_ ? nfc(text.substr(piece.begin, piece.end - piece.begin)) : std::string(text.substr(piece.begin, piece.end - piece.begin));
+      normalized_pieces.clear();
+      normalized_matcher_.split(normalized, normalized_pieces);
+      for (const auto& sub : normalized_pieces) {
+        if (sub.token != nullptr) {
+          ids.push_back(sub.token->id);
+          continue;
+        }
+        const std::string_view segment = std::string_view(normalized).substr(sub.begin, sub.end - sub.begin);
+        words.clear();
+        qwen2_pretokenizer::split(segment, words);
+        for (const text_span& w : words) {
+          bpe_->encode_word(segment.substr(w.begin, w.end - w.begin), ids, options.use_cache);
+        }
+      }
+    }
+    return ids;
+  }
+
+  // Text of `ids`: byte-level tokens become their bytes, ill-formed UTF-8 becomes U+FFFD.
+  std::string decode(std::span<const std::uint32_t> ids, bool skip_special = false) const {
+    std::string bytes;
+    for (const std::uint32_t id : ids) {
+      std::optional<std::string_view> text;
+      if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) {
+        if (skip_special && added_[it->second].special) continue;
+        text = added_[it->second].decoded;
+      } else {
+        text = bpe_->token(id);
+      }
+      if (!text) {
+        throw error("tokenizer decode: id " + std::to_string(id) + " is not in the vocabulary (ids below " +
+                    std::to_string(id_bound()) + ")");
+      }
+      // A token with a character outside the byte alphabet contributes its UTF-8 as is.
+      if (const auto raw = byte_level_to_bytes(*text)) {
+        bytes += *raw;
+      } else {
+        bytes += *text;
+      }
+    }
+    return utf8::decode_lossy(bytes);
+  }
+
+  // Id of a vocabulary or added token written out (e.g. "<|image_pad|>").
+  std::optional<std::uint32_t> token_to_id(std::string_view token) const {
+    for (const added_token& a : added_) {
+      if (a.content == token) return a.id;
+    }
+    return bpe_->token_id(token);
+  }
+  // The token text of `id` (byte alphabet for vocabulary tokens), or nullopt if unknown.
+  std::optional<std::string> id_to_token(std::uint32_t id) const {
+    if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].decoded;
+    if (const auto t = bpe_->token(id)) return std::string(*t);
+    return std::nullopt;
+  }
+  // One past the largest id, added tokens included (the embedding needs at least this many rows).
+  std::size_t id_bound() const {
+    std::size_t bound = bpe_->id_bound();
+    for (const added_token& a : added_) bound = std::max(bound, std::size_t{a.id} + 1);
+    return bound;
+  }
+  const std::vector<added_token>& added_tokens() const { return added_; }
+  std::size_t merge_count() const { return bpe_->merge_count(); }
+  bool normalizes_nfc() const { return nfc_; }
+
+ private:
+  tokenizer() = default;
+
+  void read_normalizer(const detail::json_fields& f, simdjson::dom::element root) {
+    const auto n = f.find(root, "normalizer");
+    if (!n || n->is_null()) return;
+    const std::string_view type = f.type_of(*n, "normalizer");
+    if (type != "NFC") f.fail("normalizer.type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
+    nfc_ = true;
+  }
+
+  static void read_pre_tokenizer(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element p = f.get(root, "pre_tokenizer", "pre_tokenizer");
+    const auto unsupported = [&](const std::string& field, const std::string& found) {
+      f.fail(field, "unsupported " + found +
+                        " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
+                        "prefix space or regex)");
+    };
+    if (p.is_null() || f.type_of(p, "pre_tokenizer") != "Sequence") unsupported("pre_tokenizer.type", "pre-tokenizer");
+    simdjson::dom::array steps;
+    if (f.get(p, "pretokenizers", "pre_tokenizer.pretokenizers").get(steps) != simdjson::SUCCESS || steps.size() != 2) {
+      unsupported("pre_tokenizer.pretokenizers", "step list");
+    }
+    const simdjson::dom::element split = steps.at(0).value_unsafe();
+    const simdjson::dom::element byte_level = steps.at(1).value_unsafe();
+    const std::string s0 = "pre_tokenizer.pretokenizers[0]", s1 = "pre_tokenizer.pretokenizers[1]";
+    if (f.type_of(split, s0) != "Split") unsupported(s0 + ".type", "step");
+    const auto regex = f.find(f.get(split, "pattern", s0 + ".pattern"), "Regex");
+    if (!regex || f.string(*regex, s0 + ".pattern.Regex") != qwen2_split_pattern) unsupported(s0 + ".pattern", "split pattern");
+    if (f.string(f.get(split, "behavior", s0 + ".behavior"), s0 + ".behavior") != "Isolated") unsupported(s0 + ".behavior", "behavior");
+    if (f.flag(split, "invert", s0 + ".invert", false)) unsupported(s0 + ".invert", "inverted split");
+    if (f.type_of(byte_level, s1) != "ByteLevel") unsupported(s1 + ".type", "step");
+    if (f.flag(byte_level, "add_prefix_space", s1 + ".add_prefix_space", true)) unsupported(s1 + ".add_prefix_space", "prefix space");
+    if (f.flag(byte_level, "use_regex", s1 + ".use_regex", true)) unsupported(s1 + ".use_regex", "ByteLevel regex");
+  }
+
+  static void read_decoder(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element d = f.get(root, "decoder", "decoder");
+    if (d.is_null() || f.type_of(d, "decoder") != "ByteLevel") f.fail("decoder.type", "unsupported decoder (supported: ByteLevel)");
+  }
+
+  void read_model(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element model = f.get(root, "model", "model");
+    const std::string_view type = f.type_of(model, "model");
+    if (type != "BPE") f.fail("model.type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
+    if (const auto dropout = f.find(model, "dropout"); dropout && !dropout->is_null()) {
+      f.fail("model.dropout", "BPE dropout is not supported (expected null)");
+    }
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+      if (const auto v = f.find(model, key); v && !v->is_null() && !f.string(*v, std::string("model.") + key).empty()) {
+        f.fail(std::string("model.") + key, "unsupported (byte-level BPE expects \"\" or null)");
+      }
+    }
+    simdjson::dom::object vocab_object;
+    if (f.get(model, "vocab", "model.vocab").get(vocab_object) != simdjson::SUCCESS) f.fail("model.vocab", "expected an object");
+    std::vector<std::pair<std::string_view, std::uint32_t>> vocab;  // views into the parsed document
+    vocab.reserve(vocab_object.size());
+    for (const auto field : vocab_object) {
+      std::uint64_t id = 0;
+      if (field.value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
+        f.fail("model.vocab[\"" + std::string(field.key) + "\"]", "expected a token id (unsigned 32-bit)");
+      }
+      vocab.emplace_back(field.key, static_cast<std::uint32_t>(id));
+    }
+    bpe_model bpe(vocab, f.flag(model, "ignore_merges", "model.ignore_merges", false), f.source());
+    simdjson::dom::array merges;
+    if (f.get(model, "merges", "model.merges").get(merges) != simdjson::SUCCESS) f.fail("model.merges", "expected an array");
+    std::size_t index = 0;
+    for (const simdjson::dom::element merge : merges) {
+      // Field names are built only on failure: 150k merges load in a loop that must stay cheap.
+      const auto field = [&] { return "model.merges[" + std::to_string(index) + "]"; };
+      std::string_view left, right;
+      if (std::string_view line; merge.get(line) == simdjson::SUCCESS) {
+        // Legacy form "left right": byte-level tokens never contain a space, so exactly one.
+        const std::size_t space = line.find(' ');
+        if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
+          f.fail(field(), "expected \"left right\" with one space, got \"" + std::string(line) + "\"");
+        }
+        left = line.substr(0, space);
+        right = line.substr(space + 1);
+      } else {
+        simdjson::dom::array pair;
+        if (merge.get(pair) != simdjson::SUCCESS || pair.size() != 2 || pair.at(0).get(left) != simdjson::SUCCESS ||
+            pair.at(1).get(right) != simdjson::SUCCESS) {
+          f.fail(field(), "expected [left, right] or \"left right\"");
+        }
+      }
+      if (!bpe.add_merge(left, right)) {
+        f.fail(field(), "merge \"" + std::string(left) + " " + std::string(right) +
+                            "\" uses a token missing from model.vocab");
+      }
+      ++index;
+    }
+    bpe.finish_merges();
+    bpe_ = std::make_shared<const bpe_model>(std::move(bpe));
+  }
+
+  void read_added_tokens(const detail::json_fields& f, simdjson::dom::element root) {
+    const auto list = f.find(root, "added_tokens");
+    if (!list || list->is_null()) return;
+    simdjson::dom::array tokens;
+    if (list->get(tokens) != simdjson::SUCCESS) f.fail("added_tokens", "expected an array");
+    std::size_t index = 0;
+    for (const simdjson::dom::element t : tokens) {
+      const std::string field = "added_tokens[" + std::to_string(index++) + "]";
+      added_token a;
+      a.id = f.id(f.get(t, "id", field + ".id"), field + ".id");
+      a.content = std::string(f.string(f.get(t, "content", field + ".content"), field + ".content"));
+      utf8::validate(a.content, f.source() + ": " + field + ".content");
+      a.special = f.flag(t, "special", field + ".special", false);
+      a.normalized = f.flag(t, "normalized", field + ".normalized", !a.special);
+      a.lstrip = f.flag(t, "lstrip", field + ".lstrip", false);
+      a.rstrip = f.flag(t, "rstrip", field + ".rstrip", false);
+      a.single_word = f.flag(t, "single_word", field + ".single_word", false);
+      added_.push_back(std::move(a));
+    }
+    for (std::size_t i = 0; i < added_.size(); ++i) {
+      added_token& a = added_[i];
+      a.decoded = a.normalized && nfc_ ? nfc(a.content) : a.content;
+      if (!added_by_id_.emplace(a.id, i).second) f.fail("added_tokens", "id " + std::to_string(a.id) + " appears twice");
+      // Normalized tokens are looked for in normalized text, so their pattern is normalized too.
+      if (a.normalized) {
+        normalized_matcher_.add(a, a.decoded);
+      } else {
+        raw_matcher_.add(a, a.content);
+      }
+    }
+  }
+
+  bool nfc_ = false;
+  std::shared_ptr<const bpe_model> bpe_;
+  std::vector<added_token> added_;
+  std::unordered_map<std::uint32_t, std::size_t> added_by_id_;  // id -> index in added_
+  detail::added_token_matcher raw_matcher_;
+  detail::added_token_matcher normalized_matcher_;
+};
+
+}  // namespace aq::io
+// ---- end aq/io/tokenizer.hpp ----
 // ---- end aq/autoquant.hpp ----
