@@ -1,0 +1,303 @@
+// Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
+// sizes, outputs; the named presets that reproduce the reference runs; and the command-line
+// parser and --help text (the recipe table comes from the registry).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/autoquant/engine.hpp"
+#include "aq/autoquant/scope.hpp"
+#include "aq/core/error.hpp"
+#include "aq/quant/recipe_registry.hpp"
+#include "aq/score/monotone_clamp.hpp"
+
+namespace aq::autoquant {
+
+// The reference's calibration sizes (conf/dataset/vlm_coco2017_captions.yaml size_to_max_samples).
+inline std::int64_t dataset_size_samples(std::string_view size) {
+  if (size == "small") return 16;
+  if (size == "medium") return 128;
+  if (size == "large") return 512;
+  throw error("--dataset-size: '" + std::string(size) + "' is unknown; valid sizes: small (16), medium (128), large (512)");
+}
+
+struct driver_options {
+  std::optional<std::string> model_dir;  // empty: the built-in default model
+  std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
+  std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
+  double effective_bits = 6.0;
+  scope_preset scope = scope_preset::lm;
+  std::vector<std::string> disable;
+  score_method method = score_method::gradient;
+  std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
+  std::optional<std::int64_t> seq_len;      // default: 512 (32 for the built-in model)
+  std::int64_t batch_size = 8;
+  std::optional<std::string> dataset_size;  // small / medium / large
+  std::optional<std::int64_t> num_calib_steps;  // default: every batch
+  std::optional<std::int64_t> num_score_steps;  // default: min(max(score_size / batch, 1), batches)
+  std::int64_t score_size = 128;
+  std::optional<std::string> scheme_name;
+  std::optional<std::string> output_dir;
+  std::uint64_t seed = 0;                   // the built-in model's weights
+  score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
+  bool adjust_budget = true;
+  bool custom_names = false;
+  std::string attention = "sdpa";
+  unsigned threads = 0;                     // 0: all hardware threads
+  std::optional<std::string> dump_batches;
+  std::optional<std::string> result_json;
+  std::optional<std::string> preset;
+  // Report metadata set by presets (the reference runs' scheme fields).
+  std::optional<std::string> coverage_mode;
+  std::vector<std::string> quant_formats;
+  std::optional<std::string> dataset_name;
+  bool help = false;
+};
+
+// A named run of the reference project: its formats, budget, coverage and data shape.
+struct preset {
+  std::string_view name;
+  std::string_view scheme;
+  std::string_view formats;
+  double bits;
+  scope_preset scope;
+  bool adjust_budget;
+  bool custom_names;
+  std::string_view coverage_mode;
+  std::string_view quant_format;
+  std::string_view data;  // "captions" (text only, batch 8) or "images" (image+caption JSON lines, batch 1)
+  std::string_view size;
+  std::string_view note;
+};
+
+// clang-format off
+inline constexpr preset presets[] = {
+  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, false, false,
+   "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium",
+   "INT8 W8A8, 8.0 bits, text-only captions: the vision tower never runs (score 0, kept INT8 as in the reference)"},
+  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, true, false,
+   "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium",
+   "INT8 weights + INT4 activations (4.0 effective bits) vs NONE, LM only, B' of the reference"},
+  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, false, true,
+   "full", "FP8_ALL_LAYERS_CFG", "images", "large",
+   "FP8 everywhere (shown as CUSTOM_0), 11.0 bits, image+caption samples, batch 1"},
+  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all, false, true,
+   "full", "INT8_ALL_LAYERS_CFG", "images", "medium",
+   "INT8 W8A8 everywhere (shown as CUSTOM_0), 8.0 bits, image+caption samples, batch 1"},
+};
+// clang-format on
+
+inline const preset& find_preset(std::string_view name) {
+  for (const preset& p : presets) {
+    if (p.name == name) return p;
+  }
+  std::string names;
+  for (const preset& p : presets) names += (names.empty() ? "" : ", ") + std::string(p.name);
+  throw error("--preset: '" + std::string(name) + "' is unknown; valid presets: " + names);
+}
+
+inline std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    const std::string_view item = text.substr(start, comma == std::string_view::npos ? text.npos : comma - start);
+    if (!item.empty()) items.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return items;
+}
+
+namespace detail {
+
+inline double parse_double(std::string_view flag, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(value == value)) {
+    throw error(std::string(flag) + ": '" + text + "' is not a number");
+  }
+  return value;
+}
+
+inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min) {
+  char* end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size()) {
+    throw error(std::string(flag) + ": '" + text + "' is not an integer");
+  }
+  if (value < min) throw error(std::string(flag) + ": " + text + " must be >= " + std::to_string(min));
+  return value;
+}
+
+}  // namespace detail
+
+// Applies a preset's fields; flags given on the command line are applied after it and win.
+inline void apply_preset(driver_options& o, const preset& p) {
+  o.preset = std::string(p.name);
+  o.scheme_name = std::string(p.scheme);
+  o.formats = split_list(p.formats);
+  o.effective_bits = p.bits;
+  o.scope = p.scope;
+  o.adjust_budget = p.adjust_budget;
+  o.custom_names = p.custom_names;
+  o.coverage_mode = std::string(p.coverage_mode);
+  o.quant_formats = {std::string(p.quant_format)};
+  o.dataset_size = std::string(p.size);
+  o.dataset_name = p.data == "captions" ? "vlm_coco2017_captions" : "vlm_coco2017_image_captions";
+  if (p.data == "images") o.batch_size = 1;
+}
+
+// Parses argv[1..]; throws aq::error naming the flag for anything malformed or unknown.
+inline driver_options parse_arguments(std::span<const std::string> args) {
+  driver_options o;
+  // A preset first, so that explicit flags override it wherever they appear.
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--preset") apply_preset(o, find_preset(args[i + 1]));
+  }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    const auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw error(flag + ": missing value");
+      return args[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      o.help = true;
+    } else if (flag == "--preset") {
+      (void)value();
+    } else if (flag == "--model") {
+      o.model_dir = value();
+    } else if (flag == "--calib") {
+      o.calib = value();
+    } else if (flag == "--formats") {
+      o.formats = split_list(value());
+      if (o.formats.empty()) throw error("--formats: empty list");
+    } else if (flag == "--effective-bits") {
+      o.effective_bits = detail::parse_double(flag, value());
+      if (!(o.effective_bits > 0.0 && o.effective_bits <= 16.0)) throw error("--effective-bits: must be in (0, 16]");
+    } else if (flag == "--scope") {
+      o.scope = parse_scope(value());
+    } else if (flag == "--disable") {
+      o.disable.push_back(value());
+    } else if (flag == "--method") {
+      o.method = parse_score_method(value());
+    } else if (flag == "--num-samples") {
+      o.num_samples = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--dataset-size") {
+      o.dataset_size = value();
+      (void)dataset_size_samples(*o.dataset_size);
+    } else if (flag == "--seq-len") {
+      o.seq_len = detail::parse_int(flag, value(), 2);
+    } else if (flag == "--batch-size") {
+      o.batch_size = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--num-calib-steps") {
+      o.num_calib_steps = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--num-score-steps") {
+      o.num_score_steps = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--score-size") {
+      o.score_size = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--scheme-name") {
+      o.scheme_name = value();
+      if (o.scheme_name->empty() || o.scheme_name->find('/') != std::string::npos) {
+        throw error("--scheme-name: must be a non-empty file-name part without '/'");
+      }
+    } else if (flag == "--output-dir") {
+      o.output_dir = value();
+    } else if (flag == "--seed") {
+      o.seed = static_cast<std::uint64_t>(detail::parse_int(flag, value(), 0));
+    } else if (flag == "--clamp") {
+      const std::string& rule = value();
+      if (rule == "0.39") o.clamp = score::clamp_rule::modelopt_0_39;
+      else if (rule == "0.40") o.clamp = score::clamp_rule::modelopt_0_40;
+      else throw error("--clamp: '" + rule + "' is unknown; valid: 0.39, 0.40");
+    } else if (flag == "--no-budget-adjust") {
+      o.adjust_budget = false;
+    } else if (flag == "--custom-names") {
+      o.custom_names = true;
+    } else if (flag == "--attention") {
+      o.attention = value();
+      if (o.attention != "sdpa" && o.attention != "eager") throw error("--attention: valid values are sdpa, eager");
+    } else if (flag == "--threads") {
+      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
+    } else if (flag == "--dump-batches") {
+      o.dump_batches = value();
+    } else if (flag == "--result-json") {
+      o.result_json = value();
+    } else {
+      throw error("unknown argument '" + flag + "' (see --help)");
+    }
+  }
+  return o;
+}
+
+inline std::string help_text() {
+  std::string text = R"(usage: aq-autoquant [--model DIR] [--calib FILE] [--formats LIST] [--effective-bits B]
+                    [--scope lm|all] [--method gradient|kl_div] [--output-dir OUT] [options]
+
+Per-layer quantization sensitivity and mixed-format allocation of a Qwen3-VL model, as NVIDIA
+ModelOpt's auto_quantize computes them: calibrate every candidate recipe (max), score every group
+of layers, pick one recipe per group with the least summed score under an effective-bits budget.
+Without --model it runs on the built-in default: a small Qwen3-VL generated in code (--seed) with
+the bundled COCO captions and the Qwen3 tokenizer under data/.
+
+model and data
+  --model DIR             Hugging Face Qwen3-VL checkpoint dir (config.json, *.safetensors,
+                          tokenizer.json); default: the built-in model
+  --calib FILE            captions .txt (one per line; left-padded to --seq-len, batches of
+                          --batch-size) or image-caption .jsonl ({"image": path, "caption": text};
+                          chat prompt with the image, batch 1); default: bundled captions
+  --num-samples N         first N samples (default 128; built-in model 16)
+  --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
+  --seq-len T             padded length (default 512; built-in model 32)
+  --batch-size B          rows per batch (default 8; image-caption data always 1)
+  --seed N                weights of the built-in model (default 0)
+  --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
+
+search
+  --formats LIST          comma-separated recipes (table below); NONE is always a candidate
+                          (default fp8_e4m3,int8_w8a8,w4a8)
+  --effective-bits B      budget in effective bits (default 6.0)
+  --scope lm|all          lm: text decoder + lm_head (vision tower and mergers unquantized);
+                          all: every Linear and the patch Conv3d (default lm)
+  --disable PATTERN       fnmatch pattern on module names; a group with a matching member stays
+                          unquantized (repeatable)
+  --no-budget-adjust      with disabled groups, search the whole model at B instead of the
+                          reference's B' = min(16, (16 D + B (T - D)) / T + 1e-3)
+  --method M              gradient (ModelOpt's Fisher score, default) or kl_div (cross-entropy of
+                          the quantized next-token distribution, ModelOpt 0.40)
+  --num-calib-steps N     calibration batches (default: all)
+  --num-score-steps N     scoring batches (default: min(max(score_size / batch, 1), batches))
+  --score-size N          samples to score (default 128, as the reference)
+  --clamp 0.39|0.40       ModelOpt version of the monotone score clamp (default 0.39)
+  --custom-names          show every recipe as CUSTOM_<i> in reports (reference custom configs)
+  --preset NAME           a reference run (flags after it override); see below
+
+output
+  --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},
+                          NAME_autoquant_state.safetensors, NAME_autoquant.log (required)
+  --scheme-name NAME      default: autoquant_<scope> (or the preset's scheme)
+  --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
+                          labels: int64 [N, T]) for running ModelOpt on the same data
+  --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
+  --threads N             CPU threads (default: all)
+  -h, --help              this text
+
+recipes (--formats names; effective bits as ModelOpt prices them)
+)";
+  text += quant::recipe_table();
+  text += "\npresets\n";
+  for (const preset& p : presets) {
+    text += "  " + std::string(p.name) + ": --formats " + std::string(p.formats) + " --effective-bits " +
+            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) + ", " +
+            std::string(p.size) + " data; " + std::string(p.note) + "\n";
+  }
+  return text;
+}
+
+}  // namespace aq::autoquant
