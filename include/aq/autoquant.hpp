@@ -46,3 +46,23 @@
 
 // Tokenizer
 #include "aq/io/tokenizer.hpp"
+
+// The built-in Qwen3-VL model (CPU backend)
+#include "aq/core/tensor.hpp"
+#include "aq/core/thread_pool.hpp"
+#include "aq/backend/cpu/gemm.hpp"
+#include "aq/backend/cpu/rms_norm.hpp"
+#include "aq/backend/cpu/layer_norm.hpp"
+#include "aq/backend/cpu/rope.hpp"
+#include "aq/backend/cpu/attention.hpp"
+#include "aq/backend/cpu/swiglu.hpp"
+#include "aq/backend/cpu/gelu.hpp"
+#include "aq/backend/cpu/cross_entropy.hpp"
+#include "aq/model/qwen3_vl/linear_observer.hpp"
+#include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/checkpoint_source.hpp"
+#include "aq/model/qwen3_vl/text_weights.hpp"
+#include "aq/model/qwen3_vl/vision_weights.hpp"
+#include "aq/model/qwen3_vl/text_model.hpp"
+#include "aq/model/qwen3_vl/vision_model.hpp"
+#include "aq/model/qwen3_vl/vl_model.hpp"

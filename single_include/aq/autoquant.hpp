@@ -2861,8 +2861,8 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 
 // Calibration data
 // ---- begin aq/io/image.hpp ----
-// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, with grayscale,
-// 16-bit and alpha images converted the way the reference (PIL + transformers) converts them.
+// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
+// PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
 // First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
 
 #include <algorithm>
@@ -2875,13 +2875,188 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+// ---- begin aq/io/jpeg.hpp ----
+// JPEG decoding through libjpeg-turbo, configured as Pillow's JPEG decoder is, so decoded bytes
+// equal what PIL (and so transformers' image processors) see. Used by io/image.hpp; the result
+// goes on to Qwen3-VL preprocessing.
 
+#include <algorithm>
+#include <csetjmp>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>  // jpeglib.h uses FILE and size_t without including their headers
+#include <span>
+#include <string>
+#include <vector>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+
+namespace aq::io {
+
+// A decoded JPEG as RGB8, rows top to bottom, pixels interleaved.
+struct decoded_jpeg {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> rgb;  // height * width * 3
+};
+
+// JPEG files start with SOI followed by a marker; PIL's JpegImagePlugin accepts the same prefix.
+inline bool is_jpeg(std::span<const std::uint8_t> bytes) {
+  return bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF;
+}
+
+namespace detail {
+
+// libjpeg reports fatal errors through error_exit, which must not return: it longjmps back to
+// the decode routine (C++ exceptions cannot cross libjpeg's C frames). pub must be first: libjpeg
+// hands the callbacks a pointer to it.
+struct jpeg_error_state {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  bool ended_early;  // the data ran out before the end-of-image marker
+};
+
+inline void jpeg_on_error(j_common_ptr cinfo) {
+  auto* state = reinterpret_cast<jpeg_error_state*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, state->message);
+  std::longjmp(state->jump, 1);
+}
+
+// Warnings (level -1) are corrupt-data notices libjpeg recovers from; Pillow silences them and
+// keeps the pixels, so aq does too. Running out of data is different: libjpeg would pad with a
+// fake end marker and grey rows, while Pillow's suspending reader raises "image file is
+// truncated" (even when only the final EOI marker is missing), so aq fails as well.
+inline void jpeg_on_message(j_common_ptr cinfo, int level) {
+  if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    reinterpret_cast<jpeg_error_state*>(cinfo->err)->ended_early = true;
+  }
+}
+
+// Owns the libjpeg state, so every exit path (error, exception, success) releases it.
+struct jpeg_decoder {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_state error;
+  std::vector<std::uint8_t> row;
+  jpeg_decoder() {
+    std::fill_n(reinterpret_cast<unsigned char*>(&cinfo), sizeof cinfo, 0);
+    cinfo.err = jpeg_std_error(&error.pub);
+    error.pub.error_exit = jpeg_on_error;
+    error.pub.emit_message = jpeg_on_message;
+    error.message[0] = '\0';
+    error.ended_early = false;
+    jpeg_create_decompress(&cinfo);
+  }
+  jpeg_decoder(const jpeg_decoder&) = delete;
+  jpeg_decoder& operator=(const jpeg_decoder&) = delete;
+  ~jpeg_decoder() { jpeg_destroy_decompress(&cinfo); }
+};
+
+// PIL's MULDIV255: a*b/255 rounded, in integers.
+inline int muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+}
+
+// Pillow's "CMYK;I" unpacking (every sample inverted: it assumes Adobe's inverted CMYK for every
+// 4-component JPEG) followed by its CMYK -> RGB conversion.
+inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t pixels) {
+  for (std::size_t i = 0; i < pixels; ++i, in += 4, out += 3) {
+    const int nk = in[3];  // 255 - (255 - k)
+    for (int c = 0; c < 3; ++c) {
+      const int v = 255 - in[c];
+      out[c] = static_cast<std::uint8_t>(std::clamp(nk - muldiv255(v, nk), 0, 255));
+    }
+  }
+}
+
+// Everything that can longjmp happens in here; it holds no object with a destructor, and after a
+// longjmp reads only memory owned by the caller. Returns false on a libjpeg error.
+inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
+                     decoded_jpeg* out, bool* too_large, int* components) {
+  if (setjmp(d->error.jump) != 0) return false;
+  jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&d->cinfo, TRUE);
+  *components = d->cinfo.num_components;
+  const std::uint64_t pixels = std::uint64_t(d->cinfo.image_width) * std::uint64_t(d->cinfo.image_height);
+  if (pixels > max_pixels || (*components != 1 && *components != 3 && *components != 4)) {
+    *too_large = pixels > max_pixels;
+    return true;
+  }
+  // Pillow's settings: it leaves libjpeg's defaults (JDCT_ISLOW, fancy upsampling, no scaling;
+  // only draft mode changes them) and asks for L, RGB or CMYK by component count, trusting
+  // libjpeg's guess of the stored colour space (JFIF/Adobe markers, so YCCK becomes CMYK).
+  d->cinfo.dct_method = JDCT_ISLOW;
+  d->cinfo.do_fancy_upsampling = TRUE;
+  d->cinfo.out_color_space = *components == 1 ? JCS_GRAYSCALE : *components == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_start_decompress(&d->cinfo);
+  const std::size_t w = d->cinfo.output_width, h = d->cinfo.output_height;
+  const std::size_t n = static_cast<std::size_t>(d->cinfo.output_components);
+  out->width = static_cast<int>(w);
+  out->height = static_cast<int>(h);
+  out->rgb.resize(w * h * 3);
+  d->row.resize(w * n);
+  while (d->cinfo.output_scanline < h && !d->error.ended_early) {
+    const std::size_t y = d->cinfo.output_scanline;
+    JSAMPROW rows[1] = {d->row.data()};
+    if (jpeg_read_scanlines(&d->cinfo, rows, 1) != 1) break;
+    std::uint8_t* dst = out->rgb.data() + y * w * 3;
+    if (n == 3) {
+      std::copy(d->row.begin(), d->row.end(), dst);
+    } else if (n == 1) {
+      for (std::size_t x = 0; x < w; ++x) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = d->row[x];
+    } else {
+      cmyk_inverted_to_rgb(d->row.data(), dst, w);
+    }
+  }
+  if (!d->error.ended_early) jpeg_finish_decompress(&d->cinfo);
+  return true;
+}
+
+}  // namespace detail
+
+// Decodes a baseline or progressive 8-bit JPEG to RGB as Pillow does: gray -> (g,g,g), 3
+// components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
+// Errors (corrupt, truncated, unsupported, more than max_pixels) name `name`.
+inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
+                                std::uint64_t max_pixels) {
+  detail::jpeg_decoder d;
+  decoded_jpeg out;
+  bool too_large = false;
+  int components = 0;
+  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out, &too_large, &components)) {
+    throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
+  }
+  if (too_large) {
+    throw error(name + ": JPEG of " + std::to_string(d.cinfo.image_width) + "x" + std::to_string(d.cinfo.image_height) +
+                " pixels exceeds the limit of " + std::to_string(max_pixels) + " pixels");
+  }
+  if (components != 1 && components != 3 && components != 4) {
+    throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
+  }
+  if (d.error.ended_early) {
+    throw error(name + ": truncated JPEG: the data ends before the end-of-image marker (" +
+                std::to_string(bytes.size()) + " bytes, decoding stopped at row " +
+                std::to_string(d.cinfo.output_scanline) + " of " + std::to_string(d.cinfo.output_height) + ")");
+  }
+  return out;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/jpeg.hpp ----
+
+// JPEG goes through libjpeg-turbo (io/jpeg.hpp), the decoder PIL uses, because stb_image's IDCT
+// and chroma upsampling differ from it by up to 2/255. PNG is lossless, so stb_image decodes it
+// byte-identically to PIL (zlib is exact) and aq keeps it there rather than adding libpng.
 // stb_image is a single-file C library. aq is header-only, so it compiles stb's implementation
 // with STB_IMAGE_STATIC: every translation unit that includes this header gets a private
 // (internal-linkage) copy, so two aq TUs never collide at link time and a program that also
-// links its own stb keeps working. Costs: stb compiled once per including TU (only PNG+JPEG).
+// links its own stb keeps working. Costs: stb compiled once per including TU (PNG only).
 // If stb_image.h was included before this header, or AQ_STB_IMAGE_EXTERNAL is defined, aq only
 // uses the declarations and the program must provide one implementation (STB_IMAGE_IMPLEMENTATION
 // in one of its own .cpp files).
@@ -2891,7 +3066,6 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_NO_STDIO  // aq reads the bytes itself (paths may not be narrow strings)
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -2916,7 +3090,6 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 #pragma GCC diagnostic pop
 #endif
 #undef STBI_NO_STDIO
-#undef STBI_ONLY_JPEG
 #undef STBI_ONLY_PNG
 #undef STB_IMAGE_IMPLEMENTATION
 #undef STB_IMAGE_STATIC
@@ -2961,12 +3134,25 @@ struct stbi_deleter {
 
 }  // namespace detail
 
+// Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS = 89478485; it raises above twice
+// that). Larger headers are rejected before any pixel memory is allocated.
+inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
+
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
 // Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
-// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does.
+// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does; JPEG as
+// io/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
+  if (is_jpeg(bytes)) {
+    decoded_jpeg j = decode_jpeg(bytes, name, max_image_pixels);
+    image_rgb8 img;
+    img.width = j.width;
+    img.height = j.height;
+    img.pixels = std::move(j.rgb);
+    return img;
+  }
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
@@ -2974,12 +3160,16 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   if (stbi_info_from_memory(data, len, &w, &h, &channels) == 0) {
     throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
   }
+  if (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > max_image_pixels) {
+    throw error(name + ": PNG of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limit of " +
+                std::to_string(max_image_pixels) + " pixels");
+  }
   const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
   const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
   std::vector<std::uint8_t> rgba(n * 4);
   if (sixteen) {
     std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     for (std::size_t i = 0; i < n * 4; ++i) {
       const std::uint16_t v = p.get()[i];
       const bool gray_value = channels == 1 && (i % 4) != 3;
@@ -2987,7 +3177,7 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     }
   } else {
     std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     std::copy(p.get(), p.get() + n * 4, rgba.begin());
   }
   image_rgb8 img;
@@ -7692,4 +7882,1981 @@ class tokenizer {
 
 }  // namespace aq::io
 // ---- end aq/io/tokenizer.hpp ----
+
+// The built-in Qwen3-VL model (CPU backend)
+// ---- begin aq/core/tensor.hpp ----
+// A small owning fp32 tensor (shape + contiguous row-major data) and 2-D row-major views.
+// The CPU model keeps weights and saved activations in tensors and hands kernels views, so
+// kernels never own memory and callers decide what is saved or recomputed.
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq {
+
+// Rows of `cols` floats, `ld` floats apart (ld >= cols): a matrix or a column block of one.
+struct matrix_view {
+  float* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t ld = 0;
+
+  float* row(std::int64_t r) const { return data + r * ld; }
+  float& operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
+};
+
+struct const_matrix_view {
+  const float* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t ld = 0;
+
+  const_matrix_view() = default;
+  const_matrix_view(const float* d, std::int64_t r, std::int64_t c, std::int64_t l) : data(d), rows(r), cols(c), ld(l) {}
+  const_matrix_view(const matrix_view& m) : data(m.data), rows(m.rows), cols(m.cols), ld(m.ld) {}  // NOLINT
+
+  const float* row(std::int64_t r) const { return data + r * ld; }
+  float operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
+};
+
+inline std::string shape_string(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+class tensor {
+ public:
+  tensor() = default;
+  explicit tensor(std::vector<std::int64_t> shape, float fill = 0.0f) : shape_(std::move(shape)) {
+    data_.assign(static_cast<std::size_t>(count(shape_)), fill);
+  }
+  tensor(std::initializer_list<std::int64_t> shape) : tensor(std::vector<std::int64_t>(shape)) {}
+
+  static std::int64_t count(const std::vector<std::int64_t>& shape) {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : shape) {
+      if (extent < 0) throw error("tensor: negative extent in shape " + shape_string(shape));
+      n *= extent;
+    }
+    return n;
+  }
+
+  const std::vector<std::int64_t>& shape() const { return shape_; }
+  std::int64_t dim(std::size_t i) const { return shape_.at(i); }
+  std::size_t rank() const { return shape_.size(); }
+  std::int64_t numel() const { return static_cast<std::int64_t>(data_.size()); }
+  bool empty() const { return data_.empty(); }
+  float* data() { return data_.data(); }
+  const float* data() const { return data_.data(); }
+  std::vector<float>& storage() { return data_; }
+  const std::vector<float>& storage() const { return data_; }
+
+  // Same data, new shape with the same element count.
+  void reshape(std::vector<std::int64_t> shape) {
+    if (count(shape) != numel()) {
+      throw error("tensor: cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
+    }
+    shape_ = std::move(shape);
+  }
+
+  // All leading dimensions flattened into rows; the last dimension is the columns.
+  matrix_view matrix() {
+    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
+    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
+  }
+  const_matrix_view matrix() const {
+    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
+    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
+  }
+
+ private:
+  std::vector<std::int64_t> shape_;
+  std::vector<float> data_;
+};
+
+}  // namespace aq
+// ---- end aq/core/tensor.hpp ----
+// ---- begin aq/core/thread_pool.hpp ----
+// A tiny persistent thread pool with a blocking parallel_for over an index range. The CPU
+// backend splits GEMMs and row-wise kernels with it (Eigen itself is single-threaded without
+// OpenMP). Chunks are fixed by the range and thread count, so results do not depend on timing.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace aq {
+
+class thread_pool {
+ public:
+  explicit thread_pool(unsigned threads = std::max(1u, std::thread::hardware_concurrency())) { resize(threads); }
+  ~thread_pool() { stop(); }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+
+  unsigned size() const { return static_cast<unsigned>(workers_.size()) + 1; }
+
+  // Number of threads (including the caller); 0 means all hardware threads.
+  void resize(unsigned threads) {
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    stop();
+    stopping_ = false;
+    for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` items each.
+  // Nested calls from inside a chunk run serially on the calling thread.
+  void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<std::int64_t>(grain, 1);
+    const std::int64_t chunks = std::min<std::int64_t>((n + grain - 1) / grain, size());
+    if (chunks <= 1 || inside_) {
+      fn(0, n);
+      return;
+    }
+    std::lock_guard call_lock(call_mutex_);  // one parallel region at a time
+    job current{&fn, n, chunks};
+    {
+      std::lock_guard guard(mutex_);
+      job_ = &current;
+      ++generation_;
+    }
+    wake_.notify_all();
+    run(current);
+    std::unique_lock lock(mutex_);
+    // Workers attach to a job only under the lock while job_ points to it, so once none is
+    // attached and every chunk is done, `current` may go out of scope.
+    done_.wait(lock, [&] { return current.done == current.chunks && attached_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  struct job {
+    const std::function<void(std::int64_t, std::int64_t)>* fn;
+    std::int64_t n;
+    std::int64_t chunks;
+    std::atomic<std::int64_t> next{0};
+    std::int64_t done = 0;  // guarded by mutex_
+  };
+
+  void run(job& j) {
+    inside_ = true;
+    for (;;) {
+      const std::int64_t c = j.next.fetch_add(1);
+      if (c >= j.chunks) break;
+      (*j.fn)(j.n * c / j.chunks, j.n * (c + 1) / j.chunks);
+      std::lock_guard guard(mutex_);
+      if (++j.done == j.chunks) done_.notify_all();
+    }
+    inside_ = false;
+  }
+
+  void work() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      job* j = nullptr;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || (job_ != nullptr && generation_ != seen); });
+        if (stopping_) return;
+        seen = generation_;
+        j = job_;
+        ++attached_;
+      }
+      run(*j);
+      std::lock_guard guard(mutex_);
+      if (--attached_ == 0) done_.notify_all();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard guard(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  job* job_ = nullptr;
+  int attached_ = 0;
+  std::uint64_t generation_ = 0;
+  bool stopping_ = false;
+  static inline thread_local bool inside_ = false;
+};
+
+// The pool the CPU backend uses; resize it (e.g. to 1) for single-thread measurements.
+inline thread_pool& default_thread_pool() {
+  static thread_pool pool;
+  return pool;
+}
+
+}  // namespace aq
+// ---- end aq/core/thread_pool.hpp ----
+// ---- begin aq/backend/cpu/gemm.hpp ----
+// CPU GEMMs of a linear layer in fp32 (Eigen), split over the thread pool: the forward
+// Y = X·Wᵀ and the input gradient dX = dY·W. Every quantizable module of the model runs here,
+// and the scorer re-runs the forward with fake-quantized W or X through the same function.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include <Eigen/Core>
+
+
+namespace aq::cpu {
+
+namespace detail {
+
+using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using const_map = Eigen::Map<const row_major, 0, Eigen::OuterStride<>>;
+using map = Eigen::Map<row_major, 0, Eigen::OuterStride<>>;
+
+inline const_map eigen(const const_matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+  return const_map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
+}
+inline map eigen(const matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+  return map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
+}
+
+inline void check(bool ok, const char* what, const const_matrix_view& a, const const_matrix_view& b,
+                  const const_matrix_view& c) {
+  if (!ok) {
+    throw error(std::string("cpu gemm: ") + what + ": shapes [" + std::to_string(a.rows) + ", " +
+                std::to_string(a.cols) + "], [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +
+                "] -> [" + std::to_string(c.rows) + ", " + std::to_string(c.cols) + "]");
+  }
+}
+
+// Splits the output over rows when there are many, else over columns (few tokens, wide W such as
+// lm_head); each block is an independent Eigen product, so the sum order per element is fixed.
+template <class Block>
+void split_output(std::int64_t rows, std::int64_t cols, std::int64_t depth, const Block& block) {
+  thread_pool& pool = default_thread_pool();
+  const std::int64_t work = rows * cols * std::max<std::int64_t>(depth, 1);
+  if (work < (1 << 18) || pool.size() == 1) {
+    block(0, rows, 0, cols);
+    return;
+  }
+  if (rows >= 4 * static_cast<std::int64_t>(pool.size())) {
+    pool.parallel_for(rows, 4, [&](std::int64_t r0, std::int64_t r1) { block(r0, r1 - r0, 0, cols); });
+  } else {
+    pool.parallel_for(cols, 16, [&](std::int64_t c0, std::int64_t c1) { block(0, rows, c0, c1 - c0); });
+  }
+}
+
+}  // namespace detail
+
+// y[t, o] (+)= Σ_i x[t, i] · w[o, i] (+ bias[o]): a PyTorch Linear with W stored [out, in].
+inline void linear_forward(const const_matrix_view& x, const const_matrix_view& w, const matrix_view& y,
+                           const float* bias = nullptr, bool accumulate = false) {
+  detail::check(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "linear_forward", x, w, y);
+  detail::split_output(y.rows, y.cols, x.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+    auto out = detail::eigen(y, r0, nr, c0, nc);
+    const auto lhs = detail::eigen(x, r0, nr, 0, x.cols);
+    const auto rhs = detail::eigen(w, c0, nc, 0, w.cols);
+    if (accumulate) {
+      out.noalias() += lhs * rhs.transpose();
+    } else {
+      out.noalias() = lhs * rhs.transpose();
+    }
+    if (bias != nullptr) {
+      for (std::int64_t r = 0; r < nr; ++r) {
+        float* row = y.row(r0 + r) + c0;
+        for (std::int64_t c = 0; c < nc; ++c) row[c] += bias[c0 + c];
+      }
+    }
+  });
+}
+
+// dx[t, i] (+)= Σ_o dy[t, o] · w[o, i]: the input gradient of linear_forward (weights frozen).
+inline void linear_backward_input(const const_matrix_view& dy, const const_matrix_view& w, const matrix_view& dx,
+                                  bool accumulate = false) {
+  detail::check(dy.cols == w.rows && dx.rows == dy.rows && dx.cols == w.cols, "linear_backward_input", dy, w, dx);
+  detail::split_output(dx.rows, dx.cols, dy.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+    auto out = detail::eigen(dx, r0, nr, c0, nc);
+    const auto lhs = detail::eigen(dy, r0, nr, 0, dy.cols);
+    const auto rhs = detail::eigen(w, 0, w.rows, c0, nc);
+    if (accumulate) {
+      out.noalias() += lhs * rhs;
+    } else {
+      out.noalias() = lhs * rhs;
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/gemm.hpp ----
+// ---- begin aq/backend/cpu/rms_norm.hpp ----
+// RMSNorm (T5 style, no +1 offset) over the last dimension and its input gradient, as used by
+// Qwen3's layer norms and the per-head q_norm/k_norm: y = w ⊙ x·r, r = (mean(x²) + eps)^-½.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+// Rows of x are normalized independently; inv_rms[row] = r is saved for the backward.
+inline void rms_norm_forward(const const_matrix_view& x, const float* weight, float eps, const matrix_view& y,
+                             float* inv_rms) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("rms_norm_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      double sum = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) sum += static_cast<double>(in[c]) * in[c];
+      const float mean = static_cast<float>(sum / static_cast<double>(x.cols));
+      const float rr = 1.0f / std::sqrt(mean + eps);
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = weight[c] * (in[c] * rr);
+      if (inv_rms != nullptr) inv_rms[r] = rr;
+    }
+  });
+}
+
+// dx = r·(u − x̂·mean(u⊙x̂)), u = dy⊙w, x̂ = x·r. dx may alias dy; accumulate adds into dx.
+inline void rms_norm_backward(const const_matrix_view& x, const float* weight, const float* inv_rms,
+                              const const_matrix_view& dy, const matrix_view& dx, bool accumulate = false) {
+  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("rms_norm_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      const float* g = dy.row(r);
+      const float rr = inv_rms[r];
+      double dot = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) dot += static_cast<double>(g[c] * weight[c]) * (in[c] * rr);
+      const float mean = static_cast<float>(dot / static_cast<double>(x.cols));
+      float* out = dx.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const float v = rr * (g[c] * weight[c] - in[c] * rr * mean);
+        out[c] = accumulate ? out[c] + v : v;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/rms_norm.hpp ----
+// ---- begin aq/backend/cpu/layer_norm.hpp ----
+// LayerNorm over the last dimension (vision tower and mergers) and its input gradient:
+// y = w ⊙ (x − μ)·r + b, r = (var(x) + eps)^-½ with the biased variance, as torch computes it.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+// mean[row] and inv_std[row] are saved for the backward.
+inline void layer_norm_forward(const const_matrix_view& x, const float* weight, const float* bias, float eps,
+                               const matrix_view& y, float* mean, float* inv_std) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("layer_norm_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      double s = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) s += in[c];
+      const double mu = s / static_cast<double>(x.cols);
+      double v = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) v += (in[c] - mu) * (in[c] - mu);
+      const float m = static_cast<float>(mu);
+      const float rr = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(x.cols) + eps));
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = (in[c] - m) * rr * weight[c] + bias[c];
+      mean[r] = m;
+      inv_std[r] = rr;
+    }
+  });
+}
+
+// dx = r·(u − mean(u) − x̂·mean(u⊙x̂)), u = dy⊙w. dx may alias dy.
+inline void layer_norm_backward(const const_matrix_view& x, const float* weight, const float* mean,
+                                const float* inv_std, const const_matrix_view& dy, const matrix_view& dx,
+                                bool accumulate = false) {
+  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("layer_norm_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      const float* g = dy.row(r);
+      double su = 0.0;
+      double sux = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const double u = static_cast<double>(g[c]) * weight[c];
+        su += u;
+        sux += u * ((in[c] - mean[r]) * inv_std[r]);
+      }
+      const float mu = static_cast<float>(su / static_cast<double>(x.cols));
+      const float mux = static_cast<float>(sux / static_cast<double>(x.cols));
+      float* out = dx.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const float xhat = (in[c] - mean[r]) * inv_std[r];
+        const float v = inv_std[r] * (g[c] * weight[c] - mu - xhat * mux);
+        out[c] = accumulate ? out[c] + v : v;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/layer_norm.hpp ----
+// ---- begin aq/backend/cpu/rope.hpp ----
+// Rotary position embedding: the interleaved M-RoPE tables of Qwen3-VL's text decoder (3-D
+// positions t/h/w mapped onto frequency pairs as THW THW … TT) and the rotation applied to every
+// q/k head, x' = x·cos + rot(x)·sin with rot(x) = cat(−x[n/2:], x[:n/2]), and its input gradient.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::cpu {
+
+// inv[j] = 1 / theta^(2j / dim), j < dim/2, rounded as torch computes it in fp32.
+inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
+  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
+  for (std::int64_t j = 0; j < dim / 2; ++j) {
+    const float exponent = static_cast<float>(2 * j) / static_cast<float>(dim);
+    const float power = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
+    inv[static_cast<std::size_t>(j)] = 1.0f / power;
+  }
+  return inv;
+}
+
+// Which position axis (0 = t, 1 = h, 2 = w) drives frequency pair j: h on j ≡ 1 (mod 3) for the
+// first 3·section[1] pairs, w on j ≡ 2 (mod 3) for the first 3·section[2], t everywhere else.
+inline int mrope_axis(std::int64_t j, const std::array<std::int64_t, 3>& section) {
+  if (j % 3 == 1 && j < 3 * section[1]) return 1;
+  if (j % 3 == 2 && j < 3 * section[2]) return 2;
+  return 0;
+}
+
+// cos/sin tables [tokens, dim] for 3-D positions given as three rows of `tokens` ids.
+inline void mrope_tables(const std::int64_t* pos_t, const std::int64_t* pos_h, const std::int64_t* pos_w,
+                         std::int64_t tokens, const std::vector<float>& inv_freq,
+                         const std::array<std::int64_t, 3>& section, tensor& cos, tensor& sin) {
+  const auto half = static_cast<std::int64_t>(inv_freq.size());
+  if (section[0] + section[1] + section[2] != half) {
+    throw error("mrope_tables: mrope_section sums to " + std::to_string(section[0] + section[1] + section[2]) +
+                ", expected head_dim/2 = " + std::to_string(half));
+  }
+  cos = tensor({tokens, 2 * half});
+  sin = tensor({tokens, 2 * half});
+  const std::int64_t* axes[3] = {pos_t, pos_h, pos_w};
+  for (std::int64_t n = 0; n < tokens; ++n) {
+    for (std::int64_t j = 0; j < half; ++j) {
+      const float angle = static_cast<float>(axes[mrope_axis(j, section)][n]) * inv_freq[static_cast<std::size_t>(j)];
+      const float c = std::cos(angle);
+      const float s = std::sin(angle);
+      cos.data()[n * 2 * half + j] = c;
+      cos.data()[n * 2 * half + j + half] = c;
+      sin.data()[n * 2 * half + j] = s;
+      sin.data()[n * 2 * half + j + half] = s;
+    }
+  }
+}
+
+// In place on x [tokens, heads·dim] with tables [tokens, dim].
+inline void rope_forward(const matrix_view& x, std::int64_t heads, const tensor& cos, const tensor& sin) {
+  const std::int64_t dim = cos.dim(1);
+  const std::int64_t half = dim / 2;
+  if (x.cols != heads * dim || cos.dim(0) != x.rows) throw error("rope_forward: tables do not match the input");
+  default_thread_pool().parallel_for(x.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t n = r0; n < r1; ++n) {
+      const float* c = cos.data() + n * dim;
+      const float* s = sin.data() + n * dim;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* v = x.row(n) + h * dim;
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * c[i] + (-b) * s[i];
+          v[i + half] = b * c[i + half] + a * s[i + half];
+        }
+      }
+    }
+  });
+}
+
+// In place: dx = g·cos + rotᵀ(g·sin), rotᵀ(z) = cat(z[n/2:], −z[:n/2]).
+inline void rope_backward(const matrix_view& g, std::int64_t heads, const tensor& cos, const tensor& sin) {
+  const std::int64_t dim = cos.dim(1);
+  const std::int64_t half = dim / 2;
+  if (g.cols != heads * dim || cos.dim(0) != g.rows) throw error("rope_backward: tables do not match the gradient");
+  default_thread_pool().parallel_for(g.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t n = r0; n < r1; ++n) {
+      const float* c = cos.data() + n * dim;
+      const float* s = sin.data() + n * dim;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* v = g.row(n) + h * dim;
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * c[i] + b * s[i + half];
+          v[i + half] = b * c[i + half] - a * s[i];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/rope.hpp ----
+// ---- begin aq/backend/cpu/attention.hpp ----
+// Scaled dot-product attention with GQA over independent segments (text: one per batch row,
+// causal + key padding mask; vision: one per image, unmasked), and its input gradient. The
+// backward recomputes the probabilities from the saved log-sum-exp rows (no T×T storage).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+
+namespace aq::cpu {
+
+// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
+// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
+// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
+// returns zeros for it and no gradient.
+enum class masked_row_policy { attend_all, zero };
+
+struct attention_segment {
+  std::int64_t start = 0;   // first row in q/k/v
+  std::int64_t length = 0;  // rows
+};
+
+struct attention_config {
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  const std::uint8_t* key_valid = nullptr;  // per row, 0 = masked key (padding); nullptr = all valid
+  masked_row_policy masked_rows = masked_row_policy::attend_all;
+};
+
+namespace detail {
+
+using attn_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using attn_cmap = Eigen::Map<const attn_matrix, 0, Eigen::OuterStride<>>;
+using attn_map = Eigen::Map<attn_matrix, 0, Eigen::OuterStride<>>;
+
+inline void check_attention(const attention_config& c, const const_matrix_view& q, const const_matrix_view& k,
+                            const const_matrix_view& v) {
+  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || q.cols != c.heads * c.head_dim ||
+      k.cols != c.kv_heads * c.head_dim || v.cols != k.cols || k.rows != q.rows || v.rows != q.rows) {
+    throw error("attention: q/k/v shapes do not match heads " + std::to_string(c.heads) + ", kv_heads " +
+                std::to_string(c.kv_heads) + ", head_dim " + std::to_string(c.head_dim));
+  }
+}
+
+// Scores of one head in one segment, with masked entries flagged; returns per row whether any
+// key is allowed.
+inline void scores(const attention_config& c, const attention_segment& seg, const attn_cmap& qh,
+                   const attn_cmap& kg, attn_matrix& s, std::vector<std::uint8_t>& allowed_any) {
+  s.noalias() = qh * kg.transpose();
+  s *= c.scale;
+  const float masked = -std::numeric_limits<float>::infinity();
+  allowed_any.assign(static_cast<std::size_t>(seg.length), 0);
+  for (std::int64_t i = 0; i < seg.length; ++i) {
+    for (std::int64_t j = 0; j < seg.length; ++j) {
+      const bool ok = (!c.causal || j <= i) && (c.key_valid == nullptr || c.key_valid[seg.start + j] != 0);
+      if (!ok) {
+        s(i, j) = masked;
+      } else {
+        allowed_any[static_cast<std::size_t>(i)] = 1;
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// o [rows, heads·dim]; lse [heads, rows] (log-sum-exp of each row's scores, +inf for a row with
+// no allowed key) is what the backward needs besides q, k, v, o.
+inline void attention_forward(const attention_config& c, const std::vector<attention_segment>& segments,
+                              const const_matrix_view& q, const const_matrix_view& k, const const_matrix_view& v,
+                              const matrix_view& o, float* lse) {
+  detail::check_attention(c, q, k, v);
+  const std::int64_t d = c.head_dim;
+  const std::int64_t group = c.heads / c.kv_heads;
+  const auto tasks = static_cast<std::int64_t>(segments.size()) * c.heads;
+  default_thread_pool().parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
+    detail::attn_matrix s;
+    std::vector<std::uint8_t> any;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const attention_segment& seg = segments[static_cast<std::size_t>(t / c.heads)];
+      const std::int64_t h = t % c.heads;
+      const std::int64_t g = h / group;
+      const std::int64_t L = seg.length;
+      if (L == 0) continue;
+      detail::attn_cmap qh(q.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(q.ld));
+      detail::attn_cmap kg(k.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(k.ld));
+      detail::attn_cmap vg(v.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(v.ld));
+      detail::attn_map oh(o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(o.ld));
+      detail::scores(c, seg, qh, kg, s, any);
+      for (std::int64_t i = 0; i < L; ++i) {
+        float* row = s.data() + i * L;
+        float* row_lse = lse + h * q.rows + seg.start + i;
+        if (any[static_cast<std::size_t>(i)] == 0) {
+          const float p = c.masked_rows == masked_row_policy::attend_all ? 1.0f / static_cast<float>(L) : 0.0f;
+          for (std::int64_t j = 0; j < L; ++j) row[j] = p;
+          *row_lse = std::numeric_limits<float>::infinity();
+          continue;
+        }
+        float m = -std::numeric_limits<float>::infinity();
+        for (std::int64_t j = 0; j < L; ++j) m = std::max(m, row[j]);
+        float sum = 0.0f;
+        for (std::int64_t j = 0; j < L; ++j) {
+          row[j] = std::exp(row[j] - m);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (std::int64_t j = 0; j < L; ++j) row[j] *= inv;
+        *row_lse = m + std::log(sum);
+      }
+      oh.noalias() = s * vg;
+    }
+  });
+}
+
+// dq [rows, heads·dim], dk/dv [rows, kv_heads·dim] are overwritten.
+inline void attention_backward(const attention_config& c, const std::vector<attention_segment>& segments,
+                               const const_matrix_view& q, const const_matrix_view& k, const const_matrix_view& v,
+                               const const_matrix_view& o, const float* lse, const const_matrix_view& d_o,
+                               const matrix_view& dq, const matrix_view& dk, const matrix_view& dv) {
+  detail::check_attention(c, q, k, v);
+  const std::int64_t d = c.head_dim;
+  const std::int64_t group = c.heads / c.kv_heads;
+  const auto tasks = static_cast<std::int64_t>(segments.size()) * c.kv_heads;
+  default_thread_pool().parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
+    detail::attn_matrix p;
+    detail::attn_matrix dp;
+    std::vector<std::uint8_t> any;
+    Eigen::VectorXf delta;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const attention_segment& seg = segments[static_cast<std::size_t>(t / c.kv_heads)];
+      const std::int64_t g = t % c.kv_heads;
+      const std::int64_t L = seg.length;
+      if (L == 0) continue;
+      detail::attn_cmap kg(k.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(k.ld));
+      detail::attn_cmap vg(v.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(v.ld));
+      detail::attn_map dkg(dk.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(dk.ld));
+      detail::attn_map dvg(dv.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(dv.ld));
+      dkg.setZero();
+      dvg.setZero();
+      for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+        detail::attn_cmap qh(q.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(q.ld));
+        detail::attn_cmap oh(o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(o.ld));
+        detail::attn_cmap doh(d_o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(d_o.ld));
+        detail::attn_map dqh(dq.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(dq.ld));
+        detail::scores(c, seg, qh, kg, p, any);
+        for (std::int64_t i = 0; i < L; ++i) {
+          float* row = p.data() + i * L;
+          if (any[static_cast<std::size_t>(i)] == 0) {
+            const float pv = c.masked_rows == masked_row_policy::attend_all ? 1.0f / static_cast<float>(L) : 0.0f;
+            for (std::int64_t j = 0; j < L; ++j) row[j] = pv;
+            continue;
+          }
+          const float l = lse[h * q.rows + seg.start + i];
+          for (std::int64_t j = 0; j < L; ++j) row[j] = std::exp(row[j] - l);
+        }
+        dvg.noalias() += p.transpose() * doh;
+        dp.noalias() = doh * vg.transpose();
+        delta = (doh.array() * oh.array()).rowwise().sum().matrix();
+        for (std::int64_t i = 0; i < L; ++i) {
+          for (std::int64_t j = 0; j < L; ++j) dp(i, j) = p(i, j) * (dp(i, j) - delta(i));
+        }
+        dqh.noalias() = (dp * kg) * c.scale;
+        dkg.noalias() += (dp.transpose() * qh) * c.scale;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/attention.hpp ----
+// ---- begin aq/backend/cpu/swiglu.hpp ----
+// SwiGLU gate of the text MLP, y = silu(a) ⊙ b with silu(x) = x·σ(x), and its input gradient
+// (da = g⊙b⊙σ(a)(1 + a(1−σ(a))), db = g⊙silu(a)). a = gate_proj output, b = up_proj output.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+inline void swiglu_forward(const const_matrix_view& a, const const_matrix_view& b, const matrix_view& y) {
+  if (a.rows != b.rows || a.cols != b.cols || y.rows != a.rows || y.cols != a.cols) {
+    throw error("swiglu_forward: gate, up and output shapes differ");
+  }
+  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* pa = a.row(r);
+      const float* pb = b.row(r);
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < a.cols; ++c) out[c] = pa[c] * sigmoid(pa[c]) * pb[c];
+    }
+  });
+}
+
+// da, db may not alias a, b.
+inline void swiglu_backward(const const_matrix_view& a, const const_matrix_view& b, const const_matrix_view& g,
+                            const matrix_view& da, const matrix_view& db) {
+  if (g.rows != a.rows || g.cols != a.cols || da.rows != a.rows || db.rows != a.rows) {
+    throw error("swiglu_backward: gradient shapes differ from the inputs");
+  }
+  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* pa = a.row(r);
+      const float* pb = b.row(r);
+      const float* pg = g.row(r);
+      float* pda = da.row(r);
+      float* pdb = db.row(r);
+      for (std::int64_t c = 0; c < a.cols; ++c) {
+        const float s = sigmoid(pa[c]);
+        pda[c] = pg[c] * pb[c] * s * (1.0f + pa[c] * (1.0f - s));
+        pdb[c] = pg[c] * pa[c] * s;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/swiglu.hpp ----
+// ---- begin aq/backend/cpu/gelu.hpp ----
+// GELU activations of the vision tower and their derivatives: the tanh approximation
+// (gelu_pytorch_tanh, vision block MLPs) and the exact erf form (patch mergers).
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+struct gelu_tanh {
+  static float value(float x) {
+    constexpr float k = 0.7978845608028654f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  }
+  static float derivative(float x) {
+    constexpr float k = 0.7978845608028654f;
+    const float t = std::tanh(k * (x + 0.044715f * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
+  }
+};
+
+struct gelu_erf {
+  static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f)); }
+  static float derivative(float x) {
+    const float cdf = 0.5f * (1.0f + std::erf(x * 0.7071067811865476f));
+    const float pdf = 0.3989422804014327f * std::exp(-0.5f * x * x);
+    return cdf + x * pdf;
+  }
+};
+
+// y = act(x) elementwise (y may alias x only when the backward does not need x).
+template <class Act>
+void activation_forward(const const_matrix_view& x, const matrix_view& y) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("activation_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t c = 0; c < x.cols; ++c) y(r, c) = Act::value(x(r, c));
+    }
+  });
+}
+
+// dx = g ⊙ act'(x); dx may alias g.
+template <class Act>
+void activation_backward(const const_matrix_view& x, const const_matrix_view& g, const matrix_view& dx) {
+  if (g.rows != x.rows || g.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("activation_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t c = 0; c < x.cols; ++c) dx(r, c) = g(r, c) * Act::derivative(x(r, c));
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/gelu.hpp ----
+// ---- begin aq/backend/cpu/cross_entropy.hpp ----
+// Next-token cross-entropy of a causal LM, as transformers' ForCausalLMLoss: the target of
+// position s is labels[s+1] (the last position of each row has none), −100 is ignored, and the
+// loss is the mean over the remaining targets. Also the logits gradient of that mean.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+
+namespace aq::cpu {
+
+inline constexpr std::int64_t ignore_index = -100;
+
+struct lm_loss {
+  double loss = 0.0;          // NaN when no target is valid (as torch's mean over nothing)
+  std::int64_t targets = 0;   // valid targets
+};
+
+// logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
+// may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
+inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector<std::int64_t>& labels,
+                              std::int64_t batch, std::int64_t seq, matrix_view* dlogits) {
+  if (logits.rows != batch * seq || static_cast<std::int64_t>(labels.size()) != batch * seq) {
+    throw error("causal_lm_loss: logits rows " + std::to_string(logits.rows) + " and labels " +
+                std::to_string(labels.size()) + " differ from batch*seq = " + std::to_string(batch * seq));
+  }
+  const std::int64_t vocab = logits.cols;
+  std::vector<std::int64_t> target(static_cast<std::size_t>(batch * seq), ignore_index);
+  std::int64_t count = 0;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t s = 0; s + 1 < seq; ++s) {
+      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
+      if (y == ignore_index) continue;
+      if (y < 0 || y >= vocab) {
+        throw error("causal_lm_loss: label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
+                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+      }
+      target[static_cast<std::size_t>(b * seq + s)] = y;
+      ++count;
+    }
+  }
+  std::vector<double> per_row(static_cast<std::size_t>(batch * seq), 0.0);
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+  default_thread_pool().parallel_for(logits.rows, 4, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::int64_t y = target[static_cast<std::size_t>(r)];
+      float* grad = dlogits != nullptr ? dlogits->row(r) : nullptr;
+      if (y == ignore_index) {
+        if (grad != nullptr) std::fill(grad, grad + vocab, 0.0f);
+        continue;
+      }
+      const float* z = logits.row(r);
+      float m = -std::numeric_limits<float>::infinity();
+      for (std::int64_t v = 0; v < vocab; ++v) m = std::max(m, z[v]);
+      double sum = 0.0;
+      for (std::int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(z[v] - m));
+      const double lse = static_cast<double>(m) + std::log(sum);
+      per_row[static_cast<std::size_t>(r)] = lse - z[y];
+      if (grad != nullptr) {
+        for (std::int64_t v = 0; v < vocab; ++v) {
+          grad[v] = static_cast<float>(std::exp(static_cast<double>(z[v]) - lse)) * inv_count;
+        }
+        grad[y] -= inv_count;
+      }
+    }
+  });
+  lm_loss out;
+  out.targets = count;
+  double total = 0.0;
+  for (const double v : per_row) total += v;  // fixed order: deterministic
+  out.loss = count > 0 ? total / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+  return out;
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/cross_entropy.hpp ----
+// ---- begin aq/model/qwen3_vl/linear_observer.hpp ----
+// The hook through which scorers see every quantizable linear module of a model run: on the
+// forward its input X and output Y, on the backward also dL/dY. rerun_linear() recomputes a
+// module's output from the same X with a modified (e.g. fake-quantized) weight or input.
+
+#include <string_view>
+
+
+namespace aq::qwen3_vl {
+
+// Views are valid only during the callback; copy what must outlive it.
+struct linear_call {
+  std::string_view name;           // checkpoint module path, e.g. model.language_model.layers.3.mlp.up_proj
+  const_matrix_view weight;        // W [out, in]
+  const float* bias = nullptr;     // [out] or nullptr
+  const_matrix_view input;         // X [tokens, in]
+  const_matrix_view output;        // Y [tokens, out] = X·Wᵀ + b
+  const_matrix_view grad_output;   // dL/dY [tokens, out]; empty (rows 0) in on_forward
+};
+
+class linear_observer {
+ public:
+  virtual ~linear_observer() = default;
+  virtual void on_forward(const linear_call& /*call*/) {}
+  virtual void on_backward(const linear_call& /*call*/) {}
+};
+
+// Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.
+inline tensor rerun_linear(const linear_call& call, const const_matrix_view& weight, const const_matrix_view& input) {
+  tensor y({input.rows, weight.rows});
+  cpu::linear_forward(input, weight, y.matrix(), call.bias);
+  return y;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/linear_observer.hpp ----
+// ---- begin aq/model/qwen3_vl/rope_index.hpp ----
+// 3-D M-RoPE position ids of a left-padded batch (transformers 4.57 get_rope_index semantics):
+// text tokens count the attended tokens on all three axes; an image of merged grid (t, h, w)
+// takes (base+ti, base+hi, base+wi) and the next text position is one past the largest so far;
+// padding slots get 1 on every axis. Output layout: [3, batch, seq] (t rows, then h, then w).
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// One image's (t, h, w) grid in vision patches (image_grid_thw).
+using grid_thw = std::array<std::int64_t, 3>;
+
+// images: grids in the order their placeholder runs appear in the flattened batch.
+inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_t>& input_ids,
+                                                   const std::vector<std::uint8_t>& attention_mask,
+                                                   std::int64_t batch, std::int64_t seq,
+                                                   std::int64_t image_token_id = -1,
+                                                   const std::vector<grid_thw>& images = {},
+                                                   std::int64_t spatial_merge_size = 2) {
+  const std::int64_t n = batch * seq;
+  if (static_cast<std::int64_t>(input_ids.size()) != n || static_cast<std::int64_t>(attention_mask.size()) != n) {
+    throw error("rope_position_ids: input_ids/attention_mask sizes differ from batch*seq = " + std::to_string(n));
+  }
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(3 * n), 1);
+  std::size_t image = 0;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    std::int64_t next = 0;
+    std::int64_t s = 0;
+    while (s < seq) {
+      const std::int64_t i = b * seq + s;
+      if (attention_mask[static_cast<std::size_t>(i)] == 0) {
+        ++s;
+        continue;
+      }
+      if (input_ids[static_cast<std::size_t>(i)] != image_token_id || image_token_id < 0) {
+        for (int a = 0; a < 3; ++a) pos[static_cast<std::size_t>(a * n + i)] = next;
+        ++next;
+        ++s;
+        continue;
+      }
+      if (image >= images.size()) {
+        throw error("rope_position_ids: more image placeholder runs than image grids (" +
+                    std::to_string(images.size()) + ")");
+      }
+      const grid_thw g = images[image++];
+      const std::int64_t gh = g[1] / spatial_merge_size;
+      const std::int64_t gw = g[2] / spatial_merge_size;
+      const std::int64_t count = g[0] * gh * gw;
+      std::int64_t largest = next - 1;
+      std::int64_t k = 0;
+      for (std::int64_t r = s; r < seq && k < count; ++r) {
+        const std::int64_t j = b * seq + r;
+        if (attention_mask[static_cast<std::size_t>(j)] == 0) continue;
+        if (input_ids[static_cast<std::size_t>(j)] != image_token_id) {
+          throw error("rope_position_ids: image " + std::to_string(image - 1) + " has " + std::to_string(count) +
+                      " tokens in its grid but its placeholder run in row " + std::to_string(b) + " is shorter");
+        }
+        const std::int64_t ti = k / (gh * gw);
+        const std::int64_t hi = (k / gw) % gh;
+        const std::int64_t wi = k % gw;
+        pos[static_cast<std::size_t>(j)] = next + ti;
+        pos[static_cast<std::size_t>(n + j)] = next + hi;
+        pos[static_cast<std::size_t>(2 * n + j)] = next + wi;
+        largest = std::max({largest, next + ti, next + hi, next + wi});
+        ++k;
+        s = r + 1;
+      }
+      if (k != count) {
+        throw error("rope_position_ids: image " + std::to_string(image - 1) + " needs " + std::to_string(count) +
+                    " placeholder tokens, row " + std::to_string(b) + " has " + std::to_string(k));
+      }
+      next = largest + 1;
+    }
+  }
+  return pos;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/rope_index.hpp ----
+// ---- begin aq/model/qwen3_vl/checkpoint_source.hpp ----
+// A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
+// after their shape is checked against what the model expects.
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+// ---- begin aq/model/qwen3_vl/text_weights.hpp ----
+// Binding of the Qwen3-VL text decoder's checkpoint tensors (model.language_model.*, lm_head)
+// to fp32 tensors with checked shapes. The weights come from any source that can hand out a
+// named tensor as float32 (a safetensors checkpoint, a test's synthetic weights).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// contains(name): whether the checkpoint has the tensor; load(name, shape): the tensor as fp32,
+// throwing aq::error when it is missing or its shape differs.
+struct weight_source {
+  std::function<bool(const std::string&)> contains;
+  std::function<tensor(const std::string&, const std::vector<std::int64_t>&)> load;
+};
+
+struct text_layer_weights {
+  tensor input_layernorm, post_attention_layernorm;  // [H]
+  tensor q_proj, k_proj, v_proj, o_proj;             // [heads·d, H], [kv·d, H], [kv·d, H], [H, heads·d]
+  tensor q_norm, k_norm;                             // [d]
+  tensor gate_proj, up_proj, down_proj;              // [I, H], [I, H], [H, I]
+};
+
+struct text_weights {
+  tensor embed_tokens;  // [V, H]
+  std::vector<text_layer_weights> layers;
+  tensor norm;          // [H]
+  tensor lm_head;       // [V, H]; empty when tied to embed_tokens
+  const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
+};
+
+inline std::string text_weight_prefix() { return "model.language_model."; }
+inline std::string text_layer_weight_prefix(std::int64_t layer) {
+  return text_weight_prefix() + "layers." + std::to_string(layer) + ".";
+}
+
+// lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
+// (transformers drops the tied duplicate on save).
+inline text_weights load_text_weights(const config& cfg, const weight_source& source) {
+  const text_config& t = cfg.text;
+  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
+      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
+    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
+                "vocab_size must all be positive");
+  }
+  const std::int64_t H = t.hidden_size;
+  const std::int64_t qd = t.num_attention_heads * t.head_dim;
+  const std::int64_t kvd = t.num_key_value_heads * t.head_dim;
+  const std::int64_t I = t.intermediate_size;
+  text_weights w;
+  w.embed_tokens = source.load(text_weight_prefix() + "embed_tokens.weight", {t.vocab_size, H});
+  w.norm = source.load(text_weight_prefix() + "norm.weight", {H});
+  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
+    const std::string p = text_layer_weight_prefix(l);
+    text_layer_weights lw;
+    lw.input_layernorm = source.load(p + "input_layernorm.weight", {H});
+    lw.post_attention_layernorm = source.load(p + "post_attention_layernorm.weight", {H});
+    lw.q_proj = source.load(p + "self_attn.q_proj.weight", {qd, H});
+    lw.k_proj = source.load(p + "self_attn.k_proj.weight", {kvd, H});
+    lw.v_proj = source.load(p + "self_attn.v_proj.weight", {kvd, H});
+    lw.o_proj = source.load(p + "self_attn.o_proj.weight", {H, qd});
+    lw.q_norm = source.load(p + "self_attn.q_norm.weight", {t.head_dim});
+    lw.k_norm = source.load(p + "self_attn.k_norm.weight", {t.head_dim});
+    lw.gate_proj = source.load(p + "mlp.gate_proj.weight", {I, H});
+    lw.up_proj = source.load(p + "mlp.up_proj.weight", {I, H});
+    lw.down_proj = source.load(p + "mlp.down_proj.weight", {H, I});
+    w.layers.push_back(std::move(lw));
+  }
+  if (!cfg.tie_word_embeddings) {
+    if (!source.contains("lm_head.weight")) {
+      throw error("qwen3_vl checkpoint: tie_word_embeddings is false but lm_head.weight is missing");
+    }
+    w.lm_head = source.load("lm_head.weight", {t.vocab_size, H});
+  }
+  return w;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/text_weights.hpp ----
+
+namespace aq::qwen3_vl {
+
+// The checkpoint must outlive the returned source.
+inline weight_source checkpoint_weight_source(const safetensors_checkpoint& checkpoint) {
+  weight_source source;
+  source.contains = [&checkpoint](const std::string& name) { return checkpoint.find(name) != nullptr; };
+  source.load = [&checkpoint](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& view = checkpoint.at(name);
+    if (!std::equal(view.shape.begin(), view.shape.end(), shape.begin(), shape.end())) {
+      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
+                  ", expected " + format_shape(std::span<const std::int64_t>(shape)));
+    }
+    tensor out(shape);
+    convert_tensor(view, std::span<float>(out.storage()));
+    return out;
+  };
+  return source;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/checkpoint_source.hpp ----
+// ---- begin aq/model/qwen3_vl/vision_weights.hpp ----
+// Binding of the Qwen3-VL vision tower's checkpoint tensors (model.visual.*: patch embedding,
+// learned position grid, pre-LN ViT blocks, the final patch merger and the DeepStack mergers) to
+// fp32 tensors with checked shapes.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+struct vision_block_weights {
+  tensor norm1_w, norm1_b, norm2_w, norm2_b;  // [D]
+  tensor qkv_w, qkv_b;                        // [3D, D], [3D]
+  tensor proj_w, proj_b;                      // [D, D], [D]
+  tensor fc1_w, fc1_b;                        // [I, D], [I]
+  tensor fc2_w, fc2_b;                        // [D, I], [D]
+};
+
+// A patch merger: LayerNorm (over D before the 2×2 concat, or over 4D after it for DeepStack),
+// then Linear(4D, 4D), exact GELU, Linear(4D, out).
+struct merger_weights {
+  tensor norm_w, norm_b;
+  tensor fc1_w, fc1_b, fc2_w, fc2_b;
+  bool postshuffle_norm = false;
+};
+
+struct vision_weights {
+  tensor patch_w;  // [D, C·Tp·P·P] (the Conv3d kernel flattened in pixel_values column order)
+  tensor patch_b;  // [D]
+  tensor pos_embed;  // [num_position_embeddings, D]
+  std::vector<vision_block_weights> blocks;
+  merger_weights merger;
+  std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
+};
+
+inline std::string vision_weight_prefix() { return "model.visual."; }
+
+inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  const vision_config& v = cfg.vision;
+  if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
+      v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
+    throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
+                "out_hidden_size and num_position_embeddings must be positive");
+  }
+  const std::int64_t D = v.hidden_size;
+  const std::int64_t I = v.intermediate_size;
+  const std::int64_t M = D * v.spatial_merge_size * v.spatial_merge_size;
+  const std::string p = vision_weight_prefix();
+  vision_weights w;
+  const std::int64_t patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+  w.patch_w = source.load(p + "patch_embed.proj.weight", {D, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
+  w.patch_w.reshape({D, patch});
+  w.patch_b = source.load(p + "patch_embed.proj.bias", {D});
+  w.pos_embed = source.load(p + "pos_embed.weight", {v.num_position_embeddings, D});
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    const std::string bp = p + "blocks." + std::to_string(b) + ".";
+    vision_block_weights bw;
+    bw.norm1_w = source.load(bp + "norm1.weight", {D});
+    bw.norm1_b = source.load(bp + "norm1.bias", {D});
+    bw.norm2_w = source.load(bp + "norm2.weight", {D});
+    bw.norm2_b = source.load(bp + "norm2.bias", {D});
+    bw.qkv_w = source.load(bp + "attn.qkv.weight", {3 * D, D});
+    bw.qkv_b = source.load(bp + "attn.qkv.bias", {3 * D});
+    bw.proj_w = source.load(bp + "attn.proj.weight", {D, D});
+    bw.proj_b = source.load(bp + "attn.proj.bias", {D});
+    bw.fc1_w = source.load(bp + "mlp.linear_fc1.weight", {I, D});
+    bw.fc1_b = source.load(bp + "mlp.linear_fc1.bias", {I});
+    bw.fc2_w = source.load(bp + "mlp.linear_fc2.weight", {D, I});
+    bw.fc2_b = source.load(bp + "mlp.linear_fc2.bias", {D});
+    w.blocks.push_back(std::move(bw));
+  }
+  auto merger = [&](const std::string& mp, bool postshuffle) {
+    merger_weights m;
+    const std::int64_t norm_width = postshuffle ? M : D;
+    m.norm_w = source.load(mp + "norm.weight", {norm_width});
+    m.norm_b = source.load(mp + "norm.bias", {norm_width});
+    m.fc1_w = source.load(mp + "linear_fc1.weight", {M, M});
+    m.fc1_b = source.load(mp + "linear_fc1.bias", {M});
+    m.fc2_w = source.load(mp + "linear_fc2.weight", {v.out_hidden_size, M});
+    m.fc2_b = source.load(mp + "linear_fc2.bias", {v.out_hidden_size});
+    m.postshuffle_norm = postshuffle;
+    return m;
+  };
+  w.merger = merger(p + "merger.", false);
+  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+    w.deepstack.push_back(merger(p + "deepstack_merger_list." + std::to_string(k) + ".", true));
+  }
+  return w;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vision_weights.hpp ----
+// ---- begin aq/model/qwen3_vl/text_model.hpp ----
+// The Qwen3-VL text decoder on the CPU in fp32: forward of a [batch, seq] batch to logits and
+// the mean next-token loss, then the input-gradient backward (weights frozen) through every op,
+// reporting X, Y and dL/dY of each quantizable linear to a linear_observer. Matches transformers'
+// Qwen3VLForConditionalGeneration (eager or sdpa attention) in fp32.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Token rows are b·seq + s throughout.
+struct text_batch {
+  std::int64_t batch = 0;
+  std::int64_t seq = 0;
+  std::vector<std::int64_t> input_ids;        // [batch·seq]
+  std::vector<std::uint8_t> attention_mask;   // [batch·seq], 1 = attended token, 0 = padding
+  std::vector<std::int64_t> position_ids;     // [3, batch·seq]; empty: rope_position_ids() of the text
+  std::vector<std::int64_t> labels;           // [batch·seq], -100 ignored; empty: no loss, no backward
+};
+
+// Vision features entering the decoder: rows replace the embeddings of the image-token positions
+// in row-major (b, s) order; deepstack[l] is added to those positions after decoder layer l.
+struct visual_inputs {
+  const tensor* embeds = nullptr;            // [n_visual, H]
+  std::vector<const tensor*> deepstack;      // each [n_visual, H]
+};
+
+struct run_options {
+  cpu::masked_row_policy masked_rows = cpu::masked_row_policy::attend_all;  // eager; zero = sdpa
+  bool backward = true;
+};
+
+struct text_result {
+  double loss = 0.0;
+  std::int64_t targets = 0;
+  tensor logits;               // [batch·seq, vocab]
+  tensor inputs_embeds_grad;   // [batch·seq, H]: dL/d(inputs_embeds), after the visual scatter
+  std::vector<tensor> deepstack_grads;  // [n_visual, H] each: dL/d deepstack[l]
+};
+
+class text_model {
+ public:
+  text_model(const config& cfg, const text_weights& weights) : cfg_(cfg), w_(weights) {
+    const text_config& t = cfg_.text;
+    if (static_cast<std::int64_t>(w_.layers.size()) != t.num_hidden_layers) {
+      throw error("qwen3_vl text_model: weights have " + std::to_string(w_.layers.size()) + " layers, config " +
+                  std::to_string(t.num_hidden_layers));
+    }
+    if (t.num_attention_heads % t.num_key_value_heads != 0) {
+      throw error("qwen3_vl text config: num_attention_heads " + std::to_string(t.num_attention_heads) +
+                  " is not a multiple of num_key_value_heads " + std::to_string(t.num_key_value_heads));
+    }
+    inv_freq_ = cpu::rope_inv_freq(t.head_dim, t.rope_theta);
+  }
+
+  const config& model_config() const { return cfg_; }
+
+  text_result run(const text_batch& batch, const run_options& options = {}, linear_observer* observer = nullptr,
+                  const visual_inputs& visual = {}) const;
+
+ private:
+  // What the backward needs from one layer's forward (and what observers see again there).
+  struct layer_state {
+    tensor h_in, a, q_raw, k_raw, q_rot, k_rot, v, attn, o_out, h_mid, m, gate, up, act, down_out;
+    std::vector<float> r1, r2, rq, rk, lse;
+  };
+
+  void notify(linear_observer* obs, bool backward, const std::string& name, const tensor& w, const tensor& x,
+              const tensor& y, const tensor* g) const {
+    if (obs == nullptr) return;
+    linear_call call{name, w.matrix(), nullptr, x.matrix(), y.matrix(), g != nullptr ? g->matrix() : const_matrix_view{}};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      obs->on_forward(call);
+    }
+  }
+
+  config cfg_;
+  const text_weights& w_;
+  std::vector<float> inv_freq_;
+};
+
+inline text_result text_model::run(const text_batch& batch, const run_options& options, linear_observer* observer,
+                                   const visual_inputs& visual) const {
+  const text_config& t = cfg_.text;
+  const std::int64_t B = batch.batch;
+  const std::int64_t T = batch.seq;
+  const std::int64_t N = B * T;
+  const std::int64_t H = t.hidden_size;
+  const std::int64_t nh = t.num_attention_heads;
+  const std::int64_t nkv = t.num_key_value_heads;
+  const std::int64_t hd = t.head_dim;
+  const std::int64_t I = t.intermediate_size;
+  const std::int64_t V = t.vocab_size;
+  const auto eps = static_cast<float>(t.rms_norm_eps);
+  if (B <= 0 || T <= 0 || static_cast<std::int64_t>(batch.input_ids.size()) != N ||
+      static_cast<std::int64_t>(batch.attention_mask.size()) != N) {
+    throw error("qwen3_vl text batch: input_ids/attention_mask must hold batch*seq = " + std::to_string(N) + " entries");
+  }
+  const bool with_loss = !batch.labels.empty();
+  if (with_loss && static_cast<std::int64_t>(batch.labels.size()) != N) {
+    throw error("qwen3_vl text batch: labels must hold batch*seq = " + std::to_string(N) + " entries");
+  }
+  std::vector<std::int64_t> positions = batch.position_ids;
+  if (positions.empty()) positions = rope_position_ids(batch.input_ids, batch.attention_mask, B, T);
+  if (static_cast<std::int64_t>(positions.size()) != 3 * N) {
+    throw error("qwen3_vl text batch: position_ids must hold 3*batch*seq = " + std::to_string(3 * N) + " entries");
+  }
+
+  // Embeddings, then the visual rows in (b, s) order.
+  tensor h({N, H});
+  std::vector<std::int64_t> visual_rows;
+  for (std::int64_t i = 0; i < N; ++i) {
+    const std::int64_t id = batch.input_ids[static_cast<std::size_t>(i)];
+    if (id < 0 || id >= V) {
+      throw error("qwen3_vl text batch: input id " + std::to_string(id) + " at row " + std::to_string(i) +
+                  " outside the vocabulary [0, " + std::to_string(V) + ")");
+    }
+    if (visual.embeds != nullptr && id == cfg_.image_token_id) visual_rows.push_back(i);
+    std::copy_n(w_.embed_tokens.data() + id * H, H, h.data() + i * H);
+  }
+  if (visual.embeds != nullptr) {
+    if (visual.embeds->matrix().rows != static_cast<std::int64_t>(visual_rows.size()) || visual.embeds->matrix().cols != H) {
+      throw error("qwen3_vl text batch: " + std::to_string(visual_rows.size()) + " image tokens but visual embeds " +
+                  shape_string(visual.embeds->shape()));
+    }
+    for (std::size_t r = 0; r < visual_rows.size(); ++r) {
+      std::copy_n(visual.embeds->data() + static_cast<std::int64_t>(r) * H, H, h.data() + visual_rows[r] * H);
+    }
+  }
+
+  tensor cos, sin;
+  cpu::mrope_tables(positions.data(), positions.data() + N, positions.data() + 2 * N, N, inv_freq_, t.mrope_section,
+                    cos, sin);
+  std::vector<cpu::attention_segment> segments;
+  for (std::int64_t b = 0; b < B; ++b) segments.push_back({b * T, T});
+  cpu::attention_config ac;
+  ac.heads = nh;
+  ac.kv_heads = nkv;
+  ac.head_dim = hd;
+  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  ac.causal = true;
+  ac.key_valid = batch.attention_mask.data();
+  ac.masked_rows = options.masked_rows;
+
+  auto layer_name = [](std::int64_t l, const char* module) { return text_layer_weight_prefix(l) + module; };
+  auto per_head = [](tensor& x, std::int64_t d) {
+    return matrix_view{x.data(), x.numel() / d, d, d};
+  };
+  auto per_head_c = [](const tensor& x, std::int64_t d) {
+    return const_matrix_view{x.data(), x.numel() / d, d, d};
+  };
+
+  std::vector<layer_state> saved(static_cast<std::size_t>(t.num_hidden_layers));
+  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
+    const text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
+    layer_state& s = saved[static_cast<std::size_t>(l)];
+    s.h_in = h;
+    s.a = tensor({N, H});
+    s.r1.resize(static_cast<std::size_t>(N));
+    cpu::rms_norm_forward(s.h_in.matrix(), lw.input_layernorm.data(), eps, s.a.matrix(), s.r1.data());
+    s.q_raw = tensor({N, nh * hd});
+    s.k_raw = tensor({N, nkv * hd});
+    s.v = tensor({N, nkv * hd});
+    cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
+    cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
+    cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
+    notify(observer, false, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, nullptr);
+    notify(observer, false, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, nullptr);
+    notify(observer, false, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, nullptr);
+    s.q_rot = tensor({N, nh * hd});
+    s.k_rot = tensor({N, nkv * hd});
+    s.rq.resize(static_cast<std::size_t>(N * nh));
+    s.rk.resize(static_cast<std::size_t>(N * nkv));
+    cpu::rms_norm_forward(per_head_c(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
+    cpu::rms_norm_forward(per_head_c(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
+    cpu::rope_forward(s.q_rot.matrix(), nh, cos, sin);
+    cpu::rope_forward(s.k_rot.matrix(), nkv, cos, sin);
+    s.attn = tensor({N, nh * hd});
+    s.lse.resize(static_cast<std::size_t>(nh * N));
+    cpu::attention_forward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
+                           s.lse.data());
+    s.o_out = tensor({N, H});
+    cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
+    notify(observer, false, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, nullptr);
+    s.h_mid = s.h_in;
+    for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
+    s.m = tensor({N, H});
+    s.r2.resize(static_cast<std::size_t>(N));
+    cpu::rms_norm_forward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), eps, s.m.matrix(), s.r2.data());
+    s.gate = tensor({N, I});
+    s.up = tensor({N, I});
+    cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
+    cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
+    notify(observer, false, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, nullptr);
+    notify(observer, false, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, nullptr);
+    s.act = tensor({N, I});
+    cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
+    s.down_out = tensor({N, H});
+    cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
+    notify(observer, false, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, nullptr);
+    h = s.h_mid;
+    for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
+    if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
+      const tensor& ds = *visual.deepstack[static_cast<std::size_t>(l)];
+      if (ds.matrix().rows != static_cast<std::int64_t>(visual_rows.size()) || ds.matrix().cols != H) {
+        throw error("qwen3_vl text batch: deepstack " + std::to_string(l) + " has shape " + shape_string(ds.shape()) +
+                    ", expected [" + std::to_string(visual_rows.size()) + ", " + std::to_string(H) + "]");
+      }
+      for (std::size_t r = 0; r < visual_rows.size(); ++r) {
+        float* row = h.data() + visual_rows[r] * H;
+        const float* add = ds.data() + static_cast<std::int64_t>(r) * H;
+        for (std::int64_t c = 0; c < H; ++c) row[c] += add[c];
+      }
+    }
+  }
+
+  const tensor h_final = h;
+  tensor hn({N, H});
+  std::vector<float> rf(static_cast<std::size_t>(N));
+  cpu::rms_norm_forward(h_final.matrix(), w_.norm.data(), eps, hn.matrix(), rf.data());
+  const tensor& lm = w_.lm_head_weight();
+  text_result result;
+  result.logits = tensor({N, V});
+  cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
+  notify(observer, false, "lm_head", lm, hn, result.logits, nullptr);
+  if (!with_loss) return result;
+
+  tensor dlogits({N, V});
+  matrix_view dl = dlogits.matrix();
+  const cpu::lm_loss loss = cpu::causal_lm_loss(result.logits.matrix(), batch.labels, B, T, options.backward ? &dl : nullptr);
+  result.loss = loss.loss;
+  result.targets = loss.targets;
+  if (!options.backward) return result;
+
+  // Backward: g is dL/d(residual stream) at the current point.
+  notify(observer, true, "lm_head", lm, hn, result.logits, &dlogits);
+  tensor dhn({N, H});
+  cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
+  dlogits = tensor();
+  tensor g({N, H});
+  cpu::rms_norm_backward(h_final.matrix(), w_.norm.data(), rf.data(), dhn.matrix(), g.matrix());
+  result.deepstack_grads.resize(visual.deepstack.size());
+
+  tensor d_act({N, I}), d_gate({N, I}), d_up({N, I}), d_m({N, H}), d_attn({N, nh * hd});
+  tensor dq({N, nh * hd}), dk({N, nkv * hd}), dv({N, nkv * hd}), dq_raw({N, nh * hd}), dk_raw({N, nkv * hd});
+  for (std::int64_t l = t.num_hidden_layers - 1; l >= 0; --l) {
+    const text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
+    layer_state& s = saved[static_cast<std::size_t>(l)];
+    if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
+      tensor& dds = result.deepstack_grads[static_cast<std::size_t>(l)];
+      dds = tensor({static_cast<std::int64_t>(visual_rows.size()), H});
+      for (std::size_t r = 0; r < visual_rows.size(); ++r) {
+        std::copy_n(g.data() + visual_rows[r] * H, H, dds.data() + static_cast<std::int64_t>(r) * H);
+      }
+    }
+    // MLP
+    notify(observer, true, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, &g);
+    cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
+    cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
+    notify(observer, true, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, &d_gate);
+    notify(observer, true, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, &d_up);
+    cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
+    cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
+    cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
+                           true);
+    // Attention
+    notify(observer, true, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, &g);
+    cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
+    cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
+                            s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
+    cpu::rope_backward(dq.matrix(), nh, cos, sin);
+    cpu::rope_backward(dk.matrix(), nkv, cos, sin);
+    cpu::rms_norm_backward(per_head_c(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head_c(dq, hd),
+                           per_head(dq_raw, hd));
+    cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
+                           per_head(dk_raw, hd));
+    notify(observer, true, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, &dq_raw);
+    notify(observer, true, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, &dk_raw);
+    notify(observer, true, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, &dv);
+    cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
+    cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
+    cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);
+    cpu::rms_norm_backward(s.h_in.matrix(), lw.input_layernorm.data(), s.r1.data(), d_m.matrix(), g.matrix(), true);
+    s = layer_state();  // release this layer's activations
+  }
+  result.inputs_embeds_grad = std::move(g);
+  return result;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/text_model.hpp ----
+// ---- begin aq/model/qwen3_vl/vision_model.hpp ----
+// The Qwen3-VL vision tower on the CPU in fp32: patch embedding, bilinear learned position grid,
+// 2-D rotary ViT blocks with per-image attention, the final 2×2 patch merger and the DeepStack
+// mergers tapped after chosen blocks; and the input-gradient backward from the visual token
+// gradients, reporting every linear (and the patch-embedding Conv3d as one) to the observer.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// The tower's outputs: one row per visual token (2×2 merged patches), images in input order.
+struct vision_output {
+  tensor embeds;                  // [n_visual, out_hidden]
+  std::vector<tensor> deepstack;  // one per DeepStack merger, same shape
+};
+
+// Activations of one forward kept for the backward (opaque to callers).
+struct vision_activations {
+  struct merger_state {
+    tensor ln_out, fc1, act;
+    std::vector<float> mean, rstd;
+  };
+  struct block_state {
+    tensor x_in, ln1, qkv, q_rot, k_rot, attn, proj_out, x_mid, ln2, fc1, act, fc2;
+    std::vector<float> mean1, rstd1, mean2, rstd2, lse;
+  };
+  tensor pixels, patch_out, cos, sin;
+  std::vector<cpu::attention_segment> segments;
+  std::vector<block_state> blocks;
+  std::vector<tensor> tap_in;  // block outputs fed to the DeepStack mergers
+  tensor merger_in;
+  merger_state merger;
+  std::vector<merger_state> deepstack;
+  vision_output out;
+};
+
+// Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
+// in merge-block row order and repeated per frame: [Σ t·h·w, D].
+inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
+  const std::int64_t D = table.dim(1);
+  const auto G = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(table.dim(0)))));
+  auto linspace = [&](std::int64_t n) {  // torch.linspace(0, G-1, n) in fp32
+    std::vector<float> v(static_cast<std::size_t>(n));
+    const float end = static_cast<float>(G - 1);
+    const float step = n > 1 ? end / static_cast<float>(n - 1) : 0.0f;
+    for (std::int64_t i = 0; i < n; ++i) {
+      v[static_cast<std::size_t>(i)] = i < n / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(n - 1 - i);
+    }
+    if (n == 1) v[0] = 0.0f;
+    return v;
+  };
+  std::int64_t rows = 0;
+  for (const grid_thw& g : grids) rows += g[0] * g[1] * g[2];
+  tensor out({rows, D});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    const std::int64_t t = g[0], h = g[1], w = g[2];
+    const std::vector<float> hs = linspace(h), ws = linspace(w);
+    tensor raster({h * w, D});
+    for (std::int64_t r = 0; r < h; ++r) {
+      const auto hf = static_cast<std::int64_t>(hs[static_cast<std::size_t>(r)]);
+      const std::int64_t hc = std::min(hf + 1, G - 1);
+      const float dh = hs[static_cast<std::size_t>(r)] - static_cast<float>(hf);
+      for (std::int64_t c = 0; c < w; ++c) {
+        const auto wf = static_cast<std::int64_t>(ws[static_cast<std::size_t>(c)]);
+        const std::int64_t wc = std::min(wf + 1, G - 1);
+        const float dw = ws[static_cast<std::size_t>(c)] - static_cast<float>(wf);
+        const std::int64_t idx[4] = {hf * G + wf, hf * G + wc, hc * G + wf, hc * G + wc};
+        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
+        float* dst = raster.data() + (r * w + c) * D;
+        for (std::int64_t e = 0; e < D; ++e) {
+          float s = table.data()[idx[0] * D + e] * wt[0];
+          for (int q = 1; q < 4; ++q) s = s + table.data()[idx[q] * D + e] * wt[q];
+          dst[e] = s;
+        }
+      }
+    }
+    for (std::int64_t f = 0; f < t; ++f) {
+      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
+        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
+          for (std::int64_t mh = 0; mh < merge; ++mh) {
+            for (std::int64_t mw = 0; mw < merge; ++mw) {
+              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
+              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+class vision_model {
+ public:
+  vision_model(const config& cfg, const vision_weights& weights) : cfg_(cfg), w_(weights) {
+    const vision_config& v = cfg_.vision;
+    if (static_cast<std::int64_t>(w_.blocks.size()) != v.depth || w_.deepstack.size() != v.deepstack_visual_indexes.size()) {
+      throw error("qwen3_vl vision_model: weights do not match the config's depth / deepstack_visual_indexes");
+    }
+  }
+
+  // pixels [Σ t·h·w, C·Tp·P·P] as the image processor returns them; grids per image.
+  vision_activations forward(const tensor& pixels, const std::vector<grid_thw>& grids,
+                             linear_observer* observer = nullptr) const;
+  // dL/d embeds and dL/d deepstack outputs (same shapes as the outputs; empty = zero).
+  void backward(vision_activations& a, const tensor& d_embeds, const std::vector<tensor>& d_deepstack,
+                linear_observer* observer = nullptr) const;
+
+ private:
+  static std::string block_name(std::int64_t b, const char* module) {
+    return vision_weight_prefix() + "blocks." + std::to_string(b) + "." + module;
+  }
+  static std::string merger_name(std::int64_t k, const char* module) {
+    return k < 0 ? vision_weight_prefix() + "merger." + module
+                 : vision_weight_prefix() + "deepstack_merger_list." + std::to_string(k) + "." + module;
+  }
+  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+                     const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
+                     const const_matrix_view& g = {}) {
+    if (obs == nullptr) return;
+    const linear_call call{name, w, b.data(), x, y, g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      obs->on_forward(call);
+    }
+  }
+  std::int64_t merged_rows(const tensor& t) const {
+    const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+    return t.numel() / (t.dim(1) * m2);
+  }
+
+  void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
+                      tensor& out, linear_observer* obs) const {
+    const std::int64_t D = x.dim(1);
+    const std::int64_t rows = merged_rows(x);
+    const std::int64_t M = mw.fc1_w.dim(0);
+    s.ln_out = tensor({x.dim(0), D});
+    if (mw.postshuffle_norm) {
+      s.mean.resize(static_cast<std::size_t>(rows));
+      s.rstd.resize(static_cast<std::size_t>(rows));
+      cpu::layer_norm_forward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
+                              matrix_view{s.ln_out.data(), rows, M, M}, s.mean.data(), s.rstd.data());
+    } else {
+      s.mean.resize(static_cast<std::size_t>(x.dim(0)));
+      s.rstd.resize(static_cast<std::size_t>(x.dim(0)));
+      cpu::layer_norm_forward(x.matrix(), mw.norm_w.data(), mw.norm_b.data(), 1e-6f, s.ln_out.matrix(), s.mean.data(),
+                              s.rstd.data());
+    }
+    const const_matrix_view ln{s.ln_out.data(), rows, M, M};
+    s.fc1 = tensor({rows, M});
+    cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
+    notify(obs, false, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    s.act = tensor({rows, M});
+    cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
+    out = tensor({rows, mw.fc2_w.dim(0)});
+    cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
+    notify(obs, false, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+  }
+
+  // Adds dL/dx into g.
+  void merger_backward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
+                       const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
+    const std::int64_t rows = merged_rows(x);
+    const std::int64_t M = mw.fc1_w.dim(0);
+    notify(obs, true, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
+           d_out.matrix());
+    tensor d_act({rows, M});
+    cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
+    cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
+    const const_matrix_view ln{s.ln_out.data(), rows, M, M};
+    notify(obs, true, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
+    tensor d_ln({rows, M});
+    cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
+    if (mw.postshuffle_norm) {
+      cpu::layer_norm_backward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
+                               d_ln.matrix(), matrix_view{g.data(), rows, M, M}, true);
+    } else {
+      const std::int64_t D = x.dim(1);
+      cpu::layer_norm_backward(x.matrix(), mw.norm_w.data(), s.mean.data(), s.rstd.data(),
+                               const_matrix_view{d_ln.data(), x.dim(0), D, D}, g.matrix(), true);
+    }
+  }
+
+  config cfg_;
+  const vision_weights& w_;
+};
+
+inline vision_activations vision_model::forward(const tensor& pixels, const std::vector<grid_thw>& grids,
+                                                linear_observer* observer) const {
+  const vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size;
+  const std::int64_t heads = v.num_heads;
+  const std::int64_t hd = D / heads;
+  const std::int64_t I = v.intermediate_size;
+  const std::int64_t m = v.spatial_merge_size;
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) {
+    if (g[0] <= 0 || g[1] <= 0 || g[2] <= 0 || g[1] % m != 0 || g[2] % m != 0) {
+      throw error("qwen3_vl vision: image grid (" + std::to_string(g[0]) + ", " + std::to_string(g[1]) + ", " +
+                  std::to_string(g[2]) + ") is not positive with h, w multiples of spatial_merge_size");
+    }
+    np += g[0] * g[1] * g[2];
+  }
+  if (pixels.rank() != 2 || pixels.dim(0) != np || pixels.dim(1) != w_.patch_w.dim(1)) {
+    throw error("qwen3_vl vision: pixel_values " + shape_string(pixels.shape()) + ", expected [" + std::to_string(np) +
+                ", " + std::to_string(w_.patch_w.dim(1)) + "] for the given image grids");
+  }
+  vision_activations a;
+  a.pixels = pixels;
+  a.patch_out = tensor({np, D});
+  cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
+  notify(observer, false, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+         pixels.matrix(), a.patch_out.matrix());
+  tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
+  for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
+
+  // 2-D rotary tables: head dims (i, i + hd/2) rotate by row·inv[i] for i < hd/4, col·inv[i − hd/4] after.
+  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  a.cos = tensor({np, hd});
+  a.sin = tensor({np, hd});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    for (std::int64_t f = 0; f < g[0]; ++f) {
+      a.segments.push_back({row, g[1] * g[2]});
+      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
+        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
+          for (std::int64_t mh = 0; mh < m; ++mh) {
+            for (std::int64_t mw = 0; mw < m; ++mw) {
+              const auto r = static_cast<float>(bh * m + mh);
+              const auto c = static_cast<float>(bw * m + mw);
+              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
+                for (const std::int64_t col : {j, j + 2 * quarter}) {
+                  a.cos.data()[row * hd + col] = std::cos(angle);
+                  a.sin.data()[row * hd + col] = std::sin(angle);
+                }
+              }
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  cpu::attention_config ac;
+  ac.heads = heads;
+  ac.kv_heads = heads;
+  ac.head_dim = hd;
+  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  a.blocks.resize(static_cast<std::size_t>(v.depth));
+  a.tap_in.resize(w_.deepstack.size());
+  a.deepstack.resize(w_.deepstack.size());
+  a.out.deepstack.resize(w_.deepstack.size());
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+    vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
+    s.x_in = h;
+    s.ln1 = tensor({np, D});
+    s.mean1.resize(static_cast<std::size_t>(np));
+    s.rstd1.resize(static_cast<std::size_t>(np));
+    cpu::layer_norm_forward(s.x_in.matrix(), bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, s.ln1.matrix(), s.mean1.data(),
+                            s.rstd1.data());
+    s.qkv = tensor({np, 3 * D});
+    cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
+    notify(observer, false, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    s.q_rot = tensor({np, D});
+    s.k_rot = tensor({np, D});
+    for (std::int64_t i = 0; i < np; ++i) {
+      std::copy_n(s.qkv.data() + i * 3 * D, D, s.q_rot.data() + i * D);
+      std::copy_n(s.qkv.data() + i * 3 * D + D, D, s.k_rot.data() + i * D);
+    }
+    cpu::rope_forward(s.q_rot.matrix(), heads, a.cos, a.sin);
+    cpu::rope_forward(s.k_rot.matrix(), heads, a.cos, a.sin);
+    const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
+    s.attn = tensor({np, D});
+    s.lse.resize(static_cast<std::size_t>(heads * np));
+    cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
+    s.proj_out = tensor({np, D});
+    cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
+    notify(observer, false, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+           s.proj_out.matrix());
+    s.x_mid = s.x_in;
+    for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
+    s.ln2 = tensor({np, D});
+    s.mean2.resize(static_cast<std::size_t>(np));
+    s.rstd2.resize(static_cast<std::size_t>(np));
+    cpu::layer_norm_forward(s.x_mid.matrix(), bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, s.ln2.matrix(), s.mean2.data(),
+                            s.rstd2.data());
+    s.fc1 = tensor({np, I});
+    cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
+    notify(observer, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    s.act = tensor({np, I});
+    cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
+    s.fc2 = tensor({np, D});
+    cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
+    notify(observer, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    h = s.x_mid;
+    for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b) continue;
+      a.tap_in[k] = h;
+      merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], a.tap_in[k], a.deepstack[k], a.out.deepstack[k],
+                     observer);
+    }
+  }
+  a.merger_in = std::move(h);
+  merger_forward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, observer);
+  return a;
+}
+
+inline void vision_model::backward(vision_activations& a, const tensor& d_embeds, const std::vector<tensor>& d_deepstack,
+                                   linear_observer* observer) const {
+  const vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size;
+  const std::int64_t heads = v.num_heads;
+  const std::int64_t hd = D / heads;
+  const std::int64_t I = v.intermediate_size;
+  const std::int64_t np = a.patch_out.dim(0);
+  cpu::attention_config ac;
+  ac.heads = heads;
+  ac.kv_heads = heads;
+  ac.head_dim = hd;
+  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  tensor g({np, D});
+  if (!d_embeds.empty()) merger_backward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, d_embeds, g, observer);
+  tensor d_act({np, I}), d_ln({np, D}), d_attn({np, D}), dqkv({np, 3 * D});
+  for (std::int64_t b = v.depth - 1; b >= 0; --b) {
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b || k >= d_deepstack.size() || d_deepstack[k].empty()) continue;
+      merger_backward(static_cast<std::int64_t>(k), w_.deepstack[k], a.tap_in[k], a.deepstack[k], a.out.deepstack[k],
+                      d_deepstack[k], g, observer);
+    }
+    const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+    vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
+    notify(observer, true, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
+           g.matrix());
+    cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
+    cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
+    notify(observer, true, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
+           d_act.matrix());
+    cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
+    cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
+                             g.matrix(), true);
+    notify(observer, true, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+           s.proj_out.matrix(), g.matrix());
+    cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
+    const matrix_view dq{dqkv.data(), np, D, 3 * D};
+    const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
+    const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
+    const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
+    cpu::attention_backward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data(),
+                            d_attn.matrix(), dq, dk, dv);
+    cpu::rope_backward(dq, heads, a.cos, a.sin);
+    cpu::rope_backward(dk, heads, a.cos, a.sin);
+    notify(observer, true, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
+           dqkv.matrix());
+    cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
+    cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
+                             g.matrix(), true);
+    s = vision_activations::block_state();
+  }
+  notify(observer, true, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+         a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vision_model.hpp ----
+// ---- begin aq/model/qwen3_vl/vl_model.hpp ----
+// Qwen3-VL end to end on the CPU: the vision tower's visual tokens replace the image
+// placeholders, its DeepStack features are added after the first decoder layers, and the loss
+// gradient flows back from the decoder into the tower. Text-only batches skip the tower.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// pixel_values [Σ t·h·w, C·Tp·P·P] and one grid per image, images in placeholder order.
+struct image_batch {
+  tensor pixel_values;
+  std::vector<grid_thw> grids;
+};
+
+class vl_model {
+ public:
+  vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
+      : cfg_(cfg), text_(cfg, text), vision_(cfg, vision) {}
+
+  const text_model& text() const { return text_; }
+  const vision_model& vision() const { return vision_; }
+
+  // position_ids empty: computed with rope_position_ids() from the ids and image grids.
+  text_result run(text_batch batch, const image_batch* images, const run_options& options = {},
+                  linear_observer* observer = nullptr) const {
+    if (images == nullptr || images->grids.empty()) return text_.run(batch, options, observer);
+    if (batch.position_ids.empty()) {
+      batch.position_ids = rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq,
+                                             cfg_.image_token_id, images->grids, cfg_.vision.spatial_merge_size);
+    }
+    vision_activations va = vision_.forward(images->pixel_values, images->grids, observer);
+    visual_inputs visual;
+    visual.embeds = &va.out.embeds;
+    for (const tensor& ds : va.out.deepstack) visual.deepstack.push_back(&ds);
+    text_result result = text_.run(batch, options, observer, visual);
+    if (!options.backward || batch.labels.empty()) return result;
+    // dL/d visual tokens = the embedding gradient at the placeholder rows, in (b, s) order.
+    const std::int64_t H = cfg_.text.hidden_size;
+    tensor d_embeds({va.out.embeds.dim(0), H});
+    std::int64_t r = 0;
+    for (std::size_t i = 0; i < batch.input_ids.size(); ++i) {
+      if (batch.input_ids[i] != cfg_.image_token_id) continue;
+      std::copy_n(result.inputs_embeds_grad.data() + static_cast<std::int64_t>(i) * H, H, d_embeds.data() + r * H);
+      ++r;
+    }
+    vision_.backward(va, d_embeds, result.deepstack_grads, observer);
+    return result;
+  }
+
+ private:
+  config cfg_;
+  text_model text_;
+  vision_model vision_;
+};
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vl_model.hpp ----
 // ---- end aq/autoquant.hpp ----
