@@ -97,6 +97,9 @@ int run(int argc, char** argv) {
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
   const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("data/captions/coco2017_captions_medium.txt", argv[0]);
   const bool images = calib.extension() == ".jsonl";
+  if (o.dump_batches && images) {
+    throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
+  }
 
   // Everything that can be checked without the model's numbers is checked before it loads.
   const auto t_load = std::chrono::steady_clock::now();
@@ -176,7 +179,6 @@ int run(int argc, char** argv) {
   const autoquant::batch_tensors stacked =
       images ? autoquant::batch_tensors{} : autoquant::stack_batches(batches);
   if (o.dump_batches) {
-    if (images) throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
     write_file_atomic(*o.dump_batches, autoquant::render_batches(stacked));
   }
   if (o.result_json) {

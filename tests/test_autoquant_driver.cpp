@@ -1,0 +1,128 @@
+// The driver's building blocks: argument parsing and presets, --help generated from the recipe
+// registry, the batch dump (int64 [N, T] safetensors read back) and its SHA-256 digest, and the
+// errors bad inputs give before any output is written.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "aq/autoquant/options.hpp"
+#include "aq/autoquant/result_json.hpp"
+#include "aq/core/atomic_file.hpp"
+#include "aq/io/calib_batches.hpp"
+#include "aq/io/calib_dataset.hpp"
+#include "aq/io/safetensors.hpp"
+#include "aq/quant/recipe_registry.hpp"
+
+namespace {
+
+using namespace aq;
+namespace fs = std::filesystem;
+
+autoquant::driver_options parse(std::vector<std::string> args) { return autoquant::parse_arguments(args); }
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("aq_test_autoquant_driver_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("command-line flags, presets and their precedence") {
+  const auto o = parse({"--formats", "fp8_e4m3,int8_w8a8", "--effective-bits", "6.5", "--scope", "all", "--disable",
+                        "*lm_head*", "--disable", "*.0.*", "--method", "kl_div", "--num-samples", "32", "--seq-len",
+                        "64", "--batch-size", "4", "--scheme-name", "x", "--output-dir", "out", "--seed", "5"});
+  CHECK(o.formats == std::vector<std::string>{"fp8_e4m3", "int8_w8a8"});
+  CHECK(o.effective_bits == 6.5);
+  CHECK(o.scope == autoquant::scope_preset::all);
+  CHECK(o.disable == std::vector<std::string>{"*lm_head*", "*.0.*"});
+  CHECK(o.method == autoquant::score_method::kl_div);
+  CHECK(*o.num_samples == 32);
+  CHECK(*o.seq_len == 64);
+  CHECK(o.batch_size == 4);
+  CHECK(o.seed == 5);
+
+  const auto p = parse({"--effective-bits", "7", "--preset", "wint8_aint4_autoquant_lm"});
+  CHECK(p.formats == std::vector<std::string>{"w8a4"});
+  CHECK(p.effective_bits == 7.0);  // an explicit flag wins wherever it stands
+  CHECK(*p.scheme_name == "wint8_aint4_autoquant_lm");
+  CHECK(*p.dataset_size == "medium");
+  CHECK(p.quant_formats == std::vector<std::string>{"INT8_WEIGHT_INT4_ACT_CFG"});
+  const auto f = parse({"--preset", "fp8_autoquant_all_layers"});
+  CHECK(*f.scheme_name == "fp8_autoquant_all_layers_fp8");
+  CHECK(f.effective_bits == 11.0);
+  CHECK(f.batch_size == 1);
+  CHECK(f.custom_names);
+  CHECK(autoquant::dataset_size_samples(*f.dataset_size) == 512);
+
+  CHECK_THROWS_WITH_AS(parse({"--bogus"}), doctest::Contains("unknown argument '--bogus'"), aq::error);
+  CHECK_THROWS_WITH_AS(parse({"--effective-bits", "abc"}), doctest::Contains("not a number"), aq::error);
+  CHECK_THROWS_WITH_AS(parse({"--effective-bits"}), doctest::Contains("missing value"), aq::error);
+  CHECK_THROWS_WITH_AS(parse({"--scope", "vision"}), doctest::Contains("valid scopes: lm, all"), aq::error);
+  CHECK_THROWS_WITH_AS(parse({"--preset", "x"}), doctest::Contains("valid presets"), aq::error);
+  CHECK_THROWS_WITH_AS(parse({"--dataset-size", "huge"}), doctest::Contains("small (16)"), aq::error);
+}
+
+TEST_CASE("--help lists every flag, every recipe of the registry and every preset") {
+  const std::string help = autoquant::help_text();
+  for (const char* flag : {"--model", "--calib", "--formats", "--effective-bits", "--scope", "--method", "--num-samples",
+                           "--seq-len", "--batch-size", "--scheme-name", "--output-dir", "--disable", "--seed",
+                           "--dump-batches", "--result-json", "--preset", "--dataset-size"}) {
+    CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
+  }
+  for (const quant::recipe_info& r : quant::recipe_registry()) {
+    CHECK(help.find("| " + std::string(r.name) + " |") != std::string::npos);
+  }
+  for (const autoquant::preset& p : autoquant::presets) CHECK(help.find(std::string(p.name)) != std::string::npos);
+}
+
+TEST_CASE("SHA-256 of the FIPS 180-4 test vectors") {
+  autoquant::sha256 a;
+  a.update("abc");
+  CHECK(a.hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  autoquant::sha256 b;
+  b.update("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+  CHECK(b.hex() == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+TEST_CASE("--dump-batches writes int64 [N, T] input_ids, attention_mask, labels that read back") {
+  const std::vector<std::string> captions{"a b c", "d e", "f"};
+  const auto encode = [](std::string_view text) {
+    std::vector<std::int32_t> ids;
+    for (const char c : text) ids.push_back(static_cast<std::int32_t>(c));
+    return ids;
+  };
+  io::padding_options o;
+  o.max_length = 6;
+  const auto batches = io::make_text_calib_batches(captions, encode, 2, o);
+  const autoquant::batch_tensors t = autoquant::stack_batches(batches);
+  CHECK(t.rows == 3);
+  CHECK(t.seq == 6);
+  const fs::path dir = temp_dir("dump");
+  write_file_atomic(dir / "b.safetensors", autoquant::render_batches(t));
+  const safetensors_file file(dir / "b.safetensors", readable_dtypes);
+  for (const auto& [key, values] : {std::pair{"input_ids", &t.input_ids}, std::pair{"attention_mask", &t.attention_mask},
+                                    std::pair{"labels", &t.labels}}) {
+    const tensor_view& view = file.at(key);
+    CHECK(std::vector<std::int64_t>(view.shape.begin(), view.shape.end()) == std::vector<std::int64_t>{3, 6});
+    CHECK(to_int64_vector(view) == *values);
+  }
+  CHECK(t.input_ids[0] == io::qwen3_pad_token_id);  // left padding
+  CHECK(t.labels[0] == io::ignore_label);
+  CHECK(autoquant::data_sha256(t).size() == 64);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("bad inputs give one-line errors naming the file") {
+  const fs::path dir = temp_dir("bad");
+  std::ofstream(dir / "empty.txt") << "\n  \n";
+  CHECK_THROWS_WITH_AS(io::read_caption_lines(dir / "empty.txt"), doctest::Contains("no non-empty captions"), aq::error);
+  fs::create_directories(dir / "model");
+  fs::copy_file(fs::path(AQ_TEST_FIXTURES) / "configs" / "qwen3_vl_4b_instruct.json", dir / "model" / "config.json");
+  CHECK_THROWS_AS(safetensors_checkpoint(dir / "model"), aq::error);
+  fs::remove_all(dir);
+}
