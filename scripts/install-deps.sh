@@ -3,7 +3,7 @@
 # present are left alone and apt-get runs only when something is missing.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev)
+packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev libjpeg-dev)
 
 missing=()
 for package in "${packages[@]}"; do

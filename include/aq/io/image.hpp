@@ -1,5 +1,5 @@
-// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, with grayscale,
-// 16-bit and alpha images converted the way the reference (PIL + transformers) converts them.
+// Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
+// PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
 // First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
 #pragma once
 
@@ -13,14 +13,19 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aq/core/error.hpp"
+#include "aq/io/jpeg.hpp"
 
+// JPEG goes through libjpeg-turbo (io/jpeg.hpp), the decoder PIL uses, because stb_image's IDCT
+// and chroma upsampling differ from it by up to 2/255. PNG is lossless, so stb_image decodes it
+// byte-identically to PIL (zlib is exact) and aq keeps it there rather than adding libpng.
 // stb_image is a single-file C library. aq is header-only, so it compiles stb's implementation
 // with STB_IMAGE_STATIC: every translation unit that includes this header gets a private
 // (internal-linkage) copy, so two aq TUs never collide at link time and a program that also
-// links its own stb keeps working. Costs: stb compiled once per including TU (only PNG+JPEG).
+// links its own stb keeps working. Costs: stb compiled once per including TU (PNG only).
 // If stb_image.h was included before this header, or AQ_STB_IMAGE_EXTERNAL is defined, aq only
 // uses the declarations and the program must provide one implementation (STB_IMAGE_IMPLEMENTATION
 // in one of its own .cpp files).
@@ -30,7 +35,6 @@
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_NO_STDIO  // aq reads the bytes itself (paths may not be narrow strings)
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -55,7 +59,6 @@
 #pragma GCC diagnostic pop
 #endif
 #undef STBI_NO_STDIO
-#undef STBI_ONLY_JPEG
 #undef STBI_ONLY_PNG
 #undef STB_IMAGE_IMPLEMENTATION
 #undef STB_IMAGE_STATIC
@@ -100,12 +103,25 @@ struct stbi_deleter {
 
 }  // namespace detail
 
+// Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS = 89478485; it raises above twice
+// that). Larger headers are rejected before any pixel memory is allocated.
+inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
+
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
 // Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
-// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does.
+// 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does; JPEG as
+// io/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
+  if (is_jpeg(bytes)) {
+    decoded_jpeg j = decode_jpeg(bytes, name, max_image_pixels);
+    image_rgb8 img;
+    img.width = j.width;
+    img.height = j.height;
+    img.pixels = std::move(j.rgb);
+    return img;
+  }
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
@@ -113,12 +129,16 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   if (stbi_info_from_memory(data, len, &w, &h, &channels) == 0) {
     throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
   }
+  if (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > max_image_pixels) {
+    throw error(name + ": PNG of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limit of " +
+                std::to_string(max_image_pixels) + " pixels");
+  }
   const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
   const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
   std::vector<std::uint8_t> rgba(n * 4);
   if (sixteen) {
     std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     for (std::size_t i = 0; i < n * 4; ++i) {
       const std::uint16_t v = p.get()[i];
       const bool gray_value = channels == 1 && (i % 4) != 3;
@@ -126,7 +146,7 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     }
   } else {
     std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode image (" + stbi_failure_reason() + ")");
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     std::copy(p.get(), p.get() + n * 4, rgba.begin());
   }
   image_rgb8 img;
