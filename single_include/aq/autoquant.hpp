@@ -9859,4 +9859,1916 @@ class vl_model {
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/vl_model.hpp ----
+
+// AutoQuant: scorers and the engine
+// ---- begin aq/score/quantized_linear.hpp ----
+// One recipe applied to one linear module at run time: fake-quantize its weight (calibrated from
+// the weight) and its input (with a calibrated per-tensor amax) and recompute its output. The
+// bridge from a recipe name to the typed quantizer kernels, used by calibration and both scorers.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+namespace aq::score {
+
+// A fake-quantized weight with the amax it was quantized with (ModelOpt's weight_quantizer._amax).
+struct quantized_weight {
+  tensor values;                         // same element order as the module's weight
+  std::vector<float> amax;               // empty when the recipe leaves weights unquantized
+  std::vector<std::int64_t> amax_shape;  // ModelOpt's _amax shape: [], [out, 1(, 1, 1, 1)], [blocks, 1]
+};
+
+// Type-erased kernels of one recipe (generated from its compile-time quantizer specs).
+struct recipe_kernels {
+  const quant::recipe_info* info = nullptr;
+  bool weight_enabled = false;
+  bool input_enabled = false;
+  // weight of `shape` ([out, in] Linear or [out, c, kt, kh, kw] Conv3d), row-major.
+  std::function<quantized_weight(std::span<const float> weight, const std::vector<std::int64_t>& shape)>
+      quantize_weight;
+  // x [rows, cols] (any ld) into out (contiguous rows x cols) with one per-tensor amax.
+  std::function<void(const const_matrix_view& x, std::span<float> out, float amax)> quantize_input;
+};
+
+namespace detail {
+
+// Matrix layout a granularity sees for a weight: blocks run along the last dim of the tensor
+// (ModelOpt's block_sizes {-1: N}); channels are axis 0 with everything else flattened.
+template <quant::granularity G>
+std::pair<std::int64_t, std::int64_t> weight_layout(const std::vector<std::int64_t>& shape, std::int64_t numel) {
+  if (shape.empty()) throw error("quantized weight: empty weight shape");
+  if constexpr (requires { G::block_size; }) {
+    return {numel / shape.back(), shape.back()};
+  } else {
+    return {shape.front(), numel / shape.front()};
+  }
+}
+
+template <quant::quantizer_spec Q>
+quantized_weight quantize_weight_with(std::span<const float> weight, const std::vector<std::int64_t>& shape) {
+  using G = typename Q::granularity_type;
+  std::int64_t numel = 1;
+  for (const std::int64_t e : shape) numel *= e;
+  if (numel != static_cast<std::int64_t>(weight.size())) {
+    throw error("quantized weight: " + std::to_string(weight.size()) + " values for shape " + shape_string(shape));
+  }
+  quantized_weight out;
+  out.values = tensor(shape);
+  const auto [rows, cols] = weight_layout<G>(shape, numel);
+  out.amax = quant::fake_quantize_weight<Q>(weight, std::span<float>(out.values.storage()), rows, cols);
+  if constexpr (Q::enabled) {
+    out.amax_shape = G::amax_shape(rows, cols);
+    if constexpr (G::depends_on_shape && !requires { G::block_size; }) {
+      while (out.amax_shape.size() < shape.size()) out.amax_shape.push_back(1);  // Conv3d: [out, 1, 1, 1, 1]
+    }
+  }
+  return out;
+}
+
+template <quant::quantizer_spec Q>
+void quantize_input_with(const const_matrix_view& x, std::span<float> out, float amax) {
+  if (static_cast<std::int64_t>(out.size()) != x.rows * x.cols) {
+    throw error("quantized input: output holds " + std::to_string(out.size()) + " values, expected " +
+                std::to_string(x.rows * x.cols));
+  }
+  if constexpr (Q::enabled) {
+    static_assert(std::is_same_v<typename Q::granularity_type, quant::per_tensor>,
+                  "activation quantizers are calibrated per tensor");
+  }
+  const std::span<const float> one(&amax, 1);
+  for (std::int64_t r = 0; r < x.rows; ++r) {
+    const std::span<const float> row(x.row(r), static_cast<std::size_t>(x.cols));
+    const std::span<float> dst = out.subspan(static_cast<std::size_t>(r * x.cols), static_cast<std::size_t>(x.cols));
+    quant::fake_quantize_matrix<Q>(row, dst, 1, x.cols, Q::enabled ? one : std::span<const float>{});
+  }
+}
+
+}  // namespace detail
+
+// Kernels of the recipe `info` (a registry entry of List).
+template <class List = recipes::all_recipes>
+recipe_kernels make_recipe_kernels(const quant::recipe_info& info) {
+  recipe_kernels k;
+  k.info = &info;
+  quant::visit_recipe<List>(info.name, [&]<class R>(std::type_identity<R>) {
+    using W = typename R::weight;
+    using I = typename R::input;
+    if constexpr (I::enabled && !std::is_same_v<typename I::granularity_type, quant::per_tensor>) {
+      throw error("recipe '" + std::string(info.name) +
+                  "': its input quantizer is not per-tensor; calibration supports per-tensor activations only");
+    } else {
+      k.weight_enabled = W::enabled;
+      k.input_enabled = I::enabled;
+      k.quantize_weight = &detail::quantize_weight_with<W>;
+      k.quantize_input = &detail::quantize_input_with<I>;
+    }
+  });
+  return k;
+}
+
+// Y_r = Q_in(X)·Q_w(W)ᵀ + b with an already fake-quantized weight (cached by the caller).
+inline tensor quantized_linear_forward(const recipe_kernels& kernels, const quantized_weight& weight,
+                                       const const_matrix_view& x, float input_amax, const float* bias) {
+  const std::int64_t out_features = weight.values.shape().front();
+  const std::int64_t in_features = weight.values.numel() / out_features;
+  const const_matrix_view w(weight.values.data(), out_features, in_features, in_features);
+  tensor y({x.rows, out_features});
+  if (kernels.input_enabled) {
+    tensor xq({x.rows, x.cols});
+    kernels.quantize_input(x, std::span<float>(xq.storage()), input_amax);
+    cpu::linear_forward(xq.matrix(), w, y.matrix(), bias);
+  } else {
+    cpu::linear_forward(x, w, y.matrix(), bias);
+  }
+  return y;
+}
+
+}  // namespace aq::score
+// ---- end aq/score/quantized_linear.hpp ----
+// ---- begin aq/score/calibrated_recipes.hpp ----
+// What the scorers need from calibration: for every scored module the per-tensor amax of its
+// input over the calibration batches, and for every (module, recipe) the fake-quantized weight
+// with its amax, built once on first use and reused for every score batch.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::score {
+
+class calibrated_recipes {
+ public:
+  // recipes: the quantizing candidates (NONE excluded), in candidate order. active[m]: whether
+  // module m is scored (members of disabled groups are not).
+  calibrated_recipes(std::vector<recipe_kernels> recipes, std::span<const quantizable_module> modules,
+                     std::vector<bool> active)
+      : recipes_(std::move(recipes)), active_(std::move(active)) {
+    if (active_.size() != modules.size()) throw error("calibrated_recipes: active flags do not match the modules");
+    for (std::size_t m = 0; m < modules.size(); ++m) {
+      index_.emplace(modules[m].name, m);
+      shapes_.push_back(modules[m].weight_shape);
+    }
+    input_amax_.assign(modules.size(), 0.0f);
+    input_seen_.assign(modules.size(), false);
+    weights_.resize(modules.size() * recipes_.size());
+  }
+
+  std::size_t num_modules() const { return shapes_.size(); }
+  std::size_t num_recipes() const { return recipes_.size(); }
+  const recipe_kernels& recipe(std::size_t r) const { return recipes_.at(r); }
+
+  std::optional<std::size_t> module_index(std::string_view name) const {
+    const auto it = index_.find(std::string(name));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool active(std::size_t m) const { return active_.at(m); }
+
+  // Calibration: running max |x| of the module's input (ModelOpt's MaxCalibrator, per tensor).
+  void observe_input(std::size_t m, const const_matrix_view& x) {
+    input_amax_.at(m) = std::max(input_amax_[m], max_abs(x, m));
+    input_seen_[m] = true;
+  }
+  bool has_input_amax(std::size_t m) const { return input_seen_.at(m); }
+  float input_amax(std::size_t m) const { return input_amax_.at(m); }
+
+  // The amax used to quantize this call's input: the calibrated one, or, for a module that never
+  // ran during calibration, the call's own max |x| (ModelOpt's uncalibrated quantizer is dynamic).
+  float input_amax_for(std::size_t m, const const_matrix_view& x) const {
+    return input_seen_.at(m) ? input_amax_[m] : max_abs(x, m);
+  }
+
+  // The fake-quantized weight of module m under recipe r, built from `weight` on first use.
+  const quantized_weight& weight(std::size_t m, std::size_t r, const const_matrix_view& weight) {
+    std::unique_ptr<quantized_weight>& slot = weights_.at(m * recipes_.size() + r);
+    if (!slot) {
+      std::vector<float> values;
+      values.reserve(static_cast<std::size_t>(weight.rows * weight.cols));
+      for (std::int64_t i = 0; i < weight.rows; ++i) values.insert(values.end(), weight.row(i), weight.row(i) + weight.cols);
+      slot = std::make_unique<quantized_weight>(recipes_[r].quantize_weight(values, shapes_[m]));
+    }
+    return *slot;
+  }
+  const quantized_weight* cached_weight(std::size_t m, std::size_t r) const {
+    return weights_.at(m * recipes_.size() + r).get();
+  }
+
+ private:
+  // max |x| over a matrix view; non-finite values are an error (they would poison every scale).
+  static float max_abs(const const_matrix_view& x, std::size_t m) {
+    float amax = 0.0f;
+    const std::string what = "input of module " + std::to_string(m);
+    if (x.ld == x.cols) {
+      return quant::compute_amax<quant::per_tensor>(
+          std::span<const float>(x.data, static_cast<std::size_t>(x.rows * x.cols)), x.rows, x.cols, what)[0];
+    }
+    for (std::int64_t r = 0; r < x.rows; ++r) {
+      amax = std::max(amax, quant::compute_amax<quant::per_tensor>(
+                                std::span<const float>(x.row(r), static_cast<std::size_t>(x.cols)), 1, x.cols, what)[0]);
+    }
+    return amax;
+  }
+
+  std::vector<recipe_kernels> recipes_;
+  std::vector<bool> active_;
+  std::map<std::string, std::size_t> index_;
+  std::vector<std::vector<std::int64_t>> shapes_;
+  std::vector<float> input_amax_;
+  std::vector<bool> input_seen_;
+  std::vector<std::unique_ptr<quantized_weight>> weights_;
+};
+
+}  // namespace aq::score
+// ---- end aq/score/calibrated_recipes.hpp ----
+// ---- begin aq/score/monotone_clamp.hpp ----
+// Monotone clamp of a group's raw scores along its candidate list (ascending effective bits,
+// NONE last): a less aggressive recipe never scores above a more aggressive one. The step between
+// scoring and the allocator (ModelOpt's candidate_stats); two ModelOpt versions differ in it.
+
+#include <limits>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace aq::score {
+
+enum class clamp_rule {
+  // ModelOpt 0.39 (produced the reference data): out[i] = min(raw[i], raw[i-1]), i.e. each score
+  // is clamped by the RAW score before it only.
+  modelopt_0_39,
+  // ModelOpt 0.40: out[i] = min(raw[i], out[i-1]), a running minimum.
+  modelopt_0_40,
+};
+
+constexpr std::string_view to_string(clamp_rule rule) {
+  return rule == clamp_rule::modelopt_0_39 ? "modelopt-0.39" : "modelopt-0.40";
+}
+
+// Both rules agree for two candidates (one recipe + NONE) and whenever raw is non-increasing.
+inline std::vector<double> monotone_clamp(std::span<const double> raw, clamp_rule rule = clamp_rule::modelopt_0_39) {
+  std::vector<double> out;
+  out.reserve(raw.size());
+  double previous = std::numeric_limits<double>::infinity();
+  for (const double score : raw) {
+    const double clamped = score < previous ? score : previous;
+    out.push_back(clamped);
+    previous = rule == clamp_rule::modelopt_0_39 ? score : clamped;
+  }
+  return out;
+}
+
+}  // namespace aq::score
+// ---- end aq/score/monotone_clamp.hpp ----
+// ---- begin aq/score/gradient_scorer.hpp ----
+// ModelOpt's gradient score (AutoQuantize "gradient"): for each module m and recipe r,
+// S(m, r) = Σ_batches Σ_i (dL/dY_i)² · (Y_r,i − Y_i)², with Y_r recomputed from the same
+// unquantized input X with only m's quantizers on. A linear_observer fed by the model backward.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::score {
+
+// Σ_i g_i² (a_i − b_i)² over matrices of equal shape. The difference is taken in fp32 (the
+// model's dtype; ModelOpt takes it in bf16), products and sums in fp64. Rows are summed into
+// per-row partials in parallel and the partials in row order, so the result does not depend on
+// the thread count.
+inline double fisher_sum(const const_matrix_view& g, const const_matrix_view& a, const const_matrix_view& b) {
+  if (g.rows != a.rows || g.cols != a.cols || b.rows != a.rows || b.cols != a.cols) {
+    throw error("fisher_sum: dL/dY [" + std::to_string(g.rows) + ", " + std::to_string(g.cols) + "], Y_r [" +
+                std::to_string(a.rows) + ", " + std::to_string(a.cols) + "] and Y [" + std::to_string(b.rows) +
+                ", " + std::to_string(b.cols) + "] must have one shape");
+  }
+  std::vector<double> partial(static_cast<std::size_t>(g.rows), 0.0);
+  default_thread_pool().parallel_for(g.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* gr = g.row(r);
+      const float* ar = a.row(r);
+      const float* br = b.row(r);
+      double sum = 0.0;
+      for (std::int64_t c = 0; c < g.cols; ++c) {
+        const double d = static_cast<double>(ar[c] - br[c]);
+        const double gg = static_cast<double>(gr[c]);
+        sum += gg * gg * d * d;
+      }
+      partial[static_cast<std::size_t>(r)] = sum;
+    }
+  });
+  double total = 0.0;
+  for (const double p : partial) total += p;
+  return total;
+}
+
+class gradient_scorer : public qwen3_vl::linear_observer {
+ public:
+  explicit gradient_scorer(calibrated_recipes& calibration)
+      : calib_(calibration), scores_(calibration.num_modules() * calibration.num_recipes(), 0.0) {}
+
+  // Scores are accumulated in the backward, where dL/dY of the module is known; Y_r is
+  // recomputed from the saved X and never stored (one module and recipe at a time).
+  void on_backward(const qwen3_vl::linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    const float amax = calib_.input_amax_for(*m, call.input);
+    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) {
+      const quantized_weight& w = calib_.weight(*m, r, call.weight);
+      const tensor y_r = quantized_linear_forward(calib_.recipe(r), w, call.input, amax, call.bias);
+      scores_[*m * calib_.num_recipes() + r] += fisher_sum(call.grad_output, y_r.matrix(), call.output);
+    }
+  }
+
+  // Σ over the observed batches; batch sums are added in batch order (fp64, as ModelOpt 0.39).
+  double module_score(std::size_t m, std::size_t r) const { return scores_.at(m * calib_.num_recipes() + r); }
+
+ private:
+  calibrated_recipes& calib_;
+  std::vector<double> scores_;
+};
+
+}  // namespace aq::score
+// ---- end aq/score/gradient_scorer.hpp ----
+// ---- begin aq/score/kl_div_scorer.hpp ----
+// ModelOpt's kl_div score (AutoQuantize "kl_div", 0.40+): for each group g and recipe r,
+// S(g, r) = Σ_batches −Σ_tokens Σ_vocab p · log q, p the unquantized next-token distribution and
+// q the one with only g's quantizers on. That is the cross-entropy H(p, q) = H(p) + KL(p‖q), summed
+// over every token including padding, exactly what ModelOpt computes (it drops H(p) nowhere).
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::score {
+
+// log Σ exp of one row, in fp64.
+inline double log_sum_exp(const float* row, std::int64_t n) {
+  double hi = -INFINITY;
+  for (std::int64_t i = 0; i < n; ++i) hi = row[i] > hi ? row[i] : hi;
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - hi);
+  return hi + std::log(sum);
+}
+
+// The unquantized distribution of one batch: the logits and each row's log-normaliser.
+struct reference_distribution {
+  tensor logits;
+  std::vector<double> lse;
+
+  explicit reference_distribution(tensor unquantized_logits) : logits(std::move(unquantized_logits)) {
+    const const_matrix_view l = logits.matrix();
+    lse.resize(static_cast<std::size_t>(l.rows));
+    default_thread_pool().parallel_for(l.rows, 4, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) lse[static_cast<std::size_t>(r)] = log_sum_exp(l.row(r), l.cols);
+    });
+  }
+};
+
+// −Σ_rows Σ_v p_v log q_v in fp64 (ModelOpt: fp32 log_softmax, fp32 sum); per-row partials are
+// summed in row order so the result does not depend on the thread count.
+inline double cross_entropy_sum(const reference_distribution& p, const const_matrix_view& quantized_logits) {
+  const const_matrix_view l = p.logits.matrix();
+  if (quantized_logits.rows != l.rows || quantized_logits.cols != l.cols) {
+    throw error("kl_div score: quantized logits [" + std::to_string(quantized_logits.rows) + ", " +
+                std::to_string(quantized_logits.cols) + "] differ from the unquantized [" + std::to_string(l.rows) +
+                ", " + std::to_string(l.cols) + "]");
+  }
+  std::vector<double> partial(static_cast<std::size_t>(l.rows), 0.0);
+  default_thread_pool().parallel_for(l.rows, 4, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* pr = l.row(r);
+      const float* qr = quantized_logits.row(r);
+      const double lse_p = p.lse[static_cast<std::size_t>(r)];
+      const double lse_q = log_sum_exp(qr, l.cols);
+      double sum = 0.0;
+      for (std::int64_t v = 0; v < l.cols; ++v) {
+        sum += std::exp(static_cast<double>(pr[v]) - lse_p) * (static_cast<double>(qr[v]) - lse_q);
+      }
+      partial[static_cast<std::size_t>(r)] = -sum;
+    }
+  });
+  double total = 0.0;
+  for (const double x : partial) total += x;
+  return total;
+}
+
+// During a forward, replaces the output of every module of one group by its output under one
+// recipe, before the model consumes it (text_model and vision_model notify on_forward right after
+// a linear's GEMM and before its output is read), so the rest of the network sees the quantized
+// group and everything else unquantized.
+class quantized_group_forward : public qwen3_vl::linear_observer {
+ public:
+  explicit quantized_group_forward(calibrated_recipes& calibration) : calib_(calibration) {}
+
+  void select(std::vector<bool> in_group, std::size_t recipe) {
+    in_group_ = std::move(in_group);
+    recipe_ = recipe;
+  }
+
+  void on_forward(const qwen3_vl::linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
+    const quantized_weight& w = calib_.weight(*m, recipe_, call.weight);
+    const tensor y_r =
+        quantized_linear_forward(calib_.recipe(recipe_), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
+    // The output buffer belongs to the running model and is writable; the view is const only
+    // because ordinary observers must not touch it.
+    for (std::int64_t r = 0; r < call.output.rows; ++r) {
+      float* dst = const_cast<float*>(call.output.row(r));
+      const float* src = y_r.data() + r * call.output.cols;
+      for (std::int64_t c = 0; c < call.output.cols; ++c) dst[c] = src[c];
+    }
+  }
+
+ private:
+  calibrated_recipes& calib_;
+  std::vector<bool> in_group_;
+  std::size_t recipe_ = 0;
+};
+
+}  // namespace aq::score
+// ---- end aq/score/kl_div_scorer.hpp ----
+// ---- begin aq/autoquant/scope.hpp ----
+// Which groups the search may quantize: a scope preset (`lm`: text decoder + lm_head; `all`:
+// everything) plus user fnmatch patterns on module names. A group with any member matching a
+// pattern is disabled (NONE only, cost 16 bits), exactly as ModelOpt's disabled_layers.
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+enum class scope_preset { lm, all };
+
+inline std::string_view to_string(scope_preset scope) { return scope == scope_preset::lm ? "lm" : "all"; }
+
+inline scope_preset parse_scope(std::string_view text) {
+  if (text == "lm") return scope_preset::lm;
+  if (text == "all") return scope_preset::all;
+  throw error("--scope: '" + std::string(text) + "' is unknown; valid scopes: lm, all");
+}
+
+// The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
+inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
+
+// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]).
+inline std::vector<std::string> scope_patterns(scope_preset scope) {
+  if (scope == scope_preset::lm) return {"model.visual*"};
+  return {};
+}
+
+// Python's fnmatch.fnmatchcase (what fnmatch.fnmatch does on POSIX): '*' any run of characters
+// (dots included), '?' one character, '[seq]' / '[!seq]' a set with a-z ranges; a '[' without a
+// closing ']' is literal.
+inline bool fnmatch(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0;
+  std::size_t n = 0;
+  std::size_t star = std::string_view::npos;
+  std::size_t resume = 0;
+  // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
+  const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
+    std::size_t i = at + 1;
+    bool negate = false;
+    if (i < pattern.size() && pattern[i] == '!') {
+      negate = true;
+      ++i;
+    }
+    const std::size_t first = i;
+    if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
+    while (i < pattern.size() && pattern[i] != ']') ++i;
+    if (i >= pattern.size()) return 0;
+    bool in = false;
+    for (std::size_t k = first; k < i; ++k) {
+      if (k + 2 < i && pattern[k + 1] == '-') {
+        if (pattern[k] <= c && c <= pattern[k + 2]) in = true;
+        k += 2;
+      } else if (pattern[k] == c) {
+        in = true;
+      }
+    }
+    matched = in != negate;
+    return i - at + 1;
+  };
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+      continue;
+    }
+    if (p < pattern.size()) {
+      bool ok = false;
+      std::size_t width = 1;
+      if (pattern[p] == '?') {
+        ok = true;
+      } else if (pattern[p] == '[') {
+        bool matched = false;
+        const std::size_t set = match_set(p, name[n], matched);
+        if (set == 0) {
+          ok = name[n] == '[';
+        } else {
+          ok = matched;
+          width = set;
+        }
+      } else {
+        ok = pattern[p] == name[n];
+      }
+      if (ok) {
+        p += width;
+        ++n;
+        continue;
+      }
+    }
+    if (star == std::string_view::npos) return false;
+    p = star + 1;
+    n = ++resume;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+inline bool matches_any(std::span<const std::string> patterns, std::string_view name) {
+  for (const std::string& pattern : patterns) {
+    if (fnmatch(pattern, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/scope.hpp ----
+// ---- begin aq/autoquant/cost_model.hpp ----
+// ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
+// unquantized), the effective-bits denominator counts every candidate module (disabled ones at
+// 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+
+namespace aq::autoquant {
+
+// Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
+// whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
+inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {
+  return search::cost_from_compressed(static_cast<double>(numel) * (effective_bits / 16.0));
+}
+
+// The cost ModelOpt writes in candidate_stats: numel x compression.
+inline double modelopt_cost(std::int64_t numel, double effective_bits) {
+  return static_cast<double>(numel) * (effective_bits / 16.0);
+}
+
+// The reference driver's adjustment (auto-quantize-model, LM-only coverage): with D of T weights
+// disabled (kept at 16 bits), a budget b over the searched weights becomes the whole-model
+// constraint B' = min(16, (16 D + b (T - D)) / T + 1e-3), recorded as scheme.auto_quantize_bits.
+inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::int64_t disabled_params) {
+  if (total_params <= 0) throw error("budget: total weight count must be > 0");
+  if (disabled_params <= 0) return bits;
+  const double total = static_cast<double>(total_params);
+  const double disabled = static_cast<double>(disabled_params);
+  return std::min(16.0, (disabled * 16.0 + (total - disabled) * bits) / total + 1e-3);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/cost_model.hpp ----
+// ---- begin aq/autoquant/search_space.hpp ----
+// The search space of one run: the model's quantizable modules, their ModelOpt groups, the
+// ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
+// Built before any model work, so that bad formats or budgets fail before files are written.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+struct search_group {
+  std::string name;                  // ModelOpt hparam name: first member + ".quant_recipe"
+  std::vector<std::size_t> members;  // module indices, module order
+  std::int64_t numel = 0;
+  bool disabled = false;             // a member matched a disabled pattern: NONE only
+};
+
+struct search_space {
+  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order
+  std::vector<search_group> groups;           // order of first members
+  std::vector<std::size_t> module_group;      // module -> group
+  std::vector<quant::candidate> candidates;   // user recipes by ascending bits, NONE last
+  std::vector<std::string> disabled_patterns;
+  std::int64_t total_params = 0;              // every candidate module, disabled ones included
+  std::int64_t disabled_params = 0;
+
+  std::size_t none_index() const { return candidates.size() - 1; }
+  // Candidate indices a group may take: all of them, or NONE alone when disabled.
+  std::vector<std::size_t> choices(std::size_t group) const {
+    if (groups[group].disabled) return {none_index()};
+    std::vector<std::size_t> all(candidates.size());
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+    return all;
+  }
+  bool configurable(std::size_t group) const { return !groups[group].disabled; }
+  // The display string of candidate c; with custom_names every quantizing recipe shows as
+  // CUSTOM_<position>, as ModelOpt names a config that is not one of its built-ins.
+  std::string display(std::size_t c, bool custom_names = false) const {
+    const quant::candidate& k = candidates[c];
+    if (!custom_names || !k.recipe->quantizes) return k.modelopt_string;
+    return quant::modelopt_recipe_string("CUSTOM_" + std::to_string(k.position), k.recipe->effective_bits);
+  }
+};
+
+template <class List = recipes::all_recipes>
+search_space make_search_space(std::vector<quantizable_module> modules, std::span<const std::string> formats,
+                               std::vector<std::string> disabled_patterns) {
+  if (formats.empty()) throw error("--formats: no recipe given");
+  search_space space;
+  space.candidates = quant::order_candidates<List>(formats);
+  if (space.candidates.size() < 2) throw error("--formats: only 'none' given; name at least one quantizing recipe");
+  space.modules = std::move(modules);
+  space.disabled_patterns = std::move(disabled_patterns);
+  const std::vector<module_group> groups = group_modules(space.modules);
+  space.module_group.assign(space.modules.size(), 0);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    search_group group{groups[g].name, groups[g].members, groups[g].numel, false};
+    for (const std::size_t m : group.members) {
+      space.module_group[m] = g;
+      if (matches_any(space.disabled_patterns, space.modules[m].name)) group.disabled = true;
+    }
+    space.total_params += group.numel;
+    if (group.disabled) space.disabled_params += group.numel;
+    space.groups.push_back(std::move(group));
+  }
+  if (space.total_params <= 0) throw error("search space: the model has no quantizable modules");
+  return space;
+}
+
+// The allocation problem with placeholder scores (costs only): what the budget check needs.
+inline search::allocation_problem cost_problem(const search_space& space,
+                                               const std::vector<std::vector<double>>& scores = {}) {
+  search::allocation_problem problem(space.total_params);
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    const std::vector<std::size_t> choices = space.choices(g);
+    std::vector<double> s(choices.size(), 0.0);
+    std::vector<search::cost_t> c;
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+      c.push_back(param_bits_cost(space.groups[g].numel, space.candidates[choices[i]].recipe->effective_bits));
+      if (!scores.empty()) s[i] = scores[g][i];
+    }
+    problem.add_group(s, c);
+  }
+  return problem;
+}
+
+// The least total cost any selection reaches (every configurable group at its cheapest recipe).
+inline search::cost_t min_total_cost(const search_space& space) {
+  const search::allocation_problem problem = cost_problem(space);
+  search::cost_t least = 0;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    search::cost_t lo = problem.cost(g, 0);
+    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = std::min(lo, problem.cost(g, r));
+    least += lo;
+  }
+  return least;
+}
+
+inline double min_effective_bits(const search_space& space) {
+  return search::effective_bits_of(min_total_cost(space), space.total_params);
+}
+
+// Throws a one-line error naming the budget and the least reachable effective bits when the
+// budget cannot be met (ModelOpt asserts B >= the most aggressive recipe's bits).
+inline void check_budget(const search_space& space, double budget_bits, double requested_bits) {
+  const search::cost_t least = min_total_cost(space);
+  if (search::capacity_for_bits(space.total_params, budget_bits) >= least) return;
+  const quant::recipe_info& cheapest = *space.candidates.front().recipe;
+  throw error("--effective-bits " + search::detail::format_double(requested_bits) +
+              (budget_bits != requested_bits
+                   ? " (whole-model budget " + search::detail::format_double(budget_bits) + ")"
+                   : std::string()) +
+              " is below the smallest reachable effective bits " +
+              search::detail::format_double(search::effective_bits_of(least, space.total_params)) +
+              " (every searchable group at its most aggressive recipe, " + std::string(cheapest.name) + " at " +
+              quant::python_float_repr(cheapest.effective_bits) + " bits)");
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/search_space.hpp ----
+// ---- begin aq/autoquant/model_runner.hpp ----
+// How the engine runs the model: batch i forward (and, for gradient scoring, the backward of the
+// LM loss) with an observer that sees every quantizable linear. Converts io's calibration batches
+// to the CPU Qwen3-VL model's inputs once; calibration and scoring then only name batch indices.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// run(i, loss_backward, observer): forward of batch i; with loss_backward also the loss and its
+// input-gradient backward (observers then see dL/dY); without, no labels (logits only).
+struct model_runner {
+  std::size_t num_batches = 0;
+  std::function<qwen3_vl::text_result(std::size_t batch, bool loss_backward, qwen3_vl::linear_observer* observer)> run;
+};
+
+// One calibration batch as the CPU model's inputs.
+inline qwen3_vl::text_batch to_text_batch(const io::calib_batch& b) {
+  const std::int64_t n = b.batch_size * b.seq_len;
+  if (b.batch_size <= 0 || b.seq_len <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
+      static_cast<std::int64_t>(b.attention_mask.size()) != n || static_cast<std::int64_t>(b.labels.size()) != n) {
+    throw error("calibration batch: input_ids, attention_mask and labels must hold batch_size x seq_len = " +
+                std::to_string(n) + " entries");
+  }
+  qwen3_vl::text_batch t;
+  t.batch = b.batch_size;
+  t.seq = b.seq_len;
+  t.input_ids.assign(b.input_ids.begin(), b.input_ids.end());
+  for (const std::int32_t m : b.attention_mask) t.attention_mask.push_back(m != 0 ? 1 : 0);
+  t.labels.assign(b.labels.begin(), b.labels.end());
+  return t;
+}
+
+inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch& b) {
+  if (b.vision.grid_thw.empty()) return std::nullopt;
+  qwen3_vl::image_batch images;
+  images.pixel_values = tensor({b.vision.rows, b.vision.cols});
+  if (b.vision.pixel_values.size() != static_cast<std::size_t>(images.pixel_values.numel())) {
+    throw error("calibration batch: pixel_values hold " + std::to_string(b.vision.pixel_values.size()) +
+                " values, expected rows x cols = " + std::to_string(images.pixel_values.numel()));
+  }
+  images.pixel_values.storage() = b.vision.pixel_values;
+  for (const auto& g : b.vision.grid_thw) images.grids.push_back(g);
+  return images;
+}
+
+// The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
+// attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
+inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
+                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero) {
+  struct converted {
+    std::vector<qwen3_vl::text_batch> text;
+    std::vector<std::optional<qwen3_vl::image_batch>> images;
+  };
+  auto data = std::make_shared<converted>();
+  for (const io::calib_batch& b : batches) {
+    data->text.push_back(to_text_batch(b));
+    data->images.push_back(to_image_batch(b));
+  }
+  model_runner runner;
+  runner.num_batches = batches.size();
+  runner.run = [&model, data, masked_rows](std::size_t i, bool loss_backward, qwen3_vl::linear_observer* observer) {
+    qwen3_vl::text_batch batch = data->text.at(i);
+    if (!loss_backward) batch.labels.clear();
+    qwen3_vl::run_options options;
+    options.masked_rows = masked_rows;
+    options.backward = loss_backward;
+    const auto& images = data->images[i];
+    return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
+  };
+  return runner;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/model_runner.hpp ----
+// ---- begin aq/autoquant/progress.hpp ----
+// Progress of the long stages (calibration, scoring): the engine reports (stage, done, total);
+// the driver shows a one-line bar with rate and ETA on stderr, only when stderr is a terminal.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <unistd.h>
+
+namespace aq::autoquant {
+
+// Called with done = 0 when a stage starts and done = total when it ends.
+using progress_callback = std::function<void(std::string_view stage, std::size_t done, std::size_t total)>;
+
+// "calibration [#########.........]  9/20  1.2 s elapsed, ETA 1.5 s"
+inline std::string render_progress_line(std::string_view stage, std::size_t done, std::size_t total, double elapsed_s,
+                                        int width = 30) {
+  const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
+  const int filled = static_cast<int>(fraction * width);
+  std::string line(stage);
+  line.resize(12, ' ');
+  line += '[';
+  line += std::string(static_cast<std::size_t>(filled), '#');
+  line += std::string(static_cast<std::size_t>(width - filled), '.');
+  char tail[128];
+  if (done == 0 || done >= total) {
+    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s", done, total, elapsed_s);
+  } else {
+    const double eta = elapsed_s / static_cast<double>(done) * static_cast<double>(total - done);
+    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s, ETA %.1f s", done, total, elapsed_s, eta);
+  }
+  return line + tail;
+}
+
+// A progress_callback drawing on a stream; quiet unless `enabled` (default: the stream is a tty).
+class terminal_progress {
+ public:
+  explicit terminal_progress(std::FILE* out = stderr) : out_(out), enabled_(isatty(fileno(out)) != 0) {}
+  terminal_progress(std::FILE* out, bool enabled) : out_(out), enabled_(enabled) {}
+
+  void operator()(std::string_view stage, std::size_t done, std::size_t total) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done == 0 || stage != stage_) {
+      stage_ = std::string(stage);
+      start_ = now;
+    }
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    std::fprintf(out_, "\r%s\x1b[K", render_progress_line(stage, done, total, elapsed).c_str());
+    if (done >= total) std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+
+ private:
+  std::FILE* out_;
+  bool enabled_;
+  std::string stage_;
+  std::chrono::steady_clock::time_point start_{};
+};
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/progress.hpp ----
+// ---- begin aq/autoquant/engine.hpp ----
+// The AutoQuant engine: calibrate every candidate recipe, score every group (gradient or kl_div),
+// clamp scores monotone, allocate with the exact knapsack under the effective-bits budget, and
+// fill the report model (+ quantizer state) the writers turn into files. No format is named here.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+enum class score_method { gradient, kl_div };
+
+inline std::string_view to_string(score_method method) {
+  return method == score_method::gradient ? "gradient" : "kl_div";
+}
+
+inline score_method parse_score_method(std::string_view text) {
+  if (text == "gradient") return score_method::gradient;
+  if (text == "kl_div") return score_method::kl_div;
+  throw error("--method: '" + std::string(text) + "' is unknown; valid methods: gradient, kl_div");
+}
+
+struct engine_options {
+  score_method method = score_method::gradient;
+  score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
+  std::int64_t num_calib_steps = 1;  // first batches used for calibration
+  std::int64_t num_score_steps = 1;  // first batches used for scoring
+  double effective_bits = 8.0;       // requested budget b
+  bool adjust_budget = true;         // B' of the reference LM-only driver when groups are disabled
+  bool custom_names = false;         // show every recipe as CUSTOM_<i> (the reference's custom configs)
+  // Report metadata (the manifest's scheme/model/dataset objects).
+  std::string scheme_name = "autoquant";
+  std::vector<std::string> quant_formats;  // scheme.quant_formats; empty: ModelOpt config or aq names
+  std::int64_t score_size = 128;
+  scope_preset scope = scope_preset::lm;
+  std::optional<std::string> model_id;
+  std::optional<io::dataset_info> dataset;
+};
+
+// Per-stage wall time in seconds.
+struct stage_timings {
+  double calibration = 0.0;
+  double scoring = 0.0;
+  double search = 0.0;
+};
+
+// One quantizer's calibrated amax (ModelOpt's `<module>.<weight|input>_quantizer._amax`).
+struct quantizer_amax {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+
+struct autoquant_result {
+  io::report_model report;
+  std::vector<std::vector<std::size_t>> choices;  // candidate indices per group
+  std::vector<std::vector<double>> raw_scores;    // per group and choice, before the clamp
+  std::vector<std::vector<double>> scores;        // after the clamp (what the search uses)
+  std::vector<std::size_t> chosen;                // candidate index per group
+  search::allocation_result allocation;
+  double budget_bits = 0.0;                       // B' (scheme.auto_quantize_bits)
+  std::int64_t num_calib_steps = 0;
+  std::int64_t num_score_steps = 0;
+  stage_timings timings;
+  std::vector<quantizer_amax> state;              // chosen recipes' amax, module order
+};
+
+namespace detail {
+
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Calibration pass: every scored module's input amax and every (module, recipe) weight.
+class calibration_observer : public qwen3_vl::linear_observer {
+ public:
+  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
+  void on_forward(const qwen3_vl::linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.observe_input(*m, call.input);
+    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
+  }
+
+ private:
+  score::calibrated_recipes& calib_;
+};
+
+inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
+                            std::size_t total) {
+  if (progress) progress(stage, done, total);
+}
+
+}  // namespace detail
+
+// The calibrated recipes of a search space (kernels of every quantizing candidate).
+template <class List = recipes::all_recipes>
+score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
+  std::vector<score::recipe_kernels> kernels;
+  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
+    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
+  }
+  std::vector<bool> active(space.modules.size(), false);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
+  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
+}
+
+// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
+// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
+// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
+inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
+                      const progress_callback& progress = {}) {
+  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
+  detail::calibration_observer observer(calibration);
+  detail::report_progress(progress, "calibration", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, false, &observer);
+    detail::report_progress(progress, "calibration", b + 1, n);
+  }
+}
+
+// Raw scores per group and quantizing candidate (NONE excluded), group order.
+inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
+                                                        score::calibrated_recipes& calibration, std::int64_t steps,
+                                                        const progress_callback& progress = {}) {
+  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
+  score::gradient_scorer scorer(calibration);
+  detail::report_progress(progress, "scoring", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, true, &scorer);
+    detail::report_progress(progress, "scoring", b + 1, n);
+  }
+  std::vector<std::vector<double>> raw(space.groups.size());
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    raw[g].assign(calibration.num_recipes(), 0.0);
+    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
+      for (const std::size_t m : space.groups[g].members) raw[g][r] += scorer.module_score(m, r);  // module order
+    }
+  }
+  return raw;
+}
+
+inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
+                                                      score::calibrated_recipes& calibration, std::int64_t steps,
+                                                      const progress_callback& progress = {}) {
+  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
+  std::vector<std::size_t> configurable;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (space.configurable(g)) configurable.push_back(g);
+  }
+  std::vector<std::vector<double>> raw(space.groups.size());
+  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
+  score::quantized_group_forward observer(calibration);
+  const std::size_t total = n * configurable.size();
+  detail::report_progress(progress, "scoring", 0, total);
+  std::size_t done = 0;
+  for (std::size_t b = 0; b < n; ++b) {
+    const score::reference_distribution p(runner.run(b, false, nullptr).logits);
+    for (const std::size_t g : configurable) {
+      std::vector<bool> in_group(space.modules.size(), false);
+      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
+      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
+        observer.select(in_group, r);
+        const qwen3_vl::text_result q = runner.run(b, false, &observer);
+        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
+      }
+      detail::report_progress(progress, "scoring", ++done, total);
+    }
+  }
+  return raw;
+}
+
+// Fills a report model from a search space, its (clamped) scores and the selection.
+inline io::report_model build_report(const search_space& space, const engine_options& options, double budget_bits,
+                                     const std::vector<std::vector<std::size_t>>& choices,
+                                     const std::vector<std::vector<double>>& scores,
+                                     const search::allocation_result& allocation,
+                                     const search::pareto_front& front) {
+  io::report_model report;
+  report.scheme.name = options.scheme_name;
+  report.scheme.auto_quantize_bits = budget_bits;
+  report.scheme.method = std::string(to_string(options.method));
+  report.scheme.score_size = options.score_size;
+  report.scheme.coverage_mode = std::string(coverage_mode(options.scope));
+  report.scheme.coverage_fraction = 1.0;
+  report.scheme.quant_formats = options.quant_formats;
+  if (report.scheme.quant_formats.empty()) {
+    for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
+      const quant::recipe_info& info = *space.candidates[c].recipe;
+      report.scheme.quant_formats.emplace_back(info.modelopt_config.empty() || options.custom_names
+                                                   ? std::string(info.name)
+                                                   : std::string(info.modelopt_config));
+    }
+  }
+  report.model_id = options.model_id;
+  for (const quantizable_module& m : space.modules) {
+    if (m.kind == module_kind::linear) report.layers.push_back({m.name, true, "QuantLinear"});
+  }
+  report.autoquant_state.effective_bits = allocation.effective_bits;
+  report.autoquant_state.score = allocation.total_score;
+  report.autoquant_state.is_satisfied = allocation.is_satisfied;
+  report.chosen_recipes.emplace();
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    io::group_sensitivity group{space.groups[g].name, {}};
+    for (std::size_t i = 0; i < choices[g].size(); ++i) {
+      const std::size_t c = choices[g][i];
+      group.candidates.push_back({space.display(c, options.custom_names), scores[g][i],
+                                  modelopt_cost(space.groups[g].numel, space.candidates[c].recipe->effective_bits)});
+    }
+    report.chosen_recipes->push_back(
+        {space.groups[g].name, space.display(choices[g][allocation.selection[g]], options.custom_names)});
+    report.groups.push_back(std::move(group));
+  }
+  report.dataset = options.dataset;
+  report.pareto_front.emplace();
+  for (const search::pareto_point& point : front.points()) {
+    report.pareto_front->push_back({point.effective_bits, point.total_score});
+  }
+  return report;
+}
+
+// The whole run. Throws aq::error (before any model work) when the budget is unreachable.
+template <class List = recipes::all_recipes>
+autoquant_result run_autoquant(const search_space& space, const model_runner& runner, const engine_options& options,
+                               const progress_callback& progress = {}) {
+  autoquant_result result;
+  result.budget_bits = options.adjust_budget
+                           ? adjusted_budget_bits(options.effective_bits, space.total_params, space.disabled_params)
+                           : options.effective_bits;
+  check_budget(space, result.budget_bits, options.effective_bits);
+  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
+    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+  }
+  if (runner.num_batches == 0) throw error("autoquant: no calibration batches");
+  result.num_calib_steps = std::min<std::int64_t>(options.num_calib_steps, static_cast<std::int64_t>(runner.num_batches));
+  result.num_score_steps = std::min<std::int64_t>(options.num_score_steps, static_cast<std::int64_t>(runner.num_batches));
+
+  score::calibrated_recipes calibration = make_calibrated_recipes<List>(space);
+  auto start = std::chrono::steady_clock::now();
+  calibrate(runner, calibration, result.num_calib_steps, progress);
+  result.timings.calibration = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  const std::vector<std::vector<double>> quantized =
+      options.method == score_method::gradient
+          ? gradient_scores(space, runner, calibration, result.num_score_steps, progress)
+          : kl_div_scores(space, runner, calibration, result.num_score_steps, progress);
+  result.timings.scoring = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    result.choices.push_back(space.choices(g));
+    std::vector<double> raw = quantized[g];
+    raw.push_back(0.0);  // NONE
+    result.scores.push_back(score::monotone_clamp(raw, options.clamp));
+    result.raw_scores.push_back(std::move(raw));
+  }
+  const search::allocation_problem problem = cost_problem(space, result.scores);
+  const search::pareto_front front(problem);
+  result.allocation = front.at_bits(result.budget_bits);
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+  }
+  result.report = build_report(space, options, result.budget_bits, result.choices, result.scores, result.allocation, front);
+  result.timings.search = detail::seconds_since(start);
+
+  // Quantizer state of the chosen recipes (modules that never ran have none, as in ModelOpt).
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const std::size_t c = result.chosen[space.module_group[m]];
+    if (c == space.none_index()) continue;
+    const std::string& name = space.modules[m].name;
+    if (const score::quantized_weight* w = calibration.cached_weight(m, c); w != nullptr && !w->amax.empty()) {
+      result.state.push_back({name + ".weight_quantizer._amax", w->amax_shape, w->amax});
+    }
+    if (calibration.recipe(c).input_enabled && calibration.has_input_amax(m)) {
+      result.state.push_back({name + ".input_quantizer._amax", {}, {calibration.input_amax(m)}});
+    }
+  }
+  return result;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/engine.hpp ----
+// ---- begin aq/autoquant/outputs.hpp ----
+// The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
+// formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
+// (amax of the chosen recipes' quantizers) and a run log with the time of each stage.
+
+#include <cstdio>
+#include <filesystem>
+#include <span>
+#include <string>
+
+
+namespace aq::autoquant {
+
+inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
+inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
+
+// amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
+// the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
+inline std::string render_state(const search_space& space, const autoquant_result& result) {
+  safetensors_writer writer;
+  for (const quantizer_amax& q : result.state) writer.add(q.name, q.shape, std::span<const float>(q.values));
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    writer.set_metadata(space.groups[g].name, std::string(space.candidates[result.chosen[g]].recipe->name));
+  }
+  writer.set_metadata("format", "aq.autoquant_state/v1");
+  return writer.serialize();
+}
+
+// Human-readable summary with per-stage timings (timings make it differ run to run; the other
+// files do not).
+inline std::string render_run_log(const search_space& space, const autoquant_result& result,
+                                  const engine_options& options, double load_seconds = 0.0) {
+  std::string log;
+  char line[512];
+  const auto add = [&](const char* fmt, auto... args) {
+    std::snprintf(line, sizeof(line), fmt, args...);
+    log += line;
+  };
+  add("scheme: %s\n", options.scheme_name.c_str());
+  add("method: %s\n", std::string(to_string(options.method)).c_str());
+  std::string formats;
+  for (std::size_t c = 0; c < space.candidates.size(); ++c) {
+    formats += (c ? ", " : "") + std::string(space.candidates[c].recipe->name) + " = " + space.display(c, options.custom_names);
+  }
+  add("candidates: %s\n", formats.c_str());
+  std::size_t disabled = 0;
+  for (const search_group& g : space.groups) disabled += g.disabled ? 1 : 0;
+  add("modules: %zu, groups: %zu (%zu disabled), weights: %lld (%lld disabled)\n", space.modules.size(),
+      space.groups.size(), disabled, static_cast<long long>(space.total_params),
+      static_cast<long long>(space.disabled_params));
+  add("budget: %.17g requested, %.17g searched (scheme.auto_quantize_bits)\n", options.effective_bits, result.budget_bits);
+  add("steps: %lld calibration, %lld scoring\n", static_cast<long long>(result.num_calib_steps),
+      static_cast<long long>(result.num_score_steps));
+  add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
+      result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
+      result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
+  add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
+      result.timings.calibration, result.timings.scoring, result.timings.search);
+  return log;
+}
+
+// Writes the manifest, the two sensitivity reports and the state file into `directory`
+// (created if needed), each atomically.
+inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
+                          const autoquant_result& result) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) throw error(directory.string() + ": cannot create output directory: " + ec.message());
+  io::write_quant_manifest(directory / io::quant_manifest_filename(result.report.scheme), result.report);
+  io::write_sensitivity_reports(directory, result.report);
+  write_file_atomic(directory / state_filename(result.report.scheme.name), render_state(space, result));
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/outputs.hpp ----
+// ---- begin aq/autoquant/options.hpp ----
+// Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
+// sizes, outputs; the named presets that reproduce the reference runs; and the command-line
+// parser and --help text (the recipe table comes from the registry).
+
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// The reference's calibration sizes (conf/dataset/vlm_coco2017_captions.yaml size_to_max_samples).
+inline std::int64_t dataset_size_samples(std::string_view size) {
+  if (size == "small") return 16;
+  if (size == "medium") return 128;
+  if (size == "large") return 512;
+  throw error("--dataset-size: '" + std::string(size) + "' is unknown; valid sizes: small (16), medium (128), large (512)");
+}
+
+struct driver_options {
+  std::optional<std::string> model_dir;  // empty: the built-in default model
+  std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
+  std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
+  double effective_bits = 6.0;
+  scope_preset scope = scope_preset::lm;
+  std::vector<std::string> disable;
+  score_method method = score_method::gradient;
+  std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
+  std::optional<std::int64_t> seq_len;      // default: 512 (32 for the built-in model)
+  std::int64_t batch_size = 8;
+  std::optional<std::string> dataset_size;  // small / medium / large
+  std::optional<std::int64_t> num_calib_steps;  // default: every batch
+  std::optional<std::int64_t> num_score_steps;  // default: min(max(score_size / batch, 1), batches)
+  std::int64_t score_size = 128;
+  std::optional<std::string> scheme_name;
+  std::optional<std::string> output_dir;
+  std::uint64_t seed = 0;                   // the built-in model's weights
+  score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
+  bool adjust_budget = true;
+  bool custom_names = false;
+  std::string attention = "sdpa";
+  unsigned threads = 0;                     // 0: all hardware threads
+  std::optional<std::string> dump_batches;
+  std::optional<std::string> result_json;
+  std::optional<std::string> preset;
+  // Report metadata set by presets (the reference runs' scheme fields).
+  std::optional<std::string> coverage_mode;
+  std::vector<std::string> quant_formats;
+  std::optional<std::string> dataset_name;
+  bool help = false;
+};
+
+// A named run of the reference project: its formats, budget, coverage and data shape.
+struct preset {
+  std::string_view name;
+  std::string_view scheme;
+  std::string_view formats;
+  double bits;
+  scope_preset scope;
+  bool adjust_budget;
+  bool custom_names;
+  std::string_view coverage_mode;
+  std::string_view quant_format;
+  std::string_view data;  // "captions" (text only, batch 8) or "images" (image+caption JSON lines, batch 1)
+  std::string_view size;
+  std::string_view note;
+};
+
+// clang-format off
+inline constexpr preset presets[] = {
+  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, false, false,
+   "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium",
+   "INT8 W8A8, 8.0 bits, text-only captions: the vision tower never runs (score 0, kept INT8 as in the reference)"},
+  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, true, false,
+   "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium",
+   "INT8 weights + INT4 activations (4.0 effective bits) vs NONE, LM only, B' of the reference"},
+  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, false, true,
+   "full", "FP8_ALL_LAYERS_CFG", "images", "large",
+   "FP8 everywhere (shown as CUSTOM_0), 11.0 bits, image+caption samples, batch 1"},
+  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all, false, true,
+   "full", "INT8_ALL_LAYERS_CFG", "images", "medium",
+   "INT8 W8A8 everywhere (shown as CUSTOM_0), 8.0 bits, image+caption samples, batch 1"},
+};
+// clang-format on
+
+inline const preset& find_preset(std::string_view name) {
+  for (const preset& p : presets) {
+    if (p.name == name) return p;
+  }
+  std::string names;
+  for (const preset& p : presets) names += (names.empty() ? "" : ", ") + std::string(p.name);
+  throw error("--preset: '" + std::string(name) + "' is unknown; valid presets: " + names);
+}
+
+inline std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    const std::string_view item = text.substr(start, comma == std::string_view::npos ? text.npos : comma - start);
+    if (!item.empty()) items.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return items;
+}
+
+namespace detail {
+
+inline double parse_double(std::string_view flag, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(value == value)) {
+    throw error(std::string(flag) + ": '" + text + "' is not a number");
+  }
+  return value;
+}
+
+inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min) {
+  char* end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size()) {
+    throw error(std::string(flag) + ": '" + text + "' is not an integer");
+  }
+  if (value < min) throw error(std::string(flag) + ": " + text + " must be >= " + std::to_string(min));
+  return value;
+}
+
+}  // namespace detail
+
+// Applies a preset's fields; flags given on the command line are applied after it and win.
+inline void apply_preset(driver_options& o, const preset& p) {
+  o.preset = std::string(p.name);
+  o.scheme_name = std::string(p.scheme);
+  o.formats = split_list(p.formats);
+  o.effective_bits = p.bits;
+  o.scope = p.scope;
+  o.adjust_budget = p.adjust_budget;
+  o.custom_names = p.custom_names;
+  o.coverage_mode = std::string(p.coverage_mode);
+  o.quant_formats = {std::string(p.quant_format)};
+  o.dataset_size = std::string(p.size);
+  o.dataset_name = p.data == "captions" ? "vlm_coco2017_captions" : "vlm_coco2017_image_captions";
+  if (p.data == "images") o.batch_size = 1;
+}
+
+// Parses argv[1..]; throws aq::error naming the flag for anything malformed or unknown.
+inline driver_options parse_arguments(std::span<const std::string> args) {
+  driver_options o;
+  // A preset first, so that explicit flags override it wherever they appear.
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--preset") apply_preset(o, find_preset(args[i + 1]));
+  }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    const auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw error(flag + ": missing value");
+      return args[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      o.help = true;
+    } else if (flag == "--preset") {
+      (void)value();
+    } else if (flag == "--model") {
+      o.model_dir = value();
+    } else if (flag == "--calib") {
+      o.calib = value();
+    } else if (flag == "--formats") {
+      o.formats = split_list(value());
+      if (o.formats.empty()) throw error("--formats: empty list");
+    } else if (flag == "--effective-bits") {
+      o.effective_bits = detail::parse_double(flag, value());
+      if (!(o.effective_bits > 0.0 && o.effective_bits <= 16.0)) throw error("--effective-bits: must be in (0, 16]");
+    } else if (flag == "--scope") {
+      o.scope = parse_scope(value());
+    } else if (flag == "--disable") {
+      o.disable.push_back(value());
+    } else if (flag == "--method") {
+      o.method = parse_score_method(value());
+    } else if (flag == "--num-samples") {
+      o.num_samples = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--dataset-size") {
+      o.dataset_size = value();
+      (void)dataset_size_samples(*o.dataset_size);
+    } else if (flag == "--seq-len") {
+      o.seq_len = detail::parse_int(flag, value(), 2);
+    } else if (flag == "--batch-size") {
+      o.batch_size = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--num-calib-steps") {
+      o.num_calib_steps = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--num-score-steps") {
+      o.num_score_steps = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--score-size") {
+      o.score_size = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--scheme-name") {
+      o.scheme_name = value();
+      if (o.scheme_name->empty() || o.scheme_name->find('/') != std::string::npos) {
+        throw error("--scheme-name: must be a non-empty file-name part without '/'");
+      }
+    } else if (flag == "--output-dir") {
+      o.output_dir = value();
+    } else if (flag == "--seed") {
+      o.seed = static_cast<std::uint64_t>(detail::parse_int(flag, value(), 0));
+    } else if (flag == "--clamp") {
+      const std::string& rule = value();
+      if (rule == "0.39") o.clamp = score::clamp_rule::modelopt_0_39;
+      else if (rule == "0.40") o.clamp = score::clamp_rule::modelopt_0_40;
+      else throw error("--clamp: '" + rule + "' is unknown; valid: 0.39, 0.40");
+    } else if (flag == "--no-budget-adjust") {
+      o.adjust_budget = false;
+    } else if (flag == "--custom-names") {
+      o.custom_names = true;
+    } else if (flag == "--attention") {
+      o.attention = value();
+      if (o.attention != "sdpa" && o.attention != "eager") throw error("--attention: valid values are sdpa, eager");
+    } else if (flag == "--threads") {
+      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
+    } else if (flag == "--dump-batches") {
+      o.dump_batches = value();
+    } else if (flag == "--result-json") {
+      o.result_json = value();
+    } else {
+      throw error("unknown argument '" + flag + "' (see --help)");
+    }
+  }
+  return o;
+}
+
+inline std::string help_text() {
+  std::string text = R"(usage: aq-autoquant [--model DIR] [--calib FILE] [--formats LIST] [--effective-bits B]
+                    [--scope lm|all] [--method gradient|kl_div] [--output-dir OUT] [options]
+
+Per-layer quantization sensitivity and mixed-format allocation of a Qwen3-VL model, as NVIDIA
+ModelOpt's auto_quantize computes them: calibrate every candidate recipe (max), score every group
+of layers, pick one recipe per group with the least summed score under an effective-bits budget.
+Without --model it runs on the built-in default: a small Qwen3-VL generated in code (--seed) with
+the bundled COCO captions and the Qwen3 tokenizer under data/.
+
+model and data
+  --model DIR             Hugging Face Qwen3-VL checkpoint dir (config.json, *.safetensors,
+                          tokenizer.json); default: the built-in model
+  --calib FILE            captions .txt (one per line; left-padded to --seq-len, batches of
+                          --batch-size) or image-caption .jsonl ({"image": path, "caption": text};
+                          chat prompt with the image, batch 1); default: bundled captions
+  --num-samples N         first N samples (default 128; built-in model 16)
+  --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
+  --seq-len T             padded length (default 512; built-in model 32)
+  --batch-size B          rows per batch (default 8; image-caption data always 1)
+  --seed N                weights of the built-in model (default 0)
+  --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
+
+search
+  --formats LIST          comma-separated recipes (table below); NONE is always a candidate
+                          (default fp8_e4m3,int8_w8a8,w4a8)
+  --effective-bits B      budget in effective bits (default 6.0)
+  --scope lm|all          lm: text decoder + lm_head (vision tower and mergers unquantized);
+                          all: every Linear and the patch Conv3d (default lm)
+  --disable PATTERN       fnmatch pattern on module names; a group with a matching member stays
+                          unquantized (repeatable)
+  --no-budget-adjust      with disabled groups, search the whole model at B instead of the
+                          reference's B' = min(16, (16 D + B (T - D)) / T + 1e-3)
+  --method M              gradient (ModelOpt's Fisher score, default) or kl_div (cross-entropy of
+                          the quantized next-token distribution, ModelOpt 0.40)
+  --num-calib-steps N     calibration batches (default: all)
+  --num-score-steps N     scoring batches (default: min(max(score_size / batch, 1), batches))
+  --score-size N          samples to score (default 128, as the reference)
+  --clamp 0.39|0.40       ModelOpt version of the monotone score clamp (default 0.39)
+  --custom-names          show every recipe as CUSTOM_<i> in reports (reference custom configs)
+  --preset NAME           a reference run (flags after it override); see below
+
+output
+  --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},
+                          NAME_autoquant_state.safetensors, NAME_autoquant.log (required)
+  --scheme-name NAME      default: autoquant_<scope> (or the preset's scheme)
+  --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
+                          labels: int64 [N, T]) for running ModelOpt on the same data
+  --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
+  --threads N             CPU threads (default: all)
+  -h, --help              this text
+
+recipes (--formats names; effective bits as ModelOpt prices them)
+)";
+  text += quant::recipe_table();
+  text += "\npresets\n";
+  for (const preset& p : presets) {
+    text += "  " + std::string(p.name) + ": --formats " + std::string(p.formats) + " --effective-bits " +
+            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) + ", " +
+            std::string(p.size) + " data; " + std::string(p.note) + "\n";
+  }
+  return text;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/options.hpp ----
+// ---- begin aq/autoquant/result_json.hpp ----
+// Machine-readable run summary for the side-by-side comparison with ModelOpt (schema
+// "aq.autoquant.compare/v1", benchmarks/modelopt/README.md), and the calibration batches as a
+// safetensors file (input_ids, attention_mask, labels: int64 [N, T]) so ModelOpt can run on them.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// SHA-256 (FIPS 180-4), for the data digest both tools write.
+class sha256 {
+ public:
+  void update(std::span<const std::uint8_t> bytes) {
+    for (const std::uint8_t b : bytes) {
+      block_[fill_++] = b;
+      ++length_;
+      if (fill_ == 64) compress();
+    }
+  }
+  void update(std::string_view text) {
+    update(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+  }
+  std::string hex() {
+    const std::uint64_t bits = length_ * 8;
+    const std::uint8_t pad = 0x80;
+    update(std::span<const std::uint8_t>(&pad, 1));
+    const std::uint8_t zero = 0;
+    while (fill_ != 56) update(std::span<const std::uint8_t>(&zero, 1));
+    for (int i = 7; i >= 0; --i) {
+      const auto b = static_cast<std::uint8_t>(bits >> (8 * i));
+      update(std::span<const std::uint8_t>(&b, 1));
+    }
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    for (const std::uint32_t word : h_) {
+      for (int i = 7; i >= 0; --i) out += digits[(word >> (4 * i)) & 0xfu];
+    }
+    return out;
+  }
+
+ private:
+  static constexpr std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+  void compress() {
+    static constexpr std::array<std::uint32_t, 64> k{
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+        0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+        0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+        0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+        0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+        0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    std::array<std::uint32_t, 64> w{};
+    for (int i = 0; i < 16; ++i) {
+      w[i] = (std::uint32_t{block_[4 * i]} << 24) | (std::uint32_t{block_[4 * i + 1]} << 16) |
+             (std::uint32_t{block_[4 * i + 2]} << 8) | std::uint32_t{block_[4 * i + 3]};
+    }
+    for (int i = 16; i < 64; ++i) {
+      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    std::array<std::uint32_t, 8> v = h_;
+    for (int i = 0; i < 64; ++i) {
+      const std::uint32_t s1 = rotr(v[4], 6) ^ rotr(v[4], 11) ^ rotr(v[4], 25);
+      const std::uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]);
+      const std::uint32_t t1 = v[7] + s1 + ch + k[i] + w[i];
+      const std::uint32_t s0 = rotr(v[0], 2) ^ rotr(v[0], 13) ^ rotr(v[0], 22);
+      const std::uint32_t maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
+      const std::uint32_t t2 = s0 + maj;
+      v = {t1 + t2, v[0], v[1], v[2], v[3] + t1, v[4], v[5], v[6]};
+    }
+    for (int i = 0; i < 8; ++i) h_[i] += v[i];
+    fill_ = 0;
+  }
+
+  std::array<std::uint32_t, 8> h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::array<std::uint8_t, 64> block_{};
+  std::size_t fill_ = 0;
+  std::uint64_t length_ = 0;
+};
+
+// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length).
+struct batch_tensors {
+  std::int64_t rows = 0;
+  std::int64_t seq = 0;
+  std::vector<std::int64_t> input_ids, attention_mask, labels;
+};
+
+inline batch_tensors stack_batches(std::span<const io::calib_batch> batches) {
+  batch_tensors t;
+  for (const io::calib_batch& b : batches) {
+    if (t.rows == 0) t.seq = b.seq_len;
+    if (b.seq_len != t.seq) {
+      throw error("--dump-batches: batches have different sequence lengths (" + std::to_string(t.seq) + " and " +
+                  std::to_string(b.seq_len) + "); [N, T] tensors need one");
+    }
+    t.rows += b.batch_size;
+    t.input_ids.insert(t.input_ids.end(), b.input_ids.begin(), b.input_ids.end());
+    t.attention_mask.insert(t.attention_mask.end(), b.attention_mask.begin(), b.attention_mask.end());
+    t.labels.insert(t.labels.end(), b.labels.begin(), b.labels.end());
+  }
+  return t;
+}
+
+// sha256 over, for k in (input_ids, attention_mask, labels): the ASCII key, then the int64
+// little-endian row-major bytes (the README's data_sha256).
+inline std::string data_sha256(const batch_tensors& t) {
+  sha256 h;
+  const auto add = [&](std::string_view key, const std::vector<std::int64_t>& values) {
+    h.update(key);
+    for (const std::int64_t v : values) {
+      std::array<std::uint8_t, 8> bytes{};
+      for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i));
+      h.update(bytes);
+    }
+  };
+  add("input_ids", t.input_ids);
+  add("attention_mask", t.attention_mask);
+  add("labels", t.labels);
+  return h.hex();
+}
+
+// A safetensors file of the three int64 [N, T] tensors (keys sorted, data in key order, header
+// padded with spaces to 8 bytes). Written here because io's writer stores float types only.
+inline std::string render_batches(const batch_tensors& t) {
+  const std::uint64_t bytes = static_cast<std::uint64_t>(t.rows * t.seq) * 8;
+  std::string header = "{";
+  const char* keys[] = {"attention_mask", "input_ids", "labels"};
+  for (int k = 0; k < 3; ++k) {
+    header += std::string(k ? "," : "") + "\"" + keys[k] + "\":{\"dtype\":\"I64\",\"shape\":[" + std::to_string(t.rows) + "," +
+              std::to_string(t.seq) + "],\"data_offsets\":[" + std::to_string(bytes * k) + "," + std::to_string(bytes * (k + 1)) + "]}";
+  }
+  header += "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string file;
+  const std::uint64_t size = header.size();
+  for (int i = 0; i < 8; ++i) file += static_cast<char>((size >> (8 * i)) & 0xffu);
+  file += header;
+  for (const std::vector<std::int64_t>* values : {&t.attention_mask, &t.input_ids, &t.labels}) {
+    for (const std::int64_t v : *values) {
+      for (int i = 0; i < 8; ++i) file += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu);
+    }
+  }
+  return file;
+}
+
+struct result_json_context {
+  std::string version = "0.1.0";
+  std::string model;  // model dir base name or "builtin"
+  std::vector<std::string> formats;  // as given
+  double effective_bits_requested = 0.0;
+  std::int64_t batch_size = 0;
+  std::string data_sha256;
+  std::int64_t num_samples = 0;
+  std::int64_t seq_len = 0;
+  std::int64_t num_batches = 0;
+  std::string data;
+  std::string attention;
+  unsigned threads = 0;
+  double model_load_s = 0.0;
+  std::int64_t weight_bytes = 0;
+};
+
+// The comparison JSON (keys sorted like the ModelOpt runner's json.dump(sort_keys=True); our
+// json_writer keeps insertion order, so keys are inserted sorted).
+inline std::string render_result_json(const search_space& space, const autoquant_result& r,
+                                      const engine_options& options, const result_json_context& c) {
+  io::json_writer j;
+  const auto num = [&](double v) -> io::json_writer& {
+    if (std::isnan(v)) return j.string("NaN");
+    if (std::isinf(v)) return j.string(v > 0 ? "Infinity" : "-Infinity");
+    return j.number(v);
+  };
+  j.begin_object();
+  j.key("environment").begin_object().key("device").string("cpu").key("precision").string("float32");
+  j.key("threads").integer(c.threads).end_object();
+  j.key("groups").begin_array();
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    j.begin_object();
+    j.key("chosen").string(std::string(space.candidates[r.chosen[g]].recipe->name));
+    j.key("costs").begin_array();
+    for (const std::size_t cand : r.choices[g]) j.number(modelopt_cost(space.groups[g].numel, space.candidates[cand].recipe->effective_bits));
+    j.end_array();
+    j.key("formats").begin_array();
+    for (const std::size_t cand : r.choices[g]) j.string(std::string(space.candidates[cand].recipe->name));
+    j.end_array();
+    std::string name = space.groups[g].name;
+    name.resize(name.size() - std::string_view(".quant_recipe").size());
+    j.key("name").string(name);
+    j.key("raw_scores").begin_array();
+    for (const double s : r.raw_scores[g]) num(s);
+    j.end_array();
+    j.key("scores").begin_array();
+    for (const double s : r.scores[g]) num(s);
+    j.end_array();
+    j.key("tool_formats").begin_array();
+    for (const std::size_t cand : r.choices[g]) j.string(space.display(cand, options.custom_names));
+    j.end_array();
+    j.end_object();
+  }
+  j.end_array();
+  j.key("memory_bytes").begin_object().key("peak_allocated").null().key("peak_reserved").null();
+  j.key("weights").integer(c.weight_bytes).end_object();
+  std::size_t configurable = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) configurable += space.configurable(g) ? 1 : 0;
+  j.key("result").begin_object();
+  j.key("effective_bits");
+  num(r.allocation.effective_bits);
+  j.key("is_satisfied").boolean(r.allocation.is_satisfied);
+  j.key("num_configurable_groups").integer(static_cast<std::int64_t>(configurable));
+  j.key("num_groups").integer(static_cast<std::int64_t>(space.groups.size()));
+  j.key("total_score");
+  num(r.allocation.total_score);
+  j.end_object();
+  j.key("run").begin_object();
+  j.key("attn_implementation").string(c.attention);
+  j.key("batch_size").integer(c.batch_size);
+  j.key("bits_mode").string(options.adjust_budget ? "lm" : "model");
+  j.key("data").string(c.data);
+  j.key("data_sha256").string(c.data_sha256);
+  j.key("disabled_layers").begin_array();
+  for (const std::string& p : space.disabled_patterns) j.string(p);
+  j.end_array();
+  j.key("dtype").string("float32");
+  j.key("effective_bits_constraint");
+  num(r.budget_bits);
+  j.key("effective_bits_requested");
+  num(c.effective_bits_requested);
+  j.key("formats").begin_array();
+  for (const std::string& f : c.formats) j.string(f);
+  j.end_array();
+  j.key("method").string(std::string(to_string(options.method)));
+  j.key("model").string(c.model);
+  j.key("num_batches").integer(c.num_batches);
+  j.key("num_calib_steps").integer(r.num_calib_steps);
+  j.key("num_samples").integer(c.num_samples);
+  j.key("num_score_steps").integer(r.num_score_steps);
+  j.key("seq_len").integer(c.seq_len);
+  j.key("weight_numel_disabled").integer(space.disabled_params);
+  j.key("weight_numel_total").integer(space.total_params);
+  j.end_object();
+  j.key("schema").string("aq.autoquant.compare/v1");
+  j.key("timing_s").begin_object();
+  j.key("auto_quantize");
+  num(r.timings.calibration + r.timings.scoring + r.timings.search);
+  j.key("calibration");
+  num(r.timings.calibration);
+  j.key("model_load");
+  num(c.model_load_s);
+  j.key("scoring");
+  num(r.timings.scoring);
+  j.key("search");
+  num(r.timings.search);
+  j.end_object();
+  j.key("tool").begin_object().key("name").string("aq").key("version").string(c.version).end_object();
+  j.end_object();
+  return j.str();
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/result_json.hpp ----
+// ---- begin aq/autoquant/default_model.hpp ----
+// The built-in default model: a small Qwen3-VL (real Qwen3 vocabulary, tiny decoder and vision
+// tower) whose weights are generated deterministically in code from a seed, so the demo and the
+// tests run anywhere in seconds without a checkpoint. Weights are bf16 values, like a checkpoint.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// Architecture of the default: Qwen3-VL's vocabulary and special tokens (so the real tokenizer
+// drives it), 2 decoder layers of width 64, a 2-block vision tower with one DeepStack merger.
+inline qwen3_vl::config default_model_config() {
+  qwen3_vl::config cfg;
+  qwen3_vl::text_config& t = cfg.text;
+  t.hidden_size = 64;
+  t.intermediate_size = 128;
+  t.num_hidden_layers = 2;
+  t.num_attention_heads = 4;
+  t.num_key_value_heads = 2;
+  t.head_dim = 16;
+  t.vocab_size = 151936;
+  t.rms_norm_eps = 1e-6;
+  t.rope_theta = 5000000.0;
+  t.mrope_section = {4, 2, 2};
+  qwen3_vl::vision_config& v = cfg.vision;
+  v.depth = 2;
+  v.hidden_size = 32;
+  v.num_heads = 2;
+  v.intermediate_size = 64;
+  v.in_channels = 3;
+  v.patch_size = 16;
+  v.temporal_patch_size = 2;
+  v.spatial_merge_size = 2;
+  v.out_hidden_size = 64;
+  v.num_position_embeddings = 64;
+  v.deepstack_visual_indexes = {0};
+  cfg.tie_word_embeddings = true;
+  return cfg;
+}
+
+namespace detail {
+
+inline std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+inline std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace detail
+
+// A weight source that invents every tensor from (seed, name): uniform values scaled like a
+// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings),
+// rounded to bf16. The same seed and name always give the same bytes, on every platform.
+inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
+  qwen3_vl::weight_source source;
+  source.contains = [](const std::string&) { return true; };
+  source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
+    tensor out(shape);
+    std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
+    const bool is_bias = name.ends_with(".bias");
+    const bool is_norm = name.find("norm") != std::string::npos;
+    const bool is_embedding = name.find("embed_tokens") != std::string::npos || name.find("pos_embed") != std::string::npos;
+    std::int64_t fan_in = 1;
+    for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+    for (float& x : out.storage()) {
+      // 53 random bits -> [-1, 1)
+      const double u = static_cast<double>(detail::splitmix64(state) >> 11) * 0x1p-52 - 1.0;
+      double value = 0.0;
+      if (is_norm && !is_bias) {
+        value = 1.0 + 0.1 * u;
+      } else if (is_bias || is_norm) {
+        value = 0.02 * u;
+      } else if (is_embedding) {
+        value = u;
+      } else {
+        value = u * std::sqrt(3.0 / static_cast<double>(fan_in));
+      }
+      x = round_to_bf16(static_cast<float>(value));
+    }
+    return out;
+  };
+  return source;
+}
+
+struct generated_model {
+  qwen3_vl::config cfg;
+  qwen3_vl::text_weights text;
+  qwen3_vl::vision_weights vision;
+};
+
+inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::uint64_t seed = 0) {
+  const qwen3_vl::weight_source source = generated_weight_source(seed);
+  return generated_model{cfg, qwen3_vl::load_text_weights(cfg, source), qwen3_vl::load_vision_weights(cfg, source)};
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/default_model.hpp ----
 // ---- end aq/autoquant.hpp ----
