@@ -1,0 +1,99 @@
+// Shared helpers of the CUDA tests: GPU presence, random data, error measures and a tiny
+// expectation counter (these tests are plain executables so that CI can build them without a
+// GPU and a GPU machine can run them; without a GPU they print "no GPU, skipped" and succeed).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/core/bf16.hpp"
+
+namespace aq_test {
+
+inline int failures = 0;
+
+inline void expect(bool ok, const std::string& what) {
+  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+
+// max |got − ref| / max |ref| (NaN anywhere in got counts as failure through the NaN result).
+inline double rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
+  double err = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    if (std::isnan(d)) return std::nan("");
+    err = std::max(err, d);
+    scale = std::max(scale, std::fabs(ref[i]));
+  }
+  return scale > 0.0 ? err / scale : err;
+}
+inline double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  return rel_err(got, std::vector<double>(ref.begin(), ref.end()));
+}
+
+// Checks err ≤ tol (NaN fails) and prints the measured error.
+inline void expect_close(double err, double tol, const std::string& what) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), " (rel err %.3e, tolerance %.1e)", err, tol);
+  expect(err <= tol, what + buf);
+}
+
+inline std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float scale = 1.0f, float offset = 0.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = offset + scale * dist(rng);
+  return v;
+}
+
+inline std::vector<float> bf16_rounded(std::vector<float> v) {
+  for (float& x : v) x = aq::round_to_bf16(x);
+  return v;
+}
+
+inline std::vector<aq::bf16> to_bf16(const std::vector<float>& v) {
+  std::vector<aq::bf16> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = aq::float_to_bf16(v[i]);
+  return out;
+}
+
+inline std::vector<float> to_float(const std::vector<aq::bf16>& v) {
+  std::vector<float> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = aq::bf16_to_float(v[i]);
+  return out;
+}
+
+// Runs body() when a GPU is present; turns aq::error / std exceptions into a failure.
+template <class Body>
+int run_gpu_test(const char* name, Body body) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("no GPU, skipped\n");
+    return 0;
+  }
+  try {
+    body();
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (const std::exception& e) {
+    std::printf("FAIL: %s: exception: %s\n", name, e.what());
+    return 1;
+  }
+  if (failures != 0) {
+    std::printf("%s: %d failure(s)\n", name, failures);
+    return 1;
+  }
+  std::printf("%s: all checks passed\n", name);
+  return 0;
+}
+
+}  // namespace aq_test

@@ -1,0 +1,137 @@
+// RoPE on the GPU against the CPU backend: the interleaved M-RoPE tables (Qwen3-VL text,
+// head_dim 128, mrope_section [24, 20, 20]), the 2-D vision tables, and the in-place rotation and
+// its input gradient on fp32 and bf16 q/k. Tolerance: tables and fp32 rotation ≤ 1e-5 relative
+// to the reference's max |value| (cosf/sinf differ from the host's by ≤ 2 ulp); bf16 ≤ 1e-2.
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cpu/rope.hpp"
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/backend/cuda/rope.cuh"
+#include "cuda_test_util.cuh"
+
+namespace {
+
+using aq::bf16;
+using aq::cuda::device_buffer;
+using aq::cuda::device_matrix;
+using namespace aq_test;
+
+constexpr double fp32_tol = 1e-5;
+constexpr double bf16_tol = 1e-2;
+
+void apply_case(const std::string& what, const aq::tensor& cos, const aq::tensor& sin, std::int64_t heads,
+                std::uint32_t seed) {
+  const std::int64_t tokens = cos.dim(0), dim = cos.dim(1);
+  const std::int64_t cols = heads * dim;
+  const std::int64_t ld = cols + 2 * dim;  // a column block of a wider qkv buffer
+  const std::int64_t off = dim;
+  const auto n = static_cast<std::size_t>(tokens * ld);
+  const std::vector<float> x = random_floats(n, seed, 2.0f);
+  std::vector<float> fwd = x, bwd = x;
+  aq::cpu::rope_forward({fwd.data() + off, tokens, cols, ld}, heads, cos, sin);
+  aq::cpu::rope_backward({bwd.data() + off, tokens, cols, ld}, heads, cos, sin);
+
+  device_buffer<float> d_cos(cos.storage()), d_sin(sin.storage());
+  const device_matrix<const float> C{d_cos.data(), tokens, dim, dim}, S{d_sin.data(), tokens, dim, dim};
+  device_buffer<float> d_f(x), d_b(x);
+  aq::cuda::rope_forward(device_matrix<float>{d_f.data() + off, tokens, cols, ld}, heads, C, S);
+  aq::cuda::rope_backward(device_matrix<float>{d_b.data() + off, tokens, cols, ld}, heads, C, S);
+  const std::vector<float> got_f = d_f.to_host(), got_b = d_b.to_host();
+  expect_close(rel_err(got_f, fwd), fp32_tol, what + " rotation forward");
+  expect_close(rel_err(got_b, bwd), fp32_tol, what + " rotation backward");
+  bool outside = true;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (std::int64_t c = 0; c < ld; ++c) {
+      if (c >= off && c < off + cols) continue;
+      const auto i = static_cast<std::size_t>(t * ld + c);
+      outside = outside && got_f[i] == x[i] && got_b[i] == x[i];
+    }
+  }
+  expect(outside, what + " columns outside the view untouched");
+
+  // bf16 storage (q/k of a bf16 model).
+  const std::vector<float> xr = bf16_rounded(x);
+  std::vector<float> ref = xr;
+  aq::cpu::rope_forward({ref.data() + off, tokens, cols, ld}, heads, cos, sin);
+  device_buffer<bf16> d_h(to_bf16(xr));
+  aq::cuda::rope_forward(device_matrix<bf16>{d_h.data() + off, tokens, cols, ld}, heads, C, S);
+  expect_close(rel_err(to_float(d_h.to_host()), ref), bf16_tol, what + " rotation forward, bf16");
+}
+
+void mrope_case() {
+  const std::int64_t tokens = 300, dim = 128;
+  const std::array<std::int64_t, 3> section{24, 20, 20};
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(3 * tokens));
+  for (std::int64_t n = 0; n < tokens; ++n) {  // text positions, then an image-like block with distinct h/w
+    pos[static_cast<std::size_t>(n)] = n < 200 ? n : 200 + (n - 200) / 50;
+    pos[static_cast<std::size_t>(tokens + n)] = n < 200 ? n : 200 + ((n - 200) / 10) % 5;
+    pos[static_cast<std::size_t>(2 * tokens + n)] = n < 200 ? n : 200 + (n - 200) % 10 + 4000;
+  }
+  const std::vector<float> inv = aq::cpu::rope_inv_freq(dim, 5000000.0);
+  aq::tensor cos, sin;
+  aq::cpu::mrope_tables(pos.data(), pos.data() + tokens, pos.data() + 2 * tokens, tokens, inv, section, cos, sin);
+
+  device_buffer<std::int64_t> d_pos(pos);
+  device_buffer<float> d_inv(inv), d_cos(static_cast<std::size_t>(tokens * dim)), d_sin(static_cast<std::size_t>(tokens * dim));
+  d_cos.fill_bytes(0xff);
+  d_sin.fill_bytes(0xff);
+  aq::cuda::mrope_tables(d_pos.data(), tokens, d_inv.data(), dim / 2, section,
+                         device_matrix<float>{d_cos.data(), tokens, dim, dim},
+                         device_matrix<float>{d_sin.data(), tokens, dim, dim});
+  expect_close(rel_err(d_cos.to_host(), cos.storage()), fp32_tol, "M-RoPE cos table [300, 128]");
+  expect_close(rel_err(d_sin.to_host(), sin.storage()), fp32_tol, "M-RoPE sin table [300, 128]");
+  apply_case("M-RoPE 32 q heads", cos, sin, 32, 5);
+  apply_case("M-RoPE 8 k heads", cos, sin, 8, 6);
+}
+
+void vision_case() {
+  // One 1×8×12 grid with 2×2 merging, in the merge-block order of the vision tower.
+  const std::int64_t gh = 8, gw = 12, m = 2, hd = 64, tokens = gh * gw;
+  std::vector<std::int64_t> prow, pcol;
+  for (std::int64_t bh = 0; bh < gh / m; ++bh)
+    for (std::int64_t bw = 0; bw < gw / m; ++bw)
+      for (std::int64_t mh = 0; mh < m; ++mh)
+        for (std::int64_t mw = 0; mw < m; ++mw) {
+          prow.push_back(bh * m + mh);
+          pcol.push_back(bw * m + mw);
+        }
+  const std::vector<float> inv = aq::cpu::rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  aq::tensor cos({tokens, hd}), sin({tokens, hd});
+  for (std::int64_t n = 0; n < tokens; ++n) {  // the CPU vision tower's table formula
+    for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+      const float p = static_cast<float>(j < quarter ? prow[static_cast<std::size_t>(n)] : pcol[static_cast<std::size_t>(n)]);
+      const float angle = p * inv[static_cast<std::size_t>(j % quarter)];
+      for (const std::int64_t col : {j, j + 2 * quarter}) {
+        cos.data()[n * hd + col] = std::cos(angle);
+        sin.data()[n * hd + col] = std::sin(angle);
+      }
+    }
+  }
+  device_buffer<std::int64_t> d_row(prow), d_col(pcol);
+  device_buffer<float> d_inv(inv), d_cos(static_cast<std::size_t>(tokens * hd)), d_sin(static_cast<std::size_t>(tokens * hd));
+  d_cos.fill_bytes(0xff);
+  d_sin.fill_bytes(0xff);
+  aq::cuda::vision_rope_tables(d_row.data(), d_col.data(), tokens, d_inv.data(), quarter,
+                               device_matrix<float>{d_cos.data(), tokens, hd, hd},
+                               device_matrix<float>{d_sin.data(), tokens, hd, hd});
+  expect_close(rel_err(d_cos.to_host(), cos.storage()), fp32_tol, "vision 2-D cos table [96, 64]");
+  expect_close(rel_err(d_sin.to_host(), sin.storage()), fp32_tol, "vision 2-D sin table [96, 64]");
+  apply_case("vision RoPE 16 heads", cos, sin, 16, 7);
+}
+
+}  // namespace
+
+int main() {
+  return run_gpu_test("cuda rope", [] {
+    mrope_case();
+    vision_case();
+  });
+}
