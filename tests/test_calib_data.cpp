@@ -3,9 +3,11 @@
 // (tests/fixtures/make_calib_fixture.py).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -188,4 +190,51 @@ TEST_CASE("real tokenizer: caption ids and packed batches match Hugging Face tok
   CHECK(std::vector<std::int32_t>(b.input_ids.end() - static_cast<std::ptrdiff_t>(ids.size()), b.input_ids.end()) == ids);
   CHECK(std::count(b.input_ids.begin(), b.input_ids.end(), 151655) == 120);
   CHECK(std::count(b.labels.begin(), b.labels.end(), -100) == 512 - static_cast<std::ptrdiff_t>(ids.size()));
+}
+
+TEST_CASE("bad calibration inputs: missing and empty files are errors, over-long samples truncate or stay whole") {
+  // Captions: a missing file, a zero-byte file, a file of blank lines.
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(fs::temp_directory_path() / "aq_test_calib_absent.txt"),
+                       doctest::Contains("aq_test_calib_absent.txt: cannot open"), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(write_temp("zero.txt", "")),
+                       doctest::Contains("aq_test_calib_zero.txt: no non-empty captions"), aq::error);
+  // Image-caption JSON lines: missing, zero-byte, blank-only, not an object, caption not a string.
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(fs::temp_directory_path() / "aq_test_calib_absent.jsonl"),
+                       doctest::Contains("aq_test_calib_absent.jsonl: cannot open"), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(write_temp("zero.jsonl", "")),
+                       doctest::Contains("aq_test_calib_zero.jsonl: no image-caption samples"), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(write_temp("blank.jsonl", "\n  \n")),
+                       doctest::Contains("aq_test_calib_blank.jsonl: no image-caption samples"), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(write_temp("array.jsonl", "[1, 2]\n"), false),
+                       doctest::Contains("aq_test_calib_array.jsonl:1: expected a JSON object"), aq::error);
+  CHECK_THROWS_WITH_AS(
+      aq::io::read_image_caption_jsonl(write_temp("number.jsonl", "{\"image\": \"x.png\", \"caption\": 7}\n"), false),
+      doctest::Contains("aq_test_calib_number.jsonl:1: field \"caption\" missing or not a string"), aq::error);
+
+  // A caption longer than seq_len: truncated to the first max_length tokens (documented), or an
+  // error naming the caption when truncation is off.
+  aq::io::padding_options o;
+  o.max_length = 4;
+  const auto cut = aq::io::make_text_calib_batches({"abcdefgh"}, byte_ids, 1, o);
+  CHECK(cut[0].input_ids == std::vector<std::int32_t>{1000 + 'a', 1000 + 'b', 1000 + 'c', 1000 + 'd'});
+  o.truncate = false;
+  CHECK_THROWS_WITH_AS(aq::io::make_text_calib_batches({"ok", "abcdefgh"}, byte_ids, 1, o),
+                       "caption 1: 8 tokens exceed max_length 4 and truncation is off", aq::error);
+
+  // An image+caption prompt longer than seq_len is never cut (that would split the image's pad
+  // run): the row is the whole prompt, unpadded, every position attended.
+  aq::io::image_rgb8 img;
+  img.width = 40;
+  img.height = 30;
+  img.pixels.assign(40 * 30 * 3, 128);
+  aq::io::padding_options vlm;
+  vlm.max_length = 16;
+  const auto b = aq::io::make_image_caption_batch(img, "A grey square.", byte_ids, {}, vlm);
+  const std::int64_t pads = aq::io::image_token_count(b.vision.grid_thw[0], 2);
+  const std::string prompt = aq::io::expand_image_pads(aq::io::qwen3_vl_image_caption_prompt("A grey square."),
+                                                       std::span<const std::int64_t>(&pads, 1));
+  CHECK(b.seq_len == static_cast<std::int64_t>(prompt.size()));
+  CHECK(b.seq_len > vlm.max_length);
+  CHECK(std::count(b.attention_mask.begin(), b.attention_mask.end(), 1) == b.seq_len);
+  CHECK(std::count(b.labels.begin(), b.labels.end(), -100) == 0);
 }

@@ -1,0 +1,410 @@
+// The example drivers run as a user runs them: aq-inspect on a synthetic Qwen3-VL checkpoint that
+// this test writes in the real layout (config.json in the published spelling, two shards +
+// model.safetensors.index.json, every tensor name and shape of the architecture), and on broken
+// copies; aq-tokenize on files and standard input against Hugging Face tokenizers' ids.
+// Built only with the examples (tests/CMakeLists.txt passes the executables' paths).
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "aq/io/hf_config.hpp"
+#include "aq/io/safetensors_writer.hpp"
+#include "aq/model/qwen3_vl/parameters.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path work = fs::temp_directory_path() / "aq_test_example_drivers";
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary);
+  out << text;
+  REQUIRE_MESSAGE(out.good(), p.string());
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct run_result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs `exe args` through the shell, standard input from `input` (or /dev/null).
+run_result run(const std::string& exe, const std::vector<std::string>& args, const std::string& input = "/dev/null") {
+  std::string command = quoted(exe);
+  for (const auto& a : args) {
+    command += ' ';
+    command += quoted(a);
+  }
+  const fs::path out = work / "stdout.txt", err = work / "stderr.txt";
+  command += " <" + quoted(input) + " >" + quoted(out.string()) + " 2>" + quoted(err.string());
+  const int status = std::system(command.c_str());
+  run_result r;
+  REQUIRE(status != -1);
+  REQUIRE(WIFEXITED(status));
+  r.exit_code = WEXITSTATUS(status);
+  r.out = read_text(out);
+  r.err = read_text(err);
+  return r;
+}
+
+std::size_t line_count(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+std::string with_commas(std::int64_t v) {
+  std::string digits = std::to_string(v), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// A tiny Qwen3-VL, untied, in the spelling of the published configs (rope_theta + rope_scaling).
+const char* tiny_config = R"({
+  "architectures": ["Qwen3VLForConditionalGeneration"],
+  "image_token_id": 157,
+  "model_type": "qwen3_vl",
+  "text_config": {
+    "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 150, "dtype": "bfloat16",
+    "eos_token_id": 151, "head_dim": 16, "hidden_act": "silu", "hidden_size": 48, "initializer_range": 0.02,
+    "intermediate_size": 80, "max_position_embeddings": 4096, "model_type": "qwen3_vl_text",
+    "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+    "rope_scaling": {"mrope_interleaved": true, "mrope_section": [4, 2, 2], "rope_type": "default"},
+    "rope_theta": 5000000, "tie_word_embeddings": false, "use_cache": true, "vocab_size": 160
+  },
+  "tie_word_embeddings": false,
+  "transformers_version": "4.57.0.dev0",
+  "video_token_id": 158,
+  "vision_config": {
+    "deepstack_visual_indexes": [1], "depth": 2, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32,
+    "in_channels": 3, "initializer_range": 0.02, "intermediate_size": 48, "model_type": "qwen3_vl",
+    "num_heads": 2, "num_position_embeddings": 16, "out_hidden_size": 48, "patch_size": 4,
+    "spatial_merge_size": 2, "temporal_patch_size": 2
+  },
+  "vision_end_token_id": 156,
+  "vision_start_token_id": 155
+}
+)";
+
+const std::string shard1 = "model-00001-of-00002.safetensors";
+const std::string shard2 = "model-00002-of-00002.safetensors";
+
+// What the synthetic checkpoint holds, summed from the tensors written (not from aq's counts).
+struct written {
+  std::size_t tensors = 0;
+  std::int64_t vision = 0, text = 0, lm_head = 0;
+  std::uint64_t bytes = 0;
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+};
+
+// Writes config.json, the two shards (vision tower first, as transformers splits by size) and
+// the index into `dir`. Values are a deterministic ramp; the binding only looks at names/shapes.
+written write_tiny_checkpoint(const fs::path& dir) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  write_text(dir / "config.json", tiny_config);
+  const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(dir);
+  written w;
+  aq::safetensors_writer first, second;
+  std::string weight_map;
+  for (const auto& spec : aq::qwen3_vl::expected_parameters(cfg)) {
+    std::vector<float> values(static_cast<std::size_t>(spec.numel()));
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 17) / 16.0f - 0.5f;
+    const bool vision = spec.name.starts_with("model.visual.");
+    (vision ? first : second).add_rounded(spec.name, aq::dtype_bf16, spec.shape, values);
+    weight_map += (weight_map.empty() ? "" : ",\n    ") + std::string("\"") + spec.name + "\": \"" +
+                  (vision ? shard1 : shard2) + "\"";
+    ++w.tensors;
+    w.bytes += static_cast<std::uint64_t>(spec.numel()) * 2;
+    (vision ? w.vision : spec.name == "lm_head.weight" ? w.lm_head : w.text) += spec.numel();
+    w.shapes[spec.name] = spec.shape;
+  }
+  first.write(dir / shard1);
+  second.write(dir / shard2);
+  write_text(dir / "model.safetensors.index.json", "{\n  \"metadata\": {\"total_size\": " + std::to_string(w.bytes) +
+                                                       "},\n  \"weight_map\": {\n    " + weight_map + "\n  }\n}\n");
+  return w;
+}
+
+fs::path broken_copy(const fs::path& good, const std::string& name) {
+  const fs::path dir = work / name;
+  fs::remove_all(dir);
+  fs::copy(good, dir);
+  return dir;
+}
+
+// A failure is reported as exactly one line "aq-inspect: ..." that contains `needle`.
+void check_one_line_error(const run_result& r, const std::string& needle) {
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(line_count(r.err) == 1);
+  CHECK(r.err.starts_with("aq-inspect: "));
+  CHECK(r.err.find(needle) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("aq-inspect reads a synthetic sharded Qwen3-VL checkpoint and lists ModelOpt's modules") {
+  fs::create_directories(work);
+  const fs::path model = work / "tiny_qwen3_vl";
+  const written w = write_tiny_checkpoint(model);
+  REQUIRE(w.tensors > 50);
+
+  const run_result r = run(AQ_INSPECT_EXE, {"--model", model.string()});
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.empty());
+  const std::string& out = r.out;
+  CHECK(out.find("  text:   hidden 48, intermediate 80, layers 2, heads 4, kv heads 2, head_dim 16, vocab 160\n") !=
+        std::string::npos);
+  CHECK(out.find("rope_theta 5e+06, mrope_section [4, 2, 2] interleaved, act silu") != std::string::npos);
+  CHECK(out.find("  vision: depth 2, hidden 32, heads 2, intermediate 48, patch 4, temporal 2, merge 2, out_hidden 48, "
+                 "positions 16, deepstack [1], act gelu_pytorch_tanh\n") != std::string::npos);
+  CHECK(out.find("  tokens: image 157, video 158, vision_start 155, vision_end 156; tie_word_embeddings false\n") !=
+        std::string::npos);
+
+  // Parameter counts equal the sums over the tensors written.
+  const auto count_line = [](const char* label, std::int64_t n) {
+    std::string number = with_commas(n);
+    return std::string("  ") + label + std::string(9 - std::string(label).size(), ' ') +
+           std::string(15 - number.size(), ' ') + number;
+  };
+  CHECK(out.find(count_line("total", w.vision + w.text + w.lm_head) + "\n") != std::string::npos);
+  CHECK(out.find(count_line("text", w.text) + "\n") != std::string::npos);
+  CHECK(out.find(count_line("vision", w.vision) + "\n") != std::string::npos);
+  CHECK(out.find(count_line("lm_head", w.lm_head) + "\n") != std::string::npos);
+  CHECK(w.lm_head == 160 * 48);
+
+  CHECK(out.find("checkpoint\n  2 file(s) (sharded), " + std::to_string(w.tensors) + " tensors (BF16 x" +
+                 std::to_string(w.tensors) + "), " + with_commas(static_cast<std::int64_t>(w.bytes)) +
+                 " bytes; matches config\n") != std::string::npos);
+
+  // Modules: vision 1 patch embed + 2 blocks x 4 + merger 2 + 1 deepstack merger x 2 = 13, text
+  // 2 layers x 7 = 14, lm_head 1; groups: each vision module alone (13), per layer qkv, o,
+  // gate+up, down (8), lm_head (1). Weights by hand: vision 3072 + 2*(3072+1024+1536+1536)
+  // + 2*(16384+6144) = 62464; text 2*(3072+1536+1536+3072+3*3840) = 41472; lm_head 7680.
+  CHECK(out.find("quantizable modules: 28, groups: 22, weights 111,616\n") != std::string::npos);
+  CHECK(out.find("    model.visual.patch_embed.proj") != std::string::npos);
+  CHECK(out.find("Conv3d  [32, 3, 2, 4, 4]\n") != std::string::npos);
+  CHECK(out.find("  model.language_model.layers.1.self_attn.q_proj.quant_recipe") != std::string::npos);
+  // Every Linear weight of the checkpoint appears under its module name with its stored shape.
+  int linears = 0;
+  for (const auto& [name, shape] : w.shapes) {
+    if (!name.ends_with(".weight") || shape.size() != 2 || name.find("embed") != std::string::npos) continue;
+    const std::string module = name.substr(0, name.size() - 7);
+    CAPTURE(module);
+    const std::size_t at = out.find("    " + module + " ");
+    REQUIRE(at != std::string::npos);
+    const std::string line = out.substr(at, out.find('\n', at) - at);
+    CHECK(line.find(" Linear ") != std::string::npos);
+    CHECK(line.ends_with(" " + shape_text(shape)));
+    ++linears;
+  }
+  CHECK(linears == 27);  // 28 modules less the Conv3d patch embedding
+
+  // config.json named instead of the directory, and --no-modules.
+  const run_result by_index =
+      run(AQ_INSPECT_EXE, {"--model", (model / "config.json").string(), "--no-modules"});
+  CHECK(by_index.exit_code == 0);
+  CHECK(by_index.out.find("matches config") != std::string::npos);
+  CHECK(by_index.out.find("quantizable modules") == std::string::npos);
+}
+
+TEST_CASE("aq-inspect fails with one line and exit code 1 on corrupted copies of the checkpoint") {
+  fs::create_directories(work);
+  const fs::path good = work / "tiny_qwen3_vl_source";
+  write_tiny_checkpoint(good);
+
+  SUBCASE("a shard cut in half") {
+    const fs::path dir = broken_copy(good, "cut_shard");
+    fs::resize_file(dir / shard2, fs::file_size(dir / shard2) / 2);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard2 + ": tensor model.language_model.");
+    CHECK(read_text(work / "stderr.txt").find("outside the data area") != std::string::npos);
+  }
+  SUBCASE("a shard cut inside its header") {
+    const fs::path dir = broken_copy(good, "cut_header");
+    fs::resize_file(dir / shard2, 64);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard2 + ": header length ");
+    fs::resize_file(dir / shard2, 0);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard2 + ": truncated: 0 bytes");
+  }
+  SUBCASE("a shard whose data area ends early") {
+    const fs::path dir = broken_copy(good, "short_data");
+    fs::resize_file(dir / shard1, fs::file_size(dir / shard1) - 2);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard1 + ": tensor ");
+  }
+  SUBCASE("a shard header that is not JSON") {
+    const fs::path dir = broken_copy(good, "bad_header");
+    std::string bytes = read_text(dir / shard1);
+    bytes[8] = '[';
+    write_text(dir / shard1, bytes);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard1 + ": header is not valid JSON");
+  }
+  SUBCASE("an index that is not JSON") {
+    const fs::path dir = broken_copy(good, "bad_index");
+    write_text(dir / "model.safetensors.index.json", "{\"weight_map\": {");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "model.safetensors.index.json: not valid JSON");
+  }
+  SUBCASE("an index whose weight_map is not a map of shard file names") {
+    const fs::path dir = broken_copy(good, "bad_weight_map");
+    write_text(dir / "model.safetensors.index.json", R"({"metadata": {}, "weight_map": ["a", "b"]})");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "model.safetensors.index.json: weight_map is an array");
+    write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"lm_head.weight": 2}})");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "model.safetensors.index.json: weight_map: tensor lm_head.weight: shard is an integer");
+  }
+  SUBCASE("an index that misses a tensor of a shard") {
+    const fs::path dir = broken_copy(good, "unlisted");
+    std::string index = read_text(dir / "model.safetensors.index.json");
+    const std::string entry = "\"model.language_model.norm.weight\": \"" + shard2 + "\",\n    ";
+    REQUIRE(index.find(entry) != std::string::npos);
+    index.erase(index.find(entry), entry.size());
+    write_text(dir / "model.safetensors.index.json", index);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "tensor model.language_model.norm.weight of shard " + shard2 + " is not in weight_map");
+  }
+  SUBCASE("an index naming a shard that is gone") {
+    const fs::path dir = broken_copy(good, "missing_shard");
+    fs::remove(dir / shard2);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "weight_map: shard " + shard2 + " does not exist");
+  }
+  SUBCASE("a config of another model type") {
+    const fs::path dir = broken_copy(good, "other_model");
+    std::string config = tiny_config;
+    config.replace(config.find("\"qwen3_vl\""), 10, "\"qwen2_5_vl\"");
+    write_text(dir / "config.json", config);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "config.json: model_type: \"qwen2_5_vl\" not supported (qwen3_vl)");
+  }
+  SUBCASE("a config without a required field") {
+    const fs::path dir = broken_copy(good, "no_field");
+    std::string config = tiny_config;
+    const std::string field = "\"num_hidden_layers\": 2, ";
+    config.erase(config.find(field), field.size());
+    write_text(dir / "config.json", config);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "config.json: text_config.num_hidden_layers: missing");
+  }
+  SUBCASE("an empty config.json, and none at all") {
+    const fs::path dir = broken_copy(good, "empty_config");
+    write_text(dir / "config.json", "");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: ");
+    fs::remove(dir / "config.json");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: cannot open");
+  }
+  SUBCASE("a config that disagrees with the weights: every problem by name, expected vs actual") {
+    const fs::path dir = broken_copy(good, "mismatch");
+    std::string config = tiny_config;
+    config.replace(config.find("\"intermediate_size\": 80"), 23, "\"intermediate_size\": 96");
+    write_text(dir / "config.json", config);
+    const run_result r = run(AQ_INSPECT_EXE, {"--model", dir.string()});
+    CHECK(r.exit_code == 1);
+    // One header line, then one line per mis-shaped tensor (gate, up, down of 2 layers).
+    CHECK(r.err.find("checkpoint does not match config.json (6 problems)\n") != std::string::npos);
+    CHECK(r.err.find("  tensor model.language_model.layers.0.mlp.gate_proj.weight: shape [80, 48], expected [96, 48]\n") !=
+          std::string::npos);
+    CHECK(line_count(r.err) == 7);
+  }
+}
+
+TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard input, and fails cleanly") {
+  fs::create_directories(work);
+  const fs::path shared = fs::path(AQ_SHARED_DIR) / "data";
+  const fs::path tokenizer_dir = shared / "qwen3-tokenizer";
+  const fs::path fixtures = fs::path(AQ_TEST_FIXTURES) / "tokenizer";
+  simdjson::dom::parser parser;
+  simdjson::dom::element captions, cases;
+  REQUIRE(parser.load((fixtures / "qwen3_captions.json").string()).get(captions) == simdjson::SUCCESS);
+
+  // The whole COCO captions file as one text: count and FNV-1a-64 of the ids (little-endian
+  // uint32) from Hugging Face tokenizers 0.23.3.
+  const run_result whole = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(),
+                                                 (shared / std::string(std::string_view(captions["file"]))).string()});
+  REQUIRE(whole.exit_code == 0);
+  CHECK(line_count(whole.out) == 1);
+  CHECK(whole.out.find("  ") == std::string::npos);
+  std::istringstream ids(whole.out);
+  std::uint64_t hash = 0xCBF29CE484222325ull, n = 0;
+  for (std::uint32_t id; ids >> id; ++n) {
+    for (int b = 0; b < 4; ++b) {
+      hash ^= (id >> (8 * b)) & 0xFFu;
+      hash *= 0x100000001B3ull;
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  simdjson::dom::array expected_whole = captions["whole_file"].get_array();
+  CHECK(n == std::uint64_t(std::int64_t(expected_whole.at(0))));
+  CHECK(std::string(hex) == std::string(std::string_view(expected_whole.at(1))));
+
+  // A chat-formatted text with special tokens, from standard input, tokenizer.json named directly.
+  simdjson::dom::parser p2;
+  REQUIRE(p2.load((fixtures / "qwen3_cases.json").string()).get(cases) == simdjson::SUCCESS);
+  int checked = 0;
+  for (simdjson::dom::element c : cases["cases"].get_array()) {
+    const std::string text{std::string_view(c["text"])};
+    if (text.find("<|im_start|>") == std::string::npos && text.find("\xE4\xB8") == std::string::npos) continue;
+    std::string expected;
+    for (simdjson::dom::element v : c["ids"].get_array()) {
+      if (!expected.empty()) expected += ' ';
+      expected += std::to_string(std::int64_t(v));
+    }
+    const fs::path input = work / "input.txt";
+    write_text(input, text);
+    const run_result r = run(AQ_TOKENIZE_EXE, {"--tokenizer", (tokenizer_dir / "tokenizer.json").string()}, input.string());
+    CAPTURE(text);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == expected + "\n");
+    if (++checked == 3) break;
+  }
+  CHECK(checked == 3);
+
+  // An empty file is an empty line; a missing file and invalid UTF-8 are one-line errors naming it.
+  write_text(work / "empty.txt", "");
+  const run_result empty = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "empty.txt").string()});
+  CHECK(empty.exit_code == 0);
+  CHECK(empty.out == "\n");
+  const run_result missing =
+      run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "no_such_input.txt").string()});
+  CHECK(missing.exit_code == 1);
+  CHECK(line_count(missing.err) == 1);
+  CHECK(missing.err.find("no_such_input.txt") != std::string::npos);
+  write_text(work / "latin1.txt", "caf\xE9\n");
+  const run_result latin1 = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "latin1.txt").string()});
+  CHECK(latin1.exit_code == 1);
+  CHECK(line_count(latin1.err) == 1);
+  CHECK(latin1.err.find("latin1.txt") != std::string::npos);
+  CHECK(latin1.out.empty());
+}
