@@ -298,7 +298,10 @@ class cublaslt_gemm {
     const cublasStatus_t status =
         cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, static_cast<int>(results.size()),
                                        &results.data()->result, &returned);
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return;  // no candidate: the caller decides
+    // An fp32 bias with a bf16 output is refused (INVALID_VALUE): the caller then adds the bias in a
+    // separate kernel. Without a bias, only "no candidate" is left to the caller.
+    if (fuse_bias && status != CUBLAS_STATUS_SUCCESS) return;
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return;
     AQ_CUBLAS_CHECK(status);
     for (int i = 0; i < returned; ++i) {
       const cublasLtMatmulHeuristicResult_t& r = results[static_cast<std::size_t>(i)].result;
