@@ -2950,10 +2950,10 @@ struct jpeg_decoder {
     error.pub.emit_message = jpeg_on_message;
     error.message[0] = '\0';
     error.ended_early = false;
-    jpeg_create_decompress(&cinfo);
   }
   jpeg_decoder(const jpeg_decoder&) = delete;
   jpeg_decoder& operator=(const jpeg_decoder&) = delete;
+  // Safe also when creation never ran or failed: libjpeg frees nothing while cinfo.mem is null.
   ~jpeg_decoder() { jpeg_destroy_decompress(&cinfo); }
 };
 
@@ -2980,6 +2980,7 @@ inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std:
 inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
                      decoded_jpeg* out, bool* too_large, int* components) {
   if (setjmp(d->error.jump) != 0) return false;
+  jpeg_create_decompress(&d->cinfo);  // may fail too (out of memory, library version mismatch)
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d->cinfo, TRUE);
   *components = d->cinfo.num_components;
