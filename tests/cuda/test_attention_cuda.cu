@@ -1,0 +1,216 @@
+// CUDA attention forward and input-gradient backward against the CPU attention
+// (backend/cpu/attention.hpp) on random data: GQA, head_dim 16/32/64/128, causal with left
+// padding in a batch of 2 under both masked-row policies, and non-causal vision segments.
+// Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
+// (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
+// Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cuda_test_util.cuh"
+#include "aq/backend/cpu/attention.hpp"
+#include "aq/backend/cuda/attention.cuh"
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/tensor.hpp"
+
+namespace {
+
+using aq_test::expect;
+using aq_test::expect_close;
+using aq_test::rel_err;
+
+struct attention_case {
+  std::string name;
+  int heads, kv_heads, head_dim;
+  bool causal;
+  std::vector<int> lengths;  // segment lengths (consecutive rows)
+  std::vector<int> left_pad;  // per segment, padding keys at its start (empty: no mask)
+  bool zero_policy;
+};
+
+template <class T>
+std::vector<T> to_storage(const std::vector<float>& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    return aq_test::to_bf16(v);
+  }
+}
+template <class T>
+std::vector<float> from_storage(const std::vector<T>& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    return aq_test::to_float(v);
+  }
+}
+
+// lse: +inf exactly where the CPU has +inf, finite values within tol (relative to max |lse|).
+double lse_err(const std::vector<float>& got, const std::vector<float>& ref, bool& inf_match) {
+  inf_match = true;
+  std::vector<float> g, r;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isinf(ref[i]) || std::isinf(got[i])) {
+      inf_match = inf_match && std::isinf(ref[i]) && std::isinf(got[i]) && got[i] > 0;
+      continue;
+    }
+    g.push_back(got[i]);
+    r.push_back(ref[i]);
+  }
+  return rel_err(g, r);
+}
+
+template <class T>
+void run_case(const attention_case& tc, std::uint32_t seed) {
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
+  const std::string label = tc.name + (std::is_same_v<T, float> ? " [fp32]" : " [bf16]");
+  int rows = 0;
+  for (const int l : tc.lengths) rows += l;
+  const int d = tc.head_dim;
+  const int qc = tc.heads * d;
+  const int kc = tc.kv_heads * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+
+  // Inputs rounded to the storage type so that both sides see the same numbers.
+  auto round = [](std::vector<float> v) { return from_storage<T>(to_storage<T>(v)); };
+  const auto q = round(aq_test::random_floats(static_cast<std::size_t>(rows) * qc, seed, 1.5f));
+  const auto k = round(aq_test::random_floats(static_cast<std::size_t>(rows) * kc, seed + 1, 1.5f));
+  const auto v = round(aq_test::random_floats(static_cast<std::size_t>(rows) * kc, seed + 2));
+  const auto d_o = round(aq_test::random_floats(static_cast<std::size_t>(rows) * qc, seed + 3));
+
+  std::vector<std::uint8_t> valid(static_cast<std::size_t>(rows), 1);
+  std::vector<aq::cpu::attention_segment> segs;
+  std::vector<int> cu{0};
+  for (std::size_t s = 0; s < tc.lengths.size(); ++s) {
+    segs.push_back({cu.back(), tc.lengths[s]});
+    if (!tc.left_pad.empty()) {
+      for (int i = 0; i < tc.left_pad[s]; ++i) valid[static_cast<std::size_t>(cu.back() + i)] = 0;
+    }
+    cu.push_back(cu.back() + tc.lengths[s]);
+  }
+  const bool masked = !tc.left_pad.empty();
+
+  // CPU reference (fp32).
+  aq::cpu::attention_config cc;
+  cc.heads = tc.heads;
+  cc.kv_heads = tc.kv_heads;
+  cc.head_dim = d;
+  cc.scale = scale;
+  cc.causal = tc.causal;
+  cc.key_valid = masked ? valid.data() : nullptr;
+  cc.masked_rows = tc.zero_policy ? aq::cpu::masked_row_policy::zero : aq::cpu::masked_row_policy::attend_all;
+  std::vector<float> o_ref(q.size()), lse_ref(static_cast<std::size_t>(tc.heads) * rows);
+  std::vector<float> dq_ref(q.size()), dk_ref(k.size()), dv_ref(v.size());
+  const aq::const_matrix_view qv(q.data(), rows, qc, qc), kv(k.data(), rows, kc, kc), vv(v.data(), rows, kc, kc);
+  aq::cpu::attention_forward(cc, segs, qv, kv, vv, aq::matrix_view{o_ref.data(), rows, qc, qc}, lse_ref.data());
+
+  // GPU.
+  aq::cuda::device_buffer<T> dq_in(to_storage<T>(q)), dk_in(to_storage<T>(k)), dv_in(to_storage<T>(v));
+  aq::cuda::device_buffer<T> ddo(to_storage<T>(d_o));
+  aq::cuda::device_buffer<T> dout(q.size()), ddq(q.size()), ddk(k.size()), ddv(v.size());
+  aq::cuda::device_buffer<float> dlse(lse_ref.size()), ddelta(lse_ref.size());
+  aq::cuda::device_buffer<std::uint8_t> dvalid(valid);
+  aq::cuda::device_buffer<int> dcu(cu);
+  for (auto* b : {&dout, &ddq, &ddk, &ddv}) b->fill_bytes(0xff);  // NaN poison: every element must be written
+  dlse.fill_bytes(0xff);
+
+  aq::cuda::attention_config gc;
+  gc.heads = tc.heads;
+  gc.kv_heads = tc.kv_heads;
+  gc.head_dim = d;
+  gc.scale = scale;
+  gc.causal = tc.causal;
+  gc.key_valid = masked ? dvalid.data() : nullptr;
+  gc.masked_rows = tc.zero_policy ? aq::cuda::masked_row_policy::zero : aq::cuda::masked_row_policy::attend_all;
+  aq::cuda::attention_segments gs;
+  gs.cu_seqlens = dcu.data();
+  gs.count = static_cast<int>(tc.lengths.size());
+  for (const int l : tc.lengths) gs.max_length = std::max(gs.max_length, l);
+
+  using cview = aq::cuda::device_matrix<const T>;
+  using mview = aq::cuda::device_matrix<T>;
+  const cview gq(dq_in.data(), rows, qc, qc), gk(dk_in.data(), rows, kc, kc), gv(dv_in.data(), rows, kc, kc);
+  aq::cuda::attention_forward<T>(gc, gs, gq, gk, gv, mview(dout.data(), rows, qc, qc), dlse.data());
+  // The backward is fed the GPU's own o and lse, as the model will.
+  aq::cuda::attention_backward<T>(gc, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
+                                  cview(ddo.data(), rows, qc, qc), mview(ddq.data(), rows, qc, qc),
+                                  mview(ddk.data(), rows, kc, kc), mview(ddv.data(), rows, kc, kc), ddelta.data());
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+
+  const auto o_gpu = from_storage<T>(dout.to_host());
+  expect_close(rel_err(o_gpu, o_ref), tol, label + ": o");
+  // The CPU backward gets the o the GPU backward consumed: with bf16 storage, delta = rowsum(dO∘o)
+  // from the rounded o differs from the fp32 one, and dS = P∘(dP − delta) cancels for peaked rows,
+  // which would test the storage type rather than the kernel (up to 1.1e-2 on dk here).
+  aq::cpu::attention_backward(cc, segs, qv, kv, vv, aq::const_matrix_view(o_gpu.data(), rows, qc, qc), lse_ref.data(),
+                              aq::const_matrix_view(d_o.data(), rows, qc, qc), aq::matrix_view{dq_ref.data(), rows, qc, qc},
+                              aq::matrix_view{dk_ref.data(), rows, kc, kc}, aq::matrix_view{dv_ref.data(), rows, kc, kc});
+  bool inf_match = false;
+  const double lerr = lse_err(dlse.to_host(), lse_ref, inf_match);
+  expect(inf_match, label + ": lse is +inf exactly on the rows without an allowed key");
+  expect_close(lerr, std::is_same_v<T, float> ? 1e-5 : 2e-3, label + ": lse");
+  const auto dq1 = from_storage<T>(ddq.to_host());
+  const auto dk1 = from_storage<T>(ddk.to_host());
+  const auto dv1 = from_storage<T>(ddv.to_host());
+  expect_close(rel_err(dq1, dq_ref), tol, label + ": dq");
+  expect_close(rel_err(dk1, dk_ref), tol, label + ": dk");
+  expect_close(rel_err(dv1, dv_ref), tol, label + ": dv");
+
+  // Deterministic: a second backward gives the same bits.
+  aq::cuda::attention_backward<T>(gc, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
+                                  cview(ddo.data(), rows, qc, qc), mview(ddq.data(), rows, qc, qc),
+                                  mview(ddk.data(), rows, kc, kc), mview(ddv.data(), rows, kc, kc), ddelta.data());
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto dk2 = from_storage<T>(ddk.to_host());
+  const auto dq2 = from_storage<T>(ddq.to_host());
+  expect(std::memcmp(dk1.data(), dk2.data(), dk1.size() * sizeof(float)) == 0 &&
+             std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(float)) == 0,
+         label + ": backward is bit-reproducible");
+}
+
+void expect_throws_on_bad_head_dim() {
+  aq::cuda::attention_config gc;
+  gc.heads = 2;
+  gc.kv_heads = 1;
+  gc.head_dim = 48;
+  aq::cuda::attention_segments gs;
+  bool threw = false;
+  try {
+    aq::cuda::attention_forward<float>(gc, gs, {nullptr, 0, 96, 96}, {nullptr, 0, 48, 48}, {nullptr, 0, 48, 48},
+                                       {nullptr, 0, 96, 96}, nullptr);
+  } catch (const aq::error& e) {
+    threw = std::string(e.what()).find("head_dim 48") != std::string::npos;
+  }
+  expect(threw, "head_dim 48 is rejected with a message naming it");
+}
+
+}  // namespace
+
+int main() {
+  return aq_test::run_gpu_test("test_attention_cuda", [] {
+    const std::vector<attention_case> cases = {
+        {"GQA 4/2 x 16, one segment of 70, no mask", 4, 2, 16, false, {70}, {}, false},
+        {"GQA 4/2 x 16, causal, one segment of 70", 4, 2, 16, true, {70}, {}, false},
+        {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, attend_all", 2, 2, 32, true, {45, 45}, {0, 21}, false},
+        {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, attend_all", 4, 2, 64, true, {100, 100}, {3, 70}, false},
+        {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, zero", 4, 2, 64, true, {100, 100}, {3, 70}, true},
+        {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, attend_all", 4, 1, 128, true, {80, 80}, {0, 40}, false},
+        {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, zero", 4, 1, 128, true, {80, 80}, {0, 40}, true},
+        {"vision 2 x 64, segments 16/100/64/33, non-causal", 2, 2, 64, false, {16, 100, 64, 33}, {}, false},
+        {"all keys padded in segment 2, non-causal, attend_all", 2, 1, 16, false, {40, 24}, {5, 24}, false},
+    };
+    std::uint32_t seed = 1000;
+    for (const auto& tc : cases) run_case<float>(tc, seed += 10);
+    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
+    expect_throws_on_bad_head_dim();
+  });
+}
