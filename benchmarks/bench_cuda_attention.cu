@@ -241,40 +241,52 @@ void run(const char* type_name, int flash_reps, int naive_reps) {
     AQ_CUDA_CHECK_LAUNCH();
   };
 
-  flash_fwd();
-  flash_bwd();
   naive_fwd();
   naive_bwd();
   AQ_CUDA_CHECK(cudaDeviceSynchronize());
-  const double eo = rel_err(download(o), download(o_ref)), edq = rel_err(download(dq), download(dq_ref));
-  const double edk = rel_err(download(dk), download(dk_ref)), edv = rel_err(download(dv), download(dv_ref));
-  // lse: +inf (rows without an allowed key) must coincide; the finite values are compared.
-  auto l1 = download(lse), l2 = download(lse_ref);
-  int inf_mismatch = 0;
-  for (std::size_t i = 0; i < l1.size(); ++i) {
-    if (std::isinf(l1[i]) || std::isinf(l2[i])) {
-      inf_mismatch += !(std::isinf(l1[i]) && std::isinf(l2[i]));
-      l1[i] = l2[i] = 0.0f;
-    }
-  }
-  const double else_ = rel_err(l1, l2);
-
-  const float t_ff = median_ms(flash_reps, flash_fwd), t_fb = median_ms(flash_reps, flash_bwd);
   const float t_nf = median_ms(naive_reps, naive_fwd), t_nb = median_ms(naive_reps, naive_bwd);
   const double fwd_flop = 4.0 * B * H * static_cast<double>(L) * L * D * 0.5;
   const double bwd_flop = 2.5 * fwd_flop;
   auto tf = [](double flop, float ms) { return flop / (ms * 1e-3) / 1e12; };
   std::printf("\n%s storage, batch %d x %d tokens, %d/%d heads x %d, causal + left padding 0..%d\n", type_name, B, L,
               H, HKV, D, 16 * (B - 1));
-  std::printf("tiled vs naive on the full shape: rel err o %.2e, lse %.2e (%d +inf mismatches), dq %.2e, dk %.2e, dv %.2e\n",
-              eo, else_, inf_mismatch, edq, edk, edv);
-  std::printf("%-10s %12s %12s %12s %12s %10s\n", "pass", "tiled ms", "TFLOP/s", "naive ms", "TFLOP/s", "speedup");
-  std::printf("%-10s %12.3f %12.2f %12.3f %12.2f %9.1fx\n", "forward", t_ff, tf(fwd_flop, t_ff), t_nf,
-              tf(fwd_flop, t_nf), t_nf / t_ff);
-  std::printf("%-10s %12.3f %12.2f %12.3f %12.2f %9.1fx\n", "backward", t_fb, tf(bwd_flop, t_fb), t_nb,
-              tf(bwd_flop, t_nb), t_nb / t_fb);
-  std::printf("%-10s %12.3f %12.2f %12.3f %12.2f %9.1fx\n", "fwd+bwd", t_ff + t_fb, tf(fwd_flop + bwd_flop, t_ff + t_fb),
-              t_nf + t_nb, tf(fwd_flop + bwd_flop, t_nf + t_nb), (t_nf + t_nb) / (t_ff + t_fb));
+  std::printf("%-26s %-9s %10s %9s %9s\n", "kernel", "pass", "ms", "TFLOP/s", "vs naive");
+  auto row = [&](const char* kernel, const char* pass, float ms, float naive_ms, double flop) {
+    std::printf("%-26s %-9s %10.3f %9.2f %8.1fx\n", kernel, pass, ms, tf(flop, ms), naive_ms / ms);
+  };
+  row("naive (materialized)", "forward", t_nf, t_nf, fwd_flop);
+  row("naive (materialized)", "backward", t_nb, t_nb, bwd_flop);
+
+  for (const bool tensor_cores : {false, true}) {
+    if (tensor_cores && !std::is_same_v<T, aq::bf16>) continue;
+    c.tensor_cores = tensor_cores;
+    const char* name = tensor_cores ? "tiled, tensor cores" : "tiled, fp32 CUDA cores";
+    o.fill_bytes(0xff);
+    dq.fill_bytes(0xff);
+    dk.fill_bytes(0xff);
+    dv.fill_bytes(0xff);
+    flash_fwd();
+    flash_bwd();
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());
+    const double eo = rel_err(download(o), download(o_ref)), edq = rel_err(download(dq), download(dq_ref));
+    const double edk = rel_err(download(dk), download(dk_ref)), edv = rel_err(download(dv), download(dv_ref));
+    // lse: +inf (rows without an allowed key) must coincide; the finite values are compared.
+    auto l1 = download(lse), l2 = download(lse_ref);
+    int inf_mismatch = 0;
+    for (std::size_t i = 0; i < l1.size(); ++i) {
+      if (std::isinf(l1[i]) || std::isinf(l2[i])) {
+        inf_mismatch += !(std::isinf(l1[i]) && std::isinf(l2[i]));
+        l1[i] = l2[i] = 0.0f;
+      }
+    }
+    const double el = rel_err(l1, l2);
+    const float t_ff = median_ms(flash_reps, flash_fwd), t_fb = median_ms(flash_reps, flash_bwd);
+    row(name, "forward", t_ff, t_nf, fwd_flop);
+    row(name, "backward", t_fb, t_nb, bwd_flop);
+    row(name, "fwd+bwd", t_ff + t_fb, t_nf + t_nb, fwd_flop + bwd_flop);
+    std::printf("  %s vs naive: rel err o %.2e, lse %.2e (%d +inf mismatches), dq %.2e, dk %.2e, dv %.2e\n", name, eo,
+                el, inf_mismatch, edq, edk, edv);
+  }
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // (backend/cpu/attention.hpp) on random data: GQA, head_dim 16/32/64/128, causal with left
 // padding in a batch of 2 under both masked-row policies, and non-causal vision segments.
 // Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
-// (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
+// (the CPU runs in fp32 on the bf16-rounded inputs; the bf16 cases run on both the fp32 CUDA-core
+// and the tensor-core kernels). Outputs are NaN-poisoned before each run.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_runtime.h>
 
@@ -70,9 +71,10 @@ double lse_err(const std::vector<float>& got, const std::vector<float>& ref, boo
 }
 
 template <class T>
-void run_case(const attention_case& tc, std::uint32_t seed) {
+void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = false) {
   const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
-  const std::string label = tc.name + (std::is_same_v<T, float> ? " [fp32]" : " [bf16]");
+  const std::string label =
+      tc.name + (std::is_same_v<T, float> ? " [fp32]" : (tensor_cores ? " [bf16, tensor cores]" : " [bf16]"));
   int rows = 0;
   for (const int l : tc.lengths) rows += l;
   const int d = tc.head_dim;
@@ -131,6 +133,7 @@ void run_case(const attention_case& tc, std::uint32_t seed) {
   gc.causal = tc.causal;
   gc.key_valid = masked ? dvalid.data() : nullptr;
   gc.masked_rows = tc.zero_policy ? aq::cuda::masked_row_policy::zero : aq::cuda::masked_row_policy::attend_all;
+  gc.tensor_cores = tensor_cores;
   aq::cuda::attention_segments gs;
   gs.cu_seqlens = dcu.data();
   gs.count = static_cast<int>(tc.lengths.size());
@@ -191,6 +194,16 @@ void expect_throws_on_bad_head_dim() {
     threw = std::string(e.what()).find("head_dim 48") != std::string::npos;
   }
   expect(threw, "head_dim 48 is rejected with a message naming it");
+  gc.head_dim = 16;
+  gc.tensor_cores = true;
+  threw = false;
+  try {
+    aq::cuda::attention_forward<float>(gc, gs, {nullptr, 0, 32, 32}, {nullptr, 0, 16, 16}, {nullptr, 0, 16, 16},
+                                       {nullptr, 0, 32, 32}, nullptr);
+  } catch (const aq::error& e) {
+    threw = std::string(e.what()).find("bf16") != std::string::npos;
+  }
+  expect(threw, "tensor cores with fp32 storage are rejected");
 }
 
 }  // namespace
@@ -211,6 +224,7 @@ int main() {
     std::uint32_t seed = 1000;
     for (const auto& tc : cases) run_case<float>(tc, seed += 10);
     for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
+    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
     expect_throws_on_bad_head_dim();
   });
 }
