@@ -14,6 +14,7 @@
 #include "aq/io/calib_batches.hpp"
 #include "aq/io/calib_dataset.hpp"
 #include "aq/io/safetensors.hpp"
+#include "aq/io/tokenizer.hpp"
 #include "aq/quant/recipe_registry.hpp"
 
 namespace {
@@ -112,9 +113,29 @@ TEST_CASE("--dump-batches writes int64 [N, T] input_ids, attention_mask, labels 
     CHECK(to_int64_vector(view) == *values);
   }
   CHECK(t.input_ids[0] == io::qwen3_pad_token_id);  // left padding
-  CHECK(t.labels[0] == io::ignore_label);
+  CHECK(t.labels == t.input_ids);                    // the reference's labels: a copy of input_ids
   CHECK(autoquant::data_sha256(t).size() == 64);
   fs::remove_all(dir);
+}
+
+TEST_CASE("the first 16 bundled captions at seq 128 give ModelOpt's batches byte for byte and its data digest") {
+  // benchmarks/modelopt/results/batches_small_s128.safetensors was written by ModelOpt's runner
+  // (transformers tokenizer, padding_side left, max_length 128, labels = input_ids) and its
+  // digest recorded in tiny_fp8_int8_b8.json; the same captions through aq must give both.
+  const fs::path root(AQ_SOURCE_DIR);
+  const io::tokenizer tok = io::tokenizer::from_file(root / "data" / "qwen3-tokenizer" / "tokenizer.json");
+  io::padding_options o;
+  o.max_length = 128;
+  const auto batches = io::make_text_calib_batches(
+      io::read_caption_lines(root / "data" / "captions" / "coco2017_captions_small.txt", 16),
+      [&tok](std::string_view text) { return tok.encode(text); }, 8, o);
+  const autoquant::batch_tensors t = autoquant::stack_batches(batches);
+  CHECK(autoquant::data_sha256(t) == "b91844a13e79415ce2566890c5520cbc274d8652436ecd59f6f426e5c7b13280");
+  const safetensors_file reference(root / "benchmarks" / "modelopt" / "results" / "batches_small_s128.safetensors",
+                                   readable_dtypes);
+  CHECK(to_int64_vector(reference.at("input_ids")) == t.input_ids);
+  CHECK(to_int64_vector(reference.at("attention_mask")) == t.attention_mask);
+  CHECK(to_int64_vector(reference.at("labels")) == t.labels);
 }
 
 TEST_CASE("bad inputs give one-line errors naming the file") {

@@ -24,7 +24,10 @@ Budget: with --disabled-layers, --bits-mode lm (default) turns the requested bit
 constraint the reference driver used, B' = min(16, (16 D + b (T - D)) / T + 1e-3) (T, D: weight numel of all
 Linear/Conv and of the disabled ones); --bits-mode model passes b unchanged.
 
-Timing: model load (from_pretrained + .to(cuda)) and auto_quantize wall time, with calibration, scoring and
+Device and dtype: --device (default cuda when available) and --dtype (default bfloat16, as the reference
+runs; float32 on the CPU gives ModelOpt's scores without bf16 rounding, to compare with aq's fp32 CPU engine).
+
+Timing: model load (from_pretrained + .to(device)) and auto_quantize wall time, with calibration, scoring and
 search phases timed by wrapping ModelOpt's searcher methods (CUDA synchronised). Memory: peak allocated /
 reserved over the auto_quantize call (ModelOpt resets the peak counters before scoring; the peaks of both
 halves are kept).
@@ -131,7 +134,7 @@ def split_batches(data, batch_size):
 
 # ----------------------------------------------------------------------------------------------- utilities
 def sync():
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
@@ -152,7 +155,7 @@ class PhaseTimer:
         self.peaks = []  # (allocated, reserved) seen before each wrapped call and at the end
 
     def note_peak(self):
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
             self.peaks.append((torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()))
 
     def wrap(self, owner, attr, key):
@@ -204,6 +207,28 @@ def extension_status():
     return out
 
 
+def patch_fp8_eager_scale():
+    """ModelOpt's Python FP8 fake quant (used on the CPU) writes `448.0 / amax`, which torch evaluates as
+    `amax.reciprocal() * 448` (Tensor.__rtruediv__), one rounding more than the CUDA kernel's
+    `448.f / amax` (ATen's Scalar / Tensor is a true division). The scales can differ by one ulp, and bf16
+    weights put many x * scale exactly on an E4M3 rounding tie, so the two paths round differently.
+    This replaces the scale computation only; the rest of the Python path is ModelOpt's."""
+    from modelopt.torch.quantization import tensor_quant as tq
+
+    def fp8_eager_division(x, amax=None):
+        dtype = x.dtype
+        if amax is not None:
+            a = amax.to(torch.float32)
+            scale = torch.full_like(a, 448.0) / a
+            x = x.to(torch.float32) * scale
+        x = x.to(torch.float8_e4m3fn)
+        if amax is not None:
+            x = x.to(torch.float32) * (torch.ones_like(scale) / scale)
+        return x.to(dtype)
+
+    tq._fp8_eager = fp8_eager_division
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,15 +249,25 @@ def main():
     ap.add_argument("--disabled-layers", default="model.visual*", help="comma-separated fnmatch patterns")
     ap.add_argument("--method", default="gradient")
     ap.add_argument("--attn-implementation", default="sdpa")
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                    help="model dtype (bfloat16 as the reference runs; float32 to separate bf16 noise from aq)")
+    ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                    help="auto: cuda when available (ModelOpt on the CPU uses its Python fake-quant path)")
+    ap.add_argument("--fp8-scale", choices=["modelopt", "division"], default="modelopt",
+                    help="division: make ModelOpt's Python (CPU) FP8 path compute scale = 448 / amax by true "
+                         "division, as its CUDA kernel does, instead of reciprocal(amax) * 448 (see below)")
     ap.add_argument("--label", default="", help="free text stored in run.label")
     ap.add_argument("--verbose", action="store_true", help="ModelOpt's verbose search output")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if bool(args.batches) == bool(args.captions):
         raise SystemExit("give exactly one of --batches, --captions")
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device")
+    if args.device == "auto" and not torch.cuda.is_available():
         print("warning: no CUDA device, running on the CPU", file=sys.stderr)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype)
 
     import transformers
     import modelopt
@@ -241,6 +276,8 @@ def main():
     from modelopt.torch.quantization import model_quant as mo_mq
 
     ext = extension_status() if dev.type == "cuda" else {}
+    if args.fp8_scale == "division":
+        patch_fp8_eager_scale()
 
     # ---- data
     pad_id = args.pad_token_id
@@ -266,8 +303,7 @@ def main():
     # ---- model
     sync()
     t0 = time.perf_counter()
-    dkw = {"dtype": torch.bfloat16} if int(transformers.__version__.split(".")[0]) >= 5 \
-        else {"torch_dtype": torch.bfloat16}
+    dkw = {"dtype": dtype} if int(transformers.__version__.split(".")[0]) >= 5 else {"torch_dtype": dtype}
     model = transformers.AutoModelForImageTextToText.from_pretrained(
         args.model, attn_implementation=args.attn_implementation, **dkw).to(dev)
     model.eval()
@@ -376,6 +412,7 @@ def main():
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda,
             "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+            "device": dev.type, "threads": torch.get_num_threads(),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED"),
             "cuda_extensions": ext,
             "hf_gradient_checkpointing_context": gc_contexts > 0,
@@ -391,7 +428,7 @@ def main():
             "num_samples": int(data["input_ids"].shape[0]), "seq_len": int(data["input_ids"].shape[1]),
             "num_calib_steps": n_calib, "num_score_steps": n_score, "pad_token_id": pad_id,
             "data": source, "data_sha256": data_digest(data),
-            "attn_implementation": args.attn_implementation, "dtype": "bfloat16",
+            "attn_implementation": args.attn_implementation, "dtype": args.dtype, "fp8_scale": args.fp8_scale,
         },
         "timing_s": {
             "model_load": t_load, "auto_quantize": t_aq,

@@ -6,17 +6,21 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/search_space.hpp"
+#include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
 #include "aq/io/calib_batches.hpp"
 #include "aq/io/json_writer.hpp"
+#include "aq/io/safetensors_writer.hpp"
 
 namespace aq::autoquant {
 
@@ -94,7 +98,8 @@ class sha256 {
   std::uint64_t length_ = 0;
 };
 
-// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length).
+// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length), labels
+// in the reference's form.
 struct batch_tensors {
   std::int64_t rows = 0;
   std::int64_t seq = 0;
@@ -112,7 +117,12 @@ inline batch_tensors stack_batches(std::span<const io::calib_batch> batches) {
     t.rows += b.batch_size;
     t.input_ids.insert(t.input_ids.end(), b.input_ids.begin(), b.input_ids.end());
     t.attention_mask.insert(t.attention_mask.end(), b.attention_mask.begin(), b.attention_mask.end());
-    t.labels.insert(t.labels.end(), b.labels.begin(), b.labels.end());
+    // io marks ignored targets (the pad id) with -100; the reference's labels are a plain copy of
+    // input_ids (its loss ignores the pad id itself). Writing that form makes the dumped file and
+    // the digest byte-identical to the ones ModelOpt's runner writes for the same captions.
+    for (std::size_t i = 0; i < b.labels.size(); ++i) {
+      t.labels.push_back(b.labels[i] == io::ignore_label ? b.input_ids.at(i) : b.labels[i]);
+    }
   }
   return t;
 }
@@ -135,28 +145,19 @@ inline std::string data_sha256(const batch_tensors& t) {
   return h.hex();
 }
 
-// A safetensors file of the three int64 [N, T] tensors (keys sorted, data in key order, header
-// padded with spaces to 8 bytes). Written here because io's writer stores float types only.
+// A safetensors file of the three int64 [N, T] tensors (the layout ModelOpt's runner reads).
 inline std::string render_batches(const batch_tensors& t) {
-  const std::uint64_t bytes = static_cast<std::uint64_t>(t.rows * t.seq) * 8;
-  std::string header = "{";
-  const char* keys[] = {"attention_mask", "input_ids", "labels"};
-  for (int k = 0; k < 3; ++k) {
-    header += std::string(k ? "," : "") + "\"" + keys[k] + "\":{\"dtype\":\"I64\",\"shape\":[" + std::to_string(t.rows) + "," +
-              std::to_string(t.seq) + "],\"data_offsets\":[" + std::to_string(bytes * k) + "," + std::to_string(bytes * (k + 1)) + "]}";
-  }
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  std::string file;
-  const std::uint64_t size = header.size();
-  for (int i = 0; i < 8; ++i) file += static_cast<char>((size >> (8 * i)) & 0xffu);
-  file += header;
-  for (const std::vector<std::int64_t>* values : {&t.attention_mask, &t.input_ids, &t.labels}) {
-    for (const std::int64_t v : *values) {
-      for (int i = 0; i < 8; ++i) file += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu);
+  safetensors_writer w;
+  for (const auto& [key, values] : {std::pair{"attention_mask", &t.attention_mask}, std::pair{"input_ids", &t.input_ids},
+                                    std::pair{"labels", &t.labels}}) {
+    std::vector<std::byte> bytes(values->size() * 8);
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      const auto v = static_cast<std::uint64_t>((*values)[i]);
+      for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
     }
+    w.add(key, dtype_i64, {t.rows, t.seq}, bytes);
   }
-  return file;
+  return w.serialize();
 }
 
 struct result_json_context {

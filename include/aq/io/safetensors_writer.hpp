@@ -57,8 +57,8 @@ class safetensors_writer {
  public:
   // Adds a tensor from raw little-endian bytes of `type` (copied).
   void add(std::string_view name, const dtype& type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
-    if (!find_dtype(type.name)) {
-      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    if (!find_dtype(type.name, readable_dtypes)) {  // raw bytes may also be I32/I64 (e.g. token ids)
+      fail(name, "dtype " + std::string(type.name) + " not supported (BF16, F16, F32, I32, I64)");
     }
     if (name.empty()) fail(name, "empty tensor name");
     if (name == "__metadata__") fail(name, "reserved name");
@@ -73,7 +73,7 @@ class safetensors_writer {
     }
     const auto [it, inserted] = tensors_.try_emplace(std::string(name));
     if (!inserted) fail(name, "added twice");
-    it->second.type = *find_dtype(type.name);
+    it->second.type = *find_dtype(type.name, readable_dtypes);
     it->second.shape = std::move(shape);
     it->second.data.assign(data.begin(), data.end());
   }
