@@ -971,9 +971,11 @@ void attention_forward(const attention_config& c, const attention_segments& segs
                        float* lse, cudaStream_t stream = nullptr) {
   detail::check_attention(c, segs, q, k, v);
   check_same_shape(q, device_matrix<const T>(o), "cuda attention_forward: o");
+  // Validated before the empty-input return, so a bad configuration fails on every input.
+  const bool tensor_cores = detail::use_tensor_cores<T>(c, {q, k, v, device_matrix<const T>(o)});
   if (segs.count == 0 || segs.max_length == 0) return;
   const detail::attn_args a = detail::make_args<T>(c, segs, q.rows);
-  if (detail::use_tensor_cores<T>(c, {q, k, v, device_matrix<const T>(o)})) {
+  if (tensor_cores) {
     if constexpr (std::is_same_v<T, bf16>) {
       detail::attn_dispatch(c.head_dim, [&]<int D>() {
         const auto kernel = detail::attention_forward_tc_kernel<D>;
@@ -1014,10 +1016,11 @@ void attention_backward(const attention_config& c, const attention_segments& seg
   check_same_shape(q, device_matrix<const T>(dq), "cuda attention_backward: dq");
   check_same_shape(k, device_matrix<const T>(dk), "cuda attention_backward: dk");
   check_same_shape(k, device_matrix<const T>(dv), "cuda attention_backward: dv");
+  const bool tensor_cores = detail::use_tensor_cores<T>(c, {q, k, v, o, d_o, device_matrix<const T>(dq),
+                                                            device_matrix<const T>(dk), device_matrix<const T>(dv)});
   if (segs.count == 0 || segs.max_length == 0) return;
   const detail::attn_args a = detail::make_args<T>(c, segs, q.rows);
-  if (detail::use_tensor_cores<T>(c, {q, k, v, o, d_o, device_matrix<const T>(dq), device_matrix<const T>(dk),
-                                      device_matrix<const T>(dv)})) {
+  if (tensor_cores) {
     if constexpr (std::is_same_v<T, bf16>) {
       detail::attn_dispatch(c.head_dim, [&]<int D>() {
         const unsigned tiles = static_cast<unsigned>((segs.max_length + detail::attn_rows - 1) / detail::attn_rows);
