@@ -4,10 +4,12 @@
 // over every token including padding, exactly what ModelOpt computes (it drops H(p) nowhere).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/core/error.hpp"
@@ -71,9 +73,8 @@ inline double cross_entropy_sum(const reference_distribution& p, const const_mat
 }
 
 // During a forward, replaces the output of every module of one group by its output under one
-// recipe, before the model consumes it (text_model and vision_model notify on_forward right after
-// a linear's GEMM and before its output is read), so the rest of the network sees the quantized
-// group and everything else unquantized.
+// recipe, through the model's replace_output hook (called before the model reads Y), so the rest
+// of the network sees the quantized group and everything else unquantized.
 class quantized_group_forward : public qwen3_vl::linear_observer {
  public:
   explicit quantized_group_forward(calibrated_recipes& calibration) : calib_(calibration) {}
@@ -83,18 +84,20 @@ class quantized_group_forward : public qwen3_vl::linear_observer {
     recipe_ = recipe;
   }
 
-  void on_forward(const qwen3_vl::linear_call& call) override {
+  void replace_output(const qwen3_vl::linear_call& call, matrix_view output) override {
     const auto m = calib_.module_index(call.name);
     if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
     const quantized_weight& w = calib_.weight(*m, recipe_, call.weight);
     const tensor y_r =
         quantized_linear_forward(calib_.recipe(recipe_), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
-    // The output buffer belongs to the running model and is writable; the view is const only
-    // because ordinary observers must not touch it.
-    for (std::int64_t r = 0; r < call.output.rows; ++r) {
-      float* dst = const_cast<float*>(call.output.row(r));
-      const float* src = y_r.data() + r * call.output.cols;
-      for (std::int64_t c = 0; c < call.output.cols; ++c) dst[c] = src[c];
+    if (y_r.shape().front() != output.rows || y_r.numel() != output.rows * output.cols) {
+      throw error("kl_div score: " + std::string(call.name) + ": quantized output " + shape_string(y_r.shape()) +
+                  " does not match the module output [" + std::to_string(output.rows) + ", " +
+                  std::to_string(output.cols) + "]");
+    }
+    for (std::int64_t r = 0; r < output.rows; ++r) {
+      const float* src = y_r.data() + r * output.cols;
+      std::copy(src, src + output.cols, output.row(r));
     }
   }
 

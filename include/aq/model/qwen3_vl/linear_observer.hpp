@@ -1,6 +1,6 @@
 // The hook through which scorers see every quantizable linear module of a model run: on the
-// forward its input X and output Y, on the backward also dL/dY. rerun_linear() recomputes a
-// module's output from the same X with a modified (e.g. fake-quantized) weight or input.
+// forward its input X and output Y (which an observer may replace), on the backward also dL/dY.
+// rerun_linear() recomputes a module's output from the same X with a modified weight or input.
 #pragma once
 
 #include <string_view>
@@ -24,8 +24,21 @@ class linear_observer {
  public:
   virtual ~linear_observer() = default;
   virtual void on_forward(const linear_call& /*call*/) {}
+  // Forward only, right after on_forward and before the model reads Y. `output` is Y itself
+  // (the buffer call.output views), writable: values written there are what the rest of the run
+  // uses, the backward included (on_backward then shows them as call.output). The one sanctioned
+  // way to change a module's output, e.g. to put a quantized module's output in place; observers
+  // that only watch keep the default, which leaves Y alone.
+  virtual void replace_output(const linear_call& /*call*/, matrix_view /*output*/) {}
   virtual void on_backward(const linear_call& /*call*/) {}
 };
+
+// What a model calls once a linear's Y is computed in the forward: the observer watches, then may
+// replace Y. `output` must view the same buffer as call.output.
+inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
+  observer.on_forward(call);
+  observer.replace_output(call, output);
+}
 
 // Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.
 inline tensor rerun_linear(const linear_call& call, const const_matrix_view& weight, const const_matrix_view& input) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cpu/attention.hpp"
@@ -83,13 +84,14 @@ class text_model {
   };
 
   void notify(linear_observer* obs, bool backward, const std::string& name, const tensor& w, const tensor& x,
-              const tensor& y, const tensor* g) const {
+              tensor& y, const tensor* g) const {
     if (obs == nullptr) return;
-    linear_call call{name, w.matrix(), nullptr, x.matrix(), y.matrix(), g != nullptr ? g->matrix() : const_matrix_view{}};
+    linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
+                     g != nullptr ? g->matrix() : const_matrix_view{}};
     if (backward) {
       obs->on_backward(call);
     } else {
-      obs->on_forward(call);
+      notify_forward(*obs, call, y.matrix());
     }
   }
 

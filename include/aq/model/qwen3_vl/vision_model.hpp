@@ -140,7 +140,19 @@ class vision_model {
     if (backward) {
       obs->on_backward(call);
     } else {
-      obs->on_forward(call);
+      throw error("vision model: forward notification of " + name + " without a writable output");
+    }
+  }
+  // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
+  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+                     const tensor& b, const const_matrix_view& x, const matrix_view& y,
+                     const const_matrix_view& g = {}) {
+    if (obs == nullptr) return;
+    const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      notify_forward(*obs, call, y);
     }
   }
   std::int64_t merged_rows(const tensor& t) const {

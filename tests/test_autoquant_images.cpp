@@ -1,0 +1,127 @@
+// The image+caption path end to end, as aq-autoquant runs it for a .jsonl calibration file with
+// --scope all: JSON lines -> images decoded and preprocessed -> chat prompt with image pads ->
+// the built-in default Qwen3-VL (vision tower, mergers, DeepStack) -> calibration, gradient
+// scores, allocation -> reports. Text-only data never runs the vision tower; images must.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/autoquant/default_model.hpp"
+#include "aq/autoquant/engine.hpp"
+#include "aq/autoquant/model_runner.hpp"
+#include "aq/autoquant/outputs.hpp"
+#include "aq/autoquant/scope.hpp"
+#include "aq/autoquant/search_space.hpp"
+#include "aq/io/calib_batches.hpp"
+#include "aq/io/calib_dataset.hpp"
+#include "aq/io/image.hpp"
+#include "aq/io/quant_manifest.hpp"
+#include "aq/io/safetensors.hpp"
+#include "aq/io/tokenizer.hpp"
+#include "aq/model/qwen3_vl/modules.hpp"
+#include "aq/model/qwen3_vl/vl_model.hpp"
+
+namespace {
+
+using namespace aq;
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+TEST_CASE("image-caption calibration with --scope all gives every vision group a score and writes the reports") {
+  const fs::path dir = fs::temp_directory_path() / "aq_test_autoquant_images";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "img");
+  const fs::path images(AQ_TEST_FIXTURES "/images");
+  fs::copy_file(images / "alpha_grid.png", dir / "img" / "grid.png");  // 256 x 256 RGBA
+  fs::copy_file(images / "jpeg_420.jpg", dir / "img" / "photo.jpg");   // 61 x 45, upscaled to >= 65536 px
+  std::ofstream(dir / "pairs.jsonl") << R"({"image": "img/grid.png", "caption": "A grid of coloured squares."})"
+                                     << "\n"
+                                     << R"({"image": "img/photo.jpg", "caption": "A small photograph."})" << "\n";
+
+  // What the driver does for a .jsonl file: one sample per batch, images preprocessed for the model.
+  const qwen3_vl::config cfg = autoquant::default_model_config();
+  const autoquant::generated_model weights = autoquant::make_generated_model(cfg, 0);
+  const qwen3_vl::vl_model model(cfg, weights.text, weights.vision);
+  const io::tokenizer tok =
+      io::tokenizer::from_file(fs::path(AQ_SOURCE_DIR) / "data" / "qwen3-tokenizer" / "tokenizer.json");
+  io::qwen3_vl_image_options image_options;
+  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
+  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
+  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+  io::padding_options padding;
+  padding.max_length = 32;
+  std::vector<io::calib_batch> batches;
+  for (const io::image_caption& s : io::read_image_caption_jsonl(dir / "pairs.jsonl", true, 2)) {
+    batches.push_back(io::make_image_caption_batch(
+        io::load_image(s.image), s.caption, [&tok](std::string_view t) { return tok.encode(t); }, image_options,
+        padding, s.image.string()));
+  }
+  REQUIRE(batches.size() == 2);
+  for (const io::calib_batch& b : batches) {
+    CHECK(b.batch_size == 1);
+    CHECK(b.vision.grid_thw.size() == 1);
+    CHECK(b.seq_len > padding.max_length);  // the image pads alone exceed it: no truncation of images
+  }
+
+  const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
+  const autoquant::search_space space = autoquant::make_search_space(
+      qwen3_vl::quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::all));
+  const autoquant::model_runner runner = autoquant::make_model_runner(model, batches);
+  autoquant::engine_options o;
+  o.effective_bits = 8.0;
+  o.num_calib_steps = 2;
+  o.num_score_steps = 2;
+  o.scheme_name = "images_autoquant_all";
+  o.scope = autoquant::scope_preset::all;
+  const autoquant::autoquant_result r = autoquant::run_autoquant(space, runner, o);
+
+  // Every group is searched (nothing disabled), and every vision group - patch embedding, blocks,
+  // merger and DeepStack mergers - ran and got a positive, finite score under both recipes.
+  std::size_t vision_groups = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    CHECK(space.configurable(g));
+    if (space.groups[g].name.rfind("model.visual.", 0) != 0) continue;
+    ++vision_groups;
+    REQUIRE(r.raw_scores[g].size() == 3);  // fp8, int8, none
+    for (std::size_t c = 0; c < 2; ++c) {
+      CHECK_MESSAGE((std::isfinite(r.raw_scores[g][c]) && r.raw_scores[g][c] > 0.0), space.groups[g].name);
+    }
+    CHECK(r.raw_scores[g][2] == 0.0);
+  }
+  // depth 2 x (qkv, proj, fc1, fc2) + patch_embed + merger (fc1, fc2) + 1 DeepStack merger (fc1, fc2)
+  CHECK(vision_groups == 2 * 4 + 1 + 2 + 2);
+  CHECK(r.allocation.is_satisfied);
+  CHECK(r.allocation.effective_bits == doctest::Approx(8.0).epsilon(1e-12));  // B = 8: all quantized
+
+  const fs::path out = dir / "out";
+  autoquant::write_outputs(out, space, r);
+  const std::string manifest = read_text(out / io::quant_manifest_filename(r.report.scheme));
+  CHECK(manifest.find("\"model.visual.blocks.0.attn.qkv.quant_recipe\"") != std::string::npos);
+  CHECK(manifest.find("\"model.visual.deepstack_merger_list.0.linear_fc2.quant_recipe\"") != std::string::npos);
+  const std::string table = read_text(out / "per-layer-sensitivity.md");
+  CHECK(table.find("|model.visual.patch_embed.proj|8.0, 8.0|") != std::string::npos);
+  CHECK(fs::is_regular_file(out / "per-layer-sensitivity.json"));
+  // The vision quantizers were calibrated: their input amax is in the state of the chosen recipes.
+  const safetensors_file state(out / autoquant::state_filename(o.scheme_name));
+  bool vision_input_amax = false;
+  for (const tensor_view& t : state.tensors()) {
+    vision_input_amax = vision_input_amax || t.name == "model.visual.blocks.1.mlp.linear_fc2.input_quantizer._amax";
+  }
+  CHECK(vision_input_amax);
+  fs::remove_all(dir);
+}
