@@ -1,0 +1,252 @@
+// aq-autoquant-cuda: aq-autoquant's LM-scope gradient run with calibration and scoring on the
+// GPU. Same flags and report files as aq-autoquant; prints per-stage wall times (load,
+// calibrate, score, search, write), the GEMM rate of the score pass next to a plain cuBLASLt
+// bf16 GEMM measured in the same run, and the peak device memory.
+#pragma nv_diag_suppress 20012  // Eigen through the CPU engine headers
+#include <aq/autoquant/default_model.hpp>
+#include <aq/autoquant/engine.hpp>
+#include <aq/autoquant/model_runner.hpp>
+#include <aq/autoquant/options.hpp>
+#include <aq/autoquant/progress.hpp>
+#include <aq/autoquant/search_space.hpp>
+#include <aq/core/atomic_file.hpp>
+#include <aq/io/calib_batches.hpp>
+
+#include "aq-autoquant-cuda.hpp"
+#pragma nv_diag_default 20012
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <aq/backend/cuda/autoquant_cuda.cuh>
+#include <aq/backend/cuda/gemm_cublaslt.cuh>
+#include <aq/backend/cuda/qwen3_vl_text.cuh>
+
+namespace {
+
+namespace fs = std::filesystem;
+using aq::bf16;
+using aq::error;
+namespace qwen3_vl = aq::qwen3_vl;
+namespace autoquant = aq::autoquant;
+namespace io = aq::io;
+namespace acu = aq::cuda;
+using clock_type = std::chrono::steady_clock;
+
+double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+fs::path bundled(const std::string& relative, const char* argv0) {
+  std::vector<fs::path> roots{fs::current_path()};
+  std::error_code ec;
+  const fs::path exe = fs::weakly_canonical(fs::path(argv0), ec);
+  if (!ec) {
+    roots.push_back(exe.parent_path().parent_path().parent_path());
+    roots.push_back(exe.parent_path().parent_path().parent_path().parent_path());
+  }
+  for (const fs::path& root : roots) {
+    if (fs::exists(root / relative, ec)) return root / relative;
+  }
+  throw error("bundled file " + relative + " not found (run from the source tree, or pass the file explicitly)");
+}
+
+// Plain cuBLASLt bf16 GEMM (fp32 out) of the model's largest linear shape, random operands, the
+// median of 20 timed runs after 3 warm-ups: the reference rate for the model's GEMMs.
+double reference_gemm_tflops(acu::cublaslt_gemm& gemm, std::int64_t m, std::int64_t n, std::int64_t k, cudaStream_t s) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<bf16> hx(static_cast<std::size_t>(m * k)), hw(static_cast<std::size_t>(n * k));
+  for (bf16& v : hx) v = aq::float_to_bf16(dist(rng));
+  for (bf16& v : hw) v = aq::float_to_bf16(0.02f * dist(rng));
+  const acu::device_buffer<bf16> x(hx), w(hw);
+  acu::device_buffer<float> y(static_cast<std::size_t>(m * n));
+  const auto run = [&] {
+    gemm.linear_forward(acu::device_matrix<const bf16>{x.data(), m, k, k}, acu::device_matrix<const bf16>{w.data(), n, k, k},
+                        acu::device_matrix<float>{y.data(), m, n, n}, nullptr, false, s);
+  };
+  cudaEvent_t a = nullptr, b = nullptr;
+  AQ_CUDA_CHECK(cudaEventCreate(&a));
+  AQ_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) run();
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    AQ_CUDA_CHECK(cudaEventRecord(a, s));
+    run();
+    AQ_CUDA_CHECK(cudaEventRecord(b, s));
+    AQ_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0.0f;
+    AQ_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  AQ_CUDA_CHECK(cudaEventDestroy(a));
+  AQ_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / (ms[ms.size() / 2] * 1e-3) / 1e12;
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  autoquant::driver_options o = autoquant::parse_arguments(args);
+  if (o.help) {
+    std::fputs("aq-autoquant-cuda: the flags of aq-autoquant (below); LM scope, gradient method and caption\n"
+               "data only; calibration and scoring run on the GPU.\n\n", stdout);
+    std::fputs(autoquant::help_text().c_str(), stdout);
+    return 0;
+  }
+  if (!o.output_dir) throw error("--output-dir is required (see --help)");
+  if (o.method != autoquant::score_method::gradient) throw error("--method: only gradient runs on the GPU");
+  const bool builtin = !o.model_dir;
+  const std::int64_t samples =
+      o.num_samples ? *o.num_samples
+                    : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
+  const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
+  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("data/captions/coco2017_captions_medium.txt", argv[0]);
+  if (calib.extension() == ".jsonl") throw error("--calib: image-caption data needs the vision tower; only captions run on the GPU");
+
+  int device = 0;
+  AQ_CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp prop{};
+  AQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  AQ_CUDA_CHECK(cudaFree(nullptr));  // context first, so that it is not counted as ours
+  const std::size_t baseline = acu::device_bytes_in_use();
+
+  // load: config, weights onto the GPU, tokenized batches.
+  const auto t_load = clock_type::now();
+  qwen3_vl::config cfg;
+  acu::qwen3_vl_text_device_weights weights;
+  std::string model_id;
+  if (o.model_dir) {
+    const fs::path dir(*o.model_dir);
+    if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
+    cfg = aq_cuda_driver::read_config(dir);
+    weights = aq_cuda_driver::load_weights(dir, cfg);
+    model_id = dir.string();
+  } else {
+    cfg = autoquant::default_model_config();
+    const autoquant::generated_model g = autoquant::make_generated_model(cfg, o.seed);
+    weights = acu::upload_text_weights(cfg, g.text);
+    model_id = "builtin:qwen3-vl-default(seed=" + std::to_string(o.seed) + ")";
+  }
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const double weights_seconds = since(t_load);
+  std::vector<std::string> patterns = autoquant::scope_patterns(o.scope);
+  patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
+  const autoquant::search_space space = aq_cuda_driver::make_space(cfg, o.formats, patterns);
+  const double budget = o.adjust_budget
+                            ? autoquant::adjusted_budget_bits(o.effective_bits, space.total_params, space.disabled_params)
+                            : o.effective_bits;
+  autoquant::check_budget(space, budget, o.effective_bits);
+  const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
+                                              : bundled("data/qwen3-tokenizer/tokenizer.json", argv[0]);
+  const std::vector<io::calib_batch> batches =
+      aq_cuda_driver::make_batches(tokenizer_path, calib, samples, o.batch_size, seq_len);
+  std::int64_t used = 0, max_tokens = 0;
+  std::vector<qwen3_vl::text_batch> text;
+  for (const io::calib_batch& b : batches) {
+    used += b.batch_size;
+    max_tokens = std::max(max_tokens, b.batch_size * b.seq_len);
+    text.push_back(autoquant::to_text_batch(b));
+  }
+  const double load_seconds = since(t_load);
+
+  autoquant::engine_options e;
+  e.method = o.method;
+  e.clamp = o.clamp;
+  e.num_calib_steps = o.num_calib_steps ? *o.num_calib_steps : io::num_calib_steps(static_cast<std::int64_t>(batches.size()));
+  e.num_score_steps = o.num_score_steps ? *o.num_score_steps
+                                        : io::num_score_steps(static_cast<std::int64_t>(batches.size()), o.batch_size, o.score_size);
+  e.effective_bits = o.effective_bits;
+  e.adjust_budget = o.adjust_budget;
+  e.custom_names = o.custom_names;
+  e.scheme_name = o.scheme_name ? *o.scheme_name : "autoquant_" + std::string(autoquant::to_string(o.scope));
+  e.quant_formats = o.quant_formats;
+  e.score_size = o.score_size;
+  e.scope = o.scope;
+  e.model_id = model_id;
+  io::dataset_info dataset;
+  dataset.name = o.dataset_name ? *o.dataset_name : calib.stem().string();
+  if (o.dataset_size) dataset.size = *o.dataset_size;
+  dataset.root = calib.parent_path().string();
+  dataset.captions_path = calib.string();
+  dataset.max_calib_samples = samples;
+  dataset.num_calib_samples = used;
+  dataset.calib_seq_len = seq_len;
+  dataset.batch_size = o.batch_size;
+  dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
+  e.dataset = dataset;
+
+  acu::qwen3_vl_text_model model(cfg, weights, max_tokens);
+  acu::text_run_options run_options;
+  run_options.masked_rows = o.attention == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
+  // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
+  const double ref_tflops =
+      reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
+  autoquant::terminal_progress progress;
+  acu::autoquant_cuda_stats stats;
+  const autoquant::autoquant_result result = acu::run_autoquant_cuda(
+      space, model, text, e, run_options, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); },
+      &stats);
+  const std::size_t peak = stats.peak_device_bytes > baseline ? stats.peak_device_bytes - baseline : 0;
+
+  const auto t_write = clock_type::now();
+  const fs::path out(*o.output_dir);
+  aq_cuda_driver::write_outputs(out, space, result);
+  const std::string log = aq_cuda_driver::run_log(space, result, e, load_seconds);
+  aq::write_file_atomic(out / aq_cuda_driver::run_log_filename(e.scheme_name), log);
+  if (o.dump_batches) aq_cuda_driver::dump_batches(*o.dump_batches, batches);
+  if (o.result_json) {
+    aq_cuda_driver::json_fields f;
+    f.model = o.model_dir ? fs::path(*o.model_dir).filename().string() : "builtin";
+    if (f.model.empty()) f.model = fs::path(*o.model_dir).parent_path().filename().string();
+    f.formats = o.formats;
+    f.effective_bits_requested = o.effective_bits;
+    f.batch_size = o.batch_size;
+    f.num_samples = used;
+    f.seq_len = seq_len;
+    f.num_batches = static_cast<std::int64_t>(batches.size());
+    f.data = calib.string();
+    f.attention = o.attention;
+    f.model_load_s = load_seconds;
+    f.weight_bytes = weights.bytes();
+    f.peak_bytes = peak;
+    f.gpu = prop.name;
+    aq::write_file_atomic(*o.result_json, aq_cuda_driver::result_json(space, result, e, f, batches) + "\n");
+  }
+  const double write_seconds = since(t_write);
+
+  const double score_tflops = stats.scoring_gemm_flops / result.timings.scoring / 1e12;
+  const double calib_tflops = stats.calibration_gemm_flops / result.timings.calibration / 1e12;
+  std::fputs(log.c_str(), stdout);
+  std::printf("gpu: %s\n", prop.name);
+  std::printf("stage wall time [s]: load %.3f (weights %.3f), calibrate %.3f, score %.3f, search %.3f, write %.3f; "
+              "auto_quantize %.3f, end to end %.3f\n",
+              load_seconds, weights_seconds, result.timings.calibration, result.timings.scoring, result.timings.search,
+              write_seconds, result.timings.calibration + result.timings.scoring + result.timings.search,
+              load_seconds + result.timings.calibration + result.timings.scoring + result.timings.search + write_seconds);
+  std::printf("GEMM work: calibrate %.1f TFLOP (%.1f TFLOP/s over the stage), score %.1f TFLOP (%.1f TFLOP/s over the "
+              "stage); plain cuBLASLt bf16 GEMM [%lld x %lld x %lld]: %.1f TFLOP/s; score stage at %.0f%% of it\n",
+              stats.calibration_gemm_flops / 1e12, calib_tflops, stats.scoring_gemm_flops / 1e12, score_tflops,
+              static_cast<long long>(max_tokens), static_cast<long long>(cfg.text.intermediate_size),
+              static_cast<long long>(cfg.text.hidden_size), ref_tflops, 100.0 * score_tflops / ref_tflops);
+  std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
+              static_cast<double>(weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
+              static_cast<double>(baseline) / (1 << 30));
+  std::printf("wrote %s\n", out.string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "aq-autoquant-cuda: %s\n", e.what());
+    return 2;
+  }
+}

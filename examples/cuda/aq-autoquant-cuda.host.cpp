@@ -1,0 +1,111 @@
+// Host-only half of aq-autoquant-cuda: safetensors in (weights) and out (quantizer state).
+#include "aq-autoquant-cuda.hpp"
+
+#include <aq/autoquant/outputs.hpp>
+#include <aq/autoquant/result_json.hpp>
+#include <aq/core/atomic_file.hpp>
+#include <aq/core/error.hpp>
+#include <aq/model/qwen3_vl/modules.hpp>
+#include <aq/backend/cuda/qwen3_vl_text_checkpoint.cuh>
+#include <aq/io/calib_dataset.hpp>
+#include <aq/io/hf_config.hpp>
+#include <aq/io/safetensors.hpp>
+#include <aq/io/tokenizer.hpp>
+
+namespace aq_cuda_driver {
+
+namespace {
+
+// Fills what render_result_json leaves as the CPU's (device, precision, memory).
+std::string patch(std::string json, const std::string& gpu, std::size_t peak, std::size_t weights) {
+  const auto replace = [&](const std::string& from, const std::string& to) {
+    const std::size_t at = json.find(from);
+    if (at != std::string::npos) json.replace(at, from.size(), to);  // absent: left as the engine wrote it
+  };
+  replace("\"device\": \"cpu\"", "\"device\": \"cuda\", \"gpu\": \"" + gpu + "\"");
+  replace("\"precision\": \"float32\"", "\"precision\": \"bf16 weights and GEMMs, fp32 accumulation\"");
+  replace("\"dtype\": \"float32\"", "\"dtype\": \"bfloat16\"");
+  replace("\"peak_allocated\": null", "\"peak_allocated\": " + std::to_string(peak));
+  replace("\"peak_reserved\": null", "\"peak_reserved\": " + std::to_string(peak));
+  const std::string w = "\"weights\": ";
+  const std::size_t at = json.find(w);
+  if (at == std::string::npos) return json;
+  const std::size_t end = json.find_first_of(",\n}", at + w.size());
+  json.replace(at + w.size(), end - at - w.size(), std::to_string(weights));
+  return json;
+}
+
+}  // namespace
+
+aq::qwen3_vl::config read_config(const std::filesystem::path& dir) { return aq::read_qwen3_vl_config(dir); }
+
+std::vector<aq::io::calib_batch> make_batches(const std::filesystem::path& tokenizer, const std::filesystem::path& captions,
+                                              std::int64_t samples, std::int64_t batch_size, std::int64_t seq_len) {
+  const aq::io::tokenizer tok = aq::io::tokenizer::from_file(tokenizer);
+  const auto encode = [&tok](std::string_view text) { return tok.encode(text); };
+  aq::io::padding_options padding;
+  padding.max_length = seq_len;
+  return aq::io::make_text_calib_batches(aq::io::read_caption_lines(captions, static_cast<std::size_t>(samples)), encode,
+                                         batch_size, padding);
+}
+
+aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {
+  const aq::safetensors_checkpoint checkpoint(dir);
+  return aq::cuda::load_text_weights(cfg, checkpoint);
+}
+
+void write_outputs(const std::filesystem::path& out, const aq::autoquant::search_space& space,
+                   const aq::autoquant::autoquant_result& result) {
+  aq::autoquant::write_outputs(out, space, result);
+}
+
+std::string run_log(const aq::autoquant::search_space& space, const aq::autoquant::autoquant_result& result,
+                    const aq::autoquant::engine_options& options, double load_seconds) {
+  return aq::autoquant::render_run_log(space, result, options, load_seconds);
+}
+
+std::string run_log_filename(const std::string& scheme) { return aq::autoquant::run_log_filename(scheme); }
+
+}  // namespace aq_cuda_driver
+
+namespace aq_cuda_driver {
+
+aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
+                                       const std::vector<std::string>& patterns) {
+  aq::autoquant::search_space space =
+      aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, patterns);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    if (space.configurable(space.module_group[m]) &&
+        aq::qwen3_vl::part_of(space.modules[m].name) == aq::qwen3_vl::model_part::vision) {
+      throw aq::error("--scope/--disable: vision module " + space.modules[m].name +
+                      " is configurable; the GPU path runs the text decoder only (use --scope lm)");
+    }
+  }
+  return space;
+}
+
+void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches) {
+  aq::write_file_atomic(file, aq::autoquant::render_batches(aq::autoquant::stack_batches(batches)));
+}
+
+std::string result_json(const aq::autoquant::search_space& space, const aq::autoquant::autoquant_result& result,
+                        const aq::autoquant::engine_options& options, const json_fields& f,
+                        const std::vector<aq::io::calib_batch>& batches) {
+  aq::autoquant::result_json_context c;
+  c.model = f.model;
+  c.formats = f.formats;
+  c.effective_bits_requested = f.effective_bits_requested;
+  c.batch_size = f.batch_size;
+  c.data_sha256 = aq::autoquant::data_sha256(aq::autoquant::stack_batches(batches));
+  c.num_samples = f.num_samples;
+  c.seq_len = f.seq_len;
+  c.num_batches = f.num_batches;
+  c.data = f.data;
+  c.attention = f.attention;
+  c.threads = 1;
+  c.model_load_s = f.model_load_s;
+  c.weight_bytes = static_cast<std::int64_t>(f.weight_bytes);
+  return patch(aq::autoquant::render_result_json(space, result, options, c), f.gpu, f.peak_bytes, f.weight_bytes);
+}
+
+}  // namespace aq_cuda_driver

@@ -1,0 +1,173 @@
+// AutoQuant (gradient method, text decoder + lm_head) with calibration and scoring on the GPU:
+// the same search space, clamp, allocation, report and quantizer state as autoquant::run_autoquant,
+// with the model passes replaced by qwen3_vl_text_model + device_calibration/device_gradient_scorer.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#pragma nv_diag_suppress 20012  // Eigen through the CPU engine headers
+#include "aq/autoquant/engine.hpp"
+#pragma nv_diag_default 20012
+#include "aq/autoquant/progress.hpp"
+#include "aq/autoquant/search_space.hpp"
+#include "aq/backend/cuda/gradient_scorer.cuh"
+#include "aq/backend/cuda/qwen3_vl_text.cuh"
+#include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/text_model.hpp"
+#include "aq/score/monotone_clamp.hpp"
+#include "aq/search/pareto.hpp"
+
+namespace aq::cuda {
+
+// What the GPU run measured besides the engine's result.
+struct autoquant_cuda_stats {
+  double calibration_gemm_flops = 0.0;
+  double scoring_gemm_flops = 0.0;  // model forward + recompute + backward + recipe GEMMs
+  std::size_t peak_device_bytes = 0;  // high-water mark of used device memory seen at stage ends
+};
+
+// Device memory in use now (cudaMemGetInfo: total − free).
+inline std::size_t device_bytes_in_use() {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return total_bytes - free_bytes;
+}
+
+template <class List = recipes::all_recipes>
+std::vector<device_recipe> make_device_recipes(const autoquant::search_space& space) {
+  std::vector<device_recipe> out;
+  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) out.push_back(make_device_recipe<List>(*space.candidates[c].recipe));
+  return out;
+}
+
+// The whole gradient-method run on text batches. `memory_probe` (optional) is called at points
+// where the device holds the most (after each stage's first batch) to track the peak.
+template <class List = recipes::all_recipes>
+autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& space, qwen3_vl_text_model& model,
+                                               const std::vector<qwen3_vl::text_batch>& batches,
+                                               const autoquant::engine_options& options,
+                                               const text_run_options& run_options = {},
+                                               const autoquant::progress_callback& progress = {},
+                                               autoquant_cuda_stats* stats = nullptr) {
+  using clock = std::chrono::steady_clock;
+  const auto seconds_since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
+  if (options.method != autoquant::score_method::gradient) {
+    throw error("aq-autoquant-cuda: only --method gradient runs on the GPU");
+  }
+  autoquant::autoquant_result result;
+  result.budget_bits = options.adjust_budget ? autoquant::adjusted_budget_bits(options.effective_bits, space.total_params,
+                                                                              space.disabled_params)
+                                             : options.effective_bits;
+  autoquant::check_budget(space, result.budget_bits, options.effective_bits);
+  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
+    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+  }
+  if (batches.empty()) throw error("autoquant: no calibration batches");
+  const auto nb = static_cast<std::int64_t>(batches.size());
+  result.num_calib_steps = std::min(options.num_calib_steps, nb);
+  result.num_score_steps = std::min(options.num_score_steps, nb);
+  autoquant_cuda_stats local;
+  autoquant_cuda_stats& st = stats != nullptr ? *stats : local;
+  const auto probe = [&] { st.peak_device_bytes = std::max(st.peak_device_bytes, device_bytes_in_use()); };
+  const auto report = [&](std::string_view stage, std::size_t done, std::size_t total) {
+    if (progress) progress(stage, done, total);
+  };
+
+  std::vector<bool> active(space.modules.size(), false);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
+  device_calibration calibration(make_device_recipes<List>(space), space.modules, std::move(active));
+
+  // Calibration: forward only, no labels.
+  auto start = clock::now();
+  double flops0 = model.gemm_flops();
+  {
+    device_calibration_observer observer(calibration, model.stream());
+    text_run_options o = run_options;
+    o.backward = false;
+    o.logits = false;
+    const auto n = static_cast<std::size_t>(result.num_calib_steps);
+    report("calibration", 0, n);
+    for (std::size_t b = 0; b < n; ++b) {
+      qwen3_vl::text_batch batch = batches[b];
+      batch.labels.clear();
+      (void)model.run(batch, o, &observer);
+      if (b == 0) probe();
+      report("calibration", b + 1, n);
+    }
+    AQ_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+  }
+  result.timings.calibration = seconds_since(start);
+  st.calibration_gemm_flops = model.gemm_flops() - flops0;
+
+  // Scoring: forward, loss, backward with the scorer.
+  start = clock::now();
+  flops0 = model.gemm_flops();
+  std::vector<double> module_scores;
+  double scorer_flops = 0.0;
+  {
+    device_gradient_scorer scorer(calibration, model.gemm(), model.stream());
+    text_run_options o = run_options;
+    o.backward = true;
+    o.logits = false;
+    const auto n = static_cast<std::size_t>(result.num_score_steps);
+    report("scoring", 0, n);
+    for (std::size_t b = 0; b < n; ++b) {
+      if (batches[b].labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
+      (void)model.run(batches[b], o, &scorer);
+      if (b == 0) probe();
+      report("scoring", b + 1, n);
+    }
+    module_scores = scorer.scores();
+    scorer_flops = scorer.gemm_flops();
+    probe();
+  }
+  result.timings.scoring = seconds_since(start);
+  st.scoring_gemm_flops = model.gemm_flops() - flops0 + scorer_flops;
+
+  // Group sums in module order, then the engine's clamp, search and report.
+  start = clock::now();
+  const std::size_t R = calibration.num_recipes();
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    std::vector<double> raw;
+    if (space.configurable(g)) {
+      raw.assign(R, 0.0);
+      for (std::size_t r = 0; r < R; ++r) {
+        for (const std::size_t m : space.groups[g].members) raw[r] += module_scores[m * R + r];
+      }
+    }
+    result.choices.push_back(space.choices(g));
+    raw.push_back(0.0);  // NONE
+    result.scores.push_back(score::monotone_clamp(raw, options.clamp));
+    result.raw_scores.push_back(std::move(raw));
+  }
+  const search::allocation_problem problem = autoquant::cost_problem(space, result.scores);
+  const search::pareto_front front(problem);
+  result.allocation = front.at_bits(result.budget_bits);
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+  }
+  result.report = autoquant::build_report(space, options, result.budget_bits, result.choices, result.scores,
+                                          result.allocation, front);
+  result.timings.search = seconds_since(start);
+
+  // Quantizer state of the chosen recipes (modules never run have none, as in ModelOpt).
+  const std::vector<float> input_amax = calibration.input_amax_host();
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const std::size_t c = result.chosen[space.module_group[m]];
+    if (c == space.none_index() || !calibration.has_input_amax(m)) continue;
+    const std::string& name = space.modules[m].name;
+    std::vector<float> w = calibration.weight_amax_host(m, c);
+    if (!w.empty()) result.state.push_back({name + ".weight_quantizer._amax", calibration.weight_amax_shape(m, c), std::move(w)});
+    if (calibration.recipe(c).input_enabled) result.state.push_back({name + ".input_quantizer._amax", {}, {input_amax[m]}});
+  }
+  return result;
+}
+
+}  // namespace aq::cuda

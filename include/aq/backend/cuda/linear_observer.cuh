@@ -1,0 +1,34 @@
+// The GPU counterpart of qwen3_vl::linear_observer: the hook through which calibration and the
+// gradient scorer see every quantizable linear of a GPU model run, as device views (X and dL/dY
+// in bf16, Y in fp32), without any copy to the host.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/core/bf16.hpp"
+
+namespace aq::cuda {
+
+// Views are valid only during the callback, on the stream the model runs on. The LM head is
+// reported in vocabulary chunks: `weight` then holds rows [row0, row0 + weight.rows) of a weight
+// with `weight_rows` rows in all, and output/grad_output the matching columns.
+struct device_linear_call {
+  std::string_view name;                    // checkpoint module path
+  device_matrix<const bf16> weight;         // W rows [row0, row0 + rows) of [weight_rows, in]
+  std::int64_t row0 = 0;
+  std::int64_t weight_rows = 0;
+  device_matrix<const bf16> input;          // X [tokens, in]
+  device_matrix<const float> output;        // Y [tokens, weight.rows]; rows 0 when not computed
+  device_matrix<const bf16> grad_output;    // dL/dY [tokens, weight.rows]; rows 0 in on_forward
+};
+
+class device_linear_observer {
+ public:
+  virtual ~device_linear_observer() = default;
+  virtual void on_forward(const device_linear_call& /*call*/) {}
+  virtual void on_backward(const device_linear_call& /*call*/) {}
+};
+
+}  // namespace aq::cuda

@@ -1,0 +1,434 @@
+// The Qwen3-VL text decoder on the GPU: bf16 weights uploaded once, bf16 GEMMs with fp32
+// accumulation, fp32 norms/softmax/residual stream; forward to the next-token loss (vocabulary in
+// chunks) and the input-gradient backward, reporting every quantizable linear to a
+// device_linear_observer. The GPU twin of qwen3_vl::text_model, used by calibration and scoring.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cpu/rope.hpp"
+#include "aq/backend/cuda/attention.cuh"
+#include "aq/backend/cuda/check.hpp"
+#include "aq/backend/cuda/cross_entropy.cuh"
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/backend/cuda/elementwise.cuh"
+#include "aq/backend/cuda/embedding.cuh"
+#include "aq/backend/cuda/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/linear_observer.cuh"
+#include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/rms_norm.cuh"
+#include "aq/backend/cuda/rope.cuh"
+#include "aq/backend/cuda/swiglu.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/rope_index.hpp"
+// The CPU model headers bring Eigen, whose defaulted __host__ __device__ members nvcc warns about.
+#pragma nv_diag_suppress 20012
+#include "aq/model/qwen3_vl/text_model.hpp"
+#pragma nv_diag_default 20012
+#include "aq/model/qwen3_vl/text_weights.hpp"
+
+namespace aq::cuda {
+
+namespace detail {
+
+template <class In, class Out>
+struct convert_op {
+  device_matrix<const In> x;
+  device_matrix<Out> y;
+  __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = from_float<Out>(to_float(x(r, c))); }
+};
+
+struct add_op {
+  device_matrix<const float> a, b;
+  device_matrix<float> y;
+  __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = a(r, c) + b(r, c); }
+};
+
+template <class T>
+device_matrix<const T> cview(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+  return {b.data(), rows, cols, cols};
+}
+template <class T>
+device_matrix<T> mview(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+  return {b.data(), rows, cols, cols};
+}
+
+}  // namespace detail
+
+struct text_run_options {
+  masked_row_policy masked_rows = masked_row_policy::zero;  // sdpa; attend_all = eager
+  bool backward = true;  // with labels: the input-gradient backward after the loss
+  bool logits = false;   // also download the full fp32 logits (tests; [tokens, vocab] on the host)
+};
+
+struct text_run_result {
+  double loss = 0.0;  // NaN without labels
+  std::int64_t targets = 0;
+  std::vector<float> logits;  // [batch·seq, vocab] when asked for
+};
+
+// One decoder sized for batches of up to max_tokens rows. Memory: the residual stream entering
+// every layer (fp32) is saved in the forward; the backward recomputes each layer's activations
+// from it (one layer's worth of buffers), so activations cost L·tokens·H·4 bytes plus one layer.
+class qwen3_vl_text_model {
+ public:
+  qwen3_vl_text_model(const qwen3_vl::config& cfg, const qwen3_vl_text_device_weights& weights, std::int64_t max_tokens,
+                      std::int64_t vocab_chunk = 8192)
+      : cfg_(cfg), w_(weights), max_tokens_(max_tokens), chunk_(std::min(vocab_chunk, cfg.text.vocab_size)) {
+    const qwen3_vl::text_config& t = cfg_.text;
+    if (static_cast<std::int64_t>(w_.layers.size()) != t.num_hidden_layers) {
+      throw error("cuda qwen3_vl text model: weights have " + std::to_string(w_.layers.size()) + " layers, config " +
+                  std::to_string(t.num_hidden_layers));
+    }
+    if (t.num_attention_heads % t.num_key_value_heads != 0) {
+      throw error("cuda qwen3_vl text model: num_attention_heads " + std::to_string(t.num_attention_heads) +
+                  " is not a multiple of num_key_value_heads " + std::to_string(t.num_key_value_heads));
+    }
+    if (max_tokens <= 0) throw error("cuda qwen3_vl text model: max_tokens must be positive");
+    // A blocking stream: setup copies and frees on the legacy stream stay ordered with it.
+    AQ_CUDA_CHECK(cudaStreamCreate(&stream_));
+    const std::size_t N = static_cast<std::size_t>(max_tokens);
+    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
+    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
+    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
+    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
+    saved_h_ = device_buffer<float>(static_cast<std::size_t>(t.num_hidden_layers) * N * H);
+    h_ = device_buffer<float>(N * H);
+    a_ = device_buffer<bf16>(N * H);
+    q_raw_ = device_buffer<float>(N * qd);
+    k_raw_ = device_buffer<float>(N * kvd);
+    v_ = device_buffer<float>(N * kvd);
+    qb_ = device_buffer<bf16>(N * qd);
+    kb_ = device_buffer<bf16>(N * kvd);
+    vb_ = device_buffer<bf16>(N * kvd);
+    attn_ = device_buffer<bf16>(N * qd);
+    o_out_ = device_buffer<float>(N * H);
+    h_mid_ = device_buffer<float>(N * H);
+    m_ = device_buffer<bf16>(N * H);
+    gate_ = device_buffer<float>(N * I);
+    up_ = device_buffer<float>(N * I);
+    act_ = device_buffer<bf16>(N * I);
+    down_out_ = device_buffer<float>(N * H);
+    r1_ = device_buffer<float>(N);
+    r2_ = device_buffer<float>(N);
+    rf_ = device_buffer<float>(N);
+    rq_ = device_buffer<float>(N * nh);
+    rk_ = device_buffer<float>(N * nkv);
+    lse_ = device_buffer<float>(N * nh);
+    hn_ = device_buffer<bf16>(N * H);
+    cos_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
+    sin_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
+    pos_ = device_buffer<std::int64_t>(3 * N);
+    mask_ = device_buffer<std::uint8_t>(N);
+    targets_ = device_buffer<std::int64_t>(N);
+    inv_freq_ = device_buffer<float>(qwen3_vl_inv_freq());
+    logits_chunk_ = device_buffer<float>(N * static_cast<std::size_t>(chunk_));
+    dlogits_chunk_ = device_buffer<bf16>(N * static_cast<std::size_t>(chunk_));
+    // Backward
+    g_ = device_buffer<float>(N * H);
+    gb_ = device_buffer<bf16>(N * H);
+    d_act_ = device_buffer<bf16>(N * I);
+    d_gate_ = device_buffer<bf16>(N * I);
+    d_up_ = device_buffer<bf16>(N * I);
+    d_m_ = device_buffer<float>(N * H);
+    d_attn_ = device_buffer<bf16>(N * qd);
+    dq_ = device_buffer<bf16>(N * qd);
+    dk_ = device_buffer<bf16>(N * kvd);
+    dv_ = device_buffer<bf16>(N * kvd);
+    dq_raw_ = device_buffer<bf16>(N * qd);
+    dk_raw_ = device_buffer<bf16>(N * kvd);
+    delta_ = device_buffer<float>(N * nh);
+  }
+  qwen3_vl_text_model(const qwen3_vl_text_model&) = delete;
+  qwen3_vl_text_model& operator=(const qwen3_vl_text_model&) = delete;
+  ~qwen3_vl_text_model() {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  cudaStream_t stream() const { return stream_; }
+  cublaslt_gemm& gemm() { return gemm_; }
+  const qwen3_vl::config& model_config() const { return cfg_; }
+  std::int64_t max_tokens() const { return max_tokens_; }
+  std::int64_t vocab_chunk() const { return chunk_; }
+  // Multiply-adds ×2 of every GEMM this model ran (the scorer's GEMMs are counted by the scorer).
+  double gemm_flops() const { return gemm_flops_; }
+  // dL/d(inputs_embeds) [tokens, H] (fp32) after a run with backward.
+  device_matrix<const float> inputs_embeds_grad(std::int64_t tokens) const { return detail::cview(g_, tokens, cfg_.text.hidden_size); }
+
+  // Text-only batch (no image tokens). Synchronises the stream at the end.
+  text_run_result run(const qwen3_vl::text_batch& batch, const text_run_options& options = {},
+                      device_linear_observer* observer = nullptr);
+
+ private:
+  std::vector<float> qwen3_vl_inv_freq() const { return cpu::rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
+
+  template <class Out>
+  void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, device_matrix<Out> y) {
+    gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
+    gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
+  }
+  template <class Out>
+  void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx, bool acc) {
+    gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
+    gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
+  }
+  template <class In, class Out>
+  void convert(device_matrix<const In> x, device_matrix<Out> y) {
+    launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_);
+  }
+  void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
+              device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g) const {
+    if (obs == nullptr) return;
+    device_linear_call call{name, {w, out, x.cols, x.cols}, 0, out, x, y, g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      obs->on_forward(call);
+    }
+  }
+
+  void layer_forward(std::int64_t l, std::int64_t N, const float* h_in, float* h_out, device_linear_observer* obs);
+  void layer_backward(std::int64_t l, std::int64_t N, const float* h_in, device_linear_observer* obs);
+
+  qwen3_vl::config cfg_;
+  const qwen3_vl_text_device_weights& w_;
+  std::int64_t max_tokens_;
+  std::int64_t chunk_;
+  cudaStream_t stream_ = nullptr;
+  cublaslt_gemm gemm_;
+  double gemm_flops_ = 0.0;
+  attention_config attn_cfg_{};
+  attention_segments segs_{};
+  device_buffer<int> cu_seqlens_;
+  device_buffer<std::int64_t> ids_;
+  device_buffer<float> saved_h_, h_, q_raw_, k_raw_, v_, o_out_, h_mid_, gate_, up_, down_out_;
+  device_buffer<bf16> a_, qb_, kb_, vb_, attn_, m_, act_, hn_;
+  device_buffer<float> r1_, r2_, rf_, rq_, rk_, lse_, cos_, sin_, inv_freq_, logits_chunk_;
+  device_buffer<bf16> dlogits_chunk_;
+  device_buffer<std::int64_t> pos_, targets_;
+  device_buffer<std::uint8_t> mask_;
+  device_buffer<float> g_, d_m_, delta_;
+  device_buffer<bf16> gb_, d_act_, d_gate_, d_up_, d_attn_, dq_, dk_, dv_, dq_raw_, dk_raw_;
+};
+
+inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, const float* h_in, float* h_out,
+                                               device_linear_observer* obs) {
+  using detail::cview;
+  using detail::mview;
+  const qwen3_vl::text_config& t = cfg_.text;
+  const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
+  const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
+  const std::int64_t nh = t.num_attention_heads, nkv = t.num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
+  const auto eps = static_cast<float>(t.rms_norm_eps);
+  const std::string p = qwen3_vl::text_layer_weight_prefix(l);
+  const device_matrix<const float> hin{h_in, N, H, H};
+  const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
+
+  rms_norm_forward(hin, lw.input_layernorm.data(), eps, mview(a_, N, H), r1_.data(), stream_);
+  const auto a = cview(a_, N, H);
+  linear(a, lw.q_proj.data(), qd, mview(q_raw_, N, qd));
+  linear(a, lw.k_proj.data(), kvd, mview(k_raw_, N, kvd));
+  linear(a, lw.v_proj.data(), kvd, mview(v_, N, kvd));
+  notify(obs, false, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(q_raw_, N, qd), {});
+  notify(obs, false, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(k_raw_, N, kvd), {});
+  notify(obs, false, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(v_, N, kvd), {});
+  rms_norm_forward(cview(q_raw_, N * nh, hd), lw.q_norm.data(), eps, mview(qb_, N * nh, hd), rq_.data(), stream_);
+  rms_norm_forward(cview(k_raw_, N * nkv, hd), lw.k_norm.data(), eps, mview(kb_, N * nkv, hd), rk_.data(), stream_);
+  rope_forward(mview(qb_, N, qd), nh, cos, sin, stream_);
+  rope_forward(mview(kb_, N, kvd), nkv, cos, sin, stream_);
+  convert(cview(v_, N, kvd), mview(vb_, N, kvd));
+  attention_forward<bf16>(attn_cfg_, segs_, cview(qb_, N, qd), cview(kb_, N, kvd), cview(vb_, N, kvd),
+                          mview(attn_, N, qd), lse_.data(), stream_);
+  const auto attn = cview(attn_, N, qd);
+  linear(attn, lw.o_proj.data(), H, mview(o_out_, N, H));
+  notify(obs, false, p + "self_attn.o_proj", lw.o_proj.data(), H, attn, cview(o_out_, N, H), {});
+  launch_elementwise(N, H, detail::add_op{hin, cview(o_out_, N, H), mview(h_mid_, N, H)}, stream_);
+  rms_norm_forward(cview(h_mid_, N, H), lw.post_attention_layernorm.data(), eps, mview(m_, N, H), r2_.data(), stream_);
+  const auto m = cview(m_, N, H);
+  linear(m, lw.gate_proj.data(), I, mview(gate_, N, I));
+  linear(m, lw.up_proj.data(), I, mview(up_, N, I));
+  notify(obs, false, p + "mlp.gate_proj", lw.gate_proj.data(), I, m, cview(gate_, N, I), {});
+  notify(obs, false, p + "mlp.up_proj", lw.up_proj.data(), I, m, cview(up_, N, I), {});
+  swiglu_forward(cview(gate_, N, I), cview(up_, N, I), mview(act_, N, I), stream_);
+  const auto act = cview(act_, N, I);
+  linear(act, lw.down_proj.data(), H, mview(down_out_, N, H));
+  notify(obs, false, p + "mlp.down_proj", lw.down_proj.data(), H, act, cview(down_out_, N, H), {});
+  if (h_out != nullptr) {
+    launch_elementwise(N, H, detail::add_op{cview(h_mid_, N, H), cview(down_out_, N, H), {h_out, N, H, H}}, stream_);
+  }
+}
+
+// g_ holds dL/d(layer output) on entry and dL/d(layer input) on exit; the layer's activations
+// are recomputed from its saved input first.
+inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, const float* h_in,
+                                                device_linear_observer* obs) {
+  using detail::cview;
+  using detail::mview;
+  layer_forward(l, N, h_in, nullptr, nullptr);
+  const qwen3_vl::text_config& t = cfg_.text;
+  const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
+  const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
+  const std::int64_t nh = t.num_attention_heads, nkv = t.num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
+  const std::string p = qwen3_vl::text_layer_weight_prefix(l);
+  const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
+
+  // MLP
+  convert(cview(g_, N, H), mview(gb_, N, H));
+  notify(obs, true, p + "mlp.down_proj", lw.down_proj.data(), H, cview(act_, N, I), cview(down_out_, N, H),
+         cview(gb_, N, H));
+  linear_back(cview(gb_, N, H), lw.down_proj.data(), I, mview(d_act_, N, I), false);
+  swiglu_backward(cview(gate_, N, I), cview(up_, N, I), cview(d_act_, N, I), mview(d_gate_, N, I), mview(d_up_, N, I),
+                  stream_);
+  notify(obs, true, p + "mlp.gate_proj", lw.gate_proj.data(), I, cview(m_, N, H), cview(gate_, N, I),
+         cview(d_gate_, N, I));
+  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(m_, N, H), cview(up_, N, I), cview(d_up_, N, I));
+  linear_back(cview(d_gate_, N, I), lw.gate_proj.data(), H, mview(d_m_, N, H), false);
+  linear_back(cview(d_up_, N, I), lw.up_proj.data(), H, mview(d_m_, N, H), true);
+  rms_norm_backward(cview(h_mid_, N, H), lw.post_attention_layernorm.data(), r2_.data(), cview(d_m_, N, H),
+                    mview(g_, N, H), true, stream_);
+  // Attention
+  convert(cview(g_, N, H), mview(gb_, N, H));
+  notify(obs, true, p + "self_attn.o_proj", lw.o_proj.data(), H, cview(attn_, N, qd), cview(o_out_, N, H),
+         cview(gb_, N, H));
+  linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_, N, qd), false);
+  attention_backward<bf16>(attn_cfg_, segs_, cview(qb_, N, qd), cview(kb_, N, kvd), cview(vb_, N, kvd),
+                           cview(attn_, N, qd), lse_.data(), cview(d_attn_, N, qd), mview(dq_, N, qd),
+                           mview(dk_, N, kvd), mview(dv_, N, kvd), delta_.data(), stream_);
+  rope_backward(mview(dq_, N, qd), nh, cos, sin, stream_);
+  rope_backward(mview(dk_, N, kvd), nkv, cos, sin, stream_);
+  rms_norm_backward(cview(q_raw_, N * nh, hd), lw.q_norm.data(), rq_.data(), cview(dq_, N * nh, hd),
+                    mview(dq_raw_, N * nh, hd), false, stream_);
+  rms_norm_backward(cview(k_raw_, N * nkv, hd), lw.k_norm.data(), rk_.data(), cview(dk_, N * nkv, hd),
+                    mview(dk_raw_, N * nkv, hd), false, stream_);
+  const auto a = cview(a_, N, H);
+  notify(obs, true, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(q_raw_, N, qd), cview(dq_raw_, N, qd));
+  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(k_raw_, N, kvd), cview(dk_raw_, N, kvd));
+  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(v_, N, kvd), cview(dv_, N, kvd));
+  linear_back(cview(dq_raw_, N, qd), lw.q_proj.data(), H, mview(d_m_, N, H), false);
+  linear_back(cview(dk_raw_, N, kvd), lw.k_proj.data(), H, mview(d_m_, N, H), true);
+  linear_back(cview(dv_, N, kvd), lw.v_proj.data(), H, mview(d_m_, N, H), true);
+  rms_norm_backward(device_matrix<const float>{h_in, N, H, H}, lw.input_layernorm.data(), r1_.data(),
+                    cview(d_m_, N, H), mview(g_, N, H), true, stream_);
+}
+
+inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batch, const text_run_options& options,
+                                                device_linear_observer* observer) {
+  using detail::cview;
+  using detail::mview;
+  const qwen3_vl::text_config& t = cfg_.text;
+  const std::int64_t B = batch.batch, T = batch.seq, N = B * T;
+  const std::int64_t H = t.hidden_size, V = t.vocab_size, L = t.num_hidden_layers;
+  if (B <= 0 || T <= 0 || static_cast<std::int64_t>(batch.input_ids.size()) != N ||
+      static_cast<std::int64_t>(batch.attention_mask.size()) != N) {
+    throw error("cuda qwen3_vl text batch: input_ids/attention_mask must hold batch*seq = " + std::to_string(N) +
+                " entries");
+  }
+  if (N > max_tokens_) {
+    throw error("cuda qwen3_vl text batch: " + std::to_string(N) + " tokens, the model was sized for " +
+                std::to_string(max_tokens_));
+  }
+  if (T > INT32_MAX / 2) throw error("cuda qwen3_vl text batch: sequence length too large");
+  const bool with_loss = !batch.labels.empty();
+  std::vector<std::int64_t> positions = batch.position_ids;
+  if (positions.empty()) positions = qwen3_vl::rope_position_ids(batch.input_ids, batch.attention_mask, B, T);
+  if (static_cast<std::int64_t>(positions.size()) != 3 * N) {
+    throw error("cuda qwen3_vl text batch: position_ids must hold 3*batch*seq = " + std::to_string(3 * N) + " entries");
+  }
+
+  // Inputs, rotary tables and segments.
+  pos_.copy_from_host(positions.data(), positions.size(), stream_);
+  mask_.copy_from_host(batch.attention_mask.data(), batch.attention_mask.size(), stream_);
+  mrope_tables(pos_.data(), N, inv_freq_.data(), t.head_dim / 2, t.mrope_section, mview(cos_, N, t.head_dim),
+               mview(sin_, N, t.head_dim), stream_);
+  std::vector<int> cu(static_cast<std::size_t>(B + 1));
+  for (std::int64_t b = 0; b <= B; ++b) cu[static_cast<std::size_t>(b)] = static_cast<int>(b * T);
+  if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
+  cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream_);
+  attn_cfg_.heads = t.num_attention_heads;
+  attn_cfg_.kv_heads = t.num_key_value_heads;
+  attn_cfg_.head_dim = t.head_dim;
+  attn_cfg_.scale = 1.0f / std::sqrt(static_cast<float>(t.head_dim));
+  attn_cfg_.causal = true;
+  attn_cfg_.key_valid = mask_.data();
+  attn_cfg_.masked_rows = options.masked_rows;
+  segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T)};
+  embedding_forward(batch.input_ids, ids_, device_matrix<const bf16>{w_.embed_tokens.data(), V, H, H}, mview(h_, N, H),
+                    stream_);
+
+  // Forward: each layer's input is saved; h_ ends as the final residual stream.
+  for (std::int64_t l = 0; l < L; ++l) {
+    float* saved = saved_h_.data() + l * N * H;
+    AQ_CUDA_CHECK(cudaMemcpyAsync(saved, h_.data(), static_cast<std::size_t>(N * H) * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream_));
+    layer_forward(l, N, saved, h_.data(), observer);
+  }
+  rms_norm_forward(cview(h_, N, H), w_.norm.data(), static_cast<float>(t.rms_norm_eps), mview(hn_, N, H), rf_.data(),
+                   stream_);
+  const auto hn = cview(hn_, N, H);
+  const bf16* head = w_.lm_head_weight();
+  const device_matrix<const bf16> head_all{head, V, H, H};
+  notify(observer, false, "lm_head", head, V, hn, {}, {});
+
+  text_run_result result;
+  result.loss = std::nan("");
+  if (options.logits) {
+    device_buffer<float> logits(static_cast<std::size_t>(N * V));
+    linear(hn, head, V, mview(logits, N, V));
+    result.logits = logits.to_host();
+  }
+  if (!with_loss) {
+    AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return result;
+  }
+
+  // Loss over vocabulary chunks (online log-sum-exp), then dlogits chunk by chunk.
+  const lm_targets targets = causal_lm_targets(batch.labels, B, T, V);
+  targets_.copy_from_host(targets.target.data(), targets.target.size(), stream_);
+  cross_entropy_state ce(N);
+  ce.reset(stream_);
+  const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
+  for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
+    const auto w = chunk_rows(v0);
+    const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
+    linear(hn, w.data, w.rows, z);
+    ce.update(z, v0, targets_.data(), stream_);
+  }
+  ce.finalize(targets_.data(), stream_);
+  double total = 0.0;
+  ce.total.copy_to_host(&total, 1, stream_);
+  AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  result.targets = targets.count;
+  result.loss = targets.count > 0 ? total / static_cast<double>(targets.count) : std::nan("");
+  if (!options.backward) return result;
+
+  // d(hn) accumulates over chunks in d_m_ (fp32), then the final norm's backward seeds g_.
+  for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
+    const auto w = chunk_rows(v0);
+    const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
+    const device_matrix<bf16> dz{dlogits_chunk_.data(), N, w.rows, chunk_};
+    linear(hn, w.data, w.rows, z);
+    ce.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, dz, stream_);
+    if (observer != nullptr) {
+      observer->on_backward(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z),
+                                               device_matrix<const bf16>(dz)});
+    }
+    linear_back(device_matrix<const bf16>(dz), w.data, H, mview(d_m_, N, H), v0 > 0);
+  }
+  rms_norm_backward(cview(h_, N, H), w_.norm.data(), rf_.data(), cview(d_m_, N, H), mview(g_, N, H), false, stream_);
+  for (std::int64_t l = L - 1; l >= 0; --l) layer_backward(l, N, saved_h_.data() + l * N * H, observer);
+  AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return result;
+}
+
+}  // namespace aq::cuda

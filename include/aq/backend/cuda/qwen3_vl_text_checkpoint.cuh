@@ -1,0 +1,46 @@
+// Loads the Qwen3-VL text decoder's GPU weights straight from a safetensors checkpoint (bf16
+// tensors copied byte for byte, others converted). Host-side IO only: kept apart from the kernel
+// headers so that a translation unit reading checkpoints needs no device code.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "aq/backend/cuda/check.hpp"
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/dtype.hpp"
+#include "aq/io/safetensors.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+
+namespace aq::cuda {
+
+// Straight from a safetensors checkpoint: bf16 tensors are copied byte for byte, others converted.
+inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
+  const std::string where = ck.path().string();
+  const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& v = ck.at(name);
+    detail::check_shape(name, v.shape, shape, where);
+    device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
+    if (v.dtype == dtype_bf16) {
+      AQ_CUDA_CHECK(cudaMemcpy(out.data(), v.bytes.data(), out.bytes(), cudaMemcpyHostToDevice));
+    } else {
+      const std::vector<bf16> host = to_bf16_vector(v);
+      AQ_CUDA_CHECK(cudaMemcpy(out.data(), host.data(), out.bytes(), cudaMemcpyHostToDevice));
+    }
+    return out;
+  };
+  const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& v = ck.at(name);
+    detail::check_shape(name, v.shape, shape, where);
+    std::vector<float> host(static_cast<std::size_t>(v.numel()));
+    convert_tensor(v, std::span<float>(host));
+    return device_buffer<float>(host);
+  };
+  return detail::bind_text_weights(cfg, ck.find("lm_head.weight") != nullptr, bf, f32);
+}
+
+}  // namespace aq::cuda
