@@ -6,7 +6,7 @@
 #include <aq/core/atomic_file.hpp>
 #include <aq/core/error.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
-#include <aq/backend/cuda/qwen3_vl_text_checkpoint.cuh>
+#include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
 #include <aq/io/calib_dataset.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/safetensors.hpp>
