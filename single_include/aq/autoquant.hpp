@@ -354,6 +354,32 @@ class mapped_file {
 
 #include <simdjson.h>
 
+// ---- begin aq/io/json_type_name.hpp ----
+// Human words for a JSON value's type ("an array", "a string"), so that readers of config.json,
+// safetensors headers and shard indexes say what they found where they expected something else.
+
+#include <string_view>
+
+#include <simdjson.h>
+
+namespace aq::io {
+
+inline std::string_view json_type_name(simdjson::dom::element_type type) {
+  switch (type) {
+    case simdjson::dom::element_type::ARRAY: return "an array";
+    case simdjson::dom::element_type::OBJECT: return "an object";
+    case simdjson::dom::element_type::INT64:
+    case simdjson::dom::element_type::UINT64: return "an integer";
+    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
+    case simdjson::dom::element_type::STRING: return "a string";
+    case simdjson::dom::element_type::BOOL: return "a boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
+  }
+  return "an unknown JSON value";
+}
+
+}  // namespace aq::io
+// ---- end aq/io/json_type_name.hpp ----
 
 namespace aq {
 
@@ -399,19 +425,7 @@ inline bool is_known_safetensors_dtype(std::string_view name) {
   return std::find(std::begin(known), std::end(known), name) != std::end(known);
 }
 
-inline std::string_view json_type_name(simdjson::dom::element_type type) {
-  switch (type) {
-    case simdjson::dom::element_type::ARRAY: return "an array";
-    case simdjson::dom::element_type::OBJECT: return "an object";
-    case simdjson::dom::element_type::INT64:
-    case simdjson::dom::element_type::UINT64: return "an integer";
-    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
-    case simdjson::dom::element_type::STRING: return "a string";
-    case simdjson::dom::element_type::BOOL: return "a boolean";
-    case simdjson::dom::element_type::NULL_VALUE: return "null";
-  }
-  return "an unknown JSON value";
-}
+using io::json_type_name;
 
 // A JSON non-negative integer (int64 range), or an error message fragment.
 inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& out, std::string& why) {
@@ -941,8 +955,8 @@ class safetensors_writer {
  public:
   // Adds a tensor from raw little-endian bytes of `type` (copied).
   void add(std::string_view name, const dtype& type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
-    if (!find_dtype(type.name)) {
-      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+    if (!find_dtype(type.name, readable_dtypes)) {  // raw bytes may also be I32/I64 (e.g. token ids)
+      fail(name, "dtype " + std::string(type.name) + " not supported (BF16, F16, F32, I32, I64)");
     }
     if (name.empty()) fail(name, "empty tensor name");
     if (name == "__metadata__") fail(name, "reserved name");
@@ -957,7 +971,7 @@ class safetensors_writer {
     }
     const auto [it, inserted] = tensors_.try_emplace(std::string(name));
     if (!inserted) fail(name, "added twice");
-    it->second.type = *find_dtype(type.name);
+    it->second.type = *find_dtype(type.name, readable_dtypes);
     it->second.shape = std::move(shape);
     it->second.data.assign(data.begin(), data.end());
   }
@@ -1169,19 +1183,7 @@ class json_fields {
     return *value;
   }
 
-  static std::string_view type_name(simdjson::dom::element value) {
-    switch (value.type()) {
-      case simdjson::dom::element_type::ARRAY: return "an array";
-      case simdjson::dom::element_type::OBJECT: return "an object";
-      case simdjson::dom::element_type::INT64:
-      case simdjson::dom::element_type::UINT64: return "an integer";
-      case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
-      case simdjson::dom::element_type::STRING: return "a string";
-      case simdjson::dom::element_type::BOOL: return "a boolean";
-      case simdjson::dom::element_type::NULL_VALUE: return "null";
-    }
-    return "an unknown JSON value";
-  }
+  static std::string_view type_name(simdjson::dom::element value) { return io::json_type_name(value.type()); }
 
   std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
     std::int64_t out = 0;
@@ -8794,8 +8796,8 @@ inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector
 // ---- end aq/backend/cpu/cross_entropy.hpp ----
 // ---- begin aq/model/qwen3_vl/linear_observer.hpp ----
 // The hook through which scorers see every quantizable linear module of a model run: on the
-// forward its input X and output Y, on the backward also dL/dY. rerun_linear() recomputes a
-// module's output from the same X with a modified (e.g. fake-quantized) weight or input.
+// forward its input X and output Y (which an observer may replace), on the backward also dL/dY.
+// rerun_linear() recomputes a module's output from the same X with a modified weight or input.
 
 #include <string_view>
 
@@ -8816,8 +8818,21 @@ class linear_observer {
  public:
   virtual ~linear_observer() = default;
   virtual void on_forward(const linear_call& /*call*/) {}
+  // Forward only, right after on_forward and before the model reads Y. `output` is Y itself
+  // (the buffer call.output views), writable: values written there are what the rest of the run
+  // uses, the backward included (on_backward then shows them as call.output). The one sanctioned
+  // way to change a module's output, e.g. to put a quantized module's output in place; observers
+  // that only watch keep the default, which leaves Y alone.
+  virtual void replace_output(const linear_call& /*call*/, matrix_view /*output*/) {}
   virtual void on_backward(const linear_call& /*call*/) {}
 };
+
+// What a model calls once a linear's Y is computed in the forward: the observer watches, then may
+// replace Y. `output` must view the same buffer as call.output.
+inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
+  observer.on_forward(call);
+  observer.replace_output(call, output);
+}
 
 // Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.
 inline tensor rerun_linear(const linear_call& call, const const_matrix_view& weight, const const_matrix_view& input) {
@@ -9133,6 +9148,7 @@ inline vision_weights load_vision_weights(const config& cfg, const weight_source
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 
@@ -9196,13 +9212,14 @@ class text_model {
   };
 
   void notify(linear_observer* obs, bool backward, const std::string& name, const tensor& w, const tensor& x,
-              const tensor& y, const tensor* g) const {
+              tensor& y, const tensor* g) const {
     if (obs == nullptr) return;
-    linear_call call{name, w.matrix(), nullptr, x.matrix(), y.matrix(), g != nullptr ? g->matrix() : const_matrix_view{}};
+    linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
+                     g != nullptr ? g->matrix() : const_matrix_view{}};
     if (backward) {
       obs->on_backward(call);
     } else {
-      obs->on_forward(call);
+      notify_forward(*obs, call, y.matrix());
     }
   }
 
@@ -9552,7 +9569,19 @@ class vision_model {
     if (backward) {
       obs->on_backward(call);
     } else {
-      obs->on_forward(call);
+      throw error("vision model: forward notification of " + name + " without a writable output");
+    }
+  }
+  // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
+  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+                     const tensor& b, const const_matrix_view& x, const matrix_view& y,
+                     const const_matrix_view& g = {}) {
+    if (obs == nullptr) return;
+    const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      notify_forward(*obs, call, y);
     }
   }
   std::int64_t merged_rows(const tensor& t) const {
@@ -10212,10 +10241,12 @@ class gradient_scorer : public qwen3_vl::linear_observer {
 // q the one with only g's quantizers on. That is the cross-entropy H(p, q) = H(p) + KL(p‖q), summed
 // over every token including padding, exactly what ModelOpt computes (it drops H(p) nowhere).
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 
@@ -10273,9 +10304,8 @@ inline double cross_entropy_sum(const reference_distribution& p, const const_mat
 }
 
 // During a forward, replaces the output of every module of one group by its output under one
-// recipe, before the model consumes it (text_model and vision_model notify on_forward right after
-// a linear's GEMM and before its output is read), so the rest of the network sees the quantized
-// group and everything else unquantized.
+// recipe, through the model's replace_output hook (called before the model reads Y), so the rest
+// of the network sees the quantized group and everything else unquantized.
 class quantized_group_forward : public qwen3_vl::linear_observer {
  public:
   explicit quantized_group_forward(calibrated_recipes& calibration) : calib_(calibration) {}
@@ -10285,18 +10315,20 @@ class quantized_group_forward : public qwen3_vl::linear_observer {
     recipe_ = recipe;
   }
 
-  void on_forward(const qwen3_vl::linear_call& call) override {
+  void replace_output(const qwen3_vl::linear_call& call, matrix_view output) override {
     const auto m = calib_.module_index(call.name);
     if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
     const quantized_weight& w = calib_.weight(*m, recipe_, call.weight);
     const tensor y_r =
         quantized_linear_forward(calib_.recipe(recipe_), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
-    // The output buffer belongs to the running model and is writable; the view is const only
-    // because ordinary observers must not touch it.
-    for (std::int64_t r = 0; r < call.output.rows; ++r) {
-      float* dst = const_cast<float*>(call.output.row(r));
-      const float* src = y_r.data() + r * call.output.cols;
-      for (std::int64_t c = 0; c < call.output.cols; ++c) dst[c] = src[c];
+    if (y_r.shape().front() != output.rows || y_r.numel() != output.rows * output.cols) {
+      throw error("kl_div score: " + std::string(call.name) + ": quantized output " + shape_string(y_r.shape()) +
+                  " does not match the module output [" + std::to_string(output.rows) + ", " +
+                  std::to_string(output.cols) + "]");
+    }
+    for (std::int64_t r = 0; r < output.rows; ++r) {
+      const float* src = y_r.data() + r * output.cols;
+      std::copy(src, src + output.cols, output.row(r));
     }
   }
 
@@ -11400,10 +11432,12 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 
@@ -11483,7 +11517,8 @@ class sha256 {
   std::uint64_t length_ = 0;
 };
 
-// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length).
+// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length), labels
+// in the reference's form.
 struct batch_tensors {
   std::int64_t rows = 0;
   std::int64_t seq = 0;
@@ -11501,7 +11536,12 @@ inline batch_tensors stack_batches(std::span<const io::calib_batch> batches) {
     t.rows += b.batch_size;
     t.input_ids.insert(t.input_ids.end(), b.input_ids.begin(), b.input_ids.end());
     t.attention_mask.insert(t.attention_mask.end(), b.attention_mask.begin(), b.attention_mask.end());
-    t.labels.insert(t.labels.end(), b.labels.begin(), b.labels.end());
+    // io marks ignored targets (the pad id) with -100; the reference's labels are a plain copy of
+    // input_ids (its loss ignores the pad id itself). Writing that form makes the dumped file and
+    // the digest byte-identical to the ones ModelOpt's runner writes for the same captions.
+    for (std::size_t i = 0; i < b.labels.size(); ++i) {
+      t.labels.push_back(b.labels[i] == io::ignore_label ? b.input_ids.at(i) : b.labels[i]);
+    }
   }
   return t;
 }
@@ -11524,28 +11564,19 @@ inline std::string data_sha256(const batch_tensors& t) {
   return h.hex();
 }
 
-// A safetensors file of the three int64 [N, T] tensors (keys sorted, data in key order, header
-// padded with spaces to 8 bytes). Written here because io's writer stores float types only.
+// A safetensors file of the three int64 [N, T] tensors (the layout ModelOpt's runner reads).
 inline std::string render_batches(const batch_tensors& t) {
-  const std::uint64_t bytes = static_cast<std::uint64_t>(t.rows * t.seq) * 8;
-  std::string header = "{";
-  const char* keys[] = {"attention_mask", "input_ids", "labels"};
-  for (int k = 0; k < 3; ++k) {
-    header += std::string(k ? "," : "") + "\"" + keys[k] + "\":{\"dtype\":\"I64\",\"shape\":[" + std::to_string(t.rows) + "," +
-              std::to_string(t.seq) + "],\"data_offsets\":[" + std::to_string(bytes * k) + "," + std::to_string(bytes * (k + 1)) + "]}";
-  }
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  std::string file;
-  const std::uint64_t size = header.size();
-  for (int i = 0; i < 8; ++i) file += static_cast<char>((size >> (8 * i)) & 0xffu);
-  file += header;
-  for (const std::vector<std::int64_t>* values : {&t.attention_mask, &t.input_ids, &t.labels}) {
-    for (const std::int64_t v : *values) {
-      for (int i = 0; i < 8; ++i) file += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu);
+  safetensors_writer w;
+  for (const auto& [key, values] : {std::pair{"attention_mask", &t.attention_mask}, std::pair{"input_ids", &t.input_ids},
+                                    std::pair{"labels", &t.labels}}) {
+    std::vector<std::byte> bytes(values->size() * 8);
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      const auto v = static_cast<std::uint64_t>((*values)[i]);
+      for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
     }
+    w.add(key, dtype_i64, {t.rows, t.seq}, bytes);
   }
-  return file;
+  return w.serialize();
 }
 
 struct result_json_context {

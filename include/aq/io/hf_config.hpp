@@ -15,6 +15,7 @@
 #include <simdjson.h>
 
 #include "aq/core/error.hpp"
+#include "aq/io/json_type_name.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 
@@ -45,19 +46,7 @@ class json_fields {
     return *value;
   }
 
-  static std::string_view type_name(simdjson::dom::element value) {
-    switch (value.type()) {
-      case simdjson::dom::element_type::ARRAY: return "an array";
-      case simdjson::dom::element_type::OBJECT: return "an object";
-      case simdjson::dom::element_type::INT64:
-      case simdjson::dom::element_type::UINT64: return "an integer";
-      case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
-      case simdjson::dom::element_type::STRING: return "a string";
-      case simdjson::dom::element_type::BOOL: return "a boolean";
-      case simdjson::dom::element_type::NULL_VALUE: return "null";
-    }
-    return "an unknown JSON value";
-  }
+  static std::string_view type_name(simdjson::dom::element value) { return io::json_type_name(value.type()); }
 
   std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
     std::int64_t out = 0;

@@ -23,6 +23,7 @@
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/io/json_type_name.hpp"
 #include "aq/io/mapped_file.hpp"
 
 namespace aq {
@@ -69,19 +70,7 @@ inline bool is_known_safetensors_dtype(std::string_view name) {
   return std::find(std::begin(known), std::end(known), name) != std::end(known);
 }
 
-inline std::string_view json_type_name(simdjson::dom::element_type type) {
-  switch (type) {
-    case simdjson::dom::element_type::ARRAY: return "an array";
-    case simdjson::dom::element_type::OBJECT: return "an object";
-    case simdjson::dom::element_type::INT64:
-    case simdjson::dom::element_type::UINT64: return "an integer";
-    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
-    case simdjson::dom::element_type::STRING: return "a string";
-    case simdjson::dom::element_type::BOOL: return "a boolean";
-    case simdjson::dom::element_type::NULL_VALUE: return "null";
-  }
-  return "an unknown JSON value";
-}
+using io::json_type_name;
 
 // A JSON non-negative integer (int64 range), or an error message fragment.
 inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& out, std::string& why) {
