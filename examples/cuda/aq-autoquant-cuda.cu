@@ -26,6 +26,7 @@
 
 #include <aq/backend/cuda/autoquant_cuda.cuh>
 #include <aq/backend/cuda/gemm_cublaslt.cuh>
+#include <aq/backend/cuda/kernel_profile.cuh>
 #include <aq/backend/cuda/qwen3_vl_text.cuh>
 
 namespace {
@@ -90,11 +91,44 @@ double reference_gemm_tflops(acu::cublaslt_gemm& gemm, std::int64_t m, std::int6
 }
 
 int run(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> all(argv + 1, argv + argc);
+  // The GPU driver's own flags, taken out before the shared parser sees the rest.
+  std::string gpu_attention = "tc";
+  bool profile_kernels = false;
+  std::string activations = "auto";
+  double cache_gib = -1.0;  // < 0: whatever fits with a margin
+  std::vector<std::string> args;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto value = [&]() -> const std::string& {
+      if (i + 1 >= all.size()) throw error(all[i] + ": missing value");
+      return all[++i];
+    };
+    if (all[i] == "--gpu-attention") {
+      gpu_attention = value();
+      if (gpu_attention != "tc" && gpu_attention != "fp32") throw error("--gpu-attention: expected tc or fp32, got " + gpu_attention);
+    } else if (all[i] == "--activations") {
+      activations = value();
+      if (activations != "auto" && activations != "saved" && activations != "recompute") {
+        throw error("--activations: expected auto, saved or recompute, got " + activations);
+      }
+    } else if (all[i] == "--profile-kernels") {
+      profile_kernels = true;
+    } else if (all[i] == "--weight-cache-gib") {
+      cache_gib = std::stod(value());
+    } else {
+      args.push_back(all[i]);
+    }
+  }
   autoquant::driver_options o = autoquant::parse_arguments(args);
   if (o.help) {
     std::fputs("aq-autoquant-cuda: the flags of aq-autoquant (below); LM scope, gradient method and caption\n"
-               "data only; calibration and scoring run on the GPU.\n\n", stdout);
+               "data only; calibration and scoring run on the GPU. GPU flags:\n"
+               "  --gpu-attention tc|fp32   bf16 tensor-core attention (default) or fp32 storage on CUDA cores\n"
+               "  --activations auto|saved|recompute  keep every layer's activations for the backward (auto:\n"
+               "                            when they fit with 8 GiB to spare) or recompute them per layer\n"
+               "  --weight-cache-gib X      memory for quantized weights kept across batches (default: free - 4 GiB)\n"
+               "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
+               stdout);
     std::fputs(autoquant::help_text().c_str(), stdout);
     return 0;
   }
@@ -181,6 +215,30 @@ int run(int argc, char** argv) {
   e.dataset = dataset;
 
   acu::qwen3_vl_text_model model(cfg, weights, max_tokens);
+  model.set_tensor_core_attention(gpu_attention == "tc");
+  {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const double saved_bytes =
+        static_cast<double>(model.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
+    model.set_saved_activations(activations == "saved" ||
+                                (activations == "auto" && saved_bytes + 8.0 * (1ull << 30) < static_cast<double>(free_bytes)));
+    model.allocate_activations();
+  }
+  acu::autoquant_cuda_options cuda_options;
+  {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const double margin = 4.0 * (1ull << 30);  // scorer scratch, cuBLASLt workspaces, CUB temp
+    const double fit = std::max(0.0, static_cast<double>(free_bytes) - margin);
+    cuda_options.weight_cache_bytes =
+        static_cast<std::size_t>(cache_gib < 0.0 ? fit : std::min(fit, cache_gib * static_cast<double>(1ull << 30)));
+  }
+  acu::kernel_profile calib_profile, score_profile;
+  if (profile_kernels) {
+    cuda_options.calibration_profile = &calib_profile;
+    cuda_options.scoring_profile = &score_profile;
+  }
   acu::text_run_options run_options;
   run_options.masked_rows = o.attention == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
   // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
@@ -190,7 +248,7 @@ int run(int argc, char** argv) {
   acu::autoquant_cuda_stats stats;
   const autoquant::autoquant_result result = acu::run_autoquant_cuda(
       space, model, text, e, run_options, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); },
-      &stats);
+      &stats, cuda_options);
   const std::size_t peak = stats.peak_device_bytes > baseline ? stats.peak_device_bytes - baseline : 0;
 
   const auto t_write = clock_type::now();
@@ -236,6 +294,27 @@ int run(int argc, char** argv) {
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
               static_cast<double>(weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
               static_cast<double>(baseline) / (1 << 30));
+  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB\n",
+              gpu_attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores",
+              model.saved_activations() ? "saved" : "recomputed",
+              static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
+              static_cast<double>(stats.weight_cache_bytes) / (1 << 30));
+  if (profile_kernels) {
+    std::printf("GPU time per kernel class [s] (CUDA events):\n| class | calibrate | calls | score | calls |\n|---|---:|---:|---:|---:|\n");
+    double ct = 0.0, stt = 0.0;
+    for (int c = 0; c < static_cast<int>(acu::kernel_class::count); ++c) {
+      const auto k = static_cast<acu::kernel_class>(c);
+      ct += calib_profile.ms(k);
+      stt += score_profile.ms(k);
+      std::printf("| %s | %.3f | %lld | %.3f | %lld |\n", acu::kernel_class_name(k), calib_profile.ms(k) / 1e3,
+                  calib_profile.calls(k), score_profile.ms(k) / 1e3, score_profile.calls(k));
+    }
+    std::printf("| sum | %.3f | | %.3f | |\n", ct / 1e3, stt / 1e3);
+    const double model_tf = stats.scoring_gemm_flops / 1e12;
+    const double gemm_s = (score_profile.ms(acu::kernel_class::gemm) + score_profile.ms(acu::kernel_class::score_gemm)) / 1e3;
+    std::printf("score-stage GEMMs: %.1f TFLOP in %.3f s of GEMM time = %.1f TFLOP/s (%.0f%% of the plain cuBLASLt rate)\n",
+                model_tf, gemm_s, model_tf / gemm_s, 100.0 * model_tf / gemm_s / ref_tflops);
+  }
   std::printf("wrote %s\n", out.string().c_str());
   return 0;
 }

@@ -37,6 +37,19 @@ struct abs_bits_at {
   }
 };
 
+// The same on a contiguous view, element by element (no per-element row/column arithmetic).
+template <class T>
+struct abs_bits_of {
+  __host__ __device__ unsigned int operator()(const T& v) const {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(to_float(v)) & 0x7fffffffu;
+#else
+    (void)v;
+    return 0u;  // never evaluated on the host
+#endif
+  }
+};
+
 struct max_bits {
   __host__ __device__ unsigned int operator()(unsigned int a, unsigned int b) const { return a < b ? b : a; }
 };
@@ -69,12 +82,18 @@ void amax_per_tensor(device_matrix<const T> x, float* amax, device_buffer<std::b
     AQ_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
     return;
   }
-  auto in = thrust::make_transform_iterator(thrust::make_counting_iterator<std::int64_t>(0), detail::abs_bits_at<T>{x});
   auto* out = reinterpret_cast<unsigned int*>(amax);
-  std::size_t bytes = 0;
-  AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, in, out, n, detail::max_bits{}, 0u, stream));
-  if (temp.size() < bytes) temp = device_buffer<std::byte>(bytes);
-  AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp.data(), bytes, in, out, n, detail::max_bits{}, 0u, stream));
+  const auto reduce = [&](auto in) {
+    std::size_t bytes = 0;
+    AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, in, out, n, detail::max_bits{}, 0u, stream));
+    if (temp.size() < bytes) temp = device_buffer<std::byte>(bytes);
+    AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp.data(), bytes, in, out, n, detail::max_bits{}, 0u, stream));
+  };
+  if (x.ld == x.cols) {
+    reduce(thrust::make_transform_iterator(x.data, detail::abs_bits_of<T>{}));
+  } else {
+    reduce(thrust::make_transform_iterator(thrust::make_counting_iterator<std::int64_t>(0), detail::abs_bits_at<T>{x}));
+  }
 }
 
 // amax[r] = max |x[r, :]| for every row (the per-channel amax of a [out, in] weight).

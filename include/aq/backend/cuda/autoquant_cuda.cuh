@@ -31,6 +31,14 @@ struct autoquant_cuda_stats {
   double calibration_gemm_flops = 0.0;
   double scoring_gemm_flops = 0.0;  // model forward + recompute + backward + recipe GEMMs
   std::size_t peak_device_bytes = 0;  // high-water mark of used device memory seen at stage ends
+  std::size_t weight_cache_bytes = 0;  // quantized weights the scorer kept across batches
+};
+
+// How the GPU passes run (the engine's options say what they compute).
+struct autoquant_cuda_options {
+  std::size_t weight_cache_bytes = 0;            // budget for cached Q_w(W) per (module, recipe)
+  kernel_profile* calibration_profile = nullptr;  // GPU time per kernel class of each stage
+  kernel_profile* scoring_profile = nullptr;
 };
 
 // Device memory in use now (cudaMemGetInfo: total − free).
@@ -55,7 +63,8 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
                                                const autoquant::engine_options& options,
                                                const text_run_options& run_options = {},
                                                const autoquant::progress_callback& progress = {},
-                                               autoquant_cuda_stats* stats = nullptr) {
+                                               autoquant_cuda_stats* stats = nullptr,
+                                               const autoquant_cuda_options& cuda_options = {}) {
   using clock = std::chrono::steady_clock;
   const auto seconds_since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
   if (options.method != autoquant::score_method::gradient) {
@@ -88,7 +97,8 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
   auto start = clock::now();
   double flops0 = model.gemm_flops();
   {
-    device_calibration_observer observer(calibration, model.stream());
+    device_calibration_observer observer(calibration, model.stream(), cuda_options.calibration_profile);
+    model.set_profile(cuda_options.calibration_profile);
     text_run_options o = run_options;
     o.backward = false;
     o.logits = false;
@@ -102,6 +112,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
       report("calibration", b + 1, n);
     }
     AQ_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+    model.set_profile(nullptr);
   }
   result.timings.calibration = seconds_since(start);
   st.calibration_gemm_flops = model.gemm_flops() - flops0;
@@ -112,7 +123,9 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
   std::vector<double> module_scores;
   double scorer_flops = 0.0;
   {
-    device_gradient_scorer scorer(calibration, model.gemm(), model.stream());
+    device_gradient_scorer scorer(calibration, model.gemm(), model.stream(), score_difference::fp32,
+                                  cuda_options.weight_cache_bytes, cuda_options.scoring_profile);
+    model.set_profile(cuda_options.scoring_profile);
     text_run_options o = run_options;
     o.backward = true;
     o.logits = false;
@@ -126,7 +139,9 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     }
     module_scores = scorer.scores();
     scorer_flops = scorer.gemm_flops();
+    st.weight_cache_bytes = scorer.weight_cache_bytes();
     probe();
+    model.set_profile(nullptr);
   }
   result.timings.scoring = seconds_since(start);
   st.scoring_gemm_flops = model.gemm_flops() - flops0 + scorer_flops;

@@ -9,6 +9,7 @@
 
 #include "aq/core/bf16.hpp"
 #include "aq/core/config.hpp"
+#include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
 
 namespace aq::cuda {
@@ -38,8 +39,9 @@ device_matrix<T> dense(T* data, std::int64_t rows, std::int64_t cols) {
   return {data, rows, cols, cols};
 }
 
-AQ_HD inline float to_float(float v) { return v; }
-AQ_HD inline float to_float(bf16 v) { return bf16_to_float(v); }
+// One to_float for host and device code: aq::to_float (core/dtype.hpp), so that translation units
+// holding both the kernels and the host IO resolve bf16 -> float to a single function.
+using aq::to_float;
 
 template <class T>
 AQ_HD inline T from_float(float v);

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "aq/backend/cuda/fake_quant.cuh"
 #include "aq/backend/cuda/gemm_cublaslt.cuh"
 #include "aq/backend/cuda/gradient_score.cuh"
+#include "aq/backend/cuda/kernel_profile.cuh"
 #include "aq/backend/cuda/linear_observer.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
@@ -145,12 +147,14 @@ class device_calibration {
   }
 
   // One forward call of module m: fold max |X| into its input amax; weight amax on first sight.
-  void observe(std::size_t m, const device_linear_call& call, cudaStream_t stream) {
-    amax_per_tensor(call.input, batch_amax_.data() + m, cub_temp_, stream);
-    detail::running_max_kernel<><<<1, 32, 0, stream>>>(input_amax_.data() + m, batch_amax_.data() + m, 1);
-    AQ_CUDA_CHECK_LAUNCH();
-    seen_[m] = true;
-    ensure_weight_amax(m, call, stream);
+  void observe(std::size_t m, const device_linear_call& call, cudaStream_t stream, kernel_profile* profile = nullptr) {
+    profiled(profile, kernel_class::amax, stream, [&] {
+      amax_per_tensor(call.input, batch_amax_.data() + m, cub_temp_, stream);
+      detail::running_max_kernel<><<<1, 32, 0, stream>>>(input_amax_.data() + m, batch_amax_.data() + m, 1);
+      AQ_CUDA_CHECK_LAUNCH();
+      seen_[m] = true;
+      ensure_weight_amax(m, call, stream);
+    });
   }
   bool has_input_amax(std::size_t m) const { return seen_.at(m); }
   const float* input_amax_device(std::size_t m) const { return input_amax_.data() + m; }
@@ -199,30 +203,35 @@ class device_calibration {
 // Forward observer of the calibration pass.
 class device_calibration_observer : public device_linear_observer {
  public:
-  device_calibration_observer(device_calibration& calibration, cudaStream_t stream)
-      : calib_(calibration), stream_(stream) {}
+  device_calibration_observer(device_calibration& calibration, cudaStream_t stream, kernel_profile* profile = nullptr)
+      : calib_(calibration), stream_(stream), profile_(profile) {}
   void on_forward(const device_linear_call& call) override {
     const auto m = calib_.module_index(call.name);
     if (!m || !calib_.active(*m)) return;
-    calib_.observe(*m, call, stream_);
+    calib_.observe(*m, call, stream_, profile_);
   }
 
  private:
   device_calibration& calib_;
   cudaStream_t stream_;
+  kernel_profile* profile_;
 };
 
-// Backward observer of the score passes. Quantized weights are formed on the fly per call (a
-// scratch of the largest weight) from the cached weight amax: the weights then exist once on the
-// GPU, for one extra read and write of each weight per recipe and batch.
+// Backward observer of the score passes. Quantized weights are kept per (module, recipe, row
+// block) while they fit in `weight_cache_bytes` (formed once from the cached weight amax, reused
+// by every later batch); past that budget they are formed on the fly per call in a scratch of
+// the largest weight (one extra read and write of the weight per recipe and batch).
 class device_gradient_scorer : public device_linear_observer {
  public:
   device_gradient_scorer(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream,
-                         score_difference rounding = score_difference::fp32)
+                         score_difference rounding = score_difference::fp32, std::size_t weight_cache_bytes = 0,
+                         kernel_profile* profile = nullptr)
       : calib_(calibration),
         gemm_(gemm),
         stream_(stream),
         rounding_(rounding),
+        cache_budget_(weight_cache_bytes),
+        profile_(profile),
         scores_(calibration.num_modules() * calibration.num_recipes()) {
     scores_.fill_bytes(0, stream_);
   }
@@ -233,7 +242,6 @@ class device_gradient_scorer : public device_linear_observer {
     calib_.ensure_weight_amax(*m, call, stream_);  // a module calibration never saw (cannot chunk)
     const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
     grow(xq_, static_cast<std::size_t>(rows * in));
-    grow(wq_, static_cast<std::size_t>(out * in));
     grow(yr_, static_cast<std::size_t>(rows * out));
     if (!calib_.has_input_amax(*m)) {
       throw error("device_gradient_scorer: module " + std::string(call.name) + " has no calibrated input amax");
@@ -244,20 +252,22 @@ class device_gradient_scorer : public device_linear_observer {
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
         if (call.input.ld != in) throw error("device_gradient_scorer: strided inputs are not supported");
-        AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_.data(), rows, in, calib_.input_amax_device(*m), stream_));
+        profiled(profile_, kernel_class::fake_quant, stream_, [&] {
+          AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_.data(), rows, in, calib_.input_amax_device(*m), stream_));
+        });
         x = {xq_.data(), rows, in, in};
       }
       if (k.weight_enabled) {
         if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
-        const float* amax = calib_.weight_amax_device(*m, r) + k.weight_amax_offset(call.row0, in);
-        AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, wq_.data(), out, in, amax, stream_));
-        w = {wq_.data(), out, in, in};
+        w = {quantized_weight(*m, r, call), out, in, in};
       }
       const device_matrix<float> yr{yr_.data(), rows, out, out};
-      gemm_.linear_forward(x, w, yr, nullptr, false, stream_);
+      profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, nullptr, false, stream_); });
       flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
-      accumulate_gradient_score(device_matrix<const float>(yr), call.output, call.grad_output, rounding_,
-                                scores_.data() + *m * calib_.num_recipes() + r, ws_, stream_);
+      profiled(profile_, kernel_class::score, stream_, [&] {
+        accumulate_gradient_score(device_matrix<const float>(yr), call.output, call.grad_output, rounding_,
+                                  scores_.data() + *m * calib_.num_recipes() + r, ws_, stream_);
+      });
     }
   }
 
@@ -267,8 +277,32 @@ class device_gradient_scorer : public device_linear_observer {
     return scores_.to_host();
   }
   double gemm_flops() const { return flops_; }
+  std::size_t weight_cache_bytes() const { return cache_used_; }
 
  private:
+  // Q_w(W) of module m, recipe r for the call's row block: from the cache, newly cached while the
+  // budget allows, else formed in the scratch.
+  const bf16* quantized_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
+    const device_recipe& k = calib_.recipe(r);
+    const std::int64_t out = call.weight.rows, in = call.weight.cols;
+    const std::size_t n = static_cast<std::size_t>(out * in);
+    const std::tuple<std::size_t, std::size_t, std::int64_t> key{m, r, call.row0};
+    const auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second.data();
+    bf16* dst = nullptr;
+    if (cache_used_ + n * sizeof(bf16) <= cache_budget_) {
+      dst = cache_.emplace(key, device_buffer<bf16>(n)).first->second.data();
+      cache_used_ += n * sizeof(bf16);
+    } else {
+      grow(wq_, n);
+      dst = wq_.data();
+    }
+    const float* amax = calib_.weight_amax_device(m, r) + k.weight_amax_offset(call.row0, in);
+    profiled(profile_, kernel_class::fake_quant, stream_,
+             [&] { AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, dst, out, in, amax, stream_)); });
+    return dst;
+  }
+
   template <class T>
   static void grow(device_buffer<T>& b, std::size_t n) {
     if (b.size() < n) b = device_buffer<T>(n);
@@ -278,6 +312,10 @@ class device_gradient_scorer : public device_linear_observer {
   cublaslt_gemm& gemm_;
   cudaStream_t stream_;
   score_difference rounding_;
+  std::size_t cache_budget_ = 0;
+  std::size_t cache_used_ = 0;
+  kernel_profile* profile_ = nullptr;
+  std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, device_buffer<bf16>> cache_;
   device_buffer<double> scores_;
   device_buffer<bf16> xq_, wq_;
   device_buffer<float> yr_;

@@ -22,6 +22,7 @@
 #include "aq/backend/cuda/elementwise.cuh"
 #include "aq/backend/cuda/embedding.cuh"
 #include "aq/backend/cuda/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernel_profile.cuh"
 #include "aq/backend/cuda/linear_observer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/rms_norm.cuh"
@@ -65,6 +66,12 @@ device_matrix<T> mview(device_buffer<T>& b, std::int64_t rows, std::int64_t cols
 
 }  // namespace detail
 
+// One layer's activations: what its backward reads (saved per layer, or recomputed into one set).
+struct text_layer_activations {
+  device_buffer<bf16> a, attn, m, act, qb, kb, vb;
+  device_buffer<float> q_raw, k_raw, v, qr, kr, attn_f, o_out, h_mid, gate, up, down_out, r1, r2, rq, rk, lse;
+};
+
 struct text_run_options {
   masked_row_policy masked_rows = masked_row_policy::zero;  // sdpa; attend_all = eager
   bool backward = true;  // with labels: the input-gradient backward after the loss
@@ -78,8 +85,10 @@ struct text_run_result {
 };
 
 // One decoder sized for batches of up to max_tokens rows. Memory: the residual stream entering
-// every layer (fp32) is saved in the forward; the backward recomputes each layer's activations
-// from it (one layer's worth of buffers), so activations cost L·tokens·H·4 bytes plus one layer.
+// every layer (fp32) is saved in the forward; by default the backward recomputes each layer's
+// activations from it (one layer's worth of buffers: L·tokens·H·4 bytes plus one layer); with
+// set_saved_activations(true) every layer keeps its own (activation_bytes_per_layer() each) and
+// the backward skips the recompute.
 class qwen3_vl_text_model {
  public:
   qwen3_vl_text_model(const qwen3_vl::config& cfg, const qwen3_vl_text_device_weights& weights, std::int64_t max_tokens,
@@ -102,30 +111,9 @@ class qwen3_vl_text_model {
     const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
     const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
-    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
     saved_h_ = device_buffer<float>(static_cast<std::size_t>(t.num_hidden_layers) * N * H);
     h_ = device_buffer<float>(N * H);
-    a_ = device_buffer<bf16>(N * H);
-    q_raw_ = device_buffer<float>(N * qd);
-    k_raw_ = device_buffer<float>(N * kvd);
-    v_ = device_buffer<float>(N * kvd);
-    qr_ = device_buffer<float>(N * qd);
-    kr_ = device_buffer<float>(N * kvd);
-    attn_f_ = device_buffer<float>(N * qd);
-    attn_ = device_buffer<bf16>(N * qd);
-    o_out_ = device_buffer<float>(N * H);
-    h_mid_ = device_buffer<float>(N * H);
-    m_ = device_buffer<bf16>(N * H);
-    gate_ = device_buffer<float>(N * I);
-    up_ = device_buffer<float>(N * I);
-    act_ = device_buffer<bf16>(N * I);
-    down_out_ = device_buffer<float>(N * H);
-    r1_ = device_buffer<float>(N);
-    r2_ = device_buffer<float>(N);
     rf_ = device_buffer<float>(N);
-    rq_ = device_buffer<float>(N * nh);
-    rk_ = device_buffer<float>(N * nkv);
-    lse_ = device_buffer<float>(N * nh);
     hn_ = device_buffer<bf16>(N * H);
     cos_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
     sin_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
@@ -151,6 +139,90 @@ class qwen3_vl_text_model {
     dk_raw_ = device_buffer<bf16>(N * kvd);
     delta_ = device_buffer<float>(N * nh);
   }
+
+  // bf16 tensor-core attention (FlashAttention-2 style: bf16 q/k/v/o/dO, bf16 P and dS, fp32
+  // accumulation) instead of fp32 storage on the CUDA cores: ~3x faster, dL/dY of k_proj moves by
+  // ~1e-2 relative (tests/cuda/test_qwen3_vl_cuda.cu states both tolerances).
+  void set_tensor_core_attention(bool on) { tc_attention_ = on; }
+  bool tensor_core_attention() const { return tc_attention_; }
+  // Keep every layer's activations from the forward for the backward (no recompute).
+  void set_saved_activations(bool on) { saved_activations_ = on; }
+  bool saved_activations() const { return saved_activations_; }
+  // Device bytes of one layer's activations at max_tokens in the current attention mode.
+  std::size_t activation_bytes_per_layer() const {
+    const qwen3_vl::text_config& t = cfg_.text;
+    const std::size_t N = static_cast<std::size_t>(max_tokens_);
+    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
+    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
+    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
+    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
+    std::size_t bf = N * H + N * qd + N * H + N * I, fl = 2 * N * qd + 3 * N * kvd + 3 * N * H + 2 * N * I + 2 * N +
+                                                          N * nh + N * nkv + N * nh;
+    if (tc_attention_) {
+      bf += N * qd + 2 * N * kvd;
+    } else {
+      fl += N * qd;
+    }
+    return bf * sizeof(bf16) + fl * sizeof(float);
+  }
+  // Allocates what the current modes need (run() does it too): one layer's activation set, or
+  // one per layer when saved; the bf16 attention buffers only with tensor cores.
+  void allocate_activations() {
+    const qwen3_vl::text_config& t = cfg_.text;
+    const std::size_t N = static_cast<std::size_t>(max_tokens_);
+    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
+    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
+    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
+    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
+    const std::size_t sets = saved_activations_ ? static_cast<std::size_t>(t.num_hidden_layers) : 1;
+    acts_.resize(sets);
+    const auto need = []<class T>(device_buffer<T>& b, std::size_t n) {
+      if (b.size() < n) b = device_buffer<T>(n);
+    };
+    const auto drop = []<class T>(device_buffer<T>& b) { b = device_buffer<T>(); };
+    for (text_layer_activations& A : acts_) {
+      need(A.a, N * H);
+      need(A.attn, N * qd);
+      need(A.m, N * H);
+      need(A.act, N * I);
+      need(A.q_raw, N * qd);
+      need(A.k_raw, N * kvd);
+      need(A.v, N * kvd);
+      need(A.qr, N * qd);
+      need(A.kr, N * kvd);
+      need(A.o_out, N * H);
+      need(A.h_mid, N * H);
+      need(A.gate, N * I);
+      need(A.up, N * I);
+      need(A.down_out, N * H);
+      need(A.r1, N);
+      need(A.r2, N);
+      need(A.rq, N * nh);
+      need(A.rk, N * nkv);
+      need(A.lse, N * nh);
+      if (tc_attention_) {
+        need(A.qb, N * qd);
+        need(A.kb, N * kvd);
+        need(A.vb, N * kvd);
+        drop(A.attn_f);
+      } else {
+        need(A.attn_f, N * qd);
+        drop(A.qb);
+        drop(A.kb);
+        drop(A.vb);
+      }
+    }
+    if (tc_attention_) {
+      need(d_attn_b_, N * qd);
+      need(dqb_, N * qd);
+      need(dkb_, N * kvd);
+    }
+  }
+  // GPU time per kernel class of later runs (nullptr: none); the profile must outlive the runs.
+  void set_profile(kernel_profile* profile) { profile_ = profile; }
+  kernel_profile* profile() const { return profile_; }
   qwen3_vl_text_model(const qwen3_vl_text_model&) = delete;
   qwen3_vl_text_model& operator=(const qwen3_vl_text_model&) = delete;
   ~qwen3_vl_text_model() {
@@ -174,19 +246,27 @@ class qwen3_vl_text_model {
  private:
   std::vector<float> qwen3_vl_inv_freq() const { return cpu::rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
 
+  template <class F>
+  void timed(kernel_class c, F&& f) {
+    profiled(profile_, c, stream_, f);
+  }
   template <class Out>
   void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, device_matrix<Out> y) {
+    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
     gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
     gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
+    if (profile_ != nullptr) profile_->end(stream_);
   }
   template <class Out>
   void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx, bool acc) {
+    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
     gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
     gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
+    if (profile_ != nullptr) profile_->end(stream_);
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
-    launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_);
+    timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_); });
   }
   void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
               device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g) const {
@@ -210,12 +290,17 @@ class qwen3_vl_text_model {
   cublaslt_gemm gemm_;
   double gemm_flops_ = 0.0;
   attention_config attn_cfg_{};
+  bool tc_attention_ = false;
+  kernel_profile* profile_ = nullptr;
+  bool saved_activations_ = false;
+  std::vector<text_layer_activations> acts_;
+  device_buffer<bf16> d_attn_b_, dqb_, dkb_;
   attention_segments segs_{};
   device_buffer<int> cu_seqlens_;
   device_buffer<std::int64_t> ids_;
-  device_buffer<float> saved_h_, h_, q_raw_, k_raw_, v_, qr_, kr_, attn_f_, o_out_, h_mid_, gate_, up_, down_out_;
-  device_buffer<bf16> a_, attn_, m_, act_, hn_;
-  device_buffer<float> r1_, r2_, rf_, rq_, rk_, lse_, cos_, sin_, inv_freq_, logits_chunk_;
+  device_buffer<float> saved_h_, h_;
+  device_buffer<bf16> hn_;
+  device_buffer<float> rf_, cos_, sin_, inv_freq_, logits_chunk_;
   device_buffer<bf16> dlogits_chunk_;
   device_buffer<std::int64_t> pos_, targets_;
   device_buffer<std::uint8_t> mask_;
@@ -234,41 +319,63 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   const auto eps = static_cast<float>(t.rms_norm_eps);
   const std::string p = qwen3_vl::text_layer_weight_prefix(l);
   const device_matrix<const float> hin{h_in, N, H, H};
+  text_layer_activations& A = acts_.at(saved_activations_ ? static_cast<std::size_t>(l) : 0);
   const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
 
-  rms_norm_forward(hin, lw.input_layernorm.data(), eps, mview(a_, N, H), r1_.data(), stream_);
-  const auto a = cview(a_, N, H);
-  linear(a, lw.q_proj.data(), qd, mview(q_raw_, N, qd));
-  linear(a, lw.k_proj.data(), kvd, mview(k_raw_, N, kvd));
-  linear(a, lw.v_proj.data(), kvd, mview(v_, N, kvd));
-  notify(obs, false, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(q_raw_, N, qd), {});
-  notify(obs, false, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(k_raw_, N, kvd), {});
-  notify(obs, false, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(v_, N, kvd), {});
+  timed(kernel_class::norm_rope, [&] { rms_norm_forward(hin, lw.input_layernorm.data(), eps, mview(A.a, N, H), A.r1.data(), stream_); });
+  const auto a = cview(A.a, N, H);
+  linear(a, lw.q_proj.data(), qd, mview(A.q_raw, N, qd));
+  linear(a, lw.k_proj.data(), kvd, mview(A.k_raw, N, kvd));
+  linear(a, lw.v_proj.data(), kvd, mview(A.v, N, kvd));
+  notify(obs, false, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), {});
+  notify(obs, false, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), {});
+  notify(obs, false, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), {});
   // Attention in fp32 storage (fp32 arithmetic throughout); only its output is rounded to bf16,
   // the o_proj GEMM operand. bf16 q/k/v/dO cost ~1% on dL/dY of k_proj.
-  rms_norm_forward(cview(q_raw_, N * nh, hd), lw.q_norm.data(), eps, mview(qr_, N * nh, hd), rq_.data(), stream_);
-  rms_norm_forward(cview(k_raw_, N * nkv, hd), lw.k_norm.data(), eps, mview(kr_, N * nkv, hd), rk_.data(), stream_);
-  rope_forward(mview(qr_, N, qd), nh, cos, sin, stream_);
-  rope_forward(mview(kr_, N, kvd), nkv, cos, sin, stream_);
-  attention_forward<float>(attn_cfg_, segs_, cview(qr_, N, qd), cview(kr_, N, kvd), cview(v_, N, kvd),
-                           mview(attn_f_, N, qd), lse_.data(), stream_);
-  convert(cview(attn_f_, N, qd), mview(attn_, N, qd));
-  const auto attn = cview(attn_, N, qd);
-  linear(attn, lw.o_proj.data(), H, mview(o_out_, N, H));
-  notify(obs, false, p + "self_attn.o_proj", lw.o_proj.data(), H, attn, cview(o_out_, N, H), {});
-  launch_elementwise(N, H, detail::add_op{hin, cview(o_out_, N, H), mview(h_mid_, N, H)}, stream_);
-  rms_norm_forward(cview(h_mid_, N, H), lw.post_attention_layernorm.data(), eps, mview(m_, N, H), r2_.data(), stream_);
-  const auto m = cview(m_, N, H);
-  linear(m, lw.gate_proj.data(), I, mview(gate_, N, I));
-  linear(m, lw.up_proj.data(), I, mview(up_, N, I));
-  notify(obs, false, p + "mlp.gate_proj", lw.gate_proj.data(), I, m, cview(gate_, N, I), {});
-  notify(obs, false, p + "mlp.up_proj", lw.up_proj.data(), I, m, cview(up_, N, I), {});
-  swiglu_forward(cview(gate_, N, I), cview(up_, N, I), mview(act_, N, I), stream_);
-  const auto act = cview(act_, N, I);
-  linear(act, lw.down_proj.data(), H, mview(down_out_, N, H));
-  notify(obs, false, p + "mlp.down_proj", lw.down_proj.data(), H, act, cview(down_out_, N, H), {});
+  timed(kernel_class::norm_rope, [&] {
+    rms_norm_forward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), eps, mview(A.qr, N * nh, hd), A.rq.data(), stream_);
+    rms_norm_forward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), eps, mview(A.kr, N * nkv, hd), A.rk.data(), stream_);
+    rope_forward(mview(A.qr, N, qd), nh, cos, sin, stream_);
+    rope_forward(mview(A.kr, N, kvd), nkv, cos, sin, stream_);
+  });
+  if (tc_attention_) {
+    convert(cview(A.qr, N, qd), mview(A.qb, N, qd));
+    convert(cview(A.kr, N, kvd), mview(A.kb, N, kvd));
+    convert(cview(A.v, N, kvd), mview(A.vb, N, kvd));
+    attention_config c = attn_cfg_;
+    c.tensor_cores = true;
+    timed(kernel_class::attention, [&] {
+      attention_forward<bf16>(c, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd), mview(A.attn, N, qd),
+                              A.lse.data(), stream_);
+    });
+  } else {
+    timed(kernel_class::attention, [&] {
+      attention_forward<float>(attn_cfg_, segs_, cview(A.qr, N, qd), cview(A.kr, N, kvd), cview(A.v, N, kvd),
+                               mview(A.attn_f, N, qd), A.lse.data(), stream_);
+    });
+    convert(cview(A.attn_f, N, qd), mview(A.attn, N, qd));
+  }
+  const auto attn = cview(A.attn, N, qd);
+  linear(attn, lw.o_proj.data(), H, mview(A.o_out, N, H));
+  notify(obs, false, p + "self_attn.o_proj", lw.o_proj.data(), H, attn, cview(A.o_out, N, H), {});
+  timed(kernel_class::elementwise,
+        [&] { launch_elementwise(N, H, detail::add_op{hin, cview(A.o_out, N, H), mview(A.h_mid, N, H)}, stream_); });
+  timed(kernel_class::norm_rope, [&] {
+    rms_norm_forward(cview(A.h_mid, N, H), lw.post_attention_layernorm.data(), eps, mview(A.m, N, H), A.r2.data(), stream_);
+  });
+  const auto m = cview(A.m, N, H);
+  linear(m, lw.gate_proj.data(), I, mview(A.gate, N, I));
+  linear(m, lw.up_proj.data(), I, mview(A.up, N, I));
+  notify(obs, false, p + "mlp.gate_proj", lw.gate_proj.data(), I, m, cview(A.gate, N, I), {});
+  notify(obs, false, p + "mlp.up_proj", lw.up_proj.data(), I, m, cview(A.up, N, I), {});
+  timed(kernel_class::elementwise, [&] { swiglu_forward(cview(A.gate, N, I), cview(A.up, N, I), mview(A.act, N, I), stream_); });
+  const auto act = cview(A.act, N, I);
+  linear(act, lw.down_proj.data(), H, mview(A.down_out, N, H));
+  notify(obs, false, p + "mlp.down_proj", lw.down_proj.data(), H, act, cview(A.down_out, N, H), {});
   if (h_out != nullptr) {
-    launch_elementwise(N, H, detail::add_op{cview(h_mid_, N, H), cview(down_out_, N, H), {h_out, N, H, H}}, stream_);
+    timed(kernel_class::elementwise, [&] {
+      launch_elementwise(N, H, detail::add_op{cview(A.h_mid, N, H), cview(A.down_out, N, H), {h_out, N, H, H}}, stream_);
+    });
   }
 }
 
@@ -278,7 +385,8 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
                                                 device_linear_observer* obs) {
   using detail::cview;
   using detail::mview;
-  layer_forward(l, N, h_in, nullptr, nullptr);
+  if (!saved_activations_) layer_forward(l, N, h_in, nullptr, nullptr);
+  text_layer_activations& A = acts_.at(saved_activations_ ? static_cast<std::size_t>(l) : 0);
   const qwen3_vl::text_config& t = cfg_.text;
   const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
   const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
@@ -288,42 +396,65 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
 
   // MLP
   convert(cview(g_, N, H), mview(gb_, N, H));
-  notify(obs, true, p + "mlp.down_proj", lw.down_proj.data(), H, cview(act_, N, I), cview(down_out_, N, H),
+  notify(obs, true, p + "mlp.down_proj", lw.down_proj.data(), H, cview(A.act, N, I), cview(A.down_out, N, H),
          cview(gb_, N, H));
   linear_back(cview(gb_, N, H), lw.down_proj.data(), I, mview(d_act_, N, I), false);
-  swiglu_backward(cview(gate_, N, I), cview(up_, N, I), cview(d_act_, N, I), mview(d_gate_, N, I), mview(d_up_, N, I),
-                  stream_);
-  notify(obs, true, p + "mlp.gate_proj", lw.gate_proj.data(), I, cview(m_, N, H), cview(gate_, N, I),
+  timed(kernel_class::elementwise, [&] {
+    swiglu_backward(cview(A.gate, N, I), cview(A.up, N, I), cview(d_act_, N, I), mview(d_gate_, N, I), mview(d_up_, N, I),
+                    stream_);
+  });
+  notify(obs, true, p + "mlp.gate_proj", lw.gate_proj.data(), I, cview(A.m, N, H), cview(A.gate, N, I),
          cview(d_gate_, N, I));
-  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(m_, N, H), cview(up_, N, I), cview(d_up_, N, I));
+  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(A.m, N, H), cview(A.up, N, I), cview(d_up_, N, I));
   linear_back(cview(d_gate_, N, I), lw.gate_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(d_up_, N, I), lw.up_proj.data(), H, mview(d_m_, N, H), true);
-  rms_norm_backward(cview(h_mid_, N, H), lw.post_attention_layernorm.data(), r2_.data(), cview(d_m_, N, H),
-                    mview(g_, N, H), true, stream_);
+  timed(kernel_class::norm_rope, [&] {
+    rms_norm_backward(cview(A.h_mid, N, H), lw.post_attention_layernorm.data(), A.r2.data(), cview(d_m_, N, H),
+                      mview(g_, N, H), true, stream_);
+  });
   // Attention
   convert(cview(g_, N, H), mview(gb_, N, H));
-  notify(obs, true, p + "self_attn.o_proj", lw.o_proj.data(), H, cview(attn_, N, qd), cview(o_out_, N, H),
+  notify(obs, true, p + "self_attn.o_proj", lw.o_proj.data(), H, cview(A.attn, N, qd), cview(A.o_out, N, H),
          cview(gb_, N, H));
-  linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_, N, qd), false);
-  attention_backward<float>(attn_cfg_, segs_, cview(qr_, N, qd), cview(kr_, N, kvd), cview(v_, N, kvd),
-                            cview(attn_f_, N, qd), lse_.data(), cview(d_attn_, N, qd), mview(dq_, N, qd),
-                            mview(dk_, N, kvd), mview(dv_, N, kvd), delta_.data(), stream_);
-  convert(cview(dv_, N, kvd), mview(dvb_, N, kvd));
-  rope_backward(mview(dq_, N, qd), nh, cos, sin, stream_);
-  rope_backward(mview(dk_, N, kvd), nkv, cos, sin, stream_);
-  rms_norm_backward(cview(q_raw_, N * nh, hd), lw.q_norm.data(), rq_.data(), cview(dq_, N * nh, hd),
-                    mview(dq_raw_, N * nh, hd), false, stream_);
-  rms_norm_backward(cview(k_raw_, N * nkv, hd), lw.k_norm.data(), rk_.data(), cview(dk_, N * nkv, hd),
-                    mview(dk_raw_, N * nkv, hd), false, stream_);
-  const auto a = cview(a_, N, H);
-  notify(obs, true, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(q_raw_, N, qd), cview(dq_raw_, N, qd));
-  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(k_raw_, N, kvd), cview(dk_raw_, N, kvd));
-  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(v_, N, kvd), cview(dvb_, N, kvd));
+  if (tc_attention_) {
+    linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_b_, N, qd), false);
+    attention_config c = attn_cfg_;
+    c.tensor_cores = true;
+    timed(kernel_class::attention, [&] {
+      attention_backward<bf16>(c, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd), cview(A.attn, N, qd),
+                               A.lse.data(), cview(d_attn_b_, N, qd), mview(dqb_, N, qd), mview(dkb_, N, kvd),
+                               mview(dvb_, N, kvd), delta_.data(), stream_);
+    });
+    convert(cview(dqb_, N, qd), mview(dq_, N, qd));
+    convert(cview(dkb_, N, kvd), mview(dk_, N, kvd));
+  } else {
+    linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_, N, qd), false);
+    timed(kernel_class::attention, [&] {
+      attention_backward<float>(attn_cfg_, segs_, cview(A.qr, N, qd), cview(A.kr, N, kvd), cview(A.v, N, kvd),
+                                cview(A.attn_f, N, qd), A.lse.data(), cview(d_attn_, N, qd), mview(dq_, N, qd),
+                                mview(dk_, N, kvd), mview(dv_, N, kvd), delta_.data(), stream_);
+    });
+    convert(cview(dv_, N, kvd), mview(dvb_, N, kvd));
+  }
+  timed(kernel_class::norm_rope, [&] {
+    rope_backward(mview(dq_, N, qd), nh, cos, sin, stream_);
+    rope_backward(mview(dk_, N, kvd), nkv, cos, sin, stream_);
+    rms_norm_backward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), A.rq.data(), cview(dq_, N * nh, hd),
+                      mview(dq_raw_, N * nh, hd), false, stream_);
+    rms_norm_backward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), A.rk.data(), cview(dk_, N * nkv, hd),
+                      mview(dk_raw_, N * nkv, hd), false, stream_);
+  });
+  const auto a = cview(A.a, N, H);
+  notify(obs, true, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), cview(dq_raw_, N, qd));
+  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd));
+  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), cview(dvb_, N, kvd));
   linear_back(cview(dq_raw_, N, qd), lw.q_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(dk_raw_, N, kvd), lw.k_proj.data(), H, mview(d_m_, N, H), true);
   linear_back(cview(dvb_, N, kvd), lw.v_proj.data(), H, mview(d_m_, N, H), true);
-  rms_norm_backward(device_matrix<const float>{h_in, N, H, H}, lw.input_layernorm.data(), r1_.data(),
-                    cview(d_m_, N, H), mview(g_, N, H), true, stream_);
+  timed(kernel_class::norm_rope, [&] {
+    rms_norm_backward(device_matrix<const float>{h_in, N, H, H}, lw.input_layernorm.data(), A.r1.data(),
+                      cview(d_m_, N, H), mview(g_, N, H), true, stream_);
+  });
 }
 
 inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batch, const text_run_options& options,
@@ -350,6 +481,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     throw error("cuda qwen3_vl text batch: position_ids must hold 3*batch*seq = " + std::to_string(3 * N) + " entries");
   }
 
+  allocate_activations();
   // Inputs, rotary tables and segments.
   pos_.copy_from_host(positions.data(), positions.size(), stream_);
   mask_.copy_from_host(batch.attention_mask.data(), batch.attention_mask.size(), stream_);
@@ -393,6 +525,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   }
   if (!with_loss) {
     AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (profile_ != nullptr) profile_->resolve();
     return result;
   }
 
@@ -406,12 +539,13 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     const auto w = chunk_rows(v0);
     const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
     linear(hn, w.data, w.rows, z);
-    ce.update(z, v0, targets_.data(), stream_);
+    timed(kernel_class::loss, [&] { ce.update(z, v0, targets_.data(), stream_); });
   }
   ce.finalize(targets_.data(), stream_);
   double total = 0.0;
   ce.total.copy_to_host(&total, 1, stream_);
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profile_ != nullptr) profile_->resolve();
   result.targets = targets.count;
   result.loss = targets.count > 0 ? total / static_cast<double>(targets.count) : std::nan("");
   if (!options.backward) return result;
@@ -422,7 +556,8 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
     const device_matrix<bf16> dz{dlogits_chunk_.data(), N, w.rows, chunk_};
     linear(hn, w.data, w.rows, z);
-    ce.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, dz, stream_);
+    timed(kernel_class::loss,
+          [&] { ce.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, dz, stream_); });
     if (observer != nullptr) {
       observer->on_backward(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z),
                                                device_matrix<const bf16>(dz)});
@@ -432,6 +567,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   rms_norm_backward(cview(h_, N, H), w_.norm.data(), rf_.data(), cview(d_m_, N, H), mview(g_, N, H), false, stream_);
   for (std::int64_t l = L - 1; l >= 0; --l) layer_backward(l, N, saved_h_.data() + l * N * H, observer);
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profile_ != nullptr) profile_->resolve();
   return result;
 }
 
