@@ -5,6 +5,7 @@
 #pragma nv_diag_suppress 20012  // Eigen through the CPU engine headers
 #include <aq/autoquant/default_model.hpp>
 #include <aq/autoquant/engine.hpp>
+#include <aq/autoquant/memory_plan.hpp>
 #include <aq/autoquant/model_runner.hpp>
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/progress.hpp>
@@ -90,6 +91,31 @@ double reference_gemm_tflops(acu::cublaslt_gemm& gemm, std::int64_t m, std::int6
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / (ms[ms.size() / 2] * 1e-3) / 1e12;
 }
 
+double parse_gib(const std::string& flag, const std::string& text) {
+  std::size_t used = 0;
+  double v = -1.0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(v >= 0.0) || v > 1e6) throw error(flag + ": expected a size in GiB >= 0, got '" + text + "'");
+  return v;
+}
+
+// Device scratch the scorer and calibration grow to at most (quantized X, Y_r, one quantized
+// weight outside the cache), the GEMM workspace, and 256 MiB for small buffers and allocation
+// granularity.
+std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t vocab_chunk) {
+  const qwen3_vl::text_config& t = cfg.text;
+  const std::int64_t widest_in = std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim});
+  const std::int64_t widest_out =
+      std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim, vocab_chunk});
+  const auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  return n(tokens * widest_in) * 2 + n(tokens * widest_out) * 4 + n(widest_out * widest_in) * 2 + (std::size_t{32} << 20) +
+         (std::size_t{256} << 20);
+}
+
 int run(int argc, char** argv) {
   std::vector<std::string> all(argv + 1, argv + argc);
   // The GPU driver's own flags, taken out before the shared parser sees the rest.
@@ -97,6 +123,7 @@ int run(int argc, char** argv) {
   bool profile_kernels = false;
   std::string activations = "auto";
   double cache_gib = -1.0;  // < 0: whatever fits with a margin
+  double budget_gib = -1.0;  // < 0: no budget (what fits on the card)
   std::vector<std::string> args;
   for (std::size_t i = 0; i < all.size(); ++i) {
     const auto value = [&]() -> const std::string& {
@@ -114,7 +141,9 @@ int run(int argc, char** argv) {
     } else if (all[i] == "--profile-kernels") {
       profile_kernels = true;
     } else if (all[i] == "--weight-cache-gib") {
-      cache_gib = std::stod(value());
+      cache_gib = parse_gib(all[i], value());
+    } else if (all[i] == "--memory-budget-gib") {
+      budget_gib = parse_gib(all[i], value());
     } else {
       args.push_back(all[i]);
     }
@@ -127,6 +156,8 @@ int run(int argc, char** argv) {
                "  --activations auto|saved|recompute  keep every layer's activations for the backward (auto:\n"
                "                            when they fit with 8 GiB to spare) or recompute them per layer\n"
                "  --weight-cache-gib X      memory for quantized weights kept across batches (default: free - 4 GiB)\n"
+               "  --memory-budget-gib X     hold at most X GiB on the GPU: saves as many layers' activations as\n"
+               "                            fit, then caches quantized weights in the rest (error below the minimum)\n"
                "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
                stdout);
     std::fputs(autoquant::help_text().c_str(), stdout);
@@ -216,7 +247,31 @@ int run(int argc, char** argv) {
 
   acu::qwen3_vl_text_model model(cfg, weights, max_tokens);
   model.set_tensor_core_attention(gpu_attention == "tc");
-  {
+  acu::autoquant_cuda_options cuda_options;
+  if (budget_gib >= 0.0) {
+    autoquant::memory_plan_inputs in;
+    in.budget_bytes = static_cast<std::size_t>(budget_gib * static_cast<double>(1ull << 30));
+    in.in_use_bytes = acu::device_bytes_in_use() - baseline;
+    in.scratch_bytes = scorer_scratch_bytes(cfg, max_tokens, model.vocab_chunk());
+    in.layer_bytes = model.activation_bytes_per_layer();
+    in.layers = cfg.text.num_hidden_layers;
+    if (cache_gib >= 0.0) in.max_cache_bytes = static_cast<std::size_t>(cache_gib * static_cast<double>(1ull << 30));
+    autoquant::memory_plan plan = autoquant::plan_memory(in);
+    if (activations == "saved" || activations == "recompute") {
+      const std::int64_t k = activations == "saved" ? cfg.text.num_hidden_layers : 0;
+      const std::size_t need = autoquant::activation_sets_bytes(k, in.layers, in.layer_bytes);
+      if (in.in_use_bytes + in.scratch_bytes + need > in.budget_bytes) {
+        throw error("--memory-budget-gib: --activations " + activations + " needs " +
+                    autoquant::format_gib(in.in_use_bytes + in.scratch_bytes + need) + ", above the budget");
+      }
+      plan.saved_layers = k;
+      plan.activation_bytes = need;
+      plan.weight_cache_bytes = std::min(in.budget_bytes - in.in_use_bytes - in.scratch_bytes - need, in.max_cache_bytes);
+    }
+    model.set_saved_layers(plan.saved_layers);
+    model.allocate_activations();
+    cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
+  } else {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const double saved_bytes =
@@ -225,8 +280,7 @@ int run(int argc, char** argv) {
                                 (activations == "auto" && saved_bytes + 8.0 * (1ull << 30) < static_cast<double>(free_bytes)));
     model.allocate_activations();
   }
-  acu::autoquant_cuda_options cuda_options;
-  {
+  if (budget_gib < 0.0) {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const double margin = 4.0 * (1ull << 30);  // scorer scratch, cuBLASLt workspaces, CUB temp
@@ -296,7 +350,12 @@ int run(int argc, char** argv) {
               static_cast<double>(baseline) / (1 << 30));
   std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB\n",
               gpu_attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores",
-              model.saved_activations() ? "saved" : "recomputed",
+              model.saved_activations()
+                  ? "saved"
+                  : (model.saved_layers() == 0 ? "recomputed"
+                                               : (std::to_string(model.saved_layers()) + " of " +
+                                                  std::to_string(cfg.text.num_hidden_layers) + " layers saved")
+                                                     .c_str()),
               static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
               static_cast<double>(stats.weight_cache_bytes) / (1 << 30));
   if (profile_kernels) {

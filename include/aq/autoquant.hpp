@@ -83,3 +83,4 @@
 #include "aq/autoquant/options.hpp"
 #include "aq/autoquant/result_json.hpp"
 #include "aq/autoquant/default_model.hpp"
+#include "aq/autoquant/memory_plan.hpp"

@@ -87,8 +87,8 @@ struct text_run_result {
 // One decoder sized for batches of up to max_tokens rows. Memory: the residual stream entering
 // every layer (fp32) is saved in the forward; by default the backward recomputes each layer's
 // activations from it (one layer's worth of buffers: L·tokens·H·4 bytes plus one layer); with
-// set_saved_activations(true) every layer keeps its own (activation_bytes_per_layer() each) and
-// the backward skips the recompute.
+// set_saved_layers(k) the first k layers keep their own (activation_bytes_per_layer() each) and
+// the backward skips their recompute (set_saved_activations(true): all of them).
 class qwen3_vl_text_model {
  public:
   qwen3_vl_text_model(const qwen3_vl::config& cfg, const qwen3_vl_text_device_weights& weights, std::int64_t max_tokens,
@@ -146,8 +146,17 @@ class qwen3_vl_text_model {
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
   bool tensor_core_attention() const { return tc_attention_; }
   // Keep every layer's activations from the forward for the backward (no recompute).
-  void set_saved_activations(bool on) { saved_activations_ = on; }
-  bool saved_activations() const { return saved_activations_; }
+  void set_saved_activations(bool on) { saved_layers_ = on ? cfg_.text.num_hidden_layers : 0; }
+  bool saved_activations() const { return saved_layers_ == cfg_.text.num_hidden_layers; }
+  // Keep the activations of the first `layers` layers (0 … num_hidden_layers, clamped); the rest
+  // share one set and are recomputed in the backward. A memory budget picks the count.
+  void set_saved_layers(std::int64_t layers) { saved_layers_ = std::clamp<std::int64_t>(layers, 0, cfg_.text.num_hidden_layers); }
+  std::int64_t saved_layers() const { return saved_layers_; }
+  // Device bytes of the activation sets allocate_activations() holds for `saved` saved layers.
+  std::size_t activation_bytes(std::int64_t saved) const {
+    const std::int64_t sets = std::min(saved, cfg_.text.num_hidden_layers) + (saved < cfg_.text.num_hidden_layers ? 1 : 0);
+    return static_cast<std::size_t>(sets) * activation_bytes_per_layer();
+  }
   // Device bytes of one layer's activations at max_tokens in the current attention mode.
   std::size_t activation_bytes_per_layer() const {
     const qwen3_vl::text_config& t = cfg_.text;
@@ -166,8 +175,8 @@ class qwen3_vl_text_model {
     }
     return bf * sizeof(bf16) + fl * sizeof(float);
   }
-  // Allocates what the current modes need (run() does it too): one layer's activation set, or
-  // one per layer when saved; the bf16 attention buffers only with tensor cores.
+  // Allocates what the current modes need (run() does it too): one set per saved layer plus one
+  // shared set for the recomputed layers; the bf16 attention buffers only with tensor cores.
   void allocate_activations() {
     const qwen3_vl::text_config& t = cfg_.text;
     const std::size_t N = static_cast<std::size_t>(max_tokens_);
@@ -176,7 +185,7 @@ class qwen3_vl_text_model {
     const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
     const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
-    const std::size_t sets = saved_activations_ ? static_cast<std::size_t>(t.num_hidden_layers) : 1;
+    const std::size_t sets = static_cast<std::size_t>(saved_layers_ + (saved_layers_ < t.num_hidden_layers ? 1 : 0));
     acts_.resize(sets);
     const auto need = []<class T>(device_buffer<T>& b, std::size_t n) {
       if (b.size() < n) b = device_buffer<T>(n);
@@ -292,8 +301,12 @@ class qwen3_vl_text_model {
   attention_config attn_cfg_{};
   bool tc_attention_ = false;
   kernel_profile* profile_ = nullptr;
-  bool saved_activations_ = false;
+  std::int64_t saved_layers_ = 0;
   std::vector<text_layer_activations> acts_;
+  // Layer l's activation set: its own when saved, else the shared recompute set (the last one).
+  text_layer_activations& layer_activations(std::int64_t l) {
+    return acts_.at(static_cast<std::size_t>(std::min(l, saved_layers_)));
+  }
   device_buffer<bf16> d_attn_b_, dqb_, dkb_;
   attention_segments segs_{};
   device_buffer<int> cu_seqlens_;
@@ -319,7 +332,7 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   const auto eps = static_cast<float>(t.rms_norm_eps);
   const std::string p = qwen3_vl::text_layer_weight_prefix(l);
   const device_matrix<const float> hin{h_in, N, H, H};
-  text_layer_activations& A = acts_.at(saved_activations_ ? static_cast<std::size_t>(l) : 0);
+  text_layer_activations& A = layer_activations(l);
   const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
 
   timed(kernel_class::norm_rope, [&] { rms_norm_forward(hin, lw.input_layernorm.data(), eps, mview(A.a, N, H), A.r1.data(), stream_); });
@@ -385,8 +398,8 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
                                                 device_linear_observer* obs) {
   using detail::cview;
   using detail::mview;
-  if (!saved_activations_) layer_forward(l, N, h_in, nullptr, nullptr);
-  text_layer_activations& A = acts_.at(saved_activations_ ? static_cast<std::size_t>(l) : 0);
+  if (l >= saved_layers_) layer_forward(l, N, h_in, nullptr, nullptr);
+  text_layer_activations& A = layer_activations(l);
   const qwen3_vl::text_config& t = cfg_.text;
   const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
   const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
