@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -103,16 +104,17 @@ double parse_gib(const std::string& flag, const std::string& text) {
   return v;
 }
 
-// Device scratch the scorer and calibration grow to at most (quantized X, Y_r, one quantized
-// weight outside the cache), the GEMM workspace, and 256 MiB for small buffers and allocation
-// granularity.
-std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t vocab_chunk) {
+// Device scratch the scorer and calibration grow to at most (quantized X per recipe, Y_r, one
+// quantized weight outside the cache), the GEMM workspace, and 256 MiB for small buffers and
+// allocation granularity.
+std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t vocab_chunk,
+                                 std::size_t recipes) {
   const qwen3_vl::text_config& t = cfg.text;
   const std::int64_t widest_in = std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim});
   const std::int64_t widest_out =
       std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim, vocab_chunk});
   const auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
-  return n(tokens * widest_in) * 2 + n(tokens * widest_out) * 4 + n(widest_out * widest_in) * 2 + (std::size_t{32} << 20) +
+  return recipes * n(tokens * widest_in) * 2 + n(tokens * widest_out) * 4 + n(widest_out * widest_in) * 2 + (std::size_t{32} << 20) +
          (std::size_t{256} << 20);
 }
 
@@ -124,6 +126,7 @@ int run(int argc, char** argv) {
   std::string activations = "auto";
   double cache_gib = -1.0;  // < 0: whatever fits with a margin
   double budget_gib = -1.0;  // < 0: no budget (what fits on the card)
+  std::int64_t micro_batch = 0;  // sequences per device pass; 0: whole batches (or what the budget allows)
   std::vector<std::string> args;
   for (std::size_t i = 0; i < all.size(); ++i) {
     const auto value = [&]() -> const std::string& {
@@ -144,6 +147,15 @@ int run(int argc, char** argv) {
       cache_gib = parse_gib(all[i], value());
     } else if (all[i] == "--memory-budget-gib") {
       budget_gib = parse_gib(all[i], value());
+    } else if (all[i] == "--micro-batch") {
+      const std::string& v = value();
+      std::size_t used_chars = 0;
+      try {
+        micro_batch = std::stoll(v, &used_chars);
+      } catch (const std::exception&) {
+        used_chars = 0;
+      }
+      if (used_chars != v.size() || micro_batch < 1) throw error("--micro-batch: expected a positive integer, got '" + v + "'");
     } else {
       args.push_back(all[i]);
     }
@@ -157,7 +169,9 @@ int run(int argc, char** argv) {
                "                            when they fit with 8 GiB to spare) or recompute them per layer\n"
                "  --weight-cache-gib X      memory for quantized weights kept across batches (default: free - 4 GiB)\n"
                "  --memory-budget-gib X     hold at most X GiB on the GPU: saves as many layers' activations as\n"
-               "                            fit, then caches quantized weights in the rest (error below the minimum)\n"
+               "                            fit, then caches quantized weights in the rest; halves the sequences per\n"
+               "                            device pass until the minimum fits (error if one sequence does not)\n"
+               "  --micro-batch N           at most N sequences per device pass (same scores, less memory)\n"
                "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
                stdout);
     std::fputs(autoquant::help_text().c_str(), stdout);
@@ -245,18 +259,43 @@ int run(int argc, char** argv) {
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
-  acu::qwen3_vl_text_model model(cfg, weights, max_tokens);
-  model.set_tensor_core_attention(gpu_attention == "tc");
+  // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
+  // until the recompute-everything minimum fits.
+  std::int64_t micro_rows = micro_batch > 0 ? std::min(micro_batch, o.batch_size) : o.batch_size;
+  std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
   acu::autoquant_cuda_options cuda_options;
-  if (budget_gib >= 0.0) {
+  while (true) {
+    std::int64_t pass_tokens = 0;
+    for (const io::calib_batch& b : batches) pass_tokens = std::max(pass_tokens, std::min(b.batch_size, micro_rows) * b.seq_len);
+    model_ptr.reset();
+    model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, weights, pass_tokens);
+    acu::qwen3_vl_text_model& m = *model_ptr;
+    m.set_tensor_core_attention(gpu_attention == "tc");
+    if (budget_gib < 0.0) {
+      std::size_t free_bytes = 0, total_bytes = 0;
+      AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+      const double saved_bytes =
+          static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
+      m.set_saved_activations(activations == "saved" ||
+                              (activations == "auto" && saved_bytes + 8.0 * (1ull << 30) < static_cast<double>(free_bytes)));
+      m.allocate_activations();
+      break;
+    }
     autoquant::memory_plan_inputs in;
     in.budget_bytes = static_cast<std::size_t>(budget_gib * static_cast<double>(1ull << 30));
     in.in_use_bytes = acu::device_bytes_in_use() - baseline;
-    in.scratch_bytes = scorer_scratch_bytes(cfg, max_tokens, model.vocab_chunk());
-    in.layer_bytes = model.activation_bytes_per_layer();
+    in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, m.vocab_chunk(), o.formats.size());
+    in.layer_bytes = m.activation_bytes_per_layer();
     in.layers = cfg.text.num_hidden_layers;
     if (cache_gib >= 0.0) in.max_cache_bytes = static_cast<std::size_t>(cache_gib * static_cast<double>(1ull << 30));
-    autoquant::memory_plan plan = autoquant::plan_memory(in);
+    autoquant::memory_plan plan;
+    try {
+      plan = autoquant::plan_memory(in);
+    } catch (const error&) {
+      if (micro_batch > 0 || micro_rows == 1) throw;  // a fixed micro-batch, or nothing left to halve
+      micro_rows = (micro_rows + 1) / 2;
+      continue;
+    }
     if (activations == "saved" || activations == "recompute") {
       const std::int64_t k = activations == "saved" ? cfg.text.num_hidden_layers : 0;
       const std::size_t need = autoquant::activation_sets_bytes(k, in.layers, in.layer_bytes);
@@ -268,18 +307,13 @@ int run(int argc, char** argv) {
       plan.activation_bytes = need;
       plan.weight_cache_bytes = std::min(in.budget_bytes - in.in_use_bytes - in.scratch_bytes - need, in.max_cache_bytes);
     }
-    model.set_saved_layers(plan.saved_layers);
-    model.allocate_activations();
+    m.set_saved_layers(plan.saved_layers);
+    m.allocate_activations();
     cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
-  } else {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    const double saved_bytes =
-        static_cast<double>(model.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
-    model.set_saved_activations(activations == "saved" ||
-                                (activations == "auto" && saved_bytes + 8.0 * (1ull << 30) < static_cast<double>(free_bytes)));
-    model.allocate_activations();
+    break;
   }
+  acu::qwen3_vl_text_model& model = *model_ptr;
+  cuda_options.micro_batch_rows = micro_rows;
   if (budget_gib < 0.0) {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -297,7 +331,7 @@ int run(int argc, char** argv) {
   run_options.masked_rows = o.attention == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
   // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
   const double ref_tflops =
-      reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
+      reference_gemm_tflops(model.gemm(), model.max_tokens(), cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
   autoquant::terminal_progress progress;
   acu::autoquant_cuda_stats stats;
   const autoquant::autoquant_result result = acu::run_autoquant_cuda(
@@ -343,12 +377,13 @@ int run(int argc, char** argv) {
   std::printf("GEMM work: calibrate %.1f TFLOP (%.1f TFLOP/s over the stage), score %.1f TFLOP (%.1f TFLOP/s over the "
               "stage); plain cuBLASLt bf16 GEMM [%lld x %lld x %lld]: %.1f TFLOP/s; score stage at %.0f%% of it\n",
               stats.calibration_gemm_flops / 1e12, calib_tflops, stats.scoring_gemm_flops / 1e12, score_tflops,
-              static_cast<long long>(max_tokens), static_cast<long long>(cfg.text.intermediate_size),
+              static_cast<long long>(model.max_tokens()), static_cast<long long>(cfg.text.intermediate_size),
               static_cast<long long>(cfg.text.hidden_size), ref_tflops, 100.0 * score_tflops / ref_tflops);
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
               static_cast<double>(weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
               static_cast<double>(baseline) / (1 << 30));
-  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB\n",
+  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %lld sequences "
+              "per device pass\n",
               gpu_attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores",
               model.saved_activations()
                   ? "saved"
@@ -357,7 +392,7 @@ int run(int argc, char** argv) {
                                                   std::to_string(cfg.text.num_hidden_layers) + " layers saved")
                                                      .c_str()),
               static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
-              static_cast<double>(stats.weight_cache_bytes) / (1 << 30));
+              static_cast<double>(stats.weight_cache_bytes) / (1 << 30), static_cast<long long>(micro_rows));
   if (profile_kernels) {
     std::printf("GPU time per kernel class [s] (CUDA events):\n| class | calibrate | calls | score | calls |\n|---|---:|---:|---:|---:|\n");
     double ct = 0.0, stt = 0.0;

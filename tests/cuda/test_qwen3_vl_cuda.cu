@@ -254,6 +254,72 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     }
     expect(pc.calls(kc::amax) > 0 && pc.calls(kc::score_gemm) == 0, "calibration profile: amax, no recipe GEMMs");
   }
+  // Q(X) reused across calls that share X (q/k/v, gate/up, LM-head chunks) vs formed for every
+  // call (an observer that hides the sharing): bit-identical module scores.
+  {
+    struct hide_sharing : acu::device_linear_observer {
+      acu::device_linear_observer* inner;
+      explicit hide_sharing(acu::device_linear_observer* o) : inner(o) {}
+      void on_forward(const acu::device_linear_call& c) override { inner->on_forward(c); }
+      void on_backward(const acu::device_linear_call& c) override {
+        acu::device_linear_call copy = c;
+        copy.same_input_as_previous = false;
+        inner->on_backward(copy);
+      }
+    };
+    std::vector<bool> active(space.modules.size(), false);
+    for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
+    acu::device_calibration calibration(acu::make_device_recipes(space), space.modules, active);
+    {
+      acu::device_calibration_observer obs(calibration, model.stream());
+      acu::text_run_options o;
+      o.backward = false;
+      for (qwen3_vl::text_batch b : text) {
+        b.labels.clear();
+        (void)model.run(b, o, &obs);
+      }
+    }
+    std::vector<double> scores[2];
+    acu::kernel_profile prof[2];
+    for (int hide = 0; hide < 2; ++hide) {
+      acu::device_gradient_scorer scorer(calibration, model.gemm(), model.stream(), acu::score_difference::fp32, 0,
+                                         &prof[hide]);
+      hide_sharing hidden(&scorer);
+      model.set_profile(&prof[hide]);
+      for (const qwen3_vl::text_batch& b : text) (void)model.run(b, {}, hide ? static_cast<acu::device_linear_observer*>(&hidden) : &scorer);
+      model.set_profile(nullptr);
+      scores[hide] = scorer.scores();
+    }
+    expect(scores[0] == scores[1], "Q(X) shared across q/k/v, gate/up and LM-head chunks: bit-identical module scores");
+    expect(prof[0].calls(acu::kernel_class::fake_quant) < prof[1].calls(acu::kernel_class::fake_quant),
+           "Q(X) shared: fewer fake-quant launches (" + std::to_string(prof[0].calls(acu::kernel_class::fake_quant)) +
+               " vs " + std::to_string(prof[1].calls(acu::kernel_class::fake_quant)) + ")");
+  }
+  // Micro-batches of one sequence (what a memory budget may choose): the same dL/dY (the loss
+  // mean over the whole batch), so the same scores up to fp32 summation order, the same choices.
+  {
+    acu::qwen3_vl_text_model small(cfg, dev, batches[0].seq_len, 8192);
+    acu::autoquant_cuda_options co;
+    co.micro_batch_rows = 1;
+    const autoquant::autoquant_result micro = acu::run_autoquant_cuda(space, small, text, e, {}, {}, nullptr, co);
+    double worst = 0.0;
+    for (std::size_t g = 0; g < got.raw_scores.size(); ++g) {
+      for (std::size_t r = 0; r < got.raw_scores[g].size(); ++r) {
+        const double x = got.raw_scores[g][r], y = micro.raw_scores[g][r];
+        worst = std::max(worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
+      }
+    }
+    // (GEMMs of another height may take another cuBLASLt algorithm: fp32 rounding differs, and a
+    // rare element can cross a quantizer rounding boundary; hence 1e-2, not bit identity.)
+    expect_close(worst, 1e-2, "micro-batches of 1 sequence: raw scores vs whole batches (max relative)");
+    expect(micro.chosen == got.chosen, "micro-batches of 1 sequence: same chosen recipes");
+    expect(micro.state.size() == got.state.size(), "micro-batches: same quantizer state entries");
+    double amax_worst = 0.0;
+    for (std::size_t i = 0; i < got.state.size() && i < micro.state.size(); ++i) {
+      amax_worst = std::max(amax_worst, aq_test::rel_err(micro.state[i].values, got.state[i].values));
+    }
+    expect_close(amax_worst, 1e-3, "micro-batches: calibrated amax");
+  }
 
   std::size_t configurable = 0, same = 0;
   for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {

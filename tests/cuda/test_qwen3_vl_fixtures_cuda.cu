@@ -2,16 +2,15 @@
 // bf16 safetensors read by the checkpoint loader), every quantity as ‖gpu − ref‖ / ‖ref‖, against
 // two references made with transformers:
 // - <name>.bf16_operands.safetensors: the fp32 model with exactly the GPU's bf16 GEMM operands
-//   (linear inputs, dL/dY, dL/d(act)). loss, logits, every linear's X, Y, dL/dY and
-//   dL/d(inputs_embeds) within 1e-2 (fp32 attention: what is left is fp32 summation order and the
-//   bf16 roundings it flips; bf16 tensor-core attention adds bf16 q/k/v/dO/P/dS).
+//   (linear inputs, dL/dY, dL/d(act)). With fp32 attention that is the GPU's arithmetic, so
+//   loss, logits, every linear's X, Y, dL/dY and dL/d(inputs_embeds) agree within 1e-4 (measured
+//   ≤ 1e-6: fp32 summation order). bf16 tensor-core attention (bf16 q/k/v/dO/P/dS, tiles in the
+//   kernel's order) is not in that reference: loss, logits, X, Y within 1e-2, dL/dY within 3e-2.
 // - <name>.reference.safetensors (all fp32): loss, logits, X and Y within 1e-2; dL/dY and
-//   dL/d(inputs_embeds) within 3e-2, because bf16 operands alone move them by up to 2.3e-2 on
+//   dL/d(inputs_embeds) within 3e-2, because bf16 operands alone move them by 2.2e-2 on
 //   tiny_tied (k_proj of layer 0: the forward roundings shift the near-uniform attention of the
 //   random model and its backward amplifies that; the bf16-operand reference itself is that far
-//   from fp32, see make_bf16_operand_reference.py).
-// Cases: eager and sdpa masking, fp32 and bf16 tensor-core attention, activations recomputed,
-// saved for one layer, saved for all.
+//   from fp32, see make_bf16_operand_reference.py; 8.4e-3 on tiny_untied).
 // simdjson's x86 SIMD kernels do not pass nvcc's front end; its portable kernel does, and is
 // all the small JSON headers of these files need.
 #define SIMDJSON_IMPLEMENTATION_ICELAKE 0
@@ -161,16 +160,17 @@ void check_case(const std::string& checkpoint, const std::string& impl, bool ten
   const int expected = 3 * static_cast<int>(7 * cfg.text.num_hidden_layers + 1);
 
   const run_errors same_ops = compare(ref_bf16, impl, got, embed_grad, rec);
+  const double tol = tensor_cores ? 1e-2 : 1e-4, tol_grad = tensor_cores ? 3e-2 : 1e-4;
   expect(same_ops.compared == expected && same_ops.missing == 0,
          "bf16-operand reference: every linear's X, Y, dL/dY compared (" + std::to_string(same_ops.compared) + " of " +
              std::to_string(expected) + ")");
-  expect_close(same_ops.loss, 1e-2, "bf16-operand reference: loss " + std::to_string(got.loss));
-  expect_close(same_ops.logits, 1e-2, "bf16-operand reference: logits");
-  expect_close(same_ops.embed_grad, 1e-2, "bf16-operand reference: dL/d(inputs_embeds)");
-  expect_close(same_ops.worst[0], 1e-2, "bf16-operand reference: X and Y of every linear (worst: " +
-                                            same_ops.worst_name[0] + ")");
-  expect_close(same_ops.worst[1], 1e-2, "bf16-operand reference: dL/dY of every linear (worst: " +
-                                            same_ops.worst_name[1] + ")");
+  expect_close(same_ops.loss, tol, "bf16-operand reference: loss " + std::to_string(got.loss));
+  expect_close(same_ops.logits, tol, "bf16-operand reference: logits");
+  expect_close(same_ops.embed_grad, tol_grad, "bf16-operand reference: dL/d(inputs_embeds)");
+  expect_close(same_ops.worst[0], tol, "bf16-operand reference: X and Y of every linear (worst: " +
+                                           same_ops.worst_name[0] + ")");
+  expect_close(same_ops.worst[1], tol_grad, "bf16-operand reference: dL/dY of every linear (worst: " +
+                                                same_ops.worst_name[1] + ")");
 
   const run_errors fp32 = compare(ref, impl, got, embed_grad, rec);
   expect(fp32.compared == expected && fp32.missing == 0,

@@ -19,6 +19,7 @@
 #include "aq/autoquant/search_space.hpp"
 #include "aq/backend/cuda/gradient_scorer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
+#include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 #include "aq/score/monotone_clamp.hpp"
@@ -39,6 +40,9 @@ struct autoquant_cuda_options {
   std::size_t weight_cache_bytes = 0;            // budget for cached Q_w(W) per (module, recipe)
   kernel_profile* calibration_profile = nullptr;  // GPU time per kernel class of each stage
   kernel_profile* scoring_profile = nullptr;
+  // Sequences per device pass (0: whole batches). Smaller passes hold less memory; the scores
+  // are the whole batch's (same dL/dY, sums in another order).
+  std::int64_t micro_batch_rows = 0;
 };
 
 // Device memory in use now (cudaMemGetInfo: total − free).
@@ -88,6 +92,10 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
   const auto report = [&](std::string_view stage, std::size_t done, std::size_t total) {
     if (progress) progress(stage, done, total);
   };
+  const auto micro_batches = [&](const qwen3_vl::text_batch& b) {
+    const std::int64_t rows = cuda_options.micro_batch_rows > 0 ? cuda_options.micro_batch_rows : b.batch;
+    return rows >= b.batch ? std::vector<qwen3_vl::text_batch>{b} : qwen3_vl::split_text_batch(b, rows);
+  };
 
   std::vector<bool> active(space.modules.size(), false);
   for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
@@ -107,7 +115,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     for (std::size_t b = 0; b < n; ++b) {
       qwen3_vl::text_batch batch = batches[b];
       batch.labels.clear();
-      (void)model.run(batch, o, &observer);
+      for (const qwen3_vl::text_batch& part : micro_batches(batch)) (void)model.run(part, o, &observer);
       if (b == 0) probe();
       report("calibration", b + 1, n);
     }
@@ -133,7 +141,8 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     report("scoring", 0, n);
     for (std::size_t b = 0; b < n; ++b) {
       if (batches[b].labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
-      (void)model.run(batches[b], o, &scorer);
+      o.loss_targets = qwen3_vl::causal_lm_target_count(batches[b]);
+      for (const qwen3_vl::text_batch& part : micro_batches(batches[b])) (void)model.run(part, o, &scorer);
       if (b == 0) probe();
       report("scoring", b + 1, n);
     }

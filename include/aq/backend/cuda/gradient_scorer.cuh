@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -251,25 +253,40 @@ class device_gradient_scorer : public device_linear_observer {
   }
 
   void on_backward(const device_linear_call& call) override {
+    // Q(X) of the previous call stays valid only while X does: every call, scored or not, is seen.
+    const bool same_x = call.same_input_as_previous && call.input.data == xq_source_;
+    xq_source_ = call.input.data;
+    if (!same_x) std::fill(xq_amax_.begin(), xq_amax_.end(), std::nanf(""));
     const auto m = calib_.module_index(call.name);
     if (!m || !calib_.active(*m)) return;
     calib_.ensure_weight_amax(*m, call, stream_);  // a module calibration never saw (cannot chunk)
     const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
-    grow(xq_, static_cast<std::size_t>(rows * in));
+    const std::size_t R = calib_.num_recipes();
+    if (xq_.size() != R) {
+      xq_.resize(R);
+      xq_amax_.assign(R, std::nanf(""));
+      input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
+    }
     grow(yr_, static_cast<std::size_t>(rows * out));
     if (!calib_.has_input_amax(*m)) {
       throw error("device_gradient_scorer: module " + std::string(call.name) + " has no calibrated input amax");
     }
-    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) {
+    for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
         if (call.input.ld != in) throw error("device_gradient_scorer: strided inputs are not supported");
-        profiled(profile_, kernel_class::fake_quant, stream_, [&] {
-          AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_.data(), rows, in, calib_.input_amax_device(*m), stream_));
-        });
-        x = {xq_.data(), rows, in, in};
+        // Q(X) of the previous call is reused when X and its amax are the same (q/k/v, gate/up
+        // and the LM-head chunks share X, and calibration gave them equal amax).
+        if (!(xq_amax_[r] == input_amax_[*m])) {
+          grow(xq_[r], static_cast<std::size_t>(rows * in));
+          profiled(profile_, kernel_class::fake_quant, stream_, [&] {
+            AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_[r].data(), rows, in, calib_.input_amax_device(*m), stream_));
+          });
+          xq_amax_[r] = input_amax_[*m];
+        }
+        x = {xq_[r].data(), rows, in, in};
       }
       if (k.weight_enabled) {
         if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
@@ -331,7 +348,11 @@ class device_gradient_scorer : public device_linear_observer {
   kernel_profile* profile_ = nullptr;
   std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, device_buffer<bf16>> cache_;
   device_buffer<double> scores_;
-  device_buffer<bf16> xq_, wq_;
+  std::vector<device_buffer<bf16>> xq_;  // Q(X) per recipe, of the last X (xq_source_)
+  std::vector<float> xq_amax_;            // the input amax each was made with (NaN: none yet)
+  std::vector<float> input_amax_;         // calibrated input amax per module (host copy)
+  const bf16* xq_source_ = nullptr;
+  device_buffer<bf16> wq_;
   device_buffer<float> yr_;
   gradient_score_workspace ws_;
   double flops_ = 0.0;

@@ -22,6 +22,9 @@ struct device_linear_call {
   device_matrix<const bf16> input;          // X [tokens, in]
   device_matrix<const float> output;        // Y [tokens, weight.rows]; rows 0 when not computed
   device_matrix<const bf16> grad_output;    // dL/dY [tokens, weight.rows]; rows 0 in on_forward
+  // X is the very tensor of the previous call, unchanged (k/v_proj after q_proj, up_proj after
+  // gate_proj, LM-head chunks after the first): what was derived from it may be reused.
+  bool same_input_as_previous = false;
 };
 
 class device_linear_observer {

@@ -76,6 +76,9 @@ struct text_run_options {
   masked_row_policy masked_rows = masked_row_policy::zero;  // sdpa; attend_all = eager
   bool backward = true;  // with labels: the input-gradient backward after the loss
   bool logits = false;   // also download the full fp32 logits (tests; [tokens, vocab] on the host)
+  // Denominator of the mean loss (and so of dL/dlogits); 0: this batch's own target count. A
+  // micro-batch passes its whole batch's count so that its gradients are the whole batch's.
+  std::int64_t loss_targets = 0;
 };
 
 struct text_run_result {
@@ -278,9 +281,10 @@ class qwen3_vl_text_model {
     timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_); });
   }
   void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
-              device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g) const {
+              device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g,
+              bool same_input_as_previous = false) const {
     if (obs == nullptr) return;
-    device_linear_call call{name, {w, out, x.cols, x.cols}, 0, out, x, y, g};
+    device_linear_call call{name, {w, out, x.cols, x.cols}, 0, out, x, y, g, same_input_as_previous};
     if (backward) {
       obs->on_backward(call);
     } else {
@@ -418,7 +422,8 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
   });
   notify(obs, true, p + "mlp.gate_proj", lw.gate_proj.data(), I, cview(A.m, N, H), cview(A.gate, N, I),
          cview(d_gate_, N, I));
-  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(A.m, N, H), cview(A.up, N, I), cview(d_up_, N, I));
+  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(A.m, N, H), cview(A.up, N, I), cview(d_up_, N, I),
+         true);
   linear_back(cview(d_gate_, N, I), lw.gate_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(d_up_, N, I), lw.up_proj.data(), H, mview(d_m_, N, H), true);
   timed(kernel_class::norm_rope, [&] {
@@ -459,8 +464,9 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
   });
   const auto a = cview(A.a, N, H);
   notify(obs, true, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), cview(dq_raw_, N, qd));
-  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd));
-  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), cview(dvb_, N, kvd));
+  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd),
+         true);
+  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), cview(dvb_, N, kvd), true);
   linear_back(cview(dq_raw_, N, qd), lw.q_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(dk_raw_, N, kvd), lw.k_proj.data(), H, mview(d_m_, N, H), true);
   linear_back(cview(dvb_, N, kvd), lw.v_proj.data(), H, mview(d_m_, N, H), true);
@@ -560,7 +566,8 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profile_ != nullptr) profile_->resolve();
   result.targets = targets.count;
-  result.loss = targets.count > 0 ? total / static_cast<double>(targets.count) : std::nan("");
+  const std::int64_t denominator = options.loss_targets > 0 ? options.loss_targets : targets.count;
+  result.loss = denominator > 0 ? total / static_cast<double>(denominator) : std::nan("");
   if (!options.backward) return result;
 
   // d(hn) accumulates over chunks in d_m_ (fp32), then the final norm's backward seeds g_.
@@ -570,10 +577,10 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     const device_matrix<bf16> dz{dlogits_chunk_.data(), N, w.rows, chunk_};
     linear(hn, w.data, w.rows, z);
     timed(kernel_class::loss,
-          [&] { ce.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, dz, stream_); });
+          [&] { ce.gradient(device_matrix<const float>(z), v0, targets_.data(), denominator, dz, stream_); });
     if (observer != nullptr) {
       observer->on_backward(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z),
-                                               device_matrix<const bf16>(dz)});
+                                               device_matrix<const bf16>(dz), v0 > 0});
     }
     linear_back(device_matrix<const bf16>(dz), w.data, H, mview(d_m_, N, H), v0 > 0);
   }
