@@ -30,6 +30,7 @@
 #include <aq/backend/cuda/gemm_cublaslt.cuh>
 #include <aq/backend/cuda/kernel_profile.cuh>
 #include <aq/backend/cuda/qwen3_vl_text.cuh>
+#include <aq/backend/cuda/qwen3_vl_vision.cuh>
 
 namespace {
 
@@ -162,8 +163,8 @@ int run(int argc, char** argv) {
   }
   autoquant::driver_options o = autoquant::parse_arguments(args);
   if (o.help) {
-    std::fputs("aq-autoquant-cuda: the flags of aq-autoquant (below); LM scope, gradient method and caption\n"
-               "data only; calibration and scoring run on the GPU. GPU flags:\n"
+    std::fputs("aq-autoquant-cuda: the flags of aq-autoquant (below), gradient method; calibration and scoring\n"
+               "run on the GPU (decoder, and the vision tower for image-caption data). GPU flags:\n"
                "  --gpu-attention tc|fp32   bf16 tensor-core attention (default) or fp32 storage on CUDA cores\n"
                "  --activations auto|saved|recompute  keep every layer's activations for the backward (auto:\n"
                "                            when they fit with 8 GiB to spare) or recompute them per layer\n"
@@ -185,7 +186,10 @@ int run(int argc, char** argv) {
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
   const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("data/captions/coco2017_captions_medium.txt", argv[0]);
-  if (calib.extension() == ".jsonl") throw error("--calib: image-caption data needs the vision tower; only captions run on the GPU");
+  const bool images = calib.extension() == ".jsonl";
+  if (o.dump_batches && images) {
+    throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
+  }
 
   int device = 0;
   AQ_CUDA_CHECK(cudaGetDevice(&device));
@@ -198,17 +202,20 @@ int run(int argc, char** argv) {
   const auto t_load = clock_type::now();
   qwen3_vl::config cfg;
   acu::qwen3_vl_text_device_weights weights;
+  acu::qwen3_vl_vision_device_weights vision_weights;  // uploaded for image data only
   std::string model_id;
   if (o.model_dir) {
     const fs::path dir(*o.model_dir);
     if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
     cfg = aq_cuda_driver::read_config(dir);
     weights = aq_cuda_driver::load_weights(dir, cfg);
+    if (images) vision_weights = acu::upload_vision_weights(aq_cuda_driver::load_vision_weights(dir, cfg));
     model_id = dir.string();
   } else {
     cfg = autoquant::default_model_config();
     const autoquant::generated_model g = autoquant::make_generated_model(cfg, o.seed);
     weights = acu::upload_text_weights(cfg, g.text);
+    if (images) vision_weights = acu::upload_vision_weights(g.vision);
     model_id = "builtin:qwen3-vl-default(seed=" + std::to_string(o.seed) + ")";
   }
   AQ_CUDA_CHECK(cudaDeviceSynchronize());
@@ -223,13 +230,17 @@ int run(int argc, char** argv) {
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
                                               : bundled("data/qwen3-tokenizer/tokenizer.json", argv[0]);
   const std::vector<io::calib_batch> batches =
-      aq_cuda_driver::make_batches(tokenizer_path, calib, samples, o.batch_size, seq_len);
+      images ? aq_cuda_driver::make_image_batches(tokenizer_path, calib, samples, seq_len, cfg)
+             : aq_cuda_driver::make_batches(tokenizer_path, calib, samples, o.batch_size, seq_len);
+  const std::int64_t batch_size = images ? 1 : o.batch_size;  // one image per batch
   std::int64_t used = 0, max_tokens = 0;
   std::vector<qwen3_vl::text_batch> text;
+  std::vector<qwen3_vl::image_batch> image_batches;
   for (const io::calib_batch& b : batches) {
     used += b.batch_size;
     max_tokens = std::max(max_tokens, b.batch_size * b.seq_len);
     text.push_back(autoquant::to_text_batch(b));
+    if (images) image_batches.push_back(autoquant::to_image_batch(b).value_or(qwen3_vl::image_batch{}));
   }
   const double load_seconds = since(t_load);
 
@@ -238,7 +249,7 @@ int run(int argc, char** argv) {
   e.clamp = o.clamp;
   e.num_calib_steps = o.num_calib_steps ? *o.num_calib_steps : io::num_calib_steps(static_cast<std::int64_t>(batches.size()));
   e.num_score_steps = o.num_score_steps ? *o.num_score_steps
-                                        : io::num_score_steps(static_cast<std::int64_t>(batches.size()), o.batch_size, o.score_size);
+                                        : io::num_score_steps(static_cast<std::int64_t>(batches.size()), batch_size, o.score_size);
   e.effective_bits = o.effective_bits;
   e.adjust_budget = o.adjust_budget;
   e.custom_names = o.custom_names;
@@ -255,13 +266,13 @@ int run(int argc, char** argv) {
   dataset.max_calib_samples = samples;
   dataset.num_calib_samples = used;
   dataset.calib_seq_len = seq_len;
-  dataset.batch_size = o.batch_size;
+  dataset.batch_size = batch_size;
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
   // until the recompute-everything minimum fits.
-  std::int64_t micro_rows = micro_batch > 0 ? std::min(micro_batch, o.batch_size) : o.batch_size;
+  std::int64_t micro_rows = micro_batch > 0 ? std::min(micro_batch, batch_size) : batch_size;
   std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
   acu::autoquant_cuda_options cuda_options;
   while (true) {
@@ -314,6 +325,12 @@ int run(int argc, char** argv) {
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
+  std::unique_ptr<acu::qwen3_vl_vision_model> vision;
+  if (images) {
+    vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, vision_weights, model);
+    cuda_options.vision = vision.get();
+    cuda_options.images = &image_batches;
+  }
   if (budget_gib < 0.0) {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -351,14 +368,15 @@ int run(int argc, char** argv) {
     if (f.model.empty()) f.model = fs::path(*o.model_dir).parent_path().filename().string();
     f.formats = o.formats;
     f.effective_bits_requested = o.effective_bits;
-    f.batch_size = o.batch_size;
+    f.batch_size = batch_size;
+    f.images = images;
     f.num_samples = used;
     f.seq_len = seq_len;
     f.num_batches = static_cast<std::int64_t>(batches.size());
     f.data = calib.string();
     f.attention = o.attention;
     f.model_load_s = load_seconds;
-    f.weight_bytes = weights.bytes();
+    f.weight_bytes = weights.bytes() + vision_weights.bytes();
     f.peak_bytes = peak;
     f.gpu = prop.name;
     aq::write_file_atomic(*o.result_json, aq_cuda_driver::result_json(space, result, e, f, batches) + "\n");
@@ -380,7 +398,7 @@ int run(int argc, char** argv) {
               static_cast<long long>(model.max_tokens()), static_cast<long long>(cfg.text.intermediate_size),
               static_cast<long long>(cfg.text.hidden_size), ref_tflops, 100.0 * score_tflops / ref_tflops);
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
-              static_cast<double>(weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
+              static_cast<double>(weights.bytes() + vision_weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
               static_cast<double>(baseline) / (1 << 30));
   std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %lld sequences "
               "per device pass\n",

@@ -7,7 +7,11 @@
 #include <aq/core/error.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
+#include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>
+#include <aq/io/image.hpp>
+#include <aq/io/image_preprocess.hpp>
+#include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/io/tokenizer.hpp>
@@ -49,6 +53,30 @@ std::vector<aq::io::calib_batch> make_batches(const std::filesystem::path& token
                                          batch_size, padding);
 }
 
+std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path& tokenizer,
+                                                    const std::filesystem::path& jsonl, std::int64_t samples,
+                                                    std::int64_t seq_len, const aq::qwen3_vl::config& cfg) {
+  const aq::io::tokenizer tok = aq::io::tokenizer::from_file(tokenizer);
+  const auto encode = [&tok](std::string_view text) { return tok.encode(text); };
+  aq::io::padding_options padding;
+  padding.max_length = seq_len;
+  aq::io::qwen3_vl_image_options image_options;
+  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
+  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
+  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+  std::vector<aq::io::calib_batch> batches;
+  for (const aq::io::image_caption& s : aq::io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
+    batches.push_back(aq::io::make_image_caption_batch(aq::io::load_image(s.image), s.caption, encode, image_options,
+                                                       padding, s.image.string()));
+  }
+  return batches;
+}
+
+aq::qwen3_vl::vision_weights load_vision_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {
+  const aq::safetensors_checkpoint checkpoint(dir);
+  return aq::qwen3_vl::load_vision_weights(cfg, aq::qwen3_vl::checkpoint_weight_source(checkpoint));
+}
+
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {
   const aq::safetensors_checkpoint checkpoint(dir);
   return aq::cuda::load_text_weights(cfg, checkpoint);
@@ -72,16 +100,7 @@ namespace aq_cuda_driver {
 
 aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
                                        const std::vector<std::string>& patterns) {
-  aq::autoquant::search_space space =
-      aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, patterns);
-  for (std::size_t m = 0; m < space.modules.size(); ++m) {
-    if (space.configurable(space.module_group[m]) &&
-        aq::qwen3_vl::part_of(space.modules[m].name) == aq::qwen3_vl::model_part::vision) {
-      throw aq::error("--scope/--disable: vision module " + space.modules[m].name +
-                      " is configurable; the GPU path runs the text decoder only (use --scope lm)");
-    }
-  }
-  return space;
+  return aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, patterns);
 }
 
 void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches) {
@@ -96,7 +115,7 @@ std::string result_json(const aq::autoquant::search_space& space, const aq::auto
   c.formats = f.formats;
   c.effective_bits_requested = f.effective_bits_requested;
   c.batch_size = f.batch_size;
-  c.data_sha256 = aq::autoquant::data_sha256(aq::autoquant::stack_batches(batches));
+  c.data_sha256 = f.images ? std::string() : aq::autoquant::data_sha256(aq::autoquant::stack_batches(batches));
   c.num_samples = f.num_samples;
   c.seq_len = f.seq_len;
   c.num_batches = f.num_batches;

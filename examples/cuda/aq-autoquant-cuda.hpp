@@ -13,6 +13,7 @@
 #include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
 #include <aq/io/calib_batches.hpp>
 #include <aq/model/qwen3_vl/config.hpp>
+#include <aq/model/qwen3_vl/vision_weights.hpp>
 
 namespace aq_cuda_driver {
 
@@ -22,6 +23,14 @@ aq::qwen3_vl::config read_config(const std::filesystem::path& dir);
 // Caption batches: the first `samples` lines tokenized, left-padded to seq_len, `batch_size` rows each.
 std::vector<aq::io::calib_batch> make_batches(const std::filesystem::path& tokenizer, const std::filesystem::path& captions,
                                               std::int64_t samples, std::int64_t batch_size, std::int64_t seq_len);
+
+// Image-caption batches (one image per batch) from a captions.jsonl, preprocessed for the model.
+std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path& tokenizer,
+                                                    const std::filesystem::path& jsonl, std::int64_t samples,
+                                                    std::int64_t seq_len, const aq::qwen3_vl::config& cfg);
+
+// model dir -> the vision tower's weights (host fp32; the CUDA unit uploads them).
+aq::qwen3_vl::vision_weights load_vision_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg);
 
 // model dir -> the text decoder's weights on the GPU.
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg);
@@ -35,7 +44,7 @@ std::string run_log(const aq::autoquant::search_space& space, const aq::autoquan
                     const aq::autoquant::engine_options& options, double load_seconds);
 std::string run_log_filename(const std::string& scheme);
 
-// The search space of the text decoder + lm_head; throws when a vision module is configurable.
+// The search space over every quantizable module (vision ones too) under the scope patterns.
 aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
                                        const std::vector<std::string>& patterns);
 
@@ -49,6 +58,7 @@ struct json_fields {
   double effective_bits_requested = 0.0, model_load_s = 0.0;
   std::int64_t batch_size = 0, num_samples = 0, seq_len = 0, num_batches = 0;
   std::size_t weight_bytes = 0, peak_bytes = 0;
+  bool images = false;  // image-caption batches (no data digest: their lengths differ)
 };
 std::string result_json(const aq::autoquant::search_space& space, const aq::autoquant::autoquant_result& result,
                         const aq::autoquant::engine_options& options, const json_fields& fields,

@@ -3,17 +3,24 @@
 // every linear's dL/dY within relative error 1e-2 (‖gpu − cpu‖ / ‖cpu‖; the GPU keeps bf16
 // activations for its GEMMs), gradient scores with Spearman ≥ 0.99 per recipe, same chosen recipes.
 #pragma nv_diag_suppress 20012  // Eigen through the CPU model headers
+// simdjson's x86 SIMD kernels do not pass nvcc's front end; its portable kernel does, and is all
+// the model-module list (through the parameter headers) needs.
+#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
+#define SIMDJSON_IMPLEMENTATION_HASWELL 0
+#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
 #include "aq/autoquant/scope.hpp"
 #include "aq/autoquant/search_space.hpp"
 #include "aq/model/quantizable_modules.hpp"
+#include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 #include "aq/model/qwen3_vl/vl_model.hpp"
 #pragma nv_diag_default 20012
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +31,7 @@
 #include <vector>
 
 #include "aq/backend/cuda/autoquant_cuda.cuh"
+#include "aq/backend/cuda/qwen3_vl_vision.cuh"
 #include "aq/backend/cuda/kernel_profile.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
@@ -358,6 +366,100 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
   expect_close(amax_err, 1e-2, "calibrated amax (weights and inputs)");
 }
 
+// Image+caption batches (one image each, 2×2-merged grid (1, gh, gw)), built by hand: text ids
+// around <|vision_start|> <|image_pad|>×n <|vision_end|>, pixels in [-1, 1] rounded to bf16.
+std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<std::int32_t> token(0, 151642);
+  std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
+  const qwen3_vl::vision_config& v = cfg.vision;
+  std::vector<io::calib_batch> out;
+  for (const auto& grid : {std::array<std::int64_t, 3>{1, 4, 6}, std::array<std::int64_t, 3>{1, 6, 4}}) {
+    const std::int64_t n_vis = grid[1] * grid[2] / (v.spatial_merge_size * v.spatial_merge_size);
+    io::calib_batch b;
+    b.batch_size = 1;
+    std::vector<std::int32_t> ids;
+    for (int i = 0; i < 5; ++i) ids.push_back(token(rng));
+    ids.push_back(static_cast<std::int32_t>(cfg.vision_start_token_id));
+    for (std::int64_t i = 0; i < n_vis; ++i) ids.push_back(static_cast<std::int32_t>(cfg.image_token_id));
+    ids.push_back(static_cast<std::int32_t>(cfg.vision_end_token_id));
+    for (int i = 0; i < 7; ++i) ids.push_back(token(rng));
+    b.seq_len = static_cast<std::int64_t>(ids.size());
+    b.input_ids = ids;
+    b.attention_mask.assign(ids.size(), 1);
+    b.labels = ids;
+    b.vision.cols = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+    b.vision.rows = grid[0] * grid[1] * grid[2];
+    for (std::int64_t i = 0; i < b.vision.rows * b.vision.cols; ++i) b.vision.pixel_values.push_back(aq::round_to_bf16(pixel(rng)));
+    b.vision.grid_thw.push_back(grid);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+// --scope all on image batches: GPU scores (vision tower + decoder) vs the CPU engine.
+void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host_text,
+                       const qwen3_vl::vision_weights& host_vision, const acu::qwen3_vl_text_device_weights& dev) {
+  std::printf("  image batches, --scope all\n");
+  const std::vector<io::calib_batch> batches = make_image_batches(cfg, 11);
+  const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
+  const autoquant::search_space space = autoquant::make_search_space(
+      qwen3_vl::quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::all));
+  autoquant::engine_options e;
+  e.num_calib_steps = static_cast<std::int64_t>(batches.size());
+  e.num_score_steps = static_cast<std::int64_t>(batches.size());
+  e.effective_bits = 8.0;
+  const qwen3_vl::vl_model vl(cfg, host_text, host_vision);
+  const autoquant::model_runner runner = autoquant::make_model_runner(vl, batches, cpu::masked_row_policy::zero);
+  const autoquant::autoquant_result ref = autoquant::run_autoquant(space, runner, e);
+
+  std::vector<qwen3_vl::text_batch> text;
+  std::vector<qwen3_vl::image_batch> images;
+  std::int64_t max_tokens = 0;
+  for (const io::calib_batch& b : batches) {
+    text.push_back(autoquant::to_text_batch(b));
+    images.push_back(autoquant::to_image_batch(b).value());
+    max_tokens = std::max(max_tokens, b.seq_len);
+  }
+  const acu::qwen3_vl_vision_device_weights vdev = acu::upload_vision_weights(host_vision);
+  acu::qwen3_vl_text_model model(cfg, dev, max_tokens, 8192);
+  acu::qwen3_vl_vision_model vision(cfg, vdev, model);
+  acu::autoquant_cuda_options co;
+  co.images = &images;
+  co.vision = &vision;
+  const autoquant::autoquant_result got = acu::run_autoquant_cuda(space, model, text, e, {}, {}, nullptr, co);
+
+  std::size_t vision_groups = 0, configurable = 0, same = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    ++configurable;
+    same += got.chosen[g] == ref.chosen[g] ? 1 : 0;
+    if (space.groups[g].name.rfind("model.visual.", 0) == 0) {
+      ++vision_groups;
+      expect(got.raw_scores[g][0] > 0.0 && got.raw_scores[g][1] > 0.0, "vision group scored on the GPU: " + space.groups[g].name);
+    }
+  }
+  expect(vision_groups == 2 * 4 + 1 + 2 + 2, "every vision group configurable (" + std::to_string(vision_groups) + ")");
+  for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {
+    std::vector<double> a, b;
+    double worst = 0.0;
+    for (std::size_t g = 0; g < space.groups.size(); ++g) {
+      if (!space.configurable(g)) continue;
+      a.push_back(got.raw_scores[g][r]);
+      b.push_back(ref.raw_scores[g][r]);
+      worst = std::max(worst, std::abs(a.back() - b.back()) / std::abs(b.back()));
+    }
+    const double rho = spearman(a, b);
+    char buf[200];
+    std::snprintf(buf, sizeof(buf), "image batches, %s scores (decoder and vision): Spearman %.4f over %zu groups (>= 0.99), max rel diff %.2e",
+                  std::string(space.candidates[r].recipe->name).c_str(), rho, a.size(), worst);
+    expect(rho >= 0.99, buf);
+  }
+  expect(same == configurable, "image batches: same chosen recipe in " + std::to_string(same) + " of " +
+                                   std::to_string(configurable) + " groups");
+  expect(got.state.size() == ref.state.size(), "image batches: quantizer state has " + std::to_string(ref.state.size()) + " entries");
+}
+
 }  // namespace
 
 int main() {
@@ -378,5 +480,18 @@ int main() {
     test_forward_backward(cfg, gen.text, dev, batches[0], false);
     test_forward_backward(cfg, gen.text, dev, batches[0], true);
     test_scores(cfg, gen.text, gen.vision, dev, batches);
+    for (tensor* t : {&gen.vision.patch_w, &gen.vision.pos_embed}) round_to_bf16(*t);
+    for (qwen3_vl::vision_block_weights& b : gen.vision.blocks) {
+      for (tensor* t : {&b.qkv_w, &b.proj_w, &b.fc1_w, &b.fc2_w}) round_to_bf16(*t);
+    }
+    for (qwen3_vl::merger_weights* m : {&gen.vision.merger}) {
+      round_to_bf16(m->fc1_w);
+      round_to_bf16(m->fc2_w);
+    }
+    for (qwen3_vl::merger_weights& m : gen.vision.deepstack) {
+      round_to_bf16(m.fc1_w);
+      round_to_bf16(m.fc2_w);
+    }
+    test_image_scores(cfg, gen.text, gen.vision, dev);
   });
 }

@@ -19,6 +19,7 @@
 #include "aq/autoquant/search_space.hpp"
 #include "aq/backend/cuda/gradient_scorer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/qwen3_vl_vision.cuh"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
@@ -43,6 +44,10 @@ struct autoquant_cuda_options {
   // Sequences per device pass (0: whole batches). Smaller passes hold less memory; the scores
   // are the whole batch's (same dL/dY, sums in another order).
   std::int64_t micro_batch_rows = 0;
+  // Image batches: images[b] holds batch b's pixels and grids (no grids: text only), run through
+  // `vision` (tower and decoder share the model's stream). Image batches are never split.
+  const std::vector<qwen3_vl::image_batch>* images = nullptr;
+  qwen3_vl_vision_model* vision = nullptr;
 };
 
 // Device memory in use now (cudaMemGetInfo: total − free).
@@ -92,6 +97,12 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
   const auto report = [&](std::string_view stage, std::size_t done, std::size_t total) {
     if (progress) progress(stage, done, total);
   };
+  const auto image_of = [&](std::size_t b) -> const qwen3_vl::image_batch* {
+    if (cuda_options.images == nullptr || b >= cuda_options.images->size() || (*cuda_options.images)[b].grids.empty()) {
+      return nullptr;
+    }
+    return &(*cuda_options.images)[b];
+  };
   const auto micro_batches = [&](const qwen3_vl::text_batch& b) {
     const std::int64_t rows = cuda_options.micro_batch_rows > 0 ? cuda_options.micro_batch_rows : b.batch;
     return rows >= b.batch ? std::vector<qwen3_vl::text_batch>{b} : qwen3_vl::split_text_batch(b, rows);
@@ -115,7 +126,11 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     for (std::size_t b = 0; b < n; ++b) {
       qwen3_vl::text_batch batch = batches[b];
       batch.labels.clear();
-      for (const qwen3_vl::text_batch& part : micro_batches(batch)) (void)model.run(part, o, &observer);
+      if (const qwen3_vl::image_batch* img = image_of(b)) {
+        (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batch, img, o, &observer);
+      } else {
+        for (const qwen3_vl::text_batch& part : micro_batches(batch)) (void)model.run(part, o, &observer);
+      }
       if (b == 0) probe();
       report("calibration", b + 1, n);
     }
@@ -142,7 +157,11 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     for (std::size_t b = 0; b < n; ++b) {
       if (batches[b].labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
       o.loss_targets = qwen3_vl::causal_lm_target_count(batches[b]);
-      for (const qwen3_vl::text_batch& part : micro_batches(batches[b])) (void)model.run(part, o, &scorer);
+      if (const qwen3_vl::image_batch* img = image_of(b)) {
+        (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batches[b], img, o, &scorer);
+      } else {
+        for (const qwen3_vl::text_batch& part : micro_batches(batches[b])) (void)model.run(part, o, &scorer);
+      }
       if (b == 0) probe();
       report("scoring", b + 1, n);
     }

@@ -293,7 +293,7 @@ class device_gradient_scorer : public device_linear_observer {
         w = {quantized_weight(*m, r, call), out, in, in};
       }
       const device_matrix<float> yr{yr_.data(), rows, out, out};
-      profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, nullptr, false, stream_); });
+      profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, call.bias, false, stream_); });
       flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
       profiled(profile_, kernel_class::score, stream_, [&] {
         accumulate_gradient_score(device_matrix<const float>(yr), call.output, call.grad_output, rounding_,

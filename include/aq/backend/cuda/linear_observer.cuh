@@ -25,6 +25,9 @@ struct device_linear_call {
   // X is the very tensor of the previous call, unchanged (k/v_proj after q_proj, up_proj after
   // gate_proj, LM-head chunks after the first): what was derived from it may be reused.
   bool same_input_as_previous = false;
+  // The linear's bias (device fp32, [weight.rows], offset like the rows), already in `output`;
+  // nullptr: none. A recipe output Q(X)·Q(W)ᵀ adds it too, so that Y_r − Y is the quantization error.
+  const float* bias = nullptr;
 };
 
 class device_linear_observer {

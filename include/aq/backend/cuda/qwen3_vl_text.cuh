@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "aq/backend/cpu/rope.hpp"
@@ -49,6 +50,25 @@ struct convert_op {
   __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = from_float<Out>(to_float(x(r, c))); }
 };
 
+// h(rows[r], c) = e(r, c) (scatter), += e(r, c) (add), or e(r, c) = h(rows[r], c) (gather).
+enum class row_move { scatter, add, gather };
+template <row_move Move>
+struct visual_rows_op {
+  const std::int64_t* rows;
+  device_matrix<float> h;
+  device_matrix<float> e;
+  __device__ void operator()(std::int64_t r, std::int64_t c) const {
+    float& dst = h(rows[r], c);
+    if constexpr (Move == row_move::scatter) {
+      dst = e(r, c);
+    } else if constexpr (Move == row_move::add) {
+      dst += e(r, c);
+    } else {
+      e(r, c) = dst;
+    }
+  }
+};
+
 struct add_op {
   device_matrix<const float> a, b;
   device_matrix<float> y;
@@ -79,6 +99,17 @@ struct text_run_options {
   // Denominator of the mean loss (and so of dL/dlogits); 0: this batch's own target count. A
   // micro-batch passes its whole batch's count so that its gradients are the whole batch's.
   std::int64_t loss_targets = 0;
+};
+
+// Image features entering the decoder (the vision tower's outputs) and where the backward puts
+// their gradients. rows: the token rows (b·seq + s) of the image placeholders, in order; embeds
+// replace their embeddings, deepstack[l] is added to them after decoder layer l.
+struct text_visual_inputs {
+  std::vector<std::int64_t> rows;
+  device_matrix<const float> embeds;                   // [rows, H]
+  std::vector<device_matrix<const float>> deepstack;  // each [rows, H]
+  float* d_embeds = nullptr;                           // [rows, H], written by the backward
+  std::vector<float*> d_deepstack;                     // one per deepstack entry
 };
 
 struct text_run_result {
@@ -252,8 +283,9 @@ class qwen3_vl_text_model {
   device_matrix<const float> inputs_embeds_grad(std::int64_t tokens) const { return detail::cview(g_, tokens, cfg_.text.hidden_size); }
 
   // Text-only batch (no image tokens). Synchronises the stream at the end.
+  // `visual` (optional): image features for the placeholder rows (see text_visual_inputs).
   text_run_result run(const qwen3_vl::text_batch& batch, const text_run_options& options = {},
-                      device_linear_observer* observer = nullptr);
+                      device_linear_observer* observer = nullptr, const text_visual_inputs* visual = nullptr);
 
  private:
   std::vector<float> qwen3_vl_inv_freq() const { return cpu::rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
@@ -319,7 +351,7 @@ class qwen3_vl_text_model {
   device_buffer<bf16> hn_;
   device_buffer<float> rf_, cos_, sin_, inv_freq_, logits_chunk_;
   device_buffer<bf16> dlogits_chunk_;
-  device_buffer<std::int64_t> pos_, targets_;
+  device_buffer<std::int64_t> pos_, targets_, visual_rows_;
   device_buffer<std::uint8_t> mask_;
   device_buffer<float> g_, d_m_, delta_, d_attn_, dq_, dk_, dv_;
   device_buffer<bf16> gb_, d_act_, d_gate_, d_up_, dvb_, dq_raw_, dk_raw_;
@@ -477,7 +509,7 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
 }
 
 inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batch, const text_run_options& options,
-                                                device_linear_observer* observer) {
+                                                device_linear_observer* observer, const text_visual_inputs* visual) {
   using detail::cview;
   using detail::mview;
   const qwen3_vl::text_config& t = cfg_.text;
@@ -520,6 +552,31 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T)};
   embedding_forward(batch.input_ids, ids_, device_matrix<const bf16>{w_.embed_tokens.data(), V, H, H}, mview(h_, N, H),
                     stream_);
+  const std::int64_t n_visual = visual != nullptr ? static_cast<std::int64_t>(visual->rows.size()) : 0;
+  const auto move_rows = [&]<detail::row_move Move>(std::integral_constant<detail::row_move, Move>, const float* e) {
+    timed(kernel_class::elementwise, [&] {
+      launch_elementwise(n_visual, H,
+                         detail::visual_rows_op<Move>{visual_rows_.data(), mview(h_, N, H),
+                                                      {const_cast<float*>(e), n_visual, H, H}},
+                         stream_);
+    });
+  };
+  if (n_visual > 0) {
+    for (const std::int64_t r : visual->rows) {
+      if (r < 0 || r >= N) throw error("cuda qwen3_vl text batch: visual row " + std::to_string(r) + " outside the batch");
+    }
+    if (visual->embeds.rows != n_visual || visual->embeds.cols != H || visual->embeds.ld != H) {
+      throw error("cuda qwen3_vl text batch: " + std::to_string(n_visual) + " image placeholders, image features [" +
+                  std::to_string(visual->embeds.rows) + ", " + std::to_string(visual->embeds.cols) + "]");
+    }
+    for (const auto& d : visual->deepstack) {
+      if (d.rows != n_visual || d.cols != H || d.ld != H) throw error("cuda qwen3_vl text batch: deepstack features of the wrong shape");
+    }
+    if (visual->deepstack.size() > static_cast<std::size_t>(L)) throw error("cuda qwen3_vl text batch: more deepstack features than layers");
+    if (visual_rows_.size() < visual->rows.size()) visual_rows_ = device_buffer<std::int64_t>(visual->rows.size());
+    visual_rows_.copy_from_host(visual->rows.data(), visual->rows.size(), stream_);
+    move_rows(std::integral_constant<detail::row_move, detail::row_move::scatter>{}, visual->embeds.data);
+  }
 
   // Forward: each layer's input is saved; h_ ends as the final residual stream.
   for (std::int64_t l = 0; l < L; ++l) {
@@ -527,6 +584,10 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     AQ_CUDA_CHECK(cudaMemcpyAsync(saved, h_.data(), static_cast<std::size_t>(N * H) * sizeof(float),
                                   cudaMemcpyDeviceToDevice, stream_));
     layer_forward(l, N, saved, h_.data(), observer);
+    if (n_visual > 0 && l < static_cast<std::int64_t>(visual->deepstack.size())) {
+      move_rows(std::integral_constant<detail::row_move, detail::row_move::add>{},
+                visual->deepstack[static_cast<std::size_t>(l)].data);
+    }
   }
   rms_norm_forward(cview(h_, N, H), w_.norm.data(), static_cast<float>(t.rms_norm_eps), mview(hn_, N, H), rf_.data(),
                    stream_);
@@ -585,7 +646,28 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     linear_back(device_matrix<const bf16>(dz), w.data, H, mview(d_m_, N, H), v0 > 0);
   }
   rms_norm_backward(cview(h_, N, H), w_.norm.data(), rf_.data(), cview(d_m_, N, H), mview(g_, N, H), false, stream_);
-  for (std::int64_t l = L - 1; l >= 0; --l) layer_backward(l, N, saved_h_.data() + l * N * H, observer);
+  // g_ entering layer l's backward is dL/d(layer l's output) = dL/d(deepstack[l]) at the image rows.
+  for (std::int64_t l = L - 1; l >= 0; --l) {
+    if (n_visual > 0 && l < static_cast<std::int64_t>(visual->d_deepstack.size()) &&
+        visual->d_deepstack[static_cast<std::size_t>(l)] != nullptr) {
+      timed(kernel_class::elementwise, [&] {
+        launch_elementwise(n_visual, H,
+                           detail::visual_rows_op<detail::row_move::gather>{
+                               visual_rows_.data(), mview(g_, N, H),
+                               {visual->d_deepstack[static_cast<std::size_t>(l)], n_visual, H, H}},
+                           stream_);
+      });
+    }
+    layer_backward(l, N, saved_h_.data() + l * N * H, observer);
+  }
+  if (n_visual > 0 && visual->d_embeds != nullptr) {
+    timed(kernel_class::elementwise, [&] {
+      launch_elementwise(n_visual, H,
+                         detail::visual_rows_op<detail::row_move::gather>{visual_rows_.data(), mview(g_, N, H),
+                                                                          {visual->d_embeds, n_visual, H, H}},
+                         stream_);
+    });
+  }
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profile_ != nullptr) profile_->resolve();
   return result;
