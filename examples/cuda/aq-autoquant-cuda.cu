@@ -145,9 +145,11 @@ int run(int argc, char** argv) {
     } else if (all[i] == "--profile-kernels") {
       profile_kernels = true;
     } else if (all[i] == "--weight-cache-gib") {
-      cache_gib = parse_gib(all[i], value());
+      const std::string flag = all[i];  // value() moves i
+      cache_gib = parse_gib(flag, value());
     } else if (all[i] == "--memory-budget-gib") {
-      budget_gib = parse_gib(all[i], value());
+      const std::string flag = all[i];
+      budget_gib = parse_gib(flag, value());
     } else if (all[i] == "--micro-batch") {
       const std::string& v = value();
       std::size_t used_chars = 0;

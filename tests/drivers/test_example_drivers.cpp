@@ -408,3 +408,33 @@ TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard 
   CHECK(latin1.err.find("latin1.txt") != std::string::npos);
   CHECK(latin1.out.empty());
 }
+
+#ifdef AQ_AUTOQUANT_CUDA_EXE
+TEST_CASE("aq-autoquant-cuda rejects bad GPU flags with one line, exit code 2 and no output") {
+  fs::create_directories(work);
+  const fs::path out = work / "cuda_out";
+  fs::remove_all(out);
+  const std::vector<std::vector<std::string>> cases = {
+      {"--memory-budget-gib", "-1"},   {"--memory-budget-gib", "12GiB"}, {"--weight-cache-gib", "nan"},
+      {"--micro-batch", "0"},          {"--micro-batch", "2.5"},         {"--gpu-attention", "fast"},
+      {"--activations", "sometimes"},  {"--memory-budget-gib"},
+  };
+  for (std::vector<std::string> args : cases) {
+    const std::string flag = args.front();
+    args.insert(args.end(), {"--output-dir", out.string()});
+    CAPTURE(args[0]);
+    const run_result r = run(AQ_AUTOQUANT_CUDA_EXE, args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.find(flag) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(out));
+  }
+  // Image-caption data cannot be dumped as fixed-size batches: refused before anything runs.
+  const run_result r = run(AQ_AUTOQUANT_CUDA_EXE, {"--calib", (work / "pairs.jsonl").string(), "--dump-batches",
+                                                   (work / "b.safetensors").string(), "--output-dir", out.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--dump-batches") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+}
+#endif
