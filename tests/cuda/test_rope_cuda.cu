@@ -13,6 +13,8 @@
 #include "aq/backend/cpu/rope.hpp"
 #include "aq/backend/cuda/device_buffer.cuh"
 #include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/backend/cuda/qk_norm_rope.cuh"
+#include "aq/backend/cuda/rms_norm.cuh"
 #include "aq/backend/cuda/rope.cuh"
 #include "cuda_test_util.cuh"
 
@@ -127,11 +129,74 @@ void vision_case() {
   apply_case("vision RoPE 16 heads", cos, sin, 16, 7);
 }
 
+// The fused q/k RMSNorm + RoPE (qk_norm_rope.cuh) against the CPU norm then rotation in fp64
+// terms (fp32 output ≤ 1e-6 of max |y|), against the unfused GPU kernels (fp32 output equal to
+// within 1 ulp-level 1e-6; bf16 output = the unfused fp32 result rounded, ≤ 1e-2), and its
+// inverse rms equal to the unfused one.
+void qk_norm_rope_case() {
+  const std::int64_t tokens = 37, heads = 6, dim = 128;
+  const std::int64_t rows = tokens * heads;
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(3 * tokens));
+  for (std::int64_t n = 0; n < tokens; ++n) {
+    for (int a = 0; a < 3; ++a) pos[static_cast<std::size_t>(a * tokens + n)] = n * (a + 1) % 29;
+  }
+  const std::vector<float> inv = aq::cpu::rope_inv_freq(dim, 1000000.0);
+  aq::tensor cos, sin;
+  aq::cpu::mrope_tables(pos.data(), pos.data() + tokens, pos.data() + 2 * tokens, tokens, inv, {24, 20, 20}, cos, sin);
+  const std::vector<float> x = random_floats(static_cast<std::size_t>(rows * dim), 21, 3.0f, 0.5f);
+  const std::vector<float> w = random_floats(static_cast<std::size_t>(dim), 22, 0.2f, 1.0f);
+  const float eps = 1e-6f;
+  // fp64 reference: y = rope(w · x / rms(x)) per (token, head) row.
+  std::vector<double> ref(x.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t t = r / heads;
+    double ss = 0.0;
+    for (std::int64_t c = 0; c < dim; ++c) ss += static_cast<double>(x[static_cast<std::size_t>(r * dim + c)]) * x[static_cast<std::size_t>(r * dim + c)];
+    const double rr = 1.0 / std::sqrt(ss / dim + eps);
+    const auto yv = [&](std::int64_t c) { return w[static_cast<std::size_t>(c)] * x[static_cast<std::size_t>(r * dim + c)] * rr; };
+    for (std::int64_t i = 0; i < dim / 2; ++i) {
+      const double a = yv(i), b = yv(i + dim / 2);
+      ref[static_cast<std::size_t>(r * dim + i)] = a * cos.data()[t * dim + i] - b * sin.data()[t * dim + i];
+      ref[static_cast<std::size_t>(r * dim + i + dim / 2)] = b * cos.data()[t * dim + i + dim / 2] + a * sin.data()[t * dim + i + dim / 2];
+    }
+  }
+  device_buffer<float> d_cos(cos.storage()), d_sin(sin.storage()), d_x(x), d_w(w);
+  const device_matrix<const float> C{d_cos.data(), tokens, dim, dim}, S{d_sin.data(), tokens, dim, dim};
+  const device_matrix<const float> X{d_x.data(), rows, dim, dim};
+  device_buffer<float> fused(x.size()), unfused(x.size()), r_fused(static_cast<std::size_t>(rows)),
+      r_unfused(static_cast<std::size_t>(rows));
+  device_buffer<bf16> fused_bf(x.size());
+  aq::cuda::qk_norm_rope_forward(X, heads, d_w.data(), eps, C, S, device_matrix<float>{fused.data(), rows, dim, dim},
+                                 r_fused.data());
+  aq::cuda::qk_norm_rope_forward(X, heads, d_w.data(), eps, C, S, device_matrix<bf16>{fused_bf.data(), rows, dim, dim},
+                                 nullptr);
+  aq::cuda::rms_norm_forward(X, d_w.data(), eps, device_matrix<float>{unfused.data(), rows, dim, dim}, r_unfused.data());
+  aq::cuda::rope_forward(device_matrix<float>{unfused.data(), tokens, heads * dim, heads * dim}, heads, C, S);
+  const std::vector<float> f = fused.to_host(), u = unfused.to_host();
+  expect_close(rel_err(f, ref), 1e-6, "fused q/k norm + RoPE vs fp64 [222 rows x 128]");
+  expect_close(rel_err(f, u), 1e-6, "fused vs unfused GPU kernels (fp32 output)");
+  expect(r_fused.to_host() == r_unfused.to_host(), "fused inverse rms equals the norm kernel's");
+  expect_close(rel_err(to_float(fused_bf.to_host()), u), bf16_tol, "fused, bf16 output");
+  bool rounded = true;
+  const std::vector<float> fb = to_float(fused_bf.to_host());
+  for (std::size_t i = 0; i < f.size(); ++i) rounded = rounded && fb[i] == aq::round_to_bf16(f[i]);
+  expect(rounded, "bf16 output is the fp32 output rounded (round to nearest even)");
+  bool threw = false;
+  try {
+    aq::cuda::qk_norm_rope_forward(X, 5, d_w.data(), eps, C, S, device_matrix<float>{fused.data(), rows, dim, dim},
+                                   nullptr);
+  } catch (const aq::error&) {
+    threw = true;
+  }
+  expect(threw, "rows not a multiple of heads: error");
+}
+
 }  // namespace
 
 int main() {
   return run_gpu_test("cuda rope", [] {
     mrope_case();
     vision_case();
+    qk_norm_rope_case();
   });
 }

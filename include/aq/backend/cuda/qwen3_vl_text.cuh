@@ -25,6 +25,7 @@
 #include "aq/backend/cuda/gemm_cublaslt.cuh"
 #include "aq/backend/cuda/kernel_profile.cuh"
 #include "aq/backend/cuda/linear_observer.cuh"
+#include "aq/backend/cuda/qk_norm_rope.cuh"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/rms_norm.cuh"
 #include "aq/backend/cuda/rope.cuh"
@@ -200,12 +201,13 @@ class qwen3_vl_text_model {
     const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
     const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
-    std::size_t bf = N * H + N * qd + N * H + N * I, fl = 2 * N * qd + 3 * N * kvd + 3 * N * H + 2 * N * I + 2 * N +
+    // q_raw, k_raw, v; o_out, h_mid, down_out; gate, up; r1, r2; rq, rk, lse (fp32) and a, attn, m, act (bf16)
+    std::size_t bf = N * H + N * qd + N * H + N * I, fl = N * qd + 2 * N * kvd + 3 * N * H + 2 * N * I + 2 * N +
                                                           N * nh + N * nkv + N * nh;
     if (tc_attention_) {
-      bf += N * qd + 2 * N * kvd;
+      bf += N * qd + 2 * N * kvd;  // qb, kb, vb
     } else {
-      fl += N * qd;
+      fl += 2 * N * qd + N * kvd;  // qr, kr, attn_f
     }
     return bf * sizeof(bf16) + fl * sizeof(float);
   }
@@ -233,8 +235,6 @@ class qwen3_vl_text_model {
       need(A.q_raw, N * qd);
       need(A.k_raw, N * kvd);
       need(A.v, N * kvd);
-      need(A.qr, N * qd);
-      need(A.kr, N * kvd);
       need(A.o_out, N * H);
       need(A.h_mid, N * H);
       need(A.gate, N * I);
@@ -250,7 +250,11 @@ class qwen3_vl_text_model {
         need(A.kb, N * kvd);
         need(A.vb, N * kvd);
         drop(A.attn_f);
+        drop(A.qr);
+        drop(A.kr);
       } else {
+        need(A.qr, N * qd);
+        need(A.kr, N * kvd);
         need(A.attn_f, N * qd);
         drop(A.qb);
         drop(A.kb);
@@ -381,15 +385,14 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   notify(obs, false, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), {});
   // Attention in fp32 storage (fp32 arithmetic throughout); only its output is rounded to bf16,
   // the o_proj GEMM operand. bf16 q/k/v/dO cost ~1% on dL/dY of k_proj.
-  timed(kernel_class::norm_rope, [&] {
-    rms_norm_forward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), eps, mview(A.qr, N * nh, hd), A.rq.data(), stream_);
-    rms_norm_forward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), eps, mview(A.kr, N * nkv, hd), A.rk.data(), stream_);
-    rope_forward(mview(A.qr, N, qd), nh, cos, sin, stream_);
-    rope_forward(mview(A.kr, N, kvd), nkv, cos, sin, stream_);
-  });
   if (tc_attention_) {
-    convert(cview(A.qr, N, qd), mview(A.qb, N, qd));
-    convert(cview(A.kr, N, kvd), mview(A.kb, N, kvd));
+    // q/k norm + RoPE straight into the bf16 attention operands (no fp32 intermediates).
+    timed(kernel_class::norm_rope, [&] {
+      qk_norm_rope_forward(cview(A.q_raw, N * nh, hd), nh, lw.q_norm.data(), eps, cos, sin, mview(A.qb, N * nh, hd),
+                           A.rq.data(), stream_);
+      qk_norm_rope_forward(cview(A.k_raw, N * nkv, hd), nkv, lw.k_norm.data(), eps, cos, sin, mview(A.kb, N * nkv, hd),
+                           A.rk.data(), stream_);
+    });
     convert(cview(A.v, N, kvd), mview(A.vb, N, kvd));
     attention_config c = attn_cfg_;
     c.tensor_cores = true;
@@ -398,6 +401,12 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
                               A.lse.data(), stream_);
     });
   } else {
+    timed(kernel_class::norm_rope, [&] {
+      rms_norm_forward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), eps, mview(A.qr, N * nh, hd), A.rq.data(), stream_);
+      rms_norm_forward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), eps, mview(A.kr, N * nkv, hd), A.rk.data(), stream_);
+      rope_forward(mview(A.qr, N, qd), nh, cos, sin, stream_);
+      rope_forward(mview(A.kr, N, kvd), nkv, cos, sin, stream_);
+    });
     timed(kernel_class::attention, [&] {
       attention_forward<float>(attn_cfg_, segs_, cview(A.qr, N, qd), cview(A.kr, N, kvd), cview(A.v, N, kvd),
                                mview(A.attn_f, N, qd), A.lse.data(), stream_);
