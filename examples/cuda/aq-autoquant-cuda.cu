@@ -211,7 +211,7 @@ int run(int argc, char** argv) {
     if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
     cfg = aq_cuda_driver::read_config(dir);
     weights = aq_cuda_driver::load_weights(dir, cfg);
-    if (images) vision_weights = acu::upload_vision_weights(aq_cuda_driver::load_vision_weights(dir, cfg));
+    if (images) vision_weights = aq_cuda_driver::load_vision_weights(dir, cfg);
     model_id = dir.string();
   } else {
     cfg = autoquant::default_model_config();

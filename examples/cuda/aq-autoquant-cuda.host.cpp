@@ -7,11 +7,11 @@
 #include <aq/core/error.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
+#include <aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp>
 #include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/image_preprocess.hpp>
-#include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/io/tokenizer.hpp>
@@ -72,9 +72,10 @@ std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path&
   return batches;
 }
 
-aq::qwen3_vl::vision_weights load_vision_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {
+aq::cuda::qwen3_vl_vision_device_weights load_vision_weights(const std::filesystem::path& dir,
+                                                             const aq::qwen3_vl::config& cfg) {
   const aq::safetensors_checkpoint checkpoint(dir);
-  return aq::qwen3_vl::load_vision_weights(cfg, aq::qwen3_vl::checkpoint_weight_source(checkpoint));
+  return aq::cuda::load_vision_weights(cfg, checkpoint);
 }
 
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {

@@ -11,9 +11,9 @@
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/search_space.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
+#include <aq/backend/cuda/qwen3_vl_vision_weights.cuh>
 #include <aq/io/calib_batches.hpp>
 #include <aq/model/qwen3_vl/config.hpp>
-#include <aq/model/qwen3_vl/vision_weights.hpp>
 
 namespace aq_cuda_driver {
 
@@ -29,8 +29,9 @@ std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path&
                                                     const std::filesystem::path& jsonl, std::int64_t samples,
                                                     std::int64_t seq_len, const aq::qwen3_vl::config& cfg);
 
-// model dir -> the vision tower's weights (host fp32; the CUDA unit uploads them).
-aq::qwen3_vl::vision_weights load_vision_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg);
+// model dir -> the vision tower's weights on the GPU.
+aq::cuda::qwen3_vl_vision_device_weights load_vision_weights(const std::filesystem::path& dir,
+                                                             const aq::qwen3_vl::config& cfg);
 
 // model dir -> the text decoder's weights on the GPU.
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg);

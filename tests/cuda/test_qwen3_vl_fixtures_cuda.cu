@@ -34,7 +34,7 @@
 #include "aq/backend/cuda/qwen3_vl_text_checkpoint.hpp"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision.cuh"
-#include "aq/model/qwen3_vl/checkpoint_source.hpp"
+#include "aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp"
 #include "cuda_test_util.cuh"
 
 namespace {
@@ -202,8 +202,7 @@ void check_image_case(const std::string& impl, bool tensor_cores) {
   const qwen3_vl::config cfg = aq::read_qwen3_vl_config(fixture_dir / checkpoint / "config.json");
   const aq::safetensors_checkpoint ck(fixture_dir / checkpoint);
   const acu::qwen3_vl_text_device_weights weights = acu::load_text_weights(cfg, ck);
-  const acu::qwen3_vl_vision_device_weights vision_weights =
-      acu::upload_vision_weights(qwen3_vl::load_vision_weights(cfg, qwen3_vl::checkpoint_weight_source(ck)));
+  const acu::qwen3_vl_vision_device_weights vision_weights = acu::load_vision_weights(cfg, ck);  // bf16 bytes as stored
   const aq::safetensors_file ref(fixture_dir / (checkpoint + ".reference.safetensors"), aq::readable_dtypes);
   const aq::safetensors_file ref_bf16(fixture_dir / (checkpoint + ".bf16_operands.safetensors"), aq::readable_dtypes);
   const auto i64 = [&](const std::string& name) { return aq::to_int64_vector(ref.at(name)); };

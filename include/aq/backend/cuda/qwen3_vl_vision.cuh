@@ -26,6 +26,7 @@
 #include "aq/backend/cuda/layer_norm.cuh"
 #include "aq/backend/cuda/linear_observer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/qwen3_vl_vision_weights.cuh"
 #include "aq/backend/cuda/rope.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
@@ -35,89 +36,6 @@
 #include "aq/model/qwen3_vl/vl_model.hpp"
 
 namespace aq::cuda {
-
-struct qwen3_vl_vision_block_device_weights {
-  device_buffer<float> norm1_w, norm1_b, norm2_w, norm2_b, qkv_b, proj_b, fc1_b, fc2_b;
-  device_buffer<bf16> qkv_w, proj_w, fc1_w, fc2_w;
-};
-
-struct qwen3_vl_merger_device_weights {
-  device_buffer<float> norm_w, norm_b, fc1_b, fc2_b;
-  device_buffer<bf16> fc1_w, fc2_w;
-  std::int64_t out = 0;  // fc2 rows (the decoder's hidden size)
-  bool postshuffle_norm = false;
-};
-
-// Matrices in bf16, vectors in fp32; the position grid stays on the host (it is interpolated per
-// batch of images there, as a table, and uploaded).
-struct qwen3_vl_vision_device_weights {
-  device_buffer<bf16> patch_w;  // [D, C·Tp·P·P]
-  device_buffer<float> patch_b;
-  tensor pos_embed;  // host [num_position_embeddings, D]
-  std::vector<qwen3_vl_vision_block_device_weights> blocks;
-  qwen3_vl_merger_device_weights merger;
-  std::vector<qwen3_vl_merger_device_weights> deepstack;
-  std::size_t bytes() const {
-    std::size_t n = patch_w.bytes() + patch_b.bytes();
-    for (const auto& b : blocks) {
-      n += b.norm1_w.bytes() + b.norm1_b.bytes() + b.norm2_w.bytes() + b.norm2_b.bytes() + b.qkv_b.bytes() +
-           b.proj_b.bytes() + b.fc1_b.bytes() + b.fc2_b.bytes() + b.qkv_w.bytes() + b.proj_w.bytes() + b.fc1_w.bytes() +
-           b.fc2_w.bytes();
-    }
-    const auto merger_bytes = [](const qwen3_vl_merger_device_weights& m) {
-      return m.norm_w.bytes() + m.norm_b.bytes() + m.fc1_b.bytes() + m.fc2_b.bytes() + m.fc1_w.bytes() + m.fc2_w.bytes();
-    };
-    n += merger_bytes(merger);
-    for (const auto& m : deepstack) n += merger_bytes(m);
-    return n;
-  }
-};
-
-// The host weights (fp32, e.g. qwen3_vl::load_vision_weights of a checkpoint) rounded to bf16
-// (matrices; exact for bf16 checkpoints) and uploaded.
-inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::vision_weights& host) {
-  const auto bf = [](const tensor& t) {
-    std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
-    return device_buffer<bf16>(v);
-  };
-  const auto f32 = [](const tensor& t) { return device_buffer<float>(t.storage()); };
-  const auto merger = [&](const qwen3_vl::merger_weights& m) {
-    qwen3_vl_merger_device_weights d;
-    d.norm_w = f32(m.norm_w);
-    d.norm_b = f32(m.norm_b);
-    d.fc1_w = bf(m.fc1_w);
-    d.fc1_b = f32(m.fc1_b);
-    d.fc2_w = bf(m.fc2_w);
-    d.fc2_b = f32(m.fc2_b);
-    d.out = m.fc2_w.dim(0);
-    d.postshuffle_norm = m.postshuffle_norm;
-    return d;
-  };
-  qwen3_vl_vision_device_weights w;
-  w.patch_w = bf(host.patch_w);
-  w.patch_b = f32(host.patch_b);
-  w.pos_embed = host.pos_embed;
-  for (const qwen3_vl::vision_block_weights& b : host.blocks) {
-    qwen3_vl_vision_block_device_weights d;
-    d.norm1_w = f32(b.norm1_w);
-    d.norm1_b = f32(b.norm1_b);
-    d.norm2_w = f32(b.norm2_w);
-    d.norm2_b = f32(b.norm2_b);
-    d.qkv_w = bf(b.qkv_w);
-    d.qkv_b = f32(b.qkv_b);
-    d.proj_w = bf(b.proj_w);
-    d.proj_b = f32(b.proj_b);
-    d.fc1_w = bf(b.fc1_w);
-    d.fc1_b = f32(b.fc1_b);
-    d.fc2_w = bf(b.fc2_w);
-    d.fc2_b = f32(b.fc2_b);
-    w.blocks.push_back(std::move(d));
-  }
-  w.merger = merger(host.merger);
-  for (const qwen3_vl::merger_weights& m : host.deepstack) w.deepstack.push_back(merger(m));
-  return w;
-}
 
 namespace detail {
 

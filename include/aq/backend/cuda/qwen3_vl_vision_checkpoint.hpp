@@ -1,0 +1,57 @@
+// Loads the Qwen3-VL vision tower's GPU weights straight from a safetensors checkpoint (bf16
+// tensors copied byte for byte, others converted; the position grid to the host in fp32).
+// Host-side IO only, like qwen3_vl_text_checkpoint.hpp.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cuda/check.hpp"
+#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/qwen3_vl_vision_weights.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/dtype.hpp"
+#include "aq/core/tensor.hpp"
+#include "aq/io/safetensors.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+
+namespace aq::cuda {
+
+inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
+  const std::string where = ck.path().string();
+  const auto view = [&](const std::string& name, const std::vector<std::int64_t>& shape) -> const tensor_view& {
+    const tensor_view& v = ck.at(name);
+    detail::check_shape(name, v.shape, shape, where);
+    return v;
+  };
+  const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& v = view(name, shape);
+    device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
+    if (v.dtype == dtype_bf16) {
+      AQ_CUDA_CHECK(cudaMemcpy(out.data(), v.bytes.data(), out.bytes(), cudaMemcpyHostToDevice));
+    } else {
+      const std::vector<bf16> host = to_bf16_vector(v);
+      AQ_CUDA_CHECK(cudaMemcpy(out.data(), host.data(), out.bytes(), cudaMemcpyHostToDevice));
+    }
+    return out;
+  };
+  const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& v = view(name, shape);
+    std::vector<float> host(static_cast<std::size_t>(v.numel()));
+    convert_tensor(v, std::span<float>(host));
+    return device_buffer<float>(host);
+  };
+  const auto host = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& v = view(name, shape);
+    tensor t(shape);
+    convert_tensor(v, std::span<float>(t.storage()));
+    return t;
+  };
+  return detail::bind_vision_weights(cfg, bf, f32, host);
+}
+
+}  // namespace aq::cuda
