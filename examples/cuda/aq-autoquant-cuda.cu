@@ -272,6 +272,12 @@ int run(int argc, char** argv) {
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
+  // What the vision tower will hold for the largest image batch (allocated on its first run).
+  std::size_t vision_bytes = 0;
+  for (const qwen3_vl::image_batch& img : image_batches) {
+    if (img.grids.empty()) continue;
+    vision_bytes = std::max(vision_bytes, acu::qwen3_vl_vision_model::device_bytes(cfg, img.pixel_values.dim(0)));
+  }
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
   // until the recompute-everything minimum fits.
   std::int64_t micro_rows = micro_batch > 0 ? std::min(micro_batch, batch_size) : batch_size;
@@ -290,13 +296,15 @@ int run(int argc, char** argv) {
       const double saved_bytes =
           static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
       m.set_saved_activations(activations == "saved" ||
-                              (activations == "auto" && saved_bytes + 8.0 * (1ull << 30) < static_cast<double>(free_bytes)));
+                              (activations == "auto" && saved_bytes + static_cast<double>(vision_bytes) + 8.0 * (1ull << 30) <
+                                                           static_cast<double>(free_bytes)));
       m.allocate_activations();
       break;
     }
     autoquant::memory_plan_inputs in;
     in.budget_bytes = static_cast<std::size_t>(budget_gib * static_cast<double>(1ull << 30));
-    in.in_use_bytes = acu::device_bytes_in_use() - baseline;
+    in.in_use_bytes = acu::device_bytes_in_use() - baseline + vision_bytes;
+    if (vision_bytes > 0) in.in_use_what = "weights, fixed buffers and the vision tower's activations";
     in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, m.vocab_chunk(), o.formats.size());
     in.layer_bytes = m.activation_bytes_per_layer();
     in.layers = cfg.text.num_hidden_layers;
@@ -337,7 +345,7 @@ int run(int argc, char** argv) {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const double margin = 4.0 * (1ull << 30);  // scorer scratch, cuBLASLt workspaces, CUB temp
-    const double fit = std::max(0.0, static_cast<double>(free_bytes) - margin);
+    const double fit = std::max(0.0, static_cast<double>(free_bytes) - margin - static_cast<double>(vision_bytes));
     cuda_options.weight_cache_bytes =
         static_cast<std::size_t>(cache_gib < 0.0 ? fit : std::min(fit, cache_gib * static_cast<double>(1ull << 30)));
   }

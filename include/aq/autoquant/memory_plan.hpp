@@ -21,6 +21,7 @@ struct memory_plan_inputs {
   std::size_t layer_bytes = 0;        // one layer's activation set
   std::int64_t layers = 0;            // decoder layers
   std::size_t max_cache_bytes = SIZE_MAX;  // cap on cached quantized weights (--weight-cache-gib)
+  std::string in_use_what = "weights and fixed buffers";  // what in_use_bytes holds, for the error
 };
 
 struct memory_plan {
@@ -42,12 +43,12 @@ constexpr std::size_t activation_sets_bytes(std::int64_t k, std::int64_t layers,
 
 // The most saved layers that fit, then the weight cache from the rest. Throws when even the
 // recompute-everything minimum does not fit, naming that minimum.
-constexpr memory_plan plan_memory(const memory_plan_inputs& in) {
+inline memory_plan plan_memory(const memory_plan_inputs& in) {
   const std::size_t fixed = in.in_use_bytes + in.scratch_bytes;
   const std::size_t minimum = fixed + activation_sets_bytes(0, in.layers, in.layer_bytes);
   if (in.budget_bytes < minimum) {
     throw error("--memory-budget-gib: " + format_gib(in.budget_bytes) + " is below this run's minimum of " +
-                format_gib(minimum) + " (weights and fixed buffers " + format_gib(in.in_use_bytes) + ", scratch " +
+                format_gib(minimum) + " (" + in.in_use_what + " " + format_gib(in.in_use_bytes) + ", scratch " +
                 format_gib(in.scratch_bytes) + ", one layer's activations " + format_gib(in.layer_bytes) + ")");
   }
   const std::size_t room = in.budget_bytes - fixed;

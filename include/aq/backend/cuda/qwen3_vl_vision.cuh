@@ -79,6 +79,18 @@ class qwen3_vl_vision_model {
   // dL/d embeds and dL/d deepstack[k] (device fp32, [visual tokens, hidden]; nullptr = zero).
   void backward(const float* d_embeds, const std::vector<const float*>& d_deepstack, device_linear_observer* obs);
 
+  // Device bytes a forward + backward over `patches` patches holds (kept activations of every
+  // block and merger, backward scratch), for memory plans made before the first image runs.
+  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches) {
+    const qwen3_vl::vision_config& v = cfg.vision;
+    const auto D = static_cast<std::size_t>(v.hidden_size), I = static_cast<std::size_t>(v.intermediate_size);
+    const auto n = static_cast<std::size_t>(patches), H = static_cast<std::size_t>(cfg.text.hidden_size);
+    const std::size_t block = n * ((11 * D + I) * sizeof(float) + (3 * D + I) * sizeof(bf16));
+    const std::size_t merger = n * D * (sizeof(float) + 2 * sizeof(bf16)) + n / 4 * H * 2 * sizeof(float);
+    const std::size_t inputs = n * (D * 4 * sizeof(float) + 1536 * sizeof(bf16));
+    const std::size_t scratch = n * (6 * D + 2 * I) * sizeof(float);
+    return static_cast<std::size_t>(v.depth) * block + (1 + v.deepstack_visual_indexes.size()) * merger + inputs + scratch;
+  }
   std::int64_t visual_tokens() const { return merged_; }
   device_matrix<const float> embeds() const {
     return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
