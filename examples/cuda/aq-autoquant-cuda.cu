@@ -106,17 +106,24 @@ double parse_gib(const std::string& flag, const std::string& text) {
 }
 
 // Device scratch the scorer and calibration grow to at most (quantized X per recipe, Y_r, one
-// quantized weight outside the cache), the GEMM workspace, and 256 MiB for small buffers and
-// allocation granularity.
-std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t vocab_chunk,
-                                 std::size_t recipes) {
+// quantized weight outside the cache) over the decoder's linears at `tokens` rows and the vision
+// tower's at `patches` rows, the GEMM workspace, and 256 MiB for small buffers and allocation
+// granularity.
+std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t patches,
+                                 std::int64_t vocab_chunk, std::size_t recipes) {
   const qwen3_vl::text_config& t = cfg.text;
-  const std::int64_t widest_in = std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim});
-  const std::int64_t widest_out =
+  const qwen3_vl::vision_config& v = cfg.vision;
+  const auto n = [](std::int64_t x) { return static_cast<std::size_t>(x); };
+  const std::int64_t text_in = std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim});
+  const std::int64_t text_out =
       std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim, vocab_chunk});
-  const auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
-  return recipes * n(tokens * widest_in) * 2 + n(tokens * widest_out) * 4 + n(widest_out * widest_in) * 2 + (std::size_t{32} << 20) +
-         (std::size_t{256} << 20);
+  const std::int64_t vision_in = std::max({v.hidden_size, v.intermediate_size, v.in_channels * v.temporal_patch_size *
+                                                                                    v.patch_size * v.patch_size});
+  const std::int64_t vision_out = std::max({3 * v.hidden_size, v.intermediate_size});
+  const std::size_t xq = std::max(n(tokens * text_in), n(patches * vision_in));
+  const std::size_t yr = std::max(n(tokens * text_out), n(patches * vision_out));
+  const std::size_t wq = std::max(n(text_out * text_in), n(vision_out * vision_in));
+  return recipes * xq * 2 + yr * 4 + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
 }
 
 int run(int argc, char** argv) {
@@ -272,11 +279,21 @@ int run(int argc, char** argv) {
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
-  // What the vision tower will hold for the largest image batch (allocated on its first run).
-  std::size_t vision_bytes = 0;
+  // What the vision tower will hold for the largest image batch (allocated on its first run):
+  // every block's activations when they take under a quarter of the free memory and no budget is
+  // set, else only the block inputs (blocks recomputed in the backward).
+  std::int64_t max_patches = 0;
   for (const qwen3_vl::image_batch& img : image_batches) {
-    if (img.grids.empty()) continue;
-    vision_bytes = std::max(vision_bytes, acu::qwen3_vl_vision_model::device_bytes(cfg, img.pixel_values.dim(0)));
+    if (!img.grids.empty()) max_patches = std::max(max_patches, img.pixel_values.dim(0));
+  }
+  bool vision_saved_blocks = true;
+  std::size_t vision_bytes = 0;
+  if (max_patches > 0) {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true);
+    vision_saved_blocks = budget_gib < 0.0 && vision_bytes < free_bytes / 4;
+    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false);
   }
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
   // until the recompute-everything minimum fits.
@@ -305,7 +322,7 @@ int run(int argc, char** argv) {
     in.budget_bytes = static_cast<std::size_t>(budget_gib * static_cast<double>(1ull << 30));
     in.in_use_bytes = acu::device_bytes_in_use() - baseline + vision_bytes;
     if (vision_bytes > 0) in.in_use_what = "weights, fixed buffers and the vision tower's activations";
-    in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, m.vocab_chunk(), o.formats.size());
+    in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, max_patches, m.vocab_chunk(), o.formats.size());
     in.layer_bytes = m.activation_bytes_per_layer();
     in.layers = cfg.text.num_hidden_layers;
     if (cache_gib >= 0.0) in.max_cache_bytes = static_cast<std::size_t>(cache_gib * static_cast<double>(1ull << 30));
@@ -338,6 +355,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, vision_weights, model);
+    vision->set_saved_blocks(vision_saved_blocks);
     cuda_options.vision = vision.get();
     cuda_options.images = &image_batches;
   }

@@ -263,6 +263,16 @@ void check_image_case(const std::string& impl, bool tensor_cores) {
   expect(qwen3_vl::rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq, cfg.image_token_id,
                                      images.grids, v.spatial_merge_size) == positions,
          "the image case's position ids are the ones the model computes");
+  // Vision blocks recomputed in the backward instead of kept: the same numbers bit for bit.
+  vision.set_saved_blocks(false);
+  recorder again;
+  const acu::text_run_result re = acu::run_vl_batch(cfg, model, &vision, batch, &images, o, &again);
+  bool same = re.logits == got.logits && re.loss == got.loss && again.seen.size() == rec.seen.size();
+  for (const auto& [key, values] : rec.seen) {
+    const auto it = again.seen.find(key);
+    same = same && it != again.seen.end() && it->second == values;
+  }
+  expect(same, "vision blocks recomputed in the backward: logits, loss, every X, Y, dL/dY bit-identical");
 }
 
 }  // namespace

@@ -81,17 +81,25 @@ class qwen3_vl_vision_model {
 
   // Device bytes a forward + backward over `patches` patches holds (kept activations of every
   // block and merger, backward scratch), for memory plans made before the first image runs.
-  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches) {
+  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches, bool saved_blocks = true) {
     const qwen3_vl::vision_config& v = cfg.vision;
     const auto D = static_cast<std::size_t>(v.hidden_size), I = static_cast<std::size_t>(v.intermediate_size);
     const auto n = static_cast<std::size_t>(patches), H = static_cast<std::size_t>(cfg.text.hidden_size);
     const std::size_t block = n * ((11 * D + I) * sizeof(float) + (3 * D + I) * sizeof(bf16));
     const std::size_t merger = n * D * (sizeof(float) + 2 * sizeof(bf16)) + n / 4 * H * 2 * sizeof(float);
-    const std::size_t inputs = n * (D * 4 * sizeof(float) + 1536 * sizeof(bf16));
-    const std::size_t scratch = n * (6 * D + 2 * I) * sizeof(float);
-    return static_cast<std::size_t>(v.depth) * block + (1 + v.deepstack_visual_indexes.size()) * merger + inputs + scratch;
+    const auto patch = static_cast<std::size_t>(v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size);
+    const std::size_t inputs = n * (D * 5 * sizeof(float) + patch * sizeof(bf16));  // + merger input
+    // backward scratch (g, dq/dk/dv, d_attn, d_ln, d_act … fp32 and bf16) and the feature gradients
+    const std::size_t scratch = n * (9 * D + 2 * I) * sizeof(float) + n / 4 * H * 4 * sizeof(float);
+    const std::size_t blocks = saved_blocks ? static_cast<std::size_t>(v.depth) * block
+                                            : static_cast<std::size_t>(v.depth) * n * D * sizeof(float) + block;
+    return blocks + (1 + v.deepstack_visual_indexes.size()) * merger + inputs + scratch;
   }
   std::int64_t visual_tokens() const { return merged_; }
+  // Keep every block's activations from the forward (default), or only each block's input and
+  // recompute the block in the backward (one extra block forward each; same numbers).
+  void set_saved_blocks(bool on) { saved_blocks_ = on; }
+  bool saved_blocks() const { return saved_blocks_; }
   device_matrix<const float> embeds() const {
     return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
   }
@@ -177,6 +185,19 @@ class qwen3_vl_vision_model {
 
   void merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
                       merger_state& s, device_linear_observer* obs);
+  void block_forward(std::int64_t b, device_linear_observer* obs, bool write_output);
+  // Block b's activations: its own set when blocks are saved, else the one shared set (its input
+  // x_in always stays in blocks_[b]).
+  block_state& state(std::int64_t b) { return saved_blocks_ ? blocks_[static_cast<std::size_t>(b)] : work_; }
+  attention_config attention() const {
+    attention_config ac;
+    ac.heads = cfg_.vision.num_heads;
+    ac.kv_heads = cfg_.vision.num_heads;
+    ac.head_dim = cfg_.vision.hidden_size / cfg_.vision.num_heads;
+    ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
+    ac.causal = false;
+    return ac;
+  }
   void merger_backward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
                        merger_state& s, const float* d_out, device_matrix<float> g, device_linear_observer* obs);
 
@@ -189,6 +210,8 @@ class qwen3_vl_vision_model {
   device_buffer<bf16> pixels_;
   device_buffer<float> patch_out_, pos_, cos_, sin_;
   std::vector<block_state> blocks_;
+  block_state work_;
+  bool saved_blocks_ = true;
   std::vector<device_buffer<float>> tap_in_;
   device_buffer<float> merger_in_;
   merger_state merger_;
@@ -262,10 +285,89 @@ inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_v
   });
 }
 
+// One ViT block from its kept input into its activation set (state(b)); write_output: also the
+// block output (the next block's input). The recompute in the backward passes false.
+inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_observer* obs, bool write_output) {
+  const qwen3_vl::vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads, I = v.intermediate_size;
+  const std::int64_t np = patches_;
+  const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
+  const attention_config ac = attention();
+  const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+  block_state& s = state(b);
+  device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
+  need(x_in_buf, np * D);
+  need(s.ln1, np * D);
+  need(s.mean1, np);
+  need(s.rstd1, np);
+  need(s.qkv, np * 3 * D);
+  need(s.q, np * D);
+  need(s.k, np * D);
+  need(s.v, np * D);
+  need(s.attn_f, np * D);
+  need(s.attn, np * D);
+  need(s.lse, np * heads);
+  need(s.proj_out, np * D);
+  need(s.x_mid, np * D);
+  need(s.ln2, np * D);
+  need(s.mean2, np);
+  need(s.rstd2, np);
+  need(s.fc1, np * I);
+  need(s.act, np * I);
+  need(s.fc2, np * D);
+  const auto x_in = cmat(x_in_buf, np, D);
+  timed(kernel_class::norm_rope, [&] {
+    layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
+                       s.rstd1.data(), stream());
+  });
+  const auto ln1 = cmat(s.ln1, np, D);
+  linear(ln1, bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), mat(s.qkv, np, 3 * D));
+  notify(obs, false, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
+  const auto qkv = cmat(s.qkv, np, 3 * D);
+  timed(kernel_class::norm_rope, [&] {
+    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 0, mat(s.q, np, D)}, stream());
+    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, D, mat(s.k, np, D)}, stream());
+    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 2 * D, mat(s.v, np, D)}, stream());
+    rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
+    rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
+  });
+  timed(kernel_class::attention, [&] {
+    attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
+                             s.lse.data(), stream());
+  });
+  convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
+  const auto attn = cmat(s.attn, np, D);
+  linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
+  notify(obs, false, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
+  timed(kernel_class::elementwise, [&] {
+    launch_elementwise(np, D, detail::vision_add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
+  });
+  const auto x_mid = cmat(s.x_mid, np, D);
+  timed(kernel_class::norm_rope, [&] {
+    layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mat(s.ln2, np, D), s.mean2.data(),
+                       s.rstd2.data(), stream());
+  });
+  const auto ln2 = cmat(s.ln2, np, D);
+  linear(ln2, bw.fc1_w.data(), I, bw.fc1_b.data(), mat(s.fc1, np, I));
+  notify(obs, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
+  timed(kernel_class::elementwise,
+        [&] { activation_forward<gelu_tanh>(cmat(s.fc1, np, I), mat(s.act, np, I), stream()); });
+  const auto act = cmat(s.act, np, I);
+  linear(act, bw.fc2_w.data(), D, bw.fc2_b.data(), mat(s.fc2, np, D));
+  notify(obs, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
+  if (!write_output) return;
+  // Block output: the next block's input, or the final merger's.
+  device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
+  need(next, np * D);
+  timed(kernel_class::elementwise, [&] {
+    launch_elementwise(np, D, detail::vision_add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
+  });
+}
+
 inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vector<qwen3_vl::grid_thw>& grids,
                                            device_linear_observer* obs) {
   const qwen3_vl::vision_config& v = cfg_.vision;
-  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads, I = v.intermediate_size;
+  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads;
   const std::int64_t m = v.spatial_merge_size;
   std::int64_t np = 0;
   for (const qwen3_vl::grid_thw& g : grids) {
@@ -328,14 +430,6 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
   cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream());
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
-  const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
-
-  attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ac.causal = false;
 
   // Patch embedding (the Conv3d as a linear over flattened patches) + positions.
   need(patch_out_, np * D);
@@ -352,73 +446,8 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
                        stream());
   });
   for (std::int64_t b = 0; b < v.depth; ++b) {
-    const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
-    block_state& s = blocks_[static_cast<std::size_t>(b)];
-    need(s.x_in, np * D);
-    need(s.ln1, np * D);
-    need(s.mean1, np);
-    need(s.rstd1, np);
-    need(s.qkv, np * 3 * D);
-    need(s.q, np * D);
-    need(s.k, np * D);
-    need(s.v, np * D);
-    need(s.attn_f, np * D);
-    need(s.attn, np * D);
-    need(s.lse, np * heads);
-    need(s.proj_out, np * D);
-    need(s.x_mid, np * D);
-    need(s.ln2, np * D);
-    need(s.mean2, np);
-    need(s.rstd2, np);
-    need(s.fc1, np * I);
-    need(s.act, np * I);
-    need(s.fc2, np * D);
-    const auto x_in = cmat(s.x_in, np, D);
-    timed(kernel_class::norm_rope, [&] {
-      layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
-                         s.rstd1.data(), stream());
-    });
-    const auto ln1 = cmat(s.ln1, np, D);
-    linear(ln1, bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), mat(s.qkv, np, 3 * D));
-    notify(obs, false, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
-    const auto qkv = cmat(s.qkv, np, 3 * D);
-    timed(kernel_class::norm_rope, [&] {
-      launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 0, mat(s.q, np, D)}, stream());
-      launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, D, mat(s.k, np, D)}, stream());
-      launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 2 * D, mat(s.v, np, D)}, stream());
-      rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
-      rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
-    });
-    timed(kernel_class::attention, [&] {
-      attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
-                               s.lse.data(), stream());
-    });
-    convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
-    const auto attn = cmat(s.attn, np, D);
-    linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
-    notify(obs, false, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
-    timed(kernel_class::elementwise, [&] {
-      launch_elementwise(np, D, detail::vision_add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
-    });
-    const auto x_mid = cmat(s.x_mid, np, D);
-    timed(kernel_class::norm_rope, [&] {
-      layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mat(s.ln2, np, D), s.mean2.data(),
-                         s.rstd2.data(), stream());
-    });
-    const auto ln2 = cmat(s.ln2, np, D);
-    linear(ln2, bw.fc1_w.data(), I, bw.fc1_b.data(), mat(s.fc1, np, I));
-    notify(obs, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
-    timed(kernel_class::elementwise,
-          [&] { activation_forward<gelu_tanh>(cmat(s.fc1, np, I), mat(s.act, np, I), stream()); });
-    const auto act = cmat(s.act, np, I);
-    linear(act, bw.fc2_w.data(), D, bw.fc2_b.data(), mat(s.fc2, np, D));
-    notify(obs, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
-    // Block output: the next block's input, or the final merger's.
-    device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
-    need(next, np * D);
-    timed(kernel_class::elementwise, [&] {
-      launch_elementwise(np, D, detail::vision_add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
-    });
+    block_forward(b, obs, true);
+    const device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
       if (v.deepstack_visual_indexes[k] != b) continue;
       merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], cmat(next, np, D), deepstack_[k], obs);
@@ -433,12 +462,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
   const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads, I = v.intermediate_size;
   const std::int64_t np = patches_;
   const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
-  attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ac.causal = false;
+  const attention_config ac = attention();
   need(g_, np * D);
   need(gb_, np * D);
   need(d_m_, np * I);
@@ -461,7 +485,9 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
                       g, obs);
     }
     const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
-    block_state& s = blocks_[static_cast<std::size_t>(b)];
+    if (!saved_blocks_) block_forward(b, nullptr, false);
+    block_state& s = state(b);
+    const device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
     convert(cmat(g_, np, D), mat(gb_, np, D));
     notify(obs, true, block_name(b, "mlp.linear_fc2"), bw.fc2_w.data(), D, bw.fc2_b.data(), cmat(s.act, np, I),
            cmat(s.fc2, np, D), cmat(gb_, np, D));
@@ -501,7 +527,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
            cmat(s.qkv, np, 3 * D), cmat(dqkv_, np, 3 * D));
     linear_back(cmat(dqkv_, np, 3 * D), bw.qkv_w.data(), D, mat(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
-      layer_norm_backward(cmat(s.x_in, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cmat(d_ln_, np, D), g,
+      layer_norm_backward(cmat(x_in_buf, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cmat(d_ln_, np, D), g,
                           true, stream());
     });
   }
