@@ -105,7 +105,7 @@ double parse_gib(const std::string& flag, const std::string& text) {
   return v;
 }
 
-// Device scratch the scorer and calibration grow to at most (quantized X per recipe, Y_r, one
+// Device scratch the scorer and calibration grow to at most (quantized X and Y_r per recipe, one
 // quantized weight outside the cache) over the decoder's linears at `tokens` rows and the vision
 // tower's at `patches` rows, the GEMM workspace, and 256 MiB for small buffers and allocation
 // granularity.
@@ -123,7 +123,7 @@ std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t token
   const std::size_t xq = std::max(n(tokens * text_in), n(patches * vision_in));
   const std::size_t yr = std::max(n(tokens * text_out), n(patches * vision_out));
   const std::size_t wq = std::max(n(text_out * text_in), n(vision_out * vision_in));
-  return recipes * xq * 2 + yr * 4 + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
+  return recipes * (xq * 2 + yr * 4) + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
 }
 
 int run(int argc, char** argv) {

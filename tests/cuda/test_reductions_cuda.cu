@@ -111,6 +111,52 @@ void score_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
   expect(d_score.to_host()[0] == 2.0 * once, label + " accumulates across calls (exactly 2x)");
 }
 
+// Several recipes' Y_r in one pass (accumulate_gradient_scores): every score bit-identical to its
+// own accumulate_gradient_score call, for 1 to 8 recipes; more than 8 is refused.
+void multi_score_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
+  const auto n = static_cast<std::size_t>(rows * cols);
+  const std::vector<float> y = random_floats(n, seed, 4.0f);
+  const std::vector<float> g = bf16_rounded(random_floats(n, seed + 1, 1e-3f));
+  device_buffer<float> d_y(y);
+  device_buffer<bf16> d_g(to_bf16(g));
+  const device_matrix<const float> Y{d_y.data(), rows, cols, cols};
+  const device_matrix<const bf16> G{d_g.data(), rows, cols, cols};
+  std::vector<device_buffer<float>> yr;
+  std::vector<device_matrix<const float>> views;
+  for (int k = 0; k < 9; ++k) {
+    std::vector<float> v = y;
+    const std::vector<float> noise = random_floats(n, seed + 10 + static_cast<std::uint32_t>(k), 0.01f * (k + 1));
+    for (std::size_t i = 0; i < n; ++i) v[i] += noise[i];
+    yr.emplace_back(v);
+    views.push_back({yr.back().data(), rows, cols, cols});
+  }
+  aq::cuda::gradient_score_workspace ws;
+  bool all_identical = true;
+  for (int count = 1; count <= 8; ++count) {
+    for (const auto mode : {aq::cuda::score_difference::fp32, aq::cuda::score_difference::bf16}) {
+      device_buffer<double> fused(std::vector<double>(static_cast<std::size_t>(count), 0.5));
+      device_buffer<double> single(std::vector<double>(static_cast<std::size_t>(count), 0.5));
+      aq::cuda::accumulate_gradient_scores(std::vector<device_matrix<const float>>(views.begin(), views.begin() + count),
+                                           Y, G, mode, fused.data(), ws);
+      for (int k = 0; k < count; ++k) {
+        aq::cuda::accumulate_gradient_score(views[static_cast<std::size_t>(k)], Y, G, mode, single.data() + k, ws);
+      }
+      const std::vector<double> a = fused.to_host(), b = single.to_host();
+      all_identical = all_identical && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0 && a[0] != 0.5;
+    }
+  }
+  expect(all_identical, "fused scores of 1..8 recipes [" + std::to_string(rows) + ", " + std::to_string(cols) +
+                            "] bit-identical to one pass per recipe (and accumulated)");
+  bool threw = false;
+  try {
+    device_buffer<double> nine(std::vector<double>(9, 0.0));
+    aq::cuda::accumulate_gradient_scores(views, Y, G, aq::cuda::score_difference::fp32, nine.data(), ws);
+  } catch (const aq::error&) {
+    threw = true;
+  }
+  expect(threw, "9 recipes in one pass: error");
+}
+
 }  // namespace
 
 int main() {
@@ -120,5 +166,7 @@ int main() {
     amax_case(4096, 129, 3);
     score_case(1000, 2560, 4);
     score_case(3, 77, 5);
+    multi_score_case(700, 2560, 6);
+    multi_score_case(5, 33, 7);
   });
 }

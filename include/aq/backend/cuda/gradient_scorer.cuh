@@ -267,7 +267,7 @@ class device_gradient_scorer : public device_linear_observer {
       xq_amax_.assign(R, std::nanf(""));
       input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
     }
-    grow(yr_, static_cast<std::size_t>(rows * out));
+    if (yr_.size() != R) yr_.resize(R);
     if (!calib_.has_input_amax(*m)) {
       throw error("device_gradient_scorer: module " + std::string(call.name) + " has no calibrated input amax");
     }
@@ -292,14 +292,21 @@ class device_gradient_scorer : public device_linear_observer {
         if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
         w = {quantized_weight(*m, r, call), out, in, in};
       }
-      const device_matrix<float> yr{yr_.data(), rows, out, out};
+      grow(yr_[r], static_cast<std::size_t>(rows * out));
+      const device_matrix<float> yr{yr_[r].data(), rows, out, out};
       profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, call.bias, false, stream_); });
       flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
-      profiled(profile_, kernel_class::score, stream_, [&] {
-        accumulate_gradient_score(device_matrix<const float>(yr), call.output, call.grad_output, rounding_,
-                                  scores_.data() + *m * calib_.num_recipes() + r, ws_, stream_);
-      });
     }
+    // One pass over Y and dL/dY for all recipes' Y_r (in groups of max_fused_recipes).
+    profiled(profile_, kernel_class::score, stream_, [&] {
+      const auto fused = static_cast<std::size_t>(detail::max_fused_recipes);
+      for (std::size_t r0 = 0; r0 < R; r0 += fused) {
+        std::vector<device_matrix<const float>> outs;
+        for (std::size_t r = r0; r < std::min(R, r0 + fused); ++r) outs.push_back({yr_[r].data(), rows, out, out});
+        accumulate_gradient_scores(outs, call.output, call.grad_output, rounding_, scores_.data() + *m * R + r0, ws_,
+                                   stream_);
+      }
+    });
   }
 
   // S(m, r) summed over the observed batches (synchronises the stream).
@@ -353,7 +360,7 @@ class device_gradient_scorer : public device_linear_observer {
   std::vector<float> input_amax_;         // calibrated input amax per module (host copy)
   const bf16* xq_source_ = nullptr;
   device_buffer<bf16> wq_;
-  device_buffer<float> yr_;
+  std::vector<device_buffer<float>> yr_;  // Y_r per recipe of the current call
   gradient_score_workspace ws_;
   double flops_ = 0.0;
 };
