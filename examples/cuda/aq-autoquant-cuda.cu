@@ -93,15 +93,10 @@ double reference_gemm_tflops(acu::cublaslt_gemm& gemm, std::int64_t m, std::int6
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / (ms[ms.size() / 2] * 1e-3) / 1e12;
 }
 
+// A size in GiB: the shared number parser, then the range.
 double parse_gib(const std::string& flag, const std::string& text) {
-  std::size_t used = 0;
-  double v = -1.0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || !(v >= 0.0) || v > 1e6) throw error(flag + ": expected a size in GiB >= 0, got '" + text + "'");
+  const double v = autoquant::detail::parse_double(flag, text);
+  if (!(v >= 0.0) || v > 1e6) throw error(flag + ": expected a size in GiB >= 0, got '" + text + "'");
   return v;
 }
 
@@ -158,14 +153,8 @@ int run(int argc, char** argv) {
       const std::string flag = all[i];
       budget_gib = parse_gib(flag, value());
     } else if (all[i] == "--micro-batch") {
-      const std::string& v = value();
-      std::size_t used_chars = 0;
-      try {
-        micro_batch = std::stoll(v, &used_chars);
-      } catch (const std::exception&) {
-        used_chars = 0;
-      }
-      if (used_chars != v.size() || micro_batch < 1) throw error("--micro-batch: expected a positive integer, got '" + v + "'");
+      const std::string flag = all[i];
+      micro_batch = autoquant::detail::parse_int(flag, value(), 1);
     } else {
       args.push_back(all[i]);
     }
