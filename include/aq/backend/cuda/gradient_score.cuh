@@ -32,30 +32,9 @@ inline constexpr int score_block = 256;
 // on the GPU the score runs on.
 inline constexpr int score_blocks = 512;
 
-template <class TR, class TY, class TG>
-__global__ void __launch_bounds__(score_block)
-    score_partials_kernel(device_matrix<const TR> yr, device_matrix<const TY> y, device_matrix<const TG> g,
-                          score_difference rounding, double* partials) {
-  __shared__ block_reducer<float, score_block> red;
-  float acc = 0.0f;
-  for (std::int64_t r = blockIdx.x; r < y.rows; r += score_blocks) {
-    const TR* pr = yr.row(r);
-    const TY* py = y.row(r);
-    const TG* pg = g.row(r);
-    for (std::int64_t c = threadIdx.x; c < y.cols; c += score_block) {
-      float d = to_float(pr[c]) - to_float(py[c]);
-      if (rounding == score_difference::bf16) d = round_to_bf16(d);
-      const float gv = to_float(pg[c]);
-      acc += (gv * gv) * (d * d);
-    }
-  }
-  const float block_total = block_sum(acc, red);
-  if (threadIdx.x == 0) partials[blockIdx.x] = static_cast<double>(block_total);
-}
-
-// Several recipes' Y_r against one Y and G: Y and G are read once for all of them. Each recipe's
-// sum runs in exactly the order of score_partials_kernel, so its score is bit-identical to a
-// separate pass. partials: [R][score_blocks].
+// Several recipes' Y_r against one Y and G: Y and G are read once for all of them, and each
+// recipe's sum runs in the same fixed order whatever the others are, so its score does not
+// depend on which recipes share the pass. partials: [R][score_blocks].
 inline constexpr int max_fused_recipes = 8;
 template <class TR>
 struct recipe_outputs {
@@ -97,12 +76,6 @@ __global__ void __launch_bounds__(score_blocks) score_totals_kernel(const double
   if (threadIdx.x == 0) score[blockIdx.x] += total;
 }
 
-__global__ void __launch_bounds__(score_blocks) score_total_kernel(const double* partials, double* score) {
-  __shared__ block_reducer<double, score_blocks> red;
-  const double total = block_sum(partials[threadIdx.x], red);
-  if (threadIdx.x == 0) *score += total;
-}
-
 }  // namespace detail
 
 // Scratch for accumulate_gradient_score(s) (one per stream).
@@ -110,23 +83,9 @@ struct gradient_score_workspace {
   device_buffer<double> partials{static_cast<std::size_t>(detail::score_blocks * detail::max_fused_recipes)};
 };
 
-// *score (device fp64) += Σ_{r,c} g² · d², d = yr − y rounded per `rounding`. Stream-ordered, no sync.
-template <class TR, class TY, class TG>
-void accumulate_gradient_score(device_matrix<const TR> yr, device_matrix<const TY> y, device_matrix<const TG> g,
-                               score_difference rounding, double* score, gradient_score_workspace& ws,
-                               cudaStream_t stream = nullptr) {
-  check_same_shape(y, yr, "cuda accumulate_gradient_score: y_r");
-  check_same_shape(y, g, "cuda accumulate_gradient_score: grad_output");
-  detail::score_partials_kernel<TR, TY, TG>
-      <<<detail::score_blocks, detail::score_block, 0, stream>>>(yr, y, g, rounding, ws.partials.data());
-  AQ_CUDA_CHECK_LAUNCH();
-  detail::score_total_kernel<<<1, detail::score_blocks, 0, stream>>>(ws.partials.data(), score);
-  AQ_CUDA_CHECK_LAUNCH();
-}
-
 // scores[k] (device fp64, consecutive) += Σ g² · (yr[k] − y)² for k < yrs.size() (at most
-// max_fused_recipes): one pass over Y and G for all recipes; each score bit-identical to
-// accumulate_gradient_score with the same inputs.
+// max_fused_recipes): one pass over Y and G for all recipes; each score bit-identical to a pass
+// of its own (accumulate_gradient_score).
 template <class TR, class TY, class TG>
 void accumulate_gradient_scores(const std::vector<device_matrix<const TR>>& yrs, device_matrix<const TY> y,
                                 device_matrix<const TG> g, score_difference rounding, double* scores,
@@ -159,6 +118,14 @@ void accumulate_gradient_scores(const std::vector<device_matrix<const TR>>& yrs,
   AQ_CUDA_CHECK_LAUNCH();
   detail::score_totals_kernel<<<n, detail::score_blocks, 0, stream>>>(ws.partials.data(), scores);
   AQ_CUDA_CHECK_LAUNCH();
+}
+
+// *score (device fp64) += Σ_{r,c} g² · d², d = yr − y rounded per `rounding`. Stream-ordered, no sync.
+template <class TR, class TY, class TG>
+void accumulate_gradient_score(device_matrix<const TR> yr, device_matrix<const TY> y, device_matrix<const TG> g,
+                               score_difference rounding, double* score, gradient_score_workspace& ws,
+                               cudaStream_t stream = nullptr) {
+  accumulate_gradient_scores(std::vector<device_matrix<const TR>>{yr}, y, g, rounding, score, ws, stream);
 }
 
 }  // namespace aq::cuda
