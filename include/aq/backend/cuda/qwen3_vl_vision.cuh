@@ -12,9 +12,9 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "aq/backend/cpu/rope.hpp"
 #include "aq/backend/cuda/attention.cuh"
 #include "aq/backend/cuda/check.hpp"
 #include "aq/backend/cuda/device_buffer.cuh"
@@ -37,25 +37,6 @@
 
 namespace aq::cuda {
 
-namespace detail {
-
-// y = a + b (fp32).
-struct vision_add_op {
-  device_matrix<const float> a, b;
-  device_matrix<float> y;
-  __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = a(r, c) + b(r, c); }
-};
-
-// Column block [c0, c0 + dst.cols) of src copied into dst (converted).
-template <class In, class Out>
-struct column_block_op {
-  device_matrix<const In> src;
-  std::int64_t c0;
-  device_matrix<Out> dst;
-  __device__ void operator()(std::int64_t r, std::int64_t c) const { dst(r, c) = from_float<Out>(to_float(src(r, c0 + c))); }
-};
-
-}  // namespace detail
 
 class qwen3_vl_vision_model {
  public:
@@ -325,9 +306,11 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   notify(obs, false, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
   const auto qkv = cmat(s.qkv, np, 3 * D);
   timed(kernel_class::norm_rope, [&] {
-    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 0, mat(s.q, np, D)}, stream());
-    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, D, mat(s.k, np, D)}, stream());
-    launch_elementwise(np, D, detail::column_block_op<float, float>{qkv, 2 * D, mat(s.v, np, D)}, stream());
+    // q, k, v: the column blocks of the fused qkv output (strided views).
+    for (const auto& [offset, dst] : {std::pair{std::int64_t{0}, &s.q}, std::pair{D, &s.k}, std::pair{2 * D, &s.v}}) {
+      launch_elementwise(np, D, detail::convert_op<float, float>{{qkv.data + offset, np, D, 3 * D}, mat(*dst, np, D)},
+                         stream());
+    }
     rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
     rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
   });
@@ -340,7 +323,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
   notify(obs, false, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::vision_add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
+    launch_elementwise(np, D, detail::add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
   });
   const auto x_mid = cmat(s.x_mid, np, D);
   timed(kernel_class::norm_rope, [&] {
@@ -360,7 +343,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
   need(next, np * D);
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::vision_add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
+    launch_elementwise(np, D, detail::add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
   });
 }
 
@@ -393,40 +376,17 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
   need(pos_, np * D);
   pos_.copy_from_host(pos.data(), static_cast<std::size_t>(pos.numel()), stream());
-  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
-  const auto quarter = static_cast<std::int64_t>(inv.size());
-  std::vector<float> cos(static_cast<std::size_t>(np * hd)), sin(cos.size());
+  const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
   std::vector<int> cu{0};
-  std::int64_t row = 0;
   int longest = 0;
-  for (const qwen3_vl::grid_thw& g : grids) {
-    for (std::int64_t f = 0; f < g[0]; ++f) {
-      cu.push_back(static_cast<int>(row + g[1] * g[2]));
-      longest = std::max(longest, static_cast<int>(g[1] * g[2]));
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  cos[static_cast<std::size_t>(row * hd + col)] = std::cos(angle);
-                  sin[static_cast<std::size_t>(row * hd + col)] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
-          }
-        }
-      }
-    }
+  for (const cpu::attention_segment& seg : rot.segments) {
+    cu.push_back(static_cast<int>(seg.start + seg.length));
+    longest = std::max(longest, static_cast<int>(seg.length));
   }
   need(cos_, np * hd);
   need(sin_, np * hd);
-  cos_.copy_from_host(cos.data(), cos.size(), stream());
-  sin_.copy_from_host(sin.data(), sin.size(), stream());
+  cos_.copy_from_host(rot.cos.data(), static_cast<std::size_t>(rot.cos.numel()), stream());
+  sin_.copy_from_host(rot.sin.data(), static_cast<std::size_t>(rot.sin.numel()), stream());
   if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
   cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream());
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
@@ -442,7 +402,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   deepstack_.resize(w_.deepstack.size());
   need(blocks_[0].x_in, np * D);
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::vision_add_op{cmat(patch_out_, np, D), cmat(pos_, np, D), mat(blocks_[0].x_in, np, D)},
+    launch_elementwise(np, D, detail::add_op{cmat(patch_out_, np, D), cmat(pos_, np, D), mat(blocks_[0].x_in, np, D)},
                        stream());
   });
   for (std::int64_t b = 0; b < v.depth; ++b) {
@@ -514,14 +474,11 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
     timed(kernel_class::norm_rope, [&] {
       rope_backward(mat(dq_, np, D), heads, tc, ts, stream());
       rope_backward(mat(dk_, np, D), heads, tc, ts, stream());
-      const device_matrix<bf16> dqkv = mat(dqkv_, np, 3 * D);
-      launch_elementwise(np, D, detail::column_block_op<float, bf16>{cmat(dq_, np, D), 0, {dqkv.data, np, D, 3 * D}},
-                         stream());
-      launch_elementwise(np, D, detail::column_block_op<float, bf16>{cmat(dk_, np, D), 0, {dqkv.data + D, np, D, 3 * D}},
-                         stream());
-      launch_elementwise(np, D,
-                         detail::column_block_op<float, bf16>{cmat(dv_, np, D), 0, {dqkv.data + 2 * D, np, D, 3 * D}},
-                         stream());
+      // dL/d(qkv): dq, dk, dv into the column blocks of one bf16 matrix (strided views).
+      for (const auto& [offset, src] : {std::pair{std::int64_t{0}, &dq_}, std::pair{D, &dk_}, std::pair{2 * D, &dv_}}) {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), {dqkv_.data() + offset, np, D, 3 * D}},
+                           stream());
+      }
     });
     notify(obs, true, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), cmat(s.ln1, np, D),
            cmat(s.qkv, np, 3 * D), cmat(dqkv_, np, 3 * D));

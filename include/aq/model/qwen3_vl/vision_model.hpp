@@ -108,6 +108,49 @@ inline tensor vision_position_embeddings(const tensor& table, const std::vector<
   return out;
 }
 
+// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
+// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
+// segment per image frame. Shared by the CPU and GPU towers.
+struct vision_rotary {
+  tensor cos, sin;
+  std::vector<cpu::attention_segment> segments;
+};
+
+inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
+  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  vision_rotary out;
+  out.cos = tensor({np, hd});
+  out.sin = tensor({np, hd});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    for (std::int64_t f = 0; f < g[0]; ++f) {
+      out.segments.push_back({row, g[1] * g[2]});
+      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
+        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
+          for (std::int64_t mh = 0; mh < m; ++mh) {
+            for (std::int64_t mw = 0; mw < m; ++mw) {
+              const auto r = static_cast<float>(bh * m + mh);
+              const auto c = static_cast<float>(bw * m + mw);
+              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
+                for (const std::int64_t col : {j, j + 2 * quarter}) {
+                  out.cos.data()[row * hd + col] = std::cos(angle);
+                  out.sin.data()[row * hd + col] = std::sin(angle);
+                }
+              }
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 class vision_model {
  public:
   vision_model(const config& cfg, const vision_weights& weights) : cfg_(cfg), w_(weights) {
@@ -245,35 +288,10 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
-  // 2-D rotary tables: head dims (i, i + hd/2) rotate by row·inv[i] for i < hd/4, col·inv[i − hd/4] after.
-  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
-  const auto quarter = static_cast<std::int64_t>(inv.size());
-  a.cos = tensor({np, hd});
-  a.sin = tensor({np, hd});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    for (std::int64_t f = 0; f < g[0]; ++f) {
-      a.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  a.cos.data()[row * hd + col] = std::cos(angle);
-                  a.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
+  vision_rotary rot = vision_rotary_tables(grids, m, hd);
+  a.cos = std::move(rot.cos);
+  a.sin = std::move(rot.sin);
+  a.segments = std::move(rot.segments);
   cpu::attention_config ac;
   ac.heads = heads;
   ac.kv_heads = heads;
