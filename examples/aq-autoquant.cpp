@@ -22,6 +22,7 @@
 #include <aq/core/thread_pool.hpp>
 #include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>
+#include <aq/autoquant/calib_inputs.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/safetensors.hpp>
@@ -116,25 +117,10 @@ int run(int argc, char** argv) {
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
                                               : bundled("data/qwen3-tokenizer/tokenizer.json", argv[0]);
   const io::tokenizer tok = io::tokenizer::from_file(tokenizer_path);
-  const auto encode = [&tok](std::string_view text) { return tok.encode(text); };
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  std::vector<io::calib_batch> batches;
-  std::int64_t batch_size = o.batch_size;
-  if (images) {
-    batch_size = 1;
-    io::qwen3_vl_image_options image_options;
-    image_options.patch_size = static_cast<int>(model.cfg.vision.patch_size);
-    image_options.temporal_patch_size = static_cast<int>(model.cfg.vision.temporal_patch_size);
-    image_options.merge_size = static_cast<int>(model.cfg.vision.spatial_merge_size);
-    for (const io::image_caption& s : io::read_image_caption_jsonl(calib, true, static_cast<std::size_t>(samples))) {
-      batches.push_back(io::make_image_caption_batch(io::load_image(s.image), s.caption, encode, image_options, padding,
-                                                     s.image.string()));
-    }
-  } else {
-    batches = io::make_text_calib_batches(io::read_caption_lines(calib, static_cast<std::size_t>(samples)), encode,
-                                          batch_size, padding);
-  }
+  const std::int64_t batch_size = images ? 1 : o.batch_size;  // one image per batch
+  const std::vector<io::calib_batch> batches =
+      images ? autoquant::make_image_caption_batches(tok, calib, samples, seq_len, model.cfg)
+             : autoquant::make_caption_batches(tok, calib, samples, batch_size, seq_len);
   std::int64_t used = 0;
   for (const io::calib_batch& b : batches) used += b.batch_size;
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();

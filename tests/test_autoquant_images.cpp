@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "aq/autoquant/calib_inputs.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
@@ -59,23 +60,13 @@ TEST_CASE("image-caption calibration with --scope all gives every vision group a
   const qwen3_vl::vl_model model(cfg, weights.text, weights.vision);
   const io::tokenizer tok =
       io::tokenizer::from_file(fs::path(AQ_SOURCE_DIR) / "data" / "qwen3-tokenizer" / "tokenizer.json");
-  io::qwen3_vl_image_options image_options;
-  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
-  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
-  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
-  io::padding_options padding;
-  padding.max_length = 32;
-  std::vector<io::calib_batch> batches;
-  for (const io::image_caption& s : io::read_image_caption_jsonl(dir / "pairs.jsonl", true, 2)) {
-    batches.push_back(io::make_image_caption_batch(
-        io::load_image(s.image), s.caption, [&tok](std::string_view t) { return tok.encode(t); }, image_options,
-        padding, s.image.string()));
-  }
+  const std::vector<io::calib_batch> batches =
+      autoquant::make_image_caption_batches(tok, dir / "pairs.jsonl", 2, /*seq_len=*/32, cfg);
   REQUIRE(batches.size() == 2);
   for (const io::calib_batch& b : batches) {
     CHECK(b.batch_size == 1);
     CHECK(b.vision.grid_thw.size() == 1);
-    CHECK(b.seq_len > padding.max_length);  // the image pads alone exceed it: no truncation of images
+    CHECK(b.seq_len > 32);  // the image pads alone exceed seq_len: no truncation of images
   }
 
   const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};

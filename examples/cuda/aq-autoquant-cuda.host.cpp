@@ -1,6 +1,7 @@
 // Host-only half of aq-autoquant-cuda: safetensors in (weights) and out (quantizer state).
 #include "aq-autoquant-cuda.hpp"
 
+#include <aq/autoquant/calib_inputs.hpp>
 #include <aq/autoquant/outputs.hpp>
 #include <aq/autoquant/result_json.hpp>
 #include <aq/core/atomic_file.hpp>
@@ -45,31 +46,13 @@ aq::qwen3_vl::config read_config(const std::filesystem::path& dir) { return aq::
 
 std::vector<aq::io::calib_batch> make_batches(const std::filesystem::path& tokenizer, const std::filesystem::path& captions,
                                               std::int64_t samples, std::int64_t batch_size, std::int64_t seq_len) {
-  const aq::io::tokenizer tok = aq::io::tokenizer::from_file(tokenizer);
-  const auto encode = [&tok](std::string_view text) { return tok.encode(text); };
-  aq::io::padding_options padding;
-  padding.max_length = seq_len;
-  return aq::io::make_text_calib_batches(aq::io::read_caption_lines(captions, static_cast<std::size_t>(samples)), encode,
-                                         batch_size, padding);
+  return aq::autoquant::make_caption_batches(aq::io::tokenizer::from_file(tokenizer), captions, samples, batch_size, seq_len);
 }
 
 std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path& tokenizer,
                                                     const std::filesystem::path& jsonl, std::int64_t samples,
                                                     std::int64_t seq_len, const aq::qwen3_vl::config& cfg) {
-  const aq::io::tokenizer tok = aq::io::tokenizer::from_file(tokenizer);
-  const auto encode = [&tok](std::string_view text) { return tok.encode(text); };
-  aq::io::padding_options padding;
-  padding.max_length = seq_len;
-  aq::io::qwen3_vl_image_options image_options;
-  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
-  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
-  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
-  std::vector<aq::io::calib_batch> batches;
-  for (const aq::io::image_caption& s : aq::io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
-    batches.push_back(aq::io::make_image_caption_batch(aq::io::load_image(s.image), s.caption, encode, image_options,
-                                                       padding, s.image.string()));
-  }
-  return batches;
+  return aq::autoquant::make_image_caption_batches(aq::io::tokenizer::from_file(tokenizer), jsonl, samples, seq_len, cfg);
 }
 
 aq::cuda::qwen3_vl_vision_device_weights load_vision_weights(const std::filesystem::path& dir,

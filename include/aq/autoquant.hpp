@@ -82,6 +82,7 @@
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/outputs.hpp"
 #include "aq/autoquant/options.hpp"
+#include "aq/autoquant/calib_inputs.hpp"
 #include "aq/autoquant/result_json.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/memory_plan.hpp"
