@@ -8738,6 +8738,37 @@ struct lm_loss {
 
 // logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
 // may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
+// Per-row targets of a causal LM: target[b·seq + s] = labels[b·seq + s + 1], ignore_index where
+// there is none; count = valid targets (the mean loss's denominator). `what` names the caller in
+// errors (a label outside [0, vocab), labels not batch·seq long).
+struct lm_targets {
+  std::vector<std::int64_t> target;
+  std::int64_t count = 0;
+};
+
+inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
+                                    std::int64_t vocab, const std::string& what = "causal_lm_targets") {
+  if (static_cast<std::int64_t>(labels.size()) != batch * seq) {
+    throw error(what + ": labels " + std::to_string(labels.size()) + " differ from batch*seq = " +
+                std::to_string(batch * seq));
+  }
+  lm_targets t;
+  t.target.assign(labels.size(), ignore_index);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t s = 0; s + 1 < seq; ++s) {
+      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
+      if (y == ignore_index) continue;
+      if (y < 0 || y >= vocab) {
+        throw error(what + ": label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
+                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+      }
+      t.target[static_cast<std::size_t>(b * seq + s)] = y;
+      ++t.count;
+    }
+  }
+  return t;
+}
+
 inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector<std::int64_t>& labels,
                               std::int64_t batch, std::int64_t seq, matrix_view* dlogits) {
   if (logits.rows != batch * seq || static_cast<std::int64_t>(labels.size()) != batch * seq) {
@@ -8745,20 +8776,9 @@ inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector
                 std::to_string(labels.size()) + " differ from batch*seq = " + std::to_string(batch * seq));
   }
   const std::int64_t vocab = logits.cols;
-  std::vector<std::int64_t> target(static_cast<std::size_t>(batch * seq), ignore_index);
-  std::int64_t count = 0;
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t s = 0; s + 1 < seq; ++s) {
-      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
-      if (y == ignore_index) continue;
-      if (y < 0 || y >= vocab) {
-        throw error("causal_lm_loss: label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
-                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-      }
-      target[static_cast<std::size_t>(b * seq + s)] = y;
-      ++count;
-    }
-  }
+  const lm_targets targets = causal_lm_targets(labels, batch, seq, vocab, "causal_lm_loss");
+  const std::vector<std::int64_t>& target = targets.target;
+  const std::int64_t count = targets.count;
   std::vector<double> per_row(static_cast<std::size_t>(batch * seq), 0.0);
   const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
   default_thread_pool().parallel_for(logits.rows, 4, [&](std::int64_t r0, std::int64_t r1) {
@@ -9537,6 +9557,49 @@ inline tensor vision_position_embeddings(const tensor& table, const std::vector<
   return out;
 }
 
+// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
+// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
+// segment per image frame. Shared by the CPU and GPU towers.
+struct vision_rotary {
+  tensor cos, sin;
+  std::vector<cpu::attention_segment> segments;
+};
+
+inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
+  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  vision_rotary out;
+  out.cos = tensor({np, hd});
+  out.sin = tensor({np, hd});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    for (std::int64_t f = 0; f < g[0]; ++f) {
+      out.segments.push_back({row, g[1] * g[2]});
+      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
+        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
+          for (std::int64_t mh = 0; mh < m; ++mh) {
+            for (std::int64_t mw = 0; mw < m; ++mw) {
+              const auto r = static_cast<float>(bh * m + mh);
+              const auto c = static_cast<float>(bw * m + mw);
+              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
+                for (const std::int64_t col : {j, j + 2 * quarter}) {
+                  out.cos.data()[row * hd + col] = std::cos(angle);
+                  out.sin.data()[row * hd + col] = std::sin(angle);
+                }
+              }
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 class vision_model {
  public:
   vision_model(const config& cfg, const vision_weights& weights) : cfg_(cfg), w_(weights) {
@@ -9674,35 +9737,10 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
-  // 2-D rotary tables: head dims (i, i + hd/2) rotate by row·inv[i] for i < hd/4, col·inv[i − hd/4] after.
-  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
-  const auto quarter = static_cast<std::int64_t>(inv.size());
-  a.cos = tensor({np, hd});
-  a.sin = tensor({np, hd});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    for (std::int64_t f = 0; f < g[0]; ++f) {
-      a.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  a.cos.data()[row * hd + col] = std::cos(angle);
-                  a.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
+  vision_rotary rot = vision_rotary_tables(grids, m, hd);
+  a.cos = std::move(rot.cos);
+  a.sin = std::move(rot.sin);
+  a.segments = std::move(rot.segments);
   cpu::attention_config ac;
   ac.heads = heads;
   ac.kv_heads = heads;
@@ -9893,7 +9931,7 @@ class vl_model {
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
 // tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
 // sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
-// target count (causal_lm_target_count) for dL/dY to stay the same.
+// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
 
 #include <algorithm>
 #include <cstdint>
@@ -9943,18 +9981,6 @@ inline std::vector<text_batch> split_text_batch(const text_batch& b, std::int64_
   std::vector<text_batch> out;
   for (std::int64_t r = 0; r < b.batch; r += rows) out.push_back(text_batch_rows(b, r, std::min(rows, b.batch - r)));
   return out;
-}
-
-// Next-token targets of a batch (labels shifted by one inside each sequence, -100 ignored): the
-// denominator of the mean loss.
-inline std::int64_t causal_lm_target_count(const text_batch& b) {
-  std::int64_t count = 0;
-  for (std::int64_t r = 0; r < b.batch; ++r) {
-    for (std::int64_t s = 0; s + 1 < b.seq; ++s) {
-      if (b.labels[static_cast<std::size_t>(r * b.seq + s + 1)] != cpu::ignore_index) ++count;
-    }
-  }
-  return count;
 }
 
 }  // namespace aq::qwen3_vl
@@ -11494,6 +11520,51 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 
 }  // namespace aq::autoquant
 // ---- end aq/autoquant/options.hpp ----
+// ---- begin aq/autoquant/calib_inputs.hpp ----
+// The calibration batches a driver builds from its data flag: caption lines tokenized and
+// left-padded into fixed batches, or image-caption JSON lines with each image preprocessed for
+// the model (one sample per batch). Shared by the CPU and GPU drivers.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// The first `samples` caption lines, `batch_size` rows of seq_len tokens each.
+inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& tok, const std::filesystem::path& captions,
+                                                         std::int64_t samples, std::int64_t batch_size,
+                                                         std::int64_t seq_len) {
+  io::padding_options padding;
+  padding.max_length = seq_len;
+  return io::make_text_calib_batches(io::read_caption_lines(captions, static_cast<std::size_t>(samples)),
+                                     [&tok](std::string_view text) { return tok.encode(text); }, batch_size, padding);
+}
+
+// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
+inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
+                                                               std::int64_t samples, std::int64_t seq_len,
+                                                               const qwen3_vl::config& cfg) {
+  io::padding_options padding;
+  padding.max_length = seq_len;
+  io::qwen3_vl_image_options image_options;
+  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
+  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
+  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+  std::vector<io::calib_batch> batches;
+  for (const io::image_caption& s : io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
+    batches.push_back(io::make_image_caption_batch(
+        io::load_image(s.image), s.caption, [&tok](std::string_view text) { return tok.encode(text); }, image_options,
+        padding, s.image.string()));
+  }
+  return batches;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/calib_inputs.hpp ----
 // ---- begin aq/autoquant/result_json.hpp ----
 // Machine-readable run summary for the side-by-side comparison with ModelOpt (schema
 // "aq.autoquant.compare/v1", benchmarks/modelopt/README.md), and the calibration batches as a

@@ -25,6 +25,37 @@ struct lm_loss {
 
 // logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
 // may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
+// Per-row targets of a causal LM: target[b·seq + s] = labels[b·seq + s + 1], ignore_index where
+// there is none; count = valid targets (the mean loss's denominator). `what` names the caller in
+// errors (a label outside [0, vocab), labels not batch·seq long).
+struct lm_targets {
+  std::vector<std::int64_t> target;
+  std::int64_t count = 0;
+};
+
+inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
+                                    std::int64_t vocab, const std::string& what = "causal_lm_targets") {
+  if (static_cast<std::int64_t>(labels.size()) != batch * seq) {
+    throw error(what + ": labels " + std::to_string(labels.size()) + " differ from batch*seq = " +
+                std::to_string(batch * seq));
+  }
+  lm_targets t;
+  t.target.assign(labels.size(), ignore_index);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t s = 0; s + 1 < seq; ++s) {
+      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
+      if (y == ignore_index) continue;
+      if (y < 0 || y >= vocab) {
+        throw error(what + ": label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
+                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+      }
+      t.target[static_cast<std::size_t>(b * seq + s)] = y;
+      ++t.count;
+    }
+  }
+  return t;
+}
+
 inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector<std::int64_t>& labels,
                               std::int64_t batch, std::int64_t seq, matrix_view* dlogits) {
   if (logits.rows != batch * seq || static_cast<std::int64_t>(labels.size()) != batch * seq) {
@@ -32,20 +63,9 @@ inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector
                 std::to_string(labels.size()) + " differ from batch*seq = " + std::to_string(batch * seq));
   }
   const std::int64_t vocab = logits.cols;
-  std::vector<std::int64_t> target(static_cast<std::size_t>(batch * seq), ignore_index);
-  std::int64_t count = 0;
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t s = 0; s + 1 < seq; ++s) {
-      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
-      if (y == ignore_index) continue;
-      if (y < 0 || y >= vocab) {
-        throw error("causal_lm_loss: label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
-                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-      }
-      target[static_cast<std::size_t>(b * seq + s)] = y;
-      ++count;
-    }
-  }
+  const lm_targets targets = causal_lm_targets(labels, batch, seq, vocab, "causal_lm_loss");
+  const std::vector<std::int64_t>& target = targets.target;
+  const std::int64_t count = targets.count;
   std::vector<double> per_row(static_cast<std::size_t>(batch * seq), 0.0);
   const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
   default_thread_pool().parallel_for(logits.rows, 4, [&](std::int64_t r0, std::int64_t r1) {

@@ -156,7 +156,8 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     report("scoring", 0, n);
     for (std::size_t b = 0; b < n; ++b) {
       if (batches[b].labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
-      o.loss_targets = qwen3_vl::causal_lm_target_count(batches[b]);
+      o.loss_targets =
+          causal_lm_targets(batches[b].labels, batches[b].batch, batches[b].seq, model.model_config().text.vocab_size).count;
       if (const qwen3_vl::image_batch* img = image_of(b)) {
         (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batches[b], img, o, &scorer);
       } else {

@@ -22,40 +22,18 @@
 #include "aq/backend/cuda/elementwise.cuh"
 #include "aq/backend/cuda/gemm_cublaslt.cuh"
 #include "aq/core/bf16.hpp"
+#include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
 
 namespace aq::cuda {
 
-inline constexpr std::int64_t ignore_index = -100;
-
-// Per-row targets of a causal LM: target[b·seq + s] = labels[b·seq + s + 1], ignore_index where
-// there is none; count = valid targets.
-struct lm_targets {
-  std::vector<std::int64_t> target;
-  std::int64_t count = 0;
-};
+// The targets and their count are the CPU loss's (one definition of the label shift).
+using cpu::ignore_index;
+using cpu::lm_targets;
 
 inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
                                     std::int64_t vocab) {
-  if (static_cast<std::int64_t>(labels.size()) != batch * seq) {
-    throw error("cuda causal_lm_targets: labels " + std::to_string(labels.size()) + " differ from batch*seq = " +
-                std::to_string(batch * seq));
-  }
-  lm_targets t;
-  t.target.assign(labels.size(), ignore_index);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t s = 0; s + 1 < seq; ++s) {
-      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
-      if (y == ignore_index) continue;
-      if (y < 0 || y >= vocab) {
-        throw error("cuda causal_lm_targets: label " + std::to_string(y) + " at row " + std::to_string(b) +
-                    ", position " + std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-      }
-      t.target[static_cast<std::size_t>(b * seq + s)] = y;
-      ++t.count;
-    }
-  }
-  return t;
+  return cpu::causal_lm_targets(labels, batch, seq, vocab, "cuda causal_lm_targets");
 }
 
 namespace detail {

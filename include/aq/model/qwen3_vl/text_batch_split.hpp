@@ -1,7 +1,7 @@
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
 // tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
 // sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
-// target count (causal_lm_target_count) for dL/dY to stay the same.
+// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
 #pragma once
 
 #include <algorithm>
@@ -10,7 +10,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 
@@ -55,18 +54,6 @@ inline std::vector<text_batch> split_text_batch(const text_batch& b, std::int64_
   std::vector<text_batch> out;
   for (std::int64_t r = 0; r < b.batch; r += rows) out.push_back(text_batch_rows(b, r, std::min(rows, b.batch - r)));
   return out;
-}
-
-// Next-token targets of a batch (labels shifted by one inside each sequence, -100 ignored): the
-// denominator of the mean loss.
-inline std::int64_t causal_lm_target_count(const text_batch& b) {
-  std::int64_t count = 0;
-  for (std::int64_t r = 0; r < b.batch; ++r) {
-    for (std::int64_t s = 0; s + 1 < b.seq; ++s) {
-      if (b.labels[static_cast<std::size_t>(r * b.seq + s + 1)] != cpu::ignore_index) ++count;
-    }
-  }
-  return count;
 }
 
 }  // namespace aq::qwen3_vl
