@@ -130,6 +130,7 @@ int run(int argc, char** argv) {
   double cache_gib = -1.0;  // < 0: whatever fits with a margin
   double budget_gib = -1.0;  // < 0: no budget (what fits on the card)
   std::int64_t micro_batch = 0;  // sequences per device pass; 0: whole batches (or what the budget allows)
+  bool keep_padding = false;
   std::vector<std::string> args;
   for (std::size_t i = 0; i < all.size(); ++i) {
     const auto value = [&]() -> const std::string& {
@@ -146,6 +147,8 @@ int run(int argc, char** argv) {
       }
     } else if (all[i] == "--profile-kernels") {
       profile_kernels = true;
+    } else if (all[i] == "--keep-padding") {
+      keep_padding = true;
     } else if (all[i] == "--weight-cache-gib") {
       const std::string flag = all[i];  // value() moves i
       cache_gib = parse_gib(flag, value());
@@ -171,6 +174,8 @@ int run(int argc, char** argv) {
                "                            fit, then caches quantized weights in the rest; halves the sequences per\n"
                "                            device pass until the minimum fits (error if one sequence does not)\n"
                "  --micro-batch N           at most N sequences per device pass (same scores, less memory)\n"
+               "  --keep-padding            run every padding column (default: drop the leading padding that\n"
+               "                            cannot change a score, see qwen3_vl::trim_padding; sdpa masking only)\n"
                "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
                stdout);
     std::fputs(autoquant::help_text().c_str(), stdout);
@@ -241,6 +246,13 @@ int run(int argc, char** argv) {
     if (images) image_batches.push_back(autoquant::to_image_batch(b).value_or(qwen3_vl::image_batch{}));
   }
   const double load_seconds = since(t_load);
+  // Tokens per sequence each batch runs with: leading padding that cannot change a score is
+  // dropped from text batches (never from image batches, which run whole).
+  const bool trim_padding = !keep_padding && o.attention != "eager";
+  std::vector<std::int64_t> run_seq;
+  for (const qwen3_vl::text_batch& t : text) {
+    run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
+  }
 
   autoquant::engine_options e;
   e.method = o.method;
@@ -291,7 +303,9 @@ int run(int argc, char** argv) {
   acu::autoquant_cuda_options cuda_options;
   while (true) {
     std::int64_t pass_tokens = 0;
-    for (const io::calib_batch& b : batches) pass_tokens = std::max(pass_tokens, std::min(b.batch_size, micro_rows) * b.seq_len);
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      pass_tokens = std::max(pass_tokens, std::min(batches[i].batch_size, micro_rows) * run_seq[i]);
+    }
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, weights, pass_tokens);
     acu::qwen3_vl_text_model& m = *model_ptr;
@@ -341,6 +355,7 @@ int run(int argc, char** argv) {
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
+  cuda_options.trim_padding = trim_padding;
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, vision_weights, model);
@@ -365,7 +380,7 @@ int run(int argc, char** argv) {
   run_options.masked_rows = o.attention == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
   // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
   const double ref_tflops =
-      reference_gemm_tflops(model.gemm(), model.max_tokens(), cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
+      reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
   autoquant::terminal_progress progress;
   acu::autoquant_cuda_stats stats;
   const autoquant::autoquant_result result = acu::run_autoquant_cuda(
@@ -412,7 +427,7 @@ int run(int argc, char** argv) {
   std::printf("GEMM work: calibrate %.1f TFLOP (%.1f TFLOP/s over the stage), score %.1f TFLOP (%.1f TFLOP/s over the "
               "stage); plain cuBLASLt bf16 GEMM [%lld x %lld x %lld]: %.1f TFLOP/s; score stage at %.0f%% of it\n",
               stats.calibration_gemm_flops / 1e12, calib_tflops, stats.scoring_gemm_flops / 1e12, score_tflops,
-              static_cast<long long>(model.max_tokens()), static_cast<long long>(cfg.text.intermediate_size),
+              static_cast<long long>(max_tokens), static_cast<long long>(cfg.text.intermediate_size),
               static_cast<long long>(cfg.text.hidden_size), ref_tflops, 100.0 * score_tflops / ref_tflops);
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
               static_cast<double>(weights.bytes() + vision_weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
@@ -428,6 +443,9 @@ int run(int argc, char** argv) {
                                                      .c_str()),
               static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
               static_cast<double>(stats.weight_cache_bytes) / (1 << 30), static_cast<long long>(micro_rows));
+  std::printf("tokens run: %lld of %lld in the calibration and score batches (%s)\n",
+              static_cast<long long>(stats.run_tokens), static_cast<long long>(stats.batch_tokens),
+              trim_padding ? "leading padding that cannot change a score dropped" : "every padding column kept");
   if (profile_kernels) {
     std::printf("GPU time per kernel class [s] (CUDA events):\n| class | calibrate | calls | score | calls |\n|---|---:|---:|---:|---:|\n");
     double ct = 0.0, stt = 0.0;

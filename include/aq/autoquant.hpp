@@ -66,6 +66,7 @@
 #include "aq/model/qwen3_vl/text_model.hpp"
 #include "aq/model/qwen3_vl/vision_model.hpp"
 #include "aq/model/qwen3_vl/vl_model.hpp"
+#include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 
 // AutoQuant: scorers and the engine

@@ -9927,6 +9927,89 @@ class vl_model {
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/vl_model.hpp ----
+// ---- begin aq/model/qwen3_vl/text_batch_padding.hpp ----
+// Leading padding a left-padded text batch can lose without changing calibration or gradient
+// scores. Under SDPA masking (a query with no allowed key yields zeros), a padding token whose
+// earlier keys are all padding has no attention input, so every such token of one id holds the
+// same hidden state in every layer; no query attends to it (its key is masked), and its own
+// target is ignored, so dL/dY is zero there and it adds nothing to a gradient score. Its only
+// effect is one more copy of the same row in each max calibration. Columns [0, k) can therefore
+// go as long as column k is still such a padding token in every row: it keeps that row's values
+// (and, in the longest row, the loss of predicting the first real token). Only valid for
+// duplicate-insensitive calibrators (max) and per-token sums weighted by dL/dY: not for a
+// KL-divergence over all logits, nor under the eager (attend-all) masked-row policy.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// The largest k such that, in every row, columns [0, k] are padding (attention_mask 0) of the
+// row's first id and the targets of positions [0, k) (labels [1, k]) are ignored. 0: nothing to drop.
+inline std::int64_t droppable_padding_columns(const text_batch& b) {
+  const std::int64_t n = b.batch * b.seq;
+  if (b.batch <= 0 || b.seq <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
+      static_cast<std::int64_t>(b.attention_mask.size()) != n || (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
+      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
+    throw error("droppable_padding_columns: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
+                std::to_string(n));
+  }
+  std::int64_t k = b.seq - 1;  // at least one column stays
+  for (std::int64_t r = 0; r < b.batch && k > 0; ++r) {
+    const std::int64_t row = r * b.seq;
+    const std::int64_t pad_id = b.input_ids[static_cast<std::size_t>(row)];
+    std::int64_t c = 0;  // first column that breaks the run of ignorable padding
+    while (c <= k) {
+      const auto i = static_cast<std::size_t>(row + c);
+      const bool padding = b.attention_mask[i] == 0 && b.input_ids[i] == pad_id;
+      const bool target_ignored = c == 0 || b.labels.empty() || b.labels[i] == cpu::ignore_index;
+      if (!padding || !target_ignored) break;
+      ++c;
+    }
+    k = std::min(k, c - 1);
+  }
+  return std::max<std::int64_t>(k, 0);
+}
+
+// `b` without its first `columns` columns (positions kept per axis, so the rotary angles of the
+// kept tokens do not move).
+inline text_batch drop_leading_columns(const text_batch& b, std::int64_t columns) {
+  if (columns < 0 || columns >= b.seq) {
+    throw error("drop_leading_columns: " + std::to_string(columns) + " of " + std::to_string(b.seq) + " columns");
+  }
+  if (columns == 0) return b;
+  const std::int64_t n = b.batch * b.seq, seq = b.seq - columns;
+  const auto keep = [&](const auto& v, std::int64_t offset) {
+    std::decay_t<decltype(v)> out;
+    out.reserve(static_cast<std::size_t>(b.batch * seq));
+    for (std::int64_t r = 0; r < b.batch; ++r) {
+      const auto first = v.begin() + offset + r * b.seq + columns;
+      out.insert(out.end(), first, first + seq);
+    }
+    return out;
+  };
+  text_batch out;
+  out.batch = b.batch;
+  out.seq = seq;
+  out.input_ids = keep(b.input_ids, 0);
+  out.attention_mask = keep(b.attention_mask, 0);
+  if (!b.labels.empty()) out.labels = keep(b.labels, 0);
+  for (std::int64_t axis = 0; axis < 3 && !b.position_ids.empty(); ++axis) {
+    const auto part = keep(b.position_ids, axis * n);
+    out.position_ids.insert(out.position_ids.end(), part.begin(), part.end());
+  }
+  return out;
+}
+
+// The batch with every droppable padding column removed.
+inline text_batch trim_padding(const text_batch& b) { return drop_leading_columns(b, droppable_padding_columns(b)); }
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/text_batch_padding.hpp ----
 // ---- begin aq/model/qwen3_vl/text_batch_split.hpp ----
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
 // tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses

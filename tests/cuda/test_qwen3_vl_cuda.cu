@@ -119,7 +119,9 @@ void round_to_bf16(tensor& t) {
 }
 
 // Left-padded random batches (labels = ids, -100 on padding), as the caption batches look.
-std::vector<io::calib_batch> make_batches(std::int64_t count, std::int64_t batch, std::int64_t seq, std::uint32_t seed) {
+// Row r of batch c is left-padded with min_pad + (5r + 3c) mod ((seq − min_pad) / 2) tokens.
+std::vector<io::calib_batch> make_batches(std::int64_t count, std::int64_t batch, std::int64_t seq, std::uint32_t seed,
+                                          std::int64_t min_pad = 0) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<std::int32_t> token(0, 151642);
   std::vector<io::calib_batch> out;
@@ -128,7 +130,7 @@ std::vector<io::calib_batch> make_batches(std::int64_t count, std::int64_t batch
     b.batch_size = batch;
     b.seq_len = seq;
     for (std::int64_t r = 0; r < batch; ++r) {
-      const std::int64_t pad = (r * 5 + c * 3) % (seq / 2);
+      const std::int64_t pad = min_pad + (r * 5 + c * 3) % ((seq - min_pad) / 2);
       for (std::int64_t s = 0; s < seq; ++s) {
         const bool valid = s >= pad;
         const std::int32_t id = valid ? token(rng) : 151643;
@@ -327,6 +329,53 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
       amax_worst = std::max(amax_worst, aq_test::rel_err(micro.state[i].values, got.state[i].values));
     }
     expect_close(amax_worst, 1e-3, "micro-batches: calibrated amax");
+  }
+
+  // Leading padding dropped (the default) vs kept, on batches that are mostly padding: the same
+  // scores up to GEMM heights and fp32 sums (1e-2 as for micro-batches), the same choices and
+  // amax; and the trimmed GPU run against the CPU engine on the full batches.
+  {
+    const std::vector<io::calib_batch> padded_io = make_batches(2, 4, 32, 11, 14);
+    std::vector<qwen3_vl::text_batch> padded;
+    for (const io::calib_batch& b : padded_io) padded.push_back(autoquant::to_text_batch(b));
+    acu::autoquant_cuda_options keep;
+    keep.trim_padding = false;
+    acu::autoquant_cuda_stats st_trim, st_keep;
+    const autoquant::autoquant_result trimmed = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_trim);
+    const autoquant::autoquant_result kept = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_keep, keep);
+    expect(st_keep.run_tokens == st_keep.batch_tokens && 2 * st_trim.run_tokens < st_trim.batch_tokens &&
+               st_trim.batch_tokens == st_keep.batch_tokens,
+           "padding dropped: " + std::to_string(st_trim.run_tokens) + " of " + std::to_string(st_trim.batch_tokens) +
+               " tokens run (kept: " + std::to_string(st_keep.run_tokens) + ")");
+    double worst = 0.0;
+    for (std::size_t g = 0; g < kept.raw_scores.size(); ++g) {
+      for (std::size_t r = 0; r < kept.raw_scores[g].size(); ++r) {
+        const double x = kept.raw_scores[g][r], y = trimmed.raw_scores[g][r];
+        worst = std::max(worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
+      }
+    }
+    expect_close(worst, 1e-2, "padding dropped vs kept: raw scores (max relative)");
+    expect(trimmed.chosen == kept.chosen, "padding dropped vs kept: same chosen recipes");
+    double amax_worst = 0.0;
+    for (std::size_t i = 0; i < kept.state.size() && i < trimmed.state.size(); ++i) {
+      amax_worst = std::max(amax_worst, aq_test::rel_err(trimmed.state[i].values, kept.state[i].values));
+    }
+    expect(kept.state.size() == trimmed.state.size(), "padding dropped vs kept: same quantizer state entries");
+    expect_close(amax_worst, 1e-3, "padding dropped vs kept: calibrated amax");
+    const autoquant::autoquant_result cpu_full =
+        autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero), e);
+    for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {
+      std::vector<double> a, b;
+      for (std::size_t g = 0; g < space.groups.size(); ++g) {
+        if (!space.configurable(g)) continue;
+        a.push_back(trimmed.raw_scores[g][r]);
+        b.push_back(cpu_full.raw_scores[g][r]);
+      }
+      expect(spearman(a, b) >= 0.99, "padding dropped on the GPU vs full batches on the CPU: " +
+                                         std::string(space.candidates[r].recipe->name) + " Spearman " +
+                                         std::to_string(spearman(a, b)));
+    }
+    expect(trimmed.chosen == cpu_full.chosen, "padding dropped on the GPU vs full batches on the CPU: same choices");
   }
 
   std::size_t configurable = 0, same = 0;

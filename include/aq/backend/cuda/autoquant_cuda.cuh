@@ -20,6 +20,7 @@
 #include "aq/backend/cuda/gradient_scorer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision.cuh"
+#include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
@@ -34,6 +35,8 @@ struct autoquant_cuda_stats {
   double scoring_gemm_flops = 0.0;  // model forward + recompute + backward + recipe GEMMs
   std::size_t peak_device_bytes = 0;  // high-water mark of used device memory seen at stage ends
   std::size_t weight_cache_bytes = 0;  // quantized weights the scorer kept across batches
+  std::int64_t batch_tokens = 0;  // tokens in the calibration and score batches (each pass counted)
+  std::int64_t run_tokens = 0;    // tokens the passes ran after dropping shared padding
 };
 
 // How the GPU passes run (the engine's options say what they compute).
@@ -44,6 +47,9 @@ struct autoquant_cuda_options {
   // Sequences per device pass (0: whole batches). Smaller passes hold less memory; the scores
   // are the whole batch's (same dL/dY, sums in another order).
   std::int64_t micro_batch_rows = 0;
+  // Text batches lose the leading padding columns that cannot change a score
+  // (qwen3_vl::trim_padding; SDPA masking only): the same scores up to fp32 summation order.
+  bool trim_padding = true;
   // Image batches: images[b] holds batch b's pixels and grids (no grids: text only), run through
   // `vision` (tower and decoder share the model's stream). Image batches are never split.
   const std::vector<qwen3_vl::image_batch>* images = nullptr;
@@ -103,7 +109,11 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     }
     return &(*cuda_options.images)[b];
   };
-  const auto micro_batches = [&](const qwen3_vl::text_batch& b) {
+  const bool trim = cuda_options.trim_padding && run_options.masked_rows == masked_row_policy::zero;
+  const auto micro_batches = [&](const qwen3_vl::text_batch& whole) {
+    const qwen3_vl::text_batch b = trim ? qwen3_vl::trim_padding(whole) : whole;
+    st.batch_tokens += whole.batch * whole.seq;
+    st.run_tokens += b.batch * b.seq;
     const std::int64_t rows = cuda_options.micro_batch_rows > 0 ? cuda_options.micro_batch_rows : b.batch;
     return rows >= b.batch ? std::vector<qwen3_vl::text_batch>{b} : qwen3_vl::split_text_batch(b, rows);
   };
