@@ -173,7 +173,8 @@ int run(int argc, char** argv) {
                "  --memory-budget-gib X     hold at most X GiB on the GPU: saves as many layers' activations as\n"
                "                            fit, then caches quantized weights in the rest; halves the sequences per\n"
                "                            device pass until the minimum fits (error if one sequence does not)\n"
-               "  --micro-batch N           at most N sequences per device pass (same scores, less memory)\n"
+               "  --micro-batch N           device passes of at most N sequences, or of N x --seq-len tokens of packed\n"
+               "                            trimmed sequences (same scores, less memory)\n"
                "  --keep-padding            run every padding column (default: drop the leading padding that\n"
                "                            cannot change a score, see qwen3_vl::trim_padding; sdpa masking only)\n"
                "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
@@ -246,13 +247,6 @@ int run(int argc, char** argv) {
     if (images) image_batches.push_back(autoquant::to_image_batch(b).value_or(qwen3_vl::image_batch{}));
   }
   const double load_seconds = since(t_load);
-  // Tokens per sequence each batch runs with: leading padding that cannot change a score is
-  // dropped from text batches (never from image batches, which run whole).
-  const bool trim_padding = !keep_padding && o.attention != "eager";
-  std::vector<std::int64_t> run_seq;
-  for (const qwen3_vl::text_batch& t : text) {
-    run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
-  }
 
   autoquant::engine_options e;
   e.method = o.method;
@@ -280,6 +274,20 @@ int run(int argc, char** argv) {
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
+  // Tokens per sequence each batch runs with: leading padding that cannot change a score is
+  // dropped from text batches (never from image batches, which run whole).
+  const bool trim_padding = !keep_padding && o.attention != "eager";
+  std::vector<std::int64_t> run_seq;
+  for (const qwen3_vl::text_batch& t : text) {
+    run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
+  }
+  // Trimmed caption batches are packed into passes (as many rows as the pass size allows).
+  const bool pack = trim_padding && !images;
+  std::int64_t stage_rows = 0;
+  for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
+    stage_rows += text[i].batch;
+  }
+
   // What the vision tower will hold for the largest image batch (allocated on its first run):
   // every block's activations when they take under a quarter of the free memory and no budget is
   // set, else only the block inputs (blocks recomputed in the backward).
@@ -304,8 +312,11 @@ int run(int argc, char** argv) {
   while (true) {
     std::int64_t pass_tokens = 0;
     for (std::size_t i = 0; i < batches.size(); ++i) {
-      pass_tokens = std::max(pass_tokens, std::min(batches[i].batch_size, micro_rows) * run_seq[i]);
+      pass_tokens = std::max(pass_tokens, std::min(batches[i].batch_size, micro_rows) * (pack ? batches[i].seq_len : run_seq[i]));
     }
+    // Packed passes hold up to that many tokens, and never more than every row of a stage at the
+    // widest trimmed width.
+    if (pack) pass_tokens = std::min(pass_tokens, stage_rows * *std::max_element(run_seq.begin(), run_seq.end()));
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, weights, pass_tokens);
     acu::qwen3_vl_text_model& m = *model_ptr;
@@ -356,6 +367,7 @@ int run(int argc, char** argv) {
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
   cuda_options.trim_padding = trim_padding;
+  if (pack) cuda_options.max_pass_tokens = model.max_tokens();
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, vision_weights, model);
@@ -432,8 +444,7 @@ int run(int argc, char** argv) {
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
               static_cast<double>(weights.bytes() + vision_weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
               static_cast<double>(baseline) / (1 << 30));
-  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %lld sequences "
-              "per device pass\n",
+  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s %lld\n",
               gpu_attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores",
               model.saved_activations()
                   ? "saved"
@@ -442,9 +453,11 @@ int run(int argc, char** argv) {
                                                   std::to_string(cfg.text.num_hidden_layers) + " layers saved")
                                                      .c_str()),
               static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
-              static_cast<double>(stats.weight_cache_bytes) / (1 << 30), static_cast<long long>(micro_rows));
-  std::printf("tokens run: %lld of %lld in the calibration and score batches (%s)\n",
-              static_cast<long long>(stats.run_tokens), static_cast<long long>(stats.batch_tokens),
+              static_cast<double>(stats.weight_cache_bytes) / (1 << 30),
+              pack ? "packed passes of at most (tokens)" : "sequences per device pass",
+              static_cast<long long>(pack ? model.max_tokens() : micro_rows));
+  std::printf("tokens run: %lld of %lld in the calibration and score batches, %lld device passes (%s)\n",
+              static_cast<long long>(stats.run_tokens), static_cast<long long>(stats.batch_tokens), static_cast<long long>(stats.passes),
               trim_padding ? "leading padding that cannot change a score dropped" : "every padding column kept");
   if (profile_kernels) {
     std::printf("GPU time per kernel class [s] (CUDA events):\n| class | calibrate | calls | score | calls |\n|---|---:|---:|---:|---:|\n");

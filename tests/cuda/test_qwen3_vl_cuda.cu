@@ -335,7 +335,7 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
   // scores up to GEMM heights and fp32 sums (1e-2 as for micro-batches), the same choices and
   // amax; and the trimmed GPU run against the CPU engine on the full batches.
   {
-    const std::vector<io::calib_batch> padded_io = make_batches(2, 4, 32, 11, 14);
+    const std::vector<io::calib_batch> padded_io = make_batches(2, 4, 32, 11, 22);
     std::vector<qwen3_vl::text_batch> padded;
     for (const io::calib_batch& b : padded_io) padded.push_back(autoquant::to_text_batch(b));
     acu::autoquant_cuda_options keep;
@@ -362,6 +362,29 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     }
     expect(kept.state.size() == trimmed.state.size(), "padding dropped vs kept: same quantizer state entries");
     expect_close(amax_worst, 1e-3, "padding dropped vs kept: calibrated amax");
+    // Both batches' trimmed rows packed into one pass, each row with its own batch's loss
+    // denominator: the same scores, choices and amax again.
+    acu::autoquant_cuda_options packed_options;
+    packed_options.max_pass_tokens = model.max_tokens();
+    acu::autoquant_cuda_stats st_pack;
+    const autoquant::autoquant_result packed = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_pack, packed_options);
+    double pack_worst = 0.0, pack_amax = 0.0;
+    for (std::size_t g = 0; g < kept.raw_scores.size(); ++g) {
+      for (std::size_t r = 0; r < kept.raw_scores[g].size(); ++r) {
+        const double x = kept.raw_scores[g][r], y = packed.raw_scores[g][r];
+        pack_worst = std::max(pack_worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
+      }
+    }
+    for (std::size_t i = 0; i < kept.state.size() && i < packed.state.size(); ++i) {
+      pack_amax = std::max(pack_amax, aq_test::rel_err(packed.state[i].values, kept.state[i].values));
+    }
+    expect(st_pack.passes == 2 && st_trim.passes == 4,
+           "one packed pass per stage (" + std::to_string(st_pack.passes) + "), one per batch unpacked (" +
+               std::to_string(st_trim.passes) + ")");
+    expect_close(pack_worst, 1e-2, "packed trimmed passes vs full batches: raw scores (max relative)");
+    expect(packed.chosen == kept.chosen && packed.state.size() == kept.state.size(),
+           "packed trimmed passes vs full batches: same choices and state entries");
+    expect_close(pack_amax, 1e-3, "packed trimmed passes vs full batches: calibrated amax");
     const autoquant::autoquant_result cpu_full =
         autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero), e);
     for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {

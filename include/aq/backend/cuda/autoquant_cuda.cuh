@@ -20,6 +20,7 @@
 #include "aq/backend/cuda/gradient_scorer.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision.cuh"
+#include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/core/error.hpp"
@@ -37,6 +38,7 @@ struct autoquant_cuda_stats {
   std::size_t weight_cache_bytes = 0;  // quantized weights the scorer kept across batches
   std::int64_t batch_tokens = 0;  // tokens in the calibration and score batches (each pass counted)
   std::int64_t run_tokens = 0;    // tokens the passes ran after dropping shared padding
+  std::int64_t passes = 0;        // device passes (model runs) of both stages
 };
 
 // How the GPU passes run (the engine's options say what they compute).
@@ -50,6 +52,10 @@ struct autoquant_cuda_options {
   // Text batches lose the leading padding columns that cannot change a score
   // (qwen3_vl::trim_padding; SDPA masking only): the same scores up to fp32 summation order.
   bool trim_padding = true;
+  // With trim_padding and text-only data: the trimmed sequences of a stage are packed into passes
+  // of up to this many tokens (qwen3_vl::pack_text_batches; each row keeps its batch's loss
+  // denominator). 0: one batch (or micro-batch) per pass.
+  std::int64_t max_pass_tokens = 0;
   // Image batches: images[b] holds batch b's pixels and grids (no grids: text only), run through
   // `vision` (tower and decoder share the model's stream). Image batches are never split.
   const std::vector<qwen3_vl::image_batch>* images = nullptr;
@@ -110,12 +116,84 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     return &(*cuda_options.images)[b];
   };
   const bool trim = cuda_options.trim_padding && run_options.masked_rows == masked_row_policy::zero;
-  const auto micro_batches = [&](const qwen3_vl::text_batch& whole) {
-    const qwen3_vl::text_batch b = trim ? qwen3_vl::trim_padding(whole) : whole;
-    st.batch_tokens += whole.batch * whole.seq;
-    st.run_tokens += b.batch * b.seq;
-    const std::int64_t rows = cuda_options.micro_batch_rows > 0 ? cuda_options.micro_batch_rows : b.batch;
-    return rows >= b.batch ? std::vector<qwen3_vl::text_batch>{b} : qwen3_vl::split_text_batch(b, rows);
+  // The device passes of the text batches `indices`: packed trimmed sequences, or each (trimmed)
+  // batch whole or in micro-batches with the whole batch's loss denominator.
+  const bool pack = trim && cuda_options.max_pass_tokens > 0 && cuda_options.images == nullptr;
+  struct device_pass {
+    qwen3_vl::text_batch batch;
+    std::int64_t loss_targets = 0;
+    std::vector<std::int64_t> row_targets;
+  };
+  const auto text_passes = [&](const std::vector<std::size_t>& indices, bool labels) {
+    std::vector<qwen3_vl::text_batch> stage;
+    for (const std::size_t b : indices) {
+      qwen3_vl::text_batch whole = batches[b];
+      if (!labels) whole.labels.clear();
+      if (labels && whole.labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
+      st.batch_tokens += whole.batch * whole.seq;
+      stage.push_back(trim ? qwen3_vl::trim_padding(whole) : std::move(whole));
+    }
+    std::vector<device_pass> passes;
+    if (pack) {
+      for (qwen3_vl::packed_text_batch& p : qwen3_vl::pack_text_batches(stage, cuda_options.max_pass_tokens)) {
+        passes.push_back({std::move(p.batch), 0, labels ? std::move(p.row_targets) : std::vector<std::int64_t>{}});
+      }
+    } else {
+      for (const qwen3_vl::text_batch& b : stage) {
+        const std::int64_t count =
+            labels ? causal_lm_targets(b.labels, b.batch, b.seq, model.model_config().text.vocab_size).count : 0;
+        const std::int64_t rows = cuda_options.micro_batch_rows > 0 ? cuda_options.micro_batch_rows : b.batch;
+        if (rows >= b.batch) {
+          passes.push_back({b, count, {}});
+        } else {
+          for (qwen3_vl::text_batch& part : qwen3_vl::split_text_batch(b, rows)) passes.push_back({std::move(part), count, {}});
+        }
+      }
+    }
+    for (const device_pass& p : passes) st.run_tokens += p.batch.batch * p.batch.seq;
+    return passes;
+  };
+  // One stage over the first n batches: image batches one by one through the vision tower, text
+  // batches as text_passes (all together when packing). `first` runs after the first pass.
+  const auto run_stage = [&](std::string_view stage, std::size_t n, bool labels, text_run_options o,
+                             device_linear_observer* observer) {
+    std::vector<std::size_t> text_indices;
+    std::size_t done = 0, total = 0;
+    for (std::size_t b = 0; b < n; ++b) {
+      if (image_of(b) == nullptr) text_indices.push_back(b);
+    }
+    const auto run_text = [&](const std::vector<std::size_t>& indices) {
+      for (const device_pass& p : text_passes(indices, labels)) {
+        o.loss_targets = p.loss_targets;
+        o.row_loss_targets = p.row_targets;
+        (void)model.run(p.batch, o, observer);
+        ++st.passes;
+        if (done++ == 0) probe();
+      }
+    };
+    if (pack) {
+      total = 1;
+      report(stage, 0, total);
+      run_text(text_indices);
+      report(stage, total, total);
+      return;
+    }
+    total = n;
+    report(stage, 0, total);
+    for (std::size_t b = 0; b < n; ++b) {
+      if (const qwen3_vl::image_batch* img = image_of(b)) {
+        qwen3_vl::text_batch batch = batches[b];
+        if (!labels) batch.labels.clear();
+        o.loss_targets = 0;
+        o.row_loss_targets.clear();
+        (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batch, img, o, observer);
+        ++st.passes;
+        if (done++ == 0) probe();
+      } else {
+        run_text({b});
+      }
+      report(stage, b + 1, total);
+    }
   };
 
   std::vector<bool> active(space.modules.size(), false);
@@ -131,19 +209,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     text_run_options o = run_options;
     o.backward = false;
     o.logits = false;
-    const auto n = static_cast<std::size_t>(result.num_calib_steps);
-    report("calibration", 0, n);
-    for (std::size_t b = 0; b < n; ++b) {
-      qwen3_vl::text_batch batch = batches[b];
-      batch.labels.clear();
-      if (const qwen3_vl::image_batch* img = image_of(b)) {
-        (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batch, img, o, &observer);
-      } else {
-        for (const qwen3_vl::text_batch& part : micro_batches(batch)) (void)model.run(part, o, &observer);
-      }
-      if (b == 0) probe();
-      report("calibration", b + 1, n);
-    }
+    run_stage("calibration", static_cast<std::size_t>(result.num_calib_steps), false, o, &observer);
     AQ_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
     model.set_profile(nullptr);
   }
@@ -162,20 +228,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     text_run_options o = run_options;
     o.backward = true;
     o.logits = false;
-    const auto n = static_cast<std::size_t>(result.num_score_steps);
-    report("scoring", 0, n);
-    for (std::size_t b = 0; b < n; ++b) {
-      if (batches[b].labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
-      o.loss_targets =
-          causal_lm_targets(batches[b].labels, batches[b].batch, batches[b].seq, model.model_config().text.vocab_size).count;
-      if (const qwen3_vl::image_batch* img = image_of(b)) {
-        (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batches[b], img, o, &scorer);
-      } else {
-        for (const qwen3_vl::text_batch& part : micro_batches(batches[b])) (void)model.run(part, o, &scorer);
-      }
-      if (b == 0) probe();
-      report("scoring", b + 1, n);
-    }
+    run_stage("scoring", static_cast<std::size_t>(result.num_score_steps), true, o, &scorer);
     module_scores = scorer.scores();
     scorer_flops = scorer.gemm_flops();
     st.weight_cache_bytes = scorer.weight_cache_bytes();

@@ -102,7 +102,8 @@ __global__ void __launch_bounds__(ce_sum_block) ce_sum_kernel(std::int64_t rows,
   if (threadIdx.x == 0) *total = s;
 }
 
-// dlogits of one chunk: exp(z − lse)/count − onehot/count, 0 on rows without a target.
+// dlogits of one chunk: exp(z − lse)/count − onehot/count, 0 on rows without a target; count is
+// per row when row_inv_count is given (rows of several batches packed into one pass).
 template <class Out>
 struct ce_grad_op {
   device_matrix<const float> logits;
@@ -110,13 +111,15 @@ struct ce_grad_op {
   const std::int64_t* target;
   const double* lse;
   float inv_count;
+  const float* row_inv_count;  // nullptr: inv_count for every row
   device_matrix<Out> grad;
   __device__ void operator()(std::int64_t r, std::int64_t c) const {
     const std::int64_t y = target[r];
     float g = 0.0f;
     if (y != ignore_index) {
-      g = expf(static_cast<float>(static_cast<double>(logits(r, c)) - lse[r])) * inv_count;
-      if (v0 + c == y) g -= inv_count;
+      const float inv = row_inv_count != nullptr ? row_inv_count[r] : inv_count;
+      g = expf(static_cast<float>(static_cast<double>(logits(r, c)) - lse[r])) * inv;
+      if (v0 + c == y) g -= inv;
     }
     grad(r, c) = from_float<Out>(g);
   }
@@ -170,14 +173,15 @@ struct cross_entropy_state {
     AQ_CUDA_CHECK_LAUNCH();
   }
   // dlogits of one chunk (needs finalize first); grad may alias the chunk when Out is float.
+  // row_inv_count (device, per row, optional) replaces 1/count row by row.
   template <class Out>
   void gradient(device_matrix<const float> chunk, std::int64_t v0, const std::int64_t* target, std::int64_t count,
-                device_matrix<Out> grad, cudaStream_t stream) const {
+                device_matrix<Out> grad, cudaStream_t stream, const float* row_inv_count = nullptr) const {
     check_rows(chunk.rows, "gradient");
     check_same_shape(chunk, grad, "cuda cross_entropy gradient: grad");
     const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
-    launch_elementwise(chunk.rows, chunk.cols, detail::ce_grad_op<Out>{chunk, v0, target, lse.data(), inv_count, grad},
-                       stream);
+    launch_elementwise(chunk.rows, chunk.cols,
+                       detail::ce_grad_op<Out>{chunk, v0, target, lse.data(), inv_count, row_inv_count, grad}, stream);
   }
 
  private:

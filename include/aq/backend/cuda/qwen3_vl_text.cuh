@@ -100,6 +100,9 @@ struct text_run_options {
   // Denominator of the mean loss (and so of dL/dlogits); 0: this batch's own target count. A
   // micro-batch passes its whole batch's count so that its gradients are the whole batch's.
   std::int64_t loss_targets = 0;
+  // Per sequence instead (qwen3_vl::pack_text_batches): row b's dL/dlogits use its own batch's
+  // target count; the pass then has no single mean, and text_run_result::loss is NaN.
+  std::vector<std::int64_t> row_loss_targets;
 };
 
 // Image features entering the decoder (the vision tower's outputs) and where the backward puts
@@ -353,7 +356,7 @@ class qwen3_vl_text_model {
   device_buffer<std::int64_t> ids_;
   device_buffer<float> saved_h_, h_;
   device_buffer<bf16> hn_;
-  device_buffer<float> rf_, cos_, sin_, inv_freq_, logits_chunk_;
+  device_buffer<float> rf_, cos_, sin_, inv_freq_, logits_chunk_, row_inv_count_;
   device_buffer<bf16> dlogits_chunk_;
   device_buffer<std::int64_t> pos_, targets_, visual_rows_;
   device_buffer<std::uint8_t> mask_;
@@ -621,6 +624,20 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   // Loss over vocabulary chunks (online log-sum-exp), then dlogits chunk by chunk.
   const lm_targets targets = causal_lm_targets(batch.labels, B, T, V);
   targets_.copy_from_host(targets.target.data(), targets.target.size(), stream_);
+  const bool per_row = !options.row_loss_targets.empty();
+  if (per_row) {
+    if (static_cast<std::int64_t>(options.row_loss_targets.size()) != B) {
+      throw error("cuda qwen3_vl text batch: row_loss_targets holds " + std::to_string(options.row_loss_targets.size()) +
+                  " counts for " + std::to_string(B) + " sequences");
+    }
+    std::vector<float> inv(static_cast<std::size_t>(N));
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t c = options.row_loss_targets[static_cast<std::size_t>(b)];
+      std::fill_n(inv.begin() + b * T, T, c > 0 ? 1.0f / static_cast<float>(c) : 0.0f);
+    }
+    if (row_inv_count_.size() < inv.size()) row_inv_count_ = device_buffer<float>(inv.size());
+    row_inv_count_.copy_from_host(inv.data(), inv.size(), stream_);
+  }
   cross_entropy_state ce(N);
   ce.reset(stream_);
   const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
@@ -637,7 +654,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   if (profile_ != nullptr) profile_->resolve();
   result.targets = targets.count;
   const std::int64_t denominator = options.loss_targets > 0 ? options.loss_targets : targets.count;
-  result.loss = denominator > 0 ? total / static_cast<double>(denominator) : std::nan("");
+  result.loss = denominator > 0 && !per_row ? total / static_cast<double>(denominator) : std::nan("");
   if (!options.backward) return result;
 
   // d(hn) accumulates over chunks in d_m_ (fp32), then the final norm's backward seeds g_.
@@ -647,7 +664,10 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     const device_matrix<bf16> dz{dlogits_chunk_.data(), N, w.rows, chunk_};
     linear(hn, w.data, w.rows, z);
     timed(kernel_class::loss,
-          [&] { ce.gradient(device_matrix<const float>(z), v0, targets_.data(), denominator, dz, stream_); });
+          [&] {
+            ce.gradient(device_matrix<const float>(z), v0, targets_.data(), denominator, dz, stream_,
+                        per_row ? row_inv_count_.data() : nullptr);
+          });
     if (observer != nullptr) {
       observer->on_backward(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z),
                                                device_matrix<const bf16>(dz), v0 > 0});

@@ -5,11 +5,13 @@
 
 #include <cuda_runtime.h>
 
+#include <deque>
 #include <string>
 #include <vector>
 
 #include "aq/backend/cuda/check.hpp"
 #include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/pinned_upload.hpp"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
@@ -21,15 +23,19 @@ namespace aq::cuda {
 // Straight from a safetensors checkpoint: bf16 tensors are copied byte for byte, others converted.
 inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
   const std::string where = ck.path().string();
+  // bf16 tensors go through the parallel pinned uploader (run before returning); others are
+  // converted on the host first and kept until then.
+  pinned_uploader uploader;
+  std::deque<std::vector<bf16>> converted;
   const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
     detail::check_shape(name, v.shape, shape, where);
     device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
     if (v.dtype == dtype_bf16) {
-      AQ_CUDA_CHECK(cudaMemcpy(out.data(), v.bytes.data(), out.bytes(), cudaMemcpyHostToDevice));
+      uploader.add(out.data(), v.bytes.data(), out.bytes());
     } else {
-      const std::vector<bf16> host = to_bf16_vector(v);
-      AQ_CUDA_CHECK(cudaMemcpy(out.data(), host.data(), out.bytes(), cudaMemcpyHostToDevice));
+      converted.push_back(to_bf16_vector(v));
+      uploader.add(out.data(), converted.back().data(), out.bytes());
     }
     return out;
   };
@@ -40,7 +46,9 @@ inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cf
     convert_tensor(v, std::span<float>(host));
     return device_buffer<float>(host);
   };
-  return detail::bind_text_weights(cfg, ck.find("lm_head.weight") != nullptr, bf, f32);
+  qwen3_vl_text_device_weights weights = detail::bind_text_weights(cfg, ck.find("lm_head.weight") != nullptr, bf, f32);
+  uploader.run();
+  return weights;
 }
 
 }  // namespace aq::cuda

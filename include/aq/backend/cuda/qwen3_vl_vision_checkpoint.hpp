@@ -6,11 +6,13 @@
 #include <cuda_runtime.h>
 
 #include <span>
+#include <deque>
 #include <string>
 #include <vector>
 
 #include "aq/backend/cuda/check.hpp"
 #include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/pinned_upload.hpp"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision_weights.cuh"
 #include "aq/core/bf16.hpp"
@@ -28,14 +30,16 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
     detail::check_shape(name, v.shape, shape, where);
     return v;
   };
+  pinned_uploader uploader;  // as in load_text_weights
+  std::deque<std::vector<bf16>> converted;
   const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
     device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
     if (v.dtype == dtype_bf16) {
-      AQ_CUDA_CHECK(cudaMemcpy(out.data(), v.bytes.data(), out.bytes(), cudaMemcpyHostToDevice));
+      uploader.add(out.data(), v.bytes.data(), out.bytes());
     } else {
-      const std::vector<bf16> host = to_bf16_vector(v);
-      AQ_CUDA_CHECK(cudaMemcpy(out.data(), host.data(), out.bytes(), cudaMemcpyHostToDevice));
+      converted.push_back(to_bf16_vector(v));
+      uploader.add(out.data(), converted.back().data(), out.bytes());
     }
     return out;
   };
@@ -51,7 +55,9 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
     convert_tensor(v, std::span<float>(t.storage()));
     return t;
   };
-  return detail::bind_vision_weights(cfg, bf, f32, host);
+  qwen3_vl_vision_device_weights weights = detail::bind_vision_weights(cfg, bf, f32, host);
+  uploader.run();
+  return weights;
 }
 
 }  // namespace aq::cuda

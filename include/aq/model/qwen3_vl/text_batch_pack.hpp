@@ -1,0 +1,135 @@
+// Sequences of several (trimmed) text batches packed into fewer, fuller device passes. Once the
+// padding that cannot change a score is gone (text_batch_padding.hpp), a caption batch is a few
+// dozen tokens wide: packing every batch of a stage into passes of up to `max_tokens` tokens
+// turns many weight-bound GEMMs into a few compute-bound ones. Rows keep their own loss
+// denominator (their batch's target count), so every dL/dY is the one of the row's own batch.
+// A row narrower than its pass is widened on the left with copies of its own first token, which
+// must be padding (attention_mask 0, label ignored): under SDPA masking that is the same
+// score-neutral padding trim_padding removes, so the caller must use SDPA masking too.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cpu/cross_entropy.hpp"
+#include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/text_model.hpp"
+
+namespace aq::qwen3_vl {
+
+struct packed_text_batch {
+  text_batch batch;
+  std::vector<std::int64_t> row_targets;  // per sequence: the loss denominator of its own batch
+};
+
+namespace detail {
+
+inline void check_packable(const text_batch& b, std::size_t index) {
+  const std::int64_t n = b.batch * b.seq;
+  if (b.batch <= 0 || b.seq <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
+      static_cast<std::int64_t>(b.attention_mask.size()) != n || (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
+      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
+    throw error("pack_text_batches: batch " + std::to_string(index) +
+                ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " + std::to_string(n));
+  }
+}
+
+}  // namespace detail
+
+// Packs the rows of `batches` in order into passes of at most max_tokens tokens (rows × width).
+// All batches must agree on having labels and on having explicit position_ids. A row whose
+// width is below its pass's and whose first token is not padding starts a new pass instead. The
+// per-row denominators are each batch's causal-LM target count (0 without labels).
+inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_batch> batches, std::int64_t max_tokens) {
+  if (max_tokens <= 0) throw error("pack_text_batches: max_tokens must be positive");
+  struct row_ref {
+    const text_batch* b;
+    std::int64_t row;
+    std::int64_t targets;
+    bool widenable;  // starts with padding whose label is ignored
+  };
+  std::vector<row_ref> rows;
+  const bool labels = !batches.empty() && !batches.front().labels.empty();
+  const bool positions = !batches.empty() && !batches.front().position_ids.empty();
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const text_batch& b = batches[i];
+    detail::check_packable(b, i);
+    if (b.labels.empty() == labels || b.position_ids.empty() == positions) {
+      throw error("pack_text_batches: batch " + std::to_string(i) + " differs from batch 0 in having labels or position_ids");
+    }
+    const std::int64_t targets =
+        labels ? cpu::causal_lm_targets(b.labels, b.batch, b.seq, std::int64_t{1} << 62, "pack_text_batches").count : 0;
+    for (std::int64_t r = 0; r < b.batch; ++r) {
+      if (b.seq > max_tokens) {
+        throw error("pack_text_batches: batch " + std::to_string(i) + " has sequences of " + std::to_string(b.seq) +
+                    " tokens, above max_tokens " + std::to_string(max_tokens));
+      }
+      const auto first_token = static_cast<std::size_t>(r * b.seq);
+      const bool widenable = b.attention_mask[first_token] == 0 && (!labels || b.labels[first_token] == cpu::ignore_index);
+      rows.push_back({&b, r, targets, widenable});
+    }
+  }
+
+  // Greedy, in order: a row joins the open pass when every narrower row can be widened and the
+  // pass stays within max_tokens.
+  std::vector<std::pair<std::size_t, std::size_t>> spans;  // [first, last) row of each pass
+  std::size_t first = 0;
+  std::int64_t width = 0;      // of the open pass's rows
+  bool all_widenable = true;   // every row of the open pass starts with padding
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const row_ref& r = rows[i];
+    if (i > first) {
+      const std::int64_t w = std::max(width, r.b->seq);
+      const bool fits = static_cast<std::int64_t>(i - first + 1) * w <= max_tokens && (w == width || all_widenable) &&
+                        (r.b->seq == w || r.widenable);
+      if (!fits) {
+        spans.emplace_back(first, i);
+        first = i;
+        width = 0;
+        all_widenable = true;
+      }
+    }
+    width = std::max(width, r.b->seq);
+    all_widenable = all_widenable && r.widenable;
+  }
+  if (first < rows.size()) spans.emplace_back(first, rows.size());
+
+  std::vector<packed_text_batch> out;
+  for (const auto& [lo, hi] : spans) {
+    std::int64_t w = 0;
+    for (std::size_t i = lo; i < hi; ++i) w = std::max(w, rows[i].b->seq);
+    packed_text_batch p;
+    p.batch.batch = static_cast<std::int64_t>(hi - lo);
+    p.batch.seq = w;
+    std::vector<std::int64_t> pos[3];
+    for (std::size_t i = lo; i < hi; ++i) {
+      const text_batch& b = *rows[i].b;
+      const std::int64_t row0 = rows[i].row * b.seq, extra = w - b.seq, n = b.batch * b.seq;
+      const auto src = static_cast<std::size_t>(row0);
+      p.batch.input_ids.insert(p.batch.input_ids.end(), static_cast<std::size_t>(extra), b.input_ids[src]);
+      p.batch.input_ids.insert(p.batch.input_ids.end(), b.input_ids.begin() + row0, b.input_ids.begin() + row0 + b.seq);
+      p.batch.attention_mask.insert(p.batch.attention_mask.end(), static_cast<std::size_t>(extra), std::uint8_t{0});
+      p.batch.attention_mask.insert(p.batch.attention_mask.end(), b.attention_mask.begin() + row0,
+                                    b.attention_mask.begin() + row0 + b.seq);
+      if (labels) {
+        p.batch.labels.insert(p.batch.labels.end(), static_cast<std::size_t>(extra), cpu::ignore_index);
+        p.batch.labels.insert(p.batch.labels.end(), b.labels.begin() + row0, b.labels.begin() + row0 + b.seq);
+      }
+      for (std::int64_t a = 0; a < 3 && positions; ++a) {
+        // Padding sits at position 1 on every axis, as rope_position_ids puts it.
+        pos[a].insert(pos[a].end(), static_cast<std::size_t>(extra), std::int64_t{1});
+        const auto from = b.position_ids.begin() + a * n + row0;
+        pos[a].insert(pos[a].end(), from, from + b.seq);
+      }
+      p.row_targets.push_back(rows[i].targets);
+    }
+    for (const auto& axis : pos) p.batch.position_ids.insert(p.batch.position_ids.end(), axis.begin(), axis.end());
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
