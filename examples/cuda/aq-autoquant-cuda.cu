@@ -383,6 +383,10 @@ int run(int argc, char** argv) {
     cuda_options.weight_cache_bytes =
         static_cast<std::size_t>(cache_gib < 0.0 ? fit : std::min(fit, cache_gib * static_cast<double>(1ull << 30)));
   }
+  // With one packed pass per stage every Q(W) is formed once: a cache would hold memory for no reuse.
+  if (pack && stage_rows * *std::max_element(run_seq.begin(), run_seq.end()) <= model.max_tokens()) {
+    cuda_options.weight_cache_bytes = 0;
+  }
   acu::kernel_profile calib_profile, score_profile;
   if (profile_kernels) {
     cuda_options.calibration_profile = &calib_profile;
