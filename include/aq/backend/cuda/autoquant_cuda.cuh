@@ -186,6 +186,8 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
         if (!labels) batch.labels.clear();
         o.loss_targets = 0;
         o.row_loss_targets.clear();
+        st.batch_tokens += batch.batch * batch.seq;  // image batches run whole
+        st.run_tokens += batch.batch * batch.seq;
         (void)run_vl_batch(model.model_config(), model, cuda_options.vision, batch, img, o, observer);
         ++st.passes;
         if (done++ == 0) probe();
