@@ -153,7 +153,8 @@ int run(int argc, char** argv) {
 
   const qwen3_vl::vl_model vl(model.cfg, model.text, model.vision);
   const autoquant::model_runner runner = autoquant::make_model_runner(
-      vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero);
+      vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
+      !o.keep_padding);
   autoquant::terminal_progress progress;
   const autoquant::autoquant_result result =
       autoquant::run_autoquant(space, runner, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });

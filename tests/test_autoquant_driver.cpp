@@ -46,6 +46,8 @@ TEST_CASE("command-line flags, presets and their precedence") {
   CHECK(*o.seq_len == 64);
   CHECK(o.batch_size == 4);
   CHECK(o.seed == 5);
+  CHECK(!o.keep_padding);
+  CHECK(parse({"--keep-padding"}).keep_padding);
 
   const auto p = parse({"--effective-bits", "7", "--preset", "wint8_aint4_autoquant_lm"});
   CHECK(p.formats == std::vector<std::string>{"w8a4"});
@@ -72,7 +74,7 @@ TEST_CASE("--help lists every flag, every recipe of the registry and every prese
   const std::string help = autoquant::help_text();
   for (const char* flag : {"--model", "--calib", "--formats", "--effective-bits", "--scope", "--method", "--num-samples",
                            "--seq-len", "--batch-size", "--scheme-name", "--output-dir", "--disable", "--seed",
-                           "--dump-batches", "--result-json", "--preset", "--dataset-size"}) {
+                           "--dump-batches", "--result-json", "--preset", "--dataset-size", "--keep-padding"}) {
     CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
   }
   for (const quant::recipe_info& r : quant::recipe_registry()) {

@@ -163,9 +163,9 @@ TEST_CASE("gradient scores equal the fp64 brute force of sum (dL/dY)^2 (Y_r - Y)
 
   // The reference: calibration maxima over all 3 batches, scores over the first 2.
   recorder rec;
-  for (std::size_t b = 0; b < 3; ++b) (void)runner.run(b, false, &rec);
+  for (std::size_t b = 0; b < 3; ++b) (void)runner.run(b, autoquant::model_pass::calibrate, &rec);
   rec.backward_phase = true;
-  for (std::size_t b = 0; b < 2; ++b) (void)runner.run(b, true, &rec);
+  for (std::size_t b = 0; b < 2; ++b) (void)runner.run(b, autoquant::model_pass::gradient, &rec);
 
   double worst = 0.0;
   int compared = 0;

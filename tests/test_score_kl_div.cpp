@@ -105,7 +105,7 @@ TEST_CASE("kl_div scores equal the cross-entropy of an independently quantized m
       const autoquant::model_runner q_runner = autoquant::make_model_runner(quantized, data);
       double expected = 0.0;
       for (std::size_t b = 0; b < 2; ++b) {
-        expected += cross_entropy(runner.run(b, false, nullptr).logits, q_runner.run(b, false, nullptr).logits);
+        expected += cross_entropy(runner.run(b, autoquant::model_pass::logits, nullptr).logits, q_runner.run(b, autoquant::model_pass::logits, nullptr).logits);
       }
       CHECK(raw[g][c] == doctest::Approx(expected).epsilon(1e-9));
       CHECK(raw[g][c] > 0.0);

@@ -185,7 +185,7 @@ TEST_CASE("packed passes calibrate to the separate batches' amax") {
   const auto amax = [&](const std::vector<text_batch>& data) {
     autoquant::model_runner runner;
     runner.num_batches = data.size();
-    runner.run = [&](std::size_t i, bool, qwen3_vl::linear_observer* observer) {
+    runner.run = [&](std::size_t i, autoquant::model_pass, qwen3_vl::linear_observer* observer) {
       qwen3_vl::run_options o;
       o.masked_rows = cpu::masked_row_policy::zero;
       o.backward = false;

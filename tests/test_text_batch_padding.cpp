@@ -63,7 +63,8 @@ qwen3_vl::config tiny_config() {
 }
 
 // Caption words hashed into the vocabulary, left-padded with id 96 to `seq`.
-std::vector<text_batch> caption_batches(std::int64_t vocab, std::size_t samples, std::int64_t batch, std::int64_t seq) {
+std::vector<io::calib_batch> caption_calib_batches(std::int64_t vocab, std::size_t samples, std::int64_t batch,
+                                                   std::int64_t seq) {
   const std::vector<std::string> captions =
       io::read_caption_lines(std::string(AQ_SOURCE_DIR) + "/data/captions/coco2017_captions_small.txt", samples);
   const auto encode = [vocab](std::string_view text) {
@@ -78,10 +79,12 @@ std::vector<text_batch> caption_batches(std::int64_t vocab, std::size_t samples,
   io::padding_options o;
   o.max_length = seq;
   o.pad_id = static_cast<std::int32_t>(vocab - 1);
+  return io::make_text_calib_batches(captions, encode, batch, o);
+}
+
+std::vector<text_batch> caption_batches(std::int64_t vocab, std::size_t samples, std::int64_t batch, std::int64_t seq) {
   std::vector<text_batch> out;
-  for (const io::calib_batch& b : io::make_text_calib_batches(captions, encode, batch, o)) {
-    out.push_back(autoquant::to_text_batch(b));
-  }
+  for (const io::calib_batch& b : caption_calib_batches(vocab, samples, batch, seq)) out.push_back(autoquant::to_text_batch(b));
   return out;
 }
 
@@ -102,7 +105,8 @@ struct recorder : qwen3_vl::linear_observer {
 autoquant::model_runner runner_over(const qwen3_vl::vl_model& model, const std::vector<text_batch>& batches) {
   autoquant::model_runner runner;
   runner.num_batches = batches.size();
-  runner.run = [&model, &batches](std::size_t i, bool loss_backward, qwen3_vl::linear_observer* observer) {
+  runner.run = [&model, &batches](std::size_t i, autoquant::model_pass pass, qwen3_vl::linear_observer* observer) {
+    const bool loss_backward = pass == autoquant::model_pass::gradient;
     text_batch b = batches.at(i);
     if (!loss_backward) b.labels.clear();
     qwen3_vl::run_options o;
@@ -174,7 +178,7 @@ TEST_CASE("dropped padding tokens carry the kept padding token's X and zero dL/d
     const std::int64_t k = qwen3_vl::droppable_padding_columns(batches[b]);
     REQUIRE(k >= 8);  // short captions: most of each row is padding
     recorder rec;
-    (void)runner.run(b, true, &rec);
+    (void)runner.run(b, autoquant::model_pass::gradient, &rec);
     REQUIRE(rec.dy.size() == rec.x.size());
     for (const auto& [name, x] : rec.x) {
       const tensor& dy = rec.dy.at(name);
@@ -239,4 +243,38 @@ TEST_CASE("trimmed batches give the full batches' calibration amax and gradient 
   }
   CHECK(compared == 9 * 3);
   MESSAGE("tokens " << tokens_trimmed << " of " << tokens_full << ", worst relative score difference " << worst);
+}
+
+TEST_CASE("the CPU engine trims calibration and gradient passes only: same results as with every padding column") {
+  const qwen3_vl::config cfg = tiny_config();
+  const autoquant::generated_model gm = autoquant::make_generated_model(cfg, 13);
+  const qwen3_vl::vl_model model(cfg, gm.text, gm.vision);
+  const std::vector<io::calib_batch> batches = caption_calib_batches(cfg.text.vocab_size, 12, 4, 32);
+  const autoquant::search_space space = autoquant::make_search_space(
+      qwen3_vl::quantizable_modules(cfg), std::vector<std::string>{"int8_w8a8", "fp8_e4m3"},
+      autoquant::scope_patterns(autoquant::scope_preset::lm));
+  const autoquant::model_runner trimmed = autoquant::make_model_runner(model, batches);
+  const autoquant::model_runner full = autoquant::make_model_runner(model, batches, cpu::masked_row_policy::zero, false);
+  // Logits passes (KL-div) are never trimmed: every token's distribution counts.
+  CHECK(trimmed.run(0, autoquant::model_pass::logits, nullptr).logits.storage() ==
+        full.run(0, autoquant::model_pass::logits, nullptr).logits.storage());
+  CHECK(trimmed.run(0, autoquant::model_pass::gradient, nullptr).targets ==
+        full.run(0, autoquant::model_pass::gradient, nullptr).targets);
+  for (const autoquant::score_method method : {autoquant::score_method::gradient, autoquant::score_method::kl_div}) {
+    CAPTURE(autoquant::to_string(method));
+    autoquant::engine_options e;
+    e.method = method;
+    e.effective_bits = 8.0;
+    e.num_calib_steps = 3;
+    e.num_score_steps = 3;
+    const autoquant::autoquant_result a = autoquant::run_autoquant(space, full, e);
+    const autoquant::autoquant_result b = autoquant::run_autoquant(space, trimmed, e);
+    CHECK(a.chosen == b.chosen);
+    REQUIRE(a.raw_scores.size() == b.raw_scores.size());
+    for (std::size_t g = 0; g < a.raw_scores.size(); ++g) {
+      for (std::size_t r = 0; r < a.raw_scores[g].size(); ++r) {
+        CHECK(b.raw_scores[g][r] == doctest::Approx(a.raw_scores[g][r]).epsilon(1e-5));
+      }
+    }
+  }
 }

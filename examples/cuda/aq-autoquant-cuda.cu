@@ -130,7 +130,6 @@ int run(int argc, char** argv) {
   double cache_gib = -1.0;  // < 0: whatever fits with a margin
   double budget_gib = -1.0;  // < 0: no budget (what fits on the card)
   std::int64_t micro_batch = 0;  // sequences per device pass; 0: whole batches (or what the budget allows)
-  bool keep_padding = false;
   std::vector<std::string> args;
   for (std::size_t i = 0; i < all.size(); ++i) {
     const auto value = [&]() -> const std::string& {
@@ -147,8 +146,6 @@ int run(int argc, char** argv) {
       }
     } else if (all[i] == "--profile-kernels") {
       profile_kernels = true;
-    } else if (all[i] == "--keep-padding") {
-      keep_padding = true;
     } else if (all[i] == "--weight-cache-gib") {
       const std::string flag = all[i];  // value() moves i
       cache_gib = parse_gib(flag, value());
@@ -175,8 +172,6 @@ int run(int argc, char** argv) {
                "                            device pass until the minimum fits (error if one sequence does not)\n"
                "  --micro-batch N           device passes of at most N sequences, or of N x --seq-len tokens of packed\n"
                "                            trimmed sequences (same scores, less memory)\n"
-               "  --keep-padding            run every padding column (default: drop the leading padding that\n"
-               "                            cannot change a score, see qwen3_vl::trim_padding; sdpa masking only)\n"
                "  --profile-kernels         GPU time per kernel class (CUDA events; adds a little overhead)\n\n",
                stdout);
     std::fputs(autoquant::help_text().c_str(), stdout);
@@ -276,7 +271,7 @@ int run(int argc, char** argv) {
 
   // Tokens per sequence each batch runs with: leading padding that cannot change a score is
   // dropped from text batches (never from image batches, which run whole).
-  const bool trim_padding = !keep_padding && o.attention != "eager";
+  const bool trim_padding = !o.keep_padding && o.attention != "eager";
   std::vector<std::int64_t> run_seq;
   for (const qwen3_vl::text_batch& t : text) {
     run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);

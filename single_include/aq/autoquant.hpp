@@ -10806,11 +10806,15 @@ inline void check_budget(const search_space& space, double budget_bits, double r
 
 namespace aq::autoquant {
 
-// run(i, loss_backward, observer): forward of batch i; with loss_backward also the loss and its
-// input-gradient backward (observers then see dL/dY); without, no labels (logits only).
+// What a pass over a batch is for: logits of every token (KL-div scores), max calibration
+// (forward, no loss), or the loss and its input-gradient backward (gradient scores; observers then
+// see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
+enum class model_pass { logits, calibrate, gradient };
+
+// run(i, pass, observer): batch i through the model for `pass`.
 struct model_runner {
   std::size_t num_batches = 0;
-  std::function<qwen3_vl::text_result(std::size_t batch, bool loss_backward, qwen3_vl::linear_observer* observer)> run;
+  std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
 };
 
 // One calibration batch as the CPU model's inputs.
@@ -10845,8 +10849,11 @@ inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch
 
 // The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
 // attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
+// trim_padding: calibration and gradient passes of text batches drop the leading padding that
+// cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
 inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
-                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero) {
+                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
+                                      bool trim_padding = true) {
   struct converted {
     std::vector<qwen3_vl::text_batch> text;
     std::vector<std::optional<qwen3_vl::image_batch>> images;
@@ -10858,13 +10865,16 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
   }
   model_runner runner;
   runner.num_batches = batches.size();
-  runner.run = [&model, data, masked_rows](std::size_t i, bool loss_backward, qwen3_vl::linear_observer* observer) {
+  const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
+  runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
     qwen3_vl::text_batch batch = data->text.at(i);
+    const bool loss_backward = pass == model_pass::gradient;
     if (!loss_backward) batch.labels.clear();
     qwen3_vl::run_options options;
     options.masked_rows = masked_rows;
     options.backward = loss_backward;
-    const auto& images = data->images[i];
+    const auto& images = data->images.at(i);
+    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
   };
   return runner;
@@ -11061,7 +11071,7 @@ inline void calibrate(const model_runner& runner, score::calibrated_recipes& cal
   detail::calibration_observer observer(calibration);
   detail::report_progress(progress, "calibration", 0, n);
   for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, false, &observer);
+    (void)runner.run(b, model_pass::calibrate, &observer);
     detail::report_progress(progress, "calibration", b + 1, n);
   }
 }
@@ -11074,7 +11084,7 @@ inline std::vector<std::vector<double>> gradient_scores(const search_space& spac
   score::gradient_scorer scorer(calibration);
   detail::report_progress(progress, "scoring", 0, n);
   for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, true, &scorer);
+    (void)runner.run(b, model_pass::gradient, &scorer);
     detail::report_progress(progress, "scoring", b + 1, n);
   }
   std::vector<std::vector<double>> raw(space.groups.size());
@@ -11103,13 +11113,13 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
   detail::report_progress(progress, "scoring", 0, total);
   std::size_t done = 0;
   for (std::size_t b = 0; b < n; ++b) {
-    const score::reference_distribution p(runner.run(b, false, nullptr).logits);
+    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
     for (const std::size_t g : configurable) {
       std::vector<bool> in_group(space.modules.size(), false);
       for (const std::size_t m : space.groups[g].members) in_group[m] = true;
       for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
         observer.select(in_group, r);
-        const qwen3_vl::text_result q = runner.run(b, false, &observer);
+        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
         raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
       }
       detail::report_progress(progress, "scoring", ++done, total);
@@ -11350,6 +11360,7 @@ struct driver_options {
   bool adjust_budget = true;
   bool custom_names = false;
   std::string attention = "sdpa";
+  bool keep_padding = false;                // run every padding column (qwen3_vl::trim_padding off)
   unsigned threads = 0;                     // 0: all hardware threads
   std::optional<std::string> dump_batches;
   std::optional<std::string> result_json;
@@ -11524,6 +11535,8 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
     } else if (flag == "--attention") {
       o.attention = value();
       if (o.attention != "sdpa" && o.attention != "eager") throw error("--attention: valid values are sdpa, eager");
+    } else if (flag == "--keep-padding") {
+      o.keep_padding = true;
     } else if (flag == "--threads") {
       o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
     } else if (flag == "--dump-batches") {
@@ -11559,6 +11572,8 @@ model and data
   --batch-size B          rows per batch (default 8; image-caption data always 1)
   --seed N                weights of the built-in model (default 0)
   --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
+  --keep-padding          run every padding column; by default calibration and gradient scoring drop
+                          the leading padding that cannot change a score (sdpa only, docs/autoquant.md)
 
 search
   --formats LIST          comma-separated recipes (table below); NONE is always a candidate

@@ -136,7 +136,7 @@ inline void calibrate(const model_runner& runner, score::calibrated_recipes& cal
   detail::calibration_observer observer(calibration);
   detail::report_progress(progress, "calibration", 0, n);
   for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, false, &observer);
+    (void)runner.run(b, model_pass::calibrate, &observer);
     detail::report_progress(progress, "calibration", b + 1, n);
   }
 }
@@ -149,7 +149,7 @@ inline std::vector<std::vector<double>> gradient_scores(const search_space& spac
   score::gradient_scorer scorer(calibration);
   detail::report_progress(progress, "scoring", 0, n);
   for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, true, &scorer);
+    (void)runner.run(b, model_pass::gradient, &scorer);
     detail::report_progress(progress, "scoring", b + 1, n);
   }
   std::vector<std::vector<double>> raw(space.groups.size());
@@ -178,13 +178,13 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
   detail::report_progress(progress, "scoring", 0, total);
   std::size_t done = 0;
   for (std::size_t b = 0; b < n; ++b) {
-    const score::reference_distribution p(runner.run(b, false, nullptr).logits);
+    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
     for (const std::size_t g : configurable) {
       std::vector<bool> in_group(space.modules.size(), false);
       for (const std::size_t m : space.groups[g].members) in_group[m] = true;
       for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
         observer.select(in_group, r);
-        const qwen3_vl::text_result q = runner.run(b, false, &observer);
+        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
         raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
       }
       detail::report_progress(progress, "scoring", ++done, total);

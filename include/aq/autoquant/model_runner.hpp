@@ -16,16 +16,21 @@
 #include "aq/core/tensor.hpp"
 #include "aq/io/calib_batches.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
+#include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 #include "aq/model/qwen3_vl/vl_model.hpp"
 
 namespace aq::autoquant {
 
-// run(i, loss_backward, observer): forward of batch i; with loss_backward also the loss and its
-// input-gradient backward (observers then see dL/dY); without, no labels (logits only).
+// What a pass over a batch is for: logits of every token (KL-div scores), max calibration
+// (forward, no loss), or the loss and its input-gradient backward (gradient scores; observers then
+// see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
+enum class model_pass { logits, calibrate, gradient };
+
+// run(i, pass, observer): batch i through the model for `pass`.
 struct model_runner {
   std::size_t num_batches = 0;
-  std::function<qwen3_vl::text_result(std::size_t batch, bool loss_backward, qwen3_vl::linear_observer* observer)> run;
+  std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
 };
 
 // One calibration batch as the CPU model's inputs.
@@ -60,8 +65,11 @@ inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch
 
 // The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
 // attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
+// trim_padding: calibration and gradient passes of text batches drop the leading padding that
+// cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
 inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
-                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero) {
+                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
+                                      bool trim_padding = true) {
   struct converted {
     std::vector<qwen3_vl::text_batch> text;
     std::vector<std::optional<qwen3_vl::image_batch>> images;
@@ -73,13 +81,16 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
   }
   model_runner runner;
   runner.num_batches = batches.size();
-  runner.run = [&model, data, masked_rows](std::size_t i, bool loss_backward, qwen3_vl::linear_observer* observer) {
+  const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
+  runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
     qwen3_vl::text_batch batch = data->text.at(i);
+    const bool loss_backward = pass == model_pass::gradient;
     if (!loss_backward) batch.labels.clear();
     qwen3_vl::run_options options;
     options.masked_rows = masked_rows;
     options.backward = loss_backward;
-    const auto& images = data->images[i];
+    const auto& images = data->images.at(i);
+    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
   };
   return runner;

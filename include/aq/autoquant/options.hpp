@@ -49,6 +49,7 @@ struct driver_options {
   bool adjust_budget = true;
   bool custom_names = false;
   std::string attention = "sdpa";
+  bool keep_padding = false;                // run every padding column (qwen3_vl::trim_padding off)
   unsigned threads = 0;                     // 0: all hardware threads
   std::optional<std::string> dump_batches;
   std::optional<std::string> result_json;
@@ -223,6 +224,8 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
     } else if (flag == "--attention") {
       o.attention = value();
       if (o.attention != "sdpa" && o.attention != "eager") throw error("--attention: valid values are sdpa, eager");
+    } else if (flag == "--keep-padding") {
+      o.keep_padding = true;
     } else if (flag == "--threads") {
       o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
     } else if (flag == "--dump-batches") {
@@ -258,6 +261,8 @@ model and data
   --batch-size B          rows per batch (default 8; image-caption data always 1)
   --seed N                weights of the built-in model (default 0)
   --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
+  --keep-padding          run every padding column; by default calibration and gradient scoring drop
+                          the leading padding that cannot change a score (sdpa only, docs/autoquant.md)
 
 search
   --formats LIST          comma-separated recipes (table below); NONE is always a candidate
