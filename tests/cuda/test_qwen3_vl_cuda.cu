@@ -386,7 +386,7 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
            "packed trimmed passes vs full batches: same choices and state entries");
     expect_close(pack_amax, 1e-3, "packed trimmed passes vs full batches: calibrated amax");
     const autoquant::autoquant_result cpu_full =
-        autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero), e);
+        autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero, false), e);
     for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {
       std::vector<double> a, b;
       for (std::size_t g = 0; g < space.groups.size(); ++g) {
