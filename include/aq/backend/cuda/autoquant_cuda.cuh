@@ -154,7 +154,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
     return passes;
   };
   // One stage over the first n batches: image batches one by one through the vision tower, text
-  // batches as text_passes (all together when packing). `first` runs after the first pass.
+  // batches as text_passes (all together when packing); the memory probe follows the first pass.
   const auto run_stage = [&](std::string_view stage, std::size_t n, bool labels, text_run_options o,
                              device_linear_observer* observer) {
     std::vector<std::size_t> text_indices;
