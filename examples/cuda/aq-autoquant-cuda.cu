@@ -163,7 +163,8 @@ int run(int argc, char** argv) {
   if (o.help) {
     std::fputs("aq-autoquant-cuda: the flags of aq-autoquant (below), gradient method; calibration and scoring\n"
                "run on the GPU (decoder, and the vision tower for image-caption data). GPU flags:\n"
-               "  --gpu-attention tc|fp32   bf16 tensor-core attention (default) or fp32 storage on CUDA cores\n"
+               "  --gpu-attention tc|fp32   bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the\n"
+               "                            decoder and the vision tower\n"
                "  --activations auto|saved|recompute  keep every layer's activations for the backward (auto:\n"
                "                            when they fit with 8 GiB to spare) or recompute them per layer\n"
                "  --weight-cache-gib X      memory for quantized weights kept across batches (default: free - 4 GiB)\n"
@@ -295,9 +296,9 @@ int run(int argc, char** argv) {
   if (max_patches > 0) {
     std::size_t free_bytes = 0, total_bytes = 0;
     AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true);
+    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true, gpu_attention == "tc");
     vision_saved_blocks = budget_gib < 0.0 && vision_bytes < free_bytes / 4;
-    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false);
+    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, gpu_attention == "tc");
   }
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
   // until the recompute-everything minimum fits.
@@ -367,6 +368,7 @@ int run(int argc, char** argv) {
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, vision_weights, model);
     vision->set_saved_blocks(vision_saved_blocks);
+    vision->set_tensor_core_attention(gpu_attention == "tc");
     cuda_options.vision = vision.get();
     cuda_options.images = &image_batches;
   }

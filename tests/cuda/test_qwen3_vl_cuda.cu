@@ -471,8 +471,9 @@ std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std
 
 // --scope all on image batches: GPU scores (vision tower + decoder) vs the CPU engine.
 void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host_text,
-                       const qwen3_vl::vision_weights& host_vision, const acu::qwen3_vl_text_device_weights& dev) {
-  std::printf("  image batches, --scope all\n");
+                       const qwen3_vl::vision_weights& host_vision, const acu::qwen3_vl_text_device_weights& dev,
+                       bool vision_tensor_cores) {
+  std::printf("  image batches, --scope all, vision attention %s\n", vision_tensor_cores ? "bf16 tensor cores" : "fp32");
   const std::vector<io::calib_batch> batches = make_image_batches(cfg, 11);
   const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
   const autoquant::search_space space = autoquant::make_search_space(
@@ -496,6 +497,7 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
   const acu::qwen3_vl_vision_device_weights vdev = acu::upload_vision_weights(host_vision);
   acu::qwen3_vl_text_model model(cfg, dev, max_tokens, 8192);
   acu::qwen3_vl_vision_model vision(cfg, vdev, model);
+  vision.set_tensor_core_attention(vision_tensor_cores);
   acu::autoquant_cuda_options co;
   co.images = &images;
   co.vision = &vision;
@@ -564,6 +566,7 @@ int main() {
       round_to_bf16(m.fc1_w);
       round_to_bf16(m.fc2_w);
     }
-    test_image_scores(cfg, gen.text, gen.vision, dev);
+    test_image_scores(cfg, gen.text, gen.vision, dev, false);
+    test_image_scores(cfg, gen.text, gen.vision, dev, true);
   });
 }

@@ -195,10 +195,11 @@ void check_case(const std::string& checkpoint, const std::string& impl, bool ten
 // The image+caption case of tiny_untied: vision tower (fp32 attention) and decoder on the GPU,
 // every linear of both and the patch Conv3d against the bf16-operand reference, every Linear
 // against the fp32 one (per-linear errors: compare(..., print_each = true)).
-void check_image_case(const std::string& impl, bool tensor_cores) {
+void check_image_case(const std::string& impl, bool tensor_cores, bool vision_tensor_cores = false) {
   const std::string checkpoint = "tiny_untied";
-  std::printf("  %s image+text, %s masking, decoder attention %s\n", checkpoint.c_str(), impl.c_str(),
-              tensor_cores ? "bf16 tensor cores" : "fp32 storage");
+  std::printf("  %s image+text, %s masking, decoder attention %s, vision attention %s\n", checkpoint.c_str(),
+              impl.c_str(), tensor_cores ? "bf16 tensor cores" : "fp32 storage",
+              vision_tensor_cores ? "bf16 tensor cores" : "fp32 storage");
   const qwen3_vl::config cfg = aq::read_qwen3_vl_config(fixture_dir / checkpoint / "config.json");
   const aq::safetensors_checkpoint ck(fixture_dir / checkpoint);
   const acu::qwen3_vl_text_device_weights weights = acu::load_text_weights(cfg, ck);
@@ -224,6 +225,7 @@ void check_image_case(const std::string& impl, bool tensor_cores) {
   acu::qwen3_vl_text_model model(cfg, weights, batch.batch * batch.seq, 64);
   model.set_tensor_core_attention(tensor_cores);
   acu::qwen3_vl_vision_model vision(cfg, vision_weights, model);
+  vision.set_tensor_core_attention(vision_tensor_cores);
   acu::text_run_options o;
   o.masked_rows = impl == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
   o.logits = true;
@@ -240,7 +242,9 @@ void check_image_case(const std::string& impl, bool tensor_cores) {
   // enough that fp32-level differences (summation order; the reference itself moves as much when
   // only its vision attention runs in fp64) flip roundings that grow through the tower to ~3e-3
   // at the logits (measured 3.7e-3 logits, 9.1e-3 worst dL/dY with fp32 decoder attention).
-  const double tol = 1e-2, tol_grad = tensor_cores ? 3e-2 : 2e-2;
+  // bf16 tensor-core attention in the tower as well rounds P, dS and the attention operands to
+  // bf16 there too, as in the decoder (H100: logits 6.7e-3, X/Y 8.9e-3, dL/dY 1.4e-2 worst).
+  const double tol = vision_tensor_cores ? 1.5e-2 : 1e-2, tol_grad = tensor_cores ? 3e-2 : 2e-2;
   const run_errors same_ops = compare(ref_bf16, impl, got, embed_grad, rec, "image");
   expect(same_ops.compared == 3 * linears && same_ops.missing == 0,
          "image, bf16-operand reference: every linear's X, Y, dL/dY compared (" + std::to_string(same_ops.compared) +
@@ -255,11 +259,12 @@ void check_image_case(const std::string& impl, bool tensor_cores) {
   const run_errors fp32 = compare(ref, impl, got, embed_grad, rec, "image");
   expect(fp32.compared == 3 * (linears - 1) && fp32.missing == 0,
          "image, fp32 reference: every Linear's X, Y, dL/dY compared (" + std::to_string(fp32.compared) + ")");
-  expect_close(fp32.loss, 1e-2, "image, fp32 reference: loss");
-  expect_close(fp32.logits, 1e-2, "image, fp32 reference: logits");
-  expect_close(fp32.embed_grad, 3e-2, "image, fp32 reference: dL/d(inputs_embeds)");
-  expect_close(fp32.worst[0], 1e-2, "image, fp32 reference: X and Y of every linear (worst: " + fp32.worst_name[0] + ")");
-  expect_close(fp32.worst[1], 3e-2, "image, fp32 reference: dL/dY of every linear (worst: " + fp32.worst_name[1] + ")");
+  const double tol_fp32 = vision_tensor_cores ? 1.5e-2 : 1e-2, tol_fp32_grad = 3e-2;
+  expect_close(fp32.loss, tol_fp32, "image, fp32 reference: loss");
+  expect_close(fp32.logits, tol_fp32, "image, fp32 reference: logits");
+  expect_close(fp32.embed_grad, tol_fp32_grad, "image, fp32 reference: dL/d(inputs_embeds)");
+  expect_close(fp32.worst[0], tol_fp32, "image, fp32 reference: X and Y of every linear (worst: " + fp32.worst_name[0] + ")");
+  expect_close(fp32.worst[1], tol_fp32_grad, "image, fp32 reference: dL/dY of every linear (worst: " + fp32.worst_name[1] + ")");
   expect(qwen3_vl::rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq, cfg.image_token_id,
                                      images.grids, v.spatial_merge_size) == positions,
          "the image case's position ids are the ones the model computes");
@@ -288,6 +293,7 @@ int main() {
         if (std::string(checkpoint) == "tiny_untied") {
           check_image_case(impl, false);
           check_image_case(impl, true);
+          check_image_case(impl, true, true);
         }
       }
     }

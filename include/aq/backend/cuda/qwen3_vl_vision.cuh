@@ -62,16 +62,20 @@ class qwen3_vl_vision_model {
 
   // Device bytes a forward + backward over `patches` patches holds (kept activations of every
   // block and merger, backward scratch), for memory plans made before the first image runs.
-  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches, bool saved_blocks = true) {
+  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches, bool saved_blocks = true,
+                                  bool tensor_core_attention = false) {
     const qwen3_vl::vision_config& v = cfg.vision;
     const auto D = static_cast<std::size_t>(v.hidden_size), I = static_cast<std::size_t>(v.intermediate_size);
     const auto n = static_cast<std::size_t>(patches), H = static_cast<std::size_t>(cfg.text.hidden_size);
-    const std::size_t block = n * ((11 * D + I) * sizeof(float) + (3 * D + I) * sizeof(bf16));
+    // Tensor-core attention keeps bf16 q, k, v instead of the fp32 attention output.
+    const std::size_t block = tensor_core_attention ? n * ((10 * D + I) * sizeof(float) + (6 * D + I) * sizeof(bf16))
+                                                    : n * ((11 * D + I) * sizeof(float) + (3 * D + I) * sizeof(bf16));
     const std::size_t merger = n * D * (sizeof(float) + 2 * sizeof(bf16)) + n / 4 * H * 2 * sizeof(float);
     const auto patch = static_cast<std::size_t>(v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size);
     const std::size_t inputs = n * (D * 5 * sizeof(float) + patch * sizeof(bf16));  // + merger input
     // backward scratch (g, dq/dk/dv, d_attn, d_ln, d_act … fp32 and bf16) and the feature gradients
-    const std::size_t scratch = n * (9 * D + 2 * I) * sizeof(float) + n / 4 * H * 4 * sizeof(float);
+    const std::size_t scratch = n * (9 * D + 2 * I) * sizeof(float) + n / 4 * H * 4 * sizeof(float) +
+                                (tensor_core_attention ? n * 4 * D * sizeof(bf16) : 0);
     const std::size_t blocks = saved_blocks ? static_cast<std::size_t>(v.depth) * block
                                             : static_cast<std::size_t>(v.depth) * n * D * sizeof(float) + block;
     return blocks + (1 + v.deepstack_visual_indexes.size()) * merger + inputs + scratch;
@@ -81,6 +85,10 @@ class qwen3_vl_vision_model {
   // recompute the block in the backward (one extra block forward each; same numbers).
   void set_saved_blocks(bool on) { saved_blocks_ = on; }
   bool saved_blocks() const { return saved_blocks_; }
+  // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
+  // decoder's default; off (default here): fp32 storage on CUDA cores.
+  void set_tensor_core_attention(bool on) { tc_attention_ = on; }
+  bool tensor_core_attention() const { return tc_attention_; }
   device_matrix<const float> embeds() const {
     return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
   }
@@ -107,6 +115,7 @@ class qwen3_vl_vision_model {
   struct block_state {
     device_buffer<float> x_in, qkv, q, k, v, attn_f, proj_out, x_mid, fc1, fc2, mean1, rstd1, mean2, rstd2, lse;
     device_buffer<bf16> ln1, attn, ln2, act;
+    device_buffer<bf16> qb, kb, vb;  // tensor-core attention operands
   };
 
   static std::string block_name(std::int64_t b, const char* module) {
@@ -177,6 +186,7 @@ class qwen3_vl_vision_model {
     ac.head_dim = cfg_.vision.hidden_size / cfg_.vision.num_heads;
     ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
     ac.causal = false;
+    ac.tensor_cores = tc_attention_;
     return ac;
   }
   void merger_backward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
@@ -201,6 +211,8 @@ class qwen3_vl_vision_model {
   device_buffer<float> g_, d_act_f_, d_ln_, d_attn_, dq_, dk_, dv_, d_m_, delta_, d_embeds_;
   std::vector<device_buffer<float>> d_deepstack_;
   device_buffer<bf16> gb_, d_act_, dqkv_, d_mb_;
+  device_buffer<bf16> d_attn_b_, dqb_, dkb_, dvb_;  // tensor-core attention backward
+  bool tc_attention_ = false;
 };
 
 inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw,
@@ -285,7 +297,13 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   need(s.q, np * D);
   need(s.k, np * D);
   need(s.v, np * D);
-  need(s.attn_f, np * D);
+  if (tc_attention_) {
+    need(s.qb, np * D);
+    need(s.kb, np * D);
+    need(s.vb, np * D);
+  } else {
+    need(s.attn_f, np * D);
+  }
   need(s.attn, np * D);
   need(s.lse, np * heads);
   need(s.proj_out, np * D);
@@ -314,11 +332,25 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
     rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
     rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
   });
-  timed(kernel_class::attention, [&] {
-    attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
-                             s.lse.data(), stream());
-  });
-  convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
+  if (tc_attention_) {
+    // bf16 operands straight into the tensor-core kernel, which writes the bf16 output the
+    // projection GEMM reads.
+    timed(kernel_class::elementwise, [&] {
+      for (const auto& [src, dst] : {std::pair{&s.q, &s.qb}, std::pair{&s.k, &s.kb}, std::pair{&s.v, &s.vb}}) {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+      }
+    });
+    timed(kernel_class::attention, [&] {
+      attention_forward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), mat(s.attn, np, D),
+                              s.lse.data(), stream());
+    });
+  } else {
+    timed(kernel_class::attention, [&] {
+      attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
+                               s.lse.data(), stream());
+    });
+    convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
+  }
   const auto attn = cmat(s.attn, np, D);
   linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
   notify(obs, false, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
@@ -432,6 +464,12 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
   need(dk_, np * D);
   need(dv_, np * D);
   need(dqkv_, np * 3 * D);
+  if (tc_attention_) {
+    need(d_attn_b_, np * D);
+    need(dqb_, np * D);
+    need(dkb_, np * D);
+    need(dvb_, np * D);
+  }
   need(d_ln_, np * D);
   need(delta_, np * heads);
   const auto g = mat(g_, np, D);
@@ -466,11 +504,27 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
     notify(obs, true, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), cmat(s.attn, np, D),
            cmat(s.proj_out, np, D), cmat(gb_, np, D));
     linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
-    timed(kernel_class::attention, [&] {
-      attention_backward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), cmat(s.attn_f, np, D),
-                                s.lse.data(), cmat(d_attn_, np, D), mat(dq_, np, D), mat(dk_, np, D), mat(dv_, np, D),
-                                delta_.data(), stream());
-    });
+    if (tc_attention_) {
+      timed(kernel_class::elementwise, [&] {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(d_attn_, np, D), mat(d_attn_b_, np, D)}, stream());
+      });
+      timed(kernel_class::attention, [&] {
+        attention_backward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), cmat(s.attn, np, D),
+                                 s.lse.data(), cmat(d_attn_b_, np, D), mat(dqb_, np, D), mat(dkb_, np, D),
+                                 mat(dvb_, np, D), delta_.data(), stream());
+      });
+      timed(kernel_class::elementwise, [&] {
+        for (const auto& [src, dst] : {std::pair{&dqb_, &dq_}, std::pair{&dkb_, &dk_}, std::pair{&dvb_, &dv_}}) {
+          launch_elementwise(np, D, detail::convert_op<bf16, float>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+        }
+      });
+    } else {
+      timed(kernel_class::attention, [&] {
+        attention_backward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D),
+                                  cmat(s.attn_f, np, D), s.lse.data(), cmat(d_attn_, np, D), mat(dq_, np, D),
+                                  mat(dk_, np, D), mat(dv_, np, D), delta_.data(), stream());
+      });
+    }
     timed(kernel_class::norm_rope, [&] {
       rope_backward(mat(dq_, np, D), heads, tc, ts, stream());
       rope_backward(mat(dk_, np, D), heads, tc, ts, stream());
