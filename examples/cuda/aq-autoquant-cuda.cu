@@ -445,7 +445,7 @@ int run(int argc, char** argv) {
   std::printf("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
               static_cast<double>(weights.bytes() + vision_weights.bytes()) / (1 << 30), static_cast<double>(peak) / (1 << 30),
               static_cast<double>(baseline) / (1 << 30));
-  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s %lld\n",
+  std::printf("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s\n",
               gpu_attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores",
               model.saved_activations()
                   ? "saved"
@@ -455,8 +455,9 @@ int run(int argc, char** argv) {
                                                      .c_str()),
               static_cast<double>(model.activation_bytes_per_layer()) / (1 << 30),
               static_cast<double>(stats.weight_cache_bytes) / (1 << 30),
-              pack ? "packed passes of at most (tokens)" : "sequences per device pass",
-              static_cast<long long>(pack ? model.max_tokens() : micro_rows));
+              (pack ? "packed passes of at most " + std::to_string(model.max_tokens()) + " tokens"
+                    : std::to_string(micro_rows) + " sequences per device pass")
+                  .c_str());
   std::printf("tokens run: %lld of %lld in the calibration and score batches, %lld device passes (%s)\n",
               static_cast<long long>(stats.run_tokens), static_cast<long long>(stats.batch_tokens), static_cast<long long>(stats.passes),
               trim_padding ? "leading padding that cannot change a score dropped" : "every padding column kept");
