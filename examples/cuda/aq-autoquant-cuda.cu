@@ -283,6 +283,9 @@ int run(int argc, char** argv) {
   for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
     stage_rows += text[i].batch;
   }
+  // Every row of a stage at the widest trimmed width: the most one packed pass can need.
+  const std::int64_t stage_tokens =
+      pack && !run_seq.empty() ? stage_rows * *std::max_element(run_seq.begin(), run_seq.end()) : 0;
 
   // What the vision tower will hold for the largest image batch (allocated on its first run):
   // every block's activations when they take under a quarter of the free memory and no budget is
@@ -312,7 +315,7 @@ int run(int argc, char** argv) {
     }
     // Packed passes hold up to that many tokens, and never more than every row of a stage at the
     // widest trimmed width.
-    if (pack) pass_tokens = std::min(pass_tokens, stage_rows * *std::max_element(run_seq.begin(), run_seq.end()));
+    if (pack) pass_tokens = std::min(pass_tokens, stage_tokens);
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, weights, pass_tokens);
     acu::qwen3_vl_text_model& m = *model_ptr;
@@ -381,7 +384,7 @@ int run(int argc, char** argv) {
         static_cast<std::size_t>(cache_gib < 0.0 ? fit : std::min(fit, cache_gib * static_cast<double>(1ull << 30)));
   }
   // With one packed pass per stage every Q(W) is formed once: a cache would hold memory for no reuse.
-  if (pack && stage_rows * *std::max_element(run_seq.begin(), run_seq.end()) <= model.max_tokens()) {
+  if (pack && stage_tokens <= model.max_tokens()) {
     cuda_options.weight_cache_bytes = 0;
   }
   acu::kernel_profile calib_profile, score_profile;

@@ -9942,21 +9942,94 @@ class vl_model {
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+// ---- begin aq/model/qwen3_vl/text_batch_split.hpp ----
+// A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
+// tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
+// sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
+// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 
 namespace aq::qwen3_vl {
 
+// Whether input_ids and attention_mask hold batch·seq entries, and labels and position_ids
+// (3·batch·seq) too where given.
+inline bool text_batch_sizes_match(const text_batch& b) {
+  const std::int64_t n = b.batch * b.seq;
+  return static_cast<std::int64_t>(b.input_ids.size()) == n && static_cast<std::int64_t>(b.attention_mask.size()) == n &&
+         (b.labels.empty() || static_cast<std::int64_t>(b.labels.size()) == n) &&
+         (b.position_ids.empty() || static_cast<std::int64_t>(b.position_ids.size()) == 3 * n);
+}
+
+namespace detail {
+
+// Sequences [row0, row0 + rows) of `b` from column col0 on, positions kept per axis (callers
+// check the ranges).
+inline text_batch text_batch_block(const text_batch& b, std::int64_t row0, std::int64_t rows, std::int64_t col0) {
+  const std::int64_t n = b.batch * b.seq, width = b.seq - col0;
+  const auto keep = [&](const auto& v, std::int64_t offset) {
+    std::decay_t<decltype(v)> out;
+    out.reserve(static_cast<std::size_t>(rows * width));
+    for (std::int64_t r = row0; r < row0 + rows; ++r) {
+      const auto first = v.begin() + offset + r * b.seq + col0;
+      out.insert(out.end(), first, first + width);
+    }
+    return out;
+  };
+  text_batch out;
+  out.batch = rows;
+  out.seq = width;
+  out.input_ids = keep(b.input_ids, 0);
+  out.attention_mask = keep(b.attention_mask, 0);
+  if (!b.labels.empty()) out.labels = keep(b.labels, 0);
+  for (std::int64_t axis = 0; axis < 3 && !b.position_ids.empty(); ++axis) {
+    const auto part = keep(b.position_ids, axis * n);
+    out.position_ids.insert(out.position_ids.end(), part.begin(), part.end());
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// Sequences [row0, row0 + rows) of `b`, positions included when given.
+inline text_batch text_batch_rows(const text_batch& b, std::int64_t row0, std::int64_t rows) {
+  if (row0 < 0 || rows <= 0 || row0 + rows > b.batch) {
+    throw error("text_batch_rows: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
+                ") outside the batch of " + std::to_string(b.batch));
+  }
+  return detail::text_batch_block(b, row0, rows, 0);
+}
+
+// Micro-batches of at most `rows` sequences each (the last may be shorter), in order.
+inline std::vector<text_batch> split_text_batch(const text_batch& b, std::int64_t rows) {
+  if (rows <= 0) throw error("split_text_batch: rows per micro-batch must be positive");
+  if (!text_batch_sizes_match(b)) {
+    throw error("split_text_batch: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
+                std::to_string(b.batch * b.seq));
+  }
+  std::vector<text_batch> out;
+  for (std::int64_t r = 0; r < b.batch; r += rows) out.push_back(text_batch_rows(b, r, std::min(rows, b.batch - r)));
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/text_batch_split.hpp ----
+
+namespace aq::qwen3_vl {
+
 // The largest k such that, in every row, columns [0, k] are padding (attention_mask 0) of the
 // row's first id and the targets of positions [0, k) (labels [1, k]) are ignored. 0: nothing to drop.
 inline std::int64_t droppable_padding_columns(const text_batch& b) {
-  const std::int64_t n = b.batch * b.seq;
-  if (b.batch <= 0 || b.seq <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
-      static_cast<std::int64_t>(b.attention_mask.size()) != n || (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
-      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
+  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
     throw error("droppable_padding_columns: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
-                std::to_string(n));
+                std::to_string(b.batch * b.seq));
   }
   std::int64_t k = b.seq - 1;  // at least one column stays
   for (std::int64_t r = 0; r < b.batch && k > 0; ++r) {
@@ -9981,28 +10054,7 @@ inline text_batch drop_leading_columns(const text_batch& b, std::int64_t columns
   if (columns < 0 || columns >= b.seq) {
     throw error("drop_leading_columns: " + std::to_string(columns) + " of " + std::to_string(b.seq) + " columns");
   }
-  if (columns == 0) return b;
-  const std::int64_t n = b.batch * b.seq, seq = b.seq - columns;
-  const auto keep = [&](const auto& v, std::int64_t offset) {
-    std::decay_t<decltype(v)> out;
-    out.reserve(static_cast<std::size_t>(b.batch * seq));
-    for (std::int64_t r = 0; r < b.batch; ++r) {
-      const auto first = v.begin() + offset + r * b.seq + columns;
-      out.insert(out.end(), first, first + seq);
-    }
-    return out;
-  };
-  text_batch out;
-  out.batch = b.batch;
-  out.seq = seq;
-  out.input_ids = keep(b.input_ids, 0);
-  out.attention_mask = keep(b.attention_mask, 0);
-  if (!b.labels.empty()) out.labels = keep(b.labels, 0);
-  for (std::int64_t axis = 0; axis < 3 && !b.position_ids.empty(); ++axis) {
-    const auto part = keep(b.position_ids, axis * n);
-    out.position_ids.insert(out.position_ids.end(), part.begin(), part.end());
-  }
-  return out;
+  return columns == 0 ? b : detail::text_batch_block(b, 0, b.batch, columns);
 }
 
 // The batch with every droppable padding column removed.
@@ -10010,64 +10062,6 @@ inline text_batch trim_padding(const text_batch& b) { return drop_leading_column
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/text_batch_padding.hpp ----
-// ---- begin aq/model/qwen3_vl/text_batch_split.hpp ----
-// A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
-// tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
-// sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
-// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
-
-#include <algorithm>
-#include <cstdint>
-#include <string>
-#include <type_traits>
-#include <vector>
-
-
-namespace aq::qwen3_vl {
-
-// Sequences [row0, row0 + rows) of `b`, positions included when given.
-inline text_batch text_batch_rows(const text_batch& b, std::int64_t row0, std::int64_t rows) {
-  if (row0 < 0 || rows <= 0 || row0 + rows > b.batch) {
-    throw error("text_batch_rows: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
-                ") outside the batch of " + std::to_string(b.batch));
-  }
-  const std::int64_t n = b.batch * b.seq, first = row0 * b.seq, count = rows * b.seq;
-  const auto slice = [&](const auto& v, std::int64_t offset) {
-    using V = std::decay_t<decltype(v)>;
-    return V(v.begin() + offset, v.begin() + offset + count);
-  };
-  text_batch out;
-  out.batch = rows;
-  out.seq = b.seq;
-  out.input_ids = slice(b.input_ids, first);
-  out.attention_mask = slice(b.attention_mask, first);
-  if (!b.labels.empty()) out.labels = slice(b.labels, first);
-  if (!b.position_ids.empty()) {
-    for (std::int64_t axis = 0; axis < 3; ++axis) {
-      const auto part = slice(b.position_ids, axis * n + first);
-      out.position_ids.insert(out.position_ids.end(), part.begin(), part.end());
-    }
-  }
-  return out;
-}
-
-// Micro-batches of at most `rows` sequences each (the last may be shorter), in order.
-inline std::vector<text_batch> split_text_batch(const text_batch& b, std::int64_t rows) {
-  if (rows <= 0) throw error("split_text_batch: rows per micro-batch must be positive");
-  const std::int64_t n = b.batch * b.seq;
-  if (static_cast<std::int64_t>(b.input_ids.size()) != n || static_cast<std::int64_t>(b.attention_mask.size()) != n ||
-      (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
-      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
-    throw error("split_text_batch: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
-                std::to_string(n));
-  }
-  std::vector<text_batch> out;
-  for (std::int64_t r = 0; r < b.batch; r += rows) out.push_back(text_batch_rows(b, r, std::min(rows, b.batch - r)));
-  return out;
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/text_batch_split.hpp ----
 
 // AutoQuant: scorers and the engine
 // ---- begin aq/score/quantized_linear.hpp ----

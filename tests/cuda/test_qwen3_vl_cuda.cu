@@ -77,6 +77,28 @@ std::vector<double> ranks(const std::vector<double>& v) {
   }
   return r;
 }
+
+// Largest relative difference of `other`'s raw scores from `ref`'s (0 where equal).
+double max_rel_score_diff(const autoquant::autoquant_result& ref, const autoquant::autoquant_result& other) {
+  double worst = 0.0;
+  for (std::size_t g = 0; g < ref.raw_scores.size(); ++g) {
+    for (std::size_t r = 0; r < ref.raw_scores[g].size(); ++r) {
+      const double x = ref.raw_scores[g][r], y = other.raw_scores[g][r];
+      worst = std::max(worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
+    }
+  }
+  return worst;
+}
+
+// Largest relative error of `other`'s quantizer state (amax) against `ref`'s, entry by entry.
+double max_rel_state_diff(const autoquant::autoquant_result& ref, const autoquant::autoquant_result& other) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < ref.state.size() && i < other.state.size(); ++i) {
+    worst = std::max(worst, aq_test::rel_err(other.state[i].values, ref.state[i].values));
+  }
+  return worst;
+}
+
 double spearman(const std::vector<double>& a, const std::vector<double>& b) {
   const std::vector<double> ra = ranks(a), rb = ranks(b);
   const double n = static_cast<double>(a.size());
@@ -312,23 +334,12 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     acu::autoquant_cuda_options co;
     co.micro_batch_rows = 1;
     const autoquant::autoquant_result micro = acu::run_autoquant_cuda(space, small, text, e, {}, {}, nullptr, co);
-    double worst = 0.0;
-    for (std::size_t g = 0; g < got.raw_scores.size(); ++g) {
-      for (std::size_t r = 0; r < got.raw_scores[g].size(); ++r) {
-        const double x = got.raw_scores[g][r], y = micro.raw_scores[g][r];
-        worst = std::max(worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
-      }
-    }
     // (GEMMs of another height may take another cuBLASLt algorithm: fp32 rounding differs, and a
     // rare element can cross a quantizer rounding boundary; hence 1e-2, not bit identity.)
-    expect_close(worst, 1e-2, "micro-batches of 1 sequence: raw scores vs whole batches (max relative)");
+    expect_close(max_rel_score_diff(got, micro), 1e-2, "micro-batches of 1 sequence: raw scores vs whole batches (max relative)");
     expect(micro.chosen == got.chosen, "micro-batches of 1 sequence: same chosen recipes");
     expect(micro.state.size() == got.state.size(), "micro-batches: same quantizer state entries");
-    double amax_worst = 0.0;
-    for (std::size_t i = 0; i < got.state.size() && i < micro.state.size(); ++i) {
-      amax_worst = std::max(amax_worst, aq_test::rel_err(micro.state[i].values, got.state[i].values));
-    }
-    expect_close(amax_worst, 1e-3, "micro-batches: calibrated amax");
+    expect_close(max_rel_state_diff(got, micro), 1e-3, "micro-batches: calibrated amax");
   }
 
   // Leading padding dropped (the default) vs kept, on batches that are mostly padding: the same
@@ -347,44 +358,23 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
                st_trim.batch_tokens == st_keep.batch_tokens,
            "padding dropped: " + std::to_string(st_trim.run_tokens) + " of " + std::to_string(st_trim.batch_tokens) +
                " tokens run (kept: " + std::to_string(st_keep.run_tokens) + ")");
-    double worst = 0.0;
-    for (std::size_t g = 0; g < kept.raw_scores.size(); ++g) {
-      for (std::size_t r = 0; r < kept.raw_scores[g].size(); ++r) {
-        const double x = kept.raw_scores[g][r], y = trimmed.raw_scores[g][r];
-        worst = std::max(worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
-      }
-    }
-    expect_close(worst, 1e-2, "padding dropped vs kept: raw scores (max relative)");
+    expect_close(max_rel_score_diff(kept, trimmed), 1e-2, "padding dropped vs kept: raw scores (max relative)");
     expect(trimmed.chosen == kept.chosen, "padding dropped vs kept: same chosen recipes");
-    double amax_worst = 0.0;
-    for (std::size_t i = 0; i < kept.state.size() && i < trimmed.state.size(); ++i) {
-      amax_worst = std::max(amax_worst, aq_test::rel_err(trimmed.state[i].values, kept.state[i].values));
-    }
     expect(kept.state.size() == trimmed.state.size(), "padding dropped vs kept: same quantizer state entries");
-    expect_close(amax_worst, 1e-3, "padding dropped vs kept: calibrated amax");
+    expect_close(max_rel_state_diff(kept, trimmed), 1e-3, "padding dropped vs kept: calibrated amax");
     // Both batches' trimmed rows packed into one pass, each row with its own batch's loss
     // denominator: the same scores, choices and amax again.
     acu::autoquant_cuda_options packed_options;
     packed_options.max_pass_tokens = model.max_tokens();
     acu::autoquant_cuda_stats st_pack;
     const autoquant::autoquant_result packed = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_pack, packed_options);
-    double pack_worst = 0.0, pack_amax = 0.0;
-    for (std::size_t g = 0; g < kept.raw_scores.size(); ++g) {
-      for (std::size_t r = 0; r < kept.raw_scores[g].size(); ++r) {
-        const double x = kept.raw_scores[g][r], y = packed.raw_scores[g][r];
-        pack_worst = std::max(pack_worst, x == y ? 0.0 : std::abs(x - y) / std::max(std::abs(x), 1e-300));
-      }
-    }
-    for (std::size_t i = 0; i < kept.state.size() && i < packed.state.size(); ++i) {
-      pack_amax = std::max(pack_amax, aq_test::rel_err(packed.state[i].values, kept.state[i].values));
-    }
     expect(st_pack.passes == 2 && st_trim.passes == 4,
            "one packed pass per stage (" + std::to_string(st_pack.passes) + "), one per batch unpacked (" +
                std::to_string(st_trim.passes) + ")");
-    expect_close(pack_worst, 1e-2, "packed trimmed passes vs full batches: raw scores (max relative)");
+    expect_close(max_rel_score_diff(kept, packed), 1e-2, "packed trimmed passes vs full batches: raw scores (max relative)");
     expect(packed.chosen == kept.chosen && packed.state.size() == kept.state.size(),
            "packed trimmed passes vs full batches: same choices and state entries");
-    expect_close(pack_amax, 1e-3, "packed trimmed passes vs full batches: calibrated amax");
+    expect_close(max_rel_state_diff(kept, packed), 1e-3, "packed trimmed passes vs full batches: calibrated amax");
     const autoquant::autoquant_result cpu_full =
         autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero, false), e);
     for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {

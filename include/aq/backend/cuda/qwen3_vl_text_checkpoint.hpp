@@ -20,24 +20,39 @@
 
 namespace aq::cuda {
 
+namespace detail {
+
+// Device bf16 copies of checkpoint tensors queued on one parallel pinned uploader: bf16 tensors
+// as stored, others converted on the host first and kept until run() has copied them.
+class bf16_tensor_upload {
+ public:
+  device_buffer<bf16> add(const tensor_view& v) {
+    device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
+    if (v.dtype == dtype_bf16) {
+      uploader_.add(out.data(), v.bytes.data(), out.bytes());
+    } else {
+      converted_.push_back(to_bf16_vector(v));
+      uploader_.add(out.data(), converted_.back().data(), out.bytes());
+    }
+    return out;
+  }
+  void run() { uploader_.run(); }
+
+ private:
+  pinned_uploader uploader_;
+  std::deque<std::vector<bf16>> converted_;
+};
+
+}  // namespace detail
+
 // Straight from a safetensors checkpoint: bf16 tensors are copied byte for byte, others converted.
 inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
   const std::string where = ck.path().string();
-  // bf16 tensors go through the parallel pinned uploader (run before returning); others are
-  // converted on the host first and kept until then.
-  pinned_uploader uploader;
-  std::deque<std::vector<bf16>> converted;
+  detail::bf16_tensor_upload upload;  // run before returning
   const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
     detail::check_shape(name, v.shape, shape, where);
-    device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
-    if (v.dtype == dtype_bf16) {
-      uploader.add(out.data(), v.bytes.data(), out.bytes());
-    } else {
-      converted.push_back(to_bf16_vector(v));
-      uploader.add(out.data(), converted.back().data(), out.bytes());
-    }
-    return out;
+    return upload.add(v);
   };
   const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
@@ -47,7 +62,7 @@ inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cf
     return device_buffer<float>(host);
   };
   qwen3_vl_text_device_weights weights = detail::bind_text_weights(cfg, ck.find("lm_head.weight") != nullptr, bf, f32);
-  uploader.run();
+  upload.run();
   return weights;
 }
 

@@ -6,13 +6,12 @@
 #include <cuda_runtime.h>
 
 #include <span>
-#include <deque>
 #include <string>
 #include <vector>
 
 #include "aq/backend/cuda/check.hpp"
 #include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/pinned_upload.hpp"
+#include "aq/backend/cuda/qwen3_vl_text_checkpoint.hpp"
 #include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision_weights.cuh"
 #include "aq/core/bf16.hpp"
@@ -30,18 +29,9 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
     detail::check_shape(name, v.shape, shape, where);
     return v;
   };
-  pinned_uploader uploader;  // as in load_text_weights
-  std::deque<std::vector<bf16>> converted;
+  detail::bf16_tensor_upload upload;  // run before returning
   const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& v = view(name, shape);
-    device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
-    if (v.dtype == dtype_bf16) {
-      uploader.add(out.data(), v.bytes.data(), out.bytes());
-    } else {
-      converted.push_back(to_bf16_vector(v));
-      uploader.add(out.data(), converted.back().data(), out.bytes());
-    }
-    return out;
+    return upload.add(view(name, shape));
   };
   const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
@@ -56,7 +46,7 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
     return t;
   };
   qwen3_vl_vision_device_weights weights = detail::bind_vision_weights(cfg, bf, f32, host);
-  uploader.run();
+  upload.run();
   return weights;
 }
 

@@ -16,6 +16,7 @@
 
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 
 namespace aq::qwen3_vl {
@@ -28,12 +29,9 @@ struct packed_text_batch {
 namespace detail {
 
 inline void check_packable(const text_batch& b, std::size_t index) {
-  const std::int64_t n = b.batch * b.seq;
-  if (b.batch <= 0 || b.seq <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
-      static_cast<std::int64_t>(b.attention_mask.size()) != n || (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
-      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
+  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
     throw error("pack_text_batches: batch " + std::to_string(index) +
-                ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " + std::to_string(n));
+                ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " + std::to_string(b.batch * b.seq));
   }
 }
 

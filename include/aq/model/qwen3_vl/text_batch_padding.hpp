@@ -13,11 +13,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 
 namespace aq::qwen3_vl {
@@ -25,12 +25,9 @@ namespace aq::qwen3_vl {
 // The largest k such that, in every row, columns [0, k] are padding (attention_mask 0) of the
 // row's first id and the targets of positions [0, k) (labels [1, k]) are ignored. 0: nothing to drop.
 inline std::int64_t droppable_padding_columns(const text_batch& b) {
-  const std::int64_t n = b.batch * b.seq;
-  if (b.batch <= 0 || b.seq <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
-      static_cast<std::int64_t>(b.attention_mask.size()) != n || (!b.labels.empty() && static_cast<std::int64_t>(b.labels.size()) != n) ||
-      (!b.position_ids.empty() && static_cast<std::int64_t>(b.position_ids.size()) != 3 * n)) {
+  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
     throw error("droppable_padding_columns: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
-                std::to_string(n));
+                std::to_string(b.batch * b.seq));
   }
   std::int64_t k = b.seq - 1;  // at least one column stays
   for (std::int64_t r = 0; r < b.batch && k > 0; ++r) {
@@ -55,28 +52,7 @@ inline text_batch drop_leading_columns(const text_batch& b, std::int64_t columns
   if (columns < 0 || columns >= b.seq) {
     throw error("drop_leading_columns: " + std::to_string(columns) + " of " + std::to_string(b.seq) + " columns");
   }
-  if (columns == 0) return b;
-  const std::int64_t n = b.batch * b.seq, seq = b.seq - columns;
-  const auto keep = [&](const auto& v, std::int64_t offset) {
-    std::decay_t<decltype(v)> out;
-    out.reserve(static_cast<std::size_t>(b.batch * seq));
-    for (std::int64_t r = 0; r < b.batch; ++r) {
-      const auto first = v.begin() + offset + r * b.seq + columns;
-      out.insert(out.end(), first, first + seq);
-    }
-    return out;
-  };
-  text_batch out;
-  out.batch = b.batch;
-  out.seq = seq;
-  out.input_ids = keep(b.input_ids, 0);
-  out.attention_mask = keep(b.attention_mask, 0);
-  if (!b.labels.empty()) out.labels = keep(b.labels, 0);
-  for (std::int64_t axis = 0; axis < 3 && !b.position_ids.empty(); ++axis) {
-    const auto part = keep(b.position_ids, axis * n);
-    out.position_ids.insert(out.position_ids.end(), part.begin(), part.end());
-  }
-  return out;
+  return columns == 0 ? b : detail::text_batch_block(b, 0, b.batch, columns);
 }
 
 // The batch with every droppable padding column removed.
