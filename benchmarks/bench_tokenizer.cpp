@@ -46,8 +46,8 @@ result measure(const aq::io::tokenizer& tok, const std::vector<std::string>& tex
 
 int main(int argc, char** argv) {
   try {
-    std::string tokenizer_path = "../shared/data/qwen3-tokenizer/tokenizer.json";
-    std::string text_path = "../shared/data/coco2017-captions/coco2017_captions.txt";
+    std::string tokenizer_path = AQ_DATA_DIR "/qwen3-tokenizer/tokenizer.json";
+    std::string text_path = AQ_DATA_DIR "/captions/coco2017_captions.txt";
     int passes = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string_view arg = argv[i];

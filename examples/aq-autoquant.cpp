@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <aq/autoquant/bundled_data.hpp>
 #include <aq/autoquant/default_model.hpp>
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/model_runner.hpp>
@@ -36,19 +37,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace aq;
 
-// Bundled data (data/...) next to the working directory or the source tree the binary was built from.
-fs::path bundled(const std::string& relative, const char* argv0) {
-  std::vector<fs::path> roots{fs::current_path()};
-  std::error_code ec;
-  const fs::path exe = fs::weakly_canonical(fs::path(argv0), ec);
-  if (!ec) {
-    roots.push_back(exe.parent_path().parent_path().parent_path());  // <src>/build/examples/aq-autoquant
-    roots.push_back(exe.parent_path().parent_path() / "share" / "aq");
-  }
-  for (const fs::path& root : roots) {
-    if (fs::exists(root / relative, ec)) return root / relative;
-  }
-  throw error("bundled file " + relative + " not found (run from the source tree, or pass the file explicitly)");
+// Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/autoquant/bundled_data.hpp).
+fs::path bundled(const std::string& relative) {
+  return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }
 
 struct loaded_model {
@@ -96,7 +87,7 @@ int run(int argc, char** argv) {
       o.num_samples ? *o.num_samples
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
-  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("data/captions/coco2017_captions_medium.txt", argv[0]);
+  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_medium.txt");
   const bool images = calib.extension() == ".jsonl";
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
@@ -115,7 +106,7 @@ int run(int argc, char** argv) {
   autoquant::check_budget(space, budget, o.effective_bits);
 
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
-                                              : bundled("data/qwen3-tokenizer/tokenizer.json", argv[0]);
+                                              : bundled("qwen3-tokenizer/tokenizer.json");
   const io::tokenizer tok = io::tokenizer::from_file(tokenizer_path);
   const std::int64_t batch_size = images ? 1 : o.batch_size;  // one image per batch
   const std::vector<io::calib_batch> batches =

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <simdjson.h>
@@ -22,8 +23,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path shared = fs::path(AQ_SHARED_DIR) / "data";
-const fs::path source = fs::path(AQ_SOURCE_DIR);
+const fs::path data = fs::path(AQ_DATA_DIR);
 
 fs::path write_temp(const std::string& name, const std::string& text) {
   const fs::path p = fs::temp_directory_path() / ("aq_test_calib_" + name);
@@ -39,7 +39,7 @@ std::vector<std::int32_t> byte_ids(std::string_view s) {
 }
 
 const aq::io::tokenizer& qwen3_tokenizer() {
-  static const aq::io::tokenizer t = aq::io::tokenizer::from_file(shared / "qwen3-tokenizer" / "tokenizer.json");
+  static const aq::io::tokenizer t = aq::io::tokenizer::from_file(data / "qwen3-tokenizer" / "tokenizer.json");
   return t;
 }
 
@@ -61,18 +61,20 @@ TEST_CASE("caption lines are stripped like Python, empty lines skipped, universa
   CHECK_THROWS_AS(aq::io::read_caption_lines(fs::path("/nonexistent/captions.txt")), aq::error);
 }
 
-TEST_CASE("bundled demo captions equal the shared COCO files") {
-  for (const char* name : {"coco2017_captions_small.txt", "coco2017_captions_medium.txt"}) {
+TEST_CASE("the bundled caption subsets are the first 16, 128 and 512 lines of the 4096-caption sample") {
+  const auto all = aq::io::read_caption_lines(data / "captions" / "coco2017_captions.txt");
+  REQUIRE(all.size() == 4096u);
+  for (const auto& [name, lines] : {std::pair{"coco2017_captions_small.txt", 16u}, std::pair{"coco2017_captions_medium.txt", 128u},
+                                    std::pair{"coco2017_captions_large.txt", 512u}}) {
     CAPTURE(name);
-    const auto bundled = aq::io::read_caption_lines(source / "data" / "captions" / name);
-    const auto ref = aq::io::read_caption_lines(shared / "coco2017-captions" / name);
-    CHECK(bundled == ref);
-    CHECK(bundled.size() == (std::string(name).find("small") != std::string::npos ? 16u : 128u));
+    const auto subset = aq::io::read_caption_lines(data / "captions" / name);
+    CHECK(subset.size() == lines);
+    CHECK(std::equal(subset.begin(), subset.end(), all.begin()));
   }
 }
 
 TEST_CASE("image-caption JSON lines resolve paths and report file:line errors") {
-  const auto samples = aq::io::read_image_caption_jsonl(shared / "calib-images" / "captions.jsonl");
+  const auto samples = aq::io::read_image_caption_jsonl(data / "images" / "captions.jsonl");
   REQUIRE(samples.size() == 10);
   CHECK(samples[0].image.filename() == "astronaut.png");
   CHECK(fs::exists(samples[0].image));
@@ -156,7 +158,7 @@ TEST_CASE("real tokenizer: caption ids and packed batches match Hugging Face tok
           simdjson::SUCCESS);
   const auto& tok = qwen3_tokenizer();
   const auto encode = [&](std::string_view s) { return tok.encode(s); };
-  const auto caps = aq::io::read_caption_lines(source / "data" / "captions" / "coco2017_captions_small.txt");
+  const auto caps = aq::io::read_caption_lines(data / "captions" / "coco2017_captions_small.txt");
   const auto batches = aq::io::make_text_calib_batches(caps, encode, 8);
   REQUIRE(batches.size() == 2);
   std::size_t i = 0;
@@ -179,7 +181,7 @@ TEST_CASE("real tokenizer: caption ids and packed batches match Hugging Face tok
   CHECK(i == 16);
 
   // Image+caption: horse.png at the Qwen3-VL budget is 320x384 -> grid (1,20,24) -> 120 pads.
-  const auto img = aq::io::load_image(shared / "calib-images" / "horse.png");
+  const auto img = aq::io::load_image(data / "images" / "horse.png");
   const auto b = aq::io::make_image_caption_batch(img, std::string_view(ref["vlm"]["caption"]), encode);
   REQUIRE(b.vision.grid_thw.size() == 1);
   CHECK(b.vision.grid_thw[0] == std::array<std::int64_t, 3>{1, 20, 24});

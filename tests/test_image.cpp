@@ -1,5 +1,5 @@
 // Image decoding and Qwen3-VL preprocessing against references made by transformers 5.17 /
-// torchvision 0.26 / Pillow (tests/fixtures/make_image_fixture.py; photos from ../shared).
+// torchvision 0.26 / Pillow (tests/fixtures/make_image_fixture.py; photos in data/images).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -24,7 +24,7 @@ using aq::io::image_backend;
 using aq::io::image_rgb8;
 
 const fs::path fixtures = fs::path(AQ_TEST_FIXTURES) / "images";
-const fs::path photos = fs::path(AQ_SHARED_DIR) / "data" / "calib-images";
+const fs::path photos = fs::path(AQ_DATA_DIR) / "images";
 
 std::vector<std::uint8_t> read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -374,7 +374,7 @@ struct manifest_problem {
 
 manifest_problem load_manifest(const std::string& relative) {
   simdjson::dom::parser parser;
-  const simdjson::dom::element doc = parser.load(std::string(AQ_SHARED_DIR) + "/reference/" + relative);
+  const simdjson::dom::element doc = parser.load(std::string(AQ_DATA_DIR) + "/reference/" + relative);
   manifest_problem m;
   m.bits = double(doc["scheme"]["auto_quantize_bits"]);
   m.score = double(doc["autoquant_state"]["score"]);

@@ -197,7 +197,7 @@ TEST_CASE("module and group names and sizes equal those of ModelOpt's reference 
   const auto cfg = config_4b();
   const auto modules = aq::qwen3_vl::quantizable_modules(cfg);
   const auto groups = aq::group_modules(modules);
-  const fs::path manifest_path = fs::path(AQ_SHARED_DIR) / "reference" / "lm-only" / "wint8_aint8" /
+  const fs::path manifest_path = fs::path(AQ_DATA_DIR) / "reference" / "lm-only" / "wint8_aint8" /
                                  "wint8_aint8_autoquant_lm_quant_manifest.json";
   REQUIRE(fs::exists(manifest_path));
   simdjson::dom::parser parser;

@@ -46,7 +46,7 @@ TEST_CASE("display strings match the recipes named in the reference manifests") 
   // Each reference run searched one format (named by its downstream alias) + NONE.
   for (const std::string pair : {"wint8_aint4", "wint8_aint8", "wfp8_afp8"}) {
     CAPTURE(pair);
-    std::ifstream in(std::string(AQ_SHARED_DIR) + "/reference/lm-only/" + pair + "/" + pair + "_autoquant_lm_quant_manifest.json");
+    std::ifstream in(std::string(AQ_DATA_DIR) + "/reference/lm-only/" + pair + "/" + pair + "_autoquant_lm_quant_manifest.json");
     REQUIRE(in.good());
     std::stringstream text;
     text << in.rdbuf();

@@ -153,9 +153,9 @@ TEST_CASE("reports rebuilt from reference ModelOpt manifests are byte-identical 
       {"lm-only/int8_lm_default_medium", "int8_autoquant_lm_default_quant_manifest.json", 249, 356, false},
       {"all-layers/int8_medium", "int8_autoquant_all_layers_int8_quant_manifest.json", 250, 357, false},
   };
-  const fs::path reference = fs::path(AQ_SHARED_DIR) / "reference";
+  const fs::path reference = fs::path(AQ_DATA_DIR) / "reference";
   REQUIRE_MESSAGE(fs::is_directory(reference),
-                  "reference reports not found at " << reference.string() << " (AQ_SHARED_DIR must point at ../shared)");
+                  "reference reports not found at " << reference.string());
   scratch_dir scratch;
   for (const run& r : runs) {
     SUBCASE(r.dir) {

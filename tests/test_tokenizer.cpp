@@ -23,8 +23,8 @@
 namespace {
 
 const std::string fixtures = std::string(AQ_TEST_FIXTURES) + "/tokenizer";
-const std::string qwen_path = std::string(AQ_SHARED_DIR) + "/data/qwen3-tokenizer/tokenizer.json";
-const std::string captions_path = std::string(AQ_SHARED_DIR) + "/data/coco2017-captions/coco2017_captions.txt";
+const std::string qwen_path = std::string(AQ_DATA_DIR) + "/qwen3-tokenizer/tokenizer.json";
+const std::string captions_path = std::string(AQ_DATA_DIR) + "/captions/coco2017_captions.txt";
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

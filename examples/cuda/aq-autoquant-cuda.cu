@@ -3,6 +3,7 @@
 // calibrate, score, search, write), the GEMM rate of the score pass next to a plain cuBLASLt
 // bf16 GEMM measured in the same run, and the peak device memory.
 #pragma nv_diag_suppress 20012  // Eigen through the CPU engine headers
+#include <aq/autoquant/bundled_data.hpp>
 #include <aq/autoquant/default_model.hpp>
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/memory_plan.hpp>
@@ -45,18 +46,9 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-fs::path bundled(const std::string& relative, const char* argv0) {
-  std::vector<fs::path> roots{fs::current_path()};
-  std::error_code ec;
-  const fs::path exe = fs::weakly_canonical(fs::path(argv0), ec);
-  if (!ec) {
-    roots.push_back(exe.parent_path().parent_path().parent_path());
-    roots.push_back(exe.parent_path().parent_path().parent_path().parent_path());
-  }
-  for (const fs::path& root : roots) {
-    if (fs::exists(root / relative, ec)) return root / relative;
-  }
-  throw error("bundled file " + relative + " not found (run from the source tree, or pass the file explicitly)");
+// Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/autoquant/bundled_data.hpp).
+fs::path bundled(const std::string& relative) {
+  return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }
 
 // Plain cuBLASLt bf16 GEMM (fp32 out) of the model's largest linear shape, random operands, the
@@ -185,7 +177,7 @@ int run(int argc, char** argv) {
       o.num_samples ? *o.num_samples
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
-  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("data/captions/coco2017_captions_medium.txt", argv[0]);
+  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_medium.txt");
   const bool images = calib.extension() == ".jsonl";
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
@@ -228,7 +220,7 @@ int run(int argc, char** argv) {
                             : o.effective_bits;
   autoquant::check_budget(space, budget, o.effective_bits);
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
-                                              : bundled("data/qwen3-tokenizer/tokenizer.json", argv[0]);
+                                              : bundled("qwen3-tokenizer/tokenizer.json");
   const std::vector<io::calib_batch> batches =
       images ? aq_cuda_driver::make_image_batches(tokenizer_path, calib, samples, seq_len, cfg)
              : aq_cuda_driver::make_batches(tokenizer_path, calib, samples, o.batch_size, seq_len);

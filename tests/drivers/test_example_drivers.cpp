@@ -341,8 +341,8 @@ TEST_CASE("aq-inspect fails with one line and exit code 1 on corrupted copies of
 
 TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard input, and fails cleanly") {
   fs::create_directories(work);
-  const fs::path shared = fs::path(AQ_SHARED_DIR) / "data";
-  const fs::path tokenizer_dir = shared / "qwen3-tokenizer";
+  const fs::path data = fs::path(AQ_DATA_DIR);
+  const fs::path tokenizer_dir = data / "qwen3-tokenizer";
   const fs::path fixtures = fs::path(AQ_TEST_FIXTURES) / "tokenizer";
   simdjson::dom::parser parser;
   simdjson::dom::element captions, cases;
@@ -351,7 +351,7 @@ TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard 
   // The whole COCO captions file as one text: count and FNV-1a-64 of the ids (little-endian
   // uint32) from Hugging Face tokenizers 0.23.3.
   const run_result whole = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(),
-                                                 (shared / std::string(std::string_view(captions["file"]))).string()});
+                                                 (data / std::string(std::string_view(captions["file"]))).string()});
   REQUIRE(whole.exit_code == 0);
   CHECK(line_count(whole.out) == 1);
   CHECK(whole.out.find("  ") == std::string::npos);
