@@ -96,10 +96,11 @@ int run(int argc, char** argv) {
   // Everything that can be checked without the model's numbers is checked before it loads.
   const auto t_load = std::chrono::steady_clock::now();
   loaded_model model = load_model(o);
-  std::vector<std::string> patterns = autoquant::scope_patterns(o.scope);
+  const autoquant::module_root root = autoquant::effective_module_root(o);
+  std::vector<std::string> patterns = autoquant::scope_patterns(o.scope, root);
   patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
   const autoquant::search_space space =
-      autoquant::make_search_space(qwen3_vl::quantizable_modules(model.cfg), o.formats, patterns);
+      autoquant::make_search_space(qwen3_vl::quantizable_modules(model.cfg), o.formats, patterns, root);
   const double budget = o.adjust_budget
                             ? autoquant::adjusted_budget_bits(o.effective_bits, space.total_params, space.disabled_params)
                             : o.effective_bits;

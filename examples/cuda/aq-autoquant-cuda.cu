@@ -212,9 +212,10 @@ int run(int argc, char** argv) {
   }
   AQ_CUDA_CHECK(cudaDeviceSynchronize());
   const double weights_seconds = since(t_load);
-  std::vector<std::string> patterns = autoquant::scope_patterns(o.scope);
+  const autoquant::module_root root = autoquant::effective_module_root(o);
+  std::vector<std::string> patterns = autoquant::scope_patterns(o.scope, root);
   patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
-  const autoquant::search_space space = aq_cuda_driver::make_space(cfg, o.formats, patterns);
+  const autoquant::search_space space = aq_cuda_driver::make_space(cfg, o.formats, patterns, root);
   const double budget = o.adjust_budget
                             ? autoquant::adjusted_budget_bits(o.effective_bits, space.total_params, space.disabled_params)
                             : o.effective_bits;

@@ -83,8 +83,8 @@ std::string run_log_filename(const std::string& scheme) { return aq::autoquant::
 namespace aq_cuda_driver {
 
 aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
-                                       const std::vector<std::string>& patterns) {
-  return aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, patterns);
+                                       const std::vector<std::string>& patterns, aq::autoquant::module_root root) {
+  return aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, patterns, root);
 }
 
 void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches) {

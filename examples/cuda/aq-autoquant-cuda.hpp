@@ -47,7 +47,7 @@ std::string run_log_filename(const std::string& scheme);
 
 // The search space over every quantizable module (vision ones too) under the scope patterns.
 aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
-                                       const std::vector<std::string>& patterns);
+                                       const std::vector<std::string>& patterns, aq::autoquant::module_root root);
 
 // --dump-batches and the data digest of the comparison JSON.
 void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches);

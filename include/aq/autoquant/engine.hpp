@@ -216,8 +216,8 @@ inline io::report_model build_report(const search_space& space, const engine_opt
     }
   }
   report.model_id = options.model_id;
-  for (const quantizable_module& m : space.modules) {
-    if (m.kind == module_kind::linear) report.layers.push_back({m.name, true, "QuantLinear"});
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    if (space.modules[m].kind == module_kind::linear) report.layers.push_back({space.module_names[m], true, "QuantLinear"});
   }
   report.autoquant_state.effective_bits = allocation.effective_bits;
   report.autoquant_state.score = allocation.total_score;
@@ -291,7 +291,7 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const std::size_t c = result.chosen[space.module_group[m]];
     if (c == space.none_index()) continue;
-    const std::string& name = space.modules[m].name;
+    const std::string& name = space.module_names[m];
     if (const score::quantized_weight* w = calibration.cached_weight(m, c); w != nullptr && !w->amax.empty()) {
       result.state.push_back({name + ".weight_quantizer._amax", w->amax_shape, w->amax});
     }

@@ -33,6 +33,7 @@ struct driver_options {
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
   double effective_bits = 6.0;
   scope_preset scope = scope_preset::lm;
+  std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
   std::vector<std::string> disable;
   score_method method = score_method::gradient;
   std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
@@ -61,35 +62,45 @@ struct driver_options {
   bool help = false;
 };
 
-// A named run of the reference project: its formats, budget, coverage and data shape.
+// A named run of the reference project: its formats, budget, coverage and data shape, and the
+// module ModelOpt was given (which fixes the group count and names of its reports).
 struct preset {
   std::string_view name;
   std::string_view scheme;
   std::string_view formats;
   double bits;
   scope_preset scope;
+  module_root root;
   bool adjust_budget;
   bool custom_names;
   std::string_view coverage_mode;
   std::string_view quant_format;
   std::string_view data;  // "captions" (text only, batch 8) or "images" (image+caption JSON lines, batch 1)
   std::string_view size;
+  std::string_view reference;  // its ModelOpt reports under data/reference/ (empty: none bundled)
   std::string_view note;
 };
 
 // clang-format off
 inline constexpr preset presets[] = {
-  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, false, false,
-   "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium",
-   "INT8 W8A8, 8.0 bits, text-only captions: the vision tower never runs (score 0, kept INT8 as in the reference)"},
-  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, true, false,
-   "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium",
+  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, module_root::inner,
+   false, false, "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium", "lm-only/int8_lm_default_medium",
+   "INT8 W8A8, 8.0 bits, the inner model (249 groups, no lm_head), text-only captions: the vision tower never runs "
+   "(score 0, kept INT8 as in the reference)"},
+  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium", "lm-only/wint8_aint4",
    "INT8 weights + INT4 activations (4.0 effective bits) vs NONE, LM only, B' of the reference"},
-  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, false, true,
-   "full", "FP8_ALL_LAYERS_CFG", "images", "large",
+  {"wint8_aint8_autoquant_lm", "wint8_aint8_autoquant_lm", "int8_w8a8", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "INT8_DEFAULT_CFG", "captions", "medium", "lm-only/wint8_aint8",
+   "INT8 W8A8 vs NONE, LM only, B' of the reference"},
+  {"wfp8_afp8_autoquant_lm", "wfp8_afp8_autoquant_lm", "fp8_e4m3", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "FP8_DEFAULT_CFG", "captions", "medium", "lm-only/wfp8_afp8",
+   "FP8 W8A8 vs NONE, LM only, B' of the reference"},
+  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, module_root::whole,
+   false, true, "full", "FP8_ALL_LAYERS_CFG", "images", "large", "",
    "FP8 everywhere (shown as CUSTOM_0), 11.0 bits, image+caption samples, batch 1"},
-  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all, false, true,
-   "full", "INT8_ALL_LAYERS_CFG", "images", "medium",
+  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all,
+   module_root::whole, false, true, "full", "INT8_ALL_LAYERS_CFG", "images", "medium", "all-layers/int8_medium",
    "INT8 W8A8 everywhere (shown as CUSTOM_0), 8.0 bits, image+caption samples, batch 1"},
 };
 // clang-format on
@@ -146,6 +157,7 @@ inline void apply_preset(driver_options& o, const preset& p) {
   o.formats = split_list(p.formats);
   o.effective_bits = p.bits;
   o.scope = p.scope;
+  o.root = p.root;
   o.adjust_budget = p.adjust_budget;
   o.custom_names = p.custom_names;
   o.coverage_mode = std::string(p.coverage_mode);
@@ -153,6 +165,14 @@ inline void apply_preset(driver_options& o, const preset& p) {
   o.dataset_size = std::string(p.size);
   o.dataset_name = p.data == "captions" ? "vlm_coco2017_captions" : "vlm_coco2017_image_captions";
   if (p.data == "images") o.batch_size = 1;
+}
+
+// The module the search is given: --module-root or the preset's; by default the whole checkpoint
+// model, and the inner model for the built-in one (whose tied lm_head holds most of its weights
+// and would otherwise dominate the effective bits).
+inline module_root effective_module_root(const driver_options& o) {
+  if (o.root) return *o.root;
+  return o.model_dir ? module_root::whole : module_root::inner;
 }
 
 // Parses argv[1..]; throws aq::error naming the flag for anything malformed or unknown.
@@ -184,6 +204,8 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       if (!(o.effective_bits > 0.0 && o.effective_bits <= 16.0)) throw error("--effective-bits: must be in (0, 16]");
     } else if (flag == "--scope") {
       o.scope = parse_scope(value());
+    } else if (flag == "--module-root") {
+      o.root = parse_module_root(value());
     } else if (flag == "--disable") {
       o.disable.push_back(value());
     } else if (flag == "--method") {
@@ -270,6 +292,10 @@ search
   --effective-bits B      budget in effective bits (default 6.0)
   --scope lm|all          lm: text decoder + lm_head (vision tower and mergers unquantized);
                           all: every Linear and the patch Conv3d (default lm)
+  --module-root R         the module searched, as handed to ModelOpt: whole (the checkpoint's
+                          model: model.* names and lm_head) or inner (its `model`: names without
+                          `model.`, no lm_head); default whole with --model, inner for the built-in
+                          model (its tied lm_head is 97% of its weights)
   --disable PATTERN       fnmatch pattern on module names; a group with a matching member stays
                           unquantized (repeatable)
   --no-budget-adjust      with disabled groups, search the whole model at B instead of the

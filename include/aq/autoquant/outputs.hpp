@@ -61,6 +61,11 @@ inline std::string render_run_log(const search_space& space, const autoquant_res
   add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
       result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
       result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
+  if (space.disabled_params > 0 && space.disabled_params < space.total_params) {
+    add("searched groups: effective bits %.17g over %lld weights (the disabled ones stay at 16 bits)\n",
+        searched_effective_bits(space, result.chosen),
+        static_cast<long long>(space.total_params - space.disabled_params));
+  }
   add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
       result.timings.calibration, result.timings.scoring, result.timings.search);
   return log;

@@ -1,8 +1,10 @@
-// Which groups the search may quantize: a scope preset (`lm`: text decoder + lm_head; `all`:
-// everything) plus user fnmatch patterns on module names. A group with any member matching a
-// pattern is disabled (NONE only, cost 16 bits), exactly as ModelOpt's disabled_layers.
+// Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
+// `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
+// patterns on module names. A group with any member matching a pattern is disabled (NONE only,
+// cost 16 bits), exactly as ModelOpt's disabled_layers.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -25,9 +27,32 @@ inline scope_preset parse_scope(std::string_view text) {
 // The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
 inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
 
-// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]).
-inline std::vector<std::string> scope_patterns(scope_preset scope) {
-  if (scope == scope_preset::lm) return {"model.visual*"};
+// The module handed to auto_quantize. `whole`: the Hugging Face model (Qwen3VLForConditionalGeneration:
+// `model.visual.*`, `model.language_model.*` and `lm_head`). `inner`: its `model` attribute
+// (Qwen3VLModel), as the reference int8 lm_default run did: no lm_head, and every name (groups,
+// layers, quantizer state, disable patterns) without the `model.` prefix.
+enum class module_root { whole, inner };
+
+inline std::string_view to_string(module_root root) { return root == module_root::whole ? "whole" : "inner"; }
+
+inline module_root parse_module_root(std::string_view text) {
+  if (text == "whole") return module_root::whole;
+  if (text == "inner") return module_root::inner;
+  throw error("--module-root: '" + std::string(text) + "' is unknown; valid: whole, inner");
+}
+
+// A whole-model module name as the root names it; nullopt for a module outside the root.
+inline std::optional<std::string> name_under(module_root root, std::string_view name) {
+  if (root == module_root::whole) return std::string(name);
+  constexpr std::string_view inner_prefix = "model.";
+  if (!name.starts_with(inner_prefix)) return std::nullopt;
+  return std::string(name.substr(inner_prefix.size()));
+}
+
+// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]),
+// in the root's names.
+inline std::vector<std::string> scope_patterns(scope_preset scope, module_root root = module_root::whole) {
+  if (scope == scope_preset::lm) return {*name_under(root, "model.visual") + "*"};
   return {};
 }
 

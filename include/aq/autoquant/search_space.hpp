@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,7 +29,9 @@ struct search_group {
 };
 
 struct search_space {
-  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order
+  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order, whole-model names
+  std::vector<std::string> module_names;      // the same modules named as the root names them (reports)
+  module_root root = module_root::whole;
   std::vector<search_group> groups;           // order of first members
   std::vector<std::size_t> module_group;      // module -> group
   std::vector<quant::candidate> candidates;   // user recipes by ascending bits, NONE last
@@ -54,22 +57,32 @@ struct search_space {
   }
 };
 
+// `modules` carry whole-model names (what the model's forward reports); those outside `root` are
+// left out, and groups, reports and `disabled_patterns` use the names under the root.
 template <class List = recipes::all_recipes>
 search_space make_search_space(std::vector<quantizable_module> modules, std::span<const std::string> formats,
-                               std::vector<std::string> disabled_patterns) {
+                               std::vector<std::string> disabled_patterns, module_root root = module_root::whole) {
   if (formats.empty()) throw error("--formats: no recipe given");
   search_space space;
   space.candidates = quant::order_candidates<List>(formats);
   if (space.candidates.size() < 2) throw error("--formats: only 'none' given; name at least one quantizing recipe");
-  space.modules = std::move(modules);
+  space.root = root;
+  std::vector<quantizable_module> named;  // the kept modules under their root names, for grouping
+  for (quantizable_module& m : modules) {
+    std::optional<std::string> name = name_under(root, m.name);
+    if (!name) continue;
+    named.push_back({*name, m.kind, m.weight_shape});
+    space.module_names.push_back(std::move(*name));
+    space.modules.push_back(std::move(m));
+  }
   space.disabled_patterns = std::move(disabled_patterns);
-  const std::vector<module_group> groups = group_modules(space.modules);
+  const std::vector<module_group> groups = group_modules(named);
   space.module_group.assign(space.modules.size(), 0);
   for (std::size_t g = 0; g < groups.size(); ++g) {
     search_group group{groups[g].name, groups[g].members, groups[g].numel, false};
     for (const std::size_t m : group.members) {
       space.module_group[m] = g;
-      if (matches_any(space.disabled_patterns, space.modules[m].name)) group.disabled = true;
+      if (matches_any(space.disabled_patterns, space.module_names[m])) group.disabled = true;
     }
     space.total_params += group.numel;
     if (group.disabled) space.disabled_params += group.numel;
@@ -110,6 +123,21 @@ inline search::cost_t min_total_cost(const search_space& space) {
 
 inline double min_effective_bits(const search_space& space) {
   return search::effective_bits_of(min_total_cost(space), space.total_params);
+}
+
+// Effective bits of the configurable groups alone under a selection (a candidate index per group):
+// what a budget b bounds when disabled groups stay at 16 bits and the whole model is searched at
+// B' (adjusted_budget_bits); equal to the whole-model figure when nothing is disabled.
+inline double searched_effective_bits(const search_space& space, std::span<const std::size_t> chosen) {
+  search::cost_t cost = 0;
+  std::int64_t params = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    cost += param_bits_cost(space.groups[g].numel, space.candidates[chosen[g]].recipe->effective_bits);
+    params += space.groups[g].numel;
+  }
+  if (params == 0) throw error("search space: every group is disabled");
+  return search::effective_bits_of(cost, params);
 }
 
 // Throws a one-line error naming the budget and the least reachable effective bits when the

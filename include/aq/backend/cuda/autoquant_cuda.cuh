@@ -271,7 +271,7 @@ autoquant::autoquant_result run_autoquant_cuda(const autoquant::search_space& sp
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const std::size_t c = result.chosen[space.module_group[m]];
     if (c == space.none_index() || !calibration.has_input_amax(m)) continue;
-    const std::string& name = space.modules[m].name;
+    const std::string& name = space.module_names[m];
     std::vector<float> w = calibration.weight_amax_host(m, c);
     if (!w.empty()) result.state.push_back({name + ".weight_quantizer._amax", calibration.weight_amax_shape(m, c), std::move(w)});
     if (calibration.recipe(c).input_enabled) result.state.push_back({name + ".input_quantizer._amax", {}, {input_amax[m]}});
