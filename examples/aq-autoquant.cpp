@@ -87,7 +87,8 @@ int run(int argc, char** argv) {
       o.num_samples ? *o.num_samples
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
-  const fs::path calib = o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_medium.txt");
+  const fs::path calib =
+      o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_" + o.dataset_size.value_or("medium") + ".txt");
   const bool images = calib.extension() == ".jsonl";
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");

@@ -269,14 +269,17 @@ Per-layer quantization sensitivity and mixed-format allocation of a Qwen3-VL mod
 ModelOpt's auto_quantize computes them: calibrate every candidate recipe (max), score every group
 of layers, pick one recipe per group with the least summed score under an effective-bits budget.
 Without --model it runs on the built-in default: a small Qwen3-VL generated in code (--seed) with
-the bundled COCO captions and the Qwen3 tokenizer under data/.
+the bundled COCO captions and the Qwen3 tokenizer under data/, searched as the inner model (no
+lm_head: its tied lm_head would hold 97% of the weights).
 
 model and data
   --model DIR             Hugging Face Qwen3-VL checkpoint dir (config.json, *.safetensors,
                           tokenizer.json); default: the built-in model
   --calib FILE            captions .txt (one per line; left-padded to --seq-len, batches of
                           --batch-size) or image-caption .jsonl ({"image": path, "caption": text};
-                          chat prompt with the image, batch 1); default: bundled captions
+                          chat prompt with the image, batch 1); default: the bundled COCO
+                          captions of --dataset-size (medium); bundled data is looked up next to
+                          the program (<prefix>/share/aq/data) or in $AQ_DATA_DIR
   --num-samples N         first N samples (default 128; built-in model 16)
   --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
   --seq-len T             padded length (default 512; built-in model 32)
@@ -325,7 +328,8 @@ recipes (--formats names; effective bits as ModelOpt prices them)
   text += "\npresets\n";
   for (const preset& p : presets) {
     text += "  " + std::string(p.name) + ": --formats " + std::string(p.formats) + " --effective-bits " +
-            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) + ", " +
+            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) +
+            (p.root == module_root::inner ? " --module-root inner" : "") + ", " +
             std::string(p.size) + " data; " + std::string(p.note) + "\n";
   }
   return text;
