@@ -86,4 +86,5 @@
 #include "aq/autoquant/calib_inputs.hpp"
 #include "aq/autoquant/result_json.hpp"
 #include "aq/autoquant/default_model.hpp"
+#include "aq/autoquant/bundled_data.hpp"
 #include "aq/autoquant/memory_plan.hpp"
