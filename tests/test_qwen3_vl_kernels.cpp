@@ -376,10 +376,10 @@ TEST_CASE("tiled attention equals float64 attention at lengths that are not tile
     const attention_result three = run_attention(c, segs, q, k, v, d_o);
     default_thread_pool().resize(threads);
     // fp32 with float accumulation over at most 2·k_tile + 7 keys
-    CHECK(relative_error(one.o, ref.o) < 2e-6);
-    CHECK(relative_error(one.dq, ref.dq) < 2e-5);
-    CHECK(relative_error(one.dk, ref.dk) < 2e-5);
-    CHECK(relative_error(one.dv, ref.dv) < 2e-5);
+    CHECK(relative_error(one.o, ref.o) < 5e-6);
+    CHECK(relative_error(one.dq, ref.dq) < 1e-5);
+    CHECK(relative_error(one.dk, ref.dk) < 1e-5);
+    CHECK(relative_error(one.dv, ref.dv) < 1e-5);
     double lse_err = 0.0;
     for (std::size_t i = 0; i < ref.lse.size(); ++i) {
       if (std::isinf(ref.lse[i])) {
