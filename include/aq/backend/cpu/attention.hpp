@@ -1,7 +1,8 @@
 // Scaled dot-product attention with GQA over independent segments (text: one per batch row,
 // causal + key padding mask; vision: one per image, unmasked), and its input gradient. Computed in
 // tiles, flash-attention style: no [rows x rows] score matrix is ever stored, so memory is linear
-// in the sequence length (a 16k-patch image no longer needs 1 GiB of scores per thread).
+// in the sequence length: a worker holds O(tile^2 + tile * head_dim) floats, the backward adds
+// one float per row and head (D_i). A 16k-patch image no longer needs 1 GiB of scores per thread.
 #pragma once
 
 #include <algorithm>
@@ -112,6 +113,7 @@ inline void tile_scores(const attention_config& c, const attention_segment& seg,
                         const attn_cmap& qt, const attn_cmap& kt, const std::uint8_t* keyless, attn_matrix& s) {
   s.noalias() = qt * kt.transpose();
   s *= c.scale;
+  if (c.key_valid == nullptr && (!c.causal || j0 + s.cols() - 1 <= i0)) return;  // nothing masked here
   const float masked = -std::numeric_limits<float>::infinity();
   for (std::int64_t r = 0; r < s.rows(); ++r) {
     const std::int64_t i = i0 + r;
