@@ -146,6 +146,11 @@ TEST_CASE("missing, empty, non-image, truncated and oversized image files are er
   CHECK_THROWS_WITH_AS(aq::io::load_image(empty), doctest::Contains("aq_test_image_empty.png: empty image file"),
                        aq::error);
   fs::remove(empty);
+  const fs::path folder = fs::temp_directory_path() / "aq_test_image_folder.png";
+  fs::create_directories(folder);
+  CHECK_THROWS_WITH_AS(aq::io::load_image(folder), doctest::Contains("aq_test_image_folder.png: is a directory"),
+                       aq::error);
+  fs::remove(folder);
   // A text file (this test's own source) is neither PNG nor JPEG.
   const fs::path text = fs::path(AQ_SOURCE_DIR) / "tests" / "test_image.cpp";
   CHECK_THROWS_WITH_AS(aq::io::load_image(text), doctest::Contains("test_image.cpp: not a readable PNG or JPEG image"),

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -198,10 +199,24 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
 
 // Reads and decodes an image file; errors name the file.
 inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw error(path.string() + ": is a directory, not an image file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw error(path.string() + ": cannot open image file");
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw error(path.string() + ": error while reading image file");
+  // Sized up front, so a large file is refused before it is read and read without regrowth.
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size < 0 || !in) throw error(path.string() + ": cannot determine the size of the image file");
+  if (size > std::streamoff{INT32_MAX}) {
+    throw error(path.string() + ": image file is " + std::to_string(size) + " bytes; at most " +
+                std::to_string(INT32_MAX) + " bytes are read");
+  }
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (in.bad() || in.gcount() != static_cast<std::streamsize>(size)) {
+    throw error(path.string() + ": error while reading image file");
+  }
   return decode_image(bytes, path.string(), alpha);
 }
 
