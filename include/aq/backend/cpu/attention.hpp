@@ -101,8 +101,9 @@ inline std::vector<std::uint8_t> rows_without_keys(const attention_config& c,
   return none;
 }
 
-// Whether query rows [., i1) can have a non-zero probability on keys [j0, j1) (segment-relative).
-// Rows without keys attend to every key under attend_all.
+// Whether a query tile ending before row i1 can put probability on a key tile starting at j0
+// (segment-relative): under a causal mask only if j0 <= i1 - 1, unless one of its rows has no
+// allowed key under attend_all (such a row attends to every key).
 inline bool tile_needed(const attention_config& c, std::int64_t i1, std::int64_t j0, bool has_keyless_attend_all) {
   return !c.causal || j0 <= i1 - 1 || has_keyless_attend_all;
 }
