@@ -146,6 +146,11 @@ TEST_CASE("missing, empty, non-image, truncated and oversized image files are er
   CHECK_THROWS_WITH_AS(aq::io::load_image(empty), doctest::Contains("aq_test_image_empty.png: empty image file"),
                        aq::error);
   fs::remove(empty);
+  const fs::path folder = fs::temp_directory_path() / "aq_test_image_folder.png";
+  fs::create_directories(folder);
+  CHECK_THROWS_WITH_AS(aq::io::load_image(folder), doctest::Contains("aq_test_image_folder.png: is a directory"),
+                       aq::error);
+  fs::remove(folder);
   // A text file (this test's own source) is neither PNG nor JPEG.
   const fs::path text = fs::path(AQ_SOURCE_DIR) / "tests" / "test_image.cpp";
   CHECK_THROWS_WITH_AS(aq::io::load_image(text), doctest::Contains("test_image.cpp: not a readable PNG or JPEG image"),
@@ -165,25 +170,79 @@ TEST_CASE("missing, empty, non-image, truncated and oversized image files are er
   const std::vector<std::uint8_t> jpeg = read_bytes(fixtures / "jpeg_420.jpg");
   const std::vector<std::uint8_t> head(jpeg.begin(), jpeg.begin() + 100);
   CHECK_THROWS_WITH_AS(aq::io::decode_image(head, "head.jpg"), doctest::Contains("head.jpg: "), aq::error);
-  // Pillow's decompression-bomb limit, checked from the header before allocating: a 30000x30000
-  // JPEG (SOF0 patched) and a 20000x20000 PNG (IHDR patched; stb checks no CRC).
-  std::vector<std::uint8_t> huge = jpeg;
-  bool patched = false;
-  for (std::size_t i = 2; i + 9 < huge.size() && !patched; ++i) {
-    if (huge[i] == 0xFF && huge[i + 1] == 0xC0) {
-      huge[i + 5] = huge[i + 7] = 0x75;  // height, width = 30000, big-endian
-      huge[i + 6] = huge[i + 8] = 0x30;
-      patched = true;
+  // At most max_image_pixels (Pillow's decompression-bomb threshold) are decoded, checked from the
+  // header before any pixel memory is allocated: JPEGs whose SOF0 claims 30000x30000 and
+  // 13000x13000, and PNGs whose IHDR claims 20000x20000 (stb checks no CRC), gray and RGBA (stb
+  // itself reports the RGBA one as "unknown image type").
+  auto patched_jpeg = [&](std::uint16_t side) {
+    std::vector<std::uint8_t> out = jpeg;
+    for (std::size_t i = 2; i + 9 < out.size(); ++i) {
+      if (out[i] == 0xFF && out[i + 1] == 0xC0) {
+        out[i + 5] = out[i + 7] = static_cast<std::uint8_t>(side >> 8);  // height, width, big-endian
+        out[i + 6] = out[i + 8] = static_cast<std::uint8_t>(side & 0xFF);
+        return out;
+      }
     }
+    FAIL("no SOF0 marker in jpeg_420.jpg");
+    return out;
+  };
+  CHECK(aq::io::max_image_pixels == 89478485);
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_jpeg(30000), "huge.jpg"),
+                       "huge.jpg: image is 30000 x 30000 pixels; at most 89478485 pixels are decoded", aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_jpeg(13000), "photo.jpg"),
+                       "photo.jpg: image is 13000 x 13000 pixels; at most 89478485 pixels are decoded", aq::error);
+  auto patched_png = [&](const char* file, std::uint32_t side) {
+    std::vector<std::uint8_t> out = read_bytes(fixtures / file);
+    const std::uint8_t be[4] = {static_cast<std::uint8_t>(side >> 24), static_cast<std::uint8_t>(side >> 16),
+                                static_cast<std::uint8_t>(side >> 8), static_cast<std::uint8_t>(side)};
+    std::copy(be, be + 4, out.begin() + 16);
+    std::copy(be, be + 4, out.begin() + 20);
+    return out;
+  };
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_png("gray8.png", 20000), "big.png"),
+                       "big.png: image is 20000 x 20000 pixels; at most 89478485 pixels are decoded", aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_png("alpha_grid.png", 20000), "big_rgba.png"),
+                       "big_rgba.png: image is 20000 x 20000 pixels; at most 89478485 pixels are decoded", aq::error);
+  // Past stb's own 2^24 side limit too: the header is read before stb sees the file.
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_png("rgb16.png", 20000000), "wide.png"),
+                       doctest::Contains("wide.png: image is 20000000 x 20000000 pixels"), aq::error);
+}
+
+TEST_CASE("a large photo is resized to the processor's max_pixels, so its patch count is bounded") {
+  using aq::io::smart_resize;
+  // transformers' smart_resize (factor 32, Qwen3-VL-4B's min/max_pixels) on photo-sized inputs.
+  struct row { int h, w, eh, ew; };
+  const row table[] = {{13000, 13000, 4096, 4096}, {9000, 9000, 4096, 4096}, {20000, 20000, 4096, 4096},
+                       {12000, 9000, 4704, 3520},  {4000, 3000, 4000, 3008}, {2048, 2048, 2048, 2048}};
+  for (const row& r : table) {
+    CAPTURE(r.h);
+    CAPTURE(r.w);
+    const auto [h, w] = smart_resize(r.h, r.w, 32, 65536, 16777216);
+    CHECK(h == r.eh);
+    CHECK(w == r.ew);
+    CHECK(std::int64_t{h} * w <= 16777216);
   }
-  REQUIRE(patched);
-  CHECK_THROWS_WITH_AS(aq::io::decode_image(huge, "huge.jpg"), doctest::Contains("huge.jpg: JPEG of 30000x30000"),
-                       aq::error);
-  std::vector<std::uint8_t> big_png = read_bytes(fixtures / "gray8.png");
-  const std::uint8_t side[4] = {0x00, 0x00, 0x4E, 0x20};  // 20000, big-endian
-  std::copy(side, side + 4, big_png.begin() + 16);
-  std::copy(side, side + 4, big_png.begin() + 20);
-  CHECK_THROWS_WITH_AS(aq::io::decode_image(big_png, "big.png"), doctest::Contains("big.png: PNG of 20000x20000"),
+  // A generated 1500x2000 image under a small budget: the patches fit max_pixels / patch^2.
+  image_rgb8 img;
+  img.height = 1500;
+  img.width = 2000;
+  img.pixels.resize(std::size_t{1500} * 2000 * 3);
+  for (std::size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<std::uint8_t>((i * 7919) % 251);
+  aq::io::qwen3_vl_image_options o;
+  o.min_pixels = 4096;
+  o.max_pixels = 262144;
+  const aq::io::vision_inputs v = aq::io::preprocess_images({img}, o);
+  REQUIRE(v.grid_thw.size() == 1);
+  const auto [eh, ew] = smart_resize(1500, 2000, 32, 4096, 262144);
+  CHECK(v.grid_thw[0][1] == eh / 16);
+  CHECK(v.grid_thw[0][2] == ew / 16);
+  CHECK(v.rows == std::int64_t{eh} * ew / 256);
+  CHECK(v.rows <= o.max_pixels / 256);
+  CHECK(v.pixel_values.size() == static_cast<std::size_t>(v.rows * v.cols));
+  // With do_resize off, an image above max_pixels is refused with its size instead.
+  o.do_resize = false;
+  CHECK_THROWS_WITH_AS(aq::io::preprocess_images({img}, o),
+                       "image 0: image is 2000 x 1500 pixels, more than max_pixels 262144, and do_resize is off",
                        aq::error);
 }
 

@@ -232,6 +232,171 @@ TEST_CASE("attention with GQA, causal + left padding: forward vs float64, gradie
   }
 }
 
+// Float64 attention over segments (probabilities, output, log-sum-exp and the three input
+// gradients), written from the definition: no tiles, no online softmax.
+struct attention_reference {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
+attention_reference reference_attention(const cpu::attention_config& c, const std::vector<cpu::attention_segment>& segs,
+                                        const tensor& q, const tensor& k, const tensor& v, const tensor& d_o) {
+  const std::int64_t rows = q.dim(0), d = c.head_dim, group = c.heads / c.kv_heads;
+  attention_reference r;
+  r.o.assign(static_cast<std::size_t>(q.numel()), 0.0);
+  r.dq.assign(static_cast<std::size_t>(q.numel()), 0.0);
+  r.dk.assign(static_cast<std::size_t>(k.numel()), 0.0);
+  r.dv.assign(static_cast<std::size_t>(k.numel()), 0.0);
+  r.lse.assign(static_cast<std::size_t>(c.heads * rows), 0.0);
+  const double scale = c.scale;
+  for (const auto& seg : segs) {
+    const std::int64_t L = seg.length;
+    for (std::int64_t h = 0; h < c.heads; ++h) {
+      const std::int64_t g = h / group;
+      for (std::int64_t i = 0; i < L; ++i) {
+        const std::int64_t qi = seg.start + i;
+        std::vector<double> s(static_cast<std::size_t>(L), 0.0), p(static_cast<std::size_t>(L), 0.0);
+        std::vector<bool> ok(static_cast<std::size_t>(L), false);
+        double m = -1e300;
+        bool any = false;
+        for (std::int64_t j = 0; j < L; ++j) {
+          const std::int64_t kj = seg.start + j;
+          ok[static_cast<std::size_t>(j)] = (!c.causal || j <= i) && (c.key_valid == nullptr || c.key_valid[kj] != 0);
+          if (!ok[static_cast<std::size_t>(j)]) continue;
+          double x = 0.0;
+          for (std::int64_t e = 0; e < d; ++e) x += static_cast<double>(q.matrix()(qi, h * d + e)) * k.matrix()(kj, g * d + e);
+          s[static_cast<std::size_t>(j)] = x * scale;
+          m = std::max(m, x * scale);
+          any = true;
+        }
+        double z = 0.0;
+        for (std::int64_t j = 0; j < L; ++j) {
+          if (ok[static_cast<std::size_t>(j)]) z += std::exp(s[static_cast<std::size_t>(j)] - m);
+        }
+        for (std::int64_t j = 0; j < L; ++j) {
+          if (!any) {
+            p[static_cast<std::size_t>(j)] = c.masked_rows == cpu::masked_row_policy::attend_all ? 1.0 / static_cast<double>(L) : 0.0;
+          } else if (ok[static_cast<std::size_t>(j)]) {
+            p[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(j)] - m) / z;
+          }
+        }
+        r.lse[static_cast<std::size_t>(h * rows + qi)] = any ? m + std::log(z) : HUGE_VAL;
+        // dP_ij = dO_i·v_j, dS = P ∘ (dP − Σ_j P dP).
+        std::vector<double> dp(static_cast<std::size_t>(L), 0.0);
+        double delta = 0.0;
+        for (std::int64_t j = 0; j < L; ++j) {
+          const std::int64_t kj = seg.start + j;
+          for (std::int64_t e = 0; e < d; ++e) {
+            r.o[static_cast<std::size_t>(qi * c.heads * d + h * d + e)] += p[static_cast<std::size_t>(j)] * v.matrix()(kj, g * d + e);
+            dp[static_cast<std::size_t>(j)] += static_cast<double>(d_o.matrix()(qi, h * d + e)) * v.matrix()(kj, g * d + e);
+          }
+          delta += p[static_cast<std::size_t>(j)] * dp[static_cast<std::size_t>(j)];
+        }
+        for (std::int64_t j = 0; j < L; ++j) {
+          const std::int64_t kj = seg.start + j;
+          const double pj = p[static_cast<std::size_t>(j)];
+          const double ds = pj * (dp[static_cast<std::size_t>(j)] - delta);
+          for (std::int64_t e = 0; e < d; ++e) {
+            r.dq[static_cast<std::size_t>(qi * c.heads * d + h * d + e)] += ds * scale * k.matrix()(kj, g * d + e);
+            r.dk[static_cast<std::size_t>(kj * c.kv_heads * d + g * d + e)] += ds * scale * q.matrix()(qi, h * d + e);
+            r.dv[static_cast<std::size_t>(kj * c.kv_heads * d + g * d + e)] += pj * d_o.matrix()(qi, h * d + e);
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// max |actual − reference| / max |reference|
+double relative_error(const tensor& actual, const std::vector<double>& ref) {
+  double diff = 0.0;
+  for (std::size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, std::abs(ref[i] - actual.data()[i]));
+  return diff / max_abs(ref);
+}
+
+struct attention_result {
+  tensor o, dq, dk, dv;
+  std::vector<float> lse;
+};
+
+attention_result run_attention(const cpu::attention_config& c, const std::vector<cpu::attention_segment>& segs,
+                               const tensor& q, const tensor& k, const tensor& v, const tensor& d_o) {
+  const std::int64_t rows = q.dim(0);
+  attention_result r{tensor({rows, q.dim(1)}), tensor({rows, q.dim(1)}), tensor({rows, k.dim(1)}),
+                     tensor({rows, k.dim(1)}), std::vector<float>(static_cast<std::size_t>(c.heads * rows))};
+  cpu::attention_forward(c, segs, q.matrix(), k.matrix(), v.matrix(), r.o.matrix(), r.lse.data());
+  cpu::attention_backward(c, segs, q.matrix(), k.matrix(), v.matrix(), r.o.matrix(), r.lse.data(), d_o.matrix(),
+                          r.dq.matrix(), r.dk.matrix(), r.dv.matrix());
+  return r;
+}
+
+TEST_CASE("tiled attention equals float64 attention at lengths that are not tile multiples, bit-identical across thread counts") {
+  std::mt19937 rng(11);
+  struct attention_case {
+    const char* name;
+    std::vector<std::int64_t> lengths;
+    std::int64_t heads, kv_heads, head_dim;
+    bool causal;
+    std::int64_t left_padding;  // padded keys at the start of the first segment (text batches)
+    cpu::masked_row_policy policy;
+  };
+  const std::int64_t qt = cpu::attention_query_tile, kt = cpu::attention_key_tile;
+  const std::vector<attention_case> cases{
+      {"vision: images of 1, q_tile - 1, k_tile + 1 and 2 k_tile + 7 patches", {1, qt - 1, kt + 1, 2 * kt + 7}, 2, 2, 16,
+       false, 0, cpu::masked_row_policy::attend_all},
+      {"vision: one image of exactly two key tiles", {2 * kt}, 3, 3, 8, false, 0, cpu::masked_row_policy::attend_all},
+      {"text: causal, no padding, GQA", {kt + qt + 3, 5}, 4, 2, 8, true, 0, cpu::masked_row_policy::zero},
+      {"text: causal + left padding beyond a query tile, eager (attend_all)", {kt + 40, kt + 40}, 4, 2, 8, true, qt + 6,
+       cpu::masked_row_policy::attend_all},
+      {"text: causal + left padding beyond a query tile, sdpa (zero)", {kt + 40, kt + 40}, 4, 2, 8, true, qt + 6,
+       cpu::masked_row_policy::zero},
+  };
+  for (const attention_case& tc : cases) {
+    CAPTURE(tc.name);
+    std::vector<cpu::attention_segment> segs;
+    std::int64_t rows = 0;
+    for (const std::int64_t L : tc.lengths) {
+      segs.push_back({rows, L});
+      rows += L;
+    }
+    std::vector<std::uint8_t> valid(static_cast<std::size_t>(rows), 1);
+    for (std::int64_t i = 0; i < tc.left_padding; ++i) valid[static_cast<std::size_t>(i)] = 0;
+    const cpu::attention_config c{tc.heads, tc.kv_heads, tc.head_dim,
+                                  1.0f / std::sqrt(static_cast<float>(tc.head_dim)), tc.causal,
+                                  tc.left_padding > 0 ? valid.data() : nullptr, tc.policy};
+    const tensor q = random_tensor({rows, tc.heads * tc.head_dim}, rng, 1.5f);
+    const tensor k = random_tensor({rows, tc.kv_heads * tc.head_dim}, rng, 1.5f);
+    const tensor v = random_tensor({rows, tc.kv_heads * tc.head_dim}, rng);
+    const tensor d_o = random_tensor({rows, tc.heads * tc.head_dim}, rng);
+    const attention_reference ref = reference_attention(c, segs, q, k, v, d_o);
+    const unsigned threads = default_thread_pool().size();
+    default_thread_pool().resize(1);
+    const attention_result one = run_attention(c, segs, q, k, v, d_o);
+    default_thread_pool().resize(3);
+    const attention_result three = run_attention(c, segs, q, k, v, d_o);
+    default_thread_pool().resize(threads);
+    // fp32 with float accumulation over at most 2·k_tile + 7 keys
+    CHECK(relative_error(one.o, ref.o) < 5e-6);
+    CHECK(relative_error(one.dq, ref.dq) < 1e-5);
+    CHECK(relative_error(one.dk, ref.dk) < 1e-5);
+    CHECK(relative_error(one.dv, ref.dv) < 1e-5);
+    double lse_err = 0.0;
+    for (std::size_t i = 0; i < ref.lse.size(); ++i) {
+      if (std::isinf(ref.lse[i])) {
+        CHECK(std::isinf(one.lse[i]));
+      } else {
+        lse_err = std::max(lse_err, std::abs(ref.lse[i] - one.lse[i]) / (1.0 + std::abs(ref.lse[i])));
+      }
+    }
+    CHECK(lse_err < 1e-6);
+    CHECK(three.o.storage() == one.o.storage());
+    CHECK(three.lse == one.lse);
+    CHECK(three.dq.storage() == one.dq.storage());
+    CHECK(three.dk.storage() == one.dk.storage());
+    CHECK(three.dv.storage() == one.dv.storage());
+  }
+}
+
 TEST_CASE("SwiGLU and GELU (tanh, erf) gradients match finite differences") {
   std::mt19937 rng(5);
   tensor a = random_tensor({4, 16}, rng, 2.0f), b = random_tensor({4, 16}, rng);

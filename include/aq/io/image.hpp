@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -103,14 +104,42 @@ struct stbi_deleter {
 
 }  // namespace detail
 
-// Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS = 89478485; it raises above twice
-// that). Larger headers are rejected before any pixel memory is allocated.
-inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
+// The most pixels aq decodes: Pillow's Image.MAX_IMAGE_PIXELS, above which Pillow warns of a
+// decompression bomb (it refuses above twice that; aq refuses here already). The header is read
+// first, so a larger image is refused before any pixel memory is allocated; at the limit the
+// decoded RGB8 image is 268 MB (libjpeg's progressive coefficient buffers and stb_image's RGBA
+// buffer come on top, each a few bytes per pixel).
+inline constexpr std::uint64_t max_image_pixels = 89478485;
+
+namespace detail {
+
+[[noreturn]] inline void image_too_large(const std::string& name, std::uint64_t width, std::uint64_t height) {
+  throw error(too_many_pixels(name, width, height, max_image_pixels));
+}
+
+inline std::uint32_t big_endian32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+// A PNG's size from its IHDR chunk (the first chunk: signature, length, "IHDR", width, height),
+// read by hand because stb_image reports an image it will not decode as "unknown image type".
+// Returns false when the bytes do not start like a PNG.
+inline bool png_size(std::span<const std::uint8_t> bytes, std::uint64_t& width, std::uint64_t& height) {
+  static constexpr std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (bytes.size() < 24 || !std::equal(signature, signature + 8, bytes.begin())) return false;
+  if (bytes[12] != 'I' || bytes[13] != 'H' || bytes[14] != 'D' || bytes[15] != 'R') return false;
+  width = big_endian32(bytes.data() + 16);
+  height = big_endian32(bytes.data() + 20);
+  return true;
+}
+
+}  // namespace detail
 
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
 // Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
 // 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does; JPEG as
 // io/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
+// Images of more than max_image_pixels are refused from their header.
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
@@ -122,6 +151,10 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     img.pixels = std::move(j.rgb);
     return img;
   }
+  std::uint64_t png_w = 0, png_h = 0;
+  if (detail::png_size(bytes, png_w, png_h) && png_w * png_h > max_image_pixels) {
+    detail::image_too_large(name, png_w, png_h);
+  }
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
@@ -130,45 +163,60 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
   }
   if (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > max_image_pixels) {
-    throw error(name + ": PNG of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limit of " +
-                std::to_string(max_image_pixels) + " pixels");
+    detail::image_too_large(name, static_cast<std::uint64_t>(w), static_cast<std::uint64_t>(h));
   }
   const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
   const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
-  std::vector<std::uint8_t> rgba(n * 4);
-  if (sixteen) {
-    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    for (std::size_t i = 0; i < n * 4; ++i) {
-      const std::uint16_t v = p.get()[i];
-      const bool gray_value = channels == 1 && (i % 4) != 3;
-      rgba[i] = gray_value ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
-    }
-  } else {
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    std::copy(p.get(), p.get() + n * 4, rgba.begin());
-  }
   image_rgb8 img;
   img.width = w;
   img.height = h;
   img.pixels.resize(n * 3);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint8_t a = rgba[i * 4 + 3];
-    for (std::size_t c = 0; c < 3; ++c) {
-      const std::uint8_t v = rgba[i * 4 + c];
-      img.pixels[i * 3 + c] = (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+  // stb returns RGBA (4 samples a pixel); convert straight into the RGB8 image.
+  auto to_rgb = [&](const auto* rgba, auto to_byte) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint8_t a = to_byte(rgba[i * 4 + 3], true);
+      for (std::size_t c = 0; c < 3; ++c) {
+        const std::uint8_t v = to_byte(rgba[i * 4 + c], false);
+        img.pixels[i * 3 + c] =
+            (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+      }
     }
+  };
+  if (sixteen) {
+    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
+    const bool gray = channels == 1;
+    to_rgb(p.get(), [gray](std::uint16_t v, bool is_alpha) {
+      return (gray && !is_alpha) ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
+    });
+  } else {
+    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
+    to_rgb(p.get(), [](std::uint8_t v, bool) { return v; });
   }
   return img;
 }
 
 // Reads and decodes an image file; errors name the file.
 inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw error(path.string() + ": is a directory, not an image file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw error(path.string() + ": cannot open image file");
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw error(path.string() + ": error while reading image file");
+  // Sized up front, so a large file is refused before it is read and read without regrowth.
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size < 0 || !in) throw error(path.string() + ": cannot determine the size of the image file");
+  if (size > std::streamoff{INT32_MAX}) {
+    throw error(path.string() + ": image file is " + std::to_string(size) + " bytes; at most " +
+                std::to_string(INT32_MAX) + " bytes are read");
+  }
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (in.bad() || in.gcount() != static_cast<std::streamsize>(size)) {
+    throw error(path.string() + ": error while reading image file");
+  }
   return decode_image(bytes, path.string(), alpha);
 }
 

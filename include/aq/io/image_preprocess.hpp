@@ -151,22 +151,25 @@ inline std::uint8_t fixed_to_u8(std::int64_t acc, int precision) {
 
 // Antialiased bicubic resize of an RGB8 image with the chosen backend's integer arithmetic:
 // horizontal pass first (to uint8), then vertical; an axis whose size is unchanged is not touched.
+// The source is read in place: besides it, memory holds the intermediate (out_width x source
+// height) and the output, all 3 bytes a pixel.
 inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_width,
                                  image_backend backend = image_backend::torchvision) {
   if (out_height <= 0 || out_width <= 0 || src.width <= 0 || src.height <= 0) {
     throw error("resize_bicubic: sizes must be positive, got " + std::to_string(src.height) + "x" +
                 std::to_string(src.width) + " -> " + std::to_string(out_height) + "x" + std::to_string(out_width));
   }
-  image_rgb8 cur = src;
-  if (out_width != cur.width) {
-    const detail::axis_weights aw = detail::make_axis_weights(cur.width, out_width, backend);
-    image_rgb8 next;
+  image_rgb8 horizontal;
+  const image_rgb8* cur = &src;
+  if (out_width != src.width) {
+    const detail::axis_weights aw = detail::make_axis_weights(src.width, out_width, backend);
+    image_rgb8& next = horizontal;
     next.width = out_width;
-    next.height = cur.height;
-    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(cur.height) * 3);
+    next.height = src.height;
+    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(src.height) * 3);
     const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < cur.height; ++y) {
-      const std::uint8_t* row = cur.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(cur.width) * 3;
+    for (int y = 0; y < src.height; ++y) {
+      const std::uint8_t* row = src.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(src.width) * 3;
       std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(out_width) * 3;
       for (int x = 0; x < out_width; ++x) {
         const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(aw.ksize);
@@ -179,30 +182,28 @@ inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_
         }
       }
     }
-    cur = std::move(next);
+    cur = &horizontal;
   }
-  if (out_height != cur.height) {
-    const detail::axis_weights aw = detail::make_axis_weights(cur.height, out_height, backend);
-    image_rgb8 next;
-    next.width = cur.width;
-    next.height = out_height;
-    const std::size_t stride = static_cast<std::size_t>(cur.width) * 3;
-    next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
-    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < out_height; ++y) {
-      const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
-      const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
-      const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
-      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
-      for (std::size_t i = 0; i < stride; ++i) {
-        std::int64_t acc = half;
-        for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur.pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
-        out[i] = detail::fixed_to_u8(acc, aw.precision);
-      }
+  if (out_height == cur->height) return cur == &src ? src : std::move(horizontal);
+  const detail::axis_weights aw = detail::make_axis_weights(cur->height, out_height, backend);
+  image_rgb8 next;
+  next.width = cur->width;
+  next.height = out_height;
+  const std::size_t stride = static_cast<std::size_t>(cur->width) * 3;
+  next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
+  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+  for (int y = 0; y < out_height; ++y) {
+    const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
+    const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
+    const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
+    std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
+    for (std::size_t i = 0; i < stride; ++i) {
+      std::int64_t acc = half;
+      for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur->pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
+      out[i] = detail::fixed_to_u8(acc, aw.precision);
     }
-    cur = std::move(next);
   }
-  return cur;
+  return next;
 }
 
 // The vision-tower inputs of a list of images, concatenated in order, as the processor returns
@@ -229,19 +230,43 @@ inline float normalize_pixel(std::uint8_t v, image_backend backend) {
   return (scaled - 0.5f) / 0.5f;
 }
 
+namespace detail {
+
+// The processor's output size of an image: smart_resize, or the image's own size when do_resize
+// is off (then refused above max_pixels, so the patch count stays bounded by max_pixels either way).
+inline std::pair<int, int> qwen3_vl_size(const image_rgb8& img, const qwen3_vl_image_options& o,
+                                         const std::string& name) {
+  if (o.do_resize) {
+    return smart_resize(img.height, img.width, o.patch_size * o.merge_size, o.min_pixels, o.max_pixels, name);
+  }
+  if (std::int64_t{img.width} * img.height > o.max_pixels) {
+    throw error(name + ": image is " + std::to_string(img.width) + " x " + std::to_string(img.height) +
+                " pixels, more than max_pixels " + std::to_string(o.max_pixels) + ", and do_resize is off");
+  }
+  return {img.height, img.width};
+}
+
+}  // namespace detail
+
 // The image resized as the processor would (smart_resize + bicubic); exposed for tests and tools.
 inline image_rgb8 qwen3_vl_resize(const image_rgb8& img, const qwen3_vl_image_options& o,
                                   const std::string& name = "image") {
-  if (!o.do_resize) return img;
-  const auto [h, w] = smart_resize(img.height, img.width, o.patch_size * o.merge_size, o.min_pixels, o.max_pixels, name);
+  const auto [h, w] = detail::qwen3_vl_size(img, o, name);
   if (h == img.height && w == img.width) return img;
   return resize_bicubic(img, h, w, o.backend);
 }
 
 // Preprocesses one still image and appends its patches and grid to `out`.
+// Memory: the decoded image is only read; the resized one (3 bytes a pixel) and its patches
+// (float32, 3 channels x temporal_patch_size: 24 bytes a pixel) are sized by the processor's
+// output, at most max_pixels pixels (smart_resize): 16.7 M pixels, 64k patches and 403 MB of
+// pixel_values for Qwen3-VL's preprocessor_config. No float copy of the full-resolution image is made.
 inline void append_image(vision_inputs& out, const image_rgb8& img, const qwen3_vl_image_options& o,
                          const std::string& name = "image") {
-  const image_rgb8 r = qwen3_vl_resize(img, o, name);
+  const auto [out_h, out_w] = detail::qwen3_vl_size(img, o, name);
+  image_rgb8 resized;
+  if (out_h != img.height || out_w != img.width) resized = resize_bicubic(img, out_h, out_w, o.backend);
+  const image_rgb8& r = (out_h != img.height || out_w != img.width) ? resized : img;
   const int ps = o.patch_size, ms = o.merge_size, tp = o.temporal_patch_size;
   if (r.height % (ps * ms) != 0 || r.width % (ps * ms) != 0) {
     throw error(name + ": image size " + std::to_string(r.height) + "x" + std::to_string(r.width) +

@@ -33,6 +33,13 @@ inline bool is_jpeg(std::span<const std::uint8_t> bytes) {
 
 namespace detail {
 
+// The refusal of an image whose header declares more pixels than are decoded (shared with PNG).
+inline std::string too_many_pixels(const std::string& name, std::uint64_t width, std::uint64_t height,
+                                   std::uint64_t max_pixels) {
+  return name + ": image is " + std::to_string(width) + " x " + std::to_string(height) + " pixels; at most " +
+         std::to_string(max_pixels) + " pixels are decoded";
+}
+
 // libjpeg reports fatal errors through error_exit, which must not return: it longjmps back to
 // the decode routine (C++ exceptions cannot cross libjpeg's C frames). pub must be first: libjpeg
 // hands the callbacks a pointer to it.
@@ -144,7 +151,8 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
 
 // Decodes a baseline or progressive 8-bit JPEG to RGB as Pillow does: gray -> (g,g,g), 3
 // components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
-// Errors (corrupt, truncated, unsupported, more than max_pixels) name `name`.
+// Errors (corrupt, truncated, unsupported, more than max_pixels, checked from the
+// header before any pixel memory is allocated) name `name`.
 inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
@@ -155,8 +163,7 @@ inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::
     throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
   }
   if (too_large) {
-    throw error(name + ": JPEG of " + std::to_string(d.cinfo.image_width) + "x" + std::to_string(d.cinfo.image_height) +
-                " pixels exceeds the limit of " + std::to_string(max_pixels) + " pixels");
+    throw error(detail::too_many_pixels(name, d.cinfo.image_width, d.cinfo.image_height, max_pixels));
   }
   if (components != 1 && components != 3 && components != 4) {
     throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
