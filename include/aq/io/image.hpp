@@ -104,12 +104,12 @@ struct stbi_deleter {
 
 }  // namespace detail
 
-// The most pixels aq decodes: Pillow's Image.MAX_IMAGE_PIXELS, above which Pillow warns of a
-// decompression bomb (it refuses above twice that; aq refuses here already). The header is read
-// first, so a larger image is refused before any pixel memory is allocated; at the limit the
-// decoded RGB8 image is 268 MB (libjpeg's progressive coefficient buffers and stb_image's RGBA
-// buffer come on top, each a few bytes per pixel).
-inline constexpr std::uint64_t max_image_pixels = 89478485;
+// The most pixels aq decodes: twice Pillow's Image.MAX_IMAGE_PIXELS, where Pillow raises
+// DecompressionBombError, so aq accepts every image transformers' processor can open (108 MP phone
+// photos included). The header is read first, so a larger image is refused before any pixel memory
+// is allocated; at the limit the decoded RGB8 image is 537 MB (libjpeg's progressive coefficient
+// buffers and stb_image's RGBA buffer come on top, each a few bytes per pixel).
+inline constexpr std::uint64_t max_image_pixels = 2 * std::uint64_t{89478485};
 
 namespace detail {
 
