@@ -181,6 +181,7 @@ class output_set {
   // folder holding anything else is refused, since publishing replaces the whole folder.
   void set_directory(std::string flag, const std::filesystem::path& dir, std::function<bool(std::string_view)> ours) {
     dir_flag_ = std::move(flag);
+    dir_given_ = dir.string();
     dir_ = std::filesystem::absolute(detail::without_trailing_separator(dir)).lexically_normal();
     dir_ = detail::without_trailing_separator(dir_);
     ours_ = std::move(ours);
@@ -193,23 +194,23 @@ class output_set {
   // killed runs removed. Throws aq::error naming the flag and the path.
   void check() const {
     if (!dir_.empty()) {
-      check_output_directory(dir_flag_, dir_);
+      check_output_directory(dir_flag_, dir_given_);
       std::error_code ec;
       if (std::filesystem::is_directory(dir_, ec)) {
         for (std::filesystem::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
           const std::string name = it->path().filename().string();
           if (ours_ && ours_(name)) continue;
           if (inside_folder_name(name)) continue;
-          throw error(dir_flag_ + " " + dir_.string() + ": holds " + name +
+          throw error(what() + ": holds " + name +
                       ", which this run does not write; the folder is replaced as a whole, so use a new or empty one");
         }
-        if (ec) throw error(dir_flag_ + " " + dir_.string() + ": cannot list: " + ec.message());
+        if (ec) throw error(what() + ": cannot list: " + ec.message());
       }
       detail::remove_stale_temporaries(dir_);
     }
     for (const staged_file& f : files_) {
       const std::filesystem::path rel = relative_to_folder(f.target);
-      if (rel == ".") throw error(f.flag + " " + f.target.string() + ": is the " + dir_flag_ + " folder");
+      if (rel == ".") throw error(f.flag + " " + f.target.string() + ": is the " + dir_flag_ + " folder itself");
       if (!rel.empty()) continue;  // published with the folder, checked with it
       check_output_file(f.flag, f.target);
       detail::remove_stale_temporaries(f.target);
@@ -221,11 +222,11 @@ class output_set {
     if (dir_.empty() || !stage_.empty()) return;
     std::error_code ec;
     std::filesystem::create_directories(dir_.parent_path(), ec);
-    if (ec) throw error(dir_flag_ + " " + dir_.string() + ": cannot create parent directories: " + ec.message());
+    if (ec) throw error(what() + ": cannot create parent directories: " + ec.message());
     stage_ = detail::temporary_sibling(dir_);
     std::filesystem::remove_all(stage_, ec);
     std::filesystem::create_directory(stage_, ec);
-    if (ec) throw error(dir_flag_ + " " + dir_.string() + ": cannot create " + stage_.string() + ": " + ec.message());
+    if (ec) throw error(what() + ": cannot create " + stage_.string() + ": " + ec.message());
   }
 
   // The staged folder: write the folder's files here.
@@ -306,7 +307,7 @@ class output_set {
     const bool exists = std::filesystem::exists(dir_, ec);
     if (!exists) {
       std::filesystem::rename(stage_, dir_, ec);
-      if (ec) throw error(dir_flag_ + " " + dir_.string() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
+      if (ec) throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
       return;
     }
 #if defined(__linux__) && defined(RENAME_EXCHANGE)
@@ -318,17 +319,21 @@ class output_set {
     const std::filesystem::path old = detail::temporary_sibling(dir_, ".old.");
     std::filesystem::remove_all(old, ec);
     std::filesystem::rename(dir_, old, ec);
-    if (ec) throw error(dir_flag_ + " " + dir_.string() + ": cannot move the old folder aside: " + ec.message());
+    if (ec) throw error(what() + ": cannot move the old folder aside: " + ec.message());
     std::filesystem::rename(stage_, dir_, ec);
     if (ec) {
       std::error_code ignored;
       std::filesystem::rename(old, dir_, ignored);
-      throw error(dir_flag_ + " " + dir_.string() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
+      throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
     }
     std::filesystem::remove_all(old, ec);
   }
 
+  // The flag and the folder as the user spelled them ("--output-dir out"), for messages.
+  std::string what() const { return dir_flag_ + " " + dir_given_; }
+
   std::string dir_flag_;
+  std::string dir_given_;
   std::filesystem::path dir_;
   std::function<bool(std::string_view)> ours_;
   std::vector<staged_file> files_;
