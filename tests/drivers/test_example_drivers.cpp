@@ -803,7 +803,7 @@ TEST_CASE("aq-autoquant refuses unwritable outputs, bad numbers and a too long -
     refused({"--output-dir", out.string(), "--threads", "100000"}, "--threads: 100000 is out of range (must be in [0, 1024])");
     refused({"--output-dir", out.string(), "--num-samples", "99999999999999999999"}, "--num-samples: 99999999999999999999 is out of range");
     refused({"--output-dir", out.string(), "--seed", "-1"}, "--seed: -1 is out of range");
-    refused({"--output-dir", out.string(), "--effective-bits", "1e999"}, "--effective-bits: '1e999' is not a finite number");
+    refused({"--output-dir", out.string(), "--effective-bits", "1e999"}, "--effective-bits: '1e999' is out of range");
     refused({"--output-dir", out.string(), "--batch-size", " 4"}, "--batch-size: ' 4' is not an integer");
   }
   SUBCASE("a sequence length beyond max_position_embeddings, and input paths") {

@@ -131,11 +131,11 @@ inline double parse_double(std::string_view flag, const std::string& text) {
   errno = 0;
   const double value = std::strtod(text.c_str(), &end);
   if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size() ||
-      !std::isfinite(value)) {
-    throw error(std::string(flag) + ": '" + text + "' is not a finite number");
+      std::isnan(value)) {
+    throw error(std::string(flag) + ": '" + text + "' is not a number");
   }
-  if (errno == ERANGE && (value >= 1.0 || value <= -1.0)) {
-    throw error(std::string(flag) + ": '" + text + "' is out of range");
+  if (std::isinf(value) || (errno == ERANGE && (value >= 1.0 || value <= -1.0))) {
+    throw error(std::string(flag) + ": '" + text + "' is out of range (not a finite double)");
   }
   return value;
 }
