@@ -133,6 +133,7 @@ int run(const arguments& a) {
   aq::autoquant::check_input_file("--model", model_dir / "config.json");
   for (const std::string& path : a.image_paths) aq::autoquant::check_input_file("--image", path);
   aq::check_output_file("--out", a.out_path);
+  aq::detail::remove_stale_temporaries(a.out_path);  // "<out>.tmp.<pid>" of a killed run
 
   const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model_dir);
   std::vector<std::int64_t> body;

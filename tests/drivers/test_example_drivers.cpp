@@ -442,6 +442,33 @@ TEST_CASE("aq-autoquant-cuda rejects bad GPU flags with one line, exit code 2 an
   CHECK(r.err.find("--dump-batches") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
 }
+
+TEST_CASE("aq-autoquant-cuda checks its output locations, numbers and --seq-len before the GPU is touched") {
+  fs::create_directories(work);
+  write_text(work / "cuda_regular_file", "x");
+  const fs::path out = work / "cuda_out";
+  fs::remove_all(out);
+  const std::string under_file = (work / "cuda_regular_file" / "x").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--output-dir", under_file}, "--output-dir " + under_file + ": "},
+      {{"--output-dir", out.string(), "--result-json", under_file}, "--result-json " + under_file + ": "},
+      {{"--output-dir", out.string(), "--dump-batches", "/proc/aq_batches.safetensors"}, "--dump-batches "},
+      {{"--output-dir", out.string(), "--threads", "4294967296"}, "--threads: 4294967296 is out of range"},
+      {{"--output-dir", out.string(), "--model", (fs::path(AQ_TEST_FIXTURES) / "qwen3_vl" / "tiny_tied").string(),
+        "--seq-len", "1000000000"},
+       "max_position_embeddings 4096"},
+      {{"--output-dir", out.string(), "--calib", work.string()}, "--calib " + work.string() + ": is a directory"},
+  };
+  for (const auto& [args, needle] : cases) {
+    CAPTURE(needle);
+    const run_result r = run(AQ_AUTOQUANT_CUDA_EXE, args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.starts_with("aq-autoquant-cuda: "));
+    CHECK(r.err.find(needle) != std::string::npos);
+    CHECK(line_count(r.err) == 1);
+    CHECK_FALSE(fs::exists(out));
+  }
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------

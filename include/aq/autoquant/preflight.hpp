@@ -24,7 +24,7 @@ namespace aq::autoquant {
 inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
   struct stat st {};
   if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
   if (!S_ISREG(st.st_mode)) {
     throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
   }
@@ -34,7 +34,7 @@ inline void check_input_file(const std::string& flag, const std::filesystem::pat
 inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
   struct stat st {};
   if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
   if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
 }
 

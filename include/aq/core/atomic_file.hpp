@@ -42,6 +42,12 @@ inline std::filesystem::path without_trailing_separator(std::filesystem::path p)
   return p;
 }
 
+// strerror, with the common ENOTDIR spelled out: a component of the path is a file.
+inline std::string path_error(int code) {
+  if (code == ENOTDIR) return "a component of the path is not a directory";
+  return std::strerror(code);
+}
+
 inline const char* file_kind(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
   if (S_ISFIFO(mode)) return "a FIFO";
@@ -133,10 +139,10 @@ inline void check_output_file(const std::string& flag, const std::filesystem::pa
   if (::stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a regular file");
   } else if (errno != ENOENT) {
-    throw error(what + ": " + std::strerror(errno));
+    throw error(what + ": " + detail::path_error(errno));
   }
   const std::filesystem::path parent = detail::parent_or_dot(path);
-  if (::stat(parent.c_str(), &st) != 0) throw error(what + ": directory " + parent.string() + ": " + std::strerror(errno));
+  if (::stat(parent.c_str(), &st) != 0) throw error(what + ": directory " + parent.string() + ": " + detail::path_error(errno));
   if (!S_ISDIR(st.st_mode)) throw error(what + ": " + parent.string() + " is not a directory");
   detail::probe_create(what, parent);
 }
@@ -152,11 +158,11 @@ inline void check_output_directory(const std::string& flag, const std::filesyste
   if (::stat(dir.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a directory");
   } else if (errno != ENOENT) {
-    throw error(what + ": " + std::strerror(errno));
+    throw error(what + ": " + detail::path_error(errno));
   }
   std::filesystem::path ancestor = detail::parent_or_dot(dir);
   while (::stat(ancestor.c_str(), &st) != 0) {
-    if (errno != ENOENT) throw error(what + ": " + ancestor.string() + ": " + std::strerror(errno));
+    if (errno != ENOENT) throw error(what + ": " + ancestor.string() + ": " + detail::path_error(errno));
     if (!ancestor.has_parent_path() || ancestor.parent_path() == ancestor) {
       throw error(what + ": no existing parent directory");
     }
