@@ -149,6 +149,17 @@ TEST_CASE("an output set publishes the folder and its files together, or nothing
     set.set_directory("--output-dir", out, aq::autoquant::is_report_file);
     CHECK_THROWS_WITH_AS(set.check(), doctest::Contains("holds notes.txt"), aq::error);
     CHECK(read_text(out / "notes.txt") == "keep");
+    fs::remove(out / "notes.txt");
+    write_text(out / "draft.tmp.txt", "keep");  // a temporary is "<name>.tmp.<pid>", nothing else
+    CHECK_THROWS_WITH_AS(set.check(), doctest::Contains("holds draft.tmp.txt"), aq::error);
+  }
+  SUBCASE("the working directory, or a folder above it, is never the folder replaced") {
+    for (const fs::path& bad : {fs::path("."), fs::current_path().parent_path(), fs::path("/")}) {
+      aq::output_set set;
+      set.set_directory("--output-dir", bad, aq::autoquant::is_report_file);
+      CAPTURE(bad);
+      CHECK_THROWS_WITH_AS(set.check(), doctest::Contains("is the working directory or holds it"), aq::error);
+    }
   }
 }
 

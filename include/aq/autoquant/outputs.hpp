@@ -26,9 +26,12 @@ inline std::string run_log_filename(const std::string& scheme) { return scheme +
 // Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
 // an older run left there: such a folder may be replaced; one holding anything else may not.
 inline bool is_report_file(std::string_view name) {
+  const std::size_t tmp = name.rfind(".tmp.");
+  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
+                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
   return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
          name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
-         name.ends_with("_autoquant.log") || name.find(".tmp.") != std::string_view::npos;
+         name.ends_with("_autoquant.log") || temporary;
 }
 
 // amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with

@@ -200,6 +200,13 @@ class output_set {
   // killed runs removed. Throws aq::error naming the flag and the path.
   void check() const {
     if (!dir_.empty()) {
+      // Replacing the working directory (or a folder above it) would pull it from under the run.
+      std::error_code cwd_error;
+      const std::filesystem::path cwd = std::filesystem::current_path(cwd_error).lexically_normal();
+      const std::filesystem::path up = cwd.lexically_relative(dir_);
+      if (!cwd_error && !up.empty() && *up.begin() != "..") {
+        throw error(what() + ": is the working directory or holds it; name a folder for the reports");
+      }
       check_output_directory(dir_flag_, dir_given_);
       std::error_code ec;
       if (std::filesystem::is_directory(dir_, ec)) {
