@@ -16,6 +16,7 @@
 #include <aq/autoquant/model_runner.hpp>
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/outputs.hpp>
+#include <aq/autoquant/preflight.hpp>
 #include <aq/autoquant/progress.hpp>
 #include <aq/autoquant/result_json.hpp>
 #include <aq/autoquant/search_space.hpp>
@@ -93,6 +94,10 @@ int run(int argc, char** argv) {
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
   }
+  // Inputs, sequence length and every output location, before the model loads; the outputs are
+  // written staged and published together at the end (docs/outputs.md).
+  output_set outputs;
+  autoquant::preflight(o, seq_len, calib, outputs);
 
   // Everything that can be checked without the model's numbers is checked before it loads.
   const auto t_load = std::chrono::steady_clock::now();
@@ -153,13 +158,14 @@ int run(int argc, char** argv) {
       autoquant::run_autoquant(space, runner, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });
 
   const fs::path out(*o.output_dir);
-  autoquant::write_outputs(out, space, result);
+  outputs.stage();
+  autoquant::write_outputs(outputs.directory(), space, result);
   const std::string log = autoquant::render_run_log(space, result, e, load_seconds);
-  write_file_atomic(out / autoquant::run_log_filename(e.scheme_name), log);
+  write_file(outputs.directory() / autoquant::run_log_filename(e.scheme_name), log);
   const autoquant::batch_tensors stacked =
       images ? autoquant::batch_tensors{} : autoquant::stack_batches(batches);
   if (o.dump_batches) {
-    write_file_atomic(*o.dump_batches, autoquant::render_batches(stacked));
+    write_file(outputs.staged(*o.dump_batches), autoquant::render_batches(stacked));
   }
   if (o.result_json) {
     autoquant::result_json_context c;
@@ -177,8 +183,9 @@ int run(int argc, char** argv) {
     c.threads = default_thread_pool().size();
     c.model_load_s = load_seconds;
     c.weight_bytes = model.weight_bytes;
-    write_file_atomic(*o.result_json, autoquant::render_result_json(space, result, e, c) + "\n");
+    write_file(outputs.staged(*o.result_json), autoquant::render_result_json(space, result, e, c) + "\n");
   }
+  outputs.publish();
   std::fputs(log.c_str(), stdout);
   std::printf("wrote %s\n", out.string().c_str());
   return 0;

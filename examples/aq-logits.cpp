@@ -2,15 +2,20 @@
 // tokenizer, optionally after images), forward and backward of the mean LM loss (labels = ids),
 // and writes logits, loss and optionally every quantizable module's input, output and output
 // gradient to a safetensors file (fp32) for comparison with a reference.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <aq/autoquant/options.hpp>
+#include <aq/autoquant/preflight.hpp>
+#include <aq/core/atomic_file.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/image_preprocess.hpp>
@@ -18,6 +23,8 @@
 #include <aq/io/safetensors_writer.hpp>
 #include <aq/io/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
+#include <aq/model/qwen3_vl/rope_index.hpp>
+#include <aq/model/qwen3_vl/text_model.hpp>
 #include <aq/model/qwen3_vl/vl_model.hpp>
 
 namespace {
@@ -28,12 +35,15 @@ void usage(std::FILE* out) {
                "                 [--dump-linears] [--sdpa] [--min-pixels N] [--max-pixels N]\n"
                "  Forward + backward of the mean next-token loss (labels = ids) with the CPU fp32 model.\n"
                "  --text is encoded with DIR/tokenizer.json (no chat template, no special tokens added).\n"
-               "  Each --image is preprocessed as the Qwen3-VL processor does and placed before the text as\n"
-               "  <|vision_start|> <|image_pad|> x N <|vision_end|>; pixel_values, image_grid_thw\n"
-               "  and input_ids (as F32, exact) are written too.\n"
+               "  Each --image is preprocessed as the Qwen3-VL processor does. Where the ids (or text) hold\n"
+               "  one <|image_pad|> run per image, e.g. a chat prompt's <|vision_start|><|image_pad|><|vision_end|>,\n"
+               "  the images go there: a run of one pad is expanded to the image's token count, a run of exactly\n"
+               "  that count is kept. Ids without a run get <|vision_start|> <|image_pad|> x N <|vision_end|>\n"
+               "  per image in front. pixel_values, image_grid_thw and input_ids (as F32, exact) are written too.\n"
                "  Writes logits [T, vocab] and loss [1]; --dump-linears adds <module>.input/.output/.grad_output\n"
                "  as [tokens, features]. --sdpa: fully masked query rows give zeros (torch SDPA) instead of\n"
-               "  attending uniformly (eager); irrelevant without padding.\n");
+               "  attending uniformly (eager); irrelevant without padding.\n"
+               "  --min-pixels/--max-pixels: the processor's resize bounds (positive integers).\n");
 }
 
 // Copies the (contiguous-row) views of every linear call into the writer.
@@ -53,134 +63,165 @@ struct dump_observer : aq::qwen3_vl::linear_observer {
   void on_backward(const aq::qwen3_vl::linear_call& c) override { put(c.name, ".grad_output", c.grad_output); }
 };
 
-std::vector<std::int64_t> parse_ids(const std::string& text) {
+// Token ids separated by white space, each in [0, vocab).
+std::vector<std::int64_t> parse_ids(const std::string& text, std::int64_t vocab) {
   std::vector<std::int64_t> ids;
   std::istringstream in(text);
   std::string word;
-  while (in >> word) {
-    char* end = nullptr;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    if (end == word.c_str() || *end != '\0') throw aq::error("--ids: '" + word + "' is not an integer token id");
-    ids.push_back(v);
-  }
+  while (in >> word) ids.push_back(aq::autoquant::detail::parse_int("--ids", word, 0, vocab - 1));
   if (ids.empty()) throw aq::error("--ids: no token ids given");
   return ids;
+}
+
+struct arguments {
+  std::string model_dir, ids_text, text, out_path;
+  std::optional<std::int64_t> min_pixels, max_pixels;
+  std::vector<std::string> image_paths;
+  bool dump = false;
+  bool sdpa = false;
+};
+
+// Exit code 2 with the usage for a malformed command line; aq::error for a bad value.
+std::optional<arguments> parse_arguments(int argc, char** argv) {
+  arguments a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw aq::error(arg + ": missing value");
+      return argv[++i];
+    };
+    if (arg == "--model") {
+      a.model_dir = value();
+    } else if (arg == "--ids") {
+      a.ids_text = value();
+    } else if (arg == "--text") {
+      a.text = value();
+    } else if (arg == "--image") {
+      a.image_paths.push_back(value());
+    } else if (arg == "--min-pixels") {
+      a.min_pixels = aq::autoquant::detail::parse_int(arg, value(), 1);
+    } else if (arg == "--max-pixels") {
+      a.max_pixels = aq::autoquant::detail::parse_int(arg, value(), 1);
+    } else if (arg == "--out") {
+      a.out_path = value();
+    } else if (arg == "--dump-linears") {
+      a.dump = true;
+    } else if (arg == "--sdpa") {
+      a.sdpa = true;
+    } else if (arg == "--help" || arg == "-h") {
+      usage(stdout);
+      return std::nullopt;
+    } else {
+      throw aq::error("unknown argument '" + arg + "' (see --help)");
+    }
+  }
+  if (a.model_dir.empty()) throw aq::error("--model is required (see --help)");
+  if (a.out_path.empty()) throw aq::error("--out is required (see --help)");
+  if (a.ids_text.empty() == a.text.empty()) throw aq::error("give exactly one of --ids and --text (see --help)");
+  if (a.min_pixels && a.max_pixels && *a.min_pixels > *a.max_pixels) {
+    throw aq::error("--min-pixels " + std::to_string(*a.min_pixels) + " exceeds --max-pixels " +
+                    std::to_string(*a.max_pixels));
+  }
+  return a;
+}
+
+int run(const arguments& a) {
+  namespace fs = std::filesystem;
+  // Paths first, before anything is loaded.
+  const fs::path model_dir(a.model_dir);
+  aq::autoquant::check_input_directory("--model", model_dir);
+  aq::autoquant::check_input_file("--model", model_dir / "config.json");
+  for (const std::string& path : a.image_paths) aq::autoquant::check_input_file("--image", path);
+  aq::check_output_file("--out", a.out_path);
+  aq::detail::remove_stale_temporaries(a.out_path);  // "<out>.tmp.<pid>" of a killed run
+
+  const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model_dir);
+  std::vector<std::int64_t> body;
+  if (!a.text.empty()) {
+    const aq::io::tokenizer tok = aq::io::tokenizer::from_file(model_dir);
+    for (const std::uint32_t id : tok.encode(a.text)) body.push_back(id);
+  } else {
+    body = parse_ids(a.ids_text, cfg.text.vocab_size);
+  }
+  aq::qwen3_vl::image_batch images;
+  aq::safetensors_writer writer;
+  aq::qwen3_vl::text_batch batch;
+  const aq::qwen3_vl::image_placeholder_ids placeholder{cfg.vision_start_token_id, cfg.image_token_id,
+                                                        cfg.vision_end_token_id};
+  if (!a.image_paths.empty()) {
+    aq::io::qwen3_vl_image_options o;
+    o.patch_size = static_cast<int>(cfg.vision.patch_size);
+    o.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
+    o.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+    if (a.min_pixels) o.min_pixels = *a.min_pixels;
+    if (a.max_pixels) o.max_pixels = *a.max_pixels;
+    std::vector<aq::io::image_rgb8> decoded;
+    for (const std::string& path : a.image_paths) decoded.push_back(aq::io::load_image(path));
+    const aq::io::vision_inputs vi = aq::io::preprocess_images(decoded, o);
+    images.pixel_values = aq::tensor({vi.rows, vi.cols});
+    images.pixel_values.storage() = vi.pixel_values;
+    std::vector<float> grid_values;  // small integers, exact in F32
+    for (const auto& g : vi.grid_thw) {
+      images.grids.push_back(g);
+      for (const std::int64_t v : g) grid_values.push_back(static_cast<float>(v));
+    }
+    batch.input_ids = aq::qwen3_vl::place_image_placeholders(body, images.grids, cfg.vision.spatial_merge_size, placeholder);
+    writer.add("pixel_values", {vi.rows, vi.cols}, std::span<const float>(vi.pixel_values));
+    writer.add("image_grid_thw", {static_cast<std::int64_t>(vi.grid_thw.size()), 3}, std::span<const float>(grid_values));
+  } else {
+    if (std::find(body.begin(), body.end(), cfg.image_token_id) != body.end()) {
+      throw aq::error("the ids hold image placeholder id " + std::to_string(cfg.image_token_id) +
+                      " but no --image is given");
+    }
+    batch.input_ids = body;
+  }
+  batch.batch = 1;
+  batch.seq = static_cast<std::int64_t>(batch.input_ids.size());
+  aq::autoquant::check_sequence_length("the sequence of " + std::to_string(batch.seq) + " tokens", batch.seq,
+                                       aq::autoquant::read_max_position_embeddings(model_dir), model_dir);
+  batch.attention_mask.assign(batch.input_ids.size(), 1);
+  batch.labels = batch.input_ids;
+
+  // Text-only sequences never build the vision tower (nor read its weights).
+  const aq::safetensors_checkpoint checkpoint(model_dir);
+  const aq::qwen3_vl::weight_source source = aq::qwen3_vl::checkpoint_weight_source(checkpoint);
+  const aq::qwen3_vl::text_weights weights = aq::qwen3_vl::load_text_weights(cfg, source);
+  dump_observer observer(&writer);
+  aq::qwen3_vl::run_options options;
+  options.masked_rows = a.sdpa ? aq::cpu::masked_row_policy::zero : aq::cpu::masked_row_policy::attend_all;
+  aq::qwen3_vl::text_result result;
+  if (a.image_paths.empty()) {
+    const aq::qwen3_vl::text_model model(cfg, weights);
+    result = model.run(batch, options, a.dump ? &observer : nullptr);
+  } else {
+    const aq::qwen3_vl::vision_weights vision = aq::qwen3_vl::load_vision_weights(cfg, source);
+    const aq::qwen3_vl::vl_model model(cfg, weights, vision);
+    result = model.run(batch, &images, options, a.dump ? &observer : nullptr);
+  }
+  std::vector<float> id_values(batch.input_ids.begin(), batch.input_ids.end());  // ids < 2^24: exact in F32
+  writer.add("input_ids", {batch.seq}, std::span<const float>(id_values));
+  writer.add("logits", {batch.seq, cfg.text.vocab_size}, std::span<const float>(result.logits.storage()));
+  const float loss = static_cast<float>(result.loss);
+  writer.add("loss", {1}, std::span<const float>(&loss, 1));
+  writer.write(a.out_path);
+  std::printf("tokens %lld, targets %lld, loss %.9g -> %s\n", static_cast<long long>(batch.seq),
+              static_cast<long long>(result.targets), result.loss, a.out_path.c_str());
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir, ids_text, text, out_path, min_pixels, max_pixels;
-  std::vector<std::string> image_paths;
-  bool dump = false;
-  bool sdpa = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](std::string& into) {
-      if (i + 1 >= argc) {
-        usage(stderr);
-        std::exit(2);
-      }
-      into = argv[++i];
-    };
-    if (arg == "--model") {
-      value(model_dir);
-    } else if (arg == "--ids") {
-      value(ids_text);
-    } else if (arg == "--text") {
-      value(text);
-    } else if (arg == "--image") {
-      image_paths.emplace_back();
-      value(image_paths.back());
-    } else if (arg == "--min-pixels") {
-      value(min_pixels);
-    } else if (arg == "--max-pixels") {
-      value(max_pixels);
-    } else if (arg == "--out") {
-      value(out_path);
-    } else if (arg == "--dump-linears") {
-      dump = true;
-    } else if (arg == "--sdpa") {
-      sdpa = true;
-    } else if (arg == "--help" || arg == "-h") {
-      usage(stdout);
-      return 0;
-    } else {
-      std::fprintf(stderr, "aq-logits: unknown argument %s\n", arg.c_str());
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (model_dir.empty() || out_path.empty() || ids_text.empty() == text.empty()) {
-    usage(stderr);
+  std::optional<arguments> a;
+  try {
+    a = parse_arguments(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "aq-logits: %s\n", e.what());
     return 2;
   }
+  if (!a) return 0;
   try {
-    const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model_dir);
-    const aq::safetensors_checkpoint checkpoint(model_dir);
-    const aq::qwen3_vl::text_weights weights =
-        aq::qwen3_vl::load_text_weights(cfg, aq::qwen3_vl::checkpoint_weight_source(checkpoint));
-    aq::qwen3_vl::vision_weights vision_weights;
-    if (!image_paths.empty()) {
-      vision_weights = aq::qwen3_vl::load_vision_weights(cfg, aq::qwen3_vl::checkpoint_weight_source(checkpoint));
-    }
-    const aq::qwen3_vl::vl_model model(cfg, weights, vision_weights);
-
-    aq::qwen3_vl::text_batch batch;
-    std::vector<std::int64_t> body;
-    if (!text.empty()) {
-      const aq::io::tokenizer tok = aq::io::tokenizer::from_file(model_dir);
-      for (const std::uint32_t id : tok.encode(text)) body.push_back(id);
-    } else {
-      body = parse_ids(ids_text);
-    }
-    aq::qwen3_vl::image_batch images;
-    aq::safetensors_writer writer;
-    if (!image_paths.empty()) {
-      aq::io::qwen3_vl_image_options o;
-      o.patch_size = static_cast<int>(cfg.vision.patch_size);
-      o.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
-      o.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
-      if (!min_pixels.empty()) o.min_pixels = std::stoll(min_pixels);
-      if (!max_pixels.empty()) o.max_pixels = std::stoll(max_pixels);
-      std::vector<aq::io::image_rgb8> decoded;
-      for (const std::string& path : image_paths) decoded.push_back(aq::io::load_image(path));
-      const aq::io::vision_inputs vi = aq::io::preprocess_images(decoded, o);
-      images.pixel_values = aq::tensor({vi.rows, vi.cols});
-      images.pixel_values.storage() = vi.pixel_values;
-      std::vector<float> grid_values;  // small integers, exact in F32
-      for (const auto& g : vi.grid_thw) {
-        images.grids.push_back(g);
-        for (const std::int64_t v : g) grid_values.push_back(static_cast<float>(v));
-        batch.input_ids.push_back(cfg.vision_start_token_id);
-        batch.input_ids.insert(batch.input_ids.end(),
-                               static_cast<std::size_t>(aq::io::image_token_count(g, o.merge_size)), cfg.image_token_id);
-        batch.input_ids.push_back(cfg.vision_end_token_id);
-      }
-      writer.add("pixel_values", {vi.rows, vi.cols}, std::span<const float>(vi.pixel_values));
-      writer.add("image_grid_thw", {static_cast<std::int64_t>(vi.grid_thw.size()), 3},
-                 std::span<const float>(grid_values));
-    }
-    batch.input_ids.insert(batch.input_ids.end(), body.begin(), body.end());
-    batch.batch = 1;
-    batch.seq = static_cast<std::int64_t>(batch.input_ids.size());
-    batch.attention_mask.assign(batch.input_ids.size(), 1);
-    batch.labels = batch.input_ids;
-
-    dump_observer observer(&writer);
-    aq::qwen3_vl::run_options options;
-    options.masked_rows = sdpa ? aq::cpu::masked_row_policy::zero : aq::cpu::masked_row_policy::attend_all;
-    const aq::qwen3_vl::text_result result =
-        model.run(batch, image_paths.empty() ? nullptr : &images, options, dump ? &observer : nullptr);
-    std::vector<float> id_values(batch.input_ids.begin(), batch.input_ids.end());  // ids < 2^24: exact in F32
-    writer.add("input_ids", {batch.seq}, std::span<const float>(id_values));
-    writer.add("logits", {batch.seq, cfg.text.vocab_size}, std::span<const float>(result.logits.storage()));
-    const float loss = static_cast<float>(result.loss);
-    writer.add("loss", {1}, std::span<const float>(&loss, 1));
-    writer.write(out_path);
-    std::printf("tokens %lld, targets %lld, loss %.9g -> %s\n", static_cast<long long>(batch.seq),
-                static_cast<long long>(result.targets), result.loss, out_path.c_str());
-    return 0;
+    return run(*a);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "aq-logits: %s\n", e.what());
     return 1;

@@ -183,6 +183,10 @@ int run(int argc, char** argv) {
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
   }
+  // Inputs, sequence length and every output location, before the GPU is touched; the outputs
+  // are written staged and published together at the end (docs/outputs.md).
+  aq::output_set outputs;
+  aq_cuda_driver::preflight(o, seq_len, calib, outputs);
 
   int device = 0;
   AQ_CUDA_CHECK(cudaGetDevice(&device));
@@ -400,10 +404,11 @@ int run(int argc, char** argv) {
 
   const auto t_write = clock_type::now();
   const fs::path out(*o.output_dir);
-  aq_cuda_driver::write_outputs(out, space, result);
+  outputs.stage();
+  aq_cuda_driver::write_outputs(outputs.directory(), space, result);
   const std::string log = aq_cuda_driver::run_log(space, result, e, load_seconds);
-  aq::write_file_atomic(out / aq_cuda_driver::run_log_filename(e.scheme_name), log);
-  if (o.dump_batches) aq_cuda_driver::dump_batches(*o.dump_batches, batches);
+  aq::write_file(outputs.directory() / aq_cuda_driver::run_log_filename(e.scheme_name), log);
+  if (o.dump_batches) aq_cuda_driver::dump_batches(outputs.staged(*o.dump_batches), batches);
   if (o.result_json) {
     aq_cuda_driver::json_fields f;
     f.model = o.model_dir ? fs::path(*o.model_dir).filename().string() : "builtin";
@@ -421,8 +426,9 @@ int run(int argc, char** argv) {
     f.weight_bytes = weights.bytes() + vision_weights.bytes();
     f.peak_bytes = peak;
     f.gpu = prop.name;
-    aq::write_file_atomic(*o.result_json, aq_cuda_driver::result_json(space, result, e, f, batches) + "\n");
+    aq::write_file(outputs.staged(*o.result_json), aq_cuda_driver::result_json(space, result, e, f, batches) + "\n");
   }
+  outputs.publish();
   const double write_seconds = since(t_write);
 
   const double score_tflops = stats.scoring_gemm_flops / result.timings.scoring / 1e12;

@@ -3,6 +3,7 @@
 
 #include <aq/autoquant/calib_inputs.hpp>
 #include <aq/autoquant/outputs.hpp>
+#include <aq/autoquant/preflight.hpp>
 #include <aq/autoquant/result_json.hpp>
 #include <aq/core/atomic_file.hpp>
 #include <aq/core/error.hpp>
@@ -41,6 +42,11 @@ std::string patch(std::string json, const std::string& gpu, std::size_t peak, st
 }
 
 }  // namespace
+
+void preflight(const aq::autoquant::driver_options& options, std::int64_t seq_len, const std::filesystem::path& calib,
+               aq::output_set& outputs) {
+  aq::autoquant::preflight(options, seq_len, calib, outputs);
+}
 
 aq::qwen3_vl::config read_config(const std::filesystem::path& dir) { return aq::read_qwen3_vl_config(dir); }
 
@@ -88,7 +94,7 @@ aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const st
 }
 
 void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches) {
-  aq::write_file_atomic(file, aq::autoquant::render_batches(aq::autoquant::stack_batches(batches)));
+  aq::write_file(file, aq::autoquant::render_batches(aq::autoquant::stack_batches(batches)));
 }
 
 std::string result_json(const aq::autoquant::search_space& space, const aq::autoquant::autoquant_result& result,

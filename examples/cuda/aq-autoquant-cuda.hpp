@@ -9,13 +9,20 @@
 #include <vector>
 
 #include <aq/autoquant/engine.hpp>
+#include <aq/autoquant/options.hpp>
 #include <aq/autoquant/search_space.hpp>
+#include <aq/core/atomic_file.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
 #include <aq/backend/cuda/qwen3_vl_vision_weights.cuh>
 #include <aq/io/calib_batches.hpp>
 #include <aq/model/qwen3_vl/config.hpp>
 
 namespace aq_cuda_driver {
+
+// The model dir, its positions against seq_len, the calibration file and every output location,
+// checked before the GPU is touched (autoquant::preflight, shared with aq-autoquant).
+void preflight(const aq::autoquant::driver_options& options, std::int64_t seq_len, const std::filesystem::path& calib,
+               aq::output_set& outputs);
 
 // config.json of a model dir.
 aq::qwen3_vl::config read_config(const std::filesystem::path& dir);
@@ -36,7 +43,7 @@ aq::cuda::qwen3_vl_vision_device_weights load_vision_weights(const std::filesyst
 // model dir -> the text decoder's weights on the GPU.
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg);
 
-// Manifest, sensitivity reports and quantizer state into `out`.
+// Manifest, sensitivity reports and quantizer state into `out` (the output set's staged folder).
 void write_outputs(const std::filesystem::path& out, const aq::autoquant::search_space& space,
                    const aq::autoquant::autoquant_result& result);
 
@@ -49,7 +56,8 @@ std::string run_log_filename(const std::string& scheme);
 aq::autoquant::search_space make_space(const aq::qwen3_vl::config& cfg, const std::vector<std::string>& formats,
                                        const std::vector<std::string>& patterns, aq::autoquant::module_root root);
 
-// --dump-batches and the data digest of the comparison JSON.
+// --dump-batches (written to `file`, the output set's staged path) and the data digest of the
+// comparison JSON.
 void dump_batches(const std::filesystem::path& file, const std::vector<aq::io::calib_batch>& batches);
 
 // The comparison JSON (aq.autoquant.compare/v1) with the GPU's device, precision and memory.

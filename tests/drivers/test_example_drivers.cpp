@@ -1,13 +1,17 @@
 // The example drivers run as a user runs them: aq-inspect on a synthetic Qwen3-VL checkpoint that
 // this test writes in the real layout (config.json in the published spelling, two shards +
 // model.safetensors.index.json, every tensor name and shape of the architecture), and on broken
-// copies; aq-tokenize on files and standard input against Hugging Face tokenizers' ids.
+// copies; aq-tokenize on files and standard input against Hugging Face tokenizers' ids; aq-logits
+// on the tiny transformers fixtures (text against the reference logits, images placed in the ids);
+// aq-autoquant on the built-in default and on a checkpoint, its outputs published as one set.
 // Built only with the examples (tests/CMakeLists.txt passes the executables' paths).
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +26,7 @@
 #include <simdjson.h>
 
 #include "aq/io/hf_config.hpp"
+#include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 
@@ -437,4 +442,406 @@ TEST_CASE("aq-autoquant-cuda rejects bad GPU flags with one line, exit code 2 an
   CHECK(r.err.find("--dump-batches") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
 }
+
+TEST_CASE("aq-autoquant-cuda checks its output locations, numbers and --seq-len before the GPU is touched") {
+  fs::create_directories(work);
+  write_text(work / "cuda_regular_file", "x");
+  const fs::path out = work / "cuda_out";
+  fs::remove_all(out);
+  const std::string under_file = (work / "cuda_regular_file" / "x").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--output-dir", under_file}, "--output-dir " + under_file + ": "},
+      {{"--output-dir", out.string(), "--result-json", under_file}, "--result-json " + under_file + ": "},
+      {{"--output-dir", out.string(), "--dump-batches", "/proc/aq_batches.safetensors"}, "--dump-batches "},
+      {{"--output-dir", out.string(), "--threads", "4294967296"}, "--threads: 4294967296 is out of range"},
+      {{"--output-dir", out.string(), "--model", (fs::path(AQ_TEST_FIXTURES) / "qwen3_vl" / "tiny_tied").string(),
+        "--seq-len", "1000000000"},
+       "max_position_embeddings 4096"},
+      {{"--output-dir", out.string(), "--calib", work.string()}, "--calib " + work.string() + ": is a directory"},
+  };
+  for (const auto& [args, needle] : cases) {
+    CAPTURE(needle);
+    const run_result r = run(AQ_AUTOQUANT_CUDA_EXE, args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.starts_with("aq-autoquant-cuda: "));
+    CHECK(r.err.find(needle) != std::string::npos);
+    CHECK(line_count(r.err) == 1);
+    CHECK_FALSE(fs::exists(out));
+  }
+}
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// aq-logits and aq-autoquant end to end on fixtures of the repository (tests/fixtures/, data/).
+
+namespace {
+
+const fs::path qwen3_vl_fixtures = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl";
+
+struct reference_file {
+  aq::safetensors_file file;
+  explicit reference_file(const fs::path& path) : file(path, aq::readable_dtypes) {}
+  std::vector<float> f(const std::string& name) const { return aq::to_float_vector(file.at(name)); }
+  std::vector<std::int64_t> i(const std::string& name) const { return aq::to_int64_vector(file.at(name)); }
+};
+
+std::string ids_text(const std::vector<std::int64_t>& ids) {
+  std::string s;
+  for (const std::int64_t id : ids) {
+    if (!s.empty()) s += ' ';
+    s += std::to_string(id);
+  }
+  return s;
+}
+
+// A failure of `exe_name` is exactly one line "exe_name: ..." containing `needle`, with `code`.
+void check_error_line(const run_result& r, const std::string& exe_name, int code, const std::string& needle) {
+  CAPTURE(r.err);
+  CHECK(r.exit_code == code);
+  CHECK(line_count(r.err) == 1);
+  CHECK(r.err.starts_with(exe_name + ": "));
+  CHECK(r.err.find(needle) != std::string::npos);
+}
+
+// Every entry of `dir` whose name holds ".tmp." or ".old." (a temporary left behind).
+std::vector<std::string> temporaries(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp.") != std::string::npos || name.find(".old.") != std::string::npos) found.push_back(name);
+  }
+  return found;
+}
+
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("aq-logits runs text-only ids on the tiny fixtures and matches transformers' logits") {
+  fs::create_directories(work);
+  for (const std::string checkpoint : {"tiny_tied", "tiny_untied"}) {
+    CAPTURE(checkpoint);
+    const reference_file ref(qwen3_vl_fixtures / (checkpoint + ".reference.safetensors"));
+    const aq::tensor_view& shape = ref.file.at("text.input_ids");
+    const std::int64_t B = shape.shape[0], T = shape.shape[1];
+    const std::vector<std::int64_t> ids = ref.i("text.input_ids"), mask = ref.i("text.attention_mask");
+    const std::vector<float> logits = ref.f("text.eager.logits");
+    const std::int64_t V = static_cast<std::int64_t>(logits.size()) / (B * T);
+    // The rows without left padding are single sequences as aq-logits runs them (positions 0..T-1).
+    int compared = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (std::count(mask.begin() + b * T, mask.begin() + (b + 1) * T, 0) != 0) continue;
+      const std::vector<std::int64_t> row(ids.begin() + b * T, ids.begin() + (b + 1) * T);
+      const fs::path out = work / (checkpoint + "_text.safetensors");
+      fs::remove(out);
+      const run_result r = run(AQ_LOGITS_EXE, {"--model", (qwen3_vl_fixtures / checkpoint).string(), "--ids",
+                                               ids_text(row), "--out", out.string()});
+      CAPTURE(r.err);
+      REQUIRE(r.exit_code == 0);
+      const reference_file got(out);
+      CHECK(got.f("input_ids") == std::vector<float>(row.begin(), row.end()));
+      const std::vector<float> ours = got.f("logits");
+      REQUIRE(static_cast<std::int64_t>(ours.size()) == T * V);
+      // Tolerance: max |ours - ref| <= 1e-5 * max |ref| (fp32 against fp32, summation order only).
+      double diff = 0.0, scale = 0.0;
+      for (std::int64_t k = 0; k < T * V; ++k) {
+        const double want = logits[static_cast<std::size_t>(b * T * V + k)];
+        diff = std::max(diff, std::abs(static_cast<double>(ours[static_cast<std::size_t>(k)]) - want));
+        scale = std::max(scale, std::abs(want));
+      }
+      CHECK(diff <= 1e-5 * scale);
+      // The loss: mean next-token cross-entropy of the reference logits, in float64.
+      double loss = 0.0;
+      for (std::int64_t t = 0; t + 1 < T; ++t) {
+        const float* z = logits.data() + b * T * V + t * V;
+        const double top = *std::max_element(z, z + V);
+        double sum = 0.0;
+        for (std::int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(z[v]) - top);
+        loss += top + std::log(sum) - z[row[static_cast<std::size_t>(t + 1)]];
+      }
+      loss /= static_cast<double>(T - 1);
+      CHECK(std::abs(got.f("loss").at(0) - loss) <= 1e-5 * std::max(1.0, loss));
+      ++compared;
+    }
+    CHECK(compared >= 1);
+  }
+}
+
+TEST_CASE("aq-logits places images where the ids hold their placeholder runs, and refuses mismatches") {
+  fs::create_directories(work);
+  const fs::path model = qwen3_vl_fixtures / "tiny_tied";
+  const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model);
+  const std::int64_t vs = cfg.vision_start_token_id, pad = cfg.image_token_id, ve = cfg.vision_end_token_id;
+  const std::string image = (fs::path(AQ_TEST_FIXTURES) / "images" / "alpha_grid.png").string();  // 256 x 256
+  // 256x256 resized under max 4096 pixels to 64x64: (64/4)^2 = 256 patches, 256/4 = 64 image tokens.
+  const std::vector<std::string> pixels = {"--min-pixels", "1024", "--max-pixels", "4096"};
+  const std::int64_t n = 64;
+  const auto logits_run = [&](const std::vector<std::int64_t>& ids, const std::string& name) {
+    const fs::path out = work / (name + ".safetensors");
+    fs::remove(out);
+    std::vector<std::string> args = {"--model", model.string(), "--ids", ids_text(ids), "--image", image,
+                                     "--out", out.string()};
+    args.insert(args.end(), pixels.begin(), pixels.end());
+    const run_result r = run(AQ_LOGITS_EXE, args);
+    CAPTURE(r.err);
+    REQUIRE(r.exit_code == 0);
+    const reference_file got(out);
+    return std::pair{got.f("input_ids"), got.f("logits")};
+  };
+  const std::vector<std::int64_t> body = {10, 11, 12, 13, 14};
+  std::vector<std::int64_t> expanded = {vs};
+  expanded.insert(expanded.end(), static_cast<std::size_t>(n), pad);
+  expanded.push_back(ve);
+
+  // Without a run, the image goes in front; a run already in front gives the same sequence.
+  const auto [front_ids, front_logits] = logits_run(body, "image_front");
+  std::vector<std::int64_t> want = expanded;
+  want.insert(want.end(), body.begin(), body.end());
+  CHECK(front_ids == std::vector<float>(want.begin(), want.end()));
+  for (const float v : front_logits) REQUIRE(std::isfinite(v));
+  std::vector<std::int64_t> single = {vs, pad, ve};
+  single.insert(single.end(), body.begin(), body.end());
+  const auto [single_ids, single_logits] = logits_run(single, "image_single_pad");
+  CHECK(single_ids == front_ids);
+  CHECK(single_logits == front_logits);
+
+  // A chat prompt: the run inside the user turn (one pad expanded, or the full count kept).
+  std::vector<std::int64_t> chat = {1, 2, 3, vs, pad, ve, 20, 21, 4, 5};
+  const auto [chat_ids, chat_logits] = logits_run(chat, "image_chat");
+  std::vector<std::int64_t> chat_want = {1, 2, 3};
+  chat_want.insert(chat_want.end(), expanded.begin(), expanded.end());
+  chat_want.insert(chat_want.end(), {20, 21, 4, 5});
+  CHECK(chat_ids == std::vector<float>(chat_want.begin(), chat_want.end()));
+  const auto [full_ids, full_logits] = logits_run(chat_want, "image_chat_full");
+  CHECK(full_ids == chat_ids);
+  CHECK(full_logits == chat_logits);
+
+  // Runs that disagree with the images: one line each, exit code 1, no output.
+  const fs::path out = work / "image_bad.safetensors";
+  fs::remove(out);
+  const auto bad = [&](const std::vector<std::int64_t>& ids, const std::vector<std::string>& images) {
+    std::vector<std::string> args = {"--model", model.string(), "--ids", ids_text(ids), "--out", out.string()};
+    for (const std::string& i : images) args.insert(args.end(), {"--image", i});
+    args.insert(args.end(), pixels.begin(), pixels.end());
+    return run(AQ_LOGITS_EXE, args);
+  };
+  check_error_line(bad({vs, pad, ve, 7, vs, pad, ve}, {image}), "aq-logits", 1, "2 image placeholder run(s)");
+  check_error_line(bad({vs, pad, pad, ve, 7}, {image}), "aq-logits", 1, "needs 64 placeholder ids");
+  check_error_line(bad({vs, pad, ve, 7}, {}), "aq-logits", 1, "no --image is given");
+  check_error_line(bad({vs, pad, ve, 7}, {image, image}), "aq-logits", 1, "1 image placeholder run(s)");
+  CHECK_FALSE(fs::exists(out));
+}
+
+TEST_CASE("aq-logits checks its flags and paths before it loads anything") {
+  fs::create_directories(work);
+  const std::string model = (qwen3_vl_fixtures / "tiny_tied").string();
+  const fs::path out = work / "flags.safetensors";
+  fs::remove(out);
+  write_text(work / "regular_file", "x");
+  const std::string image = (fs::path(AQ_TEST_FIXTURES) / "images" / "alpha_grid.png").string();
+  const std::vector<std::string> base = {"--model", model, "--ids", "1 2 3", "--out", out.string()};
+  const auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(AQ_LOGITS_EXE, args);
+  };
+  SUBCASE("pixel bounds are positive integers") {
+    for (const std::string v : {"abc", "0", "-100", "12x", "99999999999999999999", ""}) {
+      CAPTURE(v);
+      check_error_line(with({"--image", image, "--max-pixels", v}), "aq-logits", 2, "--max-pixels");
+    }
+    check_error_line(with({"--min-pixels", "4096", "--max-pixels", "1024"}), "aq-logits", 2, "--min-pixels 4096 exceeds");
+  }
+  SUBCASE("token ids are integers within the vocabulary") {
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", "1 x 3", "--out", out.string()}), "aq-logits", 1,
+                     "--ids: 'x' is not an integer");
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", "1 211", "--out", out.string()}), "aq-logits", 1,
+                     "--ids: 211 is out of range (must be in [0, 210])");
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", "18446744073709551617", "--out", out.string()}),
+                     "aq-logits", 1, "out of range");
+  }
+  SUBCASE("an image that is a directory or missing") {
+    check_error_line(with({"--image", work.string()}), "aq-logits", 1, "--image " + work.string() + ": is a directory");
+    check_error_line(with({"--image", (work / "no_such.png").string()}), "aq-logits", 1, "no_such.png");
+  }
+  SUBCASE("an output that cannot be written, and a model dir that is not one") {
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", "1 2", "--out", (work / "regular_file" / "o.st").string()}),
+                     "aq-logits", 1, "--out ");
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", "1 2", "--out", work.string()}), "aq-logits", 1,
+                     "is a directory, not a regular file");
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", (work / "regular_file").string(), "--ids", "1", "--out", out.string()}),
+                     "aq-logits", 1, "--model");
+  }
+  SUBCASE("a sequence longer than the model's positions") {
+    std::string ids;
+    for (int k = 0; k < 4097; ++k) ids += "1 ";
+    check_error_line(run(AQ_LOGITS_EXE, {"--model", model, "--ids", ids, "--out", out.string()}), "aq-logits", 1,
+                     "max_position_embeddings 4096");
+  }
+  CHECK_FALSE(fs::exists(out));
+}
+
+namespace {
+
+// A tiny Qwen3-VL with the real Qwen3 vocabulary and tokenizer (data/qwen3-tokenizer), small
+// random weights (norms 1), so aq-autoquant runs on it as on a published checkpoint.
+fs::path write_vocab_checkpoint(const fs::path& dir) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string config = tiny_config;
+  const auto set = [&](const std::string& from, const std::string& to) {
+    REQUIRE(config.find(from) != std::string::npos);
+    config.replace(config.find(from), from.size(), to);
+  };
+  set("\"vocab_size\": 160", "\"vocab_size\": 151936");
+  set("\"image_token_id\": 157", "\"image_token_id\": 151655");
+  set("\"video_token_id\": 158", "\"video_token_id\": 151656");
+  set("\"vision_start_token_id\": 155", "\"vision_start_token_id\": 151652");
+  set("\"vision_end_token_id\": 156", "\"vision_end_token_id\": 151653");
+  write_text(dir / "config.json", config);
+  fs::copy_file(fs::path(AQ_SOURCE_DIR) / "data" / "qwen3-tokenizer" / "tokenizer.json", dir / "tokenizer.json");
+  const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(dir);
+  aq::safetensors_writer writer;
+  std::uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (const auto& spec : aq::qwen3_vl::expected_parameters(cfg)) {
+    std::vector<float> values(static_cast<std::size_t>(spec.numel()));
+    const bool norm = spec.name.find("norm") != std::string::npos && spec.name.ends_with(".weight");
+    for (float& v : values) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      v = norm ? 1.0f : (static_cast<float>(state >> 40) / static_cast<float>(1u << 24) - 0.5f) * 0.1f;
+    }
+    writer.add_rounded(spec.name, aq::dtype_bf16, spec.shape, values);
+  }
+  writer.write(dir / "model.safetensors");
+  return dir;
+}
+
+const std::vector<std::string> quick_run = {"--num-samples", "4", "--seq-len", "16", "--batch-size", "2", "--threads", "2"};
+
+std::vector<std::string> autoquant_args(std::vector<std::string> args) {
+  args.insert(args.end(), quick_run.begin(), quick_run.end());
+  return args;
+}
+
+const std::vector<std::string> report_set = {"autoquant_lm_autoquant.log", "autoquant_lm_autoquant_state.safetensors",
+                                             "autoquant_lm_quant_manifest.json", "per-layer-sensitivity.json",
+                                             "per-layer-sensitivity.md"};
+
+}  // namespace
+
+TEST_CASE("aq-autoquant runs the built-in default and a checkpoint end to end, outputs published as one set") {
+  fs::create_directories(work);
+  const fs::path root = work / "autoquant";
+  fs::remove_all(root);
+  fs::create_directories(root);
+
+  SUBCASE("the built-in default: reports, result JSON and batches, no temporaries") {
+    const fs::path out = root / "default";
+    const run_result r = run(AQ_AUTOQUANT_EXE, autoquant_args({"--output-dir", out.string(), "--result-json",
+                                                               (root / "result.json").string(), "--dump-batches",
+                                                               (root / "batches.safetensors").string()}));
+    CAPTURE(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(names_in(out) == report_set);
+    CHECK(r.out.find("wrote " + out.string()) != std::string::npos);
+    simdjson::dom::parser parser;
+    simdjson::dom::element result;
+    REQUIRE(parser.load((root / "result.json").string()).get(result) == simdjson::SUCCESS);
+    const reference_file batches(root / "batches.safetensors");
+    const aq::tensor_view& stacked = batches.file.at("input_ids");
+    CHECK(std::vector<std::int64_t>(stacked.shape.begin(), stacked.shape.end()) == std::vector<std::int64_t>{4, 16});
+    CHECK(temporaries(root).empty());
+  }
+
+  SUBCASE("a checkpoint with the Qwen3 vocabulary; a re-run replaces the whole folder") {
+    const fs::path model = write_vocab_checkpoint(root / "vocab_model");
+    const fs::path out = root / "reports";
+    const std::vector<std::string> args = autoquant_args({"--model", model.string(), "--output-dir", out.string(),
+                                                          "--result-json", (out / "result.json").string()});
+    const run_result first = run(AQ_AUTOQUANT_EXE, args);
+    CAPTURE(first.err);
+    REQUIRE(first.exit_code == 0);
+    std::vector<std::string> want = report_set;
+    want.push_back("result.json");
+    std::sort(want.begin(), want.end());
+    CHECK(names_in(out) == want);
+    const std::string manifest = read_text(out / "autoquant_lm_quant_manifest.json");
+    CHECK(manifest.find("model.language_model.layers.1.mlp.down_proj") != std::string::npos);
+
+    // Files an older run of another scheme left, a temporary it left inside, and a staging folder
+    // and a temporary of a killed run beside it: the re-run leaves only its own set.
+    write_text(out / "older_quant_manifest.json", "{}");
+    write_text(out / "per-layer-sensitivity.md.tmp.4194300", "partial");
+    fs::create_directories(root / "reports.tmp.4194301");
+    write_text(root / "reports.tmp.4194301" / "per-layer-sensitivity.md", "partial");
+    fs::create_directories(root / "reports.old.4194302");
+    write_text(out / "autoquant_lm_quant_manifest.json", "stale");
+    const run_result again = run(AQ_AUTOQUANT_EXE, args);
+    CAPTURE(again.err);
+    REQUIRE(again.exit_code == 0);
+    CHECK(names_in(out) == want);
+    CHECK(read_text(out / "autoquant_lm_quant_manifest.json") == manifest);  // deterministic, replaced
+    CHECK(temporaries(root).empty());
+  }
+}
+
+TEST_CASE("aq-autoquant refuses unwritable outputs, bad numbers and a too long --seq-len before any work") {
+  fs::create_directories(work);
+  const fs::path root = work / "autoquant_refused";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  write_text(root / "regular_file", "x");
+  const fs::path out = root / "out";
+  const auto refused = [&](std::vector<std::string> args, const std::string& needle) {
+    const run_result r = run(AQ_AUTOQUANT_EXE, autoquant_args(args));
+    check_error_line(r, "aq-autoquant", 2, needle);
+    CHECK(r.out.empty());
+    CHECK_FALSE(fs::exists(out));  // nothing written, no report before a late failure
+    CHECK(temporaries(root).empty());
+  };
+  const std::string under_file = (root / "regular_file" / "x").string();
+
+  SUBCASE("output locations") {
+    refused({"--output-dir", under_file}, "--output-dir " + under_file + ": ");
+    refused({"--output-dir", (root / "regular_file").string()}, "exists and is a regular file, not a directory");
+    refused({"--output-dir", "/proc/aq_no_such_dir/out"}, "--output-dir /proc/aq_no_such_dir/out: ");
+    refused({"--output-dir", out.string(), "--result-json", under_file}, "--result-json " + under_file + ": ");
+    refused({"--output-dir", out.string(), "--result-json", root.string()}, "--result-json " + root.string() +
+                                                                                ": exists and is a directory");
+    refused({"--output-dir", out.string(), "--dump-batches", "/proc/aq_batches.safetensors"}, "--dump-batches ");
+    const fs::path fifo = root / "fifo.json";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    refused({"--output-dir", out.string(), "--result-json", fifo.string()}, "exists and is a FIFO");
+    fs::remove(fifo);
+    // A folder that holds other files is not replaced.
+    const fs::path mine = root / "mine";
+    fs::create_directories(mine);
+    write_text(mine / "notes.txt", "keep");
+    refused({"--output-dir", mine.string()}, "holds notes.txt");
+    CHECK(read_text(mine / "notes.txt") == "keep");
+  }
+  SUBCASE("numbers out of range") {
+    refused({"--output-dir", out.string(), "--threads", "4294967296"}, "--threads: 4294967296 is out of range");
+    refused({"--output-dir", out.string(), "--threads", "100000"}, "--threads: 100000 is out of range (must be in [0, 1024])");
+    refused({"--output-dir", out.string(), "--num-samples", "99999999999999999999"}, "--num-samples: 99999999999999999999 is out of range");
+    refused({"--output-dir", out.string(), "--seed", "-1"}, "--seed: -1 is out of range");
+    refused({"--output-dir", out.string(), "--effective-bits", "1e999"}, "--effective-bits: '1e999' is out of range");
+    refused({"--output-dir", out.string(), "--batch-size", " 4"}, "--batch-size: ' 4' is not an integer");
+  }
+  SUBCASE("a sequence length beyond max_position_embeddings, and input paths") {
+    const fs::path model = qwen3_vl_fixtures / "tiny_tied";
+    std::vector<std::string> args = autoquant_args({"--model", model.string(), "--output-dir", out.string()});
+    args.insert(args.end(), {"--seq-len", "1000000000"});
+    const run_result r = run(AQ_AUTOQUANT_EXE, args);
+    check_error_line(r, "aq-autoquant", 2, "--seq-len 1000000000 exceeds the model's max_position_embeddings 4096");
+    CHECK_FALSE(fs::exists(out));
+    refused({"--output-dir", out.string(), "--calib", root.string()}, "--calib " + root.string() + ": is a directory");
+    refused({"--output-dir", out.string(), "--calib", (root / "none.txt").string()}, "--calib ");
+    refused({"--output-dir", out.string(), "--model", (root / "regular_file").string()}, "--model ");
+  }
+}

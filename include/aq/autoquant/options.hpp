@@ -3,8 +3,12 @@
 // parser and --help text (the recipe table comes from the registry).
 #pragma once
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -51,7 +55,7 @@ struct driver_options {
   bool custom_names = false;
   std::string attention = "sdpa";
   bool keep_padding = false;                // run every padding column (qwen3_vl::trim_padding off)
-  unsigned threads = 0;                     // 0: all hardware threads
+  unsigned threads = 0;                     // 0: all hardware threads; at most max_threads
   std::optional<std::string> dump_batches;
   std::optional<std::string> result_json;
   std::optional<std::string> preset;
@@ -61,6 +65,9 @@ struct driver_options {
   std::optional<std::string> dataset_name;
   bool help = false;
 };
+
+// --threads above this is refused (a pool of 100000 threads fails to start, and no machine needs more).
+inline constexpr std::int64_t max_threads = 1024;
 
 // A named run of the reference project: its formats, budget, coverage and data shape, and the
 // module ModelOpt was given (which fixes the group count and names of its reports).
@@ -129,22 +136,36 @@ inline std::vector<std::string> split_list(std::string_view text) {
 
 namespace detail {
 
+// A finite decimal number, the whole text; overflow (1e999) and nan/inf are refused.
 inline double parse_double(std::string_view flag, const std::string& text) {
   char* end = nullptr;
+  errno = 0;
   const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(value == value)) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size() ||
+      std::isnan(value)) {
     throw error(std::string(flag) + ": '" + text + "' is not a number");
+  }
+  if (std::isinf(value) || (errno == ERANGE && (value >= 1.0 || value <= -1.0))) {
+    throw error(std::string(flag) + ": '" + text + "' is out of range (not a finite double)");
   }
   return value;
 }
 
-inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min) {
+// A decimal integer, the whole text, within [min, max]; values beyond 64 bits are refused, never
+// wrapped or clamped.
+inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min,
+                              std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
   char* end = nullptr;
+  errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || end != text.c_str() + text.size()) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size()) {
     throw error(std::string(flag) + ": '" + text + "' is not an integer");
   }
-  if (value < min) throw error(std::string(flag) + ": " + text + " must be >= " + std::to_string(min));
+  if (errno == ERANGE || value < min || value > max) {
+    std::string range = ">= " + std::to_string(min);
+    if (max != std::numeric_limits<std::int64_t>::max()) range = "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    throw error(std::string(flag) + ": " + text + " is out of range (must be " + range + ")");
+  }
   return value;
 }
 
@@ -249,7 +270,7 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
     } else if (flag == "--keep-padding") {
       o.keep_padding = true;
     } else if (flag == "--threads") {
-      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
+      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0, max_threads));
     } else if (flag == "--dump-batches") {
       o.dump_batches = value();
     } else if (flag == "--result-json") {
@@ -319,7 +340,7 @@ output
   --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
                           labels: int64 [N, T]) for running ModelOpt on the same data
   --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
-  --threads N             CPU threads (default: all)
+  --threads N             CPU threads, at most 1024 (default: all)
   -h, --help              this text
 
 recipes (--formats names; effective bits as ModelOpt prices them)

@@ -1,12 +1,14 @@
 // The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
 // formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
-// (amax of the chosen recipes' quantizers) and a run log with the time of each stage.
+// (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
+// written into a staged folder and published as one set (core/atomic_file.hpp, docs/outputs.md).
 #pragma once
 
 #include <cstdio>
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/search_space.hpp"
@@ -20,6 +22,17 @@ namespace aq::autoquant {
 
 inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
 inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
+
+// Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
+// an older run left there: such a folder may be replaced; one holding anything else may not.
+inline bool is_report_file(std::string_view name) {
+  const std::size_t tmp = name.rfind(".tmp.");
+  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
+                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
+  return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
+         name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
+         name.ends_with("_autoquant.log") || temporary;
+}
 
 // amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
 // the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
@@ -72,7 +85,8 @@ inline std::string render_run_log(const search_space& space, const autoquant_res
 }
 
 // Writes the manifest, the two sensitivity reports and the state file into `directory`
-// (created if needed), each atomically.
+// (created if needed), each atomically. Drivers pass an output_set's staged folder, so that the
+// files appear at the --output-dir only together, when the set is published.
 inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
                           const autoquant_result& result) {
   std::error_code ec;

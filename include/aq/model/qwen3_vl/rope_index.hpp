@@ -2,6 +2,7 @@
 // text tokens count the attended tokens on all three axes; an image of merged grid (t, h, w)
 // takes (base+ti, base+hi, base+wi) and the next text position is one past the largest so far;
 // padding slots get 1 on every axis. Output layout: [3, batch, seq] (t rows, then h, then w).
+// Also: placing each image's placeholder run in one sequence's ids, as the processor does.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +17,66 @@ namespace aq::qwen3_vl {
 
 // One image's (t, h, w) grid in vision patches (image_grid_thw).
 using grid_thw = std::array<std::int64_t, 3>;
+
+// Visual tokens of one image after the spatial merge: t * (h / merge) * (w / merge).
+inline std::int64_t image_placeholder_count(const grid_thw& g, std::int64_t spatial_merge_size) {
+  return g[0] * (g[1] / spatial_merge_size) * (g[2] / spatial_merge_size);
+}
+
+struct image_placeholder_ids {
+  std::int64_t vision_start = -1;
+  std::int64_t image = -1;  // <|image_pad|>
+  std::int64_t vision_end = -1;
+};
+
+// The ids of one sequence with every image's placeholder run where it belongs. A run is a
+// maximal stretch of image ids. Ids without any run get one <vision_start> image x N
+// <vision_end> per image in front. Ids with runs must hold one per image, in image order: a run
+// of exactly N ids is kept, a run of one is expanded to N (as the Hugging Face processor expands
+// the template's single <|image_pad|>); anything else is an error naming the image.
+inline std::vector<std::int64_t> place_image_placeholders(const std::vector<std::int64_t>& ids,
+                                                          const std::vector<grid_thw>& images,
+                                                          std::int64_t spatial_merge_size,
+                                                          const image_placeholder_ids& t) {
+  std::vector<std::int64_t> out;
+  std::size_t runs = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) runs += ids[i] == t.image && (i == 0 || ids[i - 1] != t.image) ? 1 : 0;
+  if (runs == 0) {
+    for (const grid_thw& g : images) {
+      out.push_back(t.vision_start);
+      out.insert(out.end(), static_cast<std::size_t>(image_placeholder_count(g, spatial_merge_size)), t.image);
+      out.push_back(t.vision_end);
+    }
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+  }
+  if (runs != images.size()) {
+    throw error("the ids hold " + std::to_string(runs) + " image placeholder run(s) (id " + std::to_string(t.image) +
+                ") but " + std::to_string(images.size()) + " image(s) are given; put one run per image, or none");
+  }
+  std::size_t image = 0;
+  for (std::size_t i = 0; i < ids.size();) {
+    if (ids[i] != t.image) {
+      out.push_back(ids[i++]);
+      continue;
+    }
+    std::size_t end = i;
+    while (end < ids.size() && ids[end] == t.image) ++end;
+    const std::int64_t length = static_cast<std::int64_t>(end - i);
+    const grid_thw& g = images[image];
+    const std::int64_t count = image_placeholder_count(g, spatial_merge_size);
+    if (length != 1 && length != count) {
+      throw error("image " + std::to_string(image) + " (grid " + std::to_string(g[0]) + "x" + std::to_string(g[1]) + "x" +
+                  std::to_string(g[2]) + ") needs " + std::to_string(count) +
+                  " placeholder ids (or one, to be expanded), its run at position " + std::to_string(i) + " has " +
+                  std::to_string(length));
+    }
+    out.insert(out.end(), static_cast<std::size_t>(count), t.image);
+    ++image;
+    i = end;
+  }
+  return out;
+}
 
 // images: grids in the order their placeholder runs appear in the flattened batch.
 inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_t>& input_ids,

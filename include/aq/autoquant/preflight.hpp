@@ -1,0 +1,94 @@
+// What a driver checks before it loads a model or reads data: input paths exist and have the
+// right kind, --seq-len fits the model's positions, and every output location can be written
+// (the output_set that later publishes them). Each failure is one aq::error naming the flag.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include <simdjson.h>
+
+#include "aq/autoquant/options.hpp"
+#include "aq/autoquant/outputs.hpp"
+#include "aq/core/atomic_file.hpp"
+#include "aq/core/error.hpp"
+
+namespace aq::autoquant {
+
+// `path` is an existing regular file (symbolic links followed), not a directory, FIFO or device.
+inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISREG(st.st_mode)) {
+    throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
+  }
+}
+
+// `path` is an existing directory.
+inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
+}
+
+// text_config.max_position_embeddings of a model dir's config.json (the top-level field where a
+// config has no text_config); 0 when neither is given.
+inline std::int64_t read_max_position_embeddings(const std::filesystem::path& model_dir) {
+  const std::filesystem::path file = model_dir / "config.json";
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (const auto code = parser.load(file.string()).get(root)) {
+    throw error(file.string() + ": " + simdjson::error_message(code));
+  }
+  for (const char* pointer : {"/text_config/max_position_embeddings", "/max_position_embeddings"}) {
+    simdjson::dom::element value;
+    if (root.at_pointer(pointer).get(value) != simdjson::SUCCESS || value.is_null()) continue;
+    std::int64_t n = 0;
+    if (value.get_int64().get(n) != simdjson::SUCCESS || n <= 0) {
+      throw error(file.string() + ": " + std::string(pointer + 1) + ": expected a positive integer");
+    }
+    return n;
+  }
+  return 0;
+}
+
+// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known).
+inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
+                                  const std::filesystem::path& model_dir) {
+  if (max_positions > 0 && tokens > max_positions) {
+    throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
+                (model_dir / "config.json").string() + ")");
+  }
+}
+
+// The outputs of an aq-autoquant run: the report folder, --result-json and --dump-batches.
+inline void plan_outputs(const driver_options& o, output_set& outputs) {
+  if (!o.output_dir) throw error("--output-dir is required (see --help)");
+  outputs.set_directory("--output-dir", *o.output_dir, is_report_file);
+  if (o.result_json) outputs.add_file("--result-json", *o.result_json);
+  if (o.dump_batches) outputs.add_file("--dump-batches", *o.dump_batches);
+  outputs.check();
+}
+
+// Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
+// dir and its config's positions against seq_len, the calibration file, the output locations.
+inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
+                      output_set& outputs) {
+  if (o.model_dir) {
+    const std::filesystem::path dir(*o.model_dir);
+    check_input_directory("--model", dir);
+    check_input_file("--model", dir / "config.json");
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, read_max_position_embeddings(dir), dir);
+  }
+  check_input_file("--calib", calib);
+  plan_outputs(o, outputs);
+}
+
+}  // namespace aq::autoquant
