@@ -241,11 +241,29 @@ inline void check_list_size(const json_fields& fields, std::string_view key, std
   }
 }
 
+// No width, vocabulary or patch of a transformer comes near 2^24; a larger one is a broken config,
+// refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
+inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
+
 // The sizes the config implies must be representable, and its per-layer lists must fit in memory.
 inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
                                 const qwen3_vl::config& c) {
   const qwen3_vl::text_config& t = c.text;
   const qwen3_vl::vision_config& v = c.vision;
+  const auto bounded = [](const json_fields& fields, std::initializer_list<size_factor> dims) {
+    for (const size_factor& d : dims) {
+      if (d.value > max_dimension) {
+        fields.fail(d.key, std::to_string(d.value) + " too large (at most " + std::to_string(max_dimension) + ")");
+      }
+    }
+  };
+  bounded(text, {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"intermediate_size", t.intermediate_size},
+                 {"num_attention_heads", t.num_attention_heads}, {"num_key_value_heads", t.num_key_value_heads},
+                 {"head_dim", t.head_dim}});
+  bounded(vision, {{"hidden_size", v.hidden_size}, {"num_heads", v.num_heads}, {"intermediate_size", v.intermediate_size},
+                   {"out_hidden_size", v.out_hidden_size}, {"in_channels", v.in_channels}, {"patch_size", v.patch_size},
+                   {"temporal_patch_size", v.temporal_patch_size}, {"spatial_merge_size", v.spatial_merge_size},
+                   {"num_position_embeddings", v.num_position_embeddings}});
   constexpr std::int64_t f32 = 4;  // aq holds converted weights as float32
   const auto tp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(text, what, f); };
   const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
