@@ -464,6 +464,11 @@ TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard 
   CHECK(missing.exit_code == 1);
   CHECK(line_count(missing.err) == 1);
   CHECK(missing.err.find("no_such_input.txt") != std::string::npos);
+  fs::remove(work / "fifo_input.txt");
+  REQUIRE(::mkfifo((work / "fifo_input.txt").c_str(), 0600) == 0);  // nobody writes: must not wait
+  const run_result fifo = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "fifo_input.txt").string()});
+  CHECK(fifo.exit_code == 1);
+  CHECK(fifo.err.find("fifo_input.txt: not a regular file") != std::string::npos);
   write_text(work / "latin1.txt", "caf\xE9\n");
   const run_result latin1 = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "latin1.txt").string()});
   CHECK(latin1.exit_code == 1);

@@ -27,6 +27,10 @@ namespace aq {
 
 namespace detail {
 
+// No width, vocabulary or patch of a transformer comes near 2^24; a larger one is a broken config,
+// refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
+inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
+
 // Typed access to one JSON object, with errors that name the file and the dotted field path.
 class json_fields {
  public:
@@ -70,6 +74,17 @@ class json_fields {
 
   std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
     return find(key) ? positive_int(key) : fallback;
+  }
+
+  // A width, head count, vocabulary or patch size: positive and at most max_dimension.
+  std::int64_t dimension(std::string_view key) const {
+    const std::int64_t value = positive_int(key);
+    if (value > max_dimension) fail(key, std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
+    return value;
+  }
+
+  std::int64_t dimension_or(std::string_view key, std::int64_t fallback) const {
+    return find(key) ? dimension(key) : fallback;
   }
 
   std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
@@ -241,29 +256,11 @@ inline void check_list_size(const json_fields& fields, std::string_view key, std
   }
 }
 
-// No width, vocabulary or patch of a transformer comes near 2^24; a larger one is a broken config,
-// refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
-inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
-
 // The sizes the config implies must be representable, and its per-layer lists must fit in memory.
 inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
                                 const qwen3_vl::config& c) {
   const qwen3_vl::text_config& t = c.text;
   const qwen3_vl::vision_config& v = c.vision;
-  const auto bounded = [](const json_fields& fields, std::initializer_list<size_factor> dims) {
-    for (const size_factor& d : dims) {
-      if (d.value > max_dimension) {
-        fields.fail(d.key, std::to_string(d.value) + " too large (at most " + std::to_string(max_dimension) + ")");
-      }
-    }
-  };
-  bounded(text, {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"intermediate_size", t.intermediate_size},
-                 {"num_attention_heads", t.num_attention_heads}, {"num_key_value_heads", t.num_key_value_heads},
-                 {"head_dim", t.head_dim}});
-  bounded(vision, {{"hidden_size", v.hidden_size}, {"num_heads", v.num_heads}, {"intermediate_size", v.intermediate_size},
-                   {"out_hidden_size", v.out_hidden_size}, {"in_channels", v.in_channels}, {"patch_size", v.patch_size},
-                   {"temporal_patch_size", v.temporal_patch_size}, {"spatial_merge_size", v.spatial_merge_size},
-                   {"num_position_embeddings", v.num_position_embeddings}});
   constexpr std::int64_t f32 = 4;  // aq holds converted weights as float32
   const auto tp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(text, what, f); };
   const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
@@ -330,18 +327,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   qwen3_vl::config config;
   const detail::json_fields text = top.object("text_config");
   qwen3_vl::text_config& t = config.text;
-  t.vocab_size = text.positive_int("vocab_size");
-  t.hidden_size = text.positive_int("hidden_size");
-  t.intermediate_size = text.positive_int("intermediate_size");
+  t.vocab_size = text.dimension("vocab_size");
+  t.hidden_size = text.dimension("hidden_size");
+  t.intermediate_size = text.dimension("intermediate_size");
   t.num_hidden_layers = text.positive_int("num_hidden_layers");
-  t.num_attention_heads = text.positive_int("num_attention_heads");
-  t.num_key_value_heads = text.positive_int_or("num_key_value_heads", t.num_attention_heads);
+  t.num_attention_heads = text.dimension("num_attention_heads");
+  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
                                          std::to_string(t.num_attention_heads));
   }
   if (text.find("head_dim")) {
-    t.head_dim = text.positive_int("head_dim");
+    t.head_dim = text.dimension("head_dim");
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
@@ -365,18 +362,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   const detail::json_fields vision = top.object("vision_config");
   qwen3_vl::vision_config& v = config.vision;
   v.depth = vision.positive_int("depth");
-  v.hidden_size = vision.positive_int("hidden_size");
-  v.num_heads = vision.positive_int("num_heads");
+  v.hidden_size = vision.dimension("hidden_size");
+  v.num_heads = vision.dimension("num_heads");
   if (v.hidden_size % v.num_heads != 0) {
     vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
   }
-  v.intermediate_size = vision.positive_int("intermediate_size");
-  v.out_hidden_size = vision.positive_int("out_hidden_size");
-  v.in_channels = vision.positive_int_or("in_channels", 3);
-  v.patch_size = vision.positive_int_or("patch_size", 16);
-  v.temporal_patch_size = vision.positive_int_or("temporal_patch_size", 2);
-  v.spatial_merge_size = vision.positive_int_or("spatial_merge_size", 2);
-  v.num_position_embeddings = vision.positive_int_or("num_position_embeddings", 2304);
+  v.intermediate_size = vision.dimension("intermediate_size");
+  v.out_hidden_size = vision.dimension("out_hidden_size");
+  v.in_channels = vision.dimension_or("in_channels", 3);
+  v.patch_size = vision.dimension_or("patch_size", 16);
+  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
+  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
+  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
   detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
   // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
   const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
