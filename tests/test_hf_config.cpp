@@ -210,6 +210,8 @@ TEST_CASE("settings aq does not implement are refused by name, expected vs actua
         "config.json: quantization_config: present, not supported (aq reads unquantized BF16/F16/F32 checkpoints)");
   CHECK(parse_error(minimal("", "", R"("num_position_embeddings":2400,)")) ==
         "config.json: vision_config.num_position_embeddings: 2400 is not a square (the embeddings form a G x G grid)");
+  CHECK(parse_error(with_field(minimal(), "out_hidden_size", "48")) ==
+        "config.json: vision_config.out_hidden_size: 48, expected text_config.hidden_size 32");
   // The implemented values, explicit, and fields that do not change the math, are accepted.
   CHECK_NOTHROW(aq::parse_qwen3_vl_config(
       minimal(R"("hidden_act":"silu","attention_bias":false,"attention_dropout":0.0,"use_cache":true,"max_position_embeddings":128,)",
@@ -258,10 +260,15 @@ TEST_CASE("integers beyond int64 and sizes that overflow are refused naming the 
         "config.json: text_config.hidden_size: 1099511627776 too large (at most 16777216)");
   CHECK(parse_error(minimal("", "", R"("patch_size":9223372036854775807,)")) ==
         "config.json: vision_config.patch_size: 9223372036854775807 too large (at most 16777216)");
+  std::string sections = base;
+  sections.replace(sections.find("[2,1,1]"), 7, "[9223372036854775807,9223372036854775807,2]");
+  CHECK(parse_error(sections) ==
+        "config.json: text_config.rope_scaling.mrope_section: entry 9223372036854775807 outside 0..16777216");
   // Within that bound, sizes are products checked for overflow; the largest factor is named.
   std::string wide = minimal(R"("head_dim":8,)");
   wide = with_field(wide, "hidden_size", "16777216");
   wide = with_field(wide, "intermediate_size", "16777216");
+  wide = with_field(wide, "out_hidden_size", "16777216");
   CHECK(parse_error(with_field(wide, "num_hidden_layers", "1000000")) ==
         "config.json: text_config.num_hidden_layers: 1000000 too large: the decoder layers' bytes "
         "(1000000 x 3377708444680256) overflows int64");

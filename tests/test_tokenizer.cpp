@@ -16,6 +16,7 @@
 #include <simdjson.h>
 #include <sys/stat.h>
 
+#include "aq/autoquant/calib_inputs.hpp"
 #include "aq/io/bpe.hpp"
 #include "aq/io/nfc.hpp"
 #include "aq/io/pretokenizer.hpp"
@@ -280,6 +281,10 @@ TEST_CASE("config's vision token ids must be the tokenizer's, naming both files"
   cfg.image_token_id = 0;
   CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_vision_token_ids(cfg, qwen(), "m/config.json", "m/tokenizer.json"),
                        "m/config.json: image_token_id 0 disagrees with m/tokenizer.json, where <|image_pad|> is 151655",
+                       aq::error);
+  // The image-caption batch builder checks before reading the list or any image.
+  CHECK_THROWS_WITH_AS(aq::autoquant::make_image_caption_batches(qwen(), "absent.jsonl", 1, 32, cfg),
+                       "config.json: image_token_id 0 disagrees with tokenizer.json, where <|image_pad|> is 151655",
                        aq::error);
   cfg.image_token_id = 151655;
   cfg.vision_end_token_id = 151652;

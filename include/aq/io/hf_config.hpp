@@ -181,7 +181,9 @@ inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& ou
       rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
     }
     for (std::size_t i = 0; i < 3; ++i) {
-      if (values[i] < 0) rope->fail("mrope_section", "entries must be non-negative");
+      if (values[i] < 0 || values[i] > max_dimension) {
+        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+      }
       out.mrope_section[i] = values[i];
     }
   }
@@ -369,6 +371,10 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   }
   v.intermediate_size = vision.dimension("intermediate_size");
   v.out_hidden_size = vision.dimension("out_hidden_size");
+  if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
+    vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
+                                       std::to_string(t.hidden_size));
+  }
   v.in_channels = vision.dimension_or("in_channels", 3);
   v.patch_size = vision.dimension_or("patch_size", 16);
   v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
