@@ -268,15 +268,15 @@ inline void check_implied_sizes(const json_fields& top, const json_fields& text,
   const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
 
   const std::int64_t embed = tp("embed_tokens.weight bytes", {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"", f32}});
-  const std::int64_t q = tp("q_proj.weight bytes", {{"num_attention_heads", t.num_attention_heads}, {"head_dim", t.head_dim},
-                                                   {"hidden_size", t.hidden_size}, {"", f32}});
-  const std::int64_t kv = tp("k_proj.weight bytes", {{"num_key_value_heads", t.num_key_value_heads}, {"head_dim", t.head_dim},
-                                                    {"hidden_size", t.hidden_size}, {"", f32}});
+  const std::int64_t q = tp("q_proj + o_proj bytes", {{"num_attention_heads", t.num_attention_heads}, {"head_dim", t.head_dim},
+                                                     {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t kv = tp("k_proj + v_proj bytes", {{"num_key_value_heads", t.num_key_value_heads}, {"head_dim", t.head_dim},
+                                                      {"hidden_size", t.hidden_size}, {"", 2 * f32}});
   const std::int64_t mlp = tp("mlp weights bytes", {{"intermediate_size", t.intermediate_size}, {"hidden_size", t.hidden_size},
                                                    {"", 3 * f32}});
   const std::int64_t norms = tp("norm weights bytes", {{"hidden_size", t.hidden_size}, {"", 2 * f32}}) +
                              tp("q_norm/k_norm bytes", {{"head_dim", t.head_dim}, {"", 2 * f32}});
-  const std::int64_t layer = checked_sum(text, "hidden_size", "one decoder layer's bytes", {2 * q, 2 * kv, mlp, norms});
+  const std::int64_t layer = checked_sum(text, "hidden_size", "one decoder layer's bytes", {q, kv, mlp, norms});
   check_list_size(text, "num_hidden_layers", t.num_hidden_layers, 11, "layers");
   const std::int64_t layers = tp("the decoder layers' bytes", {{"num_hidden_layers", t.num_hidden_layers}, {"", layer}});
   const std::int64_t text_bytes = checked_sum(text, "num_hidden_layers", "the text decoder's bytes", {embed, layers, embed});
