@@ -511,26 +511,33 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
   });
 }
 
+namespace detail {
+
+// Scans stored floating-point bits for an all-ones exponent (NaN or infinity).
+template <class Bits>
+void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits mantissa_mask) {
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  for (std::size_t i = 0; i < count; ++i) {
+    Bits bits;
+    std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    if ((bits & exponent_mask) != exponent_mask) continue;
+    const bool nan = (bits & mantissa_mask) != 0;
+    const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
+                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
+                " (weights must be finite)");
+  }
+}
+
+}  // namespace detail
+
 // Throws, naming the file, the tensor and the first offending element, when a stored value is NaN
 // or infinite: one such weight poisons every scale and score computed from it. Checks the stored
-// bits (all-ones exponent), so nothing is converted; integer dtypes have nothing to check.
+// bits, so nothing is converted; integer dtypes have nothing to check.
 inline void require_finite(const tensor_view& tensor) {
-  const auto count = static_cast<std::size_t>(tensor.numel());
-  const auto scan = [&]<class Bits>(Bits exponent_mask, Bits mantissa_mask) {
-    for (std::size_t i = 0; i < count; ++i) {
-      Bits bits;
-      std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
-      if ((bits & exponent_mask) != exponent_mask) continue;
-      const bool nan = (bits & mantissa_mask) != 0;
-      const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
-      throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
-                  (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
-                  " (weights must be finite)");
-    }
-  };
-  if (tensor.dtype == dtype_bf16) scan(std::uint16_t{0x7f80}, std::uint16_t{0x007f});
-  if (tensor.dtype == dtype_f16) scan(std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
-  if (tensor.dtype == dtype_f32) scan(std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
+  if (tensor.dtype == dtype_bf16) detail::require_finite_bits(tensor, std::uint16_t{0x7f80}, std::uint16_t{0x007f});
+  if (tensor.dtype == dtype_f16) detail::require_finite_bits(tensor, std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
+  if (tensor.dtype == dtype_f32) detail::require_finite_bits(tensor, std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
 }
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
