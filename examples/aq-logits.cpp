@@ -18,6 +18,7 @@
 #include <aq/io/safetensors_writer.hpp>
 #include <aq/io/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
+#include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/vl_model.hpp>
 
 namespace {
@@ -118,6 +119,7 @@ int main(int argc, char** argv) {
   try {
     const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model_dir);
     const aq::safetensors_checkpoint checkpoint(model_dir);
+    aq::qwen3_vl::check_parameters(cfg, checkpoint);  // every tensor named and shaped as the config says
     const aq::qwen3_vl::text_weights weights =
         aq::qwen3_vl::load_text_weights(cfg, aq::qwen3_vl::checkpoint_weight_source(checkpoint));
     aq::qwen3_vl::vision_weights vision_weights;
