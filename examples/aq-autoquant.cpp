@@ -31,6 +31,7 @@
 #include <aq/io/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
+#include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/vl_model.hpp>
 
 namespace {
@@ -59,6 +60,7 @@ loaded_model load_model(const autoquant::driver_options& o) {
     if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
     m.cfg = read_qwen3_vl_config(dir);
     m.checkpoint = std::make_unique<safetensors_checkpoint>(dir);
+    qwen3_vl::check_parameters(m.cfg, *m.checkpoint);  // every tensor named and shaped as the config says
     const qwen3_vl::weight_source source = qwen3_vl::checkpoint_weight_source(*m.checkpoint);
     m.text = qwen3_vl::load_text_weights(m.cfg, source);
     m.vision = qwen3_vl::load_vision_weights(m.cfg, source);

@@ -23,6 +23,7 @@
 #include <aq/io/safetensors_writer.hpp>
 #include <aq/io/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
+#include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/rope_index.hpp>
 #include <aq/model/qwen3_vl/text_model.hpp>
 #include <aq/model/qwen3_vl/vl_model.hpp>
@@ -184,6 +185,7 @@ int run(const arguments& a) {
 
   // Text-only sequences never build the vision tower (nor read its weights).
   const aq::safetensors_checkpoint checkpoint(model_dir);
+  aq::qwen3_vl::check_parameters(cfg, checkpoint);  // every tensor named and shaped as the config says
   const aq::qwen3_vl::weight_source source = aq::qwen3_vl::checkpoint_weight_source(checkpoint);
   const aq::qwen3_vl::text_weights weights = aq::qwen3_vl::load_text_weights(cfg, source);
   dump_observer observer(&writer);

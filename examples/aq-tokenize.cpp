@@ -3,7 +3,6 @@
 // (<|im_start|>, <|image_pad|>, ...) are recognized; nothing is added around the text.
 #include <cstdio>
 #include <exception>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <sstream>
@@ -11,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include <aq/io/regular_file.hpp>
 #include <aq/io/tokenizer.hpp>
 #include <aq/io/utf8.hpp>
 
@@ -53,9 +53,7 @@ int main(int argc, char** argv) {
     if (input_path.empty() || input_path == "-") {
       text = read_all(std::cin, "standard input");
     } else {
-      std::ifstream file(input_path, std::ios::binary);
-      if (!file) throw aq::error(input_path + ": cannot open");
-      text = read_all(file, input_path);
+      text = aq::read_regular_file(input_path);  // a FIFO or a directory is refused, not waited on
     }
     aq::io::utf8::validate(text, input_path.empty() || input_path == "-" ? "standard input" : input_path);
     const std::vector<std::uint32_t> ids = tok.encode(text);

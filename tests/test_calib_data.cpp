@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <simdjson.h>
+#include <sys/stat.h>
 
 #include "aq/io/calib_batches.hpp"
 #include "aq/io/calib_dataset.hpp"
@@ -239,4 +240,18 @@ TEST_CASE("bad calibration inputs: missing and empty files are errors, over-long
   CHECK(b.seq_len > vlm.max_length);
   CHECK(std::count(b.attention_mask.begin(), b.attention_mask.end(), 1) == b.seq_len);
   CHECK(std::count(b.labels.begin(), b.labels.end(), -100) == 0);
+}
+
+TEST_CASE("a FIFO or a directory as a calibration file is refused by name, without blocking") {
+  const fs::path dir = fs::temp_directory_path() / "aq_test_calib_not_regular";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path fifo = dir / "captions.txt";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);  // nobody writes: reading it would wait forever
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(fifo), (fifo.string() + ": not a regular file (captions file)").c_str(),
+                       aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_image_caption_jsonl(fifo),
+                       (fifo.string() + ": not a regular file (image-caption file)").c_str(), aq::error);
+  CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(dir), (dir.string() + ": not a regular file (captions file)").c_str(),
+                       aq::error);
 }

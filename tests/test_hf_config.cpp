@@ -1,6 +1,7 @@
 // config.json -> aq::qwen3_vl::config: the published Qwen3-VL-4B-Instruct config in both rope
 // spellings (transformers 4.57 rope_scaling, 5.x rope_parameters), configs written by
-// transformers 5.17, defaults, tie_word_embeddings placement, and errors naming file and field.
+// transformers 5.17, defaults, tie_word_embeddings placement, errors naming file and field, and
+// the inputs that must be refused: unimplemented settings, overflowing sizes, empty files, FIFOs.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -8,7 +9,10 @@
 #include <sstream>
 #include <string>
 
+#include <sys/stat.h>
+
 #include "aq/io/hf_config.hpp"
+#include "aq/io/regular_file.hpp"
 
 namespace fs = std::filesystem;
 
@@ -171,4 +175,130 @@ TEST_CASE("the two published spellings give identical configs field by field") {
   CHECK(a.text.mrope_section == b.text.mrope_section);
   CHECK(a.text.mrope_interleaved == b.text.mrope_interleaved);
   CHECK(a.vision.deepstack_visual_indexes == b.vision.deepstack_visual_indexes);
+}
+
+namespace {
+
+std::string with_field(const std::string& json, const std::string& field, const std::string& value) {
+  // Replaces "field":<old value> (old value without commas or braces) by "field":value.
+  const std::string key = "\"" + field + "\":";
+  const std::size_t at = json.find(key);
+  REQUIRE(at != std::string::npos);
+  const std::size_t begin = at + key.size();
+  const std::size_t end = json.find_first_of(",}", begin);
+  return json.substr(0, begin) + value + json.substr(end);
+}
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("aq_test_hf_config_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("settings aq does not implement are refused by name, expected vs actual") {
+  CHECK(parse_error(minimal(R"("hidden_act":"no_such_activation",)")) ==
+        "config.json: text_config.hidden_act: \"no_such_activation\" not supported (silu)");
+  CHECK(parse_error(minimal(R"("hidden_act":"gelu",)")) == "config.json: text_config.hidden_act: \"gelu\" not supported (silu)");
+  CHECK(parse_error(minimal(R"("attention_bias":true,)")) ==
+        "config.json: text_config.attention_bias: true not supported (false: aq's q/k/v/o projections have no bias)");
+  CHECK(parse_error(minimal("", "", R"("hidden_act":"gelu",)")) ==
+        "config.json: vision_config.hidden_act: \"gelu\" not supported (gelu_pytorch_tanh)");
+  CHECK(parse_error(minimal("", R"("quantization_config":{"quant_method":"fp8"},)")) ==
+        "config.json: quantization_config: present, not supported (aq reads unquantized BF16/F16/F32 checkpoints)");
+  CHECK(parse_error(minimal("", "", R"("num_position_embeddings":2400,)")) ==
+        "config.json: vision_config.num_position_embeddings: 2400 is not a square (the embeddings form a G x G grid)");
+  CHECK(parse_error(with_field(minimal(), "out_hidden_size", "48")) ==
+        "config.json: vision_config.out_hidden_size: 48, expected text_config.hidden_size 32");
+  // The implemented values, explicit, and fields that do not change the math, are accepted.
+  CHECK_NOTHROW(aq::parse_qwen3_vl_config(
+      minimal(R"("hidden_act":"silu","attention_bias":false,"attention_dropout":0.0,"use_cache":true,"max_position_embeddings":128,)",
+              R"("architectures":["Qwen3VLForConditionalGeneration"],)", R"("hidden_act":"gelu_pytorch_tanh","initializer_range":0.02,)"),
+      "config.json"));
+
+  SUBCASE("mrope_interleaved false, in both rope spellings") {
+    std::string v4 = minimal();
+    v4.replace(v4.find(R"("mrope_section")"), 0, R"("mrope_interleaved":false,)");
+    CHECK(parse_error(v4) == "config.json: text_config.rope_scaling.mrope_interleaved: false not supported "
+                             "(true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+    std::string v5 = read_text(configs / "qwen3_vl_4b_instruct_v5.json");
+    const std::size_t at = v5.find("\"mrope_interleaved\": true");
+    REQUIRE(at != std::string::npos);
+    v5.replace(at, 25, "\"mrope_interleaved\": false");
+    CHECK(parse_error(v5) == "config.json: text_config.rope_parameters.mrope_interleaved: false not supported "
+                             "(true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+  }
+  SUBCASE("a config built in code is refused by the loaders' check") {
+    auto c = aq::parse_qwen3_vl_config(minimal(), "config.json");
+    CHECK_NOTHROW(aq::qwen3_vl::check_implemented(c));
+    c.text.attention_bias = true;
+    CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_implemented(c),
+                         "qwen3_vl config: text_config.attention_bias: true not supported (false)", aq::error);
+    c.text.attention_bias = false;
+    c.text.mrope_interleaved = false;
+    CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_implemented(c),
+                         "qwen3_vl config: text_config.mrope_interleaved: false not supported (true)", aq::error);
+    c.text.mrope_interleaved = true;
+    c.vision.hidden_act = "relu";
+    CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_implemented(c),
+                         "qwen3_vl config: vision_config.hidden_act: \"relu\" not supported (gelu_pytorch_tanh)", aq::error);
+  }
+}
+
+TEST_CASE("integers beyond int64 and sizes that overflow are refused naming the field") {
+  const std::string base = minimal();
+  CHECK(parse_error(with_field(base, "vocab_size", "9223372036854775808")) ==
+        "config.json: text_config.vocab_size: 9223372036854775808 out of range for int64 (at most 9223372036854775807)");
+  CHECK(parse_error(with_field(base, "vocab_size", "18446744073709551615")) ==
+        "config.json: text_config.vocab_size: 18446744073709551615 out of range for int64 (at most 9223372036854775807)");
+  // Widths, vocabulary and patch sizes beyond 2^24 are refused by name before any product.
+  CHECK(parse_error(with_field(base, "vocab_size", "4611686018427387904")) ==
+        "config.json: text_config.vocab_size: 4611686018427387904 too large (at most 16777216)");
+  CHECK(parse_error(with_field(base, "hidden_size", "1099511627776")) ==
+        "config.json: text_config.hidden_size: 1099511627776 too large (at most 16777216)");
+  CHECK(parse_error(minimal("", "", R"("patch_size":9223372036854775807,)")) ==
+        "config.json: vision_config.patch_size: 9223372036854775807 too large (at most 16777216)");
+  std::string sections = base;
+  sections.replace(sections.find("[2,1,1]"), 7, "[9223372036854775807,9223372036854775807,2]");
+  CHECK(parse_error(sections) ==
+        "config.json: text_config.rope_scaling.mrope_section: entry 9223372036854775807 outside 0..16777216");
+  // Within that bound, sizes are products checked for overflow; the largest factor is named.
+  std::string wide = minimal(R"("head_dim":8,)");
+  wide = with_field(wide, "hidden_size", "16777216");
+  wide = with_field(wide, "intermediate_size", "16777216");
+  wide = with_field(wide, "out_hidden_size", "16777216");
+  CHECK(parse_error(with_field(wide, "num_hidden_layers", "1000000")) ==
+        "config.json: text_config.num_hidden_layers: 1000000 too large: the decoder layers' bytes "
+        "(1000000 x 3377708444680256) overflows int64");
+}
+
+TEST_CASE("layer counts whose per-layer lists cannot fit in memory are refused before anything is built") {
+  const std::string base = minimal();
+  const std::string layers = parse_error(with_field(base, "num_hidden_layers", "9223372036854775807"));
+  CHECK(layers.find("config.json: text_config.num_hidden_layers: 9223372036854775807 layers too many: at most ") == 0);
+  CHECK(layers.find("fit the per-layer lists in a quarter of this machine's memory") != std::string::npos);
+  std::string depth = base;
+  depth.replace(depth.find(R"("depth":2)"), 9, R"("depth":1000000000)");
+  CHECK(parse_error(depth).find("config.json: vision_config.depth: 1000000000 blocks too many: at most ") == 0);
+  // 100,000 layers are listable: the checkpoint check bounds them (test_qwen3_vl_parameters).
+  CHECK(aq::parse_qwen3_vl_config(with_field(base, "num_hidden_layers", "100000"), "c").text.num_hidden_layers == 100000);
+}
+
+TEST_CASE("config.json that is empty, a FIFO or a directory is an error, not undefined behaviour or a hang") {
+  const fs::path dir = temp_dir("inputs");
+  CHECK(parse_error("") == "config.json: empty file");
+  { std::ofstream(dir / "config.json").flush(); }
+  CHECK_THROWS_WITH_AS(aq::read_qwen3_vl_config(dir), ((dir / "config.json").string() + ": empty file").c_str(), aq::error);
+  fs::remove(dir / "config.json");
+  REQUIRE(::mkfifo((dir / "config.json").c_str(), 0600) == 0);  // nobody writes: opening it must not wait
+  CHECK_THROWS_WITH_AS(aq::read_qwen3_vl_config(dir), ((dir / "config.json").string() + ": not a regular file").c_str(),
+                       aq::error);
+  fs::remove(dir / "config.json");
+  fs::create_directories(dir / "config.json");
+  CHECK_THROWS_WITH_AS(aq::read_qwen3_vl_config(dir), ((dir / "config.json").string() + ": not a regular file").c_str(),
+                       aq::error);
+  CHECK_THROWS_WITH_AS(aq::read_regular_file(dir / "config.json"),
+                       ((dir / "config.json").string() + ": not a regular file").c_str(), aq::error);
 }

@@ -1,9 +1,12 @@
 // Qwen3-VL parameters, quantizable modules and groups from a config: the 4B names, shapes and
 // counts (checked against the architecture tables and ModelOpt's reference manifests), and the
-// binding check of checkpoints (transformers-written tiny ones and synthetic broken ones).
+// binding check of checkpoints (transformers-written tiny ones and synthetic broken ones), and
+// the bounds on what a config may imply (overflowing counts, configs far larger than the checkpoint).
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -15,6 +18,7 @@
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
 #include "aq/model/quantizable_modules.hpp"
+#include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 
@@ -300,4 +304,77 @@ TEST_CASE("binding reports missing, unexpected and mis-shaped tensors by name, a
     for (const auto& line : expected) message += "\n  " + line;
     CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_parameters(cfg, checkpoint), message.c_str(), aq::error);
   }
+}
+
+TEST_CASE("element counts that overflow int64 are errors naming the parameter") {
+  const aq::qwen3_vl::parameter_spec huge{"model.language_model.embed_tokens.weight", {std::int64_t{1} << 62, 2560}};
+  CHECK_THROWS_WITH_AS(huge.numel(),
+                       "parameter model.language_model.embed_tokens.weight: shape [4611686018427387904, 2560] has more "
+                       "elements than int64 holds",
+                       aq::error);
+  auto cfg = config_4b();  // a config built in code skips the parser's size checks; counting still may not wrap
+  cfg.text.vocab_size = std::int64_t{1} << 62;
+  CHECK_THROWS_WITH_AS(aq::qwen3_vl::count_parameters(cfg),
+                       doctest::Contains("parameter model.language_model.embed_tokens.weight: shape [4611686018427387904, 2560]"),
+                       aq::error);
+  cfg = config_4b();
+  cfg.vision.patch_size = INT64_MAX;
+  CHECK_THROWS_WITH_AS(aq::qwen3_vl::count_parameters(cfg), doctest::Contains("parameter model.visual.patch_embed.proj.weight"),
+                       aq::error);
+}
+
+TEST_CASE("a config far larger than its checkpoint is refused in one line; long problem lists are capped") {
+  auto cfg = aq::read_qwen3_vl_config(tiny_tied);
+  const aq::safetensors_checkpoint checkpoint(tiny_tied);
+  const auto totals = aq::qwen3_vl::expected_totals(cfg);
+  CHECK(totals.tensors == static_cast<std::int64_t>(aq::qwen3_vl::expected_parameters(cfg).size()));
+  CHECK(totals.elements == aq::qwen3_vl::count_parameters(cfg).total);
+
+  SUBCASE("100,000 layers against a 2-layer checkpoint: one line, no list") {
+    cfg.text.num_hidden_layers = 100'000;
+    std::string message;
+    try {
+      aq::qwen3_vl::check_parameters(cfg, checkpoint);
+    } catch (const aq::error& e) {
+      message = e.what();
+    }
+    CHECK(message.find(tiny_tied.string() + ": checkpoint does not match config.json: the config implies ") == 0);
+    CHECK(message.find(" tensors of " + std::to_string(checkpoint.total_bytes()) + " bytes") != std::string::npos);
+    CHECK(std::count(message.begin(), message.end(), '\n') == 0);
+  }
+  SUBCASE("two layers too many: 22 missing tensors, 20 listed") {
+    cfg.text.num_hidden_layers += 2;
+    std::string message;
+    try {
+      aq::qwen3_vl::check_parameters(cfg, checkpoint);
+    } catch (const aq::error& e) {
+      message = e.what();
+    }
+    CHECK(message.find("checkpoint does not match config.json (22 problems)\n") != std::string::npos);
+    CHECK(std::count(message.begin(), message.end(), '\n') == 21);
+    CHECK(message.substr(message.rfind('\n')) == "\n  and 2 more");
+  }
+}
+
+TEST_CASE("a NaN or infinite weight is an error naming the tensor when the model loads it") {
+  const auto cfg = aq::read_qwen3_vl_config(tiny_tied);
+  auto specs = aq::qwen3_vl::expected_parameters(cfg);
+  const fs::path dir = fs::temp_directory_path() / "aq_test_qwen3_vl_parameters_nan";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  aq::safetensors_writer writer;
+  for (const auto& spec : specs) {
+    std::vector<float> values(static_cast<std::size_t>(spec.numel()), 0.5f);
+    if (spec.name == "model.language_model.layers.1.self_attn.q_proj.weight") values[5] = std::nanf("");
+    writer.add_rounded(spec.name, aq::dtype_bf16, spec.shape, values);
+  }
+  writer.write(dir / "model.safetensors");
+  const aq::safetensors_checkpoint checkpoint(dir);
+  CHECK_NOTHROW(aq::qwen3_vl::check_parameters(cfg, checkpoint));  // names and shapes are right
+  const auto source = aq::qwen3_vl::checkpoint_weight_source(checkpoint);
+  CHECK_THROWS_WITH_AS(aq::qwen3_vl::load_text_weights(cfg, source),
+                       ((dir / "model.safetensors").string() +
+                        ": tensor model.language_model.layers.1.self_attn.q_proj.weight: nan at element 5 (weights must be finite)")
+                           .c_str(),
+                       aq::error);
 }

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
 
@@ -487,4 +489,57 @@ TEST_CASE("integer tensors are refused by default and readable when the caller a
       break;
     }
   }
+}
+
+TEST_CASE("an empty index, a FIFO or a directory in place of a checkpoint file is a one-line error, not a hang") {
+  const fs::path dir = fresh_dir("not_regular");
+  const std::vector<float> ones(4, 1.0f);
+  aq::safetensors_writer writer;
+  writer.add("w", {4}, std::span<const float>(ones));
+  writer.write(dir / "model-00001-of-00001.safetensors");
+  const fs::path index = dir / "model.safetensors.index.json";
+
+  write_bytes(index, "");
+  CHECK_THROWS_WITH_AS(aq::safetensors_checkpoint{dir}, (index.string() + ": empty file").c_str(), aq::error);
+  fs::remove(index);
+  REQUIRE(::mkfifo(index.c_str(), 0600) == 0);  // nobody writes: opening must not wait for a writer
+  CHECK_THROWS_WITH_AS(aq::safetensors_checkpoint{dir}, (index.string() + ": not a regular file").c_str(), aq::error);
+  fs::remove(index);
+
+  write_bytes(index, R"({"weight_map":{"w":"model-00001-of-00001.safetensors"}})");
+  CHECK(aq::safetensors_checkpoint(dir).tensors().size() == 1);
+  const fs::path shard = dir / "model-00001-of-00001.safetensors";
+  fs::remove(shard);
+  REQUIRE(::mkfifo(shard.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(aq::safetensors_checkpoint{dir}, (shard.string() + ": not a regular file").c_str(), aq::error);
+  fs::remove(shard);
+  fs::create_directories(shard);
+  CHECK_THROWS_WITH_AS(aq::safetensors_checkpoint{dir}, (shard.string() + ": not a regular file").c_str(), aq::error);
+  CHECK_THROWS_WITH_AS(aq::safetensors_file{shard}, (shard.string() + ": not a regular file").c_str(), aq::error);
+  write_bytes(dir / "empty.safetensors", "");
+  CHECK_THROWS_WITH_AS(aq::safetensors_file{dir / "empty.safetensors"},
+                       doctest::Contains("empty.safetensors: truncated: 0 bytes"), aq::error);
+}
+
+TEST_CASE("require_finite names the file, the tensor and the first NaN or infinity") {
+  const fs::path dir = fresh_dir("finite");
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  aq::safetensors_writer writer;
+  writer.add_rounded("bf16.nan", aq::dtype_bf16, {3}, std::vector<float>{1.0f, nan, 2.0f});
+  writer.add_rounded("f16.inf", aq::dtype_f16, {2}, std::vector<float>{-inf, 0.0f});
+  writer.add("f32.inf", {2}, std::span<const float>(std::vector<float>{0.0f, inf}));
+  writer.add_rounded("f16.big", aq::dtype_f16, {1}, std::vector<float>{65504.0f});
+  writer.add_rounded("bf16.fine", aq::dtype_bf16, {2}, std::vector<float>{-3.0e38f, 1e-40f});
+  writer.write(dir / "w.safetensors");
+  const aq::safetensors_file file(dir / "w.safetensors");
+  const std::string path = (dir / "w.safetensors").string();
+  CHECK_THROWS_WITH_AS(aq::require_finite(file.at("bf16.nan")),
+                       (path + ": tensor bf16.nan: nan at element 1 (weights must be finite)").c_str(), aq::error);
+  CHECK_THROWS_WITH_AS(aq::require_finite(file.at("f16.inf")),
+                       (path + ": tensor f16.inf: -inf at element 0 (weights must be finite)").c_str(), aq::error);
+  CHECK_THROWS_WITH_AS(aq::require_finite(file.at("f32.inf")),
+                       (path + ": tensor f32.inf: inf at element 1 (weights must be finite)").c_str(), aq::error);
+  CHECK_NOTHROW(aq::require_finite(file.at("f16.big")));
+  CHECK_NOTHROW(aq::require_finite(file.at("bf16.fine")));
 }

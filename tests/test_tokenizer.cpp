@@ -1,6 +1,7 @@
 // Qwen3 tokenizer: ids must equal Hugging Face tokenizers' exactly (fixtures made by
 // tests/fixtures/make_tokenizer_fixture.py), NFC must equal Python's unicodedata, and the
-// pre-tokenizer must split as the Qwen2 regex does.
+// pre-tokenizer must split as the Qwen2 regex does; unreadable files and a config whose vision
+// token ids disagree with the tokenizer are errors.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -13,12 +14,15 @@
 #include <vector>
 
 #include <simdjson.h>
+#include <sys/stat.h>
 
+#include "aq/autoquant/calib_inputs.hpp"
 #include "aq/io/bpe.hpp"
 #include "aq/io/nfc.hpp"
 #include "aq/io/pretokenizer.hpp"
 #include "aq/io/tokenizer.hpp"
 #include "aq/io/utf8.hpp"
+#include "aq/model/qwen3_vl/special_tokens.hpp"
 
 namespace {
 
@@ -256,5 +260,35 @@ TEST_CASE("invalid input and unsupported tokenizer files raise aq::error naming 
   CHECK(error_of(replaced("\"vocab\":{", "\"vocab\":{\"dup\":0,")).find("model.vocab") != std::string::npos);
   CHECK(error_of("{}").find("pre_tokenizer: missing") != std::string::npos);
   CHECK_THROWS_WITH_AS(aq::io::tokenizer::from_file(fixtures + "/no_such.json"), doctest::Contains("no_such.json"),
+                       aq::error);
+}
+
+TEST_CASE("tokenizer.json that is empty or a FIFO is a one-line error, not a hang") {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "aq_test_tokenizer_not_regular";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path file = dir / "tokenizer.json";
+  { std::ofstream(file).flush(); }
+  CHECK_THROWS_WITH_AS(aq::io::tokenizer::from_file(dir), (file.string() + ": empty file").c_str(), aq::error);
+  std::filesystem::remove(file);
+  REQUIRE(::mkfifo(file.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(aq::io::tokenizer::from_file(dir), (file.string() + ": not a regular file").c_str(), aq::error);
+}
+
+TEST_CASE("config's vision token ids must be the tokenizer's, naming both files") {
+  aq::qwen3_vl::config cfg;  // the published ids: 151655, 151652, 151653
+  CHECK_NOTHROW(aq::qwen3_vl::check_vision_token_ids(cfg, qwen()));
+  cfg.image_token_id = 0;
+  CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_vision_token_ids(cfg, qwen(), "m/config.json", "m/tokenizer.json"),
+                       "m/config.json: image_token_id 0 disagrees with m/tokenizer.json, where <|image_pad|> is 151655",
+                       aq::error);
+  // The image-caption batch builder checks before reading the list or any image.
+  CHECK_THROWS_WITH_AS(aq::autoquant::make_image_caption_batches(qwen(), "absent.jsonl", 1, 32, cfg),
+                       "config.json: image_token_id 0 disagrees with tokenizer.json, where <|image_pad|> is 151655",
+                       aq::error);
+  cfg.image_token_id = 151655;
+  cfg.vision_end_token_id = 151652;
+  CHECK_THROWS_WITH_AS(aq::qwen3_vl::check_vision_token_ids(cfg, qwen()),
+                       "config.json: vision_end_token_id 151652 disagrees with tokenizer.json, where <|vision_end|> is 151653",
                        aq::error);
 }

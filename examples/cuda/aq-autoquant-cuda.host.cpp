@@ -8,6 +8,7 @@
 #include <aq/core/atomic_file.hpp>
 #include <aq/core/error.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
+#include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
 #include <aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp>
 #include <aq/io/calib_batches.hpp>
@@ -64,11 +65,13 @@ std::vector<aq::io::calib_batch> make_image_batches(const std::filesystem::path&
 aq::cuda::qwen3_vl_vision_device_weights load_vision_weights(const std::filesystem::path& dir,
                                                              const aq::qwen3_vl::config& cfg) {
   const aq::safetensors_checkpoint checkpoint(dir);
+  aq::qwen3_vl::check_parameters(cfg, checkpoint);  // every tensor named and shaped as the config says
   return aq::cuda::load_vision_weights(cfg, checkpoint);
 }
 
 aq::cuda::qwen3_vl_text_device_weights load_weights(const std::filesystem::path& dir, const aq::qwen3_vl::config& cfg) {
   const aq::safetensors_checkpoint checkpoint(dir);
+  aq::qwen3_vl::check_parameters(cfg, checkpoint);
   return aq::cuda::load_text_weights(cfg, checkpoint);
 }
 

@@ -325,9 +325,71 @@ TEST_CASE("aq-inspect fails with one line and exit code 1 on corrupted copies of
   SUBCASE("an empty config.json, and none at all") {
     const fs::path dir = broken_copy(good, "empty_config");
     write_text(dir / "config.json", "");
-    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: ");
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: empty file");
     fs::remove(dir / "config.json");
     check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: cannot open");
+  }
+  SUBCASE("settings aq does not implement are refused, never reported as matching") {
+    const auto refused = [&](const std::string& name, const std::string& from, const std::string& to,
+                             const std::string& needle) {
+      const fs::path dir = broken_copy(good, name);
+      std::string config = tiny_config;
+      REQUIRE(config.find(from) != std::string::npos);
+      config.replace(config.find(from), from.size(), to);
+      write_text(dir / "config.json", config);
+      const run_result r = run(AQ_INSPECT_EXE, {"--model", dir.string()});
+      check_one_line_error(r, needle);
+      CHECK(r.out.find("matches config") == std::string::npos);
+      return dir;
+    };
+    refused("hidden_act", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"no_such_activation\"",
+            "config.json: text_config.hidden_act: \"no_such_activation\" not supported (silu)");
+    refused("mrope", "\"mrope_interleaved\": true", "\"mrope_interleaved\": false",
+            "config.json: text_config.rope_scaling.mrope_interleaved: false not supported");
+    refused("vision_act", "\"hidden_act\": \"gelu_pytorch_tanh\"", "\"hidden_act\": \"gelu\"",
+            "config.json: vision_config.hidden_act: \"gelu\" not supported (gelu_pytorch_tanh)");
+    // attention_bias with the bias tensors really present (a third shard, listed in the index).
+    const fs::path dir = refused("attention_bias", "\"attention_bias\": false", "\"attention_bias\": true",
+                                 "config.json: text_config.attention_bias: true not supported");
+    aq::safetensors_writer biases;
+    std::string listed;
+    for (int layer = 0; layer < 2; ++layer) {
+      for (const auto& [proj, width] : std::vector<std::pair<std::string, std::int64_t>>{
+               {"q_proj", 64}, {"k_proj", 32}, {"v_proj", 32}, {"o_proj", 48}}) {
+        const std::string name = "model.language_model.layers." + std::to_string(layer) + ".self_attn." + proj + ".bias";
+        biases.add_rounded(name, aq::dtype_bf16, {width}, std::vector<float>(static_cast<std::size_t>(width), 0.25f));
+        listed += ",\n    \"" + name + "\": \"model-bias.safetensors\"";
+      }
+    }
+    biases.write(dir / "model-bias.safetensors");
+    std::string index = read_text(dir / "model.safetensors.index.json");
+    index.insert(index.rfind("\n  }"), listed);
+    write_text(dir / "model.safetensors.index.json", index);
+    const run_result r = run(AQ_INSPECT_EXE, {"--model", dir.string()});
+    check_one_line_error(r, "config.json: text_config.attention_bias: true not supported");
+    CHECK(r.out.find("matches config") == std::string::npos);
+  }
+  SUBCASE("100,000 layers: one line, not a list of a million missing tensors") {
+    const fs::path dir = broken_copy(good, "many_layers");
+    std::string config = tiny_config;
+    config.replace(config.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 100000");
+    write_text(dir / "config.json", config);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "checkpoint does not match config.json: the config implies 1100");
+    config = tiny_config;
+    config.replace(config.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 9223372036854775807");
+    write_text(dir / "config.json", config);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}),
+                         "config.json: text_config.num_hidden_layers: 9223372036854775807 layers too many");
+  }
+  SUBCASE("a FIFO as config.json or as a shard: an error, not a hang") {
+    const fs::path dir = broken_copy(good, "fifo");
+    fs::remove(dir / shard2);
+    REQUIRE(::mkfifo((dir / shard2).c_str(), 0600) == 0);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), shard2 + ": not a regular file");
+    fs::remove(dir / "config.json");
+    REQUIRE(::mkfifo((dir / "config.json").c_str(), 0600) == 0);
+    check_one_line_error(run(AQ_INSPECT_EXE, {"--model", dir.string()}), "config.json: not a regular file");
   }
   SUBCASE("a config that disagrees with the weights: every problem by name, expected vs actual") {
     const fs::path dir = broken_copy(good, "mismatch");
@@ -406,6 +468,11 @@ TEST_CASE("aq-tokenize prints Hugging Face's ids for a whole file, for standard 
   CHECK(missing.exit_code == 1);
   CHECK(line_count(missing.err) == 1);
   CHECK(missing.err.find("no_such_input.txt") != std::string::npos);
+  fs::remove(work / "fifo_input.txt");
+  REQUIRE(::mkfifo((work / "fifo_input.txt").c_str(), 0600) == 0);  // nobody writes: must not wait
+  const run_result fifo = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "fifo_input.txt").string()});
+  CHECK(fifo.exit_code == 1);
+  CHECK(fifo.err.find("fifo_input.txt: not a regular file") != std::string::npos);
   write_text(work / "latin1.txt", "caf\xE9\n");
   const run_result latin1 = run(AQ_TOKENIZE_EXE, {"--tokenizer", tokenizer_dir.string(), (work / "latin1.txt").string()});
   CHECK(latin1.exit_code == 1);

@@ -15,6 +15,7 @@
 #include "aq/io/image_preprocess.hpp"
 #include "aq/io/tokenizer.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/special_tokens.hpp"
 
 namespace aq::autoquant {
 
@@ -32,6 +33,7 @@ inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& to
 inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
                                                                std::int64_t samples, std::int64_t seq_len,
                                                                const qwen3_vl::config& cfg) {
+  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
   io::padding_options padding;
   padding.max_length = seq_len;
   io::qwen3_vl_image_options image_options;

@@ -6,8 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,17 +14,19 @@
 #include <simdjson.h>
 
 #include "aq/core/error.hpp"
+#include "aq/io/regular_file.hpp"
 
 namespace aq::io {
 
 namespace detail {
 
+// Through read_regular_file: a FIFO or a directory is refused ("PATH: not a regular file").
 inline std::string read_text_file(const std::filesystem::path& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw error(path.string() + ": cannot open " + what);
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw error(path.string() + ": error while reading " + what);
-  return s;
+  try {
+    return read_regular_file(path);
+  } catch (const error& e) {
+    throw error(std::string(e.what()) + " (" + what + ")");
+  }
 }
 
 // Length of the UTF-8 sequence at s[i], or 0 if it is not well-formed (Python's utf-8 codec rules:

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include <simdjson.h>
+#include <unistd.h>
 
 #include "aq/core/error.hpp"
 #include "aq/io/json_type_name.hpp"
@@ -22,6 +26,10 @@
 namespace aq {
 
 namespace detail {
+
+// No width, vocabulary or patch of a transformer comes near 2^24; a larger one is a broken config,
+// refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
+inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
 
 // Typed access to one JSON object, with errors that name the file and the dotted field path.
 class json_fields {
@@ -50,6 +58,10 @@ class json_fields {
 
   std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
     std::int64_t out = 0;
+    if (value.is_uint64() && !value.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
+      fail(key, std::to_string(std::uint64_t(value.get_uint64())) + " out of range for int64 (at most " +
+                    std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
+    }
     if (value.get_int64().get(out)) fail(key, "is " + std::string(type_name(value)) + ", expected an integer");
     return out;
   }
@@ -62,6 +74,17 @@ class json_fields {
 
   std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
     return find(key) ? positive_int(key) : fallback;
+  }
+
+  // A width, head count, vocabulary or patch size: positive and at most max_dimension.
+  std::int64_t dimension(std::string_view key) const {
+    const std::int64_t value = positive_int(key);
+    if (value > max_dimension) fail(key, std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
+    return value;
+  }
+
+  std::int64_t dimension_or(std::string_view key, std::int64_t fallback) const {
+    return find(key) ? dimension(key) : fallback;
   }
 
   std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
@@ -158,17 +181,138 @@ inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& ou
       rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
     }
     for (std::size_t i = 0; i < 3; ++i) {
-      if (values[i] < 0) rope->fail("mrope_section", "entries must be non-negative");
+      if (values[i] < 0 || values[i] > max_dimension) {
+        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+      }
       out.mrope_section[i] = values[i];
     }
   }
   if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  if (!out.mrope_interleaved) {
+    rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+  }
+}
+
+// A field aq reads but implements one value of: any other value would be parsed and then
+// silently ignored by the model code, so it is refused by name.
+inline void require_string(const json_fields& f, std::string_view key, std::string_view implemented,
+                           std::string_view fallback) {
+  const std::string value = f.string_or(key, fallback);
+  if (value != implemented) {
+    f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
+  }
+}
+
+// Element counts and sizes the config implies, in int64 with overflow checks, before anything is
+// sized from them. A product that overflows names its largest factor.
+struct size_factor {
+  std::string_view key;  // field in `fields`, or empty for a constant
+  std::int64_t value;
+};
+
+inline std::int64_t checked_product(const json_fields& fields, std::string_view what,
+                                    std::initializer_list<size_factor> factors) {
+  std::int64_t out = 1;
+  bool overflow = false;
+  for (const size_factor& factor : factors) overflow = overflow || __builtin_mul_overflow(out, factor.value, &out);
+  if (!overflow) return out;
+  const size_factor* largest = nullptr;
+  std::string dims;
+  for (const size_factor& factor : factors) {
+    if (!factor.key.empty() && (largest == nullptr || factor.value > largest->value)) largest = &factor;
+    dims += (dims.empty() ? "" : " x ") + std::to_string(factor.value);
+  }
+  fields.fail(largest->key, std::to_string(largest->value) + " too large: " + std::string(what) + " (" + dims +
+                                ") overflows int64");
+}
+
+inline std::int64_t checked_sum(const json_fields& fields, std::string_view key, std::string_view what,
+                                std::initializer_list<std::int64_t> terms) {
+  std::int64_t out = 0;
+  for (const std::int64_t term : terms) {
+    if (__builtin_add_overflow(out, term, &out)) fields.fail(key, "too large: " + std::string(what) + " overflows int64");
+  }
+  return out;
+}
+
+// Bytes the machine can give at most (physical memory); 0 when unknown.
+inline std::uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
+}
+
+// Per-layer (per-block) lists are built from the config before any checkpoint is read (parameter
+// names and shapes, quantizable modules): a layer count whose lists alone would need more than a
+// quarter of physical memory is refused by name instead of exhausting it.
+inline void check_list_size(const json_fields& fields, std::string_view key, std::int64_t count,
+                            std::int64_t entries_per_item, std::string_view item) {
+  constexpr std::uint64_t bytes_per_entry = 256;  // a name, a shape and bookkeeping, generously
+  const std::uint64_t limit = physical_memory_bytes() / 4;
+  if (limit == 0) return;
+  const std::uint64_t most = limit / bytes_per_entry / static_cast<std::uint64_t>(entries_per_item);
+  if (static_cast<std::uint64_t>(count) > most) {
+    fields.fail(key, std::to_string(count) + " " + std::string(item) + " too many: at most " + std::to_string(most) +
+                         " fit the per-" + std::string(item.substr(0, item.size() - 1)) +
+                         " lists in a quarter of this machine's memory (" + std::to_string(limit * 4 >> 20) + " MiB)");
+  }
+}
+
+// The sizes the config implies must be representable, and its per-layer lists must fit in memory.
+inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
+                                const qwen3_vl::config& c) {
+  const qwen3_vl::text_config& t = c.text;
+  const qwen3_vl::vision_config& v = c.vision;
+  constexpr std::int64_t f32 = 4;  // aq holds converted weights as float32
+  const auto tp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(text, what, f); };
+  const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
+
+  const std::int64_t embed = tp("embed_tokens.weight bytes", {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"", f32}});
+  const std::int64_t q = tp("q_proj + o_proj bytes", {{"num_attention_heads", t.num_attention_heads}, {"head_dim", t.head_dim},
+                                                     {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t kv = tp("k_proj + v_proj bytes", {{"num_key_value_heads", t.num_key_value_heads}, {"head_dim", t.head_dim},
+                                                      {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t mlp = tp("mlp weights bytes", {{"intermediate_size", t.intermediate_size}, {"hidden_size", t.hidden_size},
+                                                   {"", 3 * f32}});
+  const std::int64_t norms = tp("norm weights bytes", {{"hidden_size", t.hidden_size}, {"", 2 * f32}}) +
+                             tp("q_norm/k_norm bytes", {{"head_dim", t.head_dim}, {"", 2 * f32}});
+  const std::int64_t layer = checked_sum(text, "hidden_size", "one decoder layer's bytes", {q, kv, mlp, norms});
+  check_list_size(text, "num_hidden_layers", t.num_hidden_layers, 11, "layers");
+  const std::int64_t layers = tp("the decoder layers' bytes", {{"num_hidden_layers", t.num_hidden_layers}, {"", layer}});
+  const std::int64_t text_bytes = checked_sum(text, "num_hidden_layers", "the text decoder's bytes", {embed, layers, embed});
+
+  const std::int64_t patch = vp("patch_embed.proj.weight bytes",
+                                {{"hidden_size", v.hidden_size}, {"in_channels", v.in_channels},
+                                 {"temporal_patch_size", v.temporal_patch_size}, {"patch_size", v.patch_size},
+                                 {"patch_size", v.patch_size}, {"", f32}});
+  const std::int64_t positions =
+      vp("pos_embed.weight bytes", {{"num_position_embeddings", v.num_position_embeddings}, {"hidden_size", v.hidden_size}, {"", f32}});
+  const std::int64_t attention = vp("attn.qkv + attn.proj bytes", {{"hidden_size", v.hidden_size}, {"hidden_size", v.hidden_size},
+                                                                   {"", 4 * f32}});
+  const std::int64_t block_mlp = vp("mlp.linear_fc1 + linear_fc2 bytes",
+                                    {{"intermediate_size", v.intermediate_size}, {"hidden_size", v.hidden_size}, {"", 2 * f32}});
+  const std::int64_t merged = vp("the merger width", {{"hidden_size", v.hidden_size}, {"spatial_merge_size", v.spatial_merge_size},
+                                                      {"spatial_merge_size", v.spatial_merge_size}});
+  const std::int64_t merger = checked_sum(
+      vision, "out_hidden_size", "a merger's bytes",
+      {vp("merger.linear_fc1 bytes", {{"hidden_size", merged}, {"hidden_size", merged}, {"", f32}}),
+       vp("merger.linear_fc2 bytes", {{"out_hidden_size", v.out_hidden_size}, {"hidden_size", merged}, {"", f32}})});
+  const std::int64_t block = checked_sum(vision, "hidden_size", "one vision block's bytes", {attention, block_mlp});
+  check_list_size(vision, "depth", v.depth, 12, "blocks");
+  const std::int64_t blocks = vp("the vision blocks' bytes", {{"depth", v.depth}, {"", block}});
+  const std::int64_t mergers = vp("the mergers' bytes",
+                                  {{"deepstack_visual_indexes", static_cast<std::int64_t>(v.deepstack_visual_indexes.size()) + 1},
+                                   {"", merger}});
+  const std::int64_t vision_bytes =
+      checked_sum(vision, "depth", "the vision tower's bytes", {patch, positions, blocks, mergers});
+  checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
 
 }  // namespace detail
 
 // Parses config.json text; `source` names the file in messages.
 inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
+  if (json.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
@@ -185,18 +329,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   qwen3_vl::config config;
   const detail::json_fields text = top.object("text_config");
   qwen3_vl::text_config& t = config.text;
-  t.vocab_size = text.positive_int("vocab_size");
-  t.hidden_size = text.positive_int("hidden_size");
-  t.intermediate_size = text.positive_int("intermediate_size");
+  t.vocab_size = text.dimension("vocab_size");
+  t.hidden_size = text.dimension("hidden_size");
+  t.intermediate_size = text.dimension("intermediate_size");
   t.num_hidden_layers = text.positive_int("num_hidden_layers");
-  t.num_attention_heads = text.positive_int("num_attention_heads");
-  t.num_key_value_heads = text.positive_int_or("num_key_value_heads", t.num_attention_heads);
+  t.num_attention_heads = text.dimension("num_attention_heads");
+  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
                                          std::to_string(t.num_attention_heads));
   }
   if (text.find("head_dim")) {
-    t.head_dim = text.positive_int("head_dim");
+    t.head_dim = text.dimension("head_dim");
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
@@ -206,8 +350,10 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   }
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
   t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
-  t.hidden_act = text.string_or("hidden_act", "silu");
-  t.attention_bias = text.boolean("attention_bias").value_or(false);
+  detail::require_string(text, "hidden_act", "silu", "silu");
+  if (text.boolean("attention_bias").value_or(false)) {
+    text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
+  }
   detail::read_rope(text, t);
   const std::int64_t sections = t.mrope_section[0] + t.mrope_section[1] + t.mrope_section[2];
   if (sections != t.head_dim / 2) {
@@ -218,19 +364,29 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   const detail::json_fields vision = top.object("vision_config");
   qwen3_vl::vision_config& v = config.vision;
   v.depth = vision.positive_int("depth");
-  v.hidden_size = vision.positive_int("hidden_size");
-  v.num_heads = vision.positive_int("num_heads");
+  v.hidden_size = vision.dimension("hidden_size");
+  v.num_heads = vision.dimension("num_heads");
   if (v.hidden_size % v.num_heads != 0) {
     vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
   }
-  v.intermediate_size = vision.positive_int("intermediate_size");
-  v.out_hidden_size = vision.positive_int("out_hidden_size");
-  v.in_channels = vision.positive_int_or("in_channels", 3);
-  v.patch_size = vision.positive_int_or("patch_size", 16);
-  v.temporal_patch_size = vision.positive_int_or("temporal_patch_size", 2);
-  v.spatial_merge_size = vision.positive_int_or("spatial_merge_size", 2);
-  v.num_position_embeddings = vision.positive_int_or("num_position_embeddings", 2304);
-  v.hidden_act = vision.string_or("hidden_act", "gelu_pytorch_tanh");
+  v.intermediate_size = vision.dimension("intermediate_size");
+  v.out_hidden_size = vision.dimension("out_hidden_size");
+  if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
+    vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
+                                       std::to_string(t.hidden_size));
+  }
+  v.in_channels = vision.dimension_or("in_channels", 3);
+  v.patch_size = vision.dimension_or("patch_size", 16);
+  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
+  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
+  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
+  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
+  // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
+  const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
+  if (grid * grid != v.num_position_embeddings) {
+    vision.fail("num_position_embeddings", std::to_string(v.num_position_embeddings) +
+                                               " is not a square (the embeddings form a G x G grid)");
+  }
   v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
   for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
     const std::int64_t index = v.deepstack_visual_indexes[i];
@@ -258,6 +414,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   config.video_token_id = top.int_or("video_token_id", 151656);
   config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
   config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  for (const auto& [key, id] : {std::pair<std::string_view, std::int64_t>{"image_token_id", config.image_token_id},
+                                {"video_token_id", config.video_token_id},
+                                {"vision_start_token_id", config.vision_start_token_id},
+                                {"vision_end_token_id", config.vision_end_token_id}}) {
+    if (id < 0) top.fail(key, "must be non-negative, got " + std::to_string(id));
+  }
+  // A checkpoint stored quantized has other weights and other math than the bf16 model aq scores.
+  if (top.find("quantization_config") || text.find("quantization_config")) {
+    (top.find("quantization_config") ? top : text)
+        .fail("quantization_config", "present, not supported (aq reads unquantized BF16/F16/F32 checkpoints)");
+  }
+  detail::check_implied_sizes(top, text, vision, config);
   return config;
 }
 
@@ -266,9 +434,7 @@ inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) 
   std::error_code ec;
   const std::filesystem::path file = std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
   const mapped_file mapped(file);
-  const auto bytes = mapped.bytes();
-  return parse_qwen3_vl_config(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                               file.string());
+  return parse_qwen3_vl_config(mapped.nonempty_text(), file.string());
 }
 
 }  // namespace aq

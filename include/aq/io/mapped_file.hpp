@@ -8,14 +8,13 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "aq/core/error.hpp"
+#include "aq/io/regular_file.hpp"
 
 namespace aq {
 
@@ -23,31 +22,20 @@ class mapped_file {
  public:
   mapped_file() = default;
 
+  // Refuses anything but a regular file (a FIFO, a directory) before reading; see regular_file.
   explicit mapped_file(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw error(path.string() + ": cannot open: " + std::strerror(errno));
-    struct stat info {};
-    if (::fstat(fd, &info) != 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      throw error(path.string() + ": cannot stat: " + reason);
-    }
-    if (!S_ISREG(info.st_mode)) {
-      ::close(fd);
-      throw error(path.string() + ": not a regular file");
-    }
-    size_ = static_cast<std::size_t>(info.st_size);
-    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is simply an empty span
-      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const regular_file file(path);
+    size_ = file.size();
+    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is an empty span (data() is null)
+      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
       if (address == MAP_FAILED) {
         const std::string reason = std::strerror(errno);
-        ::close(fd);
+        size_ = 0;
         throw error(path.string() + ": cannot map into memory: " + reason);
       }
       data_ = static_cast<const std::byte*>(address);
     }
-    ::close(fd);  // the mapping keeps the file alive
-  }
+  }  // the mapping keeps the file alive after the descriptor closes
 
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
@@ -70,6 +58,12 @@ class mapped_file {
   const std::filesystem::path& path() const { return path_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // The bytes as text; throws "PATH: empty file" for a 0-byte file, so parsers never see a null pointer.
+  std::string_view nonempty_text() const {
+    if (size_ == 0) throw error(path_.string() + ": empty file");
+    return {reinterpret_cast<const char*>(data_), size_};
+  }
 
  private:
   void unmap() {

@@ -15,6 +15,7 @@
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
 #include "aq/io/json_writer.hpp"
+#include "aq/io/regular_file.hpp"
 #include "aq/io/report_model.hpp"
 
 namespace aq::io {
@@ -368,11 +369,7 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
 }
 
 inline report_model read_quant_manifest(const std::filesystem::path& file) {
-  simdjson::padded_string text;
-  if (const auto code = simdjson::padded_string::load(file.string()).get(text); code != simdjson::SUCCESS) {
-    throw error(file.string() + ": cannot read: " + simdjson::error_message(code));
-  }
-  return parse_quant_manifest(std::string_view(text.data(), text.size()), file.string());
+  return parse_quant_manifest(read_regular_file(file), file.string());  // refuses a FIFO or a directory
 }
 
 }  // namespace aq::io

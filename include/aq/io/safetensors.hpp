@@ -371,10 +371,10 @@ class safetensors_checkpoint {
     sharded_ = true;
     const std::string where = index_path.string();
     const mapped_file index(index_path);
+    const std::string_view text = index.nonempty_text();
     simdjson::dom::parser parser;
     simdjson::dom::element root;
-    if (const auto code =
-            parser.parse(reinterpret_cast<const char*>(index.bytes().data()), index.size()).get(root)) {
+    if (const auto code = parser.parse(text.data(), text.size()).get(root)) {
       throw error(where + ": not valid JSON: " + simdjson::error_message(code));
     }
     simdjson::dom::element weight_map_value;
@@ -509,6 +509,35 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
       }
     }
   });
+}
+
+namespace detail {
+
+// Scans stored floating-point bits for an all-ones exponent (NaN or infinity).
+template <class Bits>
+void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits mantissa_mask) {
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  for (std::size_t i = 0; i < count; ++i) {
+    Bits bits;
+    std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    if ((bits & exponent_mask) != exponent_mask) continue;
+    const bool nan = (bits & mantissa_mask) != 0;
+    const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
+                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
+                " (weights must be finite)");
+  }
+}
+
+}  // namespace detail
+
+// Throws, naming the file, the tensor and the first offending element, when a stored value is NaN
+// or infinite: one such weight poisons every scale and score computed from it. Checks the stored
+// bits, so nothing is converted; integer dtypes have nothing to check.
+inline void require_finite(const tensor_view& tensor) {
+  if (tensor.dtype == dtype_bf16) detail::require_finite_bits(tensor, std::uint16_t{0x7f80}, std::uint16_t{0x007f});
+  if (tensor.dtype == dtype_f16) detail::require_finite_bits(tensor, std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
+  if (tensor.dtype == dtype_f32) detail::require_finite_bits(tensor, std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
 }
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.

@@ -21,6 +21,7 @@
 
 #include "aq/core/error.hpp"
 #include "aq/io/bpe.hpp"
+#include "aq/io/mapped_file.hpp"
 #include "aq/io/nfc.hpp"
 #include "aq/io/pretokenizer.hpp"
 #include "aq/io/unicode_properties.hpp"
@@ -200,11 +201,8 @@ class tokenizer {
     std::filesystem::path path = path_or_dir;
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) path /= "tokenizer.json";
-    simdjson::padded_string json;
-    if (simdjson::padded_string::load(path.string()).get(json) != simdjson::SUCCESS) {
-      throw error(path.string() + ": cannot read tokenizer file");
-    }
-    return from_json(std::string_view(json.data(), json.size()), path.string());
+    const mapped_file file(path);  // refuses a FIFO or a directory before reading
+    return from_json(file.nonempty_text(), path.string());
   }
 
   // Parses tokenizer.json text; `source` names it in error messages.

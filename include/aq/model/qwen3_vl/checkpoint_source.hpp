@@ -1,5 +1,5 @@
 // A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
-// after their shape is checked against what the model expects.
+// after their shape is checked against what the model expects and their values found finite.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +25,7 @@ inline weight_source checkpoint_weight_source(const safetensors_checkpoint& chec
       throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
                   ", expected " + format_shape(std::span<const std::int64_t>(shape)));
     }
+    require_finite(view);  // a NaN weight would surface later as an anonymous amax error
     tensor out(shape);
     convert_tensor(view, std::span<float>(out.storage()));
     return out;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "aq/core/error.hpp"
+
 namespace aq::qwen3_vl {
 
 struct text_config {
@@ -50,5 +52,20 @@ struct config {
   std::int64_t vision_start_token_id = 151652;
   std::int64_t vision_end_token_id = 151653;
 };
+
+// The settings aq's model code implements one value of. io/hf_config.hpp refuses any other value
+// in config.json; this guards configs built in code, so that no loader runs a model it would
+// silently compute differently.
+inline void check_implemented(const config& c) {
+  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
+    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
+  };
+  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
+  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
+  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
+  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
+    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
+  }
+}
 
 }  // namespace aq::qwen3_vl

@@ -29,9 +29,14 @@ struct parameter_spec {
   std::vector<std::int64_t> shape;
   model_part part = model_part::text;
 
+  // Element count; a shape whose count overflows int64 is an error naming the parameter.
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (const std::int64_t extent : shape) n *= extent;
+    for (const std::int64_t extent : shape) {
+      if (__builtin_mul_overflow(n, extent, &n)) {
+        throw error("parameter " + name + ": shape " + format_shape(shape) + " has more elements than int64 holds");
+      }
+    }
     return n;
   }
 };
@@ -129,15 +134,26 @@ struct parameter_counts {
   std::int64_t total = 0;
 };
 
+namespace detail {
+
+inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view what) {
+  std::int64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) throw error("qwen3_vl parameter count: " + std::string(what) + " overflows int64");
+  return out;
+}
+
+}  // namespace detail
+
 inline parameter_counts count_parameters(const config& cfg) {
   parameter_counts counts;
   for (const parameter_spec& p : expected_parameters(cfg)) {
-    if (p.part == model_part::vision) counts.vision += p.numel();
-    if (p.part == model_part::text) counts.text += p.numel();
+    if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
+    if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
   }
-  counts.lm_head = cfg.text.vocab_size * cfg.text.hidden_size;
+  counts.lm_head = parameter_spec{std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}}.numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
-  counts.total = counts.vision + counts.text + (cfg.tie_word_embeddings ? 0 : counts.lm_head);
+  counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
+                                     cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
   return counts;
 }
 
@@ -187,13 +203,65 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
   return problems;
 }
 
-// Throws one aq::error listing every problem (first line: checkpoint and count, then one per line).
+// At most this many problems are spelled out; the rest are counted ("and N more").
+inline constexpr std::size_t max_listed_problems = 20;
+
+// Number of parameter tensors and their elements, from the config alone (no full list is built).
+struct parameter_totals {
+  std::int64_t tensors = 0;
+  std::int64_t elements = 0;
+};
+
+inline parameter_totals expected_totals(const config& cfg) {
+  // One layer and one block stand for all of them: the list of a 1-layer, 1-block model, scaled.
+  config one = cfg;
+  one.text.num_hidden_layers = 1;
+  one.vision.depth = 1;
+  one.vision.deepstack_visual_indexes.assign(cfg.vision.deepstack_visual_indexes.size(), 0);
+  std::int64_t layer_tensors = 0, layer_elements = 0, block_tensors = 0, block_elements = 0;
+  parameter_totals totals;
+  for (const parameter_spec& p : expected_parameters(one)) {
+    const bool in_layer = p.name.find(".layers.0.") != std::string::npos;
+    const bool in_block = p.name.find(".blocks.0.") != std::string::npos;
+    (in_layer ? layer_tensors : in_block ? block_tensors : totals.tensors) += 1;
+    std::int64_t& elements = in_layer ? layer_elements : in_block ? block_elements : totals.elements;
+    elements = detail::checked_add(elements, p.numel(), "total");
+  }
+  const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
+    std::int64_t product = 0;
+    if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
+    return detail::checked_add(base, product, "total");
+  };
+  totals.tensors = scaled(cfg.text.num_hidden_layers, layer_tensors, scaled(cfg.vision.depth, block_tensors, totals.tensors));
+  totals.elements =
+      scaled(cfg.text.num_hidden_layers, layer_elements, scaled(cfg.vision.depth, block_elements, totals.elements));
+  return totals;
+}
+
+// Throws one aq::error listing the problems (first line: checkpoint and count, then one per line,
+// at most max_listed_problems of them). A config that implies far more tensors and bytes than the
+// checkpoint holds (parameters at 2 bytes, the narrowest dtype read) is refused in one line before
+// any list is built from it.
 inline void check_parameters(const config& cfg, const safetensors_checkpoint& checkpoint) {
+  const std::string where = checkpoint.path().string() + ": checkpoint does not match config.json";
+  const parameter_totals totals = expected_totals(cfg);
+  const std::uint64_t held = checkpoint.total_bytes();
+  const auto implied_bytes = 2 * static_cast<std::uint64_t>(totals.elements);
+  if (implied_bytes > held + held / 2 &&
+      static_cast<std::uint64_t>(totals.tensors) > 2 * checkpoint.tensors().size() + max_listed_problems) {
+    throw error(where + ": the config implies " + std::to_string(totals.tensors) + " tensors of " +
+                std::to_string(totals.elements) + " parameters (at least " + std::to_string(implied_bytes) +
+                " bytes), the checkpoint holds " + std::to_string(checkpoint.tensors().size()) + " tensors of " +
+                std::to_string(held) + " bytes");
+  }
   const std::vector<std::string> problems = parameter_problems(cfg, checkpoint.tensors());
   if (problems.empty()) return;
-  std::string message = checkpoint.path().string() + ": checkpoint does not match config.json (" +
-                        std::to_string(problems.size()) + (problems.size() == 1 ? " problem)" : " problems)");
-  for (const std::string& problem : problems) message += "\n  " + problem;
+  std::string message =
+      where + " (" + std::to_string(problems.size()) + (problems.size() == 1 ? " problem)" : " problems)");
+  for (std::size_t i = 0; i < problems.size() && i < max_listed_problems; ++i) message += "\n  " + problems[i];
+  if (problems.size() > max_listed_problems) {
+    message += "\n  and " + std::to_string(problems.size() - max_listed_problems) + " more";
+  }
   throw error(message);
 }
 

@@ -45,6 +45,7 @@ inline std::string text_layer_weight_prefix(std::int64_t layer) {
 // lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
 // (transformers drops the tied duplicate on save).
 inline text_weights load_text_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
   const text_config& t = cfg.text;
   if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
       t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {

@@ -42,6 +42,7 @@ struct vision_weights {
 inline std::string vision_weight_prefix() { return "model.visual."; }
 
 inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
   const vision_config& v = cfg.vision;
   if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
       v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
