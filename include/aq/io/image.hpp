@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <memory>
 #include <span>
@@ -19,6 +18,7 @@
 
 #include "aq/core/error.hpp"
 #include "aq/io/jpeg.hpp"
+#include "aq/io/regular_file.hpp"
 
 // JPEG goes through libjpeg-turbo (io/jpeg.hpp), the decoder PIL uses, because stb_image's IDCT
 // and chroma upsampling differ from it by up to 2/255. PNG is lossless, so stb_image decodes it
@@ -197,26 +197,16 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   return img;
 }
 
-// Reads and decodes an image file; errors name the file.
+// Reads and decodes an image file; errors name the file. Only a regular file is opened (a FIFO
+// would block), and its size is checked before a byte is read.
 inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw error(path.string() + ": is a directory, not an image file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw error(path.string() + ": cannot open image file");
-  // Sized up front, so a large file is refused before it is read and read without regrowth.
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (size < 0 || !in) throw error(path.string() + ": cannot determine the size of the image file");
-  if (size > std::streamoff{INT32_MAX}) {
-    throw error(path.string() + ": image file is " + std::to_string(size) + " bytes; at most " +
+  const regular_file file(path);
+  if (file.size() > std::size_t{INT32_MAX}) {
+    throw error(path.string() + ": image file is " + std::to_string(file.size()) + " bytes; at most " +
                 std::to_string(INT32_MAX) + " bytes are read");
   }
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-  if (in.bad() || in.gcount() != static_cast<std::streamsize>(size)) {
-    throw error(path.string() + ": error while reading image file");
-  }
+  const std::string content = file.read_all();
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(content.data()), content.size());
   return decode_image(bytes, path.string(), alpha);
 }
 
