@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpora, fuzz/corpus/<target>/: small valid inputs (from tests/fixtures
+and data/ where one exists) plus a few malformed ones aimed at each parser's checks.
+
+    python3 fuzz/make_corpus.py      # rewrites fuzz/corpus/ from scratch
+"""
+import json
+import pathlib
+import shutil
+import struct
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fuzz" / "corpus"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def put(target, name, data):
+    path = CORPUS / target / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def copy(target, source, name=None):
+    put(target, name or source.name, source.read_bytes())
+
+
+def safetensors(header, data_size, raw_header=None):
+    text = raw_header if raw_header is not None else json.dumps(header, separators=(",", ":"))
+    return struct.pack("<Q", len(text)) + text.encode() + bytes(data_size)
+
+
+def safetensors_seeds():
+    t = "safetensors"
+    put(t, "valid_mixed.safetensors", safetensors({
+        "__metadata__": {"format": "pt"},
+        "a.weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "b.weight": {"dtype": "F32", "shape": [3], "data_offsets": [8, 20]},
+        "c.weight": {"dtype": "F16", "shape": [1, 2], "data_offsets": [20, 24]},
+        "ids32": {"dtype": "I32", "shape": [2], "data_offsets": [24, 32]},
+        "ids64": {"dtype": "I64", "shape": [1], "data_offsets": [32, 40]},
+        "empty": {"dtype": "F32", "shape": [0, 4], "data_offsets": [40, 40]},
+        "scalar": {"dtype": "F32", "shape": [], "data_offsets": [40, 44]}}, 44))
+    put(t, "valid_empty_header.safetensors", safetensors({}, 0))
+    put(t, "truncated_length.safetensors", b"\x10\x00\x00")
+    put(t, "length_past_end.safetensors", struct.pack("<Q", 1 << 40) + b"{}")
+    put(t, "not_object.safetensors", safetensors(None, 0, raw_header="[1,2]"))
+    put(t, "overlap.safetensors", safetensors({
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, 12))
+    put(t, "begin_after_end.safetensors", safetensors({
+        "a": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, 8))
+    put(t, "shape_overflow.safetensors", safetensors({
+        "a": {"dtype": "F32", "shape": [4611686018427387904, 8, 0], "data_offsets": [0, 0]}}, 0))
+    put(t, "unknown_dtype.safetensors", safetensors({
+        "a": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}, 4))
+    put(t, "duplicate_name.safetensors", safetensors(None, 8, raw_header=
+        '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'))
+
+
+def index_seeds():
+    # Shard contents are fixed by the fuzzer (fuzz_safetensors_index.cpp); only the index varies.
+    t = "safetensors_index"
+    s1, s2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    valid = {"metadata": {"total_size": 36},
+             "weight_map": {"a.weight": s1, "b.weight": s1, "c.bias": s2, "c.weight": s2}}
+    put(t, "valid.json", json.dumps(valid, indent=2))
+    put(t, "missing_tensor.json", json.dumps({"weight_map": {"a.weight": s1, "c.bias": s2, "c.weight": s2}}))
+    put(t, "wrong_shard.json", json.dumps({"weight_map": {"a.weight": s2, "b.weight": s1, "c.bias": s2, "c.weight": s2}}))
+    put(t, "parent_dir.json", json.dumps({"weight_map": {"a.weight": "../" + s1}}))
+    put(t, "absolute.json", json.dumps({"weight_map": {"a.weight": "/" + s1}}))
+    put(t, "no_such_shard.json", json.dumps({"weight_map": {"a.weight": "model-00003-of-00002.safetensors"}}))
+    put(t, "not_a_map.json", json.dumps({"weight_map": [s1, s2]}))
+    put(t, "duplicate_key.json",
+        '{"weight_map":{"a.weight":"%s","a.weight":"%s","b.weight":"%s","c.bias":"%s","c.weight":"%s"}}' % (s1, s1, s1, s2, s2))
+
+
+def config_seeds():
+    t = "hf_config"
+    copy(t, FIXTURES / "configs" / "qwen3_vl_4b_instruct.json")
+    copy(t, FIXTURES / "configs" / "qwen3_vl_4b_instruct_v5.json")
+    copy(t, FIXTURES / "qwen3_vl" / "tiny_tied" / "config.json", "tiny_tied.json")
+    copy(t, FIXTURES / "qwen3_vl" / "tiny_untied" / "config.json", "tiny_untied.json")
+    put(t, "empty_object.json", "{}")
+    put(t, "wrong_model_type.json", '{"model_type":"llama","text_config":{},"vision_config":{}}')
+    tiny = json.loads((FIXTURES / "qwen3_vl" / "tiny_tied" / "config.json").read_text())
+    tiny["text_config"]["head_dim"] = 15
+    put(t, "odd_head_dim.json", json.dumps(tiny))
+
+
+def tokenizer_seeds():
+    t = "tokenizer"
+    copy(t, FIXTURES / "tokenizer" / "tiny_pairs.json")
+    copy(t, FIXTURES / "tokenizer" / "tiny_strings.json")
+    put(t, "empty_object.json", "{}")
+    put(t, "minimal_bpe.json", json.dumps({
+        "normalizer": None, "pre_tokenizer": None, "decoder": None, "added_tokens": [],
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}))
+
+
+def image_seeds():
+    t = "image"
+    for name in ("gray8.png", "gray16.png", "la8.png", "la16.png", "rgb16.png", "alpha_grid.png", "png_truncated.png",
+                 "jpeg_gray.jpg", "jpeg_420.jpg", "jpeg_420_progressive.jpg", "jpeg_420_restart.jpg", "jpeg_422.jpg",
+                 "jpeg_444_progressive.jpg", "jpeg_cmyk.jpg", "jpeg_truncated.jpg", "jpeg_no_eoi.jpg"):
+        copy(t, FIXTURES / "images" / name)
+    put(t, "jpeg_soi_only.jpg", b"\xff\xd8\xff")
+    put(t, "png_signature_only.png", b"\x89PNG\r\n\x1a\n")
+
+
+def caption_seeds():
+    t = "captions"
+    copy(t, ROOT / "data" / "captions" / "coco2017_captions_small.txt")
+    put(t, "newlines.txt", "  first caption \r\nsecond\rthird\n\n\t\n\x0bfourth\x0c\x1c\x1d\x1e\x85 done\u2028last")
+    put(t, "unicode_spaces.txt", "\u3000caf\u00e9 \u00a0\n\u2029\u00a0 \u4f60\u597d\u3000")
+    put(t, "invalid_utf8.txt", b"ok\n\xc3\x28 broken\n\xed\xa0\x80 surrogate\n\xf4\x90\x80\x80 too high\n")
+    put(t, "blank.txt", " \n\r\n\t\n")
+
+
+def jsonl_seeds():
+    t = "image_caption_jsonl"
+    put(t, "valid.jsonl", '{"image": "images/cat.png", "caption": "A cat on a mat."}\n'
+                          '\n'
+                          '{"image": "/abs/dog.jpg", "caption": "A dog \\u00e9 \\ud83d\\ude00", "extra": [1, 2]}\r\n')
+    put(t, "missing_field.jsonl", '{"image": "a.png"}\n')
+    put(t, "wrong_type.jsonl", '{"image": 3, "caption": "x"}\n')
+    put(t, "not_object.jsonl", '["a.png", "x"]\n')
+    put(t, "bad_json.jsonl", '{"image": "a.png", "caption": "x"\n')
+    put(t, "invalid_utf8.jsonl", b'{"image": "a.png", "caption": "\xff"}\n')
+
+
+def main():
+    shutil.rmtree(CORPUS, ignore_errors=True)
+    safetensors_seeds()
+    index_seeds()
+    config_seeds()
+    tokenizer_seeds()
+    image_seeds()
+    caption_seeds()
+    jsonl_seeds()
+
+
+if __name__ == "__main__":
+    main()
