@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' seed corpora, fuzz/corpus/<target>/: small valid inputs (from tests/fixtures
-and data/ where one exists) plus a few malformed ones aimed at each parser's checks.
+and data/ where one exists) plus a few malformed ones aimed at each parser's checks; and their
+libFuzzer dictionaries, fuzz/dict/<target>.dict: the keys and names each parser looks for.
 
-    python3 fuzz/make_corpus.py      # rewrites fuzz/corpus/ from scratch
+    python3 fuzz/make_corpus.py      # rewrites fuzz/corpus/ and fuzz/dict/ from scratch
 """
 import json
 import pathlib
@@ -12,6 +13,7 @@ import struct
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fuzz" / "corpus"
 FIXTURES = ROOT / "tests" / "fixtures"
+DICT = ROOT / "fuzz" / "dict"
 
 
 def put(target, name, data):
@@ -128,8 +130,58 @@ def jsonl_seeds():
     put(t, "invalid_utf8.jsonl", b'{"image": "a.png", "caption": "\xff"}\n')
 
 
+JSON_TOKENS = ["{", "}", "[", "]", ":", ",", '"', "null", "true", "false", "-1", "0", "1e309",
+               "18446744073709551616", "9223372036854775807", "\\u0000", "\\ud800"]
+
+
+def dictionary(target, comment, words):
+    """A libFuzzer dictionary: one quoted entry a line, bytes outside printable ASCII as \\xNN."""
+    def quote(word):
+        data = word.encode() if isinstance(word, str) else word
+        return "".join("\\" + chr(b) if chr(b) in '\\"' else chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in data)
+    lines = ["# " + comment] + ['kw%d="%s"' % (i, quote(w)) for i, w in enumerate(dict.fromkeys(words))]
+    (DICT / (target + ".dict")).write_text("\n".join(lines) + "\n")
+
+
+def dictionaries():
+    q = lambda words: ['"%s"' % w for w in words]
+    dictionary("safetensors", "safetensors header: keys and dtype names", JSON_TOKENS + q([
+        "dtype", "shape", "data_offsets", "__metadata__", "format", "pt", "BF16", "F16", "F32", "I32", "I64", "F64",
+        "U8", "F8_E4M3", "BOOL"]) + ["\x00\x00\x00\x00\x00\x00\x00"])
+    dictionary("safetensors_index", "model.safetensors.index.json: keys, the fuzzer's shard and tensor names",
+               JSON_TOKENS + q(["weight_map", "metadata", "total_size", "model-00001-of-00002.safetensors",
+                                "model-00002-of-00002.safetensors", "model.safetensors.index.json", "a.weight",
+                                "b.weight", "c.weight", "c.bias", "..", "/", "./", ""]))
+    dictionary("hf_config", "Qwen3-VL config.json: the fields aq reads", JSON_TOKENS + q([
+        "attention_bias", "deepstack_visual_indexes", "default", "depth", "gelu_pytorch_tanh", "head_dim", "hidden_act",
+        "hidden_size", "image_token_id", "in_channels", "intermediate_size", "model_type", "mrope", "mrope_interleaved",
+        "mrope_section", "num_attention_heads", "num_heads", "num_hidden_layers", "num_key_value_heads",
+        "num_position_embeddings", "out_hidden_size", "patch_size", "qwen3_vl", "rms_norm_eps", "rope_parameters",
+        "rope_scaling", "rope_theta", "rope_type", "silu", "spatial_merge_size", "temporal_patch_size", "text_config",
+        "tie_word_embeddings", "type", "video_token_id", "vision_config", "vision_end_token_id", "vision_start_token_id",
+        "vocab_size"]))
+    dictionary("tokenizer", "tokenizer.json: the fields and type names aq reads", JSON_TOKENS + q([
+        "BPE", "ByteLevel", "Isolated", "NFC", "Regex", "String", "Sequence", "Split", "add_prefix_space", "added_tokens",
+        "behavior", "content", "continuing_subword_prefix", "decoder", "dropout", "end_of_word_suffix", "id",
+        "ignore_merges", "invert", "lstrip", "merges", "model", "normalized", "normalizer", "pattern", "pre_tokenizer",
+        "pretokenizers", "rstrip", "single_word", "special", "step", "trim_offsets", "use_regex", "vocab",
+        "<|im_start|>", "\u0120", "(?i:'s|'t|'re|'ve|'m|'ll|'d)", "\\p{L}+", "\\s+(?!\\S)"]))
+    dictionary("image_caption_jsonl", "image-caption JSON lines",
+               JSON_TOKENS + q(["image", "caption"]) + ["\n", "\r\n", "\r", b"\xef\xbb\xbf", b"\xc2\x85"])
+    dictionary("captions", "caption lines: newlines and the spaces Python strips",
+               ["\n", "\r\n", "\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xc2\xa0", b"\xe2\x80\xa8",
+                b"\xe2\x80\xa9", b"\xe3\x80\x80", b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
+    dictionary("image", "PNG chunk types and JPEG markers", [
+        b"\x89PNG\r\n\x1a\n", "IHDR", "IDAT", "IEND", "PLTE", "tRNS", "gAMA", "CgBI",
+        b"\xff\xd8", b"\xff\xd9", b"\xff\xc0", b"\xff\xc1", b"\xff\xc2", b"\xff\xc4", b"\xff\xdb", b"\xff\xdd",
+        b"\xff\xda", b"\xff\xe0JFIF\x00", b"\xff\xeeAdobe", b"\xff\xd0"])
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
+    shutil.rmtree(DICT, ignore_errors=True)
+    DICT.mkdir(parents=True)
+    dictionaries()
     safetensors_seeds()
     index_seeds()
     config_seeds()
