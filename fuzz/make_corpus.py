@@ -99,6 +99,17 @@ def tokenizer_seeds():
         "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}))
 
 
+def tokenizer_encode_seeds():
+    # Texts of the Qwen3 reference cases, a few per file so the corpus stays small.
+    t = "tokenizer_encode"
+    cases = json.loads((FIXTURES / "tokenizer" / "qwen3_cases.json").read_text())["cases"]
+    texts = sorted({c["text"] for c in cases if 0 < len(c["text"].encode()) <= 200}, key=lambda x: (len(x), x))
+    for i in range(0, len(texts), 40):
+        put(t, "qwen3_cases_%02d.txt" % (i // 40), "\n".join(texts[i:i + 40]))
+    put(t, "special_tokens.txt", "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>")
+    put(t, "unnormalized.txt", "e\u0301 \u212b \uac00\u11a8 \ufb01 \u0041\u030a\u0323")
+
+
 def image_seeds():
     t = "image"
     for name in ("gray8.png", "gray16.png", "la8.png", "la16.png", "rgb16.png", "alpha_grid.png", "png_truncated.png",
@@ -166,6 +177,9 @@ def dictionaries():
         "ignore_merges", "invert", "lstrip", "merges", "model", "normalized", "normalizer", "pattern", "pre_tokenizer",
         "pretokenizers", "rstrip", "single_word", "special", "step", "trim_offsets", "use_regex", "vocab",
         "<|im_start|>", "\u0120", "(?i:'s|'t|'re|'ve|'m|'ll|'d)", "\\p{L}+", "\\s+(?!\\S)"]))
+    dictionary("tokenizer_encode", "Qwen3 special tokens and what its pre-tokenizer splits on",
+               ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
+                "<think>", "'s", "'T", "\r\n", "  ", "\u00e9", "e\u0301", "\u4f60", "\U0001f600", "123456"])
     dictionary("image_caption_jsonl", "image-caption JSON lines",
                JSON_TOKENS + q(["image", "caption"]) + ["\n", "\r\n", "\r", b"\xef\xbb\xbf", b"\xc2\x85"])
     dictionary("captions", "caption lines: newlines and the spaces Python strips",
@@ -186,6 +200,7 @@ def main():
     index_seeds()
     config_seeds()
     tokenizer_seeds()
+    tokenizer_encode_seeds()
     image_seeds()
     caption_seeds()
     jsonl_seeds()
