@@ -9,6 +9,7 @@ import json
 import pathlib
 import shutil
 import struct
+import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fuzz" / "corpus"
@@ -110,6 +111,10 @@ def tokenizer_encode_seeds():
     put(t, "unnormalized.txt", "e\u0301 \u212b \uac00\u11a8 \ufb01 \u0041\u030a\u0323")
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def image_seeds():
     t = "image"
     for name in ("gray8.png", "gray16.png", "la8.png", "la16.png", "rgb16.png", "alpha_grid.png", "png_truncated.png",
@@ -118,6 +123,10 @@ def image_seeds():
         copy(t, FIXTURES / "images" / name)
     put(t, "jpeg_soi_only.jpg", b"\xff\xd8\xff")
     put(t, "png_signature_only.png", b"\x89PNG\r\n\x1a\n")
+    # A finding of fuzz_image, kept as a regression seed: an 81-byte PNG whose second IDAT chunk
+    # declares 1.6 GiB; stb_image grows its buffer to 2 GiB before finding the bytes missing.
+    put(t, "png_idat_length_past_end.png", b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\xff")) + struct.pack(">I", 0x66000020) + b"IDAT" + bytes(16))
 
 
 def caption_seeds():
