@@ -371,7 +371,6 @@ class safetensors_checkpoint {
     sharded_ = true;
     const std::string where = index_path.string();
     const mapped_file index(index_path);
-    if (index.size() == 0) throw error(where + ": empty file, expected a JSON object with weight_map");
     simdjson::dom::parser parser;
     simdjson::dom::element root;
     if (const auto code =
