@@ -98,6 +98,11 @@ def tokenizer_seeds():
     put(t, "minimal_bpe.json", json.dumps({
         "normalizer": None, "pre_tokenizer": None, "decoder": None, "added_tokens": [],
         "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}))
+    # A finding of fuzz_tokenizer, kept as a regression seed: one id near 2^32 made the dense id tables
+    # take 32 GiB.
+    put(t, "sparse_id.json", json.dumps({
+        "normalizer": None, "pre_tokenizer": None, "decoder": None, "added_tokens": [],
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 4000000000}, "merges": []}}))
 
 
 def tokenizer_encode_seeds():
