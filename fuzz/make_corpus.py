@@ -128,6 +128,10 @@ def image_seeds():
         copy(t, FIXTURES / "images" / name)
     put(t, "jpeg_soi_only.jpg", b"\xff\xd8\xff")
     put(t, "png_signature_only.png", b"\x89PNG\r\n\x1a\n")
+    # A valid PNG whose first IDAT chunk is empty: stb_image then copies 0 bytes to a null buffer
+    # (suppressed in fuzz/ubsan.supp; found by fuzz_image).
+    put(t, "png_empty_first_idat.png", b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0))
+        + png_chunk(b"IDAT", b"") + png_chunk(b"IDAT", zlib.compress(b"\x00\x10\x20\x30\x80")) + png_chunk(b"IEND", b""))
     # A finding of fuzz_image, kept as a regression seed: an 81-byte PNG whose second IDAT chunk
     # declares 1.6 GiB; stb_image grows its buffer to 2 GiB before finding the bytes missing.
     put(t, "png_idat_length_past_end.png", b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0))

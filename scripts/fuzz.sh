@@ -34,7 +34,6 @@ fi
 
 runs="$build/fuzz-runs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 
 fuzz_one() {
   local name=$1 dir="$runs/$1"
