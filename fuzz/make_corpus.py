@@ -88,6 +88,10 @@ def config_seeds():
     tiny = json.loads((FIXTURES / "qwen3_vl" / "tiny_tied" / "config.json").read_text())
     tiny["text_config"]["head_dim"] = 15
     put(t, "odd_head_dim.json", json.dumps(tiny))
+    # A finding of fuzz_hf_config, kept as a regression seed: mrope_section entries summing past int64.
+    tiny["text_config"]["head_dim"] = 16
+    tiny["text_config"]["rope_parameters"]["mrope_section"] = [9223372036854775807, 20, 20]
+    put(t, "mrope_section_overflow.json", json.dumps(tiny))
 
 
 def tokenizer_seeds():
