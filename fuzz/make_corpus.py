@@ -104,9 +104,9 @@ def tokenizer_seeds():
         "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}))
     # A finding of fuzz_tokenizer, kept as a regression seed: one id near 2^32 made the dense id tables
     # take 32 GiB.
-    put(t, "sparse_id.json", json.dumps({
-        "normalizer": None, "pre_tokenizer": None, "decoder": None, "added_tokens": [],
-        "model": {"type": "BPE", "vocab": {"a": 0, "b": 4000000000}, "merges": []}}))
+    sparse = json.loads((FIXTURES / "tokenizer" / "tiny_pairs.json").read_text())
+    sparse["model"]["vocab"][next(iter(sparse["model"]["vocab"]))] = 4000000000
+    put(t, "sparse_id.json", json.dumps(sparse))
 
 
 def tokenizer_encode_seeds():
