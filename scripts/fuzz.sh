@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${AQ_FUZZ_SECONDS:-60}
 jobs=${AQ_FUZZ_JOBS:-2}
-build=build-fuzz
+build="build-fuzz"
 
 bash scripts/install-deps.sh --fuzz
 cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -60,10 +60,11 @@ done
 wait
 
 failed=0
+shopt -s nullglob
 for name in "${names[@]}"; do
   if [[ -e $runs/$name/failed ]]; then
     failed=1
-    echo "---- fuzz_$name: $(ls "$runs/$name" | grep -E '^(crash|leak|timeout|oom|slow-unit)-' | tr '\n' ' ')"
+    echo "---- fuzz_$name:" "$runs/$name"/{crash,leak,timeout,oom}-*
     grep -E 'ERROR|SUMMARY|runtime error|#[0-9]+ .* in aq::' "$runs/$name/log" | head -20 || true
   fi
 done
