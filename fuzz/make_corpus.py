@@ -117,6 +117,9 @@ def tokenizer_encode_seeds():
     for i in range(0, len(texts), 40):
         put(t, "qwen3_cases_%02d.txt" % (i // 40), "\n".join(texts[i:i + 40]))
     put(t, "special_tokens.txt", "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>")
+    # Added tokens are split off before NFC: ">" + U+0338 stays two characters here (the harness
+    # once expected U+226F).
+    put(t, "added_token_then_combining_mark.txt", "x<|image_pad|>\u0338 y\n<think>\u0301")
     put(t, "unnormalized.txt", "e\u0301 \u212b \uac00\u11a8 \ufb01 \u0041\u030a\u0323")
 
 
