@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Installs aq's build and test dependencies from Debian packages. Idempotent: packages already
 # present are left alone and apt-get runs only when something is missing.
+#   --fuzz        also Clang with libFuzzer and the sanitizer runtimes, and llvm-symbolizer for
+#                 readable stacks (scripts/fuzz.sh); GCC's ASan/UBSan runtimes come with g++.
 set -euo pipefail
 
 packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev libjpeg-dev)
+for arg in "$@"; do
+  case $arg in
+    --fuzz) packages+=(clang libclang-rt-dev llvm) ;;
+    *) echo "install-deps.sh: unknown option $arg (--fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for package in "${packages[@]}"; do

@@ -76,6 +76,13 @@ class bpe_model {
       bytes += token.size();
     }
     const std::size_t bound = vocab.empty() ? 0 : std::size_t{max_id} + 1;
+    // Ids index dense tables, so a few sparse ids must not cost gigabytes (one id of 4e9 in a 30-byte
+    // file did): published vocabularies are dense, gaps of up to half the table are allowed.
+    if (bound > 2 * vocab.size() + 256) {
+      throw error(source + ": model.vocab: id " + std::to_string(max_id) + " is far beyond the " +
+                  std::to_string(vocab.size()) + " tokens (ids must be dense: below " +
+                  std::to_string(2 * vocab.size() + 256) + ")");
+    }
     text_.reserve(bytes);
     begin_.assign(bound + 1, 0);
     length_.assign(bound, absent);

@@ -496,6 +496,7 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
                 std::string(tensor.dtype.name) + " does not convert to floating point (" +
                 std::string(supported_dtype_names) + ")");
   }
+  if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
     using In = decltype(tag);
     const std::byte* source = tensor.bytes.data();
@@ -545,6 +546,7 @@ inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
   const auto count = static_cast<std::size_t>(tensor.numel());
   std::vector<std::int64_t> out(count);
   const std::byte* source = tensor.bytes.data();
+  if (count == 0 && (tensor.dtype == dtype_i64 || tensor.dtype == dtype_i32)) return out;  // no memcpy on null
   if (tensor.dtype == dtype_i64) {
     std::memcpy(out.data(), source, count * sizeof(std::int64_t));
   } else if (tensor.dtype == dtype_i32) {
