@@ -210,6 +210,20 @@ TEST_CASE("missing, empty, non-image, truncated and oversized image files are er
                        "big.png: image is 20000 x 20000 pixels; at most 178956970 pixels are decoded", aq::error);
   CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_png("alpha_grid.png", 20000), "big_rgba.png"),
                        "big_rgba.png: image is 20000 x 20000 pixels; at most 178956970 pixels are decoded", aq::error);
+  // A chunk length past the end of the file is refused before stb sizes a buffer by it (2 GiB).
+  std::vector<std::uint8_t> idat = read_bytes(fixtures / "gray8.png");
+  std::size_t at = 8;
+  while (std::string(reinterpret_cast<const char*>(idat.data() + at + 4), 4) != "IDAT") {
+    at += 12 + ((std::size_t{idat[at]} << 24) | (std::size_t{idat[at + 1]} << 16) | (std::size_t{idat[at + 2]} << 8) |
+                idat[at + 3]);
+  }
+  idat[at] = 0x66;
+  idat[at + 1] = 0x00;
+  idat[at + 2] = 0x00;
+  idat[at + 3] = 0x20;
+  const std::string long_idat = "long_idat.png: cannot decode PNG: chunk 'IDAT' at byte " + std::to_string(at) +
+                                " claims 1711276064 bytes, past the end of the file";
+  CHECK_THROWS_WITH_AS(aq::io::decode_image(idat, "long_idat.png"), doctest::Contains(long_idat.c_str()), aq::error);
   // Past stb's own 2^24 side limit too: the header is read before stb sees the file.
   CHECK_THROWS_WITH_AS(aq::io::decode_image(patched_png("rgb16.png", 20000000), "wide.png"),
                        doctest::Contains("wide.png: image is 20000000 x 20000000 pixels"), aq::error);

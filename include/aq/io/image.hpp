@@ -133,6 +133,24 @@ inline bool png_size(std::span<const std::uint8_t> bytes, std::uint64_t& width, 
   return true;
 }
 
+// Refuses a PNG whose chunk lengths run past the end of the file: stb_image trusts the length of an
+// IDAT chunk and grows its buffer to it (2 GiB for an 82-byte file) before it notices the data is
+// missing. Chunks are 4-byte length, 4-byte type, data, 4-byte CRC.
+inline void check_png_chunks(std::span<const std::uint8_t> bytes, const std::string& name) {
+  std::size_t at = 8;  // after the signature
+  while (at + 8 <= bytes.size()) {
+    const std::uint64_t length = big_endian32(bytes.data() + at);
+    const std::string type(reinterpret_cast<const char*>(bytes.data() + at + 4), 4);
+    if (length > bytes.size() - at - 8 || bytes.size() - at - 8 - length < 4) {
+      throw error(name + ": cannot decode PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
+                  std::to_string(length) + " bytes, past the end of the file (" + std::to_string(bytes.size()) +
+                  " bytes; truncated or corrupt)");
+    }
+    if (type == "IEND") return;
+    at += 12 + static_cast<std::size_t>(length);
+  }
+}
+
 }  // namespace detail
 
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
@@ -152,8 +170,9 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     return img;
   }
   std::uint64_t png_w = 0, png_h = 0;
-  if (detail::png_size(bytes, png_w, png_h) && png_w * png_h > max_image_pixels) {
-    detail::image_too_large(name, png_w, png_h);
+  if (detail::png_size(bytes, png_w, png_h)) {
+    if (png_w * png_h > max_image_pixels) detail::image_too_large(name, png_w, png_h);
+    detail::check_png_chunks(bytes, name);
   }
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
