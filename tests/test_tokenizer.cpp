@@ -259,6 +259,9 @@ TEST_CASE("invalid input and unsupported tokenizer files raise aq::error naming 
   CHECK(error_of(replaced("\"merges\":[[", "\"merges\":[[\"zz\",\"q\"],[")).find("model.merges[0]") != std::string::npos);
   CHECK(error_of(replaced("\"vocab\":{", "\"vocab\":{\"dup\":0,")).find("model.vocab") != std::string::npos);
   CHECK(error_of("{}").find("pre_tokenizer: missing") != std::string::npos);
+  // Ids index dense tables: one id near 2^32 must be refused, not cost 32 GiB of tables.
+  CHECK(error_of(replaced("\"vocab\":{", "\"vocab\":{\"far\":4294967000,")).find("model.vocab: id 4294967000 is far beyond") !=
+        std::string::npos);
   CHECK_THROWS_WITH_AS(aq::io::tokenizer::from_file(fixtures + "/no_such.json"), doctest::Contains("no_such.json"),
                        aq::error);
 }
