@@ -179,7 +179,7 @@ int run(const arguments& a) {
   batch.batch = 1;
   batch.seq = static_cast<std::int64_t>(batch.input_ids.size());
   aq::autoquant::check_sequence_length("the sequence of " + std::to_string(batch.seq) + " tokens", batch.seq,
-                                       aq::autoquant::read_max_position_embeddings(model_dir), model_dir);
+                                       cfg.text.max_position_embeddings, model_dir);
   batch.attention_mask.assign(batch.input_ids.size(), 1);
   batch.labels = batch.input_ids;
 

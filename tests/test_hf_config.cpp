@@ -213,10 +213,14 @@ TEST_CASE("settings aq does not implement are refused by name, expected vs actua
   CHECK(parse_error(with_field(minimal(), "out_hidden_size", "48")) ==
         "config.json: vision_config.out_hidden_size: 48, expected text_config.hidden_size 32");
   // The implemented values, explicit, and fields that do not change the math, are accepted.
-  CHECK_NOTHROW(aq::parse_qwen3_vl_config(
+  const aq::qwen3_vl::config accepted = aq::parse_qwen3_vl_config(
       minimal(R"("hidden_act":"silu","attention_bias":false,"attention_dropout":0.0,"use_cache":true,"max_position_embeddings":128,)",
               R"("architectures":["Qwen3VLForConditionalGeneration"],)", R"("hidden_act":"gelu_pytorch_tanh","initializer_range":0.02,)"),
-      "config.json"));
+      "config.json");
+  CHECK(accepted.text.max_position_embeddings == 128);  // bounds --seq-len before any work
+  CHECK(aq::parse_qwen3_vl_config(minimal(), "config.json").text.max_position_embeddings == 0);  // not stated: no bound
+  CHECK(parse_error(minimal(R"("max_position_embeddings":0,)")) ==
+        "config.json: text_config.max_position_embeddings: must be positive, got 0");
 
   SUBCASE("mrope_interleaved false, in both rope spellings") {
     std::string v4 = minimal();

@@ -11,12 +11,11 @@
 #include <filesystem>
 #include <string>
 
-#include <simdjson.h>
-
 #include "aq/autoquant/options.hpp"
 #include "aq/autoquant/outputs.hpp"
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
+#include "aq/io/hf_config.hpp"
 
 namespace aq::autoquant {
 
@@ -38,27 +37,6 @@ inline void check_input_directory(const std::string& flag, const std::filesystem
   if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
 }
 
-// text_config.max_position_embeddings of a model dir's config.json (the top-level field where a
-// config has no text_config); 0 when neither is given.
-inline std::int64_t read_max_position_embeddings(const std::filesystem::path& model_dir) {
-  const std::filesystem::path file = model_dir / "config.json";
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (const auto code = parser.load(file.string()).get(root)) {
-    throw error(file.string() + ": " + simdjson::error_message(code));
-  }
-  for (const char* pointer : {"/text_config/max_position_embeddings", "/max_position_embeddings"}) {
-    simdjson::dom::element value;
-    if (root.at_pointer(pointer).get(value) != simdjson::SUCCESS || value.is_null()) continue;
-    std::int64_t n = 0;
-    if (value.get_int64().get(n) != simdjson::SUCCESS || n <= 0) {
-      throw error(file.string() + ": " + std::string(pointer + 1) + ": expected a positive integer");
-    }
-    return n;
-  }
-  return 0;
-}
-
 // A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known).
 inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
                                   const std::filesystem::path& model_dir) {
@@ -78,14 +56,15 @@ inline void plan_outputs(const driver_options& o, output_set& outputs) {
 }
 
 // Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
-// dir and its config's positions against seq_len, the calibration file, the output locations.
+// dir and its config (refused settings, positions against seq_len), the calibration file, the output locations.
 inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
                       output_set& outputs) {
   if (o.model_dir) {
     const std::filesystem::path dir(*o.model_dir);
     check_input_directory("--model", dir);
     check_input_file("--model", dir / "config.json");
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, read_max_position_embeddings(dir), dir);
+    const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings, dir);
   }
   check_input_file("--calib", calib);
   plan_outputs(o, outputs);

@@ -350,6 +350,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   }
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
   t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
+  t.max_position_embeddings = text.positive_int_or("max_position_embeddings", 0);
   detail::require_string(text, "hidden_act", "silu", "silu");
   if (text.boolean("attention_bias").value_or(false)) {
     text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");

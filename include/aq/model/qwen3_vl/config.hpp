@@ -26,6 +26,7 @@ struct text_config {
   bool mrope_interleaved = true;
   std::string hidden_act = "silu";
   bool attention_bias = false;
+  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
 };
 
 struct vision_config {
