@@ -79,42 +79,358 @@ AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to
 }  // namespace aq
 // ---- end aq/core/bf16.hpp ----
 // ---- begin aq/core/atomic_file.hpp ----
-// Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
-// target only after a successful flush, so a crash or error never leaves a half-written report.
+// Writes a whole file or nothing, and publishes a set of outputs (a report folder and single
+// files) only after every one of them was written: data goes to temporary siblings which are
+// renamed into place at the end, so a crash or error never leaves a half-written or mixed set.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
-#include <unistd.h>
+#include <utility>
+#include <vector>
 
 
 namespace aq {
 
-inline void write_file_atomic(const std::filesystem::path& target, std::string_view bytes) {
+namespace detail {
+
+// "<name>.tmp.<pid>": the sibling a file or folder is written to before it is renamed into place.
+inline std::filesystem::path temporary_sibling(const std::filesystem::path& target, const char* tag = ".tmp.") {
   std::filesystem::path temp = target;
-  temp += ".tmp." + std::to_string(::getpid());
-  std::FILE* file = std::fopen(temp.c_str(), "wb");
-  if (file == nullptr) {
-    throw error(target.string() + ": cannot open for writing: " + std::strerror(errno));
+  temp += tag + std::to_string(::getpid());
+  return temp;
+}
+
+inline std::filesystem::path parent_or_dot(const std::filesystem::path& p) {
+  return p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+}
+
+// A target named with a trailing separator ("out/") has an empty filename; the folder is "out".
+inline std::filesystem::path without_trailing_separator(std::filesystem::path p) {
+  while (!p.has_filename() && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
+  return p;
+}
+
+// strerror, with the common ENOTDIR spelled out: a component of the path is a file.
+inline std::string path_error(int code) {
+  if (code == ENOTDIR) return "a component of the path is not a directory";
+  return std::strerror(code);
+}
+
+inline const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISREG(mode)) return "a regular file";
+  return "not a regular file";
+}
+
+// Creates and removes a probe file in `dir`: the only test of writability that holds for root,
+// read-only mounts and /proc alike.
+inline void probe_create(const std::string& what, const std::filesystem::path& dir) {
+  const std::filesystem::path probe = dir / (".aq-probe." + std::to_string(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw error(what + ": cannot create files in " + dir.string() + ": " + std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+// Removes "<name>.tmp.<pid>" and "<name>.old.<pid>" siblings of `target` left by a run that was
+// killed (its pid is no longer alive); a live run's temporaries are left alone.
+inline void remove_stale_temporaries(const std::filesystem::path& target) {
+  const std::string name = target.filename().string();
+  if (name.empty()) return;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(parent_or_dot(target), ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string entry = it->path().filename().string();
+    for (const char* tag : {".tmp.", ".old."}) {
+      const std::string prefix = name + tag;
+      if (!entry.starts_with(prefix)) continue;
+      const std::string digits = entry.substr(prefix.size());
+      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = static_cast<pid_t>(std::strtol(digits.c_str(), nullptr, 10));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // ours, or a live run's
+      std::error_code ignored;
+      std::filesystem::remove_all(it->path(), ignored);
+    }
   }
-  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-  const bool flushed = std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;
-  const bool closed = std::fclose(file) == 0;
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// Writes and flushes `bytes` to `file`; errors name `target` (the file the caller means).
+inline void write_whole(const std::filesystem::path& file, std::string_view bytes, const std::filesystem::path& target) {
+  std::FILE* out = std::fopen(file.c_str(), "wb");
+  if (out == nullptr) throw error(target.string() + ": cannot open for writing: " + std::strerror(errno));
+  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+  const bool flushed = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
+  const bool closed = std::fclose(out) == 0;
   if (!written || !flushed || !closed) {
     const std::string reason = std::strerror(errno);
-    std::filesystem::remove(temp);
+    std::error_code ignored;
+    std::filesystem::remove(file, ignored);
     throw error(target.string() + ": write failed: " + reason);
   }
+}
+
+}  // namespace detail
+
+// Writes `bytes` to `target` (created or truncated) and flushes them to disk, without a rename:
+// for files inside a staged folder, which is published as a whole.
+inline void write_file(const std::filesystem::path& target, std::string_view bytes) {
+  detail::write_whole(target, bytes, target);
+}
+
+inline void write_file_atomic(const std::filesystem::path& target, std::string_view bytes) {
+  const std::filesystem::path temp = detail::temporary_sibling(target);
+  detail::write_whole(temp, bytes, target);
   std::error_code rename_error;
   std::filesystem::rename(temp, target, rename_error);
   if (rename_error) {
-    std::filesystem::remove(temp);
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
     throw error(target.string() + ": cannot rename temporary file into place: " + rename_error.message());
   }
 }
+
+// Checks, before any work, that a run can later create or replace the file `path` (named by
+// `flag` in errors): its parent is an existing directory where files can be created, and the
+// path is absent or a regular file (never a directory, FIFO or device).
+inline void check_output_file(const std::string& flag, const std::filesystem::path& path) {
+  const std::string what = flag + " " + path.string();
+  if (path.empty()) throw error(flag + ": empty path");
+  if (!path.has_filename()) throw error(what + ": names a directory, expected a file");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a regular file");
+  } else if (errno != ENOENT) {
+    throw error(what + ": " + detail::path_error(errno));
+  }
+  const std::filesystem::path parent = detail::parent_or_dot(path);
+  if (::stat(parent.c_str(), &st) != 0) throw error(what + ": directory " + parent.string() + ": " + detail::path_error(errno));
+  if (!S_ISDIR(st.st_mode)) throw error(what + ": " + parent.string() + " is not a directory");
+  detail::probe_create(what, parent);
+}
+
+// Checks that a run can later create (with its missing parents) or replace the folder `path`:
+// it is absent or a directory, and its nearest existing ancestor is a directory where files can
+// be created (the new folder is written beside the old one and renamed over it).
+inline void check_output_directory(const std::string& flag, const std::filesystem::path& path) {
+  const std::string what = flag + " " + path.string();
+  if (path.empty()) throw error(flag + ": empty path");
+  const std::filesystem::path dir = detail::without_trailing_separator(path);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a directory");
+  } else if (errno != ENOENT) {
+    throw error(what + ": " + detail::path_error(errno));
+  }
+  std::filesystem::path ancestor = detail::parent_or_dot(dir);
+  while (::stat(ancestor.c_str(), &st) != 0) {
+    if (errno != ENOENT) throw error(what + ": " + ancestor.string() + ": " + detail::path_error(errno));
+    if (!ancestor.has_parent_path() || ancestor.parent_path() == ancestor) {
+      throw error(what + ": no existing parent directory");
+    }
+    ancestor = detail::parent_or_dot(ancestor);
+  }
+  if (!S_ISDIR(st.st_mode)) throw error(what + ": " + ancestor.string() + " is not a directory");
+  detail::probe_create(what, ancestor);
+}
+
+// The outputs of one run, published together: an optional folder, replaced as a whole, and
+// single files (which may lie inside that folder). Use: describe every output, check() before
+// any work, write each through staged() after stage(), then publish(). Until publish() nothing
+// at the targets changes; an unpublished set removes its temporaries when destroyed.
+class output_set {
+ public:
+  output_set() = default;
+  output_set(const output_set&) = delete;
+  output_set& operator=(const output_set&) = delete;
+  ~output_set() { discard(); }
+
+  // `ours(name)` says whether an entry of an existing folder is a file this run would write; a
+  // folder holding anything else is refused, since publishing replaces the whole folder.
+  void set_directory(std::string flag, const std::filesystem::path& dir, std::function<bool(std::string_view)> ours) {
+    dir_flag_ = std::move(flag);
+    dir_given_ = dir.string();
+    dir_ = std::filesystem::absolute(detail::without_trailing_separator(dir)).lexically_normal();
+    dir_ = detail::without_trailing_separator(dir_);
+    ours_ = std::move(ours);
+  }
+  void add_file(std::string flag, const std::filesystem::path& file) {
+    files_.push_back({std::move(flag), file, {}});
+  }
+
+  // Every output location writable, no folder that holds foreign files, stale temporaries of
+  // killed runs removed. Throws aq::error naming the flag and the path.
+  void check() const {
+    if (!dir_.empty()) {
+      // Replacing the working directory (or a folder above it) would pull it from under the run.
+      std::error_code cwd_error;
+      const std::filesystem::path cwd = std::filesystem::current_path(cwd_error).lexically_normal();
+      const std::filesystem::path up = cwd.lexically_relative(dir_);
+      if (!cwd_error && !up.empty() && *up.begin() != "..") {
+        throw error(what() + ": is the working directory or holds it; name a folder for the reports");
+      }
+      check_output_directory(dir_flag_, dir_given_);
+      std::error_code ec;
+      if (std::filesystem::is_directory(dir_, ec)) {
+        for (std::filesystem::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+          const std::string name = it->path().filename().string();
+          if (ours_ && ours_(name)) continue;
+          if (inside_folder_name(name)) continue;
+          throw error(what() + ": holds " + name +
+                      ", which this run does not write; the folder is replaced as a whole, so use a new or empty one");
+        }
+        if (ec) throw error(what() + ": cannot list: " + ec.message());
+      }
+      detail::remove_stale_temporaries(dir_);
+    }
+    for (const staged_file& f : files_) {
+      const std::filesystem::path rel = relative_to_folder(f.target);
+      if (rel == ".") throw error(f.flag + " " + f.target.string() + ": is the " + dir_flag_ + " folder itself");
+      if (!rel.empty()) continue;  // published with the folder, checked with it
+      check_output_file(f.flag, f.target);
+      detail::remove_stale_temporaries(f.target);
+    }
+  }
+
+  // Creates the staging folder ("<folder>.tmp.<pid>", beside the target, its parents created).
+  void stage() {
+    if (dir_.empty() || !stage_.empty()) return;
+    std::error_code ec;
+    std::filesystem::create_directories(dir_.parent_path(), ec);
+    if (ec) throw error(what() + ": cannot create parent directories: " + ec.message());
+    stage_ = detail::temporary_sibling(dir_);
+    std::filesystem::remove_all(stage_, ec);
+    std::filesystem::create_directory(stage_, ec);
+    if (ec) throw error(what() + ": cannot create " + stage_.string() + ": " + ec.message());
+  }
+
+  // The staged folder: write the folder's files here.
+  const std::filesystem::path& directory() const { return stage_; }
+
+  // Where to write the single file added as `target` (its parents inside the staged folder made).
+  std::filesystem::path staged(const std::filesystem::path& target) {
+    for (staged_file& f : files_) {
+      if (f.target != target) continue;
+      const std::filesystem::path rel = relative_to_folder(target);
+      if (rel.empty()) {
+        f.temp = detail::temporary_sibling(target);
+      } else {
+        stage();
+        f.temp = stage_ / rel;
+        std::error_code ec;
+        std::filesystem::create_directories(f.temp.parent_path(), ec);
+        if (ec) throw error(f.flag + " " + target.string() + ": " + ec.message());
+      }
+      return f.temp;
+    }
+    throw error("output_set: " + target.string() + " was not added");
+  }
+
+  // Renames everything into place: the folder first (swapped with the old one in one atomic
+  // step where the kernel can, else old aside, new in), then each single file (atomic rename).
+  void publish() {
+    if (!stage_.empty()) {
+      publish_directory();
+      stage_.clear();
+    }
+    for (staged_file& f : files_) {
+      if (f.temp.empty() || !relative_to_folder(f.target).empty()) continue;
+      std::error_code ec;
+      std::filesystem::rename(f.temp, f.target, ec);
+      if (ec) throw error(f.flag + " " + f.target.string() + ": cannot rename into place: " + ec.message());
+      f.temp.clear();
+    }
+  }
+
+  // Removes whatever was staged and not published.
+  void discard() noexcept {
+    std::error_code ignored;
+    for (staged_file& f : files_) {
+      if (!f.temp.empty() && relative_to_folder(f.target).empty()) std::filesystem::remove(f.temp, ignored);
+      f.temp.clear();
+    }
+    if (!stage_.empty()) std::filesystem::remove_all(stage_, ignored);
+    stage_.clear();
+  }
+
+ private:
+  struct staged_file {
+    std::string flag;
+    std::filesystem::path target;
+    std::filesystem::path temp;
+  };
+
+  // target's path inside the folder ("." for the folder itself), or empty when outside it.
+  std::filesystem::path relative_to_folder(const std::filesystem::path& target) const {
+    if (dir_.empty()) return {};
+    const std::filesystem::path abs = std::filesystem::absolute(target).lexically_normal();
+    const std::filesystem::path rel = abs.lexically_relative(dir_);
+    if (rel.empty() || *rel.begin() == "..") return {};
+    return rel;
+  }
+
+  bool inside_folder_name(const std::string& name) const {
+    for (const staged_file& f : files_) {
+      const std::filesystem::path rel = relative_to_folder(f.target);
+      if (!rel.empty() && rel != "." && rel.begin()->string() == name) return true;
+    }
+    return false;
+  }
+
+  void publish_directory() {
+    std::error_code ec;
+    const bool exists = std::filesystem::exists(dir_, ec);
+    if (!exists) {
+      std::filesystem::rename(stage_, dir_, ec);
+      if (ec) throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
+      return;
+    }
+#if defined(__linux__) && defined(RENAME_EXCHANGE)
+    if (::renameat2(AT_FDCWD, stage_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_EXCHANGE) == 0) {
+      std::filesystem::remove_all(stage_, ec);  // now the old folder
+      return;
+    }
+#endif
+    const std::filesystem::path old = detail::temporary_sibling(dir_, ".old.");
+    std::filesystem::remove_all(old, ec);
+    std::filesystem::rename(dir_, old, ec);
+    if (ec) throw error(what() + ": cannot move the old folder aside: " + ec.message());
+    std::filesystem::rename(stage_, dir_, ec);
+    if (ec) {
+      std::error_code ignored;
+      std::filesystem::rename(old, dir_, ignored);
+      throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
+    }
+    std::filesystem::remove_all(old, ec);
+  }
+
+  // The flag and the folder as the user spelled them ("--output-dir out"), for messages.
+  std::string what() const { return dir_flag_ + " " + dir_given_; }
+
+  std::string dir_flag_;
+  std::string dir_given_;
+  std::filesystem::path dir_;
+  std::function<bool(std::string_view)> ours_;
+  std::vector<staged_file> files_;
+  std::filesystem::path stage_;
+};
 
 }  // namespace aq
 // ---- end aq/core/atomic_file.hpp ----
@@ -256,13 +572,98 @@ AQ_HD constexpr float to_float(float value) { return value; }
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
+
+#include <sys/mman.h>
+
+// ---- begin aq/io/regular_file.hpp ----
+// Opening an input file: the one gate every reader goes through (config.json, the safetensors
+// index and shards, tokenizer.json, captions and image-caption lists). Anything but a regular file
+// is refused before a byte is read: a FIFO would block forever, a directory fails with an opaque
+// stream error, a device never ends.
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <string>
 #include <utility>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+
+namespace aq {
+
+// An open read-only descriptor of a regular file, closed on destruction.
+class regular_file {
+ public:
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before the type
+  // check could run. Regular files ignore the flag.
+  explicit regular_file(const std::filesystem::path& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd_ < 0) throw error(path.string() + ": cannot open: " + std::strerror(errno));
+    struct stat info {};
+    if (::fstat(fd_, &info) != 0) {
+      const std::string reason = std::strerror(errno);
+      close();
+      throw error(path.string() + ": cannot stat: " + reason);
+    }
+    if (!S_ISREG(info.st_mode)) {
+      close();
+      throw error(path.string() + ": not a regular file");
+    }
+    size_ = static_cast<std::size_t>(info.st_size);
+  }
+
+  regular_file(const regular_file&) = delete;
+  regular_file& operator=(const regular_file&) = delete;
+  ~regular_file() { close(); }
+
+  int fd() const { return fd_; }
+  // Size when opened.
+  std::size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+  // The whole content, read with read(2) until end of file.
+  std::string read_all() const {
+    std::string out(size_, '\0');
+    std::size_t filled = 0;
+    for (;;) {
+      if (filled == out.size()) out.resize(out.size() + 65536);  // the file may have grown
+      const ::ssize_t n = ::pread(fd_, out.data() + filled, out.size() - filled, static_cast<off_t>(filled));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw error(path_.string() + ": cannot read: " + std::strerror(errno));
+      }
+      if (n == 0) break;
+      filled += static_cast<std::size_t>(n);
+    }
+    out.resize(filled);
+    return out;
+  }
+
+ private:
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::size_t size_ = 0;
+};
+
+// The whole content of a regular file (errors: "PATH: cannot open: ...", "PATH: not a regular file").
+inline std::string read_regular_file(const std::filesystem::path& path) { return regular_file(path).read_all(); }
+
+// Throws unless `path` names a regular file (following symlinks); opens nothing that could block.
+inline void require_regular_file(const std::filesystem::path& path) { const regular_file file(path); }
+
+}  // namespace aq
+// ---- end aq/io/regular_file.hpp ----
 
 namespace aq {
 
@@ -270,31 +671,20 @@ class mapped_file {
  public:
   mapped_file() = default;
 
+  // Refuses anything but a regular file (a FIFO, a directory) before reading; see regular_file.
   explicit mapped_file(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw error(path.string() + ": cannot open: " + std::strerror(errno));
-    struct stat info {};
-    if (::fstat(fd, &info) != 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      throw error(path.string() + ": cannot stat: " + reason);
-    }
-    if (!S_ISREG(info.st_mode)) {
-      ::close(fd);
-      throw error(path.string() + ": not a regular file");
-    }
-    size_ = static_cast<std::size_t>(info.st_size);
-    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is simply an empty span
-      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const regular_file file(path);
+    size_ = file.size();
+    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is an empty span (data() is null)
+      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
       if (address == MAP_FAILED) {
         const std::string reason = std::strerror(errno);
-        ::close(fd);
+        size_ = 0;
         throw error(path.string() + ": cannot map into memory: " + reason);
       }
       data_ = static_cast<const std::byte*>(address);
     }
-    ::close(fd);  // the mapping keeps the file alive
-  }
+  }  // the mapping keeps the file alive after the descriptor closes
 
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
@@ -317,6 +707,12 @@ class mapped_file {
   const std::filesystem::path& path() const { return path_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // The bytes as text; throws "PATH: empty file" for a 0-byte file, so parsers never see a null pointer.
+  std::string_view nonempty_text() const {
+    if (size_ == 0) throw error(path_.string() + ": empty file");
+    return {reinterpret_cast<const char*>(data_), size_};
+  }
 
  private:
   void unmap() {
@@ -726,10 +1122,10 @@ class safetensors_checkpoint {
     sharded_ = true;
     const std::string where = index_path.string();
     const mapped_file index(index_path);
+    const std::string_view text = index.nonempty_text();
     simdjson::dom::parser parser;
     simdjson::dom::element root;
-    if (const auto code =
-            parser.parse(reinterpret_cast<const char*>(index.bytes().data()), index.size()).get(root)) {
+    if (const auto code = parser.parse(text.data(), text.size()).get(root)) {
       throw error(where + ": not valid JSON: " + simdjson::error_message(code));
     }
     simdjson::dom::element weight_map_value;
@@ -851,6 +1247,7 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
                 std::string(tensor.dtype.name) + " does not convert to floating point (" +
                 std::string(supported_dtype_names) + ")");
   }
+  if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
     using In = decltype(tag);
     const std::byte* source = tensor.bytes.data();
@@ -866,11 +1263,41 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
   });
 }
 
+namespace detail {
+
+// Scans stored floating-point bits for an all-ones exponent (NaN or infinity).
+template <class Bits>
+void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits mantissa_mask) {
+  const auto count = static_cast<std::size_t>(tensor.numel());
+  for (std::size_t i = 0; i < count; ++i) {
+    Bits bits;
+    std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    if ((bits & exponent_mask) != exponent_mask) continue;
+    const bool nan = (bits & mantissa_mask) != 0;
+    const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
+    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
+                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
+                " (weights must be finite)");
+  }
+}
+
+}  // namespace detail
+
+// Throws, naming the file, the tensor and the first offending element, when a stored value is NaN
+// or infinite: one such weight poisons every scale and score computed from it. Checks the stored
+// bits, so nothing is converted; integer dtypes have nothing to check.
+inline void require_finite(const tensor_view& tensor) {
+  if (tensor.dtype == dtype_bf16) detail::require_finite_bits(tensor, std::uint16_t{0x7f80}, std::uint16_t{0x007f});
+  if (tensor.dtype == dtype_f16) detail::require_finite_bits(tensor, std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
+  if (tensor.dtype == dtype_f32) detail::require_finite_bits(tensor, std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
+}
+
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
 inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
   const auto count = static_cast<std::size_t>(tensor.numel());
   std::vector<std::int64_t> out(count);
   const std::byte* source = tensor.bytes.data();
+  if (count == 0 && (tensor.dtype == dtype_i64 || tensor.dtype == dtype_i32)) return out;  // no memcpy on null
   if (tensor.dtype == dtype_i64) {
     std::memcpy(out.data(), source, count * sizeof(std::int64_t));
   } else if (tensor.dtype == dtype_i32) {
@@ -1090,8 +1517,11 @@ class safetensors_writer {
 // (rope_theta + rope_scaling) and the transformers 5 spelling (rope_parameters).
 
 #include <algorithm>
+#include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -1099,6 +1529,7 @@ class safetensors_writer {
 #include <vector>
 
 #include <simdjson.h>
+#include <unistd.h>
 
 // ---- begin aq/model/qwen3_vl/config.hpp ----
 // Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
@@ -1109,6 +1540,7 @@ class safetensors_writer {
 #include <cstdint>
 #include <string>
 #include <vector>
+
 
 namespace aq::qwen3_vl {
 
@@ -1126,6 +1558,7 @@ struct text_config {
   bool mrope_interleaved = true;
   std::string hidden_act = "silu";
   bool attention_bias = false;
+  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
 };
 
 struct vision_config {
@@ -1153,12 +1586,31 @@ struct config {
   std::int64_t vision_end_token_id = 151653;
 };
 
+// The settings aq's model code implements one value of. io/hf_config.hpp refuses any other value
+// in config.json; this guards configs built in code, so that no loader runs a model it would
+// silently compute differently.
+inline void check_implemented(const config& c) {
+  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
+    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
+  };
+  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
+  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
+  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
+  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
+    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
+  }
+}
+
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/config.hpp ----
 
 namespace aq {
 
 namespace detail {
+
+// No width, vocabulary or patch of a transformer comes near 2^24; a larger one is a broken config,
+// refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
+inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
 
 // Typed access to one JSON object, with errors that name the file and the dotted field path.
 class json_fields {
@@ -1187,6 +1639,10 @@ class json_fields {
 
   std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
     std::int64_t out = 0;
+    if (value.is_uint64() && !value.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
+      fail(key, std::to_string(std::uint64_t(value.get_uint64())) + " out of range for int64 (at most " +
+                    std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
+    }
     if (value.get_int64().get(out)) fail(key, "is " + std::string(type_name(value)) + ", expected an integer");
     return out;
   }
@@ -1199,6 +1655,17 @@ class json_fields {
 
   std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
     return find(key) ? positive_int(key) : fallback;
+  }
+
+  // A width, head count, vocabulary or patch size: positive and at most max_dimension.
+  std::int64_t dimension(std::string_view key) const {
+    const std::int64_t value = positive_int(key);
+    if (value > max_dimension) fail(key, std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
+    return value;
+  }
+
+  std::int64_t dimension_or(std::string_view key, std::int64_t fallback) const {
+    return find(key) ? dimension(key) : fallback;
   }
 
   std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
@@ -1295,17 +1762,138 @@ inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& ou
       rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
     }
     for (std::size_t i = 0; i < 3; ++i) {
-      if (values[i] < 0) rope->fail("mrope_section", "entries must be non-negative");
+      if (values[i] < 0 || values[i] > max_dimension) {
+        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+      }
       out.mrope_section[i] = values[i];
     }
   }
   if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  if (!out.mrope_interleaved) {
+    rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+  }
+}
+
+// A field aq reads but implements one value of: any other value would be parsed and then
+// silently ignored by the model code, so it is refused by name.
+inline void require_string(const json_fields& f, std::string_view key, std::string_view implemented,
+                           std::string_view fallback) {
+  const std::string value = f.string_or(key, fallback);
+  if (value != implemented) {
+    f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
+  }
+}
+
+// Element counts and sizes the config implies, in int64 with overflow checks, before anything is
+// sized from them. A product that overflows names its largest factor.
+struct size_factor {
+  std::string_view key;  // field in `fields`, or empty for a constant
+  std::int64_t value;
+};
+
+inline std::int64_t checked_product(const json_fields& fields, std::string_view what,
+                                    std::initializer_list<size_factor> factors) {
+  std::int64_t out = 1;
+  bool overflow = false;
+  for (const size_factor& factor : factors) overflow = overflow || __builtin_mul_overflow(out, factor.value, &out);
+  if (!overflow) return out;
+  const size_factor* largest = nullptr;
+  std::string dims;
+  for (const size_factor& factor : factors) {
+    if (!factor.key.empty() && (largest == nullptr || factor.value > largest->value)) largest = &factor;
+    dims += (dims.empty() ? "" : " x ") + std::to_string(factor.value);
+  }
+  fields.fail(largest->key, std::to_string(largest->value) + " too large: " + std::string(what) + " (" + dims +
+                                ") overflows int64");
+}
+
+inline std::int64_t checked_sum(const json_fields& fields, std::string_view key, std::string_view what,
+                                std::initializer_list<std::int64_t> terms) {
+  std::int64_t out = 0;
+  for (const std::int64_t term : terms) {
+    if (__builtin_add_overflow(out, term, &out)) fields.fail(key, "too large: " + std::string(what) + " overflows int64");
+  }
+  return out;
+}
+
+// Bytes the machine can give at most (physical memory); 0 when unknown.
+inline std::uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
+}
+
+// Per-layer (per-block) lists are built from the config before any checkpoint is read (parameter
+// names and shapes, quantizable modules): a layer count whose lists alone would need more than a
+// quarter of physical memory is refused by name instead of exhausting it.
+inline void check_list_size(const json_fields& fields, std::string_view key, std::int64_t count,
+                            std::int64_t entries_per_item, std::string_view item) {
+  constexpr std::uint64_t bytes_per_entry = 256;  // a name, a shape and bookkeeping, generously
+  const std::uint64_t limit = physical_memory_bytes() / 4;
+  if (limit == 0) return;
+  const std::uint64_t most = limit / bytes_per_entry / static_cast<std::uint64_t>(entries_per_item);
+  if (static_cast<std::uint64_t>(count) > most) {
+    fields.fail(key, std::to_string(count) + " " + std::string(item) + " too many: at most " + std::to_string(most) +
+                         " fit the per-" + std::string(item.substr(0, item.size() - 1)) +
+                         " lists in a quarter of this machine's memory (" + std::to_string(limit * 4 >> 20) + " MiB)");
+  }
+}
+
+// The sizes the config implies must be representable, and its per-layer lists must fit in memory.
+inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
+                                const qwen3_vl::config& c) {
+  const qwen3_vl::text_config& t = c.text;
+  const qwen3_vl::vision_config& v = c.vision;
+  constexpr std::int64_t f32 = 4;  // aq holds converted weights as float32
+  const auto tp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(text, what, f); };
+  const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
+
+  const std::int64_t embed = tp("embed_tokens.weight bytes", {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"", f32}});
+  const std::int64_t q = tp("q_proj + o_proj bytes", {{"num_attention_heads", t.num_attention_heads}, {"head_dim", t.head_dim},
+                                                     {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t kv = tp("k_proj + v_proj bytes", {{"num_key_value_heads", t.num_key_value_heads}, {"head_dim", t.head_dim},
+                                                      {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t mlp = tp("mlp weights bytes", {{"intermediate_size", t.intermediate_size}, {"hidden_size", t.hidden_size},
+                                                   {"", 3 * f32}});
+  const std::int64_t norms = tp("norm weights bytes", {{"hidden_size", t.hidden_size}, {"", 2 * f32}}) +
+                             tp("q_norm/k_norm bytes", {{"head_dim", t.head_dim}, {"", 2 * f32}});
+  const std::int64_t layer = checked_sum(text, "hidden_size", "one decoder layer's bytes", {q, kv, mlp, norms});
+  check_list_size(text, "num_hidden_layers", t.num_hidden_layers, 11, "layers");
+  const std::int64_t layers = tp("the decoder layers' bytes", {{"num_hidden_layers", t.num_hidden_layers}, {"", layer}});
+  const std::int64_t text_bytes = checked_sum(text, "num_hidden_layers", "the text decoder's bytes", {embed, layers, embed});
+
+  const std::int64_t patch = vp("patch_embed.proj.weight bytes",
+                                {{"hidden_size", v.hidden_size}, {"in_channels", v.in_channels},
+                                 {"temporal_patch_size", v.temporal_patch_size}, {"patch_size", v.patch_size},
+                                 {"patch_size", v.patch_size}, {"", f32}});
+  const std::int64_t positions =
+      vp("pos_embed.weight bytes", {{"num_position_embeddings", v.num_position_embeddings}, {"hidden_size", v.hidden_size}, {"", f32}});
+  const std::int64_t attention = vp("attn.qkv + attn.proj bytes", {{"hidden_size", v.hidden_size}, {"hidden_size", v.hidden_size},
+                                                                   {"", 4 * f32}});
+  const std::int64_t block_mlp = vp("mlp.linear_fc1 + linear_fc2 bytes",
+                                    {{"intermediate_size", v.intermediate_size}, {"hidden_size", v.hidden_size}, {"", 2 * f32}});
+  const std::int64_t merged = vp("the merger width", {{"hidden_size", v.hidden_size}, {"spatial_merge_size", v.spatial_merge_size},
+                                                      {"spatial_merge_size", v.spatial_merge_size}});
+  const std::int64_t merger = checked_sum(
+      vision, "out_hidden_size", "a merger's bytes",
+      {vp("merger.linear_fc1 bytes", {{"hidden_size", merged}, {"hidden_size", merged}, {"", f32}}),
+       vp("merger.linear_fc2 bytes", {{"out_hidden_size", v.out_hidden_size}, {"hidden_size", merged}, {"", f32}})});
+  const std::int64_t block = checked_sum(vision, "hidden_size", "one vision block's bytes", {attention, block_mlp});
+  check_list_size(vision, "depth", v.depth, 12, "blocks");
+  const std::int64_t blocks = vp("the vision blocks' bytes", {{"depth", v.depth}, {"", block}});
+  const std::int64_t mergers = vp("the mergers' bytes",
+                                  {{"deepstack_visual_indexes", static_cast<std::int64_t>(v.deepstack_visual_indexes.size()) + 1},
+                                   {"", merger}});
+  const std::int64_t vision_bytes =
+      checked_sum(vision, "depth", "the vision tower's bytes", {patch, positions, blocks, mergers});
+  checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
 
 }  // namespace detail
 
 // Parses config.json text; `source` names the file in messages.
 inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
+  if (json.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
@@ -1322,18 +1910,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   qwen3_vl::config config;
   const detail::json_fields text = top.object("text_config");
   qwen3_vl::text_config& t = config.text;
-  t.vocab_size = text.positive_int("vocab_size");
-  t.hidden_size = text.positive_int("hidden_size");
-  t.intermediate_size = text.positive_int("intermediate_size");
+  t.vocab_size = text.dimension("vocab_size");
+  t.hidden_size = text.dimension("hidden_size");
+  t.intermediate_size = text.dimension("intermediate_size");
   t.num_hidden_layers = text.positive_int("num_hidden_layers");
-  t.num_attention_heads = text.positive_int("num_attention_heads");
-  t.num_key_value_heads = text.positive_int_or("num_key_value_heads", t.num_attention_heads);
+  t.num_attention_heads = text.dimension("num_attention_heads");
+  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
                                          std::to_string(t.num_attention_heads));
   }
   if (text.find("head_dim")) {
-    t.head_dim = text.positive_int("head_dim");
+    t.head_dim = text.dimension("head_dim");
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
@@ -1343,8 +1931,11 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   }
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
   t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
-  t.hidden_act = text.string_or("hidden_act", "silu");
-  t.attention_bias = text.boolean("attention_bias").value_or(false);
+  t.max_position_embeddings = text.positive_int_or("max_position_embeddings", 0);
+  detail::require_string(text, "hidden_act", "silu", "silu");
+  if (text.boolean("attention_bias").value_or(false)) {
+    text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
+  }
   detail::read_rope(text, t);
   const std::int64_t sections = t.mrope_section[0] + t.mrope_section[1] + t.mrope_section[2];
   if (sections != t.head_dim / 2) {
@@ -1355,19 +1946,29 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   const detail::json_fields vision = top.object("vision_config");
   qwen3_vl::vision_config& v = config.vision;
   v.depth = vision.positive_int("depth");
-  v.hidden_size = vision.positive_int("hidden_size");
-  v.num_heads = vision.positive_int("num_heads");
+  v.hidden_size = vision.dimension("hidden_size");
+  v.num_heads = vision.dimension("num_heads");
   if (v.hidden_size % v.num_heads != 0) {
     vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
   }
-  v.intermediate_size = vision.positive_int("intermediate_size");
-  v.out_hidden_size = vision.positive_int("out_hidden_size");
-  v.in_channels = vision.positive_int_or("in_channels", 3);
-  v.patch_size = vision.positive_int_or("patch_size", 16);
-  v.temporal_patch_size = vision.positive_int_or("temporal_patch_size", 2);
-  v.spatial_merge_size = vision.positive_int_or("spatial_merge_size", 2);
-  v.num_position_embeddings = vision.positive_int_or("num_position_embeddings", 2304);
-  v.hidden_act = vision.string_or("hidden_act", "gelu_pytorch_tanh");
+  v.intermediate_size = vision.dimension("intermediate_size");
+  v.out_hidden_size = vision.dimension("out_hidden_size");
+  if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
+    vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
+                                       std::to_string(t.hidden_size));
+  }
+  v.in_channels = vision.dimension_or("in_channels", 3);
+  v.patch_size = vision.dimension_or("patch_size", 16);
+  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
+  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
+  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
+  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
+  // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
+  const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
+  if (grid * grid != v.num_position_embeddings) {
+    vision.fail("num_position_embeddings", std::to_string(v.num_position_embeddings) +
+                                               " is not a square (the embeddings form a G x G grid)");
+  }
   v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
   for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
     const std::int64_t index = v.deepstack_visual_indexes[i];
@@ -1395,6 +1996,18 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   config.video_token_id = top.int_or("video_token_id", 151656);
   config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
   config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  for (const auto& [key, id] : {std::pair<std::string_view, std::int64_t>{"image_token_id", config.image_token_id},
+                                {"video_token_id", config.video_token_id},
+                                {"vision_start_token_id", config.vision_start_token_id},
+                                {"vision_end_token_id", config.vision_end_token_id}}) {
+    if (id < 0) top.fail(key, "must be non-negative, got " + std::to_string(id));
+  }
+  // A checkpoint stored quantized has other weights and other math than the bf16 model aq scores.
+  if (top.find("quantization_config") || text.find("quantization_config")) {
+    (top.find("quantization_config") ? top : text)
+        .fail("quantization_config", "present, not supported (aq reads unquantized BF16/F16/F32 checkpoints)");
+  }
+  detail::check_implied_sizes(top, text, vision, config);
   return config;
 }
 
@@ -1403,9 +2016,7 @@ inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) 
   std::error_code ec;
   const std::filesystem::path file = std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
   const mapped_file mapped(file);
-  const auto bytes = mapped.bytes();
-  return parse_qwen3_vl_config(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                               file.string());
+  return parse_qwen3_vl_config(mapped.nonempty_text(), file.string());
 }
 
 }  // namespace aq
@@ -1524,9 +2135,14 @@ struct parameter_spec {
   std::vector<std::int64_t> shape;
   model_part part = model_part::text;
 
+  // Element count; a shape whose count overflows int64 is an error naming the parameter.
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (const std::int64_t extent : shape) n *= extent;
+    for (const std::int64_t extent : shape) {
+      if (__builtin_mul_overflow(n, extent, &n)) {
+        throw error("parameter " + name + ": shape " + format_shape(shape) + " has more elements than int64 holds");
+      }
+    }
     return n;
   }
 };
@@ -1624,15 +2240,26 @@ struct parameter_counts {
   std::int64_t total = 0;
 };
 
+namespace detail {
+
+inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view what) {
+  std::int64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) throw error("qwen3_vl parameter count: " + std::string(what) + " overflows int64");
+  return out;
+}
+
+}  // namespace detail
+
 inline parameter_counts count_parameters(const config& cfg) {
   parameter_counts counts;
   for (const parameter_spec& p : expected_parameters(cfg)) {
-    if (p.part == model_part::vision) counts.vision += p.numel();
-    if (p.part == model_part::text) counts.text += p.numel();
+    if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
+    if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
   }
-  counts.lm_head = cfg.text.vocab_size * cfg.text.hidden_size;
+  counts.lm_head = parameter_spec{std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}}.numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
-  counts.total = counts.vision + counts.text + (cfg.tie_word_embeddings ? 0 : counts.lm_head);
+  counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
+                                     cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
   return counts;
 }
 
@@ -1682,13 +2309,65 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
   return problems;
 }
 
-// Throws one aq::error listing every problem (first line: checkpoint and count, then one per line).
+// At most this many problems are spelled out; the rest are counted ("and N more").
+inline constexpr std::size_t max_listed_problems = 20;
+
+// Number of parameter tensors and their elements, from the config alone (no full list is built).
+struct parameter_totals {
+  std::int64_t tensors = 0;
+  std::int64_t elements = 0;
+};
+
+inline parameter_totals expected_totals(const config& cfg) {
+  // One layer and one block stand for all of them: the list of a 1-layer, 1-block model, scaled.
+  config one = cfg;
+  one.text.num_hidden_layers = 1;
+  one.vision.depth = 1;
+  one.vision.deepstack_visual_indexes.assign(cfg.vision.deepstack_visual_indexes.size(), 0);
+  std::int64_t layer_tensors = 0, layer_elements = 0, block_tensors = 0, block_elements = 0;
+  parameter_totals totals;
+  for (const parameter_spec& p : expected_parameters(one)) {
+    const bool in_layer = p.name.find(".layers.0.") != std::string::npos;
+    const bool in_block = p.name.find(".blocks.0.") != std::string::npos;
+    (in_layer ? layer_tensors : in_block ? block_tensors : totals.tensors) += 1;
+    std::int64_t& elements = in_layer ? layer_elements : in_block ? block_elements : totals.elements;
+    elements = detail::checked_add(elements, p.numel(), "total");
+  }
+  const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
+    std::int64_t product = 0;
+    if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
+    return detail::checked_add(base, product, "total");
+  };
+  totals.tensors = scaled(cfg.text.num_hidden_layers, layer_tensors, scaled(cfg.vision.depth, block_tensors, totals.tensors));
+  totals.elements =
+      scaled(cfg.text.num_hidden_layers, layer_elements, scaled(cfg.vision.depth, block_elements, totals.elements));
+  return totals;
+}
+
+// Throws one aq::error listing the problems (first line: checkpoint and count, then one per line,
+// at most max_listed_problems of them). A config that implies far more tensors and bytes than the
+// checkpoint holds (parameters at 2 bytes, the narrowest dtype read) is refused in one line before
+// any list is built from it.
 inline void check_parameters(const config& cfg, const safetensors_checkpoint& checkpoint) {
+  const std::string where = checkpoint.path().string() + ": checkpoint does not match config.json";
+  const parameter_totals totals = expected_totals(cfg);
+  const std::uint64_t held = checkpoint.total_bytes();
+  const auto implied_bytes = 2 * static_cast<std::uint64_t>(totals.elements);
+  if (implied_bytes > held + held / 2 &&
+      static_cast<std::uint64_t>(totals.tensors) > 2 * checkpoint.tensors().size() + max_listed_problems) {
+    throw error(where + ": the config implies " + std::to_string(totals.tensors) + " tensors of " +
+                std::to_string(totals.elements) + " parameters (at least " + std::to_string(implied_bytes) +
+                " bytes), the checkpoint holds " + std::to_string(checkpoint.tensors().size()) + " tensors of " +
+                std::to_string(held) + " bytes");
+  }
   const std::vector<std::string> problems = parameter_problems(cfg, checkpoint.tensors());
   if (problems.empty()) return;
-  std::string message = checkpoint.path().string() + ": checkpoint does not match config.json (" +
-                        std::to_string(problems.size()) + (problems.size() == 1 ? " problem)" : " problems)");
-  for (const std::string& problem : problems) message += "\n  " + problem;
+  std::string message =
+      where + " (" + std::to_string(problems.size()) + (problems.size() == 1 ? " problem)" : " problems)");
+  for (std::size_t i = 0; i < problems.size() && i < max_listed_problems; ++i) message += "\n  " + problems[i];
+  if (problems.size() > max_listed_problems) {
+    message += "\n  and " + std::to_string(problems.size() - max_listed_problems) + " more";
+  }
   throw error(message);
 }
 
@@ -2588,11 +3267,7 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
 }
 
 inline report_model read_quant_manifest(const std::filesystem::path& file) {
-  simdjson::padded_string text;
-  if (const auto code = simdjson::padded_string::load(file.string()).get(text); code != simdjson::SUCCESS) {
-    throw error(file.string() + ": cannot read: " + simdjson::error_message(code));
-  }
-  return parse_quant_manifest(std::string_view(text.data(), text.size()), file.string());
+  return parse_quant_manifest(read_regular_file(file), file.string());  // refuses a FIFO or a directory
 }
 
 }  // namespace aq::io
@@ -2871,12 +3546,12 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -2913,6 +3588,13 @@ inline bool is_jpeg(std::span<const std::uint8_t> bytes) {
 }
 
 namespace detail {
+
+// The refusal of an image whose header declares more pixels than are decoded (shared with PNG).
+inline std::string too_many_pixels(const std::string& name, std::uint64_t width, std::uint64_t height,
+                                   std::uint64_t max_pixels) {
+  return name + ": image is " + std::to_string(width) + " x " + std::to_string(height) + " pixels; at most " +
+         std::to_string(max_pixels) + " pixels are decoded";
+}
 
 // libjpeg reports fatal errors through error_exit, which must not return: it longjmps back to
 // the decode routine (C++ exceptions cannot cross libjpeg's C frames). pub must be first: libjpeg
@@ -3025,7 +3707,8 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
 
 // Decodes a baseline or progressive 8-bit JPEG to RGB as Pillow does: gray -> (g,g,g), 3
 // components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
-// Errors (corrupt, truncated, unsupported, more than max_pixels) name `name`.
+// Errors (corrupt, truncated, unsupported, more than max_pixels, checked from the
+// header before any pixel memory is allocated) name `name`.
 inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
@@ -3036,8 +3719,7 @@ inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::
     throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
   }
   if (too_large) {
-    throw error(name + ": JPEG of " + std::to_string(d.cinfo.image_width) + "x" + std::to_string(d.cinfo.image_height) +
-                " pixels exceeds the limit of " + std::to_string(max_pixels) + " pixels");
+    throw error(detail::too_many_pixels(name, d.cinfo.image_width, d.cinfo.image_height, max_pixels));
   }
   if (components != 1 && components != 3 && components != 4) {
     throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
@@ -3137,14 +3819,60 @@ struct stbi_deleter {
 
 }  // namespace detail
 
-// Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS = 89478485; it raises above twice
-// that). Larger headers are rejected before any pixel memory is allocated.
-inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
+// The most pixels aq decodes: twice Pillow's Image.MAX_IMAGE_PIXELS, where Pillow raises
+// DecompressionBombError, so aq accepts every image transformers' processor can open (108 MP phone
+// photos included). The header is read first, so a larger image is refused before any pixel memory
+// is allocated; at the limit the decoded RGB8 image is 537 MB (libjpeg's progressive coefficient
+// buffers and stb_image's RGBA buffer come on top, each a few bytes per pixel).
+inline constexpr std::uint64_t max_image_pixels = 2 * std::uint64_t{89478485};
+
+namespace detail {
+
+[[noreturn]] inline void image_too_large(const std::string& name, std::uint64_t width, std::uint64_t height) {
+  throw error(too_many_pixels(name, width, height, max_image_pixels));
+}
+
+inline std::uint32_t big_endian32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+// A PNG's size from its IHDR chunk (the first chunk: signature, length, "IHDR", width, height),
+// read by hand because stb_image reports an image it will not decode as "unknown image type".
+// Returns false when the bytes do not start like a PNG.
+inline bool png_size(std::span<const std::uint8_t> bytes, std::uint64_t& width, std::uint64_t& height) {
+  static constexpr std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (bytes.size() < 24 || !std::equal(signature, signature + 8, bytes.begin())) return false;
+  if (bytes[12] != 'I' || bytes[13] != 'H' || bytes[14] != 'D' || bytes[15] != 'R') return false;
+  width = big_endian32(bytes.data() + 16);
+  height = big_endian32(bytes.data() + 20);
+  return true;
+}
+
+// Refuses a PNG whose chunk lengths run past the end of the file: stb_image trusts the length of an
+// IDAT chunk and grows its buffer to it (2 GiB for an 82-byte file) before it notices the data is
+// missing. Chunks are 4-byte length, 4-byte type, data, 4-byte CRC.
+inline void check_png_chunks(std::span<const std::uint8_t> bytes, const std::string& name) {
+  std::size_t at = 8;  // after the signature
+  while (at + 8 <= bytes.size()) {
+    const std::uint64_t length = big_endian32(bytes.data() + at);
+    const std::string type(reinterpret_cast<const char*>(bytes.data() + at + 4), 4);
+    if (length > bytes.size() - at - 8 || bytes.size() - at - 8 - length < 4) {
+      throw error(name + ": cannot decode PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
+                  std::to_string(length) + " bytes, past the end of the file (" + std::to_string(bytes.size()) +
+                  " bytes; truncated or corrupt)");
+    }
+    if (type == "IEND") return;
+    at += 12 + static_cast<std::size_t>(length);
+  }
+}
+
+}  // namespace detail
 
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
 // Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
 // 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does; JPEG as
 // io/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
+// Images of more than max_image_pixels are refused from their header.
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
@@ -3156,6 +3884,11 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     img.pixels = std::move(j.rgb);
     return img;
   }
+  std::uint64_t png_w = 0, png_h = 0;
+  if (detail::png_size(bytes, png_w, png_h)) {
+    if (png_w * png_h > max_image_pixels) detail::image_too_large(name, png_w, png_h);
+    detail::check_png_chunks(bytes, name);
+  }
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX)) throw error(name + ": image file larger than 2 GiB");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
@@ -3164,45 +3897,50 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     throw error(name + ": not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
   }
   if (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > max_image_pixels) {
-    throw error(name + ": PNG of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limit of " +
-                std::to_string(max_image_pixels) + " pixels");
+    detail::image_too_large(name, static_cast<std::uint64_t>(w), static_cast<std::uint64_t>(h));
   }
   const bool sixteen = stbi_is_16_bit_from_memory(data, len) != 0;
   const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
-  std::vector<std::uint8_t> rgba(n * 4);
-  if (sixteen) {
-    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    for (std::size_t i = 0; i < n * 4; ++i) {
-      const std::uint16_t v = p.get()[i];
-      const bool gray_value = channels == 1 && (i % 4) != 3;
-      rgba[i] = gray_value ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
-    }
-  } else {
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    std::copy(p.get(), p.get() + n * 4, rgba.begin());
-  }
   image_rgb8 img;
   img.width = w;
   img.height = h;
   img.pixels.resize(n * 3);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint8_t a = rgba[i * 4 + 3];
-    for (std::size_t c = 0; c < 3; ++c) {
-      const std::uint8_t v = rgba[i * 4 + c];
-      img.pixels[i * 3 + c] = (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+  // stb returns RGBA (4 samples a pixel); convert straight into the RGB8 image.
+  auto to_rgb = [&](const auto* rgba, auto to_byte) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint8_t a = to_byte(rgba[i * 4 + 3], true);
+      for (std::size_t c = 0; c < 3; ++c) {
+        const std::uint8_t v = to_byte(rgba[i * 4 + c], false);
+        img.pixels[i * 3 + c] =
+            (alpha == alpha_mode::composite_white && a != 255) ? detail::composite_over_white(v, a) : v;
+      }
     }
+  };
+  if (sixteen) {
+    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
+    const bool gray = channels == 1;
+    to_rgb(p.get(), [gray](std::uint16_t v, bool is_alpha) {
+      return (gray && !is_alpha) ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
+    });
+  } else {
+    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
+    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
+    to_rgb(p.get(), [](std::uint8_t v, bool) { return v; });
   }
   return img;
 }
 
-// Reads and decodes an image file; errors name the file.
+// Reads and decodes an image file; errors name the file. Only a regular file is opened (a FIFO
+// would block), and its size is checked before a byte is read.
 inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha = alpha_mode::composite_white) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw error(path.string() + ": cannot open image file");
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw error(path.string() + ": error while reading image file");
+  const regular_file file(path);
+  if (file.size() > std::size_t{INT32_MAX}) {
+    throw error(path.string() + ": image file is " + std::to_string(file.size()) + " bytes; at most " +
+                std::to_string(INT32_MAX) + " bytes are read");
+  }
+  const std::string content = file.read_all();
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(content.data()), content.size());
   return decode_image(bytes, path.string(), alpha);
 }
 
@@ -3359,22 +4097,25 @@ inline std::uint8_t fixed_to_u8(std::int64_t acc, int precision) {
 
 // Antialiased bicubic resize of an RGB8 image with the chosen backend's integer arithmetic:
 // horizontal pass first (to uint8), then vertical; an axis whose size is unchanged is not touched.
+// The source is read in place: besides it, memory holds the intermediate (out_width x source
+// height) and the output, all 3 bytes a pixel.
 inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_width,
                                  image_backend backend = image_backend::torchvision) {
   if (out_height <= 0 || out_width <= 0 || src.width <= 0 || src.height <= 0) {
     throw error("resize_bicubic: sizes must be positive, got " + std::to_string(src.height) + "x" +
                 std::to_string(src.width) + " -> " + std::to_string(out_height) + "x" + std::to_string(out_width));
   }
-  image_rgb8 cur = src;
-  if (out_width != cur.width) {
-    const detail::axis_weights aw = detail::make_axis_weights(cur.width, out_width, backend);
-    image_rgb8 next;
+  image_rgb8 horizontal;
+  const image_rgb8* cur = &src;
+  if (out_width != src.width) {
+    const detail::axis_weights aw = detail::make_axis_weights(src.width, out_width, backend);
+    image_rgb8& next = horizontal;
     next.width = out_width;
-    next.height = cur.height;
-    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(cur.height) * 3);
+    next.height = src.height;
+    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(src.height) * 3);
     const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < cur.height; ++y) {
-      const std::uint8_t* row = cur.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(cur.width) * 3;
+    for (int y = 0; y < src.height; ++y) {
+      const std::uint8_t* row = src.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(src.width) * 3;
       std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(out_width) * 3;
       for (int x = 0; x < out_width; ++x) {
         const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(aw.ksize);
@@ -3387,30 +4128,28 @@ inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_
         }
       }
     }
-    cur = std::move(next);
+    cur = &horizontal;
   }
-  if (out_height != cur.height) {
-    const detail::axis_weights aw = detail::make_axis_weights(cur.height, out_height, backend);
-    image_rgb8 next;
-    next.width = cur.width;
-    next.height = out_height;
-    const std::size_t stride = static_cast<std::size_t>(cur.width) * 3;
-    next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
-    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < out_height; ++y) {
-      const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
-      const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
-      const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
-      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
-      for (std::size_t i = 0; i < stride; ++i) {
-        std::int64_t acc = half;
-        for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur.pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
-        out[i] = detail::fixed_to_u8(acc, aw.precision);
-      }
+  if (out_height == cur->height) return cur == &src ? src : std::move(horizontal);
+  const detail::axis_weights aw = detail::make_axis_weights(cur->height, out_height, backend);
+  image_rgb8 next;
+  next.width = cur->width;
+  next.height = out_height;
+  const std::size_t stride = static_cast<std::size_t>(cur->width) * 3;
+  next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
+  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+  for (int y = 0; y < out_height; ++y) {
+    const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
+    const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
+    const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
+    std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
+    for (std::size_t i = 0; i < stride; ++i) {
+      std::int64_t acc = half;
+      for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur->pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
+      out[i] = detail::fixed_to_u8(acc, aw.precision);
     }
-    cur = std::move(next);
   }
-  return cur;
+  return next;
 }
 
 // The vision-tower inputs of a list of images, concatenated in order, as the processor returns
@@ -3437,19 +4176,43 @@ inline float normalize_pixel(std::uint8_t v, image_backend backend) {
   return (scaled - 0.5f) / 0.5f;
 }
 
+namespace detail {
+
+// The processor's output size of an image: smart_resize, or the image's own size when do_resize
+// is off (then refused above max_pixels, so the patch count stays bounded by max_pixels either way).
+inline std::pair<int, int> qwen3_vl_size(const image_rgb8& img, const qwen3_vl_image_options& o,
+                                         const std::string& name) {
+  if (o.do_resize) {
+    return smart_resize(img.height, img.width, o.patch_size * o.merge_size, o.min_pixels, o.max_pixels, name);
+  }
+  if (std::int64_t{img.width} * img.height > o.max_pixels) {
+    throw error(name + ": image is " + std::to_string(img.width) + " x " + std::to_string(img.height) +
+                " pixels, more than max_pixels " + std::to_string(o.max_pixels) + ", and do_resize is off");
+  }
+  return {img.height, img.width};
+}
+
+}  // namespace detail
+
 // The image resized as the processor would (smart_resize + bicubic); exposed for tests and tools.
 inline image_rgb8 qwen3_vl_resize(const image_rgb8& img, const qwen3_vl_image_options& o,
                                   const std::string& name = "image") {
-  if (!o.do_resize) return img;
-  const auto [h, w] = smart_resize(img.height, img.width, o.patch_size * o.merge_size, o.min_pixels, o.max_pixels, name);
+  const auto [h, w] = detail::qwen3_vl_size(img, o, name);
   if (h == img.height && w == img.width) return img;
   return resize_bicubic(img, h, w, o.backend);
 }
 
 // Preprocesses one still image and appends its patches and grid to `out`.
+// Memory: the decoded image is only read; the resized one (3 bytes a pixel) and its patches
+// (float32, 3 channels x temporal_patch_size: 24 bytes a pixel) are sized by the processor's
+// output, at most max_pixels pixels (smart_resize): 16.7 M pixels, 64k patches and 403 MB of
+// pixel_values for Qwen3-VL's preprocessor_config. No float copy of the full-resolution image is made.
 inline void append_image(vision_inputs& out, const image_rgb8& img, const qwen3_vl_image_options& o,
                          const std::string& name = "image") {
-  const image_rgb8 r = qwen3_vl_resize(img, o, name);
+  const auto [out_h, out_w] = detail::qwen3_vl_size(img, o, name);
+  image_rgb8 resized;
+  if (out_h != img.height || out_w != img.width) resized = resize_bicubic(img, out_h, out_w, o.backend);
+  const image_rgb8& r = (out_h != img.height || out_w != img.width) ? resized : img;
   const int ps = o.patch_size, ms = o.merge_size, tp = o.temporal_patch_size;
   if (r.height % (ps * ms) != 0 || r.width % (ps * ms) != 0) {
     throw error(name + ": image size " + std::to_string(r.height) + "x" + std::to_string(r.width) +
@@ -3508,8 +4271,6 @@ inline vision_inputs preprocess_images(const std::vector<image_rgb8>& images, co
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -3522,12 +4283,13 @@ namespace aq::io {
 
 namespace detail {
 
+// Through read_regular_file: a FIFO or a directory is refused ("PATH: not a regular file").
 inline std::string read_text_file(const std::filesystem::path& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw error(path.string() + ": cannot open " + what);
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw error(path.string() + ": error while reading " + what);
-  return s;
+  try {
+    return read_regular_file(path);
+  } catch (const error& e) {
+    throw error(std::string(e.what()) + " (" + what + ")");
+  }
 }
 
 // Length of the UTF-8 sequence at s[i], or 0 if it is not well-formed (Python's utf-8 codec rules:
@@ -6018,6 +6780,13 @@ class bpe_model {
       bytes += token.size();
     }
     const std::size_t bound = vocab.empty() ? 0 : std::size_t{max_id} + 1;
+    // Ids index dense tables, so a few sparse ids must not cost gigabytes (one id of 4e9 in a 30-byte
+    // file did): published vocabularies are dense, gaps of up to half the table are allowed.
+    if (bound > 2 * vocab.size() + 256) {
+      throw error(source + ": model.vocab: id " + std::to_string(max_id) + " is far beyond the " +
+                  std::to_string(vocab.size()) + " tokens (ids must be dense: below " +
+                  std::to_string(2 * vocab.size() + 256) + ")");
+    }
     text_.reserve(bytes);
     begin_.assign(bound + 1, 0);
     length_.assign(bound, absent);
@@ -7640,11 +8409,8 @@ class tokenizer {
     std::filesystem::path path = path_or_dir;
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) path /= "tokenizer.json";
-    simdjson::padded_string json;
-    if (simdjson::padded_string::load(path.string()).get(json) != simdjson::SUCCESS) {
-      throw error(path.string() + ": cannot read tokenizer file");
-    }
-    return from_json(std::string_view(json.data(), json.size()), path.string());
+    const mapped_file file(path);  // refuses a FIFO or a directory before reading
+    return from_json(file.nonempty_text(), path.string());
   }
 
   // Parses tokenizer.json text; `source` names it in error messages.
@@ -8430,8 +9196,10 @@ inline void rope_backward(const matrix_view& g, std::int64_t heads, const tensor
 // ---- end aq/backend/cpu/rope.hpp ----
 // ---- begin aq/backend/cpu/attention.hpp ----
 // Scaled dot-product attention with GQA over independent segments (text: one per batch row,
-// causal + key padding mask; vision: one per image, unmasked), and its input gradient. The
-// backward recomputes the probabilities from the saved log-sum-exp rows (no T×T storage).
+// causal + key padding mask; vision: one per image, unmasked), and its input gradient. Computed in
+// tiles, flash-attention style: no [rows x rows] score matrix is ever stored, so memory is linear
+// in the sequence length: a worker holds O(tile^2 + tile * head_dim) floats, the backward adds
+// one float per row and head (D_i). A 16k-patch image no longer needs 1 GiB of scores per thread.
 
 #include <algorithm>
 #include <cmath>
@@ -8466,6 +9234,12 @@ struct attention_config {
   masked_row_policy masked_rows = masked_row_policy::attend_all;
 };
 
+// Tile sizes: a worker holds one query tile's [q_tile x k_tile] scores and [q_tile x head_dim]
+// accumulators. Every output row is reduced over key tiles in one fixed order by one worker, so
+// results do not depend on the thread count.
+inline constexpr std::int64_t attention_query_tile = 64;
+inline constexpr std::int64_t attention_key_tile = 128;
+
 namespace detail {
 
 using attn_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -8481,24 +9255,95 @@ inline void check_attention(const attention_config& c, const const_matrix_view& 
   }
 }
 
-// Scores of one head in one segment, with masked entries flagged; returns per row whether any
-// key is allowed.
-inline void scores(const attention_config& c, const attention_segment& seg, const attn_cmap& qh,
-                   const attn_cmap& kg, attn_matrix& s, std::vector<std::uint8_t>& allowed_any) {
-  s.noalias() = qh * kg.transpose();
-  s *= c.scale;
-  const float masked = -std::numeric_limits<float>::infinity();
-  allowed_any.assign(static_cast<std::size_t>(seg.length), 0);
-  for (std::int64_t i = 0; i < seg.length; ++i) {
-    for (std::int64_t j = 0; j < seg.length; ++j) {
-      const bool ok = (!c.causal || j <= i) && (c.key_valid == nullptr || c.key_valid[seg.start + j] != 0);
-      if (!ok) {
-        s(i, j) = masked;
-      } else {
-        allowed_any[static_cast<std::size_t>(i)] = 1;
+// One unit of work: rows [start, start + length) of one segment, for one (query or kv) head.
+struct attn_tile_task {
+  std::int64_t segment = 0;
+  std::int64_t head = 0;
+  std::int64_t start = 0;  // relative to the segment
+  std::int64_t length = 0;
+};
+
+inline std::vector<attn_tile_task> tile_tasks(const std::vector<attention_segment>& segments, std::int64_t heads,
+                                              std::int64_t tile) {
+  std::vector<attn_tile_task> tasks;
+  for (std::size_t s = 0; s < segments.size(); ++s) {
+    const std::int64_t L = segments[s].length;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t r = 0; r < L; r += tile) {
+        tasks.push_back({static_cast<std::int64_t>(s), h, r, std::min(tile, L - r)});
       }
     }
   }
+  return tasks;
+}
+
+// Per row: 1 when the query has no allowed key (every key masked or causally later).
+inline std::vector<std::uint8_t> rows_without_keys(const attention_config& c,
+                                                   const std::vector<attention_segment>& segments, std::int64_t rows) {
+  std::vector<std::uint8_t> none(static_cast<std::size_t>(rows), 0);
+  if (c.key_valid == nullptr) return none;
+  for (const attention_segment& seg : segments) {
+    bool any_in_segment = false;
+    for (std::int64_t j = 0; j < seg.length; ++j) any_in_segment |= c.key_valid[seg.start + j] != 0;
+    bool any_so_far = false;
+    for (std::int64_t i = 0; i < seg.length; ++i) {
+      any_so_far |= c.key_valid[seg.start + i] != 0;
+      none[static_cast<std::size_t>(seg.start + i)] = (c.causal ? any_so_far : any_in_segment) ? 0 : 1;
+    }
+  }
+  return none;
+}
+
+// Whether a query tile ending before row i1 can put probability on a key tile starting at j0
+// (segment-relative): under a causal mask only if j0 <= i1 - 1, unless one of its rows has no
+// allowed key under attend_all (such a row attends to every key).
+inline bool tile_needed(const attention_config& c, std::int64_t i1, std::int64_t j0, bool has_keyless_attend_all) {
+  return !c.causal || j0 <= i1 - 1 || has_keyless_attend_all;
+}
+
+// Scaled scores of a [qi x kj] tile with masked entries at -inf. Rows without keys get 0 under
+// attend_all (uniform probabilities, as the finite minimum added to every score gives).
+inline void tile_scores(const attention_config& c, const attention_segment& seg, std::int64_t i0, std::int64_t j0,
+                        const attn_cmap& qt, const attn_cmap& kt, const std::uint8_t* keyless, attn_matrix& s) {
+  s.noalias() = qt * kt.transpose();
+  s *= c.scale;
+  if (c.key_valid == nullptr && (!c.causal || j0 + s.cols() - 1 <= i0)) return;  // nothing masked here
+  const float masked = -std::numeric_limits<float>::infinity();
+  for (std::int64_t r = 0; r < s.rows(); ++r) {
+    const std::int64_t i = i0 + r;
+    float* row = s.data() + r * s.cols();
+    if (keyless[seg.start + i] != 0) {
+      std::fill_n(row, s.cols(), c.masked_rows == masked_row_policy::attend_all ? 0.0f : masked);
+      continue;
+    }
+    for (std::int64_t x = 0; x < s.cols(); ++x) {
+      const std::int64_t j = j0 + x;
+      const bool ok = (!c.causal || j <= i) && (c.key_valid == nullptr || c.key_valid[seg.start + j] != 0);
+      if (!ok) row[x] = masked;
+    }
+  }
+}
+
+// Probabilities of a score tile from the saved log-sum-exp rows (backward): exp(s - lse), the
+// keyless rows uniform 1/L (attend_all) or 0 (zero).
+inline void tile_probabilities(const attention_config& c, const attention_segment& seg, std::int64_t i0,
+                               const float* lse_rows, const std::uint8_t* keyless, attn_matrix& s) {
+  for (std::int64_t r = 0; r < s.rows(); ++r) {
+    float* row = s.data() + r * s.cols();
+    if (keyless[seg.start + i0 + r] != 0) {
+      const float p = c.masked_rows == masked_row_policy::attend_all ? 1.0f / static_cast<float>(seg.length) : 0.0f;
+      std::fill_n(row, s.cols(), p);
+      continue;
+    }
+    const float l = lse_rows[i0 + r];
+    for (std::int64_t x = 0; x < s.cols(); ++x) row[x] = std::exp(row[x] - l);
+  }
+}
+
+inline bool any_keyless_attend_all(const attention_config& c, const std::uint8_t* keyless, std::int64_t first,
+                                   std::int64_t count) {
+  if (c.masked_rows != masked_row_policy::attend_all) return false;
+  return std::any_of(keyless + first, keyless + first + count, [](std::uint8_t x) { return x != 0; });
 }
 
 }  // namespace detail
@@ -8511,47 +9356,77 @@ inline void attention_forward(const attention_config& c, const std::vector<atten
   detail::check_attention(c, q, k, v);
   const std::int64_t d = c.head_dim;
   const std::int64_t group = c.heads / c.kv_heads;
-  const auto tasks = static_cast<std::int64_t>(segments.size()) * c.heads;
-  default_thread_pool().parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
-    detail::attn_matrix s;
-    std::vector<std::uint8_t> any;
+  const std::vector<std::uint8_t> keyless = detail::rows_without_keys(c, segments, q.rows);
+  const std::vector<detail::attn_tile_task> tasks = detail::tile_tasks(segments, c.heads, attention_query_tile);
+  const float inf = std::numeric_limits<float>::infinity();
+  default_thread_pool().parallel_for(static_cast<std::int64_t>(tasks.size()), 1, [&](std::int64_t t0, std::int64_t t1) {
+    detail::attn_matrix s, acc;
+    Eigen::VectorXf m, l, alpha;
     for (std::int64_t t = t0; t < t1; ++t) {
-      const attention_segment& seg = segments[static_cast<std::size_t>(t / c.heads)];
-      const std::int64_t h = t % c.heads;
-      const std::int64_t g = h / group;
-      const std::int64_t L = seg.length;
-      if (L == 0) continue;
-      detail::attn_cmap qh(q.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(q.ld));
-      detail::attn_cmap kg(k.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(k.ld));
-      detail::attn_cmap vg(v.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(v.ld));
-      detail::attn_map oh(o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(o.ld));
-      detail::scores(c, seg, qh, kg, s, any);
-      for (std::int64_t i = 0; i < L; ++i) {
-        float* row = s.data() + i * L;
-        float* row_lse = lse + h * q.rows + seg.start + i;
-        if (any[static_cast<std::size_t>(i)] == 0) {
-          const float p = c.masked_rows == masked_row_policy::attend_all ? 1.0f / static_cast<float>(L) : 0.0f;
-          for (std::int64_t j = 0; j < L; ++j) row[j] = p;
-          *row_lse = std::numeric_limits<float>::infinity();
+      const detail::attn_tile_task& task = tasks[static_cast<std::size_t>(t)];
+      const attention_segment& seg = segments[static_cast<std::size_t>(task.segment)];
+      const std::int64_t h = task.head, g = h / group, i0 = task.start, bq = task.length;
+      const std::int64_t row0 = seg.start + i0;
+      detail::attn_cmap qt(q.row(row0) + h * d, bq, d, Eigen::OuterStride<>(q.ld));
+      const bool wide = detail::any_keyless_attend_all(c, keyless.data(), row0, bq);
+      acc.setZero(bq, d);
+      m.setConstant(bq, -inf);
+      l.setZero(bq);
+      alpha.resize(bq);
+      for (std::int64_t j0 = 0; j0 < seg.length; j0 += attention_key_tile) {
+        if (!detail::tile_needed(c, i0 + bq, j0, wide)) break;
+        const std::int64_t bk = std::min(attention_key_tile, seg.length - j0);
+        detail::attn_cmap kt(k.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(k.ld));
+        detail::attn_cmap vt(v.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(v.ld));
+        s.resize(bq, bk);
+        detail::tile_scores(c, seg, i0, j0, qt, kt, keyless.data(), s);
+        // Online softmax: rescale what earlier key tiles added by exp(old max - new max).
+        for (std::int64_t r = 0; r < bq; ++r) {
+          float* row = s.data() + r * bk;
+          float mt = -inf;
+          for (std::int64_t x = 0; x < bk; ++x) mt = std::max(mt, row[x]);
+          const float m_new = std::max(m(r), mt);
+          if (m_new == -inf) {  // nothing allowed yet in this row
+            std::fill_n(row, bk, 0.0f);
+            alpha(r) = 1.0f;
+            continue;
+          }
+          float sum = 0.0f;
+          for (std::int64_t x = 0; x < bk; ++x) {
+            row[x] = std::exp(row[x] - m_new);
+            sum += row[x];
+          }
+          alpha(r) = std::exp(m(r) - m_new);
+          l(r) = l(r) * alpha(r) + sum;
+          m(r) = m_new;
+        }
+        acc.array().colwise() *= alpha.array();
+        acc.noalias() += s * vt;
+      }
+      detail::attn_map ot(o.row(row0) + h * d, bq, d, Eigen::OuterStride<>(o.ld));
+      for (std::int64_t r = 0; r < bq; ++r) {
+        float* row_lse = lse + h * q.rows + row0 + r;
+        if (keyless[static_cast<std::size_t>(row0 + r)] != 0 || l(r) == 0.0f) {
+          // attend_all: acc is the plain sum of v over the segment (all scores 0, m = 0).
+          if (c.masked_rows == masked_row_policy::attend_all && l(r) > 0.0f) {
+            ot.row(r) = acc.row(r) / l(r);
+          } else {
+            ot.row(r).setZero();
+          }
+          *row_lse = inf;
           continue;
         }
-        float m = -std::numeric_limits<float>::infinity();
-        for (std::int64_t j = 0; j < L; ++j) m = std::max(m, row[j]);
-        float sum = 0.0f;
-        for (std::int64_t j = 0; j < L; ++j) {
-          row[j] = std::exp(row[j] - m);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (std::int64_t j = 0; j < L; ++j) row[j] *= inv;
-        *row_lse = m + std::log(sum);
+        ot.row(r) = acc.row(r) * (1.0f / l(r));
+        *row_lse = m(r) + std::log(l(r));
       }
-      oh.noalias() = s * vg;
     }
   });
 }
 
-// dq [rows, heads·dim], dk/dv [rows, kv_heads·dim] are overwritten.
+// dq [rows, heads·dim], dk/dv [rows, kv_heads·dim] are overwritten. Two tiled passes recompute
+// the probabilities from lse: one over query tiles (dq), one over key tiles (dk, dv), so each
+// gradient row is again reduced by one worker in a fixed order. D_i = dO_i · O_i replaces the
+// row sums of P ∘ dP.
 inline void attention_backward(const attention_config& c, const std::vector<attention_segment>& segments,
                                const const_matrix_view& q, const const_matrix_view& k, const const_matrix_view& v,
                                const const_matrix_view& o, const float* lse, const const_matrix_view& d_o,
@@ -8559,48 +9434,90 @@ inline void attention_backward(const attention_config& c, const std::vector<atte
   detail::check_attention(c, q, k, v);
   const std::int64_t d = c.head_dim;
   const std::int64_t group = c.heads / c.kv_heads;
-  const auto tasks = static_cast<std::int64_t>(segments.size()) * c.kv_heads;
-  default_thread_pool().parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
-    detail::attn_matrix p;
-    detail::attn_matrix dp;
-    std::vector<std::uint8_t> any;
-    Eigen::VectorXf delta;
-    for (std::int64_t t = t0; t < t1; ++t) {
-      const attention_segment& seg = segments[static_cast<std::size_t>(t / c.kv_heads)];
-      const std::int64_t g = t % c.kv_heads;
-      const std::int64_t L = seg.length;
-      if (L == 0) continue;
-      detail::attn_cmap kg(k.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(k.ld));
-      detail::attn_cmap vg(v.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(v.ld));
-      detail::attn_map dkg(dk.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(dk.ld));
-      detail::attn_map dvg(dv.row(seg.start) + g * d, L, d, Eigen::OuterStride<>(dv.ld));
-      dkg.setZero();
-      dvg.setZero();
-      for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
-        detail::attn_cmap qh(q.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(q.ld));
-        detail::attn_cmap oh(o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(o.ld));
-        detail::attn_cmap doh(d_o.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(d_o.ld));
-        detail::attn_map dqh(dq.row(seg.start) + h * d, L, d, Eigen::OuterStride<>(dq.ld));
-        detail::scores(c, seg, qh, kg, p, any);
-        for (std::int64_t i = 0; i < L; ++i) {
-          float* row = p.data() + i * L;
-          if (any[static_cast<std::size_t>(i)] == 0) {
-            const float pv = c.masked_rows == masked_row_policy::attend_all ? 1.0f / static_cast<float>(L) : 0.0f;
-            for (std::int64_t j = 0; j < L; ++j) row[j] = pv;
-            continue;
-          }
-          const float l = lse[h * q.rows + seg.start + i];
-          for (std::int64_t j = 0; j < L; ++j) row[j] = std::exp(row[j] - l);
-        }
-        dvg.noalias() += p.transpose() * doh;
-        dp.noalias() = doh * vg.transpose();
-        delta = (doh.array() * oh.array()).rowwise().sum().matrix();
-        for (std::int64_t i = 0; i < L; ++i) {
-          for (std::int64_t j = 0; j < L; ++j) dp(i, j) = p(i, j) * (dp(i, j) - delta(i));
-        }
-        dqh.noalias() = (dp * kg) * c.scale;
-        dkg.noalias() += (dp.transpose() * qh) * c.scale;
+  const std::int64_t rows = q.rows;
+  const std::vector<std::uint8_t> keyless = detail::rows_without_keys(c, segments, rows);
+  std::vector<float> delta(static_cast<std::size_t>(c.heads * rows));
+  default_thread_pool().parallel_for(rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t i = r0; i < r1; ++i) {
+      for (std::int64_t h = 0; h < c.heads; ++h) {
+        float s = 0.0f;
+        for (std::int64_t e = 0; e < d; ++e) s += d_o(i, h * d + e) * o(i, h * d + e);
+        delta[static_cast<std::size_t>(h * rows + i)] = s;
       }
+    }
+  });
+
+  // dq: per query tile, stream the key tiles.
+  const std::vector<detail::attn_tile_task> q_tasks = detail::tile_tasks(segments, c.heads, attention_query_tile);
+  default_thread_pool().parallel_for(static_cast<std::int64_t>(q_tasks.size()), 1, [&](std::int64_t t0, std::int64_t t1) {
+    detail::attn_matrix p, dp, acc;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const detail::attn_tile_task& task = q_tasks[static_cast<std::size_t>(t)];
+      const attention_segment& seg = segments[static_cast<std::size_t>(task.segment)];
+      const std::int64_t h = task.head, g = h / group, i0 = task.start, bq = task.length;
+      const std::int64_t row0 = seg.start + i0;
+      detail::attn_cmap qt(q.row(row0) + h * d, bq, d, Eigen::OuterStride<>(q.ld));
+      detail::attn_cmap dout(d_o.row(row0) + h * d, bq, d, Eigen::OuterStride<>(d_o.ld));
+      const float* lse_seg = lse + h * rows + seg.start;
+      const float* delta_rows = delta.data() + h * rows + row0;
+      const bool wide = detail::any_keyless_attend_all(c, keyless.data(), row0, bq);
+      acc.setZero(bq, d);
+      for (std::int64_t j0 = 0; j0 < seg.length; j0 += attention_key_tile) {
+        if (!detail::tile_needed(c, i0 + bq, j0, wide)) break;
+        const std::int64_t bk = std::min(attention_key_tile, seg.length - j0);
+        detail::attn_cmap kt(k.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(k.ld));
+        detail::attn_cmap vt(v.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(v.ld));
+        p.resize(bq, bk);
+        detail::tile_scores(c, seg, i0, j0, qt, kt, keyless.data(), p);
+        detail::tile_probabilities(c, seg, i0, lse_seg, keyless.data(), p);
+        dp.noalias() = dout * vt.transpose();
+        for (std::int64_t r = 0; r < bq; ++r) {
+          for (std::int64_t x = 0; x < bk; ++x) dp(r, x) = p(r, x) * (dp(r, x) - delta_rows[r]);
+        }
+        acc.noalias() += dp * kt;
+      }
+      detail::attn_map dqt(dq.row(row0) + h * d, bq, d, Eigen::OuterStride<>(dq.ld));
+      dqt = acc * c.scale;
+    }
+  });
+
+  // dk, dv: per key tile of a kv head, stream the query tiles of every head in its group.
+  const std::vector<detail::attn_tile_task> k_tasks = detail::tile_tasks(segments, c.kv_heads, attention_key_tile);
+  default_thread_pool().parallel_for(static_cast<std::int64_t>(k_tasks.size()), 1, [&](std::int64_t t0, std::int64_t t1) {
+    detail::attn_matrix p, dp, dk_acc, dv_acc;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const detail::attn_tile_task& task = k_tasks[static_cast<std::size_t>(t)];
+      const attention_segment& seg = segments[static_cast<std::size_t>(task.segment)];
+      const std::int64_t g = task.head, j0 = task.start, bk = task.length;
+      detail::attn_cmap kt(k.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(k.ld));
+      detail::attn_cmap vt(v.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(v.ld));
+      dk_acc.setZero(bk, d);
+      dv_acc.setZero(bk, d);
+      for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+        const float* lse_seg = lse + h * rows + seg.start;
+        for (std::int64_t i0 = 0; i0 < seg.length; i0 += attention_query_tile) {
+          const std::int64_t bq = std::min(attention_query_tile, seg.length - i0);
+          const std::int64_t row0 = seg.start + i0;
+          const bool wide = detail::any_keyless_attend_all(c, keyless.data(), row0, bq);
+          if (!detail::tile_needed(c, i0 + bq, j0, wide)) continue;
+          detail::attn_cmap qt(q.row(row0) + h * d, bq, d, Eigen::OuterStride<>(q.ld));
+          detail::attn_cmap dout(d_o.row(row0) + h * d, bq, d, Eigen::OuterStride<>(d_o.ld));
+          const float* delta_rows = delta.data() + h * rows + row0;
+          p.resize(bq, bk);
+          detail::tile_scores(c, seg, i0, j0, qt, kt, keyless.data(), p);
+          detail::tile_probabilities(c, seg, i0, lse_seg, keyless.data(), p);
+          dv_acc.noalias() += p.transpose() * dout;
+          dp.noalias() = dout * vt.transpose();
+          for (std::int64_t r = 0; r < bq; ++r) {
+            for (std::int64_t x = 0; x < bk; ++x) dp(r, x) = p(r, x) * (dp(r, x) - delta_rows[r]);
+          }
+          dk_acc.noalias() += dp.transpose() * qt;
+        }
+      }
+      detail::attn_map dkt(dk.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(dk.ld));
+      detail::attn_map dvt(dv.row(seg.start + j0) + g * d, bk, d, Eigen::OuterStride<>(dv.ld));
+      dkt = dk_acc * c.scale;
+      dvt = dv_acc;
     }
   });
 }
@@ -8868,6 +9785,7 @@ inline tensor rerun_linear(const linear_call& call, const const_matrix_view& wei
 // text tokens count the attended tokens on all three axes; an image of merged grid (t, h, w)
 // takes (base+ti, base+hi, base+wi) and the next text position is one past the largest so far;
 // padding slots get 1 on every axis. Output layout: [3, batch, seq] (t rows, then h, then w).
+// Also: placing each image's placeholder run in one sequence's ids, as the processor does.
 
 #include <algorithm>
 #include <array>
@@ -8880,6 +9798,66 @@ namespace aq::qwen3_vl {
 
 // One image's (t, h, w) grid in vision patches (image_grid_thw).
 using grid_thw = std::array<std::int64_t, 3>;
+
+// Visual tokens of one image after the spatial merge: t * (h / merge) * (w / merge).
+inline std::int64_t image_placeholder_count(const grid_thw& g, std::int64_t spatial_merge_size) {
+  return g[0] * (g[1] / spatial_merge_size) * (g[2] / spatial_merge_size);
+}
+
+struct image_placeholder_ids {
+  std::int64_t vision_start = -1;
+  std::int64_t image = -1;  // <|image_pad|>
+  std::int64_t vision_end = -1;
+};
+
+// The ids of one sequence with every image's placeholder run where it belongs. A run is a
+// maximal stretch of image ids. Ids without any run get one <vision_start> image x N
+// <vision_end> per image in front. Ids with runs must hold one per image, in image order: a run
+// of exactly N ids is kept, a run of one is expanded to N (as the Hugging Face processor expands
+// the template's single <|image_pad|>); anything else is an error naming the image.
+inline std::vector<std::int64_t> place_image_placeholders(const std::vector<std::int64_t>& ids,
+                                                          const std::vector<grid_thw>& images,
+                                                          std::int64_t spatial_merge_size,
+                                                          const image_placeholder_ids& t) {
+  std::vector<std::int64_t> out;
+  std::size_t runs = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) runs += ids[i] == t.image && (i == 0 || ids[i - 1] != t.image) ? 1 : 0;
+  if (runs == 0) {
+    for (const grid_thw& g : images) {
+      out.push_back(t.vision_start);
+      out.insert(out.end(), static_cast<std::size_t>(image_placeholder_count(g, spatial_merge_size)), t.image);
+      out.push_back(t.vision_end);
+    }
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+  }
+  if (runs != images.size()) {
+    throw error("the ids hold " + std::to_string(runs) + " image placeholder run(s) (id " + std::to_string(t.image) +
+                ") but " + std::to_string(images.size()) + " image(s) are given; put one run per image, or none");
+  }
+  std::size_t image = 0;
+  for (std::size_t i = 0; i < ids.size();) {
+    if (ids[i] != t.image) {
+      out.push_back(ids[i++]);
+      continue;
+    }
+    std::size_t end = i;
+    while (end < ids.size() && ids[end] == t.image) ++end;
+    const std::int64_t length = static_cast<std::int64_t>(end - i);
+    const grid_thw& g = images[image];
+    const std::int64_t count = image_placeholder_count(g, spatial_merge_size);
+    if (length != 1 && length != count) {
+      throw error("image " + std::to_string(image) + " (grid " + std::to_string(g[0]) + "x" + std::to_string(g[1]) + "x" +
+                  std::to_string(g[2]) + ") needs " + std::to_string(count) +
+                  " placeholder ids (or one, to be expanded), its run at position " + std::to_string(i) + " has " +
+                  std::to_string(length));
+    }
+    out.insert(out.end(), static_cast<std::size_t>(count), t.image);
+    ++image;
+    i = end;
+  }
+  return out;
+}
 
 // images: grids in the order their placeholder runs appear in the flattened batch.
 inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_t>& input_ids,
@@ -8950,7 +9928,7 @@ inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_
 // ---- end aq/model/qwen3_vl/rope_index.hpp ----
 // ---- begin aq/model/qwen3_vl/checkpoint_source.hpp ----
 // A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
-// after their shape is checked against what the model expects.
+// after their shape is checked against what the model expects and their values found finite.
 
 #include <algorithm>
 #include <cstdint>
@@ -9002,6 +9980,7 @@ inline std::string text_layer_weight_prefix(std::int64_t layer) {
 // lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
 // (transformers drops the tied duplicate on save).
 inline text_weights load_text_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
   const text_config& t = cfg.text;
   if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
       t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
@@ -9055,6 +10034,7 @@ inline weight_source checkpoint_weight_source(const safetensors_checkpoint& chec
       throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
                   ", expected " + format_shape(std::span<const std::int64_t>(shape)));
     }
+    require_finite(view);  // a NaN weight would surface later as an anonymous amax error
     tensor out(shape);
     convert_tensor(view, std::span<float>(out.storage()));
     return out;
@@ -9104,6 +10084,7 @@ struct vision_weights {
 inline std::string vision_weight_prefix() { return "model.visual."; }
 
 inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
   const vision_config& v = cfg.vision;
   if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
       v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
@@ -10514,10 +11495,12 @@ class quantized_group_forward : public qwen3_vl::linear_observer {
 }  // namespace aq::score
 // ---- end aq/score/kl_div_scorer.hpp ----
 // ---- begin aq/autoquant/scope.hpp ----
-// Which groups the search may quantize: a scope preset (`lm`: text decoder + lm_head; `all`:
-// everything) plus user fnmatch patterns on module names. A group with any member matching a
-// pattern is disabled (NONE only, cost 16 bits), exactly as ModelOpt's disabled_layers.
+// Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
+// `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
+// patterns on module names. A group with any member matching a pattern is disabled (NONE only,
+// cost 16 bits), exactly as ModelOpt's disabled_layers.
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -10539,9 +11522,32 @@ inline scope_preset parse_scope(std::string_view text) {
 // The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
 inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
 
-// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]).
-inline std::vector<std::string> scope_patterns(scope_preset scope) {
-  if (scope == scope_preset::lm) return {"model.visual*"};
+// The module handed to auto_quantize. `whole`: the Hugging Face model (Qwen3VLForConditionalGeneration:
+// `model.visual.*`, `model.language_model.*` and `lm_head`). `inner`: its `model` attribute
+// (Qwen3VLModel), as the reference int8 lm_default run did: no lm_head, and every name (groups,
+// layers, quantizer state, disable patterns) without the `model.` prefix.
+enum class module_root { whole, inner };
+
+inline std::string_view to_string(module_root root) { return root == module_root::whole ? "whole" : "inner"; }
+
+inline module_root parse_module_root(std::string_view text) {
+  if (text == "whole") return module_root::whole;
+  if (text == "inner") return module_root::inner;
+  throw error("--module-root: '" + std::string(text) + "' is unknown; valid: whole, inner");
+}
+
+// A whole-model module name as the root names it; nullopt for a module outside the root.
+inline std::optional<std::string> name_under(module_root root, std::string_view name) {
+  if (root == module_root::whole) return std::string(name);
+  constexpr std::string_view inner_prefix = "model.";
+  if (!name.starts_with(inner_prefix)) return std::nullopt;
+  return std::string(name.substr(inner_prefix.size()));
+}
+
+// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]),
+// in the root's names.
+inline std::vector<std::string> scope_patterns(scope_preset scope, module_root root = module_root::whole) {
+  if (scope == scope_preset::lm) return {*name_under(root, "model.visual") + "*"};
   return {};
 }
 
@@ -10667,6 +11673,7 @@ inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -10682,7 +11689,9 @@ struct search_group {
 };
 
 struct search_space {
-  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order
+  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order, whole-model names
+  std::vector<std::string> module_names;      // the same modules named as the root names them (reports)
+  module_root root = module_root::whole;
   std::vector<search_group> groups;           // order of first members
   std::vector<std::size_t> module_group;      // module -> group
   std::vector<quant::candidate> candidates;   // user recipes by ascending bits, NONE last
@@ -10708,22 +11717,32 @@ struct search_space {
   }
 };
 
+// `modules` carry whole-model names (what the model's forward reports); those outside `root` are
+// left out, and groups, reports and `disabled_patterns` use the names under the root.
 template <class List = recipes::all_recipes>
 search_space make_search_space(std::vector<quantizable_module> modules, std::span<const std::string> formats,
-                               std::vector<std::string> disabled_patterns) {
+                               std::vector<std::string> disabled_patterns, module_root root = module_root::whole) {
   if (formats.empty()) throw error("--formats: no recipe given");
   search_space space;
   space.candidates = quant::order_candidates<List>(formats);
   if (space.candidates.size() < 2) throw error("--formats: only 'none' given; name at least one quantizing recipe");
-  space.modules = std::move(modules);
+  space.root = root;
+  std::vector<quantizable_module> named;  // the kept modules under their root names, for grouping
+  for (quantizable_module& m : modules) {
+    std::optional<std::string> name = name_under(root, m.name);
+    if (!name) continue;
+    named.push_back({*name, m.kind, m.weight_shape});
+    space.module_names.push_back(std::move(*name));
+    space.modules.push_back(std::move(m));
+  }
   space.disabled_patterns = std::move(disabled_patterns);
-  const std::vector<module_group> groups = group_modules(space.modules);
+  const std::vector<module_group> groups = group_modules(named);
   space.module_group.assign(space.modules.size(), 0);
   for (std::size_t g = 0; g < groups.size(); ++g) {
     search_group group{groups[g].name, groups[g].members, groups[g].numel, false};
     for (const std::size_t m : group.members) {
       space.module_group[m] = g;
-      if (matches_any(space.disabled_patterns, space.modules[m].name)) group.disabled = true;
+      if (matches_any(space.disabled_patterns, space.module_names[m])) group.disabled = true;
     }
     space.total_params += group.numel;
     if (group.disabled) space.disabled_params += group.numel;
@@ -10764,6 +11783,21 @@ inline search::cost_t min_total_cost(const search_space& space) {
 
 inline double min_effective_bits(const search_space& space) {
   return search::effective_bits_of(min_total_cost(space), space.total_params);
+}
+
+// Effective bits of the configurable groups alone under a selection (a candidate index per group):
+// what a budget b bounds when disabled groups stay at 16 bits and the whole model is searched at
+// B' (adjusted_budget_bits); equal to the whole-model figure when nothing is disabled.
+inline double searched_effective_bits(const search_space& space, std::span<const std::size_t> chosen) {
+  search::cost_t cost = 0;
+  std::int64_t params = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    cost += param_bits_cost(space.groups[g].numel, space.candidates[chosen[g]].recipe->effective_bits);
+    params += space.groups[g].numel;
+  }
+  if (params == 0) throw error("search space: every group is disabled");
+  return search::effective_bits_of(cost, params);
 }
 
 // Throws a one-line error naming the budget and the least reachable effective bits when the
@@ -11145,8 +12179,8 @@ inline io::report_model build_report(const search_space& space, const engine_opt
     }
   }
   report.model_id = options.model_id;
-  for (const quantizable_module& m : space.modules) {
-    if (m.kind == module_kind::linear) report.layers.push_back({m.name, true, "QuantLinear"});
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    if (space.modules[m].kind == module_kind::linear) report.layers.push_back({space.module_names[m], true, "QuantLinear"});
   }
   report.autoquant_state.effective_bits = allocation.effective_bits;
   report.autoquant_state.score = allocation.total_score;
@@ -11220,7 +12254,7 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const std::size_t c = result.chosen[space.module_group[m]];
     if (c == space.none_index()) continue;
-    const std::string& name = space.modules[m].name;
+    const std::string& name = space.module_names[m];
     if (const score::quantized_weight* w = calibration.cached_weight(m, c); w != nullptr && !w->amax.empty()) {
       result.state.push_back({name + ".weight_quantizer._amax", w->amax_shape, w->amax});
     }
@@ -11236,18 +12270,31 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
 // ---- begin aq/autoquant/outputs.hpp ----
 // The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
 // formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
-// (amax of the chosen recipes' quantizers) and a run log with the time of each stage.
+// (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
+// written into a staged folder and published as one set (core/atomic_file.hpp, docs/outputs.md).
 
 #include <cstdio>
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 
 
 namespace aq::autoquant {
 
 inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
 inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
+
+// Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
+// an older run left there: such a folder may be replaced; one holding anything else may not.
+inline bool is_report_file(std::string_view name) {
+  const std::size_t tmp = name.rfind(".tmp.");
+  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
+                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
+  return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
+         name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
+         name.ends_with("_autoquant.log") || temporary;
+}
 
 // amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
 // the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
@@ -11289,13 +12336,19 @@ inline std::string render_run_log(const search_space& space, const autoquant_res
   add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
       result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
       result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
+  if (space.disabled_params > 0 && space.disabled_params < space.total_params) {
+    add("searched groups: effective bits %.17g over %lld weights (the disabled ones stay at 16 bits)\n",
+        searched_effective_bits(space, result.chosen),
+        static_cast<long long>(space.total_params - space.disabled_params));
+  }
   add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
       result.timings.calibration, result.timings.scoring, result.timings.search);
   return log;
 }
 
 // Writes the manifest, the two sensitivity reports and the state file into `directory`
-// (created if needed), each atomically.
+// (created if needed), each atomically. Drivers pass an output_set's staged folder, so that the
+// files appear at the --output-dir only together, when the set is published.
 inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
                           const autoquant_result& result) {
   std::error_code ec;
@@ -11313,8 +12366,12 @@ inline void write_outputs(const std::filesystem::path& directory, const search_s
 // sizes, outputs; the named presets that reproduce the reference runs; and the command-line
 // parser and --help text (the recipe table comes from the registry).
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -11338,6 +12395,7 @@ struct driver_options {
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
   double effective_bits = 6.0;
   scope_preset scope = scope_preset::lm;
+  std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
   std::vector<std::string> disable;
   score_method method = score_method::gradient;
   std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
@@ -11355,7 +12413,7 @@ struct driver_options {
   bool custom_names = false;
   std::string attention = "sdpa";
   bool keep_padding = false;                // run every padding column (qwen3_vl::trim_padding off)
-  unsigned threads = 0;                     // 0: all hardware threads
+  unsigned threads = 0;                     // 0: all hardware threads; at most max_threads
   std::optional<std::string> dump_batches;
   std::optional<std::string> result_json;
   std::optional<std::string> preset;
@@ -11366,35 +12424,48 @@ struct driver_options {
   bool help = false;
 };
 
-// A named run of the reference project: its formats, budget, coverage and data shape.
+// --threads above this is refused (a pool of 100000 threads fails to start, and no machine needs more).
+inline constexpr std::int64_t max_threads = 1024;
+
+// A named run of the reference project: its formats, budget, coverage and data shape, and the
+// module ModelOpt was given (which fixes the group count and names of its reports).
 struct preset {
   std::string_view name;
   std::string_view scheme;
   std::string_view formats;
   double bits;
   scope_preset scope;
+  module_root root;
   bool adjust_budget;
   bool custom_names;
   std::string_view coverage_mode;
   std::string_view quant_format;
   std::string_view data;  // "captions" (text only, batch 8) or "images" (image+caption JSON lines, batch 1)
   std::string_view size;
+  std::string_view reference;  // its ModelOpt reports under data/reference/ (empty: none bundled)
   std::string_view note;
 };
 
 // clang-format off
 inline constexpr preset presets[] = {
-  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, false, false,
-   "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium",
-   "INT8 W8A8, 8.0 bits, text-only captions: the vision tower never runs (score 0, kept INT8 as in the reference)"},
-  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, true, false,
-   "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium",
+  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, module_root::inner,
+   false, false, "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium", "lm-only/int8_lm_default_medium",
+   "INT8 W8A8, 8.0 bits, the inner model (249 groups, no lm_head), text-only captions: the vision tower never runs "
+   "(score 0, kept INT8 as in the reference)"},
+  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium", "lm-only/wint8_aint4",
    "INT8 weights + INT4 activations (4.0 effective bits) vs NONE, LM only, B' of the reference"},
-  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, false, true,
-   "full", "FP8_ALL_LAYERS_CFG", "images", "large",
+  {"wint8_aint8_autoquant_lm", "wint8_aint8_autoquant_lm", "int8_w8a8", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "INT8_DEFAULT_CFG", "captions", "medium", "lm-only/wint8_aint8",
+   "INT8 W8A8 vs NONE, LM only, B' of the reference"},
+  {"wfp8_afp8_autoquant_lm", "wfp8_afp8_autoquant_lm", "fp8_e4m3", 8.0, scope_preset::lm, module_root::whole, true,
+   false, "lm_only", "FP8_DEFAULT_CFG", "captions", "medium", "lm-only/wfp8_afp8",
+   "FP8 W8A8 vs NONE, LM only, B' of the reference"},
+  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, module_root::whole,
+   false, true, "full", "FP8_ALL_LAYERS_CFG", "images", "large", "",
    "FP8 everywhere (shown as CUSTOM_0), 11.0 bits, image+caption samples, batch 1"},
-  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all, false, true,
-   "full", "INT8_ALL_LAYERS_CFG", "images", "medium",
+  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all,
+   module_root::whole, false, true, "full", "INT8_ALL_LAYERS_CFG", "images", "medium", "all-layers/int8_medium",
    "INT8 W8A8 everywhere (shown as CUSTOM_0), 8.0 bits, image+caption samples, batch 1"},
 };
 // clang-format on
@@ -11423,22 +12494,36 @@ inline std::vector<std::string> split_list(std::string_view text) {
 
 namespace detail {
 
+// A finite decimal number, the whole text; overflow (1e999) and nan/inf are refused.
 inline double parse_double(std::string_view flag, const std::string& text) {
   char* end = nullptr;
+  errno = 0;
   const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(value == value)) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size() ||
+      std::isnan(value)) {
     throw error(std::string(flag) + ": '" + text + "' is not a number");
+  }
+  if (std::isinf(value) || (errno == ERANGE && (value >= 1.0 || value <= -1.0))) {
+    throw error(std::string(flag) + ": '" + text + "' is out of range (not a finite double)");
   }
   return value;
 }
 
-inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min) {
+// A decimal integer, the whole text, within [min, max]; values beyond 64 bits are refused, never
+// wrapped or clamped.
+inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min,
+                              std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
   char* end = nullptr;
+  errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || end != text.c_str() + text.size()) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size()) {
     throw error(std::string(flag) + ": '" + text + "' is not an integer");
   }
-  if (value < min) throw error(std::string(flag) + ": " + text + " must be >= " + std::to_string(min));
+  if (errno == ERANGE || value < min || value > max) {
+    std::string range = ">= " + std::to_string(min);
+    if (max != std::numeric_limits<std::int64_t>::max()) range = "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    throw error(std::string(flag) + ": " + text + " is out of range (must be " + range + ")");
+  }
   return value;
 }
 
@@ -11451,6 +12536,7 @@ inline void apply_preset(driver_options& o, const preset& p) {
   o.formats = split_list(p.formats);
   o.effective_bits = p.bits;
   o.scope = p.scope;
+  o.root = p.root;
   o.adjust_budget = p.adjust_budget;
   o.custom_names = p.custom_names;
   o.coverage_mode = std::string(p.coverage_mode);
@@ -11458,6 +12544,14 @@ inline void apply_preset(driver_options& o, const preset& p) {
   o.dataset_size = std::string(p.size);
   o.dataset_name = p.data == "captions" ? "vlm_coco2017_captions" : "vlm_coco2017_image_captions";
   if (p.data == "images") o.batch_size = 1;
+}
+
+// The module the search is given: --module-root or the preset's; by default the whole checkpoint
+// model, and the inner model for the built-in one (whose tied lm_head holds most of its weights
+// and would otherwise dominate the effective bits).
+inline module_root effective_module_root(const driver_options& o) {
+  if (o.root) return *o.root;
+  return o.model_dir ? module_root::whole : module_root::inner;
 }
 
 // Parses argv[1..]; throws aq::error naming the flag for anything malformed or unknown.
@@ -11489,6 +12583,8 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       if (!(o.effective_bits > 0.0 && o.effective_bits <= 16.0)) throw error("--effective-bits: must be in (0, 16]");
     } else if (flag == "--scope") {
       o.scope = parse_scope(value());
+    } else if (flag == "--module-root") {
+      o.root = parse_module_root(value());
     } else if (flag == "--disable") {
       o.disable.push_back(value());
     } else if (flag == "--method") {
@@ -11532,7 +12628,7 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
     } else if (flag == "--keep-padding") {
       o.keep_padding = true;
     } else if (flag == "--threads") {
-      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0));
+      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0, max_threads));
     } else if (flag == "--dump-batches") {
       o.dump_batches = value();
     } else if (flag == "--result-json") {
@@ -11552,14 +12648,17 @@ Per-layer quantization sensitivity and mixed-format allocation of a Qwen3-VL mod
 ModelOpt's auto_quantize computes them: calibrate every candidate recipe (max), score every group
 of layers, pick one recipe per group with the least summed score under an effective-bits budget.
 Without --model it runs on the built-in default: a small Qwen3-VL generated in code (--seed) with
-the bundled COCO captions and the Qwen3 tokenizer under data/.
+the bundled COCO captions and the Qwen3 tokenizer under data/, searched as the inner model (no
+lm_head: its tied lm_head would hold 97% of the weights).
 
 model and data
   --model DIR             Hugging Face Qwen3-VL checkpoint dir (config.json, *.safetensors,
                           tokenizer.json); default: the built-in model
   --calib FILE            captions .txt (one per line; left-padded to --seq-len, batches of
                           --batch-size) or image-caption .jsonl ({"image": path, "caption": text};
-                          chat prompt with the image, batch 1); default: bundled captions
+                          chat prompt with the image, batch 1); default: the bundled COCO
+                          captions of --dataset-size (medium); bundled data is looked up next to
+                          the program (<prefix>/share/aq/data) or in $AQ_DATA_DIR
   --num-samples N         first N samples (default 128; built-in model 16)
   --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
   --seq-len T             padded length (default 512; built-in model 32)
@@ -11575,6 +12674,10 @@ search
   --effective-bits B      budget in effective bits (default 6.0)
   --scope lm|all          lm: text decoder + lm_head (vision tower and mergers unquantized);
                           all: every Linear and the patch Conv3d (default lm)
+  --module-root R         the module searched, as handed to ModelOpt: whole (the checkpoint's
+                          model: model.* names and lm_head) or inner (its `model`: names without
+                          `model.`, no lm_head); default whole with --model, inner for the built-in
+                          model (its tied lm_head is 97% of its weights)
   --disable PATTERN       fnmatch pattern on module names; a group with a matching member stays
                           unquantized (repeatable)
   --no-budget-adjust      with disabled groups, search the whole model at B instead of the
@@ -11595,7 +12698,7 @@ output
   --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
                           labels: int64 [N, T]) for running ModelOpt on the same data
   --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
-  --threads N             CPU threads (default: all)
+  --threads N             CPU threads, at most 1024 (default: all)
   -h, --help              this text
 
 recipes (--formats names; effective bits as ModelOpt prices them)
@@ -11604,7 +12707,8 @@ recipes (--formats names; effective bits as ModelOpt prices them)
   text += "\npresets\n";
   for (const preset& p : presets) {
     text += "  " + std::string(p.name) + ": --formats " + std::string(p.formats) + " --effective-bits " +
-            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) + ", " +
+            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) +
+            (p.root == module_root::inner ? " --module-root inner" : "") + ", " +
             std::string(p.size) + " data; " + std::string(p.note) + "\n";
   }
   return text;
@@ -11623,6 +12727,43 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
+// The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
+// writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
+// and the model finds the image rows by config.image_token_id: a disagreement would only surface
+// deep in the forward pass ("0 image tokens but visual embeds ..."), so it is checked up front.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+
+namespace aq::qwen3_vl {
+
+// Throws naming both files when config's image_token_id, vision_start_token_id or
+// vision_end_token_id is not the tokenizer's id of <|image_pad|>, <|vision_start|>, <|vision_end|>.
+inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, std::string_view config_source = "config.json",
+                                   std::string_view tokenizer_source = "tokenizer.json") {
+  struct pairing {
+    std::string_view field;
+    std::int64_t id;
+    std::string_view token;
+  };
+  for (const pairing& p : {pairing{"image_token_id", cfg.image_token_id, "<|image_pad|>"},
+                           pairing{"vision_start_token_id", cfg.vision_start_token_id, "<|vision_start|>"},
+                           pairing{"vision_end_token_id", cfg.vision_end_token_id, "<|vision_end|>"}}) {
+    const auto id = tok.token_to_id(p.token);
+    const std::string head = std::string(config_source) + ": " + std::string(p.field) + " " + std::to_string(p.id);
+    if (!id) throw error(head + ", but " + std::string(tokenizer_source) + " has no " + std::string(p.token) + " token");
+    if (static_cast<std::int64_t>(*id) != p.id) {
+      throw error(head + " disagrees with " + std::string(tokenizer_source) + ", where " + std::string(p.token) + " is " +
+                  std::to_string(*id));
+    }
+  }
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/special_tokens.hpp ----
 
 namespace aq::autoquant {
 
@@ -11640,6 +12781,7 @@ inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& to
 inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
                                                                std::int64_t samples, std::int64_t seq_len,
                                                                const qwen3_vl::config& cfg) {
+  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
   io::padding_options padding;
   padding.max_length = seq_len;
   io::qwen3_vl_image_options image_options;
@@ -12036,6 +13178,72 @@ inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::ui
 
 }  // namespace aq::autoquant
 // ---- end aq/autoquant/default_model.hpp ----
+// ---- begin aq/autoquant/bundled_data.hpp ----
+// Where the drivers find the bundled data (data/: COCO captions, the Qwen3 tokenizer, photos) from
+// any working directory: $AQ_DATA_DIR alone when set; otherwise next to the running executable
+// (installed: <prefix>/bin/x -> <prefix>/share/aq/data; build tree: <src>/build/examples/x -> <src>/data),
+// then the directories the driver was compiled with (its install and source data paths).
+
+#include <cstdlib>
+#include <filesystem>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// The running program's own path from /proc/self/exe (argv[0] has no directory when the program
+// is found through PATH); empty where the system has no such link.
+inline std::filesystem::path executable_path() {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : exe;
+}
+
+// The data directories searched, in order: $AQ_DATA_DIR alone when set and non-empty; otherwise
+// the installed and build-tree places relative to `exe`, then `compiled_in` (empty entries skipped).
+inline std::vector<std::filesystem::path> bundled_data_roots(const std::filesystem::path& exe,
+                                                             std::initializer_list<std::string_view> compiled_in = {}) {
+  if (const char* env = std::getenv("AQ_DATA_DIR"); env != nullptr && *env != '\0') return {std::filesystem::path(env)};
+  std::vector<std::filesystem::path> roots;
+  if (!exe.empty()) {
+    const std::filesystem::path dir = exe.parent_path();
+    roots.push_back(dir.parent_path() / "share" / "aq" / "data");
+    roots.push_back(dir.parent_path().parent_path() / "data");
+  }
+  for (const std::string_view root : compiled_in) {
+    if (!root.empty()) roots.emplace_back(root);
+  }
+  return roots;
+}
+
+// The first root holding `relative` (e.g. "captions/coco2017_captions_medium.txt"); throws
+// aq::error naming the file and every directory searched.
+inline std::filesystem::path find_bundled_in(std::span<const std::filesystem::path> roots, std::string_view relative) {
+  std::error_code ec;
+  for (const std::filesystem::path& root : roots) {
+    const std::filesystem::path candidate = root / relative;
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate;
+  }
+  std::string searched;
+  for (const std::filesystem::path& root : roots) searched += (searched.empty() ? "" : ", ") + root.string();
+  if (searched.empty()) searched = "no directory";
+  throw error("bundled file " + std::string(relative) + " not found in " + searched +
+              " (set AQ_DATA_DIR to the data/ directory, or pass the file explicitly)");
+}
+
+// find_bundled_in over bundled_data_roots of the running program.
+inline std::filesystem::path find_bundled(std::string_view relative, std::initializer_list<std::string_view> compiled_in = {}) {
+  const std::vector<std::filesystem::path> roots = bundled_data_roots(executable_path(), compiled_in);
+  return find_bundled_in(roots, relative);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/bundled_data.hpp ----
 // ---- begin aq/autoquant/memory_plan.hpp ----
 // How a device memory budget is spent: first on keeping layers' activations for the backward
 // (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
