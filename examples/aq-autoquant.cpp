@@ -20,7 +20,7 @@
 #include <aq/autoquant/progress.hpp>
 #include <aq/autoquant/result_json.hpp>
 #include <aq/autoquant/search_space.hpp>
-#include <aq/core/atomic_file.hpp>
+#include <aq/core/output_set.hpp>
 #include <aq/core/thread_pool.hpp>
 #include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>

@@ -15,7 +15,7 @@
 
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/preflight.hpp>
-#include <aq/core/atomic_file.hpp>
+#include <aq/core/output_set.hpp>
 #include <aq/io/hf_config.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/image_preprocess.hpp>
@@ -179,7 +179,7 @@ int run(const arguments& a) {
   batch.batch = 1;
   batch.seq = static_cast<std::int64_t>(batch.input_ids.size());
   aq::autoquant::check_sequence_length("the sequence of " + std::to_string(batch.seq) + " tokens", batch.seq,
-                                       cfg.text.max_position_embeddings, model_dir);
+                                       cfg.text.max_position_embeddings, (model_dir / "config.json").string());
   batch.attention_mask.assign(batch.input_ids.size(), 1);
   batch.labels = batch.input_ids;
 

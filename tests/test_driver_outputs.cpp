@@ -14,7 +14,7 @@
 
 #include "aq/autoquant/options.hpp"
 #include "aq/autoquant/outputs.hpp"
-#include "aq/core/atomic_file.hpp"
+#include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 
 namespace {

@@ -542,4 +542,11 @@ TEST_CASE("require_finite names the file, the tensor and the first NaN or infini
                        (path + ": tensor f32.inf: inf at element 1 (weights must be finite)").c_str(), aq::error);
   CHECK_NOTHROW(aq::require_finite(file.at("f16.big")));
   CHECK_NOTHROW(aq::require_finite(file.at("bf16.fine")));
+  // A part of a tensor (as a loader stages it) is checked alone, elements counted from the tensor's start.
+  const aq::tensor_view& staged = file.at("bf16.nan");
+  CHECK_NOTHROW(aq::require_finite(staged, 0, staged.bytes.first(2)));
+  CHECK_NOTHROW(aq::require_finite(staged, 4, staged.bytes.subspan(4)));
+  const std::vector<std::byte> copy(staged.bytes.begin() + 2, staged.bytes.end());
+  CHECK_THROWS_WITH_AS(aq::require_finite(staged, 2, copy),
+                       (path + ": tensor bf16.nan: nan at element 1 (weights must be finite)").c_str(), aq::error);
 }

@@ -11,7 +11,7 @@
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/progress.hpp>
 #include <aq/autoquant/search_space.hpp>
-#include <aq/core/atomic_file.hpp>
+#include <aq/core/output_set.hpp>
 #include <aq/io/calib_batches.hpp>
 
 #include "aq-autoquant-cuda.hpp"

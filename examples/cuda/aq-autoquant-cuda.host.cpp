@@ -5,7 +5,7 @@
 #include <aq/autoquant/outputs.hpp>
 #include <aq/autoquant/preflight.hpp>
 #include <aq/autoquant/result_json.hpp>
-#include <aq/core/atomic_file.hpp>
+#include <aq/core/output_set.hpp>
 #include <aq/core/error.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>

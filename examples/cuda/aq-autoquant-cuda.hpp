@@ -11,7 +11,7 @@
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/search_space.hpp>
-#include <aq/core/atomic_file.hpp>
+#include <aq/core/output_set.hpp>
 #include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
 #include <aq/backend/cuda/qwen3_vl_vision_weights.cuh>
 #include <aq/io/calib_batches.hpp>

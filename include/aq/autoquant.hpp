@@ -6,10 +6,12 @@
 #include "aq/core/error.hpp"
 #include "aq/core/bf16.hpp"
 #include "aq/core/atomic_file.hpp"
+#include "aq/core/output_set.hpp"
 #include "aq/core/dtype.hpp"
 
 // Checkpoints and model description
 #include "aq/io/mapped_file.hpp"
+#include "aq/io/regular_file.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
 #include "aq/io/hf_config.hpp"
@@ -60,6 +62,7 @@
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/special_tokens.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
@@ -87,4 +90,5 @@
 #include "aq/autoquant/result_json.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/bundled_data.hpp"
+#include "aq/autoquant/preflight.hpp"
 #include "aq/autoquant/memory_plan.hpp"

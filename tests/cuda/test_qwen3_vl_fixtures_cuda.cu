@@ -21,12 +21,14 @@
 #define SIMDJSON_IMPLEMENTATION_WESTMERE 0
 #include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
+#include "aq/io/safetensors_writer.hpp"
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -282,8 +284,40 @@ void check_image_case(const std::string& impl, bool tensor_cores, bool vision_te
 
 }  // namespace
 
+// A NaN in a bf16 weight is found while the weights are staged, and named as the CPU loader names it.
+void nan_weight_is_named() {
+  const fs::path dir = fs::temp_directory_path() / ("aq_cuda_nan_weight_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(fixture_dir / "tiny_tied" / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  const std::string poisoned = "model.language_model.layers.1.mlp.down_proj.weight";
+  {
+    const aq::safetensors_file source(fixture_dir / "tiny_tied" / "model.safetensors");
+    aq::safetensors_writer writer;
+    for (const aq::tensor_view& v : source.tensors()) {
+      std::vector<float> values(static_cast<std::size_t>(v.numel()));
+      aq::convert_tensor(v, std::span<float>(values));
+      if (v.name == poisoned) values.at(7) = std::nanf("");
+      writer.add_rounded(v.name, v.dtype, std::vector<std::int64_t>(v.shape.begin(), v.shape.end()), values);
+    }
+    writer.write(dir / "model.safetensors");
+  }
+  const qwen3_vl::config cfg = aq::read_qwen3_vl_config(dir);
+  const aq::safetensors_checkpoint ck(dir);
+  std::string message;
+  try {
+    (void)acu::load_text_weights(cfg, ck);
+  } catch (const aq::error& e) {
+    message = e.what();
+  }
+  const std::string expected = (dir / "model.safetensors").string() + ": tensor " + poisoned +
+                               ": nan at element 7 (weights must be finite)";
+  expect(message == expected, "NaN weight named on the GPU load path: " + message);
+  fs::remove_all(dir);
+}
+
 int main() {
   return aq_test::run_gpu_test("qwen3_vl cuda fixtures", [] {
+    nan_weight_is_named();
     for (const char* checkpoint : {"tiny_tied", "tiny_untied"}) {
       for (const char* impl : {"eager", "sdpa"}) {
         check_case(checkpoint, impl, false, 0);

@@ -907,6 +907,11 @@ TEST_CASE("aq-autoquant refuses unwritable outputs, bad numbers and a too long -
     const run_result r = run(AQ_AUTOQUANT_EXE, args);
     check_error_line(r, "aq-autoquant", 2, "--seq-len 1000000000 exceeds the model's max_position_embeddings 4096");
     CHECK_FALSE(fs::exists(out));
+    std::vector<std::string> builtin = autoquant_args({"--output-dir", out.string()});
+    builtin.insert(builtin.end(), {"--seq-len", "4097"});  // after quick_run's, so that it wins
+    check_error_line(run(AQ_AUTOQUANT_EXE, builtin), "aq-autoquant", 2,
+                     "--seq-len 4097 exceeds the model's max_position_embeddings 4096 (the built-in model)");
+    CHECK_FALSE(fs::exists(out));
     refused({"--output-dir", out.string(), "--calib", root.string()}, "--calib " + root.string() + ": is a directory");
     refused({"--output-dir", out.string(), "--calib", (root / "none.txt").string()}, "--calib ");
     refused({"--output-dir", out.string(), "--model", (root / "regular_file").string()}, "--model ");

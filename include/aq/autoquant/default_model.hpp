@@ -32,6 +32,7 @@ inline qwen3_vl::config default_model_config() {
   t.rms_norm_eps = 1e-6;
   t.rope_theta = 5000000.0;
   t.mrope_section = {4, 2, 2};
+  t.max_position_embeddings = 4096;  // bounds --seq-len, as a checkpoint's config does
   qwen3_vl::vision_config& v = cfg.vision;
   v.depth = 2;
   v.hidden_size = 32;

@@ -11,9 +11,10 @@
 #include <filesystem>
 #include <string>
 
+#include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/options.hpp"
 #include "aq/autoquant/outputs.hpp"
-#include "aq/core/atomic_file.hpp"
+#include "aq/core/output_set.hpp"
 #include "aq/core/error.hpp"
 #include "aq/io/hf_config.hpp"
 
@@ -37,12 +38,13 @@ inline void check_input_directory(const std::string& flag, const std::filesystem
   if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
 }
 
-// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known).
+// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known); `source`
+// says where the limit comes from (the config file, or the built-in model).
 inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
-                                  const std::filesystem::path& model_dir) {
+                                  const std::string& source) {
   if (max_positions > 0 && tokens > max_positions) {
     throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
-                (model_dir / "config.json").string() + ")");
+                source + ")");
   }
 }
 
@@ -64,7 +66,11 @@ inline void preflight(const driver_options& o, std::int64_t seq_len, const std::
     check_input_directory("--model", dir);
     check_input_file("--model", dir / "config.json");
     const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings, dir);
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings,
+                          (dir / "config.json").string());
+  } else {
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len,
+                          default_model_config().text.max_position_embeddings, "the built-in model");
   }
   check_input_file("--calib", calib);
   plan_outputs(o, outputs);

@@ -514,18 +514,20 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
 
 namespace detail {
 
-// Scans stored floating-point bits for an all-ones exponent (NaN or infinity).
+// Scans stored floating-point bits for an all-ones exponent (NaN or infinity); `first` is the
+// element index of bytes[0] within the tensor, so a part of it can be checked alone.
 template <class Bits>
-void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits mantissa_mask) {
-  const auto count = static_cast<std::size_t>(tensor.numel());
+void require_finite_bits(const tensor_view& tensor, std::size_t first, std::span<const std::byte> bytes,
+                         Bits exponent_mask, Bits mantissa_mask) {
+  const std::size_t count = bytes.size() / sizeof(Bits);
   for (std::size_t i = 0; i < count; ++i) {
     Bits bits;
-    std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    std::memcpy(&bits, bytes.data() + i * sizeof(Bits), sizeof(Bits));
     if ((bits & exponent_mask) != exponent_mask) continue;
     const bool nan = (bits & mantissa_mask) != 0;
     const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
     throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
-                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
+                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(first + i) +
                 " (weights must be finite)");
   }
 }
@@ -534,12 +536,18 @@ void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits man
 
 // Throws, naming the file, the tensor and the first offending element, when a stored value is NaN
 // or infinite: one such weight poisons every scale and score computed from it. Checks the stored
-// bits, so nothing is converted; integer dtypes have nothing to check.
-inline void require_finite(const tensor_view& tensor) {
-  if (tensor.dtype == dtype_bf16) detail::require_finite_bits(tensor, std::uint16_t{0x7f80}, std::uint16_t{0x007f});
-  if (tensor.dtype == dtype_f16) detail::require_finite_bits(tensor, std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
-  if (tensor.dtype == dtype_f32) detail::require_finite_bits(tensor, std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
+// bits, so nothing is converted; integer dtypes have nothing to check. `bytes` are the tensor's
+// stored bytes from byte `offset` on (a copy of them will do: loaders check staged chunks).
+inline void require_finite(const tensor_view& tensor, std::size_t offset, std::span<const std::byte> bytes) {
+  const auto check = [&](auto exponent_mask, auto mantissa_mask) {
+    detail::require_finite_bits(tensor, offset / sizeof(exponent_mask), bytes, exponent_mask, mantissa_mask);
+  };
+  if (tensor.dtype == dtype_bf16) check(std::uint16_t{0x7f80}, std::uint16_t{0x007f});
+  if (tensor.dtype == dtype_f16) check(std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
+  if (tensor.dtype == dtype_f32) check(std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
 }
+
+inline void require_finite(const tensor_view& tensor) { require_finite(tensor, 0, tensor.bytes); }
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
 inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {

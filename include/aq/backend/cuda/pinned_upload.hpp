@@ -11,8 +11,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -22,14 +25,24 @@ namespace aq::cuda {
 
 class pinned_uploader {
  public:
-  // threads 0: up to 8, bounded by the hardware; chunk: bytes per staging buffer.
+  // threads 0: up to 8, bounded by the hardware; chunk: bytes per staging buffer (rounded up to a
+  // multiple of 8).
   explicit pinned_uploader(unsigned threads = 0, std::size_t chunk = std::size_t{8} << 20)
-      : threads_(threads > 0 ? threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u)), chunk_(chunk) {}
+      : threads_(threads > 0 ? threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u)),
+        chunk_((std::max<std::size_t>(chunk, 1) + 7) / 8 * 8) {}
 
-  // Queues dst[0, bytes) = src[0, bytes); src must stay valid until run() returns.
-  void add(void* dst, const void* src, std::size_t bytes) {
+  // Inspects the staged copy of src[offset, offset + staged.size()) before it is sent (and throws to
+  // stop the upload): a scan of bytes already in cache costs next to nothing beside the copy.
+  using chunk_check = std::function<void(std::size_t offset, std::span<const std::byte> staged)>;
+
+  // Queues dst[0, bytes) = src[0, bytes); src must stay valid until run() returns. Chunks hold
+  // whole elements of up to 8 bytes, so a check sees no element split.
+  void add(void* dst, const void* src, std::size_t bytes, chunk_check check = {}) {
+    const chunk_check* hook = nullptr;
+    if (check) hook = &checks_.emplace_back(std::move(check));
     for (std::size_t off = 0; off < bytes; off += chunk_) {
-      chunks_.push_back({static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, std::min(chunk_, bytes - off)});
+      chunks_.push_back({static_cast<char*>(dst) + off, static_cast<const char*>(src) + off,
+                         std::min(chunk_, bytes - off), off, hook});
     }
   }
 
@@ -56,6 +69,7 @@ class pinned_uploader {
     }
     for (std::thread& w : workers) w.join();
     chunks_.clear();
+    checks_.clear();
     if (failure) std::rethrow_exception(failure);
   }
 
@@ -64,6 +78,8 @@ class pinned_uploader {
     char* dst;
     const char* src;
     std::size_t bytes;
+    std::size_t offset;  // of src within its add() range
+    const chunk_check* check;
   };
 
   // Two pinned buffers, one stream: fill buffer s while the copy from the other is in flight.
@@ -94,6 +110,7 @@ class pinned_uploader {
       const chunk& c = chunks_[i];
       if (used[s]) AQ_CUDA_CHECK(cudaEventSynchronize(r.done[s]));
       std::memcpy(r.pinned[s], c.src, c.bytes);
+      if (c.check != nullptr) (*c.check)(c.offset, std::span<const std::byte>(static_cast<const std::byte*>(r.pinned[s]), c.bytes));
       AQ_CUDA_CHECK(cudaMemcpyAsync(c.dst, r.pinned[s], c.bytes, cudaMemcpyHostToDevice, r.stream));
       AQ_CUDA_CHECK(cudaEventRecord(r.done[s], r.stream));
       used[s] = true;
@@ -104,6 +121,7 @@ class pinned_uploader {
   unsigned threads_;
   std::size_t chunk_;
   std::vector<chunk> chunks_;
+  std::deque<chunk_check> checks_;  // stable addresses for the chunks' pointers
 };
 
 }  // namespace aq::cuda

@@ -23,14 +23,17 @@ namespace aq::cuda {
 namespace detail {
 
 // Device bf16 copies of checkpoint tensors queued on one parallel pinned uploader: bf16 tensors
-// as stored, others converted on the host first and kept until run() has copied them.
+// as stored, others converted on the host first and kept until run() has copied them. Every value
+// must be finite (the error names the file, tensor and element), as on the CPU.
 class bf16_tensor_upload {
  public:
   device_buffer<bf16> add(const tensor_view& v) {
     device_buffer<bf16> out(static_cast<std::size_t>(v.numel()));
-    if (v.dtype == dtype_bf16) {
-      uploader_.add(out.data(), v.bytes.data(), out.bytes());
+    if (v.dtype == dtype_bf16) {  // checked for NaN/Inf as each chunk is staged (a second pass costs seconds at 4B)
+      uploader_.add(out.data(), v.bytes.data(), out.bytes(),
+                    [&v](std::size_t offset, std::span<const std::byte> staged) { require_finite(v, offset, staged); });
     } else {
+      require_finite(v);
       converted_.push_back(to_bf16_vector(v));
       uploader_.add(out.data(), converted_.back().data(), out.bytes());
     }
@@ -57,6 +60,7 @@ inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cf
   const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
     detail::check_shape(name, v.shape, shape, where);
+    require_finite(v);
     std::vector<float> host(static_cast<std::size_t>(v.numel()));
     convert_tensor(v, std::span<float>(host));
     return device_buffer<float>(host);

@@ -35,12 +35,14 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
   };
   const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
+    require_finite(v);
     std::vector<float> host(static_cast<std::size_t>(v.numel()));
     convert_tensor(v, std::span<float>(host));
     return device_buffer<float>(host);
   };
   const auto host = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
+    require_finite(v);
     tensor t(shape);
     convert_tensor(v, std::span<float>(t.storage()));
     return t;
