@@ -79,9 +79,73 @@ AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to
 }  // namespace aq
 // ---- end aq/core/bf16.hpp ----
 // ---- begin aq/core/atomic_file.hpp ----
-// Writes a whole file or nothing, and publishes a set of outputs (a report folder and single
-// files) only after every one of them was written: data goes to temporary siblings which are
-// renamed into place at the end, so a crash or error never leaves a half-written or mixed set.
+// Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
+// target only after a successful flush, so a crash or error never leaves a half-written file
+// (core/output_set.hpp publishes several outputs as one set on top of this).
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+
+namespace aq {
+
+namespace detail {
+
+// "<name>.tmp.<pid>": the sibling a file or folder is written to before it is renamed into place.
+inline std::filesystem::path temporary_sibling(const std::filesystem::path& target, const char* tag = ".tmp.") {
+  std::filesystem::path temp = target;
+  temp += tag + std::to_string(::getpid());
+  return temp;
+}
+
+// Writes and flushes `bytes` to `file`; errors name `target` (the file the caller means).
+inline void write_whole(const std::filesystem::path& file, std::string_view bytes, const std::filesystem::path& target) {
+  std::FILE* out = std::fopen(file.c_str(), "wb");
+  if (out == nullptr) throw error(target.string() + ": cannot open for writing: " + std::strerror(errno));
+  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+  const bool flushed = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
+  const bool closed = std::fclose(out) == 0;
+  if (!written || !flushed || !closed) {
+    const std::string reason = std::strerror(errno);
+    std::error_code ignored;
+    std::filesystem::remove(file, ignored);
+    throw error(target.string() + ": write failed: " + reason);
+  }
+}
+
+}  // namespace detail
+
+// Writes `bytes` to `target` (created or truncated) and flushes them to disk, without a rename:
+// for files inside a staged folder, which is published as a whole.
+inline void write_file(const std::filesystem::path& target, std::string_view bytes) {
+  detail::write_whole(target, bytes, target);
+}
+
+inline void write_file_atomic(const std::filesystem::path& target, std::string_view bytes) {
+  const std::filesystem::path temp = detail::temporary_sibling(target);
+  detail::write_whole(temp, bytes, target);
+  std::error_code rename_error;
+  std::filesystem::rename(temp, target, rename_error);
+  if (rename_error) {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    throw error(target.string() + ": cannot rename temporary file into place: " + rename_error.message());
+  }
+}
+
+}  // namespace aq
+// ---- end aq/core/atomic_file.hpp ----
+// ---- begin aq/core/output_set.hpp ----
+// The outputs of one run published as a set: every location checked writable before any work,
+// everything written to temporary siblings, then renamed into place together, so that a failed or
+// killed run never leaves a half-written or mixed set of reports.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -103,13 +167,6 @@ AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to
 namespace aq {
 
 namespace detail {
-
-// "<name>.tmp.<pid>": the sibling a file or folder is written to before it is renamed into place.
-inline std::filesystem::path temporary_sibling(const std::filesystem::path& target, const char* tag = ".tmp.") {
-  std::filesystem::path temp = target;
-  temp += tag + std::to_string(::getpid());
-  return temp;
-}
 
 inline std::filesystem::path parent_or_dot(const std::filesystem::path& p) {
   return p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
@@ -169,43 +226,6 @@ inline void remove_stale_temporaries(const std::filesystem::path& target) {
 }
 
 }  // namespace detail
-
-namespace detail {
-
-// Writes and flushes `bytes` to `file`; errors name `target` (the file the caller means).
-inline void write_whole(const std::filesystem::path& file, std::string_view bytes, const std::filesystem::path& target) {
-  std::FILE* out = std::fopen(file.c_str(), "wb");
-  if (out == nullptr) throw error(target.string() + ": cannot open for writing: " + std::strerror(errno));
-  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
-  const bool flushed = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
-  const bool closed = std::fclose(out) == 0;
-  if (!written || !flushed || !closed) {
-    const std::string reason = std::strerror(errno);
-    std::error_code ignored;
-    std::filesystem::remove(file, ignored);
-    throw error(target.string() + ": write failed: " + reason);
-  }
-}
-
-}  // namespace detail
-
-// Writes `bytes` to `target` (created or truncated) and flushes them to disk, without a rename:
-// for files inside a staged folder, which is published as a whole.
-inline void write_file(const std::filesystem::path& target, std::string_view bytes) {
-  detail::write_whole(target, bytes, target);
-}
-
-inline void write_file_atomic(const std::filesystem::path& target, std::string_view bytes) {
-  const std::filesystem::path temp = detail::temporary_sibling(target);
-  detail::write_whole(temp, bytes, target);
-  std::error_code rename_error;
-  std::filesystem::rename(temp, target, rename_error);
-  if (rename_error) {
-    std::error_code ignored;
-    std::filesystem::remove(temp, ignored);
-    throw error(target.string() + ": cannot rename temporary file into place: " + rename_error.message());
-  }
-}
 
 // Checks, before any work, that a run can later create or replace the file `path` (named by
 // `flag` in errors): its parent is an existing directory where files can be created, and the
@@ -433,7 +453,7 @@ class output_set {
 };
 
 }  // namespace aq
-// ---- end aq/core/atomic_file.hpp ----
+// ---- end aq/core/output_set.hpp ----
 // ---- begin aq/core/dtype.hpp ----
 // Storage dtypes of checkpoint tensors (BF16, F16, F32): one small descriptor per dtype with its
 // safetensors name and element size, plus the exact f16 <-> float conversions. Readers turn a
@@ -1265,18 +1285,20 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
 
 namespace detail {
 
-// Scans stored floating-point bits for an all-ones exponent (NaN or infinity).
+// Scans stored floating-point bits for an all-ones exponent (NaN or infinity); `first` is the
+// element index of bytes[0] within the tensor, so a part of it can be checked alone.
 template <class Bits>
-void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits mantissa_mask) {
-  const auto count = static_cast<std::size_t>(tensor.numel());
+void require_finite_bits(const tensor_view& tensor, std::size_t first, std::span<const std::byte> bytes,
+                         Bits exponent_mask, Bits mantissa_mask) {
+  const std::size_t count = bytes.size() / sizeof(Bits);
   for (std::size_t i = 0; i < count; ++i) {
     Bits bits;
-    std::memcpy(&bits, tensor.bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    std::memcpy(&bits, bytes.data() + i * sizeof(Bits), sizeof(Bits));
     if ((bits & exponent_mask) != exponent_mask) continue;
     const bool nan = (bits & mantissa_mask) != 0;
     const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
     throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
-                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(i) +
+                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(first + i) +
                 " (weights must be finite)");
   }
 }
@@ -1285,12 +1307,18 @@ void require_finite_bits(const tensor_view& tensor, Bits exponent_mask, Bits man
 
 // Throws, naming the file, the tensor and the first offending element, when a stored value is NaN
 // or infinite: one such weight poisons every scale and score computed from it. Checks the stored
-// bits, so nothing is converted; integer dtypes have nothing to check.
-inline void require_finite(const tensor_view& tensor) {
-  if (tensor.dtype == dtype_bf16) detail::require_finite_bits(tensor, std::uint16_t{0x7f80}, std::uint16_t{0x007f});
-  if (tensor.dtype == dtype_f16) detail::require_finite_bits(tensor, std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
-  if (tensor.dtype == dtype_f32) detail::require_finite_bits(tensor, std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
+// bits, so nothing is converted; integer dtypes have nothing to check. `bytes` are the tensor's
+// stored bytes from byte `offset` on (a copy of them will do: loaders check staged chunks).
+inline void require_finite(const tensor_view& tensor, std::size_t offset, std::span<const std::byte> bytes) {
+  const auto check = [&](auto exponent_mask, auto mantissa_mask) {
+    detail::require_finite_bits(tensor, offset / sizeof(exponent_mask), bytes, exponent_mask, mantissa_mask);
+  };
+  if (tensor.dtype == dtype_bf16) check(std::uint16_t{0x7f80}, std::uint16_t{0x007f});
+  if (tensor.dtype == dtype_f16) check(std::uint16_t{0x7c00}, std::uint16_t{0x03ff});
+  if (tensor.dtype == dtype_f32) check(std::uint32_t{0x7f800000u}, std::uint32_t{0x007fffffu});
 }
+
+inline void require_finite(const tensor_view& tensor) { require_finite(tensor, 0, tensor.bytes); }
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
 inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
@@ -9926,6 +9954,43 @@ inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/rope_index.hpp ----
+// ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
+// The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
+// writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
+// and the model finds the image rows by config.image_token_id: a disagreement would only surface
+// deep in the forward pass ("0 image tokens but visual embeds ..."), so it is checked up front.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+
+namespace aq::qwen3_vl {
+
+// Throws naming both files when config's image_token_id, vision_start_token_id or
+// vision_end_token_id is not the tokenizer's id of <|image_pad|>, <|vision_start|>, <|vision_end|>.
+inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, std::string_view config_source = "config.json",
+                                   std::string_view tokenizer_source = "tokenizer.json") {
+  struct pairing {
+    std::string_view field;
+    std::int64_t id;
+    std::string_view token;
+  };
+  for (const pairing& p : {pairing{"image_token_id", cfg.image_token_id, "<|image_pad|>"},
+                           pairing{"vision_start_token_id", cfg.vision_start_token_id, "<|vision_start|>"},
+                           pairing{"vision_end_token_id", cfg.vision_end_token_id, "<|vision_end|>"}}) {
+    const auto id = tok.token_to_id(p.token);
+    const std::string head = std::string(config_source) + ": " + std::string(p.field) + " " + std::to_string(p.id);
+    if (!id) throw error(head + ", but " + std::string(tokenizer_source) + " has no " + std::string(p.token) + " token");
+    if (static_cast<std::int64_t>(*id) != p.id) {
+      throw error(head + " disagrees with " + std::string(tokenizer_source) + ", where " + std::string(p.token) + " is " +
+                  std::to_string(*id));
+    }
+  }
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/special_tokens.hpp ----
 // ---- begin aq/model/qwen3_vl/checkpoint_source.hpp ----
 // A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
 // after their shape is checked against what the model expects and their values found finite.
@@ -12271,7 +12336,7 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
 // The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
 // formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
 // (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
-// written into a staged folder and published as one set (core/atomic_file.hpp, docs/outputs.md).
+// written into a staged folder and published as one set (core/output_set.hpp, docs/outputs.md).
 
 #include <cstdio>
 #include <filesystem>
@@ -12727,43 +12792,6 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 #include <string_view>
 #include <vector>
 
-// ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
-// The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
-// writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
-// and the model finds the image rows by config.image_token_id: a disagreement would only surface
-// deep in the forward pass ("0 image tokens but visual embeds ..."), so it is checked up front.
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-
-
-namespace aq::qwen3_vl {
-
-// Throws naming both files when config's image_token_id, vision_start_token_id or
-// vision_end_token_id is not the tokenizer's id of <|image_pad|>, <|vision_start|>, <|vision_end|>.
-inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, std::string_view config_source = "config.json",
-                                   std::string_view tokenizer_source = "tokenizer.json") {
-  struct pairing {
-    std::string_view field;
-    std::int64_t id;
-    std::string_view token;
-  };
-  for (const pairing& p : {pairing{"image_token_id", cfg.image_token_id, "<|image_pad|>"},
-                           pairing{"vision_start_token_id", cfg.vision_start_token_id, "<|vision_start|>"},
-                           pairing{"vision_end_token_id", cfg.vision_end_token_id, "<|vision_end|>"}}) {
-    const auto id = tok.token_to_id(p.token);
-    const std::string head = std::string(config_source) + ": " + std::string(p.field) + " " + std::to_string(p.id);
-    if (!id) throw error(head + ", but " + std::string(tokenizer_source) + " has no " + std::string(p.token) + " token");
-    if (static_cast<std::int64_t>(*id) != p.id) {
-      throw error(head + " disagrees with " + std::string(tokenizer_source) + ", where " + std::string(p.token) + " is " +
-                  std::to_string(*id));
-    }
-  }
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/special_tokens.hpp ----
 
 namespace aq::autoquant {
 
@@ -13098,6 +13126,7 @@ inline qwen3_vl::config default_model_config() {
   t.rms_norm_eps = 1e-6;
   t.rope_theta = 5000000.0;
   t.mrope_section = {4, 2, 2};
+  t.max_position_embeddings = 4096;  // bounds --seq-len, as a checkpoint's config does
   qwen3_vl::vision_config& v = cfg.vision;
   v.depth = 2;
   v.hidden_size = 32;
@@ -13244,6 +13273,80 @@ inline std::filesystem::path find_bundled(std::string_view relative, std::initia
 
 }  // namespace aq::autoquant
 // ---- end aq/autoquant/bundled_data.hpp ----
+// ---- begin aq/autoquant/preflight.hpp ----
+// What a driver checks before it loads a model or reads data: input paths exist and have the
+// right kind, --seq-len fits the model's positions, and every output location can be written
+// (the output_set that later publishes them). Each failure is one aq::error naming the flag.
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+
+namespace aq::autoquant {
+
+// `path` is an existing regular file (symbolic links followed), not a directory, FIFO or device.
+inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISREG(st.st_mode)) {
+    throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
+  }
+}
+
+// `path` is an existing directory.
+inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
+}
+
+// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known); `source`
+// says where the limit comes from (the config file, or the built-in model).
+inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
+                                  const std::string& source) {
+  if (max_positions > 0 && tokens > max_positions) {
+    throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
+                source + ")");
+  }
+}
+
+// The outputs of an aq-autoquant run: the report folder, --result-json and --dump-batches.
+inline void plan_outputs(const driver_options& o, output_set& outputs) {
+  if (!o.output_dir) throw error("--output-dir is required (see --help)");
+  outputs.set_directory("--output-dir", *o.output_dir, is_report_file);
+  if (o.result_json) outputs.add_file("--result-json", *o.result_json);
+  if (o.dump_batches) outputs.add_file("--dump-batches", *o.dump_batches);
+  outputs.check();
+}
+
+// Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
+// dir and its config (refused settings, positions against seq_len), the calibration file, the output locations.
+inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
+                      output_set& outputs) {
+  if (o.model_dir) {
+    const std::filesystem::path dir(*o.model_dir);
+    check_input_directory("--model", dir);
+    check_input_file("--model", dir / "config.json");
+    const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings,
+                          (dir / "config.json").string());
+  } else {
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len,
+                          default_model_config().text.max_position_embeddings, "the built-in model");
+  }
+  check_input_file("--calib", calib);
+  plan_outputs(o, outputs);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/autoquant/preflight.hpp ----
 // ---- begin aq/autoquant/memory_plan.hpp ----
 // How a device memory budget is spent: first on keeping layers' activations for the backward
 // (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
