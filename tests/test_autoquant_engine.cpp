@@ -10,9 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <simdjson.h>
+
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/outputs.hpp"
+#include "aq/autoquant/result_json.hpp"
 #include "aq/autoquant/scope.hpp"
 #include "aq/autoquant/search_space.hpp"
 #include "aq/io/calib_batches.hpp"
@@ -218,4 +221,42 @@ TEST_CASE("a budget below the smallest recipe fails before any model work") {
   const autoquant::search_space space = t.space(formats, autoquant::scope_preset::all);
   CHECK_THROWS_WITH_AS(t.run(space, 6.0), doctest::Contains("below the smallest reachable effective bits 8"), aq::error);
   CHECK_THROWS_WITH_AS(t.space({"int9"}, autoquant::scope_preset::all), doctest::Contains("unknown"), aq::error);
+}
+
+TEST_CASE("the result JSON says what ran it: the CPU's defaults, or the card, arithmetic and peak memory a GPU driver gives") {
+  const tiny_run t;
+  const autoquant::search_space space = t.space({"int8_w8a8"}, autoquant::scope_preset::lm);
+  const autoquant::autoquant_result r = t.run(space, 8.0);
+  autoquant::engine_options o;
+  autoquant::result_json_context c;
+  c.threads = 2;
+  c.weight_bytes = 1234;
+  const auto parsed = [&](const std::string& text) {
+    static simdjson::dom::parser parser;  // elements borrow the parser's buffer
+    simdjson::dom::element root;
+    REQUIRE(parser.parse(text).get(root) == simdjson::SUCCESS);
+    return root;
+  };
+  {
+    const simdjson::dom::element cpu = parsed(autoquant::render_result_json(space, r, o, c));
+    CHECK(std::string_view(cpu["environment"]["device"]) == "cpu");
+    CHECK(cpu["environment"]["gpu"].error() == simdjson::NO_SUCH_FIELD);
+    CHECK(std::string_view(cpu["environment"]["precision"]) == "float32");
+    CHECK(cpu["memory_bytes"]["peak_allocated"].is_null());
+    CHECK(cpu["memory_bytes"]["peak_reserved"].is_null());
+    CHECK(std::int64_t(cpu["memory_bytes"]["weights"]) == 1234);
+    CHECK(std::string_view(cpu["run"]["dtype"]) == "float32");
+  }
+  c.device = "cuda";
+  c.gpu = "NVIDIA H100 80GB HBM3";
+  c.precision = "bf16 weights and GEMMs, fp32 accumulation";
+  c.dtype = "bfloat16";
+  c.peak_allocated_bytes = c.peak_reserved_bytes = 987654321;
+  const simdjson::dom::element gpu = parsed(autoquant::render_result_json(space, r, o, c));
+  CHECK(std::string_view(gpu["environment"]["device"]) == "cuda");
+  CHECK(std::string_view(gpu["environment"]["gpu"]) == "NVIDIA H100 80GB HBM3");
+  CHECK(std::string_view(gpu["environment"]["precision"]) == "bf16 weights and GEMMs, fp32 accumulation");
+  CHECK(std::int64_t(gpu["memory_bytes"]["peak_allocated"]) == 987654321);
+  CHECK(std::int64_t(gpu["memory_bytes"]["peak_reserved"]) == 987654321);
+  CHECK(std::string_view(gpu["run"]["dtype"]) == "bfloat16");
 }

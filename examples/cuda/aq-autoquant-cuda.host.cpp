@@ -21,29 +21,6 @@
 
 namespace aq_cuda_driver {
 
-namespace {
-
-// Fills what render_result_json leaves as the CPU's (device, precision, memory).
-std::string patch(std::string json, const std::string& gpu, std::size_t peak, std::size_t weights) {
-  const auto replace = [&](const std::string& from, const std::string& to) {
-    const std::size_t at = json.find(from);
-    if (at != std::string::npos) json.replace(at, from.size(), to);  // absent: left as the engine wrote it
-  };
-  replace("\"device\": \"cpu\"", "\"device\": \"cuda\", \"gpu\": \"" + gpu + "\"");
-  replace("\"precision\": \"float32\"", "\"precision\": \"bf16 weights and GEMMs, fp32 accumulation\"");
-  replace("\"dtype\": \"float32\"", "\"dtype\": \"bfloat16\"");
-  replace("\"peak_allocated\": null", "\"peak_allocated\": " + std::to_string(peak));
-  replace("\"peak_reserved\": null", "\"peak_reserved\": " + std::to_string(peak));
-  const std::string w = "\"weights\": ";
-  const std::size_t at = json.find(w);
-  if (at == std::string::npos) return json;
-  const std::size_t end = json.find_first_of(",\n}", at + w.size());
-  json.replace(at + w.size(), end - at - w.size(), std::to_string(weights));
-  return json;
-}
-
-}  // namespace
-
 void preflight(const aq::autoquant::driver_options& options, std::int64_t seq_len, const std::filesystem::path& calib,
                aq::output_set& outputs) {
   aq::autoquant::preflight(options, seq_len, calib, outputs);
@@ -117,7 +94,12 @@ std::string result_json(const aq::autoquant::search_space& space, const aq::auto
   c.threads = 1;
   c.model_load_s = f.model_load_s;
   c.weight_bytes = static_cast<std::int64_t>(f.weight_bytes);
-  return patch(aq::autoquant::render_result_json(space, result, options, c), f.gpu, f.peak_bytes, f.weight_bytes);
+  c.device = "cuda";
+  c.gpu = f.gpu;
+  c.precision = "bf16 weights and GEMMs, fp32 accumulation";
+  c.dtype = "bfloat16";
+  c.peak_allocated_bytes = c.peak_reserved_bytes = static_cast<std::int64_t>(f.peak_bytes);
+  return aq::autoquant::render_result_json(space, result, options, c);
 }
 
 }  // namespace aq_cuda_driver

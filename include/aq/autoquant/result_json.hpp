@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <span>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -175,6 +176,13 @@ struct result_json_context {
   unsigned threads = 0;
   double model_load_s = 0.0;
   std::int64_t weight_bytes = 0;
+  // What ran it: the CPU engine's values by default; a GPU driver names its card, its arithmetic
+  // and its peak memory (null on the CPU, which does not track it).
+  std::string device = "cpu";
+  std::string gpu;  // empty: the key is left out
+  std::string precision = "float32";
+  std::string dtype = "float32";
+  std::optional<std::int64_t> peak_allocated_bytes, peak_reserved_bytes;
 };
 
 // The comparison JSON (keys sorted like the ModelOpt runner's json.dump(sort_keys=True); our
@@ -188,8 +196,9 @@ inline std::string render_result_json(const search_space& space, const autoquant
     return j.number(v);
   };
   j.begin_object();
-  j.key("environment").begin_object().key("device").string("cpu").key("precision").string("float32");
-  j.key("threads").integer(c.threads).end_object();
+  j.key("environment").begin_object().key("device").string(c.device);
+  if (!c.gpu.empty()) j.key("gpu").string(c.gpu);
+  j.key("precision").string(c.precision).key("threads").integer(c.threads).end_object();
   j.key("groups").begin_array();
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
     j.begin_object();
@@ -215,8 +224,12 @@ inline std::string render_result_json(const search_space& space, const autoquant
     j.end_object();
   }
   j.end_array();
-  j.key("memory_bytes").begin_object().key("peak_allocated").null().key("peak_reserved").null();
-  j.key("weights").integer(c.weight_bytes).end_object();
+  const auto bytes_or_null = [&](const std::optional<std::int64_t>& v) -> io::json_writer& {
+    return v ? j.integer(*v) : j.null();
+  };
+  j.key("memory_bytes").begin_object().key("peak_allocated");
+  bytes_or_null(c.peak_allocated_bytes).key("peak_reserved");
+  bytes_or_null(c.peak_reserved_bytes).key("weights").integer(c.weight_bytes).end_object();
   std::size_t configurable = 0;
   for (std::size_t g = 0; g < space.groups.size(); ++g) configurable += space.configurable(g) ? 1 : 0;
   j.key("result").begin_object();
@@ -237,7 +250,7 @@ inline std::string render_result_json(const search_space& space, const autoquant
   j.key("disabled_layers").begin_array();
   for (const std::string& p : space.disabled_patterns) j.string(p);
   j.end_array();
-  j.key("dtype").string("float32");
+  j.key("dtype").string(c.dtype);
   j.key("effective_bits_constraint");
   num(r.budget_bits);
   j.key("effective_bits_requested");
