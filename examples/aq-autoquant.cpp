@@ -53,11 +53,11 @@ struct loaded_model {
   std::int64_t weight_bytes = 0;
 };
 
+// The model dir and its config were checked by autoquant::preflight before this runs.
 loaded_model load_model(const autoquant::driver_options& o) {
   loaded_model m;
   if (o.model_dir) {
     const fs::path dir(*o.model_dir);
-    if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
     m.cfg = read_qwen3_vl_config(dir);
     m.checkpoint = std::make_unique<safetensors_checkpoint>(dir);
     qwen3_vl::check_parameters(m.cfg, *m.checkpoint);  // every tensor named and shaped as the config says
@@ -91,7 +91,7 @@ int run(int argc, char** argv) {
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
   const fs::path calib =
-      o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_" + o.dataset_size.value_or("medium") + ".txt");
+      o.calib ? fs::path(*o.calib) : bundled(autoquant::bundled_captions(o.dataset_size));
   const bool images = calib.extension() == ".jsonl";
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");

@@ -178,7 +178,7 @@ int run(int argc, char** argv) {
                     : (o.dataset_size ? autoquant::dataset_size_samples(*o.dataset_size) : (builtin ? 16 : 128));
   const std::int64_t seq_len = o.seq_len ? *o.seq_len : (builtin ? 32 : 512);
   const fs::path calib =
-      o.calib ? fs::path(*o.calib) : bundled("captions/coco2017_captions_" + o.dataset_size.value_or("medium") + ".txt");
+      o.calib ? fs::path(*o.calib) : bundled(autoquant::bundled_captions(o.dataset_size));
   const bool images = calib.extension() == ".jsonl";
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
@@ -203,7 +203,6 @@ int run(int argc, char** argv) {
   std::string model_id;
   if (o.model_dir) {
     const fs::path dir(*o.model_dir);
-    if (!fs::is_directory(dir)) throw error("--model " + dir.string() + ": not a directory");
     cfg = aq_cuda_driver::read_config(dir);
     weights = aq_cuda_driver::load_weights(dir, cfg);
     if (images) vision_weights = aq_cuda_driver::load_vision_weights(dir, cfg);

@@ -31,6 +31,12 @@ inline std::int64_t dataset_size_samples(std::string_view size) {
   throw error("--dataset-size: '" + std::string(size) + "' is unknown; valid sizes: small (16), medium (128), large (512)");
 }
 
+// The bundled captions file of a reference size (data-relative, for find_bundled): the reference
+// runs read the first N of one seed-42 sample, bundled per size; medium when no size is given.
+inline std::string bundled_captions(const std::optional<std::string>& size) {
+  return "captions/coco2017_captions_" + size.value_or("medium") + ".txt";
+}
+
 struct driver_options {
   std::optional<std::string> model_dir;  // empty: the built-in default model
   std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
