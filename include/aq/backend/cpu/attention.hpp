@@ -17,28 +17,17 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/core/thread_pool.hpp"
+#include "aq/model/attention_config.hpp"
 
 namespace aq::cpu {
 
-// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
-// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
-// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
-// returns zeros for it and no gradient.
-enum class masked_row_policy { attend_all, zero };
+// Defined once for both backends in model/attention_config.hpp (tensor_cores is CUDA-only).
+using aq::attention_config;
+using aq::masked_row_policy;
 
 struct attention_segment {
   std::int64_t start = 0;   // first row in q/k/v
   std::int64_t length = 0;  // rows
-};
-
-struct attention_config {
-  std::int64_t heads = 0;
-  std::int64_t kv_heads = 0;
-  std::int64_t head_dim = 0;
-  float scale = 1.0f;
-  bool causal = false;
-  const std::uint8_t* key_valid = nullptr;  // per row, 0 = masked key (padding); nullptr = all valid
-  masked_row_policy masked_rows = masked_row_policy::attend_all;
 };
 
 // Tile sizes: a worker holds one query tile's [q_tile x k_tile] scores and [q_tile x head_dim]
