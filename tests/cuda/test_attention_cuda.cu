@@ -1,9 +1,12 @@
 // CUDA attention forward and input-gradient backward against the CPU attention
 // (backend/cpu/attention.hpp) on random data: GQA, head_dim 16/32/64/128, causal with left
-// padding in a batch of 2 under both masked-row policies, and non-causal vision segments.
+// padding in a batch of 2 under both masked-row policies, causal and non-causal segments of
+// different lengths (cu_seqlens, an empty one included), and fully padded segments.
+// Every case runs on both MMA policies: fp32 storage and bf16 storage on the fp32 CUDA-core
+// policy, bf16 storage on the tensor-core (WMMA) policy, whose results must differ from the
+// CUDA-core ones on the same inputs (proof that it ran).
 // Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
-// (the CPU runs in fp32 on the bf16-rounded inputs; the bf16 cases run on both the fp32 CUDA-core
-// and the tensor-core kernels). Outputs are NaN-poisoned before each run.
+// (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_runtime.h>
 
@@ -178,6 +181,27 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
   expect(std::memcmp(dk1.data(), dk2.data(), dk1.size() * sizeof(float)) == 0 &&
              std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(float)) == 0,
          label + ": backward is bit-reproducible");
+
+  if (tensor_cores) {
+    // The same inputs on the CUDA-core policy: bf16 P and dS on the tensor cores round differently,
+    // so identical bits everywhere would mean the tensor-core kernels did not run.
+    aq::cuda::attention_config cuda_cores = gc;
+    cuda_cores.tensor_cores = false;
+    aq::cuda::device_buffer<T> o_cc(q.size()), dq_cc(q.size()), dk_cc(k.size()), dv_cc(v.size());
+    aq::cuda::device_buffer<float> lse_cc(lse_ref.size()), delta_cc(lse_ref.size());
+    aq::cuda::attention_forward<T>(cuda_cores, gs, gq, gk, gv, mview(o_cc.data(), rows, qc, qc), lse_cc.data());
+    aq::cuda::attention_backward<T>(cuda_cores, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
+                                    cview(ddo.data(), rows, qc, qc), mview(dq_cc.data(), rows, qc, qc),
+                                    mview(dk_cc.data(), rows, kc, kc), mview(dv_cc.data(), rows, kc, kc),
+                                    delta_cc.data());
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto differs = [](const std::vector<T>& a, const std::vector<T>& b) {
+      return std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) != 0;
+    };
+    expect(differs(dout.to_host(), o_cc.to_host()) || differs(ddq.to_host(), dq_cc.to_host()) ||
+               differs(ddk.to_host(), dk_cc.to_host()) || differs(ddv.to_host(), dv_cc.to_host()),
+           label + ": differs from the CUDA-core policy in some bit (the tensor-core kernels ran)");
+  }
 }
 
 void expect_throws_on_bad_head_dim() {
@@ -204,6 +228,14 @@ void expect_throws_on_bad_head_dim() {
     threw = std::string(e.what()).find("bf16") != std::string::npos;
   }
   expect(threw, "tensor cores with fp32 storage are rejected");
+  threw = false;
+  try {
+    aq::cuda::attention_forward<aq::bf16>(gc, gs, {nullptr, 0, 32, 33}, {nullptr, 0, 16, 16}, {nullptr, 0, 16, 16},
+                                          {nullptr, 0, 32, 33}, nullptr);
+  } catch (const aq::error& e) {
+    threw = std::string(e.what()).find("4-byte aligned") != std::string::npos;
+  }
+  expect(threw, "tensor cores with an odd bf16 row stride are rejected");
 }
 
 }  // namespace
@@ -221,10 +253,28 @@ int main() {
         {"vision 2 x 64, segments 16/100/64/33, non-causal", 2, 2, 64, false, {16, 100, 64, 33}, {}, false},
         {"all keys padded in segment 2, non-causal, attend_all", 2, 1, 16, false, {40, 24}, {5, 24}, false},
     };
+    // Masked-row policies and cu_seqlens corners; a second list so that the cases above keep
+    // their seeds.
+    const std::vector<attention_case> more_cases = {
+        {"all keys padded in segment 2, non-causal, zero", 2, 1, 16, false, {40, 24}, {5, 24}, true},
+        {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, zero", 2, 2, 32, true, {45, 45}, {0, 21}, true},
+        {"GQA 2/1 x 16, non-causal + left padding 40/0, batch 2 x 100, zero", 2, 1, 16, false, {100, 100}, {40, 0},
+         true},
+        {"GQA 4/2 x 32, causal, segments 70/33/1", 4, 2, 32, true, {70, 33, 1}, {}, false},
+        {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, attend_all", 4, 2, 64, true, {50, 90}, {10, 75},
+         false},
+        {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, zero", 4, 2, 64, true, {50, 90}, {10, 75}, true},
+        {"vision 2 x 128, segments 7/80/0/41 (one empty), non-causal", 2, 2, 128, false, {7, 80, 0, 41}, {}, false},
+    };
     std::uint32_t seed = 1000;
     for (const auto& tc : cases) run_case<float>(tc, seed += 10);
     for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
     for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
+    for (const auto& tc : more_cases) {
+      run_case<float>(tc, seed += 10);
+      run_case<aq::bf16>(tc, seed += 10);
+      run_case<aq::bf16>(tc, seed += 10, true);
+    }
     expect_throws_on_bad_head_dim();
   });
 }

@@ -585,7 +585,9 @@ __global__ void __launch_bounds__(attn_threads)
     if (r < nq) {
       const T* orow = o + (start + q0 + r) * ldo + qcol;
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j) part = fmaf(P::value(sdo[r * P::ld + tx + 8 * j]), to_float(orow[tx + 8 * j]), part);
+      for (int j = 0; j < D / 8; ++j) {
+        part = fmaf(P::value(sdo[r * P::ld + tx + 8 * j]), to_float(orow[tx + 8 * j]), part);
+      }
     }
     row_delta[i] = attn_row_sum(part);
     row_lse[i] = r < nq ? lse[h * a.rows + start + q0 + r] : 0.0f;
