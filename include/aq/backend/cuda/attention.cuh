@@ -63,6 +63,7 @@ struct attn_args {
 //   weight, ldw        P/dS tile element (64 × 32) and row stride; to_weight() rounds into it
 //   score_tile_bytes   fp32 64 × 32 tile a product S or dP passes through (0: registers)
 //   staging_tile_bytes fp32 64 × D tile an accumulator is read back through (0: registers)
+//   shared_memory()    the dynamic shared memory, declared with the type and alignment the tiles need
 //   scores, dot()      64 × 32 = A·Bᵀ product over D, read per thread with at(i, j)
 //   accumulator        64 × D sum of weight·operand products: zero(), accumulate(), and
 //                      read_back() to hand each thread its elements (i, j)
@@ -80,6 +81,10 @@ struct fp32_cuda_core_policy {
   static constexpr int ldw = attn_cols + 1;
   static constexpr std::size_t score_tile_bytes = 0;
   static constexpr std::size_t staging_tile_bytes = 0;
+  __device__ static unsigned char* shared_memory() {
+    extern __shared__ float attn_smem_fp32[];
+    return reinterpret_cast<unsigned char*>(attn_smem_fp32);
+  }
 
   // Copies rows [r0, r0+n) (n ≤ tile rows; the rest zero) of one head's columns into a fp32 tile.
   template <class T>
@@ -197,6 +202,10 @@ struct bf16_wmma_policy {
   static constexpr int ldo = D + 4;           // fp32 64 × D product tiles
   static constexpr std::size_t score_tile_bytes = attn_rows * ldc * sizeof(float);
   static constexpr std::size_t staging_tile_bytes = attn_rows * ldo * sizeof(float);
+  __device__ static unsigned char* shared_memory() {
+    extern __shared__ __align__(128) unsigned char attn_smem_wmma[];  // WMMA pointers: 32-byte aligned
+    return attn_smem_wmma;
+  }
 
   // Copies rows [r0, r0+n) of one head into a bf16 tile (the rest zero), two elements per load.
   __device__ static void load(attn_half_t* dst, int tile_rows, const bf16* src, std::int64_t ld_src,
@@ -442,7 +451,7 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
   const int length = a.cu_seqlens[seg + 1] - a.cu_seqlens[seg];
   const int q0 = blockIdx.x * attn_rows;
   if (q0 >= length) return;
-  extern __shared__ __align__(128) unsigned char attn_smem[];
+  unsigned char* attn_smem = P::shared_memory();
   float* ss = attn_smem_at<float>(attn_smem, L::s);
   float* so = attn_smem_at<float>(attn_smem, L::staging);
   op* sq = attn_smem_at<op>(attn_smem, L::q);
@@ -557,7 +566,7 @@ __global__ void __launch_bounds__(attn_threads)
   const int length = a.cu_seqlens[seg + 1] - a.cu_seqlens[seg];
   const int q0 = blockIdx.x * attn_rows;
   if (q0 >= length) return;
-  extern __shared__ __align__(128) unsigned char attn_smem[];
+  unsigned char* attn_smem = P::shared_memory();
   float* ss = attn_smem_at<float>(attn_smem, L::s);
   float* sdp = attn_smem_at<float>(attn_smem, L::dp);
   float* so = attn_smem_at<float>(attn_smem, L::staging);
@@ -648,7 +657,7 @@ __global__ void __launch_bounds__(attn_threads)
   const int length = a.cu_seqlens[seg + 1] - a.cu_seqlens[seg];
   const int k0 = blockIdx.x * attn_rows;
   if (k0 >= length) return;
-  extern __shared__ __align__(128) unsigned char attn_smem[];
+  unsigned char* attn_smem = P::shared_memory();
   float* ss = attn_smem_at<float>(attn_smem, L::s);
   float* sdp = attn_smem_at<float>(attn_smem, L::dp);
   float* so = attn_smem_at<float>(attn_smem, L::staging);
