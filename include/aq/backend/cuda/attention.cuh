@@ -59,7 +59,8 @@ struct attn_args {
 
 // ---- MMA policies ------------------------------------------------------------------------------
 // A policy<D> (D = head_dim) describes the shared tiles and the products over them:
-//   operand, ld        Q/K/V/dO tile element and row stride; load() fills a tile from global rows
+//   operand, ld        Q/K/V/dO tile element and row stride; load() fills a tile from global rows,
+//                      value() reads an element as fp32
 //   weight, ldw        P/dS tile element (64 × 32) and row stride; to_weight() rounds into it
 //   score_tile_bytes   fp32 64 × 32 tile a product S or dP passes through (0: registers)
 //   staging_tile_bytes fp32 64 × D tile an accumulator is read back through (0: registers)
