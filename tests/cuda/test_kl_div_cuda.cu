@@ -2,11 +2,20 @@
 // (a) the chunked reduction −Σ_rows Σ_v softmax(p)·log_softmax(q) against a float64 host reference
 //     of the CPU's formula on random logits, all-equal rows, large magnitudes and a real-sized
 //     vocabulary: relative error ≤ 1e-6 (everything after the fp32 logits is fp64 on both sides);
-// (b) kl_div_group_scores on the tiny_tied checkpoint against the CPU engine's kl_div_scores on the
-//     same batches and calibration protocol: Spearman ≥ 0.999 per recipe over groups, every score
-//     within 5e-2 relative (bf16 GPU model vs fp32 CPU model); against the float64 cross-entropy of
-//     the GPU's own downloaded logits of every pass within 1e-5 (the same forwards, so only the
-//     logits GEMM's shape differs); a batch split into parts for a smaller model within 1e-3;
+// (b) kl_div_group_scores on the tiny_tied checkpoint (13 groups, two batches with padding):
+//     - against the CPU model run with the GPU's bf16 GEMM operands (every linear's X, Q(X) and
+//       Q(W) rounded to bf16, calibrated on the rounded X; the score formula of the CPU engine):
+//       Spearman ≥ 0.999 per recipe over groups and the KL part of every score (score − H(p))
+//       within 1e-2 relative. Neighbouring KLs there are ≥ 1.3% apart, while the GPU computes that
+//       arithmetic to ~1e-7 (the fixtures' bf16-operand reference);
+//     - against the CPU engine's kl_div_scores (fp32 model) on the same batches: every score within
+//       5e-2 relative (H(p) dominates: 2e-4 expected) and Spearman ≥ 0.95 per recipe. Not 0.999:
+//       the bf16 operands alone move the KLs of this random model by up to 10% (fp8_e4m3) and 44%
+//       (int8_w8a8) while neighbouring KLs are 0.5% apart, so the bf16-operand CPU run itself
+//       ranks at Spearman 0.978 / 0.984 against the fp32 engine;
+//     - against the float64 cross-entropy of the GPU's own downloaded logits of every pass within
+//       1e-5 (the same forwards; only the LM-head GEMM's shape differs); a batch split into parts
+//       for a smaller model within 1e-3;
 // (c) NONE as the recipe (fake quant off: Y replaced by the very same GEMM) scores every group at
 //     exactly the reference entropy H(p) (KL 0), and a quantizing recipe never below it.
 #pragma nv_diag_suppress 20012  // Eigen through the CPU model headers
@@ -288,6 +297,16 @@ double downloaded_entropy(acu::qwen3_vl_text_model& model, const std::vector<qwe
   return total;
 }
 
+// Σ over batches of the CPU engine's H(p) (its own formula with q = p).
+double cpu_entropy(const autoquant::model_runner& runner, const std::vector<qwen3_vl::text_batch>& batches) {
+  double total = 0.0;
+  for (std::size_t b = 0; b < batches.size(); ++b) {
+    const aq::score::reference_distribution p(runner.run(b, autoquant::model_pass::logits, nullptr).logits);
+    total += aq::score::cross_entropy_sum(p, p.logits.matrix());
+  }
+  return total;
+}
+
 std::vector<acu::device_recipe> device_recipes(const autoquant::search_space& space) {
   std::vector<acu::device_recipe> out;
   for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) out.push_back(acu::make_device_recipe(*space.candidates[c].recipe));
@@ -305,6 +324,58 @@ std::vector<bool> members(const autoquant::search_space& space, std::size_t g) {
   for (const std::size_t m : space.groups[g].members) in[m] = true;
   return in;
 }
+
+// The CPU model with the GPU's bf16 GEMM operands: every linear's Y recomputed from bf16(X) (the
+// model's W is bf16-valued already); the selected group's members from bf16(Q(bf16 X)) and
+// bf16(Q(W)) as device_quantized_group_forward forms them. In calibration mode it records the amax
+// of bf16(X) and the weight amax instead.
+class bf16_operand_forward : public qwen3_vl::linear_observer {
+ public:
+  explicit bf16_operand_forward(aq::score::calibrated_recipes& calibration) : calib_(calibration) {}
+  void calibrate(bool on) { calibrating_ = on; }
+  void select(std::vector<bool> in_group, std::size_t recipe) {
+    in_group_ = std::move(in_group);
+    recipe_ = recipe;
+  }
+  void on_forward(const qwen3_vl::linear_call& call) override {
+    if (!calibrating_) return;
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.observe_input(*m, rounded(call.input).matrix());
+    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
+  }
+  void replace_output(const qwen3_vl::linear_call& call, aq::matrix_view output) override {
+    aq::tensor x = rounded(call.input);
+    aq::tensor y({output.rows, output.cols});
+    const auto m = calib_.module_index(call.name);
+    if (!calibrating_ && m && *m < in_group_.size() && in_group_[*m]) {
+      const aq::score::recipe_kernels& k = calib_.recipe(recipe_);
+      const aq::tensor w = rounded(calib_.weight(*m, recipe_, call.weight).values.matrix());
+      if (k.input_enabled) {
+        aq::tensor xq({x.matrix().rows, x.matrix().cols});
+        k.quantize_input(x.matrix(), std::span<float>(xq.storage()), calib_.input_amax(*m));
+        x = rounded(xq.matrix());
+      }
+      aq::cpu::linear_forward(x.matrix(), w.matrix(), y.matrix(), call.bias);
+    } else {
+      aq::cpu::linear_forward(x.matrix(), call.weight, y.matrix(), call.bias);
+    }
+    for (std::int64_t r = 0; r < output.rows; ++r) std::copy_n(y.data() + r * output.cols, output.cols, output.row(r));
+  }
+
+ private:
+  static aq::tensor rounded(const aq::const_matrix_view& v) {
+    aq::tensor t({v.rows, v.cols});
+    for (std::int64_t r = 0; r < v.rows; ++r) {
+      for (std::int64_t c = 0; c < v.cols; ++c) t.data()[r * v.cols + c] = aq::round_to_bf16(v.row(r)[c]);
+    }
+    return t;
+  }
+  aq::score::calibrated_recipes& calib_;
+  bool calibrating_ = false;
+  std::vector<bool> in_group_;
+  std::size_t recipe_ = 0;
+};
 
 void test_fixture_scores() {
   std::printf("  (b, c) tiny_tied: GPU kl_div_group_scores vs the CPU engine's kl_div_scores\n");
@@ -364,7 +435,46 @@ void test_fixture_scores() {
   expect(calls == 2 * configurable + 1 && last_done == last_total && last_total == 2 * configurable,
          "progress: 0, then one step per batch and group (" + std::to_string(calls) + " calls)");
 
-  // (b) Against the CPU engine.
+  // (b) Against the CPU with the GPU's bf16 operands: scores, and each side's H(p) for the KL part.
+  aq::score::calibrated_recipes emu_calibration = autoquant::make_calibrated_recipes(space);
+  bf16_operand_forward emu(emu_calibration);
+  emu.calibrate(true);
+  for (std::size_t b = 0; b < batches.size(); ++b) (void)runner.run(b, autoquant::model_pass::calibrate, &emu);
+  emu.calibrate(false);
+  emu.select(std::vector<bool>(space.modules.size(), false), 0);
+  std::vector<aq::score::reference_distribution> emu_reference;
+  double emu_entropy = 0.0;
+  for (std::size_t b = 0; b < batches.size(); ++b) {
+    emu_reference.emplace_back(runner.run(b, autoquant::model_pass::logits, &emu).logits);
+    emu_entropy += aq::score::cross_entropy_sum(emu_reference.back(), emu_reference.back().logits.matrix());
+  }
+  const double entropy = downloaded_entropy(model, batches);
+  const double fp32_entropy = cpu_entropy(runner, batches);
+  for (std::size_t r = 0; r < R; ++r) {
+    std::vector<double> a, b;
+    double worst_kl = 0.0;
+    for (std::size_t g = 0; g < space.groups.size(); ++g) {
+      if (!space.configurable(g)) continue;
+      emu.select(members(space, g), r);
+      double score = 0.0;
+      for (std::size_t i = 0; i < batches.size(); ++i) {
+        score += aq::score::cross_entropy_sum(emu_reference[i],
+                                              runner.run(i, autoquant::model_pass::logits, &emu).logits.matrix());
+      }
+      a.push_back(score);
+      b.push_back(gpu[g][r]);
+      worst_kl = std::max(worst_kl, rel(gpu[g][r] - entropy, score - emu_entropy));
+      std::printf("    %-62s %s KL: GPU %.5g, CPU bf16 operands %.5g, CPU fp32 %.5g\n", space.groups[g].name.c_str(),
+                  name(r).c_str(), gpu[g][r] - entropy, score - emu_entropy, cpu[g][r] - fp32_entropy);
+    }
+    char buf[200];
+    std::snprintf(buf, sizeof(buf), "%s: Spearman of GPU vs CPU-with-bf16-operands scores over %zu groups %.5f (gate 0.999)",
+                  name(r).c_str(), a.size(), spearman(a, b));
+    expect(spearman(a, b) >= 0.999, buf);
+    expect_close(worst_kl, 1e-2, name(r) + ": KL part of every GPU score vs the CPU with bf16 operands");
+  }
+
+  // (b) Against the CPU engine (fp32 model).
   double worst = 0.0;
   for (std::size_t r = 0; r < R; ++r) {
     std::vector<double> a, b;
@@ -375,10 +485,10 @@ void test_fixture_scores() {
       worst = std::max(worst, rel(gpu[g][r], cpu[g][r]));
     }
     const double rho = spearman(a, b);
-    char buf[160];
-    std::snprintf(buf, sizeof(buf), "%s: Spearman of GPU vs CPU scores over %zu groups %.5f (gate 0.999)",
+    char buf[200];
+    std::snprintf(buf, sizeof(buf), "%s: Spearman of GPU vs CPU engine (fp32) scores over %zu groups %.5f (gate 0.95)",
                   name(r).c_str(), a.size(), rho);
-    expect(rho >= 0.999, buf);
+    expect(rho >= 0.95, buf);
   }
   expect_close(worst, 5e-2, "every GPU score vs the CPU engine's (bf16 vs fp32 model)");
 
@@ -418,7 +528,6 @@ void test_fixture_scores() {
   calibrate_gpu(model, none_calibration, batches);
   const std::vector<std::vector<double>> none =
       acu::kl_div_group_scores(space, model, none_calibration, batches, steps, run_options, {});
-  const double entropy = downloaded_entropy(model, batches);
   double spread = 0.0, to_entropy = 0.0;
   bool first_above = true;
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
@@ -432,19 +541,6 @@ void test_fixture_scores() {
   std::snprintf(buf, sizeof(buf), "NONE recipe: the score is H(p) = %.9g, KL 0", entropy);
   expect_close(to_entropy, 1e-6, buf);
   expect(first_above, name(0) + " scores never below NONE's (KL ≥ 0)");
-  // What the ranking rests on: the KL part of each score (score − H(p)) on both sides.
-  double cpu_entropy = 0.0;
-  for (std::size_t b = 0; b < batches.size(); ++b) {
-    const aq::score::reference_distribution p(runner.run(b, autoquant::model_pass::logits, nullptr).logits);
-    cpu_entropy += aq::score::cross_entropy_sum(p, p.logits.matrix());
-  }
-  for (std::size_t r = 0; r < R; ++r) {
-    std::printf("    KL per group, %s (GPU / CPU):", name(r).c_str());
-    for (std::size_t g = 0; g < space.groups.size(); ++g) {
-      if (space.configurable(g)) std::printf(" %.3g/%.3g", gpu[g][r] - entropy, cpu[g][r] - cpu_entropy);
-    }
-    std::printf("\n");
-  }
 }
 
 }  // namespace
