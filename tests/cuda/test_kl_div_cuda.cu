@@ -43,8 +43,10 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cuda/device_buffer.cuh"
