@@ -1,6 +1,6 @@
 // The GPU counterpart of qwen3_vl::linear_observer: the hook through which calibration and the
-// gradient scorer see every quantizable linear of a GPU model run, as device views (X and dL/dY
-// in bf16, Y in fp32), without any copy to the host.
+// scorers see every quantizable linear of a GPU model run, as device views (X and dL/dY in bf16,
+// Y in fp32), without any copy to the host; the KL-div scorer also replaces Y through it.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +34,14 @@ class device_linear_observer {
  public:
   virtual ~device_linear_observer() = default;
   virtual void on_forward(const device_linear_call& /*call*/) {}
+  // Forward only, right after on_forward and before the model reads Y: `output` is Y itself
+  // (the buffer call.output views), writable; what is written there is what the rest of the
+  // forward uses (e.g. a quantized module's output, for the KL-div score). Called by the text
+  // decoder (qwen3_vl_text_model), not yet by the vision tower. The LM head is offered only
+  // where the forward produces logits: whole for text_run_options::logits, per vocabulary chunk
+  // (like on_backward) for logits_chunk. Meant for forward-only runs: a loss pass's backward
+  // recomputes activations without it. Observers that only watch keep this no-op.
+  virtual void replace_output(const device_linear_call& /*call*/, device_matrix<float> /*output*/) {}
   virtual void on_backward(const device_linear_call& /*call*/) {}
 };
 

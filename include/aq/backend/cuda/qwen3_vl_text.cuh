@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -97,6 +98,10 @@ struct text_run_options {
   masked_row_policy masked_rows = masked_row_policy::zero;  // sdpa; attend_all = eager
   bool backward = true;  // with labels: the input-gradient backward after the loss
   bool logits = false;   // also download the full fp32 logits (tests; [tokens, vocab] on the host)
+  // Also hand the fp32 logits to the caller on the device, one vocabulary chunk [tokens, ≤ chunk]
+  // at a time in vocabulary order (v0: its first id), without a [tokens, vocab] buffer. Called on
+  // the host; work on the chunk goes on the model's stream, and the view is overwritten after.
+  std::function<void(device_matrix<const float> logits, std::int64_t v0)> logits_chunk;
   // Denominator of the mean loss (and so of dL/dlogits); 0: this batch's own target count. A
   // micro-batch passes its whole batch's count so that its gradients are the whole batch's.
   std::int64_t loss_targets = 0;
@@ -328,6 +333,8 @@ class qwen3_vl_text_model {
       obs->on_backward(call);
     } else {
       obs->on_forward(call);
+      // Y is this model's own fp32 buffer, read only after this call: the observer may replace it.
+      if (y.rows > 0) obs->replace_output(call, {const_cast<float*>(y.data), y.rows, y.cols, y.ld});
     }
   }
 
@@ -607,13 +614,29 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   const bf16* head = w_.lm_head_weight();
   const device_matrix<const bf16> head_all{head, V, H, H};
   notify(observer, false, "lm_head", head, V, hn, {}, {});
+  const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
+  // The LM head's forward output (all of it or one chunk) offered for replacement.
+  const auto offer_logits = [&](device_matrix<const bf16> w, std::int64_t v0, device_matrix<float> z) {
+    if (observer == nullptr) return;
+    observer->replace_output(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z), {}, v0 > 0}, z);
+  };
 
   text_run_result result;
   result.loss = std::nan("");
   if (options.logits) {
     device_buffer<float> logits(static_cast<std::size_t>(N * V));
     linear(hn, head, V, mview(logits, N, V));
+    offer_logits(head_all, 0, mview(logits, N, V));
     result.logits = logits.to_host();
+  }
+  if (options.logits_chunk) {
+    for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
+      const auto w = chunk_rows(v0);
+      const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
+      linear(hn, w.data, w.rows, z);
+      offer_logits(w, v0, z);
+      options.logits_chunk(device_matrix<const float>(z), v0);
+    }
   }
   if (!with_loss) {
     AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -640,7 +663,6 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   }
   cross_entropy_state ce(N);
   ce.reset(stream_);
-  const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
   for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
     const auto w = chunk_rows(v0);
     const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
