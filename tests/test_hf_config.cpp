@@ -11,8 +11,8 @@
 
 #include <sys/stat.h>
 
-#include "aq/io/hf_config.hpp"
 #include "aq/io/regular_file.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 namespace fs = std::filesystem;
 

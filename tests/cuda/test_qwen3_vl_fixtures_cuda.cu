@@ -19,9 +19,9 @@
 #define SIMDJSON_IMPLEMENTATION_ICELAKE 0
 #define SIMDJSON_IMPLEMENTATION_HASWELL 0
 #define SIMDJSON_IMPLEMENTATION_WESTMERE 0
-#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 #include <cmath>
 #include <cstdint>
