@@ -10,9 +10,10 @@ Every header under include/aq/ must have a row in MOVES (old path -> new path, r
 include/aq/; a header that stays has a row mapping it to itself). A header without one stops the
 script before anything changes, with its name, so it can be given a place. Rows for headers that
 do not exist (yet) are skipped. After the moves, every `aq/<old>` path in the files of REWRITE_GLOBS
-becomes `aq/<new>` (bare `<old>` paths in text too), tests/CMakeLists.txt globs CUDA headers
-wherever they are and registers check_layers.py, and nothing else is regenerated (single_include/
-is regenerated separately by scripts/amalgamate.py). The script is deleted after it has run.
+becomes `aq/<new>` (bare `<old>` paths in text too), headers include Eigen and simdjson through
+their wrappers, tests/CMakeLists.txt globs CUDA headers wherever they are and registers
+check_layers.py, and nothing else is regenerated (single_include/ is regenerated separately by
+scripts/amalgamate.py). The script is deleted after it has run.
 """
 import argparse
 import pathlib
@@ -131,6 +132,13 @@ REWRITE_GLOBS = [
     "fuzz/**/*.md", "docs/*.md", "README.md", "CMakeLists.txt", "scripts/amalgamate.py", "scripts/*.sh",
 ]
 
+# Third-party headers enter include/aq/ through one wrapper each (what nvcc needs is set there): a
+# header merged with a direct include of one gets the wrapper instead (new paths).
+WRAPPED_INCLUDES = {
+    "#include <Eigen/Core>": '#include "aq/backend/cpu/eigen.hpp"',
+    "#include <simdjson.h>": '#include "aq/io/json_parser.hpp"',
+}
+
 # tests/CMakeLists.txt: CUDA headers now live under backend/cuda/ and engine/.
 CUDA_GLOB_OLD = "${PROJECT_SOURCE_DIR}/include/aq/backend/cuda/*.cuh)"
 CUDA_GLOB_NEW = "${PROJECT_SOURCE_DIR}/include/aq/*.cuh)"
@@ -214,6 +222,10 @@ def main():
     for path in files_to_rewrite():
         text = path.read_text(encoding="utf-8")
         new_text = rewrite_text(text, pattern, moves)
+        wrappers = {MOVES["backend/cpu/eigen.hpp"], MOVES["io/json_parser.hpp"]}
+        if path.is_relative_to(AQ) and path.relative_to(AQ).as_posix() not in wrappers:
+            for direct, wrapper in WRAPPED_INCLUDES.items():
+                new_text = re.sub(r"^" + re.escape(direct) + r"$", wrapper, new_text, flags=re.M)
         if path == ROOT / "tests" / "CMakeLists.txt":
             new_text = new_text.replace(CUDA_GLOB_OLD, CUDA_GLOB_NEW)
             if "NAME include_layers" not in new_text:
