@@ -150,8 +150,8 @@ LAYER_TEST_AFTER = "set_tests_properties(single_header_current PROPERTIES WORKIN
 
 # README.md's one-line layout.
 README_LAYOUT_OLD = "include/aq/    core/ formats/ quant/ model/ backend/{cpu,cuda}/ score/ search/ io/"
-README_LAYOUT_NEW = ("include/aq/    core/ formats/ quant/ calib/ io/ model/ search/ score/ backend/{cpu,cuda}/ "
-                     "report/ engine/ cli/ (low to high: docs/architecture.md)")
+README_LAYOUT_NEW = ("include/aq/    core/ formats/ quant/ io/ model/ search/ score/ backend/{cpu,cuda}/ report/ "
+                     "engine/ cli/ (layers, low to high: docs/architecture.md)")
 
 
 def target_path(header):
@@ -197,6 +197,14 @@ def files_to_rewrite():
                 yield path
 
 
+def replace_once(text, old, new, path):
+    """A fixed edit of a known file; says so when the file no longer has the text it expects."""
+    if old not in text:
+        print(f"relayout: {path.relative_to(ROOT)} no longer contains {old.strip()!r}: edit it by hand")
+        return text
+    return text.replace(old, new, 1)
+
+
 def git(*args):
     subprocess.run(["git", *args], cwd=ROOT, check=True)
 
@@ -208,6 +216,9 @@ def main():
 
     headers = current_headers()
     check_map(headers)
+    if not args.dry_run and subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                                           text=True, check=True).stdout:
+        sys.exit("relayout: the working tree has changes; run it on a clean checkout so the move is one diff")
     moves = {h: MOVES[h] for h in headers if MOVES[h] != h}
     for old, new in moves.items():
         print(f"{old} -> {new}")
@@ -227,11 +238,10 @@ def main():
             for direct, wrapper in WRAPPED_INCLUDES.items():
                 new_text = re.sub(r"^" + re.escape(direct) + r"$", wrapper, new_text, flags=re.M)
         if path == ROOT / "tests" / "CMakeLists.txt":
-            new_text = new_text.replace(CUDA_GLOB_OLD, CUDA_GLOB_NEW)
-            if "NAME include_layers" not in new_text:
-                new_text = new_text.replace(LAYER_TEST_AFTER, LAYER_TEST_AFTER + LAYER_TEST)
+            new_text = replace_once(new_text, CUDA_GLOB_OLD, CUDA_GLOB_NEW, path)
+            new_text = replace_once(new_text, LAYER_TEST_AFTER, LAYER_TEST_AFTER + LAYER_TEST, path)
         if path == ROOT / "README.md":
-            new_text = new_text.replace(README_LAYOUT_OLD, README_LAYOUT_NEW)
+            new_text = replace_once(new_text, README_LAYOUT_OLD, README_LAYOUT_NEW, path)
         if new_text != text:
             path.write_text(new_text, encoding="utf-8")
             print(f"rewrote {path.relative_to(ROOT)}")
