@@ -11,7 +11,7 @@ include/aq/; a header that stays has a row mapping it to itself). A header witho
 script before anything changes, with its name, so it can be given a place. Rows for headers that
 do not exist (yet) are skipped. After the moves, every `aq/<old>` path in the files of REWRITE_GLOBS
 becomes `aq/<new>` (bare `<old>` paths in text too), headers include Eigen and simdjson through
-their wrappers, tests/CMakeLists.txt globs CUDA headers wherever they are and registers
+their wrappers (and .cu/.cuh files drop their own Eigen and simdjson settings), tests/CMakeLists.txt globs CUDA headers wherever they are and registers
 check_layers.py, and nothing else is regenerated (single_include/ is regenerated separately by
 scripts/amalgamate.py). The script is deleted after it has run.
 """
@@ -139,6 +139,18 @@ WRAPPED_INCLUDES = {
     "#include <simdjson.h>": '#include "aq/io/json_parser.hpp"',
 }
 
+# With Eigen entering only through backend/cpu/eigen.hpp, which silences nvcc's warning 20012 about
+# it, the suppressions around include sites go (with the comment that explained one of them).
+EIGEN_PRAGMA_LINES = re.compile(
+    r"^(#pragma nv_diag_(suppress|default) 20012\b.*|// The CPU model headers bring Eigen, whose defaulted "
+    r"__host__ __device__ members nvcc warns about\.)\n", re.M)
+
+# io/json_parser.hpp leaves out the simdjson kernels nvcc cannot parse, so .cu files that did it
+# themselves before including a JSON reader drop their copy.
+LOCAL_SIMDJSON_SETTINGS = re.compile(
+    r"^// simdjson's x86 SIMD kernels do not pass nvcc's front end;.*\n(?://.*\n)*?"
+    r"(?:#define SIMDJSON_IMPLEMENTATION_\w+ 0\n)+", re.M)
+
 # tests/CMakeLists.txt: CUDA headers now live under backend/cuda/ and engine/.
 CUDA_GLOB_OLD = "${PROJECT_SOURCE_DIR}/include/aq/backend/cuda/*.cuh)"
 CUDA_GLOB_NEW = "${PROJECT_SOURCE_DIR}/include/aq/*.cuh)"
@@ -237,6 +249,9 @@ def main():
         if path.is_relative_to(AQ) and path.relative_to(AQ).as_posix() not in wrappers:
             for direct, wrapper in WRAPPED_INCLUDES.items():
                 new_text = re.sub(r"^" + re.escape(direct) + r"$", wrapper, new_text, flags=re.M)
+        if path.suffix in (".cu", ".cuh"):
+            new_text = EIGEN_PRAGMA_LINES.sub("", new_text)
+            new_text = LOCAL_SIMDJSON_SETTINGS.sub("", new_text)
         if path == ROOT / "tests" / "CMakeLists.txt":
             new_text = replace_once(new_text, CUDA_GLOB_OLD, CUDA_GLOB_NEW, path)
             new_text = replace_once(new_text, LAYER_TEST_AFTER, LAYER_TEST_AFTER + LAYER_TEST, path)
