@@ -25,7 +25,7 @@
 #include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>
 #include <aq/autoquant/calib_inputs.hpp>
-#include <aq/io/hf_config.hpp>
+#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/io/tokenizer.hpp>

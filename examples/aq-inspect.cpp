@@ -8,9 +8,9 @@
 #include <map>
 #include <string>
 
-#include <aq/io/hf_config.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/model/quantizable_modules.hpp>
+#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
 

@@ -16,13 +16,13 @@
 #include <aq/autoquant/options.hpp>
 #include <aq/autoquant/preflight.hpp>
 #include <aq/core/output_set.hpp>
-#include <aq/io/hf_config.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/image_preprocess.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/io/safetensors_writer.hpp>
 #include <aq/io/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
+#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/rope_index.hpp>
 #include <aq/model/qwen3_vl/text_model.hpp>

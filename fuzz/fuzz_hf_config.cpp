@@ -1,10 +1,10 @@
-// Fuzzes the Qwen3-VL config.json reader (aq/io/hf_config.hpp, parse_qwen3_vl_config): field
+// Fuzzes the Qwen3-VL config.json reader (aq/model/qwen3_vl/config_json.hpp, parse_qwen3_vl_config): field
 // types, ranges, the rope spellings and the cross-field checks (heads, mrope sections, deepstack).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-#include "aq/io/hf_config.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

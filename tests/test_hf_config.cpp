@@ -13,6 +13,7 @@
 
 #include "aq/io/hf_config.hpp"
 #include "aq/io/regular_file.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 namespace fs = std::filesystem;
 
@@ -305,4 +306,11 @@ TEST_CASE("config.json that is empty, a FIFO or a directory is an error, not und
                        aq::error);
   CHECK_THROWS_WITH_AS(aq::read_regular_file(dir / "config.json"),
                        ((dir / "config.json").string() + ": not a regular file").c_str(), aq::error);
+}
+
+TEST_CASE("config_json_file names a directory's config.json and a file itself") {
+  const fs::path dir = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl" / "tiny_tied";
+  CHECK(aq::config_json_file(dir) == dir / "config.json");
+  CHECK(aq::config_json_file(dir / "config.json") == dir / "config.json");
+  CHECK(aq::config_json_file(configs / "absent.json") == configs / "absent.json");  // not a directory: itself
 }

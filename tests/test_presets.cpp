@@ -21,8 +21,8 @@
 #include "aq/autoquant/scope.hpp"
 #include "aq/autoquant/search_space.hpp"
 #include "aq/io/calib_batches.hpp"
-#include "aq/io/hf_config.hpp"
 #include "aq/io/tokenizer.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/vl_model.hpp"
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 #include "aq/model/qwen3_vl/vl_model.hpp"
 

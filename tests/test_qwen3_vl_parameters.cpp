@@ -14,11 +14,11 @@
 
 #include <simdjson.h>
 
-#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 

@@ -264,6 +264,8 @@ TEST_CASE("the manifest holds every field of the report model, derived fields pe
       CHECK(back.groups[g].candidates[c].format == m.groups[g].candidates[c].format);
       CHECK(back.groups[g].candidates[c].score == m.groups[g].candidates[c].score);
       CHECK(back.groups[g].candidates[c].cost == m.groups[g].candidates[c].cost);
+      // The manifest stores display strings only; reading it back recovers the bits they state.
+      CHECK(back.groups[g].candidates[c].effective_bits == effective_bits_of(m.groups[g].candidates[c].format));
     }
   }
   CHECK(back.model_id == m.model_id);
@@ -441,6 +443,24 @@ TEST_CASE("manifest reader names the file and field it cannot use") {
   wrong_type.replace(wrong_type.find("\"auto_quantize_score_size\": 64"), 30, "\"auto_quantize_score_size\": \"x\"");
   CHECK(message_of(wrong_type) == "broken.json: field 'scheme.auto_quantize_score_size' expected an integer");
   CHECK_THROWS_AS(read_quant_manifest("no/such/file_quant_manifest.json"), aq::error);
+}
+
+TEST_CASE("the sensitivity tables show the bits a candidate carries as a number") {
+  const report_model stated = synthetic_model();
+  report_model carried = stated;
+  for (group_sensitivity& group : carried.groups) {
+    for (candidate_stat& c : group.candidates) c.effective_bits = effective_bits_of(c.format);
+  }
+  CHECK(render_sensitivity_json(carried) == render_sensitivity_json(stated));
+  CHECK(render_sensitivity_md(carried) == render_sensitivity_md(stated));
+
+  // A display string that states no bits (a custom name) still gets the carried number.
+  report_model custom = carried;
+  for (candidate_stat& c : custom.groups[0].candidates) {
+    if (!is_unquantized_format(c.format)) c.format = c.format.substr(0, c.format.find('('));
+  }
+  CHECK(render_sensitivity_md(custom).find("|model.a|4.0, 8.0|") != std::string::npos);
+  CHECK(render_sensitivity_json(custom).find("\"layer\": \"model.a\",\n      \"num_bits\": 4.0,") != std::string::npos);
 }
 
 TEST_CASE("display names and effective bits are read from hparam names and recipe strings") {

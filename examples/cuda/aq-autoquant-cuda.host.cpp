@@ -15,7 +15,7 @@
 #include <aq/io/calib_dataset.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/image_preprocess.hpp>
-#include <aq/io/hf_config.hpp>
+#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/io/safetensors.hpp>
 #include <aq/io/tokenizer.hpp>
 

@@ -14,7 +14,7 @@
 #include "aq/io/regular_file.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
-#include "aq/io/hf_config.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/attention_config.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
@@ -35,11 +35,10 @@
 #include "aq/io/chat_template.hpp"
 #include "aq/io/calib_batches.hpp"
 
-// Formats, quantizers, recipes, calibration
+// Formats, quantizers, recipes
 #include "aq/formats/all_formats.hpp"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/recipe_registry.hpp"
-#include "aq/calib/max_calibrator.hpp"
 
 // Allocation
 #include "aq/search/allocation_problem.hpp"

@@ -14,14 +14,9 @@
 // Cases: eager and sdpa masking, fp32 and bf16 tensor-core attention, activations recomputed,
 // saved for one layer, saved for all; and tiny_untied's image+text case through the GPU vision
 // tower (check_image_case, its own tolerances).
-// simdjson's x86 SIMD kernels do not pass nvcc's front end; its portable kernel does, and is
-// all the small JSON headers of these files need.
-#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
-#define SIMDJSON_IMPLEMENTATION_HASWELL 0
-#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
-#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 #include <cmath>
 #include <cstdint>

@@ -25,9 +25,9 @@
 
 #include <simdjson.h>
 
-#include "aq/io/hf_config.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/io/safetensors_writer.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 
 namespace {

@@ -16,7 +16,7 @@
 #include "aq/autoquant/outputs.hpp"
 #include "aq/core/output_set.hpp"
 #include "aq/core/error.hpp"
-#include "aq/io/hf_config.hpp"
+#include "aq/model/qwen3_vl/config_json.hpp"
 
 namespace aq::autoquant {
 

@@ -11,9 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include <simdjson.h>
-
 #include "aq/core/error.hpp"
+#include "aq/io/json_parser.hpp"
 #include "aq/io/regular_file.hpp"
 
 namespace aq::io {

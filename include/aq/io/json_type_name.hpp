@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-#include <simdjson.h>
+#include "aq/io/json_parser.hpp"
 
 namespace aq::io {
 

@@ -4,21 +4,42 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
-
-#include <simdjson.h>
 
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
+#include "aq/io/json_parser.hpp"
 #include "aq/io/json_writer.hpp"
 #include "aq/io/regular_file.hpp"
 #include "aq/io/report_model.hpp"
 
 namespace aq::io {
+
+// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
+// nullopt when the marker is absent or the number does not parse. A manifest holds only these
+// strings, so reading one back recovers each candidate's bits here.
+inline std::optional<double> effective_bits_of(std::string_view format) {
+  static constexpr std::string_view marker = "effective-bits:";
+  const std::size_t at = format.find(marker);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view number = format.substr(at + marker.size());
+  number = number.substr(0, number.find(')'));
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
+  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
+  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
+  double value = 0.0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
+  return value;
+}
 
 // A group's importance: its largest candidate score (0 for a group without candidates).
 inline double group_importance(const group_sensitivity& group) {
@@ -326,7 +347,9 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
                        " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
-    for (std::size_t i = 0; i < formats.size(); ++i) group.candidates.push_back({formats[i], scores[i], costs[i]});
+    for (std::size_t i = 0; i < formats.size(); ++i) {
+      group.candidates.push_back({formats[i], scores[i], costs[i], effective_bits_of(formats[i])});
+    }
     model.groups.push_back(std::move(group));
   }
 

@@ -20,6 +20,9 @@ struct candidate_stat {
   std::string format;  // display string, e.g. "INT8_DEFAULT_CFG(effective-bits: 8.0)"
   double score = 0.0;  // sensitivity of the model to quantizing this group with this recipe
   double cost = 0.0;   // weight numel x effective bits / 16
+  // The recipe's effective bits (the sensitivity tables' Num Bits) as a number. A builder that
+  // leaves it unset gets the bits written in `format` (io::candidate_bits); nullopt in both: no bits.
+  std::optional<double> effective_bits = std::nullopt;
 };
 
 // A group of modules sharing one recipe, named by its hparam handle

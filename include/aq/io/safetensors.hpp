@@ -18,11 +18,10 @@
 #include <utility>
 #include <vector>
 
-#include <simdjson.h>
-
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/io/json_parser.hpp"
 #include "aq/io/json_type_name.hpp"
 #include "aq/io/mapped_file.hpp"
 

@@ -4,13 +4,11 @@
 #pragma once
 
 #include <algorithm>
-#include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "aq/core/atomic_file.hpp"
@@ -38,22 +36,9 @@ inline std::string layer_display_name(std::string_view group_name) {
   return out;
 }
 
-// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
-// nullopt when the marker is absent or the number does not parse (the row then shows no bits).
-inline std::optional<double> effective_bits_of(std::string_view format) {
-  static constexpr std::string_view marker = "effective-bits:";
-  const std::size_t at = format.find(marker);
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view number = format.substr(at + marker.size());
-  number = number.substr(0, number.find(')'));
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
-  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
-  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
-  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
-  double value = 0.0;
-  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
-  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
-  return value;
+// A candidate's Num Bits: the number it carries, else the one its display string states.
+inline std::optional<double> candidate_bits(const candidate_stat& c) {
+  return c.effective_bits ? c.effective_bits : effective_bits_of(c.format);
 }
 
 // One table row: the group's quantized candidates (the NONE candidate only when it is the
@@ -115,10 +100,10 @@ inline std::string render_sensitivity_json(const report_model& model) {
   detail::emit_autoquant_state(json, model.autoquant_state);
   json.key("layer_sensitivity").begin_array();
   for (const sensitivity_row& row : rows) {
-    // num_bits comes from the first candidate whose display string carries a parsable value.
+    // num_bits comes from the first candidate that has bits.
     std::optional<double> bits;
     for (const candidate_stat* c : row.candidates) {
-      if (!bits) bits = effective_bits_of(c->format);
+      if (!bits) bits = candidate_bits(*c);
     }
     json.begin_object();
     json.key("layer").string(row.layer);
@@ -231,7 +216,7 @@ inline std::string render_sensitivity_md(const report_model& model) {
   for (const sensitivity_row& row : rows) {
     md += "|" + row.layer + "|";
     md += joined(row, [](const candidate_stat& c) -> std::optional<std::string> {
-      const std::optional<double> bits = effective_bits_of(c.format);
+      const std::optional<double> bits = candidate_bits(c);
       return bits ? std::optional<std::string>(python_format_f(*bits, 1)) : std::nullopt;
     });
     md += "|";

@@ -17,10 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include <simdjson.h>
-
 #include "aq/core/error.hpp"
 #include "aq/io/bpe.hpp"
+#include "aq/io/json_parser.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/io/nfc.hpp"
 #include "aq/io/pretokenizer.hpp"

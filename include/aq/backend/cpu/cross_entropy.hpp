@@ -13,10 +13,14 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/core/thread_pool.hpp"
+#include "aq/model/causal_lm_targets.hpp"
 
 namespace aq::cpu {
 
-inline constexpr std::int64_t ignore_index = -100;
+// The shifted targets are shared with the CUDA loss (model/causal_lm_targets.hpp).
+using aq::causal_lm_targets;
+using aq::ignore_index;
+using aq::lm_targets;
 
 struct lm_loss {
   double loss = 0.0;          // NaN when no target is valid (as torch's mean over nothing)
@@ -25,37 +29,6 @@ struct lm_loss {
 
 // logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
 // may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
-// Per-row targets of a causal LM: target[b·seq + s] = labels[b·seq + s + 1], ignore_index where
-// there is none; count = valid targets (the mean loss's denominator). `what` names the caller in
-// errors (a label outside [0, vocab), labels not batch·seq long).
-struct lm_targets {
-  std::vector<std::int64_t> target;
-  std::int64_t count = 0;
-};
-
-inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
-                                    std::int64_t vocab, const std::string& what = "causal_lm_targets") {
-  if (static_cast<std::int64_t>(labels.size()) != batch * seq) {
-    throw error(what + ": labels " + std::to_string(labels.size()) + " differ from batch*seq = " +
-                std::to_string(batch * seq));
-  }
-  lm_targets t;
-  t.target.assign(labels.size(), ignore_index);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t s = 0; s + 1 < seq; ++s) {
-      const std::int64_t y = labels[static_cast<std::size_t>(b * seq + s + 1)];
-      if (y == ignore_index) continue;
-      if (y < 0 || y >= vocab) {
-        throw error(what + ": label " + std::to_string(y) + " at row " + std::to_string(b) + ", position " +
-                    std::to_string(s + 1) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-      }
-      t.target[static_cast<std::size_t>(b * seq + s)] = y;
-      ++t.count;
-    }
-  }
-  return t;
-}
-
 inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector<std::int64_t>& labels,
                               std::int64_t batch, std::int64_t seq, matrix_view* dlogits) {
   if (logits.rows != batch * seq || static_cast<std::int64_t>(labels.size()) != batch * seq) {

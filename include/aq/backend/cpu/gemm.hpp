@@ -7,8 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include <Eigen/Core>
-
+#include "aq/backend/cpu/eigen.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/core/thread_pool.hpp"

@@ -11,19 +11,12 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/core/thread_pool.hpp"
+#include "aq/model/rope_frequencies.hpp"
 
 namespace aq::cpu {
 
-// inv[j] = 1 / theta^(2j / dim), j < dim/2, rounded as torch computes it in fp32.
-inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
-  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
-  for (std::int64_t j = 0; j < dim / 2; ++j) {
-    const float exponent = static_cast<float>(2 * j) / static_cast<float>(dim);
-    const float power = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
-    inv[static_cast<std::size_t>(j)] = 1.0f / power;
-  }
-  return inv;
-}
+// The frequencies are shared with the CUDA tables (model/rope_frequencies.hpp).
+using aq::rope_inv_freq;
 
 // Which position axis (0 = t, 1 = h, 2 = w) drives frequency pair j: h on j ≡ 1 (mod 3) for the
 // first 3·section[1] pairs, w on j ≡ 2 (mod 3) for the first 3·section[2], t everywhere else.

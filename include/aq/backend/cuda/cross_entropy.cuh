@@ -22,18 +22,18 @@
 #include "aq/backend/cuda/elementwise.cuh"
 #include "aq/backend/cuda/gemm_cublaslt.cuh"
 #include "aq/core/bf16.hpp"
-#include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/causal_lm_targets.hpp"
 
 namespace aq::cuda {
 
 // The targets and their count are the CPU loss's (one definition of the label shift).
-using cpu::ignore_index;
-using cpu::lm_targets;
+using aq::ignore_index;
+using aq::lm_targets;
 
 inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
                                     std::int64_t vocab) {
-  return cpu::causal_lm_targets(labels, batch, seq, vocab, "cuda causal_lm_targets");
+  return aq::causal_lm_targets(labels, batch, seq, vocab, "cuda causal_lm_targets");
 }
 
 namespace detail {

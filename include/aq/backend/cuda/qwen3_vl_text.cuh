@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "aq/backend/cpu/rope.hpp"
+#include "aq/model/rope_frequencies.hpp"
 #include "aq/backend/cuda/attention.cuh"
 #include "aq/backend/cuda/check.hpp"
 #include "aq/backend/cuda/cross_entropy.cuh"

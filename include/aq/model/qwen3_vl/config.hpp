@@ -1,6 +1,6 @@
 // Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
 // architecture (text decoder, vision tower, special token ids). Parsing lives in
-// io/hf_config.hpp; everything downstream reads this struct, never JSON.
+// model/qwen3_vl/config_json.hpp; everything downstream reads this struct, never JSON.
 #pragma once
 
 #include <array>
@@ -54,7 +54,7 @@ struct config {
   std::int64_t vision_end_token_id = 151653;
 };
 
-// The settings aq's model code implements one value of. io/hf_config.hpp refuses any other value
+// The settings aq's model code implements one value of. config_json.hpp refuses any other value
 // in config.json; this guards configs built in code, so that no loader runs a model it would
 // silently compute differently.
 inline void check_implemented(const config& c) {

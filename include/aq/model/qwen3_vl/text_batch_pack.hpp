@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/causal_lm_targets.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 
@@ -59,14 +59,14 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
       throw error("pack_text_batches: batch " + std::to_string(i) + " differs from batch 0 in having labels or position_ids");
     }
     const std::int64_t targets =
-        labels ? cpu::causal_lm_targets(b.labels, b.batch, b.seq, std::int64_t{1} << 62, "pack_text_batches").count : 0;
+        labels ? causal_lm_targets(b.labels, b.batch, b.seq, std::int64_t{1} << 62, "pack_text_batches").count : 0;
     for (std::int64_t r = 0; r < b.batch; ++r) {
       if (b.seq > max_tokens) {
         throw error("pack_text_batches: batch " + std::to_string(i) + " has sequences of " + std::to_string(b.seq) +
                     " tokens, above max_tokens " + std::to_string(max_tokens));
       }
       const auto first_token = static_cast<std::size_t>(r * b.seq);
-      const bool widenable = b.attention_mask[first_token] == 0 && (!labels || b.labels[first_token] == cpu::ignore_index);
+      const bool widenable = b.attention_mask[first_token] == 0 && (!labels || b.labels[first_token] == ignore_index);
       rows.push_back({&b, r, targets, widenable});
     }
   }
@@ -113,7 +113,7 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
       p.batch.attention_mask.insert(p.batch.attention_mask.end(), b.attention_mask.begin() + row0,
                                     b.attention_mask.begin() + row0 + b.seq);
       if (labels) {
-        p.batch.labels.insert(p.batch.labels.end(), static_cast<std::size_t>(extra), cpu::ignore_index);
+        p.batch.labels.insert(p.batch.labels.end(), static_cast<std::size_t>(extra), ignore_index);
         p.batch.labels.insert(p.batch.labels.end(), b.labels.begin() + row0, b.labels.begin() + row0 + b.seq);
       }
       for (std::int64_t a = 0; a < 3 && positions; ++a) {

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/causal_lm_targets.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/model/qwen3_vl/text_model.hpp"
 
@@ -37,7 +37,7 @@ inline std::int64_t droppable_padding_columns(const text_batch& b) {
     while (c <= k) {
       const auto i = static_cast<std::size_t>(row + c);
       const bool padding = b.attention_mask[i] == 0 && b.input_ids[i] == pad_id;
-      const bool target_ignored = c == 0 || b.labels.empty() || b.labels[i] == cpu::ignore_index;
+      const bool target_ignored = c == 0 || b.labels.empty() || b.labels[i] == ignore_index;
       if (!padding || !target_ignored) break;
       ++c;
     }

@@ -1,7 +1,7 @@
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
 // tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
 // sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
-// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
+// target count (causal_lm_targets(...).count) for dL/dY to stay the same.
 #pragma once
 
 #include <algorithm>

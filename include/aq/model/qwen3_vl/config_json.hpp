@@ -1,0 +1,241 @@
+// Hugging Face config.json -> aq::qwen3_vl::config: the architecture numbers of a Qwen3-VL
+// checkpoint, read once at load time. Accepts the published transformers 4.57 spelling
+// (rope_theta + rope_scaling) and the transformers 5 spelling (rope_parameters).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "aq/core/error.hpp"
+#include "aq/io/hf_config.hpp"
+#include "aq/io/mapped_file.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+
+namespace aq {
+
+namespace detail {
+
+inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
+  // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
+  // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
+  const auto parameters = text.object_if_present("rope_parameters");
+  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
+  // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
+  const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
+  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
+
+  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
+  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
+  std::string type = rope->string_or("rope_type", "");
+  if (type.empty()) type = rope->string_or("type", "default");  // older key name
+  if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
+    rope->fail("rope_type", "\"" + type + "\" not supported (default)");
+  }
+  if (const auto section = rope->find("mrope_section")) {
+    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
+    if (values.size() != 3) {
+      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+    }
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (values[i] < 0 || values[i] > max_dimension) {
+        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+      }
+      out.mrope_section[i] = values[i];
+    }
+  }
+  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  if (!out.mrope_interleaved) {
+    rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+  }
+}
+
+
+// The sizes the config implies must be representable, and its per-layer lists must fit in memory.
+inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
+                                const qwen3_vl::config& c) {
+  const qwen3_vl::text_config& t = c.text;
+  const qwen3_vl::vision_config& v = c.vision;
+  constexpr std::int64_t f32 = 4;  // aq holds converted weights as float32
+  const auto tp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(text, what, f); };
+  const auto vp = [&](std::string_view what, std::initializer_list<size_factor> f) { return checked_product(vision, what, f); };
+
+  const std::int64_t embed = tp("embed_tokens.weight bytes", {{"vocab_size", t.vocab_size}, {"hidden_size", t.hidden_size}, {"", f32}});
+  const std::int64_t q = tp("q_proj + o_proj bytes", {{"num_attention_heads", t.num_attention_heads}, {"head_dim", t.head_dim},
+                                                     {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t kv = tp("k_proj + v_proj bytes", {{"num_key_value_heads", t.num_key_value_heads}, {"head_dim", t.head_dim},
+                                                      {"hidden_size", t.hidden_size}, {"", 2 * f32}});
+  const std::int64_t mlp = tp("mlp weights bytes", {{"intermediate_size", t.intermediate_size}, {"hidden_size", t.hidden_size},
+                                                   {"", 3 * f32}});
+  const std::int64_t norms = tp("norm weights bytes", {{"hidden_size", t.hidden_size}, {"", 2 * f32}}) +
+                             tp("q_norm/k_norm bytes", {{"head_dim", t.head_dim}, {"", 2 * f32}});
+  const std::int64_t layer = checked_sum(text, "hidden_size", "one decoder layer's bytes", {q, kv, mlp, norms});
+  check_list_size(text, "num_hidden_layers", t.num_hidden_layers, 11, "layers");
+  const std::int64_t layers = tp("the decoder layers' bytes", {{"num_hidden_layers", t.num_hidden_layers}, {"", layer}});
+  const std::int64_t text_bytes = checked_sum(text, "num_hidden_layers", "the text decoder's bytes", {embed, layers, embed});
+
+  const std::int64_t patch = vp("patch_embed.proj.weight bytes",
+                                {{"hidden_size", v.hidden_size}, {"in_channels", v.in_channels},
+                                 {"temporal_patch_size", v.temporal_patch_size}, {"patch_size", v.patch_size},
+                                 {"patch_size", v.patch_size}, {"", f32}});
+  const std::int64_t positions =
+      vp("pos_embed.weight bytes", {{"num_position_embeddings", v.num_position_embeddings}, {"hidden_size", v.hidden_size}, {"", f32}});
+  const std::int64_t attention = vp("attn.qkv + attn.proj bytes", {{"hidden_size", v.hidden_size}, {"hidden_size", v.hidden_size},
+                                                                   {"", 4 * f32}});
+  const std::int64_t block_mlp = vp("mlp.linear_fc1 + linear_fc2 bytes",
+                                    {{"intermediate_size", v.intermediate_size}, {"hidden_size", v.hidden_size}, {"", 2 * f32}});
+  const std::int64_t merged = vp("the merger width", {{"hidden_size", v.hidden_size}, {"spatial_merge_size", v.spatial_merge_size},
+                                                      {"spatial_merge_size", v.spatial_merge_size}});
+  const std::int64_t merger = checked_sum(
+      vision, "out_hidden_size", "a merger's bytes",
+      {vp("merger.linear_fc1 bytes", {{"hidden_size", merged}, {"hidden_size", merged}, {"", f32}}),
+       vp("merger.linear_fc2 bytes", {{"out_hidden_size", v.out_hidden_size}, {"hidden_size", merged}, {"", f32}})});
+  const std::int64_t block = checked_sum(vision, "hidden_size", "one vision block's bytes", {attention, block_mlp});
+  check_list_size(vision, "depth", v.depth, 12, "blocks");
+  const std::int64_t blocks = vp("the vision blocks' bytes", {{"depth", v.depth}, {"", block}});
+  const std::int64_t mergers = vp("the mergers' bytes",
+                                  {{"deepstack_visual_indexes", static_cast<std::int64_t>(v.deepstack_visual_indexes.size()) + 1},
+                                   {"", merger}});
+  const std::int64_t vision_bytes =
+      checked_sum(vision, "depth", "the vision tower's bytes", {patch, positions, blocks, mergers});
+  checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
+}
+
+
+}  // namespace detail
+
+// Parses config.json text; `source` names the file in messages.
+inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
+  if (json.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
+    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
+  }
+  simdjson::dom::object root_object;
+  if (root.get_object().get(root_object)) throw error(source + ": expected a JSON object");
+  const detail::json_fields top(source, "", root_object);
+
+  const std::string model_type = top.string_or("model_type", "");
+  if (model_type.empty()) top.fail("model_type", "missing");
+  if (model_type != "qwen3_vl") top.fail("model_type", "\"" + model_type + "\" not supported (qwen3_vl)");
+
+  qwen3_vl::config config;
+  const detail::json_fields text = top.object("text_config");
+  qwen3_vl::text_config& t = config.text;
+  t.vocab_size = text.dimension("vocab_size");
+  t.hidden_size = text.dimension("hidden_size");
+  t.intermediate_size = text.dimension("intermediate_size");
+  t.num_hidden_layers = text.positive_int("num_hidden_layers");
+  t.num_attention_heads = text.dimension("num_attention_heads");
+  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
+  if (t.num_attention_heads % t.num_key_value_heads != 0) {
+    text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
+                                         std::to_string(t.num_attention_heads));
+  }
+  if (text.find("head_dim")) {
+    t.head_dim = text.dimension("head_dim");
+  } else {
+    if (t.hidden_size % t.num_attention_heads != 0) {
+      text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
+                                " is not a multiple of num_attention_heads " + std::to_string(t.num_attention_heads));
+    }
+    t.head_dim = t.hidden_size / t.num_attention_heads;
+  }
+  if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
+  t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
+  t.max_position_embeddings = text.positive_int_or("max_position_embeddings", 0);
+  detail::require_string(text, "hidden_act", "silu", "silu");
+  if (text.boolean("attention_bias").value_or(false)) {
+    text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
+  }
+  detail::read_rope(text, t);
+  const std::int64_t sections = t.mrope_section[0] + t.mrope_section[1] + t.mrope_section[2];
+  if (sections != t.head_dim / 2) {
+    text.fail("mrope_section", "sums to " + std::to_string(sections) + ", expected head_dim/2 = " +
+                                   std::to_string(t.head_dim / 2));
+  }
+
+  const detail::json_fields vision = top.object("vision_config");
+  qwen3_vl::vision_config& v = config.vision;
+  v.depth = vision.positive_int("depth");
+  v.hidden_size = vision.dimension("hidden_size");
+  v.num_heads = vision.dimension("num_heads");
+  if (v.hidden_size % v.num_heads != 0) {
+    vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
+  }
+  v.intermediate_size = vision.dimension("intermediate_size");
+  v.out_hidden_size = vision.dimension("out_hidden_size");
+  if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
+    vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
+                                       std::to_string(t.hidden_size));
+  }
+  v.in_channels = vision.dimension_or("in_channels", 3);
+  v.patch_size = vision.dimension_or("patch_size", 16);
+  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
+  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
+  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
+  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
+  // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
+  const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
+  if (grid * grid != v.num_position_embeddings) {
+    vision.fail("num_position_embeddings", std::to_string(v.num_position_embeddings) +
+                                               " is not a square (the embeddings form a G x G grid)");
+  }
+  v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
+  for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
+    const std::int64_t index = v.deepstack_visual_indexes[i];
+    if (index < 0 || index >= v.depth) {
+      vision.fail("deepstack_visual_indexes", "entry " + std::to_string(index) + " outside the blocks 0.." +
+                                                  std::to_string(v.depth - 1));
+    }
+    if (std::count(v.deepstack_visual_indexes.begin(), v.deepstack_visual_indexes.end(), index) > 1) {
+      vision.fail("deepstack_visual_indexes", "entry " + std::to_string(index) + " repeated");
+    }
+  }
+
+  // Tied embeddings: transformers 4.57 reads text_config's flag, 5.x the top-level one; published
+  // configs carry both. Absent everywhere means untied (both classes default to false); a
+  // disagreement would load differently per version, so it is refused.
+  const auto tie_top = top.boolean("tie_word_embeddings");
+  const auto tie_text = text.boolean("tie_word_embeddings");
+  if (tie_top && tie_text && *tie_top != *tie_text) {
+    top.fail("tie_word_embeddings", std::string(*tie_top ? "true" : "false") + " disagrees with text_config.tie_word_embeddings " +
+                                        (*tie_text ? "true" : "false"));
+  }
+  config.tie_word_embeddings = tie_top ? *tie_top : tie_text.value_or(false);
+
+  config.image_token_id = top.int_or("image_token_id", 151655);
+  config.video_token_id = top.int_or("video_token_id", 151656);
+  config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
+  config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  for (const auto& [key, id] : {std::pair<std::string_view, std::int64_t>{"image_token_id", config.image_token_id},
+                                {"video_token_id", config.video_token_id},
+                                {"vision_start_token_id", config.vision_start_token_id},
+                                {"vision_end_token_id", config.vision_end_token_id}}) {
+    if (id < 0) top.fail(key, "must be non-negative, got " + std::to_string(id));
+  }
+  // A checkpoint stored quantized has other weights and other math than the bf16 model aq scores.
+  if (top.find("quantization_config") || text.find("quantization_config")) {
+    (top.find("quantization_config") ? top : text)
+        .fail("quantization_config", "present, not supported (aq reads unquantized BF16/F16/F32 checkpoints)");
+  }
+  detail::check_implied_sizes(top, text, vision, config);
+  return config;
+}
+
+// Reads `path`: a config.json file or a model directory containing one.
+inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) {
+  const std::filesystem::path file = config_json_file(path);
+  const mapped_file mapped(file);
+  return parse_qwen3_vl_config(mapped.nonempty_text(), file.string());
+}
+
+}  // namespace aq

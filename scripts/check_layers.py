@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Checks that no header in include/aq/ includes a header of a higher layer.
+
+Every `#include "aq/..."` / `<aq/...>` of every header under include/aq/ is an edge; a header
+belongs to the layer of the first LAYERS row whose folder its path starts with. An edge is allowed
+within a layer and downwards; the two backends are peers (neither includes the other), and the
+CUDA backend is layered inside. Prints one line per violating edge and exits 1 when there is any.
+
+  check_layers.py            check the tree (CTest runs this)
+  check_layers.py --list     print every violation and a count per layer pair, exit 0
+  check_layers.py --current  classify today's header names through scripts/relayout.py's moves
+"""
+import argparse
+import collections
+import importlib.util
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+INCLUDE_DIR = ROOT / "include"
+
+# The layers, low -> high: (rank, layer, folder under include/aq/). A header may include headers of
+# its own layer and of any lower rank. Rows of equal rank are peers and may not include each other,
+# except sub-layers of one backend ("backend/cuda/kernels" < ".../model" < ".../scoring"), which
+# may include their lower siblings.
+LAYERS = [
+    (0, "core", "core/"),                        # error, bf16, tensor views, thread pool, files
+    (1, "formats", "formats/"),                  # number formats (int4, int8, e4m3, none)
+    (2, "quant", "quant/"),                      # quantizers, granularity, recipes
+    (3, "calib", "calib/"),                      # calibrators (activation statistics)
+    (4, "io", "io/"),                            # checkpoint/, tokenizer/, image/, data/, JSON reading
+    (5, "model", "model/"),                      # Qwen3-VL description + backend-neutral host math
+    (6, "search", "search/"),                    # search space, knapsack, Pareto: no model numbers
+    (7, "score", "score/"),                      # backend-neutral scoring math + the backend interface
+    (8, "backend/cpu", "backend/cpu/"),          # CPU forward/backward and scorers
+    (8, "backend/cuda/kernels", "backend/cuda/kernels/"),
+    (8, "backend/cuda/model", "backend/cuda/model/"),
+    (8, "backend/cuda/scoring", "backend/cuda/scoring/"),
+    (9, "report", "report/"),                    # report model, manifest, sensitivity, result JSON
+    (10, "engine", "engine/"),                   # the one pipeline
+    (11, "cli", "cli/"),                         # options, presets, preflight, bundled data, outputs
+    (12, "umbrella", "autoquant.hpp"),           # includes everything
+]
+
+LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]aq/([^>"]+)[>"]', re.M)
+
+
+def layer_of(header):
+    """(index into LAYERS) of a path relative to include/aq/, or None."""
+    for index, (_, _, folder) in enumerate(LAYERS):
+        if header == folder or header.startswith(folder):
+            return index
+    return None
+
+
+def allowed(src, dst):
+    src_rank, src_name, _ = LAYERS[src]
+    dst_rank, dst_name, _ = LAYERS[dst]
+    if src_rank != dst_rank:
+        return dst_rank < src_rank
+    # Equal rank: the same layer, or a lower sub-layer of the same backend (backend/cuda/*).
+    return src == dst or (src_name.rsplit("/", 1)[0] == dst_name.rsplit("/", 1)[0] and dst < src)
+
+
+def headers():
+    base = INCLUDE_DIR / "aq"
+    for path in sorted(base.rglob("*")):
+        if path.is_file() and path.suffix in (".hpp", ".cuh", ".h"):
+            yield path.relative_to(base).as_posix()
+
+
+def current_names():
+    """Today's header -> its target path, from the one-off move script while it exists."""
+    script = ROOT / "scripts" / "relayout.py"
+    if not script.is_file():
+        sys.exit("check_layers: --current needs scripts/relayout.py (the tree already has the target layout)")
+    spec = importlib.util.spec_from_file_location("relayout", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.target_path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print violations and counts, exit 0")
+    parser.add_argument("--current", action="store_true", help="map today's names through relayout.py")
+    args = parser.parse_args()
+    rename = current_names() if args.current else (lambda header: header)
+
+    problems, pairs = [], collections.Counter()
+    for header in headers():
+        src = layer_of(rename(header))
+        if src is None:
+            problems.append(f"{header}: in no layer (add its folder to LAYERS in scripts/check_layers.py)")
+            continue
+        text = (INCLUDE_DIR / "aq" / header).read_text(encoding="utf-8")
+        for included in LOCAL_INCLUDE.findall(text):
+            dst = layer_of(rename(included))
+            if dst is None:
+                problems.append(f"{header} -> {included}: included header is in no layer")
+            elif not allowed(src, dst):
+                a, b = LAYERS[src][1], LAYERS[dst][1]
+                problems.append(f"aq/{header} -> aq/{included} (layer {a} may not include layer {b})")
+                pairs[(a, b)] += 1
+    for line in problems:
+        print(line)
+    if args.list:
+        for (a, b), count in sorted(pairs.items()):
+            print(f"{count:4d}  {a} -> {b}")
+        print(f"{len(problems)} violation(s)")
+        return 0
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
