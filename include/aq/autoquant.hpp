@@ -62,6 +62,8 @@
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
+#include "aq/model/qwen3_vl/vision_geometry.hpp"
 #include "aq/model/qwen3_vl/special_tokens.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"

@@ -29,4 +29,11 @@ struct attention_config {
   bool tensor_cores = false;
 };
 
+// Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision
+// tower; the decoder's batch rows are segments of one sequence length).
+struct attention_segment {
+  std::int64_t start = 0;   // first row in q/k/v
+  std::int64_t length = 0;  // rows
+};
+
 }  // namespace aq

@@ -25,10 +25,7 @@ namespace aq::cpu {
 using aq::attention_config;
 using aq::masked_row_policy;
 
-struct attention_segment {
-  std::int64_t start = 0;   // first row in q/k/v
-  std::int64_t length = 0;  // rows
-};
+using aq::attention_segment;
 
 // Tile sizes: a worker holds one query tile's [q_tile x k_tile] scores and [q_tile x head_dim]
 // accumulators. Every output row is reduced over key tiles in one fixed order by one worker, so

@@ -37,7 +37,7 @@
 #include "aq/model/qwen3_vl/rope_index.hpp"
 // The CPU model headers bring Eigen, whose defaulted __host__ __device__ members nvcc warns about.
 #pragma nv_diag_suppress 20012
-#include "aq/model/qwen3_vl/text_model.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 #pragma nv_diag_default 20012
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
@@ -300,7 +300,7 @@ class qwen3_vl_text_model {
                       device_linear_observer* observer = nullptr, const text_visual_inputs* visual = nullptr);
 
  private:
-  std::vector<float> qwen3_vl_inv_freq() const { return cpu::rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
+  std::vector<float> qwen3_vl_inv_freq() const { return rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
 
   template <class F>
   void timed(kernel_class c, F&& f) {

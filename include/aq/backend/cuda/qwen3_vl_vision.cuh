@@ -30,10 +30,10 @@
 #include "aq/backend/cuda/rope.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
-#include "aq/model/qwen3_vl/vision_model.hpp"
+#include "aq/model/qwen3_vl/vision_geometry.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
-#include "aq/model/qwen3_vl/vl_model.hpp"
 
 namespace aq::cuda {
 
@@ -411,7 +411,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
   std::vector<int> cu{0};
   int longest = 0;
-  for (const cpu::attention_segment& seg : rot.segments) {
+  for (const attention_segment& seg : rot.segments) {
     cu.push_back(static_cast<int>(seg.start + seg.length));
     longest = std::max(longest, static_cast<int>(seg.length));
   }

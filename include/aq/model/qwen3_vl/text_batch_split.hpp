@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
-#include "aq/model/qwen3_vl/text_model.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 
 namespace aq::qwen3_vl {
 

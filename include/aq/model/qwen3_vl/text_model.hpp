@@ -19,22 +19,13 @@
 #include "aq/backend/cpu/swiglu.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
 namespace aq::qwen3_vl {
-
-// Token rows are b·seq + s throughout.
-struct text_batch {
-  std::int64_t batch = 0;
-  std::int64_t seq = 0;
-  std::vector<std::int64_t> input_ids;        // [batch·seq]
-  std::vector<std::uint8_t> attention_mask;   // [batch·seq], 1 = attended token, 0 = padding
-  std::vector<std::int64_t> position_ids;     // [3, batch·seq]; empty: rope_position_ids() of the text
-  std::vector<std::int64_t> labels;           // [batch·seq], -100 ignored; empty: no loss, no backward
-};
 
 // Vision features entering the decoder: rows replace the embeddings of the image-token positions
 // in row-major (b, s) order; deepstack[l] is added to those positions after decoder layer l.

@@ -17,12 +17,6 @@
 
 namespace aq::qwen3_vl {
 
-// pixel_values [Σ t·h·w, C·Tp·P·P] and one grid per image, images in placeholder order.
-struct image_batch {
-  tensor pixel_values;
-  std::vector<grid_thw> grids;
-};
-
 class vl_model {
  public:
   vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
