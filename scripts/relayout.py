@@ -60,10 +60,11 @@ MOVES = {
     "model/quantizable_modules.hpp": "model/quantizable_modules.hpp",
     "model/causal_lm_targets.hpp": "model/causal_lm_targets.hpp",
     "model/rope_frequencies.hpp": "model/rope_frequencies.hpp",
+    "model/attention_config.hpp": "model/attention_config.hpp",
     **{f"model/qwen3_vl/{n}.hpp": f"model/qwen3_vl/{n}.hpp" for n in
-       ("checkpoint_source", "config", "config_json", "modules", "parameters", "rope_index", "schema",
+       ("batch", "checkpoint_source", "config", "config_json", "modules", "parameters", "rope_index", "schema",
         "special_tokens", "text_batch", "text_batch_pack", "text_batch_padding", "text_batch_split",
-        "text_weights", "vision_weights")},
+        "text_weights", "vision_geometry", "vision_weights")},
 
     # search: what can be chosen and how, no model numbers
     **{f"search/{n}.hpp": f"search/{n}.hpp" for n in ("allocation_problem", "knapsack", "lagrangian", "pareto")},
@@ -107,7 +108,6 @@ MOVES = {
     "io/sensitivity_report.hpp": "report/sensitivity_report.hpp",
     "io/json_writer.hpp": "report/json_writer.hpp",
     "io/python_float.hpp": "report/python_float.hpp",  # users: json_writer, sensitivity_report, result_json
-    "autoquant/result_json.hpp": "report/result_json.hpp",
 
     # engine: the one pipeline (progress is its callback interface: engine.hpp includes it)
     "autoquant/engine.hpp": "engine/engine.hpp",
@@ -116,7 +116,7 @@ MOVES = {
 
     # cli: what the drivers need around the engine
     **{f"autoquant/{n}.hpp": f"cli/{n}.hpp" for n in
-       ("options", "presets", "preflight", "bundled_data", "outputs", "calib_inputs", "default_model",
+       ("options", "presets", "result_json", "preflight", "bundled_data", "outputs", "calib_inputs", "default_model",
         "memory_plan")},
 
     "autoquant.hpp": "autoquant.hpp",
