@@ -109,9 +109,9 @@ MOVES = {
     "io/json_writer.hpp": "report/json_writer.hpp",
     "io/python_float.hpp": "report/python_float.hpp",  # users: json_writer, sensitivity_report, result_json
 
-    # engine: the one pipeline (progress is its callback interface: engine.hpp includes it)
+    # engine: the one pipeline
     "autoquant/engine.hpp": "engine/engine.hpp",
-    "autoquant/progress.hpp": "engine/progress.hpp",
+    "autoquant/progress.hpp": "core/progress.hpp",
     "backend/cuda/autoquant_cuda.cuh": "engine/autoquant_cuda.cuh",  # the GPU run of the pipeline
 
     # cli: what the drivers need around the engine
