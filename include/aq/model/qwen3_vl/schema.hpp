@@ -74,7 +74,7 @@ struct family_spec {
   model_part part;
   bool has_single;              // an unindexed instance (first in order)
   std::string_view single;      // its path inside the part ("" = the part root itself)
-  std::string_view list;        // path of the indexed instances (list.i.); "" when none
+  std::string_view list;        // path of the indexed instances, * standing for the index; "" when none
   std::int64_t (*count)(const config&);  // indexed instances
 };
 
@@ -113,10 +113,10 @@ inline constexpr std::array<part_spec, 3> parts{{
 
 inline constexpr std::array<family_spec, 7> families{{
     {family::vision_stem, model_part::vision, true, "", "", dims::none},
-    {family::vision_block, model_part::vision, false, "", "blocks", dims::depth},
-    {family::merger, model_part::vision, true, "merger", "deepstack_merger_list", dims::deepstack},
+    {family::vision_block, model_part::vision, false, "", "blocks.*", dims::depth},
+    {family::merger, model_part::vision, true, "merger", "deepstack_merger_list.*", dims::deepstack},
     {family::text_stem, model_part::text, true, "", "", dims::none},
-    {family::text_layer, model_part::text, false, "", "layers", dims::layers},
+    {family::text_layer, model_part::text, false, "", "layers.*", dims::layers},
     {family::text_tail, model_part::text, true, "", "", dims::none},
     {family::head, model_part::lm_head, true, "", "", dims::none},
 }};
@@ -230,13 +230,16 @@ inline bool weight_stored(const module_spec& m, const config& cfg) {
   return !(m.tied_to_embedding && cfg.tie_word_embeddings);
 }
 
+// The indexed path of a family without its trailing index placeholder ("layers.").
+constexpr std::string_view list_stem(const family_spec& f) { return f.list.substr(0, f.list.size() - 1); }
+
 // Name prefix of one instance of a family (index -1: the unindexed one), e.g.
-// "model.language_model.layers.3.".
+// model.language_model.layers.3. for layer 3.
 inline std::string instance_prefix(family unit, std::int64_t index = -1) {
   const family_spec& f = spec(unit);
   std::string out(spec(f.part).root);
   if (index >= 0) {
-    out.append(f.list).append(".").append(std::to_string(index)).append(".");
+    out.append(list_stem(f)).append(std::to_string(index)).append(".");
   } else if (!f.single.empty()) {
     out.append(f.single).append(".");
   }
@@ -320,10 +323,10 @@ inline bool consume(std::string_view& s, std::string_view head) {
   return true;
 }
 
-// Strips "<list>.<i>." and returns i.
-inline std::optional<std::int64_t> consume_index(std::string_view& s, std::string_view list) {
+// Strips an indexed instance's path (list_stem, the index, a dot) and returns the index.
+inline std::optional<std::int64_t> consume_index(std::string_view& s, const family_spec& f) {
   std::string_view rest = s;
-  if (list.empty() || !consume(rest, list) || !consume(rest, ".")) return std::nullopt;
+  if (f.list.empty() || !consume(rest, list_stem(f))) return std::nullopt;
   std::int64_t index = 0;
   const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), index);
   if (ec != std::errc() || end == rest.data() || index < 0) return std::nullopt;
@@ -358,7 +361,7 @@ inline std::optional<tensor_ref> find_tensor(std::string_view name) {
       }
     }
     std::string_view indexed = rest;
-    if (const auto index = detail::consume_index(indexed, fam.list)) {
+    if (const auto index = detail::consume_index(indexed, fam)) {
       if (const auto found = detail::match_module(indexed, fam.id, *index)) return found;
     }
   }
