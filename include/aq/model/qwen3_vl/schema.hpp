@@ -54,19 +54,24 @@ enum class gpu_dtype : std::uint8_t { bf16, f32, host_f32 };
 
 enum class tensor_kind : std::uint8_t { weight, bias };
 
-// The weight shape of one instance (index: layer, block or DeepStack merger; -1 when unindexed).
-using shape_fn = shape (*)(const config&, std::int64_t index);
+// The extents a weight shape is made of, read from the config by extent().
+enum class dim : std::uint8_t {
+  end,  // past the last extent of a shape
+  hidden, intermediate, q_width, kv_width, head_dim, vocab,                            // text
+  vision_hidden, qkv_width, vision_intermediate, in_channels, temporal_patch, patch,  // vision
+  positions, merged, merger_norm, out_hidden,
+};
 
 struct module_spec {
   module_id id;
   family unit;
   std::string_view name;  // path inside its unit, e.g. self_attn.q_proj
   role kind;
+  std::array<dim, 5> weight_dims;  // the weight's shape, ended by dim::end
   bias_rule bias;
   gpu_dtype dtype;
-  module_id group;        // the module whose AutoQuant group it joins (itself: a group of its own)
-  bool tied_to_embedding; // its weight is embed_tokens' when tie_word_embeddings (not stored then)
-  shape_fn weight_shape;
+  module_id group;         // the module whose AutoQuant group it joins (itself: a group of its own)
+  bool tied_to_embedding;  // its weight is embed_tokens' when tie_word_embeddings (not stored then)
 };
 
 struct family_spec {
@@ -96,14 +101,40 @@ inline std::int64_t merger_hidden_size(const vision_config& v) {
   return v.hidden_size * v.spatial_merge_size * v.spatial_merge_size;
 }
 
-namespace dims {
-inline std::int64_t q_width(const text_config& t) { return t.num_attention_heads * t.head_dim; }
-inline std::int64_t kv_width(const text_config& t) { return t.num_key_value_heads * t.head_dim; }
+// One extent of a weight of instance `index` (a merger's norm is over D before the merge_size^2
+// concat for the final merger, index -1, and over the concatenated width for DeepStack ones).
+inline std::int64_t extent(dim d, const config& c, std::int64_t index) {
+  const text_config& t = c.text;
+  const vision_config& v = c.vision;
+  switch (d) {
+    case dim::hidden: return t.hidden_size;
+    case dim::intermediate: return t.intermediate_size;
+    case dim::q_width: return t.num_attention_heads * t.head_dim;
+    case dim::kv_width: return t.num_key_value_heads * t.head_dim;
+    case dim::head_dim: return t.head_dim;
+    case dim::vocab: return t.vocab_size;
+    case dim::vision_hidden: return v.hidden_size;
+    case dim::qkv_width: return 3 * v.hidden_size;
+    case dim::vision_intermediate: return v.intermediate_size;
+    case dim::in_channels: return v.in_channels;
+    case dim::temporal_patch: return v.temporal_patch_size;
+    case dim::patch: return v.patch_size;
+    case dim::positions: return v.num_position_embeddings;
+    case dim::merged: return merger_hidden_size(v);
+    case dim::merger_norm: return index < 0 ? v.hidden_size : merger_hidden_size(v);
+    case dim::out_hidden: return v.out_hidden_size;
+    case dim::end: break;
+  }
+  return 0;
+}
+
+// Indexed instances of each family.
+namespace count {
 inline std::int64_t none(const config&) { return 0; }
 inline std::int64_t depth(const config& c) { return c.vision.depth; }
 inline std::int64_t deepstack(const config& c) { return static_cast<std::int64_t>(c.vision.deepstack_visual_indexes.size()); }
 inline std::int64_t layers(const config& c) { return c.text.num_hidden_layers; }
-}  // namespace dims
+}  // namespace count
 
 inline constexpr std::array<part_spec, 3> parts{{
     {model_part::vision, "model.visual."},
@@ -112,80 +143,77 @@ inline constexpr std::array<part_spec, 3> parts{{
 }};
 
 inline constexpr std::array<family_spec, 7> families{{
-    {family::vision_stem, model_part::vision, true, "", "", dims::none},
-    {family::vision_block, model_part::vision, false, "", "blocks.*", dims::depth},
-    {family::merger, model_part::vision, true, "merger", "deepstack_merger_list.*", dims::deepstack},
-    {family::text_stem, model_part::text, true, "", "", dims::none},
-    {family::text_layer, model_part::text, false, "", "layers.*", dims::layers},
-    {family::text_tail, model_part::text, true, "", "", dims::none},
-    {family::head, model_part::lm_head, true, "", "", dims::none},
+    {family::vision_stem, model_part::vision, true, "", "", count::none},
+    {family::vision_block, model_part::vision, false, "", "blocks.*", count::depth},
+    {family::merger, model_part::vision, true, "merger", "deepstack_merger_list.*", count::deepstack},
+    {family::text_stem, model_part::text, true, "", "", count::none},
+    {family::text_layer, model_part::text, false, "", "layers.*", count::layers},
+    {family::text_tail, model_part::text, true, "", "", count::none},
+    {family::head, model_part::lm_head, true, "", "", count::none},
 }};
 
-// One row per module. A merger's norm is over D before the merge_size^2 concat (the final
-// merger, index -1) or over the concatenated width after it (DeepStack mergers).
+// One row per module: the table of the model.
 inline constexpr std::array<module_spec, 25> modules{{
     // clang-format off
-    {module_id::patch_embed, family::vision_stem, "patch_embed.proj", role::conv3d, bias_rule::always, gpu_dtype::bf16,
-     module_id::patch_embed, false, [](const config& c, std::int64_t) -> shape {
-       const vision_config& v = c.vision;
-       return {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size};
-     }},
-    {module_id::pos_embed, family::vision_stem, "pos_embed", role::embedding, bias_rule::none, gpu_dtype::host_f32,
-     module_id::pos_embed, false, [](const config& c, std::int64_t) -> shape { return {c.vision.num_position_embeddings, c.vision.hidden_size}; }},
+    // {id, unit, name, role, weight shape,
+    //  bias, GPU dtype, AutoQuant group, tied to embed_tokens}
+    {module_id::patch_embed, family::vision_stem, "patch_embed.proj", role::conv3d,
+     {dim::vision_hidden, dim::in_channels, dim::temporal_patch, dim::patch, dim::patch},
+     bias_rule::always, gpu_dtype::bf16, module_id::patch_embed, false},
+    {module_id::pos_embed, family::vision_stem, "pos_embed", role::embedding, {dim::positions, dim::vision_hidden},
+     bias_rule::none, gpu_dtype::host_f32, module_id::pos_embed, false},
 
-    {module_id::norm1, family::vision_block, "norm1", role::layer_norm, bias_rule::always, gpu_dtype::f32,
-     module_id::norm1, false, [](const config& c, std::int64_t) -> shape { return {c.vision.hidden_size}; }},
-    {module_id::norm2, family::vision_block, "norm2", role::layer_norm, bias_rule::always, gpu_dtype::f32,
-     module_id::norm2, false, [](const config& c, std::int64_t) -> shape { return {c.vision.hidden_size}; }},
-    {module_id::attn_qkv, family::vision_block, "attn.qkv", role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::attn_qkv, false, [](const config& c, std::int64_t) -> shape { return {3 * c.vision.hidden_size, c.vision.hidden_size}; }},
-    {module_id::attn_proj, family::vision_block, "attn.proj", role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::attn_proj, false, [](const config& c, std::int64_t) -> shape { return {c.vision.hidden_size, c.vision.hidden_size}; }},
-    {module_id::mlp_fc1, family::vision_block, "mlp.linear_fc1", role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::mlp_fc1, false, [](const config& c, std::int64_t) -> shape { return {c.vision.intermediate_size, c.vision.hidden_size}; }},
-    {module_id::mlp_fc2, family::vision_block, "mlp.linear_fc2", role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::mlp_fc2, false, [](const config& c, std::int64_t) -> shape { return {c.vision.hidden_size, c.vision.intermediate_size}; }},
+    {module_id::norm1, family::vision_block, "norm1", role::layer_norm, {dim::vision_hidden},
+     bias_rule::always, gpu_dtype::f32, module_id::norm1, false},
+    {module_id::norm2, family::vision_block, "norm2", role::layer_norm, {dim::vision_hidden},
+     bias_rule::always, gpu_dtype::f32, module_id::norm2, false},
+    {module_id::attn_qkv, family::vision_block, "attn.qkv", role::linear, {dim::qkv_width, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::attn_qkv, false},
+    {module_id::attn_proj, family::vision_block, "attn.proj", role::linear, {dim::vision_hidden, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::attn_proj, false},
+    {module_id::mlp_fc1, family::vision_block, "mlp.linear_fc1", role::linear, {dim::vision_intermediate, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::mlp_fc1, false},
+    {module_id::mlp_fc2, family::vision_block, "mlp.linear_fc2", role::linear, {dim::vision_hidden, dim::vision_intermediate},
+     bias_rule::always, gpu_dtype::bf16, module_id::mlp_fc2, false},
 
-    {module_id::merger_norm, family::merger, norm_name, role::layer_norm, bias_rule::always, gpu_dtype::f32,
-     module_id::merger_norm, false, [](const config& c, std::int64_t k) -> shape {
-       return {k < 0 ? c.vision.hidden_size : merger_hidden_size(c.vision)};
-     }},
-    {module_id::merger_fc1, family::merger, fc1_name, role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::merger_fc1, false, [](const config& c, std::int64_t) -> shape { return {merger_hidden_size(c.vision), merger_hidden_size(c.vision)}; }},
-    {module_id::merger_fc2, family::merger, fc2_name, role::linear, bias_rule::always, gpu_dtype::bf16,
-     module_id::merger_fc2, false, [](const config& c, std::int64_t) -> shape { return {c.vision.out_hidden_size, merger_hidden_size(c.vision)}; }},
+    {module_id::merger_norm, family::merger, norm_name, role::layer_norm, {dim::merger_norm},
+     bias_rule::always, gpu_dtype::f32, module_id::merger_norm, false},
+    {module_id::merger_fc1, family::merger, fc1_name, role::linear, {dim::merged, dim::merged},
+     bias_rule::always, gpu_dtype::bf16, module_id::merger_fc1, false},
+    {module_id::merger_fc2, family::merger, fc2_name, role::linear, {dim::out_hidden, dim::merged},
+     bias_rule::always, gpu_dtype::bf16, module_id::merger_fc2, false},
 
-    {module_id::embed_tokens, family::text_stem, "embed_tokens", role::embedding, bias_rule::none, gpu_dtype::bf16,
-     module_id::embed_tokens, false, [](const config& c, std::int64_t) -> shape { return {c.text.vocab_size, c.text.hidden_size}; }},
+    {module_id::embed_tokens, family::text_stem, "embed_tokens", role::embedding, {dim::vocab, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::embed_tokens, false},
 
-    {module_id::q_proj, family::text_layer, "self_attn.q_proj", role::linear, bias_rule::attention_bias, gpu_dtype::bf16,
-     module_id::q_proj, false, [](const config& c, std::int64_t) -> shape { return {dims::q_width(c.text), c.text.hidden_size}; }},
-    {module_id::k_proj, family::text_layer, "self_attn.k_proj", role::linear, bias_rule::attention_bias, gpu_dtype::bf16,
-     module_id::q_proj, false, [](const config& c, std::int64_t) -> shape { return {dims::kv_width(c.text), c.text.hidden_size}; }},
-    {module_id::v_proj, family::text_layer, "self_attn.v_proj", role::linear, bias_rule::attention_bias, gpu_dtype::bf16,
-     module_id::q_proj, false, [](const config& c, std::int64_t) -> shape { return {dims::kv_width(c.text), c.text.hidden_size}; }},
-    {module_id::o_proj, family::text_layer, "self_attn.o_proj", role::linear, bias_rule::attention_bias, gpu_dtype::bf16,
-     module_id::o_proj, false, [](const config& c, std::int64_t) -> shape { return {c.text.hidden_size, dims::q_width(c.text)}; }},
-    {module_id::q_norm, family::text_layer, "self_attn.q_norm", role::rms_norm, bias_rule::none, gpu_dtype::f32,
-     module_id::q_norm, false, [](const config& c, std::int64_t) -> shape { return {c.text.head_dim}; }},
-    {module_id::k_norm, family::text_layer, "self_attn.k_norm", role::rms_norm, bias_rule::none, gpu_dtype::f32,
-     module_id::k_norm, false, [](const config& c, std::int64_t) -> shape { return {c.text.head_dim}; }},
-    {module_id::gate_proj, family::text_layer, "mlp.gate_proj", role::linear, bias_rule::none, gpu_dtype::bf16,
-     module_id::gate_proj, false, [](const config& c, std::int64_t) -> shape { return {c.text.intermediate_size, c.text.hidden_size}; }},
-    {module_id::up_proj, family::text_layer, "mlp.up_proj", role::linear, bias_rule::none, gpu_dtype::bf16,
-     module_id::gate_proj, false, [](const config& c, std::int64_t) -> shape { return {c.text.intermediate_size, c.text.hidden_size}; }},
-    {module_id::down_proj, family::text_layer, "mlp.down_proj", role::linear, bias_rule::none, gpu_dtype::bf16,
-     module_id::down_proj, false, [](const config& c, std::int64_t) -> shape { return {c.text.hidden_size, c.text.intermediate_size}; }},
-    {module_id::input_layernorm, family::text_layer, "input_layernorm", role::rms_norm, bias_rule::none, gpu_dtype::f32,
-     module_id::input_layernorm, false, [](const config& c, std::int64_t) -> shape { return {c.text.hidden_size}; }},
-    {module_id::post_attention_layernorm, family::text_layer, "post_attention_layernorm", role::rms_norm, bias_rule::none,
-     gpu_dtype::f32, module_id::post_attention_layernorm, false, [](const config& c, std::int64_t) -> shape { return {c.text.hidden_size}; }},
+    {module_id::q_proj, family::text_layer, "self_attn.q_proj", role::linear, {dim::q_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::k_proj, family::text_layer, "self_attn.k_proj", role::linear, {dim::kv_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::v_proj, family::text_layer, "self_attn.v_proj", role::linear, {dim::kv_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::o_proj, family::text_layer, "self_attn.o_proj", role::linear, {dim::hidden, dim::q_width},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::o_proj, false},
+    {module_id::q_norm, family::text_layer, "self_attn.q_norm", role::rms_norm, {dim::head_dim},
+     bias_rule::none, gpu_dtype::f32, module_id::q_norm, false},
+    {module_id::k_norm, family::text_layer, "self_attn.k_norm", role::rms_norm, {dim::head_dim},
+     bias_rule::none, gpu_dtype::f32, module_id::k_norm, false},
+    {module_id::gate_proj, family::text_layer, "mlp.gate_proj", role::linear, {dim::intermediate, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::gate_proj, false},
+    {module_id::up_proj, family::text_layer, "mlp.up_proj", role::linear, {dim::intermediate, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::gate_proj, false},
+    {module_id::down_proj, family::text_layer, "mlp.down_proj", role::linear, {dim::hidden, dim::intermediate},
+     bias_rule::none, gpu_dtype::bf16, module_id::down_proj, false},
+    {module_id::input_layernorm, family::text_layer, "input_layernorm", role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::input_layernorm, false},
+    {module_id::post_attention_layernorm, family::text_layer, "post_attention_layernorm", role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::post_attention_layernorm, false},
 
-    {module_id::final_norm, family::text_tail, norm_name, role::rms_norm, bias_rule::none, gpu_dtype::f32,
-     module_id::final_norm, false, [](const config& c, std::int64_t) -> shape { return {c.text.hidden_size}; }},
+    {module_id::final_norm, family::text_tail, norm_name, role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::final_norm, false},
 
-    {module_id::lm_head, family::head, lm_head_name, role::linear, bias_rule::none, gpu_dtype::bf16,
-     module_id::lm_head, true, [](const config& c, std::int64_t) -> shape { return {c.text.vocab_size, c.text.hidden_size}; }},
+    {module_id::lm_head, family::head, lm_head_name, role::linear, {dim::vocab, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::lm_head, true},
     // clang-format on
 }};
 
@@ -257,7 +285,12 @@ inline std::string tensor_name(module_id id, std::int64_t index = -1, tensor_kin
 }
 
 inline shape weight_shape(const config& cfg, module_id id, std::int64_t index = -1) {
-  return spec(id).weight_shape(cfg, index);
+  shape out;
+  for (const dim d : spec(id).weight_dims) {
+    if (d == dim::end) break;
+    out.push_back(extent(d, cfg, index));
+  }
+  return out;
 }
 
 // A bias (or a LayerNorm's shift) has one entry per output row of the weight.
