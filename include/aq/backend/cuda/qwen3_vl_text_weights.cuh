@@ -51,8 +51,9 @@ struct qwen3_vl_text_device_weights {
 // Which member holds each text_layer row of the schema, by the dtype the schema gives it.
 template <class T>
 struct text_layer_device_member {
+  using pointer = device_buffer<T> qwen3_vl_text_layer_weights::*;  // an alias: nvcc would parenthesize the declarator
   qwen3_vl::schema::module_id module;
-  device_buffer<T> qwen3_vl_text_layer_weights::*member;
+  pointer member;
 };
 inline constexpr text_layer_device_member<bf16> text_layer_bf16_members[] = {
     {qwen3_vl::schema::module_id::q_proj, &qwen3_vl_text_layer_weights::q_proj},

@@ -108,9 +108,11 @@ inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::visi
 // for norms, as the schema's dtype says) and the fp32 bias.
 template <class W, class T>
 struct vision_device_member {
+  using weight_pointer = device_buffer<T> W::*;  // aliases: nvcc would parenthesize the declarators
+  using bias_pointer = device_buffer<float> W::*;
   qwen3_vl::schema::module_id module;
-  device_buffer<T> W::*weight;
-  device_buffer<float> W::*bias;
+  weight_pointer weight;
+  bias_pointer bias;
 };
 using block_device_weights = qwen3_vl_vision_block_device_weights;
 using merger_device_weights = qwen3_vl_merger_device_weights;

@@ -48,8 +48,9 @@ inline std::string text_layer_weight_prefix(std::int64_t layer) {
 // Which member of a layer holds each text_layer row of the schema (weights only: the text
 // attention has no bias, check_implemented refuses attention_bias).
 struct text_layer_member {
+  using pointer = tensor text_layer_weights::*;  // an alias: nvcc's host output would parenthesize the declarator
   schema::module_id module;
-  tensor text_layer_weights::*member;
+  pointer member;
 };
 inline constexpr text_layer_member text_layer_members[] = {
     {schema::module_id::q_proj, &text_layer_weights::q_proj},

@@ -46,9 +46,10 @@ inline std::string vision_weight_prefix() { return schema::instance_prefix(schem
 // Which members hold each row of a block or merger of the schema: weight and bias.
 template <class W>
 struct vision_member {
+  using pointer = tensor W::*;  // an alias: nvcc's host output would parenthesize the declarator
   schema::module_id module;
-  tensor W::*weight;
-  tensor W::*bias;
+  pointer weight;
+  pointer bias;
 };
 inline constexpr vision_member<vision_block_weights> vision_block_members[] = {
     {schema::module_id::norm1, &vision_block_weights::norm1_w, &vision_block_weights::norm1_b},
