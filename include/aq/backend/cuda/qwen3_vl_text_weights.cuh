@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <span>
 #include <string>
 #include <vector>
@@ -82,8 +81,8 @@ constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype d
 }
 static_assert(members_hold(text_layer_bf16_members, qwen3_vl::schema::gpu_dtype::bf16));
 static_assert(members_hold(text_layer_f32_members, qwen3_vl::schema::gpu_dtype::f32));
-static_assert(std::size(text_layer_bf16_members) + std::size(text_layer_f32_members) ==
-              qwen3_vl::schema::modules_of(qwen3_vl::schema::family::text_layer).size());
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::text_layer, text_layer_bf16_members,
+                                              text_layer_f32_members));
 static_assert(qwen3_vl::schema::spec(qwen3_vl::schema::module_id::embed_tokens).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
               qwen3_vl::schema::spec(qwen3_vl::schema::module_id::lm_head).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
               qwen3_vl::schema::spec(qwen3_vl::schema::module_id::final_norm).dtype == qwen3_vl::schema::gpu_dtype::f32);

@@ -6,7 +6,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -148,10 +147,10 @@ static_assert(vision_members_hold(vision_block_norm_members, qwen3_vl::schema::g
 static_assert(vision_members_hold(vision_block_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
 static_assert(vision_members_hold(merger_norm_members, qwen3_vl::schema::gpu_dtype::f32));
 static_assert(vision_members_hold(merger_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
-static_assert(std::size(vision_block_norm_members) + std::size(vision_block_matrix_members) ==
-              qwen3_vl::schema::modules_of(qwen3_vl::schema::family::vision_block).size());
-static_assert(std::size(merger_norm_members) + std::size(merger_matrix_members) ==
-              qwen3_vl::schema::modules_of(qwen3_vl::schema::family::merger).size());
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::vision_block, vision_block_norm_members,
+                                              vision_block_matrix_members));
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::merger, merger_norm_members,
+                                              merger_matrix_members));
 static_assert(qwen3_vl::schema::spec(qwen3_vl::schema::module_id::patch_embed).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
               qwen3_vl::schema::spec(qwen3_vl::schema::module_id::pos_embed).dtype == qwen3_vl::schema::gpu_dtype::host_f32);
 

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <optional>
 #include <span>
 #include <string>
@@ -244,6 +245,24 @@ constexpr std::span<const module_spec> modules_of(family unit) {
   std::size_t last = first;
   while (last < modules.size() && modules[last].unit == unit) ++last;
   return std::span<const module_spec>(modules).subspan(first, last - first);
+}
+
+// Whether member tables (rows with a .module) name every module of `unit` exactly once and
+// nothing else: the compile-time check that a weight struct binds the whole family.
+template <class... Tables>
+constexpr bool covers_family(family unit, const Tables&... tables) {
+  std::size_t total = 0;
+  ((total += std::size(tables)), ...);
+  if (total != modules_of(unit).size()) return false;
+  for (const module_spec& row : modules_of(unit)) {
+    std::size_t seen = 0;
+    const auto count_in = [&](const auto& table) {
+      for (const auto& entry : table) seen += entry.module == row.id ? 1 : 0;
+    };
+    (count_in(tables), ...);
+    if (seen != 1) return false;
+  }
+  return true;
 }
 
 constexpr bool quantizable(const module_spec& m) { return m.kind == role::linear || m.kind == role::conv3d; }

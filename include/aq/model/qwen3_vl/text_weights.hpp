@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,7 +64,7 @@ inline constexpr text_layer_member text_layer_members[] = {
     {schema::module_id::input_layernorm, &text_layer_weights::input_layernorm},
     {schema::module_id::post_attention_layernorm, &text_layer_weights::post_attention_layernorm},
 };
-static_assert(std::size(text_layer_members) == schema::modules_of(schema::family::text_layer).size());
+static_assert(schema::covers_family(schema::family::text_layer, text_layer_members));
 
 // The member holding a text_layer module's weight (W: text_layer_weights, const or not).
 template <class W>

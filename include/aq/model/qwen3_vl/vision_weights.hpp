@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -64,8 +63,8 @@ inline constexpr vision_member<merger_weights> merger_members[] = {
     {schema::module_id::merger_fc1, &merger_weights::fc1_w, &merger_weights::fc1_b},
     {schema::module_id::merger_fc2, &merger_weights::fc2_w, &merger_weights::fc2_b},
 };
-static_assert(std::size(vision_block_members) == schema::modules_of(schema::family::vision_block).size());
-static_assert(std::size(merger_members) == schema::modules_of(schema::family::merger).size());
+static_assert(schema::covers_family(schema::family::vision_block, vision_block_members));
+static_assert(schema::covers_family(schema::family::merger, merger_members));
 
 inline void check_vision_config(const vision_config& v) {
   if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
