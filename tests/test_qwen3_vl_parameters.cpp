@@ -1,5 +1,6 @@
-// Qwen3-VL parameters, quantizable modules and groups from a config: the 4B names, shapes and
-// counts (checked against the architecture tables and ModelOpt's reference manifests), and the
+// Qwen3-VL parameters, quantizable modules and groups from a config: the tensor schema's rows,
+// the 4B names, shapes and counts (checked against the architecture tables and ModelOpt's
+// reference manifests), and the
 // binding check of checkpoints (transformers-written tiny ones and synthetic broken ones), and
 // the bounds on what a config may imply (overflowing counts, configs far larger than the checkpoint).
 #include <doctest/doctest.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <simdjson.h>
@@ -21,6 +23,7 @@
 #include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace fs = std::filesystem;
 using aq::qwen3_vl::model_part;
@@ -244,6 +247,140 @@ TEST_CASE("grouping follows ModelOpt's rules: q/k/v share, gate/up share, expert
   CHECK(grouper.key("m.layers.1.block_sparse_moe.experts.2.w3") == "m.layers.1.block_sparse_moe.experts");
   CHECK(grouper.key("t.ffn.experts.mlp.w1_linear.4") == "t.ffn.experts.mlp");
   CHECK(grouper.key("lm_head") == "lm_head");
+}
+
+namespace schema = aq::qwen3_vl::schema;
+
+TEST_CASE("the tensor schema: modules per unit, their roles, biases and GPU dtypes") {
+  const auto rows = [](schema::family f) { return schema::modules_of(f).size(); };
+  CHECK(rows(schema::family::vision_stem) == 2);   // patch_embed.proj, pos_embed
+  CHECK(rows(schema::family::vision_block) == 6);  // norm1, norm2, attn.qkv, attn.proj, mlp.linear_fc1/2
+  CHECK(rows(schema::family::merger) == 3);        // norm, linear_fc1, linear_fc2
+  CHECK(rows(schema::family::text_stem) == 1);     // embed_tokens
+  CHECK(rows(schema::family::text_layer) == 11);   // q/k/v/o, q_norm, k_norm, gate/up/down, two RMSNorms
+  CHECK(rows(schema::family::text_tail) == 1);     // norm
+  CHECK(rows(schema::family::head) == 1);          // lm_head
+  CHECK(schema::modules.size() == 25);
+
+  const auto cfg = config_4b();
+  const auto count = [&](schema::family f, auto&& keep) {
+    std::size_t n = 0;
+    for (const auto& m : schema::modules_of(f)) n += keep(m) ? 1 : 0;
+    return n;
+  };
+  const auto tensors = [&](const schema::module_spec& m) {
+    return (schema::weight_stored(m, cfg) ? 1u : 0u) + (schema::has_bias(m, cfg) ? 1u : 0u);
+  };
+  const auto tensors_of = [&](schema::family f) {
+    std::size_t n = 0;
+    for (const auto& m : schema::modules_of(f)) n += tensors(m);
+    return n;
+  };
+  CHECK(tensors_of(schema::family::text_layer) == 11);   // no attention bias in the 4B
+  CHECK(tensors_of(schema::family::vision_block) == 12);  // every vision module has a bias
+  CHECK(tensors_of(schema::family::merger) == 6);
+  CHECK(tensors_of(schema::family::head) == 0);          // tied: lm_head.weight is embed_tokens'
+  CHECK(count(schema::family::text_layer, schema::quantizable) == 7);
+  CHECK(count(schema::family::vision_block, schema::quantizable) == 4);
+  CHECK(count(schema::family::merger, schema::quantizable) == 2);
+  CHECK(count(schema::family::vision_stem, schema::quantizable) == 1);  // the Conv3d
+  CHECK(count(schema::family::text_layer, schema::is_norm) == 4);
+  CHECK(count(schema::family::vision_block, schema::is_norm) == 2);
+  CHECK(schema::spec(schema::module_id::patch_embed).kind == schema::role::conv3d);
+  CHECK(schema::spec(schema::module_id::pos_embed).kind == schema::role::embedding);
+  CHECK(schema::spec(schema::module_id::pos_embed).dtype == schema::gpu_dtype::host_f32);
+  CHECK(schema::spec(schema::module_id::embed_tokens).dtype == schema::gpu_dtype::bf16);
+  CHECK(schema::spec(schema::module_id::q_norm).dtype == schema::gpu_dtype::f32);
+  CHECK(schema::spec(schema::module_id::norm1).kind == schema::role::layer_norm);
+  CHECK(schema::spec(schema::module_id::final_norm).kind == schema::role::rms_norm);
+
+  auto biased = cfg;
+  biased.text.attention_bias = true;
+  const auto& q = schema::spec(schema::module_id::q_proj);
+  CHECK_FALSE(schema::has_bias(q, cfg));
+  CHECK(schema::has_bias(q, biased));
+  CHECK_FALSE(schema::has_bias(schema::spec(schema::module_id::gate_proj), biased));
+}
+
+TEST_CASE("the tensor schema names and shapes modules as transformers does") {
+  const auto cfg = config_4b();
+  using schema::module_id;
+  using schema::tensor_kind;
+  using shape = std::vector<std::int64_t>;
+  CHECK(schema::module_path(module_id::q_proj, 3) == "model.language_model.layers.3.self_attn.q_proj");
+  CHECK(schema::module_path(module_id::attn_qkv, 23) == "model.visual.blocks.23.attn.qkv");
+  CHECK(schema::module_path(module_id::merger_fc1) == "model.visual.merger.linear_fc1");
+  CHECK(schema::module_path(module_id::merger_fc1, 2) == "model.visual.deepstack_merger_list.2.linear_fc1");
+  CHECK(schema::module_path(module_id::lm_head) == "lm_head");
+  CHECK(schema::tensor_name(module_id::patch_embed, -1, tensor_kind::bias) == "model.visual.patch_embed.proj.bias");
+  CHECK(schema::tensor_name(module_id::final_norm) == "model.language_model.norm.weight");
+  CHECK(schema::tensor_name(module_id::embed_tokens) == "model.language_model.embed_tokens.weight");
+
+  CHECK(schema::weight_shape(cfg, module_id::q_proj, 0) == shape{4096, 2560});
+  CHECK(schema::weight_shape(cfg, module_id::k_proj, 0) == shape{1024, 2560});
+  CHECK(schema::weight_shape(cfg, module_id::o_proj, 0) == shape{2560, 4096});
+  CHECK(schema::weight_shape(cfg, module_id::down_proj, 0) == shape{2560, 9728});
+  CHECK(schema::weight_shape(cfg, module_id::patch_embed) == shape{1024, 3, 2, 16, 16});
+  CHECK(schema::weight_shape(cfg, module_id::merger_norm) == shape{1024});      // before the 2x2 concat
+  CHECK(schema::weight_shape(cfg, module_id::merger_norm, 0) == shape{4096});   // DeepStack: after it
+  CHECK(schema::tensor_shape(cfg, module_id::mlp_fc1, 5, tensor_kind::bias) == shape{4096});
+  CHECK(schema::tensor_shape(cfg, module_id::merger_fc2, 1, tensor_kind::bias) == shape{2560});
+
+  // Every expected parameter (tied and untied) is found again from its name alone.
+  for (const bool tied : {true, false}) {
+    auto c = cfg;
+    c.tie_word_embeddings = tied;
+    for (const auto& p : aq::qwen3_vl::expected_parameters(c)) {
+      const auto ref = schema::find_tensor(p.name);
+      REQUIRE_MESSAGE(ref.has_value(), p.name);
+      CHECK(schema::tensor_name(*ref) == p.name);
+      CHECK(schema::tensor_shape(c, *ref) == p.shape);
+    }
+  }
+  const auto o_bias = schema::find_tensor("model.language_model.layers.7.self_attn.o_proj.bias");
+  REQUIRE(o_bias.has_value());
+  CHECK(o_bias->kind == tensor_kind::bias);
+  CHECK(o_bias->index == 7);
+  CHECK_FALSE(schema::find_tensor("model.language_model.layers.7.mlp.up_proj.bias").has_value());
+  CHECK_FALSE(schema::find_tensor("model.visual.blocks.x.norm1.weight").has_value());
+  CHECK_FALSE(schema::find_tensor("model.visual.merger.norm1.weight").has_value());
+  CHECK_FALSE(schema::find_tensor("extra.bias").has_value());
+  CHECK_FALSE(schema::find_tensor("lm_head").has_value());
+}
+
+TEST_CASE("the schema's group column forms ModelOpt's groups: q/k/v and gate/up of a layer together") {
+  CHECK(schema::spec(schema::module_id::k_proj).group == schema::module_id::q_proj);
+  CHECK(schema::spec(schema::module_id::v_proj).group == schema::module_id::q_proj);
+  CHECK(schema::spec(schema::module_id::up_proj).group == schema::module_id::gate_proj);
+  CHECK(schema::spec(schema::module_id::o_proj).group == schema::module_id::o_proj);
+  CHECK(schema::spec(schema::module_id::down_proj).group == schema::module_id::down_proj);
+  CHECK(schema::spec(schema::module_id::attn_qkv).group == schema::module_id::attn_qkv);
+
+  for (const bool tied : {true, false}) {
+    auto cfg = config_4b();
+    cfg.tie_word_embeddings = tied;
+    // Groups from the schema: keyed by (group module, instance), in order of first member.
+    std::vector<std::string> names;
+    std::vector<std::vector<std::size_t>> members;
+    std::map<std::pair<schema::module_id, std::int64_t>, std::size_t> by_key;
+    std::size_t module_index = 0;
+    schema::for_each_module(cfg, [&](const schema::module_spec& m, std::int64_t index) {
+      if (!schema::quantizable(m)) return;
+      const auto [it, inserted] = by_key.try_emplace({m.group, index}, names.size());
+      if (inserted) {
+        names.push_back(schema::module_path(m.group, index) + ".quant_recipe");
+        members.emplace_back();
+      }
+      members[it->second].push_back(module_index++);
+    });
+    const auto groups = aq::group_modules(aq::qwen3_vl::quantizable_modules(cfg));
+    REQUIRE(groups.size() == names.size());
+    CHECK(groups.size() == 250);
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      CHECK(groups[g].name == names[g]);
+      CHECK(groups[g].members == members[g]);
+    }
+  }
 }
 
 TEST_CASE("checkpoints written by transformers bind to their configs") {

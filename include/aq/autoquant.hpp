@@ -18,6 +18,7 @@
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/attention_config.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 

@@ -5,13 +5,16 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
 
@@ -67,17 +70,21 @@ inline std::uint64_t fnv1a(std::string_view text) {
 }  // namespace detail
 
 // A weight source that invents every tensor from (seed, name): uniform values scaled like a
-// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings),
-// rounded to bf16. The same seed and name always give the same bytes, on every platform.
+// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings;
+// the role is the schema row's), rounded to bf16. The same seed and name always give the same
+// bytes, on every platform.
 inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
   qwen3_vl::weight_source source;
   source.contains = [](const std::string&) { return true; };
   source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
     tensor out(shape);
     std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
-    const bool is_bias = name.ends_with(".bias");
-    const bool is_norm = name.find("norm") != std::string::npos;
-    const bool is_embedding = name.find("embed_tokens") != std::string::npos || name.find("pos_embed") != std::string::npos;
+    const std::optional<qwen3_vl::schema::tensor_ref> ref = qwen3_vl::schema::find_tensor(name);
+    if (!ref) throw error("generated weights: " + name + " is not a Qwen3-VL tensor");
+    const qwen3_vl::schema::module_spec& module = qwen3_vl::schema::spec(ref->module);
+    const bool is_bias = ref->kind == qwen3_vl::schema::tensor_kind::bias;
+    const bool is_norm = qwen3_vl::schema::is_norm(module);
+    const bool is_embedding = module.kind == qwen3_vl::schema::role::embedding;
     std::int64_t fan_in = 1;
     for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
     for (float& x : out.storage()) {

@@ -35,6 +35,7 @@
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 // The CPU model headers bring Eigen, whose defaulted __host__ __device__ members nvcc warns about.
 #pragma nv_diag_suppress 20012
 #include "aq/model/qwen3_vl/batch.hpp"
@@ -324,6 +325,7 @@ class qwen3_vl_text_model {
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
     timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_); });
   }
+  using module_id = qwen3_vl::schema::module_id;
   void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
               device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g,
               bool same_input_as_previous = false) const {
@@ -380,7 +382,7 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
   const std::int64_t nh = t.num_attention_heads, nkv = t.num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
   const auto eps = static_cast<float>(t.rms_norm_eps);
-  const std::string p = qwen3_vl::text_layer_weight_prefix(l);
+  const auto name = [l](module_id m) { return qwen3_vl::schema::module_path(m, l); };
   const device_matrix<const float> hin{h_in, N, H, H};
   text_layer_activations& A = layer_activations(l);
   const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
@@ -390,9 +392,9 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   linear(a, lw.q_proj.data(), qd, mview(A.q_raw, N, qd));
   linear(a, lw.k_proj.data(), kvd, mview(A.k_raw, N, kvd));
   linear(a, lw.v_proj.data(), kvd, mview(A.v, N, kvd));
-  notify(obs, false, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), {});
-  notify(obs, false, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), {});
-  notify(obs, false, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), {});
+  notify(obs, false, name(module_id::q_proj), lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), {});
+  notify(obs, false, name(module_id::k_proj), lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), {});
+  notify(obs, false, name(module_id::v_proj), lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), {});
   // Attention in fp32 storage (fp32 arithmetic throughout); only its output is rounded to bf16,
   // the o_proj GEMM operand. bf16 q/k/v/dO cost ~1% on dL/dY of k_proj.
   if (tc_attention_) {
@@ -425,7 +427,7 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   }
   const auto attn = cview(A.attn, N, qd);
   linear(attn, lw.o_proj.data(), H, mview(A.o_out, N, H));
-  notify(obs, false, p + "self_attn.o_proj", lw.o_proj.data(), H, attn, cview(A.o_out, N, H), {});
+  notify(obs, false, name(module_id::o_proj), lw.o_proj.data(), H, attn, cview(A.o_out, N, H), {});
   timed(kernel_class::elementwise,
         [&] { launch_elementwise(N, H, detail::add_op{hin, cview(A.o_out, N, H), mview(A.h_mid, N, H)}, stream_); });
   timed(kernel_class::norm_rope, [&] {
@@ -434,12 +436,12 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   const auto m = cview(A.m, N, H);
   linear(m, lw.gate_proj.data(), I, mview(A.gate, N, I));
   linear(m, lw.up_proj.data(), I, mview(A.up, N, I));
-  notify(obs, false, p + "mlp.gate_proj", lw.gate_proj.data(), I, m, cview(A.gate, N, I), {});
-  notify(obs, false, p + "mlp.up_proj", lw.up_proj.data(), I, m, cview(A.up, N, I), {});
+  notify(obs, false, name(module_id::gate_proj), lw.gate_proj.data(), I, m, cview(A.gate, N, I), {});
+  notify(obs, false, name(module_id::up_proj), lw.up_proj.data(), I, m, cview(A.up, N, I), {});
   timed(kernel_class::elementwise, [&] { swiglu_forward(cview(A.gate, N, I), cview(A.up, N, I), mview(A.act, N, I), stream_); });
   const auto act = cview(A.act, N, I);
   linear(act, lw.down_proj.data(), H, mview(A.down_out, N, H));
-  notify(obs, false, p + "mlp.down_proj", lw.down_proj.data(), H, act, cview(A.down_out, N, H), {});
+  notify(obs, false, name(module_id::down_proj), lw.down_proj.data(), H, act, cview(A.down_out, N, H), {});
   if (h_out != nullptr) {
     timed(kernel_class::elementwise, [&] {
       launch_elementwise(N, H, detail::add_op{cview(A.h_mid, N, H), cview(A.down_out, N, H), {h_out, N, H, H}}, stream_);
@@ -459,21 +461,21 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
   const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
   const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
   const std::int64_t nh = t.num_attention_heads, nkv = t.num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
-  const std::string p = qwen3_vl::text_layer_weight_prefix(l);
+  const auto name = [l](module_id m) { return qwen3_vl::schema::module_path(m, l); };
   const device_matrix<const float> cos{cos_.data(), N, hd, hd}, sin{sin_.data(), N, hd, hd};
 
   // MLP
   convert(cview(g_, N, H), mview(gb_, N, H));
-  notify(obs, true, p + "mlp.down_proj", lw.down_proj.data(), H, cview(A.act, N, I), cview(A.down_out, N, H),
+  notify(obs, true, name(module_id::down_proj), lw.down_proj.data(), H, cview(A.act, N, I), cview(A.down_out, N, H),
          cview(gb_, N, H));
   linear_back(cview(gb_, N, H), lw.down_proj.data(), I, mview(d_act_, N, I), false);
   timed(kernel_class::elementwise, [&] {
     swiglu_backward(cview(A.gate, N, I), cview(A.up, N, I), cview(d_act_, N, I), mview(d_gate_, N, I), mview(d_up_, N, I),
                     stream_);
   });
-  notify(obs, true, p + "mlp.gate_proj", lw.gate_proj.data(), I, cview(A.m, N, H), cview(A.gate, N, I),
+  notify(obs, true, name(module_id::gate_proj), lw.gate_proj.data(), I, cview(A.m, N, H), cview(A.gate, N, I),
          cview(d_gate_, N, I));
-  notify(obs, true, p + "mlp.up_proj", lw.up_proj.data(), I, cview(A.m, N, H), cview(A.up, N, I), cview(d_up_, N, I),
+  notify(obs, true, name(module_id::up_proj), lw.up_proj.data(), I, cview(A.m, N, H), cview(A.up, N, I), cview(d_up_, N, I),
          true);
   linear_back(cview(d_gate_, N, I), lw.gate_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(d_up_, N, I), lw.up_proj.data(), H, mview(d_m_, N, H), true);
@@ -483,7 +485,7 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
   });
   // Attention
   convert(cview(g_, N, H), mview(gb_, N, H));
-  notify(obs, true, p + "self_attn.o_proj", lw.o_proj.data(), H, cview(A.attn, N, qd), cview(A.o_out, N, H),
+  notify(obs, true, name(module_id::o_proj), lw.o_proj.data(), H, cview(A.attn, N, qd), cview(A.o_out, N, H),
          cview(gb_, N, H));
   if (tc_attention_) {
     linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_b_, N, qd), false);
@@ -514,10 +516,10 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
                       mview(dk_raw_, N * nkv, hd), false, stream_);
   });
   const auto a = cview(A.a, N, H);
-  notify(obs, true, p + "self_attn.q_proj", lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), cview(dq_raw_, N, qd));
-  notify(obs, true, p + "self_attn.k_proj", lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd),
+  notify(obs, true, name(module_id::q_proj), lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), cview(dq_raw_, N, qd));
+  notify(obs, true, name(module_id::k_proj), lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd),
          true);
-  notify(obs, true, p + "self_attn.v_proj", lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), cview(dvb_, N, kvd), true);
+  notify(obs, true, name(module_id::v_proj), lw.v_proj.data(), kvd, a, cview(A.v, N, kvd), cview(dvb_, N, kvd), true);
   linear_back(cview(dq_raw_, N, qd), lw.q_proj.data(), H, mview(d_m_, N, H), false);
   linear_back(cview(dk_raw_, N, kvd), lw.k_proj.data(), H, mview(d_m_, N, H), true);
   linear_back(cview(dvb_, N, kvd), lw.v_proj.data(), H, mview(d_m_, N, H), true);
@@ -613,12 +615,13 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   const auto hn = cview(hn_, N, H);
   const bf16* head = w_.lm_head_weight();
   const device_matrix<const bf16> head_all{head, V, H, H};
-  notify(observer, false, "lm_head", head, V, hn, {}, {});
+  const std::string head_name = qwen3_vl::schema::module_path(module_id::lm_head);
+  notify(observer, false, head_name, head, V, hn, {}, {});
   const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
   // The LM head's forward output (all of it or one chunk) offered for replacement.
   const auto offer_logits = [&](device_matrix<const bf16> w, std::int64_t v0, device_matrix<float> z) {
     if (observer == nullptr) return;
-    observer->replace_output(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z), {}, v0 > 0}, z);
+    observer->replace_output(device_linear_call{head_name, w, v0, V, hn, device_matrix<const float>(z), {}, v0 > 0}, z);
   };
 
   text_run_result result;
@@ -691,7 +694,8 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
                         per_row ? row_inv_count_.data() : nullptr);
           });
     if (observer != nullptr) {
-      observer->on_backward(device_linear_call{"lm_head", w, v0, V, hn, device_matrix<const float>(z),
+      const std::string head_name = qwen3_vl::schema::module_path(module_id::lm_head);
+      observer->on_backward(device_linear_call{head_name, w, v0, V, hn, device_matrix<const float>(z),
                                                device_matrix<const bf16>(dz), v0 > 0});
     }
     linear_back(device_matrix<const bf16>(dz), w.data, H, mview(d_m_, N, H), v0 > 0);

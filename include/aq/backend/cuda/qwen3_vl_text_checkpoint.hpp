@@ -17,6 +17,7 @@
 #include "aq/core/dtype.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::cuda {
 
@@ -52,12 +53,12 @@ class bf16_tensor_upload {
 inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
   const std::string where = ck.path().string();
   detail::bf16_tensor_upload upload;  // run before returning
-  const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+  const auto bf = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
     detail::check_shape(name, v.shape, shape, where);
     return upload.add(v);
   };
-  const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+  const auto f32 = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = ck.at(name);
     detail::check_shape(name, v.shape, shape, where);
     require_finite(v);
@@ -65,7 +66,8 @@ inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cf
     convert_tensor(v, std::span<float>(host));
     return device_buffer<float>(host);
   };
-  qwen3_vl_text_device_weights weights = detail::bind_text_weights(cfg, ck.find("lm_head.weight") != nullptr, bf, f32);
+  qwen3_vl_text_device_weights weights = detail::bind_text_weights(
+      cfg, ck.find(qwen3_vl::schema::tensor_name(qwen3_vl::schema::module_id::lm_head)) != nullptr, bf, f32);
   upload.run();
   return weights;
 }

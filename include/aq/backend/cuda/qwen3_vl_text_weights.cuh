@@ -1,11 +1,13 @@
 // The Qwen3-VL text decoder's weights on the GPU: linears and embeddings in bf16 (the checkpoint
-// dtype), norm weights in fp32, uploaded once; bound by checkpoint name through two loaders, e.g.
-// from the CPU model's fp32 tensors (rounded to bf16) or straight from a checkpoint's bf16 bytes.
+// dtype), norm weights in fp32, uploaded once; bound by the tensor schema's rows through two
+// loaders, e.g. from the CPU model's fp32 tensors (rounded to bf16) or straight from a
+// checkpoint's bf16 bytes.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -17,6 +19,7 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
 namespace aq::cuda {
@@ -44,43 +47,70 @@ struct qwen3_vl_text_device_weights {
   }
 };
 
+// Which member holds each text_layer row of the schema, by the dtype the schema gives it.
+template <class T>
+struct text_layer_device_member {
+  using pointer = device_buffer<T> qwen3_vl_text_layer_weights::*;  // an alias: nvcc would parenthesize the declarator
+  qwen3_vl::schema::module_id module;
+  pointer member;
+};
+inline constexpr text_layer_device_member<bf16> text_layer_bf16_members[] = {
+    {qwen3_vl::schema::module_id::q_proj, &qwen3_vl_text_layer_weights::q_proj},
+    {qwen3_vl::schema::module_id::k_proj, &qwen3_vl_text_layer_weights::k_proj},
+    {qwen3_vl::schema::module_id::v_proj, &qwen3_vl_text_layer_weights::v_proj},
+    {qwen3_vl::schema::module_id::o_proj, &qwen3_vl_text_layer_weights::o_proj},
+    {qwen3_vl::schema::module_id::gate_proj, &qwen3_vl_text_layer_weights::gate_proj},
+    {qwen3_vl::schema::module_id::up_proj, &qwen3_vl_text_layer_weights::up_proj},
+    {qwen3_vl::schema::module_id::down_proj, &qwen3_vl_text_layer_weights::down_proj},
+};
+inline constexpr text_layer_device_member<float> text_layer_f32_members[] = {
+    {qwen3_vl::schema::module_id::input_layernorm, &qwen3_vl_text_layer_weights::input_layernorm},
+    {qwen3_vl::schema::module_id::post_attention_layernorm, &qwen3_vl_text_layer_weights::post_attention_layernorm},
+    {qwen3_vl::schema::module_id::q_norm, &qwen3_vl_text_layer_weights::q_norm},
+    {qwen3_vl::schema::module_id::k_norm, &qwen3_vl_text_layer_weights::k_norm},
+};
+
 namespace detail {
 
-// Binds every text tensor through two loaders (bf16 for linears/embeddings, fp32 for norms).
+template <class T, std::size_t N>
+constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype) {
+  for (const T& m : members) {
+    if (qwen3_vl::schema::spec(m.module).dtype != dtype) return false;
+  }
+  return true;
+}
+static_assert(members_hold(text_layer_bf16_members, qwen3_vl::schema::gpu_dtype::bf16));
+static_assert(members_hold(text_layer_f32_members, qwen3_vl::schema::gpu_dtype::f32));
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::text_layer, text_layer_bf16_members,
+                                              text_layer_f32_members));
+static_assert(qwen3_vl::schema::spec(qwen3_vl::schema::module_id::embed_tokens).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
+              qwen3_vl::schema::spec(qwen3_vl::schema::module_id::lm_head).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
+              qwen3_vl::schema::spec(qwen3_vl::schema::module_id::final_norm).dtype == qwen3_vl::schema::gpu_dtype::f32);
+
+// Binds every text tensor through two loaders (bf16 for linears/embeddings, fp32 for norms), each
+// called as load(ref, name, shape) with the schema's tensor, name and shape.
 template <class LoadBf16, class LoadF32>
 qwen3_vl_text_device_weights bind_text_weights(const qwen3_vl::config& cfg, bool has_lm_head, LoadBf16 bf,
                                                LoadF32 f32) {
-  const qwen3_vl::text_config& t = cfg.text;
-  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
-      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
-    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
-                "vocab_size must all be positive");
-  }
-  const std::int64_t H = t.hidden_size, I = t.intermediate_size;
-  const std::int64_t qd = t.num_attention_heads * t.head_dim, kvd = t.num_key_value_heads * t.head_dim;
-  const std::string p0 = qwen3_vl::text_weight_prefix();
+  qwen3_vl::check_text_config(cfg.text);
+  using qwen3_vl::schema::module_id;
+  const auto load = [&](auto& loader, module_id id, std::int64_t index = -1) {
+    const qwen3_vl::schema::tensor_ref ref{id, index};
+    return loader(ref, qwen3_vl::schema::tensor_name(ref), qwen3_vl::schema::tensor_shape(cfg, ref));
+  };
   qwen3_vl_text_device_weights w;
-  w.embed_tokens = bf(p0 + "embed_tokens.weight", std::vector<std::int64_t>{t.vocab_size, H});
-  w.norm = f32(p0 + "norm.weight", std::vector<std::int64_t>{H});
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = qwen3_vl::text_layer_weight_prefix(l);
+  w.embed_tokens = load(bf, module_id::embed_tokens);
+  w.norm = load(f32, module_id::final_norm);
+  for (std::int64_t l = 0; l < cfg.text.num_hidden_layers; ++l) {
     qwen3_vl_text_layer_weights lw;
-    lw.input_layernorm = f32(p + "input_layernorm.weight", std::vector<std::int64_t>{H});
-    lw.post_attention_layernorm = f32(p + "post_attention_layernorm.weight", std::vector<std::int64_t>{H});
-    lw.q_proj = bf(p + "self_attn.q_proj.weight", std::vector<std::int64_t>{qd, H});
-    lw.k_proj = bf(p + "self_attn.k_proj.weight", std::vector<std::int64_t>{kvd, H});
-    lw.v_proj = bf(p + "self_attn.v_proj.weight", std::vector<std::int64_t>{kvd, H});
-    lw.o_proj = bf(p + "self_attn.o_proj.weight", std::vector<std::int64_t>{H, qd});
-    lw.q_norm = f32(p + "self_attn.q_norm.weight", std::vector<std::int64_t>{t.head_dim});
-    lw.k_norm = f32(p + "self_attn.k_norm.weight", std::vector<std::int64_t>{t.head_dim});
-    lw.gate_proj = bf(p + "mlp.gate_proj.weight", std::vector<std::int64_t>{I, H});
-    lw.up_proj = bf(p + "mlp.up_proj.weight", std::vector<std::int64_t>{I, H});
-    lw.down_proj = bf(p + "mlp.down_proj.weight", std::vector<std::int64_t>{H, I});
+    for (const auto& m : text_layer_f32_members) lw.*m.member = load(f32, m.module, l);
+    for (const auto& m : text_layer_bf16_members) lw.*m.member = load(bf, m.module, l);
     w.layers.push_back(std::move(lw));
   }
   if (!cfg.tie_word_embeddings) {
-    if (!has_lm_head) throw error("qwen3_vl checkpoint: tie_word_embeddings is false but lm_head.weight is missing");
-    w.lm_head = bf("lm_head.weight", std::vector<std::int64_t>{t.vocab_size, H});
+    const std::string head = qwen3_vl::schema::tensor_name(module_id::lm_head);
+    if (!has_lm_head) throw error("qwen3_vl checkpoint: tie_word_embeddings is false but " + head + " is missing");
+    w.lm_head = load(bf, module_id::lm_head);
   }
   return w;
 }
@@ -97,37 +127,26 @@ inline void check_shape(const std::string& name, std::span<const std::int64_t> g
 
 // Host fp32 weights (the CPU model's) rounded to bf16 on upload.
 inline qwen3_vl_text_device_weights upload_text_weights(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host) {
-  const auto find = [&](const std::string& name) -> const tensor& {
-    const std::string p0 = qwen3_vl::text_weight_prefix();
-    if (name == p0 + "embed_tokens.weight") return host.embed_tokens;
-    if (name == p0 + "norm.weight") return host.norm;
-    if (name == "lm_head.weight") return host.lm_head;
-    const std::string rest = name.substr(p0.size() + 7);  // after "layers."
-    const std::size_t dot = rest.find('.');
-    const auto& lw = host.layers.at(static_cast<std::size_t>(std::stoll(rest.substr(0, dot))));
-    const std::string field = rest.substr(dot + 1);
-    if (field == "input_layernorm.weight") return lw.input_layernorm;
-    if (field == "post_attention_layernorm.weight") return lw.post_attention_layernorm;
-    if (field == "self_attn.q_proj.weight") return lw.q_proj;
-    if (field == "self_attn.k_proj.weight") return lw.k_proj;
-    if (field == "self_attn.v_proj.weight") return lw.v_proj;
-    if (field == "self_attn.o_proj.weight") return lw.o_proj;
-    if (field == "self_attn.q_norm.weight") return lw.q_norm;
-    if (field == "self_attn.k_norm.weight") return lw.k_norm;
-    if (field == "mlp.gate_proj.weight") return lw.gate_proj;
-    if (field == "mlp.up_proj.weight") return lw.up_proj;
-    return lw.down_proj;
+  using qwen3_vl::schema::module_id;
+  const auto find = [&](const qwen3_vl::schema::tensor_ref& ref) -> const tensor& {
+    switch (ref.module) {
+      case module_id::embed_tokens: return host.embed_tokens;
+      case module_id::final_norm: return host.norm;
+      case module_id::lm_head: return host.lm_head;
+      default: return qwen3_vl::layer_member(host.layers.at(static_cast<std::size_t>(ref.index)), ref.module);
+    }
   };
-  const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor& t = find(name);
-    detail::check_shape(name, t.shape(), shape, "qwen3_vl host weights");
+  using shape = std::vector<std::int64_t>;
+  const auto bf = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
+    const tensor& t = find(ref);
+    detail::check_shape(name, t.shape(), want, "qwen3_vl host weights");
     std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
     for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
     return device_buffer<bf16>(v);
   };
-  const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor& t = find(name);
-    detail::check_shape(name, t.shape(), shape, "qwen3_vl host weights");
+  const auto f32 = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
+    const tensor& t = find(ref);
+    detail::check_shape(name, t.shape(), want, "qwen3_vl host weights");
     return device_buffer<float>(t.storage());
   };
   return detail::bind_text_weights(cfg, !host.lm_head.empty(), bf, f32);

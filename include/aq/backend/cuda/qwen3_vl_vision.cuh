@@ -32,6 +32,7 @@
 #include "aq/core/error.hpp"
 #include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/vision_geometry.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
 
@@ -118,13 +119,10 @@ class qwen3_vl_vision_model {
     device_buffer<bf16> qb, kb, vb;  // tensor-core attention operands
   };
 
-  static std::string block_name(std::int64_t b, const char* module) {
-    return qwen3_vl::vision_weight_prefix() + "blocks." + std::to_string(b) + "." + module;
-  }
-  static std::string merger_name(std::int64_t k, const char* module) {
-    return k < 0 ? qwen3_vl::vision_weight_prefix() + "merger." + module
-                 : qwen3_vl::vision_weight_prefix() + "deepstack_merger_list." + std::to_string(k) + "." + module;
-  }
+  using module_id = qwen3_vl::schema::module_id;
+  static std::string block_name(std::int64_t b, module_id m) { return qwen3_vl::schema::module_path(m, b); }
+  // k: DeepStack merger k, or -1 for the final merger.
+  static std::string merger_name(std::int64_t k, module_id m) { return qwen3_vl::schema::module_path(m, k); }
   template <class T>
   static device_matrix<T> mat(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
     return {b.data(), rows, cols, cols};
@@ -238,12 +236,12 @@ inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl
   });
   const auto ln = cmat(s.ln_out, rows, M);
   linear(ln, mw.fc1_w.data(), M, mw.fc1_b.data(), mat(s.fc1, rows, M));
-  notify(obs, false, merger_name(k, "linear_fc1"), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M), {});
+  notify(obs, false, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M), {});
   timed(kernel_class::elementwise,
         [&] { activation_forward<gelu_erf>(cmat(s.fc1, rows, M), mat(s.act, rows, M), stream()); });
   const auto act = cmat(s.act, rows, M);
   linear(act, mw.fc2_w.data(), out, mw.fc2_b.data(), mat(s.out, rows, out));
-  notify(obs, false, merger_name(k, "linear_fc2"), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out), {});
+  notify(obs, false, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out), {});
 }
 
 // Adds dL/dx into g.
@@ -258,14 +256,14 @@ inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_v
   need(d_ln_, rows * M);
   convert(device_matrix<const float>{d_out, rows, out, out}, mat(d_mb_, rows, out));
   const auto act = cmat(s.act, rows, M);
-  notify(obs, true, merger_name(k, "linear_fc2"), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out),
+  notify(obs, true, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out),
          cmat(d_mb_, rows, out));
   linear_back(cmat(d_mb_, rows, out), mw.fc2_w.data(), M, mat(d_act_f_, rows, M));
   timed(kernel_class::elementwise, [&] {
     activation_backward<gelu_erf>(cmat(s.fc1, rows, M), cmat(d_act_f_, rows, M), mat(d_act_, rows, M), stream());
   });
   const auto ln = cmat(s.ln_out, rows, M);
-  notify(obs, true, merger_name(k, "linear_fc1"), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M),
+  notify(obs, true, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M),
          cmat(d_act_, rows, M));
   linear_back(cmat(d_act_, rows, M), mw.fc1_w.data(), M, mat(d_ln_, rows, M));
   timed(kernel_class::norm_rope, [&] {
@@ -321,7 +319,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   });
   const auto ln1 = cmat(s.ln1, np, D);
   linear(ln1, bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), mat(s.qkv, np, 3 * D));
-  notify(obs, false, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
+  notify(obs, false, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
   const auto qkv = cmat(s.qkv, np, 3 * D);
   timed(kernel_class::norm_rope, [&] {
     // q, k, v: the column blocks of the fused qkv output (strided views).
@@ -353,7 +351,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   }
   const auto attn = cmat(s.attn, np, D);
   linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
-  notify(obs, false, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
+  notify(obs, false, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
   timed(kernel_class::elementwise, [&] {
     launch_elementwise(np, D, detail::add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
   });
@@ -364,12 +362,12 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   });
   const auto ln2 = cmat(s.ln2, np, D);
   linear(ln2, bw.fc1_w.data(), I, bw.fc1_b.data(), mat(s.fc1, np, I));
-  notify(obs, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
+  notify(obs, false, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
   timed(kernel_class::elementwise,
         [&] { activation_forward<gelu_tanh>(cmat(s.fc1, np, I), mat(s.act, np, I), stream()); });
   const auto act = cmat(s.act, np, I);
   linear(act, bw.fc2_w.data(), D, bw.fc2_b.data(), mat(s.fc2, np, D));
-  notify(obs, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
+  notify(obs, false, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
   if (!write_output) return;
   // Block output: the next block's input, or the final merger's.
   device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
@@ -427,7 +425,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   need(patch_out_, np * D);
   const auto px_m = cmat(pixels_, np, patch);
   linear(px_m, w_.patch_w.data(), D, w_.patch_b.data(), mat(patch_out_, np, D));
-  notify(obs, false, qwen3_vl::vision_weight_prefix() + "patch_embed.proj", w_.patch_w.data(), D, w_.patch_b.data(), px_m,
+  notify(obs, false, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(), px_m,
          cmat(patch_out_, np, D), {});
   blocks_.resize(static_cast<std::size_t>(v.depth));
   tap_in_.resize(w_.deepstack.size());
@@ -487,13 +485,13 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
     block_state& s = state(b);
     const device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
     convert(cmat(g_, np, D), mat(gb_, np, D));
-    notify(obs, true, block_name(b, "mlp.linear_fc2"), bw.fc2_w.data(), D, bw.fc2_b.data(), cmat(s.act, np, I),
+    notify(obs, true, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), cmat(s.act, np, I),
            cmat(s.fc2, np, D), cmat(gb_, np, D));
     linear_back(cmat(gb_, np, D), bw.fc2_w.data(), I, mat(d_m_, np, I));
     timed(kernel_class::elementwise, [&] {
       activation_backward<gelu_tanh>(cmat(s.fc1, np, I), cmat(d_m_, np, I), mat(d_act_, np, I), stream());
     });
-    notify(obs, true, block_name(b, "mlp.linear_fc1"), bw.fc1_w.data(), I, bw.fc1_b.data(), cmat(s.ln2, np, D),
+    notify(obs, true, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), cmat(s.ln2, np, D),
            cmat(s.fc1, np, I), cmat(d_act_, np, I));
     linear_back(cmat(d_act_, np, I), bw.fc1_w.data(), D, mat(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
@@ -501,7 +499,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
                           true, stream());
     });
     convert(cmat(g_, np, D), mat(gb_, np, D));
-    notify(obs, true, block_name(b, "attn.proj"), bw.proj_w.data(), D, bw.proj_b.data(), cmat(s.attn, np, D),
+    notify(obs, true, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), cmat(s.attn, np, D),
            cmat(s.proj_out, np, D), cmat(gb_, np, D));
     linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
     if (tc_attention_) {
@@ -534,7 +532,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
                            stream());
       }
     });
-    notify(obs, true, block_name(b, "attn.qkv"), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), cmat(s.ln1, np, D),
+    notify(obs, true, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), cmat(s.ln1, np, D),
            cmat(s.qkv, np, 3 * D), cmat(dqkv_, np, 3 * D));
     linear_back(cmat(dqkv_, np, 3 * D), bw.qkv_w.data(), D, mat(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
@@ -543,7 +541,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
     });
   }
   convert(cmat(g_, np, D), mat(gb_, np, D));
-  notify(obs, true, qwen3_vl::vision_weight_prefix() + "patch_embed.proj", w_.patch_w.data(), D, w_.patch_b.data(),
+  notify(obs, true, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(),
          cmat(pixels_, np, w_.patch_w.size() / static_cast<std::size_t>(D)), cmat(patch_out_, np, D), cmat(gb_, np, D));
 }
 

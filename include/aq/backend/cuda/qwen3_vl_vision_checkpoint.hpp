@@ -19,6 +19,7 @@
 #include "aq/core/tensor.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::cuda {
 
@@ -30,17 +31,17 @@ inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config
     return v;
   };
   detail::bf16_tensor_upload upload;  // run before returning
-  const auto bf = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+  const auto bf = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
     return upload.add(view(name, shape));
   };
-  const auto f32 = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+  const auto f32 = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
     require_finite(v);
     std::vector<float> host(static_cast<std::size_t>(v.numel()));
     convert_tensor(v, std::span<float>(host));
     return device_buffer<float>(host);
   };
-  const auto host = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+  const auto host = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& v = view(name, shape);
     require_finite(v);
     tensor t(shape);

@@ -15,6 +15,7 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
 
 namespace aq::cuda {
@@ -102,61 +103,98 @@ inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::visi
   return w;
 }
 
+// Which members hold each block or merger row of the schema: the weight (bf16 for matrices, fp32
+// for norms, as the schema's dtype says) and the fp32 bias.
+template <class W, class T>
+struct vision_device_member {
+  using weight_pointer = device_buffer<T> W::*;  // aliases: nvcc would parenthesize the declarators
+  using bias_pointer = device_buffer<float> W::*;
+  qwen3_vl::schema::module_id module;
+  weight_pointer weight;
+  bias_pointer bias;
+};
+using block_device_weights = qwen3_vl_vision_block_device_weights;
+using merger_device_weights = qwen3_vl_merger_device_weights;
+inline constexpr vision_device_member<block_device_weights, float> vision_block_norm_members[] = {
+    {qwen3_vl::schema::module_id::norm1, &block_device_weights::norm1_w, &block_device_weights::norm1_b},
+    {qwen3_vl::schema::module_id::norm2, &block_device_weights::norm2_w, &block_device_weights::norm2_b},
+};
+inline constexpr vision_device_member<block_device_weights, bf16> vision_block_matrix_members[] = {
+    {qwen3_vl::schema::module_id::attn_qkv, &block_device_weights::qkv_w, &block_device_weights::qkv_b},
+    {qwen3_vl::schema::module_id::attn_proj, &block_device_weights::proj_w, &block_device_weights::proj_b},
+    {qwen3_vl::schema::module_id::mlp_fc1, &block_device_weights::fc1_w, &block_device_weights::fc1_b},
+    {qwen3_vl::schema::module_id::mlp_fc2, &block_device_weights::fc2_w, &block_device_weights::fc2_b},
+};
+inline constexpr vision_device_member<merger_device_weights, float> merger_norm_members[] = {
+    {qwen3_vl::schema::module_id::merger_norm, &merger_device_weights::norm_w, &merger_device_weights::norm_b},
+};
+inline constexpr vision_device_member<merger_device_weights, bf16> merger_matrix_members[] = {
+    {qwen3_vl::schema::module_id::merger_fc1, &merger_device_weights::fc1_w, &merger_device_weights::fc1_b},
+    {qwen3_vl::schema::module_id::merger_fc2, &merger_device_weights::fc2_w, &merger_device_weights::fc2_b},
+};
+
 namespace detail {
 
-// Binds every vision tensor through three loaders: bf(name, shape) -> device_buffer<bf16>
-// (matrices), f32(name, shape) -> device_buffer<float> (norms, biases), host(name, shape) ->
-// tensor (the position grid). Names and shapes as qwen3_vl::load_vision_weights.
+template <class T, std::size_t N>
+constexpr bool vision_members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype) {
+  for (const T& m : members) {
+    const qwen3_vl::schema::module_spec& spec = qwen3_vl::schema::spec(m.module);
+    if (spec.dtype != dtype || spec.bias != qwen3_vl::schema::bias_rule::always) return false;
+  }
+  return true;
+}
+static_assert(vision_members_hold(vision_block_norm_members, qwen3_vl::schema::gpu_dtype::f32));
+static_assert(vision_members_hold(vision_block_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
+static_assert(vision_members_hold(merger_norm_members, qwen3_vl::schema::gpu_dtype::f32));
+static_assert(vision_members_hold(merger_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::vision_block, vision_block_norm_members,
+                                              vision_block_matrix_members));
+static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::merger, merger_norm_members,
+                                              merger_matrix_members));
+static_assert(qwen3_vl::schema::spec(qwen3_vl::schema::module_id::patch_embed).dtype == qwen3_vl::schema::gpu_dtype::bf16 &&
+              qwen3_vl::schema::spec(qwen3_vl::schema::module_id::pos_embed).dtype == qwen3_vl::schema::gpu_dtype::host_f32);
+
+// Binds every vision tensor through three loaders: bf(ref, name, shape) -> device_buffer<bf16>
+// (matrices), f32(ref, name, shape) -> device_buffer<float> (norms, biases), host(ref, name,
+// shape) -> tensor (the position grid). Names and shapes are the schema's.
 template <class LoadBf16, class LoadF32, class LoadHost>
 qwen3_vl_vision_device_weights bind_vision_weights(const qwen3_vl::config& cfg, LoadBf16 bf, LoadF32 f32, LoadHost host) {
-  const qwen3_vl::vision_config& v = cfg.vision;
-  if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
-      v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
-    throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
-                "out_hidden_size and num_position_embeddings must be positive");
-  }
-  using shape = std::vector<std::int64_t>;
-  const std::int64_t D = v.hidden_size, I = v.intermediate_size;
-  const std::int64_t M = D * v.spatial_merge_size * v.spatial_merge_size;
-  const std::string p = qwen3_vl::vision_weight_prefix();
+  qwen3_vl::check_vision_config(cfg.vision);
+  using qwen3_vl::schema::module_id;
+  using qwen3_vl::schema::tensor_kind;
+  const auto load = [&](auto& loader, module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
+    const qwen3_vl::schema::tensor_ref ref{id, index, kind};
+    return loader(ref, qwen3_vl::schema::tensor_name(ref), qwen3_vl::schema::tensor_shape(cfg, ref));
+  };
+  const auto load_members = [&](auto& into, auto& loader, const auto& members, std::int64_t index) {
+    for (const auto& m : members) {
+      into.*m.weight = load(loader, m.module, index);
+      into.*m.bias = load(f32, m.module, index, tensor_kind::bias);
+    }
+  };
   qwen3_vl_vision_device_weights w;
-  w.patch_w = bf(p + "patch_embed.proj.weight", shape{D, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
-  w.patch_b = f32(p + "patch_embed.proj.bias", shape{D});
-  w.pos_embed = host(p + "pos_embed.weight", shape{v.num_position_embeddings, D});
-  for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string bp = p + "blocks." + std::to_string(b) + ".";
+  w.patch_w = load(bf, module_id::patch_embed);
+  w.patch_b = load(f32, module_id::patch_embed, -1, tensor_kind::bias);
+  w.pos_embed = load(host, module_id::pos_embed);
+  for (std::int64_t b = 0; b < cfg.vision.depth; ++b) {
     qwen3_vl_vision_block_device_weights d;
-    d.norm1_w = f32(bp + "norm1.weight", shape{D});
-    d.norm1_b = f32(bp + "norm1.bias", shape{D});
-    d.norm2_w = f32(bp + "norm2.weight", shape{D});
-    d.norm2_b = f32(bp + "norm2.bias", shape{D});
-    d.qkv_w = bf(bp + "attn.qkv.weight", shape{3 * D, D});
-    d.qkv_b = f32(bp + "attn.qkv.bias", shape{3 * D});
-    d.proj_w = bf(bp + "attn.proj.weight", shape{D, D});
-    d.proj_b = f32(bp + "attn.proj.bias", shape{D});
-    d.fc1_w = bf(bp + "mlp.linear_fc1.weight", shape{I, D});
-    d.fc1_b = f32(bp + "mlp.linear_fc1.bias", shape{I});
-    d.fc2_w = bf(bp + "mlp.linear_fc2.weight", shape{D, I});
-    d.fc2_b = f32(bp + "mlp.linear_fc2.bias", shape{D});
+    load_members(d, f32, vision_block_norm_members, b);
+    load_members(d, bf, vision_block_matrix_members, b);
     w.blocks.push_back(std::move(d));
   }
-  const auto merger = [&](const std::string& mp, bool postshuffle) {
+  // The final merger is instance -1; DeepStack merger k is instance k, normed after the concat.
+  qwen3_vl::schema::for_each_instance(cfg, qwen3_vl::schema::family::merger, [&](std::int64_t k) {
     qwen3_vl_merger_device_weights m;
-    const std::int64_t norm_width = postshuffle ? M : D;
-    m.norm_w = f32(mp + "norm.weight", shape{norm_width});
-    m.norm_b = f32(mp + "norm.bias", shape{norm_width});
-    m.fc1_w = bf(mp + "linear_fc1.weight", shape{M, M});
-    m.fc1_b = f32(mp + "linear_fc1.bias", shape{M});
-    m.fc2_w = bf(mp + "linear_fc2.weight", shape{v.out_hidden_size, M});
-    m.fc2_b = f32(mp + "linear_fc2.bias", shape{v.out_hidden_size});
-    m.out = v.out_hidden_size;
-    m.postshuffle_norm = postshuffle;
-    return m;
-  };
-  w.merger = merger(p + "merger.", false);
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    w.deepstack.push_back(merger(p + "deepstack_merger_list." + std::to_string(k) + ".", true));
-  }
+    load_members(m, f32, merger_norm_members, k);
+    load_members(m, bf, merger_matrix_members, k);
+    m.out = cfg.vision.out_hidden_size;
+    m.postshuffle_norm = k >= 0;
+    if (k < 0) {
+      w.merger = std::move(m);
+    } else {
+      w.deepstack.push_back(std::move(m));
+    }
+  });
   return w;
 }
 

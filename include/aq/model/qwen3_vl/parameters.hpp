@@ -1,6 +1,7 @@
-// The parameters a Qwen3-VL checkpoint must hold, computed from the config (names and shapes as
-// transformers' Qwen3VLForConditionalGeneration registers them), and the binding check of a
-// checkpoint against that list: the gate between reading safetensors and running the model.
+// The parameters a Qwen3-VL checkpoint must hold, computed from the config through the tensor
+// schema (names and shapes as transformers' Qwen3VLForConditionalGeneration registers them), and
+// the binding check of a checkpoint against that list: the gate between reading safetensors and
+// running the model.
 #pragma once
 
 #include <algorithm>
@@ -15,13 +16,12 @@
 #include "aq/core/error.hpp"
 #include "aq/io/safetensors.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::qwen3_vl {
 
-enum class model_part { vision, text, lm_head };
-
 inline std::string_view part_name(model_part part) {
-  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : "lm_head";
+  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : schema::lm_head_name;
 }
 
 struct parameter_spec {
@@ -41,87 +41,22 @@ struct parameter_spec {
   }
 };
 
-inline constexpr std::string_view vision_prefix = "model.visual.";
-inline constexpr std::string_view text_prefix = "model.language_model.";
-inline constexpr std::string_view lm_head_weight_name = "lm_head.weight";
-inline constexpr std::string_view embed_tokens_weight_name = "model.language_model.embed_tokens.weight";
+inline constexpr std::string_view vision_prefix = schema::spec(model_part::vision).root;
+inline constexpr std::string_view text_prefix = schema::spec(model_part::text).root;
+inline const std::string lm_head_weight_name = schema::tensor_name(schema::module_id::lm_head);
+inline const std::string embed_tokens_weight_name = schema::tensor_name(schema::module_id::embed_tokens);
 
-// Width of a merger's input: merge_size^2 vision tokens concatenated.
-inline std::int64_t merger_hidden_size(const vision_config& v) {
-  return v.hidden_size * v.spatial_merge_size * v.spatial_merge_size;
+using schema::merger_hidden_size;
+
+inline parameter_spec parameter_of(const config& cfg, const schema::tensor_ref& t) {
+  return {schema::tensor_name(t), schema::tensor_shape(cfg, t), schema::part_of(t.module)};
 }
 
 // Every parameter in named_parameters order: vision tower, text decoder, then lm_head, which is
 // listed only when untied (a tied head is embed_tokens; checkpoints normally omit it).
 inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
   std::vector<parameter_spec> out;
-  const vision_config& v = cfg.vision;
-  const text_config& t = cfg.text;
-  const std::string vp(vision_prefix);
-  const auto vision = [&](std::string name, std::vector<std::int64_t> shape) {
-    out.push_back({vp + name, std::move(shape), model_part::vision});
-  };
-  const auto layer_norm = [&](const std::string& module, std::int64_t width) {
-    vision(module + ".weight", {width});
-    vision(module + ".bias", {width});
-  };
-  const auto linear_with_bias = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
-    vision(module + ".weight", {out_features, in_features});
-    vision(module + ".bias", {out_features});
-  };
-
-  vision("patch_embed.proj.weight", {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
-  vision("patch_embed.proj.bias", {v.hidden_size});
-  vision("pos_embed.weight", {v.num_position_embeddings, v.hidden_size});
-  for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string block = "blocks." + std::to_string(b) + ".";
-    layer_norm(block + "norm1", v.hidden_size);
-    layer_norm(block + "norm2", v.hidden_size);
-    linear_with_bias(block + "attn.qkv", 3 * v.hidden_size, v.hidden_size);
-    linear_with_bias(block + "attn.proj", v.hidden_size, v.hidden_size);
-    linear_with_bias(block + "mlp.linear_fc1", v.intermediate_size, v.hidden_size);
-    linear_with_bias(block + "mlp.linear_fc2", v.hidden_size, v.intermediate_size);
-  }
-  const std::int64_t merged = merger_hidden_size(v);
-  const auto merger = [&](const std::string& module, std::int64_t norm_width) {
-    layer_norm(module + ".norm", norm_width);
-    linear_with_bias(module + ".linear_fc1", merged, merged);
-    linear_with_bias(module + ".linear_fc2", v.out_hidden_size, merged);
-  };
-  merger("merger", v.hidden_size);  // norm before the merge_size^2 concat
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    merger("deepstack_merger_list." + std::to_string(k), merged);  // norm after the concat
-  }
-
-  const std::string tp(text_prefix);
-  const auto text = [&](std::string name, std::vector<std::int64_t> shape) {
-    out.push_back({tp + name, std::move(shape), model_part::text});
-  };
-  const std::int64_t q_width = t.num_attention_heads * t.head_dim;
-  const std::int64_t kv_width = t.num_key_value_heads * t.head_dim;
-  const auto attention_linear = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
-    text(module + ".weight", {out_features, in_features});
-    if (t.attention_bias) text(module + ".bias", {out_features});
-  };
-  text("embed_tokens.weight", {t.vocab_size, t.hidden_size});
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string layer = "layers." + std::to_string(l) + ".";
-    attention_linear(layer + "self_attn.q_proj", q_width, t.hidden_size);
-    attention_linear(layer + "self_attn.k_proj", kv_width, t.hidden_size);
-    attention_linear(layer + "self_attn.v_proj", kv_width, t.hidden_size);
-    attention_linear(layer + "self_attn.o_proj", t.hidden_size, q_width);
-    text(layer + "self_attn.q_norm.weight", {t.head_dim});
-    text(layer + "self_attn.k_norm.weight", {t.head_dim});
-    text(layer + "mlp.gate_proj.weight", {t.intermediate_size, t.hidden_size});
-    text(layer + "mlp.up_proj.weight", {t.intermediate_size, t.hidden_size});
-    text(layer + "mlp.down_proj.weight", {t.hidden_size, t.intermediate_size});
-    text(layer + "input_layernorm.weight", {t.hidden_size});
-    text(layer + "post_attention_layernorm.weight", {t.hidden_size});
-  }
-  text("norm.weight", {t.hidden_size});
-  if (!cfg.tie_word_embeddings) {
-    out.push_back({std::string(lm_head_weight_name), {t.vocab_size, t.hidden_size}, model_part::lm_head});
-  }
+  schema::for_each_tensor(cfg, [&](const schema::tensor_ref& t) { out.push_back(parameter_of(cfg, t)); });
   return out;
 }
 
@@ -150,7 +85,7 @@ inline parameter_counts count_parameters(const config& cfg) {
     if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
     if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
   }
-  counts.lm_head = parameter_spec{std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}}.numel();
+  counts.lm_head = parameter_of(cfg, {schema::module_id::lm_head}).numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
   counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
                                      cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
@@ -176,7 +111,7 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
 
   std::vector<parameter_spec> expected = expected_parameters(cfg);
   if (cfg.tie_word_embeddings) {
-    expected.push_back({std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}, model_part::lm_head});
+    expected.push_back(parameter_of(cfg, {schema::module_id::lm_head}));
   }
   std::vector<std::string> missing;
   std::vector<std::string> misshaped;
@@ -213,28 +148,31 @@ struct parameter_totals {
 };
 
 inline parameter_totals expected_totals(const config& cfg) {
-  // One layer and one block stand for all of them: the list of a 1-layer, 1-block model, scaled.
-  config one = cfg;
-  one.text.num_hidden_layers = 1;
-  one.vision.depth = 1;
-  one.vision.deepstack_visual_indexes.assign(cfg.vision.deepstack_visual_indexes.size(), 0);
-  std::int64_t layer_tensors = 0, layer_elements = 0, block_tensors = 0, block_elements = 0;
-  parameter_totals totals;
-  for (const parameter_spec& p : expected_parameters(one)) {
-    const bool in_layer = p.name.find(".layers.0.") != std::string::npos;
-    const bool in_block = p.name.find(".blocks.0.") != std::string::npos;
-    (in_layer ? layer_tensors : in_block ? block_tensors : totals.tensors) += 1;
-    std::int64_t& elements = in_layer ? layer_elements : in_block ? block_elements : totals.elements;
-    elements = detail::checked_add(elements, p.numel(), "total");
-  }
+  // Indexed instances of a family (layers, blocks, DeepStack mergers) all have the shapes of
+  // instance 0: its tensors are counted once and scaled.
   const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
     std::int64_t product = 0;
     if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
     return detail::checked_add(base, product, "total");
   };
-  totals.tensors = scaled(cfg.text.num_hidden_layers, layer_tensors, scaled(cfg.vision.depth, block_tensors, totals.tensors));
-  totals.elements =
-      scaled(cfg.text.num_hidden_layers, layer_elements, scaled(cfg.vision.depth, block_elements, totals.elements));
+  parameter_totals totals;
+  const auto add_instance = [&](schema::family unit, std::int64_t index, std::int64_t times) {
+    parameter_totals one;
+    for (const schema::module_spec& m : schema::modules_of(unit)) {
+      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
+        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
+        if (!stored) continue;
+        one.tensors += 1;
+        one.elements = detail::checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+      }
+    }
+    totals.tensors = scaled(times, one.tensors, totals.tensors);
+    totals.elements = scaled(times, one.elements, totals.elements);
+  };
+  for (const schema::family_spec& fam : schema::families) {
+    if (fam.has_single) add_instance(fam.id, -1, 1);
+    if (!fam.list.empty()) add_instance(fam.id, 0, fam.count(cfg));
+  }
   return totals;
 }
 

@@ -23,6 +23,7 @@
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
 namespace aq::qwen3_vl {
@@ -74,9 +75,13 @@ class text_model {
     std::vector<float> r1, r2, rq, rk, lse;
   };
 
-  void notify(linear_observer* obs, bool backward, const std::string& name, const tensor& w, const tensor& x,
+  using module_id = schema::module_id;
+  using module_ref = schema::module_ref;
+
+  void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
               tensor& y, const tensor* g) const {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
                      g != nullptr ? g->matrix() : const_matrix_view{}};
     if (backward) {
@@ -154,7 +159,6 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   ac.key_valid = batch.attention_mask.data();
   ac.masked_rows = options.masked_rows;
 
-  auto layer_name = [](std::int64_t l, const char* module) { return text_layer_weight_prefix(l) + module; };
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
   };
@@ -176,9 +180,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
     cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
     cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
-    notify(observer, false, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, nullptr);
-    notify(observer, false, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, nullptr);
-    notify(observer, false, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, nullptr);
+    notify(observer, false, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, nullptr);
+    notify(observer, false, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, nullptr);
+    notify(observer, false, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, nullptr);
     s.q_rot = tensor({N, nh * hd});
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
@@ -193,7 +197,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                            s.lse.data());
     s.o_out = tensor({N, H});
     cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
-    notify(observer, false, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, nullptr);
+    notify(observer, false, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, nullptr);
     s.h_mid = s.h_in;
     for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
     s.m = tensor({N, H});
@@ -203,13 +207,13 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.up = tensor({N, I});
     cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
     cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
-    notify(observer, false, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, nullptr);
-    notify(observer, false, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, nullptr);
+    notify(observer, false, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, nullptr);
+    notify(observer, false, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, nullptr);
     s.act = tensor({N, I});
     cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
     s.down_out = tensor({N, H});
     cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
-    notify(observer, false, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, nullptr);
+    notify(observer, false, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, nullptr);
     h = s.h_mid;
     for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
     if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
@@ -234,7 +238,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   text_result result;
   result.logits = tensor({N, V});
   cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
-  notify(observer, false, "lm_head", lm, hn, result.logits, nullptr);
+  notify(observer, false, module_ref{module_id::lm_head}, lm, hn, result.logits, nullptr);
   if (!with_loss) return result;
 
   tensor dlogits({N, V});
@@ -245,7 +249,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   if (!options.backward) return result;
 
   // Backward: g is dL/d(residual stream) at the current point.
-  notify(observer, true, "lm_head", lm, hn, result.logits, &dlogits);
+  notify(observer, true, module_ref{module_id::lm_head}, lm, hn, result.logits, &dlogits);
   tensor dhn({N, H});
   cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
   dlogits = tensor();
@@ -266,17 +270,17 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
       }
     }
     // MLP
-    notify(observer, true, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, &g);
+    notify(observer, true, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, &g);
     cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
     cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
-    notify(observer, true, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, &d_gate);
-    notify(observer, true, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, &d_up);
+    notify(observer, true, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, &d_gate);
+    notify(observer, true, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, &d_up);
     cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
     cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
     cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
                            true);
     // Attention
-    notify(observer, true, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, &g);
+    notify(observer, true, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, &g);
     cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
     cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
@@ -286,9 +290,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                            per_head(dq_raw, hd));
     cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
                            per_head(dk_raw, hd));
-    notify(observer, true, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, &dq_raw);
-    notify(observer, true, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, &dk_raw);
-    notify(observer, true, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, &dv);
+    notify(observer, true, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, &dq_raw);
+    notify(observer, true, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, &dk_raw);
+    notify(observer, true, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, &dv);
     cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
     cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
     cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);

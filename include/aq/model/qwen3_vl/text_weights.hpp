@@ -1,6 +1,7 @@
 // Binding of the Qwen3-VL text decoder's checkpoint tensors (model.language_model.*, lm_head)
-// to fp32 tensors with checked shapes. The weights come from any source that can hand out a
-// named tensor as float32 (a safetensors checkpoint, a test's synthetic weights).
+// to fp32 tensors with checked shapes, by the tensor schema's names and shapes. The weights come
+// from any source that can hand out a named tensor as float32 (a safetensors checkpoint, a test's
+// synthetic weights).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::qwen3_vl {
 
@@ -37,49 +39,73 @@ struct text_weights {
   const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
-inline std::string text_weight_prefix() { return "model.language_model."; }
+inline std::string text_weight_prefix() { return schema::instance_prefix(schema::family::text_stem); }
 inline std::string text_layer_weight_prefix(std::int64_t layer) {
-  return text_weight_prefix() + "layers." + std::to_string(layer) + ".";
+  return schema::instance_prefix(schema::family::text_layer, layer);
+}
+
+// Which member of a layer holds each text_layer row of the schema (weights only: the text
+// attention has no bias, check_implemented refuses attention_bias).
+struct text_layer_member {
+  using pointer = tensor text_layer_weights::*;  // an alias: nvcc's host output would parenthesize the declarator
+  schema::module_id module;
+  pointer member;
+};
+inline constexpr text_layer_member text_layer_members[] = {
+    {schema::module_id::q_proj, &text_layer_weights::q_proj},
+    {schema::module_id::k_proj, &text_layer_weights::k_proj},
+    {schema::module_id::v_proj, &text_layer_weights::v_proj},
+    {schema::module_id::o_proj, &text_layer_weights::o_proj},
+    {schema::module_id::q_norm, &text_layer_weights::q_norm},
+    {schema::module_id::k_norm, &text_layer_weights::k_norm},
+    {schema::module_id::gate_proj, &text_layer_weights::gate_proj},
+    {schema::module_id::up_proj, &text_layer_weights::up_proj},
+    {schema::module_id::down_proj, &text_layer_weights::down_proj},
+    {schema::module_id::input_layernorm, &text_layer_weights::input_layernorm},
+    {schema::module_id::post_attention_layernorm, &text_layer_weights::post_attention_layernorm},
+};
+static_assert(schema::covers_family(schema::family::text_layer, text_layer_members));
+
+// The member holding a text_layer module's weight (W: text_layer_weights, const or not).
+template <class W>
+auto& layer_member(W& w, schema::module_id id) {
+  for (const text_layer_member& m : text_layer_members) {
+    if (m.module == id) return w.*m.member;
+  }
+  throw error("qwen3_vl text weights: " + schema::module_path(id) + " is not a decoder-layer module");
+}
+
+inline void check_text_config(const text_config& t) {
+  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
+      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
+    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
+                "vocab_size must all be positive");
+  }
 }
 
 // lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
 // (transformers drops the tied duplicate on save).
 inline text_weights load_text_weights(const config& cfg, const weight_source& source) {
   check_implemented(cfg);
-  const text_config& t = cfg.text;
-  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
-      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
-    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
-                "vocab_size must all be positive");
-  }
-  const std::int64_t H = t.hidden_size;
-  const std::int64_t qd = t.num_attention_heads * t.head_dim;
-  const std::int64_t kvd = t.num_key_value_heads * t.head_dim;
-  const std::int64_t I = t.intermediate_size;
+  check_text_config(cfg.text);
+  using schema::module_id;
+  const auto load = [&](module_id id, std::int64_t index = -1) {
+    return source.load(schema::tensor_name(id, index), schema::weight_shape(cfg, id, index));
+  };
   text_weights w;
-  w.embed_tokens = source.load(text_weight_prefix() + "embed_tokens.weight", {t.vocab_size, H});
-  w.norm = source.load(text_weight_prefix() + "norm.weight", {H});
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = text_layer_weight_prefix(l);
+  w.embed_tokens = load(module_id::embed_tokens);
+  w.norm = load(module_id::final_norm);
+  for (std::int64_t l = 0; l < cfg.text.num_hidden_layers; ++l) {
     text_layer_weights lw;
-    lw.input_layernorm = source.load(p + "input_layernorm.weight", {H});
-    lw.post_attention_layernorm = source.load(p + "post_attention_layernorm.weight", {H});
-    lw.q_proj = source.load(p + "self_attn.q_proj.weight", {qd, H});
-    lw.k_proj = source.load(p + "self_attn.k_proj.weight", {kvd, H});
-    lw.v_proj = source.load(p + "self_attn.v_proj.weight", {kvd, H});
-    lw.o_proj = source.load(p + "self_attn.o_proj.weight", {H, qd});
-    lw.q_norm = source.load(p + "self_attn.q_norm.weight", {t.head_dim});
-    lw.k_norm = source.load(p + "self_attn.k_norm.weight", {t.head_dim});
-    lw.gate_proj = source.load(p + "mlp.gate_proj.weight", {I, H});
-    lw.up_proj = source.load(p + "mlp.up_proj.weight", {I, H});
-    lw.down_proj = source.load(p + "mlp.down_proj.weight", {H, I});
+    for (const text_layer_member& m : text_layer_members) lw.*m.member = load(m.module, l);
     w.layers.push_back(std::move(lw));
   }
   if (!cfg.tie_word_embeddings) {
-    if (!source.contains("lm_head.weight")) {
-      throw error("qwen3_vl checkpoint: tie_word_embeddings is false but lm_head.weight is missing");
+    const std::string head = schema::tensor_name(module_id::lm_head);
+    if (!source.contains(head)) {
+      throw error("qwen3_vl checkpoint: tie_word_embeddings is false but " + head + " is missing");
     }
-    w.lm_head = source.load("lm_head.weight", {t.vocab_size, H});
+    w.lm_head = load(module_id::lm_head);
   }
   return w;
 }

@@ -20,6 +20,7 @@
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/vision_geometry.hpp"
 #include "aq/model/qwen3_vl/vision_weights.hpp"
 
@@ -68,17 +69,14 @@ class vision_model {
                 linear_observer* observer = nullptr) const;
 
  private:
-  static std::string block_name(std::int64_t b, const char* module) {
-    return vision_weight_prefix() + "blocks." + std::to_string(b) + "." + module;
-  }
-  static std::string merger_name(std::int64_t k, const char* module) {
-    return k < 0 ? vision_weight_prefix() + "merger." + module
-                 : vision_weight_prefix() + "deepstack_merger_list." + std::to_string(k) + "." + module;
-  }
-  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+  using module_id = schema::module_id;
+  using module_ref = schema::module_ref;
+
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
                      const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
                      const const_matrix_view& g = {}) {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     const linear_call call{name, w, b.data(), x, y, g};
     if (backward) {
       obs->on_backward(call);
@@ -87,10 +85,11 @@ class vision_model {
     }
   }
   // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
-  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
                      const tensor& b, const const_matrix_view& x, const matrix_view& y,
                      const const_matrix_view& g = {}) {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
     if (backward) {
       obs->on_backward(call);
@@ -123,12 +122,12 @@ class vision_model {
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
     s.fc1 = tensor({rows, M});
     cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
-    notify(obs, false, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
     s.act = tensor({rows, M});
     cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
     out = tensor({rows, mw.fc2_w.dim(0)});
     cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
-    notify(obs, false, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
   }
 
   // Adds dL/dx into g.
@@ -136,13 +135,13 @@ class vision_model {
                        const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    notify(obs, true, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
+    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
            d_out.matrix());
     tensor d_act({rows, M});
     cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
     cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    notify(obs, true, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
+    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
     cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
     if (mw.postshuffle_norm) {
@@ -183,7 +182,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   a.pixels = pixels;
   a.patch_out = tensor({np, D});
   cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
-  notify(observer, false, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
          pixels.matrix(), a.patch_out.matrix());
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
@@ -213,7 +212,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
                             s.rstd1.data());
     s.qkv = tensor({np, 3 * D});
     cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
-    notify(observer, false, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
     s.q_rot = tensor({np, D});
     s.k_rot = tensor({np, D});
     for (std::int64_t i = 0; i < np; ++i) {
@@ -228,7 +227,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
     s.proj_out = tensor({np, D});
     cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
-    notify(observer, false, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
            s.proj_out.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
@@ -239,12 +238,12 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
                             s.rstd2.data());
     s.fc1 = tensor({np, I});
     cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
-    notify(observer, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
     s.act = tensor({np, I});
     cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
     s.fc2 = tensor({np, D});
     cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
-    notify(observer, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
     h = s.x_mid;
     for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
@@ -284,16 +283,16 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     }
     const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
-    notify(observer, true, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
+    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
            g.matrix());
     cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
     cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
-    notify(observer, true, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
+    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
            d_act.matrix());
     cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
     cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
                              g.matrix(), true);
-    notify(observer, true, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
            s.proj_out.matrix(), g.matrix());
     cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
     const matrix_view dq{dqkv.data(), np, D, 3 * D};
@@ -304,14 +303,14 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
                             d_attn.matrix(), dq, dk, dv);
     cpu::rope_backward(dq, heads, a.cos, a.sin);
     cpu::rope_backward(dk, heads, a.cos, a.sin);
-    notify(observer, true, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
+    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
            dqkv.matrix());
     cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
     s = vision_activations::block_state();
   }
-  notify(observer, true, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+  notify(observer, true, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
          a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
 }
 

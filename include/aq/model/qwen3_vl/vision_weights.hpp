@@ -1,6 +1,6 @@
 // Binding of the Qwen3-VL vision tower's checkpoint tensors (model.visual.*: patch embedding,
 // learned position grid, pre-LN ViT blocks, the final patch merger and the DeepStack mergers) to
-// fp32 tensors with checked shapes.
+// fp32 tensors with checked shapes, by the tensor schema's names and shapes.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
 namespace aq::qwen3_vl {
@@ -39,59 +40,76 @@ struct vision_weights {
   std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
 };
 
-inline std::string vision_weight_prefix() { return "model.visual."; }
+inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
 
-inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
-  check_implemented(cfg);
-  const vision_config& v = cfg.vision;
+// Which members hold each row of a block or merger of the schema: weight and bias.
+template <class W>
+struct vision_member {
+  using pointer = tensor W::*;  // an alias: nvcc's host output would parenthesize the declarator
+  schema::module_id module;
+  pointer weight;
+  pointer bias;
+};
+inline constexpr vision_member<vision_block_weights> vision_block_members[] = {
+    {schema::module_id::norm1, &vision_block_weights::norm1_w, &vision_block_weights::norm1_b},
+    {schema::module_id::norm2, &vision_block_weights::norm2_w, &vision_block_weights::norm2_b},
+    {schema::module_id::attn_qkv, &vision_block_weights::qkv_w, &vision_block_weights::qkv_b},
+    {schema::module_id::attn_proj, &vision_block_weights::proj_w, &vision_block_weights::proj_b},
+    {schema::module_id::mlp_fc1, &vision_block_weights::fc1_w, &vision_block_weights::fc1_b},
+    {schema::module_id::mlp_fc2, &vision_block_weights::fc2_w, &vision_block_weights::fc2_b},
+};
+inline constexpr vision_member<merger_weights> merger_members[] = {
+    {schema::module_id::merger_norm, &merger_weights::norm_w, &merger_weights::norm_b},
+    {schema::module_id::merger_fc1, &merger_weights::fc1_w, &merger_weights::fc1_b},
+    {schema::module_id::merger_fc2, &merger_weights::fc2_w, &merger_weights::fc2_b},
+};
+static_assert(schema::covers_family(schema::family::vision_block, vision_block_members));
+static_assert(schema::covers_family(schema::family::merger, merger_members));
+
+inline void check_vision_config(const vision_config& v) {
   if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
       v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
     throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
                 "out_hidden_size and num_position_embeddings must be positive");
   }
-  const std::int64_t D = v.hidden_size;
-  const std::int64_t I = v.intermediate_size;
-  const std::int64_t M = D * v.spatial_merge_size * v.spatial_merge_size;
-  const std::string p = vision_weight_prefix();
+}
+
+inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
+  check_vision_config(cfg.vision);
+  using schema::module_id;
+  using schema::tensor_kind;
+  const auto load = [&](module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
+    return source.load(schema::tensor_name(id, index, kind), schema::tensor_shape(cfg, id, index, kind));
+  };
+  const auto load_members = [&](auto& into, const auto& members, std::int64_t index) {
+    for (const auto& m : members) {
+      into.*m.weight = load(m.module, index);
+      into.*m.bias = load(m.module, index, tensor_kind::bias);
+    }
+  };
+  const vision_config& v = cfg.vision;
   vision_weights w;
-  const std::int64_t patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-  w.patch_w = source.load(p + "patch_embed.proj.weight", {D, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
-  w.patch_w.reshape({D, patch});
-  w.patch_b = source.load(p + "patch_embed.proj.bias", {D});
-  w.pos_embed = source.load(p + "pos_embed.weight", {v.num_position_embeddings, D});
+  w.patch_w = load(module_id::patch_embed);
+  w.patch_w.reshape({v.hidden_size, v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size});
+  w.patch_b = load(module_id::patch_embed, -1, tensor_kind::bias);
+  w.pos_embed = load(module_id::pos_embed);
   for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string bp = p + "blocks." + std::to_string(b) + ".";
     vision_block_weights bw;
-    bw.norm1_w = source.load(bp + "norm1.weight", {D});
-    bw.norm1_b = source.load(bp + "norm1.bias", {D});
-    bw.norm2_w = source.load(bp + "norm2.weight", {D});
-    bw.norm2_b = source.load(bp + "norm2.bias", {D});
-    bw.qkv_w = source.load(bp + "attn.qkv.weight", {3 * D, D});
-    bw.qkv_b = source.load(bp + "attn.qkv.bias", {3 * D});
-    bw.proj_w = source.load(bp + "attn.proj.weight", {D, D});
-    bw.proj_b = source.load(bp + "attn.proj.bias", {D});
-    bw.fc1_w = source.load(bp + "mlp.linear_fc1.weight", {I, D});
-    bw.fc1_b = source.load(bp + "mlp.linear_fc1.bias", {I});
-    bw.fc2_w = source.load(bp + "mlp.linear_fc2.weight", {D, I});
-    bw.fc2_b = source.load(bp + "mlp.linear_fc2.bias", {D});
+    load_members(bw, vision_block_members, b);
     w.blocks.push_back(std::move(bw));
   }
-  auto merger = [&](const std::string& mp, bool postshuffle) {
+  // The final merger is instance -1; DeepStack merger k is instance k, normed after the concat.
+  schema::for_each_instance(cfg, schema::family::merger, [&](std::int64_t k) {
     merger_weights m;
-    const std::int64_t norm_width = postshuffle ? M : D;
-    m.norm_w = source.load(mp + "norm.weight", {norm_width});
-    m.norm_b = source.load(mp + "norm.bias", {norm_width});
-    m.fc1_w = source.load(mp + "linear_fc1.weight", {M, M});
-    m.fc1_b = source.load(mp + "linear_fc1.bias", {M});
-    m.fc2_w = source.load(mp + "linear_fc2.weight", {v.out_hidden_size, M});
-    m.fc2_b = source.load(mp + "linear_fc2.bias", {v.out_hidden_size});
-    m.postshuffle_norm = postshuffle;
-    return m;
-  };
-  w.merger = merger(p + "merger.", false);
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    w.deepstack.push_back(merger(p + "deepstack_merger_list." + std::to_string(k) + ".", true));
-  }
+    load_members(m, merger_members, k);
+    m.postshuffle_norm = k >= 0;
+    if (k < 0) {
+      w.merger = std::move(m);
+    } else {
+      w.deepstack.push_back(std::move(m));
+    }
+  });
   return w;
 }
 
