@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <aq/autoquant/bundled_data.hpp>
+#include <aq/autoquant/cpu_backend.hpp>
 #include <aq/autoquant/default_model.hpp>
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/model_runner.hpp>
@@ -152,12 +153,13 @@ int run(int argc, char** argv) {
   e.dataset = dataset;
 
   const qwen3_vl::vl_model vl(model.cfg, model.text, model.vision);
-  const autoquant::model_runner runner = autoquant::make_model_runner(
-      vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
-      !o.keep_padding);
+  autoquant::cpu_scoring_backend backend(
+      space, autoquant::make_model_runner(
+                 vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
+                 !o.keep_padding));
   autoquant::terminal_progress progress;
   const autoquant::autoquant_result result =
-      autoquant::run_autoquant(space, runner, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });
+      autoquant::run_autoquant(space, backend, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });
 
   const fs::path out(*o.output_dir);
   outputs.stage();

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include <aq/backend/cuda/autoquant_cuda.cuh>
+#include <aq/backend/cuda/cuda_scoring_backend.cuh>
 #include <aq/backend/cuda/gemm_cublaslt.cuh>
 #include <aq/backend/cuda/kernel_profile.cuh>
 #include <aq/backend/cuda/qwen3_vl_text.cuh>
@@ -304,7 +304,7 @@ int run(int argc, char** argv) {
   // until the recompute-everything minimum fits.
   std::int64_t micro_rows = micro_batch > 0 ? std::min(micro_batch, batch_size) : batch_size;
   std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
-  acu::autoquant_cuda_options cuda_options;
+  acu::cuda_scoring_options cuda_options;
   while (true) {
     std::int64_t pass_tokens = 0;
     for (std::size_t i = 0; i < batches.size(); ++i) {
@@ -395,10 +395,10 @@ int run(int argc, char** argv) {
   const double ref_tflops =
       reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
   autoquant::terminal_progress progress;
-  acu::autoquant_cuda_stats stats;
-  const autoquant::autoquant_result result = acu::run_autoquant_cuda(
-      space, model, text, e, run_options, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); },
-      &stats, cuda_options);
+  acu::cuda_scoring_backend backend(space, model, text, run_options, cuda_options);
+  const autoquant::autoquant_result result = autoquant::run_autoquant(
+      space, backend, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });
+  const acu::cuda_scoring_stats& stats = backend.stats();
   const std::size_t peak = stats.peak_device_bytes > baseline ? stats.peak_device_bytes - baseline : 0;
 
   const auto t_write = clock_type::now();

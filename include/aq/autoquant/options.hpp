@@ -41,7 +41,7 @@ struct driver_options {
   std::optional<std::string> model_dir;  // empty: the built-in default model
   std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
-  double effective_bits = 6.0;
+  double effective_bits = default_effective_bits;
   scope_preset scope = scope_preset::lm;
   std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
   std::vector<std::string> disable;
