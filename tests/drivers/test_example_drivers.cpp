@@ -933,8 +933,8 @@ TEST_CASE("aq-autoquant --device: cpu runs the built-in default as before; a bog
 #ifndef AQ_AUTOQUANT_CUDA_EXE  // without CUDA the default device is the CPU: the same run
   const run_result plain = run(AQ_AUTOQUANT_EXE, autoquant_args({"--output-dir", (root / "default").string()}));
   REQUIRE(plain.exit_code == 0);
-  for (const std::string& name : {"autoquant_lm_quant_manifest.json", "per-layer-sensitivity.json",
-                                  "per-layer-sensitivity.md", "autoquant_lm_autoquant_state.safetensors"}) {
+  for (const char* name : {"autoquant_lm_quant_manifest.json", "per-layer-sensitivity.json",
+                          "per-layer-sensitivity.md", "autoquant_lm_autoquant_state.safetensors"}) {
     CAPTURE(name);
     CHECK(read_text(root / "cpu" / name) == read_text(root / "default" / name));
   }
