@@ -1,6 +1,8 @@
 // aq-autoquant: the reference driver. Model dir (or the built-in default) + calibration data +
 // formats + budget -> ModelOpt-compatible manifest and per-layer sensitivity reports, the
-// quantizer state of the chosen recipes and a run log. `--help` lists every flag and recipe.
+// quantizer state of the chosen recipes and a run log. Calibration and scoring run on the CPU or,
+// in a build with CUDA, on the GPU (--device; cuda/autoquant_gpu.cu); everything else is shared.
+// Run as aq-autoquant-cuda it defaults to the GPU. `--help` lists every flag and recipe.
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include <aq/autoquant/bundled_data.hpp>
+#include <aq/autoquant/calib_inputs.hpp>
+#include <aq/autoquant/cpu_backend.hpp>
 #include <aq/autoquant/default_model.hpp>
 #include <aq/autoquant/engine.hpp>
 #include <aq/autoquant/model_runner.hpp>
@@ -24,7 +28,6 @@
 #include <aq/core/thread_pool.hpp>
 #include <aq/io/calib_batches.hpp>
 #include <aq/io/calib_dataset.hpp>
-#include <aq/autoquant/calib_inputs.hpp>
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/io/image.hpp>
 #include <aq/io/safetensors.hpp>
@@ -34,49 +37,116 @@
 #include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/vl_model.hpp>
 
+#ifdef AQ_AUTOQUANT_GPU  // this build has the GPU half (cuda/autoquant_gpu.cu)
+#include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
+#include <aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp>
+
+#include "cuda/autoquant_gpu.hpp"
+#endif
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace aq;
+using clock_type = std::chrono::steady_clock;
+
+double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
 // Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/autoquant/bundled_data.hpp).
 fs::path bundled(const std::string& relative) {
   return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }
 
+// The name errors start with: aq-autoquant, or aq-autoquant-cuda when run under that name (the
+// same program, GPU by default).
+std::string program_name(const char* argv0) {
+  const std::string name = fs::path(argv0).filename().string();
+  return name == "aq-autoquant-cuda" ? name : "aq-autoquant";
+}
+
+// --device, else the program's default: cuda for aq-autoquant-cuda; cuda when this build has
+// CUDA and a GPU is present, else cpu.
+std::string effective_device(const autoquant::driver_options& o, const std::string& program) {
+  if (o.device) return *o.device;
+  if (program == "aq-autoquant-cuda") return "cuda";
+#ifdef AQ_AUTOQUANT_GPU
+  if (autoquant_gpu::device_present()) return "cuda";
+#endif
+  return "cpu";
+}
+
+// What the device allows before any data is read: cuda needs a CUDA build; cpu takes no GPU flag.
+void check_device(const autoquant::driver_options& o, const std::string& device) {
+  if (device == "cuda") {
+#ifndef AQ_AUTOQUANT_GPU
+    throw error("--device cuda: this build has no CUDA (configure with -DAQ_WITH_CUDA=ON)");
+#endif
+    return;
+  }
+  if (o.gpu.first_flag) throw error(*o.gpu.first_flag + ": only with --device cuda (this run uses the CPU)");
+}
+
+// The model's config and, for the CPU, its host weights.
 struct loaded_model {
   qwen3_vl::config cfg;
-  std::unique_ptr<safetensors_checkpoint> checkpoint;
   qwen3_vl::text_weights text;
   qwen3_vl::vision_weights vision;
   std::string id;
   std::int64_t weight_bytes = 0;
 };
 
+std::string model_id(const autoquant::driver_options& o) {
+  return o.model_dir ? fs::path(*o.model_dir).string() : "builtin:qwen3-vl-default(seed=" + std::to_string(o.seed) + ")";
+}
+
 // The model dir and its config were checked by autoquant::preflight before this runs.
-loaded_model load_model(const autoquant::driver_options& o) {
+loaded_model load_cpu_model(const autoquant::driver_options& o) {
   loaded_model m;
   if (o.model_dir) {
     const fs::path dir(*o.model_dir);
     m.cfg = read_qwen3_vl_config(dir);
-    m.checkpoint = std::make_unique<safetensors_checkpoint>(dir);
-    qwen3_vl::check_parameters(m.cfg, *m.checkpoint);  // every tensor named and shaped as the config says
-    const qwen3_vl::weight_source source = qwen3_vl::checkpoint_weight_source(*m.checkpoint);
+    const safetensors_checkpoint checkpoint(dir);
+    qwen3_vl::check_parameters(m.cfg, checkpoint);  // every tensor named and shaped as the config says
+    const qwen3_vl::weight_source source = qwen3_vl::checkpoint_weight_source(checkpoint);
     m.text = qwen3_vl::load_text_weights(m.cfg, source);
     m.vision = qwen3_vl::load_vision_weights(m.cfg, source);
-    m.id = dir.string();
   } else {
     m.cfg = autoquant::default_model_config();
     autoquant::generated_model g = autoquant::make_generated_model(m.cfg, o.seed);
     m.text = std::move(g.text);
     m.vision = std::move(g.vision);
-    m.id = "builtin:qwen3-vl-default(seed=" + std::to_string(o.seed) + ")";
   }
+  m.id = model_id(o);
   for (const quantizable_module& q : qwen3_vl::quantizable_modules(m.cfg)) m.weight_bytes += q.numel() * 4;
   return m;
 }
 
-int run(int argc, char** argv) {
+#ifdef AQ_AUTOQUANT_GPU
+// The model's weights straight onto the GPU (the vision tower's for image data only): a
+// checkpoint's bf16 tensors as stored, or the built-in model's generated ones.
+loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, autoquant_gpu::session& gpu) {
+  loaded_model m;
+  if (o.model_dir) {
+    const fs::path dir(*o.model_dir);
+    m.cfg = read_qwen3_vl_config(dir);
+    const safetensors_checkpoint checkpoint(dir);
+    qwen3_vl::check_parameters(m.cfg, checkpoint);  // every tensor named and shaped as the config says
+    cuda::qwen3_vl_text_device_weights text = cuda::load_text_weights(m.cfg, checkpoint);
+    cuda::qwen3_vl_vision_device_weights vision;
+    if (images) vision = cuda::load_vision_weights(m.cfg, checkpoint);
+    gpu.adopt(std::move(text), std::move(vision));
+  } else {
+    m.cfg = autoquant::default_model_config();
+    const autoquant::generated_model g = autoquant::make_generated_model(m.cfg, o.seed);
+    gpu.upload(m.cfg, g.text, images ? &g.vision : nullptr);
+  }
+  m.id = model_id(o);
+  m.weight_bytes = static_cast<std::int64_t>(gpu.weight_bytes());
+  return m;
+}
+#endif
+
+int run(const std::string& program, int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   autoquant::driver_options o = autoquant::parse_arguments(args);
   if (o.help) {
@@ -84,7 +154,10 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (!o.output_dir) throw error("--output-dir is required (see --help)");
-  if (o.threads != 0) default_thread_pool().resize(o.threads);
+  const std::string device = effective_device(o, program);
+  check_device(o, device);
+  const bool gpu = device == "cuda";
+  if (!gpu && o.threads != 0) default_thread_pool().resize(o.threads);
   const bool builtin = !o.model_dir;
   const std::int64_t samples =
       o.num_samples ? *o.num_samples
@@ -96,23 +169,30 @@ int run(int argc, char** argv) {
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
   }
-  // Inputs, sequence length and every output location, before the model loads; the outputs are
-  // written staged and published together at the end (docs/outputs.md).
+  // Inputs, sequence length and every output location, before the model loads (and before the
+  // GPU is touched); the outputs are written staged and published together at the end
+  // (docs/outputs.md).
   output_set outputs;
   autoquant::preflight(o, seq_len, calib, outputs);
+#ifdef AQ_AUTOQUANT_GPU
+  std::unique_ptr<autoquant_gpu::session> session;
+  if (gpu) session = std::make_unique<autoquant_gpu::session>();
+#endif
 
   // Everything that can be checked without the model's numbers is checked before it loads.
-  const auto t_load = std::chrono::steady_clock::now();
-  loaded_model model = load_model(o);
+  const auto t_load = clock_type::now();
+#ifdef AQ_AUTOQUANT_GPU
+  const loaded_model model = gpu ? load_gpu_model(o, images, *session) : load_cpu_model(o);
+#else
+  const loaded_model model = load_cpu_model(o);
+#endif
+  const double weights_seconds = since(t_load);
   const autoquant::module_root root = autoquant::effective_module_root(o);
   std::vector<std::string> patterns = autoquant::scope_patterns(o.scope, root);
   patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
   const autoquant::search_space space =
       autoquant::make_search_space(qwen3_vl::quantizable_modules(model.cfg), o.formats, patterns, root);
-  const double budget = o.adjust_budget
-                            ? autoquant::adjusted_budget_bits(o.effective_bits, space.total_params, space.disabled_params)
-                            : o.effective_bits;
-  autoquant::check_budget(space, budget, o.effective_bits);
+  (void)autoquant::checked_budget_bits(space, o.effective_bits, o.adjust_budget);
 
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
                                               : bundled("qwen3-tokenizer/tokenizer.json");
@@ -123,7 +203,7 @@ int run(int argc, char** argv) {
              : autoquant::make_caption_batches(tok, calib, samples, batch_size, seq_len);
   std::int64_t used = 0;
   for (const io::calib_batch& b : batches) used += b.batch_size;
-  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  const double load_seconds = since(t_load);
 
   autoquant::engine_options e;
   e.method = o.method;
@@ -151,14 +231,22 @@ int run(int argc, char** argv) {
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
 
-  const qwen3_vl::vl_model vl(model.cfg, model.text, model.vision);
-  const autoquant::model_runner runner = autoquant::make_model_runner(
-      vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
-      !o.keep_padding);
   autoquant::terminal_progress progress;
-  const autoquant::autoquant_result result =
-      autoquant::run_autoquant(space, runner, e, [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); });
+  const autoquant::progress_callback report = [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); };
+  autoquant::autoquant_result result;
+  if (!gpu) {
+    const qwen3_vl::vl_model vl(model.cfg, model.text, model.vision);
+    autoquant::cpu_scoring_backend backend(
+        space, autoquant::make_model_runner(
+                   vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
+                   !o.keep_padding));
+    result = autoquant::run_autoquant(space, backend, e, report);
+  }
+#ifdef AQ_AUTOQUANT_GPU
+  if (gpu) result = session->run({&o, &model.cfg, &space, &batches, images, batch_size, &e, report});
+#endif
 
+  const auto t_write = clock_type::now();
   const fs::path out(*o.output_dir);
   outputs.stage();
   autoquant::write_outputs(outputs.directory(), space, result);
@@ -182,13 +270,28 @@ int run(int argc, char** argv) {
     c.num_batches = static_cast<std::int64_t>(batches.size());
     c.data = calib.string();
     c.attention = o.attention;
-    c.threads = default_thread_pool().size();
+    c.threads = gpu ? 1 : default_thread_pool().size();
     c.model_load_s = load_seconds;
     c.weight_bytes = model.weight_bytes;
+#ifdef AQ_AUTOQUANT_GPU
+    if (gpu) {
+      c.device = "cuda";
+      c.gpu = session->device_name();
+      c.precision = "bf16 weights and GEMMs, fp32 accumulation";
+      c.dtype = "bfloat16";
+      c.peak_allocated_bytes = c.peak_reserved_bytes = static_cast<std::int64_t>(session->peak_bytes());
+    }
+#endif
     write_file(outputs.staged(*o.result_json), autoquant::render_result_json(space, result, e, c) + "\n");
   }
   outputs.publish();
+  const double write_seconds = since(t_write);
   std::fputs(log.c_str(), stdout);
+#ifdef AQ_AUTOQUANT_GPU
+  if (gpu) std::fputs(session->summary(load_seconds, weights_seconds, write_seconds).c_str(), stdout);
+#endif
+  (void)weights_seconds;
+  (void)write_seconds;
   std::printf("wrote %s\n", out.string().c_str());
   return 0;
 }
@@ -196,10 +299,11 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string program = program_name(argc > 0 ? argv[0] : "aq-autoquant");
   try {
-    return run(argc, argv);
+    return run(program, argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "aq-autoquant: %s\n", e.what());
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
     return 2;
   }
 }

@@ -83,6 +83,50 @@ TEST_CASE("--help lists every flag, every recipe of the registry and every prese
   for (const autoquant::preset& p : autoquant::presets) CHECK(help.find(std::string(p.name)) != std::string::npos);
 }
 
+TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated by name, listed in --help") {
+  const autoquant::driver_options none = parse({});
+  CHECK_FALSE(none.device);
+  CHECK_FALSE(none.gpu.first_flag);
+  CHECK(none.gpu.attention == "tc");
+  CHECK(none.gpu.activations == "auto");
+  CHECK(none.gpu.weight_cache_gib < 0.0);
+  CHECK(none.gpu.memory_budget_gib < 0.0);
+  CHECK(none.gpu.micro_batch == 0);
+  CHECK_FALSE(none.gpu.profile_kernels);
+
+  const autoquant::driver_options d =
+      parse({"--device", "cuda", "--micro-batch", "4", "--gpu-attention", "fp32", "--activations", "recompute",
+             "--weight-cache-gib", "2.5", "--memory-budget-gib", "40", "--profile-kernels"});
+  CHECK(d.device == "cuda");
+  CHECK(d.gpu.first_flag == "--micro-batch");
+  CHECK(d.gpu.micro_batch == 4);
+  CHECK(d.gpu.attention == "fp32");
+  CHECK(d.gpu.activations == "recompute");
+  CHECK(d.gpu.weight_cache_gib == 2.5);
+  CHECK(d.gpu.memory_budget_gib == 40.0);
+  CHECK(d.gpu.profile_kernels);
+  CHECK(parse({"--device", "cpu"}).device == "cpu");
+
+  const auto refused = [](std::vector<std::string> args, const std::string& text) {
+    CAPTURE(text);
+    CHECK_THROWS_WITH_AS(parse(std::move(args)), doctest::Contains(text.c_str()), aq::error);
+  };
+  refused({"--device", "tpu"}, "--device: expected cpu or cuda, got 'tpu'");
+  refused({"--gpu-attention", "fast"}, "--gpu-attention: expected tc or fp32, got fast");
+  refused({"--activations", "sometimes"}, "--activations: expected auto, saved or recompute, got sometimes");
+  refused({"--memory-budget-gib", "-1"}, "--memory-budget-gib: expected a size in GiB >= 0, got '-1'");
+  refused({"--weight-cache-gib", "nan"}, "--weight-cache-gib: 'nan' is not a number");
+  refused({"--micro-batch", "0"}, "--micro-batch: 0 is out of range");
+  refused({"--micro-batch", "2.5"}, "--micro-batch: '2.5' is not an integer");
+  refused({"--memory-budget-gib"}, "--memory-budget-gib: missing value");
+
+  const std::string help = autoquant::help_text();
+  for (const char* flag : {"--device", "--gpu-attention", "--activations", "--weight-cache-gib", "--memory-budget-gib",
+                           "--micro-batch", "--profile-kernels"}) {
+    CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
+  }
+}
+
 TEST_CASE("SHA-256 of the FIPS 180-4 test vectors") {
   autoquant::sha256 a;
   a.update("abc");

@@ -12,6 +12,7 @@
 
 #include <simdjson.h>
 
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/outputs.hpp"
@@ -82,7 +83,8 @@ struct tiny_run {
     o.num_score_steps = 2;
     o.scheme_name = "tiny_autoquant_lm";
     o.model_id = "builtin:tiny";
-    return autoquant::run_autoquant(s, runner, o);
+    autoquant::cpu_scoring_backend backend(s, runner);
+    return autoquant::run_autoquant(s, backend, o);
   }
 };
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/outputs.hpp"
@@ -77,7 +78,8 @@ autoquant::autoquant_result golden_run(autoquant::search_space& space) {
   d.batch_size = 8;
   d.num_calib_batches = 2;
   e.dataset = d;
-  return autoquant::run_autoquant(space, runner, e);
+  autoquant::cpu_scoring_backend backend(space, runner);
+  return autoquant::run_autoquant(space, backend, e);
 }
 
 }  // namespace

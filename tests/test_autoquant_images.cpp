@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "aq/autoquant/calib_inputs.hpp"
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
@@ -79,7 +80,8 @@ TEST_CASE("image-caption calibration with --scope all gives every vision group a
   o.num_score_steps = 2;
   o.scheme_name = "images_autoquant_all";
   o.scope = autoquant::scope_preset::all;
-  const autoquant::autoquant_result r = autoquant::run_autoquant(space, runner, o);
+  autoquant::cpu_scoring_backend backend(space, runner);
+  const autoquant::autoquant_result r = autoquant::run_autoquant(space, backend, o);
 
   // Every group is searched (nothing disabled), and every vision group - patch embedding, blocks,
   // merger and DeepStack mergers - ran and got a positive, finite score under both recipes.

@@ -14,6 +14,7 @@
 
 #include "aq/autoquant/calib_inputs.hpp"
 #include "aq/autoquant/cost_model.hpp"
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
@@ -165,7 +166,8 @@ TEST_CASE("the built-in default run (no flags) meets the requested effective bit
   e.num_calib_steps = io::num_calib_steps(static_cast<std::int64_t>(batches.size()));
   e.num_score_steps = io::num_score_steps(static_cast<std::int64_t>(batches.size()), o.batch_size);
   e.scheme_name = "autoquant_lm";
-  const autoquant::autoquant_result r = autoquant::run_autoquant(space, runner, e);
+  autoquant::cpu_scoring_backend backend(space, runner);
+  const autoquant::autoquant_result r = autoquant::run_autoquant(space, backend, e);
   CHECK(r.allocation.is_satisfied);
   // The vision tower (never run on captions) stays at 16 bits and counts in the whole-model
   // figure, as in ModelOpt; the groups searched get the requested budget.

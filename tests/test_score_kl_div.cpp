@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/search_space.hpp"

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
@@ -267,8 +268,9 @@ TEST_CASE("the CPU engine trims calibration and gradient passes only: same resul
     e.effective_bits = 8.0;
     e.num_calib_steps = 3;
     e.num_score_steps = 3;
-    const autoquant::autoquant_result a = autoquant::run_autoquant(space, full, e);
-    const autoquant::autoquant_result b = autoquant::run_autoquant(space, trimmed, e);
+    autoquant::cpu_scoring_backend full_backend(space, full), trimmed_backend(space, trimmed);
+    const autoquant::autoquant_result a = autoquant::run_autoquant(space, full_backend, e);
+    const autoquant::autoquant_result b = autoquant::run_autoquant(space, trimmed_backend, e);
     CHECK(a.chosen == b.chosen);
     REQUIRE(a.raw_scores.size() == b.raw_scores.size());
     for (std::size_t g = 0; g < a.raw_scores.size(); ++g) {

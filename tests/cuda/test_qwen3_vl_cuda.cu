@@ -8,6 +8,7 @@
 #define SIMDJSON_IMPLEMENTATION_ICELAKE 0
 #define SIMDJSON_IMPLEMENTATION_HASWELL 0
 #define SIMDJSON_IMPLEMENTATION_WESTMERE 0
+#include "aq/autoquant/cpu_backend.hpp"
 #include "aq/autoquant/default_model.hpp"
 #include "aq/autoquant/engine.hpp"
 #include "aq/autoquant/model_runner.hpp"
@@ -30,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/autoquant_cuda.cuh"
+#include "aq/backend/cuda/cuda_scoring_backend.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision.cuh"
 #include "aq/backend/cuda/kernel_profile.cuh"
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
@@ -50,6 +51,23 @@ using aq::module_kind;
 namespace acu = aq::cuda;
 using aq_test::expect;
 using aq_test::expect_close;
+
+// The pipeline on the CPU backend (the reference) and on the CUDA backend (its stats into `stats`).
+autoquant::autoquant_result run_cpu(const autoquant::search_space& space, const autoquant::model_runner& runner,
+                                    const autoquant::engine_options& e) {
+  autoquant::cpu_scoring_backend backend(space, runner);
+  return autoquant::run_autoquant(space, backend, e);
+}
+
+autoquant::autoquant_result run_gpu(const autoquant::search_space& space, acu::qwen3_vl_text_model& model,
+                                    const std::vector<qwen3_vl::text_batch>& text, const autoquant::engine_options& e,
+                                    const acu::cuda_scoring_options& options = {},
+                                    acu::cuda_scoring_stats* stats = nullptr) {
+  acu::cuda_scoring_backend backend(space, model, text, {}, options);
+  autoquant::autoquant_result result = autoquant::run_autoquant(space, backend, e);
+  if (stats != nullptr) *stats = backend.stats();
+  return result;
+}
 
 // ‖a − b‖₂ / ‖b‖₂ in fp64.
 double norm_rel(const std::vector<float>& a, const std::vector<float>& b) {
@@ -260,23 +278,23 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
   e.effective_bits = 8.0;
   const qwen3_vl::vl_model vl(cfg, host_text, host_vision);
   const autoquant::model_runner runner = autoquant::make_model_runner(vl, batches, cpu::masked_row_policy::zero);
-  const autoquant::autoquant_result ref = autoquant::run_autoquant(space, runner, e);
+  const autoquant::autoquant_result ref = run_cpu(space, runner, e);
 
   std::vector<qwen3_vl::text_batch> text;
   for (const io::calib_batch& b : batches) text.push_back(autoquant::to_text_batch(b));
   acu::qwen3_vl_text_model model(cfg, dev, batches[0].batch_size * batches[0].seq_len, 8192);
-  const autoquant::autoquant_result got = acu::run_autoquant_cuda(space, model, text, e);
+  const autoquant::autoquant_result got = run_gpu(space, model, text, e);
 
   // Cached quantized weights (formed once, reused by the second batch) and the kernel profile
   // change nothing: bit-identical raw scores; the profile saw every kernel class of each stage.
   {
     acu::kernel_profile pc, ps;
-    acu::autoquant_cuda_options co;
+    acu::cuda_scoring_options co;
     co.weight_cache_bytes = std::size_t{1} << 30;
     co.calibration_profile = &pc;
     co.scoring_profile = &ps;
-    acu::autoquant_cuda_stats st;
-    const autoquant::autoquant_result cached = acu::run_autoquant_cuda(space, model, text, e, {}, {}, &st, co);
+    acu::cuda_scoring_stats st;
+    const autoquant::autoquant_result cached = run_gpu(space, model, text, e, co, &st);
     expect(cached.raw_scores == got.raw_scores, "weight cache + profile: bit-identical raw scores");
     expect(st.weight_cache_bytes > 0, "weight cache used (" + std::to_string(st.weight_cache_bytes) + " bytes)");
     using kc = acu::kernel_class;
@@ -331,9 +349,9 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
   // mean over the whole batch), so the same scores up to fp32 summation order, the same choices.
   {
     acu::qwen3_vl_text_model small(cfg, dev, batches[0].seq_len, 8192);
-    acu::autoquant_cuda_options co;
+    acu::cuda_scoring_options co;
     co.micro_batch_rows = 1;
-    const autoquant::autoquant_result micro = acu::run_autoquant_cuda(space, small, text, e, {}, {}, nullptr, co);
+    const autoquant::autoquant_result micro = run_gpu(space, small, text, e, co);
     // (GEMMs of another height may take another cuBLASLt algorithm: fp32 rounding differs, and a
     // rare element can cross a quantizer rounding boundary; hence 1e-2, not bit identity.)
     expect_close(max_rel_score_diff(got, micro), 1e-2, "micro-batches of 1 sequence: raw scores vs whole batches (max relative)");
@@ -349,11 +367,11 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     const std::vector<io::calib_batch> padded_io = make_batches(2, 4, 32, 11, 22);
     std::vector<qwen3_vl::text_batch> padded;
     for (const io::calib_batch& b : padded_io) padded.push_back(autoquant::to_text_batch(b));
-    acu::autoquant_cuda_options keep;
+    acu::cuda_scoring_options keep;
     keep.trim_padding = false;
-    acu::autoquant_cuda_stats st_trim, st_keep;
-    const autoquant::autoquant_result trimmed = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_trim);
-    const autoquant::autoquant_result kept = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_keep, keep);
+    acu::cuda_scoring_stats st_trim, st_keep;
+    const autoquant::autoquant_result trimmed = run_gpu(space, model, padded, e, {}, &st_trim);
+    const autoquant::autoquant_result kept = run_gpu(space, model, padded, e, keep, &st_keep);
     expect(st_keep.run_tokens == st_keep.batch_tokens && 2 * st_trim.run_tokens < st_trim.batch_tokens &&
                st_trim.batch_tokens == st_keep.batch_tokens,
            "padding dropped: " + std::to_string(st_trim.run_tokens) + " of " + std::to_string(st_trim.batch_tokens) +
@@ -364,10 +382,10 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     expect_close(max_rel_state_diff(kept, trimmed), 1e-3, "padding dropped vs kept: calibrated amax");
     // Both batches' trimmed rows packed into one pass, each row with its own batch's loss
     // denominator: the same scores, choices and amax again.
-    acu::autoquant_cuda_options packed_options;
+    acu::cuda_scoring_options packed_options;
     packed_options.max_pass_tokens = model.max_tokens();
-    acu::autoquant_cuda_stats st_pack;
-    const autoquant::autoquant_result packed = acu::run_autoquant_cuda(space, model, padded, e, {}, {}, &st_pack, packed_options);
+    acu::cuda_scoring_stats st_pack;
+    const autoquant::autoquant_result packed = run_gpu(space, model, padded, e, packed_options, &st_pack);
     expect(st_pack.passes == 2 && st_trim.passes == 4,
            "one packed pass per stage (" + std::to_string(st_pack.passes) + "), one per batch unpacked (" +
                std::to_string(st_trim.passes) + ")");
@@ -376,7 +394,7 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
            "packed trimmed passes vs full batches: same choices and state entries");
     expect_close(max_rel_state_diff(kept, packed), 1e-3, "packed trimmed passes vs full batches: calibrated amax");
     const autoquant::autoquant_result cpu_full =
-        autoquant::run_autoquant(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero, false), e);
+        run_cpu(space, autoquant::make_model_runner(vl, padded_io, cpu::masked_row_policy::zero, false), e);
     for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {
       std::vector<double> a, b;
       for (std::size_t g = 0; g < space.groups.size(); ++g) {
@@ -474,7 +492,7 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
   e.effective_bits = 8.0;
   const qwen3_vl::vl_model vl(cfg, host_text, host_vision);
   const autoquant::model_runner runner = autoquant::make_model_runner(vl, batches, cpu::masked_row_policy::zero);
-  const autoquant::autoquant_result ref = autoquant::run_autoquant(space, runner, e);
+  const autoquant::autoquant_result ref = run_cpu(space, runner, e);
 
   std::vector<qwen3_vl::text_batch> text;
   std::vector<qwen3_vl::image_batch> images;
@@ -488,10 +506,10 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
   acu::qwen3_vl_text_model model(cfg, dev, max_tokens, 8192);
   acu::qwen3_vl_vision_model vision(cfg, vdev, model);
   vision.set_tensor_core_attention(vision_tensor_cores);
-  acu::autoquant_cuda_options co;
+  acu::cuda_scoring_options co;
   co.images = &images;
   co.vision = &vision;
-  const autoquant::autoquant_result got = acu::run_autoquant_cuda(space, model, text, e, {}, {}, nullptr, co);
+  const autoquant::autoquant_result got = run_gpu(space, model, text, e, co);
 
   std::size_t vision_groups = 0, configurable = 0, same = 0;
   for (std::size_t g = 0; g < space.groups.size(); ++g) {

@@ -917,3 +917,51 @@ TEST_CASE("aq-autoquant refuses unwritable outputs, bad numbers and a too long -
     refused({"--output-dir", out.string(), "--model", (root / "regular_file").string()}, "--model ");
   }
 }
+
+TEST_CASE("aq-autoquant --device: cpu runs the built-in default as before; a bogus device, cuda without CUDA or a GPU, "
+          "and GPU flags on the CPU are one line") {
+  fs::create_directories(work);
+  const fs::path root = work / "autoquant_device";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  const fs::path out = root / "out";
+
+  const run_result cpu = run(AQ_AUTOQUANT_EXE, autoquant_args({"--device", "cpu", "--output-dir", (root / "cpu").string()}));
+  CAPTURE(cpu.err);
+  REQUIRE(cpu.exit_code == 0);
+  CHECK(names_in(root / "cpu") == report_set);
+#ifndef AQ_AUTOQUANT_CUDA_EXE  // without CUDA the default device is the CPU: the same run
+  const run_result plain = run(AQ_AUTOQUANT_EXE, autoquant_args({"--output-dir", (root / "default").string()}));
+  REQUIRE(plain.exit_code == 0);
+  for (const char* name : {"autoquant_lm_quant_manifest.json", "per-layer-sensitivity.json",
+                          "per-layer-sensitivity.md", "autoquant_lm_autoquant_state.safetensors"}) {
+    CAPTURE(name);
+    CHECK(read_text(root / "cpu" / name) == read_text(root / "default" / name));
+  }
+#endif
+
+  const run_result bogus = run(AQ_AUTOQUANT_EXE, autoquant_args({"--device", "bogus", "--output-dir", out.string()}));
+  check_error_line(bogus, "aq-autoquant", 2, "--device: expected cpu or cuda, got 'bogus'");
+  CHECK_FALSE(fs::exists(out));
+
+  for (const std::vector<std::string>& flag : std::vector<std::vector<std::string>>{
+           {"--micro-batch", "2"}, {"--gpu-attention", "fp32"}, {"--profile-kernels"}}) {
+    std::vector<std::string> args = {"--device", "cpu", "--output-dir", out.string()};
+    args.insert(args.end(), flag.begin(), flag.end());
+    check_error_line(run(AQ_AUTOQUANT_EXE, autoquant_args(args)), "aq-autoquant", 2,
+                     flag.front() + ": only with --device cuda");
+    CHECK_FALSE(fs::exists(out));
+  }
+
+  const run_result gpu = run(AQ_AUTOQUANT_EXE, autoquant_args({"--device", "cuda", "--output-dir", out.string()}));
+#ifdef AQ_AUTOQUANT_CUDA_EXE
+  if (gpu.exit_code != 0) {  // a CUDA build on a machine without a GPU
+    check_error_line(gpu, "aq-autoquant", 2, "--device cuda: no CUDA device is visible");
+    CHECK_FALSE(fs::exists(out));
+  }
+#else
+  check_error_line(gpu, "aq-autoquant", 2, "--device cuda: this build has no CUDA");
+  CHECK_FALSE(fs::exists(out));
+#endif
+  CHECK(temporaries(root).empty());
+}

@@ -12,6 +12,9 @@
 
 namespace aq::autoquant {
 
+// The budget a run searches under when none is given (effective bits over the searched weights).
+inline constexpr double default_effective_bits = 6.0;
+
 // Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
 // whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
 inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {

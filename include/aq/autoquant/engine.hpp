@@ -1,30 +1,25 @@
-// The AutoQuant engine: calibrate every candidate recipe, score every group (gradient or kl_div),
-// clamp scores monotone, allocate with the exact knapsack under the effective-bits budget, and
-// fill the report model (+ quantizer state) the writers turn into files. No format is named here.
+// The AutoQuant pipeline: budget, calibration and scoring through a scoring_backend (CPU or GPU),
+// monotone clamp, exact knapsack under the effective-bits budget, and the report model (+
+// quantizer state) the writers turn into files. No format and no hardware is named here.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "aq/autoquant/cost_model.hpp"
-#include "aq/autoquant/model_runner.hpp"
 #include "aq/autoquant/progress.hpp"
 #include "aq/autoquant/scope.hpp"
+#include "aq/autoquant/scoring_backend.hpp"
 #include "aq/autoquant/search_space.hpp"
 #include "aq/core/error.hpp"
 #include "aq/io/report_model.hpp"
-#include "aq/model/qwen3_vl/linear_observer.hpp"
-#include "aq/score/calibrated_recipes.hpp"
-#include "aq/score/gradient_scorer.hpp"
-#include "aq/score/kl_div_scorer.hpp"
 #include "aq/score/monotone_clamp.hpp"
-#include "aq/score/quantized_linear.hpp"
 #include "aq/search/allocation_problem.hpp"
 #include "aq/search/pareto.hpp"
 
@@ -47,7 +42,7 @@ struct engine_options {
   score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
   std::int64_t num_calib_steps = 1;  // first batches used for calibration
   std::int64_t num_score_steps = 1;  // first batches used for scoring
-  double effective_bits = 8.0;       // requested budget b
+  double effective_bits = default_effective_bits;  // requested budget b
   bool adjust_budget = true;         // B' of the reference LM-only driver when groups are disabled
   bool custom_names = false;         // show every recipe as CUSTOM_<i> (the reference's custom configs)
   // Report metadata (the manifest's scheme/model/dataset objects).
@@ -93,105 +88,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Calibration pass: every scored module's input amax and every (module, recipe) weight.
-class calibration_observer : public qwen3_vl::linear_observer {
- public:
-  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
-  void on_forward(const qwen3_vl::linear_call& call) override {
-    const auto m = calib_.module_index(call.name);
-    if (!m || !calib_.active(*m)) return;
-    calib_.observe_input(*m, call.input);
-    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
-  }
-
- private:
-  score::calibrated_recipes& calib_;
-};
-
-inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
-                            std::size_t total) {
-  if (progress) progress(stage, done, total);
-}
-
 }  // namespace detail
-
-// The calibrated recipes of a search space (kernels of every quantizing candidate).
-template <class List = recipes::all_recipes>
-score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
-  std::vector<score::recipe_kernels> kernels;
-  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
-    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
-  }
-  std::vector<bool> active(space.modules.size(), false);
-  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
-  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
-}
-
-// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
-// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
-// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
-inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
-                      const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  detail::calibration_observer observer(calibration);
-  detail::report_progress(progress, "calibration", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::calibrate, &observer);
-    detail::report_progress(progress, "calibration", b + 1, n);
-  }
-}
-
-// Raw scores per group and quantizing candidate (NONE excluded), group order.
-inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
-                                                        score::calibrated_recipes& calibration, std::int64_t steps,
-                                                        const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  score::gradient_scorer scorer(calibration);
-  detail::report_progress(progress, "scoring", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::gradient, &scorer);
-    detail::report_progress(progress, "scoring", b + 1, n);
-  }
-  std::vector<std::vector<double>> raw(space.groups.size());
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (!space.configurable(g)) continue;
-    raw[g].assign(calibration.num_recipes(), 0.0);
-    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-      for (const std::size_t m : space.groups[g].members) raw[g][r] += scorer.module_score(m, r);  // module order
-    }
-  }
-  return raw;
-}
-
-inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
-                                                      score::calibrated_recipes& calibration, std::int64_t steps,
-                                                      const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  std::vector<std::size_t> configurable;
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (space.configurable(g)) configurable.push_back(g);
-  }
-  std::vector<std::vector<double>> raw(space.groups.size());
-  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
-  score::quantized_group_forward observer(calibration);
-  const std::size_t total = n * configurable.size();
-  detail::report_progress(progress, "scoring", 0, total);
-  std::size_t done = 0;
-  for (std::size_t b = 0; b < n; ++b) {
-    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
-    for (const std::size_t g : configurable) {
-      std::vector<bool> in_group(space.modules.size(), false);
-      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
-      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-        observer.select(in_group, r);
-        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
-        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
-      }
-      detail::report_progress(progress, "scoring", ++done, total);
-    }
-  }
-  return raw;
-}
 
 // Fills a report model from a search space, its (clamped) scores and the selection.
 inline io::report_model build_report(const search_space& space, const engine_options& options, double budget_bits,
@@ -242,42 +139,63 @@ inline io::report_model build_report(const search_space& space, const engine_opt
   return report;
 }
 
-// The whole run. Throws aq::error (before any model work) when the budget is unreachable.
-template <class List = recipes::all_recipes>
-autoquant_result run_autoquant(const search_space& space, const model_runner& runner, const engine_options& options,
-                               const progress_callback& progress = {}) {
-  autoquant_result result;
-  result.budget_bits = options.adjust_budget
-                           ? adjusted_budget_bits(options.effective_bits, space.total_params, space.disabled_params)
-                           : options.effective_bits;
-  check_budget(space, result.budget_bits, options.effective_bits);
-  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
-    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+// Quantizer state of the chosen recipes, module order: a module that never ran has none (as in
+// ModelOpt); a weight amax only when the recipe quantizes weights, an input amax only when it
+// quantizes inputs.
+inline std::vector<quantizer_amax> quantizer_state(const search_space& space, const std::vector<std::size_t>& chosen,
+                                                   const scoring_backend& backend) {
+  std::vector<quantizer_amax> state;
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const std::size_t c = chosen[space.module_group[m]];
+    if (c == space.none_index() || !backend.module_ran(m)) continue;
+    const std::string& name = space.module_names[m];
+    weight_amax w = backend.weight_amax_of(m, c);
+    if (!w.values.empty()) state.push_back({name + ".weight_quantizer._amax", std::move(w.shape), std::move(w.values)});
+    if (space.candidates[c].recipe->input.enabled) {
+      state.push_back({name + ".input_quantizer._amax", {}, {backend.input_amax(m)}});
+    }
   }
-  if (runner.num_batches == 0) throw error("autoquant: no calibration batches");
-  result.num_calib_steps = std::min<std::int64_t>(options.num_calib_steps, static_cast<std::int64_t>(runner.num_batches));
-  result.num_score_steps = std::min<std::int64_t>(options.num_score_steps, static_cast<std::int64_t>(runner.num_batches));
+  return state;
+}
 
-  score::calibrated_recipes calibration = make_calibrated_recipes<List>(space);
-  auto start = std::chrono::steady_clock::now();
-  calibrate(runner, calibration, result.num_calib_steps, progress);
-  result.timings.calibration = detail::seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
-  const std::vector<std::vector<double>> quantized =
-      options.method == score_method::gradient
-          ? gradient_scores(space, runner, calibration, result.num_score_steps, progress)
-          : kl_div_scores(space, runner, calibration, result.num_score_steps, progress);
-  result.timings.scoring = detail::seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
+// Raw scores (NONE appended at 0) and their monotone clamp per group, into `result`.
+inline void clamp_scores(const search_space& space, const std::vector<std::vector<double>>& quantized,
+                         score::clamp_rule clamp, autoquant_result& result) {
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
     result.choices.push_back(space.choices(g));
     std::vector<double> raw = quantized[g];
     raw.push_back(0.0);  // NONE
-    result.scores.push_back(score::monotone_clamp(raw, options.clamp));
+    result.scores.push_back(score::monotone_clamp(raw, clamp));
     result.raw_scores.push_back(std::move(raw));
   }
+}
+
+// The whole run. Throws aq::error (before any model work) when the budget is unreachable.
+inline autoquant_result run_autoquant(const search_space& space, scoring_backend& backend,
+                                      const engine_options& options, const progress_callback& progress = {}) {
+  autoquant_result result;
+  result.budget_bits = checked_budget_bits(space, options.effective_bits, options.adjust_budget);
+  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
+    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+  }
+  const auto batches = static_cast<std::int64_t>(backend.num_batches());
+  if (batches == 0) throw error("autoquant: no calibration batches");
+  result.num_calib_steps = std::min(options.num_calib_steps, batches);
+  result.num_score_steps = std::min(options.num_score_steps, batches);
+
+  auto start = std::chrono::steady_clock::now();
+  backend.calibrate(static_cast<std::size_t>(result.num_calib_steps), progress);
+  result.timings.calibration = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  const auto steps = static_cast<std::size_t>(result.num_score_steps);
+  const std::vector<std::vector<double>> quantized =
+      options.method == score_method::gradient ? group_sums(space, backend.gradient_module_scores(steps, progress))
+                                               : backend.kl_div_group_scores(steps, progress);
+  result.timings.scoring = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  clamp_scores(space, quantized, options.clamp, result);
   const search::allocation_problem problem = cost_problem(space, result.scores);
   const search::pareto_front front(problem);
   result.allocation = front.at_bits(result.budget_bits);
@@ -286,19 +204,7 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
   }
   result.report = build_report(space, options, result.budget_bits, result.choices, result.scores, result.allocation, front);
   result.timings.search = detail::seconds_since(start);
-
-  // Quantizer state of the chosen recipes (modules that never ran have none, as in ModelOpt).
-  for (std::size_t m = 0; m < space.modules.size(); ++m) {
-    const std::size_t c = result.chosen[space.module_group[m]];
-    if (c == space.none_index()) continue;
-    const std::string& name = space.module_names[m];
-    if (const score::quantized_weight* w = calibration.cached_weight(m, c); w != nullptr && !w->amax.empty()) {
-      result.state.push_back({name + ".weight_quantizer._amax", w->amax_shape, w->amax});
-    }
-    if (calibration.recipe(c).input_enabled && calibration.has_input_amax(m)) {
-      result.state.push_back({name + ".input_quantizer._amax", {}, {calibration.input_amax(m)}});
-    }
-  }
+  result.state = quantizer_state(space, result.chosen, backend);
   return result;
 }
 

@@ -37,11 +37,22 @@ inline std::string bundled_captions(const std::optional<std::string>& size) {
   return "captions/coco2017_captions_" + size.value_or("medium") + ".txt";
 }
 
+// How --device cuda runs (flags refused with --device cpu).
+struct gpu_options {
+  std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
+  std::string activations = "auto";  // auto | saved | recompute
+  double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
+  double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
+  std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
+  bool profile_kernels = false;
+  std::optional<std::string> first_flag;  // the first GPU flag given (named when --device cpu refuses it)
+};
+
 struct driver_options {
   std::optional<std::string> model_dir;  // empty: the built-in default model
   std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
-  double effective_bits = 6.0;
+  double effective_bits = default_effective_bits;
   scope_preset scope = scope_preset::lm;
   std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
   std::vector<std::string> disable;
@@ -69,6 +80,10 @@ struct driver_options {
   std::optional<std::string> coverage_mode;
   std::vector<std::string> quant_formats;
   std::optional<std::string> dataset_name;
+  // Where calibration and scoring run: "cpu" or "cuda"; empty: the program's default (cuda when
+  // the build has CUDA and a GPU is present, else cpu; aq-autoquant-cuda: cuda).
+  std::optional<std::string> device;
+  gpu_options gpu;
   bool help = false;
 };
 
@@ -173,6 +188,38 @@ inline std::int64_t parse_int(std::string_view flag, const std::string& text, st
     throw error(std::string(flag) + ": " + text + " is out of range (must be " + range + ")");
   }
   return value;
+}
+
+// A size in GiB: a number, then the range.
+inline double parse_gib(std::string_view flag, const std::string& text) {
+  const double v = parse_double(flag, text);
+  if (!(v >= 0.0) || v > 1e6) throw error(std::string(flag) + ": expected a size in GiB >= 0, got '" + text + "'");
+  return v;
+}
+
+// The --device cuda flags; false when `flag` is none of them. `value` takes the flag's value.
+template <class Value>
+bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
+  if (flag == "--gpu-attention") {
+    g.attention = value();
+    if (g.attention != "tc" && g.attention != "fp32") throw error("--gpu-attention: expected tc or fp32, got " + g.attention);
+  } else if (flag == "--activations") {
+    g.activations = value();
+    if (g.activations != "auto" && g.activations != "saved" && g.activations != "recompute") {
+      throw error("--activations: expected auto, saved or recompute, got " + g.activations);
+    }
+  } else if (flag == "--profile-kernels") {
+    g.profile_kernels = true;
+  } else if (flag == "--weight-cache-gib") {
+    g.weight_cache_gib = parse_gib(flag, value());
+  } else if (flag == "--memory-budget-gib") {
+    g.memory_budget_gib = parse_gib(flag, value());
+  } else if (flag == "--micro-batch") {
+    g.micro_batch = parse_int(flag, value(), 1);
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -281,6 +328,11 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.dump_batches = value();
     } else if (flag == "--result-json") {
       o.result_json = value();
+    } else if (flag == "--device") {
+      o.device = value();
+      if (*o.device != "cpu" && *o.device != "cuda") throw error("--device: expected cpu or cuda, got '" + *o.device + "'");
+    } else if (detail::parse_gpu_flag(o.gpu, flag, value)) {
+      if (!o.gpu.first_flag) o.gpu.first_flag = flag;
     } else {
       throw error("unknown argument '" + flag + "' (see --help)");
     }
@@ -338,6 +390,24 @@ search
   --clamp 0.39|0.40       ModelOpt version of the monotone score clamp (default 0.39)
   --custom-names          show every recipe as CUSTOM_<i> in reports (reference custom configs)
   --preset NAME           a reference run (flags after it override); see below
+
+device
+  --device cpu|cuda       where calibration and scoring run: cpu (fp32 reference) or cuda (bf16
+                          weights and GEMMs, fp32 accumulation); default cuda when this build has
+                          CUDA and a GPU is present, else cpu (aq-autoquant-cuda: cuda)
+  --gpu-attention tc|fp32 bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the
+                          decoder and the vision tower
+  --activations auto|saved|recompute
+                          keep every layer's activations for the backward (auto: when they fit
+                          with 8 GiB to spare) or recompute them per layer
+  --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
+  --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
+                          then caches quantized weights in the rest; halves the sequences per device
+                          pass until the minimum fits (error if one sequence does not)
+  --micro-batch N         device passes of at most N sequences, or of N x --seq-len tokens of packed
+                          trimmed sequences (same scores, less memory)
+  --profile-kernels       GPU time per kernel class (CUDA events; adds a little overhead)
+                          (the flags after --device are for cuda; --device cpu refuses them)
 
 output
   --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},

@@ -156,4 +156,13 @@ inline void check_budget(const search_space& space, double budget_bits, double r
               quant::python_float_repr(cheapest.effective_bits) + " bits)");
 }
 
+// The whole-model budget B' a run searches under (adjusted_budget_bits when `adjust`, else the
+// request itself), checked against the least reachable effective bits (check_budget).
+inline double checked_budget_bits(const search_space& space, double requested_bits, bool adjust) {
+  const double budget =
+      adjust ? adjusted_budget_bits(requested_bits, space.total_params, space.disabled_params) : requested_bits;
+  check_budget(space, budget, requested_bits);
+  return budget;
+}
+
 }  // namespace aq::autoquant

@@ -1,0 +1,372 @@
+// aq-autoquant --device cuda: device weights, the memory plan (activations saved or recomputed,
+// quantized-weight cache, sequences per pass), the model and vision tower, the CUDA scoring
+// backend driven by the pipeline, and the GPU's measurements: per-stage wall times, the GEMM
+// rate of the score pass next to a plain cuBLASLt bf16 GEMM measured in the same run, and the
+// peak device memory.
+#pragma nv_diag_suppress 20012  // Eigen through the CPU model headers (model_runner's batch conversion)
+#include "autoquant_gpu.hpp"
+
+#include <aq/autoquant/memory_plan.hpp>
+#include <aq/autoquant/model_runner.hpp>
+#pragma nv_diag_default 20012
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <aq/backend/cuda/cuda_scoring_backend.cuh>
+#include <aq/backend/cuda/gemm_cublaslt.cuh>
+#include <aq/backend/cuda/kernel_profile.cuh>
+#include <aq/backend/cuda/qwen3_vl_text.cuh>
+#include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
+#include <aq/backend/cuda/qwen3_vl_vision.cuh>
+#include <aq/backend/cuda/qwen3_vl_vision_weights.cuh>
+
+namespace aq::autoquant_gpu {
+
+namespace {
+
+namespace acu = aq::cuda;
+
+// Plain cuBLASLt bf16 GEMM (fp32 out) of the model's largest linear shape, random operands, the
+// median of 20 timed runs after 3 warm-ups: the reference rate for the model's GEMMs.
+double reference_gemm_tflops(acu::cublaslt_gemm& gemm, std::int64_t m, std::int64_t n, std::int64_t k, cudaStream_t s) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<bf16> hx(static_cast<std::size_t>(m * k)), hw(static_cast<std::size_t>(n * k));
+  for (bf16& v : hx) v = float_to_bf16(dist(rng));
+  for (bf16& v : hw) v = float_to_bf16(0.02f * dist(rng));
+  const acu::device_buffer<bf16> x(hx), w(hw);
+  acu::device_buffer<float> y(static_cast<std::size_t>(m * n));
+  const auto run = [&] {
+    gemm.linear_forward(acu::device_matrix<const bf16>{x.data(), m, k, k}, acu::device_matrix<const bf16>{w.data(), n, k, k},
+                        acu::device_matrix<float>{y.data(), m, n, n}, nullptr, false, s);
+  };
+  cudaEvent_t a = nullptr, b = nullptr;
+  AQ_CUDA_CHECK(cudaEventCreate(&a));
+  AQ_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) run();
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    AQ_CUDA_CHECK(cudaEventRecord(a, s));
+    run();
+    AQ_CUDA_CHECK(cudaEventRecord(b, s));
+    AQ_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0.0f;
+    AQ_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  AQ_CUDA_CHECK(cudaEventDestroy(a));
+  AQ_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / (ms[ms.size() / 2] * 1e-3) / 1e12;
+}
+
+// Device scratch the scorer and calibration grow to at most (quantized X and Y_r per recipe, one
+// quantized weight outside the cache) over the decoder's linears at `tokens` rows and the vision
+// tower's at `patches` rows, the GEMM workspace, and 256 MiB for small buffers and allocation
+// granularity.
+std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t tokens, std::int64_t patches,
+                                 std::int64_t vocab_chunk, std::size_t recipes) {
+  const qwen3_vl::text_config& t = cfg.text;
+  const qwen3_vl::vision_config& v = cfg.vision;
+  const auto n = [](std::int64_t x) { return static_cast<std::size_t>(x); };
+  const std::int64_t text_in = std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim});
+  const std::int64_t text_out =
+      std::max({t.hidden_size, t.intermediate_size, t.num_attention_heads * t.head_dim, vocab_chunk});
+  const std::int64_t vision_in = std::max({v.hidden_size, v.intermediate_size, v.in_channels * v.temporal_patch_size *
+                                                                                    v.patch_size * v.patch_size});
+  const std::int64_t vision_out = std::max({3 * v.hidden_size, v.intermediate_size});
+  const std::size_t xq = std::max(n(tokens * text_in), n(patches * vision_in));
+  const std::size_t yr = std::max(n(tokens * text_out), n(patches * vision_out));
+  const std::size_t wq = std::max(n(text_out * text_in), n(vision_out * vision_in));
+  return recipes * (xq * 2 + yr * 4) + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
+}
+
+std::size_t free_device_bytes() {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
+}  // namespace
+
+struct session::state {
+  cudaDeviceProp prop{};
+  std::size_t baseline = 0;  // device memory in use by the context alone
+  acu::qwen3_vl_text_device_weights weights;
+  acu::qwen3_vl_vision_device_weights vision_weights;  // image data only
+  // What the run leaves for the summary.
+  const qwen3_vl::config* cfg = nullptr;
+  const autoquant::driver_options* options = nullptr;
+  autoquant::stage_timings timings;
+  acu::cuda_scoring_stats stats;
+  acu::kernel_profile calib_profile, score_profile;
+  double ref_tflops = 0.0;
+  std::int64_t max_tokens = 0, micro_rows = 0, model_max_tokens = 0, saved_layers = 0;
+  bool pack = false, trim_padding = false, saved_activations = false;
+  std::size_t activation_bytes_per_layer = 0;
+};
+
+bool device_present() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+session::session() : state_(std::make_unique<state>()) {
+  if (!device_present()) throw error("--device cuda: no CUDA device is visible to this process");
+  int device = 0;
+  AQ_CUDA_CHECK(cudaGetDevice(&device));
+  AQ_CUDA_CHECK(cudaGetDeviceProperties(&state_->prop, device));
+  AQ_CUDA_CHECK(cudaFree(nullptr));  // context first, so that it is not counted as ours
+  state_->baseline = acu::device_bytes_in_use();
+}
+
+session::~session() = default;
+
+void session::upload(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& text,
+                     const qwen3_vl::vision_weights* vision) {
+  state_->weights = acu::upload_text_weights(cfg, text);
+  if (vision != nullptr) state_->vision_weights = acu::upload_vision_weights(*vision);
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void session::adopt(acu::qwen3_vl_text_device_weights&& text, acu::qwen3_vl_vision_device_weights&& vision) {
+  state_->weights = std::move(text);
+  state_->vision_weights = std::move(vision);
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+std::size_t session::weight_bytes() const { return state_->weights.bytes() + state_->vision_weights.bytes(); }
+
+std::string session::device_name() const { return state_->prop.name; }
+
+std::size_t session::peak_bytes() const {
+  return state_->stats.peak_device_bytes > state_->baseline ? state_->stats.peak_device_bytes - state_->baseline : 0;
+}
+
+autoquant::autoquant_result session::run(const run_inputs& in) {
+  state& st = *state_;
+  const autoquant::driver_options& o = *in.options;
+  const autoquant::gpu_options& g = o.gpu;
+  const qwen3_vl::config& cfg = *in.cfg;
+  const std::vector<io::calib_batch>& batches = *in.batches;
+  const autoquant::engine_options& e = *in.engine;
+  const bool images = in.images;
+  const std::int64_t batch_size = in.batch_size;
+  st.cfg = in.cfg;
+  st.options = in.options;
+
+  std::int64_t max_tokens = 0;
+  std::vector<qwen3_vl::text_batch> text;
+  std::vector<qwen3_vl::image_batch> image_batches;
+  for (const io::calib_batch& b : batches) {
+    max_tokens = std::max(max_tokens, b.batch_size * b.seq_len);
+    text.push_back(autoquant::to_text_batch(b));
+    if (images) image_batches.push_back(autoquant::to_image_batch(b).value_or(qwen3_vl::image_batch{}));
+  }
+
+  // Tokens per sequence each batch runs with: leading padding that cannot change a score is
+  // dropped from text batches (never from image batches, which run whole).
+  const bool trim_padding = !o.keep_padding && o.attention != "eager";
+  std::vector<std::int64_t> run_seq;
+  for (const qwen3_vl::text_batch& t : text) {
+    run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
+  }
+  // Trimmed caption batches are packed into passes (as many rows as the pass size allows).
+  const bool pack = trim_padding && !images;
+  std::int64_t stage_rows = 0;
+  for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
+    stage_rows += text[i].batch;
+  }
+  // Every row of a stage at the widest trimmed width: the most one packed pass can need.
+  const std::int64_t stage_tokens =
+      pack && !run_seq.empty() ? stage_rows * *std::max_element(run_seq.begin(), run_seq.end()) : 0;
+
+  // What the vision tower will hold for the largest image batch (allocated on its first run):
+  // every block's activations when they take under a quarter of the free memory and no budget is
+  // set, else only the block inputs (blocks recomputed in the backward).
+  std::int64_t max_patches = 0;
+  for (const qwen3_vl::image_batch& img : image_batches) {
+    if (!img.grids.empty()) max_patches = std::max(max_patches, img.pixel_values.dim(0));
+  }
+  bool vision_saved_blocks = true;
+  std::size_t vision_bytes = 0;
+  if (max_patches > 0) {
+    const std::size_t free_bytes = free_device_bytes();
+    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true, g.attention == "tc");
+    vision_saved_blocks = g.memory_budget_gib < 0.0 && vision_bytes < free_bytes / 4;
+    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, g.attention == "tc");
+  }
+  // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
+  // until the recompute-everything minimum fits.
+  std::int64_t micro_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
+  std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
+  acu::cuda_scoring_options cuda_options;
+  while (true) {
+    std::int64_t pass_tokens = 0;
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      pass_tokens = std::max(pass_tokens, std::min(batches[i].batch_size, micro_rows) * (pack ? batches[i].seq_len : run_seq[i]));
+    }
+    // Packed passes hold up to that many tokens, and never more than every row of a stage at the
+    // widest trimmed width.
+    if (pack) pass_tokens = std::min(pass_tokens, stage_tokens);
+    model_ptr.reset();
+    model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
+    acu::qwen3_vl_text_model& m = *model_ptr;
+    m.set_tensor_core_attention(g.attention == "tc");
+    if (g.memory_budget_gib < 0.0) {
+      const std::size_t free_bytes = free_device_bytes();
+      const double saved_bytes =
+          static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
+      m.set_saved_activations(g.activations == "saved" ||
+                              (g.activations == "auto" && saved_bytes + static_cast<double>(vision_bytes) + 8.0 * (1ull << 30) <
+                                                              static_cast<double>(free_bytes)));
+      m.allocate_activations();
+      break;
+    }
+    autoquant::memory_plan_inputs plan_in;
+    plan_in.budget_bytes = static_cast<std::size_t>(g.memory_budget_gib * static_cast<double>(1ull << 30));
+    plan_in.in_use_bytes = acu::device_bytes_in_use() - st.baseline + vision_bytes;
+    if (vision_bytes > 0) plan_in.in_use_what = "weights, fixed buffers and the vision tower's activations";
+    plan_in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, max_patches, m.vocab_chunk(), o.formats.size());
+    plan_in.layer_bytes = m.activation_bytes_per_layer();
+    plan_in.layers = cfg.text.num_hidden_layers;
+    if (g.weight_cache_gib >= 0.0) plan_in.max_cache_bytes = static_cast<std::size_t>(g.weight_cache_gib * static_cast<double>(1ull << 30));
+    autoquant::memory_plan plan;
+    try {
+      plan = autoquant::plan_memory(plan_in);
+    } catch (const error&) {
+      if (g.micro_batch > 0 || micro_rows == 1) throw;  // a fixed micro-batch, or nothing left to halve
+      micro_rows = (micro_rows + 1) / 2;
+      continue;
+    }
+    if (g.activations == "saved" || g.activations == "recompute") {
+      const std::int64_t k = g.activations == "saved" ? cfg.text.num_hidden_layers : 0;
+      const std::size_t need = autoquant::activation_sets_bytes(k, plan_in.layers, plan_in.layer_bytes);
+      if (plan_in.in_use_bytes + plan_in.scratch_bytes + need > plan_in.budget_bytes) {
+        throw error("--memory-budget-gib: --activations " + g.activations + " needs " +
+                    autoquant::format_gib(plan_in.in_use_bytes + plan_in.scratch_bytes + need) + ", above the budget");
+      }
+      plan.saved_layers = k;
+      plan.activation_bytes = need;
+      plan.weight_cache_bytes =
+          std::min(plan_in.budget_bytes - plan_in.in_use_bytes - plan_in.scratch_bytes - need, plan_in.max_cache_bytes);
+    }
+    m.set_saved_layers(plan.saved_layers);
+    m.allocate_activations();
+    cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
+    break;
+  }
+  acu::qwen3_vl_text_model& model = *model_ptr;
+  cuda_options.micro_batch_rows = micro_rows;
+  cuda_options.trim_padding = trim_padding;
+  if (pack) cuda_options.max_pass_tokens = model.max_tokens();
+  std::unique_ptr<acu::qwen3_vl_vision_model> vision;
+  if (images) {
+    vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, st.vision_weights, model);
+    vision->set_saved_blocks(vision_saved_blocks);
+    vision->set_tensor_core_attention(g.attention == "tc");
+    cuda_options.vision = vision.get();
+    cuda_options.images = &image_batches;
+  }
+  if (g.memory_budget_gib < 0.0) {
+    const std::size_t free_bytes = free_device_bytes();
+    const double margin = 4.0 * (1ull << 30);  // scorer scratch, cuBLASLt workspaces, CUB temp
+    const double fit = std::max(0.0, static_cast<double>(free_bytes) - margin - static_cast<double>(vision_bytes));
+    cuda_options.weight_cache_bytes = static_cast<std::size_t>(
+        g.weight_cache_gib < 0.0 ? fit : std::min(fit, g.weight_cache_gib * static_cast<double>(1ull << 30)));
+  }
+  // With one packed pass per stage every Q(W) is formed once: a cache would hold memory for no reuse.
+  if (pack && stage_tokens <= model.max_tokens()) {
+    cuda_options.weight_cache_bytes = 0;
+  }
+  if (g.profile_kernels) {
+    cuda_options.calibration_profile = &st.calib_profile;
+    cuda_options.scoring_profile = &st.score_profile;
+  }
+  acu::text_run_options run_options;
+  run_options.masked_rows = o.attention == "eager" ? acu::masked_row_policy::attend_all : acu::masked_row_policy::zero;
+  // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
+  st.ref_tflops =
+      reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
+  acu::cuda_scoring_backend backend(*in.space, model, text, run_options, cuda_options);
+  autoquant::autoquant_result result = autoquant::run_autoquant(*in.space, backend, e, in.progress);
+
+  st.stats = backend.stats();
+  st.timings = result.timings;
+  st.max_tokens = max_tokens;
+  st.micro_rows = micro_rows;
+  st.model_max_tokens = model.max_tokens();
+  st.saved_layers = model.saved_layers();
+  st.saved_activations = model.saved_activations();
+  st.activation_bytes_per_layer = model.activation_bytes_per_layer();
+  st.pack = pack;
+  st.trim_padding = trim_padding;
+  return result;
+}
+
+std::string session::summary(double load_seconds, double weights_seconds, double write_seconds) const {
+  const state& st = *state_;
+  const qwen3_vl::config& cfg = *st.cfg;
+  const autoquant::stage_timings& t = st.timings;
+  std::string out;
+  const auto add = [&out](const char* format, auto... args) {
+    const int n = std::snprintf(nullptr, 0, format, args...);
+    std::string line(static_cast<std::size_t>(n), '\0');
+    std::snprintf(line.data(), line.size() + 1, format, args...);
+    out += line;
+  };
+  const double score_tflops = st.stats.scoring_gemm_flops / t.scoring / 1e12;
+  const double calib_tflops = st.stats.calibration_gemm_flops / t.calibration / 1e12;
+  add("gpu: %s\n", st.prop.name);
+  add("stage wall time [s]: load %.3f (weights %.3f), calibrate %.3f, score %.3f, search %.3f, write %.3f; "
+      "auto_quantize %.3f, end to end %.3f\n",
+      load_seconds, weights_seconds, t.calibration, t.scoring, t.search, write_seconds, t.calibration + t.scoring + t.search,
+      load_seconds + t.calibration + t.scoring + t.search + write_seconds);
+  add("GEMM work: calibrate %.1f TFLOP (%.1f TFLOP/s over the stage), score %.1f TFLOP (%.1f TFLOP/s over the "
+      "stage); plain cuBLASLt bf16 GEMM [%lld x %lld x %lld]: %.1f TFLOP/s; score stage at %.0f%% of it\n",
+      st.stats.calibration_gemm_flops / 1e12, calib_tflops, st.stats.scoring_gemm_flops / 1e12, score_tflops,
+      static_cast<long long>(st.max_tokens), static_cast<long long>(cfg.text.intermediate_size),
+      static_cast<long long>(cfg.text.hidden_size), st.ref_tflops, 100.0 * score_tflops / st.ref_tflops);
+  add("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
+      static_cast<double>(weight_bytes()) / (1 << 30), static_cast<double>(peak_bytes()) / (1 << 30),
+      static_cast<double>(st.baseline) / (1 << 30));
+  const std::string activations =
+      st.saved_activations ? "saved"
+                           : (st.saved_layers == 0 ? "recomputed"
+                                                   : std::to_string(st.saved_layers) + " of " +
+                                                         std::to_string(cfg.text.num_hidden_layers) + " layers saved");
+  const std::string passes = st.pack ? "packed passes of at most " + std::to_string(st.model_max_tokens) + " tokens"
+                                     : std::to_string(st.micro_rows) + " sequences per device pass";
+  add("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s\n",
+      st.options->gpu.attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores", activations.c_str(),
+      static_cast<double>(st.activation_bytes_per_layer) / (1 << 30),
+      static_cast<double>(st.stats.weight_cache_bytes) / (1 << 30), passes.c_str());
+  add("tokens run: %lld of %lld in the calibration and score batches, %lld device passes (%s)\n",
+      static_cast<long long>(st.stats.run_tokens), static_cast<long long>(st.stats.batch_tokens),
+      static_cast<long long>(st.stats.passes),
+      st.trim_padding ? "leading padding that cannot change a score dropped" : "every padding column kept");
+  if (st.options->gpu.profile_kernels) {
+    out += "GPU time per kernel class [s] (CUDA events):\n| class | calibrate | calls | score | calls |\n|---|---:|---:|---:|---:|\n";
+    double ct = 0.0, stt = 0.0;
+    for (int c = 0; c < static_cast<int>(acu::kernel_class::count); ++c) {
+      const auto k = static_cast<acu::kernel_class>(c);
+      ct += st.calib_profile.ms(k);
+      stt += st.score_profile.ms(k);
+      add("| %s | %.3f | %lld | %.3f | %lld |\n", acu::kernel_class_name(k), st.calib_profile.ms(k) / 1e3,
+          static_cast<long long>(st.calib_profile.calls(k)), st.score_profile.ms(k) / 1e3,
+          static_cast<long long>(st.score_profile.calls(k)));
+    }
+    add("| sum | %.3f | | %.3f | |\n", ct / 1e3, stt / 1e3);
+    const double model_tf = st.stats.scoring_gemm_flops / 1e12;
+    const double gemm_s = (st.score_profile.ms(acu::kernel_class::gemm) + st.score_profile.ms(acu::kernel_class::score_gemm)) / 1e3;
+    add("score-stage GEMMs: %.1f TFLOP in %.3f s of GEMM time = %.1f TFLOP/s (%.0f%% of the plain cuBLASLt rate)\n",
+        model_tf, gemm_s, model_tf / gemm_s, 100.0 * model_tf / gemm_s / st.ref_tflops);
+  }
+  return out;
+}
+
+}  // namespace aq::autoquant_gpu
