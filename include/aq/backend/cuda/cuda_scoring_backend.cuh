@@ -23,10 +23,10 @@
 #include "aq/backend/cuda/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/qwen3_vl_vision.cuh"
 #include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
-#include "aq/model/qwen3_vl/text_model.hpp"
 
 namespace aq::cuda {
 
