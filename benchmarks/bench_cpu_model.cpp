@@ -10,7 +10,7 @@
 #include <vector>
 
 #include <aq/core/thread_pool.hpp>
-#include <aq/model/qwen3_vl/text_model.hpp>
+#include <aq/backend/cpu/qwen3_vl/text_model.hpp>
 
 namespace {
 

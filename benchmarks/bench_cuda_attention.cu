@@ -15,10 +15,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "aq/backend/cuda/attention.cuh"
-#include "aq/backend/cuda/check.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/attention.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/bf16.hpp"
 
 namespace {

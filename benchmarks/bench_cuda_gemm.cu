@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/check.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/core/bf16.hpp"
 
 namespace {

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include <aq/io/tokenizer.hpp>
+#include <aq/io/tokenizer/tokenizer.hpp>
 
 namespace {
 

@@ -12,34 +12,34 @@
 #include <string>
 #include <vector>
 
-#include <aq/autoquant/bundled_data.hpp>
-#include <aq/autoquant/calib_inputs.hpp>
-#include <aq/autoquant/cpu_backend.hpp>
-#include <aq/autoquant/default_model.hpp>
-#include <aq/autoquant/engine.hpp>
-#include <aq/autoquant/model_runner.hpp>
-#include <aq/autoquant/options.hpp>
-#include <aq/autoquant/outputs.hpp>
-#include <aq/autoquant/preflight.hpp>
-#include <aq/autoquant/progress.hpp>
-#include <aq/autoquant/result_json.hpp>
-#include <aq/autoquant/search_space.hpp>
+#include <aq/cli/bundled_data.hpp>
+#include <aq/cli/calib_inputs.hpp>
+#include <aq/backend/cpu/score/cpu_backend.hpp>
+#include <aq/cli/default_model.hpp>
+#include <aq/engine/engine.hpp>
+#include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
+#include <aq/cli/options.hpp>
+#include <aq/cli/outputs.hpp>
+#include <aq/cli/preflight.hpp>
+#include <aq/core/progress.hpp>
+#include <aq/cli/result_json.hpp>
+#include <aq/search/search_space.hpp>
 #include <aq/core/output_set.hpp>
 #include <aq/core/thread_pool.hpp>
-#include <aq/io/calib_batches.hpp>
-#include <aq/io/calib_dataset.hpp>
+#include <aq/io/data/calib_batches.hpp>
+#include <aq/io/data/calib_dataset.hpp>
 #include <aq/model/qwen3_vl/config_json.hpp>
-#include <aq/io/image.hpp>
-#include <aq/io/safetensors.hpp>
-#include <aq/io/tokenizer.hpp>
+#include <aq/io/image/image.hpp>
+#include <aq/io/checkpoint/safetensors.hpp>
+#include <aq/io/tokenizer/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
-#include <aq/model/qwen3_vl/vl_model.hpp>
+#include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
 
 #ifdef AQ_AUTOQUANT_GPU  // this build has the GPU half (cuda/autoquant_gpu.cu)
-#include <aq/backend/cuda/qwen3_vl_text_checkpoint.hpp>
-#include <aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp>
+#include <aq/backend/cuda/model/qwen3_vl_text_checkpoint.hpp>
+#include <aq/backend/cuda/model/qwen3_vl_vision_checkpoint.hpp>
 
 #include "cuda/autoquant_gpu.hpp"
 #endif
@@ -52,7 +52,7 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/autoquant/bundled_data.hpp).
+// Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/cli/bundled_data.hpp).
 fs::path bundled(const std::string& relative) {
   return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }

@@ -8,7 +8,7 @@
 #include <map>
 #include <string>
 
-#include <aq/io/safetensors.hpp>
+#include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/model/quantizable_modules.hpp>
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>

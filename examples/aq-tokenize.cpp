@@ -11,8 +11,8 @@
 #include <vector>
 
 #include <aq/io/regular_file.hpp>
-#include <aq/io/tokenizer.hpp>
-#include <aq/io/utf8.hpp>
+#include <aq/io/tokenizer/tokenizer.hpp>
+#include <aq/io/tokenizer/utf8.hpp>
 
 namespace {
 

@@ -1,9 +1,9 @@
-// Fuzzes the captions reader (aq/io/calib_dataset.hpp, read_caption_lines): universal newlines,
+// Fuzzes the captions reader (aq/io/data/calib_dataset.hpp, read_caption_lines): universal newlines,
 // UTF-8 validation and Python's str.strip() on one caption per line.
 #include <cstddef>
 #include <cstdint>
 
-#include "aq/io/calib_dataset.hpp"
+#include "aq/io/data/calib_dataset.hpp"
 #include "fuzz_support.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

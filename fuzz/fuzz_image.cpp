@@ -1,10 +1,10 @@
-// Fuzzes the image decoders (aq/io/image.hpp, aq/io/jpeg.hpp): PNG through stb_image, JPEG
+// Fuzzes the image decoders (aq/io/image/image.hpp, aq/io/image/jpeg.hpp): PNG through stb_image, JPEG
 // through libjpeg-turbo, and aq's conversions to RGB8 in both alpha modes.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
-#include "aq/io/image.hpp"
+#include "aq/io/image/image.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   // The last byte picks the alpha mode, so both conversions are reached from the same corpus.

@@ -1,10 +1,10 @@
-// Fuzzes the image-caption JSON-lines reader (aq/io/calib_dataset.hpp, read_image_caption_jsonl):
+// Fuzzes the image-caption JSON-lines reader (aq/io/data/calib_dataset.hpp, read_image_caption_jsonl):
 // line splitting, UTF-8, one JSON object per line and its "image"/"caption" fields. Image files
 // are not checked: the fuzzer's paths name nothing on disk.
 #include <cstddef>
 #include <cstdint>
 
-#include "aq/io/calib_dataset.hpp"
+#include "aq/io/data/calib_dataset.hpp"
 #include "fuzz_support.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

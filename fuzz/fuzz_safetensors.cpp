@@ -1,10 +1,10 @@
-// Fuzzes the safetensors reader (aq/io/safetensors.hpp): the 8-byte length, the JSON header and
+// Fuzzes the safetensors reader (aq/io/checkpoint/safetensors.hpp): the 8-byte length, the JSON header and
 // the span checks of one .safetensors file, then converts every tensor it hands out, so a view
 // that escaped validation reads outside the mapping under ASan.
 #include <cstddef>
 #include <cstdint>
 
-#include "aq/io/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "fuzz_support.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -1,4 +1,4 @@
-// Fuzzes the sharded-checkpoint reader (aq/io/safetensors.hpp, safetensors_checkpoint): the
+// Fuzzes the sharded-checkpoint reader (aq/io/checkpoint/safetensors.hpp, safetensors_checkpoint): the
 // model.safetensors.index.json weight_map, shard names (relative only, no ".."), tensors listed
 // twice, missing or unlisted, against two fixed valid shards in the scratch directory.
 #include <cstddef>
@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "aq/io/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "fuzz_support.hpp"
 
 namespace {

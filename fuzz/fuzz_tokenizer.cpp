@@ -1,11 +1,11 @@
-// Fuzzes the tokenizer.json reader (aq/io/tokenizer.hpp): normalizer, pre-tokenizer, decoder,
+// Fuzzes the tokenizer.json reader (aq/io/tokenizer/tokenizer.hpp): normalizer, pre-tokenizer, decoder,
 // BPE vocabulary and merges, added tokens. A tokenizer that loads then encodes and decodes a fixed
 // text, so inconsistent vocabularies or merges that the reader accepted are exercised too.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-#include "aq/io/tokenizer.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
 
 namespace {
 constexpr std::string_view sample =

@@ -1,4 +1,4 @@
-// Fuzzes encoding with the bundled Qwen3 tokenizer (aq/io/tokenizer.hpp over data/qwen3-tokenizer):
+// Fuzzes encoding with the bundled Qwen3 tokenizer (aq/io/tokenizer/tokenizer.hpp over data/qwen3-tokenizer):
 // UTF-8 validation, added-token matching, NFC, the Qwen2 pre-tokenizer and byte-level BPE on
 // arbitrary text. Valid text must round-trip, as with Hugging Face tokenizers (Qwen3 normalizes
 // with NFC and every byte has a token): decoding its ids gives back its NFC form. Added tokens are
@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "aq/io/nfc.hpp"
-#include "aq/io/tokenizer.hpp"
+#include "aq/io/tokenizer/nfc.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
 
 namespace {
 const aq::io::tokenizer& qwen3() {

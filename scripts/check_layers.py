@@ -8,11 +8,9 @@ CUDA backend is layered inside. Prints one line per violating edge and exits 1 w
 
   check_layers.py            check the tree (CTest runs this)
   check_layers.py --list     print every violation and a count per layer pair, exit 0
-  check_layers.py --current  classify today's header names through scripts/relayout.py's moves
 """
 import argparse
 import collections
-import importlib.util
 import pathlib
 import re
 import sys
@@ -25,22 +23,21 @@ INCLUDE_DIR = ROOT / "include"
 # except sub-layers of one backend ("backend/cuda/kernels" < ".../model" < ".../scoring"), which
 # may include their lower siblings.
 LAYERS = [
-    (0, "core", "core/"),                        # error, bf16, tensor views, thread pool, files
+    (0, "core", "core/"),                        # error, bf16, tensor views, thread pool, files, progress
     (1, "formats", "formats/"),                  # number formats (int4, int8, e4m3, none)
     (2, "quant", "quant/"),                      # quantizers, granularity, recipes
-    (3, "calib", "calib/"),                      # calibrators (activation statistics)
-    (4, "io", "io/"),                            # checkpoint/, tokenizer/, image/, data/, JSON reading
-    (5, "model", "model/"),                      # Qwen3-VL description + backend-neutral host math
-    (6, "search", "search/"),                    # search space, knapsack, Pareto: no model numbers
-    (7, "score", "score/"),                      # backend-neutral scoring math + the backend interface
-    (8, "backend/cpu", "backend/cpu/"),          # CPU forward/backward and scorers
-    (8, "backend/cuda/kernels", "backend/cuda/kernels/"),
-    (8, "backend/cuda/model", "backend/cuda/model/"),
-    (8, "backend/cuda/scoring", "backend/cuda/scoring/"),
-    (9, "report", "report/"),                    # report model, manifest, sensitivity, result JSON
-    (10, "engine", "engine/"),                   # the one pipeline
-    (11, "cli", "cli/"),                         # options, presets, preflight, bundled data, outputs
-    (12, "umbrella", "autoquant.hpp"),           # includes everything
+    (3, "io", "io/"),                            # checkpoint/, tokenizer/, image/, data/, JSON reading
+    (4, "model", "model/"),                      # Qwen3-VL description + backend-neutral host math
+    (5, "search", "search/"),                    # search space, knapsack, Pareto: no model numbers
+    (6, "score", "score/"),                      # backend-neutral scoring math + the backend interface
+    (7, "backend/cpu", "backend/cpu/"),          # CPU forward/backward and scorers
+    (7, "backend/cuda/kernels", "backend/cuda/kernels/"),
+    (7, "backend/cuda/model", "backend/cuda/model/"),
+    (7, "backend/cuda/scoring", "backend/cuda/scoring/"),
+    (8, "report", "report/"),                    # report model, manifest, sensitivity, JSON writer
+    (9, "engine", "engine/"),                   # the one pipeline
+    (10, "cli", "cli/"),                         # options, presets, preflight, bundled data, outputs, result JSON
+    (11, "umbrella", "autoquant.hpp"),           # includes everything
 ]
 
 LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]aq/([^>"]+)[>"]', re.M)
@@ -70,33 +67,20 @@ def headers():
             yield path.relative_to(base).as_posix()
 
 
-def current_names():
-    """Today's header -> its target path, from the one-off move script while it exists."""
-    script = ROOT / "scripts" / "relayout.py"
-    if not script.is_file():
-        sys.exit("check_layers: --current needs scripts/relayout.py (the tree already has the target layout)")
-    spec = importlib.util.spec_from_file_location("relayout", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.target_path
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="print violations and counts, exit 0")
-    parser.add_argument("--current", action="store_true", help="map today's names through relayout.py")
     args = parser.parse_args()
-    rename = current_names() if args.current else (lambda header: header)
 
     problems, pairs = [], collections.Counter()
     for header in headers():
-        src = layer_of(rename(header))
+        src = layer_of(header)
         if src is None:
             problems.append(f"{header}: in no layer (add its folder to LAYERS in scripts/check_layers.py)")
             continue
         text = (INCLUDE_DIR / "aq" / header).read_text(encoding="utf-8")
         for included in LOCAL_INCLUDE.findall(text):
-            dst = layer_of(rename(included))
+            dst = layer_of(included)
             if dst is None:
                 problems.append(f"{header} -> {included}: included header is in no layer")
             elif not allowed(src, dst):

@@ -8,13 +8,13 @@
 #include <string>
 #include <vector>
 
-#include "aq/autoquant/options.hpp"
-#include "aq/autoquant/result_json.hpp"
+#include "aq/cli/options.hpp"
+#include "aq/cli/result_json.hpp"
 #include "aq/core/atomic_file.hpp"
-#include "aq/io/calib_batches.hpp"
-#include "aq/io/calib_dataset.hpp"
-#include "aq/io/safetensors.hpp"
-#include "aq/io/tokenizer.hpp"
+#include "aq/io/data/calib_batches.hpp"
+#include "aq/io/data/calib_dataset.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/quant/recipe_registry.hpp"
 
 namespace {

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "aq/autoquant/engine.hpp"
-#include "aq/autoquant/scoring_backend.hpp"
-#include "aq/autoquant/search_space.hpp"
+#include "aq/engine/engine.hpp"
+#include "aq/score/scoring_backend.hpp"
+#include "aq/search/search_space.hpp"
 #include "aq/core/error.hpp"
 #include "aq/score/monotone_clamp.hpp"
 

@@ -15,11 +15,11 @@
 #include <simdjson.h>
 #include <sys/stat.h>
 
-#include "aq/io/calib_batches.hpp"
-#include "aq/io/calib_dataset.hpp"
-#include "aq/io/chat_template.hpp"
-#include "aq/io/image.hpp"
-#include "aq/io/tokenizer.hpp"
+#include "aq/io/data/calib_batches.hpp"
+#include "aq/io/data/calib_dataset.hpp"
+#include "aq/io/data/chat_template.hpp"
+#include "aq/io/image/image.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
 
 namespace {
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "aq/autoquant/options.hpp"
-#include "aq/autoquant/outputs.hpp"
+#include "aq/cli/options.hpp"
+#include "aq/cli/outputs.hpp"
 #include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 

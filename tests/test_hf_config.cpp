@@ -11,7 +11,7 @@
 
 #include <sys/stat.h>
 
-#include "aq/io/hf_config.hpp"
+#include "aq/io/checkpoint/hf_config.hpp"
 #include "aq/io/regular_file.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 

@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "aq/io/image.hpp"
-#include "aq/io/image_preprocess.hpp"
+#include "aq/io/image/image.hpp"
+#include "aq/io/image/image_preprocess.hpp"
 
 namespace {
 

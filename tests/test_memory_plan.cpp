@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "aq/autoquant/memory_plan.hpp"
+#include "aq/cli/memory_plan.hpp"
 #include "aq/core/error.hpp"
 
 namespace {

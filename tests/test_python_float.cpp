@@ -14,7 +14,7 @@
 #include <sstream>
 #include <string>
 
-#include "aq/io/python_float.hpp"
+#include "aq/report/python_float.hpp"
 
 using aq::io::python_float_repr;
 using aq::io::python_format_e;

@@ -16,8 +16,8 @@
 
 #include <simdjson.h>
 
-#include "aq/io/safetensors.hpp"
-#include "aq/io/safetensors_writer.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors_writer.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"

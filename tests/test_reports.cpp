@@ -16,10 +16,10 @@
 #include <unistd.h>
 
 #include "aq/core/error.hpp"
-#include "aq/io/json_writer.hpp"
-#include "aq/io/quant_manifest.hpp"
-#include "aq/io/report_model.hpp"
-#include "aq/io/sensitivity_report.hpp"
+#include "aq/report/json_writer.hpp"
+#include "aq/report/quant_manifest.hpp"
+#include "aq/report/report_model.hpp"
+#include "aq/report/sensitivity_report.hpp"
 
 namespace fs = std::filesystem;
 using namespace aq::io;

@@ -17,8 +17,8 @@
 
 #include <sys/stat.h>
 
-#include "aq/io/safetensors.hpp"
-#include "aq/io/safetensors_writer.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors_writer.hpp"
 
 namespace fs = std::filesystem;
 

@@ -16,12 +16,12 @@
 #include <simdjson.h>
 #include <sys/stat.h>
 
-#include "aq/autoquant/calib_inputs.hpp"
-#include "aq/io/bpe.hpp"
-#include "aq/io/nfc.hpp"
-#include "aq/io/pretokenizer.hpp"
-#include "aq/io/tokenizer.hpp"
-#include "aq/io/utf8.hpp"
+#include "aq/cli/calib_inputs.hpp"
+#include "aq/io/tokenizer/bpe.hpp"
+#include "aq/io/tokenizer/nfc.hpp"
+#include "aq/io/tokenizer/pretokenizer.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
+#include "aq/io/tokenizer/utf8.hpp"
 #include "aq/model/qwen3_vl/special_tokens.hpp"
 
 namespace {

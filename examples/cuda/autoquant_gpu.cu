@@ -3,12 +3,10 @@
 // backend driven by the pipeline, and the GPU's measurements: per-stage wall times, the GEMM
 // rate of the score pass next to a plain cuBLASLt bf16 GEMM measured in the same run, and the
 // peak device memory.
-#pragma nv_diag_suppress 20012  // Eigen through the CPU model headers (model_runner's batch conversion)
 #include "autoquant_gpu.hpp"
 
-#include <aq/autoquant/memory_plan.hpp>
-#include <aq/autoquant/model_runner.hpp>
-#pragma nv_diag_default 20012
+#include <aq/cli/memory_plan.hpp>
+#include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include <aq/backend/cuda/cuda_scoring_backend.cuh>
-#include <aq/backend/cuda/gemm_cublaslt.cuh>
-#include <aq/backend/cuda/kernel_profile.cuh>
-#include <aq/backend/cuda/qwen3_vl_text.cuh>
-#include <aq/backend/cuda/qwen3_vl_text_weights.cuh>
-#include <aq/backend/cuda/qwen3_vl_vision.cuh>
-#include <aq/backend/cuda/qwen3_vl_vision_weights.cuh>
+#include <aq/backend/cuda/scoring/cuda_scoring_backend.cuh>
+#include <aq/backend/cuda/kernels/gemm_cublaslt.cuh>
+#include <aq/backend/cuda/kernels/kernel_profile.cuh>
+#include <aq/backend/cuda/model/qwen3_vl_text.cuh>
+#include <aq/backend/cuda/model/qwen3_vl_text_weights.cuh>
+#include <aq/backend/cuda/model/qwen3_vl_vision.cuh>
+#include <aq/backend/cuda/model/qwen3_vl_vision_weights.cuh>
 
 namespace aq::autoquant_gpu {
 

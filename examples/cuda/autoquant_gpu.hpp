@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include <aq/autoquant/engine.hpp>
-#include <aq/autoquant/options.hpp>
-#include <aq/autoquant/progress.hpp>
-#include <aq/autoquant/search_space.hpp>
-#include <aq/io/calib_batches.hpp>
+#include <aq/engine/engine.hpp>
+#include <aq/cli/options.hpp>
+#include <aq/core/progress.hpp>
+#include <aq/search/search_space.hpp>
+#include <aq/io/data/calib_batches.hpp>
 #include <aq/model/qwen3_vl/config.hpp>
 
 namespace aq::cuda {

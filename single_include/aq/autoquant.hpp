@@ -748,7 +748,7 @@ class mapped_file {
 
 }  // namespace aq
 // ---- end aq/io/mapped_file.hpp ----
-// ---- begin aq/io/safetensors.hpp ----
+// ---- begin aq/io/checkpoint/safetensors.hpp ----
 // Reading safetensors checkpoints: one file or a sharded directory (model.safetensors.index.json),
 // memory-mapped and validated against the format before any tensor is handed out. This is the
 // first step of the pipeline (checkpoint -> weights); tensor views point into the mapping and are
@@ -768,15 +768,37 @@ class mapped_file {
 #include <utility>
 #include <vector>
 
-#include <simdjson.h>
+// ---- begin aq/io/json_parser.hpp ----
+// The one place simdjson enters aq: every JSON reader (config.json, safetensors headers, shard
+// indexes, tokenizer.json, captions, manifests) includes this header instead of <simdjson.h>,
+// so that translation units compiled by nvcc see the same settings as those compiled by g++.
 
+// nvcc's front end cannot parse the x86 SIMD kernels of the Icelake, Haswell and Westmere
+// implementations in simdjson.h (vector conversion errors), so CUDA translation units leave them
+// out. The portable kernel that remains is simdjson's builtin implementation (its `ondemand` API)
+// in a default x86-64 g++ build too, so .cpp and .cu translation units agree on it. aq uses only
+// the DOM API, whose parsing kernels libsimdjson picks at run time, so a -march=native g++ build
+// (a different builtin) still shares one parser with the CUDA translation units.
+#if defined(__CUDACC__)
+#ifndef SIMDJSON_IMPLEMENTATION_ICELAKE
+#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
+#endif
+#ifndef SIMDJSON_IMPLEMENTATION_HASWELL
+#define SIMDJSON_IMPLEMENTATION_HASWELL 0
+#endif
+#ifndef SIMDJSON_IMPLEMENTATION_WESTMERE
+#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
+#endif
+#endif
+
+#include <simdjson.h>
+// ---- end aq/io/json_parser.hpp ----
 // ---- begin aq/io/json_type_name.hpp ----
 // Human words for a JSON value's type ("an array", "a string"), so that readers of config.json,
 // safetensors headers and shard indexes say what they found where they expected something else.
 
 #include <string_view>
 
-#include <simdjson.h>
 
 namespace aq::io {
 
@@ -1354,8 +1376,8 @@ inline std::vector<bf16> to_bf16_vector(const tensor_view& tensor) {
 }
 
 }  // namespace aq
-// ---- end aq/io/safetensors.hpp ----
-// ---- begin aq/io/safetensors_writer.hpp ----
+// ---- end aq/io/checkpoint/safetensors.hpp ----
+// ---- begin aq/io/checkpoint/safetensors_writer.hpp ----
 // Writing .safetensors files (BF16/F16/F32 tensors + optional __metadata__): the quantizer-state
 // output of the pipeline and the synthetic checkpoints of the tests. Byte-deterministic: header
 // keys sorted by name, compact JSON padded with spaces to 8 bytes, written atomically.
@@ -1538,99 +1560,41 @@ class safetensors_writer {
 };
 
 }  // namespace aq
-// ---- end aq/io/safetensors_writer.hpp ----
-// ---- begin aq/io/hf_config.hpp ----
+// ---- end aq/io/checkpoint/safetensors_writer.hpp ----
+// ---- begin aq/model/qwen3_vl/config_json.hpp ----
 // Hugging Face config.json -> aq::qwen3_vl::config: the architecture numbers of a Qwen3-VL
 // checkpoint, read once at load time. Accepts the published transformers 4.57 spelling
 // (rope_theta + rope_scaling) and the transformers 5 spelling (rope_parameters).
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <cstdint>
 #include <filesystem>
-#include <limits>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <simdjson.h>
-#include <unistd.h>
+// ---- begin aq/io/checkpoint/hf_config.hpp ----
+// Typed access to a Hugging Face config.json: fields read with errors that name the file and the
+// dotted field path, size checks in int64 that name the overflowing factor, and a bound on per-layer
+// lists from this machine's memory. A model's reader (model/<name>/config_json.hpp) builds on it.
 
-// ---- begin aq/model/qwen3_vl/config.hpp ----
-// Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
-// architecture (text decoder, vision tower, special token ids). Parsing lives in
-// io/hf_config.hpp; everything downstream reads this struct, never JSON.
-
-#include <array>
 #include <cstdint>
+#include <filesystem>
+#include <initializer_list>
+#include <limits>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
 #include <vector>
 
+#include <unistd.h>
 
-namespace aq::qwen3_vl {
-
-struct text_config {
-  std::int64_t hidden_size = 0;
-  std::int64_t intermediate_size = 0;
-  std::int64_t num_hidden_layers = 0;
-  std::int64_t num_attention_heads = 0;
-  std::int64_t num_key_value_heads = 0;
-  std::int64_t head_dim = 0;
-  std::int64_t vocab_size = 0;
-  double rms_norm_eps = 1e-6;
-  double rope_theta = 5000000.0;
-  std::array<std::int64_t, 3> mrope_section{24, 20, 20};  // temporal, height, width (in rotary pairs)
-  bool mrope_interleaved = true;
-  std::string hidden_act = "silu";
-  bool attention_bias = false;
-  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
-};
-
-struct vision_config {
-  std::int64_t depth = 0;
-  std::int64_t hidden_size = 0;
-  std::int64_t num_heads = 0;
-  std::int64_t intermediate_size = 0;
-  std::int64_t in_channels = 3;
-  std::int64_t patch_size = 16;
-  std::int64_t temporal_patch_size = 2;
-  std::int64_t spatial_merge_size = 2;
-  std::int64_t out_hidden_size = 0;
-  std::int64_t num_position_embeddings = 0;
-  std::vector<std::int64_t> deepstack_visual_indexes;
-  std::string hidden_act = "gelu_pytorch_tanh";
-};
-
-struct config {
-  text_config text;
-  vision_config vision;
-  bool tie_word_embeddings = true;
-  std::int64_t image_token_id = 151655;
-  std::int64_t video_token_id = 151656;
-  std::int64_t vision_start_token_id = 151652;
-  std::int64_t vision_end_token_id = 151653;
-};
-
-// The settings aq's model code implements one value of. io/hf_config.hpp refuses any other value
-// in config.json; this guards configs built in code, so that no loader runs a model it would
-// silently compute differently.
-inline void check_implemented(const config& c) {
-  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
-    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
-  };
-  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
-  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
-  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
-  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
-    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
-  }
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/config.hpp ----
 
 namespace aq {
 
@@ -1768,40 +1732,6 @@ class json_fields {
   simdjson::dom::object object_;
 };
 
-inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
-  // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
-  // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
-  const auto parameters = text.object_if_present("rope_parameters");
-  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
-  // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
-  const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
-  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
-
-  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
-  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
-  std::string type = rope->string_or("rope_type", "");
-  if (type.empty()) type = rope->string_or("type", "default");  // older key name
-  if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
-    rope->fail("rope_type", "\"" + type + "\" not supported (default)");
-  }
-  if (const auto section = rope->find("mrope_section")) {
-    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
-    if (values.size() != 3) {
-      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
-    }
-    for (std::size_t i = 0; i < 3; ++i) {
-      if (values[i] < 0 || values[i] > max_dimension) {
-        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
-      }
-      out.mrope_section[i] = values[i];
-    }
-  }
-  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
-  if (!out.mrope_interleaved) {
-    rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
-  }
-}
-
 // A field aq reads but implements one value of: any other value would be parsed and then
 // silently ignored by the model code, so it is refused by name.
 inline void require_string(const json_fields& f, std::string_view key, std::string_view implemented,
@@ -1867,6 +1797,128 @@ inline void check_list_size(const json_fields& fields, std::string_view key, std
   }
 }
 
+}  // namespace detail
+
+// The config.json of `path`: the file itself, or the one in a model directory.
+inline std::filesystem::path config_json_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
+}
+
+}  // namespace aq
+// ---- end aq/io/checkpoint/hf_config.hpp ----
+// ---- begin aq/model/qwen3_vl/config.hpp ----
+// Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
+// architecture (text decoder, vision tower, special token ids). Parsing lives in
+// model/qwen3_vl/config_json.hpp; everything downstream reads this struct, never JSON.
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+struct text_config {
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_hidden_layers = 0;
+  std::int64_t num_attention_heads = 0;
+  std::int64_t num_key_value_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t vocab_size = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 5000000.0;
+  std::array<std::int64_t, 3> mrope_section{24, 20, 20};  // temporal, height, width (in rotary pairs)
+  bool mrope_interleaved = true;
+  std::string hidden_act = "silu";
+  bool attention_bias = false;
+  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
+};
+
+struct vision_config {
+  std::int64_t depth = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t in_channels = 3;
+  std::int64_t patch_size = 16;
+  std::int64_t temporal_patch_size = 2;
+  std::int64_t spatial_merge_size = 2;
+  std::int64_t out_hidden_size = 0;
+  std::int64_t num_position_embeddings = 0;
+  std::vector<std::int64_t> deepstack_visual_indexes;
+  std::string hidden_act = "gelu_pytorch_tanh";
+};
+
+struct config {
+  text_config text;
+  vision_config vision;
+  bool tie_word_embeddings = true;
+  std::int64_t image_token_id = 151655;
+  std::int64_t video_token_id = 151656;
+  std::int64_t vision_start_token_id = 151652;
+  std::int64_t vision_end_token_id = 151653;
+};
+
+// The settings aq's model code implements one value of. config_json.hpp refuses any other value
+// in config.json; this guards configs built in code, so that no loader runs a model it would
+// silently compute differently.
+inline void check_implemented(const config& c) {
+  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
+    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
+  };
+  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
+  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
+  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
+  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
+    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
+  }
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/config.hpp ----
+
+namespace aq {
+
+namespace detail {
+
+inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
+  // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
+  // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
+  const auto parameters = text.object_if_present("rope_parameters");
+  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
+  // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
+  const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
+  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
+
+  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
+  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
+  std::string type = rope->string_or("rope_type", "");
+  if (type.empty()) type = rope->string_or("type", "default");  // older key name
+  if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
+    rope->fail("rope_type", "\"" + type + "\" not supported (default)");
+  }
+  if (const auto section = rope->find("mrope_section")) {
+    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
+    if (values.size() != 3) {
+      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+    }
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (values[i] < 0 || values[i] > max_dimension) {
+        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+      }
+      out.mrope_section[i] = values[i];
+    }
+  }
+  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  if (!out.mrope_interleaved) {
+    rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
+  }
+}
+
+
 // The sizes the config implies must be representable, and its per-layer lists must fit in memory.
 inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
                                 const qwen3_vl::config& c) {
@@ -1916,6 +1968,7 @@ inline void check_implied_sizes(const json_fields& top, const json_fields& text,
       checked_sum(vision, "depth", "the vision tower's bytes", {patch, positions, blocks, mergers});
   checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
+
 
 }  // namespace detail
 
@@ -2041,14 +2094,13 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
 
 // Reads `path`: a config.json file or a model directory containing one.
 inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) {
-  std::error_code ec;
-  const std::filesystem::path file = std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
+  const std::filesystem::path file = config_json_file(path);
   const mapped_file mapped(file);
   return parse_qwen3_vl_config(mapped.nonempty_text(), file.string());
 }
 
 }  // namespace aq
-// ---- end aq/io/hf_config.hpp ----
+// ---- end aq/model/qwen3_vl/config_json.hpp ----
 // ---- begin aq/model/quantizable_modules.hpp ----
 // Quantizable modules and their groups: the search space of auto-quantization. A module is a
 // named Linear (or Conv) layer with its weight shape; modules that must share one recipe form a
@@ -2135,10 +2187,476 @@ inline std::vector<module_group> group_modules(std::span<const quantizable_modul
 
 }  // namespace aq
 // ---- end aq/model/quantizable_modules.hpp ----
+// ---- begin aq/model/attention_config.hpp ----
+// What an attention call computes, independent of the backend that runs it: head layout, scale,
+// causal + key-padding mask and what a fully masked query row yields. backend/cpu/attention.hpp
+// and backend/cuda/kernels/attention.cuh both take this struct (as cpu:: and cuda:: names).
+
+#include <cstdint>
+
+namespace aq {
+
+// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
+// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
+// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
+// returns zeros for it and no gradient.
+enum class masked_row_policy { attend_all, zero };
+
+struct attention_config {
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;  // the CUDA kernels take 16, 32, 64 or 128
+  float scale = 1.0f;
+  bool causal = false;
+  // Per row, 0 = masked key (padding); nullptr = all valid. In the backend's memory: host for
+  // the CPU, device for CUDA.
+  const std::uint8_t* key_valid = nullptr;
+  masked_row_policy masked_rows = masked_row_policy::attend_all;
+  // CUDA with bf16 storage only (the CPU backend has no tensor cores and ignores it): tile
+  // products on the tensor cores (bf16 P and dS, as FlashAttention-2) instead of fp32 CUDA-core
+  // math; needs 4-byte aligned rows (even ld, aligned base pointers).
+  bool tensor_cores = false;
+};
+
+// Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision
+// tower; the decoder's batch rows are segments of one sequence length).
+struct attention_segment {
+  std::int64_t start = 0;   // first row in q/k/v
+  std::int64_t length = 0;  // rows
+};
+
+}  // namespace aq
+// ---- end aq/model/attention_config.hpp ----
+// ---- begin aq/model/qwen3_vl/schema.hpp ----
+// Qwen3-VL's tensor schema: every module of Qwen3VLForConditionalGeneration as one row of a
+// table (its name, role, weight shape from the config, bias, GPU dtype, AutoQuant group), the
+// only place a tensor name is spelled. Checkpoint checks, the quantizable-module list, the CPU
+// and GPU weight loaders and the names the forward passes report all read these rows.
+
+#include <array>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// The three parts of the model, each under its own name root.
+enum class model_part { vision, text, lm_head };
+
+namespace schema {
+
+using shape = std::vector<std::int64_t>;
+
+// A repeated unit of modules, in named_parameters order: the vision stem, ViT blocks, patch
+// mergers (the final one, then the DeepStack ones), the decoder's embedding, its layers, its
+// final norm, and the output head.
+enum class family : std::uint8_t { vision_stem, vision_block, merger, text_stem, text_layer, text_tail, head };
+
+// Every module, in named_parameters order within its family (the row order of `modules`).
+enum class module_id : std::uint8_t {
+  patch_embed, pos_embed,                                    // vision_stem
+  norm1, norm2, attn_qkv, attn_proj, mlp_fc1, mlp_fc2,       // vision_block
+  merger_norm, merger_fc1, merger_fc2,                       // merger
+  embed_tokens,                                              // text_stem
+  q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,            // text_layer
+  gate_proj, up_proj, down_proj, input_layernorm, post_attention_layernorm,
+  final_norm,                                                // text_tail
+  lm_head,                                                   // head
+};
+
+enum class role : std::uint8_t { linear, conv3d, layer_norm, rms_norm, embedding };
+
+// Whether a module has a bias: never, always, or as text_config.attention_bias says.
+enum class bias_rule : std::uint8_t { none, always, attention_bias };
+
+// How the GPU holds a module's weight: bf16 matrices (the checkpoint dtype), fp32 norm weights,
+// or fp32 on the host (the position grid, interpolated there). Biases are always fp32.
+enum class gpu_dtype : std::uint8_t { bf16, f32, host_f32 };
+
+enum class tensor_kind : std::uint8_t { weight, bias };
+
+// The extents a weight shape is made of, read from the config by extent().
+enum class dim : std::uint8_t {
+  end,  // past the last extent of a shape
+  hidden, intermediate, q_width, kv_width, head_dim, vocab,                            // text
+  vision_hidden, qkv_width, vision_intermediate, in_channels, temporal_patch, patch,  // vision
+  positions, merged, merger_norm, out_hidden,
+};
+
+struct module_spec {
+  module_id id;
+  family unit;
+  std::string_view name;  // path inside its unit, e.g. self_attn.q_proj
+  role kind;
+  std::array<dim, 5> weight_dims;  // the weight's shape, ended by dim::end
+  bias_rule bias;
+  gpu_dtype dtype;
+  module_id group;         // the module whose AutoQuant group it joins (itself: a group of its own)
+  bool tied_to_embedding;  // its weight is embed_tokens' when tie_word_embeddings (not stored then)
+};
+
+struct family_spec {
+  family id;
+  model_part part;
+  bool has_single;              // an unindexed instance (first in order)
+  std::string_view single;      // its path inside the part ("" = the part root itself)
+  std::string_view list;        // path of the indexed instances, * standing for the index; "" when none
+  std::int64_t (*count)(const config&);  // indexed instances
+};
+
+struct part_spec {
+  model_part id;
+  std::string_view root;  // name prefix of its tensors
+};
+
+// Names used by more than one row.
+inline constexpr std::string_view norm_name = "norm";
+inline constexpr std::string_view fc1_name = "linear_fc1";
+inline constexpr std::string_view fc2_name = "linear_fc2";
+inline constexpr std::string_view lm_head_name = "lm_head";
+inline constexpr std::string_view weight_suffix = ".weight";
+inline constexpr std::string_view bias_suffix = ".bias";
+
+// Width of a merger's input: merge_size^2 vision tokens concatenated.
+inline std::int64_t merger_hidden_size(const vision_config& v) {
+  return v.hidden_size * v.spatial_merge_size * v.spatial_merge_size;
+}
+
+// One extent of a weight of instance `index` (a merger's norm is over D before the merge_size^2
+// concat for the final merger, index -1, and over the concatenated width for DeepStack ones).
+inline std::int64_t extent(dim d, const config& c, std::int64_t index) {
+  const text_config& t = c.text;
+  const vision_config& v = c.vision;
+  switch (d) {
+    case dim::hidden: return t.hidden_size;
+    case dim::intermediate: return t.intermediate_size;
+    case dim::q_width: return t.num_attention_heads * t.head_dim;
+    case dim::kv_width: return t.num_key_value_heads * t.head_dim;
+    case dim::head_dim: return t.head_dim;
+    case dim::vocab: return t.vocab_size;
+    case dim::vision_hidden: return v.hidden_size;
+    case dim::qkv_width: return 3 * v.hidden_size;
+    case dim::vision_intermediate: return v.intermediate_size;
+    case dim::in_channels: return v.in_channels;
+    case dim::temporal_patch: return v.temporal_patch_size;
+    case dim::patch: return v.patch_size;
+    case dim::positions: return v.num_position_embeddings;
+    case dim::merged: return merger_hidden_size(v);
+    case dim::merger_norm: return index < 0 ? v.hidden_size : merger_hidden_size(v);
+    case dim::out_hidden: return v.out_hidden_size;
+    case dim::end: break;
+  }
+  return 0;
+}
+
+// Indexed instances of each family.
+namespace count {
+inline std::int64_t none(const config&) { return 0; }
+inline std::int64_t depth(const config& c) { return c.vision.depth; }
+inline std::int64_t deepstack(const config& c) { return static_cast<std::int64_t>(c.vision.deepstack_visual_indexes.size()); }
+inline std::int64_t layers(const config& c) { return c.text.num_hidden_layers; }
+}  // namespace count
+
+inline constexpr std::array<part_spec, 3> parts{{
+    {model_part::vision, "model.visual."},
+    {model_part::text, "model.language_model."},
+    {model_part::lm_head, ""},
+}};
+
+inline constexpr std::array<family_spec, 7> families{{
+    {family::vision_stem, model_part::vision, true, "", "", count::none},
+    {family::vision_block, model_part::vision, false, "", "blocks.*", count::depth},
+    {family::merger, model_part::vision, true, "merger", "deepstack_merger_list.*", count::deepstack},
+    {family::text_stem, model_part::text, true, "", "", count::none},
+    {family::text_layer, model_part::text, false, "", "layers.*", count::layers},
+    {family::text_tail, model_part::text, true, "", "", count::none},
+    {family::head, model_part::lm_head, true, "", "", count::none},
+}};
+
+// One row per module: the table of the model.
+inline constexpr std::array<module_spec, 25> modules{{
+    // clang-format off
+    // {id, unit, name, role, weight shape,
+    //  bias, GPU dtype, AutoQuant group, tied to embed_tokens}
+    {module_id::patch_embed, family::vision_stem, "patch_embed.proj", role::conv3d,
+     {dim::vision_hidden, dim::in_channels, dim::temporal_patch, dim::patch, dim::patch},
+     bias_rule::always, gpu_dtype::bf16, module_id::patch_embed, false},
+    {module_id::pos_embed, family::vision_stem, "pos_embed", role::embedding, {dim::positions, dim::vision_hidden},
+     bias_rule::none, gpu_dtype::host_f32, module_id::pos_embed, false},
+
+    {module_id::norm1, family::vision_block, "norm1", role::layer_norm, {dim::vision_hidden},
+     bias_rule::always, gpu_dtype::f32, module_id::norm1, false},
+    {module_id::norm2, family::vision_block, "norm2", role::layer_norm, {dim::vision_hidden},
+     bias_rule::always, gpu_dtype::f32, module_id::norm2, false},
+    {module_id::attn_qkv, family::vision_block, "attn.qkv", role::linear, {dim::qkv_width, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::attn_qkv, false},
+    {module_id::attn_proj, family::vision_block, "attn.proj", role::linear, {dim::vision_hidden, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::attn_proj, false},
+    {module_id::mlp_fc1, family::vision_block, "mlp.linear_fc1", role::linear, {dim::vision_intermediate, dim::vision_hidden},
+     bias_rule::always, gpu_dtype::bf16, module_id::mlp_fc1, false},
+    {module_id::mlp_fc2, family::vision_block, "mlp.linear_fc2", role::linear, {dim::vision_hidden, dim::vision_intermediate},
+     bias_rule::always, gpu_dtype::bf16, module_id::mlp_fc2, false},
+
+    {module_id::merger_norm, family::merger, norm_name, role::layer_norm, {dim::merger_norm},
+     bias_rule::always, gpu_dtype::f32, module_id::merger_norm, false},
+    {module_id::merger_fc1, family::merger, fc1_name, role::linear, {dim::merged, dim::merged},
+     bias_rule::always, gpu_dtype::bf16, module_id::merger_fc1, false},
+    {module_id::merger_fc2, family::merger, fc2_name, role::linear, {dim::out_hidden, dim::merged},
+     bias_rule::always, gpu_dtype::bf16, module_id::merger_fc2, false},
+
+    {module_id::embed_tokens, family::text_stem, "embed_tokens", role::embedding, {dim::vocab, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::embed_tokens, false},
+
+    {module_id::q_proj, family::text_layer, "self_attn.q_proj", role::linear, {dim::q_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::k_proj, family::text_layer, "self_attn.k_proj", role::linear, {dim::kv_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::v_proj, family::text_layer, "self_attn.v_proj", role::linear, {dim::kv_width, dim::hidden},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::q_proj, false},
+    {module_id::o_proj, family::text_layer, "self_attn.o_proj", role::linear, {dim::hidden, dim::q_width},
+     bias_rule::attention_bias, gpu_dtype::bf16, module_id::o_proj, false},
+    {module_id::q_norm, family::text_layer, "self_attn.q_norm", role::rms_norm, {dim::head_dim},
+     bias_rule::none, gpu_dtype::f32, module_id::q_norm, false},
+    {module_id::k_norm, family::text_layer, "self_attn.k_norm", role::rms_norm, {dim::head_dim},
+     bias_rule::none, gpu_dtype::f32, module_id::k_norm, false},
+    {module_id::gate_proj, family::text_layer, "mlp.gate_proj", role::linear, {dim::intermediate, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::gate_proj, false},
+    {module_id::up_proj, family::text_layer, "mlp.up_proj", role::linear, {dim::intermediate, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::gate_proj, false},
+    {module_id::down_proj, family::text_layer, "mlp.down_proj", role::linear, {dim::hidden, dim::intermediate},
+     bias_rule::none, gpu_dtype::bf16, module_id::down_proj, false},
+    {module_id::input_layernorm, family::text_layer, "input_layernorm", role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::input_layernorm, false},
+    {module_id::post_attention_layernorm, family::text_layer, "post_attention_layernorm", role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::post_attention_layernorm, false},
+
+    {module_id::final_norm, family::text_tail, norm_name, role::rms_norm, {dim::hidden},
+     bias_rule::none, gpu_dtype::f32, module_id::final_norm, false},
+
+    {module_id::lm_head, family::head, lm_head_name, role::linear, {dim::vocab, dim::hidden},
+     bias_rule::none, gpu_dtype::bf16, module_id::lm_head, true},
+    // clang-format on
+}};
+
+// The tables are indexed by their enums, and a family's rows are contiguous.
+constexpr bool rows_in_enum_order() {
+  for (std::size_t i = 0; i < modules.size(); ++i) {
+    if (static_cast<std::size_t>(modules[i].id) != i) return false;
+    if (i > 0 && modules[i].unit < modules[i - 1].unit) return false;
+  }
+  for (std::size_t i = 0; i < families.size(); ++i) {
+    if (static_cast<std::size_t>(families[i].id) != i) return false;
+  }
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    if (static_cast<std::size_t>(parts[i].id) != i) return false;
+  }
+  return true;
+}
+static_assert(rows_in_enum_order());
+
+constexpr const module_spec& spec(module_id id) { return modules[static_cast<std::size_t>(id)]; }
+constexpr const family_spec& spec(family id) { return families[static_cast<std::size_t>(id)]; }
+constexpr const part_spec& spec(model_part id) { return parts[static_cast<std::size_t>(id)]; }
+
+// The rows of one family, in order.
+constexpr std::span<const module_spec> modules_of(family unit) {
+  std::size_t first = 0;
+  while (first < modules.size() && modules[first].unit != unit) ++first;
+  std::size_t last = first;
+  while (last < modules.size() && modules[last].unit == unit) ++last;
+  return std::span<const module_spec>(modules).subspan(first, last - first);
+}
+
+// Whether member tables (rows with a .module) name every module of `unit` exactly once and
+// nothing else: the compile-time check that a weight struct binds the whole family.
+template <class... Tables>
+constexpr bool covers_family(family unit, const Tables&... tables) {
+  std::size_t total = 0;
+  ((total += std::size(tables)), ...);
+  if (total != modules_of(unit).size()) return false;
+  for (const module_spec& row : modules_of(unit)) {
+    std::size_t seen = 0;
+    const auto count_in = [&](const auto& table) {
+      for (const auto& entry : table) seen += entry.module == row.id ? 1 : 0;
+    };
+    (count_in(tables), ...);
+    if (seen != 1) return false;
+  }
+  return true;
+}
+
+constexpr bool quantizable(const module_spec& m) { return m.kind == role::linear || m.kind == role::conv3d; }
+constexpr bool is_norm(const module_spec& m) { return m.kind == role::layer_norm || m.kind == role::rms_norm; }
+
+inline bool has_bias(const module_spec& m, const config& cfg) {
+  return m.bias == bias_rule::always || (m.bias == bias_rule::attention_bias && cfg.text.attention_bias);
+}
+
+// Whether the checkpoint stores the module's weight (a tied lm_head is embed_tokens').
+inline bool weight_stored(const module_spec& m, const config& cfg) {
+  return !(m.tied_to_embedding && cfg.tie_word_embeddings);
+}
+
+// The indexed path of a family without its trailing index placeholder ("layers.").
+constexpr std::string_view list_stem(const family_spec& f) { return f.list.substr(0, f.list.size() - 1); }
+
+// Name prefix of one instance of a family (index -1: the unindexed one), e.g.
+// model.language_model.layers.3. for layer 3.
+inline std::string instance_prefix(family unit, std::int64_t index = -1) {
+  const family_spec& f = spec(unit);
+  std::string out(spec(f.part).root);
+  if (index >= 0) {
+    out.append(list_stem(f)).append(std::to_string(index)).append(".");
+  } else if (!f.single.empty()) {
+    out.append(f.single).append(".");
+  }
+  return out;
+}
+
+// Full module path, e.g. model.visual.blocks.0.attn.qkv or lm_head.
+inline std::string module_path(module_id id, std::int64_t index = -1) {
+  const module_spec& m = spec(id);
+  return instance_prefix(m.unit, index).append(m.name);
+}
+
+inline std::string tensor_name(module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
+  return module_path(id, index).append(kind == tensor_kind::weight ? weight_suffix : bias_suffix);
+}
+
+inline shape weight_shape(const config& cfg, module_id id, std::int64_t index = -1) {
+  shape out;
+  for (const dim d : spec(id).weight_dims) {
+    if (d == dim::end) break;
+    out.push_back(extent(d, cfg, index));
+  }
+  return out;
+}
+
+// A bias (or a LayerNorm's shift) has one entry per output row of the weight.
+inline shape tensor_shape(const config& cfg, module_id id, std::int64_t index, tensor_kind kind) {
+  shape s = weight_shape(cfg, id, index);
+  if (kind == tensor_kind::bias) s.resize(1);
+  return s;
+}
+
+// One module instance: what a forward pass reports to observers (named only when one listens).
+struct module_ref {
+  module_id module;
+  std::int64_t index = -1;
+};
+
+inline std::string module_path(const module_ref& m) { return module_path(m.module, m.index); }
+
+// One tensor of the model: module, instance and weight or bias.
+struct tensor_ref {
+  module_id module;
+  std::int64_t index = -1;
+  tensor_kind kind = tensor_kind::weight;
+};
+
+inline std::string tensor_name(const tensor_ref& t) { return tensor_name(t.module, t.index, t.kind); }
+inline shape tensor_shape(const config& cfg, const tensor_ref& t) { return tensor_shape(cfg, t.module, t.index, t.kind); }
+constexpr model_part part_of(module_id id) { return spec(spec(id).unit).part; }
+
+// The instances of a family, in order: the unindexed one (-1) first, then 0..count-1.
+template <class F>
+void for_each_instance(const config& cfg, family unit, F&& f) {
+  const family_spec& fam = spec(unit);
+  if (fam.has_single) f(std::int64_t{-1});
+  const std::int64_t n = fam.count(cfg);
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+}
+
+// Every module instance in named_modules order: f(const module_spec&, index).
+template <class F>
+void for_each_module(const config& cfg, F&& f) {
+  for (const family_spec& fam : families) {
+    for_each_instance(cfg, fam.id, [&](std::int64_t index) {
+      for (const module_spec& m : modules_of(fam.id)) f(m, index);
+    });
+  }
+}
+
+// Every tensor the checkpoint stores, in named_parameters order: f(const tensor_ref&).
+template <class F>
+void for_each_tensor(const config& cfg, F&& f) {
+  for_each_module(cfg, [&](const module_spec& m, std::int64_t index) {
+    if (weight_stored(m, cfg)) f(tensor_ref{m.id, index, tensor_kind::weight});
+    if (has_bias(m, cfg)) f(tensor_ref{m.id, index, tensor_kind::bias});
+  });
+}
+
+namespace detail {
+
+// Strips `head` from the front of `s`; false when `s` does not start with it.
+inline bool consume(std::string_view& s, std::string_view head) {
+  if (!s.starts_with(head)) return false;
+  s.remove_prefix(head.size());
+  return true;
+}
+
+// Strips an indexed instance's path (list_stem, the index, a dot) and returns the index.
+inline std::optional<std::int64_t> consume_index(std::string_view& s, const family_spec& f) {
+  std::string_view rest = s;
+  if (f.list.empty() || !consume(rest, list_stem(f))) return std::nullopt;
+  std::int64_t index = 0;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), index);
+  if (ec != std::errc() || end == rest.data() || index < 0) return std::nullopt;
+  rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+  if (!consume(rest, ".")) return std::nullopt;
+  s = rest;
+  return index;
+}
+
+inline std::optional<tensor_ref> match_module(std::string_view rest, family unit, std::int64_t index) {
+  for (const module_spec& m : modules_of(unit)) {
+    std::string_view tail = rest;
+    if (!consume(tail, m.name)) continue;
+    if (tail == weight_suffix) return tensor_ref{m.id, index, tensor_kind::weight};
+    if (tail == bias_suffix && m.bias != bias_rule::none) return tensor_ref{m.id, index, tensor_kind::bias};
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+// The schema row a full tensor name belongs to (config-independent: any index is accepted);
+// nullopt for a name the model does not have.
+inline std::optional<tensor_ref> find_tensor(std::string_view name) {
+  for (const family_spec& fam : families) {
+    std::string_view rest = name;
+    if (!detail::consume(rest, spec(fam.part).root)) continue;
+    if (fam.has_single) {
+      std::string_view single = rest;
+      if (fam.single.empty() || (detail::consume(single, fam.single) && detail::consume(single, "."))) {
+        if (const auto found = detail::match_module(single, fam.id, -1)) return found;
+      }
+    }
+    std::string_view indexed = rest;
+    if (const auto index = detail::consume_index(indexed, fam)) {
+      if (const auto found = detail::match_module(indexed, fam.id, *index)) return found;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace schema
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/schema.hpp ----
 // ---- begin aq/model/qwen3_vl/parameters.hpp ----
-// The parameters a Qwen3-VL checkpoint must hold, computed from the config (names and shapes as
-// transformers' Qwen3VLForConditionalGeneration registers them), and the binding check of a
-// checkpoint against that list: the gate between reading safetensors and running the model.
+// The parameters a Qwen3-VL checkpoint must hold, computed from the config through the tensor
+// schema (names and shapes as transformers' Qwen3VLForConditionalGeneration registers them), and
+// the binding check of a checkpoint against that list: the gate between reading safetensors and
+// running the model.
 
 #include <algorithm>
 #include <cstddef>
@@ -2152,10 +2670,8 @@ inline std::vector<module_group> group_modules(std::span<const quantizable_modul
 
 namespace aq::qwen3_vl {
 
-enum class model_part { vision, text, lm_head };
-
 inline std::string_view part_name(model_part part) {
-  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : "lm_head";
+  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : schema::lm_head_name;
 }
 
 struct parameter_spec {
@@ -2175,87 +2691,22 @@ struct parameter_spec {
   }
 };
 
-inline constexpr std::string_view vision_prefix = "model.visual.";
-inline constexpr std::string_view text_prefix = "model.language_model.";
-inline constexpr std::string_view lm_head_weight_name = "lm_head.weight";
-inline constexpr std::string_view embed_tokens_weight_name = "model.language_model.embed_tokens.weight";
+inline constexpr std::string_view vision_prefix = schema::spec(model_part::vision).root;
+inline constexpr std::string_view text_prefix = schema::spec(model_part::text).root;
+inline const std::string lm_head_weight_name = schema::tensor_name(schema::module_id::lm_head);
+inline const std::string embed_tokens_weight_name = schema::tensor_name(schema::module_id::embed_tokens);
 
-// Width of a merger's input: merge_size^2 vision tokens concatenated.
-inline std::int64_t merger_hidden_size(const vision_config& v) {
-  return v.hidden_size * v.spatial_merge_size * v.spatial_merge_size;
+using schema::merger_hidden_size;
+
+inline parameter_spec parameter_of(const config& cfg, const schema::tensor_ref& t) {
+  return {schema::tensor_name(t), schema::tensor_shape(cfg, t), schema::part_of(t.module)};
 }
 
 // Every parameter in named_parameters order: vision tower, text decoder, then lm_head, which is
 // listed only when untied (a tied head is embed_tokens; checkpoints normally omit it).
 inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
   std::vector<parameter_spec> out;
-  const vision_config& v = cfg.vision;
-  const text_config& t = cfg.text;
-  const std::string vp(vision_prefix);
-  const auto vision = [&](std::string name, std::vector<std::int64_t> shape) {
-    out.push_back({vp + name, std::move(shape), model_part::vision});
-  };
-  const auto layer_norm = [&](const std::string& module, std::int64_t width) {
-    vision(module + ".weight", {width});
-    vision(module + ".bias", {width});
-  };
-  const auto linear_with_bias = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
-    vision(module + ".weight", {out_features, in_features});
-    vision(module + ".bias", {out_features});
-  };
-
-  vision("patch_embed.proj.weight", {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
-  vision("patch_embed.proj.bias", {v.hidden_size});
-  vision("pos_embed.weight", {v.num_position_embeddings, v.hidden_size});
-  for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string block = "blocks." + std::to_string(b) + ".";
-    layer_norm(block + "norm1", v.hidden_size);
-    layer_norm(block + "norm2", v.hidden_size);
-    linear_with_bias(block + "attn.qkv", 3 * v.hidden_size, v.hidden_size);
-    linear_with_bias(block + "attn.proj", v.hidden_size, v.hidden_size);
-    linear_with_bias(block + "mlp.linear_fc1", v.intermediate_size, v.hidden_size);
-    linear_with_bias(block + "mlp.linear_fc2", v.hidden_size, v.intermediate_size);
-  }
-  const std::int64_t merged = merger_hidden_size(v);
-  const auto merger = [&](const std::string& module, std::int64_t norm_width) {
-    layer_norm(module + ".norm", norm_width);
-    linear_with_bias(module + ".linear_fc1", merged, merged);
-    linear_with_bias(module + ".linear_fc2", v.out_hidden_size, merged);
-  };
-  merger("merger", v.hidden_size);  // norm before the merge_size^2 concat
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    merger("deepstack_merger_list." + std::to_string(k), merged);  // norm after the concat
-  }
-
-  const std::string tp(text_prefix);
-  const auto text = [&](std::string name, std::vector<std::int64_t> shape) {
-    out.push_back({tp + name, std::move(shape), model_part::text});
-  };
-  const std::int64_t q_width = t.num_attention_heads * t.head_dim;
-  const std::int64_t kv_width = t.num_key_value_heads * t.head_dim;
-  const auto attention_linear = [&](const std::string& module, std::int64_t out_features, std::int64_t in_features) {
-    text(module + ".weight", {out_features, in_features});
-    if (t.attention_bias) text(module + ".bias", {out_features});
-  };
-  text("embed_tokens.weight", {t.vocab_size, t.hidden_size});
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string layer = "layers." + std::to_string(l) + ".";
-    attention_linear(layer + "self_attn.q_proj", q_width, t.hidden_size);
-    attention_linear(layer + "self_attn.k_proj", kv_width, t.hidden_size);
-    attention_linear(layer + "self_attn.v_proj", kv_width, t.hidden_size);
-    attention_linear(layer + "self_attn.o_proj", t.hidden_size, q_width);
-    text(layer + "self_attn.q_norm.weight", {t.head_dim});
-    text(layer + "self_attn.k_norm.weight", {t.head_dim});
-    text(layer + "mlp.gate_proj.weight", {t.intermediate_size, t.hidden_size});
-    text(layer + "mlp.up_proj.weight", {t.intermediate_size, t.hidden_size});
-    text(layer + "mlp.down_proj.weight", {t.hidden_size, t.intermediate_size});
-    text(layer + "input_layernorm.weight", {t.hidden_size});
-    text(layer + "post_attention_layernorm.weight", {t.hidden_size});
-  }
-  text("norm.weight", {t.hidden_size});
-  if (!cfg.tie_word_embeddings) {
-    out.push_back({std::string(lm_head_weight_name), {t.vocab_size, t.hidden_size}, model_part::lm_head});
-  }
+  schema::for_each_tensor(cfg, [&](const schema::tensor_ref& t) { out.push_back(parameter_of(cfg, t)); });
   return out;
 }
 
@@ -2284,7 +2735,7 @@ inline parameter_counts count_parameters(const config& cfg) {
     if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
     if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
   }
-  counts.lm_head = parameter_spec{std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}}.numel();
+  counts.lm_head = parameter_of(cfg, {schema::module_id::lm_head}).numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
   counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
                                      cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
@@ -2310,7 +2761,7 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
 
   std::vector<parameter_spec> expected = expected_parameters(cfg);
   if (cfg.tie_word_embeddings) {
-    expected.push_back({std::string(lm_head_weight_name), {cfg.text.vocab_size, cfg.text.hidden_size}, model_part::lm_head});
+    expected.push_back(parameter_of(cfg, {schema::module_id::lm_head}));
   }
   std::vector<std::string> missing;
   std::vector<std::string> misshaped;
@@ -2347,28 +2798,31 @@ struct parameter_totals {
 };
 
 inline parameter_totals expected_totals(const config& cfg) {
-  // One layer and one block stand for all of them: the list of a 1-layer, 1-block model, scaled.
-  config one = cfg;
-  one.text.num_hidden_layers = 1;
-  one.vision.depth = 1;
-  one.vision.deepstack_visual_indexes.assign(cfg.vision.deepstack_visual_indexes.size(), 0);
-  std::int64_t layer_tensors = 0, layer_elements = 0, block_tensors = 0, block_elements = 0;
-  parameter_totals totals;
-  for (const parameter_spec& p : expected_parameters(one)) {
-    const bool in_layer = p.name.find(".layers.0.") != std::string::npos;
-    const bool in_block = p.name.find(".blocks.0.") != std::string::npos;
-    (in_layer ? layer_tensors : in_block ? block_tensors : totals.tensors) += 1;
-    std::int64_t& elements = in_layer ? layer_elements : in_block ? block_elements : totals.elements;
-    elements = detail::checked_add(elements, p.numel(), "total");
-  }
+  // Indexed instances of a family (layers, blocks, DeepStack mergers) all have the shapes of
+  // instance 0: its tensors are counted once and scaled.
   const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
     std::int64_t product = 0;
     if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
     return detail::checked_add(base, product, "total");
   };
-  totals.tensors = scaled(cfg.text.num_hidden_layers, layer_tensors, scaled(cfg.vision.depth, block_tensors, totals.tensors));
-  totals.elements =
-      scaled(cfg.text.num_hidden_layers, layer_elements, scaled(cfg.vision.depth, block_elements, totals.elements));
+  parameter_totals totals;
+  const auto add_instance = [&](schema::family unit, std::int64_t index, std::int64_t times) {
+    parameter_totals one;
+    for (const schema::module_spec& m : schema::modules_of(unit)) {
+      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
+        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
+        if (!stored) continue;
+        one.tensors += 1;
+        one.elements = detail::checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+      }
+    }
+    totals.tensors = scaled(times, one.tensors, totals.tensors);
+    totals.elements = scaled(times, one.elements, totals.elements);
+  };
+  for (const schema::family_spec& fam : schema::families) {
+    if (fam.has_single) add_instance(fam.id, -1, 1);
+    if (!fam.list.empty()) add_instance(fam.id, 0, fam.count(cfg));
+  }
   return totals;
 }
 
@@ -2409,60 +2863,28 @@ inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_ch
 // ---- end aq/model/qwen3_vl/parameters.hpp ----
 // ---- begin aq/model/qwen3_vl/modules.hpp ----
 // Qwen3-VL's quantizable modules in ModelOpt's order (named_modules of
-// Qwen3VLForConditionalGeneration: vision tower, text decoder layers, lm_head) with weight shapes:
-// what calibration, scoring and the allocator iterate over. Grouping is model/quantizable_modules.hpp.
+// Qwen3VLForConditionalGeneration: vision tower, text decoder layers, lm_head) with weight shapes,
+// read from the tensor schema: what calibration, scoring and the allocator iterate over. Grouping
+// is model/quantizable_modules.hpp (the schema's group column states the same groups).
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 
 namespace aq::qwen3_vl {
 
 // Every Linear with a 2-D weight plus the Conv3d patch embedding (ModelOpt quantizes
-// QuantConv3d too). lm_head is a Linear even when its weight is tied to embed_tokens.
+// QuantConv3d too): the schema's quantizable rows in named_modules order. lm_head is a Linear
+// even when its weight is tied to embed_tokens.
 inline std::vector<quantizable_module> quantizable_modules(const config& cfg) {
   std::vector<quantizable_module> out;
-  const vision_config& v = cfg.vision;
-  const text_config& t = cfg.text;
-  const std::string vp(vision_prefix);
-  const auto linear = [&](std::string name, std::int64_t out_features, std::int64_t in_features) {
-    out.push_back({std::move(name), module_kind::linear, {out_features, in_features}});
-  };
-
-  out.push_back({vp + "patch_embed.proj", module_kind::conv3d,
-                 {v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size}});
-  for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string block = vp + "blocks." + std::to_string(b) + ".";
-    linear(block + "attn.qkv", 3 * v.hidden_size, v.hidden_size);
-    linear(block + "attn.proj", v.hidden_size, v.hidden_size);
-    linear(block + "mlp.linear_fc1", v.intermediate_size, v.hidden_size);
-    linear(block + "mlp.linear_fc2", v.hidden_size, v.intermediate_size);
-  }
-  const std::int64_t merged = merger_hidden_size(v);
-  linear(vp + "merger.linear_fc1", merged, merged);
-  linear(vp + "merger.linear_fc2", v.out_hidden_size, merged);
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    const std::string merger = vp + "deepstack_merger_list." + std::to_string(k) + ".";
-    linear(merger + "linear_fc1", merged, merged);
-    linear(merger + "linear_fc2", v.out_hidden_size, merged);
-  }
-
-  const std::int64_t q_width = t.num_attention_heads * t.head_dim;
-  const std::int64_t kv_width = t.num_key_value_heads * t.head_dim;
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string layer = std::string(text_prefix) + "layers." + std::to_string(l) + ".";
-    linear(layer + "self_attn.q_proj", q_width, t.hidden_size);
-    linear(layer + "self_attn.k_proj", kv_width, t.hidden_size);
-    linear(layer + "self_attn.v_proj", kv_width, t.hidden_size);
-    linear(layer + "self_attn.o_proj", t.hidden_size, q_width);
-    linear(layer + "mlp.gate_proj", t.intermediate_size, t.hidden_size);
-    linear(layer + "mlp.up_proj", t.intermediate_size, t.hidden_size);
-    linear(layer + "mlp.down_proj", t.hidden_size, t.intermediate_size);
-  }
-  linear("lm_head", t.vocab_size, t.hidden_size);
+  schema::for_each_module(cfg, [&](const schema::module_spec& m, std::int64_t index) {
+    if (!schema::quantizable(m)) return;
+    const module_kind kind = m.kind == schema::role::conv3d ? module_kind::conv3d : module_kind::linear;
+    out.push_back({schema::module_path(m.id, index), kind, schema::weight_shape(cfg, m.id, index)});
+  });
   return out;
 }
 
@@ -2477,10 +2899,10 @@ inline model_part part_of(std::string_view name) {
 // ---- end aq/model/qwen3_vl/modules.hpp ----
 
 // Reports
-// ---- begin aq/io/python_float.hpp ----
+// ---- begin aq/report/python_float.hpp ----
 // Python's float text forms, so that reports written by aq are byte-identical to ModelOpt's:
 // `repr(x)` (what `json.dumps` writes for a float) and the `f"{x:.Ne}"` / `f"{x:.Nf}"` forms
-// used in the Markdown report. Used by io/json_writer.hpp and the report writers.
+// used in the Markdown report. Used by report/json_writer.hpp and the report writers.
 
 #include <array>
 #include <charconv>
@@ -2583,11 +3005,11 @@ inline std::string python_format_f(double value, int precision) {
 }
 
 }  // namespace aq::io
-// ---- end aq/io/python_float.hpp ----
-// ---- begin aq/io/json_writer.hpp ----
+// ---- end aq/report/python_float.hpp ----
+// ---- begin aq/report/json_writer.hpp ----
 // A small streaming JSON emitter whose bytes equal Python's `json.dumps(obj, indent=2)`
 // (ensure_ascii, ", "/": " separators, float repr, `[]`/`{}` for empty containers). The report
-// writers (io/quant_manifest.hpp, io/sensitivity_report.hpp) build their files with it.
+// writers (report/quant_manifest.hpp, report/sensitivity_report.hpp) build their files with it.
 
 #include <cstdint>
 #include <string>
@@ -2783,11 +3205,11 @@ class json_writer {
 };
 
 }  // namespace aq::io
-// ---- end aq/io/json_writer.hpp ----
-// ---- begin aq/io/report_model.hpp ----
+// ---- end aq/report/json_writer.hpp ----
+// ---- begin aq/report/report_model.hpp ----
 // The plain data every report is written from: per-group candidate scores and costs, the scheme,
 // the search result and the calibration dataset. The search stage fills it; the writers in
-// io/quant_manifest.hpp and io/sensitivity_report.hpp turn it into files and know nothing else.
+// report/quant_manifest.hpp and report/sensitivity_report.hpp turn it into files and know nothing else.
 
 #include <cmath>
 #include <cstdint>
@@ -2805,6 +3227,9 @@ struct candidate_stat {
   std::string format;  // display string, e.g. "INT8_DEFAULT_CFG(effective-bits: 8.0)"
   double score = 0.0;  // sensitivity of the model to quantizing this group with this recipe
   double cost = 0.0;   // weight numel x effective bits / 16
+  // The recipe's effective bits (the sensitivity tables' Num Bits) as a number. A builder that
+  // leaves it unset gets the bits written in `format` (io::candidate_bits); nullopt in both: no bits.
+  std::optional<double> effective_bits = std::nullopt;
 };
 
 // A group of modules sharing one recipe, named by its hparam handle
@@ -2928,23 +3353,43 @@ inline void validate_report_model(const report_model& model) {
 }
 
 }  // namespace aq::io
-// ---- end aq/io/report_model.hpp ----
-// ---- begin aq/io/quant_manifest.hpp ----
+// ---- end aq/report/report_model.hpp ----
+// ---- begin aq/report/quant_manifest.hpp ----
 // `<scheme>_quant_manifest.json`: ModelOpt's run manifest (scheme, layers, search summary, every
 // group's candidate scores and costs, importance ranking), written from an io::report_model and
 // read back into one. The last stage of the pipeline; per-layer-sensitivity.* derive from it.
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
-
-#include <simdjson.h>
 
 
 namespace aq::io {
+
+// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
+// nullopt when the marker is absent or the number does not parse. A manifest holds only these
+// strings, so reading one back recovers each candidate's bits here.
+inline std::optional<double> effective_bits_of(std::string_view format) {
+  static constexpr std::string_view marker = "effective-bits:";
+  const std::size_t at = format.find(marker);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view number = format.substr(at + marker.size());
+  number = number.substr(0, number.find(')'));
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
+  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
+  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
+  double value = 0.0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
+  return value;
+}
 
 // A group's importance: its largest candidate score (0 for a group without candidates).
 inline double group_importance(const group_sensitivity& group) {
@@ -3252,7 +3697,9 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
                        " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
-    for (std::size_t i = 0; i < formats.size(); ++i) group.candidates.push_back({formats[i], scores[i], costs[i]});
+    for (std::size_t i = 0; i < formats.size(); ++i) {
+      group.candidates.push_back({formats[i], scores[i], costs[i], effective_bits_of(formats[i])});
+    }
     model.groups.push_back(std::move(group));
   }
 
@@ -3299,20 +3746,18 @@ inline report_model read_quant_manifest(const std::filesystem::path& file) {
 }
 
 }  // namespace aq::io
-// ---- end aq/io/quant_manifest.hpp ----
-// ---- begin aq/io/sensitivity_report.hpp ----
+// ---- end aq/report/quant_manifest.hpp ----
+// ---- begin aq/report/sensitivity_report.hpp ----
 // per-layer-sensitivity.json and per-layer-sensitivity.md: the human-facing views of a run, one
 // row per group with its quantized candidates' bits, scores and costs, most sensitive first.
 // Written from the same io::report_model as the manifest, byte-compatible with ModelOpt's.
 
 #include <algorithm>
-#include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 
@@ -3335,22 +3780,9 @@ inline std::string layer_display_name(std::string_view group_name) {
   return out;
 }
 
-// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
-// nullopt when the marker is absent or the number does not parse (the row then shows no bits).
-inline std::optional<double> effective_bits_of(std::string_view format) {
-  static constexpr std::string_view marker = "effective-bits:";
-  const std::size_t at = format.find(marker);
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view number = format.substr(at + marker.size());
-  number = number.substr(0, number.find(')'));
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
-  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
-  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
-  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
-  double value = 0.0;
-  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
-  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
-  return value;
+// A candidate's Num Bits: the number it carries, else the one its display string states.
+inline std::optional<double> candidate_bits(const candidate_stat& c) {
+  return c.effective_bits ? c.effective_bits : effective_bits_of(c.format);
 }
 
 // One table row: the group's quantized candidates (the NONE candidate only when it is the
@@ -3412,10 +3844,10 @@ inline std::string render_sensitivity_json(const report_model& model) {
   detail::emit_autoquant_state(json, model.autoquant_state);
   json.key("layer_sensitivity").begin_array();
   for (const sensitivity_row& row : rows) {
-    // num_bits comes from the first candidate whose display string carries a parsable value.
+    // num_bits comes from the first candidate that has bits.
     std::optional<double> bits;
     for (const candidate_stat* c : row.candidates) {
-      if (!bits) bits = effective_bits_of(c->format);
+      if (!bits) bits = candidate_bits(*c);
     }
     json.begin_object();
     json.key("layer").string(row.layer);
@@ -3528,7 +3960,7 @@ inline std::string render_sensitivity_md(const report_model& model) {
   for (const sensitivity_row& row : rows) {
     md += "|" + row.layer + "|";
     md += joined(row, [](const candidate_stat& c) -> std::optional<std::string> {
-      const std::optional<double> bits = effective_bits_of(c.format);
+      const std::optional<double> bits = candidate_bits(c);
       return bits ? std::optional<std::string>(python_format_f(*bits, 1)) : std::nullopt;
     });
     md += "|";
@@ -3562,10 +3994,10 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 }
 
 }  // namespace aq::io
-// ---- end aq/io/sensitivity_report.hpp ----
+// ---- end aq/report/sensitivity_report.hpp ----
 
 // Calibration data
-// ---- begin aq/io/image.hpp ----
+// ---- begin aq/io/image/image.hpp ----
 // Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
 // PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
 // First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
@@ -3583,9 +4015,9 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 #include <utility>
 #include <vector>
 
-// ---- begin aq/io/jpeg.hpp ----
+// ---- begin aq/io/image/jpeg.hpp ----
 // JPEG decoding through libjpeg-turbo, configured as Pillow's JPEG decoder is, so decoded bytes
-// equal what PIL (and so transformers' image processors) see. Used by io/image.hpp; the result
+// equal what PIL (and so transformers' image processors) see. Used by io/image/image.hpp; the result
 // goes on to Qwen3-VL preprocessing.
 
 #include <algorithm>
@@ -3761,9 +4193,9 @@ inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::
 }
 
 }  // namespace aq::io
-// ---- end aq/io/jpeg.hpp ----
+// ---- end aq/io/image/jpeg.hpp ----
 
-// JPEG goes through libjpeg-turbo (io/jpeg.hpp), the decoder PIL uses, because stb_image's IDCT
+// JPEG goes through libjpeg-turbo (io/image/jpeg.hpp), the decoder PIL uses, because stb_image's IDCT
 // and chroma upsampling differ from it by up to 2/255. PNG is lossless, so stb_image decodes it
 // byte-identically to PIL (zlib is exact) and aq keeps it there rather than adding libpng.
 // stb_image is a single-file C library. aq is header-only, so it compiles stb's implementation
@@ -3899,7 +4331,7 @@ inline void check_png_chunks(std::span<const std::uint8_t> bytes, const std::str
 // Decodes PNG or JPEG bytes to RGB8. `name` (usually the path) is used in error messages.
 // Conversions follow PIL: gray -> (g,g,g); 16-bit RGB(A) and gray+alpha keep the high byte;
 // 16-bit gray ("I;16") saturates at 255 as PIL's I;16 -> RGB conversion does; JPEG as
-// io/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
+// io/image/jpeg.hpp (libjpeg-turbo with Pillow's settings). JPEG has no alpha, so `alpha` is moot there.
 // Images of more than max_image_pixels are refused from their header.
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
@@ -3973,12 +4405,12 @@ inline image_rgb8 load_image(const std::filesystem::path& path, alpha_mode alpha
 }
 
 }  // namespace aq::io
-// ---- end aq/io/image.hpp ----
-// ---- begin aq/io/image_preprocess.hpp ----
+// ---- end aq/io/image/image.hpp ----
+// ---- begin aq/io/image/image_preprocess.hpp ----
 // Qwen3-VL image preprocessing, as transformers' Qwen2-VL image processor does it for Qwen3-VL:
 // smart_resize to multiples of patch*merge, antialiased bicubic resize, (v/255 - 0.5)/0.5,
 // two identical temporal frames, and 2x2-merge-block patch flattening -> pixel_values + grid_thw.
-// Sits between image decoding (io/image.hpp) and the vision tower.
+// Sits between image decoding (io/image/image.hpp) and the vision tower.
 
 #include <algorithm>
 #include <array>
@@ -4290,8 +4722,8 @@ inline vision_inputs preprocess_images(const std::vector<image_rgb8>& images, co
 }
 
 }  // namespace aq::io
-// ---- end aq/io/image_preprocess.hpp ----
-// ---- begin aq/io/calib_dataset.hpp ----
+// ---- end aq/io/image/image_preprocess.hpp ----
+// ---- begin aq/io/data/calib_dataset.hpp ----
 // Calibration data readers: captions text files (one caption per line, as the reference drivers
 // read them) and JSON-lines image+caption lists. First step of calibration: file -> samples ->
 // chat/tokenize (chat_template.hpp) -> padded batches (calib_batches.hpp).
@@ -4303,8 +4735,6 @@ inline vision_inputs preprocess_images(const std::vector<image_rgb8>& images, co
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <simdjson.h>
 
 
 namespace aq::io {
@@ -4460,8 +4890,8 @@ inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem
 }
 
 }  // namespace aq::io
-// ---- end aq/io/calib_dataset.hpp ----
-// ---- begin aq/io/chat_template.hpp ----
+// ---- end aq/io/data/calib_dataset.hpp ----
+// ---- begin aq/io/data/chat_template.hpp ----
 // The Qwen3-VL chat prompt for calibration samples: the text the model's chat template renders
 // for system/user/assistant turns whose content is text and images, and the expansion of each
 // <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
@@ -4552,8 +4982,8 @@ inline std::string expand_image_pads(std::string_view prompt, std::span<const st
 }
 
 }  // namespace aq::io
-// ---- end aq/io/chat_template.hpp ----
-// ---- begin aq/io/calib_batches.hpp ----
+// ---- end aq/io/data/chat_template.hpp ----
+// ---- begin aq/io/data/calib_batches.hpp ----
 // Calibration batches: tokenized samples padded to a fixed length with attention masks and LM
 // labels, grouped by batch size, exactly as the reference drivers build their DataLoader lists;
 // plus the step counts they derive. Output of io, input of calibration and scoring.
@@ -4675,9 +5105,9 @@ inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch
 }
 
 }  // namespace aq::io
-// ---- end aq/io/calib_batches.hpp ----
+// ---- end aq/io/data/calib_batches.hpp ----
 
-// Formats, quantizers, recipes, calibration
+// Formats, quantizers, recipes
 // ---- begin aq/formats/all_formats.hpp ----
 // The list of every number format aq knows. Conformance tests, generated tables and lookups by
 // name iterate over it, so adding a format is one struct plus one entry here.
@@ -5638,126 +6068,6 @@ std::string recipe_table() {
 
 }  // namespace aq::quant
 // ---- end aq/quant/recipe_registry.hpp ----
-// ---- begin aq/calib/max_calibrator.hpp ----
-// Max calibrator: the running max of |x| per amax slot of a quantizer spec over calibration
-// batches (ModelOpt's MaxCalibrator). Activations are collected batch by batch during the
-// calibration pass; weights are calibrated from the weights themselves (one collect()).
-
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-namespace aq::calib {
-
-// A batch is a row-major [rows x cols] matrix. The amax layout depends only on the spec's
-// granularity: per-tensor accepts any shape; per-channel and per-block need the same layout
-// (rows, and cols for blocks) in every batch. Merging two calibrators gives the same amax as
-// calibrating one on the concatenation of their batches (max is associative and exact).
-template <quant::quantizer_spec Q>
-class max_calibrator {
- public:
-  using spec = Q;
-  using granularity = typename Q::granularity_type;
-
-  explicit max_calibrator(std::string name = "tensor") : name_(std::move(name)) {}
-
-  const std::string& name() const { return name_; }
-
-  // A calibrator that never saw data has no amax (ModelOpt leaves _amax unset then).
-  bool has_data() const { return seen_; }
-
-  std::size_t batches() const { return batches_; }
-
-  void collect(std::span<const float> batch, std::int64_t rows, std::int64_t cols) {
-    std::vector<float> local = quant::compute_amax<granularity>(batch, rows, cols, name_ + " (batch " +
-                                                                std::to_string(batches_) + ")");
-    if (!seen_) {
-      amax_ = std::move(local);
-      rows_ = rows;
-      cols_ = cols;
-      seen_ = true;
-    } else {
-      check_layout(rows, cols, "batch " + std::to_string(batches_));
-      for (std::size_t i = 0; i < amax_.size(); ++i) amax_[i] = amax_[i] < local[i] ? local[i] : amax_[i];
-    }
-    ++batches_;
-  }
-
-  // Combines another calibrator of the same tensor (e.g. another data shard).
-  void merge(const max_calibrator& other) {
-    if (!other.seen_) return;
-    if (!seen_) {
-      amax_ = other.amax_;
-      rows_ = other.rows_;
-      cols_ = other.cols_;
-      seen_ = true;
-    } else {
-      check_layout(other.rows_, other.cols_, "merged calibrator '" + other.name_ + "'");
-      for (std::size_t i = 0; i < amax_.size(); ++i) amax_[i] = amax_[i] < other.amax_[i] ? other.amax_[i] : amax_[i];
-    }
-    batches_ += other.batches_;
-  }
-
-  // The collected amax, one value per slot of the granularity. Throws if no data was seen.
-  std::span<const float> amax() const {
-    require_data("amax");
-    return amax_;
-  }
-
-  // ModelOpt keeps amax in the model dtype (bf16); rounding the max equals the max of the
-  // bf16-rounded inputs because round-to-nearest-even is monotone.
-  std::vector<float> amax_bf16() const {
-    require_data("amax_bf16");
-    std::vector<float> rounded(amax_.size());
-    for (std::size_t i = 0; i < amax_.size(); ++i) rounded[i] = round_to_bf16(amax_[i]);
-    return rounded;
-  }
-
-  // ModelOpt's _amax shape: [] per-tensor, [rows, 1] per-channel, [blocks, 1] per-block.
-  std::vector<std::int64_t> amax_shape() const {
-    require_data("amax_shape");
-    return granularity::amax_shape(rows_, cols_);
-  }
-
- private:
-  void require_data(std::string_view what) const {
-    if (!seen_) throw error(name_ + ": " + std::string(what) + " requested but the max calibrator never saw data");
-  }
-
-  // Per-channel and per-block slots belong to positions of one matrix layout; a per-tensor
-  // amax accepts batches of any shape (e.g. a different number of tokens).
-  void check_layout(std::int64_t rows, std::int64_t cols, const std::string& where) const {
-    if (granularity::depends_on_shape && (rows != rows_ || cols != cols_)) {
-      throw error(name_ + ": " + where + " is " + std::to_string(rows) + " x " + std::to_string(cols) + ", expected " +
-                  std::to_string(rows_) + " x " + std::to_string(cols_) + " as before (" +
-                  quant::granularity_label<granularity>() + " amax)");
-    }
-  }
-
-  std::string name_;
-  std::vector<float> amax_;
-  std::int64_t rows_ = 0;
-  std::int64_t cols_ = 0;
-  std::size_t batches_ = 0;
-  bool seen_ = false;
-};
-
-// Weights are calibrated from the weights themselves: one collect over the whole matrix.
-template <quant::quantizer_spec Q>
-std::vector<float> calibrate_weight(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                    std::string_view name = "weight") {
-  max_calibrator<Q> calibrator{std::string(name)};
-  calibrator.collect(weight, rows, cols);
-  return std::vector<float>(calibrator.amax().begin(), calibrator.amax().end());
-}
-
-}  // namespace aq::calib
-// ---- end aq/calib/max_calibrator.hpp ----
 
 // Allocation
 // ---- begin aq/search/allocation_problem.hpp ----
@@ -6588,7 +6898,7 @@ constexpr lagrangian_result solve_lagrangian_bits(const allocation_problem& prob
 // ---- end aq/search/lagrangian.hpp ----
 
 // Tokenizer
-// ---- begin aq/io/tokenizer.hpp ----
+// ---- begin aq/io/tokenizer/tokenizer.hpp ----
 // The Qwen2/Qwen3 text tokenizer read from a Hugging Face tokenizer.json: added tokens matched
 // first, then NFC, the Qwen2 split regex and byte-level BPE; decoding maps ids back to text.
 // It turns calibration captions and chat prompts into the ids the model consumes.
@@ -6607,9 +6917,7 @@ constexpr lagrangian_result solve_lagrangian_bits(const allocation_problem& prob
 #include <utility>
 #include <vector>
 
-#include <simdjson.h>
-
-// ---- begin aq/io/bpe.hpp ----
+// ---- begin aq/io/tokenizer/bpe.hpp ----
 // Byte-level BPE: maps the bytes of one pre-tokenized piece to GPT-2's printable byte alphabet
 // and applies merges lowest rank first (leftmost on ties), as Hugging Face tokenizers' BPE
 // model does. Owns the vocabulary, the merge table and a word cache.
@@ -6629,7 +6937,7 @@ constexpr lagrangian_result solve_lagrangian_bits(const allocation_problem& prob
 #include <utility>
 #include <vector>
 
-// ---- begin aq/io/utf8.hpp ----
+// ---- begin aq/io/tokenizer/utf8.hpp ----
 // UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
 // works on code points) and lossy decoding of byte-level BPE output, which may split characters.
 
@@ -6751,7 +7059,7 @@ inline std::string decode_lossy(std::string_view s) {
 }
 
 }  // namespace aq::io::utf8
-// ---- end aq/io/utf8.hpp ----
+// ---- end aq/io/tokenizer/utf8.hpp ----
 
 namespace aq::io {
 
@@ -7069,8 +7377,8 @@ class bpe_model {
 };
 
 }  // namespace aq::io
-// ---- end aq/io/bpe.hpp ----
-// ---- begin aq/io/nfc.hpp ----
+// ---- end aq/io/tokenizer/bpe.hpp ----
+// ---- begin aq/io/tokenizer/nfc.hpp ----
 // Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
 // composition), the tokenizer's normalizer: applied to text between added tokens before
 // pre-tokenization, so that "e" + U+0301 and U+00E9 give the same ids.
@@ -7081,7 +7389,7 @@ class bpe_model {
 #include <string_view>
 #include <vector>
 
-// ---- begin aq/io/unicode_properties.hpp ----
+// ---- begin aq/io/tokenizer/unicode_properties.hpp ----
 // Look-ups into the generated Unicode tables: regex classes of a code point (for the
 // pre-tokenizer and added-token word checks), canonical combining class, canonical
 // decomposition and primary composition (for NFC).
@@ -7093,7 +7401,7 @@ class bpe_model {
 #include <iterator>
 #include <unordered_map>
 
-// ---- begin aq/io/unicode_tables.hpp ----
+// ---- begin aq/io/tokenizer/unicode_tables.hpp ----
 // Unicode property tables for the tokenizer, generated by scripts/gen_unicode_tables.py from
 // Python's unicodedata(plus): classes from Unicode 16.0.0, NFC data from Unicode 9.0, the
 // versions of the reference tokenizer's regex engine and normalizer. Do not edit by hand.
@@ -7954,7 +8262,7 @@ inline constexpr std::uint32_t decompositions[6180] = {
 };
 
 }  // namespace aq::io::unicode_tables
-// ---- end aq/io/unicode_tables.hpp ----
+// ---- end aq/io/tokenizer/unicode_tables.hpp ----
 
 namespace aq::io::unicode {
 
@@ -8050,7 +8358,7 @@ inline char32_t compose(char32_t a, char32_t b) {
 }
 
 }  // namespace aq::io::unicode
-// ---- end aq/io/unicode_properties.hpp ----
+// ---- end aq/io/tokenizer/unicode_properties.hpp ----
 
 namespace aq::io {
 
@@ -8133,8 +8441,8 @@ inline std::string nfc(std::string_view text) {
 }
 
 }  // namespace aq::io
-// ---- end aq/io/nfc.hpp ----
-// ---- begin aq/io/pretokenizer.hpp ----
+// ---- end aq/io/tokenizer/nfc.hpp ----
+// ---- begin aq/io/tokenizer/pretokenizer.hpp ----
 // The Qwen2 pre-tokenizer: splits normalized text into the pieces that byte-level BPE encodes
 // separately, matching the regex of Qwen2/Qwen3 tokenizer.json exactly (leftmost-first
 // alternation with backtracking), hand-written over the generated Unicode class tables.
@@ -8261,7 +8569,7 @@ class qwen2_pretokenizer {
 };
 
 }  // namespace aq::io
-// ---- end aq/io/pretokenizer.hpp ----
+// ---- end aq/io/tokenizer/pretokenizer.hpp ----
 
 namespace aq::io {
 
@@ -8678,7 +8986,7 @@ class tokenizer {
 };
 
 }  // namespace aq::io
-// ---- end aq/io/tokenizer.hpp ----
+// ---- end aq/io/tokenizer/tokenizer.hpp ----
 
 // The built-in Qwen3-VL model (CPU backend)
 // ---- begin aq/core/tensor.hpp ----
@@ -8916,8 +9224,22 @@ inline thread_pool& default_thread_pool() {
 #include <cstdint>
 #include <string>
 
-#include <Eigen/Core>
+// ---- begin aq/backend/cpu/eigen.hpp ----
+// The one place Eigen enters aq: the CPU backend's GEMMs and attention tiles use Eigen/Core, and
+// CUDA translation units reach it through the CPU model headers (the CUDA engine shares them).
 
+// Eigen marks defaulted special members __host__ __device__, which nvcc warns about (20012) at
+// every translation unit that includes it; the warning is about Eigen's own declarations, so it is
+// silenced here, for Eigen only, instead of around each include site.
+#if defined(__CUDACC__)
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012
+#endif
+#include <Eigen/Core>
+#if defined(__CUDACC__)
+#pragma nv_diagnostic pop
+#endif
+// ---- end aq/backend/cpu/eigen.hpp ----
 
 namespace aq::cpu {
 
@@ -9129,8 +9451,16 @@ inline void layer_norm_backward(const const_matrix_view& x, const float* weight,
 #include <cstdint>
 #include <vector>
 
+// ---- begin aq/model/rope_frequencies.hpp ----
+// Rotary position embedding frequencies, inv[j] = 1 / theta^(2j / dim), rounded as torch computes
+// them: host math that both backends' rope tables start from (the text decoder's M-RoPE and the
+// vision tower's 2-D rope), so that CPU and GPU rotate by the same float angles.
 
-namespace aq::cpu {
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace aq {
 
 // inv[j] = 1 / theta^(2j / dim), j < dim/2, rounded as torch computes it in fp32.
 inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
@@ -9142,6 +9472,14 @@ inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
   }
   return inv;
 }
+
+}  // namespace aq
+// ---- end aq/model/rope_frequencies.hpp ----
+
+namespace aq::cpu {
+
+// The frequencies are shared with the CUDA tables (model/rope_frequencies.hpp).
+using aq::rope_inv_freq;
 
 // Which position axis (0 = t, 1 = h, 2 = w) drives frequency pair j: h on j ≡ 1 (mod 3) for the
 // first 3·section[1] pairs, w on j ≡ 2 (mod 3) for the first 3·section[2], t everywhere else.
@@ -9236,31 +9574,15 @@ inline void rope_backward(const matrix_view& g, std::int64_t heads, const tensor
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
 
 
 namespace aq::cpu {
 
-// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
-// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
-// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
-// returns zeros for it and no gradient.
-enum class masked_row_policy { attend_all, zero };
+// Defined once for both backends in model/attention_config.hpp (tensor_cores is CUDA-only).
+using aq::attention_config;
+using aq::masked_row_policy;
 
-struct attention_segment {
-  std::int64_t start = 0;   // first row in q/k/v
-  std::int64_t length = 0;  // rows
-};
-
-struct attention_config {
-  std::int64_t heads = 0;
-  std::int64_t kv_heads = 0;
-  std::int64_t head_dim = 0;
-  float scale = 1.0f;
-  bool causal = false;
-  const std::uint8_t* key_valid = nullptr;  // per row, 0 = masked key (padding); nullptr = all valid
-  masked_row_policy masked_rows = masked_row_policy::attend_all;
-};
+using aq::attention_segment;
 
 // Tile sizes: a worker holds one query tile's [q_tile x k_tile] scores and [q_tile x head_dim]
 // accumulators. Every output row is reduced over key tiles in one fixed order by one worker, so
@@ -9671,18 +9993,20 @@ void activation_backward(const const_matrix_view& x, const const_matrix_view& g,
 #include <string>
 #include <vector>
 
+// ---- begin aq/model/causal_lm_targets.hpp ----
+// The targets of a causal LM's next-token loss, as transformers' ForCausalLMLoss shifts them:
+// position s predicts labels[s+1], −100 is ignored. Host math shared by both backends' losses and
+// by the batch packing that must keep the number of targets (the mean's denominator) unchanged.
 
-namespace aq::cpu {
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq {
 
 inline constexpr std::int64_t ignore_index = -100;
 
-struct lm_loss {
-  double loss = 0.0;          // NaN when no target is valid (as torch's mean over nothing)
-  std::int64_t targets = 0;   // valid targets
-};
-
-// logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
-// may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
 // Per-row targets of a causal LM: target[b·seq + s] = labels[b·seq + s + 1], ignore_index where
 // there is none; count = valid targets (the mean loss's denominator). `what` names the caller in
 // errors (a label outside [0, vocab), labels not batch·seq long).
@@ -9714,6 +10038,23 @@ inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std
   return t;
 }
 
+}  // namespace aq
+// ---- end aq/model/causal_lm_targets.hpp ----
+
+namespace aq::cpu {
+
+// The shifted targets are shared with the CUDA loss (model/causal_lm_targets.hpp).
+using aq::causal_lm_targets;
+using aq::ignore_index;
+using aq::lm_targets;
+
+struct lm_loss {
+  double loss = 0.0;          // NaN when no target is valid (as torch's mean over nothing)
+  std::int64_t targets = 0;   // valid targets
+};
+
+// logits [batch·seq, vocab] (row b·seq + s); labels [batch·seq]. dlogits (same shape as logits,
+// may be empty) receives (softmax − onehot)/targets on rows with a valid target, 0 elsewhere.
 inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector<std::int64_t>& labels,
                               std::int64_t batch, std::int64_t seq, matrix_view* dlogits) {
   if (logits.rows != batch * seq || static_cast<std::int64_t>(labels.size()) != batch * seq) {
@@ -9759,7 +10100,7 @@ inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector
 
 }  // namespace aq::cpu
 // ---- end aq/backend/cpu/cross_entropy.hpp ----
-// ---- begin aq/model/qwen3_vl/linear_observer.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/linear_observer.hpp ----
 // The hook through which scorers see every quantizable linear module of a model run: on the
 // forward its input X and output Y (which an observer may replace), on the backward also dL/dY.
 // rerun_linear() recomputes a module's output from the same X with a modified weight or input.
@@ -9807,7 +10148,7 @@ inline tensor rerun_linear(const linear_call& call, const const_matrix_view& wei
 }
 
 }  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/linear_observer.hpp ----
+// ---- end aq/backend/cpu/qwen3_vl/linear_observer.hpp ----
 // ---- begin aq/model/qwen3_vl/rope_index.hpp ----
 // 3-D M-RoPE position ids of a left-padded batch (transformers 4.57 get_rope_index semantics):
 // text tokens count the attended tokens on all three axes; an image of merged grid (t, h, w)
@@ -9954,6 +10295,150 @@ inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/rope_index.hpp ----
+// ---- begin aq/model/qwen3_vl/batch.hpp ----
+// A batch as the model runs it, on either backend: token ids, mask, positions and labels, and the
+// images of an image-text batch.
+
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Token rows are b·seq + s throughout.
+struct text_batch {
+  std::int64_t batch = 0;
+  std::int64_t seq = 0;
+  std::vector<std::int64_t> input_ids;        // [batch·seq]
+  std::vector<std::uint8_t> attention_mask;   // [batch·seq], 1 = attended token, 0 = padding
+  std::vector<std::int64_t> position_ids;     // [3, batch·seq]; empty: rope_position_ids() of the text
+  std::vector<std::int64_t> labels;           // [batch·seq], -100 ignored; empty: no loss, no backward
+};
+
+// pixel_values [Σ t·h·w, C·Tp·P·P] and one grid per image, images in placeholder order.
+struct image_batch {
+  tensor pixel_values;
+  std::vector<grid_thw> grids;
+};
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/batch.hpp ----
+// ---- begin aq/model/qwen3_vl/vision_geometry.hpp ----
+// Where the vision tower's patches sit: the learned position embeddings interpolated to each image's
+// grid and the 2-D rotary tables with one attention segment per frame. Host math both backends' towers
+// use, so that they place patches identically.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
+// in merge-block row order and repeated per frame: [Σ t·h·w, D].
+inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
+  const std::int64_t D = table.dim(1);
+  const auto G = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(table.dim(0)))));
+  auto linspace = [&](std::int64_t n) {  // torch.linspace(0, G-1, n) in fp32
+    std::vector<float> v(static_cast<std::size_t>(n));
+    const float end = static_cast<float>(G - 1);
+    const float step = n > 1 ? end / static_cast<float>(n - 1) : 0.0f;
+    for (std::int64_t i = 0; i < n; ++i) {
+      v[static_cast<std::size_t>(i)] = i < n / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(n - 1 - i);
+    }
+    if (n == 1) v[0] = 0.0f;
+    return v;
+  };
+  std::int64_t rows = 0;
+  for (const grid_thw& g : grids) rows += g[0] * g[1] * g[2];
+  tensor out({rows, D});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    const std::int64_t t = g[0], h = g[1], w = g[2];
+    const std::vector<float> hs = linspace(h), ws = linspace(w);
+    tensor raster({h * w, D});
+    for (std::int64_t r = 0; r < h; ++r) {
+      const auto hf = static_cast<std::int64_t>(hs[static_cast<std::size_t>(r)]);
+      const std::int64_t hc = std::min(hf + 1, G - 1);
+      const float dh = hs[static_cast<std::size_t>(r)] - static_cast<float>(hf);
+      for (std::int64_t c = 0; c < w; ++c) {
+        const auto wf = static_cast<std::int64_t>(ws[static_cast<std::size_t>(c)]);
+        const std::int64_t wc = std::min(wf + 1, G - 1);
+        const float dw = ws[static_cast<std::size_t>(c)] - static_cast<float>(wf);
+        const std::int64_t idx[4] = {hf * G + wf, hf * G + wc, hc * G + wf, hc * G + wc};
+        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
+        float* dst = raster.data() + (r * w + c) * D;
+        for (std::int64_t e = 0; e < D; ++e) {
+          float s = table.data()[idx[0] * D + e] * wt[0];
+          for (int q = 1; q < 4; ++q) s = s + table.data()[idx[q] * D + e] * wt[q];
+          dst[e] = s;
+        }
+      }
+    }
+    for (std::int64_t f = 0; f < t; ++f) {
+      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
+        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
+          for (std::int64_t mh = 0; mh < merge; ++mh) {
+            for (std::int64_t mw = 0; mw < merge; ++mw) {
+              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
+              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
+// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
+// segment per image frame. Shared by the CPU and GPU towers.
+struct vision_rotary {
+  tensor cos, sin;
+  std::vector<attention_segment> segments;
+};
+
+inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
+  const std::vector<float> inv = rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  vision_rotary out;
+  out.cos = tensor({np, hd});
+  out.sin = tensor({np, hd});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    for (std::int64_t f = 0; f < g[0]; ++f) {
+      out.segments.push_back({row, g[1] * g[2]});
+      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
+        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
+          for (std::int64_t mh = 0; mh < m; ++mh) {
+            for (std::int64_t mw = 0; mw < m; ++mw) {
+              const auto r = static_cast<float>(bh * m + mh);
+              const auto c = static_cast<float>(bw * m + mw);
+              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
+                for (const std::int64_t col : {j, j + 2 * quarter}) {
+                  out.cos.data()[row * hd + col] = std::cos(angle);
+                  out.sin.data()[row * hd + col] = std::sin(angle);
+                }
+              }
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vision_geometry.hpp ----
 // ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
 // The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
 // writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
@@ -10003,8 +10488,9 @@ inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, 
 
 // ---- begin aq/model/qwen3_vl/text_weights.hpp ----
 // Binding of the Qwen3-VL text decoder's checkpoint tensors (model.language_model.*, lm_head)
-// to fp32 tensors with checked shapes. The weights come from any source that can hand out a
-// named tensor as float32 (a safetensors checkpoint, a test's synthetic weights).
+// to fp32 tensors with checked shapes, by the tensor schema's names and shapes. The weights come
+// from any source that can hand out a named tensor as float32 (a safetensors checkpoint, a test's
+// synthetic weights).
 
 #include <cstdint>
 #include <functional>
@@ -10037,49 +10523,73 @@ struct text_weights {
   const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
-inline std::string text_weight_prefix() { return "model.language_model."; }
+inline std::string text_weight_prefix() { return schema::instance_prefix(schema::family::text_stem); }
 inline std::string text_layer_weight_prefix(std::int64_t layer) {
-  return text_weight_prefix() + "layers." + std::to_string(layer) + ".";
+  return schema::instance_prefix(schema::family::text_layer, layer);
+}
+
+// Which member of a layer holds each text_layer row of the schema (weights only: the text
+// attention has no bias, check_implemented refuses attention_bias).
+struct text_layer_member {
+  using pointer = tensor text_layer_weights::*;  // an alias: nvcc's host output would parenthesize the declarator
+  schema::module_id module;
+  pointer member;
+};
+inline constexpr text_layer_member text_layer_members[] = {
+    {schema::module_id::q_proj, &text_layer_weights::q_proj},
+    {schema::module_id::k_proj, &text_layer_weights::k_proj},
+    {schema::module_id::v_proj, &text_layer_weights::v_proj},
+    {schema::module_id::o_proj, &text_layer_weights::o_proj},
+    {schema::module_id::q_norm, &text_layer_weights::q_norm},
+    {schema::module_id::k_norm, &text_layer_weights::k_norm},
+    {schema::module_id::gate_proj, &text_layer_weights::gate_proj},
+    {schema::module_id::up_proj, &text_layer_weights::up_proj},
+    {schema::module_id::down_proj, &text_layer_weights::down_proj},
+    {schema::module_id::input_layernorm, &text_layer_weights::input_layernorm},
+    {schema::module_id::post_attention_layernorm, &text_layer_weights::post_attention_layernorm},
+};
+static_assert(schema::covers_family(schema::family::text_layer, text_layer_members));
+
+// The member holding a text_layer module's weight (W: text_layer_weights, const or not).
+template <class W>
+auto& layer_member(W& w, schema::module_id id) {
+  for (const text_layer_member& m : text_layer_members) {
+    if (m.module == id) return w.*m.member;
+  }
+  throw error("qwen3_vl text weights: " + schema::module_path(id) + " is not a decoder-layer module");
+}
+
+inline void check_text_config(const text_config& t) {
+  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
+      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
+    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
+                "vocab_size must all be positive");
+  }
 }
 
 // lm_head = embed_tokens unless the checkpoint has lm_head.weight and the config is untied
 // (transformers drops the tied duplicate on save).
 inline text_weights load_text_weights(const config& cfg, const weight_source& source) {
   check_implemented(cfg);
-  const text_config& t = cfg.text;
-  if (t.hidden_size <= 0 || t.num_hidden_layers <= 0 || t.num_attention_heads <= 0 || t.num_key_value_heads <= 0 ||
-      t.head_dim <= 0 || t.vocab_size <= 0 || t.intermediate_size <= 0) {
-    throw error("qwen3_vl text config: hidden_size, intermediate_size, num_hidden_layers, heads, head_dim and "
-                "vocab_size must all be positive");
-  }
-  const std::int64_t H = t.hidden_size;
-  const std::int64_t qd = t.num_attention_heads * t.head_dim;
-  const std::int64_t kvd = t.num_key_value_heads * t.head_dim;
-  const std::int64_t I = t.intermediate_size;
+  check_text_config(cfg.text);
+  using schema::module_id;
+  const auto load = [&](module_id id, std::int64_t index = -1) {
+    return source.load(schema::tensor_name(id, index), schema::weight_shape(cfg, id, index));
+  };
   text_weights w;
-  w.embed_tokens = source.load(text_weight_prefix() + "embed_tokens.weight", {t.vocab_size, H});
-  w.norm = source.load(text_weight_prefix() + "norm.weight", {H});
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = text_layer_weight_prefix(l);
+  w.embed_tokens = load(module_id::embed_tokens);
+  w.norm = load(module_id::final_norm);
+  for (std::int64_t l = 0; l < cfg.text.num_hidden_layers; ++l) {
     text_layer_weights lw;
-    lw.input_layernorm = source.load(p + "input_layernorm.weight", {H});
-    lw.post_attention_layernorm = source.load(p + "post_attention_layernorm.weight", {H});
-    lw.q_proj = source.load(p + "self_attn.q_proj.weight", {qd, H});
-    lw.k_proj = source.load(p + "self_attn.k_proj.weight", {kvd, H});
-    lw.v_proj = source.load(p + "self_attn.v_proj.weight", {kvd, H});
-    lw.o_proj = source.load(p + "self_attn.o_proj.weight", {H, qd});
-    lw.q_norm = source.load(p + "self_attn.q_norm.weight", {t.head_dim});
-    lw.k_norm = source.load(p + "self_attn.k_norm.weight", {t.head_dim});
-    lw.gate_proj = source.load(p + "mlp.gate_proj.weight", {I, H});
-    lw.up_proj = source.load(p + "mlp.up_proj.weight", {I, H});
-    lw.down_proj = source.load(p + "mlp.down_proj.weight", {H, I});
+    for (const text_layer_member& m : text_layer_members) lw.*m.member = load(m.module, l);
     w.layers.push_back(std::move(lw));
   }
   if (!cfg.tie_word_embeddings) {
-    if (!source.contains("lm_head.weight")) {
-      throw error("qwen3_vl checkpoint: tie_word_embeddings is false but lm_head.weight is missing");
+    const std::string head = schema::tensor_name(module_id::lm_head);
+    if (!source.contains(head)) {
+      throw error("qwen3_vl checkpoint: tie_word_embeddings is false but " + head + " is missing");
     }
-    w.lm_head = source.load("lm_head.weight", {t.vocab_size, H});
+    w.lm_head = load(module_id::lm_head);
   }
   return w;
 }
@@ -10112,7 +10622,7 @@ inline weight_source checkpoint_weight_source(const safetensors_checkpoint& chec
 // ---- begin aq/model/qwen3_vl/vision_weights.hpp ----
 // Binding of the Qwen3-VL vision tower's checkpoint tensors (model.visual.*: patch embedding,
 // learned position grid, pre-LN ViT blocks, the final patch merger and the DeepStack mergers) to
-// fp32 tensors with checked shapes.
+// fp32 tensors with checked shapes, by the tensor schema's names and shapes.
 
 #include <cstdint>
 #include <string>
@@ -10146,65 +10656,82 @@ struct vision_weights {
   std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
 };
 
-inline std::string vision_weight_prefix() { return "model.visual."; }
+inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
 
-inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
-  check_implemented(cfg);
-  const vision_config& v = cfg.vision;
+// Which members hold each row of a block or merger of the schema: weight and bias.
+template <class W>
+struct vision_member {
+  using pointer = tensor W::*;  // an alias: nvcc's host output would parenthesize the declarator
+  schema::module_id module;
+  pointer weight;
+  pointer bias;
+};
+inline constexpr vision_member<vision_block_weights> vision_block_members[] = {
+    {schema::module_id::norm1, &vision_block_weights::norm1_w, &vision_block_weights::norm1_b},
+    {schema::module_id::norm2, &vision_block_weights::norm2_w, &vision_block_weights::norm2_b},
+    {schema::module_id::attn_qkv, &vision_block_weights::qkv_w, &vision_block_weights::qkv_b},
+    {schema::module_id::attn_proj, &vision_block_weights::proj_w, &vision_block_weights::proj_b},
+    {schema::module_id::mlp_fc1, &vision_block_weights::fc1_w, &vision_block_weights::fc1_b},
+    {schema::module_id::mlp_fc2, &vision_block_weights::fc2_w, &vision_block_weights::fc2_b},
+};
+inline constexpr vision_member<merger_weights> merger_members[] = {
+    {schema::module_id::merger_norm, &merger_weights::norm_w, &merger_weights::norm_b},
+    {schema::module_id::merger_fc1, &merger_weights::fc1_w, &merger_weights::fc1_b},
+    {schema::module_id::merger_fc2, &merger_weights::fc2_w, &merger_weights::fc2_b},
+};
+static_assert(schema::covers_family(schema::family::vision_block, vision_block_members));
+static_assert(schema::covers_family(schema::family::merger, merger_members));
+
+inline void check_vision_config(const vision_config& v) {
   if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
       v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
     throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
                 "out_hidden_size and num_position_embeddings must be positive");
   }
-  const std::int64_t D = v.hidden_size;
-  const std::int64_t I = v.intermediate_size;
-  const std::int64_t M = D * v.spatial_merge_size * v.spatial_merge_size;
-  const std::string p = vision_weight_prefix();
+}
+
+inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
+  check_vision_config(cfg.vision);
+  using schema::module_id;
+  using schema::tensor_kind;
+  const auto load = [&](module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
+    return source.load(schema::tensor_name(id, index, kind), schema::tensor_shape(cfg, id, index, kind));
+  };
+  const auto load_members = [&](auto& into, const auto& members, std::int64_t index) {
+    for (const auto& m : members) {
+      into.*m.weight = load(m.module, index);
+      into.*m.bias = load(m.module, index, tensor_kind::bias);
+    }
+  };
+  const vision_config& v = cfg.vision;
   vision_weights w;
-  const std::int64_t patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-  w.patch_w = source.load(p + "patch_embed.proj.weight", {D, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size});
-  w.patch_w.reshape({D, patch});
-  w.patch_b = source.load(p + "patch_embed.proj.bias", {D});
-  w.pos_embed = source.load(p + "pos_embed.weight", {v.num_position_embeddings, D});
+  w.patch_w = load(module_id::patch_embed);
+  w.patch_w.reshape({v.hidden_size, v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size});
+  w.patch_b = load(module_id::patch_embed, -1, tensor_kind::bias);
+  w.pos_embed = load(module_id::pos_embed);
   for (std::int64_t b = 0; b < v.depth; ++b) {
-    const std::string bp = p + "blocks." + std::to_string(b) + ".";
     vision_block_weights bw;
-    bw.norm1_w = source.load(bp + "norm1.weight", {D});
-    bw.norm1_b = source.load(bp + "norm1.bias", {D});
-    bw.norm2_w = source.load(bp + "norm2.weight", {D});
-    bw.norm2_b = source.load(bp + "norm2.bias", {D});
-    bw.qkv_w = source.load(bp + "attn.qkv.weight", {3 * D, D});
-    bw.qkv_b = source.load(bp + "attn.qkv.bias", {3 * D});
-    bw.proj_w = source.load(bp + "attn.proj.weight", {D, D});
-    bw.proj_b = source.load(bp + "attn.proj.bias", {D});
-    bw.fc1_w = source.load(bp + "mlp.linear_fc1.weight", {I, D});
-    bw.fc1_b = source.load(bp + "mlp.linear_fc1.bias", {I});
-    bw.fc2_w = source.load(bp + "mlp.linear_fc2.weight", {D, I});
-    bw.fc2_b = source.load(bp + "mlp.linear_fc2.bias", {D});
+    load_members(bw, vision_block_members, b);
     w.blocks.push_back(std::move(bw));
   }
-  auto merger = [&](const std::string& mp, bool postshuffle) {
+  // The final merger is instance -1; DeepStack merger k is instance k, normed after the concat.
+  schema::for_each_instance(cfg, schema::family::merger, [&](std::int64_t k) {
     merger_weights m;
-    const std::int64_t norm_width = postshuffle ? M : D;
-    m.norm_w = source.load(mp + "norm.weight", {norm_width});
-    m.norm_b = source.load(mp + "norm.bias", {norm_width});
-    m.fc1_w = source.load(mp + "linear_fc1.weight", {M, M});
-    m.fc1_b = source.load(mp + "linear_fc1.bias", {M});
-    m.fc2_w = source.load(mp + "linear_fc2.weight", {v.out_hidden_size, M});
-    m.fc2_b = source.load(mp + "linear_fc2.bias", {v.out_hidden_size});
-    m.postshuffle_norm = postshuffle;
-    return m;
-  };
-  w.merger = merger(p + "merger.", false);
-  for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
-    w.deepstack.push_back(merger(p + "deepstack_merger_list." + std::to_string(k) + ".", true));
-  }
+    load_members(m, merger_members, k);
+    m.postshuffle_norm = k >= 0;
+    if (k < 0) {
+      w.merger = std::move(m);
+    } else {
+      w.deepstack.push_back(std::move(m));
+    }
+  });
   return w;
 }
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/vision_weights.hpp ----
-// ---- begin aq/model/qwen3_vl/text_model.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/text_model.hpp ----
 // The Qwen3-VL text decoder on the CPU in fp32: forward of a [batch, seq] batch to logits and
 // the mean next-token loss, then the input-gradient backward (weights frozen) through every op,
 // reporting X, Y and dL/dY of each quantizable linear to a linear_observer. Matches transformers'
@@ -10219,16 +10746,6 @@ inline vision_weights load_vision_weights(const config& cfg, const weight_source
 
 
 namespace aq::qwen3_vl {
-
-// Token rows are b·seq + s throughout.
-struct text_batch {
-  std::int64_t batch = 0;
-  std::int64_t seq = 0;
-  std::vector<std::int64_t> input_ids;        // [batch·seq]
-  std::vector<std::uint8_t> attention_mask;   // [batch·seq], 1 = attended token, 0 = padding
-  std::vector<std::int64_t> position_ids;     // [3, batch·seq]; empty: rope_position_ids() of the text
-  std::vector<std::int64_t> labels;           // [batch·seq], -100 ignored; empty: no loss, no backward
-};
 
 // Vision features entering the decoder: rows replace the embeddings of the image-token positions
 // in row-major (b, s) order; deepstack[l] is added to those positions after decoder layer l.
@@ -10277,9 +10794,13 @@ class text_model {
     std::vector<float> r1, r2, rq, rk, lse;
   };
 
-  void notify(linear_observer* obs, bool backward, const std::string& name, const tensor& w, const tensor& x,
+  using module_id = schema::module_id;
+  using module_ref = schema::module_ref;
+
+  void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
               tensor& y, const tensor* g) const {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
                      g != nullptr ? g->matrix() : const_matrix_view{}};
     if (backward) {
@@ -10357,7 +10878,6 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   ac.key_valid = batch.attention_mask.data();
   ac.masked_rows = options.masked_rows;
 
-  auto layer_name = [](std::int64_t l, const char* module) { return text_layer_weight_prefix(l) + module; };
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
   };
@@ -10379,9 +10899,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
     cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
     cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
-    notify(observer, false, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, nullptr);
-    notify(observer, false, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, nullptr);
-    notify(observer, false, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, nullptr);
+    notify(observer, false, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, nullptr);
+    notify(observer, false, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, nullptr);
+    notify(observer, false, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, nullptr);
     s.q_rot = tensor({N, nh * hd});
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
@@ -10396,7 +10916,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                            s.lse.data());
     s.o_out = tensor({N, H});
     cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
-    notify(observer, false, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, nullptr);
+    notify(observer, false, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, nullptr);
     s.h_mid = s.h_in;
     for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
     s.m = tensor({N, H});
@@ -10406,13 +10926,13 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.up = tensor({N, I});
     cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
     cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
-    notify(observer, false, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, nullptr);
-    notify(observer, false, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, nullptr);
+    notify(observer, false, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, nullptr);
+    notify(observer, false, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, nullptr);
     s.act = tensor({N, I});
     cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
     s.down_out = tensor({N, H});
     cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
-    notify(observer, false, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, nullptr);
+    notify(observer, false, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, nullptr);
     h = s.h_mid;
     for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
     if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
@@ -10437,7 +10957,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   text_result result;
   result.logits = tensor({N, V});
   cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
-  notify(observer, false, "lm_head", lm, hn, result.logits, nullptr);
+  notify(observer, false, module_ref{module_id::lm_head}, lm, hn, result.logits, nullptr);
   if (!with_loss) return result;
 
   tensor dlogits({N, V});
@@ -10448,7 +10968,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   if (!options.backward) return result;
 
   // Backward: g is dL/d(residual stream) at the current point.
-  notify(observer, true, "lm_head", lm, hn, result.logits, &dlogits);
+  notify(observer, true, module_ref{module_id::lm_head}, lm, hn, result.logits, &dlogits);
   tensor dhn({N, H});
   cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
   dlogits = tensor();
@@ -10469,17 +10989,17 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
       }
     }
     // MLP
-    notify(observer, true, layer_name(l, "mlp.down_proj"), lw.down_proj, s.act, s.down_out, &g);
+    notify(observer, true, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, &g);
     cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
     cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
-    notify(observer, true, layer_name(l, "mlp.gate_proj"), lw.gate_proj, s.m, s.gate, &d_gate);
-    notify(observer, true, layer_name(l, "mlp.up_proj"), lw.up_proj, s.m, s.up, &d_up);
+    notify(observer, true, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, &d_gate);
+    notify(observer, true, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, &d_up);
     cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
     cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
     cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
                            true);
     // Attention
-    notify(observer, true, layer_name(l, "self_attn.o_proj"), lw.o_proj, s.attn, s.o_out, &g);
+    notify(observer, true, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, &g);
     cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
     cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
@@ -10489,9 +11009,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                            per_head(dq_raw, hd));
     cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
                            per_head(dk_raw, hd));
-    notify(observer, true, layer_name(l, "self_attn.q_proj"), lw.q_proj, s.a, s.q_raw, &dq_raw);
-    notify(observer, true, layer_name(l, "self_attn.k_proj"), lw.k_proj, s.a, s.k_raw, &dk_raw);
-    notify(observer, true, layer_name(l, "self_attn.v_proj"), lw.v_proj, s.a, s.v, &dv);
+    notify(observer, true, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, &dq_raw);
+    notify(observer, true, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, &dk_raw);
+    notify(observer, true, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, &dv);
     cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
     cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
     cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);
@@ -10503,8 +11023,8 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
 }
 
 }  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/text_model.hpp ----
-// ---- begin aq/model/qwen3_vl/vision_model.hpp ----
+// ---- end aq/backend/cpu/qwen3_vl/text_model.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/vision_model.hpp ----
 // The Qwen3-VL vision tower on the CPU in fp32: patch embedding, bilinear learned position grid,
 // 2-D rotary ViT blocks with per-image attention, the final 2×2 patch merger and the DeepStack
 // mergers tapped after chosen blocks; and the input-gradient backward from the visual token
@@ -10545,107 +11065,6 @@ struct vision_activations {
   vision_output out;
 };
 
-// Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
-// in merge-block row order and repeated per frame: [Σ t·h·w, D].
-inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
-  const std::int64_t D = table.dim(1);
-  const auto G = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(table.dim(0)))));
-  auto linspace = [&](std::int64_t n) {  // torch.linspace(0, G-1, n) in fp32
-    std::vector<float> v(static_cast<std::size_t>(n));
-    const float end = static_cast<float>(G - 1);
-    const float step = n > 1 ? end / static_cast<float>(n - 1) : 0.0f;
-    for (std::int64_t i = 0; i < n; ++i) {
-      v[static_cast<std::size_t>(i)] = i < n / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(n - 1 - i);
-    }
-    if (n == 1) v[0] = 0.0f;
-    return v;
-  };
-  std::int64_t rows = 0;
-  for (const grid_thw& g : grids) rows += g[0] * g[1] * g[2];
-  tensor out({rows, D});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    const std::int64_t t = g[0], h = g[1], w = g[2];
-    const std::vector<float> hs = linspace(h), ws = linspace(w);
-    tensor raster({h * w, D});
-    for (std::int64_t r = 0; r < h; ++r) {
-      const auto hf = static_cast<std::int64_t>(hs[static_cast<std::size_t>(r)]);
-      const std::int64_t hc = std::min(hf + 1, G - 1);
-      const float dh = hs[static_cast<std::size_t>(r)] - static_cast<float>(hf);
-      for (std::int64_t c = 0; c < w; ++c) {
-        const auto wf = static_cast<std::int64_t>(ws[static_cast<std::size_t>(c)]);
-        const std::int64_t wc = std::min(wf + 1, G - 1);
-        const float dw = ws[static_cast<std::size_t>(c)] - static_cast<float>(wf);
-        const std::int64_t idx[4] = {hf * G + wf, hf * G + wc, hc * G + wf, hc * G + wc};
-        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
-        float* dst = raster.data() + (r * w + c) * D;
-        for (std::int64_t e = 0; e < D; ++e) {
-          float s = table.data()[idx[0] * D + e] * wt[0];
-          for (int q = 1; q < 4; ++q) s = s + table.data()[idx[q] * D + e] * wt[q];
-          dst[e] = s;
-        }
-      }
-    }
-    for (std::int64_t f = 0; f < t; ++f) {
-      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
-        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
-          for (std::int64_t mh = 0; mh < merge; ++mh) {
-            for (std::int64_t mw = 0; mw < merge; ++mw) {
-              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
-              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
-// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
-// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
-// segment per image frame. Shared by the CPU and GPU towers.
-struct vision_rotary {
-  tensor cos, sin;
-  std::vector<cpu::attention_segment> segments;
-};
-
-inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
-  std::int64_t np = 0;
-  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
-  const std::vector<float> inv = cpu::rope_inv_freq(hd / 2, 10000.0);
-  const auto quarter = static_cast<std::int64_t>(inv.size());
-  vision_rotary out;
-  out.cos = tensor({np, hd});
-  out.sin = tensor({np, hd});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    for (std::int64_t f = 0; f < g[0]; ++f) {
-      out.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  out.cos.data()[row * hd + col] = std::cos(angle);
-                  out.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
 class vision_model {
  public:
   vision_model(const config& cfg, const vision_weights& weights) : cfg_(cfg), w_(weights) {
@@ -10663,17 +11082,14 @@ class vision_model {
                 linear_observer* observer = nullptr) const;
 
  private:
-  static std::string block_name(std::int64_t b, const char* module) {
-    return vision_weight_prefix() + "blocks." + std::to_string(b) + "." + module;
-  }
-  static std::string merger_name(std::int64_t k, const char* module) {
-    return k < 0 ? vision_weight_prefix() + "merger." + module
-                 : vision_weight_prefix() + "deepstack_merger_list." + std::to_string(k) + "." + module;
-  }
-  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+  using module_id = schema::module_id;
+  using module_ref = schema::module_ref;
+
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
                      const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
                      const const_matrix_view& g = {}) {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     const linear_call call{name, w, b.data(), x, y, g};
     if (backward) {
       obs->on_backward(call);
@@ -10682,10 +11098,11 @@ class vision_model {
     }
   }
   // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
-  static void notify(linear_observer* obs, bool backward, const std::string& name, const const_matrix_view& w,
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
                      const tensor& b, const const_matrix_view& x, const matrix_view& y,
                      const const_matrix_view& g = {}) {
     if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
     const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
     if (backward) {
       obs->on_backward(call);
@@ -10718,12 +11135,12 @@ class vision_model {
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
     s.fc1 = tensor({rows, M});
     cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
-    notify(obs, false, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
     s.act = tensor({rows, M});
     cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
     out = tensor({rows, mw.fc2_w.dim(0)});
     cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
-    notify(obs, false, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
   }
 
   // Adds dL/dx into g.
@@ -10731,13 +11148,13 @@ class vision_model {
                        const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    notify(obs, true, merger_name(k, "linear_fc2"), mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
+    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
            d_out.matrix());
     tensor d_act({rows, M});
     cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
     cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    notify(obs, true, merger_name(k, "linear_fc1"), mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
+    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
     cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
     if (mw.postshuffle_norm) {
@@ -10778,7 +11195,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   a.pixels = pixels;
   a.patch_out = tensor({np, D});
   cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
-  notify(observer, false, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
          pixels.matrix(), a.patch_out.matrix());
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
@@ -10808,7 +11225,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
                             s.rstd1.data());
     s.qkv = tensor({np, 3 * D});
     cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
-    notify(observer, false, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
     s.q_rot = tensor({np, D});
     s.k_rot = tensor({np, D});
     for (std::int64_t i = 0; i < np; ++i) {
@@ -10823,7 +11240,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
     s.proj_out = tensor({np, D});
     cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
-    notify(observer, false, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
            s.proj_out.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
@@ -10834,12 +11251,12 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
                             s.rstd2.data());
     s.fc1 = tensor({np, I});
     cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
-    notify(observer, false, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
     s.act = tensor({np, I});
     cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
     s.fc2 = tensor({np, D});
     cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
-    notify(observer, false, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
     h = s.x_mid;
     for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
@@ -10879,16 +11296,16 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     }
     const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
-    notify(observer, true, block_name(b, "mlp.linear_fc2"), bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
+    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
            g.matrix());
     cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
     cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
-    notify(observer, true, block_name(b, "mlp.linear_fc1"), bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
+    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
            d_act.matrix());
     cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
     cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
                              g.matrix(), true);
-    notify(observer, true, block_name(b, "attn.proj"), bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
            s.proj_out.matrix(), g.matrix());
     cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
     const matrix_view dq{dqkv.data(), np, D, 3 * D};
@@ -10899,20 +11316,20 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
                             d_attn.matrix(), dq, dk, dv);
     cpu::rope_backward(dq, heads, a.cos, a.sin);
     cpu::rope_backward(dk, heads, a.cos, a.sin);
-    notify(observer, true, block_name(b, "attn.qkv"), bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
+    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
            dqkv.matrix());
     cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
     s = vision_activations::block_state();
   }
-  notify(observer, true, vision_weight_prefix() + "patch_embed.proj", w_.patch_w.matrix(), w_.patch_b,
+  notify(observer, true, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
          a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
 }
 
 }  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/vision_model.hpp ----
-// ---- begin aq/model/qwen3_vl/vl_model.hpp ----
+// ---- end aq/backend/cpu/qwen3_vl/vision_model.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/vl_model.hpp ----
 // Qwen3-VL end to end on the CPU: the vision tower's visual tokens replace the image
 // placeholders, its DeepStack features are added after the first decoder layers, and the loss
 // gradient flows back from the decoder into the tower. Text-only batches skip the tower.
@@ -10923,12 +11340,6 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
 
 
 namespace aq::qwen3_vl {
-
-// pixel_values [Σ t·h·w, C·Tp·P·P] and one grid per image, images in placeholder order.
-struct image_batch {
-  tensor pixel_values;
-  std::vector<grid_thw> grids;
-};
 
 class vl_model {
  public:
@@ -10972,7 +11383,7 @@ class vl_model {
 };
 
 }  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/vl_model.hpp ----
+// ---- end aq/backend/cpu/qwen3_vl/vl_model.hpp ----
 // ---- begin aq/model/qwen3_vl/text_batch_padding.hpp ----
 // Leading padding a left-padded text batch can lose without changing calibration or gradient
 // scores. Under SDPA masking (a query with no allowed key yields zeros), a padding token whose
@@ -10994,7 +11405,7 @@ class vl_model {
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
 // tokens (its activations, saved layer inputs and scratch shrink with it). Attention never crosses
 // sequences, so the micro-batches compute the same rows; the loss mean must use the whole batch's
-// target count (cpu::causal_lm_targets(...).count) for dL/dY to stay the same.
+// target count (causal_lm_targets(...).count) for dL/dY to stay the same.
 
 #include <algorithm>
 #include <cstdint>
@@ -11085,7 +11496,7 @@ inline std::int64_t droppable_padding_columns(const text_batch& b) {
     while (c <= k) {
       const auto i = static_cast<std::size_t>(row + c);
       const bool padding = b.attention_mask[i] == 0 && b.input_ids[i] == pad_id;
-      const bool target_ignored = c == 0 || b.labels.empty() || b.labels[i] == cpu::ignore_index;
+      const bool target_ignored = c == 0 || b.labels.empty() || b.labels[i] == ignore_index;
       if (!padding || !target_ignored) break;
       ++c;
     }
@@ -11110,7 +11521,7 @@ inline text_batch trim_padding(const text_batch& b) { return drop_leading_column
 // ---- end aq/model/qwen3_vl/text_batch_padding.hpp ----
 
 // AutoQuant: scorers and the engine
-// ---- begin aq/score/quantized_linear.hpp ----
+// ---- begin aq/backend/cpu/score/quantized_linear.hpp ----
 // One recipe applied to one linear module at run time: fake-quantize its weight (calibrated from
 // the weight) and its input (with a calibrated per-tensor amax) and recompute its output. The
 // bridge from a recipe name to the typed quantizer kernels, used by calibration and both scorers.
@@ -11239,8 +11650,8 @@ inline tensor quantized_linear_forward(const recipe_kernels& kernels, const quan
 }
 
 }  // namespace aq::score
-// ---- end aq/score/quantized_linear.hpp ----
-// ---- begin aq/score/calibrated_recipes.hpp ----
+// ---- end aq/backend/cpu/score/quantized_linear.hpp ----
+// ---- begin aq/backend/cpu/score/calibrated_recipes.hpp ----
 // What the scorers need from calibration: for every scored module the per-tensor amax of its
 // input over the calibration batches, and for every (module, recipe) the fake-quantized weight
 // with its amax, built once on first use and reused for every score batch.
@@ -11343,7 +11754,7 @@ class calibrated_recipes {
 };
 
 }  // namespace aq::score
-// ---- end aq/score/calibrated_recipes.hpp ----
+// ---- end aq/backend/cpu/score/calibrated_recipes.hpp ----
 // ---- begin aq/score/monotone_clamp.hpp ----
 // Monotone clamp of a group's raw scores along its candidate list (ascending effective bits,
 // NONE last): a less aggressive recipe never scores above a more aggressive one. The step between
@@ -11383,7 +11794,7 @@ inline std::vector<double> monotone_clamp(std::span<const double> raw, clamp_rul
 
 }  // namespace aq::score
 // ---- end aq/score/monotone_clamp.hpp ----
-// ---- begin aq/score/gradient_scorer.hpp ----
+// ---- begin aq/backend/cpu/score/gradient_scorer.hpp ----
 // ModelOpt's gradient score (AutoQuantize "gradient"): for each module m and recipe r,
 // S(m, r) = Σ_batches Σ_i (dL/dY_i)² · (Y_r,i − Y_i)², with Y_r recomputed from the same
 // unquantized input X with only m's quantizers on. A linear_observer fed by the model backward.
@@ -11453,8 +11864,8 @@ class gradient_scorer : public qwen3_vl::linear_observer {
 };
 
 }  // namespace aq::score
-// ---- end aq/score/gradient_scorer.hpp ----
-// ---- begin aq/score/kl_div_scorer.hpp ----
+// ---- end aq/backend/cpu/score/gradient_scorer.hpp ----
+// ---- begin aq/backend/cpu/score/kl_div_scorer.hpp ----
 // ModelOpt's kl_div score (AutoQuantize "kl_div", 0.40+): for each group g and recipe r,
 // S(g, r) = Σ_batches −Σ_tokens Σ_vocab p · log q, p the unquantized next-token distribution and
 // q the one with only g's quantizers on. That is the cross-entropy H(p, q) = H(p) + KL(p‖q), summed
@@ -11558,8 +11969,8 @@ class quantized_group_forward : public qwen3_vl::linear_observer {
 };
 
 }  // namespace aq::score
-// ---- end aq/score/kl_div_scorer.hpp ----
-// ---- begin aq/autoquant/scope.hpp ----
+// ---- end aq/backend/cpu/score/kl_div_scorer.hpp ----
+// ---- begin aq/search/scope.hpp ----
 // Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
 // `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
 // patterns on module names. A group with any member matching a pattern is disabled (NONE only,
@@ -11693,8 +12104,8 @@ inline bool matches_any(std::span<const std::string> patterns, std::string_view 
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/scope.hpp ----
-// ---- begin aq/autoquant/cost_model.hpp ----
+// ---- end aq/search/scope.hpp ----
+// ---- begin aq/search/cost_model.hpp ----
 // ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
 // unquantized), the effective-bits denominator counts every candidate module (disabled ones at
 // 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
@@ -11705,6 +12116,9 @@ inline bool matches_any(std::span<const std::string> patterns, std::string_view 
 
 
 namespace aq::autoquant {
+
+// The budget a run searches under when none is given (effective bits over the searched weights).
+inline constexpr double default_effective_bits = 6.0;
 
 // Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
 // whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
@@ -11729,8 +12143,8 @@ inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/cost_model.hpp ----
-// ---- begin aq/autoquant/search_space.hpp ----
+// ---- end aq/search/cost_model.hpp ----
+// ---- begin aq/search/search_space.hpp ----
 // The search space of one run: the model's quantizable modules, their ModelOpt groups, the
 // ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
 // Built before any model work, so that bad formats or budgets fail before files are written.
@@ -11881,9 +12295,18 @@ inline void check_budget(const search_space& space, double budget_bits, double r
               quant::python_float_repr(cheapest.effective_bits) + " bits)");
 }
 
+// The whole-model budget B' a run searches under (adjusted_budget_bits when `adjust`, else the
+// request itself), checked against the least reachable effective bits (check_budget).
+inline double checked_budget_bits(const search_space& space, double requested_bits, bool adjust) {
+  const double budget =
+      adjust ? adjusted_budget_bits(requested_bits, space.total_params, space.disabled_params) : requested_bits;
+  check_budget(space, budget, requested_bits);
+  return budget;
+}
+
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/search_space.hpp ----
-// ---- begin aq/autoquant/model_runner.hpp ----
+// ---- end aq/search/search_space.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/model_runner.hpp ----
 // How the engine runs the model: batch i forward (and, for gradient scoring, the backward of the
 // LM loss) with an observer that sees every quantizable linear. Converts io's calibration batches
 // to the CPU Qwen3-VL model's inputs once; calibration and scoring then only name batch indices.
@@ -11974,8 +12397,8 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/model_runner.hpp ----
-// ---- begin aq/autoquant/progress.hpp ----
+// ---- end aq/backend/cpu/qwen3_vl/model_runner.hpp ----
+// ---- begin aq/core/progress.hpp ----
 // Progress of the long stages (calibration, scoring): the engine reports (stage, done, total);
 // the driver shows a one-line bar with rate and ETA on stderr, only when stderr is a terminal.
 
@@ -12040,16 +12463,82 @@ class terminal_progress {
 };
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/progress.hpp ----
-// ---- begin aq/autoquant/engine.hpp ----
-// The AutoQuant engine: calibrate every candidate recipe, score every group (gradient or kl_div),
-// clamp scores monotone, allocate with the exact knapsack under the effective-bits budget, and
-// fill the report model (+ quantizer state) the writers turn into files. No format is named here.
+// ---- end aq/core/progress.hpp ----
+// ---- begin aq/score/scoring_backend.hpp ----
+// What the AutoQuant pipeline asks of whatever runs the model (the CPU reference, the GPU): max
+// calibration, raw scores, and the calibrated quantizer state. The pipeline (engine.hpp) owns
+// everything after that: budget, group sums, clamp, search, reports and the state export.
 
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// A calibrated weight quantizer's amax as ModelOpt stores it (`_amax` values and shape); empty
+// values when the recipe leaves weights unquantized or the module never ran.
+struct weight_amax {
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+
+// Candidates are the search space's quantizing ones (NONE excluded), in candidate order; modules
+// are the search space's. Calibration runs before any scoring.
+class scoring_backend {
+ public:
+  virtual ~scoring_backend() = default;
+
+  // Calibration batches the backend holds (the pipeline runs at most this many steps).
+  virtual std::size_t num_batches() const = 0;
+
+  // Max calibration of every scored module's input and of every (module, candidate) weight
+  // over the first `steps` batches of the unquantized network.
+  virtual void calibrate(std::size_t steps, const progress_callback& progress) = 0;
+
+  // Gradient (Fisher) score of every module under every candidate over the first `steps`
+  // batches, [module][candidate]; the pipeline sums groups from them (group_sums).
+  virtual std::vector<std::vector<double>> gradient_module_scores(std::size_t steps,
+                                                                  const progress_callback& progress) = 0;
+
+  // KL-div score of every configurable group under every candidate over the first `steps`
+  // batches, [group][candidate]; non-configurable groups empty.
+  virtual std::vector<std::vector<double>> kl_div_group_scores(std::size_t steps,
+                                                               const progress_callback& progress) = 0;
+
+  // The calibrated state. A module that never ran during calibration has none.
+  virtual bool module_ran(std::size_t module) const = 0;
+  virtual weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const = 0;
+  virtual float input_amax(std::size_t module) const = 0;
+};
+
+// Raw scores per group from per-module ones: every configurable group's members summed in module
+// order (the order every backend's scores have always been summed in), non-configurable empty.
+inline std::vector<std::vector<double>> group_sums(const search_space& space,
+                                                   const std::vector<std::vector<double>>& module_scores) {
+  const std::size_t candidates = space.candidates.size() - 1;
+  std::vector<std::vector<double>> raw(space.groups.size());
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    raw[g].assign(candidates, 0.0);
+    for (std::size_t r = 0; r < candidates; ++r) {
+      for (const std::size_t m : space.groups[g].members) raw[g][r] += module_scores[m][r];
+    }
+  }
+  return raw;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/score/scoring_backend.hpp ----
+// ---- begin aq/engine/engine.hpp ----
+// The AutoQuant pipeline: budget, calibration and scoring through a scoring_backend (CPU or GPU),
+// monotone clamp, exact knapsack under the effective-bits budget, and the report model (+
+// quantizer state) the writers turn into files. No format and no hardware is named here.
+
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12075,7 +12564,7 @@ struct engine_options {
   score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
   std::int64_t num_calib_steps = 1;  // first batches used for calibration
   std::int64_t num_score_steps = 1;  // first batches used for scoring
-  double effective_bits = 8.0;       // requested budget b
+  double effective_bits = default_effective_bits;  // requested budget b
   bool adjust_budget = true;         // B' of the reference LM-only driver when groups are disabled
   bool custom_names = false;         // show every recipe as CUSTOM_<i> (the reference's custom configs)
   // Report metadata (the manifest's scheme/model/dataset objects).
@@ -12121,105 +12610,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Calibration pass: every scored module's input amax and every (module, recipe) weight.
-class calibration_observer : public qwen3_vl::linear_observer {
- public:
-  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
-  void on_forward(const qwen3_vl::linear_call& call) override {
-    const auto m = calib_.module_index(call.name);
-    if (!m || !calib_.active(*m)) return;
-    calib_.observe_input(*m, call.input);
-    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
-  }
-
- private:
-  score::calibrated_recipes& calib_;
-};
-
-inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
-                            std::size_t total) {
-  if (progress) progress(stage, done, total);
-}
-
 }  // namespace detail
-
-// The calibrated recipes of a search space (kernels of every quantizing candidate).
-template <class List = recipes::all_recipes>
-score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
-  std::vector<score::recipe_kernels> kernels;
-  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
-    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
-  }
-  std::vector<bool> active(space.modules.size(), false);
-  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
-  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
-}
-
-// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
-// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
-// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
-inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
-                      const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  detail::calibration_observer observer(calibration);
-  detail::report_progress(progress, "calibration", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::calibrate, &observer);
-    detail::report_progress(progress, "calibration", b + 1, n);
-  }
-}
-
-// Raw scores per group and quantizing candidate (NONE excluded), group order.
-inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
-                                                        score::calibrated_recipes& calibration, std::int64_t steps,
-                                                        const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  score::gradient_scorer scorer(calibration);
-  detail::report_progress(progress, "scoring", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::gradient, &scorer);
-    detail::report_progress(progress, "scoring", b + 1, n);
-  }
-  std::vector<std::vector<double>> raw(space.groups.size());
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (!space.configurable(g)) continue;
-    raw[g].assign(calibration.num_recipes(), 0.0);
-    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-      for (const std::size_t m : space.groups[g].members) raw[g][r] += scorer.module_score(m, r);  // module order
-    }
-  }
-  return raw;
-}
-
-inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
-                                                      score::calibrated_recipes& calibration, std::int64_t steps,
-                                                      const progress_callback& progress = {}) {
-  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-  std::vector<std::size_t> configurable;
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (space.configurable(g)) configurable.push_back(g);
-  }
-  std::vector<std::vector<double>> raw(space.groups.size());
-  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
-  score::quantized_group_forward observer(calibration);
-  const std::size_t total = n * configurable.size();
-  detail::report_progress(progress, "scoring", 0, total);
-  std::size_t done = 0;
-  for (std::size_t b = 0; b < n; ++b) {
-    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
-    for (const std::size_t g : configurable) {
-      std::vector<bool> in_group(space.modules.size(), false);
-      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
-      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-        observer.select(in_group, r);
-        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
-        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
-      }
-      detail::report_progress(progress, "scoring", ++done, total);
-    }
-  }
-  return raw;
-}
 
 // Fills a report model from a search space, its (clamped) scores and the selection.
 inline io::report_model build_report(const search_space& space, const engine_options& options, double budget_bits,
@@ -12270,42 +12661,63 @@ inline io::report_model build_report(const search_space& space, const engine_opt
   return report;
 }
 
-// The whole run. Throws aq::error (before any model work) when the budget is unreachable.
-template <class List = recipes::all_recipes>
-autoquant_result run_autoquant(const search_space& space, const model_runner& runner, const engine_options& options,
-                               const progress_callback& progress = {}) {
-  autoquant_result result;
-  result.budget_bits = options.adjust_budget
-                           ? adjusted_budget_bits(options.effective_bits, space.total_params, space.disabled_params)
-                           : options.effective_bits;
-  check_budget(space, result.budget_bits, options.effective_bits);
-  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
-    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+// Quantizer state of the chosen recipes, module order: a module that never ran has none (as in
+// ModelOpt); a weight amax only when the recipe quantizes weights, an input amax only when it
+// quantizes inputs.
+inline std::vector<quantizer_amax> quantizer_state(const search_space& space, const std::vector<std::size_t>& chosen,
+                                                   const scoring_backend& backend) {
+  std::vector<quantizer_amax> state;
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const std::size_t c = chosen[space.module_group[m]];
+    if (c == space.none_index() || !backend.module_ran(m)) continue;
+    const std::string& name = space.module_names[m];
+    weight_amax w = backend.weight_amax_of(m, c);
+    if (!w.values.empty()) state.push_back({name + ".weight_quantizer._amax", std::move(w.shape), std::move(w.values)});
+    if (space.candidates[c].recipe->input.enabled) {
+      state.push_back({name + ".input_quantizer._amax", {}, {backend.input_amax(m)}});
+    }
   }
-  if (runner.num_batches == 0) throw error("autoquant: no calibration batches");
-  result.num_calib_steps = std::min<std::int64_t>(options.num_calib_steps, static_cast<std::int64_t>(runner.num_batches));
-  result.num_score_steps = std::min<std::int64_t>(options.num_score_steps, static_cast<std::int64_t>(runner.num_batches));
+  return state;
+}
 
-  score::calibrated_recipes calibration = make_calibrated_recipes<List>(space);
-  auto start = std::chrono::steady_clock::now();
-  calibrate(runner, calibration, result.num_calib_steps, progress);
-  result.timings.calibration = detail::seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
-  const std::vector<std::vector<double>> quantized =
-      options.method == score_method::gradient
-          ? gradient_scores(space, runner, calibration, result.num_score_steps, progress)
-          : kl_div_scores(space, runner, calibration, result.num_score_steps, progress);
-  result.timings.scoring = detail::seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
+// Raw scores (NONE appended at 0) and their monotone clamp per group, into `result`.
+inline void clamp_scores(const search_space& space, const std::vector<std::vector<double>>& quantized,
+                         score::clamp_rule clamp, autoquant_result& result) {
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
     result.choices.push_back(space.choices(g));
     std::vector<double> raw = quantized[g];
     raw.push_back(0.0);  // NONE
-    result.scores.push_back(score::monotone_clamp(raw, options.clamp));
+    result.scores.push_back(score::monotone_clamp(raw, clamp));
     result.raw_scores.push_back(std::move(raw));
   }
+}
+
+// The whole run. Throws aq::error (before any model work) when the budget is unreachable.
+inline autoquant_result run_autoquant(const search_space& space, scoring_backend& backend,
+                                      const engine_options& options, const progress_callback& progress = {}) {
+  autoquant_result result;
+  result.budget_bits = checked_budget_bits(space, options.effective_bits, options.adjust_budget);
+  if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
+    throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
+  }
+  const auto batches = static_cast<std::int64_t>(backend.num_batches());
+  if (batches == 0) throw error("autoquant: no calibration batches");
+  result.num_calib_steps = std::min(options.num_calib_steps, batches);
+  result.num_score_steps = std::min(options.num_score_steps, batches);
+
+  auto start = std::chrono::steady_clock::now();
+  backend.calibrate(static_cast<std::size_t>(result.num_calib_steps), progress);
+  result.timings.calibration = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  const auto steps = static_cast<std::size_t>(result.num_score_steps);
+  const std::vector<std::vector<double>> quantized =
+      options.method == score_method::gradient ? group_sums(space, backend.gradient_module_scores(steps, progress))
+                                               : backend.kl_div_group_scores(steps, progress);
+  result.timings.scoring = detail::seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  clamp_scores(space, quantized, options.clamp, result);
   const search::allocation_problem problem = cost_problem(space, result.scores);
   const search::pareto_front front(problem);
   result.allocation = front.at_bits(result.budget_bits);
@@ -12314,25 +12726,176 @@ autoquant_result run_autoquant(const search_space& space, const model_runner& ru
   }
   result.report = build_report(space, options, result.budget_bits, result.choices, result.scores, result.allocation, front);
   result.timings.search = detail::seconds_since(start);
-
-  // Quantizer state of the chosen recipes (modules that never ran have none, as in ModelOpt).
-  for (std::size_t m = 0; m < space.modules.size(); ++m) {
-    const std::size_t c = result.chosen[space.module_group[m]];
-    if (c == space.none_index()) continue;
-    const std::string& name = space.module_names[m];
-    if (const score::quantized_weight* w = calibration.cached_weight(m, c); w != nullptr && !w->amax.empty()) {
-      result.state.push_back({name + ".weight_quantizer._amax", w->amax_shape, w->amax});
-    }
-    if (calibration.recipe(c).input_enabled && calibration.has_input_amax(m)) {
-      result.state.push_back({name + ".input_quantizer._amax", {}, {calibration.input_amax(m)}});
-    }
-  }
+  result.state = quantizer_state(space, result.chosen, backend);
   return result;
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/engine.hpp ----
-// ---- begin aq/autoquant/outputs.hpp ----
+// ---- end aq/engine/engine.hpp ----
+// ---- begin aq/backend/cpu/score/cpu_backend.hpp ----
+// The CPU scoring backend: the fp32 reference model (model_runner) with calibrated_recipes and the
+// CPU gradient and KL-div scorers, behind the pipeline's scoring_backend interface. The stage
+// functions (calibrate, gradient_scores, kl_div_scores) are usable on their own too.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+namespace detail {
+
+// Calibration pass: every scored module's input amax and every (module, recipe) weight.
+class calibration_observer : public qwen3_vl::linear_observer {
+ public:
+  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
+  void on_forward(const qwen3_vl::linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.observe_input(*m, call.input);
+    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
+  }
+
+ private:
+  score::calibrated_recipes& calib_;
+};
+
+inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
+                            std::size_t total) {
+  if (progress) progress(stage, done, total);
+}
+
+inline std::size_t steps_within(const model_runner& runner, std::int64_t steps) {
+  return static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
+}
+
+}  // namespace detail
+
+// The calibrated recipes of a search space (kernels of every quantizing candidate).
+template <class List = recipes::all_recipes>
+score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
+  std::vector<score::recipe_kernels> kernels;
+  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
+    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
+  }
+  std::vector<bool> active(space.modules.size(), false);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
+  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
+}
+
+// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
+// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
+// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
+inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
+                      const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  detail::calibration_observer observer(calibration);
+  detail::report_progress(progress, "calibration", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, model_pass::calibrate, &observer);
+    detail::report_progress(progress, "calibration", b + 1, n);
+  }
+}
+
+// Gradient scores per module and quantizing candidate (NONE excluded), [module][candidate].
+inline std::vector<std::vector<double>> gradient_module_scores(const model_runner& runner,
+                                                               score::calibrated_recipes& calibration,
+                                                               std::int64_t steps,
+                                                               const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  score::gradient_scorer scorer(calibration);
+  detail::report_progress(progress, "scoring", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, model_pass::gradient, &scorer);
+    detail::report_progress(progress, "scoring", b + 1, n);
+  }
+  std::vector<std::vector<double>> scores(calibration.num_modules());
+  for (std::size_t m = 0; m < scores.size(); ++m) {
+    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) scores[m].push_back(scorer.module_score(m, r));
+  }
+  return scores;
+}
+
+// Raw gradient scores per group and quantizing candidate (NONE excluded), group order.
+inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
+                                                        score::calibrated_recipes& calibration, std::int64_t steps,
+                                                        const progress_callback& progress = {}) {
+  return group_sums(space, gradient_module_scores(runner, calibration, steps, progress));
+}
+
+// Raw KL-div scores per group and quantizing candidate (NONE excluded), group order.
+inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
+                                                      score::calibrated_recipes& calibration, std::int64_t steps,
+                                                      const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  std::vector<std::size_t> configurable;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (space.configurable(g)) configurable.push_back(g);
+  }
+  std::vector<std::vector<double>> raw(space.groups.size());
+  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
+  score::quantized_group_forward observer(calibration);
+  const std::size_t total = n * configurable.size();
+  detail::report_progress(progress, "scoring", 0, total);
+  std::size_t done = 0;
+  for (std::size_t b = 0; b < n; ++b) {
+    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
+    for (const std::size_t g : configurable) {
+      std::vector<bool> in_group(space.modules.size(), false);
+      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
+      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
+        observer.select(in_group, r);
+        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
+        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
+      }
+      detail::report_progress(progress, "scoring", ++done, total);
+    }
+  }
+  return raw;
+}
+
+// The stage functions above behind the pipeline's interface. The search space (and the model the
+// runner runs) must outlive the backend.
+class cpu_scoring_backend final : public scoring_backend {
+ public:
+  cpu_scoring_backend(const search_space& space, model_runner runner)
+      : cpu_scoring_backend(space, std::move(runner), make_calibrated_recipes(space)) {}
+  // Recipes of another compile-time list: make_calibrated_recipes<List>(space).
+  cpu_scoring_backend(const search_space& space, model_runner runner, score::calibrated_recipes calibration)
+      : space_(space), runner_(std::move(runner)), calibration_(std::move(calibration)) {}
+
+  std::size_t num_batches() const override { return runner_.num_batches; }
+  void calibrate(std::size_t steps, const progress_callback& progress) override {
+    autoquant::calibrate(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  std::vector<std::vector<double>> gradient_module_scores(std::size_t steps, const progress_callback& progress) override {
+    return autoquant::gradient_module_scores(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  std::vector<std::vector<double>> kl_div_group_scores(std::size_t steps, const progress_callback& progress) override {
+    return autoquant::kl_div_scores(space_, runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  bool module_ran(std::size_t module) const override { return calibration_.has_input_amax(module); }
+  weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const override {
+    const score::quantized_weight* w = calibration_.cached_weight(module, candidate);
+    if (w == nullptr) return {};
+    return {w->amax_shape, w->amax};
+  }
+  float input_amax(std::size_t module) const override { return calibration_.input_amax(module); }
+
+  const score::calibrated_recipes& calibration() const { return calibration_; }
+
+ private:
+  const search_space& space_;
+  model_runner runner_;
+  score::calibrated_recipes calibration_;
+};
+
+}  // namespace aq::autoquant
+// ---- end aq/backend/cpu/score/cpu_backend.hpp ----
+// ---- begin aq/cli/outputs.hpp ----
 // The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
 // formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
 // (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
@@ -12425,8 +12988,8 @@ inline void write_outputs(const std::filesystem::path& directory, const search_s
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/outputs.hpp ----
-// ---- begin aq/autoquant/options.hpp ----
+// ---- end aq/cli/outputs.hpp ----
+// ---- begin aq/cli/options.hpp ----
 // Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
 // sizes, outputs; the named presets that reproduce the reference runs; and the command-line
 // parser and --help text (the recipe table comes from the registry).
@@ -12460,11 +13023,22 @@ inline std::string bundled_captions(const std::optional<std::string>& size) {
   return "captions/coco2017_captions_" + size.value_or("medium") + ".txt";
 }
 
+// How --device cuda runs (flags refused with --device cpu).
+struct gpu_options {
+  std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
+  std::string activations = "auto";  // auto | saved | recompute
+  double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
+  double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
+  std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
+  bool profile_kernels = false;
+  std::optional<std::string> first_flag;  // the first GPU flag given (named when --device cpu refuses it)
+};
+
 struct driver_options {
   std::optional<std::string> model_dir;  // empty: the built-in default model
   std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
-  double effective_bits = 6.0;
+  double effective_bits = default_effective_bits;
   scope_preset scope = scope_preset::lm;
   std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
   std::vector<std::string> disable;
@@ -12492,6 +13066,10 @@ struct driver_options {
   std::optional<std::string> coverage_mode;
   std::vector<std::string> quant_formats;
   std::optional<std::string> dataset_name;
+  // Where calibration and scoring run: "cpu" or "cuda"; empty: the program's default (cuda when
+  // the build has CUDA and a GPU is present, else cpu; aq-autoquant-cuda: cuda).
+  std::optional<std::string> device;
+  gpu_options gpu;
   bool help = false;
 };
 
@@ -12596,6 +13174,38 @@ inline std::int64_t parse_int(std::string_view flag, const std::string& text, st
     throw error(std::string(flag) + ": " + text + " is out of range (must be " + range + ")");
   }
   return value;
+}
+
+// A size in GiB: a number, then the range.
+inline double parse_gib(std::string_view flag, const std::string& text) {
+  const double v = parse_double(flag, text);
+  if (!(v >= 0.0) || v > 1e6) throw error(std::string(flag) + ": expected a size in GiB >= 0, got '" + text + "'");
+  return v;
+}
+
+// The --device cuda flags; false when `flag` is none of them. `value` takes the flag's value.
+template <class Value>
+bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
+  if (flag == "--gpu-attention") {
+    g.attention = value();
+    if (g.attention != "tc" && g.attention != "fp32") throw error("--gpu-attention: expected tc or fp32, got " + g.attention);
+  } else if (flag == "--activations") {
+    g.activations = value();
+    if (g.activations != "auto" && g.activations != "saved" && g.activations != "recompute") {
+      throw error("--activations: expected auto, saved or recompute, got " + g.activations);
+    }
+  } else if (flag == "--profile-kernels") {
+    g.profile_kernels = true;
+  } else if (flag == "--weight-cache-gib") {
+    g.weight_cache_gib = parse_gib(flag, value());
+  } else if (flag == "--memory-budget-gib") {
+    g.memory_budget_gib = parse_gib(flag, value());
+  } else if (flag == "--micro-batch") {
+    g.micro_batch = parse_int(flag, value(), 1);
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -12704,6 +13314,11 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.dump_batches = value();
     } else if (flag == "--result-json") {
       o.result_json = value();
+    } else if (flag == "--device") {
+      o.device = value();
+      if (*o.device != "cpu" && *o.device != "cuda") throw error("--device: expected cpu or cuda, got '" + *o.device + "'");
+    } else if (detail::parse_gpu_flag(o.gpu, flag, value)) {
+      if (!o.gpu.first_flag) o.gpu.first_flag = flag;
     } else {
       throw error("unknown argument '" + flag + "' (see --help)");
     }
@@ -12762,6 +13377,24 @@ search
   --custom-names          show every recipe as CUSTOM_<i> in reports (reference custom configs)
   --preset NAME           a reference run (flags after it override); see below
 
+device
+  --device cpu|cuda       where calibration and scoring run: cpu (fp32 reference) or cuda (bf16
+                          weights and GEMMs, fp32 accumulation); default cuda when this build has
+                          CUDA and a GPU is present, else cpu (aq-autoquant-cuda: cuda)
+  --gpu-attention tc|fp32 bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the
+                          decoder and the vision tower
+  --activations auto|saved|recompute
+                          keep every layer's activations for the backward (auto: when they fit
+                          with 8 GiB to spare) or recompute them per layer
+  --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
+  --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
+                          then caches quantized weights in the rest; halves the sequences per device
+                          pass until the minimum fits (error if one sequence does not)
+  --micro-batch N         device passes of at most N sequences, or of N x --seq-len tokens of packed
+                          trimmed sequences (same scores, less memory)
+  --profile-kernels       GPU time per kernel class (CUDA events; adds a little overhead)
+                          (the flags after --device are for cuda; --device cpu refuses them)
+
 output
   --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},
                           NAME_autoquant_state.safetensors, NAME_autoquant.log (required)
@@ -12786,8 +13419,8 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/options.hpp ----
-// ---- begin aq/autoquant/calib_inputs.hpp ----
+// ---- end aq/cli/options.hpp ----
+// ---- begin aq/cli/calib_inputs.hpp ----
 // The calibration batches a driver builds from its data flag: caption lines tokenized and
 // left-padded into fixed batches, or image-caption JSON lines with each image preprocessed for
 // the model (one sample per batch). Shared by the CPU and GPU drivers.
@@ -12832,8 +13465,8 @@ inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokeniz
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/calib_inputs.hpp ----
-// ---- begin aq/autoquant/result_json.hpp ----
+// ---- end aq/cli/calib_inputs.hpp ----
+// ---- begin aq/cli/result_json.hpp ----
 // Machine-readable run summary for the side-by-side comparison with ModelOpt (schema
 // "aq.autoquant.compare/v1", benchmarks/modelopt/README.md), and the calibration batches as a
 // safetensors file (input_ids, attention_mask, labels: int64 [N, T]) so ModelOpt can run on them.
@@ -13115,14 +13748,15 @@ inline std::string render_result_json(const search_space& space, const autoquant
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/result_json.hpp ----
-// ---- begin aq/autoquant/default_model.hpp ----
+// ---- end aq/cli/result_json.hpp ----
+// ---- begin aq/cli/default_model.hpp ----
 // The built-in default model: a small Qwen3-VL (real Qwen3 vocabulary, tiny decoder and vision
 // tower) whose weights are generated deterministically in code from a seed, so the demo and the
 // tests run anywhere in seconds without a checkpoint. Weights are bf16 values, like a checkpoint.
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13180,17 +13814,21 @@ inline std::uint64_t fnv1a(std::string_view text) {
 }  // namespace detail
 
 // A weight source that invents every tensor from (seed, name): uniform values scaled like a
-// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings),
-// rounded to bf16. The same seed and name always give the same bytes, on every platform.
+// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings;
+// the role is the schema row's), rounded to bf16. The same seed and name always give the same
+// bytes, on every platform.
 inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
   qwen3_vl::weight_source source;
   source.contains = [](const std::string&) { return true; };
   source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
     tensor out(shape);
     std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
-    const bool is_bias = name.ends_with(".bias");
-    const bool is_norm = name.find("norm") != std::string::npos;
-    const bool is_embedding = name.find("embed_tokens") != std::string::npos || name.find("pos_embed") != std::string::npos;
+    const std::optional<qwen3_vl::schema::tensor_ref> ref = qwen3_vl::schema::find_tensor(name);
+    if (!ref) throw error("generated weights: " + name + " is not a Qwen3-VL tensor");
+    const qwen3_vl::schema::module_spec& module = qwen3_vl::schema::spec(ref->module);
+    const bool is_bias = ref->kind == qwen3_vl::schema::tensor_kind::bias;
+    const bool is_norm = qwen3_vl::schema::is_norm(module);
+    const bool is_embedding = module.kind == qwen3_vl::schema::role::embedding;
     std::int64_t fan_in = 1;
     for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
     for (float& x : out.storage()) {
@@ -13225,8 +13863,8 @@ inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::ui
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/default_model.hpp ----
-// ---- begin aq/autoquant/bundled_data.hpp ----
+// ---- end aq/cli/default_model.hpp ----
+// ---- begin aq/cli/bundled_data.hpp ----
 // Where the drivers find the bundled data (data/: COCO captions, the Qwen3 tokenizer, photos) from
 // any working directory: $AQ_DATA_DIR alone when set; otherwise next to the running executable
 // (installed: <prefix>/bin/x -> <prefix>/share/aq/data; build tree: <src>/build/examples/x -> <src>/data),
@@ -13291,8 +13929,8 @@ inline std::filesystem::path find_bundled(std::string_view relative, std::initia
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/bundled_data.hpp ----
-// ---- begin aq/autoquant/preflight.hpp ----
+// ---- end aq/cli/bundled_data.hpp ----
+// ---- begin aq/cli/preflight.hpp ----
 // What a driver checks before it loads a model or reads data: input paths exist and have the
 // right kind, --seq-len fits the model's positions, and every output location can be written
 // (the output_set that later publishes them). Each failure is one aq::error naming the flag.
@@ -13365,8 +14003,8 @@ inline void preflight(const driver_options& o, std::int64_t seq_len, const std::
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/preflight.hpp ----
-// ---- begin aq/autoquant/memory_plan.hpp ----
+// ---- end aq/cli/preflight.hpp ----
+// ---- begin aq/cli/memory_plan.hpp ----
 // How a device memory budget is spent: first on keeping layers' activations for the backward
 // (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
 // quantized weights (skips one weight fake-quant per module, recipe and batch: fewer ms per GiB).
@@ -13432,5 +14070,5 @@ inline memory_plan plan_memory(const memory_plan_inputs& in) {
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/autoquant/memory_plan.hpp ----
+// ---- end aq/cli/memory_plan.hpp ----
 // ---- end aq/autoquant.hpp ----

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/core/bf16.hpp"
 
 namespace aq_test {

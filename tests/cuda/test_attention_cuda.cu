@@ -20,9 +20,9 @@
 
 #include "cuda_test_util.cuh"
 #include "aq/backend/cpu/attention.hpp"
-#include "aq/backend/cuda/attention.cuh"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/attention.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/tensor.hpp"
 

@@ -13,10 +13,10 @@
 
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/backend/cpu/gemm.hpp"
-#include "aq/backend/cuda/cross_entropy.cuh"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernels/cross_entropy.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

@@ -9,11 +9,11 @@
 
 #include "aq/backend/cpu/gelu.hpp"
 #include "aq/backend/cpu/swiglu.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/embedding.cuh"
-#include "aq/backend/cuda/gelu.cuh"
-#include "aq/backend/cuda/swiglu.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/embedding.cuh"
+#include "aq/backend/cuda/kernels/gelu.cuh"
+#include "aq/backend/cuda/kernels/swiglu.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

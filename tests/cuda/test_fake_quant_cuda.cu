@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/fake_quant.cuh"
+#include "aq/backend/cuda/kernels/fake_quant.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/formats/all_formats.hpp"
 #include "aq/formats/minifloat.hpp"

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "aq/backend/cpu/gemm.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

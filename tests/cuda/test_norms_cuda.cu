@@ -10,10 +10,10 @@
 
 #include "aq/backend/cpu/layer_norm.hpp"
 #include "aq/backend/cpu/rms_norm.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/layer_norm.cuh"
-#include "aq/backend/cuda/rms_norm.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/layer_norm.cuh"
+#include "aq/backend/cuda/kernels/rms_norm.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "cuda_test_util.cuh"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/pinned_upload.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/pinned_upload.hpp"
 #include "aq/core/error.hpp"
 
 namespace {

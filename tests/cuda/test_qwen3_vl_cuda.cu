@@ -2,23 +2,16 @@
 // built-in default model (2 layers, real vocabulary) with bf16-valued weights: logits, loss and
 // every linear's dL/dY within relative error 1e-2 (‖gpu − cpu‖ / ‖cpu‖; the GPU keeps bf16
 // activations for its GEMMs), gradient scores with Spearman ≥ 0.99 per recipe, same chosen recipes.
-#pragma nv_diag_suppress 20012  // Eigen through the CPU model headers
-// simdjson's x86 SIMD kernels do not pass nvcc's front end; its portable kernel does, and is all
-// the model-module list (through the parameter headers) needs.
-#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
-#define SIMDJSON_IMPLEMENTATION_HASWELL 0
-#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
-#include "aq/autoquant/cpu_backend.hpp"
-#include "aq/autoquant/default_model.hpp"
-#include "aq/autoquant/engine.hpp"
-#include "aq/autoquant/model_runner.hpp"
-#include "aq/autoquant/scope.hpp"
-#include "aq/autoquant/search_space.hpp"
+#include "aq/backend/cpu/score/cpu_backend.hpp"
+#include "aq/cli/default_model.hpp"
+#include "aq/engine/engine.hpp"
+#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
-#include "aq/model/qwen3_vl/text_model.hpp"
-#include "aq/model/qwen3_vl/vl_model.hpp"
-#pragma nv_diag_default 20012
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 
 #include <algorithm>
 #include <array>
@@ -31,11 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/cuda_scoring_backend.cuh"
-#include "aq/backend/cuda/qwen3_vl_vision.cuh"
-#include "aq/backend/cuda/kernel_profile.cuh"
-#include "aq/backend/cuda/qwen3_vl_text.cuh"
-#include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/scoring/cuda_scoring_backend.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
+#include "aq/backend/cuda/kernels/kernel_profile.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

@@ -14,8 +14,8 @@
 // Cases: eager and sdpa masking, fp32 and bf16 tensor-core attention, activations recomputed,
 // saved for one layer, saved for all; and tiny_untied's image+text case through the GPU vision
 // tower (check_image_case, its own tolerances).
-#include "aq/io/safetensors.hpp"
-#include "aq/io/safetensors_writer.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors_writer.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 
 #include <cmath>
@@ -27,11 +27,11 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/qwen3_vl_text.cuh"
-#include "aq/backend/cuda/qwen3_vl_text_checkpoint.hpp"
-#include "aq/backend/cuda/qwen3_vl_text_weights.cuh"
-#include "aq/backend/cuda/qwen3_vl_vision.cuh"
-#include "aq/backend/cuda/qwen3_vl_vision_checkpoint.hpp"
+#include "aq/backend/cuda/model/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text_checkpoint.hpp"
+#include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_vision_checkpoint.hpp"
 #include "cuda_test_util.cuh"
 
 namespace {

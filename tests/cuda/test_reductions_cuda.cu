@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/amax.cuh"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/gradient_score.cuh"
+#include "aq/backend/cuda/kernels/amax.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/gradient_score.cuh"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/granularity.hpp"
 #include "cuda_test_util.cuh"

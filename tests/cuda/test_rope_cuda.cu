@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "aq/backend/cpu/rope.hpp"
-#include "aq/backend/cuda/device_buffer.cuh"
-#include "aq/backend/cuda/device_matrix.cuh"
-#include "aq/backend/cuda/qk_norm_rope.cuh"
-#include "aq/backend/cuda/rms_norm.cuh"
-#include "aq/backend/cuda/rope.cuh"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/qk_norm_rope.cuh"
+#include "aq/backend/cuda/kernels/rms_norm.cuh"
+#include "aq/backend/cuda/kernels/rope.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

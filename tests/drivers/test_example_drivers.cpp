@@ -25,8 +25,8 @@
 
 #include <simdjson.h>
 
-#include "aq/io/safetensors.hpp"
-#include "aq/io/safetensors_writer.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors_writer.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/parameters.hpp"
 

@@ -1,6 +1,6 @@
 // What an attention call computes, independent of the backend that runs it: head layout, scale,
 // causal + key-padding mask and what a fully masked query row yields. backend/cpu/attention.hpp
-// and backend/cuda/attention.cuh both take this struct (as cpu:: and cuda:: names).
+// and backend/cuda/kernels/attention.cuh both take this struct (as cpu:: and cuda:: names).
 #pragma once
 
 #include <cstdint>

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
+#include "aq/backend/cpu/eigen.hpp"
 
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"

@@ -10,7 +10,7 @@
 
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
-#include "aq/io/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 
 namespace aq::qwen3_vl {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
-#include "aq/io/hf_config.hpp"
+#include "aq/io/checkpoint/hf_config.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 

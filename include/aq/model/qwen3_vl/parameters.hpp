@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
-#include "aq/io/safetensors.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/schema.hpp"
 

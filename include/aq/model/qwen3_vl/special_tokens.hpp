@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "aq/core/error.hpp"
-#include "aq/io/tokenizer.hpp"
+#include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 
 namespace aq::qwen3_vl {

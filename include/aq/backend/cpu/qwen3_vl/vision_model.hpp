@@ -1,0 +1,317 @@
+// The Qwen3-VL vision tower on the CPU in fp32: patch embedding, bilinear learned position grid,
+// 2-D rotary ViT blocks with per-image attention, the final 2×2 patch merger and the DeepStack
+// mergers tapped after chosen blocks; and the input-gradient backward from the visual token
+// gradients, reporting every linear (and the patch-embedding Conv3d as one) to the observer.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cpu/attention.hpp"
+#include "aq/backend/cpu/gelu.hpp"
+#include "aq/backend/cpu/gemm.hpp"
+#include "aq/backend/cpu/layer_norm.hpp"
+#include "aq/backend/cpu/rope.hpp"
+#include "aq/core/error.hpp"
+#include "aq/core/tensor.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
+#include "aq/model/qwen3_vl/rope_index.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
+#include "aq/model/qwen3_vl/vision_geometry.hpp"
+#include "aq/model/qwen3_vl/vision_weights.hpp"
+
+namespace aq::qwen3_vl {
+
+// The tower's outputs: one row per visual token (2×2 merged patches), images in input order.
+struct vision_output {
+  tensor embeds;                  // [n_visual, out_hidden]
+  std::vector<tensor> deepstack;  // one per DeepStack merger, same shape
+};
+
+// Activations of one forward kept for the backward (opaque to callers).
+struct vision_activations {
+  struct merger_state {
+    tensor ln_out, fc1, act;
+    std::vector<float> mean, rstd;
+  };
+  struct block_state {
+    tensor x_in, ln1, qkv, q_rot, k_rot, attn, proj_out, x_mid, ln2, fc1, act, fc2;
+    std::vector<float> mean1, rstd1, mean2, rstd2, lse;
+  };
+  tensor pixels, patch_out, cos, sin;
+  std::vector<cpu::attention_segment> segments;
+  std::vector<block_state> blocks;
+  std::vector<tensor> tap_in;  // block outputs fed to the DeepStack mergers
+  tensor merger_in;
+  merger_state merger;
+  std::vector<merger_state> deepstack;
+  vision_output out;
+};
+
+class vision_model {
+ public:
+  vision_model(const config& cfg, const vision_weights& weights) : cfg_(cfg), w_(weights) {
+    const vision_config& v = cfg_.vision;
+    if (static_cast<std::int64_t>(w_.blocks.size()) != v.depth || w_.deepstack.size() != v.deepstack_visual_indexes.size()) {
+      throw error("qwen3_vl vision_model: weights do not match the config's depth / deepstack_visual_indexes");
+    }
+  }
+
+  // pixels [Σ t·h·w, C·Tp·P·P] as the image processor returns them; grids per image.
+  vision_activations forward(const tensor& pixels, const std::vector<grid_thw>& grids,
+                             linear_observer* observer = nullptr) const;
+  // dL/d embeds and dL/d deepstack outputs (same shapes as the outputs; empty = zero).
+  void backward(vision_activations& a, const tensor& d_embeds, const std::vector<tensor>& d_deepstack,
+                linear_observer* observer = nullptr) const;
+
+ private:
+  using module_id = schema::module_id;
+  using module_ref = schema::module_ref;
+
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
+                     const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
+                     const const_matrix_view& g = {}) {
+    if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
+    const linear_call call{name, w, b.data(), x, y, g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      throw error("vision model: forward notification of " + name + " without a writable output");
+    }
+  }
+  // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
+                     const tensor& b, const const_matrix_view& x, const matrix_view& y,
+                     const const_matrix_view& g = {}) {
+    if (obs == nullptr) return;
+    const std::string name = schema::module_path(module);
+    const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      notify_forward(*obs, call, y);
+    }
+  }
+  std::int64_t merged_rows(const tensor& t) const {
+    const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+    return t.numel() / (t.dim(1) * m2);
+  }
+
+  void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
+                      tensor& out, linear_observer* obs) const {
+    const std::int64_t D = x.dim(1);
+    const std::int64_t rows = merged_rows(x);
+    const std::int64_t M = mw.fc1_w.dim(0);
+    s.ln_out = tensor({x.dim(0), D});
+    if (mw.postshuffle_norm) {
+      s.mean.resize(static_cast<std::size_t>(rows));
+      s.rstd.resize(static_cast<std::size_t>(rows));
+      cpu::layer_norm_forward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
+                              matrix_view{s.ln_out.data(), rows, M, M}, s.mean.data(), s.rstd.data());
+    } else {
+      s.mean.resize(static_cast<std::size_t>(x.dim(0)));
+      s.rstd.resize(static_cast<std::size_t>(x.dim(0)));
+      cpu::layer_norm_forward(x.matrix(), mw.norm_w.data(), mw.norm_b.data(), 1e-6f, s.ln_out.matrix(), s.mean.data(),
+                              s.rstd.data());
+    }
+    const const_matrix_view ln{s.ln_out.data(), rows, M, M};
+    s.fc1 = tensor({rows, M});
+    cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
+    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    s.act = tensor({rows, M});
+    cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
+    out = tensor({rows, mw.fc2_w.dim(0)});
+    cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
+    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+  }
+
+  // Adds dL/dx into g.
+  void merger_backward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
+                       const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
+    const std::int64_t rows = merged_rows(x);
+    const std::int64_t M = mw.fc1_w.dim(0);
+    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
+           d_out.matrix());
+    tensor d_act({rows, M});
+    cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
+    cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
+    const const_matrix_view ln{s.ln_out.data(), rows, M, M};
+    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
+    tensor d_ln({rows, M});
+    cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
+    if (mw.postshuffle_norm) {
+      cpu::layer_norm_backward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
+                               d_ln.matrix(), matrix_view{g.data(), rows, M, M}, true);
+    } else {
+      const std::int64_t D = x.dim(1);
+      cpu::layer_norm_backward(x.matrix(), mw.norm_w.data(), s.mean.data(), s.rstd.data(),
+                               const_matrix_view{d_ln.data(), x.dim(0), D, D}, g.matrix(), true);
+    }
+  }
+
+  config cfg_;
+  const vision_weights& w_;
+};
+
+inline vision_activations vision_model::forward(const tensor& pixels, const std::vector<grid_thw>& grids,
+                                                linear_observer* observer) const {
+  const vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size;
+  const std::int64_t heads = v.num_heads;
+  const std::int64_t hd = D / heads;
+  const std::int64_t I = v.intermediate_size;
+  const std::int64_t m = v.spatial_merge_size;
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) {
+    if (g[0] <= 0 || g[1] <= 0 || g[2] <= 0 || g[1] % m != 0 || g[2] % m != 0) {
+      throw error("qwen3_vl vision: image grid (" + std::to_string(g[0]) + ", " + std::to_string(g[1]) + ", " +
+                  std::to_string(g[2]) + ") is not positive with h, w multiples of spatial_merge_size");
+    }
+    np += g[0] * g[1] * g[2];
+  }
+  if (pixels.rank() != 2 || pixels.dim(0) != np || pixels.dim(1) != w_.patch_w.dim(1)) {
+    throw error("qwen3_vl vision: pixel_values " + shape_string(pixels.shape()) + ", expected [" + std::to_string(np) +
+                ", " + std::to_string(w_.patch_w.dim(1)) + "] for the given image grids");
+  }
+  vision_activations a;
+  a.pixels = pixels;
+  a.patch_out = tensor({np, D});
+  cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
+  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
+         pixels.matrix(), a.patch_out.matrix());
+  tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
+  for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
+
+  vision_rotary rot = vision_rotary_tables(grids, m, hd);
+  a.cos = std::move(rot.cos);
+  a.sin = std::move(rot.sin);
+  a.segments = std::move(rot.segments);
+  cpu::attention_config ac;
+  ac.heads = heads;
+  ac.kv_heads = heads;
+  ac.head_dim = hd;
+  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  a.blocks.resize(static_cast<std::size_t>(v.depth));
+  a.tap_in.resize(w_.deepstack.size());
+  a.deepstack.resize(w_.deepstack.size());
+  a.out.deepstack.resize(w_.deepstack.size());
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+    vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
+    s.x_in = h;
+    s.ln1 = tensor({np, D});
+    s.mean1.resize(static_cast<std::size_t>(np));
+    s.rstd1.resize(static_cast<std::size_t>(np));
+    cpu::layer_norm_forward(s.x_in.matrix(), bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, s.ln1.matrix(), s.mean1.data(),
+                            s.rstd1.data());
+    s.qkv = tensor({np, 3 * D});
+    cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
+    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    s.q_rot = tensor({np, D});
+    s.k_rot = tensor({np, D});
+    for (std::int64_t i = 0; i < np; ++i) {
+      std::copy_n(s.qkv.data() + i * 3 * D, D, s.q_rot.data() + i * D);
+      std::copy_n(s.qkv.data() + i * 3 * D + D, D, s.k_rot.data() + i * D);
+    }
+    cpu::rope_forward(s.q_rot.matrix(), heads, a.cos, a.sin);
+    cpu::rope_forward(s.k_rot.matrix(), heads, a.cos, a.sin);
+    const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
+    s.attn = tensor({np, D});
+    s.lse.resize(static_cast<std::size_t>(heads * np));
+    cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
+    s.proj_out = tensor({np, D});
+    cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
+    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+           s.proj_out.matrix());
+    s.x_mid = s.x_in;
+    for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
+    s.ln2 = tensor({np, D});
+    s.mean2.resize(static_cast<std::size_t>(np));
+    s.rstd2.resize(static_cast<std::size_t>(np));
+    cpu::layer_norm_forward(s.x_mid.matrix(), bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, s.ln2.matrix(), s.mean2.data(),
+                            s.rstd2.data());
+    s.fc1 = tensor({np, I});
+    cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
+    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    s.act = tensor({np, I});
+    cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
+    s.fc2 = tensor({np, D});
+    cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
+    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    h = s.x_mid;
+    for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b) continue;
+      a.tap_in[k] = h;
+      merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], a.tap_in[k], a.deepstack[k], a.out.deepstack[k],
+                     observer);
+    }
+  }
+  a.merger_in = std::move(h);
+  merger_forward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, observer);
+  return a;
+}
+
+inline void vision_model::backward(vision_activations& a, const tensor& d_embeds, const std::vector<tensor>& d_deepstack,
+                                   linear_observer* observer) const {
+  const vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size;
+  const std::int64_t heads = v.num_heads;
+  const std::int64_t hd = D / heads;
+  const std::int64_t I = v.intermediate_size;
+  const std::int64_t np = a.patch_out.dim(0);
+  cpu::attention_config ac;
+  ac.heads = heads;
+  ac.kv_heads = heads;
+  ac.head_dim = hd;
+  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  tensor g({np, D});
+  if (!d_embeds.empty()) merger_backward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, d_embeds, g, observer);
+  tensor d_act({np, I}), d_ln({np, D}), d_attn({np, D}), dqkv({np, 3 * D});
+  for (std::int64_t b = v.depth - 1; b >= 0; --b) {
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b || k >= d_deepstack.size() || d_deepstack[k].empty()) continue;
+      merger_backward(static_cast<std::int64_t>(k), w_.deepstack[k], a.tap_in[k], a.deepstack[k], a.out.deepstack[k],
+                      d_deepstack[k], g, observer);
+    }
+    const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+    vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
+    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
+           g.matrix());
+    cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
+    cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
+    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
+           d_act.matrix());
+    cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
+    cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
+                             g.matrix(), true);
+    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
+           s.proj_out.matrix(), g.matrix());
+    cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
+    const matrix_view dq{dqkv.data(), np, D, 3 * D};
+    const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
+    const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
+    const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
+    cpu::attention_backward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data(),
+                            d_attn.matrix(), dq, dk, dv);
+    cpu::rope_backward(dq, heads, a.cos, a.sin);
+    cpu::rope_backward(dk, heads, a.cos, a.sin);
+    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
+           dqkv.matrix());
+    cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
+    cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
+                             g.matrix(), true);
+    s = vision_activations::block_state();
+  }
+  notify(observer, true, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
+         a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
+}
+
+}  // namespace aq::qwen3_vl

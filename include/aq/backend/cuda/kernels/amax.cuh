@@ -1,0 +1,109 @@
+// Max |x| reductions with CUB for calibration: per tensor (cub::DeviceReduce) and per row
+// (cub::BlockReduce, one block a row). The max runs on the float bits with the sign cleared
+// (non-negative floats order like their bits), so it is exact, order-free and a NaN input gives
+// a NaN amax, as the atomic per-slot kernel in fake_quant.cuh; callers check finiteness.
+#pragma once
+
+#include <cub/device/device_reduce.cuh>
+#include <cuda_runtime.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "aq/backend/cuda/kernels/block_reduce.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+
+namespace aq::cuda {
+
+namespace detail {
+
+template <class T>
+struct abs_bits_at {
+  device_matrix<const T> x;
+  __host__ __device__ unsigned int operator()(std::int64_t i) const {
+    const std::int64_t r = i / x.cols;
+    const std::int64_t c = i - r * x.cols;
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(to_float(x(r, c))) & 0x7fffffffu;
+#else
+    (void)r;
+    (void)c;
+    return 0u;  // never evaluated on the host
+#endif
+  }
+};
+
+// The same on a contiguous view, element by element (no per-element row/column arithmetic).
+template <class T>
+struct abs_bits_of {
+  __host__ __device__ unsigned int operator()(const T& v) const {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(to_float(v)) & 0x7fffffffu;
+#else
+    (void)v;
+    return 0u;  // never evaluated on the host
+#endif
+  }
+};
+
+struct max_bits {
+  __host__ __device__ unsigned int operator()(unsigned int a, unsigned int b) const { return a < b ? b : a; }
+};
+
+inline constexpr int amax_row_block = 256;
+
+template <class T>
+__global__ void __launch_bounds__(amax_row_block) amax_per_row_kernel(device_matrix<const T> x, float* amax) {
+  __shared__ block_reducer<unsigned int, amax_row_block> red;
+  for (std::int64_t r = blockIdx.x; r < x.rows; r += gridDim.x) {
+    const T* in = x.row(r);
+    unsigned int m = 0;
+    for (std::int64_t c = threadIdx.x; c < x.cols; c += amax_row_block) {
+      m = max(m, __float_as_uint(to_float(in[c])) & 0x7fffffffu);
+    }
+    m = block_max(m, red);
+    if (threadIdx.x == 0) amax[r] = __uint_as_float(m);
+  }
+}
+
+}  // namespace detail
+
+// amax[0] = max |x| over the whole view (0 for an empty one). temp grows as CUB needs.
+template <class T>
+void amax_per_tensor(device_matrix<const T> x, float* amax, device_buffer<std::byte>& temp,
+                     cudaStream_t stream = nullptr) {
+  check_view(x, "cuda amax_per_tensor: x");
+  const std::int64_t n = x.rows * x.cols;
+  if (n == 0) {
+    AQ_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
+    return;
+  }
+  auto* out = reinterpret_cast<unsigned int*>(amax);
+  const auto reduce = [&](auto in) {
+    std::size_t bytes = 0;
+    AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, in, out, n, detail::max_bits{}, 0u, stream));
+    if (temp.size() < bytes) temp = device_buffer<std::byte>(bytes);
+    AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp.data(), bytes, in, out, n, detail::max_bits{}, 0u, stream));
+  };
+  if (x.ld == x.cols) {
+    reduce(thrust::make_transform_iterator(x.data, detail::abs_bits_of<T>{}));
+  } else {
+    reduce(thrust::make_transform_iterator(thrust::make_counting_iterator<std::int64_t>(0), detail::abs_bits_at<T>{x}));
+  }
+}
+
+// amax[r] = max |x[r, :]| for every row (the per-channel amax of a [out, in] weight).
+template <class T>
+void amax_per_row(device_matrix<const T> x, float* amax, cudaStream_t stream = nullptr) {
+  check_view(x, "cuda amax_per_row: x");
+  if (x.rows == 0) return;
+  const auto grid = static_cast<unsigned>(x.rows < (1 << 30) ? x.rows : (1 << 30));
+  detail::amax_per_row_kernel<T><<<grid, detail::amax_row_block, 0, stream>>>(x, amax);
+  AQ_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace aq::cuda

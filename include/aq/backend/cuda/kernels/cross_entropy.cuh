@@ -1,0 +1,281 @@
+// Next-token cross-entropy over a large vocabulary on the GPU without materialising the logits:
+// the LM head runs over vocabulary chunks, an online log-sum-exp keeps (max, Σexp) per row, and
+// a second pass recomputes each chunk's logits to emit dlogits = (softmax − onehot)/targets chunk
+// by chunk, feeding the input-gradient GEMM. Semantics as cpu::causal_lm_loss (shifted labels,
+// −100 ignored, mean over valid targets); row statistics in fp64, loss summed in a fixed order.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "aq/backend/cuda/kernels/block_reduce.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/elementwise.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+#include "aq/model/causal_lm_targets.hpp"
+
+namespace aq::cuda {
+
+// The targets and their count are the CPU loss's (one definition of the label shift).
+using aq::ignore_index;
+using aq::lm_targets;
+
+inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std::int64_t batch, std::int64_t seq,
+                                    std::int64_t vocab) {
+  return aq::causal_lm_targets(labels, batch, seq, vocab, "cuda causal_lm_targets");
+}
+
+namespace detail {
+
+inline constexpr int ce_block = 256;
+
+// Online log-sum-exp: fold one chunk of logits (vocabulary columns [v0, v0 + cols)) into the
+// per-row (max, Σexp(z − max)) and pick up the target's logit when it lies in the chunk.
+__global__ void __launch_bounds__(ce_block)
+    ce_chunk_update_kernel(device_matrix<const float> logits, std::int64_t v0, const std::int64_t* target,
+                           float* row_max, double* row_sum, float* target_logit) {
+  __shared__ block_reducer<float, ce_block> red_f;
+  __shared__ block_reducer<double, ce_block> red_d;
+  for (std::int64_t r = blockIdx.x; r < logits.rows; r += gridDim.x) {
+    const std::int64_t y = target[r];
+    if (y == ignore_index) continue;  // uniform per block
+    const float* z = logits.row(r);
+    float m = -INFINITY;
+    for (std::int64_t c = threadIdx.x; c < logits.cols; c += ce_block) m = fmaxf(m, z[c]);
+    m = block_max(m, red_f);
+    double s = 0.0;
+    for (std::int64_t c = threadIdx.x; c < logits.cols; c += ce_block) s += expf(z[c] - m);
+    s = block_sum(s, red_d);
+    if (threadIdx.x == 0) {
+      const float old_m = row_max[r];
+      const float new_m = fmaxf(old_m, m);
+      const double old_s = old_m == -INFINITY ? 0.0 : row_sum[r] * exp(static_cast<double>(old_m) - new_m);
+      row_sum[r] = old_s + s * exp(static_cast<double>(m) - new_m);
+      row_max[r] = new_m;
+      if (y >= v0 && y < v0 + logits.cols) target_logit[r] = z[y - v0];
+    }
+  }
+}
+
+__global__ void ce_init_kernel(std::int64_t rows, float* row_max, double* row_sum, float* target_logit) {
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.0;
+    target_logit[r] = NAN;
+  }
+}
+
+// lse[r] = max + log Σ; row_loss[r] = lse − z_target (0 for rows without a target).
+__global__ void ce_finalize_kernel(std::int64_t rows, const std::int64_t* target, const float* row_max,
+                                   const double* row_sum, const float* target_logit, double* lse, double* row_loss) {
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    if (target[r] == ignore_index) {
+      lse[r] = 0.0;
+      row_loss[r] = 0.0;
+      continue;
+    }
+    lse[r] = static_cast<double>(row_max[r]) + log(row_sum[r]);
+    row_loss[r] = lse[r] - static_cast<double>(target_logit[r]);
+  }
+}
+
+// Σ rows in one block, fixed order: deterministic.
+inline constexpr int ce_sum_block = 1024;
+__global__ void __launch_bounds__(ce_sum_block) ce_sum_kernel(std::int64_t rows, const double* row_loss, double* total) {
+  __shared__ block_reducer<double, ce_sum_block> red;
+  double s = 0.0;
+  for (std::int64_t r = threadIdx.x; r < rows; r += ce_sum_block) s += row_loss[r];
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) *total = s;
+}
+
+// dlogits of one chunk: exp(z − lse)/count − onehot/count, 0 on rows without a target; count is
+// per row when row_inv_count is given (rows of several batches packed into one pass).
+template <class Out>
+struct ce_grad_op {
+  device_matrix<const float> logits;
+  std::int64_t v0;
+  const std::int64_t* target;
+  const double* lse;
+  float inv_count;
+  const float* row_inv_count;  // nullptr: inv_count for every row
+  device_matrix<Out> grad;
+  __device__ void operator()(std::int64_t r, std::int64_t c) const {
+    const std::int64_t y = target[r];
+    float g = 0.0f;
+    if (y != ignore_index) {
+      const float inv = row_inv_count != nullptr ? row_inv_count[r] : inv_count;
+      g = expf(static_cast<float>(static_cast<double>(logits(r, c)) - lse[r])) * inv;
+      if (v0 + c == y) g -= inv;
+    }
+    grad(r, c) = from_float<Out>(g);
+  }
+};
+
+}  // namespace detail
+
+// The chunk kernels, for callers that produce logits chunks themselves. State arrays are device
+// buffers of `rows` elements.
+struct cross_entropy_state {
+  device_buffer<float> row_max;
+  device_buffer<double> row_sum;
+  device_buffer<float> target_logit;
+  device_buffer<double> lse;
+  device_buffer<double> row_loss;
+  device_buffer<double> total;
+  std::int64_t rows = 0;
+
+  explicit cross_entropy_state(std::int64_t n)
+      : row_max(static_cast<std::size_t>(n)),
+        row_sum(static_cast<std::size_t>(n)),
+        target_logit(static_cast<std::size_t>(n)),
+        lse(static_cast<std::size_t>(n)),
+        row_loss(static_cast<std::size_t>(n)),
+        total(1),
+        rows(n) {}
+
+  void reset(cudaStream_t stream) {
+    detail::ce_init_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(rows, row_max.data(), row_sum.data(),
+                                                                     target_logit.data());
+    AQ_CUDA_CHECK_LAUNCH();
+  }
+  // Folds logits columns [v0, v0 + chunk.cols) of every row in.
+  void update(device_matrix<const float> chunk, std::int64_t v0, const std::int64_t* target, cudaStream_t stream) {
+    check_rows(chunk.rows, "update");
+    if (rows == 0 || chunk.cols == 0) return;
+    detail::ce_chunk_update_kernel<<<static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)), detail::ce_block, 0,
+                                     stream>>>(chunk, v0, target, row_max.data(), row_sum.data(), target_logit.data());
+    AQ_CUDA_CHECK_LAUNCH();
+  }
+  // After the last chunk: lse and per-row losses; the loss sum lands in total[0].
+  void finalize(const std::int64_t* target, cudaStream_t stream) {
+    if (rows == 0) {
+      total.fill_bytes(0, stream);
+      return;
+    }
+    detail::ce_finalize_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(rows, target, row_max.data(), row_sum.data(),
+                                                                         target_logit.data(), lse.data(), row_loss.data());
+    AQ_CUDA_CHECK_LAUNCH();
+    detail::ce_sum_kernel<<<1, detail::ce_sum_block, 0, stream>>>(rows, row_loss.data(), total.data());
+    AQ_CUDA_CHECK_LAUNCH();
+  }
+  // dlogits of one chunk (needs finalize first); grad may alias the chunk when Out is float.
+  // row_inv_count (device, per row, optional) replaces 1/count row by row.
+  template <class Out>
+  void gradient(device_matrix<const float> chunk, std::int64_t v0, const std::int64_t* target, std::int64_t count,
+                device_matrix<Out> grad, cudaStream_t stream, const float* row_inv_count = nullptr) const {
+    check_rows(chunk.rows, "gradient");
+    check_same_shape(chunk, grad, "cuda cross_entropy gradient: grad");
+    const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+    launch_elementwise(chunk.rows, chunk.cols,
+                       detail::ce_grad_op<Out>{chunk, v0, target, lse.data(), inv_count, row_inv_count, grad}, stream);
+  }
+
+ private:
+  void check_rows(std::int64_t n, const char* what) const {
+    if (n != rows) {
+      throw error(std::string("cuda cross_entropy ") + what + ": chunk has " + std::to_string(n) + " rows, state " +
+                  std::to_string(rows));
+    }
+  }
+};
+
+struct lm_head_loss_result {
+  double loss = 0.0;  // NaN when no target is valid
+  std::int64_t targets = 0;
+};
+
+// Loss of logits = hidden·headᵀ over the vocabulary in chunks of `chunk` columns, and, when
+// d_hidden has rows, d_hidden = dlogits·head (fp32 accumulation over chunks). The workspace is
+// one fp32 logits chunk and one bf16 dlogits chunk [rows, chunk]. on_chunk (optional) sees each
+// bf16 dlogits chunk with its first vocabulary id. Synchronises the stream to read the loss.
+class chunked_lm_head_loss {
+ public:
+  chunked_lm_head_loss(std::int64_t rows, std::int64_t chunk)
+      : rows_(rows),
+        chunk_(chunk),
+        logits_(static_cast<std::size_t>(rows * chunk)),
+        dlogits_(static_cast<std::size_t>(rows * chunk)),
+        targets_(static_cast<std::size_t>(rows)),
+        state_(rows) {
+    if (rows <= 0 || chunk <= 0) {
+      throw error("cuda chunked_lm_head_loss: rows " + std::to_string(rows) + " and chunk " + std::to_string(chunk) +
+                  " must be positive");
+    }
+  }
+
+  using chunk_callback = std::function<void(std::int64_t v0, device_matrix<const bf16> dlogits)>;
+
+  template <class Out>
+  lm_head_loss_result run(cublaslt_gemm& gemm, device_matrix<const bf16> hidden, device_matrix<const bf16> head,
+                          const lm_targets& targets, device_matrix<Out> d_hidden, cudaStream_t stream = nullptr,
+                          const chunk_callback& on_chunk = {}) {
+    if (hidden.rows != rows_ || static_cast<std::int64_t>(targets.target.size()) != rows_ || hidden.cols != head.cols) {
+      throw error("cuda chunked_lm_head_loss: hidden [" + std::to_string(hidden.rows) + ", " +
+                  std::to_string(hidden.cols) + "], head [" + std::to_string(head.rows) + ", " +
+                  std::to_string(head.cols) + "], " + std::to_string(targets.target.size()) + " targets; built for " +
+                  std::to_string(rows_) + " rows");
+    }
+    const bool backward = d_hidden.rows > 0;
+    if (backward) check_same_shape(hidden, d_hidden, "cuda chunked_lm_head_loss: d_hidden");
+    targets_.copy_from_host(targets.target.data(), targets.target.size(), stream);
+    const std::int64_t vocab = head.rows;
+    state_.reset(stream);
+    for (std::int64_t v0 = 0; v0 < vocab; v0 += chunk_) {
+      const device_matrix<float> z = logits_chunk(v0, vocab);
+      gemm.linear_forward(hidden, head_rows(head, v0, z.cols), z, nullptr, false, stream);
+      state_.update(z, v0, targets_.data(), stream);
+    }
+    state_.finalize(targets_.data(), stream);
+    if (backward) {
+      for (std::int64_t v0 = 0; v0 < vocab; v0 += chunk_) {
+        const device_matrix<float> z = logits_chunk(v0, vocab);
+        const device_matrix<bf16> g{dlogits_.data(), rows_, z.cols, chunk_};
+        gemm.linear_forward(hidden, head_rows(head, v0, z.cols), z, nullptr, false, stream);
+        state_.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, g, stream);
+        if (on_chunk) on_chunk(v0, g);
+        gemm.linear_backward_input(device_matrix<const bf16>(g), head_rows(head, v0, z.cols), d_hidden, v0 > 0, stream);
+      }
+    }
+    double total = 0.0;
+    state_.total.copy_to_host(&total, 1, stream);
+    AQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+    lm_head_loss_result out;
+    out.targets = targets.count;
+    out.loss = targets.count > 0 ? total / static_cast<double>(targets.count) : std::numeric_limits<double>::quiet_NaN();
+    return out;
+  }
+
+  // Per-row log-sum-exp of the last run (device fp64 [rows]).
+  const double* lse() const { return state_.lse.data(); }
+
+ private:
+  device_matrix<float> logits_chunk(std::int64_t v0, std::int64_t vocab) {
+    return {logits_.data(), rows_, std::min(chunk_, vocab - v0), chunk_};
+  }
+  static device_matrix<const bf16> head_rows(device_matrix<const bf16> head, std::int64_t v0, std::int64_t n) {
+    return {head.row(v0), n, head.cols, head.ld};
+  }
+
+  std::int64_t rows_;
+  std::int64_t chunk_;
+  device_buffer<float> logits_;
+  device_buffer<bf16> dlogits_;
+  device_buffer<std::int64_t> targets_;
+  cross_entropy_state state_;
+};
+
+}  // namespace aq::cuda

@@ -1,0 +1,340 @@
+// bf16 GEMMs of a linear layer on the GPU through cuBLASLt (fp32 accumulation, bf16 or fp32
+// output): the forward Y = X·Wᵀ (+bias) and the input gradient dX = dY·W, with the row-major
+// conventions of cpu::linear_forward / cpu::linear_backward_input. Plans (descriptors and the
+// heuristic's algorithm) are cached per shape, so a model step pays the heuristic once per shape.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+
+namespace aq::cuda {
+
+// One algorithm candidate as the heuristic returned it (benchmarks time several).
+struct gemm_algo {
+  cublasLtMatmulAlgo_t algo{};
+  std::size_t workspace_bytes = 0;
+};
+
+namespace detail {
+
+template <class T>
+constexpr cudaDataType_t cuda_type();
+template <>
+constexpr cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
+template <>
+constexpr cudaDataType_t cuda_type<bf16>() { return CUDA_R_16BF; }
+
+// Largest power of two (≤ 256) dividing the address: the heuristic must only offer kernels
+// whose vector loads this pointer supports (column blocks of a wider matrix are less aligned).
+inline std::uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+template <class Out>
+__global__ void add_bias_kernel(Out* y, std::int64_t rows, std::int64_t cols, std::int64_t ld, const float* bias) {
+  const std::int64_t n = rows * cols;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const std::int64_t r = i / cols;
+    const std::int64_t c = i % cols;
+    y[r * ld + c] = from_float<Out>(to_float(y[r * ld + c]) + bias[c]);
+  }
+}
+
+// Column-major cuBLASLt problem D[m, n] = op(A)[m, k]·op(B)[k, n] (+ C) and everything its plan
+// depends on; the row-major operations map onto it without copies.
+struct gemm_key {
+  bool trans_a = false;
+  std::int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldd = 0;
+  cudaDataType_t out_type = CUDA_R_32F;
+  bool bias = false;
+  std::uint32_t align_a = 0, align_b = 0, align_d = 0;
+
+  auto tie() const { return std::tie(trans_a, m, n, k, lda, ldb, ldd, out_type, bias, align_a, align_b, align_d); }
+  bool operator<(const gemm_key& o) const { return tie() < o.tie(); }
+};
+
+struct gemm_plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  std::vector<gemm_algo> algos;  // heuristic order; [0] is what the wrapper runs
+  bool bias_in_epilogue = false;
+
+  gemm_plan() = default;
+  gemm_plan(const gemm_plan&) = delete;
+  gemm_plan& operator=(const gemm_plan&) = delete;
+  ~gemm_plan() {
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+struct heuristic_slot {
+  cublasLtMatmulHeuristicResult_t result;
+};
+static_assert(sizeof(heuristic_slot) == sizeof(cublasLtMatmulHeuristicResult_t));
+
+struct preference {
+  cublasLtMatmulPreference_t pref = nullptr;
+  preference() { AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref)); }
+  preference(const preference&) = delete;
+  preference& operator=(const preference&) = delete;
+  ~preference() { cublasLtMatmulPreferenceDestroy(pref); }
+};
+
+}  // namespace detail
+
+// Owns the cuBLASLt handle, a workspace and the plan cache. Calls on one instance must not run
+// concurrently on different streams (they share the workspace): use one instance per stream.
+class cublaslt_gemm {
+ public:
+  // 32 MiB is what cuBLASLt's documentation recommends for Hopper.
+  explicit cublaslt_gemm(std::size_t workspace_bytes = std::size_t{32} << 20) : workspace_(workspace_bytes) {
+    AQ_CUBLAS_CHECK(cublasLtCreate(&handle_));
+  }
+  cublaslt_gemm(const cublaslt_gemm&) = delete;
+  cublaslt_gemm& operator=(const cublaslt_gemm&) = delete;
+  ~cublaslt_gemm() {
+    plans_.clear();
+    if (handle_ != nullptr) cublasLtDestroy(handle_);
+  }
+
+  // y[t, o] (+)= Σ_i x[t, i]·w[o, i] (+ bias[o]), x [M, K], w [N, K] (PyTorch's [out, in]), y [M, N].
+  template <class Out>
+  void linear_forward(device_matrix<const bf16> x, device_matrix<const bf16> w, device_matrix<Out> y,
+                      const float* bias = nullptr, bool accumulate = false, cudaStream_t stream = nullptr) {
+    const detail::gemm_key key = forward_key(x, w, y, bias);
+    detail::gemm_plan& p = plan(key, 1);
+    run(p, p.algos.front(), w.data, x.data, y.data, bias, accumulate, stream, y);
+  }
+
+  // dx[t, i] (+)= Σ_o dy[t, o]·w[o, i], dy [M, N], w [N, K], dx [M, K]: the input gradient.
+  template <class Out>
+  void linear_backward_input(device_matrix<const bf16> dy, device_matrix<const bf16> w, device_matrix<Out> dx,
+                             bool accumulate = false, cudaStream_t stream = nullptr) {
+    const detail::gemm_key key = backward_input_key(dy, w, dx);
+    detail::gemm_plan& p = plan(key, 1);
+    run(p, p.algos.front(), w.data, dy.data, dx.data, nullptr, accumulate, stream, dx);
+  }
+
+  // Up to max_count heuristic candidates for a forward problem ([0] is the wrapper's choice).
+  template <class Out>
+  std::vector<gemm_algo> forward_algos(device_matrix<const bf16> x, device_matrix<const bf16> w, device_matrix<Out> y,
+                                       const float* bias, int max_count) {
+    return plan(forward_key(x, w, y, bias), max_count).algos;
+  }
+  template <class Out>
+  void linear_forward_with(const gemm_algo& algo, device_matrix<const bf16> x, device_matrix<const bf16> w,
+                           device_matrix<Out> y, const float* bias = nullptr, bool accumulate = false,
+                           cudaStream_t stream = nullptr) {
+    detail::gemm_plan& p = plan(forward_key(x, w, y, bias), 1);
+    run(p, algo, w.data, x.data, y.data, bias, accumulate, stream, y);
+  }
+  template <class Out>
+  std::vector<gemm_algo> backward_input_algos(device_matrix<const bf16> dy, device_matrix<const bf16> w,
+                                              device_matrix<Out> dx, int max_count) {
+    return plan(backward_input_key(dy, w, dx), max_count).algos;
+  }
+  template <class Out>
+  void linear_backward_input_with(const gemm_algo& algo, device_matrix<const bf16> dy, device_matrix<const bf16> w,
+                                  device_matrix<Out> dx, bool accumulate = false, cudaStream_t stream = nullptr) {
+    detail::gemm_plan& p = plan(backward_input_key(dy, w, dx), 1);
+    run(p, algo, w.data, dy.data, dx.data, nullptr, accumulate, stream, dx);
+  }
+
+  // Whether the bias of this forward shape is fused into the GEMM epilogue (else a separate kernel).
+  template <class Out>
+  bool bias_fused(device_matrix<const bf16> x, device_matrix<const bf16> w, device_matrix<Out> y, const float* bias) {
+    return plan(forward_key(x, w, y, bias), 1).bias_in_epilogue;
+  }
+
+  std::size_t cached_plans() const { return plans_.size(); }
+
+ private:
+  template <class Out>
+  static detail::gemm_key forward_key(const device_matrix<const bf16>& x, const device_matrix<const bf16>& w,
+                                      const device_matrix<Out>& y, const float* bias) {
+    check_view(x, "cuda linear_forward: x");
+    check_view(w, "cuda linear_forward: w");
+    check_view(y, "cuda linear_forward: y");
+    if (x.cols != w.cols || y.rows != x.rows || y.cols != w.rows) {
+      throw error("cuda linear_forward: shapes x [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) + "], w [" +
+                  std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] -> y [" + std::to_string(y.rows) + ", " +
+                  std::to_string(y.cols) + "]");
+    }
+    // Column-major: Yᵀ[N, M] = (W stored K×N)ᵀ · (X stored K×M).
+    detail::gemm_key k;
+    k.trans_a = true;
+    k.m = w.rows;
+    k.n = x.rows;
+    k.k = x.cols;
+    k.lda = w.ld;
+    k.ldb = x.ld;
+    k.ldd = y.ld;
+    k.out_type = detail::cuda_type<std::remove_const_t<Out>>();
+    k.bias = bias != nullptr;
+    k.align_a = detail::alignment_of(w.data);
+    k.align_b = detail::alignment_of(x.data);
+    k.align_d = detail::alignment_of(y.data);
+    return k;
+  }
+
+  template <class Out>
+  static detail::gemm_key backward_input_key(const device_matrix<const bf16>& dy, const device_matrix<const bf16>& w,
+                                             const device_matrix<Out>& dx) {
+    check_view(dy, "cuda linear_backward_input: dy");
+    check_view(w, "cuda linear_backward_input: w");
+    check_view(dx, "cuda linear_backward_input: dx");
+    if (dy.cols != w.rows || dx.rows != dy.rows || dx.cols != w.cols) {
+      throw error("cuda linear_backward_input: shapes dy [" + std::to_string(dy.rows) + ", " + std::to_string(dy.cols) +
+                  "], w [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] -> dx [" +
+                  std::to_string(dx.rows) + ", " + std::to_string(dx.cols) + "]");
+    }
+    // Column-major: dXᵀ[K, M] = (W stored K×N) · (dY stored N×M).
+    detail::gemm_key k;
+    k.trans_a = false;
+    k.m = w.cols;
+    k.n = dy.rows;
+    k.k = dy.cols;
+    k.lda = w.ld;
+    k.ldb = dy.ld;
+    k.ldd = dx.ld;
+    k.out_type = detail::cuda_type<std::remove_const_t<Out>>();
+    k.bias = false;
+    k.align_a = detail::alignment_of(w.data);
+    k.align_b = detail::alignment_of(dy.data);
+    k.align_d = detail::alignment_of(dx.data);
+    return k;
+  }
+
+  // Builds (or finds) the plan; asks the heuristic for at least `count` candidates.
+  detail::gemm_plan& plan(const detail::gemm_key& key, int count) {
+    auto it = plans_.find(key);
+    if (it != plans_.end() && static_cast<int>(it->second->algos.size()) >= count) return *it->second;
+    if (key.m <= 0 || key.n <= 0 || key.k <= 0) {
+      throw error("cuda gemm: empty problem m=" + std::to_string(key.m) + ", n=" + std::to_string(key.n) +
+                  ", k=" + std::to_string(key.k) + " (callers skip empty products)");
+    }
+    auto p = std::make_unique<detail::gemm_plan>();
+    build(*p, key, count, key.bias);
+    if (key.bias && p->algos.empty()) {
+      // No kernel fuses this bias type: run without the epilogue and add the bias separately.
+      p = std::make_unique<detail::gemm_plan>();
+      build(*p, key, count, false);
+    } else {
+      p->bias_in_epilogue = key.bias;
+    }
+    if (p->algos.empty()) {
+      throw error("cuda gemm: cuBLASLt has no algorithm for m=" + std::to_string(key.m) + ", n=" + std::to_string(key.n) +
+                  ", k=" + std::to_string(key.k) + " (ld " + std::to_string(key.lda) + "/" + std::to_string(key.ldb) +
+                  "/" + std::to_string(key.ldd) + ")");
+    }
+    auto& slot = plans_[key];
+    slot = std::move(p);
+    return *slot;
+  }
+
+  void build(detail::gemm_plan& p, const detail::gemm_key& key, int count, bool fuse_bias) {
+    AQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = CUBLAS_OP_N;
+    AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (fuse_bias) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      const cudaDataType_t bias_type = CUDA_R_32F;  // fp32 bias, added before the output rounding
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+      AQ_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    }
+    // Stored (untransposed) column-major extents of A and B.
+    const std::int64_t a_rows = key.trans_a ? key.k : key.m;
+    const std::int64_t a_cols = key.trans_a ? key.m : key.k;
+    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, static_cast<std::uint64_t>(a_rows),
+                                               static_cast<std::uint64_t>(a_cols), key.lda));
+    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, static_cast<std::uint64_t>(key.k),
+                                               static_cast<std::uint64_t>(key.n), key.ldb));
+    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, key.out_type, static_cast<std::uint64_t>(key.m),
+                                               static_cast<std::uint64_t>(key.n), key.ldd));
+
+    detail::preference guard;
+    cublasLtMatmulPreference_t pref = guard.pref;
+    const std::uint64_t ws = workspace_.bytes();
+    AQ_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    const std::uint32_t align_c = key.align_d;
+    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a,
+                                                         sizeof(key.align_a)));
+    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b,
+                                                         sizeof(key.align_b)));
+    AQ_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d,
+                                                         sizeof(key.align_d)));
+
+    // Wrapped in a named struct: nvcc's front end fails on std::vector of the anonymous C struct.
+    std::vector<detail::heuristic_slot> results(static_cast<std::size_t>(count > 0 ? count : 1));
+    int returned = 0;
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, static_cast<int>(results.size()),
+                                       &results.data()->result, &returned);
+    // An fp32 bias with a bf16 output is refused (INVALID_VALUE): the caller then adds the bias in a
+    // separate kernel. Without a bias, only "no candidate" is left to the caller.
+    if (fuse_bias && status != CUBLAS_STATUS_SUCCESS) return;
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return;
+    AQ_CUBLAS_CHECK(status);
+    for (int i = 0; i < returned; ++i) {
+      const cublasLtMatmulHeuristicResult_t& r = results[static_cast<std::size_t>(i)].result;
+      if (r.state != CUBLAS_STATUS_SUCCESS) continue;
+      p.algos.push_back({r.algo, r.workspaceSize});
+    }
+  }
+
+  template <class Out>
+  void run(detail::gemm_plan& p, const gemm_algo& algo, const bf16* a, const bf16* b, Out* d, const float* bias,
+           bool accumulate, cudaStream_t stream, const device_matrix<Out>& out) {
+    if (algo.workspace_bytes > workspace_.bytes()) {
+      throw error("cuda gemm: algorithm needs " + std::to_string(algo.workspace_bytes) + " workspace bytes, have " +
+                  std::to_string(workspace_.bytes()));
+    }
+    if (p.bias_in_epilogue) {
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    const float alpha = 1.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
+    AQ_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &algo.algo,
+                                   workspace_.data(), algo.workspace_bytes, stream));
+    if (bias != nullptr && !p.bias_in_epilogue) {
+      constexpr unsigned block = 256;
+      detail::add_bias_kernel<Out><<<grid_for(out.rows * out.cols, block), block, 0, stream>>>(d, out.rows, out.cols,
+                                                                                             out.ld, bias);
+      AQ_CUDA_CHECK_LAUNCH();
+    }
+  }
+
+  cublasLtHandle_t handle_ = nullptr;
+  device_buffer<std::byte> workspace_;
+  std::map<detail::gemm_key, std::unique_ptr<detail::gemm_plan>> plans_;
+};
+
+}  // namespace aq::cuda

@@ -1,0 +1,131 @@
+// The gradient (Fisher) score of one quantized module output on the GPU:
+// score += Σ (dL/dY)²·(Y_r − Y)², with Y_r the output of the quantized GEMM, Y the unquantized
+// one and G = dL/dY. One fused pass reads the three tensors once; each block reduces its rows in
+// fp32, the partials are summed in fp64 by one block in a fixed order (no float atomics), so a
+// score is bit-reproducible run to run and independent of the GPU's SM count.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "aq/backend/cuda/kernels/block_reduce.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+
+namespace aq::cuda {
+
+// How Y_r − Y is rounded before squaring. ModelOpt forms the difference in the module dtype
+// (bf16 for Qwen3-VL), so bf16 reproduces its scores; fp32 keeps the exact difference.
+enum class score_difference { bf16, fp32 };
+
+namespace detail {
+
+inline constexpr int score_block = 256;
+// Fixed, device-independent grid: the partial sums (and so the result's rounding) never depend
+// on the GPU the score runs on.
+inline constexpr int score_blocks = 512;
+
+// Several recipes' Y_r against one Y and G: Y and G are read once for all of them, and each
+// recipe's sum runs in the same fixed order whatever the others are, so its score does not
+// depend on which recipes share the pass. partials: [R][score_blocks].
+inline constexpr int max_fused_recipes = 8;
+template <class TR>
+struct recipe_outputs {
+  device_matrix<const TR> yr[max_fused_recipes];
+};
+
+template <int R, class TR, class TY, class TG>
+__global__ void __launch_bounds__(score_block)
+    score_partials_multi_kernel(recipe_outputs<TR> yrs, device_matrix<const TY> y, device_matrix<const TG> g,
+                                score_difference rounding, double* partials) {
+  __shared__ block_reducer<float, score_block> red;
+  float acc[R];
+  for (int k = 0; k < R; ++k) acc[k] = 0.0f;
+  for (std::int64_t r = blockIdx.x; r < y.rows; r += score_blocks) {
+    const TY* py = y.row(r);
+    const TG* pg = g.row(r);
+    for (std::int64_t c = threadIdx.x; c < y.cols; c += score_block) {
+      const float yv = to_float(py[c]);
+      const float gv = to_float(pg[c]);
+#pragma unroll
+      for (int k = 0; k < R; ++k) {
+        float d = to_float(yrs.yr[k].row(r)[c]) - yv;
+        if (rounding == score_difference::bf16) d = round_to_bf16(d);
+        acc[k] += (gv * gv) * (d * d);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const float block_total = block_sum(acc[k], red);
+    if (threadIdx.x == 0) partials[k * score_blocks + blockIdx.x] = static_cast<double>(block_total);
+  }
+}
+
+// score[k] += Σ partials[k][·] for each recipe k (one block per recipe).
+__global__ void __launch_bounds__(score_blocks) score_totals_kernel(const double* partials, double* score) {
+  __shared__ block_reducer<double, score_blocks> red;
+  const double total = block_sum(partials[blockIdx.x * score_blocks + threadIdx.x], red);
+  if (threadIdx.x == 0) score[blockIdx.x] += total;
+}
+
+}  // namespace detail
+
+// Scratch for accumulate_gradient_score(s) (one per stream).
+struct gradient_score_workspace {
+  device_buffer<double> partials{static_cast<std::size_t>(detail::score_blocks * detail::max_fused_recipes)};
+};
+
+// scores[k] (device fp64, consecutive) += Σ g² · (yr[k] − y)² for k < yrs.size() (at most
+// max_fused_recipes): one pass over Y and G for all recipes; each score bit-identical to a pass
+// of its own (accumulate_gradient_score).
+template <class TR, class TY, class TG>
+void accumulate_gradient_scores(const std::vector<device_matrix<const TR>>& yrs, device_matrix<const TY> y,
+                                device_matrix<const TG> g, score_difference rounding, double* scores,
+                                gradient_score_workspace& ws, cudaStream_t stream = nullptr) {
+  const int n = static_cast<int>(yrs.size());
+  if (n < 1 || n > detail::max_fused_recipes) {
+    throw error("cuda accumulate_gradient_scores: " + std::to_string(n) + " recipes, expected 1 to " +
+                std::to_string(detail::max_fused_recipes));
+  }
+  check_same_shape(y, g, "cuda accumulate_gradient_scores: grad_output");
+  detail::recipe_outputs<TR> packed{};
+  for (int k = 0; k < n; ++k) {
+    check_same_shape(y, yrs[static_cast<std::size_t>(k)], "cuda accumulate_gradient_scores: y_r");
+    packed.yr[k] = yrs[static_cast<std::size_t>(k)];
+  }
+  const auto launch = [&]<int R>(std::integral_constant<int, R>) {
+    detail::score_partials_multi_kernel<R, TR, TY, TG>
+        <<<detail::score_blocks, detail::score_block, 0, stream>>>(packed, y, g, rounding, ws.partials.data());
+  };
+  switch (n) {
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 3: launch(std::integral_constant<int, 3>{}); break;
+    case 4: launch(std::integral_constant<int, 4>{}); break;
+    case 5: launch(std::integral_constant<int, 5>{}); break;
+    case 6: launch(std::integral_constant<int, 6>{}); break;
+    case 7: launch(std::integral_constant<int, 7>{}); break;
+    default: launch(std::integral_constant<int, 8>{}); break;
+  }
+  AQ_CUDA_CHECK_LAUNCH();
+  detail::score_totals_kernel<<<n, detail::score_blocks, 0, stream>>>(ws.partials.data(), scores);
+  AQ_CUDA_CHECK_LAUNCH();
+}
+
+// *score (device fp64) += Σ_{r,c} g² · d², d = yr − y rounded per `rounding`. Stream-ordered, no sync.
+template <class TR, class TY, class TG>
+void accumulate_gradient_score(device_matrix<const TR> yr, device_matrix<const TY> y, device_matrix<const TG> g,
+                               score_difference rounding, double* score, gradient_score_workspace& ws,
+                               cudaStream_t stream = nullptr) {
+  accumulate_gradient_scores(std::vector<device_matrix<const TR>>{yr}, y, g, rounding, score, ws, stream);
+}
+
+}  // namespace aq::cuda

@@ -1,0 +1,585 @@
+// The Qwen3-VL vision tower on the GPU: the twin of qwen3_vl::vision_model (patch embedding,
+// bilinear learned positions, 2-D rotary pre-LN ViT blocks with per-image attention, the final
+// 2×2 patch merger and the DeepStack mergers) with bf16 GEMM operands, fp32 accumulation, norms,
+// attention and residuals; forward keeps every activation (the tower is small next to the
+// decoder) for the input-gradient backward, and every linear (the patch Conv3d as one) is
+// reported to a device_linear_observer with its bias.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "aq/backend/cuda/kernels/attention.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/elementwise.cuh"
+#include "aq/backend/cuda/kernels/gelu.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernels/kernel_profile.cuh"
+#include "aq/backend/cuda/kernels/layer_norm.cuh"
+#include "aq/backend/cuda/model/linear_observer.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_vision_weights.cuh"
+#include "aq/backend/cuda/kernels/rope.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
+#include "aq/model/qwen3_vl/config.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
+#include "aq/model/qwen3_vl/vision_geometry.hpp"
+#include "aq/model/qwen3_vl/vision_weights.hpp"
+
+namespace aq::cuda {
+
+
+class qwen3_vl_vision_model {
+ public:
+  // Shares the decoder's stream, GEMM handle and profile (one stream keeps the order simple).
+  qwen3_vl_vision_model(const qwen3_vl::config& cfg, const qwen3_vl_vision_device_weights& weights,
+                         qwen3_vl_text_model& decoder)
+      : cfg_(cfg), w_(weights), dec_(decoder) {
+    const qwen3_vl::vision_config& v = cfg_.vision;
+    if (static_cast<std::int64_t>(w_.blocks.size()) != v.depth || w_.deepstack.size() != v.deepstack_visual_indexes.size()) {
+      throw error("cuda qwen3_vl vision model: weights do not match the config's depth / deepstack_visual_indexes");
+    }
+    if (w_.merger.out != cfg_.text.hidden_size) {
+      throw error("cuda qwen3_vl vision model: merger output " + std::to_string(w_.merger.out) +
+                  " differs from the decoder's hidden_size " + std::to_string(cfg_.text.hidden_size));
+    }
+  }
+
+  // pixels [Σ t·h·w, C·Tp·P·P] (host, rounded to bf16 as the GEMM operand), one grid per image.
+  // Outputs stay on the device until the next forward: embeds() and deepstack(k), fp32.
+  void forward(const tensor& pixels, const std::vector<qwen3_vl::grid_thw>& grids, device_linear_observer* obs);
+  // dL/d embeds and dL/d deepstack[k] (device fp32, [visual tokens, hidden]; nullptr = zero).
+  void backward(const float* d_embeds, const std::vector<const float*>& d_deepstack, device_linear_observer* obs);
+
+  // Device bytes a forward + backward over `patches` patches holds (kept activations of every
+  // block and merger, backward scratch), for memory plans made before the first image runs.
+  static std::size_t device_bytes(const qwen3_vl::config& cfg, std::int64_t patches, bool saved_blocks = true,
+                                  bool tensor_core_attention = false) {
+    const qwen3_vl::vision_config& v = cfg.vision;
+    const auto D = static_cast<std::size_t>(v.hidden_size), I = static_cast<std::size_t>(v.intermediate_size);
+    const auto n = static_cast<std::size_t>(patches), H = static_cast<std::size_t>(cfg.text.hidden_size);
+    // Tensor-core attention keeps bf16 q, k, v instead of the fp32 attention output.
+    const std::size_t block = tensor_core_attention ? n * ((10 * D + I) * sizeof(float) + (6 * D + I) * sizeof(bf16))
+                                                    : n * ((11 * D + I) * sizeof(float) + (3 * D + I) * sizeof(bf16));
+    const std::size_t merger = n * D * (sizeof(float) + 2 * sizeof(bf16)) + n / 4 * H * 2 * sizeof(float);
+    const auto patch = static_cast<std::size_t>(v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size);
+    const std::size_t inputs = n * (D * 5 * sizeof(float) + patch * sizeof(bf16));  // + merger input
+    // backward scratch (g, dq/dk/dv, d_attn, d_ln, d_act … fp32 and bf16) and the feature gradients
+    const std::size_t scratch = n * (9 * D + 2 * I) * sizeof(float) + n / 4 * H * 4 * sizeof(float) +
+                                (tensor_core_attention ? n * 4 * D * sizeof(bf16) : 0);
+    const std::size_t blocks = saved_blocks ? static_cast<std::size_t>(v.depth) * block
+                                            : static_cast<std::size_t>(v.depth) * n * D * sizeof(float) + block;
+    return blocks + (1 + v.deepstack_visual_indexes.size()) * merger + inputs + scratch;
+  }
+  std::int64_t visual_tokens() const { return merged_; }
+  // Keep every block's activations from the forward (default), or only each block's input and
+  // recompute the block in the backward (one extra block forward each; same numbers).
+  void set_saved_blocks(bool on) { saved_blocks_ = on; }
+  bool saved_blocks() const { return saved_blocks_; }
+  // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
+  // decoder's default; off (default here): fp32 storage on CUDA cores.
+  void set_tensor_core_attention(bool on) { tc_attention_ = on; }
+  bool tensor_core_attention() const { return tc_attention_; }
+  device_matrix<const float> embeds() const {
+    return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
+  }
+  device_matrix<const float> deepstack(std::size_t k) const {
+    return {deepstack_[k].out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
+  }
+  std::size_t deepstack_count() const { return deepstack_.size(); }
+  // Device buffers for dL/d embeds and dL/d deepstack[k] of the current forward's visual tokens.
+  float* embeds_grad() {
+    need(d_embeds_, merged_ * cfg_.text.hidden_size);
+    return d_embeds_.data();
+  }
+  float* deepstack_grad(std::size_t k) {
+    if (d_deepstack_.size() < deepstack_.size()) d_deepstack_.resize(deepstack_.size());
+    need(d_deepstack_[k], merged_ * cfg_.text.hidden_size);
+    return d_deepstack_[k].data();
+  }
+
+ private:
+  struct merger_state {
+    device_buffer<bf16> ln_out, act;
+    device_buffer<float> fc1, out, mean, rstd;
+  };
+  struct block_state {
+    device_buffer<float> x_in, qkv, q, k, v, attn_f, proj_out, x_mid, fc1, fc2, mean1, rstd1, mean2, rstd2, lse;
+    device_buffer<bf16> ln1, attn, ln2, act;
+    device_buffer<bf16> qb, kb, vb;  // tensor-core attention operands
+  };
+
+  using module_id = qwen3_vl::schema::module_id;
+  static std::string block_name(std::int64_t b, module_id m) { return qwen3_vl::schema::module_path(m, b); }
+  // k: DeepStack merger k, or -1 for the final merger.
+  static std::string merger_name(std::int64_t k, module_id m) { return qwen3_vl::schema::module_path(m, k); }
+  template <class T>
+  static device_matrix<T> mat(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+    return {b.data(), rows, cols, cols};
+  }
+  template <class T>
+  static device_matrix<const T> cmat(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+    return {b.data(), rows, cols, cols};
+  }
+  template <class T>
+  static void need(device_buffer<T>& b, std::int64_t n) {
+    if (static_cast<std::int64_t>(b.size()) < n) b = device_buffer<T>(static_cast<std::size_t>(n));
+  }
+  cudaStream_t stream() const { return dec_.stream(); }
+  template <class F>
+  void timed(kernel_class c, F&& f) {
+    profiled(dec_.profile(), c, stream(), f);
+  }
+  void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, const float* bias, device_matrix<float> y) {
+    kernel_profile* p = dec_.profile();
+    if (p != nullptr) p->begin(kernel_class::gemm, stream());
+    dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
+    if (p != nullptr) p->end(stream());
+  }
+  template <class Out>
+  void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx) {
+    kernel_profile* p = dec_.profile();
+    if (p != nullptr) p->begin(kernel_class::gemm, stream());
+    dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
+    if (p != nullptr) p->end(stream());
+  }
+  template <class In, class Out>
+  void convert(device_matrix<const In> x, device_matrix<Out> y) {
+    timed(kernel_class::elementwise,
+          [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream()); });
+  }
+  static void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
+                     const float* bias, device_matrix<const bf16> x, device_matrix<const float> y,
+                     device_matrix<const bf16> g) {
+    if (obs == nullptr) return;
+    device_linear_call call{name, {w, out, x.cols, x.cols}, 0, out, x, y, g};
+    call.bias = bias;
+    if (backward) {
+      obs->on_backward(call);
+    } else {
+      obs->on_forward(call);
+    }
+  }
+
+  void merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
+                      merger_state& s, device_linear_observer* obs);
+  void block_forward(std::int64_t b, device_linear_observer* obs, bool write_output);
+  // Block b's activations: its own set when blocks are saved, else the one shared set (its input
+  // x_in always stays in blocks_[b]).
+  block_state& state(std::int64_t b) { return saved_blocks_ ? blocks_[static_cast<std::size_t>(b)] : work_; }
+  attention_config attention() const {
+    attention_config ac;
+    ac.heads = cfg_.vision.num_heads;
+    ac.kv_heads = cfg_.vision.num_heads;
+    ac.head_dim = cfg_.vision.hidden_size / cfg_.vision.num_heads;
+    ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
+    ac.causal = false;
+    ac.tensor_cores = tc_attention_;
+    return ac;
+  }
+  void merger_backward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
+                       merger_state& s, const float* d_out, device_matrix<float> g, device_linear_observer* obs);
+
+  qwen3_vl::config cfg_;
+  const qwen3_vl_vision_device_weights& w_;
+  qwen3_vl_text_model& dec_;
+  std::int64_t patches_ = 0, merged_ = 0;
+  attention_segments segs_{};
+  device_buffer<int> cu_seqlens_;
+  device_buffer<bf16> pixels_;
+  device_buffer<float> patch_out_, pos_, cos_, sin_;
+  std::vector<block_state> blocks_;
+  block_state work_;
+  bool saved_blocks_ = true;
+  std::vector<device_buffer<float>> tap_in_;
+  device_buffer<float> merger_in_;
+  merger_state merger_;
+  std::vector<merger_state> deepstack_;
+  // Backward scratch
+  device_buffer<float> g_, d_act_f_, d_ln_, d_attn_, dq_, dk_, dv_, d_m_, delta_, d_embeds_;
+  std::vector<device_buffer<float>> d_deepstack_;
+  device_buffer<bf16> gb_, d_act_, dqkv_, d_mb_;
+  device_buffer<bf16> d_attn_b_, dqb_, dkb_, dvb_;  // tensor-core attention backward
+  bool tc_attention_ = false;
+};
+
+inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw,
+                                                  device_matrix<const float> x, merger_state& s,
+                                                  device_linear_observer* obs) {
+  const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+  const std::int64_t D = x.cols, rows = x.rows / m2, M = D * m2, out = mw.out;
+  need(s.ln_out, x.rows * D);
+  need(s.fc1, rows * M);
+  need(s.act, rows * M);
+  need(s.out, rows * out);
+  const std::int64_t norm_rows = mw.postshuffle_norm ? rows : x.rows;
+  need(s.mean, norm_rows);
+  need(s.rstd, norm_rows);
+  timed(kernel_class::norm_rope, [&] {
+    if (mw.postshuffle_norm) {
+      layer_norm_forward(device_matrix<const float>{x.data, rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
+                         mat(s.ln_out, rows, M), s.mean.data(), s.rstd.data(), stream());
+    } else {
+      layer_norm_forward(x, mw.norm_w.data(), mw.norm_b.data(), 1e-6f, mat(s.ln_out, x.rows, D), s.mean.data(),
+                         s.rstd.data(), stream());
+    }
+  });
+  const auto ln = cmat(s.ln_out, rows, M);
+  linear(ln, mw.fc1_w.data(), M, mw.fc1_b.data(), mat(s.fc1, rows, M));
+  notify(obs, false, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M), {});
+  timed(kernel_class::elementwise,
+        [&] { activation_forward<gelu_erf>(cmat(s.fc1, rows, M), mat(s.act, rows, M), stream()); });
+  const auto act = cmat(s.act, rows, M);
+  linear(act, mw.fc2_w.data(), out, mw.fc2_b.data(), mat(s.out, rows, out));
+  notify(obs, false, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out), {});
+}
+
+// Adds dL/dx into g.
+inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_vl_merger_device_weights& mw,
+                                                   device_matrix<const float> x, merger_state& s, const float* d_out,
+                                                   device_matrix<float> g, device_linear_observer* obs) {
+  const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+  const std::int64_t D = x.cols, rows = x.rows / m2, M = D * m2, out = mw.out;
+  need(d_mb_, rows * out);
+  need(d_act_f_, rows * M);
+  need(d_act_, rows * M);
+  need(d_ln_, rows * M);
+  convert(device_matrix<const float>{d_out, rows, out, out}, mat(d_mb_, rows, out));
+  const auto act = cmat(s.act, rows, M);
+  notify(obs, true, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out),
+         cmat(d_mb_, rows, out));
+  linear_back(cmat(d_mb_, rows, out), mw.fc2_w.data(), M, mat(d_act_f_, rows, M));
+  timed(kernel_class::elementwise, [&] {
+    activation_backward<gelu_erf>(cmat(s.fc1, rows, M), cmat(d_act_f_, rows, M), mat(d_act_, rows, M), stream());
+  });
+  const auto ln = cmat(s.ln_out, rows, M);
+  notify(obs, true, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M),
+         cmat(d_act_, rows, M));
+  linear_back(cmat(d_act_, rows, M), mw.fc1_w.data(), M, mat(d_ln_, rows, M));
+  timed(kernel_class::norm_rope, [&] {
+    if (mw.postshuffle_norm) {
+      layer_norm_backward(device_matrix<const float>{x.data, rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
+                          cmat(d_ln_, rows, M), device_matrix<float>{g.data, rows, M, M}, true, stream());
+    } else {
+      layer_norm_backward(x, mw.norm_w.data(), s.mean.data(), s.rstd.data(), cmat(d_ln_, x.rows, D), g, true, stream());
+    }
+  });
+}
+
+// One ViT block from its kept input into its activation set (state(b)); write_output: also the
+// block output (the next block's input). The recompute in the backward passes false.
+inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_observer* obs, bool write_output) {
+  const qwen3_vl::vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads, I = v.intermediate_size;
+  const std::int64_t np = patches_;
+  const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
+  const attention_config ac = attention();
+  const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+  block_state& s = state(b);
+  device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
+  need(x_in_buf, np * D);
+  need(s.ln1, np * D);
+  need(s.mean1, np);
+  need(s.rstd1, np);
+  need(s.qkv, np * 3 * D);
+  need(s.q, np * D);
+  need(s.k, np * D);
+  need(s.v, np * D);
+  if (tc_attention_) {
+    need(s.qb, np * D);
+    need(s.kb, np * D);
+    need(s.vb, np * D);
+  } else {
+    need(s.attn_f, np * D);
+  }
+  need(s.attn, np * D);
+  need(s.lse, np * heads);
+  need(s.proj_out, np * D);
+  need(s.x_mid, np * D);
+  need(s.ln2, np * D);
+  need(s.mean2, np);
+  need(s.rstd2, np);
+  need(s.fc1, np * I);
+  need(s.act, np * I);
+  need(s.fc2, np * D);
+  const auto x_in = cmat(x_in_buf, np, D);
+  timed(kernel_class::norm_rope, [&] {
+    layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
+                       s.rstd1.data(), stream());
+  });
+  const auto ln1 = cmat(s.ln1, np, D);
+  linear(ln1, bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), mat(s.qkv, np, 3 * D));
+  notify(obs, false, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
+  const auto qkv = cmat(s.qkv, np, 3 * D);
+  timed(kernel_class::norm_rope, [&] {
+    // q, k, v: the column blocks of the fused qkv output (strided views).
+    for (const auto& [offset, dst] : {std::pair{std::int64_t{0}, &s.q}, std::pair{D, &s.k}, std::pair{2 * D, &s.v}}) {
+      launch_elementwise(np, D, detail::convert_op<float, float>{{qkv.data + offset, np, D, 3 * D}, mat(*dst, np, D)},
+                         stream());
+    }
+    rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
+    rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
+  });
+  if (tc_attention_) {
+    // bf16 operands straight into the tensor-core kernel, which writes the bf16 output the
+    // projection GEMM reads.
+    timed(kernel_class::elementwise, [&] {
+      for (const auto& [src, dst] : {std::pair{&s.q, &s.qb}, std::pair{&s.k, &s.kb}, std::pair{&s.v, &s.vb}}) {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+      }
+    });
+    timed(kernel_class::attention, [&] {
+      attention_forward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), mat(s.attn, np, D),
+                              s.lse.data(), stream());
+    });
+  } else {
+    timed(kernel_class::attention, [&] {
+      attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
+                               s.lse.data(), stream());
+    });
+    convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
+  }
+  const auto attn = cmat(s.attn, np, D);
+  linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
+  notify(obs, false, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
+  timed(kernel_class::elementwise, [&] {
+    launch_elementwise(np, D, detail::add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
+  });
+  const auto x_mid = cmat(s.x_mid, np, D);
+  timed(kernel_class::norm_rope, [&] {
+    layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mat(s.ln2, np, D), s.mean2.data(),
+                       s.rstd2.data(), stream());
+  });
+  const auto ln2 = cmat(s.ln2, np, D);
+  linear(ln2, bw.fc1_w.data(), I, bw.fc1_b.data(), mat(s.fc1, np, I));
+  notify(obs, false, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
+  timed(kernel_class::elementwise,
+        [&] { activation_forward<gelu_tanh>(cmat(s.fc1, np, I), mat(s.act, np, I), stream()); });
+  const auto act = cmat(s.act, np, I);
+  linear(act, bw.fc2_w.data(), D, bw.fc2_b.data(), mat(s.fc2, np, D));
+  notify(obs, false, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
+  if (!write_output) return;
+  // Block output: the next block's input, or the final merger's.
+  device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
+  need(next, np * D);
+  timed(kernel_class::elementwise, [&] {
+    launch_elementwise(np, D, detail::add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
+  });
+}
+
+inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vector<qwen3_vl::grid_thw>& grids,
+                                           device_linear_observer* obs) {
+  const qwen3_vl::vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads;
+  const std::int64_t m = v.spatial_merge_size;
+  std::int64_t np = 0;
+  for (const qwen3_vl::grid_thw& g : grids) {
+    if (g[0] <= 0 || g[1] <= 0 || g[2] <= 0 || g[1] % m != 0 || g[2] % m != 0) {
+      throw error("cuda qwen3_vl vision: image grid (" + std::to_string(g[0]) + ", " + std::to_string(g[1]) + ", " +
+                  std::to_string(g[2]) + ") is not positive with h, w multiples of spatial_merge_size");
+    }
+    np += g[0] * g[1] * g[2];
+  }
+  const std::int64_t patch = w_.patch_w.size() / static_cast<std::size_t>(D);
+  if (pixels.rank() != 2 || pixels.dim(0) != np || pixels.dim(1) != patch) {
+    throw error("cuda qwen3_vl vision: pixel_values " + aq::shape_string(pixels.shape()) + ", expected [" +
+                std::to_string(np) + ", " + std::to_string(patch) + "] for the given image grids");
+  }
+  patches_ = np;
+  merged_ = np / (m * m);
+  // Host side: bf16 pixels, interpolated positions, rotary tables and per-frame segments (the CPU
+  // tower's formulas, so both backends share them).
+  std::vector<bf16> px(static_cast<std::size_t>(pixels.numel()));
+  for (std::size_t i = 0; i < px.size(); ++i) px[i] = float_to_bf16(pixels.data()[i]);
+  need(pixels_, np * patch);
+  pixels_.copy_from_host(px.data(), px.size(), stream());
+  const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
+  need(pos_, np * D);
+  pos_.copy_from_host(pos.data(), static_cast<std::size_t>(pos.numel()), stream());
+  const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
+  std::vector<int> cu{0};
+  int longest = 0;
+  for (const attention_segment& seg : rot.segments) {
+    cu.push_back(static_cast<int>(seg.start + seg.length));
+    longest = std::max(longest, static_cast<int>(seg.length));
+  }
+  need(cos_, np * hd);
+  need(sin_, np * hd);
+  cos_.copy_from_host(rot.cos.data(), static_cast<std::size_t>(rot.cos.numel()), stream());
+  sin_.copy_from_host(rot.sin.data(), static_cast<std::size_t>(rot.sin.numel()), stream());
+  if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
+  cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream());
+  segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
+
+  // Patch embedding (the Conv3d as a linear over flattened patches) + positions.
+  need(patch_out_, np * D);
+  const auto px_m = cmat(pixels_, np, patch);
+  linear(px_m, w_.patch_w.data(), D, w_.patch_b.data(), mat(patch_out_, np, D));
+  notify(obs, false, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(), px_m,
+         cmat(patch_out_, np, D), {});
+  blocks_.resize(static_cast<std::size_t>(v.depth));
+  tap_in_.resize(w_.deepstack.size());
+  deepstack_.resize(w_.deepstack.size());
+  need(blocks_[0].x_in, np * D);
+  timed(kernel_class::elementwise, [&] {
+    launch_elementwise(np, D, detail::add_op{cmat(patch_out_, np, D), cmat(pos_, np, D), mat(blocks_[0].x_in, np, D)},
+                       stream());
+  });
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    block_forward(b, obs, true);
+    const device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b) continue;
+      merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], cmat(next, np, D), deepstack_[k], obs);
+    }
+  }
+  merger_forward(-1, w_.merger, cmat(merger_in_, np, D), merger_, obs);
+}
+
+inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::vector<const float*>& d_deepstack,
+                                            device_linear_observer* obs) {
+  const qwen3_vl::vision_config& v = cfg_.vision;
+  const std::int64_t D = v.hidden_size, heads = v.num_heads, hd = D / heads, I = v.intermediate_size;
+  const std::int64_t np = patches_;
+  const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
+  const attention_config ac = attention();
+  need(g_, np * D);
+  need(gb_, np * D);
+  need(d_m_, np * I);
+  need(d_act_, np * I);
+  need(d_attn_, np * D);
+  need(dq_, np * D);
+  need(dk_, np * D);
+  need(dv_, np * D);
+  need(dqkv_, np * 3 * D);
+  if (tc_attention_) {
+    need(d_attn_b_, np * D);
+    need(dqb_, np * D);
+    need(dkb_, np * D);
+    need(dvb_, np * D);
+  }
+  need(d_ln_, np * D);
+  need(delta_, np * heads);
+  const auto g = mat(g_, np, D);
+  AQ_CUDA_CHECK(cudaMemsetAsync(g_.data(), 0, static_cast<std::size_t>(np * D) * sizeof(float), stream()));
+  if (d_embeds != nullptr) merger_backward(-1, w_.merger, cmat(merger_in_, np, D), merger_, d_embeds, g, obs);
+  for (std::int64_t b = v.depth - 1; b >= 0; --b) {
+    const device_buffer<float>& block_out = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
+    for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
+      if (v.deepstack_visual_indexes[k] != b || k >= d_deepstack.size() || d_deepstack[k] == nullptr) continue;
+      merger_backward(static_cast<std::int64_t>(k), w_.deepstack[k], cmat(block_out, np, D), deepstack_[k], d_deepstack[k],
+                      g, obs);
+    }
+    const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
+    if (!saved_blocks_) block_forward(b, nullptr, false);
+    block_state& s = state(b);
+    const device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
+    convert(cmat(g_, np, D), mat(gb_, np, D));
+    notify(obs, true, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), cmat(s.act, np, I),
+           cmat(s.fc2, np, D), cmat(gb_, np, D));
+    linear_back(cmat(gb_, np, D), bw.fc2_w.data(), I, mat(d_m_, np, I));
+    timed(kernel_class::elementwise, [&] {
+      activation_backward<gelu_tanh>(cmat(s.fc1, np, I), cmat(d_m_, np, I), mat(d_act_, np, I), stream());
+    });
+    notify(obs, true, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), cmat(s.ln2, np, D),
+           cmat(s.fc1, np, I), cmat(d_act_, np, I));
+    linear_back(cmat(d_act_, np, I), bw.fc1_w.data(), D, mat(d_ln_, np, D));
+    timed(kernel_class::norm_rope, [&] {
+      layer_norm_backward(cmat(s.x_mid, np, D), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), cmat(d_ln_, np, D), g,
+                          true, stream());
+    });
+    convert(cmat(g_, np, D), mat(gb_, np, D));
+    notify(obs, true, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), cmat(s.attn, np, D),
+           cmat(s.proj_out, np, D), cmat(gb_, np, D));
+    linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
+    if (tc_attention_) {
+      timed(kernel_class::elementwise, [&] {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(d_attn_, np, D), mat(d_attn_b_, np, D)}, stream());
+      });
+      timed(kernel_class::attention, [&] {
+        attention_backward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), cmat(s.attn, np, D),
+                                 s.lse.data(), cmat(d_attn_b_, np, D), mat(dqb_, np, D), mat(dkb_, np, D),
+                                 mat(dvb_, np, D), delta_.data(), stream());
+      });
+      timed(kernel_class::elementwise, [&] {
+        for (const auto& [src, dst] : {std::pair{&dqb_, &dq_}, std::pair{&dkb_, &dk_}, std::pair{&dvb_, &dv_}}) {
+          launch_elementwise(np, D, detail::convert_op<bf16, float>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+        }
+      });
+    } else {
+      timed(kernel_class::attention, [&] {
+        attention_backward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D),
+                                  cmat(s.attn_f, np, D), s.lse.data(), cmat(d_attn_, np, D), mat(dq_, np, D),
+                                  mat(dk_, np, D), mat(dv_, np, D), delta_.data(), stream());
+      });
+    }
+    timed(kernel_class::norm_rope, [&] {
+      rope_backward(mat(dq_, np, D), heads, tc, ts, stream());
+      rope_backward(mat(dk_, np, D), heads, tc, ts, stream());
+      // dL/d(qkv): dq, dk, dv into the column blocks of one bf16 matrix (strided views).
+      for (const auto& [offset, src] : {std::pair{std::int64_t{0}, &dq_}, std::pair{D, &dk_}, std::pair{2 * D, &dv_}}) {
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), {dqkv_.data() + offset, np, D, 3 * D}},
+                           stream());
+      }
+    });
+    notify(obs, true, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), cmat(s.ln1, np, D),
+           cmat(s.qkv, np, 3 * D), cmat(dqkv_, np, 3 * D));
+    linear_back(cmat(dqkv_, np, 3 * D), bw.qkv_w.data(), D, mat(d_ln_, np, D));
+    timed(kernel_class::norm_rope, [&] {
+      layer_norm_backward(cmat(x_in_buf, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cmat(d_ln_, np, D), g,
+                          true, stream());
+    });
+  }
+  convert(cmat(g_, np, D), mat(gb_, np, D));
+  notify(obs, true, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(),
+         cmat(pixels_, np, w_.patch_w.size() / static_cast<std::size_t>(D)), cmat(patch_out_, np, D), cmat(gb_, np, D));
+}
+
+// One batch through the tower (when it has images) and the decoder: forward, and the backward
+// of both when the batch has labels and options ask for it. position_ids empty: computed from the
+// ids and image grids (rope_position_ids). The GPU twin of qwen3_vl::vl_model::run.
+inline text_run_result run_vl_batch(const qwen3_vl::config& cfg, qwen3_vl_text_model& text,
+                                    qwen3_vl_vision_model* vision, qwen3_vl::text_batch batch,
+                                    const qwen3_vl::image_batch* images, const text_run_options& options,
+                                    device_linear_observer* observer) {
+  if (images == nullptr || images->grids.empty()) return text.run(batch, options, observer);
+  if (vision == nullptr) throw error("cuda qwen3_vl: a batch with images needs the vision tower");
+  if (batch.position_ids.empty()) {
+    batch.position_ids = qwen3_vl::rope_position_ids(batch.input_ids, batch.attention_mask, batch.batch, batch.seq,
+                                                     cfg.image_token_id, images->grids, cfg.vision.spatial_merge_size);
+  }
+  vision->forward(images->pixel_values, images->grids, observer);
+  text_visual_inputs visual;
+  for (std::size_t i = 0; i < batch.input_ids.size(); ++i) {
+    if (batch.input_ids[i] == cfg.image_token_id) visual.rows.push_back(static_cast<std::int64_t>(i));
+  }
+  if (static_cast<std::int64_t>(visual.rows.size()) != vision->visual_tokens()) {
+    throw error("cuda qwen3_vl: " + std::to_string(visual.rows.size()) + " image placeholder tokens, the images give " +
+                std::to_string(vision->visual_tokens()) + " visual tokens");
+  }
+  visual.embeds = vision->embeds();
+  const bool backward = options.backward && !batch.labels.empty();
+  for (std::size_t k = 0; k < vision->deepstack_count(); ++k) {
+    visual.deepstack.push_back(vision->deepstack(k));
+    if (backward) visual.d_deepstack.push_back(vision->deepstack_grad(k));
+  }
+  if (backward) visual.d_embeds = vision->embeds_grad();
+  text_run_result result = text.run(batch, options, observer, &visual);
+  if (!backward) return result;
+  vision->backward(visual.d_embeds, std::vector<const float*>(visual.d_deepstack.begin(), visual.d_deepstack.end()),
+                   observer);
+  AQ_CUDA_CHECK(cudaStreamSynchronize(text.stream()));
+  return result;
+}
+
+}  // namespace aq::cuda

@@ -1,0 +1,368 @@
+// ModelOpt's gradient score on the GPU: calibration (max |X| per module input with CUB, weight
+// amax per recipe) and, in the model's backward, for every scored linear and candidate recipe
+// Y_r = Q_in(X)·Q_w(W)ᵀ (bf16 GEMM, fp32 out) and S(m, r) += Σ G²(Y_r − Y)² in fp64, in a fixed
+// order. Device twin of score::calibrated_recipes + score::gradient_scorer.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "aq/backend/cuda/kernels/amax.cuh"
+#include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/fake_quant.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
+#include "aq/backend/cuda/kernels/gradient_score.cuh"
+#include "aq/backend/cuda/kernels/kernel_profile.cuh"
+#include "aq/backend/cuda/model/linear_observer.cuh"
+#include "aq/core/bf16.hpp"
+#include "aq/core/error.hpp"
+#include "aq/model/quantizable_modules.hpp"
+#include "aq/quant/granularity.hpp"
+#include "aq/quant/quantizer.hpp"
+#include "aq/quant/recipe_registry.hpp"
+#include "aq/quant/recipes.hpp"
+
+namespace aq::cuda {
+
+// Type-erased GPU kernels of one recipe (from its compile-time quantizer specs). Weights are
+// [rows, cols] bf16 row-major; the amax slot of element (r, c) of a row block starting at row0
+// is amax[offset(row0, cols) + G::amax_index(r, c, cols)].
+struct device_recipe {
+  const quant::recipe_info* info = nullptr;
+  bool weight_enabled = false;
+  bool input_enabled = false;
+  std::int64_t (*weight_amax_count)(std::int64_t rows, std::int64_t cols) = nullptr;
+  std::vector<std::int64_t> (*weight_amax_shape)(std::int64_t rows, std::int64_t cols) = nullptr;
+  std::int64_t (*weight_amax_offset)(std::int64_t row0, std::int64_t cols) = nullptr;
+  cudaError_t (*weight_amax)(const bf16* w, std::int64_t rows, std::int64_t cols, float* amax, cudaStream_t s) = nullptr;
+  cudaError_t (*quantize_weight)(const bf16* w, bf16* out, std::int64_t rows, std::int64_t cols, const float* amax,
+                                 cudaStream_t s) = nullptr;
+  cudaError_t (*quantize_input)(const bf16* x, bf16* out, std::int64_t rows, std::int64_t cols, const float* amax,
+                                cudaStream_t s) = nullptr;
+};
+
+namespace detail {
+
+template <quant::quantizer_spec Q>
+struct device_quantizer {
+  using G = typename Q::granularity_type;
+  static std::int64_t amax_count(std::int64_t rows, std::int64_t cols) { return G::amax_count(rows, cols); }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) { return G::amax_shape(rows, cols); }
+  static std::int64_t amax_offset(std::int64_t row0, std::int64_t cols) { return G::amax_index(row0, 0, cols); }
+  // Per-tensor and per-row amax through the reductions of amax.cuh (exact, the same result):
+  // compute_amax's one atomic per element on a single slot serialises over a whole model's
+  // weights (the likely cause of the 1.55 s of amax time in the 4B calibration on an H100).
+  static cudaError_t amax(const bf16* w, std::int64_t rows, std::int64_t cols, float* out, cudaStream_t s) {
+    const device_matrix<const bf16> view{w, rows, cols, cols};
+    if constexpr (std::is_same_v<G, quant::per_tensor>) {
+      device_buffer<std::byte> temp;
+      amax_per_tensor(view, out, temp, s);
+      return cudaStreamSynchronize(s);  // temp is released on return
+    } else if constexpr (std::is_same_v<G, quant::per_channel>) {
+      amax_per_row(view, out, s);
+      return cudaGetLastError();
+    } else {
+      return compute_amax<G, bf16>(w, rows, cols, out, s);
+    }
+  }
+  // fp32 fake-quant result rounded once to bf16 (the GEMM operand), as a bf16 model would hold it.
+  static cudaError_t quantize(const bf16* in, bf16* out, std::int64_t rows, std::int64_t cols, const float* amax,
+                              cudaStream_t s) {
+    return fake_quantize<Q, bf16, bf16>(in, out, rows, cols, amax, quant::output_rounding::fp32, s);
+  }
+};
+
+}  // namespace detail
+
+template <class List = recipes::all_recipes>
+device_recipe make_device_recipe(const quant::recipe_info& info) {
+  device_recipe k;
+  k.info = &info;
+  quant::visit_recipe<List>(info.name, [&]<class R>(std::type_identity<R>) {
+    // Spelled as plain quantizer<...> types: nvcc's host stub cannot name a kernel argument
+    // through the recipe's string template parameter.
+    using RW = typename R::weight;
+    using RI = typename R::input;
+    using W = quant::quantizer<typename RW::format_type, typename RW::granularity_type, RW::narrow_range>;
+    using I = quant::quantizer<typename RI::format_type, typename RI::granularity_type, RI::narrow_range>;
+    if constexpr (I::enabled && !std::is_same_v<typename I::granularity_type, quant::per_tensor>) {
+      throw error("recipe '" + std::string(info.name) + "': its input quantizer is not per-tensor");
+    } else {
+      k.weight_enabled = W::enabled;
+      k.input_enabled = I::enabled;
+      if constexpr (W::enabled) {
+        k.weight_amax_count = &detail::device_quantizer<W>::amax_count;
+        k.weight_amax_shape = &detail::device_quantizer<W>::amax_shape;
+        k.weight_amax_offset = &detail::device_quantizer<W>::amax_offset;
+        k.weight_amax = &detail::device_quantizer<W>::amax;
+        k.quantize_weight = &detail::device_quantizer<W>::quantize;
+      }
+      if constexpr (I::enabled) k.quantize_input = &detail::device_quantizer<I>::quantize;
+    }
+  });
+  return k;
+}
+
+namespace detail {
+
+// dst = max(dst, src) on non-negative floats (bit order = value order; NaN stays NaN).
+template <int Unused = 0>
+__global__ void running_max_kernel(float* dst, const float* src, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    const unsigned a = __float_as_uint(dst[i]);
+    const unsigned b = __float_as_uint(src[i]);
+    dst[i] = __uint_as_float(a < b ? b : a);
+  }
+}
+
+}  // namespace detail
+
+// Calibration state on the device: per module the running input amax, per (module, recipe) the
+// weight amax (computed from the full weight when the module is first seen).
+class device_calibration {
+ public:
+  device_calibration(std::vector<device_recipe> recipes, std::span<const quantizable_module> modules,
+                     std::vector<bool> active)
+      : recipes_(std::move(recipes)), active_(std::move(active)) {
+    if (active_.size() != modules.size()) throw error("device_calibration: active flags do not match the modules");
+    for (std::size_t m = 0; m < modules.size(); ++m) {
+      index_.emplace(modules[m].name, m);
+      shapes_.push_back(modules[m].weight_shape);
+    }
+    input_amax_ = device_buffer<float>(modules.size());
+    batch_amax_ = device_buffer<float>(modules.size());
+    input_amax_.fill_bytes(0);
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());  // zeroed before any stream folds into it
+    seen_.assign(modules.size(), false);
+    weight_amax_.resize(modules.size() * recipes_.size());
+  }
+
+  std::size_t num_modules() const { return shapes_.size(); }
+  std::size_t num_recipes() const { return recipes_.size(); }
+  const device_recipe& recipe(std::size_t r) const { return recipes_.at(r); }
+  bool active(std::size_t m) const { return active_.at(m); }
+  std::optional<std::size_t> module_index(std::string_view name) const {
+    const auto it = index_.find(std::string(name));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // One forward call of module m: fold max |X| into its input amax; weight amax on first sight.
+  void observe(std::size_t m, const device_linear_call& call, cudaStream_t stream, kernel_profile* profile = nullptr) {
+    profiled(profile, kernel_class::amax, stream, [&] {
+      amax_per_tensor(call.input, batch_amax_.data() + m, cub_temp_, stream);
+      detail::running_max_kernel<><<<1, 32, 0, stream>>>(input_amax_.data() + m, batch_amax_.data() + m, 1);
+      AQ_CUDA_CHECK_LAUNCH();
+      seen_[m] = true;
+      ensure_weight_amax(m, call, stream);
+    });
+  }
+  bool has_input_amax(std::size_t m) const { return seen_.at(m); }
+  const float* input_amax_device(std::size_t m) const { return input_amax_.data() + m; }
+  // Host copies (after the stream is synchronised).
+  std::vector<float> input_amax_host() const { return input_amax_.to_host(); }
+  std::vector<float> weight_amax_host(std::size_t m, std::size_t r) const {
+    const device_buffer<float>& b = weight_amax_.at(m * recipes_.size() + r);
+    return b.empty() ? std::vector<float>{} : b.to_host();
+  }
+  std::vector<std::int64_t> weight_amax_shape(std::size_t m, std::size_t r) const {
+    const device_recipe& k = recipes_.at(r);
+    const auto& s = shapes_.at(m);
+    std::int64_t numel = 1;
+    for (const std::int64_t e : s) numel *= e;
+    return k.weight_enabled ? k.weight_amax_shape(s.front(), numel / s.front()) : std::vector<std::int64_t>{};
+  }
+  const float* weight_amax_device(std::size_t m, std::size_t r) const {
+    return weight_amax_.at(m * recipes_.size() + r).data();
+  }
+  // Weight amax from the full weight of the call (row0 == 0 and all rows present).
+  void ensure_weight_amax(std::size_t m, const device_linear_call& call, cudaStream_t stream) {
+    for (std::size_t r = 0; r < recipes_.size(); ++r) {
+      const device_recipe& k = recipes_[r];
+      device_buffer<float>& slot = weight_amax_[m * recipes_.size() + r];
+      if (!k.weight_enabled || !slot.empty()) continue;
+      if (call.row0 != 0 || call.weight.rows != call.weight_rows) {
+        throw error("device_calibration: module " + std::string(call.name) +
+                    " first seen in a row chunk; its weight amax needs the whole weight");
+      }
+      slot = device_buffer<float>(static_cast<std::size_t>(k.weight_amax_count(call.weight.rows, call.weight.cols)));
+      AQ_CUDA_CHECK(k.weight_amax(call.weight.data, call.weight.rows, call.weight.cols, slot.data(), stream));
+    }
+  }
+
+ private:
+  std::vector<device_recipe> recipes_;
+  std::vector<bool> active_;
+  std::map<std::string, std::size_t> index_;
+  std::vector<std::vector<std::int64_t>> shapes_;
+  device_buffer<float> input_amax_, batch_amax_;
+  std::vector<bool> seen_;
+  std::vector<device_buffer<float>> weight_amax_;
+  device_buffer<std::byte> cub_temp_;
+};
+
+// Forward observer of the calibration pass.
+class device_calibration_observer : public device_linear_observer {
+ public:
+  device_calibration_observer(device_calibration& calibration, cudaStream_t stream, kernel_profile* profile = nullptr)
+      : calib_(calibration), stream_(stream), profile_(profile) {}
+  void on_forward(const device_linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.observe(*m, call, stream_, profile_);
+  }
+
+ private:
+  device_calibration& calib_;
+  cudaStream_t stream_;
+  kernel_profile* profile_;
+};
+
+// Backward observer of the score passes. Quantized weights are kept per (module, recipe, row
+// block) while they fit in `weight_cache_bytes` (formed once from the cached weight amax, reused
+// by every later batch); past that budget they are formed on the fly per call in a scratch of
+// the largest weight (one extra read and write of the weight per recipe and batch).
+class device_gradient_scorer : public device_linear_observer {
+ public:
+  device_gradient_scorer(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream,
+                         score_difference rounding = score_difference::fp32, std::size_t weight_cache_bytes = 0,
+                         kernel_profile* profile = nullptr)
+      : calib_(calibration),
+        gemm_(gemm),
+        stream_(stream),
+        rounding_(rounding),
+        cache_budget_(weight_cache_bytes),
+        profile_(profile),
+        scores_(calibration.num_modules() * calibration.num_recipes()) {
+    scores_.fill_bytes(0, stream_);
+  }
+
+  void on_backward(const device_linear_call& call) override {
+    // Q(X) of the previous call stays valid only while X does: every call, scored or not, is seen.
+    const bool same_x = call.same_input_as_previous && call.input.data == xq_source_;
+    xq_source_ = call.input.data;
+    if (!same_x) std::fill(xq_amax_.begin(), xq_amax_.end(), std::nanf(""));
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.ensure_weight_amax(*m, call, stream_);  // a module calibration never saw (cannot chunk)
+    const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
+    const std::size_t R = calib_.num_recipes();
+    if (xq_.size() != R) {
+      xq_.resize(R);
+      xq_amax_.assign(R, std::nanf(""));
+      input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
+    }
+    if (yr_.size() != R) yr_.resize(R);
+    if (!calib_.has_input_amax(*m)) {
+      throw error("device_gradient_scorer: module " + std::string(call.name) + " has no calibrated input amax");
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      const device_recipe& k = calib_.recipe(r);
+      device_matrix<const bf16> x = call.input;
+      device_matrix<const bf16> w = call.weight;
+      if (k.input_enabled) {
+        if (call.input.ld != in) throw error("device_gradient_scorer: strided inputs are not supported");
+        // Q(X) of the previous call is reused when X and its amax are the same (q/k/v, gate/up
+        // and the LM-head chunks share X, and calibration gave them equal amax).
+        if (!(xq_amax_[r] == input_amax_[*m])) {
+          grow(xq_[r], static_cast<std::size_t>(rows * in));
+          profiled(profile_, kernel_class::fake_quant, stream_, [&] {
+            AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_[r].data(), rows, in, calib_.input_amax_device(*m), stream_));
+          });
+          xq_amax_[r] = input_amax_[*m];
+        }
+        x = {xq_[r].data(), rows, in, in};
+      }
+      if (k.weight_enabled) {
+        if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
+        w = {quantized_weight(*m, r, call), out, in, in};
+      }
+      grow(yr_[r], static_cast<std::size_t>(rows * out));
+      const device_matrix<float> yr{yr_[r].data(), rows, out, out};
+      profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, call.bias, false, stream_); });
+      flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
+    }
+    // One pass over Y and dL/dY for all recipes' Y_r (in groups of max_fused_recipes).
+    profiled(profile_, kernel_class::score, stream_, [&] {
+      const auto fused = static_cast<std::size_t>(detail::max_fused_recipes);
+      for (std::size_t r0 = 0; r0 < R; r0 += fused) {
+        std::vector<device_matrix<const float>> outs;
+        for (std::size_t r = r0; r < std::min(R, r0 + fused); ++r) outs.push_back({yr_[r].data(), rows, out, out});
+        accumulate_gradient_scores(outs, call.output, call.grad_output, rounding_, scores_.data() + *m * R + r0, ws_,
+                                   stream_);
+      }
+    });
+  }
+
+  // S(m, r) summed over the observed batches (synchronises the stream).
+  std::vector<double> scores() const {
+    AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return scores_.to_host();
+  }
+  double gemm_flops() const { return flops_; }
+  std::size_t weight_cache_bytes() const { return cache_used_; }
+
+ private:
+  // Q_w(W) of module m, recipe r for the call's row block: from the cache, newly cached while the
+  // budget allows, else formed in the scratch.
+  const bf16* quantized_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
+    const device_recipe& k = calib_.recipe(r);
+    const std::int64_t out = call.weight.rows, in = call.weight.cols;
+    const std::size_t n = static_cast<std::size_t>(out * in);
+    const std::tuple<std::size_t, std::size_t, std::int64_t> key{m, r, call.row0};
+    const auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second.data();
+    bf16* dst = nullptr;
+    if (cache_used_ + n * sizeof(bf16) <= cache_budget_) {
+      dst = cache_.emplace(key, device_buffer<bf16>(n)).first->second.data();
+      cache_used_ += n * sizeof(bf16);
+    } else {
+      grow(wq_, n);
+      dst = wq_.data();
+    }
+    const float* amax = calib_.weight_amax_device(m, r) + k.weight_amax_offset(call.row0, in);
+    profiled(profile_, kernel_class::fake_quant, stream_,
+             [&] { AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, dst, out, in, amax, stream_)); });
+    return dst;
+  }
+
+  template <class T>
+  static void grow(device_buffer<T>& b, std::size_t n) {
+    if (b.size() < n) b = device_buffer<T>(n);
+  }
+
+  device_calibration& calib_;
+  cublaslt_gemm& gemm_;
+  cudaStream_t stream_;
+  score_difference rounding_;
+  std::size_t cache_budget_ = 0;
+  std::size_t cache_used_ = 0;
+  kernel_profile* profile_ = nullptr;
+  std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, device_buffer<bf16>> cache_;
+  device_buffer<double> scores_;
+  std::vector<device_buffer<bf16>> xq_;  // Q(X) per recipe, of the last X (xq_source_)
+  std::vector<float> xq_amax_;            // the input amax each was made with (NaN: none yet)
+  std::vector<float> input_amax_;         // calibrated input amax per module (host copy)
+  const bf16* xq_source_ = nullptr;
+  device_buffer<bf16> wq_;
+  std::vector<device_buffer<float>> yr_;  // Y_r per recipe of the current call
+  gradient_score_workspace ws_;
+  double flops_ = 0.0;
+};
+
+}  // namespace aq::cuda

@@ -1,0 +1,443 @@
+// The Qwen2/Qwen3 text tokenizer read from a Hugging Face tokenizer.json: added tokens matched
+// first, then NFC, the Qwen2 split regex and byte-level BPE; decoding maps ids back to text.
+// It turns calibration captions and chat prompts into the ids the model consumes.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "aq/core/error.hpp"
+#include "aq/io/tokenizer/bpe.hpp"
+#include "aq/io/json_parser.hpp"
+#include "aq/io/mapped_file.hpp"
+#include "aq/io/tokenizer/nfc.hpp"
+#include "aq/io/tokenizer/pretokenizer.hpp"
+#include "aq/io/tokenizer/unicode_properties.hpp"
+#include "aq/io/tokenizer/utf8.hpp"
+
+namespace aq::io {
+
+// One entry of tokenizer.json's "added_tokens", with its matching flags.
+struct added_token {
+  std::string content;
+  std::uint32_t id = 0;
+  bool special = false;      // dropped by decode(..., skip_special = true)
+  bool normalized = false;   // matched in NFC text instead of the raw input
+  bool lstrip = false;       // swallows white space on its left
+  bool rstrip = false;       // swallows white space on its right
+  bool single_word = false;  // only matches with no word character on either side
+  // The token's text as decoded: the content, NFC-normalized for normalized tokens (the
+  // reference stores them normalized).
+  std::string decoded;
+};
+
+struct encode_options {
+  bool use_cache = true;  // the BPE word cache; off only to measure its effect
+};
+
+namespace detail {
+
+// Finds added tokens leftmost-longest, as the reference's Aho-Corasick matcher does, and applies
+// the single_word / lstrip / rstrip rules. Few tokens, so a first-byte filter is enough.
+class added_token_matcher {
+ public:
+  struct piece {
+    std::size_t begin;
+    std::size_t end;
+    const added_token* token;  // nullptr for plain text
+  };
+
+  void add(const added_token& token, std::string pattern) {
+    if (pattern.empty()) return;
+    first_bytes_[static_cast<unsigned char>(pattern[0])] = true;
+    entries_.push_back({std::move(pattern), token});
+  }
+  bool empty() const { return entries_.empty(); }
+
+  // Splits `text` into plain pieces and added-token pieces covering it in order.
+  void split(std::string_view text, std::vector<piece>& out) const {
+    std::size_t plain_start = 0;
+    for (std::size_t pos = 0; pos < text.size();) {
+      if (!first_bytes_[static_cast<unsigned char>(text[pos])]) {
+        ++pos;
+        continue;
+      }
+      const entry* best = nullptr;
+      for (const entry& e : entries_) {
+        if (text.substr(pos).starts_with(e.pattern) && (best == nullptr || e.pattern.size() > best->pattern.size())) {
+          best = &e;
+        }
+      }
+      if (best == nullptr) {
+        ++pos;
+        continue;
+      }
+      std::size_t start = pos;
+      std::size_t stop = pos + best->pattern.size();
+      pos = stop;  // the search resumes after the match even when the match is rejected
+      const added_token& token = best->token;
+      if (token.single_word) {
+        const bool word_before = start > 0 && unicode::is_word(last_char(text.substr(0, start)));
+        const bool word_after = stop < text.size() && unicode::is_word(first_char(text.substr(stop)));
+        if (word_before || word_after) continue;
+      }
+      if (token.lstrip) {
+        std::size_t s = start;
+        while (s > 0) {
+          const std::size_t char_start = previous_char_start(text, s);
+          std::size_t i = char_start;
+          if (!unicode::is_space(utf8::decode_at(text, i))) break;
+          s = char_start;
+        }
+        start = std::max(s, plain_start);
+      }
+      if (token.rstrip) {
+        while (stop < text.size()) {
+          std::size_t i = stop;
+          if (!unicode::is_space(utf8::decode_at(text, i))) break;
+          stop = i;
+        }
+      }
+      if (plain_start < start) out.push_back({plain_start, start, nullptr});
+      out.push_back({start, stop, &token});  // points into this matcher; valid while it lives
+      plain_start = stop;
+    }
+    if (plain_start < text.size()) out.push_back({plain_start, text.size(), nullptr});
+  }
+
+ private:
+  struct entry {
+    std::string pattern;
+    added_token token;
+  };
+
+  static std::size_t previous_char_start(std::string_view text, std::size_t pos) {
+    do {
+      --pos;
+    } while (pos > 0 && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80);
+    return pos;
+  }
+  static char32_t last_char(std::string_view text) {
+    std::size_t i = previous_char_start(text, text.size());
+    return utf8::decode_at(text, i);
+  }
+  static char32_t first_char(std::string_view text) {
+    std::size_t i = 0;
+    return utf8::decode_at(text, i);
+  }
+
+  std::vector<entry> entries_;
+  std::array<bool, 256> first_bytes_{};
+};
+
+// Small typed accessors over simdjson's DOM that name the file and field on failure.
+class json_fields {
+ public:
+  explicit json_fields(std::string source) : source_(std::move(source)) {}
+
+  const std::string& source() const { return source_; }
+
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw error(source_ + ": " + field + ": " + what);
+  }
+  simdjson::dom::element get(simdjson::dom::element object, std::string_view key, const std::string& field) const {
+    simdjson::dom::element value;
+    if (!object.is_object()) fail(field, "expected an object");
+    if (object[key].get(value) != simdjson::SUCCESS) fail(field, "missing");
+    return value;
+  }
+  std::optional<simdjson::dom::element> find(simdjson::dom::element object, std::string_view key) const {
+    simdjson::dom::element value;
+    if (!object.is_object() || object[key].get(value) != simdjson::SUCCESS) return std::nullopt;
+    return value;
+  }
+  std::string_view string(simdjson::dom::element value, const std::string& field) const {
+    std::string_view s;
+    if (value.get(s) != simdjson::SUCCESS) fail(field, "expected a string");
+    return s;
+  }
+  bool boolean(simdjson::dom::element value, const std::string& field) const {
+    bool b = false;
+    if (value.get(b) != simdjson::SUCCESS) fail(field, "expected true or false");
+    return b;
+  }
+  // Optional boolean field: absent or null reads as `fallback`.
+  bool flag(simdjson::dom::element object, std::string_view key, const std::string& field, bool fallback) const {
+    const auto value = find(object, key);
+    if (!value || value->is_null()) return fallback;
+    return boolean(*value, field);
+  }
+  std::uint32_t id(simdjson::dom::element value, const std::string& field) const {
+    std::uint64_t v = 0;
+    if (value.get(v) != simdjson::SUCCESS || v > 0xFFFFFFFFull) fail(field, "expected a token id (unsigned 32-bit)");
+    return static_cast<std::uint32_t>(v);
+  }
+  std::string_view type_of(simdjson::dom::element object, const std::string& field) const {
+    return string(get(object, "type", field + ".type"), field + ".type");
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace detail
+
+class tokenizer {
+ public:
+  // Reads tokenizer.json, or <dir>/tokenizer.json when given a model directory.
+  static tokenizer from_file(const std::filesystem::path& path_or_dir) {
+    std::filesystem::path path = path_or_dir;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) path /= "tokenizer.json";
+    const mapped_file file(path);  // refuses a FIFO or a directory before reading
+    return from_json(file.nonempty_text(), path.string());
+  }
+
+  // Parses tokenizer.json text; `source` names it in error messages.
+  static tokenizer from_json(std::string_view json, const std::string& source) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    if (const auto err = parser.parse(json.data(), json.size()).get(root); err != simdjson::SUCCESS) {
+      throw error(source + ": invalid JSON: " + simdjson::error_message(err));
+    }
+    const detail::json_fields f(source);
+    tokenizer t;
+    t.read_normalizer(f, root);
+    read_pre_tokenizer(f, root);
+    read_decoder(f, root);
+    t.read_model(f, root);
+    t.read_added_tokens(f, root);
+    return t;
+  }
+
+  // Ids of `text` (UTF-8) as the reference encodes it with add_special_tokens=False: added and
+  // special tokens written in the text are recognized, nothing is prepended or appended.
+  std::vector<std::uint32_t> encode(std::string_view text, const encode_options& options = {}) const {
+    utf8::validate(text, "tokenizer input");
+    std::vector<std::uint32_t> ids;
+    ids.reserve(text.size() / 3 + 4);
+    std::vector<detail::added_token_matcher::piece> raw, normalized_pieces;
+    std::vector<text_span> words;
+    raw_matcher_.split(text, raw);
+    for (const auto& piece : raw) {
+      if (piece.token != nullptr) {
+        ids.push_back(piece.token->id);
+        continue;
+      }
+      const std::string normalized =
+          nfc_ ? nfc(text.substr(piece.begin, piece.end - piece.begin)) : std::string(text.substr(piece.begin, piece.end - piece.begin));
+      normalized_pieces.clear();
+      normalized_matcher_.split(normalized, normalized_pieces);
+      for (const auto& sub : normalized_pieces) {
+        if (sub.token != nullptr) {
+          ids.push_back(sub.token->id);
+          continue;
+        }
+        const std::string_view segment = std::string_view(normalized).substr(sub.begin, sub.end - sub.begin);
+        words.clear();
+        qwen2_pretokenizer::split(segment, words);
+        for (const text_span& w : words) {
+          bpe_->encode_word(segment.substr(w.begin, w.end - w.begin), ids, options.use_cache);
+        }
+      }
+    }
+    return ids;
+  }
+
+  // Text of `ids`: byte-level tokens become their bytes, ill-formed UTF-8 becomes U+FFFD.
+  std::string decode(std::span<const std::uint32_t> ids, bool skip_special = false) const {
+    std::string bytes;
+    for (const std::uint32_t id : ids) {
+      std::optional<std::string_view> text;
+      if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) {
+        if (skip_special && added_[it->second].special) continue;
+        text = added_[it->second].decoded;
+      } else {
+        text = bpe_->token(id);
+      }
+      if (!text) {
+        throw error("tokenizer decode: id " + std::to_string(id) + " is not in the vocabulary (ids below " +
+                    std::to_string(id_bound()) + ")");
+      }
+      // A token with a character outside the byte alphabet contributes its UTF-8 as is.
+      if (const auto raw = byte_level_to_bytes(*text)) {
+        bytes += *raw;
+      } else {
+        bytes += *text;
+      }
+    }
+    return utf8::decode_lossy(bytes);
+  }
+
+  // Id of a vocabulary or added token written out (e.g. "<|image_pad|>").
+  std::optional<std::uint32_t> token_to_id(std::string_view token) const {
+    for (const added_token& a : added_) {
+      if (a.content == token) return a.id;
+    }
+    return bpe_->token_id(token);
+  }
+  // The token text of `id` (byte alphabet for vocabulary tokens), or nullopt if unknown.
+  std::optional<std::string> id_to_token(std::uint32_t id) const {
+    if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].decoded;
+    if (const auto t = bpe_->token(id)) return std::string(*t);
+    return std::nullopt;
+  }
+  // One past the largest id, added tokens included (the embedding needs at least this many rows).
+  std::size_t id_bound() const {
+    std::size_t bound = bpe_->id_bound();
+    for (const added_token& a : added_) bound = std::max(bound, std::size_t{a.id} + 1);
+    return bound;
+  }
+  const std::vector<added_token>& added_tokens() const { return added_; }
+  std::size_t merge_count() const { return bpe_->merge_count(); }
+  bool normalizes_nfc() const { return nfc_; }
+
+ private:
+  tokenizer() = default;
+
+  void read_normalizer(const detail::json_fields& f, simdjson::dom::element root) {
+    const auto n = f.find(root, "normalizer");
+    if (!n || n->is_null()) return;
+    const std::string_view type = f.type_of(*n, "normalizer");
+    if (type != "NFC") f.fail("normalizer.type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
+    nfc_ = true;
+  }
+
+  static void read_pre_tokenizer(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element p = f.get(root, "pre_tokenizer", "pre_tokenizer");
+    const auto unsupported = [&](const std::string& field, const std::string& found) {
+      f.fail(field, "unsupported " + found +
+                        " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
+                        "prefix space or regex)");
+    };
+    if (p.is_null() || f.type_of(p, "pre_tokenizer") != "Sequence") unsupported("pre_tokenizer.type", "pre-tokenizer");
+    simdjson::dom::array steps;
+    if (f.get(p, "pretokenizers", "pre_tokenizer.pretokenizers").get(steps) != simdjson::SUCCESS || steps.size() != 2) {
+      unsupported("pre_tokenizer.pretokenizers", "step list");
+    }
+    const simdjson::dom::element split = steps.at(0).value_unsafe();
+    const simdjson::dom::element byte_level = steps.at(1).value_unsafe();
+    const std::string s0 = "pre_tokenizer.pretokenizers[0]", s1 = "pre_tokenizer.pretokenizers[1]";
+    if (f.type_of(split, s0) != "Split") unsupported(s0 + ".type", "step");
+    const auto regex = f.find(f.get(split, "pattern", s0 + ".pattern"), "Regex");
+    if (!regex || f.string(*regex, s0 + ".pattern.Regex") != qwen2_split_pattern) unsupported(s0 + ".pattern", "split pattern");
+    if (f.string(f.get(split, "behavior", s0 + ".behavior"), s0 + ".behavior") != "Isolated") unsupported(s0 + ".behavior", "behavior");
+    if (f.flag(split, "invert", s0 + ".invert", false)) unsupported(s0 + ".invert", "inverted split");
+    if (f.type_of(byte_level, s1) != "ByteLevel") unsupported(s1 + ".type", "step");
+    if (f.flag(byte_level, "add_prefix_space", s1 + ".add_prefix_space", true)) unsupported(s1 + ".add_prefix_space", "prefix space");
+    if (f.flag(byte_level, "use_regex", s1 + ".use_regex", true)) unsupported(s1 + ".use_regex", "ByteLevel regex");
+  }
+
+  static void read_decoder(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element d = f.get(root, "decoder", "decoder");
+    if (d.is_null() || f.type_of(d, "decoder") != "ByteLevel") f.fail("decoder.type", "unsupported decoder (supported: ByteLevel)");
+  }
+
+  void read_model(const detail::json_fields& f, simdjson::dom::element root) {
+    const simdjson::dom::element model = f.get(root, "model", "model");
+    const std::string_view type = f.type_of(model, "model");
+    if (type != "BPE") f.fail("model.type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
+    if (const auto dropout = f.find(model, "dropout"); dropout && !dropout->is_null()) {
+      f.fail("model.dropout", "BPE dropout is not supported (expected null)");
+    }
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+      if (const auto v = f.find(model, key); v && !v->is_null() && !f.string(*v, std::string("model.") + key).empty()) {
+        f.fail(std::string("model.") + key, "unsupported (byte-level BPE expects \"\" or null)");
+      }
+    }
+    simdjson::dom::object vocab_object;
+    if (f.get(model, "vocab", "model.vocab").get(vocab_object) != simdjson::SUCCESS) f.fail("model.vocab", "expected an object");
+    std::vector<std::pair<std::string_view, std::uint32_t>> vocab;  // views into the parsed document
+    vocab.reserve(vocab_object.size());
+    for (const auto field : vocab_object) {
+      std::uint64_t id = 0;
+      if (field.value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
+        f.fail("model.vocab[\"" + std::string(field.key) + "\"]", "expected a token id (unsigned 32-bit)");
+      }
+      vocab.emplace_back(field.key, static_cast<std::uint32_t>(id));
+    }
+    bpe_model bpe(vocab, f.flag(model, "ignore_merges", "model.ignore_merges", false), f.source());
+    simdjson::dom::array merges;
+    if (f.get(model, "merges", "model.merges").get(merges) != simdjson::SUCCESS) f.fail("model.merges", "expected an array");
+    std::size_t index = 0;
+    for (const simdjson::dom::element merge : merges) {
+      // Field names are built only on failure: 150k merges load in a loop that must stay cheap.
+      const auto field = [&] { return "model.merges[" + std::to_string(index) + "]"; };
+      std::string_view left, right;
+      if (std::string_view line; merge.get(line) == simdjson::SUCCESS) {
+        // Legacy form "left right": byte-level tokens never contain a space, so exactly one.
+        const std::size_t space = line.find(' ');
+        if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
+          f.fail(field(), "expected \"left right\" with one space, got \"" + std::string(line) + "\"");
+        }
+        left = line.substr(0, space);
+        right = line.substr(space + 1);
+      } else {
+        simdjson::dom::array pair;
+        if (merge.get(pair) != simdjson::SUCCESS || pair.size() != 2 || pair.at(0).get(left) != simdjson::SUCCESS ||
+            pair.at(1).get(right) != simdjson::SUCCESS) {
+          f.fail(field(), "expected [left, right] or \"left right\"");
+        }
+      }
+      if (!bpe.add_merge(left, right)) {
+        f.fail(field(), "merge \"" + std::string(left) + " " + std::string(right) +
+                            "\" uses a token missing from model.vocab");
+      }
+      ++index;
+    }
+    bpe.finish_merges();
+    bpe_ = std::make_shared<const bpe_model>(std::move(bpe));
+  }
+
+  void read_added_tokens(const detail::json_fields& f, simdjson::dom::element root) {
+    const auto list = f.find(root, "added_tokens");
+    if (!list || list->is_null()) return;
+    simdjson::dom::array tokens;
+    if (list->get(tokens) != simdjson::SUCCESS) f.fail("added_tokens", "expected an array");
+    std::size_t index = 0;
+    for (const simdjson::dom::element t : tokens) {
+      const std::string field = "added_tokens[" + std::to_string(index++) + "]";
+      added_token a;
+      a.id = f.id(f.get(t, "id", field + ".id"), field + ".id");
+      a.content = std::string(f.string(f.get(t, "content", field + ".content"), field + ".content"));
+      utf8::validate(a.content, f.source() + ": " + field + ".content");
+      a.special = f.flag(t, "special", field + ".special", false);
+      a.normalized = f.flag(t, "normalized", field + ".normalized", !a.special);
+      a.lstrip = f.flag(t, "lstrip", field + ".lstrip", false);
+      a.rstrip = f.flag(t, "rstrip", field + ".rstrip", false);
+      a.single_word = f.flag(t, "single_word", field + ".single_word", false);
+      added_.push_back(std::move(a));
+    }
+    for (std::size_t i = 0; i < added_.size(); ++i) {
+      added_token& a = added_[i];
+      a.decoded = a.normalized && nfc_ ? nfc(a.content) : a.content;
+      if (!added_by_id_.emplace(a.id, i).second) f.fail("added_tokens", "id " + std::to_string(a.id) + " appears twice");
+      // Normalized tokens are looked for in normalized text, so their pattern is normalized too.
+      if (a.normalized) {
+        normalized_matcher_.add(a, a.decoded);
+      } else {
+        raw_matcher_.add(a, a.content);
+      }
+    }
+  }
+
+  bool nfc_ = false;
+  std::shared_ptr<const bpe_model> bpe_;
+  std::vector<added_token> added_;
+  std::unordered_map<std::uint32_t, std::size_t> added_by_id_;  // id -> index in added_
+  detail::added_token_matcher raw_matcher_;
+  detail::added_token_matcher normalized_matcher_;
+};
+
+}  // namespace aq::io

@@ -1,0 +1,201 @@
+// A small streaming JSON emitter whose bytes equal Python's `json.dumps(obj, indent=2)`
+// (ensure_ascii, ", "/": " separators, float repr, `[]`/`{}` for empty containers). The report
+// writers (report/quant_manifest.hpp, report/sensitivity_report.hpp) build their files with it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/core/error.hpp"
+#include "aq/report/python_float.hpp"
+
+namespace aq::io {
+
+// Escapes UTF-8 text as json.dumps(ensure_ascii=True) does: \" \\ \n \r \t \b \f, other
+// characters outside ' '..'~' as \u00xx (lowercase hex), code points above U+FFFF as a
+// surrogate pair. Invalid UTF-8 is refused: Python strings cannot hold it either.
+inline std::string json_quote(std::string_view utf8) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(utf8.size() + 2);
+  out += '"';
+  const auto append_u = [&](std::uint32_t unit) {
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += hex[(unit >> shift) & 0xfu];
+  };
+  const auto invalid = [&](std::size_t at) {
+    return error("json string: invalid UTF-8 at byte " + std::to_string(at) + " of \"" +
+                 std::string(utf8.substr(0, 40)) + "\"");
+  };
+  for (std::size_t i = 0; i < utf8.size();) {
+    const auto byte = static_cast<unsigned char>(utf8[i]);
+    if (byte < 0x80) {
+      switch (byte) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          if (byte < 0x20 || byte == 0x7f) {
+            append_u(byte);
+          } else {
+            out += static_cast<char>(byte);
+          }
+      }
+      ++i;
+      continue;
+    }
+    int length = 0;
+    std::uint32_t code = 0;
+    std::uint32_t minimum = 0;
+    if ((byte & 0xe0u) == 0xc0u) {
+      length = 2;
+      code = byte & 0x1fu;
+      minimum = 0x80;
+    } else if ((byte & 0xf0u) == 0xe0u) {
+      length = 3;
+      code = byte & 0x0fu;
+      minimum = 0x800;
+    } else if ((byte & 0xf8u) == 0xf0u) {
+      length = 4;
+      code = byte & 0x07u;
+      minimum = 0x10000;
+    } else {
+      throw invalid(i);
+    }
+    if (i + static_cast<std::size_t>(length) > utf8.size()) throw invalid(i);
+    for (int k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(utf8[i + static_cast<std::size_t>(k)]);
+      if ((next & 0xc0u) != 0x80u) throw invalid(i);
+      code = (code << 6) | (next & 0x3fu);
+    }
+    if (code < minimum || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) throw invalid(i);
+    if (code > 0xffff) {
+      const std::uint32_t v = code - 0x10000;
+      append_u(0xd800 + (v >> 10));
+      append_u(0xdc00 + (v & 0x3ffu));
+    } else {
+      append_u(code);
+    }
+    i += static_cast<std::size_t>(length);
+  }
+  out += '"';
+  return out;
+}
+
+// Builds one JSON document front to back. Misuse (a value without a key inside an object,
+// unbalanced end_*) throws aq::error, so a writer bug cannot produce malformed output.
+class json_writer {
+ public:
+  explicit json_writer(int indent = 2) : indent_(indent) {}
+
+  json_writer& begin_object() { return open('{', true); }
+  json_writer& end_object() { return close('}', true); }
+  json_writer& begin_array() { return open('[', false); }
+  json_writer& end_array() { return close(']', false); }
+
+  json_writer& key(std::string_view name) {
+    if (frames_.empty() || !frames_.back().is_object || frames_.back().has_key) {
+      throw error("json_writer: key \"" + std::string(name) + "\" outside an object or after another key");
+    }
+    start_member();
+    out_ += json_quote(name);
+    out_ += ": ";
+    frames_.back().has_key = true;
+    return *this;
+  }
+
+  json_writer& string(std::string_view text) {
+    before_value();
+    out_ += json_quote(text);
+    return *this;
+  }
+  json_writer& number(double value) {
+    before_value();
+    out_ += python_json_float(value);
+    return *this;
+  }
+  json_writer& integer(std::int64_t value) {
+    before_value();
+    out_ += std::to_string(value);
+    return *this;
+  }
+  json_writer& boolean(bool value) {
+    before_value();
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  json_writer& null() {
+    before_value();
+    out_ += "null";
+    return *this;
+  }
+
+  // The document, with no trailing newline (json.dumps adds none).
+  const std::string& str() const {
+    if (!frames_.empty()) throw error("json_writer: document read before every object/array was closed");
+    return out_;
+  }
+
+ private:
+  struct frame {
+    bool is_object = false;
+    bool has_key = false;  // an object member's key was written, its value is due
+    std::size_t count = 0;
+  };
+
+  void newline_indent(std::size_t depth) {
+    out_ += '\n';
+    out_.append(depth * static_cast<std::size_t>(indent_), ' ');
+  }
+
+  void start_member() {
+    frame& top = frames_.back();
+    if (top.count > 0) out_ += ',';
+    newline_indent(frames_.size());
+    ++top.count;
+  }
+
+  void before_value() {
+    if (frames_.empty()) {
+      if (!out_.empty()) throw error("json_writer: a second top-level value");
+      return;
+    }
+    frame& top = frames_.back();
+    if (top.is_object) {
+      if (!top.has_key) throw error("json_writer: object member without a key");
+      top.has_key = false;
+    } else {
+      start_member();
+    }
+  }
+
+  json_writer& open(char bracket, bool is_object) {
+    before_value();
+    out_ += bracket;
+    frames_.push_back(frame{is_object, false, 0});
+    return *this;
+  }
+
+  json_writer& close(char bracket, bool is_object) {
+    if (frames_.empty() || frames_.back().is_object != is_object || frames_.back().has_key) {
+      throw error(std::string("json_writer: unbalanced '") + bracket + "'");
+    }
+    const std::size_t count = frames_.back().count;
+    frames_.pop_back();
+    if (count > 0) newline_indent(frames_.size());
+    out_ += bracket;
+    return *this;
+  }
+
+  int indent_;
+  std::string out_;
+  std::vector<frame> frames_;
+};
+
+}  // namespace aq::io

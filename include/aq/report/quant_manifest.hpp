@@ -1,0 +1,398 @@
+// `<scheme>_quant_manifest.json`: ModelOpt's run manifest (scheme, layers, search summary, every
+// group's candidate scores and costs, importance ranking), written from an io::report_model and
+// read back into one. The last stage of the pipeline; per-layer-sensitivity.* derive from it.
+#pragma once
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "aq/core/atomic_file.hpp"
+#include "aq/core/error.hpp"
+#include "aq/io/json_parser.hpp"
+#include "aq/report/json_writer.hpp"
+#include "aq/io/regular_file.hpp"
+#include "aq/report/report_model.hpp"
+
+namespace aq::io {
+
+// The effective bits written in a recipe display string, "NAME(effective-bits: 8.0)" -> 8.0;
+// nullopt when the marker is absent or the number does not parse. A manifest holds only these
+// strings, so reading one back recovers each candidate's bits here.
+inline std::optional<double> effective_bits_of(std::string_view format) {
+  static constexpr std::string_view marker = "effective-bits:";
+  const std::size_t at = format.find(marker);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view number = format.substr(at + marker.size());
+  number = number.substr(0, number.find(')'));
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  while (!number.empty() && is_space(number.front())) number.remove_prefix(1);
+  while (!number.empty() && is_space(number.back())) number.remove_suffix(1);
+  if (!number.empty() && number.front() == '+') number.remove_prefix(1);
+  double value = 0.0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (number.empty() || ec != std::errc{} || end != number.data() + number.size()) return std::nullopt;
+  return value;
+}
+
+// A group's importance: its largest candidate score (0 for a group without candidates).
+inline double group_importance(const group_sensitivity& group) {
+  double importance = 0.0;
+  for (std::size_t i = 0; i < group.candidates.size(); ++i) {
+    if (i == 0 || group.candidates[i].score > importance) importance = group.candidates[i].score;
+  }
+  return importance;
+}
+
+// Group indices by ascending importance, ties in group order (Python's stable list.sort).
+inline std::vector<std::size_t> importance_order(const report_model& model) {
+  std::vector<double> importance;
+  importance.reserve(model.groups.size());
+  for (const group_sensitivity& group : model.groups) importance.push_back(group_importance(group));
+  std::vector<std::size_t> order(model.groups.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return importance[a] < importance[b]; });
+  return order;
+}
+
+inline std::string quant_manifest_filename(const scheme_info& scheme) { return scheme.name + "_quant_manifest.json"; }
+
+namespace detail {
+
+inline void emit_string_list(json_writer& json, const std::vector<std::string>& items) {
+  json.begin_array();
+  for (const std::string& item : items) json.string(item);
+  json.end_array();
+}
+
+inline void emit_scheme(json_writer& json, const scheme_info& scheme) {
+  json.begin_object();
+  json.key("name").string(scheme.name);
+  json.key("auto_quantize_bits").number(scheme.auto_quantize_bits);
+  json.key("auto_quantize_method").string(scheme.method);
+  json.key("auto_quantize_score_size").integer(scheme.score_size);
+  json.key("coverage_mode").string(scheme.coverage_mode);
+  json.key("coverage_fraction").number(scheme.coverage_fraction);
+  json.key("quant_formats");
+  emit_string_list(json, scheme.quant_formats);
+  json.end_object();
+}
+
+inline void emit_model(json_writer& json, const std::optional<std::string>& model_id) {
+  json.begin_object();
+  if (model_id) json.key("id").string(*model_id);
+  json.end_object();
+}
+
+inline void emit_autoquant_state(json_writer& json, const autoquant_state_info& state) {
+  json.begin_object();
+  json.key("keys");
+  emit_string_list(json, state.keys);
+  json.key("constraints").begin_object().key("effective_bits").number(state.effective_bits).end_object();
+  json.key("score").number(state.score);
+  json.key("is_satisfied").boolean(state.is_satisfied);
+  json.end_object();
+}
+
+inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
+  json.begin_object();
+  const auto text = [&](const char* key, const std::optional<std::string>& value) {
+    if (value) json.key(key).string(*value);
+  };
+  const auto count = [&](const char* key, const std::optional<std::int64_t>& value) {
+    if (value) json.key(key).integer(*value);
+  };
+  text("name", dataset.name);
+  text("size", dataset.size);
+  text("root", dataset.root);
+  text("captions_path", dataset.captions_path);
+  count("max_calib_samples", dataset.max_calib_samples);
+  count("num_calib_samples", dataset.num_calib_samples);
+  count("calib_seq_len", dataset.calib_seq_len);
+  count("batch_size", dataset.batch_size);
+  count("num_calib_batches", dataset.num_calib_batches);
+  json.end_object();
+}
+
+// aq's pareto_front field, shared by the manifest and per-layer-sensitivity.json.
+inline void emit_pareto_front(json_writer& json, const std::vector<pareto_point>& front) {
+  json.begin_array();
+  for (const pareto_point& point : front) {
+    json.begin_object();
+    json.key("effective_bits").number(point.effective_bits);
+    json.key("score").number(point.score);
+    json.end_object();
+  }
+  json.end_array();
+}
+
+}  // namespace detail
+
+// The manifest's bytes: json.dumps(manifest, indent=2) of ModelOpt's build_quant_manifest dict,
+// `dataset` appended when known, then aq's chosen_recipes and pareto_front when present.
+inline std::string render_quant_manifest(const report_model& model) {
+  validate_report_model(model);
+  json_writer json;
+  json.begin_object();
+  json.key("scheme");
+  detail::emit_scheme(json, model.scheme);
+  json.key("model");
+  detail::emit_model(json, model.model_id);
+  json.key("num_quantized_layers").integer(static_cast<std::int64_t>(model.layers.size()));
+  json.key("layers").begin_object();
+  for (const layer_info& layer : model.layers) {
+    json.key(layer.name).begin_object();
+    json.key("quantized").boolean(layer.quantized);
+    json.key("module_type").string(layer.module_type);
+    json.end_object();
+  }
+  json.end_object();
+  json.key("autoquant_state");
+  detail::emit_autoquant_state(json, model.autoquant_state);
+
+  const std::vector<std::size_t> order = importance_order(model);
+  std::vector<std::int64_t> rank(model.groups.size());
+  for (std::size_t r = 0; r < order.size(); ++r) rank[order[r]] = static_cast<std::int64_t>(r + 1);
+
+  json.key("layer_sensitivity").begin_object();
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    const group_sensitivity& group = model.groups[g];
+    json.key(group.name).begin_object();
+    json.key("formats").begin_array();
+    for (const candidate_stat& c : group.candidates) json.string(c.format);
+    json.end_array();
+    json.key("scores").begin_array();
+    for (const candidate_stat& c : group.candidates) json.number(c.score);
+    json.end_array();
+    json.key("costs").begin_array();
+    for (const candidate_stat& c : group.candidates) json.number(c.cost);
+    json.end_array();
+    json.key("importance").number(group_importance(group));
+    json.key("rank").integer(rank[g]);
+    json.end_object();
+  }
+  json.end_object();
+
+  json.key("sensitivity_ranking").begin_array();
+  for (const std::size_t g : order) {
+    json.begin_object();
+    json.key("name").string(model.groups[g].name);
+    json.key("importance").number(group_importance(model.groups[g]));
+    json.end_object();
+  }
+  json.end_array();
+
+  if (model.dataset) {
+    json.key("dataset");
+    detail::emit_dataset(json, *model.dataset);
+  }
+  if (model.chosen_recipes) {
+    json.key("chosen_recipes").begin_object();
+    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(pick.group).string(pick.format);
+    json.end_object();
+  }
+  if (model.pareto_front) {
+    json.key("pareto_front");
+    detail::emit_pareto_front(json, *model.pareto_front);
+  }
+  json.end_object();
+  return json.str();
+}
+
+// Writes `file` (conventionally dir / quant_manifest_filename(model.scheme)) atomically.
+inline void write_quant_manifest(const std::filesystem::path& file, const report_model& model) {
+  write_file_atomic(file, render_quant_manifest(model));
+}
+
+namespace detail {
+
+// Typed field access with errors that name the source and the JSON path.
+class manifest_fields {
+ public:
+  explicit manifest_fields(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    throw error(source_ + ": field '" + path + "' " + what);
+  }
+
+  simdjson::dom::element member(simdjson::dom::object object, std::string_view key, const std::string& path) const {
+    simdjson::dom::element value;
+    if (object.at_key(key).get(value) != simdjson::SUCCESS) fail(path, "is missing");
+    return value;
+  }
+  bool has(simdjson::dom::object object, std::string_view key) const {
+    simdjson::dom::element value;
+    return object.at_key(key).get(value) == simdjson::SUCCESS;
+  }
+  simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
+    simdjson::dom::object result;
+    if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
+    return result;
+  }
+  simdjson::dom::array array(simdjson::dom::element value, const std::string& path) const {
+    simdjson::dom::array result;
+    if (value.get_array().get(result) != simdjson::SUCCESS) fail(path, "expected an array");
+    return result;
+  }
+  std::string string(simdjson::dom::element value, const std::string& path) const {
+    std::string_view result;
+    if (value.get_string().get(result) != simdjson::SUCCESS) fail(path, "expected a string");
+    return std::string(result);
+  }
+  double number(simdjson::dom::element value, const std::string& path) const {
+    if (value.is_int64()) return static_cast<double>(value.get_int64().value_unsafe());
+    if (value.is_uint64()) return static_cast<double>(value.get_uint64().value_unsafe());
+    double result = 0.0;
+    if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
+    return result;
+  }
+  std::int64_t integer(simdjson::dom::element value, const std::string& path) const {
+    std::int64_t result = 0;
+    if (value.get_int64().get(result) != simdjson::SUCCESS) fail(path, "expected an integer");
+    return result;
+  }
+  bool boolean(simdjson::dom::element value, const std::string& path) const {
+    bool result = false;
+    if (value.get_bool().get(result) != simdjson::SUCCESS) fail(path, "expected true or false");
+    return result;
+  }
+  std::vector<std::string> string_list(simdjson::dom::element value, const std::string& path) const {
+    std::vector<std::string> items;
+    for (simdjson::dom::element item : array(value, path)) items.push_back(string(item, path + "[]"));
+    return items;
+  }
+  std::vector<double> number_list(simdjson::dom::element value, const std::string& path) const {
+    std::vector<double> items;
+    for (simdjson::dom::element item : array(value, path)) items.push_back(number(item, path + "[]"));
+    return items;
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace detail
+
+// Reads a manifest (ModelOpt's or aq's) into a report_model, keeping file order. Derived fields
+// (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
+// they are not read; unknown top-level fields are ignored. `source` names the text in errors.
+inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
+  detail::manifest_fields f(source);
+  simdjson::dom::parser parser;
+  const simdjson::padded_string padded(json_text);
+  simdjson::dom::element root_element;
+  if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
+    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
+  }
+  const simdjson::dom::object root = f.object(root_element, "<root>");
+  report_model model;
+
+  const simdjson::dom::object scheme = f.object(f.member(root, "scheme", "scheme"), "scheme");
+  model.scheme.name = f.string(f.member(scheme, "name", "scheme.name"), "scheme.name");
+  model.scheme.auto_quantize_bits =
+      f.number(f.member(scheme, "auto_quantize_bits", "scheme.auto_quantize_bits"), "scheme.auto_quantize_bits");
+  model.scheme.method =
+      f.string(f.member(scheme, "auto_quantize_method", "scheme.auto_quantize_method"), "scheme.auto_quantize_method");
+  model.scheme.score_size = f.integer(f.member(scheme, "auto_quantize_score_size", "scheme.auto_quantize_score_size"),
+                                      "scheme.auto_quantize_score_size");
+  model.scheme.coverage_mode = f.string(f.member(scheme, "coverage_mode", "scheme.coverage_mode"), "scheme.coverage_mode");
+  model.scheme.coverage_fraction =
+      f.number(f.member(scheme, "coverage_fraction", "scheme.coverage_fraction"), "scheme.coverage_fraction");
+  model.scheme.quant_formats =
+      f.string_list(f.member(scheme, "quant_formats", "scheme.quant_formats"), "scheme.quant_formats");
+
+  const simdjson::dom::object model_object = f.object(f.member(root, "model", "model"), "model");
+  if (f.has(model_object, "id")) model.model_id = f.string(f.member(model_object, "id", "model.id"), "model.id");
+
+  for (const auto [name, value] : f.object(f.member(root, "layers", "layers"), "layers")) {
+    const std::string path = "layers." + std::string(name);
+    const simdjson::dom::object layer = f.object(value, path);
+    model.layers.push_back(layer_info{std::string(name),
+                                      f.boolean(f.member(layer, "quantized", path + ".quantized"), path + ".quantized"),
+                                      f.string(f.member(layer, "module_type", path + ".module_type"), path + ".module_type")});
+  }
+  const std::int64_t num_layers =
+      f.integer(f.member(root, "num_quantized_layers", "num_quantized_layers"), "num_quantized_layers");
+  if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
+    f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
+                                       std::to_string(model.layers.size()));
+  }
+
+  const simdjson::dom::object state = f.object(f.member(root, "autoquant_state", "autoquant_state"), "autoquant_state");
+  model.autoquant_state.keys = f.string_list(f.member(state, "keys", "autoquant_state.keys"), "autoquant_state.keys");
+  const simdjson::dom::object constraints =
+      f.object(f.member(state, "constraints", "autoquant_state.constraints"), "autoquant_state.constraints");
+  model.autoquant_state.effective_bits =
+      f.number(f.member(constraints, "effective_bits", "autoquant_state.constraints.effective_bits"),
+               "autoquant_state.constraints.effective_bits");
+  model.autoquant_state.score = f.number(f.member(state, "score", "autoquant_state.score"), "autoquant_state.score");
+  model.autoquant_state.is_satisfied =
+      f.boolean(f.member(state, "is_satisfied", "autoquant_state.is_satisfied"), "autoquant_state.is_satisfied");
+
+  for (const auto [name, value] : f.object(f.member(root, "layer_sensitivity", "layer_sensitivity"), "layer_sensitivity")) {
+    const std::string path = "layer_sensitivity." + std::string(name);
+    const simdjson::dom::object entry = f.object(value, path);
+    const std::vector<std::string> formats = f.string_list(f.member(entry, "formats", path + ".formats"), path + ".formats");
+    const std::vector<double> scores = f.number_list(f.member(entry, "scores", path + ".scores"), path + ".scores");
+    const std::vector<double> costs = f.number_list(f.member(entry, "costs", path + ".costs"), path + ".costs");
+    if (scores.size() != formats.size() || costs.size() != formats.size()) {
+      f.fail(path, "has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
+                       " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
+    }
+    group_sensitivity group{std::string(name), {}};
+    for (std::size_t i = 0; i < formats.size(); ++i) {
+      group.candidates.push_back({formats[i], scores[i], costs[i], effective_bits_of(formats[i])});
+    }
+    model.groups.push_back(std::move(group));
+  }
+
+  if (f.has(root, "dataset")) {
+    const simdjson::dom::object dataset = f.object(f.member(root, "dataset", "dataset"), "dataset");
+    dataset_info info;
+    const auto text = [&](const char* key, std::optional<std::string>& out) {
+      if (f.has(dataset, key)) out = f.string(f.member(dataset, key, ""), std::string("dataset.") + key);
+    };
+    const auto count = [&](const char* key, std::optional<std::int64_t>& out) {
+      if (f.has(dataset, key)) out = f.integer(f.member(dataset, key, ""), std::string("dataset.") + key);
+    };
+    text("name", info.name);
+    text("size", info.size);
+    text("root", info.root);
+    text("captions_path", info.captions_path);
+    count("max_calib_samples", info.max_calib_samples);
+    count("num_calib_samples", info.num_calib_samples);
+    count("calib_seq_len", info.calib_seq_len);
+    count("batch_size", info.batch_size);
+    count("num_calib_batches", info.num_calib_batches);
+    model.dataset = info;
+  }
+  if (f.has(root, "chosen_recipes")) {
+    model.chosen_recipes.emplace();
+    for (const auto [name, value] : f.object(f.member(root, "chosen_recipes", ""), "chosen_recipes")) {
+      model.chosen_recipes->push_back({std::string(name), f.string(value, "chosen_recipes." + std::string(name))});
+    }
+  }
+  if (f.has(root, "pareto_front")) {
+    model.pareto_front.emplace();
+    for (simdjson::dom::element value : f.array(f.member(root, "pareto_front", ""), "pareto_front")) {
+      const simdjson::dom::object point = f.object(value, "pareto_front[]");
+      model.pareto_front->push_back(
+          {f.number(f.member(point, "effective_bits", "pareto_front[].effective_bits"), "pareto_front[].effective_bits"),
+           f.number(f.member(point, "score", "pareto_front[].score"), "pareto_front[].score")});
+    }
+  }
+  return model;
+}
+
+inline report_model read_quant_manifest(const std::filesystem::path& file) {
+  return parse_quant_manifest(read_regular_file(file), file.string());  // refuses a FIFO or a directory
+}
+
+}  // namespace aq::io
