@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include <aq/core/thread_pool.hpp>
 #include <aq/backend/cpu/qwen3_vl/text_model.hpp>
+#include <aq/core/thread_pool.hpp>
 
 namespace {
 

@@ -12,30 +12,30 @@
 #include <string>
 #include <vector>
 
+#include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
+#include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
+#include <aq/backend/cpu/score/cpu_backend.hpp>
 #include <aq/cli/bundled_data.hpp>
 #include <aq/cli/calib_inputs.hpp>
-#include <aq/backend/cpu/score/cpu_backend.hpp>
 #include <aq/cli/default_model.hpp>
-#include <aq/engine/engine.hpp>
-#include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
 #include <aq/cli/options.hpp>
 #include <aq/cli/outputs.hpp>
 #include <aq/cli/preflight.hpp>
-#include <aq/core/progress.hpp>
 #include <aq/cli/result_json.hpp>
-#include <aq/search/search_space.hpp>
 #include <aq/core/output_set.hpp>
+#include <aq/core/progress.hpp>
 #include <aq/core/thread_pool.hpp>
+#include <aq/engine/engine.hpp>
+#include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/data/calib_batches.hpp>
 #include <aq/io/data/calib_dataset.hpp>
-#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/io/image/image.hpp>
-#include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/tokenizer/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
+#include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
-#include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
+#include <aq/search/search_space.hpp>
 
 #ifdef AQ_AUTOQUANT_GPU  // this build has the GPU half (cuda/autoquant_gpu.cu)
 #include <aq/backend/cuda/model/qwen3_vl_text_checkpoint.hpp>

@@ -13,20 +13,20 @@
 #include <string>
 #include <vector>
 
+#include <aq/backend/cpu/qwen3_vl/text_model.hpp>
+#include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
 #include <aq/cli/options.hpp>
 #include <aq/cli/preflight.hpp>
 #include <aq/core/output_set.hpp>
-#include <aq/io/image/image.hpp>
-#include <aq/io/image/image_preprocess.hpp>
 #include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/checkpoint/safetensors_writer.hpp>
+#include <aq/io/image/image.hpp>
+#include <aq/io/image/image_preprocess.hpp>
 #include <aq/io/tokenizer/tokenizer.hpp>
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/rope_index.hpp>
-#include <aq/backend/cpu/qwen3_vl/text_model.hpp>
-#include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
 
 namespace {
 

@@ -11,9 +11,9 @@
 #include "aq/cli/options.hpp"
 #include "aq/cli/result_json.hpp"
 #include "aq/core/atomic_file.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
-#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/quant/recipe_registry.hpp"
 

@@ -12,21 +12,21 @@
 
 #include <simdjson.h>
 
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
 #include "aq/cli/default_model.hpp"
-#include "aq/engine/engine.hpp"
 #include "aq/cli/outputs.hpp"
 #include "aq/cli/result_json.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/search/search_space.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
-#include "aq/report/quant_manifest.hpp"
-#include "aq/report/sensitivity_report.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/report/quant_manifest.hpp"
+#include "aq/report/sensitivity_report.hpp"
 #include "aq/score/monotone_clamp.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace {
 

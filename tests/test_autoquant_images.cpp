@@ -13,22 +13,22 @@
 #include <string_view>
 #include <vector>
 
-#include "aq/cli/calib_inputs.hpp"
-#include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/engine/engine.hpp"
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/backend/cpu/score/cpu_backend.hpp"
+#include "aq/cli/calib_inputs.hpp"
+#include "aq/cli/default_model.hpp"
 #include "aq/cli/outputs.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/search/search_space.hpp"
+#include "aq/engine/engine.hpp"
+#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
 #include "aq/io/image/image.hpp"
-#include "aq/report/quant_manifest.hpp"
-#include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/report/quant_manifest.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace {
 

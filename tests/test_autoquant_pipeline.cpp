@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "aq/core/error.hpp"
 #include "aq/engine/engine.hpp"
+#include "aq/score/monotone_clamp.hpp"
 #include "aq/score/scoring_backend.hpp"
 #include "aq/search/search_space.hpp"
-#include "aq/core/error.hpp"
-#include "aq/score/monotone_clamp.hpp"
 
 namespace {
 

@@ -12,20 +12,20 @@
 
 #include <simdjson.h>
 
-#include "aq/cli/calib_inputs.hpp"
-#include "aq/search/cost_model.hpp"
-#include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/engine/engine.hpp"
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/backend/cpu/score/cpu_backend.hpp"
+#include "aq/cli/calib_inputs.hpp"
+#include "aq/cli/default_model.hpp"
 #include "aq/cli/options.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/search/search_space.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/search/cost_model.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
-#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 
 namespace {
 

@@ -11,18 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
 #include "aq/cli/default_model.hpp"
-#include "aq/engine/engine.hpp"
-#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/core/error.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace {
 

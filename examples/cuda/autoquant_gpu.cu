@@ -5,8 +5,8 @@
 // peak device memory.
 #include "autoquant_gpu.hpp"
 
-#include <aq/cli/memory_plan.hpp>
 #include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
+#include <aq/cli/memory_plan.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -14,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include <aq/backend/cuda/scoring/cuda_scoring_backend.cuh>
 #include <aq/backend/cuda/kernels/gemm_cublaslt.cuh>
 #include <aq/backend/cuda/kernels/kernel_profile.cuh>
 #include <aq/backend/cuda/model/qwen3_vl_text.cuh>
 #include <aq/backend/cuda/model/qwen3_vl_text_weights.cuh>
 #include <aq/backend/cuda/model/qwen3_vl_vision.cuh>
 #include <aq/backend/cuda/model/qwen3_vl_vision_weights.cuh>
+#include <aq/backend/cuda/scoring/cuda_scoring_backend.cuh>
 
 namespace aq::autoquant_gpu {
 

@@ -4,26 +4,21 @@
 // aq umbrella header: everything a user of the library needs.
 // checkpoint + captions + formats + budget -> io -> model -> calib -> score -> search -> report
 
-// ---- begin aq/core/config.hpp ----
-// Build configuration shared by host and device code: the AQ_HD qualifier and version numbers.
-// Host-only translation units see AQ_HD as nothing, so every header here compiles with plain g++.
+// ---- begin aq/core/atomic_file.hpp ----
+// Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
+// target only after a successful flush, so a crash or error never leaves a half-written file
+// (core/output_set.hpp publishes several outputs as one set on top of this).
 
-#if defined(__CUDACC__)
-#define AQ_HD __host__ __device__
-#define AQ_DEVICE __device__
-#else
-#define AQ_HD
-#define AQ_DEVICE
-#endif
+#include <unistd.h>
 
-namespace aq {
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
 
-inline constexpr int version_major = 0;
-inline constexpr int version_minor = 1;
-inline constexpr int version_patch = 0;
-
-}  // namespace aq
-// ---- end aq/core/config.hpp ----
 // ---- begin aq/core/error.hpp ----
 // aq's one exception type. Messages name the file, tensor or field and what was expected,
 // so a user can act on a single line; the library never calls exit() or asserts on input.
@@ -40,59 +35,6 @@ class error : public std::runtime_error {
 
 }  // namespace aq
 // ---- end aq/core/error.hpp ----
-// ---- begin aq/core/bf16.hpp ----
-// bfloat16 storage type: the dtype of Hugging Face checkpoints and of ModelOpt's amax buffers.
-// Conversion from float rounds to nearest even (as torch's .to(bfloat16)); NaN stays NaN.
-
-#include <bit>
-#include <cstdint>
-
-
-namespace aq {
-
-struct bf16 {
-  std::uint16_t bits = 0;
-
-  static constexpr bf16 from_bits(std::uint16_t raw) {
-    bf16 value;
-    value.bits = raw;
-    return value;
-  }
-};
-
-AQ_HD constexpr float bf16_to_float(bf16 value) {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(value.bits) << 16);
-}
-
-AQ_HD constexpr bf16 float_to_bf16(float value) {
-  const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it quiet and NaN after truncation
-    return bf16::from_bits(static_cast<std::uint16_t>((bits >> 16) | 0x0040u));
-  }
-  const std::uint32_t rounding_bias = 0x7fffu + ((bits >> 16) & 1u);
-  return bf16::from_bits(static_cast<std::uint16_t>((bits + rounding_bias) >> 16));
-}
-
-// Rounds a float to the nearest bf16 value and back: the precision of a bf16 tensor op.
-AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
-
-}  // namespace aq
-// ---- end aq/core/bf16.hpp ----
-// ---- begin aq/core/atomic_file.hpp ----
-// Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
-// target only after a successful flush, so a crash or error never leaves a half-written file
-// (core/output_set.hpp publishes several outputs as one set on top of this).
-
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <string>
-#include <string_view>
-#include <system_error>
-
 
 namespace aq {
 
@@ -142,6 +84,190 @@ inline void write_file_atomic(const std::filesystem::path& target, std::string_v
 
 }  // namespace aq
 // ---- end aq/core/atomic_file.hpp ----
+// ---- begin aq/core/bf16.hpp ----
+// bfloat16 storage type: the dtype of Hugging Face checkpoints and of ModelOpt's amax buffers.
+// Conversion from float rounds to nearest even (as torch's .to(bfloat16)); NaN stays NaN.
+
+#include <bit>
+#include <cstdint>
+
+// ---- begin aq/core/config.hpp ----
+// Build configuration shared by host and device code: the AQ_HD qualifier and version numbers.
+// Host-only translation units see AQ_HD as nothing, so every header here compiles with plain g++.
+
+#if defined(__CUDACC__)
+#define AQ_HD __host__ __device__
+#define AQ_DEVICE __device__
+#else
+#define AQ_HD
+#define AQ_DEVICE
+#endif
+
+namespace aq {
+
+inline constexpr int version_major = 0;
+inline constexpr int version_minor = 1;
+inline constexpr int version_patch = 0;
+
+}  // namespace aq
+// ---- end aq/core/config.hpp ----
+
+namespace aq {
+
+struct bf16 {
+  std::uint16_t bits = 0;
+
+  static constexpr bf16 from_bits(std::uint16_t raw) {
+    bf16 value;
+    value.bits = raw;
+    return value;
+  }
+};
+
+AQ_HD constexpr float bf16_to_float(bf16 value) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(value.bits) << 16);
+}
+
+AQ_HD constexpr bf16 float_to_bf16(float value) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it quiet and NaN after truncation
+    return bf16::from_bits(static_cast<std::uint16_t>((bits >> 16) | 0x0040u));
+  }
+  const std::uint32_t rounding_bias = 0x7fffu + ((bits >> 16) & 1u);
+  return bf16::from_bits(static_cast<std::uint16_t>((bits + rounding_bias) >> 16));
+}
+
+// Rounds a float to the nearest bf16 value and back: the precision of a bf16 tensor op.
+AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
+
+}  // namespace aq
+// ---- end aq/core/bf16.hpp ----
+// ---- begin aq/core/dtype.hpp ----
+// Storage dtypes of checkpoint tensors (BF16, F16, F32): one small descriptor per dtype with its
+// safetensors name and element size, plus the exact f16 <-> float conversions. Readers turn a
+// header's dtype string into a descriptor here; conversions to float32 dispatch on it once per tensor.
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+
+namespace aq {
+
+// IEEE binary16 storage type (F16 tensors).
+struct f16 {
+  std::uint16_t bits = 0;
+
+  static constexpr f16 from_bits(std::uint16_t raw) {
+    f16 value;
+    value.bits = raw;
+    return value;
+  }
+};
+
+// Exact: every f16 value (subnormals, infinities, NaN payloads) is representable as a float.
+AQ_HD constexpr float f16_to_float(f16 value) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(value.bits & 0x8000u) << 16;
+  const std::uint32_t exponent = (value.bits >> 10) & 0x1fu;
+  const std::uint32_t mantissa = value.bits & 0x3ffu;
+  if (exponent == 0x1fu) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {
+    // Subnormal (or zero): mantissa * 2^-24, exact in float.
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign != 0 ? -magnitude : magnitude;
+  }
+  return std::bit_cast<float>(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+// Round to nearest even (as torch's .to(float16)); overflow goes to infinity, NaN stays NaN.
+AQ_HD constexpr f16 float_to_f16(float value) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7e00u));
+  if (magnitude >= 0x477ff000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7c00u));  // >= 65520
+  if (magnitude >= 0x38800000u) {  // normal f16 range: rebias the exponent, round the 13 dropped bits
+    std::uint32_t rebased = magnitude - 0x38000000u;
+    rebased += 0x0fffu + ((rebased >> 13) & 1u);
+    return f16::from_bits(static_cast<std::uint16_t>(sign | (rebased >> 13)));
+  }
+  // Subnormal f16: adding 0.5 makes the float's ulp 2^-24, so the FPU's own rounding (nearest even)
+  // lands on the f16 subnormal grid; the low mantissa bits are then the f16 bits.
+  const float shifted = std::bit_cast<float>(magnitude) + 0.5f;
+  return f16::from_bits(static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x3f000000u)));
+}
+
+// A tensor storage dtype: the spelling used in safetensors headers and the element size in bytes.
+struct dtype {
+  std::string_view name;
+  std::size_t size = 0;
+
+  friend constexpr bool operator==(const dtype& a, const dtype& b) { return a.name == b.name; }
+};
+
+inline constexpr dtype dtype_bf16{"BF16", 2};
+inline constexpr dtype dtype_f16{"F16", 2};
+inline constexpr dtype dtype_f32{"F32", 4};
+// Integer dtypes appear in reference/activation fixtures (token ids, grids), never in weights.
+inline constexpr dtype dtype_i32{"I32", 4};
+inline constexpr dtype dtype_i64{"I64", 8};
+
+// The dtypes aq reads and writes as weights; anything else in a checkpoint is rejected by name.
+inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dtype_f32};
+// What a reader may be asked to accept besides: the float dtypes and the integer ones.
+inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
+
+inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
+
+// "BF16, F16, F32": the list used in "not supported (...)" messages.
+inline std::string dtype_names(std::span<const dtype> types) {
+  std::string out;
+  for (const dtype& type : types) {
+    if (!out.empty()) out += ", ";
+    out += type.name;
+  }
+  return out;
+}
+
+inline constexpr std::optional<dtype> find_dtype(std::string_view name, std::span<const dtype> among = supported_dtypes) {
+  for (const dtype& candidate : among) {
+    if (candidate.name == name) return candidate;
+  }
+  return std::nullopt;
+}
+
+// Element type tags for compile-time dispatch: visit_dtype calls f(bf16{}), f(f16{}) or f(float{}),
+// so conversion loops are written once as templates and the dtype is tested once per tensor.
+template <class F>
+constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
+  if (type == dtype_bf16) return f(bf16{});
+  if (type == dtype_f16) return f(f16{});
+  if (type == dtype_f32) return f(float{});
+  throw error("dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+}
+
+template <class T>
+inline constexpr dtype dtype_of = dtype_f32;
+template <>
+inline constexpr dtype dtype_of<std::int32_t> = dtype_i32;
+template <>
+inline constexpr dtype dtype_of<std::int64_t> = dtype_i64;
+template <>
+inline constexpr dtype dtype_of<bf16> = dtype_bf16;
+template <>
+inline constexpr dtype dtype_of<f16> = dtype_f16;
+
+AQ_HD constexpr float to_float(bf16 value) { return bf16_to_float(value); }
+AQ_HD constexpr float to_float(f16 value) { return f16_to_float(value); }
+AQ_HD constexpr float to_float(float value) { return value; }
+
+}  // namespace aq
+// ---- end aq/core/dtype.hpp ----
 // ---- begin aq/core/output_set.hpp ----
 // The outputs of one run published as a set: every location checked writable before any work,
 // everything written to temporary siblings, then renamed into place together, so that a failed or
@@ -454,134 +580,78 @@ class output_set {
 
 }  // namespace aq
 // ---- end aq/core/output_set.hpp ----
-// ---- begin aq/core/dtype.hpp ----
-// Storage dtypes of checkpoint tensors (BF16, F16, F32): one small descriptor per dtype with its
-// safetensors name and element size, plus the exact f16 <-> float conversions. Readers turn a
-// header's dtype string into a descriptor here; conversions to float32 dispatch on it once per tensor.
 
-#include <array>
+// Checkpoints and model description
+// ---- begin aq/io/checkpoint/safetensors.hpp ----
+// Reading safetensors checkpoints: one file or a sharded directory (model.safetensors.index.json),
+// memory-mapped and validated against the format before any tensor is handed out. This is the
+// first step of the pipeline (checkpoint -> weights); tensor views point into the mapping and are
+// converted to float32/bf16 only when the model asks.
+
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin aq/io/json_parser.hpp ----
+// The one place simdjson enters aq: every JSON reader (config.json, safetensors headers, shard
+// indexes, tokenizer.json, captions, manifests) includes this header instead of <simdjson.h>,
+// so that translation units compiled by nvcc see the same settings as those compiled by g++.
+
+// nvcc's front end cannot parse the x86 SIMD kernels of the Icelake, Haswell and Westmere
+// implementations in simdjson.h (vector conversion errors), so CUDA translation units leave them
+// out. The portable kernel that remains is simdjson's builtin implementation (its `ondemand` API)
+// in a default x86-64 g++ build too, so .cpp and .cu translation units agree on it. aq uses only
+// the DOM API, whose parsing kernels libsimdjson picks at run time, so a -march=native g++ build
+// (a different builtin) still shares one parser with the CUDA translation units.
+#if defined(__CUDACC__)
+#ifndef SIMDJSON_IMPLEMENTATION_ICELAKE
+#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
+#endif
+#ifndef SIMDJSON_IMPLEMENTATION_HASWELL
+#define SIMDJSON_IMPLEMENTATION_HASWELL 0
+#endif
+#ifndef SIMDJSON_IMPLEMENTATION_WESTMERE
+#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
+#endif
+#endif
+
+#include <simdjson.h>
+// ---- end aq/io/json_parser.hpp ----
+// ---- begin aq/io/json_type_name.hpp ----
+// Human words for a JSON value's type ("an array", "a string"), so that readers of config.json,
+// safetensors headers and shard indexes say what they found where they expected something else.
+
+#include <string_view>
 
 
-namespace aq {
+namespace aq::io {
 
-// IEEE binary16 storage type (F16 tensors).
-struct f16 {
-  std::uint16_t bits = 0;
-
-  static constexpr f16 from_bits(std::uint16_t raw) {
-    f16 value;
-    value.bits = raw;
-    return value;
+inline std::string_view json_type_name(simdjson::dom::element_type type) {
+  switch (type) {
+    case simdjson::dom::element_type::ARRAY: return "an array";
+    case simdjson::dom::element_type::OBJECT: return "an object";
+    case simdjson::dom::element_type::INT64:
+    case simdjson::dom::element_type::UINT64: return "an integer";
+    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
+    case simdjson::dom::element_type::STRING: return "a string";
+    case simdjson::dom::element_type::BOOL: return "a boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
   }
-};
-
-// Exact: every f16 value (subnormals, infinities, NaN payloads) is representable as a float.
-AQ_HD constexpr float f16_to_float(f16 value) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(value.bits & 0x8000u) << 16;
-  const std::uint32_t exponent = (value.bits >> 10) & 0x1fu;
-  const std::uint32_t mantissa = value.bits & 0x3ffu;
-  if (exponent == 0x1fu) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent == 0) {
-    // Subnormal (or zero): mantissa * 2^-24, exact in float.
-    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
-    return sign != 0 ? -magnitude : magnitude;
-  }
-  return std::bit_cast<float>(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  return "an unknown JSON value";
 }
 
-// Round to nearest even (as torch's .to(float16)); overflow goes to infinity, NaN stays NaN.
-AQ_HD constexpr f16 float_to_f16(float value) {
-  const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
-  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
-  const std::uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7e00u));
-  if (magnitude >= 0x477ff000u) return f16::from_bits(static_cast<std::uint16_t>(sign | 0x7c00u));  // >= 65520
-  if (magnitude >= 0x38800000u) {  // normal f16 range: rebias the exponent, round the 13 dropped bits
-    std::uint32_t rebased = magnitude - 0x38000000u;
-    rebased += 0x0fffu + ((rebased >> 13) & 1u);
-    return f16::from_bits(static_cast<std::uint16_t>(sign | (rebased >> 13)));
-  }
-  // Subnormal f16: adding 0.5 makes the float's ulp 2^-24, so the FPU's own rounding (nearest even)
-  // lands on the f16 subnormal grid; the low mantissa bits are then the f16 bits.
-  const float shifted = std::bit_cast<float>(magnitude) + 0.5f;
-  return f16::from_bits(static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x3f000000u)));
-}
-
-// A tensor storage dtype: the spelling used in safetensors headers and the element size in bytes.
-struct dtype {
-  std::string_view name;
-  std::size_t size = 0;
-
-  friend constexpr bool operator==(const dtype& a, const dtype& b) { return a.name == b.name; }
-};
-
-inline constexpr dtype dtype_bf16{"BF16", 2};
-inline constexpr dtype dtype_f16{"F16", 2};
-inline constexpr dtype dtype_f32{"F32", 4};
-// Integer dtypes appear in reference/activation fixtures (token ids, grids), never in weights.
-inline constexpr dtype dtype_i32{"I32", 4};
-inline constexpr dtype dtype_i64{"I64", 8};
-
-// The dtypes aq reads and writes as weights; anything else in a checkpoint is rejected by name.
-inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dtype_f32};
-// What a reader may be asked to accept besides: the float dtypes and the integer ones.
-inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
-
-inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
-
-// "BF16, F16, F32": the list used in "not supported (...)" messages.
-inline std::string dtype_names(std::span<const dtype> types) {
-  std::string out;
-  for (const dtype& type : types) {
-    if (!out.empty()) out += ", ";
-    out += type.name;
-  }
-  return out;
-}
-
-inline constexpr std::optional<dtype> find_dtype(std::string_view name, std::span<const dtype> among = supported_dtypes) {
-  for (const dtype& candidate : among) {
-    if (candidate.name == name) return candidate;
-  }
-  return std::nullopt;
-}
-
-// Element type tags for compile-time dispatch: visit_dtype calls f(bf16{}), f(f16{}) or f(float{}),
-// so conversion loops are written once as templates and the dtype is tested once per tensor.
-template <class F>
-constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
-  if (type == dtype_bf16) return f(bf16{});
-  if (type == dtype_f16) return f(f16{});
-  if (type == dtype_f32) return f(float{});
-  throw error("dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
-}
-
-template <class T>
-inline constexpr dtype dtype_of = dtype_f32;
-template <>
-inline constexpr dtype dtype_of<std::int32_t> = dtype_i32;
-template <>
-inline constexpr dtype dtype_of<std::int64_t> = dtype_i64;
-template <>
-inline constexpr dtype dtype_of<bf16> = dtype_bf16;
-template <>
-inline constexpr dtype dtype_of<f16> = dtype_f16;
-
-AQ_HD constexpr float to_float(bf16 value) { return bf16_to_float(value); }
-AQ_HD constexpr float to_float(f16 value) { return f16_to_float(value); }
-AQ_HD constexpr float to_float(float value) { return value; }
-
-}  // namespace aq
-// ---- end aq/core/dtype.hpp ----
-
-// Checkpoints and model description
+}  // namespace aq::io
+// ---- end aq/io/json_type_name.hpp ----
 // ---- begin aq/io/mapped_file.hpp ----
 // A whole file mapped read-only into memory: how checkpoints are read without copying gigabytes.
 // Tensor views point straight into the mapping; it lives as long as the mapped_file that owns it.
@@ -748,76 +818,6 @@ class mapped_file {
 
 }  // namespace aq
 // ---- end aq/io/mapped_file.hpp ----
-// ---- begin aq/io/checkpoint/safetensors.hpp ----
-// Reading safetensors checkpoints: one file or a sharded directory (model.safetensors.index.json),
-// memory-mapped and validated against the format before any tensor is handed out. This is the
-// first step of the pipeline (checkpoint -> weights); tensor views point into the mapping and are
-// converted to float32/bf16 only when the model asks.
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <map>
-#include <memory>
-#include <span>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// ---- begin aq/io/json_parser.hpp ----
-// The one place simdjson enters aq: every JSON reader (config.json, safetensors headers, shard
-// indexes, tokenizer.json, captions, manifests) includes this header instead of <simdjson.h>,
-// so that translation units compiled by nvcc see the same settings as those compiled by g++.
-
-// nvcc's front end cannot parse the x86 SIMD kernels of the Icelake, Haswell and Westmere
-// implementations in simdjson.h (vector conversion errors), so CUDA translation units leave them
-// out. The portable kernel that remains is simdjson's builtin implementation (its `ondemand` API)
-// in a default x86-64 g++ build too, so .cpp and .cu translation units agree on it. aq uses only
-// the DOM API, whose parsing kernels libsimdjson picks at run time, so a -march=native g++ build
-// (a different builtin) still shares one parser with the CUDA translation units.
-#if defined(__CUDACC__)
-#ifndef SIMDJSON_IMPLEMENTATION_ICELAKE
-#define SIMDJSON_IMPLEMENTATION_ICELAKE 0
-#endif
-#ifndef SIMDJSON_IMPLEMENTATION_HASWELL
-#define SIMDJSON_IMPLEMENTATION_HASWELL 0
-#endif
-#ifndef SIMDJSON_IMPLEMENTATION_WESTMERE
-#define SIMDJSON_IMPLEMENTATION_WESTMERE 0
-#endif
-#endif
-
-#include <simdjson.h>
-// ---- end aq/io/json_parser.hpp ----
-// ---- begin aq/io/json_type_name.hpp ----
-// Human words for a JSON value's type ("an array", "a string"), so that readers of config.json,
-// safetensors headers and shard indexes say what they found where they expected something else.
-
-#include <string_view>
-
-
-namespace aq::io {
-
-inline std::string_view json_type_name(simdjson::dom::element_type type) {
-  switch (type) {
-    case simdjson::dom::element_type::ARRAY: return "an array";
-    case simdjson::dom::element_type::OBJECT: return "an object";
-    case simdjson::dom::element_type::INT64:
-    case simdjson::dom::element_type::UINT64: return "an integer";
-    case simdjson::dom::element_type::DOUBLE: return "a floating-point number";
-    case simdjson::dom::element_type::STRING: return "a string";
-    case simdjson::dom::element_type::BOOL: return "a boolean";
-    case simdjson::dom::element_type::NULL_VALUE: return "null";
-  }
-  return "an unknown JSON value";
-}
-
-}  // namespace aq::io
-// ---- end aq/io/json_type_name.hpp ----
 
 namespace aq {
 
@@ -1561,6 +1561,204 @@ class safetensors_writer {
 
 }  // namespace aq
 // ---- end aq/io/checkpoint/safetensors_writer.hpp ----
+// ---- begin aq/model/attention_config.hpp ----
+// What an attention call computes, independent of the backend that runs it: head layout, scale,
+// causal + key-padding mask and what a fully masked query row yields. backend/cpu/attention.hpp
+// and backend/cuda/kernels/attention.cuh both take this struct (as cpu:: and cuda:: names).
+
+#include <cstdint>
+
+namespace aq {
+
+// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
+// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
+// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
+// returns zeros for it and no gradient.
+enum class masked_row_policy { attend_all, zero };
+
+struct attention_config {
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;  // the CUDA kernels take 16, 32, 64 or 128
+  float scale = 1.0f;
+  bool causal = false;
+  // Per row, 0 = masked key (padding); nullptr = all valid. In the backend's memory: host for
+  // the CPU, device for CUDA.
+  const std::uint8_t* key_valid = nullptr;
+  masked_row_policy masked_rows = masked_row_policy::attend_all;
+  // CUDA with bf16 storage only (the CPU backend has no tensor cores and ignores it): tile
+  // products on the tensor cores (bf16 P and dS, as FlashAttention-2) instead of fp32 CUDA-core
+  // math; needs 4-byte aligned rows (even ld, aligned base pointers).
+  bool tensor_cores = false;
+};
+
+// Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision
+// tower; the decoder's batch rows are segments of one sequence length).
+struct attention_segment {
+  std::int64_t start = 0;   // first row in q/k/v
+  std::int64_t length = 0;  // rows
+};
+
+}  // namespace aq
+// ---- end aq/model/attention_config.hpp ----
+// ---- begin aq/model/quantizable_modules.hpp ----
+// Quantizable modules and their groups: the search space of auto-quantization. A module is a
+// named Linear (or Conv) layer with its weight shape; modules that must share one recipe form a
+// group (q/k/v of one attention, gate/up of one MLP), named as ModelOpt names its hparams.
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <regex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace aq {
+
+enum class module_kind { linear, conv3d };
+
+inline std::string_view module_kind_name(module_kind kind) { return kind == module_kind::linear ? "Linear" : "Conv3d"; }
+
+struct quantizable_module {
+  std::string name;  // module path, e.g. model.language_model.layers.3.mlp.gate_proj
+  module_kind kind = module_kind::linear;
+  std::vector<std::int64_t> weight_shape;  // [out, in] (Linear) or [out, c, kt, kh, kw] (Conv3d)
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : weight_shape) n *= extent;
+    return n;
+  }
+};
+
+struct module_group {
+  std::string name;                  // first member's name + ".quant_recipe"
+  std::vector<std::size_t> members;  // indices into the module list, in module order
+  std::int64_t numel = 0;            // weights of all members (the cost of the group at 16 bits)
+};
+
+// ModelOpt's grouping rules, first match wins and the group key is the first capture; a module
+// matching none is its own group. (q/k/v share; MoE experts share; gate/up share; mixtral, dbrx.)
+inline constexpr std::string_view modelopt_grouping_rules[] = {
+    R"(^(.*?)\.(q_proj|k_proj|v_proj)$)",
+    R"(^(.*?\.mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$)",
+    R"(^(.*?)\.(gate_proj|up_proj)$)",
+    R"(^(.*?)\.(\d+\.(w1|w2|w3))$)",
+    R"(^(.*?)\.((w1_linear|w2_linear|w3_linear)\.\d+)$)",
+};
+
+class module_grouper {
+ public:
+  explicit module_grouper(std::span<const std::string_view> rules = modelopt_grouping_rules) {
+    for (const std::string_view rule : rules) rules_.emplace_back(std::string(rule), std::regex::ECMAScript);
+  }
+
+  std::string key(const std::string& module_name) const {
+    std::smatch match;
+    for (const std::regex& rule : rules_) {
+      if (std::regex_match(module_name, match, rule)) return match[1].str();
+    }
+    return module_name;
+  }
+
+  // Groups in order of their first member; members in module order.
+  std::vector<module_group> group(std::span<const quantizable_module> modules) const {
+    std::vector<module_group> groups;
+    std::map<std::string, std::size_t> by_key;
+    for (std::size_t i = 0; i < modules.size(); ++i) {
+      const auto [it, inserted] = by_key.try_emplace(key(modules[i].name), groups.size());
+      if (inserted) groups.push_back(module_group{modules[i].name + ".quant_recipe", {}, 0});
+      module_group& group = groups[it->second];
+      group.members.push_back(i);
+      group.numel += modules[i].numel();
+    }
+    return groups;
+  }
+
+ private:
+  std::vector<std::regex> rules_;
+};
+
+inline std::vector<module_group> group_modules(std::span<const quantizable_module> modules) {
+  return module_grouper().group(modules);
+}
+
+}  // namespace aq
+// ---- end aq/model/quantizable_modules.hpp ----
+// ---- begin aq/model/qwen3_vl/config.hpp ----
+// Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
+// architecture (text decoder, vision tower, special token ids). Parsing lives in
+// model/qwen3_vl/config_json.hpp; everything downstream reads this struct, never JSON.
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+struct text_config {
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_hidden_layers = 0;
+  std::int64_t num_attention_heads = 0;
+  std::int64_t num_key_value_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t vocab_size = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 5000000.0;
+  std::array<std::int64_t, 3> mrope_section{24, 20, 20};  // temporal, height, width (in rotary pairs)
+  bool mrope_interleaved = true;
+  std::string hidden_act = "silu";
+  bool attention_bias = false;
+  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
+};
+
+struct vision_config {
+  std::int64_t depth = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t in_channels = 3;
+  std::int64_t patch_size = 16;
+  std::int64_t temporal_patch_size = 2;
+  std::int64_t spatial_merge_size = 2;
+  std::int64_t out_hidden_size = 0;
+  std::int64_t num_position_embeddings = 0;
+  std::vector<std::int64_t> deepstack_visual_indexes;
+  std::string hidden_act = "gelu_pytorch_tanh";
+};
+
+struct config {
+  text_config text;
+  vision_config vision;
+  bool tie_word_embeddings = true;
+  std::int64_t image_token_id = 151655;
+  std::int64_t video_token_id = 151656;
+  std::int64_t vision_start_token_id = 151652;
+  std::int64_t vision_end_token_id = 151653;
+};
+
+// The settings aq's model code implements one value of. config_json.hpp refuses any other value
+// in config.json; this guards configs built in code, so that no loader runs a model it would
+// silently compute differently.
+inline void check_implemented(const config& c) {
+  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
+    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
+  };
+  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
+  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
+  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
+  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
+    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
+  }
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/config.hpp ----
 // ---- begin aq/model/qwen3_vl/config_json.hpp ----
 // Hugging Face config.json -> aq::qwen3_vl::config: the architecture numbers of a Qwen3-VL
 // checkpoint, read once at load time. Accepts the published transformers 4.57 spelling
@@ -1807,78 +2005,6 @@ inline std::filesystem::path config_json_file(const std::filesystem::path& path)
 
 }  // namespace aq
 // ---- end aq/io/checkpoint/hf_config.hpp ----
-// ---- begin aq/model/qwen3_vl/config.hpp ----
-// Typed Qwen3-VL configuration: the numbers of a Hugging Face `config.json` that fix the
-// architecture (text decoder, vision tower, special token ids). Parsing lives in
-// model/qwen3_vl/config_json.hpp; everything downstream reads this struct, never JSON.
-
-#include <array>
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace aq::qwen3_vl {
-
-struct text_config {
-  std::int64_t hidden_size = 0;
-  std::int64_t intermediate_size = 0;
-  std::int64_t num_hidden_layers = 0;
-  std::int64_t num_attention_heads = 0;
-  std::int64_t num_key_value_heads = 0;
-  std::int64_t head_dim = 0;
-  std::int64_t vocab_size = 0;
-  double rms_norm_eps = 1e-6;
-  double rope_theta = 5000000.0;
-  std::array<std::int64_t, 3> mrope_section{24, 20, 20};  // temporal, height, width (in rotary pairs)
-  bool mrope_interleaved = true;
-  std::string hidden_act = "silu";
-  bool attention_bias = false;
-  std::int64_t max_position_embeddings = 0;  // longest sequence the model was made for; 0: not stated
-};
-
-struct vision_config {
-  std::int64_t depth = 0;
-  std::int64_t hidden_size = 0;
-  std::int64_t num_heads = 0;
-  std::int64_t intermediate_size = 0;
-  std::int64_t in_channels = 3;
-  std::int64_t patch_size = 16;
-  std::int64_t temporal_patch_size = 2;
-  std::int64_t spatial_merge_size = 2;
-  std::int64_t out_hidden_size = 0;
-  std::int64_t num_position_embeddings = 0;
-  std::vector<std::int64_t> deepstack_visual_indexes;
-  std::string hidden_act = "gelu_pytorch_tanh";
-};
-
-struct config {
-  text_config text;
-  vision_config vision;
-  bool tie_word_embeddings = true;
-  std::int64_t image_token_id = 151655;
-  std::int64_t video_token_id = 151656;
-  std::int64_t vision_start_token_id = 151652;
-  std::int64_t vision_end_token_id = 151653;
-};
-
-// The settings aq's model code implements one value of. config_json.hpp refuses any other value
-// in config.json; this guards configs built in code, so that no loader runs a model it would
-// silently compute differently.
-inline void check_implemented(const config& c) {
-  const auto refuse = [](const std::string& field, const std::string& actual, const std::string& implemented) {
-    throw error("qwen3_vl config: " + field + ": " + actual + " not supported (" + implemented + ")");
-  };
-  if (c.text.hidden_act != "silu") refuse("text_config.hidden_act", "\"" + c.text.hidden_act + "\"", "silu");
-  if (c.text.attention_bias) refuse("text_config.attention_bias", "true", "false");
-  if (!c.text.mrope_interleaved) refuse("text_config.mrope_interleaved", "false", "true");
-  if (c.vision.hidden_act != "gelu_pytorch_tanh") {
-    refuse("vision_config.hidden_act", "\"" + c.vision.hidden_act + "\"", "gelu_pytorch_tanh");
-  }
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/config.hpp ----
 
 namespace aq {
 
@@ -2101,132 +2227,32 @@ inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) 
 
 }  // namespace aq
 // ---- end aq/model/qwen3_vl/config_json.hpp ----
-// ---- begin aq/model/quantizable_modules.hpp ----
-// Quantizable modules and their groups: the search space of auto-quantization. A module is a
-// named Linear (or Conv) layer with its weight shape; modules that must share one recipe form a
-// group (q/k/v of one attention, gate/up of one MLP), named as ModelOpt names its hparams.
+// ---- begin aq/model/qwen3_vl/modules.hpp ----
+// Qwen3-VL's quantizable modules in ModelOpt's order (named_modules of
+// Qwen3VLForConditionalGeneration: vision tower, text decoder layers, lm_head) with weight shapes,
+// read from the tensor schema: what calibration, scoring and the allocator iterate over. Grouping
+// is model/quantizable_modules.hpp (the schema's group column states the same groups).
 
-#include <cstddef>
 #include <cstdint>
-#include <map>
-#include <regex>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace aq {
+// ---- begin aq/model/qwen3_vl/parameters.hpp ----
+// The parameters a Qwen3-VL checkpoint must hold, computed from the config through the tensor
+// schema (names and shapes as transformers' Qwen3VLForConditionalGeneration registers them), and
+// the binding check of a checkpoint against that list: the gate between reading safetensors and
+// running the model.
 
-enum class module_kind { linear, conv3d };
-
-inline std::string_view module_kind_name(module_kind kind) { return kind == module_kind::linear ? "Linear" : "Conv3d"; }
-
-struct quantizable_module {
-  std::string name;  // module path, e.g. model.language_model.layers.3.mlp.gate_proj
-  module_kind kind = module_kind::linear;
-  std::vector<std::int64_t> weight_shape;  // [out, in] (Linear) or [out, c, kt, kh, kw] (Conv3d)
-
-  std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (const std::int64_t extent : weight_shape) n *= extent;
-    return n;
-  }
-};
-
-struct module_group {
-  std::string name;                  // first member's name + ".quant_recipe"
-  std::vector<std::size_t> members;  // indices into the module list, in module order
-  std::int64_t numel = 0;            // weights of all members (the cost of the group at 16 bits)
-};
-
-// ModelOpt's grouping rules, first match wins and the group key is the first capture; a module
-// matching none is its own group. (q/k/v share; MoE experts share; gate/up share; mixtral, dbrx.)
-inline constexpr std::string_view modelopt_grouping_rules[] = {
-    R"(^(.*?)\.(q_proj|k_proj|v_proj)$)",
-    R"(^(.*?\.mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$)",
-    R"(^(.*?)\.(gate_proj|up_proj)$)",
-    R"(^(.*?)\.(\d+\.(w1|w2|w3))$)",
-    R"(^(.*?)\.((w1_linear|w2_linear|w3_linear)\.\d+)$)",
-};
-
-class module_grouper {
- public:
-  explicit module_grouper(std::span<const std::string_view> rules = modelopt_grouping_rules) {
-    for (const std::string_view rule : rules) rules_.emplace_back(std::string(rule), std::regex::ECMAScript);
-  }
-
-  std::string key(const std::string& module_name) const {
-    std::smatch match;
-    for (const std::regex& rule : rules_) {
-      if (std::regex_match(module_name, match, rule)) return match[1].str();
-    }
-    return module_name;
-  }
-
-  // Groups in order of their first member; members in module order.
-  std::vector<module_group> group(std::span<const quantizable_module> modules) const {
-    std::vector<module_group> groups;
-    std::map<std::string, std::size_t> by_key;
-    for (std::size_t i = 0; i < modules.size(); ++i) {
-      const auto [it, inserted] = by_key.try_emplace(key(modules[i].name), groups.size());
-      if (inserted) groups.push_back(module_group{modules[i].name + ".quant_recipe", {}, 0});
-      module_group& group = groups[it->second];
-      group.members.push_back(i);
-      group.numel += modules[i].numel();
-    }
-    return groups;
-  }
-
- private:
-  std::vector<std::regex> rules_;
-};
-
-inline std::vector<module_group> group_modules(std::span<const quantizable_module> modules) {
-  return module_grouper().group(modules);
-}
-
-}  // namespace aq
-// ---- end aq/model/quantizable_modules.hpp ----
-// ---- begin aq/model/attention_config.hpp ----
-// What an attention call computes, independent of the backend that runs it: head layout, scale,
-// causal + key-padding mask and what a fully masked query row yields. backend/cpu/attention.hpp
-// and backend/cuda/kernels/attention.cuh both take this struct (as cpu:: and cuda:: names).
-
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
-namespace aq {
-
-// What a query row with no allowed key (a left-padding slot under a causal + padding mask) gets.
-// transformers' eager path adds the finite dtype minimum to every score, so such a row attends
-// uniformly to all keys of its segment (and autograd sends gradients through that); torch's SDPA
-// returns zeros for it and no gradient.
-enum class masked_row_policy { attend_all, zero };
-
-struct attention_config {
-  std::int64_t heads = 0;
-  std::int64_t kv_heads = 0;
-  std::int64_t head_dim = 0;  // the CUDA kernels take 16, 32, 64 or 128
-  float scale = 1.0f;
-  bool causal = false;
-  // Per row, 0 = masked key (padding); nullptr = all valid. In the backend's memory: host for
-  // the CPU, device for CUDA.
-  const std::uint8_t* key_valid = nullptr;
-  masked_row_policy masked_rows = masked_row_policy::attend_all;
-  // CUDA with bf16 storage only (the CPU backend has no tensor cores and ignores it): tile
-  // products on the tensor cores (bf16 P and dS, as FlashAttention-2) instead of fp32 CUDA-core
-  // math; needs 4-byte aligned rows (even ld, aligned base pointers).
-  bool tensor_cores = false;
-};
-
-// Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision
-// tower; the decoder's batch rows are segments of one sequence length).
-struct attention_segment {
-  std::int64_t start = 0;   // first row in q/k/v
-  std::int64_t length = 0;  // rows
-};
-
-}  // namespace aq
-// ---- end aq/model/attention_config.hpp ----
 // ---- begin aq/model/qwen3_vl/schema.hpp ----
 // Qwen3-VL's tensor schema: every module of Qwen3VLForConditionalGeneration as one row of a
 // table (its name, role, weight shape from the config, bias, GPU dtype, AutoQuant group), the
@@ -2652,21 +2678,6 @@ inline std::optional<tensor_ref> find_tensor(std::string_view name) {
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/schema.hpp ----
-// ---- begin aq/model/qwen3_vl/parameters.hpp ----
-// The parameters a Qwen3-VL checkpoint must hold, computed from the config through the tensor
-// schema (names and shapes as transformers' Qwen3VLForConditionalGeneration registers them), and
-// the binding check of a checkpoint against that list: the gate between reading safetensors and
-// running the model.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
 
 namespace aq::qwen3_vl {
 
@@ -2861,17 +2872,6 @@ inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_ch
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/parameters.hpp ----
-// ---- begin aq/model/qwen3_vl/modules.hpp ----
-// Qwen3-VL's quantizable modules in ModelOpt's order (named_modules of
-// Qwen3VLForConditionalGeneration: vision tower, text decoder layers, lm_head) with weight shapes,
-// read from the tensor schema: what calibration, scoring and the allocator iterate over. Grouping
-// is model/quantizable_modules.hpp (the schema's group column states the same groups).
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
 
 namespace aq::qwen3_vl {
 
@@ -2899,6 +2899,16 @@ inline model_part part_of(std::string_view name) {
 // ---- end aq/model/qwen3_vl/modules.hpp ----
 
 // Reports
+// ---- begin aq/report/json_writer.hpp ----
+// A small streaming JSON emitter whose bytes equal Python's `json.dumps(obj, indent=2)`
+// (ensure_ascii, ", "/": " separators, float repr, `[]`/`{}` for empty containers). The report
+// writers (report/quant_manifest.hpp, report/sensitivity_report.hpp) build their files with it.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
 // ---- begin aq/report/python_float.hpp ----
 // Python's float text forms, so that reports written by aq are byte-identical to ModelOpt's:
 // `repr(x)` (what `json.dumps` writes for a float) and the `f"{x:.Ne}"` / `f"{x:.Nf}"` forms
@@ -3006,16 +3016,6 @@ inline std::string python_format_f(double value, int precision) {
 
 }  // namespace aq::io
 // ---- end aq/report/python_float.hpp ----
-// ---- begin aq/report/json_writer.hpp ----
-// A small streaming JSON emitter whose bytes equal Python's `json.dumps(obj, indent=2)`
-// (ensure_ascii, ", "/": " separators, float repr, `[]`/`{}` for empty containers). The report
-// writers (report/quant_manifest.hpp, report/sensitivity_report.hpp) build their files with it.
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
 
 namespace aq::io {
 
@@ -3206,6 +3206,21 @@ class json_writer {
 
 }  // namespace aq::io
 // ---- end aq/report/json_writer.hpp ----
+// ---- begin aq/report/quant_manifest.hpp ----
+// `<scheme>_quant_manifest.json`: ModelOpt's run manifest (scheme, layers, search summary, every
+// group's candidate scores and costs, importance ranking), written from an io::report_model and
+// read back into one. The last stage of the pipeline; per-layer-sensitivity.* derive from it.
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
 // ---- begin aq/report/report_model.hpp ----
 // The plain data every report is written from: per-group candidate scores and costs, the scheme,
 // the search result and the calibration dataset. The search stage fills it; the writers in
@@ -3354,21 +3369,6 @@ inline void validate_report_model(const report_model& model) {
 
 }  // namespace aq::io
 // ---- end aq/report/report_model.hpp ----
-// ---- begin aq/report/quant_manifest.hpp ----
-// `<scheme>_quant_manifest.json`: ModelOpt's run manifest (scheme, layers, search summary, every
-// group's candidate scores and costs, importance ranking), written from an io::report_model and
-// read back into one. The last stage of the pipeline; per-layer-sensitivity.* derive from it.
-
-#include <algorithm>
-#include <charconv>
-#include <cstdint>
-#include <filesystem>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <vector>
-
 
 namespace aq::io {
 
@@ -3997,6 +3997,112 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 // ---- end aq/report/sensitivity_report.hpp ----
 
 // Calibration data
+// ---- begin aq/io/data/calib_batches.hpp ----
+// Calibration batches: tokenized samples padded to a fixed length with attention masks and LM
+// labels, grouped by batch size, exactly as the reference drivers build their DataLoader lists;
+// plus the step counts they derive. Output of io, input of calibration and scoring.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/io/data/chat_template.hpp ----
+// The Qwen3-VL chat prompt for calibration samples: the text the model's chat template renders
+// for system/user/assistant turns whose content is text and images, and the expansion of each
+// <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+inline constexpr std::string_view image_pad_token = "<|image_pad|>";
+
+// One item of a message's content list.
+struct chat_content {
+  enum class kind { text, image };
+  kind type = kind::text;
+  std::string text;  // for text items
+};
+
+struct chat_message {
+  std::string role;  // "system", "user" or "assistant"
+  std::vector<chat_content> content;
+};
+
+// Renders messages as Qwen3-VL-Instruct's chat template does (no tools, no default system
+// prompt, add_vision_id false): each turn is <|im_start|>role\n ... <|im_end|>\n, an image item is
+// <|vision_start|><|image_pad|><|vision_end|> at its place (no added space or newline), and
+// add_generation_prompt appends <|im_start|>assistant\n. Images are accepted in user turns only,
+// as in the template (system/assistant render only their text items).
+inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, bool add_generation_prompt = true) {
+  std::string out;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const chat_message& m = messages[i];
+    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+      throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
+    }
+    if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
+    out += "<|im_start|>";
+    out += m.role;
+    out += '\n';
+    for (const chat_content& c : m.content) {
+      if (c.type == chat_content::kind::text) {
+        out += c.text;
+      } else if (m.role == "user") {
+        out += "<|vision_start|><|image_pad|><|vision_end|>";
+      }
+    }
+    out += "<|im_end|>\n";
+  }
+  if (add_generation_prompt) out += "<|im_start|>assistant\n";
+  return out;
+}
+
+// The calibration prompt of one image+caption sample: user [image, caption] + generation prompt.
+inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
+  const chat_message m{"user", {{chat_content::kind::image, {}}, {chat_content::kind::text, std::string(caption)}}};
+  return render_qwen3_vl_chat(std::span<const chat_message>(&m, 1), true);
+}
+
+// Replaces the k-th <|image_pad|> by tokens_per_image[k] copies, as the processor does before
+// tokenizing (so ids are identical). The number of pads must equal the number of images.
+inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
+  std::string out;
+  std::size_t k = 0, pos = 0;
+  for (;;) {
+    const std::size_t hit = prompt.find(image_pad_token, pos);
+    if (hit == std::string_view::npos) break;
+    if (k >= tokens_per_image.size()) {
+      throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
+                  " images given");
+    }
+    out.append(prompt.substr(pos, hit - pos));
+    for (std::int64_t j = 0; j < tokens_per_image[k]; ++j) out.append(image_pad_token);
+    ++k;
+    pos = hit + image_pad_token.size();
+  }
+  if (k != tokens_per_image.size()) {
+    throw error("expand_image_pads: prompt has " + std::to_string(k) + " <|image_pad|> but " +
+                std::to_string(tokens_per_image.size()) + " images were given");
+  }
+  out.append(prompt.substr(pos));
+  return out;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/data/chat_template.hpp ----
 // ---- begin aq/io/image/image.hpp ----
 // Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
 // PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
@@ -4723,6 +4829,115 @@ inline vision_inputs preprocess_images(const std::vector<image_rgb8>& images, co
 
 }  // namespace aq::io
 // ---- end aq/io/image/image_preprocess.hpp ----
+
+namespace aq::io {
+
+inline constexpr std::int32_t qwen3_pad_token_id = 151643;  // <|endoftext|>, tokenizer_config pad_token
+inline constexpr std::int32_t ignore_label = -100;
+
+enum class pad_side { left, right };
+
+// One batch, row-major [batch_size, seq_len]. labels = input_ids except where the id equals the
+// pad id: there -100. The reference's loss uses ignore_index = pad_token_id on labels that are
+// plain input_ids, i.e. every target equal to the pad id is ignored; -100 says the same thing.
+struct calib_batch {
+  std::int64_t batch_size = 0;
+  std::int64_t seq_len = 0;
+  std::vector<std::int32_t> input_ids;
+  std::vector<std::int32_t> attention_mask;
+  std::vector<std::int32_t> labels;
+  vision_inputs vision;  // empty for text-only batches
+};
+
+struct padding_options {
+  std::int64_t max_length = 512;
+  bool truncate = true;      // keep the first max_length tokens (truncation side right)
+  pad_side side = pad_side::left;
+  std::int32_t pad_id = qwen3_pad_token_id;
+};
+
+namespace detail {
+
+template <class Ids>
+void append_padded_row(calib_batch& b, const Ids& ids, std::int64_t width, const padding_options& o) {
+  const std::int64_t n = std::min<std::int64_t>(static_cast<std::int64_t>(std::size(ids)), width);
+  const std::int64_t pad = width - n;
+  const auto push_pad = [&] {
+    for (std::int64_t j = 0; j < pad; ++j) {
+      b.input_ids.push_back(o.pad_id);
+      b.attention_mask.push_back(0);
+      b.labels.push_back(ignore_label);
+    }
+  };
+  if (o.side == pad_side::left) push_pad();
+  auto it = std::begin(ids);
+  for (std::int64_t j = 0; j < n; ++j, ++it) {
+    const auto id = static_cast<std::int32_t>(*it);
+    b.input_ids.push_back(id);
+    b.attention_mask.push_back(1);
+    b.labels.push_back(id == o.pad_id ? ignore_label : id);
+  }
+  if (o.side == pad_side::right) push_pad();
+}
+
+}  // namespace detail
+
+// Text-only calibration: each caption tokenized alone, no chat template, no special tokens added
+// (`encode(std::string_view)` returns a range of integer ids), padded/truncated to max_length,
+// grouped in order by batch_size (the last batch may be smaller).
+template <class Encode>
+std::vector<calib_batch> make_text_calib_batches(const std::vector<std::string>& captions, Encode&& encode,
+                                                 std::int64_t batch_size = 8, const padding_options& o = {}) {
+  if (batch_size < 1) throw error("make_text_calib_batches: batch_size must be >= 1, got " + std::to_string(batch_size));
+  if (o.max_length < 1) throw error("make_text_calib_batches: max_length must be >= 1");
+  std::vector<calib_batch> out;
+  for (std::size_t i = 0; i < captions.size(); ++i) {
+    if (i % static_cast<std::size_t>(batch_size) == 0) {
+      out.emplace_back();
+      out.back().seq_len = o.max_length;
+    }
+    calib_batch& b = out.back();
+    const auto ids = encode(std::string_view(captions[i]));
+    if (!o.truncate && static_cast<std::int64_t>(std::size(ids)) > o.max_length) {
+      throw error("caption " + std::to_string(i) + ": " + std::to_string(std::size(ids)) +
+                  " tokens exceed max_length " + std::to_string(o.max_length) + " and truncation is off");
+    }
+    detail::append_padded_row(b, ids, o.max_length, o);
+    ++b.batch_size;
+  }
+  return out;
+}
+
+// Image+caption calibration sample (batch 1): chat prompt user [image, caption] with generation
+// prompt, <|image_pad|> expanded to the image's token count, padded to max_length without
+// truncation (a longer sequence stays unpadded, as padding="max_length" does), pixel_values attached.
+template <class Encode>
+calib_batch make_image_caption_batch(const image_rgb8& image, std::string_view caption, Encode&& encode,
+                                     const qwen3_vl_image_options& image_options = {},
+                                     padding_options o = {}, const std::string& name = "image") {
+  o.truncate = false;
+  calib_batch b;
+  append_image(b.vision, image, image_options, name);
+  const std::int64_t n_pad = image_token_count(b.vision.grid_thw.back(), image_options.merge_size);
+  const std::string prompt = expand_image_pads(qwen3_vl_image_caption_prompt(caption), std::span(&n_pad, 1));
+  const auto ids = encode(std::string_view(prompt));
+  const std::int64_t n = static_cast<std::int64_t>(std::size(ids));
+  b.seq_len = std::max(n, o.max_length);
+  detail::append_padded_row(b, ids, b.seq_len, o);
+  b.batch_size = 1;
+  return b;
+}
+
+// The reference's step counts: calibration runs every batch; scoring runs the first
+// min(max(score_size / batch_size, 1), max(num_batches, 1)) batches of the same list.
+inline std::int64_t num_calib_steps(std::int64_t num_batches) { return num_batches; }
+inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch_size, std::int64_t score_size = 128) {
+  if (batch_size < 1) throw error("num_score_steps: batch_size must be >= 1");
+  return std::min(std::max<std::int64_t>(score_size / batch_size, 1), std::max<std::int64_t>(num_batches, 1));
+}
+
+}  // namespace aq::io
+// ---- end aq/io/data/calib_batches.hpp ----
 // ---- begin aq/io/data/calib_dataset.hpp ----
 // Calibration data readers: captions text files (one caption per line, as the reference drivers
 // read them) and JSON-lines image+caption lists. First step of calibration: file -> samples ->
@@ -4891,221 +5106,6 @@ inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem
 
 }  // namespace aq::io
 // ---- end aq/io/data/calib_dataset.hpp ----
-// ---- begin aq/io/data/chat_template.hpp ----
-// The Qwen3-VL chat prompt for calibration samples: the text the model's chat template renders
-// for system/user/assistant turns whose content is text and images, and the expansion of each
-// <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
-
-#include <array>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::io {
-
-inline constexpr std::string_view image_pad_token = "<|image_pad|>";
-
-// One item of a message's content list.
-struct chat_content {
-  enum class kind { text, image };
-  kind type = kind::text;
-  std::string text;  // for text items
-};
-
-struct chat_message {
-  std::string role;  // "system", "user" or "assistant"
-  std::vector<chat_content> content;
-};
-
-// Renders messages as Qwen3-VL-Instruct's chat template does (no tools, no default system
-// prompt, add_vision_id false): each turn is <|im_start|>role\n ... <|im_end|>\n, an image item is
-// <|vision_start|><|image_pad|><|vision_end|> at its place (no added space or newline), and
-// add_generation_prompt appends <|im_start|>assistant\n. Images are accepted in user turns only,
-// as in the template (system/assistant render only their text items).
-inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, bool add_generation_prompt = true) {
-  std::string out;
-  for (std::size_t i = 0; i < messages.size(); ++i) {
-    const chat_message& m = messages[i];
-    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
-      throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
-    }
-    if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
-    out += "<|im_start|>";
-    out += m.role;
-    out += '\n';
-    for (const chat_content& c : m.content) {
-      if (c.type == chat_content::kind::text) {
-        out += c.text;
-      } else if (m.role == "user") {
-        out += "<|vision_start|><|image_pad|><|vision_end|>";
-      }
-    }
-    out += "<|im_end|>\n";
-  }
-  if (add_generation_prompt) out += "<|im_start|>assistant\n";
-  return out;
-}
-
-// The calibration prompt of one image+caption sample: user [image, caption] + generation prompt.
-inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
-  const chat_message m{"user", {{chat_content::kind::image, {}}, {chat_content::kind::text, std::string(caption)}}};
-  return render_qwen3_vl_chat(std::span<const chat_message>(&m, 1), true);
-}
-
-// Replaces the k-th <|image_pad|> by tokens_per_image[k] copies, as the processor does before
-// tokenizing (so ids are identical). The number of pads must equal the number of images.
-inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
-  std::string out;
-  std::size_t k = 0, pos = 0;
-  for (;;) {
-    const std::size_t hit = prompt.find(image_pad_token, pos);
-    if (hit == std::string_view::npos) break;
-    if (k >= tokens_per_image.size()) {
-      throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
-                  " images given");
-    }
-    out.append(prompt.substr(pos, hit - pos));
-    for (std::int64_t j = 0; j < tokens_per_image[k]; ++j) out.append(image_pad_token);
-    ++k;
-    pos = hit + image_pad_token.size();
-  }
-  if (k != tokens_per_image.size()) {
-    throw error("expand_image_pads: prompt has " + std::to_string(k) + " <|image_pad|> but " +
-                std::to_string(tokens_per_image.size()) + " images were given");
-  }
-  out.append(prompt.substr(pos));
-  return out;
-}
-
-}  // namespace aq::io
-// ---- end aq/io/data/chat_template.hpp ----
-// ---- begin aq/io/data/calib_batches.hpp ----
-// Calibration batches: tokenized samples padded to a fixed length with attention masks and LM
-// labels, grouped by batch size, exactly as the reference drivers build their DataLoader lists;
-// plus the step counts they derive. Output of io, input of calibration and scoring.
-
-#include <algorithm>
-#include <array>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::io {
-
-inline constexpr std::int32_t qwen3_pad_token_id = 151643;  // <|endoftext|>, tokenizer_config pad_token
-inline constexpr std::int32_t ignore_label = -100;
-
-enum class pad_side { left, right };
-
-// One batch, row-major [batch_size, seq_len]. labels = input_ids except where the id equals the
-// pad id: there -100. The reference's loss uses ignore_index = pad_token_id on labels that are
-// plain input_ids, i.e. every target equal to the pad id is ignored; -100 says the same thing.
-struct calib_batch {
-  std::int64_t batch_size = 0;
-  std::int64_t seq_len = 0;
-  std::vector<std::int32_t> input_ids;
-  std::vector<std::int32_t> attention_mask;
-  std::vector<std::int32_t> labels;
-  vision_inputs vision;  // empty for text-only batches
-};
-
-struct padding_options {
-  std::int64_t max_length = 512;
-  bool truncate = true;      // keep the first max_length tokens (truncation side right)
-  pad_side side = pad_side::left;
-  std::int32_t pad_id = qwen3_pad_token_id;
-};
-
-namespace detail {
-
-template <class Ids>
-void append_padded_row(calib_batch& b, const Ids& ids, std::int64_t width, const padding_options& o) {
-  const std::int64_t n = std::min<std::int64_t>(static_cast<std::int64_t>(std::size(ids)), width);
-  const std::int64_t pad = width - n;
-  const auto push_pad = [&] {
-    for (std::int64_t j = 0; j < pad; ++j) {
-      b.input_ids.push_back(o.pad_id);
-      b.attention_mask.push_back(0);
-      b.labels.push_back(ignore_label);
-    }
-  };
-  if (o.side == pad_side::left) push_pad();
-  auto it = std::begin(ids);
-  for (std::int64_t j = 0; j < n; ++j, ++it) {
-    const auto id = static_cast<std::int32_t>(*it);
-    b.input_ids.push_back(id);
-    b.attention_mask.push_back(1);
-    b.labels.push_back(id == o.pad_id ? ignore_label : id);
-  }
-  if (o.side == pad_side::right) push_pad();
-}
-
-}  // namespace detail
-
-// Text-only calibration: each caption tokenized alone, no chat template, no special tokens added
-// (`encode(std::string_view)` returns a range of integer ids), padded/truncated to max_length,
-// grouped in order by batch_size (the last batch may be smaller).
-template <class Encode>
-std::vector<calib_batch> make_text_calib_batches(const std::vector<std::string>& captions, Encode&& encode,
-                                                 std::int64_t batch_size = 8, const padding_options& o = {}) {
-  if (batch_size < 1) throw error("make_text_calib_batches: batch_size must be >= 1, got " + std::to_string(batch_size));
-  if (o.max_length < 1) throw error("make_text_calib_batches: max_length must be >= 1");
-  std::vector<calib_batch> out;
-  for (std::size_t i = 0; i < captions.size(); ++i) {
-    if (i % static_cast<std::size_t>(batch_size) == 0) {
-      out.emplace_back();
-      out.back().seq_len = o.max_length;
-    }
-    calib_batch& b = out.back();
-    const auto ids = encode(std::string_view(captions[i]));
-    if (!o.truncate && static_cast<std::int64_t>(std::size(ids)) > o.max_length) {
-      throw error("caption " + std::to_string(i) + ": " + std::to_string(std::size(ids)) +
-                  " tokens exceed max_length " + std::to_string(o.max_length) + " and truncation is off");
-    }
-    detail::append_padded_row(b, ids, o.max_length, o);
-    ++b.batch_size;
-  }
-  return out;
-}
-
-// Image+caption calibration sample (batch 1): chat prompt user [image, caption] with generation
-// prompt, <|image_pad|> expanded to the image's token count, padded to max_length without
-// truncation (a longer sequence stays unpadded, as padding="max_length" does), pixel_values attached.
-template <class Encode>
-calib_batch make_image_caption_batch(const image_rgb8& image, std::string_view caption, Encode&& encode,
-                                     const qwen3_vl_image_options& image_options = {},
-                                     padding_options o = {}, const std::string& name = "image") {
-  o.truncate = false;
-  calib_batch b;
-  append_image(b.vision, image, image_options, name);
-  const std::int64_t n_pad = image_token_count(b.vision.grid_thw.back(), image_options.merge_size);
-  const std::string prompt = expand_image_pads(qwen3_vl_image_caption_prompt(caption), std::span(&n_pad, 1));
-  const auto ids = encode(std::string_view(prompt));
-  const std::int64_t n = static_cast<std::int64_t>(std::size(ids));
-  b.seq_len = std::max(n, o.max_length);
-  detail::append_padded_row(b, ids, b.seq_len, o);
-  b.batch_size = 1;
-  return b;
-}
-
-// The reference's step counts: calibration runs every batch; scoring runs the first
-// min(max(score_size / batch_size, 1), max(num_batches, 1)) batches of the same list.
-inline std::int64_t num_calib_steps(std::int64_t num_batches) { return num_batches; }
-inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch_size, std::int64_t score_size = 128) {
-  if (batch_size < 1) throw error("num_score_steps: batch_size must be >= 1");
-  return std::min(std::max<std::int64_t>(score_size / batch_size, 1), std::max<std::int64_t>(num_batches, 1));
-}
-
-}  // namespace aq::io
-// ---- end aq/io/data/calib_batches.hpp ----
 
 // Formats, quantizers, recipes
 // ---- begin aq/formats/all_formats.hpp ----
@@ -6676,87 +6676,6 @@ constexpr allocation_result solve_knapsack_bits(const allocation_problem& proble
 
 }  // namespace aq::search
 // ---- end aq/search/knapsack.hpp ----
-// ---- begin aq/search/pareto.hpp ----
-// The whole size/damage trade-off of an allocation problem: for every budget, the least summed
-// score. One DP over the full cost range gives every non-dominated (effective bits, score) point;
-// any budget's answer is then a lookup, and the curve is what the report plots.
-
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace aq::search {
-
-struct pareto_point {
-  cost_t total_cost = 0;        // param-bits
-  double effective_bits = 0.0;  // total_cost / total_params
-  double total_score = 0.0;     // group-order sum of the selection's scores
-};
-
-// Points by ascending cost with strictly decreasing score: each is the exact optimum (with the
-// knapsack's tie rule) of every budget from its cost up to the next point's cost.
-class pareto_front {
- public:
-  constexpr explicit pareto_front(const allocation_problem& problem, const knapsack_options& options = {})
-      : problem_((problem.validate(), problem)), dp_(make_dp(problem_, options)) {
-    const detail::cost_axis& axis = dp_.axis();
-    for (const detail::front_state& state : dp_.front()) {
-      const cost_t cost = axis.base + state.units * axis.unit;
-      points_.push_back({cost, effective_bits_of(cost, problem_.total_params()), state.score});
-    }
-  }
-
-  constexpr std::span<const pareto_point> points() const { return points_; }
-  constexpr std::size_t size() const { return points_.size(); }
-  constexpr const pareto_point& operator[](std::size_t i) const { return points_[i]; }
-  constexpr solver_path path() const { return dp_.path(); }
-
-  // Choice per group of point i: a backtrack through the stored DP choices, O(groups).
-  constexpr std::vector<std::uint32_t> selection(std::size_t i) const {
-    if (i >= points_.size()) {
-      throw aq::error("aq::search::pareto_front::selection: point " + std::to_string(i) + " of " +
-                      std::to_string(points_.size()));
-    }
-    return dp_.selection(dp_.front()[i]);
-  }
-
-  // The answer for a budget: the last point not above it (equal to solve_knapsack's answer).
-  constexpr allocation_result at_capacity(cost_t capacity) const {
-    std::size_t lo = 0;
-    std::size_t hi = points_.size();
-    while (lo < hi) {  // first point costing more than the budget
-      const std::size_t mid = lo + (hi - lo) / 2;
-      if (points_[mid].total_cost <= capacity) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo == 0) {
-      throw aq::error(detail::infeasible_message("aq::search::pareto_front::at_capacity", problem_, capacity,
-                                                 points_.front().total_cost));
-    }
-    return evaluate_selection(problem_, selection(lo - 1), capacity, dp_.path());
-  }
-  constexpr allocation_result at_bits(double effective_bits) const {
-    return at_capacity(capacity_for_bits(problem_.total_params(), effective_bits));
-  }
-
- private:
-  static constexpr detail::mckp_dp make_dp(const allocation_problem& problem, const knapsack_options& options) {
-    detail::cost_axis axis = detail::make_cost_axis(problem);
-    const std::int64_t full = axis.full_units;
-    return detail::mckp_dp(problem, std::move(axis), full, options);
-  }
-
-  allocation_problem problem_;
-  detail::mckp_dp dp_;
-  std::vector<pareto_point> points_;
-};
-
-}  // namespace aq::search
-// ---- end aq/search/pareto.hpp ----
 // ---- begin aq/search/lagrangian.hpp ----
 // Lagrangian relaxation of the allocation problem: price cost at λ score per param-bit and let each
 // group pick alone. Sweeping λ over the groups' lower convex hulls gives the LP bound (a lower bound
@@ -6896,6 +6815,87 @@ constexpr lagrangian_result solve_lagrangian_bits(const allocation_problem& prob
 
 }  // namespace aq::search
 // ---- end aq/search/lagrangian.hpp ----
+// ---- begin aq/search/pareto.hpp ----
+// The whole size/damage trade-off of an allocation problem: for every budget, the least summed
+// score. One DP over the full cost range gives every non-dominated (effective bits, score) point;
+// any budget's answer is then a lookup, and the curve is what the report plots.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+struct pareto_point {
+  cost_t total_cost = 0;        // param-bits
+  double effective_bits = 0.0;  // total_cost / total_params
+  double total_score = 0.0;     // group-order sum of the selection's scores
+};
+
+// Points by ascending cost with strictly decreasing score: each is the exact optimum (with the
+// knapsack's tie rule) of every budget from its cost up to the next point's cost.
+class pareto_front {
+ public:
+  constexpr explicit pareto_front(const allocation_problem& problem, const knapsack_options& options = {})
+      : problem_((problem.validate(), problem)), dp_(make_dp(problem_, options)) {
+    const detail::cost_axis& axis = dp_.axis();
+    for (const detail::front_state& state : dp_.front()) {
+      const cost_t cost = axis.base + state.units * axis.unit;
+      points_.push_back({cost, effective_bits_of(cost, problem_.total_params()), state.score});
+    }
+  }
+
+  constexpr std::span<const pareto_point> points() const { return points_; }
+  constexpr std::size_t size() const { return points_.size(); }
+  constexpr const pareto_point& operator[](std::size_t i) const { return points_[i]; }
+  constexpr solver_path path() const { return dp_.path(); }
+
+  // Choice per group of point i: a backtrack through the stored DP choices, O(groups).
+  constexpr std::vector<std::uint32_t> selection(std::size_t i) const {
+    if (i >= points_.size()) {
+      throw aq::error("aq::search::pareto_front::selection: point " + std::to_string(i) + " of " +
+                      std::to_string(points_.size()));
+    }
+    return dp_.selection(dp_.front()[i]);
+  }
+
+  // The answer for a budget: the last point not above it (equal to solve_knapsack's answer).
+  constexpr allocation_result at_capacity(cost_t capacity) const {
+    std::size_t lo = 0;
+    std::size_t hi = points_.size();
+    while (lo < hi) {  // first point costing more than the budget
+      const std::size_t mid = lo + (hi - lo) / 2;
+      if (points_[mid].total_cost <= capacity) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == 0) {
+      throw aq::error(detail::infeasible_message("aq::search::pareto_front::at_capacity", problem_, capacity,
+                                                 points_.front().total_cost));
+    }
+    return evaluate_selection(problem_, selection(lo - 1), capacity, dp_.path());
+  }
+  constexpr allocation_result at_bits(double effective_bits) const {
+    return at_capacity(capacity_for_bits(problem_.total_params(), effective_bits));
+  }
+
+ private:
+  static constexpr detail::mckp_dp make_dp(const allocation_problem& problem, const knapsack_options& options) {
+    detail::cost_axis axis = detail::make_cost_axis(problem);
+    const std::int64_t full = axis.full_units;
+    return detail::mckp_dp(problem, std::move(axis), full, options);
+  }
+
+  allocation_problem problem_;
+  detail::mckp_dp dp_;
+  std::vector<pareto_point> points_;
+};
+
+}  // namespace aq::search
+// ---- end aq/search/pareto.hpp ----
 
 // Tokenizer
 // ---- begin aq/io/tokenizer/tokenizer.hpp ----
@@ -8989,6 +8989,37 @@ class tokenizer {
 // ---- end aq/io/tokenizer/tokenizer.hpp ----
 
 // The built-in Qwen3-VL model (CPU backend)
+// ---- begin aq/backend/cpu/attention.hpp ----
+// Scaled dot-product attention with GQA over independent segments (text: one per batch row,
+// causal + key padding mask; vision: one per image, unmasked), and its input gradient. Computed in
+// tiles, flash-attention style: no [rows x rows] score matrix is ever stored, so memory is linear
+// in the sequence length: a worker holds O(tile^2 + tile * head_dim) floats, the backward adds
+// one float per row and head (D_i). A 16k-patch image no longer needs 1 GiB of scores per thread.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+// ---- begin aq/backend/cpu/eigen.hpp ----
+// The one place Eigen enters aq: the CPU backend's GEMMs and attention tiles use Eigen/Core, and
+// CUDA translation units reach it through the CPU model headers (the CUDA engine shares them).
+
+// Eigen marks defaulted special members __host__ __device__, which nvcc warns about (20012) at
+// every translation unit that includes it; the warning is about Eigen's own declarations, so it is
+// silenced here, for Eigen only, instead of around each include site.
+#if defined(__CUDACC__)
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012
+#endif
+#include <Eigen/Core>
+#if defined(__CUDACC__)
+#pragma nv_diagnostic pop
+#endif
+// ---- end aq/backend/cpu/eigen.hpp ----
+
 // ---- begin aq/core/tensor.hpp ----
 // A small owning fp32 tensor (shape + contiguous row-major data) and 2-D row-major views.
 // The CPU model keeps weights and saved activations in tensors and hands kernels views, so
@@ -9215,366 +9246,6 @@ inline thread_pool& default_thread_pool() {
 
 }  // namespace aq
 // ---- end aq/core/thread_pool.hpp ----
-// ---- begin aq/backend/cpu/gemm.hpp ----
-// CPU GEMMs of a linear layer in fp32 (Eigen), split over the thread pool: the forward
-// Y = X·Wᵀ and the input gradient dX = dY·W. Every quantizable module of the model runs here,
-// and the scorer re-runs the forward with fake-quantized W or X through the same function.
-
-#include <algorithm>
-#include <cstdint>
-#include <string>
-
-// ---- begin aq/backend/cpu/eigen.hpp ----
-// The one place Eigen enters aq: the CPU backend's GEMMs and attention tiles use Eigen/Core, and
-// CUDA translation units reach it through the CPU model headers (the CUDA engine shares them).
-
-// Eigen marks defaulted special members __host__ __device__, which nvcc warns about (20012) at
-// every translation unit that includes it; the warning is about Eigen's own declarations, so it is
-// silenced here, for Eigen only, instead of around each include site.
-#if defined(__CUDACC__)
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012
-#endif
-#include <Eigen/Core>
-#if defined(__CUDACC__)
-#pragma nv_diagnostic pop
-#endif
-// ---- end aq/backend/cpu/eigen.hpp ----
-
-namespace aq::cpu {
-
-namespace detail {
-
-using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using const_map = Eigen::Map<const row_major, 0, Eigen::OuterStride<>>;
-using map = Eigen::Map<row_major, 0, Eigen::OuterStride<>>;
-
-inline const_map eigen(const const_matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
-  return const_map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
-}
-inline map eigen(const matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
-  return map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
-}
-
-inline void check(bool ok, const char* what, const const_matrix_view& a, const const_matrix_view& b,
-                  const const_matrix_view& c) {
-  if (!ok) {
-    throw error(std::string("cpu gemm: ") + what + ": shapes [" + std::to_string(a.rows) + ", " +
-                std::to_string(a.cols) + "], [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +
-                "] -> [" + std::to_string(c.rows) + ", " + std::to_string(c.cols) + "]");
-  }
-}
-
-// Splits the output over rows when there are many, else over columns (few tokens, wide W such as
-// lm_head); each block is an independent Eigen product, so the sum order per element is fixed.
-template <class Block>
-void split_output(std::int64_t rows, std::int64_t cols, std::int64_t depth, const Block& block) {
-  thread_pool& pool = default_thread_pool();
-  const std::int64_t work = rows * cols * std::max<std::int64_t>(depth, 1);
-  if (work < (1 << 18) || pool.size() == 1) {
-    block(0, rows, 0, cols);
-    return;
-  }
-  if (rows >= 4 * static_cast<std::int64_t>(pool.size())) {
-    pool.parallel_for(rows, 4, [&](std::int64_t r0, std::int64_t r1) { block(r0, r1 - r0, 0, cols); });
-  } else {
-    pool.parallel_for(cols, 16, [&](std::int64_t c0, std::int64_t c1) { block(0, rows, c0, c1 - c0); });
-  }
-}
-
-}  // namespace detail
-
-// y[t, o] (+)= Σ_i x[t, i] · w[o, i] (+ bias[o]): a PyTorch Linear with W stored [out, in].
-inline void linear_forward(const const_matrix_view& x, const const_matrix_view& w, const matrix_view& y,
-                           const float* bias = nullptr, bool accumulate = false) {
-  detail::check(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "linear_forward", x, w, y);
-  detail::split_output(y.rows, y.cols, x.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
-    auto out = detail::eigen(y, r0, nr, c0, nc);
-    const auto lhs = detail::eigen(x, r0, nr, 0, x.cols);
-    const auto rhs = detail::eigen(w, c0, nc, 0, w.cols);
-    if (accumulate) {
-      out.noalias() += lhs * rhs.transpose();
-    } else {
-      out.noalias() = lhs * rhs.transpose();
-    }
-    if (bias != nullptr) {
-      for (std::int64_t r = 0; r < nr; ++r) {
-        float* row = y.row(r0 + r) + c0;
-        for (std::int64_t c = 0; c < nc; ++c) row[c] += bias[c0 + c];
-      }
-    }
-  });
-}
-
-// dx[t, i] (+)= Σ_o dy[t, o] · w[o, i]: the input gradient of linear_forward (weights frozen).
-inline void linear_backward_input(const const_matrix_view& dy, const const_matrix_view& w, const matrix_view& dx,
-                                  bool accumulate = false) {
-  detail::check(dy.cols == w.rows && dx.rows == dy.rows && dx.cols == w.cols, "linear_backward_input", dy, w, dx);
-  detail::split_output(dx.rows, dx.cols, dy.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
-    auto out = detail::eigen(dx, r0, nr, c0, nc);
-    const auto lhs = detail::eigen(dy, r0, nr, 0, dy.cols);
-    const auto rhs = detail::eigen(w, 0, w.rows, c0, nc);
-    if (accumulate) {
-      out.noalias() += lhs * rhs;
-    } else {
-      out.noalias() = lhs * rhs;
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/gemm.hpp ----
-// ---- begin aq/backend/cpu/rms_norm.hpp ----
-// RMSNorm (T5 style, no +1 offset) over the last dimension and its input gradient, as used by
-// Qwen3's layer norms and the per-head q_norm/k_norm: y = w ⊙ x·r, r = (mean(x²) + eps)^-½.
-
-#include <cmath>
-#include <cstdint>
-
-
-namespace aq::cpu {
-
-// Rows of x are normalized independently; inv_rms[row] = r is saved for the backward.
-inline void rms_norm_forward(const const_matrix_view& x, const float* weight, float eps, const matrix_view& y,
-                             float* inv_rms) {
-  if (y.rows != x.rows || y.cols != x.cols) throw error("rms_norm_forward: output shape differs from input");
-  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* in = x.row(r);
-      double sum = 0.0;
-      for (std::int64_t c = 0; c < x.cols; ++c) sum += static_cast<double>(in[c]) * in[c];
-      const float mean = static_cast<float>(sum / static_cast<double>(x.cols));
-      const float rr = 1.0f / std::sqrt(mean + eps);
-      float* out = y.row(r);
-      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = weight[c] * (in[c] * rr);
-      if (inv_rms != nullptr) inv_rms[r] = rr;
-    }
-  });
-}
-
-// dx = r·(u − x̂·mean(u⊙x̂)), u = dy⊙w, x̂ = x·r. dx may alias dy; accumulate adds into dx.
-inline void rms_norm_backward(const const_matrix_view& x, const float* weight, const float* inv_rms,
-                              const const_matrix_view& dy, const matrix_view& dx, bool accumulate = false) {
-  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
-    throw error("rms_norm_backward: gradient shapes differ from the input");
-  }
-  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* in = x.row(r);
-      const float* g = dy.row(r);
-      const float rr = inv_rms[r];
-      double dot = 0.0;
-      for (std::int64_t c = 0; c < x.cols; ++c) dot += static_cast<double>(g[c] * weight[c]) * (in[c] * rr);
-      const float mean = static_cast<float>(dot / static_cast<double>(x.cols));
-      float* out = dx.row(r);
-      for (std::int64_t c = 0; c < x.cols; ++c) {
-        const float v = rr * (g[c] * weight[c] - in[c] * rr * mean);
-        out[c] = accumulate ? out[c] + v : v;
-      }
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/rms_norm.hpp ----
-// ---- begin aq/backend/cpu/layer_norm.hpp ----
-// LayerNorm over the last dimension (vision tower and mergers) and its input gradient:
-// y = w ⊙ (x − μ)·r + b, r = (var(x) + eps)^-½ with the biased variance, as torch computes it.
-
-#include <cmath>
-#include <cstdint>
-
-
-namespace aq::cpu {
-
-// mean[row] and inv_std[row] are saved for the backward.
-inline void layer_norm_forward(const const_matrix_view& x, const float* weight, const float* bias, float eps,
-                               const matrix_view& y, float* mean, float* inv_std) {
-  if (y.rows != x.rows || y.cols != x.cols) throw error("layer_norm_forward: output shape differs from input");
-  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* in = x.row(r);
-      double s = 0.0;
-      for (std::int64_t c = 0; c < x.cols; ++c) s += in[c];
-      const double mu = s / static_cast<double>(x.cols);
-      double v = 0.0;
-      for (std::int64_t c = 0; c < x.cols; ++c) v += (in[c] - mu) * (in[c] - mu);
-      const float m = static_cast<float>(mu);
-      const float rr = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(x.cols) + eps));
-      float* out = y.row(r);
-      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = (in[c] - m) * rr * weight[c] + bias[c];
-      mean[r] = m;
-      inv_std[r] = rr;
-    }
-  });
-}
-
-// dx = r·(u − mean(u) − x̂·mean(u⊙x̂)), u = dy⊙w. dx may alias dy.
-inline void layer_norm_backward(const const_matrix_view& x, const float* weight, const float* mean,
-                                const float* inv_std, const const_matrix_view& dy, const matrix_view& dx,
-                                bool accumulate = false) {
-  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
-    throw error("layer_norm_backward: gradient shapes differ from the input");
-  }
-  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* in = x.row(r);
-      const float* g = dy.row(r);
-      double su = 0.0;
-      double sux = 0.0;
-      for (std::int64_t c = 0; c < x.cols; ++c) {
-        const double u = static_cast<double>(g[c]) * weight[c];
-        su += u;
-        sux += u * ((in[c] - mean[r]) * inv_std[r]);
-      }
-      const float mu = static_cast<float>(su / static_cast<double>(x.cols));
-      const float mux = static_cast<float>(sux / static_cast<double>(x.cols));
-      float* out = dx.row(r);
-      for (std::int64_t c = 0; c < x.cols; ++c) {
-        const float xhat = (in[c] - mean[r]) * inv_std[r];
-        const float v = inv_std[r] * (g[c] * weight[c] - mu - xhat * mux);
-        out[c] = accumulate ? out[c] + v : v;
-      }
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/layer_norm.hpp ----
-// ---- begin aq/backend/cpu/rope.hpp ----
-// Rotary position embedding: the interleaved M-RoPE tables of Qwen3-VL's text decoder (3-D
-// positions t/h/w mapped onto frequency pairs as THW THW … TT) and the rotation applied to every
-// q/k head, x' = x·cos + rot(x)·sin with rot(x) = cat(−x[n/2:], x[:n/2]), and its input gradient.
-
-#include <array>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
-// ---- begin aq/model/rope_frequencies.hpp ----
-// Rotary position embedding frequencies, inv[j] = 1 / theta^(2j / dim), rounded as torch computes
-// them: host math that both backends' rope tables start from (the text decoder's M-RoPE and the
-// vision tower's 2-D rope), so that CPU and GPU rotate by the same float angles.
-
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
-namespace aq {
-
-// inv[j] = 1 / theta^(2j / dim), j < dim/2, rounded as torch computes it in fp32.
-inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
-  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
-  for (std::int64_t j = 0; j < dim / 2; ++j) {
-    const float exponent = static_cast<float>(2 * j) / static_cast<float>(dim);
-    const float power = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
-    inv[static_cast<std::size_t>(j)] = 1.0f / power;
-  }
-  return inv;
-}
-
-}  // namespace aq
-// ---- end aq/model/rope_frequencies.hpp ----
-
-namespace aq::cpu {
-
-// The frequencies are shared with the CUDA tables (model/rope_frequencies.hpp).
-using aq::rope_inv_freq;
-
-// Which position axis (0 = t, 1 = h, 2 = w) drives frequency pair j: h on j ≡ 1 (mod 3) for the
-// first 3·section[1] pairs, w on j ≡ 2 (mod 3) for the first 3·section[2], t everywhere else.
-inline int mrope_axis(std::int64_t j, const std::array<std::int64_t, 3>& section) {
-  if (j % 3 == 1 && j < 3 * section[1]) return 1;
-  if (j % 3 == 2 && j < 3 * section[2]) return 2;
-  return 0;
-}
-
-// cos/sin tables [tokens, dim] for 3-D positions given as three rows of `tokens` ids.
-inline void mrope_tables(const std::int64_t* pos_t, const std::int64_t* pos_h, const std::int64_t* pos_w,
-                         std::int64_t tokens, const std::vector<float>& inv_freq,
-                         const std::array<std::int64_t, 3>& section, tensor& cos, tensor& sin) {
-  const auto half = static_cast<std::int64_t>(inv_freq.size());
-  if (section[0] + section[1] + section[2] != half) {
-    throw error("mrope_tables: mrope_section sums to " + std::to_string(section[0] + section[1] + section[2]) +
-                ", expected head_dim/2 = " + std::to_string(half));
-  }
-  cos = tensor({tokens, 2 * half});
-  sin = tensor({tokens, 2 * half});
-  const std::int64_t* axes[3] = {pos_t, pos_h, pos_w};
-  for (std::int64_t n = 0; n < tokens; ++n) {
-    for (std::int64_t j = 0; j < half; ++j) {
-      const float angle = static_cast<float>(axes[mrope_axis(j, section)][n]) * inv_freq[static_cast<std::size_t>(j)];
-      const float c = std::cos(angle);
-      const float s = std::sin(angle);
-      cos.data()[n * 2 * half + j] = c;
-      cos.data()[n * 2 * half + j + half] = c;
-      sin.data()[n * 2 * half + j] = s;
-      sin.data()[n * 2 * half + j + half] = s;
-    }
-  }
-}
-
-// In place on x [tokens, heads·dim] with tables [tokens, dim].
-inline void rope_forward(const matrix_view& x, std::int64_t heads, const tensor& cos, const tensor& sin) {
-  const std::int64_t dim = cos.dim(1);
-  const std::int64_t half = dim / 2;
-  if (x.cols != heads * dim || cos.dim(0) != x.rows) throw error("rope_forward: tables do not match the input");
-  default_thread_pool().parallel_for(x.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t n = r0; n < r1; ++n) {
-      const float* c = cos.data() + n * dim;
-      const float* s = sin.data() + n * dim;
-      for (std::int64_t h = 0; h < heads; ++h) {
-        float* v = x.row(n) + h * dim;
-        for (std::int64_t i = 0; i < half; ++i) {
-          const float a = v[i];
-          const float b = v[i + half];
-          v[i] = a * c[i] + (-b) * s[i];
-          v[i + half] = b * c[i + half] + a * s[i + half];
-        }
-      }
-    }
-  });
-}
-
-// In place: dx = g·cos + rotᵀ(g·sin), rotᵀ(z) = cat(z[n/2:], −z[:n/2]).
-inline void rope_backward(const matrix_view& g, std::int64_t heads, const tensor& cos, const tensor& sin) {
-  const std::int64_t dim = cos.dim(1);
-  const std::int64_t half = dim / 2;
-  if (g.cols != heads * dim || cos.dim(0) != g.rows) throw error("rope_backward: tables do not match the gradient");
-  default_thread_pool().parallel_for(g.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t n = r0; n < r1; ++n) {
-      const float* c = cos.data() + n * dim;
-      const float* s = sin.data() + n * dim;
-      for (std::int64_t h = 0; h < heads; ++h) {
-        float* v = g.row(n) + h * dim;
-        for (std::int64_t i = 0; i < half; ++i) {
-          const float a = v[i];
-          const float b = v[i + half];
-          v[i] = a * c[i] + b * s[i + half];
-          v[i + half] = b * c[i + half] - a * s[i];
-        }
-      }
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/rope.hpp ----
-// ---- begin aq/backend/cpu/attention.hpp ----
-// Scaled dot-product attention with GQA over independent segments (text: one per batch row,
-// causal + key padding mask; vision: one per image, unmasked), and its input gradient. Computed in
-// tiles, flash-attention style: no [rows x rows] score matrix is ever stored, so memory is linear
-// in the sequence length: a worker holds O(tile^2 + tile * head_dim) floats, the backward adds
-// one float per row and head (D_i). A 16k-patch image no longer needs 1 GiB of scores per thread.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <limits>
-#include <string>
-#include <vector>
-
-
 
 namespace aq::cpu {
 
@@ -9874,113 +9545,6 @@ inline void attention_backward(const attention_config& c, const std::vector<atte
 
 }  // namespace aq::cpu
 // ---- end aq/backend/cpu/attention.hpp ----
-// ---- begin aq/backend/cpu/swiglu.hpp ----
-// SwiGLU gate of the text MLP, y = silu(a) ⊙ b with silu(x) = x·σ(x), and its input gradient
-// (da = g⊙b⊙σ(a)(1 + a(1−σ(a))), db = g⊙silu(a)). a = gate_proj output, b = up_proj output.
-
-#include <cmath>
-#include <cstdint>
-
-
-namespace aq::cpu {
-
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
-inline void swiglu_forward(const const_matrix_view& a, const const_matrix_view& b, const matrix_view& y) {
-  if (a.rows != b.rows || a.cols != b.cols || y.rows != a.rows || y.cols != a.cols) {
-    throw error("swiglu_forward: gate, up and output shapes differ");
-  }
-  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* pa = a.row(r);
-      const float* pb = b.row(r);
-      float* out = y.row(r);
-      for (std::int64_t c = 0; c < a.cols; ++c) out[c] = pa[c] * sigmoid(pa[c]) * pb[c];
-    }
-  });
-}
-
-// da, db may not alias a, b.
-inline void swiglu_backward(const const_matrix_view& a, const const_matrix_view& b, const const_matrix_view& g,
-                            const matrix_view& da, const matrix_view& db) {
-  if (g.rows != a.rows || g.cols != a.cols || da.rows != a.rows || db.rows != a.rows) {
-    throw error("swiglu_backward: gradient shapes differ from the inputs");
-  }
-  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* pa = a.row(r);
-      const float* pb = b.row(r);
-      const float* pg = g.row(r);
-      float* pda = da.row(r);
-      float* pdb = db.row(r);
-      for (std::int64_t c = 0; c < a.cols; ++c) {
-        const float s = sigmoid(pa[c]);
-        pda[c] = pg[c] * pb[c] * s * (1.0f + pa[c] * (1.0f - s));
-        pdb[c] = pg[c] * pa[c] * s;
-      }
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/swiglu.hpp ----
-// ---- begin aq/backend/cpu/gelu.hpp ----
-// GELU activations of the vision tower and their derivatives: the tanh approximation
-// (gelu_pytorch_tanh, vision block MLPs) and the exact erf form (patch mergers).
-
-#include <cmath>
-#include <cstdint>
-
-
-namespace aq::cpu {
-
-struct gelu_tanh {
-  static float value(float x) {
-    constexpr float k = 0.7978845608028654f;  // sqrt(2/pi)
-    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
-  }
-  static float derivative(float x) {
-    constexpr float k = 0.7978845608028654f;
-    const float t = std::tanh(k * (x + 0.044715f * x * x * x));
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
-  }
-};
-
-struct gelu_erf {
-  static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f)); }
-  static float derivative(float x) {
-    const float cdf = 0.5f * (1.0f + std::erf(x * 0.7071067811865476f));
-    const float pdf = 0.3989422804014327f * std::exp(-0.5f * x * x);
-    return cdf + x * pdf;
-  }
-};
-
-// y = act(x) elementwise (y may alias x only when the backward does not need x).
-template <class Act>
-void activation_forward(const const_matrix_view& x, const matrix_view& y) {
-  if (y.rows != x.rows || y.cols != x.cols) throw error("activation_forward: output shape differs from input");
-  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      for (std::int64_t c = 0; c < x.cols; ++c) y(r, c) = Act::value(x(r, c));
-    }
-  });
-}
-
-// dx = g ⊙ act'(x); dx may alias g.
-template <class Act>
-void activation_backward(const const_matrix_view& x, const const_matrix_view& g, const matrix_view& dx) {
-  if (g.rows != x.rows || g.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
-    throw error("activation_backward: gradient shapes differ from the input");
-  }
-  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-      for (std::int64_t c = 0; c < x.cols; ++c) dx(r, c) = g(r, c) * Act::derivative(x(r, c));
-    }
-  });
-}
-
-}  // namespace aq::cpu
-// ---- end aq/backend/cpu/gelu.hpp ----
 // ---- begin aq/backend/cpu/cross_entropy.hpp ----
 // Next-token cross-entropy of a causal LM, as transformers' ForCausalLMLoss: the target of
 // position s is labels[s+1] (the last position of each row has none), −100 is ignored, and the
@@ -10100,6 +9664,220 @@ inline lm_loss causal_lm_loss(const const_matrix_view& logits, const std::vector
 
 }  // namespace aq::cpu
 // ---- end aq/backend/cpu/cross_entropy.hpp ----
+// ---- begin aq/backend/cpu/gelu.hpp ----
+// GELU activations of the vision tower and their derivatives: the tanh approximation
+// (gelu_pytorch_tanh, vision block MLPs) and the exact erf form (patch mergers).
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+struct gelu_tanh {
+  static float value(float x) {
+    constexpr float k = 0.7978845608028654f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  }
+  static float derivative(float x) {
+    constexpr float k = 0.7978845608028654f;
+    const float t = std::tanh(k * (x + 0.044715f * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
+  }
+};
+
+struct gelu_erf {
+  static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f)); }
+  static float derivative(float x) {
+    const float cdf = 0.5f * (1.0f + std::erf(x * 0.7071067811865476f));
+    const float pdf = 0.3989422804014327f * std::exp(-0.5f * x * x);
+    return cdf + x * pdf;
+  }
+};
+
+// y = act(x) elementwise (y may alias x only when the backward does not need x).
+template <class Act>
+void activation_forward(const const_matrix_view& x, const matrix_view& y) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("activation_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t c = 0; c < x.cols; ++c) y(r, c) = Act::value(x(r, c));
+    }
+  });
+}
+
+// dx = g ⊙ act'(x); dx may alias g.
+template <class Act>
+void activation_backward(const const_matrix_view& x, const const_matrix_view& g, const matrix_view& dx) {
+  if (g.rows != x.rows || g.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("activation_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t c = 0; c < x.cols; ++c) dx(r, c) = g(r, c) * Act::derivative(x(r, c));
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/gelu.hpp ----
+// ---- begin aq/backend/cpu/gemm.hpp ----
+// CPU GEMMs of a linear layer in fp32 (Eigen), split over the thread pool: the forward
+// Y = X·Wᵀ and the input gradient dX = dY·W. Every quantizable module of the model runs here,
+// and the scorer re-runs the forward with fake-quantized W or X through the same function.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+
+namespace aq::cpu {
+
+namespace detail {
+
+using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using const_map = Eigen::Map<const row_major, 0, Eigen::OuterStride<>>;
+using map = Eigen::Map<row_major, 0, Eigen::OuterStride<>>;
+
+inline const_map eigen(const const_matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+  return const_map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
+}
+inline map eigen(const matrix_view& m, std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+  return map(m.data + r0 * m.ld + c0, nr, nc, Eigen::OuterStride<>(m.ld));
+}
+
+inline void check(bool ok, const char* what, const const_matrix_view& a, const const_matrix_view& b,
+                  const const_matrix_view& c) {
+  if (!ok) {
+    throw error(std::string("cpu gemm: ") + what + ": shapes [" + std::to_string(a.rows) + ", " +
+                std::to_string(a.cols) + "], [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +
+                "] -> [" + std::to_string(c.rows) + ", " + std::to_string(c.cols) + "]");
+  }
+}
+
+// Splits the output over rows when there are many, else over columns (few tokens, wide W such as
+// lm_head); each block is an independent Eigen product, so the sum order per element is fixed.
+template <class Block>
+void split_output(std::int64_t rows, std::int64_t cols, std::int64_t depth, const Block& block) {
+  thread_pool& pool = default_thread_pool();
+  const std::int64_t work = rows * cols * std::max<std::int64_t>(depth, 1);
+  if (work < (1 << 18) || pool.size() == 1) {
+    block(0, rows, 0, cols);
+    return;
+  }
+  if (rows >= 4 * static_cast<std::int64_t>(pool.size())) {
+    pool.parallel_for(rows, 4, [&](std::int64_t r0, std::int64_t r1) { block(r0, r1 - r0, 0, cols); });
+  } else {
+    pool.parallel_for(cols, 16, [&](std::int64_t c0, std::int64_t c1) { block(0, rows, c0, c1 - c0); });
+  }
+}
+
+}  // namespace detail
+
+// y[t, o] (+)= Σ_i x[t, i] · w[o, i] (+ bias[o]): a PyTorch Linear with W stored [out, in].
+inline void linear_forward(const const_matrix_view& x, const const_matrix_view& w, const matrix_view& y,
+                           const float* bias = nullptr, bool accumulate = false) {
+  detail::check(x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "linear_forward", x, w, y);
+  detail::split_output(y.rows, y.cols, x.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+    auto out = detail::eigen(y, r0, nr, c0, nc);
+    const auto lhs = detail::eigen(x, r0, nr, 0, x.cols);
+    const auto rhs = detail::eigen(w, c0, nc, 0, w.cols);
+    if (accumulate) {
+      out.noalias() += lhs * rhs.transpose();
+    } else {
+      out.noalias() = lhs * rhs.transpose();
+    }
+    if (bias != nullptr) {
+      for (std::int64_t r = 0; r < nr; ++r) {
+        float* row = y.row(r0 + r) + c0;
+        for (std::int64_t c = 0; c < nc; ++c) row[c] += bias[c0 + c];
+      }
+    }
+  });
+}
+
+// dx[t, i] (+)= Σ_o dy[t, o] · w[o, i]: the input gradient of linear_forward (weights frozen).
+inline void linear_backward_input(const const_matrix_view& dy, const const_matrix_view& w, const matrix_view& dx,
+                                  bool accumulate = false) {
+  detail::check(dy.cols == w.rows && dx.rows == dy.rows && dx.cols == w.cols, "linear_backward_input", dy, w, dx);
+  detail::split_output(dx.rows, dx.cols, dy.cols, [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc) {
+    auto out = detail::eigen(dx, r0, nr, c0, nc);
+    const auto lhs = detail::eigen(dy, r0, nr, 0, dy.cols);
+    const auto rhs = detail::eigen(w, 0, w.rows, c0, nc);
+    if (accumulate) {
+      out.noalias() += lhs * rhs;
+    } else {
+      out.noalias() = lhs * rhs;
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/gemm.hpp ----
+// ---- begin aq/backend/cpu/layer_norm.hpp ----
+// LayerNorm over the last dimension (vision tower and mergers) and its input gradient:
+// y = w ⊙ (x − μ)·r + b, r = (var(x) + eps)^-½ with the biased variance, as torch computes it.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+// mean[row] and inv_std[row] are saved for the backward.
+inline void layer_norm_forward(const const_matrix_view& x, const float* weight, const float* bias, float eps,
+                               const matrix_view& y, float* mean, float* inv_std) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("layer_norm_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      double s = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) s += in[c];
+      const double mu = s / static_cast<double>(x.cols);
+      double v = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) v += (in[c] - mu) * (in[c] - mu);
+      const float m = static_cast<float>(mu);
+      const float rr = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(x.cols) + eps));
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = (in[c] - m) * rr * weight[c] + bias[c];
+      mean[r] = m;
+      inv_std[r] = rr;
+    }
+  });
+}
+
+// dx = r·(u − mean(u) − x̂·mean(u⊙x̂)), u = dy⊙w. dx may alias dy.
+inline void layer_norm_backward(const const_matrix_view& x, const float* weight, const float* mean,
+                                const float* inv_std, const const_matrix_view& dy, const matrix_view& dx,
+                                bool accumulate = false) {
+  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("layer_norm_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      const float* g = dy.row(r);
+      double su = 0.0;
+      double sux = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const double u = static_cast<double>(g[c]) * weight[c];
+        su += u;
+        sux += u * ((in[c] - mean[r]) * inv_std[r]);
+      }
+      const float mu = static_cast<float>(su / static_cast<double>(x.cols));
+      const float mux = static_cast<float>(sux / static_cast<double>(x.cols));
+      float* out = dx.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const float xhat = (in[c] - mean[r]) * inv_std[r];
+        const float v = inv_std[r] * (g[c] * weight[c] - mu - xhat * mux);
+        out[c] = accumulate ? out[c] + v : v;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/layer_norm.hpp ----
 // ---- begin aq/backend/cpu/qwen3_vl/linear_observer.hpp ----
 // The hook through which scorers see every quantizable linear module of a model run: on the
 // forward its input X and output Y (which an observer may replace), on the backward also dL/dY.
@@ -10149,6 +9927,248 @@ inline tensor rerun_linear(const linear_call& call, const const_matrix_view& wei
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/backend/cpu/qwen3_vl/linear_observer.hpp ----
+// ---- begin aq/backend/cpu/qwen3_vl/text_model.hpp ----
+// The Qwen3-VL text decoder on the CPU in fp32: forward of a [batch, seq] batch to logits and
+// the mean next-token loss, then the input-gradient backward (weights frozen) through every op,
+// reporting X, Y and dL/dY of each quantizable linear to a linear_observer. Matches transformers'
+// Qwen3VLForConditionalGeneration (eager or sdpa attention) in fp32.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin aq/backend/cpu/rms_norm.hpp ----
+// RMSNorm (T5 style, no +1 offset) over the last dimension and its input gradient, as used by
+// Qwen3's layer norms and the per-head q_norm/k_norm: y = w ⊙ x·r, r = (mean(x²) + eps)^-½.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+// Rows of x are normalized independently; inv_rms[row] = r is saved for the backward.
+inline void rms_norm_forward(const const_matrix_view& x, const float* weight, float eps, const matrix_view& y,
+                             float* inv_rms) {
+  if (y.rows != x.rows || y.cols != x.cols) throw error("rms_norm_forward: output shape differs from input");
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      double sum = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) sum += static_cast<double>(in[c]) * in[c];
+      const float mean = static_cast<float>(sum / static_cast<double>(x.cols));
+      const float rr = 1.0f / std::sqrt(mean + eps);
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) out[c] = weight[c] * (in[c] * rr);
+      if (inv_rms != nullptr) inv_rms[r] = rr;
+    }
+  });
+}
+
+// dx = r·(u − x̂·mean(u⊙x̂)), u = dy⊙w, x̂ = x·r. dx may alias dy; accumulate adds into dx.
+inline void rms_norm_backward(const const_matrix_view& x, const float* weight, const float* inv_rms,
+                              const const_matrix_view& dy, const matrix_view& dx, bool accumulate = false) {
+  if (dy.rows != x.rows || dy.cols != x.cols || dx.rows != x.rows || dx.cols != x.cols) {
+    throw error("rms_norm_backward: gradient shapes differ from the input");
+  }
+  default_thread_pool().parallel_for(x.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* in = x.row(r);
+      const float* g = dy.row(r);
+      const float rr = inv_rms[r];
+      double dot = 0.0;
+      for (std::int64_t c = 0; c < x.cols; ++c) dot += static_cast<double>(g[c] * weight[c]) * (in[c] * rr);
+      const float mean = static_cast<float>(dot / static_cast<double>(x.cols));
+      float* out = dx.row(r);
+      for (std::int64_t c = 0; c < x.cols; ++c) {
+        const float v = rr * (g[c] * weight[c] - in[c] * rr * mean);
+        out[c] = accumulate ? out[c] + v : v;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/rms_norm.hpp ----
+// ---- begin aq/backend/cpu/rope.hpp ----
+// Rotary position embedding: the interleaved M-RoPE tables of Qwen3-VL's text decoder (3-D
+// positions t/h/w mapped onto frequency pairs as THW THW … TT) and the rotation applied to every
+// q/k head, x' = x·cos + rot(x)·sin with rot(x) = cat(−x[n/2:], x[:n/2]), and its input gradient.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+// ---- begin aq/model/rope_frequencies.hpp ----
+// Rotary position embedding frequencies, inv[j] = 1 / theta^(2j / dim), rounded as torch computes
+// them: host math that both backends' rope tables start from (the text decoder's M-RoPE and the
+// vision tower's 2-D rope), so that CPU and GPU rotate by the same float angles.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace aq {
+
+// inv[j] = 1 / theta^(2j / dim), j < dim/2, rounded as torch computes it in fp32.
+inline std::vector<float> rope_inv_freq(std::int64_t dim, double theta) {
+  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
+  for (std::int64_t j = 0; j < dim / 2; ++j) {
+    const float exponent = static_cast<float>(2 * j) / static_cast<float>(dim);
+    const float power = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
+    inv[static_cast<std::size_t>(j)] = 1.0f / power;
+  }
+  return inv;
+}
+
+}  // namespace aq
+// ---- end aq/model/rope_frequencies.hpp ----
+
+namespace aq::cpu {
+
+// The frequencies are shared with the CUDA tables (model/rope_frequencies.hpp).
+using aq::rope_inv_freq;
+
+// Which position axis (0 = t, 1 = h, 2 = w) drives frequency pair j: h on j ≡ 1 (mod 3) for the
+// first 3·section[1] pairs, w on j ≡ 2 (mod 3) for the first 3·section[2], t everywhere else.
+inline int mrope_axis(std::int64_t j, const std::array<std::int64_t, 3>& section) {
+  if (j % 3 == 1 && j < 3 * section[1]) return 1;
+  if (j % 3 == 2 && j < 3 * section[2]) return 2;
+  return 0;
+}
+
+// cos/sin tables [tokens, dim] for 3-D positions given as three rows of `tokens` ids.
+inline void mrope_tables(const std::int64_t* pos_t, const std::int64_t* pos_h, const std::int64_t* pos_w,
+                         std::int64_t tokens, const std::vector<float>& inv_freq,
+                         const std::array<std::int64_t, 3>& section, tensor& cos, tensor& sin) {
+  const auto half = static_cast<std::int64_t>(inv_freq.size());
+  if (section[0] + section[1] + section[2] != half) {
+    throw error("mrope_tables: mrope_section sums to " + std::to_string(section[0] + section[1] + section[2]) +
+                ", expected head_dim/2 = " + std::to_string(half));
+  }
+  cos = tensor({tokens, 2 * half});
+  sin = tensor({tokens, 2 * half});
+  const std::int64_t* axes[3] = {pos_t, pos_h, pos_w};
+  for (std::int64_t n = 0; n < tokens; ++n) {
+    for (std::int64_t j = 0; j < half; ++j) {
+      const float angle = static_cast<float>(axes[mrope_axis(j, section)][n]) * inv_freq[static_cast<std::size_t>(j)];
+      const float c = std::cos(angle);
+      const float s = std::sin(angle);
+      cos.data()[n * 2 * half + j] = c;
+      cos.data()[n * 2 * half + j + half] = c;
+      sin.data()[n * 2 * half + j] = s;
+      sin.data()[n * 2 * half + j + half] = s;
+    }
+  }
+}
+
+// In place on x [tokens, heads·dim] with tables [tokens, dim].
+inline void rope_forward(const matrix_view& x, std::int64_t heads, const tensor& cos, const tensor& sin) {
+  const std::int64_t dim = cos.dim(1);
+  const std::int64_t half = dim / 2;
+  if (x.cols != heads * dim || cos.dim(0) != x.rows) throw error("rope_forward: tables do not match the input");
+  default_thread_pool().parallel_for(x.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t n = r0; n < r1; ++n) {
+      const float* c = cos.data() + n * dim;
+      const float* s = sin.data() + n * dim;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* v = x.row(n) + h * dim;
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * c[i] + (-b) * s[i];
+          v[i + half] = b * c[i + half] + a * s[i + half];
+        }
+      }
+    }
+  });
+}
+
+// In place: dx = g·cos + rotᵀ(g·sin), rotᵀ(z) = cat(z[n/2:], −z[:n/2]).
+inline void rope_backward(const matrix_view& g, std::int64_t heads, const tensor& cos, const tensor& sin) {
+  const std::int64_t dim = cos.dim(1);
+  const std::int64_t half = dim / 2;
+  if (g.cols != heads * dim || cos.dim(0) != g.rows) throw error("rope_backward: tables do not match the gradient");
+  default_thread_pool().parallel_for(g.rows, 32, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t n = r0; n < r1; ++n) {
+      const float* c = cos.data() + n * dim;
+      const float* s = sin.data() + n * dim;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* v = g.row(n) + h * dim;
+        for (std::int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * c[i] + b * s[i + half];
+          v[i + half] = b * c[i + half] - a * s[i];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/rope.hpp ----
+// ---- begin aq/backend/cpu/swiglu.hpp ----
+// SwiGLU gate of the text MLP, y = silu(a) ⊙ b with silu(x) = x·σ(x), and its input gradient
+// (da = g⊙b⊙σ(a)(1 + a(1−σ(a))), db = g⊙silu(a)). a = gate_proj output, b = up_proj output.
+
+#include <cmath>
+#include <cstdint>
+
+
+namespace aq::cpu {
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+inline void swiglu_forward(const const_matrix_view& a, const const_matrix_view& b, const matrix_view& y) {
+  if (a.rows != b.rows || a.cols != b.cols || y.rows != a.rows || y.cols != a.cols) {
+    throw error("swiglu_forward: gate, up and output shapes differ");
+  }
+  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* pa = a.row(r);
+      const float* pb = b.row(r);
+      float* out = y.row(r);
+      for (std::int64_t c = 0; c < a.cols; ++c) out[c] = pa[c] * sigmoid(pa[c]) * pb[c];
+    }
+  });
+}
+
+// da, db may not alias a, b.
+inline void swiglu_backward(const const_matrix_view& a, const const_matrix_view& b, const const_matrix_view& g,
+                            const matrix_view& da, const matrix_view& db) {
+  if (g.rows != a.rows || g.cols != a.cols || da.rows != a.rows || db.rows != a.rows) {
+    throw error("swiglu_backward: gradient shapes differ from the inputs");
+  }
+  default_thread_pool().parallel_for(a.rows, 16, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* pa = a.row(r);
+      const float* pb = b.row(r);
+      const float* pg = g.row(r);
+      float* pda = da.row(r);
+      float* pdb = db.row(r);
+      for (std::int64_t c = 0; c < a.cols; ++c) {
+        const float s = sigmoid(pa[c]);
+        pda[c] = pg[c] * pb[c] * s * (1.0f + pa[c] * (1.0f - s));
+        pdb[c] = pg[c] * pa[c] * s;
+      }
+    }
+  });
+}
+
+}  // namespace aq::cpu
+// ---- end aq/backend/cpu/swiglu.hpp ----
+// ---- begin aq/model/qwen3_vl/batch.hpp ----
+// A batch as the model runs it, on either backend: token ids, mask, positions and labels, and the
+// images of an image-text batch.
+
+#include <cstdint>
+#include <vector>
+
 // ---- begin aq/model/qwen3_vl/rope_index.hpp ----
 // 3-D M-RoPE position ids of a left-padded batch (transformers 4.57 get_rope_index semantics):
 // text tokens count the attended tokens on all three axes; an image of merged grid (t, h, w)
@@ -10295,13 +10315,6 @@ inline std::vector<std::int64_t> rope_position_ids(const std::vector<std::int64_
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/rope_index.hpp ----
-// ---- begin aq/model/qwen3_vl/batch.hpp ----
-// A batch as the model runs it, on either backend: token ids, mask, positions and labels, and the
-// images of an image-text batch.
-
-#include <cstdint>
-#include <vector>
-
 
 namespace aq::qwen3_vl {
 
@@ -10323,169 +10336,6 @@ struct image_batch {
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/batch.hpp ----
-// ---- begin aq/model/qwen3_vl/vision_geometry.hpp ----
-// Where the vision tower's patches sit: the learned position embeddings interpolated to each image's
-// grid and the 2-D rotary tables with one attention segment per frame. Host math both backends' towers
-// use, so that they place patches identically.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
-
-namespace aq::qwen3_vl {
-
-// Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
-// in merge-block row order and repeated per frame: [Σ t·h·w, D].
-inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
-  const std::int64_t D = table.dim(1);
-  const auto G = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(table.dim(0)))));
-  auto linspace = [&](std::int64_t n) {  // torch.linspace(0, G-1, n) in fp32
-    std::vector<float> v(static_cast<std::size_t>(n));
-    const float end = static_cast<float>(G - 1);
-    const float step = n > 1 ? end / static_cast<float>(n - 1) : 0.0f;
-    for (std::int64_t i = 0; i < n; ++i) {
-      v[static_cast<std::size_t>(i)] = i < n / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(n - 1 - i);
-    }
-    if (n == 1) v[0] = 0.0f;
-    return v;
-  };
-  std::int64_t rows = 0;
-  for (const grid_thw& g : grids) rows += g[0] * g[1] * g[2];
-  tensor out({rows, D});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    const std::int64_t t = g[0], h = g[1], w = g[2];
-    const std::vector<float> hs = linspace(h), ws = linspace(w);
-    tensor raster({h * w, D});
-    for (std::int64_t r = 0; r < h; ++r) {
-      const auto hf = static_cast<std::int64_t>(hs[static_cast<std::size_t>(r)]);
-      const std::int64_t hc = std::min(hf + 1, G - 1);
-      const float dh = hs[static_cast<std::size_t>(r)] - static_cast<float>(hf);
-      for (std::int64_t c = 0; c < w; ++c) {
-        const auto wf = static_cast<std::int64_t>(ws[static_cast<std::size_t>(c)]);
-        const std::int64_t wc = std::min(wf + 1, G - 1);
-        const float dw = ws[static_cast<std::size_t>(c)] - static_cast<float>(wf);
-        const std::int64_t idx[4] = {hf * G + wf, hf * G + wc, hc * G + wf, hc * G + wc};
-        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
-        float* dst = raster.data() + (r * w + c) * D;
-        for (std::int64_t e = 0; e < D; ++e) {
-          float s = table.data()[idx[0] * D + e] * wt[0];
-          for (int q = 1; q < 4; ++q) s = s + table.data()[idx[q] * D + e] * wt[q];
-          dst[e] = s;
-        }
-      }
-    }
-    for (std::int64_t f = 0; f < t; ++f) {
-      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
-        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
-          for (std::int64_t mh = 0; mh < merge; ++mh) {
-            for (std::int64_t mw = 0; mw < merge; ++mw) {
-              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
-              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
-// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
-// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
-// segment per image frame. Shared by the CPU and GPU towers.
-struct vision_rotary {
-  tensor cos, sin;
-  std::vector<attention_segment> segments;
-};
-
-inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
-  std::int64_t np = 0;
-  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
-  const std::vector<float> inv = rope_inv_freq(hd / 2, 10000.0);
-  const auto quarter = static_cast<std::int64_t>(inv.size());
-  vision_rotary out;
-  out.cos = tensor({np, hd});
-  out.sin = tensor({np, hd});
-  std::int64_t row = 0;
-  for (const grid_thw& g : grids) {
-    for (std::int64_t f = 0; f < g[0]; ++f) {
-      out.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  out.cos.data()[row * hd + col] = std::cos(angle);
-                  out.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/vision_geometry.hpp ----
-// ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
-// The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
-// writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
-// and the model finds the image rows by config.image_token_id: a disagreement would only surface
-// deep in the forward pass ("0 image tokens but visual embeds ..."), so it is checked up front.
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-
-
-namespace aq::qwen3_vl {
-
-// Throws naming both files when config's image_token_id, vision_start_token_id or
-// vision_end_token_id is not the tokenizer's id of <|image_pad|>, <|vision_start|>, <|vision_end|>.
-inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, std::string_view config_source = "config.json",
-                                   std::string_view tokenizer_source = "tokenizer.json") {
-  struct pairing {
-    std::string_view field;
-    std::int64_t id;
-    std::string_view token;
-  };
-  for (const pairing& p : {pairing{"image_token_id", cfg.image_token_id, "<|image_pad|>"},
-                           pairing{"vision_start_token_id", cfg.vision_start_token_id, "<|vision_start|>"},
-                           pairing{"vision_end_token_id", cfg.vision_end_token_id, "<|vision_end|>"}}) {
-    const auto id = tok.token_to_id(p.token);
-    const std::string head = std::string(config_source) + ": " + std::string(p.field) + " " + std::to_string(p.id);
-    if (!id) throw error(head + ", but " + std::string(tokenizer_source) + " has no " + std::string(p.token) + " token");
-    if (static_cast<std::int64_t>(*id) != p.id) {
-      throw error(head + " disagrees with " + std::string(tokenizer_source) + ", where " + std::string(p.token) + " is " +
-                  std::to_string(*id));
-    }
-  }
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/special_tokens.hpp ----
-// ---- begin aq/model/qwen3_vl/checkpoint_source.hpp ----
-// A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
-// after their shape is checked against what the model expects and their values found finite.
-
-#include <algorithm>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <vector>
-
 // ---- begin aq/model/qwen3_vl/text_weights.hpp ----
 // Binding of the Qwen3-VL text decoder's checkpoint tensors (model.language_model.*, lm_head)
 // to fp32 tensors with checked shapes, by the tensor schema's names and shapes. The weights come
@@ -10596,154 +10446,6 @@ inline text_weights load_text_weights(const config& cfg, const weight_source& so
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/text_weights.hpp ----
-
-namespace aq::qwen3_vl {
-
-// The checkpoint must outlive the returned source.
-inline weight_source checkpoint_weight_source(const safetensors_checkpoint& checkpoint) {
-  weight_source source;
-  source.contains = [&checkpoint](const std::string& name) { return checkpoint.find(name) != nullptr; };
-  source.load = [&checkpoint](const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& view = checkpoint.at(name);
-    if (!std::equal(view.shape.begin(), view.shape.end(), shape.begin(), shape.end())) {
-      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
-                  ", expected " + format_shape(std::span<const std::int64_t>(shape)));
-    }
-    require_finite(view);  // a NaN weight would surface later as an anonymous amax error
-    tensor out(shape);
-    convert_tensor(view, std::span<float>(out.storage()));
-    return out;
-  };
-  return source;
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/checkpoint_source.hpp ----
-// ---- begin aq/model/qwen3_vl/vision_weights.hpp ----
-// Binding of the Qwen3-VL vision tower's checkpoint tensors (model.visual.*: patch embedding,
-// learned position grid, pre-LN ViT blocks, the final patch merger and the DeepStack mergers) to
-// fp32 tensors with checked shapes, by the tensor schema's names and shapes.
-
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace aq::qwen3_vl {
-
-struct vision_block_weights {
-  tensor norm1_w, norm1_b, norm2_w, norm2_b;  // [D]
-  tensor qkv_w, qkv_b;                        // [3D, D], [3D]
-  tensor proj_w, proj_b;                      // [D, D], [D]
-  tensor fc1_w, fc1_b;                        // [I, D], [I]
-  tensor fc2_w, fc2_b;                        // [D, I], [D]
-};
-
-// A patch merger: LayerNorm (over D before the 2×2 concat, or over 4D after it for DeepStack),
-// then Linear(4D, 4D), exact GELU, Linear(4D, out).
-struct merger_weights {
-  tensor norm_w, norm_b;
-  tensor fc1_w, fc1_b, fc2_w, fc2_b;
-  bool postshuffle_norm = false;
-};
-
-struct vision_weights {
-  tensor patch_w;  // [D, C·Tp·P·P] (the Conv3d kernel flattened in pixel_values column order)
-  tensor patch_b;  // [D]
-  tensor pos_embed;  // [num_position_embeddings, D]
-  std::vector<vision_block_weights> blocks;
-  merger_weights merger;
-  std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
-};
-
-inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
-
-// Which members hold each row of a block or merger of the schema: weight and bias.
-template <class W>
-struct vision_member {
-  using pointer = tensor W::*;  // an alias: nvcc's host output would parenthesize the declarator
-  schema::module_id module;
-  pointer weight;
-  pointer bias;
-};
-inline constexpr vision_member<vision_block_weights> vision_block_members[] = {
-    {schema::module_id::norm1, &vision_block_weights::norm1_w, &vision_block_weights::norm1_b},
-    {schema::module_id::norm2, &vision_block_weights::norm2_w, &vision_block_weights::norm2_b},
-    {schema::module_id::attn_qkv, &vision_block_weights::qkv_w, &vision_block_weights::qkv_b},
-    {schema::module_id::attn_proj, &vision_block_weights::proj_w, &vision_block_weights::proj_b},
-    {schema::module_id::mlp_fc1, &vision_block_weights::fc1_w, &vision_block_weights::fc1_b},
-    {schema::module_id::mlp_fc2, &vision_block_weights::fc2_w, &vision_block_weights::fc2_b},
-};
-inline constexpr vision_member<merger_weights> merger_members[] = {
-    {schema::module_id::merger_norm, &merger_weights::norm_w, &merger_weights::norm_b},
-    {schema::module_id::merger_fc1, &merger_weights::fc1_w, &merger_weights::fc1_b},
-    {schema::module_id::merger_fc2, &merger_weights::fc2_w, &merger_weights::fc2_b},
-};
-static_assert(schema::covers_family(schema::family::vision_block, vision_block_members));
-static_assert(schema::covers_family(schema::family::merger, merger_members));
-
-inline void check_vision_config(const vision_config& v) {
-  if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
-      v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
-    throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
-                "out_hidden_size and num_position_embeddings must be positive");
-  }
-}
-
-inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
-  check_implemented(cfg);
-  check_vision_config(cfg.vision);
-  using schema::module_id;
-  using schema::tensor_kind;
-  const auto load = [&](module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
-    return source.load(schema::tensor_name(id, index, kind), schema::tensor_shape(cfg, id, index, kind));
-  };
-  const auto load_members = [&](auto& into, const auto& members, std::int64_t index) {
-    for (const auto& m : members) {
-      into.*m.weight = load(m.module, index);
-      into.*m.bias = load(m.module, index, tensor_kind::bias);
-    }
-  };
-  const vision_config& v = cfg.vision;
-  vision_weights w;
-  w.patch_w = load(module_id::patch_embed);
-  w.patch_w.reshape({v.hidden_size, v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size});
-  w.patch_b = load(module_id::patch_embed, -1, tensor_kind::bias);
-  w.pos_embed = load(module_id::pos_embed);
-  for (std::int64_t b = 0; b < v.depth; ++b) {
-    vision_block_weights bw;
-    load_members(bw, vision_block_members, b);
-    w.blocks.push_back(std::move(bw));
-  }
-  // The final merger is instance -1; DeepStack merger k is instance k, normed after the concat.
-  schema::for_each_instance(cfg, schema::family::merger, [&](std::int64_t k) {
-    merger_weights m;
-    load_members(m, merger_members, k);
-    m.postshuffle_norm = k >= 0;
-    if (k < 0) {
-      w.merger = std::move(m);
-    } else {
-      w.deepstack.push_back(std::move(m));
-    }
-  });
-  return w;
-}
-
-}  // namespace aq::qwen3_vl
-// ---- end aq/model/qwen3_vl/vision_weights.hpp ----
-// ---- begin aq/backend/cpu/qwen3_vl/text_model.hpp ----
-// The Qwen3-VL text decoder on the CPU in fp32: forward of a [batch, seq] batch to logits and
-// the mean next-token loss, then the input-gradient backward (weights frozen) through every op,
-// reporting X, Y and dL/dY of each quantizable linear to a linear_observer. Matches transformers'
-// Qwen3VLForConditionalGeneration (eager or sdpa attention) in fp32.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <string>
-#include <utility>
-#include <vector>
-
 
 namespace aq::qwen3_vl {
 
@@ -11036,6 +10738,234 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
 #include <string>
 #include <vector>
 
+// ---- begin aq/model/qwen3_vl/vision_geometry.hpp ----
+// Where the vision tower's patches sit: the learned position embeddings interpolated to each image's
+// grid and the 2-D rotary tables with one attention segment per frame. Host math both backends' towers
+// use, so that they place patches identically.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
+// in merge-block row order and repeated per frame: [Σ t·h·w, D].
+inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
+  const std::int64_t D = table.dim(1);
+  const auto G = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(table.dim(0)))));
+  auto linspace = [&](std::int64_t n) {  // torch.linspace(0, G-1, n) in fp32
+    std::vector<float> v(static_cast<std::size_t>(n));
+    const float end = static_cast<float>(G - 1);
+    const float step = n > 1 ? end / static_cast<float>(n - 1) : 0.0f;
+    for (std::int64_t i = 0; i < n; ++i) {
+      v[static_cast<std::size_t>(i)] = i < n / 2 ? step * static_cast<float>(i) : end - step * static_cast<float>(n - 1 - i);
+    }
+    if (n == 1) v[0] = 0.0f;
+    return v;
+  };
+  std::int64_t rows = 0;
+  for (const grid_thw& g : grids) rows += g[0] * g[1] * g[2];
+  tensor out({rows, D});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    const std::int64_t t = g[0], h = g[1], w = g[2];
+    const std::vector<float> hs = linspace(h), ws = linspace(w);
+    tensor raster({h * w, D});
+    for (std::int64_t r = 0; r < h; ++r) {
+      const auto hf = static_cast<std::int64_t>(hs[static_cast<std::size_t>(r)]);
+      const std::int64_t hc = std::min(hf + 1, G - 1);
+      const float dh = hs[static_cast<std::size_t>(r)] - static_cast<float>(hf);
+      for (std::int64_t c = 0; c < w; ++c) {
+        const auto wf = static_cast<std::int64_t>(ws[static_cast<std::size_t>(c)]);
+        const std::int64_t wc = std::min(wf + 1, G - 1);
+        const float dw = ws[static_cast<std::size_t>(c)] - static_cast<float>(wf);
+        const std::int64_t idx[4] = {hf * G + wf, hf * G + wc, hc * G + wf, hc * G + wc};
+        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
+        float* dst = raster.data() + (r * w + c) * D;
+        for (std::int64_t e = 0; e < D; ++e) {
+          float s = table.data()[idx[0] * D + e] * wt[0];
+          for (int q = 1; q < 4; ++q) s = s + table.data()[idx[q] * D + e] * wt[q];
+          dst[e] = s;
+        }
+      }
+    }
+    for (std::int64_t f = 0; f < t; ++f) {
+      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
+        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
+          for (std::int64_t mh = 0; mh < merge; ++mh) {
+            for (std::int64_t mw = 0; mw < merge; ++mw) {
+              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
+              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// The tower's 2-D rotary tables [Σ t·h·w, head_dim] in merge-block row order (head dims (i,
+// i + hd/2) rotate by row·inv[i] for i < hd/4 and by column·inv[i − hd/4] after) and one attention
+// segment per image frame. Shared by the CPU and GPU towers.
+struct vision_rotary {
+  tensor cos, sin;
+  std::vector<attention_segment> segments;
+};
+
+inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, std::int64_t m, std::int64_t hd) {
+  std::int64_t np = 0;
+  for (const grid_thw& g : grids) np += g[0] * g[1] * g[2];
+  const std::vector<float> inv = rope_inv_freq(hd / 2, 10000.0);
+  const auto quarter = static_cast<std::int64_t>(inv.size());
+  vision_rotary out;
+  out.cos = tensor({np, hd});
+  out.sin = tensor({np, hd});
+  std::int64_t row = 0;
+  for (const grid_thw& g : grids) {
+    for (std::int64_t f = 0; f < g[0]; ++f) {
+      out.segments.push_back({row, g[1] * g[2]});
+      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
+        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
+          for (std::int64_t mh = 0; mh < m; ++mh) {
+            for (std::int64_t mw = 0; mw < m; ++mw) {
+              const auto r = static_cast<float>(bh * m + mh);
+              const auto c = static_cast<float>(bw * m + mw);
+              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
+                for (const std::int64_t col : {j, j + 2 * quarter}) {
+                  out.cos.data()[row * hd + col] = std::cos(angle);
+                  out.sin.data()[row * hd + col] = std::sin(angle);
+                }
+              }
+              ++row;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vision_geometry.hpp ----
+// ---- begin aq/model/qwen3_vl/vision_weights.hpp ----
+// Binding of the Qwen3-VL vision tower's checkpoint tensors (model.visual.*: patch embedding,
+// learned position grid, pre-LN ViT blocks, the final patch merger and the DeepStack mergers) to
+// fp32 tensors with checked shapes, by the tensor schema's names and shapes.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+struct vision_block_weights {
+  tensor norm1_w, norm1_b, norm2_w, norm2_b;  // [D]
+  tensor qkv_w, qkv_b;                        // [3D, D], [3D]
+  tensor proj_w, proj_b;                      // [D, D], [D]
+  tensor fc1_w, fc1_b;                        // [I, D], [I]
+  tensor fc2_w, fc2_b;                        // [D, I], [D]
+};
+
+// A patch merger: LayerNorm (over D before the 2×2 concat, or over 4D after it for DeepStack),
+// then Linear(4D, 4D), exact GELU, Linear(4D, out).
+struct merger_weights {
+  tensor norm_w, norm_b;
+  tensor fc1_w, fc1_b, fc2_w, fc2_b;
+  bool postshuffle_norm = false;
+};
+
+struct vision_weights {
+  tensor patch_w;  // [D, C·Tp·P·P] (the Conv3d kernel flattened in pixel_values column order)
+  tensor patch_b;  // [D]
+  tensor pos_embed;  // [num_position_embeddings, D]
+  std::vector<vision_block_weights> blocks;
+  merger_weights merger;
+  std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
+};
+
+inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
+
+// Which members hold each row of a block or merger of the schema: weight and bias.
+template <class W>
+struct vision_member {
+  using pointer = tensor W::*;  // an alias: nvcc's host output would parenthesize the declarator
+  schema::module_id module;
+  pointer weight;
+  pointer bias;
+};
+inline constexpr vision_member<vision_block_weights> vision_block_members[] = {
+    {schema::module_id::norm1, &vision_block_weights::norm1_w, &vision_block_weights::norm1_b},
+    {schema::module_id::norm2, &vision_block_weights::norm2_w, &vision_block_weights::norm2_b},
+    {schema::module_id::attn_qkv, &vision_block_weights::qkv_w, &vision_block_weights::qkv_b},
+    {schema::module_id::attn_proj, &vision_block_weights::proj_w, &vision_block_weights::proj_b},
+    {schema::module_id::mlp_fc1, &vision_block_weights::fc1_w, &vision_block_weights::fc1_b},
+    {schema::module_id::mlp_fc2, &vision_block_weights::fc2_w, &vision_block_weights::fc2_b},
+};
+inline constexpr vision_member<merger_weights> merger_members[] = {
+    {schema::module_id::merger_norm, &merger_weights::norm_w, &merger_weights::norm_b},
+    {schema::module_id::merger_fc1, &merger_weights::fc1_w, &merger_weights::fc1_b},
+    {schema::module_id::merger_fc2, &merger_weights::fc2_w, &merger_weights::fc2_b},
+};
+static_assert(schema::covers_family(schema::family::vision_block, vision_block_members));
+static_assert(schema::covers_family(schema::family::merger, merger_members));
+
+inline void check_vision_config(const vision_config& v) {
+  if (v.hidden_size <= 0 || v.num_heads <= 0 || v.hidden_size % v.num_heads != 0 || v.depth <= 0 ||
+      v.intermediate_size <= 0 || v.out_hidden_size <= 0 || v.num_position_embeddings <= 0) {
+    throw error("qwen3_vl vision config: depth, hidden_size (a multiple of num_heads), intermediate_size, "
+                "out_hidden_size and num_position_embeddings must be positive");
+  }
+}
+
+inline vision_weights load_vision_weights(const config& cfg, const weight_source& source) {
+  check_implemented(cfg);
+  check_vision_config(cfg.vision);
+  using schema::module_id;
+  using schema::tensor_kind;
+  const auto load = [&](module_id id, std::int64_t index = -1, tensor_kind kind = tensor_kind::weight) {
+    return source.load(schema::tensor_name(id, index, kind), schema::tensor_shape(cfg, id, index, kind));
+  };
+  const auto load_members = [&](auto& into, const auto& members, std::int64_t index) {
+    for (const auto& m : members) {
+      into.*m.weight = load(m.module, index);
+      into.*m.bias = load(m.module, index, tensor_kind::bias);
+    }
+  };
+  const vision_config& v = cfg.vision;
+  vision_weights w;
+  w.patch_w = load(module_id::patch_embed);
+  w.patch_w.reshape({v.hidden_size, v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size});
+  w.patch_b = load(module_id::patch_embed, -1, tensor_kind::bias);
+  w.pos_embed = load(module_id::pos_embed);
+  for (std::int64_t b = 0; b < v.depth; ++b) {
+    vision_block_weights bw;
+    load_members(bw, vision_block_members, b);
+    w.blocks.push_back(std::move(bw));
+  }
+  // The final merger is instance -1; DeepStack merger k is instance k, normed after the concat.
+  schema::for_each_instance(cfg, schema::family::merger, [&](std::int64_t k) {
+    merger_weights m;
+    load_members(m, merger_members, k);
+    m.postshuffle_norm = k >= 0;
+    if (k < 0) {
+      w.merger = std::move(m);
+    } else {
+      w.deepstack.push_back(std::move(m));
+    }
+  });
+  return w;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vision_weights.hpp ----
 
 namespace aq::qwen3_vl {
 
@@ -11384,6 +11314,76 @@ class vl_model {
 
 }  // namespace aq::qwen3_vl
 // ---- end aq/backend/cpu/qwen3_vl/vl_model.hpp ----
+// ---- begin aq/model/qwen3_vl/checkpoint_source.hpp ----
+// A weight_source over a safetensors checkpoint: tensors converted to fp32 (from bf16/f16/f32)
+// after their shape is checked against what the model expects and their values found finite.
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// The checkpoint must outlive the returned source.
+inline weight_source checkpoint_weight_source(const safetensors_checkpoint& checkpoint) {
+  weight_source source;
+  source.contains = [&checkpoint](const std::string& name) { return checkpoint.find(name) != nullptr; };
+  source.load = [&checkpoint](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const tensor_view& view = checkpoint.at(name);
+    if (!std::equal(view.shape.begin(), view.shape.end(), shape.begin(), shape.end())) {
+      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
+                  ", expected " + format_shape(std::span<const std::int64_t>(shape)));
+    }
+    require_finite(view);  // a NaN weight would surface later as an anonymous amax error
+    tensor out(shape);
+    convert_tensor(view, std::span<float>(out.storage()));
+    return out;
+  };
+  return source;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/checkpoint_source.hpp ----
+// ---- begin aq/model/qwen3_vl/special_tokens.hpp ----
+// The vision special tokens a Qwen3-VL config and its tokenizer must agree on. The chat template
+// writes <|vision_start|><|image_pad|>...<|vision_end|> as text, the tokenizer turns them into ids,
+// and the model finds the image rows by config.image_token_id: a disagreement would only surface
+// deep in the forward pass ("0 image tokens but visual embeds ..."), so it is checked up front.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+
+namespace aq::qwen3_vl {
+
+// Throws naming both files when config's image_token_id, vision_start_token_id or
+// vision_end_token_id is not the tokenizer's id of <|image_pad|>, <|vision_start|>, <|vision_end|>.
+inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, std::string_view config_source = "config.json",
+                                   std::string_view tokenizer_source = "tokenizer.json") {
+  struct pairing {
+    std::string_view field;
+    std::int64_t id;
+    std::string_view token;
+  };
+  for (const pairing& p : {pairing{"image_token_id", cfg.image_token_id, "<|image_pad|>"},
+                           pairing{"vision_start_token_id", cfg.vision_start_token_id, "<|vision_start|>"},
+                           pairing{"vision_end_token_id", cfg.vision_end_token_id, "<|vision_end|>"}}) {
+    const auto id = tok.token_to_id(p.token);
+    const std::string head = std::string(config_source) + ": " + std::string(p.field) + " " + std::to_string(p.id);
+    if (!id) throw error(head + ", but " + std::string(tokenizer_source) + " has no " + std::string(p.token) + " token");
+    if (static_cast<std::int64_t>(*id) != p.id) {
+      throw error(head + " disagrees with " + std::string(tokenizer_source) + ", where " + std::string(p.token) + " is " +
+                  std::to_string(*id));
+    }
+  }
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/special_tokens.hpp ----
 // ---- begin aq/model/qwen3_vl/text_batch_padding.hpp ----
 // Leading padding a left-padded text batch can lose without changing calibration or gradient
 // scores. Under SDPA masking (a query with no allowed key yields zeros), a padding token whose
@@ -11521,6 +11521,115 @@ inline text_batch trim_padding(const text_batch& b) { return drop_leading_column
 // ---- end aq/model/qwen3_vl/text_batch_padding.hpp ----
 
 // AutoQuant: scorers and the engine
+// ---- begin aq/backend/cpu/qwen3_vl/model_runner.hpp ----
+// How the engine runs the model: batch i forward (and, for gradient scoring, the backward of the
+// LM loss) with an observer that sees every quantizable linear. Converts io's calibration batches
+// to the CPU Qwen3-VL model's inputs once; calibration and scoring then only name batch indices.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// What a pass over a batch is for: logits of every token (KL-div scores), max calibration
+// (forward, no loss), or the loss and its input-gradient backward (gradient scores; observers then
+// see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
+enum class model_pass { logits, calibrate, gradient };
+
+// run(i, pass, observer): batch i through the model for `pass`.
+struct model_runner {
+  std::size_t num_batches = 0;
+  std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
+};
+
+// One calibration batch as the CPU model's inputs.
+inline qwen3_vl::text_batch to_text_batch(const io::calib_batch& b) {
+  const std::int64_t n = b.batch_size * b.seq_len;
+  if (b.batch_size <= 0 || b.seq_len <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
+      static_cast<std::int64_t>(b.attention_mask.size()) != n || static_cast<std::int64_t>(b.labels.size()) != n) {
+    throw error("calibration batch: input_ids, attention_mask and labels must hold batch_size x seq_len = " +
+                std::to_string(n) + " entries");
+  }
+  qwen3_vl::text_batch t;
+  t.batch = b.batch_size;
+  t.seq = b.seq_len;
+  t.input_ids.assign(b.input_ids.begin(), b.input_ids.end());
+  for (const std::int32_t m : b.attention_mask) t.attention_mask.push_back(m != 0 ? 1 : 0);
+  t.labels.assign(b.labels.begin(), b.labels.end());
+  return t;
+}
+
+inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch& b) {
+  if (b.vision.grid_thw.empty()) return std::nullopt;
+  qwen3_vl::image_batch images;
+  images.pixel_values = tensor({b.vision.rows, b.vision.cols});
+  if (b.vision.pixel_values.size() != static_cast<std::size_t>(images.pixel_values.numel())) {
+    throw error("calibration batch: pixel_values hold " + std::to_string(b.vision.pixel_values.size()) +
+                " values, expected rows x cols = " + std::to_string(images.pixel_values.numel()));
+  }
+  images.pixel_values.storage() = b.vision.pixel_values;
+  for (const auto& g : b.vision.grid_thw) images.grids.push_back(g);
+  return images;
+}
+
+// The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
+// attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
+// trim_padding: calibration and gradient passes of text batches drop the leading padding that
+// cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
+inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
+                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
+                                      bool trim_padding = true) {
+  struct converted {
+    std::vector<qwen3_vl::text_batch> text;
+    std::vector<std::optional<qwen3_vl::image_batch>> images;
+  };
+  auto data = std::make_shared<converted>();
+  for (const io::calib_batch& b : batches) {
+    data->text.push_back(to_text_batch(b));
+    data->images.push_back(to_image_batch(b));
+  }
+  model_runner runner;
+  runner.num_batches = batches.size();
+  const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
+  runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
+    qwen3_vl::text_batch batch = data->text.at(i);
+    const bool loss_backward = pass == model_pass::gradient;
+    if (!loss_backward) batch.labels.clear();
+    qwen3_vl::run_options options;
+    options.masked_rows = masked_rows;
+    options.backward = loss_backward;
+    const auto& images = data->images.at(i);
+    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
+    return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
+  };
+  return runner;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/backend/cpu/qwen3_vl/model_runner.hpp ----
+// ---- begin aq/backend/cpu/score/calibrated_recipes.hpp ----
+// What the scorers need from calibration: for every scored module the per-tensor amax of its
+// input over the calibration batches, and for every (module, recipe) the fake-quantized weight
+// with its amax, built once on first use and reused for every score batch.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 // ---- begin aq/backend/cpu/score/quantized_linear.hpp ----
 // One recipe applied to one linear module at run time: fake-quantize its weight (calibrated from
 // the weight) and its input (with a calibrated per-tensor amax) and recompute its output. The
@@ -11651,23 +11760,6 @@ inline tensor quantized_linear_forward(const recipe_kernels& kernels, const quan
 
 }  // namespace aq::score
 // ---- end aq/backend/cpu/score/quantized_linear.hpp ----
-// ---- begin aq/backend/cpu/score/calibrated_recipes.hpp ----
-// What the scorers need from calibration: for every scored module the per-tensor amax of its
-// input over the calibration batches, and for every (module, recipe) the fake-quantized weight
-// with its amax, built once on first use and reused for every score batch.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <map>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
 
 namespace aq::score {
 
@@ -11755,45 +11847,17 @@ class calibrated_recipes {
 
 }  // namespace aq::score
 // ---- end aq/backend/cpu/score/calibrated_recipes.hpp ----
-// ---- begin aq/score/monotone_clamp.hpp ----
-// Monotone clamp of a group's raw scores along its candidate list (ascending effective bits,
-// NONE last): a less aggressive recipe never scores above a more aggressive one. The step between
-// scoring and the allocator (ModelOpt's candidate_stats); two ModelOpt versions differ in it.
+// ---- begin aq/backend/cpu/score/cpu_backend.hpp ----
+// The CPU scoring backend: the fp32 reference model (model_runner) with calibrated_recipes and the
+// CPU gradient and KL-div scorers, behind the pipeline's scoring_backend interface. The stage
+// functions (calibrate, gradient_scores, kl_div_scores) are usable on their own too.
 
-#include <limits>
-#include <span>
-#include <string_view>
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
 #include <vector>
 
-namespace aq::score {
-
-enum class clamp_rule {
-  // ModelOpt 0.39 (produced the reference data): out[i] = min(raw[i], raw[i-1]), i.e. each score
-  // is clamped by the RAW score before it only.
-  modelopt_0_39,
-  // ModelOpt 0.40: out[i] = min(raw[i], out[i-1]), a running minimum.
-  modelopt_0_40,
-};
-
-constexpr std::string_view to_string(clamp_rule rule) {
-  return rule == clamp_rule::modelopt_0_39 ? "modelopt-0.39" : "modelopt-0.40";
-}
-
-// Both rules agree for two candidates (one recipe + NONE) and whenever raw is non-increasing.
-inline std::vector<double> monotone_clamp(std::span<const double> raw, clamp_rule rule = clamp_rule::modelopt_0_39) {
-  std::vector<double> out;
-  out.reserve(raw.size());
-  double previous = std::numeric_limits<double>::infinity();
-  for (const double score : raw) {
-    const double clamped = score < previous ? score : previous;
-    out.push_back(clamped);
-    previous = rule == clamp_rule::modelopt_0_39 ? score : clamped;
-  }
-  return out;
-}
-
-}  // namespace aq::score
-// ---- end aq/score/monotone_clamp.hpp ----
 // ---- begin aq/backend/cpu/score/gradient_scorer.hpp ----
 // ModelOpt's gradient score (AutoQuantize "gradient"): for each module m and recipe r,
 // S(m, r) = Σ_batches Σ_i (dL/dY_i)² · (Y_r,i − Y_i)², with Y_r recomputed from the same
@@ -11970,6 +12034,133 @@ class quantized_group_forward : public qwen3_vl::linear_observer {
 
 }  // namespace aq::score
 // ---- end aq/backend/cpu/score/kl_div_scorer.hpp ----
+// ---- begin aq/core/progress.hpp ----
+// Progress of the long stages (calibration, scoring): the engine reports (stage, done, total);
+// the driver shows a one-line bar with rate and ETA on stderr, only when stderr is a terminal.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <unistd.h>
+
+namespace aq::autoquant {
+
+// Called with done = 0 when a stage starts and done = total when it ends.
+using progress_callback = std::function<void(std::string_view stage, std::size_t done, std::size_t total)>;
+
+// "calibration [#########.........]  9/20  1.2 s elapsed, ETA 1.5 s"
+inline std::string render_progress_line(std::string_view stage, std::size_t done, std::size_t total, double elapsed_s,
+                                        int width = 30) {
+  const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
+  const int filled = static_cast<int>(fraction * width);
+  std::string line(stage);
+  line.resize(12, ' ');
+  line += '[';
+  line += std::string(static_cast<std::size_t>(filled), '#');
+  line += std::string(static_cast<std::size_t>(width - filled), '.');
+  char tail[128];
+  if (done == 0 || done >= total) {
+    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s", done, total, elapsed_s);
+  } else {
+    const double eta = elapsed_s / static_cast<double>(done) * static_cast<double>(total - done);
+    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s, ETA %.1f s", done, total, elapsed_s, eta);
+  }
+  return line + tail;
+}
+
+// A progress_callback drawing on a stream; quiet unless `enabled` (default: the stream is a tty).
+class terminal_progress {
+ public:
+  explicit terminal_progress(std::FILE* out = stderr) : out_(out), enabled_(isatty(fileno(out)) != 0) {}
+  terminal_progress(std::FILE* out, bool enabled) : out_(out), enabled_(enabled) {}
+
+  void operator()(std::string_view stage, std::size_t done, std::size_t total) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done == 0 || stage != stage_) {
+      stage_ = std::string(stage);
+      start_ = now;
+    }
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    std::fprintf(out_, "\r%s\x1b[K", render_progress_line(stage, done, total, elapsed).c_str());
+    if (done >= total) std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+
+ private:
+  std::FILE* out_;
+  bool enabled_;
+  std::string stage_;
+  std::chrono::steady_clock::time_point start_{};
+};
+
+}  // namespace aq::autoquant
+// ---- end aq/core/progress.hpp ----
+// ---- begin aq/score/scoring_backend.hpp ----
+// What the AutoQuant pipeline asks of whatever runs the model (the CPU reference, the GPU): max
+// calibration, raw scores, and the calibrated quantizer state. The pipeline (engine.hpp) owns
+// everything after that: budget, group sums, clamp, search, reports and the state export.
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+// ---- begin aq/search/search_space.hpp ----
+// The search space of one run: the model's quantizable modules, their ModelOpt groups, the
+// ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
+// Built before any model work, so that bad formats or budgets fail before files are written.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+// ---- begin aq/search/cost_model.hpp ----
+// ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
+// unquantized), the effective-bits denominator counts every candidate module (disabled ones at
+// 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+
+namespace aq::autoquant {
+
+// The budget a run searches under when none is given (effective bits over the searched weights).
+inline constexpr double default_effective_bits = 6.0;
+
+// Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
+// whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
+inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {
+  return search::cost_from_compressed(static_cast<double>(numel) * (effective_bits / 16.0));
+}
+
+// The cost ModelOpt writes in candidate_stats: numel x compression.
+inline double modelopt_cost(std::int64_t numel, double effective_bits) {
+  return static_cast<double>(numel) * (effective_bits / 16.0);
+}
+
+// The reference driver's adjustment (auto-quantize-model, LM-only coverage): with D of T weights
+// disabled (kept at 16 bits), a budget b over the searched weights becomes the whole-model
+// constraint B' = min(16, (16 D + b (T - D)) / T + 1e-3), recorded as scheme.auto_quantize_bits.
+inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::int64_t disabled_params) {
+  if (total_params <= 0) throw error("budget: total weight count must be > 0");
+  if (disabled_params <= 0) return bits;
+  const double total = static_cast<double>(total_params);
+  const double disabled = static_cast<double>(disabled_params);
+  return std::min(16.0, (disabled * 16.0 + (total - disabled) * bits) / total + 1e-3);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/cost_model.hpp ----
 // ---- begin aq/search/scope.hpp ----
 // Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
 // `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
@@ -12105,58 +12296,6 @@ inline bool matches_any(std::span<const std::string> patterns, std::string_view 
 
 }  // namespace aq::autoquant
 // ---- end aq/search/scope.hpp ----
-// ---- begin aq/search/cost_model.hpp ----
-// ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
-// unquantized), the effective-bits denominator counts every candidate module (disabled ones at
-// 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
-
-#include <algorithm>
-#include <cstdint>
-#include <string>
-
-
-namespace aq::autoquant {
-
-// The budget a run searches under when none is given (effective bits over the searched weights).
-inline constexpr double default_effective_bits = 6.0;
-
-// Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
-// whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
-inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {
-  return search::cost_from_compressed(static_cast<double>(numel) * (effective_bits / 16.0));
-}
-
-// The cost ModelOpt writes in candidate_stats: numel x compression.
-inline double modelopt_cost(std::int64_t numel, double effective_bits) {
-  return static_cast<double>(numel) * (effective_bits / 16.0);
-}
-
-// The reference driver's adjustment (auto-quantize-model, LM-only coverage): with D of T weights
-// disabled (kept at 16 bits), a budget b over the searched weights becomes the whole-model
-// constraint B' = min(16, (16 D + b (T - D)) / T + 1e-3), recorded as scheme.auto_quantize_bits.
-inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::int64_t disabled_params) {
-  if (total_params <= 0) throw error("budget: total weight count must be > 0");
-  if (disabled_params <= 0) return bits;
-  const double total = static_cast<double>(total_params);
-  const double disabled = static_cast<double>(disabled_params);
-  return std::min(16.0, (disabled * 16.0 + (total - disabled) * bits) / total + 1e-3);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/search/cost_model.hpp ----
-// ---- begin aq/search/search_space.hpp ----
-// The search space of one run: the model's quantizable modules, their ModelOpt groups, the
-// ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
-// Built before any model work, so that bad formats or budgets fail before files are written.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
 
 namespace aq::autoquant {
 
@@ -12306,173 +12445,6 @@ inline double checked_budget_bits(const search_space& space, double requested_bi
 
 }  // namespace aq::autoquant
 // ---- end aq/search/search_space.hpp ----
-// ---- begin aq/backend/cpu/qwen3_vl/model_runner.hpp ----
-// How the engine runs the model: batch i forward (and, for gradient scoring, the backward of the
-// LM loss) with an observer that sees every quantizable linear. Converts io's calibration batches
-// to the CPU Qwen3-VL model's inputs once; calibration and scoring then only name batch indices.
-
-#include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <span>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// What a pass over a batch is for: logits of every token (KL-div scores), max calibration
-// (forward, no loss), or the loss and its input-gradient backward (gradient scores; observers then
-// see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
-enum class model_pass { logits, calibrate, gradient };
-
-// run(i, pass, observer): batch i through the model for `pass`.
-struct model_runner {
-  std::size_t num_batches = 0;
-  std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
-};
-
-// One calibration batch as the CPU model's inputs.
-inline qwen3_vl::text_batch to_text_batch(const io::calib_batch& b) {
-  const std::int64_t n = b.batch_size * b.seq_len;
-  if (b.batch_size <= 0 || b.seq_len <= 0 || static_cast<std::int64_t>(b.input_ids.size()) != n ||
-      static_cast<std::int64_t>(b.attention_mask.size()) != n || static_cast<std::int64_t>(b.labels.size()) != n) {
-    throw error("calibration batch: input_ids, attention_mask and labels must hold batch_size x seq_len = " +
-                std::to_string(n) + " entries");
-  }
-  qwen3_vl::text_batch t;
-  t.batch = b.batch_size;
-  t.seq = b.seq_len;
-  t.input_ids.assign(b.input_ids.begin(), b.input_ids.end());
-  for (const std::int32_t m : b.attention_mask) t.attention_mask.push_back(m != 0 ? 1 : 0);
-  t.labels.assign(b.labels.begin(), b.labels.end());
-  return t;
-}
-
-inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch& b) {
-  if (b.vision.grid_thw.empty()) return std::nullopt;
-  qwen3_vl::image_batch images;
-  images.pixel_values = tensor({b.vision.rows, b.vision.cols});
-  if (b.vision.pixel_values.size() != static_cast<std::size_t>(images.pixel_values.numel())) {
-    throw error("calibration batch: pixel_values hold " + std::to_string(b.vision.pixel_values.size()) +
-                " values, expected rows x cols = " + std::to_string(images.pixel_values.numel()));
-  }
-  images.pixel_values.storage() = b.vision.pixel_values;
-  for (const auto& g : b.vision.grid_thw) images.grids.push_back(g);
-  return images;
-}
-
-// The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
-// attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
-// trim_padding: calibration and gradient passes of text batches drop the leading padding that
-// cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
-inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
-                                      cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
-                                      bool trim_padding = true) {
-  struct converted {
-    std::vector<qwen3_vl::text_batch> text;
-    std::vector<std::optional<qwen3_vl::image_batch>> images;
-  };
-  auto data = std::make_shared<converted>();
-  for (const io::calib_batch& b : batches) {
-    data->text.push_back(to_text_batch(b));
-    data->images.push_back(to_image_batch(b));
-  }
-  model_runner runner;
-  runner.num_batches = batches.size();
-  const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
-  runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
-    qwen3_vl::text_batch batch = data->text.at(i);
-    const bool loss_backward = pass == model_pass::gradient;
-    if (!loss_backward) batch.labels.clear();
-    qwen3_vl::run_options options;
-    options.masked_rows = masked_rows;
-    options.backward = loss_backward;
-    const auto& images = data->images.at(i);
-    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
-    return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
-  };
-  return runner;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/backend/cpu/qwen3_vl/model_runner.hpp ----
-// ---- begin aq/core/progress.hpp ----
-// Progress of the long stages (calibration, scoring): the engine reports (stage, done, total);
-// the driver shows a one-line bar with rate and ETA on stderr, only when stderr is a terminal.
-
-#include <chrono>
-#include <cstddef>
-#include <cstdio>
-#include <functional>
-#include <string>
-#include <string_view>
-
-#include <unistd.h>
-
-namespace aq::autoquant {
-
-// Called with done = 0 when a stage starts and done = total when it ends.
-using progress_callback = std::function<void(std::string_view stage, std::size_t done, std::size_t total)>;
-
-// "calibration [#########.........]  9/20  1.2 s elapsed, ETA 1.5 s"
-inline std::string render_progress_line(std::string_view stage, std::size_t done, std::size_t total, double elapsed_s,
-                                        int width = 30) {
-  const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
-  const int filled = static_cast<int>(fraction * width);
-  std::string line(stage);
-  line.resize(12, ' ');
-  line += '[';
-  line += std::string(static_cast<std::size_t>(filled), '#');
-  line += std::string(static_cast<std::size_t>(width - filled), '.');
-  char tail[128];
-  if (done == 0 || done >= total) {
-    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s", done, total, elapsed_s);
-  } else {
-    const double eta = elapsed_s / static_cast<double>(done) * static_cast<double>(total - done);
-    std::snprintf(tail, sizeof(tail), "] %zu/%zu  %.1f s, ETA %.1f s", done, total, elapsed_s, eta);
-  }
-  return line + tail;
-}
-
-// A progress_callback drawing on a stream; quiet unless `enabled` (default: the stream is a tty).
-class terminal_progress {
- public:
-  explicit terminal_progress(std::FILE* out = stderr) : out_(out), enabled_(isatty(fileno(out)) != 0) {}
-  terminal_progress(std::FILE* out, bool enabled) : out_(out), enabled_(enabled) {}
-
-  void operator()(std::string_view stage, std::size_t done, std::size_t total) {
-    if (!enabled_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done == 0 || stage != stage_) {
-      stage_ = std::string(stage);
-      start_ = now;
-    }
-    const double elapsed = std::chrono::duration<double>(now - start_).count();
-    std::fprintf(out_, "\r%s\x1b[K", render_progress_line(stage, done, total, elapsed).c_str());
-    if (done >= total) std::fputc('\n', out_);
-    std::fflush(out_);
-  }
-
- private:
-  std::FILE* out_;
-  bool enabled_;
-  std::string stage_;
-  std::chrono::steady_clock::time_point start_{};
-};
-
-}  // namespace aq::autoquant
-// ---- end aq/core/progress.hpp ----
-// ---- begin aq/score/scoring_backend.hpp ----
-// What the AutoQuant pipeline asks of whatever runs the model (the CPU reference, the GPU): max
-// calibration, raw scores, and the calibrated quantizer state. The pipeline (engine.hpp) owns
-// everything after that: budget, group sums, clamp, search, reports and the state export.
-
-#include <cstddef>
-#include <cstdint>
-#include <vector>
-
 
 namespace aq::autoquant {
 
@@ -12530,6 +12502,469 @@ inline std::vector<std::vector<double>> group_sums(const search_space& space,
 
 }  // namespace aq::autoquant
 // ---- end aq/score/scoring_backend.hpp ----
+
+namespace aq::autoquant {
+
+namespace detail {
+
+// Calibration pass: every scored module's input amax and every (module, recipe) weight.
+class calibration_observer : public qwen3_vl::linear_observer {
+ public:
+  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
+  void on_forward(const qwen3_vl::linear_call& call) override {
+    const auto m = calib_.module_index(call.name);
+    if (!m || !calib_.active(*m)) return;
+    calib_.observe_input(*m, call.input);
+    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
+  }
+
+ private:
+  score::calibrated_recipes& calib_;
+};
+
+inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
+                            std::size_t total) {
+  if (progress) progress(stage, done, total);
+}
+
+inline std::size_t steps_within(const model_runner& runner, std::int64_t steps) {
+  return static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
+}
+
+}  // namespace detail
+
+// The calibrated recipes of a search space (kernels of every quantizing candidate).
+template <class List = recipes::all_recipes>
+score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
+  std::vector<score::recipe_kernels> kernels;
+  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
+    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
+  }
+  std::vector<bool> active(space.modules.size(), false);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
+  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
+}
+
+// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
+// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
+// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
+inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
+                      const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  detail::calibration_observer observer(calibration);
+  detail::report_progress(progress, "calibration", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, model_pass::calibrate, &observer);
+    detail::report_progress(progress, "calibration", b + 1, n);
+  }
+}
+
+// Gradient scores per module and quantizing candidate (NONE excluded), [module][candidate].
+inline std::vector<std::vector<double>> gradient_module_scores(const model_runner& runner,
+                                                               score::calibrated_recipes& calibration,
+                                                               std::int64_t steps,
+                                                               const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  score::gradient_scorer scorer(calibration);
+  detail::report_progress(progress, "scoring", 0, n);
+  for (std::size_t b = 0; b < n; ++b) {
+    (void)runner.run(b, model_pass::gradient, &scorer);
+    detail::report_progress(progress, "scoring", b + 1, n);
+  }
+  std::vector<std::vector<double>> scores(calibration.num_modules());
+  for (std::size_t m = 0; m < scores.size(); ++m) {
+    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) scores[m].push_back(scorer.module_score(m, r));
+  }
+  return scores;
+}
+
+// Raw gradient scores per group and quantizing candidate (NONE excluded), group order.
+inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
+                                                        score::calibrated_recipes& calibration, std::int64_t steps,
+                                                        const progress_callback& progress = {}) {
+  return group_sums(space, gradient_module_scores(runner, calibration, steps, progress));
+}
+
+// Raw KL-div scores per group and quantizing candidate (NONE excluded), group order.
+inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
+                                                      score::calibrated_recipes& calibration, std::int64_t steps,
+                                                      const progress_callback& progress = {}) {
+  const std::size_t n = detail::steps_within(runner, steps);
+  std::vector<std::size_t> configurable;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (space.configurable(g)) configurable.push_back(g);
+  }
+  std::vector<std::vector<double>> raw(space.groups.size());
+  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
+  score::quantized_group_forward observer(calibration);
+  const std::size_t total = n * configurable.size();
+  detail::report_progress(progress, "scoring", 0, total);
+  std::size_t done = 0;
+  for (std::size_t b = 0; b < n; ++b) {
+    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
+    for (const std::size_t g : configurable) {
+      std::vector<bool> in_group(space.modules.size(), false);
+      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
+      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
+        observer.select(in_group, r);
+        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
+        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
+      }
+      detail::report_progress(progress, "scoring", ++done, total);
+    }
+  }
+  return raw;
+}
+
+// The stage functions above behind the pipeline's interface. The search space (and the model the
+// runner runs) must outlive the backend.
+class cpu_scoring_backend final : public scoring_backend {
+ public:
+  cpu_scoring_backend(const search_space& space, model_runner runner)
+      : cpu_scoring_backend(space, std::move(runner), make_calibrated_recipes(space)) {}
+  // Recipes of another compile-time list: make_calibrated_recipes<List>(space).
+  cpu_scoring_backend(const search_space& space, model_runner runner, score::calibrated_recipes calibration)
+      : space_(space), runner_(std::move(runner)), calibration_(std::move(calibration)) {}
+
+  std::size_t num_batches() const override { return runner_.num_batches; }
+  void calibrate(std::size_t steps, const progress_callback& progress) override {
+    autoquant::calibrate(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  std::vector<std::vector<double>> gradient_module_scores(std::size_t steps, const progress_callback& progress) override {
+    return autoquant::gradient_module_scores(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  std::vector<std::vector<double>> kl_div_group_scores(std::size_t steps, const progress_callback& progress) override {
+    return autoquant::kl_div_scores(space_, runner_, calibration_, static_cast<std::int64_t>(steps), progress);
+  }
+  bool module_ran(std::size_t module) const override { return calibration_.has_input_amax(module); }
+  weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const override {
+    const score::quantized_weight* w = calibration_.cached_weight(module, candidate);
+    if (w == nullptr) return {};
+    return {w->amax_shape, w->amax};
+  }
+  float input_amax(std::size_t module) const override { return calibration_.input_amax(module); }
+
+  const score::calibrated_recipes& calibration() const { return calibration_; }
+
+ private:
+  const search_space& space_;
+  model_runner runner_;
+  score::calibrated_recipes calibration_;
+};
+
+}  // namespace aq::autoquant
+// ---- end aq/backend/cpu/score/cpu_backend.hpp ----
+// ---- begin aq/cli/bundled_data.hpp ----
+// Where the drivers find the bundled data (data/: COCO captions, the Qwen3 tokenizer, photos) from
+// any working directory: $AQ_DATA_DIR alone when set; otherwise next to the running executable
+// (installed: <prefix>/bin/x -> <prefix>/share/aq/data; build tree: <src>/build/examples/x -> <src>/data),
+// then the directories the driver was compiled with (its install and source data paths).
+
+#include <cstdlib>
+#include <filesystem>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// The running program's own path from /proc/self/exe (argv[0] has no directory when the program
+// is found through PATH); empty where the system has no such link.
+inline std::filesystem::path executable_path() {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : exe;
+}
+
+// The data directories searched, in order: $AQ_DATA_DIR alone when set and non-empty; otherwise
+// the installed and build-tree places relative to `exe`, then `compiled_in` (empty entries skipped).
+inline std::vector<std::filesystem::path> bundled_data_roots(const std::filesystem::path& exe,
+                                                             std::initializer_list<std::string_view> compiled_in = {}) {
+  if (const char* env = std::getenv("AQ_DATA_DIR"); env != nullptr && *env != '\0') return {std::filesystem::path(env)};
+  std::vector<std::filesystem::path> roots;
+  if (!exe.empty()) {
+    const std::filesystem::path dir = exe.parent_path();
+    roots.push_back(dir.parent_path() / "share" / "aq" / "data");
+    roots.push_back(dir.parent_path().parent_path() / "data");
+  }
+  for (const std::string_view root : compiled_in) {
+    if (!root.empty()) roots.emplace_back(root);
+  }
+  return roots;
+}
+
+// The first root holding `relative` (e.g. "captions/coco2017_captions_medium.txt"); throws
+// aq::error naming the file and every directory searched.
+inline std::filesystem::path find_bundled_in(std::span<const std::filesystem::path> roots, std::string_view relative) {
+  std::error_code ec;
+  for (const std::filesystem::path& root : roots) {
+    const std::filesystem::path candidate = root / relative;
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate;
+  }
+  std::string searched;
+  for (const std::filesystem::path& root : roots) searched += (searched.empty() ? "" : ", ") + root.string();
+  if (searched.empty()) searched = "no directory";
+  throw error("bundled file " + std::string(relative) + " not found in " + searched +
+              " (set AQ_DATA_DIR to the data/ directory, or pass the file explicitly)");
+}
+
+// find_bundled_in over bundled_data_roots of the running program.
+inline std::filesystem::path find_bundled(std::string_view relative, std::initializer_list<std::string_view> compiled_in = {}) {
+  const std::vector<std::filesystem::path> roots = bundled_data_roots(executable_path(), compiled_in);
+  return find_bundled_in(roots, relative);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/cli/bundled_data.hpp ----
+// ---- begin aq/cli/calib_inputs.hpp ----
+// The calibration batches a driver builds from its data flag: caption lines tokenized and
+// left-padded into fixed batches, or image-caption JSON lines with each image preprocessed for
+// the model (one sample per batch). Shared by the CPU and GPU drivers.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// The first `samples` caption lines, `batch_size` rows of seq_len tokens each.
+inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& tok, const std::filesystem::path& captions,
+                                                         std::int64_t samples, std::int64_t batch_size,
+                                                         std::int64_t seq_len) {
+  io::padding_options padding;
+  padding.max_length = seq_len;
+  return io::make_text_calib_batches(io::read_caption_lines(captions, static_cast<std::size_t>(samples)),
+                                     [&tok](std::string_view text) { return tok.encode(text); }, batch_size, padding);
+}
+
+// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
+inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
+                                                               std::int64_t samples, std::int64_t seq_len,
+                                                               const qwen3_vl::config& cfg) {
+  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
+  io::padding_options padding;
+  padding.max_length = seq_len;
+  io::qwen3_vl_image_options image_options;
+  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
+  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
+  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+  std::vector<io::calib_batch> batches;
+  for (const io::image_caption& s : io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
+    batches.push_back(io::make_image_caption_batch(
+        io::load_image(s.image), s.caption, [&tok](std::string_view text) { return tok.encode(text); }, image_options,
+        padding, s.image.string()));
+  }
+  return batches;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/cli/calib_inputs.hpp ----
+// ---- begin aq/cli/default_model.hpp ----
+// The built-in default model: a small Qwen3-VL (real Qwen3 vocabulary, tiny decoder and vision
+// tower) whose weights are generated deterministically in code from a seed, so the demo and the
+// tests run anywhere in seconds without a checkpoint. Weights are bf16 values, like a checkpoint.
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+// Architecture of the default: Qwen3-VL's vocabulary and special tokens (so the real tokenizer
+// drives it), 2 decoder layers of width 64, a 2-block vision tower with one DeepStack merger.
+inline qwen3_vl::config default_model_config() {
+  qwen3_vl::config cfg;
+  qwen3_vl::text_config& t = cfg.text;
+  t.hidden_size = 64;
+  t.intermediate_size = 128;
+  t.num_hidden_layers = 2;
+  t.num_attention_heads = 4;
+  t.num_key_value_heads = 2;
+  t.head_dim = 16;
+  t.vocab_size = 151936;
+  t.rms_norm_eps = 1e-6;
+  t.rope_theta = 5000000.0;
+  t.mrope_section = {4, 2, 2};
+  t.max_position_embeddings = 4096;  // bounds --seq-len, as a checkpoint's config does
+  qwen3_vl::vision_config& v = cfg.vision;
+  v.depth = 2;
+  v.hidden_size = 32;
+  v.num_heads = 2;
+  v.intermediate_size = 64;
+  v.in_channels = 3;
+  v.patch_size = 16;
+  v.temporal_patch_size = 2;
+  v.spatial_merge_size = 2;
+  v.out_hidden_size = 64;
+  v.num_position_embeddings = 64;
+  v.deepstack_visual_indexes = {0};
+  cfg.tie_word_embeddings = true;
+  return cfg;
+}
+
+namespace detail {
+
+inline std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+inline std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace detail
+
+// A weight source that invents every tensor from (seed, name): uniform values scaled like a
+// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings;
+// the role is the schema row's), rounded to bf16. The same seed and name always give the same
+// bytes, on every platform.
+inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
+  qwen3_vl::weight_source source;
+  source.contains = [](const std::string&) { return true; };
+  source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
+    tensor out(shape);
+    std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
+    const std::optional<qwen3_vl::schema::tensor_ref> ref = qwen3_vl::schema::find_tensor(name);
+    if (!ref) throw error("generated weights: " + name + " is not a Qwen3-VL tensor");
+    const qwen3_vl::schema::module_spec& module = qwen3_vl::schema::spec(ref->module);
+    const bool is_bias = ref->kind == qwen3_vl::schema::tensor_kind::bias;
+    const bool is_norm = qwen3_vl::schema::is_norm(module);
+    const bool is_embedding = module.kind == qwen3_vl::schema::role::embedding;
+    std::int64_t fan_in = 1;
+    for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+    for (float& x : out.storage()) {
+      // 53 random bits -> [-1, 1)
+      const double u = static_cast<double>(detail::splitmix64(state) >> 11) * 0x1p-52 - 1.0;
+      double value = 0.0;
+      if (is_norm && !is_bias) {
+        value = 1.0 + 0.1 * u;
+      } else if (is_bias || is_norm) {
+        value = 0.02 * u;
+      } else if (is_embedding) {
+        value = u;
+      } else {
+        value = u * std::sqrt(3.0 / static_cast<double>(fan_in));
+      }
+      x = round_to_bf16(static_cast<float>(value));
+    }
+    return out;
+  };
+  return source;
+}
+
+struct generated_model {
+  qwen3_vl::config cfg;
+  qwen3_vl::text_weights text;
+  qwen3_vl::vision_weights vision;
+};
+
+inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::uint64_t seed = 0) {
+  const qwen3_vl::weight_source source = generated_weight_source(seed);
+  return generated_model{cfg, qwen3_vl::load_text_weights(cfg, source), qwen3_vl::load_vision_weights(cfg, source)};
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/cli/default_model.hpp ----
+// ---- begin aq/cli/memory_plan.hpp ----
+// How a device memory budget is spent: first on keeping layers' activations for the backward
+// (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
+// quantized weights (skips one weight fake-quant per module, recipe and batch: fewer ms per GiB).
+// Host-only arithmetic, so that the plan is testable without a GPU.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+
+namespace aq::autoquant {
+
+struct memory_plan_inputs {
+  std::size_t budget_bytes = 0;       // the most the run may hold on the device
+  std::size_t in_use_bytes = 0;       // already held: weights, the model's fixed buffers
+  std::size_t scratch_bytes = 0;      // reserved for scorer/calibration scratch and GEMM workspaces
+  std::size_t layer_bytes = 0;        // one layer's activation set
+  std::int64_t layers = 0;            // decoder layers
+  std::size_t max_cache_bytes = SIZE_MAX;  // cap on cached quantized weights (--weight-cache-gib)
+  std::string in_use_what = "weights and fixed buffers";  // what in_use_bytes holds, for the error
+};
+
+struct memory_plan {
+  std::int64_t saved_layers = 0;       // layers that keep their activations
+  std::size_t activation_bytes = 0;    // their sets plus the shared recompute set when one is left
+  std::size_t weight_cache_bytes = 0;  // what is left, capped
+};
+
+inline std::string format_gib(std::size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(1ull << 30));
+  return buf;
+}
+
+// Activation sets held with k saved layers: k of their own plus one shared while k < layers.
+constexpr std::size_t activation_sets_bytes(std::int64_t k, std::int64_t layers, std::size_t layer_bytes) {
+  return static_cast<std::size_t>(k + (k < layers ? 1 : 0)) * layer_bytes;
+}
+
+// The most saved layers that fit, then the weight cache from the rest. Throws when even the
+// recompute-everything minimum does not fit, naming that minimum.
+inline memory_plan plan_memory(const memory_plan_inputs& in) {
+  const std::size_t fixed = in.in_use_bytes + in.scratch_bytes;
+  const std::size_t minimum = fixed + activation_sets_bytes(0, in.layers, in.layer_bytes);
+  if (in.budget_bytes < minimum) {
+    throw error("--memory-budget-gib: " + format_gib(in.budget_bytes) + " is below this run's minimum of " +
+                format_gib(minimum) + " (" + in.in_use_what + " " + format_gib(in.in_use_bytes) + ", scratch " +
+                format_gib(in.scratch_bytes) + ", one layer's activations " + format_gib(in.layer_bytes) + ")");
+  }
+  const std::size_t room = in.budget_bytes - fixed;
+  memory_plan p;
+  for (std::int64_t k = in.layers; k >= 0; --k) {
+    if (activation_sets_bytes(k, in.layers, in.layer_bytes) <= room) {
+      p.saved_layers = k;
+      break;
+    }
+  }
+  p.activation_bytes = activation_sets_bytes(p.saved_layers, in.layers, in.layer_bytes);
+  p.weight_cache_bytes = std::min(room - p.activation_bytes, in.max_cache_bytes);
+  return p;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/cli/memory_plan.hpp ----
+// ---- begin aq/cli/options.hpp ----
+// Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
+// sizes, outputs; the named presets that reproduce the reference runs; and the command-line
+// parser and --help text (the recipe table comes from the registry).
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
 // ---- begin aq/engine/engine.hpp ----
 // The AutoQuant pipeline: budget, calibration and scoring through a scoring_backend (CPU or GPU),
 // monotone clamp, exact knapsack under the effective-bits budget, and the report model (+
@@ -12544,6 +12979,45 @@ inline std::vector<std::vector<double>> group_sums(const search_space& space,
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/score/monotone_clamp.hpp ----
+// Monotone clamp of a group's raw scores along its candidate list (ascending effective bits,
+// NONE last): a less aggressive recipe never scores above a more aggressive one. The step between
+// scoring and the allocator (ModelOpt's candidate_stats); two ModelOpt versions differ in it.
+
+#include <limits>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace aq::score {
+
+enum class clamp_rule {
+  // ModelOpt 0.39 (produced the reference data): out[i] = min(raw[i], raw[i-1]), i.e. each score
+  // is clamped by the RAW score before it only.
+  modelopt_0_39,
+  // ModelOpt 0.40: out[i] = min(raw[i], out[i-1]), a running minimum.
+  modelopt_0_40,
+};
+
+constexpr std::string_view to_string(clamp_rule rule) {
+  return rule == clamp_rule::modelopt_0_39 ? "modelopt-0.39" : "modelopt-0.40";
+}
+
+// Both rules agree for two candidates (one recipe + NONE) and whenever raw is non-increasing.
+inline std::vector<double> monotone_clamp(std::span<const double> raw, clamp_rule rule = clamp_rule::modelopt_0_39) {
+  std::vector<double> out;
+  out.reserve(raw.size());
+  double previous = std::numeric_limits<double>::infinity();
+  for (const double score : raw) {
+    const double clamped = score < previous ? score : previous;
+    out.push_back(clamped);
+    previous = rule == clamp_rule::modelopt_0_39 ? score : clamped;
+  }
+  return out;
+}
+
+}  // namespace aq::score
+// ---- end aq/score/monotone_clamp.hpp ----
 
 namespace aq::autoquant {
 
@@ -12732,280 +13206,6 @@ inline autoquant_result run_autoquant(const search_space& space, scoring_backend
 
 }  // namespace aq::autoquant
 // ---- end aq/engine/engine.hpp ----
-// ---- begin aq/backend/cpu/score/cpu_backend.hpp ----
-// The CPU scoring backend: the fp32 reference model (model_runner) with calibrated_recipes and the
-// CPU gradient and KL-div scorers, behind the pipeline's scoring_backend interface. The stage
-// functions (calibrate, gradient_scores, kl_div_scores) are usable on their own too.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <utility>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-namespace detail {
-
-// Calibration pass: every scored module's input amax and every (module, recipe) weight.
-class calibration_observer : public qwen3_vl::linear_observer {
- public:
-  explicit calibration_observer(score::calibrated_recipes& calibration) : calib_(calibration) {}
-  void on_forward(const qwen3_vl::linear_call& call) override {
-    const auto m = calib_.module_index(call.name);
-    if (!m || !calib_.active(*m)) return;
-    calib_.observe_input(*m, call.input);
-    for (std::size_t r = 0; r < calib_.num_recipes(); ++r) (void)calib_.weight(*m, r, call.weight);
-  }
-
- private:
-  score::calibrated_recipes& calib_;
-};
-
-inline void report_progress(const progress_callback& progress, std::string_view stage, std::size_t done,
-                            std::size_t total) {
-  if (progress) progress(stage, done, total);
-}
-
-inline std::size_t steps_within(const model_runner& runner, std::int64_t steps) {
-  return static_cast<std::size_t>(std::min<std::int64_t>(steps, static_cast<std::int64_t>(runner.num_batches)));
-}
-
-}  // namespace detail
-
-// The calibrated recipes of a search space (kernels of every quantizing candidate).
-template <class List = recipes::all_recipes>
-score::calibrated_recipes make_calibrated_recipes(const search_space& space) {
-  std::vector<score::recipe_kernels> kernels;
-  for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
-    kernels.push_back(score::make_recipe_kernels<List>(*space.candidates[c].recipe));
-  }
-  std::vector<bool> active(space.modules.size(), false);
-  for (std::size_t m = 0; m < space.modules.size(); ++m) active[m] = space.configurable(space.module_group[m]);
-  return score::calibrated_recipes(std::move(kernels), space.modules, std::move(active));
-}
-
-// Max calibration over the first `steps` batches of the unquantized network. Every candidate's
-// activation quantizer is per tensor and sees the same unquantized inputs, so one pass gives each
-// recipe exactly the amax ModelOpt's one-pass-per-recipe calibration gives it.
-inline void calibrate(const model_runner& runner, score::calibrated_recipes& calibration, std::int64_t steps,
-                      const progress_callback& progress = {}) {
-  const std::size_t n = detail::steps_within(runner, steps);
-  detail::calibration_observer observer(calibration);
-  detail::report_progress(progress, "calibration", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::calibrate, &observer);
-    detail::report_progress(progress, "calibration", b + 1, n);
-  }
-}
-
-// Gradient scores per module and quantizing candidate (NONE excluded), [module][candidate].
-inline std::vector<std::vector<double>> gradient_module_scores(const model_runner& runner,
-                                                               score::calibrated_recipes& calibration,
-                                                               std::int64_t steps,
-                                                               const progress_callback& progress = {}) {
-  const std::size_t n = detail::steps_within(runner, steps);
-  score::gradient_scorer scorer(calibration);
-  detail::report_progress(progress, "scoring", 0, n);
-  for (std::size_t b = 0; b < n; ++b) {
-    (void)runner.run(b, model_pass::gradient, &scorer);
-    detail::report_progress(progress, "scoring", b + 1, n);
-  }
-  std::vector<std::vector<double>> scores(calibration.num_modules());
-  for (std::size_t m = 0; m < scores.size(); ++m) {
-    for (std::size_t r = 0; r < calibration.num_recipes(); ++r) scores[m].push_back(scorer.module_score(m, r));
-  }
-  return scores;
-}
-
-// Raw gradient scores per group and quantizing candidate (NONE excluded), group order.
-inline std::vector<std::vector<double>> gradient_scores(const search_space& space, const model_runner& runner,
-                                                        score::calibrated_recipes& calibration, std::int64_t steps,
-                                                        const progress_callback& progress = {}) {
-  return group_sums(space, gradient_module_scores(runner, calibration, steps, progress));
-}
-
-// Raw KL-div scores per group and quantizing candidate (NONE excluded), group order.
-inline std::vector<std::vector<double>> kl_div_scores(const search_space& space, const model_runner& runner,
-                                                      score::calibrated_recipes& calibration, std::int64_t steps,
-                                                      const progress_callback& progress = {}) {
-  const std::size_t n = detail::steps_within(runner, steps);
-  std::vector<std::size_t> configurable;
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (space.configurable(g)) configurable.push_back(g);
-  }
-  std::vector<std::vector<double>> raw(space.groups.size());
-  for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
-  score::quantized_group_forward observer(calibration);
-  const std::size_t total = n * configurable.size();
-  detail::report_progress(progress, "scoring", 0, total);
-  std::size_t done = 0;
-  for (std::size_t b = 0; b < n; ++b) {
-    const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
-    for (const std::size_t g : configurable) {
-      std::vector<bool> in_group(space.modules.size(), false);
-      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
-      for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-        observer.select(in_group, r);
-        const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
-        raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
-      }
-      detail::report_progress(progress, "scoring", ++done, total);
-    }
-  }
-  return raw;
-}
-
-// The stage functions above behind the pipeline's interface. The search space (and the model the
-// runner runs) must outlive the backend.
-class cpu_scoring_backend final : public scoring_backend {
- public:
-  cpu_scoring_backend(const search_space& space, model_runner runner)
-      : cpu_scoring_backend(space, std::move(runner), make_calibrated_recipes(space)) {}
-  // Recipes of another compile-time list: make_calibrated_recipes<List>(space).
-  cpu_scoring_backend(const search_space& space, model_runner runner, score::calibrated_recipes calibration)
-      : space_(space), runner_(std::move(runner)), calibration_(std::move(calibration)) {}
-
-  std::size_t num_batches() const override { return runner_.num_batches; }
-  void calibrate(std::size_t steps, const progress_callback& progress) override {
-    autoquant::calibrate(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
-  }
-  std::vector<std::vector<double>> gradient_module_scores(std::size_t steps, const progress_callback& progress) override {
-    return autoquant::gradient_module_scores(runner_, calibration_, static_cast<std::int64_t>(steps), progress);
-  }
-  std::vector<std::vector<double>> kl_div_group_scores(std::size_t steps, const progress_callback& progress) override {
-    return autoquant::kl_div_scores(space_, runner_, calibration_, static_cast<std::int64_t>(steps), progress);
-  }
-  bool module_ran(std::size_t module) const override { return calibration_.has_input_amax(module); }
-  weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const override {
-    const score::quantized_weight* w = calibration_.cached_weight(module, candidate);
-    if (w == nullptr) return {};
-    return {w->amax_shape, w->amax};
-  }
-  float input_amax(std::size_t module) const override { return calibration_.input_amax(module); }
-
-  const score::calibrated_recipes& calibration() const { return calibration_; }
-
- private:
-  const search_space& space_;
-  model_runner runner_;
-  score::calibrated_recipes calibration_;
-};
-
-}  // namespace aq::autoquant
-// ---- end aq/backend/cpu/score/cpu_backend.hpp ----
-// ---- begin aq/cli/outputs.hpp ----
-// The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
-// formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
-// (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
-// written into a staged folder and published as one set (core/output_set.hpp, docs/outputs.md).
-
-#include <cstdio>
-#include <filesystem>
-#include <span>
-#include <string>
-#include <string_view>
-
-
-namespace aq::autoquant {
-
-inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
-inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
-
-// Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
-// an older run left there: such a folder may be replaced; one holding anything else may not.
-inline bool is_report_file(std::string_view name) {
-  const std::size_t tmp = name.rfind(".tmp.");
-  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
-                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
-  return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
-         name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
-         name.ends_with("_autoquant.log") || temporary;
-}
-
-// amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
-// the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
-inline std::string render_state(const search_space& space, const autoquant_result& result) {
-  safetensors_writer writer;
-  for (const quantizer_amax& q : result.state) writer.add(q.name, q.shape, std::span<const float>(q.values));
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    writer.set_metadata(space.groups[g].name, std::string(space.candidates[result.chosen[g]].recipe->name));
-  }
-  writer.set_metadata("format", "aq.autoquant_state/v1");
-  return writer.serialize();
-}
-
-// Human-readable summary with per-stage timings (timings make it differ run to run; the other
-// files do not).
-inline std::string render_run_log(const search_space& space, const autoquant_result& result,
-                                  const engine_options& options, double load_seconds = 0.0) {
-  std::string log;
-  char line[512];
-  const auto add = [&](const char* fmt, auto... args) {
-    std::snprintf(line, sizeof(line), fmt, args...);
-    log += line;
-  };
-  add("scheme: %s\n", options.scheme_name.c_str());
-  add("method: %s\n", std::string(to_string(options.method)).c_str());
-  std::string formats;
-  for (std::size_t c = 0; c < space.candidates.size(); ++c) {
-    formats += (c ? ", " : "") + std::string(space.candidates[c].recipe->name) + " = " + space.display(c, options.custom_names);
-  }
-  add("candidates: %s\n", formats.c_str());
-  std::size_t disabled = 0;
-  for (const search_group& g : space.groups) disabled += g.disabled ? 1 : 0;
-  add("modules: %zu, groups: %zu (%zu disabled), weights: %lld (%lld disabled)\n", space.modules.size(),
-      space.groups.size(), disabled, static_cast<long long>(space.total_params),
-      static_cast<long long>(space.disabled_params));
-  add("budget: %.17g requested, %.17g searched (scheme.auto_quantize_bits)\n", options.effective_bits, result.budget_bits);
-  add("steps: %lld calibration, %lld scoring\n", static_cast<long long>(result.num_calib_steps),
-      static_cast<long long>(result.num_score_steps));
-  add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
-      result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
-      result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
-  if (space.disabled_params > 0 && space.disabled_params < space.total_params) {
-    add("searched groups: effective bits %.17g over %lld weights (the disabled ones stay at 16 bits)\n",
-        searched_effective_bits(space, result.chosen),
-        static_cast<long long>(space.total_params - space.disabled_params));
-  }
-  add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
-      result.timings.calibration, result.timings.scoring, result.timings.search);
-  return log;
-}
-
-// Writes the manifest, the two sensitivity reports and the state file into `directory`
-// (created if needed), each atomically. Drivers pass an output_set's staged folder, so that the
-// files appear at the --output-dir only together, when the set is published.
-inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
-                          const autoquant_result& result) {
-  std::error_code ec;
-  std::filesystem::create_directories(directory, ec);
-  if (ec) throw error(directory.string() + ": cannot create output directory: " + ec.message());
-  io::write_quant_manifest(directory / io::quant_manifest_filename(result.report.scheme), result.report);
-  io::write_sensitivity_reports(directory, result.report);
-  write_file_atomic(directory / state_filename(result.report.scheme.name), render_state(space, result));
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/outputs.hpp ----
-// ---- begin aq/cli/options.hpp ----
-// Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
-// sizes, outputs; the named presets that reproduce the reference runs; and the command-line
-// parser and --help text (the recipe table comes from the registry).
-
-#include <cctype>
-#include <cerrno>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
-#include <limits>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
 
 namespace aq::autoquant {
 
@@ -13420,52 +13620,174 @@ recipes (--formats names; effective bits as ModelOpt prices them)
 
 }  // namespace aq::autoquant
 // ---- end aq/cli/options.hpp ----
-// ---- begin aq/cli/calib_inputs.hpp ----
-// The calibration batches a driver builds from its data flag: caption lines tokenized and
-// left-padded into fixed batches, or image-caption JSON lines with each image preprocessed for
-// the model (one sample per batch). Shared by the CPU and GPU drivers.
+// ---- begin aq/cli/outputs.hpp ----
+// The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
+// formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
+// (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
+// written into a staged folder and published as one set (core/output_set.hpp, docs/outputs.md).
 
-#include <cstddef>
-#include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <span>
+#include <string>
 #include <string_view>
-#include <vector>
 
 
 namespace aq::autoquant {
 
-// The first `samples` caption lines, `batch_size` rows of seq_len tokens each.
-inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& tok, const std::filesystem::path& captions,
-                                                         std::int64_t samples, std::int64_t batch_size,
-                                                         std::int64_t seq_len) {
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  return io::make_text_calib_batches(io::read_caption_lines(captions, static_cast<std::size_t>(samples)),
-                                     [&tok](std::string_view text) { return tok.encode(text); }, batch_size, padding);
+inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
+inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
+
+// Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
+// an older run left there: such a folder may be replaced; one holding anything else may not.
+inline bool is_report_file(std::string_view name) {
+  const std::size_t tmp = name.rfind(".tmp.");
+  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
+                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
+  return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
+         name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
+         name.ends_with("_autoquant.log") || temporary;
 }
 
-// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
-inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
-                                                               std::int64_t samples, std::int64_t seq_len,
-                                                               const qwen3_vl::config& cfg) {
-  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  io::qwen3_vl_image_options image_options;
-  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
-  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
-  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
-  std::vector<io::calib_batch> batches;
-  for (const io::image_caption& s : io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
-    batches.push_back(io::make_image_caption_batch(
-        io::load_image(s.image), s.caption, [&tok](std::string_view text) { return tok.encode(text); }, image_options,
-        padding, s.image.string()));
+// amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
+// the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
+inline std::string render_state(const search_space& space, const autoquant_result& result) {
+  safetensors_writer writer;
+  for (const quantizer_amax& q : result.state) writer.add(q.name, q.shape, std::span<const float>(q.values));
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    writer.set_metadata(space.groups[g].name, std::string(space.candidates[result.chosen[g]].recipe->name));
   }
-  return batches;
+  writer.set_metadata("format", "aq.autoquant_state/v1");
+  return writer.serialize();
+}
+
+// Human-readable summary with per-stage timings (timings make it differ run to run; the other
+// files do not).
+inline std::string render_run_log(const search_space& space, const autoquant_result& result,
+                                  const engine_options& options, double load_seconds = 0.0) {
+  std::string log;
+  char line[512];
+  const auto add = [&](const char* fmt, auto... args) {
+    std::snprintf(line, sizeof(line), fmt, args...);
+    log += line;
+  };
+  add("scheme: %s\n", options.scheme_name.c_str());
+  add("method: %s\n", std::string(to_string(options.method)).c_str());
+  std::string formats;
+  for (std::size_t c = 0; c < space.candidates.size(); ++c) {
+    formats += (c ? ", " : "") + std::string(space.candidates[c].recipe->name) + " = " + space.display(c, options.custom_names);
+  }
+  add("candidates: %s\n", formats.c_str());
+  std::size_t disabled = 0;
+  for (const search_group& g : space.groups) disabled += g.disabled ? 1 : 0;
+  add("modules: %zu, groups: %zu (%zu disabled), weights: %lld (%lld disabled)\n", space.modules.size(),
+      space.groups.size(), disabled, static_cast<long long>(space.total_params),
+      static_cast<long long>(space.disabled_params));
+  add("budget: %.17g requested, %.17g searched (scheme.auto_quantize_bits)\n", options.effective_bits, result.budget_bits);
+  add("steps: %lld calibration, %lld scoring\n", static_cast<long long>(result.num_calib_steps),
+      static_cast<long long>(result.num_score_steps));
+  add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
+      result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
+      result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
+  if (space.disabled_params > 0 && space.disabled_params < space.total_params) {
+    add("searched groups: effective bits %.17g over %lld weights (the disabled ones stay at 16 bits)\n",
+        searched_effective_bits(space, result.chosen),
+        static_cast<long long>(space.total_params - space.disabled_params));
+  }
+  add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
+      result.timings.calibration, result.timings.scoring, result.timings.search);
+  return log;
+}
+
+// Writes the manifest, the two sensitivity reports and the state file into `directory`
+// (created if needed), each atomically. Drivers pass an output_set's staged folder, so that the
+// files appear at the --output-dir only together, when the set is published.
+inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
+                          const autoquant_result& result) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) throw error(directory.string() + ": cannot create output directory: " + ec.message());
+  io::write_quant_manifest(directory / io::quant_manifest_filename(result.report.scheme), result.report);
+  io::write_sensitivity_reports(directory, result.report);
+  write_file_atomic(directory / state_filename(result.report.scheme.name), render_state(space, result));
 }
 
 }  // namespace aq::autoquant
-// ---- end aq/cli/calib_inputs.hpp ----
+// ---- end aq/cli/outputs.hpp ----
+// ---- begin aq/cli/preflight.hpp ----
+// What a driver checks before it loads a model or reads data: input paths exist and have the
+// right kind, --seq-len fits the model's positions, and every output location can be written
+// (the output_set that later publishes them). Each failure is one aq::error naming the flag.
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+
+namespace aq::autoquant {
+
+// `path` is an existing regular file (symbolic links followed), not a directory, FIFO or device.
+inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISREG(st.st_mode)) {
+    throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
+  }
+}
+
+// `path` is an existing directory.
+inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
+  struct stat st {};
+  if (path.empty()) throw error(flag + ": empty path");
+  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
+  if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
+}
+
+// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known); `source`
+// says where the limit comes from (the config file, or the built-in model).
+inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
+                                  const std::string& source) {
+  if (max_positions > 0 && tokens > max_positions) {
+    throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
+                source + ")");
+  }
+}
+
+// The outputs of an aq-autoquant run: the report folder, --result-json and --dump-batches.
+inline void plan_outputs(const driver_options& o, output_set& outputs) {
+  if (!o.output_dir) throw error("--output-dir is required (see --help)");
+  outputs.set_directory("--output-dir", *o.output_dir, is_report_file);
+  if (o.result_json) outputs.add_file("--result-json", *o.result_json);
+  if (o.dump_batches) outputs.add_file("--dump-batches", *o.dump_batches);
+  outputs.check();
+}
+
+// Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
+// dir and its config (refused settings, positions against seq_len), the calibration file, the output locations.
+inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
+                      output_set& outputs) {
+  if (o.model_dir) {
+    const std::filesystem::path dir(*o.model_dir);
+    check_input_directory("--model", dir);
+    check_input_file("--model", dir / "config.json");
+    const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings,
+                          (dir / "config.json").string());
+  } else {
+    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len,
+                          default_model_config().text.max_position_embeddings, "the built-in model");
+  }
+  check_input_file("--calib", calib);
+  plan_outputs(o, outputs);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/cli/preflight.hpp ----
 // ---- begin aq/cli/result_json.hpp ----
 // Machine-readable run summary for the side-by-side comparison with ModelOpt (schema
 // "aq.autoquant.compare/v1", benchmarks/modelopt/README.md), and the calibration batches as a
@@ -13749,326 +14071,4 @@ inline std::string render_result_json(const search_space& space, const autoquant
 
 }  // namespace aq::autoquant
 // ---- end aq/cli/result_json.hpp ----
-// ---- begin aq/cli/default_model.hpp ----
-// The built-in default model: a small Qwen3-VL (real Qwen3 vocabulary, tiny decoder and vision
-// tower) whose weights are generated deterministically in code from a seed, so the demo and the
-// tests run anywhere in seconds without a checkpoint. Weights are bf16 values, like a checkpoint.
-
-#include <cmath>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// Architecture of the default: Qwen3-VL's vocabulary and special tokens (so the real tokenizer
-// drives it), 2 decoder layers of width 64, a 2-block vision tower with one DeepStack merger.
-inline qwen3_vl::config default_model_config() {
-  qwen3_vl::config cfg;
-  qwen3_vl::text_config& t = cfg.text;
-  t.hidden_size = 64;
-  t.intermediate_size = 128;
-  t.num_hidden_layers = 2;
-  t.num_attention_heads = 4;
-  t.num_key_value_heads = 2;
-  t.head_dim = 16;
-  t.vocab_size = 151936;
-  t.rms_norm_eps = 1e-6;
-  t.rope_theta = 5000000.0;
-  t.mrope_section = {4, 2, 2};
-  t.max_position_embeddings = 4096;  // bounds --seq-len, as a checkpoint's config does
-  qwen3_vl::vision_config& v = cfg.vision;
-  v.depth = 2;
-  v.hidden_size = 32;
-  v.num_heads = 2;
-  v.intermediate_size = 64;
-  v.in_channels = 3;
-  v.patch_size = 16;
-  v.temporal_patch_size = 2;
-  v.spatial_merge_size = 2;
-  v.out_hidden_size = 64;
-  v.num_position_embeddings = 64;
-  v.deepstack_visual_indexes = {0};
-  cfg.tie_word_embeddings = true;
-  return cfg;
-}
-
-namespace detail {
-
-inline std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-inline std::uint64_t fnv1a(std::string_view text) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
-}
-
-}  // namespace detail
-
-// A weight source that invents every tensor from (seed, name): uniform values scaled like a
-// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings;
-// the role is the schema row's), rounded to bf16. The same seed and name always give the same
-// bytes, on every platform.
-inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
-  qwen3_vl::weight_source source;
-  source.contains = [](const std::string&) { return true; };
-  source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
-    tensor out(shape);
-    std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
-    const std::optional<qwen3_vl::schema::tensor_ref> ref = qwen3_vl::schema::find_tensor(name);
-    if (!ref) throw error("generated weights: " + name + " is not a Qwen3-VL tensor");
-    const qwen3_vl::schema::module_spec& module = qwen3_vl::schema::spec(ref->module);
-    const bool is_bias = ref->kind == qwen3_vl::schema::tensor_kind::bias;
-    const bool is_norm = qwen3_vl::schema::is_norm(module);
-    const bool is_embedding = module.kind == qwen3_vl::schema::role::embedding;
-    std::int64_t fan_in = 1;
-    for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
-    for (float& x : out.storage()) {
-      // 53 random bits -> [-1, 1)
-      const double u = static_cast<double>(detail::splitmix64(state) >> 11) * 0x1p-52 - 1.0;
-      double value = 0.0;
-      if (is_norm && !is_bias) {
-        value = 1.0 + 0.1 * u;
-      } else if (is_bias || is_norm) {
-        value = 0.02 * u;
-      } else if (is_embedding) {
-        value = u;
-      } else {
-        value = u * std::sqrt(3.0 / static_cast<double>(fan_in));
-      }
-      x = round_to_bf16(static_cast<float>(value));
-    }
-    return out;
-  };
-  return source;
-}
-
-struct generated_model {
-  qwen3_vl::config cfg;
-  qwen3_vl::text_weights text;
-  qwen3_vl::vision_weights vision;
-};
-
-inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::uint64_t seed = 0) {
-  const qwen3_vl::weight_source source = generated_weight_source(seed);
-  return generated_model{cfg, qwen3_vl::load_text_weights(cfg, source), qwen3_vl::load_vision_weights(cfg, source)};
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/default_model.hpp ----
-// ---- begin aq/cli/bundled_data.hpp ----
-// Where the drivers find the bundled data (data/: COCO captions, the Qwen3 tokenizer, photos) from
-// any working directory: $AQ_DATA_DIR alone when set; otherwise next to the running executable
-// (installed: <prefix>/bin/x -> <prefix>/share/aq/data; build tree: <src>/build/examples/x -> <src>/data),
-// then the directories the driver was compiled with (its install and source data paths).
-
-#include <cstdlib>
-#include <filesystem>
-#include <initializer_list>
-#include <span>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// The running program's own path from /proc/self/exe (argv[0] has no directory when the program
-// is found through PATH); empty where the system has no such link.
-inline std::filesystem::path executable_path() {
-  std::error_code ec;
-  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::filesystem::path() : exe;
-}
-
-// The data directories searched, in order: $AQ_DATA_DIR alone when set and non-empty; otherwise
-// the installed and build-tree places relative to `exe`, then `compiled_in` (empty entries skipped).
-inline std::vector<std::filesystem::path> bundled_data_roots(const std::filesystem::path& exe,
-                                                             std::initializer_list<std::string_view> compiled_in = {}) {
-  if (const char* env = std::getenv("AQ_DATA_DIR"); env != nullptr && *env != '\0') return {std::filesystem::path(env)};
-  std::vector<std::filesystem::path> roots;
-  if (!exe.empty()) {
-    const std::filesystem::path dir = exe.parent_path();
-    roots.push_back(dir.parent_path() / "share" / "aq" / "data");
-    roots.push_back(dir.parent_path().parent_path() / "data");
-  }
-  for (const std::string_view root : compiled_in) {
-    if (!root.empty()) roots.emplace_back(root);
-  }
-  return roots;
-}
-
-// The first root holding `relative` (e.g. "captions/coco2017_captions_medium.txt"); throws
-// aq::error naming the file and every directory searched.
-inline std::filesystem::path find_bundled_in(std::span<const std::filesystem::path> roots, std::string_view relative) {
-  std::error_code ec;
-  for (const std::filesystem::path& root : roots) {
-    const std::filesystem::path candidate = root / relative;
-    if (std::filesystem::is_regular_file(candidate, ec)) return candidate;
-  }
-  std::string searched;
-  for (const std::filesystem::path& root : roots) searched += (searched.empty() ? "" : ", ") + root.string();
-  if (searched.empty()) searched = "no directory";
-  throw error("bundled file " + std::string(relative) + " not found in " + searched +
-              " (set AQ_DATA_DIR to the data/ directory, or pass the file explicitly)");
-}
-
-// find_bundled_in over bundled_data_roots of the running program.
-inline std::filesystem::path find_bundled(std::string_view relative, std::initializer_list<std::string_view> compiled_in = {}) {
-  const std::vector<std::filesystem::path> roots = bundled_data_roots(executable_path(), compiled_in);
-  return find_bundled_in(roots, relative);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/bundled_data.hpp ----
-// ---- begin aq/cli/preflight.hpp ----
-// What a driver checks before it loads a model or reads data: input paths exist and have the
-// right kind, --seq-len fits the model's positions, and every output location can be written
-// (the output_set that later publishes them). Each failure is one aq::error naming the flag.
-
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <string>
-
-
-namespace aq::autoquant {
-
-// `path` is an existing regular file (symbolic links followed), not a directory, FIFO or device.
-inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
-  struct stat st {};
-  if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
-  if (!S_ISREG(st.st_mode)) {
-    throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
-  }
-}
-
-// `path` is an existing directory.
-inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
-  struct stat st {};
-  if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
-  if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
-}
-
-// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known); `source`
-// says where the limit comes from (the config file, or the built-in model).
-inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
-                                  const std::string& source) {
-  if (max_positions > 0 && tokens > max_positions) {
-    throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
-                source + ")");
-  }
-}
-
-// The outputs of an aq-autoquant run: the report folder, --result-json and --dump-batches.
-inline void plan_outputs(const driver_options& o, output_set& outputs) {
-  if (!o.output_dir) throw error("--output-dir is required (see --help)");
-  outputs.set_directory("--output-dir", *o.output_dir, is_report_file);
-  if (o.result_json) outputs.add_file("--result-json", *o.result_json);
-  if (o.dump_batches) outputs.add_file("--dump-batches", *o.dump_batches);
-  outputs.check();
-}
-
-// Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
-// dir and its config (refused settings, positions against seq_len), the calibration file, the output locations.
-inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
-                      output_set& outputs) {
-  if (o.model_dir) {
-    const std::filesystem::path dir(*o.model_dir);
-    check_input_directory("--model", dir);
-    check_input_file("--model", dir / "config.json");
-    const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings,
-                          (dir / "config.json").string());
-  } else {
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len,
-                          default_model_config().text.max_position_embeddings, "the built-in model");
-  }
-  check_input_file("--calib", calib);
-  plan_outputs(o, outputs);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/preflight.hpp ----
-// ---- begin aq/cli/memory_plan.hpp ----
-// How a device memory budget is spent: first on keeping layers' activations for the backward
-// (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
-// quantized weights (skips one weight fake-quant per module, recipe and batch: fewer ms per GiB).
-// Host-only arithmetic, so that the plan is testable without a GPU.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <string>
-
-
-namespace aq::autoquant {
-
-struct memory_plan_inputs {
-  std::size_t budget_bytes = 0;       // the most the run may hold on the device
-  std::size_t in_use_bytes = 0;       // already held: weights, the model's fixed buffers
-  std::size_t scratch_bytes = 0;      // reserved for scorer/calibration scratch and GEMM workspaces
-  std::size_t layer_bytes = 0;        // one layer's activation set
-  std::int64_t layers = 0;            // decoder layers
-  std::size_t max_cache_bytes = SIZE_MAX;  // cap on cached quantized weights (--weight-cache-gib)
-  std::string in_use_what = "weights and fixed buffers";  // what in_use_bytes holds, for the error
-};
-
-struct memory_plan {
-  std::int64_t saved_layers = 0;       // layers that keep their activations
-  std::size_t activation_bytes = 0;    // their sets plus the shared recompute set when one is left
-  std::size_t weight_cache_bytes = 0;  // what is left, capped
-};
-
-inline std::string format_gib(std::size_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(1ull << 30));
-  return buf;
-}
-
-// Activation sets held with k saved layers: k of their own plus one shared while k < layers.
-constexpr std::size_t activation_sets_bytes(std::int64_t k, std::int64_t layers, std::size_t layer_bytes) {
-  return static_cast<std::size_t>(k + (k < layers ? 1 : 0)) * layer_bytes;
-}
-
-// The most saved layers that fit, then the weight cache from the rest. Throws when even the
-// recompute-everything minimum does not fit, naming that minimum.
-inline memory_plan plan_memory(const memory_plan_inputs& in) {
-  const std::size_t fixed = in.in_use_bytes + in.scratch_bytes;
-  const std::size_t minimum = fixed + activation_sets_bytes(0, in.layers, in.layer_bytes);
-  if (in.budget_bytes < minimum) {
-    throw error("--memory-budget-gib: " + format_gib(in.budget_bytes) + " is below this run's minimum of " +
-                format_gib(minimum) + " (" + in.in_use_what + " " + format_gib(in.in_use_bytes) + ", scratch " +
-                format_gib(in.scratch_bytes) + ", one layer's activations " + format_gib(in.layer_bytes) + ")");
-  }
-  const std::size_t room = in.budget_bytes - fixed;
-  memory_plan p;
-  for (std::int64_t k = in.layers; k >= 0; --k) {
-    if (activation_sets_bytes(k, in.layers, in.layer_bytes) <= room) {
-      p.saved_layers = k;
-      break;
-    }
-  }
-  p.activation_bytes = activation_sets_bytes(p.saved_layers, in.layers, in.layer_bytes);
-  p.weight_cache_bytes = std::min(room - p.activation_bytes, in.max_cache_bytes);
-  return p;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/memory_plan.hpp ----
 // ---- end aq/autoquant.hpp ----

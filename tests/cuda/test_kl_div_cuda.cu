@@ -19,16 +19,16 @@
 // (c) NONE as the recipe (fake quant off: Y replaced by the very same GEMM) scores every group the
 //     same (1e-9), at the float64 entropy H(p) of the downloaded logits (1e-6): KL 0; a quantizing
 //     recipe never scores below it.
-#include "aq/engine/engine.hpp"
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/search/search_space.hpp"
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/io/checkpoint/hf_config.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
-#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -44,12 +44,12 @@
 #include <vector>
 
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
-#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
 #include "aq/backend/cuda/kernels/kl_div.cuh"
-#include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text_checkpoint.hpp"
 #include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
+#include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

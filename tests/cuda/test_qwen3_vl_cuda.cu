@@ -2,16 +2,16 @@
 // built-in default model (2 layers, real vocabulary) with bf16-valued weights: logits, loss and
 // every linear's dL/dY within relative error 1e-2 (‖gpu − cpu‖ / ‖cpu‖; the GPU keeps bf16
 // activations for its GEMMs), gradient scores with Spearman ≥ 0.99 per recipe, same chosen recipes.
+#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
 #include "aq/cli/default_model.hpp"
 #include "aq/engine/engine.hpp"
-#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
-#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 #include <algorithm>
 #include <array>
@@ -24,11 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "aq/backend/cuda/scoring/cuda_scoring_backend.cuh"
-#include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
 #include "aq/backend/cuda/kernels/kernel_profile.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
+#include "aq/backend/cuda/scoring/cuda_scoring_backend.cuh"
 #include "cuda_test_util.cuh"
 
 namespace {

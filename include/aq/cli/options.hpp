@@ -15,11 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "aq/engine/engine.hpp"
-#include "aq/search/scope.hpp"
 #include "aq/core/error.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/score/monotone_clamp.hpp"
+#include "aq/search/scope.hpp"
 
 namespace aq::autoquant {
 

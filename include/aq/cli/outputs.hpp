@@ -10,13 +10,13 @@
 #include <string>
 #include <string_view>
 
-#include "aq/engine/engine.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
-#include "aq/report/quant_manifest.hpp"
+#include "aq/engine/engine.hpp"
 #include "aq/io/checkpoint/safetensors_writer.hpp"
+#include "aq/report/quant_manifest.hpp"
 #include "aq/report/sensitivity_report.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::autoquant {
 

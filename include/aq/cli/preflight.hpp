@@ -14,8 +14,8 @@
 #include "aq/cli/default_model.hpp"
 #include "aq/cli/options.hpp"
 #include "aq/cli/outputs.hpp"
-#include "aq/core/output_set.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 
 namespace aq::autoquant {

@@ -15,13 +15,13 @@
 #include <utility>
 #include <vector>
 
-#include "aq/engine/engine.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/engine/engine.hpp"
+#include "aq/io/checkpoint/safetensors_writer.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/report/json_writer.hpp"
-#include "aq/io/checkpoint/safetensors_writer.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::autoquant {
 

@@ -12,16 +12,16 @@
 #include <string_view>
 #include <vector>
 
-#include "aq/search/cost_model.hpp"
-#include "aq/core/progress.hpp"
-#include "aq/search/scope.hpp"
-#include "aq/score/scoring_backend.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/progress.hpp"
 #include "aq/report/report_model.hpp"
 #include "aq/score/monotone_clamp.hpp"
+#include "aq/score/scoring_backend.hpp"
 #include "aq/search/allocation_problem.hpp"
+#include "aq/search/cost_model.hpp"
 #include "aq/search/pareto.hpp"
+#include "aq/search/scope.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::autoquant {
 

@@ -16,8 +16,8 @@
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
 #include "aq/io/json_parser.hpp"
-#include "aq/report/json_writer.hpp"
 #include "aq/io/regular_file.hpp"
+#include "aq/report/json_writer.hpp"
 #include "aq/report/report_model.hpp"
 
 namespace aq::io {

@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "aq/search/cost_model.hpp"
-#include "aq/search/scope.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/search/allocation_problem.hpp"
+#include "aq/search/cost_model.hpp"
 #include "aq/search/knapsack.hpp"
+#include "aq/search/scope.hpp"
 
 namespace aq::autoquant {
 

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
-#include "aq/io/tokenizer/bpe.hpp"
 #include "aq/io/json_parser.hpp"
 #include "aq/io/mapped_file.hpp"
+#include "aq/io/tokenizer/bpe.hpp"
 #include "aq/io/tokenizer/nfc.hpp"
 #include "aq/io/tokenizer/pretokenizer.hpp"
 #include "aq/io/tokenizer/unicode_properties.hpp"

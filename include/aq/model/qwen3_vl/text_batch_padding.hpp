@@ -17,8 +17,8 @@
 
 #include "aq/core/error.hpp"
 #include "aq/model/causal_lm_targets.hpp"
-#include "aq/model/qwen3_vl/text_batch_split.hpp"
 #include "aq/model/qwen3_vl/batch.hpp"
+#include "aq/model/qwen3_vl/text_batch_split.hpp"
 
 namespace aq::qwen3_vl {
 

@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "aq/backend/cpu/attention.hpp"
+#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/io/data/calib_batches.hpp"
-#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
-#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
-#include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 
 namespace aq::autoquant {
 

@@ -7,13 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
+#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
+#include "aq/backend/cpu/qwen3_vl/vision_model.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
-#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
-#include "aq/backend/cpu/qwen3_vl/text_model.hpp"
-#include "aq/backend/cpu/qwen3_vl/vision_model.hpp"
 
 namespace aq::qwen3_vl {
 

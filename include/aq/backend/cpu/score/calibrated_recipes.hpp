@@ -15,12 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "aq/backend/cpu/score/quantized_linear.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/granularity.hpp"
-#include "aq/backend/cpu/score/quantized_linear.hpp"
 
 namespace aq::score {
 

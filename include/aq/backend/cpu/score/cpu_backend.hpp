@@ -9,16 +9,16 @@
 #include <utility>
 #include <vector>
 
-#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
-#include "aq/core/progress.hpp"
-#include "aq/score/scoring_backend.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
-#include "aq/quant/recipes.hpp"
+#include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
 #include "aq/backend/cpu/score/calibrated_recipes.hpp"
 #include "aq/backend/cpu/score/gradient_scorer.hpp"
 #include "aq/backend/cpu/score/kl_div_scorer.hpp"
 #include "aq/backend/cpu/score/quantized_linear.hpp"
+#include "aq/core/progress.hpp"
+#include "aq/quant/recipes.hpp"
+#include "aq/score/scoring_backend.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::autoquant {
 

@@ -12,12 +12,12 @@
 #include <utility>
 #include <vector>
 
-#include "aq/core/error.hpp"
-#include "aq/core/tensor.hpp"
-#include "aq/core/thread_pool.hpp"
 #include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
 #include "aq/backend/cpu/score/calibrated_recipes.hpp"
 #include "aq/backend/cpu/score/quantized_linear.hpp"
+#include "aq/core/error.hpp"
+#include "aq/core/tensor.hpp"
+#include "aq/core/thread_pool.hpp"
 
 namespace aq::score {
 

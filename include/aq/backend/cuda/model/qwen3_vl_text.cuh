@@ -15,7 +15,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "aq/model/rope_frequencies.hpp"
 #include "aq/backend/cuda/kernels/attention.cuh"
 #include "aq/backend/cuda/kernels/check.hpp"
 #include "aq/backend/cuda/kernels/cross_entropy.cuh"
@@ -25,19 +24,20 @@
 #include "aq/backend/cuda/kernels/embedding.cuh"
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/backend/cuda/kernels/kernel_profile.cuh"
-#include "aq/backend/cuda/model/linear_observer.cuh"
 #include "aq/backend/cuda/kernels/qk_norm_rope.cuh"
-#include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
 #include "aq/backend/cuda/kernels/rms_norm.cuh"
 #include "aq/backend/cuda/kernels/rope.cuh"
 #include "aq/backend/cuda/kernels/swiglu.cuh"
+#include "aq/backend/cuda/model/linear_observer.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
+#include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 #include "aq/model/qwen3_vl/schema.hpp"
-#include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
+#include "aq/model/rope_frequencies.hpp"
 
 namespace aq::cuda {
 

@@ -15,18 +15,18 @@
 #include <utility>
 #include <vector>
 
-#include "aq/core/progress.hpp"
-#include "aq/score/scoring_backend.hpp"
-#include "aq/search/search_space.hpp"
-#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
-#include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
+#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
+#include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
 #include "aq/core/error.hpp"
+#include "aq/core/progress.hpp"
 #include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
+#include "aq/score/scoring_backend.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::cuda {
 

@@ -14,19 +14,19 @@
 #include <utility>
 #include <vector>
 
-#include "aq/core/progress.hpp"
-#include "aq/search/search_space.hpp"
 #include "aq/backend/cuda/kernels/check.hpp"
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
-#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
 #include "aq/backend/cuda/kernels/kl_div.cuh"
 #include "aq/backend/cuda/model/linear_observer.cuh"
 #include "aq/backend/cuda/model/qwen3_vl_text.cuh"
+#include "aq/backend/cuda/scoring/gradient_scorer.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/progress.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
+#include "aq/search/search_space.hpp"
 
 namespace aq::cuda {
 
