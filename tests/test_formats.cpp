@@ -1,6 +1,7 @@
 // Number formats: one conformance suite instantiated for every format of all_formats (plus two
-// test-only formats that show a new format gets the suite for free), and bit-exact e4m3
-// encode/decode against an independent float64 enumeration of the format.
+// test-only formats that show a new format gets the suite for free), bit-exact e4m3
+// encode/decode against an independent float64 enumeration of the format, the OCP MX element
+// formats (e2m1, e3m2, e2m3) against hand-written value tables, and the e8m0 block scale.
 #include <doctest/doctest.h>
 
 #include <algorithm>
