@@ -34,6 +34,16 @@ AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
                     (static_cast<std::uint32_t>(mantissa) << (23 - M)));
 }
 
+// Largest finite code with the sign bit clear: S.11...1 where every code is finite, one below
+// it where only that code is NaN, the top of the second-highest binade for IEEE-like formats.
+template <int E, int M>
+constexpr unsigned max_finite_magnitude(minifloat_specials specials) {
+  const unsigned all_ones = (1u << (E + M)) - 1u;
+  if (specials == minifloat_specials::finite_only) return all_ones;
+  if (specials == minifloat_specials::nan_only) return all_ones - 1u;
+  return (((1u << E) - 2u) << M) | ((1u << M) - 1u);
+}
+
 }  // namespace detail
 
 template <int E, int M, minifloat_specials Specials>
@@ -54,10 +64,7 @@ struct minifloat {
 
   static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
   static constexpr unsigned sign_bit = 1u << (E + M);
-  static constexpr unsigned max_finite_code = Specials == minifloat_specials::finite_only ? magnitude_mask
-                                              : Specials == minifloat_specials::nan_only
-                                                  ? magnitude_mask - 1u
-                                                  : (((1u << E) - 2u) << M) | ((1u << M) - 1u);
+  static constexpr unsigned max_finite_code = detail::max_finite_magnitude<E, M>(Specials);
   // Every NaN input encodes to this positive code: the NaN S.11...1 where the format has one, as
   // CUDA's conversion does (0x7f for e4m3). A finite_only format has no NaN; S.11...1 is then
   // +max, which is what ModelOpt's fake quantization of these formats gives for NaN
