@@ -38,6 +38,10 @@
 
 // Formats, quantizers, recipes
 #include "aq/formats/all_formats.hpp"
+#include "aq/formats/e2m1.hpp"
+#include "aq/formats/e2m3.hpp"
+#include "aq/formats/e3m2.hpp"
+#include "aq/formats/e8m0.hpp"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/recipe_registry.hpp"
 

@@ -15,7 +15,9 @@ namespace aq {
 // `quantize(x, scale, narrow_range)` returns the grid value nearest to x*scale (round to nearest
 // even, saturating where `saturates`), `dequantize(q, scale)` maps it back to the model's range;
 // `encode`/`decode` convert grid values to/from the format's raw bit pattern (`code_type`,
-// `bits` wide, two's complement for integers, sign-magnitude for floats).
+// `bits` wide, two's complement for integers, sign-magnitude for floats). `has_nan`/`has_inf`
+// say whether some code decodes to NaN/infinity; where none does, NaN input cannot stay NaN and
+// the format says in its header what it becomes instead.
 // The nested requirements force the functions to be constant-evaluable, so the same code runs
 // in constexpr tests, on the host and on the device.
 template <class F>
@@ -28,6 +30,8 @@ concept number_format =
       { F::is_float } -> std::convertible_to<bool>;
       { F::is_passthrough } -> std::convertible_to<bool>;
       { F::saturates } -> std::convertible_to<bool>;
+      { F::has_nan } -> std::convertible_to<bool>;
+      { F::has_inf } -> std::convertible_to<bool>;
       { F::min_bound(narrow_range) } -> std::same_as<float>;
       { F::quantize(x, scale, narrow_range) } -> std::same_as<float>;
       { F::dequantize(x, scale) } -> std::same_as<float>;

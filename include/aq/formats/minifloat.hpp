@@ -1,6 +1,7 @@
-// Small sign-exponent-mantissa float formats (e4m3, e5m2, ...): bit-exact encode/decode with
-// round-to-nearest-even and saturation to the largest finite value, as CUDA's __nv_fp8_* with
-// __NV_SATFINITE, but in portable integer code (constexpr, identical on host and device).
+// Small sign-exponent-mantissa float formats (e4m3, e5m2, e2m1, e3m2, e2m3, ...): bit-exact
+// encode/decode with round-to-nearest-even and saturation to the largest finite value, as CUDA's
+// __nv_fp8_* with __NV_SATFINITE, but in portable integer code (constexpr, identical on host and
+// device).
 #pragma once
 
 #include <cstdint>
@@ -15,14 +16,12 @@ namespace aq::formats {
 enum class minifloat_specials {
   nan_only,  // "fn" formats (e4m3fn): no infinities, only S.1111...1 is NaN
   ieee,      // IEEE-like (e5m2): exponent all ones is infinity (mantissa 0) or NaN
+  // OCP MX element formats (e2m1, e3m2, e2m3): every code is a finite number, the top binade
+  // included, so the largest value is S.11...1 (6 for e2m1, not the 4 `nan_only` would leave).
+  finite_only,
 };
 
 namespace detail {
-
-// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
-AQ_HD constexpr float pow2(int k) {
-  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
-}
 
 // Value of a finite, non-negative code (sign bit clear) of an E/M minifloat with bias 2^(E-1)-1.
 template <int E, int M>
@@ -33,6 +32,16 @@ AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
   if (exponent == 0) return static_cast<float>(mantissa) * pow2(1 - bias - M);  // exact: few bits
   return bits_float((static_cast<std::uint32_t>(static_cast<int>(exponent) - bias + 127) << 23) |
                     (static_cast<std::uint32_t>(mantissa) << (23 - M)));
+}
+
+// Largest finite code with the sign bit clear: S.11...1 where every code is finite, one below
+// it where only that code is NaN, the top of the second-highest binade for IEEE-like formats.
+template <int E, int M>
+constexpr unsigned max_finite_magnitude(minifloat_specials specials) {
+  const unsigned all_ones = (1u << (E + M)) - 1u;
+  if (specials == minifloat_specials::finite_only) return all_ones;
+  if (specials == minifloat_specials::nan_only) return all_ones - 1u;
+  return (((1u << E) - 2u) << M) | ((1u << M) - 1u);
 }
 
 }  // namespace detail
@@ -50,15 +59,21 @@ struct minifloat {
   static constexpr bool is_float = true;
   static constexpr bool is_passthrough = false;
   static constexpr bool saturates = true;
+  static constexpr bool has_nan = Specials != minifloat_specials::finite_only;
+  static constexpr bool has_inf = Specials == minifloat_specials::ieee;
 
   static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
   static constexpr unsigned sign_bit = 1u << (E + M);
-  static constexpr unsigned max_finite_code = Specials == minifloat_specials::nan_only
-                                                  ? magnitude_mask - 1u
-                                                  : (((1u << E) - 2u) << M) | ((1u << M) - 1u);
-  // Every NaN input encodes to this positive code, as CUDA's conversion does (0x7f for e4m3).
+  static constexpr unsigned max_finite_code = detail::max_finite_magnitude<E, M>(Specials);
+  // Every NaN input encodes to this positive code: the NaN S.11...1 where the format has one, as
+  // CUDA's conversion does (0x7f for e4m3). A finite_only format has no NaN; S.11...1 is then
+  // +max, which is what ModelOpt's fake quantization of these formats gives for NaN
+  // (convert_to_table_types in modelopt/torch/quantization/src/tensor_quant_mx.h saturates
+  // "infs and nans" to +-max, and NaN fails its `x < 0` sign test, so it becomes +max).
   static constexpr unsigned nan_code = magnitude_mask;
   static constexpr float max_bound = detail::minifloat_magnitude<E, M>(max_finite_code);
+  // floor(log2(max_bound)): the OCP MX "emax_elem" (8 for e4m3, 2 for e2m1, 4 for e3m2).
+  static constexpr int max_exponent = static_cast<int>(max_finite_code >> M) - bias;
 
   AQ_HD static constexpr float min_bound(bool /*narrow_range: integer-only notion*/) { return -max_bound; }
 
@@ -100,7 +115,7 @@ struct minifloat {
     const bool negative = (static_cast<unsigned>(code) & sign_bit) != 0;
     if constexpr (Specials == minifloat_specials::nan_only) {
       if (magnitude == magnitude_mask) return detail::bits_float(0x7fc00000u);
-    } else {
+    } else if constexpr (Specials == minifloat_specials::ieee) {
       if ((magnitude >> M) == (1u << E) - 1u) {
         if ((magnitude & ((1u << M) - 1u)) != 0) return detail::bits_float(0x7fc00000u);
         return negative ? detail::bits_float(0xff800000u) : detail::bits_float(0x7f800000u);

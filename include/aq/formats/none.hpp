@@ -19,6 +19,8 @@ struct none {
   static constexpr bool is_float = true;
   static constexpr bool is_passthrough = true;
   static constexpr bool saturates = false;  // bf16 rounding overflows to infinity
+  static constexpr bool has_nan = true;     // its grid is bf16, which keeps NaN and infinities
+  static constexpr bool has_inf = true;
   static constexpr float max_bound = 0x1.fep127f;  // largest finite bf16
 
   AQ_HD static constexpr float min_bound(bool /*narrow_range*/) { return -max_bound; }

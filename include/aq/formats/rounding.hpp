@@ -1,5 +1,5 @@
-// Round-half-to-even and sign helpers on float bits, written without <cmath> or CUDA intrinsics
-// so that format code is constexpr and gives identical bits on host and device.
+// Round-half-to-even, sign and power-of-two helpers on float bits, written without <cmath> or
+// CUDA intrinsics so that format code is constexpr and gives identical bits on host and device.
 #pragma once
 
 #include <bit>
@@ -21,6 +21,19 @@ AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0
 // Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
 AQ_HD constexpr float copysign(float magnitude, float sign) {
   return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
+AQ_HD constexpr float pow2(int k) {
+  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
+}
+
+// floor(log2(value)) of a positive finite float, subnormals included; exact, from the bits.
+AQ_HD constexpr int floor_log2(float value) {
+  const std::uint32_t exponent_field = (float_bits(value) >> 23) & 0xffu;
+  const std::uint32_t significand = float_bits(value) & 0x7fffffu;
+  if (exponent_field == 0) return static_cast<int>(std::bit_width(significand)) - 150;
+  return static_cast<int>(exponent_field) - 127;
 }
 
 // a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract

@@ -21,6 +21,9 @@ struct signed_int {
   static constexpr bool is_float = false;
   static constexpr bool is_passthrough = false;
   static constexpr bool saturates = true;
+  // No code is NaN, but quantize() passes NaN through as a float (see below).
+  static constexpr bool has_nan = false;
+  static constexpr bool has_inf = false;
   // ModelOpt's bound = 2^(bits-1) - 1 (127 for int8, 7 for int4); the scale maps amax onto it.
   static constexpr float max_bound = static_cast<float>((1 << (Bits - 1)) - 1);
 
