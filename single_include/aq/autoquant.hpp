@@ -5122,16 +5122,17 @@ inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem
 #include <string_view>
 
 // ---- begin aq/formats/minifloat.hpp ----
-// Small sign-exponent-mantissa float formats (e4m3, e5m2, ...): bit-exact encode/decode with
-// round-to-nearest-even and saturation to the largest finite value, as CUDA's __nv_fp8_* with
-// __NV_SATFINITE, but in portable integer code (constexpr, identical on host and device).
+// Small sign-exponent-mantissa float formats (e4m3, e5m2, e2m1, e3m2, e2m3, ...): bit-exact
+// encode/decode with round-to-nearest-even and saturation to the largest finite value, as CUDA's
+// __nv_fp8_* with __NV_SATFINITE, but in portable integer code (constexpr, identical on host and
+// device).
 
 #include <cstdint>
 #include <type_traits>
 
 // ---- begin aq/formats/rounding.hpp ----
-// Round-half-to-even and sign helpers on float bits, written without <cmath> or CUDA intrinsics
-// so that format code is constexpr and gives identical bits on host and device.
+// Round-half-to-even, sign and power-of-two helpers on float bits, written without <cmath> or
+// CUDA intrinsics so that format code is constexpr and gives identical bits on host and device.
 
 #include <bit>
 #include <cstdint>
@@ -5151,6 +5152,19 @@ AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0
 // Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
 AQ_HD constexpr float copysign(float magnitude, float sign) {
   return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
+AQ_HD constexpr float pow2(int k) {
+  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
+}
+
+// floor(log2(value)) of a positive finite float, subnormals included; exact, from the bits.
+AQ_HD constexpr int floor_log2(float value) {
+  const std::uint32_t exponent_field = (float_bits(value) >> 23) & 0xffu;
+  const std::uint32_t significand = float_bits(value) & 0x7fffffu;
+  if (exponent_field == 0) return static_cast<int>(std::bit_width(significand)) - 150;
+  return static_cast<int>(exponent_field) - 127;
 }
 
 // a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract
@@ -5183,14 +5197,12 @@ namespace aq::formats {
 enum class minifloat_specials {
   nan_only,  // "fn" formats (e4m3fn): no infinities, only S.1111...1 is NaN
   ieee,      // IEEE-like (e5m2): exponent all ones is infinity (mantissa 0) or NaN
+  // OCP MX element formats (e2m1, e3m2, e2m3): every code is a finite number, the top binade
+  // included, so the largest value is S.11...1 (6 for e2m1, not the 4 `nan_only` would leave).
+  finite_only,
 };
 
 namespace detail {
-
-// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
-AQ_HD constexpr float pow2(int k) {
-  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
-}
 
 // Value of a finite, non-negative code (sign bit clear) of an E/M minifloat with bias 2^(E-1)-1.
 template <int E, int M>
@@ -5201,6 +5213,16 @@ AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
   if (exponent == 0) return static_cast<float>(mantissa) * pow2(1 - bias - M);  // exact: few bits
   return bits_float((static_cast<std::uint32_t>(static_cast<int>(exponent) - bias + 127) << 23) |
                     (static_cast<std::uint32_t>(mantissa) << (23 - M)));
+}
+
+// Largest finite code with the sign bit clear: S.11...1 where every code is finite, one below
+// it where only that code is NaN, the top of the second-highest binade for IEEE-like formats.
+template <int E, int M>
+constexpr unsigned max_finite_magnitude(minifloat_specials specials) {
+  const unsigned all_ones = (1u << (E + M)) - 1u;
+  if (specials == minifloat_specials::finite_only) return all_ones;
+  if (specials == minifloat_specials::nan_only) return all_ones - 1u;
+  return (((1u << E) - 2u) << M) | ((1u << M) - 1u);
 }
 
 }  // namespace detail
@@ -5218,15 +5240,21 @@ struct minifloat {
   static constexpr bool is_float = true;
   static constexpr bool is_passthrough = false;
   static constexpr bool saturates = true;
+  static constexpr bool has_nan = Specials != minifloat_specials::finite_only;
+  static constexpr bool has_inf = Specials == minifloat_specials::ieee;
 
   static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
   static constexpr unsigned sign_bit = 1u << (E + M);
-  static constexpr unsigned max_finite_code = Specials == minifloat_specials::nan_only
-                                                  ? magnitude_mask - 1u
-                                                  : (((1u << E) - 2u) << M) | ((1u << M) - 1u);
-  // Every NaN input encodes to this positive code, as CUDA's conversion does (0x7f for e4m3).
+  static constexpr unsigned max_finite_code = detail::max_finite_magnitude<E, M>(Specials);
+  // Every NaN input encodes to this positive code: the NaN S.11...1 where the format has one, as
+  // CUDA's conversion does (0x7f for e4m3). A finite_only format has no NaN; S.11...1 is then
+  // +max, which is what ModelOpt's fake quantization of these formats gives for NaN
+  // (convert_to_table_types in modelopt/torch/quantization/src/tensor_quant_mx.h saturates
+  // "infs and nans" to +-max, and NaN fails its `x < 0` sign test, so it becomes +max).
   static constexpr unsigned nan_code = magnitude_mask;
   static constexpr float max_bound = detail::minifloat_magnitude<E, M>(max_finite_code);
+  // floor(log2(max_bound)): the OCP MX "emax_elem" (8 for e4m3, 2 for e2m1, 4 for e3m2).
+  static constexpr int max_exponent = static_cast<int>(max_finite_code >> M) - bias;
 
   AQ_HD static constexpr float min_bound(bool /*narrow_range: integer-only notion*/) { return -max_bound; }
 
@@ -5268,7 +5296,7 @@ struct minifloat {
     const bool negative = (static_cast<unsigned>(code) & sign_bit) != 0;
     if constexpr (Specials == minifloat_specials::nan_only) {
       if (magnitude == magnitude_mask) return detail::bits_float(0x7fc00000u);
-    } else {
+    } else if constexpr (Specials == minifloat_specials::ieee) {
       if ((magnitude >> M) == (1u << E) - 1u) {
         if ((magnitude & ((1u << M) - 1u)) != 0) return detail::bits_float(0x7fc00000u);
         return negative ? detail::bits_float(0xff800000u) : detail::bits_float(0x7f800000u);
@@ -5316,7 +5344,9 @@ namespace aq {
 // `quantize(x, scale, narrow_range)` returns the grid value nearest to x*scale (round to nearest
 // even, saturating where `saturates`), `dequantize(q, scale)` maps it back to the model's range;
 // `encode`/`decode` convert grid values to/from the format's raw bit pattern (`code_type`,
-// `bits` wide, two's complement for integers, sign-magnitude for floats).
+// `bits` wide, two's complement for integers, sign-magnitude for floats). `has_nan`/`has_inf`
+// say whether some code decodes to NaN/infinity; where none does, NaN input cannot stay NaN and
+// the format says in its header what it becomes instead.
 // The nested requirements force the functions to be constant-evaluable, so the same code runs
 // in constexpr tests, on the host and on the device.
 template <class F>
@@ -5329,6 +5359,8 @@ concept number_format =
       { F::is_float } -> std::convertible_to<bool>;
       { F::is_passthrough } -> std::convertible_to<bool>;
       { F::saturates } -> std::convertible_to<bool>;
+      { F::has_nan } -> std::convertible_to<bool>;
+      { F::has_inf } -> std::convertible_to<bool>;
       { F::min_bound(narrow_range) } -> std::same_as<float>;
       { F::quantize(x, scale, narrow_range) } -> std::same_as<float>;
       { F::dequantize(x, scale) } -> std::same_as<float>;
@@ -5383,6 +5415,9 @@ struct signed_int {
   static constexpr bool is_float = false;
   static constexpr bool is_passthrough = false;
   static constexpr bool saturates = true;
+  // No code is NaN, but quantize() passes NaN through as a float (see below).
+  static constexpr bool has_nan = false;
+  static constexpr bool has_inf = false;
   // ModelOpt's bound = 2^(bits-1) - 1 (127 for int8, 7 for int4); the scale maps amax onto it.
   static constexpr float max_bound = static_cast<float>((1 << (Bits - 1)) - 1);
 
@@ -5460,6 +5495,8 @@ struct none {
   static constexpr bool is_float = true;
   static constexpr bool is_passthrough = true;
   static constexpr bool saturates = false;  // bf16 rounding overflows to infinity
+  static constexpr bool has_nan = true;     // its grid is bf16, which keeps NaN and infinities
+  static constexpr bool has_inf = true;
   static constexpr float max_bound = 0x1.fep127f;  // largest finite bf16
 
   AQ_HD static constexpr float min_bound(bool /*narrow_range*/) { return -max_bound; }
@@ -5494,6 +5531,138 @@ inline std::string format_table() {
 
 }  // namespace aq::formats
 // ---- end aq/formats/all_formats.hpp ----
+// ---- begin aq/formats/e2m1.hpp ----
+// e2m1: the OCP FP4 element format of NVFP4 and MXFP4 (bias 1, no NaN, no infinities).
+// Its 16 codes are +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0.5 is the only subnormal. NVFP4 scales a
+// block of 16 by an e4m3 factor, MXFP4 a block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e2m1 : minifloat<2, 1, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m1";
+};
+
+static_assert(e2m1::max_bound == 6.0f && e2m1::max_finite_code == 0x7 && e2m1::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m1.hpp ----
+// ---- begin aq/formats/e2m3.hpp ----
+// e2m3: the OCP MXFP6 element format with precision over range (bias 1, no NaN, no
+// infinities, max 7.5, smallest subnormal 1/8), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e2m3 : minifloat<2, 3, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m3";
+};
+
+static_assert(e2m3::max_bound == 7.5f && e2m3::max_finite_code == 0x1f && e2m3::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m3.hpp ----
+// ---- begin aq/formats/e3m2.hpp ----
+// e3m2: the OCP MXFP6 element format with range over precision (bias 3, no NaN, no
+// infinities, max 28, smallest subnormal 1/16), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e3m2 : minifloat<3, 2, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e3m2";
+};
+
+static_assert(e3m2::max_bound == 28.0f && e3m2::max_finite_code == 0x1f && e3m2::max_exponent == 4);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e3m2.hpp ----
+// ---- begin aq/formats/e8m0.hpp ----
+// e8m0: the OCP MX shared block scale. Unsigned and exponent-only: code c means 2^(c-127) for
+// c = 0..254 and 0xff is NaN; there is no sign, no zero and no infinity. It is only ever a
+// power-of-two scale, so it is a small struct of its own rather than a minifloat or a
+// number_format: its encoding plus the rule that picks a block's exponent from the block amax.
+
+#include <cstdint>
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e8m0 {
+  using code_type = std::uint8_t;
+
+  static constexpr std::string_view name = "e8m0";
+  static constexpr int bits = 8;
+  static constexpr int bias = 127;
+  static constexpr int min_exponent = -127;  // code 0
+  static constexpr int max_exponent = 127;   // code 254
+  static constexpr bool has_nan = true;
+  static constexpr bool has_inf = false;
+  static constexpr code_type nan_code = 0xff;
+
+  AQ_HD static constexpr float decode(code_type code) {
+    if (code == nan_code) return detail::bits_float(0x7fc00000u);
+    return detail::pow2(static_cast<int>(code) - bias);
+  }
+
+  // Code of 2^exponent; exponents outside [-127, 127] saturate (there is no zero or infinity).
+  AQ_HD static constexpr code_type encode_exponent(int exponent) {
+    const int clamped = exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
+    return static_cast<code_type>(clamped + bias);
+  }
+
+  // Code of a power-of-two scale: exact for 2^-127 .. 2^127. Any other positive finite value
+  // gets the power of two of its binade (floor), saturating. NaN, infinities, zero and negative
+  // values have no e8m0 value and give the NaN code, which marks the block invalid.
+  AQ_HD static constexpr code_type encode(float power_of_two) {
+    if (!(power_of_two > 0.0f) || power_of_two > 0x1.fffffep127f) return nan_code;
+    return encode_exponent(detail::floor_log2(power_of_two));
+  }
+
+  // The block exponent aq uses, ModelOpt's: the smallest power of two that brings the block amax
+  // within the element range, 2^ceil(log2(amax / element_max)), clamped to [-127, 127]. This is
+  // compute_scale_e8m0_NV in modelopt/torch/quantization/src/tensor_quant_mx.cu (ModelOpt 0.39),
+  // chosen by compute_scale there for an E8M0 scale format; MXFP4QTensor.quantize in
+  // modelopt/torch/quantization/qtensor/mxfp4_tensor.py computes the same
+  // ceil(max(log2(amax / 6), -127)). Like ModelOpt, amax / element_max is one fp32 division
+  // (rounded to nearest) before the ceiling. amax of 0, infinity or NaN gives exponent 0
+  // (scale 1), as ModelOpt's compute_scale does. Elements divided by 2^result never exceed
+  // element_max, so nothing saturates (unlike the OCP rule below).
+  AQ_HD static constexpr int shared_exponent(float amax, float element_max) {
+    if (!is_usable_amax(amax)) return 0;
+    const float ratio = amax / element_max;
+    if (ratio <= detail::pow2(min_exponent)) return min_exponent;  // zero and tiny ratios included
+    if (ratio > detail::pow2(max_exponent)) return max_exponent;
+    const int below = detail::floor_log2(ratio);
+    return detail::pow2(below) == ratio ? below : below + 1;
+  }
+
+  // The OCP MX v1.0 rule (section 6.3): 2^(floor(log2(amax)) - emax_elem), clamped to
+  // [-127, 127], where emax_elem is the element format's `max_exponent` (2 for e2m1); block
+  // values up to 2x element_max then saturate. ModelOpt has it too (compute_scale_e8m0_OCP in
+  // tensor_quant_mx.cu) but does not use it; it is here for comparing the two rules.
+  // Degenerate amax gives 0, as above.
+  AQ_HD static constexpr int ocp_shared_exponent(float amax, int element_max_exponent) {
+    if (!is_usable_amax(amax)) return 0;
+    const int exponent = detail::floor_log2(amax) - element_max_exponent;
+    return exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
+  }
+
+ private:
+  AQ_HD static constexpr bool is_usable_amax(float amax) { return amax > 0.0f && amax <= 0x1.fffffep127f; }
+};
+
+static_assert(e8m0::decode(127) == 1.0f && e8m0::encode(1.0f) == 127 && e8m0::shared_exponent(6.0f, 6.0f) == 0);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e8m0.hpp ----
 // ---- begin aq/quant/fake_quantize.hpp ----
 // Fake quantization (quantize then dequantize, values stay float) exactly as ModelOpt computes
 // it, per element (AQ_HD, shared with the CUDA kernel) and over a row-major matrix with
