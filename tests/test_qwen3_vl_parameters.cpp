@@ -200,6 +200,25 @@ TEST_CASE("4B quantizable modules and groups: 357 Linear + Conv3d, 250 groups, M
   }
 }
 
+TEST_CASE("the text-only module list is the decoder's linears in layer order, then lm_head") {
+  const auto cfg = config_4b();
+  const auto text = aq::qwen3_vl::text_quantizable_modules(cfg);
+  REQUIRE(text.size() == 36 * 7 + 1);
+  const char* const per_layer[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                   "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    const std::string expected =
+        "model.language_model.layers." + std::to_string(i / 7) + "." + per_layer[i % 7];
+    CHECK(text[i].name == expected);
+    CHECK(text[i].kind == aq::module_kind::linear);
+  }
+  CHECK(text[0].weight_shape == std::vector<std::int64_t>{32 * 128, 2560});
+  CHECK(text[1].weight_shape == std::vector<std::int64_t>{8 * 128, 2560});
+  CHECK(text[6].weight_shape == std::vector<std::int64_t>{2560, 9728});
+  CHECK(text.back().name == "lm_head");
+  CHECK(text.back().weight_shape == std::vector<std::int64_t>{151936, 2560});
+}
+
 TEST_CASE("module and group names and sizes equal those of ModelOpt's reference manifests") {
   const auto cfg = config_4b();
   const auto modules = aq::qwen3_vl::quantizable_modules(cfg);

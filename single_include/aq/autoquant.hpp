@@ -2895,6 +2895,14 @@ inline model_part part_of(std::string_view name) {
   return model_part::lm_head;
 }
 
+// The decoder's quantizable modules and lm_head in module order, without the vision tower: what a
+// text-only run observes.
+inline std::vector<quantizable_module> text_quantizable_modules(const config& cfg) {
+  std::vector<quantizable_module> out = quantizable_modules(cfg);
+  std::erase_if(out, [](const quantizable_module& m) { return part_of(m.name) == model_part::vision; });
+  return out;
+}
+
 }  // namespace aq::qwen3_vl
 // ---- end aq/model/qwen3_vl/modules.hpp ----
 

@@ -27,6 +27,7 @@
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
+#include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/model/qwen3_vl/text_weights.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
@@ -59,10 +60,9 @@ namespace fs = std::filesystem;
 namespace acu = aq::cuda;
 namespace qwen3_vl = aq::qwen3_vl;
 namespace autoquant = aq::autoquant;
-using aq::module_kind;
-using aq::quantizable_module;
 using aq_test::expect;
 using aq_test::expect_close;
+using aq_test::spearman;
 
 const fs::path fixture_dir = fs::path(AQ_TEST_FIXTURES) / "qwen3_vl";
 
@@ -165,56 +165,6 @@ void test_reduction() {
   const double once = device_cross_entropy(p, q, rows, vocab, 128, 1);
   const double twice = device_cross_entropy(p, q, rows, vocab, 128, 2);
   expect_close(rel(twice, 2.0 * once), 1e-12, "two passes accumulate into one total");
-}
-
-// Spearman rank correlation with average ranks for ties.
-std::vector<double> ranks(const std::vector<double>& v) {
-  std::vector<std::size_t> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return v[a] < v[b]; });
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < idx.size();) {
-    std::size_t j = i;
-    while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
-    for (std::size_t k = i; k <= j; ++k) r[idx[k]] = 0.5 * static_cast<double>(i + j);
-    i = j + 1;
-  }
-  return r;
-}
-
-double spearman(const std::vector<double>& a, const std::vector<double>& b) {
-  const std::vector<double> ra = ranks(a), rb = ranks(b);
-  const double n = static_cast<double>(a.size());
-  const double ma = std::accumulate(ra.begin(), ra.end(), 0.0) / n, mb = std::accumulate(rb.begin(), rb.end(), 0.0) / n;
-  double sab = 0.0, saa = 0.0, sbb = 0.0;
-  for (std::size_t i = 0; i < ra.size(); ++i) {
-    sab += (ra[i] - ma) * (rb[i] - mb);
-    saa += (ra[i] - ma) * (ra[i] - ma);
-    sbb += (rb[i] - mb) * (rb[i] - mb);
-  }
-  return sab / std::sqrt(saa * sbb);
-}
-
-// The text decoder's quantizable linears + lm_head in module order.
-std::vector<quantizable_module> text_modules(const qwen3_vl::config& cfg) {
-  const qwen3_vl::text_config& t = cfg.text;
-  std::vector<quantizable_module> out;
-  const auto linear = [&](std::string name, std::int64_t o, std::int64_t i) {
-    out.push_back({std::move(name), module_kind::linear, {o, i}});
-  };
-  const std::int64_t qd = t.num_attention_heads * t.head_dim, kvd = t.num_key_value_heads * t.head_dim;
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = qwen3_vl::text_layer_weight_prefix(l);
-    linear(p + "self_attn.q_proj", qd, t.hidden_size);
-    linear(p + "self_attn.k_proj", kvd, t.hidden_size);
-    linear(p + "self_attn.v_proj", kvd, t.hidden_size);
-    linear(p + "self_attn.o_proj", t.hidden_size, qd);
-    linear(p + "mlp.gate_proj", t.intermediate_size, t.hidden_size);
-    linear(p + "mlp.up_proj", t.intermediate_size, t.hidden_size);
-    linear(p + "mlp.down_proj", t.hidden_size, t.intermediate_size);
-  }
-  linear("lm_head", t.vocab_size, t.hidden_size);
-  return out;
 }
 
 // The fixture's text case (2 × 11, left padding) and a random 3 × 9 batch (row 1 left-padded by 2)
@@ -383,7 +333,7 @@ void test_fixture_scores() {
   const std::vector<qwen3_vl::text_batch> batches = fixture_batches(cfg);
   const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
   const autoquant::search_space space =
-      autoquant::make_search_space(text_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::lm));
+      autoquant::make_search_space(qwen3_vl::text_quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::lm));
   const std::size_t steps = batches.size();
 
   // CPU engine: fp32 model, every row of every batch (logits passes never trim padding).

@@ -39,11 +39,10 @@ namespace qwen3_vl = aq::qwen3_vl;
 namespace autoquant = aq::autoquant;
 namespace io = aq::io;
 namespace cpu = aq::cpu;
-using aq::quantizable_module;
-using aq::module_kind;
 namespace acu = aq::cuda;
 using aq_test::expect;
 using aq_test::expect_close;
+using aq_test::spearman;
 
 // The pipeline on the CPU backend (the reference) and on the CUDA backend (its stats into `stats`).
 autoquant::autoquant_result run_cpu(const autoquant::search_space& space, const autoquant::model_runner& runner,
@@ -74,21 +73,6 @@ double norm_rel(const std::vector<float>& a, const std::vector<float>& b) {
   return n > 0.0 ? std::sqrt(d / n) : std::sqrt(d);
 }
 
-// Spearman rank correlation with average ranks for ties.
-std::vector<double> ranks(const std::vector<double>& v) {
-  std::vector<std::size_t> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return v[a] < v[b]; });
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < idx.size();) {
-    std::size_t j = i;
-    while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
-    for (std::size_t k = i; k <= j; ++k) r[idx[k]] = 0.5 * static_cast<double>(i + j);
-    i = j + 1;
-  }
-  return r;
-}
-
 // Largest relative difference of `other`'s raw scores from `ref`'s (0 where equal).
 double max_rel_score_diff(const autoquant::autoquant_result& ref, const autoquant::autoquant_result& other) {
   double worst = 0.0;
@@ -108,43 +92,6 @@ double max_rel_state_diff(const autoquant::autoquant_result& ref, const autoquan
     worst = std::max(worst, aq_test::rel_err(other.state[i].values, ref.state[i].values));
   }
   return worst;
-}
-
-double spearman(const std::vector<double>& a, const std::vector<double>& b) {
-  const std::vector<double> ra = ranks(a), rb = ranks(b);
-  const double n = static_cast<double>(a.size());
-  const double ma = std::accumulate(ra.begin(), ra.end(), 0.0) / n, mb = std::accumulate(rb.begin(), rb.end(), 0.0) / n;
-  double sab = 0.0, saa = 0.0, sbb = 0.0;
-  for (std::size_t i = 0; i < ra.size(); ++i) {
-    sab += (ra[i] - ma) * (rb[i] - mb);
-    saa += (ra[i] - ma) * (ra[i] - ma);
-    sbb += (rb[i] - mb) * (rb[i] - mb);
-  }
-  return sab / std::sqrt(saa * sbb);
-}
-
-// The text decoder's quantizable linears + lm_head in module order (qwen3_vl::quantizable_modules
-// without the vision tower; that header reads safetensors dtypes, whose host to_float clashes
-// with the CUDA kernels' in one translation unit).
-std::vector<quantizable_module> text_modules(const qwen3_vl::config& cfg) {
-  const qwen3_vl::text_config& t = cfg.text;
-  std::vector<quantizable_module> out;
-  const auto linear = [&](std::string name, std::int64_t o, std::int64_t i) {
-    out.push_back({std::move(name), module_kind::linear, {o, i}});
-  };
-  const std::int64_t qd = t.num_attention_heads * t.head_dim, kvd = t.num_key_value_heads * t.head_dim;
-  for (std::int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = qwen3_vl::text_layer_weight_prefix(l);
-    linear(p + "self_attn.q_proj", qd, t.hidden_size);
-    linear(p + "self_attn.k_proj", kvd, t.hidden_size);
-    linear(p + "self_attn.v_proj", kvd, t.hidden_size);
-    linear(p + "self_attn.o_proj", t.hidden_size, qd);
-    linear(p + "mlp.gate_proj", t.intermediate_size, t.hidden_size);
-    linear(p + "mlp.up_proj", t.intermediate_size, t.hidden_size);
-    linear(p + "mlp.down_proj", t.hidden_size, t.intermediate_size);
-  }
-  linear("lm_head", t.vocab_size, t.hidden_size);
-  return out;
 }
 
 void round_to_bf16(tensor& t) {
@@ -264,7 +211,7 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
                  const std::vector<io::calib_batch>& batches) {
   const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
   const autoquant::search_space space = autoquant::make_search_space(
-      text_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::lm));
+      qwen3_vl::text_quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::lm));
   autoquant::engine_options e;
   e.num_calib_steps = static_cast<std::int64_t>(batches.size());
   e.num_score_steps = static_cast<std::int64_t>(batches.size());
