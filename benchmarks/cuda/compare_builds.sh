@@ -19,7 +19,7 @@ declare -A cases=(
   [eager_attention]="--attention eager"
   [four_formats]="--formats fp8_e4m3,int8_w8a8,w4a8,w8a4 --effective-bits 6"
 )
-mkdir -p "$out"
+mkdir -p "$out/old" "$out/new"
 status=0
 for name in $(printf '%s\n' "${!cases[@]}" | sort); do
   for side in old new; do
