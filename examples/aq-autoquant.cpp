@@ -15,13 +15,6 @@
 #include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
 #include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
 #include <aq/backend/cpu/score/cpu_backend.hpp>
-#include <aq/cli/bundled_data.hpp>
-#include <aq/cli/calib_inputs.hpp>
-#include <aq/cli/default_model.hpp>
-#include <aq/cli/options.hpp>
-#include <aq/cli/outputs.hpp>
-#include <aq/cli/preflight.hpp>
-#include <aq/cli/result_json.hpp>
 #include <aq/core/output_set.hpp>
 #include <aq/core/progress.hpp>
 #include <aq/core/thread_pool.hpp>
@@ -36,6 +29,14 @@
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/search/search_space.hpp>
+
+#include "cli/bundled_data.hpp"
+#include "cli/calib_inputs.hpp"
+#include "cli/default_model.hpp"
+#include "cli/options.hpp"
+#include "cli/outputs.hpp"
+#include "cli/preflight.hpp"
+#include "cli/result_json.hpp"
 
 #ifdef AQ_AUTOQUANT_GPU  // this build has the GPU half (cuda/autoquant_gpu.cu)
 #include <aq/backend/cuda/model/qwen3_vl_text_checkpoint.hpp>
@@ -52,7 +53,7 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// Bundled data: data/ in the source tree or <prefix>/share/aq/data (aq/cli/bundled_data.hpp).
+// Bundled data: data/ in the source tree or <prefix>/share/aq/data (cli/bundled_data.hpp).
 fs::path bundled(const std::string& relative) {
   return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }

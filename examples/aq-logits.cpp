@@ -15,8 +15,6 @@
 
 #include <aq/backend/cpu/qwen3_vl/text_model.hpp>
 #include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
-#include <aq/cli/options.hpp>
-#include <aq/cli/preflight.hpp>
 #include <aq/core/output_set.hpp>
 #include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/checkpoint/safetensors_writer.hpp>
@@ -27,6 +25,9 @@
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
 #include <aq/model/qwen3_vl/rope_index.hpp>
+
+#include "cli/options.hpp"
+#include "cli/preflight.hpp"
 
 namespace {
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Checks that no header in include/aq/ includes a header of a higher layer.
+"""Checks that no header in include/aq/ includes a header of a higher layer, and that the drivers'
+layer (examples/cli/) sits on top of the library.
 
 Every `#include "aq/..."` / `<aq/...>` of every header under include/aq/ is an edge; a header
 belongs to the layer of the first LAYERS row whose folder its path starts with. An edge is allowed
 within a layer and downwards; the two backends are peers (neither includes the other), and the
-CUDA backend is layered inside. Prints one line per violating edge and exits 1 when there is any.
+CUDA backend is layered inside. No header under include/ includes a `cli/` header. A header in
+examples/cli/ includes only library headers (aq/..., existing under include/), other cli/ headers
+and system headers (<...>). Prints one line per violating edge and exits 1 when there is any.
 
   check_layers.py            check the tree (CTest runs this)
   check_layers.py --list     print every violation and a count per layer pair, exit 0
@@ -17,6 +20,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INCLUDE_DIR = ROOT / "include"
+CLI_ROOT = ROOT / "examples"  # the drivers' include root: "cli/options.hpp" is examples/cli/options.hpp
 
 # The layers, low -> high: (rank, layer, folder under include/aq/). A header may include headers of
 # its own layer and of any lower rank. Rows of equal rank are peers and may not include each other,
@@ -36,11 +40,14 @@ LAYERS = [
     (7, "backend/cuda/scoring", "backend/cuda/scoring/"),
     (8, "report", "report/"),                    # report model, manifest, sensitivity, JSON writer
     (9, "engine", "engine/"),                   # the one pipeline
-    (10, "cli", "cli/"),                         # options, presets, preflight, bundled data, outputs, result JSON
-    (11, "umbrella", "autoquant.hpp"),           # includes everything
+    (10, "umbrella", "autoquant.hpp"),           # includes everything
 ]
+# Above the library, outside include/: the drivers' layer, examples/cli/ (options, presets, preflight,
+# bundled data, the built-in model, outputs, result JSON).
 
 LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]aq/([^>"]+)[>"]', re.M)
+CLI_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"](cli/[^>"]+)[>"]', re.M)
+ANY_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 
 def layer_of(header):
@@ -67,18 +74,18 @@ def headers():
             yield path.relative_to(base).as_posix()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--list", action="store_true", help="print violations and counts, exit 0")
-    args = parser.parse_args()
-
-    problems, pairs = [], collections.Counter()
+def library_problems(pairs):
+    """Upward edges between the library's layers, and library headers that reach the drivers' layer."""
+    problems = []
     for header in headers():
         src = layer_of(header)
         if src is None:
             problems.append(f"{header}: in no layer (add its folder to LAYERS in scripts/check_layers.py)")
             continue
         text = (INCLUDE_DIR / "aq" / header).read_text(encoding="utf-8")
+        for included in CLI_INCLUDE.findall(text):
+            problems.append(f"aq/{header} -> {included} (the library may not include the drivers' layer)")
+            pairs[(LAYERS[src][1], "cli")] += 1
         for included in LOCAL_INCLUDE.findall(text):
             dst = layer_of(included)
             if dst is None:
@@ -87,6 +94,33 @@ def main():
                 a, b = LAYERS[src][1], LAYERS[dst][1]
                 problems.append(f"aq/{header} -> aq/{included} (layer {a} may not include layer {b})")
                 pairs[(a, b)] += 1
+    return problems
+
+
+def cli_problems():
+    """Includes of examples/cli/ headers other than library, cli/ and system headers."""
+    problems = []
+    for path in sorted((CLI_ROOT / "cli").glob("*.hpp")):
+        header = path.relative_to(CLI_ROOT).as_posix()
+        for bracket, included in ANY_INCLUDE.findall(path.read_text(encoding="utf-8")):
+            if included.startswith("aq/"):
+                if not (INCLUDE_DIR / included).is_file():
+                    problems.append(f"{header} -> {included}: no such library header")
+            elif included.startswith("cli/"):
+                if not (CLI_ROOT / included).is_file():
+                    problems.append(f"{header} -> {included}: no such cli header")
+            elif bracket == '"':
+                problems.append(f"{header} -> {included} (cli may include only aq/..., cli/... and system headers)")
+    return problems
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print violations and counts, exit 0")
+    args = parser.parse_args()
+
+    pairs = collections.Counter()
+    problems = library_problems(pairs) + cli_problems()
     for line in problems:
         print(line)
     if args.list:

@@ -8,14 +8,15 @@
 #include <string>
 #include <vector>
 
-#include "aq/cli/options.hpp"
-#include "aq/cli/result_json.hpp"
 #include "aq/core/atomic_file.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/quant/recipe_registry.hpp"
+
+#include "cli/options.hpp"
+#include "cli/result_json.hpp"
 
 namespace {
 

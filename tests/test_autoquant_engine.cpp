@@ -14,9 +14,6 @@
 
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/cli/outputs.hpp"
-#include "aq/cli/result_json.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
@@ -27,6 +24,10 @@
 #include "aq/score/monotone_clamp.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
+#include "cli/outputs.hpp"
+#include "cli/result_json.hpp"
 
 namespace {
 

@@ -14,14 +14,15 @@
 
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/cli/outputs.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/report/quant_manifest.hpp"
 #include "aq/report/sensitivity_report.hpp"
+
+#include "cli/default_model.hpp"
+#include "cli/outputs.hpp"
 
 namespace {
 

@@ -16,9 +16,6 @@
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/calib_inputs.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/cli/outputs.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/data/calib_batches.hpp"
@@ -29,6 +26,10 @@
 #include "aq/report/quant_manifest.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/calib_inputs.hpp"
+#include "cli/default_model.hpp"
+#include "cli/outputs.hpp"
 
 namespace {
 

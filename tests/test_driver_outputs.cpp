@@ -12,10 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "aq/cli/options.hpp"
-#include "aq/cli/outputs.hpp"
 #include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
+
+#include "cli/options.hpp"
+#include "cli/outputs.hpp"
 
 namespace {
 

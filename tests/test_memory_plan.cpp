@@ -6,8 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "aq/cli/memory_plan.hpp"
 #include "aq/core/error.hpp"
+
+#include "cli/memory_plan.hpp"
 
 namespace {
 

@@ -15,9 +15,6 @@
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/calib_inputs.hpp"
-#include "aq/cli/default_model.hpp"
-#include "aq/cli/options.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
@@ -26,6 +23,10 @@
 #include "aq/search/cost_model.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/calib_inputs.hpp"
+#include "cli/default_model.hpp"
+#include "cli/options.hpp"
 
 namespace {
 

@@ -14,7 +14,6 @@
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
 #include "aq/backend/cpu/score/gradient_scorer.hpp"
-#include "aq/cli/default_model.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
@@ -23,6 +22,8 @@
 #include "aq/quant/recipes.hpp"
 #include "aq/score/monotone_clamp.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
 
 namespace {
 

@@ -9,13 +9,14 @@
 
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/recipes.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
 
 namespace {
 

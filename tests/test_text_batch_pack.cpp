@@ -11,7 +11,6 @@
 #include "aq/backend/cpu/cross_entropy.hpp"
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
 #include "aq/core/error.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
@@ -19,6 +18,8 @@
 #include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
 
 namespace {
 

@@ -14,7 +14,6 @@
 #include "aq/backend/cpu/qwen3_vl/model_runner.hpp"
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
 #include "aq/core/error.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/data/calib_batches.hpp"
@@ -23,6 +22,8 @@
 #include "aq/model/qwen3_vl/rope_index.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
 
 namespace {
 

@@ -16,13 +16,14 @@
 #include <simdjson.h>
 #include <sys/stat.h>
 
-#include "aq/cli/calib_inputs.hpp"
 #include "aq/io/tokenizer/bpe.hpp"
 #include "aq/io/tokenizer/nfc.hpp"
 #include "aq/io/tokenizer/pretokenizer.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 #include "aq/io/tokenizer/utf8.hpp"
 #include "aq/model/qwen3_vl/special_tokens.hpp"
+
+#include "cli/calib_inputs.hpp"
 
 namespace {
 

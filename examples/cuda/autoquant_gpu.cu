@@ -6,7 +6,8 @@
 #include "autoquant_gpu.hpp"
 
 #include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
-#include <aq/cli/memory_plan.hpp>
+
+#include "cli/memory_plan.hpp"
 
 #include <algorithm>
 #include <cstdio>

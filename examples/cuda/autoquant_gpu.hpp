@@ -9,12 +9,13 @@
 #include <string>
 #include <vector>
 
-#include <aq/cli/options.hpp>
 #include <aq/core/progress.hpp>
 #include <aq/engine/engine.hpp>
 #include <aq/io/data/calib_batches.hpp>
 #include <aq/model/qwen3_vl/config.hpp>
 #include <aq/search/search_space.hpp>
+
+#include "cli/options.hpp"
 
 namespace aq::cuda {
 struct qwen3_vl_text_device_weights;

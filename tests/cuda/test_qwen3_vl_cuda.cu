@@ -6,12 +6,13 @@
 #include "aq/backend/cpu/qwen3_vl/text_model.hpp"
 #include "aq/backend/cpu/qwen3_vl/vl_model.hpp"
 #include "aq/backend/cpu/score/cpu_backend.hpp"
-#include "aq/cli/default_model.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
+
+#include "cli/default_model.hpp"
 
 #include <algorithm>
 #include <array>

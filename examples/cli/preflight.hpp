@@ -11,12 +11,13 @@
 #include <filesystem>
 #include <string>
 
-#include "aq/cli/default_model.hpp"
-#include "aq/cli/options.hpp"
-#include "aq/cli/outputs.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
+
+#include "cli/default_model.hpp"
+#include "cli/options.hpp"
+#include "cli/outputs.hpp"
 
 namespace aq::autoquant {
 
