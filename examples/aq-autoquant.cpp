@@ -15,7 +15,6 @@
 #include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
 #include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
 #include <aq/backend/cpu/score/cpu_backend.hpp>
-#include <aq/core/output_set.hpp>
 #include <aq/core/progress.hpp>
 #include <aq/core/thread_pool.hpp>
 #include <aq/engine/engine.hpp>
@@ -34,6 +33,7 @@
 #include "cli/calib_inputs.hpp"
 #include "cli/default_model.hpp"
 #include "cli/options.hpp"
+#include "cli/output_set.hpp"
 #include "cli/outputs.hpp"
 #include "cli/preflight.hpp"
 #include "cli/result_json.hpp"

@@ -15,7 +15,6 @@
 
 #include <aq/backend/cpu/qwen3_vl/text_model.hpp>
 #include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
-#include <aq/core/output_set.hpp>
 #include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/checkpoint/safetensors_writer.hpp>
 #include <aq/io/image/image.hpp>
@@ -27,6 +26,7 @@
 #include <aq/model/qwen3_vl/rope_index.hpp>
 
 #include "cli/options.hpp"
+#include "cli/output_set.hpp"
 #include "cli/preflight.hpp"
 
 namespace {

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
 
 #include "cli/options.hpp"
+#include "cli/output_set.hpp"
 #include "cli/outputs.hpp"
 
 namespace {

@@ -1,7 +1,7 @@
 // The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
 // formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
 // (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
-// written into a staged folder and published as one set (core/output_set.hpp, docs/outputs.md).
+// written into a staged folder and published as one set (cli/output_set.hpp, docs/outputs.md).
 #pragma once
 
 #include <cstdio>

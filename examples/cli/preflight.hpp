@@ -12,11 +12,11 @@
 #include <string>
 
 #include "aq/core/error.hpp"
-#include "aq/core/output_set.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 
 #include "cli/default_model.hpp"
 #include "cli/options.hpp"
+#include "cli/output_set.hpp"
 #include "cli/outputs.hpp"
 
 namespace aq::autoquant {

@@ -7,7 +7,6 @@
 #include "aq/core/config.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
-#include "aq/core/output_set.hpp"
 
 // Checkpoints and model description
 #include "aq/io/checkpoint/safetensors.hpp"

@@ -1,6 +1,6 @@
 // Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
 // target only after a successful flush, so a crash or error never leaves a half-written file
-// (core/output_set.hpp publishes several outputs as one set on top of this).
+// (the drivers publish several outputs as one set on top of this: examples/cli/output_set.hpp).
 #pragma once
 
 #include <unistd.h>
