@@ -86,7 +86,7 @@ void amax_per_tensor(device_matrix<const T> x, float* amax, device_buffer<std::b
   const auto reduce = [&](auto in) {
     std::size_t bytes = 0;
     AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, in, out, n, detail::max_bits{}, 0u, stream));
-    if (temp.size() < bytes) temp = device_buffer<std::byte>(bytes);
+    temp.grow_to(bytes);
     AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp.data(), bytes, in, out, n, detail::max_bits{}, 0u, stream));
   };
   if (x.ld == x.cols) {

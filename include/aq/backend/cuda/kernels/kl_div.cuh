@@ -123,11 +123,6 @@ __global__ void __launch_bounds__(kl_sum_block) kl_sum_kernel(std::int64_t rows,
 
 inline unsigned kl_row_blocks(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
 
-template <class T>
-void grow_to(device_buffer<T>& b, std::int64_t n) {
-  if (b.size() < static_cast<std::size_t>(n)) b = device_buffer<T>(static_cast<std::size_t>(n));
-}
-
 }  // namespace detail
 
 // The unquantized distribution of one pass on the device: its logits [rows, vocab] stored chunk
@@ -144,9 +139,9 @@ class device_reference_distribution {
     vocab_ = vocab;
     stored_ = 0;
     finalized_ = false;
-    detail::grow_to(logits_, rows * vocab);
-    detail::grow_to(lse_, rows);
-    detail::grow_to(p_sum_, rows);
+    logits_.grow_to(rows * vocab);
+    lse_.grow_to(rows);
+    p_sum_.grow_to(rows);
   }
   // Columns [v0, v0 + chunk.cols) of every row; chunks come in vocabulary order.
   void store(device_matrix<const float> chunk, std::int64_t v0, cudaStream_t stream) {
@@ -199,10 +194,10 @@ class device_cross_entropy_sum {
     p_ = &p;
     seen_ = 0;
     const std::int64_t rows = p.rows();
-    detail::grow_to(q_max_, rows);
-    detail::grow_to(q_sum_, rows);
-    detail::grow_to(pq_, rows);
-    detail::grow_to(row_ce_, rows);
+    q_max_.grow_to(rows);
+    q_sum_.grow_to(rows);
+    pq_.grow_to(rows);
+    row_ce_.grow_to(rows);
     detail::kl_reset_kernel<><<<grid_for(rows, 256), 256, 0, stream>>>(rows, q_max_.data(), q_sum_.data(), pq_.data());
     AQ_CUDA_CHECK_LAUNCH();
   }

@@ -229,48 +229,45 @@ class qwen3_vl_text_model {
     const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
     const std::size_t sets = static_cast<std::size_t>(saved_layers_ + (saved_layers_ < t.num_hidden_layers ? 1 : 0));
     acts_.resize(sets);
-    const auto need = []<class T>(device_buffer<T>& b, std::size_t n) {
-      if (b.size() < n) b = device_buffer<T>(n);
-    };
     const auto drop = []<class T>(device_buffer<T>& b) { b = device_buffer<T>(); };
     for (text_layer_activations& A : acts_) {
-      need(A.a, N * H);
-      need(A.attn, N * qd);
-      need(A.m, N * H);
-      need(A.act, N * I);
-      need(A.q_raw, N * qd);
-      need(A.k_raw, N * kvd);
-      need(A.v, N * kvd);
-      need(A.o_out, N * H);
-      need(A.h_mid, N * H);
-      need(A.gate, N * I);
-      need(A.up, N * I);
-      need(A.down_out, N * H);
-      need(A.r1, N);
-      need(A.r2, N);
-      need(A.rq, N * nh);
-      need(A.rk, N * nkv);
-      need(A.lse, N * nh);
+      A.a.grow_to(N * H);
+      A.attn.grow_to(N * qd);
+      A.m.grow_to(N * H);
+      A.act.grow_to(N * I);
+      A.q_raw.grow_to(N * qd);
+      A.k_raw.grow_to(N * kvd);
+      A.v.grow_to(N * kvd);
+      A.o_out.grow_to(N * H);
+      A.h_mid.grow_to(N * H);
+      A.gate.grow_to(N * I);
+      A.up.grow_to(N * I);
+      A.down_out.grow_to(N * H);
+      A.r1.grow_to(N);
+      A.r2.grow_to(N);
+      A.rq.grow_to(N * nh);
+      A.rk.grow_to(N * nkv);
+      A.lse.grow_to(N * nh);
       if (tc_attention_) {
-        need(A.qb, N * qd);
-        need(A.kb, N * kvd);
-        need(A.vb, N * kvd);
+        A.qb.grow_to(N * qd);
+        A.kb.grow_to(N * kvd);
+        A.vb.grow_to(N * kvd);
         drop(A.attn_f);
         drop(A.qr);
         drop(A.kr);
       } else {
-        need(A.qr, N * qd);
-        need(A.kr, N * kvd);
-        need(A.attn_f, N * qd);
+        A.qr.grow_to(N * qd);
+        A.kr.grow_to(N * kvd);
+        A.attn_f.grow_to(N * qd);
         drop(A.qb);
         drop(A.kb);
         drop(A.vb);
       }
     }
     if (tc_attention_) {
-      need(d_attn_b_, N * qd);
-      need(dqb_, N * qd);
-      need(dkb_, N * kvd);
+      d_attn_b_.grow_to(N * qd);
+      dqb_.grow_to(N * qd);
+      dkb_.grow_to(N * kvd);
     }
   }
   // GPU time per kernel class of later runs (nullptr: none); the profile must outlive the runs.
@@ -558,8 +555,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
                mview(sin_, N, t.head_dim), stream_);
   std::vector<int> cu(static_cast<std::size_t>(B + 1));
   for (std::int64_t b = 0; b <= B; ++b) cu[static_cast<std::size_t>(b)] = static_cast<int>(b * T);
-  if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
-  cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream_);
+  cu_seqlens_.upload(cu, stream_);
   attn_cfg_.heads = t.num_attention_heads;
   attn_cfg_.kv_heads = t.num_key_value_heads;
   attn_cfg_.head_dim = t.head_dim;
@@ -591,8 +587,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
       if (d.rows != n_visual || d.cols != H || d.ld != H) throw error("cuda qwen3_vl text batch: deepstack features of the wrong shape");
     }
     if (visual->deepstack.size() > static_cast<std::size_t>(L)) throw error("cuda qwen3_vl text batch: more deepstack features than layers");
-    if (visual_rows_.size() < visual->rows.size()) visual_rows_ = device_buffer<std::int64_t>(visual->rows.size());
-    visual_rows_.copy_from_host(visual->rows.data(), visual->rows.size(), stream_);
+    visual_rows_.upload(visual->rows, stream_);
     move_rows(std::integral_constant<detail::row_move, detail::row_move::scatter>{}, visual->embeds.data);
   }
 
@@ -658,8 +653,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
       const std::int64_t c = options.row_loss_targets[static_cast<std::size_t>(b)];
       std::fill_n(inv.begin() + b * T, T, c > 0 ? 1.0f / static_cast<float>(c) : 0.0f);
     }
-    if (row_inv_count_.size() < inv.size()) row_inv_count_ = device_buffer<float>(inv.size());
-    row_inv_count_.copy_from_host(inv.data(), inv.size(), stream_);
+    row_inv_count_.upload(inv, stream_);
   }
   cross_entropy_state ce(N);
   ce.reset(stream_);

@@ -280,7 +280,7 @@ class device_gradient_scorer : public device_linear_observer {
         // Q(X) of the previous call is reused when X and its amax are the same (q/k/v, gate/up
         // and the LM-head chunks share X, and calibration gave them equal amax).
         if (!(xq_amax_[r] == input_amax_[*m])) {
-          grow(xq_[r], static_cast<std::size_t>(rows * in));
+          xq_[r].grow_to(static_cast<std::size_t>(rows * in));
           profiled(profile_, kernel_class::fake_quant, stream_, [&] {
             AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_[r].data(), rows, in, calib_.input_amax_device(*m), stream_));
           });
@@ -292,7 +292,7 @@ class device_gradient_scorer : public device_linear_observer {
         if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
         w = {quantized_weight(*m, r, call), out, in, in};
       }
-      grow(yr_[r], static_cast<std::size_t>(rows * out));
+      yr_[r].grow_to(static_cast<std::size_t>(rows * out));
       const device_matrix<float> yr{yr_[r].data(), rows, out, out};
       profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, call.bias, false, stream_); });
       flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
@@ -332,18 +332,13 @@ class device_gradient_scorer : public device_linear_observer {
       dst = cache_.emplace(key, device_buffer<bf16>(n)).first->second.data();
       cache_used_ += n * sizeof(bf16);
     } else {
-      grow(wq_, n);
+      wq_.grow_to(n);
       dst = wq_.data();
     }
     const float* amax = calib_.weight_amax_device(m, r) + k.weight_amax_offset(call.row0, in);
     profiled(profile_, kernel_class::fake_quant, stream_,
              [&] { AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, dst, out, in, amax, stream_)); });
     return dst;
-  }
-
-  template <class T>
-  static void grow(device_buffer<T>& b, std::size_t n) {
-    if (b.size() < n) b = device_buffer<T>(n);
   }
 
   device_calibration& calib_;

@@ -63,14 +63,14 @@ class device_quantized_group_forward : public device_linear_observer {
     device_matrix<const bf16> w = call.weight;
     if (k.input_enabled) {
       if (call.input.ld != in) throw error("kl_div score: " + std::string(call.name) + ": strided inputs are not supported");
-      detail::grow_to(xq_, rows * in);
+      xq_.grow_to(rows * in);
       AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_.data(), rows, in, calib_.input_amax_device(*m), stream_));
       x = {xq_.data(), rows, in, in};
     }
     if (k.weight_enabled) {
       if (call.weight.ld != in) throw error("kl_div score: " + std::string(call.name) + ": strided weights are not supported");
       calib_.ensure_weight_amax(*m, call, stream_);  // calibrated already; throws for an unseen LM-head chunk
-      detail::grow_to(wq_, out * in);
+      wq_.grow_to(out * in);
       const float* amax = calib_.weight_amax_device(*m, recipe_) + k.weight_amax_offset(call.row0, in);
       AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, wq_.data(), out, in, amax, stream_));
       w = {wq_.data(), out, in, in};
