@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -283,31 +284,18 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
   block_state& s = state(b);
   device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
-  x_in_buf.grow_to(np * D);
-  s.ln1.grow_to(np * D);
-  s.mean1.grow_to(np);
-  s.rstd1.grow_to(np);
+  for (auto* f : {&x_in_buf, &s.q, &s.k, &s.v, &s.proj_out, &s.x_mid, &s.fc2}) f->grow_to(np * D);
+  for (auto* h : {&s.ln1, &s.attn, &s.ln2}) h->grow_to(np * D);
+  for (auto* f : {&s.mean1, &s.rstd1, &s.mean2, &s.rstd2}) f->grow_to(np);
   s.qkv.grow_to(np * 3 * D);
-  s.q.grow_to(np * D);
-  s.k.grow_to(np * D);
-  s.v.grow_to(np * D);
+  s.lse.grow_to(np * heads);
+  s.fc1.grow_to(np * I);
+  s.act.grow_to(np * I);
   if (tc_attention_) {
-    s.qb.grow_to(np * D);
-    s.kb.grow_to(np * D);
-    s.vb.grow_to(np * D);
+    for (auto* h : {&s.qb, &s.kb, &s.vb}) h->grow_to(np * D);
   } else {
     s.attn_f.grow_to(np * D);
   }
-  s.attn.grow_to(np * D);
-  s.lse.grow_to(np * heads);
-  s.proj_out.grow_to(np * D);
-  s.x_mid.grow_to(np * D);
-  s.ln2.grow_to(np * D);
-  s.mean2.grow_to(np);
-  s.rstd2.grow_to(np);
-  s.fc1.grow_to(np * I);
-  s.act.grow_to(np * I);
-  s.fc2.grow_to(np * D);
   const auto x_in = cmat(x_in_buf, np, D);
   timed(kernel_class::norm_rope, [&] {
     layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
@@ -397,11 +385,9 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   // tower's formulas, so both backends share them).
   std::vector<bf16> px(static_cast<std::size_t>(pixels.numel()));
   for (std::size_t i = 0; i < px.size(); ++i) px[i] = float_to_bf16(pixels.data()[i]);
-  pixels_.grow_to(np * patch);
-  pixels_.copy_from_host(px.data(), px.size(), stream());
+  pixels_.upload(px, stream());
   const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
-  pos_.grow_to(np * D);
-  pos_.copy_from_host(pos.data(), static_cast<std::size_t>(pos.numel()), stream());
+  pos_.upload(pos.storage(), stream());
   const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
   std::vector<int> cu{0};
   int longest = 0;
@@ -409,10 +395,8 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
     cu.push_back(static_cast<int>(seg.start + seg.length));
     longest = std::max(longest, static_cast<int>(seg.length));
   }
-  cos_.grow_to(np * hd);
-  sin_.grow_to(np * hd);
-  cos_.copy_from_host(rot.cos.data(), static_cast<std::size_t>(rot.cos.numel()), stream());
-  sin_.copy_from_host(rot.sin.data(), static_cast<std::size_t>(rot.sin.numel()), stream());
+  cos_.upload(rot.cos.storage(), stream());
+  sin_.upload(rot.sin.storage(), stream());
   cu_seqlens_.upload(cu, stream());
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
 
@@ -448,23 +432,15 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
   const std::int64_t np = patches_;
   const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
   const attention_config ac = attention();
-  g_.grow_to(np * D);
+  for (auto* f : {&g_, &d_attn_, &dq_, &dk_, &dv_, &d_ln_}) f->grow_to(np * D);
   gb_.grow_to(np * D);
   d_m_.grow_to(np * I);
   d_act_.grow_to(np * I);
-  d_attn_.grow_to(np * D);
-  dq_.grow_to(np * D);
-  dk_.grow_to(np * D);
-  dv_.grow_to(np * D);
   dqkv_.grow_to(np * 3 * D);
-  if (tc_attention_) {
-    d_attn_b_.grow_to(np * D);
-    dqb_.grow_to(np * D);
-    dkb_.grow_to(np * D);
-    dvb_.grow_to(np * D);
-  }
-  d_ln_.grow_to(np * D);
   delta_.grow_to(np * heads);
+  if (tc_attention_) {
+    for (auto* h : {&d_attn_b_, &dqb_, &dkb_, &dvb_}) h->grow_to(np * D);
+  }
   const auto g = mat(g_, np, D);
   AQ_CUDA_CHECK(cudaMemsetAsync(g_.data(), 0, static_cast<std::size_t>(np * D) * sizeof(float), stream()));
   if (d_embeds != nullptr) merger_backward(-1, w_.merger, cmat(merger_in_, np, D), merger_, d_embeds, g, obs);
@@ -498,9 +474,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
            cmat(s.proj_out, np, D), cmat(gb_, np, D));
     linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
     if (tc_attention_) {
-      timed(kernel_class::elementwise, [&] {
-        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(d_attn_, np, D), mat(d_attn_b_, np, D)}, stream());
-      });
+      convert(cmat(d_attn_, np, D), mat(d_attn_b_, np, D));
       timed(kernel_class::attention, [&] {
         attention_backward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), cmat(s.attn, np, D),
                                  s.lse.data(), cmat(d_attn_b_, np, D), mat(dqb_, np, D), mat(dkb_, np, D),
