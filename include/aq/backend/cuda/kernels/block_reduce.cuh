@@ -57,8 +57,10 @@ __device__ inline void fold_log_sum_exp(float& row_max, double& row_sum, float m
   row_max = new_m;
 }
 
-// Grid of the one-block-per-row kernels, which stride over rows past 2^30 blocks.
-inline unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
+// Grid of the one-block-per-row kernels (norms, row statistics), which stride over rows past 2^30 blocks.
+inline unsigned row_grid(std::int64_t rows) {
+  return static_cast<unsigned>(rows < (1 << 30) ? (rows > 0 ? rows : 1) : (1 << 30));
+}
 
 // *total = Σ rows (+= when Accumulate), in one block of sum_rows_block threads: a fixed order,
 // deterministic. Launched as <<<1, sum_rows_block>>>.

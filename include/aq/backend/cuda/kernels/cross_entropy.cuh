@@ -142,7 +142,7 @@ struct cross_entropy_state {
   void update(device_matrix<const float> chunk, std::int64_t v0, const std::int64_t* target, cudaStream_t stream) {
     check_rows(chunk.rows, "update");
     if (rows == 0 || chunk.cols == 0) return;
-    detail::ce_chunk_update_kernel<<<detail::row_blocks(rows), detail::ce_block, 0, stream>>>(
+    detail::ce_chunk_update_kernel<<<detail::row_grid(rows), detail::ce_block, 0, stream>>>(
         chunk, v0, target, row_max.data(), row_sum.data(), target_logit.data());
     AQ_CUDA_CHECK_LAUNCH();
   }

@@ -145,7 +145,7 @@ class device_reference_distribution {
       throw error("kl_div reference: finalized with " + std::to_string(stored_) + " of " + std::to_string(vocab_) +
                   " vocabulary columns stored");
     }
-    detail::kl_reference_rows_kernel<><<<detail::row_blocks(rows_), detail::kl_block, 0, stream>>>(
+    detail::kl_reference_rows_kernel<><<<detail::row_grid(rows_), detail::kl_block, 0, stream>>>(
         logits(), lse_.data(), p_sum_.data());
     AQ_CUDA_CHECK_LAUNCH();
     finalized_ = true;
@@ -192,7 +192,7 @@ class device_cross_entropy_sum {
                   std::to_string(p_ != nullptr ? p_->rows() : 0) + " rows, " + std::to_string(seen_) + " of " +
                   std::to_string(p_ != nullptr ? p_->vocab() : 0) + " columns seen)");
     }
-    detail::kl_chunk_kernel<><<<detail::row_blocks(chunk.rows), detail::kl_block, 0, stream>>>(
+    detail::kl_chunk_kernel<><<<detail::row_grid(chunk.rows), detail::kl_block, 0, stream>>>(
         chunk, v0, p_->logits(), p_->lse(), q_max_.data(), q_sum_.data(), pq_.data());
     AQ_CUDA_CHECK_LAUNCH();
     seen_ += chunk.cols;
