@@ -154,32 +154,23 @@ class qwen3_vl_text_model {
     const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
     saved_h_ = device_buffer<float>(static_cast<std::size_t>(t.num_hidden_layers) * N * H);
-    h_ = device_buffer<float>(N * H);
-    rf_ = device_buffer<float>(N);
-    hn_ = device_buffer<bf16>(N * H);
-    cos_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
-    sin_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
     pos_ = device_buffer<std::int64_t>(3 * N);
     mask_ = device_buffer<std::uint8_t>(N);
     targets_ = device_buffer<std::int64_t>(N);
-    inv_freq_ = device_buffer<float>(qwen3_vl_inv_freq());
+    inv_freq_ = device_buffer<float>(rope_inv_freq(t.head_dim, t.rope_theta));
     logits_chunk_ = device_buffer<float>(N * static_cast<std::size_t>(chunk_));
     dlogits_chunk_ = device_buffer<bf16>(N * static_cast<std::size_t>(chunk_));
-    // Backward
-    g_ = device_buffer<float>(N * H);
-    gb_ = device_buffer<bf16>(N * H);
-    d_act_ = device_buffer<bf16>(N * I);
-    d_gate_ = device_buffer<bf16>(N * I);
-    d_up_ = device_buffer<bf16>(N * I);
-    d_m_ = device_buffer<float>(N * H);
-    d_attn_ = device_buffer<float>(N * qd);
-    dq_ = device_buffer<float>(N * qd);
-    dk_ = device_buffer<float>(N * kvd);
-    dv_ = device_buffer<float>(N * kvd);
-    dvb_ = device_buffer<bf16>(N * kvd);
-    dq_raw_ = device_buffer<bf16>(N * qd);
-    dk_raw_ = device_buffer<bf16>(N * kvd);
+    rf_ = device_buffer<float>(N);
+    for (auto* b : {&cos_, &sin_}) b->grow_to(N * static_cast<std::size_t>(t.head_dim));
+    // The residual stream and, for the backward, its gradient and the layer scratch.
+    for (auto* b : {&h_, &g_, &d_m_}) b->grow_to(N * H);
+    for (auto* b : {&d_attn_, &dq_}) b->grow_to(N * qd);
+    for (auto* b : {&dk_, &dv_}) b->grow_to(N * kvd);
     delta_ = device_buffer<float>(N * nh);
+    for (auto* b : {&hn_, &gb_}) b->grow_to(N * H);
+    for (auto* b : {&d_act_, &d_gate_, &d_up_}) b->grow_to(N * I);
+    for (auto* b : {&dvb_, &dk_raw_}) b->grow_to(N * kvd);
+    dq_raw_ = device_buffer<bf16>(N * qd);
   }
 
   // bf16 tensor-core attention (FlashAttention-2 style: bf16 q/k/v/o/dO, bf16 P and dS, fp32
@@ -253,8 +244,6 @@ class qwen3_vl_text_model {
                       device_linear_observer* observer = nullptr, const text_visual_inputs* visual = nullptr);
 
  private:
-  std::vector<float> qwen3_vl_inv_freq() const { return rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
-
   // f(buffer, elements) for every buffer of one layer's activation set at max_tokens; 0 elements
   // for those the current attention mode does not use (bf16 operands without tensor cores, fp32
   // ones with them).
