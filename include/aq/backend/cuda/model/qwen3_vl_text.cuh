@@ -177,7 +177,6 @@ class qwen3_vl_text_model {
   // accumulation) instead of fp32 storage on the CUDA cores: ~3x faster, dL/dY of k_proj moves by
   // ~1e-2 relative (tests/cuda/test_qwen3_vl_cuda.cu states both tolerances).
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
-  bool tensor_core_attention() const { return tc_attention_; }
   // Keep every layer's activations from the forward for the backward (no recompute).
   void set_saved_activations(bool on) { saved_layers_ = on ? cfg_.text.num_hidden_layers : 0; }
   bool saved_activations() const { return saved_layers_ == cfg_.text.num_hidden_layers; }
@@ -185,11 +184,6 @@ class qwen3_vl_text_model {
   // share one set and are recomputed in the backward. A memory budget picks the count.
   void set_saved_layers(std::int64_t layers) { saved_layers_ = std::clamp<std::int64_t>(layers, 0, cfg_.text.num_hidden_layers); }
   std::int64_t saved_layers() const { return saved_layers_; }
-  // Device bytes of the activation sets allocate_activations() holds for `saved` saved layers.
-  std::size_t activation_bytes(std::int64_t saved) const {
-    const std::int64_t sets = std::min(saved, cfg_.text.num_hidden_layers) + (saved < cfg_.text.num_hidden_layers ? 1 : 0);
-    return static_cast<std::size_t>(sets) * activation_bytes_per_layer();
-  }
   // Device bytes of one layer's activations at max_tokens in the current attention mode.
   std::size_t activation_bytes_per_layer() const {
     text_layer_activations none;  // only enumerated: empty buffers allocate nothing
@@ -279,17 +273,17 @@ class qwen3_vl_text_model {
   }
   template <class Out>
   void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, device_matrix<Out> y) {
-    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
-    gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
-    gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
-    if (profile_ != nullptr) profile_->end(stream_);
+    timed(kernel_class::gemm, [&] {
+      gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
+      gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
+    });
   }
   template <class Out>
   void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx, bool acc) {
-    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
-    gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
-    gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
-    if (profile_ != nullptr) profile_->end(stream_);
+    timed(kernel_class::gemm, [&] {
+      gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
+      gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
+    });
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {

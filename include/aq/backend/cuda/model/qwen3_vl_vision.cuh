@@ -86,11 +86,9 @@ class qwen3_vl_vision_model {
   // Keep every block's activations from the forward (default), or only each block's input and
   // recompute the block in the backward (one extra block forward each; same numbers).
   void set_saved_blocks(bool on) { saved_blocks_ = on; }
-  bool saved_blocks() const { return saved_blocks_; }
   // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
   // decoder's default; off (default here): fp32 storage on CUDA cores.
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
-  bool tensor_core_attention() const { return tc_attention_; }
   device_matrix<const float> embeds() const {
     return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
   }
@@ -138,17 +136,15 @@ class qwen3_vl_vision_model {
     profiled(dec_.profile(), c, stream(), f);
   }
   void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, const float* bias, device_matrix<float> y) {
-    kernel_profile* p = dec_.profile();
-    if (p != nullptr) p->begin(kernel_class::gemm, stream());
-    dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
-    if (p != nullptr) p->end(stream());
+    timed(kernel_class::gemm, [&] {
+      dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
+    });
   }
   template <class Out>
   void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx) {
-    kernel_profile* p = dec_.profile();
-    if (p != nullptr) p->begin(kernel_class::gemm, stream());
-    dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
-    if (p != nullptr) p->end(stream());
+    timed(kernel_class::gemm, [&] {
+      dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
+    });
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
