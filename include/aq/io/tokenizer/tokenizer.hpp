@@ -287,12 +287,6 @@ class tokenizer {
     }
     return bpe_->token_id(token);
   }
-  // The token text of `id` (byte alphabet for vocabulary tokens), or nullopt if unknown.
-  std::optional<std::string> id_to_token(std::uint32_t id) const {
-    if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].decoded;
-    if (const auto t = bpe_->token(id)) return std::string(*t);
-    return std::nullopt;
-  }
   // One past the largest id, added tokens included (the embedding needs at least this many rows).
   std::size_t id_bound() const {
     std::size_t bound = bpe_->id_bound();

@@ -20,10 +20,6 @@
 
 namespace aq::qwen3_vl {
 
-inline std::string_view part_name(model_part part) {
-  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : schema::lm_head_name;
-}
-
 struct parameter_spec {
   std::string name;
   std::vector<std::int64_t> shape;
@@ -41,12 +37,7 @@ struct parameter_spec {
   }
 };
 
-inline constexpr std::string_view vision_prefix = schema::spec(model_part::vision).root;
-inline constexpr std::string_view text_prefix = schema::spec(model_part::text).root;
 inline const std::string lm_head_weight_name = schema::tensor_name(schema::module_id::lm_head);
-inline const std::string embed_tokens_weight_name = schema::tensor_name(schema::module_id::embed_tokens);
-
-using schema::merger_hidden_size;
 
 inline parameter_spec parameter_of(const config& cfg, const schema::tensor_ref& t) {
   return {schema::tensor_name(t), schema::tensor_shape(cfg, t), schema::part_of(t.module)};
@@ -206,7 +197,7 @@ inline void check_parameters(const config& cfg, const safetensors_checkpoint& ch
 // The tensor that serves as the output projection: embed_tokens when tied (as transformers does,
 // whatever lm_head.weight the files hold), lm_head.weight otherwise.
 inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_checkpoint& checkpoint) {
-  return checkpoint.at(cfg.tie_word_embeddings ? embed_tokens_weight_name : lm_head_weight_name);
+  return checkpoint.at(cfg.tie_word_embeddings ? schema::tensor_name(schema::module_id::embed_tokens) : lm_head_weight_name);
 }
 
 }  // namespace aq::qwen3_vl
