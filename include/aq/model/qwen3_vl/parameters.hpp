@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -51,6 +52,12 @@ inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
   return out;
 }
 
+// Number of parameter tensors and their elements.
+struct parameter_totals {
+  std::int64_t tensors = 0;
+  std::int64_t elements = 0;
+};
+
 // Parameter counts: each stored weight once (a tied lm_head adds nothing to `total`).
 struct parameter_counts {
   std::int64_t vision = 0;
@@ -68,18 +75,54 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view
   return out;
 }
 
+// The stored tensors of each model part, from the config alone (no full list is built): indexed
+// instances of a family (layers, blocks, DeepStack mergers) all have the shapes of instance 0, so
+// its tensors are counted once and scaled.
+inline std::array<parameter_totals, schema::parts.size()> part_totals(const config& cfg) {
+  std::array<parameter_totals, schema::parts.size()> totals{};
+  const auto add_instance = [&](const schema::family_spec& fam, std::int64_t index, std::int64_t times) {
+    parameter_totals one;
+    for (const schema::module_spec& m : schema::modules_of(fam.id)) {
+      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
+        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
+        if (!stored) continue;
+        one.tensors += 1;
+        one.elements = checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+      }
+    }
+    parameter_totals& sum = totals[static_cast<std::size_t>(fam.part)];
+    for (std::int64_t* field : {&one.tensors, &one.elements}) {
+      if (__builtin_mul_overflow(times, *field, field)) throw error("qwen3_vl parameter count: total overflows int64");
+    }
+    sum.tensors = checked_add(sum.tensors, one.tensors, "total");
+    sum.elements = checked_add(sum.elements, one.elements, "total");
+  };
+  for (const schema::family_spec& fam : schema::families) {
+    if (fam.has_single) add_instance(fam, -1, 1);
+    if (!fam.list.empty()) add_instance(fam, 0, fam.count(cfg));
+  }
+  return totals;
+}
+
 }  // namespace detail
 
-inline parameter_counts count_parameters(const config& cfg) {
-  parameter_counts counts;
-  for (const parameter_spec& p : expected_parameters(cfg)) {
-    if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
-    if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
+inline parameter_totals expected_totals(const config& cfg) {
+  parameter_totals totals;
+  for (const parameter_totals& part : detail::part_totals(cfg)) {
+    totals.tensors = detail::checked_add(totals.tensors, part.tensors, "total");
+    totals.elements = detail::checked_add(totals.elements, part.elements, "total");
   }
+  return totals;
+}
+
+inline parameter_counts count_parameters(const config& cfg) {
+  const auto parts = detail::part_totals(cfg);
+  parameter_counts counts;
+  counts.vision = parts[static_cast<std::size_t>(model_part::vision)].elements;
+  counts.text = parts[static_cast<std::size_t>(model_part::text)].elements;
   counts.lm_head = parameter_of(cfg, {schema::module_id::lm_head}).numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
-  counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
-                                     cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
+  counts.total = expected_totals(cfg).elements;
   return counts;
 }
 
@@ -131,41 +174,6 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
 
 // At most this many problems are spelled out; the rest are counted ("and N more").
 inline constexpr std::size_t max_listed_problems = 20;
-
-// Number of parameter tensors and their elements, from the config alone (no full list is built).
-struct parameter_totals {
-  std::int64_t tensors = 0;
-  std::int64_t elements = 0;
-};
-
-inline parameter_totals expected_totals(const config& cfg) {
-  // Indexed instances of a family (layers, blocks, DeepStack mergers) all have the shapes of
-  // instance 0: its tensors are counted once and scaled.
-  const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
-    std::int64_t product = 0;
-    if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
-    return detail::checked_add(base, product, "total");
-  };
-  parameter_totals totals;
-  const auto add_instance = [&](schema::family unit, std::int64_t index, std::int64_t times) {
-    parameter_totals one;
-    for (const schema::module_spec& m : schema::modules_of(unit)) {
-      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
-        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
-        if (!stored) continue;
-        one.tensors += 1;
-        one.elements = detail::checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
-      }
-    }
-    totals.tensors = scaled(times, one.tensors, totals.tensors);
-    totals.elements = scaled(times, one.elements, totals.elements);
-  };
-  for (const schema::family_spec& fam : schema::families) {
-    if (fam.has_single) add_instance(fam.id, -1, 1);
-    if (!fam.list.empty()) add_instance(fam.id, 0, fam.count(cfg));
-  }
-  return totals;
-}
 
 // Throws one aq::error listing the problems (first line: checkpoint and count, then one per line,
 // at most max_listed_problems of them). A config that implies far more tensors and bytes than the
