@@ -55,6 +55,13 @@ inline std::string format_shape(std::span<const std::int64_t> shape) {
   return out + "]";
 }
 
+// The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
+inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
+  const auto it = std::lower_bound(views.begin(), views.end(), name,
+                                   [](const tensor_view& view, std::string_view key) { return view.name < key; });
+  return it != views.end() && it->name == name ? &*it : nullptr;
+}
+
 // Upper bound on the JSON header, as in the reference implementation: a larger length is a
 // corrupt file, not a checkpoint.
 inline constexpr std::uint64_t safetensors_max_header_size = 100'000'000;
@@ -70,13 +77,6 @@ inline bool is_known_safetensors_dtype(std::string_view name) {
 }
 
 using io::json_type_name;
-
-// The tensor named `name` in views sorted by name, or nullptr.
-inline const tensor_view* find_by_name(std::span<const tensor_view> views, std::string_view name) {
-  const auto it = std::lower_bound(views.begin(), views.end(), name,
-                                   [](const tensor_view& view, std::string_view key) { return view.name < key; });
-  return it != views.end() && it->name == name ? &*it : nullptr;
-}
 
 // An error about one tensor: "FILE: tensor NAME: message".
 inline error tensor_error(const tensor_view& tensor, const std::string& message) {
@@ -121,7 +121,7 @@ class safetensors_file {
   std::span<const tensor_view> tensors() const { return views_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
 
-  const tensor_view* find(std::string_view name) const { return detail::find_by_name(views_, name); }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;
@@ -356,7 +356,7 @@ class safetensors_checkpoint {
   // All tensors of all shards, sorted by name.
   std::span<const tensor_view> tensors() const { return views_; }
 
-  const tensor_view* find(std::string_view name) const { return detail::find_by_name(views_, name); }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;

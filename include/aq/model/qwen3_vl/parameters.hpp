@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -126,47 +127,33 @@ inline parameter_counts count_parameters(const config& cfg) {
   return counts;
 }
 
-// Every way `tensors` differs from the expected parameters, one line each: missing tensors (in
-// parameter order), mis-shaped tensors, then unexpected tensors (by name). A tied config tolerates
-// a stored lm_head.weight of the right shape: transformers overwrites it with embed_tokens on load.
+// Every way `tensors` (sorted by name, as a checkpoint holds them) differs from the expected
+// parameters, one line each: missing tensors (in parameter order), mis-shaped tensors, then
+// unexpected tensors (by name). A tied config tolerates a stored lm_head.weight of the right
+// shape: transformers overwrites it with embed_tokens on load.
 inline std::vector<std::string> parameter_problems(const config& cfg, std::span<const tensor_view> tensors) {
-  std::vector<const tensor_view*> by_name;
-  by_name.reserve(tensors.size());
-  for (const tensor_view& t : tensors) by_name.push_back(&t);
-  std::sort(by_name.begin(), by_name.end(), [](const tensor_view* a, const tensor_view* b) { return a->name < b->name; });
-  const auto find = [&](std::string_view name) -> const tensor_view* {
-    const auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
-                                     [](const tensor_view* t, std::string_view key) { return t->name < key; });
-    return it != by_name.end() && (*it)->name == name ? *it : nullptr;
-  };
-  const auto same_shape = [](std::span<const std::int64_t> a, std::span<const std::int64_t> b) {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end());
-  };
-
   std::vector<parameter_spec> expected = expected_parameters(cfg);
   if (cfg.tie_word_embeddings) {
     expected.push_back(parameter_of(cfg, {schema::module_id::lm_head}));
   }
-  std::vector<std::string> missing;
+  std::set<std::string_view> expected_names;
+  std::vector<std::string> problems;
   std::vector<std::string> misshaped;
   for (const parameter_spec& spec : expected) {
-    const tensor_view* tensor = find(spec.name);
+    expected_names.insert(spec.name);
+    const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) missing.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
-    } else if (!same_shape(tensor->shape, spec.shape)) {
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+    } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
       misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
                           format_shape(spec.shape));
     }
   }
-  std::sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  std::vector<std::string> problems = std::move(missing);
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
-  for (const tensor_view* tensor : by_name) {
-    const auto it = std::lower_bound(expected.begin(), expected.end(), tensor->name,
-                                     [](const parameter_spec& p, std::string_view key) { return p.name < key; });
-    if (it == expected.end() || it->name != tensor->name) {
-      problems.push_back("unexpected tensor " + std::string(tensor->name) + " " + format_shape(tensor->shape));
+  for (const tensor_view& tensor : tensors) {
+    if (!expected_names.contains(tensor.name)) {
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
     }
   }
   return problems;
