@@ -46,8 +46,7 @@ inline std::string_view python_strip(std::string_view s) {
   }
   std::size_t end = s.size();
   while (end > begin) {
-    std::size_t start = end - 1;
-    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    const std::size_t start = utf8::previous_char_start(s, end);
     if (utf8::valid_sequence_length(s, start) != end - start || !space_at(start)) break;
     end = start;
   }

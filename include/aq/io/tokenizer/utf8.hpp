@@ -65,6 +65,14 @@ inline std::optional<std::size_t> first_invalid_byte(std::string_view s) {
   return std::nullopt;
 }
 
+// Start of the character that ends just before s[pos] (pos > 0): back over continuation bytes.
+inline std::size_t previous_char_start(std::string_view s, std::size_t pos) {
+  do {
+    --pos;
+  } while (pos > 0 && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80);
+  return pos;
+}
+
 // Decodes the code point at s[i] (which must be well-formed) and advances i.
 inline char32_t decode_at(std::string_view s, std::size_t& i) {
   const auto b0 = static_cast<unsigned char>(s[i]);
