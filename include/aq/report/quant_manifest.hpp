@@ -253,26 +253,6 @@ class manifest_fields {
     if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
     return result;
   }
-  std::int64_t integer(simdjson::dom::element value, const std::string& path) const {
-    std::int64_t result = 0;
-    if (value.get_int64().get(result) != simdjson::SUCCESS) fail(path, "expected an integer");
-    return result;
-  }
-  bool boolean(simdjson::dom::element value, const std::string& path) const {
-    bool result = false;
-    if (value.get_bool().get(result) != simdjson::SUCCESS) fail(path, "expected true or false");
-    return result;
-  }
-  std::vector<std::string> string_list(simdjson::dom::element value, const std::string& path) const {
-    std::vector<std::string> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(string(item, path + "[]"));
-    return items;
-  }
-  std::vector<double> number_list(simdjson::dom::element value, const std::string& path) const {
-    std::vector<double> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(number(item, path + "[]"));
-    return items;
-  }
 
  private:
   std::string source_;
@@ -302,10 +282,28 @@ class manifest_object {
   manifest_object object(std::string_view key) const { return {f_, member(key), path_of(key)}; }
   std::string string(std::string_view key) const { return f_.string(member(key), path_of(key)); }
   double number(std::string_view key) const { return f_.number(member(key), path_of(key)); }
-  std::int64_t integer(std::string_view key) const { return f_.integer(member(key), path_of(key)); }
-  bool boolean(std::string_view key) const { return f_.boolean(member(key), path_of(key)); }
-  std::vector<std::string> string_list(std::string_view key) const { return f_.string_list(member(key), path_of(key)); }
-  std::vector<double> number_list(std::string_view key) const { return f_.number_list(member(key), path_of(key)); }
+  std::int64_t integer(std::string_view key) const {
+    std::int64_t result = 0;
+    if (member(key).get_int64().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected an integer");
+    return result;
+  }
+  bool boolean(std::string_view key) const {
+    bool result = false;
+    if (member(key).get_bool().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected true or false");
+    return result;
+  }
+  std::vector<std::string> string_list(std::string_view key) const {
+    std::vector<std::string> items;
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.string(item, path + "[]"));
+    return items;
+  }
+  std::vector<double> number_list(std::string_view key) const {
+    std::vector<double> items;
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.number(item, path + "[]"));
+    return items;
+  }
 
  private:
   const manifest_fields& f_;
