@@ -4,13 +4,13 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <concepts>
 #include <cstddef>
 #include <string>
 #include <string_view>
 
 #include "aq/quant/quantizer.hpp"
-#include "aq/report/python_float.hpp"
 
 namespace aq::quant {
 
@@ -31,8 +31,14 @@ constexpr double effective_bits_of(int weight_bits, int input_bits) {
   return 16.0 * (std::min({weight_bits, input_bits, 16}) / 16.0);
 }
 
-// Python's repr() of a float: how ModelOpt prints effective bits (e.g. 8.0, 4.0, 16.0, 5.5).
-using io::python_float_repr;
+// Python's repr() of a float for the values effective bits take (e.g. 8.0, 4.0, 16.0, 5.5).
+inline std::string python_float_repr(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  std::string text(buffer, result.ptr);
+  if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // 8 -> 8.0 (n: nan/inf)
+  return text;
+}
 
 // ModelOpt's str(QuantRecipe): f"{name}(effective-bits: {16 * compression})".
 inline std::string modelopt_recipe_string(std::string_view display_name, double effective_bits) {
