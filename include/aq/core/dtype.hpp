@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "aq/core/bf16.hpp"
 #include "aq/core/config.hpp"
@@ -124,5 +125,19 @@ inline constexpr dtype dtype_of<f16> = dtype_f16;
 AQ_HD constexpr float to_float(bf16 value) { return bf16_to_float(value); }
 AQ_HD constexpr float to_float(f16 value) { return f16_to_float(value); }
 AQ_HD constexpr float to_float(float value) { return value; }
+
+// One stored value as Out (float, bf16 or f16), rounding to nearest even where Out is narrower.
+template <class Out, class In>
+constexpr Out convert_element(In value) {
+  if constexpr (std::is_same_v<Out, In>) {
+    return value;
+  } else if constexpr (std::is_same_v<Out, float>) {
+    return to_float(value);
+  } else if constexpr (std::is_same_v<Out, bf16>) {
+    return float_to_bf16(to_float(value));
+  } else {
+    return float_to_f16(to_float(value));
+  }
+}
 
 }  // namespace aq

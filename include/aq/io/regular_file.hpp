@@ -81,7 +81,4 @@ class regular_file {
 // The whole content of a regular file (errors: "PATH: cannot open: ...", "PATH: not a regular file").
 inline std::string read_regular_file(const std::filesystem::path& path) { return regular_file(path).read_all(); }
 
-// Throws unless `path` names a regular file (following symlinks); opens nothing that could block.
-inline void require_regular_file(const std::filesystem::path& path) { const regular_file file(path); }
-
 }  // namespace aq

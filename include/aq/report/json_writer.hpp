@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
+#include "aq/io/tokenizer/utf8.hpp"
 #include "aq/report/python_float.hpp"
 
 namespace aq::io {
@@ -16,21 +17,21 @@ namespace aq::io {
 // Escapes UTF-8 text as json.dumps(ensure_ascii=True) does: \" \\ \n \r \t \b \f, other
 // characters outside ' '..'~' as \u00xx (lowercase hex), code points above U+FFFF as a
 // surrogate pair. Invalid UTF-8 is refused: Python strings cannot hold it either.
-inline std::string json_quote(std::string_view utf8) {
+inline std::string json_quote(std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(utf8.size() + 2);
+  out.reserve(text.size() + 2);
   out += '"';
   const auto append_u = [&](std::uint32_t unit) {
     out += "\\u";
     for (int shift = 12; shift >= 0; shift -= 4) out += hex[(unit >> shift) & 0xfu];
   };
-  const auto invalid = [&](std::size_t at) {
-    return error("json string: invalid UTF-8 at byte " + std::to_string(at) + " of \"" +
-                 std::string(utf8.substr(0, 40)) + "\"");
-  };
-  for (std::size_t i = 0; i < utf8.size();) {
-    const auto byte = static_cast<unsigned char>(utf8[i]);
+  if (const auto at = utf8::first_invalid_byte(text)) {
+    throw error("json string: invalid UTF-8 at byte " + std::to_string(*at) + " of \"" +
+                std::string(text.substr(0, 40)) + "\"");
+  }
+  for (std::size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
     if (byte < 0x80) {
       switch (byte) {
         case '"': out += "\\\""; break;
@@ -50,31 +51,7 @@ inline std::string json_quote(std::string_view utf8) {
       ++i;
       continue;
     }
-    int length = 0;
-    std::uint32_t code = 0;
-    std::uint32_t minimum = 0;
-    if ((byte & 0xe0u) == 0xc0u) {
-      length = 2;
-      code = byte & 0x1fu;
-      minimum = 0x80;
-    } else if ((byte & 0xf0u) == 0xe0u) {
-      length = 3;
-      code = byte & 0x0fu;
-      minimum = 0x800;
-    } else if ((byte & 0xf8u) == 0xf0u) {
-      length = 4;
-      code = byte & 0x07u;
-      minimum = 0x10000;
-    } else {
-      throw invalid(i);
-    }
-    if (i + static_cast<std::size_t>(length) > utf8.size()) throw invalid(i);
-    for (int k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(utf8[i + static_cast<std::size_t>(k)]);
-      if ((next & 0xc0u) != 0x80u) throw invalid(i);
-      code = (code << 6) | (next & 0x3fu);
-    }
-    if (code < minimum || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) throw invalid(i);
+    const std::uint32_t code = utf8::decode_at(text, i);
     if (code > 0xffff) {
       const std::uint32_t v = code - 0x10000;
       append_u(0xd800 + (v >> 10));
@@ -82,7 +59,6 @@ inline std::string json_quote(std::string_view utf8) {
     } else {
       append_u(code);
     }
-    i += static_cast<std::size_t>(length);
   }
   out += '"';
   return out;

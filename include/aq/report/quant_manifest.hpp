@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "aq/core/atomic_file.hpp"
@@ -101,23 +102,31 @@ inline void emit_autoquant_state(json_writer& json, const autoquant_state_info& 
   json.end_object();
 }
 
+// dataset_info's fields in file order (text fields first), for the writer and the reader.
+template <class T>
+using dataset_field = std::pair<std::string_view, std::optional<T> dataset_info::*>;
+inline constexpr dataset_field<std::string> dataset_text_fields[] = {
+    {"name", &dataset_info::name},
+    {"size", &dataset_info::size},
+    {"root", &dataset_info::root},
+    {"captions_path", &dataset_info::captions_path},
+};
+inline constexpr dataset_field<std::int64_t> dataset_count_fields[] = {
+    {"max_calib_samples", &dataset_info::max_calib_samples},
+    {"num_calib_samples", &dataset_info::num_calib_samples},
+    {"calib_seq_len", &dataset_info::calib_seq_len},
+    {"batch_size", &dataset_info::batch_size},
+    {"num_calib_batches", &dataset_info::num_calib_batches},
+};
+
 inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
   json.begin_object();
-  const auto text = [&](const char* key, const std::optional<std::string>& value) {
-    if (value) json.key(key).string(*value);
-  };
-  const auto count = [&](const char* key, const std::optional<std::int64_t>& value) {
-    if (value) json.key(key).integer(*value);
-  };
-  text("name", dataset.name);
-  text("size", dataset.size);
-  text("root", dataset.root);
-  text("captions_path", dataset.captions_path);
-  count("max_calib_samples", dataset.max_calib_samples);
-  count("num_calib_samples", dataset.num_calib_samples);
-  count("calib_seq_len", dataset.calib_seq_len);
-  count("batch_size", dataset.batch_size);
-  count("num_calib_batches", dataset.num_calib_batches);
+  for (const auto& [key, field] : dataset_text_fields) {
+    if (dataset.*field) json.key(key).string(*(dataset.*field));
+  }
+  for (const auto& [key, field] : dataset_count_fields) {
+    if (dataset.*field) json.key(key).integer(*(dataset.*field));
+  }
   json.end_object();
 }
 
@@ -222,15 +231,6 @@ class manifest_fields {
     throw error(source_ + ": field '" + path + "' " + what);
   }
 
-  simdjson::dom::element member(simdjson::dom::object object, std::string_view key, const std::string& path) const {
-    simdjson::dom::element value;
-    if (object.at_key(key).get(value) != simdjson::SUCCESS) fail(path, "is missing");
-    return value;
-  }
-  bool has(simdjson::dom::object object, std::string_view key) const {
-    simdjson::dom::element value;
-    return object.at_key(key).get(value) == simdjson::SUCCESS;
-  }
   simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
     simdjson::dom::object result;
     if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
@@ -253,29 +253,62 @@ class manifest_fields {
     if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
     return result;
   }
-  std::int64_t integer(simdjson::dom::element value, const std::string& path) const {
+
+ private:
+  std::string source_;
+};
+
+// One object of the manifest at its JSON path ("" for the root): members read by key, each
+// error naming path.key.
+class manifest_object {
+ public:
+  manifest_object(const manifest_fields& f, simdjson::dom::element value, std::string path)
+      : f_(f), object_(f.object(value, path.empty() ? "<root>" : path)), path_(std::move(path)) {}
+
+  simdjson::dom::object members() const { return object_; }
+  std::string path_of(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  bool has(std::string_view key) const {
+    simdjson::dom::element value;
+    return object_.at_key(key).get(value) == simdjson::SUCCESS;
+  }
+  simdjson::dom::element member(std::string_view key) const {
+    simdjson::dom::element value;
+    if (object_.at_key(key).get(value) != simdjson::SUCCESS) f_.fail(path_of(key), "is missing");
+    return value;
+  }
+
+  manifest_object object(std::string_view key) const { return {f_, member(key), path_of(key)}; }
+  std::string string(std::string_view key) const { return f_.string(member(key), path_of(key)); }
+  double number(std::string_view key) const { return f_.number(member(key), path_of(key)); }
+  std::int64_t integer(std::string_view key) const {
     std::int64_t result = 0;
-    if (value.get_int64().get(result) != simdjson::SUCCESS) fail(path, "expected an integer");
+    if (member(key).get_int64().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected an integer");
     return result;
   }
-  bool boolean(simdjson::dom::element value, const std::string& path) const {
+  bool boolean(std::string_view key) const {
     bool result = false;
-    if (value.get_bool().get(result) != simdjson::SUCCESS) fail(path, "expected true or false");
+    if (member(key).get_bool().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected true or false");
     return result;
   }
-  std::vector<std::string> string_list(simdjson::dom::element value, const std::string& path) const {
+  std::vector<std::string> string_list(std::string_view key) const {
     std::vector<std::string> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(string(item, path + "[]"));
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.string(item, path + "[]"));
     return items;
   }
-  std::vector<double> number_list(simdjson::dom::element value, const std::string& path) const {
+  std::vector<double> number_list(std::string_view key) const {
     std::vector<double> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(number(item, path + "[]"));
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.number(item, path + "[]"));
     return items;
   }
 
  private:
-  std::string source_;
+  const manifest_fields& f_;
+  simdjson::dom::object object_;
+  std::string path_;
 };
 
 }  // namespace detail
@@ -284,67 +317,55 @@ class manifest_fields {
 // (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
 // they are not read; unknown top-level fields are ignored. `source` names the text in errors.
 inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
-  detail::manifest_fields f(source);
+  const detail::manifest_fields f(source);
   simdjson::dom::parser parser;
   const simdjson::padded_string padded(json_text);
   simdjson::dom::element root_element;
   if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
     throw error(source + ": not valid JSON: " + simdjson::error_message(code));
   }
-  const simdjson::dom::object root = f.object(root_element, "<root>");
+  const detail::manifest_object root(f, root_element, "");
   report_model model;
 
-  const simdjson::dom::object scheme = f.object(f.member(root, "scheme", "scheme"), "scheme");
-  model.scheme.name = f.string(f.member(scheme, "name", "scheme.name"), "scheme.name");
-  model.scheme.auto_quantize_bits =
-      f.number(f.member(scheme, "auto_quantize_bits", "scheme.auto_quantize_bits"), "scheme.auto_quantize_bits");
-  model.scheme.method =
-      f.string(f.member(scheme, "auto_quantize_method", "scheme.auto_quantize_method"), "scheme.auto_quantize_method");
-  model.scheme.score_size = f.integer(f.member(scheme, "auto_quantize_score_size", "scheme.auto_quantize_score_size"),
-                                      "scheme.auto_quantize_score_size");
-  model.scheme.coverage_mode = f.string(f.member(scheme, "coverage_mode", "scheme.coverage_mode"), "scheme.coverage_mode");
-  model.scheme.coverage_fraction =
-      f.number(f.member(scheme, "coverage_fraction", "scheme.coverage_fraction"), "scheme.coverage_fraction");
-  model.scheme.quant_formats =
-      f.string_list(f.member(scheme, "quant_formats", "scheme.quant_formats"), "scheme.quant_formats");
+  const detail::manifest_object scheme = root.object("scheme");
+  model.scheme.name = scheme.string("name");
+  model.scheme.auto_quantize_bits = scheme.number("auto_quantize_bits");
+  model.scheme.method = scheme.string("auto_quantize_method");
+  model.scheme.score_size = scheme.integer("auto_quantize_score_size");
+  model.scheme.coverage_mode = scheme.string("coverage_mode");
+  model.scheme.coverage_fraction = scheme.number("coverage_fraction");
+  model.scheme.quant_formats = scheme.string_list("quant_formats");
 
-  const simdjson::dom::object model_object = f.object(f.member(root, "model", "model"), "model");
-  if (f.has(model_object, "id")) model.model_id = f.string(f.member(model_object, "id", "model.id"), "model.id");
+  const detail::manifest_object model_object = root.object("model");
+  if (model_object.has("id")) model.model_id = model_object.string("id");
 
-  for (const auto [name, value] : f.object(f.member(root, "layers", "layers"), "layers")) {
-    const std::string path = "layers." + std::string(name);
-    const simdjson::dom::object layer = f.object(value, path);
-    model.layers.push_back(layer_info{std::string(name),
-                                      f.boolean(f.member(layer, "quantized", path + ".quantized"), path + ".quantized"),
-                                      f.string(f.member(layer, "module_type", path + ".module_type"), path + ".module_type")});
+  const detail::manifest_object layers = root.object("layers");
+  for (const auto [name, value] : layers.members()) {
+    const detail::manifest_object layer(f, value, layers.path_of(name));
+    model.layers.push_back(layer_info{std::string(name), layer.boolean("quantized"), layer.string("module_type")});
   }
-  const std::int64_t num_layers =
-      f.integer(f.member(root, "num_quantized_layers", "num_quantized_layers"), "num_quantized_layers");
+  const std::int64_t num_layers = root.integer("num_quantized_layers");
   if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
     f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
                                        std::to_string(model.layers.size()));
   }
 
-  const simdjson::dom::object state = f.object(f.member(root, "autoquant_state", "autoquant_state"), "autoquant_state");
-  model.autoquant_state.keys = f.string_list(f.member(state, "keys", "autoquant_state.keys"), "autoquant_state.keys");
-  const simdjson::dom::object constraints =
-      f.object(f.member(state, "constraints", "autoquant_state.constraints"), "autoquant_state.constraints");
-  model.autoquant_state.effective_bits =
-      f.number(f.member(constraints, "effective_bits", "autoquant_state.constraints.effective_bits"),
-               "autoquant_state.constraints.effective_bits");
-  model.autoquant_state.score = f.number(f.member(state, "score", "autoquant_state.score"), "autoquant_state.score");
-  model.autoquant_state.is_satisfied =
-      f.boolean(f.member(state, "is_satisfied", "autoquant_state.is_satisfied"), "autoquant_state.is_satisfied");
+  const detail::manifest_object state = root.object("autoquant_state");
+  model.autoquant_state.keys = state.string_list("keys");
+  model.autoquant_state.effective_bits = state.object("constraints").number("effective_bits");
+  model.autoquant_state.score = state.number("score");
+  model.autoquant_state.is_satisfied = state.boolean("is_satisfied");
 
-  for (const auto [name, value] : f.object(f.member(root, "layer_sensitivity", "layer_sensitivity"), "layer_sensitivity")) {
-    const std::string path = "layer_sensitivity." + std::string(name);
-    const simdjson::dom::object entry = f.object(value, path);
-    const std::vector<std::string> formats = f.string_list(f.member(entry, "formats", path + ".formats"), path + ".formats");
-    const std::vector<double> scores = f.number_list(f.member(entry, "scores", path + ".scores"), path + ".scores");
-    const std::vector<double> costs = f.number_list(f.member(entry, "costs", path + ".costs"), path + ".costs");
+  const detail::manifest_object sensitivity = root.object("layer_sensitivity");
+  for (const auto [name, value] : sensitivity.members()) {
+    const detail::manifest_object entry(f, value, sensitivity.path_of(name));
+    const std::vector<std::string> formats = entry.string_list("formats");
+    const std::vector<double> scores = entry.number_list("scores");
+    const std::vector<double> costs = entry.number_list("costs");
     if (scores.size() != formats.size() || costs.size() != formats.size()) {
-      f.fail(path, "has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
-                       " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
+      f.fail(sensitivity.path_of(name), "has " + std::to_string(formats.size()) + " formats, " +
+                                            std::to_string(scores.size()) + " scores and " +
+                                            std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
     for (std::size_t i = 0; i < formats.size(); ++i) {
@@ -353,39 +374,28 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
     model.groups.push_back(std::move(group));
   }
 
-  if (f.has(root, "dataset")) {
-    const simdjson::dom::object dataset = f.object(f.member(root, "dataset", "dataset"), "dataset");
-    dataset_info info;
-    const auto text = [&](const char* key, std::optional<std::string>& out) {
-      if (f.has(dataset, key)) out = f.string(f.member(dataset, key, ""), std::string("dataset.") + key);
-    };
-    const auto count = [&](const char* key, std::optional<std::int64_t>& out) {
-      if (f.has(dataset, key)) out = f.integer(f.member(dataset, key, ""), std::string("dataset.") + key);
-    };
-    text("name", info.name);
-    text("size", info.size);
-    text("root", info.root);
-    text("captions_path", info.captions_path);
-    count("max_calib_samples", info.max_calib_samples);
-    count("num_calib_samples", info.num_calib_samples);
-    count("calib_seq_len", info.calib_seq_len);
-    count("batch_size", info.batch_size);
-    count("num_calib_batches", info.num_calib_batches);
-    model.dataset = info;
-  }
-  if (f.has(root, "chosen_recipes")) {
-    model.chosen_recipes.emplace();
-    for (const auto [name, value] : f.object(f.member(root, "chosen_recipes", ""), "chosen_recipes")) {
-      model.chosen_recipes->push_back({std::string(name), f.string(value, "chosen_recipes." + std::string(name))});
+  if (root.has("dataset")) {
+    const detail::manifest_object dataset = root.object("dataset");
+    dataset_info& info = model.dataset.emplace();
+    for (const auto& [key, field] : detail::dataset_text_fields) {
+      if (dataset.has(key)) info.*field = dataset.string(key);
+    }
+    for (const auto& [key, field] : detail::dataset_count_fields) {
+      if (dataset.has(key)) info.*field = dataset.integer(key);
     }
   }
-  if (f.has(root, "pareto_front")) {
+  if (root.has("chosen_recipes")) {
+    model.chosen_recipes.emplace();
+    const detail::manifest_object chosen = root.object("chosen_recipes");
+    for (const auto [name, value] : chosen.members()) {
+      model.chosen_recipes->push_back({std::string(name), f.string(value, chosen.path_of(name))});
+    }
+  }
+  if (root.has("pareto_front")) {
     model.pareto_front.emplace();
-    for (simdjson::dom::element value : f.array(f.member(root, "pareto_front", ""), "pareto_front")) {
-      const simdjson::dom::object point = f.object(value, "pareto_front[]");
-      model.pareto_front->push_back(
-          {f.number(f.member(point, "effective_bits", "pareto_front[].effective_bits"), "pareto_front[].effective_bits"),
-           f.number(f.member(point, "score", "pareto_front[].score"), "pareto_front[].score")});
+    for (simdjson::dom::element value : f.array(root.member("pareto_front"), "pareto_front")) {
+      const detail::manifest_object point(f, value, "pareto_front[]");
+      model.pareto_front->push_back({point.number("effective_bits"), point.number("score")});
     }
   }
   return model;

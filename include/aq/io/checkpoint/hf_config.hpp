@@ -147,9 +147,6 @@ class json_fields {
     return object(key);
   }
 
-  const std::string& source() const { return source_; }
-  const std::string& prefix() const { return prefix_; }
-
  private:
   std::string source_;
   std::string prefix_;

@@ -55,6 +55,13 @@ inline std::string format_shape(std::span<const std::int64_t> shape) {
   return out + "]";
 }
 
+// The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
+inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
+  const auto it = std::lower_bound(views.begin(), views.end(), name,
+                                   [](const tensor_view& view, std::string_view key) { return view.name < key; });
+  return it != views.end() && it->name == name ? &*it : nullptr;
+}
+
 // Upper bound on the JSON header, as in the reference implementation: a larger length is a
 // corrupt file, not a checkpoint.
 inline constexpr std::uint64_t safetensors_max_header_size = 100'000'000;
@@ -70,6 +77,11 @@ inline bool is_known_safetensors_dtype(std::string_view name) {
 }
 
 using io::json_type_name;
+
+// An error about one tensor: "FILE: tensor NAME: message".
+inline error tensor_error(const tensor_view& tensor, const std::string& message) {
+  return error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " + message);
+}
 
 // A JSON non-negative integer (int64 range), or an error message fragment.
 inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& out, std::string& why) {
@@ -109,11 +121,7 @@ class safetensors_file {
   std::span<const tensor_view> tensors() const { return views_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
 
-  const tensor_view* find(std::string_view name) const {
-    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
-                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
-    return it != views_.end() && it->name == name ? &*it : nullptr;
-  }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;
@@ -348,11 +356,7 @@ class safetensors_checkpoint {
   // All tensors of all shards, sorted by name.
   std::span<const tensor_view> tensors() const { return views_; }
 
-  const tensor_view* find(std::string_view name) const {
-    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
-                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
-    return it != views_.end() && it->name == name ? &*it : nullptr;
-  }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;
@@ -461,23 +465,6 @@ class safetensors_checkpoint {
   std::vector<tensor_view> views_;
 };
 
-namespace detail {
-
-template <class Out, class In>
-constexpr Out convert_element(In value) {
-  if constexpr (std::is_same_v<Out, In>) {
-    return value;
-  } else if constexpr (std::is_same_v<Out, float>) {
-    return to_float(value);
-  } else if constexpr (std::is_same_v<Out, bf16>) {
-    return float_to_bf16(to_float(value));
-  } else {
-    return float_to_f16(to_float(value));
-  }
-}
-
-}  // namespace detail
-
 // Converts a tensor's stored values into `out` (float, bf16 or f16), rounding to nearest even
 // where the target is narrower. Source bytes need no alignment.
 template <class Out>
@@ -486,14 +473,13 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
                 "convert_tensor writes float, bf16 or f16");
   const auto count = static_cast<std::size_t>(tensor.numel());
   if (out.size() != count) {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": destination holds " +
-                std::to_string(out.size()) + " values, tensor " + format_shape(tensor.shape) + " has " +
-                std::to_string(count));
+    throw detail::tensor_error(tensor, "destination holds " + std::to_string(out.size()) + " values, tensor " +
+                                           format_shape(tensor.shape) + " has " + std::to_string(count));
   }
   if (!find_dtype(tensor.dtype.name)) {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
-                std::string(tensor.dtype.name) + " does not convert to floating point (" +
-                std::string(supported_dtype_names) + ")");
+    throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) +
+                                           " does not convert to floating point (" +
+                                           std::string(supported_dtype_names) + ")");
   }
   if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
@@ -505,7 +491,7 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
       for (std::size_t i = 0; i < count; ++i) {
         In value;
         std::memcpy(&value, source + i * sizeof(In), sizeof(In));
-        out[i] = detail::convert_element<Out>(value);
+        out[i] = convert_element<Out>(value);
       }
     }
   });
@@ -525,9 +511,8 @@ void require_finite_bits(const tensor_view& tensor, std::size_t first, std::span
     if ((bits & exponent_mask) != exponent_mask) continue;
     const bool nan = (bits & mantissa_mask) != 0;
     const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
-                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(first + i) +
-                " (weights must be finite)");
+    throw tensor_error(tensor, std::string(nan ? "nan" : negative ? "-inf" : "inf") + " at element " +
+                                   std::to_string(first + i) + " (weights must be finite)");
   }
 }
 
@@ -563,8 +548,7 @@ inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
       out[i] = value;
     }
   } else {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
-                std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
+    throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
   }
   return out;
 }

@@ -95,15 +95,7 @@ class safetensors_writer {
     visit_dtype(type, [&](auto tag) {
       using Stored = decltype(tag);
       std::vector<Stored> stored(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        if constexpr (std::is_same_v<Stored, bf16>) {
-          stored[i] = float_to_bf16(values[i]);
-        } else if constexpr (std::is_same_v<Stored, f16>) {
-          stored[i] = float_to_f16(values[i]);
-        } else {
-          stored[i] = values[i];
-        }
-      }
+      for (std::size_t i = 0; i < values.size(); ++i) stored[i] = convert_element<Stored>(values[i]);
       add(name, std::move(shape), std::span<const Stored>(stored));
     });
   }

@@ -14,6 +14,7 @@
 #include "aq/core/error.hpp"
 #include "aq/io/json_parser.hpp"
 #include "aq/io/regular_file.hpp"
+#include "aq/io/tokenizer/utf8.hpp"
 
 namespace aq::io {
 
@@ -28,27 +29,6 @@ inline std::string read_text_file(const std::filesystem::path& path, const char*
   }
 }
 
-// Length of the UTF-8 sequence at s[i], or 0 if it is not well-formed (Python's utf-8 codec rules:
-// no overlongs, no surrogates, nothing above U+10FFFF).
-inline std::size_t utf8_length(std::string_view s, std::size_t i, char32_t& cp) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) { cp = c; return 1; }
-  std::size_t n = 0;
-  char32_t min = 0;
-  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
-  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
-  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((b(i + k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(i + k) & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // Python's str.isspace() for one code point (what str.strip() removes).
 inline bool python_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
@@ -57,19 +37,17 @@ inline bool python_space(char32_t c) {
 
 // Python's str.strip() on valid UTF-8.
 inline std::string_view python_strip(std::string_view s) {
+  const auto space_at = [&](std::size_t i) { return python_space(utf8::decode_at(s, i)); };
   std::size_t begin = 0;
   while (begin < s.size()) {
-    char32_t cp = 0;
-    const std::size_t n = utf8_length(s, begin, cp);
-    if (n == 0 || !python_space(cp)) break;
+    const std::size_t n = utf8::valid_sequence_length(s, begin);
+    if (n == 0 || !space_at(begin)) break;
     begin += n;
   }
   std::size_t end = s.size();
   while (end > begin) {
-    std::size_t start = end - 1;
-    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-    char32_t cp = 0;
-    if (utf8_length(s, start, cp) != end - start || !python_space(cp)) break;
+    const std::size_t start = utf8::previous_char_start(s, end);
+    if (utf8::valid_sequence_length(s, start) != end - start || !space_at(start)) break;
     end = start;
   }
   return s.substr(begin, end - begin);
@@ -94,13 +72,8 @@ void for_each_line(std::string_view text, F&& f) {
 }
 
 inline void check_utf8(std::string_view line, const std::filesystem::path& path, std::size_t line_no) {
-  for (std::size_t i = 0; i < line.size();) {
-    char32_t cp = 0;
-    const std::size_t n = utf8_length(line, i, cp);
-    if (n == 0) {
-      throw error(path.string() + ":" + std::to_string(line_no) + ": invalid UTF-8 at byte " + std::to_string(i));
-    }
-    i += n;
+  if (const auto at = utf8::first_invalid_byte(line)) {
+    throw error(path.string() + ":" + std::to_string(line_no) + ": invalid UTF-8 at byte " + std::to_string(*at));
   }
 }
 

@@ -95,7 +95,7 @@ class added_token_matcher {
       if (token.lstrip) {
         std::size_t s = start;
         while (s > 0) {
-          const std::size_t char_start = previous_char_start(text, s);
+          const std::size_t char_start = utf8::previous_char_start(text, s);
           std::size_t i = char_start;
           if (!unicode::is_space(utf8::decode_at(text, i))) break;
           s = char_start;
@@ -122,14 +122,8 @@ class added_token_matcher {
     added_token token;
   };
 
-  static std::size_t previous_char_start(std::string_view text, std::size_t pos) {
-    do {
-      --pos;
-    } while (pos > 0 && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80);
-    return pos;
-  }
   static char32_t last_char(std::string_view text) {
-    std::size_t i = previous_char_start(text, text.size());
+    std::size_t i = utf8::previous_char_start(text, text.size());
     return utf8::decode_at(text, i);
   }
   static char32_t first_char(std::string_view text) {
@@ -286,12 +280,6 @@ class tokenizer {
       if (a.content == token) return a.id;
     }
     return bpe_->token_id(token);
-  }
-  // The token text of `id` (byte alphabet for vocabulary tokens), or nullopt if unknown.
-  std::optional<std::string> id_to_token(std::uint32_t id) const {
-    if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].decoded;
-    if (const auto t = bpe_->token(id)) return std::string(*t);
-    return std::nullopt;
   }
   // One past the largest id, added tokens included (the embedding needs at least this many rows).
   std::size_t id_bound() const {

@@ -36,8 +36,6 @@ inline std::uint8_t classes(char32_t cp) {
   return static_cast<std::uint8_t>(run_value(unicode_tables::class_runs, cp, 4));
 }
 
-inline bool is_letter(char32_t cp) { return (classes(cp) & unicode_tables::class_letter) != 0; }
-inline bool is_number(char32_t cp) { return (classes(cp) & unicode_tables::class_number) != 0; }
 inline bool is_space(char32_t cp) { return (classes(cp) & unicode_tables::class_space) != 0; }
 inline bool is_word(char32_t cp) { return (classes(cp) & unicode_tables::class_word) != 0; }
 

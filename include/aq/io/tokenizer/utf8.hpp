@@ -1,9 +1,12 @@
 // UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
 // works on code points) and lossy decoding of byte-level BPE output, which may split characters.
+// The calibration readers and the JSON writer validate and decode text with it too.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -11,11 +14,17 @@
 
 namespace aq::io::utf8 {
 
-// Length of the well-formed sequence starting at s[i] (Unicode Table 3-7), or 0 if ill-formed.
-inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
+// The length of the sequence s[i] leads (0: not a lead byte) and how many of its bytes, the lead
+// included, are well-formed (Unicode Table 3-7): all of them for a whole character.
+struct sequence_prefix {
+  std::size_t length = 0;
+  std::size_t valid = 0;
+};
+
+inline sequence_prefix well_formed_prefix(std::string_view s, std::size_t i) {
   const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
   const unsigned char b0 = byte(i);
-  if (b0 < 0x80) return 1;
+  if (b0 < 0x80) return {1, 1};
   std::size_t n = 0;
   unsigned char lo = 0x80, hi = 0xBF;
   if (b0 >= 0xC2 && b0 <= 0xDF) {
@@ -29,16 +38,39 @@ inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
     if (b0 == 0xF0) lo = 0x90;
     if (b0 == 0xF4) hi = 0x8F;
   } else {
-    return 0;
+    return {};
   }
   // Only the second byte has a restricted range; later ones are plain continuation bytes.
-  for (std::size_t k = 1; k < n; ++k) {
-    if (i + k >= s.size()) return 0;
+  std::size_t k = 1;
+  for (; k < n && i + k < s.size(); ++k) {
     const unsigned char b = byte(i + k);
-    const unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-    if (b < l || b > h) return 0;
+    if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) break;
   }
-  return n;
+  return {n, k};
+}
+
+// Length of the well-formed sequence starting at s[i], or 0 if ill-formed.
+inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
+  const sequence_prefix p = well_formed_prefix(s, i);
+  return p.length != 0 && p.valid == p.length ? p.length : 0;
+}
+
+// Byte offset of the first ill-formed sequence, or nullopt when all of `s` is valid UTF-8.
+inline std::optional<std::size_t> first_invalid_byte(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::nullopt;
+}
+
+// Start of the character that ends just before s[pos] (pos > 0): back over continuation bytes.
+inline std::size_t previous_char_start(std::string_view s, std::size_t pos) {
+  do {
+    --pos;
+  } while (pos > 0 && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80);
+  return pos;
 }
 
 // Decodes the code point at s[i] (which must be well-formed) and advances i.
@@ -75,13 +107,7 @@ inline void append(std::string& out, char32_t cp) {
 
 // Throws naming `what` and the byte offset of the first ill-formed sequence.
 inline void validate(std::string_view s, const std::string& what) {
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = valid_sequence_length(s, i);
-    if (n == 0) {
-      throw error(what + ": not valid UTF-8 at byte " + std::to_string(i));
-    }
-    i += n;
-  }
+  if (const auto at = first_invalid_byte(s)) throw error(what + ": not valid UTF-8 at byte " + std::to_string(*at));
 }
 
 // Replaces each maximal ill-formed subpart by U+FFFD (the Unicode-recommended practice, as
@@ -97,25 +123,8 @@ inline std::string decode_lossy(std::string_view s) {
       continue;
     }
     // The maximal subpart: the lead byte plus the continuation bytes that were still valid.
-    std::size_t skip = 1;
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 >= 0xC2 && b0 <= 0xF4) {
-      const std::size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-      while (skip < need && i + skip < s.size()) {
-        const auto b = static_cast<unsigned char>(s[i + skip]);
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (skip == 1) {
-          if (b0 == 0xE0) lo = 0xA0;
-          if (b0 == 0xED) hi = 0x9F;
-          if (b0 == 0xF0) lo = 0x90;
-          if (b0 == 0xF4) hi = 0x8F;
-        }
-        if (b < lo || b > hi) break;
-        ++skip;
-      }
-    }
     out.append("\xEF\xBF\xBD");
-    i += skip;
+    i += std::max<std::size_t>(well_formed_prefix(s, i).valid, 1);
   }
   return out;
 }

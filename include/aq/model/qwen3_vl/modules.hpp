@@ -31,8 +31,8 @@ inline std::vector<quantizable_module> quantizable_modules(const config& cfg) {
 
 // Which part of the model a module or parameter name belongs to.
 inline model_part part_of(std::string_view name) {
-  if (name.starts_with(vision_prefix)) return model_part::vision;
-  if (name.starts_with(text_prefix)) return model_part::text;
+  if (name.starts_with(schema::spec(model_part::vision).root)) return model_part::vision;
+  if (name.starts_with(schema::spec(model_part::text).root)) return model_part::text;
   return model_part::lm_head;
 }
 

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,10 +21,6 @@
 #include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::qwen3_vl {
-
-inline std::string_view part_name(model_part part) {
-  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : schema::lm_head_name;
-}
 
 struct parameter_spec {
   std::string name;
@@ -41,12 +39,7 @@ struct parameter_spec {
   }
 };
 
-inline constexpr std::string_view vision_prefix = schema::spec(model_part::vision).root;
-inline constexpr std::string_view text_prefix = schema::spec(model_part::text).root;
 inline const std::string lm_head_weight_name = schema::tensor_name(schema::module_id::lm_head);
-inline const std::string embed_tokens_weight_name = schema::tensor_name(schema::module_id::embed_tokens);
-
-using schema::merger_hidden_size;
 
 inline parameter_spec parameter_of(const config& cfg, const schema::tensor_ref& t) {
   return {schema::tensor_name(t), schema::tensor_shape(cfg, t), schema::part_of(t.module)};
@@ -59,6 +52,12 @@ inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
   schema::for_each_tensor(cfg, [&](const schema::tensor_ref& t) { out.push_back(parameter_of(cfg, t)); });
   return out;
 }
+
+// Number of parameter tensors and their elements.
+struct parameter_totals {
+  std::int64_t tensors = 0;
+  std::int64_t elements = 0;
+};
 
 // Parameter counts: each stored weight once (a tied lm_head adds nothing to `total`).
 struct parameter_counts {
@@ -77,62 +76,84 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view
   return out;
 }
 
+// The stored tensors of each model part, from the config alone (no full list is built): indexed
+// instances of a family (layers, blocks, DeepStack mergers) all have the shapes of instance 0, so
+// its tensors are counted once and scaled.
+inline std::array<parameter_totals, schema::parts.size()> part_totals(const config& cfg) {
+  std::array<parameter_totals, schema::parts.size()> totals{};
+  const auto add_instance = [&](const schema::family_spec& fam, std::int64_t index, std::int64_t times) {
+    parameter_totals one;
+    for (const schema::module_spec& m : schema::modules_of(fam.id)) {
+      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
+        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
+        if (!stored) continue;
+        one.tensors += 1;
+        one.elements = checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+      }
+    }
+    parameter_totals& sum = totals[static_cast<std::size_t>(fam.part)];
+    for (std::int64_t* field : {&one.tensors, &one.elements}) {
+      if (__builtin_mul_overflow(times, *field, field)) throw error("qwen3_vl parameter count: total overflows int64");
+    }
+    sum.tensors = checked_add(sum.tensors, one.tensors, "total");
+    sum.elements = checked_add(sum.elements, one.elements, "total");
+  };
+  for (const schema::family_spec& fam : schema::families) {
+    if (fam.has_single) add_instance(fam, -1, 1);
+    if (!fam.list.empty()) add_instance(fam, 0, fam.count(cfg));
+  }
+  return totals;
+}
+
 }  // namespace detail
 
-inline parameter_counts count_parameters(const config& cfg) {
-  parameter_counts counts;
-  for (const parameter_spec& p : expected_parameters(cfg)) {
-    if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
-    if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
+inline parameter_totals expected_totals(const config& cfg) {
+  parameter_totals totals;
+  for (const parameter_totals& part : detail::part_totals(cfg)) {
+    totals.tensors = detail::checked_add(totals.tensors, part.tensors, "total");
+    totals.elements = detail::checked_add(totals.elements, part.elements, "total");
   }
+  return totals;
+}
+
+inline parameter_counts count_parameters(const config& cfg) {
+  const auto parts = detail::part_totals(cfg);
+  parameter_counts counts;
+  counts.vision = parts[static_cast<std::size_t>(model_part::vision)].elements;
+  counts.text = parts[static_cast<std::size_t>(model_part::text)].elements;
   counts.lm_head = parameter_of(cfg, {schema::module_id::lm_head}).numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
-  counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
-                                     cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
+  counts.total = expected_totals(cfg).elements;
   return counts;
 }
 
-// Every way `tensors` differs from the expected parameters, one line each: missing tensors (in
-// parameter order), mis-shaped tensors, then unexpected tensors (by name). A tied config tolerates
-// a stored lm_head.weight of the right shape: transformers overwrites it with embed_tokens on load.
+// Every way `tensors` (sorted by name, as a checkpoint holds them) differs from the expected
+// parameters, one line each: missing tensors (in parameter order), mis-shaped tensors, then
+// unexpected tensors (by name). A tied config tolerates a stored lm_head.weight of the right
+// shape: transformers overwrites it with embed_tokens on load.
 inline std::vector<std::string> parameter_problems(const config& cfg, std::span<const tensor_view> tensors) {
-  std::vector<const tensor_view*> by_name;
-  by_name.reserve(tensors.size());
-  for (const tensor_view& t : tensors) by_name.push_back(&t);
-  std::sort(by_name.begin(), by_name.end(), [](const tensor_view* a, const tensor_view* b) { return a->name < b->name; });
-  const auto find = [&](std::string_view name) -> const tensor_view* {
-    const auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
-                                     [](const tensor_view* t, std::string_view key) { return t->name < key; });
-    return it != by_name.end() && (*it)->name == name ? *it : nullptr;
-  };
-  const auto same_shape = [](std::span<const std::int64_t> a, std::span<const std::int64_t> b) {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end());
-  };
-
   std::vector<parameter_spec> expected = expected_parameters(cfg);
   if (cfg.tie_word_embeddings) {
     expected.push_back(parameter_of(cfg, {schema::module_id::lm_head}));
   }
-  std::vector<std::string> missing;
+  std::set<std::string_view> expected_names;
+  std::vector<std::string> problems;
   std::vector<std::string> misshaped;
   for (const parameter_spec& spec : expected) {
-    const tensor_view* tensor = find(spec.name);
+    expected_names.insert(spec.name);
+    const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) missing.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
-    } else if (!same_shape(tensor->shape, spec.shape)) {
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+    } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
       misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
                           format_shape(spec.shape));
     }
   }
-  std::sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  std::vector<std::string> problems = std::move(missing);
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
-  for (const tensor_view* tensor : by_name) {
-    const auto it = std::lower_bound(expected.begin(), expected.end(), tensor->name,
-                                     [](const parameter_spec& p, std::string_view key) { return p.name < key; });
-    if (it == expected.end() || it->name != tensor->name) {
-      problems.push_back("unexpected tensor " + std::string(tensor->name) + " " + format_shape(tensor->shape));
+  for (const tensor_view& tensor : tensors) {
+    if (!expected_names.contains(tensor.name)) {
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
     }
   }
   return problems;
@@ -140,41 +161,6 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
 
 // At most this many problems are spelled out; the rest are counted ("and N more").
 inline constexpr std::size_t max_listed_problems = 20;
-
-// Number of parameter tensors and their elements, from the config alone (no full list is built).
-struct parameter_totals {
-  std::int64_t tensors = 0;
-  std::int64_t elements = 0;
-};
-
-inline parameter_totals expected_totals(const config& cfg) {
-  // Indexed instances of a family (layers, blocks, DeepStack mergers) all have the shapes of
-  // instance 0: its tensors are counted once and scaled.
-  const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
-    std::int64_t product = 0;
-    if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
-    return detail::checked_add(base, product, "total");
-  };
-  parameter_totals totals;
-  const auto add_instance = [&](schema::family unit, std::int64_t index, std::int64_t times) {
-    parameter_totals one;
-    for (const schema::module_spec& m : schema::modules_of(unit)) {
-      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
-        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
-        if (!stored) continue;
-        one.tensors += 1;
-        one.elements = detail::checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
-      }
-    }
-    totals.tensors = scaled(times, one.tensors, totals.tensors);
-    totals.elements = scaled(times, one.elements, totals.elements);
-  };
-  for (const schema::family_spec& fam : schema::families) {
-    if (fam.has_single) add_instance(fam.id, -1, 1);
-    if (!fam.list.empty()) add_instance(fam.id, 0, fam.count(cfg));
-  }
-  return totals;
-}
 
 // Throws one aq::error listing the problems (first line: checkpoint and count, then one per line,
 // at most max_listed_problems of them). A config that implies far more tensors and bytes than the
@@ -206,7 +192,7 @@ inline void check_parameters(const config& cfg, const safetensors_checkpoint& ch
 // The tensor that serves as the output projection: embed_tokens when tied (as transformers does,
 // whatever lm_head.weight the files hold), lm_head.weight otherwise.
 inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_checkpoint& checkpoint) {
-  return checkpoint.at(cfg.tie_word_embeddings ? embed_tokens_weight_name : lm_head_weight_name);
+  return checkpoint.at(cfg.tie_word_embeddings ? schema::tensor_name(schema::module_id::embed_tokens) : lm_head_weight_name);
 }
 
 }  // namespace aq::qwen3_vl

@@ -26,17 +26,6 @@ struct packed_text_batch {
   std::vector<std::int64_t> row_targets;  // per sequence: the loss denominator of its own batch
 };
 
-namespace detail {
-
-inline void check_packable(const text_batch& b, std::size_t index) {
-  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
-    throw error("pack_text_batches: batch " + std::to_string(index) +
-                ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " + std::to_string(b.batch * b.seq));
-  }
-}
-
-}  // namespace detail
-
 // Packs the rows of `batches` in order into passes of at most max_tokens tokens (rows × width).
 // All batches must agree on having labels and on having explicit position_ids. A row whose
 // width is below its pass's and whose first token is not padding starts a new pass instead. The
@@ -54,7 +43,7 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
   const bool positions = !batches.empty() && !batches.front().position_ids.empty();
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const text_batch& b = batches[i];
-    detail::check_packable(b, i);
+    check_text_batch(b, "pack_text_batches: batch " + std::to_string(i));
     if (b.labels.empty() == labels || b.position_ids.empty() == positions) {
       throw error("pack_text_batches: batch " + std::to_string(i) + " differs from batch 0 in having labels or position_ids");
     }

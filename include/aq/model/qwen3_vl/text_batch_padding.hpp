@@ -25,10 +25,7 @@ namespace aq::qwen3_vl {
 // The largest k such that, in every row, columns [0, k] are padding (attention_mask 0) of the
 // row's first id and the targets of positions [0, k) (labels [1, k]) are ignored. 0: nothing to drop.
 inline std::int64_t droppable_padding_columns(const text_batch& b) {
-  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
-    throw error("droppable_padding_columns: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
-                std::to_string(b.batch * b.seq));
-  }
+  check_text_batch(b, "droppable_padding_columns");
   std::int64_t k = b.seq - 1;  // at least one column stays
   for (std::int64_t r = 0; r < b.batch && k > 0; ++r) {
     const std::int64_t row = r * b.seq;

@@ -24,6 +24,14 @@ inline bool text_batch_sizes_match(const text_batch& b) {
          (b.position_ids.empty() || static_cast<std::int64_t>(b.position_ids.size()) == 3 * n);
 }
 
+// Throws, naming `what`, unless `b` holds at least one token and its sizes match.
+inline void check_text_batch(const text_batch& b, const std::string& what) {
+  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
+    throw error(what + ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
+                std::to_string(b.batch * b.seq));
+  }
+}
+
 namespace detail {
 
 // Sequences [row0, row0 + rows) of `b` from column col0 on, positions kept per axis (callers

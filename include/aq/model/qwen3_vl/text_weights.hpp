@@ -39,11 +39,6 @@ struct text_weights {
   const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
-inline std::string text_weight_prefix() { return schema::instance_prefix(schema::family::text_stem); }
-inline std::string text_layer_weight_prefix(std::int64_t layer) {
-  return schema::instance_prefix(schema::family::text_layer, layer);
-}
-
 // Which member of a layer holds each text_layer row of the schema (weights only: the text
 // attention has no bias, check_implemented refuses attention_bias).
 struct text_layer_member {

@@ -40,8 +40,6 @@ struct vision_weights {
   std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
 };
 
-inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
-
 // Which members hold each row of a block or merger of the schema: weight and bias.
 template <class W>
 struct vision_member {

@@ -3,10 +3,14 @@
 // rerun_linear() recomputes a module's output from the same X with a modified weight or input.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "aq/backend/cpu/gemm.hpp"
+#include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 
 namespace aq::qwen3_vl {
 
@@ -38,6 +42,24 @@ class linear_observer {
 inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
   observer.on_forward(call);
   observer.replace_output(call, output);
+}
+
+// How the CPU models report a linear of `module` (no observer: nothing): on the backward with
+// dL/dY; on the forward through notify_forward, which needs Y writable (Y: matrix_view).
+template <class Y>
+void notify_linear(linear_observer* observer, bool backward, const schema::module_ref& module,
+                   const const_matrix_view& w, const float* bias, const const_matrix_view& x, const Y& y,
+                   const const_matrix_view& grad = {}) {
+  if (observer == nullptr) return;
+  const std::string name = schema::module_path(module);
+  const linear_call call{name, w, bias, x, const_matrix_view(y), grad};
+  if (backward) {
+    observer->on_backward(call);
+  } else if constexpr (std::is_same_v<Y, matrix_view>) {
+    notify_forward(*observer, call, y);
+  } else {
+    throw error("qwen3_vl model: forward notification of " + name + " without a writable output");
+  }
 }
 
 // Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.

@@ -78,17 +78,10 @@ class text_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
-              tensor& y, const tensor* g) const {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
-                     g != nullptr ? g->matrix() : const_matrix_view{}};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      notify_forward(*obs, call, y.matrix());
-    }
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
+                     tensor& y, const tensor* g) {
+    notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
+                  g != nullptr ? g->matrix() : const_matrix_view{});
   }
 
   config cfg_;

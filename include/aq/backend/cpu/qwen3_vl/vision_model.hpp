@@ -72,30 +72,11 @@ class vision_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
-                     const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
-                     const const_matrix_view& g = {}) {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    const linear_call call{name, w, b.data(), x, y, g};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      throw error("vision model: forward notification of " + name + " without a writable output");
-    }
-  }
   // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
+  template <class Y>
   static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
-                     const tensor& b, const const_matrix_view& x, const matrix_view& y,
-                     const const_matrix_view& g = {}) {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      notify_forward(*obs, call, y);
-    }
+                     const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
+    notify_linear(obs, backward, module, w, b.data(), x, y, g);
   }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;

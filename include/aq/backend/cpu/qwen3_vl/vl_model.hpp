@@ -22,9 +22,6 @@ class vl_model {
   vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
       : cfg_(cfg), text_(cfg, text), vision_(cfg, vision) {}
 
-  const text_model& text() const { return text_; }
-  const vision_model& vision() const { return vision_; }
-
   // position_ids empty: computed with rope_position_ids() from the ids and image grids.
   text_result run(text_batch batch, const image_batch* images, const run_options& options = {},
                   linear_observer* observer = nullptr) const {
