@@ -7,7 +7,7 @@
 // ---- begin aq/core/atomic_file.hpp ----
 // Writes a whole file or nothing: data goes to a temporary sibling which is renamed over the
 // target only after a successful flush, so a crash or error never leaves a half-written file
-// (core/output_set.hpp publishes several outputs as one set on top of this).
+// (the drivers publish several outputs as one set on top of this: examples/cli/output_set.hpp).
 
 #include <unistd.h>
 
@@ -155,6 +155,7 @@ AQ_HD constexpr float round_to_bf16(float value) { return bf16_to_float(float_to
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 
 namespace aq {
@@ -266,320 +267,22 @@ AQ_HD constexpr float to_float(bf16 value) { return bf16_to_float(value); }
 AQ_HD constexpr float to_float(f16 value) { return f16_to_float(value); }
 AQ_HD constexpr float to_float(float value) { return value; }
 
+// One stored value as Out (float, bf16 or f16), rounding to nearest even where Out is narrower.
+template <class Out, class In>
+constexpr Out convert_element(In value) {
+  if constexpr (std::is_same_v<Out, In>) {
+    return value;
+  } else if constexpr (std::is_same_v<Out, float>) {
+    return to_float(value);
+  } else if constexpr (std::is_same_v<Out, bf16>) {
+    return float_to_bf16(to_float(value));
+  } else {
+    return float_to_f16(to_float(value));
+  }
+}
+
 }  // namespace aq
 // ---- end aq/core/dtype.hpp ----
-// ---- begin aq/core/output_set.hpp ----
-// The outputs of one run published as a set: every location checked writable before any work,
-// everything written to temporary siblings, then renamed into place together, so that a failed or
-// killed run never leaves a half-written or mixed set of reports.
-
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <functional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-namespace aq {
-
-namespace detail {
-
-inline std::filesystem::path parent_or_dot(const std::filesystem::path& p) {
-  return p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
-}
-
-// A target named with a trailing separator ("out/") has an empty filename; the folder is "out".
-inline std::filesystem::path without_trailing_separator(std::filesystem::path p) {
-  while (!p.has_filename() && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
-  return p;
-}
-
-// strerror, with the common ENOTDIR spelled out: a component of the path is a file.
-inline std::string path_error(int code) {
-  if (code == ENOTDIR) return "a component of the path is not a directory";
-  return std::strerror(code);
-}
-
-inline const char* file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISREG(mode)) return "a regular file";
-  return "not a regular file";
-}
-
-// Creates and removes a probe file in `dir`: the only test of writability that holds for root,
-// read-only mounts and /proc alike.
-inline void probe_create(const std::string& what, const std::filesystem::path& dir) {
-  const std::filesystem::path probe = dir / (".aq-probe." + std::to_string(::getpid()));
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) throw error(what + ": cannot create files in " + dir.string() + ": " + std::strerror(errno));
-  ::close(fd);
-  ::unlink(probe.c_str());
-}
-
-// Removes "<name>.tmp.<pid>" and "<name>.old.<pid>" siblings of `target` left by a run that was
-// killed (its pid is no longer alive); a live run's temporaries are left alone.
-inline void remove_stale_temporaries(const std::filesystem::path& target) {
-  const std::string name = target.filename().string();
-  if (name.empty()) return;
-  std::error_code ec;
-  for (std::filesystem::directory_iterator it(parent_or_dot(target), ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string entry = it->path().filename().string();
-    for (const char* tag : {".tmp.", ".old."}) {
-      const std::string prefix = name + tag;
-      if (!entry.starts_with(prefix)) continue;
-      const std::string digits = entry.substr(prefix.size());
-      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-      const pid_t pid = static_cast<pid_t>(std::strtol(digits.c_str(), nullptr, 10));
-      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // ours, or a live run's
-      std::error_code ignored;
-      std::filesystem::remove_all(it->path(), ignored);
-    }
-  }
-}
-
-}  // namespace detail
-
-// Checks, before any work, that a run can later create or replace the file `path` (named by
-// `flag` in errors): its parent is an existing directory where files can be created, and the
-// path is absent or a regular file (never a directory, FIFO or device).
-inline void check_output_file(const std::string& flag, const std::filesystem::path& path) {
-  const std::string what = flag + " " + path.string();
-  if (path.empty()) throw error(flag + ": empty path");
-  if (!path.has_filename()) throw error(what + ": names a directory, expected a file");
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISREG(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a regular file");
-  } else if (errno != ENOENT) {
-    throw error(what + ": " + detail::path_error(errno));
-  }
-  const std::filesystem::path parent = detail::parent_or_dot(path);
-  if (::stat(parent.c_str(), &st) != 0) throw error(what + ": directory " + parent.string() + ": " + detail::path_error(errno));
-  if (!S_ISDIR(st.st_mode)) throw error(what + ": " + parent.string() + " is not a directory");
-  detail::probe_create(what, parent);
-}
-
-// Checks that a run can later create (with its missing parents) or replace the folder `path`:
-// it is absent or a directory, and its nearest existing ancestor is a directory where files can
-// be created (the new folder is written beside the old one and renamed over it).
-inline void check_output_directory(const std::string& flag, const std::filesystem::path& path) {
-  const std::string what = flag + " " + path.string();
-  if (path.empty()) throw error(flag + ": empty path");
-  const std::filesystem::path dir = detail::without_trailing_separator(path);
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw error(what + ": exists and is " + detail::file_kind(st.st_mode) + ", not a directory");
-  } else if (errno != ENOENT) {
-    throw error(what + ": " + detail::path_error(errno));
-  }
-  std::filesystem::path ancestor = detail::parent_or_dot(dir);
-  while (::stat(ancestor.c_str(), &st) != 0) {
-    if (errno != ENOENT) throw error(what + ": " + ancestor.string() + ": " + detail::path_error(errno));
-    if (!ancestor.has_parent_path() || ancestor.parent_path() == ancestor) {
-      throw error(what + ": no existing parent directory");
-    }
-    ancestor = detail::parent_or_dot(ancestor);
-  }
-  if (!S_ISDIR(st.st_mode)) throw error(what + ": " + ancestor.string() + " is not a directory");
-  detail::probe_create(what, ancestor);
-}
-
-// The outputs of one run, published together: an optional folder, replaced as a whole, and
-// single files (which may lie inside that folder). Use: describe every output, check() before
-// any work, write each through staged() after stage(), then publish(). Until publish() nothing
-// at the targets changes; an unpublished set removes its temporaries when destroyed.
-class output_set {
- public:
-  output_set() = default;
-  output_set(const output_set&) = delete;
-  output_set& operator=(const output_set&) = delete;
-  ~output_set() { discard(); }
-
-  // `ours(name)` says whether an entry of an existing folder is a file this run would write; a
-  // folder holding anything else is refused, since publishing replaces the whole folder.
-  void set_directory(std::string flag, const std::filesystem::path& dir, std::function<bool(std::string_view)> ours) {
-    dir_flag_ = std::move(flag);
-    dir_given_ = dir.string();
-    dir_ = std::filesystem::absolute(detail::without_trailing_separator(dir)).lexically_normal();
-    dir_ = detail::without_trailing_separator(dir_);
-    ours_ = std::move(ours);
-  }
-  void add_file(std::string flag, const std::filesystem::path& file) {
-    files_.push_back({std::move(flag), file, {}});
-  }
-
-  // Every output location writable, no folder that holds foreign files, stale temporaries of
-  // killed runs removed. Throws aq::error naming the flag and the path.
-  void check() const {
-    if (!dir_.empty()) {
-      // Replacing the working directory (or a folder above it) would pull it from under the run.
-      std::error_code cwd_error;
-      const std::filesystem::path cwd = std::filesystem::current_path(cwd_error).lexically_normal();
-      const std::filesystem::path up = cwd.lexically_relative(dir_);
-      if (!cwd_error && !up.empty() && *up.begin() != "..") {
-        throw error(what() + ": is the working directory or holds it; name a folder for the reports");
-      }
-      check_output_directory(dir_flag_, dir_given_);
-      std::error_code ec;
-      if (std::filesystem::is_directory(dir_, ec)) {
-        for (std::filesystem::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
-          const std::string name = it->path().filename().string();
-          if (ours_ && ours_(name)) continue;
-          if (inside_folder_name(name)) continue;
-          throw error(what() + ": holds " + name +
-                      ", which this run does not write; the folder is replaced as a whole, so use a new or empty one");
-        }
-        if (ec) throw error(what() + ": cannot list: " + ec.message());
-      }
-      detail::remove_stale_temporaries(dir_);
-    }
-    for (const staged_file& f : files_) {
-      const std::filesystem::path rel = relative_to_folder(f.target);
-      if (rel == ".") throw error(f.flag + " " + f.target.string() + ": is the " + dir_flag_ + " folder itself");
-      if (!rel.empty()) continue;  // published with the folder, checked with it
-      check_output_file(f.flag, f.target);
-      detail::remove_stale_temporaries(f.target);
-    }
-  }
-
-  // Creates the staging folder ("<folder>.tmp.<pid>", beside the target, its parents created).
-  void stage() {
-    if (dir_.empty() || !stage_.empty()) return;
-    std::error_code ec;
-    std::filesystem::create_directories(dir_.parent_path(), ec);
-    if (ec) throw error(what() + ": cannot create parent directories: " + ec.message());
-    stage_ = detail::temporary_sibling(dir_);
-    std::filesystem::remove_all(stage_, ec);
-    std::filesystem::create_directory(stage_, ec);
-    if (ec) throw error(what() + ": cannot create " + stage_.string() + ": " + ec.message());
-  }
-
-  // The staged folder: write the folder's files here.
-  const std::filesystem::path& directory() const { return stage_; }
-
-  // Where to write the single file added as `target` (its parents inside the staged folder made).
-  std::filesystem::path staged(const std::filesystem::path& target) {
-    for (staged_file& f : files_) {
-      if (f.target != target) continue;
-      const std::filesystem::path rel = relative_to_folder(target);
-      if (rel.empty()) {
-        f.temp = detail::temporary_sibling(target);
-      } else {
-        stage();
-        f.temp = stage_ / rel;
-        std::error_code ec;
-        std::filesystem::create_directories(f.temp.parent_path(), ec);
-        if (ec) throw error(f.flag + " " + target.string() + ": " + ec.message());
-      }
-      return f.temp;
-    }
-    throw error("output_set: " + target.string() + " was not added");
-  }
-
-  // Renames everything into place: the folder first (swapped with the old one in one atomic
-  // step where the kernel can, else old aside, new in), then each single file (atomic rename).
-  void publish() {
-    if (!stage_.empty()) {
-      publish_directory();
-      stage_.clear();
-    }
-    for (staged_file& f : files_) {
-      if (f.temp.empty() || !relative_to_folder(f.target).empty()) continue;
-      std::error_code ec;
-      std::filesystem::rename(f.temp, f.target, ec);
-      if (ec) throw error(f.flag + " " + f.target.string() + ": cannot rename into place: " + ec.message());
-      f.temp.clear();
-    }
-  }
-
-  // Removes whatever was staged and not published.
-  void discard() noexcept {
-    std::error_code ignored;
-    for (staged_file& f : files_) {
-      if (!f.temp.empty() && relative_to_folder(f.target).empty()) std::filesystem::remove(f.temp, ignored);
-      f.temp.clear();
-    }
-    if (!stage_.empty()) std::filesystem::remove_all(stage_, ignored);
-    stage_.clear();
-  }
-
- private:
-  struct staged_file {
-    std::string flag;
-    std::filesystem::path target;
-    std::filesystem::path temp;
-  };
-
-  // target's path inside the folder ("." for the folder itself), or empty when outside it.
-  std::filesystem::path relative_to_folder(const std::filesystem::path& target) const {
-    if (dir_.empty()) return {};
-    const std::filesystem::path abs = std::filesystem::absolute(target).lexically_normal();
-    const std::filesystem::path rel = abs.lexically_relative(dir_);
-    if (rel.empty() || *rel.begin() == "..") return {};
-    return rel;
-  }
-
-  bool inside_folder_name(const std::string& name) const {
-    for (const staged_file& f : files_) {
-      const std::filesystem::path rel = relative_to_folder(f.target);
-      if (!rel.empty() && rel != "." && rel.begin()->string() == name) return true;
-    }
-    return false;
-  }
-
-  void publish_directory() {
-    std::error_code ec;
-    const bool exists = std::filesystem::exists(dir_, ec);
-    if (!exists) {
-      std::filesystem::rename(stage_, dir_, ec);
-      if (ec) throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
-      return;
-    }
-#if defined(__linux__) && defined(RENAME_EXCHANGE)
-    if (::renameat2(AT_FDCWD, stage_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_EXCHANGE) == 0) {
-      std::filesystem::remove_all(stage_, ec);  // now the old folder
-      return;
-    }
-#endif
-    const std::filesystem::path old = detail::temporary_sibling(dir_, ".old.");
-    std::filesystem::remove_all(old, ec);
-    std::filesystem::rename(dir_, old, ec);
-    if (ec) throw error(what() + ": cannot move the old folder aside: " + ec.message());
-    std::filesystem::rename(stage_, dir_, ec);
-    if (ec) {
-      std::error_code ignored;
-      std::filesystem::rename(old, dir_, ignored);
-      throw error(what() + ": cannot rename " + stage_.string() + " into place: " + ec.message());
-    }
-    std::filesystem::remove_all(old, ec);
-  }
-
-  // The flag and the folder as the user spelled them ("--output-dir out"), for messages.
-  std::string what() const { return dir_flag_ + " " + dir_given_; }
-
-  std::string dir_flag_;
-  std::string dir_given_;
-  std::filesystem::path dir_;
-  std::function<bool(std::string_view)> ours_;
-  std::vector<staged_file> files_;
-  std::filesystem::path stage_;
-};
-
-}  // namespace aq
-// ---- end aq/core/output_set.hpp ----
 
 // Checkpoints and model description
 // ---- begin aq/io/checkpoint/safetensors.hpp ----
@@ -749,9 +452,6 @@ class regular_file {
 // The whole content of a regular file (errors: "PATH: cannot open: ...", "PATH: not a regular file").
 inline std::string read_regular_file(const std::filesystem::path& path) { return regular_file(path).read_all(); }
 
-// Throws unless `path` names a regular file (following symlinks); opens nothing that could block.
-inline void require_regular_file(const std::filesystem::path& path) { const regular_file file(path); }
-
 }  // namespace aq
 // ---- end aq/io/regular_file.hpp ----
 
@@ -849,6 +549,13 @@ inline std::string format_shape(std::span<const std::int64_t> shape) {
   return out + "]";
 }
 
+// The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
+inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
+  const auto it = std::lower_bound(views.begin(), views.end(), name,
+                                   [](const tensor_view& view, std::string_view key) { return view.name < key; });
+  return it != views.end() && it->name == name ? &*it : nullptr;
+}
+
 // Upper bound on the JSON header, as in the reference implementation: a larger length is a
 // corrupt file, not a checkpoint.
 inline constexpr std::uint64_t safetensors_max_header_size = 100'000'000;
@@ -864,6 +571,11 @@ inline bool is_known_safetensors_dtype(std::string_view name) {
 }
 
 using io::json_type_name;
+
+// An error about one tensor: "FILE: tensor NAME: message".
+inline error tensor_error(const tensor_view& tensor, const std::string& message) {
+  return error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " + message);
+}
 
 // A JSON non-negative integer (int64 range), or an error message fragment.
 inline bool json_non_negative_int(simdjson::dom::element value, std::int64_t& out, std::string& why) {
@@ -903,11 +615,7 @@ class safetensors_file {
   std::span<const tensor_view> tensors() const { return views_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
 
-  const tensor_view* find(std::string_view name) const {
-    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
-                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
-    return it != views_.end() && it->name == name ? &*it : nullptr;
-  }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;
@@ -1142,11 +850,7 @@ class safetensors_checkpoint {
   // All tensors of all shards, sorted by name.
   std::span<const tensor_view> tensors() const { return views_; }
 
-  const tensor_view* find(std::string_view name) const {
-    const auto it = std::lower_bound(views_.begin(), views_.end(), name,
-                                     [](const tensor_view& view, std::string_view key) { return view.name < key; });
-    return it != views_.end() && it->name == name ? &*it : nullptr;
-  }
+  const tensor_view* find(std::string_view name) const { return find_tensor_view(views_, name); }
 
   const tensor_view& at(std::string_view name) const {
     if (const tensor_view* view = find(name)) return *view;
@@ -1255,23 +959,6 @@ class safetensors_checkpoint {
   std::vector<tensor_view> views_;
 };
 
-namespace detail {
-
-template <class Out, class In>
-constexpr Out convert_element(In value) {
-  if constexpr (std::is_same_v<Out, In>) {
-    return value;
-  } else if constexpr (std::is_same_v<Out, float>) {
-    return to_float(value);
-  } else if constexpr (std::is_same_v<Out, bf16>) {
-    return float_to_bf16(to_float(value));
-  } else {
-    return float_to_f16(to_float(value));
-  }
-}
-
-}  // namespace detail
-
 // Converts a tensor's stored values into `out` (float, bf16 or f16), rounding to nearest even
 // where the target is narrower. Source bytes need no alignment.
 template <class Out>
@@ -1280,14 +967,13 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
                 "convert_tensor writes float, bf16 or f16");
   const auto count = static_cast<std::size_t>(tensor.numel());
   if (out.size() != count) {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": destination holds " +
-                std::to_string(out.size()) + " values, tensor " + format_shape(tensor.shape) + " has " +
-                std::to_string(count));
+    throw detail::tensor_error(tensor, "destination holds " + std::to_string(out.size()) + " values, tensor " +
+                                           format_shape(tensor.shape) + " has " + std::to_string(count));
   }
   if (!find_dtype(tensor.dtype.name)) {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
-                std::string(tensor.dtype.name) + " does not convert to floating point (" +
-                std::string(supported_dtype_names) + ")");
+    throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) +
+                                           " does not convert to floating point (" +
+                                           std::string(supported_dtype_names) + ")");
   }
   if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
@@ -1299,7 +985,7 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
       for (std::size_t i = 0; i < count; ++i) {
         In value;
         std::memcpy(&value, source + i * sizeof(In), sizeof(In));
-        out[i] = detail::convert_element<Out>(value);
+        out[i] = convert_element<Out>(value);
       }
     }
   });
@@ -1319,9 +1005,8 @@ void require_finite_bits(const tensor_view& tensor, std::size_t first, std::span
     if ((bits & exponent_mask) != exponent_mask) continue;
     const bool nan = (bits & mantissa_mask) != 0;
     const bool negative = (bits >> (8 * sizeof(Bits) - 1)) != 0;
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": " +
-                (nan ? "nan" : negative ? "-inf" : "inf") + " at element " + std::to_string(first + i) +
-                " (weights must be finite)");
+    throw tensor_error(tensor, std::string(nan ? "nan" : negative ? "-inf" : "inf") + " at element " +
+                                   std::to_string(first + i) + " (weights must be finite)");
   }
 }
 
@@ -1357,8 +1042,7 @@ inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
       out[i] = value;
     }
   } else {
-    throw error(std::string(tensor.file) + ": tensor " + std::string(tensor.name) + ": dtype " +
-                std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
+    throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
   }
   return out;
 }
@@ -1470,15 +1154,7 @@ class safetensors_writer {
     visit_dtype(type, [&](auto tag) {
       using Stored = decltype(tag);
       std::vector<Stored> stored(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        if constexpr (std::is_same_v<Stored, bf16>) {
-          stored[i] = float_to_bf16(values[i]);
-        } else if constexpr (std::is_same_v<Stored, f16>) {
-          stored[i] = float_to_f16(values[i]);
-        } else {
-          stored[i] = values[i];
-        }
-      }
+      for (std::size_t i = 0; i < values.size(); ++i) stored[i] = convert_element<Stored>(values[i]);
       add(name, std::move(shape), std::span<const Stored>(stored));
     });
   }
@@ -1921,9 +1597,6 @@ class json_fields {
     return object(key);
   }
 
-  const std::string& source() const { return source_; }
-  const std::string& prefix() const { return prefix_; }
-
  private:
   std::string source_;
   std::string prefix_;
@@ -2245,8 +1918,10 @@ inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) 
 // running the model.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -2681,10 +2356,6 @@ inline std::optional<tensor_ref> find_tensor(std::string_view name) {
 
 namespace aq::qwen3_vl {
 
-inline std::string_view part_name(model_part part) {
-  return part == model_part::vision ? "vision" : part == model_part::text ? "text" : schema::lm_head_name;
-}
-
 struct parameter_spec {
   std::string name;
   std::vector<std::int64_t> shape;
@@ -2702,12 +2373,7 @@ struct parameter_spec {
   }
 };
 
-inline constexpr std::string_view vision_prefix = schema::spec(model_part::vision).root;
-inline constexpr std::string_view text_prefix = schema::spec(model_part::text).root;
 inline const std::string lm_head_weight_name = schema::tensor_name(schema::module_id::lm_head);
-inline const std::string embed_tokens_weight_name = schema::tensor_name(schema::module_id::embed_tokens);
-
-using schema::merger_hidden_size;
 
 inline parameter_spec parameter_of(const config& cfg, const schema::tensor_ref& t) {
   return {schema::tensor_name(t), schema::tensor_shape(cfg, t), schema::part_of(t.module)};
@@ -2720,6 +2386,12 @@ inline std::vector<parameter_spec> expected_parameters(const config& cfg) {
   schema::for_each_tensor(cfg, [&](const schema::tensor_ref& t) { out.push_back(parameter_of(cfg, t)); });
   return out;
 }
+
+// Number of parameter tensors and their elements.
+struct parameter_totals {
+  std::int64_t tensors = 0;
+  std::int64_t elements = 0;
+};
 
 // Parameter counts: each stored weight once (a tied lm_head adds nothing to `total`).
 struct parameter_counts {
@@ -2738,62 +2410,84 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view
   return out;
 }
 
+// The stored tensors of each model part, from the config alone (no full list is built): indexed
+// instances of a family (layers, blocks, DeepStack mergers) all have the shapes of instance 0, so
+// its tensors are counted once and scaled.
+inline std::array<parameter_totals, schema::parts.size()> part_totals(const config& cfg) {
+  std::array<parameter_totals, schema::parts.size()> totals{};
+  const auto add_instance = [&](const schema::family_spec& fam, std::int64_t index, std::int64_t times) {
+    parameter_totals one;
+    for (const schema::module_spec& m : schema::modules_of(fam.id)) {
+      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
+        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
+        if (!stored) continue;
+        one.tensors += 1;
+        one.elements = checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+      }
+    }
+    parameter_totals& sum = totals[static_cast<std::size_t>(fam.part)];
+    for (std::int64_t* field : {&one.tensors, &one.elements}) {
+      if (__builtin_mul_overflow(times, *field, field)) throw error("qwen3_vl parameter count: total overflows int64");
+    }
+    sum.tensors = checked_add(sum.tensors, one.tensors, "total");
+    sum.elements = checked_add(sum.elements, one.elements, "total");
+  };
+  for (const schema::family_spec& fam : schema::families) {
+    if (fam.has_single) add_instance(fam, -1, 1);
+    if (!fam.list.empty()) add_instance(fam, 0, fam.count(cfg));
+  }
+  return totals;
+}
+
 }  // namespace detail
 
-inline parameter_counts count_parameters(const config& cfg) {
-  parameter_counts counts;
-  for (const parameter_spec& p : expected_parameters(cfg)) {
-    if (p.part == model_part::vision) counts.vision = detail::checked_add(counts.vision, p.numel(), "vision");
-    if (p.part == model_part::text) counts.text = detail::checked_add(counts.text, p.numel(), "text");
+inline parameter_totals expected_totals(const config& cfg) {
+  parameter_totals totals;
+  for (const parameter_totals& part : detail::part_totals(cfg)) {
+    totals.tensors = detail::checked_add(totals.tensors, part.tensors, "total");
+    totals.elements = detail::checked_add(totals.elements, part.elements, "total");
   }
+  return totals;
+}
+
+inline parameter_counts count_parameters(const config& cfg) {
+  const auto parts = detail::part_totals(cfg);
+  parameter_counts counts;
+  counts.vision = parts[static_cast<std::size_t>(model_part::vision)].elements;
+  counts.text = parts[static_cast<std::size_t>(model_part::text)].elements;
   counts.lm_head = parameter_of(cfg, {schema::module_id::lm_head}).numel();
   counts.lm_head_tied = cfg.tie_word_embeddings;
-  counts.total = detail::checked_add(detail::checked_add(counts.vision, counts.text, "total"),
-                                     cfg.tie_word_embeddings ? 0 : counts.lm_head, "total");
+  counts.total = expected_totals(cfg).elements;
   return counts;
 }
 
-// Every way `tensors` differs from the expected parameters, one line each: missing tensors (in
-// parameter order), mis-shaped tensors, then unexpected tensors (by name). A tied config tolerates
-// a stored lm_head.weight of the right shape: transformers overwrites it with embed_tokens on load.
+// Every way `tensors` (sorted by name, as a checkpoint holds them) differs from the expected
+// parameters, one line each: missing tensors (in parameter order), mis-shaped tensors, then
+// unexpected tensors (by name). A tied config tolerates a stored lm_head.weight of the right
+// shape: transformers overwrites it with embed_tokens on load.
 inline std::vector<std::string> parameter_problems(const config& cfg, std::span<const tensor_view> tensors) {
-  std::vector<const tensor_view*> by_name;
-  by_name.reserve(tensors.size());
-  for (const tensor_view& t : tensors) by_name.push_back(&t);
-  std::sort(by_name.begin(), by_name.end(), [](const tensor_view* a, const tensor_view* b) { return a->name < b->name; });
-  const auto find = [&](std::string_view name) -> const tensor_view* {
-    const auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
-                                     [](const tensor_view* t, std::string_view key) { return t->name < key; });
-    return it != by_name.end() && (*it)->name == name ? *it : nullptr;
-  };
-  const auto same_shape = [](std::span<const std::int64_t> a, std::span<const std::int64_t> b) {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end());
-  };
-
   std::vector<parameter_spec> expected = expected_parameters(cfg);
   if (cfg.tie_word_embeddings) {
     expected.push_back(parameter_of(cfg, {schema::module_id::lm_head}));
   }
-  std::vector<std::string> missing;
+  std::set<std::string_view> expected_names;
+  std::vector<std::string> problems;
   std::vector<std::string> misshaped;
   for (const parameter_spec& spec : expected) {
-    const tensor_view* tensor = find(spec.name);
+    expected_names.insert(spec.name);
+    const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) missing.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
-    } else if (!same_shape(tensor->shape, spec.shape)) {
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+    } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
       misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
                           format_shape(spec.shape));
     }
   }
-  std::sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  std::vector<std::string> problems = std::move(missing);
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
-  for (const tensor_view* tensor : by_name) {
-    const auto it = std::lower_bound(expected.begin(), expected.end(), tensor->name,
-                                     [](const parameter_spec& p, std::string_view key) { return p.name < key; });
-    if (it == expected.end() || it->name != tensor->name) {
-      problems.push_back("unexpected tensor " + std::string(tensor->name) + " " + format_shape(tensor->shape));
+  for (const tensor_view& tensor : tensors) {
+    if (!expected_names.contains(tensor.name)) {
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
     }
   }
   return problems;
@@ -2801,41 +2495,6 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
 
 // At most this many problems are spelled out; the rest are counted ("and N more").
 inline constexpr std::size_t max_listed_problems = 20;
-
-// Number of parameter tensors and their elements, from the config alone (no full list is built).
-struct parameter_totals {
-  std::int64_t tensors = 0;
-  std::int64_t elements = 0;
-};
-
-inline parameter_totals expected_totals(const config& cfg) {
-  // Indexed instances of a family (layers, blocks, DeepStack mergers) all have the shapes of
-  // instance 0: its tensors are counted once and scaled.
-  const auto scaled = [](std::int64_t count, std::int64_t per, std::int64_t base) {
-    std::int64_t product = 0;
-    if (__builtin_mul_overflow(count, per, &product)) throw error("qwen3_vl parameter count: total overflows int64");
-    return detail::checked_add(base, product, "total");
-  };
-  parameter_totals totals;
-  const auto add_instance = [&](schema::family unit, std::int64_t index, std::int64_t times) {
-    parameter_totals one;
-    for (const schema::module_spec& m : schema::modules_of(unit)) {
-      for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
-        const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
-        if (!stored) continue;
-        one.tensors += 1;
-        one.elements = detail::checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
-      }
-    }
-    totals.tensors = scaled(times, one.tensors, totals.tensors);
-    totals.elements = scaled(times, one.elements, totals.elements);
-  };
-  for (const schema::family_spec& fam : schema::families) {
-    if (fam.has_single) add_instance(fam.id, -1, 1);
-    if (!fam.list.empty()) add_instance(fam.id, 0, fam.count(cfg));
-  }
-  return totals;
-}
 
 // Throws one aq::error listing the problems (first line: checkpoint and count, then one per line,
 // at most max_listed_problems of them). A config that implies far more tensors and bytes than the
@@ -2867,7 +2526,7 @@ inline void check_parameters(const config& cfg, const safetensors_checkpoint& ch
 // The tensor that serves as the output projection: embed_tokens when tied (as transformers does,
 // whatever lm_head.weight the files hold), lm_head.weight otherwise.
 inline const tensor_view& lm_head_weight(const config& cfg, const safetensors_checkpoint& checkpoint) {
-  return checkpoint.at(cfg.tie_word_embeddings ? embed_tokens_weight_name : lm_head_weight_name);
+  return checkpoint.at(cfg.tie_word_embeddings ? schema::tensor_name(schema::module_id::embed_tokens) : lm_head_weight_name);
 }
 
 }  // namespace aq::qwen3_vl
@@ -2890,8 +2549,8 @@ inline std::vector<quantizable_module> quantizable_modules(const config& cfg) {
 
 // Which part of the model a module or parameter name belongs to.
 inline model_part part_of(std::string_view name) {
-  if (name.starts_with(vision_prefix)) return model_part::vision;
-  if (name.starts_with(text_prefix)) return model_part::text;
+  if (name.starts_with(schema::spec(model_part::vision).root)) return model_part::vision;
+  if (name.starts_with(schema::spec(model_part::text).root)) return model_part::text;
   return model_part::lm_head;
 }
 
@@ -2917,6 +2576,138 @@ inline std::vector<quantizable_module> text_quantizable_modules(const config& cf
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/io/tokenizer/utf8.hpp ----
+// UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
+// works on code points) and lossy decoding of byte-level BPE output, which may split characters.
+// The calibration readers and the JSON writer validate and decode text with it too.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+
+namespace aq::io::utf8 {
+
+// The length of the sequence s[i] leads (0: not a lead byte) and how many of its bytes, the lead
+// included, are well-formed (Unicode Table 3-7): all of them for a whole character.
+struct sequence_prefix {
+  std::size_t length = 0;
+  std::size_t valid = 0;
+};
+
+inline sequence_prefix well_formed_prefix(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = byte(i);
+  if (b0 < 0x80) return {1, 1};
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    n = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    n = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    n = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return {};
+  }
+  // Only the second byte has a restricted range; later ones are plain continuation bytes.
+  std::size_t k = 1;
+  for (; k < n && i + k < s.size(); ++k) {
+    const unsigned char b = byte(i + k);
+    if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) break;
+  }
+  return {n, k};
+}
+
+// Length of the well-formed sequence starting at s[i], or 0 if ill-formed.
+inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
+  const sequence_prefix p = well_formed_prefix(s, i);
+  return p.length != 0 && p.valid == p.length ? p.length : 0;
+}
+
+// Byte offset of the first ill-formed sequence, or nullopt when all of `s` is valid UTF-8.
+inline std::optional<std::size_t> first_invalid_byte(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::nullopt;
+}
+
+// Start of the character that ends just before s[pos] (pos > 0): back over continuation bytes.
+inline std::size_t previous_char_start(std::string_view s, std::size_t pos) {
+  do {
+    --pos;
+  } while (pos > 0 && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80);
+  return pos;
+}
+
+// Decodes the code point at s[i] (which must be well-formed) and advances i.
+inline char32_t decode_at(std::string_view s, std::size_t& i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  if (b0 < 0x80) {
+    ++i;
+    return b0;
+  }
+  const std::size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+  char32_t cp = b0 & (0x7F >> n);
+  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
+inline void append(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Throws naming `what` and the byte offset of the first ill-formed sequence.
+inline void validate(std::string_view s, const std::string& what) {
+  if (const auto at = first_invalid_byte(s)) throw error(what + ": not valid UTF-8 at byte " + std::to_string(*at));
+}
+
+// Replaces each maximal ill-formed subpart by U+FFFD (the Unicode-recommended practice, as
+// Rust's String::from_utf8_lossy and Python's errors="replace" do).
+inline std::string decode_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = valid_sequence_length(s, i);
+    if (n != 0) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    // The maximal subpart: the lead byte plus the continuation bytes that were still valid.
+    out.append("\xEF\xBF\xBD");
+    i += std::max<std::size_t>(well_formed_prefix(s, i).valid, 1);
+  }
+  return out;
+}
+
+}  // namespace aq::io::utf8
+// ---- end aq/io/tokenizer/utf8.hpp ----
 // ---- begin aq/report/python_float.hpp ----
 // Python's float text forms, so that reports written by aq are byte-identical to ModelOpt's:
 // `repr(x)` (what `json.dumps` writes for a float) and the `f"{x:.Ne}"` / `f"{x:.Nf}"` forms
@@ -3030,21 +2821,21 @@ namespace aq::io {
 // Escapes UTF-8 text as json.dumps(ensure_ascii=True) does: \" \\ \n \r \t \b \f, other
 // characters outside ' '..'~' as \u00xx (lowercase hex), code points above U+FFFF as a
 // surrogate pair. Invalid UTF-8 is refused: Python strings cannot hold it either.
-inline std::string json_quote(std::string_view utf8) {
+inline std::string json_quote(std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(utf8.size() + 2);
+  out.reserve(text.size() + 2);
   out += '"';
   const auto append_u = [&](std::uint32_t unit) {
     out += "\\u";
     for (int shift = 12; shift >= 0; shift -= 4) out += hex[(unit >> shift) & 0xfu];
   };
-  const auto invalid = [&](std::size_t at) {
-    return error("json string: invalid UTF-8 at byte " + std::to_string(at) + " of \"" +
-                 std::string(utf8.substr(0, 40)) + "\"");
-  };
-  for (std::size_t i = 0; i < utf8.size();) {
-    const auto byte = static_cast<unsigned char>(utf8[i]);
+  if (const auto at = utf8::first_invalid_byte(text)) {
+    throw error("json string: invalid UTF-8 at byte " + std::to_string(*at) + " of \"" +
+                std::string(text.substr(0, 40)) + "\"");
+  }
+  for (std::size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
     if (byte < 0x80) {
       switch (byte) {
         case '"': out += "\\\""; break;
@@ -3064,31 +2855,7 @@ inline std::string json_quote(std::string_view utf8) {
       ++i;
       continue;
     }
-    int length = 0;
-    std::uint32_t code = 0;
-    std::uint32_t minimum = 0;
-    if ((byte & 0xe0u) == 0xc0u) {
-      length = 2;
-      code = byte & 0x1fu;
-      minimum = 0x80;
-    } else if ((byte & 0xf0u) == 0xe0u) {
-      length = 3;
-      code = byte & 0x0fu;
-      minimum = 0x800;
-    } else if ((byte & 0xf8u) == 0xf0u) {
-      length = 4;
-      code = byte & 0x07u;
-      minimum = 0x10000;
-    } else {
-      throw invalid(i);
-    }
-    if (i + static_cast<std::size_t>(length) > utf8.size()) throw invalid(i);
-    for (int k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(utf8[i + static_cast<std::size_t>(k)]);
-      if ((next & 0xc0u) != 0x80u) throw invalid(i);
-      code = (code << 6) | (next & 0x3fu);
-    }
-    if (code < minimum || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) throw invalid(i);
+    const std::uint32_t code = utf8::decode_at(text, i);
     if (code > 0xffff) {
       const std::uint32_t v = code - 0x10000;
       append_u(0xd800 + (v >> 10));
@@ -3096,7 +2863,6 @@ inline std::string json_quote(std::string_view utf8) {
     } else {
       append_u(code);
     }
-    i += static_cast<std::size_t>(length);
   }
   out += '"';
   return out;
@@ -3227,6 +2993,7 @@ class json_writer {
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 // ---- begin aq/report/report_model.hpp ----
@@ -3459,23 +3226,31 @@ inline void emit_autoquant_state(json_writer& json, const autoquant_state_info& 
   json.end_object();
 }
 
+// dataset_info's fields in file order (text fields first), for the writer and the reader.
+template <class T>
+using dataset_field = std::pair<std::string_view, std::optional<T> dataset_info::*>;
+inline constexpr dataset_field<std::string> dataset_text_fields[] = {
+    {"name", &dataset_info::name},
+    {"size", &dataset_info::size},
+    {"root", &dataset_info::root},
+    {"captions_path", &dataset_info::captions_path},
+};
+inline constexpr dataset_field<std::int64_t> dataset_count_fields[] = {
+    {"max_calib_samples", &dataset_info::max_calib_samples},
+    {"num_calib_samples", &dataset_info::num_calib_samples},
+    {"calib_seq_len", &dataset_info::calib_seq_len},
+    {"batch_size", &dataset_info::batch_size},
+    {"num_calib_batches", &dataset_info::num_calib_batches},
+};
+
 inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
   json.begin_object();
-  const auto text = [&](const char* key, const std::optional<std::string>& value) {
-    if (value) json.key(key).string(*value);
-  };
-  const auto count = [&](const char* key, const std::optional<std::int64_t>& value) {
-    if (value) json.key(key).integer(*value);
-  };
-  text("name", dataset.name);
-  text("size", dataset.size);
-  text("root", dataset.root);
-  text("captions_path", dataset.captions_path);
-  count("max_calib_samples", dataset.max_calib_samples);
-  count("num_calib_samples", dataset.num_calib_samples);
-  count("calib_seq_len", dataset.calib_seq_len);
-  count("batch_size", dataset.batch_size);
-  count("num_calib_batches", dataset.num_calib_batches);
+  for (const auto& [key, field] : dataset_text_fields) {
+    if (dataset.*field) json.key(key).string(*(dataset.*field));
+  }
+  for (const auto& [key, field] : dataset_count_fields) {
+    if (dataset.*field) json.key(key).integer(*(dataset.*field));
+  }
   json.end_object();
 }
 
@@ -3580,15 +3355,6 @@ class manifest_fields {
     throw error(source_ + ": field '" + path + "' " + what);
   }
 
-  simdjson::dom::element member(simdjson::dom::object object, std::string_view key, const std::string& path) const {
-    simdjson::dom::element value;
-    if (object.at_key(key).get(value) != simdjson::SUCCESS) fail(path, "is missing");
-    return value;
-  }
-  bool has(simdjson::dom::object object, std::string_view key) const {
-    simdjson::dom::element value;
-    return object.at_key(key).get(value) == simdjson::SUCCESS;
-  }
   simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
     simdjson::dom::object result;
     if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
@@ -3611,29 +3377,62 @@ class manifest_fields {
     if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
     return result;
   }
-  std::int64_t integer(simdjson::dom::element value, const std::string& path) const {
+
+ private:
+  std::string source_;
+};
+
+// One object of the manifest at its JSON path ("" for the root): members read by key, each
+// error naming path.key.
+class manifest_object {
+ public:
+  manifest_object(const manifest_fields& f, simdjson::dom::element value, std::string path)
+      : f_(f), object_(f.object(value, path.empty() ? "<root>" : path)), path_(std::move(path)) {}
+
+  simdjson::dom::object members() const { return object_; }
+  std::string path_of(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  bool has(std::string_view key) const {
+    simdjson::dom::element value;
+    return object_.at_key(key).get(value) == simdjson::SUCCESS;
+  }
+  simdjson::dom::element member(std::string_view key) const {
+    simdjson::dom::element value;
+    if (object_.at_key(key).get(value) != simdjson::SUCCESS) f_.fail(path_of(key), "is missing");
+    return value;
+  }
+
+  manifest_object object(std::string_view key) const { return {f_, member(key), path_of(key)}; }
+  std::string string(std::string_view key) const { return f_.string(member(key), path_of(key)); }
+  double number(std::string_view key) const { return f_.number(member(key), path_of(key)); }
+  std::int64_t integer(std::string_view key) const {
     std::int64_t result = 0;
-    if (value.get_int64().get(result) != simdjson::SUCCESS) fail(path, "expected an integer");
+    if (member(key).get_int64().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected an integer");
     return result;
   }
-  bool boolean(simdjson::dom::element value, const std::string& path) const {
+  bool boolean(std::string_view key) const {
     bool result = false;
-    if (value.get_bool().get(result) != simdjson::SUCCESS) fail(path, "expected true or false");
+    if (member(key).get_bool().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected true or false");
     return result;
   }
-  std::vector<std::string> string_list(simdjson::dom::element value, const std::string& path) const {
+  std::vector<std::string> string_list(std::string_view key) const {
     std::vector<std::string> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(string(item, path + "[]"));
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.string(item, path + "[]"));
     return items;
   }
-  std::vector<double> number_list(simdjson::dom::element value, const std::string& path) const {
+  std::vector<double> number_list(std::string_view key) const {
     std::vector<double> items;
-    for (simdjson::dom::element item : array(value, path)) items.push_back(number(item, path + "[]"));
+    const std::string path = path_of(key);
+    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.number(item, path + "[]"));
     return items;
   }
 
  private:
-  std::string source_;
+  const manifest_fields& f_;
+  simdjson::dom::object object_;
+  std::string path_;
 };
 
 }  // namespace detail
@@ -3642,67 +3441,55 @@ class manifest_fields {
 // (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
 // they are not read; unknown top-level fields are ignored. `source` names the text in errors.
 inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
-  detail::manifest_fields f(source);
+  const detail::manifest_fields f(source);
   simdjson::dom::parser parser;
   const simdjson::padded_string padded(json_text);
   simdjson::dom::element root_element;
   if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
     throw error(source + ": not valid JSON: " + simdjson::error_message(code));
   }
-  const simdjson::dom::object root = f.object(root_element, "<root>");
+  const detail::manifest_object root(f, root_element, "");
   report_model model;
 
-  const simdjson::dom::object scheme = f.object(f.member(root, "scheme", "scheme"), "scheme");
-  model.scheme.name = f.string(f.member(scheme, "name", "scheme.name"), "scheme.name");
-  model.scheme.auto_quantize_bits =
-      f.number(f.member(scheme, "auto_quantize_bits", "scheme.auto_quantize_bits"), "scheme.auto_quantize_bits");
-  model.scheme.method =
-      f.string(f.member(scheme, "auto_quantize_method", "scheme.auto_quantize_method"), "scheme.auto_quantize_method");
-  model.scheme.score_size = f.integer(f.member(scheme, "auto_quantize_score_size", "scheme.auto_quantize_score_size"),
-                                      "scheme.auto_quantize_score_size");
-  model.scheme.coverage_mode = f.string(f.member(scheme, "coverage_mode", "scheme.coverage_mode"), "scheme.coverage_mode");
-  model.scheme.coverage_fraction =
-      f.number(f.member(scheme, "coverage_fraction", "scheme.coverage_fraction"), "scheme.coverage_fraction");
-  model.scheme.quant_formats =
-      f.string_list(f.member(scheme, "quant_formats", "scheme.quant_formats"), "scheme.quant_formats");
+  const detail::manifest_object scheme = root.object("scheme");
+  model.scheme.name = scheme.string("name");
+  model.scheme.auto_quantize_bits = scheme.number("auto_quantize_bits");
+  model.scheme.method = scheme.string("auto_quantize_method");
+  model.scheme.score_size = scheme.integer("auto_quantize_score_size");
+  model.scheme.coverage_mode = scheme.string("coverage_mode");
+  model.scheme.coverage_fraction = scheme.number("coverage_fraction");
+  model.scheme.quant_formats = scheme.string_list("quant_formats");
 
-  const simdjson::dom::object model_object = f.object(f.member(root, "model", "model"), "model");
-  if (f.has(model_object, "id")) model.model_id = f.string(f.member(model_object, "id", "model.id"), "model.id");
+  const detail::manifest_object model_object = root.object("model");
+  if (model_object.has("id")) model.model_id = model_object.string("id");
 
-  for (const auto [name, value] : f.object(f.member(root, "layers", "layers"), "layers")) {
-    const std::string path = "layers." + std::string(name);
-    const simdjson::dom::object layer = f.object(value, path);
-    model.layers.push_back(layer_info{std::string(name),
-                                      f.boolean(f.member(layer, "quantized", path + ".quantized"), path + ".quantized"),
-                                      f.string(f.member(layer, "module_type", path + ".module_type"), path + ".module_type")});
+  const detail::manifest_object layers = root.object("layers");
+  for (const auto [name, value] : layers.members()) {
+    const detail::manifest_object layer(f, value, layers.path_of(name));
+    model.layers.push_back(layer_info{std::string(name), layer.boolean("quantized"), layer.string("module_type")});
   }
-  const std::int64_t num_layers =
-      f.integer(f.member(root, "num_quantized_layers", "num_quantized_layers"), "num_quantized_layers");
+  const std::int64_t num_layers = root.integer("num_quantized_layers");
   if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
     f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
                                        std::to_string(model.layers.size()));
   }
 
-  const simdjson::dom::object state = f.object(f.member(root, "autoquant_state", "autoquant_state"), "autoquant_state");
-  model.autoquant_state.keys = f.string_list(f.member(state, "keys", "autoquant_state.keys"), "autoquant_state.keys");
-  const simdjson::dom::object constraints =
-      f.object(f.member(state, "constraints", "autoquant_state.constraints"), "autoquant_state.constraints");
-  model.autoquant_state.effective_bits =
-      f.number(f.member(constraints, "effective_bits", "autoquant_state.constraints.effective_bits"),
-               "autoquant_state.constraints.effective_bits");
-  model.autoquant_state.score = f.number(f.member(state, "score", "autoquant_state.score"), "autoquant_state.score");
-  model.autoquant_state.is_satisfied =
-      f.boolean(f.member(state, "is_satisfied", "autoquant_state.is_satisfied"), "autoquant_state.is_satisfied");
+  const detail::manifest_object state = root.object("autoquant_state");
+  model.autoquant_state.keys = state.string_list("keys");
+  model.autoquant_state.effective_bits = state.object("constraints").number("effective_bits");
+  model.autoquant_state.score = state.number("score");
+  model.autoquant_state.is_satisfied = state.boolean("is_satisfied");
 
-  for (const auto [name, value] : f.object(f.member(root, "layer_sensitivity", "layer_sensitivity"), "layer_sensitivity")) {
-    const std::string path = "layer_sensitivity." + std::string(name);
-    const simdjson::dom::object entry = f.object(value, path);
-    const std::vector<std::string> formats = f.string_list(f.member(entry, "formats", path + ".formats"), path + ".formats");
-    const std::vector<double> scores = f.number_list(f.member(entry, "scores", path + ".scores"), path + ".scores");
-    const std::vector<double> costs = f.number_list(f.member(entry, "costs", path + ".costs"), path + ".costs");
+  const detail::manifest_object sensitivity = root.object("layer_sensitivity");
+  for (const auto [name, value] : sensitivity.members()) {
+    const detail::manifest_object entry(f, value, sensitivity.path_of(name));
+    const std::vector<std::string> formats = entry.string_list("formats");
+    const std::vector<double> scores = entry.number_list("scores");
+    const std::vector<double> costs = entry.number_list("costs");
     if (scores.size() != formats.size() || costs.size() != formats.size()) {
-      f.fail(path, "has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
-                       " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
+      f.fail(sensitivity.path_of(name), "has " + std::to_string(formats.size()) + " formats, " +
+                                            std::to_string(scores.size()) + " scores and " +
+                                            std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
     for (std::size_t i = 0; i < formats.size(); ++i) {
@@ -3711,39 +3498,28 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
     model.groups.push_back(std::move(group));
   }
 
-  if (f.has(root, "dataset")) {
-    const simdjson::dom::object dataset = f.object(f.member(root, "dataset", "dataset"), "dataset");
-    dataset_info info;
-    const auto text = [&](const char* key, std::optional<std::string>& out) {
-      if (f.has(dataset, key)) out = f.string(f.member(dataset, key, ""), std::string("dataset.") + key);
-    };
-    const auto count = [&](const char* key, std::optional<std::int64_t>& out) {
-      if (f.has(dataset, key)) out = f.integer(f.member(dataset, key, ""), std::string("dataset.") + key);
-    };
-    text("name", info.name);
-    text("size", info.size);
-    text("root", info.root);
-    text("captions_path", info.captions_path);
-    count("max_calib_samples", info.max_calib_samples);
-    count("num_calib_samples", info.num_calib_samples);
-    count("calib_seq_len", info.calib_seq_len);
-    count("batch_size", info.batch_size);
-    count("num_calib_batches", info.num_calib_batches);
-    model.dataset = info;
-  }
-  if (f.has(root, "chosen_recipes")) {
-    model.chosen_recipes.emplace();
-    for (const auto [name, value] : f.object(f.member(root, "chosen_recipes", ""), "chosen_recipes")) {
-      model.chosen_recipes->push_back({std::string(name), f.string(value, "chosen_recipes." + std::string(name))});
+  if (root.has("dataset")) {
+    const detail::manifest_object dataset = root.object("dataset");
+    dataset_info& info = model.dataset.emplace();
+    for (const auto& [key, field] : detail::dataset_text_fields) {
+      if (dataset.has(key)) info.*field = dataset.string(key);
+    }
+    for (const auto& [key, field] : detail::dataset_count_fields) {
+      if (dataset.has(key)) info.*field = dataset.integer(key);
     }
   }
-  if (f.has(root, "pareto_front")) {
+  if (root.has("chosen_recipes")) {
+    model.chosen_recipes.emplace();
+    const detail::manifest_object chosen = root.object("chosen_recipes");
+    for (const auto [name, value] : chosen.members()) {
+      model.chosen_recipes->push_back({std::string(name), f.string(value, chosen.path_of(name))});
+    }
+  }
+  if (root.has("pareto_front")) {
     model.pareto_front.emplace();
-    for (simdjson::dom::element value : f.array(f.member(root, "pareto_front", ""), "pareto_front")) {
-      const simdjson::dom::object point = f.object(value, "pareto_front[]");
-      model.pareto_front->push_back(
-          {f.number(f.member(point, "effective_bits", "pareto_front[].effective_bits"), "pareto_front[].effective_bits"),
-           f.number(f.member(point, "score", "pareto_front[].score"), "pareto_front[].score")});
+    for (simdjson::dom::element value : f.array(root.member("pareto_front"), "pareto_front")) {
+      const detail::manifest_object point(f, value, "pareto_front[]");
+      model.pareto_front->push_back({point.number("effective_bits"), point.number("score")});
     }
   }
   return model;
@@ -4973,27 +4749,6 @@ inline std::string read_text_file(const std::filesystem::path& path, const char*
   }
 }
 
-// Length of the UTF-8 sequence at s[i], or 0 if it is not well-formed (Python's utf-8 codec rules:
-// no overlongs, no surrogates, nothing above U+10FFFF).
-inline std::size_t utf8_length(std::string_view s, std::size_t i, char32_t& cp) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) { cp = c; return 1; }
-  std::size_t n = 0;
-  char32_t min = 0;
-  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; min = 0x80; }
-  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; min = 0x800; }
-  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((b(i + k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(i + k) & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // Python's str.isspace() for one code point (what str.strip() removes).
 inline bool python_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
@@ -5002,19 +4757,17 @@ inline bool python_space(char32_t c) {
 
 // Python's str.strip() on valid UTF-8.
 inline std::string_view python_strip(std::string_view s) {
+  const auto space_at = [&](std::size_t i) { return python_space(utf8::decode_at(s, i)); };
   std::size_t begin = 0;
   while (begin < s.size()) {
-    char32_t cp = 0;
-    const std::size_t n = utf8_length(s, begin, cp);
-    if (n == 0 || !python_space(cp)) break;
+    const std::size_t n = utf8::valid_sequence_length(s, begin);
+    if (n == 0 || !space_at(begin)) break;
     begin += n;
   }
   std::size_t end = s.size();
   while (end > begin) {
-    std::size_t start = end - 1;
-    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-    char32_t cp = 0;
-    if (utf8_length(s, start, cp) != end - start || !python_space(cp)) break;
+    const std::size_t start = utf8::previous_char_start(s, end);
+    if (utf8::valid_sequence_length(s, start) != end - start || !space_at(start)) break;
     end = start;
   }
   return s.substr(begin, end - begin);
@@ -5039,13 +4792,8 @@ void for_each_line(std::string_view text, F&& f) {
 }
 
 inline void check_utf8(std::string_view line, const std::filesystem::path& path, std::size_t line_no) {
-  for (std::size_t i = 0; i < line.size();) {
-    char32_t cp = 0;
-    const std::size_t n = utf8_length(line, i, cp);
-    if (n == 0) {
-      throw error(path.string() + ":" + std::to_string(line_no) + ": invalid UTF-8 at byte " + std::to_string(i));
-    }
-    i += n;
+  if (const auto at = utf8::first_invalid_byte(line)) {
+    throw error(path.string() + ":" + std::to_string(line_no) + ": invalid UTF-8 at byte " + std::to_string(*at));
   }
 }
 
@@ -7114,129 +6862,6 @@ class pareto_front {
 #include <utility>
 #include <vector>
 
-// ---- begin aq/io/tokenizer/utf8.hpp ----
-// UTF-8 decoding and encoding for the tokenizer: strict validation of input text (the tokenizer
-// works on code points) and lossy decoding of byte-level BPE output, which may split characters.
-
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <string_view>
-
-
-namespace aq::io::utf8 {
-
-// Length of the well-formed sequence starting at s[i] (Unicode Table 3-7), or 0 if ill-formed.
-inline std::size_t valid_sequence_length(std::string_view s, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b0 = byte(i);
-  if (b0 < 0x80) return 1;
-  std::size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    n = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    n = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    n = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  // Only the second byte has a restricted range; later ones are plain continuation bytes.
-  for (std::size_t k = 1; k < n; ++k) {
-    if (i + k >= s.size()) return 0;
-    const unsigned char b = byte(i + k);
-    const unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-    if (b < l || b > h) return 0;
-  }
-  return n;
-}
-
-// Decodes the code point at s[i] (which must be well-formed) and advances i.
-inline char32_t decode_at(std::string_view s, std::size_t& i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) {
-    ++i;
-    return b0;
-  }
-  const std::size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-  char32_t cp = b0 & (0x7F >> n);
-  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-  i += n;
-  return cp;
-}
-
-inline void append(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-// Throws naming `what` and the byte offset of the first ill-formed sequence.
-inline void validate(std::string_view s, const std::string& what) {
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = valid_sequence_length(s, i);
-    if (n == 0) {
-      throw error(what + ": not valid UTF-8 at byte " + std::to_string(i));
-    }
-    i += n;
-  }
-}
-
-// Replaces each maximal ill-formed subpart by U+FFFD (the Unicode-recommended practice, as
-// Rust's String::from_utf8_lossy and Python's errors="replace" do).
-inline std::string decode_lossy(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = valid_sequence_length(s, i);
-    if (n != 0) {
-      out.append(s.substr(i, n));
-      i += n;
-      continue;
-    }
-    // The maximal subpart: the lead byte plus the continuation bytes that were still valid.
-    std::size_t skip = 1;
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 >= 0xC2 && b0 <= 0xF4) {
-      const std::size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-      while (skip < need && i + skip < s.size()) {
-        const auto b = static_cast<unsigned char>(s[i + skip]);
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (skip == 1) {
-          if (b0 == 0xE0) lo = 0xA0;
-          if (b0 == 0xED) hi = 0x9F;
-          if (b0 == 0xF0) lo = 0x90;
-          if (b0 == 0xF4) hi = 0x8F;
-        }
-        if (b < lo || b > hi) break;
-        ++skip;
-      }
-    }
-    out.append("\xEF\xBF\xBD");
-    i += skip;
-  }
-  return out;
-}
-
-}  // namespace aq::io::utf8
-// ---- end aq/io/tokenizer/utf8.hpp ----
 
 namespace aq::io {
 
@@ -8465,8 +8090,6 @@ inline std::uint8_t classes(char32_t cp) {
   return static_cast<std::uint8_t>(run_value(unicode_tables::class_runs, cp, 4));
 }
 
-inline bool is_letter(char32_t cp) { return (classes(cp) & unicode_tables::class_letter) != 0; }
-inline bool is_number(char32_t cp) { return (classes(cp) & unicode_tables::class_number) != 0; }
 inline bool is_space(char32_t cp) { return (classes(cp) & unicode_tables::class_space) != 0; }
 inline bool is_word(char32_t cp) { return (classes(cp) & unicode_tables::class_word) != 0; }
 
@@ -8817,7 +8440,7 @@ class added_token_matcher {
       if (token.lstrip) {
         std::size_t s = start;
         while (s > 0) {
-          const std::size_t char_start = previous_char_start(text, s);
+          const std::size_t char_start = utf8::previous_char_start(text, s);
           std::size_t i = char_start;
           if (!unicode::is_space(utf8::decode_at(text, i))) break;
           s = char_start;
@@ -8844,14 +8467,8 @@ class added_token_matcher {
     added_token token;
   };
 
-  static std::size_t previous_char_start(std::string_view text, std::size_t pos) {
-    do {
-      --pos;
-    } while (pos > 0 && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80);
-    return pos;
-  }
   static char32_t last_char(std::string_view text) {
-    std::size_t i = previous_char_start(text, text.size());
+    std::size_t i = utf8::previous_char_start(text, text.size());
     return utf8::decode_at(text, i);
   }
   static char32_t first_char(std::string_view text) {
@@ -9008,12 +8625,6 @@ class tokenizer {
       if (a.content == token) return a.id;
     }
     return bpe_->token_id(token);
-  }
-  // The token text of `id` (byte alphabet for vocabulary tokens), or nullopt if unknown.
-  std::optional<std::string> id_to_token(std::uint32_t id) const {
-    if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].decoded;
-    if (const auto t = bpe_->token(id)) return std::string(*t);
-    return std::nullopt;
   }
   // One past the largest id, added tokens included (the embedding needs at least this many rows).
   std::size_t id_bound() const {
@@ -10060,7 +9671,9 @@ inline void layer_norm_backward(const const_matrix_view& x, const float* weight,
 // forward its input X and output Y (which an observer may replace), on the backward also dL/dY.
 // rerun_linear() recomputes a module's output from the same X with a modified weight or input.
 
+#include <string>
 #include <string_view>
+#include <type_traits>
 
 
 namespace aq::qwen3_vl {
@@ -10093,6 +9706,24 @@ class linear_observer {
 inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
   observer.on_forward(call);
   observer.replace_output(call, output);
+}
+
+// How the CPU models report a linear of `module` (no observer: nothing): on the backward with
+// dL/dY; on the forward through notify_forward, which needs Y writable (Y: matrix_view).
+template <class Y>
+void notify_linear(linear_observer* observer, bool backward, const schema::module_ref& module,
+                   const const_matrix_view& w, const float* bias, const const_matrix_view& x, const Y& y,
+                   const const_matrix_view& grad = {}) {
+  if (observer == nullptr) return;
+  const std::string name = schema::module_path(module);
+  const linear_call call{name, w, bias, x, const_matrix_view(y), grad};
+  if (backward) {
+    observer->on_backward(call);
+  } else if constexpr (std::is_same_v<Y, matrix_view>) {
+    notify_forward(*observer, call, y);
+  } else {
+    throw error("qwen3_vl model: forward notification of " + name + " without a writable output");
+  }
 }
 
 // Y' = X'·W'ᵀ + b for the module of `call`, e.g. with a fake-quantized W' or X'.
@@ -10550,11 +10181,6 @@ struct text_weights {
   const tensor& lm_head_weight() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
-inline std::string text_weight_prefix() { return schema::instance_prefix(schema::family::text_stem); }
-inline std::string text_layer_weight_prefix(std::int64_t layer) {
-  return schema::instance_prefix(schema::family::text_layer, layer);
-}
-
 // Which member of a layer holds each text_layer row of the schema (weights only: the text
 // attention has no bias, check_implemented refuses attention_bias).
 struct text_layer_member {
@@ -10676,17 +10302,10 @@ class text_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
-              tensor& y, const tensor* g) const {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    linear_call call{name, w.matrix(), nullptr, x.matrix(), std::as_const(y).matrix(),
-                     g != nullptr ? g->matrix() : const_matrix_view{}};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      notify_forward(*obs, call, y.matrix());
-    }
+  static void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
+                     tensor& y, const tensor* g) {
+    notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
+                  g != nullptr ? g->matrix() : const_matrix_view{});
   }
 
   config cfg_;
@@ -11068,8 +10687,6 @@ struct vision_weights {
   std::vector<merger_weights> deepstack;  // one per deepstack_visual_indexes entry
 };
 
-inline std::string vision_weight_prefix() { return schema::instance_prefix(schema::family::vision_stem); }
-
 // Which members hold each row of a block or merger of the schema: weight and bias.
 template <class W>
 struct vision_member {
@@ -11192,30 +10809,11 @@ class vision_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
-                     const tensor& b, const const_matrix_view& x, const const_matrix_view& y,
-                     const const_matrix_view& g = {}) {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    const linear_call call{name, w, b.data(), x, y, g};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      throw error("vision model: forward notification of " + name + " without a writable output");
-    }
-  }
   // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
+  template <class Y>
   static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
-                     const tensor& b, const const_matrix_view& x, const matrix_view& y,
-                     const const_matrix_view& g = {}) {
-    if (obs == nullptr) return;
-    const std::string name = schema::module_path(module);
-    const linear_call call{name, w, b.data(), x, const_matrix_view(y), g};
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      notify_forward(*obs, call, y);
-    }
+                     const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
+    notify_linear(obs, backward, module, w, b.data(), x, y, g);
   }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
@@ -11453,9 +11051,6 @@ class vl_model {
   vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
       : cfg_(cfg), text_(cfg, text), vision_(cfg, vision) {}
 
-  const text_model& text() const { return text_; }
-  const vision_model& vision() const { return vision_; }
-
   // position_ids empty: computed with rope_position_ids() from the ids and image grids.
   text_result run(text_batch batch, const image_batch* images, const run_options& options = {},
                   linear_observer* observer = nullptr) const {
@@ -11602,6 +11197,14 @@ inline bool text_batch_sizes_match(const text_batch& b) {
          (b.position_ids.empty() || static_cast<std::int64_t>(b.position_ids.size()) == 3 * n);
 }
 
+// Throws, naming `what`, unless `b` holds at least one token and its sizes match.
+inline void check_text_batch(const text_batch& b, const std::string& what) {
+  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
+    throw error(what + ": input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
+                std::to_string(b.batch * b.seq));
+  }
+}
+
 namespace detail {
 
 // Sequences [row0, row0 + rows) of `b` from column col0 on, positions kept per axis (callers
@@ -11661,10 +11264,7 @@ namespace aq::qwen3_vl {
 // The largest k such that, in every row, columns [0, k] are padding (attention_mask 0) of the
 // row's first id and the targets of positions [0, k) (labels [1, k]) are ignored. 0: nothing to drop.
 inline std::int64_t droppable_padding_columns(const text_batch& b) {
-  if (b.batch <= 0 || b.seq <= 0 || !text_batch_sizes_match(b)) {
-    throw error("droppable_padding_columns: input_ids/attention_mask/labels/position_ids do not match batch*seq = " +
-                std::to_string(b.batch * b.seq));
-  }
+  check_text_batch(b, "droppable_padding_columns");
   std::int64_t k = b.seq - 1;  // at least one column stays
   for (std::int64_t r = 0; r < b.batch && k > 0; ++r) {
     const std::int64_t row = r * b.seq;
@@ -12831,317 +12431,6 @@ class cpu_scoring_backend final : public scoring_backend {
 
 }  // namespace aq::autoquant
 // ---- end aq/backend/cpu/score/cpu_backend.hpp ----
-// ---- begin aq/cli/bundled_data.hpp ----
-// Where the drivers find the bundled data (data/: COCO captions, the Qwen3 tokenizer, photos) from
-// any working directory: $AQ_DATA_DIR alone when set; otherwise next to the running executable
-// (installed: <prefix>/bin/x -> <prefix>/share/aq/data; build tree: <src>/build/examples/x -> <src>/data),
-// then the directories the driver was compiled with (its install and source data paths).
-
-#include <cstdlib>
-#include <filesystem>
-#include <initializer_list>
-#include <span>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// The running program's own path from /proc/self/exe (argv[0] has no directory when the program
-// is found through PATH); empty where the system has no such link.
-inline std::filesystem::path executable_path() {
-  std::error_code ec;
-  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::filesystem::path() : exe;
-}
-
-// The data directories searched, in order: $AQ_DATA_DIR alone when set and non-empty; otherwise
-// the installed and build-tree places relative to `exe`, then `compiled_in` (empty entries skipped).
-inline std::vector<std::filesystem::path> bundled_data_roots(const std::filesystem::path& exe,
-                                                             std::initializer_list<std::string_view> compiled_in = {}) {
-  if (const char* env = std::getenv("AQ_DATA_DIR"); env != nullptr && *env != '\0') return {std::filesystem::path(env)};
-  std::vector<std::filesystem::path> roots;
-  if (!exe.empty()) {
-    const std::filesystem::path dir = exe.parent_path();
-    roots.push_back(dir.parent_path() / "share" / "aq" / "data");
-    roots.push_back(dir.parent_path().parent_path() / "data");
-  }
-  for (const std::string_view root : compiled_in) {
-    if (!root.empty()) roots.emplace_back(root);
-  }
-  return roots;
-}
-
-// The first root holding `relative` (e.g. "captions/coco2017_captions_medium.txt"); throws
-// aq::error naming the file and every directory searched.
-inline std::filesystem::path find_bundled_in(std::span<const std::filesystem::path> roots, std::string_view relative) {
-  std::error_code ec;
-  for (const std::filesystem::path& root : roots) {
-    const std::filesystem::path candidate = root / relative;
-    if (std::filesystem::is_regular_file(candidate, ec)) return candidate;
-  }
-  std::string searched;
-  for (const std::filesystem::path& root : roots) searched += (searched.empty() ? "" : ", ") + root.string();
-  if (searched.empty()) searched = "no directory";
-  throw error("bundled file " + std::string(relative) + " not found in " + searched +
-              " (set AQ_DATA_DIR to the data/ directory, or pass the file explicitly)");
-}
-
-// find_bundled_in over bundled_data_roots of the running program.
-inline std::filesystem::path find_bundled(std::string_view relative, std::initializer_list<std::string_view> compiled_in = {}) {
-  const std::vector<std::filesystem::path> roots = bundled_data_roots(executable_path(), compiled_in);
-  return find_bundled_in(roots, relative);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/bundled_data.hpp ----
-// ---- begin aq/cli/calib_inputs.hpp ----
-// The calibration batches a driver builds from its data flag: caption lines tokenized and
-// left-padded into fixed batches, or image-caption JSON lines with each image preprocessed for
-// the model (one sample per batch). Shared by the CPU and GPU drivers.
-
-#include <cstddef>
-#include <cstdint>
-#include <filesystem>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// The first `samples` caption lines, `batch_size` rows of seq_len tokens each.
-inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& tok, const std::filesystem::path& captions,
-                                                         std::int64_t samples, std::int64_t batch_size,
-                                                         std::int64_t seq_len) {
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  return io::make_text_calib_batches(io::read_caption_lines(captions, static_cast<std::size_t>(samples)),
-                                     [&tok](std::string_view text) { return tok.encode(text); }, batch_size, padding);
-}
-
-// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
-inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
-                                                               std::int64_t samples, std::int64_t seq_len,
-                                                               const qwen3_vl::config& cfg) {
-  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  io::qwen3_vl_image_options image_options;
-  image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
-  image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
-  image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
-  std::vector<io::calib_batch> batches;
-  for (const io::image_caption& s : io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
-    batches.push_back(io::make_image_caption_batch(
-        io::load_image(s.image), s.caption, [&tok](std::string_view text) { return tok.encode(text); }, image_options,
-        padding, s.image.string()));
-  }
-  return batches;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/calib_inputs.hpp ----
-// ---- begin aq/cli/default_model.hpp ----
-// The built-in default model: a small Qwen3-VL (real Qwen3 vocabulary, tiny decoder and vision
-// tower) whose weights are generated deterministically in code from a seed, so the demo and the
-// tests run anywhere in seconds without a checkpoint. Weights are bf16 values, like a checkpoint.
-
-#include <cmath>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// Architecture of the default: Qwen3-VL's vocabulary and special tokens (so the real tokenizer
-// drives it), 2 decoder layers of width 64, a 2-block vision tower with one DeepStack merger.
-inline qwen3_vl::config default_model_config() {
-  qwen3_vl::config cfg;
-  qwen3_vl::text_config& t = cfg.text;
-  t.hidden_size = 64;
-  t.intermediate_size = 128;
-  t.num_hidden_layers = 2;
-  t.num_attention_heads = 4;
-  t.num_key_value_heads = 2;
-  t.head_dim = 16;
-  t.vocab_size = 151936;
-  t.rms_norm_eps = 1e-6;
-  t.rope_theta = 5000000.0;
-  t.mrope_section = {4, 2, 2};
-  t.max_position_embeddings = 4096;  // bounds --seq-len, as a checkpoint's config does
-  qwen3_vl::vision_config& v = cfg.vision;
-  v.depth = 2;
-  v.hidden_size = 32;
-  v.num_heads = 2;
-  v.intermediate_size = 64;
-  v.in_channels = 3;
-  v.patch_size = 16;
-  v.temporal_patch_size = 2;
-  v.spatial_merge_size = 2;
-  v.out_hidden_size = 64;
-  v.num_position_embeddings = 64;
-  v.deepstack_visual_indexes = {0};
-  cfg.tie_word_embeddings = true;
-  return cfg;
-}
-
-namespace detail {
-
-inline std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-inline std::uint64_t fnv1a(std::string_view text) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
-}
-
-}  // namespace detail
-
-// A weight source that invents every tensor from (seed, name): uniform values scaled like a
-// trained network (linear weights ±1/sqrt(fan_in), norms near 1, small biases, unit embeddings;
-// the role is the schema row's), rounded to bf16. The same seed and name always give the same
-// bytes, on every platform.
-inline qwen3_vl::weight_source generated_weight_source(std::uint64_t seed) {
-  qwen3_vl::weight_source source;
-  source.contains = [](const std::string&) { return true; };
-  source.load = [seed](const std::string& name, const std::vector<std::int64_t>& shape) {
-    tensor out(shape);
-    std::uint64_t state = detail::fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
-    const std::optional<qwen3_vl::schema::tensor_ref> ref = qwen3_vl::schema::find_tensor(name);
-    if (!ref) throw error("generated weights: " + name + " is not a Qwen3-VL tensor");
-    const qwen3_vl::schema::module_spec& module = qwen3_vl::schema::spec(ref->module);
-    const bool is_bias = ref->kind == qwen3_vl::schema::tensor_kind::bias;
-    const bool is_norm = qwen3_vl::schema::is_norm(module);
-    const bool is_embedding = module.kind == qwen3_vl::schema::role::embedding;
-    std::int64_t fan_in = 1;
-    for (std::size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
-    for (float& x : out.storage()) {
-      // 53 random bits -> [-1, 1)
-      const double u = static_cast<double>(detail::splitmix64(state) >> 11) * 0x1p-52 - 1.0;
-      double value = 0.0;
-      if (is_norm && !is_bias) {
-        value = 1.0 + 0.1 * u;
-      } else if (is_bias || is_norm) {
-        value = 0.02 * u;
-      } else if (is_embedding) {
-        value = u;
-      } else {
-        value = u * std::sqrt(3.0 / static_cast<double>(fan_in));
-      }
-      x = round_to_bf16(static_cast<float>(value));
-    }
-    return out;
-  };
-  return source;
-}
-
-struct generated_model {
-  qwen3_vl::config cfg;
-  qwen3_vl::text_weights text;
-  qwen3_vl::vision_weights vision;
-};
-
-inline generated_model make_generated_model(const qwen3_vl::config& cfg, std::uint64_t seed = 0) {
-  const qwen3_vl::weight_source source = generated_weight_source(seed);
-  return generated_model{cfg, qwen3_vl::load_text_weights(cfg, source), qwen3_vl::load_vision_weights(cfg, source)};
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/default_model.hpp ----
-// ---- begin aq/cli/memory_plan.hpp ----
-// How a device memory budget is spent: first on keeping layers' activations for the backward
-// (each saved layer skips one layer's recompute: ~46 ms per GiB at the 4B shape), then on cached
-// quantized weights (skips one weight fake-quant per module, recipe and batch: fewer ms per GiB).
-// Host-only arithmetic, so that the plan is testable without a GPU.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <string>
-
-
-namespace aq::autoquant {
-
-struct memory_plan_inputs {
-  std::size_t budget_bytes = 0;       // the most the run may hold on the device
-  std::size_t in_use_bytes = 0;       // already held: weights, the model's fixed buffers
-  std::size_t scratch_bytes = 0;      // reserved for scorer/calibration scratch and GEMM workspaces
-  std::size_t layer_bytes = 0;        // one layer's activation set
-  std::int64_t layers = 0;            // decoder layers
-  std::size_t max_cache_bytes = SIZE_MAX;  // cap on cached quantized weights (--weight-cache-gib)
-  std::string in_use_what = "weights and fixed buffers";  // what in_use_bytes holds, for the error
-};
-
-struct memory_plan {
-  std::int64_t saved_layers = 0;       // layers that keep their activations
-  std::size_t activation_bytes = 0;    // their sets plus the shared recompute set when one is left
-  std::size_t weight_cache_bytes = 0;  // what is left, capped
-};
-
-inline std::string format_gib(std::size_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(1ull << 30));
-  return buf;
-}
-
-// Activation sets held with k saved layers: k of their own plus one shared while k < layers.
-constexpr std::size_t activation_sets_bytes(std::int64_t k, std::int64_t layers, std::size_t layer_bytes) {
-  return static_cast<std::size_t>(k + (k < layers ? 1 : 0)) * layer_bytes;
-}
-
-// The most saved layers that fit, then the weight cache from the rest. Throws when even the
-// recompute-everything minimum does not fit, naming that minimum.
-inline memory_plan plan_memory(const memory_plan_inputs& in) {
-  const std::size_t fixed = in.in_use_bytes + in.scratch_bytes;
-  const std::size_t minimum = fixed + activation_sets_bytes(0, in.layers, in.layer_bytes);
-  if (in.budget_bytes < minimum) {
-    throw error("--memory-budget-gib: " + format_gib(in.budget_bytes) + " is below this run's minimum of " +
-                format_gib(minimum) + " (" + in.in_use_what + " " + format_gib(in.in_use_bytes) + ", scratch " +
-                format_gib(in.scratch_bytes) + ", one layer's activations " + format_gib(in.layer_bytes) + ")");
-  }
-  const std::size_t room = in.budget_bytes - fixed;
-  memory_plan p;
-  for (std::int64_t k = in.layers; k >= 0; --k) {
-    if (activation_sets_bytes(k, in.layers, in.layer_bytes) <= room) {
-      p.saved_layers = k;
-      break;
-    }
-  }
-  p.activation_bytes = activation_sets_bytes(p.saved_layers, in.layers, in.layer_bytes);
-  p.weight_cache_bytes = std::min(room - p.activation_bytes, in.max_cache_bytes);
-  return p;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/memory_plan.hpp ----
-// ---- begin aq/cli/options.hpp ----
-// Everything one aq-autoquant run is configured with: model, data, formats, budget, scope, method,
-// sizes, outputs; the named presets that reproduce the reference runs; and the command-line
-// parser and --help text (the recipe table comes from the registry).
-
-#include <cctype>
-#include <cerrno>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
-#include <limits>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
 // ---- begin aq/engine/engine.hpp ----
 // The AutoQuant pipeline: budget, calibration and scoring through a scoring_backend (CPU or GPU),
 // monotone clamp, exact knapsack under the effective-bits budget, and the report model (+
@@ -13383,869 +12672,4 @@ inline autoquant_result run_autoquant(const search_space& space, scoring_backend
 
 }  // namespace aq::autoquant
 // ---- end aq/engine/engine.hpp ----
-
-namespace aq::autoquant {
-
-// The reference's calibration sizes (conf/dataset/vlm_coco2017_captions.yaml size_to_max_samples).
-inline std::int64_t dataset_size_samples(std::string_view size) {
-  if (size == "small") return 16;
-  if (size == "medium") return 128;
-  if (size == "large") return 512;
-  throw error("--dataset-size: '" + std::string(size) + "' is unknown; valid sizes: small (16), medium (128), large (512)");
-}
-
-// The bundled captions file of a reference size (data-relative, for find_bundled): the reference
-// runs read the first N of one seed-42 sample, bundled per size; medium when no size is given.
-inline std::string bundled_captions(const std::optional<std::string>& size) {
-  return "captions/coco2017_captions_" + size.value_or("medium") + ".txt";
-}
-
-// How --device cuda runs (flags refused with --device cpu).
-struct gpu_options {
-  std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
-  std::string activations = "auto";  // auto | saved | recompute
-  double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
-  double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
-  std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
-  bool profile_kernels = false;
-  std::optional<std::string> first_flag;  // the first GPU flag given (named when --device cpu refuses it)
-};
-
-struct driver_options {
-  std::optional<std::string> model_dir;  // empty: the built-in default model
-  std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
-  std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
-  double effective_bits = default_effective_bits;
-  scope_preset scope = scope_preset::lm;
-  std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
-  std::vector<std::string> disable;
-  score_method method = score_method::gradient;
-  std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
-  std::optional<std::int64_t> seq_len;      // default: 512 (32 for the built-in model)
-  std::int64_t batch_size = 8;
-  std::optional<std::string> dataset_size;  // small / medium / large
-  std::optional<std::int64_t> num_calib_steps;  // default: every batch
-  std::optional<std::int64_t> num_score_steps;  // default: min(max(score_size / batch, 1), batches)
-  std::int64_t score_size = 128;
-  std::optional<std::string> scheme_name;
-  std::optional<std::string> output_dir;
-  std::uint64_t seed = 0;                   // the built-in model's weights
-  score::clamp_rule clamp = score::clamp_rule::modelopt_0_39;
-  bool adjust_budget = true;
-  bool custom_names = false;
-  std::string attention = "sdpa";
-  bool keep_padding = false;                // run every padding column (qwen3_vl::trim_padding off)
-  unsigned threads = 0;                     // 0: all hardware threads; at most max_threads
-  std::optional<std::string> dump_batches;
-  std::optional<std::string> result_json;
-  std::optional<std::string> preset;
-  // Report metadata set by presets (the reference runs' scheme fields).
-  std::optional<std::string> coverage_mode;
-  std::vector<std::string> quant_formats;
-  std::optional<std::string> dataset_name;
-  // Where calibration and scoring run: "cpu" or "cuda"; empty: the program's default (cuda when
-  // the build has CUDA and a GPU is present, else cpu; aq-autoquant-cuda: cuda).
-  std::optional<std::string> device;
-  gpu_options gpu;
-  bool help = false;
-};
-
-// --threads above this is refused (a pool of 100000 threads fails to start, and no machine needs more).
-inline constexpr std::int64_t max_threads = 1024;
-
-// A named run of the reference project: its formats, budget, coverage and data shape, and the
-// module ModelOpt was given (which fixes the group count and names of its reports).
-struct preset {
-  std::string_view name;
-  std::string_view scheme;
-  std::string_view formats;
-  double bits;
-  scope_preset scope;
-  module_root root;
-  bool adjust_budget;
-  bool custom_names;
-  std::string_view coverage_mode;
-  std::string_view quant_format;
-  std::string_view data;  // "captions" (text only, batch 8) or "images" (image+caption JSON lines, batch 1)
-  std::string_view size;
-  std::string_view reference;  // its ModelOpt reports under data/reference/ (empty: none bundled)
-  std::string_view note;
-};
-
-// clang-format off
-inline constexpr preset presets[] = {
-  {"int8_autoquant_lm_default", "int8_autoquant_lm_default", "int8_w8a8", 8.0, scope_preset::all, module_root::inner,
-   false, false, "lm_default", "INT8_LM_DEFAULT_CFG", "captions", "medium", "lm-only/int8_lm_default_medium",
-   "INT8 W8A8, 8.0 bits, the inner model (249 groups, no lm_head), text-only captions: the vision tower never runs "
-   "(score 0, kept INT8 as in the reference)"},
-  {"wint8_aint4_autoquant_lm", "wint8_aint4_autoquant_lm", "w8a4", 8.0, scope_preset::lm, module_root::whole, true,
-   false, "lm_only", "INT8_WEIGHT_INT4_ACT_CFG", "captions", "medium", "lm-only/wint8_aint4",
-   "INT8 weights + INT4 activations (4.0 effective bits) vs NONE, LM only, B' of the reference"},
-  {"wint8_aint8_autoquant_lm", "wint8_aint8_autoquant_lm", "int8_w8a8", 8.0, scope_preset::lm, module_root::whole, true,
-   false, "lm_only", "INT8_DEFAULT_CFG", "captions", "medium", "lm-only/wint8_aint8",
-   "INT8 W8A8 vs NONE, LM only, B' of the reference"},
-  {"wfp8_afp8_autoquant_lm", "wfp8_afp8_autoquant_lm", "fp8_e4m3", 8.0, scope_preset::lm, module_root::whole, true,
-   false, "lm_only", "FP8_DEFAULT_CFG", "captions", "medium", "lm-only/wfp8_afp8",
-   "FP8 W8A8 vs NONE, LM only, B' of the reference"},
-  {"fp8_autoquant_all_layers", "fp8_autoquant_all_layers_fp8", "fp8_e4m3", 11.0, scope_preset::all, module_root::whole,
-   false, true, "full", "FP8_ALL_LAYERS_CFG", "images", "large", "",
-   "FP8 everywhere (shown as CUSTOM_0), 11.0 bits, image+caption samples, batch 1"},
-  {"int8_autoquant_all_layers", "int8_autoquant_all_layers_int8", "int8_w8a8", 8.0, scope_preset::all,
-   module_root::whole, false, true, "full", "INT8_ALL_LAYERS_CFG", "images", "medium", "all-layers/int8_medium",
-   "INT8 W8A8 everywhere (shown as CUSTOM_0), 8.0 bits, image+caption samples, batch 1"},
-};
-// clang-format on
-
-inline const preset& find_preset(std::string_view name) {
-  for (const preset& p : presets) {
-    if (p.name == name) return p;
-  }
-  std::string names;
-  for (const preset& p : presets) names += (names.empty() ? "" : ", ") + std::string(p.name);
-  throw error("--preset: '" + std::string(name) + "' is unknown; valid presets: " + names);
-}
-
-inline std::vector<std::string> split_list(std::string_view text) {
-  std::vector<std::string> items;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = text.find(',', start);
-    const std::string_view item = text.substr(start, comma == std::string_view::npos ? text.npos : comma - start);
-    if (!item.empty()) items.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return items;
-}
-
-namespace detail {
-
-// A finite decimal number, the whole text; overflow (1e999) and nan/inf are refused.
-inline double parse_double(std::string_view flag, const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size() ||
-      std::isnan(value)) {
-    throw error(std::string(flag) + ": '" + text + "' is not a number");
-  }
-  if (std::isinf(value) || (errno == ERANGE && (value >= 1.0 || value <= -1.0))) {
-    throw error(std::string(flag) + ": '" + text + "' is out of range (not a finite double)");
-  }
-  return value;
-}
-
-// A decimal integer, the whole text, within [min, max]; values beyond 64 bits are refused, never
-// wrapped or clamped.
-inline std::int64_t parse_int(std::string_view flag, const std::string& text, std::int64_t min,
-                              std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || end != text.c_str() + text.size()) {
-    throw error(std::string(flag) + ": '" + text + "' is not an integer");
-  }
-  if (errno == ERANGE || value < min || value > max) {
-    std::string range = ">= " + std::to_string(min);
-    if (max != std::numeric_limits<std::int64_t>::max()) range = "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
-    throw error(std::string(flag) + ": " + text + " is out of range (must be " + range + ")");
-  }
-  return value;
-}
-
-// A size in GiB: a number, then the range.
-inline double parse_gib(std::string_view flag, const std::string& text) {
-  const double v = parse_double(flag, text);
-  if (!(v >= 0.0) || v > 1e6) throw error(std::string(flag) + ": expected a size in GiB >= 0, got '" + text + "'");
-  return v;
-}
-
-// The --device cuda flags; false when `flag` is none of them. `value` takes the flag's value.
-template <class Value>
-bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
-  if (flag == "--gpu-attention") {
-    g.attention = value();
-    if (g.attention != "tc" && g.attention != "fp32") throw error("--gpu-attention: expected tc or fp32, got " + g.attention);
-  } else if (flag == "--activations") {
-    g.activations = value();
-    if (g.activations != "auto" && g.activations != "saved" && g.activations != "recompute") {
-      throw error("--activations: expected auto, saved or recompute, got " + g.activations);
-    }
-  } else if (flag == "--profile-kernels") {
-    g.profile_kernels = true;
-  } else if (flag == "--weight-cache-gib") {
-    g.weight_cache_gib = parse_gib(flag, value());
-  } else if (flag == "--memory-budget-gib") {
-    g.memory_budget_gib = parse_gib(flag, value());
-  } else if (flag == "--micro-batch") {
-    g.micro_batch = parse_int(flag, value(), 1);
-  } else {
-    return false;
-  }
-  return true;
-}
-
-}  // namespace detail
-
-// Applies a preset's fields; flags given on the command line are applied after it and win.
-inline void apply_preset(driver_options& o, const preset& p) {
-  o.preset = std::string(p.name);
-  o.scheme_name = std::string(p.scheme);
-  o.formats = split_list(p.formats);
-  o.effective_bits = p.bits;
-  o.scope = p.scope;
-  o.root = p.root;
-  o.adjust_budget = p.adjust_budget;
-  o.custom_names = p.custom_names;
-  o.coverage_mode = std::string(p.coverage_mode);
-  o.quant_formats = {std::string(p.quant_format)};
-  o.dataset_size = std::string(p.size);
-  o.dataset_name = p.data == "captions" ? "vlm_coco2017_captions" : "vlm_coco2017_image_captions";
-  if (p.data == "images") o.batch_size = 1;
-}
-
-// The module the search is given: --module-root or the preset's; by default the whole checkpoint
-// model, and the inner model for the built-in one (whose tied lm_head holds most of its weights
-// and would otherwise dominate the effective bits).
-inline module_root effective_module_root(const driver_options& o) {
-  if (o.root) return *o.root;
-  return o.model_dir ? module_root::whole : module_root::inner;
-}
-
-// Parses argv[1..]; throws aq::error naming the flag for anything malformed or unknown.
-inline driver_options parse_arguments(std::span<const std::string> args) {
-  driver_options o;
-  // A preset first, so that explicit flags override it wherever they appear.
-  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
-    if (args[i] == "--preset") apply_preset(o, find_preset(args[i + 1]));
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& flag = args[i];
-    const auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw error(flag + ": missing value");
-      return args[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
-      o.help = true;
-    } else if (flag == "--preset") {
-      (void)value();
-    } else if (flag == "--model") {
-      o.model_dir = value();
-    } else if (flag == "--calib") {
-      o.calib = value();
-    } else if (flag == "--formats") {
-      o.formats = split_list(value());
-      if (o.formats.empty()) throw error("--formats: empty list");
-    } else if (flag == "--effective-bits") {
-      o.effective_bits = detail::parse_double(flag, value());
-      if (!(o.effective_bits > 0.0 && o.effective_bits <= 16.0)) throw error("--effective-bits: must be in (0, 16]");
-    } else if (flag == "--scope") {
-      o.scope = parse_scope(value());
-    } else if (flag == "--module-root") {
-      o.root = parse_module_root(value());
-    } else if (flag == "--disable") {
-      o.disable.push_back(value());
-    } else if (flag == "--method") {
-      o.method = parse_score_method(value());
-    } else if (flag == "--num-samples") {
-      o.num_samples = detail::parse_int(flag, value(), 1);
-    } else if (flag == "--dataset-size") {
-      o.dataset_size = value();
-      (void)dataset_size_samples(*o.dataset_size);
-    } else if (flag == "--seq-len") {
-      o.seq_len = detail::parse_int(flag, value(), 2);
-    } else if (flag == "--batch-size") {
-      o.batch_size = detail::parse_int(flag, value(), 1);
-    } else if (flag == "--num-calib-steps") {
-      o.num_calib_steps = detail::parse_int(flag, value(), 1);
-    } else if (flag == "--num-score-steps") {
-      o.num_score_steps = detail::parse_int(flag, value(), 1);
-    } else if (flag == "--score-size") {
-      o.score_size = detail::parse_int(flag, value(), 1);
-    } else if (flag == "--scheme-name") {
-      o.scheme_name = value();
-      if (o.scheme_name->empty() || o.scheme_name->find('/') != std::string::npos) {
-        throw error("--scheme-name: must be a non-empty file-name part without '/'");
-      }
-    } else if (flag == "--output-dir") {
-      o.output_dir = value();
-    } else if (flag == "--seed") {
-      o.seed = static_cast<std::uint64_t>(detail::parse_int(flag, value(), 0));
-    } else if (flag == "--clamp") {
-      const std::string& rule = value();
-      if (rule == "0.39") o.clamp = score::clamp_rule::modelopt_0_39;
-      else if (rule == "0.40") o.clamp = score::clamp_rule::modelopt_0_40;
-      else throw error("--clamp: '" + rule + "' is unknown; valid: 0.39, 0.40");
-    } else if (flag == "--no-budget-adjust") {
-      o.adjust_budget = false;
-    } else if (flag == "--custom-names") {
-      o.custom_names = true;
-    } else if (flag == "--attention") {
-      o.attention = value();
-      if (o.attention != "sdpa" && o.attention != "eager") throw error("--attention: valid values are sdpa, eager");
-    } else if (flag == "--keep-padding") {
-      o.keep_padding = true;
-    } else if (flag == "--threads") {
-      o.threads = static_cast<unsigned>(detail::parse_int(flag, value(), 0, max_threads));
-    } else if (flag == "--dump-batches") {
-      o.dump_batches = value();
-    } else if (flag == "--result-json") {
-      o.result_json = value();
-    } else if (flag == "--device") {
-      o.device = value();
-      if (*o.device != "cpu" && *o.device != "cuda") throw error("--device: expected cpu or cuda, got '" + *o.device + "'");
-    } else if (detail::parse_gpu_flag(o.gpu, flag, value)) {
-      if (!o.gpu.first_flag) o.gpu.first_flag = flag;
-    } else {
-      throw error("unknown argument '" + flag + "' (see --help)");
-    }
-  }
-  return o;
-}
-
-inline std::string help_text() {
-  std::string text = R"(usage: aq-autoquant [--model DIR] [--calib FILE] [--formats LIST] [--effective-bits B]
-                    [--scope lm|all] [--method gradient|kl_div] [--output-dir OUT] [options]
-
-Per-layer quantization sensitivity and mixed-format allocation of a Qwen3-VL model, as NVIDIA
-ModelOpt's auto_quantize computes them: calibrate every candidate recipe (max), score every group
-of layers, pick one recipe per group with the least summed score under an effective-bits budget.
-Without --model it runs on the built-in default: a small Qwen3-VL generated in code (--seed) with
-the bundled COCO captions and the Qwen3 tokenizer under data/, searched as the inner model (no
-lm_head: its tied lm_head would hold 97% of the weights).
-
-model and data
-  --model DIR             Hugging Face Qwen3-VL checkpoint dir (config.json, *.safetensors,
-                          tokenizer.json); default: the built-in model
-  --calib FILE            captions .txt (one per line; left-padded to --seq-len, batches of
-                          --batch-size) or image-caption .jsonl ({"image": path, "caption": text};
-                          chat prompt with the image, batch 1); default: the bundled COCO
-                          captions of --dataset-size (medium); bundled data is looked up next to
-                          the program (<prefix>/share/aq/data) or in $AQ_DATA_DIR
-  --num-samples N         first N samples (default 128; built-in model 16)
-  --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
-  --seq-len T             padded length (default 512; built-in model 32)
-  --batch-size B          rows per batch (default 8; image-caption data always 1)
-  --seed N                weights of the built-in model (default 0)
-  --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
-  --keep-padding          run every padding column; by default calibration and gradient scoring drop
-                          the leading padding that cannot change a score (sdpa only, docs/autoquant.md)
-
-search
-  --formats LIST          comma-separated recipes (table below); NONE is always a candidate
-                          (default fp8_e4m3,int8_w8a8,w4a8)
-  --effective-bits B      budget in effective bits (default 6.0)
-  --scope lm|all          lm: text decoder + lm_head (vision tower and mergers unquantized);
-                          all: every Linear and the patch Conv3d (default lm)
-  --module-root R         the module searched, as handed to ModelOpt: whole (the checkpoint's
-                          model: model.* names and lm_head) or inner (its `model`: names without
-                          `model.`, no lm_head); default whole with --model, inner for the built-in
-                          model (its tied lm_head is 97% of its weights)
-  --disable PATTERN       fnmatch pattern on module names; a group with a matching member stays
-                          unquantized (repeatable)
-  --no-budget-adjust      with disabled groups, search the whole model at B instead of the
-                          reference's B' = min(16, (16 D + B (T - D)) / T + 1e-3)
-  --method M              gradient (ModelOpt's Fisher score, default) or kl_div (cross-entropy of
-                          the quantized next-token distribution, ModelOpt 0.40)
-  --num-calib-steps N     calibration batches (default: all)
-  --num-score-steps N     scoring batches (default: min(max(score_size / batch, 1), batches))
-  --score-size N          samples to score (default 128, as the reference)
-  --clamp 0.39|0.40       ModelOpt version of the monotone score clamp (default 0.39)
-  --custom-names          show every recipe as CUSTOM_<i> in reports (reference custom configs)
-  --preset NAME           a reference run (flags after it override); see below
-
-device
-  --device cpu|cuda       where calibration and scoring run: cpu (fp32 reference) or cuda (bf16
-                          weights and GEMMs, fp32 accumulation); default cuda when this build has
-                          CUDA and a GPU is present, else cpu (aq-autoquant-cuda: cuda)
-  --gpu-attention tc|fp32 bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the
-                          decoder and the vision tower
-  --activations auto|saved|recompute
-                          keep every layer's activations for the backward (auto: when they fit
-                          with 8 GiB to spare) or recompute them per layer
-  --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
-  --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
-                          then caches quantized weights in the rest; halves the sequences per device
-                          pass until the minimum fits (error if one sequence does not)
-  --micro-batch N         device passes of at most N sequences, or of N x --seq-len tokens of packed
-                          trimmed sequences (same scores, less memory)
-  --profile-kernels       GPU time per kernel class (CUDA events; adds a little overhead)
-                          (the flags after --device are for cuda; --device cpu refuses them)
-
-output
-  --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},
-                          NAME_autoquant_state.safetensors, NAME_autoquant.log (required)
-  --scheme-name NAME      default: autoquant_<scope> (or the preset's scheme)
-  --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
-                          labels: int64 [N, T]) for running ModelOpt on the same data
-  --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
-  --threads N             CPU threads, at most 1024 (default: all)
-  -h, --help              this text
-
-recipes (--formats names; effective bits as ModelOpt prices them)
-)";
-  text += quant::recipe_table();
-  text += "\npresets\n";
-  for (const preset& p : presets) {
-    text += "  " + std::string(p.name) + ": --formats " + std::string(p.formats) + " --effective-bits " +
-            quant::python_float_repr(p.bits) + " --scope " + std::string(to_string(p.scope)) +
-            (p.root == module_root::inner ? " --module-root inner" : "") + ", " +
-            std::string(p.size) + " data; " + std::string(p.note) + "\n";
-  }
-  return text;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/options.hpp ----
-// ---- begin aq/cli/outputs.hpp ----
-// The files of a run: <scheme>_quant_manifest.json, per-layer-sensitivity.{md,json} (ModelOpt's
-// formats, plus aq's chosen_recipes and pareto_front fields), <scheme>_autoquant_state.safetensors
-// (amax of the chosen recipes' quantizers) and a run log with the time of each stage. They are
-// written into a staged folder and published as one set (core/output_set.hpp, docs/outputs.md).
-
-#include <cstdio>
-#include <filesystem>
-#include <span>
-#include <string>
-#include <string_view>
-
-
-namespace aq::autoquant {
-
-inline std::string state_filename(const std::string& scheme) { return scheme + "_autoquant_state.safetensors"; }
-inline std::string run_log_filename(const std::string& scheme) { return scheme + "_autoquant.log"; }
-
-// Whether `name` is a file a run writes into its output folder (any scheme's), or a temporary
-// an older run left there: such a folder may be replaced; one holding anything else may not.
-inline bool is_report_file(std::string_view name) {
-  const std::size_t tmp = name.rfind(".tmp.");
-  const bool temporary = tmp != std::string_view::npos && tmp + 5 < name.size() &&
-                         name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
-  return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
-         name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
-         name.ends_with("_autoquant.log") || temporary;
-}
-
-// amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
-// the chosen recipe of every group as metadata ("<group hparam name>": "<aq recipe name>").
-inline std::string render_state(const search_space& space, const autoquant_result& result) {
-  safetensors_writer writer;
-  for (const quantizer_amax& q : result.state) writer.add(q.name, q.shape, std::span<const float>(q.values));
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    writer.set_metadata(space.groups[g].name, std::string(space.candidates[result.chosen[g]].recipe->name));
-  }
-  writer.set_metadata("format", "aq.autoquant_state/v1");
-  return writer.serialize();
-}
-
-// Human-readable summary with per-stage timings (timings make it differ run to run; the other
-// files do not).
-inline std::string render_run_log(const search_space& space, const autoquant_result& result,
-                                  const engine_options& options, double load_seconds = 0.0) {
-  std::string log;
-  char line[512];
-  const auto add = [&](const char* fmt, auto... args) {
-    std::snprintf(line, sizeof(line), fmt, args...);
-    log += line;
-  };
-  add("scheme: %s\n", options.scheme_name.c_str());
-  add("method: %s\n", std::string(to_string(options.method)).c_str());
-  std::string formats;
-  for (std::size_t c = 0; c < space.candidates.size(); ++c) {
-    formats += (c ? ", " : "") + std::string(space.candidates[c].recipe->name) + " = " + space.display(c, options.custom_names);
-  }
-  add("candidates: %s\n", formats.c_str());
-  std::size_t disabled = 0;
-  for (const search_group& g : space.groups) disabled += g.disabled ? 1 : 0;
-  add("modules: %zu, groups: %zu (%zu disabled), weights: %lld (%lld disabled)\n", space.modules.size(),
-      space.groups.size(), disabled, static_cast<long long>(space.total_params),
-      static_cast<long long>(space.disabled_params));
-  add("budget: %.17g requested, %.17g searched (scheme.auto_quantize_bits)\n", options.effective_bits, result.budget_bits);
-  add("steps: %lld calibration, %lld scoring\n", static_cast<long long>(result.num_calib_steps),
-      static_cast<long long>(result.num_score_steps));
-  add("result: effective bits %.17g, total score %.17g, satisfied %s, pareto points %zu\n",
-      result.allocation.effective_bits, result.allocation.total_score, result.allocation.is_satisfied ? "yes" : "no",
-      result.report.pareto_front ? result.report.pareto_front->size() : std::size_t{0});
-  if (space.disabled_params > 0 && space.disabled_params < space.total_params) {
-    add("searched groups: effective bits %.17g over %lld weights (the disabled ones stay at 16 bits)\n",
-        searched_effective_bits(space, result.chosen),
-        static_cast<long long>(space.total_params - space.disabled_params));
-  }
-  add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
-      result.timings.calibration, result.timings.scoring, result.timings.search);
-  return log;
-}
-
-// Writes the manifest, the two sensitivity reports and the state file into `directory`
-// (created if needed), each atomically. Drivers pass an output_set's staged folder, so that the
-// files appear at the --output-dir only together, when the set is published.
-inline void write_outputs(const std::filesystem::path& directory, const search_space& space,
-                          const autoquant_result& result) {
-  std::error_code ec;
-  std::filesystem::create_directories(directory, ec);
-  if (ec) throw error(directory.string() + ": cannot create output directory: " + ec.message());
-  io::write_quant_manifest(directory / io::quant_manifest_filename(result.report.scheme), result.report);
-  io::write_sensitivity_reports(directory, result.report);
-  write_file_atomic(directory / state_filename(result.report.scheme.name), render_state(space, result));
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/outputs.hpp ----
-// ---- begin aq/cli/preflight.hpp ----
-// What a driver checks before it loads a model or reads data: input paths exist and have the
-// right kind, --seq-len fits the model's positions, and every output location can be written
-// (the output_set that later publishes them). Each failure is one aq::error naming the flag.
-
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <string>
-
-
-namespace aq::autoquant {
-
-// `path` is an existing regular file (symbolic links followed), not a directory, FIFO or device.
-inline void check_input_file(const std::string& flag, const std::filesystem::path& path) {
-  struct stat st {};
-  if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
-  if (!S_ISREG(st.st_mode)) {
-    throw error(flag + " " + path.string() + ": is " + aq::detail::file_kind(st.st_mode) + ", expected a file");
-  }
-}
-
-// `path` is an existing directory.
-inline void check_input_directory(const std::string& flag, const std::filesystem::path& path) {
-  struct stat st {};
-  if (path.empty()) throw error(flag + ": empty path");
-  if (::stat(path.c_str(), &st) != 0) throw error(flag + " " + path.string() + ": " + aq::detail::path_error(errno));
-  if (!S_ISDIR(st.st_mode)) throw error(flag + " " + path.string() + ": not a directory");
-}
-
-// A sequence of `tokens` positions fits a model of `max_positions` (0: no limit known); `source`
-// says where the limit comes from (the config file, or the built-in model).
-inline void check_sequence_length(const std::string& what, std::int64_t tokens, std::int64_t max_positions,
-                                  const std::string& source) {
-  if (max_positions > 0 && tokens > max_positions) {
-    throw error(what + " exceeds the model's max_position_embeddings " + std::to_string(max_positions) + " (" +
-                source + ")");
-  }
-}
-
-// The outputs of an aq-autoquant run: the report folder, --result-json and --dump-batches.
-inline void plan_outputs(const driver_options& o, output_set& outputs) {
-  if (!o.output_dir) throw error("--output-dir is required (see --help)");
-  outputs.set_directory("--output-dir", *o.output_dir, is_report_file);
-  if (o.result_json) outputs.add_file("--result-json", *o.result_json);
-  if (o.dump_batches) outputs.add_file("--dump-batches", *o.dump_batches);
-  outputs.check();
-}
-
-// Everything an aq-autoquant run (CPU or GPU) can check before it loads anything: the model
-// dir and its config (refused settings, positions against seq_len), the calibration file, the output locations.
-inline void preflight(const driver_options& o, std::int64_t seq_len, const std::filesystem::path& calib,
-                      output_set& outputs) {
-  if (o.model_dir) {
-    const std::filesystem::path dir(*o.model_dir);
-    check_input_directory("--model", dir);
-    check_input_file("--model", dir / "config.json");
-    const qwen3_vl::config cfg = read_qwen3_vl_config(dir);  // a config aq cannot run is refused here too
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len, cfg.text.max_position_embeddings,
-                          (dir / "config.json").string());
-  } else {
-    check_sequence_length("--seq-len " + std::to_string(seq_len), seq_len,
-                          default_model_config().text.max_position_embeddings, "the built-in model");
-  }
-  check_input_file("--calib", calib);
-  plan_outputs(o, outputs);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/preflight.hpp ----
-// ---- begin aq/cli/result_json.hpp ----
-// Machine-readable run summary for the side-by-side comparison with ModelOpt (schema
-// "aq.autoquant.compare/v1", benchmarks/modelopt/README.md), and the calibration batches as a
-// safetensors file (input_ids, attention_mask, labels: int64 [N, T]) so ModelOpt can run on them.
-
-#include <array>
-#include <cmath>
-#include <cstdint>
-#include <cstddef>
-#include <cstring>
-#include <span>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-// SHA-256 (FIPS 180-4), for the data digest both tools write.
-class sha256 {
- public:
-  void update(std::span<const std::uint8_t> bytes) {
-    for (const std::uint8_t b : bytes) {
-      block_[fill_++] = b;
-      ++length_;
-      if (fill_ == 64) compress();
-    }
-  }
-  void update(std::string_view text) {
-    update(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-  }
-  std::string hex() {
-    const std::uint64_t bits = length_ * 8;
-    const std::uint8_t pad = 0x80;
-    update(std::span<const std::uint8_t>(&pad, 1));
-    const std::uint8_t zero = 0;
-    while (fill_ != 56) update(std::span<const std::uint8_t>(&zero, 1));
-    for (int i = 7; i >= 0; --i) {
-      const auto b = static_cast<std::uint8_t>(bits >> (8 * i));
-      update(std::span<const std::uint8_t>(&b, 1));
-    }
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (const std::uint32_t word : h_) {
-      for (int i = 7; i >= 0; --i) out += digits[(word >> (4 * i)) & 0xfu];
-    }
-    return out;
-  }
-
- private:
-  static constexpr std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-  void compress() {
-    static constexpr std::array<std::uint32_t, 64> k{
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-        0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-        0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-        0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-        0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-        0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2};
-    std::array<std::uint32_t, 64> w{};
-    for (int i = 0; i < 16; ++i) {
-      w[i] = (std::uint32_t{block_[4 * i]} << 24) | (std::uint32_t{block_[4 * i + 1]} << 16) |
-             (std::uint32_t{block_[4 * i + 2]} << 8) | std::uint32_t{block_[4 * i + 3]};
-    }
-    for (int i = 16; i < 64; ++i) {
-      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    std::array<std::uint32_t, 8> v = h_;
-    for (int i = 0; i < 64; ++i) {
-      const std::uint32_t s1 = rotr(v[4], 6) ^ rotr(v[4], 11) ^ rotr(v[4], 25);
-      const std::uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]);
-      const std::uint32_t t1 = v[7] + s1 + ch + k[i] + w[i];
-      const std::uint32_t s0 = rotr(v[0], 2) ^ rotr(v[0], 13) ^ rotr(v[0], 22);
-      const std::uint32_t maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
-      const std::uint32_t t2 = s0 + maj;
-      v = {t1 + t2, v[0], v[1], v[2], v[3] + t1, v[4], v[5], v[6]};
-    }
-    for (int i = 0; i < 8; ++i) h_[i] += v[i];
-    fill_ = 0;
-  }
-
-  std::array<std::uint32_t, 8> h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::array<std::uint8_t, 64> block_{};
-  std::size_t fill_ = 0;
-  std::uint64_t length_ = 0;
-};
-
-// The batches' rows as [N, T] int64 tensors (all batches must share one sequence length), labels
-// in the reference's form.
-struct batch_tensors {
-  std::int64_t rows = 0;
-  std::int64_t seq = 0;
-  std::vector<std::int64_t> input_ids, attention_mask, labels;
-};
-
-inline batch_tensors stack_batches(std::span<const io::calib_batch> batches) {
-  batch_tensors t;
-  for (const io::calib_batch& b : batches) {
-    if (t.rows == 0) t.seq = b.seq_len;
-    if (b.seq_len != t.seq) {
-      throw error("--dump-batches: batches have different sequence lengths (" + std::to_string(t.seq) + " and " +
-                  std::to_string(b.seq_len) + "); [N, T] tensors need one");
-    }
-    t.rows += b.batch_size;
-    t.input_ids.insert(t.input_ids.end(), b.input_ids.begin(), b.input_ids.end());
-    t.attention_mask.insert(t.attention_mask.end(), b.attention_mask.begin(), b.attention_mask.end());
-    // io marks ignored targets (the pad id) with -100; the reference's labels are a plain copy of
-    // input_ids (its loss ignores the pad id itself). Writing that form makes the dumped file and
-    // the digest byte-identical to the ones ModelOpt's runner writes for the same captions.
-    for (std::size_t i = 0; i < b.labels.size(); ++i) {
-      t.labels.push_back(b.labels[i] == io::ignore_label ? b.input_ids.at(i) : b.labels[i]);
-    }
-  }
-  return t;
-}
-
-// sha256 over, for k in (input_ids, attention_mask, labels): the ASCII key, then the int64
-// little-endian row-major bytes (the README's data_sha256).
-inline std::string data_sha256(const batch_tensors& t) {
-  sha256 h;
-  const auto add = [&](std::string_view key, const std::vector<std::int64_t>& values) {
-    h.update(key);
-    for (const std::int64_t v : values) {
-      std::array<std::uint8_t, 8> bytes{};
-      for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i));
-      h.update(bytes);
-    }
-  };
-  add("input_ids", t.input_ids);
-  add("attention_mask", t.attention_mask);
-  add("labels", t.labels);
-  return h.hex();
-}
-
-// A safetensors file of the three int64 [N, T] tensors (the layout ModelOpt's runner reads).
-inline std::string render_batches(const batch_tensors& t) {
-  safetensors_writer w;
-  for (const auto& [key, values] : {std::pair{"attention_mask", &t.attention_mask}, std::pair{"input_ids", &t.input_ids},
-                                    std::pair{"labels", &t.labels}}) {
-    std::vector<std::byte> bytes(values->size() * 8);
-    for (std::size_t i = 0; i < values->size(); ++i) {
-      const auto v = static_cast<std::uint64_t>((*values)[i]);
-      for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
-    }
-    w.add(key, dtype_i64, {t.rows, t.seq}, bytes);
-  }
-  return w.serialize();
-}
-
-struct result_json_context {
-  std::string version = "0.1.0";
-  std::string model;  // model dir base name or "builtin"
-  std::vector<std::string> formats;  // as given
-  double effective_bits_requested = 0.0;
-  std::int64_t batch_size = 0;
-  std::string data_sha256;
-  std::int64_t num_samples = 0;
-  std::int64_t seq_len = 0;
-  std::int64_t num_batches = 0;
-  std::string data;
-  std::string attention;
-  unsigned threads = 0;
-  double model_load_s = 0.0;
-  std::int64_t weight_bytes = 0;
-  // What ran it: the CPU engine's values by default; a GPU driver names its card, its arithmetic
-  // and its peak memory (null on the CPU, which does not track it).
-  std::string device = "cpu";
-  std::string gpu;  // empty: the key is left out
-  std::string precision = "float32";
-  std::string dtype = "float32";
-  std::optional<std::int64_t> peak_allocated_bytes, peak_reserved_bytes;
-};
-
-// The comparison JSON (keys sorted like the ModelOpt runner's json.dump(sort_keys=True); our
-// json_writer keeps insertion order, so keys are inserted sorted).
-inline std::string render_result_json(const search_space& space, const autoquant_result& r,
-                                      const engine_options& options, const result_json_context& c) {
-  io::json_writer j;
-  const auto num = [&](double v) -> io::json_writer& {
-    if (std::isnan(v)) return j.string("NaN");
-    if (std::isinf(v)) return j.string(v > 0 ? "Infinity" : "-Infinity");
-    return j.number(v);
-  };
-  j.begin_object();
-  j.key("environment").begin_object().key("device").string(c.device);
-  if (!c.gpu.empty()) j.key("gpu").string(c.gpu);
-  j.key("precision").string(c.precision).key("threads").integer(c.threads).end_object();
-  j.key("groups").begin_array();
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    j.begin_object();
-    j.key("chosen").string(std::string(space.candidates[r.chosen[g]].recipe->name));
-    j.key("costs").begin_array();
-    for (const std::size_t cand : r.choices[g]) j.number(modelopt_cost(space.groups[g].numel, space.candidates[cand].recipe->effective_bits));
-    j.end_array();
-    j.key("formats").begin_array();
-    for (const std::size_t cand : r.choices[g]) j.string(std::string(space.candidates[cand].recipe->name));
-    j.end_array();
-    std::string name = space.groups[g].name;
-    name.resize(name.size() - std::string_view(".quant_recipe").size());
-    j.key("name").string(name);
-    j.key("raw_scores").begin_array();
-    for (const double s : r.raw_scores[g]) num(s);
-    j.end_array();
-    j.key("scores").begin_array();
-    for (const double s : r.scores[g]) num(s);
-    j.end_array();
-    j.key("tool_formats").begin_array();
-    for (const std::size_t cand : r.choices[g]) j.string(space.display(cand, options.custom_names));
-    j.end_array();
-    j.end_object();
-  }
-  j.end_array();
-  const auto bytes_or_null = [&](const std::optional<std::int64_t>& v) -> io::json_writer& {
-    return v ? j.integer(*v) : j.null();
-  };
-  j.key("memory_bytes").begin_object().key("peak_allocated");
-  bytes_or_null(c.peak_allocated_bytes).key("peak_reserved");
-  bytes_or_null(c.peak_reserved_bytes).key("weights").integer(c.weight_bytes).end_object();
-  std::size_t configurable = 0;
-  for (std::size_t g = 0; g < space.groups.size(); ++g) configurable += space.configurable(g) ? 1 : 0;
-  j.key("result").begin_object();
-  j.key("effective_bits");
-  num(r.allocation.effective_bits);
-  j.key("is_satisfied").boolean(r.allocation.is_satisfied);
-  j.key("num_configurable_groups").integer(static_cast<std::int64_t>(configurable));
-  j.key("num_groups").integer(static_cast<std::int64_t>(space.groups.size()));
-  j.key("total_score");
-  num(r.allocation.total_score);
-  j.end_object();
-  j.key("run").begin_object();
-  j.key("attn_implementation").string(c.attention);
-  j.key("batch_size").integer(c.batch_size);
-  j.key("bits_mode").string(options.adjust_budget ? "lm" : "model");
-  j.key("data").string(c.data);
-  j.key("data_sha256").string(c.data_sha256);
-  j.key("disabled_layers").begin_array();
-  for (const std::string& p : space.disabled_patterns) j.string(p);
-  j.end_array();
-  j.key("dtype").string(c.dtype);
-  j.key("effective_bits_constraint");
-  num(r.budget_bits);
-  j.key("effective_bits_requested");
-  num(c.effective_bits_requested);
-  j.key("formats").begin_array();
-  for (const std::string& f : c.formats) j.string(f);
-  j.end_array();
-  j.key("method").string(std::string(to_string(options.method)));
-  j.key("model").string(c.model);
-  j.key("num_batches").integer(c.num_batches);
-  j.key("num_calib_steps").integer(r.num_calib_steps);
-  j.key("num_samples").integer(c.num_samples);
-  j.key("num_score_steps").integer(r.num_score_steps);
-  j.key("seq_len").integer(c.seq_len);
-  j.key("weight_numel_disabled").integer(space.disabled_params);
-  j.key("weight_numel_total").integer(space.total_params);
-  j.end_object();
-  j.key("schema").string("aq.autoquant.compare/v1");
-  j.key("timing_s").begin_object();
-  j.key("auto_quantize");
-  num(r.timings.calibration + r.timings.scoring + r.timings.search);
-  j.key("calibration");
-  num(r.timings.calibration);
-  j.key("model_load");
-  num(c.model_load_s);
-  j.key("scoring");
-  num(r.timings.scoring);
-  j.key("search");
-  num(r.timings.search);
-  j.end_object();
-  j.key("tool").begin_object().key("name").string("aq").key("version").string(c.version).end_object();
-  j.end_object();
-  return j.str();
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/cli/result_json.hpp ----
 // ---- end aq/autoquant.hpp ----
