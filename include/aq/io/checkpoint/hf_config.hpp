@@ -26,7 +26,9 @@ inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
 // A width, head count, vocabulary or patch size: positive and at most max_dimension.
 inline std::int64_t dimension(const io::json_field& field) {
   const std::int64_t value = field.positive_integer();
-  if (value > max_dimension) field.fail(std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
+  if (value > max_dimension) {
+    field.fail(std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
+  }
   return value;
 }
 

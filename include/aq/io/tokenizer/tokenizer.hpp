@@ -140,7 +140,9 @@ class added_token_matcher {
 template <class FieldOf>
 std::uint32_t token_id(simdjson::dom::element value, const FieldOf& field_of) {
   std::uint64_t id = 0;
-  if (value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) field_of().fail("expected a token id (unsigned 32-bit)");
+  if (value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
+    field_of().fail("expected a token id (unsigned 32-bit)");
+  }
   return static_cast<std::uint32_t>(id);
 }
 
@@ -345,7 +347,9 @@ class tokenizer {
       const json_field content = t["content"];
       a.content = std::string(content.string());
       utf8::validate(a.content, content.where());
-      const auto flag = [&](std::string_view key, bool fallback) { return t.value_or(key, fallback, &json_field::boolean); };
+      const auto flag = [&](std::string_view key, bool fallback) {
+        return t.value_or(key, fallback, &json_field::boolean);
+      };
       a.special = flag("special", false);
       a.normalized = flag("normalized", !a.special);
       a.lstrip = flag("lstrip", false);

@@ -40,7 +40,9 @@ inline void read_rope(const io::json_field& text, qwen3_vl::text_config& out) {
   }
   if (const auto section = rope->find("mrope_section")) {
     const std::vector<std::int64_t> values = section->integers();
-    if (values.size() != 3) section->fail("needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+    if (values.size() != 3) {
+      section->fail("needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+    }
     for (std::size_t i = 0; i < 3; ++i) {
       if (values[i] < 0 || values[i] > max_dimension) {
         section->fail("entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
