@@ -50,9 +50,9 @@ class json_field {
     return member(key, value);
   }
   json_field operator[](std::string_view key) const {
-    std::optional<json_field> value = find(key);
-    if (!value) fail(key, "missing");
-    return *std::move(value);
+    simdjson::dom::element value;
+    if (object().at_key(key).get(value)) fail(key, "missing");
+    return member(key, value);  // a null fails the typed read that follows, naming what it expected
   }
   // Member `key` read by `read` (a member function such as &json_field::boolean, or a checker
   // taking a field), or `fallback` when the member is absent or null.
