@@ -303,8 +303,9 @@ class tokenizer {
     const simdjson::dom::object vocab_object = vocab_field.object();
     std::vector<std::pair<std::string_view, std::uint32_t>> vocab;  // views into the parsed document
     vocab.reserve(vocab_object.size());
-    for (const auto [key, value] : vocab_object) {
-      vocab.emplace_back(key, detail::token_id(value, [&] { return vocab_field.member(key, value); }));
+    for (const auto field : vocab_object) {
+      const std::uint32_t id = detail::token_id(field.value, [&] { return vocab_field.member(field.key, field.value); });
+      vocab.emplace_back(field.key, id);
     }
     bpe_model bpe(vocab, model.value_or("ignore_merges", false, &json_field::boolean), model.source());
     const json_field merges = model["merges"];
