@@ -434,14 +434,14 @@ TEST_CASE("manifest reader names the file and field it cannot use") {
     return std::string("no error");
   };
   CHECK(message_of("{").find("broken.json: not valid JSON") == 0);
-  CHECK(message_of("{}") == "broken.json: field 'scheme' is missing");
+  CHECK(message_of("{}") == "broken.json: scheme: missing");
   const std::string valid = render_quant_manifest(synthetic_model());
   std::string wrong_count = valid;
   wrong_count.replace(wrong_count.find("\"num_quantized_layers\": 3"), 25, "\"num_quantized_layers\": 4");
-  CHECK(message_of(wrong_count).find("'num_quantized_layers' is 4 but 'layers' holds 3") != std::string::npos);
+  CHECK(message_of(wrong_count).find("broken.json: num_quantized_layers: is 4 but layers holds 3") != std::string::npos);
   std::string wrong_type = valid;
   wrong_type.replace(wrong_type.find("\"auto_quantize_score_size\": 64"), 30, "\"auto_quantize_score_size\": \"x\"");
-  CHECK(message_of(wrong_type) == "broken.json: field 'scheme.auto_quantize_score_size' expected an integer");
+  CHECK(message_of(wrong_type) == "broken.json: scheme.auto_quantize_score_size: is a string, expected an integer");
   CHECK_THROWS_AS(read_quant_manifest("no/such/file_quant_manifest.json"), aq::error);
 }
 

@@ -248,7 +248,7 @@ TEST_CASE("invalid input and unsupported tokenizer files raise aq::error naming 
     REQUIRE(at != std::string::npos);
     return s.replace(at, from.size(), to);
   };
-  CHECK(error_of("{\"model\": ").find("invalid JSON") != std::string::npos);
+  CHECK(error_of("{\"model\": ").find("not valid JSON") != std::string::npos);
   CHECK(error_of("{\"model\": ").find("aq_test_tokenizer_bad.json") != std::string::npos);
   CHECK(error_of(replaced("\"type\":\"BPE\"", "\"type\":\"WordPiece\"")).find("model.type: unsupported \"WordPiece\"") !=
         std::string::npos);

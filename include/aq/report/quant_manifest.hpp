@@ -16,7 +16,7 @@
 
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/error.hpp"
-#include "aq/io/json_parser.hpp"
+#include "aq/io/json_field.hpp"
 #include "aq/io/regular_file.hpp"
 #include "aq/report/json_writer.hpp"
 #include "aq/report/report_model.hpp"
@@ -220,152 +220,48 @@ inline void write_quant_manifest(const std::filesystem::path& file, const report
   write_file_atomic(file, render_quant_manifest(model));
 }
 
-namespace detail {
-
-// Typed field access with errors that name the source and the JSON path.
-class manifest_fields {
- public:
-  explicit manifest_fields(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
-    throw error(source_ + ": field '" + path + "' " + what);
-  }
-
-  simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
-    simdjson::dom::object result;
-    if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
-    return result;
-  }
-  simdjson::dom::array array(simdjson::dom::element value, const std::string& path) const {
-    simdjson::dom::array result;
-    if (value.get_array().get(result) != simdjson::SUCCESS) fail(path, "expected an array");
-    return result;
-  }
-  std::string string(simdjson::dom::element value, const std::string& path) const {
-    std::string_view result;
-    if (value.get_string().get(result) != simdjson::SUCCESS) fail(path, "expected a string");
-    return std::string(result);
-  }
-  double number(simdjson::dom::element value, const std::string& path) const {
-    if (value.is_int64()) return static_cast<double>(value.get_int64().value_unsafe());
-    if (value.is_uint64()) return static_cast<double>(value.get_uint64().value_unsafe());
-    double result = 0.0;
-    if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
-    return result;
-  }
-
- private:
-  std::string source_;
-};
-
-// One object of the manifest at its JSON path ("" for the root): members read by key, each
-// error naming path.key.
-class manifest_object {
- public:
-  manifest_object(const manifest_fields& f, simdjson::dom::element value, std::string path)
-      : f_(f), object_(f.object(value, path.empty() ? "<root>" : path)), path_(std::move(path)) {}
-
-  simdjson::dom::object members() const { return object_; }
-  std::string path_of(std::string_view key) const {
-    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-  }
-  bool has(std::string_view key) const {
-    simdjson::dom::element value;
-    return object_.at_key(key).get(value) == simdjson::SUCCESS;
-  }
-  simdjson::dom::element member(std::string_view key) const {
-    simdjson::dom::element value;
-    if (object_.at_key(key).get(value) != simdjson::SUCCESS) f_.fail(path_of(key), "is missing");
-    return value;
-  }
-
-  manifest_object object(std::string_view key) const { return {f_, member(key), path_of(key)}; }
-  std::string string(std::string_view key) const { return f_.string(member(key), path_of(key)); }
-  double number(std::string_view key) const { return f_.number(member(key), path_of(key)); }
-  std::int64_t integer(std::string_view key) const {
-    std::int64_t result = 0;
-    if (member(key).get_int64().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected an integer");
-    return result;
-  }
-  bool boolean(std::string_view key) const {
-    bool result = false;
-    if (member(key).get_bool().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected true or false");
-    return result;
-  }
-  std::vector<std::string> string_list(std::string_view key) const {
-    std::vector<std::string> items;
-    const std::string path = path_of(key);
-    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.string(item, path + "[]"));
-    return items;
-  }
-  std::vector<double> number_list(std::string_view key) const {
-    std::vector<double> items;
-    const std::string path = path_of(key);
-    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.number(item, path + "[]"));
-    return items;
-  }
-
- private:
-  const manifest_fields& f_;
-  simdjson::dom::object object_;
-  std::string path_;
-};
-
-}  // namespace detail
-
 // Reads a manifest (ModelOpt's or aq's) into a report_model, keeping file order. Derived fields
 // (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
 // they are not read; unknown top-level fields are ignored. `source` names the text in errors.
 inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
-  const detail::manifest_fields f(source);
   simdjson::dom::parser parser;
-  const simdjson::padded_string padded(json_text);
-  simdjson::dom::element root_element;
-  if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
-    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
-  }
-  const detail::manifest_object root(f, root_element, "");
+  const json_field root = parse_json_object(parser, json_text, source);
   report_model model;
 
-  const detail::manifest_object scheme = root.object("scheme");
-  model.scheme.name = scheme.string("name");
-  model.scheme.auto_quantize_bits = scheme.number("auto_quantize_bits");
-  model.scheme.method = scheme.string("auto_quantize_method");
-  model.scheme.score_size = scheme.integer("auto_quantize_score_size");
-  model.scheme.coverage_mode = scheme.string("coverage_mode");
-  model.scheme.coverage_fraction = scheme.number("coverage_fraction");
-  model.scheme.quant_formats = scheme.string_list("quant_formats");
+  const json_field scheme = root["scheme"];
+  model.scheme.name = scheme["name"].string();
+  model.scheme.auto_quantize_bits = scheme["auto_quantize_bits"].number();
+  model.scheme.method = scheme["auto_quantize_method"].string();
+  model.scheme.score_size = scheme["auto_quantize_score_size"].integer();
+  model.scheme.coverage_mode = scheme["coverage_mode"].string();
+  model.scheme.coverage_fraction = scheme["coverage_fraction"].number();
+  model.scheme.quant_formats = scheme["quant_formats"].strings();
 
-  const detail::manifest_object model_object = root.object("model");
-  if (model_object.has("id")) model.model_id = model_object.string("id");
+  if (const auto id = root["model"].find("id")) model.model_id = id->string();
 
-  const detail::manifest_object layers = root.object("layers");
-  for (const auto [name, value] : layers.members()) {
-    const detail::manifest_object layer(f, value, layers.path_of(name));
-    model.layers.push_back(layer_info{std::string(name), layer.boolean("quantized"), layer.string("module_type")});
+  for (const auto& [name, layer] : root["layers"].members()) {
+    model.layers.push_back(
+        layer_info{std::string(name), layer["quantized"].boolean(), std::string(layer["module_type"].string())});
   }
-  const std::int64_t num_layers = root.integer("num_quantized_layers");
-  if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
-    f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
-                                       std::to_string(model.layers.size()));
+  const json_field num_layers = root["num_quantized_layers"];
+  if (num_layers.integer() != static_cast<std::int64_t>(model.layers.size())) {
+    num_layers.fail("is " + std::to_string(num_layers.integer()) + " but layers holds " +
+                    std::to_string(model.layers.size()));
   }
 
-  const detail::manifest_object state = root.object("autoquant_state");
-  model.autoquant_state.keys = state.string_list("keys");
-  model.autoquant_state.effective_bits = state.object("constraints").number("effective_bits");
-  model.autoquant_state.score = state.number("score");
-  model.autoquant_state.is_satisfied = state.boolean("is_satisfied");
+  const json_field state = root["autoquant_state"];
+  model.autoquant_state.keys = state["keys"].strings();
+  model.autoquant_state.effective_bits = state["constraints"]["effective_bits"].number();
+  model.autoquant_state.score = state["score"].number();
+  model.autoquant_state.is_satisfied = state["is_satisfied"].boolean();
 
-  const detail::manifest_object sensitivity = root.object("layer_sensitivity");
-  for (const auto [name, value] : sensitivity.members()) {
-    const detail::manifest_object entry(f, value, sensitivity.path_of(name));
-    const std::vector<std::string> formats = entry.string_list("formats");
-    const std::vector<double> scores = entry.number_list("scores");
-    const std::vector<double> costs = entry.number_list("costs");
+  for (const auto& [name, entry] : root["layer_sensitivity"].members()) {
+    const std::vector<std::string> formats = entry["formats"].strings();
+    const std::vector<double> scores = entry["scores"].numbers();
+    const std::vector<double> costs = entry["costs"].numbers();
     if (scores.size() != formats.size() || costs.size() != formats.size()) {
-      f.fail(sensitivity.path_of(name), "has " + std::to_string(formats.size()) + " formats, " +
-                                            std::to_string(scores.size()) + " scores and " +
-                                            std::to_string(costs.size()) + " costs (expected equal counts)");
+      entry.fail("has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
+                 " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
     for (std::size_t i = 0; i < formats.size(); ++i) {
@@ -374,28 +270,25 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
     model.groups.push_back(std::move(group));
   }
 
-  if (root.has("dataset")) {
-    const detail::manifest_object dataset = root.object("dataset");
+  if (const auto dataset = root.find("dataset")) {
     dataset_info& info = model.dataset.emplace();
     for (const auto& [key, field] : detail::dataset_text_fields) {
-      if (dataset.has(key)) info.*field = dataset.string(key);
+      if (const auto value = dataset->find(key)) info.*field = value->string();
     }
     for (const auto& [key, field] : detail::dataset_count_fields) {
-      if (dataset.has(key)) info.*field = dataset.integer(key);
+      if (const auto value = dataset->find(key)) info.*field = value->integer();
     }
   }
-  if (root.has("chosen_recipes")) {
+  if (const auto chosen = root.find("chosen_recipes")) {
     model.chosen_recipes.emplace();
-    const detail::manifest_object chosen = root.object("chosen_recipes");
-    for (const auto [name, value] : chosen.members()) {
-      model.chosen_recipes->push_back({std::string(name), f.string(value, chosen.path_of(name))});
+    for (const auto& [name, format] : chosen->members()) {
+      model.chosen_recipes->push_back({std::string(name), std::string(format.string())});
     }
   }
-  if (root.has("pareto_front")) {
+  if (const auto front = root.find("pareto_front")) {
     model.pareto_front.emplace();
-    for (simdjson::dom::element value : f.array(root.member("pareto_front"), "pareto_front")) {
-      const detail::manifest_object point(f, value, "pareto_front[]");
-      model.pareto_front->push_back({point.number("effective_bits"), point.number("score")});
+    for (const json_field& point : front->items()) {
+      model.pareto_front->push_back({point["effective_bits"].number(), point["score"].number()});
     }
   }
   return model;

@@ -1,24 +1,19 @@
-// Typed access to a Hugging Face config.json: fields read with errors that name the file and the
-// dotted field path, size checks in int64 that name the overflowing factor, and a bound on per-layer
-// lists from this machine's memory. A model's reader (model/<name>/config_json.hpp) builds on it.
+// What a Hugging Face config.json reader checks beyond field types (io/json_field.hpp): dimensions,
+// implemented-only values, size checks in int64 that name the overflowing factor, and a bound on
+// per-layer lists from this machine's memory. A model's reader (model/<name>/config_json.hpp) builds on it.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
-#include <limits>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <utility>
-#include <vector>
 
 #include <unistd.h>
 
 #include "aq/core/error.hpp"
-#include "aq/io/json_parser.hpp"
-#include "aq/io/json_type_name.hpp"
+#include "aq/io/json_field.hpp"
 
 namespace aq {
 
@@ -28,136 +23,20 @@ namespace detail {
 // refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
 inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
 
-// Typed access to one JSON object, with errors that name the file and the dotted field path.
-class json_fields {
- public:
-  json_fields(std::string source, std::string prefix, simdjson::dom::object object)
-      : source_(std::move(source)), prefix_(std::move(prefix)), object_(object) {}
-
-  [[noreturn]] void fail(std::string_view key, const std::string& message) const {
-    throw error(source_ + ": " + prefix_ + std::string(key) + ": " + message);
+// A width, head count, vocabulary or patch size: positive and at most max_dimension.
+inline std::int64_t dimension(const io::json_field& field) {
+  const std::int64_t value = field.positive_integer();
+  if (value > max_dimension) {
+    field.fail(std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
   }
-
-  std::optional<simdjson::dom::element> find(std::string_view key) const {
-    simdjson::dom::element value;
-    if (object_.at_key(key).get(value)) return std::nullopt;
-    if (value.is_null()) return std::nullopt;  // transformers writes null for "use the default"
-    return value;
-  }
-
-  simdjson::dom::element require(std::string_view key) const {
-    const auto value = find(key);
-    if (!value) fail(key, "missing");
-    return *value;
-  }
-
-  static std::string_view type_name(simdjson::dom::element value) { return io::json_type_name(value.type()); }
-
-  std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
-    std::int64_t out = 0;
-    if (value.is_uint64() && !value.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
-      fail(key, std::to_string(std::uint64_t(value.get_uint64())) + " out of range for int64 (at most " +
-                    std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
-    }
-    if (value.get_int64().get(out)) fail(key, "is " + std::string(type_name(value)) + ", expected an integer");
-    return out;
-  }
-
-  std::int64_t positive_int(std::string_view key) const {
-    const std::int64_t value = as_int(key, require(key));
-    if (value <= 0) fail(key, "must be positive, got " + std::to_string(value));
-    return value;
-  }
-
-  std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
-    return find(key) ? positive_int(key) : fallback;
-  }
-
-  // A width, head count, vocabulary or patch size: positive and at most max_dimension.
-  std::int64_t dimension(std::string_view key) const {
-    const std::int64_t value = positive_int(key);
-    if (value > max_dimension) fail(key, std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
-    return value;
-  }
-
-  std::int64_t dimension_or(std::string_view key, std::int64_t fallback) const {
-    return find(key) ? dimension(key) : fallback;
-  }
-
-  std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
-    const auto value = find(key);
-    return value ? as_int(key, *value) : fallback;
-  }
-
-  double number(std::string_view key, simdjson::dom::element value) const {
-    double out = 0;
-    if (value.get_double().get(out)) {  // simdjson converts integers too
-      fail(key, "is " + std::string(type_name(value)) + ", expected a number");
-    }
-    return out;
-  }
-
-  double positive_number(std::string_view key) const {
-    const double value = number(key, require(key));
-    if (!(value > 0)) fail(key, "must be positive, got " + std::to_string(value));
-    return value;
-  }
-
-  double positive_number_or(std::string_view key, double fallback) const {
-    return find(key) ? positive_number(key) : fallback;
-  }
-
-  std::optional<bool> boolean(std::string_view key) const {
-    const auto value = find(key);
-    if (!value) return std::nullopt;
-    bool out = false;
-    if (value->get_bool().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected true or false");
-    return out;
-  }
-
-  std::string string_or(std::string_view key, std::string_view fallback) const {
-    const auto value = find(key);
-    if (!value) return std::string(fallback);
-    std::string_view out;
-    if (value->get_string().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected a string");
-    return std::string(out);
-  }
-
-  std::vector<std::int64_t> int_list(std::string_view key, simdjson::dom::element value) const {
-    simdjson::dom::array array;
-    if (value.get_array().get(array)) fail(key, "is " + std::string(type_name(value)) + ", expected an array of integers");
-    std::vector<std::int64_t> out;
-    for (const auto item : array) {
-      std::int64_t v = 0;
-      if (item.get_int64().get(v)) fail(key, "holds " + std::string(type_name(item)) + ", expected integers");
-      out.push_back(v);
-    }
-    return out;
-  }
-
-  json_fields object(std::string_view key) const {
-    const simdjson::dom::element value = require(key);
-    simdjson::dom::object sub;
-    if (value.get_object().get(sub)) fail(key, "is " + std::string(type_name(value)) + ", expected an object");
-    return json_fields(source_, prefix_ + std::string(key) + ".", sub);
-  }
-
-  std::optional<json_fields> object_if_present(std::string_view key) const {
-    if (!find(key)) return std::nullopt;
-    return object(key);
-  }
-
- private:
-  std::string source_;
-  std::string prefix_;
-  simdjson::dom::object object_;
-};
+  return value;
+}
 
 // A field aq reads but implements one value of: any other value would be parsed and then
 // silently ignored by the model code, so it is refused by name.
-inline void require_string(const json_fields& f, std::string_view key, std::string_view implemented,
+inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented,
                            std::string_view fallback) {
-  const std::string value = f.string_or(key, fallback);
+  const std::string value(f.value_or(key, fallback, &io::json_field::string));
   if (value != implemented) {
     f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
   }
@@ -170,7 +49,7 @@ struct size_factor {
   std::int64_t value;
 };
 
-inline std::int64_t checked_product(const json_fields& fields, std::string_view what,
+inline std::int64_t checked_product(const io::json_field& fields, std::string_view what,
                                     std::initializer_list<size_factor> factors) {
   std::int64_t out = 1;
   bool overflow = false;
@@ -186,7 +65,7 @@ inline std::int64_t checked_product(const json_fields& fields, std::string_view 
                                 ") overflows int64");
 }
 
-inline std::int64_t checked_sum(const json_fields& fields, std::string_view key, std::string_view what,
+inline std::int64_t checked_sum(const io::json_field& fields, std::string_view key, std::string_view what,
                                 std::initializer_list<std::int64_t> terms) {
   std::int64_t out = 0;
   for (const std::int64_t term : terms) {
@@ -205,7 +84,7 @@ inline std::uint64_t physical_memory_bytes() {
 // Per-layer (per-block) lists are built from the config before any checkpoint is read (parameter
 // names and shapes, quantizable modules): a layer count whose lists alone would need more than a
 // quarter of physical memory is refused by name instead of exhausting it.
-inline void check_list_size(const json_fields& fields, std::string_view key, std::int64_t count,
+inline void check_list_size(const io::json_field& fields, std::string_view key, std::int64_t count,
                             std::int64_t entries_per_item, std::string_view item) {
   constexpr std::uint64_t bytes_per_entry = 256;  // a name, a shape and bookkeeping, generously
   const std::uint64_t limit = physical_memory_bytes() / 4;

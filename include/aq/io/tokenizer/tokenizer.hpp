@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "aq/core/error.hpp"
-#include "aq/io/json_parser.hpp"
+#include "aq/io/json_field.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/io/tokenizer/bpe.hpp"
 #include "aq/io/tokenizer/nfc.hpp"
@@ -135,55 +135,16 @@ class added_token_matcher {
   std::array<bool, 256> first_bytes_{};
 };
 
-// Small typed accessors over simdjson's DOM that name the file and field on failure.
-class json_fields {
- public:
-  explicit json_fields(std::string source) : source_(std::move(source)) {}
-
-  const std::string& source() const { return source_; }
-
-  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
-    throw error(source_ + ": " + field + ": " + what);
+// A token id: an integer that fits the tables' unsigned 32-bit ids. `field_of()` names the value,
+// built only for an error: 150k vocabulary entries load in a loop that must stay cheap.
+template <class FieldOf>
+std::uint32_t token_id(simdjson::dom::element value, const FieldOf& field_of) {
+  std::uint64_t id = 0;
+  if (value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
+    field_of().fail("expected a token id (unsigned 32-bit)");
   }
-  simdjson::dom::element get(simdjson::dom::element object, std::string_view key, const std::string& field) const {
-    simdjson::dom::element value;
-    if (!object.is_object()) fail(field, "expected an object");
-    if (object[key].get(value) != simdjson::SUCCESS) fail(field, "missing");
-    return value;
-  }
-  std::optional<simdjson::dom::element> find(simdjson::dom::element object, std::string_view key) const {
-    simdjson::dom::element value;
-    if (!object.is_object() || object[key].get(value) != simdjson::SUCCESS) return std::nullopt;
-    return value;
-  }
-  std::string_view string(simdjson::dom::element value, const std::string& field) const {
-    std::string_view s;
-    if (value.get(s) != simdjson::SUCCESS) fail(field, "expected a string");
-    return s;
-  }
-  bool boolean(simdjson::dom::element value, const std::string& field) const {
-    bool b = false;
-    if (value.get(b) != simdjson::SUCCESS) fail(field, "expected true or false");
-    return b;
-  }
-  // Optional boolean field: absent or null reads as `fallback`.
-  bool flag(simdjson::dom::element object, std::string_view key, const std::string& field, bool fallback) const {
-    const auto value = find(object, key);
-    if (!value || value->is_null()) return fallback;
-    return boolean(*value, field);
-  }
-  std::uint32_t id(simdjson::dom::element value, const std::string& field) const {
-    std::uint64_t v = 0;
-    if (value.get(v) != simdjson::SUCCESS || v > 0xFFFFFFFFull) fail(field, "expected a token id (unsigned 32-bit)");
-    return static_cast<std::uint32_t>(v);
-  }
-  std::string_view type_of(simdjson::dom::element object, const std::string& field) const {
-    return string(get(object, "type", field + ".type"), field + ".type");
-  }
-
- private:
-  std::string source_;
-};
+  return static_cast<std::uint32_t>(id);
+}
 
 }  // namespace detail
 
@@ -201,17 +162,13 @@ class tokenizer {
   // Parses tokenizer.json text; `source` names it in error messages.
   static tokenizer from_json(std::string_view json, const std::string& source) {
     simdjson::dom::parser parser;
-    simdjson::dom::element root;
-    if (const auto err = parser.parse(json.data(), json.size()).get(root); err != simdjson::SUCCESS) {
-      throw error(source + ": invalid JSON: " + simdjson::error_message(err));
-    }
-    const detail::json_fields f(source);
+    const json_field root = parse_json_object(parser, json, source);
     tokenizer t;
-    t.read_normalizer(f, root);
-    read_pre_tokenizer(f, root);
-    read_decoder(f, root);
-    t.read_model(f, root);
-    t.read_added_tokens(f, root);
+    t.read_normalizer(root);
+    read_pre_tokenizer(root);
+    read_decoder(root);
+    t.read_model(root);
+    t.read_added_tokens(root);
     return t;
   }
 
@@ -294,80 +251,74 @@ class tokenizer {
  private:
   tokenizer() = default;
 
-  void read_normalizer(const detail::json_fields& f, simdjson::dom::element root) {
-    const auto n = f.find(root, "normalizer");
-    if (!n || n->is_null()) return;
-    const std::string_view type = f.type_of(*n, "normalizer");
-    if (type != "NFC") f.fail("normalizer.type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
+  void read_normalizer(const json_field& root) {
+    const auto n = root.find("normalizer");
+    if (!n) return;
+    const std::string_view type = (*n)["type"].string();
+    if (type != "NFC") n->fail("type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
     nfc_ = true;
   }
 
-  static void read_pre_tokenizer(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element p = f.get(root, "pre_tokenizer", "pre_tokenizer");
-    const auto unsupported = [&](const std::string& field, const std::string& found) {
-      f.fail(field, "unsupported " + found +
-                        " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
-                        "prefix space or regex)");
+  static void read_pre_tokenizer(const json_field& root) {
+    const json_field p = root["pre_tokenizer"];
+    const auto unsupported = [](const json_field& owner, std::string_view key, const std::string& found) {
+      owner.fail(key, "unsupported " + found +
+                          " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
+                          "prefix space or regex)");
     };
-    if (p.is_null() || f.type_of(p, "pre_tokenizer") != "Sequence") unsupported("pre_tokenizer.type", "pre-tokenizer");
-    simdjson::dom::array steps;
-    if (f.get(p, "pretokenizers", "pre_tokenizer.pretokenizers").get(steps) != simdjson::SUCCESS || steps.size() != 2) {
-      unsupported("pre_tokenizer.pretokenizers", "step list");
-    }
-    const simdjson::dom::element split = steps.at(0).value_unsafe();
-    const simdjson::dom::element byte_level = steps.at(1).value_unsafe();
-    const std::string s0 = "pre_tokenizer.pretokenizers[0]", s1 = "pre_tokenizer.pretokenizers[1]";
-    if (f.type_of(split, s0) != "Split") unsupported(s0 + ".type", "step");
-    const auto regex = f.find(f.get(split, "pattern", s0 + ".pattern"), "Regex");
-    if (!regex || f.string(*regex, s0 + ".pattern.Regex") != qwen2_split_pattern) unsupported(s0 + ".pattern", "split pattern");
-    if (f.string(f.get(split, "behavior", s0 + ".behavior"), s0 + ".behavior") != "Isolated") unsupported(s0 + ".behavior", "behavior");
-    if (f.flag(split, "invert", s0 + ".invert", false)) unsupported(s0 + ".invert", "inverted split");
-    if (f.type_of(byte_level, s1) != "ByteLevel") unsupported(s1 + ".type", "step");
-    if (f.flag(byte_level, "add_prefix_space", s1 + ".add_prefix_space", true)) unsupported(s1 + ".add_prefix_space", "prefix space");
-    if (f.flag(byte_level, "use_regex", s1 + ".use_regex", true)) unsupported(s1 + ".use_regex", "ByteLevel regex");
+    if (p["type"].string() != "Sequence") unsupported(p, "type", "pre-tokenizer");
+    const std::vector<json_field> steps = p["pretokenizers"].items();
+    if (steps.size() != 2) unsupported(p, "pretokenizers", "step list");
+    const json_field& split = steps[0];
+    const json_field& byte_level = steps[1];
+    if (split["type"].string() != "Split") unsupported(split, "type", "step");
+    const auto regex = split["pattern"].find("Regex");
+    if (!regex || regex->string() != qwen2_split_pattern) unsupported(split, "pattern", "split pattern");
+    if (split["behavior"].string() != "Isolated") unsupported(split, "behavior", "behavior");
+    const auto flag = [](const json_field& step, std::string_view key, bool fallback) {
+      return step.value_or(key, fallback, &json_field::boolean);
+    };
+    if (flag(split, "invert", false)) unsupported(split, "invert", "inverted split");
+    if (byte_level["type"].string() != "ByteLevel") unsupported(byte_level, "type", "step");
+    if (flag(byte_level, "add_prefix_space", true)) unsupported(byte_level, "add_prefix_space", "prefix space");
+    if (flag(byte_level, "use_regex", true)) unsupported(byte_level, "use_regex", "ByteLevel regex");
   }
 
-  static void read_decoder(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element d = f.get(root, "decoder", "decoder");
-    if (d.is_null() || f.type_of(d, "decoder") != "ByteLevel") f.fail("decoder.type", "unsupported decoder (supported: ByteLevel)");
+  static void read_decoder(const json_field& root) {
+    const json_field d = root["decoder"];
+    if (d["type"].string() != "ByteLevel") d.fail("type", "unsupported decoder (supported: ByteLevel)");
   }
 
-  void read_model(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element model = f.get(root, "model", "model");
-    const std::string_view type = f.type_of(model, "model");
-    if (type != "BPE") f.fail("model.type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
-    if (const auto dropout = f.find(model, "dropout"); dropout && !dropout->is_null()) {
-      f.fail("model.dropout", "BPE dropout is not supported (expected null)");
-    }
+  void read_model(const json_field& root) {
+    const json_field model = root["model"];
+    const std::string_view type = model["type"].string();
+    if (type != "BPE") model.fail("type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
+    if (model.find("dropout")) model.fail("dropout", "BPE dropout is not supported (expected null)");
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-      if (const auto v = f.find(model, key); v && !v->is_null() && !f.string(*v, std::string("model.") + key).empty()) {
-        f.fail(std::string("model.") + key, "unsupported (byte-level BPE expects \"\" or null)");
+      if (const auto v = model.find(key); v && !v->string().empty()) {
+        v->fail("unsupported (byte-level BPE expects \"\" or null)");
       }
     }
-    simdjson::dom::object vocab_object;
-    if (f.get(model, "vocab", "model.vocab").get(vocab_object) != simdjson::SUCCESS) f.fail("model.vocab", "expected an object");
+    const json_field vocab_field = model["vocab"];
+    const simdjson::dom::object vocab_object = vocab_field.object();
     std::vector<std::pair<std::string_view, std::uint32_t>> vocab;  // views into the parsed document
     vocab.reserve(vocab_object.size());
     for (const auto field : vocab_object) {
-      std::uint64_t id = 0;
-      if (field.value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
-        f.fail("model.vocab[\"" + std::string(field.key) + "\"]", "expected a token id (unsigned 32-bit)");
-      }
-      vocab.emplace_back(field.key, static_cast<std::uint32_t>(id));
+      const std::uint32_t id = detail::token_id(field.value, [&] { return vocab_field.member(field.key, field.value); });
+      vocab.emplace_back(field.key, id);
     }
-    bpe_model bpe(vocab, f.flag(model, "ignore_merges", "model.ignore_merges", false), f.source());
-    simdjson::dom::array merges;
-    if (f.get(model, "merges", "model.merges").get(merges) != simdjson::SUCCESS) f.fail("model.merges", "expected an array");
+    bpe_model bpe(vocab, model.value_or("ignore_merges", false, &json_field::boolean), model.source());
+    const json_field merges = model["merges"];
     std::size_t index = 0;
-    for (const simdjson::dom::element merge : merges) {
-      // Field names are built only on failure: 150k merges load in a loop that must stay cheap.
-      const auto field = [&] { return "model.merges[" + std::to_string(index) + "]"; };
+    for (const simdjson::dom::element merge : merges.array()) {
+      // Fields are built only on failure: 150k merges load in a loop that must stay cheap.
+      const auto fail = [&](const std::string& what) { merges.item(index, merge).fail(what); };
       std::string_view left, right;
       if (std::string_view line; merge.get(line) == simdjson::SUCCESS) {
         // Legacy form "left right": byte-level tokens never contain a space, so exactly one.
         const std::size_t space = line.find(' ');
         if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
-          f.fail(field(), "expected \"left right\" with one space, got \"" + std::string(line) + "\"");
+          fail("expected \"left right\" with one space, got \"" + std::string(line) + "\"");
         }
         left = line.substr(0, space);
         right = line.substr(space + 1);
@@ -375,12 +326,11 @@ class tokenizer {
         simdjson::dom::array pair;
         if (merge.get(pair) != simdjson::SUCCESS || pair.size() != 2 || pair.at(0).get(left) != simdjson::SUCCESS ||
             pair.at(1).get(right) != simdjson::SUCCESS) {
-          f.fail(field(), "expected [left, right] or \"left right\"");
+          fail("expected [left, right] or \"left right\"");
         }
       }
       if (!bpe.add_merge(left, right)) {
-        f.fail(field(), "merge \"" + std::string(left) + " " + std::string(right) +
-                            "\" uses a token missing from model.vocab");
+        fail("merge \"" + std::string(left) + " " + std::string(right) + "\" uses a token missing from model.vocab");
       }
       ++index;
     }
@@ -388,29 +338,30 @@ class tokenizer {
     bpe_ = std::make_shared<const bpe_model>(std::move(bpe));
   }
 
-  void read_added_tokens(const detail::json_fields& f, simdjson::dom::element root) {
-    const auto list = f.find(root, "added_tokens");
-    if (!list || list->is_null()) return;
-    simdjson::dom::array tokens;
-    if (list->get(tokens) != simdjson::SUCCESS) f.fail("added_tokens", "expected an array");
-    std::size_t index = 0;
-    for (const simdjson::dom::element t : tokens) {
-      const std::string field = "added_tokens[" + std::to_string(index++) + "]";
+  void read_added_tokens(const json_field& root) {
+    const auto list = root.find("added_tokens");
+    if (!list) return;
+    for (const json_field& t : list->items()) {
       added_token a;
-      a.id = f.id(f.get(t, "id", field + ".id"), field + ".id");
-      a.content = std::string(f.string(f.get(t, "content", field + ".content"), field + ".content"));
-      utf8::validate(a.content, f.source() + ": " + field + ".content");
-      a.special = f.flag(t, "special", field + ".special", false);
-      a.normalized = f.flag(t, "normalized", field + ".normalized", !a.special);
-      a.lstrip = f.flag(t, "lstrip", field + ".lstrip", false);
-      a.rstrip = f.flag(t, "rstrip", field + ".rstrip", false);
-      a.single_word = f.flag(t, "single_word", field + ".single_word", false);
+      const json_field id = t["id"];
+      a.id = detail::token_id(id.element(), [&] { return id; });
+      const json_field content = t["content"];
+      a.content = std::string(content.string());
+      utf8::validate(a.content, content.where());
+      const auto flag = [&](std::string_view key, bool fallback) {
+        return t.value_or(key, fallback, &json_field::boolean);
+      };
+      a.special = flag("special", false);
+      a.normalized = flag("normalized", !a.special);
+      a.lstrip = flag("lstrip", false);
+      a.rstrip = flag("rstrip", false);
+      a.single_word = flag("single_word", false);
       added_.push_back(std::move(a));
     }
     for (std::size_t i = 0; i < added_.size(); ++i) {
       added_token& a = added_[i];
       a.decoded = a.normalized && nfc_ ? nfc(a.content) : a.content;
-      if (!added_by_id_.emplace(a.id, i).second) f.fail("added_tokens", "id " + std::to_string(a.id) + " appears twice");
+      if (!added_by_id_.emplace(a.id, i).second) list->fail("id " + std::to_string(a.id) + " appears twice");
       // Normalized tokens are looked for in normalized text, so their pattern is normalized too.
       if (a.normalized) {
         normalized_matcher_.add(a, a.decoded);

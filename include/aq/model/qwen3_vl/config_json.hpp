@@ -23,43 +23,41 @@ namespace aq {
 
 namespace detail {
 
-inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
+inline void read_rope(const io::json_field& text, qwen3_vl::text_config& out) {
   // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
   // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
-  const auto parameters = text.object_if_present("rope_parameters");
-  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
+  const auto parameters = text.find("rope_parameters");
+  const auto rope = parameters ? parameters : text.find("rope_scaling");
   // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
   const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
-  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
+  out.rope_theta = (theta_inside ? *parameters : text)["rope_theta"].positive_number();
 
-  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
-  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
-  std::string type = rope->string_or("rope_type", "");
-  if (type.empty()) type = rope->string_or("type", "default");  // older key name
+  if (!rope) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
+  std::string type(rope->value_or("rope_type", "", &io::json_field::string));
+  if (type.empty()) type = rope->value_or("type", "default", &io::json_field::string);  // older key name
   if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
     rope->fail("rope_type", "\"" + type + "\" not supported (default)");
   }
   if (const auto section = rope->find("mrope_section")) {
-    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
+    const std::vector<std::int64_t> values = section->integers();
     if (values.size() != 3) {
-      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+      section->fail("needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
     }
     for (std::size_t i = 0; i < 3; ++i) {
       if (values[i] < 0 || values[i] > max_dimension) {
-        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+        section->fail("entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
       }
       out.mrope_section[i] = values[i];
     }
   }
-  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  out.mrope_interleaved = rope->value_or("mrope_interleaved", out.mrope_interleaved, &io::json_field::boolean);
   if (!out.mrope_interleaved) {
     rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
   }
 }
 
-
 // The sizes the config implies must be representable, and its per-layer lists must fit in memory.
-inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
+inline void check_implied_sizes(const io::json_field& top, const io::json_field& text, const io::json_field& vision,
                                 const qwen3_vl::config& c) {
   const qwen3_vl::text_config& t = c.text;
   const qwen3_vl::vision_config& v = c.vision;
@@ -113,35 +111,28 @@ inline void check_implied_sizes(const json_fields& top, const json_fields& text,
 
 // Parses config.json text; `source` names the file in messages.
 inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
-  if (json.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
   simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
-    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
-  }
-  simdjson::dom::object root_object;
-  if (root.get_object().get(root_object)) throw error(source + ": expected a JSON object");
-  const detail::json_fields top(source, "", root_object);
+  const io::json_field top = io::parse_json_object(parser, json, source);
+  using detail::dimension;
 
-  const std::string model_type = top.string_or("model_type", "");
-  if (model_type.empty()) top.fail("model_type", "missing");
+  const std::string model_type(top["model_type"].string());
   if (model_type != "qwen3_vl") top.fail("model_type", "\"" + model_type + "\" not supported (qwen3_vl)");
 
   qwen3_vl::config config;
-  const detail::json_fields text = top.object("text_config");
+  const io::json_field text = top["text_config"];
   qwen3_vl::text_config& t = config.text;
-  t.vocab_size = text.dimension("vocab_size");
-  t.hidden_size = text.dimension("hidden_size");
-  t.intermediate_size = text.dimension("intermediate_size");
-  t.num_hidden_layers = text.positive_int("num_hidden_layers");
-  t.num_attention_heads = text.dimension("num_attention_heads");
-  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
+  t.vocab_size = dimension(text["vocab_size"]);
+  t.hidden_size = dimension(text["hidden_size"]);
+  t.intermediate_size = dimension(text["intermediate_size"]);
+  t.num_hidden_layers = text["num_hidden_layers"].positive_integer();
+  t.num_attention_heads = dimension(text["num_attention_heads"]);
+  t.num_key_value_heads = text.value_or("num_key_value_heads", t.num_attention_heads, dimension);
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
                                          std::to_string(t.num_attention_heads));
   }
-  if (text.find("head_dim")) {
-    t.head_dim = text.dimension("head_dim");
+  if (const auto head_dim = text.find("head_dim")) {
+    t.head_dim = dimension(*head_dim);
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
@@ -150,10 +141,10 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
     t.head_dim = t.hidden_size / t.num_attention_heads;
   }
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
-  t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
-  t.max_position_embeddings = text.positive_int_or("max_position_embeddings", 0);
+  t.rms_norm_eps = text.value_or("rms_norm_eps", 1e-6, &io::json_field::positive_number);
+  t.max_position_embeddings = text.value_or("max_position_embeddings", 0, &io::json_field::positive_integer);
   detail::require_string(text, "hidden_act", "silu", "silu");
-  if (text.boolean("attention_bias").value_or(false)) {
+  if (text.value_or("attention_bias", false, &io::json_field::boolean)) {
     text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
   }
   detail::read_rope(text, t);
@@ -163,25 +154,25 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
                                    std::to_string(t.head_dim / 2));
   }
 
-  const detail::json_fields vision = top.object("vision_config");
+  const io::json_field vision = top["vision_config"];
   qwen3_vl::vision_config& v = config.vision;
-  v.depth = vision.positive_int("depth");
-  v.hidden_size = vision.dimension("hidden_size");
-  v.num_heads = vision.dimension("num_heads");
+  v.depth = vision["depth"].positive_integer();
+  v.hidden_size = dimension(vision["hidden_size"]);
+  v.num_heads = dimension(vision["num_heads"]);
   if (v.hidden_size % v.num_heads != 0) {
     vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
   }
-  v.intermediate_size = vision.dimension("intermediate_size");
-  v.out_hidden_size = vision.dimension("out_hidden_size");
+  v.intermediate_size = dimension(vision["intermediate_size"]);
+  v.out_hidden_size = dimension(vision["out_hidden_size"]);
   if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
     vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
                                        std::to_string(t.hidden_size));
   }
-  v.in_channels = vision.dimension_or("in_channels", 3);
-  v.patch_size = vision.dimension_or("patch_size", 16);
-  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
-  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
-  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
+  v.in_channels = vision.value_or("in_channels", 3, dimension);
+  v.patch_size = vision.value_or("patch_size", 16, dimension);
+  v.temporal_patch_size = vision.value_or("temporal_patch_size", 2, dimension);
+  v.spatial_merge_size = vision.value_or("spatial_merge_size", 2, dimension);
+  v.num_position_embeddings = vision.value_or("num_position_embeddings", 2304, dimension);
   detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
   // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
   const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
@@ -189,7 +180,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
     vision.fail("num_position_embeddings", std::to_string(v.num_position_embeddings) +
                                                " is not a square (the embeddings form a G x G grid)");
   }
-  v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
+  v.deepstack_visual_indexes = vision["deepstack_visual_indexes"].integers();
   for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
     const std::int64_t index = v.deepstack_visual_indexes[i];
     if (index < 0 || index >= v.depth) {
@@ -204,18 +195,21 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   // Tied embeddings: transformers 4.57 reads text_config's flag, 5.x the top-level one; published
   // configs carry both. Absent everywhere means untied (both classes default to false); a
   // disagreement would load differently per version, so it is refused.
-  const auto tie_top = top.boolean("tie_word_embeddings");
-  const auto tie_text = text.boolean("tie_word_embeddings");
+  const auto tie = [](const io::json_field& f) -> std::optional<bool> {
+    if (const auto value = f.find("tie_word_embeddings")) return value->boolean();
+    return std::nullopt;
+  };
+  const std::optional<bool> tie_top = tie(top), tie_text = tie(text);
   if (tie_top && tie_text && *tie_top != *tie_text) {
     top.fail("tie_word_embeddings", std::string(*tie_top ? "true" : "false") + " disagrees with text_config.tie_word_embeddings " +
                                         (*tie_text ? "true" : "false"));
   }
   config.tie_word_embeddings = tie_top ? *tie_top : tie_text.value_or(false);
 
-  config.image_token_id = top.int_or("image_token_id", 151655);
-  config.video_token_id = top.int_or("video_token_id", 151656);
-  config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
-  config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  config.image_token_id = top.value_or("image_token_id", 151655, &io::json_field::integer);
+  config.video_token_id = top.value_or("video_token_id", 151656, &io::json_field::integer);
+  config.vision_start_token_id = top.value_or("vision_start_token_id", 151652, &io::json_field::integer);
+  config.vision_end_token_id = top.value_or("vision_end_token_id", 151653, &io::json_field::integer);
   for (const auto& [key, id] : {std::pair<std::string_view, std::int64_t>{"image_token_id", config.image_token_id},
                                 {"video_token_id", config.video_token_id},
                                 {"vision_start_token_id", config.vision_start_token_id},
