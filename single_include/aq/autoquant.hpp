@@ -1452,23 +1452,173 @@ inline void check_implemented(const config& c) {
 #include <vector>
 
 // ---- begin aq/io/checkpoint/hf_config.hpp ----
-// Typed access to a Hugging Face config.json: fields read with errors that name the file and the
-// dotted field path, size checks in int64 that name the overflowing factor, and a bound on per-layer
-// lists from this machine's memory. A model's reader (model/<name>/config_json.hpp) builds on it.
+// What a Hugging Face config.json reader checks beyond field types (io/json_field.hpp): dimensions,
+// implemented-only values, size checks in int64 that name the overflowing factor, and a bound on
+// per-layer lists from this machine's memory. A model's reader (model/<name>/config_json.hpp) builds on it.
 
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <unistd.h>
+
+// ---- begin aq/io/json_field.hpp ----
+// One JSON value read from a named source at a dotted path ("text_config.rope_scaling.rope_type",
+// "added_tokens[3].id"): typed reads whose errors say "<source>: <path>: <what>" and name the JSON
+// type found. The reader of config.json, tokenizer.json and quant manifests.
+
+#include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include <unistd.h>
 
+namespace aq::io {
+
+// A view of a value in a parsed document: it lives as long as the simdjson parser that holds it.
+class json_field {
+ public:
+  json_field(std::string source, std::string path, simdjson::dom::element value)
+      : source_(std::move(source)), path_(std::move(path)), value_(value) {}
+
+  const std::string& source() const { return source_; }
+  simdjson::dom::element element() const { return value_; }  // for checks of the caller's own
+  // "<source>: <path>", or the source alone at the root: where an error about this value points.
+  std::string where() const { return path_.empty() ? source_ : source_ + ": " + path_; }
+  [[noreturn]] void fail(const std::string& what) const { throw error(where() + ": " + what); }
+  // An error about member `key`, present or not (a defaulted field, a missing one).
+  [[noreturn]] void fail(std::string_view key, const std::string& what) const { member(key, value_).fail(what); }
+
+  // Members and items as fields of their own. Hot loops over large objects or arrays iterate
+  // object() or array() instead and build the field only for an error.
+  json_field member(std::string_view key, simdjson::dom::element value) const {
+    return {source_, path_.empty() ? std::string(key) : path_ + "." + std::string(key), value};
+  }
+  json_field item(std::size_t index, simdjson::dom::element value) const {
+    return {source_, path_ + "[" + std::to_string(index) + "]", value};
+  }
+
+  // Member `key`; absent and null read the same, as transformers and tokenizers write null for
+  // "the default".
+  std::optional<json_field> find(std::string_view key) const {
+    simdjson::dom::element value;
+    if (object().at_key(key).get(value) || value.is_null()) return std::nullopt;
+    return member(key, value);
+  }
+  json_field operator[](std::string_view key) const {
+    simdjson::dom::element value;
+    if (object().at_key(key).get(value)) fail(key, "missing");
+    return member(key, value);  // a null fails the typed read that follows, naming what it expected
+  }
+  // Member `key` read by `read` (a member function such as &json_field::boolean, or a checker
+  // taking a field), or `fallback` when the member is absent or null.
+  template <class Read>
+  std::invoke_result_t<Read, const json_field&> value_or(std::string_view key,
+                                                         std::invoke_result_t<Read, const json_field&> fallback,
+                                                         Read read) const {
+    const std::optional<json_field> value = find(key);
+    return value ? std::invoke(read, *value) : fallback;
+  }
+
+  simdjson::dom::object object() const {
+    simdjson::dom::object out;
+    if (value_.get_object().get(out)) expected("an object");
+    return out;
+  }
+  simdjson::dom::array array() const {
+    simdjson::dom::array out;
+    if (value_.get_array().get(out)) expected("an array");
+    return out;
+  }
+  std::vector<std::pair<std::string_view, json_field>> members() const {
+    std::vector<std::pair<std::string_view, json_field>> out;
+    for (const auto [key, value] : object()) out.emplace_back(key, member(key, value));
+    return out;
+  }
+  std::vector<json_field> items() const {
+    std::vector<json_field> out;
+    for (const simdjson::dom::element value : array()) out.push_back(item(out.size(), value));
+    return out;
+  }
+
+  std::string_view string() const {
+    std::string_view out;
+    if (value_.get_string().get(out)) expected("a string");
+    return out;
+  }
+  bool boolean() const {
+    bool out = false;
+    if (value_.get_bool().get(out)) expected("true or false");
+    return out;
+  }
+  double number() const {
+    double out = 0;
+    if (value_.get_double().get(out)) expected("a number");  // simdjson converts integers too
+    return out;
+  }
+  std::int64_t integer() const {
+    if (value_.is_uint64() && !value_.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
+      fail(std::to_string(std::uint64_t(value_.get_uint64())) + " out of range for int64 (at most " +
+           std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
+    }
+    std::int64_t out = 0;
+    if (value_.get_int64().get(out)) expected("an integer");
+    return out;
+  }
+  std::int64_t positive_integer() const {
+    const std::int64_t value = integer();
+    if (value <= 0) fail("must be positive, got " + std::to_string(value));
+    return value;
+  }
+  double positive_number() const {
+    const double value = number();
+    if (!(value > 0)) fail("must be positive, got " + std::to_string(value));
+    return value;
+  }
+
+  std::vector<std::string> strings() const { return list<std::string>(&json_field::string); }
+  std::vector<double> numbers() const { return list<double>(&json_field::number); }
+  std::vector<std::int64_t> integers() const { return list<std::int64_t>(&json_field::integer); }
+
+ private:
+  [[noreturn]] void expected(std::string_view what) const {
+    fail("is " + std::string(json_type_name(value_.type())) + ", expected " + std::string(what));
+  }
+  template <class T, class Read>
+  std::vector<T> list(Read read) const {
+    std::vector<T> out;
+    for (const json_field& value : items()) out.emplace_back(std::invoke(read, value));
+    return out;
+  }
+
+  std::string source_;
+  std::string path_;
+  simdjson::dom::element value_;
+};
+
+// Parses `text`, named `source` in errors, into `parser`; the root, which must be an object,
+// lives as long as the parser.
+inline json_field parse_json_object(simdjson::dom::parser& parser, std::string_view text, const std::string& source) {
+  if (text.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
+  simdjson::dom::element root;
+  if (const auto code = parser.parse(text.data(), text.size()).get(root)) {
+    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
+  }
+  json_field out(source, "", root);
+  out.object();
+  return out;
+}
+
+}  // namespace aq::io
+// ---- end aq/io/json_field.hpp ----
 
 namespace aq {
 
@@ -1478,136 +1628,20 @@ namespace detail {
 // refused by name before it reaches a product. (Layer counts are bounded by memory instead.)
 inline constexpr std::int64_t max_dimension = std::int64_t{1} << 24;
 
-// Typed access to one JSON object, with errors that name the file and the dotted field path.
-class json_fields {
- public:
-  json_fields(std::string source, std::string prefix, simdjson::dom::object object)
-      : source_(std::move(source)), prefix_(std::move(prefix)), object_(object) {}
-
-  [[noreturn]] void fail(std::string_view key, const std::string& message) const {
-    throw error(source_ + ": " + prefix_ + std::string(key) + ": " + message);
+// A width, head count, vocabulary or patch size: positive and at most max_dimension.
+inline std::int64_t dimension(const io::json_field& field) {
+  const std::int64_t value = field.positive_integer();
+  if (value > max_dimension) {
+    field.fail(std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
   }
-
-  std::optional<simdjson::dom::element> find(std::string_view key) const {
-    simdjson::dom::element value;
-    if (object_.at_key(key).get(value)) return std::nullopt;
-    if (value.is_null()) return std::nullopt;  // transformers writes null for "use the default"
-    return value;
-  }
-
-  simdjson::dom::element require(std::string_view key) const {
-    const auto value = find(key);
-    if (!value) fail(key, "missing");
-    return *value;
-  }
-
-  static std::string_view type_name(simdjson::dom::element value) { return io::json_type_name(value.type()); }
-
-  std::int64_t as_int(std::string_view key, simdjson::dom::element value) const {
-    std::int64_t out = 0;
-    if (value.is_uint64() && !value.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
-      fail(key, std::to_string(std::uint64_t(value.get_uint64())) + " out of range for int64 (at most " +
-                    std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
-    }
-    if (value.get_int64().get(out)) fail(key, "is " + std::string(type_name(value)) + ", expected an integer");
-    return out;
-  }
-
-  std::int64_t positive_int(std::string_view key) const {
-    const std::int64_t value = as_int(key, require(key));
-    if (value <= 0) fail(key, "must be positive, got " + std::to_string(value));
-    return value;
-  }
-
-  std::int64_t positive_int_or(std::string_view key, std::int64_t fallback) const {
-    return find(key) ? positive_int(key) : fallback;
-  }
-
-  // A width, head count, vocabulary or patch size: positive and at most max_dimension.
-  std::int64_t dimension(std::string_view key) const {
-    const std::int64_t value = positive_int(key);
-    if (value > max_dimension) fail(key, std::to_string(value) + " too large (at most " + std::to_string(max_dimension) + ")");
-    return value;
-  }
-
-  std::int64_t dimension_or(std::string_view key, std::int64_t fallback) const {
-    return find(key) ? dimension(key) : fallback;
-  }
-
-  std::int64_t int_or(std::string_view key, std::int64_t fallback) const {
-    const auto value = find(key);
-    return value ? as_int(key, *value) : fallback;
-  }
-
-  double number(std::string_view key, simdjson::dom::element value) const {
-    double out = 0;
-    if (value.get_double().get(out)) {  // simdjson converts integers too
-      fail(key, "is " + std::string(type_name(value)) + ", expected a number");
-    }
-    return out;
-  }
-
-  double positive_number(std::string_view key) const {
-    const double value = number(key, require(key));
-    if (!(value > 0)) fail(key, "must be positive, got " + std::to_string(value));
-    return value;
-  }
-
-  double positive_number_or(std::string_view key, double fallback) const {
-    return find(key) ? positive_number(key) : fallback;
-  }
-
-  std::optional<bool> boolean(std::string_view key) const {
-    const auto value = find(key);
-    if (!value) return std::nullopt;
-    bool out = false;
-    if (value->get_bool().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected true or false");
-    return out;
-  }
-
-  std::string string_or(std::string_view key, std::string_view fallback) const {
-    const auto value = find(key);
-    if (!value) return std::string(fallback);
-    std::string_view out;
-    if (value->get_string().get(out)) fail(key, "is " + std::string(type_name(*value)) + ", expected a string");
-    return std::string(out);
-  }
-
-  std::vector<std::int64_t> int_list(std::string_view key, simdjson::dom::element value) const {
-    simdjson::dom::array array;
-    if (value.get_array().get(array)) fail(key, "is " + std::string(type_name(value)) + ", expected an array of integers");
-    std::vector<std::int64_t> out;
-    for (const auto item : array) {
-      std::int64_t v = 0;
-      if (item.get_int64().get(v)) fail(key, "holds " + std::string(type_name(item)) + ", expected integers");
-      out.push_back(v);
-    }
-    return out;
-  }
-
-  json_fields object(std::string_view key) const {
-    const simdjson::dom::element value = require(key);
-    simdjson::dom::object sub;
-    if (value.get_object().get(sub)) fail(key, "is " + std::string(type_name(value)) + ", expected an object");
-    return json_fields(source_, prefix_ + std::string(key) + ".", sub);
-  }
-
-  std::optional<json_fields> object_if_present(std::string_view key) const {
-    if (!find(key)) return std::nullopt;
-    return object(key);
-  }
-
- private:
-  std::string source_;
-  std::string prefix_;
-  simdjson::dom::object object_;
-};
+  return value;
+}
 
 // A field aq reads but implements one value of: any other value would be parsed and then
 // silently ignored by the model code, so it is refused by name.
-inline void require_string(const json_fields& f, std::string_view key, std::string_view implemented,
+inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented,
                            std::string_view fallback) {
-  const std::string value = f.string_or(key, fallback);
+  const std::string value(f.value_or(key, fallback, &io::json_field::string));
   if (value != implemented) {
     f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
   }
@@ -1620,7 +1654,7 @@ struct size_factor {
   std::int64_t value;
 };
 
-inline std::int64_t checked_product(const json_fields& fields, std::string_view what,
+inline std::int64_t checked_product(const io::json_field& fields, std::string_view what,
                                     std::initializer_list<size_factor> factors) {
   std::int64_t out = 1;
   bool overflow = false;
@@ -1636,7 +1670,7 @@ inline std::int64_t checked_product(const json_fields& fields, std::string_view 
                                 ") overflows int64");
 }
 
-inline std::int64_t checked_sum(const json_fields& fields, std::string_view key, std::string_view what,
+inline std::int64_t checked_sum(const io::json_field& fields, std::string_view key, std::string_view what,
                                 std::initializer_list<std::int64_t> terms) {
   std::int64_t out = 0;
   for (const std::int64_t term : terms) {
@@ -1655,7 +1689,7 @@ inline std::uint64_t physical_memory_bytes() {
 // Per-layer (per-block) lists are built from the config before any checkpoint is read (parameter
 // names and shapes, quantizable modules): a layer count whose lists alone would need more than a
 // quarter of physical memory is refused by name instead of exhausting it.
-inline void check_list_size(const json_fields& fields, std::string_view key, std::int64_t count,
+inline void check_list_size(const io::json_field& fields, std::string_view key, std::int64_t count,
                             std::int64_t entries_per_item, std::string_view item) {
   constexpr std::uint64_t bytes_per_entry = 256;  // a name, a shape and bookkeeping, generously
   const std::uint64_t limit = physical_memory_bytes() / 4;
@@ -1683,43 +1717,41 @@ namespace aq {
 
 namespace detail {
 
-inline void read_rope(const detail::json_fields& text, qwen3_vl::text_config& out) {
+inline void read_rope(const io::json_field& text, qwen3_vl::text_config& out) {
   // transformers 5: rope_parameters {rope_type, rope_theta, mrope_section, mrope_interleaved}.
   // transformers 4.57 (the published checkpoints): rope_theta + rope_scaling {rope_type, mrope_*}.
-  const auto parameters = text.object_if_present("rope_parameters");
-  const auto scaling = parameters ? std::optional<json_fields>() : text.object_if_present("rope_scaling");
+  const auto parameters = text.find("rope_parameters");
+  const auto rope = parameters ? parameters : text.find("rope_scaling");
   // rope_theta lives in rope_parameters (v5) or beside rope_scaling (4.57); accept v5 files that kept it outside.
   const bool theta_inside = parameters && (parameters->find("rope_theta") || !text.find("rope_theta"));
-  out.rope_theta = (theta_inside ? *parameters : text).positive_number("rope_theta");
+  out.rope_theta = (theta_inside ? *parameters : text)["rope_theta"].positive_number();
 
-  const json_fields* rope = parameters ? &*parameters : (scaling ? &*scaling : nullptr);
-  if (rope == nullptr) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
-  std::string type = rope->string_or("rope_type", "");
-  if (type.empty()) type = rope->string_or("type", "default");  // older key name
+  if (!rope) return;  // mrope defaults of the model code: sections [24, 20, 20], interleaved
+  std::string type(rope->value_or("rope_type", "", &io::json_field::string));
+  if (type.empty()) type = rope->value_or("type", "default", &io::json_field::string);  // older key name
   if (type != "default" && type != "mrope") {  // transformers maps the legacy "mrope" to "default"
     rope->fail("rope_type", "\"" + type + "\" not supported (default)");
   }
   if (const auto section = rope->find("mrope_section")) {
-    const std::vector<std::int64_t> values = rope->int_list("mrope_section", *section);
+    const std::vector<std::int64_t> values = section->integers();
     if (values.size() != 3) {
-      rope->fail("mrope_section", "needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
+      section->fail("needs 3 entries (temporal, height, width), got " + std::to_string(values.size()));
     }
     for (std::size_t i = 0; i < 3; ++i) {
       if (values[i] < 0 || values[i] > max_dimension) {
-        rope->fail("mrope_section", "entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
+        section->fail("entry " + std::to_string(values[i]) + " outside 0.." + std::to_string(max_dimension));
       }
       out.mrope_section[i] = values[i];
     }
   }
-  if (const auto interleaved = rope->boolean("mrope_interleaved")) out.mrope_interleaved = *interleaved;
+  out.mrope_interleaved = rope->value_or("mrope_interleaved", out.mrope_interleaved, &io::json_field::boolean);
   if (!out.mrope_interleaved) {
     rope->fail("mrope_interleaved", "false not supported (true: aq implements Qwen3-VL's interleaved M-RoPE only)");
   }
 }
 
-
 // The sizes the config implies must be representable, and its per-layer lists must fit in memory.
-inline void check_implied_sizes(const json_fields& top, const json_fields& text, const json_fields& vision,
+inline void check_implied_sizes(const io::json_field& top, const io::json_field& text, const io::json_field& vision,
                                 const qwen3_vl::config& c) {
   const qwen3_vl::text_config& t = c.text;
   const qwen3_vl::vision_config& v = c.vision;
@@ -1773,35 +1805,28 @@ inline void check_implied_sizes(const json_fields& top, const json_fields& text,
 
 // Parses config.json text; `source` names the file in messages.
 inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::string& source) {
-  if (json.empty()) throw error(source + ": empty file");  // also keeps a null pointer away from the parser
   simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (const auto code = parser.parse(json.data(), json.size()).get(root)) {
-    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
-  }
-  simdjson::dom::object root_object;
-  if (root.get_object().get(root_object)) throw error(source + ": expected a JSON object");
-  const detail::json_fields top(source, "", root_object);
+  const io::json_field top = io::parse_json_object(parser, json, source);
+  using detail::dimension;
 
-  const std::string model_type = top.string_or("model_type", "");
-  if (model_type.empty()) top.fail("model_type", "missing");
+  const std::string model_type(top["model_type"].string());
   if (model_type != "qwen3_vl") top.fail("model_type", "\"" + model_type + "\" not supported (qwen3_vl)");
 
   qwen3_vl::config config;
-  const detail::json_fields text = top.object("text_config");
+  const io::json_field text = top["text_config"];
   qwen3_vl::text_config& t = config.text;
-  t.vocab_size = text.dimension("vocab_size");
-  t.hidden_size = text.dimension("hidden_size");
-  t.intermediate_size = text.dimension("intermediate_size");
-  t.num_hidden_layers = text.positive_int("num_hidden_layers");
-  t.num_attention_heads = text.dimension("num_attention_heads");
-  t.num_key_value_heads = text.dimension_or("num_key_value_heads", t.num_attention_heads);
+  t.vocab_size = dimension(text["vocab_size"]);
+  t.hidden_size = dimension(text["hidden_size"]);
+  t.intermediate_size = dimension(text["intermediate_size"]);
+  t.num_hidden_layers = text["num_hidden_layers"].positive_integer();
+  t.num_attention_heads = dimension(text["num_attention_heads"]);
+  t.num_key_value_heads = text.value_or("num_key_value_heads", t.num_attention_heads, dimension);
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     text.fail("num_key_value_heads", std::to_string(t.num_key_value_heads) + " does not divide num_attention_heads " +
                                          std::to_string(t.num_attention_heads));
   }
-  if (text.find("head_dim")) {
-    t.head_dim = text.dimension("head_dim");
+  if (const auto head_dim = text.find("head_dim")) {
+    t.head_dim = dimension(*head_dim);
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text.fail("head_dim", "missing, and hidden_size " + std::to_string(t.hidden_size) +
@@ -1810,10 +1835,10 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
     t.head_dim = t.hidden_size / t.num_attention_heads;
   }
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
-  t.rms_norm_eps = text.positive_number_or("rms_norm_eps", 1e-6);
-  t.max_position_embeddings = text.positive_int_or("max_position_embeddings", 0);
+  t.rms_norm_eps = text.value_or("rms_norm_eps", 1e-6, &io::json_field::positive_number);
+  t.max_position_embeddings = text.value_or("max_position_embeddings", 0, &io::json_field::positive_integer);
   detail::require_string(text, "hidden_act", "silu", "silu");
-  if (text.boolean("attention_bias").value_or(false)) {
+  if (text.value_or("attention_bias", false, &io::json_field::boolean)) {
     text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
   }
   detail::read_rope(text, t);
@@ -1823,25 +1848,25 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
                                    std::to_string(t.head_dim / 2));
   }
 
-  const detail::json_fields vision = top.object("vision_config");
+  const io::json_field vision = top["vision_config"];
   qwen3_vl::vision_config& v = config.vision;
-  v.depth = vision.positive_int("depth");
-  v.hidden_size = vision.dimension("hidden_size");
-  v.num_heads = vision.dimension("num_heads");
+  v.depth = vision["depth"].positive_integer();
+  v.hidden_size = dimension(vision["hidden_size"]);
+  v.num_heads = dimension(vision["num_heads"]);
   if (v.hidden_size % v.num_heads != 0) {
     vision.fail("num_heads", std::to_string(v.num_heads) + " does not divide hidden_size " + std::to_string(v.hidden_size));
   }
-  v.intermediate_size = vision.dimension("intermediate_size");
-  v.out_hidden_size = vision.dimension("out_hidden_size");
+  v.intermediate_size = dimension(vision["intermediate_size"]);
+  v.out_hidden_size = dimension(vision["out_hidden_size"]);
   if (v.out_hidden_size != t.hidden_size) {  // merger outputs replace and add to text embeddings
     vision.fail("out_hidden_size", std::to_string(v.out_hidden_size) + ", expected text_config.hidden_size " +
                                        std::to_string(t.hidden_size));
   }
-  v.in_channels = vision.dimension_or("in_channels", 3);
-  v.patch_size = vision.dimension_or("patch_size", 16);
-  v.temporal_patch_size = vision.dimension_or("temporal_patch_size", 2);
-  v.spatial_merge_size = vision.dimension_or("spatial_merge_size", 2);
-  v.num_position_embeddings = vision.dimension_or("num_position_embeddings", 2304);
+  v.in_channels = vision.value_or("in_channels", 3, dimension);
+  v.patch_size = vision.value_or("patch_size", 16, dimension);
+  v.temporal_patch_size = vision.value_or("temporal_patch_size", 2, dimension);
+  v.spatial_merge_size = vision.value_or("spatial_merge_size", 2, dimension);
+  v.num_position_embeddings = vision.value_or("num_position_embeddings", 2304, dimension);
   detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
   // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
   const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
@@ -1849,7 +1874,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
     vision.fail("num_position_embeddings", std::to_string(v.num_position_embeddings) +
                                                " is not a square (the embeddings form a G x G grid)");
   }
-  v.deepstack_visual_indexes = vision.int_list("deepstack_visual_indexes", vision.require("deepstack_visual_indexes"));
+  v.deepstack_visual_indexes = vision["deepstack_visual_indexes"].integers();
   for (std::size_t i = 0; i < v.deepstack_visual_indexes.size(); ++i) {
     const std::int64_t index = v.deepstack_visual_indexes[i];
     if (index < 0 || index >= v.depth) {
@@ -1864,18 +1889,21 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   // Tied embeddings: transformers 4.57 reads text_config's flag, 5.x the top-level one; published
   // configs carry both. Absent everywhere means untied (both classes default to false); a
   // disagreement would load differently per version, so it is refused.
-  const auto tie_top = top.boolean("tie_word_embeddings");
-  const auto tie_text = text.boolean("tie_word_embeddings");
+  const auto tie = [](const io::json_field& f) -> std::optional<bool> {
+    if (const auto value = f.find("tie_word_embeddings")) return value->boolean();
+    return std::nullopt;
+  };
+  const std::optional<bool> tie_top = tie(top), tie_text = tie(text);
   if (tie_top && tie_text && *tie_top != *tie_text) {
     top.fail("tie_word_embeddings", std::string(*tie_top ? "true" : "false") + " disagrees with text_config.tie_word_embeddings " +
                                         (*tie_text ? "true" : "false"));
   }
   config.tie_word_embeddings = tie_top ? *tie_top : tie_text.value_or(false);
 
-  config.image_token_id = top.int_or("image_token_id", 151655);
-  config.video_token_id = top.int_or("video_token_id", 151656);
-  config.vision_start_token_id = top.int_or("vision_start_token_id", 151652);
-  config.vision_end_token_id = top.int_or("vision_end_token_id", 151653);
+  config.image_token_id = top.value_or("image_token_id", 151655, &io::json_field::integer);
+  config.video_token_id = top.value_or("video_token_id", 151656, &io::json_field::integer);
+  config.vision_start_token_id = top.value_or("vision_start_token_id", 151652, &io::json_field::integer);
+  config.vision_end_token_id = top.value_or("vision_end_token_id", 151653, &io::json_field::integer);
   for (const auto& [key, id] : {std::pair<std::string_view, std::int64_t>{"image_token_id", config.image_token_id},
                                 {"video_token_id", config.video_token_id},
                                 {"vision_start_token_id", config.vision_start_token_id},
@@ -3344,152 +3372,48 @@ inline void write_quant_manifest(const std::filesystem::path& file, const report
   write_file_atomic(file, render_quant_manifest(model));
 }
 
-namespace detail {
-
-// Typed field access with errors that name the source and the JSON path.
-class manifest_fields {
- public:
-  explicit manifest_fields(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
-    throw error(source_ + ": field '" + path + "' " + what);
-  }
-
-  simdjson::dom::object object(simdjson::dom::element value, const std::string& path) const {
-    simdjson::dom::object result;
-    if (value.get_object().get(result) != simdjson::SUCCESS) fail(path, "expected an object");
-    return result;
-  }
-  simdjson::dom::array array(simdjson::dom::element value, const std::string& path) const {
-    simdjson::dom::array result;
-    if (value.get_array().get(result) != simdjson::SUCCESS) fail(path, "expected an array");
-    return result;
-  }
-  std::string string(simdjson::dom::element value, const std::string& path) const {
-    std::string_view result;
-    if (value.get_string().get(result) != simdjson::SUCCESS) fail(path, "expected a string");
-    return std::string(result);
-  }
-  double number(simdjson::dom::element value, const std::string& path) const {
-    if (value.is_int64()) return static_cast<double>(value.get_int64().value_unsafe());
-    if (value.is_uint64()) return static_cast<double>(value.get_uint64().value_unsafe());
-    double result = 0.0;
-    if (value.get_double().get(result) != simdjson::SUCCESS) fail(path, "expected a number");
-    return result;
-  }
-
- private:
-  std::string source_;
-};
-
-// One object of the manifest at its JSON path ("" for the root): members read by key, each
-// error naming path.key.
-class manifest_object {
- public:
-  manifest_object(const manifest_fields& f, simdjson::dom::element value, std::string path)
-      : f_(f), object_(f.object(value, path.empty() ? "<root>" : path)), path_(std::move(path)) {}
-
-  simdjson::dom::object members() const { return object_; }
-  std::string path_of(std::string_view key) const {
-    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-  }
-  bool has(std::string_view key) const {
-    simdjson::dom::element value;
-    return object_.at_key(key).get(value) == simdjson::SUCCESS;
-  }
-  simdjson::dom::element member(std::string_view key) const {
-    simdjson::dom::element value;
-    if (object_.at_key(key).get(value) != simdjson::SUCCESS) f_.fail(path_of(key), "is missing");
-    return value;
-  }
-
-  manifest_object object(std::string_view key) const { return {f_, member(key), path_of(key)}; }
-  std::string string(std::string_view key) const { return f_.string(member(key), path_of(key)); }
-  double number(std::string_view key) const { return f_.number(member(key), path_of(key)); }
-  std::int64_t integer(std::string_view key) const {
-    std::int64_t result = 0;
-    if (member(key).get_int64().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected an integer");
-    return result;
-  }
-  bool boolean(std::string_view key) const {
-    bool result = false;
-    if (member(key).get_bool().get(result) != simdjson::SUCCESS) f_.fail(path_of(key), "expected true or false");
-    return result;
-  }
-  std::vector<std::string> string_list(std::string_view key) const {
-    std::vector<std::string> items;
-    const std::string path = path_of(key);
-    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.string(item, path + "[]"));
-    return items;
-  }
-  std::vector<double> number_list(std::string_view key) const {
-    std::vector<double> items;
-    const std::string path = path_of(key);
-    for (simdjson::dom::element item : f_.array(member(key), path)) items.push_back(f_.number(item, path + "[]"));
-    return items;
-  }
-
- private:
-  const manifest_fields& f_;
-  simdjson::dom::object object_;
-  std::string path_;
-};
-
-}  // namespace detail
-
 // Reads a manifest (ModelOpt's or aq's) into a report_model, keeping file order. Derived fields
 // (importance, rank, sensitivity_ranking, num_quantized_layers) are recomputed when writing, so
 // they are not read; unknown top-level fields are ignored. `source` names the text in errors.
 inline report_model parse_quant_manifest(std::string_view json_text, const std::string& source) {
-  const detail::manifest_fields f(source);
   simdjson::dom::parser parser;
-  const simdjson::padded_string padded(json_text);
-  simdjson::dom::element root_element;
-  if (const auto code = parser.parse(padded).get(root_element); code != simdjson::SUCCESS) {
-    throw error(source + ": not valid JSON: " + simdjson::error_message(code));
-  }
-  const detail::manifest_object root(f, root_element, "");
+  const json_field root = parse_json_object(parser, json_text, source);
   report_model model;
 
-  const detail::manifest_object scheme = root.object("scheme");
-  model.scheme.name = scheme.string("name");
-  model.scheme.auto_quantize_bits = scheme.number("auto_quantize_bits");
-  model.scheme.method = scheme.string("auto_quantize_method");
-  model.scheme.score_size = scheme.integer("auto_quantize_score_size");
-  model.scheme.coverage_mode = scheme.string("coverage_mode");
-  model.scheme.coverage_fraction = scheme.number("coverage_fraction");
-  model.scheme.quant_formats = scheme.string_list("quant_formats");
+  const json_field scheme = root["scheme"];
+  model.scheme.name = scheme["name"].string();
+  model.scheme.auto_quantize_bits = scheme["auto_quantize_bits"].number();
+  model.scheme.method = scheme["auto_quantize_method"].string();
+  model.scheme.score_size = scheme["auto_quantize_score_size"].integer();
+  model.scheme.coverage_mode = scheme["coverage_mode"].string();
+  model.scheme.coverage_fraction = scheme["coverage_fraction"].number();
+  model.scheme.quant_formats = scheme["quant_formats"].strings();
 
-  const detail::manifest_object model_object = root.object("model");
-  if (model_object.has("id")) model.model_id = model_object.string("id");
+  if (const auto id = root["model"].find("id")) model.model_id = id->string();
 
-  const detail::manifest_object layers = root.object("layers");
-  for (const auto [name, value] : layers.members()) {
-    const detail::manifest_object layer(f, value, layers.path_of(name));
-    model.layers.push_back(layer_info{std::string(name), layer.boolean("quantized"), layer.string("module_type")});
+  for (const auto& [name, layer] : root["layers"].members()) {
+    model.layers.push_back(
+        layer_info{std::string(name), layer["quantized"].boolean(), std::string(layer["module_type"].string())});
   }
-  const std::int64_t num_layers = root.integer("num_quantized_layers");
-  if (num_layers != static_cast<std::int64_t>(model.layers.size())) {
-    f.fail("num_quantized_layers", "is " + std::to_string(num_layers) + " but 'layers' holds " +
-                                       std::to_string(model.layers.size()));
+  const json_field num_layers = root["num_quantized_layers"];
+  if (num_layers.integer() != static_cast<std::int64_t>(model.layers.size())) {
+    num_layers.fail("is " + std::to_string(num_layers.integer()) + " but layers holds " +
+                    std::to_string(model.layers.size()));
   }
 
-  const detail::manifest_object state = root.object("autoquant_state");
-  model.autoquant_state.keys = state.string_list("keys");
-  model.autoquant_state.effective_bits = state.object("constraints").number("effective_bits");
-  model.autoquant_state.score = state.number("score");
-  model.autoquant_state.is_satisfied = state.boolean("is_satisfied");
+  const json_field state = root["autoquant_state"];
+  model.autoquant_state.keys = state["keys"].strings();
+  model.autoquant_state.effective_bits = state["constraints"]["effective_bits"].number();
+  model.autoquant_state.score = state["score"].number();
+  model.autoquant_state.is_satisfied = state["is_satisfied"].boolean();
 
-  const detail::manifest_object sensitivity = root.object("layer_sensitivity");
-  for (const auto [name, value] : sensitivity.members()) {
-    const detail::manifest_object entry(f, value, sensitivity.path_of(name));
-    const std::vector<std::string> formats = entry.string_list("formats");
-    const std::vector<double> scores = entry.number_list("scores");
-    const std::vector<double> costs = entry.number_list("costs");
+  for (const auto& [name, entry] : root["layer_sensitivity"].members()) {
+    const std::vector<std::string> formats = entry["formats"].strings();
+    const std::vector<double> scores = entry["scores"].numbers();
+    const std::vector<double> costs = entry["costs"].numbers();
     if (scores.size() != formats.size() || costs.size() != formats.size()) {
-      f.fail(sensitivity.path_of(name), "has " + std::to_string(formats.size()) + " formats, " +
-                                            std::to_string(scores.size()) + " scores and " +
-                                            std::to_string(costs.size()) + " costs (expected equal counts)");
+      entry.fail("has " + std::to_string(formats.size()) + " formats, " + std::to_string(scores.size()) +
+                 " scores and " + std::to_string(costs.size()) + " costs (expected equal counts)");
     }
     group_sensitivity group{std::string(name), {}};
     for (std::size_t i = 0; i < formats.size(); ++i) {
@@ -3498,28 +3422,25 @@ inline report_model parse_quant_manifest(std::string_view json_text, const std::
     model.groups.push_back(std::move(group));
   }
 
-  if (root.has("dataset")) {
-    const detail::manifest_object dataset = root.object("dataset");
+  if (const auto dataset = root.find("dataset")) {
     dataset_info& info = model.dataset.emplace();
     for (const auto& [key, field] : detail::dataset_text_fields) {
-      if (dataset.has(key)) info.*field = dataset.string(key);
+      if (const auto value = dataset->find(key)) info.*field = value->string();
     }
     for (const auto& [key, field] : detail::dataset_count_fields) {
-      if (dataset.has(key)) info.*field = dataset.integer(key);
+      if (const auto value = dataset->find(key)) info.*field = value->integer();
     }
   }
-  if (root.has("chosen_recipes")) {
+  if (const auto chosen = root.find("chosen_recipes")) {
     model.chosen_recipes.emplace();
-    const detail::manifest_object chosen = root.object("chosen_recipes");
-    for (const auto [name, value] : chosen.members()) {
-      model.chosen_recipes->push_back({std::string(name), f.string(value, chosen.path_of(name))});
+    for (const auto& [name, format] : chosen->members()) {
+      model.chosen_recipes->push_back({std::string(name), std::string(format.string())});
     }
   }
-  if (root.has("pareto_front")) {
+  if (const auto front = root.find("pareto_front")) {
     model.pareto_front.emplace();
-    for (simdjson::dom::element value : f.array(root.member("pareto_front"), "pareto_front")) {
-      const detail::manifest_object point(f, value, "pareto_front[]");
-      model.pareto_front->push_back({point.number("effective_bits"), point.number("score")});
+    for (const json_field& point : front->items()) {
+      model.pareto_front->push_back({point["effective_bits"].number(), point["score"].number()});
     }
   }
   return model;
@@ -8480,55 +8401,16 @@ class added_token_matcher {
   std::array<bool, 256> first_bytes_{};
 };
 
-// Small typed accessors over simdjson's DOM that name the file and field on failure.
-class json_fields {
- public:
-  explicit json_fields(std::string source) : source_(std::move(source)) {}
-
-  const std::string& source() const { return source_; }
-
-  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
-    throw error(source_ + ": " + field + ": " + what);
+// A token id: an integer that fits the tables' unsigned 32-bit ids. `field_of()` names the value,
+// built only for an error: 150k vocabulary entries load in a loop that must stay cheap.
+template <class FieldOf>
+std::uint32_t token_id(simdjson::dom::element value, const FieldOf& field_of) {
+  std::uint64_t id = 0;
+  if (value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
+    field_of().fail("expected a token id (unsigned 32-bit)");
   }
-  simdjson::dom::element get(simdjson::dom::element object, std::string_view key, const std::string& field) const {
-    simdjson::dom::element value;
-    if (!object.is_object()) fail(field, "expected an object");
-    if (object[key].get(value) != simdjson::SUCCESS) fail(field, "missing");
-    return value;
-  }
-  std::optional<simdjson::dom::element> find(simdjson::dom::element object, std::string_view key) const {
-    simdjson::dom::element value;
-    if (!object.is_object() || object[key].get(value) != simdjson::SUCCESS) return std::nullopt;
-    return value;
-  }
-  std::string_view string(simdjson::dom::element value, const std::string& field) const {
-    std::string_view s;
-    if (value.get(s) != simdjson::SUCCESS) fail(field, "expected a string");
-    return s;
-  }
-  bool boolean(simdjson::dom::element value, const std::string& field) const {
-    bool b = false;
-    if (value.get(b) != simdjson::SUCCESS) fail(field, "expected true or false");
-    return b;
-  }
-  // Optional boolean field: absent or null reads as `fallback`.
-  bool flag(simdjson::dom::element object, std::string_view key, const std::string& field, bool fallback) const {
-    const auto value = find(object, key);
-    if (!value || value->is_null()) return fallback;
-    return boolean(*value, field);
-  }
-  std::uint32_t id(simdjson::dom::element value, const std::string& field) const {
-    std::uint64_t v = 0;
-    if (value.get(v) != simdjson::SUCCESS || v > 0xFFFFFFFFull) fail(field, "expected a token id (unsigned 32-bit)");
-    return static_cast<std::uint32_t>(v);
-  }
-  std::string_view type_of(simdjson::dom::element object, const std::string& field) const {
-    return string(get(object, "type", field + ".type"), field + ".type");
-  }
-
- private:
-  std::string source_;
-};
+  return static_cast<std::uint32_t>(id);
+}
 
 }  // namespace detail
 
@@ -8546,17 +8428,13 @@ class tokenizer {
   // Parses tokenizer.json text; `source` names it in error messages.
   static tokenizer from_json(std::string_view json, const std::string& source) {
     simdjson::dom::parser parser;
-    simdjson::dom::element root;
-    if (const auto err = parser.parse(json.data(), json.size()).get(root); err != simdjson::SUCCESS) {
-      throw error(source + ": invalid JSON: " + simdjson::error_message(err));
-    }
-    const detail::json_fields f(source);
+    const json_field root = parse_json_object(parser, json, source);
     tokenizer t;
-    t.read_normalizer(f, root);
-    read_pre_tokenizer(f, root);
-    read_decoder(f, root);
-    t.read_model(f, root);
-    t.read_added_tokens(f, root);
+    t.read_normalizer(root);
+    read_pre_tokenizer(root);
+    read_decoder(root);
+    t.read_model(root);
+    t.read_added_tokens(root);
     return t;
   }
 
@@ -8639,80 +8517,74 @@ class tokenizer {
  private:
   tokenizer() = default;
 
-  void read_normalizer(const detail::json_fields& f, simdjson::dom::element root) {
-    const auto n = f.find(root, "normalizer");
-    if (!n || n->is_null()) return;
-    const std::string_view type = f.type_of(*n, "normalizer");
-    if (type != "NFC") f.fail("normalizer.type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
+  void read_normalizer(const json_field& root) {
+    const auto n = root.find("normalizer");
+    if (!n) return;
+    const std::string_view type = (*n)["type"].string();
+    if (type != "NFC") n->fail("type", "unsupported \"" + std::string(type) + "\" (supported: NFC or null)");
     nfc_ = true;
   }
 
-  static void read_pre_tokenizer(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element p = f.get(root, "pre_tokenizer", "pre_tokenizer");
-    const auto unsupported = [&](const std::string& field, const std::string& found) {
-      f.fail(field, "unsupported " + found +
-                        " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
-                        "prefix space or regex)");
+  static void read_pre_tokenizer(const json_field& root) {
+    const json_field p = root["pre_tokenizer"];
+    const auto unsupported = [](const json_field& owner, std::string_view key, const std::string& found) {
+      owner.fail(key, "unsupported " + found +
+                          " (supported: Sequence of Split with the Qwen2 regex, Isolated, then ByteLevel without "
+                          "prefix space or regex)");
     };
-    if (p.is_null() || f.type_of(p, "pre_tokenizer") != "Sequence") unsupported("pre_tokenizer.type", "pre-tokenizer");
-    simdjson::dom::array steps;
-    if (f.get(p, "pretokenizers", "pre_tokenizer.pretokenizers").get(steps) != simdjson::SUCCESS || steps.size() != 2) {
-      unsupported("pre_tokenizer.pretokenizers", "step list");
-    }
-    const simdjson::dom::element split = steps.at(0).value_unsafe();
-    const simdjson::dom::element byte_level = steps.at(1).value_unsafe();
-    const std::string s0 = "pre_tokenizer.pretokenizers[0]", s1 = "pre_tokenizer.pretokenizers[1]";
-    if (f.type_of(split, s0) != "Split") unsupported(s0 + ".type", "step");
-    const auto regex = f.find(f.get(split, "pattern", s0 + ".pattern"), "Regex");
-    if (!regex || f.string(*regex, s0 + ".pattern.Regex") != qwen2_split_pattern) unsupported(s0 + ".pattern", "split pattern");
-    if (f.string(f.get(split, "behavior", s0 + ".behavior"), s0 + ".behavior") != "Isolated") unsupported(s0 + ".behavior", "behavior");
-    if (f.flag(split, "invert", s0 + ".invert", false)) unsupported(s0 + ".invert", "inverted split");
-    if (f.type_of(byte_level, s1) != "ByteLevel") unsupported(s1 + ".type", "step");
-    if (f.flag(byte_level, "add_prefix_space", s1 + ".add_prefix_space", true)) unsupported(s1 + ".add_prefix_space", "prefix space");
-    if (f.flag(byte_level, "use_regex", s1 + ".use_regex", true)) unsupported(s1 + ".use_regex", "ByteLevel regex");
+    if (p["type"].string() != "Sequence") unsupported(p, "type", "pre-tokenizer");
+    const std::vector<json_field> steps = p["pretokenizers"].items();
+    if (steps.size() != 2) unsupported(p, "pretokenizers", "step list");
+    const json_field& split = steps[0];
+    const json_field& byte_level = steps[1];
+    if (split["type"].string() != "Split") unsupported(split, "type", "step");
+    const auto regex = split["pattern"].find("Regex");
+    if (!regex || regex->string() != qwen2_split_pattern) unsupported(split, "pattern", "split pattern");
+    if (split["behavior"].string() != "Isolated") unsupported(split, "behavior", "behavior");
+    const auto flag = [](const json_field& step, std::string_view key, bool fallback) {
+      return step.value_or(key, fallback, &json_field::boolean);
+    };
+    if (flag(split, "invert", false)) unsupported(split, "invert", "inverted split");
+    if (byte_level["type"].string() != "ByteLevel") unsupported(byte_level, "type", "step");
+    if (flag(byte_level, "add_prefix_space", true)) unsupported(byte_level, "add_prefix_space", "prefix space");
+    if (flag(byte_level, "use_regex", true)) unsupported(byte_level, "use_regex", "ByteLevel regex");
   }
 
-  static void read_decoder(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element d = f.get(root, "decoder", "decoder");
-    if (d.is_null() || f.type_of(d, "decoder") != "ByteLevel") f.fail("decoder.type", "unsupported decoder (supported: ByteLevel)");
+  static void read_decoder(const json_field& root) {
+    const json_field d = root["decoder"];
+    if (d["type"].string() != "ByteLevel") d.fail("type", "unsupported decoder (supported: ByteLevel)");
   }
 
-  void read_model(const detail::json_fields& f, simdjson::dom::element root) {
-    const simdjson::dom::element model = f.get(root, "model", "model");
-    const std::string_view type = f.type_of(model, "model");
-    if (type != "BPE") f.fail("model.type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
-    if (const auto dropout = f.find(model, "dropout"); dropout && !dropout->is_null()) {
-      f.fail("model.dropout", "BPE dropout is not supported (expected null)");
-    }
+  void read_model(const json_field& root) {
+    const json_field model = root["model"];
+    const std::string_view type = model["type"].string();
+    if (type != "BPE") model.fail("type", "unsupported \"" + std::string(type) + "\" (supported: BPE)");
+    if (model.find("dropout")) model.fail("dropout", "BPE dropout is not supported (expected null)");
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-      if (const auto v = f.find(model, key); v && !v->is_null() && !f.string(*v, std::string("model.") + key).empty()) {
-        f.fail(std::string("model.") + key, "unsupported (byte-level BPE expects \"\" or null)");
+      if (const auto v = model.find(key); v && !v->string().empty()) {
+        v->fail("unsupported (byte-level BPE expects \"\" or null)");
       }
     }
-    simdjson::dom::object vocab_object;
-    if (f.get(model, "vocab", "model.vocab").get(vocab_object) != simdjson::SUCCESS) f.fail("model.vocab", "expected an object");
+    const json_field vocab_field = model["vocab"];
+    const simdjson::dom::object vocab_object = vocab_field.object();
     std::vector<std::pair<std::string_view, std::uint32_t>> vocab;  // views into the parsed document
     vocab.reserve(vocab_object.size());
     for (const auto field : vocab_object) {
-      std::uint64_t id = 0;
-      if (field.value.get(id) != simdjson::SUCCESS || id > 0xFFFFFFFFull) {
-        f.fail("model.vocab[\"" + std::string(field.key) + "\"]", "expected a token id (unsigned 32-bit)");
-      }
-      vocab.emplace_back(field.key, static_cast<std::uint32_t>(id));
+      const std::uint32_t id = detail::token_id(field.value, [&] { return vocab_field.member(field.key, field.value); });
+      vocab.emplace_back(field.key, id);
     }
-    bpe_model bpe(vocab, f.flag(model, "ignore_merges", "model.ignore_merges", false), f.source());
-    simdjson::dom::array merges;
-    if (f.get(model, "merges", "model.merges").get(merges) != simdjson::SUCCESS) f.fail("model.merges", "expected an array");
+    bpe_model bpe(vocab, model.value_or("ignore_merges", false, &json_field::boolean), model.source());
+    const json_field merges = model["merges"];
     std::size_t index = 0;
-    for (const simdjson::dom::element merge : merges) {
-      // Field names are built only on failure: 150k merges load in a loop that must stay cheap.
-      const auto field = [&] { return "model.merges[" + std::to_string(index) + "]"; };
+    for (const simdjson::dom::element merge : merges.array()) {
+      // Fields are built only on failure: 150k merges load in a loop that must stay cheap.
+      const auto fail = [&](const std::string& what) { merges.item(index, merge).fail(what); };
       std::string_view left, right;
       if (std::string_view line; merge.get(line) == simdjson::SUCCESS) {
         // Legacy form "left right": byte-level tokens never contain a space, so exactly one.
         const std::size_t space = line.find(' ');
         if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
-          f.fail(field(), "expected \"left right\" with one space, got \"" + std::string(line) + "\"");
+          fail("expected \"left right\" with one space, got \"" + std::string(line) + "\"");
         }
         left = line.substr(0, space);
         right = line.substr(space + 1);
@@ -8720,12 +8592,11 @@ class tokenizer {
         simdjson::dom::array pair;
         if (merge.get(pair) != simdjson::SUCCESS || pair.size() != 2 || pair.at(0).get(left) != simdjson::SUCCESS ||
             pair.at(1).get(right) != simdjson::SUCCESS) {
-          f.fail(field(), "expected [left, right] or \"left right\"");
+          fail("expected [left, right] or \"left right\"");
         }
       }
       if (!bpe.add_merge(left, right)) {
-        f.fail(field(), "merge \"" + std::string(left) + " " + std::string(right) +
-                            "\" uses a token missing from model.vocab");
+        fail("merge \"" + std::string(left) + " " + std::string(right) + "\" uses a token missing from model.vocab");
       }
       ++index;
     }
@@ -8733,29 +8604,30 @@ class tokenizer {
     bpe_ = std::make_shared<const bpe_model>(std::move(bpe));
   }
 
-  void read_added_tokens(const detail::json_fields& f, simdjson::dom::element root) {
-    const auto list = f.find(root, "added_tokens");
-    if (!list || list->is_null()) return;
-    simdjson::dom::array tokens;
-    if (list->get(tokens) != simdjson::SUCCESS) f.fail("added_tokens", "expected an array");
-    std::size_t index = 0;
-    for (const simdjson::dom::element t : tokens) {
-      const std::string field = "added_tokens[" + std::to_string(index++) + "]";
+  void read_added_tokens(const json_field& root) {
+    const auto list = root.find("added_tokens");
+    if (!list) return;
+    for (const json_field& t : list->items()) {
       added_token a;
-      a.id = f.id(f.get(t, "id", field + ".id"), field + ".id");
-      a.content = std::string(f.string(f.get(t, "content", field + ".content"), field + ".content"));
-      utf8::validate(a.content, f.source() + ": " + field + ".content");
-      a.special = f.flag(t, "special", field + ".special", false);
-      a.normalized = f.flag(t, "normalized", field + ".normalized", !a.special);
-      a.lstrip = f.flag(t, "lstrip", field + ".lstrip", false);
-      a.rstrip = f.flag(t, "rstrip", field + ".rstrip", false);
-      a.single_word = f.flag(t, "single_word", field + ".single_word", false);
+      const json_field id = t["id"];
+      a.id = detail::token_id(id.element(), [&] { return id; });
+      const json_field content = t["content"];
+      a.content = std::string(content.string());
+      utf8::validate(a.content, content.where());
+      const auto flag = [&](std::string_view key, bool fallback) {
+        return t.value_or(key, fallback, &json_field::boolean);
+      };
+      a.special = flag("special", false);
+      a.normalized = flag("normalized", !a.special);
+      a.lstrip = flag("lstrip", false);
+      a.rstrip = flag("rstrip", false);
+      a.single_word = flag("single_word", false);
       added_.push_back(std::move(a));
     }
     for (std::size_t i = 0; i < added_.size(); ++i) {
       added_token& a = added_[i];
       a.decoded = a.normalized && nfc_ ? nfc(a.content) : a.content;
-      if (!added_by_id_.emplace(a.id, i).second) f.fail("added_tokens", "id " + std::to_string(a.id) + " appears twice");
+      if (!added_by_id_.emplace(a.id, i).second) list->fail("id " + std::to_string(a.id) + " appears twice");
       // Normalized tokens are looked for in normalized text, so their pattern is normalized too.
       if (a.normalized) {
         normalized_matcher_.add(a, a.decoded);
