@@ -64,6 +64,10 @@ class json_field {
     return value ? std::invoke(read, *value) : fallback;
   }
 
+  // Optional boolean member. (Callers use this rather than value_or(&json_field::boolean) inside
+  // a lambda: nvcc compiles that lambda for the device and rejects the member pointer there.)
+  bool boolean_or(std::string_view key, bool fallback) const { return value_or(key, fallback, &json_field::boolean); }
+
   simdjson::dom::object object() const {
     simdjson::dom::object out;
     if (value_.get_object().get(out)) expected("an object");

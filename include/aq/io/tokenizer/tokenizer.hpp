@@ -275,13 +275,10 @@ class tokenizer {
     const auto regex = split["pattern"].find("Regex");
     if (!regex || regex->string() != qwen2_split_pattern) unsupported(split, "pattern", "split pattern");
     if (split["behavior"].string() != "Isolated") unsupported(split, "behavior", "behavior");
-    const auto flag = [](const json_field& step, std::string_view key, bool fallback) {
-      return step.value_or(key, fallback, &json_field::boolean);
-    };
-    if (flag(split, "invert", false)) unsupported(split, "invert", "inverted split");
+    if (split.boolean_or("invert", false)) unsupported(split, "invert", "inverted split");
     if (byte_level["type"].string() != "ByteLevel") unsupported(byte_level, "type", "step");
-    if (flag(byte_level, "add_prefix_space", true)) unsupported(byte_level, "add_prefix_space", "prefix space");
-    if (flag(byte_level, "use_regex", true)) unsupported(byte_level, "use_regex", "ByteLevel regex");
+    if (byte_level.boolean_or("add_prefix_space", true)) unsupported(byte_level, "add_prefix_space", "prefix space");
+    if (byte_level.boolean_or("use_regex", true)) unsupported(byte_level, "use_regex", "ByteLevel regex");
   }
 
   static void read_decoder(const json_field& root) {
@@ -307,7 +304,7 @@ class tokenizer {
       const std::uint32_t id = detail::token_id(field.value, [&] { return vocab_field.member(field.key, field.value); });
       vocab.emplace_back(field.key, id);
     }
-    bpe_model bpe(vocab, model.value_or("ignore_merges", false, &json_field::boolean), model.source());
+    bpe_model bpe(vocab, model.boolean_or("ignore_merges", false), model.source());
     const json_field merges = model["merges"];
     std::size_t index = 0;
     for (const simdjson::dom::element merge : merges.array()) {
@@ -348,14 +345,11 @@ class tokenizer {
       const json_field content = t["content"];
       a.content = std::string(content.string());
       utf8::validate(a.content, content.where());
-      const auto flag = [&](std::string_view key, bool fallback) {
-        return t.value_or(key, fallback, &json_field::boolean);
-      };
-      a.special = flag("special", false);
-      a.normalized = flag("normalized", !a.special);
-      a.lstrip = flag("lstrip", false);
-      a.rstrip = flag("rstrip", false);
-      a.single_word = flag("single_word", false);
+      a.special = t.boolean_or("special", false);
+      a.normalized = t.boolean_or("normalized", !a.special);
+      a.lstrip = t.boolean_or("lstrip", false);
+      a.rstrip = t.boolean_or("rstrip", false);
+      a.single_word = t.boolean_or("single_word", false);
       added_.push_back(std::move(a));
     }
     for (std::size_t i = 0; i < added_.size(); ++i) {
