@@ -128,7 +128,7 @@ session::~session() = default;
 void session::upload(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& text,
                      const qwen3_vl::vision_weights* vision) {
   state_->weights = acu::upload_text_weights(cfg, text);
-  if (vision != nullptr) state_->vision_weights = acu::upload_vision_weights(*vision);
+  if (vision != nullptr) state_->vision_weights = acu::upload_vision_weights(cfg, *vision);
   AQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

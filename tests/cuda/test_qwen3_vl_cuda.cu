@@ -443,7 +443,7 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
     images.push_back(autoquant::to_image_batch(b).value());
     max_tokens = std::max(max_tokens, b.seq_len);
   }
-  const acu::qwen3_vl_vision_device_weights vdev = acu::upload_vision_weights(host_vision);
+  const acu::qwen3_vl_vision_device_weights vdev = acu::upload_vision_weights(cfg, host_vision);
   acu::qwen3_vl_text_model model(cfg, dev, max_tokens, 8192);
   acu::qwen3_vl_vision_model vision(cfg, vdev, model);
   vision.set_tensor_core_attention(vision_tensor_cores);

@@ -86,7 +86,7 @@ void amax_per_tensor(device_matrix<const T> x, float* amax, device_buffer<std::b
   const auto reduce = [&](auto in) {
     std::size_t bytes = 0;
     AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, in, out, n, detail::max_bits{}, 0u, stream));
-    if (temp.size() < bytes) temp = device_buffer<std::byte>(bytes);
+    temp.grow_to(bytes);
     AQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp.data(), bytes, in, out, n, detail::max_bits{}, 0u, stream));
   };
   if (x.ld == x.cols) {
@@ -101,8 +101,7 @@ template <class T>
 void amax_per_row(device_matrix<const T> x, float* amax, cudaStream_t stream = nullptr) {
   check_view(x, "cuda amax_per_row: x");
   if (x.rows == 0) return;
-  const auto grid = static_cast<unsigned>(x.rows < (1 << 30) ? x.rows : (1 << 30));
-  detail::amax_per_row_kernel<T><<<grid, detail::amax_row_block, 0, stream>>>(x, amax);
+  detail::amax_per_row_kernel<T><<<detail::row_grid(x.rows), detail::amax_row_block, 0, stream>>>(x, amax);
   AQ_CUDA_CHECK_LAUNCH();
 }
 

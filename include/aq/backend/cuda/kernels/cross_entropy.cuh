@@ -58,11 +58,7 @@ __global__ void __launch_bounds__(ce_block)
     for (std::int64_t c = threadIdx.x; c < logits.cols; c += ce_block) s += expf(z[c] - m);
     s = block_sum(s, red_d);
     if (threadIdx.x == 0) {
-      const float old_m = row_max[r];
-      const float new_m = fmaxf(old_m, m);
-      const double old_s = old_m == -INFINITY ? 0.0 : row_sum[r] * exp(static_cast<double>(old_m) - new_m);
-      row_sum[r] = old_s + s * exp(static_cast<double>(m) - new_m);
-      row_max[r] = new_m;
+      fold_log_sum_exp(row_max[r], row_sum[r], m, s);
       if (y >= v0 && y < v0 + logits.cols) target_logit[r] = z[y - v0];
     }
   }
@@ -90,16 +86,6 @@ __global__ void ce_finalize_kernel(std::int64_t rows, const std::int64_t* target
     lse[r] = static_cast<double>(row_max[r]) + log(row_sum[r]);
     row_loss[r] = lse[r] - static_cast<double>(target_logit[r]);
   }
-}
-
-// Σ rows in one block, fixed order: deterministic.
-inline constexpr int ce_sum_block = 1024;
-__global__ void __launch_bounds__(ce_sum_block) ce_sum_kernel(std::int64_t rows, const double* row_loss, double* total) {
-  __shared__ block_reducer<double, ce_sum_block> red;
-  double s = 0.0;
-  for (std::int64_t r = threadIdx.x; r < rows; r += ce_sum_block) s += row_loss[r];
-  s = block_sum(s, red);
-  if (threadIdx.x == 0) *total = s;
 }
 
 // dlogits of one chunk: exp(z − lse)/count − onehot/count, 0 on rows without a target; count is
@@ -156,8 +142,8 @@ struct cross_entropy_state {
   void update(device_matrix<const float> chunk, std::int64_t v0, const std::int64_t* target, cudaStream_t stream) {
     check_rows(chunk.rows, "update");
     if (rows == 0 || chunk.cols == 0) return;
-    detail::ce_chunk_update_kernel<<<static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)), detail::ce_block, 0,
-                                     stream>>>(chunk, v0, target, row_max.data(), row_sum.data(), target_logit.data());
+    detail::ce_chunk_update_kernel<<<detail::row_grid(rows), detail::ce_block, 0, stream>>>(
+        chunk, v0, target, row_max.data(), row_sum.data(), target_logit.data());
     AQ_CUDA_CHECK_LAUNCH();
   }
   // After the last chunk: lse and per-row losses; the loss sum lands in total[0].
@@ -169,7 +155,7 @@ struct cross_entropy_state {
     detail::ce_finalize_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(rows, target, row_max.data(), row_sum.data(),
                                                                          target_logit.data(), lse.data(), row_loss.data());
     AQ_CUDA_CHECK_LAUNCH();
-    detail::ce_sum_kernel<<<1, detail::ce_sum_block, 0, stream>>>(rows, row_loss.data(), total.data());
+    detail::sum_rows_kernel<false><<<1, detail::sum_rows_block, 0, stream>>>(rows, row_loss.data(), total.data());
     AQ_CUDA_CHECK_LAUNCH();
   }
   // dlogits of one chunk (needs finalize first); grad may alias the chunk when Out is float.

@@ -46,6 +46,17 @@ class device_buffer {
   std::size_t bytes() const { return count_ * sizeof(T); }
   bool empty() const { return count_ == 0; }
 
+  // At least `count` elements, for scratch reused across calls: reallocated (contents dropped)
+  // only when smaller.
+  void grow_to(std::size_t count) {
+    if (count_ < count) *this = device_buffer(count);
+  }
+  // Grows to the host vector's size and copies it in on the stream.
+  void upload(const std::vector<T>& host, cudaStream_t stream) {
+    grow_to(host.size());
+    copy_from_host(host.data(), host.size(), stream);
+  }
+
   void copy_from_host(const T* host, std::size_t count, cudaStream_t stream = nullptr) {
     check_count(count, "copy_from_host");
     AQ_CUDA_CHECK(cudaMemcpyAsync(data_, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));

@@ -33,12 +33,6 @@ struct device_matrix {
   std::int64_t numel() const { return rows * cols; }
 };
 
-// Contiguous [rows, cols] view.
-template <class T>
-device_matrix<T> dense(T* data, std::int64_t rows, std::int64_t cols) {
-  return {data, rows, cols, cols};
-}
-
 // One to_float for host and device code: aq::to_float (core/dtype.hpp), so that translation units
 // holding both the kernels and the host IO resolve bf16 -> float to a single function.
 using aq::to_float;

@@ -59,8 +59,7 @@ void embedding_forward(const std::vector<std::int64_t>& ids, device_buffer<std::
     throw error("cuda embedding_forward: " + std::to_string(ids.size()) + " ids for " + std::to_string(out.rows) +
                 " output rows");
   }
-  if (ids_device.size() < ids.size()) ids_device = device_buffer<std::int64_t>(ids.size());
-  ids_device.copy_from_host(ids.data(), ids.size(), stream);
+  ids_device.upload(ids, stream);
   embedding_forward(ids_device.data(), table, out, stream);
 }
 

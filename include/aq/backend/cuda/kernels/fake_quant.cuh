@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/config.hpp"
 #include "aq/quant/fake_quantize.hpp"
@@ -17,16 +18,6 @@
 namespace aq::cuda {
 
 namespace detail {
-
-AQ_HD inline float load(float value) { return value; }
-AQ_HD inline float load(bf16 value) { return bf16_to_float(value); }
-
-template <class T>
-AQ_HD inline T store(float value);
-template <>
-AQ_HD inline float store<float>(float value) { return value; }
-template <>
-AQ_HD inline bf16 store<bf16>(float value) { return float_to_bf16(value); }
 
 inline unsigned grid_size(std::int64_t n, unsigned block) {
   const std::int64_t blocks = (n + block - 1) / block;
@@ -46,13 +37,13 @@ __global__ void fake_quantize_kernel(const In* in, Out* out, std::int64_t rows, 
   const std::int64_t n = rows * cols;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const float x = detail::load(in[i]);
+    const float x = to_float(in[i]);
     float y = x;
     if constexpr (Q::enabled) {
       const float scale = quant::scale_from_amax<F>(amax[G::amax_index(i / cols, i % cols, cols)]);
       y = quant::fake_quantize_scaled<F>(x, scale, Q::narrow_range);
     }
-    out[i] = detail::store<Out>(quant::round_output(y, rounding));
+    out[i] = from_float<Out>(quant::round_output(y, rounding));
   }
 }
 
@@ -64,7 +55,7 @@ __global__ void amax_kernel(const In* in, std::int64_t rows, std::int64_t cols, 
   const std::int64_t n = rows * cols;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const unsigned int magnitude = __float_as_uint(detail::load(in[i])) & 0x7fffffffu;
+    const unsigned int magnitude = __float_as_uint(to_float(in[i])) & 0x7fffffffu;
     atomicMax(&amax_bits[G::amax_index(i / cols, i % cols, cols)], magnitude);
   }
 }

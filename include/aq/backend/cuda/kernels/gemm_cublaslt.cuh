@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -183,20 +184,7 @@ class cublaslt_gemm {
                   std::to_string(y.cols) + "]");
     }
     // Column-major: Yᵀ[N, M] = (W stored K×N)ᵀ · (X stored K×M).
-    detail::gemm_key k;
-    k.trans_a = true;
-    k.m = w.rows;
-    k.n = x.rows;
-    k.k = x.cols;
-    k.lda = w.ld;
-    k.ldb = x.ld;
-    k.ldd = y.ld;
-    k.out_type = detail::cuda_type<std::remove_const_t<Out>>();
-    k.bias = bias != nullptr;
-    k.align_a = detail::alignment_of(w.data);
-    k.align_b = detail::alignment_of(x.data);
-    k.align_d = detail::alignment_of(y.data);
-    return k;
+    return key_of(true, w.rows, w, x, y, bias != nullptr);
   }
 
   template <class Out>
@@ -211,20 +199,16 @@ class cublaslt_gemm {
                   std::to_string(dx.rows) + ", " + std::to_string(dx.cols) + "]");
     }
     // Column-major: dXᵀ[K, M] = (W stored K×N) · (dY stored N×M).
-    detail::gemm_key k;
-    k.trans_a = false;
-    k.m = w.cols;
-    k.n = dy.rows;
-    k.k = dy.cols;
-    k.lda = w.ld;
-    k.ldb = dy.ld;
-    k.ldd = dx.ld;
-    k.out_type = detail::cuda_type<std::remove_const_t<Out>>();
-    k.bias = false;
-    k.align_a = detail::alignment_of(w.data);
-    k.align_b = detail::alignment_of(dy.data);
-    k.align_d = detail::alignment_of(dx.data);
-    return k;
+    return key_of(false, w.cols, w, dy, dx, false);
+  }
+
+  // D[m, n] = op(A)·B with B the row-major [n, k] operand b (stored k×n column-major), A the
+  // weight a and D the output d.
+  template <class Out>
+  static detail::gemm_key key_of(bool trans_a, std::int64_t m, const device_matrix<const bf16>& a,
+                                 const device_matrix<const bf16>& b, const device_matrix<Out>& d, bool bias) {
+    return {trans_a, m, b.rows, b.cols, a.ld, b.ld, d.ld, detail::cuda_type<std::remove_const_t<Out>>(), bias,
+            detail::alignment_of(a.data), detail::alignment_of(b.data), detail::alignment_of(d.data)};
   }
 
   // Builds (or finds) the plan; asks the heuristic for at least `count` candidates.
@@ -282,15 +266,16 @@ class cublaslt_gemm {
     const std::uint64_t ws = workspace_.bytes();
     AQ_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    const std::uint32_t align_c = key.align_d;
-    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a,
-                                                         sizeof(key.align_a)));
-    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b,
-                                                         sizeof(key.align_b)));
-    AQ_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-    AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d,
-                                                         sizeof(key.align_d)));
+    // C is D (accumulation reads the output in place).
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d},
+    };
+    for (const auto& [attribute, bytes] : alignments) {
+      AQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &bytes, sizeof(bytes)));
+    }
 
     // Wrapped in a named struct: nvcc's front end fails on std::vector of the anonymous C struct.
     std::vector<detail::heuristic_slot> results(static_cast<std::size_t>(count > 0 ? count : 1));

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cuda/kernels/block_reduce.cuh"
@@ -101,20 +102,15 @@ void accumulate_gradient_scores(const std::vector<device_matrix<const TR>>& yrs,
     check_same_shape(y, yrs[static_cast<std::size_t>(k)], "cuda accumulate_gradient_scores: y_r");
     packed.yr[k] = yrs[static_cast<std::size_t>(k)];
   }
-  const auto launch = [&]<int R>(std::integral_constant<int, R>) {
+  // The kernel instance with R = n, among R = 1 … max_fused_recipes.
+  const auto launch_if_n = [&]<int R>() {
+    if (R != n) return;
     detail::score_partials_multi_kernel<R, TR, TY, TG>
         <<<detail::score_blocks, detail::score_block, 0, stream>>>(packed, y, g, rounding, ws.partials.data());
   };
-  switch (n) {
-    case 1: launch(std::integral_constant<int, 1>{}); break;
-    case 2: launch(std::integral_constant<int, 2>{}); break;
-    case 3: launch(std::integral_constant<int, 3>{}); break;
-    case 4: launch(std::integral_constant<int, 4>{}); break;
-    case 5: launch(std::integral_constant<int, 5>{}); break;
-    case 6: launch(std::integral_constant<int, 6>{}); break;
-    case 7: launch(std::integral_constant<int, 7>{}); break;
-    default: launch(std::integral_constant<int, 8>{}); break;
-  }
+  [&]<int... Rs>(std::integer_sequence<int, Rs...>) {
+    (launch_if_n.template operator()<Rs + 1>(), ...);
+  }(std::make_integer_sequence<int, detail::max_fused_recipes>{});
   AQ_CUDA_CHECK_LAUNCH();
   detail::score_totals_kernel<<<n, detail::score_blocks, 0, stream>>>(ws.partials.data(), scores);
   AQ_CUDA_CHECK_LAUNCH();

@@ -58,10 +58,6 @@ class kernel_profile {
 
   double ms(kernel_class c) const { return ms_.at(static_cast<std::size_t>(c)); }
   long long calls(kernel_class c) const { return calls_.at(static_cast<std::size_t>(c)); }
-  void reset() {
-    ms_.fill(0.0);
-    calls_.fill(0);
-  }
 
  private:
   cudaEvent_t event(std::size_t i) {

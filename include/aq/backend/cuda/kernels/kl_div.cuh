@@ -89,11 +89,7 @@ __global__ void __launch_bounds__(kl_block)
     s = block_sum(s, red_d);
     a = block_sum(a, red_d);
     if (threadIdx.x == 0) {
-      const float old_m = q_max[r];
-      const float new_m = fmaxf(old_m, m);
-      const double old_s = old_m == -INFINITY ? 0.0 : q_sum[r] * exp(static_cast<double>(old_m) - new_m);
-      q_sum[r] = old_s + s * exp(static_cast<double>(m) - new_m);
-      q_max[r] = new_m;
+      fold_log_sum_exp(q_max[r], q_sum[r], m, s);
       pq[r] += a;
     }
   }
@@ -108,24 +104,6 @@ __global__ void kl_row_kernel(std::int64_t rows, const double* p_lse, const doub
     const double lse_q = static_cast<double>(q_max[r]) + log(q_sum[r]);
     row_ce[r] = -(pq[r] - (lse_q - p_lse[r]) * p_sum[r]);
   }
-}
-
-// *total += Σ rows, in one block: a fixed order, deterministic.
-inline constexpr int kl_sum_block = 1024;
-template <int Unused = 0>
-__global__ void __launch_bounds__(kl_sum_block) kl_sum_kernel(std::int64_t rows, const double* row_ce, double* total) {
-  __shared__ block_reducer<double, kl_sum_block> red;
-  double s = 0.0;
-  for (std::int64_t r = threadIdx.x; r < rows; r += kl_sum_block) s += row_ce[r];
-  s = block_sum(s, red);
-  if (threadIdx.x == 0) *total += s;
-}
-
-inline unsigned kl_row_blocks(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
-
-template <class T>
-void grow_to(device_buffer<T>& b, std::int64_t n) {
-  if (b.size() < static_cast<std::size_t>(n)) b = device_buffer<T>(static_cast<std::size_t>(n));
 }
 
 }  // namespace detail
@@ -144,9 +122,9 @@ class device_reference_distribution {
     vocab_ = vocab;
     stored_ = 0;
     finalized_ = false;
-    detail::grow_to(logits_, rows * vocab);
-    detail::grow_to(lse_, rows);
-    detail::grow_to(p_sum_, rows);
+    logits_.grow_to(rows * vocab);
+    lse_.grow_to(rows);
+    p_sum_.grow_to(rows);
   }
   // Columns [v0, v0 + chunk.cols) of every row; chunks come in vocabulary order.
   void store(device_matrix<const float> chunk, std::int64_t v0, cudaStream_t stream) {
@@ -167,7 +145,7 @@ class device_reference_distribution {
       throw error("kl_div reference: finalized with " + std::to_string(stored_) + " of " + std::to_string(vocab_) +
                   " vocabulary columns stored");
     }
-    detail::kl_reference_rows_kernel<><<<detail::kl_row_blocks(rows_), detail::kl_block, 0, stream>>>(
+    detail::kl_reference_rows_kernel<><<<detail::row_grid(rows_), detail::kl_block, 0, stream>>>(
         logits(), lse_.data(), p_sum_.data());
     AQ_CUDA_CHECK_LAUNCH();
     finalized_ = true;
@@ -199,10 +177,10 @@ class device_cross_entropy_sum {
     p_ = &p;
     seen_ = 0;
     const std::int64_t rows = p.rows();
-    detail::grow_to(q_max_, rows);
-    detail::grow_to(q_sum_, rows);
-    detail::grow_to(pq_, rows);
-    detail::grow_to(row_ce_, rows);
+    q_max_.grow_to(rows);
+    q_sum_.grow_to(rows);
+    pq_.grow_to(rows);
+    row_ce_.grow_to(rows);
     detail::kl_reset_kernel<><<<grid_for(rows, 256), 256, 0, stream>>>(rows, q_max_.data(), q_sum_.data(), pq_.data());
     AQ_CUDA_CHECK_LAUNCH();
   }
@@ -214,7 +192,7 @@ class device_cross_entropy_sum {
                   std::to_string(p_ != nullptr ? p_->rows() : 0) + " rows, " + std::to_string(seen_) + " of " +
                   std::to_string(p_ != nullptr ? p_->vocab() : 0) + " columns seen)");
     }
-    detail::kl_chunk_kernel<><<<detail::kl_row_blocks(chunk.rows), detail::kl_block, 0, stream>>>(
+    detail::kl_chunk_kernel<><<<detail::row_grid(chunk.rows), detail::kl_block, 0, stream>>>(
         chunk, v0, p_->logits(), p_->lse(), q_max_.data(), q_sum_.data(), pq_.data());
     AQ_CUDA_CHECK_LAUNCH();
     seen_ += chunk.cols;
@@ -229,7 +207,7 @@ class device_cross_entropy_sum {
     detail::kl_row_kernel<><<<grid_for(rows, 256), 256, 0, stream>>>(rows, p_->lse(), p_->p_sum(), q_max_.data(),
                                                                       q_sum_.data(), pq_.data(), row_ce_.data());
     AQ_CUDA_CHECK_LAUNCH();
-    detail::kl_sum_kernel<><<<1, detail::kl_sum_block, 0, stream>>>(rows, row_ce_.data(), total);
+    detail::sum_rows_kernel<true><<<1, detail::sum_rows_block, 0, stream>>>(rows, row_ce_.data(), total);
     AQ_CUDA_CHECK_LAUNCH();
     p_ = nullptr;
   }

@@ -62,10 +62,6 @@ __global__ void __launch_bounds__(norm_block)
   }
 }
 
-inline unsigned row_grid(std::int64_t rows) {
-  return static_cast<unsigned>(rows < (1 << 30) ? (rows > 0 ? rows : 1) : (1 << 30));
-}
-
 }  // namespace detail
 
 // Rows of x are normalised independently; inv_rms[row] (device, may be null) is saved for the

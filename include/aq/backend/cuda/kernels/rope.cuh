@@ -1,6 +1,6 @@
 // Rotary position embedding on the GPU, matching backend/cpu/rope.hpp: the interleaved M-RoPE
-// tables of the text decoder (t/h/w positions on frequency pairs THW THW … TT), the 2-D tables of
-// the vision tower (row, column), and the rotation x' = x·cos + rot(x)·sin applied in place to
+// tables of the text decoder (t/h/w positions on frequency pairs THW THW … TT; the vision tower's
+// 2-D tables are made on the host, qwen3_vl::vision_rotary_tables), and the rotation x' = x·cos + rot(x)·sin applied in place to
 // every q/k head, with its input gradient. Tables are fp32 [tokens, head_dim].
 #pragma once
 
@@ -44,24 +44,6 @@ struct mrope_tables_op {
     cos(n, j + half) = c;
     sin(n, j) = s;
     sin(n, j + half) = s;
-  }
-};
-
-struct vision_rope_tables_op {
-  const std::int64_t* pos_row;
-  const std::int64_t* pos_col;
-  const float* inv_freq;  // [quarter]
-  std::int64_t quarter;
-  device_matrix<float> cos, sin;
-  __device__ void operator()(std::int64_t n, std::int64_t j) const {
-    const float p = static_cast<float>(j < quarter ? pos_row[n] : pos_col[n]);
-    const float angle = p * inv_freq[j % quarter];
-    const float c = cosf(angle);
-    const float s = sinf(angle);
-    cos(n, j) = c;
-    cos(n, j + 2 * quarter) = c;
-    sin(n, j) = s;
-    sin(n, j + 2 * quarter) = s;
   }
 };
 
@@ -115,19 +97,6 @@ inline void mrope_tables(const std::int64_t* pos, std::int64_t tokens, const flo
   }
   launch_elementwise(tokens, half,
                      detail::mrope_tables_op{pos, tokens, inv_freq, half, {{section[0], section[1], section[2]}}, cos, sin},
-                     stream);
-}
-
-// Vision 2-D tables [tokens, 4·quarter]: head dims (j, j + 2·quarter) rotate by row·inv[j] for
-// j < quarter and by column·inv[j − quarter] after (inv_freq [quarter] = rope_inv_freq(head_dim/2)).
-inline void vision_rope_tables(const std::int64_t* pos_row, const std::int64_t* pos_col, std::int64_t tokens,
-                               const float* inv_freq, std::int64_t quarter, device_matrix<float> cos,
-                               device_matrix<float> sin, cudaStream_t stream = nullptr) {
-  if (cos.rows != tokens || cos.cols != 4 * quarter || sin.rows != tokens || sin.cols != 4 * quarter) {
-    throw error("cuda vision_rope_tables: tables must be [" + std::to_string(tokens) + ", " +
-                std::to_string(4 * quarter) + "]");
-  }
-  launch_elementwise(tokens, 2 * quarter, detail::vision_rope_tables_op{pos_row, pos_col, inv_freq, quarter, cos, sin},
                      stream);
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -153,39 +154,29 @@ class qwen3_vl_text_model {
     const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
     saved_h_ = device_buffer<float>(static_cast<std::size_t>(t.num_hidden_layers) * N * H);
-    h_ = device_buffer<float>(N * H);
-    rf_ = device_buffer<float>(N);
-    hn_ = device_buffer<bf16>(N * H);
-    cos_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
-    sin_ = device_buffer<float>(N * static_cast<std::size_t>(t.head_dim));
     pos_ = device_buffer<std::int64_t>(3 * N);
     mask_ = device_buffer<std::uint8_t>(N);
     targets_ = device_buffer<std::int64_t>(N);
-    inv_freq_ = device_buffer<float>(qwen3_vl_inv_freq());
+    inv_freq_ = device_buffer<float>(rope_inv_freq(t.head_dim, t.rope_theta));
     logits_chunk_ = device_buffer<float>(N * static_cast<std::size_t>(chunk_));
     dlogits_chunk_ = device_buffer<bf16>(N * static_cast<std::size_t>(chunk_));
-    // Backward
-    g_ = device_buffer<float>(N * H);
-    gb_ = device_buffer<bf16>(N * H);
-    d_act_ = device_buffer<bf16>(N * I);
-    d_gate_ = device_buffer<bf16>(N * I);
-    d_up_ = device_buffer<bf16>(N * I);
-    d_m_ = device_buffer<float>(N * H);
-    d_attn_ = device_buffer<float>(N * qd);
-    dq_ = device_buffer<float>(N * qd);
-    dk_ = device_buffer<float>(N * kvd);
-    dv_ = device_buffer<float>(N * kvd);
-    dvb_ = device_buffer<bf16>(N * kvd);
-    dq_raw_ = device_buffer<bf16>(N * qd);
-    dk_raw_ = device_buffer<bf16>(N * kvd);
+    rf_ = device_buffer<float>(N);
+    for (auto* b : {&cos_, &sin_}) b->grow_to(N * static_cast<std::size_t>(t.head_dim));
+    // The residual stream and, for the backward, its gradient and the layer scratch.
+    for (auto* b : {&h_, &g_, &d_m_}) b->grow_to(N * H);
+    for (auto* b : {&d_attn_, &dq_}) b->grow_to(N * qd);
+    for (auto* b : {&dk_, &dv_}) b->grow_to(N * kvd);
     delta_ = device_buffer<float>(N * nh);
+    for (auto* b : {&hn_, &gb_}) b->grow_to(N * H);
+    for (auto* b : {&d_act_, &d_gate_, &d_up_}) b->grow_to(N * I);
+    for (auto* b : {&dvb_, &dk_raw_}) b->grow_to(N * kvd);
+    dq_raw_ = device_buffer<bf16>(N * qd);
   }
 
   // bf16 tensor-core attention (FlashAttention-2 style: bf16 q/k/v/o/dO, bf16 P and dS, fp32
   // accumulation) instead of fp32 storage on the CUDA cores: ~3x faster, dL/dY of k_proj moves by
   // ~1e-2 relative (tests/cuda/test_qwen3_vl_cuda.cu states both tolerances).
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
-  bool tensor_core_attention() const { return tc_attention_; }
   // Keep every layer's activations from the forward for the backward (no recompute).
   void set_saved_activations(bool on) { saved_layers_ = on ? cfg_.text.num_hidden_layers : 0; }
   bool saved_activations() const { return saved_layers_ == cfg_.text.num_hidden_layers; }
@@ -193,84 +184,33 @@ class qwen3_vl_text_model {
   // share one set and are recomputed in the backward. A memory budget picks the count.
   void set_saved_layers(std::int64_t layers) { saved_layers_ = std::clamp<std::int64_t>(layers, 0, cfg_.text.num_hidden_layers); }
   std::int64_t saved_layers() const { return saved_layers_; }
-  // Device bytes of the activation sets allocate_activations() holds for `saved` saved layers.
-  std::size_t activation_bytes(std::int64_t saved) const {
-    const std::int64_t sets = std::min(saved, cfg_.text.num_hidden_layers) + (saved < cfg_.text.num_hidden_layers ? 1 : 0);
-    return static_cast<std::size_t>(sets) * activation_bytes_per_layer();
-  }
   // Device bytes of one layer's activations at max_tokens in the current attention mode.
   std::size_t activation_bytes_per_layer() const {
-    const qwen3_vl::text_config& t = cfg_.text;
-    const std::size_t N = static_cast<std::size_t>(max_tokens_);
-    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
-    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
-    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
-    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
-    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
-    // q_raw, k_raw, v; o_out, h_mid, down_out; gate, up; r1, r2; rq, rk, lse (fp32) and a, attn, m, act (bf16)
-    std::size_t bf = N * H + N * qd + N * H + N * I, fl = N * qd + 2 * N * kvd + 3 * N * H + 2 * N * I + 2 * N +
-                                                          N * nh + N * nkv + N * nh;
-    if (tc_attention_) {
-      bf += N * qd + 2 * N * kvd;  // qb, kb, vb
-    } else {
-      fl += 2 * N * qd + N * kvd;  // qr, kr, attn_f
-    }
-    return bf * sizeof(bf16) + fl * sizeof(float);
+    text_layer_activations none;  // only enumerated: empty buffers allocate nothing
+    std::size_t bytes = 0;
+    for_each_activation(none, [&]<class T>(device_buffer<T>&, std::size_t n) { bytes += n * sizeof(T); });
+    return bytes;
   }
   // Allocates what the current modes need (run() does it too): one set per saved layer plus one
   // shared set for the recomputed layers; the bf16 attention buffers only with tensor cores.
   void allocate_activations() {
     const qwen3_vl::text_config& t = cfg_.text;
-    const std::size_t N = static_cast<std::size_t>(max_tokens_);
-    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
-    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
-    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
-    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
-    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
-    const std::size_t sets = static_cast<std::size_t>(saved_layers_ + (saved_layers_ < t.num_hidden_layers ? 1 : 0));
-    acts_.resize(sets);
-    const auto need = []<class T>(device_buffer<T>& b, std::size_t n) {
-      if (b.size() < n) b = device_buffer<T>(n);
-    };
-    const auto drop = []<class T>(device_buffer<T>& b) { b = device_buffer<T>(); };
+    acts_.resize(static_cast<std::size_t>(saved_layers_ + (saved_layers_ < t.num_hidden_layers ? 1 : 0)));
     for (text_layer_activations& A : acts_) {
-      need(A.a, N * H);
-      need(A.attn, N * qd);
-      need(A.m, N * H);
-      need(A.act, N * I);
-      need(A.q_raw, N * qd);
-      need(A.k_raw, N * kvd);
-      need(A.v, N * kvd);
-      need(A.o_out, N * H);
-      need(A.h_mid, N * H);
-      need(A.gate, N * I);
-      need(A.up, N * I);
-      need(A.down_out, N * H);
-      need(A.r1, N);
-      need(A.r2, N);
-      need(A.rq, N * nh);
-      need(A.rk, N * nkv);
-      need(A.lse, N * nh);
-      if (tc_attention_) {
-        need(A.qb, N * qd);
-        need(A.kb, N * kvd);
-        need(A.vb, N * kvd);
-        drop(A.attn_f);
-        drop(A.qr);
-        drop(A.kr);
-      } else {
-        need(A.qr, N * qd);
-        need(A.kr, N * kvd);
-        need(A.attn_f, N * qd);
-        drop(A.qb);
-        drop(A.kb);
-        drop(A.vb);
-      }
+      for_each_activation(A, []<class T>(device_buffer<T>& b, std::size_t n) {
+        if (n > 0) {
+          b.grow_to(n);
+        } else {
+          b = device_buffer<T>();
+        }
+      });
     }
     if (tc_attention_) {
-      need(d_attn_b_, N * qd);
-      need(dqb_, N * qd);
-      need(dkb_, N * kvd);
+      const std::size_t N = static_cast<std::size_t>(max_tokens_);
+      const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+      d_attn_b_.grow_to(N * qd);
+      dqb_.grow_to(N * qd);
+      dkb_.grow_to(N * static_cast<std::size_t>(t.num_key_value_heads * t.head_dim));
     }
   }
   // GPU time per kernel class of later runs (nullptr: none); the profile must outlive the runs.
@@ -298,7 +238,34 @@ class qwen3_vl_text_model {
                       device_linear_observer* observer = nullptr, const text_visual_inputs* visual = nullptr);
 
  private:
-  std::vector<float> qwen3_vl_inv_freq() const { return rope_inv_freq(cfg_.text.head_dim, cfg_.text.rope_theta); }
+  // f(buffer, elements) for every buffer of one layer's activation set at max_tokens; 0 elements
+  // for those the current attention mode does not use (bf16 operands without tensor cores, fp32
+  // ones with them).
+  template <class F>
+  void for_each_activation(text_layer_activations& A, F&& f) const {
+    const qwen3_vl::text_config& t = cfg_.text;
+    const std::size_t N = static_cast<std::size_t>(max_tokens_);
+    const std::size_t H = static_cast<std::size_t>(t.hidden_size), I = static_cast<std::size_t>(t.intermediate_size);
+    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
+    const std::size_t nh = static_cast<std::size_t>(t.num_attention_heads);
+    const std::size_t nkv = static_cast<std::size_t>(t.num_key_value_heads);
+    const std::size_t tc = tc_attention_ ? 1 : 0, fp32 = 1 - tc;
+    for (auto* b : {&A.a, &A.m}) f(*b, N * H);
+    f(A.attn, N * qd);
+    f(A.act, N * I);
+    f(A.qb, tc * N * qd);
+    for (auto* b : {&A.kb, &A.vb}) f(*b, tc * N * kvd);
+    f(A.q_raw, N * qd);
+    for (auto* b : {&A.k_raw, &A.v}) f(*b, N * kvd);
+    for (auto* b : {&A.o_out, &A.h_mid, &A.down_out}) f(*b, N * H);
+    for (auto* b : {&A.gate, &A.up}) f(*b, N * I);
+    for (auto* b : {&A.r1, &A.r2}) f(*b, N);
+    for (auto* b : {&A.rq, &A.lse}) f(*b, N * nh);
+    f(A.rk, N * nkv);
+    for (auto* b : {&A.qr, &A.attn_f}) f(*b, fp32 * N * qd);
+    f(A.kr, fp32 * N * kvd);
+  }
 
   template <class F>
   void timed(kernel_class c, F&& f) {
@@ -306,17 +273,17 @@ class qwen3_vl_text_model {
   }
   template <class Out>
   void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, device_matrix<Out> y) {
-    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
-    gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
-    gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
-    if (profile_ != nullptr) profile_->end(stream_);
+    timed(kernel_class::gemm, [&] {
+      gemm_.linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, nullptr, false, stream_);
+      gemm_flops_ += 2.0 * static_cast<double>(x.rows) * static_cast<double>(out) * static_cast<double>(x.cols);
+    });
   }
   template <class Out>
   void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx, bool acc) {
-    if (profile_ != nullptr) profile_->begin(kernel_class::gemm, stream_);
-    gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
-    gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
-    if (profile_ != nullptr) profile_->end(stream_);
+    timed(kernel_class::gemm, [&] {
+      gemm_.linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, acc, stream_);
+      gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
+    });
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
@@ -558,8 +525,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
                mview(sin_, N, t.head_dim), stream_);
   std::vector<int> cu(static_cast<std::size_t>(B + 1));
   for (std::int64_t b = 0; b <= B; ++b) cu[static_cast<std::size_t>(b)] = static_cast<int>(b * T);
-  if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
-  cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream_);
+  cu_seqlens_.upload(cu, stream_);
   attn_cfg_.heads = t.num_attention_heads;
   attn_cfg_.kv_heads = t.num_key_value_heads;
   attn_cfg_.head_dim = t.head_dim;
@@ -571,10 +537,13 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   embedding_forward(batch.input_ids, ids_, device_matrix<const bf16>{w_.embed_tokens.data(), V, H, H}, mview(h_, N, H),
                     stream_);
   const std::int64_t n_visual = visual != nullptr ? static_cast<std::int64_t>(visual->rows.size()) : 0;
-  const auto move_rows = [&]<detail::row_move Move>(std::integral_constant<detail::row_move, Move>, const float* e) {
+  // Moves rows between the image features e and the residual stream h (h_) or its gradient (g_);
+  // e is written only by the gather, whose rows are the caller's gradient outputs.
+  const auto move_rows = [&]<detail::row_move Move>(std::integral_constant<detail::row_move, Move>,
+                                                    device_buffer<float>& h, const float* e) {
     timed(kernel_class::elementwise, [&] {
       launch_elementwise(n_visual, H,
-                         detail::visual_rows_op<Move>{visual_rows_.data(), mview(h_, N, H),
+                         detail::visual_rows_op<Move>{visual_rows_.data(), mview(h, N, H),
                                                       {const_cast<float*>(e), n_visual, H, H}},
                          stream_);
     });
@@ -591,9 +560,8 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
       if (d.rows != n_visual || d.cols != H || d.ld != H) throw error("cuda qwen3_vl text batch: deepstack features of the wrong shape");
     }
     if (visual->deepstack.size() > static_cast<std::size_t>(L)) throw error("cuda qwen3_vl text batch: more deepstack features than layers");
-    if (visual_rows_.size() < visual->rows.size()) visual_rows_ = device_buffer<std::int64_t>(visual->rows.size());
-    visual_rows_.copy_from_host(visual->rows.data(), visual->rows.size(), stream_);
-    move_rows(std::integral_constant<detail::row_move, detail::row_move::scatter>{}, visual->embeds.data);
+    visual_rows_.upload(visual->rows, stream_);
+    move_rows(std::integral_constant<detail::row_move, detail::row_move::scatter>{}, h_, visual->embeds.data);
   }
 
   // Forward: each layer's input is saved; h_ ends as the final residual stream.
@@ -603,7 +571,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
                                   cudaMemcpyDeviceToDevice, stream_));
     layer_forward(l, N, saved, h_.data(), observer);
     if (n_visual > 0 && l < static_cast<std::int64_t>(visual->deepstack.size())) {
-      move_rows(std::integral_constant<detail::row_move, detail::row_move::add>{},
+      move_rows(std::integral_constant<detail::row_move, detail::row_move::add>{}, h_,
                 visual->deepstack[static_cast<std::size_t>(l)].data);
     }
   }
@@ -614,7 +582,15 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   const device_matrix<const bf16> head_all{head, V, H, H};
   const std::string head_name = qwen3_vl::schema::module_path(module_id::lm_head);
   notify(observer, false, head_name, head, V, hn, {}, {});
-  const auto chunk_rows = [&](std::int64_t v0) { return device_matrix<const bf16>{head_all.row(v0), std::min(chunk_, V - v0), H, H}; };
+  // f(head rows, v0, logits) for each vocabulary chunk in order, its logits computed into logits_chunk_.
+  const auto for_each_chunk = [&](auto&& f) {
+    for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
+      const device_matrix<const bf16> w{head_all.row(v0), std::min(chunk_, V - v0), H, H};
+      const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
+      linear(hn, w.data, w.rows, z);
+      f(w, v0, z);
+    }
+  };
   // The LM head's forward output (all of it or one chunk) offered for replacement.
   const auto offer_logits = [&](device_matrix<const bf16> w, std::int64_t v0, device_matrix<float> z) {
     if (observer == nullptr) return;
@@ -630,13 +606,10 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     result.logits = logits.to_host();
   }
   if (options.logits_chunk) {
-    for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
-      const auto w = chunk_rows(v0);
-      const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
-      linear(hn, w.data, w.rows, z);
+    for_each_chunk([&](device_matrix<const bf16> w, std::int64_t v0, device_matrix<float> z) {
       offer_logits(w, v0, z);
       options.logits_chunk(device_matrix<const float>(z), v0);
-    }
+    });
   }
   if (!with_loss) {
     AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -658,17 +631,13 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
       const std::int64_t c = options.row_loss_targets[static_cast<std::size_t>(b)];
       std::fill_n(inv.begin() + b * T, T, c > 0 ? 1.0f / static_cast<float>(c) : 0.0f);
     }
-    if (row_inv_count_.size() < inv.size()) row_inv_count_ = device_buffer<float>(inv.size());
-    row_inv_count_.copy_from_host(inv.data(), inv.size(), stream_);
+    row_inv_count_.upload(inv, stream_);
   }
   cross_entropy_state ce(N);
   ce.reset(stream_);
-  for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
-    const auto w = chunk_rows(v0);
-    const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
-    linear(hn, w.data, w.rows, z);
+  for_each_chunk([&](device_matrix<const bf16>, std::int64_t v0, device_matrix<float> z) {
     timed(kernel_class::loss, [&] { ce.update(z, v0, targets_.data(), stream_); });
-  }
+  });
   ce.finalize(targets_.data(), stream_);
   double total = 0.0;
   ce.total.copy_to_host(&total, 1, stream_);
@@ -680,45 +649,30 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   if (!options.backward) return result;
 
   // d(hn) accumulates over chunks in d_m_ (fp32), then the final norm's backward seeds g_.
-  for (std::int64_t v0 = 0; v0 < V; v0 += chunk_) {
-    const auto w = chunk_rows(v0);
-    const device_matrix<float> z{logits_chunk_.data(), N, w.rows, chunk_};
+  for_each_chunk([&](device_matrix<const bf16> w, std::int64_t v0, device_matrix<float> z) {
     const device_matrix<bf16> dz{dlogits_chunk_.data(), N, w.rows, chunk_};
-    linear(hn, w.data, w.rows, z);
-    timed(kernel_class::loss,
-          [&] {
-            ce.gradient(device_matrix<const float>(z), v0, targets_.data(), denominator, dz, stream_,
-                        per_row ? row_inv_count_.data() : nullptr);
-          });
+    timed(kernel_class::loss, [&] {
+      ce.gradient(device_matrix<const float>(z), v0, targets_.data(), denominator, dz, stream_,
+                  per_row ? row_inv_count_.data() : nullptr);
+    });
     if (observer != nullptr) {
-      const std::string head_name = qwen3_vl::schema::module_path(module_id::lm_head);
       observer->on_backward(device_linear_call{head_name, w, v0, V, hn, device_matrix<const float>(z),
                                                device_matrix<const bf16>(dz), v0 > 0});
     }
     linear_back(device_matrix<const bf16>(dz), w.data, H, mview(d_m_, N, H), v0 > 0);
-  }
+  });
   rms_norm_backward(cview(h_, N, H), w_.norm.data(), rf_.data(), cview(d_m_, N, H), mview(g_, N, H), false, stream_);
   // g_ entering layer l's backward is dL/d(layer l's output) = dL/d(deepstack[l]) at the image rows.
   for (std::int64_t l = L - 1; l >= 0; --l) {
     if (n_visual > 0 && l < static_cast<std::int64_t>(visual->d_deepstack.size()) &&
         visual->d_deepstack[static_cast<std::size_t>(l)] != nullptr) {
-      timed(kernel_class::elementwise, [&] {
-        launch_elementwise(n_visual, H,
-                           detail::visual_rows_op<detail::row_move::gather>{
-                               visual_rows_.data(), mview(g_, N, H),
-                               {visual->d_deepstack[static_cast<std::size_t>(l)], n_visual, H, H}},
-                           stream_);
-      });
+      move_rows(std::integral_constant<detail::row_move, detail::row_move::gather>{}, g_,
+                visual->d_deepstack[static_cast<std::size_t>(l)]);
     }
     layer_backward(l, N, saved_h_.data() + l * N * H, observer);
   }
   if (n_visual > 0 && visual->d_embeds != nullptr) {
-    timed(kernel_class::elementwise, [&] {
-      launch_elementwise(n_visual, H,
-                         detail::visual_rows_op<detail::row_move::gather>{visual_rows_.data(), mview(g_, N, H),
-                                                                          {visual->d_embeds, n_visual, H, H}},
-                         stream_);
-    });
+    move_rows(std::integral_constant<detail::row_move, detail::row_move::gather>{}, g_, visual->d_embeds);
   }
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profile_ != nullptr) profile_->resolve();

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <deque>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -47,24 +48,32 @@ class bf16_tensor_upload {
   std::deque<std::vector<bf16>> converted_;
 };
 
+// The checkpoint's tensor `name`, its shape checked against the schema's.
+inline const tensor_view& checked_view(const safetensors_checkpoint& ck, const std::string& name,
+                                       const std::vector<std::int64_t>& shape) {
+  const tensor_view& v = ck.at(name);
+  check_shape(name, v.shape, shape, ck.path().string());
+  return v;
+}
+
+// A checkpoint tensor converted to fp32 (every value finite) and uploaded.
+inline device_buffer<float> upload_as_f32(const tensor_view& v) {
+  require_finite(v);
+  std::vector<float> host(static_cast<std::size_t>(v.numel()));
+  convert_tensor(v, std::span<float>(host));
+  return device_buffer<float>(host);
+}
+
 }  // namespace detail
 
 // Straight from a safetensors checkpoint: bf16 tensors are copied byte for byte, others converted.
 inline qwen3_vl_text_device_weights load_text_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
-  const std::string where = ck.path().string();
   detail::bf16_tensor_upload upload;  // run before returning
   const auto bf = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& v = ck.at(name);
-    detail::check_shape(name, v.shape, shape, where);
-    return upload.add(v);
+    return upload.add(detail::checked_view(ck, name, shape));
   };
   const auto f32 = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& v = ck.at(name);
-    detail::check_shape(name, v.shape, shape, where);
-    require_finite(v);
-    std::vector<float> host(static_cast<std::size_t>(v.numel()));
-    convert_tensor(v, std::span<float>(host));
-    return device_buffer<float>(host);
+    return detail::upload_as_f32(detail::checked_view(ck, name, shape));
   };
   qwen3_vl_text_device_weights weights = detail::bind_text_weights(
       cfg, ck.find(qwen3_vl::schema::tensor_name(qwen3_vl::schema::module_id::lm_head)) != nullptr, bf, f32);

@@ -36,15 +36,7 @@ struct qwen3_vl_text_device_weights {
   device_buffer<float> norm;
   device_buffer<bf16> lm_head;  // empty when tied to embed_tokens
   const bf16* lm_head_weight() const { return lm_head.empty() ? embed_tokens.data() : lm_head.data(); }
-  std::size_t bytes() const {
-    std::size_t n = embed_tokens.bytes() + norm.bytes() + lm_head.bytes();
-    for (const auto& l : layers) {
-      n += l.q_proj.bytes() + l.k_proj.bytes() + l.v_proj.bytes() + l.o_proj.bytes() + l.gate_proj.bytes() +
-           l.up_proj.bytes() + l.down_proj.bytes() + l.input_layernorm.bytes() + l.post_attention_layernorm.bytes() +
-           l.q_norm.bytes() + l.k_norm.bytes();
-    }
-    return n;
-  }
+  std::size_t bytes() const;  // defined after the member tables
 };
 
 // Which member holds each text_layer row of the schema, by the dtype the schema gives it.
@@ -69,6 +61,15 @@ inline constexpr text_layer_device_member<float> text_layer_f32_members[] = {
     {qwen3_vl::schema::module_id::q_norm, &qwen3_vl_text_layer_weights::q_norm},
     {qwen3_vl::schema::module_id::k_norm, &qwen3_vl_text_layer_weights::k_norm},
 };
+
+inline std::size_t qwen3_vl_text_device_weights::bytes() const {
+  std::size_t n = embed_tokens.bytes() + norm.bytes() + lm_head.bytes();
+  for (const auto& l : layers) {
+    for (const auto& m : text_layer_bf16_members) n += (l.*m.member).bytes();
+    for (const auto& m : text_layer_f32_members) n += (l.*m.member).bytes();
+  }
+  return n;
+}
 
 namespace detail {
 
@@ -123,6 +124,13 @@ inline void check_shape(const std::string& name, std::span<const std::int64_t> g
   }
 }
 
+// An fp32 host tensor rounded to bf16 and uploaded.
+inline device_buffer<bf16> upload_as_bf16(const tensor& t) {
+  std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
+  return device_buffer<bf16>(v);
+}
+
 }  // namespace detail
 
 // Host fp32 weights (the CPU model's) rounded to bf16 on upload.
@@ -140,9 +148,7 @@ inline qwen3_vl_text_device_weights upload_text_weights(const qwen3_vl::config& 
   const auto bf = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
     const tensor& t = find(ref);
     detail::check_shape(name, t.shape(), want, "qwen3_vl host weights");
-    std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
-    return device_buffer<bf16>(v);
+    return detail::upload_as_bf16(t);
   };
   const auto f32 = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
     const tensor& t = find(ref);

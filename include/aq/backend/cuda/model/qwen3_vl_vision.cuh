@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,11 +86,9 @@ class qwen3_vl_vision_model {
   // Keep every block's activations from the forward (default), or only each block's input and
   // recompute the block in the backward (one extra block forward each; same numbers).
   void set_saved_blocks(bool on) { saved_blocks_ = on; }
-  bool saved_blocks() const { return saved_blocks_; }
   // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
   // decoder's default; off (default here): fp32 storage on CUDA cores.
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
-  bool tensor_core_attention() const { return tc_attention_; }
   device_matrix<const float> embeds() const {
     return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
   }
@@ -99,12 +98,12 @@ class qwen3_vl_vision_model {
   std::size_t deepstack_count() const { return deepstack_.size(); }
   // Device buffers for dL/d embeds and dL/d deepstack[k] of the current forward's visual tokens.
   float* embeds_grad() {
-    need(d_embeds_, merged_ * cfg_.text.hidden_size);
+    d_embeds_.grow_to(merged_ * cfg_.text.hidden_size);
     return d_embeds_.data();
   }
   float* deepstack_grad(std::size_t k) {
     if (d_deepstack_.size() < deepstack_.size()) d_deepstack_.resize(deepstack_.size());
-    need(d_deepstack_[k], merged_ * cfg_.text.hidden_size);
+    d_deepstack_[k].grow_to(merged_ * cfg_.text.hidden_size);
     return d_deepstack_[k].data();
   }
 
@@ -131,27 +130,21 @@ class qwen3_vl_vision_model {
   static device_matrix<const T> cmat(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
     return {b.data(), rows, cols, cols};
   }
-  template <class T>
-  static void need(device_buffer<T>& b, std::int64_t n) {
-    if (static_cast<std::int64_t>(b.size()) < n) b = device_buffer<T>(static_cast<std::size_t>(n));
-  }
   cudaStream_t stream() const { return dec_.stream(); }
   template <class F>
   void timed(kernel_class c, F&& f) {
     profiled(dec_.profile(), c, stream(), f);
   }
   void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, const float* bias, device_matrix<float> y) {
-    kernel_profile* p = dec_.profile();
-    if (p != nullptr) p->begin(kernel_class::gemm, stream());
-    dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
-    if (p != nullptr) p->end(stream());
+    timed(kernel_class::gemm, [&] {
+      dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
+    });
   }
   template <class Out>
   void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx) {
-    kernel_profile* p = dec_.profile();
-    if (p != nullptr) p->begin(kernel_class::gemm, stream());
-    dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
-    if (p != nullptr) p->end(stream());
+    timed(kernel_class::gemm, [&] {
+      dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
+    });
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
@@ -218,13 +211,13 @@ inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl
                                                   device_linear_observer* obs) {
   const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
   const std::int64_t D = x.cols, rows = x.rows / m2, M = D * m2, out = mw.out;
-  need(s.ln_out, x.rows * D);
-  need(s.fc1, rows * M);
-  need(s.act, rows * M);
-  need(s.out, rows * out);
+  s.ln_out.grow_to(x.rows * D);
+  s.fc1.grow_to(rows * M);
+  s.act.grow_to(rows * M);
+  s.out.grow_to(rows * out);
   const std::int64_t norm_rows = mw.postshuffle_norm ? rows : x.rows;
-  need(s.mean, norm_rows);
-  need(s.rstd, norm_rows);
+  s.mean.grow_to(norm_rows);
+  s.rstd.grow_to(norm_rows);
   timed(kernel_class::norm_rope, [&] {
     if (mw.postshuffle_norm) {
       layer_norm_forward(device_matrix<const float>{x.data, rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
@@ -250,10 +243,10 @@ inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_v
                                                    device_matrix<float> g, device_linear_observer* obs) {
   const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
   const std::int64_t D = x.cols, rows = x.rows / m2, M = D * m2, out = mw.out;
-  need(d_mb_, rows * out);
-  need(d_act_f_, rows * M);
-  need(d_act_, rows * M);
-  need(d_ln_, rows * M);
+  d_mb_.grow_to(rows * out);
+  d_act_f_.grow_to(rows * M);
+  d_act_.grow_to(rows * M);
+  d_ln_.grow_to(rows * M);
   convert(device_matrix<const float>{d_out, rows, out, out}, mat(d_mb_, rows, out));
   const auto act = cmat(s.act, rows, M);
   notify(obs, true, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out),
@@ -287,31 +280,18 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
   block_state& s = state(b);
   device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
-  need(x_in_buf, np * D);
-  need(s.ln1, np * D);
-  need(s.mean1, np);
-  need(s.rstd1, np);
-  need(s.qkv, np * 3 * D);
-  need(s.q, np * D);
-  need(s.k, np * D);
-  need(s.v, np * D);
+  for (auto* f : {&x_in_buf, &s.q, &s.k, &s.v, &s.proj_out, &s.x_mid, &s.fc2}) f->grow_to(np * D);
+  for (auto* h : {&s.ln1, &s.attn, &s.ln2}) h->grow_to(np * D);
+  for (auto* f : {&s.mean1, &s.rstd1, &s.mean2, &s.rstd2}) f->grow_to(np);
+  s.qkv.grow_to(np * 3 * D);
+  s.lse.grow_to(np * heads);
+  s.fc1.grow_to(np * I);
+  s.act.grow_to(np * I);
   if (tc_attention_) {
-    need(s.qb, np * D);
-    need(s.kb, np * D);
-    need(s.vb, np * D);
+    for (auto* h : {&s.qb, &s.kb, &s.vb}) h->grow_to(np * D);
   } else {
-    need(s.attn_f, np * D);
+    s.attn_f.grow_to(np * D);
   }
-  need(s.attn, np * D);
-  need(s.lse, np * heads);
-  need(s.proj_out, np * D);
-  need(s.x_mid, np * D);
-  need(s.ln2, np * D);
-  need(s.mean2, np);
-  need(s.rstd2, np);
-  need(s.fc1, np * I);
-  need(s.act, np * I);
-  need(s.fc2, np * D);
   const auto x_in = cmat(x_in_buf, np, D);
   timed(kernel_class::norm_rope, [&] {
     layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
@@ -371,7 +351,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   if (!write_output) return;
   // Block output: the next block's input, or the final merger's.
   device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
-  need(next, np * D);
+  next.grow_to(np * D);
   timed(kernel_class::elementwise, [&] {
     launch_elementwise(np, D, detail::add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
   });
@@ -401,11 +381,9 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   // tower's formulas, so both backends share them).
   std::vector<bf16> px(static_cast<std::size_t>(pixels.numel()));
   for (std::size_t i = 0; i < px.size(); ++i) px[i] = float_to_bf16(pixels.data()[i]);
-  need(pixels_, np * patch);
-  pixels_.copy_from_host(px.data(), px.size(), stream());
+  pixels_.upload(px, stream());
   const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
-  need(pos_, np * D);
-  pos_.copy_from_host(pos.data(), static_cast<std::size_t>(pos.numel()), stream());
+  pos_.upload(pos.storage(), stream());
   const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
   std::vector<int> cu{0};
   int longest = 0;
@@ -413,16 +391,13 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
     cu.push_back(static_cast<int>(seg.start + seg.length));
     longest = std::max(longest, static_cast<int>(seg.length));
   }
-  need(cos_, np * hd);
-  need(sin_, np * hd);
-  cos_.copy_from_host(rot.cos.data(), static_cast<std::size_t>(rot.cos.numel()), stream());
-  sin_.copy_from_host(rot.sin.data(), static_cast<std::size_t>(rot.sin.numel()), stream());
-  if (cu_seqlens_.size() < cu.size()) cu_seqlens_ = device_buffer<int>(cu.size());
-  cu_seqlens_.copy_from_host(cu.data(), cu.size(), stream());
+  cos_.upload(rot.cos.storage(), stream());
+  sin_.upload(rot.sin.storage(), stream());
+  cu_seqlens_.upload(cu, stream());
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
 
   // Patch embedding (the Conv3d as a linear over flattened patches) + positions.
-  need(patch_out_, np * D);
+  patch_out_.grow_to(np * D);
   const auto px_m = cmat(pixels_, np, patch);
   linear(px_m, w_.patch_w.data(), D, w_.patch_b.data(), mat(patch_out_, np, D));
   notify(obs, false, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(), px_m,
@@ -430,7 +405,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   blocks_.resize(static_cast<std::size_t>(v.depth));
   tap_in_.resize(w_.deepstack.size());
   deepstack_.resize(w_.deepstack.size());
-  need(blocks_[0].x_in, np * D);
+  blocks_[0].x_in.grow_to(np * D);
   timed(kernel_class::elementwise, [&] {
     launch_elementwise(np, D, detail::add_op{cmat(patch_out_, np, D), cmat(pos_, np, D), mat(blocks_[0].x_in, np, D)},
                        stream());
@@ -453,23 +428,15 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
   const std::int64_t np = patches_;
   const device_matrix<const float> tc{cos_.data(), np, hd, hd}, ts{sin_.data(), np, hd, hd};
   const attention_config ac = attention();
-  need(g_, np * D);
-  need(gb_, np * D);
-  need(d_m_, np * I);
-  need(d_act_, np * I);
-  need(d_attn_, np * D);
-  need(dq_, np * D);
-  need(dk_, np * D);
-  need(dv_, np * D);
-  need(dqkv_, np * 3 * D);
+  for (auto* f : {&g_, &d_attn_, &dq_, &dk_, &dv_, &d_ln_}) f->grow_to(np * D);
+  gb_.grow_to(np * D);
+  d_m_.grow_to(np * I);
+  d_act_.grow_to(np * I);
+  dqkv_.grow_to(np * 3 * D);
+  delta_.grow_to(np * heads);
   if (tc_attention_) {
-    need(d_attn_b_, np * D);
-    need(dqb_, np * D);
-    need(dkb_, np * D);
-    need(dvb_, np * D);
+    for (auto* h : {&d_attn_b_, &dqb_, &dkb_, &dvb_}) h->grow_to(np * D);
   }
-  need(d_ln_, np * D);
-  need(delta_, np * heads);
   const auto g = mat(g_, np, D);
   AQ_CUDA_CHECK(cudaMemsetAsync(g_.data(), 0, static_cast<std::size_t>(np * D) * sizeof(float), stream()));
   if (d_embeds != nullptr) merger_backward(-1, w_.merger, cmat(merger_in_, np, D), merger_, d_embeds, g, obs);
@@ -503,9 +470,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
            cmat(s.proj_out, np, D), cmat(gb_, np, D));
     linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
     if (tc_attention_) {
-      timed(kernel_class::elementwise, [&] {
-        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(d_attn_, np, D), mat(d_attn_b_, np, D)}, stream());
-      });
+      convert(cmat(d_attn_, np, D), mat(d_attn_b_, np, D));
       timed(kernel_class::attention, [&] {
         attention_backward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), cmat(s.attn, np, D),
                                  s.lse.data(), cmat(d_attn_b_, np, D), mat(dqb_, np, D), mat(dkb_, np, D),

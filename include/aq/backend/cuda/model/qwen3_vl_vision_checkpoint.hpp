@@ -24,25 +24,15 @@
 namespace aq::cuda {
 
 inline qwen3_vl_vision_device_weights load_vision_weights(const qwen3_vl::config& cfg, const safetensors_checkpoint& ck) {
-  const std::string where = ck.path().string();
-  const auto view = [&](const std::string& name, const std::vector<std::int64_t>& shape) -> const tensor_view& {
-    const tensor_view& v = ck.at(name);
-    detail::check_shape(name, v.shape, shape, where);
-    return v;
-  };
   detail::bf16_tensor_upload upload;  // run before returning
   const auto bf = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
-    return upload.add(view(name, shape));
+    return upload.add(detail::checked_view(ck, name, shape));
   };
   const auto f32 = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& v = view(name, shape);
-    require_finite(v);
-    std::vector<float> host(static_cast<std::size_t>(v.numel()));
-    convert_tensor(v, std::span<float>(host));
-    return device_buffer<float>(host);
+    return detail::upload_as_f32(detail::checked_view(ck, name, shape));
   };
   const auto host = [&](const qwen3_vl::schema::tensor_ref&, const std::string& name, const std::vector<std::int64_t>& shape) {
-    const tensor_view& v = view(name, shape);
+    const tensor_view& v = detail::checked_view(ck, name, shape);
     require_finite(v);
     tensor t(shape);
     convert_tensor(v, std::span<float>(t.storage()));

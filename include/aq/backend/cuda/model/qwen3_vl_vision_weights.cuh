@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
+#include "aq/backend/cuda/model/qwen3_vl_text_weights.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
@@ -41,67 +42,8 @@ struct qwen3_vl_vision_device_weights {
   std::vector<qwen3_vl_vision_block_device_weights> blocks;
   qwen3_vl_merger_device_weights merger;
   std::vector<qwen3_vl_merger_device_weights> deepstack;
-  std::size_t bytes() const {
-    std::size_t n = patch_w.bytes() + patch_b.bytes();
-    for (const auto& b : blocks) {
-      n += b.norm1_w.bytes() + b.norm1_b.bytes() + b.norm2_w.bytes() + b.norm2_b.bytes() + b.qkv_b.bytes() +
-           b.proj_b.bytes() + b.fc1_b.bytes() + b.fc2_b.bytes() + b.qkv_w.bytes() + b.proj_w.bytes() + b.fc1_w.bytes() +
-           b.fc2_w.bytes();
-    }
-    const auto merger_bytes = [](const qwen3_vl_merger_device_weights& m) {
-      return m.norm_w.bytes() + m.norm_b.bytes() + m.fc1_b.bytes() + m.fc2_b.bytes() + m.fc1_w.bytes() + m.fc2_w.bytes();
-    };
-    n += merger_bytes(merger);
-    for (const auto& m : deepstack) n += merger_bytes(m);
-    return n;
-  }
+  std::size_t bytes() const;  // defined after the member tables
 };
-
-// The host weights (fp32, e.g. qwen3_vl::load_vision_weights of a checkpoint) rounded to bf16
-// (matrices; exact for bf16 checkpoints) and uploaded.
-inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::vision_weights& host) {
-  const auto bf = [](const tensor& t) {
-    std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
-    return device_buffer<bf16>(v);
-  };
-  const auto f32 = [](const tensor& t) { return device_buffer<float>(t.storage()); };
-  const auto merger = [&](const qwen3_vl::merger_weights& m) {
-    qwen3_vl_merger_device_weights d;
-    d.norm_w = f32(m.norm_w);
-    d.norm_b = f32(m.norm_b);
-    d.fc1_w = bf(m.fc1_w);
-    d.fc1_b = f32(m.fc1_b);
-    d.fc2_w = bf(m.fc2_w);
-    d.fc2_b = f32(m.fc2_b);
-    d.out = m.fc2_w.dim(0);
-    d.postshuffle_norm = m.postshuffle_norm;
-    return d;
-  };
-  qwen3_vl_vision_device_weights w;
-  w.patch_w = bf(host.patch_w);
-  w.patch_b = f32(host.patch_b);
-  w.pos_embed = host.pos_embed;
-  for (const qwen3_vl::vision_block_weights& b : host.blocks) {
-    qwen3_vl_vision_block_device_weights d;
-    d.norm1_w = f32(b.norm1_w);
-    d.norm1_b = f32(b.norm1_b);
-    d.norm2_w = f32(b.norm2_w);
-    d.norm2_b = f32(b.norm2_b);
-    d.qkv_w = bf(b.qkv_w);
-    d.qkv_b = f32(b.qkv_b);
-    d.proj_w = bf(b.proj_w);
-    d.proj_b = f32(b.proj_b);
-    d.fc1_w = bf(b.fc1_w);
-    d.fc1_b = f32(b.fc1_b);
-    d.fc2_w = bf(b.fc2_w);
-    d.fc2_b = f32(b.fc2_b);
-    w.blocks.push_back(std::move(d));
-  }
-  w.merger = merger(host.merger);
-  for (const qwen3_vl::merger_weights& m : host.deepstack) w.deepstack.push_back(merger(m));
-  return w;
-}
 
 // Which members hold each block or merger row of the schema: the weight (bf16 for matrices, fp32
 // for norms, as the schema's dtype says) and the fp32 bias.
@@ -199,5 +141,59 @@ qwen3_vl_vision_device_weights bind_vision_weights(const qwen3_vl::config& cfg, 
 }
 
 }  // namespace detail
+
+inline std::size_t qwen3_vl_vision_device_weights::bytes() const {
+  const auto members = [](const auto& w, const auto& table) {
+    std::size_t n = 0;
+    for (const auto& m : table) n += (w.*m.weight).bytes() + (w.*m.bias).bytes();
+    return n;
+  };
+  const auto merger_bytes = [&](const qwen3_vl_merger_device_weights& m) {
+    return members(m, merger_norm_members) + members(m, merger_matrix_members);
+  };
+  std::size_t n = patch_w.bytes() + patch_b.bytes() + merger_bytes(merger);
+  for (const auto& b : blocks) n += members(b, vision_block_norm_members) + members(b, vision_block_matrix_members);
+  for (const auto& m : deepstack) n += merger_bytes(m);
+  return n;
+}
+
+namespace detail {
+
+// The host tensor a vision row's tensor_ref names, through the host weights' member tables.
+inline const tensor& host_vision_tensor(const qwen3_vl::vision_weights& host, const qwen3_vl::schema::tensor_ref& ref) {
+  using qwen3_vl::schema::module_id;
+  const bool weight = ref.kind == qwen3_vl::schema::tensor_kind::weight;
+  const auto member = [&](const auto& w, const auto& table) -> const tensor& {
+    for (const auto& m : table) {
+      if (m.module == ref.module) return w.*(weight ? m.weight : m.bias);
+    }
+    throw error("qwen3_vl host weights: no member holds " + qwen3_vl::schema::tensor_name(ref));
+  };
+  if (ref.module == module_id::patch_embed) return weight ? host.patch_w : host.patch_b;
+  if (ref.module == module_id::pos_embed) return host.pos_embed;
+  const auto index = static_cast<std::size_t>(ref.index);
+  if (qwen3_vl::schema::spec(ref.module).unit == qwen3_vl::schema::family::merger) {
+    return member(ref.index < 0 ? host.merger : host.deepstack.at(index), qwen3_vl::merger_members);
+  }
+  return member(host.blocks.at(index), qwen3_vl::vision_block_members);
+}
+
+}  // namespace detail
+
+// The host weights (fp32, e.g. qwen3_vl::load_vision_weights of a checkpoint) rounded to bf16
+// (matrices; exact for bf16 checkpoints) and uploaded.
+inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::config& cfg,
+                                                            const qwen3_vl::vision_weights& host) {
+  using qwen3_vl::schema::tensor_ref;
+  using shape = std::vector<std::int64_t>;
+  const auto bf = [&](const tensor_ref& ref, const std::string&, const shape&) {
+    return detail::upload_as_bf16(detail::host_vision_tensor(host, ref));
+  };
+  const auto f32 = [&](const tensor_ref& ref, const std::string&, const shape&) {
+    return device_buffer<float>(detail::host_vision_tensor(host, ref).storage());
+  };
+  const auto grid = [&](const tensor_ref&, const std::string&, const shape&) { return host.pos_embed; };
+  return detail::bind_vision_weights(cfg, bf, f32, grid);
+}
 
 }  // namespace aq::cuda

@@ -173,6 +173,9 @@ class device_calibration {
     });
   }
   bool has_input_amax(std::size_t m) const { return seen_.at(m); }
+  void require_input_amax(std::size_t m, std::string_view name, std::string_view who) const {
+    if (!has_input_amax(m)) throw error(std::string(who) + ": module " + std::string(name) + " has no calibrated input amax");
+  }
   const float* input_amax_device(std::size_t m) const { return input_amax_.data() + m; }
   // Host copies (after the stream is synchronised).
   std::vector<float> input_amax_host() const { return input_amax_.to_host(); }
@@ -189,6 +192,20 @@ class device_calibration {
   }
   const float* weight_amax_device(std::size_t m, std::size_t r) const {
     return weight_amax_.at(m * recipes_.size() + r).data();
+  }
+  // Q_in(X) of the call's input under recipe r, for module m, into dst (rows × cols).
+  void quantize_input(std::size_t m, std::size_t r, const device_linear_call& call, bf16* dst, cudaStream_t stream) const {
+    const device_matrix<const bf16>& x = call.input;
+    if (x.ld != x.cols) throw error("device_calibration: " + std::string(call.name) + ": strided inputs are not supported");
+    AQ_CUDA_CHECK(recipes_.at(r).quantize_input(x.data, dst, x.rows, x.cols, input_amax_device(m), stream));
+  }
+  // Q_w(W) of the call's weight row block under recipe r, for module m, into dst (rows × cols).
+  void quantize_weight(std::size_t m, std::size_t r, const device_linear_call& call, bf16* dst, cudaStream_t stream) const {
+    const device_recipe& k = recipes_.at(r);
+    const device_matrix<const bf16>& w = call.weight;
+    if (w.ld != w.cols) throw error("device_calibration: " + std::string(call.name) + ": strided weights are not supported");
+    const float* amax = weight_amax_device(m, r) + k.weight_amax_offset(call.row0, w.cols);
+    AQ_CUDA_CHECK(k.quantize_weight(w.data, dst, w.rows, w.cols, amax, stream));
   }
   // Weight amax from the full weight of the call (row0 == 0 and all rows present).
   void ensure_weight_amax(std::size_t m, const device_linear_call& call, cudaStream_t stream) {
@@ -268,31 +285,24 @@ class device_gradient_scorer : public device_linear_observer {
       input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
     }
     if (yr_.size() != R) yr_.resize(R);
-    if (!calib_.has_input_amax(*m)) {
-      throw error("device_gradient_scorer: module " + std::string(call.name) + " has no calibrated input amax");
-    }
+    calib_.require_input_amax(*m, call.name, "device_gradient_scorer");
     for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
-        if (call.input.ld != in) throw error("device_gradient_scorer: strided inputs are not supported");
         // Q(X) of the previous call is reused when X and its amax are the same (q/k/v, gate/up
         // and the LM-head chunks share X, and calibration gave them equal amax).
         if (!(xq_amax_[r] == input_amax_[*m])) {
-          grow(xq_[r], static_cast<std::size_t>(rows * in));
-          profiled(profile_, kernel_class::fake_quant, stream_, [&] {
-            AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_[r].data(), rows, in, calib_.input_amax_device(*m), stream_));
-          });
+          xq_[r].grow_to(static_cast<std::size_t>(rows * in));
+          profiled(profile_, kernel_class::fake_quant, stream_,
+                   [&] { calib_.quantize_input(*m, r, call, xq_[r].data(), stream_); });
           xq_amax_[r] = input_amax_[*m];
         }
         x = {xq_[r].data(), rows, in, in};
       }
-      if (k.weight_enabled) {
-        if (call.weight.ld != in) throw error("device_gradient_scorer: strided weights are not supported");
-        w = {quantized_weight(*m, r, call), out, in, in};
-      }
-      grow(yr_[r], static_cast<std::size_t>(rows * out));
+      if (k.weight_enabled) w = {quantized_weight(*m, r, call), out, in, in};
+      yr_[r].grow_to(static_cast<std::size_t>(rows * out));
       const device_matrix<float> yr{yr_[r].data(), rows, out, out};
       profiled(profile_, kernel_class::score_gemm, stream_, [&] { gemm_.linear_forward(x, w, yr, call.bias, false, stream_); });
       flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
@@ -321,9 +331,7 @@ class device_gradient_scorer : public device_linear_observer {
   // Q_w(W) of module m, recipe r for the call's row block: from the cache, newly cached while the
   // budget allows, else formed in the scratch.
   const bf16* quantized_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
-    const device_recipe& k = calib_.recipe(r);
-    const std::int64_t out = call.weight.rows, in = call.weight.cols;
-    const std::size_t n = static_cast<std::size_t>(out * in);
+    const std::size_t n = static_cast<std::size_t>(call.weight.rows * call.weight.cols);
     const std::tuple<std::size_t, std::size_t, std::int64_t> key{m, r, call.row0};
     const auto it = cache_.find(key);
     if (it != cache_.end()) return it->second.data();
@@ -332,18 +340,11 @@ class device_gradient_scorer : public device_linear_observer {
       dst = cache_.emplace(key, device_buffer<bf16>(n)).first->second.data();
       cache_used_ += n * sizeof(bf16);
     } else {
-      grow(wq_, n);
+      wq_.grow_to(n);
       dst = wq_.data();
     }
-    const float* amax = calib_.weight_amax_device(m, r) + k.weight_amax_offset(call.row0, in);
-    profiled(profile_, kernel_class::fake_quant, stream_,
-             [&] { AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, dst, out, in, amax, stream_)); });
+    profiled(profile_, kernel_class::fake_quant, stream_, [&] { calib_.quantize_weight(m, r, call, dst, stream_); });
     return dst;
-  }
-
-  template <class T>
-  static void grow(device_buffer<T>& b, std::size_t n) {
-    if (b.size() < n) b = device_buffer<T>(n);
   }
 
   device_calibration& calib_;

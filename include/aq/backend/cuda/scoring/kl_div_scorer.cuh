@@ -55,24 +55,19 @@ class device_quantized_group_forward : public device_linear_observer {
                   std::to_string(output.cols) + "] does not match X [" + std::to_string(rows) + ", " +
                   std::to_string(in) + "] and W [" + std::to_string(out) + ", " + std::to_string(call.weight.cols) + "]");
     }
-    if (!calib_.has_input_amax(*m)) {
-      throw error("kl_div score: module " + std::string(call.name) + " has no calibrated input amax (calibrate first)");
-    }
+    calib_.require_input_amax(*m, call.name, "kl_div score");
     const device_recipe& k = calib_.recipe(recipe_);
     device_matrix<const bf16> x = call.input;
     device_matrix<const bf16> w = call.weight;
     if (k.input_enabled) {
-      if (call.input.ld != in) throw error("kl_div score: " + std::string(call.name) + ": strided inputs are not supported");
-      detail::grow_to(xq_, rows * in);
-      AQ_CUDA_CHECK(k.quantize_input(call.input.data, xq_.data(), rows, in, calib_.input_amax_device(*m), stream_));
+      xq_.grow_to(rows * in);
+      calib_.quantize_input(*m, recipe_, call, xq_.data(), stream_);
       x = {xq_.data(), rows, in, in};
     }
     if (k.weight_enabled) {
-      if (call.weight.ld != in) throw error("kl_div score: " + std::string(call.name) + ": strided weights are not supported");
       calib_.ensure_weight_amax(*m, call, stream_);  // calibrated already; throws for an unseen LM-head chunk
-      detail::grow_to(wq_, out * in);
-      const float* amax = calib_.weight_amax_device(*m, recipe_) + k.weight_amax_offset(call.row0, in);
-      AQ_CUDA_CHECK(k.quantize_weight(call.weight.data, wq_.data(), out, in, amax, stream_));
+      wq_.grow_to(out * in);
+      calib_.quantize_weight(*m, recipe_, call, wq_.data(), stream_);
       w = {wq_.data(), out, in, in};
     }
     gemm_.linear_forward(x, w, output, call.bias, false, stream_);
