@@ -11,7 +11,7 @@
 
 #include "aq/search/allocation_problem.hpp"
 #include "aq/search/knapsack.hpp"
-#include "aq/search/lagrangian.hpp"
+#include "../tests/support/lagrangian.hpp"
 #include "aq/search/pareto.hpp"
 
 namespace {

@@ -14,7 +14,7 @@
 #include "aq/core/error.hpp"
 #include "aq/search/allocation_problem.hpp"
 #include "aq/search/knapsack.hpp"
-#include "aq/search/lagrangian.hpp"
+#include "support/lagrangian.hpp"
 #include "aq/search/pareto.hpp"
 
 namespace {

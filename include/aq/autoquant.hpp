@@ -47,7 +47,6 @@
 // Allocation
 #include "aq/search/allocation_problem.hpp"
 #include "aq/search/knapsack.hpp"
-#include "aq/search/lagrangian.hpp"
 #include "aq/search/pareto.hpp"
 
 // Tokenizer

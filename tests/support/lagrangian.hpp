@@ -1,6 +1,7 @@
 // Lagrangian relaxation of the allocation problem: price cost at λ score per param-bit and let each
 // group pick alone. Sweeping λ over the groups' lower convex hulls gives the LP bound (a lower bound
-// on the exact optimum) and a feasible greedy selection: an independent cross-check of the knapsack.
+// on the exact optimum) and a feasible greedy selection: an independent cross-check of the knapsack,
+// kept beside the tests (and the allocator benchmark) because no production path needs it.
 #pragma once
 
 #include <algorithm>
