@@ -73,10 +73,12 @@ inline std::size_t qwen3_vl_text_device_weights::bytes() const {
 
 namespace detail {
 
+// Every member's schema row has this dtype (with_bias: and always a bias, as the vision rows).
 template <class T, std::size_t N>
-constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype) {
+constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype, bool with_bias = false) {
   for (const T& m : members) {
-    if (qwen3_vl::schema::spec(m.module).dtype != dtype) return false;
+    const qwen3_vl::schema::module_spec& spec = qwen3_vl::schema::spec(m.module);
+    if (spec.dtype != dtype || (with_bias && spec.bias != qwen3_vl::schema::bias_rule::always)) return false;
   }
   return true;
 }
