@@ -354,9 +354,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   merged_ = np / (m * m);
   // Host side: bf16 pixels, interpolated positions, rotary tables and per-frame segments (the CPU
   // tower's formulas, so both backends share them).
-  std::vector<bf16> px(static_cast<std::size_t>(pixels.numel()));
-  for (std::size_t i = 0; i < px.size(); ++i) px[i] = float_to_bf16(pixels.data()[i]);
-  pixels_.upload(px, stream());
+  pixels_.upload(detail::rounded_to_bf16(pixels), stream());
   const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
   pos_.upload(pos.storage(), stream());
   const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);

@@ -179,7 +179,7 @@ inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::conf
   using qwen3_vl::schema::tensor_ref;
   using shape = std::vector<std::int64_t>;
   const auto bf = [&](const tensor_ref& ref, const std::string&, const shape&) {
-    return detail::upload_as_bf16(detail::host_vision_tensor(host, ref));
+    return device_buffer<bf16>(detail::rounded_to_bf16(detail::host_vision_tensor(host, ref)));
   };
   const auto f32 = [&](const tensor_ref& ref, const std::string&, const shape&) {
     return device_buffer<float>(detail::host_vision_tensor(host, ref).storage());
