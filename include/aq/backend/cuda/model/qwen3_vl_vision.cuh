@@ -117,9 +117,8 @@ class qwen3_vl_vision_model {
   };
 
   using module_id = qwen3_vl::schema::module_id;
-  static std::string block_name(std::int64_t b, module_id m) { return qwen3_vl::schema::module_path(m, b); }
-  // k: DeepStack merger k, or -1 for the final merger.
-  static std::string merger_name(std::int64_t k, module_id m) { return qwen3_vl::schema::module_path(m, k); }
+  // index: block b, DeepStack merger k, or -1 for the final merger.
+  static std::string module_name(std::int64_t index, module_id m) { return qwen3_vl::schema::module_path(m, index); }
   cudaStream_t stream() const { return dec_.stream(); }
   template <class F>
   void timed(kernel_class c, F&& f) {
@@ -221,10 +220,10 @@ inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl
     layer_norm_forward(xn, mw.norm_w.data(), mw.norm_b.data(), 1e-6f, mview(s.ln_out, xn.rows, xn.cols), s.mean.data(),
                        s.rstd.data(), stream());
   });
-  linear(obs, merger_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b, M, s.fc1);
+  linear(obs, module_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b, M, s.fc1);
   timed(kernel_class::elementwise,
         [&] { activation_forward<gelu_erf>(cview(s.fc1, rows, M), mview(s.act, rows, M), stream()); });
-  linear(obs, merger_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b, out, s.out);
+  linear(obs, module_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b, out, s.out);
 }
 
 // Adds dL/dx into g.
@@ -238,12 +237,12 @@ inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_v
   d_act_.grow_to(rows * M);
   d_ln_.grow_to(rows * M);
   convert(device_matrix<const float>{d_out, rows, out, out}, mview(d_mb_, rows, out));
-  linear_back(obs, merger_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b,
+  linear_back(obs, module_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b,
               cview(s.out, rows, out), cview(d_mb_, rows, out), mview(d_act_f_, rows, M));
   timed(kernel_class::elementwise, [&] {
     activation_backward<gelu_erf>(cview(s.fc1, rows, M), cview(d_act_f_, rows, M), mview(d_act_, rows, M), stream());
   });
-  linear_back(obs, merger_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b,
+  linear_back(obs, module_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b,
               cview(s.fc1, rows, M), cview(d_act_, rows, M), mview(d_ln_, rows, M));
   const device_matrix<const float> xn = norm_input(mw, x);
   timed(kernel_class::norm_rope, [&] {
@@ -280,7 +279,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
     layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mview(s.ln1, np, D), s.mean1.data(),
                        s.rstd1.data(), stream());
   });
-  linear(obs, block_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b, 3 * D, s.qkv);
+  linear(obs, module_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b, 3 * D, s.qkv);
   const auto qkv = cview(s.qkv, np, 3 * D);
   timed(kernel_class::norm_rope, [&] {
     // q, k, v: the column blocks of the fused qkv output (strided views).
@@ -310,7 +309,7 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
     });
     convert(cview(s.attn_f, np, D), mview(s.attn, np, D));
   }
-  linear(obs, block_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b, D, s.proj_out);
+  linear(obs, module_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b, D, s.proj_out);
   timed(kernel_class::elementwise, [&] {
     launch_elementwise(np, D, detail::add_op{x_in, cview(s.proj_out, np, D), mview(s.x_mid, np, D)}, stream());
   });
@@ -319,10 +318,10 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
     layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mview(s.ln2, np, D), s.mean2.data(),
                        s.rstd2.data(), stream());
   });
-  linear(obs, block_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, I, s.fc1);
+  linear(obs, module_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, I, s.fc1);
   timed(kernel_class::elementwise,
         [&] { activation_forward<gelu_tanh>(cview(s.fc1, np, I), mview(s.act, np, I), stream()); });
-  linear(obs, block_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, D, s.fc2);
+  linear(obs, module_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, D, s.fc2);
   if (!write_output) return;
   // Block output: the next block's input, or the final merger's.
   device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
@@ -423,19 +422,19 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
     block_state& s = state(b);
     const device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
     convert(cview(g_, np, D), mview(gb_, np, D));
-    linear_back(obs, block_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, cview(s.fc2, np, D),
+    linear_back(obs, module_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, cview(s.fc2, np, D),
                 cview(gb_, np, D), mview(d_m_, np, I));
     timed(kernel_class::elementwise, [&] {
       activation_backward<gelu_tanh>(cview(s.fc1, np, I), cview(d_m_, np, I), mview(d_act_, np, I), stream());
     });
-    linear_back(obs, block_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, cview(s.fc1, np, I),
+    linear_back(obs, module_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, cview(s.fc1, np, I),
                 cview(d_act_, np, I), mview(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
       layer_norm_backward(cview(s.x_mid, np, D), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), cview(d_ln_, np, D), g,
                           true, stream());
     });
     convert(cview(g_, np, D), mview(gb_, np, D));
-    linear_back(obs, block_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b,
+    linear_back(obs, module_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b,
                 cview(s.proj_out, np, D), cview(gb_, np, D), mview(d_attn_, np, D));
     if (tc_attention_) {
       convert(cview(d_attn_, np, D), mview(d_attn_b_, np, D));
@@ -465,7 +464,7 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
                            stream());
       }
     });
-    linear_back(obs, block_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b,
+    linear_back(obs, module_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b,
                 cview(s.qkv, np, 3 * D), cview(dqkv_, np, 3 * D), mview(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
       layer_norm_backward(cview(x_in_buf, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cview(d_ln_, np, D), g,
