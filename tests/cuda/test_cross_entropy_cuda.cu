@@ -1,11 +1,12 @@
 // Chunked cross-entropy over the 151,936-word vocabulary on the GPU against cpu::causal_lm_loss:
 // (a) the online log-sum-exp kernels on given fp32 logits, chunk by chunk (chunks of 16384: nine
-// full ones and a 4480-wide tail); (b) the LM-head driver that computes each logits chunk with the
-// bf16 GEMM, never holding more than one chunk, and returns the loss and d_hidden.
+// full ones and a 4480-wide tail); (b) the LM head as the text decoder runs it: each logits chunk
+// from the bf16 GEMM, never more than one chunk held, giving the loss and d_hidden.
 // Tolerances: loss and fp32 dlogits ≤ 1e-5 relative (fp64 row sums on both sides); d_hidden ≤ 1e-2
 // relative to its max |value| (dlogits enter the input-gradient GEMM as bf16).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -79,6 +80,47 @@ void chunk_kernels_case() {
   expect(threw, "a label outside the vocabulary throws aq::error");
 }
 
+struct lm_head_result {
+  double loss = 0.0;
+  std::int64_t chunks = 0, columns = 0;  // dlogits chunks of the backward
+};
+
+// The decoder's chunked LM-head loss: each logits chunk from the bf16 GEMM into the online
+// log-sum-exp; with d_hidden, each chunk recomputed for its bf16 dlogits, d_hidden accumulated.
+lm_head_result lm_head_loss(aq::cuda::cublaslt_gemm& gemm, device_matrix<const bf16> hidden,
+                            device_matrix<const bf16> head, const aq::cuda::lm_targets& targets,
+                            device_matrix<float> d_hidden) {
+  device_buffer<float> logits(static_cast<std::size_t>(rows * chunk));
+  device_buffer<bf16> dlogits(static_cast<std::size_t>(rows * chunk));
+  device_buffer<std::int64_t> t(targets.target);
+  aq::cuda::cross_entropy_state state(rows);
+  const auto for_each_chunk = [&](auto&& f) {
+    for (std::int64_t v0 = 0; v0 < vocab; v0 += chunk) {
+      const device_matrix<const bf16> w{head.row(v0), std::min(chunk, vocab - v0), head.cols, head.ld};
+      const device_matrix<float> z{logits.data(), rows, w.rows, chunk};
+      gemm.linear_forward(hidden, w, z);
+      f(v0, w, z);
+    }
+  };
+  lm_head_result out;
+  state.reset(nullptr);
+  for_each_chunk([&](std::int64_t v0, device_matrix<const bf16>, device_matrix<float> z) {
+    state.update(z, v0, t.data(), nullptr);
+  });
+  state.finalize(t.data(), nullptr);
+  if (d_hidden.rows > 0) {
+    for_each_chunk([&](std::int64_t v0, device_matrix<const bf16> w, device_matrix<float> z) {
+      const device_matrix<bf16> g{dlogits.data(), rows, z.cols, chunk};
+      state.gradient(device_matrix<const float>(z), v0, t.data(), targets.count, g, nullptr);
+      gemm.linear_backward_input(device_matrix<const bf16>(g), w, d_hidden, v0 > 0);
+      ++out.chunks;
+      out.columns += g.cols;
+    });
+  }
+  out.loss = state.total.to_host()[0] / static_cast<double>(targets.count);
+  return out;
+}
+
 void lm_head_case() {
   const std::int64_t hidden = 64;
   const std::vector<std::int64_t> labels = make_labels();
@@ -96,24 +138,17 @@ void lm_head_case() {
   device_buffer<bf16> d_h(to_bf16(h)), d_head(to_bf16(head));
   device_buffer<float> d_dh(dh.size());
   d_dh.fill_bytes(0xff);
-  aq::cuda::chunked_lm_head_loss ce(rows, chunk);
-  std::int64_t chunks = 0, columns = 0;
-  const auto result = ce.run(gemm, device_matrix<const bf16>{d_h.data(), rows, hidden, hidden},
-                             device_matrix<const bf16>{d_head.data(), vocab, hidden, hidden},
-                             aq::cuda::causal_lm_targets(labels, batch, seq, vocab),
-                             device_matrix<float>{d_dh.data(), rows, hidden, hidden}, nullptr,
-                             [&](std::int64_t, device_matrix<const bf16> g) {
-                               ++chunks;
-                               columns += g.cols;
-                             });
-  expect(result.targets == ref.targets, "LM head: target count");
+  const aq::cuda::lm_targets targets = aq::cuda::causal_lm_targets(labels, batch, seq, vocab);
+  const device_matrix<const bf16> hidden_view{d_h.data(), rows, hidden, hidden};
+  const device_matrix<const bf16> head_view{d_head.data(), vocab, hidden, hidden};
+  const lm_head_result result =
+      lm_head_loss(gemm, hidden_view, head_view, targets, device_matrix<float>{d_dh.data(), rows, hidden, hidden});
+  expect(targets.count == ref.targets, "LM head: target count");
   expect_close(std::fabs(result.loss - ref.loss) / std::fabs(ref.loss), 1e-5, "LM head chunked loss vs CPU");
   expect_close(rel_err(d_dh.to_host(), dh), 1e-2, "LM head d_hidden vs CPU");
-  expect(chunks == 10 && columns == vocab, "dlogits delivered in 10 chunks covering the vocabulary");
+  expect(result.chunks == 10 && result.columns == vocab, "dlogits delivered in 10 chunks covering the vocabulary");
   // Forward only (no d_hidden) gives the same loss, bit for bit.
-  const auto again = ce.run(gemm, device_matrix<const bf16>{d_h.data(), rows, hidden, hidden},
-                            device_matrix<const bf16>{d_head.data(), vocab, hidden, hidden},
-                            aq::cuda::causal_lm_targets(labels, batch, seq, vocab), device_matrix<float>{});
+  const lm_head_result again = lm_head_loss(gemm, hidden_view, head_view, targets, device_matrix<float>{});
   expect(again.loss == result.loss, "forward-only run reproduces the loss bit for bit");
 }
 

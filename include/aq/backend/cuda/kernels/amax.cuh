@@ -21,23 +21,7 @@ namespace aq::cuda {
 
 namespace detail {
 
-template <class T>
-struct abs_bits_at {
-  device_matrix<const T> x;
-  __host__ __device__ unsigned int operator()(std::int64_t i) const {
-    const std::int64_t r = i / x.cols;
-    const std::int64_t c = i - r * x.cols;
-#if defined(__CUDA_ARCH__)
-    return __float_as_uint(to_float(x(r, c))) & 0x7fffffffu;
-#else
-    (void)r;
-    (void)c;
-    return 0u;  // never evaluated on the host
-#endif
-  }
-};
-
-// The same on a contiguous view, element by element (no per-element row/column arithmetic).
+// |v|'s float bits: on a contiguous view, element by element (no per-element row/column arithmetic).
 template <class T>
 struct abs_bits_of {
   __host__ __device__ unsigned int operator()(const T& v) const {
@@ -47,6 +31,16 @@ struct abs_bits_of {
     (void)v;
     return 0u;  // never evaluated on the host
 #endif
+  }
+};
+
+// The same for element i of a strided view, in row-major order.
+template <class T>
+struct abs_bits_at {
+  device_matrix<const T> x;
+  __host__ __device__ unsigned int operator()(std::int64_t i) const {
+    const std::int64_t r = i / x.cols;
+    return abs_bits_of<T>{}(x(r, i - r * x.cols));
   }
 };
 

@@ -1,17 +1,14 @@
 // Next-token cross-entropy over a large vocabulary on the GPU without materialising the logits:
-// the LM head runs over vocabulary chunks, an online log-sum-exp keeps (max, Σexp) per row, and
-// a second pass recomputes each chunk's logits to emit dlogits = (softmax − onehot)/targets chunk
-// by chunk, feeding the input-gradient GEMM. Semantics as cpu::causal_lm_loss (shifted labels,
+// the caller (qwen3_vl_text_model) runs the LM head over vocabulary chunks, an online log-sum-exp
+// keeps (max, Σexp) per row, and a second pass over recomputed chunks emits dlogits =
+// (softmax − onehot)/targets chunk by chunk, feeding the caller's input-gradient GEMM. Semantics as cpu::causal_lm_loss (shifted labels,
 // −100 ignored, mean over valid targets); row statistics in fp64, loss summed in a fixed order.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <functional>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -20,7 +17,6 @@
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/backend/cuda/kernels/elementwise.cuh"
-#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/causal_lm_targets.hpp"
@@ -177,91 +173,6 @@ struct cross_entropy_state {
                   std::to_string(rows));
     }
   }
-};
-
-struct lm_head_loss_result {
-  double loss = 0.0;  // NaN when no target is valid
-  std::int64_t targets = 0;
-};
-
-// Loss of logits = hidden·headᵀ over the vocabulary in chunks of `chunk` columns, and, when
-// d_hidden has rows, d_hidden = dlogits·head (fp32 accumulation over chunks). The workspace is
-// one fp32 logits chunk and one bf16 dlogits chunk [rows, chunk]. on_chunk (optional) sees each
-// bf16 dlogits chunk with its first vocabulary id. Synchronises the stream to read the loss.
-class chunked_lm_head_loss {
- public:
-  chunked_lm_head_loss(std::int64_t rows, std::int64_t chunk)
-      : rows_(rows),
-        chunk_(chunk),
-        logits_(static_cast<std::size_t>(rows * chunk)),
-        dlogits_(static_cast<std::size_t>(rows * chunk)),
-        targets_(static_cast<std::size_t>(rows)),
-        state_(rows) {
-    if (rows <= 0 || chunk <= 0) {
-      throw error("cuda chunked_lm_head_loss: rows " + std::to_string(rows) + " and chunk " + std::to_string(chunk) +
-                  " must be positive");
-    }
-  }
-
-  using chunk_callback = std::function<void(std::int64_t v0, device_matrix<const bf16> dlogits)>;
-
-  template <class Out>
-  lm_head_loss_result run(cublaslt_gemm& gemm, device_matrix<const bf16> hidden, device_matrix<const bf16> head,
-                          const lm_targets& targets, device_matrix<Out> d_hidden, cudaStream_t stream = nullptr,
-                          const chunk_callback& on_chunk = {}) {
-    if (hidden.rows != rows_ || static_cast<std::int64_t>(targets.target.size()) != rows_ || hidden.cols != head.cols) {
-      throw error("cuda chunked_lm_head_loss: hidden [" + std::to_string(hidden.rows) + ", " +
-                  std::to_string(hidden.cols) + "], head [" + std::to_string(head.rows) + ", " +
-                  std::to_string(head.cols) + "], " + std::to_string(targets.target.size()) + " targets; built for " +
-                  std::to_string(rows_) + " rows");
-    }
-    const bool backward = d_hidden.rows > 0;
-    if (backward) check_same_shape(hidden, d_hidden, "cuda chunked_lm_head_loss: d_hidden");
-    targets_.copy_from_host(targets.target.data(), targets.target.size(), stream);
-    const std::int64_t vocab = head.rows;
-    state_.reset(stream);
-    for (std::int64_t v0 = 0; v0 < vocab; v0 += chunk_) {
-      const device_matrix<float> z = logits_chunk(v0, vocab);
-      gemm.linear_forward(hidden, head_rows(head, v0, z.cols), z, nullptr, false, stream);
-      state_.update(z, v0, targets_.data(), stream);
-    }
-    state_.finalize(targets_.data(), stream);
-    if (backward) {
-      for (std::int64_t v0 = 0; v0 < vocab; v0 += chunk_) {
-        const device_matrix<float> z = logits_chunk(v0, vocab);
-        const device_matrix<bf16> g{dlogits_.data(), rows_, z.cols, chunk_};
-        gemm.linear_forward(hidden, head_rows(head, v0, z.cols), z, nullptr, false, stream);
-        state_.gradient(device_matrix<const float>(z), v0, targets_.data(), targets.count, g, stream);
-        if (on_chunk) on_chunk(v0, g);
-        gemm.linear_backward_input(device_matrix<const bf16>(g), head_rows(head, v0, z.cols), d_hidden, v0 > 0, stream);
-      }
-    }
-    double total = 0.0;
-    state_.total.copy_to_host(&total, 1, stream);
-    AQ_CUDA_CHECK(cudaStreamSynchronize(stream));
-    lm_head_loss_result out;
-    out.targets = targets.count;
-    out.loss = targets.count > 0 ? total / static_cast<double>(targets.count) : std::numeric_limits<double>::quiet_NaN();
-    return out;
-  }
-
-  // Per-row log-sum-exp of the last run (device fp64 [rows]).
-  const double* lse() const { return state_.lse.data(); }
-
- private:
-  device_matrix<float> logits_chunk(std::int64_t v0, std::int64_t vocab) {
-    return {logits_.data(), rows_, std::min(chunk_, vocab - v0), chunk_};
-  }
-  static device_matrix<const bf16> head_rows(device_matrix<const bf16> head, std::int64_t v0, std::int64_t n) {
-    return {head.row(v0), n, head.cols, head.ld};
-  }
-
-  std::int64_t rows_;
-  std::int64_t chunk_;
-  device_buffer<float> logits_;
-  device_buffer<bf16> dlogits_;
-  device_buffer<std::int64_t> targets_;
-  cross_entropy_state state_;
 };
 
 }  // namespace aq::cuda

@@ -6,11 +6,13 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "aq/backend/cuda/kernels/check.hpp"
+#include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/error.hpp"
 
 namespace aq::cuda {
@@ -92,5 +94,15 @@ class device_buffer {
   T* data_ = nullptr;
   std::size_t count_ = 0;
 };
+
+// The buffer's leading rows·cols elements as a dense row-major matrix, read-only or writable.
+template <class T>
+device_matrix<const T> cview(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+  return {b.data(), rows, cols, cols};
+}
+template <class T>
+device_matrix<T> mview(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
+  return {b.data(), rows, cols, cols};
+}
 
 }  // namespace aq::cuda

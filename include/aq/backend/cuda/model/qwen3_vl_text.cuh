@@ -13,7 +13,6 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "aq/backend/cuda/kernels/attention.cuh"
@@ -75,15 +74,6 @@ struct add_op {
   device_matrix<float> y;
   __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = a(r, c) + b(r, c); }
 };
-
-template <class T>
-device_matrix<const T> cview(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
-  return {b.data(), rows, cols, cols};
-}
-template <class T>
-device_matrix<T> mview(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
-  return {b.data(), rows, cols, cols};
-}
 
 }  // namespace detail
 
@@ -230,7 +220,7 @@ class qwen3_vl_text_model {
   // Multiply-adds ×2 of every GEMM this model ran (the scorer's GEMMs are counted by the scorer).
   double gemm_flops() const { return gemm_flops_; }
   // dL/d(inputs_embeds) [tokens, H] (fp32) after a run with backward.
-  device_matrix<const float> inputs_embeds_grad(std::int64_t tokens) const { return detail::cview(g_, tokens, cfg_.text.hidden_size); }
+  device_matrix<const float> inputs_embeds_grad(std::int64_t tokens) const { return cview(g_, tokens, cfg_.text.hidden_size); }
 
   // Text-only batch (no image tokens). Synchronises the stream at the end.
   // `visual` (optional): image features for the placeholder rows (see text_visual_inputs).
@@ -289,6 +279,16 @@ class qwen3_vl_text_model {
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
     timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_); });
   }
+  // Moves rows between the image features e [n_visual, H] and h [N, H] (the residual stream h_ or
+  // its gradient g_) at the uploaded visual rows; e is written only by the gather (gradient outputs).
+  template <detail::row_move Move>
+  void move_visual_rows(device_buffer<float>& h, std::int64_t N, const float* e, std::int64_t n_visual) {
+    const std::int64_t H = cfg_.text.hidden_size;
+    const device_matrix<float> em{const_cast<float*>(e), n_visual, H, H};
+    timed(kernel_class::elementwise, [&] {
+      launch_elementwise(n_visual, H, detail::visual_rows_op<Move>{visual_rows_.data(), mview(h, N, H), em}, stream_);
+    });
+  }
   using module_id = qwen3_vl::schema::module_id;
   void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
               device_matrix<const bf16> x, device_matrix<const float> y, device_matrix<const bf16> g,
@@ -339,8 +339,6 @@ class qwen3_vl_text_model {
 
 inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, const float* h_in, float* h_out,
                                                device_linear_observer* obs) {
-  using detail::cview;
-  using detail::mview;
   const qwen3_vl::text_config& t = cfg_.text;
   const qwen3_vl_text_layer_weights& lw = w_.layers[static_cast<std::size_t>(l)];
   const std::int64_t H = t.hidden_size, I = t.intermediate_size, hd = t.head_dim;
@@ -370,11 +368,9 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
                            A.rk.data(), stream_);
     });
     convert(cview(A.v, N, kvd), mview(A.vb, N, kvd));
-    attention_config c = attn_cfg_;
-    c.tensor_cores = true;
     timed(kernel_class::attention, [&] {
-      attention_forward<bf16>(c, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd), mview(A.attn, N, qd),
-                              A.lse.data(), stream_);
+      attention_forward<bf16>(attn_cfg_, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd),
+                              mview(A.attn, N, qd), A.lse.data(), stream_);
     });
   } else {
     timed(kernel_class::norm_rope, [&] {
@@ -417,8 +413,6 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
 // are recomputed from its saved input first.
 inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, const float* h_in,
                                                 device_linear_observer* obs) {
-  using detail::cview;
-  using detail::mview;
   if (l >= saved_layers_) layer_forward(l, N, h_in, nullptr, nullptr);
   text_layer_activations& A = layer_activations(l);
   const qwen3_vl::text_config& t = cfg_.text;
@@ -453,12 +447,10 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
          cview(gb_, N, H));
   if (tc_attention_) {
     linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_b_, N, qd), false);
-    attention_config c = attn_cfg_;
-    c.tensor_cores = true;
     timed(kernel_class::attention, [&] {
-      attention_backward<bf16>(c, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd), cview(A.attn, N, qd),
-                               A.lse.data(), cview(d_attn_b_, N, qd), mview(dqb_, N, qd), mview(dkb_, N, kvd),
-                               mview(dvb_, N, kvd), delta_.data(), stream_);
+      attention_backward<bf16>(attn_cfg_, segs_, cview(A.qb, N, qd), cview(A.kb, N, kvd), cview(A.vb, N, kvd),
+                               cview(A.attn, N, qd), A.lse.data(), cview(d_attn_b_, N, qd), mview(dqb_, N, qd),
+                               mview(dkb_, N, kvd), mview(dvb_, N, kvd), delta_.data(), stream_);
     });
     convert(cview(dqb_, N, qd), mview(dq_, N, qd));
     convert(cview(dkb_, N, kvd), mview(dk_, N, kvd));
@@ -495,8 +487,6 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
 
 inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batch, const text_run_options& options,
                                                 device_linear_observer* observer, const text_visual_inputs* visual) {
-  using detail::cview;
-  using detail::mview;
   const qwen3_vl::text_config& t = cfg_.text;
   const std::int64_t B = batch.batch, T = batch.seq, N = B * T;
   const std::int64_t H = t.hidden_size, V = t.vocab_size, L = t.num_hidden_layers;
@@ -533,21 +523,10 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.causal = true;
   attn_cfg_.key_valid = mask_.data();
   attn_cfg_.masked_rows = options.masked_rows;
+  attn_cfg_.tensor_cores = tc_attention_;
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T)};
-  embedding_forward(batch.input_ids, ids_, device_matrix<const bf16>{w_.embed_tokens.data(), V, H, H}, mview(h_, N, H),
-                    stream_);
+  embedding_forward(batch.input_ids, ids_, cview(w_.embed_tokens, V, H), mview(h_, N, H), stream_);
   const std::int64_t n_visual = visual != nullptr ? static_cast<std::int64_t>(visual->rows.size()) : 0;
-  // Moves rows between the image features e and the residual stream h (h_) or its gradient (g_);
-  // e is written only by the gather, whose rows are the caller's gradient outputs.
-  const auto move_rows = [&]<detail::row_move Move>(std::integral_constant<detail::row_move, Move>,
-                                                    device_buffer<float>& h, const float* e) {
-    timed(kernel_class::elementwise, [&] {
-      launch_elementwise(n_visual, H,
-                         detail::visual_rows_op<Move>{visual_rows_.data(), mview(h, N, H),
-                                                      {const_cast<float*>(e), n_visual, H, H}},
-                         stream_);
-    });
-  };
   if (n_visual > 0) {
     for (const std::int64_t r : visual->rows) {
       if (r < 0 || r >= N) throw error("cuda qwen3_vl text batch: visual row " + std::to_string(r) + " outside the batch");
@@ -561,7 +540,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     }
     if (visual->deepstack.size() > static_cast<std::size_t>(L)) throw error("cuda qwen3_vl text batch: more deepstack features than layers");
     visual_rows_.upload(visual->rows, stream_);
-    move_rows(std::integral_constant<detail::row_move, detail::row_move::scatter>{}, h_, visual->embeds.data);
+    move_visual_rows<detail::row_move::scatter>(h_, N, visual->embeds.data, n_visual);
   }
 
   // Forward: each layer's input is saved; h_ ends as the final residual stream.
@@ -571,8 +550,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
                                   cudaMemcpyDeviceToDevice, stream_));
     layer_forward(l, N, saved, h_.data(), observer);
     if (n_visual > 0 && l < static_cast<std::int64_t>(visual->deepstack.size())) {
-      move_rows(std::integral_constant<detail::row_move, detail::row_move::add>{}, h_,
-                visual->deepstack[static_cast<std::size_t>(l)].data);
+      move_visual_rows<detail::row_move::add>(h_, N, visual->deepstack[static_cast<std::size_t>(l)].data, n_visual);
     }
   }
   rms_norm_forward(cview(h_, N, H), w_.norm.data(), static_cast<float>(t.rms_norm_eps), mview(hn_, N, H), rf_.data(),
@@ -666,13 +644,12 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   for (std::int64_t l = L - 1; l >= 0; --l) {
     if (n_visual > 0 && l < static_cast<std::int64_t>(visual->d_deepstack.size()) &&
         visual->d_deepstack[static_cast<std::size_t>(l)] != nullptr) {
-      move_rows(std::integral_constant<detail::row_move, detail::row_move::gather>{}, g_,
-                visual->d_deepstack[static_cast<std::size_t>(l)]);
+      move_visual_rows<detail::row_move::gather>(g_, N, visual->d_deepstack[static_cast<std::size_t>(l)], n_visual);
     }
     layer_backward(l, N, saved_h_.data() + l * N * H, observer);
   }
   if (n_visual > 0 && visual->d_embeds != nullptr) {
-    move_rows(std::integral_constant<detail::row_move, detail::row_move::gather>{}, g_, visual->d_embeds);
+    move_visual_rows<detail::row_move::gather>(g_, N, visual->d_embeds, n_visual);
   }
   AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profile_ != nullptr) profile_->resolve();

@@ -73,10 +73,12 @@ inline std::size_t qwen3_vl_text_device_weights::bytes() const {
 
 namespace detail {
 
+// Every member's schema row has this dtype (with_bias: and always a bias, as the vision rows).
 template <class T, std::size_t N>
-constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype) {
+constexpr bool members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype, bool with_bias = false) {
   for (const T& m : members) {
-    if (qwen3_vl::schema::spec(m.module).dtype != dtype) return false;
+    const qwen3_vl::schema::module_spec& spec = qwen3_vl::schema::spec(m.module);
+    if (spec.dtype != dtype || (with_bias && spec.bias != qwen3_vl::schema::bias_rule::always)) return false;
   }
   return true;
 }
@@ -124,11 +126,11 @@ inline void check_shape(const std::string& name, std::span<const std::int64_t> g
   }
 }
 
-// An fp32 host tensor rounded to bf16 and uploaded.
-inline device_buffer<bf16> upload_as_bf16(const tensor& t) {
+// An fp32 host tensor rounded to bf16 (GEMM operands: weights on upload, the vision tower's pixels).
+inline std::vector<bf16> rounded_to_bf16(const tensor& t) {
   std::vector<bf16> v(static_cast<std::size_t>(t.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = float_to_bf16(t.data()[i]);
-  return device_buffer<bf16>(v);
+  return v;
 }
 
 }  // namespace detail
@@ -148,7 +150,7 @@ inline qwen3_vl_text_device_weights upload_text_weights(const qwen3_vl::config& 
   const auto bf = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
     const tensor& t = find(ref);
     detail::check_shape(name, t.shape(), want, "qwen3_vl host weights");
-    return detail::upload_as_bf16(t);
+    return device_buffer<bf16>(detail::rounded_to_bf16(t));
   };
   const auto f32 = [&](const qwen3_vl::schema::tensor_ref& ref, const std::string& name, const shape& want) {
     const tensor& t = find(ref);

@@ -89,11 +89,9 @@ class qwen3_vl_vision_model {
   // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
   // decoder's default; off (default here): fp32 storage on CUDA cores.
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
-  device_matrix<const float> embeds() const {
-    return {merger_.out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
-  }
+  device_matrix<const float> embeds() const { return cview(merger_.out, merged_, cfg_.text.hidden_size); }
   device_matrix<const float> deepstack(std::size_t k) const {
-    return {deepstack_[k].out.data(), merged_, cfg_.text.hidden_size, cfg_.text.hidden_size};
+    return cview(deepstack_[k].out, merged_, cfg_.text.hidden_size);
   }
   std::size_t deepstack_count() const { return deepstack_.size(); }
   // Device buffers for dL/d embeds and dL/d deepstack[k] of the current forward's visual tokens.
@@ -119,49 +117,43 @@ class qwen3_vl_vision_model {
   };
 
   using module_id = qwen3_vl::schema::module_id;
-  static std::string block_name(std::int64_t b, module_id m) { return qwen3_vl::schema::module_path(m, b); }
-  // k: DeepStack merger k, or -1 for the final merger.
-  static std::string merger_name(std::int64_t k, module_id m) { return qwen3_vl::schema::module_path(m, k); }
-  template <class T>
-  static device_matrix<T> mat(device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
-    return {b.data(), rows, cols, cols};
-  }
-  template <class T>
-  static device_matrix<const T> cmat(const device_buffer<T>& b, std::int64_t rows, std::int64_t cols) {
-    return {b.data(), rows, cols, cols};
-  }
+  // index: block b, DeepStack merger k, or -1 for the final merger.
+  static std::string module_name(std::int64_t index, module_id m) { return qwen3_vl::schema::module_path(m, index); }
   cudaStream_t stream() const { return dec_.stream(); }
   template <class F>
   void timed(kernel_class c, F&& f) {
     profiled(dec_.profile(), c, stream(), f);
   }
-  void linear(device_matrix<const bf16> x, const bf16* w, std::int64_t out, const float* bias, device_matrix<float> y) {
+  // y = x·Wᵀ + bias into y [x.rows, out] (W [out, x.cols]), then reported to the observer.
+  void linear(device_linear_observer* obs, const std::string& name, device_matrix<const bf16> x,
+              const device_buffer<bf16>& w, const device_buffer<float>& bias, std::int64_t out,
+              device_buffer<float>& y) {
     timed(kernel_class::gemm, [&] {
-      dec_.gemm().linear_forward(x, device_matrix<const bf16>{w, out, x.cols, x.cols}, y, bias, false, stream());
+      dec_.gemm().linear_forward(x, cview(w, out, x.cols), mview(y, x.rows, out), bias.data(), false, stream());
     });
+    if (obs != nullptr) obs->on_forward(call_of(name, w.data(), out, bias.data(), x, cview(y, x.rows, out), {}));
   }
+  // Its backward: reported to the observer with dy = dL/dy (y its forward output), then dx = dy·W.
   template <class Out>
-  void linear_back(device_matrix<const bf16> dy, const bf16* w, std::int64_t in, device_matrix<Out> dx) {
-    timed(kernel_class::gemm, [&] {
-      dec_.gemm().linear_backward_input(dy, device_matrix<const bf16>{w, dy.cols, in, in}, dx, false, stream());
-    });
+  void linear_back(device_linear_observer* obs, const std::string& name, device_matrix<const bf16> x,
+                   const device_buffer<bf16>& w, const device_buffer<float>& bias, device_matrix<const float> y,
+                   device_matrix<const bf16> dy, device_matrix<Out> dx) {
+    if (obs != nullptr) obs->on_backward(call_of(name, w.data(), dy.cols, bias.data(), x, y, dy));
+    timed(kernel_class::gemm,
+          [&] { dec_.gemm().linear_backward_input(dy, cview(w, dy.cols, dx.cols), dx, false, stream()); });
   }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
     timed(kernel_class::elementwise,
           [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream()); });
   }
-  static void notify(device_linear_observer* obs, bool backward, const std::string& name, const bf16* w, std::int64_t out,
-                     const float* bias, device_matrix<const bf16> x, device_matrix<const float> y,
-                     device_matrix<const bf16> g) {
-    if (obs == nullptr) return;
+  // The observer's view of one linear: W [out, x.cols] and its bias.
+  static device_linear_call call_of(const std::string& name, const bf16* w, std::int64_t out, const float* bias,
+                                    device_matrix<const bf16> x, device_matrix<const float> y,
+                                    device_matrix<const bf16> g) {
     device_linear_call call{name, {w, out, x.cols, x.cols}, 0, out, x, y, g};
     call.bias = bias;
-    if (backward) {
-      obs->on_backward(call);
-    } else {
-      obs->on_forward(call);
-    }
+    return call;
   }
 
   void merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
@@ -179,6 +171,12 @@ class qwen3_vl_vision_model {
     ac.causal = false;
     ac.tensor_cores = tc_attention_;
     return ac;
+  }
+  // The merger's norm input: the patches [n, D], or (DeepStack, normed after the concat) the
+  // merged rows [n / m², D·m²] of the same memory.
+  device_matrix<const float> norm_input(const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x) const {
+    const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+    return mw.postshuffle_norm ? device_matrix<const float>{x.data, x.rows / m2, x.cols * m2, x.cols * m2} : x;
   }
   void merger_backward(std::int64_t k, const qwen3_vl_merger_device_weights& mw, device_matrix<const float> x,
                        merger_state& s, const float* d_out, device_matrix<float> g, device_linear_observer* obs);
@@ -215,26 +213,17 @@ inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl
   s.fc1.grow_to(rows * M);
   s.act.grow_to(rows * M);
   s.out.grow_to(rows * out);
-  const std::int64_t norm_rows = mw.postshuffle_norm ? rows : x.rows;
-  s.mean.grow_to(norm_rows);
-  s.rstd.grow_to(norm_rows);
+  const device_matrix<const float> xn = norm_input(mw, x);
+  s.mean.grow_to(xn.rows);
+  s.rstd.grow_to(xn.rows);
   timed(kernel_class::norm_rope, [&] {
-    if (mw.postshuffle_norm) {
-      layer_norm_forward(device_matrix<const float>{x.data, rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
-                         mat(s.ln_out, rows, M), s.mean.data(), s.rstd.data(), stream());
-    } else {
-      layer_norm_forward(x, mw.norm_w.data(), mw.norm_b.data(), 1e-6f, mat(s.ln_out, x.rows, D), s.mean.data(),
-                         s.rstd.data(), stream());
-    }
+    layer_norm_forward(xn, mw.norm_w.data(), mw.norm_b.data(), 1e-6f, mview(s.ln_out, xn.rows, xn.cols), s.mean.data(),
+                       s.rstd.data(), stream());
   });
-  const auto ln = cmat(s.ln_out, rows, M);
-  linear(ln, mw.fc1_w.data(), M, mw.fc1_b.data(), mat(s.fc1, rows, M));
-  notify(obs, false, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M), {});
+  linear(obs, module_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b, M, s.fc1);
   timed(kernel_class::elementwise,
-        [&] { activation_forward<gelu_erf>(cmat(s.fc1, rows, M), mat(s.act, rows, M), stream()); });
-  const auto act = cmat(s.act, rows, M);
-  linear(act, mw.fc2_w.data(), out, mw.fc2_b.data(), mat(s.out, rows, out));
-  notify(obs, false, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out), {});
+        [&] { activation_forward<gelu_erf>(cview(s.fc1, rows, M), mview(s.act, rows, M), stream()); });
+  linear(obs, module_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b, out, s.out);
 }
 
 // Adds dL/dx into g.
@@ -247,25 +236,18 @@ inline void qwen3_vl_vision_model::merger_backward(std::int64_t k, const qwen3_v
   d_act_f_.grow_to(rows * M);
   d_act_.grow_to(rows * M);
   d_ln_.grow_to(rows * M);
-  convert(device_matrix<const float>{d_out, rows, out, out}, mat(d_mb_, rows, out));
-  const auto act = cmat(s.act, rows, M);
-  notify(obs, true, merger_name(k, module_id::merger_fc2), mw.fc2_w.data(), out, mw.fc2_b.data(), act, cmat(s.out, rows, out),
-         cmat(d_mb_, rows, out));
-  linear_back(cmat(d_mb_, rows, out), mw.fc2_w.data(), M, mat(d_act_f_, rows, M));
+  convert(device_matrix<const float>{d_out, rows, out, out}, mview(d_mb_, rows, out));
+  linear_back(obs, module_name(k, module_id::merger_fc2), cview(s.act, rows, M), mw.fc2_w, mw.fc2_b,
+              cview(s.out, rows, out), cview(d_mb_, rows, out), mview(d_act_f_, rows, M));
   timed(kernel_class::elementwise, [&] {
-    activation_backward<gelu_erf>(cmat(s.fc1, rows, M), cmat(d_act_f_, rows, M), mat(d_act_, rows, M), stream());
+    activation_backward<gelu_erf>(cview(s.fc1, rows, M), cview(d_act_f_, rows, M), mview(d_act_, rows, M), stream());
   });
-  const auto ln = cmat(s.ln_out, rows, M);
-  notify(obs, true, merger_name(k, module_id::merger_fc1), mw.fc1_w.data(), M, mw.fc1_b.data(), ln, cmat(s.fc1, rows, M),
-         cmat(d_act_, rows, M));
-  linear_back(cmat(d_act_, rows, M), mw.fc1_w.data(), M, mat(d_ln_, rows, M));
+  linear_back(obs, module_name(k, module_id::merger_fc1), cview(s.ln_out, rows, M), mw.fc1_w, mw.fc1_b,
+              cview(s.fc1, rows, M), cview(d_act_, rows, M), mview(d_ln_, rows, M));
+  const device_matrix<const float> xn = norm_input(mw, x);
   timed(kernel_class::norm_rope, [&] {
-    if (mw.postshuffle_norm) {
-      layer_norm_backward(device_matrix<const float>{x.data, rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                          cmat(d_ln_, rows, M), device_matrix<float>{g.data, rows, M, M}, true, stream());
-    } else {
-      layer_norm_backward(x, mw.norm_w.data(), s.mean.data(), s.rstd.data(), cmat(d_ln_, x.rows, D), g, true, stream());
-    }
+    layer_norm_backward(xn, mw.norm_w.data(), s.mean.data(), s.rstd.data(), cview(d_ln_, xn.rows, xn.cols),
+                        device_matrix<float>{g.data, xn.rows, xn.cols, xn.cols}, true, stream());
   });
 }
 
@@ -292,68 +274,60 @@ inline void qwen3_vl_vision_model::block_forward(std::int64_t b, device_linear_o
   } else {
     s.attn_f.grow_to(np * D);
   }
-  const auto x_in = cmat(x_in_buf, np, D);
+  const auto x_in = cview(x_in_buf, np, D);
   timed(kernel_class::norm_rope, [&] {
-    layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mat(s.ln1, np, D), s.mean1.data(),
+    layer_norm_forward(x_in, bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, mview(s.ln1, np, D), s.mean1.data(),
                        s.rstd1.data(), stream());
   });
-  const auto ln1 = cmat(s.ln1, np, D);
-  linear(ln1, bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), mat(s.qkv, np, 3 * D));
-  notify(obs, false, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), ln1, cmat(s.qkv, np, 3 * D), {});
-  const auto qkv = cmat(s.qkv, np, 3 * D);
+  linear(obs, module_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b, 3 * D, s.qkv);
+  const auto qkv = cview(s.qkv, np, 3 * D);
   timed(kernel_class::norm_rope, [&] {
     // q, k, v: the column blocks of the fused qkv output (strided views).
     for (const auto& [offset, dst] : {std::pair{std::int64_t{0}, &s.q}, std::pair{D, &s.k}, std::pair{2 * D, &s.v}}) {
-      launch_elementwise(np, D, detail::convert_op<float, float>{{qkv.data + offset, np, D, 3 * D}, mat(*dst, np, D)},
+      launch_elementwise(np, D, detail::convert_op<float, float>{{qkv.data + offset, np, D, 3 * D}, mview(*dst, np, D)},
                          stream());
     }
-    rope_forward(mat(s.q, np, D), heads, tc, ts, stream());
-    rope_forward(mat(s.k, np, D), heads, tc, ts, stream());
+    rope_forward(mview(s.q, np, D), heads, tc, ts, stream());
+    rope_forward(mview(s.k, np, D), heads, tc, ts, stream());
   });
   if (tc_attention_) {
     // bf16 operands straight into the tensor-core kernel, which writes the bf16 output the
     // projection GEMM reads.
     timed(kernel_class::elementwise, [&] {
       for (const auto& [src, dst] : {std::pair{&s.q, &s.qb}, std::pair{&s.k, &s.kb}, std::pair{&s.v, &s.vb}}) {
-        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cview(*src, np, D), mview(*dst, np, D)}, stream());
       }
     });
     timed(kernel_class::attention, [&] {
-      attention_forward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), mat(s.attn, np, D),
+      attention_forward<bf16>(ac, segs_, cview(s.qb, np, D), cview(s.kb, np, D), cview(s.vb, np, D), mview(s.attn, np, D),
                               s.lse.data(), stream());
     });
   } else {
     timed(kernel_class::attention, [&] {
-      attention_forward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D), mat(s.attn_f, np, D),
+      attention_forward<float>(ac, segs_, cview(s.q, np, D), cview(s.k, np, D), cview(s.v, np, D), mview(s.attn_f, np, D),
                                s.lse.data(), stream());
     });
-    convert(cmat(s.attn_f, np, D), mat(s.attn, np, D));
+    convert(cview(s.attn_f, np, D), mview(s.attn, np, D));
   }
-  const auto attn = cmat(s.attn, np, D);
-  linear(attn, bw.proj_w.data(), D, bw.proj_b.data(), mat(s.proj_out, np, D));
-  notify(obs, false, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), attn, cmat(s.proj_out, np, D), {});
+  linear(obs, module_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b, D, s.proj_out);
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::add_op{x_in, cmat(s.proj_out, np, D), mat(s.x_mid, np, D)}, stream());
+    launch_elementwise(np, D, detail::add_op{x_in, cview(s.proj_out, np, D), mview(s.x_mid, np, D)}, stream());
   });
-  const auto x_mid = cmat(s.x_mid, np, D);
+  const auto x_mid = cview(s.x_mid, np, D);
   timed(kernel_class::norm_rope, [&] {
-    layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mat(s.ln2, np, D), s.mean2.data(),
+    layer_norm_forward(x_mid, bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, mview(s.ln2, np, D), s.mean2.data(),
                        s.rstd2.data(), stream());
   });
-  const auto ln2 = cmat(s.ln2, np, D);
-  linear(ln2, bw.fc1_w.data(), I, bw.fc1_b.data(), mat(s.fc1, np, I));
-  notify(obs, false, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), ln2, cmat(s.fc1, np, I), {});
+  linear(obs, module_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, I, s.fc1);
   timed(kernel_class::elementwise,
-        [&] { activation_forward<gelu_tanh>(cmat(s.fc1, np, I), mat(s.act, np, I), stream()); });
-  const auto act = cmat(s.act, np, I);
-  linear(act, bw.fc2_w.data(), D, bw.fc2_b.data(), mat(s.fc2, np, D));
-  notify(obs, false, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), act, cmat(s.fc2, np, D), {});
+        [&] { activation_forward<gelu_tanh>(cview(s.fc1, np, I), mview(s.act, np, I), stream()); });
+  linear(obs, module_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, D, s.fc2);
   if (!write_output) return;
   // Block output: the next block's input, or the final merger's.
   device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
   next.grow_to(np * D);
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::add_op{x_mid, cmat(s.fc2, np, D), mat(next, np, D)}, stream());
+    launch_elementwise(np, D, detail::add_op{x_mid, cview(s.fc2, np, D), mview(next, np, D)}, stream());
   });
 }
 
@@ -379,9 +353,7 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   merged_ = np / (m * m);
   // Host side: bf16 pixels, interpolated positions, rotary tables and per-frame segments (the CPU
   // tower's formulas, so both backends share them).
-  std::vector<bf16> px(static_cast<std::size_t>(pixels.numel()));
-  for (std::size_t i = 0; i < px.size(); ++i) px[i] = float_to_bf16(pixels.data()[i]);
-  pixels_.upload(px, stream());
+  pixels_.upload(detail::rounded_to_bf16(pixels), stream());
   const tensor pos = qwen3_vl::vision_position_embeddings(w_.pos_embed, grids, m);
   pos_.upload(pos.storage(), stream());
   const qwen3_vl::vision_rotary rot = qwen3_vl::vision_rotary_tables(grids, m, hd);
@@ -398,16 +370,14 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
 
   // Patch embedding (the Conv3d as a linear over flattened patches) + positions.
   patch_out_.grow_to(np * D);
-  const auto px_m = cmat(pixels_, np, patch);
-  linear(px_m, w_.patch_w.data(), D, w_.patch_b.data(), mat(patch_out_, np, D));
-  notify(obs, false, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(), px_m,
-         cmat(patch_out_, np, D), {});
+  linear(obs, qwen3_vl::schema::module_path(module_id::patch_embed), cview(pixels_, np, patch), w_.patch_w, w_.patch_b,
+         D, patch_out_);
   blocks_.resize(static_cast<std::size_t>(v.depth));
   tap_in_.resize(w_.deepstack.size());
   deepstack_.resize(w_.deepstack.size());
   blocks_[0].x_in.grow_to(np * D);
   timed(kernel_class::elementwise, [&] {
-    launch_elementwise(np, D, detail::add_op{cmat(patch_out_, np, D), cmat(pos_, np, D), mat(blocks_[0].x_in, np, D)},
+    launch_elementwise(np, D, detail::add_op{cview(patch_out_, np, D), cview(pos_, np, D), mview(blocks_[0].x_in, np, D)},
                        stream());
   });
   for (std::int64_t b = 0; b < v.depth; ++b) {
@@ -415,10 +385,10 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
     const device_buffer<float>& next = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
       if (v.deepstack_visual_indexes[k] != b) continue;
-      merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], cmat(next, np, D), deepstack_[k], obs);
+      merger_forward(static_cast<std::int64_t>(k), w_.deepstack[k], cview(next, np, D), deepstack_[k], obs);
     }
   }
-  merger_forward(-1, w_.merger, cmat(merger_in_, np, D), merger_, obs);
+  merger_forward(-1, w_.merger, cview(merger_in_, np, D), merger_, obs);
 }
 
 inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::vector<const float*>& d_deepstack,
@@ -437,77 +407,75 @@ inline void qwen3_vl_vision_model::backward(const float* d_embeds, const std::ve
   if (tc_attention_) {
     for (auto* h : {&d_attn_b_, &dqb_, &dkb_, &dvb_}) h->grow_to(np * D);
   }
-  const auto g = mat(g_, np, D);
+  const auto g = mview(g_, np, D);
   AQ_CUDA_CHECK(cudaMemsetAsync(g_.data(), 0, static_cast<std::size_t>(np * D) * sizeof(float), stream()));
-  if (d_embeds != nullptr) merger_backward(-1, w_.merger, cmat(merger_in_, np, D), merger_, d_embeds, g, obs);
+  if (d_embeds != nullptr) merger_backward(-1, w_.merger, cview(merger_in_, np, D), merger_, d_embeds, g, obs);
   for (std::int64_t b = v.depth - 1; b >= 0; --b) {
     const device_buffer<float>& block_out = b + 1 < v.depth ? blocks_[static_cast<std::size_t>(b + 1)].x_in : merger_in_;
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
       if (v.deepstack_visual_indexes[k] != b || k >= d_deepstack.size() || d_deepstack[k] == nullptr) continue;
-      merger_backward(static_cast<std::int64_t>(k), w_.deepstack[k], cmat(block_out, np, D), deepstack_[k], d_deepstack[k],
+      merger_backward(static_cast<std::int64_t>(k), w_.deepstack[k], cview(block_out, np, D), deepstack_[k], d_deepstack[k],
                       g, obs);
     }
     const qwen3_vl_vision_block_device_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     if (!saved_blocks_) block_forward(b, nullptr, false);
     block_state& s = state(b);
     const device_buffer<float>& x_in_buf = blocks_[static_cast<std::size_t>(b)].x_in;
-    convert(cmat(g_, np, D), mat(gb_, np, D));
-    notify(obs, true, block_name(b, module_id::mlp_fc2), bw.fc2_w.data(), D, bw.fc2_b.data(), cmat(s.act, np, I),
-           cmat(s.fc2, np, D), cmat(gb_, np, D));
-    linear_back(cmat(gb_, np, D), bw.fc2_w.data(), I, mat(d_m_, np, I));
+    convert(cview(g_, np, D), mview(gb_, np, D));
+    linear_back(obs, module_name(b, module_id::mlp_fc2), cview(s.act, np, I), bw.fc2_w, bw.fc2_b, cview(s.fc2, np, D),
+                cview(gb_, np, D), mview(d_m_, np, I));
     timed(kernel_class::elementwise, [&] {
-      activation_backward<gelu_tanh>(cmat(s.fc1, np, I), cmat(d_m_, np, I), mat(d_act_, np, I), stream());
+      activation_backward<gelu_tanh>(cview(s.fc1, np, I), cview(d_m_, np, I), mview(d_act_, np, I), stream());
     });
-    notify(obs, true, block_name(b, module_id::mlp_fc1), bw.fc1_w.data(), I, bw.fc1_b.data(), cmat(s.ln2, np, D),
-           cmat(s.fc1, np, I), cmat(d_act_, np, I));
-    linear_back(cmat(d_act_, np, I), bw.fc1_w.data(), D, mat(d_ln_, np, D));
+    linear_back(obs, module_name(b, module_id::mlp_fc1), cview(s.ln2, np, D), bw.fc1_w, bw.fc1_b, cview(s.fc1, np, I),
+                cview(d_act_, np, I), mview(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
-      layer_norm_backward(cmat(s.x_mid, np, D), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), cmat(d_ln_, np, D), g,
+      layer_norm_backward(cview(s.x_mid, np, D), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), cview(d_ln_, np, D), g,
                           true, stream());
     });
-    convert(cmat(g_, np, D), mat(gb_, np, D));
-    notify(obs, true, block_name(b, module_id::attn_proj), bw.proj_w.data(), D, bw.proj_b.data(), cmat(s.attn, np, D),
-           cmat(s.proj_out, np, D), cmat(gb_, np, D));
-    linear_back(cmat(gb_, np, D), bw.proj_w.data(), D, mat(d_attn_, np, D));
+    convert(cview(g_, np, D), mview(gb_, np, D));
+    linear_back(obs, module_name(b, module_id::attn_proj), cview(s.attn, np, D), bw.proj_w, bw.proj_b,
+                cview(s.proj_out, np, D), cview(gb_, np, D), mview(d_attn_, np, D));
     if (tc_attention_) {
-      convert(cmat(d_attn_, np, D), mat(d_attn_b_, np, D));
+      convert(cview(d_attn_, np, D), mview(d_attn_b_, np, D));
       timed(kernel_class::attention, [&] {
-        attention_backward<bf16>(ac, segs_, cmat(s.qb, np, D), cmat(s.kb, np, D), cmat(s.vb, np, D), cmat(s.attn, np, D),
-                                 s.lse.data(), cmat(d_attn_b_, np, D), mat(dqb_, np, D), mat(dkb_, np, D),
-                                 mat(dvb_, np, D), delta_.data(), stream());
+        attention_backward<bf16>(ac, segs_, cview(s.qb, np, D), cview(s.kb, np, D), cview(s.vb, np, D), cview(s.attn, np, D),
+                                 s.lse.data(), cview(d_attn_b_, np, D), mview(dqb_, np, D), mview(dkb_, np, D),
+                                 mview(dvb_, np, D), delta_.data(), stream());
       });
       timed(kernel_class::elementwise, [&] {
         for (const auto& [src, dst] : {std::pair{&dqb_, &dq_}, std::pair{&dkb_, &dk_}, std::pair{&dvb_, &dv_}}) {
-          launch_elementwise(np, D, detail::convert_op<bf16, float>{cmat(*src, np, D), mat(*dst, np, D)}, stream());
+          launch_elementwise(np, D, detail::convert_op<bf16, float>{cview(*src, np, D), mview(*dst, np, D)}, stream());
         }
       });
     } else {
       timed(kernel_class::attention, [&] {
-        attention_backward<float>(ac, segs_, cmat(s.q, np, D), cmat(s.k, np, D), cmat(s.v, np, D),
-                                  cmat(s.attn_f, np, D), s.lse.data(), cmat(d_attn_, np, D), mat(dq_, np, D),
-                                  mat(dk_, np, D), mat(dv_, np, D), delta_.data(), stream());
+        attention_backward<float>(ac, segs_, cview(s.q, np, D), cview(s.k, np, D), cview(s.v, np, D),
+                                  cview(s.attn_f, np, D), s.lse.data(), cview(d_attn_, np, D), mview(dq_, np, D),
+                                  mview(dk_, np, D), mview(dv_, np, D), delta_.data(), stream());
       });
     }
     timed(kernel_class::norm_rope, [&] {
-      rope_backward(mat(dq_, np, D), heads, tc, ts, stream());
-      rope_backward(mat(dk_, np, D), heads, tc, ts, stream());
+      rope_backward(mview(dq_, np, D), heads, tc, ts, stream());
+      rope_backward(mview(dk_, np, D), heads, tc, ts, stream());
       // dL/d(qkv): dq, dk, dv into the column blocks of one bf16 matrix (strided views).
       for (const auto& [offset, src] : {std::pair{std::int64_t{0}, &dq_}, std::pair{D, &dk_}, std::pair{2 * D, &dv_}}) {
-        launch_elementwise(np, D, detail::convert_op<float, bf16>{cmat(*src, np, D), {dqkv_.data() + offset, np, D, 3 * D}},
+        launch_elementwise(np, D, detail::convert_op<float, bf16>{cview(*src, np, D), {dqkv_.data() + offset, np, D, 3 * D}},
                            stream());
       }
     });
-    notify(obs, true, block_name(b, module_id::attn_qkv), bw.qkv_w.data(), 3 * D, bw.qkv_b.data(), cmat(s.ln1, np, D),
-           cmat(s.qkv, np, 3 * D), cmat(dqkv_, np, 3 * D));
-    linear_back(cmat(dqkv_, np, 3 * D), bw.qkv_w.data(), D, mat(d_ln_, np, D));
+    linear_back(obs, module_name(b, module_id::attn_qkv), cview(s.ln1, np, D), bw.qkv_w, bw.qkv_b,
+                cview(s.qkv, np, 3 * D), cview(dqkv_, np, 3 * D), mview(d_ln_, np, D));
     timed(kernel_class::norm_rope, [&] {
-      layer_norm_backward(cmat(x_in_buf, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cmat(d_ln_, np, D), g,
+      layer_norm_backward(cview(x_in_buf, np, D), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), cview(d_ln_, np, D), g,
                           true, stream());
     });
   }
-  convert(cmat(g_, np, D), mat(gb_, np, D));
-  notify(obs, true, qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(),
-         cmat(pixels_, np, w_.patch_w.size() / static_cast<std::size_t>(D)), cmat(patch_out_, np, D), cmat(gb_, np, D));
+  convert(cview(g_, np, D), mview(gb_, np, D));
+  if (obs == nullptr) return;
+  obs->on_backward(call_of(qwen3_vl::schema::module_path(module_id::patch_embed), w_.patch_w.data(), D, w_.patch_b.data(),
+                           cview(pixels_, np, w_.patch_w.size() / static_cast<std::size_t>(D)), cview(patch_out_, np, D),
+                           cview(gb_, np, D)));
 }
 
 // One batch through the tower (when it has images) and the decoder: forward, and the backward

@@ -77,18 +77,10 @@ inline constexpr vision_device_member<merger_device_weights, bf16> merger_matrix
 
 namespace detail {
 
-template <class T, std::size_t N>
-constexpr bool vision_members_hold(const T (&members)[N], qwen3_vl::schema::gpu_dtype dtype) {
-  for (const T& m : members) {
-    const qwen3_vl::schema::module_spec& spec = qwen3_vl::schema::spec(m.module);
-    if (spec.dtype != dtype || spec.bias != qwen3_vl::schema::bias_rule::always) return false;
-  }
-  return true;
-}
-static_assert(vision_members_hold(vision_block_norm_members, qwen3_vl::schema::gpu_dtype::f32));
-static_assert(vision_members_hold(vision_block_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
-static_assert(vision_members_hold(merger_norm_members, qwen3_vl::schema::gpu_dtype::f32));
-static_assert(vision_members_hold(merger_matrix_members, qwen3_vl::schema::gpu_dtype::bf16));
+static_assert(members_hold(vision_block_norm_members, qwen3_vl::schema::gpu_dtype::f32, true));
+static_assert(members_hold(vision_block_matrix_members, qwen3_vl::schema::gpu_dtype::bf16, true));
+static_assert(members_hold(merger_norm_members, qwen3_vl::schema::gpu_dtype::f32, true));
+static_assert(members_hold(merger_matrix_members, qwen3_vl::schema::gpu_dtype::bf16, true));
 static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::vision_block, vision_block_norm_members,
                                               vision_block_matrix_members));
 static_assert(qwen3_vl::schema::covers_family(qwen3_vl::schema::family::merger, merger_norm_members,
@@ -187,7 +179,7 @@ inline qwen3_vl_vision_device_weights upload_vision_weights(const qwen3_vl::conf
   using qwen3_vl::schema::tensor_ref;
   using shape = std::vector<std::int64_t>;
   const auto bf = [&](const tensor_ref& ref, const std::string&, const shape&) {
-    return detail::upload_as_bf16(detail::host_vision_tensor(host, ref));
+    return device_buffer<bf16>(detail::rounded_to_bf16(detail::host_vision_tensor(host, ref)));
   };
   const auto f32 = [&](const tensor_ref& ref, const std::string&, const shape&) {
     return device_buffer<float>(detail::host_vision_tensor(host, ref).storage());

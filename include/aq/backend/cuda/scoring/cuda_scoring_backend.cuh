@@ -236,7 +236,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
   void run_stage(std::string_view stage, std::size_t n, bool labels, text_run_options o,
                  device_linear_observer* observer, const autoquant::progress_callback& progress) {
     std::vector<std::size_t> text_indices;
-    std::size_t done = 0, total = 0;
+    std::size_t done = 0;
     for (std::size_t b = 0; b < n; ++b) {
       if (image_of(b) == nullptr) text_indices.push_back(b);
     }
@@ -249,15 +249,13 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
         if (done++ == 0) probe();
       }
     };
-    if (pack_) {
-      total = 1;
-      report(progress, stage, 0, total);
+    if (pack_) {  // one step: every batch in one packed run
+      report(progress, stage, 0, 1);
       run_text(text_indices);
-      report(progress, stage, total, total);
+      report(progress, stage, 1, 1);
       return;
     }
-    total = n;
-    report(progress, stage, 0, total);
+    report(progress, stage, 0, n);
     for (std::size_t b = 0; b < n; ++b) {
       if (const qwen3_vl::image_batch* img = image_of(b)) {
         qwen3_vl::text_batch batch = batches_[b];
@@ -272,7 +270,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       } else {
         run_text({b});
       }
-      report(progress, stage, b + 1, total);
+      report(progress, stage, b + 1, n);
     }
   }
 
