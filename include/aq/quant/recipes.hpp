@@ -59,6 +59,7 @@ using mxfp4          = recipe<"mxfp4",          mx_quantizer<e2m1>,             
 using w4a8_mxfp4_fp8 = recipe<"w4a8_mxfp4_fp8", mx_quantizer<e2m1>,                  quantizer<e4m3, per_tensor, dynamic_amax>,    "W4A8_MXFP4_FP8_CFG">;
 using mxint8         = recipe<"mxint8",         mx_quantizer<int8>,                  mx_quantizer<int8>,                           "MXINT8_DEFAULT_CFG">;
 using fp8_pc_pt      = recipe<"fp8_pc_pt",      quantizer<e4m3, per_channel>,        quantizer<e4m3, per_token, dynamic_amax>,     "FP8_PER_CHANNEL_PER_TOKEN_CFG">;
+using fp8_2d_blockwise = recipe<"fp8_2d_blockwise", quantizer<e4m3, per_tile<128, 128>>, disabled,                                  "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG">;
 using none      = recipe<"none",      disabled,                            disabled,                     "NONE">;
 // clang-format on
 
@@ -66,7 +67,7 @@ using none      = recipe<"none",      disabled,                            disab
 // so that it can be named and looked up like the others.
 using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, nvfp4,
                                        w4a8_nvfp4_fp8, mxfp8, mxfp6, mxfp4, w4a8_mxfp4_fp8, mxint8, fp8_pc_pt,
-                                       none>;
+                                       fp8_2d_blockwise, none>;
 
 // Names used by the downstream auto-quantize-model experiments ("quant pairs") and earlier docs.
 inline constexpr std::array<std::pair<std::string_view, std::string_view>, 9> recipe_aliases{{
