@@ -19,6 +19,8 @@
 #include "aq/io/data/calib_dataset.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 #include "aq/model/qwen3_vl/modules.hpp"
+#include "aq/quant/recipe_registry.hpp"
+#include "aq/quant/scaling.hpp"
 #include "aq/report/quant_manifest.hpp"
 #include "aq/report/sensitivity_report.hpp"
 #include "aq/score/monotone_clamp.hpp"
@@ -262,4 +264,54 @@ TEST_CASE("the result JSON says what ran it: the CPU's defaults, or the card, ar
   CHECK(std::int64_t(gpu["memory_bytes"]["peak_allocated"]) == 987654321);
   CHECK(std::int64_t(gpu["memory_bytes"]["peak_reserved"]) == 987654321);
   CHECK(std::string_view(gpu["run"]["dtype"]) == "bfloat16");
+}
+
+TEST_CASE("every recipe runs through the engine with ModelOpt's names and quantizer state") {
+  const tiny_run t;
+  std::vector<std::string> formats;
+  for (const quant::recipe_info& info : quant::recipe_registry()) {
+    if (info.quantizes) formats.emplace_back(info.name);
+  }
+  const autoquant::search_space space = t.space(formats, autoquant::scope_preset::lm);
+  for (const auto method : {autoquant::score_method::gradient, autoquant::score_method::kl_div}) {
+    // 16 bits: every group may keep its best-scoring recipe, which is some quantizing one.
+    const autoquant::autoquant_result r = t.run(space, 16.0, method);
+    const io::report_model back = io::parse_quant_manifest(io::render_quant_manifest(r.report), "manifest");
+    std::size_t scored = 0;
+    for (const io::group_sensitivity& g : back.groups) {
+      if (g.name.starts_with("model.visual.")) continue;
+      REQUIRE(g.candidates.size() == formats.size() + 1);
+      CHECK(g.candidates.front().format.find("(effective-bits: 4.0)") != std::string::npos);
+      CHECK(g.candidates.back().format == "NONE(effective-bits: 16.0)");
+      for (const auto& c : g.candidates) {
+        CHECK(std::isfinite(c.score));
+        CHECK(c.score >= 0.0);
+        scored += c.score > 0.0 ? 1 : 0;
+      }
+    }
+    CHECK(scored > 0);
+    // The state holds exactly the calibrated quantizers: NVFP4's global amax ([] for weights),
+    // the static inputs; none for MX or the dynamic per-token/per-tensor inputs (below).
+    for (const autoquant::quantizer_amax& q : r.state) {
+      for (const float v : q.values) CHECK(v > 0.0f);
+    }
+  }
+  const autoquant::autoquant_result r = t.run(space, 16.0);
+  const auto recipe_of = [&](std::string_view module) -> std::string_view {
+    for (std::size_t m = 0; m < space.modules.size(); ++m) {
+      if (space.module_names[m] == module) {
+        return space.candidates[r.chosen[space.module_group[m]]].recipe->name;
+      }
+    }
+    return {};
+  };
+  for (const autoquant::quantizer_amax& q : r.state) {
+    const std::string quantizer = q.name.substr(0, q.name.size() - std::string_view("._amax").size());
+    const std::string module = quantizer.substr(0, quantizer.rfind('.'));
+    const std::string_view recipe = recipe_of(module);
+    const quant::recipe_info& info = quant::find_recipe(recipe);
+    const bool weight = q.name.ends_with("weight_quantizer._amax");
+    CHECK((weight ? info.weight.calibrated : info.input.calibrated));
+    if (weight && info.weight.scaling == quant::e4m3_block_scale::name) CHECK(q.shape.empty());
+  }
 }

@@ -118,10 +118,14 @@ TEST_CASE_TEMPLATE_DEFINE("number format conformance", F, format_conformance) {
     }
   }
 
-  SUBCASE("NaN input stays NaN") {
-    CHECK(std::isnan(F::quantize(std::numeric_limits<float>::quiet_NaN(), 1.0f, false)));
-    if constexpr (!F::is_passthrough) {
-      CHECK(std::isnan(aq::quant::fake_quantize<F>(std::numeric_limits<float>::quiet_NaN(), 1.0f)));
+  SUBCASE("NaN input stays NaN, or becomes +max in a format without NaN codes") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    if constexpr (F::is_float && !F::has_nan) {
+      CHECK(F::quantize(nan, 1.0f, false) == F::max_bound);  // ModelOpt's MX conversion of NaN
+      CHECK(aq::quant::fake_quantize<F>(nan, F::max_bound) == F::max_bound);
+    } else {
+      CHECK(std::isnan(F::quantize(nan, 1.0f, false)));
+      if constexpr (!F::is_passthrough) CHECK(std::isnan(aq::quant::fake_quantize<F>(nan, 1.0f)));
     }
   }
 
@@ -138,8 +142,12 @@ TEST_CASE_TEMPLATE_DEFINE("number format conformance", F, format_conformance) {
     }
   }
 
-  SUBCASE("zero or tiny amax gives 0 (never NaN); pass-through ignores amax") {
-    for (float amax : {0.0f, 0x1p-24f, 0x1p-30f, -0.0f}) {
+  SUBCASE("an amax without a usable scale gives ±0 (never NaN); pass-through ignores amax") {
+    // Integers: amax <= 2^-24 (ModelOpt's threshold). Floats: zero or negative amax, or one so
+    // small that max_bound / amax overflows; any other positive amax quantizes, as in ModelOpt.
+    const std::vector<float> unusable = F::is_float ? std::vector<float>{0.0f, -0.0f, -1.0f, 0x1p-140f}
+                                                    : std::vector<float>{0.0f, 0x1p-24f, 0x1p-30f, -0.0f};
+    for (float amax : unusable) {
       for (float x : {1.0f, -3.5f, 0.0f, 1e-30f, 1e30f}) {
         const float y = aq::quant::fake_quantize<F>(x, amax);
         if constexpr (F::is_passthrough) {
@@ -150,7 +158,7 @@ TEST_CASE_TEMPLATE_DEFINE("number format conformance", F, format_conformance) {
       }
     }
     if constexpr (!F::is_passthrough) {
-      const float amax = 0x1p-23f;  // just above the threshold quantizes normally
+      const float amax = F::is_float ? 0x1p-30f : 0x1p-23f;  // small but usable: quantizes normally
       CHECK(aq::quant::fake_quantize<F>(amax, amax) == doctest::Approx(amax).epsilon(1e-6));
     }
   }

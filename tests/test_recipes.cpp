@@ -126,7 +126,9 @@ TEST_CASE("an unknown recipe name is an aq::error listing the valid names") {
   CHECK_THROWS_AS(aq::quant::find_recipe("int3"), aq::error);
   CHECK_THROWS_WITH(aq::quant::find_recipe("int3"),
                     doctest::Contains("recipe 'int3' is unknown; valid recipes: fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, "
-                                      "w8a4, w4a4, w4a16, w8a16, none (aliases: wfp8_afp8 -> fp8_e4m3"));
+                                      "w8a4, w4a4, w4a16, w8a16, nvfp4, w4a8_nvfp4_fp8, mxfp8, mxfp6, mxfp4, "
+                                      "w4a8_mxfp4_fp8, mxint8, fp8_pc_pt, fp8_2d_blockwise, none (aliases: "
+                                      "wfp8_afp8 -> fp8_e4m3"));
 }
 
 TEST_CASE("the registry table has one row per recipe, generated from the list") {

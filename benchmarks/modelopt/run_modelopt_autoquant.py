@@ -18,7 +18,8 @@ Formats (aq names -> ModelOpt configs, as the reference driver built them):
   w4a8      INT4_BLOCKWISE_WEIGHT_ONLY_CFG with input = INT8 per-tensor (CUSTOM_i, 4.0 effective bits)
   w8a4      INT8_DEFAULT_CFG with input = {num_bits 4, axis None} (CUSTOM_i, 4.0 effective bits)
   w4a16     INT4_BLOCKWISE_WEIGHT_ONLY_CFG    w8a16  INT8 axis-0 weights, input disabled (CUSTOM_i)
-  nvfp4     NVFP4_DEFAULT_CFG
+  the ModelOpt built-ins by their aq recipe names: nvfp4 (NVFP4_DEFAULT_CFG), w4a8_nvfp4_fp8, mxfp8, mxfp6,
+  mxfp4, w4a8_mxfp4_fp8, mxint8, fp8_pc_pt (FP8_PER_CHANNEL_PER_TOKEN_CFG), fp8_2d_blockwise
 
 Budget: with --disabled-layers, --bits-mode lm (default) turns the requested bits b into the whole-model
 constraint the reference driver used, B' = min(16, (16 D + b (T - D)) / T + 1e-3) (T, D: weight numel of all
@@ -63,8 +64,12 @@ def modelopt_format(name, mtq):
         return mtq.FP8_DEFAULT_CFG
     if name == "int8_w8a8":
         return mtq.INT8_DEFAULT_CFG
-    if name == "nvfp4":
-        return mtq.NVFP4_DEFAULT_CFG
+    builtin = {"nvfp4": "NVFP4_DEFAULT_CFG", "w4a8_nvfp4_fp8": "W4A8_NVFP4_FP8_CFG", "mxfp8": "MXFP8_DEFAULT_CFG",
+               "mxfp6": "MXFP6_DEFAULT_CFG", "mxfp4": "MXFP4_DEFAULT_CFG", "w4a8_mxfp4_fp8": "W4A8_MXFP4_FP8_CFG",
+               "mxint8": "MXINT8_DEFAULT_CFG", "fp8_pc_pt": "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+               "fp8_2d_blockwise": "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG"}
+    if name in builtin:
+        return getattr(mtq, builtin[name])
     if name == "w4a16":
         return mtq.INT4_BLOCKWISE_WEIGHT_ONLY_CFG
     if name == "w4a8":
@@ -81,7 +86,8 @@ def modelopt_format(name, mtq):
         cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
         cfg["quant_cfg"]["*input_quantizer"] = {"enable": False}
         return cfg
-    raise SystemExit(f"--formats: unknown format {name!r} (fp8_e4m3, int8_w8a8, w4a8, w8a4, w4a16, w8a16, nvfp4)")
+    raise SystemExit(f"--formats: unknown format {name!r} (fp8_e4m3, int8_w8a8, w4a8, w8a4, w4a16, w8a16, "
+                     f"{', '.join(builtin)})")
 
 
 # ----------------------------------------------------------------------------------------------- data

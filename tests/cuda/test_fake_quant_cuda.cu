@@ -1,5 +1,5 @@
 // CUDA fake quantization against the host implementation, bit for bit, for every quantizer
-// kind; the portable e4m3/e5m2 encoders against CUDA's own conversion (__NV_SATFINITE) and the
+// kind (static, dynamic per-token, MX and NVFP4 block scales); the portable e4m3/e5m2 encoders against CUDA's own conversion (__NV_SATFINITE) and the
 // portable round-half-even against rintf, exhaustively over all 2^32 floats.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_fp8.h>
@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/granularity.hpp"
 #include "aq/quant/quantizer.hpp"
+#include "aq/quant/recipes.hpp"
 
 namespace {
 
@@ -132,6 +135,14 @@ int exhaustive_checks() {
 }
 
 // ---- fake quantization kernel vs host ---------------------------------------------------------
+// Bit-identical, except that any NaN equals any NaN (the payload is not part of the contract).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
+  }
+  return true;
+}
+
 std::vector<float> make_matrix(std::int64_t rows, std::int64_t cols) {
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -149,12 +160,28 @@ std::vector<float> make_matrix(std::int64_t rows, std::int64_t cols) {
   return m;
 }
 
+// The matrix with NaN, infinities and fp32 subnormals planted: data-scaled quantizers see them in
+// their block reductions (static ones are calibrated, and calibration refuses non-finite values).
+std::vector<float> with_specials(std::vector<float> m, std::int64_t cols) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  m[static_cast<std::size_t>(1 * cols + 3)] = nan;
+  m[static_cast<std::size_t>(2 * cols + 40)] = inf;
+  m[static_cast<std::size_t>(6 * cols + 70)] = -inf;
+  for (std::int64_t c = 0; c < 32; ++c) m[static_cast<std::size_t>(8 * cols + c)] = nan;  // a NaN-only block
+  for (std::int64_t c = 64; c < 96; ++c) m[static_cast<std::size_t>(9 * cols + c)] = std::ldexp(1.5f, -130 - c % 5);
+  m[static_cast<std::size_t>(10 * cols + 5)] = -0.0f;
+  return m;
+}
+
 template <aq::quant::quantizer_spec Q>
-int compare_with_host(const std::vector<float>& host_in, std::int64_t rows, std::int64_t cols) {
-  using G = typename Q::granularity_type;
+int compare_with_host(const std::vector<float>& host_in, std::int64_t rows, std::int64_t cols,
+                      std::vector<float> amax = {}) {
+  using S = typename Q::scaling_type;
+  using C = std::conditional_t<S::uses_global_amax, aq::quant::per_tensor, typename Q::granularity_type>;
   const std::string name = Q::label();
   const auto n = host_in.size();
-  std::vector<float> amax = aq::quant::compute_amax<G>(host_in, rows, cols);
+  const bool calibrated_here = amax.empty();
+  if (calibrated_here) amax = aq::quant::calibrate_amax<Q>(host_in, rows, cols);
 
   std::vector<aq::bf16> host_in_bf16(n);
   for (std::size_t i = 0; i < n; ++i) host_in_bf16[i] = aq::float_to_bf16(host_in[i]);
@@ -168,15 +195,17 @@ int compare_with_host(const std::vector<float>& host_in, std::int64_t rows, std:
   AQ_CUDA_OK(cudaMalloc(&d_in_bf16, n * sizeof(aq::bf16)));
   AQ_CUDA_OK(cudaMalloc(&d_out, n * sizeof(float)));
   AQ_CUDA_OK(cudaMalloc(&d_out_bf16, n * sizeof(aq::bf16)));
-  AQ_CUDA_OK(cudaMalloc(&d_amax, amax.size() * sizeof(float)));
+  AQ_CUDA_OK(cudaMalloc(&d_amax, (amax.size() + 1) * sizeof(float)));
   AQ_CUDA_OK(cudaMemcpy(d_in, host_in.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   AQ_CUDA_OK(cudaMemcpy(d_in_bf16, host_in_bf16.data(), n * sizeof(aq::bf16), cudaMemcpyHostToDevice));
 
   // Device amax equals the host amax exactly.
-  AQ_CUDA_OK((aq::cuda::compute_amax<G, float>(d_in, rows, cols, d_amax)));
-  std::vector<float> device_amax(amax.size());
-  AQ_CUDA_OK(cudaMemcpy(device_amax.data(), d_amax, amax.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  expect(std::memcmp(device_amax.data(), amax.data(), amax.size() * sizeof(float)) == 0, name + ": device amax");
+  if (calibrated_here && !amax.empty()) {
+    AQ_CUDA_OK((aq::cuda::compute_amax<C, float>(d_in, rows, cols, d_amax)));
+    std::vector<float> device_amax(amax.size());
+    AQ_CUDA_OK(cudaMemcpy(device_amax.data(), d_amax, amax.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    expect(std::memcmp(device_amax.data(), amax.data(), amax.size() * sizeof(float)) == 0, name + ": device amax");
+  }
 
   // Shrink amax (saturation) and round it to bf16 as ModelOpt stores it; zero stays zero.
   for (float& a : amax) a = aq::round_to_bf16(a * 0.75f);
@@ -190,18 +219,25 @@ int compare_with_host(const std::vector<float>& host_in, std::int64_t rows, std:
 
     AQ_CUDA_OK((aq::cuda::fake_quantize<Q, float, float>(d_in, d_out, rows, cols, d_amax, rounding)));
     AQ_CUDA_OK(cudaMemcpy(got.data(), d_out, n * sizeof(float), cudaMemcpyDeviceToHost));
-    expect(std::memcmp(got.data(), expected.data(), n * sizeof(float)) == 0, label + " float in");
+    expect(same_bits(got, expected), label + " float in");
 
     AQ_CUDA_OK((aq::cuda::fake_quantize<Q, aq::bf16, float>(d_in_bf16, d_out, rows, cols, d_amax, rounding)));
     AQ_CUDA_OK(cudaMemcpy(got.data(), d_out, n * sizeof(float), cudaMemcpyDeviceToHost));
-    expect(std::memcmp(got.data(), expected.data(), n * sizeof(float)) == 0, label + " bf16 in");
+    std::vector<float> expected_from_bf16(n);
+    std::vector<float> in_rounded(n);
+    for (std::size_t i = 0; i < n; ++i) in_rounded[i] = aq::bf16_to_float(host_in_bf16[i]);
+    aq::quant::fake_quantize_matrix<Q>(in_rounded, expected_from_bf16, rows, cols, amax, rounding);
+    expect(same_bits(got, expected_from_bf16), label + " bf16 in");
 
     if (rounding == aq::quant::output_rounding::bf16) {
       std::vector<aq::bf16> got_bf16(n);
       AQ_CUDA_OK((aq::cuda::fake_quantize<Q, aq::bf16, aq::bf16>(d_in_bf16, d_out_bf16, rows, cols, d_amax, rounding)));
       AQ_CUDA_OK(cudaMemcpy(got_bf16.data(), d_out_bf16, n * sizeof(aq::bf16), cudaMemcpyDeviceToHost));
       bool same = true;
-      for (std::size_t i = 0; i < n; ++i) same = same && got_bf16[i].bits == aq::float_to_bf16(expected[i]).bits;
+      for (std::size_t i = 0; i < n; ++i) {
+        same = same && (got_bf16[i].bits == aq::float_to_bf16(expected_from_bf16[i]).bits ||
+                        (std::isnan(expected_from_bf16[i]) && std::isnan(aq::bf16_to_float(got_bf16[i]))));
+      }
       expect(same, label + " bf16 in, bf16 out");
     }
   }
@@ -229,6 +265,7 @@ int main() {
   using aq::quant::per_block;
   using aq::quant::per_channel;
   using aq::quant::per_tensor;
+  using aq::quant::per_tile;
   using aq::quant::quantizer;
 
   if (exhaustive_checks() != 0) return 1;
@@ -238,13 +275,38 @@ int main() {
   int status = 0;
   status |= compare_with_host<quantizer<int8, per_channel>>(m, rows, cols);
   status |= compare_with_host<quantizer<int8, per_tensor>>(m, rows, cols);
-  status |= compare_with_host<quantizer<int8, per_tensor, true>>(m, rows, cols);
+  status |= compare_with_host<quantizer<int8, per_tensor, aq::quant::static_amax, true>>(m, rows, cols);
   status |= compare_with_host<quantizer<int4, per_block<128>>>(m, rows, cols);
   status |= compare_with_host<quantizer<int4, per_tensor>>(m, rows, cols);
   status |= compare_with_host<quantizer<e4m3, per_tensor>>(m, rows, cols);
   status |= compare_with_host<quantizer<e4m3, per_channel>>(m, rows, cols);
   status |= compare_with_host<quantizer<e5m2, per_block<128>>>(m, rows, cols);
   status |= compare_with_host<aq::quant::disabled>(m, rows, cols);
+  status |= compare_with_host<quantizer<e4m3, per_tile<128, 128>>>(m, rows, cols);
+  status |= compare_with_host<quantizer<e4m3, per_tile<16, 128>>>(m, rows, cols);  // a 2-D grid: torch's scale
+  // Every recipe's two quantizers (respelled as plain quantizer types: nvcc's host stubs cannot
+  // name a kernel argument through the recipe's string template parameter).
+  aq::recipes::all_recipes::for_each([&]<class R>() {
+    using W = typename R::weight;
+    using I = typename R::input;
+    status |= compare_with_host<quantizer<typename W::format_type, typename W::granularity_type,
+                                          typename W::scaling_type, W::narrow_range>>(m, rows, cols);
+    status |= compare_with_host<quantizer<typename I::format_type, typename I::granularity_type,
+                                          typename I::scaling_type, I::narrow_range>>(m, rows, cols);
+  });
+  // Data-scaled quantizers, on the plain matrix and with NaN/infinities/subnormals planted.
+  const auto specials = with_specials(m, cols);
+  const float finite_amax = aq::quant::compute_amax<per_tensor>(m, rows, cols).front();
+  status |= compare_with_host<aq::recipes::nvfp4_quantizer>(m, rows, cols);
+  status |= compare_with_host<aq::recipes::nvfp4_quantizer>(specials, rows, cols, {finite_amax});
+  aq::formats::all_formats::for_each([&]<class F>() {
+    if constexpr (!F::is_passthrough) {
+      status |= compare_with_host<aq::recipes::mx_quantizer<F>>(m, rows, cols);
+      status |= compare_with_host<aq::recipes::mx_quantizer<F>>(specials, rows, cols);
+    }
+  });
+  status |= compare_with_host<quantizer<e4m3, aq::quant::per_token, aq::quant::dynamic_amax>>(m, rows, cols);
+  status |= compare_with_host<quantizer<e4m3, aq::quant::per_token, aq::quant::dynamic_amax>>(specials, rows, cols);
   if (status != 0 || failures != 0) {
     std::printf("%d failure(s)\n", failures + status);
     return 1;

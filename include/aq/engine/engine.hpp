@@ -140,8 +140,8 @@ inline io::report_model build_report(const search_space& space, const engine_opt
 }
 
 // Quantizer state of the chosen recipes, module order: a module that never ran has none (as in
-// ModelOpt); a weight amax only when the recipe quantizes weights, an input amax only when it
-// quantizes inputs.
+// ModelOpt); a weight amax only when the recipe's weight quantizer is calibrated, an input amax
+// only when its input quantizer is (dynamic ones have none).
 inline std::vector<quantizer_amax> quantizer_state(const search_space& space, const std::vector<std::size_t>& chosen,
                                                    const scoring_backend& backend) {
   std::vector<quantizer_amax> state;
@@ -151,7 +151,7 @@ inline std::vector<quantizer_amax> quantizer_state(const search_space& space, co
     const std::string& name = space.module_names[m];
     weight_amax w = backend.weight_amax_of(m, c);
     if (!w.values.empty()) state.push_back({name + ".weight_quantizer._amax", std::move(w.shape), std::move(w.values)});
-    if (space.candidates[c].recipe->input.enabled) {
+    if (space.candidates[c].recipe->input.calibrated) {
       state.push_back({name + ".input_quantizer._amax", {}, {backend.input_amax(m)}});
     }
   }

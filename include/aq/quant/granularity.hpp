@@ -56,6 +56,34 @@ struct per_block {
   }
 };
 
+// One amax per row of an activation [tokens x features] matrix: ModelOpt's per-token scaling
+// (block_sizes {-1: None}, which it turns into an amax per leading index). Always dynamic.
+struct per_token : per_channel {
+  static constexpr std::string_view name = "per-token";
+};
+
+// One amax per TileRows x TileCols tile of a 2-D matrix (ModelOpt's block_sizes {-1: C, -2: R}).
+// Like per_block, the last tiles of a short dim are their own (ModelOpt pads with zeros); amax
+// shape [ceil(rows / R), 1, ceil(cols / C), 1], slots in row-major tile order.
+template <int TileRows, int TileCols>
+struct per_tile {
+  static_assert(TileRows > 0 && TileCols > 0, "per_tile: tile sizes must be positive");
+  static constexpr int tile_rows = TileRows;
+  static constexpr int tile_cols = TileCols;
+  static constexpr std::string_view name = "per-tile";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t tiles_per_row(std::int64_t cols) { return (cols + TileCols - 1) / TileCols; }
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return (rows + TileRows - 1) / TileRows * tiles_per_row(cols);
+  }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
+    return row / TileRows * tiles_per_row(cols) + col / TileCols;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return {(rows + TileRows - 1) / TileRows, 1, tiles_per_row(cols), 1};
+  }
+};
+
 template <class G>
 concept granularity = requires(std::int64_t n) {
   { G::name } -> std::convertible_to<std::string_view>;
@@ -65,10 +93,12 @@ concept granularity = requires(std::int64_t n) {
   { G::amax_shape(n, n) } -> std::same_as<std::vector<std::int64_t>>;
 };
 
-// Human-readable description, e.g. "per-block(128)".
+// Human-readable description, e.g. "per-block(128)", "per-tile(128x128)".
 template <granularity G>
 std::string granularity_label() {
-  if constexpr (requires { G::block_size; }) {
+  if constexpr (requires { G::tile_rows; }) {
+    return std::string(G::name) + "(" + std::to_string(G::tile_rows) + "x" + std::to_string(G::tile_cols) + ")";
+  } else if constexpr (requires { G::block_size; }) {
     return std::string(G::name) + "(" + std::to_string(G::block_size) + ")";
   } else {
     return std::string(G::name);

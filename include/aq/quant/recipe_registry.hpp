@@ -21,6 +21,8 @@ struct quantizer_info {
   bool enabled = false;
   std::string_view format;  // format name ("none" when disabled)
   std::string granularity;  // "per-tensor", "per-channel", "per-block(128)"
+  std::string_view scaling;  // "static", "dynamic", "e8m0 block scales", "e4m3 block scales"
+  bool calibrated = false;   // takes a calibrated amax (ModelOpt's `_amax` exists after calibration)
   int bits = 16;
   bool narrow_range = false;
   std::string label;        // "int8 per-channel", "disabled"
@@ -48,8 +50,9 @@ namespace detail {
 
 template <quantizer_spec Q>
 quantizer_info make_quantizer_info() {
+  using S = typename Q::scaling_type;
   return quantizer_info{Q::enabled, Q::format_type::name, granularity_label<typename Q::granularity_type>(),
-                        Q::bits, Q::narrow_range, Q::label()};
+                        S::name,    Q::enabled && S::calibrated, Q::bits, Q::narrow_range, Q::label()};
 }
 
 }  // namespace detail

@@ -1,5 +1,6 @@
 // One recipe applied to one linear module at run time: fake-quantize its weight (calibrated from
-// the weight) and its input (with a calibrated per-tensor amax) and recompute its output. The
+// the weight) and its input (with a calibrated per-tensor amax where its scaling needs one) and
+// recompute its output. The
 // bridge from a recipe name to the typed quantizer kernels, used by calibration and both scorers.
 #pragma once
 
@@ -47,7 +48,10 @@ namespace detail {
 template <quant::granularity G>
 std::pair<std::int64_t, std::int64_t> weight_layout(const std::vector<std::int64_t>& shape, std::int64_t numel) {
   if (shape.empty()) throw error("quantized weight: empty weight shape");
-  if constexpr (requires { G::block_size; }) {
+  if constexpr (requires { G::tile_rows; }) {
+    if (shape.size() != 2) throw error("quantized weight: 2-D tiles need a 2-D weight, got shape " + shape_string(shape));
+    return {shape.front(), shape.back()};
+  } else if constexpr (requires { G::block_size; }) {
     return {numel / shape.back(), shape.back()};
   } else {
     return {shape.front(), numel / shape.front()};
@@ -66,9 +70,9 @@ quantized_weight quantize_weight_with(std::span<const float> weight, const std::
   out.values = tensor(shape);
   const auto [rows, cols] = weight_layout<G>(shape, numel);
   out.amax = quant::fake_quantize_weight<Q>(weight, std::span<float>(out.values.storage()), rows, cols);
-  if constexpr (Q::enabled) {
-    out.amax_shape = G::amax_shape(rows, cols);
-    if constexpr (G::depends_on_shape && !requires { G::block_size; }) {
+  if (!out.amax.empty()) {
+    out.amax_shape = quant::calibrated_amax_shape<Q>(rows, cols);
+    if (G::depends_on_shape && !requires { G::block_size; } && !requires { G::tile_rows; }) {
       while (out.amax_shape.size() < shape.size()) out.amax_shape.push_back(1);  // Conv3d: [out, 1, 1, 1, 1]
     }
   }
@@ -81,15 +85,16 @@ void quantize_input_with(const const_matrix_view& x, std::span<float> out, float
     throw error("quantized input: output holds " + std::to_string(out.size()) + " values, expected " +
                 std::to_string(x.rows * x.cols));
   }
-  if constexpr (Q::enabled) {
+  // Static activation scaling is per tensor (one calibrated amax); dynamic scaling needs none.
+  if constexpr (Q::enabled && Q::scaling_type::calibrated && !Q::scaling_type::uses_global_amax) {
     static_assert(std::is_same_v<typename Q::granularity_type, quant::per_tensor>,
-                  "activation quantizers are calibrated per tensor");
+                  "static activation quantizers are calibrated per tensor");
   }
-  const std::span<const float> one(&amax, 1);
+  const std::span<const float> one(&amax, quant::calibrated_amax_count<Q>(1, x.cols));
   for (std::int64_t r = 0; r < x.rows; ++r) {
     const std::span<const float> row(x.row(r), static_cast<std::size_t>(x.cols));
     const std::span<float> dst = out.subspan(static_cast<std::size_t>(r * x.cols), static_cast<std::size_t>(x.cols));
-    quant::fake_quantize_matrix<Q>(row, dst, 1, x.cols, Q::enabled ? one : std::span<const float>{});
+    quant::fake_quantize_matrix<Q>(row, dst, 1, x.cols, one);
   }
 }
 
@@ -103,15 +108,10 @@ recipe_kernels make_recipe_kernels(const quant::recipe_info& info) {
   quant::visit_recipe<List>(info.name, [&]<class R>(std::type_identity<R>) {
     using W = typename R::weight;
     using I = typename R::input;
-    if constexpr (I::enabled && !std::is_same_v<typename I::granularity_type, quant::per_tensor>) {
-      throw error("recipe '" + std::string(info.name) +
-                  "': its input quantizer is not per-tensor; calibration supports per-tensor activations only");
-    } else {
-      k.weight_enabled = W::enabled;
-      k.input_enabled = I::enabled;
-      k.quantize_weight = &detail::quantize_weight_with<W>;
-      k.quantize_input = &detail::quantize_input_with<I>;
-    }
+    k.weight_enabled = W::enabled;
+    k.input_enabled = I::enabled;
+    k.quantize_weight = &detail::quantize_weight_with<W>;
+    k.quantize_input = &detail::quantize_input_with<I>;
   });
   return k;
 }

@@ -32,6 +32,7 @@
 #include "aq/core/error.hpp"
 #include "aq/model/quantizable_modules.hpp"
 #include "aq/quant/granularity.hpp"
+#include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/quantizer.hpp"
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/quant/recipes.hpp"
@@ -60,23 +61,36 @@ namespace detail {
 template <quant::quantizer_spec Q>
 struct device_quantizer {
   using G = typename Q::granularity_type;
-  static std::int64_t amax_count(std::int64_t rows, std::int64_t cols) { return G::amax_count(rows, cols); }
-  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) { return G::amax_shape(rows, cols); }
-  static std::int64_t amax_offset(std::int64_t row0, std::int64_t cols) { return G::amax_index(row0, 0, cols); }
+  using S = typename Q::scaling_type;
+  // Static scaling calibrates an amax per granularity slot, NVFP4-style block scales one global
+  // amax (per_tensor below), dynamic scaling none.
+  using calibration_granularity = std::conditional_t<S::uses_global_amax, quant::per_tensor, G>;
+  static std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return static_cast<std::int64_t>(quant::calibrated_amax_count<Q>(rows, cols));
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return quant::calibrated_amax_shape<Q>(rows, cols);
+  }
+  static std::int64_t amax_offset(std::int64_t row0, std::int64_t cols) {
+    return S::calibrated && !S::uses_global_amax ? G::amax_index(row0, 0, cols) : 0;
+  }
   // Per-tensor and per-row amax through the reductions of amax.cuh (exact, the same result):
   // compute_amax's one atomic per element on a single slot serialises over a whole model's
   // weights (the likely cause of the 1.55 s of amax time in the 4B calibration on an H100).
   static cudaError_t amax(const bf16* w, std::int64_t rows, std::int64_t cols, float* out, cudaStream_t s) {
     const device_matrix<const bf16> view{w, rows, cols, cols};
-    if constexpr (std::is_same_v<G, quant::per_tensor>) {
+    using C = calibration_granularity;
+    if constexpr (!S::calibrated) {
+      return cudaSuccess;
+    } else if constexpr (std::is_same_v<C, quant::per_tensor>) {
       device_buffer<std::byte> temp;
       amax_per_tensor(view, out, temp, s);
       return cudaStreamSynchronize(s);  // temp is released on return
-    } else if constexpr (std::is_same_v<G, quant::per_channel>) {
+    } else if constexpr (std::is_same_v<C, quant::per_channel>) {
       amax_per_row(view, out, s);
       return cudaGetLastError();
     } else {
-      return compute_amax<G, bf16>(w, rows, cols, out, s);
+      return compute_amax<C, bf16>(w, rows, cols, out, s);
     }
   }
   // fp32 fake-quant result rounded once to bf16 (the GEMM operand), as a bf16 model would hold it.
@@ -97,22 +111,20 @@ device_recipe make_device_recipe(const quant::recipe_info& info) {
     // through the recipe's string template parameter.
     using RW = typename R::weight;
     using RI = typename R::input;
-    using W = quant::quantizer<typename RW::format_type, typename RW::granularity_type, RW::narrow_range>;
-    using I = quant::quantizer<typename RI::format_type, typename RI::granularity_type, RI::narrow_range>;
-    if constexpr (I::enabled && !std::is_same_v<typename I::granularity_type, quant::per_tensor>) {
-      throw error("recipe '" + std::string(info.name) + "': its input quantizer is not per-tensor");
-    } else {
-      k.weight_enabled = W::enabled;
-      k.input_enabled = I::enabled;
-      if constexpr (W::enabled) {
-        k.weight_amax_count = &detail::device_quantizer<W>::amax_count;
-        k.weight_amax_shape = &detail::device_quantizer<W>::amax_shape;
-        k.weight_amax_offset = &detail::device_quantizer<W>::amax_offset;
-        k.weight_amax = &detail::device_quantizer<W>::amax;
-        k.quantize_weight = &detail::device_quantizer<W>::quantize;
-      }
-      if constexpr (I::enabled) k.quantize_input = &detail::device_quantizer<I>::quantize;
+    using W = quant::quantizer<typename RW::format_type, typename RW::granularity_type, typename RW::scaling_type,
+                               RW::narrow_range>;
+    using I = quant::quantizer<typename RI::format_type, typename RI::granularity_type, typename RI::scaling_type,
+                               RI::narrow_range>;
+    k.weight_enabled = W::enabled;
+    k.input_enabled = I::enabled;
+    if constexpr (W::enabled) {
+      k.weight_amax_count = &detail::device_quantizer<W>::amax_count;
+      k.weight_amax_shape = &detail::device_quantizer<W>::amax_shape;
+      k.weight_amax_offset = &detail::device_quantizer<W>::amax_offset;
+      k.weight_amax = &detail::device_quantizer<W>::amax;
+      k.quantize_weight = &detail::device_quantizer<W>::quantize;
     }
+    if constexpr (I::enabled) k.quantize_input = &detail::device_quantizer<I>::quantize;
   });
   return k;
 }
@@ -188,7 +200,8 @@ class device_calibration {
     const auto& s = shapes_.at(m);
     std::int64_t numel = 1;
     for (const std::int64_t e : s) numel *= e;
-    return k.weight_enabled ? k.weight_amax_shape(s.front(), numel / s.front()) : std::vector<std::int64_t>{};
+    if (!k.weight_enabled || weight_amax_.at(m * recipes_.size() + r).empty()) return {};
+    return k.weight_amax_shape(s.front(), numel / s.front());
   }
   const float* weight_amax_device(std::size_t m, std::size_t r) const {
     return weight_amax_.at(m * recipes_.size() + r).data();
@@ -213,11 +226,13 @@ class device_calibration {
       const device_recipe& k = recipes_[r];
       device_buffer<float>& slot = weight_amax_[m * recipes_.size() + r];
       if (!k.weight_enabled || !slot.empty()) continue;
+      const std::int64_t count = k.weight_amax_count(call.weight_rows, call.weight.cols);
+      if (count == 0) continue;  // dynamic scaling: nothing to calibrate
       if (call.row0 != 0 || call.weight.rows != call.weight_rows) {
         throw error("device_calibration: module " + std::string(call.name) +
                     " first seen in a row chunk; its weight amax needs the whole weight");
       }
-      slot = device_buffer<float>(static_cast<std::size_t>(k.weight_amax_count(call.weight.rows, call.weight.cols)));
+      slot = device_buffer<float>(static_cast<std::size_t>(count));
       AQ_CUDA_CHECK(k.weight_amax(call.weight.data, call.weight.rows, call.weight.cols, slot.data(), stream));
     }
   }
