@@ -4793,12 +4793,14 @@ inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem
 // The list of every number format aq knows. Conformance tests, generated tables and lookups by
 // name iterate over it, so adding a format is one struct plus one entry here.
 
+#include <charconv>
 #include <string>
 #include <string_view>
 
-// ---- begin aq/formats/e4m3.hpp ----
-// e4m3: the OCP/NVIDIA FP8 E4M3FN format (bias 7, max 448, no infinities, NaN = S.1111.111).
-// ModelOpt's FP8 quantizer: scale = 448/amax, y = float(e4m3(x*scale)) * (1/scale), saturating.
+// ---- begin aq/formats/e2m1.hpp ----
+// e2m1: the OCP FP4 element format of NVFP4 and MXFP4 (bias 1, no NaN, no infinities).
+// Its 16 codes are +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0.5 is the only subnormal. NVFP4 scales a
+// block of 16 by an e4m3 factor, MXFP4 a block of 32 by an e8m0 power of two.
 
 #include <string_view>
 
@@ -5000,6 +5002,57 @@ struct minifloat {
 
 namespace aq::formats {
 
+struct e2m1 : minifloat<2, 1, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m1";
+};
+
+static_assert(e2m1::max_bound == 6.0f && e2m1::max_finite_code == 0x7 && e2m1::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m1.hpp ----
+// ---- begin aq/formats/e2m3.hpp ----
+// e2m3: the OCP MXFP6 element format with precision over range (bias 1, no NaN, no
+// infinities, max 7.5, smallest subnormal 1/8), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e2m3 : minifloat<2, 3, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m3";
+};
+
+static_assert(e2m3::max_bound == 7.5f && e2m3::max_finite_code == 0x1f && e2m3::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m3.hpp ----
+// ---- begin aq/formats/e3m2.hpp ----
+// e3m2: the OCP MXFP6 element format with range over precision (bias 3, no NaN, no
+// infinities, max 28, smallest subnormal 1/16), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e3m2 : minifloat<3, 2, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e3m2";
+};
+
+static_assert(e3m2::max_bound == 28.0f && e3m2::max_finite_code == 0x1f && e3m2::max_exponent == 4);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e3m2.hpp ----
+// ---- begin aq/formats/e4m3.hpp ----
+// e4m3: the OCP/NVIDIA FP8 E4M3FN format (bias 7, max 448, no infinities, NaN = S.1111.111).
+// ModelOpt's FP8 quantizer: scale = 448/amax, y = float(e4m3(x*scale)) * (1/scale), saturating.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
 struct e4m3 : minifloat<4, 3, minifloat_specials::nan_only> {
   static constexpr std::string_view name = "e4m3";
 };
@@ -5196,7 +5249,7 @@ struct none {
 
 namespace aq::formats {
 
-using all_formats = format_list<int8, int4, e4m3, none>;
+using all_formats = format_list<int8, int4, e4m3, e3m2, e2m3, e2m1, none>;
 
 // Markdown table of the formats (name, bits, kind, largest value), for docs and --help.
 inline std::string format_table() {
@@ -5204,7 +5257,9 @@ inline std::string format_table() {
   all_formats::for_each([&]<class F>() {
     const char* kind = F::is_passthrough ? "pass-through (bf16)" : (F::is_float ? "float" : "signed integer");
     table += "| " + std::string(F::name) + " | " + std::to_string(F::bits) + " | " + kind + " | ";
-    table += F::is_passthrough ? std::string("-") : std::to_string(static_cast<long long>(F::max_bound));
+    char bound[32] = "-";
+    if (!F::is_passthrough) *std::to_chars(bound, bound + sizeof(bound) - 1, F::max_bound).ptr = '\0';
+    table += bound;
     table += " |\n";
   });
   return table;
@@ -5212,58 +5267,6 @@ inline std::string format_table() {
 
 }  // namespace aq::formats
 // ---- end aq/formats/all_formats.hpp ----
-// ---- begin aq/formats/e2m1.hpp ----
-// e2m1: the OCP FP4 element format of NVFP4 and MXFP4 (bias 1, no NaN, no infinities).
-// Its 16 codes are +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0.5 is the only subnormal. NVFP4 scales a
-// block of 16 by an e4m3 factor, MXFP4 a block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e2m1 : minifloat<2, 1, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e2m1";
-};
-
-static_assert(e2m1::max_bound == 6.0f && e2m1::max_finite_code == 0x7 && e2m1::max_exponent == 2);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e2m1.hpp ----
-// ---- begin aq/formats/e2m3.hpp ----
-// e2m3: the OCP MXFP6 element format with precision over range (bias 1, no NaN, no
-// infinities, max 7.5, smallest subnormal 1/8), scaled per block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e2m3 : minifloat<2, 3, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e2m3";
-};
-
-static_assert(e2m3::max_bound == 7.5f && e2m3::max_finite_code == 0x1f && e2m3::max_exponent == 2);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e2m3.hpp ----
-// ---- begin aq/formats/e3m2.hpp ----
-// e3m2: the OCP MXFP6 element format with range over precision (bias 3, no NaN, no
-// infinities, max 28, smallest subnormal 1/16), scaled per block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e3m2 : minifloat<3, 2, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e3m2";
-};
-
-static_assert(e3m2::max_bound == 28.0f && e3m2::max_finite_code == 0x1f && e3m2::max_exponent == 4);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e3m2.hpp ----
 // ---- begin aq/formats/e8m0.hpp ----
 // e8m0: the OCP MX shared block scale. Unsigned and exponent-only: code c means 2^(c-127) for
 // c = 0..254 and 0xff is NaN; there is no sign, no zero and no infinity. It is only ever a
@@ -5413,6 +5416,34 @@ struct per_block {
   }
 };
 
+// One amax per row of an activation [tokens x features] matrix: ModelOpt's per-token scaling
+// (block_sizes {-1: None}, which it turns into an amax per leading index). Always dynamic.
+struct per_token : per_channel {
+  static constexpr std::string_view name = "per-token";
+};
+
+// One amax per TileRows x TileCols tile of a 2-D matrix (ModelOpt's block_sizes {-1: C, -2: R}).
+// Like per_block, the last tiles of a short dim are their own (ModelOpt pads with zeros); amax
+// shape [ceil(rows / R), 1, ceil(cols / C), 1], slots in row-major tile order.
+template <int TileRows, int TileCols>
+struct per_tile {
+  static_assert(TileRows > 0 && TileCols > 0, "per_tile: tile sizes must be positive");
+  static constexpr int tile_rows = TileRows;
+  static constexpr int tile_cols = TileCols;
+  static constexpr std::string_view name = "per-tile";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t tiles_per_row(std::int64_t cols) { return (cols + TileCols - 1) / TileCols; }
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return (rows + TileRows - 1) / TileRows * tiles_per_row(cols);
+  }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
+    return row / TileRows * tiles_per_row(cols) + col / TileCols;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return {(rows + TileRows - 1) / TileRows, 1, tiles_per_row(cols), 1};
+  }
+};
+
 template <class G>
 concept granularity = requires(std::int64_t n) {
   { G::name } -> std::convertible_to<std::string_view>;
@@ -5422,10 +5453,12 @@ concept granularity = requires(std::int64_t n) {
   { G::amax_shape(n, n) } -> std::same_as<std::vector<std::int64_t>>;
 };
 
-// Human-readable description, e.g. "per-block(128)".
+// Human-readable description, e.g. "per-block(128)", "per-tile(128x128)".
 template <granularity G>
 std::string granularity_label() {
-  if constexpr (requires { G::block_size; }) {
+  if constexpr (requires { G::tile_rows; }) {
+    return std::string(G::name) + "(" + std::to_string(G::tile_rows) + "x" + std::to_string(G::tile_cols) + ")";
+  } else if constexpr (requires { G::block_size; }) {
     return std::string(G::name) + "(" + std::to_string(G::block_size) + ")";
   } else {
     return std::string(G::name);
@@ -5435,32 +5468,246 @@ std::string granularity_label() {
 }  // namespace aq::quant
 // ---- end aq/quant/granularity.hpp ----
 // ---- begin aq/quant/quantizer.hpp ----
-// Quantizer spec: a number format plus a granularity (or disabled), the type-level counterpart
-// of one ModelOpt TensorQuantizer config such as {num_bits: 8, axis: 0}. Recipes pair a weight
-// spec with an input (activation) spec; calibrators and kernels are templates over specs.
+// Quantizer spec: a number format, a granularity and a scaling policy (or disabled), the
+// type-level counterpart of one ModelOpt TensorQuantizer config such as {num_bits: 8, axis: 0}
+// or {num_bits: (2, 1), block_sizes: {-1: 16, type: dynamic, scale_bits: (4, 3)}}. Recipes pair
+// a weight spec with an input (activation) spec; calibrators and kernels are templates over specs.
 
 #include <concepts>
 #include <string>
+#include <type_traits>
+
+// ---- begin aq/quant/scaling.hpp ----
+// Scaling: how a quantizer turns the amax of a slot (one granularity cell) into the scale that
+// maps the slot onto its format's grid, and how an element is then fake-quantized. The policy
+// is the third part of a quantizer spec, beside the format and the granularity:
+//   static_amax        fp32 max_bound/amax, amax calibrated (ModelOpt's max-calibrated quantizers)
+//   dynamic_amax       the same rule, amax taken from the data itself at run time (per-token FP8)
+//   e8m0_block_scale   MX: a shared power of two per block, from the block's own amax
+//   e4m3_block_scale   NVFP4: e4m3 block scales under a calibrated per-tensor fp32 global scale
+// Every function is AQ_HD and constexpr-friendly, so the host and the CUDA kernel share it.
+
+#include <concepts>
+#include <limits>
+#include <string_view>
 
 
 namespace aq::quant {
 
-template <number_format F, granularity G, bool NarrowRange = false>
+// An integer quantizer with amax at or below 2^-24 outputs 0 (ModelOpt: amax < 2^-24 in CUDA,
+// <= in Python). A float quantizer computes its scale down to any positive amax, as ModelOpt
+// does; where the scale overflows (amax 0 or subnormal) ModelOpt's output is NaN for x = 0 and
+// ±0 otherwise, aq's is ±0 throughout: aq never produces NaN from an amax (docs/formats.md).
+inline constexpr float zero_amax_threshold = 0x1p-24f;
+
+// How an fp32 scale is rounded: max_bound / amax once (ModelOpt's CUDA kernels), or as torch's
+// `max_bound / amax` on a tensor computes it, reciprocal(amax) · max_bound, twice (ModelOpt's
+// Python fp8 path, which 2-D blocks always take).
+enum class scale_rounding { divide, reciprocal_multiply };
+
+// What a slot's scale may depend on besides its amax, the same for every slot of a matrix.
+struct scale_context {
+  float global_amax = 0.0f;  // the calibrated per-tensor amax, for policies that use one
+  // ModelOpt's fp8 kernels take an amax with at most one axis longer than 1; any other (2-D
+  // tiles) goes through its Python path, which rounds the scale as reciprocal_multiply.
+  scale_rounding rounding = scale_rounding::divide;
+};
+
+// s = max_bound / amax in fp32; 0 encodes "no usable scale: output ±0".
+template <number_format F>
+AQ_HD constexpr float scale_from_amax(float amax, scale_rounding rounding = scale_rounding::divide) {
+  if (!F::is_float) return amax > zero_amax_threshold ? F::max_bound / amax : 0.0f;
+  if (!(amax > 0.0f)) return 0.0f;
+  const float scale = rounding == scale_rounding::divide ? F::max_bound / amax
+                                                         : formats::detail::mul_rn(1.0f / amax, F::max_bound);
+  return scale <= 0x1.fffffep127f ? scale : 0.0f;
+}
+
+// One element given a precomputed scale (kernels compute the scale once per amax slot; the
+// result is identical because the scale is the same fp32 operation).
+template <number_format F>
+AQ_HD constexpr float fake_quantize_scaled(float x, float scale, bool narrow_range = false) {
+  if constexpr (F::is_passthrough) {
+    return x;
+  } else {
+    if (scale == 0.0f) return F::is_float ? formats::detail::copysign(0.0f, x) : 0.0f;
+    return F::dequantize(F::quantize(x, scale, narrow_range), scale);
+  }
+}
+
+namespace detail {
+
+// Flush-to-zero of a subnormal (sign kept), as the device does under --use_fast_math.
+AQ_HD constexpr float flush_subnormal(float value) {
+  return (formats::detail::float_bits(value) & 0x7f800000u) == 0 ? formats::detail::copysign(0.0f, value) : value;
+}
+
+AQ_HD constexpr float mul_ftz(float a, float b) {
+  return flush_subnormal(formats::detail::mul_rn(flush_subnormal(a), flush_subnormal(b)));
+}
+
+AQ_HD constexpr bool is_finite(float value) { return formats::detail::abs(value) <= 0x1.fffffep127f; }
+
+// max(a, |x|) that ignores NaN (fmaxf, Triton's max): the block reductions of the MX and
+// NVFP4 kernels.
+AQ_HD constexpr float max_ignoring_nan(float a, float x) {
+  const float magnitude = formats::detail::abs(x);
+  return formats::detail::is_nan(magnitude) || magnitude <= a ? a : magnitude;
+}
+
+}  // namespace detail
+
+// ---- static and dynamic fp32 amax ---------------------------------------------------------------
+
+template <bool Dynamic>
+struct fp32_amax_scaling {
+  static constexpr std::string_view name = Dynamic ? "dynamic" : "static";
+  static constexpr bool calibrated = !Dynamic;  // amax per granularity slot from calibration
+  static constexpr bool uses_global_amax = false;
+  struct slot_scale {
+    float scale;
+  };
+
+  // Dynamic amax is torch's amax over the slot: NaN in the slot makes it NaN (then no output
+  // is a number, as in ModelOpt; aq's zero-amax rule turns that NaN into zeros instead).
+  AQ_HD static constexpr float accumulate(float amax, float x) {
+    const float magnitude = formats::detail::abs(x);
+    return formats::detail::is_nan(magnitude) || magnitude > amax ? magnitude : amax;
+  }
+  static constexpr float initial_amax = 0.0f;
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
+    return {scale_from_amax<F>(slot_amax, context.rounding)};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool narrow_range) {
+    return fake_quantize_scaled<F>(x, s.scale, narrow_range);
+  }
+};
+
+using static_amax = fp32_amax_scaling<false>;
+using dynamic_amax = fp32_amax_scaling<true>;
+
+// ---- MX: e8m0 shared exponents --------------------------------------------------------------------
+
+// ModelOpt's fused_amax_convert (src/tensor_quant_mx.cu, built with --use_fast_math): block amax
+// by fmaxf over |x| clamped to FLT_MAX (NaN ignored, infinity counts as FLT_MAX, subnormals
+// flushed); a zero or NaN amax gives scale 1; otherwise the exponent e of
+// e8m0::shared_exponent; y = ±convert(|x|·2^-e)·2^e with every product flushed to zero where
+// subnormal, and the sign + only for x > 0 (its `sign` is left unset otherwise, and the
+// compiled kernel gives -1: zeros and NaN come out negative). The element conversion is the
+// format's saturating round-to-nearest-even (ModelOpt's tables and __nv_fp8_e4m3 give the same
+// grid values); integers are clamped to ±max (narrow range), NaN becoming 0, as
+// convert_int8_saturating's rint-then-int conversion does on the GPU.
+struct e8m0_block_scale {
+  static constexpr std::string_view name = "e8m0 block scales";
+  static constexpr bool calibrated = false;
+  static constexpr bool uses_global_amax = false;
+  struct slot_scale {
+    float scale;
+    float unscale;
+  };
+
+  static constexpr float initial_amax = 0.0f;
+  AQ_HD static constexpr float accumulate(float amax, float x) {
+    const float magnitude = formats::detail::abs(detail::flush_subnormal(x));
+    return detail::max_ignoring_nan(amax, magnitude > 0x1.fffffep127f ? 0x1.fffffep127f : magnitude);
+  }
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& /*context*/) {
+    if (!(slot_amax > 0.0f) || !detail::is_finite(slot_amax)) return {1.0f, 1.0f};
+    int exponent = formats::e8m0::shared_exponent(slot_amax, F::max_bound);
+    // The fast-math division flushes a subnormal ratio to 0, whose exponent is the lowest.
+    if (slot_amax / F::max_bound < 0x1p-126f) exponent = formats::e8m0::min_exponent;
+    return {formats::detail::pow2(-exponent), formats::detail::pow2(exponent)};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
+    const float scaled = detail::mul_ftz(formats::detail::abs(x), s.scale);
+    const float grid = !F::is_float && formats::detail::is_nan(scaled) ? 0.0f : F::quantize(scaled, 1.0f, true);
+    const float magnitude = detail::mul_ftz(grid, s.unscale);
+    return detail::flush_subnormal(x) > 0.0f ? magnitude : -magnitude;
+  }
+};
+
+// ---- NVFP4: e4m3 block scales under an fp32 global scale ------------------------------------------
+
+// ModelOpt's NVFP4 fake quantization as its Triton kernel computes it (fp4_fake_quant_block in
+// modelopt/torch/quantization/triton/fp4_kernel.py, the path taken on sm_89 and newer): global
+// scale g = amax · fp32(1 / (6 · 448)) from the calibrated per-tensor amax (torch's division by
+// a number); block scale
+// s = e4m3(min(block_amax / (6·g), 448)) · g, replaced by 1 below 1e-5; y = ±e2m1(|x| / s) · s
+// for x >= 0, 0 - that otherwise (Triton negates by subtraction: -0 never appears).
+// Differences, documented in docs/formats.md: divisions are correctly rounded here (Triton's
+// div.full.f32 is within 2 ulp), and a global amax at or below 2^-24 gives zeros where ModelOpt
+// divides by zero.
+struct e4m3_block_scale {
+  static constexpr std::string_view name = "e4m3 block scales";
+  static constexpr bool calibrated = true;  // one per-tensor global amax
+  static constexpr bool uses_global_amax = true;
+  static constexpr float scale_max = formats::e4m3::max_bound;
+  struct slot_scale {
+    float scale;  // the dequantization scale s; 0: output 0
+  };
+
+  // Triton's block max starts from the block's first element: NaN only when every one is NaN,
+  // and then the scale clamps to 448 (its minimum drops NaN).
+  static constexpr float initial_amax = std::numeric_limits<float>::quiet_NaN();
+  AQ_HD static constexpr float accumulate(float amax, float x) { return detail::max_ignoring_nan(amax, x); }
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
+    const float global_amax = context.global_amax;
+    if (!(global_amax > zero_amax_threshold)) return {0.0f};
+    // torch divides a tensor by a Python number as a product with its fp32 reciprocal.
+    const float global_scale = formats::detail::mul_rn(global_amax, 1.0f / (F::max_bound * scale_max));
+    const float ratio = slot_amax / formats::detail::mul_rn(F::max_bound, global_scale);
+    const float block = formats::e4m3::decode(formats::e4m3::encode(ratio < scale_max ? ratio : scale_max));
+    const float scale = formats::detail::mul_rn(block, global_scale);
+    return {scale < 1e-5f ? 1.0f : scale};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
+    if (s.scale == 0.0f) return 0.0f;
+    const float grid = F::decode(F::encode(formats::detail::abs(x) / s.scale));
+    const float magnitude = formats::detail::mul_rn(formats::detail::abs(grid), s.scale);
+    return x >= 0.0f ? magnitude : 0.0f - magnitude;
+  }
+};
+
+template <class S>
+concept scaling_policy = requires {
+  { S::name } -> std::convertible_to<std::string_view>;
+  { S::calibrated } -> std::convertible_to<bool>;
+  { S::uses_global_amax } -> std::convertible_to<bool>;
+  { S::initial_amax } -> std::convertible_to<float>;
+  typename S::slot_scale;
+};
+
+}  // namespace aq::quant
+// ---- end aq/quant/scaling.hpp ----
+
+namespace aq::quant {
+
+template <number_format F, granularity G, scaling_policy S = static_amax, bool NarrowRange = false>
 struct quantizer {
   using format_type = F;
   using granularity_type = G;
+  using scaling_type = S;
   // Integer formats only: [-max, max] instead of ModelOpt's default [-max-1, max].
   static constexpr bool narrow_range = NarrowRange;
   static constexpr bool enabled = !F::is_passthrough;
   // ModelOpt's compression counts a disabled quantizer as 16 bits.
   static constexpr int bits = enabled ? F::bits : 16;
 
-  // "int8 per-channel", "int4 per-block(128)", "disabled".
+  // "int8 per-channel", "int4 per-block(128)", "e2m1 per-block(32) e8m0 block scales", "disabled".
   static std::string label() {
     if constexpr (!enabled) {
       return "disabled";
     } else {
-      return std::string(F::name) + " " + granularity_label<G>() + (NarrowRange ? " narrow" : "");
+      std::string text = std::string(F::name) + " " + granularity_label<G>();
+      if constexpr (!std::is_same_v<S, static_amax>) text.append(" ").append(S::name);
+      if constexpr (NarrowRange) text += " narrow";
+      return text;
     }
   }
 };
@@ -5472,20 +5719,17 @@ template <class Q>
 concept quantizer_spec = requires {
   typename Q::format_type;
   typename Q::granularity_type;
+  typename Q::scaling_type;
   { Q::narrow_range } -> std::convertible_to<bool>;
   { Q::enabled } -> std::convertible_to<bool>;
   { Q::bits } -> std::convertible_to<int>;
-} && number_format<typename Q::format_type> && granularity<typename Q::granularity_type>;
+} && number_format<typename Q::format_type> && granularity<typename Q::granularity_type> &&
+                         scaling_policy<typename Q::scaling_type>;
 
 }  // namespace aq::quant
 // ---- end aq/quant/quantizer.hpp ----
 
 namespace aq::quant {
-
-// amax at or below 2^-24 quantizes everything to 0 for every format. ModelOpt does this for
-// integers (amax < 2^-24 in CUDA, <= in Python) but returns NaN for FP8 with amax = 0; aq never
-// produces NaN from a zero amax (documented in docs/formats.md).
-inline constexpr float zero_amax_threshold = 0x1p-24f;
 
 // Whether results are kept in fp32 or rounded to bf16 as ModelOpt's cast back to the bf16 model dtype.
 enum class output_rounding { fp32, bf16 };
@@ -5494,25 +5738,7 @@ AQ_HD constexpr float round_output(float value, output_rounding rounding) {
   return rounding == output_rounding::bf16 ? round_to_bf16(value) : value;
 }
 
-// s = max_bound / amax in fp32; 0 encodes "amax too small (or not a number): output 0".
-template <number_format F>
-AQ_HD constexpr float scale_from_amax(float amax) {
-  return amax > zero_amax_threshold ? F::max_bound / amax : 0.0f;
-}
-
-// One element given a precomputed scale (kernels compute the scale once per amax slot; the
-// result is identical because the scale is the same fp32 operation).
-template <number_format F>
-AQ_HD constexpr float fake_quantize_scaled(float x, float scale, bool narrow_range = false) {
-  if constexpr (F::is_passthrough) {
-    return x;
-  } else {
-    if (scale == 0.0f) return 0.0f;
-    return F::dequantize(F::quantize(x, scale, narrow_range), scale);
-  }
-}
-
-// One element: fp32 result.
+// One element of a static or dynamic fp32-scaled quantizer: fp32 result.
 template <number_format F>
 AQ_HD constexpr float fake_quantize(float x, float amax, bool narrow_range = false) {
   return fake_quantize_scaled<F>(x, scale_from_amax<F>(amax), narrow_range);
@@ -5561,45 +5787,112 @@ std::vector<float> compute_amax(std::span<const float> data, std::int64_t rows, 
   return amax;
 }
 
-// Fake-quantizes a row-major [rows x cols] matrix with the given amax (layout of Q's
-// granularity; ignored and may be empty when Q is disabled). input and output may alias.
+// How many calibrated amax values Q takes for a [rows x cols] matrix: one per granularity slot
+// for static scaling, one per-tensor global amax for NVFP4-style block scales, none for
+// dynamic scaling (or a disabled quantizer).
+template <quantizer_spec Q>
+std::size_t calibrated_amax_count(std::int64_t rows, std::int64_t cols) {
+  using S = typename Q::scaling_type;
+  if constexpr (!Q::enabled || !S::calibrated) return 0;
+  if constexpr (S::uses_global_amax) return 1;
+  return static_cast<std::size_t>(Q::granularity_type::amax_count(rows, cols));
+}
+
+// ModelOpt's `_amax` shape for that amax: the granularity's for static scaling, [] for a global one.
+template <quantizer_spec Q>
+std::vector<std::int64_t> calibrated_amax_shape(std::int64_t rows, std::int64_t cols) {
+  using S = typename Q::scaling_type;
+  if constexpr (!Q::enabled || !S::calibrated || S::uses_global_amax) return {};
+  return Q::granularity_type::amax_shape(rows, cols);
+}
+
+// Max calibration of one tensor for Q (the layout of calibrated_amax_count).
+template <quantizer_spec Q>
+std::vector<float> calibrate_amax(std::span<const float> data, std::int64_t rows, std::int64_t cols,
+                                  std::string_view what = "tensor") {
+  using S = typename Q::scaling_type;
+  if constexpr (!Q::enabled || !S::calibrated) return {};
+  if constexpr (S::uses_global_amax) return compute_amax<per_tensor>(data, rows, cols, what);
+  return compute_amax<typename Q::granularity_type>(data, rows, cols, what);
+}
+
+// The context of Q's scales for a [rows x cols] matrix (see scale_context).
+template <quantizer_spec Q>
+scale_context make_scale_context(std::int64_t rows, std::int64_t cols, std::span<const float> amax) {
+  scale_context context;
+  if constexpr (Q::scaling_type::uses_global_amax) context.global_amax = amax.empty() ? 0.0f : amax.front();
+  if constexpr (Q::format_type::is_float) {
+    int long_axes = 0;
+    for (const std::int64_t e : Q::granularity_type::amax_shape(rows, cols)) long_axes += e > 1 ? 1 : 0;
+    if (long_axes > 1) context.rounding = scale_rounding::reciprocal_multiply;
+  }
+  return context;
+}
+
+// The scale of every granularity slot of a matrix: from the calibrated amax (static scaling) or
+// from the slot's own values (dynamic and block scales, with the calibrated global amax if any).
+template <quantizer_spec Q>
+std::vector<typename Q::scaling_type::slot_scale> slot_scales(std::span<const float> input, std::int64_t rows,
+                                                               std::int64_t cols, std::span<const float> amax) {
+  using F = typename Q::format_type;
+  using G = typename Q::granularity_type;
+  using S = typename Q::scaling_type;
+  const auto slots = static_cast<std::size_t>(G::amax_count(rows, cols));
+  const scale_context context = make_scale_context<Q>(rows, cols, amax);
+  std::vector<typename S::slot_scale> scales(slots);
+  if constexpr (S::calibrated && !S::uses_global_amax) {
+    for (std::size_t s = 0; s < slots; ++s) scales[s] = S::template make<F>(amax[s], context);
+  } else {
+    std::vector<float> slot_amax(slots, S::initial_amax);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        float& slot = slot_amax[static_cast<std::size_t>(G::amax_index(r, c, cols))];
+        slot = S::accumulate(slot, input[static_cast<std::size_t>(r * cols + c)]);
+      }
+    }
+    for (std::size_t s = 0; s < slots; ++s) scales[s] = S::template make<F>(slot_amax[s], context);
+  }
+  return scales;
+}
+
+// Fake-quantizes a row-major [rows x cols] matrix with the given calibrated amax (layout of
+// calibrated_amax_count; may be empty when Q needs none). input and output may alias.
 template <quantizer_spec Q>
 void fake_quantize_matrix(std::span<const float> input, std::span<float> output, std::int64_t rows,
                           std::int64_t cols, std::span<const float> amax,
                           output_rounding rounding = output_rounding::fp32, std::string_view what = "tensor") {
   using F = typename Q::format_type;
   using G = typename Q::granularity_type;
+  using S = typename Q::scaling_type;
   detail::check_matrix(input.size(), rows, cols, what, "input");
   detail::check_matrix(output.size(), rows, cols, what, "output");
   if constexpr (!Q::enabled) {
     for (std::size_t i = 0; i < input.size(); ++i) output[i] = round_output(input[i], rounding);
   } else {
-    const auto slots = static_cast<std::size_t>(G::amax_count(rows, cols));
-    if (amax.size() != slots) {
+    const std::size_t expected = calibrated_amax_count<Q>(rows, cols);
+    if (amax.size() != expected) {
       throw error(std::string(what) + ": amax has " + std::to_string(amax.size()) + " values, expected " +
-                  std::to_string(slots) + " for " + Q::label() + " of a " + std::to_string(rows) + " x " +
+                  std::to_string(expected) + " for " + Q::label() + " of a " + std::to_string(rows) + " x " +
                   std::to_string(cols) + " matrix");
     }
-    std::vector<float> scales(slots);
-    for (std::size_t s = 0; s < slots; ++s) scales[s] = scale_from_amax<F>(amax[s]);
+    const auto scales = slot_scales<Q>(input, rows, cols, amax);
     for (std::int64_t r = 0; r < rows; ++r) {
       for (std::int64_t c = 0; c < cols; ++c) {
         const std::size_t index = static_cast<std::size_t>(r * cols + c);
-        const float scale = scales[static_cast<std::size_t>(G::amax_index(r, c, cols))];
-        output[index] = round_output(fake_quantize_scaled<F>(input[index], scale, Q::narrow_range), rounding);
+        const auto& scale = scales[static_cast<std::size_t>(G::amax_index(r, c, cols))];
+        output[index] = round_output(S::template apply<F>(input[index], scale, Q::narrow_range), rounding);
       }
     }
   }
 }
 
-// Weights are calibrated from themselves: computes amax from the matrix, fake-quantizes it and
-// returns the amax (empty when Q is disabled).
+// Weights are calibrated from themselves: computes their amax, fake-quantizes them and returns
+// the calibrated amax (empty when Q needs none).
 template <quantizer_spec Q>
 std::vector<float> fake_quantize_weight(std::span<const float> weight, std::span<float> output, std::int64_t rows,
                                         std::int64_t cols, output_rounding rounding = output_rounding::fp32,
                                         std::string_view what = "weight") {
-  std::vector<float> amax;
-  if constexpr (Q::enabled) amax = compute_amax<typename Q::granularity_type>(weight, rows, cols, what);
+  std::vector<float> amax = calibrate_amax<Q>(weight, rows, cols, what);
   fake_quantize_matrix<Q>(weight, output, rows, cols, amax, rounding, what);
   return amax;
 }
@@ -5720,15 +6013,32 @@ struct recipe_list {
 
 namespace aq::recipes {
 
+using formats::e2m1;
+using formats::e3m2;
 using formats::e4m3;
 using formats::int4;
 using formats::int8;
 using quant::disabled;
+using quant::dynamic_amax;
+using quant::e4m3_block_scale;
+using quant::e8m0_block_scale;
 using quant::per_block;
 using quant::per_channel;
 using quant::per_tensor;
+using quant::per_tile;
+using quant::per_token;
 using quant::quantizer;
 using quant::recipe;
+
+// NVFP4: e2m1 in blocks of 16 with e4m3 block scales under a calibrated fp32 global scale. Also
+// the weight of W4A8_NVFP4_FP8_CFG, whose config says blocks of 32: ModelOpt's NVFP4 kernel
+// (Triton, sm_89+) always uses 16, and aq follows what ModelOpt computes.
+using nvfp4_quantizer = quantizer<e2m1, per_block<16>, e4m3_block_scale>;
+// MX: blocks of 32 sharing an e8m0 power of two, from the data (no calibration). The MX configs
+// run no calibration at all (algorithm None), so W4A8_MXFP4_FP8's fp8 input takes its amax from
+// each input tensor: dynamic per-tensor scaling.
+template <class Element>
+using mx_quantizer = quantizer<Element, per_block<32>, e8m0_block_scale>;
 
 // clang-format off
 //                      name          weight quantizer                     input (activation) quantizer   ModelOpt built-in
@@ -5740,12 +6050,23 @@ using w8a4      = recipe<"w8a4",      quantizer<int8, per_channel>,        quant
 using w4a4      = recipe<"w4a4",      quantizer<int4, per_block<128>>,     quantizer<int4, per_tensor>>;
 using w4a16     = recipe<"w4a16",     quantizer<int4, per_block<128>>,     disabled,                     "INT4_BLOCKWISE_WEIGHT_ONLY_CFG">;
 using w8a16     = recipe<"w8a16",     quantizer<int8, per_channel>,        disabled,                     "INT8_WEIGHT_ONLY_CFG">;
+using nvfp4          = recipe<"nvfp4",          nvfp4_quantizer,                     nvfp4_quantizer,                              "NVFP4_DEFAULT_CFG">;
+using w4a8_nvfp4_fp8 = recipe<"w4a8_nvfp4_fp8", nvfp4_quantizer,                     quantizer<e4m3, per_tensor>,                  "W4A8_NVFP4_FP8_CFG">;
+using mxfp8          = recipe<"mxfp8",          mx_quantizer<e4m3>,                  mx_quantizer<e4m3>,                           "MXFP8_DEFAULT_CFG">;
+using mxfp6          = recipe<"mxfp6",          mx_quantizer<e3m2>,                  mx_quantizer<e3m2>,                           "MXFP6_DEFAULT_CFG">;
+using mxfp4          = recipe<"mxfp4",          mx_quantizer<e2m1>,                  mx_quantizer<e2m1>,                           "MXFP4_DEFAULT_CFG">;
+using w4a8_mxfp4_fp8 = recipe<"w4a8_mxfp4_fp8", mx_quantizer<e2m1>,                  quantizer<e4m3, per_tensor, dynamic_amax>,    "W4A8_MXFP4_FP8_CFG">;
+using mxint8         = recipe<"mxint8",         mx_quantizer<int8>,                  mx_quantizer<int8>,                           "MXINT8_DEFAULT_CFG">;
+using fp8_pc_pt      = recipe<"fp8_pc_pt",      quantizer<e4m3, per_channel>,        quantizer<e4m3, per_token, dynamic_amax>,     "FP8_PER_CHANNEL_PER_TOKEN_CFG">;
+using fp8_2d_blockwise = recipe<"fp8_2d_blockwise", quantizer<e4m3, per_tile<128, 128>>, disabled,                                  "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG">;
 using none      = recipe<"none",      disabled,                            disabled,                     "NONE">;
 // clang-format on
 
 // `none` is the implicit candidate of every search (ModelOpt's QuantRecipe(None)); it is listed
 // so that it can be named and looked up like the others.
-using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, none>;
+using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, nvfp4,
+                                       w4a8_nvfp4_fp8, mxfp8, mxfp6, mxfp4, w4a8_mxfp4_fp8, mxint8, fp8_pc_pt,
+                                       fp8_2d_blockwise, none>;
 
 // Names used by the downstream auto-quantize-model experiments ("quant pairs") and earlier docs.
 inline constexpr std::array<std::pair<std::string_view, std::string_view>, 9> recipe_aliases{{
@@ -5769,6 +6090,8 @@ struct quantizer_info {
   bool enabled = false;
   std::string_view format;  // format name ("none" when disabled)
   std::string granularity;  // "per-tensor", "per-channel", "per-block(128)"
+  std::string_view scaling;  // "static", "dynamic", "e8m0 block scales", "e4m3 block scales"
+  bool calibrated = false;   // takes a calibrated amax (ModelOpt's `_amax` exists after calibration)
   int bits = 16;
   bool narrow_range = false;
   std::string label;        // "int8 per-channel", "disabled"
@@ -5796,8 +6119,9 @@ namespace detail {
 
 template <quantizer_spec Q>
 quantizer_info make_quantizer_info() {
+  using S = typename Q::scaling_type;
   return quantizer_info{Q::enabled, Q::format_type::name, granularity_label<typename Q::granularity_type>(),
-                        Q::bits, Q::narrow_range, Q::label()};
+                        S::name,    Q::enabled && S::calibrated, Q::bits, Q::narrow_range, Q::label()};
 }
 
 }  // namespace detail
@@ -11140,7 +11464,8 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
 
 // ---- begin aq/backend/cpu/score/quantized_linear.hpp ----
 // One recipe applied to one linear module at run time: fake-quantize its weight (calibrated from
-// the weight) and its input (with a calibrated per-tensor amax) and recompute its output. The
+// the weight) and its input (with a calibrated per-tensor amax where its scaling needs one) and
+// recompute its output. The
 // bridge from a recipe name to the typed quantizer kernels, used by calibration and both scorers.
 
 #include <cstddef>
@@ -11180,7 +11505,10 @@ namespace detail {
 template <quant::granularity G>
 std::pair<std::int64_t, std::int64_t> weight_layout(const std::vector<std::int64_t>& shape, std::int64_t numel) {
   if (shape.empty()) throw error("quantized weight: empty weight shape");
-  if constexpr (requires { G::block_size; }) {
+  if constexpr (requires { G::tile_rows; }) {
+    if (shape.size() != 2) throw error("quantized weight: 2-D tiles need a 2-D weight, got shape " + shape_string(shape));
+    return {shape.front(), shape.back()};
+  } else if constexpr (requires { G::block_size; }) {
     return {numel / shape.back(), shape.back()};
   } else {
     return {shape.front(), numel / shape.front()};
@@ -11199,9 +11527,9 @@ quantized_weight quantize_weight_with(std::span<const float> weight, const std::
   out.values = tensor(shape);
   const auto [rows, cols] = weight_layout<G>(shape, numel);
   out.amax = quant::fake_quantize_weight<Q>(weight, std::span<float>(out.values.storage()), rows, cols);
-  if constexpr (Q::enabled) {
-    out.amax_shape = G::amax_shape(rows, cols);
-    if constexpr (G::depends_on_shape && !requires { G::block_size; }) {
+  if (!out.amax.empty()) {
+    out.amax_shape = quant::calibrated_amax_shape<Q>(rows, cols);
+    if (G::depends_on_shape && !requires { G::block_size; } && !requires { G::tile_rows; }) {
       while (out.amax_shape.size() < shape.size()) out.amax_shape.push_back(1);  // Conv3d: [out, 1, 1, 1, 1]
     }
   }
@@ -11214,15 +11542,16 @@ void quantize_input_with(const const_matrix_view& x, std::span<float> out, float
     throw error("quantized input: output holds " + std::to_string(out.size()) + " values, expected " +
                 std::to_string(x.rows * x.cols));
   }
-  if constexpr (Q::enabled) {
+  // Static activation scaling is per tensor (one calibrated amax); dynamic scaling needs none.
+  if constexpr (Q::enabled && Q::scaling_type::calibrated && !Q::scaling_type::uses_global_amax) {
     static_assert(std::is_same_v<typename Q::granularity_type, quant::per_tensor>,
-                  "activation quantizers are calibrated per tensor");
+                  "static activation quantizers are calibrated per tensor");
   }
-  const std::span<const float> one(&amax, 1);
+  const std::span<const float> one(&amax, quant::calibrated_amax_count<Q>(1, x.cols));
   for (std::int64_t r = 0; r < x.rows; ++r) {
     const std::span<const float> row(x.row(r), static_cast<std::size_t>(x.cols));
     const std::span<float> dst = out.subspan(static_cast<std::size_t>(r * x.cols), static_cast<std::size_t>(x.cols));
-    quant::fake_quantize_matrix<Q>(row, dst, 1, x.cols, Q::enabled ? one : std::span<const float>{});
+    quant::fake_quantize_matrix<Q>(row, dst, 1, x.cols, one);
   }
 }
 
@@ -11236,15 +11565,10 @@ recipe_kernels make_recipe_kernels(const quant::recipe_info& info) {
   quant::visit_recipe<List>(info.name, [&]<class R>(std::type_identity<R>) {
     using W = typename R::weight;
     using I = typename R::input;
-    if constexpr (I::enabled && !std::is_same_v<typename I::granularity_type, quant::per_tensor>) {
-      throw error("recipe '" + std::string(info.name) +
-                  "': its input quantizer is not per-tensor; calibration supports per-tensor activations only");
-    } else {
-      k.weight_enabled = W::enabled;
-      k.input_enabled = I::enabled;
-      k.quantize_weight = &detail::quantize_weight_with<W>;
-      k.quantize_input = &detail::quantize_input_with<I>;
-    }
+    k.weight_enabled = W::enabled;
+    k.input_enabled = I::enabled;
+    k.quantize_weight = &detail::quantize_weight_with<W>;
+    k.quantize_input = &detail::quantize_input_with<I>;
   });
   return k;
 }
@@ -12333,8 +12657,8 @@ inline io::report_model build_report(const search_space& space, const engine_opt
 }
 
 // Quantizer state of the chosen recipes, module order: a module that never ran has none (as in
-// ModelOpt); a weight amax only when the recipe quantizes weights, an input amax only when it
-// quantizes inputs.
+// ModelOpt); a weight amax only when the recipe's weight quantizer is calibrated, an input amax
+// only when its input quantizer is (dynamic ones have none).
 inline std::vector<quantizer_amax> quantizer_state(const search_space& space, const std::vector<std::size_t>& chosen,
                                                    const scoring_backend& backend) {
   std::vector<quantizer_amax> state;
@@ -12344,7 +12668,7 @@ inline std::vector<quantizer_amax> quantizer_state(const search_space& space, co
     const std::string& name = space.module_names[m];
     weight_amax w = backend.weight_amax_of(m, c);
     if (!w.values.empty()) state.push_back({name + ".weight_quantizer._amax", std::move(w.shape), std::move(w.values)});
-    if (space.candidates[c].recipe->input.enabled) {
+    if (space.candidates[c].recipe->input.calibrated) {
       state.push_back({name + ".input_quantizer._amax", {}, {backend.input_amax(m)}});
     }
   }
