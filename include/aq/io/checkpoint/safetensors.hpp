@@ -21,6 +21,7 @@
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/tensor.hpp"
 #include "aq/io/json_parser.hpp"
 #include "aq/io/json_type_name.hpp"
 #include "aq/io/mapped_file.hpp"
@@ -44,16 +45,6 @@ struct tensor_view {
     return n;
   }
 };
-
-// "[151936, 2560]": the spelling used in every shape message.
-inline std::string format_shape(std::span<const std::int64_t> shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
 inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
@@ -281,11 +272,11 @@ class safetensors_file {
       std::uint64_t expected = e.dtype.size;
       for (const std::int64_t extent : e.shape) {
         if (__builtin_mul_overflow(expected, static_cast<std::uint64_t>(extent), &expected)) {
-          fail_tensor(e.name, "shape " + format_shape(e.shape) + " overflows the byte count");
+          fail_tensor(e.name, "shape " + shape_string(e.shape) + " overflows the byte count");
         }
       }
       if (expected != e.end - e.begin) {
-        fail_tensor(e.name, "shape " + format_shape(e.shape) + " x " + std::string(e.dtype.name) + " (" +
+        fail_tensor(e.name, "shape " + shape_string(e.shape) + " x " + std::string(e.dtype.name) + " (" +
                                 std::to_string(e.dtype.size) + " bytes) = " + std::to_string(expected) + " bytes, but " +
                                 offsets + " span " + std::to_string(e.end - e.begin));
       }
@@ -474,7 +465,7 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
   const auto count = static_cast<std::size_t>(tensor.numel());
   if (out.size() != count) {
     throw detail::tensor_error(tensor, "destination holds " + std::to_string(out.size()) + " values, tensor " +
-                                           format_shape(tensor.shape) + " has " + std::to_string(count));
+                                           shape_string(tensor.shape) + " has " + std::to_string(count));
   }
   if (!find_dtype(tensor.dtype.name)) {
     throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) +

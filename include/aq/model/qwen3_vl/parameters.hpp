@@ -32,7 +32,7 @@ struct parameter_spec {
     std::int64_t n = 1;
     for (const std::int64_t extent : shape) {
       if (__builtin_mul_overflow(n, extent, &n)) {
-        throw error("parameter " + name + ": shape " + format_shape(shape) + " has more elements than int64 holds");
+        throw error("parameter " + name + ": shape " + shape_string(shape) + " has more elements than int64 holds");
       }
     }
     return n;
@@ -144,16 +144,16 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
     const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + shape_string(spec.shape));
     } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
-      misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
-                          format_shape(spec.shape));
+      misshaped.push_back("tensor " + spec.name + ": shape " + shape_string(tensor->shape) + ", expected " +
+                          shape_string(spec.shape));
     }
   }
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
   for (const tensor_view& tensor : tensors) {
     if (!expected_names.contains(tensor.name)) {
-      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + shape_string(tensor.shape));
     }
   }
   return problems;
