@@ -19,11 +19,17 @@
 
 namespace aq::io {
 
-// A decoded JPEG as RGB8, rows top to bottom, pixels interleaved.
-struct decoded_jpeg {
+// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use:
+// what the JPEG decoder here and the PNG decoder of io/image/image.hpp produce.
+struct image_rgb8 {
   int width = 0;
   int height = 0;
-  std::vector<std::uint8_t> rgb;  // height * width * 3
+  std::vector<std::uint8_t> pixels;  // height * width * 3
+
+  std::uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
+                  static_cast<std::size_t>(c)];
+  }
 };
 
 // JPEG files start with SOI followed by a marker; PIL's JpegImagePlugin accepts the same prefix.
@@ -106,7 +112,7 @@ inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std:
 // Everything that can longjmp happens in here; it holds no object with a destructor, and after a
 // longjmp reads only memory owned by the caller. Returns false on a libjpeg error.
 inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
-                     decoded_jpeg* out, bool* too_large, int* components) {
+                     image_rgb8* out, bool* too_large, int* components) {
   if (setjmp(d->error.jump) != 0) return false;
   jpeg_create_decompress(&d->cinfo);  // may fail too (out of memory, library version mismatch)
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
@@ -128,13 +134,13 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
   const std::size_t n = static_cast<std::size_t>(d->cinfo.output_components);
   out->width = static_cast<int>(w);
   out->height = static_cast<int>(h);
-  out->rgb.resize(w * h * 3);
+  out->pixels.resize(w * h * 3);
   d->row.resize(w * n);
   while (d->cinfo.output_scanline < h && !d->error.ended_early) {
     const std::size_t y = d->cinfo.output_scanline;
     JSAMPROW rows[1] = {d->row.data()};
     if (jpeg_read_scanlines(&d->cinfo, rows, 1) != 1) break;
-    std::uint8_t* dst = out->rgb.data() + y * w * 3;
+    std::uint8_t* dst = out->pixels.data() + y * w * 3;
     if (n == 3) {
       std::copy(d->row.begin(), d->row.end(), dst);
     } else if (n == 1) {
@@ -153,10 +159,10 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
 // components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
 // Errors (corrupt, truncated, unsupported, more than max_pixels, checked from the
 // header before any pixel memory is allocated) name `name`.
-inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
+inline image_rgb8 decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
-  decoded_jpeg out;
+  image_rgb8 out;
   bool too_large = false;
   int components = 0;
   if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out, &too_large, &components)) {
