@@ -12,7 +12,6 @@
 
 #include <unistd.h>
 
-#include "aq/core/error.hpp"
 #include "aq/io/json_field.hpp"
 
 namespace aq {

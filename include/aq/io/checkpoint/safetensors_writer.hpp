@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <span>
@@ -90,7 +89,7 @@ class safetensors_writer {
   void add_rounded(std::string_view name, const dtype& type, std::vector<std::int64_t> shape,
                    std::span<const float> values) {
     if (!find_dtype(type.name)) {
-      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + dtype_names(supported_dtypes) + ")");
     }
     visit_dtype(type, [&](auto tag) {
       using Stored = decltype(tag);
