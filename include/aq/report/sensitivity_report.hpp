@@ -118,15 +118,7 @@ inline std::string render_sensitivity_json(const report_model& model) {
     json.end_object();
   }
   json.end_array();
-  if (model.chosen_recipes) {
-    json.key("chosen_recipes").begin_object();
-    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(layer_display_name(pick.group)).string(pick.format);
-    json.end_object();
-  }
-  if (model.pareto_front) {
-    json.key("pareto_front");
-    detail::emit_pareto_front(json, *model.pareto_front);
-  }
+  detail::emit_aq_extensions(json, model, layer_display_name);
   json.end_object();
   return json.str();
 }
