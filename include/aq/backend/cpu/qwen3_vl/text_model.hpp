@@ -83,6 +83,13 @@ class text_model {
     notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
                   g != nullptr ? g->matrix() : const_matrix_view{});
   }
+  // Y = X·Wᵀ of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x) {
+    tensor y({x.matrix().rows, w.dim(0)});
+    cpu::linear_forward(x.matrix(), w.matrix(), y.matrix());
+    notify(obs, false, module, w, x, y, nullptr);
+    return y;
+  }
 
   config cfg_;
   const text_weights& w_;
@@ -167,15 +174,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.a = tensor({N, H});
     s.r1.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_in.matrix(), lw.input_layernorm.data(), eps, s.a.matrix(), s.r1.data());
-    s.q_raw = tensor({N, nh * hd});
-    s.k_raw = tensor({N, nkv * hd});
-    s.v = tensor({N, nkv * hd});
-    cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
-    notify(observer, false, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, nullptr);
-    notify(observer, false, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, nullptr);
-    notify(observer, false, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, nullptr);
+    s.q_raw = linear(observer, {module_id::q_proj, l}, lw.q_proj, s.a);
+    s.k_raw = linear(observer, {module_id::k_proj, l}, lw.k_proj, s.a);
+    s.v = linear(observer, {module_id::v_proj, l}, lw.v_proj, s.a);
     s.q_rot = tensor({N, nh * hd});
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
@@ -188,25 +189,17 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.lse.resize(static_cast<std::size_t>(nh * N));
     cpu::attention_forward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                            s.lse.data());
-    s.o_out = tensor({N, H});
-    cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
-    notify(observer, false, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, nullptr);
+    s.o_out = linear(observer, {module_id::o_proj, l}, lw.o_proj, s.attn);
     s.h_mid = s.h_in;
     for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
     s.m = tensor({N, H});
     s.r2.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), eps, s.m.matrix(), s.r2.data());
-    s.gate = tensor({N, I});
-    s.up = tensor({N, I});
-    cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
-    cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
-    notify(observer, false, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, nullptr);
-    notify(observer, false, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, nullptr);
+    s.gate = linear(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m);
+    s.up = linear(observer, {module_id::up_proj, l}, lw.up_proj, s.m);
     s.act = tensor({N, I});
     cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
-    s.down_out = tensor({N, H});
-    cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
-    notify(observer, false, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, nullptr);
+    s.down_out = linear(observer, {module_id::down_proj, l}, lw.down_proj, s.act);
     h = s.h_mid;
     for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
     if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
@@ -229,9 +222,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   cpu::rms_norm_forward(h_final.matrix(), w_.norm.data(), eps, hn.matrix(), rf.data());
   const tensor& lm = w_.lm_head_weight();
   text_result result;
-  result.logits = tensor({N, V});
-  cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
-  notify(observer, false, module_ref{module_id::lm_head}, lm, hn, result.logits, nullptr);
+  result.logits = linear(observer, {module_id::lm_head}, lm, hn);
   if (!with_loss) return result;
 
   tensor dlogits({N, V});

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cpu/attention.hpp"
@@ -78,37 +79,50 @@ class vision_model {
                      const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
     notify_linear(obs, backward, module, w, b.data(), x, y, g);
   }
+  // Y = X·Wᵀ + b of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                       const const_matrix_view& x) {
+    tensor y({x.rows, w.dim(0)});
+    cpu::linear_forward(x, w.matrix(), y.matrix(), b.data());
+    notify(obs, false, module, w.matrix(), b, x, y.matrix());
+    return y;
+  }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     return t.numel() / (t.dim(1) * m2);
   }
 
+  // The rows and width a merger's LayerNorm sees in its input x [patches, D]: each patch (the final
+  // merger) or each merge_size^2 concatenation of patches (DeepStack mergers, normed after the concat).
+  std::pair<std::int64_t, std::int64_t> norm_shape(const merger_weights& mw, const tensor& x) const {
+    if (mw.postshuffle_norm) return {merged_rows(x), mw.fc1_w.dim(0)};
+    return {x.dim(0), x.dim(1)};
+  }
+  cpu::attention_config attention() const {
+    const std::int64_t heads = cfg_.vision.num_heads;
+    cpu::attention_config ac;
+    ac.heads = heads;
+    ac.kv_heads = heads;
+    ac.head_dim = cfg_.vision.hidden_size / heads;
+    ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
+    return ac;
+  }
+
   void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
                       tensor& out, linear_observer* obs) const {
-    const std::int64_t D = x.dim(1);
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    s.ln_out = tensor({x.dim(0), D});
-    if (mw.postshuffle_norm) {
-      s.mean.resize(static_cast<std::size_t>(rows));
-      s.rstd.resize(static_cast<std::size_t>(rows));
-      cpu::layer_norm_forward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
-                              matrix_view{s.ln_out.data(), rows, M, M}, s.mean.data(), s.rstd.data());
-    } else {
-      s.mean.resize(static_cast<std::size_t>(x.dim(0)));
-      s.rstd.resize(static_cast<std::size_t>(x.dim(0)));
-      cpu::layer_norm_forward(x.matrix(), mw.norm_w.data(), mw.norm_b.data(), 1e-6f, s.ln_out.matrix(), s.mean.data(),
-                              s.rstd.data());
-    }
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    s.ln_out = tensor({x.dim(0), x.dim(1)});
+    s.mean.resize(static_cast<std::size_t>(norm_rows));
+    s.rstd.resize(static_cast<std::size_t>(norm_rows));
+    cpu::layer_norm_forward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), mw.norm_b.data(),
+                            1e-6f, matrix_view{s.ln_out.data(), norm_rows, width, width}, s.mean.data(), s.rstd.data());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    s.fc1 = tensor({rows, M});
-    cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    s.fc1 = linear(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln);
     s.act = tensor({rows, M});
     cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
-    out = tensor({rows, mw.fc2_w.dim(0)});
-    cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+    out = linear(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix());
   }
 
   // Adds dL/dx into g.
@@ -125,14 +139,10 @@ class vision_model {
     notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
     cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
-    if (mw.postshuffle_norm) {
-      cpu::layer_norm_backward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               d_ln.matrix(), matrix_view{g.data(), rows, M, M}, true);
-    } else {
-      const std::int64_t D = x.dim(1);
-      cpu::layer_norm_backward(x.matrix(), mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               const_matrix_view{d_ln.data(), x.dim(0), D, D}, g.matrix(), true);
-    }
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    cpu::layer_norm_backward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), s.mean.data(),
+                             s.rstd.data(), const_matrix_view{d_ln.data(), norm_rows, width, width},
+                             matrix_view{g.data(), norm_rows, width, width}, true);
   }
 
   config cfg_;
@@ -161,10 +171,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   }
   vision_activations a;
   a.pixels = pixels;
-  a.patch_out = tensor({np, D});
-  cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
-  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
-         pixels.matrix(), a.patch_out.matrix());
+  a.patch_out = linear(observer, {module_id::patch_embed}, w_.patch_w, w_.patch_b, pixels.matrix());
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
@@ -172,11 +179,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   a.cos = std::move(rot.cos);
   a.sin = std::move(rot.sin);
   a.segments = std::move(rot.segments);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const cpu::attention_config ac = attention();
 
   a.blocks.resize(static_cast<std::size_t>(v.depth));
   a.tap_in.resize(w_.deepstack.size());
@@ -191,9 +194,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd1.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_in.matrix(), bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, s.ln1.matrix(), s.mean1.data(),
                             s.rstd1.data());
-    s.qkv = tensor({np, 3 * D});
-    cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
-    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    s.qkv = linear(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix());
     s.q_rot = tensor({np, D});
     s.k_rot = tensor({np, D});
     for (std::int64_t i = 0; i < np; ++i) {
@@ -206,10 +207,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.attn = tensor({np, D});
     s.lse.resize(static_cast<std::size_t>(heads * np));
     cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
-    s.proj_out = tensor({np, D});
-    cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
-    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix());
+    s.proj_out = linear(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
     s.ln2 = tensor({np, D});
@@ -217,14 +215,10 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd2.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_mid.matrix(), bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, s.ln2.matrix(), s.mean2.data(),
                             s.rstd2.data());
-    s.fc1 = tensor({np, I});
-    cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    s.fc1 = linear(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix());
     s.act = tensor({np, I});
     cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
-    s.fc2 = tensor({np, D});
-    cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    s.fc2 = linear(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix());
     h = s.x_mid;
     for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
@@ -244,14 +238,9 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
   const vision_config& v = cfg_.vision;
   const std::int64_t D = v.hidden_size;
   const std::int64_t heads = v.num_heads;
-  const std::int64_t hd = D / heads;
   const std::int64_t I = v.intermediate_size;
   const std::int64_t np = a.patch_out.dim(0);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const cpu::attention_config ac = attention();
 
   tensor g({np, D});
   if (!d_embeds.empty()) merger_backward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, d_embeds, g, observer);
