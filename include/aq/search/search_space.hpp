@@ -3,7 +3,6 @@
 // Built before any model work, so that bad formats or budgets fail before files are written.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
