@@ -3,7 +3,6 @@
 // <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>

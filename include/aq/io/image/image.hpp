@@ -8,13 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <vector>
 
 #include "aq/core/error.hpp"
 #include "aq/io/image/jpeg.hpp"
@@ -171,8 +167,10 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   img.width = w;
   img.height = h;
   img.pixels.resize(n * 3);
-  // stb returns RGBA (4 samples a pixel); convert straight into the RGB8 image.
-  auto to_rgb = [&](const auto* rgba, auto to_byte) {
+  // stb returns RGBA (4 samples a pixel), or null; convert straight into the RGB8 image.
+  auto to_rgb = [&](auto* rgba, auto to_byte) {
+    const std::unique_ptr<void, detail::stbi_deleter> owner(rgba);
+    if (rgba == nullptr) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint8_t a = to_byte(rgba[i * 4 + 3], true);
       for (std::size_t c = 0; c < 3; ++c) {
@@ -183,16 +181,12 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     }
   };
   if (sixteen) {
-    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    const bool gray = channels == 1;
-    to_rgb(p.get(), [gray](std::uint16_t v, bool is_alpha) {
+    to_rgb(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4), [&](std::uint16_t v, bool is_alpha) {
+      const bool gray = channels == 1;  // set by the load
       return (gray && !is_alpha) ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
     });
   } else {
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    to_rgb(p.get(), [](std::uint8_t v, bool) { return v; });
+    to_rgb(stbi_load_from_memory(data, len, &w, &h, &channels, 4), [](std::uint8_t v, bool) { return v; });
   }
   return img;
 }

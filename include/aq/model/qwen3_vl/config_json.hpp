@@ -14,7 +14,6 @@
 #include <utility>
 #include <vector>
 
-#include "aq/core/error.hpp"
 #include "aq/io/checkpoint/hf_config.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
@@ -105,7 +104,6 @@ inline void check_implied_sizes(const io::json_field& top, const io::json_field&
       checked_sum(vision, "depth", "the vision tower's bytes", {patch, positions, blocks, mergers});
   checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
-
 
 }  // namespace detail
 
