@@ -78,17 +78,18 @@ class text_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
-                     tensor& y, const tensor* g) {
-    notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
-                  g != nullptr ? g->matrix() : const_matrix_view{});
-  }
   // Y = X·Wᵀ of one module as a new tensor, shown to the observer (which may replace it).
   static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x) {
     tensor y({x.matrix().rows, w.dim(0)});
     cpu::linear_forward(x.matrix(), w.matrix(), y.matrix());
-    notify(obs, false, module, w, x, y, nullptr);
+    notify_linear(obs, false, module, w.matrix(), nullptr, x.matrix(), y.matrix());
     return y;
+  }
+  // dX (+)= dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x,
+                              const tensor& y, const tensor& dy, tensor& dx, bool accumulate = false) {
+    notify_linear(obs, true, module, w.matrix(), nullptr, x.matrix(), y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix(), accumulate);
   }
 
   config cfg_;
@@ -233,9 +234,8 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   if (!options.backward) return result;
 
   // Backward: g is dL/d(residual stream) at the current point.
-  notify(observer, true, module_ref{module_id::lm_head}, lm, hn, result.logits, &dlogits);
   tensor dhn({N, H});
-  cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
+  linear_backward(observer, {module_id::lm_head}, lm, hn, result.logits, dlogits, dhn);
   dlogits = tensor();
   tensor g({N, H});
   cpu::rms_norm_backward(h_final.matrix(), w_.norm.data(), rf.data(), dhn.matrix(), g.matrix());
@@ -254,18 +254,14 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
       }
     }
     // MLP
-    notify(observer, true, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, g, d_act);
     cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
-    notify(observer, true, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, &d_gate);
-    notify(observer, true, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, &d_up);
-    cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, d_gate, d_m);
+    linear_backward(observer, {module_id::up_proj, l}, lw.up_proj, s.m, s.up, d_up, d_m, true);
     cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
                            true);
     // Attention
-    notify(observer, true, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, g, d_attn);
     cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
     cpu::rope_backward(dq.matrix(), nh, cos, sin);
@@ -274,12 +270,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                            per_head(dq_raw, hd));
     cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
                            per_head(dk_raw, hd));
-    notify(observer, true, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, &dq_raw);
-    notify(observer, true, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, &dk_raw);
-    notify(observer, true, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, &dv);
-    cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
-    cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, dq_raw, d_m);
+    linear_backward(observer, {module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, dk_raw, d_m, true);
+    linear_backward(observer, {module_id::v_proj, l}, lw.v_proj, s.a, s.v, dv, d_m, true);
     cpu::rms_norm_backward(s.h_in.matrix(), lw.input_layernorm.data(), s.r1.data(), d_m.matrix(), g.matrix(), true);
     s = layer_state();  // release this layer's activations
   }

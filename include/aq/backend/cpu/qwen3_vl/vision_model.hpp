@@ -87,6 +87,12 @@ class vision_model {
     notify(obs, false, module, w.matrix(), b, x, y.matrix());
     return y;
   }
+  // dX = dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                              const const_matrix_view& x, const tensor& y, const tensor& dy, tensor& dx) {
+    notify(obs, true, module, w.matrix(), b, x, y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix());
+  }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     return t.numel() / (t.dim(1) * m2);
@@ -130,15 +136,12 @@ class vision_model {
                        const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
-           d_out.matrix());
     tensor d_act({rows, M});
-    cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix(), out, d_out, d_act);
     cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
-    cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
+    linear_backward(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln, s.fc1, d_act, d_ln);
     const auto [norm_rows, width] = norm_shape(mw, x);
     cpu::layer_norm_backward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), s.mean.data(),
                              s.rstd.data(), const_matrix_view{d_ln.data(), norm_rows, width, width},
@@ -253,18 +256,12 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     }
     const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
-    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
-           g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix(), s.fc2, g, d_act);
     cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
-    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
-           d_act.matrix());
-    cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
+    linear_backward(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix(), s.fc1, d_act, d_ln);
     cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
                              g.matrix(), true);
-    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix(), g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix(), s.proj_out, g, d_attn);
     const matrix_view dq{dqkv.data(), np, D, 3 * D};
     const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
     const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
@@ -273,9 +270,7 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
                             d_attn.matrix(), dq, dk, dv);
     cpu::rope_backward(dq, heads, a.cos, a.sin);
     cpu::rope_backward(dk, heads, a.cos, a.sin);
-    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
-           dqkv.matrix());
-    cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
+    linear_backward(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix(), s.qkv, dqkv, d_ln);
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
     s = vision_activations::block_state();
