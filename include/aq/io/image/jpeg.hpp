@@ -110,25 +110,23 @@ inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std:
 }
 
 // Everything that can longjmp happens in here; it holds no object with a destructor, and after a
-// longjmp reads only memory owned by the caller. Returns false on a libjpeg error.
+// longjmp reads only memory owned by the caller. Returns false on a libjpeg error; an image too
+// large or of an unsupported component count stops after the header (the caller refuses it).
 inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
-                     image_rgb8* out, bool* too_large, int* components) {
+                     image_rgb8* out) {
   if (setjmp(d->error.jump) != 0) return false;
   jpeg_create_decompress(&d->cinfo);  // may fail too (out of memory, library version mismatch)
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d->cinfo, TRUE);
-  *components = d->cinfo.num_components;
+  const int components = d->cinfo.num_components;
   const std::uint64_t pixels = std::uint64_t(d->cinfo.image_width) * std::uint64_t(d->cinfo.image_height);
-  if (pixels > max_pixels || (*components != 1 && *components != 3 && *components != 4)) {
-    *too_large = pixels > max_pixels;
-    return true;
-  }
+  if (pixels > max_pixels || (components != 1 && components != 3 && components != 4)) return true;
   // Pillow's settings: it leaves libjpeg's defaults (JDCT_ISLOW, fancy upsampling, no scaling;
   // only draft mode changes them) and asks for L, RGB or CMYK by component count, trusting
   // libjpeg's guess of the stored colour space (JFIF/Adobe markers, so YCCK becomes CMYK).
   d->cinfo.dct_method = JDCT_ISLOW;
   d->cinfo.do_fancy_upsampling = TRUE;
-  d->cinfo.out_color_space = *components == 1 ? JCS_GRAYSCALE : *components == 3 ? JCS_RGB : JCS_CMYK;
+  d->cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_start_decompress(&d->cinfo);
   const std::size_t w = d->cinfo.output_width, h = d->cinfo.output_height;
   const std::size_t n = static_cast<std::size_t>(d->cinfo.output_components);
@@ -163,14 +161,13 @@ inline image_rgb8 decode_jpeg(std::span<const std::uint8_t> bytes, const std::st
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
   image_rgb8 out;
-  bool too_large = false;
-  int components = 0;
-  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out, &too_large, &components)) {
+  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out)) {
     throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
   }
-  if (too_large) {
+  if (std::uint64_t(d.cinfo.image_width) * std::uint64_t(d.cinfo.image_height) > max_pixels) {
     throw error(detail::too_many_pixels(name, d.cinfo.image_width, d.cinfo.image_height, max_pixels));
   }
+  const int components = d.cinfo.num_components;
   if (components != 1 && components != 3 && components != 4) {
     throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
   }
