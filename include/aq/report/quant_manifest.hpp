@@ -43,11 +43,9 @@ inline std::optional<double> effective_bits_of(std::string_view format) {
 
 // A group's importance: its largest candidate score (0 for a group without candidates).
 inline double group_importance(const group_sensitivity& group) {
-  double importance = 0.0;
-  for (std::size_t i = 0; i < group.candidates.size(); ++i) {
-    if (i == 0 || group.candidates[i].score > importance) importance = group.candidates[i].score;
-  }
-  return importance;
+  const auto most = std::max_element(group.candidates.begin(), group.candidates.end(),
+                                     [](const candidate_stat& a, const candidate_stat& b) { return a.score < b.score; });
+  return most == group.candidates.end() ? 0.0 : most->score;
 }
 
 // Group indices by ascending importance, ties in group order (Python's stable list.sort).

@@ -67,11 +67,8 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
   // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
   const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
     std::size_t i = at + 1;
-    bool negate = false;
-    if (i < pattern.size() && pattern[i] == '!') {
-      negate = true;
-      ++i;
-    }
+    const bool negate = i < pattern.size() && pattern[i] == '!';
+    if (negate) ++i;
     const std::size_t first = i;
     if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
     while (i < pattern.size() && pattern[i] != ']') ++i;

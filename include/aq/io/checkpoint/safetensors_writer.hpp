@@ -121,10 +121,8 @@ class safetensors_writer {
     std::string header = "{";
     if (!metadata_.empty()) {
       header += "\"__metadata__\":{";
-      bool first = true;
       for (const auto& [key, value] : metadata_) {
-        if (!first) header += ',';
-        first = false;
+        if (header.back() != '{') header += ',';
         detail::append_json_string(header, key);
         header += ':';
         detail::append_json_string(header, value);

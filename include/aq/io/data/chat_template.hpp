@@ -41,9 +41,7 @@ inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, 
       throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
     }
     if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
-    out += "<|im_start|>";
-    out += m.role;
-    out += '\n';
+    out += "<|im_start|>" + m.role + '\n';
     for (const chat_content& c : m.content) {
       if (c.type == chat_content::kind::text) {
         out += c.text;

@@ -52,8 +52,8 @@ inline std::string too_many_pixels(const std::string& name, std::uint64_t width,
 struct jpeg_error_state {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-  bool ended_early;  // the data ran out before the end-of-image marker
+  char message[JMSG_LENGTH_MAX] = {};
+  bool ended_early = false;  // the data ran out before the end-of-image marker
 };
 
 inline void jpeg_on_error(j_common_ptr cinfo) {
@@ -82,8 +82,6 @@ struct jpeg_decoder {
     cinfo.err = jpeg_std_error(&error.pub);
     error.pub.error_exit = jpeg_on_error;
     error.pub.emit_message = jpeg_on_message;
-    error.message[0] = '\0';
-    error.ended_early = false;
   }
   jpeg_decoder(const jpeg_decoder&) = delete;
   jpeg_decoder& operator=(const jpeg_decoder&) = delete;

@@ -213,11 +213,7 @@ class tokenizer {
                     std::to_string(id_bound()) + ")");
       }
       // A token with a character outside the byte alphabet contributes its UTF-8 as is.
-      if (const auto raw = byte_level_to_bytes(*text)) {
-        bytes += *raw;
-      } else {
-        bytes += *text;
-      }
+      bytes += byte_level_to_bytes(*text).value_or(std::string(*text));
     }
     return utf8::decode_lossy(bytes);
   }

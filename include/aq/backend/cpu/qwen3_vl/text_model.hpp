@@ -151,20 +151,12 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                     cos, sin);
   std::vector<cpu::attention_segment> segments;
   for (std::int64_t b = 0; b < B; ++b) segments.push_back({b * T, T});
-  cpu::attention_config ac;
-  ac.heads = nh;
-  ac.kv_heads = nkv;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ac.causal = true;
-  ac.key_valid = batch.attention_mask.data();
-  ac.masked_rows = options.masked_rows;
+  const cpu::attention_config ac{.heads = nh, .kv_heads = nkv, .head_dim = hd,
+                                 .scale = 1.0f / std::sqrt(static_cast<float>(hd)), .causal = true,
+                                 .key_valid = batch.attention_mask.data(), .masked_rows = options.masked_rows};
 
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
-  };
-  auto per_head_c = [](const tensor& x, std::int64_t d) {
-    return const_matrix_view{x.data(), x.numel() / d, d, d};
   };
 
   std::vector<layer_state> saved(static_cast<std::size_t>(t.num_hidden_layers));
@@ -182,8 +174,8 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
     s.rk.resize(static_cast<std::size_t>(N * nkv));
-    cpu::rms_norm_forward(per_head_c(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
-    cpu::rms_norm_forward(per_head_c(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
+    cpu::rms_norm_forward(per_head(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
+    cpu::rms_norm_forward(per_head(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
     cpu::rope_forward(s.q_rot.matrix(), nh, cos, sin);
     cpu::rope_forward(s.k_rot.matrix(), nkv, cos, sin);
     s.attn = tensor({N, nh * hd});
@@ -266,9 +258,9 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
     cpu::rope_backward(dq.matrix(), nh, cos, sin);
     cpu::rope_backward(dk.matrix(), nkv, cos, sin);
-    cpu::rms_norm_backward(per_head_c(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head_c(dq, hd),
+    cpu::rms_norm_backward(per_head(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head(dq, hd),
                            per_head(dq_raw, hd));
-    cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
+    cpu::rms_norm_backward(per_head(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head(dk, hd),
                            per_head(dk_raw, hd));
     linear_backward(observer, {module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, dq_raw, d_m);
     linear_backward(observer, {module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, dk_raw, d_m, true);

@@ -43,8 +43,8 @@ struct vision_activations {
     tensor x_in, ln1, qkv, q_rot, k_rot, attn, proj_out, x_mid, ln2, fc1, act, fc2;
     std::vector<float> mean1, rstd1, mean2, rstd2, lse;
   };
-  tensor pixels, patch_out, cos, sin;
-  std::vector<cpu::attention_segment> segments;
+  tensor pixels, patch_out;
+  vision_rotary rotary;  // the rope tables and one attention segment per frame
   std::vector<block_state> blocks;
   std::vector<tensor> tap_in;  // block outputs fed to the DeepStack mergers
   tensor merger_in;
@@ -105,13 +105,8 @@ class vision_model {
     return {x.dim(0), x.dim(1)};
   }
   cpu::attention_config attention() const {
-    const std::int64_t heads = cfg_.vision.num_heads;
-    cpu::attention_config ac;
-    ac.heads = heads;
-    ac.kv_heads = heads;
-    ac.head_dim = cfg_.vision.hidden_size / heads;
-    ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
-    return ac;
+    const std::int64_t heads = cfg_.vision.num_heads, hd = cfg_.vision.hidden_size / heads;
+    return {.heads = heads, .kv_heads = heads, .head_dim = hd, .scale = 1.0f / std::sqrt(static_cast<float>(hd))};
   }
 
   void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
@@ -178,10 +173,7 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
-  vision_rotary rot = vision_rotary_tables(grids, m, hd);
-  a.cos = std::move(rot.cos);
-  a.sin = std::move(rot.sin);
-  a.segments = std::move(rot.segments);
+  a.rotary = vision_rotary_tables(grids, m, hd);
   const cpu::attention_config ac = attention();
 
   a.blocks.resize(static_cast<std::size_t>(v.depth));
@@ -204,12 +196,13 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
       std::copy_n(s.qkv.data() + i * 3 * D, D, s.q_rot.data() + i * D);
       std::copy_n(s.qkv.data() + i * 3 * D + D, D, s.k_rot.data() + i * D);
     }
-    cpu::rope_forward(s.q_rot.matrix(), heads, a.cos, a.sin);
-    cpu::rope_forward(s.k_rot.matrix(), heads, a.cos, a.sin);
+    cpu::rope_forward(s.q_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_forward(s.k_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
     s.attn = tensor({np, D});
     s.lse.resize(static_cast<std::size_t>(heads * np));
-    cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
+    cpu::attention_forward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                           s.lse.data());
     s.proj_out = linear(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
@@ -266,10 +259,10 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
     const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
-    cpu::attention_backward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data(),
-                            d_attn.matrix(), dq, dk, dv);
-    cpu::rope_backward(dq, heads, a.cos, a.sin);
-    cpu::rope_backward(dk, heads, a.cos, a.sin);
+    cpu::attention_backward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                            s.lse.data(), d_attn.matrix(), dq, dk, dv);
+    cpu::rope_backward(dq, heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_backward(dk, heads, a.rotary.cos, a.rotary.sin);
     linear_backward(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix(), s.qkv, dqkv, d_ln);
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
