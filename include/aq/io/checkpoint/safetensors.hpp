@@ -381,7 +381,7 @@ class safetensors_checkpoint {
     }
 
     std::map<std::string, std::string, std::less<>> listed;  // tensor -> shard file name
-    std::optional<std::string> twice;                           // the first tensor by name listed twice
+    std::optional<std::string> twice;  // the first tensor, by name, listed twice
     for (const auto field : weight_map) {
       std::string_view shard;
       if (field.value.get_string().get(shard)) {
