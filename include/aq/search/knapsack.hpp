@@ -317,19 +317,6 @@ class mckp_dp {
   std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
 };
 
-constexpr allocation_result solve_with_axis(const allocation_problem& problem, cost_axis axis, cost_t capacity,
-                                            const knapsack_options& options) {
-  if (capacity < axis.base) {
-    throw aq::error(infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
-  }
-  const std::int64_t slack = (capacity - axis.base) / axis.unit;
-  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
-  const mckp_dp dp(problem, std::move(axis), limit, options);
-  // The last front state has the least score and, among equal scores, the least cost.
-  const front_state& best = dp.front().back();
-  return evaluate_selection(problem, dp.selection(best), capacity, dp.path());
-}
-
 }  // namespace detail
 
 // Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
@@ -339,7 +326,15 @@ constexpr allocation_result solve_with_axis(const allocation_problem& problem, c
 constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
                                            const knapsack_options& options = {}) {
   problem.validate();
-  return detail::solve_with_axis(problem, detail::make_cost_axis(problem), capacity, options);
+  detail::cost_axis axis = detail::make_cost_axis(problem);
+  if (capacity < axis.base) {
+    throw aq::error(detail::infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
+  }
+  const std::int64_t slack = (capacity - axis.base) / axis.unit;
+  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
+  const detail::mckp_dp dp(problem, std::move(axis), limit, options);
+  // The last front state has the least score and, among equal scores, the least cost.
+  return evaluate_selection(problem, dp.selection(dp.front().back()), capacity, dp.path());
 }
 
 // Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):
