@@ -92,21 +92,12 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
       continue;
     }
     if (p < pattern.size()) {
-      bool ok = false;
+      bool ok = pattern[p] == '?' || pattern[p] == name[n];  // a literal, an unclosed '[' included
       std::size_t width = 1;
-      if (pattern[p] == '?') {
-        ok = true;
-      } else if (pattern[p] == '[') {
-        bool matched = false;
-        const std::size_t set = match_set(p, name[n], matched);
-        if (set == 0) {
-          ok = name[n] == '[';
-        } else {
-          ok = matched;
-          width = set;
-        }
-      } else {
-        ok = pattern[p] == name[n];
+      bool matched = false;
+      if (const std::size_t set = pattern[p] == '[' ? match_set(p, name[n], matched) : 0; set != 0) {
+        ok = matched;
+        width = set;
       }
       if (ok) {
         p += width;

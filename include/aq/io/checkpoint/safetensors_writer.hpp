@@ -72,9 +72,7 @@ class safetensors_writer {
     }
     const auto [it, inserted] = tensors_.try_emplace(std::string(name));
     if (!inserted) fail(name, "added twice");
-    it->second.type = *find_dtype(type.name, readable_dtypes);
-    it->second.shape = std::move(shape);
-    it->second.data.assign(data.begin(), data.end());
+    it->second = {*find_dtype(type.name, readable_dtypes), std::move(shape), {data.begin(), data.end()}};
   }
 
   // Adds values already in their storage type (float -> F32, bf16 -> BF16, f16 -> F16).
