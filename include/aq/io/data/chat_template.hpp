@@ -66,9 +66,8 @@ inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
 inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
   std::string out;
   std::size_t k = 0, pos = 0;
-  for (;;) {
-    const std::size_t hit = prompt.find(image_pad_token, pos);
-    if (hit == std::string_view::npos) break;
+  for (std::size_t hit = prompt.find(image_pad_token); hit != std::string_view::npos;
+       hit = prompt.find(image_pad_token, pos)) {
     if (k >= tokens_per_image.size()) {
       throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
                   " images given");
