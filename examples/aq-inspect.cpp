@@ -103,7 +103,7 @@ void print_modules(const aq::qwen3_vl::config& c) {
     for (const std::size_t index : g.members) {
       const auto& m = modules[index];
       std::printf("    %-62s %-7s %s\n", m.name.c_str(), std::string(aq::module_kind_name(m.kind)).c_str(),
-                  aq::format_shape(m.weight_shape).c_str());
+                  aq::shape_string(m.weight_shape).c_str());
     }
   }
 }

@@ -201,7 +201,7 @@ TEST_CASE("writer and reader round-trip bf16, f16 and f32 tensors with metadata"
 
   const aq::tensor_view& a = file.at("a.f32");
   CHECK(a.dtype == aq::dtype_f32);
-  CHECK(aq::format_shape(a.shape) == "[2, 3]");
+  CHECK(aq::shape_string(a.shape) == "[2, 3]");
   CHECK(aq::to_float_vector(a) == f32_values);
 
   const std::vector<float> b = aq::to_float_vector(file.at("b.bf16"));

@@ -82,8 +82,6 @@ inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dt
 // What a reader may be asked to accept besides: the float dtypes and the integer ones.
 inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
 
-inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
-
 // "BF16, F16, F32": the list used in "not supported (...)" messages.
 inline std::string dtype_names(std::span<const dtype> types) {
   std::string out;
@@ -108,7 +106,7 @@ constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
   if (type == dtype_bf16) return f(bf16{});
   if (type == dtype_f16) return f(f16{});
   if (type == dtype_f32) return f(float{});
-  throw error("dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+  throw error("dtype " + std::string(type.name) + " not supported (" + dtype_names(supported_dtypes) + ")");
 }
 
 template <class T>

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,7 +40,8 @@ struct const_matrix_view {
   float operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
 };
 
-inline std::string shape_string(const std::vector<std::int64_t>& shape) {
+// "[151936, 2560]": the spelling used in every shape message.
+inline std::string shape_string(std::span<const std::int64_t> shape) {
   std::string out = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
   return out + "]";

@@ -101,8 +101,7 @@ inline io::report_model build_report(const search_space& space, const engine_opt
   report.scheme.auto_quantize_bits = budget_bits;
   report.scheme.method = std::string(to_string(options.method));
   report.scheme.score_size = options.score_size;
-  report.scheme.coverage_mode = std::string(coverage_mode(options.scope));
-  report.scheme.coverage_fraction = 1.0;
+  report.scheme.coverage_mode = std::string(coverage_mode(options.scope));  // coverage_fraction stays 1.0
   report.scheme.quant_formats = options.quant_formats;
   if (report.scheme.quant_formats.empty()) {
     for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {

@@ -68,16 +68,8 @@ class json_field {
   // a lambda: nvcc compiles that lambda for the device and rejects the member pointer there.)
   bool boolean_or(std::string_view key, bool fallback) const { return value_or(key, fallback, &json_field::boolean); }
 
-  simdjson::dom::object object() const {
-    simdjson::dom::object out;
-    if (value_.get_object().get(out)) expected("an object");
-    return out;
-  }
-  simdjson::dom::array array() const {
-    simdjson::dom::array out;
-    if (value_.get_array().get(out)) expected("an array");
-    return out;
-  }
+  simdjson::dom::object object() const { return get<simdjson::dom::object>("an object"); }
+  simdjson::dom::array array() const { return get<simdjson::dom::array>("an array"); }
   std::vector<std::pair<std::string_view, json_field>> members() const {
     std::vector<std::pair<std::string_view, json_field>> out;
     for (const auto [key, value] : object()) out.emplace_back(key, member(key, value));
@@ -89,29 +81,15 @@ class json_field {
     return out;
   }
 
-  std::string_view string() const {
-    std::string_view out;
-    if (value_.get_string().get(out)) expected("a string");
-    return out;
-  }
-  bool boolean() const {
-    bool out = false;
-    if (value_.get_bool().get(out)) expected("true or false");
-    return out;
-  }
-  double number() const {
-    double out = 0;
-    if (value_.get_double().get(out)) expected("a number");  // simdjson converts integers too
-    return out;
-  }
+  std::string_view string() const { return get<std::string_view>("a string"); }
+  bool boolean() const { return get<bool>("true or false"); }
+  double number() const { return get<double>("a number"); }  // simdjson converts integers too
   std::int64_t integer() const {
     if (value_.is_uint64() && !value_.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
       fail(std::to_string(std::uint64_t(value_.get_uint64())) + " out of range for int64 (at most " +
            std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
     }
-    std::int64_t out = 0;
-    if (value_.get_int64().get(out)) expected("an integer");
-    return out;
+    return get<std::int64_t>("an integer");
   }
   std::int64_t positive_integer() const {
     const std::int64_t value = integer();
@@ -131,6 +109,13 @@ class json_field {
  private:
   [[noreturn]] void expected(std::string_view what) const {
     fail("is " + std::string(json_type_name(value_.type())) + ", expected " + std::string(what));
+  }
+  // The value as T, or an error naming the type found and `what` was expected.
+  template <class T>
+  T get(std::string_view what) const {
+    T out{};
+    if (value_.get(out)) expected(what);
+    return out;
   }
   template <class T, class Read>
   std::vector<T> list(Read read) const {

@@ -9,7 +9,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 
 #include <sys/mman.h>
 
@@ -18,10 +17,9 @@
 
 namespace aq {
 
+// Not movable: tensor views point into the mapping.
 class mapped_file {
  public:
-  mapped_file() = default;
-
   // Refuses anything but a regular file (a FIFO, a directory) before reading; see regular_file.
   explicit mapped_file(const std::filesystem::path& path) : path_(path) {
     const regular_file file(path);
@@ -30,7 +28,6 @@ class mapped_file {
       void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
       if (address == MAP_FAILED) {
         const std::string reason = std::strerror(errno);
-        size_ = 0;
         throw error(path.string() + ": cannot map into memory: " + reason);
       }
       data_ = static_cast<const std::byte*>(address);
@@ -39,26 +36,11 @@ class mapped_file {
 
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
-
-  mapped_file(mapped_file&& other) noexcept
-      : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-  mapped_file& operator=(mapped_file&& other) noexcept {
-    if (this != &other) {
-      unmap();
-      path_ = std::move(other.path_);
-      data_ = std::exchange(other.data_, nullptr);
-      size_ = std::exchange(other.size_, 0);
-    }
-    return *this;
+  ~mapped_file() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
   }
 
-  ~mapped_file() { unmap(); }
-
-  const std::filesystem::path& path() const { return path_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
-  std::size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
   // The bytes as text; throws "PATH: empty file" for a 0-byte file, so parsers never see a null pointer.
   std::string_view nonempty_text() const {
     if (size_ == 0) throw error(path_.string() + ": empty file");
@@ -66,12 +48,6 @@ class mapped_file {
   }
 
  private:
-  void unmap() {
-    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-
   std::filesystem::path path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
-#include <utility>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -47,7 +46,6 @@ class regular_file {
   int fd() const { return fd_; }
   // Size when opened.
   std::size_t size() const { return size_; }
-  const std::filesystem::path& path() const { return path_; }
 
   // The whole content, read with read(2) until end of file.
   std::string read_all() const {

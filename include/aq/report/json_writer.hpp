@@ -86,31 +86,11 @@ class json_writer {
     return *this;
   }
 
-  json_writer& string(std::string_view text) {
-    before_value();
-    out_ += json_quote(text);
-    return *this;
-  }
-  json_writer& number(double value) {
-    before_value();
-    out_ += python_json_float(value);
-    return *this;
-  }
-  json_writer& integer(std::int64_t value) {
-    before_value();
-    out_ += std::to_string(value);
-    return *this;
-  }
-  json_writer& boolean(bool value) {
-    before_value();
-    out_ += value ? "true" : "false";
-    return *this;
-  }
-  json_writer& null() {
-    before_value();
-    out_ += "null";
-    return *this;
-  }
+  json_writer& string(std::string_view text) { return scalar(json_quote(text)); }
+  json_writer& number(double value) { return scalar(python_json_float(value)); }
+  json_writer& integer(std::int64_t value) { return scalar(std::to_string(value)); }
+  json_writer& boolean(bool value) { return scalar(value ? "true" : "false"); }
+  json_writer& null() { return scalar("null"); }
 
   // The document, with no trailing newline (json.dumps adds none).
   const std::string& str() const {
@@ -124,6 +104,13 @@ class json_writer {
     bool has_key = false;  // an object member's key was written, its value is due
     std::size_t count = 0;
   };
+
+  // A scalar value, already in its JSON spelling.
+  json_writer& scalar(std::string_view json) {
+    before_value();
+    out_ += json;
+    return *this;
+  }
 
   void newline_indent(std::size_t depth) {
     out_ += '\n';

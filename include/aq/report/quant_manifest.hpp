@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "aq/core/atomic_file.hpp"
-#include "aq/core/error.hpp"
 #include "aq/io/json_field.hpp"
 #include "aq/io/regular_file.hpp"
 #include "aq/report/json_writer.hpp"
@@ -44,11 +43,9 @@ inline std::optional<double> effective_bits_of(std::string_view format) {
 
 // A group's importance: its largest candidate score (0 for a group without candidates).
 inline double group_importance(const group_sensitivity& group) {
-  double importance = 0.0;
-  for (std::size_t i = 0; i < group.candidates.size(); ++i) {
-    if (i == 0 || group.candidates[i].score > importance) importance = group.candidates[i].score;
-  }
-  return importance;
+  const auto most = std::max_element(group.candidates.begin(), group.candidates.end(),
+                                     [](const candidate_stat& a, const candidate_stat& b) { return a.score < b.score; });
+  return most == group.candidates.end() ? 0.0 : most->score;
 }
 
 // Group indices by ascending importance, ties in group order (Python's stable list.sort).
@@ -130,10 +127,18 @@ inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
   json.end_object();
 }
 
-// aq's pareto_front field, shared by the manifest and per-layer-sensitivity.json.
-inline void emit_pareto_front(json_writer& json, const std::vector<pareto_point>& front) {
-  json.begin_array();
-  for (const pareto_point& point : front) {
+// aq's fields, written after every ModelOpt field of the manifest and of per-layer-sensitivity.json:
+// chosen_recipes (each group as `name` spells it) and pareto_front, each only when present.
+template <class Name>
+void emit_aq_extensions(json_writer& json, const report_model& model, Name name) {
+  if (model.chosen_recipes) {
+    json.key("chosen_recipes").begin_object();
+    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(name(pick.group)).string(pick.format);
+    json.end_object();
+  }
+  if (!model.pareto_front) return;
+  json.key("pareto_front").begin_array();
+  for (const pareto_point& point : *model.pareto_front) {
     json.begin_object();
     json.key("effective_bits").number(point.effective_bits);
     json.key("score").number(point.score);
@@ -202,15 +207,7 @@ inline std::string render_quant_manifest(const report_model& model) {
     json.key("dataset");
     detail::emit_dataset(json, *model.dataset);
   }
-  if (model.chosen_recipes) {
-    json.key("chosen_recipes").begin_object();
-    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(pick.group).string(pick.format);
-    json.end_object();
-  }
-  if (model.pareto_front) {
-    json.key("pareto_front");
-    detail::emit_pareto_front(json, *model.pareto_front);
-  }
+  detail::emit_aq_extensions(json, model, [](const std::string& group) -> std::string_view { return group; });
   json.end_object();
   return json.str();
 }

@@ -100,14 +100,13 @@ struct report_model {
 // which no strict JSON reader accepts), duplicate group or layer names (a JSON object cannot
 // hold them twice), and chosen recipes that name an unknown group or format.
 inline void validate_report_model(const report_model& model) {
-  const auto finite_or_inf = [](double v) { return !std::isnan(v); };
   const std::string where = "report '" + model.scheme.name + "'";
-  if (!finite_or_inf(model.scheme.auto_quantize_bits)) throw error(where + ": scheme.auto_quantize_bits is NaN");
-  if (!finite_or_inf(model.scheme.coverage_fraction)) throw error(where + ": scheme.coverage_fraction is NaN");
-  if (!finite_or_inf(model.autoquant_state.effective_bits)) {
+  if (std::isnan(model.scheme.auto_quantize_bits)) throw error(where + ": scheme.auto_quantize_bits is NaN");
+  if (std::isnan(model.scheme.coverage_fraction)) throw error(where + ": scheme.coverage_fraction is NaN");
+  if (std::isnan(model.autoquant_state.effective_bits)) {
     throw error(where + ": autoquant_state.constraints.effective_bits is NaN");
   }
-  if (!finite_or_inf(model.autoquant_state.score)) throw error(where + ": autoquant_state.score is NaN");
+  if (std::isnan(model.autoquant_state.score)) throw error(where + ": autoquant_state.score is NaN");
 
   std::set<std::string> layer_names;
   for (const layer_info& layer : model.layers) {
@@ -119,8 +118,8 @@ inline void validate_report_model(const report_model& model) {
       throw error(where + ": group '" + group.name + "' listed twice");
     }
     for (const candidate_stat& c : group.candidates) {
-      if (!finite_or_inf(c.score)) throw error(where + ": group '" + group.name + "' has a NaN score for " + c.format);
-      if (!finite_or_inf(c.cost)) throw error(where + ": group '" + group.name + "' has a NaN cost for " + c.format);
+      if (std::isnan(c.score)) throw error(where + ": group '" + group.name + "' has a NaN score for " + c.format);
+      if (std::isnan(c.cost)) throw error(where + ": group '" + group.name + "' has a NaN cost for " + c.format);
     }
   }
   if (model.chosen_recipes) {

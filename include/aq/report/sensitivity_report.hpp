@@ -44,8 +44,7 @@ inline std::optional<double> candidate_bits(const candidate_stat& c) {
 // One table row: the group's quantized candidates (the NONE candidate only when it is the
 // group's sole choice, as for disabled groups).
 struct sensitivity_row {
-  std::size_t group = 0;  // index into report_model::groups
-  std::string layer;      // display name
+  std::string layer;  // display name
   std::vector<const candidate_stat*> candidates;
 };
 
@@ -54,9 +53,8 @@ inline bool is_unquantized_format(std::string_view format) { return format.start
 // Rows in group order; groups without candidates have none.
 inline std::vector<sensitivity_row> sensitivity_rows(const report_model& model) {
   std::vector<sensitivity_row> rows;
-  for (std::size_t g = 0; g < model.groups.size(); ++g) {
-    const group_sensitivity& group = model.groups[g];
-    sensitivity_row row{g, layer_display_name(group.name), {}};
+  for (const group_sensitivity& group : model.groups) {
+    sensitivity_row row{layer_display_name(group.name), {}};
     for (const candidate_stat& c : group.candidates) {
       if (!is_unquantized_format(c.format)) row.candidates.push_back(&c);
     }
@@ -118,15 +116,7 @@ inline std::string render_sensitivity_json(const report_model& model) {
     json.end_object();
   }
   json.end_array();
-  if (model.chosen_recipes) {
-    json.key("chosen_recipes").begin_object();
-    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(layer_display_name(pick.group)).string(pick.format);
-    json.end_object();
-  }
-  if (model.pareto_front) {
-    json.key("pareto_front");
-    detail::emit_pareto_front(json, *model.pareto_front);
-  }
+  detail::emit_aq_extensions(json, model, layer_display_name);
   json.end_object();
   return json.str();
 }

@@ -136,10 +136,8 @@ class allocation_problem {
       throw aq::error("aq::search::allocation_problem::add_group: group " + std::to_string(num_groups()) + " has " +
                       std::to_string(scores.size()) + " scores but " + std::to_string(costs.size()) + " costs");
     }
-    for (std::size_t r = 0; r < scores.size(); ++r) {
-      scores_.push_back(scores[r]);
-      costs_.push_back(costs[r]);
-    }
+    scores_.insert(scores_.end(), scores.begin(), scores.end());
+    costs_.insert(costs_.end(), costs.begin(), costs.end());
     begin_.push_back(scores_.size());
   }
 

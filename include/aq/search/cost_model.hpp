@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string>
 
 #include "aq/core/error.hpp"
 #include "aq/search/allocation_problem.hpp"

@@ -40,29 +40,31 @@ struct cost_axis {
   std::int64_t full_units = 0;      // Σ_g max offset / unit: the most expensive total, in units
   std::vector<std::int64_t> units;  // offset of each choice in units, problem CSR order
   std::vector<std::size_t> begin;   // CSR offsets into units
+  std::vector<std::int64_t> max_units;  // the largest offset of each group, in units
 };
 
 constexpr cost_axis make_cost_axis(const allocation_problem& problem) {
   cost_axis axis;
   axis.begin.push_back(0);
+  std::vector<cost_t> lowest;  // each group's cheapest choice
   cost_t gcd = 0;
   for (std::size_t g = 0; g < problem.num_groups(); ++g) {
     cost_t lo = problem.cost(g, 0);
     for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
+    lowest.push_back(lo);
     axis.base += lo;
     for (std::size_t r = 0; r < problem.num_choices(g); ++r) gcd = std::gcd(gcd, problem.cost(g, r) - lo);
     axis.begin.push_back(axis.begin.back() + problem.num_choices(g));
   }
   axis.unit = gcd == 0 ? 1 : gcd;
   for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    std::int64_t lo = std::numeric_limits<std::int64_t>::max();
     std::int64_t hi = 0;
-    for (std::size_t r = 0; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
     for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
-      const std::int64_t u = (problem.cost(g, r) - lo) / axis.unit;
+      const std::int64_t u = (problem.cost(g, r) - lowest[g]) / axis.unit;
       axis.units.push_back(u);
       hi = u > hi ? u : hi;
     }
+    axis.max_units.push_back(hi);
     axis.full_units += hi;
   }
   return axis;
@@ -111,7 +113,7 @@ class mckp_dp {
     bool dense_fits = true;
     std::int64_t reach = 0;
     for (std::size_t g : multi_) {
-      reach = reach + max_units(g) < limit_units ? reach + max_units(g) : limit_units;
+      reach = reach + axis_.max_units[g] < limit_units ? reach + axis_.max_units[g] : limit_units;
       if (static_cast<std::uint64_t>(reach) + 1 > options.max_dense_cells - cells) {
         dense_fits = false;
         break;
@@ -159,11 +161,6 @@ class mckp_dp {
  private:
   constexpr std::size_t choices(std::size_t g) const { return axis_.begin[g + 1] - axis_.begin[g]; }
   constexpr std::int64_t units(std::size_t g, std::size_t r) const { return axis_.units[axis_.begin[g] + r]; }
-  constexpr std::int64_t max_units(std::size_t g) const {
-    std::int64_t hi = 0;
-    for (std::size_t r = 0; r < choices(g); ++r) hi = units(g, r) > hi ? units(g, r) : hi;
-    return hi;
-  }
 
   // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
   // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
@@ -185,7 +182,7 @@ class mckp_dp {
         for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
         continue;
       }
-      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(max_units(g)), width - 1);
+      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(axis_.max_units[g]), width - 1);
       for (std::size_t c = 0; c <= next_hi; ++c) {
         next_score[c] = unreachable;
         next_rank[c] = none;
@@ -320,19 +317,6 @@ class mckp_dp {
   std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
 };
 
-constexpr allocation_result solve_with_axis(const allocation_problem& problem, cost_axis axis, cost_t capacity,
-                                            const knapsack_options& options) {
-  if (capacity < axis.base) {
-    throw aq::error(infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
-  }
-  const std::int64_t slack = (capacity - axis.base) / axis.unit;
-  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
-  const mckp_dp dp(problem, std::move(axis), limit, options);
-  // The last front state has the least score and, among equal scores, the least cost.
-  const front_state& best = dp.front().back();
-  return evaluate_selection(problem, dp.selection(best), capacity, dp.path());
-}
-
 }  // namespace detail
 
 // Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
@@ -342,7 +326,15 @@ constexpr allocation_result solve_with_axis(const allocation_problem& problem, c
 constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
                                            const knapsack_options& options = {}) {
   problem.validate();
-  return detail::solve_with_axis(problem, detail::make_cost_axis(problem), capacity, options);
+  detail::cost_axis axis = detail::make_cost_axis(problem);
+  if (capacity < axis.base) {
+    throw aq::error(detail::infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
+  }
+  const std::int64_t slack = (capacity - axis.base) / axis.unit;
+  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
+  const detail::mckp_dp dp(problem, std::move(axis), limit, options);
+  // The last front state has the least score and, among equal scores, the least cost.
+  return evaluate_selection(problem, dp.selection(dp.front().back()), capacity, dp.path());
 }
 
 // Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):

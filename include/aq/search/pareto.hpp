@@ -3,6 +3,7 @@
 // any budget's answer is then a lookup, and the curve is what the report plots.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -51,18 +52,14 @@ class pareto_front {
 
   // The answer for a budget: the last point not above it (equal to solve_knapsack's answer).
   constexpr allocation_result at_capacity(cost_t capacity) const {
-    std::size_t lo = 0;
-    std::size_t hi = points_.size();
-    while (lo < hi) {  // first point costing more than the budget
-      const std::size_t mid = lo + (hi - lo) / 2;
-      if (points_[mid].total_cost <= capacity) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo == 0) {
+    const auto above = std::partition_point(points_.begin(), points_.end(),
+                                            [&](const pareto_point& point) { return point.total_cost <= capacity; });
+    if (above == points_.begin()) {
       throw aq::error(detail::infeasible_message("aq::search::pareto_front::at_capacity", problem_, capacity,
                                                  points_.front().total_cost));
     }
-    return evaluate_selection(problem_, selection(lo - 1), capacity, dp_.path());
+    return evaluate_selection(problem_, selection(static_cast<std::size_t>(above - points_.begin()) - 1), capacity,
+                              dp_.path());
   }
   constexpr allocation_result at_bits(double effective_bits) const {
     return at_capacity(capacity_for_bits(problem_.total_params(), effective_bits));

@@ -67,11 +67,8 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
   // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
   const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
     std::size_t i = at + 1;
-    bool negate = false;
-    if (i < pattern.size() && pattern[i] == '!') {
-      negate = true;
-      ++i;
-    }
+    const bool negate = i < pattern.size() && pattern[i] == '!';
+    if (negate) ++i;
     const std::size_t first = i;
     if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
     while (i < pattern.size() && pattern[i] != ']') ++i;
@@ -95,21 +92,12 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
       continue;
     }
     if (p < pattern.size()) {
-      bool ok = false;
+      bool ok = pattern[p] == '?' || pattern[p] == name[n];  // a literal, an unclosed '[' included
       std::size_t width = 1;
-      if (pattern[p] == '?') {
-        ok = true;
-      } else if (pattern[p] == '[') {
-        bool matched = false;
-        const std::size_t set = match_set(p, name[n], matched);
-        if (set == 0) {
-          ok = name[n] == '[';
-        } else {
-          ok = matched;
-          width = set;
-        }
-      } else {
-        ok = pattern[p] == name[n];
+      bool matched = false;
+      if (const std::size_t set = pattern[p] == '[' ? match_set(p, name[n], matched) : 0; set != 0) {
+        ok = matched;
+        width = set;
       }
       if (ok) {
         p += width;

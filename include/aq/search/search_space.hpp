@@ -3,7 +3,6 @@
 // Built before any model work, so that bad formats or budgets fail before files are written.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -111,14 +110,7 @@ inline search::allocation_problem cost_problem(const search_space& space,
 
 // The least total cost any selection reaches (every configurable group at its cheapest recipe).
 inline search::cost_t min_total_cost(const search_space& space) {
-  const search::allocation_problem problem = cost_problem(space);
-  search::cost_t least = 0;
-  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    search::cost_t lo = problem.cost(g, 0);
-    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = std::min(lo, problem.cost(g, r));
-    least += lo;
-  }
-  return least;
+  return search::detail::make_cost_axis(cost_problem(space)).base;
 }
 
 inline double min_effective_bits(const search_space& space) {

@@ -12,7 +12,6 @@
 
 #include <unistd.h>
 
-#include "aq/core/error.hpp"
 #include "aq/io/json_field.hpp"
 
 namespace aq {
@@ -32,11 +31,10 @@ inline std::int64_t dimension(const io::json_field& field) {
   return value;
 }
 
-// A field aq reads but implements one value of: any other value would be parsed and then
-// silently ignored by the model code, so it is refused by name.
-inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented,
-                           std::string_view fallback) {
-  const std::string value(f.value_or(key, fallback, &io::json_field::string));
+// A field aq reads but implements one value of (also its default): any other value would be
+// parsed and then silently ignored by the model code, so it is refused by name.
+inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented) {
+  const std::string value(f.value_or(key, implemented, &io::json_field::string));
   if (value != implemented) {
     f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
   }

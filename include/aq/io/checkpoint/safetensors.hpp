@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +23,7 @@
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/tensor.hpp"
 #include "aq/io/json_parser.hpp"
 #include "aq/io/json_type_name.hpp"
 #include "aq/io/mapped_file.hpp"
@@ -44,16 +47,6 @@ struct tensor_view {
     return n;
   }
 };
-
-// "[151936, 2560]": the spelling used in every shape message.
-inline std::string format_shape(std::span<const std::int64_t> shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
 inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
@@ -116,7 +109,6 @@ class safetensors_file {
   safetensors_file(const safetensors_file&) = delete;
   safetensors_file& operator=(const safetensors_file&) = delete;
 
-  const std::filesystem::path& path() const { return file_.path(); }
   // All tensors, sorted by name.
   std::span<const tensor_view> tensors() const { return views_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
@@ -281,11 +273,11 @@ class safetensors_file {
       std::uint64_t expected = e.dtype.size;
       for (const std::int64_t extent : e.shape) {
         if (__builtin_mul_overflow(expected, static_cast<std::uint64_t>(extent), &expected)) {
-          fail_tensor(e.name, "shape " + format_shape(e.shape) + " overflows the byte count");
+          fail_tensor(e.name, "shape " + shape_string(e.shape) + " overflows the byte count");
         }
       }
       if (expected != e.end - e.begin) {
-        fail_tensor(e.name, "shape " + format_shape(e.shape) + " x " + std::string(e.dtype.name) + " (" +
+        fail_tensor(e.name, "shape " + shape_string(e.shape) + " x " + std::string(e.dtype.name) + " (" +
                                 std::to_string(e.dtype.size) + " bytes) = " + std::to_string(expected) + " bytes, but " +
                                 offsets + " span " + std::to_string(e.end - e.begin));
       }
@@ -388,8 +380,8 @@ class safetensors_checkpoint {
                   ", expected an object");
     }
 
-    std::vector<std::pair<std::string, std::string>> listed;  // tensor -> shard file name
-    listed.reserve(weight_map.size());
+    std::map<std::string, std::string, std::less<>> listed;  // tensor -> shard file name
+    std::optional<std::string> twice;  // the first tensor, by name, listed twice
     for (const auto field : weight_map) {
       std::string_view shard;
       if (field.value.get_string().get(shard)) {
@@ -402,19 +394,12 @@ class safetensors_checkpoint {
         throw error(where + ": weight_map: tensor " + std::string(field.key) + ": shard \"" + std::string(shard) +
                     "\" must be a file name relative to the index");
       }
-      listed.emplace_back(std::string(field.key), std::string(shard));
+      if (!listed.emplace(field.key, shard).second && (!twice || field.key < *twice)) twice = std::string(field.key);
     }
-    std::sort(listed.begin(), listed.end());
-    for (std::size_t i = 1; i < listed.size(); ++i) {
-      if (listed[i].first == listed[i - 1].first) {
-        throw error(where + ": weight_map: tensor " + listed[i].first + ": listed twice");
-      }
-    }
+    if (twice) throw error(where + ": weight_map: tensor " + *twice + ": listed twice");
 
-    std::vector<std::string> shard_names;
-    for (const auto& [tensor, shard] : listed) shard_names.push_back(shard);
-    std::sort(shard_names.begin(), shard_names.end());
-    shard_names.erase(std::unique(shard_names.begin(), shard_names.end()), shard_names.end());
+    std::set<std::string> shard_names;
+    for (const auto& [tensor, shard] : listed) shard_names.insert(shard);
     const std::filesystem::path dir = index_path.parent_path();
     std::map<std::string, const safetensors_file*, std::less<>> by_name;
     for (const std::string& shard : shard_names) {
@@ -433,9 +418,8 @@ class safetensors_checkpoint {
     // Every tensor of every shard must be listed (under that shard: checked by collect()).
     for (const auto& [shard, file] : by_name) {
       for (const tensor_view& view : file->tensors()) {
-        const auto it = std::lower_bound(listed.begin(), listed.end(), view.name,
-                                         [](const auto& item, std::string_view key) { return item.first < key; });
-        if (it == listed.end() || it->first != view.name) {
+        const auto it = listed.find(view.name);
+        if (it == listed.end()) {
           throw error(where + ": tensor " + std::string(view.name) + " of shard " + shard + " is not in weight_map");
         }
         if (it->second != shard) {
@@ -474,12 +458,12 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
   const auto count = static_cast<std::size_t>(tensor.numel());
   if (out.size() != count) {
     throw detail::tensor_error(tensor, "destination holds " + std::to_string(out.size()) + " values, tensor " +
-                                           format_shape(tensor.shape) + " has " + std::to_string(count));
+                                           shape_string(tensor.shape) + " has " + std::to_string(count));
   }
   if (!find_dtype(tensor.dtype.name)) {
     throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) +
                                            " does not convert to floating point (" +
-                                           std::string(supported_dtype_names) + ")");
+                                           dtype_names(supported_dtypes) + ")");
   }
   if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
@@ -535,21 +519,17 @@ inline void require_finite(const tensor_view& tensor) { require_finite(tensor, 0
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
 inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
-  const auto count = static_cast<std::size_t>(tensor.numel());
-  std::vector<std::int64_t> out(count);
-  const std::byte* source = tensor.bytes.data();
-  if (count == 0 && (tensor.dtype == dtype_i64 || tensor.dtype == dtype_i32)) return out;  // no memcpy on null
-  if (tensor.dtype == dtype_i64) {
-    std::memcpy(out.data(), source, count * sizeof(std::int64_t));
-  } else if (tensor.dtype == dtype_i32) {
-    for (std::size_t i = 0; i < count; ++i) {
-      std::int32_t value;
-      std::memcpy(&value, source + i * sizeof value, sizeof value);
-      out[i] = value;
-    }
-  } else {
+  if (tensor.dtype != dtype_i64 && tensor.dtype != dtype_i32) {
     throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
   }
+  std::vector<std::int64_t> out(static_cast<std::size_t>(tensor.numel()));
+  const auto read = [&](auto value) {  // element by element: the bytes need no alignment
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      std::memcpy(&value, tensor.bytes.data() + i * sizeof value, sizeof value);
+      out[i] = value;
+    }
+  };
+  tensor.dtype == dtype_i64 ? read(std::int64_t{}) : read(std::int32_t{});
   return out;
 }
 

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <span>
@@ -73,9 +72,7 @@ class safetensors_writer {
     }
     const auto [it, inserted] = tensors_.try_emplace(std::string(name));
     if (!inserted) fail(name, "added twice");
-    it->second.type = *find_dtype(type.name, readable_dtypes);
-    it->second.shape = std::move(shape);
-    it->second.data.assign(data.begin(), data.end());
+    it->second = {*find_dtype(type.name, readable_dtypes), std::move(shape), {data.begin(), data.end()}};
   }
 
   // Adds values already in their storage type (float -> F32, bf16 -> BF16, f16 -> F16).
@@ -90,7 +87,7 @@ class safetensors_writer {
   void add_rounded(std::string_view name, const dtype& type, std::vector<std::int64_t> shape,
                    std::span<const float> values) {
     if (!find_dtype(type.name)) {
-      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + dtype_names(supported_dtypes) + ")");
     }
     visit_dtype(type, [&](auto tag) {
       using Stored = decltype(tag);
@@ -122,10 +119,8 @@ class safetensors_writer {
     std::string header = "{";
     if (!metadata_.empty()) {
       header += "\"__metadata__\":{";
-      bool first = true;
       for (const auto& [key, value] : metadata_) {
-        if (!first) header += ',';
-        first = false;
+        if (header.back() != '{') header += ',';
         detail::append_json_string(header, key);
         header += ':';
         detail::append_json_string(header, value);

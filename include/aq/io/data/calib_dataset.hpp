@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -58,17 +57,14 @@ inline std::string_view python_strip(std::string_view s) {
 template <class F>
 void for_each_line(std::string_view text, F&& f) {
   std::size_t line_no = 1, start = 0;
-  for (std::size_t i = 0; i <= text.size(); ++i) {
-    if (i == text.size()) {
-      if (start < text.size()) f(text.substr(start), line_no);
-      break;
-    }
+  for (std::size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '\n' || text[i] == '\r') {
       f(text.substr(start, i - start), line_no++);
       if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
       start = i + 1;
     }
   }
+  if (start < text.size()) f(text.substr(start), line_no);  // a last line without a newline
 }
 
 inline void check_utf8(std::string_view line, const std::filesystem::path& path, std::size_t line_no) {

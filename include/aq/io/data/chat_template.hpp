@@ -3,7 +3,6 @@
 // <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -42,9 +41,7 @@ inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, 
       throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
     }
     if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
-    out += "<|im_start|>";
-    out += m.role;
-    out += '\n';
+    out += "<|im_start|>" + m.role + '\n';
     for (const chat_content& c : m.content) {
       if (c.type == chat_content::kind::text) {
         out += c.text;
@@ -69,9 +66,8 @@ inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
 inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
   std::string out;
   std::size_t k = 0, pos = 0;
-  for (;;) {
-    const std::size_t hit = prompt.find(image_pad_token, pos);
-    if (hit == std::string_view::npos) break;
+  for (std::size_t hit = prompt.find(image_pad_token); hit != std::string_view::npos;
+       hit = prompt.find(image_pad_token, pos)) {
     if (k >= tokens_per_image.size()) {
       throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
                   " images given");

@@ -1,20 +1,16 @@
 // Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
 // PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
-// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
+// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower
+// (image_rgb8 is declared with the JPEG decoder, io/image/jpeg.hpp).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
 
 #include "aq/core/error.hpp"
 #include "aq/io/image/jpeg.hpp"
@@ -66,18 +62,6 @@
 #endif
 
 namespace aq::io {
-
-// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use.
-struct image_rgb8 {
-  int width = 0;
-  int height = 0;
-  std::vector<std::uint8_t> pixels;  // height * width * 3
-
-  std::uint8_t at(int y, int x, int c) const {
-    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
-                  static_cast<std::size_t>(c)];
-  }
-};
 
 // What to do with an alpha channel. transformers' convert_to_rgb composites over opaque white
 // (Image.alpha_composite) before the processor sees the pixels; PIL's convert("RGB") drops alpha.
@@ -161,14 +145,7 @@ inline void check_png_chunks(std::span<const std::uint8_t> bytes, const std::str
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
-  if (is_jpeg(bytes)) {
-    decoded_jpeg j = decode_jpeg(bytes, name, max_image_pixels);
-    image_rgb8 img;
-    img.width = j.width;
-    img.height = j.height;
-    img.pixels = std::move(j.rgb);
-    return img;
-  }
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, name, max_image_pixels);
   std::uint64_t png_w = 0, png_h = 0;
   if (detail::png_size(bytes, png_w, png_h)) {
     if (png_w * png_h > max_image_pixels) detail::image_too_large(name, png_w, png_h);
@@ -190,8 +167,10 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   img.width = w;
   img.height = h;
   img.pixels.resize(n * 3);
-  // stb returns RGBA (4 samples a pixel); convert straight into the RGB8 image.
-  auto to_rgb = [&](const auto* rgba, auto to_byte) {
+  // stb returns RGBA (4 samples a pixel), or null; convert straight into the RGB8 image.
+  auto to_rgb = [&](auto* rgba, auto to_byte) {
+    const std::unique_ptr<void, detail::stbi_deleter> owner(rgba);
+    if (rgba == nullptr) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint8_t a = to_byte(rgba[i * 4 + 3], true);
       for (std::size_t c = 0; c < 3; ++c) {
@@ -202,16 +181,12 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     }
   };
   if (sixteen) {
-    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    const bool gray = channels == 1;
-    to_rgb(p.get(), [gray](std::uint16_t v, bool is_alpha) {
+    to_rgb(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4), [&](std::uint16_t v, bool is_alpha) {
+      const bool gray = channels == 1;  // set by the load
       return (gray && !is_alpha) ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
     });
   } else {
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    to_rgb(p.get(), [](std::uint8_t v, bool) { return v; });
+    to_rgb(stbi_load_from_memory(data, len, &w, &h, &channels, 4), [](std::uint8_t v, bool) { return v; });
   }
   return img;
 }

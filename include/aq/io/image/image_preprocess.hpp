@@ -147,6 +147,36 @@ inline std::uint8_t fixed_to_u8(std::int64_t acc, int precision) {
   return static_cast<std::uint8_t>(std::clamp<std::int64_t>(v, 0, 255));
 }
 
+// One pass of the separable resize: along x (to `out_size` columns) or along y (to `out_size`
+// rows). Either way a line of the axis is a run of `group`-byte groups (a pixel along x, a whole
+// row along y), and each output group mixes its input groups byte by byte.
+inline image_rgb8 resample_axis(const image_rgb8& in, int out_size, bool along_x, image_backend backend) {
+  const int in_size = along_x ? in.width : in.height;
+  const axis_weights aw = make_axis_weights(in_size, out_size, backend);
+  image_rgb8 out;
+  out.width = along_x ? out_size : in.width;
+  out.height = along_x ? in.height : out_size;
+  out.pixels.resize(static_cast<std::size_t>(out.width) * static_cast<std::size_t>(out.height) * 3);
+  const std::size_t group = along_x ? 3 : static_cast<std::size_t>(in.width) * 3;
+  const std::size_t lines = along_x ? static_cast<std::size_t>(in.height) : 1;
+  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+  for (std::size_t line = 0; line < lines; ++line) {
+    const std::uint8_t* src = in.pixels.data() + line * static_cast<std::size_t>(in_size) * group;
+    std::uint8_t* dst = out.pixels.data() + line * static_cast<std::size_t>(out_size) * group;
+    for (std::size_t o = 0; o < static_cast<std::size_t>(out_size); ++o) {
+      const std::int32_t* k = aw.k.data() + o * static_cast<std::size_t>(aw.ksize);
+      const std::uint8_t* first = src + static_cast<std::size_t>(aw.first[o]) * group;
+      for (std::size_t i = 0; i < group; ++i) {
+        std::int64_t acc = half;
+        const std::uint8_t* tap = first + i;
+        for (std::int64_t j = 0; j < aw.count[o]; ++j, tap += group) acc += std::int64_t{*tap} * k[j];
+        dst[o * group + i] = fixed_to_u8(acc, aw.precision);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace detail
 
 // Antialiased bicubic resize of an RGB8 image with the chosen backend's integer arithmetic:
@@ -159,51 +189,12 @@ inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_
     throw error("resize_bicubic: sizes must be positive, got " + std::to_string(src.height) + "x" +
                 std::to_string(src.width) + " -> " + std::to_string(out_height) + "x" + std::to_string(out_width));
   }
-  image_rgb8 horizontal;
-  const image_rgb8* cur = &src;
-  if (out_width != src.width) {
-    const detail::axis_weights aw = detail::make_axis_weights(src.width, out_width, backend);
-    image_rgb8& next = horizontal;
-    next.width = out_width;
-    next.height = src.height;
-    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(src.height) * 3);
-    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < src.height; ++y) {
-      const std::uint8_t* row = src.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(src.width) * 3;
-      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(out_width) * 3;
-      for (int x = 0; x < out_width; ++x) {
-        const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(aw.ksize);
-        const std::int64_t x0 = aw.first[static_cast<std::size_t>(x)];
-        const std::int64_t cnt = aw.count[static_cast<std::size_t>(x)];
-        for (int c = 0; c < 3; ++c) {
-          std::int64_t acc = half;
-          for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{row[(x0 + j) * 3 + c]} * k[j];
-          out[x * 3 + c] = detail::fixed_to_u8(acc, aw.precision);
-        }
-      }
-    }
-    cur = &horizontal;
+  if (out_width == src.width) {
+    return out_height == src.height ? src : detail::resample_axis(src, out_height, false, backend);
   }
-  if (out_height == cur->height) return cur == &src ? src : std::move(horizontal);
-  const detail::axis_weights aw = detail::make_axis_weights(cur->height, out_height, backend);
-  image_rgb8 next;
-  next.width = cur->width;
-  next.height = out_height;
-  const std::size_t stride = static_cast<std::size_t>(cur->width) * 3;
-  next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
-  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-  for (int y = 0; y < out_height; ++y) {
-    const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
-    const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
-    const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
-    std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
-    for (std::size_t i = 0; i < stride; ++i) {
-      std::int64_t acc = half;
-      for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur->pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
-      out[i] = detail::fixed_to_u8(acc, aw.precision);
-    }
-  }
-  return next;
+  image_rgb8 horizontal = detail::resample_axis(src, out_width, true, backend);
+  if (out_height == src.height) return horizontal;
+  return detail::resample_axis(horizontal, out_height, false, backend);
 }
 
 // The vision-tower inputs of a list of images, concatenated in order, as the processor returns

@@ -19,11 +19,17 @@
 
 namespace aq::io {
 
-// A decoded JPEG as RGB8, rows top to bottom, pixels interleaved.
-struct decoded_jpeg {
+// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use:
+// what the JPEG decoder here and the PNG decoder of io/image/image.hpp produce.
+struct image_rgb8 {
   int width = 0;
   int height = 0;
-  std::vector<std::uint8_t> rgb;  // height * width * 3
+  std::vector<std::uint8_t> pixels;  // height * width * 3
+
+  std::uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
+                  static_cast<std::size_t>(c)];
+  }
 };
 
 // JPEG files start with SOI followed by a marker; PIL's JpegImagePlugin accepts the same prefix.
@@ -46,8 +52,8 @@ inline std::string too_many_pixels(const std::string& name, std::uint64_t width,
 struct jpeg_error_state {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-  bool ended_early;  // the data ran out before the end-of-image marker
+  char message[JMSG_LENGTH_MAX] = {};
+  bool ended_early = false;  // the data ran out before the end-of-image marker
 };
 
 inline void jpeg_on_error(j_common_ptr cinfo) {
@@ -76,8 +82,6 @@ struct jpeg_decoder {
     cinfo.err = jpeg_std_error(&error.pub);
     error.pub.error_exit = jpeg_on_error;
     error.pub.emit_message = jpeg_on_message;
-    error.message[0] = '\0';
-    error.ended_early = false;
   }
   jpeg_decoder(const jpeg_decoder&) = delete;
   jpeg_decoder& operator=(const jpeg_decoder&) = delete;
@@ -104,37 +108,35 @@ inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std:
 }
 
 // Everything that can longjmp happens in here; it holds no object with a destructor, and after a
-// longjmp reads only memory owned by the caller. Returns false on a libjpeg error.
+// longjmp reads only memory owned by the caller. Returns false on a libjpeg error; an image too
+// large or of an unsupported component count stops after the header (the caller refuses it).
 inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
-                     decoded_jpeg* out, bool* too_large, int* components) {
+                     image_rgb8* out) {
   if (setjmp(d->error.jump) != 0) return false;
   jpeg_create_decompress(&d->cinfo);  // may fail too (out of memory, library version mismatch)
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d->cinfo, TRUE);
-  *components = d->cinfo.num_components;
+  const int components = d->cinfo.num_components;
   const std::uint64_t pixels = std::uint64_t(d->cinfo.image_width) * std::uint64_t(d->cinfo.image_height);
-  if (pixels > max_pixels || (*components != 1 && *components != 3 && *components != 4)) {
-    *too_large = pixels > max_pixels;
-    return true;
-  }
+  if (pixels > max_pixels || (components != 1 && components != 3 && components != 4)) return true;
   // Pillow's settings: it leaves libjpeg's defaults (JDCT_ISLOW, fancy upsampling, no scaling;
   // only draft mode changes them) and asks for L, RGB or CMYK by component count, trusting
   // libjpeg's guess of the stored colour space (JFIF/Adobe markers, so YCCK becomes CMYK).
   d->cinfo.dct_method = JDCT_ISLOW;
   d->cinfo.do_fancy_upsampling = TRUE;
-  d->cinfo.out_color_space = *components == 1 ? JCS_GRAYSCALE : *components == 3 ? JCS_RGB : JCS_CMYK;
+  d->cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_start_decompress(&d->cinfo);
   const std::size_t w = d->cinfo.output_width, h = d->cinfo.output_height;
   const std::size_t n = static_cast<std::size_t>(d->cinfo.output_components);
   out->width = static_cast<int>(w);
   out->height = static_cast<int>(h);
-  out->rgb.resize(w * h * 3);
+  out->pixels.resize(w * h * 3);
   d->row.resize(w * n);
   while (d->cinfo.output_scanline < h && !d->error.ended_early) {
     const std::size_t y = d->cinfo.output_scanline;
     JSAMPROW rows[1] = {d->row.data()};
     if (jpeg_read_scanlines(&d->cinfo, rows, 1) != 1) break;
-    std::uint8_t* dst = out->rgb.data() + y * w * 3;
+    std::uint8_t* dst = out->pixels.data() + y * w * 3;
     if (n == 3) {
       std::copy(d->row.begin(), d->row.end(), dst);
     } else if (n == 1) {
@@ -153,18 +155,17 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
 // components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
 // Errors (corrupt, truncated, unsupported, more than max_pixels, checked from the
 // header before any pixel memory is allocated) name `name`.
-inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
+inline image_rgb8 decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
-  decoded_jpeg out;
-  bool too_large = false;
-  int components = 0;
-  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out, &too_large, &components)) {
+  image_rgb8 out;
+  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out)) {
     throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
   }
-  if (too_large) {
+  if (std::uint64_t(d.cinfo.image_width) * std::uint64_t(d.cinfo.image_height) > max_pixels) {
     throw error(detail::too_many_pixels(name, d.cinfo.image_width, d.cinfo.image_height, max_pixels));
   }
+  const int components = d.cinfo.num_components;
   if (components != 1 && components != 3 && components != 4) {
     throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
   }

@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "aq/io/tokenizer/unicode_properties.hpp"
@@ -84,13 +83,11 @@ class qwen2_pretokenizer {
   // End of the match starting at character i, or i when no alternative matches.
   std::size_t match_at(std::size_t i) const {
     const std::size_t n = cps_.size();
-    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d): no two alternatives share a second letter, so order does not matter.
     if (cps_[i] == '\'') {
-      if (folds_to(i + 1, 's') || folds_to(i + 1, 't')) return i + 2;
+      if (folds_to(i + 1, 's') || folds_to(i + 1, 't') || folds_to(i + 1, 'm') || folds_to(i + 1, 'd')) return i + 2;
       if ((folds_to(i + 1, 'r') || folds_to(i + 1, 'v')) && folds_to(i + 2, 'e')) return i + 3;
-      if (folds_to(i + 1, 'm')) return i + 2;
       if (folds_to(i + 1, 'l') && folds_to(i + 2, 'l')) return i + 3;
-      if (folds_to(i + 1, 'd')) return i + 2;
     }
     // [^\r\n\p{L}\p{N}]?\p{L}+
     if (!is(i, letter | number) && !is_newline(i) && is(i + 1, letter)) return letters_from(i + 1);

@@ -92,22 +92,13 @@ class added_token_matcher {
         const bool word_after = stop < text.size() && unicode::is_word(first_char(text.substr(stop)));
         if (word_before || word_after) continue;
       }
-      if (token.lstrip) {
-        std::size_t s = start;
-        while (s > 0) {
-          const std::size_t char_start = utf8::previous_char_start(text, s);
-          std::size_t i = char_start;
-          if (!unicode::is_space(utf8::decode_at(text, i))) break;
-          s = char_start;
-        }
-        start = std::max(s, plain_start);
+      // Stripped white space goes with the token, but never text an earlier match kept.
+      while (token.lstrip && start > plain_start && unicode::is_space(last_char(text.substr(0, start)))) {
+        start = utf8::previous_char_start(text, start);
       }
       if (token.rstrip) {
-        while (stop < text.size()) {
-          std::size_t i = stop;
-          if (!unicode::is_space(utf8::decode_at(text, i))) break;
-          stop = i;
-        }
+        std::size_t next = stop;  // decode_at moves it past the character at stop
+        while (stop < text.size() && unicode::is_space(utf8::decode_at(text, next))) stop = next;
       }
       if (plain_start < start) out.push_back({plain_start, start, nullptr});
       out.push_back({start, stop, &token});  // points into this matcher; valid while it lives
@@ -222,11 +213,7 @@ class tokenizer {
                     std::to_string(id_bound()) + ")");
       }
       // A token with a character outside the byte alphabet contributes its UTF-8 as is.
-      if (const auto raw = byte_level_to_bytes(*text)) {
-        bytes += *raw;
-      } else {
-        bytes += *text;
-      }
+      bytes += byte_level_to_bytes(*text).value_or(std::string(*text));
     }
     return utf8::decode_lossy(bytes);
   }

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,19 +89,12 @@ inline char32_t decode_at(std::string_view s, std::size_t& i) {
 inline void append(std::string& out, char32_t cp) {
   if (cp < 0x80) {
     out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    return;
   }
+  // A lead byte of n high one bits and the top bits, then n - 1 continuation bytes of 6 bits each.
+  const int n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  out.push_back(static_cast<char>(((0xFF00u >> n) & 0xFFu) | (cp >> (6 * (n - 1)))));
+  for (int shift = 6 * (n - 2); shift >= 0; shift -= 6) out.push_back(static_cast<char>(0x80 | ((cp >> shift) & 0x3F)));
 }
 
 // Throws naming `what` and the byte offset of the first ill-formed sequence.

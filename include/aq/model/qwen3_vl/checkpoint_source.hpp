@@ -22,8 +22,8 @@ inline weight_source checkpoint_weight_source(const safetensors_checkpoint& chec
   source.load = [&checkpoint](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& view = checkpoint.at(name);
     if (!std::equal(view.shape.begin(), view.shape.end(), shape.begin(), shape.end())) {
-      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
-                  ", expected " + format_shape(std::span<const std::int64_t>(shape)));
+      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + shape_string(view.shape) +
+                  ", expected " + shape_string(shape));
     }
     require_finite(view);  // a NaN weight would surface later as an anonymous amax error
     tensor out(shape);

@@ -14,7 +14,6 @@
 #include <utility>
 #include <vector>
 
-#include "aq/core/error.hpp"
 #include "aq/io/checkpoint/hf_config.hpp"
 #include "aq/io/mapped_file.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
@@ -106,7 +105,6 @@ inline void check_implied_sizes(const io::json_field& top, const io::json_field&
   checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
 
-
 }  // namespace detail
 
 // Parses config.json text; `source` names the file in messages.
@@ -143,7 +141,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
   t.rms_norm_eps = text.value_or("rms_norm_eps", 1e-6, &io::json_field::positive_number);
   t.max_position_embeddings = text.value_or("max_position_embeddings", 0, &io::json_field::positive_integer);
-  detail::require_string(text, "hidden_act", "silu", "silu");
+  detail::require_string(text, "hidden_act", "silu");
   if (text.value_or("attention_bias", false, &io::json_field::boolean)) {
     text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
   }
@@ -173,7 +171,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   v.temporal_patch_size = vision.value_or("temporal_patch_size", 2, dimension);
   v.spatial_merge_size = vision.value_or("spatial_merge_size", 2, dimension);
   v.num_position_embeddings = vision.value_or("num_position_embeddings", 2304, dimension);
-  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
+  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh");
   // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
   const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
   if (grid * grid != v.num_position_embeddings) {

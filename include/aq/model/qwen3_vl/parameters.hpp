@@ -32,7 +32,7 @@ struct parameter_spec {
     std::int64_t n = 1;
     for (const std::int64_t extent : shape) {
       if (__builtin_mul_overflow(n, extent, &n)) {
-        throw error("parameter " + name + ": shape " + format_shape(shape) + " has more elements than int64 holds");
+        throw error("parameter " + name + ": shape " + shape_string(shape) + " has more elements than int64 holds");
       }
     }
     return n;
@@ -70,10 +70,14 @@ struct parameter_counts {
 
 namespace detail {
 
-inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view what) {
-  std::int64_t out = 0;
-  if (__builtin_add_overflow(a, b, &out)) throw error("qwen3_vl parameter count: " + std::string(what) + " overflows int64");
-  return out;
+// sum += times x part, refusing an int64 overflow.
+inline void add_totals(parameter_totals& sum, const parameter_totals& part, std::int64_t times = 1) {
+  for (const auto& [to, from] : {std::pair{&sum.tensors, part.tensors}, std::pair{&sum.elements, part.elements}}) {
+    std::int64_t scaled = 0;
+    if (__builtin_mul_overflow(times, from, &scaled) || __builtin_add_overflow(*to, scaled, to)) {
+      throw error("qwen3_vl parameter count: total overflows int64");
+    }
+  }
 }
 
 // The stored tensors of each model part, from the config alone (no full list is built): indexed
@@ -86,17 +90,10 @@ inline std::array<parameter_totals, schema::parts.size()> part_totals(const conf
     for (const schema::module_spec& m : schema::modules_of(fam.id)) {
       for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
         const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
-        if (!stored) continue;
-        one.tensors += 1;
-        one.elements = checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+        if (stored) add_totals(one, {1, parameter_of(cfg, {m.id, index, kind}).numel()});
       }
     }
-    parameter_totals& sum = totals[static_cast<std::size_t>(fam.part)];
-    for (std::int64_t* field : {&one.tensors, &one.elements}) {
-      if (__builtin_mul_overflow(times, *field, field)) throw error("qwen3_vl parameter count: total overflows int64");
-    }
-    sum.tensors = checked_add(sum.tensors, one.tensors, "total");
-    sum.elements = checked_add(sum.elements, one.elements, "total");
+    add_totals(totals[static_cast<std::size_t>(fam.part)], one, times);
   };
   for (const schema::family_spec& fam : schema::families) {
     if (fam.has_single) add_instance(fam, -1, 1);
@@ -109,10 +106,7 @@ inline std::array<parameter_totals, schema::parts.size()> part_totals(const conf
 
 inline parameter_totals expected_totals(const config& cfg) {
   parameter_totals totals;
-  for (const parameter_totals& part : detail::part_totals(cfg)) {
-    totals.tensors = detail::checked_add(totals.tensors, part.tensors, "total");
-    totals.elements = detail::checked_add(totals.elements, part.elements, "total");
-  }
+  for (const parameter_totals& part : detail::part_totals(cfg)) detail::add_totals(totals, part);
   return totals;
 }
 
@@ -144,16 +138,16 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
     const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + shape_string(spec.shape));
     } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
-      misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
-                          format_shape(spec.shape));
+      misshaped.push_back("tensor " + spec.name + ": shape " + shape_string(tensor->shape) + ", expected " +
+                          shape_string(spec.shape));
     }
   }
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
   for (const tensor_view& tensor : tensors) {
     if (!expected_names.contains(tensor.name)) {
-      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + shape_string(tensor.shape));
     }
   }
   return problems;

@@ -220,17 +220,16 @@ inline constexpr std::array<module_spec, 25> modules{{
 
 // The tables are indexed by their enums, and a family's rows are contiguous.
 constexpr bool rows_in_enum_order() {
-  for (std::size_t i = 0; i < modules.size(); ++i) {
-    if (static_cast<std::size_t>(modules[i].id) != i) return false;
-    if (i > 0 && modules[i].unit < modules[i - 1].unit) return false;
+  const auto indexed = [](const auto& table) {
+    for (std::size_t i = 0; i < table.size(); ++i) {
+      if (static_cast<std::size_t>(table[i].id) != i) return false;
+    }
+    return true;
+  };
+  for (std::size_t i = 1; i < modules.size(); ++i) {
+    if (modules[i].unit < modules[i - 1].unit) return false;
   }
-  for (std::size_t i = 0; i < families.size(); ++i) {
-    if (static_cast<std::size_t>(families[i].id) != i) return false;
-  }
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (static_cast<std::size_t>(parts[i].id) != i) return false;
-  }
-  return true;
+  return indexed(modules) && indexed(families) && indexed(parts);
 }
 static_assert(rows_in_enum_order());
 

@@ -95,22 +95,16 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
     for (std::size_t i = lo; i < hi; ++i) {
       const text_batch& b = *rows[i].b;
       const std::int64_t row0 = rows[i].row * b.seq, extra = w - b.seq, n = b.batch * b.seq;
-      const auto src = static_cast<std::size_t>(row0);
-      p.batch.input_ids.insert(p.batch.input_ids.end(), static_cast<std::size_t>(extra), b.input_ids[src]);
-      p.batch.input_ids.insert(p.batch.input_ids.end(), b.input_ids.begin() + row0, b.input_ids.begin() + row0 + b.seq);
-      p.batch.attention_mask.insert(p.batch.attention_mask.end(), static_cast<std::size_t>(extra), std::uint8_t{0});
-      p.batch.attention_mask.insert(p.batch.attention_mask.end(), b.attention_mask.begin() + row0,
-                                    b.attention_mask.begin() + row0 + b.seq);
-      if (labels) {
-        p.batch.labels.insert(p.batch.labels.end(), static_cast<std::size_t>(extra), ignore_index);
-        p.batch.labels.insert(p.batch.labels.end(), b.labels.begin() + row0, b.labels.begin() + row0 + b.seq);
-      }
-      for (std::int64_t a = 0; a < 3 && positions; ++a) {
-        // Padding sits at position 1 on every axis, as rope_position_ids puts it.
-        pos[a].insert(pos[a].end(), static_cast<std::size_t>(extra), std::int64_t{1});
-        const auto from = b.position_ids.begin() + a * n + row0;
-        pos[a].insert(pos[a].end(), from, from + b.seq);
-      }
+      // The row's values in `from` (from `offset` on), after `extra` copies of `fill`.
+      const auto append = [&](auto& to, const auto& from, auto fill, std::int64_t offset) {
+        to.insert(to.end(), static_cast<std::size_t>(extra), fill);
+        to.insert(to.end(), from.begin() + offset + row0, from.begin() + offset + row0 + b.seq);
+      };
+      append(p.batch.input_ids, b.input_ids, b.input_ids[static_cast<std::size_t>(row0)], 0);
+      append(p.batch.attention_mask, b.attention_mask, std::uint8_t{0}, 0);
+      if (labels) append(p.batch.labels, b.labels, ignore_index, 0);
+      // Padding sits at position 1 on every axis, as rope_position_ids puts it.
+      for (std::int64_t a = 0; a < 3 && positions; ++a) append(pos[a], b.position_ids, std::int64_t{1}, a * n);
       p.row_targets.push_back(rows[i].targets);
     }
     for (const auto& axis : pos) p.batch.position_ids.insert(p.batch.position_ids.end(), axis.begin(), axis.end());

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "aq/core/error.hpp"
 #include "aq/model/causal_lm_targets.hpp"

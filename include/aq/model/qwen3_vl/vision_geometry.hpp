@@ -15,6 +15,19 @@
 
 namespace aq::qwen3_vl {
 
+// Calls f(row, column) for each patch of an h x w grid in merge-block order (the order of
+// pixel_values rows): merge x merge blocks in raster order, the patches of a block consecutive.
+template <class F>
+void for_each_patch_in_merge_order(std::int64_t h, std::int64_t w, std::int64_t merge, F&& f) {
+  for (std::int64_t bh = 0; bh < h / merge; ++bh) {
+    for (std::int64_t bw = 0; bw < w / merge; ++bw) {
+      for (std::int64_t mh = 0; mh < merge; ++mh) {
+        for (std::int64_t mw = 0; mw < merge; ++mw) f(bh * merge + mh, bw * merge + mw);
+      }
+    }
+  }
+}
+
 // Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
 // in merge-block row order and repeated per frame: [Σ t·h·w, D].
 inline tensor vision_position_embeddings(const tensor& table, const std::vector<grid_thw>& grids, std::int64_t merge) {
@@ -57,17 +70,10 @@ inline tensor vision_position_embeddings(const tensor& table, const std::vector<
       }
     }
     for (std::int64_t f = 0; f < t; ++f) {
-      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
-        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
-          for (std::int64_t mh = 0; mh < merge; ++mh) {
-            for (std::int64_t mw = 0; mw < merge; ++mw) {
-              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
-              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
-              ++row;
-            }
-          }
-        }
-      }
+      for_each_patch_in_merge_order(h, w, merge, [&](std::int64_t y, std::int64_t x) {
+        std::copy_n(raster.data() + (y * w + x) * D, D, out.data() + row * D);
+        ++row;
+      });
     }
   }
   return out;
@@ -93,24 +99,16 @@ inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, st
   for (const grid_thw& g : grids) {
     for (std::int64_t f = 0; f < g[0]; ++f) {
       out.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  out.cos.data()[row * hd + col] = std::cos(angle);
-                  out.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
+      for_each_patch_in_merge_order(g[1], g[2], m, [&](std::int64_t y, std::int64_t x) {
+        for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+          const float angle = static_cast<float>(j < quarter ? y : x) * inv[static_cast<std::size_t>(j % quarter)];
+          for (const std::int64_t col : {j, j + 2 * quarter}) {
+            out.cos.data()[row * hd + col] = std::cos(angle);
+            out.sin.data()[row * hd + col] = std::sin(angle);
           }
         }
-      }
+        ++row;
+      });
     }
   }
   return out;

@@ -37,15 +37,9 @@ class linear_observer {
   virtual void on_backward(const linear_call& /*call*/) {}
 };
 
-// What a model calls once a linear's Y is computed in the forward: the observer watches, then may
-// replace Y. `output` must view the same buffer as call.output.
-inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
-  observer.on_forward(call);
-  observer.replace_output(call, output);
-}
-
 // How the CPU models report a linear of `module` (no observer: nothing): on the backward with
-// dL/dY; on the forward through notify_forward, which needs Y writable (Y: matrix_view).
+// dL/dY; on the forward once Y is computed, where the observer watches and then may replace Y
+// (so Y must be writable: a matrix_view).
 template <class Y>
 void notify_linear(linear_observer* observer, bool backward, const schema::module_ref& module,
                    const const_matrix_view& w, const float* bias, const const_matrix_view& x, const Y& y,
@@ -56,7 +50,8 @@ void notify_linear(linear_observer* observer, bool backward, const schema::modul
   if (backward) {
     observer->on_backward(call);
   } else if constexpr (std::is_same_v<Y, matrix_view>) {
-    notify_forward(*observer, call, y);
+    observer->on_forward(call);
+    observer->replace_output(call, y);
   } else {
     throw error("qwen3_vl model: forward notification of " + name + " without a writable output");
   }

@@ -86,9 +86,7 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
     qwen3_vl::text_batch batch = data->text.at(i);
     const bool loss_backward = pass == model_pass::gradient;
     if (!loss_backward) batch.labels.clear();
-    qwen3_vl::run_options options;
-    options.masked_rows = masked_rows;
-    options.backward = loss_backward;
+    const qwen3_vl::run_options options{.masked_rows = masked_rows, .backward = loss_backward};
     const auto& images = data->images.at(i);
     if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);

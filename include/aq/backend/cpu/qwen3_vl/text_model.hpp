@@ -78,10 +78,18 @@ class text_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
-                     tensor& y, const tensor* g) {
-    notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
-                  g != nullptr ? g->matrix() : const_matrix_view{});
+  // Y = X·Wᵀ of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x) {
+    tensor y({x.matrix().rows, w.dim(0)});
+    cpu::linear_forward(x.matrix(), w.matrix(), y.matrix());
+    notify_linear(obs, false, module, w.matrix(), nullptr, x.matrix(), y.matrix());
+    return y;
+  }
+  // dX (+)= dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x,
+                              const tensor& y, const tensor& dy, tensor& dx, bool accumulate = false) {
+    notify_linear(obs, true, module, w.matrix(), nullptr, x.matrix(), y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix(), accumulate);
   }
 
   config cfg_;
@@ -143,20 +151,12 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                     cos, sin);
   std::vector<cpu::attention_segment> segments;
   for (std::int64_t b = 0; b < B; ++b) segments.push_back({b * T, T});
-  cpu::attention_config ac;
-  ac.heads = nh;
-  ac.kv_heads = nkv;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ac.causal = true;
-  ac.key_valid = batch.attention_mask.data();
-  ac.masked_rows = options.masked_rows;
+  const cpu::attention_config ac{.heads = nh, .kv_heads = nkv, .head_dim = hd,
+                                 .scale = 1.0f / std::sqrt(static_cast<float>(hd)), .causal = true,
+                                 .key_valid = batch.attention_mask.data(), .masked_rows = options.masked_rows};
 
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
-  };
-  auto per_head_c = [](const tensor& x, std::int64_t d) {
-    return const_matrix_view{x.data(), x.numel() / d, d, d};
   };
 
   std::vector<layer_state> saved(static_cast<std::size_t>(t.num_hidden_layers));
@@ -167,46 +167,32 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.a = tensor({N, H});
     s.r1.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_in.matrix(), lw.input_layernorm.data(), eps, s.a.matrix(), s.r1.data());
-    s.q_raw = tensor({N, nh * hd});
-    s.k_raw = tensor({N, nkv * hd});
-    s.v = tensor({N, nkv * hd});
-    cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
-    notify(observer, false, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, nullptr);
-    notify(observer, false, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, nullptr);
-    notify(observer, false, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, nullptr);
+    s.q_raw = linear(observer, {module_id::q_proj, l}, lw.q_proj, s.a);
+    s.k_raw = linear(observer, {module_id::k_proj, l}, lw.k_proj, s.a);
+    s.v = linear(observer, {module_id::v_proj, l}, lw.v_proj, s.a);
     s.q_rot = tensor({N, nh * hd});
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
     s.rk.resize(static_cast<std::size_t>(N * nkv));
-    cpu::rms_norm_forward(per_head_c(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
-    cpu::rms_norm_forward(per_head_c(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
+    cpu::rms_norm_forward(per_head(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
+    cpu::rms_norm_forward(per_head(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
     cpu::rope_forward(s.q_rot.matrix(), nh, cos, sin);
     cpu::rope_forward(s.k_rot.matrix(), nkv, cos, sin);
     s.attn = tensor({N, nh * hd});
     s.lse.resize(static_cast<std::size_t>(nh * N));
     cpu::attention_forward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                            s.lse.data());
-    s.o_out = tensor({N, H});
-    cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
-    notify(observer, false, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, nullptr);
+    s.o_out = linear(observer, {module_id::o_proj, l}, lw.o_proj, s.attn);
     s.h_mid = s.h_in;
     for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
     s.m = tensor({N, H});
     s.r2.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), eps, s.m.matrix(), s.r2.data());
-    s.gate = tensor({N, I});
-    s.up = tensor({N, I});
-    cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
-    cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
-    notify(observer, false, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, nullptr);
-    notify(observer, false, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, nullptr);
+    s.gate = linear(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m);
+    s.up = linear(observer, {module_id::up_proj, l}, lw.up_proj, s.m);
     s.act = tensor({N, I});
     cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
-    s.down_out = tensor({N, H});
-    cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
-    notify(observer, false, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, nullptr);
+    s.down_out = linear(observer, {module_id::down_proj, l}, lw.down_proj, s.act);
     h = s.h_mid;
     for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
     if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
@@ -229,9 +215,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   cpu::rms_norm_forward(h_final.matrix(), w_.norm.data(), eps, hn.matrix(), rf.data());
   const tensor& lm = w_.lm_head_weight();
   text_result result;
-  result.logits = tensor({N, V});
-  cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
-  notify(observer, false, module_ref{module_id::lm_head}, lm, hn, result.logits, nullptr);
+  result.logits = linear(observer, {module_id::lm_head}, lm, hn);
   if (!with_loss) return result;
 
   tensor dlogits({N, V});
@@ -242,9 +226,8 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   if (!options.backward) return result;
 
   // Backward: g is dL/d(residual stream) at the current point.
-  notify(observer, true, module_ref{module_id::lm_head}, lm, hn, result.logits, &dlogits);
   tensor dhn({N, H});
-  cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
+  linear_backward(observer, {module_id::lm_head}, lm, hn, result.logits, dlogits, dhn);
   dlogits = tensor();
   tensor g({N, H});
   cpu::rms_norm_backward(h_final.matrix(), w_.norm.data(), rf.data(), dhn.matrix(), g.matrix());
@@ -263,32 +246,25 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
       }
     }
     // MLP
-    notify(observer, true, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, g, d_act);
     cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
-    notify(observer, true, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, &d_gate);
-    notify(observer, true, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, &d_up);
-    cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, d_gate, d_m);
+    linear_backward(observer, {module_id::up_proj, l}, lw.up_proj, s.m, s.up, d_up, d_m, true);
     cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
                            true);
     // Attention
-    notify(observer, true, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, g, d_attn);
     cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
     cpu::rope_backward(dq.matrix(), nh, cos, sin);
     cpu::rope_backward(dk.matrix(), nkv, cos, sin);
-    cpu::rms_norm_backward(per_head_c(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head_c(dq, hd),
+    cpu::rms_norm_backward(per_head(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head(dq, hd),
                            per_head(dq_raw, hd));
-    cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
+    cpu::rms_norm_backward(per_head(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head(dk, hd),
                            per_head(dk_raw, hd));
-    notify(observer, true, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, &dq_raw);
-    notify(observer, true, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, &dk_raw);
-    notify(observer, true, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, &dv);
-    cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
-    cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, dq_raw, d_m);
+    linear_backward(observer, {module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, dk_raw, d_m, true);
+    linear_backward(observer, {module_id::v_proj, l}, lw.v_proj, s.a, s.v, dv, d_m, true);
     cpu::rms_norm_backward(s.h_in.matrix(), lw.input_layernorm.data(), s.r1.data(), d_m.matrix(), g.matrix(), true);
     s = layer_state();  // release this layer's activations
   }

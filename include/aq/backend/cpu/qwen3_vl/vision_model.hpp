@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cpu/attention.hpp"
@@ -42,8 +43,8 @@ struct vision_activations {
     tensor x_in, ln1, qkv, q_rot, k_rot, attn, proj_out, x_mid, ln2, fc1, act, fc2;
     std::vector<float> mean1, rstd1, mean2, rstd2, lse;
   };
-  tensor pixels, patch_out, cos, sin;
-  std::vector<cpu::attention_segment> segments;
+  tensor pixels, patch_out;
+  vision_rotary rotary;  // the rope tables and one attention segment per frame
   std::vector<block_state> blocks;
   std::vector<tensor> tap_in;  // block outputs fed to the DeepStack mergers
   tensor merger_in;
@@ -78,37 +79,51 @@ class vision_model {
                      const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
     notify_linear(obs, backward, module, w, b.data(), x, y, g);
   }
+  // Y = X·Wᵀ + b of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                       const const_matrix_view& x) {
+    tensor y({x.rows, w.dim(0)});
+    cpu::linear_forward(x, w.matrix(), y.matrix(), b.data());
+    notify(obs, false, module, w.matrix(), b, x, y.matrix());
+    return y;
+  }
+  // dX = dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                              const const_matrix_view& x, const tensor& y, const tensor& dy, tensor& dx) {
+    notify(obs, true, module, w.matrix(), b, x, y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix());
+  }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     return t.numel() / (t.dim(1) * m2);
   }
 
+  // The rows and width a merger's LayerNorm sees in its input x [patches, D]: each patch (the final
+  // merger) or each merge_size^2 concatenation of patches (DeepStack mergers, normed after the concat).
+  std::pair<std::int64_t, std::int64_t> norm_shape(const merger_weights& mw, const tensor& x) const {
+    if (mw.postshuffle_norm) return {merged_rows(x), mw.fc1_w.dim(0)};
+    return {x.dim(0), x.dim(1)};
+  }
+  cpu::attention_config attention() const {
+    const std::int64_t heads = cfg_.vision.num_heads, hd = cfg_.vision.hidden_size / heads;
+    return {.heads = heads, .kv_heads = heads, .head_dim = hd, .scale = 1.0f / std::sqrt(static_cast<float>(hd))};
+  }
+
   void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
                       tensor& out, linear_observer* obs) const {
-    const std::int64_t D = x.dim(1);
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    s.ln_out = tensor({x.dim(0), D});
-    if (mw.postshuffle_norm) {
-      s.mean.resize(static_cast<std::size_t>(rows));
-      s.rstd.resize(static_cast<std::size_t>(rows));
-      cpu::layer_norm_forward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
-                              matrix_view{s.ln_out.data(), rows, M, M}, s.mean.data(), s.rstd.data());
-    } else {
-      s.mean.resize(static_cast<std::size_t>(x.dim(0)));
-      s.rstd.resize(static_cast<std::size_t>(x.dim(0)));
-      cpu::layer_norm_forward(x.matrix(), mw.norm_w.data(), mw.norm_b.data(), 1e-6f, s.ln_out.matrix(), s.mean.data(),
-                              s.rstd.data());
-    }
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    s.ln_out = tensor({x.dim(0), x.dim(1)});
+    s.mean.resize(static_cast<std::size_t>(norm_rows));
+    s.rstd.resize(static_cast<std::size_t>(norm_rows));
+    cpu::layer_norm_forward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), mw.norm_b.data(),
+                            1e-6f, matrix_view{s.ln_out.data(), norm_rows, width, width}, s.mean.data(), s.rstd.data());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    s.fc1 = tensor({rows, M});
-    cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    s.fc1 = linear(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln);
     s.act = tensor({rows, M});
     cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
-    out = tensor({rows, mw.fc2_w.dim(0)});
-    cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+    out = linear(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix());
   }
 
   // Adds dL/dx into g.
@@ -116,23 +131,16 @@ class vision_model {
                        const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
-           d_out.matrix());
     tensor d_act({rows, M});
-    cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix(), out, d_out, d_act);
     cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
-    cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
-    if (mw.postshuffle_norm) {
-      cpu::layer_norm_backward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               d_ln.matrix(), matrix_view{g.data(), rows, M, M}, true);
-    } else {
-      const std::int64_t D = x.dim(1);
-      cpu::layer_norm_backward(x.matrix(), mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               const_matrix_view{d_ln.data(), x.dim(0), D, D}, g.matrix(), true);
-    }
+    linear_backward(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln, s.fc1, d_act, d_ln);
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    cpu::layer_norm_backward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), s.mean.data(),
+                             s.rstd.data(), const_matrix_view{d_ln.data(), norm_rows, width, width},
+                             matrix_view{g.data(), norm_rows, width, width}, true);
   }
 
   config cfg_;
@@ -161,22 +169,12 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   }
   vision_activations a;
   a.pixels = pixels;
-  a.patch_out = tensor({np, D});
-  cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
-  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
-         pixels.matrix(), a.patch_out.matrix());
+  a.patch_out = linear(observer, {module_id::patch_embed}, w_.patch_w, w_.patch_b, pixels.matrix());
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
-  vision_rotary rot = vision_rotary_tables(grids, m, hd);
-  a.cos = std::move(rot.cos);
-  a.sin = std::move(rot.sin);
-  a.segments = std::move(rot.segments);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.rotary = vision_rotary_tables(grids, m, hd);
+  const cpu::attention_config ac = attention();
 
   a.blocks.resize(static_cast<std::size_t>(v.depth));
   a.tap_in.resize(w_.deepstack.size());
@@ -191,25 +189,21 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd1.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_in.matrix(), bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, s.ln1.matrix(), s.mean1.data(),
                             s.rstd1.data());
-    s.qkv = tensor({np, 3 * D});
-    cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
-    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    s.qkv = linear(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix());
     s.q_rot = tensor({np, D});
     s.k_rot = tensor({np, D});
     for (std::int64_t i = 0; i < np; ++i) {
       std::copy_n(s.qkv.data() + i * 3 * D, D, s.q_rot.data() + i * D);
       std::copy_n(s.qkv.data() + i * 3 * D + D, D, s.k_rot.data() + i * D);
     }
-    cpu::rope_forward(s.q_rot.matrix(), heads, a.cos, a.sin);
-    cpu::rope_forward(s.k_rot.matrix(), heads, a.cos, a.sin);
+    cpu::rope_forward(s.q_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_forward(s.k_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
     s.attn = tensor({np, D});
     s.lse.resize(static_cast<std::size_t>(heads * np));
-    cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
-    s.proj_out = tensor({np, D});
-    cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
-    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix());
+    cpu::attention_forward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                           s.lse.data());
+    s.proj_out = linear(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
     s.ln2 = tensor({np, D});
@@ -217,14 +211,10 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd2.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_mid.matrix(), bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, s.ln2.matrix(), s.mean2.data(),
                             s.rstd2.data());
-    s.fc1 = tensor({np, I});
-    cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    s.fc1 = linear(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix());
     s.act = tensor({np, I});
     cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
-    s.fc2 = tensor({np, D});
-    cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    s.fc2 = linear(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix());
     h = s.x_mid;
     for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
@@ -244,14 +234,9 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
   const vision_config& v = cfg_.vision;
   const std::int64_t D = v.hidden_size;
   const std::int64_t heads = v.num_heads;
-  const std::int64_t hd = D / heads;
   const std::int64_t I = v.intermediate_size;
   const std::int64_t np = a.patch_out.dim(0);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const cpu::attention_config ac = attention();
 
   tensor g({np, D});
   if (!d_embeds.empty()) merger_backward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, d_embeds, g, observer);
@@ -264,29 +249,21 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     }
     const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
-    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
-           g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix(), s.fc2, g, d_act);
     cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
-    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
-           d_act.matrix());
-    cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
+    linear_backward(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix(), s.fc1, d_act, d_ln);
     cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
                              g.matrix(), true);
-    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix(), g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix(), s.proj_out, g, d_attn);
     const matrix_view dq{dqkv.data(), np, D, 3 * D};
     const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
     const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
-    cpu::attention_backward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data(),
-                            d_attn.matrix(), dq, dk, dv);
-    cpu::rope_backward(dq, heads, a.cos, a.sin);
-    cpu::rope_backward(dk, heads, a.cos, a.sin);
-    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
-           dqkv.matrix());
-    cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
+    cpu::attention_backward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                            s.lse.data(), d_attn.matrix(), dq, dk, dv);
+    cpu::rope_backward(dq, heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_backward(dk, heads, a.rotary.cos, a.rotary.sin);
+    linear_backward(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix(), s.qkv, dqkv, d_ln);
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
     s = vision_activations::block_state();

@@ -4,13 +4,10 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
 #include "aq/backend/cpu/qwen3_vl/text_model.hpp"
 #include "aq/backend/cpu/qwen3_vl/vision_model.hpp"
-#include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/model/qwen3_vl/config.hpp"
 #include "aq/model/qwen3_vl/rope_index.hpp"
