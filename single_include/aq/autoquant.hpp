@@ -223,8 +223,6 @@ inline constexpr std::array<dtype, 3> supported_dtypes{dtype_bf16, dtype_f16, dt
 // What a reader may be asked to accept besides: the float dtypes and the integer ones.
 inline constexpr std::array<dtype, 5> readable_dtypes{dtype_bf16, dtype_f16, dtype_f32, dtype_i32, dtype_i64};
 
-inline constexpr std::string_view supported_dtype_names = "BF16, F16, F32";
-
 // "BF16, F16, F32": the list used in "not supported (...)" messages.
 inline std::string dtype_names(std::span<const dtype> types) {
   std::string out;
@@ -249,7 +247,7 @@ constexpr decltype(auto) visit_dtype(const dtype& type, F&& f) {
   if (type == dtype_bf16) return f(bf16{});
   if (type == dtype_f16) return f(f16{});
   if (type == dtype_f32) return f(float{});
-  throw error("dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+  throw error("dtype " + std::string(type.name) + " not supported (" + dtype_names(supported_dtypes) + ")");
 }
 
 template <class T>
@@ -299,12 +297,114 @@ constexpr Out convert_element(In value) {
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+// ---- begin aq/core/tensor.hpp ----
+// A small owning fp32 tensor (shape + contiguous row-major data) and 2-D row-major views.
+// The CPU model keeps weights and saved activations in tensors and hands kernels views, so
+// kernels never own memory and callers decide what is saved or recomputed.
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq {
+
+// Rows of `cols` floats, `ld` floats apart (ld >= cols): a matrix or a column block of one.
+struct matrix_view {
+  float* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t ld = 0;
+
+  float* row(std::int64_t r) const { return data + r * ld; }
+  float& operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
+};
+
+struct const_matrix_view {
+  const float* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t ld = 0;
+
+  const_matrix_view() = default;
+  const_matrix_view(const float* d, std::int64_t r, std::int64_t c, std::int64_t l) : data(d), rows(r), cols(c), ld(l) {}
+  const_matrix_view(const matrix_view& m) : data(m.data), rows(m.rows), cols(m.cols), ld(m.ld) {}  // NOLINT
+
+  const float* row(std::int64_t r) const { return data + r * ld; }
+  float operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
+};
+
+// "[151936, 2560]": the spelling used in every shape message.
+inline std::string shape_string(std::span<const std::int64_t> shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+class tensor {
+ public:
+  tensor() = default;
+  explicit tensor(std::vector<std::int64_t> shape, float fill = 0.0f) : shape_(std::move(shape)) {
+    data_.assign(static_cast<std::size_t>(count(shape_)), fill);
+  }
+  tensor(std::initializer_list<std::int64_t> shape) : tensor(std::vector<std::int64_t>(shape)) {}
+
+  static std::int64_t count(const std::vector<std::int64_t>& shape) {
+    std::int64_t n = 1;
+    for (const std::int64_t extent : shape) {
+      if (extent < 0) throw error("tensor: negative extent in shape " + shape_string(shape));
+      n *= extent;
+    }
+    return n;
+  }
+
+  const std::vector<std::int64_t>& shape() const { return shape_; }
+  std::int64_t dim(std::size_t i) const { return shape_.at(i); }
+  std::size_t rank() const { return shape_.size(); }
+  std::int64_t numel() const { return static_cast<std::int64_t>(data_.size()); }
+  bool empty() const { return data_.empty(); }
+  float* data() { return data_.data(); }
+  const float* data() const { return data_.data(); }
+  std::vector<float>& storage() { return data_; }
+  const std::vector<float>& storage() const { return data_; }
+
+  // Same data, new shape with the same element count.
+  void reshape(std::vector<std::int64_t> shape) {
+    if (count(shape) != numel()) {
+      throw error("tensor: cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
+    }
+    shape_ = std::move(shape);
+  }
+
+  // All leading dimensions flattened into rows; the last dimension is the columns.
+  matrix_view matrix() {
+    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
+    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
+  }
+  const_matrix_view matrix() const {
+    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
+    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
+  }
+
+ private:
+  std::vector<std::int64_t> shape_;
+  std::vector<float> data_;
+};
+
+}  // namespace aq
+// ---- end aq/core/tensor.hpp ----
 // ---- begin aq/io/json_parser.hpp ----
 // The one place simdjson enters aq: every JSON reader (config.json, safetensors headers, shard
 // indexes, tokenizer.json, captions, manifests) includes this header instead of <simdjson.h>,
@@ -366,7 +466,6 @@ inline std::string_view json_type_name(simdjson::dom::element_type type) {
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 
 #include <sys/mman.h>
 
@@ -381,7 +480,6 @@ inline std::string_view json_type_name(simdjson::dom::element_type type) {
 #include <cstring>
 #include <filesystem>
 #include <string>
-#include <utility>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -418,7 +516,6 @@ class regular_file {
   int fd() const { return fd_; }
   // Size when opened.
   std::size_t size() const { return size_; }
-  const std::filesystem::path& path() const { return path_; }
 
   // The whole content, read with read(2) until end of file.
   std::string read_all() const {
@@ -457,10 +554,9 @@ inline std::string read_regular_file(const std::filesystem::path& path) { return
 
 namespace aq {
 
+// Not movable: tensor views point into the mapping.
 class mapped_file {
  public:
-  mapped_file() = default;
-
   // Refuses anything but a regular file (a FIFO, a directory) before reading; see regular_file.
   explicit mapped_file(const std::filesystem::path& path) : path_(path) {
     const regular_file file(path);
@@ -469,7 +565,6 @@ class mapped_file {
       void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
       if (address == MAP_FAILED) {
         const std::string reason = std::strerror(errno);
-        size_ = 0;
         throw error(path.string() + ": cannot map into memory: " + reason);
       }
       data_ = static_cast<const std::byte*>(address);
@@ -478,26 +573,11 @@ class mapped_file {
 
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
-
-  mapped_file(mapped_file&& other) noexcept
-      : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-  mapped_file& operator=(mapped_file&& other) noexcept {
-    if (this != &other) {
-      unmap();
-      path_ = std::move(other.path_);
-      data_ = std::exchange(other.data_, nullptr);
-      size_ = std::exchange(other.size_, 0);
-    }
-    return *this;
+  ~mapped_file() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
   }
 
-  ~mapped_file() { unmap(); }
-
-  const std::filesystem::path& path() const { return path_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
-  std::size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
   // The bytes as text; throws "PATH: empty file" for a 0-byte file, so parsers never see a null pointer.
   std::string_view nonempty_text() const {
     if (size_ == 0) throw error(path_.string() + ": empty file");
@@ -505,12 +585,6 @@ class mapped_file {
   }
 
  private:
-  void unmap() {
-    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-
   std::filesystem::path path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
@@ -538,16 +612,6 @@ struct tensor_view {
     return n;
   }
 };
-
-// "[151936, 2560]": the spelling used in every shape message.
-inline std::string format_shape(std::span<const std::int64_t> shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // The tensor named `name` in views sorted by name (as files and checkpoints hold them), or nullptr.
 inline const tensor_view* find_tensor_view(std::span<const tensor_view> views, std::string_view name) {
@@ -610,7 +674,6 @@ class safetensors_file {
   safetensors_file(const safetensors_file&) = delete;
   safetensors_file& operator=(const safetensors_file&) = delete;
 
-  const std::filesystem::path& path() const { return file_.path(); }
   // All tensors, sorted by name.
   std::span<const tensor_view> tensors() const { return views_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }
@@ -775,11 +838,11 @@ class safetensors_file {
       std::uint64_t expected = e.dtype.size;
       for (const std::int64_t extent : e.shape) {
         if (__builtin_mul_overflow(expected, static_cast<std::uint64_t>(extent), &expected)) {
-          fail_tensor(e.name, "shape " + format_shape(e.shape) + " overflows the byte count");
+          fail_tensor(e.name, "shape " + shape_string(e.shape) + " overflows the byte count");
         }
       }
       if (expected != e.end - e.begin) {
-        fail_tensor(e.name, "shape " + format_shape(e.shape) + " x " + std::string(e.dtype.name) + " (" +
+        fail_tensor(e.name, "shape " + shape_string(e.shape) + " x " + std::string(e.dtype.name) + " (" +
                                 std::to_string(e.dtype.size) + " bytes) = " + std::to_string(expected) + " bytes, but " +
                                 offsets + " span " + std::to_string(e.end - e.begin));
       }
@@ -882,8 +945,8 @@ class safetensors_checkpoint {
                   ", expected an object");
     }
 
-    std::vector<std::pair<std::string, std::string>> listed;  // tensor -> shard file name
-    listed.reserve(weight_map.size());
+    std::map<std::string, std::string, std::less<>> listed;  // tensor -> shard file name
+    std::optional<std::string> twice;  // the first tensor, by name, listed twice
     for (const auto field : weight_map) {
       std::string_view shard;
       if (field.value.get_string().get(shard)) {
@@ -896,19 +959,12 @@ class safetensors_checkpoint {
         throw error(where + ": weight_map: tensor " + std::string(field.key) + ": shard \"" + std::string(shard) +
                     "\" must be a file name relative to the index");
       }
-      listed.emplace_back(std::string(field.key), std::string(shard));
+      if (!listed.emplace(field.key, shard).second && (!twice || field.key < *twice)) twice = std::string(field.key);
     }
-    std::sort(listed.begin(), listed.end());
-    for (std::size_t i = 1; i < listed.size(); ++i) {
-      if (listed[i].first == listed[i - 1].first) {
-        throw error(where + ": weight_map: tensor " + listed[i].first + ": listed twice");
-      }
-    }
+    if (twice) throw error(where + ": weight_map: tensor " + *twice + ": listed twice");
 
-    std::vector<std::string> shard_names;
-    for (const auto& [tensor, shard] : listed) shard_names.push_back(shard);
-    std::sort(shard_names.begin(), shard_names.end());
-    shard_names.erase(std::unique(shard_names.begin(), shard_names.end()), shard_names.end());
+    std::set<std::string> shard_names;
+    for (const auto& [tensor, shard] : listed) shard_names.insert(shard);
     const std::filesystem::path dir = index_path.parent_path();
     std::map<std::string, const safetensors_file*, std::less<>> by_name;
     for (const std::string& shard : shard_names) {
@@ -927,9 +983,8 @@ class safetensors_checkpoint {
     // Every tensor of every shard must be listed (under that shard: checked by collect()).
     for (const auto& [shard, file] : by_name) {
       for (const tensor_view& view : file->tensors()) {
-        const auto it = std::lower_bound(listed.begin(), listed.end(), view.name,
-                                         [](const auto& item, std::string_view key) { return item.first < key; });
-        if (it == listed.end() || it->first != view.name) {
+        const auto it = listed.find(view.name);
+        if (it == listed.end()) {
           throw error(where + ": tensor " + std::string(view.name) + " of shard " + shard + " is not in weight_map");
         }
         if (it->second != shard) {
@@ -968,12 +1023,12 @@ void convert_tensor(const tensor_view& tensor, std::span<Out> out) {
   const auto count = static_cast<std::size_t>(tensor.numel());
   if (out.size() != count) {
     throw detail::tensor_error(tensor, "destination holds " + std::to_string(out.size()) + " values, tensor " +
-                                           format_shape(tensor.shape) + " has " + std::to_string(count));
+                                           shape_string(tensor.shape) + " has " + std::to_string(count));
   }
   if (!find_dtype(tensor.dtype.name)) {
     throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) +
                                            " does not convert to floating point (" +
-                                           std::string(supported_dtype_names) + ")");
+                                           dtype_names(supported_dtypes) + ")");
   }
   if (count == 0) return;  // an empty tensor's span may be null, which memcpy must not see
   visit_dtype(tensor.dtype, [&](auto tag) {
@@ -1029,21 +1084,17 @@ inline void require_finite(const tensor_view& tensor) { require_finite(tensor, 0
 
 // Integer tensors (I32/I64, e.g. token ids of a fixture) as int64 values.
 inline std::vector<std::int64_t> to_int64_vector(const tensor_view& tensor) {
-  const auto count = static_cast<std::size_t>(tensor.numel());
-  std::vector<std::int64_t> out(count);
-  const std::byte* source = tensor.bytes.data();
-  if (count == 0 && (tensor.dtype == dtype_i64 || tensor.dtype == dtype_i32)) return out;  // no memcpy on null
-  if (tensor.dtype == dtype_i64) {
-    std::memcpy(out.data(), source, count * sizeof(std::int64_t));
-  } else if (tensor.dtype == dtype_i32) {
-    for (std::size_t i = 0; i < count; ++i) {
-      std::int32_t value;
-      std::memcpy(&value, source + i * sizeof value, sizeof value);
-      out[i] = value;
-    }
-  } else {
+  if (tensor.dtype != dtype_i64 && tensor.dtype != dtype_i32) {
     throw detail::tensor_error(tensor, "dtype " + std::string(tensor.dtype.name) + " is not an integer dtype (I32, I64)");
   }
+  std::vector<std::int64_t> out(static_cast<std::size_t>(tensor.numel()));
+  const auto read = [&](auto value) {  // element by element: the bytes need no alignment
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      std::memcpy(&value, tensor.bytes.data() + i * sizeof value, sizeof value);
+      out[i] = value;
+    }
+  };
+  tensor.dtype == dtype_i64 ? read(std::int64_t{}) : read(std::int32_t{});
   return out;
 }
 
@@ -1070,7 +1121,6 @@ inline std::vector<bf16> to_bf16_vector(const tensor_view& tensor) {
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <span>
@@ -1132,9 +1182,7 @@ class safetensors_writer {
     }
     const auto [it, inserted] = tensors_.try_emplace(std::string(name));
     if (!inserted) fail(name, "added twice");
-    it->second.type = *find_dtype(type.name, readable_dtypes);
-    it->second.shape = std::move(shape);
-    it->second.data.assign(data.begin(), data.end());
+    it->second = {*find_dtype(type.name, readable_dtypes), std::move(shape), {data.begin(), data.end()}};
   }
 
   // Adds values already in their storage type (float -> F32, bf16 -> BF16, f16 -> F16).
@@ -1149,7 +1197,7 @@ class safetensors_writer {
   void add_rounded(std::string_view name, const dtype& type, std::vector<std::int64_t> shape,
                    std::span<const float> values) {
     if (!find_dtype(type.name)) {
-      fail(name, "dtype " + std::string(type.name) + " not supported (" + std::string(supported_dtype_names) + ")");
+      fail(name, "dtype " + std::string(type.name) + " not supported (" + dtype_names(supported_dtypes) + ")");
     }
     visit_dtype(type, [&](auto tag) {
       using Stored = decltype(tag);
@@ -1181,10 +1229,8 @@ class safetensors_writer {
     std::string header = "{";
     if (!metadata_.empty()) {
       header += "\"__metadata__\":{";
-      bool first = true;
       for (const auto& [key, value] : metadata_) {
-        if (!first) header += ',';
-        first = false;
+        if (header.back() != '{') header += ',';
         detail::append_json_string(header, key);
         header += ':';
         detail::append_json_string(header, value);
@@ -1532,16 +1578,8 @@ class json_field {
   // a lambda: nvcc compiles that lambda for the device and rejects the member pointer there.)
   bool boolean_or(std::string_view key, bool fallback) const { return value_or(key, fallback, &json_field::boolean); }
 
-  simdjson::dom::object object() const {
-    simdjson::dom::object out;
-    if (value_.get_object().get(out)) expected("an object");
-    return out;
-  }
-  simdjson::dom::array array() const {
-    simdjson::dom::array out;
-    if (value_.get_array().get(out)) expected("an array");
-    return out;
-  }
+  simdjson::dom::object object() const { return get<simdjson::dom::object>("an object"); }
+  simdjson::dom::array array() const { return get<simdjson::dom::array>("an array"); }
   std::vector<std::pair<std::string_view, json_field>> members() const {
     std::vector<std::pair<std::string_view, json_field>> out;
     for (const auto [key, value] : object()) out.emplace_back(key, member(key, value));
@@ -1553,29 +1591,15 @@ class json_field {
     return out;
   }
 
-  std::string_view string() const {
-    std::string_view out;
-    if (value_.get_string().get(out)) expected("a string");
-    return out;
-  }
-  bool boolean() const {
-    bool out = false;
-    if (value_.get_bool().get(out)) expected("true or false");
-    return out;
-  }
-  double number() const {
-    double out = 0;
-    if (value_.get_double().get(out)) expected("a number");  // simdjson converts integers too
-    return out;
-  }
+  std::string_view string() const { return get<std::string_view>("a string"); }
+  bool boolean() const { return get<bool>("true or false"); }
+  double number() const { return get<double>("a number"); }  // simdjson converts integers too
   std::int64_t integer() const {
     if (value_.is_uint64() && !value_.is_int64()) {  // 2^63 .. 2^64-1: an integer, but not an int64
       fail(std::to_string(std::uint64_t(value_.get_uint64())) + " out of range for int64 (at most " +
            std::to_string(std::numeric_limits<std::int64_t>::max()) + ")");
     }
-    std::int64_t out = 0;
-    if (value_.get_int64().get(out)) expected("an integer");
-    return out;
+    return get<std::int64_t>("an integer");
   }
   std::int64_t positive_integer() const {
     const std::int64_t value = integer();
@@ -1595,6 +1619,13 @@ class json_field {
  private:
   [[noreturn]] void expected(std::string_view what) const {
     fail("is " + std::string(json_type_name(value_.type())) + ", expected " + std::string(what));
+  }
+  // The value as T, or an error naming the type found and `what` was expected.
+  template <class T>
+  T get(std::string_view what) const {
+    T out{};
+    if (value_.get(out)) expected(what);
+    return out;
   }
   template <class T, class Read>
   std::vector<T> list(Read read) const {
@@ -1641,11 +1672,10 @@ inline std::int64_t dimension(const io::json_field& field) {
   return value;
 }
 
-// A field aq reads but implements one value of: any other value would be parsed and then
-// silently ignored by the model code, so it is refused by name.
-inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented,
-                           std::string_view fallback) {
-  const std::string value(f.value_or(key, fallback, &io::json_field::string));
+// A field aq reads but implements one value of (also its default): any other value would be
+// parsed and then silently ignored by the model code, so it is refused by name.
+inline void require_string(const io::json_field& f, std::string_view key, std::string_view implemented) {
+  const std::string value(f.value_or(key, implemented, &io::json_field::string));
   if (value != implemented) {
     f.fail(key, "\"" + value + "\" not supported (" + std::string(implemented) + ")");
   }
@@ -1804,7 +1834,6 @@ inline void check_implied_sizes(const io::json_field& top, const io::json_field&
   checked_sum(top, "text_config", "the model's bytes (text decoder + vision tower)", {text_bytes, vision_bytes});
 }
 
-
 }  // namespace detail
 
 // Parses config.json text; `source` names the file in messages.
@@ -1841,7 +1870,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   if (t.head_dim % 2 != 0) text.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(t.head_dim));
   t.rms_norm_eps = text.value_or("rms_norm_eps", 1e-6, &io::json_field::positive_number);
   t.max_position_embeddings = text.value_or("max_position_embeddings", 0, &io::json_field::positive_integer);
-  detail::require_string(text, "hidden_act", "silu", "silu");
+  detail::require_string(text, "hidden_act", "silu");
   if (text.value_or("attention_bias", false, &io::json_field::boolean)) {
     text.fail("attention_bias", "true not supported (false: aq's q/k/v/o projections have no bias)");
   }
@@ -1871,7 +1900,7 @@ inline qwen3_vl::config parse_qwen3_vl_config(std::string_view json, const std::
   v.temporal_patch_size = vision.value_or("temporal_patch_size", 2, dimension);
   v.spatial_merge_size = vision.value_or("spatial_merge_size", 2, dimension);
   v.num_position_embeddings = vision.value_or("num_position_embeddings", 2304, dimension);
-  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh", "gelu_pytorch_tanh");
+  detail::require_string(vision, "hidden_act", "gelu_pytorch_tanh");
   // Position embeddings are a G x G grid interpolated to each image (G = sqrt(count)).
   const auto grid = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v.num_position_embeddings)));
   if (grid * grid != v.num_position_embeddings) {
@@ -1939,7 +1968,6 @@ inline qwen3_vl::config read_qwen3_vl_config(const std::filesystem::path& path) 
 // is model/quantizable_modules.hpp (the schema's group column states the same groups).
 
 #include <cstdint>
-#include <string>
 #include <string_view>
 #include <vector>
 
@@ -2181,17 +2209,16 @@ inline constexpr std::array<module_spec, 25> modules{{
 
 // The tables are indexed by their enums, and a family's rows are contiguous.
 constexpr bool rows_in_enum_order() {
-  for (std::size_t i = 0; i < modules.size(); ++i) {
-    if (static_cast<std::size_t>(modules[i].id) != i) return false;
-    if (i > 0 && modules[i].unit < modules[i - 1].unit) return false;
+  const auto indexed = [](const auto& table) {
+    for (std::size_t i = 0; i < table.size(); ++i) {
+      if (static_cast<std::size_t>(table[i].id) != i) return false;
+    }
+    return true;
+  };
+  for (std::size_t i = 1; i < modules.size(); ++i) {
+    if (modules[i].unit < modules[i - 1].unit) return false;
   }
-  for (std::size_t i = 0; i < families.size(); ++i) {
-    if (static_cast<std::size_t>(families[i].id) != i) return false;
-  }
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (static_cast<std::size_t>(parts[i].id) != i) return false;
-  }
-  return true;
+  return indexed(modules) && indexed(families) && indexed(parts);
 }
 static_assert(rows_in_enum_order());
 
@@ -2398,7 +2425,7 @@ struct parameter_spec {
     std::int64_t n = 1;
     for (const std::int64_t extent : shape) {
       if (__builtin_mul_overflow(n, extent, &n)) {
-        throw error("parameter " + name + ": shape " + format_shape(shape) + " has more elements than int64 holds");
+        throw error("parameter " + name + ": shape " + shape_string(shape) + " has more elements than int64 holds");
       }
     }
     return n;
@@ -2436,10 +2463,14 @@ struct parameter_counts {
 
 namespace detail {
 
-inline std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view what) {
-  std::int64_t out = 0;
-  if (__builtin_add_overflow(a, b, &out)) throw error("qwen3_vl parameter count: " + std::string(what) + " overflows int64");
-  return out;
+// sum += times x part, refusing an int64 overflow.
+inline void add_totals(parameter_totals& sum, const parameter_totals& part, std::int64_t times = 1) {
+  for (const auto& [to, from] : {std::pair{&sum.tensors, part.tensors}, std::pair{&sum.elements, part.elements}}) {
+    std::int64_t scaled = 0;
+    if (__builtin_mul_overflow(times, from, &scaled) || __builtin_add_overflow(*to, scaled, to)) {
+      throw error("qwen3_vl parameter count: total overflows int64");
+    }
+  }
 }
 
 // The stored tensors of each model part, from the config alone (no full list is built): indexed
@@ -2452,17 +2483,10 @@ inline std::array<parameter_totals, schema::parts.size()> part_totals(const conf
     for (const schema::module_spec& m : schema::modules_of(fam.id)) {
       for (const schema::tensor_kind kind : {schema::tensor_kind::weight, schema::tensor_kind::bias}) {
         const bool stored = kind == schema::tensor_kind::weight ? schema::weight_stored(m, cfg) : schema::has_bias(m, cfg);
-        if (!stored) continue;
-        one.tensors += 1;
-        one.elements = checked_add(one.elements, parameter_of(cfg, {m.id, index, kind}).numel(), "total");
+        if (stored) add_totals(one, {1, parameter_of(cfg, {m.id, index, kind}).numel()});
       }
     }
-    parameter_totals& sum = totals[static_cast<std::size_t>(fam.part)];
-    for (std::int64_t* field : {&one.tensors, &one.elements}) {
-      if (__builtin_mul_overflow(times, *field, field)) throw error("qwen3_vl parameter count: total overflows int64");
-    }
-    sum.tensors = checked_add(sum.tensors, one.tensors, "total");
-    sum.elements = checked_add(sum.elements, one.elements, "total");
+    add_totals(totals[static_cast<std::size_t>(fam.part)], one, times);
   };
   for (const schema::family_spec& fam : schema::families) {
     if (fam.has_single) add_instance(fam, -1, 1);
@@ -2475,10 +2499,7 @@ inline std::array<parameter_totals, schema::parts.size()> part_totals(const conf
 
 inline parameter_totals expected_totals(const config& cfg) {
   parameter_totals totals;
-  for (const parameter_totals& part : detail::part_totals(cfg)) {
-    totals.tensors = detail::checked_add(totals.tensors, part.tensors, "total");
-    totals.elements = detail::checked_add(totals.elements, part.elements, "total");
-  }
+  for (const parameter_totals& part : detail::part_totals(cfg)) detail::add_totals(totals, part);
   return totals;
 }
 
@@ -2510,16 +2531,16 @@ inline std::vector<std::string> parameter_problems(const config& cfg, std::span<
     const tensor_view* tensor = find_tensor_view(tensors, spec.name);
     const bool optional = cfg.tie_word_embeddings && spec.name == lm_head_weight_name;
     if (tensor == nullptr) {
-      if (!optional) problems.push_back("missing tensor " + spec.name + " " + format_shape(spec.shape));
+      if (!optional) problems.push_back("missing tensor " + spec.name + " " + shape_string(spec.shape));
     } else if (!std::ranges::equal(tensor->shape, spec.shape)) {
-      misshaped.push_back("tensor " + spec.name + ": shape " + format_shape(tensor->shape) + ", expected " +
-                          format_shape(spec.shape));
+      misshaped.push_back("tensor " + spec.name + ": shape " + shape_string(tensor->shape) + ", expected " +
+                          shape_string(spec.shape));
     }
   }
   problems.insert(problems.end(), misshaped.begin(), misshaped.end());
   for (const tensor_view& tensor : tensors) {
     if (!expected_names.contains(tensor.name)) {
-      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + format_shape(tensor.shape));
+      problems.push_back("unexpected tensor " + std::string(tensor.name) + " " + shape_string(tensor.shape));
     }
   }
   return problems;
@@ -2615,7 +2636,6 @@ inline std::vector<quantizable_module> text_quantizable_modules(const config& cf
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -2699,19 +2719,12 @@ inline char32_t decode_at(std::string_view s, std::size_t& i) {
 inline void append(std::string& out, char32_t cp) {
   if (cp < 0x80) {
     out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    return;
   }
+  // A lead byte of n high one bits and the top bits, then n - 1 continuation bytes of 6 bits each.
+  const int n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  out.push_back(static_cast<char>(((0xFF00u >> n) & 0xFFu) | (cp >> (6 * (n - 1)))));
+  for (int shift = 6 * (n - 2); shift >= 0; shift -= 6) out.push_back(static_cast<char>(0x80 | ((cp >> shift) & 0x3F)));
 }
 
 // Throws naming `what` and the byte offset of the first ill-formed sequence.
@@ -2922,31 +2935,11 @@ class json_writer {
     return *this;
   }
 
-  json_writer& string(std::string_view text) {
-    before_value();
-    out_ += json_quote(text);
-    return *this;
-  }
-  json_writer& number(double value) {
-    before_value();
-    out_ += python_json_float(value);
-    return *this;
-  }
-  json_writer& integer(std::int64_t value) {
-    before_value();
-    out_ += std::to_string(value);
-    return *this;
-  }
-  json_writer& boolean(bool value) {
-    before_value();
-    out_ += value ? "true" : "false";
-    return *this;
-  }
-  json_writer& null() {
-    before_value();
-    out_ += "null";
-    return *this;
-  }
+  json_writer& string(std::string_view text) { return scalar(json_quote(text)); }
+  json_writer& number(double value) { return scalar(python_json_float(value)); }
+  json_writer& integer(std::int64_t value) { return scalar(std::to_string(value)); }
+  json_writer& boolean(bool value) { return scalar(value ? "true" : "false"); }
+  json_writer& null() { return scalar("null"); }
 
   // The document, with no trailing newline (json.dumps adds none).
   const std::string& str() const {
@@ -2960,6 +2953,13 @@ class json_writer {
     bool has_key = false;  // an object member's key was written, its value is due
     std::size_t count = 0;
   };
+
+  // A scalar value, already in its JSON spelling.
+  json_writer& scalar(std::string_view json) {
+    before_value();
+    out_ += json;
+    return *this;
+  }
 
   void newline_indent(std::size_t depth) {
     out_ += '\n';
@@ -3129,14 +3129,13 @@ struct report_model {
 // which no strict JSON reader accepts), duplicate group or layer names (a JSON object cannot
 // hold them twice), and chosen recipes that name an unknown group or format.
 inline void validate_report_model(const report_model& model) {
-  const auto finite_or_inf = [](double v) { return !std::isnan(v); };
   const std::string where = "report '" + model.scheme.name + "'";
-  if (!finite_or_inf(model.scheme.auto_quantize_bits)) throw error(where + ": scheme.auto_quantize_bits is NaN");
-  if (!finite_or_inf(model.scheme.coverage_fraction)) throw error(where + ": scheme.coverage_fraction is NaN");
-  if (!finite_or_inf(model.autoquant_state.effective_bits)) {
+  if (std::isnan(model.scheme.auto_quantize_bits)) throw error(where + ": scheme.auto_quantize_bits is NaN");
+  if (std::isnan(model.scheme.coverage_fraction)) throw error(where + ": scheme.coverage_fraction is NaN");
+  if (std::isnan(model.autoquant_state.effective_bits)) {
     throw error(where + ": autoquant_state.constraints.effective_bits is NaN");
   }
-  if (!finite_or_inf(model.autoquant_state.score)) throw error(where + ": autoquant_state.score is NaN");
+  if (std::isnan(model.autoquant_state.score)) throw error(where + ": autoquant_state.score is NaN");
 
   std::set<std::string> layer_names;
   for (const layer_info& layer : model.layers) {
@@ -3148,8 +3147,8 @@ inline void validate_report_model(const report_model& model) {
       throw error(where + ": group '" + group.name + "' listed twice");
     }
     for (const candidate_stat& c : group.candidates) {
-      if (!finite_or_inf(c.score)) throw error(where + ": group '" + group.name + "' has a NaN score for " + c.format);
-      if (!finite_or_inf(c.cost)) throw error(where + ": group '" + group.name + "' has a NaN cost for " + c.format);
+      if (std::isnan(c.score)) throw error(where + ": group '" + group.name + "' has a NaN score for " + c.format);
+      if (std::isnan(c.cost)) throw error(where + ": group '" + group.name + "' has a NaN cost for " + c.format);
     }
   }
   if (model.chosen_recipes) {
@@ -3200,11 +3199,9 @@ inline std::optional<double> effective_bits_of(std::string_view format) {
 
 // A group's importance: its largest candidate score (0 for a group without candidates).
 inline double group_importance(const group_sensitivity& group) {
-  double importance = 0.0;
-  for (std::size_t i = 0; i < group.candidates.size(); ++i) {
-    if (i == 0 || group.candidates[i].score > importance) importance = group.candidates[i].score;
-  }
-  return importance;
+  const auto most = std::max_element(group.candidates.begin(), group.candidates.end(),
+                                     [](const candidate_stat& a, const candidate_stat& b) { return a.score < b.score; });
+  return most == group.candidates.end() ? 0.0 : most->score;
 }
 
 // Group indices by ascending importance, ties in group order (Python's stable list.sort).
@@ -3286,10 +3283,18 @@ inline void emit_dataset(json_writer& json, const dataset_info& dataset) {
   json.end_object();
 }
 
-// aq's pareto_front field, shared by the manifest and per-layer-sensitivity.json.
-inline void emit_pareto_front(json_writer& json, const std::vector<pareto_point>& front) {
-  json.begin_array();
-  for (const pareto_point& point : front) {
+// aq's fields, written after every ModelOpt field of the manifest and of per-layer-sensitivity.json:
+// chosen_recipes (each group as `name` spells it) and pareto_front, each only when present.
+template <class Name>
+void emit_aq_extensions(json_writer& json, const report_model& model, Name name) {
+  if (model.chosen_recipes) {
+    json.key("chosen_recipes").begin_object();
+    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(name(pick.group)).string(pick.format);
+    json.end_object();
+  }
+  if (!model.pareto_front) return;
+  json.key("pareto_front").begin_array();
+  for (const pareto_point& point : *model.pareto_front) {
     json.begin_object();
     json.key("effective_bits").number(point.effective_bits);
     json.key("score").number(point.score);
@@ -3358,15 +3363,7 @@ inline std::string render_quant_manifest(const report_model& model) {
     json.key("dataset");
     detail::emit_dataset(json, *model.dataset);
   }
-  if (model.chosen_recipes) {
-    json.key("chosen_recipes").begin_object();
-    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(pick.group).string(pick.format);
-    json.end_object();
-  }
-  if (model.pareto_front) {
-    json.key("pareto_front");
-    detail::emit_pareto_front(json, *model.pareto_front);
-  }
+  detail::emit_aq_extensions(json, model, [](const std::string& group) -> std::string_view { return group; });
   json.end_object();
   return json.str();
 }
@@ -3497,8 +3494,7 @@ inline std::optional<double> candidate_bits(const candidate_stat& c) {
 // One table row: the group's quantized candidates (the NONE candidate only when it is the
 // group's sole choice, as for disabled groups).
 struct sensitivity_row {
-  std::size_t group = 0;  // index into report_model::groups
-  std::string layer;      // display name
+  std::string layer;  // display name
   std::vector<const candidate_stat*> candidates;
 };
 
@@ -3507,9 +3503,8 @@ inline bool is_unquantized_format(std::string_view format) { return format.start
 // Rows in group order; groups without candidates have none.
 inline std::vector<sensitivity_row> sensitivity_rows(const report_model& model) {
   std::vector<sensitivity_row> rows;
-  for (std::size_t g = 0; g < model.groups.size(); ++g) {
-    const group_sensitivity& group = model.groups[g];
-    sensitivity_row row{g, layer_display_name(group.name), {}};
+  for (const group_sensitivity& group : model.groups) {
+    sensitivity_row row{layer_display_name(group.name), {}};
     for (const candidate_stat& c : group.candidates) {
       if (!is_unquantized_format(c.format)) row.candidates.push_back(&c);
     }
@@ -3571,15 +3566,7 @@ inline std::string render_sensitivity_json(const report_model& model) {
     json.end_object();
   }
   json.end_array();
-  if (model.chosen_recipes) {
-    json.key("chosen_recipes").begin_object();
-    for (const chosen_recipe& pick : *model.chosen_recipes) json.key(layer_display_name(pick.group)).string(pick.format);
-    json.end_object();
-  }
-  if (model.pareto_front) {
-    json.key("pareto_front");
-    detail::emit_pareto_front(json, *model.pareto_front);
-  }
+  detail::emit_aq_extensions(json, model, layer_display_name);
   json.end_object();
   return json.str();
 }
@@ -3712,7 +3699,6 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 // plus the step counts they derive. Output of io, input of calibration and scoring.
 
 #include <algorithm>
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -3725,7 +3711,6 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 // for system/user/assistant turns whose content is text and images, and the expansion of each
 // <|image_pad|> into the image's visual-token count. Sits between the datasets and tokenization.
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -3763,9 +3748,7 @@ inline std::string render_qwen3_vl_chat(std::span<const chat_message> messages, 
       throw error("chat message " + std::to_string(i) + ": unsupported role \"" + m.role + "\"");
     }
     if (m.role == "system" && i != 0) throw error("chat message " + std::to_string(i) + ": system turn must be first");
-    out += "<|im_start|>";
-    out += m.role;
-    out += '\n';
+    out += "<|im_start|>" + m.role + '\n';
     for (const chat_content& c : m.content) {
       if (c.type == chat_content::kind::text) {
         out += c.text;
@@ -3790,9 +3773,8 @@ inline std::string qwen3_vl_image_caption_prompt(std::string_view caption) {
 inline std::string expand_image_pads(std::string_view prompt, std::span<const std::int64_t> tokens_per_image) {
   std::string out;
   std::size_t k = 0, pos = 0;
-  for (;;) {
-    const std::size_t hit = prompt.find(image_pad_token, pos);
-    if (hit == std::string_view::npos) break;
+  for (std::size_t hit = prompt.find(image_pad_token); hit != std::string_view::npos;
+       hit = prompt.find(image_pad_token, pos)) {
     if (k >= tokens_per_image.size()) {
       throw error("expand_image_pads: prompt has more <|image_pad|> than the " + std::to_string(tokens_per_image.size()) +
                   " images given");
@@ -3815,20 +3797,16 @@ inline std::string expand_image_pads(std::string_view prompt, std::span<const st
 // ---- begin aq/io/image/image.hpp ----
 // Decoded RGB8 images: PNG and JPEG files read into height x width x 3 bytes, byte-identical to
 // PIL, with grayscale, 16-bit, CMYK and alpha images converted as PIL + transformers convert them.
-// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower.
+// First step of the image path: image file -> image_rgb8 -> Qwen3-VL preprocessing -> vision tower
+// (image_rgb8 is declared with the JPEG decoder, io/image/jpeg.hpp).
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
 
 // ---- begin aq/io/image/jpeg.hpp ----
 // JPEG decoding through libjpeg-turbo, configured as Pillow's JPEG decoder is, so decoded bytes
@@ -3850,11 +3828,17 @@ inline std::string expand_image_pads(std::string_view prompt, std::span<const st
 
 namespace aq::io {
 
-// A decoded JPEG as RGB8, rows top to bottom, pixels interleaved.
-struct decoded_jpeg {
+// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use:
+// what the JPEG decoder here and the PNG decoder of io/image/image.hpp produce.
+struct image_rgb8 {
   int width = 0;
   int height = 0;
-  std::vector<std::uint8_t> rgb;  // height * width * 3
+  std::vector<std::uint8_t> pixels;  // height * width * 3
+
+  std::uint8_t at(int y, int x, int c) const {
+    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
+                  static_cast<std::size_t>(c)];
+  }
 };
 
 // JPEG files start with SOI followed by a marker; PIL's JpegImagePlugin accepts the same prefix.
@@ -3877,8 +3861,8 @@ inline std::string too_many_pixels(const std::string& name, std::uint64_t width,
 struct jpeg_error_state {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-  bool ended_early;  // the data ran out before the end-of-image marker
+  char message[JMSG_LENGTH_MAX] = {};
+  bool ended_early = false;  // the data ran out before the end-of-image marker
 };
 
 inline void jpeg_on_error(j_common_ptr cinfo) {
@@ -3907,8 +3891,6 @@ struct jpeg_decoder {
     cinfo.err = jpeg_std_error(&error.pub);
     error.pub.error_exit = jpeg_on_error;
     error.pub.emit_message = jpeg_on_message;
-    error.message[0] = '\0';
-    error.ended_early = false;
   }
   jpeg_decoder(const jpeg_decoder&) = delete;
   jpeg_decoder& operator=(const jpeg_decoder&) = delete;
@@ -3935,37 +3917,35 @@ inline void cmyk_inverted_to_rgb(const std::uint8_t* in, std::uint8_t* out, std:
 }
 
 // Everything that can longjmp happens in here; it holds no object with a destructor, and after a
-// longjmp reads only memory owned by the caller. Returns false on a libjpeg error.
+// longjmp reads only memory owned by the caller. Returns false on a libjpeg error; an image too
+// large or of an unsupported component count stops after the header (the caller refuses it).
 inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size, std::uint64_t max_pixels,
-                     decoded_jpeg* out, bool* too_large, int* components) {
+                     image_rgb8* out) {
   if (setjmp(d->error.jump) != 0) return false;
   jpeg_create_decompress(&d->cinfo);  // may fail too (out of memory, library version mismatch)
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d->cinfo, TRUE);
-  *components = d->cinfo.num_components;
+  const int components = d->cinfo.num_components;
   const std::uint64_t pixels = std::uint64_t(d->cinfo.image_width) * std::uint64_t(d->cinfo.image_height);
-  if (pixels > max_pixels || (*components != 1 && *components != 3 && *components != 4)) {
-    *too_large = pixels > max_pixels;
-    return true;
-  }
+  if (pixels > max_pixels || (components != 1 && components != 3 && components != 4)) return true;
   // Pillow's settings: it leaves libjpeg's defaults (JDCT_ISLOW, fancy upsampling, no scaling;
   // only draft mode changes them) and asks for L, RGB or CMYK by component count, trusting
   // libjpeg's guess of the stored colour space (JFIF/Adobe markers, so YCCK becomes CMYK).
   d->cinfo.dct_method = JDCT_ISLOW;
   d->cinfo.do_fancy_upsampling = TRUE;
-  d->cinfo.out_color_space = *components == 1 ? JCS_GRAYSCALE : *components == 3 ? JCS_RGB : JCS_CMYK;
+  d->cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_start_decompress(&d->cinfo);
   const std::size_t w = d->cinfo.output_width, h = d->cinfo.output_height;
   const std::size_t n = static_cast<std::size_t>(d->cinfo.output_components);
   out->width = static_cast<int>(w);
   out->height = static_cast<int>(h);
-  out->rgb.resize(w * h * 3);
+  out->pixels.resize(w * h * 3);
   d->row.resize(w * n);
   while (d->cinfo.output_scanline < h && !d->error.ended_early) {
     const std::size_t y = d->cinfo.output_scanline;
     JSAMPROW rows[1] = {d->row.data()};
     if (jpeg_read_scanlines(&d->cinfo, rows, 1) != 1) break;
-    std::uint8_t* dst = out->rgb.data() + y * w * 3;
+    std::uint8_t* dst = out->pixels.data() + y * w * 3;
     if (n == 3) {
       std::copy(d->row.begin(), d->row.end(), dst);
     } else if (n == 1) {
@@ -3984,18 +3964,17 @@ inline bool jpeg_run(jpeg_decoder* d, const std::uint8_t* data, std::size_t size
 // components -> RGB (YCbCr converted by libjpeg), 4 components -> Pillow's inverted-CMYK -> RGB.
 // Errors (corrupt, truncated, unsupported, more than max_pixels, checked from the
 // header before any pixel memory is allocated) name `name`.
-inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
+inline image_rgb8 decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name,
                                 std::uint64_t max_pixels) {
   detail::jpeg_decoder d;
-  decoded_jpeg out;
-  bool too_large = false;
-  int components = 0;
-  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out, &too_large, &components)) {
+  image_rgb8 out;
+  if (!detail::jpeg_run(&d, bytes.data(), bytes.size(), max_pixels, &out)) {
     throw error(name + ": cannot decode JPEG (" + d.error.message + ")");
   }
-  if (too_large) {
+  if (std::uint64_t(d.cinfo.image_width) * std::uint64_t(d.cinfo.image_height) > max_pixels) {
     throw error(detail::too_many_pixels(name, d.cinfo.image_width, d.cinfo.image_height, max_pixels));
   }
+  const int components = d.cinfo.num_components;
   if (components != 1 && components != 3 && components != 4) {
     throw error(name + ": JPEG with " + std::to_string(components) + " components; expected 1 (gray), 3 or 4 (CMYK)");
   }
@@ -4056,18 +4035,6 @@ inline decoded_jpeg decode_jpeg(std::span<const std::uint8_t> bytes, const std::
 #endif
 
 namespace aq::io {
-
-// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC), the layout PIL and numpy use.
-struct image_rgb8 {
-  int width = 0;
-  int height = 0;
-  std::vector<std::uint8_t> pixels;  // height * width * 3
-
-  std::uint8_t at(int y, int x, int c) const {
-    return pixels[(static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3 +
-                  static_cast<std::size_t>(c)];
-  }
-};
 
 // What to do with an alpha channel. transformers' convert_to_rgb composites over opaque white
 // (Image.alpha_composite) before the processor sees the pixels; PIL's convert("RGB") drops alpha.
@@ -4151,14 +4118,7 @@ inline void check_png_chunks(std::span<const std::uint8_t> bytes, const std::str
 inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::string& name,
                                alpha_mode alpha = alpha_mode::composite_white) {
   if (bytes.empty()) throw error(name + ": empty image file");
-  if (is_jpeg(bytes)) {
-    decoded_jpeg j = decode_jpeg(bytes, name, max_image_pixels);
-    image_rgb8 img;
-    img.width = j.width;
-    img.height = j.height;
-    img.pixels = std::move(j.rgb);
-    return img;
-  }
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, name, max_image_pixels);
   std::uint64_t png_w = 0, png_h = 0;
   if (detail::png_size(bytes, png_w, png_h)) {
     if (png_w * png_h > max_image_pixels) detail::image_too_large(name, png_w, png_h);
@@ -4180,8 +4140,10 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
   img.width = w;
   img.height = h;
   img.pixels.resize(n * 3);
-  // stb returns RGBA (4 samples a pixel); convert straight into the RGB8 image.
-  auto to_rgb = [&](const auto* rgba, auto to_byte) {
+  // stb returns RGBA (4 samples a pixel), or null; convert straight into the RGB8 image.
+  auto to_rgb = [&](auto* rgba, auto to_byte) {
+    const std::unique_ptr<void, detail::stbi_deleter> owner(rgba);
+    if (rgba == nullptr) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint8_t a = to_byte(rgba[i * 4 + 3], true);
       for (std::size_t c = 0; c < 3; ++c) {
@@ -4192,16 +4154,12 @@ inline image_rgb8 decode_image(std::span<const std::uint8_t> bytes, const std::s
     }
   };
   if (sixteen) {
-    std::unique_ptr<stbi_us, detail::stbi_deleter> p(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    const bool gray = channels == 1;
-    to_rgb(p.get(), [gray](std::uint16_t v, bool is_alpha) {
+    to_rgb(stbi_load_16_from_memory(data, len, &w, &h, &channels, 4), [&](std::uint16_t v, bool is_alpha) {
+      const bool gray = channels == 1;  // set by the load
       return (gray && !is_alpha) ? static_cast<std::uint8_t>(v > 255 ? 255 : v) : static_cast<std::uint8_t>(v >> 8);
     });
   } else {
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> p(stbi_load_from_memory(data, len, &w, &h, &channels, 4));
-    if (!p) throw error(name + ": cannot decode PNG (" + stbi_failure_reason() + ")");
-    to_rgb(p.get(), [](std::uint8_t v, bool) { return v; });
+    to_rgb(stbi_load_from_memory(data, len, &w, &h, &channels, 4), [](std::uint8_t v, bool) { return v; });
   }
   return img;
 }
@@ -4368,6 +4326,36 @@ inline std::uint8_t fixed_to_u8(std::int64_t acc, int precision) {
   return static_cast<std::uint8_t>(std::clamp<std::int64_t>(v, 0, 255));
 }
 
+// One pass of the separable resize: along x (to `out_size` columns) or along y (to `out_size`
+// rows). Either way a line of the axis is a run of `group`-byte groups (a pixel along x, a whole
+// row along y), and each output group mixes its input groups byte by byte.
+inline image_rgb8 resample_axis(const image_rgb8& in, int out_size, bool along_x, image_backend backend) {
+  const int in_size = along_x ? in.width : in.height;
+  const axis_weights aw = make_axis_weights(in_size, out_size, backend);
+  image_rgb8 out;
+  out.width = along_x ? out_size : in.width;
+  out.height = along_x ? in.height : out_size;
+  out.pixels.resize(static_cast<std::size_t>(out.width) * static_cast<std::size_t>(out.height) * 3);
+  const std::size_t group = along_x ? 3 : static_cast<std::size_t>(in.width) * 3;
+  const std::size_t lines = along_x ? static_cast<std::size_t>(in.height) : 1;
+  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
+  for (std::size_t line = 0; line < lines; ++line) {
+    const std::uint8_t* src = in.pixels.data() + line * static_cast<std::size_t>(in_size) * group;
+    std::uint8_t* dst = out.pixels.data() + line * static_cast<std::size_t>(out_size) * group;
+    for (std::size_t o = 0; o < static_cast<std::size_t>(out_size); ++o) {
+      const std::int32_t* k = aw.k.data() + o * static_cast<std::size_t>(aw.ksize);
+      const std::uint8_t* first = src + static_cast<std::size_t>(aw.first[o]) * group;
+      for (std::size_t i = 0; i < group; ++i) {
+        std::int64_t acc = half;
+        const std::uint8_t* tap = first + i;
+        for (std::int64_t j = 0; j < aw.count[o]; ++j, tap += group) acc += std::int64_t{*tap} * k[j];
+        dst[o * group + i] = fixed_to_u8(acc, aw.precision);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace detail
 
 // Antialiased bicubic resize of an RGB8 image with the chosen backend's integer arithmetic:
@@ -4380,51 +4368,12 @@ inline image_rgb8 resize_bicubic(const image_rgb8& src, int out_height, int out_
     throw error("resize_bicubic: sizes must be positive, got " + std::to_string(src.height) + "x" +
                 std::to_string(src.width) + " -> " + std::to_string(out_height) + "x" + std::to_string(out_width));
   }
-  image_rgb8 horizontal;
-  const image_rgb8* cur = &src;
-  if (out_width != src.width) {
-    const detail::axis_weights aw = detail::make_axis_weights(src.width, out_width, backend);
-    image_rgb8& next = horizontal;
-    next.width = out_width;
-    next.height = src.height;
-    next.pixels.resize(static_cast<std::size_t>(out_width) * static_cast<std::size_t>(src.height) * 3);
-    const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-    for (int y = 0; y < src.height; ++y) {
-      const std::uint8_t* row = src.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(src.width) * 3;
-      std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(out_width) * 3;
-      for (int x = 0; x < out_width; ++x) {
-        const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(x) * static_cast<std::size_t>(aw.ksize);
-        const std::int64_t x0 = aw.first[static_cast<std::size_t>(x)];
-        const std::int64_t cnt = aw.count[static_cast<std::size_t>(x)];
-        for (int c = 0; c < 3; ++c) {
-          std::int64_t acc = half;
-          for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{row[(x0 + j) * 3 + c]} * k[j];
-          out[x * 3 + c] = detail::fixed_to_u8(acc, aw.precision);
-        }
-      }
-    }
-    cur = &horizontal;
+  if (out_width == src.width) {
+    return out_height == src.height ? src : detail::resample_axis(src, out_height, false, backend);
   }
-  if (out_height == cur->height) return cur == &src ? src : std::move(horizontal);
-  const detail::axis_weights aw = detail::make_axis_weights(cur->height, out_height, backend);
-  image_rgb8 next;
-  next.width = cur->width;
-  next.height = out_height;
-  const std::size_t stride = static_cast<std::size_t>(cur->width) * 3;
-  next.pixels.resize(static_cast<std::size_t>(out_height) * stride);
-  const std::int64_t half = std::int64_t{1} << (aw.precision - 1);
-  for (int y = 0; y < out_height; ++y) {
-    const std::int32_t* k = aw.k.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(aw.ksize);
-    const std::int64_t y0 = aw.first[static_cast<std::size_t>(y)];
-    const std::int64_t cnt = aw.count[static_cast<std::size_t>(y)];
-    std::uint8_t* out = next.pixels.data() + static_cast<std::size_t>(y) * stride;
-    for (std::size_t i = 0; i < stride; ++i) {
-      std::int64_t acc = half;
-      for (std::int64_t j = 0; j < cnt; ++j) acc += std::int64_t{cur->pixels[static_cast<std::size_t>(y0 + j) * stride + i]} * k[j];
-      out[i] = detail::fixed_to_u8(acc, aw.precision);
-    }
-  }
-  return next;
+  image_rgb8 horizontal = detail::resample_axis(src, out_width, true, backend);
+  if (out_height == src.height) return horizontal;
+  return detail::resample_axis(horizontal, out_height, false, backend);
 }
 
 // The vision-tower inputs of a list of images, concatenated in order, as the processor returns
@@ -4653,7 +4602,6 @@ inline std::int64_t num_score_steps(std::int64_t num_batches, std::int64_t batch
 // chat/tokenize (chat_template.hpp) -> padded batches (calib_batches.hpp).
 
 #include <cstddef>
-#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -4703,17 +4651,14 @@ inline std::string_view python_strip(std::string_view s) {
 template <class F>
 void for_each_line(std::string_view text, F&& f) {
   std::size_t line_no = 1, start = 0;
-  for (std::size_t i = 0; i <= text.size(); ++i) {
-    if (i == text.size()) {
-      if (start < text.size()) f(text.substr(start), line_no);
-      break;
-    }
+  for (std::size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '\n' || text[i] == '\r') {
       f(text.substr(start, i - start), line_no++);
       if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
       start = i + 1;
     }
   }
+  if (start < text.size()) f(text.substr(start), line_no);  // a last line without a newline
 }
 
 inline void check_utf8(std::string_view line, const std::filesystem::path& path, std::size_t line_no) {
@@ -6381,10 +6326,8 @@ class allocation_problem {
       throw aq::error("aq::search::allocation_problem::add_group: group " + std::to_string(num_groups()) + " has " +
                       std::to_string(scores.size()) + " scores but " + std::to_string(costs.size()) + " costs");
     }
-    for (std::size_t r = 0; r < scores.size(); ++r) {
-      scores_.push_back(scores[r]);
-      costs_.push_back(costs[r]);
-    }
+    scores_.insert(scores_.end(), scores.begin(), scores.end());
+    costs_.insert(costs_.end(), costs.begin(), costs.end());
     begin_.push_back(scores_.size());
   }
 
@@ -6535,29 +6478,31 @@ struct cost_axis {
   std::int64_t full_units = 0;      // Σ_g max offset / unit: the most expensive total, in units
   std::vector<std::int64_t> units;  // offset of each choice in units, problem CSR order
   std::vector<std::size_t> begin;   // CSR offsets into units
+  std::vector<std::int64_t> max_units;  // the largest offset of each group, in units
 };
 
 constexpr cost_axis make_cost_axis(const allocation_problem& problem) {
   cost_axis axis;
   axis.begin.push_back(0);
+  std::vector<cost_t> lowest;  // each group's cheapest choice
   cost_t gcd = 0;
   for (std::size_t g = 0; g < problem.num_groups(); ++g) {
     cost_t lo = problem.cost(g, 0);
     for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
+    lowest.push_back(lo);
     axis.base += lo;
     for (std::size_t r = 0; r < problem.num_choices(g); ++r) gcd = std::gcd(gcd, problem.cost(g, r) - lo);
     axis.begin.push_back(axis.begin.back() + problem.num_choices(g));
   }
   axis.unit = gcd == 0 ? 1 : gcd;
   for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    std::int64_t lo = std::numeric_limits<std::int64_t>::max();
     std::int64_t hi = 0;
-    for (std::size_t r = 0; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
     for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
-      const std::int64_t u = (problem.cost(g, r) - lo) / axis.unit;
+      const std::int64_t u = (problem.cost(g, r) - lowest[g]) / axis.unit;
       axis.units.push_back(u);
       hi = u > hi ? u : hi;
     }
+    axis.max_units.push_back(hi);
     axis.full_units += hi;
   }
   return axis;
@@ -6606,7 +6551,7 @@ class mckp_dp {
     bool dense_fits = true;
     std::int64_t reach = 0;
     for (std::size_t g : multi_) {
-      reach = reach + max_units(g) < limit_units ? reach + max_units(g) : limit_units;
+      reach = reach + axis_.max_units[g] < limit_units ? reach + axis_.max_units[g] : limit_units;
       if (static_cast<std::uint64_t>(reach) + 1 > options.max_dense_cells - cells) {
         dense_fits = false;
         break;
@@ -6654,11 +6599,6 @@ class mckp_dp {
  private:
   constexpr std::size_t choices(std::size_t g) const { return axis_.begin[g + 1] - axis_.begin[g]; }
   constexpr std::int64_t units(std::size_t g, std::size_t r) const { return axis_.units[axis_.begin[g] + r]; }
-  constexpr std::int64_t max_units(std::size_t g) const {
-    std::int64_t hi = 0;
-    for (std::size_t r = 0; r < choices(g); ++r) hi = units(g, r) > hi ? units(g, r) : hi;
-    return hi;
-  }
 
   // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
   // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
@@ -6680,7 +6620,7 @@ class mckp_dp {
         for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
         continue;
       }
-      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(max_units(g)), width - 1);
+      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(axis_.max_units[g]), width - 1);
       for (std::size_t c = 0; c <= next_hi; ++c) {
         next_score[c] = unreachable;
         next_rank[c] = none;
@@ -6815,19 +6755,6 @@ class mckp_dp {
   std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
 };
 
-constexpr allocation_result solve_with_axis(const allocation_problem& problem, cost_axis axis, cost_t capacity,
-                                            const knapsack_options& options) {
-  if (capacity < axis.base) {
-    throw aq::error(infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
-  }
-  const std::int64_t slack = (capacity - axis.base) / axis.unit;
-  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
-  const mckp_dp dp(problem, std::move(axis), limit, options);
-  // The last front state has the least score and, among equal scores, the least cost.
-  const front_state& best = dp.front().back();
-  return evaluate_selection(problem, dp.selection(best), capacity, dp.path());
-}
-
 }  // namespace detail
 
 // Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
@@ -6837,7 +6764,15 @@ constexpr allocation_result solve_with_axis(const allocation_problem& problem, c
 constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
                                            const knapsack_options& options = {}) {
   problem.validate();
-  return detail::solve_with_axis(problem, detail::make_cost_axis(problem), capacity, options);
+  detail::cost_axis axis = detail::make_cost_axis(problem);
+  if (capacity < axis.base) {
+    throw aq::error(detail::infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
+  }
+  const std::int64_t slack = (capacity - axis.base) / axis.unit;
+  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
+  const detail::mckp_dp dp(problem, std::move(axis), limit, options);
+  // The last front state has the least score and, among equal scores, the least cost.
+  return evaluate_selection(problem, dp.selection(dp.front().back()), capacity, dp.path());
 }
 
 // Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):
@@ -6855,6 +6790,7 @@ constexpr allocation_result solve_knapsack_bits(const allocation_problem& proble
 // score. One DP over the full cost range gives every non-dominated (effective bits, score) point;
 // any budget's answer is then a lookup, and the curve is what the report plots.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -6900,18 +6836,14 @@ class pareto_front {
 
   // The answer for a budget: the last point not above it (equal to solve_knapsack's answer).
   constexpr allocation_result at_capacity(cost_t capacity) const {
-    std::size_t lo = 0;
-    std::size_t hi = points_.size();
-    while (lo < hi) {  // first point costing more than the budget
-      const std::size_t mid = lo + (hi - lo) / 2;
-      if (points_[mid].total_cost <= capacity) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo == 0) {
+    const auto above = std::partition_point(points_.begin(), points_.end(),
+                                            [&](const pareto_point& point) { return point.total_cost <= capacity; });
+    if (above == points_.begin()) {
       throw aq::error(detail::infeasible_message("aq::search::pareto_front::at_capacity", problem_, capacity,
                                                  points_.front().total_cost));
     }
-    return evaluate_selection(problem_, selection(lo - 1), capacity, dp_.path());
+    return evaluate_selection(problem_, selection(static_cast<std::size_t>(above - points_.begin()) - 1), capacity,
+                              dp_.path());
   }
   constexpr allocation_result at_bits(double effective_bits) const {
     return at_capacity(capacity_for_bits(problem_.total_params(), effective_bits));
@@ -7311,6 +7243,7 @@ class bpe_model {
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <ranges>
 #include <unordered_map>
 
 // ---- begin aq/io/tokenizer/unicode_tables.hpp ----
@@ -8225,17 +8158,10 @@ struct decomposition {
 inline decomposition canonical_decomposition(char32_t cp) {
   using unicode_tables::decompositions;
   constexpr std::size_t count = std::size(decompositions) / 3;
-  std::size_t lo = 0, hi = count;
-  while (lo < hi) {
-    const std::size_t mid = (lo + hi) / 2;
-    const char32_t key = decompositions[3 * mid] & 0x7FFFFFFFu;
-    if (key < cp) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  if (lo < count && (decompositions[3 * lo] & 0x7FFFFFFFu) == cp) {
+  const auto key = [](std::size_t row) -> char32_t { return decompositions[3 * row] & 0x7FFFFFFFu; };
+  const std::size_t lo = *std::ranges::partition_point(std::views::iota(std::size_t{0}, count),
+                                                        [&](std::size_t row) { return key(row) < cp; });
+  if (lo < count && key(lo) == cp) {
     return {decompositions[3 * lo + 1], decompositions[3 * lo + 2], true};
   }
   return {};
@@ -8360,7 +8286,6 @@ inline std::string nfc(std::string_view text) {
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 
@@ -8436,13 +8361,11 @@ class qwen2_pretokenizer {
   // End of the match starting at character i, or i when no alternative matches.
   std::size_t match_at(std::size_t i) const {
     const std::size_t n = cps_.size();
-    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d): no two alternatives share a second letter, so order does not matter.
     if (cps_[i] == '\'') {
-      if (folds_to(i + 1, 's') || folds_to(i + 1, 't')) return i + 2;
+      if (folds_to(i + 1, 's') || folds_to(i + 1, 't') || folds_to(i + 1, 'm') || folds_to(i + 1, 'd')) return i + 2;
       if ((folds_to(i + 1, 'r') || folds_to(i + 1, 'v')) && folds_to(i + 2, 'e')) return i + 3;
-      if (folds_to(i + 1, 'm')) return i + 2;
       if (folds_to(i + 1, 'l') && folds_to(i + 2, 'l')) return i + 3;
-      if (folds_to(i + 1, 'd')) return i + 2;
     }
     // [^\r\n\p{L}\p{N}]?\p{L}+
     if (!is(i, letter | number) && !is_newline(i) && is(i + 1, letter)) return letters_from(i + 1);
@@ -8547,22 +8470,13 @@ class added_token_matcher {
         const bool word_after = stop < text.size() && unicode::is_word(first_char(text.substr(stop)));
         if (word_before || word_after) continue;
       }
-      if (token.lstrip) {
-        std::size_t s = start;
-        while (s > 0) {
-          const std::size_t char_start = utf8::previous_char_start(text, s);
-          std::size_t i = char_start;
-          if (!unicode::is_space(utf8::decode_at(text, i))) break;
-          s = char_start;
-        }
-        start = std::max(s, plain_start);
+      // Stripped white space goes with the token, but never text an earlier match kept.
+      while (token.lstrip && start > plain_start && unicode::is_space(last_char(text.substr(0, start)))) {
+        start = utf8::previous_char_start(text, start);
       }
       if (token.rstrip) {
-        while (stop < text.size()) {
-          std::size_t i = stop;
-          if (!unicode::is_space(utf8::decode_at(text, i))) break;
-          stop = i;
-        }
+        std::size_t next = stop;  // decode_at moves it past the character at stop
+        while (stop < text.size() && unicode::is_space(utf8::decode_at(text, next))) stop = next;
       }
       if (plain_start < start) out.push_back({plain_start, start, nullptr});
       out.push_back({start, stop, &token});  // points into this matcher; valid while it lives
@@ -8677,11 +8591,7 @@ class tokenizer {
                     std::to_string(id_bound()) + ")");
       }
       // A token with a character outside the byte alphabet contributes its UTF-8 as is.
-      if (const auto raw = byte_level_to_bytes(*text)) {
-        bytes += *raw;
-      } else {
-        bytes += *text;
-      }
+      bytes += byte_level_to_bytes(*text).value_or(std::string(*text));
     }
     return utf8::decode_lossy(bytes);
   }
@@ -8863,104 +8773,6 @@ class tokenizer {
 #endif
 // ---- end aq/backend/cpu/eigen.hpp ----
 
-// ---- begin aq/core/tensor.hpp ----
-// A small owning fp32 tensor (shape + contiguous row-major data) and 2-D row-major views.
-// The CPU model keeps weights and saved activations in tensors and hands kernels views, so
-// kernels never own memory and callers decide what is saved or recomputed.
-
-#include <cstddef>
-#include <cstdint>
-#include <initializer_list>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace aq {
-
-// Rows of `cols` floats, `ld` floats apart (ld >= cols): a matrix or a column block of one.
-struct matrix_view {
-  float* data = nullptr;
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  std::int64_t ld = 0;
-
-  float* row(std::int64_t r) const { return data + r * ld; }
-  float& operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
-};
-
-struct const_matrix_view {
-  const float* data = nullptr;
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  std::int64_t ld = 0;
-
-  const_matrix_view() = default;
-  const_matrix_view(const float* d, std::int64_t r, std::int64_t c, std::int64_t l) : data(d), rows(r), cols(c), ld(l) {}
-  const_matrix_view(const matrix_view& m) : data(m.data), rows(m.rows), cols(m.cols), ld(m.ld) {}  // NOLINT
-
-  const float* row(std::int64_t r) const { return data + r * ld; }
-  float operator()(std::int64_t r, std::int64_t c) const { return data[r * ld + c]; }
-};
-
-inline std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-class tensor {
- public:
-  tensor() = default;
-  explicit tensor(std::vector<std::int64_t> shape, float fill = 0.0f) : shape_(std::move(shape)) {
-    data_.assign(static_cast<std::size_t>(count(shape_)), fill);
-  }
-  tensor(std::initializer_list<std::int64_t> shape) : tensor(std::vector<std::int64_t>(shape)) {}
-
-  static std::int64_t count(const std::vector<std::int64_t>& shape) {
-    std::int64_t n = 1;
-    for (const std::int64_t extent : shape) {
-      if (extent < 0) throw error("tensor: negative extent in shape " + shape_string(shape));
-      n *= extent;
-    }
-    return n;
-  }
-
-  const std::vector<std::int64_t>& shape() const { return shape_; }
-  std::int64_t dim(std::size_t i) const { return shape_.at(i); }
-  std::size_t rank() const { return shape_.size(); }
-  std::int64_t numel() const { return static_cast<std::int64_t>(data_.size()); }
-  bool empty() const { return data_.empty(); }
-  float* data() { return data_.data(); }
-  const float* data() const { return data_.data(); }
-  std::vector<float>& storage() { return data_; }
-  const std::vector<float>& storage() const { return data_; }
-
-  // Same data, new shape with the same element count.
-  void reshape(std::vector<std::int64_t> shape) {
-    if (count(shape) != numel()) {
-      throw error("tensor: cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
-    }
-    shape_ = std::move(shape);
-  }
-
-  // All leading dimensions flattened into rows; the last dimension is the columns.
-  matrix_view matrix() {
-    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
-    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
-  }
-  const_matrix_view matrix() const {
-    const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
-    return {data(), cols == 0 ? 0 : numel() / cols, cols, cols};
-  }
-
- private:
-  std::vector<std::int64_t> shape_;
-  std::vector<float> data_;
-};
-
-}  // namespace aq
-// ---- end aq/core/tensor.hpp ----
 // ---- begin aq/core/thread_pool.hpp ----
 // A tiny persistent thread pool with a blocking parallel_for over an index range. The CPU
 // backend splits GEMMs and row-wise kernels with it (Eigen itself is single-threaded without
@@ -9756,15 +9568,9 @@ class linear_observer {
   virtual void on_backward(const linear_call& /*call*/) {}
 };
 
-// What a model calls once a linear's Y is computed in the forward: the observer watches, then may
-// replace Y. `output` must view the same buffer as call.output.
-inline void notify_forward(linear_observer& observer, const linear_call& call, matrix_view output) {
-  observer.on_forward(call);
-  observer.replace_output(call, output);
-}
-
 // How the CPU models report a linear of `module` (no observer: nothing): on the backward with
-// dL/dY; on the forward through notify_forward, which needs Y writable (Y: matrix_view).
+// dL/dY; on the forward once Y is computed, where the observer watches and then may replace Y
+// (so Y must be writable: a matrix_view).
 template <class Y>
 void notify_linear(linear_observer* observer, bool backward, const schema::module_ref& module,
                    const const_matrix_view& w, const float* bias, const const_matrix_view& x, const Y& y,
@@ -9775,7 +9581,8 @@ void notify_linear(linear_observer* observer, bool backward, const schema::modul
   if (backward) {
     observer->on_backward(call);
   } else if constexpr (std::is_same_v<Y, matrix_view>) {
-    notify_forward(*observer, call, y);
+    observer->on_forward(call);
+    observer->replace_output(call, y);
   } else {
     throw error("qwen3_vl model: forward notification of " + name + " without a writable output");
   }
@@ -10208,7 +10015,6 @@ struct image_batch {
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 
@@ -10357,10 +10163,18 @@ class text_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const tensor& w, const tensor& x,
-                     tensor& y, const tensor* g) {
-    notify_linear(obs, backward, module, w.matrix(), nullptr, x.matrix(), y.matrix(),
-                  g != nullptr ? g->matrix() : const_matrix_view{});
+  // Y = X·Wᵀ of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x) {
+    tensor y({x.matrix().rows, w.dim(0)});
+    cpu::linear_forward(x.matrix(), w.matrix(), y.matrix());
+    notify_linear(obs, false, module, w.matrix(), nullptr, x.matrix(), y.matrix());
+    return y;
+  }
+  // dX (+)= dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& x,
+                              const tensor& y, const tensor& dy, tensor& dx, bool accumulate = false) {
+    notify_linear(obs, true, module, w.matrix(), nullptr, x.matrix(), y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix(), accumulate);
   }
 
   config cfg_;
@@ -10422,20 +10236,12 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
                     cos, sin);
   std::vector<cpu::attention_segment> segments;
   for (std::int64_t b = 0; b < B; ++b) segments.push_back({b * T, T});
-  cpu::attention_config ac;
-  ac.heads = nh;
-  ac.kv_heads = nkv;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ac.causal = true;
-  ac.key_valid = batch.attention_mask.data();
-  ac.masked_rows = options.masked_rows;
+  const cpu::attention_config ac{.heads = nh, .kv_heads = nkv, .head_dim = hd,
+                                 .scale = 1.0f / std::sqrt(static_cast<float>(hd)), .causal = true,
+                                 .key_valid = batch.attention_mask.data(), .masked_rows = options.masked_rows};
 
   auto per_head = [](tensor& x, std::int64_t d) {
     return matrix_view{x.data(), x.numel() / d, d, d};
-  };
-  auto per_head_c = [](const tensor& x, std::int64_t d) {
-    return const_matrix_view{x.data(), x.numel() / d, d, d};
   };
 
   std::vector<layer_state> saved(static_cast<std::size_t>(t.num_hidden_layers));
@@ -10446,46 +10252,32 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
     s.a = tensor({N, H});
     s.r1.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_in.matrix(), lw.input_layernorm.data(), eps, s.a.matrix(), s.r1.data());
-    s.q_raw = tensor({N, nh * hd});
-    s.k_raw = tensor({N, nkv * hd});
-    s.v = tensor({N, nkv * hd});
-    cpu::linear_forward(s.a.matrix(), lw.q_proj.matrix(), s.q_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.k_proj.matrix(), s.k_raw.matrix());
-    cpu::linear_forward(s.a.matrix(), lw.v_proj.matrix(), s.v.matrix());
-    notify(observer, false, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, nullptr);
-    notify(observer, false, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, nullptr);
-    notify(observer, false, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, nullptr);
+    s.q_raw = linear(observer, {module_id::q_proj, l}, lw.q_proj, s.a);
+    s.k_raw = linear(observer, {module_id::k_proj, l}, lw.k_proj, s.a);
+    s.v = linear(observer, {module_id::v_proj, l}, lw.v_proj, s.a);
     s.q_rot = tensor({N, nh * hd});
     s.k_rot = tensor({N, nkv * hd});
     s.rq.resize(static_cast<std::size_t>(N * nh));
     s.rk.resize(static_cast<std::size_t>(N * nkv));
-    cpu::rms_norm_forward(per_head_c(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
-    cpu::rms_norm_forward(per_head_c(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
+    cpu::rms_norm_forward(per_head(s.q_raw, hd), lw.q_norm.data(), eps, per_head(s.q_rot, hd), s.rq.data());
+    cpu::rms_norm_forward(per_head(s.k_raw, hd), lw.k_norm.data(), eps, per_head(s.k_rot, hd), s.rk.data());
     cpu::rope_forward(s.q_rot.matrix(), nh, cos, sin);
     cpu::rope_forward(s.k_rot.matrix(), nkv, cos, sin);
     s.attn = tensor({N, nh * hd});
     s.lse.resize(static_cast<std::size_t>(nh * N));
     cpu::attention_forward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                            s.lse.data());
-    s.o_out = tensor({N, H});
-    cpu::linear_forward(s.attn.matrix(), lw.o_proj.matrix(), s.o_out.matrix());
-    notify(observer, false, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, nullptr);
+    s.o_out = linear(observer, {module_id::o_proj, l}, lw.o_proj, s.attn);
     s.h_mid = s.h_in;
     for (std::int64_t i = 0; i < N * H; ++i) s.h_mid.data()[i] += s.o_out.data()[i];
     s.m = tensor({N, H});
     s.r2.resize(static_cast<std::size_t>(N));
     cpu::rms_norm_forward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), eps, s.m.matrix(), s.r2.data());
-    s.gate = tensor({N, I});
-    s.up = tensor({N, I});
-    cpu::linear_forward(s.m.matrix(), lw.gate_proj.matrix(), s.gate.matrix());
-    cpu::linear_forward(s.m.matrix(), lw.up_proj.matrix(), s.up.matrix());
-    notify(observer, false, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, nullptr);
-    notify(observer, false, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, nullptr);
+    s.gate = linear(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m);
+    s.up = linear(observer, {module_id::up_proj, l}, lw.up_proj, s.m);
     s.act = tensor({N, I});
     cpu::swiglu_forward(s.gate.matrix(), s.up.matrix(), s.act.matrix());
-    s.down_out = tensor({N, H});
-    cpu::linear_forward(s.act.matrix(), lw.down_proj.matrix(), s.down_out.matrix());
-    notify(observer, false, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, nullptr);
+    s.down_out = linear(observer, {module_id::down_proj, l}, lw.down_proj, s.act);
     h = s.h_mid;
     for (std::int64_t i = 0; i < N * H; ++i) h.data()[i] += s.down_out.data()[i];
     if (l < static_cast<std::int64_t>(visual.deepstack.size()) && visual.deepstack[static_cast<std::size_t>(l)] != nullptr) {
@@ -10508,9 +10300,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   cpu::rms_norm_forward(h_final.matrix(), w_.norm.data(), eps, hn.matrix(), rf.data());
   const tensor& lm = w_.lm_head_weight();
   text_result result;
-  result.logits = tensor({N, V});
-  cpu::linear_forward(hn.matrix(), lm.matrix(), result.logits.matrix());
-  notify(observer, false, module_ref{module_id::lm_head}, lm, hn, result.logits, nullptr);
+  result.logits = linear(observer, {module_id::lm_head}, lm, hn);
   if (!with_loss) return result;
 
   tensor dlogits({N, V});
@@ -10521,9 +10311,8 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
   if (!options.backward) return result;
 
   // Backward: g is dL/d(residual stream) at the current point.
-  notify(observer, true, module_ref{module_id::lm_head}, lm, hn, result.logits, &dlogits);
   tensor dhn({N, H});
-  cpu::linear_backward_input(dlogits.matrix(), lm.matrix(), dhn.matrix());
+  linear_backward(observer, {module_id::lm_head}, lm, hn, result.logits, dlogits, dhn);
   dlogits = tensor();
   tensor g({N, H});
   cpu::rms_norm_backward(h_final.matrix(), w_.norm.data(), rf.data(), dhn.matrix(), g.matrix());
@@ -10542,32 +10331,25 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
       }
     }
     // MLP
-    notify(observer, true, module_ref{module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.down_proj.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::down_proj, l}, lw.down_proj, s.act, s.down_out, g, d_act);
     cpu::swiglu_backward(s.gate.matrix(), s.up.matrix(), d_act.matrix(), d_gate.matrix(), d_up.matrix());
-    notify(observer, true, module_ref{module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, &d_gate);
-    notify(observer, true, module_ref{module_id::up_proj, l}, lw.up_proj, s.m, s.up, &d_up);
-    cpu::linear_backward_input(d_gate.matrix(), lw.gate_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(d_up.matrix(), lw.up_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::gate_proj, l}, lw.gate_proj, s.m, s.gate, d_gate, d_m);
+    linear_backward(observer, {module_id::up_proj, l}, lw.up_proj, s.m, s.up, d_up, d_m, true);
     cpu::rms_norm_backward(s.h_mid.matrix(), lw.post_attention_layernorm.data(), s.r2.data(), d_m.matrix(), g.matrix(),
                            true);
     // Attention
-    notify(observer, true, module_ref{module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, &g);
-    cpu::linear_backward_input(g.matrix(), lw.o_proj.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::o_proj, l}, lw.o_proj, s.attn, s.o_out, g, d_attn);
     cpu::attention_backward(ac, segments, s.q_rot.matrix(), s.k_rot.matrix(), s.v.matrix(), s.attn.matrix(),
                             s.lse.data(), d_attn.matrix(), dq.matrix(), dk.matrix(), dv.matrix());
     cpu::rope_backward(dq.matrix(), nh, cos, sin);
     cpu::rope_backward(dk.matrix(), nkv, cos, sin);
-    cpu::rms_norm_backward(per_head_c(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head_c(dq, hd),
+    cpu::rms_norm_backward(per_head(s.q_raw, hd), lw.q_norm.data(), s.rq.data(), per_head(dq, hd),
                            per_head(dq_raw, hd));
-    cpu::rms_norm_backward(per_head_c(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head_c(dk, hd),
+    cpu::rms_norm_backward(per_head(s.k_raw, hd), lw.k_norm.data(), s.rk.data(), per_head(dk, hd),
                            per_head(dk_raw, hd));
-    notify(observer, true, module_ref{module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, &dq_raw);
-    notify(observer, true, module_ref{module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, &dk_raw);
-    notify(observer, true, module_ref{module_id::v_proj, l}, lw.v_proj, s.a, s.v, &dv);
-    cpu::linear_backward_input(dq_raw.matrix(), lw.q_proj.matrix(), d_m.matrix());
-    cpu::linear_backward_input(dk_raw.matrix(), lw.k_proj.matrix(), d_m.matrix(), true);
-    cpu::linear_backward_input(dv.matrix(), lw.v_proj.matrix(), d_m.matrix(), true);
+    linear_backward(observer, {module_id::q_proj, l}, lw.q_proj, s.a, s.q_raw, dq_raw, d_m);
+    linear_backward(observer, {module_id::k_proj, l}, lw.k_proj, s.a, s.k_raw, dk_raw, d_m, true);
+    linear_backward(observer, {module_id::v_proj, l}, lw.v_proj, s.a, s.v, dv, d_m, true);
     cpu::rms_norm_backward(s.h_in.matrix(), lw.input_layernorm.data(), s.r1.data(), d_m.matrix(), g.matrix(), true);
     s = layer_state();  // release this layer's activations
   }
@@ -10587,6 +10369,7 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 // ---- begin aq/model/qwen3_vl/vision_geometry.hpp ----
@@ -10601,6 +10384,19 @@ inline text_result text_model::run(const text_batch& batch, const run_options& o
 
 
 namespace aq::qwen3_vl {
+
+// Calls f(row, column) for each patch of an h x w grid in merge-block order (the order of
+// pixel_values rows): merge x merge blocks in raster order, the patches of a block consecutive.
+template <class F>
+void for_each_patch_in_merge_order(std::int64_t h, std::int64_t w, std::int64_t merge, F&& f) {
+  for (std::int64_t bh = 0; bh < h / merge; ++bh) {
+    for (std::int64_t bw = 0; bw < w / merge; ++bw) {
+      for (std::int64_t mh = 0; mh < merge; ++mh) {
+        for (std::int64_t mw = 0; mw < merge; ++mw) f(bh * merge + mh, bw * merge + mw);
+      }
+    }
+  }
+}
 
 // Learned position embeddings interpolated bilinearly from the G×G grid (fast_pos_embed_interpolate),
 // in merge-block row order and repeated per frame: [Σ t·h·w, D].
@@ -10644,17 +10440,10 @@ inline tensor vision_position_embeddings(const tensor& table, const std::vector<
       }
     }
     for (std::int64_t f = 0; f < t; ++f) {
-      for (std::int64_t bh = 0; bh < h / merge; ++bh) {
-        for (std::int64_t bw = 0; bw < w / merge; ++bw) {
-          for (std::int64_t mh = 0; mh < merge; ++mh) {
-            for (std::int64_t mw = 0; mw < merge; ++mw) {
-              const std::int64_t src = (bh * merge + mh) * w + bw * merge + mw;
-              std::copy_n(raster.data() + src * D, D, out.data() + row * D);
-              ++row;
-            }
-          }
-        }
-      }
+      for_each_patch_in_merge_order(h, w, merge, [&](std::int64_t y, std::int64_t x) {
+        std::copy_n(raster.data() + (y * w + x) * D, D, out.data() + row * D);
+        ++row;
+      });
     }
   }
   return out;
@@ -10680,24 +10469,16 @@ inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, st
   for (const grid_thw& g : grids) {
     for (std::int64_t f = 0; f < g[0]; ++f) {
       out.segments.push_back({row, g[1] * g[2]});
-      for (std::int64_t bh = 0; bh < g[1] / m; ++bh) {
-        for (std::int64_t bw = 0; bw < g[2] / m; ++bw) {
-          for (std::int64_t mh = 0; mh < m; ++mh) {
-            for (std::int64_t mw = 0; mw < m; ++mw) {
-              const auto r = static_cast<float>(bh * m + mh);
-              const auto c = static_cast<float>(bw * m + mw);
-              for (std::int64_t j = 0; j < 2 * quarter; ++j) {
-                const float angle = (j < quarter ? r : c) * inv[static_cast<std::size_t>(j % quarter)];
-                for (const std::int64_t col : {j, j + 2 * quarter}) {
-                  out.cos.data()[row * hd + col] = std::cos(angle);
-                  out.sin.data()[row * hd + col] = std::sin(angle);
-                }
-              }
-              ++row;
-            }
+      for_each_patch_in_merge_order(g[1], g[2], m, [&](std::int64_t y, std::int64_t x) {
+        for (std::int64_t j = 0; j < 2 * quarter; ++j) {
+          const float angle = static_cast<float>(j < quarter ? y : x) * inv[static_cast<std::size_t>(j % quarter)];
+          for (const std::int64_t col : {j, j + 2 * quarter}) {
+            out.cos.data()[row * hd + col] = std::cos(angle);
+            out.sin.data()[row * hd + col] = std::sin(angle);
           }
         }
-      }
+        ++row;
+      });
     }
   }
   return out;
@@ -10711,7 +10492,6 @@ inline vision_rotary vision_rotary_tables(const std::vector<grid_thw>& grids, st
 // fp32 tensors with checked shapes, by the tensor schema's names and shapes.
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
 
@@ -10834,8 +10614,8 @@ struct vision_activations {
     tensor x_in, ln1, qkv, q_rot, k_rot, attn, proj_out, x_mid, ln2, fc1, act, fc2;
     std::vector<float> mean1, rstd1, mean2, rstd2, lse;
   };
-  tensor pixels, patch_out, cos, sin;
-  std::vector<cpu::attention_segment> segments;
+  tensor pixels, patch_out;
+  vision_rotary rotary;  // the rope tables and one attention segment per frame
   std::vector<block_state> blocks;
   std::vector<tensor> tap_in;  // block outputs fed to the DeepStack mergers
   tensor merger_in;
@@ -10870,37 +10650,51 @@ class vision_model {
                      const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
     notify_linear(obs, backward, module, w, b.data(), x, y, g);
   }
+  // Y = X·Wᵀ + b of one module as a new tensor, shown to the observer (which may replace it).
+  static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                       const const_matrix_view& x) {
+    tensor y({x.rows, w.dim(0)});
+    cpu::linear_forward(x, w.matrix(), y.matrix(), b.data());
+    notify(obs, false, module, w.matrix(), b, x, y.matrix());
+    return y;
+  }
+  // dX = dY·W of one module, after dL/dY is shown to the observer.
+  static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
+                              const const_matrix_view& x, const tensor& y, const tensor& dy, tensor& dx) {
+    notify(obs, true, module, w.matrix(), b, x, y.matrix(), dy.matrix());
+    cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix());
+  }
   std::int64_t merged_rows(const tensor& t) const {
     const std::int64_t m2 = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     return t.numel() / (t.dim(1) * m2);
   }
 
+  // The rows and width a merger's LayerNorm sees in its input x [patches, D]: each patch (the final
+  // merger) or each merge_size^2 concatenation of patches (DeepStack mergers, normed after the concat).
+  std::pair<std::int64_t, std::int64_t> norm_shape(const merger_weights& mw, const tensor& x) const {
+    if (mw.postshuffle_norm) return {merged_rows(x), mw.fc1_w.dim(0)};
+    return {x.dim(0), x.dim(1)};
+  }
+  cpu::attention_config attention() const {
+    const std::int64_t heads = cfg_.vision.num_heads, hd = cfg_.vision.hidden_size / heads;
+    return {.heads = heads, .kv_heads = heads, .head_dim = hd, .scale = 1.0f / std::sqrt(static_cast<float>(hd))};
+  }
+
   void merger_forward(std::int64_t k, const merger_weights& mw, const tensor& x, vision_activations::merger_state& s,
                       tensor& out, linear_observer* obs) const {
-    const std::int64_t D = x.dim(1);
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    s.ln_out = tensor({x.dim(0), D});
-    if (mw.postshuffle_norm) {
-      s.mean.resize(static_cast<std::size_t>(rows));
-      s.rstd.resize(static_cast<std::size_t>(rows));
-      cpu::layer_norm_forward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), mw.norm_b.data(), 1e-6f,
-                              matrix_view{s.ln_out.data(), rows, M, M}, s.mean.data(), s.rstd.data());
-    } else {
-      s.mean.resize(static_cast<std::size_t>(x.dim(0)));
-      s.rstd.resize(static_cast<std::size_t>(x.dim(0)));
-      cpu::layer_norm_forward(x.matrix(), mw.norm_w.data(), mw.norm_b.data(), 1e-6f, s.ln_out.matrix(), s.mean.data(),
-                              s.rstd.data());
-    }
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    s.ln_out = tensor({x.dim(0), x.dim(1)});
+    s.mean.resize(static_cast<std::size_t>(norm_rows));
+    s.rstd.resize(static_cast<std::size_t>(norm_rows));
+    cpu::layer_norm_forward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), mw.norm_b.data(),
+                            1e-6f, matrix_view{s.ln_out.data(), norm_rows, width, width}, s.mean.data(), s.rstd.data());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    s.fc1 = tensor({rows, M});
-    cpu::linear_forward(ln, mw.fc1_w.matrix(), s.fc1.matrix(), mw.fc1_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix());
+    s.fc1 = linear(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln);
     s.act = tensor({rows, M});
     cpu::activation_forward<cpu::gelu_erf>(s.fc1.matrix(), s.act.matrix());
-    out = tensor({rows, mw.fc2_w.dim(0)});
-    cpu::linear_forward(s.act.matrix(), mw.fc2_w.matrix(), out.matrix(), mw.fc2_b.data());
-    notify(obs, false, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix());
+    out = linear(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix());
   }
 
   // Adds dL/dx into g.
@@ -10908,23 +10702,16 @@ class vision_model {
                        const tensor& out, const tensor& d_out, tensor& g, linear_observer* obs) const {
     const std::int64_t rows = merged_rows(x);
     const std::int64_t M = mw.fc1_w.dim(0);
-    notify(obs, true, module_ref{module_id::merger_fc2, k}, mw.fc2_w.matrix(), mw.fc2_b, s.act.matrix(), out.matrix(),
-           d_out.matrix());
     tensor d_act({rows, M});
-    cpu::linear_backward_input(d_out.matrix(), mw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(obs, {module_id::merger_fc2, k}, mw.fc2_w, mw.fc2_b, s.act.matrix(), out, d_out, d_act);
     cpu::activation_backward<cpu::gelu_erf>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
     const const_matrix_view ln{s.ln_out.data(), rows, M, M};
-    notify(obs, true, module_ref{module_id::merger_fc1, k}, mw.fc1_w.matrix(), mw.fc1_b, ln, s.fc1.matrix(), d_act.matrix());
     tensor d_ln({rows, M});
-    cpu::linear_backward_input(d_act.matrix(), mw.fc1_w.matrix(), d_ln.matrix());
-    if (mw.postshuffle_norm) {
-      cpu::layer_norm_backward(const_matrix_view{x.data(), rows, M, M}, mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               d_ln.matrix(), matrix_view{g.data(), rows, M, M}, true);
-    } else {
-      const std::int64_t D = x.dim(1);
-      cpu::layer_norm_backward(x.matrix(), mw.norm_w.data(), s.mean.data(), s.rstd.data(),
-                               const_matrix_view{d_ln.data(), x.dim(0), D, D}, g.matrix(), true);
-    }
+    linear_backward(obs, {module_id::merger_fc1, k}, mw.fc1_w, mw.fc1_b, ln, s.fc1, d_act, d_ln);
+    const auto [norm_rows, width] = norm_shape(mw, x);
+    cpu::layer_norm_backward(const_matrix_view{x.data(), norm_rows, width, width}, mw.norm_w.data(), s.mean.data(),
+                             s.rstd.data(), const_matrix_view{d_ln.data(), norm_rows, width, width},
+                             matrix_view{g.data(), norm_rows, width, width}, true);
   }
 
   config cfg_;
@@ -10953,22 +10740,12 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
   }
   vision_activations a;
   a.pixels = pixels;
-  a.patch_out = tensor({np, D});
-  cpu::linear_forward(pixels.matrix(), w_.patch_w.matrix(), a.patch_out.matrix(), w_.patch_b.data());
-  notify(observer, false, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
-         pixels.matrix(), a.patch_out.matrix());
+  a.patch_out = linear(observer, {module_id::patch_embed}, w_.patch_w, w_.patch_b, pixels.matrix());
   tensor h = vision_position_embeddings(w_.pos_embed, grids, m);
   for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] = a.patch_out.data()[i] + h.data()[i];
 
-  vision_rotary rot = vision_rotary_tables(grids, m, hd);
-  a.cos = std::move(rot.cos);
-  a.sin = std::move(rot.sin);
-  a.segments = std::move(rot.segments);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.rotary = vision_rotary_tables(grids, m, hd);
+  const cpu::attention_config ac = attention();
 
   a.blocks.resize(static_cast<std::size_t>(v.depth));
   a.tap_in.resize(w_.deepstack.size());
@@ -10983,25 +10760,21 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd1.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_in.matrix(), bw.norm1_w.data(), bw.norm1_b.data(), 1e-6f, s.ln1.matrix(), s.mean1.data(),
                             s.rstd1.data());
-    s.qkv = tensor({np, 3 * D});
-    cpu::linear_forward(s.ln1.matrix(), bw.qkv_w.matrix(), s.qkv.matrix(), bw.qkv_b.data());
-    notify(observer, false, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix());
+    s.qkv = linear(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix());
     s.q_rot = tensor({np, D});
     s.k_rot = tensor({np, D});
     for (std::int64_t i = 0; i < np; ++i) {
       std::copy_n(s.qkv.data() + i * 3 * D, D, s.q_rot.data() + i * D);
       std::copy_n(s.qkv.data() + i * 3 * D + D, D, s.k_rot.data() + i * D);
     }
-    cpu::rope_forward(s.q_rot.matrix(), heads, a.cos, a.sin);
-    cpu::rope_forward(s.k_rot.matrix(), heads, a.cos, a.sin);
+    cpu::rope_forward(s.q_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_forward(s.k_rot.matrix(), heads, a.rotary.cos, a.rotary.sin);
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
     s.attn = tensor({np, D});
     s.lse.resize(static_cast<std::size_t>(heads * np));
-    cpu::attention_forward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data());
-    s.proj_out = tensor({np, D});
-    cpu::linear_forward(s.attn.matrix(), bw.proj_w.matrix(), s.proj_out.matrix(), bw.proj_b.data());
-    notify(observer, false, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix());
+    cpu::attention_forward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                           s.lse.data());
+    s.proj_out = linear(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix());
     s.x_mid = s.x_in;
     for (std::int64_t i = 0; i < np * D; ++i) s.x_mid.data()[i] += s.proj_out.data()[i];
     s.ln2 = tensor({np, D});
@@ -11009,14 +10782,10 @@ inline vision_activations vision_model::forward(const tensor& pixels, const std:
     s.rstd2.resize(static_cast<std::size_t>(np));
     cpu::layer_norm_forward(s.x_mid.matrix(), bw.norm2_w.data(), bw.norm2_b.data(), 1e-6f, s.ln2.matrix(), s.mean2.data(),
                             s.rstd2.data());
-    s.fc1 = tensor({np, I});
-    cpu::linear_forward(s.ln2.matrix(), bw.fc1_w.matrix(), s.fc1.matrix(), bw.fc1_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix());
+    s.fc1 = linear(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix());
     s.act = tensor({np, I});
     cpu::activation_forward<cpu::gelu_tanh>(s.fc1.matrix(), s.act.matrix());
-    s.fc2 = tensor({np, D});
-    cpu::linear_forward(s.act.matrix(), bw.fc2_w.matrix(), s.fc2.matrix(), bw.fc2_b.data());
-    notify(observer, false, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix());
+    s.fc2 = linear(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix());
     h = s.x_mid;
     for (std::int64_t i = 0; i < np * D; ++i) h.data()[i] += s.fc2.data()[i];
     for (std::size_t k = 0; k < v.deepstack_visual_indexes.size(); ++k) {
@@ -11036,14 +10805,9 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
   const vision_config& v = cfg_.vision;
   const std::int64_t D = v.hidden_size;
   const std::int64_t heads = v.num_heads;
-  const std::int64_t hd = D / heads;
   const std::int64_t I = v.intermediate_size;
   const std::int64_t np = a.patch_out.dim(0);
-  cpu::attention_config ac;
-  ac.heads = heads;
-  ac.kv_heads = heads;
-  ac.head_dim = hd;
-  ac.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const cpu::attention_config ac = attention();
 
   tensor g({np, D});
   if (!d_embeds.empty()) merger_backward(-1, w_.merger, a.merger_in, a.merger, a.out.embeds, d_embeds, g, observer);
@@ -11056,29 +10820,21 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
     }
     const vision_block_weights& bw = w_.blocks[static_cast<std::size_t>(b)];
     vision_activations::block_state& s = a.blocks[static_cast<std::size_t>(b)];
-    notify(observer, true, module_ref{module_id::mlp_fc2, b}, bw.fc2_w.matrix(), bw.fc2_b, s.act.matrix(), s.fc2.matrix(),
-           g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.fc2_w.matrix(), d_act.matrix());
+    linear_backward(observer, {module_id::mlp_fc2, b}, bw.fc2_w, bw.fc2_b, s.act.matrix(), s.fc2, g, d_act);
     cpu::activation_backward<cpu::gelu_tanh>(s.fc1.matrix(), d_act.matrix(), d_act.matrix());
-    notify(observer, true, module_ref{module_id::mlp_fc1, b}, bw.fc1_w.matrix(), bw.fc1_b, s.ln2.matrix(), s.fc1.matrix(),
-           d_act.matrix());
-    cpu::linear_backward_input(d_act.matrix(), bw.fc1_w.matrix(), d_ln.matrix());
+    linear_backward(observer, {module_id::mlp_fc1, b}, bw.fc1_w, bw.fc1_b, s.ln2.matrix(), s.fc1, d_act, d_ln);
     cpu::layer_norm_backward(s.x_mid.matrix(), bw.norm2_w.data(), s.mean2.data(), s.rstd2.data(), d_ln.matrix(),
                              g.matrix(), true);
-    notify(observer, true, module_ref{module_id::attn_proj, b}, bw.proj_w.matrix(), bw.proj_b, s.attn.matrix(),
-           s.proj_out.matrix(), g.matrix());
-    cpu::linear_backward_input(g.matrix(), bw.proj_w.matrix(), d_attn.matrix());
+    linear_backward(observer, {module_id::attn_proj, b}, bw.proj_w, bw.proj_b, s.attn.matrix(), s.proj_out, g, d_attn);
     const matrix_view dq{dqkv.data(), np, D, 3 * D};
     const matrix_view dk{dqkv.data() + D, np, D, 3 * D};
     const matrix_view dv{dqkv.data() + 2 * D, np, D, 3 * D};
     const const_matrix_view vv{s.qkv.data() + 2 * D, np, D, 3 * D};
-    cpu::attention_backward(ac, a.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(), s.lse.data(),
-                            d_attn.matrix(), dq, dk, dv);
-    cpu::rope_backward(dq, heads, a.cos, a.sin);
-    cpu::rope_backward(dk, heads, a.cos, a.sin);
-    notify(observer, true, module_ref{module_id::attn_qkv, b}, bw.qkv_w.matrix(), bw.qkv_b, s.ln1.matrix(), s.qkv.matrix(),
-           dqkv.matrix());
-    cpu::linear_backward_input(dqkv.matrix(), bw.qkv_w.matrix(), d_ln.matrix());
+    cpu::attention_backward(ac, a.rotary.segments, s.q_rot.matrix(), s.k_rot.matrix(), vv, s.attn.matrix(),
+                            s.lse.data(), d_attn.matrix(), dq, dk, dv);
+    cpu::rope_backward(dq, heads, a.rotary.cos, a.rotary.sin);
+    cpu::rope_backward(dk, heads, a.rotary.cos, a.rotary.sin);
+    linear_backward(observer, {module_id::attn_qkv, b}, bw.qkv_w, bw.qkv_b, s.ln1.matrix(), s.qkv, dqkv, d_ln);
     cpu::layer_norm_backward(s.x_in.matrix(), bw.norm1_w.data(), s.mean1.data(), s.rstd1.data(), d_ln.matrix(),
                              g.matrix(), true);
     s = vision_activations::block_state();
@@ -11095,8 +10851,6 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
 // gradient flows back from the decoder into the tower. Text-only batches skip the tower.
 
 #include <cstdint>
-#include <string>
-#include <vector>
 
 
 namespace aq::qwen3_vl {
@@ -11161,8 +10915,8 @@ inline weight_source checkpoint_weight_source(const safetensors_checkpoint& chec
   source.load = [&checkpoint](const std::string& name, const std::vector<std::int64_t>& shape) {
     const tensor_view& view = checkpoint.at(name);
     if (!std::equal(view.shape.begin(), view.shape.end(), shape.begin(), shape.end())) {
-      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + format_shape(view.shape) +
-                  ", expected " + format_shape(std::span<const std::int64_t>(shape)));
+      throw error(checkpoint.path().string() + ": tensor " + name + ": shape " + shape_string(view.shape) +
+                  ", expected " + shape_string(shape));
     }
     require_finite(view);  // a NaN weight would surface later as an anonymous amax error
     tensor out(shape);
@@ -11226,7 +10980,6 @@ inline void check_vision_token_ids(const config& cfg, const io::tokenizer& tok, 
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 // ---- begin aq/model/qwen3_vl/text_batch_split.hpp ----
 // A text batch cut into micro-batches of whole sequences, so that a device pass holds fewer
@@ -11433,9 +11186,7 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
     qwen3_vl::text_batch batch = data->text.at(i);
     const bool loss_backward = pass == model_pass::gradient;
     if (!loss_backward) batch.labels.clear();
-    qwen3_vl::run_options options;
-    options.masked_rows = masked_rows;
-    options.backward = loss_backward;
+    const qwen3_vl::run_options options{.masked_rows = masked_rows, .backward = loss_backward};
     const auto& images = data->images.at(i);
     if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
@@ -11946,7 +11697,6 @@ class terminal_progress {
 // ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
 // Built before any model work, so that bad formats or budgets fail before files are written.
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -11961,7 +11711,6 @@ class terminal_progress {
 
 #include <algorithm>
 #include <cstdint>
-#include <string>
 
 
 namespace aq::autoquant {
@@ -12061,11 +11810,8 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
   // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
   const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
     std::size_t i = at + 1;
-    bool negate = false;
-    if (i < pattern.size() && pattern[i] == '!') {
-      negate = true;
-      ++i;
-    }
+    const bool negate = i < pattern.size() && pattern[i] == '!';
+    if (negate) ++i;
     const std::size_t first = i;
     if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
     while (i < pattern.size() && pattern[i] != ']') ++i;
@@ -12089,21 +11835,12 @@ inline bool fnmatch(std::string_view pattern, std::string_view name) {
       continue;
     }
     if (p < pattern.size()) {
-      bool ok = false;
+      bool ok = pattern[p] == '?' || pattern[p] == name[n];  // a literal, an unclosed '[' included
       std::size_t width = 1;
-      if (pattern[p] == '?') {
-        ok = true;
-      } else if (pattern[p] == '[') {
-        bool matched = false;
-        const std::size_t set = match_set(p, name[n], matched);
-        if (set == 0) {
-          ok = name[n] == '[';
-        } else {
-          ok = matched;
-          width = set;
-        }
-      } else {
-        ok = pattern[p] == name[n];
+      bool matched = false;
+      if (const std::size_t set = pattern[p] == '[' ? match_set(p, name[n], matched) : 0; set != 0) {
+        ok = matched;
+        width = set;
       }
       if (ok) {
         p += width;
@@ -12221,14 +11958,7 @@ inline search::allocation_problem cost_problem(const search_space& space,
 
 // The least total cost any selection reaches (every configurable group at its cheapest recipe).
 inline search::cost_t min_total_cost(const search_space& space) {
-  const search::allocation_problem problem = cost_problem(space);
-  search::cost_t least = 0;
-  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    search::cost_t lo = problem.cost(g, 0);
-    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = std::min(lo, problem.cost(g, r));
-    least += lo;
-  }
-  return least;
+  return search::detail::make_cost_axis(cost_problem(space)).base;
 }
 
 inline double min_effective_bits(const search_space& space) {
@@ -12618,8 +12348,7 @@ inline io::report_model build_report(const search_space& space, const engine_opt
   report.scheme.auto_quantize_bits = budget_bits;
   report.scheme.method = std::string(to_string(options.method));
   report.scheme.score_size = options.score_size;
-  report.scheme.coverage_mode = std::string(coverage_mode(options.scope));
-  report.scheme.coverage_fraction = 1.0;
+  report.scheme.coverage_mode = std::string(coverage_mode(options.scope));  // coverage_fraction stays 1.0
   report.scheme.quant_formats = options.quant_formats;
   if (report.scheme.quant_formats.empty()) {
     for (std::size_t c = 0; c + 1 < space.candidates.size(); ++c) {
