@@ -10644,24 +10644,18 @@ class vision_model {
   using module_id = schema::module_id;
   using module_ref = schema::module_ref;
 
-  // Forward: Y is writable, an observer may replace it (linear_observer::replace_output).
-  template <class Y>
-  static void notify(linear_observer* obs, bool backward, const module_ref& module, const const_matrix_view& w,
-                     const tensor& b, const const_matrix_view& x, const Y& y, const const_matrix_view& g = {}) {
-    notify_linear(obs, backward, module, w, b.data(), x, y, g);
-  }
   // Y = X·Wᵀ + b of one module as a new tensor, shown to the observer (which may replace it).
   static tensor linear(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
                        const const_matrix_view& x) {
     tensor y({x.rows, w.dim(0)});
     cpu::linear_forward(x, w.matrix(), y.matrix(), b.data());
-    notify(obs, false, module, w.matrix(), b, x, y.matrix());
+    notify_linear(obs, false, module, w.matrix(), b.data(), x, y.matrix());
     return y;
   }
   // dX = dY·W of one module, after dL/dY is shown to the observer.
   static void linear_backward(linear_observer* obs, const module_ref& module, const tensor& w, const tensor& b,
                               const const_matrix_view& x, const tensor& y, const tensor& dy, tensor& dx) {
-    notify(obs, true, module, w.matrix(), b, x, y.matrix(), dy.matrix());
+    notify_linear(obs, true, module, w.matrix(), b.data(), x, y.matrix(), dy.matrix());
     cpu::linear_backward_input(dy.matrix(), w.matrix(), dx.matrix());
   }
   std::int64_t merged_rows(const tensor& t) const {
@@ -10839,8 +10833,8 @@ inline void vision_model::backward(vision_activations& a, const tensor& d_embeds
                              g.matrix(), true);
     s = vision_activations::block_state();
   }
-  notify(observer, true, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b,
-         a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
+  notify_linear(observer, true, module_ref{module_id::patch_embed}, w_.patch_w.matrix(), w_.patch_b.data(),
+                a.pixels.matrix(), a.patch_out.matrix(), g.matrix());
 }
 
 }  // namespace aq::qwen3_vl
