@@ -7243,7 +7243,6 @@ class bpe_model {
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <ranges>
 #include <unordered_map>
 
 // ---- begin aq/io/tokenizer/unicode_tables.hpp ----
@@ -8158,10 +8157,17 @@ struct decomposition {
 inline decomposition canonical_decomposition(char32_t cp) {
   using unicode_tables::decompositions;
   constexpr std::size_t count = std::size(decompositions) / 3;
-  const auto key = [](std::size_t row) -> char32_t { return decompositions[3 * row] & 0x7FFFFFFFu; };
-  const std::size_t lo = *std::ranges::partition_point(std::views::iota(std::size_t{0}, count),
-                                                        [&](std::size_t row) { return key(row) < cp; });
-  if (lo < count && key(lo) == cp) {
+  std::size_t lo = 0, hi = count;
+  while (lo < hi) {
+    const std::size_t mid = (lo + hi) / 2;
+    const char32_t key = decompositions[3 * mid] & 0x7FFFFFFFu;
+    if (key < cp) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo < count && (decompositions[3 * lo] & 0x7FFFFFFFu) == cp) {
     return {decompositions[3 * lo + 1], decompositions[3 * lo + 2], true};
   }
   return {};
