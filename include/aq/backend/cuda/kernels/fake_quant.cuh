@@ -41,13 +41,22 @@ __global__ void fake_quantize_kernel(const In* in, Out* out, std::int64_t rows, 
   using S = typename Q::scaling_type;
   const std::int64_t n = rows * cols;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    float y = to_float(in[i]);
-    if constexpr (Q::enabled) {
-      const auto scale = S::template make<F>(amax[G::amax_index(i / cols, i % cols, cols)], context);
-      y = S::template apply<F>(y, scale, Q::narrow_range);
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  // Only 2-D tiles may round their scale as torch does: elsewhere the rule is a compile-time
+  // constant, and a per-tensor scale is made once per thread rather than once per element.
+  if constexpr (!requires { G::tile_rows; }) context.rounding = quant::scale_rounding::divide;
+  const auto quantized = [&](std::int64_t i, const auto& scale) {
+    return from_float<Out>(quant::round_output(S::template apply<F>(to_float(in[i]), scale, Q::narrow_range), rounding));
+  };
+  if constexpr (!Q::enabled) {
+    for (std::int64_t i = first; i < n; i += stride) out[i] = from_float<Out>(quant::round_output(to_float(in[i]), rounding));
+  } else if constexpr (std::is_same_v<G, quant::per_tensor>) {
+    const auto scale = S::template make<F>(amax[0], context);
+    for (std::int64_t i = first; i < n; i += stride) out[i] = quantized(i, scale);
+  } else {
+    for (std::int64_t i = first; i < n; i += stride) {
+      out[i] = quantized(i, S::template make<F>(amax[G::amax_index(i / cols, i % cols, cols)], context));
     }
-    out[i] = from_float<Out>(quant::round_output(y, rounding));
   }
 }
 
