@@ -14,6 +14,8 @@
 
 #include "aq/core/error.hpp"
 #include "aq/core/progress.hpp"
+#include "aq/engine/evaluation.hpp"
+#include "aq/report/evaluation_model.hpp"
 #include "aq/report/report_model.hpp"
 #include "aq/score/monotone_clamp.hpp"
 #include "aq/score/scoring_backend.hpp"
@@ -52,6 +54,12 @@ struct engine_options {
   scope_preset scope = scope_preset::lm;
   std::optional<std::string> model_id;
   std::optional<io::dataset_info> dataset;
+  // A mix chosen earlier or by hand (candidate per group) instead of the search's answer: the
+  // reports describe it and the budget is its effective bits.
+  std::optional<std::vector<std::size_t>> given_selection;
+  // Closed-loop evaluation on the backend's held-out batches after the search.
+  bool evaluate = false;
+  evaluation_options evaluation;
 };
 
 // Per-stage wall time in seconds.
@@ -59,6 +67,7 @@ struct stage_timings {
   double calibration = 0.0;
   double scoring = 0.0;
   double search = 0.0;
+  double evaluation = 0.0;
 };
 
 // One quantizer's calibrated amax (ModelOpt's `<module>.<weight|input>_quantizer._amax`).
@@ -80,6 +89,7 @@ struct autoquant_result {
   std::int64_t num_score_steps = 0;
   stage_timings timings;
   std::vector<quantizer_amax> state;              // chosen recipes' amax, module order
+  std::optional<io::evaluation_report> evaluation;  // when asked for (data info left to the caller)
 };
 
 namespace detail {
@@ -169,11 +179,22 @@ inline void clamp_scores(const search_space& space, const std::vector<std::vecto
   }
 }
 
+// The effective bits of a given selection, checked to be one candidate per group that the group
+// may take (before any model work).
+inline double given_selection_bits(const search_space& space, const std::vector<std::size_t>& chosen) {
+  if (chosen.size() != space.groups.size()) {
+    throw error("given mix: " + std::to_string(chosen.size()) + " recipes for " + std::to_string(space.groups.size()) +
+                " groups");
+  }
+  return selection_totals(space, cost_problem(space), chosen).effective_bits;
+}
+
 // The whole run. Throws aq::error (before any model work) when the budget is unreachable.
 inline autoquant_result run_autoquant(const search_space& space, scoring_backend& backend,
                                       const engine_options& options, const progress_callback& progress = {}) {
   autoquant_result result;
-  result.budget_bits = checked_budget_bits(space, options.effective_bits, options.adjust_budget);
+  result.budget_bits = options.given_selection ? given_selection_bits(space, *options.given_selection)
+                                               : checked_budget_bits(space, options.effective_bits, options.adjust_budget);
   if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
     throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
   }
@@ -197,13 +218,28 @@ inline autoquant_result run_autoquant(const search_space& space, scoring_backend
   clamp_scores(space, quantized, options.clamp, result);
   const search::allocation_problem problem = cost_problem(space, result.scores);
   const search::pareto_front front(problem);
-  result.allocation = front.at_bits(result.budget_bits);
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+  if (options.given_selection) {
+    result.chosen = *options.given_selection;
+    result.allocation = selection_totals(space, problem, result.chosen);
+    result.allocation.capacity = result.allocation.total_cost;
+    result.allocation.is_satisfied = true;
+  } else {
+    result.allocation = front.at_bits(result.budget_bits);
+    for (std::size_t g = 0; g < space.groups.size(); ++g) {
+      result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+    }
   }
   result.report = build_report(space, options, result.budget_bits, result.choices, result.scores, result.allocation, front);
   result.timings.search = detail::seconds_since(start);
   result.state = quantizer_state(space, result.chosen, backend);
+  if (options.evaluate) {
+    start = std::chrono::steady_clock::now();
+    evaluation_options eval = options.evaluation;
+    eval.custom_names = options.custom_names;
+    const std::vector<planned_mix> mixes = plan_mixes(space, front, result.choices, result.chosen, eval);
+    result.evaluation = evaluate_mixes(space, result.scores, mixes, backend, eval, progress);
+    result.timings.evaluation = detail::seconds_since(start);
+  }
   return result;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "aq/core/progress.hpp"
+#include "aq/score/mix_metrics.hpp"
 #include "aq/search/search_space.hpp"
 
 namespace aq::autoquant {
@@ -46,6 +47,12 @@ class scoring_backend {
   virtual bool module_ran(std::size_t module) const = 0;
   virtual weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const = 0;
   virtual float input_amax(std::size_t module) const = 0;
+
+  // Quality of every mix against the unquantized model on the held-out batches the backend was
+  // given, quantized with the calibrated scales: one mix_metrics (sums) per mix. Progress: stage
+  // "evaluation". Throws when the backend holds no held-out batches.
+  virtual std::vector<score::mix_metrics> measure_mixes(const std::vector<score::module_mix>& mixes,
+                                                        const progress_callback& progress) = 0;
 };
 
 // Raw scores per group from per-module ones: every configurable group's members summed in module

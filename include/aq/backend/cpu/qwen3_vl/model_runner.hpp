@@ -18,6 +18,7 @@
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/io/data/calib_batches.hpp"
+#include "aq/model/causal_lm_targets.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 
 namespace aq::autoquant {
@@ -27,10 +28,12 @@ namespace aq::autoquant {
 // see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
 enum class model_pass { logits, calibrate, gradient };
 
-// run(i, pass, observer): batch i through the model for `pass`.
+// run(i, pass, observer): batch i through the model for `pass`. targets[i]: batch i's next-token
+// label of every row of its logits (evaluation reads them; ignore_index where there is none).
 struct model_runner {
   std::size_t num_batches = 0;
   std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
+  std::vector<lm_targets> targets;
 };
 
 // One calibration batch as the CPU model's inputs.
@@ -81,6 +84,10 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
   }
   model_runner runner;
   runner.num_batches = batches.size();
+  for (const qwen3_vl::text_batch& t : data->text) {
+    runner.targets.push_back(causal_lm_targets(t.labels, t.batch, t.seq, model.model_config().text.vocab_size,
+                                               "calibration batch"));
+  }
   const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
   runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
     qwen3_vl::text_batch batch = data->text.at(i);

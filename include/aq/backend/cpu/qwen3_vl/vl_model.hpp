@@ -19,6 +19,8 @@ class vl_model {
   vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
       : cfg_(cfg), text_(cfg, text), vision_(cfg, vision) {}
 
+  const config& model_config() const { return cfg_; }
+
   // position_ids empty: computed with rope_position_ids() from the ids and image grids.
   text_result run(text_batch batch, const image_batch* images, const run_options& options = {},
                   linear_observer* observer = nullptr) const {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -14,7 +15,10 @@
 #include "aq/backend/cpu/score/calibrated_recipes.hpp"
 #include "aq/backend/cpu/score/gradient_scorer.hpp"
 #include "aq/backend/cpu/score/kl_div_scorer.hpp"
+#include "aq/backend/cpu/score/mix_evaluator.hpp"
+#include "aq/backend/cpu/score/quantized_mix_forward.hpp"
 #include "aq/backend/cpu/score/quantized_linear.hpp"
+#include "aq/core/error.hpp"
 #include "aq/core/progress.hpp"
 #include "aq/quant/recipes.hpp"
 #include "aq/score/scoring_backend.hpp"
@@ -113,17 +117,15 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
   }
   std::vector<std::vector<double>> raw(space.groups.size());
   for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
-  score::quantized_group_forward observer(calibration);
+  score::quantized_mix_forward observer(calibration);
   const std::size_t total = n * configurable.size();
   detail::report_progress(progress, "scoring", 0, total);
   std::size_t done = 0;
   for (std::size_t b = 0; b < n; ++b) {
     const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
     for (const std::size_t g : configurable) {
-      std::vector<bool> in_group(space.modules.size(), false);
-      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
       for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-        observer.select(in_group, r);
+        observer.select_group(space.groups[g].members, r);
         const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
         raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
       }
@@ -134,7 +136,8 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
 }
 
 // The stage functions above behind the pipeline's interface. The search space (and the model the
-// runner runs) must outlive the backend.
+// runners run) must outlive the backend. Evaluation runs on the held-out batches of
+// evaluate_on(runner).
 class cpu_scoring_backend final : public scoring_backend {
  public:
   cpu_scoring_backend(const search_space& space, model_runner runner)
@@ -161,12 +164,20 @@ class cpu_scoring_backend final : public scoring_backend {
   }
   float input_amax(std::size_t module) const override { return calibration_.input_amax(module); }
 
+  void evaluate_on(model_runner held_out) { eval_ = std::move(held_out); }
+  std::vector<score::mix_metrics> measure_mixes(const std::vector<score::module_mix>& mixes,
+                                                const progress_callback& progress) override {
+    if (!eval_) throw error("evaluation: the CPU backend was given no held-out batches");
+    return score::measure_mixes(*eval_, calibration_, mixes, progress);
+  }
+
   const score::calibrated_recipes& calibration() const { return calibration_; }
 
  private:
   const search_space& space_;
   model_runner runner_;
   score::calibrated_recipes calibration_;
+  std::optional<model_runner> eval_;
 };
 
 }  // namespace aq::autoquant

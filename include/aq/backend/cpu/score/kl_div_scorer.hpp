@@ -12,9 +12,6 @@
 #include <utility>
 #include <vector>
 
-#include "aq/backend/cpu/qwen3_vl/linear_observer.hpp"
-#include "aq/backend/cpu/score/calibrated_recipes.hpp"
-#include "aq/backend/cpu/score/quantized_linear.hpp"
 #include "aq/core/error.hpp"
 #include "aq/core/tensor.hpp"
 #include "aq/core/thread_pool.hpp"
@@ -71,40 +68,5 @@ inline double cross_entropy_sum(const reference_distribution& p, const const_mat
   for (const double x : partial) total += x;
   return total;
 }
-
-// During a forward, replaces the output of every module of one group by its output under one
-// recipe, through the model's replace_output hook (called before the model reads Y), so the rest
-// of the network sees the quantized group and everything else unquantized.
-class quantized_group_forward : public qwen3_vl::linear_observer {
- public:
-  explicit quantized_group_forward(calibrated_recipes& calibration) : calib_(calibration) {}
-
-  void select(std::vector<bool> in_group, std::size_t recipe) {
-    in_group_ = std::move(in_group);
-    recipe_ = recipe;
-  }
-
-  void replace_output(const qwen3_vl::linear_call& call, matrix_view output) override {
-    const auto m = calib_.module_index(call.name);
-    if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
-    const quantized_weight& w = calib_.weight(*m, recipe_, call.weight);
-    const tensor y_r =
-        quantized_linear_forward(calib_.recipe(recipe_), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
-    if (y_r.shape().front() != output.rows || y_r.numel() != output.rows * output.cols) {
-      throw error("kl_div score: " + std::string(call.name) + ": quantized output " + shape_string(y_r.shape()) +
-                  " does not match the module output [" + std::to_string(output.rows) + ", " +
-                  std::to_string(output.cols) + "]");
-    }
-    for (std::int64_t r = 0; r < output.rows; ++r) {
-      const float* src = y_r.data() + r * output.cols;
-      std::copy(src, src + output.cols, output.row(r));
-    }
-  }
-
- private:
-  calibrated_recipes& calib_;
-  std::vector<bool> in_group_;
-  std::size_t recipe_ = 0;
-};
 
 }  // namespace aq::score
