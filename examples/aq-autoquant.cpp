@@ -27,11 +27,14 @@
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
+#include <aq/report/evaluation_files.hpp>
+#include <aq/search/recipe_assignment.hpp>
 #include <aq/search/search_space.hpp>
 
 #include "cli/bundled_data.hpp"
 #include "cli/calib_inputs.hpp"
 #include "cli/default_model.hpp"
+#include "cli/held_out_inputs.hpp"
 #include "cli/options.hpp"
 #include "cli/output_set.hpp"
 #include "cli/outputs.hpp"
@@ -58,11 +61,11 @@ fs::path bundled(const std::string& relative) {
   return autoquant::find_bundled(relative, {AQ_INSTALL_DATA_DIR, AQ_SOURCE_DATA_DIR});
 }
 
-// The name errors start with: aq-autoquant, or aq-autoquant-cuda when run under that name (the
-// same program, GPU by default).
+// The name errors start with: aq-autoquant, or aq-autoquant-cuda / aq-eval when run under that
+// name (the same program, GPU by default / evaluating a given mix).
 std::string program_name(const char* argv0) {
   const std::string name = fs::path(argv0).filename().string();
-  return name == "aq-autoquant-cuda" ? name : "aq-autoquant";
+  return name == "aq-autoquant-cuda" || name == "aq-eval" ? name : "aq-autoquant";
 }
 
 // --device, else the program's default: cuda for aq-autoquant-cuda; cuda when this build has
@@ -147,6 +150,47 @@ loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, aut
 }
 #endif
 
+// Where held-out samples come from: --eval-data (after the calibration samples when it is the
+// calibration file itself), else the calibration source after its calibration samples; for the
+// bundled captions that is the full COCO set, of which every bundled size is a prefix.
+autoquant::held_out_source held_out_source_of(const autoquant::driver_options& o, const fs::path& calib, bool builtin,
+                                              std::int64_t samples) {
+  autoquant::held_out_source source;
+  source.count = static_cast<std::size_t>(o.eval_samples ? *o.eval_samples : (builtin ? 16 : 128));
+  source.first = static_cast<std::size_t>(samples);
+  if (o.eval_data) {
+    source.path = *o.eval_data;
+    std::error_code ec;
+    if (!fs::equivalent(source.path, calib, ec)) source.first = 0;
+  } else {
+    source.path = !o.calib && calib.extension() == ".txt" ? bundled("captions/coco2017_captions.txt") : calib;
+  }
+  return source;
+}
+
+// The held-out batches, shaped like the calibration ones (same kind of data, batch size, length).
+autoquant::held_out_batches make_held_out(const autoquant::driver_options& o, const io::tokenizer& tok,
+                                          const fs::path& calib, bool builtin, std::int64_t samples,
+                                          std::int64_t seq_len, std::int64_t batch_size, bool images,
+                                          const qwen3_vl::config& cfg) {
+  const autoquant::held_out_source source = held_out_source_of(o, calib, builtin, samples);
+  if ((source.path.extension() == ".jsonl") != images) {
+    throw error("--eval-data " + source.path.string() + ": held-out data must be of the calibration's kind (" +
+                (images ? "image-caption .jsonl" : "captions .txt") + ")");
+  }
+  if (images) {
+    const auto calibration = io::read_image_caption_jsonl(calib, false, static_cast<std::size_t>(samples));
+    return autoquant::held_out_image_caption_batches(tok, calibration, source, seq_len, cfg);
+  }
+  const std::vector<std::string> calibration = io::read_caption_lines(calib, static_cast<std::size_t>(samples));
+  return autoquant::held_out_caption_batches(tok, calibration, source, batch_size, seq_len);
+}
+
+io::evaluation_data_info with_tokens(io::evaluation_data_info info, std::int64_t tokens) {
+  info.tokens = tokens;
+  return info;
+}
+
 int run(const std::string& program, int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   autoquant::driver_options o = autoquant::parse_arguments(args);
@@ -154,6 +198,8 @@ int run(const std::string& program, int argc, char** argv) {
     std::fputs(autoquant::help_text().c_str(), stdout);
     return 0;
   }
+  if (program == "aq-eval" && !o.recipes) throw error("--recipes is required: aq-eval evaluates a given mix (see --help)");
+  if (o.recipes) o.evaluate = true;
   if (!o.output_dir) throw error("--output-dir is required (see --help)");
   const std::string device = effective_device(o, program);
   check_device(o, device);
@@ -167,6 +213,9 @@ int run(const std::string& program, int argc, char** argv) {
   const fs::path calib =
       o.calib ? fs::path(*o.calib) : bundled(autoquant::bundled_captions(o.dataset_size));
   const bool images = calib.extension() == ".jsonl";
+  if (o.evaluate && images && gpu) {
+    throw error("--evaluate: image-caption data is evaluated on the CPU only (--device cpu)");
+  }
   if (o.dump_batches && images) {
     throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
   }
@@ -175,6 +224,12 @@ int run(const std::string& program, int argc, char** argv) {
   // (docs/outputs.md).
   output_set outputs;
   autoquant::preflight(o, seq_len, calib, outputs);
+  // A given mix: its recipes are the candidates unless --formats names them.
+  std::optional<autoquant::recipe_assignment> given;
+  if (o.recipes) {
+    given = autoquant::read_recipe_assignment(*o.recipes);
+    if (!o.formats_given) o.formats = autoquant::recipe_names(*given);
+  }
 #ifdef AQ_AUTOQUANT_GPU
   std::unique_ptr<autoquant_gpu::session> session;
   if (gpu) session = std::make_unique<autoquant_gpu::session>();
@@ -193,7 +248,9 @@ int run(const std::string& program, int argc, char** argv) {
   patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
   const autoquant::search_space space =
       autoquant::make_search_space(qwen3_vl::quantizable_modules(model.cfg), o.formats, patterns, root);
-  (void)autoquant::checked_budget_bits(space, o.effective_bits, o.adjust_budget);
+  std::optional<std::vector<std::size_t>> given_selection;
+  if (given) given_selection = autoquant::assign_groups(space, *given);
+  if (!given) (void)autoquant::checked_budget_bits(space, o.effective_bits, o.adjust_budget);
 
   const fs::path tokenizer_path = o.model_dir ? fs::path(*o.model_dir) / "tokenizer.json"
                                               : bundled("qwen3-tokenizer/tokenizer.json");
@@ -204,6 +261,8 @@ int run(const std::string& program, int argc, char** argv) {
              : autoquant::make_caption_batches(tok, calib, samples, batch_size, seq_len);
   std::int64_t used = 0;
   for (const io::calib_batch& b : batches) used += b.batch_size;
+  std::optional<autoquant::held_out_batches> held_out;
+  if (o.evaluate) held_out = make_held_out(o, tok, calib, builtin, samples, seq_len, batch_size, images, model.cfg);
   const double load_seconds = since(t_load);
 
   autoquant::engine_options e;
@@ -231,6 +290,9 @@ int run(const std::string& program, int argc, char** argv) {
   dataset.batch_size = batch_size;
   dataset.num_calib_batches = static_cast<std::int64_t>(batches.size());
   e.dataset = dataset;
+  e.evaluate = o.evaluate;
+  e.given_selection = given_selection;
+  e.evaluation.pareto_points = static_cast<std::size_t>(o.eval_points);
 
   autoquant::terminal_progress progress;
   const autoquant::progress_callback report = [&](std::string_view s, std::size_t d, std::size_t t) { progress(s, d, t); };
@@ -241,16 +303,26 @@ int run(const std::string& program, int argc, char** argv) {
         space, autoquant::make_model_runner(
                    vl, batches, o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero,
                    !o.keep_padding));
+    if (held_out) {
+      backend.evaluate_on(autoquant::make_model_runner(
+          vl, held_out->batches,
+          o.attention == "eager" ? cpu::masked_row_policy::attend_all : cpu::masked_row_policy::zero, !o.keep_padding));
+    }
     result = autoquant::run_autoquant(space, backend, e, report);
   }
 #ifdef AQ_AUTOQUANT_GPU
-  if (gpu) result = session->run({&o, &model.cfg, &space, &batches, images, batch_size, &e, report});
+  if (gpu) {
+    result = session->run({&o, &model.cfg, &space, &batches, images, batch_size, &e, report,
+                           held_out ? &held_out->batches : nullptr});
+  }
 #endif
+  if (result.evaluation) result.evaluation->data = with_tokens(held_out->info, result.evaluation->data.tokens);
 
   const auto t_write = clock_type::now();
   const fs::path out(*o.output_dir);
   outputs.stage();
   autoquant::write_outputs(outputs.directory(), space, result);
+  if (result.evaluation) io::write_evaluation_reports(outputs.directory(), result.report, *result.evaluation);
   const std::string log = autoquant::render_run_log(space, result, e, load_seconds);
   write_file(outputs.directory() / autoquant::run_log_filename(e.scheme_name), log);
   const autoquant::batch_tensors stacked =

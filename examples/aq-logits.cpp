@@ -8,6 +8,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -15,6 +16,9 @@
 
 #include <aq/backend/cpu/qwen3_vl/text_model.hpp>
 #include <aq/backend/cpu/qwen3_vl/vl_model.hpp>
+#include <aq/backend/cpu/score/cpu_backend.hpp>
+#include <aq/backend/cpu/score/quantized_mix_forward.hpp>
+#include <aq/engine/evaluation.hpp>
 #include <aq/io/checkpoint/safetensors.hpp>
 #include <aq/io/checkpoint/safetensors_writer.hpp>
 #include <aq/io/image/image.hpp>
@@ -23,7 +27,10 @@
 #include <aq/model/qwen3_vl/checkpoint_source.hpp>
 #include <aq/model/qwen3_vl/config_json.hpp>
 #include <aq/model/qwen3_vl/parameters.hpp>
+#include <aq/model/qwen3_vl/modules.hpp>
 #include <aq/model/qwen3_vl/rope_index.hpp>
+#include <aq/search/recipe_assignment.hpp>
+#include <aq/search/search_space.hpp>
 
 #include "cli/options.hpp"
 #include "cli/output_set.hpp"
@@ -35,6 +42,7 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: aq-logits --model DIR (--ids \"1 2 3\" | --text T) [--image F]... --out F.safetensors\n"
                "                 [--dump-linears] [--sdpa] [--min-pixels N] [--max-pixels N]\n"
+               "                 [--recipes FILE --state STATE [--module-root whole|inner]]\n"
                "  Forward + backward of the mean next-token loss (labels = ids) with the CPU fp32 model.\n"
                "  --text is encoded with DIR/tokenizer.json (no chat template, no special tokens added).\n"
                "  Each --image is preprocessed as the Qwen3-VL processor does. Where the ids (or text) hold\n"
@@ -45,7 +53,12 @@ void usage(std::FILE* out) {
                "  Writes logits [T, vocab] and loss [1]; --dump-linears adds <module>.input/.output/.grad_output\n"
                "  as [tokens, features]. --sdpa: fully masked query rows give zeros (torch SDPA) instead of\n"
                "  attending uniformly (eager); irrelevant without padding.\n"
-               "  --min-pixels/--max-pixels: the processor's resize bounds (positive integers).\n");
+               "  --min-pixels/--max-pixels: the processor's resize bounds (positive integers).\n"
+               "  --recipes FILE --state STATE: run with a mix applied (fake quant, as aq-autoquant scores\n"
+               "  and evaluates it): FILE a quant manifest or MAP.json (docs/recipe-maps.md), STATE the\n"
+               "  NAME_autoquant_state.safetensors of the run that calibrated it (its input amax; weights\n"
+               "  are calibrated from themselves). --module-root whole|inner: how FILE names modules\n"
+               "  (default whole). Not with --dump-linears.\n");
 }
 
 // Copies the (contiguous-row) views of every linear call into the writer.
@@ -76,12 +89,42 @@ std::vector<std::int64_t> parse_ids(const std::string& text, std::int64_t vocab)
 }
 
 struct arguments {
-  std::string model_dir, ids_text, text, out_path;
+  std::string model_dir, ids_text, text, out_path, recipes, state;
+  aq::autoquant::module_root root = aq::autoquant::module_root::whole;
   std::optional<std::int64_t> min_pixels, max_pixels;
   std::vector<std::string> image_paths;
   bool dump = false;
   bool sdpa = false;
 };
+
+aq::error error_both() { return aq::error("--recipes and --state go together (the mix and its calibration)"); }
+
+// The mix of `recipes` over the model's quantizable modules, calibrated with `state`'s input amax.
+struct applied_mix {
+  aq::autoquant::search_space space;
+  aq::score::calibrated_recipes calibration;
+  aq::score::module_mix mix;
+};
+
+std::unique_ptr<applied_mix> load_mix(const arguments& a, const aq::qwen3_vl::config& cfg) {
+  const aq::autoquant::recipe_assignment given = aq::autoquant::read_recipe_assignment(a.recipes);
+  const std::vector<std::string> formats = aq::autoquant::recipe_names(given);
+  aq::autoquant::search_space space =
+      aq::autoquant::make_search_space(aq::qwen3_vl::quantizable_modules(cfg), formats, {}, a.root);
+  const std::vector<std::size_t> chosen = aq::autoquant::assign_groups(space, given);
+  aq::score::calibrated_recipes calibration = aq::autoquant::make_calibrated_recipes(space);
+  const aq::safetensors_file state(a.state, aq::readable_dtypes);
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const std::size_t c = chosen[space.module_group[m]];
+    if (c == space.none_index() || !space.candidates[c].recipe->input.calibrated) continue;
+    const std::string name = space.module_names[m] + ".input_quantizer._amax";
+    const std::vector<float> amax = aq::to_float_vector(state.at(name));
+    if (amax.size() != 1) throw aq::error(a.state + ": " + name + " holds " + std::to_string(amax.size()) + " values, expected 1");
+    calibration.set_input_amax(m, amax[0]);
+  }
+  aq::score::module_mix mix = aq::autoquant::module_mix_of(space, chosen);
+  return std::make_unique<applied_mix>(applied_mix{std::move(space), std::move(calibration), std::move(mix)});
+}
 
 // Exit code 2 with the usage for a malformed command line; aq::error for a bad value.
 std::optional<arguments> parse_arguments(int argc, char** argv) {
@@ -108,6 +151,12 @@ std::optional<arguments> parse_arguments(int argc, char** argv) {
       a.out_path = value();
     } else if (arg == "--dump-linears") {
       a.dump = true;
+    } else if (arg == "--recipes") {
+      a.recipes = value();
+    } else if (arg == "--state") {
+      a.state = value();
+    } else if (arg == "--module-root") {
+      a.root = aq::autoquant::parse_module_root(value());
     } else if (arg == "--sdpa") {
       a.sdpa = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -120,6 +169,8 @@ std::optional<arguments> parse_arguments(int argc, char** argv) {
   if (a.model_dir.empty()) throw aq::error("--model is required (see --help)");
   if (a.out_path.empty()) throw aq::error("--out is required (see --help)");
   if (a.ids_text.empty() == a.text.empty()) throw aq::error("give exactly one of --ids and --text (see --help)");
+  if (a.recipes.empty() != a.state.empty()) throw error_both();
+  if (!a.recipes.empty() && a.dump) throw aq::error("--recipes: not with --dump-linears");
   if (a.min_pixels && a.max_pixels && *a.min_pixels > *a.max_pixels) {
     throw aq::error("--min-pixels " + std::to_string(*a.min_pixels) + " exceeds --max-pixels " +
                     std::to_string(*a.max_pixels));
@@ -134,6 +185,10 @@ int run(const arguments& a) {
   aq::autoquant::check_input_directory("--model", model_dir);
   aq::autoquant::check_input_file("--model", model_dir / "config.json");
   for (const std::string& path : a.image_paths) aq::autoquant::check_input_file("--image", path);
+  if (!a.recipes.empty()) {
+    aq::autoquant::check_input_file("--recipes", a.recipes);
+    aq::autoquant::check_input_file("--state", a.state);
+  }
   aq::check_output_file("--out", a.out_path);
   aq::detail::remove_stale_temporaries(a.out_path);  // "<out>.tmp.<pid>" of a killed run
 
@@ -189,17 +244,25 @@ int run(const arguments& a) {
   aq::qwen3_vl::check_parameters(cfg, checkpoint);  // every tensor named and shaped as the config says
   const aq::qwen3_vl::weight_source source = aq::qwen3_vl::checkpoint_weight_source(checkpoint);
   const aq::qwen3_vl::text_weights weights = aq::qwen3_vl::load_text_weights(cfg, source);
-  dump_observer observer(&writer);
+  dump_observer dumper(&writer);
+  const std::unique_ptr<applied_mix> applied = a.recipes.empty() ? nullptr : load_mix(a, cfg);
+  std::optional<aq::score::quantized_mix_forward> quantized;
+  if (applied) {
+    quantized.emplace(applied->calibration);
+    quantized->select(applied->mix);
+  }
+  aq::qwen3_vl::linear_observer* observer = applied ? static_cast<aq::qwen3_vl::linear_observer*>(&*quantized)
+                                                    : (a.dump ? &dumper : nullptr);
   aq::qwen3_vl::run_options options;
   options.masked_rows = a.sdpa ? aq::cpu::masked_row_policy::zero : aq::cpu::masked_row_policy::attend_all;
   aq::qwen3_vl::text_result result;
   if (a.image_paths.empty()) {
     const aq::qwen3_vl::text_model model(cfg, weights);
-    result = model.run(batch, options, a.dump ? &observer : nullptr);
+    result = model.run(batch, options, observer);
   } else {
     const aq::qwen3_vl::vision_weights vision = aq::qwen3_vl::load_vision_weights(cfg, source);
     const aq::qwen3_vl::vl_model model(cfg, weights, vision);
-    result = model.run(batch, &images, options, a.dump ? &observer : nullptr);
+    result = model.run(batch, &images, options, observer);
   }
   std::vector<float> id_values(batch.input_ids.begin(), batch.input_ids.end());  // ids < 2^24: exact in F32
   writer.add("input_ids", {batch.seq}, std::span<const float>(id_values));

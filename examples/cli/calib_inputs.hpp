@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <filesystem>
 #include <string_view>
 #include <vector>
@@ -19,20 +20,27 @@
 
 namespace aq::autoquant {
 
+// Caption lines as batches of `batch_size` rows of seq_len tokens each.
+inline std::vector<io::calib_batch> caption_line_batches(const io::tokenizer& tok, const std::vector<std::string>& lines,
+                                                         std::int64_t batch_size, std::int64_t seq_len) {
+  io::padding_options padding;
+  padding.max_length = seq_len;
+  return io::make_text_calib_batches(lines, [&tok](std::string_view text) { return tok.encode(text); }, batch_size,
+                                     padding);
+}
+
 // The first `samples` caption lines, `batch_size` rows of seq_len tokens each.
 inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& tok, const std::filesystem::path& captions,
                                                          std::int64_t samples, std::int64_t batch_size,
                                                          std::int64_t seq_len) {
-  io::padding_options padding;
-  padding.max_length = seq_len;
-  return io::make_text_calib_batches(io::read_caption_lines(captions, static_cast<std::size_t>(samples)),
-                                     [&tok](std::string_view text) { return tok.encode(text); }, batch_size, padding);
+  return caption_line_batches(tok, io::read_caption_lines(captions, static_cast<std::size_t>(samples)), batch_size,
+                              seq_len);
 }
 
-// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
-inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
-                                                               std::int64_t samples, std::int64_t seq_len,
-                                                               const qwen3_vl::config& cfg) {
+// Image-caption pairs, one batch each, padded to at least seq_len tokens.
+inline std::vector<io::calib_batch> image_caption_batches(const io::tokenizer& tok,
+                                                          const std::vector<io::image_caption>& samples,
+                                                          std::int64_t seq_len, const qwen3_vl::config& cfg) {
   qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
   io::padding_options padding;
   padding.max_length = seq_len;
@@ -41,12 +49,20 @@ inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokeniz
   image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
   image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
   std::vector<io::calib_batch> batches;
-  for (const io::image_caption& s : io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples))) {
+  for (const io::image_caption& s : samples) {
     batches.push_back(io::make_image_caption_batch(
         io::load_image(s.image), s.caption, [&tok](std::string_view text) { return tok.encode(text); }, image_options,
         padding, s.image.string()));
   }
   return batches;
+}
+
+// The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
+inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
+                                                               std::int64_t samples, std::int64_t seq_len,
+                                                               const qwen3_vl::config& cfg) {
+  return image_caption_batches(tok, io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples)),
+                               seq_len, cfg);
 }
 
 }  // namespace aq::autoquant

@@ -52,6 +52,7 @@ struct driver_options {
   std::optional<std::string> model_dir;  // empty: the built-in default model
   std::optional<std::string> calib;      // captions .txt or image-caption .jsonl
   std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8", "w4a8"};
+  bool formats_given = false;  // --formats on the command line or by a preset
   double effective_bits = default_effective_bits;
   scope_preset scope = scope_preset::lm;
   std::optional<module_root> root;          // default: whole with --model, inner for the built-in model
@@ -84,6 +85,12 @@ struct driver_options {
   // the build has CUDA and a GPU is present, else cpu; aq-autoquant-cuda: cuda).
   std::optional<std::string> device;
   gpu_options gpu;
+  // Closed-loop evaluation on held-out data (--evaluate; aq-eval and --recipes imply it).
+  bool evaluate = false;
+  std::optional<std::string> eval_data;      // default: the calibration source after its calibration samples
+  std::optional<std::int64_t> eval_samples;  // default: 128 (16 for the built-in model)
+  std::int64_t eval_points = 5;              // Pareto points measured
+  std::optional<std::string> recipes;        // a mix chosen earlier or by hand: manifest or MAP.json
   bool help = false;
 };
 
@@ -229,6 +236,7 @@ inline void apply_preset(driver_options& o, const preset& p) {
   o.preset = std::string(p.name);
   o.scheme_name = std::string(p.scheme);
   o.formats = split_list(p.formats);
+  o.formats_given = true;
   o.effective_bits = p.bits;
   o.scope = p.scope;
   o.root = p.root;
@@ -272,6 +280,7 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.calib = value();
     } else if (flag == "--formats") {
       o.formats = split_list(value());
+      o.formats_given = true;
       if (o.formats.empty()) throw error("--formats: empty list");
     } else if (flag == "--effective-bits") {
       o.effective_bits = detail::parse_double(flag, value());
@@ -328,6 +337,16 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.dump_batches = value();
     } else if (flag == "--result-json") {
       o.result_json = value();
+    } else if (flag == "--evaluate") {
+      o.evaluate = true;
+    } else if (flag == "--eval-data") {
+      o.eval_data = value();
+    } else if (flag == "--eval-samples") {
+      o.eval_samples = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--eval-points") {
+      o.eval_points = detail::parse_int(flag, value(), 0, 64);
+    } else if (flag == "--recipes") {
+      o.recipes = value();
     } else if (flag == "--device") {
       o.device = value();
       if (*o.device != "cpu" && *o.device != "cuda") throw error("--device: expected cpu or cuda, got '" + *o.device + "'");
@@ -408,6 +427,22 @@ device
                           trimmed sequences (same scores, less memory)
   --profile-kernels       GPU time per kernel class (CUDA events; adds a little overhead)
                           (the flags after --device are for cuda; --device cpu refuses them)
+
+evaluation
+  --evaluate              after the search, measure on held-out data the unquantized model, every
+                          candidate recipe applied uniformly, the chosen mix and --eval-points
+                          points of the Pareto front: mean per-token KL(unquantized || mix),
+                          perplexity, top-1 agreement; writes evaluation.json, evaluation.md,
+                          report.html and SVG plots into the output dir (docs/evaluation.md)
+  --eval-data FILE        captions .txt or image-caption .jsonl; default: the calibration source
+                          after its calibration samples (the bundled captions: the full COCO set).
+                          Samples equal to a calibration sample are always skipped
+  --eval-samples N        held-out samples (default 128; built-in model 16)
+  --eval-points N         Pareto points measured, evenly spaced in bits (default 5, at most 64)
+  --recipes FILE          evaluate (and report) this mix instead of searching one: a quant manifest
+                          (its chosen_recipes) or a MAP.json of module patterns -> recipes
+                          (docs/recipe-maps.md); --formats defaults to the recipes it names.
+                          Implies --evaluate; aq-eval is aq-autoquant with this flag required
 
 output
   --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},

@@ -14,6 +14,8 @@
 #include "aq/core/error.hpp"
 #include "aq/engine/engine.hpp"
 #include "aq/io/checkpoint/safetensors_writer.hpp"
+#include "aq/report/evaluation_files.hpp"
+#include "aq/report/evaluation_model.hpp"
 #include "aq/report/quant_manifest.hpp"
 #include "aq/report/sensitivity_report.hpp"
 #include "aq/search/search_space.hpp"
@@ -31,7 +33,7 @@ inline bool is_report_file(std::string_view name) {
                          name.find_first_not_of("0123456789", tmp + 5) == std::string_view::npos;
   return name == io::sensitivity_json_filename || name == io::sensitivity_md_filename ||
          name.ends_with("_quant_manifest.json") || name.ends_with("_autoquant_state.safetensors") ||
-         name.ends_with("_autoquant.log") || temporary;
+         name.ends_with("_autoquant.log") || io::is_evaluation_file(name) || temporary;
 }
 
 // amax in fp32 (aq's model computes in fp32; ModelOpt keeps amax in the bf16 model dtype), with
@@ -44,6 +46,25 @@ inline std::string render_state(const search_space& space, const autoquant_resul
   }
   writer.set_metadata("format", "aq.autoquant_state/v1");
   return writer.serialize();
+}
+
+// The evaluation's table in the run log: one line per measured mix.
+inline std::string render_evaluation_summary(const io::evaluation_report& e, double seconds) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof(line), "evaluation: %lld held-out samples, %lld tokens, %.3f s\n",
+                static_cast<long long>(e.data.samples), static_cast<long long>(e.data.tokens), seconds);
+  out += line;
+  for (const io::mix_evaluation& m : e.mixes) {
+    std::snprintf(line, sizeof(line), "  %-40s bits %7.4f  predicted %-12.6g  KL %-12.6g  ppl %-10.6g  top-1 %.4f\n",
+                  m.name.c_str(), m.effective_bits, m.predicted_score, m.mean_kl, m.perplexity, m.top1_agreement);
+    out += line;
+  }
+  if (e.spearman_score_kl) {
+    std::snprintf(line, sizeof(line), "  Spearman(predicted score, measured KL) = %.4f\n", *e.spearman_score_kl);
+    out += line;
+  }
+  return out;
 }
 
 // Human-readable summary with per-stage timings (timings make it differ run to run; the other
@@ -81,6 +102,7 @@ inline std::string render_run_log(const search_space& space, const autoquant_res
   }
   add("timing [s]: model %.3f, calibration %.3f, scoring %.3f, search %.3f\n", load_seconds,
       result.timings.calibration, result.timings.scoring, result.timings.search);
+  if (result.evaluation) log += render_evaluation_summary(*result.evaluation, result.timings.evaluation);
   return log;
 }
 

@@ -74,6 +74,8 @@ inline void preflight(const driver_options& o, std::int64_t seq_len, const std::
                           default_model_config().text.max_position_embeddings, "the built-in model");
   }
   check_input_file("--calib", calib);
+  if (o.eval_data) check_input_file("--eval-data", *o.eval_data);
+  if (o.recipes) check_input_file("--recipes", *o.recipes);
   plan_outputs(o, outputs);
 }
 

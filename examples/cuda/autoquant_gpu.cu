@@ -170,6 +170,16 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   // Tokens per sequence each batch runs with: leading padding that cannot change a score is
   // dropped from text batches (never from image batches, which run whole).
   const bool trim_padding = !o.keep_padding && o.attention != "eager";
+  // Held-out batches: the model must hold at least one of their rows.
+  std::vector<qwen3_vl::text_batch> held_out;
+  std::int64_t held_out_width = 0;
+  if (in.held_out != nullptr) {
+    for (const io::calib_batch& b : *in.held_out) {
+      held_out.push_back(autoquant::to_text_batch(b));
+      const qwen3_vl::text_batch& t = held_out.back();
+      held_out_width = std::max(held_out_width, trim_padding ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
+    }
+  }
   std::vector<std::int64_t> run_seq;
   for (const qwen3_vl::text_batch& t : text) {
     run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
@@ -212,6 +222,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     // Packed passes hold up to that many tokens, and never more than every row of a stage at the
     // widest trimmed width.
     if (pack) pass_tokens = std::min(pass_tokens, stage_tokens);
+    pass_tokens = std::max(pass_tokens, held_out_width);
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
     acu::qwen3_vl_text_model& m = *model_ptr;
@@ -291,6 +302,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   // The reference rate first (also warms cuBLASLt up): the largest linear, gate/up_proj.
   st.ref_tflops =
       reference_gemm_tflops(model.gemm(), max_tokens, cfg.text.intermediate_size, cfg.text.hidden_size, model.stream());
+  if (in.held_out != nullptr) cuda_options.held_out = &held_out;
   acu::cuda_scoring_backend backend(*in.space, model, text, run_options, cuda_options);
   autoquant::autoquant_result result = autoquant::run_autoquant(*in.space, backend, e, in.progress);
 
@@ -330,6 +342,10 @@ std::string session::summary(double load_seconds, double weights_seconds, double
       st.stats.calibration_gemm_flops / 1e12, calib_tflops, st.stats.scoring_gemm_flops / 1e12, score_tflops,
       static_cast<long long>(st.max_tokens), static_cast<long long>(cfg.text.intermediate_size),
       static_cast<long long>(cfg.text.hidden_size), st.ref_tflops, 100.0 * score_tflops / st.ref_tflops);
+  if (t.evaluation > 0.0) {
+    add("evaluation wall time [s]: %.3f (%.2fx auto_quantize)\n", t.evaluation,
+        t.evaluation / (t.calibration + t.scoring + t.search));
+  }
   add("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
       static_cast<double>(weight_bytes()) / (1 << 30), static_cast<double>(peak_bytes()) / (1 << 30),
       static_cast<double>(st.baseline) / (1 << 30));

@@ -42,6 +42,7 @@ struct run_inputs {
   std::int64_t batch_size = 0;
   const autoquant::engine_options* engine = nullptr;
   autoquant::progress_callback progress;
+  const std::vector<io::calib_batch>* held_out = nullptr;  // evaluation batches (with engine->evaluate)
 };
 
 class session {

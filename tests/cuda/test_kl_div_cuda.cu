@@ -214,8 +214,12 @@ void calibrate_gpu(acu::qwen3_vl_text_model& model, acu::device_calibration& cal
 double downloaded_score(acu::qwen3_vl_text_model& model, acu::device_calibration& calibration,
                         const std::vector<qwen3_vl::text_batch>& batches, const std::vector<bool>& in_group,
                         std::size_t recipe) {
-  acu::device_quantized_group_forward observer(calibration, model.gemm(), model.stream());
-  observer.select(in_group, recipe);
+  acu::device_quantized_mix_forward observer(calibration, model.gemm(), model.stream());
+  std::vector<std::size_t> members;
+  for (std::size_t m = 0; m < in_group.size(); ++m) {
+    if (in_group[m]) members.push_back(m);
+  }
+  observer.select_group(members, recipe);
   acu::text_run_options o;
   o.backward = false;
   o.logits = true;
@@ -274,7 +278,7 @@ std::vector<bool> members(const autoquant::search_space& space, std::size_t g) {
 
 // The CPU model with the GPU's bf16 GEMM operands: every linear's Y recomputed from bf16(X) (the
 // model's W is bf16-valued already); the selected group's members from bf16(Q(bf16 X)) and
-// bf16(Q(W)) as device_quantized_group_forward forms them. In calibration mode it records the amax
+// bf16(Q(W)) as device_quantized_mix_forward forms them. In calibration mode it records the amax
 // of bf16(X) and the weight amax instead.
 class bf16_operand_forward : public qwen3_vl::linear_observer {
  public:

@@ -965,3 +965,151 @@ TEST_CASE("aq-autoquant --device: cpu runs the built-in default as before; a bog
 #endif
   CHECK(temporaries(root).empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Closed-loop evaluation: aq-autoquant --evaluate against a float64 reference computed from
+// aq-logits outputs on the same ids, and aq-eval on the mix that run chose.
+
+namespace {
+
+struct token_reference {
+  long double kl = 0, nll = 0, agree = 0, tokens = 0, nll_unquantized = 0;
+};
+
+// KL(p‖q), −log q(next id), argmax agreement and −log p(next id) of every position but the last.
+void add_reference(const reference_file& p_file, const reference_file& q_file, token_reference& out) {
+  const std::vector<float> p = p_file.f("logits"), q = q_file.f("logits"), ids = p_file.f("input_ids");
+  const auto T = static_cast<std::int64_t>(ids.size());
+  const auto V = static_cast<std::int64_t>(p.size()) / T;
+  for (std::int64_t t = 0; t + 1 < T; ++t) {
+    const float* pr = p.data() + t * V;
+    const float* qr = q.data() + t * V;
+    long double zp = 0, zq = 0;
+    std::int64_t ap = 0, aq_ = 0;
+    for (std::int64_t v = 0; v < V; ++v) {
+      zp += std::exp(static_cast<long double>(pr[v]));
+      zq += std::exp(static_cast<long double>(qr[v]));
+      if (pr[v] > pr[ap]) ap = v;
+      if (qr[v] > qr[aq_]) aq_ = v;
+    }
+    const long double lzp = std::log(zp), lzq = std::log(zq);
+    for (std::int64_t v = 0; v < V; ++v) {
+      const long double lp = pr[v] - lzp, lq = qr[v] - lzq;
+      out.kl += std::exp(lp) * (lp - lq);
+    }
+    const auto y = static_cast<std::int64_t>(ids[static_cast<std::size_t>(t + 1)]);
+    out.nll += lzq - qr[y];
+    out.nll_unquantized += lzp - pr[y];
+    out.agree += ap == aq_ ? 1 : 0;
+    out.tokens += 1;
+  }
+}
+
+simdjson::dom::element find_mix(simdjson::dom::element evaluation, std::string_view name) {
+  for (simdjson::dom::element m : evaluation["mixes"].get_array()) {
+    if (std::string_view(m["name"].get_string()) == name) return m;
+  }
+  FAIL("no mix " << name);
+  return evaluation;
+}
+
+double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
+
+const std::vector<std::string> evaluation_set = {"bits_per_layer.svg", "evaluation.json", "evaluation.md",
+                                                 "pareto.svg", "report.html", "scores_heatmap.svg"};
+
+}  // namespace
+
+TEST_CASE("aq-autoquant --evaluate: KL, perplexity and agreement equal a float64 reference from aq-logits; "
+          "aq-eval evaluates the chosen mix again") {
+  const fs::path root = work / "evaluate";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  const fs::path model = write_vocab_checkpoint(root / "model");
+  const std::vector<std::string> calib_lines = {"A cat sits on a red chair.", "Two dogs run along the beach.",
+                                                "A man rides a bicycle down the street.", "A plate of food on a table."};
+  const std::vector<std::string> held_out = {"A bus parked next to a building.", "A woman holding an umbrella in the rain."};
+  std::string calib_text, eval_text = calib_lines[1] + "\n";  // a calibration caption is skipped
+  for (const std::string& line : calib_lines) calib_text += line + "\n";
+  for (const std::string& line : held_out) eval_text += line + "\n";
+  write_text(root / "calib.txt", calib_text);
+  write_text(root / "eval.txt", eval_text);
+  const fs::path out = root / "out";
+  const std::vector<std::string> args = {"--model", model.string(), "--calib", (root / "calib.txt").string(),
+                                         "--eval-data", (root / "eval.txt").string(), "--evaluate", "--formats",
+                                         "int8_w8a8,w4a16", "--effective-bits", "7", "--num-samples", "4",
+                                         "--seq-len", "16", "--batch-size", "2", "--threads", "2", "--device", "cpu"};
+  std::vector<std::string> first_args = args;
+  first_args.insert(first_args.end(), {"--output-dir", out.string()});
+  const run_result r = run(AQ_AUTOQUANT_EXE, first_args);
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::vector<std::string> want = report_set;
+  want.insert(want.end(), evaluation_set.begin(), evaluation_set.end());
+  std::sort(want.begin(), want.end());
+  CHECK(names_in(out) == want);
+  CHECK(r.out.find("evaluation: 2 held-out samples") != std::string::npos);
+
+  simdjson::dom::parser parser;
+  simdjson::dom::element e;
+  REQUIRE(parser.load((out / "evaluation.json").string()).get(e) == simdjson::SUCCESS);
+  CHECK(int64_t(e["data"]["samples"]) == 2);
+  CHECK(int64_t(e["data"]["skipped_calibration"]) == 1);
+  const simdjson::dom::element chosen = find_mix(e, "chosen");
+  REQUIRE(double(chosen["effective_bits"]) < 16.0);  // the chosen mix quantizes something
+
+  const fs::path manifest = out / "autoquant_lm_quant_manifest.json";
+  const fs::path state = out / "autoquant_lm_autoquant_state.safetensors";
+  token_reference ref;
+  for (std::size_t i = 0; i < held_out.size(); ++i) {
+    const fs::path p = root / ("p" + std::to_string(i) + ".safetensors");
+    const fs::path q = root / ("q" + std::to_string(i) + ".safetensors");
+    const run_result rp = run(AQ_LOGITS_EXE, {"--model", model.string(), "--text", held_out[i], "--out", p.string()});
+    const run_result rq = run(AQ_LOGITS_EXE, {"--model", model.string(), "--text", held_out[i], "--out", q.string(),
+                                              "--recipes", manifest.string(), "--state", state.string()});
+    CAPTURE(rq.err);
+    REQUIRE(rp.exit_code == 0);
+    REQUIRE(rq.exit_code == 0);
+    add_reference(reference_file(p), reference_file(q), ref);
+  }
+  CHECK(int64_t(e["data"]["tokens"]) == static_cast<std::int64_t>(ref.tokens));
+  const double kl = static_cast<double>(ref.kl / ref.tokens);
+  const double ppl = static_cast<double>(std::exp(ref.nll / ref.tokens));
+  const double ppl_unquantized = static_cast<double>(std::exp(ref.nll_unquantized / ref.tokens));
+  INFO("chosen mean KL " << double(chosen["mean_kl"]) << " vs float64 " << kl);
+  CHECK(kl > 0.0);
+  CHECK(rel_diff(double(chosen["mean_kl"]), kl) < 1e-3);
+  CHECK(rel_diff(double(chosen["perplexity"]), ppl) < 1e-5);
+  CHECK(double(chosen["top1_agreement"]) == static_cast<double>(ref.agree / ref.tokens));
+  const simdjson::dom::element unquantized = find_mix(e, "unquantized");
+  CHECK(double(unquantized["mean_kl"]) == 0.0);
+  CHECK(rel_diff(double(unquantized["perplexity"]), ppl_unquantized) < 1e-5);
+
+  // Same inputs: byte-identical evaluation files.
+  std::vector<std::string> again_args = args;
+  again_args.insert(again_args.end(), {"--output-dir", (root / "again").string()});
+  REQUIRE(run(AQ_AUTOQUANT_EXE, again_args).exit_code == 0);
+  for (const std::string& name : evaluation_set) CHECK(read_text(root / "again" / name) == read_text(out / name));
+
+  // aq-eval on that manifest: the same mix, formats from the file, the same measured quality.
+  std::vector<std::string> eval_args = {"--model", model.string(), "--calib", (root / "calib.txt").string(),
+                                        "--eval-data", (root / "eval.txt").string(), "--recipes", manifest.string(),
+                                        "--num-samples", "4", "--seq-len", "16", "--batch-size", "2", "--threads", "2",
+                                        "--device", "cpu", "--output-dir", (root / "eval_out").string()};
+  const run_result re = run(AQ_EVAL_EXE, eval_args);
+  CAPTURE(re.err);
+  REQUIRE(re.exit_code == 0);
+  simdjson::dom::parser parser2;
+  simdjson::dom::element e2;
+  REQUIRE(parser2.load((root / "eval_out" / "evaluation.json").string()).get(e2) == simdjson::SUCCESS);
+  CHECK(double(find_mix(e2, "chosen")["mean_kl"]) == double(chosen["mean_kl"]));
+  CHECK(double(find_mix(e2, "chosen")["effective_bits"]) == double(chosen["effective_bits"]));
+  // aq-eval without --recipes, and a recipe file naming an unknown recipe: one line, nothing written.
+  check_error_line(run(AQ_EVAL_EXE, {"--output-dir", (root / "none").string()}), "aq-eval", 2, "--recipes is required");
+  write_text(root / "bad_map.json", R"({"*q_proj": "fp9"})");
+  eval_args.back() = (root / "bad").string();
+  eval_args[7] = (root / "bad_map.json").string();
+  check_error_line(run(AQ_EVAL_EXE, eval_args), "aq-eval", 2, "fp9");
+  CHECK_FALSE(fs::exists(root / "bad"));
+  CHECK_FALSE(fs::exists(root / "none"));
+}

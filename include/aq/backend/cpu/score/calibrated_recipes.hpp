@@ -57,6 +57,11 @@ class calibrated_recipes {
     input_amax_.at(m) = std::max(input_amax_[m], max_abs(x, m));
     input_seen_[m] = true;
   }
+  // A calibrated amax from elsewhere (a saved quantizer state) in place of observing inputs.
+  void set_input_amax(std::size_t m, float amax) {
+    input_amax_.at(m) = amax;
+    input_seen_[m] = true;
+  }
   bool has_input_amax(std::size_t m) const { return input_seen_.at(m); }
   float input_amax(std::size_t m) const { return input_amax_.at(m); }
 

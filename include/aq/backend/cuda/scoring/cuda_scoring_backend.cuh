@@ -19,12 +19,14 @@
 #include "aq/backend/cuda/model/qwen3_vl_vision.cuh"
 #include "aq/backend/cuda/scoring/gradient_scorer.cuh"
 #include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
+#include "aq/backend/cuda/scoring/mix_evaluator.cuh"
 #include "aq/core/error.hpp"
 #include "aq/core/progress.hpp"
 #include "aq/model/qwen3_vl/batch.hpp"
 #include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
+#include "aq/score/mix_metrics.hpp"
 #include "aq/score/scoring_backend.hpp"
 #include "aq/search/search_space.hpp"
 
@@ -60,6 +62,8 @@ struct cuda_scoring_options {
   // `vision` (tower and decoder share the model's stream). Image batches are never split.
   const std::vector<qwen3_vl::image_batch>* images = nullptr;
   qwen3_vl_vision_model* vision = nullptr;
+  // Held-out text batches (with labels) that measure_mixes evaluates on.
+  const std::vector<qwen3_vl::text_batch>* held_out = nullptr;
 };
 
 // Device memory in use now (cudaMemGetInfo: total − free).
@@ -153,6 +157,15 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
     return cuda::kl_div_group_scores(space_, model_, calibrated(), batches_, steps, run_options_, progress);
   }
 
+  std::vector<score::mix_metrics> measure_mixes(const std::vector<score::module_mix>& mixes,
+                                                const autoquant::progress_callback& progress) override {
+    if (options_.held_out == nullptr) throw error("evaluation: the GPU backend was given no held-out batches");
+    if (options_.images != nullptr) {
+      throw error("evaluation on the GPU: text batches only (evaluate image-caption data with --device cpu)");
+    }
+    return cuda::measure_mixes(model_, calibrated(), held_out_passes(), mixes, run_options_, progress);
+  }
+
   bool module_ran(std::size_t module) const override {
     return calibration_.has_value() && calibration_->has_input_amax(module);
   }
@@ -228,6 +241,25 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       }
     }
     for (const device_pass& p : passes) stats_.run_tokens += p.batch.batch * p.batch.seq;
+    return passes;
+  }
+
+  // The held-out batches as passes the model holds, labels kept: trimmed and packed like the
+  // scoring passes, or whole batches split by rows.
+  std::vector<qwen3_vl::text_batch> held_out_passes() const {
+    std::vector<qwen3_vl::text_batch> stage;
+    for (const qwen3_vl::text_batch& b : *options_.held_out) stage.push_back(trim_ ? qwen3_vl::trim_padding(b) : b);
+    std::vector<qwen3_vl::text_batch> passes;
+    if (trim_) {
+      for (qwen3_vl::packed_text_batch& p : qwen3_vl::pack_text_batches(stage, model_.max_tokens())) {
+        passes.push_back(std::move(p.batch));
+      }
+      return passes;
+    }
+    for (const qwen3_vl::text_batch& b : stage) {
+      const std::int64_t rows = std::max<std::int64_t>(1, model_.max_tokens() / std::max<std::int64_t>(1, b.seq));
+      for (qwen3_vl::text_batch& part : qwen3_vl::split_text_batch(b, rows)) passes.push_back(std::move(part));
+    }
     return passes;
   }
 

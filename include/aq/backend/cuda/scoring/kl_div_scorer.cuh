@@ -30,25 +30,31 @@
 
 namespace aq::cuda {
 
-// During a forward, replaces the output of every module of one group by its output under one
+// During a forward, replaces the output of every module a mix quantizes by its output under its
 // calibrated recipe (the weight and input fake quant of device_calibration, as the gradient
-// scorer forms them); every other module runs unquantized. Q(X) and Q(W) are formed per call in
-// scratch buffers: a pass quantizes only its group's few modules, so nothing is cached.
-class device_quantized_group_forward : public device_linear_observer {
+// scorer forms them); every other module runs unquantized. KL-div scoring selects one group
+// under one recipe, evaluation whole mixes. Q(X) and Q(W) are formed per call in scratch buffers,
+// so nothing is cached: each pass streams the weights of the quantized modules once.
+class device_quantized_mix_forward : public device_linear_observer {
  public:
-  device_quantized_group_forward(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream)
+  device_quantized_mix_forward(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream)
       : calib_(calibration), gemm_(gemm), stream_(stream) {}
 
-  // in_group: per module of the calibration; recipe: index into its recipes.
-  void select(std::vector<bool> in_group, std::size_t recipe) {
+  // recipe_of_module[m]: the calibration's recipe index module m runs with; any index at or past
+  // num_recipes() (a search space's none_index()) leaves it unquantized.
+  void select(std::vector<std::size_t> recipe_of_module) { recipe_of_module_ = std::move(recipe_of_module); }
+
+  // The members of one group under one recipe, every other module unquantized.
+  void select_group(const std::vector<std::size_t>& members, std::size_t recipe) {
     if (recipe >= calib_.num_recipes()) throw error("kl_div score: recipe index " + std::to_string(recipe) + " out of range");
-    in_group_ = std::move(in_group);
-    recipe_ = recipe;
+    recipe_of_module_.assign(calib_.num_modules(), calib_.num_recipes());
+    for (const std::size_t m : members) recipe_of_module_.at(m) = recipe;
   }
 
   void replace_output(const device_linear_call& call, device_matrix<float> output) override {
     const std::optional<std::size_t> m = calib_.module_index(call.name);
-    if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
+    if (!m || *m >= recipe_of_module_.size() || recipe_of_module_[*m] >= calib_.num_recipes()) return;
+    const std::size_t recipe = recipe_of_module_[*m];
     const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
     if (output.rows != rows || output.cols != out || call.weight.cols != in) {
       throw error("kl_div score: " + std::string(call.name) + ": output [" + std::to_string(output.rows) + ", " +
@@ -56,18 +62,18 @@ class device_quantized_group_forward : public device_linear_observer {
                   std::to_string(in) + "] and W [" + std::to_string(out) + ", " + std::to_string(call.weight.cols) + "]");
     }
     calib_.require_input_amax(*m, call.name, "kl_div score");
-    const device_recipe& k = calib_.recipe(recipe_);
+    const device_recipe& k = calib_.recipe(recipe);
     device_matrix<const bf16> x = call.input;
     device_matrix<const bf16> w = call.weight;
     if (k.input_enabled) {
       xq_.grow_to(rows * in);
-      calib_.quantize_input(*m, recipe_, call, xq_.data(), stream_);
+      calib_.quantize_input(*m, recipe, call, xq_.data(), stream_);
       x = {xq_.data(), rows, in, in};
     }
     if (k.weight_enabled) {
       calib_.ensure_weight_amax(*m, call, stream_);  // calibrated already; throws for an unseen LM-head chunk
       wq_.grow_to(out * in);
-      calib_.quantize_weight(*m, recipe_, call, wq_.data(), stream_);
+      calib_.quantize_weight(*m, recipe, call, wq_.data(), stream_);
       w = {wq_.data(), out, in, in};
     }
     gemm_.linear_forward(x, w, output, call.bias, false, stream_);
@@ -77,8 +83,7 @@ class device_quantized_group_forward : public device_linear_observer {
   device_calibration& calib_;
   cublaslt_gemm& gemm_;
   cudaStream_t stream_;
-  std::vector<bool> in_group_;
-  std::size_t recipe_ = 0;
+  std::vector<std::size_t> recipe_of_module_;
   device_buffer<bf16> xq_, wq_;
 };
 
@@ -117,11 +122,6 @@ inline std::vector<std::vector<double>> kl_div_group_scores(const autoquant::sea
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
     if (space.configurable(g)) configurable.push_back(g);
   }
-  std::vector<std::vector<bool>> in_group(space.groups.size());
-  for (const std::size_t g : configurable) {
-    in_group[g].assign(space.modules.size(), false);
-    for (const std::size_t m : space.groups[g].members) in_group[g][m] = true;
-  }
   std::vector<qwen3_vl::text_batch> passes;
   for (std::size_t b = 0; b < n; ++b) {
     for (qwen3_vl::text_batch& p : detail::kl_div_passes(batches[b], model.max_tokens())) passes.push_back(std::move(p));
@@ -131,7 +131,7 @@ inline std::vector<std::vector<double>> kl_div_group_scores(const autoquant::sea
   const std::int64_t vocab = model.model_config().text.vocab_size;
   device_buffer<double> totals(std::max<std::size_t>(1, space.groups.size() * R));  // [group, recipe]
   totals.fill_bytes(0, stream);
-  device_quantized_group_forward observer(calibration, model.gemm(), stream);
+  device_quantized_mix_forward observer(calibration, model.gemm(), stream);
   device_reference_distribution reference;
   device_cross_entropy_sum cross_entropy;
   text_run_options o = run_options;
@@ -151,7 +151,7 @@ inline std::vector<std::vector<double>> kl_div_group_scores(const autoquant::sea
     o.logits_chunk = [&](device_matrix<const float> z, std::int64_t v0) { cross_entropy.update(z, v0, stream); };
     for (const std::size_t g : configurable) {
       for (std::size_t r = 0; r < R; ++r) {
-        observer.select(in_group[g], r);
+        observer.select_group(space.groups[g].members, r);
         cross_entropy.begin(reference, stream);
         (void)model.run(pass, o, &observer);
         cross_entropy.finalize(totals.data() + g * R + r, stream);
