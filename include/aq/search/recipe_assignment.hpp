@@ -23,6 +23,7 @@
 #include "aq/io/json_parser.hpp"
 #include "aq/io/regular_file.hpp"
 #include "aq/io/tokenizer/utf8.hpp"
+#include "aq/search/custom_recipe_names.hpp"
 #include "aq/search/recipe_spelling.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
@@ -57,8 +58,8 @@ namespace detail {
 inline std::string read_bounded(const std::filesystem::path& file, std::size_t limit) {
   const regular_file in(file);  // refuses a FIFO, a directory, a device
   const auto too_large = [&] {
-    return error(file.string() + ": larger than " + std::to_string(limit >> 20) +
-                 " MiB; a recipe file (manifest or recipe map) is far smaller");
+    return error(file.string() + ": more than " + std::to_string(limit) +
+                 " bytes; a recipe file (manifest or recipe map) is far smaller");
   };
   if (in.size() > limit) throw too_large();
   std::string out(in.size() + 1, '\0');
@@ -97,19 +98,38 @@ inline bool is_report(const io::json_field& root) {
   return false;
 }
 
+// The quantizing display strings of the layer_sensitivity row with the most candidates: the
+// candidate order CUSTOM names are read against (custom_recipe_names.hpp).
+inline std::vector<std::string> candidate_order(const io::json_field& root) {
+  std::vector<std::string> order;
+  const auto rows = root.find("layer_sensitivity");
+  if (!rows) return order;
+  for (const auto& [group, row] : rows->members()) {
+    std::vector<std::string> quantizing = row["formats"].strings();
+    std::erase_if(quantizing, [](const std::string& f) { return recipe_name_part(f) == "NONE"; });
+    if (quantizing.size() > order.size()) order = std::move(quantizing);
+  }
+  return order;
+}
+
 inline recipe_assignment parse_manifest(const io::json_field& root, const io::json_field& chosen) {
   recipe_assignment out{root.source(), assignment_form::manifest, {}};
-  std::optional<std::vector<std::string>> formats;
-  if (const auto scheme = root.find("scheme")) {
-    if (const auto list = scheme->find("quant_formats")) formats = list->strings();
-  }
   key_set keys;
+  std::vector<recipe_spelling> spellings;
   for (const auto& [group, value] : chosen.members()) {
     keys.insert(group, value);
-    std::optional<std::span<const std::string>> custom;
-    if (formats) custom = std::span<const std::string>(*formats);
-    out.entries.push_back({std::string(group), value.where(), resolve_recipe_spelling(value.string(), value.where(), custom)});
+    out.entries.push_back({std::string(group), value.where(), resolve_recipe_spelling(value.string(), value.where(), true)});
+    spellings.push_back(out.entries.back().recipe);
   }
+  if (std::none_of(spellings.begin(), spellings.end(), [](const recipe_spelling& s) { return s.custom_position; })) {
+    return out;
+  }
+  std::vector<std::string> quant_formats;
+  if (const auto scheme = root.find("scheme")) {
+    if (const auto list = scheme->find("quant_formats")) quant_formats = list->strings();
+  }
+  resolve_custom_names(spellings, quant_formats, candidate_order(root));
+  for (std::size_t e = 0; e < spellings.size(); ++e) out.entries[e].recipe = spellings[e];
   return out;
 }
 
@@ -155,9 +175,8 @@ inline std::vector<std::string> recipe_names(const recipe_assignment& assignment
   for (const assignment_entry& entry : assignment.entries) {
     const quant::recipe_info* recipe = entry.recipe.recipe;
     if (recipe == nullptr) {
-      throw error(entry.where + ": '" + entry.recipe.text + "': scheme.quant_formats[" +
-                  std::to_string(*entry.recipe.custom_position) +
-                  "] names no aq recipe, so the file alone cannot say which recipe this is; give the formats "
+      throw error(entry.where + ": '" + entry.recipe.text +
+                  "': the manifest's scheme.quant_formats does not say which aq recipe this is; give the formats "
                   "explicitly");
     }
     if (!recipe->quantizes) continue;

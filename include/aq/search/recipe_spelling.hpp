@@ -1,12 +1,11 @@
 // How a recipe is written in files that name recipes for groups or modules (quant manifests,
 // recipe maps): an aq name or alias ("fp8_e4m3", "wfp8_afp8"), a ModelOpt config name
-// ("FP8_DEFAULT_CFG", "NONE"), either one followed by ModelOpt's "(effective-bits: N)" suffix, or a
-// manifest's "CUSTOM_<i>(effective-bits: N)" whose meaning is entry i of its scheme.quant_formats.
+// ("FP8_DEFAULT_CFG", "NONE"), either one followed by ModelOpt's "(effective-bits: N)" suffix, or,
+// in a manifest, "CUSTOM_<i>(effective-bits: N)", whose meaning the manifest's scheme gives.
 #pragma once
 
 #include <cstddef>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -17,16 +16,13 @@
 
 namespace aq::autoquant {
 
-// A spelling resolved to a recipe. `recipe` is null only for a CUSTOM_<i> whose quant_formats entry
-// names no aq recipe (a reference preset's config, such as "FP8_ALL_LAYERS_CFG"): such a spelling
-// can still be matched against a search space's own display strings.
+// A spelling and the recipe it names. `recipe` is null only for a CUSTOM_<i> the reader could not
+// pin to one recipe: such a spelling is matched against a search space's own display strings.
 struct recipe_spelling {
-  std::string text;                              // as written
+  std::string text;  // as written
   const quant::recipe_info* recipe = nullptr;
-  std::optional<std::size_t> custom_position;    // i of CUSTOM_<i>
+  std::optional<std::size_t> custom_position;  // i of CUSTOM_<i>
 };
-
-namespace detail {
 
 // The recipe an aq name, an alias or a ModelOpt config name names; null when none does.
 template <class List = recipes::all_recipes>
@@ -38,7 +34,19 @@ const quant::recipe_info* recipe_named(std::string_view name) {
   return nullptr;
 }
 
-// i of "CUSTOM_<i>" (decimal digits, no sign or leading zero but "0"); nullopt for anything else.
+// The name before ModelOpt's suffix: "FP8_DEFAULT_CFG(effective-bits: 8.0)" -> "FP8_DEFAULT_CFG".
+inline std::string_view recipe_name_part(std::string_view text) {
+  const std::size_t open = text.find('(');
+  return open == std::string_view::npos ? text : text.substr(0, open);
+}
+
+// Whether `text` is its name alone or its name with the suffix ModelOpt writes for `recipe`.
+inline bool spelling_fits(std::string_view text, const quant::recipe_info& recipe) {
+  const std::string_view name = recipe_name_part(text);
+  return name == text || text == quant::modelopt_recipe_string(name, recipe.effective_bits);
+}
+
+// i of "CUSTOM_<i>" (decimal digits, no leading zero but "0"); nullopt for anything else.
 inline std::optional<std::size_t> custom_position_of(std::string_view name) {
   static constexpr std::string_view prefix = "CUSTOM_";
   if (!name.starts_with(prefix)) return std::nullopt;
@@ -52,47 +60,28 @@ inline std::optional<std::size_t> custom_position_of(std::string_view name) {
   return value;
 }
 
-// The name before ModelOpt's suffix: "FP8_DEFAULT_CFG(effective-bits: 8.0)" -> "FP8_DEFAULT_CFG".
-inline std::string_view name_part(std::string_view text) {
-  const std::size_t open = text.find('(');
-  return open == std::string_view::npos ? text : text.substr(0, open);
-}
-
-}  // namespace detail
-
-// Resolves `text`; `quant_formats` (a manifest's scheme.quant_formats, when given) gives CUSTOM_<i>
-// its meaning. A suffix must be exactly the one ModelOpt writes for the recipe: a different number
-// is a different recipe than the name says, and is refused rather than guessed. Errors start with
-// `where` (the file and key) and name the text.
+// Resolves `text`. A suffix must be exactly the one ModelOpt writes for the recipe: another number
+// means another recipe than the name says, and is refused rather than guessed. With `allow_custom`
+// (a manifest) a CUSTOM_<i> with its suffix is returned unresolved, for the caller to interpret.
+// Errors start with `where` (the file and key) and quote the text.
 template <class List = recipes::all_recipes>
-recipe_spelling resolve_recipe_spelling(std::string_view text, const std::string& where,
-                                        std::optional<std::span<const std::string>> quant_formats = std::nullopt) {
+recipe_spelling resolve_recipe_spelling(std::string_view text, const std::string& where, bool allow_custom = false) {
   const std::string quoted = "'" + std::string(text) + "'";
-  const std::string_view name = detail::name_part(text);
-  recipe_spelling out{std::string(text), detail::recipe_named<List>(name), std::nullopt};
-  if (out.recipe == nullptr && quant_formats) {
-    out.custom_position = detail::custom_position_of(name);
-    if (out.custom_position) {
-      if (*out.custom_position >= quant_formats->size()) {
-        throw error(where + ": " + quoted + " names quant_formats entry " + std::to_string(*out.custom_position) +
-                    " but scheme.quant_formats has " + std::to_string(quant_formats->size()));
-      }
-      out.recipe = detail::recipe_named<List>(detail::name_part((*quant_formats)[*out.custom_position]));
-      if (name == text) throw error(where + ": " + quoted + " lacks its '(effective-bits: N)' suffix");
-    }
+  const std::string_view name = recipe_name_part(text);
+  recipe_spelling out{std::string(text), recipe_named<List>(name), std::nullopt};
+  if (out.recipe == nullptr && allow_custom) out.custom_position = custom_position_of(name);
+  if (out.custom_position) {
+    if (name == text) throw error(where + ": " + quoted + " lacks its '(effective-bits: N)' suffix");
+    return out;
   }
-  if (out.recipe == nullptr && !out.custom_position) {
+  if (out.recipe == nullptr) {
     throw error(where + ": recipe " + quoted + " is unknown; valid recipes: " + quant::valid_recipe_names<List>() +
-                ", their ModelOpt config names, and 'NONE'");
+                ", their ModelOpt config names, and NONE");
   }
-  if (name != text) {
-    const std::string expected = out.recipe != nullptr
-                                     ? quant::modelopt_recipe_string(name, out.recipe->effective_bits)
-                                     : std::string(text);  // an unknown CUSTOM recipe: its bits are what the space says
-    if (text != expected) {
-      throw error(where + ": " + quoted + " does not match recipe '" + std::string(out.recipe->name) + "' (expected " +
-                  "'" + expected + "': the suffix must read as ModelOpt writes it)");
-    }
+  if (!spelling_fits(text, *out.recipe)) {
+    throw error(where + ": " + quoted + " does not match recipe '" + std::string(out.recipe->name) + "' (expected '" +
+                quant::modelopt_recipe_string(name, out.recipe->effective_bits) +
+                "': the suffix must read as ModelOpt writes it)");
   }
   return out;
 }
