@@ -216,6 +216,35 @@ TEST_CASE("a manifest with custom names: CUSTOM_<i> read through scheme.quant_fo
   }
 }
 
+TEST_CASE("CUSTOM names are left unresolved where the two orders of quant_formats disagree") {
+  const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
+  const auto resolved = [&](std::vector<std::string> order) {
+    std::vector<autoquant::recipe_spelling> spellings = {
+        autoquant::resolve_recipe_spelling("CUSTOM_0(effective-bits: 8.0)", "m.json", true),
+        autoquant::resolve_recipe_spelling("CUSTOM_1(effective-bits: 8.0)", "m.json", true)};
+    autoquant::resolve_custom_names(spellings, formats, order);
+    std::vector<std::string> names;
+    for (const autoquant::recipe_spelling& s : spellings) names.emplace_back(s.recipe ? s.recipe->name : "?");
+    return names;
+  };
+  // Both readings explain every name with the bits it states: agreeing, they pin it.
+  CHECK(resolved({"CUSTOM_0(effective-bits: 8.0)", "CUSTOM_1(effective-bits: 8.0)"}) ==
+        std::vector<std::string>{"fp8_e4m3", "int8_w8a8"});
+  // Disagreeing (position: CUSTOM_0 is fp8_e4m3; order: it is the second candidate, int8_w8a8), they do not.
+  CHECK(resolved({"CUSTOM_1(effective-bits: 8.0)", "CUSTOM_0(effective-bits: 8.0)"}) ==
+        std::vector<std::string>{"?", "?"});
+  // No layer_sensitivity rows: the position reading alone.
+  CHECK(resolved({}) == std::vector<std::string>{"fp8_e4m3", "int8_w8a8"});
+  // Bits that contradict the position reading: the order reading alone.
+  std::vector<autoquant::recipe_spelling> w4 = {
+      autoquant::resolve_recipe_spelling("CUSTOM_1(effective-bits: 4.0)", "m.json", true)};
+  const std::vector<std::string> mixed{"w4a8", "fp8_e4m3"};
+  const std::vector<std::string> order{"CUSTOM_1(effective-bits: 4.0)", "FP8_DEFAULT_CFG(effective-bits: 8.0)"};
+  autoquant::resolve_custom_names(w4, mixed, order);
+  REQUIRE(w4[0].recipe != nullptr);
+  CHECK(w4[0].recipe->name == "w4a8");
+}
+
 TEST_CASE("a literal manifest accepts every spelling of a recipe") {
   const autoquant::search_space space = lm_space();
   std::string json = R"j({"chosen_recipes": {)j";
