@@ -51,7 +51,8 @@ inline void resolve_custom_names(std::span<recipe_spelling> spellings, std::span
     if (custom_position_of(recipe_name_part(text))) customs.push_back(text);
   }
   const auto explains_all = [&](const auto& reading) {
-    return std::all_of(customs.begin(), customs.end(), [&](const std::string& text) { return reading(text) != nullptr; });
+    return std::all_of(customs.begin(), customs.end(),
+                       [&](const std::string& text) { return reading(text) != nullptr; });
   };
   const bool position_fits = explains_all(by_position);
   const bool order_fits = explains_all(by_order);

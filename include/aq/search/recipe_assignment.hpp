@@ -118,7 +118,9 @@ inline recipe_assignment parse_manifest(const io::json_field& root, const io::js
   std::vector<recipe_spelling> spellings;
   for (const auto& [group, value] : chosen.members()) {
     keys.insert(group, value);
-    out.entries.push_back({std::string(group), value.where(), resolve_recipe_spelling(value.string(), value.where(), true)});
+    const bool allow_custom = true;  // a manifest's CUSTOM_<i>, read below
+    out.entries.push_back(
+        {std::string(group), value.where(), resolve_recipe_spelling(value.string(), value.where(), allow_custom)});
     spellings.push_back(out.entries.back().recipe);
   }
   if (std::none_of(spellings.begin(), spellings.end(), [](const recipe_spelling& s) { return s.custom_position; })) {
@@ -138,7 +140,8 @@ inline recipe_assignment parse_map(const io::json_field& root) {
   key_set keys;
   for (const auto& [pattern, value] : root.members()) {
     keys.insert(pattern, value);
-    out.entries.push_back({std::string(pattern), value.where(), resolve_recipe_spelling(value.string(), value.where())});
+    out.entries.push_back(
+        {std::string(pattern), value.where(), resolve_recipe_spelling(value.string(), value.where())});
   }
   return out;
 }
