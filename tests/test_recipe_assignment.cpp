@@ -1,7 +1,8 @@
 // Recipe assignments (search/recipe_assignment.hpp) on the built-in model's search space: a
 // manifest's chosen_recipes read back to the same candidate per group (ModelOpt and CUSTOM names),
 // recipe maps with fnmatch patterns where the last matching key wins and unmatched modules stay
-// unquantized, and every refusal as one line naming the file and the offending key.
+// unquantized, every refusal as one line naming the file and the offending key, and the committed
+// golden and reference manifests.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -446,4 +447,26 @@ TEST_CASE("recipe files that are not readable JSON objects are refused by name")
   CHECK(map.source == (dir.path / "MAP.json").string());
   REQUIRE(map.entries.size() == 1);
   CHECK(map.entries[0].where == (dir.path / "MAP.json").string() + ": lm_head");
+}
+
+TEST_CASE("committed manifests: an aq run's applies to its search space, ModelOpt's has no choice to apply") {
+  const fs::path golden = fs::path(AQ_TEST_FIXTURES) / "autoquant" / "golden_autoquant_lm_quant_manifest.json";
+  const autoquant::recipe_assignment assignment = autoquant::read_recipe_assignment(golden);
+  CHECK(autoquant::recipe_names(assignment) == std::vector<std::string>{"int8_w8a8"});
+  // The run's formats (w8a4 shows as CUSTOM_0 in its layer_sensitivity); module names as the default model's.
+  const std::vector<std::string> formats{"w8a4", "int8_w8a8", "fp8_e4m3"};
+  const autoquant::search_space space =
+      autoquant::make_search_space(qwen3_vl::quantizable_modules(autoquant::default_model_config()), formats,
+                                   autoquant::scope_patterns(autoquant::scope_preset::lm));
+  const std::vector<std::size_t> chosen = autoquant::assign_groups(space, assignment);
+  REQUIRE(assignment.entries.size() == space.groups.size());
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    CHECK(assignment.entries[g].key == space.groups[g].name);
+    CHECK(space.display(chosen[g]) == assignment.entries[g].recipe.text);
+  }
+
+  const fs::path reference = fs::path(AQ_DATA_DIR) / "reference" / "lm-only" / "wfp8_afp8" /
+                             "wfp8_afp8_autoquant_lm_quant_manifest.json";
+  CHECK(error_of([&] { (void)autoquant::read_recipe_assignment(reference); })
+            .starts_with(reference.string() + ": is a quant manifest without chosen_recipes"));
 }
