@@ -166,6 +166,34 @@ def jsonl_seeds():
     put(t, "invalid_utf8.jsonl", b'{"image": "a.png", "caption": "\xff"}\n')
 
 
+def recipe_assignment_seeds():
+    # Group and module names of the fixed search space in fuzz_recipe_assignment.cpp.
+    t = "recipe_assignment"
+    layer = "model.language_model.layers.0."
+    groups = ["model.visual.blocks.0.attn.qkv", layer + "self_attn.q_proj", layer + "self_attn.o_proj",
+              layer + "mlp.gate_proj", layer + "mlp.down_proj", "lm_head"]
+    picks = ["NONE(effective-bits: 16.0)", "FP8_DEFAULT_CFG(effective-bits: 8.0)", "INT8_DEFAULT_CFG(effective-bits: 8.0)",
+             "CUSTOM_2(effective-bits: 4.0)", "NONE(effective-bits: 16.0)", "FP8_DEFAULT_CFG(effective-bits: 8.0)"]
+    formats = ["CUSTOM_2(effective-bits: 4.0)", "FP8_DEFAULT_CFG(effective-bits: 8.0)",
+               "INT8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"]
+    manifest = {"scheme": {"name": "mix", "quant_formats": ["w4a8", "FP8_DEFAULT_CFG", "INT8_DEFAULT_CFG"]},
+                "layer_sensitivity": {g + ".quant_recipe": {"formats": formats, "scores": [0.0] * 4, "costs": [1.0] * 4}
+                                      for g in groups},
+                "chosen_recipes": {g + ".quant_recipe": p for g, p in zip(groups, picks)}}
+    put(t, "manifest.json", json.dumps(manifest, indent=2))
+    custom = dict(manifest, scheme={"quant_formats": ["fp8_e4m3", "int8_w8a8", "w4a8"]},
+                  chosen_recipes={g + ".quant_recipe": "CUSTOM_%d(effective-bits: %s)" % (i % 3, "4.0" if i % 3 == 2 else "8.0")
+                                  for i, g in enumerate(groups[1:], 1)})
+    put(t, "custom_names.json", json.dumps(custom, indent=2))
+    put(t, "map.json", json.dumps({layer + "*": "fp8_e4m3", layer + "mlp.*": "INT8_DEFAULT_CFG", "*.down_pro?": "w4a8",
+                                   "lm_head": "NONE", "model.visual.*": "none"}, indent=2))
+    put(t, "map_fused_conflict.json", json.dumps({"*.q_proj": "fp8_e4m3", "*.k_proj": "wfp8_afp8"}))
+    put(t, "map_sets.json", json.dumps({"*[!x]_proj": "w4a8(effective-bits: 4.0)", "*[q-v]_proj": "fp8_e4m3"}))
+    put(t, "map_no_match.json", json.dumps({"model.language_model.layer.*": "fp8_e4m3"}))
+    put(t, "manifest_without_choice.json", json.dumps({"scheme": {"name": "mix"}, "layer_sensitivity": {}}))
+    put(t, "duplicate_key.json", '{"lm_head": "fp8_e4m3", "lm_head": "none"}')
+
+
 JSON_TOKENS = ["{", "}", "[", "]", ":", ",", '"', "null", "true", "false", "-1", "0", "1e309",
                "18446744073709551616", "9223372036854775807", "\\u0000", "\\ud800"]
 
@@ -207,6 +235,13 @@ def dictionaries():
                 "<think>", "'s", "'T", "\r\n", "  ", "\u00e9", "e\u0301", "\u4f60", "\U0001f600", "123456"])
     dictionary("image_caption_jsonl", "image-caption JSON lines",
                JSON_TOKENS + q(["image", "caption"]) + ["\n", "\r\n", "\r", b"\xef\xbb\xbf", b"\xc2\x85"])
+    dictionary("recipe_assignment", "recipe files: manifest keys, recipe spellings, the fuzzer's module names",
+               JSON_TOKENS + q(["chosen_recipes", "scheme", "quant_formats", "layer_sensitivity", "formats",
+                                "autoquant_state", "fp8_e4m3", "int8_w8a8", "w4a8", "nvfp4", "none", "NONE",
+                                "wfp8_afp8", "FP8_DEFAULT_CFG", "INT8_DEFAULT_CFG", "CUSTOM_0", "CUSTOM_2",
+                                "(effective-bits: 8.0)", "(effective-bits: 4.0)", "(effective-bits: 16.0)",
+                                ".quant_recipe", "model.language_model.layers.0.", "self_attn.q_proj", "mlp.gate_proj",
+                                "model.visual.blocks.0.attn.qkv", "lm_head"]) + ["*", "?", "[!", "[a-z]"])
     dictionary("captions", "caption lines: newlines and the spaces Python strips",
                ["\n", "\r\n", "\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xc2\xa0", b"\xe2\x80\xa8",
                 b"\xe2\x80\xa9", b"\xe3\x80\x80", b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
@@ -229,6 +264,7 @@ def main():
     image_seeds()
     caption_seeds()
     jsonl_seeds()
+    recipe_assignment_seeds()
 
 
 if __name__ == "__main__":

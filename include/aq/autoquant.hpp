@@ -89,5 +89,8 @@
 #include "aq/score/monotone_clamp.hpp"
 #include "aq/score/scoring_backend.hpp"
 #include "aq/search/cost_model.hpp"
+#include "aq/search/custom_recipe_names.hpp"
+#include "aq/search/recipe_assignment.hpp"
+#include "aq/search/recipe_spelling.hpp"
 #include "aq/search/scope.hpp"
 #include "aq/search/search_space.hpp"
