@@ -53,7 +53,11 @@ inline std::string render_evaluation_markdown(const report_model& model, const e
   md += header + "\n" + rule + "\n";
   for (const mix_evaluation& mix : evaluation.mixes) {
     md += "|";
-    for (const std::string& cell : evaluation_table_row(mix)) md += " " + markdown_cell(cell) + " |";
+    for (const std::string& cell : evaluation_table_row(mix)) {
+      md += ' ';  // appended piecewise: GCC 12 warns (-Wrestrict, falsely) on " " + std::string here
+      md += markdown_cell(cell);
+      md += " |";
+    }
     md += "\n";
   }
   md += "\n## Plots\n\n";
