@@ -35,7 +35,7 @@ tr.chosen td { background: #fff3cd; font-weight: bold; }
 td.chosen { background: #fde2e2; font-weight: bold; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
 dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
-figure { margin: 16px 0; overflow-x: auto; } figcaption { font-size: 13px; color: #555; }
+figure { margin: 16px 0; } figure svg { max-width: 100%; height: auto; } figcaption { font-size: 13px; color: #555; }
 )";
 
 inline std::string html_element(std::string_view tag, std::string_view text, std::string_view css_class = {}) {
@@ -50,7 +50,7 @@ inline std::string html_facts(const report_model& model, const evaluation_report
       {"scheme", model.scheme.name},
       {"budget", python_float_repr(model.scheme.auto_quantize_bits) + " effective bits"},
       {"effective bits reached", python_float_repr(model.autoquant_state.effective_bits)},
-      {"predicted score of the chosen mix", python_format_e(model.autoquant_state.score, 3)},
+      {"summed score of the selection", python_format_e(model.autoquant_state.score, 3)},
       {"held-out data", d.source},
       {"samples", std::to_string(d.samples) + " from sample " + std::to_string(d.first_sample) + " (" +
                       std::to_string(d.skipped_calibration) + " skipped: in the calibration set)"},

@@ -28,12 +28,15 @@ inline std::string recipe_colour(std::size_t index) {
   return palette[index % 10];
 }
 
+// A dashed line across the plot, labelled at its right end (or left: two lines may be close).
 inline void horizontal_marker(svg::writer& svg, const svg::plot_area& area, double y, const std::string& css_class,
-                              const std::string& colour, const std::string& label) {
+                              const std::string& colour, const std::string& label, bool label_left = false) {
   svg.element("line", {{"class", css_class}, {"x1", svg::number(area.left)}, {"y1", svg::number(y)},
                        {"x2", svg::number(area.right)}, {"y2", svg::number(y)}, {"stroke", colour},
                        {"stroke-width", "2"}, {"stroke-dasharray", "6 4"}});
-  svg.text({{"x", svg::number(area.right - 4)}, {"y", svg::number(y - 5)}, {"text-anchor", "end"}, {"fill", colour}},
+  svg.text({{"x", svg::number(label_left ? area.left + 4 : area.right - 4)}, {"y", svg::number(y - 5)},
+            {"text-anchor", label_left ? "start" : "end"}, {"fill", colour}, {"font-weight", "bold"},
+            {"stroke", "#ffffff"}, {"stroke-width", "3"}, {"paint-order", "stroke"}},
            label);
 }
 
@@ -77,6 +80,8 @@ inline std::string render_bits_per_layer_svg(const report_model& model, const ev
                     " bits");
   }
   svg.end_group();
+  svg.element("line", {{"class", "baseline"}, {"x1", svg::number(area.left)}, {"y1", svg::number(area.bottom)},
+                       {"x2", svg::number(area.right)}, {"y2", svg::number(area.bottom)}, {"stroke", "#333333"}});
   if (model.scheme.auto_quantize_bits > 0.0) {
     detail::horizontal_marker(svg, area, y(model.scheme.auto_quantize_bits), "budget-line", "#d62728",
                               "budget " + python_float_repr(model.scheme.auto_quantize_bits) + " bits");
@@ -84,7 +89,7 @@ inline std::string render_bits_per_layer_svg(const report_model& model, const ev
   if (model.autoquant_state.effective_bits > 0.0 &&
       model.autoquant_state.effective_bits != model.scheme.auto_quantize_bits) {
     detail::horizontal_marker(svg, area, y(model.autoquant_state.effective_bits), "reached-line", "#555555",
-                              "reached " + python_float_repr(model.autoquant_state.effective_bits) + " bits");
+                              "reached " + python_float_repr(model.autoquant_state.effective_bits) + " bits", true);
   }
 
   std::vector<double> centres;

@@ -95,7 +95,7 @@ inline std::string render_pareto_svg(const report_model& model, const evaluation
     svg.element("line", {{"class", "budget-line"}, {"x1", svg::number(bx)}, {"y1", svg::number(area.top)},
                          {"x2", svg::number(bx)}, {"y2", svg::number(area.bottom)}, {"stroke", "#999999"},
                          {"stroke-dasharray", "4 4"}});
-    svg.text({{"x", svg::number(bx + 4)}, {"y", svg::number(area.top + 12)}, {"fill", "#666666"}}, "budget");
+    svg.text({{"x", svg::number(bx + 4)}, {"y", svg::number(area.bottom - 6)}, {"fill", "#666666"}}, "budget");
   }
 
   // The front as a step: below the next point's bits, only the previous point is affordable.
