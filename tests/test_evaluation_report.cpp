@@ -91,6 +91,11 @@ TEST_CASE("svg numbers and scales are fixed and nice") {
   CHECK_THROWS_AS(svg::number(std::numeric_limits<double>::quiet_NaN()), aq::error);
   CHECK(svg::escape("a<&\"'>b") == "a&lt;&amp;&quot;&#39;&gt;b");
 
+  CHECK(svg::tick_label(1000.0) == "1000");
+  CHECK(svg::tick_label(0.001) == "0.001");
+  CHECK(svg::tick_label(1e-5) == "1e-05");
+  CHECK(svg::tick_label(2.5e6) == "2.5e+06");
+
   const svg::linear_scale x(4.5, 16.0, 0.0, 100.0, 8);
   CHECK(x.lo() == 4.0);
   CHECK(x.hi() == 16.0);
@@ -224,6 +229,33 @@ TEST_CASE("the heatmap of a model with hundreds of groups stays bounded and labe
   const xml_check bits = well_formed_svg(render_bits_per_layer_svg(model, evaluation));
   CHECK(count(bits, "bit-bar") == many);
   CHECK(heatmap.find("one label per 4 groups") != std::string::npos);
+}
+
+TEST_CASE("a report without a search result, Pareto front or mixes still renders well-formed files") {
+  SUBCASE("no chosen_recipes: the chosen mix's recipes are outlined") {
+    report_model model = aq::test::synthetic_report_model(num_groups);
+    model.chosen_recipes.reset();
+    model.pareto_front.reset();
+    const evaluation_report evaluation = aq::test::synthetic_evaluation(num_groups);
+    const xml_check heatmap = well_formed_svg(render_score_heatmap_svg(model, evaluation));
+    CHECK(count(heatmap, "chosen-cell") == num_groups);
+    const xml_check pareto = well_formed_svg(render_pareto_svg(model, evaluation));
+    CHECK(count(pareto, "front-point") == 0);
+    CHECK(count(pareto, "mix-point") == num_mixes);
+    CHECK(count(well_formed_svg(render_bits_per_layer_svg(model, evaluation)), "bit-bar") == num_groups);
+  }
+  SUBCASE("no groups and no mixes") {
+    report_model model;
+    model.scheme.name = "empty";
+    const evaluation_report evaluation;
+    CHECK(count(well_formed_svg(render_pareto_svg(model, evaluation)), "mix-point") == 0);
+    CHECK(count(well_formed_svg(render_score_heatmap_svg(model, evaluation)), "cell") == 0);
+    CHECK(count(well_formed_svg(render_bits_per_layer_svg(model, evaluation)), "bit-bar") == 0);
+    CHECK(check_xml(render_html_report(model, evaluation)).ok());
+    const simdjson::padded_string json(render_evaluation_json(model, evaluation));
+    simdjson::dom::parser parser;
+    CHECK(parser.parse(json).value()["mixes"].get_array().value().size() == 0);
+  }
 }
 
 TEST_CASE("report.html is self-contained, well-formed, and holds the tables and the three plots") {

@@ -17,11 +17,13 @@ struct tick {
   std::string label;
 };
 
-// Short tick text, the same on every platform ("%g" with three significant digits: 0.5, 12, 1e-05).
+// Short tick text, the same on every platform: plain decimals from 0.0001 to 99999 ("0.001",
+// "2.5", "1000"), three significant digits with an exponent outside ("1e-05", "2.5e+06").
 inline std::string tick_label(double value) {
   if (value == 0.0) return "0";
   char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.3g", value);
+  const double magnitude = std::fabs(value);
+  std::snprintf(buffer, sizeof buffer, magnitude >= 1e-4 && magnitude < 1e5 ? "%.6g" : "%.3g", value);
   return buffer;
 }
 
