@@ -4,7 +4,7 @@
 #   screenshot-report.sh REPORT_HTML OUT_PNG [WIDTH,HEIGHT]    (default 1280,2000)
 # The browser is $AQ_CHROMIUM if set, else the first of chromium-headless-shell, chromium,
 # chromium-browser, google-chrome found on PATH (scripts/install-deps.sh installs the first).
-# Exit status 3: no browser found.
+# Exit status 3: no browser found (or $AQ_CHROMIUM is not executable).
 set -euo pipefail
 if (($# < 2 || $# > 3)); then
   echo "usage: screenshot-report.sh REPORT_HTML OUT_PNG [WIDTH,HEIGHT]" >&2
@@ -23,8 +23,8 @@ if [[ -z $browser ]]; then
     fi
   done
 fi
-if [[ -z $browser ]]; then
-  echo "screenshot-report.sh: no Chromium found (chromium-headless-shell, chromium, chromium-browser, google-chrome)" >&2
+if [[ -z $browser || ! -x $browser ]]; then
+  echo "screenshot-report.sh: no Chromium found${browser:+ (AQ_CHROMIUM=$browser is not executable)} (chromium-headless-shell, chromium, chromium-browser, google-chrome)" >&2
   exit 3
 fi
 
