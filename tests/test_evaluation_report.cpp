@@ -244,6 +244,19 @@ TEST_CASE("a report without a search result, Pareto front or mixes still renders
     CHECK(count(pareto, "mix-point") == num_mixes);
     CHECK(count(well_formed_svg(render_bits_per_layer_svg(model, evaluation)), "bit-bar") == num_groups);
   }
+  SUBCASE("a chosen mix naming a recipe no group offers") {
+    report_model model = aq::test::synthetic_report_model(num_groups);
+    model.chosen_recipes.reset();
+    evaluation_report evaluation = aq::test::synthetic_evaluation(num_groups);
+    for (mix_evaluation& m : evaluation.mixes) {
+      if (m.kind == mix_kind::chosen) m.recipes[5] = "W4A8_AWQ_BETA_CFG(effective-bits: 4.25)";
+    }
+    const std::string bits = render_bits_per_layer_svg(model, evaluation);
+    CHECK(count(well_formed_svg(bits), "bit-bar") == num_groups);
+    CHECK(bits.find("W4A8_AWQ_BETA_CFG(effective-bits: 4.25)\n4.25 bits") != std::string::npos);
+    CHECK(count(well_formed_svg(render_score_heatmap_svg(model, evaluation)), "chosen-cell") == num_groups - 1);
+    CHECK(check_xml(render_html_report(model, evaluation)).ok());
+  }
   SUBCASE("no groups and no mixes") {
     report_model model;
     model.scheme.name = "empty";

@@ -37,6 +37,7 @@
 #include "aq/report/evaluation_table.hpp"
 #include "aq/report/html_report.hpp"
 #include "aq/report/plots/bits_per_layer_plot.hpp"
+#include "aq/report/plots/group_axis.hpp"
 #include "aq/report/plots/pareto_plot.hpp"
 #include "aq/report/plots/score_heatmap.hpp"
 #include "aq/report/recipe_grid.hpp"

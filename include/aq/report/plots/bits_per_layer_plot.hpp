@@ -10,6 +10,7 @@
 
 #include "aq/report/evaluation_model.hpp"
 #include "aq/report/python_float.hpp"
+#include "aq/report/plots/group_axis.hpp"
 #include "aq/report/recipe_grid.hpp"
 #include "aq/report/report_model.hpp"
 #include "aq/report/sensitivity_report.hpp"
@@ -40,83 +41,96 @@ inline void horizontal_marker(svg::writer& svg, const svg::plot_area& area, doub
            label);
 }
 
+// Each group's chosen recipe (its column in recipe_columns) and that recipe's bits; groups
+// without a chosen recipe, or whose recipe states no bits, get no bar.
+struct chosen_bar {
+  std::string format;
+  std::size_t recipe = 0;  // recipes.size() when no group offers it (a chosen mix may name any recipe)
+  std::optional<double> bits;
+};
+
+inline std::vector<chosen_bar> chosen_bars(const report_model& model, const evaluation_report& evaluation,
+                                           const std::vector<std::string>& recipes) {
+  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
+  std::vector<chosen_bar> bars(model.groups.size());
+  for (std::size_t g = 0; g < bars.size(); ++g) {
+    if (!chosen[g]) continue;
+    bars[g].format = *chosen[g];
+    bars[g].recipe = static_cast<std::size_t>(std::find(recipes.begin(), recipes.end(), *chosen[g]) - recipes.begin());
+    if (const candidate_stat* c = find_candidate(model.groups[g], *chosen[g])) bars[g].bits = candidate_bits(*c);
+    if (!bars[g].bits) bars[g].bits = effective_bits_of(*chosen[g]);
+  }
+  return bars;
+}
+
+inline void draw_bars(svg::writer& svg, const svg::plot_area& area, const svg::linear_scale& y, double bar_w,
+                      const report_model& model, const std::vector<chosen_bar>& bars) {
+  svg.begin_group({{"class", "bars"}});
+  for (std::size_t g = 0; g < bars.size(); ++g) {
+    if (!bars[g].bits) continue;
+    const double bits = *bars[g].bits;
+    const double x = area.left + bar_w * static_cast<double>(g);
+    svg.element("rect",
+                {{"class", "bit-bar"}, {"x", svg::number(x + bar_w * 0.1)}, {"y", svg::number(y(bits))},
+                 {"width", svg::number(bar_w * 0.8)}, {"height", svg::number(area.bottom - y(bits))},
+                 {"fill", recipe_colour(bars[g].recipe)}},
+                layer_display_name(model.groups[g].name) + "\n" + bars[g].format + "\n" +
+                    python_float_repr(bits) + " bits");
+  }
+  svg.end_group();
+  svg.element("line", {{"class", "baseline"}, {"x1", svg::number(area.left)}, {"y1", svg::number(area.bottom)},
+                       {"x2", svg::number(area.right)}, {"y2", svg::number(area.bottom)}, {"stroke", "#333333"}});
+}
+
+// The recipes some group chose, in candidate order, with their bar colour.
+inline void bars_legend(svg::writer& svg, double x, double y, const std::vector<std::string>& recipes,
+                        const std::vector<chosen_bar>& bars) {
+  std::vector<bool> used(recipes.size(), false);
+  for (const chosen_bar& bar : bars) {
+    if (bar.bits && bar.recipe < used.size()) used[bar.recipe] = true;
+  }
+  svg.begin_group({{"class", "legend"}});
+  for (std::size_t r = 0; r < recipes.size(); ++r) {
+    if (!used[r]) continue;
+    const std::string name = recipe_short_name(recipes[r]);
+    svg.element("rect", {{"x", svg::number(x)}, {"y", svg::number(y - 9)}, {"width", "12"}, {"height", "12"},
+                         {"fill", recipe_colour(r)}});
+    svg.text({{"x", svg::number(x + 16)}, {"y", svg::number(y + 1)}}, name);
+    x += 30 + 7.0 * static_cast<double>(name.size());
+  }
+  svg.end_group();
+}
+
 }  // namespace detail
 
 inline std::string render_bits_per_layer_svg(const report_model& model, const evaluation_report& evaluation) {
   const std::vector<std::string> recipes = recipe_columns(model);
-  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
-  const std::size_t n = model.groups.size();
-  const double bar_w = std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(n, 1)), 3.0, 28.0);
-  const svg::plot_area area{70, 50, 70 + bar_w * static_cast<double>(n), 370};
-  const double width = std::max(area.right + 40, 600.0);
+  const std::vector<detail::chosen_bar> bars = detail::chosen_bars(model, evaluation, recipes);
+  // Bars as wide as the heatmap's columns, so the two plots line up by eye.
+  const double bar_w = std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(bars.size(), 1)), 3.0, 28.0);
+  const svg::plot_area area{70, 50, 70 + bar_w * static_cast<double>(bars.size()), 370};
   constexpr double label_room = 130;
+  const double width = std::max(area.right + 40, 600.0);
   const double height = area.bottom + label_room + 70;
-
-  std::vector<std::optional<double>> bits(n);
   double max_bits = std::max(16.0, model.scheme.auto_quantize_bits);
-  for (std::size_t g = 0; g < n; ++g) {
-    if (!chosen[g]) continue;
-    if (const candidate_stat* c = find_candidate(model.groups[g], *chosen[g])) bits[g] = candidate_bits(*c);
-    if (!bits[g]) bits[g] = effective_bits_of(*chosen[g]);
-    if (bits[g]) max_bits = std::max(max_bits, *bits[g]);
-  }
+  for (const detail::chosen_bar& bar : bars) max_bits = std::max(max_bits, bar.bits.value_or(0.0));
   const svg::linear_scale y(0.0, max_bits, area.bottom, area.top, 8);
 
   svg::writer svg(width, height, "Effective bits of the chosen recipe per layer group", "aq-plot bits-plot");
   svg::draw_heading(svg, width, "Effective bits of the chosen recipe per layer group (depth order)");
   svg::draw_axis(svg, area, svg::side::left, svg::place_ticks(y), "effective bits");
-  svg.begin_group({{"class", "bars"}});
-  std::vector<bool> used(recipes.size(), false);
-  for (std::size_t g = 0; g < n; ++g) {
-    if (!bits[g]) continue;
-    const auto column = static_cast<std::size_t>(std::find(recipes.begin(), recipes.end(), *chosen[g]) - recipes.begin());
-    if (column < used.size()) used[column] = true;
-    const double x = area.left + bar_w * static_cast<double>(g);
-    svg.element("rect",
-                {{"class", "bit-bar"}, {"x", svg::number(x + bar_w * 0.1)}, {"y", svg::number(y(*bits[g]))},
-                 {"width", svg::number(bar_w * 0.8)}, {"height", svg::number(area.bottom - y(*bits[g]))},
-                 {"fill", detail::recipe_colour(column)}},
-                layer_display_name(model.groups[g].name) + "\n" + *chosen[g] + "\n" + python_float_repr(*bits[g]) +
-                    " bits");
+  detail::draw_bars(svg, area, y, bar_w, model, bars);
+  const double budget = model.scheme.auto_quantize_bits, reached = model.autoquant_state.effective_bits;
+  if (budget > 0.0) {
+    detail::horizontal_marker(svg, area, y(budget), "budget-line", "#d62728",
+                              "budget " + python_float_repr(budget) + " bits");
   }
-  svg.end_group();
-  svg.element("line", {{"class", "baseline"}, {"x1", svg::number(area.left)}, {"y1", svg::number(area.bottom)},
-                       {"x2", svg::number(area.right)}, {"y2", svg::number(area.bottom)}, {"stroke", "#333333"}});
-  if (model.scheme.auto_quantize_bits > 0.0) {
-    detail::horizontal_marker(svg, area, y(model.scheme.auto_quantize_bits), "budget-line", "#d62728",
-                              "budget " + python_float_repr(model.scheme.auto_quantize_bits) + " bits");
+  if (reached > 0.0 && reached != budget) {
+    detail::horizontal_marker(svg, area, y(reached), "reached-line", "#555555",
+                              "reached " + python_float_repr(reached) + " bits", true);
   }
-  if (model.autoquant_state.effective_bits > 0.0 &&
-      model.autoquant_state.effective_bits != model.scheme.auto_quantize_bits) {
-    detail::horizontal_marker(svg, area, y(model.autoquant_state.effective_bits), "reached-line", "#555555",
-                              "reached " + python_float_repr(model.autoquant_state.effective_bits) + " bits", true);
-  }
-
-  std::vector<double> centres;
-  std::vector<std::string> labels;
-  for (std::size_t g = 0; g < n; ++g) {
-    centres.push_back(area.left + bar_w * (static_cast<double>(g) + 0.5));
-    labels.push_back(short_group_label(model.groups[g].name));
-  }
-  const std::size_t stride = svg::label_stride(bar_w);
-  svg::draw_category_labels(svg, centres, labels, area.bottom + 6, stride,
-                            stride == 1 ? "layer group (depth order)"
-                                        : "layer group (depth order; one label per " + std::to_string(stride) + " groups)",
-                            area.bottom + label_room + 20);
-
-  // Legend: the recipes some group chose, in candidate order.
-  svg.begin_group({{"class", "legend"}});
-  double lx = area.left;
-  const double ly = height - 22;
-  for (std::size_t r = 0; r < recipes.size(); ++r) {
-    if (!used[r]) continue;
-    const std::string name = recipe_short_name(recipes[r]);
-    svg.element("rect", {{"x", svg::number(lx)}, {"y", svg::number(ly - 9)}, {"width", "12"}, {"height", "12"},
-                         {"fill", detail::recipe_colour(r)}});
-    svg.text({{"x", svg::number(lx + 16)}, {"y", svg::number(ly + 1)}}, name);
-    lx += 30 + 7.0 * static_cast<double>(name.size());
-  }
-  svg.end_group();
+  draw_group_labels(svg, model, area.left, bar_w, area.bottom + 6, area.bottom + label_room + 20);
+  detail::bars_legend(svg, area.left, height - 22, recipes, bars);
   return svg.finish();
 }
 

@@ -57,13 +57,16 @@ inline void pareto_legend(svg::writer& svg, double x, double y) {
   svg.end_group();
 }
 
-}  // namespace detail
+// The plot area and its three scales, fitted to every point drawn.
+struct pareto_frame {
+  svg::plot_area area;
+  svg::linear_scale x;
+  svg::symlog_scale y_score;  // left axis
+  svg::symlog_scale y_kl;     // right axis
+};
 
-inline std::string render_pareto_svg(const report_model& model, const evaluation_report& evaluation) {
-  constexpr double width = 900, height = 540;
+inline pareto_frame make_pareto_frame(const std::vector<pareto_point>& front, const evaluation_report& evaluation) {
   const svg::plot_area area{90, 50, 800, 440};
-  const std::vector<pareto_point> front = model.pareto_front.value_or(std::vector<pareto_point>{});
-
   std::vector<double> bits, scores, kls;
   for (const pareto_point& p : front) {
     bits.push_back(p.effective_bits);
@@ -74,82 +77,93 @@ inline std::string render_pareto_svg(const report_model& model, const evaluation
     scores.push_back(m.predicted_score);
     kls.push_back(m.mean_kl);
   }
-  const auto [min_bits, max_bits] =
-      bits.empty() ? std::pair{0.0, 16.0} : std::pair{*std::min_element(bits.begin(), bits.end()),
-                                                      *std::max_element(bits.begin(), bits.end())};
-  const svg::linear_scale x(min_bits, max_bits, area.left, area.right, 8);
-  const svg::symlog_scale y_score(scores, area.bottom, area.top);
-  const svg::symlog_scale y_kl(kls, area.bottom, area.top);
+  const bool any = !bits.empty();
+  const double lo = any ? *std::min_element(bits.begin(), bits.end()) : 0.0;
+  const double hi = any ? *std::max_element(bits.begin(), bits.end()) : 16.0;
+  return {area, svg::linear_scale(lo, hi, area.left, area.right, 8), svg::symlog_scale(scores, area.bottom, area.top),
+          svg::symlog_scale(kls, area.bottom, area.top)};
+}
 
-  svg::writer svg(width, height, "Predicted score and measured KL over effective bits", "aq-plot pareto-plot");
-  svg::draw_heading(svg, width, "Predicted score (left) and measured mean KL (right) vs effective bits");
-  svg::draw_axis(svg, area, svg::side::bottom, svg::place_ticks(x), "effective bits");
-  svg::draw_axis(svg, area, svg::side::left, svg::place_ticks(y_score), "predicted total score (symlog)",
-                 detail::score_colour);
-  svg::draw_axis(svg, area, svg::side::right, svg::place_ticks(y_kl), "measured mean KL, nats (symlog)",
-                 detail::kl_colour);
+inline void draw_budget(svg::writer& svg, const pareto_frame& f, double budget) {
+  if (!(budget > 0.0) || budget < f.x.lo() || budget > f.x.hi()) return;
+  const double bx = f.x(budget);
+  svg.element("line", {{"class", "budget-line"}, {"x1", svg::number(bx)}, {"y1", svg::number(f.area.top)},
+                       {"x2", svg::number(bx)}, {"y2", svg::number(f.area.bottom)}, {"stroke", "#999999"},
+                       {"stroke-dasharray", "4 4"}});
+  svg.text({{"x", svg::number(bx + 4)}, {"y", svg::number(f.area.bottom - 6)}, {"fill", "#666666"}}, "budget");
+}
 
-  if (model.scheme.auto_quantize_bits > 0.0 && model.scheme.auto_quantize_bits >= x.lo() &&
-      model.scheme.auto_quantize_bits <= x.hi()) {
-    const double bx = x(model.scheme.auto_quantize_bits);
-    svg.element("line", {{"class", "budget-line"}, {"x1", svg::number(bx)}, {"y1", svg::number(area.top)},
-                         {"x2", svg::number(bx)}, {"y2", svg::number(area.bottom)}, {"stroke", "#999999"},
-                         {"stroke-dasharray", "4 4"}});
-    svg.text({{"x", svg::number(bx + 4)}, {"y", svg::number(area.bottom - 6)}, {"fill", "#666666"}}, "budget");
-  }
-
-  // The front as a step: below the next point's bits, only the previous point is affordable.
-  std::vector<pareto_point> sorted = front;
-  std::stable_sort(sorted.begin(), sorted.end(),
+// The front as a step line: below the next point's bits, only the previous point is affordable.
+inline void draw_front(svg::writer& svg, const pareto_frame& f, std::vector<pareto_point> front) {
+  std::stable_sort(front.begin(), front.end(),
                    [](const pareto_point& a, const pareto_point& b) { return a.effective_bits < b.effective_bits; });
   std::vector<std::pair<double, double>> steps;
-  for (std::size_t i = 0; i < sorted.size(); ++i) {
-    const double px = x(sorted[i].effective_bits);
-    if (i > 0) steps.push_back({px, steps.back().second});
-    steps.push_back({px, y_score(sorted[i].score)});
+  for (const pareto_point& p : front) {
+    if (!steps.empty()) steps.push_back({f.x(p.effective_bits), steps.back().second});
+    steps.push_back({f.x(p.effective_bits), f.y_score(p.score)});
   }
   svg.begin_group({{"class", "front"}});
   if (steps.size() > 1) {
     svg.element("polyline", {{"class", "front-line"}, {"points", svg::points(steps)}, {"fill", "none"},
                              {"stroke", "#7f7f7f"}, {"stroke-width", "2"}});
   }
-  for (const pareto_point& p : sorted) {
+  for (const pareto_point& p : front) {
     svg.element("circle",
-                {{"class", "front-point"}, {"cx", svg::number(x(p.effective_bits))}, {"cy", svg::number(y_score(p.score))},
-                 {"r", "2.5"}, {"fill", "#7f7f7f"}},
+                {{"class", "front-point"}, {"cx", svg::number(f.x(p.effective_bits))},
+                 {"cy", svg::number(f.y_score(p.score))}, {"r", "2.5"}, {"fill", "#7f7f7f"}},
                 "front: " + python_float_repr(p.effective_bits) + " bits, score " + python_float_repr(p.score));
   }
   svg.end_group();
+}
 
-  svg.begin_group({{"class", "mixes"}});
-  for (const mix_evaluation& m : evaluation.mixes) {
-    const double px = x(m.effective_bits);
-    const double ps = y_score(m.predicted_score);
-    const double pk = y_kl(m.mean_kl);
-    const std::string about = m.name + " (" + std::string(to_string(m.kind)) + "): " +
-                              python_float_repr(m.effective_bits) + " bits, predicted score " +
-                              python_float_repr(m.predicted_score) + ", mean KL " + python_float_repr(m.mean_kl);
-    svg.element("circle", {{"class", "mix-point"}, {"cx", svg::number(px)}, {"cy", svg::number(ps)}, {"r", "5"},
-                           {"fill", detail::score_colour}, {"fill-opacity", "0.85"}},
-                about);
-    svg.element("polygon", {{"class", "mix-kl-point"}, {"points", detail::diamond(px, pk, 6)},
-                            {"fill", detail::kl_colour}, {"fill-opacity", "0.85"}},
-                about);
-    if (m.kind == mix_kind::chosen) {
-      for (const double py : {ps, pk}) {
-        svg.element("circle", {{"class", "chosen-marker"}, {"cx", svg::number(px)}, {"cy", svg::number(py)}, {"r", "10"},
-                               {"fill", "none"}, {"stroke", detail::chosen_colour}, {"stroke-width", "2.5"}});
-      }
-    }
-    if (m.kind == mix_kind::uniform || m.kind == mix_kind::unquantized || m.kind == mix_kind::chosen) {
-      svg.text({{"class", "mix-label"}, {"x", svg::number(px + 8)}, {"y", svg::number(ps - 8)}, {"font-size", "11"},
-                {"fill", m.kind == mix_kind::chosen ? detail::chosen_colour : "#333333"},
-                {"transform", "rotate(-25 " + svg::number(px + 8) + " " + svg::number(ps - 8) + ")"}},
-               detail::reference_label(m));
+// One mix: its predicted score (circle, left axis) and measured KL (diamond, right axis), a ring
+// on both when it is the chosen mix, and a label when it is a reference point.
+inline void draw_mix(svg::writer& svg, const pareto_frame& f, const mix_evaluation& m) {
+  const double px = f.x(m.effective_bits);
+  const double ps = f.y_score(m.predicted_score);
+  const double pk = f.y_kl(m.mean_kl);
+  const std::string about = m.name + " (" + std::string(to_string(m.kind)) + "): " +
+                            python_float_repr(m.effective_bits) + " bits, predicted score " +
+                            python_float_repr(m.predicted_score) + ", mean KL " + python_float_repr(m.mean_kl);
+  svg.element("circle", {{"class", "mix-point"}, {"cx", svg::number(px)}, {"cy", svg::number(ps)}, {"r", "5"},
+                         {"fill", score_colour}, {"fill-opacity", "0.85"}},
+              about);
+  svg.element("polygon",
+              {{"class", "mix-kl-point"}, {"points", diamond(px, pk, 6)}, {"fill", kl_colour}, {"fill-opacity", "0.85"}},
+              about);
+  if (m.kind == mix_kind::chosen) {
+    for (const double py : {ps, pk}) {
+      svg.element("circle", {{"class", "chosen-marker"}, {"cx", svg::number(px)}, {"cy", svg::number(py)}, {"r", "10"},
+                             {"fill", "none"}, {"stroke", chosen_colour}, {"stroke-width", "2.5"}});
     }
   }
+  if (m.kind == mix_kind::pareto) return;  // the front already shows where these lie
+  svg.text({{"class", "mix-label"}, {"x", svg::number(px + 8)}, {"y", svg::number(ps - 8)}, {"font-size", "11"},
+            {"fill", m.kind == mix_kind::chosen ? chosen_colour : "#333333"},
+            {"transform", "rotate(-25 " + svg::number(px + 8) + " " + svg::number(ps - 8) + ")"}},
+           reference_label(m));
+}
+
+}  // namespace detail
+
+inline std::string render_pareto_svg(const report_model& model, const evaluation_report& evaluation) {
+  constexpr double width = 900, height = 540;
+  const std::vector<pareto_point> front = model.pareto_front.value_or(std::vector<pareto_point>{});
+  const detail::pareto_frame f = detail::make_pareto_frame(front, evaluation);
+
+  svg::writer svg(width, height, "Predicted score and measured KL over effective bits", "aq-plot pareto-plot");
+  svg::draw_heading(svg, width, "Predicted score (left) and measured mean KL (right) vs effective bits");
+  svg::draw_axis(svg, f.area, svg::side::bottom, svg::place_ticks(f.x), "effective bits");
+  svg::draw_axis(svg, f.area, svg::side::left, svg::place_ticks(f.y_score), "predicted total score (symlog)",
+                 detail::score_colour);
+  svg::draw_axis(svg, f.area, svg::side::right, svg::place_ticks(f.y_kl), "measured mean KL, nats (symlog)",
+                 detail::kl_colour);
+  detail::draw_budget(svg, f, model.scheme.auto_quantize_bits);
+  detail::draw_front(svg, f, front);
+  svg.begin_group({{"class", "mixes"}});
+  for (const mix_evaluation& m : evaluation.mixes) detail::draw_mix(svg, f, m);
   svg.end_group();
-  detail::pareto_legend(svg, area.left, height - 28);
+  detail::pareto_legend(svg, f.area.left, height - 28);
   return svg.finish();
 }
 

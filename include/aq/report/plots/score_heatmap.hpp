@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "aq/report/evaluation_model.hpp"
+#include "aq/report/plots/group_axis.hpp"
 #include "aq/report/python_float.hpp"
 #include "aq/report/recipe_grid.hpp"
 #include "aq/report/report_model.hpp"
@@ -67,70 +68,84 @@ inline void colour_bar(svg::writer& svg, const svg::log_unit_scale& scale, doubl
   svg.end_group();
 }
 
-}  // namespace detail
+// Where the grid lies: one column a group (narrower with more groups, 1000 px of columns at
+// most from 36 groups on), one row a recipe, recipe names at the left, group labels below.
+struct heatmap_layout {
+  double cell_w = 0, cell_h = 26, left = 210, top = 50, label_room = 130;
+  double grid_right = 0, grid_bottom = 0, width = 0, height = 0;
 
-inline std::string render_score_heatmap_svg(const report_model& model, const evaluation_report& evaluation) {
-  const std::vector<std::string> recipes = recipe_columns(model);
-  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
-  const std::size_t n = model.groups.size();
-  const double cell_w = std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(n, 1)), 3.0, 28.0);
-  constexpr double cell_h = 26, left = 210, top = 50, label_room = 130;
-  const double grid_right = left + cell_w * static_cast<double>(n);
-  const double grid_bottom = top + cell_h * static_cast<double>(recipes.size());
-  const double width = std::max(grid_right + 100, 600.0);
-  const double height = grid_bottom + label_room + 40;
-  const svg::log_unit_scale colour = detail::heatmap_colour_scale(model);
+  heatmap_layout(std::size_t groups, std::size_t recipes)
+      : cell_w(std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(groups, 1)), 3.0, 28.0)),
+        grid_right(left + cell_w * static_cast<double>(groups)),
+        grid_bottom(top + cell_h * static_cast<double>(recipes)),
+        width(std::max(grid_right + 100, 600.0)),
+        height(grid_bottom + label_room + 40) {}
+};
 
-  svg::writer svg(width, height, "Score of every recipe for every layer group", "aq-plot score-heatmap");
-  svg::draw_heading(svg, width, "Score per layer group (x, depth order) and recipe (y); chosen recipe outlined");
+inline void draw_recipe_labels(svg::writer& svg, const heatmap_layout& at, const std::vector<std::string>& recipes) {
   svg.begin_group({{"class", "row-labels"}, {"font-size", "11"}});
   for (std::size_t r = 0; r < recipes.size(); ++r) {
-    svg.text({{"x", svg::number(left - 8)}, {"y", svg::number(top + cell_h * (r + 0.5) + 4)}, {"text-anchor", "end"}},
+    svg.text({{"x", svg::number(at.left - 8)}, {"y", svg::number(at.top + at.cell_h * (r + 0.5) + 4)},
+              {"text-anchor", "end"}},
              recipe_short_name(recipes[r]));
   }
   svg.end_group();
+}
 
-  svg.begin_group({{"class", "cells"}});
+// The cells, each with a tooltip; returns the top-left corners of the chosen ones.
+inline std::vector<std::pair<double, double>> draw_cells(svg::writer& svg, const heatmap_layout& at,
+                                                         const report_model& model,
+                                                         const std::vector<std::string>& recipes,
+                                                         const std::vector<std::optional<std::string>>& chosen) {
+  const svg::log_unit_scale colour = heatmap_colour_scale(model);
   std::vector<std::pair<double, double>> chosen_cells;
-  for (std::size_t g = 0; g < n; ++g) {
+  svg.begin_group({{"class", "cells"}});
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
     const group_sensitivity& group = model.groups[g];
-    const double x = left + cell_w * static_cast<double>(g);
+    const double x = at.left + at.cell_w * static_cast<double>(g);
     for (std::size_t r = 0; r < recipes.size(); ++r) {
       const candidate_stat* c = find_candidate(group, recipes[r]);
       if (c == nullptr) continue;  // the group does not offer this recipe: left blank
-      const double y = top + cell_h * static_cast<double>(r);
+      const double y = at.top + at.cell_h * static_cast<double>(r);
       const bool is_chosen = chosen[g] && *chosen[g] == recipes[r];
       if (is_chosen) chosen_cells.push_back({x, y});
       svg.element("rect",
-                  {{"class", "cell"}, {"x", svg::number(x)}, {"y", svg::number(y)}, {"width", svg::number(cell_w)},
-                   {"height", svg::number(cell_h)},
-                   {"fill", c->score > 0.0 ? svg::viridis(colour(c->score)) : detail::zero_score_colour}},
+                  {{"class", "cell"}, {"x", svg::number(x)}, {"y", svg::number(y)}, {"width", svg::number(at.cell_w)},
+                   {"height", svg::number(at.cell_h)},
+                   {"fill", c->score > 0.0 ? svg::viridis(colour(c->score)) : zero_score_colour}},
                   layer_display_name(group.name) + "\n" + c->format + "\nscore " + python_float_repr(c->score) +
                       (is_chosen ? "\n(chosen)" : ""));
     }
   }
   svg.end_group();
-  // Outlines last, so no neighbouring cell paints over them.
+  return chosen_cells;
+}
+
+// Drawn after every cell, so no neighbour paints over an outline.
+inline void draw_chosen_outlines(svg::writer& svg, const heatmap_layout& at,
+                                 const std::vector<std::pair<double, double>>& corners) {
   svg.begin_group({{"class", "chosen-cells"}});
-  for (const auto& [x, y] : chosen_cells) {
+  for (const auto& [x, y] : corners) {
     svg.element("rect", {{"class", "chosen-cell"}, {"x", svg::number(x + 0.75)}, {"y", svg::number(y + 0.75)},
-                         {"width", svg::number(std::max(cell_w - 1.5, 0.5))}, {"height", svg::number(cell_h - 1.5)},
+                         {"width", svg::number(std::max(at.cell_w - 1.5, 0.5))}, {"height", svg::number(at.cell_h - 1.5)},
                          {"fill", "none"}, {"stroke", "#ff2d2d"}, {"stroke-width", "1.5"}});
   }
   svg.end_group();
+}
 
-  std::vector<double> centres;
-  std::vector<std::string> labels;
-  for (std::size_t g = 0; g < n; ++g) {
-    centres.push_back(left + cell_w * (static_cast<double>(g) + 0.5));
-    labels.push_back(short_group_label(model.groups[g].name));
-  }
-  const std::size_t stride = svg::label_stride(cell_w);
-  svg::draw_category_labels(svg, centres, labels, grid_bottom + 6, stride,
-                            stride == 1 ? "layer group (depth order)"
-                                        : "layer group (depth order; one label per " + std::to_string(stride) + " groups)",
-                            grid_bottom + label_room + 20);
-  detail::colour_bar(svg, colour, grid_right + 24, top + 14, std::max(grid_bottom, top + 160) - 24);
+}  // namespace detail
+
+inline std::string render_score_heatmap_svg(const report_model& model, const evaluation_report& evaluation) {
+  const std::vector<std::string> recipes = recipe_columns(model);
+  const detail::heatmap_layout at(model.groups.size(), recipes.size());
+  svg::writer svg(at.width, at.height, "Score of every recipe for every layer group", "aq-plot score-heatmap");
+  svg::draw_heading(svg, at.width, "Score per layer group (x, depth order) and recipe (y); chosen recipe outlined");
+  detail::draw_recipe_labels(svg, at, recipes);
+  const auto chosen_cells = detail::draw_cells(svg, at, model, recipes, chosen_formats(model, evaluation));
+  detail::draw_chosen_outlines(svg, at, chosen_cells);
+  draw_group_labels(svg, model, at.left, at.cell_w, at.grid_bottom + 6, at.grid_bottom + at.label_room + 20);
+  detail::colour_bar(svg, detail::heatmap_colour_scale(model), at.grid_right + 24, at.top + 14,
+                     std::max(at.grid_bottom, at.top + 160) - 24);
   return svg.finish();
 }
 
