@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs aq's build and test dependencies from Debian packages. Idempotent: packages already
 # present are left alone and apt-get runs only when something is missing.
+# chromium-headless-shell renders report.html for the report_screenshot test and
+# scripts/screenshot-report.sh; fonts-dejavu-core gives it the font the plots name (recommended
+# fonts are not installed with --no-install-recommends).
 #   --fuzz        also Clang with libFuzzer and the sanitizer runtimes, and llvm-symbolizer for
 #                 readable stacks (scripts/fuzz.sh); GCC's ASan/UBSan runtimes come with g++.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev libjpeg-dev)
+packages=(cmake ninja-build g++ python3 libeigen3-dev doctest-dev libsimdjson-dev libstb-dev libjpeg-dev
+  chromium-headless-shell fonts-dejavu-core)
 for arg in "$@"; do
   case $arg in
     --fuzz) packages+=(clang libclang-rt-dev llvm) ;;

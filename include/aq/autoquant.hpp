@@ -28,6 +28,24 @@
 #include "aq/report/report_model.hpp"
 #include "aq/report/sensitivity_report.hpp"
 
+// Evaluation reports: evaluation.json, evaluation.md, report.html and the SVG plots
+#include "aq/report/evaluation_files.hpp"
+#include "aq/report/evaluation_inputs.hpp"
+#include "aq/report/evaluation_json.hpp"
+#include "aq/report/evaluation_markdown.hpp"
+#include "aq/report/evaluation_model.hpp"
+#include "aq/report/evaluation_table.hpp"
+#include "aq/report/html_report.hpp"
+#include "aq/report/plots/bits_per_layer_plot.hpp"
+#include "aq/report/plots/group_axis.hpp"
+#include "aq/report/plots/pareto_plot.hpp"
+#include "aq/report/plots/score_heatmap.hpp"
+#include "aq/report/recipe_grid.hpp"
+#include "aq/report/svg/svg_axis.hpp"
+#include "aq/report/svg/svg_colormap.hpp"
+#include "aq/report/svg/svg_scale.hpp"
+#include "aq/report/svg/svg_writer.hpp"
+
 // Calibration data
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/io/data/calib_dataset.hpp"
