@@ -138,7 +138,7 @@ std::vector<qwen3_vl::text_batch> held_out_batches(const qwen3_vl::config& cfg) 
   std::vector<qwen3_vl::text_batch> out;
   std::mt19937 rng(23);
   std::uniform_int_distribution<std::int64_t> token(0, cfg.text.vocab_size - 1);
-  for (const auto [rows, seq] : {std::pair<std::int64_t, std::int64_t>{3, 9}, {2, 12}}) {
+  for (const auto& [rows, seq] : {std::pair<std::int64_t, std::int64_t>{3, 9}, {2, 12}}) {
     qwen3_vl::text_batch b;
     b.batch = rows;
     b.seq = seq;
@@ -212,7 +212,7 @@ void test_tiny_model() {
   for (std::size_t i = 0; i < mixes.size(); ++i) {
     aq::score::mix_metrics ref;
     for (qwen3_vl::text_batch b : batches) {
-      const aq::lm_targets t = aq::causal_lm_targets(b.labels, b.batch, b.seq, V);
+      const aq::lm_targets t = aq::attended_targets(aq::causal_lm_targets(b.labels, b.batch, b.seq, V), b.attention_mask);
       b.labels.clear();
       const acu::text_run_result p = model.run(b, o, nullptr);
       observer.select(mixes[i]);
@@ -229,7 +229,7 @@ void test_tiny_model() {
   const qwen3_vl::text_model cpu_model(cfg, host);
   autoquant::model_runner runner;
   runner.num_batches = batches.size();
-  for (const qwen3_vl::text_batch& b : batches) runner.targets.push_back(aq::causal_lm_targets(b.labels, b.batch, b.seq, V));
+  for (const qwen3_vl::text_batch& b : batches) runner.targets.push_back(aq::attended_targets(aq::causal_lm_targets(b.labels, b.batch, b.seq, V), b.attention_mask));
   runner.run = [&](std::size_t i, autoquant::model_pass pass, qwen3_vl::linear_observer* obs) {
     qwen3_vl::text_batch b = batches.at(i);
     b.labels.clear();

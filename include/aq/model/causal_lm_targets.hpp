@@ -44,4 +44,22 @@ inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std
   return t;
 }
 
+// The targets of the positions that are tokens themselves (attention_mask 1): what an evaluation
+// measures. With left padding, causal_lm_targets also counts the last padding position predicting
+// the first token, which is no prediction from the text.
+template <class Mask>
+lm_targets attended_targets(lm_targets t, const std::vector<Mask>& attention_mask) {
+  if (attention_mask.size() != t.target.size()) {
+    throw error("attended_targets: attention_mask holds " + std::to_string(attention_mask.size()) + " entries for " +
+                std::to_string(t.target.size()) + " targets");
+  }
+  for (std::size_t i = 0; i < t.target.size(); ++i) {
+    if (attention_mask[i] == 0 && t.target[i] != ignore_index) {
+      t.target[i] = ignore_index;
+      --t.count;
+    }
+  }
+  return t;
+}
+
 }  // namespace aq

@@ -29,7 +29,8 @@ namespace aq::autoquant {
 enum class model_pass { logits, calibrate, gradient };
 
 // run(i, pass, observer): batch i through the model for `pass`. targets[i]: batch i's next-token
-// label of every row of its logits (evaluation reads them; ignore_index where there is none).
+// label of every row of its logits that is a token itself (attended_targets; evaluation reads
+// them; ignore_index where there is none).
 struct model_runner {
   std::size_t num_batches = 0;
   std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
@@ -85,8 +86,9 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
   model_runner runner;
   runner.num_batches = batches.size();
   for (const qwen3_vl::text_batch& t : data->text) {
-    runner.targets.push_back(causal_lm_targets(t.labels, t.batch, t.seq, model.model_config().text.vocab_size,
-                                               "calibration batch"));
+    runner.targets.push_back(attended_targets(
+        causal_lm_targets(t.labels, t.batch, t.seq, model.model_config().text.vocab_size, "calibration batch"),
+        t.attention_mask));
   }
   const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
   runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {

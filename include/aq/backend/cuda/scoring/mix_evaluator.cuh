@@ -52,7 +52,9 @@ inline std::vector<score::mix_metrics> measure_mixes(qwen3_vl_text_model& model,
   const std::size_t total = passes.size() * mixes.size();
   if (progress) progress("evaluation", 0, total);
   for (const qwen3_vl::text_batch& labelled : passes) {
-    const lm_targets targets = aq::causal_lm_targets(labelled.labels, labelled.batch, labelled.seq, vocab, "evaluation batch");
+    const lm_targets targets = attended_targets(
+        aq::causal_lm_targets(labelled.labels, labelled.batch, labelled.seq, vocab, "evaluation batch"),
+        labelled.attention_mask);
     tokens += targets.count;
     qwen3_vl::text_batch pass = labelled;
     pass.labels.clear();
