@@ -126,10 +126,20 @@ inline std::vector<planned_mix> plan_mixes(const search_space& space, const sear
 inline io::evaluation_report evaluate_mixes(const search_space& space, const std::vector<std::vector<double>>& scores,
                                             const std::vector<planned_mix>& mixes, scoring_backend& backend,
                                             const evaluation_options& options, const progress_callback& progress) {
-  std::vector<score::module_mix> module_mixes;
-  for (const planned_mix& m : mixes) module_mixes.push_back(module_mix_of(space, m.chosen));
-  const std::vector<score::mix_metrics> measured = backend.measure_mixes(module_mixes, progress);
-  if (measured.size() != mixes.size()) throw error("evaluation: the backend measured the wrong number of mixes");
+  // A selection planned twice (a Pareto point that is the chosen mix or a uniform recipe) is
+  // measured once.
+  std::vector<score::module_mix> distinct;
+  std::vector<std::size_t> measured_as;
+  for (const planned_mix& m : mixes) {
+    score::module_mix mix = module_mix_of(space, m.chosen);
+    const auto it = std::find(distinct.begin(), distinct.end(), mix);
+    measured_as.push_back(static_cast<std::size_t>(it - distinct.begin()));
+    if (it == distinct.end()) distinct.push_back(std::move(mix));
+  }
+  const std::vector<score::mix_metrics> unique = backend.measure_mixes(distinct, progress);
+  if (unique.size() != distinct.size()) throw error("evaluation: the backend measured the wrong number of mixes");
+  std::vector<score::mix_metrics> measured;
+  for (const std::size_t i : measured_as) measured.push_back(unique[i]);
   const search::allocation_problem problem = cost_problem(space, scores);
   io::evaluation_report report;
   std::vector<double> predicted, kl;
