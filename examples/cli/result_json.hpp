@@ -274,6 +274,10 @@ inline std::string render_result_json(const search_space& space, const autoquant
   num(r.timings.calibration + r.timings.scoring + r.timings.search);
   j.key("calibration");
   num(r.timings.calibration);
+  if (r.evaluation) {
+    j.key("evaluation");
+    num(r.timings.evaluation);
+  }
   j.key("model_load");
   num(c.model_load_s);
   j.key("scoring");

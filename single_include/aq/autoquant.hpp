@@ -3692,6 +3692,1485 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 }  // namespace aq::io
 // ---- end aq/report/sensitivity_report.hpp ----
 
+// Evaluation reports: evaluation.json, evaluation.md, report.html and the SVG plots
+// ---- begin aq/report/evaluation_files.hpp ----
+// The evaluation stage's output files and the one call that writes them all. Both inputs are
+// validated before any file is rendered or written, and each file is replaced atomically, so a
+// refused report leaves the folder as it was.
+
+#include <array>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <utility>
+
+// ---- begin aq/report/evaluation_inputs.hpp ----
+// The one check every evaluation writer runs first: the report model and the evaluation report
+// are each valid, agree on the number of groups, and hold only finite numbers where the files
+// print them (a strict JSON reader refuses Infinity, and a plot cannot place it).
+
+#include <cmath>
+#include <string>
+
+// ---- begin aq/report/evaluation_model.hpp ----
+// The plain data of a closed-loop evaluation: each evaluated mix (the unquantized model, every
+// candidate recipe applied uniformly, the chosen mix, points of the Pareto front) with its measured
+// quality on held-out data and what the search predicted for it. The evaluation stage fills it;
+// the writers (evaluation.json, the SVG plots, report.html, evaluation.md) know nothing else.
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+// How an evaluated mix was formed.
+enum class mix_kind { unquantized, uniform, chosen, pareto };
+
+inline std::string_view to_string(mix_kind kind) {
+  switch (kind) {
+    case mix_kind::unquantized: return "unquantized";
+    case mix_kind::uniform: return "uniform";
+    case mix_kind::chosen: return "chosen";
+    case mix_kind::pareto: return "pareto";
+  }
+  return "unknown";
+}
+
+// One evaluated mix. Quality is measured against the unquantized model on the held-out tokens
+// (every position with a next-token label).
+struct mix_evaluation {
+  std::string name;  // "unquantized", "uniform FP8_DEFAULT_CFG", "chosen", "pareto 5.5"
+  mix_kind kind = mix_kind::chosen;
+  double effective_bits = 16.0;    // as the manifest's constraints.effective_bits counts them
+  double predicted_score = 0.0;    // Σ over groups of the clamped score of the mix's recipe (NONE: 0)
+  double mean_kl = 0.0;            // mean per-token KL(unquantized ‖ mix) of the next-token distribution, nats
+  double perplexity = 0.0;         // exp(mean negative log-likelihood of the labels)
+  double top1_agreement = 1.0;     // fraction of tokens whose argmax equals the unquantized model's
+  std::vector<std::string> recipes;  // per report group (report_model::groups order): its display string
+};
+
+// Where the held-out data came from.
+struct evaluation_data_info {
+  std::string source;               // file the samples were read from
+  std::int64_t first_sample = 0;    // index of the first sample taken (samples before it were skipped)
+  std::int64_t samples = 0;         // samples evaluated
+  std::int64_t skipped_calibration = 0;  // samples skipped because they equal a calibration sample
+  std::int64_t tokens = 0;          // positions with a label (the means' denominator)
+};
+
+struct evaluation_report {
+  evaluation_data_info data;
+  // Unquantized first, then the uniform recipes in candidate order, the chosen mix, and the
+  // Pareto points by increasing effective bits.
+  std::vector<mix_evaluation> mixes;
+  // Spearman rank correlation of predicted score and measured mean KL over the quantized mixes
+  // (absent with fewer than three, or when either has no spread).
+  std::optional<double> spearman_score_kl;
+};
+
+// Refuses what a strict JSON reader or a plot could not show: non-finite numbers, and mixes
+// whose recipe list does not have one entry per group.
+inline void validate_evaluation_report(const evaluation_report& report, std::size_t num_groups) {
+  for (const mix_evaluation& m : report.mixes) {
+    const std::string where = "evaluation mix '" + m.name + "'";
+    for (const double v : {m.effective_bits, m.predicted_score, m.mean_kl, m.perplexity, m.top1_agreement}) {
+      if (!std::isfinite(v)) throw error(where + ": a measured or predicted value is not finite");
+    }
+    if (m.recipes.size() != num_groups) {
+      throw error(where + ": " + std::to_string(m.recipes.size()) + " recipes for " + std::to_string(num_groups) +
+                  " groups");
+    }
+  }
+  if (report.spearman_score_kl && !std::isfinite(*report.spearman_score_kl)) {
+    throw error("evaluation: the Spearman correlation is not finite");
+  }
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_model.hpp ----
+
+namespace aq::io {
+
+inline void validate_evaluation_inputs(const report_model& model, const evaluation_report& evaluation) {
+  validate_report_model(model);
+  validate_evaluation_report(evaluation, model.groups.size());
+  const std::string where = "evaluation report '" + model.scheme.name + "'";
+  if (!std::isfinite(model.scheme.auto_quantize_bits) || !std::isfinite(model.autoquant_state.effective_bits)) {
+    throw error(where + ": the budget or the effective bits reached is not finite");
+  }
+  for (const group_sensitivity& group : model.groups) {
+    for (const candidate_stat& c : group.candidates) {
+      if (!std::isfinite(c.score) || !std::isfinite(c.cost) || (c.effective_bits && !std::isfinite(*c.effective_bits))) {
+        throw error(where + ": group '" + group.name + "' has a non-finite number for " + c.format);
+      }
+    }
+  }
+  if (model.pareto_front) {
+    for (const pareto_point& p : *model.pareto_front) {
+      if (!std::isfinite(p.effective_bits) || !std::isfinite(p.score)) {
+        throw error(where + ": pareto_front holds a non-finite point");
+      }
+    }
+  }
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_inputs.hpp ----
+// ---- begin aq/report/evaluation_json.hpp ----
+// evaluation.json: the closed-loop evaluation as data, standing alone: the scheme and budget, the
+// held-out data, every evaluated mix (predicted score next to measured KL, perplexity and top-1
+// agreement, and its recipe per group), the rank correlation of prediction and measurement, and
+// each group's candidate scores and the Pareto front the plots were drawn from. Bytes are those of
+// Python's json.dumps(indent=2), so the file is deterministic. Schema: docs/evaluation.md.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/report/recipe_grid.hpp ----
+// The per-layer view shared by the heatmap, the bits plot and report.html: every recipe any group
+// offers (the grid's columns, in first-seen candidate order), each group's chosen recipe, and the
+// short names the plots print where a full display string would not fit.
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::io {
+
+// Every distinct candidate display string over all groups, in the order first met.
+inline std::vector<std::string> recipe_columns(const report_model& model) {
+  std::vector<std::string> columns;
+  for (const group_sensitivity& group : model.groups) {
+    for (const candidate_stat& c : group.candidates) {
+      if (std::find(columns.begin(), columns.end(), c.format) == columns.end()) columns.push_back(c.format);
+    }
+  }
+  return columns;
+}
+
+// The candidate of `group` with display string `format`, or null.
+inline const candidate_stat* find_candidate(const group_sensitivity& group, std::string_view format) {
+  for (const candidate_stat& c : group.candidates) {
+    if (c.format == format) return &c;
+  }
+  return nullptr;
+}
+
+// Each group's chosen recipe (display string), in group order: the search's chosen_recipes when
+// the report has them, else the evaluated mix of kind `chosen`; nullopt for a group with neither.
+inline std::vector<std::optional<std::string>> chosen_formats(const report_model& model,
+                                                              const evaluation_report& evaluation) {
+  std::vector<std::optional<std::string>> out(model.groups.size());
+  if (model.chosen_recipes) {
+    std::map<std::string, std::string> by_group;
+    for (const chosen_recipe& pick : *model.chosen_recipes) by_group[pick.group] = pick.format;
+    for (std::size_t g = 0; g < model.groups.size(); ++g) {
+      if (const auto found = by_group.find(model.groups[g].name); found != by_group.end()) out[g] = found->second;
+    }
+    return out;
+  }
+  for (const mix_evaluation& mix : evaluation.mixes) {
+    if (mix.kind != mix_kind::chosen || mix.recipes.size() != out.size()) continue;
+    for (std::size_t g = 0; g < out.size(); ++g) out[g] = mix.recipes[g];
+    break;
+  }
+  return out;
+}
+
+// "INT8_DEFAULT_CFG(effective-bits: 8.0)" -> "INT8_DEFAULT_CFG": the recipe's name alone.
+inline std::string recipe_short_name(std::string_view format) {
+  const std::size_t paren = format.find('(');
+  return std::string(paren == std::string_view::npos ? format : format.substr(0, paren));
+}
+
+// A group's label where space is short: the last three dotted parts of its display name
+// ("model.language_model.layers.3.mlp.down_proj.quant_recipe" -> "3.mlp.down_proj").
+inline std::string short_group_label(std::string_view group_name) {
+  const std::string name = layer_display_name(group_name);
+  std::size_t start = name.size();
+  for (int parts = 0; parts < 3 && start != std::string::npos && start > 0; ++parts) {
+    start = name.rfind('.', start - 1);
+  }
+  return start == std::string::npos ? name : name.substr(start + 1);
+}
+
+}  // namespace aq::io
+// ---- end aq/report/recipe_grid.hpp ----
+
+namespace aq::io {
+
+inline constexpr std::string_view evaluation_schema_version = "aq.evaluation/v1";
+
+namespace detail {
+
+inline void emit_evaluation_data(json_writer& json, const evaluation_data_info& data) {
+  json.begin_object();
+  json.key("source").string(data.source);
+  json.key("first_sample").integer(data.first_sample);
+  json.key("samples").integer(data.samples);
+  json.key("skipped_calibration").integer(data.skipped_calibration);
+  json.key("tokens").integer(data.tokens);
+  json.end_object();
+}
+
+inline void emit_mix(json_writer& json, const report_model& model, const mix_evaluation& mix) {
+  json.begin_object();
+  json.key("name").string(mix.name);
+  json.key("kind").string(to_string(mix.kind));
+  json.key("effective_bits").number(mix.effective_bits);
+  json.key("predicted_score").number(mix.predicted_score);
+  json.key("mean_kl").number(mix.mean_kl);
+  json.key("perplexity").number(mix.perplexity);
+  json.key("top1_agreement").number(mix.top1_agreement);
+  json.key("recipes").begin_object();
+  for (std::size_t g = 0; g < model.groups.size(); ++g) json.key(model.groups[g].name).string(mix.recipes[g]);
+  json.end_object();
+  json.end_object();
+}
+
+inline void emit_group(json_writer& json, const group_sensitivity& group, const std::optional<std::string>& chosen) {
+  json.begin_object();
+  json.key("name").string(group.name);
+  json.key("chosen");
+  if (chosen) {
+    json.string(*chosen);
+  } else {
+    json.null();
+  }
+  json.key("candidates").begin_array();
+  for (const candidate_stat& c : group.candidates) {
+    json.begin_object();
+    json.key("recipe").string(c.format);
+    json.key("effective_bits");
+    if (const std::optional<double> bits = candidate_bits(c)) {
+      json.number(*bits);
+    } else {
+      json.null();
+    }
+    json.key("score").number(c.score);
+    json.key("cost").number(c.cost);
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+}
+
+}  // namespace detail
+
+inline std::string render_evaluation_json(const report_model& model, const evaluation_report& evaluation) {
+  validate_evaluation_inputs(model, evaluation);
+  json_writer json;
+  json.begin_object();
+  json.key("schema").string(evaluation_schema_version);
+  json.key("scheme");
+  detail::emit_scheme(json, model.scheme);
+  json.key("model");
+  detail::emit_model(json, model.model_id);
+  json.key("budget_bits").number(model.scheme.auto_quantize_bits);
+  json.key("effective_bits").number(model.autoquant_state.effective_bits);
+  json.key("data");
+  detail::emit_evaluation_data(json, evaluation.data);
+  json.key("mixes").begin_array();
+  for (const mix_evaluation& mix : evaluation.mixes) detail::emit_mix(json, model, mix);
+  json.end_array();
+  json.key("spearman_score_kl");
+  if (evaluation.spearman_score_kl) {
+    json.number(*evaluation.spearman_score_kl);
+  } else {
+    json.null();
+  }
+  json.key("pareto_front").begin_array();
+  for (const pareto_point& p : model.pareto_front.value_or(std::vector<pareto_point>{})) {
+    json.begin_object().key("effective_bits").number(p.effective_bits).key("score").number(p.score).end_object();
+  }
+  json.end_array();
+  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
+  json.key("groups").begin_array();
+  for (std::size_t g = 0; g < model.groups.size(); ++g) detail::emit_group(json, model.groups[g], chosen[g]);
+  json.end_array();
+  json.end_object();
+  return json.str() + "\n";
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_json.hpp ----
+// ---- begin aq/report/evaluation_markdown.hpp ----
+// evaluation.md: the evaluation table in Markdown, for a pull request or a terminal, with the
+// Spearman correlation and the three plots as images (the SVG files next to it).
+
+#include <string>
+#include <string_view>
+
+// ---- begin aq/report/evaluation_table.hpp ----
+// The evaluation table both evaluation.md and report.html print: one row per evaluated mix, its
+// numbers formatted once here so the two files always agree. Scores and KL span decades, so
+// they are printed in scientific notation; bits and perplexity in fixed notation.
+
+#include <array>
+#include <string>
+#include <vector>
+
+
+namespace aq::io {
+
+inline constexpr std::array<const char*, 7> evaluation_table_header = {
+    "mix", "kind", "effective bits", "predicted score", "mean KL (nats)", "perplexity", "top-1 agreement"};
+
+// The cells of one row, unescaped.
+inline std::array<std::string, 7> evaluation_table_row(const mix_evaluation& mix) {
+  return {mix.name,
+          std::string(to_string(mix.kind)),
+          python_format_f(mix.effective_bits, 3),
+          python_format_e(mix.predicted_score, 3),
+          python_format_e(mix.mean_kl, 3),
+          python_format_f(mix.perplexity, 3),
+          python_format_f(100.0 * mix.top1_agreement, 2) + "%"};
+}
+
+// "0.873", or "n/a" when the evaluation had too few mixes (or no spread) to rank.
+inline std::string spearman_text(const evaluation_report& evaluation) {
+  return evaluation.spearman_score_kl ? python_format_f(*evaluation.spearman_score_kl, 3) : std::string("n/a");
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_table.hpp ----
+
+namespace aq::io {
+
+// Text safe inside a Markdown table cell: Markdown punctuation backslash-escaped, '|' too (it
+// would end the cell), HTML's specials as entities (renderers pass raw HTML through), no newlines.
+inline std::string markdown_cell(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '\n':
+      case '\r': out += ' '; break;
+      case '\\': case '|': case '*': case '_': case '`': case '[': case ']':
+        out += '\\';
+        out += c;
+        break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+inline std::string render_evaluation_markdown(const report_model& model, const evaluation_report& evaluation) {
+  validate_evaluation_inputs(model, evaluation);
+  std::string md = "# Evaluation (" + markdown_cell(model.scheme.name) + ")\n\n";
+  md += "- Budget: " + python_float_repr(model.scheme.auto_quantize_bits) + " effective bits; reached " +
+        python_float_repr(model.autoquant_state.effective_bits) + "\n";
+  md += "- Held-out data: " + markdown_cell(evaluation.data.source) + ", " + std::to_string(evaluation.data.samples) +
+        " samples from sample " + std::to_string(evaluation.data.first_sample) + ", " +
+        std::to_string(evaluation.data.tokens) + " tokens (" + std::to_string(evaluation.data.skipped_calibration) +
+        " skipped: in the calibration set)\n";
+  md += "- Spearman rank correlation of predicted score and measured mean KL: " + spearman_text(evaluation) + "\n\n";
+
+  std::string header = "|", rule = "|";
+  for (std::size_t i = 0; i < evaluation_table_header.size(); ++i) {
+    header += " " + std::string(evaluation_table_header[i]) + " |";
+    rule += i < 2 ? " --- |" : " ---: |";
+  }
+  md += header + "\n" + rule + "\n";
+  for (const mix_evaluation& mix : evaluation.mixes) {
+    md += "|";
+    for (const std::string& cell : evaluation_table_row(mix)) {
+      md += ' ';  // appended piecewise: GCC 12 warns (-Wrestrict, falsely) on " " + std::string here
+      md += markdown_cell(cell);
+      md += " |";
+    }
+    md += "\n";
+  }
+  md += "\n## Plots\n\n";
+  md += "Predicted score and measured mean KL over effective bits ([pareto.svg](pareto.svg)):\n\n"
+        "![Predicted score and measured mean KL over effective bits](pareto.svg)\n\n";
+  md += "Score of every recipe for every layer group ([scores_heatmap.svg](scores_heatmap.svg)):\n\n"
+        "![Score heatmap](scores_heatmap.svg)\n\n";
+  md += "Effective bits of the chosen recipe per layer group ([bits_per_layer.svg](bits_per_layer.svg)):\n\n"
+        "![Bits per layer group](bits_per_layer.svg)\n\n";
+  md += "The full per-layer table is in [report.html](report.html); the numbers in "
+        "[evaluation.json](evaluation.json).\n";
+  return md;
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_markdown.hpp ----
+// ---- begin aq/report/html_report.hpp ----
+// report.html: one self-contained page a person opens in a browser to judge a run: the scheme,
+// budget and held-out data, the evaluation table, the three plots (inline SVG), the Spearman
+// correlation of predicted score and measured KL, and a per-layer table with every candidate's
+// score. No scripts and no external resources; the markup is also well-formed XML.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/report/plots/bits_per_layer_plot.hpp ----
+// bits_per_layer.svg: the effective bits of each group's chosen recipe in depth order, one bar a
+// group coloured by recipe, with the budget as a horizontal line. The budget bounds the weight-
+// weighted mean, so bars above the line are paid for by (larger) groups below it.
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+// ---- begin aq/report/plots/group_axis.hpp ----
+// The layer-group axis of the depth-ordered plots (the score heatmap and the bits plot): short
+// group names under their columns, thinned so that several hundred groups stay readable.
+
+#include <string>
+#include <vector>
+
+// ---- begin aq/report/svg/svg_axis.hpp ----
+// Axes of the evaluation plots: an axis line, tick marks with labels and a title, on any side of
+// the plot area. The scale (report/svg/svg_scale.hpp) picks the ticks; this draws them.
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/report/svg/svg_scale.hpp ----
+// Maps data values to plot pixels and picks the ticks to label: a linear scale with "nice" ticks
+// (steps of 1, 2 or 5 times a power of ten) and a symmetric-log scale for quantities that are
+// zero for the unquantized model yet span several decades for quantized ones (scores, KL).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace aq::io::svg {
+
+// A tick: the data value and the text written next to it.
+struct tick {
+  double value = 0.0;
+  std::string label;
+};
+
+// Short tick text, the same on every platform: plain decimals from 0.0001 to 99999 ("0.001",
+// "2.5", "1000"), three significant digits with an exponent outside ("1e-05", "2.5e+06").
+inline std::string tick_label(double value) {
+  if (value == 0.0) return "0";
+  char buffer[32];
+  const double magnitude = std::fabs(value);
+  std::snprintf(buffer, sizeof buffer, magnitude >= 1e-4 && magnitude < 1e5 ? "%.6g" : "%.3g", value);
+  return buffer;
+}
+
+// The nice step (1, 2 or 5 x 10^k) that cuts `span` into about `count` intervals.
+inline double nice_step(double span, int count) {
+  if (!(span > 0.0)) return 1.0;
+  const double raw = span / std::max(count, 1);
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  const double fraction = raw / magnitude;
+  const double nice = fraction <= 1.0 ? 1.0 : fraction <= 2.0 ? 2.0 : fraction <= 5.0 ? 5.0 : 10.0;
+  return nice * magnitude;
+}
+
+// value -> pixel along one axis, linear. The domain is widened to whole nice steps, so the
+// axis ends on a labelled tick.
+class linear_scale {
+ public:
+  linear_scale(double lo, double hi, double pixel_lo, double pixel_hi, int tick_count = 6)
+      : pixel_lo_(pixel_lo), pixel_hi_(pixel_hi) {
+    if (!(hi > lo)) {  // a single value: give it room on both sides
+      lo -= 1.0;
+      hi += 1.0;
+    }
+    step_ = nice_step(hi - lo, tick_count);
+    lo_ = std::floor(lo / step_) * step_;
+    hi_ = std::ceil(hi / step_) * step_;
+  }
+
+  double operator()(double value) const { return pixel_lo_ + (value - lo_) / (hi_ - lo_) * (pixel_hi_ - pixel_lo_); }
+  double lo() const { return lo_; }
+  double hi() const { return hi_; }
+
+  std::vector<tick> ticks() const {
+    std::vector<tick> out;
+    const long count = std::lround((hi_ - lo_) / step_);
+    for (long i = 0; i <= count; ++i) {
+      double v = lo_ + static_cast<double>(i) * step_;
+      if (std::fabs(v) < step_ * 1e-9) v = 0.0;  // no "-1.1e-16" labels from the sum
+      out.push_back({v, tick_label(v)});
+    }
+    return out;
+  }
+
+ private:
+  double lo_ = 0.0, hi_ = 1.0, step_ = 1.0;
+  double pixel_lo_, pixel_hi_;
+};
+
+// value -> pixel for non-negative data where 0 matters and positive values span decades:
+// t(v) = log10(1 + v / c), linear near 0 and logarithmic above the threshold c. c is the decade
+// at or below the smallest positive value, so the smallest point sits one decade-step above 0 and
+// every larger decade gets about equal room. A plain log scale would have to drop the zeros (the
+// unquantized model, NONE recipes) or park them at an arbitrary floor; symlog keeps them at 0.
+// Negative values (not expected: scores are clamped, KL is >= 0) are drawn at 0.
+class symlog_scale {
+ public:
+  symlog_scale(const std::vector<double>& values, double pixel_lo, double pixel_hi)
+      : pixel_lo_(pixel_lo), pixel_hi_(pixel_hi) {
+    double smallest = 0.0, largest = 0.0;
+    for (const double v : values) {
+      if (v > 0.0 && (smallest == 0.0 || v < smallest)) smallest = v;
+      largest = std::max(largest, v);
+    }
+    threshold_ = smallest > 0.0 ? std::pow(10.0, std::floor(std::log10(smallest))) : 1.0;
+    decades_ = largest > threshold_ ? std::max(1, static_cast<int>(std::ceil(std::log10(largest / threshold_) - 1e-9)))
+                                    : 1;
+    t_max_ = transform(threshold_ * std::pow(10.0, decades_));
+  }
+
+  double operator()(double value) const {
+    return pixel_lo_ + transform(std::max(value, 0.0)) / t_max_ * (pixel_hi_ - pixel_lo_);
+  }
+  double threshold() const { return threshold_; }
+
+  // 0, then decades from the threshold up; every second or third decade when there are many.
+  std::vector<tick> ticks() const {
+    std::vector<tick> out{{0.0, "0"}};
+    const int stride = decades_ <= 6 ? 1 : decades_ <= 12 ? 2 : 3;
+    for (int k = 0; k <= decades_; k += stride) {
+      const double v = threshold_ * std::pow(10.0, k);
+      out.push_back({v, tick_label(v)});
+    }
+    return out;
+  }
+
+ private:
+  double transform(double v) const { return std::log10(1.0 + v / threshold_); }
+
+  double threshold_ = 1.0;
+  int decades_ = 1;
+  double t_max_ = 1.0;
+  double pixel_lo_, pixel_hi_;
+};
+
+// value -> [0, 1] on a log scale between two positive bounds; values at or below `lo` give 0
+// (the heatmap's colour: scores of 0 or below the floor share the lowest colour).
+class log_unit_scale {
+ public:
+  log_unit_scale(double lo, double hi) : log_lo_(std::log10(lo)), log_hi_(std::log10(std::max(hi, lo * 10.0))) {}
+
+  double operator()(double value) const {
+    if (!(value > 0.0)) return 0.0;
+    return std::clamp((std::log10(value) - log_lo_) / (log_hi_ - log_lo_), 0.0, 1.0);
+  }
+  double lo() const { return std::pow(10.0, log_lo_); }
+  double hi() const { return std::pow(10.0, log_hi_); }
+
+ private:
+  double log_lo_, log_hi_;
+};
+
+}  // namespace aq::io::svg
+// ---- end aq/report/svg/svg_scale.hpp ----
+// ---- begin aq/report/svg/svg_writer.hpp ----
+// A small SVG emitter for the evaluation plots: escaped text and attributes, numbers in one fixed
+// short form (so a plot's bytes depend only on its data), and the handful of elements the plots
+// draw. Elements carry a class so that tests and style sheets can find them.
+
+#include <cmath>
+#include <cstdio>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::io::svg {
+
+// Escapes text for XML content and for double-quoted attributes alike (both contexts accept
+// the same five entities, so one function serves both and nothing is escaped twice).
+inline std::string escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default:
+        // Control characters other than tab/newline are not allowed in XML 1.0 at all.
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+          out += ' ';
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+// A coordinate or length: two decimals, trailing zeros dropped, never "-0" and never an
+// exponent, so that output is short and identical on every platform.
+inline std::string number(double value) {
+  if (!std::isfinite(value)) throw error("svg: a coordinate is not finite");
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.2f", value);
+  std::string text(buffer);
+  while (text.back() == '0') text.pop_back();
+  if (text.back() == '.') text.pop_back();
+  if (text == "-0") text = "0";
+  return text;
+}
+
+// name="value" pairs of one element; values are escaped when written.
+using attributes = std::vector<std::pair<std::string, std::string>>;
+
+// Builds one SVG document (or a fragment of one) front to back.
+class writer {
+ public:
+  // Opens the root <svg> with its size, viewBox, a <title> and the shared style sheet.
+  writer(double width, double height, std::string_view title, std::string_view css_class) {
+    out_ += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + number(width) + "\" height=\"" + number(height) +
+            "\" viewBox=\"0 0 " + number(width) + " " + number(height) + "\" class=\"" + escape(css_class) +
+            "\" role=\"img\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n";
+    out_ += "<title>" + escape(title) + "</title>\n";
+    out_ += "<rect class=\"background\" x=\"0\" y=\"0\" width=\"" + number(width) + "\" height=\"" + number(height) +
+            "\" fill=\"#ffffff\"/>\n";
+  }
+
+  // <name attrs.../> or, with a tooltip, <name attrs...><title>tooltip</title></name>.
+  writer& element(std::string_view name, const attributes& attrs, std::string_view tooltip = {}) {
+    open_tag(name, attrs);
+    if (tooltip.empty()) {
+      out_ += "/>\n";
+    } else {
+      out_ += "><title>" + escape(tooltip) + "</title></" + std::string(name) + ">\n";
+    }
+    return *this;
+  }
+
+  writer& text(const attributes& attrs, std::string_view content) {
+    open_tag("text", attrs);
+    out_ += ">" + escape(content) + "</text>\n";
+    return *this;
+  }
+
+  writer& begin_group(const attributes& attrs) {
+    open_tag("g", attrs);
+    out_ += ">\n";
+    ++open_groups_;
+    return *this;
+  }
+
+  writer& end_group() {
+    if (open_groups_ == 0) throw error("svg: </g> without <g>");
+    --open_groups_;
+    out_ += "</g>\n";
+    return *this;
+  }
+
+  // Raw markup written by another svg::writer-aware helper (e.g. a <defs> block); it must be
+  // well-formed already.
+  writer& raw(std::string_view markup) {
+    out_ += markup;
+    return *this;
+  }
+
+  // The closed document.
+  std::string finish() {
+    if (open_groups_ != 0) throw error("svg: document finished with an open <g>");
+    out_ += "</svg>\n";
+    return std::move(out_);
+  }
+
+ private:
+  void open_tag(std::string_view name, const attributes& attrs) {
+    out_ += '<';
+    out_ += name;
+    for (const auto& [key, value] : attrs) out_ += " " + key + "=\"" + escape(value) + "\"";
+  }
+
+  std::string out_;
+  int open_groups_ = 0;
+};
+
+// Points of a polyline/path as "x1,y1 x2,y2 ...".
+inline std::string points(const std::vector<std::pair<double, double>>& xy) {
+  std::string out;
+  for (const auto& [x, y] : xy) {
+    if (!out.empty()) out += ' ';
+    out += number(x) + "," + number(y);
+  }
+  return out;
+}
+
+}  // namespace aq::io::svg
+// ---- end aq/report/svg/svg_writer.hpp ----
+
+namespace aq::io::svg {
+
+// A tick at its pixel position along the axis.
+struct placed_tick {
+  double pixel = 0.0;
+  std::string label;
+};
+
+template <class Scale>
+std::vector<placed_tick> place_ticks(const Scale& scale) {
+  std::vector<placed_tick> out;
+  for (const tick& t : scale.ticks()) out.push_back({scale(t.value), t.label});
+  return out;
+}
+
+enum class side { left, right, bottom };
+
+// The pixel box the data is drawn in.
+struct plot_area {
+  double left = 0.0, top = 0.0, right = 0.0, bottom = 0.0;
+  double width() const { return right - left; }
+  double height() const { return bottom - top; }
+};
+
+// One axis along an edge of `area`, with light grid lines across it for the left and bottom axes.
+inline void draw_axis(writer& svg, const plot_area& area, side where, const std::vector<placed_tick>& ticks,
+                      std::string_view title, std::string_view colour = "#333333") {
+  const std::string c(colour);
+  const bool vertical = where != side::bottom;
+  const double x = where == side::right ? area.right : area.left;
+  const double outward = where == side::left ? -1.0 : 1.0;  // ticks point away from the data
+  svg.begin_group({{"class", "axis"}});
+  if (vertical) {
+    svg.element("line", {{"x1", number(x)}, {"y1", number(area.top)}, {"x2", number(x)}, {"y2", number(area.bottom)},
+                         {"stroke", c}});
+  } else {
+    svg.element("line", {{"x1", number(area.left)}, {"y1", number(area.bottom)}, {"x2", number(area.right)},
+                         {"y2", number(area.bottom)}, {"stroke", c}});
+  }
+  for (const placed_tick& t : ticks) {
+    if (vertical) {
+      if (where == side::left) {
+        svg.element("line", {{"class", "grid"}, {"x1", number(area.left)}, {"y1", number(t.pixel)},
+                             {"x2", number(area.right)}, {"y2", number(t.pixel)}, {"stroke", "#e6e6e6"}});
+      }
+      svg.element("line", {{"x1", number(x)}, {"y1", number(t.pixel)}, {"x2", number(x + 5.0 * outward)},
+                           {"y2", number(t.pixel)}, {"stroke", c}});
+      svg.text({{"x", number(x + 8.0 * outward)}, {"y", number(t.pixel + 4.0)},
+                {"text-anchor", where == side::left ? "end" : "start"}, {"fill", c}},
+               t.label);
+    } else {
+      svg.element("line", {{"class", "grid"}, {"x1", number(t.pixel)}, {"y1", number(area.top)}, {"x2", number(t.pixel)},
+                           {"y2", number(area.bottom)}, {"stroke", "#e6e6e6"}});
+      svg.element("line", {{"x1", number(t.pixel)}, {"y1", number(area.bottom)}, {"x2", number(t.pixel)},
+                           {"y2", number(area.bottom + 5.0)}, {"stroke", c}});
+      svg.text({{"x", number(t.pixel)}, {"y", number(area.bottom + 18.0)}, {"text-anchor", "middle"}, {"fill", c}},
+               t.label);
+    }
+  }
+  if (vertical) {
+    const double tx = x + 52.0 * outward;
+    const double ty = (area.top + area.bottom) / 2.0;
+    svg.text({{"class", "axis-title"}, {"x", number(tx)}, {"y", number(ty)}, {"text-anchor", "middle"},
+              {"font-size", "13"}, {"fill", c},
+              {"transform", "rotate(" + std::string(where == side::left ? "-90 " : "90 ") + number(tx) + " " +
+                                number(ty) + ")"}},
+             title);
+  } else {
+    svg.text({{"class", "axis-title"}, {"x", number((area.left + area.right) / 2.0)}, {"y", number(area.bottom + 38.0)},
+              {"text-anchor", "middle"}, {"font-size", "13"}, {"fill", c}},
+             title);
+  }
+  svg.end_group();
+}
+
+// Every how many of `count` categories, `spacing` pixels apart, gets a label, so that labels
+// `min_gap` pixels apart never overlap (the layer axis holds up to several hundred groups).
+inline std::size_t label_stride(double spacing, double min_gap = 14.0) {
+  if (!(spacing > 0.0)) return 1;
+  const double stride = std::ceil(min_gap / spacing);
+  return stride < 1.0 ? 1 : static_cast<std::size_t>(stride);
+}
+
+// Category labels under a plot, written downwards from `y` at their centres `x[i]`, one in
+// every `stride`, with the axis title under them.
+inline void draw_category_labels(writer& svg, const std::vector<double>& x, const std::vector<std::string>& labels,
+                                 double y, std::size_t stride, std::string_view title, double title_y) {
+  svg.begin_group({{"class", "category-labels"}, {"font-size", "10"}});
+  for (std::size_t i = 0; i < labels.size() && i < x.size(); i += stride) {
+    svg.text({{"x", number(x[i] + 3.0)}, {"y", number(y)}, {"text-anchor", "end"},
+              {"transform", "rotate(-90 " + number(x[i] + 3.0) + " " + number(y) + ")"}},
+             labels[i]);
+  }
+  svg.end_group();
+  const double mid = x.empty() ? 0.0 : (x.front() + x.back()) / 2.0;
+  svg.text({{"class", "axis-title"}, {"x", number(mid)}, {"y", number(title_y)}, {"text-anchor", "middle"},
+            {"font-size", "13"}},
+           title);
+}
+
+// The plot's heading, centred above the area.
+inline void draw_heading(writer& svg, double width, std::string_view heading) {
+  svg.text({{"class", "heading"}, {"x", number(width / 2.0)}, {"y", "22"}, {"text-anchor", "middle"},
+            {"font-size", "15"}, {"font-weight", "bold"}},
+           heading);
+}
+
+}  // namespace aq::io::svg
+// ---- end aq/report/svg/svg_axis.hpp ----
+
+namespace aq::io {
+
+// One label per `stride` groups (svg::label_stride), columns `column_w` wide from `left`, written
+// downwards from `y`; the axis title at `title_y`.
+inline void draw_group_labels(svg::writer& svg, const report_model& model, double left, double column_w, double y,
+                              double title_y) {
+  std::vector<double> centres;
+  std::vector<std::string> labels;
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    centres.push_back(left + column_w * (static_cast<double>(g) + 0.5));
+    labels.push_back(short_group_label(model.groups[g].name));
+  }
+  const std::size_t stride = svg::label_stride(column_w);
+  svg::draw_category_labels(svg, centres, labels, y, stride,
+                            stride == 1 ? "layer group (depth order)"
+                                        : "layer group (depth order; one label per " + std::to_string(stride) + " groups)",
+                            title_y);
+}
+
+}  // namespace aq::io
+// ---- end aq/report/plots/group_axis.hpp ----
+
+namespace aq::io {
+
+namespace detail {
+
+// Tableau's ten categorical colours: one a recipe, repeating after ten.
+inline std::string recipe_colour(std::size_t index) {
+  static constexpr const char* palette[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
+                                            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+  return palette[index % 10];
+}
+
+// A dashed line across the plot, labelled at its right end (or left: two lines may be close).
+inline void horizontal_marker(svg::writer& svg, const svg::plot_area& area, double y, const std::string& css_class,
+                              const std::string& colour, const std::string& label, bool label_left = false) {
+  svg.element("line", {{"class", css_class}, {"x1", svg::number(area.left)}, {"y1", svg::number(y)},
+                       {"x2", svg::number(area.right)}, {"y2", svg::number(y)}, {"stroke", colour},
+                       {"stroke-width", "2"}, {"stroke-dasharray", "6 4"}});
+  svg.text({{"x", svg::number(label_left ? area.left + 4 : area.right - 4)}, {"y", svg::number(y - 5)},
+            {"text-anchor", label_left ? "start" : "end"}, {"fill", colour}, {"font-weight", "bold"},
+            {"stroke", "#ffffff"}, {"stroke-width", "3"}, {"paint-order", "stroke"}},
+           label);
+}
+
+// Each group's chosen recipe (its column in recipe_columns) and that recipe's bits; groups
+// without a chosen recipe, or whose recipe states no bits, get no bar.
+struct chosen_bar {
+  std::string format;
+  std::size_t recipe = 0;  // recipes.size() when no group offers it (a chosen mix may name any recipe)
+  std::optional<double> bits;
+};
+
+inline std::vector<chosen_bar> chosen_bars(const report_model& model, const evaluation_report& evaluation,
+                                           const std::vector<std::string>& recipes) {
+  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
+  std::vector<chosen_bar> bars(model.groups.size());
+  for (std::size_t g = 0; g < bars.size(); ++g) {
+    if (!chosen[g]) continue;
+    bars[g].format = *chosen[g];
+    bars[g].recipe = static_cast<std::size_t>(std::find(recipes.begin(), recipes.end(), *chosen[g]) - recipes.begin());
+    if (const candidate_stat* c = find_candidate(model.groups[g], *chosen[g])) bars[g].bits = candidate_bits(*c);
+    if (!bars[g].bits) bars[g].bits = effective_bits_of(*chosen[g]);
+  }
+  return bars;
+}
+
+inline void draw_bars(svg::writer& svg, const svg::plot_area& area, const svg::linear_scale& y, double bar_w,
+                      const report_model& model, const std::vector<chosen_bar>& bars) {
+  svg.begin_group({{"class", "bars"}});
+  for (std::size_t g = 0; g < bars.size(); ++g) {
+    if (!bars[g].bits) continue;
+    const double bits = *bars[g].bits;
+    const double x = area.left + bar_w * static_cast<double>(g);
+    svg.element("rect",
+                {{"class", "bit-bar"}, {"x", svg::number(x + bar_w * 0.1)}, {"y", svg::number(y(bits))},
+                 {"width", svg::number(bar_w * 0.8)}, {"height", svg::number(area.bottom - y(bits))},
+                 {"fill", recipe_colour(bars[g].recipe)}},
+                layer_display_name(model.groups[g].name) + "\n" + bars[g].format + "\n" +
+                    python_float_repr(bits) + " bits");
+  }
+  svg.end_group();
+  svg.element("line", {{"class", "baseline"}, {"x1", svg::number(area.left)}, {"y1", svg::number(area.bottom)},
+                       {"x2", svg::number(area.right)}, {"y2", svg::number(area.bottom)}, {"stroke", "#333333"}});
+}
+
+// The recipes some group chose, in candidate order, with their bar colour.
+inline void bars_legend(svg::writer& svg, double x, double y, const std::vector<std::string>& recipes,
+                        const std::vector<chosen_bar>& bars) {
+  std::vector<bool> used(recipes.size(), false);
+  for (const chosen_bar& bar : bars) {
+    if (bar.bits && bar.recipe < used.size()) used[bar.recipe] = true;
+  }
+  svg.begin_group({{"class", "legend"}});
+  for (std::size_t r = 0; r < recipes.size(); ++r) {
+    if (!used[r]) continue;
+    const std::string name = recipe_short_name(recipes[r]);
+    svg.element("rect", {{"x", svg::number(x)}, {"y", svg::number(y - 9)}, {"width", "12"}, {"height", "12"},
+                         {"fill", recipe_colour(r)}});
+    svg.text({{"x", svg::number(x + 16)}, {"y", svg::number(y + 1)}}, name);
+    x += 30 + 7.0 * static_cast<double>(name.size());
+  }
+  svg.end_group();
+}
+
+}  // namespace detail
+
+inline std::string render_bits_per_layer_svg(const report_model& model, const evaluation_report& evaluation) {
+  const std::vector<std::string> recipes = recipe_columns(model);
+  const std::vector<detail::chosen_bar> bars = detail::chosen_bars(model, evaluation, recipes);
+  // Bars as wide as the heatmap's columns, so the two plots line up by eye.
+  const double bar_w = std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(bars.size(), 1)), 3.0, 28.0);
+  const svg::plot_area area{70, 50, 70 + bar_w * static_cast<double>(bars.size()), 370};
+  constexpr double label_room = 130;
+  const double width = std::max(area.right + 40, 600.0);
+  const double height = area.bottom + label_room + 70;
+  double max_bits = std::max(16.0, model.scheme.auto_quantize_bits);
+  for (const detail::chosen_bar& bar : bars) max_bits = std::max(max_bits, bar.bits.value_or(0.0));
+  const svg::linear_scale y(0.0, max_bits, area.bottom, area.top, 8);
+
+  svg::writer svg(width, height, "Effective bits of the chosen recipe per layer group", "aq-plot bits-plot");
+  svg::draw_heading(svg, width, "Effective bits of the chosen recipe per layer group (depth order)");
+  svg::draw_axis(svg, area, svg::side::left, svg::place_ticks(y), "effective bits");
+  detail::draw_bars(svg, area, y, bar_w, model, bars);
+  const double budget = model.scheme.auto_quantize_bits, reached = model.autoquant_state.effective_bits;
+  if (budget > 0.0) {
+    detail::horizontal_marker(svg, area, y(budget), "budget-line", "#d62728",
+                              "budget " + python_float_repr(budget) + " bits");
+  }
+  if (reached > 0.0 && reached != budget) {
+    detail::horizontal_marker(svg, area, y(reached), "reached-line", "#555555",
+                              "reached " + python_float_repr(reached) + " bits", true);
+  }
+  draw_group_labels(svg, model, area.left, bar_w, area.bottom + 6, area.bottom + label_room + 20);
+  detail::bars_legend(svg, area.left, height - 22, recipes, bars);
+  return svg.finish();
+}
+
+}  // namespace aq::io
+// ---- end aq/report/plots/bits_per_layer_plot.hpp ----
+// ---- begin aq/report/plots/pareto_plot.hpp ----
+// pareto.svg: what the search predicted against what the evaluation measured, over effective bits.
+// Left axis: the predicted total score (the search's Pareto front as a step line, and the
+// predicted score of every evaluated mix); right axis: each mix's measured mean KL. A good
+// predictor puts both markers of a mix in the same order along x; the chosen mix is ringed.
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::io {
+
+namespace detail {
+
+inline constexpr const char* score_colour = "#1f77b4";  // predicted: blue
+inline constexpr const char* kl_colour = "#d95f02";     // measured: orange
+inline constexpr const char* chosen_colour = "#d62728";
+
+// The label of a reference mix: its recipe for a uniform mix, else its name.
+inline std::string reference_label(const mix_evaluation& mix) {
+  static constexpr std::string_view prefix = "uniform ";
+  if (mix.kind == mix_kind::uniform && std::string_view(mix.name).starts_with(prefix)) {
+    return recipe_short_name(std::string_view(mix.name).substr(prefix.size()));
+  }
+  return mix.name;
+}
+
+// A diamond of half-size r centred on (x, y).
+inline std::string diamond(double x, double y, double r) {
+  return svg::points({{x, y - r}, {x + r, y}, {x, y + r}, {x - r, y}});
+}
+
+inline void pareto_legend(svg::writer& svg, double x, double y) {
+  svg.begin_group({{"class", "legend"}});
+  svg.element("polyline", {{"points", svg::points({{x, y}, {x + 24, y}})}, {"stroke", "#7f7f7f"}, {"fill", "none"},
+                           {"stroke-width", "2"}});
+  svg.text({{"x", svg::number(x + 30)}, {"y", svg::number(y + 4)}}, "Pareto front (predicted score)");
+  x += 230;
+  svg.element("circle", {{"cx", svg::number(x + 12)}, {"cy", svg::number(y)}, {"r", "5"}, {"fill", score_colour}});
+  svg.text({{"x", svg::number(x + 24)}, {"y", svg::number(y + 4)}}, "mix, predicted score");
+  x += 170;
+  svg.element("polygon", {{"points", diamond(x + 12, y, 6)}, {"fill", kl_colour}});
+  svg.text({{"x", svg::number(x + 24)}, {"y", svg::number(y + 4)}}, "mix, measured mean KL");
+  x += 180;
+  svg.element("circle", {{"cx", svg::number(x + 12)}, {"cy", svg::number(y)}, {"r", "9"}, {"fill", "none"},
+                         {"stroke", chosen_colour}, {"stroke-width", "2"}});
+  svg.text({{"x", svg::number(x + 26)}, {"y", svg::number(y + 4)}}, "chosen mix");
+  svg.end_group();
+}
+
+// The plot area and its three scales, fitted to every point drawn.
+struct pareto_frame {
+  svg::plot_area area;
+  svg::linear_scale x;
+  svg::symlog_scale y_score;  // left axis
+  svg::symlog_scale y_kl;     // right axis
+};
+
+inline pareto_frame make_pareto_frame(const std::vector<pareto_point>& front, const evaluation_report& evaluation) {
+  const svg::plot_area area{90, 50, 800, 440};
+  std::vector<double> bits, scores, kls;
+  for (const pareto_point& p : front) {
+    bits.push_back(p.effective_bits);
+    scores.push_back(p.score);
+  }
+  for (const mix_evaluation& m : evaluation.mixes) {
+    bits.push_back(m.effective_bits);
+    scores.push_back(m.predicted_score);
+    kls.push_back(m.mean_kl);
+  }
+  const bool any = !bits.empty();
+  const double lo = any ? *std::min_element(bits.begin(), bits.end()) : 0.0;
+  const double hi = any ? *std::max_element(bits.begin(), bits.end()) : 16.0;
+  return {area, svg::linear_scale(lo, hi, area.left, area.right, 8), svg::symlog_scale(scores, area.bottom, area.top),
+          svg::symlog_scale(kls, area.bottom, area.top)};
+}
+
+inline void draw_budget(svg::writer& svg, const pareto_frame& f, double budget) {
+  if (!(budget > 0.0) || budget < f.x.lo() || budget > f.x.hi()) return;
+  const double bx = f.x(budget);
+  svg.element("line", {{"class", "budget-line"}, {"x1", svg::number(bx)}, {"y1", svg::number(f.area.top)},
+                       {"x2", svg::number(bx)}, {"y2", svg::number(f.area.bottom)}, {"stroke", "#999999"},
+                       {"stroke-dasharray", "4 4"}});
+  svg.text({{"x", svg::number(bx + 4)}, {"y", svg::number(f.area.bottom - 6)}, {"fill", "#666666"}}, "budget");
+}
+
+// The front as a step line: below the next point's bits, only the previous point is affordable.
+inline void draw_front(svg::writer& svg, const pareto_frame& f, std::vector<pareto_point> front) {
+  std::stable_sort(front.begin(), front.end(),
+                   [](const pareto_point& a, const pareto_point& b) { return a.effective_bits < b.effective_bits; });
+  std::vector<std::pair<double, double>> steps;
+  for (const pareto_point& p : front) {
+    if (!steps.empty()) steps.push_back({f.x(p.effective_bits), steps.back().second});
+    steps.push_back({f.x(p.effective_bits), f.y_score(p.score)});
+  }
+  svg.begin_group({{"class", "front"}});
+  if (steps.size() > 1) {
+    svg.element("polyline", {{"class", "front-line"}, {"points", svg::points(steps)}, {"fill", "none"},
+                             {"stroke", "#7f7f7f"}, {"stroke-width", "2"}});
+  }
+  for (const pareto_point& p : front) {
+    svg.element("circle",
+                {{"class", "front-point"}, {"cx", svg::number(f.x(p.effective_bits))},
+                 {"cy", svg::number(f.y_score(p.score))}, {"r", "2.5"}, {"fill", "#7f7f7f"}},
+                "front: " + python_float_repr(p.effective_bits) + " bits, score " + python_float_repr(p.score));
+  }
+  svg.end_group();
+}
+
+// One mix: its predicted score (circle, left axis) and measured KL (diamond, right axis), a ring
+// on both when it is the chosen mix, and a label when it is a reference point.
+inline void draw_mix(svg::writer& svg, const pareto_frame& f, const mix_evaluation& m) {
+  const double px = f.x(m.effective_bits);
+  const double ps = f.y_score(m.predicted_score);
+  const double pk = f.y_kl(m.mean_kl);
+  const std::string about = m.name + " (" + std::string(to_string(m.kind)) + "): " +
+                            python_float_repr(m.effective_bits) + " bits, predicted score " +
+                            python_float_repr(m.predicted_score) + ", mean KL " + python_float_repr(m.mean_kl);
+  svg.element("circle", {{"class", "mix-point"}, {"cx", svg::number(px)}, {"cy", svg::number(ps)}, {"r", "5"},
+                         {"fill", score_colour}, {"fill-opacity", "0.85"}},
+              about);
+  svg.element("polygon",
+              {{"class", "mix-kl-point"}, {"points", diamond(px, pk, 6)}, {"fill", kl_colour}, {"fill-opacity", "0.85"}},
+              about);
+  if (m.kind == mix_kind::chosen) {
+    for (const double py : {ps, pk}) {
+      svg.element("circle", {{"class", "chosen-marker"}, {"cx", svg::number(px)}, {"cy", svg::number(py)}, {"r", "10"},
+                             {"fill", "none"}, {"stroke", chosen_colour}, {"stroke-width", "2.5"}});
+    }
+  }
+  if (m.kind == mix_kind::pareto) return;  // the front already shows where these lie
+  svg.text({{"class", "mix-label"}, {"x", svg::number(px + 8)}, {"y", svg::number(ps - 8)}, {"font-size", "11"},
+            {"fill", m.kind == mix_kind::chosen ? chosen_colour : "#333333"},
+            {"transform", "rotate(-25 " + svg::number(px + 8) + " " + svg::number(ps - 8) + ")"}},
+           reference_label(m));
+}
+
+}  // namespace detail
+
+inline std::string render_pareto_svg(const report_model& model, const evaluation_report& evaluation) {
+  constexpr double width = 900, height = 540;
+  const std::vector<pareto_point> front = model.pareto_front.value_or(std::vector<pareto_point>{});
+  const detail::pareto_frame f = detail::make_pareto_frame(front, evaluation);
+
+  svg::writer svg(width, height, "Predicted score and measured KL over effective bits", "aq-plot pareto-plot");
+  svg::draw_heading(svg, width, "Predicted score (left) and measured mean KL (right) vs effective bits");
+  svg::draw_axis(svg, f.area, svg::side::bottom, svg::place_ticks(f.x), "effective bits");
+  svg::draw_axis(svg, f.area, svg::side::left, svg::place_ticks(f.y_score), "predicted total score (symlog)",
+                 detail::score_colour);
+  svg::draw_axis(svg, f.area, svg::side::right, svg::place_ticks(f.y_kl), "measured mean KL, nats (symlog)",
+                 detail::kl_colour);
+  detail::draw_budget(svg, f, model.scheme.auto_quantize_bits);
+  detail::draw_front(svg, f, front);
+  svg.begin_group({{"class", "mixes"}});
+  for (const mix_evaluation& m : evaluation.mixes) detail::draw_mix(svg, f, m);
+  svg.end_group();
+  detail::pareto_legend(svg, f.area.left, height - 28);
+  return svg.finish();
+}
+
+}  // namespace aq::io
+// ---- end aq/report/plots/pareto_plot.hpp ----
+// ---- begin aq/report/plots/score_heatmap.hpp ----
+// scores_heatmap.svg: every group's score for every recipe, groups along x in depth order (the long
+// axis: a Qwen3-VL model has several hundred), recipes as rows. Colour is the score on a log
+// scale; the chosen recipe of each group is outlined. Every cell has a tooltip with its numbers.
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+// ---- begin aq/report/svg/svg_colormap.hpp ----
+// The heatmap's colour map: viridis (perceptually uniform, readable in grey and by most colour-
+// blind readers), interpolated linearly between nine of its published anchor colours.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+namespace aq::io::svg {
+
+// t in [0, 1] (clamped) -> "#rrggbb".
+inline std::string viridis(double t) {
+  static constexpr std::array<std::array<int, 3>, 9> anchors{{{68, 1, 84},
+                                                              {71, 44, 122},
+                                                              {59, 81, 139},
+                                                              {44, 113, 142},
+                                                              {33, 144, 141},
+                                                              {39, 173, 129},
+                                                              {92, 200, 99},
+                                                              {170, 220, 50},
+                                                              {253, 231, 37}}};
+  const double position = std::clamp(std::isfinite(t) ? t : 0.0, 0.0, 1.0) * (anchors.size() - 1);
+  const std::size_t i = std::min(static_cast<std::size_t>(position), anchors.size() - 2);
+  const double f = position - static_cast<double>(i);
+  char buffer[8];
+  int rgb[3];
+  for (int c = 0; c < 3; ++c) {
+    rgb[c] = static_cast<int>(std::lround(anchors[i][c] + f * (anchors[i + 1][c] - anchors[i][c])));
+  }
+  std::snprintf(buffer, sizeof buffer, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
+  return buffer;
+}
+
+}  // namespace aq::io::svg
+// ---- end aq/report/svg/svg_colormap.hpp ----
+
+namespace aq::io {
+
+namespace detail {
+
+inline constexpr const char* zero_score_colour = "#d9d9d9";  // score 0 (NONE): outside the log scale
+
+// The colour scale's bounds: the largest score, and the smallest positive one but at most eight
+// decades below it, so one tiny score does not wash out every other cell.
+inline svg::log_unit_scale heatmap_colour_scale(const report_model& model) {
+  double lo = 0.0, hi = 0.0;
+  for (const group_sensitivity& g : model.groups) {
+    for (const candidate_stat& c : g.candidates) {
+      if (c.score > 0.0 && (lo == 0.0 || c.score < lo)) lo = c.score;
+      hi = std::max(hi, c.score);
+    }
+  }
+  if (hi <= 0.0) return {1e-6, 1.0};
+  return {std::max(lo, hi * 1e-8), hi};
+}
+
+// A vertical colour bar from the scale's low to high end, with a label per decade (or fewer).
+inline void colour_bar(svg::writer& svg, const svg::log_unit_scale& scale, double x, double top, double bottom) {
+  svg.raw("<defs><linearGradient id=\"aq-heatmap-gradient\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">");
+  for (int i = 0; i <= 8; ++i) {
+    svg.raw("<stop offset=\"" + svg::number(i / 8.0) + "\" stop-color=\"" + svg::viridis(i / 8.0) + "\"/>");
+  }
+  svg.raw("</linearGradient></defs>\n");
+  svg.begin_group({{"class", "colour-bar"}});
+  svg.element("rect", {{"x", svg::number(x)}, {"y", svg::number(top)}, {"width", "14"},
+                       {"height", svg::number(bottom - top)}, {"fill", "url(#aq-heatmap-gradient)"}});
+  const int first = static_cast<int>(std::ceil(std::log10(scale.lo()) - 1e-9));
+  const int last = static_cast<int>(std::floor(std::log10(scale.hi()) + 1e-9));
+  const int stride = std::max(1, (last - first + 5) / 6);
+  for (int k = first; k <= last; k += stride) {
+    const double v = std::pow(10.0, k);
+    const double y = bottom - scale(v) * (bottom - top);
+    svg.element("line", {{"x1", svg::number(x + 14)}, {"y1", svg::number(y)}, {"x2", svg::number(x + 18)},
+                         {"y2", svg::number(y)}, {"stroke", "#333333"}});
+    svg.text({{"x", svg::number(x + 21)}, {"y", svg::number(y + 4)}, {"font-size", "10"}}, svg::tick_label(v));
+  }
+  svg.element("rect", {{"x", svg::number(x)}, {"y", svg::number(bottom + 12)}, {"width", "14"}, {"height", "10"},
+                       {"fill", zero_score_colour}});
+  svg.text({{"x", svg::number(x + 21)}, {"y", svg::number(bottom + 21)}, {"font-size", "10"}}, "0");
+  svg.text({{"class", "axis-title"}, {"x", svg::number(x + 7)}, {"y", svg::number(top - 10)}, {"text-anchor", "middle"},
+            {"font-size", "11"}},
+           "score");
+  svg.end_group();
+}
+
+// Where the grid lies: one column a group (narrower with more groups, 1000 px of columns at
+// most from 36 groups on), one row a recipe, recipe names at the left, group labels below.
+struct heatmap_layout {
+  double cell_w = 0, cell_h = 26, left = 210, top = 50, label_room = 130;
+  double grid_right = 0, grid_bottom = 0, width = 0, height = 0;
+
+  heatmap_layout(std::size_t groups, std::size_t recipes)
+      : cell_w(std::clamp(1000.0 / static_cast<double>(std::max<std::size_t>(groups, 1)), 3.0, 28.0)),
+        grid_right(left + cell_w * static_cast<double>(groups)),
+        grid_bottom(top + cell_h * static_cast<double>(recipes)),
+        width(std::max(grid_right + 100, 600.0)),
+        height(grid_bottom + label_room + 40) {}
+};
+
+inline void draw_recipe_labels(svg::writer& svg, const heatmap_layout& at, const std::vector<std::string>& recipes) {
+  svg.begin_group({{"class", "row-labels"}, {"font-size", "11"}});
+  for (std::size_t r = 0; r < recipes.size(); ++r) {
+    svg.text({{"x", svg::number(at.left - 8)}, {"y", svg::number(at.top + at.cell_h * (r + 0.5) + 4)},
+              {"text-anchor", "end"}},
+             recipe_short_name(recipes[r]));
+  }
+  svg.end_group();
+}
+
+// The cells, each with a tooltip; returns the top-left corners of the chosen ones.
+inline std::vector<std::pair<double, double>> draw_cells(svg::writer& svg, const heatmap_layout& at,
+                                                         const report_model& model,
+                                                         const std::vector<std::string>& recipes,
+                                                         const std::vector<std::optional<std::string>>& chosen) {
+  const svg::log_unit_scale colour = heatmap_colour_scale(model);
+  std::vector<std::pair<double, double>> chosen_cells;
+  svg.begin_group({{"class", "cells"}});
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    const group_sensitivity& group = model.groups[g];
+    const double x = at.left + at.cell_w * static_cast<double>(g);
+    for (std::size_t r = 0; r < recipes.size(); ++r) {
+      const candidate_stat* c = find_candidate(group, recipes[r]);
+      if (c == nullptr) continue;  // the group does not offer this recipe: left blank
+      const double y = at.top + at.cell_h * static_cast<double>(r);
+      const bool is_chosen = chosen[g] && *chosen[g] == recipes[r];
+      if (is_chosen) chosen_cells.push_back({x, y});
+      svg.element("rect",
+                  {{"class", "cell"}, {"x", svg::number(x)}, {"y", svg::number(y)}, {"width", svg::number(at.cell_w)},
+                   {"height", svg::number(at.cell_h)},
+                   {"fill", c->score > 0.0 ? svg::viridis(colour(c->score)) : zero_score_colour}},
+                  layer_display_name(group.name) + "\n" + c->format + "\nscore " + python_float_repr(c->score) +
+                      (is_chosen ? "\n(chosen)" : ""));
+    }
+  }
+  svg.end_group();
+  return chosen_cells;
+}
+
+// Drawn after every cell, so no neighbour paints over an outline.
+inline void draw_chosen_outlines(svg::writer& svg, const heatmap_layout& at,
+                                 const std::vector<std::pair<double, double>>& corners) {
+  svg.begin_group({{"class", "chosen-cells"}});
+  for (const auto& [x, y] : corners) {
+    svg.element("rect", {{"class", "chosen-cell"}, {"x", svg::number(x + 0.75)}, {"y", svg::number(y + 0.75)},
+                         {"width", svg::number(std::max(at.cell_w - 1.5, 0.5))}, {"height", svg::number(at.cell_h - 1.5)},
+                         {"fill", "none"}, {"stroke", "#ff2d2d"}, {"stroke-width", "1.5"}});
+  }
+  svg.end_group();
+}
+
+}  // namespace detail
+
+inline std::string render_score_heatmap_svg(const report_model& model, const evaluation_report& evaluation) {
+  const std::vector<std::string> recipes = recipe_columns(model);
+  const detail::heatmap_layout at(model.groups.size(), recipes.size());
+  svg::writer svg(at.width, at.height, "Score of every recipe for every layer group", "aq-plot score-heatmap");
+  svg::draw_heading(svg, at.width, "Score per layer group (x, depth order) and recipe (y); chosen recipe outlined");
+  detail::draw_recipe_labels(svg, at, recipes);
+  const auto chosen_cells = detail::draw_cells(svg, at, model, recipes, chosen_formats(model, evaluation));
+  detail::draw_chosen_outlines(svg, at, chosen_cells);
+  draw_group_labels(svg, model, at.left, at.cell_w, at.grid_bottom + 6, at.grid_bottom + at.label_room + 20);
+  detail::colour_bar(svg, detail::heatmap_colour_scale(model), at.grid_right + 24, at.top + 14,
+                     std::max(at.grid_bottom, at.top + 160) - 24);
+  return svg.finish();
+}
+
+}  // namespace aq::io
+// ---- end aq/report/plots/score_heatmap.hpp ----
+
+namespace aq::io {
+
+namespace detail {
+
+inline constexpr std::string_view html_style = R"(
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 24px; color: #222; background: #fff; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f2f2f2; } td.text, th.text { text-align: left; }
+tr.chosen td { background: #fff3cd; font-weight: bold; }
+td.chosen { background: #fde2e2; font-weight: bold; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
+dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
+figure { margin: 16px 0; } figure svg { max-width: 100%; height: auto; } figcaption { font-size: 13px; color: #555; }
+)";
+
+inline std::string html_element(std::string_view tag, std::string_view text, std::string_view css_class = {}) {
+  std::string open = "<" + std::string(tag);
+  if (!css_class.empty()) open += " class=\"" + svg::escape(css_class) + "\"";
+  return open + ">" + svg::escape(text) + "</" + std::string(tag) + ">";
+}
+
+inline std::string html_facts(const report_model& model, const evaluation_report& evaluation) {
+  const evaluation_data_info& d = evaluation.data;
+  std::vector<std::pair<std::string, std::string>> facts{
+      {"scheme", model.scheme.name},
+      {"budget", python_float_repr(model.scheme.auto_quantize_bits) + " effective bits"},
+      {"effective bits reached", python_float_repr(model.autoquant_state.effective_bits)},
+      {"summed score of the selection", python_format_e(model.autoquant_state.score, 3)},
+      {"held-out data", d.source},
+      {"samples", std::to_string(d.samples) + " from sample " + std::to_string(d.first_sample) + " (" +
+                      std::to_string(d.skipped_calibration) + " skipped: in the calibration set)"},
+      {"tokens", std::to_string(d.tokens)},
+  };
+  if (model.model_id) facts.insert(facts.begin() + 1, {"model", *model.model_id});
+  if (model.dataset && model.dataset->name) facts.push_back({"calibration data", *model.dataset->name});
+  std::string out = "<dl class=\"facts\">\n";
+  for (const auto& [term, value] : facts) out += html_element("dt", term) + html_element("dd", value) + "\n";
+  return out + "</dl>\n";
+}
+
+inline std::string html_evaluation_table(const evaluation_report& evaluation) {
+  std::string out = "<table class=\"evaluation\">\n<thead><tr>";
+  for (std::size_t i = 0; i < evaluation_table_header.size(); ++i) {
+    out += html_element("th", evaluation_table_header[i], i < 2 ? "text" : "");
+  }
+  out += "</tr></thead>\n<tbody>\n";
+  for (const mix_evaluation& mix : evaluation.mixes) {
+    out += mix.kind == mix_kind::chosen ? "<tr class=\"mix-row chosen\">" : "<tr class=\"mix-row\">";
+    const auto cells = evaluation_table_row(mix);
+    for (std::size_t i = 0; i < cells.size(); ++i) out += html_element("td", cells[i], i < 2 ? "text" : "");
+    out += "</tr>\n";
+  }
+  return out + "</tbody>\n</table>\n";
+}
+
+inline std::string html_layer_table(const report_model& model, const evaluation_report& evaluation) {
+  const std::vector<std::string> recipes = recipe_columns(model);
+  const std::vector<std::optional<std::string>> chosen = chosen_formats(model, evaluation);
+  std::string out = "<table class=\"layers\">\n<thead><tr>" + html_element("th", "group", "text") +
+                    html_element("th", "chosen recipe", "text") + html_element("th", "bits");
+  for (const std::string& r : recipes) out += html_element("th", "score " + recipe_short_name(r));
+  out += "</tr></thead>\n<tbody>\n";
+  for (std::size_t g = 0; g < model.groups.size(); ++g) {
+    const group_sensitivity& group = model.groups[g];
+    const candidate_stat* pick = chosen[g] ? find_candidate(group, *chosen[g]) : nullptr;
+    std::optional<double> bits = pick ? candidate_bits(*pick) : std::nullopt;
+    if (!bits && chosen[g]) bits = effective_bits_of(*chosen[g]);
+    out += "<tr class=\"layer-row\">" + html_element("td", layer_display_name(group.name), "text") +
+           html_element("td", chosen[g] ? recipe_short_name(*chosen[g]) : "-", "text") +
+           html_element("td", bits ? python_float_repr(*bits) : "-");
+    for (const std::string& r : recipes) {
+      const candidate_stat* c = find_candidate(group, r);
+      out += html_element("td", c ? python_format_e(c->score, 3) : "-", c != nullptr && c == pick ? "chosen" : "");
+    }
+    out += "</tr>\n";
+  }
+  return out + "</tbody>\n</table>\n";
+}
+
+inline std::string html_figure(const std::string& svg_markup, std::string_view caption) {
+  return "<figure>\n" + svg_markup + html_element("figcaption", caption) + "\n</figure>\n";
+}
+
+}  // namespace detail
+
+inline std::string render_html_report(const report_model& model, const evaluation_report& evaluation) {
+  validate_evaluation_inputs(model, evaluation);
+  const std::string title = "aq evaluation: " + model.scheme.name;
+  std::string html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n" +
+                     detail::html_element("title", title) + "\n<style>" + std::string(detail::html_style) +
+                     "</style>\n</head>\n<body>\n" + detail::html_element("h1", title) + "\n";
+  html += detail::html_facts(model, evaluation);
+  html += "<h2>Evaluated mixes</h2>\n" + detail::html_evaluation_table(evaluation);
+  html += "<p class=\"spearman\">Spearman rank correlation of predicted score and measured mean KL " +
+          std::string("(quantized mixes): <strong>") + svg::escape(spearman_text(evaluation)) + "</strong></p>\n";
+  html += "<h2>Plots</h2>\n";
+  html += detail::html_figure(render_pareto_svg(model, evaluation),
+                              "Predicted score (left axis) and measured mean KL (right axis) of every evaluated mix "
+                              "over its effective bits; grey: the search's Pareto front; ringed: the chosen mix.");
+  html += detail::html_figure(render_score_heatmap_svg(model, evaluation),
+                              "Score of every recipe (rows) for every layer group (columns, depth order), log colour "
+                              "scale; the chosen recipe of each group is outlined in red. Hover a cell for its numbers.");
+  html += detail::html_figure(render_bits_per_layer_svg(model, evaluation),
+                              "Effective bits of each group's chosen recipe in depth order; dashed: the budget.");
+  html += "<h2>Per-layer scores</h2>\n" + detail::html_layer_table(model, evaluation);
+  return html + "</body>\n</html>\n";
+}
+
+}  // namespace aq::io
+// ---- end aq/report/html_report.hpp ----
+
+namespace aq::io {
+
+inline constexpr std::string_view evaluation_json_filename = "evaluation.json";
+inline constexpr std::string_view evaluation_md_filename = "evaluation.md";
+inline constexpr std::string_view html_report_filename = "report.html";
+inline constexpr std::string_view pareto_svg_filename = "pareto.svg";
+inline constexpr std::string_view score_heatmap_svg_filename = "scores_heatmap.svg";
+inline constexpr std::string_view bits_per_layer_svg_filename = "bits_per_layer.svg";
+
+inline constexpr std::array<std::string_view, 6> evaluation_filenames = {
+    evaluation_json_filename,   evaluation_md_filename,     html_report_filename,
+    pareto_svg_filename,        score_heatmap_svg_filename, bits_per_layer_svg_filename};
+
+inline bool is_evaluation_file(std::string_view name) {
+  for (const std::string_view known : evaluation_filenames) {
+    if (name == known) return true;
+  }
+  return false;
+}
+
+// Renders every file first (so a rendering error also writes nothing), then writes each atomically.
+inline void write_evaluation_reports(const std::filesystem::path& dir, const report_model& model,
+                                     const evaluation_report& evaluation) {
+  validate_evaluation_inputs(model, evaluation);
+  const std::array<std::pair<std::string_view, std::string>, 6> files = {{
+      {evaluation_json_filename, render_evaluation_json(model, evaluation)},
+      {evaluation_md_filename, render_evaluation_markdown(model, evaluation)},
+      {html_report_filename, render_html_report(model, evaluation)},
+      {pareto_svg_filename, render_pareto_svg(model, evaluation)},
+      {score_heatmap_svg_filename, render_score_heatmap_svg(model, evaluation)},
+      {bits_per_layer_svg_filename, render_bits_per_layer_svg(model, evaluation)},
+  }};
+  for (const auto& [name, bytes] : files) write_file_atomic(dir / name, bytes);
+}
+
+}  // namespace aq::io
+// ---- end aq/report/evaluation_files.hpp ----
+
 // Calibration data
 // ---- begin aq/io/data/calib_batches.hpp ----
 // Calibration batches: tokenized samples padded to a fixed length with attention masks and LM
@@ -9263,6 +10742,24 @@ inline lm_targets causal_lm_targets(const std::vector<std::int64_t>& labels, std
   return t;
 }
 
+// The targets of the positions that are tokens themselves (attention_mask 1): what an evaluation
+// measures. With left padding, causal_lm_targets also counts the last padding position predicting
+// the first token, which is no prediction from the text.
+template <class Mask>
+lm_targets attended_targets(lm_targets t, const std::vector<Mask>& attention_mask) {
+  if (attention_mask.size() != t.target.size()) {
+    throw error("attended_targets: attention_mask holds " + std::to_string(attention_mask.size()) + " entries for " +
+                std::to_string(t.target.size()) + " targets");
+  }
+  for (std::size_t i = 0; i < t.target.size(); ++i) {
+    if (attention_mask[i] == 0 && t.target[i] != ignore_index) {
+      t.target[i] = ignore_index;
+      --t.count;
+    }
+  }
+  return t;
+}
+
 }  // namespace aq
 // ---- end aq/model/causal_lm_targets.hpp ----
 
@@ -10860,6 +12357,8 @@ class vl_model {
   vl_model(const config& cfg, const text_weights& text, const vision_weights& vision)
       : cfg_(cfg), text_(cfg, text), vision_(cfg, vision) {}
 
+  const config& model_config() const { return cfg_; }
+
   // position_ids empty: computed with rope_position_ids() from the ids and image grids.
   text_result run(text_batch batch, const image_batch* images, const run_options& options = {},
                   linear_observer* observer = nullptr) const {
@@ -11127,10 +12626,13 @@ namespace aq::autoquant {
 // see dL/dY). Calibration and gradient passes may drop score-neutral padding; logits passes never.
 enum class model_pass { logits, calibrate, gradient };
 
-// run(i, pass, observer): batch i through the model for `pass`.
+// run(i, pass, observer): batch i through the model for `pass`. targets[i]: batch i's next-token
+// label of every row of its logits that is a token itself (attended_targets; evaluation reads
+// them; ignore_index where there is none).
 struct model_runner {
   std::size_t num_batches = 0;
   std::function<qwen3_vl::text_result(std::size_t batch, model_pass pass, qwen3_vl::linear_observer* observer)> run;
+  std::vector<lm_targets> targets;
 };
 
 // One calibration batch as the CPU model's inputs.
@@ -11181,6 +12683,11 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
   }
   model_runner runner;
   runner.num_batches = batches.size();
+  for (const qwen3_vl::text_batch& t : data->text) {
+    runner.targets.push_back(attended_targets(
+        causal_lm_targets(t.labels, t.batch, t.seq, model.model_config().text.vocab_size, "calibration batch"),
+        t.attention_mask));
+  }
   const bool trim = trim_padding && masked_rows == cpu::masked_row_policy::zero;
   runner.run = [&model, data, masked_rows, trim](std::size_t i, model_pass pass, qwen3_vl::linear_observer* observer) {
     qwen3_vl::text_batch batch = data->text.at(i);
@@ -11379,6 +12886,11 @@ class calibrated_recipes {
     input_amax_.at(m) = std::max(input_amax_[m], max_abs(x, m));
     input_seen_[m] = true;
   }
+  // A calibrated amax from elsewhere (a saved quantizer state) in place of observing inputs.
+  void set_input_amax(std::size_t m, float amax) {
+    input_amax_.at(m) = amax;
+    input_seen_[m] = true;
+  }
   bool has_input_amax(std::size_t m) const { return input_seen_.at(m); }
   float input_amax(std::size_t m) const { return input_amax_.at(m); }
 
@@ -11438,6 +12950,7 @@ class calibrated_recipes {
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -11580,43 +13093,73 @@ inline double cross_entropy_sum(const reference_distribution& p, const const_mat
   return total;
 }
 
-// During a forward, replaces the output of every module of one group by its output under one
-// recipe, through the model's replace_output hook (called before the model reads Y), so the rest
-// of the network sees the quantized group and everything else unquantized.
-class quantized_group_forward : public qwen3_vl::linear_observer {
- public:
-  explicit quantized_group_forward(calibrated_recipes& calibration) : calib_(calibration) {}
+}  // namespace aq::score
+// ---- end aq/backend/cpu/score/kl_div_scorer.hpp ----
+// ---- begin aq/backend/cpu/score/mix_evaluator.hpp ----
+// Closed-loop evaluation on the CPU: per held-out batch one unquantized forward keeps the
+// reference logits, then every mix runs the batch with its modules quantized (quantized_mix_forward)
+// and adds its mix_metrics over the rows that have a next-token label.
 
-  void select(std::vector<bool> in_group, std::size_t recipe) {
-    in_group_ = std::move(in_group);
-    recipe_ = recipe;
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+// ---- begin aq/backend/cpu/score/quantized_mix_forward.hpp ----
+// During a forward, replaces the output of every module that a mix quantizes by its output under
+// that module's calibrated recipe, through the model's replace_output hook (called before the
+// model reads Y), so the rest of the network sees the mix. KL-div scoring runs one group under
+// one recipe this way; evaluation runs whole mixes.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::score {
+
+class quantized_mix_forward : public qwen3_vl::linear_observer {
+ public:
+  explicit quantized_mix_forward(calibrated_recipes& calibration) : calib_(calibration) {}
+
+  // recipe_of_module[m]: the calibration's recipe index module m runs with; any index at or past
+  // num_recipes() (a search space's none_index()) leaves it unquantized.
+  void select(std::vector<std::size_t> recipe_of_module) { recipe_of_module_ = std::move(recipe_of_module); }
+
+  // Group g's members under recipe r, every other module unquantized.
+  void select_group(const std::vector<std::size_t>& members, std::size_t recipe) {
+    recipe_of_module_.assign(calib_.num_modules(), calib_.num_recipes());
+    for (const std::size_t m : members) recipe_of_module_.at(m) = recipe;
   }
 
   void replace_output(const qwen3_vl::linear_call& call, matrix_view output) override {
     const auto m = calib_.module_index(call.name);
-    if (!m || *m >= in_group_.size() || !in_group_[*m]) return;
-    const quantized_weight& w = calib_.weight(*m, recipe_, call.weight);
+    if (!m || *m >= recipe_of_module_.size()) return;
+    const std::size_t r = recipe_of_module_[*m];
+    if (r >= calib_.num_recipes()) return;
+    const quantized_weight& w = calib_.weight(*m, r, call.weight);
     const tensor y_r =
-        quantized_linear_forward(calib_.recipe(recipe_), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
+        quantized_linear_forward(calib_.recipe(r), w, call.input, calib_.input_amax_for(*m, call.input), call.bias);
     if (y_r.shape().front() != output.rows || y_r.numel() != output.rows * output.cols) {
-      throw error("kl_div score: " + std::string(call.name) + ": quantized output " + shape_string(y_r.shape()) +
+      throw error(std::string(call.name) + ": quantized output " + shape_string(y_r.shape()) +
                   " does not match the module output [" + std::to_string(output.rows) + ", " +
                   std::to_string(output.cols) + "]");
     }
-    for (std::int64_t r = 0; r < output.rows; ++r) {
-      const float* src = y_r.data() + r * output.cols;
-      std::copy(src, src + output.cols, output.row(r));
+    for (std::int64_t row = 0; row < output.rows; ++row) {
+      const float* src = y_r.data() + row * output.cols;
+      std::copy(src, src + output.cols, output.row(row));
     }
   }
 
  private:
   calibrated_recipes& calib_;
-  std::vector<bool> in_group_;
-  std::size_t recipe_ = 0;
+  std::vector<std::size_t> recipe_of_module_;
 };
 
 }  // namespace aq::score
-// ---- end aq/backend/cpu/score/kl_div_scorer.hpp ----
+// ---- end aq/backend/cpu/score/quantized_mix_forward.hpp ----
 // ---- begin aq/core/progress.hpp ----
 // Progress of the long stages (calibration, scoring): the engine reports (stage, done, total);
 // the driver shows a one-line bar with rate and ETA on stderr, only when stderr is a terminal.
@@ -11683,6 +13226,173 @@ class terminal_progress {
 
 }  // namespace aq::autoquant
 // ---- end aq/core/progress.hpp ----
+// ---- begin aq/score/mix_metrics.hpp ----
+// What a closed-loop evaluation measures of one mix against the unquantized model, as sums over
+// the held-out tokens (every position with a next-token label): KL(p‖q) of the next-token
+// distributions, the negative log-likelihood of the label under q, and whether the argmax of q
+// equals the argmax of p. Backends accumulate the sums; the means are taken here.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+
+namespace aq::score {
+
+// A mix: for every module of the search space, the candidate it runs with (none_index():
+// unquantized).
+using module_mix = std::vector<std::size_t>;
+
+// Whether a mix leaves every module unquantized (every entry at or past the recipe count): its
+// logits are the reference's, so backends measure it without a forward.
+inline bool quantizes_nothing(const module_mix& mix, std::size_t num_recipes) {
+  for (const std::size_t r : mix) {
+    if (r < num_recipes) return false;
+  }
+  return true;
+}
+
+struct mix_metrics {
+  double kl_sum = 0.0;         // Σ_tokens KL(p‖q), nats
+  double nll_sum = 0.0;        // Σ_tokens −log q(label)
+  std::int64_t agreements = 0;  // tokens with argmax q == argmax p
+  std::int64_t tokens = 0;
+
+  double mean_kl() const { return tokens > 0 ? kl_sum / static_cast<double>(tokens) : 0.0; }
+  double perplexity() const { return tokens > 0 ? std::exp(nll_sum / static_cast<double>(tokens)) : 0.0; }
+  double top1_agreement() const {
+    return tokens > 0 ? static_cast<double>(agreements) / static_cast<double>(tokens) : 0.0;
+  }
+
+  mix_metrics& operator+=(const mix_metrics& other) {
+    kl_sum += other.kl_sum;
+    nll_sum += other.nll_sum;
+    agreements += other.agreements;
+    tokens += other.tokens;
+    return *this;
+  }
+};
+
+// What one row of logits contributes, given the row's log-normaliser: the first maximum's index
+// (torch.argmax's tie rule), and Σ_v softmax(z)_v·z_v − lse, i.e. −H. In fp64.
+struct row_summary {
+  std::int64_t argmax = 0;
+  double lse = 0.0;
+};
+
+inline row_summary summarize_row(const float* z, std::int64_t n) {
+  row_summary s;
+  double hi = -std::numeric_limits<double>::infinity();
+  for (std::int64_t v = 0; v < n; ++v) {
+    if (z[v] > hi) {
+      hi = z[v];
+      s.argmax = v;
+    }
+  }
+  double sum = 0.0;
+  for (std::int64_t v = 0; v < n; ++v) sum += std::exp(static_cast<double>(z[v]) - hi);
+  s.lse = hi + std::log(sum);
+  return s;
+}
+
+// One token: p's logits (with their summary), q's logits and the label, in fp64.
+inline mix_metrics token_metrics(const float* p, const row_summary& ps, const float* q, std::int64_t n,
+                                 std::int64_t label) {
+  if (label < 0 || label >= n) throw error("evaluation: label " + std::to_string(label) + " outside the vocabulary");
+  const row_summary qs = summarize_row(q, n);
+  double kl = 0.0;
+  for (std::int64_t v = 0; v < n; ++v) {
+    const double log_p = static_cast<double>(p[v]) - ps.lse;
+    const double log_q = static_cast<double>(q[v]) - qs.lse;
+    kl += std::exp(log_p) * (log_p - log_q);
+  }
+  mix_metrics m;
+  m.kl_sum = kl;
+  m.nll_sum = qs.lse - static_cast<double>(q[label]);
+  m.agreements = qs.argmax == ps.argmax ? 1 : 0;
+  m.tokens = 1;
+  return m;
+}
+
+}  // namespace aq::score
+// ---- end aq/score/mix_metrics.hpp ----
+
+namespace aq::score {
+
+// The labelled rows of a batch and the reference summary of each.
+struct reference_rows {
+  std::vector<std::int64_t> rows;
+  std::vector<std::int64_t> labels;
+  std::vector<row_summary> summaries;
+};
+
+inline reference_rows labelled_reference_rows(const const_matrix_view& p, const lm_targets& targets) {
+  if (static_cast<std::int64_t>(targets.target.size()) != p.rows) {
+    throw error("evaluation: " + std::to_string(targets.target.size()) + " targets for " + std::to_string(p.rows) +
+                " logit rows");
+  }
+  reference_rows ref;
+  for (std::int64_t r = 0; r < p.rows; ++r) {
+    const std::int64_t y = targets.target[static_cast<std::size_t>(r)];
+    if (y == ignore_index) continue;
+    ref.rows.push_back(r);
+    ref.labels.push_back(y);
+  }
+  ref.summaries.resize(ref.rows.size());
+  default_thread_pool().parallel_for(static_cast<std::int64_t>(ref.rows.size()), 4, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) ref.summaries[static_cast<std::size_t>(i)] = summarize_row(p.row(ref.rows[static_cast<std::size_t>(i)]), p.cols);
+  });
+  return ref;
+}
+
+// Σ of token_metrics over the labelled rows; per-row terms are summed in row order so the result
+// does not depend on the thread count.
+inline mix_metrics batch_mix_metrics(const const_matrix_view& p, const reference_rows& ref, const const_matrix_view& q) {
+  if (q.rows != p.rows || q.cols != p.cols) throw error("evaluation: quantized logits differ in shape from the reference");
+  std::vector<mix_metrics> per_row(ref.rows.size());
+  default_thread_pool().parallel_for(static_cast<std::int64_t>(ref.rows.size()), 4, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      per_row[k] = token_metrics(p.row(ref.rows[k]), ref.summaries[k], q.row(ref.rows[k]), p.cols, ref.labels[k]);
+    }
+  });
+  mix_metrics sum;
+  for (const mix_metrics& m : per_row) sum += m;
+  return sum;
+}
+
+// Every mix over every batch of `eval` (batch outer: one reference held at a time); a mix that
+// quantizes nothing is measured on the reference logits themselves.
+inline std::vector<mix_metrics> measure_mixes(const autoquant::model_runner& eval, calibrated_recipes& calibration,
+                                              const std::vector<module_mix>& mixes,
+                                              const autoquant::progress_callback& progress = {}) {
+  if (eval.num_batches == 0) throw error("evaluation: no held-out batches");
+  std::vector<mix_metrics> out(mixes.size());
+  quantized_mix_forward observer(calibration);
+  const std::size_t total = eval.num_batches * mixes.size();
+  std::size_t done = 0;
+  if (progress) progress("evaluation", 0, total);
+  for (std::size_t b = 0; b < eval.num_batches; ++b) {
+    const tensor p = eval.run(b, autoquant::model_pass::logits, nullptr).logits;
+    const reference_rows ref = labelled_reference_rows(p.matrix(), eval.targets.at(b));
+    for (std::size_t i = 0; i < mixes.size(); ++i) {
+      if (quantizes_nothing(mixes[i], calibration.num_recipes())) {
+        out[i] += batch_mix_metrics(p.matrix(), ref, p.matrix());
+      } else {
+        observer.select(mixes[i]);
+        const tensor q = eval.run(b, autoquant::model_pass::logits, &observer).logits;
+        out[i] += batch_mix_metrics(p.matrix(), ref, q.matrix());
+      }
+      if (progress) progress("evaluation", ++done, total);
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::score
+// ---- end aq/backend/cpu/score/mix_evaluator.hpp ----
 // ---- begin aq/score/scoring_backend.hpp ----
 // What the AutoQuant pipeline asks of whatever runs the model (the CPU reference, the GPU): max
 // calibration, raw scores, and the calibrated quantizer state. The pipeline (engine.hpp) owns
@@ -12044,6 +13754,12 @@ class scoring_backend {
   virtual bool module_ran(std::size_t module) const = 0;
   virtual weight_amax weight_amax_of(std::size_t module, std::size_t candidate) const = 0;
   virtual float input_amax(std::size_t module) const = 0;
+
+  // Quality of every mix against the unquantized model on the held-out batches the backend was
+  // given, quantized with the calibrated scales: one mix_metrics (sums) per mix. Progress: stage
+  // "evaluation". Throws when the backend holds no held-out batches.
+  virtual std::vector<score::mix_metrics> measure_mixes(const std::vector<score::module_mix>& mixes,
+                                                        const progress_callback& progress) = 0;
 };
 
 // Raw scores per group from per-module ones: every configurable group's members summed in module
@@ -12158,17 +13874,15 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
   }
   std::vector<std::vector<double>> raw(space.groups.size());
   for (const std::size_t g : configurable) raw[g].assign(calibration.num_recipes(), 0.0);
-  score::quantized_group_forward observer(calibration);
+  score::quantized_mix_forward observer(calibration);
   const std::size_t total = n * configurable.size();
   detail::report_progress(progress, "scoring", 0, total);
   std::size_t done = 0;
   for (std::size_t b = 0; b < n; ++b) {
     const score::reference_distribution p(runner.run(b, model_pass::logits, nullptr).logits);
     for (const std::size_t g : configurable) {
-      std::vector<bool> in_group(space.modules.size(), false);
-      for (const std::size_t m : space.groups[g].members) in_group[m] = true;
       for (std::size_t r = 0; r < calibration.num_recipes(); ++r) {
-        observer.select(in_group, r);
+        observer.select_group(space.groups[g].members, r);
         const qwen3_vl::text_result q = runner.run(b, model_pass::logits, &observer);
         raw[g][r] += score::cross_entropy_sum(p, q.logits.matrix());
       }
@@ -12179,7 +13893,8 @@ inline std::vector<std::vector<double>> kl_div_scores(const search_space& space,
 }
 
 // The stage functions above behind the pipeline's interface. The search space (and the model the
-// runner runs) must outlive the backend.
+// runners run) must outlive the backend. Evaluation runs on the held-out batches of
+// evaluate_on(runner).
 class cpu_scoring_backend final : public scoring_backend {
  public:
   cpu_scoring_backend(const search_space& space, model_runner runner)
@@ -12206,12 +13921,20 @@ class cpu_scoring_backend final : public scoring_backend {
   }
   float input_amax(std::size_t module) const override { return calibration_.input_amax(module); }
 
+  void evaluate_on(model_runner held_out) { eval_ = std::move(held_out); }
+  std::vector<score::mix_metrics> measure_mixes(const std::vector<score::module_mix>& mixes,
+                                                const progress_callback& progress) override {
+    if (!eval_) throw error("evaluation: the CPU backend was given no held-out batches");
+    return score::measure_mixes(*eval_, calibration_, mixes, progress);
+  }
+
   const score::calibrated_recipes& calibration() const { return calibration_; }
 
  private:
   const search_space& space_;
   model_runner runner_;
   score::calibrated_recipes calibration_;
+  std::optional<model_runner> eval_;
 };
 
 }  // namespace aq::autoquant
@@ -12230,6 +13953,208 @@ class cpu_scoring_backend final : public scoring_backend {
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/engine/evaluation.hpp ----
+// The closed loop after the search: which mixes to measure (the unquantized model, every
+// candidate applied uniformly, the chosen mix, points of the Pareto front), their predicted
+// score and effective bits, and the measured quality the backend returns for them on held-out
+// data, as the evaluation report the writers turn into files.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+// ---- begin aq/score/rank_correlation.hpp ----
+// Spearman's rank correlation (ties get their average rank): how well the search's predicted
+// scores order the mixes that were measured.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <numeric>
+#include <optional>
+#include <vector>
+
+namespace aq::score {
+
+// Average ranks (1-based) of xs.
+inline std::vector<double> average_ranks(const std::vector<double>& xs) {
+  std::vector<std::size_t> order(xs.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return xs[a] < xs[b]; });
+  std::vector<double> ranks(xs.size());
+  for (std::size_t i = 0; i < order.size();) {
+    std::size_t j = i;
+    while (j + 1 < order.size() && xs[order[j + 1]] == xs[order[i]]) ++j;
+    const double rank = 0.5 * static_cast<double>(i + j) + 1.0;
+    for (std::size_t k = i; k <= j; ++k) ranks[order[k]] = rank;
+    i = j + 1;
+  }
+  return ranks;
+}
+
+// Pearson correlation of the ranks; nullopt for fewer than three pairs or a constant side.
+inline std::optional<double> spearman(const std::vector<double>& xs, const std::vector<double>& ys) {
+  if (xs.size() != ys.size() || xs.size() < 3) return std::nullopt;
+  const std::vector<double> rx = average_ranks(xs), ry = average_ranks(ys);
+  const double n = static_cast<double>(xs.size());
+  const double mean = (n + 1.0) / 2.0;
+  double sxy = 0.0, sxx = 0.0, syy = 0.0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    sxy += (rx[i] - mean) * (ry[i] - mean);
+    sxx += (rx[i] - mean) * (rx[i] - mean);
+    syy += (ry[i] - mean) * (ry[i] - mean);
+  }
+  if (sxx == 0.0 || syy == 0.0) return std::nullopt;
+  return sxy / std::sqrt(sxx * syy);
+}
+
+}  // namespace aq::score
+// ---- end aq/score/rank_correlation.hpp ----
+
+namespace aq::autoquant {
+
+struct evaluation_options {
+  std::size_t pareto_points = 5;  // budgets spread evenly over the front's range of bits
+  bool custom_names = false;      // recipe display strings as the reports show them
+};
+
+// A mix to measure: candidate index per group.
+struct planned_mix {
+  std::string name;
+  io::mix_kind kind = io::mix_kind::chosen;
+  std::vector<std::size_t> chosen;
+};
+
+// Candidate index per module of a per-group selection.
+inline score::module_mix module_mix_of(const search_space& space, const std::vector<std::size_t>& chosen) {
+  score::module_mix mix(space.modules.size());
+  for (std::size_t m = 0; m < mix.size(); ++m) mix[m] = chosen.at(space.module_group[m]);
+  return mix;
+}
+
+// The choice index (into space.choices(g)) of candidate c in group g.
+inline std::uint32_t choice_index(const search_space& space, std::size_t g, std::size_t c) {
+  const std::vector<std::size_t> choices = space.choices(g);
+  const auto it = std::find(choices.begin(), choices.end(), c);
+  if (it == choices.end()) throw error("evaluation: group '" + space.groups[g].name + "' cannot take " + space.display(c));
+  return static_cast<std::uint32_t>(it - choices.begin());
+}
+
+// Effective bits and predicted (summed clamped) score of a selection, as the search counts them.
+inline search::allocation_result selection_totals(const search_space& space, const search::allocation_problem& problem,
+                                                  const std::vector<std::size_t>& chosen) {
+  std::vector<std::uint32_t> selection;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) selection.push_back(choice_index(space, g, chosen[g]));
+  return search::evaluate_selection(problem, std::move(selection), search::cost_t{0}, search::solver_path::dp_dense_table);
+}
+
+namespace detail {
+
+inline std::string bits_label(double bits) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f", bits);
+  return text;
+}
+
+// `count` budgets from lo to hi, evenly spaced (hi alone for one), in param-bits so that both
+// ends are exactly reachable.
+inline std::vector<search::cost_t> spread(search::cost_t lo, search::cost_t hi, std::size_t count) {
+  if (count == 1) return {hi};
+  std::vector<search::cost_t> out;
+  const long double step = static_cast<long double>(hi - lo) / static_cast<long double>(count - 1);
+  for (std::size_t k = 0; k < count; ++k) out.push_back(lo + static_cast<search::cost_t>(step * static_cast<long double>(k)));
+  out.back() = hi;
+  return out;
+}
+
+}  // namespace detail
+
+// The Pareto points to measure: `count` budgets over [least cost, cost of the widest uniform
+// recipe], each the front's answer for it; a selection met twice is measured once.
+inline std::vector<planned_mix> pareto_mixes(const search_space& space, const search::pareto_front& front,
+                                             const std::vector<std::vector<std::size_t>>& choices, search::cost_t hi,
+                                             std::size_t count) {
+  std::vector<planned_mix> out;
+  if (count == 0 || front.size() == 0) return out;
+  const search::cost_t lo = front[0].total_cost;
+  for (const search::cost_t capacity : detail::spread(lo, std::max(lo, hi), count)) {
+    const search::allocation_result a = front.at_capacity(capacity);
+    planned_mix mix{"pareto " + detail::bits_label(search::effective_bits_of(capacity, space.total_params)),
+                    io::mix_kind::pareto, {}};
+    for (std::size_t g = 0; g < space.groups.size(); ++g) mix.chosen.push_back(choices[g][a.selection[g]]);
+    const bool seen = std::any_of(out.begin(), out.end(), [&](const planned_mix& m) { return m.chosen == mix.chosen; });
+    if (!seen) out.push_back(std::move(mix));
+  }
+  return out;
+}
+
+// Unquantized, every quantizing candidate uniformly, the chosen selection, the Pareto points.
+inline std::vector<planned_mix> plan_mixes(const search_space& space, const search::pareto_front& front,
+                                           const std::vector<std::vector<std::size_t>>& choices,
+                                           const std::vector<std::size_t>& chosen, const evaluation_options& options) {
+  const auto uniform = [&](std::size_t c) {
+    std::vector<std::size_t> sel(space.groups.size(), space.none_index());
+    for (std::size_t g = 0; g < sel.size(); ++g) {
+      if (space.configurable(g)) sel[g] = c;
+    }
+    return sel;
+  };
+  std::vector<planned_mix> mixes{{"unquantized", io::mix_kind::unquantized, uniform(space.none_index())}};
+  search::cost_t hi = 0;
+  const search::allocation_problem costs = cost_problem(space);
+  for (std::size_t c = 0; c < space.none_index(); ++c) {
+    mixes.push_back({"uniform " + space.display(c, options.custom_names), io::mix_kind::uniform, uniform(c)});
+    hi = std::max(hi, selection_totals(space, costs, mixes.back().chosen).total_cost);
+  }
+  mixes.push_back({"chosen", io::mix_kind::chosen, chosen});
+  for (planned_mix& m : pareto_mixes(space, front, choices, hi, options.pareto_points)) mixes.push_back(std::move(m));
+  return mixes;
+}
+
+// Measures the planned mixes through the backend and fills the report (data info left to the
+// caller, tokens excepted). `scores`: the clamped scores per group and choice.
+inline io::evaluation_report evaluate_mixes(const search_space& space, const std::vector<std::vector<double>>& scores,
+                                            const std::vector<planned_mix>& mixes, scoring_backend& backend,
+                                            const evaluation_options& options, const progress_callback& progress) {
+  // A selection planned twice (a Pareto point that is the chosen mix or a uniform recipe) is
+  // measured once.
+  std::vector<score::module_mix> distinct;
+  std::vector<std::size_t> measured_as;
+  for (const planned_mix& m : mixes) {
+    score::module_mix mix = module_mix_of(space, m.chosen);
+    const auto it = std::find(distinct.begin(), distinct.end(), mix);
+    measured_as.push_back(static_cast<std::size_t>(it - distinct.begin()));
+    if (it == distinct.end()) distinct.push_back(std::move(mix));
+  }
+  const std::vector<score::mix_metrics> unique = backend.measure_mixes(distinct, progress);
+  if (unique.size() != distinct.size()) throw error("evaluation: the backend measured the wrong number of mixes");
+  std::vector<score::mix_metrics> measured;
+  for (const std::size_t i : measured_as) measured.push_back(unique[i]);
+  const search::allocation_problem problem = cost_problem(space, scores);
+  io::evaluation_report report;
+  std::vector<double> predicted, kl;
+  for (std::size_t i = 0; i < mixes.size(); ++i) {
+    const search::allocation_result totals = selection_totals(space, problem, mixes[i].chosen);
+    io::mix_evaluation e{mixes[i].name, mixes[i].kind, totals.effective_bits, totals.total_score,
+                         measured[i].mean_kl(), measured[i].perplexity(), measured[i].top1_agreement(), {}};
+    for (const std::size_t c : mixes[i].chosen) e.recipes.push_back(space.display(c, options.custom_names));
+    if (e.kind != io::mix_kind::unquantized) {
+      predicted.push_back(e.predicted_score);
+      kl.push_back(e.mean_kl);
+    }
+    report.mixes.push_back(std::move(e));
+  }
+  report.data.tokens = measured.empty() ? 0 : measured.front().tokens;
+  report.spearman_score_kl = score::spearman(predicted, kl);
+  io::validate_evaluation_report(report, space.groups.size());
+  return report;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/engine/evaluation.hpp ----
 // ---- begin aq/score/monotone_clamp.hpp ----
 // Monotone clamp of a group's raw scores along its candidate list (ascending effective bits,
 // NONE last): a less aggressive recipe never scores above a more aggressive one. The step between
@@ -12299,6 +14224,12 @@ struct engine_options {
   scope_preset scope = scope_preset::lm;
   std::optional<std::string> model_id;
   std::optional<io::dataset_info> dataset;
+  // A mix chosen earlier or by hand (candidate per group) instead of the search's answer: the
+  // reports describe it and the budget is its effective bits.
+  std::optional<std::vector<std::size_t>> given_selection;
+  // Closed-loop evaluation on the backend's held-out batches after the search.
+  bool evaluate = false;
+  evaluation_options evaluation;
 };
 
 // Per-stage wall time in seconds.
@@ -12306,6 +14237,7 @@ struct stage_timings {
   double calibration = 0.0;
   double scoring = 0.0;
   double search = 0.0;
+  double evaluation = 0.0;
 };
 
 // One quantizer's calibrated amax (ModelOpt's `<module>.<weight|input>_quantizer._amax`).
@@ -12327,6 +14259,7 @@ struct autoquant_result {
   std::int64_t num_score_steps = 0;
   stage_timings timings;
   std::vector<quantizer_amax> state;              // chosen recipes' amax, module order
+  std::optional<io::evaluation_report> evaluation;  // when asked for (data info left to the caller)
 };
 
 namespace detail {
@@ -12416,11 +14349,22 @@ inline void clamp_scores(const search_space& space, const std::vector<std::vecto
   }
 }
 
+// The effective bits of a given selection, checked to be one candidate per group that the group
+// may take (before any model work).
+inline double given_selection_bits(const search_space& space, const std::vector<std::size_t>& chosen) {
+  if (chosen.size() != space.groups.size()) {
+    throw error("given mix: " + std::to_string(chosen.size()) + " recipes for " + std::to_string(space.groups.size()) +
+                " groups");
+  }
+  return selection_totals(space, cost_problem(space), chosen).effective_bits;
+}
+
 // The whole run. Throws aq::error (before any model work) when the budget is unreachable.
 inline autoquant_result run_autoquant(const search_space& space, scoring_backend& backend,
                                       const engine_options& options, const progress_callback& progress = {}) {
   autoquant_result result;
-  result.budget_bits = checked_budget_bits(space, options.effective_bits, options.adjust_budget);
+  result.budget_bits = options.given_selection ? given_selection_bits(space, *options.given_selection)
+                                               : checked_budget_bits(space, options.effective_bits, options.adjust_budget);
   if (options.num_calib_steps < 1 || options.num_score_steps < 1) {
     throw error("autoquant: num_calib_steps and num_score_steps must be >= 1");
   }
@@ -12444,16 +14388,486 @@ inline autoquant_result run_autoquant(const search_space& space, scoring_backend
   clamp_scores(space, quantized, options.clamp, result);
   const search::allocation_problem problem = cost_problem(space, result.scores);
   const search::pareto_front front(problem);
-  result.allocation = front.at_bits(result.budget_bits);
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+  if (options.given_selection) {
+    result.chosen = *options.given_selection;
+    result.allocation = selection_totals(space, problem, result.chosen);
+    result.allocation.capacity = result.allocation.total_cost;
+    result.allocation.is_satisfied = true;
+  } else {
+    result.allocation = front.at_bits(result.budget_bits);
+    for (std::size_t g = 0; g < space.groups.size(); ++g) {
+      result.chosen.push_back(result.choices[g][result.allocation.selection[g]]);
+    }
   }
   result.report = build_report(space, options, result.budget_bits, result.choices, result.scores, result.allocation, front);
   result.timings.search = detail::seconds_since(start);
   result.state = quantizer_state(space, result.chosen, backend);
+  if (options.evaluate) {
+    start = std::chrono::steady_clock::now();
+    evaluation_options eval = options.evaluation;
+    eval.custom_names = options.custom_names;
+    const std::vector<planned_mix> mixes = plan_mixes(space, front, result.choices, result.chosen, eval);
+    result.evaluation = evaluate_mixes(space, result.scores, mixes, backend, eval, progress);
+    result.timings.evaluation = detail::seconds_since(start);
+  }
   return result;
 }
 
 }  // namespace aq::autoquant
 // ---- end aq/engine/engine.hpp ----
+// ---- begin aq/search/custom_recipe_names.hpp ----
+// What "CUSTOM_<i>(effective-bits: N)" means in a quant manifest. ModelOpt numbers a recipe without
+// a built-in config by its position i in the user's format list, and scheme.quant_formats lists
+// formats in one of two orders: the user's (ModelOpt's drivers: entry i is CUSTOM_<i>) or the
+// candidates' (aq's runs: ascending bits, entry k is the k-th quantizing format of every
+// layer_sensitivity row). A reading is taken only when it explains every CUSTOM name of the file
+// with the bits each one states; where both readings do and disagree, the name stays unresolved
+// (matched later against a search space's own display strings) rather than guessed.
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+// ---- begin aq/search/recipe_spelling.hpp ----
+// How a recipe is written in files that name recipes for groups or modules (quant manifests,
+// recipe maps): an aq name or alias ("fp8_e4m3", "wfp8_afp8"), a ModelOpt config name
+// ("FP8_DEFAULT_CFG", "NONE"), either one followed by ModelOpt's "(effective-bits: N)" suffix, or,
+// in a manifest, "CUSTOM_<i>(effective-bits: N)", whose meaning the manifest's scheme gives.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+
+namespace aq::autoquant {
+
+// A spelling and the recipe it names. `recipe` is null only for a CUSTOM_<i> the reader could not
+// pin to one recipe: such a spelling is matched against a search space's own display strings.
+struct recipe_spelling {
+  std::string text;  // as written
+  const quant::recipe_info* recipe = nullptr;
+  std::optional<std::size_t> custom_position;  // i of CUSTOM_<i>
+};
+
+// The recipe an aq name, an alias or a ModelOpt config name names; null when none does.
+template <class List = recipes::all_recipes>
+const quant::recipe_info* recipe_named(std::string_view name) {
+  const std::string_view resolved = quant::resolve_recipe_alias(name);
+  for (const quant::recipe_info& info : quant::recipe_registry<List>()) {
+    if (info.name == resolved || (!info.modelopt_config.empty() && info.modelopt_config == name)) return &info;
+  }
+  return nullptr;
+}
+
+// The name before ModelOpt's suffix: "FP8_DEFAULT_CFG(effective-bits: 8.0)" -> "FP8_DEFAULT_CFG".
+inline std::string_view recipe_name_part(std::string_view text) {
+  const std::size_t open = text.find('(');
+  return open == std::string_view::npos ? text : text.substr(0, open);
+}
+
+// Whether `text` is its name alone or its name with the suffix ModelOpt writes for `recipe`.
+inline bool spelling_fits(std::string_view text, const quant::recipe_info& recipe) {
+  const std::string_view name = recipe_name_part(text);
+  return name == text || text == quant::modelopt_recipe_string(name, recipe.effective_bits);
+}
+
+// i of "CUSTOM_<i>" (decimal digits, no leading zero but "0"); nullopt for anything else.
+inline std::optional<std::size_t> custom_position_of(std::string_view name) {
+  static constexpr std::string_view prefix = "CUSTOM_";
+  if (!name.starts_with(prefix)) return std::nullopt;
+  const std::string_view digits = name.substr(prefix.size());
+  if (digits.empty() || digits.size() > 9 || (digits.size() > 1 && digits.front() == '0')) return std::nullopt;
+  std::size_t value = 0;
+  for (const char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return value;
+}
+
+// Resolves `text`. A suffix must be exactly the one ModelOpt writes for the recipe: another number
+// means another recipe than the name says, and is refused rather than guessed. With `allow_custom`
+// (a manifest) a CUSTOM_<i> with its suffix is returned unresolved, for the caller to interpret.
+// Errors start with `where` (the file and key) and quote the text.
+template <class List = recipes::all_recipes>
+recipe_spelling resolve_recipe_spelling(std::string_view text, const std::string& where, bool allow_custom = false) {
+  const std::string quoted = "'" + std::string(text) + "'";
+  const std::string_view name = recipe_name_part(text);
+  recipe_spelling out{std::string(text), recipe_named<List>(name), std::nullopt};
+  if (out.recipe == nullptr && allow_custom) out.custom_position = custom_position_of(name);
+  if (out.custom_position) {
+    if (name == text) throw error(where + ": " + quoted + " lacks its '(effective-bits: N)' suffix");
+    return out;
+  }
+  if (out.recipe == nullptr) {
+    throw error(where + ": recipe " + quoted + " is unknown; valid recipes: " + quant::valid_recipe_names<List>() +
+                ", their ModelOpt config names, and NONE");
+  }
+  if (!spelling_fits(text, *out.recipe)) {
+    throw error(where + ": " + quoted + " does not match recipe '" + std::string(out.recipe->name) + "' (expected '" +
+                quant::modelopt_recipe_string(name, out.recipe->effective_bits) +
+                "': the suffix must read as ModelOpt writes it)");
+  }
+  return out;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/recipe_spelling.hpp ----
+
+namespace aq::autoquant {
+
+namespace detail {
+
+// The recipe quant_formats[k] names, when it quantizes and its bits fit `text`'s suffix.
+inline const quant::recipe_info* custom_reading(const std::string& text, std::optional<std::size_t> k,
+                                                std::span<const std::string> quant_formats) {
+  if (!k || *k >= quant_formats.size()) return nullptr;
+  const quant::recipe_info* recipe = recipe_named(recipe_name_part(quant_formats[*k]));
+  return recipe != nullptr && recipe->quantizes && spelling_fits(text, *recipe) ? recipe : nullptr;
+}
+
+}  // namespace detail
+
+// Sets `recipe` of every CUSTOM spelling where the file pins it. `candidate_order`: the quantizing
+// display strings of a layer_sensitivity row, in candidate order (empty when the file has none).
+inline void resolve_custom_names(std::span<recipe_spelling> spellings, std::span<const std::string> quant_formats,
+                                 std::span<const std::string> candidate_order) {
+  const auto by_position = [&](const std::string& text) {
+    return detail::custom_reading(text, custom_position_of(recipe_name_part(text)), quant_formats);
+  };
+  const auto by_order = [&](const std::string& text) -> const quant::recipe_info* {
+    const auto at = std::find(candidate_order.begin(), candidate_order.end(), text);
+    if (candidate_order.size() != quant_formats.size() || at == candidate_order.end()) return nullptr;
+    return detail::custom_reading(text, static_cast<std::size_t>(at - candidate_order.begin()), quant_formats);
+  };
+  std::vector<std::string> customs;
+  for (const recipe_spelling& s : spellings) {
+    if (s.custom_position) customs.push_back(s.text);
+  }
+  for (const std::string& text : candidate_order) {
+    if (custom_position_of(recipe_name_part(text))) customs.push_back(text);
+  }
+  const auto explains_all = [&](const auto& reading) {
+    return std::all_of(customs.begin(), customs.end(),
+                       [&](const std::string& text) { return reading(text) != nullptr; });
+  };
+  const bool position_fits = explains_all(by_position);
+  const bool order_fits = explains_all(by_order);
+  for (recipe_spelling& s : spellings) {
+    if (!s.custom_position) continue;
+    const quant::recipe_info* p = position_fits ? by_position(s.text) : nullptr;
+    const quant::recipe_info* o = order_fits ? by_order(s.text) : nullptr;
+    s.recipe = p != nullptr && o != nullptr && p != o ? nullptr : (p != nullptr ? p : o);
+  }
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/custom_recipe_names.hpp ----
+// ---- begin aq/search/recipe_assignment.hpp ----
+// A recipe for every layer group, read from a file rather than searched: the mix a run chose (the
+// `chosen_recipes` of its quant manifest) or one written by hand (a recipe map: module-name
+// patterns -> recipes). What tools that apply a mix take; docs/recipe-maps.md describes both forms.
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <unistd.h>
+
+
+namespace aq::autoquant {
+
+enum class assignment_form {
+  manifest,    // keys are group hparam names; every configurable group must be listed
+  recipe_map,  // keys are fnmatch patterns on module names; the last matching key wins
+};
+
+struct assignment_entry {
+  std::string key;    // a group's hparam name (manifest) or a module-name pattern (map)
+  std::string where;  // "<file>: <key path>", the start of every error about this entry
+  recipe_spelling recipe;
+};
+
+struct recipe_assignment {
+  std::string source;  // the file, as errors name it
+  assignment_form form = assignment_form::recipe_map;
+  std::vector<assignment_entry> entries;  // file order
+};
+
+// A recipe file is a few hundred keys; anything this large is a wrong path, refused before it is
+// read (a manifest of a 235B MoE model is well under a megabyte).
+inline constexpr std::size_t recipe_file_max_bytes = std::size_t{64} << 20;
+
+namespace detail {
+
+// The file's bytes, at most `limit` of them: the size is checked when opened and again while
+// reading, since a file may grow in between.
+inline std::string read_bounded(const std::filesystem::path& file, std::size_t limit) {
+  const regular_file in(file);  // refuses a FIFO, a directory, a device
+  const auto too_large = [&] {
+    return error(file.string() + ": more than " + std::to_string(limit) +
+                 " bytes; a recipe file (manifest or recipe map) is far smaller");
+  };
+  if (in.size() > limit) throw too_large();
+  std::string out(in.size() + 1, '\0');
+  std::size_t filled = 0;
+  for (;;) {
+    if (filled == out.size()) {
+      if (out.size() > limit) throw too_large();
+      out.resize(std::min(out.size() * 2, limit + 1));
+    }
+    const ::ssize_t n = ::pread(in.fd(), out.data() + filled, out.size() - filled, static_cast<off_t>(filled));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw error(file.string() + ": cannot read: " + std::strerror(errno));
+    if (n == 0) break;
+    filled += static_cast<std::size_t>(n);
+  }
+  out.resize(filled);
+  return out;
+}
+
+// Keys of one JSON object, refused when one repeats: JSON readers keep one of them silently.
+class key_set {
+ public:
+  void insert(std::string_view key, const io::json_field& value) {
+    if (!keys_.insert(key).second) value.fail("listed twice (a JSON object keeps only one of them)");
+  }
+
+ private:
+  std::set<std::string_view> keys_;
+};
+
+// A report of aq or ModelOpt rather than a recipe map: its top-level objects are not strings.
+inline bool is_report(const io::json_field& root) {
+  for (const std::string_view key : {"scheme", "autoquant_state", "layer_sensitivity"}) {
+    if (const auto field = root.find(key); field && !field->element().is_string()) return true;
+  }
+  return false;
+}
+
+// The quantizing display strings of the layer_sensitivity row with the most candidates: the
+// candidate order CUSTOM names are read against (custom_recipe_names.hpp).
+inline std::vector<std::string> candidate_order(const io::json_field& root) {
+  std::vector<std::string> order;
+  const auto rows = root.find("layer_sensitivity");
+  if (!rows) return order;
+  for (const auto& [group, row] : rows->members()) {
+    std::vector<std::string> quantizing = row["formats"].strings();
+    std::erase_if(quantizing, [](const std::string& f) { return recipe_name_part(f) == "NONE"; });
+    if (quantizing.size() > order.size()) order = std::move(quantizing);
+  }
+  return order;
+}
+
+inline recipe_assignment parse_manifest(const io::json_field& root, const io::json_field& chosen) {
+  recipe_assignment out{root.source(), assignment_form::manifest, {}};
+  key_set keys;
+  std::vector<recipe_spelling> spellings;
+  for (const auto& [group, value] : chosen.members()) {
+    keys.insert(group, value);
+    const bool allow_custom = true;  // a manifest's CUSTOM_<i>, read below
+    out.entries.push_back(
+        {std::string(group), value.where(), resolve_recipe_spelling(value.string(), value.where(), allow_custom)});
+    spellings.push_back(out.entries.back().recipe);
+  }
+  if (std::none_of(spellings.begin(), spellings.end(), [](const recipe_spelling& s) { return s.custom_position; })) {
+    return out;
+  }
+  std::vector<std::string> quant_formats;
+  if (const auto scheme = root.find("scheme")) {
+    if (const auto list = scheme->find("quant_formats")) quant_formats = list->strings();
+  }
+  resolve_custom_names(spellings, quant_formats, candidate_order(root));
+  for (std::size_t e = 0; e < spellings.size(); ++e) out.entries[e].recipe = spellings[e];
+  return out;
+}
+
+inline recipe_assignment parse_map(const io::json_field& root) {
+  recipe_assignment out{root.source(), assignment_form::recipe_map, {}};
+  key_set keys;
+  for (const auto& [pattern, value] : root.members()) {
+    keys.insert(pattern, value);
+    out.entries.push_back(
+        {std::string(pattern), value.where(), resolve_recipe_spelling(value.string(), value.where())});
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// Reads either form from `text` (named `source` in errors): an object with `chosen_recipes` is a
+// quant manifest, any other object a recipe map.
+inline recipe_assignment parse_recipe_assignment(std::string_view text, const std::string& source) {
+  if (const auto at = io::utf8::first_invalid_byte(text)) {
+    throw error(source + ": invalid UTF-8 at byte " + std::to_string(*at));
+  }
+  simdjson::dom::parser parser;
+  const io::json_field root = io::parse_json_object(parser, text, source);
+  if (const auto rows = root.find("layer_sensitivity"); rows && rows->element().is_array()) {
+    throw error(source + ": is a per-layer sensitivity report; give the run's <scheme>_quant_manifest.json");
+  }
+  if (const auto chosen = root.find("chosen_recipes")) return detail::parse_manifest(root, *chosen);
+  if (detail::is_report(root)) {
+    throw error(source + ": is a quant manifest without chosen_recipes (written by ModelOpt, or by a run that "
+                         "chose nothing); give a manifest of an aq run or a recipe map");
+  }
+  return detail::parse_map(root);
+}
+
+inline recipe_assignment read_recipe_assignment(const std::filesystem::path& file) {
+  return parse_recipe_assignment(detail::read_bounded(file, recipe_file_max_bytes), file.string());
+}
+
+// The distinct quantizing recipes the file names, as aq names in first-seen order: the `formats`
+// of make_search_space for a run that applies the file.
+inline std::vector<std::string> recipe_names(const recipe_assignment& assignment) {
+  std::vector<std::string> names;
+  for (const assignment_entry& entry : assignment.entries) {
+    const quant::recipe_info* recipe = entry.recipe.recipe;
+    if (recipe == nullptr) {
+      throw error(entry.where + ": '" + entry.recipe.text +
+                  "': the manifest's scheme.quant_formats does not say which aq recipe this is; give the formats "
+                  "explicitly");
+    }
+    if (!recipe->quantizes) continue;
+    if (std::find(names.begin(), names.end(), recipe->name) == names.end()) names.emplace_back(recipe->name);
+  }
+  return names;
+}
+
+namespace detail {
+
+inline std::string candidate_list(const search_space& space) {
+  std::string list;
+  for (const quant::candidate& c : space.candidates) list += (list.empty() ? "" : ", ") + std::string(c.recipe->name);
+  return list;
+}
+
+// The candidate a spelling names: the same recipe, or for a CUSTOM_<i> of unknown meaning, the
+// candidate the space displays with exactly that string.
+inline std::size_t candidate_of(const search_space& space, const assignment_entry& entry) {
+  for (std::size_t c = 0; c < space.candidates.size(); ++c) {
+    const quant::recipe_info& recipe = *space.candidates[c].recipe;
+    if (entry.recipe.recipe != nullptr ? recipe.name == entry.recipe.recipe->name
+                                       : space.display(c, true) == entry.recipe.text) {
+      return c;
+    }
+  }
+  throw error(entry.where + ": recipe '" + entry.recipe.text + "' is not among the search space's candidates (" +
+              candidate_list(space) + ")");
+}
+
+inline std::string disabled_note(const search_space& space) {
+  std::string patterns;
+  for (const std::string& p : space.disabled_patterns) patterns += (patterns.empty() ? "'" : ", '") + p + "'";
+  return "disabled (out of scope: " + (patterns.empty() ? std::string("no patterns") : patterns) + ")";
+}
+
+inline std::vector<std::size_t> assign_from_manifest(const search_space& space, const recipe_assignment& assignment) {
+  std::unordered_map<std::string_view, std::size_t> group_of;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) group_of.emplace(space.groups[g].name, g);
+  std::vector<std::size_t> chosen(space.groups.size(), space.none_index());
+  std::vector<bool> listed(space.groups.size(), false);
+  for (const assignment_entry& entry : assignment.entries) {
+    const auto found = group_of.find(entry.key);
+    if (found == group_of.end()) {
+      throw error(entry.where + ": the search space has no such group (its " + std::to_string(space.groups.size()) +
+                  " groups are named like '" + space.groups.front().name + "')");
+    }
+    const std::size_t g = found->second;
+    const std::size_t c = candidate_of(space, entry);
+    if (!space.configurable(g) && space.candidates[c].recipe->quantizes) {
+      throw error(entry.where + ": '" + entry.recipe.text + "' for a group the search space has " +
+                  disabled_note(space));
+    }
+    chosen[g] = c;
+    listed[g] = true;
+  }
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (space.configurable(g) && !listed[g]) {
+      throw error(assignment.source + ": chosen_recipes: configurable group '" + space.groups[g].name + "' is missing");
+    }
+  }
+  return chosen;
+}
+
+// The entry deciding each module (the last matching pattern), or nullopt: unquantized.
+inline std::vector<std::optional<std::size_t>> deciding_entries(const search_space& space,
+                                                                const recipe_assignment& assignment) {
+  std::vector<std::optional<std::size_t>> decided(space.module_names.size());
+  std::vector<bool> matched(assignment.entries.size(), false);
+  for (std::size_t m = 0; m < space.module_names.size(); ++m) {
+    for (std::size_t e = 0; e < assignment.entries.size(); ++e) {
+      if (!fnmatch(assignment.entries[e].key, space.module_names[m])) continue;
+      matched[e] = true;
+      decided[m] = e;
+    }
+  }
+  for (std::size_t e = 0; e < assignment.entries.size(); ++e) {
+    if (matched[e]) continue;
+    throw error(assignment.entries[e].where + ": the pattern matches no module (a typo? module names look like '" +
+                space.module_names.front() + "')");
+  }
+  return decided;
+}
+
+inline std::vector<std::size_t> assign_from_map(const search_space& space, const recipe_assignment& assignment) {
+  const std::vector<std::optional<std::size_t>> decided = deciding_entries(space, assignment);
+  std::vector<std::size_t> entry_candidate;
+  for (const assignment_entry& entry : assignment.entries) entry_candidate.push_back(candidate_of(space, entry));
+  const auto candidate_of_module = [&](std::size_t m) {
+    return decided[m] ? entry_candidate[*decided[m]] : space.none_index();
+  };
+  const auto origin = [&](std::size_t m) {
+    if (!decided[m]) return std::string("'none' (no pattern matches it)");
+    const assignment_entry& entry = assignment.entries[*decided[m]];
+    return "'" + entry.recipe.text + "' (pattern '" + entry.key + "')";
+  };
+  std::vector<std::size_t> chosen;
+  for (const search_group& group : space.groups) {
+    const std::size_t first = group.members.front();
+    for (const std::size_t m : group.members) {
+      if (candidate_of_module(m) == candidate_of_module(first)) continue;
+      throw error(assignment.source + ": group '" + group.name + "' takes one recipe for all its modules, but '" +
+                  space.module_names[first] + "' gets " + origin(first) + " and '" + space.module_names[m] +
+                  "' gets " + origin(m));
+    }
+    const std::size_t c = candidate_of_module(first);
+    if (group.disabled && space.candidates[c].recipe->quantizes) {
+      throw error(assignment.entries[*decided[first]].where + ": '" + assignment.entries[*decided[first]].recipe.text +
+                  "' for module '" + space.module_names[first] + "' of group '" + group.name + "', which is " +
+                  disabled_note(space) + "; narrow the pattern");
+    }
+    chosen.push_back(c);
+  }
+  return chosen;
+}
+
+}  // namespace detail
+
+// The candidate index of every group of `space` (groups order). A manifest must name every
+// configurable group and only groups of the space; a recipe map decides each module by the last
+// pattern that matches its name (ModelOpt's quant_cfg rule), leaves unmatched modules unquantized,
+// and must give the modules of one group one recipe. Every error is one line naming the file.
+inline std::vector<std::size_t> assign_groups(const search_space& space, const recipe_assignment& assignment) {
+  if (space.groups.empty()) throw error(assignment.source + ": the search space has no groups");
+  return assignment.form == assignment_form::manifest ? detail::assign_from_manifest(space, assignment)
+                                                      : detail::assign_from_map(space, assignment);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/recipe_assignment.hpp ----
 // ---- end aq/autoquant.hpp ----

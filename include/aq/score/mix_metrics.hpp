@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -16,6 +17,15 @@ namespace aq::score {
 // A mix: for every module of the search space, the candidate it runs with (none_index():
 // unquantized).
 using module_mix = std::vector<std::size_t>;
+
+// Whether a mix leaves every module unquantized (every entry at or past the recipe count): its
+// logits are the reference's, so backends measure it without a forward.
+inline bool quantizes_nothing(const module_mix& mix, std::size_t num_recipes) {
+  for (const std::size_t r : mix) {
+    if (r < num_recipes) return false;
+  }
+  return true;
+}
 
 struct mix_metrics {
   double kl_sum = 0.0;         // Σ_tokens KL(p‖q), nats

@@ -61,7 +61,8 @@ inline mix_metrics batch_mix_metrics(const const_matrix_view& p, const reference
   return sum;
 }
 
-// Every mix over every batch of `eval` (batch outer: one reference held at a time).
+// Every mix over every batch of `eval` (batch outer: one reference held at a time); a mix that
+// quantizes nothing is measured on the reference logits themselves.
 inline std::vector<mix_metrics> measure_mixes(const autoquant::model_runner& eval, calibrated_recipes& calibration,
                                               const std::vector<module_mix>& mixes,
                                               const autoquant::progress_callback& progress = {}) {
@@ -75,9 +76,13 @@ inline std::vector<mix_metrics> measure_mixes(const autoquant::model_runner& eva
     const tensor p = eval.run(b, autoquant::model_pass::logits, nullptr).logits;
     const reference_rows ref = labelled_reference_rows(p.matrix(), eval.targets.at(b));
     for (std::size_t i = 0; i < mixes.size(); ++i) {
-      observer.select(mixes[i]);
-      const tensor q = eval.run(b, autoquant::model_pass::logits, &observer).logits;
-      out[i] += batch_mix_metrics(p.matrix(), ref, q.matrix());
+      if (quantizes_nothing(mixes[i], calibration.num_recipes())) {
+        out[i] += batch_mix_metrics(p.matrix(), ref, p.matrix());
+      } else {
+        observer.select(mixes[i]);
+        const tensor q = eval.run(b, autoquant::model_pass::logits, &observer).logits;
+        out[i] += batch_mix_metrics(p.matrix(), ref, q.matrix());
+      }
       if (progress) progress("evaluation", ++done, total);
     }
   }

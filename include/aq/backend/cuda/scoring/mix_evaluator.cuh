@@ -1,7 +1,8 @@
 // Closed-loop evaluation on the GPU: per held-out pass one unquantized forward keeps the
 // reference logits on the device, then every mix runs the pass with its modules quantized
 // (device_quantized_mix_forward, the calibration's scales) and adds its KL, NLL and agreements
-// over the labelled rows (mix_metrics.cuh). Device twin of score::measure_mixes.
+// over the labelled rows (mix_metrics.cuh); a mix that quantizes nothing is measured on the
+// reference logits without a forward. Device twin of score::measure_mixes.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -64,9 +65,13 @@ inline std::vector<score::mix_metrics> measure_mixes(qwen3_vl_text_model& model,
     reference.finalize(stream);
     o.logits_chunk = [&](device_matrix<const float> z, std::int64_t v0) { metrics.update(z, v0, stream); };
     for (std::size_t i = 0; i < mixes.size(); ++i) {
-      observer.select(mixes[i]);
       metrics.begin(reference, stream);
-      (void)model.run(pass, o, &observer);
+      if (score::quantizes_nothing(mixes[i], calibration.num_recipes())) {
+        metrics.update(reference.logits(), 0, stream);  // its logits are the reference's
+      } else {
+        observer.select(mixes[i]);
+        (void)model.run(pass, o, &observer);
+      }
       metrics.finalize(totals.data() + 3 * i, stream);
       if (progress) progress("evaluation", ++done, total);
     }
