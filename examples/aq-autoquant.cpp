@@ -150,6 +150,19 @@ loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, aut
 }
 #endif
 
+// Whether `calib` is one of the bundled caption sizes: each is a prefix of the full COCO file.
+bool is_bundled_captions(const fs::path& calib) {
+  for (const char* size : {"small", "medium", "large"}) {
+    try {
+      std::error_code ec;
+      if (fs::equivalent(calib, bundled(autoquant::bundled_captions(std::string(size))), ec)) return true;
+    } catch (const error&) {
+      return false;  // no bundled data here: the calibration file is the user's own
+    }
+  }
+  return false;
+}
+
 // Where held-out samples come from: --eval-data (after the calibration samples when it is the
 // calibration file itself), else the calibration source after its calibration samples; for the
 // bundled captions that is the full COCO set, of which every bundled size is a prefix.
@@ -163,7 +176,7 @@ autoquant::held_out_source held_out_source_of(const autoquant::driver_options& o
     std::error_code ec;
     if (!fs::equivalent(source.path, calib, ec)) source.first = 0;
   } else {
-    source.path = !o.calib && calib.extension() == ".txt" ? bundled("captions/coco2017_captions.txt") : calib;
+    source.path = is_bundled_captions(calib) ? bundled("captions/coco2017_captions.txt") : calib;
   }
   return source;
 }
