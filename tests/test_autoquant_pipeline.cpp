@@ -57,6 +57,16 @@ class fake_backend final : public autoquant::scoring_backend {
   bool module_ran(std::size_t m) const override { return ran.at(m); }
   autoquant::weight_amax weight_amax_of(std::size_t m, std::size_t c) const override { return weights.at(m * 2 + c); }
   float input_amax(std::size_t m) const override { return 0.5f + static_cast<float>(m); }
+  // Mix i measures KL i/10 per token over 10 tokens, all agreeing.
+  std::vector<aq::score::module_mix> measured;
+  std::vector<aq::score::mix_metrics> measure_mixes(const std::vector<aq::score::module_mix>& mixes,
+                                                    const autoquant::progress_callback&) override {
+    calls.push_back("evaluate " + std::to_string(mixes.size()));
+    measured = mixes;
+    std::vector<aq::score::mix_metrics> out(mixes.size());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = {static_cast<double>(i), 10.0, 10, 10};
+    return out;
+  }
 };
 
 // Candidates by ascending bits: w4a16 (0), int8_w8a8 (1), NONE (2).
@@ -148,4 +158,34 @@ TEST_CASE("one budget rule: the default, the adjustment and the check") {
   CHECK_THROWS_WITH_AS(autoquant::checked_budget_bits(space, 6.0, false),
                        doctest::Contains("--effective-bits 6 is below the smallest reachable effective bits 8"),
                        aq::error);
+}
+
+TEST_CASE("evaluation after the search: every planned mix, each distinct selection measured once") {
+  const autoquant::search_space space = fake_space();
+  fake_backend backend = make_backend();
+  autoquant::engine_options o = fake_options();
+  o.evaluate = true;
+  o.evaluation.pareto_points = 3;
+  const autoquant::autoquant_result r = autoquant::run_autoquant(space, backend, o);
+  REQUIRE(r.evaluation.has_value());
+  CHECK(backend.calls.back().starts_with("evaluate "));
+  const std::vector<aq::io::mix_evaluation>& mixes = r.evaluation->mixes;
+  // unquantized, uniform w4a16, uniform int8_w8a8, chosen, then up to 3 Pareto points.
+  REQUIRE(mixes.size() >= 4);
+  CHECK(mixes[0].kind == aq::io::mix_kind::unquantized);
+  CHECK(mixes[1].name == "uniform " + space.display(0));
+  CHECK(mixes[2].name == "uniform " + space.display(1));
+  CHECK(mixes[3].kind == aq::io::mix_kind::chosen);
+  // Distinct selections only, in first-planned order; the disabled group always NONE.
+  for (std::size_t i = 0; i < backend.measured.size(); ++i) {
+    for (std::size_t j = i + 1; j < backend.measured.size(); ++j) CHECK(backend.measured[i] != backend.measured[j]);
+    CHECK(backend.measured[i][4] == space.none_index());  // down_proj: disabled
+  }
+  CHECK(backend.measured.size() < mixes.size());  // the lowest Pareto point is uniform w4a16 here
+  CHECK(backend.measured[0] == std::vector<std::size_t>(5, space.none_index()));
+  CHECK(mixes[0].mean_kl == 0.0);
+  CHECK(mixes[1].mean_kl == doctest::Approx(0.1));
+  for (const aq::io::mix_evaluation& m : mixes) CHECK(m.top1_agreement == 1.0);
+  CHECK(mixes[3].effective_bits == r.allocation.effective_bits);
+  CHECK(mixes[3].predicted_score == r.allocation.total_score);
 }
