@@ -61,6 +61,7 @@ inline std::vector<io::calib_batch> image_caption_batches(const io::tokenizer& t
 inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
                                                                std::int64_t samples, std::int64_t seq_len,
                                                                const qwen3_vl::config& cfg) {
+  qwen3_vl::check_vision_token_ids(cfg, tok);  // before any file is read
   return image_caption_batches(tok, io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples)),
                                seq_len, cfg);
 }
