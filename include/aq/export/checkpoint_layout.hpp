@@ -1,0 +1,59 @@
+// The checkpoint layouts aq exports to, and which recipes each can express. A recipe outside
+// these lists has no serving kernel behind it in that layout (or no field to describe it), so the
+// export refuses it up front with the reason below instead of writing a checkpoint nothing loads.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "aq/core/error.hpp"
+
+namespace aq::hf_export {
+
+enum class checkpoint_layout {
+  modelopt,            // ModelOpt 0.39 export_hf_checkpoint: hf_quant_config.json + weight_scale/input_scale
+  compressed_tensors,  // compressed-tensors 0.20 (llm-compressor, vLLM): config_groups in config.json
+};
+
+inline std::string_view layout_name(checkpoint_layout layout) {
+  return layout == checkpoint_layout::modelopt ? "modelopt" : "compressed-tensors";
+}
+
+inline checkpoint_layout parse_checkpoint_layout(std::string_view text) {
+  if (text == "modelopt") return checkpoint_layout::modelopt;
+  if (text == "compressed-tensors") return checkpoint_layout::compressed_tensors;
+  throw error("--format: '" + std::string(text) + "' is unknown; valid: modelopt, compressed-tensors");
+}
+
+// How the weight of a module is stored: the four schemes both layouts have kernels for.
+enum class weight_scheme {
+  fp8_tensor,     // fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input
+  int8_channel,   // int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only)
+  int4_block128,  // w4a16: int4 weight in blocks of 128 input columns, weight only
+};
+
+// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
+inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
+  if (recipe == "fp8_e4m3") return weight_scheme::fp8_tensor;
+  if (recipe == "int8_w8a8" || recipe == "w8a16") return weight_scheme::int8_channel;
+  if (recipe == "w4a16") return weight_scheme::int4_block128;
+  return std::nullopt;
+}
+
+// Why a quantizing recipe is not exported (both layouts refuse the same ones today).
+inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
+  const std::string where(layout_name(layout));
+  if (recipe == "w4a8" || recipe == "w4a8_fp8" || recipe == "w8a4" || recipe == "w4a4") {
+    return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";
+  }
+  if (recipe == "nvfp4" || recipe == "w4a8_nvfp4_fp8") return "NVFP4 export is not implemented yet";
+  if (recipe.starts_with("mx") || recipe == "w4a8_mxfp4_fp8") {
+    return "MX block formats take their scales from the data at run time; no " + where + " export";
+  }
+  if (recipe == "fp8_pc_pt") return "per-channel fp8 with dynamic per-token inputs is not exported yet";
+  if (recipe == "fp8_2d_blockwise") return "2-D blockwise fp8 is not exported yet";
+  return "no " + where + " scheme for it";
+}
+
+}  // namespace aq::hf_export
