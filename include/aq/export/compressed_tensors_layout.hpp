@@ -65,7 +65,9 @@ inline std::vector<float> stored_scales(std::span<const float> amax, float bound
 }  // namespace detail
 
 // The tensors replacing `<module>.weight`. `storage` is the weight's dtype: scales are stored in
-// it and w / scale is rounded to it, as torch computes `bf16 weight / bf16 scale`.
+// it (bf16 for a bf16 model, as llm-compressor stores them), and the codes are computed with the
+// stored scale, w / scale in fp32, so that code * stored scale is what every loader dequantizes.
+// (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m, std::span<const float> weight,
                                                                     division_rounding storage) {
   std::vector<output_tensor> out;
@@ -73,7 +75,7 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
   const std::vector<std::int64_t> shape{m.rows, m.cols};
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float scale = detail::stored_scale(scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound), storage);
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, storage);
+    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, division_rounding::f32);
     out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
     out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1), storage));
   } else {
@@ -82,7 +84,7 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
     const std::vector<float> scales = detail::stored_scales(m.weight_amax, bound, storage);
     const std::int64_t group = int4 ? int4_group_size : m.cols;
     const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, group, int4 ? -8 : -128, int4 ? 7 : 127, storage);
+        integer_codes(weight, m.rows, m.cols, scales, group, int4 ? -8 : -128, int4 ? 7 : 127, division_rounding::f32);
     if (m.static_input) {
       out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
     } else {
