@@ -93,6 +93,16 @@ std::vector<float> weight_values(std::size_t count, std::uint64_t seed) {
   return values;
 }
 
+// The scratch folder of this process, removed when the tests end.
+fs::path scratch_root() { return fs::temp_directory_path() / ("aq_test_export_" + std::to_string(::getpid())); }
+
+struct scratch_cleanup {
+  ~scratch_cleanup() {
+    std::error_code ignored;
+    fs::remove_all(scratch_root(), ignored);
+  }
+} cleanup_at_exit;
+
 struct fixture {
   fs::path root, model, recipes, state;
   aq::qwen3_vl::config cfg;
@@ -102,7 +112,7 @@ struct fixture {
 // (weight amax calibrated from the weights as aq-autoquant does, input amax made up).
 fixture make_fixture(const std::string& name) {
   fixture f;
-  f.root = fs::temp_directory_path() / ("aq_test_export_" + std::to_string(::getpid())) / name;
+  f.root = scratch_root() / name;
   fs::remove_all(f.root);
   f.model = f.root / "model";
   fs::create_directories(f.model);
