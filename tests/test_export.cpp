@@ -20,6 +20,7 @@
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_checkpoint.hpp"
 #include "aq/export/int4_packing.hpp"
+#include "aq/formats/e2m1.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/checkpoint/safetensors_writer.hpp"
@@ -110,7 +111,7 @@ struct fixture {
 
 // Writes the model (two shards, vision / the rest, bf16), the recipe map and the state of the mix
 // (weight amax calibrated from the weights as aq-autoquant does, input amax made up).
-fixture make_fixture(const std::string& name) {
+fixture make_fixture(const std::string& name, const std::string& map = mix_map) {
   fixture f;
   f.root = scratch_root() / name;
   fs::remove_all(f.root);
@@ -133,7 +134,7 @@ fixture make_fixture(const std::string& name) {
   write_text(f.model / "model.safetensors.index.json", "{\n  \"metadata\": {\"total_size\": " + std::to_string(bytes) +
                                                            "},\n  \"weight_map\": {\n    " + weight_map + "\n  }\n}\n");
   f.recipes = f.root / "MAP.json";
-  write_text(f.recipes, mix_map);
+  write_text(f.recipes, map);
 
   aq::autoquant::export_options o{f.model.string(), f.recipes.string(), "", "", checkpoint_layout::modelopt};
   const aq::safetensors_checkpoint checkpoint(f.model);
@@ -159,8 +160,9 @@ fixture make_fixture(const std::string& name) {
       amax = aq::quant::calibrate_amax<aq::recipes::w4a16::weight>(w, rows, cols);
       shape = {static_cast<std::int64_t>(amax.size()), 1};
     }
+    if (recipe == "nvfp4") amax = aq::quant::calibrate_amax<aq::recipes::nvfp4::weight>(w, rows, cols);
     state.add(name + ".weight_quantizer._amax", shape, std::span<const float>(amax));
-    if (recipe == "fp8_e4m3" || recipe == "int8_w8a8") {
+    if (recipe == "fp8_e4m3" || recipe == "int8_w8a8" || recipe == "nvfp4") {
       const float input = 2.0f + 0.25f * static_cast<float>(m % 7);
       state.add(name + ".input_quantizer._amax", {}, std::span<const float>(&input, 1));
     }
@@ -227,7 +229,26 @@ struct dequantized {
   std::vector<float> values, step;
 };
 
+// NVFP4: e2m1 code x e4m3 block scale x global scale; the step recorded is the block's scale.
+dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m) {
+  const std::string p = m.name + ".";
+  const aq::tensor_view& packed = out.at(p + "weight");
+  const aq::tensor_view& blocks = out.at(p + "weight_scale");
+  const float global = aq::to_float_vector(out.at(p + "weight_scale_2"))[0];
+  dequantized d;
+  for (std::int64_t i = 0; i < m.rows * m.cols; ++i) {
+    const auto byte = static_cast<unsigned>(packed.bytes[static_cast<std::size_t>(i / 2)]);
+    const unsigned code = i % 2 == 0 ? byte & 0xfu : byte >> 4;
+    const float block = aq::formats::e4m3::decode(static_cast<std::uint8_t>(blocks.bytes[static_cast<std::size_t>(i / 16)]));
+    const float scale = block * global;
+    d.values.push_back(aq::formats::e2m1::decode(static_cast<std::uint8_t>(code)) * scale);
+    d.step.push_back(scale);
+  }
+  return d;
+}
+
 dequantized dequantize(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m, checkpoint_layout layout) {
+  if (m.scheme == aq::hf_export::weight_scheme::nvfp4_block16) return dequantize_nvfp4(out, m);
   const std::string p = m.name + ".";
   std::vector<float> q;
   if (layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::int4_block128) {
@@ -257,6 +278,8 @@ std::vector<float> fake_quantized(const std::vector<float>& w, const aq::hf_expo
     aq::quant::fake_quantize_matrix<fp8_e4m3::weight>(w, out, m.rows, m.cols, m.weight_amax);
   } else if (m.scheme == aq::hf_export::weight_scheme::int8_channel) {
     aq::quant::fake_quantize_matrix<int8_w8a8::weight>(w, out, m.rows, m.cols, m.weight_amax);
+  } else if (m.scheme == aq::hf_export::weight_scheme::nvfp4_block16) {
+    aq::quant::fake_quantize_matrix<nvfp4::weight>(w, out, m.rows, m.cols, m.weight_amax);
   } else {
     aq::quant::fake_quantize_matrix<w4a16::weight>(w, out, m.rows, m.cols, m.weight_amax);
   }
@@ -279,6 +302,18 @@ TEST_CASE("int4 packing: two output rows per byte (ModelOpt), eight input column
   CHECK(aq::hf_export::pack_input_words<8>(bytes, 1, 4) ==
         std::vector<std::int32_t>{static_cast<std::int32_t>(0xff807f00u)});
   CHECK_THROWS(aq::hf_export::pack_input_words<4>(std::vector<std::int8_t>(4), 1, 4));
+}
+
+TEST_CASE("nvfp4 codes: e2m1 round to nearest even under e4m3 block scales, two per byte") {
+  // Global amax 6 * 448: global scale 1. Block 1 holds the e2m1 grid (block amax 6, scale 1);
+  // block 2 the ties 0.25, 0.75, 2.5, 5 (to 0, 1, 2, 4) doubled under its scale 2 (amax 12 -> 2).
+  std::vector<float> w{0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6,
+                       0.5f, 1.5f, 5, 10, -0.5f, -1.5f, -5, -10, 12, 0, 0, 0, 0, 0, 0, -12};
+  const aq::hf_export::nvfp4_weight q = aq::hf_export::nvfp4_codes(w, 1, 32, 6.0f * 448.0f);
+  CHECK(q.global_scale == 1.0f);
+  CHECK(q.block_scales == std::vector<std::uint8_t>{aq::formats::e4m3::encode(1.0f), aq::formats::e4m3::encode(2.0f)});
+  CHECK(q.packed == std::vector<std::uint8_t>{0x10, 0x32, 0x54, 0x76, 0x90, 0xba, 0xdc, 0xfe,
+                                              0x20, 0x64, 0xa8, 0xec, 0x07, 0x00, 0x00, 0xf0});
 }
 
 TEST_CASE("export round trip, for each layout") {
@@ -431,6 +466,45 @@ TEST_CASE("export round trip, for each layout") {
   }
 }
 
+TEST_CASE("nvfp4 in the modelopt layout") {
+  const fixture f = make_fixture("nvfp4", R"({"model.language_model.layers.*.mlp.*": "nvfp4",
+                                              "model.language_model.layers.0.self_attn.*": "fp8_e4m3"})");
+  const aq::autoquant::export_options o = options(f, checkpoint_layout::modelopt, "out");
+  aq::autoquant::run_export(o);
+  const aq::hf_export::export_plan plan = aq::autoquant::plan_export(o, f.cfg);
+  const aq::safetensors_checkpoint in(f.model);
+  const aq::safetensors_checkpoint out(o.output_dir, aq::hf_export::any_safetensors_dtype);
+  for (const aq::hf_export::module_export& m : plan.quantized) {
+    if (m.scheme != aq::hf_export::weight_scheme::nvfp4_block16) continue;
+    CAPTURE(m.name);
+    CHECK(out.at(m.name + ".weight").dtype == aq::hf_export::dtype_u8);
+    CHECK(out.at(m.name + ".weight").shape[1] == m.cols / 2);
+    CHECK(out.at(m.name + ".weight_scale").dtype == aq::hf_export::dtype_f8_e4m3);
+    CHECK(out.at(m.name + ".weight_scale_2").shape.empty());
+    CHECK(aq::to_float_vector(out.at(m.name + ".input_scale"))[0] == m.input_amax / 2688.0f);
+    const std::vector<float> w = aq::to_float_vector(in.at(m.name + ".weight"));
+    const std::vector<float> fake = fake_quantized(w, m);
+    const dequantized d = dequantize(out, m, checkpoint_layout::modelopt);
+    // aq's fake quantization follows ModelOpt's Triton kernel (global scale amax * (1/2688));
+    // the export follows NVFP4QTensor (amax / 2688): the same grid value except where the two
+    // global scales round a block scale or a quotient to different neighbours.
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < fake.size(); ++i) {
+      if (std::fabs(d.values[i] - fake[i]) <= std::fabs(fake[i]) * 0x1p-21f) continue;
+      ++differ;
+      CHECK(std::fabs(d.values[i] - fake[i]) <= std::fmax(std::fabs(fake[i]) * 0.5f, d.step[i] * 0.5f) * 1.0001f);
+    }
+    CHECK(static_cast<double>(differ) / static_cast<double>(fake.size()) <= 0.002);
+    MESSAGE(m.name << ": " << differ << " of " << fake.size() << " elements differ");
+  }
+  simdjson::dom::parser parser;
+  const std::string hf = read_bytes(fs::path(o.output_dir) / "hf_quant_config.json");
+  const simdjson::dom::element layer =
+      parser.parse(hf)["quantization"]["quantized_layers"]["model.language_model.layers.1.mlp.up_proj"];
+  CHECK(std::string_view(layer["quant_algo"]) == "NVFP4");
+  CHECK(std::int64_t(layer["group_size"]) == 16);
+}
+
 TEST_CASE("refusals write nothing") {
   const fixture f = make_fixture("refusals");
   const auto refused = [&](const aq::autoquant::export_options& o, const std::string& message) {
@@ -446,6 +520,11 @@ TEST_CASE("refusals write nothing") {
       refused(options(f, layout, "out"), "used by model.language_model.layers.0.mlp.down_proj, "
                                          "model.language_model.layers.1.mlp.down_proj");
     }
+  }
+  SUBCASE("nvfp4 in compressed-tensors") {
+    write_text(f.recipes, R"({"model.language_model.layers.0.mlp.*": "nvfp4"})");
+    refused(options(f, checkpoint_layout::compressed_tensors, "out"),
+            "recipe 'nvfp4' cannot be exported (NVFP4 is exported in the modelopt layout only");
   }
   SUBCASE("a state without an amax the mix needs") {
     aq::safetensors_writer empty;

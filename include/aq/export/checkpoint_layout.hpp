@@ -26,11 +26,12 @@ inline checkpoint_layout parse_checkpoint_layout(std::string_view text) {
   throw error("--format: '" + std::string(text) + "' is unknown; valid: modelopt, compressed-tensors");
 }
 
-// How the weight of a module is stored: the four schemes both layouts have kernels for.
+// How the weight of a module is stored.
 enum class weight_scheme {
   fp8_tensor,     // fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input
   int8_channel,   // int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only)
   int4_block128,  // w4a16: int4 weight in blocks of 128 input columns, weight only
+  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; ModelOpt only
 };
 
 // The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
@@ -38,16 +39,25 @@ inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
   if (recipe == "fp8_e4m3") return weight_scheme::fp8_tensor;
   if (recipe == "int8_w8a8" || recipe == "w8a16") return weight_scheme::int8_channel;
   if (recipe == "w4a16") return weight_scheme::int4_block128;
+  if (recipe == "nvfp4") return weight_scheme::nvfp4_block16;
   return std::nullopt;
 }
 
-// Why a quantizing recipe is not exported (both layouts refuse the same ones today).
+// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it.
+inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout layout) {
+  const std::optional<weight_scheme> scheme = scheme_of(recipe);
+  if (scheme == weight_scheme::nvfp4_block16 && layout != checkpoint_layout::modelopt) return std::nullopt;
+  return scheme;
+}
+
+// Why a quantizing recipe is not exported in `layout`.
 inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
   const std::string where(layout_name(layout));
+  if (recipe == "nvfp4") return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
   if (recipe == "w4a8" || recipe == "w4a8_fp8" || recipe == "w8a4" || recipe == "w4a4") {
     return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";
   }
-  if (recipe == "nvfp4" || recipe == "w4a8_nvfp4_fp8") return "NVFP4 export is not implemented yet";
+  if (recipe == "w4a8_nvfp4_fp8") return "NVFP4 weights with fp8 inputs are not exported yet";
   if (recipe.starts_with("mx") || recipe == "w4a8_mxfp4_fp8") {
     return "MX block formats take their scales from the data at run time; no " + where + " export";
   }

@@ -14,6 +14,7 @@
 
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
+#include "aq/core/error.hpp"
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_plan.hpp"
 #include "aq/export/int4_packing.hpp"
@@ -70,6 +71,7 @@ inline std::vector<float> stored_scales(std::span<const float> amax, float bound
 // (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m, std::span<const float> weight,
                                                                     division_rounding storage) {
+  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   std::vector<output_tensor> out;
   const std::string prefix = m.name + ".";
   const std::vector<std::int64_t> shape{m.rows, m.cols};

@@ -23,6 +23,7 @@
 namespace aq::hf_export {
 
 inline constexpr std::int64_t int4_group_size = 128;
+inline constexpr std::int64_t nvfp4_block_size = 16;
 
 struct module_export {
   std::string name;    // whole-model module name: the checkpoint's tensor prefix
@@ -30,7 +31,7 @@ struct module_export {
   weight_scheme scheme = weight_scheme::fp8_tensor;
   bool static_input = false;           // a calibrated per-tensor input scale is written
   std::int64_t rows = 0, cols = 0;     // weight [out, in]
-  std::vector<float> weight_amax;      // 1 (fp8, the group's max), rows (int8) or rows*cols/128 (int4)
+  std::vector<float> weight_amax;      // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
   float input_amax = 0.0f;             // the fused group's max (static_input only)
 };
 
@@ -73,7 +74,7 @@ inline void refuse_unexportable(const autoquant::search_space& space, const std:
   std::map<std::string, std::vector<std::string>> users;
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
-    if (!recipe.quantizes || scheme_of(recipe.name)) continue;
+    if (!recipe.quantizes || scheme_in(recipe.name, layout)) continue;
     auto [it, inserted] = users.try_emplace(std::string(recipe.name));
     if (inserted) order.push_back(it->first);
     it->second.push_back(space.modules[m].name);
@@ -93,6 +94,10 @@ inline void check_shape(const module_export& m, const quantizable_module& module
       m.cols % 4 != 0) {
     throw error(m.name + ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
                 std::to_string(m.cols) + " is not a multiple of 4");
+  }
+  if (m.scheme == weight_scheme::nvfp4_block16 && m.cols % nvfp4_block_size != 0) {
+    throw error(m.name + ": recipe 'nvfp4' needs an input dim that is a multiple of 16, it has " +
+                std::to_string(m.cols));
   }
   if (m.scheme != weight_scheme::int4_block128) return;
   if (m.cols % int4_group_size != 0) {
@@ -122,25 +127,30 @@ inline std::vector<float> read_amax(const safetensors_file& state, const std::st
   return amax;
 }
 
+inline bool per_tensor_weight_amax(weight_scheme scheme) {
+  return scheme == weight_scheme::fp8_tensor || scheme == weight_scheme::nvfp4_block16;
+}
+
 inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, std::int64_t cols) {
-  if (scheme == weight_scheme::fp8_tensor) return 1;
+  if (per_tensor_weight_amax(scheme)) return 1;
   if (scheme == weight_scheme::int8_channel) return static_cast<std::size_t>(rows);
   return static_cast<std::size_t>(rows * (cols / int4_group_size));
 }
 
 // ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
-// the max of their input amax, and the max of their weight amax where it is per tensor.
+// the max of their input amax, and the max of their weight amax where it is per tensor (fp8's
+// scale, nvfp4's global amax).
 inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
   std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
   for (std::size_t i = 0; i < planned.size(); ++i) {
     auto& [input, weight] = maxima[group_of[i]];
     input = std::max(input, planned[i].input_amax);
-    if (planned[i].scheme == weight_scheme::fp8_tensor) weight = std::max(weight, planned[i].weight_amax.front());
+    if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
   }
   for (std::size_t i = 0; i < planned.size(); ++i) {
     const auto& [input, weight] = maxima[group_of[i]];
     planned[i].input_amax = input;
-    if (planned[i].scheme == weight_scheme::fp8_tensor) planned[i].weight_amax.front() = weight;
+    if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
   }
 }
 
@@ -166,7 +176,7 @@ inline export_plan make_export_plan(const autoquant::search_space& space, const 
     module_export e;
     e.name = module.name;
     e.recipe = std::string(recipe.name);
-    e.scheme = *scheme_of(recipe.name);
+    e.scheme = *scheme_in(recipe.name, layout);
     e.static_input = recipe.input.enabled;
     e.rows = module.weight_shape.front();
     e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;

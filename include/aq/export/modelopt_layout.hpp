@@ -18,6 +18,7 @@
 #include "aq/export/export_plan.hpp"
 #include "aq/export/int4_packing.hpp"
 #include "aq/export/weight_codes.hpp"
+#include "aq/formats/e2m1.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/formats/int4.hpp"
 #include "aq/formats/int8.hpp"
@@ -31,6 +32,7 @@ inline constexpr std::string_view modelopt_version = "0.39.0";
 inline std::string_view modelopt_quant_algo(const module_export& m) {
   if (m.scheme == weight_scheme::fp8_tensor) return "FP8";
   if (m.scheme == weight_scheme::int4_block128) return "W4A16_AWQ";
+  if (m.scheme == weight_scheme::nvfp4_block16) return "NVFP4";
   return m.static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
 }
 
@@ -40,6 +42,13 @@ inline std::vector<float> scales_from_amax(std::span<const float> amax, float bo
   std::vector<float> scales;
   for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
   return scales;
+}
+
+// What the input amax is divided by: the format's bound; for NVFP4 6 * 448 (the global scale).
+inline float input_bound(weight_scheme scheme) {
+  if (scheme == weight_scheme::fp8_tensor) return formats::e4m3::max_bound;
+  if (scheme == weight_scheme::nvfp4_block16) return formats::e2m1::max_bound * formats::e4m3::max_bound;
+  return formats::int8::max_bound;
 }
 
 inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
@@ -66,6 +75,12 @@ inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m
         integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32);
     out.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}, bytes_of(std::span<const std::int8_t>(codes))});
     out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
+  } else if (m.scheme == weight_scheme::nvfp4_block16) {
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    out.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
+    out.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size},
+                   bytes_of(std::span<const std::uint8_t>(q.block_scales))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
   } else {
     const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
     const std::vector<std::int8_t> codes =
@@ -75,8 +90,7 @@ inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m
     out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows, m.cols / int4_group_size}, scales));
   }
   if (m.static_input) {
-    const float bound = m.scheme == weight_scheme::fp8_tensor ? formats::e4m3::max_bound : formats::int8::max_bound;
-    const float scale = scale_from_amax(m.input_amax, bound);
+    const float scale = scale_from_amax(m.input_amax, detail::input_bound(m.scheme));
     out.push_back(detail::f32_tensor(prefix + "input_scale", {}, std::span<const float>(&scale, 1)));
   }
   return out;
@@ -91,6 +105,7 @@ inline void write_layer_config(io::json_writer& json, const module_export& m) {
     json.key("has_zero_point").boolean(false);
     json.key("pre_quant_scale").boolean(true);
   }
+  if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
 }
 
 // _prefix_wildcard_summarize_exclude_modules: the unquantized layers as few prefix wildcards
@@ -183,12 +198,14 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
     json.key("quant_algo").string("MIXED_PRECISION").key("kv_cache_quant_algo").null();
     detail::write_quantized_layers(json, plan);
   } else if (distinct.size() == 1) {
-    json.key("quant_algo").string(modelopt_quant_algo(plan.quantized.back()));
+    const module_export& m = plan.quantized.back();
+    json.key("quant_algo").string(modelopt_quant_algo(m));
     json.key("kv_cache_quant_algo").null();
-    if (plan.quantized.back().scheme == weight_scheme::int4_block128) {
+    if (m.scheme == weight_scheme::int4_block128) {
       json.key("group_size").integer(int4_group_size).key("has_zero_point").boolean(false);
       json.key("pre_quant_scale").boolean(true);
     }
+    if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
     json.key("exclude_modules");
     detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
   } else {
@@ -206,11 +223,15 @@ inline void write_modelopt_quantization_config(io::json_writer& json, const expo
   const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
   const bool mixed = distinct.size() > 1;
   json.begin_object();
-  if (distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor) {
+  const bool single_fp8 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor;
+  const bool single_nvfp4 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::nvfp4_block16;
+  if (single_fp8 || single_nvfp4) {  // the two algorithms convert_hf_quant_config_format describes
     json.key("config_groups").begin_object().key("group_0").begin_object();
     for (const char* role : {"input_activations", "weights"}) {
-      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(8);
-      json.key("type").string("float").end_object();
+      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(single_fp8 ? 8 : 4);
+      json.key("type").string("float");
+      if (single_nvfp4) json.key("group_size").integer(nvfp4_block_size);
+      json.end_object();
     }
     json.key("targets").begin_array().string("Linear").end_array();
     json.end_object().end_object();

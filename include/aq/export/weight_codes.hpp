@@ -5,6 +5,8 @@
 // which (division_rounding). Dequantization is code * scale.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -12,6 +14,7 @@
 
 #include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
+#include "aq/formats/e2m1.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/formats/rounding.hpp"
 
@@ -56,6 +59,43 @@ inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std
     }
   }
   return codes;
+}
+
+// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
+// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
+// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
+// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
+// column in the low nibble.
+struct nvfp4_weight {
+  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
+  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
+  float global_scale = 1.0f;               // weight_scale_2
+};
+
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols, float global_amax) {
+  constexpr std::int64_t block = 16;
+  nvfp4_weight out;
+  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
+  const float block_bound = formats::e2m1::max_bound * out.global_scale;
+  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < cols / block; ++b) {
+      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
+      float block_amax = 0.0f;
+      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
+      float ratio = block_amax / block_bound;
+      if (ratio == 0.0f) ratio = 1.0f;
+      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
+      out.block_scales.push_back(scale_code);
+      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
+      for (std::size_t i = first; i < first + block; ++i) {
+        const float q = weight[i] / divisor;
+        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
+        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace aq::hf_export
