@@ -17,17 +17,18 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: aq-export --model DIR --recipes MANIFEST|MAP.json --state STATE.safetensors\n"
                "                 --format modelopt|compressed-tensors --output-dir OUT [--module-root whole|inner]\n"
-               "  Writes DIR's checkpoint with the mix applied as real quantized weights: fp8_e4m3, int8_w8a8,\n"
-               "  w8a16 and w4a16 modules get codes and scales, every other tensor (embeddings, norms, the\n"
-               "  vision tower, unquantized layers) is copied byte for byte; shards mirror DIR's.\n"
+               "  Writes DIR's checkpoint with the mix applied as real quantized weights: fp8_e4m3,\n"
+               "  int8_w8a8, w8a16, w4a16 (and nvfp4, modelopt only) get codes and scales; every other\n"
+               "  tensor (embeddings, norms, the vision tower, unquantized layers) is copied byte for\n"
+               "  byte; shards mirror DIR's.\n"
                "  --recipes: a quant manifest (chosen_recipes) or a recipe map (docs/recipe-maps.md).\n"
                "  --state: the NAME_autoquant_state.safetensors of the run that calibrated the mix.\n"
                "  --format modelopt: ModelOpt 0.39 export_hf_checkpoint layout (hf_quant_config.json);\n"
                "  --format compressed-tensors: compressed-tensors 0.20 (vLLM, transformers).\n"
                "  --output-dir: created or replaced as a whole, published in one rename when complete.\n"
                "  --module-root whole|inner: how the recipe file and state name modules (default whole).\n"
-               "  Recipes a layout cannot express (w4a8, w8a4, w4a4, nvfp4, mx*, fp8_pc_pt,\n"
-               "  fp8_2d_blockwise) are refused before anything is written. See docs/export.md.\n");
+               "  Recipes a layout cannot express (w4a8, w8a4, w4a4, mx*, fp8_pc_pt, fp8_2d_blockwise;\n"
+               "  nvfp4 in compressed-tensors) are refused before anything is written. See docs/export.md.\n");
 }
 
 std::optional<aq::autoquant::export_options> parse_arguments(int argc, char** argv) {
