@@ -64,11 +64,11 @@ inline std::vector<std::string> export_file_names(const std::filesystem::path& m
 // Each planned module's weight is in the checkpoint as a float [rows, cols] tensor.
 inline void check_export_inputs(const export_plan& plan, const safetensors_checkpoint& checkpoint) {
   for (const module_export& m : plan.quantized) {
-    const tensor_view& weight = checkpoint.at(m.name + ".weight");
+    const tensor_view& weight = checkpoint.at(weight_tensor_name(m.name));
     const bool shaped = weight.shape.size() == 2 && weight.shape[0] == m.rows && weight.shape[1] == m.cols;
-    if (!shaped) throw error(std::string(weight.file) + ": tensor " + m.name + ".weight: shape differs from the config's");
+    if (!shaped) throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": shape differs from the config's");
     if (!find_dtype(weight.dtype.name)) {
-      throw error(std::string(weight.file) + ": tensor " + m.name + ".weight: dtype " + std::string(weight.dtype.name) +
+      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": dtype " + std::string(weight.dtype.name) +
                   " cannot be quantized (BF16, F16, F32)");
     }
   }

@@ -18,12 +18,18 @@
 #include "aq/core/error.hpp"
 #include "aq/export/checkpoint_layout.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
+#include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/search/search_space.hpp"
 
 namespace aq::hf_export {
 
 inline constexpr std::int64_t int4_group_size = 128;
 inline constexpr std::int64_t nvfp4_block_size = 16;
+
+// The weight tensor of a module: "<module>.weight", the schema's suffix.
+inline std::string weight_tensor_name(std::string_view module) {
+  return std::string(module).append(qwen3_vl::schema::weight_suffix);
+}
 
 struct module_export {
   std::string name;    // whole-model module name: the checkpoint's tensor prefix
@@ -49,7 +55,7 @@ struct export_plan {
   }
   // The planned module whose weight is `tensor` ("<module>.weight"), or nullptr.
   const module_export* for_weight(std::string_view tensor) const {
-    constexpr std::string_view suffix = ".weight";
+    constexpr std::string_view suffix = qwen3_vl::schema::weight_suffix;
     if (!tensor.ends_with(suffix)) return nullptr;
     return find(tensor.substr(0, tensor.size() - suffix.size()));
   }
