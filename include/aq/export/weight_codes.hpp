@@ -30,8 +30,12 @@ inline float round_quotient(float value, division_rounding rounding) {
 }
 
 // The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
-// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes).
-inline float scale_from_amax(float amax, float bound) { return amax > 0.0f ? amax / bound : 1.0f; }
+// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
+// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
+inline float scale_from_amax(float amax, float bound) {
+  const float scale = amax / bound;
+  return scale > 0.0f ? scale : 1.0f;
+}
 
 // e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
 inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
