@@ -49,7 +49,9 @@ inline void run_export(const export_options& o) {
   const hf_export::export_plan plan = plan_export(o, cfg);
   const safetensors_checkpoint checkpoint(model_dir, hf_export::any_safetensors_dtype);
   hf_export::check_export_inputs(plan, checkpoint);
-  const std::vector<std::string> names = hf_export::export_file_names(model_dir, checkpoint, o.layout);
+  // Files an export in either layout writes: an earlier export is replaced whatever its layout.
+  const std::vector<std::string> names =
+      hf_export::export_file_names(model_dir, checkpoint, hf_export::checkpoint_layout::modelopt);
   output_set outputs;
   outputs.set_directory("--output-dir", o.output_dir, [&](std::string_view name) {
     return std::find(names.begin(), names.end(), name) != names.end();
