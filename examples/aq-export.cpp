@@ -60,9 +60,10 @@ std::optional<aq::autoquant::export_options> parse_arguments(int argc, char** ar
       throw aq::error("unknown argument '" + arg + "' (see --help)");
     }
   }
-  for (const auto& [flag, given] : {std::pair{"--model", !o.model_dir.empty()}, std::pair{"--recipes", !o.recipes.empty()},
-                                    std::pair{"--state", !o.state.empty()}, std::pair{"--format", format_given},
-                                    std::pair{"--output-dir", !o.output_dir.empty()}}) {
+  for (const auto& [flag, given] :
+       {std::pair{"--model", !o.model_dir.empty()}, std::pair{"--recipes", !o.recipes.empty()},
+        std::pair{"--state", !o.state.empty()}, std::pair{"--format", format_given},
+        std::pair{"--output-dir", !o.output_dir.empty()}}) {
     if (!given) throw aq::error(std::string(flag) + " is required (see --help)");
   }
   return o;

@@ -126,7 +126,8 @@ fixture make_fixture(const std::string& name, const std::string& map = mix_map) 
   for (const auto& spec : aq::qwen3_vl::expected_parameters(f.cfg)) {
     const bool vision = spec.name.starts_with("model.visual.");
     (vision ? first : second).add_rounded(spec.name, aq::dtype_bf16, spec.shape, weight_values(spec.numel(), ++seed));
-    weight_map += (weight_map.empty() ? "" : ",\n    ") + ("\"" + spec.name + "\": \"" + (vision ? shard1 : shard2) + "\"");
+    weight_map +=
+        (weight_map.empty() ? "" : ",\n    ") + ("\"" + spec.name + "\": \"" + (vision ? shard1 : shard2) + "\"");
     bytes += static_cast<std::uint64_t>(spec.numel()) * 2;
   }
   first.write(f.model / shard1);
@@ -202,7 +203,9 @@ std::vector<float> unpack_modelopt_int4(const aq::tensor_view& view, std::int64_
   for (std::int64_t j = 0; j < rows / 2; ++j) {
     for (std::int64_t k = 0; k < cols; ++k) {
       const auto byte = static_cast<unsigned>(view.bytes[static_cast<std::size_t>(j * cols + k)]);
-      const auto nibble = [](unsigned n) { return static_cast<float>(n >= 8 ? static_cast<int>(n) - 16 : static_cast<int>(n)); };
+      const auto nibble = [](unsigned n) {
+        return static_cast<float>(n >= 8 ? static_cast<int>(n) - 16 : static_cast<int>(n));
+      };
       q[static_cast<std::size_t>(2 * j * cols + k)] = nibble(byte & 0xfu);
       q[static_cast<std::size_t>((2 * j + 1) * cols + k)] = nibble(byte >> 4);
     }
@@ -239,7 +242,8 @@ dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf
   for (std::int64_t i = 0; i < m.rows * m.cols; ++i) {
     const auto byte = static_cast<unsigned>(packed.bytes[static_cast<std::size_t>(i / 2)]);
     const unsigned code = i % 2 == 0 ? byte & 0xfu : byte >> 4;
-    const float block = aq::formats::e4m3::decode(static_cast<std::uint8_t>(blocks.bytes[static_cast<std::size_t>(i / 16)]));
+    const float block =
+        aq::formats::e4m3::decode(static_cast<std::uint8_t>(blocks.bytes[static_cast<std::size_t>(i / 16)]));
     const float scale = block * global;
     d.values.push_back(aq::formats::e2m1::decode(static_cast<std::uint8_t>(code)) * scale);
     d.step.push_back(scale);
@@ -247,14 +251,16 @@ dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf
   return d;
 }
 
-dequantized dequantize(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m, checkpoint_layout layout) {
+dequantized dequantize(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m,
+                       checkpoint_layout layout) {
   if (m.scheme == aq::hf_export::weight_scheme::nvfp4_block16) return dequantize_nvfp4(out, m);
   const std::string p = m.name + ".";
   std::vector<float> q;
   if (layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::int4_block128) {
     q = unpack_modelopt_int4(out.at(p + "weight"), m.rows, m.cols);
   } else if (out.find(p + "weight_packed") != nullptr) {
-    q = unpack_words(out.at(p + "weight_packed"), m.rows, m.cols, m.scheme == aq::hf_export::weight_scheme::int4_block128 ? 4 : 8);
+    q = unpack_words(out.at(p + "weight_packed"), m.rows, m.cols,
+                     m.scheme == aq::hf_export::weight_scheme::int4_block128 ? 4 : 8);
   } else {
     q = floats_of(out.at(p + "weight"));
   }
@@ -263,7 +269,8 @@ dequantized dequantize(const aq::safetensors_checkpoint& out, const aq::hf_expor
   const std::int64_t per_row = static_cast<std::int64_t>(scales.size()) / m.rows;
   for (std::int64_t r = 0; r < m.rows; ++r) {
     for (std::int64_t c = 0; c < m.cols; ++c) {
-      const float s = scales.size() == 1 ? scales[0] : scales[static_cast<std::size_t>(r * per_row + c * per_row / m.cols)];
+      const float s =
+          scales.size() == 1 ? scales[0] : scales[static_cast<std::size_t>(r * per_row + c * per_row / m.cols)];
       d.values.push_back(q[static_cast<std::size_t>(r * m.cols + c)] * s);
       d.step.push_back(s);
     }
@@ -295,7 +302,7 @@ TEST_CASE("int4 packing: two output rows per byte (ModelOpt), eight input column
                     "int4 packing: 3 output rows, expected an even count");
 
   const std::vector<std::int8_t> rows{0, 1, 2, 3, -1, -8, 7, -4,  // [2 x 8]
-                                      0, 0, 0, 0, 0, 0, 0, 7};
+                                      0, 0, 0, 0, 0,  0,  0, 7};
   const std::vector<std::int32_t> words = aq::hf_export::pack_input_words<4>(rows, 2, 8);
   CHECK(words == std::vector<std::int32_t>{0x4f07ba98, static_cast<std::int32_t>(0xf8888888u)});
   const std::vector<std::int8_t> bytes{-128, -1, 0, 127};
@@ -307,13 +314,13 @@ TEST_CASE("int4 packing: two output rows per byte (ModelOpt), eight input column
 TEST_CASE("nvfp4 codes: e2m1 round to nearest even under e4m3 block scales, two per byte") {
   // Global amax 6 * 448: global scale 1. Block 1 holds the e2m1 grid (block amax 6, scale 1);
   // block 2 the ties 0.25, 0.75, 2.5, 5 (to 0, 1, 2, 4) doubled under its scale 2 (amax 12 -> 2).
-  std::vector<float> w{0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6,
-                       0.5f, 1.5f, 5, 10, -0.5f, -1.5f, -5, -10, 12, 0, 0, 0, 0, 0, 0, -12};
+  std::vector<float> w{0,    0.5f, 1, 1.5f, 2,     3,     4,  6,   -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6,
+                       0.5f, 1.5f, 5, 10,   -0.5f, -1.5f, -5, -10, 12,    0,     0,  0,     0,  0,  0,  -12};
   const aq::hf_export::nvfp4_weight q = aq::hf_export::nvfp4_codes(w, 1, 32, 6.0f * 448.0f);
   CHECK(q.global_scale == 1.0f);
   CHECK(q.block_scales == std::vector<std::uint8_t>{aq::formats::e4m3::encode(1.0f), aq::formats::e4m3::encode(2.0f)});
-  CHECK(q.packed == std::vector<std::uint8_t>{0x10, 0x32, 0x54, 0x76, 0x90, 0xba, 0xdc, 0xfe,
-                                              0x20, 0x64, 0xa8, 0xec, 0x07, 0x00, 0x00, 0xf0});
+  CHECK(q.packed == std::vector<std::uint8_t>{0x10, 0x32, 0x54, 0x76, 0x90, 0xba, 0xdc, 0xfe, 0x20, 0x64, 0xa8, 0xec,
+                                              0x07, 0x00, 0x00, 0xf0});
 }
 
 TEST_CASE("export round trip, for each layout") {
@@ -387,7 +394,8 @@ TEST_CASE("export round trip, for each layout") {
         // Rare boundary cases only, except ModelOpt's fp8: torch divides the bf16 weight by the
         // 0-d fp32 scale in bf16, and that rounding lands on an e4m3 tie for about 1/16 of the
         // values (then round-to-even may pick the other neighbour than aq's fp32 product).
-        const bool bf16_quotient = layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::fp8_tensor;
+        const bool bf16_quotient =
+            layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::fp8_tensor;
         const double share = static_cast<double>(off_by_a_step) / static_cast<double>(fake.size());
         CHECK(share <= (bf16_quotient ? 0.08 : 0.002));
         MESSAGE(m.name << ": " << off_by_a_step << " of " << fake.size() << " elements one step apart");
@@ -419,8 +427,10 @@ TEST_CASE("export round trip, for each layout") {
         CHECK(std::int64_t(layers["model.language_model.layers.0.mlp.down_proj"]["group_size"]) == 128);
         CHECK(simdjson::dom::object(layers).size() == 12);
         // fp8 weights of the fused q/k/v share one scale, and the group one input scale.
-        const float q_scale = aq::to_float_vector(out.at("model.language_model.layers.0.self_attn.q_proj.weight_scale"))[0];
-        const float k_scale = aq::to_float_vector(out.at("model.language_model.layers.0.self_attn.k_proj.weight_scale"))[0];
+        const float q_scale =
+            aq::to_float_vector(out.at("model.language_model.layers.0.self_attn.q_proj.weight_scale"))[0];
+        const float k_scale =
+            aq::to_float_vector(out.at("model.language_model.layers.0.self_attn.k_proj.weight_scale"))[0];
         CHECK(q_scale == k_scale);
         CHECK(out.at("model.language_model.layers.0.self_attn.q_proj.weight_scale").shape.empty());
         CHECK(out.at("model.language_model.layers.0.self_attn.q_proj.input_scale").dtype == aq::dtype_f32);
@@ -510,15 +520,17 @@ TEST_CASE("refusals write nothing") {
   const auto refused = [&](const aq::autoquant::export_options& o, const std::string& message) {
     CHECK_THROWS_WITH(aq::autoquant::run_export(o), doctest::Contains(message.c_str()));
     CHECK_FALSE(fs::exists(o.output_dir));
-    for (const auto& entry : fs::directory_iterator(f.root)) CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
+    for (const auto& entry : fs::directory_iterator(f.root))
+      CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
   };
   SUBCASE("a recipe neither layout expresses") {
     write_text(f.recipes, R"({"model.language_model.layers.*.mlp.down_proj": "w4a8"})");
     for (const checkpoint_layout layout : {checkpoint_layout::modelopt, checkpoint_layout::compressed_tensors}) {
       refused(options(f, layout, "out"),
               "recipe 'w4a8' cannot be exported (integer weights with low-bit activations have no");
-      refused(options(f, layout, "out"), "used by model.language_model.layers.0.mlp.down_proj, "
-                                         "model.language_model.layers.1.mlp.down_proj");
+      refused(options(f, layout, "out"),
+              "used by model.language_model.layers.0.mlp.down_proj, "
+              "model.language_model.layers.1.mlp.down_proj");
     }
   }
   SUBCASE("nvfp4 in compressed-tensors") {

@@ -91,8 +91,8 @@ TEST_CASE("aq-export exports what an AutoQuant run chose and calibrated") {
   const std::vector<io::calib_batch> batches = io::make_text_calib_batches(captions, encode, 8, padding);
   const autoquant::model_runner runner = autoquant::make_model_runner(model, batches);
   const std::vector<std::string> formats{"w4a16", "int8_w8a8", "fp8_e4m3"};
-  autoquant::search_space space = autoquant::make_search_space(
-      qwen3_vl::quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::lm));
+  autoquant::search_space space = autoquant::make_search_space(qwen3_vl::quantizable_modules(cfg), formats,
+                                                               autoquant::scope_patterns(autoquant::scope_preset::lm));
   autoquant::engine_options e;
   e.effective_bits = 7.0;
   e.num_calib_steps = io::num_calib_steps(static_cast<std::int64_t>(batches.size()));

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "aq/core/error.hpp"
+#include "aq/quant/recipes.hpp"
 
 namespace aq::hf_export {
 
@@ -36,10 +37,10 @@ enum class weight_scheme {
 
 // The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
 inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
-  if (recipe == "fp8_e4m3") return weight_scheme::fp8_tensor;
-  if (recipe == "int8_w8a8" || recipe == "w8a16") return weight_scheme::int8_channel;
-  if (recipe == "w4a16") return weight_scheme::int4_block128;
-  if (recipe == "nvfp4") return weight_scheme::nvfp4_block16;
+  if (recipe == recipes::fp8_e4m3::name) return weight_scheme::fp8_tensor;
+  if (recipe == recipes::int8_w8a8::name || recipe == recipes::w8a16::name) return weight_scheme::int8_channel;
+  if (recipe == recipes::w4a16::name) return weight_scheme::int4_block128;
+  if (recipe == recipes::nvfp4::name) return weight_scheme::nvfp4_block16;
   return std::nullopt;
 }
 
@@ -53,16 +54,18 @@ inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoin
 // Why a quantizing recipe is not exported in `layout`.
 inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
   const std::string where(layout_name(layout));
-  if (recipe == "nvfp4") return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
-  if (recipe == "w4a8" || recipe == "w4a8_fp8" || recipe == "w8a4" || recipe == "w4a4") {
+  if (recipe == recipes::nvfp4::name)
+    return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
+  if (recipe == recipes::w4a8::name || recipe == recipes::w4a8_fp8::name || recipe == recipes::w8a4::name ||
+      recipe == recipes::w4a4::name) {
     return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";
   }
-  if (recipe == "w4a8_nvfp4_fp8") return "NVFP4 weights with fp8 inputs are not exported yet";
-  if (recipe.starts_with("mx") || recipe == "w4a8_mxfp4_fp8") {
+  if (recipe == recipes::w4a8_nvfp4_fp8::name) return "NVFP4 weights with fp8 inputs are not exported yet";
+  if (recipe.starts_with("mx") || recipe == recipes::w4a8_mxfp4_fp8::name) {
     return "MX block formats take their scales from the data at run time; no " + where + " export";
   }
-  if (recipe == "fp8_pc_pt") return "per-channel fp8 with dynamic per-token inputs is not exported yet";
-  if (recipe == "fp8_2d_blockwise") return "2-D blockwise fp8 is not exported yet";
+  if (recipe == recipes::fp8_pc_pt::name) return "per-channel fp8 with dynamic per-token inputs is not exported yet";
+  if (recipe == recipes::fp8_2d_blockwise::name) return "2-D blockwise fp8 is not exported yet";
   return "no " + where + " scheme for it";
 }
 

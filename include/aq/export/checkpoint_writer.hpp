@@ -32,9 +32,10 @@ inline constexpr dtype dtype_u8{"U8", 1};
 // Every byte-sized-or-wider dtype safetensors defines: what an input checkpoint may hold (copied
 // as bytes) and what an exported one is read back with.
 inline constexpr std::array<dtype, 16> any_safetensors_dtype{
-    dtype{"BOOL", 1}, dtype_u8,         dtype_i8,         dtype{"I16", 2},  dtype{"U16", 2}, dtype_i32,
-    dtype{"U32", 4},  dtype_i64,        dtype{"U64", 8},  dtype{"F64", 8},  dtype_f16,       dtype_bf16,
-    dtype_f32,        dtype_f8_e4m3,    dtype{"F8_E5M2", 1}, dtype{"F8_E8M0", 1}};
+    dtype{"BOOL", 1},   dtype_u8,        dtype_i8,  dtype{"I16", 2}, dtype{"U16", 2},
+    dtype_i32,          dtype{"U32", 4}, dtype_i64, dtype{"U64", 8}, dtype{"F64", 8},
+    dtype_f16,          dtype_bf16,      dtype_f32, dtype_f8_e4m3,   dtype{"F8_E5M2", 1},
+    dtype{"F8_E8M0", 1}};
 
 struct output_tensor {
   std::string name;

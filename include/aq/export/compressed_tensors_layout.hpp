@@ -69,7 +69,8 @@ inline std::vector<float> stored_scales(std::span<const float> amax, float bound
 // it (bf16 for a bf16 model, as llm-compressor stores them), and the codes are computed with the
 // stored scale, w / scale in fp32, so that code * stored scale is what every loader dequantizes.
 // (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
-inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m, std::span<const float> weight,
+inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
+                                                                    std::span<const float> weight,
                                                                     division_rounding storage) {
   if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   std::vector<output_tensor> out;
@@ -93,7 +94,8 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
       const std::vector<std::int32_t> packed =
           int4 ? pack_input_words<4>(codes, m.rows, m.cols) : pack_input_words<8>(codes, m.rows, m.cols);
       const std::int64_t words = m.cols / (int4 ? 8 : 4);
-      out.push_back({prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
+      out.push_back(
+          {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
       out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
     }
     out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales, storage));
@@ -162,7 +164,7 @@ inline void write_compressed_tensors_quantization_config(io::json_writer& json, 
     }
   }
   json.begin_object().key("quant_method").string("compressed-tensors");
-  json.key("format").string(formats.empty()        ? std::string_view("dense")
+  json.key("format").string(formats.empty()       ? std::string_view("dense")
                             : formats.size() == 1 ? formats.front()
                                                   : std::string_view("mixed-precision"));
   json.key("quantization_status").string("compressed").key("ignore").begin_array();

@@ -34,13 +34,23 @@ inline void emit_json(io::json_writer& json, simdjson::dom::element value) {
       for (const simdjson::dom::element item : simdjson::dom::array(value)) emit_json(json, item);
       json.end_array();
       break;
-    case simdjson::dom::element_type::STRING: json.string(std::string_view(value)); break;
-    case simdjson::dom::element_type::INT64: json.integer(std::int64_t(value)); break;
+    case simdjson::dom::element_type::STRING:
+      json.string(std::string_view(value));
+      break;
+    case simdjson::dom::element_type::INT64:
+      json.integer(std::int64_t(value));
+      break;
     case simdjson::dom::element_type::UINT64:  // no config field is that large
       throw error("config.json: an integer beyond int64 (" + std::to_string(std::uint64_t(value)) + ")");
-    case simdjson::dom::element_type::DOUBLE: json.number(double(value)); break;
-    case simdjson::dom::element_type::BOOL: json.boolean(bool(value)); break;
-    case simdjson::dom::element_type::NULL_VALUE: json.null(); break;
+    case simdjson::dom::element_type::DOUBLE:
+      json.number(double(value));
+      break;
+    case simdjson::dom::element_type::BOOL:
+      json.boolean(bool(value));
+      break;
+    case simdjson::dom::element_type::NULL_VALUE:
+      json.null();
+      break;
   }
 }
 

@@ -31,10 +31,17 @@
 namespace aq::hf_export {
 
 // Files next to the weights that a serving stack reads, copied when present.
-inline constexpr std::array<std::string_view, 11> side_files{
-    "tokenizer.json",          "tokenizer_config.json",  "generation_config.json", "preprocessor_config.json",
-    "video_preprocessor_config.json", "chat_template.json", "chat_template.jinja", "special_tokens_map.json",
-    "vocab.json",              "merges.txt",             "added_tokens.json"};
+inline constexpr std::array<std::string_view, 11> side_files{"tokenizer.json",
+                                                             "tokenizer_config.json",
+                                                             "generation_config.json",
+                                                             "preprocessor_config.json",
+                                                             "video_preprocessor_config.json",
+                                                             "chat_template.json",
+                                                             "chat_template.jinja",
+                                                             "special_tokens_map.json",
+                                                             "vocab.json",
+                                                             "merges.txt",
+                                                             "added_tokens.json"};
 
 inline constexpr std::string_view hf_quant_config_name = "hf_quant_config.json";
 
@@ -42,7 +49,8 @@ inline constexpr std::string_view hf_quant_config_name = "hf_quant_config.json";
 inline std::vector<std::string> shard_names(const safetensors_checkpoint& checkpoint) {
   std::vector<std::string> names;
   for (const auto& file : checkpoint.files()) {
-    if (!file->tensors().empty()) names.push_back(std::filesystem::path(file->tensors().front().file).filename().string());
+    if (!file->tensors().empty())
+      names.push_back(std::filesystem::path(file->tensors().front().file).filename().string());
   }
   return names;
 }
@@ -66,10 +74,12 @@ inline void check_export_inputs(const export_plan& plan, const safetensors_check
   for (const module_export& m : plan.quantized) {
     const tensor_view& weight = checkpoint.at(weight_tensor_name(m.name));
     const bool shaped = weight.shape.size() == 2 && weight.shape[0] == m.rows && weight.shape[1] == m.cols;
-    if (!shaped) throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": shape differs from the config's");
+    if (!shaped)
+      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) +
+                  ": shape differs from the config's");
     if (!find_dtype(weight.dtype.name)) {
-      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": dtype " + std::string(weight.dtype.name) +
-                  " cannot be quantized (BF16, F16, F32)");
+      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": dtype " +
+                  std::string(weight.dtype.name) + " cannot be quantized (BF16, F16, F32)");
     }
   }
 }
@@ -91,7 +101,10 @@ inline std::vector<output_tensor> exported_tensors(const module_export& m, const
 }
 
 inline output_tensor copied(const tensor_view& view) {
-  return {std::string(view.name), view.dtype, {view.shape.begin(), view.shape.end()}, {view.bytes.begin(), view.bytes.end()}};
+  return {std::string(view.name),
+          view.dtype,
+          {view.shape.begin(), view.shape.end()},
+          {view.bytes.begin(), view.bytes.end()}};
 }
 
 inline void write_config(const std::filesystem::path& model_dir, const export_plan& plan,
@@ -100,7 +113,8 @@ inline void write_config(const std::filesystem::path& model_dir, const export_pl
   const std::string text = read_regular_file(source);
   const bool modelopt = plan.layout == checkpoint_layout::modelopt;
   const json_value_writer quantization = [&](io::json_writer& json) {
-    modelopt ? write_modelopt_quantization_config(json, plan) : write_compressed_tensors_quantization_config(json, plan);
+    modelopt ? write_modelopt_quantization_config(json, plan)
+             : write_compressed_tensors_quantization_config(json, plan);
   };
   // ModelOpt rewrites config.json with json.dump(indent=4); transformers' save_pretrained, which
   // writes the compressed-tensors one, uses indent 2 and a final newline.
@@ -132,7 +146,8 @@ inline void write_export(const std::filesystem::path& model_dir, const safetenso
     total_size += builder.data_bytes();
     builder.write(out_dir / shard);
   }
-  if (checkpoint.sharded()) write_file_atomic(out_dir / safetensors_index_name, shard_index_json(total_size, weight_map));
+  if (checkpoint.sharded())
+    write_file_atomic(out_dir / safetensors_index_name, shard_index_json(total_size, weight_map));
   detail::write_config(model_dir, plan, out_dir);
   for (const std::string_view side : side_files) {
     std::error_code ec;

@@ -35,16 +35,16 @@ struct module_export {
   std::string name;    // whole-model module name: the checkpoint's tensor prefix
   std::string recipe;  // aq recipe name
   weight_scheme scheme = weight_scheme::fp8_tensor;
-  bool static_input = false;           // a calibrated per-tensor input scale is written
-  std::int64_t rows = 0, cols = 0;     // weight [out, in]
-  std::vector<float> weight_amax;      // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
-  float input_amax = 0.0f;             // the fused group's max (static_input only)
+  bool static_input = false;        // a calibrated per-tensor input scale is written
+  std::int64_t rows = 0, cols = 0;  // weight [out, in]
+  std::vector<float> weight_amax;   // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
+  float input_amax = 0.0f;          // the fused group's max (static_input only)
 };
 
 struct export_plan {
   checkpoint_layout layout = checkpoint_layout::modelopt;
-  std::vector<module_export> quantized;   // module order
-  std::vector<std::string> unquantized;   // quantizable modules left as they are (whole names), module order
+  std::vector<module_export> quantized;         // module order
+  std::vector<std::string> unquantized;         // quantizable modules left as they are (whole names), module order
   std::vector<std::string> unquantized_linear;  // the same without Conv3d
 
   const module_export* find(std::string_view module) const {
@@ -98,7 +98,8 @@ inline void check_shape(const module_export& m, const quantizable_module& module
   }
   if (layout == checkpoint_layout::compressed_tensors && m.scheme == weight_scheme::int8_channel && !m.static_input &&
       m.cols % 4 != 0) {
-    throw error(m.name + ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
+    throw error(m.name +
+                ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
                 std::to_string(m.cols) + " is not a multiple of 4");
   }
   if (m.scheme == weight_scheme::nvfp4_block16 && m.cols % nvfp4_block_size != 0) {

@@ -77,8 +77,11 @@ inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m
     out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
   } else if (m.scheme == weight_scheme::nvfp4_block16) {
     const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    out.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
-    out.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size},
+    out.push_back(
+        {prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
+    out.push_back({prefix + "weight_scale",
+                   dtype_f8_e4m3,
+                   {m.rows, m.cols / nvfp4_block_size},
                    bytes_of(std::span<const std::uint8_t>(q.block_scales))});
     out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
   } else {

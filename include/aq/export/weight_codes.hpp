@@ -58,7 +58,9 @@ inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std
       const std::size_t i = static_cast<std::size_t>(r * cols + c);
       const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
       float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
-      q = q < static_cast<float>(low) ? static_cast<float>(low) : q > static_cast<float>(high) ? static_cast<float>(high) : q;
+      q = q < static_cast<float>(low)    ? static_cast<float>(low)
+          : q > static_cast<float>(high) ? static_cast<float>(high)
+                                         : q;
       codes[i] = static_cast<std::int8_t>(q);
     }
   }
@@ -76,7 +78,8 @@ struct nvfp4_weight {
   float global_scale = 1.0f;               // weight_scale_2
 };
 
-inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols, float global_amax) {
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                float global_amax) {
   constexpr std::int64_t block = 16;
   nvfp4_weight out;
   out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
