@@ -39,8 +39,9 @@ LAYERS = [
     (7, "backend/cuda/model", "backend/cuda/model/"),
     (7, "backend/cuda/scoring", "backend/cuda/scoring/"),
     (8, "report", "report/"),                    # report model, manifest, sensitivity, JSON writer
-    (9, "engine", "engine/"),                   # the one pipeline
-    (10, "umbrella", "autoquant.hpp"),           # includes everything
+    (9, "export", "export/"),                    # a chosen mix written as a serving checkpoint
+    (10, "engine", "engine/"),                   # the one pipeline
+    (11, "umbrella", "autoquant.hpp"),           # includes everything
 ]
 # Above the library, outside include/: the drivers' layer, examples/cli/ (options, presets, preflight,
 # bundled data, the built-in model, outputs, result JSON).

@@ -28,6 +28,9 @@
 #include "aq/report/report_model.hpp"
 #include "aq/report/sensitivity_report.hpp"
 
+// Export: a chosen mix as a checkpoint a serving stack loads (ModelOpt, compressed-tensors)
+#include "aq/export/export_checkpoint.hpp"
+
 // Evaluation reports: evaluation.json, evaluation.md, report.html and the SVG plots
 #include "aq/report/evaluation_files.hpp"
 #include "aq/report/evaluation_inputs.hpp"

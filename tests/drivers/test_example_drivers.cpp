@@ -1113,3 +1113,63 @@ TEST_CASE("aq-autoquant --evaluate: KL, perplexity and agreement equal a float64
   CHECK_FALSE(fs::exists(root / "bad"));
   CHECK_FALSE(fs::exists(root / "none"));
 }
+
+TEST_CASE("aq-export: usage errors exit 2, refusals exit 1 and write nothing, a mix is exported and published") {
+  fs::create_directories(work);
+  const fs::path model = work / "export_model";
+  const written w = write_tiny_checkpoint(model);
+  const fs::path map = work / "export_map.json", state = work / "export_state.safetensors", out = work / "export_out";
+  fs::remove_all(out);
+  write_text(map, R"({"model.language_model.layers.0.self_attn.*": "fp8_e4m3",
+                      "model.language_model.layers.1.mlp.*": "int8_w8a8"})");
+  aq::safetensors_writer amax;
+  const float half = 0.5f, one = 1.0f;
+  for (const std::string proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    const std::string name = "model.language_model.layers.0.self_attn." + proj;
+    amax.add(name + ".weight_quantizer._amax", {}, std::span<const float>(&half, 1));
+    amax.add(name + ".input_quantizer._amax", {}, std::span<const float>(&one, 1));
+  }
+  for (const std::string proj : {"gate_proj", "up_proj", "down_proj"}) {
+    const std::string name = "model.language_model.layers.1.mlp." + proj;
+    const std::int64_t rows = w.shapes.at(name + ".weight").front();
+    const std::vector<float> rows_amax(static_cast<std::size_t>(rows), 0.5f);
+    amax.add(name + ".weight_quantizer._amax", {rows, 1}, std::span<const float>(rows_amax));
+    amax.add(name + ".input_quantizer._amax", {}, std::span<const float>(&one, 1));
+  }
+  amax.write(state);
+  const std::vector<std::string> base = {"--model", model.string(), "--recipes", map.string(), "--state", state.string(),
+                                         "--output-dir", out.string()};
+  const auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(AQ_EXPORT_EXE, args);
+  };
+
+  const run_result help = run(AQ_EXPORT_EXE, {"--help"});
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.starts_with("usage: aq-export --model DIR"));
+  check_error_line(run(AQ_EXPORT_EXE, base), "aq-export", 2, "--format is required");
+  check_error_line(with({"--format", "gguf"}), "aq-export", 2, "--format: 'gguf' is unknown");
+  check_error_line(with({"--format", "modelopt", "--module-root", "outer"}), "aq-export", 2, "--module-root");
+
+  write_text(map, R"({"model.language_model.layers.1.mlp.*": "w4a4"})");
+  check_error_line(with({"--format", "compressed-tensors"}), "aq-export", 1, "recipe 'w4a4' cannot be exported");
+  CHECK_FALSE(fs::exists(out));
+  CHECK(temporaries(work).empty());
+
+  write_text(map, R"({"model.language_model.layers.0.self_attn.*": "fp8_e4m3",
+                      "model.language_model.layers.1.mlp.*": "int8_w8a8"})");
+  for (const std::string format : {"modelopt", "compressed-tensors"}) {
+    CAPTURE(format);
+    const run_result r = with({"--format", format});
+    CAPTURE(r.err);
+    CHECK(r.exit_code == 0);
+    const aq::safetensors_checkpoint exported(out, std::vector<aq::dtype>{aq::dtype_bf16, aq::dtype_f32, {"F8_E4M3", 1},
+                                                                          {"I8", 1}});
+    CHECK(exported.at("model.language_model.layers.0.self_attn.q_proj.weight").dtype.name == "F8_E4M3");
+    CHECK(exported.at("model.language_model.layers.1.mlp.up_proj.weight").dtype.name == "I8");
+    CHECK(exported.at("model.visual.blocks.0.attn.qkv.weight").dtype == aq::dtype_bf16);
+    CHECK(fs::exists(out / "hf_quant_config.json") == (format == "modelopt"));
+    CHECK(temporaries(work).empty());
+  }
+}

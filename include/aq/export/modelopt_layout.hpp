@@ -1,0 +1,259 @@
+// The ModelOpt 0.39 export_hf_checkpoint layout (modelopt/torch/export/unified_export_hf.py and
+// quant_utils.py): per quantized Linear `weight` as codes, `weight_scale` (and `input_scale` for
+// static activations) in fp32; hf_quant_config.json as process_layer_quant_config builds it;
+// config.json's quantization_config as convert_hf_quant_config_format converts it. docs/export.md
+// lists every field.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aq/export/checkpoint_writer.hpp"
+#include "aq/export/export_plan.hpp"
+#include "aq/export/int4_packing.hpp"
+#include "aq/export/weight_codes.hpp"
+#include "aq/formats/e2m1.hpp"
+#include "aq/formats/e4m3.hpp"
+#include "aq/formats/int4.hpp"
+#include "aq/formats/int8.hpp"
+#include "aq/report/json_writer.hpp"
+
+namespace aq::hf_export {
+
+inline constexpr std::string_view modelopt_version = "0.39.0";
+
+// ModelOpt's per-layer quant_algo label of a planned module.
+inline std::string_view modelopt_quant_algo(const module_export& m) {
+  if (m.scheme == weight_scheme::fp8_tensor) return "FP8";
+  if (m.scheme == weight_scheme::int4_block128) return "W4A16_AWQ";
+  if (m.scheme == weight_scheme::nvfp4_block16) return "NVFP4";
+  return m.static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
+}
+
+namespace detail {
+
+inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
+  std::vector<float> scales;
+  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
+  return scales;
+}
+
+// What the input amax is divided by: the format's bound; for NVFP4 6 * 448 (the global scale).
+inline float input_bound(weight_scheme scheme) {
+  if (scheme == weight_scheme::fp8_tensor) return formats::e4m3::max_bound;
+  if (scheme == weight_scheme::nvfp4_block16) return formats::e2m1::max_bound * formats::e4m3::max_bound;
+  return formats::int8::max_bound;
+}
+
+inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
+  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
+}
+
+}  // namespace detail
+
+// The tensors replacing `<module>.weight`: weight codes, weight_scale and input_scale. `weight`
+// holds the checkpoint's values as float; `rounding` is the weight dtype's (torch divides a bf16
+// weight by the 0-d fp32 fp8 scale in bf16).
+inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
+                                                          division_rounding rounding) {
+  std::vector<output_tensor> out;
+  const std::string prefix = m.name + ".";
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
+    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, rounding);
+    out.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}, bytes_of(std::span<const std::uint8_t>(codes))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {}, std::span<const float>(&scale, 1)));
+  } else if (m.scheme == weight_scheme::int8_channel) {
+    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32);
+    out.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}, bytes_of(std::span<const std::int8_t>(codes))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
+  } else if (m.scheme == weight_scheme::nvfp4_block16) {
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    out.push_back(
+        {prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
+    out.push_back({prefix + "weight_scale",
+                   dtype_f8_e4m3,
+                   {m.rows, m.cols / nvfp4_block_size},
+                   bytes_of(std::span<const std::uint8_t>(q.block_scales))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
+  } else {
+    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
+    const std::vector<std::uint8_t> packed = pack_int4_output_pairs(codes, m.rows, m.cols);
+    out.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}, bytes_of(std::span<const std::uint8_t>(packed))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows, m.cols / int4_group_size}, scales));
+  }
+  if (m.static_input) {
+    const float scale = scale_from_amax(m.input_amax, detail::input_bound(m.scheme));
+    out.push_back(detail::f32_tensor(prefix + "input_scale", {}, std::span<const float>(&scale, 1)));
+  }
+  return out;
+}
+
+namespace detail {
+
+inline void write_layer_config(io::json_writer& json, const module_export& m) {
+  json.key("quant_algo").string(modelopt_quant_algo(m));
+  if (m.scheme == weight_scheme::int4_block128) {
+    json.key("group_size").integer(int4_group_size);
+    json.key("has_zero_point").boolean(false);
+    json.key("pre_quant_scale").boolean(true);
+  }
+  if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+}
+
+// _prefix_wildcard_summarize_exclude_modules: the unquantized layers as few prefix wildcards
+// ("a.b*", or "a.b" + "a.b.*") as match no quantized layer.
+inline std::set<std::string> summarize_excluded(const std::vector<std::string>& unquantized,
+                                                const std::vector<std::string>& quantized) {
+  std::set<std::string> negative;
+  for (const std::string& layer : quantized) {
+    negative.insert(layer);
+    for (std::size_t i = 0; i <= layer.size(); ++i) negative.insert(layer.substr(0, i) + "*");
+  }
+  std::set<std::string> summary;
+  for (const std::string& layer : unquantized) {
+    std::vector<std::vector<std::string>> options;
+    for (std::size_t i = 0; i < layer.size(); ++i) {
+      if (layer[i] != '.') continue;
+      options.push_back({layer.substr(0, i) + "*"});
+      options.push_back({layer.substr(0, i), layer.substr(0, i) + ".*"});
+    }
+    options.push_back({layer});
+    std::vector<std::string> chosen;
+    for (const std::vector<std::string>& wildcards : options) {
+      const auto blocked = [&](const std::string& w) { return negative.count(w) > 0; };
+      const auto covered = [&](const std::string& w) { return summary.count(w) > 0; };
+      if (std::any_of(wildcards.begin(), wildcards.end(), blocked)) continue;
+      if (std::all_of(wildcards.begin(), wildcards.end(), covered)) {
+        chosen.clear();
+        break;
+      }
+      chosen = wildcards;
+      break;
+    }
+    summary.insert(chosen.begin(), chosen.end());
+  }
+  return summary;
+}
+
+// The distinct per-layer configs (ModelOpt compares str(layer_config)).
+inline std::set<std::string> distinct_layer_configs(const export_plan& plan) {
+  std::set<std::string> distinct;
+  for (const module_export& m : plan.quantized) {
+    io::json_writer json(0);
+    json.begin_object();
+    write_layer_config(json, m);
+    json.end_object();
+    distinct.insert(json.str());
+  }
+  return distinct;
+}
+
+inline std::vector<std::string> quantized_names(const export_plan& plan) {
+  std::vector<std::string> names;
+  for (const module_export& m : plan.quantized) names.push_back(m.name);
+  return names;
+}
+
+inline void write_producer(io::json_writer& json) {
+  json.key("producer").begin_object().key("name").string("modelopt").key("version").string(modelopt_version);
+  json.end_object();
+}
+
+inline void write_quantized_layers(io::json_writer& json, const export_plan& plan) {
+  json.key("quantized_layers").begin_object();
+  for (const module_export& m : plan.quantized) {
+    json.key(m.name).begin_object();
+    write_layer_config(json, m);
+    json.end_object();
+  }
+  json.end_object();
+}
+
+inline void write_string_list(io::json_writer& json, const std::set<std::string>& items) {
+  json.begin_array();
+  for (const std::string& item : items) json.string(item);
+  json.end_array();
+}
+
+}  // namespace detail
+
+// hf_quant_config.json (json.dump indent 4, no trailing newline): one quant_algo when every
+// quantized layer has the same config (then exclude_modules summarizes the others), else
+// MIXED_PRECISION with quantized_layers; kv_cache_quant_algo null (no KV-cache quantization).
+inline std::string modelopt_hf_quant_config(const export_plan& plan) {
+  const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
+  io::json_writer json(4);
+  json.begin_object();
+  detail::write_producer(json);
+  json.key("quantization").begin_object();
+  if (distinct.size() > 1) {
+    json.key("quant_algo").string("MIXED_PRECISION").key("kv_cache_quant_algo").null();
+    detail::write_quantized_layers(json, plan);
+  } else if (distinct.size() == 1) {
+    const module_export& m = plan.quantized.back();
+    json.key("quant_algo").string(modelopt_quant_algo(m));
+    json.key("kv_cache_quant_algo").null();
+    if (m.scheme == weight_scheme::int4_block128) {
+      json.key("group_size").integer(int4_group_size).key("has_zero_point").boolean(false);
+      json.key("pre_quant_scale").boolean(true);
+    }
+    if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+    json.key("exclude_modules");
+    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+  } else {
+    json.key("quant_algo").null().key("kv_cache_quant_algo").null();
+    json.key("quantized_layers").begin_object().end_object();
+  }
+  json.end_object().end_object();
+  return json.str();
+}
+
+// config.json's quantization_config (convert_hf_quant_config_format), plus `quantized_layers` for
+// a mixed export: vLLM's ModelOpt mixed-precision config reads it from there when the
+// checkpoint's config is all it is given (an aq addition; ModelOpt keeps it in hf_quant_config.json).
+inline void write_modelopt_quantization_config(io::json_writer& json, const export_plan& plan) {
+  const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
+  const bool mixed = distinct.size() > 1;
+  json.begin_object();
+  const bool single_fp8 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor;
+  const bool single_nvfp4 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::nvfp4_block16;
+  if (single_fp8 || single_nvfp4) {  // the two algorithms convert_hf_quant_config_format describes
+    json.key("config_groups").begin_object().key("group_0").begin_object();
+    for (const char* role : {"input_activations", "weights"}) {
+      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(single_fp8 ? 8 : 4);
+      json.key("type").string("float");
+      if (single_nvfp4) json.key("group_size").integer(nvfp4_block_size);
+      json.end_object();
+    }
+    json.key("targets").begin_array().string("Linear").end_array();
+    json.end_object().end_object();
+  }
+  json.key("ignore");
+  if (distinct.size() == 1) {
+    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+  } else {
+    json.begin_array().end_array();
+  }
+  if (mixed) {
+    json.key("quant_algo").string("MIXED_PRECISION");
+    detail::write_quantized_layers(json, plan);
+  } else if (distinct.size() == 1) {
+    json.key("quant_algo").string(modelopt_quant_algo(plan.quantized.back()));
+  }
+  detail::write_producer(json);
+  json.key("quant_method").string("modelopt");
+  json.end_object();
+}
+
+}  // namespace aq::hf_export
