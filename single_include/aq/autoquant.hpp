@@ -3692,6 +3692,3408 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 }  // namespace aq::io
 // ---- end aq/report/sensitivity_report.hpp ----
 
+// Export: a chosen mix as a checkpoint a serving stack loads (ModelOpt, compressed-tensors)
+// ---- begin aq/export/export_checkpoint.hpp ----
+// Writes an exported checkpoint into a folder: the input's shards mirrored one by one (same file
+// names, each quantized module's weight replaced by its layout's tensors, every other tensor
+// copied byte for byte), the shard index when the input has one, config.json with its
+// quantization_config, hf_quant_config.json for ModelOpt, and the tokenizer / processor files.
+// The caller stages the folder and publishes it (examples/cli/output_set.hpp); the plan has
+// already refused what cannot be exported, and check_export_inputs refuses the rest before a
+// byte is written.
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/export/checkpoint_layout.hpp ----
+// The checkpoint layouts aq exports to, and which recipes each can express. A recipe outside
+// these lists has no serving kernel behind it in that layout (or no field to describe it), so the
+// export refuses it up front with the reason below instead of writing a checkpoint nothing loads.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+// ---- begin aq/quant/recipes.hpp ----
+// The recipe table: one line per recipe (name, weight quantizer, input quantizer, ModelOpt
+// built-in config if identical). Everything else (registry, --help, docs tables, manifest names,
+// tests) is generated from `all_recipes`, so a new recipe is one line here plus one list entry.
+
+#include <array>
+#include <string_view>
+#include <utility>
+
+// ---- begin aq/formats/all_formats.hpp ----
+// The list of every number format aq knows. Conformance tests, generated tables and lookups by
+// name iterate over it, so adding a format is one struct plus one entry here.
+
+#include <charconv>
+#include <string>
+#include <string_view>
+
+// ---- begin aq/formats/e2m1.hpp ----
+// e2m1: the OCP FP4 element format of NVFP4 and MXFP4 (bias 1, no NaN, no infinities).
+// Its 16 codes are +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0.5 is the only subnormal. NVFP4 scales a
+// block of 16 by an e4m3 factor, MXFP4 a block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+// ---- begin aq/formats/minifloat.hpp ----
+// Small sign-exponent-mantissa float formats (e4m3, e5m2, e2m1, e3m2, e2m3, ...): bit-exact
+// encode/decode with round-to-nearest-even and saturation to the largest finite value, as CUDA's
+// __nv_fp8_* with __NV_SATFINITE, but in portable integer code (constexpr, identical on host and
+// device).
+
+#include <cstdint>
+#include <type_traits>
+
+// ---- begin aq/formats/rounding.hpp ----
+// Round-half-to-even, sign and power-of-two helpers on float bits, written without <cmath> or
+// CUDA intrinsics so that format code is constexpr and gives identical bits on host and device.
+
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+
+
+namespace aq::formats::detail {
+
+AQ_HD constexpr std::uint32_t float_bits(float value) { return std::bit_cast<std::uint32_t>(value); }
+
+AQ_HD constexpr float bits_float(std::uint32_t bits) { return std::bit_cast<float>(bits); }
+
+AQ_HD constexpr bool is_nan(float value) { return (float_bits(value) & 0x7fffffffu) > 0x7f800000u; }
+
+AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0x7fffffffu); }
+
+// Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
+AQ_HD constexpr float copysign(float magnitude, float sign) {
+  return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
+}
+
+// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
+AQ_HD constexpr float pow2(int k) {
+  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
+}
+
+// floor(log2(value)) of a positive finite float, subnormals included; exact, from the bits.
+AQ_HD constexpr int floor_log2(float value) {
+  const std::uint32_t exponent_field = (float_bits(value) >> 23) & 0xffu;
+  const std::uint32_t significand = float_bits(value) & 0x7fffffu;
+  if (exponent_field == 0) return static_cast<int>(std::bit_width(significand)) - 150;
+  return static_cast<int>(exponent_field) - 127;
+}
+
+// a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract
+// the product with a following addition into an FMA (which would skip the product's rounding
+// that ModelOpt's rint(x * s) sees); on the host a plain product.
+AQ_HD constexpr float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  if (!std::is_constant_evaluated()) return __fmul_rn(a, b);
+#endif
+  return a * b;
+}
+
+// Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the
+// default rounding mode. Adding and subtracting 2^23 makes the FPU do the rounding; values at
+// or above 2^23 are already integers (and infinities/NaN pass through).
+AQ_HD constexpr float round_half_even(float value) {
+  const float magnitude = abs(value);
+  if (!(magnitude < 0x1p23f)) return value;
+  float rounded = magnitude + 0x1p23f;
+  rounded -= 0x1p23f;
+  return copysign(rounded, value);
+}
+
+}  // namespace aq::formats::detail
+// ---- end aq/formats/rounding.hpp ----
+
+namespace aq::formats {
+
+// Which codes are not finite numbers.
+enum class minifloat_specials {
+  nan_only,  // "fn" formats (e4m3fn): no infinities, only S.1111...1 is NaN
+  ieee,      // IEEE-like (e5m2): exponent all ones is infinity (mantissa 0) or NaN
+  // OCP MX element formats (e2m1, e3m2, e2m3): every code is a finite number, the top binade
+  // included, so the largest value is S.11...1 (6 for e2m1, not the 4 `nan_only` would leave).
+  finite_only,
+};
+
+namespace detail {
+
+// Value of a finite, non-negative code (sign bit clear) of an E/M minifloat with bias 2^(E-1)-1.
+template <int E, int M>
+AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
+  constexpr int bias = (1 << (E - 1)) - 1;
+  const unsigned exponent = magnitude >> M;
+  const unsigned mantissa = magnitude & ((1u << M) - 1u);
+  if (exponent == 0) return static_cast<float>(mantissa) * pow2(1 - bias - M);  // exact: few bits
+  return bits_float((static_cast<std::uint32_t>(static_cast<int>(exponent) - bias + 127) << 23) |
+                    (static_cast<std::uint32_t>(mantissa) << (23 - M)));
+}
+
+// Largest finite code with the sign bit clear: S.11...1 where every code is finite, one below
+// it where only that code is NaN, the top of the second-highest binade for IEEE-like formats.
+template <int E, int M>
+constexpr unsigned max_finite_magnitude(minifloat_specials specials) {
+  const unsigned all_ones = (1u << (E + M)) - 1u;
+  if (specials == minifloat_specials::finite_only) return all_ones;
+  if (specials == minifloat_specials::nan_only) return all_ones - 1u;
+  return (((1u << E) - 2u) << M) | ((1u << M) - 1u);
+}
+
+}  // namespace detail
+
+template <int E, int M, minifloat_specials Specials>
+struct minifloat {
+  static_assert(E >= 2 && E <= 8 && M >= 1 && M <= 10 && 1 + E + M <= 16, "minifloat: unsupported layout");
+
+  using code_type = std::conditional_t<(1 + E + M <= 8), std::uint8_t, std::uint16_t>;
+
+  static constexpr int exponent_bits = E;
+  static constexpr int mantissa_bits = M;
+  static constexpr int bias = (1 << (E - 1)) - 1;
+  static constexpr int bits = 1 + E + M;
+  static constexpr bool is_float = true;
+  static constexpr bool is_passthrough = false;
+  static constexpr bool saturates = true;
+  static constexpr bool has_nan = Specials != minifloat_specials::finite_only;
+  static constexpr bool has_inf = Specials == minifloat_specials::ieee;
+
+  static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
+  static constexpr unsigned sign_bit = 1u << (E + M);
+  static constexpr unsigned max_finite_code = detail::max_finite_magnitude<E, M>(Specials);
+  // Every NaN input encodes to this positive code: the NaN S.11...1 where the format has one, as
+  // CUDA's conversion does (0x7f for e4m3). A finite_only format has no NaN; S.11...1 is then
+  // +max, which is what ModelOpt's fake quantization of these formats gives for NaN
+  // (convert_to_table_types in modelopt/torch/quantization/src/tensor_quant_mx.h saturates
+  // "infs and nans" to +-max, and NaN fails its `x < 0` sign test, so it becomes +max).
+  static constexpr unsigned nan_code = magnitude_mask;
+  static constexpr float max_bound = detail::minifloat_magnitude<E, M>(max_finite_code);
+  // floor(log2(max_bound)): the OCP MX "emax_elem" (8 for e4m3, 2 for e2m1, 4 for e3m2).
+  static constexpr int max_exponent = static_cast<int>(max_finite_code >> M) - bias;
+
+  AQ_HD static constexpr float min_bound(bool /*narrow_range: integer-only notion*/) { return -max_bound; }
+
+  AQ_HD static constexpr code_type encode(float x) {
+    const std::uint32_t x_bits = detail::float_bits(x);
+    const unsigned sign = (x_bits >> 31) != 0 ? sign_bit : 0u;
+    const std::uint32_t magnitude = x_bits & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return static_cast<code_type>(nan_code);
+
+    constexpr std::uint32_t min_normal_field = static_cast<std::uint32_t>(127 + 1 - bias);
+    unsigned code = 0;
+    if (magnitude >= (min_normal_field << 23)) {
+      // Normal in the target: drop 23-M mantissa bits with round-to-nearest-even on the whole
+      // exponent|mantissa word, so a carry moves to the next binade; then re-bias.
+      constexpr int shift = 23 - M;
+      const std::uint32_t rounded =
+          (magnitude + ((1u << (shift - 1)) - 1u) + ((magnitude >> shift) & 1u)) >> shift;
+      code = static_cast<unsigned>(rounded - (static_cast<std::uint32_t>(127 - bias) << M));
+      if (code > max_finite_code) code = max_finite_code;  // saturate (infinity included)
+    } else {
+      // Subnormal or zero in the target: count of the smallest step 2^(1-bias-M), rounded to even.
+      const std::uint32_t field = magnitude >> 23;
+      const std::uint32_t significand = field == 0 ? (magnitude & 0x7fffffu) : ((magnitude & 0x7fffffu) | 0x800000u);
+      const int exponent = field == 0 ? 1 : static_cast<int>(field);  // value = significand * 2^(exponent-150)
+      const int shift = 150 - exponent + 1 - bias - M;                // > 23 - M here
+      if (shift <= 25) {
+        std::uint32_t count = significand >> shift;
+        const std::uint32_t remainder = significand & ((1u << shift) - 1u);
+        const std::uint32_t half = 1u << (shift - 1);
+        if (remainder > half || (remainder == half && (count & 1u) != 0)) ++count;
+        code = static_cast<unsigned>(count);  // may reach 1 << M: the smallest normal, same bits
+      }  // else below half the smallest step: rounds to zero
+    }
+    return static_cast<code_type>(sign | code);
+  }
+
+  AQ_HD static constexpr float decode(code_type code) {
+    const unsigned magnitude = static_cast<unsigned>(code) & magnitude_mask;
+    const bool negative = (static_cast<unsigned>(code) & sign_bit) != 0;
+    if constexpr (Specials == minifloat_specials::nan_only) {
+      if (magnitude == magnitude_mask) return detail::bits_float(0x7fc00000u);
+    } else if constexpr (Specials == minifloat_specials::ieee) {
+      if ((magnitude >> M) == (1u << E) - 1u) {
+        if ((magnitude & ((1u << M) - 1u)) != 0) return detail::bits_float(0x7fc00000u);
+        return negative ? detail::bits_float(0xff800000u) : detail::bits_float(0x7f800000u);
+      }
+    }
+    const float value = detail::minifloat_magnitude<E, M>(magnitude);
+    return negative ? -value : value;
+  }
+
+  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
+    return decode(encode(detail::mul_rn(x, scale)));
+  }
+
+  // ModelOpt multiplies by the fp32 reciprocal of the scale (inv = 1/scale), unlike integers.
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q * (1.0f / scale); }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/minifloat.hpp ----
+
+namespace aq::formats {
+
+struct e2m1 : minifloat<2, 1, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m1";
+};
+
+static_assert(e2m1::max_bound == 6.0f && e2m1::max_finite_code == 0x7 && e2m1::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m1.hpp ----
+// ---- begin aq/formats/e2m3.hpp ----
+// e2m3: the OCP MXFP6 element format with precision over range (bias 1, no NaN, no
+// infinities, max 7.5, smallest subnormal 1/8), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e2m3 : minifloat<2, 3, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e2m3";
+};
+
+static_assert(e2m3::max_bound == 7.5f && e2m3::max_finite_code == 0x1f && e2m3::max_exponent == 2);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e2m3.hpp ----
+// ---- begin aq/formats/e3m2.hpp ----
+// e3m2: the OCP MXFP6 element format with range over precision (bias 3, no NaN, no
+// infinities, max 28, smallest subnormal 1/16), scaled per block of 32 by an e8m0 power of two.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e3m2 : minifloat<3, 2, minifloat_specials::finite_only> {
+  static constexpr std::string_view name = "e3m2";
+};
+
+static_assert(e3m2::max_bound == 28.0f && e3m2::max_finite_code == 0x1f && e3m2::max_exponent == 4);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e3m2.hpp ----
+// ---- begin aq/formats/e4m3.hpp ----
+// e4m3: the OCP/NVIDIA FP8 E4M3FN format (bias 7, max 448, no infinities, NaN = S.1111.111).
+// ModelOpt's FP8 quantizer: scale = 448/amax, y = float(e4m3(x*scale)) * (1/scale), saturating.
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e4m3 : minifloat<4, 3, minifloat_specials::nan_only> {
+  static constexpr std::string_view name = "e4m3";
+};
+
+static_assert(e4m3::max_bound == 448.0f && e4m3::max_finite_code == 0x7e && e4m3::nan_code == 0x7f);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e4m3.hpp ----
+// ---- begin aq/formats/format.hpp ----
+// What a number format must provide: the `number_format` concept and the `format_list` type list.
+// Formats are the bottom of the pipeline: quantizers, recipes, calibrators and kernels are
+// templates over a format struct and never name int8 or e4m3 themselves.
+
+#include <concepts>
+#include <cstddef>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+namespace aq {
+
+// A format is a stateless struct of static constexpr facts and AQ_HD functions.
+// `quantize(x, scale, narrow_range)` returns the grid value nearest to x*scale (round to nearest
+// even, saturating where `saturates`), `dequantize(q, scale)` maps it back to the model's range;
+// `encode`/`decode` convert grid values to/from the format's raw bit pattern (`code_type`,
+// `bits` wide, two's complement for integers, sign-magnitude for floats). `has_nan`/`has_inf`
+// say whether some code decodes to NaN/infinity; where none does, NaN input cannot stay NaN and
+// the format says in its header what it becomes instead.
+// The nested requirements force the functions to be constant-evaluable, so the same code runs
+// in constexpr tests, on the host and on the device.
+template <class F>
+concept number_format =
+    std::is_empty_v<F> &&
+    requires(float x, float scale, bool narrow_range, typename F::code_type code) {
+      { F::name } -> std::convertible_to<std::string_view>;
+      { F::bits } -> std::convertible_to<int>;
+      { F::max_bound } -> std::convertible_to<float>;
+      { F::is_float } -> std::convertible_to<bool>;
+      { F::is_passthrough } -> std::convertible_to<bool>;
+      { F::saturates } -> std::convertible_to<bool>;
+      { F::has_nan } -> std::convertible_to<bool>;
+      { F::has_inf } -> std::convertible_to<bool>;
+      { F::min_bound(narrow_range) } -> std::same_as<float>;
+      { F::quantize(x, scale, narrow_range) } -> std::same_as<float>;
+      { F::dequantize(x, scale) } -> std::same_as<float>;
+      { F::encode(x) } -> std::same_as<typename F::code_type>;
+      { F::decode(code) } -> std::same_as<float>;
+      requires F::bits > 0 && F::bits <= 16;
+      requires F::decode(F::encode(0.0f)) == 0.0f;
+      requires F::quantize(1.0f, 1.0f, false) == F::quantize(1.0f, 1.0f, false);
+      requires F::dequantize(0.0f, 1.0f) == 0.0f;
+    };
+
+// Compile-time list of formats; `all_formats` (formats/all_formats.hpp) is one of these and
+// drives the conformance tests and generated tables.
+template <number_format... Fs>
+struct format_list {
+  static constexpr std::size_t size = sizeof...(Fs);
+  using tuple = std::tuple<Fs...>;
+
+  // Calls f.template operator()<F>() for each format in order.
+  template <class Visitor>
+  static constexpr void for_each(Visitor&& visitor) {
+    (visitor.template operator()<Fs>(), ...);
+  }
+};
+
+}  // namespace aq
+// ---- end aq/formats/format.hpp ----
+// ---- begin aq/formats/int4.hpp ----
+// int4: signed 4-bit integer, symmetric scale 7/amax, codes -8..7 (ModelOpt num_bits=4).
+// Used for 128-blocks of weights (INT4_BLOCKWISE_WEIGHT_ONLY_CFG) and per-tensor activations.
+
+#include <string_view>
+
+// ---- begin aq/formats/signed_int.hpp ----
+// Signed symmetric integer formats (int8, int4, ...) as ModelOpt fake-quantizes them:
+// q = clamp(rint(x * s), min, max), x' = q / s, with s = max_bound / amax chosen by the caller.
+// A concrete format derives from signed_int<Bits> and adds its `name` (see int8.hpp, int4.hpp).
+
+#include <cstdint>
+#include <type_traits>
+
+
+namespace aq::formats {
+
+template <int Bits>
+struct signed_int {
+  static_assert(Bits >= 2 && Bits <= 16, "signed_int: 2 to 16 bits");
+
+  using code_type = std::conditional_t<(Bits <= 8), std::uint8_t, std::uint16_t>;
+
+  static constexpr int bits = Bits;
+  static constexpr bool is_float = false;
+  static constexpr bool is_passthrough = false;
+  static constexpr bool saturates = true;
+  // No code is NaN, but quantize() passes NaN through as a float (see below).
+  static constexpr bool has_nan = false;
+  static constexpr bool has_inf = false;
+  // ModelOpt's bound = 2^(bits-1) - 1 (127 for int8, 7 for int4); the scale maps amax onto it.
+  static constexpr float max_bound = static_cast<float>((1 << (Bits - 1)) - 1);
+
+  // Full range by default (ModelOpt narrow_range=False): -128 is reachable for int8, -8 for int4.
+  AQ_HD static constexpr float min_bound(bool narrow_range) {
+    return narrow_range ? -max_bound : -max_bound - 1.0f;
+  }
+
+  // NaN stays NaN (the comparisons below are false for it), as in ModelOpt's CUDA kernel.
+  AQ_HD static constexpr float quantize(float x, float scale, bool narrow_range = false) {
+    float q = detail::round_half_even(detail::mul_rn(x, scale));
+    q = q > max_bound ? max_bound : q;
+    const float lowest = min_bound(narrow_range);
+    q = q < lowest ? lowest : q;
+    return q;
+  }
+
+  // Division, not multiplication by a reciprocal: ModelOpt computes q / s.
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
+
+  // Two's complement bit pattern of a grid value (an integer within the full range).
+  AQ_HD static constexpr code_type encode(float q) {
+    const int value = static_cast<int>(q);
+    return static_cast<code_type>(static_cast<unsigned>(value) & ((1u << Bits) - 1u));
+  }
+
+  AQ_HD static constexpr float decode(code_type code) {
+    const int raw = static_cast<int>(code) & ((1 << Bits) - 1);
+    const int value = raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
+    return static_cast<float>(value);
+  }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/signed_int.hpp ----
+
+namespace aq::formats {
+
+struct int4 : signed_int<4> {
+  static constexpr std::string_view name = "int4";
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/int4.hpp ----
+// ---- begin aq/formats/int8.hpp ----
+// int8: signed 8-bit integer, symmetric scale 127/amax, codes -128..127 (ModelOpt num_bits=8).
+// Used for per-channel weights and per-tensor activations (INT8_DEFAULT_CFG).
+
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct int8 : signed_int<8> {
+  static constexpr std::string_view name = "int8";
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/int8.hpp ----
+// ---- begin aq/formats/none.hpp ----
+// none: the pass-through "format" of a disabled quantizer. Values stay as the model holds them
+// (bf16); no amax is used. Its grid is bf16, so it still fits the number_format concept.
+
+#include <cstdint>
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct none {
+  using code_type = std::uint16_t;
+
+  static constexpr std::string_view name = "none";
+  static constexpr int bits = 16;  // ModelOpt counts a disabled quantizer as 16 bits
+  static constexpr bool is_float = true;
+  static constexpr bool is_passthrough = true;
+  static constexpr bool saturates = false;  // bf16 rounding overflows to infinity
+  static constexpr bool has_nan = true;     // its grid is bf16, which keeps NaN and infinities
+  static constexpr bool has_inf = true;
+  static constexpr float max_bound = 0x1.fep127f;  // largest finite bf16
+
+  AQ_HD static constexpr float min_bound(bool /*narrow_range*/) { return -max_bound; }
+
+  // Only meaningful as the bf16 grid; fake_quantize() short-circuits pass-through formats.
+  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
+    return round_to_bf16(detail::mul_rn(x, scale));
+  }
+  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
+  AQ_HD static constexpr code_type encode(float q) { return float_to_bf16(q).bits; }
+  AQ_HD static constexpr float decode(code_type code) { return bf16_to_float(bf16::from_bits(code)); }
+};
+
+}  // namespace aq::formats
+// ---- end aq/formats/none.hpp ----
+
+namespace aq::formats {
+
+using all_formats = format_list<int8, int4, e4m3, e3m2, e2m3, e2m1, none>;
+
+// Markdown table of the formats (name, bits, kind, largest value), for docs and --help.
+inline std::string format_table() {
+  std::string table = "| format | bits | kind | max_bound |\n| :--- | ---: | :--- | ---: |\n";
+  all_formats::for_each([&]<class F>() {
+    const char* kind = F::is_passthrough ? "pass-through (bf16)" : (F::is_float ? "float" : "signed integer");
+    table += "| " + std::string(F::name) + " | " + std::to_string(F::bits) + " | " + kind + " | ";
+    char bound[32] = "-";
+    if (!F::is_passthrough) *std::to_chars(bound, bound + sizeof(bound) - 1, F::max_bound).ptr = '\0';
+    table += bound;
+    table += " |\n";
+  });
+  return table;
+}
+
+}  // namespace aq::formats
+// ---- end aq/formats/all_formats.hpp ----
+// ---- begin aq/quant/granularity.hpp ----
+// Granularity: which elements of a row-major [rows x cols] matrix share one amax (and scale).
+// Rows are output channels (ModelOpt's Linear weight axis 0); blocks run along the input dim.
+// Each granularity maps (row, col) to an amax slot with AQ_HD code shared by host and device.
+
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::quant {
+
+// One amax for the whole tensor; ModelOpt stores it with shape [].
+struct per_tensor {
+  static constexpr std::string_view name = "per-tensor";
+  static constexpr bool depends_on_shape = false;  // any batch shape maps to the one slot
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t /*rows*/, std::int64_t /*cols*/) { return 1; }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t /*row*/, std::int64_t /*col*/, std::int64_t /*cols*/) {
+    return 0;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t /*rows*/, std::int64_t /*cols*/) { return {}; }
+};
+
+// One amax per row (output channel); ModelOpt's axis=0, amax shape [rows, 1].
+struct per_channel {
+  static constexpr std::string_view name = "per-channel";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t /*cols*/) { return rows; }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t /*col*/, std::int64_t /*cols*/) {
+    return row;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t /*cols*/) { return {rows, 1}; }
+};
+
+// One amax per Block consecutive columns of one row. ModelOpt pads the last dim with zeros to a
+// multiple of Block, so a short last block of a row is its own block (zeros never raise a max);
+// amax shape [rows * ceil(cols / Block), 1], slots in row-major block order.
+template <int Block>
+struct per_block {
+  static_assert(Block > 0, "per_block: block size must be positive");
+  static constexpr int block_size = Block;
+  static constexpr std::string_view name = "per-block";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t blocks_per_row(std::int64_t cols) { return (cols + Block - 1) / Block; }
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return rows * blocks_per_row(cols);
+  }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
+    return row * blocks_per_row(cols) + col / Block;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return {amax_count(rows, cols), 1};
+  }
+};
+
+// One amax per row of an activation [tokens x features] matrix: ModelOpt's per-token scaling
+// (block_sizes {-1: None}, which it turns into an amax per leading index). Always dynamic.
+struct per_token : per_channel {
+  static constexpr std::string_view name = "per-token";
+};
+
+// One amax per TileRows x TileCols tile of a 2-D matrix (ModelOpt's block_sizes {-1: C, -2: R}).
+// Like per_block, the last tiles of a short dim are their own (ModelOpt pads with zeros); amax
+// shape [ceil(rows / R), 1, ceil(cols / C), 1], slots in row-major tile order.
+template <int TileRows, int TileCols>
+struct per_tile {
+  static_assert(TileRows > 0 && TileCols > 0, "per_tile: tile sizes must be positive");
+  static constexpr int tile_rows = TileRows;
+  static constexpr int tile_cols = TileCols;
+  static constexpr std::string_view name = "per-tile";
+  static constexpr bool depends_on_shape = true;
+  AQ_HD static constexpr std::int64_t tiles_per_row(std::int64_t cols) { return (cols + TileCols - 1) / TileCols; }
+  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return (rows + TileRows - 1) / TileRows * tiles_per_row(cols);
+  }
+  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
+    return row / TileRows * tiles_per_row(cols) + col / TileCols;
+  }
+  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
+    return {(rows + TileRows - 1) / TileRows, 1, tiles_per_row(cols), 1};
+  }
+};
+
+template <class G>
+concept granularity = requires(std::int64_t n) {
+  { G::name } -> std::convertible_to<std::string_view>;
+  { G::depends_on_shape } -> std::convertible_to<bool>;
+  { G::amax_count(n, n) } -> std::same_as<std::int64_t>;
+  { G::amax_index(n, n, n) } -> std::same_as<std::int64_t>;
+  { G::amax_shape(n, n) } -> std::same_as<std::vector<std::int64_t>>;
+};
+
+// Human-readable description, e.g. "per-block(128)", "per-tile(128x128)".
+template <granularity G>
+std::string granularity_label() {
+  if constexpr (requires { G::tile_rows; }) {
+    return std::string(G::name) + "(" + std::to_string(G::tile_rows) + "x" + std::to_string(G::tile_cols) + ")";
+  } else if constexpr (requires { G::block_size; }) {
+    return std::string(G::name) + "(" + std::to_string(G::block_size) + ")";
+  } else {
+    return std::string(G::name);
+  }
+}
+
+}  // namespace aq::quant
+// ---- end aq/quant/granularity.hpp ----
+// ---- begin aq/quant/quantizer.hpp ----
+// Quantizer spec: a number format, a granularity and a scaling policy (or disabled), the
+// type-level counterpart of one ModelOpt TensorQuantizer config such as {num_bits: 8, axis: 0}
+// or {num_bits: (2, 1), block_sizes: {-1: 16, type: dynamic, scale_bits: (4, 3)}}. Recipes pair
+// a weight spec with an input (activation) spec; calibrators and kernels are templates over specs.
+
+#include <concepts>
+#include <string>
+#include <type_traits>
+
+// ---- begin aq/quant/scaling.hpp ----
+// Scaling: how a quantizer turns the amax of a slot (one granularity cell) into the scale that
+// maps the slot onto its format's grid, and how an element is then fake-quantized. The policy
+// is the third part of a quantizer spec, beside the format and the granularity:
+//   static_amax        fp32 max_bound/amax, amax calibrated (ModelOpt's max-calibrated quantizers)
+//   dynamic_amax       the same rule, amax taken from the data itself at run time (per-token FP8)
+//   e8m0_block_scale   MX: a shared power of two per block, from the block's own amax
+//   e4m3_block_scale   NVFP4: e4m3 block scales under a calibrated per-tensor fp32 global scale
+// Every function is AQ_HD and constexpr-friendly, so the host and the CUDA kernel share it.
+
+#include <concepts>
+#include <limits>
+#include <string_view>
+
+// ---- begin aq/formats/e8m0.hpp ----
+// e8m0: the OCP MX shared block scale. Unsigned and exponent-only: code c means 2^(c-127) for
+// c = 0..254 and 0xff is NaN; there is no sign, no zero and no infinity. It is only ever a
+// power-of-two scale, so it is a small struct of its own rather than a minifloat or a
+// number_format: its encoding plus the rule that picks a block's exponent from the block amax.
+
+#include <cstdint>
+#include <string_view>
+
+
+namespace aq::formats {
+
+struct e8m0 {
+  using code_type = std::uint8_t;
+
+  static constexpr std::string_view name = "e8m0";
+  static constexpr int bits = 8;
+  static constexpr int bias = 127;
+  static constexpr int min_exponent = -127;  // code 0
+  static constexpr int max_exponent = 127;   // code 254
+  static constexpr bool has_nan = true;
+  static constexpr bool has_inf = false;
+  static constexpr code_type nan_code = 0xff;
+
+  AQ_HD static constexpr float decode(code_type code) {
+    if (code == nan_code) return detail::bits_float(0x7fc00000u);
+    return detail::pow2(static_cast<int>(code) - bias);
+  }
+
+  // Code of 2^exponent; exponents outside [-127, 127] saturate (there is no zero or infinity).
+  AQ_HD static constexpr code_type encode_exponent(int exponent) {
+    const int clamped = exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
+    return static_cast<code_type>(clamped + bias);
+  }
+
+  // Code of a power-of-two scale: exact for 2^-127 .. 2^127. Any other positive finite value
+  // gets the power of two of its binade (floor), saturating. NaN, infinities, zero and negative
+  // values have no e8m0 value and give the NaN code, which marks the block invalid.
+  AQ_HD static constexpr code_type encode(float power_of_two) {
+    if (!(power_of_two > 0.0f) || power_of_two > 0x1.fffffep127f) return nan_code;
+    return encode_exponent(detail::floor_log2(power_of_two));
+  }
+
+  // The block exponent aq uses, ModelOpt's: the smallest power of two that brings the block amax
+  // within the element range, 2^ceil(log2(amax / element_max)), clamped to [-127, 127]. This is
+  // compute_scale_e8m0_NV in modelopt/torch/quantization/src/tensor_quant_mx.cu (ModelOpt 0.39),
+  // chosen by compute_scale there for an E8M0 scale format; MXFP4QTensor.quantize in
+  // modelopt/torch/quantization/qtensor/mxfp4_tensor.py computes the same
+  // ceil(max(log2(amax / 6), -127)). Like ModelOpt, amax / element_max is one fp32 division
+  // (rounded to nearest) before the ceiling. amax of 0, infinity or NaN gives exponent 0
+  // (scale 1), as ModelOpt's compute_scale does. Elements divided by 2^result never exceed
+  // element_max, so nothing saturates (unlike the OCP rule below).
+  AQ_HD static constexpr int shared_exponent(float amax, float element_max) {
+    if (!is_usable_amax(amax)) return 0;
+    const float ratio = amax / element_max;
+    if (ratio <= detail::pow2(min_exponent)) return min_exponent;  // zero and tiny ratios included
+    if (ratio > detail::pow2(max_exponent)) return max_exponent;
+    const int below = detail::floor_log2(ratio);
+    return detail::pow2(below) == ratio ? below : below + 1;
+  }
+
+  // The OCP MX v1.0 rule (section 6.3): 2^(floor(log2(amax)) - emax_elem), clamped to
+  // [-127, 127], where emax_elem is the element format's `max_exponent` (2 for e2m1); block
+  // values up to 2x element_max then saturate. ModelOpt has it too (compute_scale_e8m0_OCP in
+  // tensor_quant_mx.cu) but does not use it; it is here for comparing the two rules.
+  // Degenerate amax gives 0, as above.
+  AQ_HD static constexpr int ocp_shared_exponent(float amax, int element_max_exponent) {
+    if (!is_usable_amax(amax)) return 0;
+    const int exponent = detail::floor_log2(amax) - element_max_exponent;
+    return exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
+  }
+
+ private:
+  AQ_HD static constexpr bool is_usable_amax(float amax) { return amax > 0.0f && amax <= 0x1.fffffep127f; }
+};
+
+static_assert(e8m0::decode(127) == 1.0f && e8m0::encode(1.0f) == 127 && e8m0::shared_exponent(6.0f, 6.0f) == 0);
+
+}  // namespace aq::formats
+// ---- end aq/formats/e8m0.hpp ----
+
+namespace aq::quant {
+
+// An integer quantizer with amax at or below 2^-24 outputs 0 (ModelOpt: amax < 2^-24 in CUDA,
+// <= in Python). A float quantizer computes its scale down to any positive amax, as ModelOpt
+// does; where the scale overflows (amax 0 or subnormal) ModelOpt's output is NaN for x = 0 and
+// ±0 otherwise, aq's is ±0 throughout: aq never produces NaN from an amax (docs/formats.md).
+inline constexpr float zero_amax_threshold = 0x1p-24f;
+
+// How an fp32 scale is rounded: max_bound / amax once (ModelOpt's CUDA kernels), or as torch's
+// `max_bound / amax` on a tensor computes it, reciprocal(amax) · max_bound, twice (ModelOpt's
+// Python fp8 path, which 2-D blocks always take).
+enum class scale_rounding { divide, reciprocal_multiply };
+
+// What a slot's scale may depend on besides its amax, the same for every slot of a matrix.
+struct scale_context {
+  float global_amax = 0.0f;  // the calibrated per-tensor amax, for policies that use one
+  // ModelOpt's fp8 kernels take an amax with at most one axis longer than 1; any other (2-D
+  // tiles) goes through its Python path, which rounds the scale as reciprocal_multiply.
+  scale_rounding rounding = scale_rounding::divide;
+};
+
+// s = max_bound / amax in fp32; 0 encodes "no usable scale: output ±0".
+template <number_format F>
+AQ_HD constexpr float scale_from_amax(float amax, scale_rounding rounding = scale_rounding::divide) {
+  if (!F::is_float) return amax > zero_amax_threshold ? F::max_bound / amax : 0.0f;
+  if (!(amax > 0.0f)) return 0.0f;
+  const float scale = rounding == scale_rounding::divide ? F::max_bound / amax
+                                                         : formats::detail::mul_rn(1.0f / amax, F::max_bound);
+  return scale <= 0x1.fffffep127f ? scale : 0.0f;
+}
+
+// One element given a precomputed scale (kernels compute the scale once per amax slot; the
+// result is identical because the scale is the same fp32 operation).
+template <number_format F>
+AQ_HD constexpr float fake_quantize_scaled(float x, float scale, bool narrow_range = false) {
+  if constexpr (F::is_passthrough) {
+    return x;
+  } else {
+    if (scale == 0.0f) return F::is_float ? formats::detail::copysign(0.0f, x) : 0.0f;
+    return F::dequantize(F::quantize(x, scale, narrow_range), scale);
+  }
+}
+
+namespace detail {
+
+// Flush-to-zero of a subnormal (sign kept), as the device does under --use_fast_math.
+AQ_HD constexpr float flush_subnormal(float value) {
+  return (formats::detail::float_bits(value) & 0x7f800000u) == 0 ? formats::detail::copysign(0.0f, value) : value;
+}
+
+AQ_HD constexpr float mul_ftz(float a, float b) {
+  return flush_subnormal(formats::detail::mul_rn(flush_subnormal(a), flush_subnormal(b)));
+}
+
+AQ_HD constexpr bool is_finite(float value) { return formats::detail::abs(value) <= 0x1.fffffep127f; }
+
+// max(a, |x|) that ignores NaN (fmaxf, Triton's max): the block reductions of the MX and
+// NVFP4 kernels.
+AQ_HD constexpr float max_ignoring_nan(float a, float x) {
+  const float magnitude = formats::detail::abs(x);
+  return formats::detail::is_nan(magnitude) || magnitude <= a ? a : magnitude;
+}
+
+}  // namespace detail
+
+// ---- static and dynamic fp32 amax ---------------------------------------------------------------
+
+template <bool Dynamic>
+struct fp32_amax_scaling {
+  static constexpr std::string_view name = Dynamic ? "dynamic" : "static";
+  static constexpr bool calibrated = !Dynamic;  // amax per granularity slot from calibration
+  static constexpr bool uses_global_amax = false;
+  struct slot_scale {
+    float scale;
+  };
+
+  // Dynamic amax is torch's amax over the slot: NaN in the slot makes it NaN (then no output
+  // is a number, as in ModelOpt; aq's zero-amax rule turns that NaN into zeros instead).
+  AQ_HD static constexpr float accumulate(float amax, float x) {
+    const float magnitude = formats::detail::abs(x);
+    return formats::detail::is_nan(magnitude) || magnitude > amax ? magnitude : amax;
+  }
+  static constexpr float initial_amax = 0.0f;
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
+    return {scale_from_amax<F>(slot_amax, context.rounding)};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool narrow_range) {
+    return fake_quantize_scaled<F>(x, s.scale, narrow_range);
+  }
+};
+
+using static_amax = fp32_amax_scaling<false>;
+using dynamic_amax = fp32_amax_scaling<true>;
+
+// ---- MX: e8m0 shared exponents --------------------------------------------------------------------
+
+// ModelOpt's fused_amax_convert (src/tensor_quant_mx.cu, built with --use_fast_math): block amax
+// by fmaxf over |x| clamped to FLT_MAX (NaN ignored, infinity counts as FLT_MAX, subnormals
+// flushed); a zero or NaN amax gives scale 1; otherwise the exponent e of
+// e8m0::shared_exponent; y = ±convert(|x|·2^-e)·2^e with every product flushed to zero where
+// subnormal, and the sign + only for x > 0 (its `sign` is left unset otherwise, and the
+// compiled kernel gives -1: zeros and NaN come out negative). The element conversion is the
+// format's saturating round-to-nearest-even (ModelOpt's tables and __nv_fp8_e4m3 give the same
+// grid values); integers are clamped to ±max (narrow range), NaN becoming 0, as
+// convert_int8_saturating's rint-then-int conversion does on the GPU.
+struct e8m0_block_scale {
+  static constexpr std::string_view name = "e8m0 block scales";
+  static constexpr bool calibrated = false;
+  static constexpr bool uses_global_amax = false;
+  struct slot_scale {
+    float scale;
+    float unscale;
+  };
+
+  static constexpr float initial_amax = 0.0f;
+  AQ_HD static constexpr float accumulate(float amax, float x) {
+    const float magnitude = formats::detail::abs(detail::flush_subnormal(x));
+    return detail::max_ignoring_nan(amax, magnitude > 0x1.fffffep127f ? 0x1.fffffep127f : magnitude);
+  }
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& /*context*/) {
+    if (!(slot_amax > 0.0f) || !detail::is_finite(slot_amax)) return {1.0f, 1.0f};
+    int exponent = formats::e8m0::shared_exponent(slot_amax, F::max_bound);
+    // The fast-math division flushes a subnormal ratio to 0, whose exponent is the lowest.
+    if (slot_amax / F::max_bound < 0x1p-126f) exponent = formats::e8m0::min_exponent;
+    return {formats::detail::pow2(-exponent), formats::detail::pow2(exponent)};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
+    const float scaled = detail::mul_ftz(formats::detail::abs(x), s.scale);
+    const float grid = !F::is_float && formats::detail::is_nan(scaled) ? 0.0f : F::quantize(scaled, 1.0f, true);
+    const float magnitude = detail::mul_ftz(grid, s.unscale);
+    return detail::flush_subnormal(x) > 0.0f ? magnitude : -magnitude;
+  }
+};
+
+// ---- NVFP4: e4m3 block scales under an fp32 global scale ------------------------------------------
+
+// ModelOpt's NVFP4 fake quantization as its Triton kernel computes it (fp4_fake_quant_block in
+// modelopt/torch/quantization/triton/fp4_kernel.py, the path taken on sm_89 and newer): global
+// scale g = amax · fp32(1 / (6 · 448)) from the calibrated per-tensor amax (torch's division by
+// a number); block scale
+// s = e4m3(min(block_amax / (6·g), 448)) · g, replaced by 1 below 1e-5; y = ±e2m1(|x| / s) · s
+// for x >= 0, 0 - that otherwise (Triton negates by subtraction: -0 never appears).
+// Differences, documented in docs/formats.md: divisions are correctly rounded here (Triton's
+// div.full.f32 is within 2 ulp), and a global amax at or below 2^-24 gives zeros where ModelOpt
+// divides by zero.
+struct e4m3_block_scale {
+  static constexpr std::string_view name = "e4m3 block scales";
+  static constexpr bool calibrated = true;  // one per-tensor global amax
+  static constexpr bool uses_global_amax = true;
+  static constexpr float scale_max = formats::e4m3::max_bound;
+  struct slot_scale {
+    float scale;  // the dequantization scale s; 0: output 0
+  };
+
+  // Triton's block max starts from the block's first element: NaN only when every one is NaN,
+  // and then the scale clamps to 448 (its minimum drops NaN).
+  static constexpr float initial_amax = std::numeric_limits<float>::quiet_NaN();
+  AQ_HD static constexpr float accumulate(float amax, float x) { return detail::max_ignoring_nan(amax, x); }
+  template <number_format F>
+  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
+    const float global_amax = context.global_amax;
+    if (!(global_amax > zero_amax_threshold)) return {0.0f};
+    // torch divides a tensor by a Python number as a product with its fp32 reciprocal.
+    const float global_scale = formats::detail::mul_rn(global_amax, 1.0f / (F::max_bound * scale_max));
+    const float ratio = slot_amax / formats::detail::mul_rn(F::max_bound, global_scale);
+    const float block = formats::e4m3::decode(formats::e4m3::encode(ratio < scale_max ? ratio : scale_max));
+    const float scale = formats::detail::mul_rn(block, global_scale);
+    return {scale < 1e-5f ? 1.0f : scale};
+  }
+  template <number_format F>
+  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
+    if (s.scale == 0.0f) return 0.0f;
+    const float grid = F::decode(F::encode(formats::detail::abs(x) / s.scale));
+    const float magnitude = formats::detail::mul_rn(formats::detail::abs(grid), s.scale);
+    return x >= 0.0f ? magnitude : 0.0f - magnitude;
+  }
+};
+
+template <class S>
+concept scaling_policy = requires {
+  { S::name } -> std::convertible_to<std::string_view>;
+  { S::calibrated } -> std::convertible_to<bool>;
+  { S::uses_global_amax } -> std::convertible_to<bool>;
+  { S::initial_amax } -> std::convertible_to<float>;
+  typename S::slot_scale;
+};
+
+}  // namespace aq::quant
+// ---- end aq/quant/scaling.hpp ----
+
+namespace aq::quant {
+
+template <number_format F, granularity G, scaling_policy S = static_amax, bool NarrowRange = false>
+struct quantizer {
+  using format_type = F;
+  using granularity_type = G;
+  using scaling_type = S;
+  // Integer formats only: [-max, max] instead of ModelOpt's default [-max-1, max].
+  static constexpr bool narrow_range = NarrowRange;
+  static constexpr bool enabled = !F::is_passthrough;
+  // ModelOpt's compression counts a disabled quantizer as 16 bits.
+  static constexpr int bits = enabled ? F::bits : 16;
+
+  // "int8 per-channel", "int4 per-block(128)", "e2m1 per-block(32) e8m0 block scales", "disabled".
+  static std::string label() {
+    if constexpr (!enabled) {
+      return "disabled";
+    } else {
+      std::string text = std::string(F::name) + " " + granularity_label<G>();
+      if constexpr (!std::is_same_v<S, static_amax>) text.append(" ").append(S::name);
+      if constexpr (NarrowRange) text += " narrow";
+      return text;
+    }
+  }
+};
+
+// A quantizer that leaves values unchanged (ModelOpt {"enable": False}).
+using disabled = quantizer<formats::none, per_tensor>;
+
+template <class Q>
+concept quantizer_spec = requires {
+  typename Q::format_type;
+  typename Q::granularity_type;
+  typename Q::scaling_type;
+  { Q::narrow_range } -> std::convertible_to<bool>;
+  { Q::enabled } -> std::convertible_to<bool>;
+  { Q::bits } -> std::convertible_to<int>;
+} && number_format<typename Q::format_type> && granularity<typename Q::granularity_type> &&
+                         scaling_policy<typename Q::scaling_type>;
+
+}  // namespace aq::quant
+// ---- end aq/quant/quantizer.hpp ----
+// ---- begin aq/quant/recipe.hpp ----
+// Recipe: a weight quantizer spec plus an input (activation) quantizer spec, with a stable name,
+// ModelOpt's effective bits and display string ("INT8_DEFAULT_CFG(effective-bits: 8.0)").
+// One candidate of the per-layer search; the list of all of them is quant/recipes.hpp.
+
+#include <algorithm>
+#include <charconv>
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+
+namespace aq::quant {
+
+// A string usable as a template argument, so a recipe's name is part of its type.
+template <std::size_t N>
+struct fixed_string {
+  char chars[N]{};
+  constexpr fixed_string(const char (&text)[N]) {  // NOLINT: implicit by design
+    std::copy_n(text, N, chars);
+  }
+  constexpr std::string_view view() const { return {chars, N - 1}; }
+};
+
+// ModelOpt's estimate_quant_compression: min over every quantizer of bits/16, a disabled one
+// counting 1.0 (16 bits); effective bits = 16 * compression. Activation bits count as much as
+// weight bits (W8A4 -> 4.0, W4A16 -> 4.0) and block scales are free.
+constexpr double effective_bits_of(int weight_bits, int input_bits) {
+  return 16.0 * (std::min({weight_bits, input_bits, 16}) / 16.0);
+}
+
+// Python's repr() of a float for the values effective bits take (e.g. 8.0, 4.0, 16.0, 5.5).
+inline std::string python_float_repr(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  std::string text(buffer, result.ptr);
+  if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // 8 -> 8.0 (n: nan/inf)
+  return text;
+}
+
+// ModelOpt's str(QuantRecipe): f"{name}(effective-bits: {16 * compression})".
+inline std::string modelopt_recipe_string(std::string_view display_name, double effective_bits) {
+  return std::string(display_name) + "(effective-bits: " + python_float_repr(effective_bits) + ")";
+}
+
+// `ModelOptConfig` is the name of the identical ModelOpt built-in config ("" when there is none:
+// ModelOpt then shows CUSTOM_<i>, i = position in the user's format list).
+template <fixed_string Name, quantizer_spec Weight, quantizer_spec Input, fixed_string ModelOptConfig = "">
+struct recipe {
+  using weight = Weight;
+  using input = Input;
+  static constexpr std::string_view name = Name.view();
+  static constexpr std::string_view modelopt_config = ModelOptConfig.view();
+  static constexpr double effective_bits = effective_bits_of(Weight::bits, Input::bits);
+  static constexpr double compression = effective_bits / 16.0;
+  static constexpr bool quantizes = Weight::enabled || Input::enabled;
+
+  // Name ModelOpt shows for this recipe when it is at `position` in the user's format list.
+  static std::string modelopt_name(std::size_t position) {
+    if (!modelopt_config.empty()) return std::string(modelopt_config);
+    return "CUSTOM_" + std::to_string(position);
+  }
+  static std::string modelopt_string(std::size_t position) {
+    return modelopt_recipe_string(modelopt_name(position), effective_bits);
+  }
+};
+
+template <class R>
+concept recipe_type = requires {
+  { R::name } -> std::convertible_to<std::string_view>;
+  { R::modelopt_config } -> std::convertible_to<std::string_view>;
+  { R::effective_bits } -> std::convertible_to<double>;
+  { R::quantizes } -> std::convertible_to<bool>;
+} && quantizer_spec<typename R::weight> && quantizer_spec<typename R::input>;
+
+// Compile-time list of recipes; `all_recipes` is one, and the run-time registry is generated from it.
+template <recipe_type... Rs>
+struct recipe_list {
+  static constexpr std::size_t size = sizeof...(Rs);
+
+  template <class Visitor>
+  static constexpr void for_each(Visitor&& visitor) {
+    (visitor.template operator()<Rs>(), ...);
+  }
+};
+
+}  // namespace aq::quant
+// ---- end aq/quant/recipe.hpp ----
+
+namespace aq::recipes {
+
+using formats::e2m1;
+using formats::e3m2;
+using formats::e4m3;
+using formats::int4;
+using formats::int8;
+using quant::disabled;
+using quant::dynamic_amax;
+using quant::e4m3_block_scale;
+using quant::e8m0_block_scale;
+using quant::per_block;
+using quant::per_channel;
+using quant::per_tensor;
+using quant::per_tile;
+using quant::per_token;
+using quant::quantizer;
+using quant::recipe;
+
+// NVFP4: e2m1 in blocks of 16 with e4m3 block scales under a calibrated fp32 global scale. Also
+// the weight of W4A8_NVFP4_FP8_CFG, whose config says blocks of 32: ModelOpt's NVFP4 kernel
+// (Triton, sm_89+) always uses 16, and aq follows what ModelOpt computes.
+using nvfp4_quantizer = quantizer<e2m1, per_block<16>, e4m3_block_scale>;
+// MX: blocks of 32 sharing an e8m0 power of two, from the data (no calibration). The MX configs
+// run no calibration at all (algorithm None), so W4A8_MXFP4_FP8's fp8 input takes its amax from
+// each input tensor: dynamic per-tensor scaling.
+template <class Element>
+using mx_quantizer = quantizer<Element, per_block<32>, e8m0_block_scale>;
+
+// clang-format off
+//                      name          weight quantizer                     input (activation) quantizer   ModelOpt built-in
+using fp8_e4m3  = recipe<"fp8_e4m3",  quantizer<e4m3, per_tensor>,         quantizer<e4m3, per_tensor>,  "FP8_DEFAULT_CFG">;
+using int8_w8a8 = recipe<"int8_w8a8", quantizer<int8, per_channel>,        quantizer<int8, per_tensor>,  "INT8_DEFAULT_CFG">;
+using w4a8      = recipe<"w4a8",      quantizer<int4, per_block<128>>,     quantizer<int8, per_tensor>>;
+using w4a8_fp8  = recipe<"w4a8_fp8",  quantizer<int4, per_block<128>>,     quantizer<e4m3, per_tensor>>;
+using w8a4      = recipe<"w8a4",      quantizer<int8, per_channel>,        quantizer<int4, per_tensor>>;
+using w4a4      = recipe<"w4a4",      quantizer<int4, per_block<128>>,     quantizer<int4, per_tensor>>;
+using w4a16     = recipe<"w4a16",     quantizer<int4, per_block<128>>,     disabled,                     "INT4_BLOCKWISE_WEIGHT_ONLY_CFG">;
+using w8a16     = recipe<"w8a16",     quantizer<int8, per_channel>,        disabled,                     "INT8_WEIGHT_ONLY_CFG">;
+using nvfp4          = recipe<"nvfp4",          nvfp4_quantizer,                     nvfp4_quantizer,                              "NVFP4_DEFAULT_CFG">;
+using w4a8_nvfp4_fp8 = recipe<"w4a8_nvfp4_fp8", nvfp4_quantizer,                     quantizer<e4m3, per_tensor>,                  "W4A8_NVFP4_FP8_CFG">;
+using mxfp8          = recipe<"mxfp8",          mx_quantizer<e4m3>,                  mx_quantizer<e4m3>,                           "MXFP8_DEFAULT_CFG">;
+using mxfp6          = recipe<"mxfp6",          mx_quantizer<e3m2>,                  mx_quantizer<e3m2>,                           "MXFP6_DEFAULT_CFG">;
+using mxfp4          = recipe<"mxfp4",          mx_quantizer<e2m1>,                  mx_quantizer<e2m1>,                           "MXFP4_DEFAULT_CFG">;
+using w4a8_mxfp4_fp8 = recipe<"w4a8_mxfp4_fp8", mx_quantizer<e2m1>,                  quantizer<e4m3, per_tensor, dynamic_amax>,    "W4A8_MXFP4_FP8_CFG">;
+using mxint8         = recipe<"mxint8",         mx_quantizer<int8>,                  mx_quantizer<int8>,                           "MXINT8_DEFAULT_CFG">;
+using fp8_pc_pt      = recipe<"fp8_pc_pt",      quantizer<e4m3, per_channel>,        quantizer<e4m3, per_token, dynamic_amax>,     "FP8_PER_CHANNEL_PER_TOKEN_CFG">;
+using fp8_2d_blockwise = recipe<"fp8_2d_blockwise", quantizer<e4m3, per_tile<128, 128>>, disabled,                                  "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG">;
+using none      = recipe<"none",      disabled,                            disabled,                     "NONE">;
+// clang-format on
+
+// `none` is the implicit candidate of every search (ModelOpt's QuantRecipe(None)); it is listed
+// so that it can be named and looked up like the others.
+using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, nvfp4,
+                                       w4a8_nvfp4_fp8, mxfp8, mxfp6, mxfp4, w4a8_mxfp4_fp8, mxint8, fp8_pc_pt,
+                                       fp8_2d_blockwise, none>;
+
+// Names used by the downstream auto-quantize-model experiments ("quant pairs") and earlier docs.
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 9> recipe_aliases{{
+    {"wfp8_afp8", "fp8_e4m3"},
+    {"wint8_aint8", "int8_w8a8"},
+    {"wint4_aint8", "w4a8"},
+    {"int4_w4a8", "w4a8"},
+    {"wint4_afp8", "w4a8_fp8"},
+    {"wint8_aint4", "w8a4"},
+    {"wint4_aint4", "w4a4"},
+    {"wint4_afp16", "w4a16"},
+    {"wint8_afp16", "w8a16"},
+}};
+
+}  // namespace aq::recipes
+// ---- end aq/quant/recipes.hpp ----
+
+namespace aq::hf_export {
+
+enum class checkpoint_layout {
+  modelopt,            // ModelOpt 0.39 export_hf_checkpoint: hf_quant_config.json + weight_scale/input_scale
+  compressed_tensors,  // compressed-tensors 0.20 (llm-compressor, vLLM): config_groups in config.json
+};
+
+inline std::string_view layout_name(checkpoint_layout layout) {
+  return layout == checkpoint_layout::modelopt ? "modelopt" : "compressed-tensors";
+}
+
+inline checkpoint_layout parse_checkpoint_layout(std::string_view text) {
+  if (text == "modelopt") return checkpoint_layout::modelopt;
+  if (text == "compressed-tensors") return checkpoint_layout::compressed_tensors;
+  throw error("--format: '" + std::string(text) + "' is unknown; valid: modelopt, compressed-tensors");
+}
+
+// How the weight of a module is stored.
+enum class weight_scheme {
+  fp8_tensor,     // fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input
+  int8_channel,   // int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only)
+  int4_block128,  // w4a16: int4 weight in blocks of 128 input columns, weight only
+  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; ModelOpt only
+};
+
+// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
+inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
+  if (recipe == recipes::fp8_e4m3::name) return weight_scheme::fp8_tensor;
+  if (recipe == recipes::int8_w8a8::name || recipe == recipes::w8a16::name) return weight_scheme::int8_channel;
+  if (recipe == recipes::w4a16::name) return weight_scheme::int4_block128;
+  if (recipe == recipes::nvfp4::name) return weight_scheme::nvfp4_block16;
+  return std::nullopt;
+}
+
+// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it.
+inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout layout) {
+  const std::optional<weight_scheme> scheme = scheme_of(recipe);
+  if (scheme == weight_scheme::nvfp4_block16 && layout != checkpoint_layout::modelopt) return std::nullopt;
+  return scheme;
+}
+
+// Why a quantizing recipe is not exported in `layout`.
+inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
+  const std::string where(layout_name(layout));
+  if (recipe == recipes::nvfp4::name)
+    return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
+  if (recipe == recipes::w4a8::name || recipe == recipes::w4a8_fp8::name || recipe == recipes::w8a4::name ||
+      recipe == recipes::w4a4::name) {
+    return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";
+  }
+  if (recipe == recipes::w4a8_nvfp4_fp8::name) return "NVFP4 weights with fp8 inputs are not exported yet";
+  if (recipe.starts_with("mx") || recipe == recipes::w4a8_mxfp4_fp8::name) {
+    return "MX block formats take their scales from the data at run time; no " + where + " export";
+  }
+  if (recipe == recipes::fp8_pc_pt::name) return "per-channel fp8 with dynamic per-token inputs is not exported yet";
+  if (recipe == recipes::fp8_2d_blockwise::name) return "2-D blockwise fp8 is not exported yet";
+  return "no " + where + " scheme for it";
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/checkpoint_layout.hpp ----
+// ---- begin aq/export/checkpoint_writer.hpp ----
+// Writing an exported checkpoint shard by shard: one output shard is held in memory at a time
+// (plus the tensor being converted), serialized as safetensors with metadata {"format": "pt"},
+// header keys sorted and data laid out widest dtype first as aq's safetensors_writer does, so the
+// same inputs give the same bytes. Any dtype safetensors defines may be written (F8_E4M3, I8, U8
+// codes; copied tensors keep theirs), and the shard index is written as transformers writes it.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+inline constexpr dtype dtype_f8_e4m3{"F8_E4M3", 1};
+inline constexpr dtype dtype_i8{"I8", 1};
+inline constexpr dtype dtype_u8{"U8", 1};
+
+// Every byte-sized-or-wider dtype safetensors defines: what an input checkpoint may hold (copied
+// as bytes) and what an exported one is read back with.
+inline constexpr std::array<dtype, 16> any_safetensors_dtype{
+    dtype{"BOOL", 1},   dtype_u8,        dtype_i8,  dtype{"I16", 2}, dtype{"U16", 2},
+    dtype_i32,          dtype{"U32", 4}, dtype_i64, dtype{"U64", 8}, dtype{"F64", 8},
+    dtype_f16,          dtype_bf16,      dtype_f32, dtype_f8_e4m3,   dtype{"F8_E5M2", 1},
+    dtype{"F8_E8M0", 1}};
+
+struct output_tensor {
+  std::string name;
+  dtype type;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+template <class T>
+std::vector<std::byte> bytes_of(std::span<const T> values) {
+  const auto raw = std::as_bytes(values);
+  return {raw.begin(), raw.end()};
+}
+
+// One output shard being assembled.
+class shard_builder {
+ public:
+  void add(output_tensor tensor) {
+    std::uint64_t expected = tensor.type.size;
+    for (const std::int64_t extent : tensor.shape) expected *= static_cast<std::uint64_t>(extent);
+    if (expected != tensor.bytes.size()) {
+      throw error("export: tensor " + tensor.name + ": shape needs " + std::to_string(expected) + " bytes, got " +
+                  std::to_string(tensor.bytes.size()));
+    }
+    const std::string name = tensor.name;
+    if (!tensors_.emplace(name, std::move(tensor)).second) throw error("export: tensor " + name + " written twice");
+  }
+
+  const std::map<std::string, output_tensor, std::less<>>& tensors() const { return tensors_; }
+
+  // Sum of the tensors' data bytes (the index's total_size counts these).
+  std::uint64_t data_bytes() const {
+    std::uint64_t total = 0;
+    for (const auto& [name, tensor] : tensors_) total += tensor.bytes.size();
+    return total;
+  }
+
+  std::string serialize() const {
+    std::vector<const output_tensor*> layout;
+    for (const auto& [name, tensor] : tensors_) layout.push_back(&tensor);
+    std::stable_sort(layout.begin(), layout.end(),
+                     [](const output_tensor* a, const output_tensor* b) { return a->type.size > b->type.size; });
+    std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
+    std::uint64_t cursor = 0;
+    for (const output_tensor* t : layout) {
+      offsets[t->name] = {cursor, cursor + t->bytes.size()};
+      cursor += t->bytes.size();
+    }
+    std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
+    for (const auto& [name, tensor] : tensors_) {
+      header += ',';
+      aq::detail::append_json_string(header, name);
+      header += ":{\"dtype\":\"" + std::string(tensor.type.name) + "\",\"shape\":[";
+      for (std::size_t i = 0; i < tensor.shape.size(); ++i) {
+        if (i > 0) header += ',';
+        header += std::to_string(tensor.shape[i]);
+      }
+      const auto [begin, end] = offsets.at(name);
+      header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
+    }
+    header += '}';
+    header.append((8 - header.size() % 8) % 8, ' ');
+    std::string file;
+    file.reserve(8 + header.size() + cursor);
+    const std::uint64_t header_size = header.size();
+    for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+    file += header;
+    for (const output_tensor* t : layout) file.append(reinterpret_cast<const char*>(t->bytes.data()), t->bytes.size());
+    return file;
+  }
+
+  void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
+
+ private:
+  std::map<std::string, output_tensor, std::less<>> tensors_;
+};
+
+// model.safetensors.index.json as transformers' save_pretrained writes it: json.dumps(index,
+// indent=2, sort_keys=True) + "\n", total_size = the tensors' data bytes.
+inline std::string shard_index_json(std::uint64_t total_size, const std::map<std::string, std::string>& weight_map) {
+  io::json_writer json(2);
+  json.begin_object().key("metadata").begin_object().key("total_size").integer(static_cast<std::int64_t>(total_size));
+  json.end_object().key("weight_map").begin_object();
+  for (const auto& [tensor, shard] : weight_map) json.key(tensor).string(shard);
+  json.end_object().end_object();
+  return json.str() + "\n";
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/checkpoint_writer.hpp ----
+// ---- begin aq/export/compressed_tensors_layout.hpp ----
+// The compressed-tensors 0.20 layout (what llm-compressor saves and vLLM / transformers load):
+// fp8 and int8-with-activations weights as codes ("float-quantized", "int-quantized"), weight-
+// only int8 and int4 packed into int32 words ("pack-quantized"), scales in the weight's dtype,
+// one config group per recipe targeting its exact module names. docs/export.md lists every field.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/export/export_plan.hpp ----
+// What an export writes for each quantizable module, decided before any file is touched: the
+// recipe, the storage scheme, the amax from the quantizer state (fused groups sharing one input
+// scale, and for fp8 one weight scale, as ModelOpt's export fuses them), and every refusal: a
+// recipe the layout cannot express, a Conv3d given a quantizing recipe, a shape the packing
+// cannot hold, an amax the state lacks or holds as NaN/inf/negative.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin aq/search/search_space.hpp ----
+// The search space of one run: the model's quantizable modules, their ModelOpt groups, the
+// ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
+// Built before any model work, so that bad formats or budgets fail before files are written.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+// ---- begin aq/quant/recipe_registry.hpp ----
+// Run-time view of the compile-time recipe list: lookup by name (or alias) for the CLI,
+// candidate ordering as ModelOpt sorts its QuantRecipes, and the table printed by --help and docs.
+// Everything here is generated from `recipes::all_recipes`; nothing names a recipe by hand.
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+
+namespace aq::quant {
+
+struct quantizer_info {
+  bool enabled = false;
+  std::string_view format;  // format name ("none" when disabled)
+  std::string granularity;  // "per-tensor", "per-channel", "per-block(128)"
+  std::string_view scaling;  // "static", "dynamic", "e8m0 block scales", "e4m3 block scales"
+  bool calibrated = false;   // takes a calibrated amax (ModelOpt's `_amax` exists after calibration)
+  int bits = 16;
+  bool narrow_range = false;
+  std::string label;        // "int8 per-channel", "disabled"
+};
+
+struct recipe_info {
+  std::string_view name;
+  std::string_view modelopt_config;  // "" when ModelOpt shows CUSTOM_<i>
+  double effective_bits = 16.0;
+  double compression = 1.0;
+  bool quantizes = false;
+  quantizer_info weight;
+  quantizer_info input;
+  std::size_t index = 0;  // position in the compile-time list
+
+  std::string modelopt_name(std::size_t position) const {
+    return modelopt_config.empty() ? "CUSTOM_" + std::to_string(position) : std::string(modelopt_config);
+  }
+  std::string modelopt_string(std::size_t position) const {
+    return modelopt_recipe_string(modelopt_name(position), effective_bits);
+  }
+};
+
+namespace detail {
+
+template <quantizer_spec Q>
+quantizer_info make_quantizer_info() {
+  using S = typename Q::scaling_type;
+  return quantizer_info{Q::enabled, Q::format_type::name, granularity_label<typename Q::granularity_type>(),
+                        S::name,    Q::enabled && S::calibrated, Q::bits, Q::narrow_range, Q::label()};
+}
+
+}  // namespace detail
+
+// All recipes of List, in list order (generated once).
+template <class List = recipes::all_recipes>
+const std::vector<recipe_info>& recipe_registry() {
+  static const std::vector<recipe_info> registry = [] {
+    std::vector<recipe_info> infos;
+    List::for_each([&]<class R>() {
+      infos.push_back(recipe_info{R::name, R::modelopt_config, R::effective_bits, R::compression, R::quantizes,
+                                  detail::make_quantizer_info<typename R::weight>(),
+                                  detail::make_quantizer_info<typename R::input>(), infos.size()});
+    });
+    return infos;
+  }();
+  return registry;
+}
+
+// Resolves an alias to its recipe name; other names are returned unchanged.
+inline std::string_view resolve_recipe_alias(std::string_view name) {
+  for (const auto& [alias, target] : recipes::recipe_aliases) {
+    if (alias == name) return target;
+  }
+  return name;
+}
+
+template <class List = recipes::all_recipes>
+std::string valid_recipe_names() {
+  std::string names;
+  for (const recipe_info& info : recipe_registry<List>()) names += (names.empty() ? "" : ", ") + std::string(info.name);
+  std::string aliases;
+  for (const auto& [alias, target] : recipes::recipe_aliases) {
+    aliases += (aliases.empty() ? "" : ", ") + std::string(alias) + " -> " + std::string(target);
+  }
+  return names + " (aliases: " + aliases + ")";
+}
+
+// Finds a recipe by name or alias; throws aq::error naming the valid choices.
+template <class List = recipes::all_recipes>
+const recipe_info& find_recipe(std::string_view name) {
+  const std::string_view resolved = resolve_recipe_alias(name);
+  for (const recipe_info& info : recipe_registry<List>()) {
+    if (info.name == resolved) return info;
+  }
+  throw error("recipe '" + std::string(name) + "' is unknown; valid recipes: " + valid_recipe_names<List>());
+}
+
+// Calls visitor(std::type_identity<R>{}) with the recipe type named `name` (or alias): the bridge
+// from a CLI string to the templates. Throws aq::error for an unknown name.
+template <class List = recipes::all_recipes, class Visitor>
+void visit_recipe(std::string_view name, Visitor&& visitor) {
+  const std::size_t index = find_recipe<List>(name).index;
+  std::size_t position = 0;
+  List::for_each([&]<class R>() {
+    if (position++ == index) visitor(std::type_identity<R>{});
+  });
+}
+
+// One search candidate: a recipe, its position in the user's list (for CUSTOM_<i>) and the
+// string ModelOpt writes for it in manifests.
+struct candidate {
+  const recipe_info* recipe = nullptr;
+  std::size_t position = 0;
+  std::string modelopt_string;
+};
+
+// Orders the user's recipes as ModelOpt's AutoQuantize does: ascending compression (most
+// aggressive first), NONE always appended last. ModelOpt breaks ties between equal compressions
+// by Python set order (hash dependent); aq keeps the user's order instead (a stable sort), so
+// runs are reproducible. `none` in the user's list is accepted and folded into the implicit one;
+// a recipe listed twice (also through an alias) is an error.
+template <class List = recipes::all_recipes>
+std::vector<candidate> order_candidates(std::span<const std::string> names) {
+  std::vector<candidate> candidates;
+  const recipe_info* none_info = nullptr;
+  for (std::size_t position = 0; position < names.size(); ++position) {
+    const recipe_info& info = find_recipe<List>(names[position]);
+    if (!info.quantizes) {
+      none_info = &info;
+      continue;
+    }
+    for (const candidate& earlier : candidates) {
+      if (earlier.recipe == &info) {
+        throw error("recipe list: '" + std::string(names[position]) + "' (position " + std::to_string(position) +
+                    ") repeats recipe '" + std::string(info.name) + "' from position " +
+                    std::to_string(earlier.position));
+      }
+    }
+    candidates.push_back(candidate{&info, position, info.modelopt_string(position)});
+  }
+  std::stable_sort(candidates.begin(), candidates.end(), [](const candidate& a, const candidate& b) {
+    return a.recipe->compression < b.recipe->compression;
+  });
+  if (none_info == nullptr) none_info = &find_recipe<List>("none");
+  candidates.push_back(candidate{none_info, names.size(), none_info->modelopt_string(names.size())});
+  return candidates;
+}
+
+// Markdown table of the registry (for --help and docs), generated from the same list.
+template <class List = recipes::all_recipes>
+std::string recipe_table() {
+  std::string table =
+      "| recipe | weight quantizer | input quantizer | effective bits | ModelOpt name | aliases |\n"
+      "| :--- | :--- | :--- | ---: | :--- | :--- |\n";
+  for (const recipe_info& info : recipe_registry<List>()) {
+    std::string aliases;
+    for (const auto& [alias, target] : recipes::recipe_aliases) {
+      if (target == info.name) aliases += (aliases.empty() ? "" : ", ") + std::string(alias);
+    }
+    table += "| " + std::string(info.name) + " | " + info.weight.label + " | " + info.input.label + " | " +
+             python_float_repr(info.effective_bits) + " | " +
+             (info.modelopt_config.empty() ? std::string("CUSTOM_<i>") : std::string(info.modelopt_config)) + " | " +
+             aliases + " |\n";
+  }
+  return table;
+}
+
+}  // namespace aq::quant
+// ---- end aq/quant/recipe_registry.hpp ----
+// ---- begin aq/search/allocation_problem.hpp ----
+// The allocation problem the search stage solves: one choice per group (recipe), each with a score
+// (damage) and an integer cost in params x bits; minimize the summed score under a size budget.
+// Scorers fill it, the knapsack/Lagrangian/Pareto solvers read it; no format is ever named here.
+
+#include <array>
+#include <bit>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+// Cost unit: parameters x bits ("param-bits"). A group of n weights stored at b effective bits
+// costs n*b; ModelOpt's costs are n*b/16 ("numel x compression"), i.e. ours divided by 16.
+// Integers keep the budget test exact and the DP axis discrete.
+using cost_t = std::int64_t;
+
+// Largest total cost we accept: totals convert to double exactly, so effective bits are one
+// correctly rounded division, as in ModelOpt.
+inline constexpr cost_t max_total_cost = cost_t{1} << 53;
+
+// Choice indices are stored as bytes in the DP tables.
+inline constexpr std::size_t max_choices_per_group = 255;
+
+struct choice {
+  double score = 0.0;
+  cost_t cost = 0;
+};
+
+// Which algorithm produced a result (reported so that users and tests can see the path taken).
+enum class solver_path : std::uint8_t {
+  dp_dense_table,  // exact DP over every cost cell (gcd units)
+  dp_pareto_list,  // exact DP over non-dominated (cost, score) states only
+  lagrangian,      // convex-hull greedy: feasible but not necessarily optimal
+};
+
+constexpr std::string_view to_string(solver_path path) {
+  switch (path) {
+    case solver_path::dp_dense_table: return "dp_dense_table";
+    case solver_path::dp_pareto_list: return "dp_pareto_list";
+    case solver_path::lagrangian: return "lagrangian";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+// Shortest round-trip text of a double (Python repr digits), for error messages.
+inline std::string format_double(double value) {
+  std::array<char, 64> buffer{};
+  const auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
+  if (ec != std::errc{}) return "?";
+  return std::string(buffer.data(), end);
+}
+
+constexpr bool is_finite(double x) { return x == x && x - x == 0.0; }
+
+}  // namespace detail
+
+// floor(total_params x bits) computed exactly from the binary value of `bits`: the budget
+// Σ cost <= W·B then needs no floating-point comparison. Throws for negative / non-finite bits.
+constexpr cost_t capacity_for_bits(std::int64_t total_params, double bits) {
+  if (total_params <= 0) {
+    throw aq::error("aq::search::capacity_for_bits: total_params must be > 0, got " + std::to_string(total_params));
+  }
+  if (!detail::is_finite(bits) || bits < 0.0) {
+    throw aq::error("aq::search::capacity_for_bits: effective bits must be finite and >= 0, got " +
+                    detail::format_double(bits));
+  }
+  if (bits == 0.0) return 0;
+  const auto raw = std::bit_cast<std::uint64_t>(bits);
+  const int biased = static_cast<int>((raw >> 52) & 0x7ffu);
+  std::uint64_t mantissa = raw & ((std::uint64_t{1} << 52) - 1);
+  int exponent = 0;  // bits = mantissa * 2^exponent
+  if (biased == 0) {
+    exponent = -1074;
+  } else {
+    mantissa |= std::uint64_t{1} << 52;
+    exponent = biased - 1075;
+  }
+  const unsigned __int128 product = static_cast<unsigned __int128>(total_params) * mantissa;
+  unsigned __int128 floored = 0;
+  if (exponent >= 0) {
+    if (exponent > 60 || (product >> (127 - exponent)) != 0) {
+      throw aq::error("aq::search::capacity_for_bits: total_params x bits overflows the cost range");
+    }
+    floored = product << exponent;
+  } else {
+    floored = exponent <= -127 ? 0 : product >> (-exponent);
+  }
+  if (floored > static_cast<unsigned __int128>(max_total_cost)) {
+    throw aq::error("aq::search::capacity_for_bits: total_params x bits = " + detail::format_double(bits) +
+                    " x " + std::to_string(total_params) + " exceeds 2^53 param-bits");
+  }
+  return static_cast<cost_t>(floored);
+}
+
+// Effective bits of a total cost: Σ params·bits / Σ params (ModelOpt: 16·Σ costs / W_total).
+// Both operands convert to double exactly, so this is one correctly rounded division.
+constexpr double effective_bits_of(cost_t total_cost, std::int64_t total_params) {
+  return static_cast<double>(total_cost) / static_cast<double>(total_params);
+}
+
+// Groups in a fixed order (ModelOpt's candidate order); choices of a group in a fixed order
+// (ascending compression, NONE last). Disabled groups are groups with one choice. Stored flat
+// (CSR) so that a problem of 250 groups is three small vectors.
+class allocation_problem {
+ public:
+  constexpr allocation_problem() = default;
+  constexpr explicit allocation_problem(std::int64_t total_params) : total_params_(total_params) {}
+
+  // Σ params of every candidate module, disabled groups included: the effective-bits denominator.
+  constexpr std::int64_t total_params() const { return total_params_; }
+  constexpr void set_total_params(std::int64_t total_params) { total_params_ = total_params; }
+
+  constexpr void add_group(std::initializer_list<choice> choices) {
+    for (const choice& c : choices) {
+      scores_.push_back(c.score);
+      costs_.push_back(c.cost);
+    }
+    begin_.push_back(scores_.size());
+  }
+  constexpr void add_group(std::span<const double> scores, std::span<const cost_t> costs) {
+    if (scores.size() != costs.size()) {
+      throw aq::error("aq::search::allocation_problem::add_group: group " + std::to_string(num_groups()) + " has " +
+                      std::to_string(scores.size()) + " scores but " + std::to_string(costs.size()) + " costs");
+    }
+    scores_.insert(scores_.end(), scores.begin(), scores.end());
+    costs_.insert(costs_.end(), costs.begin(), costs.end());
+    begin_.push_back(scores_.size());
+  }
+
+  constexpr std::size_t num_groups() const { return begin_.size() - 1; }
+  constexpr std::size_t num_choices(std::size_t group) const { return begin_[group + 1] - begin_[group]; }
+  constexpr double score(std::size_t group, std::size_t r) const { return scores_[begin_[group] + r]; }
+  constexpr cost_t cost(std::size_t group, std::size_t r) const { return costs_[begin_[group] + r]; }
+
+  // Throws aq::error naming the group and field for anything the solvers cannot take.
+  constexpr void validate() const {
+    if (total_params_ <= 0) {
+      throw aq::error("aq::search::allocation_problem: total_params must be > 0, got " +
+                      std::to_string(total_params_));
+    }
+    if (num_groups() == 0) throw aq::error("aq::search::allocation_problem: no groups");
+    cost_t max_sum = 0;
+    double magnitude = 0.0;  // Σ_g max_r |score|: bounds every partial sum the solvers form
+    for (std::size_t g = 0; g < num_groups(); ++g) {
+      const std::size_t n = num_choices(g);
+      if (n == 0 || n > max_choices_per_group) {
+        throw aq::error("aq::search::allocation_problem: group " + std::to_string(g) + " has " + std::to_string(n) +
+                        " choices, expected 1.." + std::to_string(max_choices_per_group));
+      }
+      cost_t group_max = 0;
+      double group_magnitude = 0.0;
+      for (std::size_t r = 0; r < n; ++r) {
+        if (!detail::is_finite(score(g, r))) {
+          throw aq::error("aq::search::allocation_problem: scores[" + std::to_string(g) + "][" + std::to_string(r) +
+                          "] must be finite, got " + detail::format_double(score(g, r)));
+        }
+        if (cost(g, r) < 0 || cost(g, r) > max_total_cost) {
+          throw aq::error("aq::search::allocation_problem: costs[" + std::to_string(g) + "][" + std::to_string(r) +
+                          "] must be in [0, 2^53] param-bits, got " + std::to_string(cost(g, r)));
+        }
+        group_max = cost(g, r) > group_max ? cost(g, r) : group_max;
+        const double m = score(g, r) < 0.0 ? -score(g, r) : score(g, r);
+        group_magnitude = m > group_magnitude ? m : group_magnitude;
+      }
+      magnitude += group_magnitude;
+      if (!(magnitude <= std::numeric_limits<double>::max() / 4)) {
+        throw aq::error("aq::search::allocation_problem: Σ |scores| overflows double range at group " +
+                        std::to_string(g));
+      }
+      max_sum += group_max;
+      if (max_sum > max_total_cost) {
+        throw aq::error("aq::search::allocation_problem: Σ max costs exceeds 2^53 param-bits at group " +
+                        std::to_string(g));
+      }
+    }
+  }
+
+ private:
+  std::int64_t total_params_ = 0;
+  std::vector<std::size_t> begin_ = std::vector<std::size_t>(1, 0);
+  std::vector<double> scores_;
+  std::vector<cost_t> costs_;
+};
+
+// One chosen index per group, with the totals ModelOpt reports.
+struct allocation_result {
+  std::vector<std::uint32_t> selection;  // choice index per group, group order
+  double total_score = 0.0;              // Σ scores[g][selection[g]] summed in group order
+  cost_t total_cost = 0;                 // Σ costs, param-bits
+  cost_t capacity = 0;                   // the budget asked for, param-bits
+  double effective_bits = 0.0;           // total_cost / total_params
+  bool is_satisfied = false;             // total_cost <= capacity
+  solver_path path = solver_path::dp_dense_table;
+};
+
+// Totals of a selection, summed exactly the way ModelOpt's report sums them (left to right in
+// group order, starting from 0).
+constexpr allocation_result evaluate_selection(const allocation_problem& problem,
+                                               std::vector<std::uint32_t> selection, cost_t capacity,
+                                               solver_path path) {
+  if (selection.size() != problem.num_groups()) {
+    throw aq::error("aq::search::evaluate_selection: selection has " + std::to_string(selection.size()) +
+                    " entries, problem has " + std::to_string(problem.num_groups()) + " groups");
+  }
+  allocation_result result;
+  for (std::size_t g = 0; g < selection.size(); ++g) {
+    if (selection[g] >= problem.num_choices(g)) {
+      throw aq::error("aq::search::evaluate_selection: selection[" + std::to_string(g) + "] = " +
+                      std::to_string(selection[g]) + " but the group has " + std::to_string(problem.num_choices(g)) +
+                      " choices");
+    }
+    result.total_score += problem.score(g, selection[g]);
+    result.total_cost += problem.cost(g, selection[g]);
+  }
+  result.selection = std::move(selection);
+  result.capacity = capacity;
+  result.effective_bits = effective_bits_of(result.total_cost, problem.total_params());
+  result.is_satisfied = result.total_cost <= capacity;
+  result.path = path;
+  return result;
+}
+
+// ModelOpt writes costs as numel x compression (e.g. 3932160.0 for 15,728,640 weights at 4 bits);
+// ours are 16x that. Throws if the value is not a whole number of param-bits.
+inline cost_t cost_from_compressed(double numel_times_compression) {
+  const double scaled = numel_times_compression * 16.0;
+  if (!detail::is_finite(scaled) || scaled < 0.0 || scaled > static_cast<double>(max_total_cost) ||
+      scaled != static_cast<double>(static_cast<cost_t>(scaled))) {
+    throw aq::error("aq::search::cost_from_compressed: cost " + detail::format_double(numel_times_compression) +
+                    " x 16 is not a whole number of param-bits in [0, 2^53]");
+  }
+  return static_cast<cost_t>(scaled);
+}
+
+}  // namespace aq::search
+// ---- end aq/search/allocation_problem.hpp ----
+// ---- begin aq/search/cost_model.hpp ----
+// ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
+// unquantized), the effective-bits denominator counts every candidate module (disabled ones at
+// 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
+
+#include <algorithm>
+#include <cstdint>
+
+
+namespace aq::autoquant {
+
+// The budget a run searches under when none is given (effective bits over the searched weights).
+inline constexpr double default_effective_bits = 6.0;
+
+// Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
+// whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
+inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {
+  return search::cost_from_compressed(static_cast<double>(numel) * (effective_bits / 16.0));
+}
+
+// The cost ModelOpt writes in candidate_stats: numel x compression.
+inline double modelopt_cost(std::int64_t numel, double effective_bits) {
+  return static_cast<double>(numel) * (effective_bits / 16.0);
+}
+
+// The reference driver's adjustment (auto-quantize-model, LM-only coverage): with D of T weights
+// disabled (kept at 16 bits), a budget b over the searched weights becomes the whole-model
+// constraint B' = min(16, (16 D + b (T - D)) / T + 1e-3), recorded as scheme.auto_quantize_bits.
+inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::int64_t disabled_params) {
+  if (total_params <= 0) throw error("budget: total weight count must be > 0");
+  if (disabled_params <= 0) return bits;
+  const double total = static_cast<double>(total_params);
+  const double disabled = static_cast<double>(disabled_params);
+  return std::min(16.0, (disabled * 16.0 + (total - disabled) * bits) / total + 1e-3);
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/cost_model.hpp ----
+// ---- begin aq/search/knapsack.hpp ----
+// Exact multiple-choice knapsack: one choice per group, minimum Σ score under Σ cost <= budget.
+// The search stage's solver (ModelOpt solves the same 0-1 ILP with CBC); dynamic programming over
+// the cost axis in gcd units, either as a dense table or as lists of non-dominated states.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace aq::search {
+
+// Which exact DP to run. Both give identical results; they differ in memory and time.
+enum class dp_path : std::uint8_t { automatic, dense_table, pareto_list };
+
+struct knapsack_options {
+  dp_path path = dp_path::automatic;
+  // automatic picks the dense table while its choice table (one byte per cell, one row per
+  // multi-choice group) stays under this many cells (128 MiB); beyond, the list DP.
+  std::size_t max_dense_cells = std::size_t{1} << 27;
+  // The list DP stores 5 bytes per kept state; beyond this many it refuses (aq::error) rather
+  // than exhaust memory: the instance is then too large for an exact answer.
+  std::size_t max_list_states = std::size_t{1} << 27;
+};
+
+namespace detail {
+
+// The cost axis: every cost is base_g + k·unit with base_g the group's cheapest choice and unit
+// the gcd of all offsets, so the DP runs over k (ModelOpt's Qwen3-VL offsets share a gcd of 2^16+).
+struct cost_axis {
+  cost_t base = 0;                  // Σ_g min_r cost[g][r]: the cheapest possible total
+  cost_t unit = 1;                  // gcd of all offsets cost[g][r] - min_r cost[g][r] (1 if all zero)
+  std::int64_t full_units = 0;      // Σ_g max offset / unit: the most expensive total, in units
+  std::vector<std::int64_t> units;  // offset of each choice in units, problem CSR order
+  std::vector<std::size_t> begin;   // CSR offsets into units
+  std::vector<std::int64_t> max_units;  // the largest offset of each group, in units
+};
+
+constexpr cost_axis make_cost_axis(const allocation_problem& problem) {
+  cost_axis axis;
+  axis.begin.push_back(0);
+  std::vector<cost_t> lowest;  // each group's cheapest choice
+  cost_t gcd = 0;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    cost_t lo = problem.cost(g, 0);
+    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
+    lowest.push_back(lo);
+    axis.base += lo;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) gcd = std::gcd(gcd, problem.cost(g, r) - lo);
+    axis.begin.push_back(axis.begin.back() + problem.num_choices(g));
+  }
+  axis.unit = gcd == 0 ? 1 : gcd;
+  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+    std::int64_t hi = 0;
+    for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
+      const std::int64_t u = (problem.cost(g, r) - lowest[g]) / axis.unit;
+      axis.units.push_back(u);
+      hi = u > hi ? u : hi;
+    }
+    axis.max_units.push_back(hi);
+    axis.full_units += hi;
+  }
+  return axis;
+}
+
+inline std::string infeasible_message(const char* where, const allocation_problem& problem, cost_t capacity,
+                                      cost_t min_cost) {
+  return std::string(where) + ": budget of " + format_double(effective_bits_of(capacity, problem.total_params())) +
+         " effective bits (" + std::to_string(capacity) + " param-bits over " +
+         std::to_string(problem.total_params()) + " params) is infeasible; the minimum achievable is " +
+         format_double(effective_bits_of(min_cost, problem.total_params())) + " effective bits (" +
+         std::to_string(min_cost) + " param-bits)";
+}
+
+// A final DP state on the Pareto front: `units` above the axis base, group-order score sum, and
+// a handle to backtrack its selection (a cell for the table, a state index for the lists).
+struct front_state {
+  std::int64_t units = 0;
+  double score = 0.0;
+  std::uint64_t handle = 0;
+};
+
+// Order of two candidate prefixes reaching the same cost: lower score sum; then the
+// lexicographically smaller choice vector, decided by (rank of the parent prefix among its
+// layer's prefixes in lexicographic order, choice index).
+constexpr bool better(double score, std::int64_t parent_rank, std::uint32_t r, double best_score,
+                      std::int64_t best_rank, std::uint32_t best_r) {
+  if (score != best_score) return score < best_score;
+  if (parent_rank != best_rank) return parent_rank < best_rank;
+  return r < best_r;
+}
+
+// The DP itself, up to `limit_units` above the base. After construction `front` lists the
+// non-dominated final states by ascending cost with strictly decreasing score; every state on it
+// is the optimum of its cost under the tie rule (score, then cost, then lexicographic indices).
+class mckp_dp {
+ public:
+  constexpr mckp_dp(const allocation_problem& problem, cost_axis axis, std::int64_t limit_units,
+                    const knapsack_options& options)
+      : axis_(std::move(axis)), groups_(problem.num_groups()) {
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      if (problem.num_choices(g) > 1) multi_.push_back(g);
+    }
+    // Cells the dense table would hold: one row per multi-choice group, as wide as reachable.
+    std::size_t cells = 0;
+    bool dense_fits = true;
+    std::int64_t reach = 0;
+    for (std::size_t g : multi_) {
+      reach = reach + axis_.max_units[g] < limit_units ? reach + axis_.max_units[g] : limit_units;
+      if (static_cast<std::uint64_t>(reach) + 1 > options.max_dense_cells - cells) {
+        dense_fits = false;
+        break;
+      }
+      cells += static_cast<std::size_t>(reach) + 1;
+    }
+    const bool dense = options.path == dp_path::dense_table ||
+                       (options.path == dp_path::automatic && dense_fits && limit_units < (std::int64_t{1} << 31));
+    if (dense) {
+      if (limit_units >= (std::int64_t{1} << 31) || !dense_fits) {
+        throw aq::error("aq::search::solve_knapsack: the dense DP table needs more than max_dense_cells = " +
+                        std::to_string(options.max_dense_cells) + " cells (" + std::to_string(limit_units) +
+                        " cost units wide)");
+      }
+      path_ = solver_path::dp_dense_table;
+      run_dense(problem, limit_units);
+    } else {
+      path_ = solver_path::dp_pareto_list;
+      run_lists(problem, limit_units, options.max_list_states);
+    }
+  }
+
+  constexpr solver_path path() const { return path_; }
+  constexpr const cost_axis& axis() const { return axis_; }
+  constexpr const std::vector<front_state>& front() const { return front_; }
+
+  // Choice per group of a front state, by walking the stored choices backwards.
+  constexpr std::vector<std::uint32_t> selection(const front_state& state) const {
+    std::vector<std::uint32_t> chosen(groups_, 0);
+    std::uint64_t at = state.handle;
+    for (std::size_t layer = multi_.size(); layer-- > 0;) {
+      const std::size_t g = multi_[layer];
+      if (path_ == solver_path::dp_dense_table) {
+        const std::uint32_t r = rows_[layer][at];
+        chosen[g] = r;
+        at -= static_cast<std::uint64_t>(axis_.units[axis_.begin[g] + r]);
+      } else {
+        chosen[g] = choices_[layer][at];
+        at = parents_[layer][at];
+      }
+    }
+    return chosen;
+  }
+
+ private:
+  constexpr std::size_t choices(std::size_t g) const { return axis_.begin[g + 1] - axis_.begin[g]; }
+  constexpr std::int64_t units(std::size_t g, std::size_t r) const { return axis_.units[axis_.begin[g] + r]; }
+
+  // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
+  // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
+  // inner loops are branch-light sweeps over contiguous cells, one choice at a time.
+  constexpr void run_dense(const allocation_problem& problem, std::int64_t limit) {
+    constexpr std::int32_t none = std::numeric_limits<std::int32_t>::max();
+    constexpr double unreachable = std::numeric_limits<double>::infinity();
+    const std::size_t width = static_cast<std::size_t>(limit) + 1;
+    std::vector<double> score(width, unreachable), next_score(width, unreachable);
+    // rank: position of the cell's prefix among the layer's prefixes in lexicographic order.
+    std::vector<std::int32_t> rank(width, none), next_rank(width, none);
+    std::vector<std::int32_t> order{0}, next_order;  // reachable cells by rank
+    score[0] = 0.0;
+    rank[0] = 0;
+    std::size_t hi = 0;
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      const std::size_t n = choices(g);
+      if (n == 1) {  // one choice, offset 0: only the score sum moves (kept in group order)
+        for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
+        continue;
+      }
+      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(axis_.max_units[g]), width - 1);
+      for (std::size_t c = 0; c <= next_hi; ++c) {
+        next_score[c] = unreachable;
+        next_rank[c] = none;
+      }
+      std::vector<std::uint8_t> row(next_hi + 1, 0);
+      // Choices in ascending index: a later one replaces only a strictly better (score, parent
+      // rank), so equal candidates from one parent keep the smaller index.
+      for (std::uint32_t r = 0; r < n; ++r) {
+        const auto e = static_cast<std::size_t>(units(g, r));
+        if (e > next_hi) continue;
+        const double add = problem.score(g, r);
+        const std::size_t top = std::min(hi + e, next_hi);
+        for (std::size_t c = e; c <= top; ++c) {
+          const double v = score[c - e] + add;
+          const std::int32_t pr = rank[c - e];
+          if (v < next_score[c] || (v == next_score[c] && pr < next_rank[c])) {
+            next_score[c] = v;
+            next_rank[c] = pr;
+            row[c] = static_cast<std::uint8_t>(r);
+          }
+        }
+      }
+      // Lexicographic ranks of the new prefixes: parents in rank order, then choice index.
+      next_order.clear();
+      for (std::int32_t p : order) {
+        for (std::uint32_t r = 0; r < n; ++r) {
+          const std::size_t c = static_cast<std::size_t>(p) + static_cast<std::size_t>(units(g, r));
+          if (c > next_hi || row[c] != r) continue;  // row[c] == r: c's winner came from p via r
+          next_rank[c] = static_cast<std::int32_t>(next_order.size());
+          next_order.push_back(static_cast<std::int32_t>(c));
+        }
+      }
+      std::swap(score, next_score);
+      std::swap(rank, next_rank);
+      std::swap(order, next_order);
+      rows_.push_back(std::move(row));
+      hi = next_hi;
+    }
+    for (std::size_t c = 0; c <= hi; ++c) {
+      if (rank[c] == none) continue;
+      if (front_.empty() || score[c] < front_.back().score) {
+        front_.push_back({static_cast<std::int64_t>(c), score[c], static_cast<std::uint64_t>(c)});
+      }
+    }
+  }
+
+  // Lists of non-dominated prefixes (ascending cost, strictly decreasing score): a prefix that
+  // costs at least as much as another and scores no better can never complete to a better answer.
+  constexpr void run_lists(const allocation_problem& problem, std::int64_t limit, std::size_t max_states) {
+    std::vector<std::int64_t> at{0}, next_at;
+    std::vector<double> score{0.0}, next_score;
+    std::vector<std::int64_t> rank{0}, next_rank;
+    std::vector<std::uint32_t> order{0}, next_order;  // state indices by rank
+    std::size_t stored = 0;
+    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
+      const std::size_t n = choices(g);
+      if (n == 1) {
+        for (double& s : score) s += problem.score(g, 0);
+        continue;
+      }
+      // n-way merge of the shifted lists by (cost, score, parent rank, choice).
+      std::vector<std::size_t> cursor(n, 0);
+      std::vector<std::uint32_t> parent;
+      std::vector<std::uint8_t> chosen;
+      next_at.clear();
+      next_score.clear();
+      while (true) {
+        std::uint32_t pick = 0;
+        bool found = false;
+        std::int64_t pick_at = 0;
+        double pick_score = 0.0;
+        for (std::uint32_t r = 0; r < n; ++r) {
+          if (cursor[r] >= at.size()) continue;
+          const std::int64_t c = at[cursor[r]] + units(g, r);
+          if (c > limit) continue;
+          const double s = score[cursor[r]] + problem.score(g, r);
+          if (!found || c < pick_at ||
+              (c == pick_at && better(s, rank[cursor[r]], r, pick_score, rank[cursor[pick]], pick))) {
+            found = true;
+            pick = r;
+            pick_at = c;
+            pick_score = s;
+          }
+        }
+        if (!found) break;
+        // Kept only if it scores strictly below every cheaper kept prefix; at equal cost the
+        // merge order puts the winner first.
+        if (next_at.empty() || pick_score < next_score.back()) {
+          next_at.push_back(pick_at);
+          next_score.push_back(pick_score);
+          parent.push_back(static_cast<std::uint32_t>(cursor[pick]));
+          chosen.push_back(static_cast<std::uint8_t>(pick));
+        }
+        ++cursor[pick];
+      }
+      // Lexicographic ranks of the kept prefixes.
+      std::vector<std::int64_t> child(at.size() * n, -1);
+      for (std::size_t i = 0; i < parent.size(); ++i) child[parent[i] * n + chosen[i]] = static_cast<std::int64_t>(i);
+      next_rank.assign(parent.size(), 0);
+      next_order.clear();
+      for (std::uint32_t p : order) {
+        for (std::size_t r = 0; r < n; ++r) {
+          const std::int64_t i = child[p * n + r];
+          if (i < 0) continue;
+          next_rank[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(next_order.size());
+          next_order.push_back(static_cast<std::uint32_t>(i));
+        }
+      }
+      stored += parent.size();
+      if (stored > max_states) {
+        throw aq::error("aq::search::solve_knapsack: the Pareto-list DP exceeds max_list_states = " +
+                        std::to_string(max_states) + " states at group " + std::to_string(g) +
+                        "; the instance is too large for an exact answer");
+      }
+      parents_.push_back(std::move(parent));
+      choices_.push_back(std::move(chosen));
+      std::swap(at, next_at);
+      std::swap(score, next_score);
+      std::swap(rank, next_rank);
+      std::swap(order, next_order);
+    }
+    for (std::size_t i = 0; i < at.size(); ++i) front_.push_back({at[i], score[i], i});
+  }
+
+  cost_axis axis_;
+  std::size_t groups_;
+  std::vector<std::size_t> multi_;  // groups with more than one choice, in group order
+  solver_path path_ = solver_path::dp_dense_table;
+  std::vector<front_state> front_;
+  std::vector<std::vector<std::uint8_t>> rows_;       // dense: chosen index per cell, per multi group
+  std::vector<std::vector<std::uint32_t>> parents_;   // lists: parent state per state, per multi group
+  std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
+};
+
+}  // namespace detail
+
+// Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
+// then least total cost, then lexicographically smallest choice indices in group order (exact
+// whenever the partial score sums are exact, e.g. for dyadic scores; see docs/allocator.md).
+// Throws aq::error if even the cheapest selection exceeds the budget.
+constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
+                                           const knapsack_options& options = {}) {
+  problem.validate();
+  detail::cost_axis axis = detail::make_cost_axis(problem);
+  if (capacity < axis.base) {
+    throw aq::error(detail::infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
+  }
+  const std::int64_t slack = (capacity - axis.base) / axis.unit;
+  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
+  const detail::mckp_dp dp(problem, std::move(axis), limit, options);
+  // The last front state has the least score and, among equal scores, the least cost.
+  return evaluate_selection(problem, dp.selection(dp.front().back()), capacity, dp.path());
+}
+
+// Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):
+// capacity = floor(total_params x bits) param-bits.
+constexpr allocation_result solve_knapsack_bits(const allocation_problem& problem, double effective_bits,
+                                                const knapsack_options& options = {}) {
+  problem.validate();
+  return solve_knapsack(problem, capacity_for_bits(problem.total_params(), effective_bits), options);
+}
+
+}  // namespace aq::search
+// ---- end aq/search/knapsack.hpp ----
+// ---- begin aq/search/scope.hpp ----
+// Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
+// `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
+// patterns on module names. A group with any member matching a pattern is disabled (NONE only,
+// cost 16 bits), exactly as ModelOpt's disabled_layers.
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::autoquant {
+
+enum class scope_preset { lm, all };
+
+inline std::string_view to_string(scope_preset scope) { return scope == scope_preset::lm ? "lm" : "all"; }
+
+inline scope_preset parse_scope(std::string_view text) {
+  if (text == "lm") return scope_preset::lm;
+  if (text == "all") return scope_preset::all;
+  throw error("--scope: '" + std::string(text) + "' is unknown; valid scopes: lm, all");
+}
+
+// The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
+inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
+
+// The module handed to auto_quantize. `whole`: the Hugging Face model (Qwen3VLForConditionalGeneration:
+// `model.visual.*`, `model.language_model.*` and `lm_head`). `inner`: its `model` attribute
+// (Qwen3VLModel), as the reference int8 lm_default run did: no lm_head, and every name (groups,
+// layers, quantizer state, disable patterns) without the `model.` prefix.
+enum class module_root { whole, inner };
+
+inline std::string_view to_string(module_root root) { return root == module_root::whole ? "whole" : "inner"; }
+
+inline module_root parse_module_root(std::string_view text) {
+  if (text == "whole") return module_root::whole;
+  if (text == "inner") return module_root::inner;
+  throw error("--module-root: '" + std::string(text) + "' is unknown; valid: whole, inner");
+}
+
+// A whole-model module name as the root names it; nullopt for a module outside the root.
+inline std::optional<std::string> name_under(module_root root, std::string_view name) {
+  if (root == module_root::whole) return std::string(name);
+  constexpr std::string_view inner_prefix = "model.";
+  if (!name.starts_with(inner_prefix)) return std::nullopt;
+  return std::string(name.substr(inner_prefix.size()));
+}
+
+// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]),
+// in the root's names.
+inline std::vector<std::string> scope_patterns(scope_preset scope, module_root root = module_root::whole) {
+  if (scope == scope_preset::lm) return {*name_under(root, "model.visual") + "*"};
+  return {};
+}
+
+// Python's fnmatch.fnmatchcase (what fnmatch.fnmatch does on POSIX): '*' any run of characters
+// (dots included), '?' one character, '[seq]' / '[!seq]' a set with a-z ranges; a '[' without a
+// closing ']' is literal.
+inline bool fnmatch(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0;
+  std::size_t n = 0;
+  std::size_t star = std::string_view::npos;
+  std::size_t resume = 0;
+  // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
+  const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
+    std::size_t i = at + 1;
+    const bool negate = i < pattern.size() && pattern[i] == '!';
+    if (negate) ++i;
+    const std::size_t first = i;
+    if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
+    while (i < pattern.size() && pattern[i] != ']') ++i;
+    if (i >= pattern.size()) return 0;
+    bool in = false;
+    for (std::size_t k = first; k < i; ++k) {
+      if (k + 2 < i && pattern[k + 1] == '-') {
+        if (pattern[k] <= c && c <= pattern[k + 2]) in = true;
+        k += 2;
+      } else if (pattern[k] == c) {
+        in = true;
+      }
+    }
+    matched = in != negate;
+    return i - at + 1;
+  };
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+      continue;
+    }
+    if (p < pattern.size()) {
+      bool ok = pattern[p] == '?' || pattern[p] == name[n];  // a literal, an unclosed '[' included
+      std::size_t width = 1;
+      bool matched = false;
+      if (const std::size_t set = pattern[p] == '[' ? match_set(p, name[n], matched) : 0; set != 0) {
+        ok = matched;
+        width = set;
+      }
+      if (ok) {
+        p += width;
+        ++n;
+        continue;
+      }
+    }
+    if (star == std::string_view::npos) return false;
+    p = star + 1;
+    n = ++resume;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+inline bool matches_any(std::span<const std::string> patterns, std::string_view name) {
+  for (const std::string& pattern : patterns) {
+    if (fnmatch(pattern, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/scope.hpp ----
+
+namespace aq::autoquant {
+
+struct search_group {
+  std::string name;                  // ModelOpt hparam name: first member + ".quant_recipe"
+  std::vector<std::size_t> members;  // module indices, module order
+  std::int64_t numel = 0;
+  bool disabled = false;             // a member matched a disabled pattern: NONE only
+};
+
+struct search_space {
+  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order, whole-model names
+  std::vector<std::string> module_names;      // the same modules named as the root names them (reports)
+  module_root root = module_root::whole;
+  std::vector<search_group> groups;           // order of first members
+  std::vector<std::size_t> module_group;      // module -> group
+  std::vector<quant::candidate> candidates;   // user recipes by ascending bits, NONE last
+  std::vector<std::string> disabled_patterns;
+  std::int64_t total_params = 0;              // every candidate module, disabled ones included
+  std::int64_t disabled_params = 0;
+
+  std::size_t none_index() const { return candidates.size() - 1; }
+  // Candidate indices a group may take: all of them, or NONE alone when disabled.
+  std::vector<std::size_t> choices(std::size_t group) const {
+    if (groups[group].disabled) return {none_index()};
+    std::vector<std::size_t> all(candidates.size());
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+    return all;
+  }
+  bool configurable(std::size_t group) const { return !groups[group].disabled; }
+  // The display string of candidate c; with custom_names every quantizing recipe shows as
+  // CUSTOM_<position>, as ModelOpt names a config that is not one of its built-ins.
+  std::string display(std::size_t c, bool custom_names = false) const {
+    const quant::candidate& k = candidates[c];
+    if (!custom_names || !k.recipe->quantizes) return k.modelopt_string;
+    return quant::modelopt_recipe_string("CUSTOM_" + std::to_string(k.position), k.recipe->effective_bits);
+  }
+};
+
+// `modules` carry whole-model names (what the model's forward reports); those outside `root` are
+// left out, and groups, reports and `disabled_patterns` use the names under the root.
+template <class List = recipes::all_recipes>
+search_space make_search_space(std::vector<quantizable_module> modules, std::span<const std::string> formats,
+                               std::vector<std::string> disabled_patterns, module_root root = module_root::whole) {
+  if (formats.empty()) throw error("--formats: no recipe given");
+  search_space space;
+  space.candidates = quant::order_candidates<List>(formats);
+  if (space.candidates.size() < 2) throw error("--formats: only 'none' given; name at least one quantizing recipe");
+  space.root = root;
+  std::vector<quantizable_module> named;  // the kept modules under their root names, for grouping
+  for (quantizable_module& m : modules) {
+    std::optional<std::string> name = name_under(root, m.name);
+    if (!name) continue;
+    named.push_back({*name, m.kind, m.weight_shape});
+    space.module_names.push_back(std::move(*name));
+    space.modules.push_back(std::move(m));
+  }
+  space.disabled_patterns = std::move(disabled_patterns);
+  const std::vector<module_group> groups = group_modules(named);
+  space.module_group.assign(space.modules.size(), 0);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    search_group group{groups[g].name, groups[g].members, groups[g].numel, false};
+    for (const std::size_t m : group.members) {
+      space.module_group[m] = g;
+      if (matches_any(space.disabled_patterns, space.module_names[m])) group.disabled = true;
+    }
+    space.total_params += group.numel;
+    if (group.disabled) space.disabled_params += group.numel;
+    space.groups.push_back(std::move(group));
+  }
+  if (space.total_params <= 0) throw error("search space: the model has no quantizable modules");
+  return space;
+}
+
+// The allocation problem with placeholder scores (costs only): what the budget check needs.
+inline search::allocation_problem cost_problem(const search_space& space,
+                                               const std::vector<std::vector<double>>& scores = {}) {
+  search::allocation_problem problem(space.total_params);
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    const std::vector<std::size_t> choices = space.choices(g);
+    std::vector<double> s(choices.size(), 0.0);
+    std::vector<search::cost_t> c;
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+      c.push_back(param_bits_cost(space.groups[g].numel, space.candidates[choices[i]].recipe->effective_bits));
+      if (!scores.empty()) s[i] = scores[g][i];
+    }
+    problem.add_group(s, c);
+  }
+  return problem;
+}
+
+// The least total cost any selection reaches (every configurable group at its cheapest recipe).
+inline search::cost_t min_total_cost(const search_space& space) {
+  return search::detail::make_cost_axis(cost_problem(space)).base;
+}
+
+inline double min_effective_bits(const search_space& space) {
+  return search::effective_bits_of(min_total_cost(space), space.total_params);
+}
+
+// Effective bits of the configurable groups alone under a selection (a candidate index per group):
+// what a budget b bounds when disabled groups stay at 16 bits and the whole model is searched at
+// B' (adjusted_budget_bits); equal to the whole-model figure when nothing is disabled.
+inline double searched_effective_bits(const search_space& space, std::span<const std::size_t> chosen) {
+  search::cost_t cost = 0;
+  std::int64_t params = 0;
+  for (std::size_t g = 0; g < space.groups.size(); ++g) {
+    if (!space.configurable(g)) continue;
+    cost += param_bits_cost(space.groups[g].numel, space.candidates[chosen[g]].recipe->effective_bits);
+    params += space.groups[g].numel;
+  }
+  if (params == 0) throw error("search space: every group is disabled");
+  return search::effective_bits_of(cost, params);
+}
+
+// Throws a one-line error naming the budget and the least reachable effective bits when the
+// budget cannot be met (ModelOpt asserts B >= the most aggressive recipe's bits).
+inline void check_budget(const search_space& space, double budget_bits, double requested_bits) {
+  const search::cost_t least = min_total_cost(space);
+  if (search::capacity_for_bits(space.total_params, budget_bits) >= least) return;
+  const quant::recipe_info& cheapest = *space.candidates.front().recipe;
+  throw error("--effective-bits " + search::detail::format_double(requested_bits) +
+              (budget_bits != requested_bits
+                   ? " (whole-model budget " + search::detail::format_double(budget_bits) + ")"
+                   : std::string()) +
+              " is below the smallest reachable effective bits " +
+              search::detail::format_double(search::effective_bits_of(least, space.total_params)) +
+              " (every searchable group at its most aggressive recipe, " + std::string(cheapest.name) + " at " +
+              quant::python_float_repr(cheapest.effective_bits) + " bits)");
+}
+
+// The whole-model budget B' a run searches under (adjusted_budget_bits when `adjust`, else the
+// request itself), checked against the least reachable effective bits (check_budget).
+inline double checked_budget_bits(const search_space& space, double requested_bits, bool adjust) {
+  const double budget =
+      adjust ? adjusted_budget_bits(requested_bits, space.total_params, space.disabled_params) : requested_bits;
+  check_budget(space, budget, requested_bits);
+  return budget;
+}
+
+}  // namespace aq::autoquant
+// ---- end aq/search/search_space.hpp ----
+
+namespace aq::hf_export {
+
+inline constexpr std::int64_t int4_group_size = 128;
+inline constexpr std::int64_t nvfp4_block_size = 16;
+
+// The weight tensor of a module: "<module>.weight", the schema's suffix.
+inline std::string weight_tensor_name(std::string_view module) {
+  return std::string(module).append(qwen3_vl::schema::weight_suffix);
+}
+
+struct module_export {
+  std::string name;    // whole-model module name: the checkpoint's tensor prefix
+  std::string recipe;  // aq recipe name
+  weight_scheme scheme = weight_scheme::fp8_tensor;
+  bool static_input = false;        // a calibrated per-tensor input scale is written
+  std::int64_t rows = 0, cols = 0;  // weight [out, in]
+  std::vector<float> weight_amax;   // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
+  float input_amax = 0.0f;          // the fused group's max (static_input only)
+};
+
+struct export_plan {
+  checkpoint_layout layout = checkpoint_layout::modelopt;
+  std::vector<module_export> quantized;         // module order
+  std::vector<std::string> unquantized;         // quantizable modules left as they are (whole names), module order
+  std::vector<std::string> unquantized_linear;  // the same without Conv3d
+
+  const module_export* find(std::string_view module) const {
+    for (const module_export& m : quantized) {
+      if (m.name == module) return &m;
+    }
+    return nullptr;
+  }
+  // The planned module whose weight is `tensor` ("<module>.weight"), or nullptr.
+  const module_export* for_weight(std::string_view tensor) const {
+    constexpr std::string_view suffix = qwen3_vl::schema::weight_suffix;
+    if (!tensor.ends_with(suffix)) return nullptr;
+    return find(tensor.substr(0, tensor.size() - suffix.size()));
+  }
+};
+
+namespace detail {
+
+inline std::string first_modules(const std::vector<std::string>& names) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size() && i < 3; ++i) {
+    if (i > 0) out += ", ";
+    out += names[i];
+  }
+  if (names.size() > 3) out += " and " + std::to_string(names.size() - 3) + " more";
+  return out;
+}
+
+// Refuses, in one line per recipe (the first in module order), what the layout cannot express.
+inline void refuse_unexportable(const autoquant::search_space& space, const std::vector<std::size_t>& chosen,
+                                checkpoint_layout layout) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> users;
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
+    if (!recipe.quantizes || scheme_in(recipe.name, layout)) continue;
+    auto [it, inserted] = users.try_emplace(std::string(recipe.name));
+    if (inserted) order.push_back(it->first);
+    it->second.push_back(space.modules[m].name);
+  }
+  if (order.empty()) return;
+  const std::string& recipe = order.front();
+  throw error("--format " + std::string(layout_name(layout)) + ": recipe '" + recipe + "' cannot be exported (" +
+              refusal_reason(recipe, layout) + "); used by " + first_modules(users[recipe]));
+}
+
+inline void check_shape(const module_export& m, const quantizable_module& module, checkpoint_layout layout) {
+  if (module.kind != module_kind::linear) {
+    throw error(m.name + ": recipe '" + m.recipe + "' on a " + std::string(module_kind_name(module.kind)) +
+                " module; only Linear layers are exported quantized");
+  }
+  if (layout == checkpoint_layout::compressed_tensors && m.scheme == weight_scheme::int8_channel && !m.static_input &&
+      m.cols % 4 != 0) {
+    throw error(m.name +
+                ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
+                std::to_string(m.cols) + " is not a multiple of 4");
+  }
+  if (m.scheme == weight_scheme::nvfp4_block16 && m.cols % nvfp4_block_size != 0) {
+    throw error(m.name + ": recipe 'nvfp4' needs an input dim that is a multiple of 16, it has " +
+                std::to_string(m.cols));
+  }
+  if (m.scheme != weight_scheme::int4_block128) return;
+  if (m.cols % int4_group_size != 0) {
+    throw error(m.name + ": recipe 'w4a16' needs an input dim that is a multiple of 128, it has " +
+                std::to_string(m.cols));
+  }
+  if (layout == checkpoint_layout::modelopt && m.rows % 2 != 0) {
+    throw error(m.name + ": recipe 'w4a16' in the modelopt layout packs two output rows per byte; it has " +
+                std::to_string(m.rows) + " rows");
+  }
+}
+
+inline std::vector<float> read_amax(const safetensors_file& state, const std::string& source, const std::string& name,
+                                    std::size_t expected) {
+  const tensor_view* view = state.find(name);
+  if (view == nullptr) throw error(source + ": " + name + " is missing (the mix needs it)");
+  std::vector<float> amax = to_float_vector(*view);
+  if (amax.size() != expected) {
+    throw error(source + ": " + name + " holds " + std::to_string(amax.size()) + " values, expected " +
+                std::to_string(expected));
+  }
+  for (const float value : amax) {
+    if (!(value >= 0.0f && value <= 0x1.fffffep127f)) {
+      throw error(source + ": " + name + " holds " + std::to_string(value) + "; an amax must be finite and >= 0");
+    }
+  }
+  return amax;
+}
+
+inline bool per_tensor_weight_amax(weight_scheme scheme) {
+  return scheme == weight_scheme::fp8_tensor || scheme == weight_scheme::nvfp4_block16;
+}
+
+inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, std::int64_t cols) {
+  if (per_tensor_weight_amax(scheme)) return 1;
+  if (scheme == weight_scheme::int8_channel) return static_cast<std::size_t>(rows);
+  return static_cast<std::size_t>(rows * (cols / int4_group_size));
+}
+
+// ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
+// the max of their input amax, and the max of their weight amax where it is per tensor (fp8's
+// scale, nvfp4's global amax).
+inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
+  std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
+  for (std::size_t i = 0; i < planned.size(); ++i) {
+    auto& [input, weight] = maxima[group_of[i]];
+    input = std::max(input, planned[i].input_amax);
+    if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
+  }
+  for (std::size_t i = 0; i < planned.size(); ++i) {
+    const auto& [input, weight] = maxima[group_of[i]];
+    planned[i].input_amax = input;
+    if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
+  }
+}
+
+}  // namespace detail
+
+// The plan for `chosen` (a candidate per group of `space`) with the amax of `state` (the run's
+// <scheme>_autoquant_state.safetensors, module names as the space's root names them).
+// `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
+// unquantized, outside the space's root included, are listed for the layouts' ignore lists.
+// Throws a one-line aq::error on the first refusal; nothing is written before a plan exists.
+inline export_plan make_export_plan(const autoquant::search_space& space, const std::vector<std::size_t>& chosen,
+                                    const safetensors_file& state, const std::string& state_source,
+                                    checkpoint_layout layout, std::span<const quantizable_module> model_modules) {
+  if (chosen.size() != space.groups.size()) throw error("export plan: a recipe per group expected");
+  detail::refuse_unexportable(space, chosen, layout);
+  export_plan plan;
+  plan.layout = layout;
+  std::vector<std::size_t> group_of;
+  for (std::size_t m = 0; m < space.modules.size(); ++m) {
+    const quantizable_module& module = space.modules[m];
+    const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
+    if (!recipe.quantizes) continue;
+    module_export e;
+    e.name = module.name;
+    e.recipe = std::string(recipe.name);
+    e.scheme = *scheme_in(recipe.name, layout);
+    e.static_input = recipe.input.enabled;
+    e.rows = module.weight_shape.front();
+    e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
+    detail::check_shape(e, module, layout);
+    const std::string& root_name = space.module_names[m];
+    e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax",
+                                      detail::weight_amax_count(e.scheme, e.rows, e.cols));
+    if (e.static_input) {
+      e.input_amax = detail::read_amax(state, state_source, root_name + ".input_quantizer._amax", 1).front();
+    }
+    plan.quantized.push_back(std::move(e));
+    group_of.push_back(space.module_group[m]);
+  }
+  detail::share_fused_amax(plan.quantized, group_of);
+  for (const quantizable_module& module : model_modules) {
+    if (plan.find(module.name) != nullptr) continue;
+    plan.unquantized.push_back(module.name);
+    if (module.kind == module_kind::linear) plan.unquantized_linear.push_back(module.name);
+  }
+  return plan;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/export_plan.hpp ----
+// ---- begin aq/export/int4_packing.hpp ----
+// Packing of low-bit integer codes into the bytes a serving checkpoint stores, in the two orders
+// the layouts use: ModelOpt packs two OUTPUT rows into one byte (signed nibbles), compressed-
+// tensors packs along the INPUT dimension into int32 words (codes offset to unsigned).
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// ModelOpt's pack_int4_in_uint8 for a 2-D [rows x cols] weight: byte [j, k] holds code [2j, k]
+// in its low nibble and code [2j+1, k] in its high nibble, two's complement; shape [rows/2, cols].
+inline std::vector<std::uint8_t> pack_int4_output_pairs(std::span<const std::int8_t> codes, std::int64_t rows,
+                                                        std::int64_t cols) {
+  if (rows % 2 != 0) throw error("int4 packing: " + std::to_string(rows) + " output rows, expected an even count");
+  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int4 packing: codes do not match the shape");
+  std::vector<std::uint8_t> packed(static_cast<std::size_t>(rows / 2 * cols));
+  for (std::int64_t j = 0; j < rows / 2; ++j) {
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const auto low = static_cast<unsigned>(codes[static_cast<std::size_t>(2 * j * cols + k)]) & 0xfu;
+      const auto high = static_cast<unsigned>(codes[static_cast<std::size_t>((2 * j + 1) * cols + k)]) & 0xfu;
+      packed[static_cast<std::size_t>(j * cols + k)] = static_cast<std::uint8_t>(low | (high << 4));
+    }
+  }
+  return packed;
+}
+
+// compressed-tensors' pack_to_int32 (packed_dim 1) for Bits = 4 or 8: each code plus 2^(Bits-1)
+// becomes unsigned; word [r, w] holds code [r, w * (32/Bits) + i] at bits Bits*i. The input dim
+// must be a multiple of 32/Bits (the layouts refuse other shapes up front); shape [rows, cols*Bits/32].
+template <int Bits>
+std::vector<std::int32_t> pack_input_words(std::span<const std::int8_t> codes, std::int64_t rows, std::int64_t cols) {
+  static_assert(Bits == 4 || Bits == 8, "pack_input_words: 4 or 8 bits");
+  constexpr std::int64_t per_word = 32 / Bits;
+  constexpr unsigned offset = 1u << (Bits - 1);
+  constexpr unsigned mask = (1u << Bits) - 1u;
+  if (cols % per_word != 0) {
+    throw error("int" + std::to_string(Bits) + " packing: input dim " + std::to_string(cols) +
+                " is not a multiple of " + std::to_string(per_word));
+  }
+  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int packing: codes do not match the shape");
+  const std::int64_t words = cols / per_word;
+  std::vector<std::int32_t> packed(static_cast<std::size_t>(rows * words));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t w = 0; w < words; ++w) {
+      std::uint32_t word = 0;
+      for (std::int64_t i = 0; i < per_word; ++i) {
+        const int code = codes[static_cast<std::size_t>(r * cols + w * per_word + i)];
+        word |= ((static_cast<unsigned>(code) + offset) & mask) << (Bits * i);
+      }
+      packed[static_cast<std::size_t>(r * words + w)] = static_cast<std::int32_t>(word);
+    }
+  }
+  return packed;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/int4_packing.hpp ----
+// ---- begin aq/export/weight_codes.hpp ----
+// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
+// scale per tensor, per output channel or per block of 128 input columns, computed the way the
+// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
+// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
+// which (division_rounding). Dequantization is code * scale.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// The dtype the quotient w / scale is rounded to before the cast to codes.
+enum class division_rounding { f32, bf16, f16 };
+
+inline float round_quotient(float value, division_rounding rounding) {
+  if (rounding == division_rounding::bf16) return round_to_bf16(value);
+  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
+  return value;
+}
+
+// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
+// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
+// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
+inline float scale_from_amax(float amax, float bound) {
+  const float scale = amax / bound;
+  return scale > 0.0f ? scale : 1.0f;
+}
+
+// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
+inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
+  std::vector<std::uint8_t> codes(weight.size());
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    codes[i] = formats::e4m3::encode(round_quotient(weight[i] / scale, rounding));
+  }
+  return codes;
+}
+
+// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
+// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                              std::span<const float> scales, std::int64_t group, int low, int high,
+                                              division_rounding rounding) {
+  const std::int64_t groups_per_row = cols / group;
+  std::vector<std::int8_t> codes(weight.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::size_t i = static_cast<std::size_t>(r * cols + c);
+      const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
+      float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
+      q = q < static_cast<float>(low)    ? static_cast<float>(low)
+          : q > static_cast<float>(high) ? static_cast<float>(high)
+                                         : q;
+      codes[i] = static_cast<std::int8_t>(q);
+    }
+  }
+  return codes;
+}
+
+// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
+// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
+// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
+// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
+// column in the low nibble.
+struct nvfp4_weight {
+  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
+  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
+  float global_scale = 1.0f;               // weight_scale_2
+};
+
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                float global_amax) {
+  constexpr std::int64_t block = 16;
+  nvfp4_weight out;
+  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
+  const float block_bound = formats::e2m1::max_bound * out.global_scale;
+  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < cols / block; ++b) {
+      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
+      float block_amax = 0.0f;
+      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
+      float ratio = block_amax / block_bound;
+      if (ratio == 0.0f) ratio = 1.0f;
+      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
+      out.block_scales.push_back(scale_code);
+      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
+      for (std::size_t i = first; i < first + block; ++i) {
+        const float q = weight[i] / divisor;
+        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
+        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/weight_codes.hpp ----
+
+namespace aq::hf_export {
+
+inline constexpr std::string_view compressed_tensors_version = "0.20.1";
+
+// The config group format of a planned module.
+inline std::string_view compressed_tensors_format(const module_export& m) {
+  if (m.scheme == weight_scheme::fp8_tensor) return "float-quantized";
+  if (m.scheme == weight_scheme::int8_channel && m.static_input) return "int-quantized";
+  return "pack-quantized";
+}
+
+namespace detail {
+
+// A scale stored in the weight's dtype; the value the codes are computed with is the stored one,
+// so that code * stored scale is the dequantized weight.
+inline float stored_scale(float scale, division_rounding storage) { return round_quotient(scale, storage); }
+
+inline dtype storage_dtype(division_rounding storage) {
+  return storage == division_rounding::bf16 ? dtype_bf16 : storage == division_rounding::f16 ? dtype_f16 : dtype_f32;
+}
+
+inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
+                                  division_rounding storage) {
+  std::vector<std::byte> bytes;
+  visit_dtype(storage_dtype(storage), [&](auto tag) {
+    using Stored = decltype(tag);
+    std::vector<Stored> stored;
+    for (const float v : values) stored.push_back(convert_element<Stored>(v));
+    bytes = bytes_of(std::span<const Stored>(stored));
+  });
+  return {std::move(name), storage_dtype(storage), std::move(shape), std::move(bytes)};
+}
+
+inline std::vector<float> stored_scales(std::span<const float> amax, float bound, division_rounding storage) {
+  std::vector<float> scales;
+  for (const float a : amax) scales.push_back(stored_scale(scale_from_amax(a, bound), storage));
+  return scales;
+}
+
+}  // namespace detail
+
+// The tensors replacing `<module>.weight`. `storage` is the weight's dtype: scales are stored in
+// it (bf16 for a bf16 model, as llm-compressor stores them), and the codes are computed with the
+// stored scale, w / scale in fp32, so that code * stored scale is what every loader dequantizes.
+// (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
+inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
+                                                                    std::span<const float> weight,
+                                                                    division_rounding storage) {
+  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
+  std::vector<output_tensor> out;
+  const std::string prefix = m.name + ".";
+  const std::vector<std::int64_t> shape{m.rows, m.cols};
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    const float scale = detail::stored_scale(scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound), storage);
+    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, division_rounding::f32);
+    out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1), storage));
+  } else {
+    const bool int4 = m.scheme == weight_scheme::int4_block128;
+    const float bound = int4 ? formats::int4::max_bound : formats::int8::max_bound;
+    const std::vector<float> scales = detail::stored_scales(m.weight_amax, bound, storage);
+    const std::int64_t group = int4 ? int4_group_size : m.cols;
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, group, int4 ? -8 : -128, int4 ? 7 : 127, division_rounding::f32);
+    if (m.static_input) {
+      out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
+    } else {
+      const std::vector<std::int32_t> packed =
+          int4 ? pack_input_words<4>(codes, m.rows, m.cols) : pack_input_words<8>(codes, m.rows, m.cols);
+      const std::int64_t words = m.cols / (int4 ? 8 : 4);
+      out.push_back(
+          {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
+      out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
+    }
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales, storage));
+  }
+  if (m.static_input) {
+    const float bound = m.scheme == weight_scheme::fp8_tensor ? formats::e4m3::max_bound : formats::int8::max_bound;
+    const float scale = detail::stored_scale(scale_from_amax(m.input_amax, bound), storage);
+    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1), storage));
+  }
+  return out;
+}
+
+namespace detail {
+
+inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group) {
+  json.begin_object().key("num_bits").integer(bits).key("type").string(is_float ? "float" : "int");
+  json.key("symmetric").boolean(true).key("strategy").string(strategy).key("group_size");
+  if (group > 0) {
+    json.integer(group);
+  } else {
+    json.null();
+  }
+  json.key("dynamic").boolean(false).end_object();
+}
+
+inline void write_group(io::json_writer& json, const export_plan& plan, std::string_view recipe) {
+  const module_export* first = nullptr;
+  json.begin_object();
+  for (const module_export& m : plan.quantized) first = first == nullptr && m.recipe == recipe ? &m : first;
+  json.key("format").string(compressed_tensors_format(*first));
+  json.key("targets").begin_array();
+  for (const module_export& m : plan.quantized) {
+    if (m.recipe == recipe) json.string(m.name);
+  }
+  json.end_array().key("weights");
+  if (first->scheme == weight_scheme::fp8_tensor) write_args(json, 8, true, "tensor", 0);
+  if (first->scheme == weight_scheme::int8_channel) write_args(json, 8, false, "channel", 0);
+  if (first->scheme == weight_scheme::int4_block128) write_args(json, 4, false, "group", int4_group_size);
+  json.key("input_activations");
+  if (first->static_input) {
+    write_args(json, 8, first->scheme == weight_scheme::fp8_tensor, "tensor", 0);
+  } else {
+    json.null();
+  }
+  json.key("output_activations").null().end_object();
+}
+
+inline std::vector<std::string> recipes_in_order(const export_plan& plan) {
+  std::vector<std::string> recipes;
+  for (const module_export& m : plan.quantized) {
+    if (std::find(recipes.begin(), recipes.end(), m.recipe) == recipes.end()) recipes.push_back(m.recipe);
+  }
+  return recipes;
+}
+
+}  // namespace detail
+
+// config.json's quantization_config: one config group per recipe (group_0, group_1, ... in the
+// order the recipes first appear in the model), ignore = every unquantized Linear.
+inline void write_compressed_tensors_quantization_config(io::json_writer& json, const export_plan& plan) {
+  const std::vector<std::string> recipes = detail::recipes_in_order(plan);
+  std::vector<std::string_view> formats;
+  for (const module_export& m : plan.quantized) {
+    if (std::find(formats.begin(), formats.end(), compressed_tensors_format(m)) == formats.end()) {
+      formats.push_back(compressed_tensors_format(m));
+    }
+  }
+  json.begin_object().key("quant_method").string("compressed-tensors");
+  json.key("format").string(formats.empty()       ? std::string_view("dense")
+                            : formats.size() == 1 ? formats.front()
+                                                  : std::string_view("mixed-precision"));
+  json.key("quantization_status").string("compressed").key("ignore").begin_array();
+  for (const std::string& name : plan.unquantized_linear) json.string(name);
+  json.end_array().key("config_groups").begin_object();
+  for (std::size_t g = 0; g < recipes.size(); ++g) {
+    json.key("group_" + std::to_string(g));
+    detail::write_group(json, plan, recipes[g]);
+  }
+  json.end_object().key("kv_cache_scheme").null().key("global_compression_ratio").null();
+  json.key("sparsity_config").begin_object().end_object();
+  json.key("version").string(compressed_tensors_version).end_object();
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/compressed_tensors_layout.hpp ----
+// ---- begin aq/export/config_json.hpp ----
+// config.json of an exported checkpoint: the model's own config re-emitted as Python's json.dump
+// writes a loaded dict (key order kept, ensure_ascii, float repr), with `quantization_config`
+// set (replaced in place if present, appended otherwise) by the layout's writer.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+
+namespace aq::hf_export {
+
+using json_value_writer = std::function<void(io::json_writer&)>;
+
+namespace detail {
+
+inline void emit_json(io::json_writer& json, simdjson::dom::element value) {
+  switch (value.type()) {
+    case simdjson::dom::element_type::OBJECT:
+      json.begin_object();
+      for (const auto field : simdjson::dom::object(value)) {
+        json.key(field.key);
+        emit_json(json, field.value);
+      }
+      json.end_object();
+      break;
+    case simdjson::dom::element_type::ARRAY:
+      json.begin_array();
+      for (const simdjson::dom::element item : simdjson::dom::array(value)) emit_json(json, item);
+      json.end_array();
+      break;
+    case simdjson::dom::element_type::STRING:
+      json.string(std::string_view(value));
+      break;
+    case simdjson::dom::element_type::INT64:
+      json.integer(std::int64_t(value));
+      break;
+    case simdjson::dom::element_type::UINT64:  // no config field is that large
+      throw error("config.json: an integer beyond int64 (" + std::to_string(std::uint64_t(value)) + ")");
+    case simdjson::dom::element_type::DOUBLE:
+      json.number(double(value));
+      break;
+    case simdjson::dom::element_type::BOOL:
+      json.boolean(bool(value));
+      break;
+    case simdjson::dom::element_type::NULL_VALUE:
+      json.null();
+      break;
+  }
+}
+
+}  // namespace detail
+
+// The config text `text` (named `source` in errors) with quantization_config written by
+// `write_quantization_config`, indented by `indent`, a newline at the end when `trailing_newline`.
+inline std::string config_with_quantization(std::string_view text, const std::string& source, int indent,
+                                            bool trailing_newline, const json_value_writer& write_quantization_config) {
+  simdjson::dom::parser parser;
+  const io::json_field root = io::parse_json_object(parser, text, source);
+  io::json_writer json(indent);
+  json.begin_object();
+  bool replaced = false;
+  for (const auto field : root.object()) {
+    json.key(field.key);
+    if (field.key == "quantization_config") {
+      write_quantization_config(json);
+      replaced = true;
+    } else {
+      detail::emit_json(json, field.value);
+    }
+  }
+  if (!replaced) {
+    json.key("quantization_config");
+    write_quantization_config(json);
+  }
+  json.end_object();
+  return json.str() + (trailing_newline ? "\n" : "");
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/config_json.hpp ----
+// ---- begin aq/export/modelopt_layout.hpp ----
+// The ModelOpt 0.39 export_hf_checkpoint layout (modelopt/torch/export/unified_export_hf.py and
+// quant_utils.py): per quantized Linear `weight` as codes, `weight_scale` (and `input_scale` for
+// static activations) in fp32; hf_quant_config.json as process_layer_quant_config builds it;
+// config.json's quantization_config as convert_hf_quant_config_format converts it. docs/export.md
+// lists every field.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+inline constexpr std::string_view modelopt_version = "0.39.0";
+
+// ModelOpt's per-layer quant_algo label of a planned module.
+inline std::string_view modelopt_quant_algo(const module_export& m) {
+  if (m.scheme == weight_scheme::fp8_tensor) return "FP8";
+  if (m.scheme == weight_scheme::int4_block128) return "W4A16_AWQ";
+  if (m.scheme == weight_scheme::nvfp4_block16) return "NVFP4";
+  return m.static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
+}
+
+namespace detail {
+
+inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
+  std::vector<float> scales;
+  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
+  return scales;
+}
+
+// What the input amax is divided by: the format's bound; for NVFP4 6 * 448 (the global scale).
+inline float input_bound(weight_scheme scheme) {
+  if (scheme == weight_scheme::fp8_tensor) return formats::e4m3::max_bound;
+  if (scheme == weight_scheme::nvfp4_block16) return formats::e2m1::max_bound * formats::e4m3::max_bound;
+  return formats::int8::max_bound;
+}
+
+inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
+  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
+}
+
+}  // namespace detail
+
+// The tensors replacing `<module>.weight`: weight codes, weight_scale and input_scale. `weight`
+// holds the checkpoint's values as float; `rounding` is the weight dtype's (torch divides a bf16
+// weight by the 0-d fp32 fp8 scale in bf16).
+inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
+                                                          division_rounding rounding) {
+  std::vector<output_tensor> out;
+  const std::string prefix = m.name + ".";
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
+    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, rounding);
+    out.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}, bytes_of(std::span<const std::uint8_t>(codes))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {}, std::span<const float>(&scale, 1)));
+  } else if (m.scheme == weight_scheme::int8_channel) {
+    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32);
+    out.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}, bytes_of(std::span<const std::int8_t>(codes))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
+  } else if (m.scheme == weight_scheme::nvfp4_block16) {
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    out.push_back(
+        {prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
+    out.push_back({prefix + "weight_scale",
+                   dtype_f8_e4m3,
+                   {m.rows, m.cols / nvfp4_block_size},
+                   bytes_of(std::span<const std::uint8_t>(q.block_scales))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
+  } else {
+    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
+    const std::vector<std::uint8_t> packed = pack_int4_output_pairs(codes, m.rows, m.cols);
+    out.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}, bytes_of(std::span<const std::uint8_t>(packed))});
+    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows, m.cols / int4_group_size}, scales));
+  }
+  if (m.static_input) {
+    const float scale = scale_from_amax(m.input_amax, detail::input_bound(m.scheme));
+    out.push_back(detail::f32_tensor(prefix + "input_scale", {}, std::span<const float>(&scale, 1)));
+  }
+  return out;
+}
+
+namespace detail {
+
+inline void write_layer_config(io::json_writer& json, const module_export& m) {
+  json.key("quant_algo").string(modelopt_quant_algo(m));
+  if (m.scheme == weight_scheme::int4_block128) {
+    json.key("group_size").integer(int4_group_size);
+    json.key("has_zero_point").boolean(false);
+    json.key("pre_quant_scale").boolean(true);
+  }
+  if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+}
+
+// _prefix_wildcard_summarize_exclude_modules: the unquantized layers as few prefix wildcards
+// ("a.b*", or "a.b" + "a.b.*") as match no quantized layer.
+inline std::set<std::string> summarize_excluded(const std::vector<std::string>& unquantized,
+                                                const std::vector<std::string>& quantized) {
+  std::set<std::string> negative;
+  for (const std::string& layer : quantized) {
+    negative.insert(layer);
+    for (std::size_t i = 0; i <= layer.size(); ++i) negative.insert(layer.substr(0, i) + "*");
+  }
+  std::set<std::string> summary;
+  for (const std::string& layer : unquantized) {
+    std::vector<std::vector<std::string>> options;
+    for (std::size_t i = 0; i < layer.size(); ++i) {
+      if (layer[i] != '.') continue;
+      options.push_back({layer.substr(0, i) + "*"});
+      options.push_back({layer.substr(0, i), layer.substr(0, i) + ".*"});
+    }
+    options.push_back({layer});
+    std::vector<std::string> chosen;
+    for (const std::vector<std::string>& wildcards : options) {
+      const auto blocked = [&](const std::string& w) { return negative.count(w) > 0; };
+      const auto covered = [&](const std::string& w) { return summary.count(w) > 0; };
+      if (std::any_of(wildcards.begin(), wildcards.end(), blocked)) continue;
+      if (std::all_of(wildcards.begin(), wildcards.end(), covered)) {
+        chosen.clear();
+        break;
+      }
+      chosen = wildcards;
+      break;
+    }
+    summary.insert(chosen.begin(), chosen.end());
+  }
+  return summary;
+}
+
+// The distinct per-layer configs (ModelOpt compares str(layer_config)).
+inline std::set<std::string> distinct_layer_configs(const export_plan& plan) {
+  std::set<std::string> distinct;
+  for (const module_export& m : plan.quantized) {
+    io::json_writer json(0);
+    json.begin_object();
+    write_layer_config(json, m);
+    json.end_object();
+    distinct.insert(json.str());
+  }
+  return distinct;
+}
+
+inline std::vector<std::string> quantized_names(const export_plan& plan) {
+  std::vector<std::string> names;
+  for (const module_export& m : plan.quantized) names.push_back(m.name);
+  return names;
+}
+
+inline void write_producer(io::json_writer& json) {
+  json.key("producer").begin_object().key("name").string("modelopt").key("version").string(modelopt_version);
+  json.end_object();
+}
+
+inline void write_quantized_layers(io::json_writer& json, const export_plan& plan) {
+  json.key("quantized_layers").begin_object();
+  for (const module_export& m : plan.quantized) {
+    json.key(m.name).begin_object();
+    write_layer_config(json, m);
+    json.end_object();
+  }
+  json.end_object();
+}
+
+inline void write_string_list(io::json_writer& json, const std::set<std::string>& items) {
+  json.begin_array();
+  for (const std::string& item : items) json.string(item);
+  json.end_array();
+}
+
+}  // namespace detail
+
+// hf_quant_config.json (json.dump indent 4, no trailing newline): one quant_algo when every
+// quantized layer has the same config (then exclude_modules summarizes the others), else
+// MIXED_PRECISION with quantized_layers; kv_cache_quant_algo null (no KV-cache quantization).
+inline std::string modelopt_hf_quant_config(const export_plan& plan) {
+  const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
+  io::json_writer json(4);
+  json.begin_object();
+  detail::write_producer(json);
+  json.key("quantization").begin_object();
+  if (distinct.size() > 1) {
+    json.key("quant_algo").string("MIXED_PRECISION").key("kv_cache_quant_algo").null();
+    detail::write_quantized_layers(json, plan);
+  } else if (distinct.size() == 1) {
+    const module_export& m = plan.quantized.back();
+    json.key("quant_algo").string(modelopt_quant_algo(m));
+    json.key("kv_cache_quant_algo").null();
+    if (m.scheme == weight_scheme::int4_block128) {
+      json.key("group_size").integer(int4_group_size).key("has_zero_point").boolean(false);
+      json.key("pre_quant_scale").boolean(true);
+    }
+    if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+    json.key("exclude_modules");
+    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+  } else {
+    json.key("quant_algo").null().key("kv_cache_quant_algo").null();
+    json.key("quantized_layers").begin_object().end_object();
+  }
+  json.end_object().end_object();
+  return json.str();
+}
+
+// config.json's quantization_config (convert_hf_quant_config_format), plus `quantized_layers` for
+// a mixed export: vLLM's ModelOpt mixed-precision config reads it from there when the
+// checkpoint's config is all it is given (an aq addition; ModelOpt keeps it in hf_quant_config.json).
+inline void write_modelopt_quantization_config(io::json_writer& json, const export_plan& plan) {
+  const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
+  const bool mixed = distinct.size() > 1;
+  json.begin_object();
+  const bool single_fp8 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor;
+  const bool single_nvfp4 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::nvfp4_block16;
+  if (single_fp8 || single_nvfp4) {  // the two algorithms convert_hf_quant_config_format describes
+    json.key("config_groups").begin_object().key("group_0").begin_object();
+    for (const char* role : {"input_activations", "weights"}) {
+      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(single_fp8 ? 8 : 4);
+      json.key("type").string("float");
+      if (single_nvfp4) json.key("group_size").integer(nvfp4_block_size);
+      json.end_object();
+    }
+    json.key("targets").begin_array().string("Linear").end_array();
+    json.end_object().end_object();
+  }
+  json.key("ignore");
+  if (distinct.size() == 1) {
+    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+  } else {
+    json.begin_array().end_array();
+  }
+  if (mixed) {
+    json.key("quant_algo").string("MIXED_PRECISION");
+    detail::write_quantized_layers(json, plan);
+  } else if (distinct.size() == 1) {
+    json.key("quant_algo").string(modelopt_quant_algo(plan.quantized.back()));
+  }
+  detail::write_producer(json);
+  json.key("quant_method").string("modelopt");
+  json.end_object();
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/modelopt_layout.hpp ----
+
+namespace aq::hf_export {
+
+// Files next to the weights that a serving stack reads, copied when present.
+inline constexpr std::array<std::string_view, 11> side_files{"tokenizer.json",
+                                                             "tokenizer_config.json",
+                                                             "generation_config.json",
+                                                             "preprocessor_config.json",
+                                                             "video_preprocessor_config.json",
+                                                             "chat_template.json",
+                                                             "chat_template.jinja",
+                                                             "special_tokens_map.json",
+                                                             "vocab.json",
+                                                             "merges.txt",
+                                                             "added_tokens.json"};
+
+inline constexpr std::string_view hf_quant_config_name = "hf_quant_config.json";
+
+// The shard file names of a checkpoint, in its file order (tensor-less shards have none to mirror).
+inline std::vector<std::string> shard_names(const safetensors_checkpoint& checkpoint) {
+  std::vector<std::string> names;
+  for (const auto& file : checkpoint.files()) {
+    if (!file->tensors().empty())
+      names.push_back(std::filesystem::path(file->tensors().front().file).filename().string());
+  }
+  return names;
+}
+
+// Every file name an export of `checkpoint` from `model_dir` writes into its folder.
+inline std::vector<std::string> export_file_names(const std::filesystem::path& model_dir,
+                                                  const safetensors_checkpoint& checkpoint, checkpoint_layout layout) {
+  std::vector<std::string> names = shard_names(checkpoint);
+  if (checkpoint.sharded()) names.emplace_back(safetensors_index_name);
+  names.emplace_back("config.json");
+  if (layout == checkpoint_layout::modelopt) names.emplace_back(hf_quant_config_name);
+  std::error_code ec;
+  for (const std::string_view side : side_files) {
+    if (std::filesystem::is_regular_file(model_dir / side, ec)) names.emplace_back(side);
+  }
+  return names;
+}
+
+// Each planned module's weight is in the checkpoint as a float [rows, cols] tensor.
+inline void check_export_inputs(const export_plan& plan, const safetensors_checkpoint& checkpoint) {
+  for (const module_export& m : plan.quantized) {
+    const tensor_view& weight = checkpoint.at(weight_tensor_name(m.name));
+    const bool shaped = weight.shape.size() == 2 && weight.shape[0] == m.rows && weight.shape[1] == m.cols;
+    if (!shaped)
+      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) +
+                  ": shape differs from the config's");
+    if (!find_dtype(weight.dtype.name)) {
+      throw error(std::string(weight.file) + ": tensor " + weight_tensor_name(m.name) + ": dtype " +
+                  std::string(weight.dtype.name) + " cannot be quantized (BF16, F16, F32)");
+    }
+  }
+}
+
+namespace detail {
+
+inline division_rounding rounding_of(const dtype& type) {
+  if (type == dtype_bf16) return division_rounding::bf16;
+  if (type == dtype_f16) return division_rounding::f16;
+  return division_rounding::f32;
+}
+
+inline std::vector<output_tensor> exported_tensors(const module_export& m, const tensor_view& weight,
+                                                   checkpoint_layout layout) {
+  const std::vector<float> values = to_float_vector(weight);
+  return layout == checkpoint_layout::modelopt
+             ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
+             : compressed_tensors_module_tensors(m, values, rounding_of(weight.dtype));
+}
+
+inline output_tensor copied(const tensor_view& view) {
+  return {std::string(view.name),
+          view.dtype,
+          {view.shape.begin(), view.shape.end()},
+          {view.bytes.begin(), view.bytes.end()}};
+}
+
+inline void write_config(const std::filesystem::path& model_dir, const export_plan& plan,
+                         const std::filesystem::path& out_dir) {
+  const std::filesystem::path source = model_dir / "config.json";
+  const std::string text = read_regular_file(source);
+  const bool modelopt = plan.layout == checkpoint_layout::modelopt;
+  const json_value_writer quantization = [&](io::json_writer& json) {
+    modelopt ? write_modelopt_quantization_config(json, plan)
+             : write_compressed_tensors_quantization_config(json, plan);
+  };
+  // ModelOpt rewrites config.json with json.dump(indent=4); transformers' save_pretrained, which
+  // writes the compressed-tensors one, uses indent 2 and a final newline.
+  write_file_atomic(out_dir / "config.json",
+                    config_with_quantization(text, source.string(), modelopt ? 4 : 2, !modelopt, quantization));
+  if (modelopt) write_file_atomic(out_dir / hf_quant_config_name, modelopt_hf_quant_config(plan));
+}
+
+}  // namespace detail
+
+// Writes the export into the existing folder `out_dir`, one shard at a time.
+inline void write_export(const std::filesystem::path& model_dir, const safetensors_checkpoint& checkpoint,
+                         const export_plan& plan, const std::filesystem::path& out_dir) {
+  check_export_inputs(plan, checkpoint);
+  std::map<std::string, std::string> weight_map;
+  std::uint64_t total_size = 0;
+  for (const auto& file : checkpoint.files()) {
+    if (file->tensors().empty()) continue;
+    const std::string shard = std::filesystem::path(file->tensors().front().file).filename().string();
+    shard_builder builder;
+    for (const tensor_view& view : file->tensors()) {
+      if (const module_export* m = plan.for_weight(view.name)) {
+        for (output_tensor& t : detail::exported_tensors(*m, view, plan.layout)) builder.add(std::move(t));
+      } else {
+        builder.add(detail::copied(view));
+      }
+    }
+    for (const auto& [name, tensor] : builder.tensors()) weight_map[name] = shard;
+    total_size += builder.data_bytes();
+    builder.write(out_dir / shard);
+  }
+  if (checkpoint.sharded())
+    write_file_atomic(out_dir / safetensors_index_name, shard_index_json(total_size, weight_map));
+  detail::write_config(model_dir, plan, out_dir);
+  for (const std::string_view side : side_files) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(model_dir / side, ec)) continue;
+    write_file_atomic(out_dir / side, read_regular_file(model_dir / side));
+  }
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/export_checkpoint.hpp ----
+
 // Evaluation reports: evaluation.json, evaluation.md, report.html and the SVG plots
 // ---- begin aq/report/evaluation_files.hpp ----
 // The evaluation stage's output files and the one call that writes them all. Both inputs are
@@ -6213,564 +9615,6 @@ inline std::vector<image_caption> read_image_caption_jsonl(const std::filesystem
 // ---- end aq/io/data/calib_dataset.hpp ----
 
 // Formats, quantizers, recipes
-// ---- begin aq/formats/all_formats.hpp ----
-// The list of every number format aq knows. Conformance tests, generated tables and lookups by
-// name iterate over it, so adding a format is one struct plus one entry here.
-
-#include <charconv>
-#include <string>
-#include <string_view>
-
-// ---- begin aq/formats/e2m1.hpp ----
-// e2m1: the OCP FP4 element format of NVFP4 and MXFP4 (bias 1, no NaN, no infinities).
-// Its 16 codes are +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0.5 is the only subnormal. NVFP4 scales a
-// block of 16 by an e4m3 factor, MXFP4 a block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-// ---- begin aq/formats/minifloat.hpp ----
-// Small sign-exponent-mantissa float formats (e4m3, e5m2, e2m1, e3m2, e2m3, ...): bit-exact
-// encode/decode with round-to-nearest-even and saturation to the largest finite value, as CUDA's
-// __nv_fp8_* with __NV_SATFINITE, but in portable integer code (constexpr, identical on host and
-// device).
-
-#include <cstdint>
-#include <type_traits>
-
-// ---- begin aq/formats/rounding.hpp ----
-// Round-half-to-even, sign and power-of-two helpers on float bits, written without <cmath> or
-// CUDA intrinsics so that format code is constexpr and gives identical bits on host and device.
-
-#include <bit>
-#include <cstdint>
-#include <type_traits>
-
-
-namespace aq::formats::detail {
-
-AQ_HD constexpr std::uint32_t float_bits(float value) { return std::bit_cast<std::uint32_t>(value); }
-
-AQ_HD constexpr float bits_float(std::uint32_t bits) { return std::bit_cast<float>(bits); }
-
-AQ_HD constexpr bool is_nan(float value) { return (float_bits(value) & 0x7fffffffu) > 0x7f800000u; }
-
-AQ_HD constexpr float abs(float value) { return bits_float(float_bits(value) & 0x7fffffffu); }
-
-// Magnitude of `magnitude` with the sign of `sign` (like std::copysign, constexpr).
-AQ_HD constexpr float copysign(float magnitude, float sign) {
-  return bits_float((float_bits(magnitude) & 0x7fffffffu) | (float_bits(sign) & 0x80000000u));
-}
-
-// 2^k as a float for -149 <= k <= 127 (float subnormals below -126).
-AQ_HD constexpr float pow2(int k) {
-  return k < -126 ? bits_float(1u << (k + 149)) : bits_float(static_cast<std::uint32_t>(k + 127) << 23);
-}
-
-// floor(log2(value)) of a positive finite float, subnormals included; exact, from the bits.
-AQ_HD constexpr int floor_log2(float value) {
-  const std::uint32_t exponent_field = (float_bits(value) >> 23) & 0xffu;
-  const std::uint32_t significand = float_bits(value) & 0x7fffffu;
-  if (exponent_field == 0) return static_cast<int>(std::bit_width(significand)) - 150;
-  return static_cast<int>(exponent_field) - 127;
-}
-
-// a * b rounded once to fp32. On the device this is __fmul_rn so that nvcc can never contract
-// the product with a following addition into an FMA (which would skip the product's rounding
-// that ModelOpt's rint(x * s) sees); on the host a plain product.
-AQ_HD constexpr float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  if (!std::is_constant_evaluated()) return __fmul_rn(a, b);
-#endif
-  return a * b;
-}
-
-// Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the
-// default rounding mode. Adding and subtracting 2^23 makes the FPU do the rounding; values at
-// or above 2^23 are already integers (and infinities/NaN pass through).
-AQ_HD constexpr float round_half_even(float value) {
-  const float magnitude = abs(value);
-  if (!(magnitude < 0x1p23f)) return value;
-  float rounded = magnitude + 0x1p23f;
-  rounded -= 0x1p23f;
-  return copysign(rounded, value);
-}
-
-}  // namespace aq::formats::detail
-// ---- end aq/formats/rounding.hpp ----
-
-namespace aq::formats {
-
-// Which codes are not finite numbers.
-enum class minifloat_specials {
-  nan_only,  // "fn" formats (e4m3fn): no infinities, only S.1111...1 is NaN
-  ieee,      // IEEE-like (e5m2): exponent all ones is infinity (mantissa 0) or NaN
-  // OCP MX element formats (e2m1, e3m2, e2m3): every code is a finite number, the top binade
-  // included, so the largest value is S.11...1 (6 for e2m1, not the 4 `nan_only` would leave).
-  finite_only,
-};
-
-namespace detail {
-
-// Value of a finite, non-negative code (sign bit clear) of an E/M minifloat with bias 2^(E-1)-1.
-template <int E, int M>
-AQ_HD constexpr float minifloat_magnitude(unsigned magnitude) {
-  constexpr int bias = (1 << (E - 1)) - 1;
-  const unsigned exponent = magnitude >> M;
-  const unsigned mantissa = magnitude & ((1u << M) - 1u);
-  if (exponent == 0) return static_cast<float>(mantissa) * pow2(1 - bias - M);  // exact: few bits
-  return bits_float((static_cast<std::uint32_t>(static_cast<int>(exponent) - bias + 127) << 23) |
-                    (static_cast<std::uint32_t>(mantissa) << (23 - M)));
-}
-
-// Largest finite code with the sign bit clear: S.11...1 where every code is finite, one below
-// it where only that code is NaN, the top of the second-highest binade for IEEE-like formats.
-template <int E, int M>
-constexpr unsigned max_finite_magnitude(minifloat_specials specials) {
-  const unsigned all_ones = (1u << (E + M)) - 1u;
-  if (specials == minifloat_specials::finite_only) return all_ones;
-  if (specials == minifloat_specials::nan_only) return all_ones - 1u;
-  return (((1u << E) - 2u) << M) | ((1u << M) - 1u);
-}
-
-}  // namespace detail
-
-template <int E, int M, minifloat_specials Specials>
-struct minifloat {
-  static_assert(E >= 2 && E <= 8 && M >= 1 && M <= 10 && 1 + E + M <= 16, "minifloat: unsupported layout");
-
-  using code_type = std::conditional_t<(1 + E + M <= 8), std::uint8_t, std::uint16_t>;
-
-  static constexpr int exponent_bits = E;
-  static constexpr int mantissa_bits = M;
-  static constexpr int bias = (1 << (E - 1)) - 1;
-  static constexpr int bits = 1 + E + M;
-  static constexpr bool is_float = true;
-  static constexpr bool is_passthrough = false;
-  static constexpr bool saturates = true;
-  static constexpr bool has_nan = Specials != minifloat_specials::finite_only;
-  static constexpr bool has_inf = Specials == minifloat_specials::ieee;
-
-  static constexpr unsigned magnitude_mask = (1u << (E + M)) - 1u;
-  static constexpr unsigned sign_bit = 1u << (E + M);
-  static constexpr unsigned max_finite_code = detail::max_finite_magnitude<E, M>(Specials);
-  // Every NaN input encodes to this positive code: the NaN S.11...1 where the format has one, as
-  // CUDA's conversion does (0x7f for e4m3). A finite_only format has no NaN; S.11...1 is then
-  // +max, which is what ModelOpt's fake quantization of these formats gives for NaN
-  // (convert_to_table_types in modelopt/torch/quantization/src/tensor_quant_mx.h saturates
-  // "infs and nans" to +-max, and NaN fails its `x < 0` sign test, so it becomes +max).
-  static constexpr unsigned nan_code = magnitude_mask;
-  static constexpr float max_bound = detail::minifloat_magnitude<E, M>(max_finite_code);
-  // floor(log2(max_bound)): the OCP MX "emax_elem" (8 for e4m3, 2 for e2m1, 4 for e3m2).
-  static constexpr int max_exponent = static_cast<int>(max_finite_code >> M) - bias;
-
-  AQ_HD static constexpr float min_bound(bool /*narrow_range: integer-only notion*/) { return -max_bound; }
-
-  AQ_HD static constexpr code_type encode(float x) {
-    const std::uint32_t x_bits = detail::float_bits(x);
-    const unsigned sign = (x_bits >> 31) != 0 ? sign_bit : 0u;
-    const std::uint32_t magnitude = x_bits & 0x7fffffffu;
-    if (magnitude > 0x7f800000u) return static_cast<code_type>(nan_code);
-
-    constexpr std::uint32_t min_normal_field = static_cast<std::uint32_t>(127 + 1 - bias);
-    unsigned code = 0;
-    if (magnitude >= (min_normal_field << 23)) {
-      // Normal in the target: drop 23-M mantissa bits with round-to-nearest-even on the whole
-      // exponent|mantissa word, so a carry moves to the next binade; then re-bias.
-      constexpr int shift = 23 - M;
-      const std::uint32_t rounded =
-          (magnitude + ((1u << (shift - 1)) - 1u) + ((magnitude >> shift) & 1u)) >> shift;
-      code = static_cast<unsigned>(rounded - (static_cast<std::uint32_t>(127 - bias) << M));
-      if (code > max_finite_code) code = max_finite_code;  // saturate (infinity included)
-    } else {
-      // Subnormal or zero in the target: count of the smallest step 2^(1-bias-M), rounded to even.
-      const std::uint32_t field = magnitude >> 23;
-      const std::uint32_t significand = field == 0 ? (magnitude & 0x7fffffu) : ((magnitude & 0x7fffffu) | 0x800000u);
-      const int exponent = field == 0 ? 1 : static_cast<int>(field);  // value = significand * 2^(exponent-150)
-      const int shift = 150 - exponent + 1 - bias - M;                // > 23 - M here
-      if (shift <= 25) {
-        std::uint32_t count = significand >> shift;
-        const std::uint32_t remainder = significand & ((1u << shift) - 1u);
-        const std::uint32_t half = 1u << (shift - 1);
-        if (remainder > half || (remainder == half && (count & 1u) != 0)) ++count;
-        code = static_cast<unsigned>(count);  // may reach 1 << M: the smallest normal, same bits
-      }  // else below half the smallest step: rounds to zero
-    }
-    return static_cast<code_type>(sign | code);
-  }
-
-  AQ_HD static constexpr float decode(code_type code) {
-    const unsigned magnitude = static_cast<unsigned>(code) & magnitude_mask;
-    const bool negative = (static_cast<unsigned>(code) & sign_bit) != 0;
-    if constexpr (Specials == minifloat_specials::nan_only) {
-      if (magnitude == magnitude_mask) return detail::bits_float(0x7fc00000u);
-    } else if constexpr (Specials == minifloat_specials::ieee) {
-      if ((magnitude >> M) == (1u << E) - 1u) {
-        if ((magnitude & ((1u << M) - 1u)) != 0) return detail::bits_float(0x7fc00000u);
-        return negative ? detail::bits_float(0xff800000u) : detail::bits_float(0x7f800000u);
-      }
-    }
-    const float value = detail::minifloat_magnitude<E, M>(magnitude);
-    return negative ? -value : value;
-  }
-
-  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
-    return decode(encode(detail::mul_rn(x, scale)));
-  }
-
-  // ModelOpt multiplies by the fp32 reciprocal of the scale (inv = 1/scale), unlike integers.
-  AQ_HD static constexpr float dequantize(float q, float scale) { return q * (1.0f / scale); }
-};
-
-}  // namespace aq::formats
-// ---- end aq/formats/minifloat.hpp ----
-
-namespace aq::formats {
-
-struct e2m1 : minifloat<2, 1, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e2m1";
-};
-
-static_assert(e2m1::max_bound == 6.0f && e2m1::max_finite_code == 0x7 && e2m1::max_exponent == 2);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e2m1.hpp ----
-// ---- begin aq/formats/e2m3.hpp ----
-// e2m3: the OCP MXFP6 element format with precision over range (bias 1, no NaN, no
-// infinities, max 7.5, smallest subnormal 1/8), scaled per block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e2m3 : minifloat<2, 3, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e2m3";
-};
-
-static_assert(e2m3::max_bound == 7.5f && e2m3::max_finite_code == 0x1f && e2m3::max_exponent == 2);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e2m3.hpp ----
-// ---- begin aq/formats/e3m2.hpp ----
-// e3m2: the OCP MXFP6 element format with range over precision (bias 3, no NaN, no
-// infinities, max 28, smallest subnormal 1/16), scaled per block of 32 by an e8m0 power of two.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e3m2 : minifloat<3, 2, minifloat_specials::finite_only> {
-  static constexpr std::string_view name = "e3m2";
-};
-
-static_assert(e3m2::max_bound == 28.0f && e3m2::max_finite_code == 0x1f && e3m2::max_exponent == 4);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e3m2.hpp ----
-// ---- begin aq/formats/e4m3.hpp ----
-// e4m3: the OCP/NVIDIA FP8 E4M3FN format (bias 7, max 448, no infinities, NaN = S.1111.111).
-// ModelOpt's FP8 quantizer: scale = 448/amax, y = float(e4m3(x*scale)) * (1/scale), saturating.
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e4m3 : minifloat<4, 3, minifloat_specials::nan_only> {
-  static constexpr std::string_view name = "e4m3";
-};
-
-static_assert(e4m3::max_bound == 448.0f && e4m3::max_finite_code == 0x7e && e4m3::nan_code == 0x7f);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e4m3.hpp ----
-// ---- begin aq/formats/format.hpp ----
-// What a number format must provide: the `number_format` concept and the `format_list` type list.
-// Formats are the bottom of the pipeline: quantizers, recipes, calibrators and kernels are
-// templates over a format struct and never name int8 or e4m3 themselves.
-
-#include <concepts>
-#include <cstddef>
-#include <string_view>
-#include <tuple>
-#include <type_traits>
-
-namespace aq {
-
-// A format is a stateless struct of static constexpr facts and AQ_HD functions.
-// `quantize(x, scale, narrow_range)` returns the grid value nearest to x*scale (round to nearest
-// even, saturating where `saturates`), `dequantize(q, scale)` maps it back to the model's range;
-// `encode`/`decode` convert grid values to/from the format's raw bit pattern (`code_type`,
-// `bits` wide, two's complement for integers, sign-magnitude for floats). `has_nan`/`has_inf`
-// say whether some code decodes to NaN/infinity; where none does, NaN input cannot stay NaN and
-// the format says in its header what it becomes instead.
-// The nested requirements force the functions to be constant-evaluable, so the same code runs
-// in constexpr tests, on the host and on the device.
-template <class F>
-concept number_format =
-    std::is_empty_v<F> &&
-    requires(float x, float scale, bool narrow_range, typename F::code_type code) {
-      { F::name } -> std::convertible_to<std::string_view>;
-      { F::bits } -> std::convertible_to<int>;
-      { F::max_bound } -> std::convertible_to<float>;
-      { F::is_float } -> std::convertible_to<bool>;
-      { F::is_passthrough } -> std::convertible_to<bool>;
-      { F::saturates } -> std::convertible_to<bool>;
-      { F::has_nan } -> std::convertible_to<bool>;
-      { F::has_inf } -> std::convertible_to<bool>;
-      { F::min_bound(narrow_range) } -> std::same_as<float>;
-      { F::quantize(x, scale, narrow_range) } -> std::same_as<float>;
-      { F::dequantize(x, scale) } -> std::same_as<float>;
-      { F::encode(x) } -> std::same_as<typename F::code_type>;
-      { F::decode(code) } -> std::same_as<float>;
-      requires F::bits > 0 && F::bits <= 16;
-      requires F::decode(F::encode(0.0f)) == 0.0f;
-      requires F::quantize(1.0f, 1.0f, false) == F::quantize(1.0f, 1.0f, false);
-      requires F::dequantize(0.0f, 1.0f) == 0.0f;
-    };
-
-// Compile-time list of formats; `all_formats` (formats/all_formats.hpp) is one of these and
-// drives the conformance tests and generated tables.
-template <number_format... Fs>
-struct format_list {
-  static constexpr std::size_t size = sizeof...(Fs);
-  using tuple = std::tuple<Fs...>;
-
-  // Calls f.template operator()<F>() for each format in order.
-  template <class Visitor>
-  static constexpr void for_each(Visitor&& visitor) {
-    (visitor.template operator()<Fs>(), ...);
-  }
-};
-
-}  // namespace aq
-// ---- end aq/formats/format.hpp ----
-// ---- begin aq/formats/int4.hpp ----
-// int4: signed 4-bit integer, symmetric scale 7/amax, codes -8..7 (ModelOpt num_bits=4).
-// Used for 128-blocks of weights (INT4_BLOCKWISE_WEIGHT_ONLY_CFG) and per-tensor activations.
-
-#include <string_view>
-
-// ---- begin aq/formats/signed_int.hpp ----
-// Signed symmetric integer formats (int8, int4, ...) as ModelOpt fake-quantizes them:
-// q = clamp(rint(x * s), min, max), x' = q / s, with s = max_bound / amax chosen by the caller.
-// A concrete format derives from signed_int<Bits> and adds its `name` (see int8.hpp, int4.hpp).
-
-#include <cstdint>
-#include <type_traits>
-
-
-namespace aq::formats {
-
-template <int Bits>
-struct signed_int {
-  static_assert(Bits >= 2 && Bits <= 16, "signed_int: 2 to 16 bits");
-
-  using code_type = std::conditional_t<(Bits <= 8), std::uint8_t, std::uint16_t>;
-
-  static constexpr int bits = Bits;
-  static constexpr bool is_float = false;
-  static constexpr bool is_passthrough = false;
-  static constexpr bool saturates = true;
-  // No code is NaN, but quantize() passes NaN through as a float (see below).
-  static constexpr bool has_nan = false;
-  static constexpr bool has_inf = false;
-  // ModelOpt's bound = 2^(bits-1) - 1 (127 for int8, 7 for int4); the scale maps amax onto it.
-  static constexpr float max_bound = static_cast<float>((1 << (Bits - 1)) - 1);
-
-  // Full range by default (ModelOpt narrow_range=False): -128 is reachable for int8, -8 for int4.
-  AQ_HD static constexpr float min_bound(bool narrow_range) {
-    return narrow_range ? -max_bound : -max_bound - 1.0f;
-  }
-
-  // NaN stays NaN (the comparisons below are false for it), as in ModelOpt's CUDA kernel.
-  AQ_HD static constexpr float quantize(float x, float scale, bool narrow_range = false) {
-    float q = detail::round_half_even(detail::mul_rn(x, scale));
-    q = q > max_bound ? max_bound : q;
-    const float lowest = min_bound(narrow_range);
-    q = q < lowest ? lowest : q;
-    return q;
-  }
-
-  // Division, not multiplication by a reciprocal: ModelOpt computes q / s.
-  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
-
-  // Two's complement bit pattern of a grid value (an integer within the full range).
-  AQ_HD static constexpr code_type encode(float q) {
-    const int value = static_cast<int>(q);
-    return static_cast<code_type>(static_cast<unsigned>(value) & ((1u << Bits) - 1u));
-  }
-
-  AQ_HD static constexpr float decode(code_type code) {
-    const int raw = static_cast<int>(code) & ((1 << Bits) - 1);
-    const int value = raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
-    return static_cast<float>(value);
-  }
-};
-
-}  // namespace aq::formats
-// ---- end aq/formats/signed_int.hpp ----
-
-namespace aq::formats {
-
-struct int4 : signed_int<4> {
-  static constexpr std::string_view name = "int4";
-};
-
-}  // namespace aq::formats
-// ---- end aq/formats/int4.hpp ----
-// ---- begin aq/formats/int8.hpp ----
-// int8: signed 8-bit integer, symmetric scale 127/amax, codes -128..127 (ModelOpt num_bits=8).
-// Used for per-channel weights and per-tensor activations (INT8_DEFAULT_CFG).
-
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct int8 : signed_int<8> {
-  static constexpr std::string_view name = "int8";
-};
-
-}  // namespace aq::formats
-// ---- end aq/formats/int8.hpp ----
-// ---- begin aq/formats/none.hpp ----
-// none: the pass-through "format" of a disabled quantizer. Values stay as the model holds them
-// (bf16); no amax is used. Its grid is bf16, so it still fits the number_format concept.
-
-#include <cstdint>
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct none {
-  using code_type = std::uint16_t;
-
-  static constexpr std::string_view name = "none";
-  static constexpr int bits = 16;  // ModelOpt counts a disabled quantizer as 16 bits
-  static constexpr bool is_float = true;
-  static constexpr bool is_passthrough = true;
-  static constexpr bool saturates = false;  // bf16 rounding overflows to infinity
-  static constexpr bool has_nan = true;     // its grid is bf16, which keeps NaN and infinities
-  static constexpr bool has_inf = true;
-  static constexpr float max_bound = 0x1.fep127f;  // largest finite bf16
-
-  AQ_HD static constexpr float min_bound(bool /*narrow_range*/) { return -max_bound; }
-
-  // Only meaningful as the bf16 grid; fake_quantize() short-circuits pass-through formats.
-  AQ_HD static constexpr float quantize(float x, float scale, bool /*narrow_range*/ = false) {
-    return round_to_bf16(detail::mul_rn(x, scale));
-  }
-  AQ_HD static constexpr float dequantize(float q, float scale) { return q / scale; }
-  AQ_HD static constexpr code_type encode(float q) { return float_to_bf16(q).bits; }
-  AQ_HD static constexpr float decode(code_type code) { return bf16_to_float(bf16::from_bits(code)); }
-};
-
-}  // namespace aq::formats
-// ---- end aq/formats/none.hpp ----
-
-namespace aq::formats {
-
-using all_formats = format_list<int8, int4, e4m3, e3m2, e2m3, e2m1, none>;
-
-// Markdown table of the formats (name, bits, kind, largest value), for docs and --help.
-inline std::string format_table() {
-  std::string table = "| format | bits | kind | max_bound |\n| :--- | ---: | :--- | ---: |\n";
-  all_formats::for_each([&]<class F>() {
-    const char* kind = F::is_passthrough ? "pass-through (bf16)" : (F::is_float ? "float" : "signed integer");
-    table += "| " + std::string(F::name) + " | " + std::to_string(F::bits) + " | " + kind + " | ";
-    char bound[32] = "-";
-    if (!F::is_passthrough) *std::to_chars(bound, bound + sizeof(bound) - 1, F::max_bound).ptr = '\0';
-    table += bound;
-    table += " |\n";
-  });
-  return table;
-}
-
-}  // namespace aq::formats
-// ---- end aq/formats/all_formats.hpp ----
-// ---- begin aq/formats/e8m0.hpp ----
-// e8m0: the OCP MX shared block scale. Unsigned and exponent-only: code c means 2^(c-127) for
-// c = 0..254 and 0xff is NaN; there is no sign, no zero and no infinity. It is only ever a
-// power-of-two scale, so it is a small struct of its own rather than a minifloat or a
-// number_format: its encoding plus the rule that picks a block's exponent from the block amax.
-
-#include <cstdint>
-#include <string_view>
-
-
-namespace aq::formats {
-
-struct e8m0 {
-  using code_type = std::uint8_t;
-
-  static constexpr std::string_view name = "e8m0";
-  static constexpr int bits = 8;
-  static constexpr int bias = 127;
-  static constexpr int min_exponent = -127;  // code 0
-  static constexpr int max_exponent = 127;   // code 254
-  static constexpr bool has_nan = true;
-  static constexpr bool has_inf = false;
-  static constexpr code_type nan_code = 0xff;
-
-  AQ_HD static constexpr float decode(code_type code) {
-    if (code == nan_code) return detail::bits_float(0x7fc00000u);
-    return detail::pow2(static_cast<int>(code) - bias);
-  }
-
-  // Code of 2^exponent; exponents outside [-127, 127] saturate (there is no zero or infinity).
-  AQ_HD static constexpr code_type encode_exponent(int exponent) {
-    const int clamped = exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
-    return static_cast<code_type>(clamped + bias);
-  }
-
-  // Code of a power-of-two scale: exact for 2^-127 .. 2^127. Any other positive finite value
-  // gets the power of two of its binade (floor), saturating. NaN, infinities, zero and negative
-  // values have no e8m0 value and give the NaN code, which marks the block invalid.
-  AQ_HD static constexpr code_type encode(float power_of_two) {
-    if (!(power_of_two > 0.0f) || power_of_two > 0x1.fffffep127f) return nan_code;
-    return encode_exponent(detail::floor_log2(power_of_two));
-  }
-
-  // The block exponent aq uses, ModelOpt's: the smallest power of two that brings the block amax
-  // within the element range, 2^ceil(log2(amax / element_max)), clamped to [-127, 127]. This is
-  // compute_scale_e8m0_NV in modelopt/torch/quantization/src/tensor_quant_mx.cu (ModelOpt 0.39),
-  // chosen by compute_scale there for an E8M0 scale format; MXFP4QTensor.quantize in
-  // modelopt/torch/quantization/qtensor/mxfp4_tensor.py computes the same
-  // ceil(max(log2(amax / 6), -127)). Like ModelOpt, amax / element_max is one fp32 division
-  // (rounded to nearest) before the ceiling. amax of 0, infinity or NaN gives exponent 0
-  // (scale 1), as ModelOpt's compute_scale does. Elements divided by 2^result never exceed
-  // element_max, so nothing saturates (unlike the OCP rule below).
-  AQ_HD static constexpr int shared_exponent(float amax, float element_max) {
-    if (!is_usable_amax(amax)) return 0;
-    const float ratio = amax / element_max;
-    if (ratio <= detail::pow2(min_exponent)) return min_exponent;  // zero and tiny ratios included
-    if (ratio > detail::pow2(max_exponent)) return max_exponent;
-    const int below = detail::floor_log2(ratio);
-    return detail::pow2(below) == ratio ? below : below + 1;
-  }
-
-  // The OCP MX v1.0 rule (section 6.3): 2^(floor(log2(amax)) - emax_elem), clamped to
-  // [-127, 127], where emax_elem is the element format's `max_exponent` (2 for e2m1); block
-  // values up to 2x element_max then saturate. ModelOpt has it too (compute_scale_e8m0_OCP in
-  // tensor_quant_mx.cu) but does not use it; it is here for comparing the two rules.
-  // Degenerate amax gives 0, as above.
-  AQ_HD static constexpr int ocp_shared_exponent(float amax, int element_max_exponent) {
-    if (!is_usable_amax(amax)) return 0;
-    const int exponent = detail::floor_log2(amax) - element_max_exponent;
-    return exponent < min_exponent ? min_exponent : (exponent > max_exponent ? max_exponent : exponent);
-  }
-
- private:
-  AQ_HD static constexpr bool is_usable_amax(float amax) { return amax > 0.0f && amax <= 0x1.fffffep127f; }
-};
-
-static_assert(e8m0::decode(127) == 1.0f && e8m0::encode(1.0f) == 127 && e8m0::shared_exponent(6.0f, 6.0f) == 0);
-
-}  // namespace aq::formats
-// ---- end aq/formats/e8m0.hpp ----
 // ---- begin aq/quant/fake_quantize.hpp ----
 // Fake quantization (quantize then dequantize, values stay float) exactly as ModelOpt computes
 // it, per element (AQ_HD, shared with the CUDA kernel) and over a row-major matrix with
@@ -6783,375 +9627,6 @@ static_assert(e8m0::decode(127) == 1.0f && e8m0::encode(1.0f) == 127 && e8m0::sh
 #include <string_view>
 #include <vector>
 
-// ---- begin aq/quant/granularity.hpp ----
-// Granularity: which elements of a row-major [rows x cols] matrix share one amax (and scale).
-// Rows are output channels (ModelOpt's Linear weight axis 0); blocks run along the input dim.
-// Each granularity maps (row, col) to an amax slot with AQ_HD code shared by host and device.
-
-#include <concepts>
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::quant {
-
-// One amax for the whole tensor; ModelOpt stores it with shape [].
-struct per_tensor {
-  static constexpr std::string_view name = "per-tensor";
-  static constexpr bool depends_on_shape = false;  // any batch shape maps to the one slot
-  AQ_HD static constexpr std::int64_t amax_count(std::int64_t /*rows*/, std::int64_t /*cols*/) { return 1; }
-  AQ_HD static constexpr std::int64_t amax_index(std::int64_t /*row*/, std::int64_t /*col*/, std::int64_t /*cols*/) {
-    return 0;
-  }
-  static std::vector<std::int64_t> amax_shape(std::int64_t /*rows*/, std::int64_t /*cols*/) { return {}; }
-};
-
-// One amax per row (output channel); ModelOpt's axis=0, amax shape [rows, 1].
-struct per_channel {
-  static constexpr std::string_view name = "per-channel";
-  static constexpr bool depends_on_shape = true;
-  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t /*cols*/) { return rows; }
-  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t /*col*/, std::int64_t /*cols*/) {
-    return row;
-  }
-  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t /*cols*/) { return {rows, 1}; }
-};
-
-// One amax per Block consecutive columns of one row. ModelOpt pads the last dim with zeros to a
-// multiple of Block, so a short last block of a row is its own block (zeros never raise a max);
-// amax shape [rows * ceil(cols / Block), 1], slots in row-major block order.
-template <int Block>
-struct per_block {
-  static_assert(Block > 0, "per_block: block size must be positive");
-  static constexpr int block_size = Block;
-  static constexpr std::string_view name = "per-block";
-  static constexpr bool depends_on_shape = true;
-  AQ_HD static constexpr std::int64_t blocks_per_row(std::int64_t cols) { return (cols + Block - 1) / Block; }
-  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
-    return rows * blocks_per_row(cols);
-  }
-  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
-    return row * blocks_per_row(cols) + col / Block;
-  }
-  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
-    return {amax_count(rows, cols), 1};
-  }
-};
-
-// One amax per row of an activation [tokens x features] matrix: ModelOpt's per-token scaling
-// (block_sizes {-1: None}, which it turns into an amax per leading index). Always dynamic.
-struct per_token : per_channel {
-  static constexpr std::string_view name = "per-token";
-};
-
-// One amax per TileRows x TileCols tile of a 2-D matrix (ModelOpt's block_sizes {-1: C, -2: R}).
-// Like per_block, the last tiles of a short dim are their own (ModelOpt pads with zeros); amax
-// shape [ceil(rows / R), 1, ceil(cols / C), 1], slots in row-major tile order.
-template <int TileRows, int TileCols>
-struct per_tile {
-  static_assert(TileRows > 0 && TileCols > 0, "per_tile: tile sizes must be positive");
-  static constexpr int tile_rows = TileRows;
-  static constexpr int tile_cols = TileCols;
-  static constexpr std::string_view name = "per-tile";
-  static constexpr bool depends_on_shape = true;
-  AQ_HD static constexpr std::int64_t tiles_per_row(std::int64_t cols) { return (cols + TileCols - 1) / TileCols; }
-  AQ_HD static constexpr std::int64_t amax_count(std::int64_t rows, std::int64_t cols) {
-    return (rows + TileRows - 1) / TileRows * tiles_per_row(cols);
-  }
-  AQ_HD static constexpr std::int64_t amax_index(std::int64_t row, std::int64_t col, std::int64_t cols) {
-    return row / TileRows * tiles_per_row(cols) + col / TileCols;
-  }
-  static std::vector<std::int64_t> amax_shape(std::int64_t rows, std::int64_t cols) {
-    return {(rows + TileRows - 1) / TileRows, 1, tiles_per_row(cols), 1};
-  }
-};
-
-template <class G>
-concept granularity = requires(std::int64_t n) {
-  { G::name } -> std::convertible_to<std::string_view>;
-  { G::depends_on_shape } -> std::convertible_to<bool>;
-  { G::amax_count(n, n) } -> std::same_as<std::int64_t>;
-  { G::amax_index(n, n, n) } -> std::same_as<std::int64_t>;
-  { G::amax_shape(n, n) } -> std::same_as<std::vector<std::int64_t>>;
-};
-
-// Human-readable description, e.g. "per-block(128)", "per-tile(128x128)".
-template <granularity G>
-std::string granularity_label() {
-  if constexpr (requires { G::tile_rows; }) {
-    return std::string(G::name) + "(" + std::to_string(G::tile_rows) + "x" + std::to_string(G::tile_cols) + ")";
-  } else if constexpr (requires { G::block_size; }) {
-    return std::string(G::name) + "(" + std::to_string(G::block_size) + ")";
-  } else {
-    return std::string(G::name);
-  }
-}
-
-}  // namespace aq::quant
-// ---- end aq/quant/granularity.hpp ----
-// ---- begin aq/quant/quantizer.hpp ----
-// Quantizer spec: a number format, a granularity and a scaling policy (or disabled), the
-// type-level counterpart of one ModelOpt TensorQuantizer config such as {num_bits: 8, axis: 0}
-// or {num_bits: (2, 1), block_sizes: {-1: 16, type: dynamic, scale_bits: (4, 3)}}. Recipes pair
-// a weight spec with an input (activation) spec; calibrators and kernels are templates over specs.
-
-#include <concepts>
-#include <string>
-#include <type_traits>
-
-// ---- begin aq/quant/scaling.hpp ----
-// Scaling: how a quantizer turns the amax of a slot (one granularity cell) into the scale that
-// maps the slot onto its format's grid, and how an element is then fake-quantized. The policy
-// is the third part of a quantizer spec, beside the format and the granularity:
-//   static_amax        fp32 max_bound/amax, amax calibrated (ModelOpt's max-calibrated quantizers)
-//   dynamic_amax       the same rule, amax taken from the data itself at run time (per-token FP8)
-//   e8m0_block_scale   MX: a shared power of two per block, from the block's own amax
-//   e4m3_block_scale   NVFP4: e4m3 block scales under a calibrated per-tensor fp32 global scale
-// Every function is AQ_HD and constexpr-friendly, so the host and the CUDA kernel share it.
-
-#include <concepts>
-#include <limits>
-#include <string_view>
-
-
-namespace aq::quant {
-
-// An integer quantizer with amax at or below 2^-24 outputs 0 (ModelOpt: amax < 2^-24 in CUDA,
-// <= in Python). A float quantizer computes its scale down to any positive amax, as ModelOpt
-// does; where the scale overflows (amax 0 or subnormal) ModelOpt's output is NaN for x = 0 and
-// ±0 otherwise, aq's is ±0 throughout: aq never produces NaN from an amax (docs/formats.md).
-inline constexpr float zero_amax_threshold = 0x1p-24f;
-
-// How an fp32 scale is rounded: max_bound / amax once (ModelOpt's CUDA kernels), or as torch's
-// `max_bound / amax` on a tensor computes it, reciprocal(amax) · max_bound, twice (ModelOpt's
-// Python fp8 path, which 2-D blocks always take).
-enum class scale_rounding { divide, reciprocal_multiply };
-
-// What a slot's scale may depend on besides its amax, the same for every slot of a matrix.
-struct scale_context {
-  float global_amax = 0.0f;  // the calibrated per-tensor amax, for policies that use one
-  // ModelOpt's fp8 kernels take an amax with at most one axis longer than 1; any other (2-D
-  // tiles) goes through its Python path, which rounds the scale as reciprocal_multiply.
-  scale_rounding rounding = scale_rounding::divide;
-};
-
-// s = max_bound / amax in fp32; 0 encodes "no usable scale: output ±0".
-template <number_format F>
-AQ_HD constexpr float scale_from_amax(float amax, scale_rounding rounding = scale_rounding::divide) {
-  if (!F::is_float) return amax > zero_amax_threshold ? F::max_bound / amax : 0.0f;
-  if (!(amax > 0.0f)) return 0.0f;
-  const float scale = rounding == scale_rounding::divide ? F::max_bound / amax
-                                                         : formats::detail::mul_rn(1.0f / amax, F::max_bound);
-  return scale <= 0x1.fffffep127f ? scale : 0.0f;
-}
-
-// One element given a precomputed scale (kernels compute the scale once per amax slot; the
-// result is identical because the scale is the same fp32 operation).
-template <number_format F>
-AQ_HD constexpr float fake_quantize_scaled(float x, float scale, bool narrow_range = false) {
-  if constexpr (F::is_passthrough) {
-    return x;
-  } else {
-    if (scale == 0.0f) return F::is_float ? formats::detail::copysign(0.0f, x) : 0.0f;
-    return F::dequantize(F::quantize(x, scale, narrow_range), scale);
-  }
-}
-
-namespace detail {
-
-// Flush-to-zero of a subnormal (sign kept), as the device does under --use_fast_math.
-AQ_HD constexpr float flush_subnormal(float value) {
-  return (formats::detail::float_bits(value) & 0x7f800000u) == 0 ? formats::detail::copysign(0.0f, value) : value;
-}
-
-AQ_HD constexpr float mul_ftz(float a, float b) {
-  return flush_subnormal(formats::detail::mul_rn(flush_subnormal(a), flush_subnormal(b)));
-}
-
-AQ_HD constexpr bool is_finite(float value) { return formats::detail::abs(value) <= 0x1.fffffep127f; }
-
-// max(a, |x|) that ignores NaN (fmaxf, Triton's max): the block reductions of the MX and
-// NVFP4 kernels.
-AQ_HD constexpr float max_ignoring_nan(float a, float x) {
-  const float magnitude = formats::detail::abs(x);
-  return formats::detail::is_nan(magnitude) || magnitude <= a ? a : magnitude;
-}
-
-}  // namespace detail
-
-// ---- static and dynamic fp32 amax ---------------------------------------------------------------
-
-template <bool Dynamic>
-struct fp32_amax_scaling {
-  static constexpr std::string_view name = Dynamic ? "dynamic" : "static";
-  static constexpr bool calibrated = !Dynamic;  // amax per granularity slot from calibration
-  static constexpr bool uses_global_amax = false;
-  struct slot_scale {
-    float scale;
-  };
-
-  // Dynamic amax is torch's amax over the slot: NaN in the slot makes it NaN (then no output
-  // is a number, as in ModelOpt; aq's zero-amax rule turns that NaN into zeros instead).
-  AQ_HD static constexpr float accumulate(float amax, float x) {
-    const float magnitude = formats::detail::abs(x);
-    return formats::detail::is_nan(magnitude) || magnitude > amax ? magnitude : amax;
-  }
-  static constexpr float initial_amax = 0.0f;
-  template <number_format F>
-  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
-    return {scale_from_amax<F>(slot_amax, context.rounding)};
-  }
-  template <number_format F>
-  AQ_HD static constexpr float apply(float x, slot_scale s, bool narrow_range) {
-    return fake_quantize_scaled<F>(x, s.scale, narrow_range);
-  }
-};
-
-using static_amax = fp32_amax_scaling<false>;
-using dynamic_amax = fp32_amax_scaling<true>;
-
-// ---- MX: e8m0 shared exponents --------------------------------------------------------------------
-
-// ModelOpt's fused_amax_convert (src/tensor_quant_mx.cu, built with --use_fast_math): block amax
-// by fmaxf over |x| clamped to FLT_MAX (NaN ignored, infinity counts as FLT_MAX, subnormals
-// flushed); a zero or NaN amax gives scale 1; otherwise the exponent e of
-// e8m0::shared_exponent; y = ±convert(|x|·2^-e)·2^e with every product flushed to zero where
-// subnormal, and the sign + only for x > 0 (its `sign` is left unset otherwise, and the
-// compiled kernel gives -1: zeros and NaN come out negative). The element conversion is the
-// format's saturating round-to-nearest-even (ModelOpt's tables and __nv_fp8_e4m3 give the same
-// grid values); integers are clamped to ±max (narrow range), NaN becoming 0, as
-// convert_int8_saturating's rint-then-int conversion does on the GPU.
-struct e8m0_block_scale {
-  static constexpr std::string_view name = "e8m0 block scales";
-  static constexpr bool calibrated = false;
-  static constexpr bool uses_global_amax = false;
-  struct slot_scale {
-    float scale;
-    float unscale;
-  };
-
-  static constexpr float initial_amax = 0.0f;
-  AQ_HD static constexpr float accumulate(float amax, float x) {
-    const float magnitude = formats::detail::abs(detail::flush_subnormal(x));
-    return detail::max_ignoring_nan(amax, magnitude > 0x1.fffffep127f ? 0x1.fffffep127f : magnitude);
-  }
-  template <number_format F>
-  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& /*context*/) {
-    if (!(slot_amax > 0.0f) || !detail::is_finite(slot_amax)) return {1.0f, 1.0f};
-    int exponent = formats::e8m0::shared_exponent(slot_amax, F::max_bound);
-    // The fast-math division flushes a subnormal ratio to 0, whose exponent is the lowest.
-    if (slot_amax / F::max_bound < 0x1p-126f) exponent = formats::e8m0::min_exponent;
-    return {formats::detail::pow2(-exponent), formats::detail::pow2(exponent)};
-  }
-  template <number_format F>
-  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
-    const float scaled = detail::mul_ftz(formats::detail::abs(x), s.scale);
-    const float grid = !F::is_float && formats::detail::is_nan(scaled) ? 0.0f : F::quantize(scaled, 1.0f, true);
-    const float magnitude = detail::mul_ftz(grid, s.unscale);
-    return detail::flush_subnormal(x) > 0.0f ? magnitude : -magnitude;
-  }
-};
-
-// ---- NVFP4: e4m3 block scales under an fp32 global scale ------------------------------------------
-
-// ModelOpt's NVFP4 fake quantization as its Triton kernel computes it (fp4_fake_quant_block in
-// modelopt/torch/quantization/triton/fp4_kernel.py, the path taken on sm_89 and newer): global
-// scale g = amax · fp32(1 / (6 · 448)) from the calibrated per-tensor amax (torch's division by
-// a number); block scale
-// s = e4m3(min(block_amax / (6·g), 448)) · g, replaced by 1 below 1e-5; y = ±e2m1(|x| / s) · s
-// for x >= 0, 0 - that otherwise (Triton negates by subtraction: -0 never appears).
-// Differences, documented in docs/formats.md: divisions are correctly rounded here (Triton's
-// div.full.f32 is within 2 ulp), and a global amax at or below 2^-24 gives zeros where ModelOpt
-// divides by zero.
-struct e4m3_block_scale {
-  static constexpr std::string_view name = "e4m3 block scales";
-  static constexpr bool calibrated = true;  // one per-tensor global amax
-  static constexpr bool uses_global_amax = true;
-  static constexpr float scale_max = formats::e4m3::max_bound;
-  struct slot_scale {
-    float scale;  // the dequantization scale s; 0: output 0
-  };
-
-  // Triton's block max starts from the block's first element: NaN only when every one is NaN,
-  // and then the scale clamps to 448 (its minimum drops NaN).
-  static constexpr float initial_amax = std::numeric_limits<float>::quiet_NaN();
-  AQ_HD static constexpr float accumulate(float amax, float x) { return detail::max_ignoring_nan(amax, x); }
-  template <number_format F>
-  AQ_HD static constexpr slot_scale make(float slot_amax, const scale_context& context) {
-    const float global_amax = context.global_amax;
-    if (!(global_amax > zero_amax_threshold)) return {0.0f};
-    // torch divides a tensor by a Python number as a product with its fp32 reciprocal.
-    const float global_scale = formats::detail::mul_rn(global_amax, 1.0f / (F::max_bound * scale_max));
-    const float ratio = slot_amax / formats::detail::mul_rn(F::max_bound, global_scale);
-    const float block = formats::e4m3::decode(formats::e4m3::encode(ratio < scale_max ? ratio : scale_max));
-    const float scale = formats::detail::mul_rn(block, global_scale);
-    return {scale < 1e-5f ? 1.0f : scale};
-  }
-  template <number_format F>
-  AQ_HD static constexpr float apply(float x, slot_scale s, bool /*narrow_range*/) {
-    if (s.scale == 0.0f) return 0.0f;
-    const float grid = F::decode(F::encode(formats::detail::abs(x) / s.scale));
-    const float magnitude = formats::detail::mul_rn(formats::detail::abs(grid), s.scale);
-    return x >= 0.0f ? magnitude : 0.0f - magnitude;
-  }
-};
-
-template <class S>
-concept scaling_policy = requires {
-  { S::name } -> std::convertible_to<std::string_view>;
-  { S::calibrated } -> std::convertible_to<bool>;
-  { S::uses_global_amax } -> std::convertible_to<bool>;
-  { S::initial_amax } -> std::convertible_to<float>;
-  typename S::slot_scale;
-};
-
-}  // namespace aq::quant
-// ---- end aq/quant/scaling.hpp ----
-
-namespace aq::quant {
-
-template <number_format F, granularity G, scaling_policy S = static_amax, bool NarrowRange = false>
-struct quantizer {
-  using format_type = F;
-  using granularity_type = G;
-  using scaling_type = S;
-  // Integer formats only: [-max, max] instead of ModelOpt's default [-max-1, max].
-  static constexpr bool narrow_range = NarrowRange;
-  static constexpr bool enabled = !F::is_passthrough;
-  // ModelOpt's compression counts a disabled quantizer as 16 bits.
-  static constexpr int bits = enabled ? F::bits : 16;
-
-  // "int8 per-channel", "int4 per-block(128)", "e2m1 per-block(32) e8m0 block scales", "disabled".
-  static std::string label() {
-    if constexpr (!enabled) {
-      return "disabled";
-    } else {
-      std::string text = std::string(F::name) + " " + granularity_label<G>();
-      if constexpr (!std::is_same_v<S, static_amax>) text.append(" ").append(S::name);
-      if constexpr (NarrowRange) text += " narrow";
-      return text;
-    }
-  }
-};
-
-// A quantizer that leaves values unchanged (ModelOpt {"enable": False}).
-using disabled = quantizer<formats::none, per_tensor>;
-
-template <class Q>
-concept quantizer_spec = requires {
-  typename Q::format_type;
-  typename Q::granularity_type;
-  typename Q::scaling_type;
-  { Q::narrow_range } -> std::convertible_to<bool>;
-  { Q::enabled } -> std::convertible_to<bool>;
-  { Q::bits } -> std::convertible_to<int>;
-} && number_format<typename Q::format_type> && granularity<typename Q::granularity_type> &&
-                         scaling_policy<typename Q::scaling_type>;
-
-}  // namespace aq::quant
-// ---- end aq/quant/quantizer.hpp ----
 
 namespace aq::quant {
 
@@ -7323,947 +9798,8 @@ std::vector<float> fake_quantize_weight(std::span<const float> weight, std::span
 
 }  // namespace aq::quant
 // ---- end aq/quant/fake_quantize.hpp ----
-// ---- begin aq/quant/recipe_registry.hpp ----
-// Run-time view of the compile-time recipe list: lookup by name (or alias) for the CLI,
-// candidate ordering as ModelOpt sorts its QuantRecipes, and the table printed by --help and docs.
-// Everything here is generated from `recipes::all_recipes`; nothing names a recipe by hand.
-
-#include <algorithm>
-#include <cstddef>
-#include <span>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <vector>
-
-// ---- begin aq/quant/recipe.hpp ----
-// Recipe: a weight quantizer spec plus an input (activation) quantizer spec, with a stable name,
-// ModelOpt's effective bits and display string ("INT8_DEFAULT_CFG(effective-bits: 8.0)").
-// One candidate of the per-layer search; the list of all of them is quant/recipes.hpp.
-
-#include <algorithm>
-#include <charconv>
-#include <concepts>
-#include <cstddef>
-#include <string>
-#include <string_view>
-
-
-namespace aq::quant {
-
-// A string usable as a template argument, so a recipe's name is part of its type.
-template <std::size_t N>
-struct fixed_string {
-  char chars[N]{};
-  constexpr fixed_string(const char (&text)[N]) {  // NOLINT: implicit by design
-    std::copy_n(text, N, chars);
-  }
-  constexpr std::string_view view() const { return {chars, N - 1}; }
-};
-
-// ModelOpt's estimate_quant_compression: min over every quantizer of bits/16, a disabled one
-// counting 1.0 (16 bits); effective bits = 16 * compression. Activation bits count as much as
-// weight bits (W8A4 -> 4.0, W4A16 -> 4.0) and block scales are free.
-constexpr double effective_bits_of(int weight_bits, int input_bits) {
-  return 16.0 * (std::min({weight_bits, input_bits, 16}) / 16.0);
-}
-
-// Python's repr() of a float for the values effective bits take (e.g. 8.0, 4.0, 16.0, 5.5).
-inline std::string python_float_repr(double value) {
-  char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
-  std::string text(buffer, result.ptr);
-  if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // 8 -> 8.0 (n: nan/inf)
-  return text;
-}
-
-// ModelOpt's str(QuantRecipe): f"{name}(effective-bits: {16 * compression})".
-inline std::string modelopt_recipe_string(std::string_view display_name, double effective_bits) {
-  return std::string(display_name) + "(effective-bits: " + python_float_repr(effective_bits) + ")";
-}
-
-// `ModelOptConfig` is the name of the identical ModelOpt built-in config ("" when there is none:
-// ModelOpt then shows CUSTOM_<i>, i = position in the user's format list).
-template <fixed_string Name, quantizer_spec Weight, quantizer_spec Input, fixed_string ModelOptConfig = "">
-struct recipe {
-  using weight = Weight;
-  using input = Input;
-  static constexpr std::string_view name = Name.view();
-  static constexpr std::string_view modelopt_config = ModelOptConfig.view();
-  static constexpr double effective_bits = effective_bits_of(Weight::bits, Input::bits);
-  static constexpr double compression = effective_bits / 16.0;
-  static constexpr bool quantizes = Weight::enabled || Input::enabled;
-
-  // Name ModelOpt shows for this recipe when it is at `position` in the user's format list.
-  static std::string modelopt_name(std::size_t position) {
-    if (!modelopt_config.empty()) return std::string(modelopt_config);
-    return "CUSTOM_" + std::to_string(position);
-  }
-  static std::string modelopt_string(std::size_t position) {
-    return modelopt_recipe_string(modelopt_name(position), effective_bits);
-  }
-};
-
-template <class R>
-concept recipe_type = requires {
-  { R::name } -> std::convertible_to<std::string_view>;
-  { R::modelopt_config } -> std::convertible_to<std::string_view>;
-  { R::effective_bits } -> std::convertible_to<double>;
-  { R::quantizes } -> std::convertible_to<bool>;
-} && quantizer_spec<typename R::weight> && quantizer_spec<typename R::input>;
-
-// Compile-time list of recipes; `all_recipes` is one, and the run-time registry is generated from it.
-template <recipe_type... Rs>
-struct recipe_list {
-  static constexpr std::size_t size = sizeof...(Rs);
-
-  template <class Visitor>
-  static constexpr void for_each(Visitor&& visitor) {
-    (visitor.template operator()<Rs>(), ...);
-  }
-};
-
-}  // namespace aq::quant
-// ---- end aq/quant/recipe.hpp ----
-// ---- begin aq/quant/recipes.hpp ----
-// The recipe table: one line per recipe (name, weight quantizer, input quantizer, ModelOpt
-// built-in config if identical). Everything else (registry, --help, docs tables, manifest names,
-// tests) is generated from `all_recipes`, so a new recipe is one line here plus one list entry.
-
-#include <array>
-#include <string_view>
-#include <utility>
-
-
-namespace aq::recipes {
-
-using formats::e2m1;
-using formats::e3m2;
-using formats::e4m3;
-using formats::int4;
-using formats::int8;
-using quant::disabled;
-using quant::dynamic_amax;
-using quant::e4m3_block_scale;
-using quant::e8m0_block_scale;
-using quant::per_block;
-using quant::per_channel;
-using quant::per_tensor;
-using quant::per_tile;
-using quant::per_token;
-using quant::quantizer;
-using quant::recipe;
-
-// NVFP4: e2m1 in blocks of 16 with e4m3 block scales under a calibrated fp32 global scale. Also
-// the weight of W4A8_NVFP4_FP8_CFG, whose config says blocks of 32: ModelOpt's NVFP4 kernel
-// (Triton, sm_89+) always uses 16, and aq follows what ModelOpt computes.
-using nvfp4_quantizer = quantizer<e2m1, per_block<16>, e4m3_block_scale>;
-// MX: blocks of 32 sharing an e8m0 power of two, from the data (no calibration). The MX configs
-// run no calibration at all (algorithm None), so W4A8_MXFP4_FP8's fp8 input takes its amax from
-// each input tensor: dynamic per-tensor scaling.
-template <class Element>
-using mx_quantizer = quantizer<Element, per_block<32>, e8m0_block_scale>;
-
-// clang-format off
-//                      name          weight quantizer                     input (activation) quantizer   ModelOpt built-in
-using fp8_e4m3  = recipe<"fp8_e4m3",  quantizer<e4m3, per_tensor>,         quantizer<e4m3, per_tensor>,  "FP8_DEFAULT_CFG">;
-using int8_w8a8 = recipe<"int8_w8a8", quantizer<int8, per_channel>,        quantizer<int8, per_tensor>,  "INT8_DEFAULT_CFG">;
-using w4a8      = recipe<"w4a8",      quantizer<int4, per_block<128>>,     quantizer<int8, per_tensor>>;
-using w4a8_fp8  = recipe<"w4a8_fp8",  quantizer<int4, per_block<128>>,     quantizer<e4m3, per_tensor>>;
-using w8a4      = recipe<"w8a4",      quantizer<int8, per_channel>,        quantizer<int4, per_tensor>>;
-using w4a4      = recipe<"w4a4",      quantizer<int4, per_block<128>>,     quantizer<int4, per_tensor>>;
-using w4a16     = recipe<"w4a16",     quantizer<int4, per_block<128>>,     disabled,                     "INT4_BLOCKWISE_WEIGHT_ONLY_CFG">;
-using w8a16     = recipe<"w8a16",     quantizer<int8, per_channel>,        disabled,                     "INT8_WEIGHT_ONLY_CFG">;
-using nvfp4          = recipe<"nvfp4",          nvfp4_quantizer,                     nvfp4_quantizer,                              "NVFP4_DEFAULT_CFG">;
-using w4a8_nvfp4_fp8 = recipe<"w4a8_nvfp4_fp8", nvfp4_quantizer,                     quantizer<e4m3, per_tensor>,                  "W4A8_NVFP4_FP8_CFG">;
-using mxfp8          = recipe<"mxfp8",          mx_quantizer<e4m3>,                  mx_quantizer<e4m3>,                           "MXFP8_DEFAULT_CFG">;
-using mxfp6          = recipe<"mxfp6",          mx_quantizer<e3m2>,                  mx_quantizer<e3m2>,                           "MXFP6_DEFAULT_CFG">;
-using mxfp4          = recipe<"mxfp4",          mx_quantizer<e2m1>,                  mx_quantizer<e2m1>,                           "MXFP4_DEFAULT_CFG">;
-using w4a8_mxfp4_fp8 = recipe<"w4a8_mxfp4_fp8", mx_quantizer<e2m1>,                  quantizer<e4m3, per_tensor, dynamic_amax>,    "W4A8_MXFP4_FP8_CFG">;
-using mxint8         = recipe<"mxint8",         mx_quantizer<int8>,                  mx_quantizer<int8>,                           "MXINT8_DEFAULT_CFG">;
-using fp8_pc_pt      = recipe<"fp8_pc_pt",      quantizer<e4m3, per_channel>,        quantizer<e4m3, per_token, dynamic_amax>,     "FP8_PER_CHANNEL_PER_TOKEN_CFG">;
-using fp8_2d_blockwise = recipe<"fp8_2d_blockwise", quantizer<e4m3, per_tile<128, 128>>, disabled,                                  "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG">;
-using none      = recipe<"none",      disabled,                            disabled,                     "NONE">;
-// clang-format on
-
-// `none` is the implicit candidate of every search (ModelOpt's QuantRecipe(None)); it is listed
-// so that it can be named and looked up like the others.
-using all_recipes = quant::recipe_list<fp8_e4m3, int8_w8a8, w4a8, w4a8_fp8, w8a4, w4a4, w4a16, w8a16, nvfp4,
-                                       w4a8_nvfp4_fp8, mxfp8, mxfp6, mxfp4, w4a8_mxfp4_fp8, mxint8, fp8_pc_pt,
-                                       fp8_2d_blockwise, none>;
-
-// Names used by the downstream auto-quantize-model experiments ("quant pairs") and earlier docs.
-inline constexpr std::array<std::pair<std::string_view, std::string_view>, 9> recipe_aliases{{
-    {"wfp8_afp8", "fp8_e4m3"},
-    {"wint8_aint8", "int8_w8a8"},
-    {"wint4_aint8", "w4a8"},
-    {"int4_w4a8", "w4a8"},
-    {"wint4_afp8", "w4a8_fp8"},
-    {"wint8_aint4", "w8a4"},
-    {"wint4_aint4", "w4a4"},
-    {"wint4_afp16", "w4a16"},
-    {"wint8_afp16", "w8a16"},
-}};
-
-}  // namespace aq::recipes
-// ---- end aq/quant/recipes.hpp ----
-
-namespace aq::quant {
-
-struct quantizer_info {
-  bool enabled = false;
-  std::string_view format;  // format name ("none" when disabled)
-  std::string granularity;  // "per-tensor", "per-channel", "per-block(128)"
-  std::string_view scaling;  // "static", "dynamic", "e8m0 block scales", "e4m3 block scales"
-  bool calibrated = false;   // takes a calibrated amax (ModelOpt's `_amax` exists after calibration)
-  int bits = 16;
-  bool narrow_range = false;
-  std::string label;        // "int8 per-channel", "disabled"
-};
-
-struct recipe_info {
-  std::string_view name;
-  std::string_view modelopt_config;  // "" when ModelOpt shows CUSTOM_<i>
-  double effective_bits = 16.0;
-  double compression = 1.0;
-  bool quantizes = false;
-  quantizer_info weight;
-  quantizer_info input;
-  std::size_t index = 0;  // position in the compile-time list
-
-  std::string modelopt_name(std::size_t position) const {
-    return modelopt_config.empty() ? "CUSTOM_" + std::to_string(position) : std::string(modelopt_config);
-  }
-  std::string modelopt_string(std::size_t position) const {
-    return modelopt_recipe_string(modelopt_name(position), effective_bits);
-  }
-};
-
-namespace detail {
-
-template <quantizer_spec Q>
-quantizer_info make_quantizer_info() {
-  using S = typename Q::scaling_type;
-  return quantizer_info{Q::enabled, Q::format_type::name, granularity_label<typename Q::granularity_type>(),
-                        S::name,    Q::enabled && S::calibrated, Q::bits, Q::narrow_range, Q::label()};
-}
-
-}  // namespace detail
-
-// All recipes of List, in list order (generated once).
-template <class List = recipes::all_recipes>
-const std::vector<recipe_info>& recipe_registry() {
-  static const std::vector<recipe_info> registry = [] {
-    std::vector<recipe_info> infos;
-    List::for_each([&]<class R>() {
-      infos.push_back(recipe_info{R::name, R::modelopt_config, R::effective_bits, R::compression, R::quantizes,
-                                  detail::make_quantizer_info<typename R::weight>(),
-                                  detail::make_quantizer_info<typename R::input>(), infos.size()});
-    });
-    return infos;
-  }();
-  return registry;
-}
-
-// Resolves an alias to its recipe name; other names are returned unchanged.
-inline std::string_view resolve_recipe_alias(std::string_view name) {
-  for (const auto& [alias, target] : recipes::recipe_aliases) {
-    if (alias == name) return target;
-  }
-  return name;
-}
-
-template <class List = recipes::all_recipes>
-std::string valid_recipe_names() {
-  std::string names;
-  for (const recipe_info& info : recipe_registry<List>()) names += (names.empty() ? "" : ", ") + std::string(info.name);
-  std::string aliases;
-  for (const auto& [alias, target] : recipes::recipe_aliases) {
-    aliases += (aliases.empty() ? "" : ", ") + std::string(alias) + " -> " + std::string(target);
-  }
-  return names + " (aliases: " + aliases + ")";
-}
-
-// Finds a recipe by name or alias; throws aq::error naming the valid choices.
-template <class List = recipes::all_recipes>
-const recipe_info& find_recipe(std::string_view name) {
-  const std::string_view resolved = resolve_recipe_alias(name);
-  for (const recipe_info& info : recipe_registry<List>()) {
-    if (info.name == resolved) return info;
-  }
-  throw error("recipe '" + std::string(name) + "' is unknown; valid recipes: " + valid_recipe_names<List>());
-}
-
-// Calls visitor(std::type_identity<R>{}) with the recipe type named `name` (or alias): the bridge
-// from a CLI string to the templates. Throws aq::error for an unknown name.
-template <class List = recipes::all_recipes, class Visitor>
-void visit_recipe(std::string_view name, Visitor&& visitor) {
-  const std::size_t index = find_recipe<List>(name).index;
-  std::size_t position = 0;
-  List::for_each([&]<class R>() {
-    if (position++ == index) visitor(std::type_identity<R>{});
-  });
-}
-
-// One search candidate: a recipe, its position in the user's list (for CUSTOM_<i>) and the
-// string ModelOpt writes for it in manifests.
-struct candidate {
-  const recipe_info* recipe = nullptr;
-  std::size_t position = 0;
-  std::string modelopt_string;
-};
-
-// Orders the user's recipes as ModelOpt's AutoQuantize does: ascending compression (most
-// aggressive first), NONE always appended last. ModelOpt breaks ties between equal compressions
-// by Python set order (hash dependent); aq keeps the user's order instead (a stable sort), so
-// runs are reproducible. `none` in the user's list is accepted and folded into the implicit one;
-// a recipe listed twice (also through an alias) is an error.
-template <class List = recipes::all_recipes>
-std::vector<candidate> order_candidates(std::span<const std::string> names) {
-  std::vector<candidate> candidates;
-  const recipe_info* none_info = nullptr;
-  for (std::size_t position = 0; position < names.size(); ++position) {
-    const recipe_info& info = find_recipe<List>(names[position]);
-    if (!info.quantizes) {
-      none_info = &info;
-      continue;
-    }
-    for (const candidate& earlier : candidates) {
-      if (earlier.recipe == &info) {
-        throw error("recipe list: '" + std::string(names[position]) + "' (position " + std::to_string(position) +
-                    ") repeats recipe '" + std::string(info.name) + "' from position " +
-                    std::to_string(earlier.position));
-      }
-    }
-    candidates.push_back(candidate{&info, position, info.modelopt_string(position)});
-  }
-  std::stable_sort(candidates.begin(), candidates.end(), [](const candidate& a, const candidate& b) {
-    return a.recipe->compression < b.recipe->compression;
-  });
-  if (none_info == nullptr) none_info = &find_recipe<List>("none");
-  candidates.push_back(candidate{none_info, names.size(), none_info->modelopt_string(names.size())});
-  return candidates;
-}
-
-// Markdown table of the registry (for --help and docs), generated from the same list.
-template <class List = recipes::all_recipes>
-std::string recipe_table() {
-  std::string table =
-      "| recipe | weight quantizer | input quantizer | effective bits | ModelOpt name | aliases |\n"
-      "| :--- | :--- | :--- | ---: | :--- | :--- |\n";
-  for (const recipe_info& info : recipe_registry<List>()) {
-    std::string aliases;
-    for (const auto& [alias, target] : recipes::recipe_aliases) {
-      if (target == info.name) aliases += (aliases.empty() ? "" : ", ") + std::string(alias);
-    }
-    table += "| " + std::string(info.name) + " | " + info.weight.label + " | " + info.input.label + " | " +
-             python_float_repr(info.effective_bits) + " | " +
-             (info.modelopt_config.empty() ? std::string("CUSTOM_<i>") : std::string(info.modelopt_config)) + " | " +
-             aliases + " |\n";
-  }
-  return table;
-}
-
-}  // namespace aq::quant
-// ---- end aq/quant/recipe_registry.hpp ----
 
 // Allocation
-// ---- begin aq/search/allocation_problem.hpp ----
-// The allocation problem the search stage solves: one choice per group (recipe), each with a score
-// (damage) and an integer cost in params x bits; minimize the summed score under a size budget.
-// Scorers fill it, the knapsack/Lagrangian/Pareto solvers read it; no format is ever named here.
-
-#include <array>
-#include <bit>
-#include <charconv>
-#include <cstddef>
-#include <cstdint>
-#include <initializer_list>
-#include <limits>
-#include <span>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
-
-
-namespace aq::search {
-
-// Cost unit: parameters x bits ("param-bits"). A group of n weights stored at b effective bits
-// costs n*b; ModelOpt's costs are n*b/16 ("numel x compression"), i.e. ours divided by 16.
-// Integers keep the budget test exact and the DP axis discrete.
-using cost_t = std::int64_t;
-
-// Largest total cost we accept: totals convert to double exactly, so effective bits are one
-// correctly rounded division, as in ModelOpt.
-inline constexpr cost_t max_total_cost = cost_t{1} << 53;
-
-// Choice indices are stored as bytes in the DP tables.
-inline constexpr std::size_t max_choices_per_group = 255;
-
-struct choice {
-  double score = 0.0;
-  cost_t cost = 0;
-};
-
-// Which algorithm produced a result (reported so that users and tests can see the path taken).
-enum class solver_path : std::uint8_t {
-  dp_dense_table,  // exact DP over every cost cell (gcd units)
-  dp_pareto_list,  // exact DP over non-dominated (cost, score) states only
-  lagrangian,      // convex-hull greedy: feasible but not necessarily optimal
-};
-
-constexpr std::string_view to_string(solver_path path) {
-  switch (path) {
-    case solver_path::dp_dense_table: return "dp_dense_table";
-    case solver_path::dp_pareto_list: return "dp_pareto_list";
-    case solver_path::lagrangian: return "lagrangian";
-  }
-  return "unknown";
-}
-
-namespace detail {
-
-// Shortest round-trip text of a double (Python repr digits), for error messages.
-inline std::string format_double(double value) {
-  std::array<char, 64> buffer{};
-  const auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
-  if (ec != std::errc{}) return "?";
-  return std::string(buffer.data(), end);
-}
-
-constexpr bool is_finite(double x) { return x == x && x - x == 0.0; }
-
-}  // namespace detail
-
-// floor(total_params x bits) computed exactly from the binary value of `bits`: the budget
-// Σ cost <= W·B then needs no floating-point comparison. Throws for negative / non-finite bits.
-constexpr cost_t capacity_for_bits(std::int64_t total_params, double bits) {
-  if (total_params <= 0) {
-    throw aq::error("aq::search::capacity_for_bits: total_params must be > 0, got " + std::to_string(total_params));
-  }
-  if (!detail::is_finite(bits) || bits < 0.0) {
-    throw aq::error("aq::search::capacity_for_bits: effective bits must be finite and >= 0, got " +
-                    detail::format_double(bits));
-  }
-  if (bits == 0.0) return 0;
-  const auto raw = std::bit_cast<std::uint64_t>(bits);
-  const int biased = static_cast<int>((raw >> 52) & 0x7ffu);
-  std::uint64_t mantissa = raw & ((std::uint64_t{1} << 52) - 1);
-  int exponent = 0;  // bits = mantissa * 2^exponent
-  if (biased == 0) {
-    exponent = -1074;
-  } else {
-    mantissa |= std::uint64_t{1} << 52;
-    exponent = biased - 1075;
-  }
-  const unsigned __int128 product = static_cast<unsigned __int128>(total_params) * mantissa;
-  unsigned __int128 floored = 0;
-  if (exponent >= 0) {
-    if (exponent > 60 || (product >> (127 - exponent)) != 0) {
-      throw aq::error("aq::search::capacity_for_bits: total_params x bits overflows the cost range");
-    }
-    floored = product << exponent;
-  } else {
-    floored = exponent <= -127 ? 0 : product >> (-exponent);
-  }
-  if (floored > static_cast<unsigned __int128>(max_total_cost)) {
-    throw aq::error("aq::search::capacity_for_bits: total_params x bits = " + detail::format_double(bits) +
-                    " x " + std::to_string(total_params) + " exceeds 2^53 param-bits");
-  }
-  return static_cast<cost_t>(floored);
-}
-
-// Effective bits of a total cost: Σ params·bits / Σ params (ModelOpt: 16·Σ costs / W_total).
-// Both operands convert to double exactly, so this is one correctly rounded division.
-constexpr double effective_bits_of(cost_t total_cost, std::int64_t total_params) {
-  return static_cast<double>(total_cost) / static_cast<double>(total_params);
-}
-
-// Groups in a fixed order (ModelOpt's candidate order); choices of a group in a fixed order
-// (ascending compression, NONE last). Disabled groups are groups with one choice. Stored flat
-// (CSR) so that a problem of 250 groups is three small vectors.
-class allocation_problem {
- public:
-  constexpr allocation_problem() = default;
-  constexpr explicit allocation_problem(std::int64_t total_params) : total_params_(total_params) {}
-
-  // Σ params of every candidate module, disabled groups included: the effective-bits denominator.
-  constexpr std::int64_t total_params() const { return total_params_; }
-  constexpr void set_total_params(std::int64_t total_params) { total_params_ = total_params; }
-
-  constexpr void add_group(std::initializer_list<choice> choices) {
-    for (const choice& c : choices) {
-      scores_.push_back(c.score);
-      costs_.push_back(c.cost);
-    }
-    begin_.push_back(scores_.size());
-  }
-  constexpr void add_group(std::span<const double> scores, std::span<const cost_t> costs) {
-    if (scores.size() != costs.size()) {
-      throw aq::error("aq::search::allocation_problem::add_group: group " + std::to_string(num_groups()) + " has " +
-                      std::to_string(scores.size()) + " scores but " + std::to_string(costs.size()) + " costs");
-    }
-    scores_.insert(scores_.end(), scores.begin(), scores.end());
-    costs_.insert(costs_.end(), costs.begin(), costs.end());
-    begin_.push_back(scores_.size());
-  }
-
-  constexpr std::size_t num_groups() const { return begin_.size() - 1; }
-  constexpr std::size_t num_choices(std::size_t group) const { return begin_[group + 1] - begin_[group]; }
-  constexpr double score(std::size_t group, std::size_t r) const { return scores_[begin_[group] + r]; }
-  constexpr cost_t cost(std::size_t group, std::size_t r) const { return costs_[begin_[group] + r]; }
-
-  // Throws aq::error naming the group and field for anything the solvers cannot take.
-  constexpr void validate() const {
-    if (total_params_ <= 0) {
-      throw aq::error("aq::search::allocation_problem: total_params must be > 0, got " +
-                      std::to_string(total_params_));
-    }
-    if (num_groups() == 0) throw aq::error("aq::search::allocation_problem: no groups");
-    cost_t max_sum = 0;
-    double magnitude = 0.0;  // Σ_g max_r |score|: bounds every partial sum the solvers form
-    for (std::size_t g = 0; g < num_groups(); ++g) {
-      const std::size_t n = num_choices(g);
-      if (n == 0 || n > max_choices_per_group) {
-        throw aq::error("aq::search::allocation_problem: group " + std::to_string(g) + " has " + std::to_string(n) +
-                        " choices, expected 1.." + std::to_string(max_choices_per_group));
-      }
-      cost_t group_max = 0;
-      double group_magnitude = 0.0;
-      for (std::size_t r = 0; r < n; ++r) {
-        if (!detail::is_finite(score(g, r))) {
-          throw aq::error("aq::search::allocation_problem: scores[" + std::to_string(g) + "][" + std::to_string(r) +
-                          "] must be finite, got " + detail::format_double(score(g, r)));
-        }
-        if (cost(g, r) < 0 || cost(g, r) > max_total_cost) {
-          throw aq::error("aq::search::allocation_problem: costs[" + std::to_string(g) + "][" + std::to_string(r) +
-                          "] must be in [0, 2^53] param-bits, got " + std::to_string(cost(g, r)));
-        }
-        group_max = cost(g, r) > group_max ? cost(g, r) : group_max;
-        const double m = score(g, r) < 0.0 ? -score(g, r) : score(g, r);
-        group_magnitude = m > group_magnitude ? m : group_magnitude;
-      }
-      magnitude += group_magnitude;
-      if (!(magnitude <= std::numeric_limits<double>::max() / 4)) {
-        throw aq::error("aq::search::allocation_problem: Σ |scores| overflows double range at group " +
-                        std::to_string(g));
-      }
-      max_sum += group_max;
-      if (max_sum > max_total_cost) {
-        throw aq::error("aq::search::allocation_problem: Σ max costs exceeds 2^53 param-bits at group " +
-                        std::to_string(g));
-      }
-    }
-  }
-
- private:
-  std::int64_t total_params_ = 0;
-  std::vector<std::size_t> begin_ = std::vector<std::size_t>(1, 0);
-  std::vector<double> scores_;
-  std::vector<cost_t> costs_;
-};
-
-// One chosen index per group, with the totals ModelOpt reports.
-struct allocation_result {
-  std::vector<std::uint32_t> selection;  // choice index per group, group order
-  double total_score = 0.0;              // Σ scores[g][selection[g]] summed in group order
-  cost_t total_cost = 0;                 // Σ costs, param-bits
-  cost_t capacity = 0;                   // the budget asked for, param-bits
-  double effective_bits = 0.0;           // total_cost / total_params
-  bool is_satisfied = false;             // total_cost <= capacity
-  solver_path path = solver_path::dp_dense_table;
-};
-
-// Totals of a selection, summed exactly the way ModelOpt's report sums them (left to right in
-// group order, starting from 0).
-constexpr allocation_result evaluate_selection(const allocation_problem& problem,
-                                               std::vector<std::uint32_t> selection, cost_t capacity,
-                                               solver_path path) {
-  if (selection.size() != problem.num_groups()) {
-    throw aq::error("aq::search::evaluate_selection: selection has " + std::to_string(selection.size()) +
-                    " entries, problem has " + std::to_string(problem.num_groups()) + " groups");
-  }
-  allocation_result result;
-  for (std::size_t g = 0; g < selection.size(); ++g) {
-    if (selection[g] >= problem.num_choices(g)) {
-      throw aq::error("aq::search::evaluate_selection: selection[" + std::to_string(g) + "] = " +
-                      std::to_string(selection[g]) + " but the group has " + std::to_string(problem.num_choices(g)) +
-                      " choices");
-    }
-    result.total_score += problem.score(g, selection[g]);
-    result.total_cost += problem.cost(g, selection[g]);
-  }
-  result.selection = std::move(selection);
-  result.capacity = capacity;
-  result.effective_bits = effective_bits_of(result.total_cost, problem.total_params());
-  result.is_satisfied = result.total_cost <= capacity;
-  result.path = path;
-  return result;
-}
-
-// ModelOpt writes costs as numel x compression (e.g. 3932160.0 for 15,728,640 weights at 4 bits);
-// ours are 16x that. Throws if the value is not a whole number of param-bits.
-inline cost_t cost_from_compressed(double numel_times_compression) {
-  const double scaled = numel_times_compression * 16.0;
-  if (!detail::is_finite(scaled) || scaled < 0.0 || scaled > static_cast<double>(max_total_cost) ||
-      scaled != static_cast<double>(static_cast<cost_t>(scaled))) {
-    throw aq::error("aq::search::cost_from_compressed: cost " + detail::format_double(numel_times_compression) +
-                    " x 16 is not a whole number of param-bits in [0, 2^53]");
-  }
-  return static_cast<cost_t>(scaled);
-}
-
-}  // namespace aq::search
-// ---- end aq/search/allocation_problem.hpp ----
-// ---- begin aq/search/knapsack.hpp ----
-// Exact multiple-choice knapsack: one choice per group, minimum Σ score under Σ cost <= budget.
-// The search stage's solver (ModelOpt solves the same 0-1 ILP with CBC); dynamic programming over
-// the cost axis in gcd units, either as a dense table or as lists of non-dominated states.
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <numeric>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace aq::search {
-
-// Which exact DP to run. Both give identical results; they differ in memory and time.
-enum class dp_path : std::uint8_t { automatic, dense_table, pareto_list };
-
-struct knapsack_options {
-  dp_path path = dp_path::automatic;
-  // automatic picks the dense table while its choice table (one byte per cell, one row per
-  // multi-choice group) stays under this many cells (128 MiB); beyond, the list DP.
-  std::size_t max_dense_cells = std::size_t{1} << 27;
-  // The list DP stores 5 bytes per kept state; beyond this many it refuses (aq::error) rather
-  // than exhaust memory: the instance is then too large for an exact answer.
-  std::size_t max_list_states = std::size_t{1} << 27;
-};
-
-namespace detail {
-
-// The cost axis: every cost is base_g + k·unit with base_g the group's cheapest choice and unit
-// the gcd of all offsets, so the DP runs over k (ModelOpt's Qwen3-VL offsets share a gcd of 2^16+).
-struct cost_axis {
-  cost_t base = 0;                  // Σ_g min_r cost[g][r]: the cheapest possible total
-  cost_t unit = 1;                  // gcd of all offsets cost[g][r] - min_r cost[g][r] (1 if all zero)
-  std::int64_t full_units = 0;      // Σ_g max offset / unit: the most expensive total, in units
-  std::vector<std::int64_t> units;  // offset of each choice in units, problem CSR order
-  std::vector<std::size_t> begin;   // CSR offsets into units
-  std::vector<std::int64_t> max_units;  // the largest offset of each group, in units
-};
-
-constexpr cost_axis make_cost_axis(const allocation_problem& problem) {
-  cost_axis axis;
-  axis.begin.push_back(0);
-  std::vector<cost_t> lowest;  // each group's cheapest choice
-  cost_t gcd = 0;
-  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    cost_t lo = problem.cost(g, 0);
-    for (std::size_t r = 1; r < problem.num_choices(g); ++r) lo = problem.cost(g, r) < lo ? problem.cost(g, r) : lo;
-    lowest.push_back(lo);
-    axis.base += lo;
-    for (std::size_t r = 0; r < problem.num_choices(g); ++r) gcd = std::gcd(gcd, problem.cost(g, r) - lo);
-    axis.begin.push_back(axis.begin.back() + problem.num_choices(g));
-  }
-  axis.unit = gcd == 0 ? 1 : gcd;
-  for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-    std::int64_t hi = 0;
-    for (std::size_t r = 0; r < problem.num_choices(g); ++r) {
-      const std::int64_t u = (problem.cost(g, r) - lowest[g]) / axis.unit;
-      axis.units.push_back(u);
-      hi = u > hi ? u : hi;
-    }
-    axis.max_units.push_back(hi);
-    axis.full_units += hi;
-  }
-  return axis;
-}
-
-inline std::string infeasible_message(const char* where, const allocation_problem& problem, cost_t capacity,
-                                      cost_t min_cost) {
-  return std::string(where) + ": budget of " + format_double(effective_bits_of(capacity, problem.total_params())) +
-         " effective bits (" + std::to_string(capacity) + " param-bits over " +
-         std::to_string(problem.total_params()) + " params) is infeasible; the minimum achievable is " +
-         format_double(effective_bits_of(min_cost, problem.total_params())) + " effective bits (" +
-         std::to_string(min_cost) + " param-bits)";
-}
-
-// A final DP state on the Pareto front: `units` above the axis base, group-order score sum, and
-// a handle to backtrack its selection (a cell for the table, a state index for the lists).
-struct front_state {
-  std::int64_t units = 0;
-  double score = 0.0;
-  std::uint64_t handle = 0;
-};
-
-// Order of two candidate prefixes reaching the same cost: lower score sum; then the
-// lexicographically smaller choice vector, decided by (rank of the parent prefix among its
-// layer's prefixes in lexicographic order, choice index).
-constexpr bool better(double score, std::int64_t parent_rank, std::uint32_t r, double best_score,
-                      std::int64_t best_rank, std::uint32_t best_r) {
-  if (score != best_score) return score < best_score;
-  if (parent_rank != best_rank) return parent_rank < best_rank;
-  return r < best_r;
-}
-
-// The DP itself, up to `limit_units` above the base. After construction `front` lists the
-// non-dominated final states by ascending cost with strictly decreasing score; every state on it
-// is the optimum of its cost under the tie rule (score, then cost, then lexicographic indices).
-class mckp_dp {
- public:
-  constexpr mckp_dp(const allocation_problem& problem, cost_axis axis, std::int64_t limit_units,
-                    const knapsack_options& options)
-      : axis_(std::move(axis)), groups_(problem.num_groups()) {
-    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-      if (problem.num_choices(g) > 1) multi_.push_back(g);
-    }
-    // Cells the dense table would hold: one row per multi-choice group, as wide as reachable.
-    std::size_t cells = 0;
-    bool dense_fits = true;
-    std::int64_t reach = 0;
-    for (std::size_t g : multi_) {
-      reach = reach + axis_.max_units[g] < limit_units ? reach + axis_.max_units[g] : limit_units;
-      if (static_cast<std::uint64_t>(reach) + 1 > options.max_dense_cells - cells) {
-        dense_fits = false;
-        break;
-      }
-      cells += static_cast<std::size_t>(reach) + 1;
-    }
-    const bool dense = options.path == dp_path::dense_table ||
-                       (options.path == dp_path::automatic && dense_fits && limit_units < (std::int64_t{1} << 31));
-    if (dense) {
-      if (limit_units >= (std::int64_t{1} << 31) || !dense_fits) {
-        throw aq::error("aq::search::solve_knapsack: the dense DP table needs more than max_dense_cells = " +
-                        std::to_string(options.max_dense_cells) + " cells (" + std::to_string(limit_units) +
-                        " cost units wide)");
-      }
-      path_ = solver_path::dp_dense_table;
-      run_dense(problem, limit_units);
-    } else {
-      path_ = solver_path::dp_pareto_list;
-      run_lists(problem, limit_units, options.max_list_states);
-    }
-  }
-
-  constexpr solver_path path() const { return path_; }
-  constexpr const cost_axis& axis() const { return axis_; }
-  constexpr const std::vector<front_state>& front() const { return front_; }
-
-  // Choice per group of a front state, by walking the stored choices backwards.
-  constexpr std::vector<std::uint32_t> selection(const front_state& state) const {
-    std::vector<std::uint32_t> chosen(groups_, 0);
-    std::uint64_t at = state.handle;
-    for (std::size_t layer = multi_.size(); layer-- > 0;) {
-      const std::size_t g = multi_[layer];
-      if (path_ == solver_path::dp_dense_table) {
-        const std::uint32_t r = rows_[layer][at];
-        chosen[g] = r;
-        at -= static_cast<std::uint64_t>(axis_.units[axis_.begin[g] + r]);
-      } else {
-        chosen[g] = choices_[layer][at];
-        at = parents_[layer][at];
-      }
-    }
-    return chosen;
-  }
-
- private:
-  constexpr std::size_t choices(std::size_t g) const { return axis_.begin[g + 1] - axis_.begin[g]; }
-  constexpr std::int64_t units(std::size_t g, std::size_t r) const { return axis_.units[axis_.begin[g] + r]; }
-
-  // Dense table: score[c] = best group-order sum over prefixes costing exactly c units.
-  // Unreachable cells hold +inf and rank `none` (validate() keeps every real sum finite), so the
-  // inner loops are branch-light sweeps over contiguous cells, one choice at a time.
-  constexpr void run_dense(const allocation_problem& problem, std::int64_t limit) {
-    constexpr std::int32_t none = std::numeric_limits<std::int32_t>::max();
-    constexpr double unreachable = std::numeric_limits<double>::infinity();
-    const std::size_t width = static_cast<std::size_t>(limit) + 1;
-    std::vector<double> score(width, unreachable), next_score(width, unreachable);
-    // rank: position of the cell's prefix among the layer's prefixes in lexicographic order.
-    std::vector<std::int32_t> rank(width, none), next_rank(width, none);
-    std::vector<std::int32_t> order{0}, next_order;  // reachable cells by rank
-    score[0] = 0.0;
-    rank[0] = 0;
-    std::size_t hi = 0;
-    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-      const std::size_t n = choices(g);
-      if (n == 1) {  // one choice, offset 0: only the score sum moves (kept in group order)
-        for (std::size_t c = 0; c <= hi; ++c) score[c] += problem.score(g, 0);
-        continue;
-      }
-      const std::size_t next_hi = std::min(hi + static_cast<std::size_t>(axis_.max_units[g]), width - 1);
-      for (std::size_t c = 0; c <= next_hi; ++c) {
-        next_score[c] = unreachable;
-        next_rank[c] = none;
-      }
-      std::vector<std::uint8_t> row(next_hi + 1, 0);
-      // Choices in ascending index: a later one replaces only a strictly better (score, parent
-      // rank), so equal candidates from one parent keep the smaller index.
-      for (std::uint32_t r = 0; r < n; ++r) {
-        const auto e = static_cast<std::size_t>(units(g, r));
-        if (e > next_hi) continue;
-        const double add = problem.score(g, r);
-        const std::size_t top = std::min(hi + e, next_hi);
-        for (std::size_t c = e; c <= top; ++c) {
-          const double v = score[c - e] + add;
-          const std::int32_t pr = rank[c - e];
-          if (v < next_score[c] || (v == next_score[c] && pr < next_rank[c])) {
-            next_score[c] = v;
-            next_rank[c] = pr;
-            row[c] = static_cast<std::uint8_t>(r);
-          }
-        }
-      }
-      // Lexicographic ranks of the new prefixes: parents in rank order, then choice index.
-      next_order.clear();
-      for (std::int32_t p : order) {
-        for (std::uint32_t r = 0; r < n; ++r) {
-          const std::size_t c = static_cast<std::size_t>(p) + static_cast<std::size_t>(units(g, r));
-          if (c > next_hi || row[c] != r) continue;  // row[c] == r: c's winner came from p via r
-          next_rank[c] = static_cast<std::int32_t>(next_order.size());
-          next_order.push_back(static_cast<std::int32_t>(c));
-        }
-      }
-      std::swap(score, next_score);
-      std::swap(rank, next_rank);
-      std::swap(order, next_order);
-      rows_.push_back(std::move(row));
-      hi = next_hi;
-    }
-    for (std::size_t c = 0; c <= hi; ++c) {
-      if (rank[c] == none) continue;
-      if (front_.empty() || score[c] < front_.back().score) {
-        front_.push_back({static_cast<std::int64_t>(c), score[c], static_cast<std::uint64_t>(c)});
-      }
-    }
-  }
-
-  // Lists of non-dominated prefixes (ascending cost, strictly decreasing score): a prefix that
-  // costs at least as much as another and scores no better can never complete to a better answer.
-  constexpr void run_lists(const allocation_problem& problem, std::int64_t limit, std::size_t max_states) {
-    std::vector<std::int64_t> at{0}, next_at;
-    std::vector<double> score{0.0}, next_score;
-    std::vector<std::int64_t> rank{0}, next_rank;
-    std::vector<std::uint32_t> order{0}, next_order;  // state indices by rank
-    std::size_t stored = 0;
-    for (std::size_t g = 0; g < problem.num_groups(); ++g) {
-      const std::size_t n = choices(g);
-      if (n == 1) {
-        for (double& s : score) s += problem.score(g, 0);
-        continue;
-      }
-      // n-way merge of the shifted lists by (cost, score, parent rank, choice).
-      std::vector<std::size_t> cursor(n, 0);
-      std::vector<std::uint32_t> parent;
-      std::vector<std::uint8_t> chosen;
-      next_at.clear();
-      next_score.clear();
-      while (true) {
-        std::uint32_t pick = 0;
-        bool found = false;
-        std::int64_t pick_at = 0;
-        double pick_score = 0.0;
-        for (std::uint32_t r = 0; r < n; ++r) {
-          if (cursor[r] >= at.size()) continue;
-          const std::int64_t c = at[cursor[r]] + units(g, r);
-          if (c > limit) continue;
-          const double s = score[cursor[r]] + problem.score(g, r);
-          if (!found || c < pick_at ||
-              (c == pick_at && better(s, rank[cursor[r]], r, pick_score, rank[cursor[pick]], pick))) {
-            found = true;
-            pick = r;
-            pick_at = c;
-            pick_score = s;
-          }
-        }
-        if (!found) break;
-        // Kept only if it scores strictly below every cheaper kept prefix; at equal cost the
-        // merge order puts the winner first.
-        if (next_at.empty() || pick_score < next_score.back()) {
-          next_at.push_back(pick_at);
-          next_score.push_back(pick_score);
-          parent.push_back(static_cast<std::uint32_t>(cursor[pick]));
-          chosen.push_back(static_cast<std::uint8_t>(pick));
-        }
-        ++cursor[pick];
-      }
-      // Lexicographic ranks of the kept prefixes.
-      std::vector<std::int64_t> child(at.size() * n, -1);
-      for (std::size_t i = 0; i < parent.size(); ++i) child[parent[i] * n + chosen[i]] = static_cast<std::int64_t>(i);
-      next_rank.assign(parent.size(), 0);
-      next_order.clear();
-      for (std::uint32_t p : order) {
-        for (std::size_t r = 0; r < n; ++r) {
-          const std::int64_t i = child[p * n + r];
-          if (i < 0) continue;
-          next_rank[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(next_order.size());
-          next_order.push_back(static_cast<std::uint32_t>(i));
-        }
-      }
-      stored += parent.size();
-      if (stored > max_states) {
-        throw aq::error("aq::search::solve_knapsack: the Pareto-list DP exceeds max_list_states = " +
-                        std::to_string(max_states) + " states at group " + std::to_string(g) +
-                        "; the instance is too large for an exact answer");
-      }
-      parents_.push_back(std::move(parent));
-      choices_.push_back(std::move(chosen));
-      std::swap(at, next_at);
-      std::swap(score, next_score);
-      std::swap(rank, next_rank);
-      std::swap(order, next_order);
-    }
-    for (std::size_t i = 0; i < at.size(); ++i) front_.push_back({at[i], score[i], i});
-  }
-
-  cost_axis axis_;
-  std::size_t groups_;
-  std::vector<std::size_t> multi_;  // groups with more than one choice, in group order
-  solver_path path_ = solver_path::dp_dense_table;
-  std::vector<front_state> front_;
-  std::vector<std::vector<std::uint8_t>> rows_;       // dense: chosen index per cell, per multi group
-  std::vector<std::vector<std::uint32_t>> parents_;   // lists: parent state per state, per multi group
-  std::vector<std::vector<std::uint8_t>> choices_;    // lists: chosen index per state, per multi group
-};
-
-}  // namespace detail
-
-// Exact optimum for a budget of `capacity` param-bits. Tie rule: least group-order score sum,
-// then least total cost, then lexicographically smallest choice indices in group order (exact
-// whenever the partial score sums are exact, e.g. for dyadic scores; see docs/allocator.md).
-// Throws aq::error if even the cheapest selection exceeds the budget.
-constexpr allocation_result solve_knapsack(const allocation_problem& problem, cost_t capacity,
-                                           const knapsack_options& options = {}) {
-  problem.validate();
-  detail::cost_axis axis = detail::make_cost_axis(problem);
-  if (capacity < axis.base) {
-    throw aq::error(detail::infeasible_message("aq::search::solve_knapsack", problem, capacity, axis.base));
-  }
-  const std::int64_t slack = (capacity - axis.base) / axis.unit;
-  const std::int64_t limit = slack < axis.full_units ? slack : axis.full_units;
-  const detail::mckp_dp dp(problem, std::move(axis), limit, options);
-  // The last front state has the least score and, among equal scores, the least cost.
-  return evaluate_selection(problem, dp.selection(dp.front().back()), capacity, dp.path());
-}
-
-// Same, with the budget in effective bits (ModelOpt's `effective_bits` constraint):
-// capacity = floor(total_params x bits) param-bits.
-constexpr allocation_result solve_knapsack_bits(const allocation_problem& problem, double effective_bits,
-                                                const knapsack_options& options = {}) {
-  problem.validate();
-  return solve_knapsack(problem, capacity_for_bits(problem.total_params(), effective_bits), options);
-}
-
-}  // namespace aq::search
-// ---- end aq/search/knapsack.hpp ----
 // ---- begin aq/search/pareto.hpp ----
 // The whole size/damage trade-off of an allocation problem: for every budget, the least summed
 // score. One DP over the full cost range gives every non-dominated (effective bits, score) point;
@@ -13402,321 +14938,6 @@ inline std::vector<mix_metrics> measure_mixes(const autoquant::model_runner& eva
 #include <cstdint>
 #include <vector>
 
-// ---- begin aq/search/search_space.hpp ----
-// The search space of one run: the model's quantizable modules, their ModelOpt groups, the
-// ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
-// Built before any model work, so that bad formats or budgets fail before files are written.
-
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-// ---- begin aq/search/cost_model.hpp ----
-// ModelOpt's cost model: a group costs its weight count x the recipe's compression (16 bits =
-// unquantized), the effective-bits denominator counts every candidate module (disabled ones at
-// 16 bits), and the reference LM-only driver turns a budget b over the searched part into B'.
-
-#include <algorithm>
-#include <cstdint>
-
-
-namespace aq::autoquant {
-
-// The budget a run searches under when none is given (effective bits over the searched weights).
-inline constexpr double default_effective_bits = 6.0;
-
-// Cost in the allocator's unit (param-bits): numel x effective bits. Throws when that is not a
-// whole number (e.g. an odd numel at 5.5 bits), which would make the budget test inexact.
-inline search::cost_t param_bits_cost(std::int64_t numel, double effective_bits) {
-  return search::cost_from_compressed(static_cast<double>(numel) * (effective_bits / 16.0));
-}
-
-// The cost ModelOpt writes in candidate_stats: numel x compression.
-inline double modelopt_cost(std::int64_t numel, double effective_bits) {
-  return static_cast<double>(numel) * (effective_bits / 16.0);
-}
-
-// The reference driver's adjustment (auto-quantize-model, LM-only coverage): with D of T weights
-// disabled (kept at 16 bits), a budget b over the searched weights becomes the whole-model
-// constraint B' = min(16, (16 D + b (T - D)) / T + 1e-3), recorded as scheme.auto_quantize_bits.
-inline double adjusted_budget_bits(double bits, std::int64_t total_params, std::int64_t disabled_params) {
-  if (total_params <= 0) throw error("budget: total weight count must be > 0");
-  if (disabled_params <= 0) return bits;
-  const double total = static_cast<double>(total_params);
-  const double disabled = static_cast<double>(disabled_params);
-  return std::min(16.0, (disabled * 16.0 + (total - disabled) * bits) / total + 1e-3);
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/search/cost_model.hpp ----
-// ---- begin aq/search/scope.hpp ----
-// Which groups the search may quantize: the module ModelOpt is given (the whole model or its inner
-// `model`), a scope preset (`lm`: text decoder + lm_head; `all`: everything) plus user fnmatch
-// patterns on module names. A group with any member matching a pattern is disabled (NONE only,
-// cost 16 bits), exactly as ModelOpt's disabled_layers.
-
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace aq::autoquant {
-
-enum class scope_preset { lm, all };
-
-inline std::string_view to_string(scope_preset scope) { return scope == scope_preset::lm ? "lm" : "all"; }
-
-inline scope_preset parse_scope(std::string_view text) {
-  if (text == "lm") return scope_preset::lm;
-  if (text == "all") return scope_preset::all;
-  throw error("--scope: '" + std::string(text) + "' is unknown; valid scopes: lm, all");
-}
-
-// The reference drivers' coverage_mode names: "lm_only" (vision disabled) and "full".
-inline std::string_view coverage_mode(scope_preset scope) { return scope == scope_preset::lm ? "lm_only" : "full"; }
-
-// The module handed to auto_quantize. `whole`: the Hugging Face model (Qwen3VLForConditionalGeneration:
-// `model.visual.*`, `model.language_model.*` and `lm_head`). `inner`: its `model` attribute
-// (Qwen3VLModel), as the reference int8 lm_default run did: no lm_head, and every name (groups,
-// layers, quantizer state, disable patterns) without the `model.` prefix.
-enum class module_root { whole, inner };
-
-inline std::string_view to_string(module_root root) { return root == module_root::whole ? "whole" : "inner"; }
-
-inline module_root parse_module_root(std::string_view text) {
-  if (text == "whole") return module_root::whole;
-  if (text == "inner") return module_root::inner;
-  throw error("--module-root: '" + std::string(text) + "' is unknown; valid: whole, inner");
-}
-
-// A whole-model module name as the root names it; nullopt for a module outside the root.
-inline std::optional<std::string> name_under(module_root root, std::string_view name) {
-  if (root == module_root::whole) return std::string(name);
-  constexpr std::string_view inner_prefix = "model.";
-  if (!name.starts_with(inner_prefix)) return std::nullopt;
-  return std::string(name.substr(inner_prefix.size()));
-}
-
-// The disabled_layers patterns of a preset (the reference LM-only driver's ["model.visual*"]),
-// in the root's names.
-inline std::vector<std::string> scope_patterns(scope_preset scope, module_root root = module_root::whole) {
-  if (scope == scope_preset::lm) return {*name_under(root, "model.visual") + "*"};
-  return {};
-}
-
-// Python's fnmatch.fnmatchcase (what fnmatch.fnmatch does on POSIX): '*' any run of characters
-// (dots included), '?' one character, '[seq]' / '[!seq]' a set with a-z ranges; a '[' without a
-// closing ']' is literal.
-inline bool fnmatch(std::string_view pattern, std::string_view name) {
-  std::size_t p = 0;
-  std::size_t n = 0;
-  std::size_t star = std::string_view::npos;
-  std::size_t resume = 0;
-  // Length of the set starting at pattern[at] == '[' and whether c is in it; 0 when unclosed.
-  const auto match_set = [&](std::size_t at, char c, bool& matched) -> std::size_t {
-    std::size_t i = at + 1;
-    const bool negate = i < pattern.size() && pattern[i] == '!';
-    if (negate) ++i;
-    const std::size_t first = i;
-    if (i < pattern.size() && pattern[i] == ']') ++i;  // ']' first is a member
-    while (i < pattern.size() && pattern[i] != ']') ++i;
-    if (i >= pattern.size()) return 0;
-    bool in = false;
-    for (std::size_t k = first; k < i; ++k) {
-      if (k + 2 < i && pattern[k + 1] == '-') {
-        if (pattern[k] <= c && c <= pattern[k + 2]) in = true;
-        k += 2;
-      } else if (pattern[k] == c) {
-        in = true;
-      }
-    }
-    matched = in != negate;
-    return i - at + 1;
-  };
-  while (n < name.size()) {
-    if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      resume = n;
-      continue;
-    }
-    if (p < pattern.size()) {
-      bool ok = pattern[p] == '?' || pattern[p] == name[n];  // a literal, an unclosed '[' included
-      std::size_t width = 1;
-      bool matched = false;
-      if (const std::size_t set = pattern[p] == '[' ? match_set(p, name[n], matched) : 0; set != 0) {
-        ok = matched;
-        width = set;
-      }
-      if (ok) {
-        p += width;
-        ++n;
-        continue;
-      }
-    }
-    if (star == std::string_view::npos) return false;
-    p = star + 1;
-    n = ++resume;
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
-
-inline bool matches_any(std::span<const std::string> patterns, std::string_view name) {
-  for (const std::string& pattern : patterns) {
-    if (fnmatch(pattern, name)) return true;
-  }
-  return false;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/search/scope.hpp ----
-
-namespace aq::autoquant {
-
-struct search_group {
-  std::string name;                  // ModelOpt hparam name: first member + ".quant_recipe"
-  std::vector<std::size_t> members;  // module indices, module order
-  std::int64_t numel = 0;
-  bool disabled = false;             // a member matched a disabled pattern: NONE only
-};
-
-struct search_space {
-  std::vector<quantizable_module> modules;    // ModelOpt's named_modules order, whole-model names
-  std::vector<std::string> module_names;      // the same modules named as the root names them (reports)
-  module_root root = module_root::whole;
-  std::vector<search_group> groups;           // order of first members
-  std::vector<std::size_t> module_group;      // module -> group
-  std::vector<quant::candidate> candidates;   // user recipes by ascending bits, NONE last
-  std::vector<std::string> disabled_patterns;
-  std::int64_t total_params = 0;              // every candidate module, disabled ones included
-  std::int64_t disabled_params = 0;
-
-  std::size_t none_index() const { return candidates.size() - 1; }
-  // Candidate indices a group may take: all of them, or NONE alone when disabled.
-  std::vector<std::size_t> choices(std::size_t group) const {
-    if (groups[group].disabled) return {none_index()};
-    std::vector<std::size_t> all(candidates.size());
-    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
-    return all;
-  }
-  bool configurable(std::size_t group) const { return !groups[group].disabled; }
-  // The display string of candidate c; with custom_names every quantizing recipe shows as
-  // CUSTOM_<position>, as ModelOpt names a config that is not one of its built-ins.
-  std::string display(std::size_t c, bool custom_names = false) const {
-    const quant::candidate& k = candidates[c];
-    if (!custom_names || !k.recipe->quantizes) return k.modelopt_string;
-    return quant::modelopt_recipe_string("CUSTOM_" + std::to_string(k.position), k.recipe->effective_bits);
-  }
-};
-
-// `modules` carry whole-model names (what the model's forward reports); those outside `root` are
-// left out, and groups, reports and `disabled_patterns` use the names under the root.
-template <class List = recipes::all_recipes>
-search_space make_search_space(std::vector<quantizable_module> modules, std::span<const std::string> formats,
-                               std::vector<std::string> disabled_patterns, module_root root = module_root::whole) {
-  if (formats.empty()) throw error("--formats: no recipe given");
-  search_space space;
-  space.candidates = quant::order_candidates<List>(formats);
-  if (space.candidates.size() < 2) throw error("--formats: only 'none' given; name at least one quantizing recipe");
-  space.root = root;
-  std::vector<quantizable_module> named;  // the kept modules under their root names, for grouping
-  for (quantizable_module& m : modules) {
-    std::optional<std::string> name = name_under(root, m.name);
-    if (!name) continue;
-    named.push_back({*name, m.kind, m.weight_shape});
-    space.module_names.push_back(std::move(*name));
-    space.modules.push_back(std::move(m));
-  }
-  space.disabled_patterns = std::move(disabled_patterns);
-  const std::vector<module_group> groups = group_modules(named);
-  space.module_group.assign(space.modules.size(), 0);
-  for (std::size_t g = 0; g < groups.size(); ++g) {
-    search_group group{groups[g].name, groups[g].members, groups[g].numel, false};
-    for (const std::size_t m : group.members) {
-      space.module_group[m] = g;
-      if (matches_any(space.disabled_patterns, space.module_names[m])) group.disabled = true;
-    }
-    space.total_params += group.numel;
-    if (group.disabled) space.disabled_params += group.numel;
-    space.groups.push_back(std::move(group));
-  }
-  if (space.total_params <= 0) throw error("search space: the model has no quantizable modules");
-  return space;
-}
-
-// The allocation problem with placeholder scores (costs only): what the budget check needs.
-inline search::allocation_problem cost_problem(const search_space& space,
-                                               const std::vector<std::vector<double>>& scores = {}) {
-  search::allocation_problem problem(space.total_params);
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    const std::vector<std::size_t> choices = space.choices(g);
-    std::vector<double> s(choices.size(), 0.0);
-    std::vector<search::cost_t> c;
-    for (std::size_t i = 0; i < choices.size(); ++i) {
-      c.push_back(param_bits_cost(space.groups[g].numel, space.candidates[choices[i]].recipe->effective_bits));
-      if (!scores.empty()) s[i] = scores[g][i];
-    }
-    problem.add_group(s, c);
-  }
-  return problem;
-}
-
-// The least total cost any selection reaches (every configurable group at its cheapest recipe).
-inline search::cost_t min_total_cost(const search_space& space) {
-  return search::detail::make_cost_axis(cost_problem(space)).base;
-}
-
-inline double min_effective_bits(const search_space& space) {
-  return search::effective_bits_of(min_total_cost(space), space.total_params);
-}
-
-// Effective bits of the configurable groups alone under a selection (a candidate index per group):
-// what a budget b bounds when disabled groups stay at 16 bits and the whole model is searched at
-// B' (adjusted_budget_bits); equal to the whole-model figure when nothing is disabled.
-inline double searched_effective_bits(const search_space& space, std::span<const std::size_t> chosen) {
-  search::cost_t cost = 0;
-  std::int64_t params = 0;
-  for (std::size_t g = 0; g < space.groups.size(); ++g) {
-    if (!space.configurable(g)) continue;
-    cost += param_bits_cost(space.groups[g].numel, space.candidates[chosen[g]].recipe->effective_bits);
-    params += space.groups[g].numel;
-  }
-  if (params == 0) throw error("search space: every group is disabled");
-  return search::effective_bits_of(cost, params);
-}
-
-// Throws a one-line error naming the budget and the least reachable effective bits when the
-// budget cannot be met (ModelOpt asserts B >= the most aggressive recipe's bits).
-inline void check_budget(const search_space& space, double budget_bits, double requested_bits) {
-  const search::cost_t least = min_total_cost(space);
-  if (search::capacity_for_bits(space.total_params, budget_bits) >= least) return;
-  const quant::recipe_info& cheapest = *space.candidates.front().recipe;
-  throw error("--effective-bits " + search::detail::format_double(requested_bits) +
-              (budget_bits != requested_bits
-                   ? " (whole-model budget " + search::detail::format_double(budget_bits) + ")"
-                   : std::string()) +
-              " is below the smallest reachable effective bits " +
-              search::detail::format_double(search::effective_bits_of(least, space.total_params)) +
-              " (every searchable group at its most aggressive recipe, " + std::string(cheapest.name) + " at " +
-              quant::python_float_repr(cheapest.effective_bits) + " bits)");
-}
-
-// The whole-model budget B' a run searches under (adjusted_budget_bits when `adjust`, else the
-// request itself), checked against the least reachable effective bits (check_budget).
-inline double checked_budget_bits(const search_space& space, double requested_bits, bool adjust) {
-  const double budget =
-      adjust ? adjusted_budget_bits(requested_bits, space.total_params, space.disabled_params) : requested_bits;
-  check_budget(space, budget, requested_bits);
-  return budget;
-}
-
-}  // namespace aq::autoquant
-// ---- end aq/search/search_space.hpp ----
 
 namespace aq::autoquant {
 
