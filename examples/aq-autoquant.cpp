@@ -34,6 +34,7 @@
 #include "cli/bundled_data.hpp"
 #include "cli/calib_inputs.hpp"
 #include "cli/default_model.hpp"
+#include "cli/export_run.hpp"
 #include "cli/held_out_inputs.hpp"
 #include "cli/options.hpp"
 #include "cli/output_set.hpp"
@@ -204,6 +205,36 @@ io::evaluation_data_info with_tokens(io::evaluation_data_info info, std::int64_t
   return info;
 }
 
+// --export-dir: a checkpoint to export from, and every candidate exportable in the layout (the
+// chosen mix is not known yet), before any work.
+void check_exportable(const autoquant::driver_options& o) {
+  if (!o.model_dir) throw error("--export-dir: needs --model (the built-in model has no checkpoint to export)");
+  const hf_export::checkpoint_layout layout = hf_export::parse_checkpoint_layout(o.export_format);
+  std::vector<std::string> formats = o.formats;
+  if (o.recipes && !o.formats_given) formats = autoquant::recipe_names(autoquant::read_recipe_assignment(*o.recipes));
+  for (const std::string& f : formats) {
+    const quant::recipe_info& recipe = quant::find_recipe(f);
+    if (recipe.quantizes && !hf_export::scheme_in(recipe.name, layout)) {
+      throw error("--export-format " + o.export_format + ": candidate recipe '" + std::string(recipe.name) +
+                  "' cannot be exported (" + hf_export::refusal_reason(recipe.name, layout) + ")");
+    }
+  }
+}
+
+// The published manifest and state of this run, exported as aq-export would.
+void export_chosen_mix(const autoquant::driver_options& o, const fs::path& out, const std::string& scheme,
+                       autoquant::module_root root) {
+  autoquant::export_options x;
+  x.model_dir = *o.model_dir;
+  x.recipes = (out / (scheme + "_quant_manifest.json")).string();
+  x.state = (out / autoquant::state_filename(scheme)).string();
+  x.output_dir = *o.export_dir;
+  x.layout = hf_export::parse_checkpoint_layout(o.export_format);
+  x.root = root;
+  autoquant::run_export(x);
+  std::printf("exported %s (%s)\n", o.export_dir->c_str(), o.export_format.c_str());
+}
+
 int run(const std::string& program, int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   autoquant::driver_options o = autoquant::parse_arguments(args);
@@ -214,6 +245,7 @@ int run(const std::string& program, int argc, char** argv) {
   if (program == "aq-eval" && !o.recipes) throw error("--recipes is required: aq-eval evaluates a given mix (see --help)");
   if (o.recipes) o.evaluate = true;
   if (!o.output_dir) throw error("--output-dir is required (see --help)");
+  if (o.export_dir) check_exportable(o);
   const std::string device = effective_device(o, program);
   check_device(o, device);
   const bool gpu = device == "cuda";
@@ -261,6 +293,13 @@ int run(const std::string& program, int argc, char** argv) {
   patterns.insert(patterns.end(), o.disable.begin(), o.disable.end());
   const autoquant::search_space space =
       autoquant::make_search_space(qwen3_vl::quantizable_modules(model.cfg), o.formats, patterns, root);
+  if (o.export_dir) {
+    try {
+      hf_export::check_candidates_exportable(space, hf_export::parse_checkpoint_layout(o.export_format));
+    } catch (const error& x) {
+      throw error("--export-dir: " + std::string(x.what()));
+    }
+  }
   std::optional<std::vector<std::size_t>> given_selection;
   if (given) given_selection = autoquant::assign_groups(space, *given);
   if (!given) (void)autoquant::checked_budget_bits(space, o.effective_bits, o.adjust_budget);
@@ -371,6 +410,7 @@ int run(const std::string& program, int argc, char** argv) {
     write_file(outputs.staged(*o.result_json), autoquant::render_result_json(space, result, e, c) + "\n");
   }
   outputs.publish();
+  if (o.export_dir) export_chosen_mix(o, out, e.scheme_name, root);
   const double write_seconds = since(t_write);
   std::fputs(log.c_str(), stdout);
 #ifdef AQ_AUTOQUANT_GPU

@@ -91,6 +91,9 @@ struct driver_options {
   std::optional<std::int64_t> eval_samples;  // default: 128 (16 for the built-in model)
   std::int64_t eval_points = 5;              // Pareto points measured
   std::optional<std::string> recipes;        // a mix chosen earlier or by hand: manifest or MAP.json
+  // After the reports: the chosen mix as a quantized checkpoint (aq-export's work, docs/export.md).
+  std::optional<std::string> export_dir;
+  std::string export_format = "modelopt";    // modelopt | compressed-tensors
   bool help = false;
 };
 
@@ -347,6 +350,13 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.eval_points = detail::parse_int(flag, value(), 0, 64);
     } else if (flag == "--recipes") {
       o.recipes = value();
+    } else if (flag == "--export-dir") {
+      o.export_dir = value();
+    } else if (flag == "--export-format") {
+      o.export_format = value();
+      if (o.export_format != "modelopt" && o.export_format != "compressed-tensors") {
+        throw error("--export-format: expected modelopt or compressed-tensors, got '" + o.export_format + "'");
+      }
     } else if (flag == "--device") {
       o.device = value();
       if (*o.device != "cpu" && *o.device != "cuda") throw error("--device: expected cpu or cuda, got '" + *o.device + "'");
@@ -443,6 +453,13 @@ evaluation
                           (its chosen_recipes) or a MAP.json of module patterns -> recipes
                           (docs/recipe-maps.md); --formats defaults to the recipes it names.
                           Implies --evaluate; aq-eval is aq-autoquant with this flag required
+
+export
+  --export-dir DIR        after the reports, write the chosen mix as a quantized checkpoint of --model
+                          (what aq-export writes from the manifest and state; docs/export.md). Every
+                          candidate recipe must be exportable in the layout, checked before any work
+  --export-format F       modelopt (default: ModelOpt's export_hf_checkpoint layout) or
+                          compressed-tensors (transformers + compressed-tensors, vLLM)
 
 output
   --output-dir OUT        writes NAME_quant_manifest.json, per-layer-sensitivity.{md,json},

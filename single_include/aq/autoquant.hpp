@@ -6264,6 +6264,31 @@ inline void share_fused_amax(std::vector<module_export>& planned, const std::vec
 // <scheme>_autoquant_state.safetensors, module names as the space's root names them).
 // `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
 // unquantized, outside the space's root included, are listed for the layouts' ignore lists.
+// Before a search whose answer will be exported: any candidate may be chosen for any configurable
+// group, so each must be exportable in `layout` (recipe and weight shape). One-line aq::error.
+inline void check_candidates_exportable(const autoquant::search_space& space, checkpoint_layout layout) {
+  for (std::size_t c = 0; c < space.none_index(); ++c) {
+    std::vector<std::size_t> uniform(space.groups.size(), space.none_index());
+    for (std::size_t g = 0; g < uniform.size(); ++g) {
+      if (space.configurable(g)) uniform[g] = c;
+    }
+    detail::refuse_unexportable(space, uniform, layout);
+    const quant::recipe_info& recipe = *space.candidates[c].recipe;
+    for (std::size_t m = 0; m < space.modules.size(); ++m) {
+      if (!space.configurable(space.module_group[m])) continue;
+      const quantizable_module& module = space.modules[m];
+      module_export e;
+      e.name = module.name;
+      e.recipe = std::string(recipe.name);
+      e.scheme = *scheme_in(recipe.name, layout);
+      e.static_input = recipe.input.enabled;
+      e.rows = module.weight_shape.front();
+      e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
+      detail::check_shape(e, module, layout);
+    }
+  }
+}
+
 // Throws a one-line aq::error on the first refusal; nothing is written before a plan exists.
 inline export_plan make_export_plan(const autoquant::search_space& space, const std::vector<std::size_t>& chosen,
                                     const safetensors_file& state, const std::string& state_source,

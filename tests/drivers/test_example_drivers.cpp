@@ -1173,3 +1173,45 @@ TEST_CASE("aq-export: usage errors exit 2, refusals exit 1 and write nothing, a 
     CHECK(temporaries(work).empty());
   }
 }
+
+TEST_CASE("aq-autoquant --export-dir writes the chosen mix as a checkpoint; a candidate the layout cannot express "
+          "is refused before any work") {
+  const fs::path root = work / "autoquant_export";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  const fs::path model = write_vocab_checkpoint(root / "model");
+  const std::vector<std::string> base = autoquant_args({"--model", model.string(), "--formats", "int8_w8a8,fp8_e4m3",
+                                                        "--effective-bits", "9", "--device", "cpu"});
+  std::vector<std::string> args = base;
+  args.insert(args.end(), {"--output-dir", (root / "reports").string(), "--export-dir", (root / "ct").string(),
+                           "--export-format", "compressed-tensors"});
+  const run_result r = run(AQ_AUTOQUANT_EXE, args);
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("exported " + (root / "ct").string()) != std::string::npos);
+  const std::string config = read_text(root / "ct" / "config.json");
+  CHECK(config.find("\"quant_method\": \"compressed-tensors\"") != std::string::npos);
+  CHECK(fs::exists(root / "ct" / "model.safetensors"));
+  // The same mix through aq-export from the run's manifest and state: the same files.
+  const run_result x = run(AQ_EXPORT_EXE, {"--model", model.string(), "--recipes",
+                                           (root / "reports" / "autoquant_lm_quant_manifest.json").string(), "--state",
+                                           (root / "reports" / "autoquant_lm_autoquant_state.safetensors").string(),
+                                           "--format", "compressed-tensors", "--output-dir", (root / "ct2").string()});
+  CAPTURE(x.err);
+  REQUIRE(x.exit_code == 0);
+  for (const std::string name : {"config.json", "model.safetensors"}) {
+    CHECK(read_text(root / "ct" / name) == read_text(root / "ct2" / name));
+  }
+  std::vector<std::string> refused = autoquant_args({"--model", model.string(), "--formats", "int8_w8a8,w4a8",
+                                                     "--output-dir", (root / "no_reports").string(), "--export-dir",
+                                                     (root / "no_export").string()});
+  check_error_line(run(AQ_AUTOQUANT_EXE, refused), "aq-autoquant", 2, "'w4a8' cannot be exported");
+  CHECK_FALSE(fs::exists(root / "no_reports"));
+  CHECK_FALSE(fs::exists(root / "no_export"));
+  // int4 blocks of 128 do not fit this model's 48 input columns: refused once the model's shapes are known,
+  // before calibration, with nothing written.
+  refused[3] = "int8_w8a8,w4a16";
+  check_error_line(run(AQ_AUTOQUANT_EXE, refused), "aq-autoquant", 2, "multiple of 128");
+  CHECK_FALSE(fs::exists(root / "no_reports"));
+  CHECK_FALSE(fs::exists(root / "no_export"));
+}
