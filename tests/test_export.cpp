@@ -391,13 +391,15 @@ TEST_CASE("export round trip, for each layout") {
                                  : d.step[i];
           CHECK(diff <= step * 1.0001f + same_code);
         }
-        // Rare boundary cases only, except ModelOpt's fp8: torch divides the bf16 weight by the
-        // 0-d fp32 scale in bf16, and that rounding lands on an e4m3 tie for about 1/16 of the
-        // values (then round-to-even may pick the other neighbour than aq's fp32 product).
+        // Rare boundary cases only: the export's scale is amax·fp32(1/bound) (ModelOpt's export on
+        // the GPU), the fake quantization's bound/amax, an ulp apart in some slots (measured: up to
+        // 0.23% of the elements). ModelOpt's fp8 more: torch divides the bf16 weight by the 0-d
+        // fp32 scale in bf16, and that rounding lands on an e4m3 tie for about 1/16 of the values
+        // (then round-to-even may pick the other neighbour than aq's fp32 product).
         const bool bf16_quotient =
             layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::fp8_tensor;
         const double share = static_cast<double>(off_by_a_step) / static_cast<double>(fake.size());
-        CHECK(share <= (bf16_quotient ? 0.08 : 0.002));
+        CHECK(share <= (bf16_quotient ? 0.08 : 0.005));
         MESSAGE(m.name << ": " << off_by_a_step << " of " << fake.size() << " elements one step apart");
       }
     }
@@ -411,8 +413,8 @@ TEST_CASE("export round trip, for each layout") {
       if (layout == checkpoint_layout::modelopt) {
         CHECK(std::string_view(q["quant_method"]) == "modelopt");
         CHECK(std::string_view(q["quant_algo"]) == "MIXED_PRECISION");
-        CHECK(std::string_view(q["quantized_layers"]["model.language_model.layers.0.mlp.up_proj"]["quant_algo"]) ==
-              "W4A16_AWQ");
+        CHECK(q["quantized_layers"].error() == simdjson::NO_SUCH_FIELD);  // hf_quant_config.json only
+        CHECK(std::string_view(simdjson::dom::array(q["ignore"]).at(0)) == "lm_head");
         CHECK(config.starts_with("{\n    \"architectures\": [\n        \"Qwen3VLForConditionalGeneration\"\n    ],"));
         simdjson::dom::parser hf_parser;
         const std::string hf = read_bytes(fs::path(o.output_dir) / "hf_quant_config.json");
@@ -491,13 +493,13 @@ TEST_CASE("nvfp4 in the modelopt layout") {
     CHECK(out.at(m.name + ".weight").shape[1] == m.cols / 2);
     CHECK(out.at(m.name + ".weight_scale").dtype == aq::hf_export::dtype_f8_e4m3);
     CHECK(out.at(m.name + ".weight_scale_2").shape.empty());
-    CHECK(aq::to_float_vector(out.at(m.name + ".input_scale"))[0] == m.input_amax / 2688.0f);
+    CHECK(aq::to_float_vector(out.at(m.name + ".input_scale"))[0] == m.input_amax * (1.0f / 2688.0f));
     const std::vector<float> w = aq::to_float_vector(in.at(m.name + ".weight"));
     const std::vector<float> fake = fake_quantized(w, m);
     const dequantized d = dequantize(out, m, checkpoint_layout::modelopt);
-    // aq's fake quantization follows ModelOpt's Triton kernel (global scale amax * (1/2688));
-    // the export follows NVFP4QTensor (amax / 2688): the same grid value except where the two
-    // global scales round a block scale or a quotient to different neighbours.
+    // aq's fake quantization follows ModelOpt's Triton kernel, the export NVFP4QTensor (block
+    // scales and quotients by tensor division): the same grid value except where the two round a
+    // block scale or a quotient to different neighbours.
     std::size_t differ = 0;
     for (std::size_t i = 0; i < fake.size(); ++i) {
       if (std::fabs(d.values[i] - fake[i]) <= std::fabs(fake[i]) * 0x1p-21f) continue;

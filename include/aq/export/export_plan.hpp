@@ -145,16 +145,19 @@ inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, st
 }
 
 // ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
-// the max of their input amax, and the max of their weight amax where it is per tensor (fp8's
-// scale, nvfp4's global amax).
+// the max of their input amax, and the max of their weight amax where it is per tensor (nvfp4's
+// global amax). ModelOpt 0.39 skips fp8 groups (unified_export_hf.py): each keeps its own scales,
+// and serving stacks take the max when they fuse them.
 inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
   std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
   for (std::size_t i = 0; i < planned.size(); ++i) {
+    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;  // ModelOpt fuses no fp8 group
     auto& [input, weight] = maxima[group_of[i]];
     input = std::max(input, planned[i].input_amax);
     if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
   }
   for (std::size_t i = 0; i < planned.size(); ++i) {
+    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;
     const auto& [input, weight] = maxima[group_of[i]];
     planned[i].input_amax = input;
     if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
@@ -163,10 +166,6 @@ inline void share_fused_amax(std::vector<module_export>& planned, const std::vec
 
 }  // namespace detail
 
-// The plan for `chosen` (a candidate per group of `space`) with the amax of `state` (the run's
-// <scheme>_autoquant_state.safetensors, module names as the space's root names them).
-// `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
-// unquantized, outside the space's root included, are listed for the layouts' ignore lists.
 // Before a search whose answer will be exported: any candidate may be chosen for any configurable
 // group, so each must be exportable in `layout` (recipe and weight shape). One-line aq::error.
 inline void check_candidates_exportable(const autoquant::search_space& space, checkpoint_layout layout) {
@@ -192,6 +191,10 @@ inline void check_candidates_exportable(const autoquant::search_space& space, ch
   }
 }
 
+// The plan for `chosen` (a candidate per group of `space`) with the amax of `state` (the run's
+// <scheme>_autoquant_state.safetensors, module names as the space's root names them).
+// `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
+// unquantized, outside the space's root included, are listed for the layouts' ignore lists.
 // Throws a one-line aq::error on the first refusal; nothing is written before a plan exists.
 inline export_plan make_export_plan(const autoquant::search_space& space, const std::vector<std::size_t>& chosen,
                                     const safetensors_file& state, const std::string& state_source,

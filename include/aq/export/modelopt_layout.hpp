@@ -180,10 +180,28 @@ inline void write_quantized_layers(io::json_writer& json, const export_plan& pla
   json.end_object();
 }
 
-inline void write_string_list(io::json_writer& json, const std::set<std::string>& items) {
+template <class Strings>
+void write_string_list(io::json_writer& json, const Strings& items) {
   json.begin_array();
   for (const std::string& item : items) json.string(item);
   json.end_array();
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// exclude_modules (and config.json's ignore): ModelOpt appends "lm_head" whenever any layer is
+// quantized (_export_hf_checkpoint), to the summarized list of a single algorithm or as the only
+// entry of a mixed export.
+inline std::vector<std::string> exclude_modules(const export_plan& plan, std::size_t distinct_configs) {
+  std::vector<std::string> out;
+  if (distinct_configs == 1) {
+    const std::set<std::string> summary = summarize_excluded(plan.unquantized, quantized_names(plan));
+    out.assign(summary.begin(), summary.end());
+  }
+  if (!plan.quantized.empty()) out.emplace_back("lm_head");
+  return out;
 }
 
 }  // namespace detail
@@ -200,6 +218,8 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
   if (distinct.size() > 1) {
     json.key("quant_algo").string("MIXED_PRECISION").key("kv_cache_quant_algo").null();
     detail::write_quantized_layers(json, plan);
+    json.key("exclude_modules");
+    detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else if (distinct.size() == 1) {
     const module_export& m = plan.quantized.back();
     json.key("quant_algo").string(modelopt_quant_algo(m));
@@ -210,7 +230,7 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
     }
     if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
     json.key("exclude_modules");
-    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+    detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else {
     json.key("quant_algo").null().key("kv_cache_quant_algo").null();
     json.key("quantized_layers").begin_object().end_object();
@@ -219,9 +239,8 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
   return json.str();
 }
 
-// config.json's quantization_config (convert_hf_quant_config_format), plus `quantized_layers` for
-// a mixed export: vLLM's ModelOpt mixed-precision config reads it from there when the
-// checkpoint's config is all it is given (an aq addition; ModelOpt keeps it in hf_quant_config.json).
+// config.json's quantization_config as convert_hf_quant_config_format writes it: a mixed export's
+// per-layer algorithms stay in hf_quant_config.json only (docs/export.md: serving a mix).
 inline void write_modelopt_quantization_config(io::json_writer& json, const export_plan& plan) {
   const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
   const bool mixed = distinct.size() > 1;
@@ -240,14 +259,9 @@ inline void write_modelopt_quantization_config(io::json_writer& json, const expo
     json.end_object().end_object();
   }
   json.key("ignore");
-  if (distinct.size() == 1) {
-    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
-  } else {
-    json.begin_array().end_array();
-  }
+  detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   if (mixed) {
     json.key("quant_algo").string("MIXED_PRECISION");
-    detail::write_quantized_layers(json, plan);
   } else if (distinct.size() == 1) {
     json.key("quant_algo").string(modelopt_quant_algo(plan.quantized.back()));
   }

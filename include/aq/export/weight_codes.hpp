@@ -33,7 +33,9 @@ inline float round_quotient(float value, division_rounding rounding) {
 // as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
 // so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
 inline float scale_from_amax(float amax, float bound) {
-  const float scale = amax / bound;
+  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
+  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
+  const float scale = amax * (1.0f / bound);
   return scale > 0.0f ? scale : 1.0f;
 }
 
