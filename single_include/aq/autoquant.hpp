@@ -6242,16 +6242,19 @@ inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, st
 }
 
 // ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
-// the max of their input amax, and the max of their weight amax where it is per tensor (fp8's
-// scale, nvfp4's global amax).
+// the max of their input amax, and the max of their weight amax where it is per tensor (nvfp4's
+// global amax). ModelOpt 0.39 skips fp8 groups (unified_export_hf.py): each keeps its own scales,
+// and serving stacks take the max when they fuse them.
 inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
   std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
   for (std::size_t i = 0; i < planned.size(); ++i) {
+    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;  // ModelOpt fuses no fp8 group
     auto& [input, weight] = maxima[group_of[i]];
     input = std::max(input, planned[i].input_amax);
     if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
   }
   for (std::size_t i = 0; i < planned.size(); ++i) {
+    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;
     const auto& [input, weight] = maxima[group_of[i]];
     planned[i].input_amax = input;
     if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
@@ -6260,10 +6263,6 @@ inline void share_fused_amax(std::vector<module_export>& planned, const std::vec
 
 }  // namespace detail
 
-// The plan for `chosen` (a candidate per group of `space`) with the amax of `state` (the run's
-// <scheme>_autoquant_state.safetensors, module names as the space's root names them).
-// `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
-// unquantized, outside the space's root included, are listed for the layouts' ignore lists.
 // Before a search whose answer will be exported: any candidate may be chosen for any configurable
 // group, so each must be exportable in `layout` (recipe and weight shape). One-line aq::error.
 inline void check_candidates_exportable(const autoquant::search_space& space, checkpoint_layout layout) {
@@ -6289,6 +6288,10 @@ inline void check_candidates_exportable(const autoquant::search_space& space, ch
   }
 }
 
+// The plan for `chosen` (a candidate per group of `space`) with the amax of `state` (the run's
+// <scheme>_autoquant_state.safetensors, module names as the space's root names them).
+// `model_modules` are all the model's quantizable modules (whole names): those the plan leaves
+// unquantized, outside the space's root included, are listed for the layouts' ignore lists.
 // Throws a one-line aq::error on the first refusal; nothing is written before a plan exists.
 inline export_plan make_export_plan(const autoquant::search_space& space, const std::vector<std::size_t>& chosen,
                                     const safetensors_file& state, const std::string& state_source,
@@ -6422,7 +6425,9 @@ inline float round_quotient(float value, division_rounding rounding) {
 // as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
 // so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
 inline float scale_from_amax(float amax, float bound) {
-  const float scale = amax / bound;
+  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
+  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
+  const float scale = amax * (1.0f / bound);
   return scale > 0.0f ? scale : 1.0f;
 }
 
@@ -6909,10 +6914,28 @@ inline void write_quantized_layers(io::json_writer& json, const export_plan& pla
   json.end_object();
 }
 
-inline void write_string_list(io::json_writer& json, const std::set<std::string>& items) {
+template <class Strings>
+void write_string_list(io::json_writer& json, const Strings& items) {
   json.begin_array();
   for (const std::string& item : items) json.string(item);
   json.end_array();
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// exclude_modules (and config.json's ignore): ModelOpt appends "lm_head" whenever any layer is
+// quantized (_export_hf_checkpoint), to the summarized list of a single algorithm or as the only
+// entry of a mixed export.
+inline std::vector<std::string> exclude_modules(const export_plan& plan, std::size_t distinct_configs) {
+  std::vector<std::string> out;
+  if (distinct_configs == 1) {
+    const std::set<std::string> summary = summarize_excluded(plan.unquantized, quantized_names(plan));
+    out.assign(summary.begin(), summary.end());
+  }
+  if (!plan.quantized.empty()) out.emplace_back("lm_head");
+  return out;
 }
 
 }  // namespace detail
@@ -6929,6 +6952,8 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
   if (distinct.size() > 1) {
     json.key("quant_algo").string("MIXED_PRECISION").key("kv_cache_quant_algo").null();
     detail::write_quantized_layers(json, plan);
+    json.key("exclude_modules");
+    detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else if (distinct.size() == 1) {
     const module_export& m = plan.quantized.back();
     json.key("quant_algo").string(modelopt_quant_algo(m));
@@ -6939,7 +6964,7 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
     }
     if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
     json.key("exclude_modules");
-    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
+    detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else {
     json.key("quant_algo").null().key("kv_cache_quant_algo").null();
     json.key("quantized_layers").begin_object().end_object();
@@ -6948,9 +6973,8 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
   return json.str();
 }
 
-// config.json's quantization_config (convert_hf_quant_config_format), plus `quantized_layers` for
-// a mixed export: vLLM's ModelOpt mixed-precision config reads it from there when the
-// checkpoint's config is all it is given (an aq addition; ModelOpt keeps it in hf_quant_config.json).
+// config.json's quantization_config as convert_hf_quant_config_format writes it: a mixed export's
+// per-layer algorithms stay in hf_quant_config.json only (docs/export.md: serving a mix).
 inline void write_modelopt_quantization_config(io::json_writer& json, const export_plan& plan) {
   const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
   const bool mixed = distinct.size() > 1;
@@ -6969,14 +6993,9 @@ inline void write_modelopt_quantization_config(io::json_writer& json, const expo
     json.end_object().end_object();
   }
   json.key("ignore");
-  if (distinct.size() == 1) {
-    detail::write_string_list(json, detail::summarize_excluded(plan.unquantized, detail::quantized_names(plan)));
-  } else {
-    json.begin_array().end_array();
-  }
+  detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   if (mixed) {
     json.key("quant_algo").string("MIXED_PRECISION");
-    detail::write_quantized_layers(json, plan);
   } else if (distinct.size() == 1) {
     json.key("quant_algo").string(modelopt_quant_algo(plan.quantized.back()));
   }
