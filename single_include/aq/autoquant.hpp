@@ -6793,14 +6793,16 @@ inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shap
 
 // The tensors replacing `<module>.weight`: weight codes, weight_scale and input_scale. `weight`
 // holds the checkpoint's values as float; `rounding` is the weight dtype's (torch divides a bf16
-// weight by the 0-d fp32 fp8 scale in bf16).
+// weight by the 0-d fp32 fp8 scale in bf16: both operands in bf16, the quotient rounded to bf16).
 inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
                                                           division_rounding rounding) {
   std::vector<output_tensor> out;
   const std::string prefix = m.name + ".";
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, rounding);
+    // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
+    // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
+    const std::vector<std::uint8_t> codes = fp8_codes(weight, round_quotient(scale, rounding), rounding);
     out.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}, bytes_of(std::span<const std::uint8_t>(codes))});
     out.push_back(detail::f32_tensor(prefix + "weight_scale", {}, std::span<const float>(&scale, 1)));
   } else if (m.scheme == weight_scheme::int8_channel) {
