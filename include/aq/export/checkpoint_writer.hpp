@@ -73,38 +73,12 @@ class shard_builder {
     return total;
   }
 
+  // The shard's file: detail::serialize_safetensors, with the metadata torch writes.
   std::string serialize() const {
-    std::vector<const output_tensor*> layout;
-    for (const auto& [name, tensor] : tensors_) layout.push_back(&tensor);
-    std::stable_sort(layout.begin(), layout.end(),
-                     [](const output_tensor* a, const output_tensor* b) { return a->type.size > b->type.size; });
-    std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
-    std::uint64_t cursor = 0;
-    for (const output_tensor* t : layout) {
-      offsets[t->name] = {cursor, cursor + t->bytes.size()};
-      cursor += t->bytes.size();
-    }
-    std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
-    for (const auto& [name, tensor] : tensors_) {
-      header += ',';
-      aq::detail::append_json_string(header, name);
-      header += ":{\"dtype\":\"" + std::string(tensor.type.name) + "\",\"shape\":[";
-      for (std::size_t i = 0; i < tensor.shape.size(); ++i) {
-        if (i > 0) header += ',';
-        header += std::to_string(tensor.shape[i]);
-      }
-      const auto [begin, end] = offsets.at(name);
-      header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
-    }
-    header += '}';
-    header.append((8 - header.size() % 8) % 8, ' ');
-    std::string file;
-    file.reserve(8 + header.size() + cursor);
-    const std::uint64_t header_size = header.size();
-    for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
-    file += header;
-    for (const output_tensor* t : layout) file.append(reinterpret_cast<const char*>(t->bytes.data()), t->bytes.size());
-    return file;
+    std::vector<aq::detail::serialized_tensor> entries;
+    entries.reserve(tensors_.size());
+    for (const auto& [name, tensor] : tensors_) entries.push_back({name, tensor.type, tensor.shape, tensor.bytes});
+    return aq::detail::serialize_safetensors({{"format", "pt"}}, entries);
   }
 
   void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }

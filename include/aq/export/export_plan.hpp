@@ -164,6 +164,20 @@ inline void share_fused_amax(std::vector<module_export>& planned, const std::vec
   }
 }
 
+// A module under an exportable recipe, its shape checked for the layout (amax not yet read).
+inline module_export planned_module(const quantizable_module& module, const quant::recipe_info& recipe,
+                                    checkpoint_layout layout) {
+  module_export e;
+  e.name = module.name;
+  e.recipe = std::string(recipe.name);
+  e.scheme = *scheme_in(recipe.name, layout);
+  e.static_input = recipe.input.enabled;
+  e.rows = module.weight_shape.front();
+  e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
+  check_shape(e, module, layout);
+  return e;
+}
+
 }  // namespace detail
 
 // Before a search whose answer will be exported: any candidate may be chosen for any configurable
@@ -175,18 +189,10 @@ inline void check_candidates_exportable(const autoquant::search_space& space, ch
       if (space.configurable(g)) uniform[g] = c;
     }
     detail::refuse_unexportable(space, uniform, layout);
-    const quant::recipe_info& recipe = *space.candidates[c].recipe;
     for (std::size_t m = 0; m < space.modules.size(); ++m) {
-      if (!space.configurable(space.module_group[m])) continue;
-      const quantizable_module& module = space.modules[m];
-      module_export e;
-      e.name = module.name;
-      e.recipe = std::string(recipe.name);
-      e.scheme = *scheme_in(recipe.name, layout);
-      e.static_input = recipe.input.enabled;
-      e.rows = module.weight_shape.front();
-      e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
-      detail::check_shape(e, module, layout);
+      if (space.configurable(space.module_group[m])) {
+        (void)detail::planned_module(space.modules[m], *space.candidates[c].recipe, layout);
+      }
     }
   }
 }
@@ -208,14 +214,7 @@ inline export_plan make_export_plan(const autoquant::search_space& space, const 
     const quantizable_module& module = space.modules[m];
     const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
     if (!recipe.quantizes) continue;
-    module_export e;
-    e.name = module.name;
-    e.recipe = std::string(recipe.name);
-    e.scheme = *scheme_in(recipe.name, layout);
-    e.static_input = recipe.input.enabled;
-    e.rows = module.weight_shape.front();
-    e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
-    detail::check_shape(e, module, layout);
+    module_export e = detail::planned_module(module, recipe, layout);
     const std::string& root_name = space.module_names[m];
     e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax",
                                       detail::weight_amax_count(e.scheme, e.rows, e.cols));

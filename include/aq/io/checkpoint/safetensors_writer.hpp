@@ -50,6 +50,64 @@ inline void append_json_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
+// One tensor of a file being written: its bytes as stored.
+struct serialized_tensor {
+  std::string_view name;
+  dtype type;
+  std::span<const std::int64_t> shape;
+  std::span<const std::byte> data;
+};
+
+// A safetensors file from `entries` sorted by name (the header lists them in that order). Data is
+// laid out widest dtype first (then by name), as the reference writer does, so every tensor is
+// naturally aligned when the data area starts on 8 bytes.
+inline std::string serialize_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
+                                         const std::vector<serialized_tensor>& entries) {
+  std::vector<const serialized_tensor*> layout;
+  layout.reserve(entries.size());
+  for (const serialized_tensor& e : entries) layout.push_back(&e);
+  std::stable_sort(layout.begin(), layout.end(), [](const auto* a, const auto* b) { return a->type.size > b->type.size; });
+  std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
+  std::uint64_t cursor = 0;
+  for (const serialized_tensor* e : layout) {
+    offsets[e->name] = {cursor, cursor + e->data.size()};
+    cursor += e->data.size();
+  }
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    for (const auto& [key, value] : metadata) {
+      if (header.back() != '{') header += ',';
+      append_json_string(header, key);
+      header += ':';
+      append_json_string(header, value);
+    }
+    header += '}';
+  }
+  for (const serialized_tensor& e : entries) {
+    if (header.size() > 1) header += ',';
+    append_json_string(header, e.name);
+    header += ":{\"dtype\":\"";
+    header += e.type.name;
+    header += "\",\"shape\":[";
+    for (std::size_t i = 0; i < e.shape.size(); ++i) {
+      if (i > 0) header += ',';
+      header += std::to_string(e.shape[i]);
+    }
+    const auto [begin, end] = offsets.at(e.name);
+    header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
+  }
+  header += '}';
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string file;
+  file.reserve(8 + header.size() + cursor);
+  const std::uint64_t header_size = header.size();
+  for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+  file += header;
+  for (const serialized_tensor* e : layout) file.append(reinterpret_cast<const char*>(e->data.data()), e->data.size());
+  return file;
+}
+
 }  // namespace detail
 
 class safetensors_writer {
@@ -101,57 +159,12 @@ class safetensors_writer {
 
   std::size_t size() const { return tensors_.size(); }
 
-  // The whole file. Data is laid out widest dtype first (then by name), as the reference writer
-  // does, so every tensor is naturally aligned when the data area starts on 8 bytes.
+  // The whole file (detail::serialize_safetensors).
   std::string serialize() const {
-    std::vector<const std::pair<const std::string, stored_tensor>*> layout;
-    layout.reserve(tensors_.size());
-    for (const auto& item : tensors_) layout.push_back(&item);
-    std::stable_sort(layout.begin(), layout.end(),
-                     [](const auto* a, const auto* b) { return a->second.type.size > b->second.type.size; });
-    std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
-    std::uint64_t cursor = 0;
-    for (const auto* item : layout) {
-      offsets[item->first] = {cursor, cursor + item->second.data.size()};
-      cursor += item->second.data.size();
-    }
-
-    std::string header = "{";
-    if (!metadata_.empty()) {
-      header += "\"__metadata__\":{";
-      for (const auto& [key, value] : metadata_) {
-        if (header.back() != '{') header += ',';
-        detail::append_json_string(header, key);
-        header += ':';
-        detail::append_json_string(header, value);
-      }
-      header += '}';
-    }
-    for (const auto& [name, tensor] : tensors_) {  // std::map: sorted by name
-      if (header.size() > 1) header += ',';
-      detail::append_json_string(header, name);
-      header += ":{\"dtype\":\"";
-      header += tensor.type.name;
-      header += "\",\"shape\":[";
-      for (std::size_t i = 0; i < tensor.shape.size(); ++i) {
-        if (i > 0) header += ',';
-        header += std::to_string(tensor.shape[i]);
-      }
-      const auto [begin, end] = offsets.at(name);
-      header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
-    }
-    header += '}';
-    header.append((8 - header.size() % 8) % 8, ' ');
-
-    std::string file;
-    file.reserve(8 + header.size() + cursor);
-    const std::uint64_t header_size = header.size();
-    for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
-    file += header;
-    for (const auto* item : layout) {
-      file.append(reinterpret_cast<const char*>(item->second.data.data()), item->second.data.size());
-    }
-    return file;
+    std::vector<detail::serialized_tensor> entries;
+    entries.reserve(tensors_.size());
+    for (const auto& [name, tensor] : tensors_) entries.push_back({name, tensor.type, tensor.shape, tensor.data});
+    return detail::serialize_safetensors(metadata_, entries);
   }
 
   void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
