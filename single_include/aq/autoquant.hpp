@@ -6922,7 +6922,7 @@ inline std::vector<std::string> exclude_modules(const export_plan& plan, std::si
     const std::set<std::string> summary = summarize_excluded(plan.unquantized, quantized_names(plan));
     out.assign(summary.begin(), summary.end());
   }
-  if (!plan.quantized.empty()) out.emplace_back("lm_head");
+  if (!plan.quantized.empty()) out.emplace_back(qwen3_vl::schema::lm_head_name);
   return out;
 }
 
