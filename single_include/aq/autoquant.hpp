@@ -4993,8 +4993,8 @@ inline std::string shard_index_json(std::uint64_t total_size, const std::map<std
 // ---- begin aq/export/compressed_tensors_layout.hpp ----
 // The compressed-tensors 0.20 layout (what llm-compressor saves and vLLM / transformers load):
 // fp8 and int8-with-activations weights as codes ("float-quantized", "int-quantized"), weight-
-// only int8 and int4 packed into int32 words ("pack-quantized"), scales in the weight's dtype,
-// one config group per recipe targeting its exact module names. docs/export.md lists every field.
+// only int8 and int4 packed into int32 words ("pack-quantized"), fp32 scales, one config group
+// per recipe targeting its exact module names. docs/export.md lists every field.
 
 #include <algorithm>
 #include <cstddef>
@@ -5002,6 +5002,7 @@ inline std::string shard_index_json(std::uint64_t total_size, const std::map<std
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // ---- begin aq/export/export_plan.hpp ----
@@ -6381,112 +6382,6 @@ std::vector<std::int32_t> pack_input_words(std::span<const std::int8_t> codes, s
 
 }  // namespace aq::hf_export
 // ---- end aq/export/int4_packing.hpp ----
-// ---- begin aq/export/weight_codes.hpp ----
-// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
-// scale per tensor, per output channel or per block of 128 input columns, computed the way the
-// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
-// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
-// which (division_rounding). Dequantization is code * scale.
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-
-namespace aq::hf_export {
-
-// The dtype the quotient w / scale is rounded to before the cast to codes.
-enum class division_rounding { f32, bf16, f16 };
-
-inline float round_quotient(float value, division_rounding rounding) {
-  if (rounding == division_rounding::bf16) return round_to_bf16(value);
-  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
-  return value;
-}
-
-// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
-// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
-// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
-inline float scale_from_amax(float amax, float bound) {
-  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
-  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
-  const float scale = amax * (1.0f / bound);
-  return scale > 0.0f ? scale : 1.0f;
-}
-
-// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
-inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
-  std::vector<std::uint8_t> codes(weight.size());
-  for (std::size_t i = 0; i < weight.size(); ++i) {
-    codes[i] = formats::e4m3::encode(round_quotient(weight[i] / scale, rounding));
-  }
-  return codes;
-}
-
-// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
-// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
-inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                              std::span<const float> scales, std::int64_t group, int low, int high,
-                                              division_rounding rounding) {
-  const std::int64_t groups_per_row = cols / group;
-  std::vector<std::int8_t> codes(weight.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r * cols + c);
-      const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
-      float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
-      q = q < static_cast<float>(low)    ? static_cast<float>(low)
-          : q > static_cast<float>(high) ? static_cast<float>(high)
-                                         : q;
-      codes[i] = static_cast<std::int8_t>(q);
-    }
-  }
-  return codes;
-}
-
-// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
-// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
-// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
-// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
-// column in the low nibble.
-struct nvfp4_weight {
-  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
-  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
-  float global_scale = 1.0f;               // weight_scale_2
-};
-
-inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                float global_amax) {
-  constexpr std::int64_t block = 16;
-  nvfp4_weight out;
-  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
-  const float block_bound = formats::e2m1::max_bound * out.global_scale;
-  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t b = 0; b < cols / block; ++b) {
-      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
-      float block_amax = 0.0f;
-      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
-      float ratio = block_amax / block_bound;
-      if (ratio == 0.0f) ratio = 1.0f;
-      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
-      out.block_scales.push_back(scale_code);
-      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
-      for (std::size_t i = first; i < first + block; ++i) {
-        const float q = weight[i] / divisor;
-        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
-        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
-      }
-    }
-  }
-  return out;
-}
-
-}  // namespace aq::hf_export
-// ---- end aq/export/weight_codes.hpp ----
 
 namespace aq::hf_export {
 
@@ -6501,57 +6396,77 @@ inline std::string_view compressed_tensors_format(const module_export& m) {
 
 namespace detail {
 
-// A scale stored in the weight's dtype; the value the codes are computed with is the stored one,
-// so that code * stored scale is the dequantized weight.
-inline float stored_scale(float scale, division_rounding storage) { return round_quotient(scale, storage); }
-
-inline dtype storage_dtype(division_rounding storage) {
-  return storage == division_rounding::bf16 ? dtype_bf16 : storage == division_rounding::f16 ? dtype_f16 : dtype_f32;
+// The scale aq's fake quantizer multiplies by, bound / amax (0: the slot quantizes to zero).
+template <class F>
+float forward_scale(float amax) {
+  return quant::scale_from_amax<F>(amax);
 }
 
-inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
-                                  division_rounding storage) {
-  std::vector<std::byte> bytes;
-  visit_dtype(storage_dtype(storage), [&](auto tag) {
-    using Stored = decltype(tag);
-    std::vector<Stored> stored;
-    for (const float v : values) stored.push_back(convert_element<Stored>(v));
-    bytes = bytes_of(std::span<const Stored>(stored));
-  });
-  return {std::move(name), storage_dtype(storage), std::move(shape), std::move(bytes)};
+// The stored scale: the fp32 reciprocal of the forward scale (1 where there is none), so that
+// code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
+// multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
+inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
+  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
 }
 
-inline std::vector<float> stored_scales(std::span<const float> amax, float bound, division_rounding storage) {
-  std::vector<float> scales;
-  for (const float a : amax) scales.push_back(stored_scale(scale_from_amax(a, bound), storage));
-  return scales;
+// The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
+// (group = cols) or per `group` consecutive columns of a row, and their stored scales.
+template <class F>
+std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes(std::span<const float> weight,
+                                                                               const module_export& m,
+                                                                               std::int64_t group) {
+  std::vector<float> forward, stored;
+  for (const float amax : m.weight_amax) {
+    forward.push_back(forward_scale<F>(amax));
+    stored.push_back(stored_scale(forward.back()));
+  }
+  const std::int64_t groups_per_row = m.cols / group;
+  std::vector<std::int8_t> codes(weight.size());
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      const auto i = static_cast<std::size_t>(r * m.cols + c);
+      const float scale = forward[static_cast<std::size_t>(r * groups_per_row + c / group)];
+      codes[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(weight[i], scale));
+    }
+  }
+  return {std::move(codes), std::move(stored)};
+}
+
+// e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
+inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
+  std::vector<std::uint8_t> codes(weight.size());
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    const float product = forward == 0.0f ? 0.0f : formats::detail::mul_rn(weight[i], forward);
+    codes[i] = formats::e4m3::encode(product);
+  }
+  return codes;
 }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`. `storage` is the weight's dtype: scales are stored in
-// it (bf16 for a bf16 model, as llm-compressor stores them), and the codes are computed with the
-// stored scale, w / scale in fp32, so that code * stored scale is what every loader dequantizes.
-// (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
+// The tensors replacing `<module>.weight`. The codes are the ones aq's fake quantizer rounds the
+// weight to (the search scored, and aq-logits runs, exactly this model), not llm-compressor's
+// w / scale, which lands on the other neighbour at some rounding ties; scales are fp32, so a
+// loader that keeps them in fp32 (vLLM, transformers in fp32) reproduces aq's weights.
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
-                                                                    std::span<const float> weight,
-                                                                    division_rounding storage) {
+                                                                    std::span<const float> weight) {
   if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   std::vector<output_tensor> out;
   const std::string prefix = m.name + ".";
   const std::vector<std::int64_t> shape{m.rows, m.cols};
   if (m.scheme == weight_scheme::fp8_tensor) {
-    const float scale = detail::stored_scale(scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound), storage);
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, division_rounding::f32);
+    const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
+    const float scale = detail::stored_scale(forward);
+    const std::vector<std::uint8_t> codes = detail::fake_quantizer_fp8_codes(weight, forward);
     out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1), storage));
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1)));
   } else {
     const bool int4 = m.scheme == weight_scheme::int4_block128;
-    const float bound = int4 ? formats::int4::max_bound : formats::int8::max_bound;
-    const std::vector<float> scales = detail::stored_scales(m.weight_amax, bound, storage);
     const std::int64_t group = int4 ? int4_group_size : m.cols;
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, group, int4 ? -8 : -128, int4 ? 7 : 127, division_rounding::f32);
+    const auto [codes, scales] = int4 ? detail::fake_quantizer_int_codes<formats::int4>(weight, m, group)
+                                      : detail::fake_quantizer_int_codes<formats::int8>(weight, m, group);
     if (m.static_input) {
       out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
     } else {
@@ -6562,12 +6477,13 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
           {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
       out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
     }
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales, storage));
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales));
   }
   if (m.static_input) {
-    const float bound = m.scheme == weight_scheme::fp8_tensor ? formats::e4m3::max_bound : formats::int8::max_bound;
-    const float scale = detail::stored_scale(scale_from_amax(m.input_amax, bound), storage);
-    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1), storage));
+    const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
+                                                                 : detail::forward_scale<formats::int8>(m.input_amax);
+    const float scale = detail::stored_scale(forward);
+    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1)));
   }
   return out;
 }
@@ -6743,6 +6659,112 @@ inline std::string config_with_quantization(std::string_view text, const std::st
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/export/weight_codes.hpp ----
+// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
+// scale per tensor, per output channel or per block of 128 input columns, computed the way the
+// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
+// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
+// which (division_rounding). Dequantization is code * scale.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// The dtype the quotient w / scale is rounded to before the cast to codes.
+enum class division_rounding { f32, bf16, f16 };
+
+inline float round_quotient(float value, division_rounding rounding) {
+  if (rounding == division_rounding::bf16) return round_to_bf16(value);
+  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
+  return value;
+}
+
+// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
+// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
+// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
+inline float scale_from_amax(float amax, float bound) {
+  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
+  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
+  const float scale = amax * (1.0f / bound);
+  return scale > 0.0f ? scale : 1.0f;
+}
+
+// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
+inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
+  std::vector<std::uint8_t> codes(weight.size());
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    codes[i] = formats::e4m3::encode(round_quotient(weight[i] / scale, rounding));
+  }
+  return codes;
+}
+
+// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
+// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                              std::span<const float> scales, std::int64_t group, int low, int high,
+                                              division_rounding rounding) {
+  const std::int64_t groups_per_row = cols / group;
+  std::vector<std::int8_t> codes(weight.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::size_t i = static_cast<std::size_t>(r * cols + c);
+      const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
+      float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
+      q = q < static_cast<float>(low)    ? static_cast<float>(low)
+          : q > static_cast<float>(high) ? static_cast<float>(high)
+                                         : q;
+      codes[i] = static_cast<std::int8_t>(q);
+    }
+  }
+  return codes;
+}
+
+// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
+// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
+// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
+// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
+// column in the low nibble.
+struct nvfp4_weight {
+  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
+  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
+  float global_scale = 1.0f;               // weight_scale_2
+};
+
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                float global_amax) {
+  constexpr std::int64_t block = 16;
+  nvfp4_weight out;
+  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
+  const float block_bound = formats::e2m1::max_bound * out.global_scale;
+  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < cols / block; ++b) {
+      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
+      float block_amax = 0.0f;
+      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
+      float ratio = block_amax / block_bound;
+      if (ratio == 0.0f) ratio = 1.0f;
+      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
+      out.block_scales.push_back(scale_code);
+      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
+      for (std::size_t i = first; i < first + block; ++i) {
+        const float q = weight[i] / divisor;
+        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
+        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/weight_codes.hpp ----
 
 namespace aq::hf_export {
 
@@ -7064,7 +7086,7 @@ inline std::vector<output_tensor> exported_tensors(const module_export& m, const
   const std::vector<float> values = to_float_vector(weight);
   return layout == checkpoint_layout::modelopt
              ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
-             : compressed_tensors_module_tensors(m, values, rounding_of(weight.dtype));
+             : compressed_tensors_module_tensors(m, values);
 }
 
 inline output_tensor copied(const tensor_view& view) {

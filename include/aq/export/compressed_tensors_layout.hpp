@@ -1,7 +1,7 @@
 // The compressed-tensors 0.20 layout (what llm-compressor saves and vLLM / transformers load):
 // fp8 and int8-with-activations weights as codes ("float-quantized", "int-quantized"), weight-
-// only int8 and int4 packed into int32 words ("pack-quantized"), scales in the weight's dtype,
-// one config group per recipe targeting its exact module names. docs/export.md lists every field.
+// only int8 and int4 packed into int32 words ("pack-quantized"), fp32 scales, one config group
+// per recipe targeting its exact module names. docs/export.md lists every field.
 #pragma once
 
 #include <algorithm>
@@ -10,18 +10,19 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-#include "aq/core/bf16.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_plan.hpp"
 #include "aq/export/int4_packing.hpp"
-#include "aq/export/weight_codes.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/formats/int4.hpp"
 #include "aq/formats/int8.hpp"
+#include "aq/formats/rounding.hpp"
+#include "aq/quant/scaling.hpp"
 #include "aq/report/json_writer.hpp"
 
 namespace aq::hf_export {
@@ -37,57 +38,77 @@ inline std::string_view compressed_tensors_format(const module_export& m) {
 
 namespace detail {
 
-// A scale stored in the weight's dtype; the value the codes are computed with is the stored one,
-// so that code * stored scale is the dequantized weight.
-inline float stored_scale(float scale, division_rounding storage) { return round_quotient(scale, storage); }
-
-inline dtype storage_dtype(division_rounding storage) {
-  return storage == division_rounding::bf16 ? dtype_bf16 : storage == division_rounding::f16 ? dtype_f16 : dtype_f32;
+// The scale aq's fake quantizer multiplies by, bound / amax (0: the slot quantizes to zero).
+template <class F>
+float forward_scale(float amax) {
+  return quant::scale_from_amax<F>(amax);
 }
 
-inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
-                                  division_rounding storage) {
-  std::vector<std::byte> bytes;
-  visit_dtype(storage_dtype(storage), [&](auto tag) {
-    using Stored = decltype(tag);
-    std::vector<Stored> stored;
-    for (const float v : values) stored.push_back(convert_element<Stored>(v));
-    bytes = bytes_of(std::span<const Stored>(stored));
-  });
-  return {std::move(name), storage_dtype(storage), std::move(shape), std::move(bytes)};
+// The stored scale: the fp32 reciprocal of the forward scale (1 where there is none), so that
+// code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
+// multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
+inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
+  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
 }
 
-inline std::vector<float> stored_scales(std::span<const float> amax, float bound, division_rounding storage) {
-  std::vector<float> scales;
-  for (const float a : amax) scales.push_back(stored_scale(scale_from_amax(a, bound), storage));
-  return scales;
+// The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
+// (group = cols) or per `group` consecutive columns of a row, and their stored scales.
+template <class F>
+std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes(std::span<const float> weight,
+                                                                               const module_export& m,
+                                                                               std::int64_t group) {
+  std::vector<float> forward, stored;
+  for (const float amax : m.weight_amax) {
+    forward.push_back(forward_scale<F>(amax));
+    stored.push_back(stored_scale(forward.back()));
+  }
+  const std::int64_t groups_per_row = m.cols / group;
+  std::vector<std::int8_t> codes(weight.size());
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      const auto i = static_cast<std::size_t>(r * m.cols + c);
+      const float scale = forward[static_cast<std::size_t>(r * groups_per_row + c / group)];
+      codes[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(weight[i], scale));
+    }
+  }
+  return {std::move(codes), std::move(stored)};
+}
+
+// e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
+inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
+  std::vector<std::uint8_t> codes(weight.size());
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    const float product = forward == 0.0f ? 0.0f : formats::detail::mul_rn(weight[i], forward);
+    codes[i] = formats::e4m3::encode(product);
+  }
+  return codes;
 }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`. `storage` is the weight's dtype: scales are stored in
-// it (bf16 for a bf16 model, as llm-compressor stores them), and the codes are computed with the
-// stored scale, w / scale in fp32, so that code * stored scale is what every loader dequantizes.
-// (llm-compressor divides in bf16; fp32 keeps the codes nearest to w / scale.)
+// The tensors replacing `<module>.weight`. The codes are the ones aq's fake quantizer rounds the
+// weight to (the search scored, and aq-logits runs, exactly this model), not llm-compressor's
+// w / scale, which lands on the other neighbour at some rounding ties; scales are fp32, so a
+// loader that keeps them in fp32 (vLLM, transformers in fp32) reproduces aq's weights.
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
-                                                                    std::span<const float> weight,
-                                                                    division_rounding storage) {
+                                                                    std::span<const float> weight) {
   if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   std::vector<output_tensor> out;
   const std::string prefix = m.name + ".";
   const std::vector<std::int64_t> shape{m.rows, m.cols};
   if (m.scheme == weight_scheme::fp8_tensor) {
-    const float scale = detail::stored_scale(scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound), storage);
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, scale, division_rounding::f32);
+    const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
+    const float scale = detail::stored_scale(forward);
+    const std::vector<std::uint8_t> codes = detail::fake_quantizer_fp8_codes(weight, forward);
     out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1), storage));
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1)));
   } else {
     const bool int4 = m.scheme == weight_scheme::int4_block128;
-    const float bound = int4 ? formats::int4::max_bound : formats::int8::max_bound;
-    const std::vector<float> scales = detail::stored_scales(m.weight_amax, bound, storage);
     const std::int64_t group = int4 ? int4_group_size : m.cols;
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, group, int4 ? -8 : -128, int4 ? 7 : 127, division_rounding::f32);
+    const auto [codes, scales] = int4 ? detail::fake_quantizer_int_codes<formats::int4>(weight, m, group)
+                                      : detail::fake_quantizer_int_codes<formats::int8>(weight, m, group);
     if (m.static_input) {
       out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
     } else {
@@ -98,12 +119,13 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
           {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
       out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
     }
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales, storage));
+    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales));
   }
   if (m.static_input) {
-    const float bound = m.scheme == weight_scheme::fp8_tensor ? formats::e4m3::max_bound : formats::int8::max_bound;
-    const float scale = detail::stored_scale(scale_from_amax(m.input_amax, bound), storage);
-    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1), storage));
+    const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
+                                                                 : detail::forward_scale<formats::int8>(m.input_amax);
+    const float scale = detail::stored_scale(forward);
+    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1)));
   }
   return out;
 }

@@ -97,7 +97,7 @@ inline std::vector<output_tensor> exported_tensors(const module_export& m, const
   const std::vector<float> values = to_float_vector(weight);
   return layout == checkpoint_layout::modelopt
              ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
-             : compressed_tensors_module_tensors(m, values, rounding_of(weight.dtype));
+             : compressed_tensors_module_tensors(m, values);
 }
 
 inline output_tensor copied(const tensor_view& view) {
