@@ -231,6 +231,7 @@ void export_chosen_mix(const autoquant::driver_options& o, const fs::path& out, 
   x.output_dir = *o.export_dir;
   x.layout = hf_export::parse_checkpoint_layout(o.export_format);
   x.root = root;
+  x.threads = o.threads;
   autoquant::run_export(x);
   std::printf("exported %s (%s)\n", o.export_dir->c_str(), o.export_format.c_str());
 }

@@ -10,6 +10,7 @@
 #include <aq/search/scope.hpp>
 
 #include "cli/export_run.hpp"
+#include "cli/options.hpp"
 
 namespace {
 
@@ -17,6 +18,7 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: aq-export --model DIR --recipes MANIFEST|MAP.json --state STATE.safetensors\n"
                "                 --format modelopt|compressed-tensors --output-dir OUT [--module-root whole|inner]\n"
+               "                 [--threads N]\n"
                "  Writes DIR's checkpoint with the mix applied as real quantized weights: fp8_e4m3,\n"
                "  int8_w8a8, w8a16, w4a16 (and nvfp4, modelopt only) get codes and scales; every other\n"
                "  tensor (embeddings, norms, the vision tower, unquantized layers) is copied byte for\n"
@@ -27,6 +29,8 @@ void usage(std::FILE* out) {
                "  --format compressed-tensors: compressed-tensors 0.20 (vLLM, transformers).\n"
                "  --output-dir: created or replaced as a whole, published in one rename when complete.\n"
                "  --module-root whole|inner: how the recipe file and state name modules (default whole).\n"
+               "  --threads N: threads converting weights, at most 1024 (default: all); each holds one\n"
+               "  weight's fp32 copy and codes.\n"
                "  Recipes a layout cannot express (w4a8, w8a4, w4a4, mx*, fp8_pc_pt, fp8_2d_blockwise;\n"
                "  nvfp4 in compressed-tensors) are refused before anything is written. See docs/export.md.\n");
 }
@@ -53,6 +57,8 @@ std::optional<aq::autoquant::export_options> parse_arguments(int argc, char** ar
       o.output_dir = value();
     } else if (arg == "--module-root") {
       o.root = aq::autoquant::parse_module_root(value());
+    } else if (arg == "--threads") {
+      o.threads = static_cast<unsigned>(aq::autoquant::detail::parse_int(arg, value(), 0, aq::autoquant::max_threads));
     } else if (arg == "--help" || arg == "-h") {
       usage(stdout);
       return std::nullopt;

@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "aq/core/bf16.hpp"
+#include "aq/core/thread_pool.hpp"
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_checkpoint.hpp"
 #include "aq/export/int4_packing.hpp"
@@ -294,6 +297,73 @@ std::vector<float> fake_quantized(const std::vector<float>& w, const aq::hf_expo
 }
 
 }  // namespace
+
+TEST_CASE("a streamed shard: serialize_safetensors' bytes in any write order, from several threads") {
+  const fs::path dir = fs::temp_directory_path() / ("aq_shard_file_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  // Mixed widths, so the data area is reordered (widest first) against the sorted header.
+  std::vector<aq::hf_export::output_tensor> tensors;
+  for (int i = 0; i < 24; ++i) {
+    const aq::dtype type = i % 3 == 0 ? aq::dtype_f32 : i % 3 == 1 ? aq::hf_export::dtype_u8 : aq::dtype_bf16;
+    const std::int64_t rows = 1 + i % 5, cols = 3 + i;
+    std::vector<std::byte> bytes(static_cast<std::size_t>(rows * cols) * type.size);
+    for (std::size_t b = 0; b < bytes.size(); ++b) bytes[b] = static_cast<std::byte>((b * 31 + i) & 0xff);
+    tensors.push_back({"t." + std::to_string((i * 7) % 24), type, {rows, cols}, std::move(bytes)});
+  }
+  std::vector<aq::hf_export::tensor_spec> specs;
+  std::vector<aq::detail::serialized_tensor> entries;
+  std::map<std::string, const aq::hf_export::output_tensor*> by_name;
+  for (const auto& t : tensors) by_name[t.name] = &t;
+  for (const auto& t : tensors) specs.push_back({t.name, t.type, t.shape});
+  for (const auto& [name, t] : by_name) entries.push_back({t->name, t->type, t->shape, t->bytes});
+  const std::string expected = aq::detail::serialize_safetensors({{"format", "pt"}}, entries);
+
+  SUBCASE("written backwards on four threads") {
+    {
+      aq::hf_export::shard_file out(dir / "a.safetensors", specs);
+      aq::thread_pool pool(4);
+      aq::hf_export::detail::for_each_task(pool, tensors.size(),
+                                           [&](std::size_t i) { out.write(tensors[tensors.size() - 1 - i]); });
+      out.finish();
+      std::uint64_t data = 0;
+      for (const auto& t : tensors) data += t.bytes.size();
+      CHECK(out.data_bytes() == data);
+    }
+    CHECK(read_bytes(dir / "a.safetensors") == expected);
+  }
+  SUBCASE("a wrong size, an unknown name or a second write is refused") {
+    aq::hf_export::shard_file out(dir / "b.safetensors", specs);
+    auto wrong = tensors[0];
+    wrong.bytes.pop_back();
+    CHECK_THROWS_WITH_AS(out.write(wrong), doctest::Contains("bytes, got"), aq::error);
+    auto unknown = tensors[0];
+    unknown.name = "nope";
+    CHECK_THROWS_WITH_AS(out.write(unknown), doctest::Contains("not in the shard"), aq::error);
+    out.write(tensors[0]);
+    CHECK_THROWS_WITH_AS(out.write(tensors[0]), doctest::Contains("written twice"), aq::error);
+  }
+  SUBCASE("a shard left unfinished is removed; finish() refuses a missing tensor") {
+    {
+      aq::hf_export::shard_file out(dir / "c.safetensors", specs);
+      out.write(tensors[1]);
+      CHECK(fs::exists(dir / "c.safetensors"));
+      CHECK_THROWS_WITH_AS(out.finish(), doctest::Contains("was never written"), aq::error);
+    }
+    CHECK_FALSE(fs::exists(dir / "c.safetensors"));
+  }
+  SUBCASE("a failing task's error reaches the caller, and every task runs once otherwise") {
+    aq::thread_pool pool(3);
+    CHECK_THROWS_WITH_AS(aq::hf_export::detail::for_each_task(pool, 1000,
+                                                              [&](std::size_t i) {
+                                                                if (i == 5) throw aq::error("task 5 failed");
+                                                              }),
+                         "task 5 failed", aq::error);
+    std::vector<std::atomic<int>> runs(1000);
+    aq::hf_export::detail::for_each_task(pool, runs.size(), [&](std::size_t i) { ++runs[i]; });
+    CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& r) { return r.load() == 1; }));
+  }
+  fs::remove_all(dir);
+}
 
 TEST_CASE("int4 packing: two output rows per byte (ModelOpt), eight input columns per int32 (compressed-tensors)") {
   const std::vector<std::int8_t> codes{1, -1, 2, -8, 7, 0, -3, 5};  // [4 x 2]

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "aq/core/thread_pool.hpp"
 #include "aq/export/export_checkpoint.hpp"
 #include "aq/export/export_plan.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
@@ -25,6 +26,7 @@ struct export_options {
   std::string model_dir, recipes, state, output_dir;
   hf_export::checkpoint_layout layout = hf_export::checkpoint_layout::modelopt;
   module_root root = module_root::whole;
+  unsigned threads = 0;  // 0: all hardware threads
 };
 
 // The plan of the mix in `o.recipes` over the model of `cfg`, with the amax of `o.state`.
@@ -58,7 +60,8 @@ inline void run_export(const export_options& o) {
   });
   outputs.check();
   outputs.stage();
-  hf_export::write_export(model_dir, checkpoint, plan, outputs.directory());
+  thread_pool pool(o.threads);
+  hf_export::write_export(model_dir, checkpoint, plan, outputs.directory(), pool);
   outputs.publish();
 }
 

@@ -468,7 +468,7 @@ output
   --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
                           labels: int64 [N, T]) for running ModelOpt on the same data
   --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
-  --threads N             CPU threads, at most 1024 (default: all)
+  --threads N             CPU threads (CPU backend, --export-dir), at most 1024 (default: all)
   -h, --help              this text
 
 recipes (--formats names; effective bits as ModelOpt prices them)

@@ -1168,20 +1168,35 @@ struct serialized_tensor {
   std::span<const std::byte> data;
 };
 
-// A safetensors file from `entries` sorted by name (the header lists them in that order). Data is
-// laid out widest dtype first (then by name), as the reference writer does, so every tensor is
-// naturally aligned when the data area starts on 8 bytes.
-inline std::string serialize_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
-                                         const std::vector<serialized_tensor>& entries) {
-  std::vector<const serialized_tensor*> layout;
-  layout.reserve(entries.size());
-  for (const serialized_tensor& e : entries) layout.push_back(&e);
-  std::stable_sort(layout.begin(), layout.end(), [](const auto* a, const auto* b) { return a->type.size > b->type.size; });
-  std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
-  std::uint64_t cursor = 0;
-  for (const serialized_tensor* e : layout) {
-    offsets[e->name] = {cursor, cursor + e->data.size()};
-    cursor += e->data.size();
+// A tensor as the header describes it: name, dtype, shape and its size in bytes.
+struct header_entry {
+  std::string_view name;
+  dtype type;
+  std::span<const std::int64_t> shape;
+  std::uint64_t bytes = 0;
+};
+
+// Where every tensor of a safetensors file goes: the file's first bytes (the 8-byte header
+// length and the header) and each tensor's [begin, end) within the data area that follows.
+struct safetensors_layout {
+  std::string prefix;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>, std::less<>> offsets;
+  std::uint64_t data_bytes = 0;
+};
+
+// The layout of a file holding `entries` sorted by name (the
+// header lists them in that order). Data is laid out widest dtype first (then by name), as the
+// reference writer does, so every tensor is naturally aligned when the data area starts on 8 bytes.
+inline safetensors_layout layout_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
+                                             const std::vector<header_entry>& entries) {
+  std::vector<const header_entry*> order;
+  order.reserve(entries.size());
+  for (const header_entry& e : entries) order.push_back(&e);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->type.size > b->type.size; });
+  safetensors_layout layout;
+  for (const header_entry* e : order) {
+    layout.offsets[std::string(e->name)] = {layout.data_bytes, layout.data_bytes + e->bytes};
+    layout.data_bytes += e->bytes;
   }
   std::string header = "{";
   if (!metadata.empty()) {
@@ -1194,7 +1209,7 @@ inline std::string serialize_safetensors(const std::map<std::string, std::string
     }
     header += '}';
   }
-  for (const serialized_tensor& e : entries) {
+  for (const header_entry& e : entries) {
     if (header.size() > 1) header += ',';
     append_json_string(header, e.name);
     header += ":{\"dtype\":\"";
@@ -1204,17 +1219,30 @@ inline std::string serialize_safetensors(const std::map<std::string, std::string
       if (i > 0) header += ',';
       header += std::to_string(e.shape[i]);
     }
-    const auto [begin, end] = offsets.at(e.name);
+    const auto [begin, end] = layout.offsets.find(e.name)->second;
     header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
   }
   header += '}';
   header.append((8 - header.size() % 8) % 8, ' ');
-  std::string file;
-  file.reserve(8 + header.size() + cursor);
   const std::uint64_t header_size = header.size();
-  for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
-  file += header;
-  for (const serialized_tensor* e : layout) file.append(reinterpret_cast<const char*>(e->data.data()), e->data.size());
+  for (int i = 0; i < 8; ++i) layout.prefix += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+  layout.prefix += header;
+  return layout;
+}
+
+// A safetensors file from `entries` (layout_safetensors), assembled in memory.
+inline std::string serialize_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
+                                         const std::vector<serialized_tensor>& entries) {
+  std::vector<header_entry> headers;
+  headers.reserve(entries.size());
+  for (const serialized_tensor& e : entries) headers.push_back({e.name, e.type, e.shape, e.data.size()});
+  const safetensors_layout layout = layout_safetensors(metadata, headers);
+  std::string file = layout.prefix;
+  file.resize(layout.prefix.size() + layout.data_bytes);
+  for (const serialized_tensor& e : entries) {
+    const std::uint64_t begin = layout.offsets.find(e.name)->second.first;
+    std::copy(e.data.begin(), e.data.end(), reinterpret_cast<std::byte*>(file.data() + layout.prefix.size() + begin));
+  }
   return file;
 }
 
@@ -3711,19 +3739,152 @@ inline void write_sensitivity_reports(const std::filesystem::path& directory, co
 // names, each quantized module's weight replaced by its layout's tensors, every other tensor
 // copied byte for byte), the shard index when the input has one, config.json with its
 // quantization_config, hf_quant_config.json for ModelOpt, and the tokenizer / processor files.
-// The caller stages the folder and publishes it (examples/cli/output_set.hpp); the plan has
-// already refused what cannot be exported, and check_export_inputs refuses the rest before a
-// byte is written.
+// Each shard is streamed (checkpoint_writer.hpp) and its quantized weights converted in parallel,
+// so memory holds one converting weight per thread beyond the input mapping. The caller stages
+// the folder and publishes it (examples/cli/output_set.hpp); the plan has already refused what
+// cannot be exported, and check_export_inputs refuses the rest before a byte is written.
 
 #include <array>
+#include <atomic>
+#include <exception>
+#include <functional>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/core/thread_pool.hpp ----
+// A tiny persistent thread pool with a blocking parallel_for over an index range. The CPU
+// backend splits GEMMs and row-wise kernels with it (Eigen itself is single-threaded without
+// OpenMP). Chunks are fixed by the range and thread count, so results do not depend on timing.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace aq {
+
+class thread_pool {
+ public:
+  explicit thread_pool(unsigned threads = std::max(1u, std::thread::hardware_concurrency())) { resize(threads); }
+  ~thread_pool() { stop(); }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+
+  unsigned size() const { return static_cast<unsigned>(workers_.size()) + 1; }
+
+  // Number of threads (including the caller); 0 means all hardware threads.
+  void resize(unsigned threads) {
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    stop();
+    stopping_ = false;
+    for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` items each.
+  // Nested calls from inside a chunk run serially on the calling thread.
+  void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<std::int64_t>(grain, 1);
+    const std::int64_t chunks = std::min<std::int64_t>((n + grain - 1) / grain, size());
+    if (chunks <= 1 || inside_) {
+      fn(0, n);
+      return;
+    }
+    std::lock_guard call_lock(call_mutex_);  // one parallel region at a time
+    job current{&fn, n, chunks};
+    {
+      std::lock_guard guard(mutex_);
+      job_ = &current;
+      ++generation_;
+    }
+    wake_.notify_all();
+    run(current);
+    std::unique_lock lock(mutex_);
+    // Workers attach to a job only under the lock while job_ points to it, so once none is
+    // attached and every chunk is done, `current` may go out of scope.
+    done_.wait(lock, [&] { return current.done == current.chunks && attached_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  struct job {
+    const std::function<void(std::int64_t, std::int64_t)>* fn;
+    std::int64_t n;
+    std::int64_t chunks;
+    std::atomic<std::int64_t> next{0};
+    std::int64_t done = 0;  // guarded by mutex_
+  };
+
+  void run(job& j) {
+    inside_ = true;
+    for (;;) {
+      const std::int64_t c = j.next.fetch_add(1);
+      if (c >= j.chunks) break;
+      (*j.fn)(j.n * c / j.chunks, j.n * (c + 1) / j.chunks);
+      std::lock_guard guard(mutex_);
+      if (++j.done == j.chunks) done_.notify_all();
+    }
+    inside_ = false;
+  }
+
+  void work() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      job* j = nullptr;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || (job_ != nullptr && generation_ != seen); });
+        if (stopping_) return;
+        seen = generation_;
+        j = job_;
+        ++attached_;
+      }
+      run(*j);
+      std::lock_guard guard(mutex_);
+      if (--attached_ == 0) done_.notify_all();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard guard(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  job* job_ = nullptr;
+  int attached_ = 0;
+  std::uint64_t generation_ = 0;
+  bool stopping_ = false;
+  static inline thread_local bool inside_ = false;
+};
+
+// The pool the CPU backend uses; resize it (e.g. to 1) for single-thread measurements.
+inline thread_pool& default_thread_pool() {
+  static thread_pool pool;
+  return pool;
+}
+
+}  // namespace aq
+// ---- end aq/core/thread_pool.hpp ----
 // ---- begin aq/export/checkpoint_layout.hpp ----
 // The checkpoint layouts aq exports to, and which recipes each can express. A recipe outside
 // these lists has no serving kernel behind it in that layout (or no field to describe it), so the
@@ -3815,13 +3976,13 @@ AQ_HD constexpr float mul_rn(float a, float b) {
 
 // Nearest integer, ties to even, keeping the sign of zero: the same result as rintf() in the
 // default rounding mode. Adding and subtracting 2^23 makes the FPU do the rounding; values at
-// or above 2^23 are already integers (and infinities/NaN pass through).
+// or above 2^23 are already integers (and infinities/NaN pass through). A select, not a branch,
+// so that loops over it vectorize.
 AQ_HD constexpr float round_half_even(float value) {
   const float magnitude = abs(value);
-  if (!(magnitude < 0x1p23f)) return value;
   float rounded = magnitude + 0x1p23f;
   rounded -= 0x1p23f;
-  return copysign(rounded, value);
+  return magnitude < 0x1p23f ? copysign(rounded, value) : value;
 }
 
 }  // namespace aq::formats::detail
@@ -4894,18 +5055,26 @@ inline std::string refusal_reason(std::string_view recipe, checkpoint_layout lay
 }  // namespace aq::hf_export
 // ---- end aq/export/checkpoint_layout.hpp ----
 // ---- begin aq/export/checkpoint_writer.hpp ----
-// Writing an exported checkpoint shard by shard: one output shard is held in memory at a time
-// (plus the tensor being converted), serialized as safetensors with metadata {"format": "pt"},
-// header keys sorted and data laid out widest dtype first as aq's safetensors_writer does, so the
-// same inputs give the same bytes. Any dtype safetensors defines may be written (F8_E4M3, I8, U8
-// codes; copied tensors keep theirs), and the shard index is written as transformers writes it.
+// Writing an exported checkpoint shard by shard, streamed: every tensor's name, dtype and shape
+// is known before its data (the layouts state them up front), so a shard's header is written
+// first and each tensor goes to its offset as soon as it is ready, from any thread; nothing holds
+// a whole shard in memory. The bytes are those of aq's safetensors_writer (metadata
+// {"format": "pt"}, header keys sorted, data widest dtype first), so the same inputs give the same
+// file. Any dtype safetensors defines may be written (F8_E4M3, I8, U8 codes; copied tensors keep
+// theirs), and the shard index is written as transformers writes it.
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -4927,6 +5096,19 @@ inline constexpr std::array<dtype, 16> any_safetensors_dtype{
     dtype_f16,          dtype_bf16,      dtype_f32, dtype_f8_e4m3,   dtype{"F8_E5M2", 1},
     dtype{"F8_E8M0", 1}};
 
+// A tensor of an output shard before its data: what its header entry says.
+struct tensor_spec {
+  std::string name;
+  dtype type;
+  std::vector<std::int64_t> shape;
+
+  std::uint64_t bytes() const {
+    std::uint64_t total = type.size;
+    for (const std::int64_t extent : shape) total *= static_cast<std::uint64_t>(extent);
+    return total;
+  }
+};
+
 struct output_tensor {
   std::string name;
   dtype type;
@@ -4940,41 +5122,112 @@ std::vector<std::byte> bytes_of(std::span<const T> values) {
   return {raw.begin(), raw.end()};
 }
 
-// One output shard being assembled.
-class shard_builder {
- public:
-  void add(output_tensor tensor) {
-    std::uint64_t expected = tensor.type.size;
-    for (const std::int64_t extent : tensor.shape) expected *= static_cast<std::uint64_t>(extent);
-    if (expected != tensor.bytes.size()) {
-      throw error("export: tensor " + tensor.name + ": shape needs " + std::to_string(expected) + " bytes, got " +
-                  std::to_string(tensor.bytes.size()));
+template <class T>
+std::vector<std::byte> payload_of(const std::vector<T>& values) {
+  return bytes_of(std::span<const T>(values));
+}
+
+// The tensors `specs` describe, with their payloads in the same order.
+inline std::vector<output_tensor> with_payloads(std::vector<tensor_spec> specs,
+                                                std::vector<std::vector<std::byte>> payloads) {
+  if (specs.size() != payloads.size()) throw error("export: tensors and payloads differ in count");
+  std::vector<output_tensor> out;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (payloads[i].size() != specs[i].bytes()) {
+      throw error("export: tensor " + specs[i].name + ": shape needs " + std::to_string(specs[i].bytes()) +
+                  " bytes, got " + std::to_string(payloads[i].size()));
     }
-    const std::string name = tensor.name;
-    if (!tensors_.emplace(name, std::move(tensor)).second) throw error("export: tensor " + name + " written twice");
+    out.push_back({std::move(specs[i].name), specs[i].type, std::move(specs[i].shape), std::move(payloads[i])});
+  }
+  return out;
+}
+
+// One output shard, written in place: the header at construction, then every tensor at its
+// offset (write() may be called from several threads at once), then finish(). A shard destroyed
+// unfinished is removed.
+class shard_file {
+ public:
+  shard_file(std::filesystem::path path, const std::vector<tensor_spec>& specs) : path_(std::move(path)) {
+    std::vector<aq::detail::header_entry> entries;
+    for (const tensor_spec& spec : specs) {
+      if (index_.count(spec.name) != 0) throw error("export: tensor " + spec.name + " written twice");
+      index_.emplace(spec.name, index_.size());
+    }
+    std::map<std::string_view, const tensor_spec*> sorted;
+    for (const tensor_spec& spec : specs) sorted.emplace(spec.name, &spec);
+    for (const auto& [name, spec] : sorted) entries.push_back({name, spec->type, spec->shape, spec->bytes()});
+    layout_ = aq::detail::layout_safetensors({{"format", "pt"}}, entries);
+    written_.assign(specs.size(), 0);
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw error(path_.string() + ": cannot open for writing: " + std::strerror(errno));
+    const auto size = static_cast<off_t>(layout_.prefix.size() + layout_.data_bytes);
+    if (::ftruncate(fd_, size) != 0) fail(std::strerror(errno));
+    write_at(0, std::as_bytes(std::span<const char>(layout_.prefix)));
+  }
+  ~shard_file() {
+    if (fd_ < 0) return;
+    ::close(fd_);
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  shard_file(const shard_file&) = delete;
+  shard_file& operator=(const shard_file&) = delete;
+
+  void write(std::string_view name, std::span<const std::byte> bytes) {
+    const auto it = layout_.offsets.find(name);
+    if (it == layout_.offsets.end()) throw error("export: tensor " + std::string(name) + " is not in the shard");
+    const auto [begin, end] = it->second;
+    if (bytes.size() != end - begin) {
+      throw error("export: tensor " + std::string(name) + ": shape needs " + std::to_string(end - begin) +
+                  " bytes, got " + std::to_string(bytes.size()));
+    }
+    {
+      std::lock_guard lock(mutex_);
+      char& done = written_[index_.find(name)->second];
+      if (done != 0) throw error("export: tensor " + std::string(name) + " written twice");
+      done = 1;
+    }
+    write_at(layout_.prefix.size() + begin, bytes);
   }
 
-  const std::map<std::string, output_tensor, std::less<>>& tensors() const { return tensors_; }
+  void write(const output_tensor& tensor) { write(tensor.name, tensor.bytes); }
+
+  // Flushes the shard to disk once every tensor is in it.
+  void finish() {
+    for (const auto& [name, i] : index_) {
+      if (written_[i] == 0) throw error("export: tensor " + name + " was never written");
+    }
+    if (::fsync(fd_) != 0) fail(std::strerror(errno));
+    const int fd = std::exchange(fd_, -1);
+    if (::close(fd) != 0) {
+      std::error_code ignored;
+      std::filesystem::remove(path_, ignored);
+      throw error(path_.string() + ": write failed: " + std::strerror(errno));
+    }
+  }
 
   // Sum of the tensors' data bytes (the index's total_size counts these).
-  std::uint64_t data_bytes() const {
-    std::uint64_t total = 0;
-    for (const auto& [name, tensor] : tensors_) total += tensor.bytes.size();
-    return total;
-  }
-
-  // The shard's file: detail::serialize_safetensors, with the metadata torch writes.
-  std::string serialize() const {
-    std::vector<aq::detail::serialized_tensor> entries;
-    entries.reserve(tensors_.size());
-    for (const auto& [name, tensor] : tensors_) entries.push_back({name, tensor.type, tensor.shape, tensor.bytes});
-    return aq::detail::serialize_safetensors({{"format", "pt"}}, entries);
-  }
-
-  void write(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
+  std::uint64_t data_bytes() const { return layout_.data_bytes; }
 
  private:
-  std::map<std::string, output_tensor, std::less<>> tensors_;
+  [[noreturn]] void fail(const std::string& reason) const { throw error(path_.string() + ": write failed: " + reason); }
+
+  void write_at(std::uint64_t offset, std::span<const std::byte> bytes) const {
+    while (!bytes.empty()) {
+      const ::ssize_t n = ::pwrite(fd_, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail(n < 0 ? std::strerror(errno) : "no progress");
+      bytes = bytes.subspan(static_cast<std::size_t>(n));
+      offset += static_cast<std::uint64_t>(n);
+    }
+  }
+
+  std::filesystem::path path_;
+  aq::detail::safetensors_layout layout_;
+  std::map<std::string, std::size_t, std::less<>> index_;
+  std::vector<char> written_;
+  std::mutex mutex_;
+  int fd_ = -1;
 };
 
 // model.safetensors.index.json as transformers' save_pretrained writes it: json.dumps(index,
@@ -6407,10 +6660,6 @@ float forward_scale(float amax) {
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
 
-inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
-  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
-}
-
 // The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
 // (group = cols) or per `group` consecutive columns of a row, and their stored scales.
 template <class F>
@@ -6422,13 +6671,14 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
     forward.push_back(forward_scale<F>(amax));
     stored.push_back(stored_scale(forward.back()));
   }
-  const std::int64_t groups_per_row = m.cols / group;
   std::vector<std::int8_t> codes(weight.size());
-  for (std::int64_t r = 0; r < m.rows; ++r) {
-    for (std::int64_t c = 0; c < m.cols; ++c) {
-      const auto i = static_cast<std::size_t>(r * m.cols + c);
-      const float scale = forward[static_cast<std::size_t>(r * groups_per_row + c / group)];
-      codes[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(weight[i], scale));
+  std::int8_t* const out = codes.data();  // raw pointers: a byte store may alias the vectors' own
+  const float* const in = weight.data();
+  for (std::size_t s = 0; s < forward.size(); ++s) {
+    const float scale = forward[s];
+    const std::size_t begin = s * static_cast<std::size_t>(group);
+    for (std::size_t i = begin; i < begin + static_cast<std::size_t>(group); ++i) {
+      out[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(in[i], scale));
     }
   }
   return {std::move(codes), std::move(stored)};
@@ -6437,55 +6687,72 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
 // e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
 inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
   std::vector<std::uint8_t> codes(weight.size());
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
   for (std::size_t i = 0; i < weight.size(); ++i) {
-    const float product = forward == 0.0f ? 0.0f : formats::detail::mul_rn(weight[i], forward);
-    codes[i] = formats::e4m3::encode(product);
+    out[i] = formats::e4m3::encode(forward == 0.0f ? 0.0f : formats::detail::mul_rn(in[i], forward));
   }
   return codes;
 }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`. The codes are the ones aq's fake quantizer rounds the
-// weight to (the search scored, and aq-logits runs, exactly this model), not llm-compressor's
-// w / scale, which lands on the other neighbour at some rounding ties; scales are fp32, so a
-// loader that keeps them in fp32 (vLLM, transformers in fp32) reproduces aq's weights.
+// What replaces `<module>.weight` in the compressed-tensors layout: codes (or packed words and
+// the weight's shape), weight_scale and, with a static input, input_scale; every scale F32.
+inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_export& m) {
+  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
+  const std::string prefix = m.name + ".";
+  std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {1}});
+  } else {
+    const bool int4 = m.scheme == weight_scheme::int4_block128;
+    if (m.static_input) {
+      specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
+    } else {
+      specs.push_back({prefix + "weight_packed", dtype_i32, {m.rows, m.cols / (int4 ? 8 : 4)}});
+      specs.push_back({prefix + "weight_shape", dtype_i64, {2}});
+    }
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, int4 ? m.cols / int4_group_size : 1}});
+  }
+  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {1}});
+  return specs;
+}
+
+// The tensors of compressed_tensors_module_specs with their data. The codes are the ones aq's
+// fake quantizer rounds the weight to (the search scored, and aq-logits runs, exactly this
+// model), not llm-compressor's w / scale, which lands on the other neighbour at some rounding
+// ties; scales are fp32, so a loader that keeps them in fp32 (vLLM, transformers in fp32)
+// reproduces aq's weights.
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
                                                                     std::span<const float> weight) {
-  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
-  std::vector<output_tensor> out;
-  const std::string prefix = m.name + ".";
-  const std::vector<std::int64_t> shape{m.rows, m.cols};
+  std::vector<tensor_spec> specs = compressed_tensors_module_specs(m);
+  std::vector<std::vector<std::byte>> payloads;
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
-    const float scale = detail::stored_scale(forward);
-    const std::vector<std::uint8_t> codes = detail::fake_quantizer_fp8_codes(weight, forward);
-    out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
+    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   } else {
     const bool int4 = m.scheme == weight_scheme::int4_block128;
     const std::int64_t group = int4 ? int4_group_size : m.cols;
     const auto [codes, scales] = int4 ? detail::fake_quantizer_int_codes<formats::int4>(weight, m, group)
                                       : detail::fake_quantizer_int_codes<formats::int8>(weight, m, group);
     if (m.static_input) {
-      out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
+      payloads.push_back(payload_of(codes));
     } else {
-      const std::vector<std::int32_t> packed =
-          int4 ? pack_input_words<4>(codes, m.rows, m.cols) : pack_input_words<8>(codes, m.rows, m.cols);
-      const std::int64_t words = m.cols / (int4 ? 8 : 4);
-      out.push_back(
-          {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
-      out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
+      payloads.push_back(payload_of(int4 ? pack_input_words<4>(codes, m.rows, m.cols)
+                                              : pack_input_words<8>(codes, m.rows, m.cols)));
+      payloads.push_back(payload_of(std::vector<std::int64_t>{m.rows, m.cols}));
     }
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales));
+    payloads.push_back(payload_of(scales));
   }
   if (m.static_input) {
     const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
                                                                  : detail::forward_scale<formats::int8>(m.input_amax);
-    const float scale = detail::stored_scale(forward);
-    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   }
-  return out;
+  return with_payloads(std::move(specs), std::move(payloads));
 }
 
 namespace detail {
@@ -6671,6 +6938,7 @@ inline std::string config_with_quantization(std::string_view text, const std::st
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 
@@ -6695,33 +6963,55 @@ inline float scale_from_amax(float amax, float bound) {
   return scale > 0.0f ? scale : 1.0f;
 }
 
+// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
+template <class Fn>
+void with_rounding(division_rounding rounding, Fn&& fn) {
+  if (rounding == division_rounding::bf16) {
+    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
+  } else if (rounding == division_rounding::f16) {
+    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
+  } else {
+    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
+  }
+}
+
 // e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
 inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
   std::vector<std::uint8_t> codes(weight.size());
-  for (std::size_t i = 0; i < weight.size(); ++i) {
-    codes[i] = formats::e4m3::encode(round_quotient(weight[i] / scale, rounding));
-  }
+  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
+  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  const std::size_t count = weight.size();
+  with_rounding(rounding, [&](auto tag) {
+    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
+  });
   return codes;
 }
 
 // Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
 // weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
 inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
                                               std::span<const float> scales, std::int64_t group, int low, int high,
                                               division_rounding rounding) {
-  const std::int64_t groups_per_row = cols / group;
   std::vector<std::int8_t> codes(weight.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r * cols + c);
-      const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
-      float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
-      q = q < static_cast<float>(low)    ? static_cast<float>(low)
-          : q > static_cast<float>(high) ? static_cast<float>(high)
-                                         : q;
-      codes[i] = static_cast<std::int8_t>(q);
+  const std::int64_t slots = rows * (cols / group);
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
+  with_rounding(rounding, [&](auto tag) {
+    for (std::int64_t s = 0; s < slots; ++s) {
+      const float scale = scales[static_cast<std::size_t>(s)];
+      const std::int64_t begin = s * group;
+      for (std::int64_t i = begin; i < begin + group; ++i) {
+        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
+        q = q < lowest ? lowest : q;
+        q = q > highest ? highest : q;
+        out[i] = static_cast<std::int8_t>(q);
+      }
     }
-  }
+  });
   return codes;
 }
 
@@ -6793,54 +7083,64 @@ inline float input_bound(weight_scheme scheme) {
   return formats::int8::max_bound;
 }
 
-inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
-  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
-}
+inline std::vector<std::byte> f32_payload(float value) { return bytes_of(std::span<const float>(&value, 1)); }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`: weight codes, weight_scale and input_scale. `weight`
-// holds the checkpoint's values as float; `rounding` is the weight dtype's (torch divides a bf16
-// weight by the 0-d fp32 fp8 scale in bf16: both operands in bf16, the quotient rounded to bf16).
+// What replaces `<module>.weight` in ModelOpt's layout: weight codes, weight_scale(s) and, with
+// a static input, input_scale (names, dtypes and shapes as export_hf_checkpoint writes them).
+inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
+  const std::string prefix = m.name + ".";
+  std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {}});
+  } else if (m.scheme == weight_scheme::int8_channel) {
+    specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows}});
+  } else if (m.scheme == weight_scheme::nvfp4_block16) {
+    specs.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}});
+    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
+    specs.push_back({prefix + "weight_scale_2", dtype_f32, {}});
+  } else {
+    specs.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, m.cols / int4_group_size}});
+  }
+  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {}});
+  return specs;
+}
+
+// The tensors of modelopt_module_specs with their data. `weight` holds the checkpoint's values as
+// float; `rounding` is the weight dtype's (torch divides a bf16 weight by the 0-d fp32 fp8 scale
+// in bf16: both operands in bf16, the quotient rounded to bf16).
 inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
                                                           division_rounding rounding) {
-  std::vector<output_tensor> out;
-  const std::string prefix = m.name + ".";
+  std::vector<std::vector<std::byte>> payloads;
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
     // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
     // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, round_quotient(scale, rounding), rounding);
-    out.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(fp8_codes(weight, round_quotient(scale, rounding), rounding)));
+    payloads.push_back(detail::f32_payload(scale));
   } else if (m.scheme == weight_scheme::int8_channel) {
     const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32);
-    out.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}, bytes_of(std::span<const std::int8_t>(codes))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
+    payloads.push_back(
+        payload_of(integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32)));
+    payloads.push_back(payload_of(scales));
   } else if (m.scheme == weight_scheme::nvfp4_block16) {
     const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    out.push_back(
-        {prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
-    out.push_back({prefix + "weight_scale",
-                   dtype_f8_e4m3,
-                   {m.rows, m.cols / nvfp4_block_size},
-                   bytes_of(std::span<const std::uint8_t>(q.block_scales))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
+    payloads.push_back(payload_of(q.packed));
+    payloads.push_back(payload_of(q.block_scales));
+    payloads.push_back(detail::f32_payload(q.global_scale));
   } else {
     const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
     const std::vector<std::int8_t> codes =
         integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
-    const std::vector<std::uint8_t> packed = pack_int4_output_pairs(codes, m.rows, m.cols);
-    out.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}, bytes_of(std::span<const std::uint8_t>(packed))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows, m.cols / int4_group_size}, scales));
+    payloads.push_back(payload_of(pack_int4_output_pairs(codes, m.rows, m.cols)));
+    payloads.push_back(payload_of(scales));
   }
-  if (m.static_input) {
-    const float scale = scale_from_amax(m.input_amax, detail::input_bound(m.scheme));
-    out.push_back(detail::f32_tensor(prefix + "input_scale", {}, std::span<const float>(&scale, 1)));
-  }
-  return out;
+  if (m.static_input) payloads.push_back(detail::f32_payload(scale_from_amax(m.input_amax, detail::input_bound(m.scheme))));
+  return with_payloads(modelopt_module_specs(m), std::move(payloads));
 }
 
 namespace detail {
@@ -7083,17 +7383,74 @@ inline division_rounding rounding_of(const dtype& type) {
 
 inline std::vector<output_tensor> exported_tensors(const module_export& m, const tensor_view& weight,
                                                    checkpoint_layout layout) {
-  const std::vector<float> values = to_float_vector(weight);
+  // One buffer per thread, reused from module to module: a fresh 100 MB vector per weight would
+  // cost more in page faults than its conversion.
+  thread_local std::vector<float> buffer;
+  buffer.resize(static_cast<std::size_t>(weight.numel()));
+  const std::span<float> values(buffer);
+  convert_tensor(weight, values);
   return layout == checkpoint_layout::modelopt
              ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
              : compressed_tensors_module_tensors(m, values);
 }
 
-inline output_tensor copied(const tensor_view& view) {
-  return {std::string(view.name),
-          view.dtype,
-          {view.shape.begin(), view.shape.end()},
-          {view.bytes.begin(), view.bytes.end()}};
+// The tensors a shard of the export holds in place of `file`'s, in its order.
+inline std::vector<tensor_spec> shard_specs(const safetensors_file& file, const export_plan& plan) {
+  std::vector<tensor_spec> specs;
+  for (const tensor_view& view : file.tensors()) {
+    if (const module_export* m = plan.for_weight(view.name)) {
+      for (tensor_spec& spec : plan.layout == checkpoint_layout::modelopt ? modelopt_module_specs(*m)
+                                                                           : compressed_tensors_module_specs(*m)) {
+        specs.push_back(std::move(spec));
+      }
+    } else {
+      specs.push_back({std::string(view.name), view.dtype, {view.shape.begin(), view.shape.end()}});
+    }
+  }
+  return specs;
+}
+
+// Calls task(i) for every i in [0, count), spread over the pool's threads as they come free (a
+// quantized weight takes far longer than a copied norm). The first exception stops the others
+// from starting new tasks and is rethrown here.
+inline void for_each_task(thread_pool& pool, std::size_t count, const std::function<void(std::size_t)>& task) {
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first;
+  std::mutex mutex;
+  pool.parallel_for(static_cast<std::int64_t>(pool.size()), 1, [&](std::int64_t, std::int64_t) {
+    for (std::size_t i = next++; i < count && !failed; i = next++) {
+      try {
+        task(i);
+      } catch (...) {
+        std::lock_guard lock(mutex);
+        if (!first) first = std::current_exception();
+        failed = true;
+      }
+    }
+  });
+  if (first) std::rethrow_exception(first);
+}
+
+// One input shard's counterpart: each quantized weight converted on some thread and written at
+// its offset, every other tensor copied from the input mapping.
+inline std::uint64_t write_shard(const safetensors_file& file, const export_plan& plan,
+                                 const std::filesystem::path& path, thread_pool& pool,
+                                 std::map<std::string, std::string>& weight_map) {
+  const std::vector<tensor_spec> specs = shard_specs(file, plan);
+  shard_file out(path, specs);
+  const std::span<const tensor_view> views = file.tensors();
+  for_each_task(pool, views.size(), [&](std::size_t i) {
+    const tensor_view& view = views[i];
+    if (const module_export* m = plan.for_weight(view.name)) {
+      for (const output_tensor& t : exported_tensors(*m, view, plan.layout)) out.write(t);
+    } else {
+      out.write(view.name, view.bytes);
+    }
+  });
+  out.finish();
+  for (const tensor_spec& spec : specs) weight_map[spec.name] = path.filename().string();
+  return out.data_bytes();
 }
 
 inline void write_config(const std::filesystem::path& model_dir, const export_plan& plan,
@@ -7114,26 +7471,17 @@ inline void write_config(const std::filesystem::path& model_dir, const export_pl
 
 }  // namespace detail
 
-// Writes the export into the existing folder `out_dir`, one shard at a time.
+// Writes the export into the existing folder `out_dir`, one shard at a time, on `pool`'s threads.
 inline void write_export(const std::filesystem::path& model_dir, const safetensors_checkpoint& checkpoint,
-                         const export_plan& plan, const std::filesystem::path& out_dir) {
+                         const export_plan& plan, const std::filesystem::path& out_dir,
+                         thread_pool& pool = default_thread_pool()) {
   check_export_inputs(plan, checkpoint);
   std::map<std::string, std::string> weight_map;
   std::uint64_t total_size = 0;
   for (const auto& file : checkpoint.files()) {
     if (file->tensors().empty()) continue;
     const std::string shard = std::filesystem::path(file->tensors().front().file).filename().string();
-    shard_builder builder;
-    for (const tensor_view& view : file->tensors()) {
-      if (const module_export* m = plan.for_weight(view.name)) {
-        for (output_tensor& t : detail::exported_tensors(*m, view, plan.layout)) builder.add(std::move(t));
-      } else {
-        builder.add(detail::copied(view));
-      }
-    }
-    for (const auto& [name, tensor] : builder.tensors()) weight_map[name] = shard;
-    total_size += builder.data_bytes();
-    builder.write(out_dir / shard);
+    total_size += detail::write_shard(*file, plan, out_dir / shard, pool, weight_map);
   }
   if (checkpoint.sharded())
     write_file_atomic(out_dir / safetensors_index_name, shard_index_json(total_size, weight_map));
@@ -11848,134 +12196,6 @@ class tokenizer {
 #endif
 // ---- end aq/backend/cpu/eigen.hpp ----
 
-// ---- begin aq/core/thread_pool.hpp ----
-// A tiny persistent thread pool with a blocking parallel_for over an index range. The CPU
-// backend splits GEMMs and row-wise kernels with it (Eigen itself is single-threaded without
-// OpenMP). Chunks are fixed by the range and thread count, so results do not depend on timing.
-
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <cstdint>
-#include <functional>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-namespace aq {
-
-class thread_pool {
- public:
-  explicit thread_pool(unsigned threads = std::max(1u, std::thread::hardware_concurrency())) { resize(threads); }
-  ~thread_pool() { stop(); }
-  thread_pool(const thread_pool&) = delete;
-  thread_pool& operator=(const thread_pool&) = delete;
-
-  unsigned size() const { return static_cast<unsigned>(workers_.size()) + 1; }
-
-  // Number of threads (including the caller); 0 means all hardware threads.
-  void resize(unsigned threads) {
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    stop();
-    stopping_ = false;
-    for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
-
-  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` items each.
-  // Nested calls from inside a chunk run serially on the calling thread.
-  void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>& fn) {
-    if (n <= 0) return;
-    grain = std::max<std::int64_t>(grain, 1);
-    const std::int64_t chunks = std::min<std::int64_t>((n + grain - 1) / grain, size());
-    if (chunks <= 1 || inside_) {
-      fn(0, n);
-      return;
-    }
-    std::lock_guard call_lock(call_mutex_);  // one parallel region at a time
-    job current{&fn, n, chunks};
-    {
-      std::lock_guard guard(mutex_);
-      job_ = &current;
-      ++generation_;
-    }
-    wake_.notify_all();
-    run(current);
-    std::unique_lock lock(mutex_);
-    // Workers attach to a job only under the lock while job_ points to it, so once none is
-    // attached and every chunk is done, `current` may go out of scope.
-    done_.wait(lock, [&] { return current.done == current.chunks && attached_ == 0; });
-    job_ = nullptr;
-  }
-
- private:
-  struct job {
-    const std::function<void(std::int64_t, std::int64_t)>* fn;
-    std::int64_t n;
-    std::int64_t chunks;
-    std::atomic<std::int64_t> next{0};
-    std::int64_t done = 0;  // guarded by mutex_
-  };
-
-  void run(job& j) {
-    inside_ = true;
-    for (;;) {
-      const std::int64_t c = j.next.fetch_add(1);
-      if (c >= j.chunks) break;
-      (*j.fn)(j.n * c / j.chunks, j.n * (c + 1) / j.chunks);
-      std::lock_guard guard(mutex_);
-      if (++j.done == j.chunks) done_.notify_all();
-    }
-    inside_ = false;
-  }
-
-  void work() {
-    std::uint64_t seen = 0;
-    for (;;) {
-      job* j = nullptr;
-      {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || (job_ != nullptr && generation_ != seen); });
-        if (stopping_) return;
-        seen = generation_;
-        j = job_;
-        ++attached_;
-      }
-      run(*j);
-      std::lock_guard guard(mutex_);
-      if (--attached_ == 0) done_.notify_all();
-    }
-  }
-
-  void stop() {
-    {
-      std::lock_guard guard(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (std::thread& t : workers_) t.join();
-    workers_.clear();
-  }
-
-  std::vector<std::thread> workers_;
-  std::mutex call_mutex_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  job* job_ = nullptr;
-  int attached_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stopping_ = false;
-  static inline thread_local bool inside_ = false;
-};
-
-// The pool the CPU backend uses; resize it (e.g. to 1) for single-thread measurements.
-inline thread_pool& default_thread_pool() {
-  static thread_pool pool;
-  return pool;
-}
-
-}  // namespace aq
-// ---- end aq/core/thread_pool.hpp ----
 
 namespace aq::cpu {
 

@@ -49,10 +49,6 @@ float forward_scale(float amax) {
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
 
-inline output_tensor scale_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
-  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
-}
-
 // The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
 // (group = cols) or per `group` consecutive columns of a row, and their stored scales.
 template <class F>
@@ -64,13 +60,14 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
     forward.push_back(forward_scale<F>(amax));
     stored.push_back(stored_scale(forward.back()));
   }
-  const std::int64_t groups_per_row = m.cols / group;
   std::vector<std::int8_t> codes(weight.size());
-  for (std::int64_t r = 0; r < m.rows; ++r) {
-    for (std::int64_t c = 0; c < m.cols; ++c) {
-      const auto i = static_cast<std::size_t>(r * m.cols + c);
-      const float scale = forward[static_cast<std::size_t>(r * groups_per_row + c / group)];
-      codes[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(weight[i], scale));
+  std::int8_t* const out = codes.data();  // raw pointers: a byte store may alias the vectors' own
+  const float* const in = weight.data();
+  for (std::size_t s = 0; s < forward.size(); ++s) {
+    const float scale = forward[s];
+    const std::size_t begin = s * static_cast<std::size_t>(group);
+    for (std::size_t i = begin; i < begin + static_cast<std::size_t>(group); ++i) {
+      out[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(in[i], scale));
     }
   }
   return {std::move(codes), std::move(stored)};
@@ -79,55 +76,72 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
 // e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
 inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
   std::vector<std::uint8_t> codes(weight.size());
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
   for (std::size_t i = 0; i < weight.size(); ++i) {
-    const float product = forward == 0.0f ? 0.0f : formats::detail::mul_rn(weight[i], forward);
-    codes[i] = formats::e4m3::encode(product);
+    out[i] = formats::e4m3::encode(forward == 0.0f ? 0.0f : formats::detail::mul_rn(in[i], forward));
   }
   return codes;
 }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`. The codes are the ones aq's fake quantizer rounds the
-// weight to (the search scored, and aq-logits runs, exactly this model), not llm-compressor's
-// w / scale, which lands on the other neighbour at some rounding ties; scales are fp32, so a
-// loader that keeps them in fp32 (vLLM, transformers in fp32) reproduces aq's weights.
+// What replaces `<module>.weight` in the compressed-tensors layout: codes (or packed words and
+// the weight's shape), weight_scale and, with a static input, input_scale; every scale F32.
+inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_export& m) {
+  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
+  const std::string prefix = m.name + ".";
+  std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {1}});
+  } else {
+    const bool int4 = m.scheme == weight_scheme::int4_block128;
+    if (m.static_input) {
+      specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
+    } else {
+      specs.push_back({prefix + "weight_packed", dtype_i32, {m.rows, m.cols / (int4 ? 8 : 4)}});
+      specs.push_back({prefix + "weight_shape", dtype_i64, {2}});
+    }
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, int4 ? m.cols / int4_group_size : 1}});
+  }
+  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {1}});
+  return specs;
+}
+
+// The tensors of compressed_tensors_module_specs with their data. The codes are the ones aq's
+// fake quantizer rounds the weight to (the search scored, and aq-logits runs, exactly this
+// model), not llm-compressor's w / scale, which lands on the other neighbour at some rounding
+// ties; scales are fp32, so a loader that keeps them in fp32 (vLLM, transformers in fp32)
+// reproduces aq's weights.
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
                                                                     std::span<const float> weight) {
-  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
-  std::vector<output_tensor> out;
-  const std::string prefix = m.name + ".";
-  const std::vector<std::int64_t> shape{m.rows, m.cols};
+  std::vector<tensor_spec> specs = compressed_tensors_module_specs(m);
+  std::vector<std::vector<std::byte>> payloads;
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
-    const float scale = detail::stored_scale(forward);
-    const std::vector<std::uint8_t> codes = detail::fake_quantizer_fp8_codes(weight, forward);
-    out.push_back({prefix + "weight", dtype_f8_e4m3, shape, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {1}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
+    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   } else {
     const bool int4 = m.scheme == weight_scheme::int4_block128;
     const std::int64_t group = int4 ? int4_group_size : m.cols;
     const auto [codes, scales] = int4 ? detail::fake_quantizer_int_codes<formats::int4>(weight, m, group)
                                       : detail::fake_quantizer_int_codes<formats::int8>(weight, m, group);
     if (m.static_input) {
-      out.push_back({prefix + "weight", dtype_i8, shape, bytes_of(std::span<const std::int8_t>(codes))});
+      payloads.push_back(payload_of(codes));
     } else {
-      const std::vector<std::int32_t> packed =
-          int4 ? pack_input_words<4>(codes, m.rows, m.cols) : pack_input_words<8>(codes, m.rows, m.cols);
-      const std::int64_t words = m.cols / (int4 ? 8 : 4);
-      out.push_back(
-          {prefix + "weight_packed", dtype_i32, {m.rows, words}, bytes_of(std::span<const std::int32_t>(packed))});
-      out.push_back({prefix + "weight_shape", dtype_i64, {2}, bytes_of(std::span<const std::int64_t>(shape))});
+      payloads.push_back(payload_of(int4 ? pack_input_words<4>(codes, m.rows, m.cols)
+                                              : pack_input_words<8>(codes, m.rows, m.cols)));
+      payloads.push_back(payload_of(std::vector<std::int64_t>{m.rows, m.cols}));
     }
-    out.push_back(detail::scale_tensor(prefix + "weight_scale", {m.rows, m.cols / group}, scales));
+    payloads.push_back(payload_of(scales));
   }
   if (m.static_input) {
     const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
                                                                  : detail::forward_scale<formats::int8>(m.input_amax);
-    const float scale = detail::stored_scale(forward);
-    out.push_back(detail::scale_tensor(prefix + "input_scale", {1}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   }
-  return out;
+  return with_payloads(std::move(specs), std::move(payloads));
 }
 
 namespace detail {

@@ -2,15 +2,20 @@
 // names, each quantized module's weight replaced by its layout's tensors, every other tensor
 // copied byte for byte), the shard index when the input has one, config.json with its
 // quantization_config, hf_quant_config.json for ModelOpt, and the tokenizer / processor files.
-// The caller stages the folder and publishes it (examples/cli/output_set.hpp); the plan has
-// already refused what cannot be exported, and check_export_inputs refuses the rest before a
-// byte is written.
+// Each shard is streamed (checkpoint_writer.hpp) and its quantized weights converted in parallel,
+// so memory holds one converting weight per thread beyond the input mapping. The caller stages
+// the folder and publishes it (examples/cli/output_set.hpp); the plan has already refused what
+// cannot be exported, and check_export_inputs refuses the rest before a byte is written.
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <exception>
+#include <functional>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +24,7 @@
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/dtype.hpp"
 #include "aq/core/error.hpp"
+#include "aq/core/thread_pool.hpp"
 #include "aq/export/checkpoint_layout.hpp"
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/compressed_tensors_layout.hpp"
@@ -94,17 +100,74 @@ inline division_rounding rounding_of(const dtype& type) {
 
 inline std::vector<output_tensor> exported_tensors(const module_export& m, const tensor_view& weight,
                                                    checkpoint_layout layout) {
-  const std::vector<float> values = to_float_vector(weight);
+  // One buffer per thread, reused from module to module: a fresh 100 MB vector per weight would
+  // cost more in page faults than its conversion.
+  thread_local std::vector<float> buffer;
+  buffer.resize(static_cast<std::size_t>(weight.numel()));
+  const std::span<float> values(buffer);
+  convert_tensor(weight, values);
   return layout == checkpoint_layout::modelopt
              ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
              : compressed_tensors_module_tensors(m, values);
 }
 
-inline output_tensor copied(const tensor_view& view) {
-  return {std::string(view.name),
-          view.dtype,
-          {view.shape.begin(), view.shape.end()},
-          {view.bytes.begin(), view.bytes.end()}};
+// The tensors a shard of the export holds in place of `file`'s, in its order.
+inline std::vector<tensor_spec> shard_specs(const safetensors_file& file, const export_plan& plan) {
+  std::vector<tensor_spec> specs;
+  for (const tensor_view& view : file.tensors()) {
+    if (const module_export* m = plan.for_weight(view.name)) {
+      for (tensor_spec& spec : plan.layout == checkpoint_layout::modelopt ? modelopt_module_specs(*m)
+                                                                           : compressed_tensors_module_specs(*m)) {
+        specs.push_back(std::move(spec));
+      }
+    } else {
+      specs.push_back({std::string(view.name), view.dtype, {view.shape.begin(), view.shape.end()}});
+    }
+  }
+  return specs;
+}
+
+// Calls task(i) for every i in [0, count), spread over the pool's threads as they come free (a
+// quantized weight takes far longer than a copied norm). The first exception stops the others
+// from starting new tasks and is rethrown here.
+inline void for_each_task(thread_pool& pool, std::size_t count, const std::function<void(std::size_t)>& task) {
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first;
+  std::mutex mutex;
+  pool.parallel_for(static_cast<std::int64_t>(pool.size()), 1, [&](std::int64_t, std::int64_t) {
+    for (std::size_t i = next++; i < count && !failed; i = next++) {
+      try {
+        task(i);
+      } catch (...) {
+        std::lock_guard lock(mutex);
+        if (!first) first = std::current_exception();
+        failed = true;
+      }
+    }
+  });
+  if (first) std::rethrow_exception(first);
+}
+
+// One input shard's counterpart: each quantized weight converted on some thread and written at
+// its offset, every other tensor copied from the input mapping.
+inline std::uint64_t write_shard(const safetensors_file& file, const export_plan& plan,
+                                 const std::filesystem::path& path, thread_pool& pool,
+                                 std::map<std::string, std::string>& weight_map) {
+  const std::vector<tensor_spec> specs = shard_specs(file, plan);
+  shard_file out(path, specs);
+  const std::span<const tensor_view> views = file.tensors();
+  for_each_task(pool, views.size(), [&](std::size_t i) {
+    const tensor_view& view = views[i];
+    if (const module_export* m = plan.for_weight(view.name)) {
+      for (const output_tensor& t : exported_tensors(*m, view, plan.layout)) out.write(t);
+    } else {
+      out.write(view.name, view.bytes);
+    }
+  });
+  out.finish();
+  for (const tensor_spec& spec : specs) weight_map[spec.name] = path.filename().string();
+  return out.data_bytes();
 }
 
 inline void write_config(const std::filesystem::path& model_dir, const export_plan& plan,
@@ -125,26 +188,17 @@ inline void write_config(const std::filesystem::path& model_dir, const export_pl
 
 }  // namespace detail
 
-// Writes the export into the existing folder `out_dir`, one shard at a time.
+// Writes the export into the existing folder `out_dir`, one shard at a time, on `pool`'s threads.
 inline void write_export(const std::filesystem::path& model_dir, const safetensors_checkpoint& checkpoint,
-                         const export_plan& plan, const std::filesystem::path& out_dir) {
+                         const export_plan& plan, const std::filesystem::path& out_dir,
+                         thread_pool& pool = default_thread_pool()) {
   check_export_inputs(plan, checkpoint);
   std::map<std::string, std::string> weight_map;
   std::uint64_t total_size = 0;
   for (const auto& file : checkpoint.files()) {
     if (file->tensors().empty()) continue;
     const std::string shard = std::filesystem::path(file->tensors().front().file).filename().string();
-    shard_builder builder;
-    for (const tensor_view& view : file->tensors()) {
-      if (const module_export* m = plan.for_weight(view.name)) {
-        for (output_tensor& t : detail::exported_tensors(*m, view, plan.layout)) builder.add(std::move(t));
-      } else {
-        builder.add(detail::copied(view));
-      }
-    }
-    for (const auto& [name, tensor] : builder.tensors()) weight_map[name] = shard;
-    total_size += builder.data_bytes();
-    builder.write(out_dir / shard);
+    total_size += detail::write_shard(*file, plan, out_dir / shard, pool, weight_map);
   }
   if (checkpoint.sharded())
     write_file_atomic(out_dir / safetensors_index_name, shard_index_json(total_size, weight_map));

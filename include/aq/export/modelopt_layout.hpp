@@ -52,54 +52,64 @@ inline float input_bound(weight_scheme scheme) {
   return formats::int8::max_bound;
 }
 
-inline output_tensor f32_tensor(std::string name, std::vector<std::int64_t> shape, std::span<const float> values) {
-  return {std::move(name), dtype_f32, std::move(shape), bytes_of(values)};
-}
+inline std::vector<std::byte> f32_payload(float value) { return bytes_of(std::span<const float>(&value, 1)); }
 
 }  // namespace detail
 
-// The tensors replacing `<module>.weight`: weight codes, weight_scale and input_scale. `weight`
-// holds the checkpoint's values as float; `rounding` is the weight dtype's (torch divides a bf16
-// weight by the 0-d fp32 fp8 scale in bf16: both operands in bf16, the quotient rounded to bf16).
+// What replaces `<module>.weight` in ModelOpt's layout: weight codes, weight_scale(s) and, with
+// a static input, input_scale (names, dtypes and shapes as export_hf_checkpoint writes them).
+inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
+  const std::string prefix = m.name + ".";
+  std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::fp8_tensor) {
+    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {}});
+  } else if (m.scheme == weight_scheme::int8_channel) {
+    specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows}});
+  } else if (m.scheme == weight_scheme::nvfp4_block16) {
+    specs.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}});
+    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
+    specs.push_back({prefix + "weight_scale_2", dtype_f32, {}});
+  } else {
+    specs.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}});
+    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, m.cols / int4_group_size}});
+  }
+  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {}});
+  return specs;
+}
+
+// The tensors of modelopt_module_specs with their data. `weight` holds the checkpoint's values as
+// float; `rounding` is the weight dtype's (torch divides a bf16 weight by the 0-d fp32 fp8 scale
+// in bf16: both operands in bf16, the quotient rounded to bf16).
 inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
                                                           division_rounding rounding) {
-  std::vector<output_tensor> out;
-  const std::string prefix = m.name + ".";
+  std::vector<std::vector<std::byte>> payloads;
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
     // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
     // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
-    const std::vector<std::uint8_t> codes = fp8_codes(weight, round_quotient(scale, rounding), rounding);
-    out.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}, bytes_of(std::span<const std::uint8_t>(codes))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {}, std::span<const float>(&scale, 1)));
+    payloads.push_back(payload_of(fp8_codes(weight, round_quotient(scale, rounding), rounding)));
+    payloads.push_back(detail::f32_payload(scale));
   } else if (m.scheme == weight_scheme::int8_channel) {
     const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32);
-    out.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}, bytes_of(std::span<const std::int8_t>(codes))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows}, scales));
+    payloads.push_back(
+        payload_of(integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32)));
+    payloads.push_back(payload_of(scales));
   } else if (m.scheme == weight_scheme::nvfp4_block16) {
     const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    out.push_back(
-        {prefix + "weight", dtype_u8, {m.rows, m.cols / 2}, bytes_of(std::span<const std::uint8_t>(q.packed))});
-    out.push_back({prefix + "weight_scale",
-                   dtype_f8_e4m3,
-                   {m.rows, m.cols / nvfp4_block_size},
-                   bytes_of(std::span<const std::uint8_t>(q.block_scales))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale_2", {}, std::span<const float>(&q.global_scale, 1)));
+    payloads.push_back(payload_of(q.packed));
+    payloads.push_back(payload_of(q.block_scales));
+    payloads.push_back(detail::f32_payload(q.global_scale));
   } else {
     const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
     const std::vector<std::int8_t> codes =
         integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
-    const std::vector<std::uint8_t> packed = pack_int4_output_pairs(codes, m.rows, m.cols);
-    out.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}, bytes_of(std::span<const std::uint8_t>(packed))});
-    out.push_back(detail::f32_tensor(prefix + "weight_scale", {m.rows, m.cols / int4_group_size}, scales));
+    payloads.push_back(payload_of(pack_int4_output_pairs(codes, m.rows, m.cols)));
+    payloads.push_back(payload_of(scales));
   }
-  if (m.static_input) {
-    const float scale = scale_from_amax(m.input_amax, detail::input_bound(m.scheme));
-    out.push_back(detail::f32_tensor(prefix + "input_scale", {}, std::span<const float>(&scale, 1)));
-  }
-  return out;
+  if (m.static_input) payloads.push_back(detail::f32_payload(scale_from_amax(m.input_amax, detail::input_bound(m.scheme))));
+  return with_payloads(modelopt_module_specs(m), std::move(payloads));
 }
 
 namespace detail {

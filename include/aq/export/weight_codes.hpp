@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "aq/core/bf16.hpp"
@@ -39,33 +40,55 @@ inline float scale_from_amax(float amax, float bound) {
   return scale > 0.0f ? scale : 1.0f;
 }
 
+// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
+template <class Fn>
+void with_rounding(division_rounding rounding, Fn&& fn) {
+  if (rounding == division_rounding::bf16) {
+    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
+  } else if (rounding == division_rounding::f16) {
+    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
+  } else {
+    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
+  }
+}
+
 // e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
 inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
   std::vector<std::uint8_t> codes(weight.size());
-  for (std::size_t i = 0; i < weight.size(); ++i) {
-    codes[i] = formats::e4m3::encode(round_quotient(weight[i] / scale, rounding));
-  }
+  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
+  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  const std::size_t count = weight.size();
+  with_rounding(rounding, [&](auto tag) {
+    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
+  });
   return codes;
 }
 
 // Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
 // weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
 inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
                                               std::span<const float> scales, std::int64_t group, int low, int high,
                                               division_rounding rounding) {
-  const std::int64_t groups_per_row = cols / group;
   std::vector<std::int8_t> codes(weight.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r * cols + c);
-      const float scale = scales[static_cast<std::size_t>(r * groups_per_row + c / group)];
-      float q = formats::detail::round_half_even(round_quotient(weight[i] / scale, rounding));
-      q = q < static_cast<float>(low)    ? static_cast<float>(low)
-          : q > static_cast<float>(high) ? static_cast<float>(high)
-                                         : q;
-      codes[i] = static_cast<std::int8_t>(q);
+  const std::int64_t slots = rows * (cols / group);
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
+  with_rounding(rounding, [&](auto tag) {
+    for (std::int64_t s = 0; s < slots; ++s) {
+      const float scale = scales[static_cast<std::size_t>(s)];
+      const std::int64_t begin = s * group;
+      for (std::int64_t i = begin; i < begin + group; ++i) {
+        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
+        q = q < lowest ? lowest : q;
+        q = q > highest ? highest : q;
+        out[i] = static_cast<std::int8_t>(q);
+      }
     }
-  }
+  });
   return codes;
 }
 

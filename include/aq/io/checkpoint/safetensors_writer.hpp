@@ -58,20 +58,35 @@ struct serialized_tensor {
   std::span<const std::byte> data;
 };
 
-// A safetensors file from `entries` sorted by name (the header lists them in that order). Data is
-// laid out widest dtype first (then by name), as the reference writer does, so every tensor is
-// naturally aligned when the data area starts on 8 bytes.
-inline std::string serialize_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
-                                         const std::vector<serialized_tensor>& entries) {
-  std::vector<const serialized_tensor*> layout;
-  layout.reserve(entries.size());
-  for (const serialized_tensor& e : entries) layout.push_back(&e);
-  std::stable_sort(layout.begin(), layout.end(), [](const auto* a, const auto* b) { return a->type.size > b->type.size; });
-  std::map<std::string_view, std::pair<std::uint64_t, std::uint64_t>> offsets;
-  std::uint64_t cursor = 0;
-  for (const serialized_tensor* e : layout) {
-    offsets[e->name] = {cursor, cursor + e->data.size()};
-    cursor += e->data.size();
+// A tensor as the header describes it: name, dtype, shape and its size in bytes.
+struct header_entry {
+  std::string_view name;
+  dtype type;
+  std::span<const std::int64_t> shape;
+  std::uint64_t bytes = 0;
+};
+
+// Where every tensor of a safetensors file goes: the file's first bytes (the 8-byte header
+// length and the header) and each tensor's [begin, end) within the data area that follows.
+struct safetensors_layout {
+  std::string prefix;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>, std::less<>> offsets;
+  std::uint64_t data_bytes = 0;
+};
+
+// The layout of a file holding `entries` sorted by name (the
+// header lists them in that order). Data is laid out widest dtype first (then by name), as the
+// reference writer does, so every tensor is naturally aligned when the data area starts on 8 bytes.
+inline safetensors_layout layout_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
+                                             const std::vector<header_entry>& entries) {
+  std::vector<const header_entry*> order;
+  order.reserve(entries.size());
+  for (const header_entry& e : entries) order.push_back(&e);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->type.size > b->type.size; });
+  safetensors_layout layout;
+  for (const header_entry* e : order) {
+    layout.offsets[std::string(e->name)] = {layout.data_bytes, layout.data_bytes + e->bytes};
+    layout.data_bytes += e->bytes;
   }
   std::string header = "{";
   if (!metadata.empty()) {
@@ -84,7 +99,7 @@ inline std::string serialize_safetensors(const std::map<std::string, std::string
     }
     header += '}';
   }
-  for (const serialized_tensor& e : entries) {
+  for (const header_entry& e : entries) {
     if (header.size() > 1) header += ',';
     append_json_string(header, e.name);
     header += ":{\"dtype\":\"";
@@ -94,17 +109,30 @@ inline std::string serialize_safetensors(const std::map<std::string, std::string
       if (i > 0) header += ',';
       header += std::to_string(e.shape[i]);
     }
-    const auto [begin, end] = offsets.at(e.name);
+    const auto [begin, end] = layout.offsets.find(e.name)->second;
     header += "],\"data_offsets\":[" + std::to_string(begin) + ',' + std::to_string(end) + "]}";
   }
   header += '}';
   header.append((8 - header.size() % 8) % 8, ' ');
-  std::string file;
-  file.reserve(8 + header.size() + cursor);
   const std::uint64_t header_size = header.size();
-  for (int i = 0; i < 8; ++i) file += static_cast<char>((header_size >> (8 * i)) & 0xffu);
-  file += header;
-  for (const serialized_tensor* e : layout) file.append(reinterpret_cast<const char*>(e->data.data()), e->data.size());
+  for (int i = 0; i < 8; ++i) layout.prefix += static_cast<char>((header_size >> (8 * i)) & 0xffu);
+  layout.prefix += header;
+  return layout;
+}
+
+// A safetensors file from `entries` (layout_safetensors), assembled in memory.
+inline std::string serialize_safetensors(const std::map<std::string, std::string, std::less<>>& metadata,
+                                         const std::vector<serialized_tensor>& entries) {
+  std::vector<header_entry> headers;
+  headers.reserve(entries.size());
+  for (const serialized_tensor& e : entries) headers.push_back({e.name, e.type, e.shape, e.data.size()});
+  const safetensors_layout layout = layout_safetensors(metadata, headers);
+  std::string file = layout.prefix;
+  file.resize(layout.prefix.size() + layout.data_bytes);
+  for (const serialized_tensor& e : entries) {
+    const std::uint64_t begin = layout.offsets.find(e.name)->second.first;
+    std::copy(e.data.begin(), e.data.end(), reinterpret_cast<std::byte*>(file.data() + layout.prefix.size() + begin));
+  }
   return file;
 }
 
