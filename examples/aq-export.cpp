@@ -20,7 +20,7 @@ void usage(std::FILE* out) {
                "                 --format modelopt|compressed-tensors --output-dir OUT [--module-root whole|inner]\n"
                "                 [--threads N]\n"
                "  Writes DIR's checkpoint with the mix applied as real quantized weights: fp8_e4m3,\n"
-               "  int8_w8a8, w8a16, w4a16 (and nvfp4, modelopt only) get codes and scales; every other\n"
+               "  int8_w8a8, w8a16, w4a16 and nvfp4 get codes and scales; every other\n"
                "  tensor (embeddings, norms, the vision tower, unquantized layers) is copied byte for\n"
                "  byte; shards mirror DIR's.\n"
                "  --recipes: a quant manifest (chosen_recipes) or a recipe map (docs/recipe-maps.md).\n"
@@ -31,8 +31,8 @@ void usage(std::FILE* out) {
                "  --module-root whole|inner: how the recipe file and state name modules (default whole).\n"
                "  --threads N: threads converting weights, at most 1024 (default: all); each holds one\n"
                "  weight's fp32 copy and codes.\n"
-               "  Recipes a layout cannot express (w4a8, w8a4, w4a4, mx*, fp8_pc_pt, fp8_2d_blockwise;\n"
-               "  nvfp4 in compressed-tensors) are refused before anything is written. See docs/export.md.\n");
+               "  Recipes a layout cannot express (w4a8, w8a4, w4a4, mx*, fp8_pc_pt, fp8_2d_blockwise,\n"
+               "  w4a8_nvfp4_fp8) are refused before anything is written. See docs/export.md.\n");
 }
 
 std::optional<aq::autoquant::export_options> parse_arguments(int argc, char** argv) {

@@ -235,12 +235,16 @@ struct dequantized {
   std::vector<float> values, step;
 };
 
-// NVFP4: e2m1 code x e4m3 block scale x global scale; the step recorded is the block's scale.
-dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m) {
+// NVFP4: e2m1 code x e4m3 block scale x global scale (ModelOpt: weight_scale_2; compressed-tensors:
+// divided by weight_global_scale); the step recorded is the block's scale.
+dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m,
+                             checkpoint_layout layout) {
   const std::string p = m.name + ".";
-  const aq::tensor_view& packed = out.at(p + "weight");
+  const bool modelopt = layout == checkpoint_layout::modelopt;
+  const aq::tensor_view& packed = out.at(p + (modelopt ? "weight" : "weight_packed"));
   const aq::tensor_view& blocks = out.at(p + "weight_scale");
-  const float global = aq::to_float_vector(out.at(p + "weight_scale_2"))[0];
+  const float global = modelopt ? aq::to_float_vector(out.at(p + "weight_scale_2"))[0]
+                                : 1.0f / aq::to_float_vector(out.at(p + "weight_global_scale"))[0];
   dequantized d;
   for (std::int64_t i = 0; i < m.rows * m.cols; ++i) {
     const auto byte = static_cast<unsigned>(packed.bytes[static_cast<std::size_t>(i / 2)]);
@@ -256,7 +260,7 @@ dequantized dequantize_nvfp4(const aq::safetensors_checkpoint& out, const aq::hf
 
 dequantized dequantize(const aq::safetensors_checkpoint& out, const aq::hf_export::module_export& m,
                        checkpoint_layout layout) {
-  if (m.scheme == aq::hf_export::weight_scheme::nvfp4_block16) return dequantize_nvfp4(out, m);
+  if (m.scheme == aq::hf_export::weight_scheme::nvfp4_block16) return dequantize_nvfp4(out, m, layout);
   const std::string p = m.name + ".";
   std::vector<float> q;
   if (layout == checkpoint_layout::modelopt && m.scheme == aq::hf_export::weight_scheme::int4_block128) {
@@ -542,43 +546,71 @@ TEST_CASE("export round trip, for each layout") {
   }
 }
 
-TEST_CASE("nvfp4 in the modelopt layout") {
-  const fixture f = make_fixture("nvfp4", R"({"model.language_model.layers.*.mlp.*": "nvfp4",
-                                              "model.language_model.layers.0.self_attn.*": "fp8_e4m3"})");
-  const aq::autoquant::export_options o = options(f, checkpoint_layout::modelopt, "out");
-  aq::autoquant::run_export(o);
-  const aq::hf_export::export_plan plan = aq::autoquant::plan_export(o, f.cfg);
-  const aq::safetensors_checkpoint in(f.model);
-  const aq::safetensors_checkpoint out(o.output_dir, aq::hf_export::any_safetensors_dtype);
-  for (const aq::hf_export::module_export& m : plan.quantized) {
-    if (m.scheme != aq::hf_export::weight_scheme::nvfp4_block16) continue;
-    CAPTURE(m.name);
-    CHECK(out.at(m.name + ".weight").dtype == aq::hf_export::dtype_u8);
-    CHECK(out.at(m.name + ".weight").shape[1] == m.cols / 2);
-    CHECK(out.at(m.name + ".weight_scale").dtype == aq::hf_export::dtype_f8_e4m3);
-    CHECK(out.at(m.name + ".weight_scale_2").shape.empty());
-    CHECK(aq::to_float_vector(out.at(m.name + ".input_scale"))[0] == m.input_amax * (1.0f / 2688.0f));
-    const std::vector<float> w = aq::to_float_vector(in.at(m.name + ".weight"));
-    const std::vector<float> fake = fake_quantized(w, m);
-    const dequantized d = dequantize(out, m, checkpoint_layout::modelopt);
-    // aq's fake quantization follows ModelOpt's Triton kernel, the export NVFP4QTensor (block
-    // scales and quotients by tensor division): the same grid value except where the two round a
-    // block scale or a quotient to different neighbours.
-    std::size_t differ = 0;
-    for (std::size_t i = 0; i < fake.size(); ++i) {
-      if (std::fabs(d.values[i] - fake[i]) <= std::fabs(fake[i]) * 0x1p-21f) continue;
-      ++differ;
-      CHECK(std::fabs(d.values[i] - fake[i]) <= std::fmax(std::fabs(fake[i]) * 0.5f, d.step[i] * 0.5f) * 1.0001f);
+TEST_CASE("nvfp4 in both layouts") {
+  for (const checkpoint_layout layout : {checkpoint_layout::modelopt, checkpoint_layout::compressed_tensors}) {
+    CAPTURE(aq::hf_export::layout_name(layout));
+    const bool modelopt = layout == checkpoint_layout::modelopt;
+    const fixture f = make_fixture("nvfp4_" + std::string(aq::hf_export::layout_name(layout)),
+                                   R"({"model.language_model.layers.*.mlp.*": "nvfp4",
+                                       "model.language_model.layers.0.self_attn.*": "fp8_e4m3"})");
+    const aq::autoquant::export_options o = options(f, layout, "out");
+    aq::autoquant::run_export(o);
+    const aq::hf_export::export_plan plan = aq::autoquant::plan_export(o, f.cfg);
+    const aq::safetensors_checkpoint in(f.model);
+    const aq::safetensors_checkpoint out(o.output_dir, aq::hf_export::any_safetensors_dtype);
+    for (const aq::hf_export::module_export& m : plan.quantized) {
+      if (m.scheme != aq::hf_export::weight_scheme::nvfp4_block16) continue;
+      CAPTURE(m.name);
+      const aq::tensor_view& packed = out.at(m.name + (modelopt ? ".weight" : ".weight_packed"));
+      CHECK(packed.dtype == aq::hf_export::dtype_u8);
+      CHECK(packed.shape[1] == m.cols / 2);
+      CHECK(out.at(m.name + ".weight_scale").dtype == aq::hf_export::dtype_f8_e4m3);
+      CHECK(out.at(m.name + ".weight_scale").shape[1] == m.cols / 16);
+      if (modelopt) {
+        CHECK(out.at(m.name + ".weight_scale_2").shape.empty());
+        CHECK(aq::to_float_vector(out.at(m.name + ".input_scale"))[0] == m.input_amax * (1.0f / 2688.0f));
+      } else {
+        // compressed-tensors' global scales are the reciprocals: 448 * 6 / amax.
+        CHECK(aq::to_float_vector(out.at(m.name + ".weight_global_scale"))[0] == 2688.0f / m.weight_amax.front());
+        CHECK(aq::to_float_vector(out.at(m.name + ".input_global_scale"))[0] == 2688.0f / m.input_amax);
+        CHECK(out.find(m.name + ".weight") == nullptr);
+      }
+      const std::vector<float> w = aq::to_float_vector(in.at(m.name + ".weight"));
+      const std::vector<float> fake = fake_quantized(w, m);
+      const dequantized d = dequantize(out, m, layout);
+      // aq's fake quantization follows ModelOpt's Triton kernel, the export NVFP4QTensor (block
+      // scales and quotients by tensor division): the same grid value except where the two round
+      // a block scale or a quotient to different neighbours.
+      std::size_t differ = 0;
+      for (std::size_t i = 0; i < fake.size(); ++i) {
+        if (std::fabs(d.values[i] - fake[i]) <= std::fabs(fake[i]) * 0x1p-20f) continue;
+        ++differ;
+        CHECK(std::fabs(d.values[i] - fake[i]) <= std::fmax(std::fabs(fake[i]) * 0.5f, d.step[i] * 0.5f) * 1.0001f);
+      }
+      CHECK(static_cast<double>(differ) / static_cast<double>(fake.size()) <= 0.002);
+      MESSAGE(m.name << ": " << differ << " of " << fake.size() << " elements differ");
     }
-    CHECK(static_cast<double>(differ) / static_cast<double>(fake.size()) <= 0.002);
-    MESSAGE(m.name << ": " << differ << " of " << fake.size() << " elements differ");
+    simdjson::dom::parser parser;
+    if (modelopt) {
+      const std::string hf = read_bytes(fs::path(o.output_dir) / "hf_quant_config.json");
+      const simdjson::dom::element layer =
+          parser.parse(hf)["quantization"]["quantized_layers"]["model.language_model.layers.1.mlp.up_proj"];
+      CHECK(std::string_view(layer["quant_algo"]) == "NVFP4");
+      CHECK(std::int64_t(layer["group_size"]) == 16);
+    } else {
+      const std::string config = read_bytes(fs::path(o.output_dir) / "config.json");
+      const simdjson::dom::element q = parser.parse(config)["quantization_config"];
+      CHECK(std::string_view(q["format"]) == "mixed-precision");
+      const simdjson::dom::element group = q["config_groups"]["group_1"];
+      CHECK(std::string_view(group["format"]) == "nvfp4-pack-quantized");
+      CHECK(std::string_view(group["weights"]["strategy"]) == "tensor_group");
+      CHECK(std::int64_t(group["weights"]["group_size"]) == 16);
+      CHECK(std::string_view(group["weights"]["scale_dtype"]) == "torch.float8_e4m3fn");
+      CHECK_FALSE(bool(group["weights"]["dynamic"]));
+      CHECK(std::string_view(group["input_activations"]["dynamic"]) == "local");
+      CHECK(std::string_view(group["input_activations"]["type"]) == "float");
+    }
   }
-  simdjson::dom::parser parser;
-  const std::string hf = read_bytes(fs::path(o.output_dir) / "hf_quant_config.json");
-  const simdjson::dom::element layer =
-      parser.parse(hf)["quantization"]["quantized_layers"]["model.language_model.layers.1.mlp.up_proj"];
-  CHECK(std::string_view(layer["quant_algo"]) == "NVFP4");
-  CHECK(std::int64_t(layer["group_size"]) == 16);
 }
 
 TEST_CASE("refusals write nothing") {
@@ -599,10 +631,10 @@ TEST_CASE("refusals write nothing") {
               "model.language_model.layers.1.mlp.down_proj");
     }
   }
-  SUBCASE("nvfp4 in compressed-tensors") {
-    write_text(f.recipes, R"({"model.language_model.layers.0.mlp.*": "nvfp4"})");
+  SUBCASE("nvfp4 weights with fp8 inputs") {
+    write_text(f.recipes, R"({"model.language_model.layers.0.mlp.*": "w4a8_nvfp4_fp8"})");
     refused(options(f, checkpoint_layout::compressed_tensors, "out"),
-            "recipe 'nvfp4' cannot be exported (NVFP4 is exported in the modelopt layout only");
+            "recipe 'w4a8_nvfp4_fp8' cannot be exported (NVFP4 weights with fp8 inputs are not exported yet");
   }
   SUBCASE("a state without an amax the mix needs") {
     aq::safetensors_writer empty;

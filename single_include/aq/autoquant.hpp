@@ -5015,7 +5015,7 @@ enum class weight_scheme {
   fp8_tensor,     // fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input
   int8_channel,   // int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only)
   int4_block128,  // w4a16: int4 weight in blocks of 128 input columns, weight only
-  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; ModelOpt only
+  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; e4m3-scaled e2m1 input
 };
 
 // The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
@@ -5027,18 +5027,15 @@ inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
   return std::nullopt;
 }
 
-// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it.
-inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout layout) {
-  const std::optional<weight_scheme> scheme = scheme_of(recipe);
-  if (scheme == weight_scheme::nvfp4_block16 && layout != checkpoint_layout::modelopt) return std::nullopt;
-  return scheme;
+// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it (both
+// layouts export the same recipes today).
+inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout /*layout*/) {
+  return scheme_of(recipe);
 }
 
 // Why a quantizing recipe is not exported in `layout`.
 inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
   const std::string where(layout_name(layout));
-  if (recipe == recipes::nvfp4::name)
-    return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
   if (recipe == recipes::w4a8::name || recipe == recipes::w4a8_fp8::name || recipe == recipes::w8a4::name ||
       recipe == recipes::w4a4::name) {
     return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";
@@ -5246,8 +5243,9 @@ inline std::string shard_index_json(std::uint64_t total_size, const std::map<std
 // ---- begin aq/export/compressed_tensors_layout.hpp ----
 // The compressed-tensors 0.20 layout (what llm-compressor saves and vLLM / transformers load):
 // fp8 and int8-with-activations weights as codes ("float-quantized", "int-quantized"), weight-
-// only int8 and int4 packed into int32 words ("pack-quantized"), fp32 scales, one config group
-// per recipe targeting its exact module names. docs/export.md lists every field.
+// only int8 and int4 packed into int32 words ("pack-quantized"), NVFP4 as e2m1 pairs with e4m3
+// block scales under an fp32 global scale ("nvfp4-pack-quantized"), other scales fp32, one
+// config group per recipe targeting its exact module names. docs/export.md lists every field.
 
 #include <algorithm>
 #include <cstddef>
@@ -6635,6 +6633,135 @@ std::vector<std::int32_t> pack_input_words(std::span<const std::int8_t> codes, s
 
 }  // namespace aq::hf_export
 // ---- end aq/export/int4_packing.hpp ----
+// ---- begin aq/export/weight_codes.hpp ----
+// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
+// scale per tensor, per output channel or per block of 128 input columns, computed the way the
+// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
+// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
+// which (division_rounding). Dequantization is code * scale.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// The dtype the quotient w / scale is rounded to before the cast to codes.
+enum class division_rounding { f32, bf16, f16 };
+
+inline float round_quotient(float value, division_rounding rounding) {
+  if (rounding == division_rounding::bf16) return round_to_bf16(value);
+  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
+  return value;
+}
+
+// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
+// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
+// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
+inline float scale_from_amax(float amax, float bound) {
+  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
+  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
+  const float scale = amax * (1.0f / bound);
+  return scale > 0.0f ? scale : 1.0f;
+}
+
+// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
+template <class Fn>
+void with_rounding(division_rounding rounding, Fn&& fn) {
+  if (rounding == division_rounding::bf16) {
+    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
+  } else if (rounding == division_rounding::f16) {
+    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
+  } else {
+    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
+  }
+}
+
+// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
+inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
+  std::vector<std::uint8_t> codes(weight.size());
+  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
+  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  const std::size_t count = weight.size();
+  with_rounding(rounding, [&](auto tag) {
+    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
+  });
+  return codes;
+}
+
+// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
+// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
+inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                              std::span<const float> scales, std::int64_t group, int low, int high,
+                                              division_rounding rounding) {
+  std::vector<std::int8_t> codes(weight.size());
+  const std::int64_t slots = rows * (cols / group);
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
+  with_rounding(rounding, [&](auto tag) {
+    for (std::int64_t s = 0; s < slots; ++s) {
+      const float scale = scales[static_cast<std::size_t>(s)];
+      const std::int64_t begin = s * group;
+      for (std::int64_t i = begin; i < begin + group; ++i) {
+        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
+        q = q < lowest ? lowest : q;
+        q = q > highest ? highest : q;
+        out[i] = static_cast<std::int8_t>(q);
+      }
+    }
+  });
+  return codes;
+}
+
+// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
+// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
+// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
+// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
+// column in the low nibble.
+struct nvfp4_weight {
+  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
+  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
+  float global_scale = 1.0f;               // weight_scale_2
+};
+
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                float global_amax) {
+  constexpr std::int64_t block = 16;
+  nvfp4_weight out;
+  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
+  const float block_bound = formats::e2m1::max_bound * out.global_scale;
+  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < cols / block; ++b) {
+      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
+      float block_amax = 0.0f;
+      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
+      float ratio = block_amax / block_bound;
+      if (ratio == 0.0f) ratio = 1.0f;
+      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
+      out.block_scales.push_back(scale_code);
+      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
+      for (std::size_t i = first; i < first + block; ++i) {
+        const float q = weight[i] / divisor;
+        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
+        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/weight_codes.hpp ----
 
 namespace aq::hf_export {
 
@@ -6643,6 +6770,7 @@ inline constexpr std::string_view compressed_tensors_version = "0.20.1";
 // The config group format of a planned module.
 inline std::string_view compressed_tensors_format(const module_export& m) {
   if (m.scheme == weight_scheme::fp8_tensor) return "float-quantized";
+  if (m.scheme == weight_scheme::nvfp4_block16) return "nvfp4-pack-quantized";
   if (m.scheme == weight_scheme::int8_channel && m.static_input) return "int-quantized";
   return "pack-quantized";
 }
@@ -6659,6 +6787,13 @@ float forward_scale(float amax) {
 // code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+// compressed-tensors' NVFP4 global scale, the reciprocal of ModelOpt's: 448 * 6 / amax (1 where
+// that is not finite, as its generate_gparam falls back); block scales are divided by it.
+inline float nvfp4_global_scale(float amax) {
+  const float scale = formats::e4m3::max_bound * formats::e2m1::max_bound / amax;
+  return amax > 0.0f && scale <= 0x1.fffffep127f ? scale : 1.0f;
+}
 
 // The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
 // (group = cols) or per `group` consecutive columns of a row, and their stored scales.
@@ -6700,9 +6835,15 @@ inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float>
 // What replaces `<module>.weight` in the compressed-tensors layout: codes (or packed words and
 // the weight's shape), weight_scale and, with a static input, input_scale; every scale F32.
 inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_export& m) {
-  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   const std::string prefix = m.name + ".";
   std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::nvfp4_block16) {
+    specs.push_back({prefix + "weight_packed", dtype_u8, {m.rows, m.cols / 2}});
+    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
+    specs.push_back({prefix + "weight_global_scale", dtype_f32, {1}});
+    if (m.static_input) specs.push_back({prefix + "input_global_scale", dtype_f32, {1}});
+    return specs;
+  }
   if (m.scheme == weight_scheme::fp8_tensor) {
     specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
     specs.push_back({prefix + "weight_scale", dtype_f32, {1}});
@@ -6729,6 +6870,16 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
                                                                     std::span<const float> weight) {
   std::vector<tensor_spec> specs = compressed_tensors_module_specs(m);
   std::vector<std::vector<std::byte>> payloads;
+  if (m.scheme == weight_scheme::nvfp4_block16) {
+    // ModelOpt's codes and block scales (those of aq's fake quantization, see the modelopt layout);
+    // code * e4m3 scale / global scale dequantizes them.
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    payloads.push_back(payload_of(q.packed));
+    payloads.push_back(payload_of(q.block_scales));
+    payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.weight_amax.front())}));
+    if (m.static_input) payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.input_amax)}));
+    return with_payloads(std::move(specs), std::move(payloads));
+  }
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
     payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
@@ -6757,7 +6908,10 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
 
 namespace detail {
 
-inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group) {
+// One QuantizationArgs as compressed-tensors serializes it. `dynamic` is false or "local" (NVFP4
+// inputs: block scales from the data under the static global scale); NVFP4 names its e4m3 scales.
+inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group,
+                       bool dynamic_local = false) {
   json.begin_object().key("num_bits").integer(bits).key("type").string(is_float ? "float" : "int");
   json.key("symmetric").boolean(true).key("strategy").string(strategy).key("group_size");
   if (group > 0) {
@@ -6765,7 +6919,14 @@ inline void write_args(io::json_writer& json, int bits, bool is_float, std::stri
   } else {
     json.null();
   }
-  json.key("dynamic").boolean(false).end_object();
+  json.key("dynamic");
+  if (dynamic_local) {
+    json.string("local");
+  } else {
+    json.boolean(false);
+  }
+  if (strategy == "tensor_group") json.key("scale_dtype").string("torch.float8_e4m3fn");
+  json.end_object();
 }
 
 inline void write_group(io::json_writer& json, const export_plan& plan, std::string_view recipe) {
@@ -6781,8 +6942,11 @@ inline void write_group(io::json_writer& json, const export_plan& plan, std::str
   if (first->scheme == weight_scheme::fp8_tensor) write_args(json, 8, true, "tensor", 0);
   if (first->scheme == weight_scheme::int8_channel) write_args(json, 8, false, "channel", 0);
   if (first->scheme == weight_scheme::int4_block128) write_args(json, 4, false, "group", int4_group_size);
+  if (first->scheme == weight_scheme::nvfp4_block16) write_args(json, 4, true, "tensor_group", nvfp4_block_size);
   json.key("input_activations");
-  if (first->static_input) {
+  if (first->scheme == weight_scheme::nvfp4_block16 && first->static_input) {
+    write_args(json, 4, true, "tensor_group", nvfp4_block_size, true);
+  } else if (first->static_input) {
     write_args(json, 8, first->scheme == weight_scheme::fp8_tensor, "tensor", 0);
   } else {
     json.null();
@@ -6926,135 +7090,6 @@ inline std::string config_with_quantization(std::string_view text, const std::st
 #include <string_view>
 #include <vector>
 
-// ---- begin aq/export/weight_codes.hpp ----
-// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
-// scale per tensor, per output channel or per block of 128 input columns, computed the way the
-// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
-// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
-// which (division_rounding). Dequantization is code * scale.
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <type_traits>
-#include <vector>
-
-
-namespace aq::hf_export {
-
-// The dtype the quotient w / scale is rounded to before the cast to codes.
-enum class division_rounding { f32, bf16, f16 };
-
-inline float round_quotient(float value, division_rounding rounding) {
-  if (rounding == division_rounding::bf16) return round_to_bf16(value);
-  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
-  return value;
-}
-
-// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
-// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
-// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
-inline float scale_from_amax(float amax, float bound) {
-  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
-  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
-  const float scale = amax * (1.0f / bound);
-  return scale > 0.0f ? scale : 1.0f;
-}
-
-// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
-template <class Fn>
-void with_rounding(division_rounding rounding, Fn&& fn) {
-  if (rounding == division_rounding::bf16) {
-    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
-  } else if (rounding == division_rounding::f16) {
-    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
-  } else {
-    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
-  }
-}
-
-// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
-inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
-  std::vector<std::uint8_t> codes(weight.size());
-  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
-  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
-  std::uint8_t* const out = codes.data();
-  const float* const in = weight.data();
-  const std::size_t count = weight.size();
-  with_rounding(rounding, [&](auto tag) {
-    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
-  });
-  return codes;
-}
-
-// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
-// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
-// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
-inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                              std::span<const float> scales, std::int64_t group, int low, int high,
-                                              division_rounding rounding) {
-  std::vector<std::int8_t> codes(weight.size());
-  const std::int64_t slots = rows * (cols / group);
-  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
-  const float* const in = weight.data();
-  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
-  with_rounding(rounding, [&](auto tag) {
-    for (std::int64_t s = 0; s < slots; ++s) {
-      const float scale = scales[static_cast<std::size_t>(s)];
-      const std::int64_t begin = s * group;
-      for (std::int64_t i = begin; i < begin + group; ++i) {
-        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
-        q = q < lowest ? lowest : q;
-        q = q > highest ? highest : q;
-        out[i] = static_cast<std::int8_t>(q);
-      }
-    }
-  });
-  return codes;
-}
-
-// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
-// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
-// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
-// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
-// column in the low nibble.
-struct nvfp4_weight {
-  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
-  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
-  float global_scale = 1.0f;               // weight_scale_2
-};
-
-inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                float global_amax) {
-  constexpr std::int64_t block = 16;
-  nvfp4_weight out;
-  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
-  const float block_bound = formats::e2m1::max_bound * out.global_scale;
-  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t b = 0; b < cols / block; ++b) {
-      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
-      float block_amax = 0.0f;
-      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
-      float ratio = block_amax / block_bound;
-      if (ratio == 0.0f) ratio = 1.0f;
-      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
-      out.block_scales.push_back(scale_code);
-      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
-      for (std::size_t i = first; i < first + block; ++i) {
-        const float q = weight[i] / divisor;
-        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
-        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
-      }
-    }
-  }
-  return out;
-}
-
-}  // namespace aq::hf_export
-// ---- end aq/export/weight_codes.hpp ----
 
 namespace aq::hf_export {
 

@@ -32,7 +32,7 @@ enum class weight_scheme {
   fp8_tensor,     // fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input
   int8_channel,   // int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only)
   int4_block128,  // w4a16: int4 weight in blocks of 128 input columns, weight only
-  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; ModelOpt only
+  nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; e4m3-scaled e2m1 input
 };
 
 // The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
@@ -44,18 +44,15 @@ inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
   return std::nullopt;
 }
 
-// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it.
-inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout layout) {
-  const std::optional<weight_scheme> scheme = scheme_of(recipe);
-  if (scheme == weight_scheme::nvfp4_block16 && layout != checkpoint_layout::modelopt) return std::nullopt;
-  return scheme;
+// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it (both
+// layouts export the same recipes today).
+inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout /*layout*/) {
+  return scheme_of(recipe);
 }
 
 // Why a quantizing recipe is not exported in `layout`.
 inline std::string refusal_reason(std::string_view recipe, checkpoint_layout layout) {
   const std::string where(layout_name(layout));
-  if (recipe == recipes::nvfp4::name)
-    return "NVFP4 is exported in the modelopt layout only (nvfp4-pack-quantized not implemented)";
   if (recipe == recipes::w4a8::name || recipe == recipes::w4a8_fp8::name || recipe == recipes::w8a4::name ||
       recipe == recipes::w4a4::name) {
     return "integer weights with low-bit activations have no " + where + " scheme a serving kernel loads";

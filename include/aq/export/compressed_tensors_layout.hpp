@@ -1,7 +1,8 @@
 // The compressed-tensors 0.20 layout (what llm-compressor saves and vLLM / transformers load):
 // fp8 and int8-with-activations weights as codes ("float-quantized", "int-quantized"), weight-
-// only int8 and int4 packed into int32 words ("pack-quantized"), fp32 scales, one config group
-// per recipe targeting its exact module names. docs/export.md lists every field.
+// only int8 and int4 packed into int32 words ("pack-quantized"), NVFP4 as e2m1 pairs with e4m3
+// block scales under an fp32 global scale ("nvfp4-pack-quantized"), other scales fp32, one
+// config group per recipe targeting its exact module names. docs/export.md lists every field.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,8 @@
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_plan.hpp"
 #include "aq/export/int4_packing.hpp"
+#include "aq/export/weight_codes.hpp"
+#include "aq/formats/e2m1.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/formats/int4.hpp"
 #include "aq/formats/int8.hpp"
@@ -32,6 +35,7 @@ inline constexpr std::string_view compressed_tensors_version = "0.20.1";
 // The config group format of a planned module.
 inline std::string_view compressed_tensors_format(const module_export& m) {
   if (m.scheme == weight_scheme::fp8_tensor) return "float-quantized";
+  if (m.scheme == weight_scheme::nvfp4_block16) return "nvfp4-pack-quantized";
   if (m.scheme == weight_scheme::int8_channel && m.static_input) return "int-quantized";
   return "pack-quantized";
 }
@@ -48,6 +52,13 @@ float forward_scale(float amax) {
 // code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+// compressed-tensors' NVFP4 global scale, the reciprocal of ModelOpt's: 448 * 6 / amax (1 where
+// that is not finite, as its generate_gparam falls back); block scales are divided by it.
+inline float nvfp4_global_scale(float amax) {
+  const float scale = formats::e4m3::max_bound * formats::e2m1::max_bound / amax;
+  return amax > 0.0f && scale <= 0x1.fffffep127f ? scale : 1.0f;
+}
 
 // The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
 // (group = cols) or per `group` consecutive columns of a row, and their stored scales.
@@ -89,9 +100,15 @@ inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float>
 // What replaces `<module>.weight` in the compressed-tensors layout: codes (or packed words and
 // the weight's shape), weight_scale and, with a static input, input_scale; every scale F32.
 inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_export& m) {
-  if (m.scheme == weight_scheme::nvfp4_block16) throw error(m.name + ": nvfp4 has no compressed-tensors export");
   const std::string prefix = m.name + ".";
   std::vector<tensor_spec> specs;
+  if (m.scheme == weight_scheme::nvfp4_block16) {
+    specs.push_back({prefix + "weight_packed", dtype_u8, {m.rows, m.cols / 2}});
+    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
+    specs.push_back({prefix + "weight_global_scale", dtype_f32, {1}});
+    if (m.static_input) specs.push_back({prefix + "input_global_scale", dtype_f32, {1}});
+    return specs;
+  }
   if (m.scheme == weight_scheme::fp8_tensor) {
     specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
     specs.push_back({prefix + "weight_scale", dtype_f32, {1}});
@@ -118,6 +135,16 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
                                                                     std::span<const float> weight) {
   std::vector<tensor_spec> specs = compressed_tensors_module_specs(m);
   std::vector<std::vector<std::byte>> payloads;
+  if (m.scheme == weight_scheme::nvfp4_block16) {
+    // ModelOpt's codes and block scales (those of aq's fake quantization, see the modelopt layout);
+    // code * e4m3 scale / global scale dequantizes them.
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    payloads.push_back(payload_of(q.packed));
+    payloads.push_back(payload_of(q.block_scales));
+    payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.weight_amax.front())}));
+    if (m.static_input) payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.input_amax)}));
+    return with_payloads(std::move(specs), std::move(payloads));
+  }
   if (m.scheme == weight_scheme::fp8_tensor) {
     const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
     payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
@@ -146,7 +173,10 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
 
 namespace detail {
 
-inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group) {
+// One QuantizationArgs as compressed-tensors serializes it. `dynamic` is false or "local" (NVFP4
+// inputs: block scales from the data under the static global scale); NVFP4 names its e4m3 scales.
+inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group,
+                       bool dynamic_local = false) {
   json.begin_object().key("num_bits").integer(bits).key("type").string(is_float ? "float" : "int");
   json.key("symmetric").boolean(true).key("strategy").string(strategy).key("group_size");
   if (group > 0) {
@@ -154,7 +184,14 @@ inline void write_args(io::json_writer& json, int bits, bool is_float, std::stri
   } else {
     json.null();
   }
-  json.key("dynamic").boolean(false).end_object();
+  json.key("dynamic");
+  if (dynamic_local) {
+    json.string("local");
+  } else {
+    json.boolean(false);
+  }
+  if (strategy == "tensor_group") json.key("scale_dtype").string("torch.float8_e4m3fn");
+  json.end_object();
 }
 
 inline void write_group(io::json_writer& json, const export_plan& plan, std::string_view recipe) {
@@ -170,8 +207,11 @@ inline void write_group(io::json_writer& json, const export_plan& plan, std::str
   if (first->scheme == weight_scheme::fp8_tensor) write_args(json, 8, true, "tensor", 0);
   if (first->scheme == weight_scheme::int8_channel) write_args(json, 8, false, "channel", 0);
   if (first->scheme == weight_scheme::int4_block128) write_args(json, 4, false, "group", int4_group_size);
+  if (first->scheme == weight_scheme::nvfp4_block16) write_args(json, 4, true, "tensor_group", nvfp4_block_size);
   json.key("input_activations");
-  if (first->static_input) {
+  if (first->scheme == weight_scheme::nvfp4_block16 && first->static_input) {
+    write_args(json, 4, true, "tensor_group", nvfp4_block_size, true);
+  } else if (first->static_input) {
     write_args(json, 8, first->scheme == weight_scheme::fp8_tensor, "tensor", 0);
   } else {
     json.null();
