@@ -98,17 +98,39 @@ inline division_rounding rounding_of(const dtype& type) {
   return division_rounding::f32;
 }
 
+// fp32 buffers lent to the tasks running at one time and freed with the export: a weight's fp32
+// copy reuses pages already faulted in (a fresh 100 MB vector per weight costs more in page
+// faults than its conversion), and nothing stays allocated in the pool's threads afterwards.
+class scratch_buffers {
+ public:
+  std::vector<float> take() {
+    std::lock_guard lock(mutex_);
+    if (free_.empty()) return {};
+    std::vector<float> buffer = std::move(free_.back());
+    free_.pop_back();
+    return buffer;
+  }
+  void give_back(std::vector<float> buffer) {
+    std::lock_guard lock(mutex_);
+    free_.push_back(std::move(buffer));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::vector<float>> free_;
+};
+
 inline std::vector<output_tensor> exported_tensors(const module_export& m, const tensor_view& weight,
-                                                   checkpoint_layout layout) {
-  // One buffer per thread, reused from module to module: a fresh 100 MB vector per weight would
-  // cost more in page faults than its conversion.
-  thread_local std::vector<float> buffer;
+                                                   checkpoint_layout layout, scratch_buffers& scratch) {
+  std::vector<float> buffer = scratch.take();
   buffer.resize(static_cast<std::size_t>(weight.numel()));
   const std::span<float> values(buffer);
   convert_tensor(weight, values);
-  return layout == checkpoint_layout::modelopt
-             ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
-             : compressed_tensors_module_tensors(m, values);
+  std::vector<output_tensor> tensors = layout == checkpoint_layout::modelopt
+                                           ? modelopt_module_tensors(m, values, rounding_of(weight.dtype))
+                                           : compressed_tensors_module_tensors(m, values);
+  scratch.give_back(std::move(buffer));
+  return tensors;
 }
 
 // The tensors a shard of the export holds in place of `file`'s, in its order.
@@ -157,10 +179,11 @@ inline std::uint64_t write_shard(const safetensors_file& file, const export_plan
   const std::vector<tensor_spec> specs = shard_specs(file, plan);
   shard_file out(path, specs);
   const std::span<const tensor_view> views = file.tensors();
+  scratch_buffers scratch;
   for_each_task(pool, views.size(), [&](std::size_t i) {
     const tensor_view& view = views[i];
     if (const module_export* m = plan.for_weight(view.name)) {
-      for (const output_tensor& t : exported_tensors(*m, view, plan.layout)) out.write(t);
+      for (const output_tensor& t : exported_tensors(*m, view, plan.layout, scratch)) out.write(t);
     } else {
       out.write(view.name, view.bytes);
     }
