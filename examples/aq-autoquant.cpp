@@ -214,7 +214,7 @@ void check_exportable(const autoquant::driver_options& o) {
   if (o.recipes && !o.formats_given) formats = autoquant::recipe_names(autoquant::read_recipe_assignment(*o.recipes));
   for (const std::string& f : formats) {
     const quant::recipe_info& recipe = quant::find_recipe(f);
-    if (recipe.quantizes && !hf_export::scheme_in(recipe.name, layout)) {
+    if (recipe.quantizes && !hf_export::scheme_of(recipe.name)) {
       throw error("--export-format " + o.export_format + ": candidate recipe '" + std::string(recipe.name) +
                   "' cannot be exported (" + hf_export::refusal_reason(recipe.name, layout) + ")");
     }

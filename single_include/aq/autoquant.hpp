@@ -5018,19 +5018,14 @@ enum class weight_scheme {
   nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; e4m3-scaled e2m1 input
 };
 
-// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
+// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason); both
+// layouts export the same recipes.
 inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
   if (recipe == recipes::fp8_e4m3::name) return weight_scheme::fp8_tensor;
   if (recipe == recipes::int8_w8a8::name || recipe == recipes::w8a16::name) return weight_scheme::int8_channel;
   if (recipe == recipes::w4a16::name) return weight_scheme::int4_block128;
   if (recipe == recipes::nvfp4::name) return weight_scheme::nvfp4_block16;
   return std::nullopt;
-}
-
-// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it (both
-// layouts export the same recipes today).
-inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout /*layout*/) {
-  return scheme_of(recipe);
 }
 
 // Why a quantizing recipe is not exported in `layout`.
@@ -6416,7 +6411,7 @@ inline void refuse_unexportable(const autoquant::search_space& space, const std:
   std::map<std::string, std::vector<std::string>> users;
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
-    if (!recipe.quantizes || scheme_in(recipe.name, layout)) continue;
+    if (!recipe.quantizes || scheme_of(recipe.name)) continue;
     auto [it, inserted] = users.try_emplace(std::string(recipe.name));
     if (inserted) order.push_back(it->first);
     it->second.push_back(space.modules[m].name);
@@ -6506,7 +6501,7 @@ inline module_export planned_module(const quantizable_module& module, const quan
   module_export e;
   e.name = module.name;
   e.recipe = std::string(recipe.name);
-  e.scheme = *scheme_in(recipe.name, layout);
+  e.scheme = *scheme_of(recipe.name);
   e.static_input = recipe.input.enabled;
   e.rows = module.weight_shape.front();
   e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
@@ -6777,13 +6772,8 @@ inline std::string_view compressed_tensors_format(const module_export& m) {
 
 namespace detail {
 
-// The scale aq's fake quantizer multiplies by, bound / amax (0: the slot quantizes to zero).
-template <class F>
-float forward_scale(float amax) {
-  return quant::scale_from_amax<F>(amax);
-}
-
-// The stored scale: the fp32 reciprocal of the forward scale (1 where there is none), so that
+// The stored scale: the fp32 reciprocal of the forward scale (quant::scale_from_amax, bound /
+// amax, what aq's fake quantizer multiplies by; 1 where that is 0: the slot quantizes to 0), so that
 // code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
@@ -6803,7 +6793,7 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
                                                                                std::int64_t group) {
   std::vector<float> forward, stored;
   for (const float amax : m.weight_amax) {
-    forward.push_back(forward_scale<F>(amax));
+    forward.push_back(quant::scale_from_amax<F>(amax));
     stored.push_back(stored_scale(forward.back()));
   }
   std::vector<std::int8_t> codes(weight.size());
@@ -6881,7 +6871,7 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
     return with_payloads(std::move(specs), std::move(payloads));
   }
   if (m.scheme == weight_scheme::fp8_tensor) {
-    const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
+    const float forward = quant::scale_from_amax<formats::e4m3>(m.weight_amax.front());
     payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
     payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   } else {
@@ -6899,8 +6889,8 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
     payloads.push_back(payload_of(scales));
   }
   if (m.static_input) {
-    const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
-                                                                 : detail::forward_scale<formats::int8>(m.input_amax);
+    const float forward = m.scheme == weight_scheme::fp8_tensor ? quant::scale_from_amax<formats::e4m3>(m.input_amax)
+                                                                 : quant::scale_from_amax<formats::int8>(m.input_amax);
     payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   }
   return with_payloads(std::move(specs), std::move(payloads));

@@ -35,19 +35,14 @@ enum class weight_scheme {
   nvfp4_block16,  // nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; e4m3-scaled e2m1 input
 };
 
-// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason).
+// The scheme of an aq recipe, or nullopt when it is not exported (see refusal_reason); both
+// layouts export the same recipes.
 inline std::optional<weight_scheme> scheme_of(std::string_view recipe) {
   if (recipe == recipes::fp8_e4m3::name) return weight_scheme::fp8_tensor;
   if (recipe == recipes::int8_w8a8::name || recipe == recipes::w8a16::name) return weight_scheme::int8_channel;
   if (recipe == recipes::w4a16::name) return weight_scheme::int4_block128;
   if (recipe == recipes::nvfp4::name) return weight_scheme::nvfp4_block16;
   return std::nullopt;
-}
-
-// The scheme of `recipe` in `layout`, or nullopt when that layout does not export it (both
-// layouts export the same recipes today).
-inline std::optional<weight_scheme> scheme_in(std::string_view recipe, checkpoint_layout /*layout*/) {
-  return scheme_of(recipe);
 }
 
 // Why a quantizing recipe is not exported in `layout`.

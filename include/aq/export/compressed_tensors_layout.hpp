@@ -42,13 +42,8 @@ inline std::string_view compressed_tensors_format(const module_export& m) {
 
 namespace detail {
 
-// The scale aq's fake quantizer multiplies by, bound / amax (0: the slot quantizes to zero).
-template <class F>
-float forward_scale(float amax) {
-  return quant::scale_from_amax<F>(amax);
-}
-
-// The stored scale: the fp32 reciprocal of the forward scale (1 where there is none), so that
+// The stored scale: the fp32 reciprocal of the forward scale (quant::scale_from_amax, bound /
+// amax, what aq's fake quantizer multiplies by; 1 where that is 0: the slot quantizes to 0), so that
 // code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
 // multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
 inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
@@ -68,7 +63,7 @@ std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes
                                                                                std::int64_t group) {
   std::vector<float> forward, stored;
   for (const float amax : m.weight_amax) {
-    forward.push_back(forward_scale<F>(amax));
+    forward.push_back(quant::scale_from_amax<F>(amax));
     stored.push_back(stored_scale(forward.back()));
   }
   std::vector<std::int8_t> codes(weight.size());
@@ -146,7 +141,7 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
     return with_payloads(std::move(specs), std::move(payloads));
   }
   if (m.scheme == weight_scheme::fp8_tensor) {
-    const float forward = detail::forward_scale<formats::e4m3>(m.weight_amax.front());
+    const float forward = quant::scale_from_amax<formats::e4m3>(m.weight_amax.front());
     payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
     payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   } else {
@@ -164,8 +159,8 @@ inline std::vector<output_tensor> compressed_tensors_module_tensors(const module
     payloads.push_back(payload_of(scales));
   }
   if (m.static_input) {
-    const float forward = m.scheme == weight_scheme::fp8_tensor ? detail::forward_scale<formats::e4m3>(m.input_amax)
-                                                                 : detail::forward_scale<formats::int8>(m.input_amax);
+    const float forward = m.scheme == weight_scheme::fp8_tensor ? quant::scale_from_amax<formats::e4m3>(m.input_amax)
+                                                                 : quant::scale_from_amax<formats::int8>(m.input_amax);
     payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
   }
   return with_payloads(std::move(specs), std::move(payloads));

@@ -80,7 +80,7 @@ inline void refuse_unexportable(const autoquant::search_space& space, const std:
   std::map<std::string, std::vector<std::string>> users;
   for (std::size_t m = 0; m < space.modules.size(); ++m) {
     const quant::recipe_info& recipe = *space.candidates[chosen[space.module_group[m]]].recipe;
-    if (!recipe.quantizes || scheme_in(recipe.name, layout)) continue;
+    if (!recipe.quantizes || scheme_of(recipe.name)) continue;
     auto [it, inserted] = users.try_emplace(std::string(recipe.name));
     if (inserted) order.push_back(it->first);
     it->second.push_back(space.modules[m].name);
@@ -170,7 +170,7 @@ inline module_export planned_module(const quantizable_module& module, const quan
   module_export e;
   e.name = module.name;
   e.recipe = std::string(recipe.name);
-  e.scheme = *scheme_in(recipe.name, layout);
+  e.scheme = *scheme_of(recipe.name);
   e.static_input = recipe.input.enabled;
   e.rows = module.weight_shape.front();
   e.cols = module.weight_shape.size() == 2 ? module.weight_shape[1] : 0;
