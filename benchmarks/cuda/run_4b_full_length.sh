@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# aq against ModelOpt 0.39 on texts that fill their sequence (nothing to trim or pack), on the
+# random-weight Qwen3-VL-4B of the reference runs, LM-only, fp8_e4m3 + int8_w8a8 at 8 bits:
+#   s512:  128 texts x 512 tokens, batch 8 (16 calibration / 16 score steps)
+#   s2048:  32 texts x 2,048 tokens, batch 2 (16 / 16: the same 4,096 tokens a batch)
+# The texts come from benchmarks/data/make_long_texts.py (bundled COCO captions, seeded); aq
+# tokenizes them and dumps its batches, ModelOpt runs on those very batches. Each case runs aq
+# with its default memory plan, ModelOpt, then aq under half of ModelOpt's peak_allocated, and
+# prints compare.py's table for each aq run.
+#
+#   run_4b_full_length.sh AQ_AUTOQUANT OUT_DIR [WORK_DIR]
+#   WHEELS (default .whl): nvidia-modelopt 0.39 and the packages benchmarks/modelopt/README.md lists
+#   CASES (default "s512 s2048")
+set -uo pipefail
+exe=$1
+out=$2
+work=${3:-/tmp/aq-4b}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+wheels=${WHEELS:-$root/.whl}
+mkdir -p "$out" "$work"
+export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TORCH_EXTENSIONS_DIR=$work/torch_extensions
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
+  "$wheels"/*.whl > "$work/pip.log" 2>&1 || { tail -n 3 "$work/pip.log"; exit 1; }
+export PYTHONPATH=$work/site${PYTHONPATH:+:$PYTHONPATH}
+# ModelOpt JIT-builds its fake-quant extensions on first use: build them beside the checkpoint so
+# that no timed run includes the build.
+python3 -c "from modelopt.torch.quantization import extensions as e; e.get_cuda_ext(); e.get_cuda_ext_fp8()" \
+  > "$work/ext_build.log" 2>&1 &
+ext=$!
+if [ ! -f "$work/4b/config.json" ]; then
+  python3 "$root/benchmarks/modelopt/make_random_qwen3_vl.py" --preset 4b --device cuda \
+    --tokenizer "$root/data/qwen3-tokenizer" --out "$work/4b" --seed 0 > "$work/make_4b.log" 2>&1 ||
+    { tail -n 3 "$work/make_4b.log"; exit 1; }
+fi
+wait $ext
+
+run_aq() {  # label case-args...
+  local label=$1
+  shift
+  "$exe" --device cuda --model "$work/4b" --formats fp8_e4m3,int8_w8a8 --effective-bits 8 \
+    --output-dir "$work/$label" --result-json "$out/$label.json" "$@" > "$out/$label.log" 2>&1
+  echo "$label: exit $?"
+  grep -E "GEMM work|score-stage GEMMs|peak|memory plan" "$out/$label.log" | head -n 6
+}
+
+for case in ${CASES:-s512 s2048}; do
+  case $case in
+    s512) texts=128 tokens=512 batch=8 ;;
+    s2048) texts=32 tokens=2048 batch=2 ;;
+    *) echo "unknown case $case"; exit 1 ;;
+  esac
+  python3 "$root/benchmarks/data/make_long_texts.py" --texts $texts --tokens $tokens --out "$work/texts_$case.txt"
+  args=(--calib "$work/texts_$case.txt" --num-samples $texts --seq-len $tokens --batch-size $batch)
+  run_aq "aq_4b_full_$case" "${args[@]}" --dump-batches "$out/batches_full_$case.safetensors"
+  python3 - "$out/batches_full_$case.safetensors" <<'PY' || exit 1
+import sys
+from safetensors.numpy import load_file
+mask = load_file(sys.argv[1])["attention_mask"]
+assert mask.all(), f"{sys.argv[1]}: {int((mask == 0).sum())} padding positions"
+print(f"batches {mask.shape[0]} x {mask.shape[1]}, no padding")
+PY
+  timeout 240 python3 "$root/benchmarks/modelopt/run_modelopt_autoquant.py" --label "4b_full_$case" \
+    --model "$work/4b" --batches "$out/batches_full_$case.safetensors" --batch-size $batch \
+    --formats fp8_e4m3,int8_w8a8 --effective-bits 8 --out "$out/4b_full_$case.json" > "$out/modelopt_$case.log" 2>&1
+  echo "ModelOpt $case: exit $?"
+  half=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['memory_bytes']['peak_allocated'] / 2**31, 2))" \
+    "$out/4b_full_$case.json") || continue
+  run_aq "aq_4b_full_${case}_budget$half" "${args[@]}" --memory-budget-gib "$half"
+  for label in "aq_4b_full_$case" "aq_4b_full_${case}_budget$half"; do
+    python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/$label.json"
+  done
+done
