@@ -10,7 +10,7 @@
 #
 #   run_4b_full_length.sh AQ_AUTOQUANT OUT_DIR [WORK_DIR]
 #   WHEELS (default .whl): nvidia-modelopt 0.39 and the packages benchmarks/modelopt/README.md lists
-#   CASES (default "s512 s2048")
+#   CASES (default "s512 s2048"); PROFILE=1 adds a --profile-kernels run of each case
 set -uo pipefail
 exe=$1
 out=$2
@@ -41,7 +41,7 @@ run_aq() {  # label case-args...
   "$exe" --device cuda --model "$work/4b" --formats fp8_e4m3,int8_w8a8 --effective-bits 8 \
     --output-dir "$work/$label" --result-json "$out/$label.json" "$@" > "$out/$label.log" 2>&1
   echo "$label: exit $?"
-  grep -E "GEMM work|score-stage GEMMs|peak|memory plan" "$out/$label.log" | head -n 6
+  grep -E "^stage wall time|^GEMM work|^device memory|^attention:|^tokens run" "$out/$label.log"
 }
 
 for case in ${CASES:-s512 s2048}; do
@@ -70,4 +70,10 @@ PY
   for label in "aq_4b_full_$case" "aq_4b_full_${case}_budget$half"; do
     python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/$label.json"
   done
+  # PROFILE=1: the default run again with per-kernel-class GPU times (events around each launch
+  # group; slower, so not the timed run).
+  if [ -n "${PROFILE:-}" ]; then
+    run_aq "aq_4b_full_${case}_profile" "${args[@]}" --profile-kernels
+    sed -n '/GPU time per kernel class/,/^score-stage GEMMs/p' "$out/aq_4b_full_${case}_profile.log"
+  fi
 done
