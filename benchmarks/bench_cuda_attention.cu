@@ -1,5 +1,6 @@
-// Times the tiled CUDA attention (forward, backward) on the Qwen3-VL-4B text shape (batch 8 ×
-// 512 tokens, 32 query / 8 kv heads × 128, causal + left padding) against a naive reference
+// Times the tiled CUDA attention (forward, backward) on the Qwen3-VL-4B text shape (by default
+// batch 8 × 512 tokens; `bench_cuda_attention REPS NAIVE_REPS BATCH TOKENS` for others; 32 query
+// / 8 kv heads × 128, causal + left padding) against a naive reference
 // measured in the same run (scores materialized in global memory, one thread per output
 // element), and checks the two agree on that full shape. Prints ms and TFLOP/s (FlashAttention
 // convention: forward 4·B·H·T²·D, halved for causal; backward 2.5× the forward).
@@ -188,8 +189,8 @@ device_buffer<T> random_buffer(std::size_t n, std::uint32_t seed) {
 }
 
 template <class T>
-void run(const char* type_name, int flash_reps, int naive_reps) {
-  const int B = 8, L = 512, H = 32, HKV = 8, D = 128;
+void run(const char* type_name, int flash_reps, int naive_reps, int B, int L) {
+  const int H = 32, HKV = 8, D = 128;
   const std::int64_t rows = static_cast<std::int64_t>(B) * L;
   std::vector<std::uint8_t> valid(static_cast<std::size_t>(rows), 1);
   for (int b = 0; b < B; ++b)
@@ -299,9 +300,14 @@ int main(int argc, char** argv) {
   }
   const int flash_reps = argc > 1 ? std::atoi(argv[1]) : 20;
   const int naive_reps = argc > 2 ? std::atoi(argv[2]) : 3;
+  const int batch = argc > 3 ? std::atoi(argv[3]) : 8, tokens = argc > 4 ? std::atoi(argv[4]) : 512;
+  if (flash_reps < 1 || naive_reps < 1 || batch < 1 || tokens < 16 * batch) {
+    std::printf("usage: bench_cuda_attention [FLASH_REPS NAIVE_REPS [BATCH TOKENS]] (TOKENS >= 16 x BATCH)\n");
+    return 2;
+  }
   try {
-    run<aq::bf16>("bf16", flash_reps, naive_reps);
-    run<float>("fp32", flash_reps, naive_reps);
+    run<aq::bf16>("bf16", flash_reps, naive_reps, batch, tokens);
+    run<float>("fp32", flash_reps, naive_reps, batch, tokens);
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 1;

@@ -99,6 +99,15 @@ struct text_run_options {
   std::vector<std::int64_t> row_loss_targets;
 };
 
+// The options of a forward pass whose logits go to logits_chunk: no backward, no loss denominators.
+inline text_run_options forward_only(text_run_options o) {
+  o.backward = false;
+  o.logits = false;
+  o.loss_targets = 0;
+  o.row_loss_targets.clear();
+  return o;
+}
+
 // Image features entering the decoder (the vision tower's outputs) and where the backward puts
 // their gradients. rows: the token rows (b·seq + s) of the image placeholders, in order; embeds
 // replace their embeddings, deepstack[l] is added to them after decoder layer l.

@@ -134,11 +134,7 @@ inline std::vector<std::vector<double>> kl_div_group_scores(const autoquant::sea
   device_quantized_mix_forward observer(calibration, model.gemm(), stream);
   device_reference_distribution reference;
   device_cross_entropy_sum cross_entropy;
-  text_run_options o = run_options;
-  o.backward = false;
-  o.logits = false;
-  o.loss_targets = 0;
-  o.row_loss_targets.clear();
+  text_run_options o = forward_only(run_options);
 
   const std::size_t total = passes.size() * configurable.size();
   std::size_t done = 0;

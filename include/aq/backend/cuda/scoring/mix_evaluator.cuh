@@ -42,11 +42,7 @@ inline std::vector<score::mix_metrics> measure_mixes(qwen3_vl_text_model& model,
   device_quantized_mix_forward observer(calibration, model.gemm(), stream);
   device_eval_reference reference;
   device_mix_metrics metrics;
-  text_run_options o = run_options;
-  o.backward = false;
-  o.logits = false;
-  o.loss_targets = 0;
-  o.row_loss_targets.clear();
+  text_run_options o = forward_only(run_options);
 
   std::int64_t tokens = 0;
   std::size_t done = 0;
