@@ -10,7 +10,8 @@
 #
 #   run_4b_full_length.sh AQ_AUTOQUANT OUT_DIR [WORK_DIR]
 #   WHEELS (default .whl): nvidia-modelopt 0.39 and the packages benchmarks/modelopt/README.md lists
-#   CASES (default "s512 s2048"); PROFILE=1 adds a --profile-kernels run of each case
+#   CASES (default "s512 s2048"); PROFILE=1 adds a --profile-kernels run of each case;
+#   BF16_OPERANDS=1 a --recipe-gemm bf16 run
 set -uo pipefail
 exe=$1
 out=$2
@@ -70,6 +71,12 @@ PY
   for label in "aq_4b_full_$case" "aq_4b_full_${case}_budget$half"; do
     python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/$label.json"
   done
+  # BF16_OPERANDS=1: the default run again with the recipe products on bf16 operands (the A/B
+  # of --recipe-gemm).
+  if [ -n "${BF16_OPERANDS:-}" ]; then
+    run_aq "aq_4b_full_${case}_bf16_operands" "${args[@]}" --recipe-gemm bf16
+    python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/aq_4b_full_${case}_bf16_operands.json"
+  fi
   # PROFILE=1: the default run again with per-kernel-class GPU times (events around each launch
   # group; slower, so not the timed run).
   if [ -n "${PROFILE:-}" ]; then

@@ -41,6 +41,7 @@ inline std::string bundled_captions(const std::optional<std::string>& size) {
 struct gpu_options {
   std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
   std::string activations = "auto";  // auto | saved | recompute
+  std::string recipe_gemm = "codes";  // codes: fp8/int8 recipe products on their codes; bf16: on bf16 operands
   double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
   double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
   std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
@@ -218,6 +219,9 @@ bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
     if (g.activations != "auto" && g.activations != "saved" && g.activations != "recompute") {
       throw error("--activations: expected auto, saved or recompute, got " + g.activations);
     }
+  } else if (flag == "--recipe-gemm") {
+    g.recipe_gemm = value();
+    if (g.recipe_gemm != "codes" && g.recipe_gemm != "bf16") throw error("--recipe-gemm: expected codes or bf16, got " + g.recipe_gemm);
   } else if (flag == "--profile-kernels") {
     g.profile_kernels = true;
   } else if (flag == "--weight-cache-gib") {
@@ -429,6 +433,10 @@ device
   --activations auto|saved|recompute
                           keep every layer's activations for the backward (auto: when they fit
                           with 8 GiB to spare) or recompute them per layer
+  --recipe-gemm codes|bf16
+                          fp8_e4m3 / int8_w8a8 recipe products on their codes with the e4m3 / int8
+                          tensor cores (default; exact products, scales applied after) or on
+                          fake-quantized operands rounded to bf16
   --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
   --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
                           then caches quantized weights in the rest; halves the sequences per device

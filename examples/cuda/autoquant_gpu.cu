@@ -272,6 +272,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
+  cuda_options.recipe_gemms = g.recipe_gemm == "bf16" ? acu::recipe_gemm::bf16 : acu::recipe_gemm::codes;
   cuda_options.trim_padding = trim_padding;
   if (pack) cuda_options.max_pass_tokens = model.max_tokens();
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;
@@ -360,6 +361,8 @@ std::string session::summary(double load_seconds, double weights_seconds, double
       st.options->gpu.attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores", activations.c_str(),
       static_cast<double>(st.activation_bytes_per_layer) / (1 << 30),
       static_cast<double>(st.stats.weight_cache_bytes) / (1 << 30), passes.c_str());
+  add("recipe products: %zu on e4m3/int8 codes (--recipe-gemm %s)\n", st.stats.code_products,
+      st.options->gpu.recipe_gemm.c_str());
   add("tokens run: %lld of %lld in the calibration and score batches, %lld device passes (%s)\n",
       static_cast<long long>(st.stats.run_tokens), static_cast<long long>(st.stats.batch_tokens),
       static_cast<long long>(st.stats.passes),

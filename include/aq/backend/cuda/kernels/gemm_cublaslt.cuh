@@ -1,7 +1,9 @@
-// bf16 GEMMs of a linear layer on the GPU through cuBLASLt (fp32 accumulation, bf16 or fp32
-// output): the forward Y = X·Wᵀ (+bias) and the input gradient dX = dY·W, with the row-major
-// conventions of cpu::linear_forward / cpu::linear_backward_input. Plans (descriptors and the
-// heuristic's algorithm) are cached per shape, so a model step pays the heuristic once per shape.
+// GEMMs of a linear layer on the GPU through cuBLASLt, with the row-major conventions of
+// cpu::linear_forward / cpu::linear_backward_input: on bf16 operands (fp32 accumulation, bf16 or
+// fp32 output) the forward Y = X·Wᵀ (+bias) and the input gradient dX = dY·W; on 1-byte codes
+// (quantize_codes.cuh) the forward of a quantized recipe, e4m3 × e4m3 with fp32 accumulation or
+// int8 × int8 with int32 accumulation. Plans (descriptors and the heuristic's algorithm) are
+// cached per problem, so a model step pays the heuristic once per shape.
 #pragma once
 
 #include <cublasLt.h>
@@ -39,6 +41,8 @@ template <>
 constexpr cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
 template <>
 constexpr cudaDataType_t cuda_type<bf16>() { return CUDA_R_16BF; }
+template <>
+constexpr cudaDataType_t cuda_type<std::int32_t>() { return CUDA_R_32I; }
 
 // Largest power of two (≤ 256) dividing the address: the heuristic must only offer kernels
 // whose vector loads this pointer supports (column blocks of a wider matrix are less aligned).
@@ -68,8 +72,12 @@ struct gemm_key {
   cudaDataType_t out_type = CUDA_R_32F;
   bool bias = false;
   std::uint32_t align_a = 0, align_b = 0, align_d = 0;
+  cudaDataType_t in_type = CUDA_R_16BF;  // A and B: bf16, or e4m3 / int8 codes
+  bool scaled = false;                   // e4m3: D scaled by the A and B scale pointers
 
-  auto tie() const { return std::tie(trans_a, m, n, k, lda, ldb, ldd, out_type, bias, align_a, align_b, align_d); }
+  auto tie() const {
+    return std::tie(trans_a, m, n, k, lda, ldb, ldd, out_type, bias, align_a, align_b, align_d, in_type, scaled);
+  }
   bool operator<(const gemm_key& o) const { return tie() < o.tie(); }
 };
 
@@ -78,6 +86,7 @@ struct gemm_plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   std::vector<gemm_algo> algos;  // heuristic order; [0] is what the wrapper runs
   bool bias_in_epilogue = false;
+  bool integer = false;  // int8 codes: int32 compute, alpha and beta
 
   gemm_plan() = default;
   gemm_plan(const gemm_plan&) = delete;
@@ -104,6 +113,15 @@ struct preference {
 };
 
 }  // namespace detail
+
+// y[r, c] += bias[c] (fp32 bias) for an output formed without the bias epilogue.
+template <class Out>
+void add_bias(device_matrix<Out> y, const float* bias, cudaStream_t stream) {
+  if (y.rows * y.cols == 0) return;
+  constexpr unsigned block = 256;
+  detail::add_bias_kernel<Out><<<grid_for(y.rows * y.cols, block), block, 0, stream>>>(y.data, y.rows, y.cols, y.ld, bias);
+  AQ_CUDA_CHECK_LAUNCH();
+}
 
 // Owns the cuBLASLt handle, a workspace and the plan cache. Calls on one instance must not run
 // concurrently on different streams (they share the workspace): use one instance per stream.
@@ -163,6 +181,27 @@ class cublaslt_gemm {
     run(p, algo, w.data, dy.data, dx.data, nullptr, accumulate, stream, dx);
   }
 
+  // y[t, o] = Σ_i x[t, i]·w[o, i] on codes of `type`: CUDA_R_8F_E4M3 into fp32 y, times
+  // *w_factor · *x_factor (device floats) when both are given; CUDA_R_8I into int32 y (the
+  // factors then come after, quantize_codes.cuh's dequantize_product).
+  template <class Out>
+  void linear_forward_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x, device_matrix<const std::uint8_t> w,
+                            device_matrix<Out> y, const float* x_factor, const float* w_factor, cudaStream_t stream) {
+    detail::gemm_plan& p = plan(codes_key(type, x, w, y, x_factor != nullptr && w_factor != nullptr), 1);
+    run_codes(p, w.data, x.data, y.data, w_factor, x_factor, stream);
+  }
+  // Whether cuBLASLt has a kernel for that problem (callers fall back to bf16 operands if not).
+  template <class Out>
+  bool supports_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x, device_matrix<const std::uint8_t> w,
+                      device_matrix<Out> y, bool scaled) {
+    try {
+      (void)plan(codes_key(type, x, w, y, scaled), 1);
+      return true;
+    } catch (const error&) {
+      return false;
+    }
+  }
+
   // Whether the bias of this forward shape is fused into the GEMM epilogue (else a separate kernel).
   template <class Out>
   bool bias_fused(device_matrix<const bf16> x, device_matrix<const bf16> w, device_matrix<Out> y, const float* bias) {
@@ -202,11 +241,33 @@ class cublaslt_gemm {
     return key_of(false, w.cols, w, dy, dx, false);
   }
 
+  template <class Out>
+  static detail::gemm_key codes_key(cudaDataType_t type, const device_matrix<const std::uint8_t>& x,
+                                    const device_matrix<const std::uint8_t>& w, const device_matrix<Out>& y, bool scaled) {
+    check_view(x, "cuda linear_forward_codes: x");
+    check_view(w, "cuda linear_forward_codes: w");
+    check_view(y, "cuda linear_forward_codes: y");
+    const cudaDataType_t out = detail::cuda_type<std::remove_const_t<Out>>();
+    if ((type == CUDA_R_8F_E4M3 && out != CUDA_R_32F) || (type == CUDA_R_8I && (out != CUDA_R_32I || scaled)) ||
+        (type != CUDA_R_8F_E4M3 && type != CUDA_R_8I)) {
+      throw error("cuda linear_forward_codes: e4m3 codes give fp32 outputs, int8 codes unscaled int32 ones");
+    }
+    if (x.cols != w.cols || y.rows != x.rows || y.cols != w.rows) {
+      throw error("cuda linear_forward_codes: shapes x [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) +
+                  "], w [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] -> y [" +
+                  std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
+    }
+    detail::gemm_key key = key_of(true, w.rows, w, x, y, false);
+    key.in_type = type;
+    key.scaled = scaled;
+    return key;
+  }
+
   // D[m, n] = op(A)·B with B the row-major [n, k] operand b (stored k×n column-major), A the
   // weight a and D the output d.
-  template <class Out>
-  static detail::gemm_key key_of(bool trans_a, std::int64_t m, const device_matrix<const bf16>& a,
-                                 const device_matrix<const bf16>& b, const device_matrix<Out>& d, bool bias) {
+  template <class In, class Out>
+  static detail::gemm_key key_of(bool trans_a, std::int64_t m, const device_matrix<const In>& a,
+                                 const device_matrix<const In>& b, const device_matrix<Out>& d, bool bias) {
     return {trans_a, m, b.rows, b.cols, a.ld, b.ld, d.ld, detail::cuda_type<std::remove_const_t<Out>>(), bias,
             detail::alignment_of(a.data), detail::alignment_of(b.data), detail::alignment_of(d.data)};
   }
@@ -239,7 +300,11 @@ class cublaslt_gemm {
   }
 
   void build(detail::gemm_plan& p, const detail::gemm_key& key, int count, bool fuse_bias) {
-    AQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    // int8 codes accumulate exactly in int32 (|code| ≤ 128, so up to 2^17 products fit).
+    const bool integer = key.in_type == CUDA_R_8I;
+    p.integer = integer;
+    AQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, integer ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F,
+                                             integer ? CUDA_R_32I : CUDA_R_32F));
     const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = CUBLAS_OP_N;
     AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -254,9 +319,9 @@ class cublaslt_gemm {
     // Stored (untransposed) column-major extents of A and B.
     const std::int64_t a_rows = key.trans_a ? key.k : key.m;
     const std::int64_t a_cols = key.trans_a ? key.m : key.k;
-    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, static_cast<std::uint64_t>(a_rows),
+    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, key.in_type, static_cast<std::uint64_t>(a_rows),
                                                static_cast<std::uint64_t>(a_cols), key.lda));
-    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, static_cast<std::uint64_t>(key.k),
+    AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, key.in_type, static_cast<std::uint64_t>(key.k),
                                                static_cast<std::uint64_t>(key.n), key.ldb));
     AQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, key.out_type, static_cast<std::uint64_t>(key.m),
                                                static_cast<std::uint64_t>(key.n), key.ldd));
@@ -286,7 +351,7 @@ class cublaslt_gemm {
     // An fp32 bias with a bf16 output is refused (INVALID_VALUE): the caller then adds the bias in a
     // separate kernel. Without a bias, only "no candidate" is left to the caller.
     if (fuse_bias && status != CUBLAS_STATUS_SUCCESS) return;
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return;
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || (key.in_type != CUDA_R_16BF && status != CUBLAS_STATUS_SUCCESS)) return;
     AQ_CUBLAS_CHECK(status);
     for (int i = 0; i < returned; ++i) {
       const cublasLtMatmulHeuristicResult_t& r = results[static_cast<std::size_t>(i)].result;
@@ -315,6 +380,25 @@ class cublaslt_gemm {
                                                                                              out.ld, bias);
       AQ_CUDA_CHECK_LAUNCH();
     }
+  }
+
+  void run_codes(detail::gemm_plan& p, const std::uint8_t* a, const std::uint8_t* b, void* d, const float* a_scale,
+                 const float* b_scale, cudaStream_t stream) {
+    const gemm_algo& algo = p.algos.front();
+    if (algo.workspace_bytes > workspace_.bytes()) {
+      throw error("cuda gemm: algorithm needs " + std::to_string(algo.workspace_bytes) + " workspace bytes, have " +
+                  std::to_string(workspace_.bytes()));
+    }
+    if (a_scale != nullptr && b_scale != nullptr) {
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
+    }
+    const float alpha_f = 1.0f, beta_f = 0.0f;
+    const std::int32_t alpha_i = 1, beta_i = 0;
+    const void* alpha = p.integer ? static_cast<const void*>(&alpha_i) : static_cast<const void*>(&alpha_f);
+    const void* beta = p.integer ? static_cast<const void*>(&beta_i) : static_cast<const void*>(&beta_f);
+    AQ_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, alpha, a, p.a, b, p.b, beta, d, p.d, d, p.d, &algo.algo,
+                                   workspace_.data(), algo.workspace_bytes, stream));
   }
 
   cublasLtHandle_t handle_ = nullptr;

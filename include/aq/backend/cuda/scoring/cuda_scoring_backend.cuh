@@ -41,11 +41,15 @@ struct cuda_scoring_stats {
   std::int64_t batch_tokens = 0;  // tokens in the calibration and score batches (each pass counted)
   std::int64_t run_tokens = 0;    // tokens the passes ran after dropping shared padding
   std::int64_t passes = 0;        // device passes (model runs) of both stages
+  std::size_t code_products = 0;  // recipe products (module, recipe, call) that ran on codes
 };
 
 // How the GPU passes run (the pipeline's options say what they compute).
 struct cuda_scoring_options {
   std::size_t weight_cache_bytes = 0;            // budget for cached Q_w(W) per (module, recipe)
+  // Y_r of fp8_e4m3 / int8_w8a8-like recipes on their codes (tensor-core e4m3 / int8) or on
+  // bf16 fake-quantized operands.
+  recipe_gemm recipe_gemms = recipe_gemm::codes;
   kernel_profile* calibration_profile = nullptr;  // GPU time per kernel class of each stage
   kernel_profile* scoring_profile = nullptr;
   // Sequences per device pass (0: whole batches). Smaller passes hold less memory; the scores
@@ -132,7 +136,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
     double scorer_flops = 0.0;
     {
       device_gradient_scorer scorer(calibration, model_.gemm(), model_.stream(), score_difference::fp32,
-                                    options_.weight_cache_bytes, options_.scoring_profile);
+                                    options_.weight_cache_bytes, options_.scoring_profile, options_.recipe_gemms);
       model_.set_profile(options_.scoring_profile);
       text_run_options o = run_options_;
       o.backward = true;
@@ -141,6 +145,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       flat = scorer.scores();
       scorer_flops = scorer.gemm_flops();
       stats_.weight_cache_bytes = scorer.weight_cache_bytes();
+      stats_.code_products = scorer.code_products();
       probe();
       model_.set_profile(nullptr);
     }

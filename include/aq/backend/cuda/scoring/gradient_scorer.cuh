@@ -1,7 +1,10 @@
 // ModelOpt's gradient score on the GPU: calibration (max |X| per module input with CUB, weight
 // amax per recipe) and, in the model's backward, for every scored linear and candidate recipe
-// Y_r = Q_in(X)·Q_w(W)ᵀ (bf16 GEMM, fp32 out) and S(m, r) += Σ G²(Y_r − Y)² in fp64, in a fixed
-// order. Device twin of score::calibrated_recipes + score::gradient_scorer.
+// Y_r = Q_in(X)·Q_w(W)ᵀ and S(m, r) += Σ G²(Y_r − Y)² in fp64, in a fixed order. Y_r is a GEMM
+// on the formats' own tensor cores where both sides are e4m3 or int8 codes with per-tensor input
+// and per-tensor or per-row weight scales (fp8_e4m3, int8_w8a8: exact products, fp32 or int32
+// accumulation, factors applied after), else a bf16 GEMM on the fake-quantized operands rounded
+// to bf16 (fp32 accumulation). Device twin of score::calibrated_recipes + score::gradient_scorer.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,6 +30,7 @@
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/backend/cuda/kernels/gradient_score.cuh"
 #include "aq/backend/cuda/kernels/kernel_profile.cuh"
+#include "aq/backend/cuda/kernels/quantize_codes.cuh"
 #include "aq/backend/cuda/model/linear_observer.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
@@ -54,6 +58,14 @@ struct device_recipe {
                                  cudaStream_t s) = nullptr;
   cudaError_t (*quantize_input)(const bf16* x, bf16* out, std::int64_t rows, std::int64_t cols, const float* amax,
                                 cudaStream_t s) = nullptr;
+  // Recipes whose product can run on codes (code_gemm_recipe): the codes' cuBLASLt type
+  // (CUDA_R_16BF: none), whether the weight has a factor per row, and the code makers.
+  cudaDataType_t code_type = CUDA_R_16BF;
+  bool weight_factor_per_row = false;
+  using code_maker = cudaError_t (*)(const bf16* in, std::uint8_t* codes, std::int64_t rows, std::int64_t cols,
+                                     const float* amax, float* factors, cudaStream_t s);
+  code_maker weight_codes = nullptr;
+  code_maker input_codes = nullptr;
 };
 
 namespace detail {
@@ -125,6 +137,12 @@ device_recipe make_device_recipe(const quant::recipe_info& info) {
       k.quantize_weight = &detail::device_quantizer<W>::quantize;
     }
     if constexpr (I::enabled) k.quantize_input = &detail::device_quantizer<I>::quantize;
+    if constexpr (code_gemm_recipe<W, I>) {
+      k.code_type = code_data_type<typename W::format_type>;
+      k.weight_factor_per_row = std::is_same_v<typename W::granularity_type, quant::per_channel>;
+      k.weight_codes = &quantize_codes<W>;
+      k.input_codes = &quantize_codes<I>;
+    }
   });
   return k;
 }
@@ -220,6 +238,23 @@ class device_calibration {
     const float* amax = weight_amax_device(m, r) + k.weight_amax_offset(call.row0, w.cols);
     AQ_CUDA_CHECK(k.quantize_weight(w.data, dst, w.rows, w.cols, amax, stream));
   }
+  // Codes of Q_in(X) and Q_w(W) for a recipe with code_type (device_recipe), and their factors
+  // (one for X; one per row of the call's block, or one, for W).
+  void input_codes(std::size_t m, std::size_t r, const device_linear_call& call, std::uint8_t* dst, float* factor,
+                   cudaStream_t stream) const {
+    const device_matrix<const bf16>& x = call.input;
+    if (x.ld != x.cols) throw error("device_calibration: " + std::string(call.name) + ": strided inputs are not supported");
+    AQ_CUDA_CHECK(recipes_.at(r).input_codes(x.data, dst, x.rows, x.cols, input_amax_device(m), factor, stream));
+  }
+  void weight_codes(std::size_t m, std::size_t r, const device_linear_call& call, std::uint8_t* dst, float* factors,
+                    cudaStream_t stream) const {
+    const device_recipe& k = recipes_.at(r);
+    const device_matrix<const bf16>& w = call.weight;
+    if (w.ld != w.cols) throw error("device_calibration: " + std::string(call.name) + ": strided weights are not supported");
+    const float* amax = weight_amax_device(m, r) + k.weight_amax_offset(call.row0, w.cols);
+    AQ_CUDA_CHECK(k.weight_codes(w.data, dst, w.rows, w.cols, amax, factors, stream));
+  }
+
   // Weight amax from the full weight of the call (row0 == 0 and all rows present).
   void ensure_weight_amax(std::size_t m, const device_linear_call& call, cudaStream_t stream) {
     for (std::size_t r = 0; r < recipes_.size(); ++r) {
@@ -265,21 +300,26 @@ class device_calibration_observer : public device_linear_observer {
   kernel_profile* profile_;
 };
 
-// Backward observer of the score passes. Quantized weights are kept per (module, recipe, row
-// block) while they fit in `weight_cache_bytes` (formed once from the cached weight amax, reused
-// by every later batch); past that budget they are formed on the fly per call in a scratch of
-// the largest weight (one extra read and write of the weight per recipe and batch).
+// Which GEMM forms Y_r for recipes that can run on codes: codes (the default) or bf16 operands.
+enum class recipe_gemm { codes, bf16 };
+
+// Backward observer of the score passes. Quantized weights (bf16 operands or codes) are kept per
+// (module, recipe, row block) while they fit in `weight_cache_bytes` (formed once from the
+// cached weight amax, reused by every later batch); past that budget they are formed on the fly
+// per call in a scratch of the largest weight (one extra read and write of the weight per recipe
+// and batch).
 class device_gradient_scorer : public device_linear_observer {
  public:
   device_gradient_scorer(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream,
                          score_difference rounding = score_difference::fp32, std::size_t weight_cache_bytes = 0,
-                         kernel_profile* profile = nullptr)
+                         kernel_profile* profile = nullptr, recipe_gemm gemm_kind = recipe_gemm::codes)
       : calib_(calibration),
         gemm_(gemm),
         stream_(stream),
         rounding_(rounding),
         cache_budget_(weight_cache_bytes),
         profile_(profile),
+        gemm_kind_(gemm_kind),
         scores_(calibration.num_modules() * calibration.num_recipes()) {
     scores_.fill_bytes(0, stream_);
   }
@@ -288,7 +328,10 @@ class device_gradient_scorer : public device_linear_observer {
     // Q(X) of the previous call stays valid only while X does: every call, scored or not, is seen.
     const bool same_x = call.same_input_as_previous && call.input.data == xq_source_;
     xq_source_ = call.input.data;
-    if (!same_x) std::fill(xq_amax_.begin(), xq_amax_.end(), std::nanf(""));
+    if (!same_x) {
+      std::fill(xq_amax_.begin(), xq_amax_.end(), std::nanf(""));
+      std::fill(xc_amax_.begin(), xc_amax_.end(), std::nanf(""));
+    }
     const auto m = calib_.module_index(call.name);
     if (!m || !calib_.active(*m)) return;
     calib_.ensure_weight_amax(*m, call, stream_);  // a module calibration never saw (cannot chunk)
@@ -297,12 +340,19 @@ class device_gradient_scorer : public device_linear_observer {
     if (xq_.size() != R) {
       xq_.resize(R);
       xq_amax_.assign(R, std::nanf(""));
+      xc_.resize(R);
+      xc_amax_.assign(R, std::nanf(""));
+      xc_factors_ = device_buffer<float>(R);
       input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
     }
     if (yr_.size() != R) yr_.resize(R);
     calib_.require_input_amax(*m, call.name, "device_gradient_scorer");
     for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
+      if (on_codes(*m, r, call)) {
+        code_product(*m, r, call);
+        continue;
+      }
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
@@ -335,6 +385,9 @@ class device_gradient_scorer : public device_linear_observer {
   }
 
   // S(m, r) summed over the observed batches (synchronises the stream).
+  // How many (module, recipe) products ran on codes.
+  std::size_t code_products() const { return code_products_; }
+
   std::vector<double> scores() const {
     AQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return scores_.to_host();
@@ -362,6 +415,91 @@ class device_gradient_scorer : public device_linear_observer {
     return dst;
   }
 
+  struct weight_codes {
+    device_buffer<std::uint8_t> codes;
+    device_buffer<float> factors;  // one per row, or one
+  };
+
+  // Whether recipe r's product for this call runs on codes: the recipe allows it, codes are
+  // asked for, and cuBLASLt has a kernel for the module's shape (checked once per module).
+  bool on_codes(std::size_t m, std::size_t r, const device_linear_call& call) {
+    const device_recipe& k = calib_.recipe(r);
+    if (gemm_kind_ != recipe_gemm::codes || k.code_type == CUDA_R_16BF) return false;
+    const auto key = std::make_pair(m, r);
+    const auto it = code_support_.find(key);
+    if (it != code_support_.end()) return it->second;
+    const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
+    // Probed on the real shapes with aligned stand-in pointers (cuBLASLt's plan depends on
+    // alignment, and every buffer here comes from cudaMalloc).
+    const auto* aligned = reinterpret_cast<const std::uint8_t*>(std::uintptr_t{256});
+    const device_matrix<const std::uint8_t> x{aligned, rows, in, in}, w{aligned, out, in, in};
+    const bool scaled = k.code_type == CUDA_R_8F_E4M3 && !k.weight_factor_per_row;
+    const bool ok =
+        k.code_type == CUDA_R_8I
+            ? gemm_.supports_codes(k.code_type, x, w,
+                                   device_matrix<std::int32_t>{reinterpret_cast<std::int32_t*>(std::uintptr_t{256}), rows, out, out},
+                                   false)
+            : gemm_.supports_codes(k.code_type, x, w,
+                                   device_matrix<float>{reinterpret_cast<float*>(std::uintptr_t{256}), rows, out, out}, scaled);
+    code_support_.emplace(key, ok);
+    return ok;
+  }
+
+  // Y_r of recipe r on codes: X codes shared by calls with the same X and amax, W codes cached
+  // like the bf16 operands, the factors applied by the GEMM (e4m3, per-tensor weight) or after it.
+  void code_product(std::size_t m, std::size_t r, const device_linear_call& call) {
+    const device_recipe& k = calib_.recipe(r);
+    const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
+    float* x_factor = xc_factors_.data() + r;
+    if (!(xc_amax_[r] == input_amax_[m])) {
+      xc_[r].grow_to(static_cast<std::size_t>(rows * in));
+      profiled(profile_, kernel_class::fake_quant, stream_,
+               [&] { calib_.input_codes(m, r, call, xc_[r].data(), x_factor, stream_); });
+      xc_amax_[r] = input_amax_[m];
+    }
+    const weight_codes& wc = coded_weight(m, r, call);
+    yr_[r].grow_to(static_cast<std::size_t>(rows * out));
+    const device_matrix<const std::uint8_t> x{xc_[r].data(), rows, in, in}, w{wc.codes.data(), out, in, in};
+    profiled(profile_, kernel_class::score_gemm, stream_, [&] {
+      if (k.code_type == CUDA_R_8I) {
+        const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(yr_[r].data()), rows, out, out};
+        gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
+        dequantize_product(acc, x_factor, wc.factors.data(), k.weight_factor_per_row, stream_);
+      } else if (k.weight_factor_per_row) {
+        const device_matrix<float> acc{yr_[r].data(), rows, out, out};
+        gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
+        dequantize_product(acc, x_factor, wc.factors.data(), true, stream_);
+      } else {
+        gemm_.linear_forward_codes(k.code_type, x, w, device_matrix<float>{yr_[r].data(), rows, out, out}, x_factor,
+                                   wc.factors.data(), stream_);
+      }
+      if (call.bias != nullptr) add_bias(device_matrix<float>{yr_[r].data(), rows, out, out}, call.bias, stream_);
+    });
+    flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
+    ++code_products_;
+  }
+
+  const weight_codes& coded_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
+    const std::size_t n = static_cast<std::size_t>(call.weight.rows * call.weight.cols);
+    const std::size_t slots = calib_.recipe(r).weight_factor_per_row ? static_cast<std::size_t>(call.weight.rows) : 1;
+    const std::tuple<std::size_t, std::size_t, std::int64_t> key{m, r, call.row0};
+    const auto it = code_cache_.find(key);
+    if (it != code_cache_.end()) return it->second;
+    weight_codes* dst = &wc_;
+    if (cache_used_ + n + slots * sizeof(float) <= cache_budget_) {
+      dst = &code_cache_.emplace(key, weight_codes{}).first->second;
+      dst->codes = device_buffer<std::uint8_t>(n);
+      dst->factors = device_buffer<float>(slots);
+      cache_used_ += n + slots * sizeof(float);
+    } else {
+      wc_.codes.grow_to(n);
+      wc_.factors.grow_to(slots);
+    }
+    profiled(profile_, kernel_class::fake_quant, stream_,
+             [&] { calib_.weight_codes(m, r, call, dst->codes.data(), dst->factors.data(), stream_); });
+    return *dst;
+  }
+
   device_calibration& calib_;
   cublaslt_gemm& gemm_;
   cudaStream_t stream_;
@@ -369,6 +507,14 @@ class device_gradient_scorer : public device_linear_observer {
   std::size_t cache_budget_ = 0;
   std::size_t cache_used_ = 0;
   kernel_profile* profile_ = nullptr;
+  recipe_gemm gemm_kind_ = recipe_gemm::codes;
+  std::map<std::pair<std::size_t, std::size_t>, bool> code_support_;
+  std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, weight_codes> code_cache_;
+  weight_codes wc_;                                 // scratch past the cache budget
+  std::vector<device_buffer<std::uint8_t>> xc_;     // X codes per recipe, of the last X
+  std::vector<float> xc_amax_;                      // the input amax each was made with
+  device_buffer<float> xc_factors_;                 // their factors, one per recipe
+  std::size_t code_products_ = 0;
   std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, device_buffer<bf16>> cache_;
   device_buffer<double> scores_;
   std::vector<device_buffer<bf16>> xq_;  // Q(X) per recipe, of the last X (xq_source_)
