@@ -17,29 +17,18 @@
 
 #include "aq/core/error.hpp"
 #include "aq/export/checkpoint_layout.hpp"
+#include "aq/export/module_export.hpp"
+#include "aq/export/weight_schemes.hpp"
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/search/search_space.hpp"
 
 namespace aq::hf_export {
 
-inline constexpr std::int64_t int4_group_size = 128;
-inline constexpr std::int64_t nvfp4_block_size = 16;
-
 // The weight tensor of a module: "<module>.weight", the schema's suffix.
 inline std::string weight_tensor_name(std::string_view module) {
   return std::string(module).append(qwen3_vl::schema::weight_suffix);
 }
-
-struct module_export {
-  std::string name;    // whole-model module name: the checkpoint's tensor prefix
-  std::string recipe;  // aq recipe name
-  weight_scheme scheme = weight_scheme::fp8_tensor;
-  bool static_input = false;        // a calibrated per-tensor input scale is written
-  std::int64_t rows = 0, cols = 0;  // weight [out, in]
-  std::vector<float> weight_amax;   // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
-  float input_amax = 0.0f;          // the fused group's max (static_input only)
-};
 
 struct export_plan {
   checkpoint_layout layout = checkpoint_layout::modelopt;
@@ -96,25 +85,7 @@ inline void check_shape(const module_export& m, const quantizable_module& module
     throw error(m.name + ": recipe '" + m.recipe + "' on a " + std::string(module_kind_name(module.kind)) +
                 " module; only Linear layers are exported quantized");
   }
-  if (layout == checkpoint_layout::compressed_tensors && m.scheme == weight_scheme::int8_channel && !m.static_input &&
-      m.cols % 4 != 0) {
-    throw error(m.name +
-                ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
-                std::to_string(m.cols) + " is not a multiple of 4");
-  }
-  if (m.scheme == weight_scheme::nvfp4_block16 && m.cols % nvfp4_block_size != 0) {
-    throw error(m.name + ": recipe 'nvfp4' needs an input dim that is a multiple of 16, it has " +
-                std::to_string(m.cols));
-  }
-  if (m.scheme != weight_scheme::int4_block128) return;
-  if (m.cols % int4_group_size != 0) {
-    throw error(m.name + ": recipe 'w4a16' needs an input dim that is a multiple of 128, it has " +
-                std::to_string(m.cols));
-  }
-  if (layout == checkpoint_layout::modelopt && m.rows % 2 != 0) {
-    throw error(m.name + ": recipe 'w4a16' in the modelopt layout packs two output rows per byte; it has " +
-                std::to_string(m.rows) + " rows");
-  }
+  visit_scheme(m.scheme, [&]<class S>(S) { S::check_shape(m, layout); });
 }
 
 inline std::vector<float> read_amax(const safetensors_file& state, const std::string& source, const std::string& name,
@@ -134,33 +105,26 @@ inline std::vector<float> read_amax(const safetensors_file& state, const std::st
   return amax;
 }
 
-inline bool per_tensor_weight_amax(weight_scheme scheme) {
-  return scheme == weight_scheme::fp8_tensor || scheme == weight_scheme::nvfp4_block16;
-}
-
-inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, std::int64_t cols) {
-  if (per_tensor_weight_amax(scheme)) return 1;
-  if (scheme == weight_scheme::int8_channel) return static_cast<std::size_t>(rows);
-  return static_cast<std::size_t>(rows * (cols / int4_group_size));
-}
-
-// ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
-// the max of their input amax, and the max of their weight amax where it is per tensor (nvfp4's
-// global amax). ModelOpt 0.39 skips fp8 groups (unified_export_hf.py): each keeps its own scales,
-// and serving stacks take the max when they fuse them.
+// ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up)
+// share amax as their scheme's `fused` says.
 inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
+  const auto fused_of = [](const module_export& m) {
+    return visit_scheme(m.scheme, []<class S>(S) { return S::fused; });
+  };
   std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
   for (std::size_t i = 0; i < planned.size(); ++i) {
-    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;  // ModelOpt fuses no fp8 group
+    const fused_amax fused = fused_of(planned[i]);
+    if (fused == fused_amax::none) continue;
     auto& [input, weight] = maxima[group_of[i]];
     input = std::max(input, planned[i].input_amax);
-    if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
+    if (fused == fused_amax::input_and_weight) weight = std::max(weight, planned[i].weight_amax.front());
   }
   for (std::size_t i = 0; i < planned.size(); ++i) {
-    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;
+    const fused_amax fused = fused_of(planned[i]);
+    if (fused == fused_amax::none) continue;
     const auto& [input, weight] = maxima[group_of[i]];
     planned[i].input_amax = input;
-    if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
+    if (fused == fused_amax::input_and_weight) planned[i].weight_amax.front() = weight;
   }
 }
 
@@ -216,8 +180,8 @@ inline export_plan make_export_plan(const autoquant::search_space& space, const 
     if (!recipe.quantizes) continue;
     module_export e = detail::planned_module(module, recipe, layout);
     const std::string& root_name = space.module_names[m];
-    e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax",
-                                      detail::weight_amax_count(e.scheme, e.rows, e.cols));
+    const std::size_t count = visit_scheme(e.scheme, [&]<class S>(S) { return S::amax_count(e.rows, e.cols); });
+    e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax", count);
     if (e.static_input) {
       e.input_amax = detail::read_amax(state, state_source, root_name + ".input_quantizer._amax", 1).front();
     }

@@ -16,12 +16,7 @@
 
 #include "aq/export/checkpoint_writer.hpp"
 #include "aq/export/export_plan.hpp"
-#include "aq/export/int4_packing.hpp"
-#include "aq/export/weight_codes.hpp"
-#include "aq/formats/e2m1.hpp"
-#include "aq/formats/e4m3.hpp"
-#include "aq/formats/int4.hpp"
-#include "aq/formats/int8.hpp"
+#include "aq/export/weight_schemes.hpp"
 #include "aq/model/qwen3_vl/schema.hpp"
 #include "aq/report/json_writer.hpp"
 
@@ -31,51 +26,14 @@ inline constexpr std::string_view modelopt_version = "0.39.0";
 
 // ModelOpt's per-layer quant_algo label of a planned module.
 inline std::string_view modelopt_quant_algo(const module_export& m) {
-  if (m.scheme == weight_scheme::fp8_tensor) return "FP8";
-  if (m.scheme == weight_scheme::int4_block128) return "W4A16_AWQ";
-  if (m.scheme == weight_scheme::nvfp4_block16) return "NVFP4";
-  return m.static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
+  return visit_scheme(m.scheme, [&]<class S>(S) { return S::modelopt_quant_algo(m.static_input); });
 }
-
-namespace detail {
-
-inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
-  std::vector<float> scales;
-  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
-  return scales;
-}
-
-// What the input amax is divided by: the format's bound; for NVFP4 6 * 448 (the global scale).
-inline float input_bound(weight_scheme scheme) {
-  if (scheme == weight_scheme::fp8_tensor) return formats::e4m3::max_bound;
-  if (scheme == weight_scheme::nvfp4_block16) return formats::e2m1::max_bound * formats::e4m3::max_bound;
-  return formats::int8::max_bound;
-}
-
-inline std::vector<std::byte> f32_payload(float value) { return bytes_of(std::span<const float>(&value, 1)); }
-
-}  // namespace detail
 
 // What replaces `<module>.weight` in ModelOpt's layout: weight codes, weight_scale(s) and, with
 // a static input, input_scale (names, dtypes and shapes as export_hf_checkpoint writes them).
 inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
-  const std::string prefix = m.name + ".";
-  std::vector<tensor_spec> specs;
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {}});
-  } else if (m.scheme == weight_scheme::int8_channel) {
-    specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows}});
-  } else if (m.scheme == weight_scheme::nvfp4_block16) {
-    specs.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}});
-    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
-    specs.push_back({prefix + "weight_scale_2", dtype_f32, {}});
-  } else {
-    specs.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, m.cols / int4_group_size}});
-  }
-  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {}});
+  std::vector<tensor_spec> specs = visit_scheme(m.scheme, [&]<class S>(S) { return S::modelopt_specs(m); });
+  if (m.static_input) specs.push_back({m.name + ".input_scale", dtype_f32, {}});
   return specs;
 }
 
@@ -84,44 +42,20 @@ inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
 // in bf16: both operands in bf16, the quotient rounded to bf16).
 inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
                                                           division_rounding rounding) {
-  std::vector<std::vector<std::byte>> payloads;
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
-    // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
-    // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
-    payloads.push_back(payload_of(fp8_codes(weight, round_quotient(scale, rounding), rounding)));
-    payloads.push_back(detail::f32_payload(scale));
-  } else if (m.scheme == weight_scheme::int8_channel) {
-    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
-    payloads.push_back(
-        payload_of(integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32)));
-    payloads.push_back(payload_of(scales));
-  } else if (m.scheme == weight_scheme::nvfp4_block16) {
-    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    payloads.push_back(payload_of(q.packed));
-    payloads.push_back(payload_of(q.block_scales));
-    payloads.push_back(detail::f32_payload(q.global_scale));
-  } else {
-    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
-    payloads.push_back(payload_of(pack_int4_output_pairs(codes, m.rows, m.cols)));
-    payloads.push_back(payload_of(scales));
-  }
-  if (m.static_input) payloads.push_back(detail::f32_payload(scale_from_amax(m.input_amax, detail::input_bound(m.scheme))));
+  payload_list payloads = visit_scheme(m.scheme, [&]<class S>(S) {
+    payload_list out = S::modelopt_payloads(m, weight, rounding);
+    if (m.static_input) out.push_back(detail::f32_payload(scale_from_amax(m.input_amax, S::modelopt_input_bound)));
+    return out;
+  });
   return with_payloads(modelopt_module_specs(m), std::move(payloads));
 }
 
 namespace detail {
 
+// The per-layer config: quant_algo, then the scheme's own fields (group size and the like).
 inline void write_layer_config(io::json_writer& json, const module_export& m) {
   json.key("quant_algo").string(modelopt_quant_algo(m));
-  if (m.scheme == weight_scheme::int4_block128) {
-    json.key("group_size").integer(int4_group_size);
-    json.key("has_zero_point").boolean(false);
-    json.key("pre_quant_scale").boolean(true);
-  }
-  if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+  visit_scheme(m.scheme, [&]<class S>(S) { S::write_modelopt_fields(json); });
 }
 
 // _prefix_wildcard_summarize_exclude_modules: the unquantized layers as few prefix wildcards
@@ -217,6 +151,20 @@ inline std::vector<std::string> exclude_modules(const export_plan& plan, std::si
   return out;
 }
 
+// config.json's config_groups for the algorithms convert_hf_quant_config_format describes: one
+// group of every Linear, the inputs quantized as the weights.
+inline void write_config_group(io::json_writer& json, const quantization_args& args) {
+  json.key("config_groups").begin_object().key("group_0").begin_object();
+  for (const char* role : {"input_activations", "weights"}) {
+    json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(args.bits);
+    json.key("type").string(args.is_float ? "float" : "int");
+    if (args.group > 0) json.key("group_size").integer(args.group);
+    json.end_object();
+  }
+  json.key("targets").begin_array().string("Linear").end_array();
+  json.end_object().end_object();
+}
+
 }  // namespace detail
 
 // hf_quant_config.json (json.dump indent 4, no trailing newline): one quant_algo when every
@@ -237,11 +185,7 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
     const module_export& m = plan.quantized.back();
     json.key("quant_algo").string(modelopt_quant_algo(m));
     json.key("kv_cache_quant_algo").null();
-    if (m.scheme == weight_scheme::int4_block128) {
-      json.key("group_size").integer(int4_group_size).key("has_zero_point").boolean(false);
-      json.key("pre_quant_scale").boolean(true);
-    }
-    if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+    visit_scheme(m.scheme, [&]<class S>(S) { S::write_modelopt_fields(json); });
     json.key("exclude_modules");
     detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else {
@@ -258,18 +202,10 @@ inline void write_modelopt_quantization_config(io::json_writer& json, const expo
   const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
   const bool mixed = distinct.size() > 1;
   json.begin_object();
-  const bool single_fp8 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor;
-  const bool single_nvfp4 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::nvfp4_block16;
-  if (single_fp8 || single_nvfp4) {  // the two algorithms convert_hf_quant_config_format describes
-    json.key("config_groups").begin_object().key("group_0").begin_object();
-    for (const char* role : {"input_activations", "weights"}) {
-      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(single_fp8 ? 8 : 4);
-      json.key("type").string("float");
-      if (single_nvfp4) json.key("group_size").integer(nvfp4_block_size);
-      json.end_object();
-    }
-    json.key("targets").begin_array().string("Linear").end_array();
-    json.end_object().end_object();
+  if (distinct.size() == 1) {
+    visit_scheme(plan.quantized.back().scheme, [&]<class S>(S) {
+      if constexpr (S::modelopt_config_group) detail::write_config_group(json, S::ct_weights);
+    });
   }
   json.key("ignore");
   detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));

@@ -2,7 +2,8 @@
 // scale per tensor, per output channel or per block of 128 input columns, computed the way the
 // exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
 // (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
-// which (division_rounding). Dequantization is code * scale.
+// which (division_rounding). Dequantization is code * scale. The compressed-tensors layout
+// stores instead the codes aq's fake quantizer rounds to (fake_quantizer_*_codes).
 #pragma once
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "aq/core/bf16.hpp"
@@ -18,6 +20,7 @@
 #include "aq/formats/e2m1.hpp"
 #include "aq/formats/e4m3.hpp"
 #include "aq/formats/rounding.hpp"
+#include "aq/quant/scaling.hpp"
 
 namespace aq::hf_export {
 
@@ -38,6 +41,12 @@ inline float scale_from_amax(float amax, float bound) {
   // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
   const float scale = amax * (1.0f / bound);
   return scale > 0.0f ? scale : 1.0f;
+}
+
+inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
+  std::vector<float> scales;
+  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
+  return scales;
 }
 
 // Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
@@ -128,6 +137,47 @@ inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows
     }
   }
   return out;
+}
+
+// The stored scale: the fp32 reciprocal of the forward scale (quant::scale_from_amax, bound /
+// amax, what aq's fake quantizer multiplies by; 1 where that is 0: the slot quantizes to 0), so that
+// code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
+// multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
+inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+// The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
+// (group = cols) or per `group` consecutive columns of a row, and their stored scales.
+template <class F>
+std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes(std::span<const float> weight,
+                                                                               std::span<const float> amax,
+                                                                               std::int64_t group) {
+  std::vector<float> forward, stored;
+  for (const float a : amax) {
+    forward.push_back(quant::scale_from_amax<F>(a));
+    stored.push_back(stored_scale(forward.back()));
+  }
+  std::vector<std::int8_t> codes(weight.size());
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  for (std::size_t s = 0; s < forward.size(); ++s) {
+    const float scale = forward[s];
+    const std::size_t begin = s * static_cast<std::size_t>(group);
+    for (std::size_t i = begin; i < begin + static_cast<std::size_t>(group); ++i) {
+      out[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(in[i], scale));
+    }
+  }
+  return {std::move(codes), std::move(stored)};
+}
+
+// e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
+inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
+  std::vector<std::uint8_t> codes(weight.size());
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    out[i] = formats::e4m3::encode(forward == 0.0f ? 0.0f : formats::detail::mul_rn(in[i], forward));
+  }
+  return codes;
 }
 
 }  // namespace aq::hf_export
