@@ -5244,11 +5244,9 @@ inline std::string shard_index_json(std::uint64_t total_size, const std::map<std
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 // ---- begin aq/export/export_plan.hpp ----
@@ -5268,6 +5266,540 @@ inline std::string shard_index_json(std::uint64_t total_size, const std::map<std
 #include <string_view>
 #include <vector>
 
+// ---- begin aq/export/module_export.hpp ----
+// One quantized module as an export writes it: the plan decides it (recipe, scheme, shape, amax)
+// and every scheme struct (weight_schemes.hpp) turns it into tensors and config fields.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+struct module_export {
+  std::string name;    // whole-model module name: the checkpoint's tensor prefix
+  std::string recipe;  // aq recipe name
+  weight_scheme scheme = weight_scheme::fp8_tensor;
+  bool static_input = false;        // a calibrated per-tensor input scale is written
+  std::int64_t rows = 0, cols = 0;  // weight [out, in]
+  std::vector<float> weight_amax;   // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
+  float input_amax = 0.0f;          // the fused group's max (static_input only)
+};
+
+}  // namespace aq::hf_export
+// ---- end aq/export/module_export.hpp ----
+// ---- begin aq/export/weight_schemes.hpp ----
+// The storage schemes of exported weights, one struct each: everything that tells them apart for
+// the plan (amax count, shape refusals, fused amax) and for both layouts (tensors, payloads,
+// config fields). The plan and the layouts reach a scheme only through visit_scheme, so a new
+// scheme is one struct here, its case there and its recipes in scheme_of (checkpoint_layout.hpp).
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin aq/export/int4_packing.hpp ----
+// Packing of low-bit integer codes into the bytes a serving checkpoint stores, in the two orders
+// the layouts use: ModelOpt packs two OUTPUT rows into one byte (signed nibbles), compressed-
+// tensors packs along the INPUT dimension into int32 words (codes offset to unsigned).
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// ModelOpt's pack_int4_in_uint8 for a 2-D [rows x cols] weight: byte [j, k] holds code [2j, k]
+// in its low nibble and code [2j+1, k] in its high nibble, two's complement; shape [rows/2, cols].
+inline std::vector<std::uint8_t> pack_int4_output_pairs(std::span<const std::int8_t> codes, std::int64_t rows,
+                                                        std::int64_t cols) {
+  if (rows % 2 != 0) throw error("int4 packing: " + std::to_string(rows) + " output rows, expected an even count");
+  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int4 packing: codes do not match the shape");
+  std::vector<std::uint8_t> packed(static_cast<std::size_t>(rows / 2 * cols));
+  for (std::int64_t j = 0; j < rows / 2; ++j) {
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const auto low = static_cast<unsigned>(codes[static_cast<std::size_t>(2 * j * cols + k)]) & 0xfu;
+      const auto high = static_cast<unsigned>(codes[static_cast<std::size_t>((2 * j + 1) * cols + k)]) & 0xfu;
+      packed[static_cast<std::size_t>(j * cols + k)] = static_cast<std::uint8_t>(low | (high << 4));
+    }
+  }
+  return packed;
+}
+
+// compressed-tensors' pack_to_int32 (packed_dim 1) for Bits = 4 or 8: each code plus 2^(Bits-1)
+// becomes unsigned; word [r, w] holds code [r, w * (32/Bits) + i] at bits Bits*i. The input dim
+// must be a multiple of 32/Bits (the layouts refuse other shapes up front); shape [rows, cols*Bits/32].
+template <int Bits>
+std::vector<std::int32_t> pack_input_words(std::span<const std::int8_t> codes, std::int64_t rows, std::int64_t cols) {
+  static_assert(Bits == 4 || Bits == 8, "pack_input_words: 4 or 8 bits");
+  constexpr std::int64_t per_word = 32 / Bits;
+  constexpr unsigned offset = 1u << (Bits - 1);
+  constexpr unsigned mask = (1u << Bits) - 1u;
+  if (cols % per_word != 0) {
+    throw error("int" + std::to_string(Bits) + " packing: input dim " + std::to_string(cols) +
+                " is not a multiple of " + std::to_string(per_word));
+  }
+  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int packing: codes do not match the shape");
+  const std::int64_t words = cols / per_word;
+  std::vector<std::int32_t> packed(static_cast<std::size_t>(rows * words));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t w = 0; w < words; ++w) {
+      std::uint32_t word = 0;
+      for (std::int64_t i = 0; i < per_word; ++i) {
+        const int code = codes[static_cast<std::size_t>(r * cols + w * per_word + i)];
+        word |= ((static_cast<unsigned>(code) + offset) & mask) << (Bits * i);
+      }
+      packed[static_cast<std::size_t>(r * words + w)] = static_cast<std::int32_t>(word);
+    }
+  }
+  return packed;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/int4_packing.hpp ----
+// ---- begin aq/export/weight_codes.hpp ----
+// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
+// scale per tensor, per output channel or per block of 128 input columns, computed the way the
+// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
+// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
+// which (division_rounding). Dequantization is code * scale. The compressed-tensors layout
+// stores instead the codes aq's fake quantizer rounds to (fake_quantizer_*_codes).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+namespace aq::hf_export {
+
+// The dtype the quotient w / scale is rounded to before the cast to codes.
+enum class division_rounding { f32, bf16, f16 };
+
+inline float round_quotient(float value, division_rounding rounding) {
+  if (rounding == division_rounding::bf16) return round_to_bf16(value);
+  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
+  return value;
+}
+
+// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
+// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
+// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
+inline float scale_from_amax(float amax, float bound) {
+  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
+  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
+  const float scale = amax * (1.0f / bound);
+  return scale > 0.0f ? scale : 1.0f;
+}
+
+inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
+  std::vector<float> scales;
+  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
+  return scales;
+}
+
+// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
+template <class Fn>
+void with_rounding(division_rounding rounding, Fn&& fn) {
+  if (rounding == division_rounding::bf16) {
+    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
+  } else if (rounding == division_rounding::f16) {
+    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
+  } else {
+    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
+  }
+}
+
+// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
+inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
+  std::vector<std::uint8_t> codes(weight.size());
+  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
+  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  const std::size_t count = weight.size();
+  with_rounding(rounding, [&](auto tag) {
+    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
+  });
+  return codes;
+}
+
+// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
+// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
+// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
+inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                              std::span<const float> scales, std::int64_t group, int low, int high,
+                                              division_rounding rounding) {
+  std::vector<std::int8_t> codes(weight.size());
+  const std::int64_t slots = rows * (cols / group);
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
+  with_rounding(rounding, [&](auto tag) {
+    for (std::int64_t s = 0; s < slots; ++s) {
+      const float scale = scales[static_cast<std::size_t>(s)];
+      const std::int64_t begin = s * group;
+      for (std::int64_t i = begin; i < begin + group; ++i) {
+        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
+        q = q < lowest ? lowest : q;
+        q = q > highest ? highest : q;
+        out[i] = static_cast<std::int8_t>(q);
+      }
+    }
+  });
+  return codes;
+}
+
+// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
+// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
+// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
+// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
+// column in the low nibble.
+struct nvfp4_weight {
+  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
+  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
+  float global_scale = 1.0f;               // weight_scale_2
+};
+
+inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
+                                float global_amax) {
+  constexpr std::int64_t block = 16;
+  nvfp4_weight out;
+  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
+  const float block_bound = formats::e2m1::max_bound * out.global_scale;
+  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < cols / block; ++b) {
+      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
+      float block_amax = 0.0f;
+      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
+      float ratio = block_amax / block_bound;
+      if (ratio == 0.0f) ratio = 1.0f;
+      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
+      out.block_scales.push_back(scale_code);
+      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
+      for (std::size_t i = first; i < first + block; ++i) {
+        const float q = weight[i] / divisor;
+        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
+        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+      }
+    }
+  }
+  return out;
+}
+
+// The stored scale: the fp32 reciprocal of the forward scale (quant::scale_from_amax, bound /
+// amax, what aq's fake quantizer multiplies by; 1 where that is 0: the slot quantizes to 0), so that
+// code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
+// multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
+inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
+
+// The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
+// (group = cols) or per `group` consecutive columns of a row, and their stored scales.
+template <class F>
+std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes(std::span<const float> weight,
+                                                                               std::span<const float> amax,
+                                                                               std::int64_t group) {
+  std::vector<float> forward, stored;
+  for (const float a : amax) {
+    forward.push_back(quant::scale_from_amax<F>(a));
+    stored.push_back(stored_scale(forward.back()));
+  }
+  std::vector<std::int8_t> codes(weight.size());
+  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
+  const float* const in = weight.data();
+  for (std::size_t s = 0; s < forward.size(); ++s) {
+    const float scale = forward[s];
+    const std::size_t begin = s * static_cast<std::size_t>(group);
+    for (std::size_t i = begin; i < begin + static_cast<std::size_t>(group); ++i) {
+      out[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(in[i], scale));
+    }
+  }
+  return {std::move(codes), std::move(stored)};
+}
+
+// e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
+inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
+  std::vector<std::uint8_t> codes(weight.size());
+  std::uint8_t* const out = codes.data();
+  const float* const in = weight.data();
+  for (std::size_t i = 0; i < weight.size(); ++i) {
+    out[i] = formats::e4m3::encode(forward == 0.0f ? 0.0f : formats::detail::mul_rn(in[i], forward));
+  }
+  return codes;
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/weight_codes.hpp ----
+
+namespace aq::hf_export {
+
+using payload_list = std::vector<std::vector<std::byte>>;
+
+// compressed-tensors' QuantizationArgs of one role; ModelOpt's converted config.json spells the
+// same facts for the two algorithms it describes.
+struct quantization_args {
+  int bits = 8;
+  bool is_float = false;
+  std::string_view strategy = "tensor";
+  std::int64_t group = 0;      // group_size; null when 0
+  bool dynamic_local = false;  // NVFP4 inputs: block scales from the data under a static global scale
+};
+
+// What ModelOpt's preprocess_linear_fusion makes the modules of one fused group (q/k/v, gate/up)
+// share: the max of their input amax, and of their weight amax where that is per tensor.
+enum class fused_amax { none, input, input_and_weight };
+
+namespace detail {
+
+inline std::vector<std::byte> f32_payload(float value) { return bytes_of(std::span<const float>(&value, 1)); }
+
+// `<module>.<tensor>` of a planned module.
+inline tensor_spec spec(const module_export& m, std::string_view tensor, dtype type, std::vector<std::int64_t> shape) {
+  return {m.name + "." + std::string(tensor), type, std::move(shape)};
+}
+
+// compressed-tensors' integer weights: codes as they are next to a static input ("int-quantized"),
+// else packed along the input dim, 32 / Bits codes per int32 word, with the weight's shape.
+template <int Bits>
+std::vector<tensor_spec> ct_int_specs(const module_export& m, std::int64_t scales_per_row) {
+  std::vector<tensor_spec> specs;
+  if (m.static_input) {
+    specs.push_back(spec(m, "weight", dtype_i8, {m.rows, m.cols}));
+  } else {
+    specs.push_back(spec(m, "weight_packed", dtype_i32, {m.rows, m.cols / (32 / Bits)}));
+    specs.push_back(spec(m, "weight_shape", dtype_i64, {2}));
+  }
+  specs.push_back(spec(m, "weight_scale", dtype_f32, {m.rows, scales_per_row}));
+  return specs;
+}
+
+template <class F, int Bits>
+payload_list ct_int_payloads(const module_export& m, std::span<const float> weight, std::int64_t group) {
+  const auto [codes, scales] = fake_quantizer_int_codes<F>(weight, m.weight_amax, group);
+  payload_list payloads;
+  if (m.static_input) {
+    payloads.push_back(payload_of(codes));
+  } else {
+    payloads.push_back(payload_of(pack_input_words<Bits>(codes, m.rows, m.cols)));
+    payloads.push_back(payload_of(std::vector<std::int64_t>{m.rows, m.cols}));
+  }
+  payloads.push_back(payload_of(scales));
+  return payloads;
+}
+
+}  // namespace detail
+
+// fp8_e4m3: e4m3 weight, per-tensor scale, static per-tensor e4m3 input.
+struct fp8_tensor_scheme {
+  static constexpr weight_scheme id = weight_scheme::fp8_tensor;
+  // ModelOpt 0.39 skips fp8 groups (unified_export_hf.py): each keeps its own scales, and serving
+  // stacks take the max when they fuse them.
+  static constexpr fused_amax fused = fused_amax::none;
+  static std::size_t amax_count(std::int64_t, std::int64_t) { return 1; }
+  static void check_shape(const module_export&, checkpoint_layout) {}
+
+  static std::string_view modelopt_quant_algo(bool) { return "FP8"; }
+  static void write_modelopt_fields(io::json_writer&) {}
+  static constexpr bool modelopt_config_group = true;  // convert_hf_quant_config_format describes it
+  static constexpr float modelopt_input_bound = formats::e4m3::max_bound;
+  static std::vector<tensor_spec> modelopt_specs(const module_export& m) {
+    return {detail::spec(m, "weight", dtype_f8_e4m3, {m.rows, m.cols}),
+            detail::spec(m, "weight_scale", dtype_f32, {})};
+  }
+  static payload_list modelopt_payloads(const module_export& m, std::span<const float> weight,
+                                        division_rounding rounding) {
+    const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
+    // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
+    // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
+    return {payload_of(fp8_codes(weight, round_quotient(scale, rounding), rounding)), detail::f32_payload(scale)};
+  }
+
+  static std::string_view ct_format(bool) { return "float-quantized"; }
+  static constexpr quantization_args ct_weights{8, true, "tensor"};
+  static constexpr quantization_args ct_inputs{8, true, "tensor"};
+  static constexpr std::string_view ct_input_scale_name = "input_scale";
+  static float ct_input_scale(float amax) { return stored_scale(quant::scale_from_amax<formats::e4m3>(amax)); }
+  static std::vector<tensor_spec> ct_specs(const module_export& m) {
+    return {detail::spec(m, "weight", dtype_f8_e4m3, {m.rows, m.cols}),
+            detail::spec(m, "weight_scale", dtype_f32, {1})};
+  }
+  static payload_list ct_payloads(const module_export& m, std::span<const float> weight) {
+    const float forward = quant::scale_from_amax<formats::e4m3>(m.weight_amax.front());
+    return {payload_of(fake_quantizer_fp8_codes(weight, forward)),
+            payload_of(std::vector<float>{stored_scale(forward)})};
+  }
+};
+
+// int8_w8a8 (static per-tensor int8 input) and w8a16 (weight only): a scale per output channel.
+struct int8_channel_scheme {
+  static constexpr weight_scheme id = weight_scheme::int8_channel;
+  static constexpr fused_amax fused = fused_amax::input;
+  static std::size_t amax_count(std::int64_t rows, std::int64_t) { return static_cast<std::size_t>(rows); }
+  static void check_shape(const module_export& m, checkpoint_layout layout) {
+    if (layout == checkpoint_layout::compressed_tensors && !m.static_input && m.cols % 4 != 0) {
+      throw error(m.name +
+                  ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
+                  std::to_string(m.cols) + " is not a multiple of 4");
+    }
+  }
+
+  static std::string_view modelopt_quant_algo(bool static_input) {
+    return static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
+  }
+  static void write_modelopt_fields(io::json_writer&) {}
+  static constexpr bool modelopt_config_group = false;
+  static constexpr float modelopt_input_bound = formats::int8::max_bound;
+  static std::vector<tensor_spec> modelopt_specs(const module_export& m) {
+    return {detail::spec(m, "weight", dtype_i8, {m.rows, m.cols}),
+            detail::spec(m, "weight_scale", dtype_f32, {m.rows})};
+  }
+  static payload_list modelopt_payloads(const module_export& m, std::span<const float> weight, division_rounding) {
+    const std::vector<float> scales = scales_from_amax(m.weight_amax, formats::int8::max_bound);
+    return {payload_of(integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32)),
+            payload_of(scales)};
+  }
+
+  static std::string_view ct_format(bool static_input) { return static_input ? "int-quantized" : "pack-quantized"; }
+  static constexpr quantization_args ct_weights{8, false, "channel"};
+  static constexpr quantization_args ct_inputs{8, false, "tensor"};
+  static constexpr std::string_view ct_input_scale_name = "input_scale";
+  static float ct_input_scale(float amax) { return stored_scale(quant::scale_from_amax<formats::int8>(amax)); }
+  static std::vector<tensor_spec> ct_specs(const module_export& m) { return detail::ct_int_specs<8>(m, 1); }
+  static payload_list ct_payloads(const module_export& m, std::span<const float> weight) {
+    return detail::ct_int_payloads<formats::int8, 8>(m, weight, m.cols);
+  }
+};
+
+// w4a16: int4 weight in blocks of 128 input columns, weight only.
+struct int4_block128_scheme {
+  static constexpr weight_scheme id = weight_scheme::int4_block128;
+  static constexpr std::int64_t group_size = 128;
+  static constexpr fused_amax fused = fused_amax::input;
+  static std::size_t amax_count(std::int64_t rows, std::int64_t cols) {
+    return static_cast<std::size_t>(rows * (cols / group_size));
+  }
+  static void check_shape(const module_export& m, checkpoint_layout layout) {
+    if (m.cols % group_size != 0) {
+      throw error(m.name + ": recipe 'w4a16' needs an input dim that is a multiple of 128, it has " +
+                  std::to_string(m.cols));
+    }
+    if (layout == checkpoint_layout::modelopt && m.rows % 2 != 0) {
+      throw error(m.name + ": recipe 'w4a16' in the modelopt layout packs two output rows per byte; it has " +
+                  std::to_string(m.rows) + " rows");
+    }
+  }
+
+  static std::string_view modelopt_quant_algo(bool) { return "W4A16_AWQ"; }
+  static void write_modelopt_fields(io::json_writer& json) {
+    json.key("group_size").integer(group_size).key("has_zero_point").boolean(false);
+    json.key("pre_quant_scale").boolean(true);
+  }
+  static constexpr bool modelopt_config_group = false;
+  static constexpr float modelopt_input_bound = formats::int8::max_bound;
+  static std::vector<tensor_spec> modelopt_specs(const module_export& m) {
+    return {detail::spec(m, "weight", dtype_u8, {m.rows / 2, m.cols}),
+            detail::spec(m, "weight_scale", dtype_f32, {m.rows, m.cols / group_size})};
+  }
+  static payload_list modelopt_payloads(const module_export& m, std::span<const float> weight, division_rounding) {
+    const std::vector<float> scales = scales_from_amax(m.weight_amax, formats::int4::max_bound);
+    const std::vector<std::int8_t> codes =
+        integer_codes(weight, m.rows, m.cols, scales, group_size, -8, 7, division_rounding::f32);
+    return {payload_of(pack_int4_output_pairs(codes, m.rows, m.cols)), payload_of(scales)};
+  }
+
+  static std::string_view ct_format(bool) { return "pack-quantized"; }
+  static constexpr quantization_args ct_weights{4, false, "group", group_size};
+  static constexpr quantization_args ct_inputs{8, false, "tensor"};
+  static constexpr std::string_view ct_input_scale_name = "input_scale";
+  static float ct_input_scale(float amax) { return stored_scale(quant::scale_from_amax<formats::int8>(amax)); }
+  static std::vector<tensor_spec> ct_specs(const module_export& m) {
+    return detail::ct_int_specs<4>(m, m.cols / group_size);
+  }
+  static payload_list ct_payloads(const module_export& m, std::span<const float> weight) {
+    return detail::ct_int_payloads<formats::int4, 4>(m, weight, group_size);
+  }
+};
+
+// nvfp4: e2m1 weight, e4m3 scales per 16 inputs, fp32 global scale; e4m3-scaled e2m1 input. Both
+// layouts store ModelOpt's codes and block scales (those of aq's fake quantization).
+struct nvfp4_block16_scheme {
+  static constexpr weight_scheme id = weight_scheme::nvfp4_block16;
+  static constexpr std::int64_t block_size = 16;
+  static constexpr fused_amax fused = fused_amax::input_and_weight;
+  static std::size_t amax_count(std::int64_t, std::int64_t) { return 1; }
+  static void check_shape(const module_export& m, checkpoint_layout) {
+    if (m.cols % block_size != 0) {
+      throw error(m.name + ": recipe 'nvfp4' needs an input dim that is a multiple of 16, it has " +
+                  std::to_string(m.cols));
+    }
+  }
+
+  static std::string_view modelopt_quant_algo(bool) { return "NVFP4"; }
+  static void write_modelopt_fields(io::json_writer& json) { json.key("group_size").integer(block_size); }
+  static constexpr bool modelopt_config_group = true;  // convert_hf_quant_config_format describes it
+  // The input amax is divided by 6 * 448: ModelOpt's global scale.
+  static constexpr float modelopt_input_bound = formats::e2m1::max_bound * formats::e4m3::max_bound;
+  static std::vector<tensor_spec> modelopt_specs(const module_export& m) {
+    return {detail::spec(m, "weight", dtype_u8, {m.rows, m.cols / 2}),
+            detail::spec(m, "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / block_size}),
+            detail::spec(m, "weight_scale_2", dtype_f32, {})};
+  }
+  static payload_list modelopt_payloads(const module_export& m, std::span<const float> weight, division_rounding) {
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    return {payload_of(q.packed), payload_of(q.block_scales), detail::f32_payload(q.global_scale)};
+  }
+
+  static std::string_view ct_format(bool) { return "nvfp4-pack-quantized"; }
+  static constexpr quantization_args ct_weights{4, true, "tensor_group", block_size};
+  static constexpr quantization_args ct_inputs{4, true, "tensor_group", block_size, true};
+  static constexpr std::string_view ct_input_scale_name = "input_global_scale";
+  // compressed-tensors' global scale, the reciprocal of ModelOpt's: 448 * 6 / amax (1 where that
+  // is not finite, as its generate_gparam falls back); block scales are divided by it.
+  static float ct_global_scale(float amax) {
+    const float scale = formats::e4m3::max_bound * formats::e2m1::max_bound / amax;
+    return amax > 0.0f && scale <= 0x1.fffffep127f ? scale : 1.0f;
+  }
+  static float ct_input_scale(float amax) { return ct_global_scale(amax); }
+  static std::vector<tensor_spec> ct_specs(const module_export& m) {
+    return {detail::spec(m, "weight_packed", dtype_u8, {m.rows, m.cols / 2}),
+            detail::spec(m, "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / block_size}),
+            detail::spec(m, "weight_global_scale", dtype_f32, {1})};
+  }
+  // code * e4m3 scale / global scale dequantizes them.
+  static payload_list ct_payloads(const module_export& m, std::span<const float> weight) {
+    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
+    return {payload_of(q.packed), payload_of(q.block_scales),
+            payload_of(std::vector<float>{ct_global_scale(m.weight_amax.front())})};
+  }
+};
+
+// Calls fn(S{}) with the struct whose id is `scheme`: the one place the enum is switched on.
+template <class Fn>
+decltype(auto) visit_scheme(weight_scheme scheme, Fn&& fn) {
+  switch (scheme) {
+    case fp8_tensor_scheme::id: return fn(fp8_tensor_scheme{});
+    case int8_channel_scheme::id: return fn(int8_channel_scheme{});
+    case int4_block128_scheme::id: return fn(int4_block128_scheme{});
+    case nvfp4_block16_scheme::id: return fn(nvfp4_block16_scheme{});
+  }
+  throw error("export: weight scheme " + std::to_string(static_cast<int>(scheme)) + " is unknown");
+}
+
+}  // namespace aq::hf_export
+// ---- end aq/export/weight_schemes.hpp ----
 // ---- begin aq/search/search_space.hpp ----
 // The search space of one run: the model's quantizable modules, their ModelOpt groups, the
 // ordered candidate recipes (ascending effective bits, NONE last) and which groups are disabled.
@@ -6354,23 +6886,10 @@ inline double checked_budget_bits(const search_space& space, double requested_bi
 
 namespace aq::hf_export {
 
-inline constexpr std::int64_t int4_group_size = 128;
-inline constexpr std::int64_t nvfp4_block_size = 16;
-
 // The weight tensor of a module: "<module>.weight", the schema's suffix.
 inline std::string weight_tensor_name(std::string_view module) {
   return std::string(module).append(qwen3_vl::schema::weight_suffix);
 }
-
-struct module_export {
-  std::string name;    // whole-model module name: the checkpoint's tensor prefix
-  std::string recipe;  // aq recipe name
-  weight_scheme scheme = weight_scheme::fp8_tensor;
-  bool static_input = false;        // a calibrated per-tensor input scale is written
-  std::int64_t rows = 0, cols = 0;  // weight [out, in]
-  std::vector<float> weight_amax;   // 1 (fp8, nvfp4: the group's max), rows (int8) or rows*cols/128 (int4)
-  float input_amax = 0.0f;          // the fused group's max (static_input only)
-};
 
 struct export_plan {
   checkpoint_layout layout = checkpoint_layout::modelopt;
@@ -6427,25 +6946,7 @@ inline void check_shape(const module_export& m, const quantizable_module& module
     throw error(m.name + ": recipe '" + m.recipe + "' on a " + std::string(module_kind_name(module.kind)) +
                 " module; only Linear layers are exported quantized");
   }
-  if (layout == checkpoint_layout::compressed_tensors && m.scheme == weight_scheme::int8_channel && !m.static_input &&
-      m.cols % 4 != 0) {
-    throw error(m.name +
-                ": recipe 'w8a16' in the compressed-tensors layout packs 4 codes per int32 word; its input dim " +
-                std::to_string(m.cols) + " is not a multiple of 4");
-  }
-  if (m.scheme == weight_scheme::nvfp4_block16 && m.cols % nvfp4_block_size != 0) {
-    throw error(m.name + ": recipe 'nvfp4' needs an input dim that is a multiple of 16, it has " +
-                std::to_string(m.cols));
-  }
-  if (m.scheme != weight_scheme::int4_block128) return;
-  if (m.cols % int4_group_size != 0) {
-    throw error(m.name + ": recipe 'w4a16' needs an input dim that is a multiple of 128, it has " +
-                std::to_string(m.cols));
-  }
-  if (layout == checkpoint_layout::modelopt && m.rows % 2 != 0) {
-    throw error(m.name + ": recipe 'w4a16' in the modelopt layout packs two output rows per byte; it has " +
-                std::to_string(m.rows) + " rows");
-  }
+  visit_scheme(m.scheme, [&]<class S>(S) { S::check_shape(m, layout); });
 }
 
 inline std::vector<float> read_amax(const safetensors_file& state, const std::string& source, const std::string& name,
@@ -6465,33 +6966,26 @@ inline std::vector<float> read_amax(const safetensors_file& state, const std::st
   return amax;
 }
 
-inline bool per_tensor_weight_amax(weight_scheme scheme) {
-  return scheme == weight_scheme::fp8_tensor || scheme == weight_scheme::nvfp4_block16;
-}
-
-inline std::size_t weight_amax_count(weight_scheme scheme, std::int64_t rows, std::int64_t cols) {
-  if (per_tensor_weight_amax(scheme)) return 1;
-  if (scheme == weight_scheme::int8_channel) return static_cast<std::size_t>(rows);
-  return static_cast<std::size_t>(rows * (cols / int4_group_size));
-}
-
-// ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up) share
-// the max of their input amax, and the max of their weight amax where it is per tensor (nvfp4's
-// global amax). ModelOpt 0.39 skips fp8 groups (unified_export_hf.py): each keeps its own scales,
-// and serving stacks take the max when they fuse them.
+// ModelOpt's preprocess_linear_fusion: modules fused for serving (one group: q/k/v, gate/up)
+// share amax as their scheme's `fused` says.
 inline void share_fused_amax(std::vector<module_export>& planned, const std::vector<std::size_t>& group_of) {
+  const auto fused_of = [](const module_export& m) {
+    return visit_scheme(m.scheme, []<class S>(S) { return S::fused; });
+  };
   std::map<std::size_t, std::pair<float, float>> maxima;  // group -> (input, per-tensor weight)
   for (std::size_t i = 0; i < planned.size(); ++i) {
-    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;  // ModelOpt fuses no fp8 group
+    const fused_amax fused = fused_of(planned[i]);
+    if (fused == fused_amax::none) continue;
     auto& [input, weight] = maxima[group_of[i]];
     input = std::max(input, planned[i].input_amax);
-    if (per_tensor_weight_amax(planned[i].scheme)) weight = std::max(weight, planned[i].weight_amax.front());
+    if (fused == fused_amax::input_and_weight) weight = std::max(weight, planned[i].weight_amax.front());
   }
   for (std::size_t i = 0; i < planned.size(); ++i) {
-    if (planned[i].scheme == weight_scheme::fp8_tensor) continue;
+    const fused_amax fused = fused_of(planned[i]);
+    if (fused == fused_amax::none) continue;
     const auto& [input, weight] = maxima[group_of[i]];
     planned[i].input_amax = input;
-    if (per_tensor_weight_amax(planned[i].scheme)) planned[i].weight_amax.front() = weight;
+    if (fused == fused_amax::input_and_weight) planned[i].weight_amax.front() = weight;
   }
 }
 
@@ -6547,8 +7041,8 @@ inline export_plan make_export_plan(const autoquant::search_space& space, const 
     if (!recipe.quantizes) continue;
     module_export e = detail::planned_module(module, recipe, layout);
     const std::string& root_name = space.module_names[m];
-    e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax",
-                                      detail::weight_amax_count(e.scheme, e.rows, e.cols));
+    const std::size_t count = visit_scheme(e.scheme, [&]<class S>(S) { return S::amax_count(e.rows, e.cols); });
+    e.weight_amax = detail::read_amax(state, state_source, root_name + ".weight_quantizer._amax", count);
     if (e.static_input) {
       e.input_amax = detail::read_amax(state, state_source, root_name + ".input_quantizer._amax", 1).front();
     }
@@ -6566,197 +7060,6 @@ inline export_plan make_export_plan(const autoquant::search_space& space, const 
 
 }  // namespace aq::hf_export
 // ---- end aq/export/export_plan.hpp ----
-// ---- begin aq/export/int4_packing.hpp ----
-// Packing of low-bit integer codes into the bytes a serving checkpoint stores, in the two orders
-// the layouts use: ModelOpt packs two OUTPUT rows into one byte (signed nibbles), compressed-
-// tensors packs along the INPUT dimension into int32 words (codes offset to unsigned).
-
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <string>
-#include <vector>
-
-
-namespace aq::hf_export {
-
-// ModelOpt's pack_int4_in_uint8 for a 2-D [rows x cols] weight: byte [j, k] holds code [2j, k]
-// in its low nibble and code [2j+1, k] in its high nibble, two's complement; shape [rows/2, cols].
-inline std::vector<std::uint8_t> pack_int4_output_pairs(std::span<const std::int8_t> codes, std::int64_t rows,
-                                                        std::int64_t cols) {
-  if (rows % 2 != 0) throw error("int4 packing: " + std::to_string(rows) + " output rows, expected an even count");
-  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int4 packing: codes do not match the shape");
-  std::vector<std::uint8_t> packed(static_cast<std::size_t>(rows / 2 * cols));
-  for (std::int64_t j = 0; j < rows / 2; ++j) {
-    for (std::int64_t k = 0; k < cols; ++k) {
-      const auto low = static_cast<unsigned>(codes[static_cast<std::size_t>(2 * j * cols + k)]) & 0xfu;
-      const auto high = static_cast<unsigned>(codes[static_cast<std::size_t>((2 * j + 1) * cols + k)]) & 0xfu;
-      packed[static_cast<std::size_t>(j * cols + k)] = static_cast<std::uint8_t>(low | (high << 4));
-    }
-  }
-  return packed;
-}
-
-// compressed-tensors' pack_to_int32 (packed_dim 1) for Bits = 4 or 8: each code plus 2^(Bits-1)
-// becomes unsigned; word [r, w] holds code [r, w * (32/Bits) + i] at bits Bits*i. The input dim
-// must be a multiple of 32/Bits (the layouts refuse other shapes up front); shape [rows, cols*Bits/32].
-template <int Bits>
-std::vector<std::int32_t> pack_input_words(std::span<const std::int8_t> codes, std::int64_t rows, std::int64_t cols) {
-  static_assert(Bits == 4 || Bits == 8, "pack_input_words: 4 or 8 bits");
-  constexpr std::int64_t per_word = 32 / Bits;
-  constexpr unsigned offset = 1u << (Bits - 1);
-  constexpr unsigned mask = (1u << Bits) - 1u;
-  if (cols % per_word != 0) {
-    throw error("int" + std::to_string(Bits) + " packing: input dim " + std::to_string(cols) +
-                " is not a multiple of " + std::to_string(per_word));
-  }
-  if (static_cast<std::size_t>(rows * cols) != codes.size()) throw error("int packing: codes do not match the shape");
-  const std::int64_t words = cols / per_word;
-  std::vector<std::int32_t> packed(static_cast<std::size_t>(rows * words));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t w = 0; w < words; ++w) {
-      std::uint32_t word = 0;
-      for (std::int64_t i = 0; i < per_word; ++i) {
-        const int code = codes[static_cast<std::size_t>(r * cols + w * per_word + i)];
-        word |= ((static_cast<unsigned>(code) + offset) & mask) << (Bits * i);
-      }
-      packed[static_cast<std::size_t>(r * words + w)] = static_cast<std::int32_t>(word);
-    }
-  }
-  return packed;
-}
-
-}  // namespace aq::hf_export
-// ---- end aq/export/int4_packing.hpp ----
-// ---- begin aq/export/weight_codes.hpp ----
-// The real quantized codes of a weight (not fake quantization): q = quantize(w / scale) with the
-// scale per tensor, per output channel or per block of 128 input columns, computed the way the
-// exporting framework's tensor ops round. torch rounds `bf16_tensor / fp32_0d_tensor` to bf16
-// (a 0-d tensor does not promote), while `bf16 / fp32 [out, 1]` stays fp32: the caller says
-// which (division_rounding). Dequantization is code * scale.
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <type_traits>
-#include <vector>
-
-
-namespace aq::hf_export {
-
-// The dtype the quotient w / scale is rounded to before the cast to codes.
-enum class division_rounding { f32, bf16, f16 };
-
-inline float round_quotient(float value, division_rounding rounding) {
-  if (rounding == division_rounding::bf16) return round_to_bf16(value);
-  if (rounding == division_rounding::f16) return f16_to_float(float_to_f16(value));
-  return value;
-}
-
-// The scale amax / bound in fp32 (ModelOpt's `amax.float() / maxbound`); an amax of 0 gives 1,
-// as ModelOpt's export_amax maps it to the bound (an all-zero slot then has all-zero codes), and
-// so does an amax so small that the quotient underflows (ModelOpt asserts a positive scale).
-inline float scale_from_amax(float amax, float bound) {
-  // ModelOpt computes `amax.float() / bound` with a Python number on the GPU, where torch multiplies
-  // by the fp32 reciprocal (div_true with a CPU scalar): the same product here, bit for bit.
-  const float scale = amax * (1.0f / bound);
-  return scale > 0.0f ? scale : 1.0f;
-}
-
-// Calls fn with `rounding` as a compile-time constant, so the loop inside sees no branch on it.
-template <class Fn>
-void with_rounding(division_rounding rounding, Fn&& fn) {
-  if (rounding == division_rounding::bf16) {
-    fn(std::integral_constant<division_rounding, division_rounding::bf16>{});
-  } else if (rounding == division_rounding::f16) {
-    fn(std::integral_constant<division_rounding, division_rounding::f16>{});
-  } else {
-    fn(std::integral_constant<division_rounding, division_rounding::f32>{});
-  }
-}
-
-// e4m3 codes of w / scale (one per-tensor scale); saturating at +-448 like a clamp before the cast.
-inline std::vector<std::uint8_t> fp8_codes(std::span<const float> weight, float scale, division_rounding rounding) {
-  std::vector<std::uint8_t> codes(weight.size());
-  // Raw pointers: a byte store may alias anything, the vector's own pointer included, which
-  // would otherwise be reloaded every iteration and keep the loop from vectorizing.
-  std::uint8_t* const out = codes.data();
-  const float* const in = weight.data();
-  const std::size_t count = weight.size();
-  with_rounding(rounding, [&](auto tag) {
-    for (std::size_t i = 0; i < count; ++i) out[i] = formats::e4m3::encode(round_quotient(in[i] / scale, decltype(tag)::value));
-  });
-  return codes;
-}
-
-// Signed integer codes clamp(round_half_even(w / scale), low, high) of a row-major [rows x cols]
-// weight, with one scale per row (group = cols) or per `group` consecutive columns of a row.
-// Each slot's loop sees one scale and no branch on the rounding, so the compiler vectorizes it.
-inline std::vector<std::int8_t> integer_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                              std::span<const float> scales, std::int64_t group, int low, int high,
-                                              division_rounding rounding) {
-  std::vector<std::int8_t> codes(weight.size());
-  const std::int64_t slots = rows * (cols / group);
-  std::int8_t* const out = codes.data();  // raw pointers: see fp8_codes
-  const float* const in = weight.data();
-  const float lowest = static_cast<float>(low), highest = static_cast<float>(high);
-  with_rounding(rounding, [&](auto tag) {
-    for (std::int64_t s = 0; s < slots; ++s) {
-      const float scale = scales[static_cast<std::size_t>(s)];
-      const std::int64_t begin = s * group;
-      for (std::int64_t i = begin; i < begin + group; ++i) {
-        float q = formats::detail::round_half_even(round_quotient(in[i] / scale, decltype(tag)::value));
-        q = q < lowest ? lowest : q;
-        q = q > highest ? highest : q;
-        out[i] = static_cast<std::int8_t>(q);
-      }
-    }
-  });
-  return codes;
-}
-
-// ModelOpt's NVFP4QTensor (quantization/qtensor/nvfp4_tensor.py) for a [rows x cols] weight in
-// blocks of 16 input columns: global scale g = amax / (6 * 448); block scale
-// e4m3(block_amax / (6 * g)), 1 where that is 0; codes e2m1(w / (block_scale * g)) (round to
-// nearest even, saturating at 6) with the sign bit set for w < 0; two codes per byte, the even
-// column in the low nibble.
-struct nvfp4_weight {
-  std::vector<std::uint8_t> packed;        // [rows, cols / 2]
-  std::vector<std::uint8_t> block_scales;  // e4m3 codes [rows, cols / 16]
-  float global_scale = 1.0f;               // weight_scale_2
-};
-
-inline nvfp4_weight nvfp4_codes(std::span<const float> weight, std::int64_t rows, std::int64_t cols,
-                                float global_amax) {
-  constexpr std::int64_t block = 16;
-  nvfp4_weight out;
-  out.global_scale = scale_from_amax(global_amax, formats::e2m1::max_bound * formats::e4m3::max_bound);
-  const float block_bound = formats::e2m1::max_bound * out.global_scale;
-  out.packed.assign(static_cast<std::size_t>(rows * cols / 2), 0);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t b = 0; b < cols / block; ++b) {
-      const std::size_t first = static_cast<std::size_t>(r * cols + b * block);
-      float block_amax = 0.0f;
-      for (std::size_t i = first; i < first + block; ++i) block_amax = std::max(block_amax, std::fabs(weight[i]));
-      float ratio = block_amax / block_bound;
-      if (ratio == 0.0f) ratio = 1.0f;
-      const std::uint8_t scale_code = formats::e4m3::encode(ratio);
-      out.block_scales.push_back(scale_code);
-      const float divisor = formats::e4m3::decode(scale_code) * out.global_scale;
-      for (std::size_t i = first; i < first + block; ++i) {
-        const float q = weight[i] / divisor;
-        const auto code = static_cast<std::uint8_t>(formats::e2m1::encode(std::fabs(q)) | (q < 0.0f ? 0x8u : 0u));
-        out.packed[i / 2] |= static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
-      }
-    }
-  }
-  return out;
-}
-
-}  // namespace aq::hf_export
-// ---- end aq/export/weight_codes.hpp ----
 
 namespace aq::hf_export {
 
@@ -6764,91 +7067,17 @@ inline constexpr std::string_view compressed_tensors_version = "0.20.1";
 
 // The config group format of a planned module.
 inline std::string_view compressed_tensors_format(const module_export& m) {
-  if (m.scheme == weight_scheme::fp8_tensor) return "float-quantized";
-  if (m.scheme == weight_scheme::nvfp4_block16) return "nvfp4-pack-quantized";
-  if (m.scheme == weight_scheme::int8_channel && m.static_input) return "int-quantized";
-  return "pack-quantized";
+  return visit_scheme(m.scheme, [&]<class S>(S) { return S::ct_format(m.static_input); });
 }
-
-namespace detail {
-
-// The stored scale: the fp32 reciprocal of the forward scale (quant::scale_from_amax, bound /
-// amax, what aq's fake quantizer multiplies by; 1 where that is 0: the slot quantizes to 0), so that
-// code * stored scale is the fake-quantized value: exactly for e4m3, whose fake quantization
-// multiplies by that reciprocal, within an ulp for integers, which divide by the forward scale.
-inline float stored_scale(float forward) { return forward == 0.0f ? 1.0f : 1.0f / forward; }
-
-// compressed-tensors' NVFP4 global scale, the reciprocal of ModelOpt's: 448 * 6 / amax (1 where
-// that is not finite, as its generate_gparam falls back); block scales are divided by it.
-inline float nvfp4_global_scale(float amax) {
-  const float scale = formats::e4m3::max_bound * formats::e2m1::max_bound / amax;
-  return amax > 0.0f && scale <= 0x1.fffffep127f ? scale : 1.0f;
-}
-
-// The integer codes F::quantize(w, bound / amax) of a [rows x cols] weight with one amax per row
-// (group = cols) or per `group` consecutive columns of a row, and their stored scales.
-template <class F>
-std::pair<std::vector<std::int8_t>, std::vector<float>> fake_quantizer_int_codes(std::span<const float> weight,
-                                                                               const module_export& m,
-                                                                               std::int64_t group) {
-  std::vector<float> forward, stored;
-  for (const float amax : m.weight_amax) {
-    forward.push_back(quant::scale_from_amax<F>(amax));
-    stored.push_back(stored_scale(forward.back()));
-  }
-  std::vector<std::int8_t> codes(weight.size());
-  std::int8_t* const out = codes.data();  // raw pointers: a byte store may alias the vectors' own
-  const float* const in = weight.data();
-  for (std::size_t s = 0; s < forward.size(); ++s) {
-    const float scale = forward[s];
-    const std::size_t begin = s * static_cast<std::size_t>(group);
-    for (std::size_t i = begin; i < begin + static_cast<std::size_t>(group); ++i) {
-      out[i] = scale == 0.0f ? 0 : static_cast<std::int8_t>(F::quantize(in[i], scale));
-    }
-  }
-  return {std::move(codes), std::move(stored)};
-}
-
-// e4m3 codes of w * (448 / amax), saturating, as aq's fp8 fake quantizer encodes them.
-inline std::vector<std::uint8_t> fake_quantizer_fp8_codes(std::span<const float> weight, float forward) {
-  std::vector<std::uint8_t> codes(weight.size());
-  std::uint8_t* const out = codes.data();
-  const float* const in = weight.data();
-  for (std::size_t i = 0; i < weight.size(); ++i) {
-    out[i] = formats::e4m3::encode(forward == 0.0f ? 0.0f : formats::detail::mul_rn(in[i], forward));
-  }
-  return codes;
-}
-
-}  // namespace detail
 
 // What replaces `<module>.weight` in the compressed-tensors layout: codes (or packed words and
 // the weight's shape), weight_scale and, with a static input, input_scale; every scale F32.
 inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_export& m) {
-  const std::string prefix = m.name + ".";
-  std::vector<tensor_spec> specs;
-  if (m.scheme == weight_scheme::nvfp4_block16) {
-    specs.push_back({prefix + "weight_packed", dtype_u8, {m.rows, m.cols / 2}});
-    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
-    specs.push_back({prefix + "weight_global_scale", dtype_f32, {1}});
-    if (m.static_input) specs.push_back({prefix + "input_global_scale", dtype_f32, {1}});
+  return visit_scheme(m.scheme, [&]<class S>(S) {
+    std::vector<tensor_spec> specs = S::ct_specs(m);
+    if (m.static_input) specs.push_back(detail::spec(m, S::ct_input_scale_name, dtype_f32, {1}));
     return specs;
-  }
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {1}});
-  } else {
-    const bool int4 = m.scheme == weight_scheme::int4_block128;
-    if (m.static_input) {
-      specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
-    } else {
-      specs.push_back({prefix + "weight_packed", dtype_i32, {m.rows, m.cols / (int4 ? 8 : 4)}});
-      specs.push_back({prefix + "weight_shape", dtype_i64, {2}});
-    }
-    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, int4 ? m.cols / int4_group_size : 1}});
-  }
-  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {1}});
-  return specs;
+  });
 }
 
 // The tensors of compressed_tensors_module_specs with their data. The codes are the ones aq's
@@ -6858,64 +7087,32 @@ inline std::vector<tensor_spec> compressed_tensors_module_specs(const module_exp
 // reproduces aq's weights.
 inline std::vector<output_tensor> compressed_tensors_module_tensors(const module_export& m,
                                                                     std::span<const float> weight) {
-  std::vector<tensor_spec> specs = compressed_tensors_module_specs(m);
-  std::vector<std::vector<std::byte>> payloads;
-  if (m.scheme == weight_scheme::nvfp4_block16) {
-    // ModelOpt's codes and block scales (those of aq's fake quantization, see the modelopt layout);
-    // code * e4m3 scale / global scale dequantizes them.
-    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    payloads.push_back(payload_of(q.packed));
-    payloads.push_back(payload_of(q.block_scales));
-    payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.weight_amax.front())}));
-    if (m.static_input) payloads.push_back(payload_of(std::vector<float>{detail::nvfp4_global_scale(m.input_amax)}));
-    return with_payloads(std::move(specs), std::move(payloads));
-  }
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    const float forward = quant::scale_from_amax<formats::e4m3>(m.weight_amax.front());
-    payloads.push_back(payload_of(detail::fake_quantizer_fp8_codes(weight, forward)));
-    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
-  } else {
-    const bool int4 = m.scheme == weight_scheme::int4_block128;
-    const std::int64_t group = int4 ? int4_group_size : m.cols;
-    const auto [codes, scales] = int4 ? detail::fake_quantizer_int_codes<formats::int4>(weight, m, group)
-                                      : detail::fake_quantizer_int_codes<formats::int8>(weight, m, group);
-    if (m.static_input) {
-      payloads.push_back(payload_of(codes));
-    } else {
-      payloads.push_back(payload_of(int4 ? pack_input_words<4>(codes, m.rows, m.cols)
-                                              : pack_input_words<8>(codes, m.rows, m.cols)));
-      payloads.push_back(payload_of(std::vector<std::int64_t>{m.rows, m.cols}));
-    }
-    payloads.push_back(payload_of(scales));
-  }
-  if (m.static_input) {
-    const float forward = m.scheme == weight_scheme::fp8_tensor ? quant::scale_from_amax<formats::e4m3>(m.input_amax)
-                                                                 : quant::scale_from_amax<formats::int8>(m.input_amax);
-    payloads.push_back(payload_of(std::vector<float>{detail::stored_scale(forward)}));
-  }
-  return with_payloads(std::move(specs), std::move(payloads));
+  payload_list payloads = visit_scheme(m.scheme, [&]<class S>(S) {
+    payload_list out = S::ct_payloads(m, weight);
+    if (m.static_input) out.push_back(payload_of(std::vector<float>{S::ct_input_scale(m.input_amax)}));
+    return out;
+  });
+  return with_payloads(compressed_tensors_module_specs(m), std::move(payloads));
 }
 
 namespace detail {
 
-// One QuantizationArgs as compressed-tensors serializes it. `dynamic` is false or "local" (NVFP4
-// inputs: block scales from the data under the static global scale); NVFP4 names its e4m3 scales.
-inline void write_args(io::json_writer& json, int bits, bool is_float, std::string_view strategy, std::int64_t group,
-                       bool dynamic_local = false) {
-  json.begin_object().key("num_bits").integer(bits).key("type").string(is_float ? "float" : "int");
-  json.key("symmetric").boolean(true).key("strategy").string(strategy).key("group_size");
-  if (group > 0) {
-    json.integer(group);
+// One QuantizationArgs as compressed-tensors serializes it; NVFP4 names its e4m3 scales.
+inline void write_args(io::json_writer& json, const quantization_args& args) {
+  json.begin_object().key("num_bits").integer(args.bits).key("type").string(args.is_float ? "float" : "int");
+  json.key("symmetric").boolean(true).key("strategy").string(args.strategy).key("group_size");
+  if (args.group > 0) {
+    json.integer(args.group);
   } else {
     json.null();
   }
   json.key("dynamic");
-  if (dynamic_local) {
+  if (args.dynamic_local) {
     json.string("local");
   } else {
     json.boolean(false);
   }
-  if (strategy == "tensor_group") json.key("scale_dtype").string("torch.float8_e4m3fn");
+  if (args.strategy == "tensor_group") json.key("scale_dtype").string("torch.float8_e4m3fn");
   json.end_object();
 }
 
@@ -6929,18 +7126,15 @@ inline void write_group(io::json_writer& json, const export_plan& plan, std::str
     if (m.recipe == recipe) json.string(m.name);
   }
   json.end_array().key("weights");
-  if (first->scheme == weight_scheme::fp8_tensor) write_args(json, 8, true, "tensor", 0);
-  if (first->scheme == weight_scheme::int8_channel) write_args(json, 8, false, "channel", 0);
-  if (first->scheme == weight_scheme::int4_block128) write_args(json, 4, false, "group", int4_group_size);
-  if (first->scheme == weight_scheme::nvfp4_block16) write_args(json, 4, true, "tensor_group", nvfp4_block_size);
-  json.key("input_activations");
-  if (first->scheme == weight_scheme::nvfp4_block16 && first->static_input) {
-    write_args(json, 4, true, "tensor_group", nvfp4_block_size, true);
-  } else if (first->static_input) {
-    write_args(json, 8, first->scheme == weight_scheme::fp8_tensor, "tensor", 0);
-  } else {
-    json.null();
-  }
+  visit_scheme(first->scheme, [&]<class S>(S) {
+    write_args(json, S::ct_weights);
+    json.key("input_activations");
+    if (first->static_input) {
+      write_args(json, S::ct_inputs);
+    } else {
+      json.null();
+    }
+  });
   json.key("output_activations").null().end_object();
 }
 
@@ -7087,51 +7281,14 @@ inline constexpr std::string_view modelopt_version = "0.39.0";
 
 // ModelOpt's per-layer quant_algo label of a planned module.
 inline std::string_view modelopt_quant_algo(const module_export& m) {
-  if (m.scheme == weight_scheme::fp8_tensor) return "FP8";
-  if (m.scheme == weight_scheme::int4_block128) return "W4A16_AWQ";
-  if (m.scheme == weight_scheme::nvfp4_block16) return "NVFP4";
-  return m.static_input ? "W8A8_SQ_PER_CHANNEL" : "W8A16";
+  return visit_scheme(m.scheme, [&]<class S>(S) { return S::modelopt_quant_algo(m.static_input); });
 }
-
-namespace detail {
-
-inline std::vector<float> scales_from_amax(std::span<const float> amax, float bound) {
-  std::vector<float> scales;
-  for (const float a : amax) scales.push_back(scale_from_amax(a, bound));
-  return scales;
-}
-
-// What the input amax is divided by: the format's bound; for NVFP4 6 * 448 (the global scale).
-inline float input_bound(weight_scheme scheme) {
-  if (scheme == weight_scheme::fp8_tensor) return formats::e4m3::max_bound;
-  if (scheme == weight_scheme::nvfp4_block16) return formats::e2m1::max_bound * formats::e4m3::max_bound;
-  return formats::int8::max_bound;
-}
-
-inline std::vector<std::byte> f32_payload(float value) { return bytes_of(std::span<const float>(&value, 1)); }
-
-}  // namespace detail
 
 // What replaces `<module>.weight` in ModelOpt's layout: weight codes, weight_scale(s) and, with
 // a static input, input_scale (names, dtypes and shapes as export_hf_checkpoint writes them).
 inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
-  const std::string prefix = m.name + ".";
-  std::vector<tensor_spec> specs;
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    specs.push_back({prefix + "weight", dtype_f8_e4m3, {m.rows, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {}});
-  } else if (m.scheme == weight_scheme::int8_channel) {
-    specs.push_back({prefix + "weight", dtype_i8, {m.rows, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows}});
-  } else if (m.scheme == weight_scheme::nvfp4_block16) {
-    specs.push_back({prefix + "weight", dtype_u8, {m.rows, m.cols / 2}});
-    specs.push_back({prefix + "weight_scale", dtype_f8_e4m3, {m.rows, m.cols / nvfp4_block_size}});
-    specs.push_back({prefix + "weight_scale_2", dtype_f32, {}});
-  } else {
-    specs.push_back({prefix + "weight", dtype_u8, {m.rows / 2, m.cols}});
-    specs.push_back({prefix + "weight_scale", dtype_f32, {m.rows, m.cols / int4_group_size}});
-  }
-  if (m.static_input) specs.push_back({prefix + "input_scale", dtype_f32, {}});
+  std::vector<tensor_spec> specs = visit_scheme(m.scheme, [&]<class S>(S) { return S::modelopt_specs(m); });
+  if (m.static_input) specs.push_back({m.name + ".input_scale", dtype_f32, {}});
   return specs;
 }
 
@@ -7140,44 +7297,20 @@ inline std::vector<tensor_spec> modelopt_module_specs(const module_export& m) {
 // in bf16: both operands in bf16, the quotient rounded to bf16).
 inline std::vector<output_tensor> modelopt_module_tensors(const module_export& m, std::span<const float> weight,
                                                           division_rounding rounding) {
-  std::vector<std::vector<std::byte>> payloads;
-  if (m.scheme == weight_scheme::fp8_tensor) {
-    const float scale = scale_from_amax(m.weight_amax.front(), formats::e4m3::max_bound);
-    // torch casts the 0-d fp32 scale (a GPU tensor in ModelOpt's export) to the weight's dtype
-    // before dividing, so a bf16 weight is divided by bf16(scale); the stored scale stays fp32.
-    payloads.push_back(payload_of(fp8_codes(weight, round_quotient(scale, rounding), rounding)));
-    payloads.push_back(detail::f32_payload(scale));
-  } else if (m.scheme == weight_scheme::int8_channel) {
-    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int8::max_bound);
-    payloads.push_back(
-        payload_of(integer_codes(weight, m.rows, m.cols, scales, m.cols, -128, 127, division_rounding::f32)));
-    payloads.push_back(payload_of(scales));
-  } else if (m.scheme == weight_scheme::nvfp4_block16) {
-    const nvfp4_weight q = nvfp4_codes(weight, m.rows, m.cols, m.weight_amax.front());
-    payloads.push_back(payload_of(q.packed));
-    payloads.push_back(payload_of(q.block_scales));
-    payloads.push_back(detail::f32_payload(q.global_scale));
-  } else {
-    const std::vector<float> scales = detail::scales_from_amax(m.weight_amax, formats::int4::max_bound);
-    const std::vector<std::int8_t> codes =
-        integer_codes(weight, m.rows, m.cols, scales, int4_group_size, -8, 7, division_rounding::f32);
-    payloads.push_back(payload_of(pack_int4_output_pairs(codes, m.rows, m.cols)));
-    payloads.push_back(payload_of(scales));
-  }
-  if (m.static_input) payloads.push_back(detail::f32_payload(scale_from_amax(m.input_amax, detail::input_bound(m.scheme))));
+  payload_list payloads = visit_scheme(m.scheme, [&]<class S>(S) {
+    payload_list out = S::modelopt_payloads(m, weight, rounding);
+    if (m.static_input) out.push_back(detail::f32_payload(scale_from_amax(m.input_amax, S::modelopt_input_bound)));
+    return out;
+  });
   return with_payloads(modelopt_module_specs(m), std::move(payloads));
 }
 
 namespace detail {
 
+// The per-layer config: quant_algo, then the scheme's own fields (group size and the like).
 inline void write_layer_config(io::json_writer& json, const module_export& m) {
   json.key("quant_algo").string(modelopt_quant_algo(m));
-  if (m.scheme == weight_scheme::int4_block128) {
-    json.key("group_size").integer(int4_group_size);
-    json.key("has_zero_point").boolean(false);
-    json.key("pre_quant_scale").boolean(true);
-  }
-  if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+  visit_scheme(m.scheme, [&]<class S>(S) { S::write_modelopt_fields(json); });
 }
 
 // _prefix_wildcard_summarize_exclude_modules: the unquantized layers as few prefix wildcards
@@ -7273,6 +7406,20 @@ inline std::vector<std::string> exclude_modules(const export_plan& plan, std::si
   return out;
 }
 
+// config.json's config_groups for the algorithms convert_hf_quant_config_format describes: one
+// group of every Linear, the inputs quantized as the weights.
+inline void write_config_group(io::json_writer& json, const quantization_args& args) {
+  json.key("config_groups").begin_object().key("group_0").begin_object();
+  for (const char* role : {"input_activations", "weights"}) {
+    json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(args.bits);
+    json.key("type").string(args.is_float ? "float" : "int");
+    if (args.group > 0) json.key("group_size").integer(args.group);
+    json.end_object();
+  }
+  json.key("targets").begin_array().string("Linear").end_array();
+  json.end_object().end_object();
+}
+
 }  // namespace detail
 
 // hf_quant_config.json (json.dump indent 4, no trailing newline): one quant_algo when every
@@ -7293,11 +7440,7 @@ inline std::string modelopt_hf_quant_config(const export_plan& plan) {
     const module_export& m = plan.quantized.back();
     json.key("quant_algo").string(modelopt_quant_algo(m));
     json.key("kv_cache_quant_algo").null();
-    if (m.scheme == weight_scheme::int4_block128) {
-      json.key("group_size").integer(int4_group_size).key("has_zero_point").boolean(false);
-      json.key("pre_quant_scale").boolean(true);
-    }
-    if (m.scheme == weight_scheme::nvfp4_block16) json.key("group_size").integer(nvfp4_block_size);
+    visit_scheme(m.scheme, [&]<class S>(S) { S::write_modelopt_fields(json); });
     json.key("exclude_modules");
     detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
   } else {
@@ -7314,18 +7457,10 @@ inline void write_modelopt_quantization_config(io::json_writer& json, const expo
   const std::set<std::string> distinct = detail::distinct_layer_configs(plan);
   const bool mixed = distinct.size() > 1;
   json.begin_object();
-  const bool single_fp8 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::fp8_tensor;
-  const bool single_nvfp4 = distinct.size() == 1 && plan.quantized.back().scheme == weight_scheme::nvfp4_block16;
-  if (single_fp8 || single_nvfp4) {  // the two algorithms convert_hf_quant_config_format describes
-    json.key("config_groups").begin_object().key("group_0").begin_object();
-    for (const char* role : {"input_activations", "weights"}) {
-      json.key(role).begin_object().key("dynamic").boolean(false).key("num_bits").integer(single_fp8 ? 8 : 4);
-      json.key("type").string("float");
-      if (single_nvfp4) json.key("group_size").integer(nvfp4_block_size);
-      json.end_object();
-    }
-    json.key("targets").begin_array().string("Linear").end_array();
-    json.end_object().end_object();
+  if (distinct.size() == 1) {
+    visit_scheme(plan.quantized.back().scheme, [&]<class S>(S) {
+      if constexpr (S::modelopt_config_group) detail::write_config_group(json, S::ct_weights);
+    });
   }
   json.key("ignore");
   detail::write_string_list(json, detail::exclude_modules(plan, distinct.size()));
