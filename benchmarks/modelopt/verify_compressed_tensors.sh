@@ -8,7 +8,8 @@
 #   verify_compressed_tensors.sh BIN_DIR WORK_DIR [tiny|4b] [cpu|cuda]
 #
 # BIN_DIR holds aq-autoquant, aq-export and aq-logits; python3 must import torch, transformers
-# and compressed_tensors. CAPTIONS (default 8) held-out captions are compared. Prints one line per
+# and compressed_tensors. CAPTIONS (default 8) held-out captions are compared; AUTOQUANT_FLAGS are
+# added to the aq-autoquant run. Prints one line per
 # comparison; the JSON reports (per caption: error, argmax agreement, diverged positions) land in
 # WORK_DIR.
 set -euo pipefail
@@ -28,7 +29,7 @@ if [[ ! -f $model/config.json ]]; then
 fi
 "$bin/aq-autoquant" --device "$device" --model "$model" --calib "$repo/data/captions/coco2017_captions_small.txt" \
   --num-samples 16 --seq-len 64 --batch-size 8 --formats fp8_e4m3,int8_w8a8,w4a16 --effective-bits 7 \
-  --disable '*lm_head*' --output-dir "$run" > "$work/autoquant_$preset.log" 2>&1
+  --disable '*lm_head*' --output-dir "$run" ${AUTOQUANT_FLAGS:-} > "$work/autoquant_$preset.log" 2>&1
 manifest=$run/autoquant_lm_quant_manifest.json
 state=$run/autoquant_lm_autoquant_state.safetensors
 rm -rf "$work/ct_$preset"

@@ -41,7 +41,7 @@ inline std::string bundled_captions(const std::optional<std::string>& size) {
 struct gpu_options {
   std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
   std::string activations = "auto";  // auto | saved | recompute
-  std::string recipe_gemm = "codes";  // codes: fp8/int8 recipe products on their codes; bf16: on bf16 operands
+  std::string recipe_gemm = "bf16";  // bf16: recipe products on bf16 operands; codes: fp8/int8 ones on their codes
   double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
   double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
   std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
@@ -433,10 +433,10 @@ device
   --activations auto|saved|recompute
                           keep every layer's activations for the backward (auto: when they fit
                           with 8 GiB to spare) or recompute them per layer
-  --recipe-gemm codes|bf16
-                          fp8_e4m3 / int8_w8a8 recipe products on their codes with the e4m3 / int8
-                          tensor cores (default; exact products, scales applied after) or on
-                          fake-quantized operands rounded to bf16
+  --recipe-gemm bf16|codes
+                          recipe products on fake-quantized operands rounded to bf16 (default,
+                          as ModelOpt), or fp8_e4m3 / int8_w8a8 ones on their codes with the e4m3 /
+                          int8 tensor cores (exact products, scales applied after; less memory)
   --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
   --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
                           then caches quantized weights in the rest; halves the sequences per device

@@ -272,7 +272,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
-  cuda_options.recipe_gemms = g.recipe_gemm == "bf16" ? acu::recipe_gemm::bf16 : acu::recipe_gemm::codes;
+  cuda_options.recipe_gemms = g.recipe_gemm == "codes" ? acu::recipe_gemm::codes : acu::recipe_gemm::bf16;
   cuda_options.trim_padding = trim_padding;
   if (pack) cuda_options.max_pass_tokens = model.max_tokens();
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;

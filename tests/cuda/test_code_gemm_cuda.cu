@@ -3,8 +3,10 @@
 // int8 × int8 into int32, per-row weight and per-tensor input factors after it):
 //  - codes · factor equals the host fake quantization of X and W (fp8 bit for bit; int8 within
 //    an ulp, since the factor is 1/s where the fake quantizer divides by s);
-//  - the product against an fp64 product of the host's fake-quantized operands, within 1e-5
-//    relative (fp32 or exact int32 accumulation), and closer than the bf16-operand GEMM;
+//  - the product against an fp64 product of the host's fake-quantized operands: int8 within 1e-5
+//    relative (exact int32 accumulation), e4m3 within 1e-3 (Hopper's e4m3 MMA adds its products
+//    at reduced precision inside an instruction: 1.5e-4 to 2.1e-4 measured on an H100), and both
+//    closer than the bf16-operand GEMM (2.4e-3 to 2.6e-3 there);
 //  - a zero amax (scale 0) gives a zero product, not NaN; bias is added after the factors.
 #include <cuda_runtime.h>
 
@@ -104,14 +106,16 @@ void recipe_case(aq::cuda::cublaslt_gemm& gemm, std::int64_t rows, std::int64_t 
   device_buffer<float> y(static_cast<std::size_t>(rows * out));
   y.fill_bytes(0xff);  // NaN: every element must be written
   const device_matrix<const std::uint8_t> xv{xc.data(), rows, in, in}, wv{wc.data(), out, in, in};
+  bool ran = false;
   if (k.code_type == CUDA_R_8I) {
     const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(y.data()), rows, out, out};
-    gemm.linear_forward_codes(k.code_type, xv, wv, acc, nullptr, nullptr, nullptr);
+    ran = gemm.linear_forward_codes(k.code_type, xv, wv, acc, nullptr, nullptr, nullptr);
     aq::cuda::dequantize_product(acc, xf.data(), wf.data(), k.weight_factor_per_row, nullptr);
   } else {
-    gemm.linear_forward_codes(k.code_type, xv, wv, device_matrix<float>{y.data(), rows, out, out}, xf.data(), wf.data(),
-                              nullptr);
+    ran = gemm.linear_forward_codes(k.code_type, xv, wv, device_matrix<float>{y.data(), rows, out, out}, xf.data(),
+                                    wf.data(), nullptr);
   }
+  expect(ran, label + ": cuBLASLt ran the product on codes");
   if (bias) aq::cuda::add_bias(device_matrix<float>{y.data(), rows, out, out}, dbias.data(), nullptr);
   const std::vector<float> got = y.to_host();
 
@@ -129,7 +133,7 @@ void recipe_case(aq::cuda::cublaslt_gemm& gemm, std::int64_t rows, std::int64_t 
     return;
   }
   const double e_codes = rel_err(got, ref), e_bf16 = rel_err(got16, ref);
-  expect_close(e_codes, 1e-5, label + ": codes product vs fp64 product of the fake-quantized operands");
+  expect_close(e_codes, F::is_float ? 1e-3 : 1e-5, label + ": codes product vs fp64 product of the fake-quantized operands");
   expect(x_amax_factor == 0.0f || e_codes < e_bf16,
          label + ": closer than the bf16-operand GEMM (" + std::to_string(e_codes) + " < " + std::to_string(e_bf16) + ")");
 }
@@ -144,6 +148,7 @@ int main() {
     recipe_case<fp8_e4m3>(gemm, 77, 256, 96, false, 0.8f, 11);
     recipe_case<fp8_e4m3>(gemm, 512, 2560, 384, true, 1.0f, 12);
     recipe_case<fp8_e4m3>(gemm, 33, 128, 64, false, 0.0f, 13);
+    recipe_case<fp8_e4m3>(gemm, 240, 256, 128, false, 1.0f, 14);  // a packed pass's height (a kernel refused it once)
     recipe_case<int8_w8a8>(gemm, 77, 256, 96, false, 0.8f, 21);
     recipe_case<int8_w8a8>(gemm, 512, 2560, 384, true, 1.0f, 22);
     recipe_case<int8_w8a8>(gemm, 33, 128, 64, false, 0.0f, 23);

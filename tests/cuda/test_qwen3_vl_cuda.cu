@@ -245,31 +245,33 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     }
     expect(pc.calls(kc::amax) > 0 && pc.calls(kc::score_gemm) == 0, "calibration profile: amax, no recipe GEMMs");
   }
-  // fp8_e4m3 and int8_w8a8 products on their codes (the default, `got`) and on bf16 operands:
-  // every product of theirs took the code path; both agree with the CPU engine (below for
-  // `got`), and the distance of each to it is printed (the codes skip the operands' bf16
-  // rounding that the CPU engine's fp32 fake quantization does not have either).
+  // fp8_e4m3 and int8_w8a8 products on their codes (opt-in) against bf16 operands (`got`, the
+  // default): every product of theirs took the code path, reruns are bit-identical, and both
+  // agree with the CPU engine; the distance of each to it is printed (the codes skip the
+  // operands' bf16 rounding, which the CPU engine's fp32 fake quantization has not either).
   {
     acu::cuda_scoring_options co;
-    co.recipe_gemms = acu::recipe_gemm::bf16;
+    co.recipe_gemms = acu::recipe_gemm::codes;
     acu::cuda_scoring_stats st16, stc;
-    const autoquant::autoquant_result b16 = run_gpu(space, model, text, e, co, &st16);
-    const autoquant::autoquant_result codes = run_gpu(space, model, text, e, {}, &stc);
-    expect(codes.raw_scores == got.raw_scores, "codes: rerun gives bit-identical raw scores");
+    const autoquant::autoquant_result codes = run_gpu(space, model, text, e, co, &stc);
+    const autoquant::autoquant_result again = run_gpu(space, model, text, e, co);
+    (void)run_gpu(space, model, text, e, {}, &st16);
+    expect(again.raw_scores == codes.raw_scores, "codes: rerun gives bit-identical raw scores");
     expect(stc.code_products > 0 && st16.code_products == 0,
-           "codes: " + std::to_string(stc.code_products) + " recipe products on codes, none with --recipe-gemm bf16");
+           "codes: " + std::to_string(stc.code_products) + " recipe products on codes, none by default");
     std::printf("      raw scores vs the CPU engine (max relative): codes %.3e, bf16 operands %.3e\n",
-                max_rel_score_diff(ref, got), max_rel_score_diff(ref, b16));
+                max_rel_score_diff(ref, codes), max_rel_score_diff(ref, got));
     for (std::size_t r = 0; r + 1 < space.candidates.size(); ++r) {
       std::vector<double> a, b;
       for (std::size_t g = 0; g < space.groups.size(); ++g) {
         if (!space.configurable(g)) continue;
-        a.push_back(b16.raw_scores[g][r]);
+        a.push_back(codes.raw_scores[g][r]);
         b.push_back(ref.raw_scores[g][r]);
       }
-      expect(spearman(a, b) >= 0.99, "bf16 operands vs the CPU engine: " + std::string(space.candidates[r].recipe->name) +
+      expect(spearman(a, b) >= 0.99, "codes vs the CPU engine: " + std::string(space.candidates[r].recipe->name) +
                                          " Spearman " + std::to_string(spearman(a, b)));
     }
+    expect(codes.chosen == ref.chosen, "codes vs the CPU engine: same chosen recipes");
   }
   // Q(X) reused across calls that share X (q/k/v, gate/up, LM-head chunks) vs formed for every
   // call (an observer that hides the sharing): bit-identical module scores.

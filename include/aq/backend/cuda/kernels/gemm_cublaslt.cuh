@@ -184,19 +184,25 @@ class cublaslt_gemm {
   // y[t, o] = Σ_i x[t, i]·w[o, i] on codes of `type`: CUDA_R_8F_E4M3 into fp32 y, times
   // *w_factor · *x_factor (device floats) when both are given; CUDA_R_8I into int32 y (the
   // factors then come after, quantize_codes.cuh's dequantize_product).
+  // Returns false, computing nothing, when cuBLASLt refuses every candidate algorithm at run time
+  // (its heuristic can offer kernels that then report NOT_SUPPORTED): callers fall back to bf16.
   template <class Out>
-  void linear_forward_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x, device_matrix<const std::uint8_t> w,
-                            device_matrix<Out> y, const float* x_factor, const float* w_factor, cudaStream_t stream) {
-    detail::gemm_plan& p = plan(codes_key(type, x, w, y, x_factor != nullptr && w_factor != nullptr), 1);
-    run_codes(p, w.data, x.data, y.data, w_factor, x_factor, stream);
+  [[nodiscard]] bool linear_forward_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x,
+                                          device_matrix<const std::uint8_t> w, device_matrix<Out> y,
+                                          const float* x_factor, const float* w_factor, cudaStream_t stream) {
+    const detail::gemm_key key = codes_key(type, x, w, y, x_factor != nullptr && w_factor != nullptr);
+    const auto known = plans_.find(key);  // keeps the candidate that ran (or none left) across calls
+    detail::gemm_plan& p = known != plans_.end() ? *known->second : plan(key, code_candidates);
+    return run_codes(p, w.data, x.data, y.data, w_factor, x_factor, stream);
   }
   // Whether cuBLASLt has a kernel for that problem (callers fall back to bf16 operands if not).
   template <class Out>
   bool supports_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x, device_matrix<const std::uint8_t> w,
                       device_matrix<Out> y, bool scaled) {
     try {
-      (void)plan(codes_key(type, x, w, y, scaled), 1);
-      return true;
+      const detail::gemm_key key = codes_key(type, x, w, y, scaled);
+      const auto known = plans_.find(key);
+      return known != plans_.end() ? !known->second->algos.empty() : !plan(key, code_candidates).algos.empty();
     } catch (const error&) {
       return false;
     }
@@ -309,6 +315,13 @@ class cublaslt_gemm {
     const cublasOperation_t tb = CUBLAS_OP_N;
     AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (key.scaled) {
+      // The heuristic must see scaled operands to offer kernels that apply the scales; the real
+      // scale pointers replace this stand-in (any device address) at each run.
+      const void* stand_in = workspace_.data();
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &stand_in, sizeof(stand_in)));
+      AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &stand_in, sizeof(stand_in)));
+    }
     if (fuse_bias) {
       const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       const cudaDataType_t bias_type = CUDA_R_32F;  // fp32 bias, added before the output rounding
@@ -382,13 +395,9 @@ class cublaslt_gemm {
     }
   }
 
-  void run_codes(detail::gemm_plan& p, const std::uint8_t* a, const std::uint8_t* b, void* d, const float* a_scale,
+  // Tries the plan's candidates in heuristic order; the first that runs becomes the plan's choice.
+  bool run_codes(detail::gemm_plan& p, const std::uint8_t* a, const std::uint8_t* b, void* d, const float* a_scale,
                  const float* b_scale, cudaStream_t stream) {
-    const gemm_algo& algo = p.algos.front();
-    if (algo.workspace_bytes > workspace_.bytes()) {
-      throw error("cuda gemm: algorithm needs " + std::to_string(algo.workspace_bytes) + " workspace bytes, have " +
-                  std::to_string(workspace_.bytes()));
-    }
     if (a_scale != nullptr && b_scale != nullptr) {
       AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
       AQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
@@ -397,9 +406,21 @@ class cublaslt_gemm {
     const std::int32_t alpha_i = 1, beta_i = 0;
     const void* alpha = p.integer ? static_cast<const void*>(&alpha_i) : static_cast<const void*>(&alpha_f);
     const void* beta = p.integer ? static_cast<const void*>(&beta_i) : static_cast<const void*>(&beta_f);
-    AQ_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, alpha, a, p.a, b, p.b, beta, d, p.d, d, p.d, &algo.algo,
-                                   workspace_.data(), algo.workspace_bytes, stream));
+    while (!p.algos.empty()) {
+      const gemm_algo& algo = p.algos.front();
+      const cublasStatus_t status =
+          algo.workspace_bytes > workspace_.bytes()
+              ? CUBLAS_STATUS_NOT_SUPPORTED
+              : cublasLtMatmul(handle_, p.desc, alpha, a, p.a, b, p.b, beta, d, p.d, d, p.d, &algo.algo,
+                               workspace_.data(), algo.workspace_bytes, stream);
+      if (status == CUBLAS_STATUS_SUCCESS) return true;
+      if (status != CUBLAS_STATUS_NOT_SUPPORTED) AQ_CUBLAS_CHECK(status);
+      p.algos.erase(p.algos.begin());
+    }
+    return false;
   }
+
+  static constexpr int code_candidates = 8;
 
   cublasLtHandle_t handle_ = nullptr;
   device_buffer<std::byte> workspace_;

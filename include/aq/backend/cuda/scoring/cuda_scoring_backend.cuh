@@ -47,9 +47,9 @@ struct cuda_scoring_stats {
 // How the GPU passes run (the pipeline's options say what they compute).
 struct cuda_scoring_options {
   std::size_t weight_cache_bytes = 0;            // budget for cached Q_w(W) per (module, recipe)
-  // Y_r of fp8_e4m3 / int8_w8a8-like recipes on their codes (tensor-core e4m3 / int8) or on
-  // bf16 fake-quantized operands.
-  recipe_gemm recipe_gemms = recipe_gemm::codes;
+  // Y_r of fp8_e4m3 / int8_w8a8-like recipes on bf16 fake-quantized operands or on their codes
+  // (tensor-core e4m3 / int8).
+  recipe_gemm recipe_gemms = recipe_gemm::bf16;
   kernel_profile* calibration_profile = nullptr;  // GPU time per kernel class of each stage
   kernel_profile* scoring_profile = nullptr;
   // Sequences per device pass (0: whole batches). Smaller passes hold less memory; the scores

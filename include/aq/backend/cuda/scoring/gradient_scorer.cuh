@@ -1,10 +1,10 @@
 // ModelOpt's gradient score on the GPU: calibration (max |X| per module input with CUB, weight
 // amax per recipe) and, in the model's backward, for every scored linear and candidate recipe
-// Y_r = Q_in(X)·Q_w(W)ᵀ and S(m, r) += Σ G²(Y_r − Y)² in fp64, in a fixed order. Y_r is a GEMM
-// on the formats' own tensor cores where both sides are e4m3 or int8 codes with per-tensor input
-// and per-tensor or per-row weight scales (fp8_e4m3, int8_w8a8: exact products, fp32 or int32
-// accumulation, factors applied after), else a bf16 GEMM on the fake-quantized operands rounded
-// to bf16 (fp32 accumulation). Device twin of score::calibrated_recipes + score::gradient_scorer.
+// Y_r = Q_in(X)·Q_w(W)ᵀ and S(m, r) += Σ G²(Y_r − Y)² in fp64, in a fixed order. Y_r is a bf16
+// GEMM on the fake-quantized operands rounded to bf16 (fp32 accumulation), or, with
+// recipe_gemm::codes, a GEMM on the formats' own tensor cores where both sides are e4m3 or int8
+// codes with per-tensor input and per-tensor or per-row weight scales (fp8_e4m3, int8_w8a8:
+// exact products, factors applied after). Device twin of score::calibrated_recipes + score::gradient_scorer.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -300,7 +300,8 @@ class device_calibration_observer : public device_linear_observer {
   kernel_profile* profile_;
 };
 
-// Which GEMM forms Y_r for recipes that can run on codes: codes (the default) or bf16 operands.
+// Which GEMM forms Y_r for recipes that can run on codes: bf16 operands (the default, ModelOpt's
+// computation) or the codes (opt-in: docs/cuda-backend.md).
 enum class recipe_gemm { codes, bf16 };
 
 // Backward observer of the score passes. Quantized weights (bf16 operands or codes) are kept per
@@ -312,7 +313,7 @@ class device_gradient_scorer : public device_linear_observer {
  public:
   device_gradient_scorer(device_calibration& calibration, cublaslt_gemm& gemm, cudaStream_t stream,
                          score_difference rounding = score_difference::fp32, std::size_t weight_cache_bytes = 0,
-                         kernel_profile* profile = nullptr, recipe_gemm gemm_kind = recipe_gemm::codes)
+                         kernel_profile* profile = nullptr, recipe_gemm gemm_kind = recipe_gemm::bf16)
       : calib_(calibration),
         gemm_(gemm),
         stream_(stream),
@@ -349,10 +350,7 @@ class device_gradient_scorer : public device_linear_observer {
     calib_.require_input_amax(*m, call.name, "device_gradient_scorer");
     for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
-      if (on_codes(*m, r, call)) {
-        code_product(*m, r, call);
-        continue;
-      }
+      if (on_codes(*m, r, call) && code_product(*m, r, call)) continue;
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
@@ -447,7 +445,8 @@ class device_gradient_scorer : public device_linear_observer {
 
   // Y_r of recipe r on codes: X codes shared by calls with the same X and amax, W codes cached
   // like the bf16 operands, the factors applied by the GEMM (e4m3, per-tensor weight) or after it.
-  void code_product(std::size_t m, std::size_t r, const device_linear_call& call) {
+  // False when cuBLASLt refused the product at run time: the module then stays on bf16 operands.
+  bool code_product(std::size_t m, std::size_t r, const device_linear_call& call) {
     const device_recipe& k = calib_.recipe(r);
     const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
     float* x_factor = xc_factors_.data() + r;
@@ -460,23 +459,28 @@ class device_gradient_scorer : public device_linear_observer {
     const weight_codes& wc = coded_weight(m, r, call);
     yr_[r].grow_to(static_cast<std::size_t>(rows * out));
     const device_matrix<const std::uint8_t> x{xc_[r].data(), rows, in, in}, w{wc.codes.data(), out, in, in};
+    bool ran = false;
     profiled(profile_, kernel_class::score_gemm, stream_, [&] {
+      const device_matrix<float> y{yr_[r].data(), rows, out, out};
       if (k.code_type == CUDA_R_8I) {
-        const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(yr_[r].data()), rows, out, out};
-        gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
-        dequantize_product(acc, x_factor, wc.factors.data(), k.weight_factor_per_row, stream_);
+        const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(y.data), rows, out, out};
+        ran = gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
+        if (ran) dequantize_product(acc, x_factor, wc.factors.data(), k.weight_factor_per_row, stream_);
       } else if (k.weight_factor_per_row) {
-        const device_matrix<float> acc{yr_[r].data(), rows, out, out};
-        gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
-        dequantize_product(acc, x_factor, wc.factors.data(), true, stream_);
+        ran = gemm_.linear_forward_codes(k.code_type, x, w, y, nullptr, nullptr, stream_);
+        if (ran) dequantize_product(y, x_factor, wc.factors.data(), true, stream_);
       } else {
-        gemm_.linear_forward_codes(k.code_type, x, w, device_matrix<float>{yr_[r].data(), rows, out, out}, x_factor,
-                                   wc.factors.data(), stream_);
+        ran = gemm_.linear_forward_codes(k.code_type, x, w, y, x_factor, wc.factors.data(), stream_);
       }
-      if (call.bias != nullptr) add_bias(device_matrix<float>{yr_[r].data(), rows, out, out}, call.bias, stream_);
+      if (ran && call.bias != nullptr) add_bias(y, call.bias, stream_);
     });
+    if (!ran) {
+      code_support_[{m, r}] = false;
+      return false;
+    }
     flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
     ++code_products_;
+    return true;
   }
 
   const weight_codes& coded_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
@@ -507,7 +511,7 @@ class device_gradient_scorer : public device_linear_observer {
   std::size_t cache_budget_ = 0;
   std::size_t cache_used_ = 0;
   kernel_profile* profile_ = nullptr;
-  recipe_gemm gemm_kind_ = recipe_gemm::codes;
+  recipe_gemm gemm_kind_ = recipe_gemm::bf16;
   std::map<std::pair<std::size_t, std::size_t>, bool> code_support_;
   std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, weight_codes> code_cache_;
   weight_codes wc_;                                 // scratch past the cache budget
