@@ -53,7 +53,7 @@ done < <(tail -n "$captions" "$repo/data/captions/coco2017_captions.txt")
 check="$repo/benchmarks/modelopt/check_compressed_tensors.py"
 for dtype in float32 bfloat16; do
   mix=$(python3 "$check" --model "$work/ct_$preset" --dtype "$dtype" --json "$work/ct_${preset}_$dtype.json" \
-    "${quantized[@]}" 2> "$work/check_$dtype.log" | tail -n 1)
+    --state "$state" "${quantized[@]}" 2> "$work/check_$dtype.log" | tail -n 2 | tr '\n' ' ')
   floor=$(python3 "$check" --model "$model" --dtype "$dtype" --json "$work/none_${preset}_$dtype.json" \
     "${unquantized[@]}" 2>> "$work/check_$dtype.log" | tail -n 1)
   echo "$preset $dtype: exported mix vs aq-logits --recipes: $mix; unquantized vs aq-logits: $floor"
