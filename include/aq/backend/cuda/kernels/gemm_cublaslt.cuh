@@ -184,28 +184,15 @@ class cublaslt_gemm {
   // y[t, o] = Σ_i x[t, i]·w[o, i] on codes of `type`: CUDA_R_8F_E4M3 into fp32 y, times
   // *w_factor · *x_factor (device floats) when both are given; CUDA_R_8I into int32 y (the
   // factors then come after, quantize_codes.cuh's dequantize_product).
-  // Returns false, computing nothing, when cuBLASLt refuses every candidate algorithm at run time
-  // (its heuristic can offer kernels that then report NOT_SUPPORTED): callers fall back to bf16.
+  // Returns false, computing nothing, when cuBLASLt has no kernel for the problem or refuses
+  // every candidate at run time (its heuristic can offer kernels that then report
+  // NOT_SUPPORTED): callers fall back to bf16 operands.
   template <class Out>
   [[nodiscard]] bool linear_forward_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x,
                                           device_matrix<const std::uint8_t> w, device_matrix<Out> y,
                                           const float* x_factor, const float* w_factor, cudaStream_t stream) {
-    const detail::gemm_key key = codes_key(type, x, w, y, x_factor != nullptr && w_factor != nullptr);
-    const auto known = plans_.find(key);  // keeps the candidate that ran (or none left) across calls
-    detail::gemm_plan& p = known != plans_.end() ? *known->second : plan(key, code_candidates);
+    detail::gemm_plan& p = code_plan(codes_key(type, x, w, y, x_factor != nullptr && w_factor != nullptr));
     return run_codes(p, w.data, x.data, y.data, w_factor, x_factor, stream);
-  }
-  // Whether cuBLASLt has a kernel for that problem (callers fall back to bf16 operands if not).
-  template <class Out>
-  bool supports_codes(cudaDataType_t type, device_matrix<const std::uint8_t> x, device_matrix<const std::uint8_t> w,
-                      device_matrix<Out> y, bool scaled) {
-    try {
-      const detail::gemm_key key = codes_key(type, x, w, y, scaled);
-      const auto known = plans_.find(key);
-      return known != plans_.end() ? !known->second->algos.empty() : !plan(key, code_candidates).algos.empty();
-    } catch (const error&) {
-      return false;
-    }
   }
 
   // Whether the bias of this forward shape is fused into the GEMM epilogue (else a separate kernel).
@@ -393,6 +380,17 @@ class cublaslt_gemm {
                                                                                              out.ld, bias);
       AQ_CUDA_CHECK_LAUNCH();
     }
+  }
+
+  // The plan of a code GEMM, kept even without candidates so that a refusal is asked for once.
+  detail::gemm_plan& code_plan(const detail::gemm_key& key) {
+    auto& slot = plans_[key];
+    if (slot == nullptr) {
+      if (key.m <= 0 || key.n <= 0 || key.k <= 0) throw error("cuda gemm: empty code product (callers skip them)");
+      slot = std::make_unique<detail::gemm_plan>();
+      build(*slot, key, code_candidates, false);
+    }
+    return *slot;
   }
 
   // Tries the plan's candidates in heuristic order; the first that runs becomes the plan's choice.

@@ -15,11 +15,13 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cuda/kernels/amax.cuh"
@@ -350,7 +352,7 @@ class device_gradient_scorer : public device_linear_observer {
     calib_.require_input_amax(*m, call.name, "device_gradient_scorer");
     for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
-      if (on_codes(*m, r, call) && code_product(*m, r, call)) continue;
+      if (on_codes(*m, r) && code_product(*m, r, call)) continue;
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
       if (k.input_enabled) {
@@ -418,29 +420,10 @@ class device_gradient_scorer : public device_linear_observer {
     device_buffer<float> factors;  // one per row, or one
   };
 
-  // Whether recipe r's product for this call runs on codes: the recipe allows it, codes are
-  // asked for, and cuBLASLt has a kernel for the module's shape (checked once per module).
-  bool on_codes(std::size_t m, std::size_t r, const device_linear_call& call) {
-    const device_recipe& k = calib_.recipe(r);
-    if (gemm_kind_ != recipe_gemm::codes || k.code_type == CUDA_R_16BF) return false;
-    const auto key = std::make_pair(m, r);
-    const auto it = code_support_.find(key);
-    if (it != code_support_.end()) return it->second;
-    const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
-    // Probed on the real shapes with aligned stand-in pointers (cuBLASLt's plan depends on
-    // alignment, and every buffer here comes from cudaMalloc).
-    const auto* aligned = reinterpret_cast<const std::uint8_t*>(std::uintptr_t{256});
-    const device_matrix<const std::uint8_t> x{aligned, rows, in, in}, w{aligned, out, in, in};
-    const bool scaled = k.code_type == CUDA_R_8F_E4M3 && !k.weight_factor_per_row;
-    const bool ok =
-        k.code_type == CUDA_R_8I
-            ? gemm_.supports_codes(k.code_type, x, w,
-                                   device_matrix<std::int32_t>{reinterpret_cast<std::int32_t*>(std::uintptr_t{256}), rows, out, out},
-                                   false)
-            : gemm_.supports_codes(k.code_type, x, w,
-                                   device_matrix<float>{reinterpret_cast<float*>(std::uintptr_t{256}), rows, out, out}, scaled);
-    code_support_.emplace(key, ok);
-    return ok;
+  // Whether recipe r's product runs on codes: the recipe allows it, codes are asked for, and
+  // cuBLASLt has not refused one of the module's products before.
+  bool on_codes(std::size_t m, std::size_t r) const {
+    return gemm_kind_ == recipe_gemm::codes && calib_.recipe(r).code_type != CUDA_R_16BF && !code_refused_.contains({m, r});
   }
 
   // Y_r of recipe r on codes: X codes shared by calls with the same X and amax, W codes cached
@@ -475,7 +458,7 @@ class device_gradient_scorer : public device_linear_observer {
       if (ran && call.bias != nullptr) add_bias(y, call.bias, stream_);
     });
     if (!ran) {
-      code_support_[{m, r}] = false;
+      code_refused_.insert({m, r});
       return false;
     }
     flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
@@ -512,7 +495,7 @@ class device_gradient_scorer : public device_linear_observer {
   std::size_t cache_used_ = 0;
   kernel_profile* profile_ = nullptr;
   recipe_gemm gemm_kind_ = recipe_gemm::bf16;
-  std::map<std::pair<std::size_t, std::size_t>, bool> code_support_;
+  std::set<std::pair<std::size_t, std::size_t>> code_refused_;  // (module, recipe) kept on bf16
   std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, weight_codes> code_cache_;
   weight_codes wc_;                                 // scratch past the cache budget
   std::vector<device_buffer<std::uint8_t>> xc_;     // X codes per recipe, of the last X
