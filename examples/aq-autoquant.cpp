@@ -262,9 +262,6 @@ int run(const std::string& program, int argc, char** argv) {
   if (o.evaluate && images && gpu) {
     throw error("--evaluate: image-caption data is evaluated on the CPU only (--device cpu)");
   }
-  if (o.dump_batches && images) {
-    throw error("--dump-batches: image-caption batches differ in length; only caption data can be dumped");
-  }
   // Inputs, sequence length and every output location, before the model loads (and before the
   // GPU is touched); the outputs are written staged and published together at the end
   // (docs/outputs.md).
@@ -381,7 +378,8 @@ int run(const std::string& program, int argc, char** argv) {
   const autoquant::batch_tensors stacked =
       images ? autoquant::batch_tensors{} : autoquant::stack_batches(batches);
   if (o.dump_batches) {
-    write_file(outputs.staged(*o.dump_batches), autoquant::render_batches(stacked));
+    write_file(outputs.staged(*o.dump_batches),
+               images ? autoquant::render_image_batches(batches) : autoquant::render_batches(stacked));
   }
   if (o.result_json) {
     autoquant::result_json_context c;

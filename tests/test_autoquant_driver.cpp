@@ -165,6 +165,44 @@ TEST_CASE("--dump-batches writes int64 [N, T] input_ids, attention_mask, labels 
   fs::remove_all(dir);
 }
 
+TEST_CASE("--dump-batches of image-caption batches writes each batch's tokens, pixels and grids") {
+  // Two batches of different lengths and patch counts, as image-caption data gives them.
+  std::vector<io::calib_batch> batches(2);
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    io::calib_batch& b = batches[i];
+    const std::int64_t seq = 5 + static_cast<std::int64_t>(i);
+    b.batch_size = 1;
+    b.seq_len = seq;
+    for (std::int64_t t = 0; t < seq; ++t) {
+      b.input_ids.push_back(static_cast<std::int32_t>(100 * i + t));
+      b.attention_mask.push_back(1);
+      b.labels.push_back(t == 0 ? io::ignore_label : static_cast<std::int32_t>(100 * i + t));
+    }
+    b.vision.rows = 4 * static_cast<std::int64_t>(i + 1);
+    b.vision.cols = 3;
+    for (std::int64_t k = 0; k < b.vision.rows * b.vision.cols; ++k) b.vision.pixel_values.push_back(0.25f * k - 1.0f);
+    b.vision.grid_thw.push_back({1, 2, 2 * static_cast<std::int64_t>(i + 1)});
+  }
+  const fs::path dir = temp_dir("dump_images");
+  write_file_atomic(dir / "b.safetensors", autoquant::render_image_batches(batches));
+  const safetensors_file file(dir / "b.safetensors", readable_dtypes);
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const io::calib_batch& b = batches[i];
+    const std::string p = std::to_string(i) + ".";
+    const tensor_view& ids = file.at(p + "input_ids");
+    CHECK(std::vector<std::int64_t>(ids.shape.begin(), ids.shape.end()) == std::vector<std::int64_t>{1, b.seq_len});
+    CHECK(to_int64_vector(ids) == std::vector<std::int64_t>(b.input_ids.begin(), b.input_ids.end()));
+    CHECK(to_int64_vector(file.at(p + "labels"))[0] == b.input_ids[0]);  // the reference's form
+    const tensor_view& pixels = file.at(p + "pixel_values");
+    CHECK(std::vector<std::int64_t>(pixels.shape.begin(), pixels.shape.end()) ==
+          std::vector<std::int64_t>{b.vision.rows, 3});
+    CHECK(to_float_vector(pixels) == b.vision.pixel_values);
+    CHECK(to_int64_vector(file.at(p + "image_grid_thw")) ==
+          std::vector<std::int64_t>{1, 2, 2 * static_cast<std::int64_t>(i + 1)});
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("the first 16 bundled captions at seq 128 give ModelOpt's batches byte for byte and its data digest") {
   // benchmarks/modelopt/results/batches_small_s128.safetensors was written by ModelOpt's runner
   // (transformers tokenizer, padding_side left, max_length 128, labels = input_ids) and its

@@ -9,7 +9,10 @@ Data, either
   --captions FILE           one caption per line, built the way the reference driver did: tokenizer with
                             padding_side="left", padding="max_length", truncation, max_length=--seq-len,
                             labels = input_ids; --max-samples first non-empty lines. --dump-batches F writes
-                            them as the safetensors file above, for aq.
+                            them as the safetensors file above, for aq, or
+  --image-batches F         aq's --dump-batches of image-caption data: per batch i, "<i>.input_ids",
+                            "<i>.attention_mask", "<i>.labels", "<i>.pixel_values", "<i>.image_grid_thw"
+                            (batches of their own lengths, used as they are; --batch-size does not apply).
 The loss is the reference driver's: CrossEntropyLoss(ignore_index=pad id) on logits[:, :-1] vs
 labels[:, 1:], mean over targets != pad (labels equal to -100 are treated as pad).
 
@@ -123,6 +126,22 @@ def load_batch_file(path):
             raise SystemExit(f"{path}: tensor {k!r} must be int64 {list(t['input_ids'].shape)}, got "
                              f"{t[k].dtype} {list(t[k].shape)}")
     return {k: t[k].contiguous() for k in ("input_ids", "attention_mask", "labels")}
+
+
+def load_image_batch_file(path):
+    """aq's --dump-batches of image-caption data: per batch i, "<i>.input_ids|attention_mask|labels"
+    int64 [b, T], "<i>.pixel_values" F32 [patches, C*Tp*P*P] and "<i>.image_grid_thw" int64 [n, 3]."""
+    from safetensors.torch import load_file
+    t = load_file(path)
+    keys = ("input_ids", "attention_mask", "labels", "pixel_values", "image_grid_thw")
+    count = len({k.split(".", 1)[0] for k in t})
+    batches = []
+    for i in range(count):
+        missing = [k for k in keys if f"{i}.{k}" not in t]
+        if missing:
+            raise SystemExit(f"{path}: batch {i} lacks {', '.join(missing)}")
+        batches.append({k: t[f"{i}.{k}"].contiguous() for k in keys})
+    return batches
 
 
 def data_digest(data):
@@ -240,6 +259,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="Hugging Face Qwen3-VL checkpoint folder")
     ap.add_argument("--batches", help="safetensors with input_ids, attention_mask, labels int64 [N, T]")
+    ap.add_argument("--image-batches", help="aq's --dump-batches of image-caption data (one batch each, any length)")
     ap.add_argument("--captions", help="captions file (one per line) to build batches the reference way")
     ap.add_argument("--tokenizer", help="tokenizer folder for --captions (default: --model)")
     ap.add_argument("--seq-len", type=int, default=512)
@@ -266,8 +286,8 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="ModelOpt's verbose search output")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if bool(args.batches) == bool(args.captions):
-        raise SystemExit("give exactly one of --batches, --captions")
+    if sum(bool(x) for x in (args.batches, args.captions, args.image_batches)) != 1:
+        raise SystemExit("give exactly one of --batches, --captions, --image-batches")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device")
     if args.device == "auto" and not torch.cuda.is_available():
@@ -294,15 +314,18 @@ def main():
             pad_id = tok.pad_token_id
         source = {"kind": "captions", "path": os.path.basename(args.captions), "seq_len": args.seq_len,
                   "max_samples": args.max_samples, "padding_side": "left"}
-    else:
+    elif args.batches:
         data = load_batch_file(args.batches)
         source = {"kind": "batches", "path": os.path.basename(args.batches)}
+    else:
+        data = None
+        source = {"kind": "image_batches", "path": os.path.basename(args.image_batches)}
     if pad_id is None:
         pad_id = 151643
-    if args.dump_batches:
+    if args.dump_batches and data is not None:
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in data.items()}, args.dump_batches)
-    batches = split_batches(data, args.batch_size)
+    batches = split_batches(data, args.batch_size) if data is not None else load_image_batch_file(args.image_batches)
     n_calib = args.num_calib_steps or len(batches)
     n_score = args.num_score_steps or min(max(128 // max(args.batch_size, 1), 1), max(len(batches), 1))
 
@@ -313,6 +336,11 @@ def main():
     model = transformers.AutoModelForImageTextToText.from_pretrained(
         args.model, attn_implementation=args.attn_implementation, **dkw).to(dev)
     model.eval()
+    if args.image_batches:
+        # What the processor returns beside input_ids (transformers >= 5 needs it for M-RoPE): 1 on
+        # image placeholders, 0 on text.
+        for x in batches:
+            x["mm_token_type_ids"] = (x["input_ids"] == model.config.image_token_id).to(torch.int64)
     sync()
     t_load = time.perf_counter() - t0
     weights_bytes = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
@@ -431,9 +459,10 @@ def main():
             "effective_bits_constraint": constraint_bits,
             "disabled_layers": patterns, "weight_numel_total": total_w, "weight_numel_disabled": disabled_w,
             "batch_size": args.batch_size, "num_batches": len(batches),
-            "num_samples": int(data["input_ids"].shape[0]), "seq_len": int(data["input_ids"].shape[1]),
+            "num_samples": sum(int(x["input_ids"].shape[0]) for x in batches),
+            "seq_len": max(int(x["input_ids"].shape[1]) for x in batches),
             "num_calib_steps": n_calib, "num_score_steps": n_score, "pad_token_id": pad_id,
-            "data": source, "data_sha256": data_digest(data),
+            "data": source, "data_sha256": data_digest(data) if data is not None else "",
             "attn_implementation": args.attn_implementation, "dtype": args.dtype, "fp8_scale": args.fp8_scale,
         },
         "timing_s": {

@@ -474,7 +474,8 @@ output
                           NAME_autoquant_state.safetensors, NAME_autoquant.log (required)
   --scheme-name NAME      default: autoquant_<scope> (or the preset's scheme)
   --dump-batches F        the calibration batches as safetensors (input_ids, attention_mask,
-                          labels: int64 [N, T]) for running ModelOpt on the same data
+                          labels: int64 [N, T]; image-caption data: per batch "<i>.<name>",
+                          pixel_values and image_grid_thw too) for running ModelOpt on the same data
   --result-json F         machine-readable summary, schema aq.autoquant.compare/v1
   --threads N             CPU threads (CPU backend, --export-dir), at most 1024 (default: all)
   -h, --help              this text
