@@ -3,6 +3,7 @@
 # random-weight Qwen3-VL-4B of the reference runs, LM-only, fp8_e4m3 + int8_w8a8 at 8 bits:
 #   s512:  128 texts x 512 tokens, batch 8 (16 calibration / 16 score steps)
 #   s2048:  32 texts x 2,048 tokens, batch 2 (16 / 16: the same 4,096 tokens a batch)
+#   s8192:  16 texts x 8,192 tokens, batch 1 (16 / 16; not in the default CASES)
 # The texts come from benchmarks/data/make_long_texts.py (bundled COCO captions, seeded); aq
 # tokenizes them and dumps its batches, ModelOpt runs on those very batches. Each case runs aq
 # with its default memory plan, ModelOpt, then aq under half of ModelOpt's peak_allocated, and
@@ -11,7 +12,7 @@
 #   run_4b_full_length.sh AQ_AUTOQUANT OUT_DIR [WORK_DIR]
 #   WHEELS (default .whl): nvidia-modelopt 0.39 and the packages benchmarks/modelopt/README.md lists
 #   CASES (default "s512 s2048"); PROFILE=1 adds a --profile-kernels run of each case;
-#   BF16_OPERANDS=1 a --recipe-gemm bf16 run
+#   CODES=1 a --recipe-gemm codes run (recipe products on fp8/int8 codes)
 set -uo pipefail
 exe=$1
 out=$2
@@ -49,6 +50,7 @@ for case in ${CASES:-s512 s2048}; do
   case $case in
     s512) texts=128 tokens=512 batch=8 ;;
     s2048) texts=32 tokens=2048 batch=2 ;;
+    s8192) texts=16 tokens=8192 batch=1 ;;
     *) echo "unknown case $case"; exit 1 ;;
   esac
   python3 "$root/benchmarks/data/make_long_texts.py" --texts $texts --tokens $tokens --out "$work/texts_$case.txt"
@@ -71,11 +73,11 @@ PY
   for label in "aq_4b_full_$case" "aq_4b_full_${case}_budget$half"; do
     python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/$label.json"
   done
-  # BF16_OPERANDS=1: the default run again with the recipe products on bf16 operands (the A/B
-  # of --recipe-gemm).
-  if [ -n "${BF16_OPERANDS:-}" ]; then
-    run_aq "aq_4b_full_${case}_bf16_operands" "${args[@]}" --recipe-gemm bf16
-    python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/aq_4b_full_${case}_bf16_operands.json"
+  # CODES=1: the default run again with the recipe products on fp8/int8 codes (the A/B of
+  # --recipe-gemm).
+  if [ -n "${CODES:-}" ]; then
+    run_aq "aq_4b_full_${case}_codes" "${args[@]}" --recipe-gemm codes
+    python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_full_$case.json" "$out/aq_4b_full_${case}_codes.json"
   fi
   # PROFILE=1: the default run again with per-kernel-class GPU times (events around each launch
   # group; slower, so not the timed run).

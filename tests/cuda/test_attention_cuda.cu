@@ -2,14 +2,17 @@
 // (backend/cpu/attention.hpp) on random data: GQA, head_dim 16/32/64/128, causal with left
 // padding in a batch of 2 under both masked-row policies, causal and non-causal segments of
 // different lengths (cu_seqlens, an empty one included), and fully padded segments.
-// Every case runs on both MMA policies: fp32 storage and bf16 storage on the fp32 CUDA-core
-// policy, bf16 storage on the tensor-core (WMMA) policy, whose results must differ from the
-// CUDA-core ones on the same inputs (proof that it ran).
+// Every case runs on both kernel families: fp32 storage and bf16 storage on the fp32 CUDA-core
+// kernels, bf16 storage on the tensor-core (mma.sync) kernels of attention_flash.cuh, whose results
+// must differ from the CUDA-core ones on the same inputs (proof that they ran). A copy of each
+// bf16 case with row strides that are not 16-byte multiples runs the tensor-core kernels' 4-byte
+// tile copies instead of cp.async.
 // Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
 // (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -74,10 +77,11 @@ double lse_err(const std::vector<float>& got, const std::vector<float>& ref, boo
 }
 
 template <class T>
-void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = false) {
+void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = false, int ld_extra = 0) {
   const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
   const std::string label =
-      tc.name + (std::is_same_v<T, float> ? " [fp32]" : (tensor_cores ? " [bf16, tensor cores]" : " [bf16]"));
+      tc.name + (std::is_same_v<T, float> ? " [fp32]" : (tensor_cores ? " [bf16, tensor cores]" : " [bf16]")) +
+      (ld_extra > 0 ? " [row stride +" + std::to_string(ld_extra) + "]" : "");
   int rows = 0;
   for (const int l : tc.lengths) rows += l;
   const int d = tc.head_dim;
@@ -118,10 +122,25 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
   const aq::const_matrix_view qv(q.data(), rows, qc, qc), kv(k.data(), rows, kc, kc), vv(v.data(), rows, kc, kc);
   aq::cpu::attention_forward(cc, segs, qv, kv, vv, aq::matrix_view{o_ref.data(), rows, qc, qc}, lse_ref.data());
 
-  // GPU.
-  aq::cuda::device_buffer<T> dq_in(to_storage<T>(q)), dk_in(to_storage<T>(k)), dv_in(to_storage<T>(v));
-  aq::cuda::device_buffer<T> ddo(to_storage<T>(d_o));
-  aq::cuda::device_buffer<T> dout(q.size()), ddq(q.size()), ddk(k.size()), ddv(v.size());
+  // GPU, rows ld_extra elements apart beyond their width.
+  const int lq = qc + ld_extra;
+  const int lk = kc + ld_extra;
+  const auto strided = [rows](const std::vector<T>& v, int cols, int ld) {
+    std::vector<T> out(static_cast<std::size_t>(rows) * ld);
+    for (int r = 0; r < rows; ++r)
+      std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(r) * cols, cols, out.begin() + static_cast<std::ptrdiff_t>(r) * ld);
+    return out;
+  };
+  const auto dense = [rows](const std::vector<T>& v, int cols, int ld) {
+    std::vector<T> out(static_cast<std::size_t>(rows) * cols);
+    for (int r = 0; r < rows; ++r)
+      std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(r) * ld, cols, out.begin() + static_cast<std::ptrdiff_t>(r) * cols);
+    return out;
+  };
+  aq::cuda::device_buffer<T> dq_in(strided(to_storage<T>(q), qc, lq)), dk_in(strided(to_storage<T>(k), kc, lk));
+  aq::cuda::device_buffer<T> dv_in(strided(to_storage<T>(v), kc, lk)), ddo(strided(to_storage<T>(d_o), qc, lq));
+  const std::size_t q_elems = static_cast<std::size_t>(rows) * lq, k_elems = static_cast<std::size_t>(rows) * lk;
+  aq::cuda::device_buffer<T> dout(q_elems), ddq(q_elems), ddk(k_elems), ddv(k_elems);
   aq::cuda::device_buffer<float> dlse(lse_ref.size()), ddelta(lse_ref.size());
   aq::cuda::device_buffer<std::uint8_t> dvalid(valid);
   aq::cuda::device_buffer<int> dcu(cu);
@@ -144,15 +163,18 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
 
   using cview = aq::cuda::device_matrix<const T>;
   using mview = aq::cuda::device_matrix<T>;
-  const cview gq(dq_in.data(), rows, qc, qc), gk(dk_in.data(), rows, kc, kc), gv(dv_in.data(), rows, kc, kc);
-  aq::cuda::attention_forward<T>(gc, gs, gq, gk, gv, mview(dout.data(), rows, qc, qc), dlse.data());
+  const cview gq(dq_in.data(), rows, qc, lq), gk(dk_in.data(), rows, kc, lk), gv(dv_in.data(), rows, kc, lk);
+  const auto backward = [&](const aq::cuda::attention_config& config, T* dq_out, T* dk_out, T* dv_out, float* delta) {
+    aq::cuda::attention_backward<T>(config, gs, gq, gk, gv, cview(dout.data(), rows, qc, lq), dlse.data(),
+                                    cview(ddo.data(), rows, qc, lq), mview(dq_out, rows, qc, lq),
+                                    mview(dk_out, rows, kc, lk), mview(dv_out, rows, kc, lk), delta);
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  };
+  aq::cuda::attention_forward<T>(gc, gs, gq, gk, gv, mview(dout.data(), rows, qc, lq), dlse.data());
   // The backward is fed the GPU's own o and lse, as the model will.
-  aq::cuda::attention_backward<T>(gc, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
-                                  cview(ddo.data(), rows, qc, qc), mview(ddq.data(), rows, qc, qc),
-                                  mview(ddk.data(), rows, kc, kc), mview(ddv.data(), rows, kc, kc), ddelta.data());
-  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  backward(gc, ddq.data(), ddk.data(), ddv.data(), ddelta.data());
 
-  const auto o_gpu = from_storage<T>(dout.to_host());
+  const auto o_gpu = from_storage<T>(dense(dout.to_host(), qc, lq));
   expect_close(rel_err(o_gpu, o_ref), tol, label + ": o");
   // The CPU backward gets the o the GPU backward consumed: with bf16 storage, delta = rowsum(dO∘o)
   // from the rounded o differs from the fp32 one, and dS = P∘(dP − delta) cancels for peaked rows,
@@ -164,43 +186,37 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
   const double lerr = lse_err(dlse.to_host(), lse_ref, inf_match);
   expect(inf_match, label + ": lse is +inf exactly on the rows without an allowed key");
   expect_close(lerr, std::is_same_v<T, float> ? 1e-5 : 2e-3, label + ": lse");
-  const auto dq1 = from_storage<T>(ddq.to_host());
-  const auto dk1 = from_storage<T>(ddk.to_host());
-  const auto dv1 = from_storage<T>(ddv.to_host());
+  const auto dq1 = from_storage<T>(dense(ddq.to_host(), qc, lq));
+  const auto dk1 = from_storage<T>(dense(ddk.to_host(), kc, lk));
+  const auto dv1 = from_storage<T>(dense(ddv.to_host(), kc, lk));
   expect_close(rel_err(dq1, dq_ref), tol, label + ": dq");
   expect_close(rel_err(dk1, dk_ref), tol, label + ": dk");
   expect_close(rel_err(dv1, dv_ref), tol, label + ": dv");
 
   // Deterministic: a second backward gives the same bits.
-  aq::cuda::attention_backward<T>(gc, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
-                                  cview(ddo.data(), rows, qc, qc), mview(ddq.data(), rows, qc, qc),
-                                  mview(ddk.data(), rows, kc, kc), mview(ddv.data(), rows, kc, kc), ddelta.data());
-  AQ_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto dk2 = from_storage<T>(ddk.to_host());
-  const auto dq2 = from_storage<T>(ddq.to_host());
+  backward(gc, ddq.data(), ddk.data(), ddv.data(), ddelta.data());
+  const auto dk2 = from_storage<T>(dense(ddk.to_host(), kc, lk));
+  const auto dq2 = from_storage<T>(dense(ddq.to_host(), qc, lq));
   expect(std::memcmp(dk1.data(), dk2.data(), dk1.size() * sizeof(float)) == 0 &&
              std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(float)) == 0,
          label + ": backward is bit-reproducible");
 
   if (tensor_cores) {
-    // The same inputs on the CUDA-core policy: bf16 P and dS on the tensor cores round differently,
+    // The same inputs on the CUDA-core kernels: bf16 P and dS on the tensor cores round differently,
     // so identical bits everywhere would mean the tensor-core kernels did not run.
     aq::cuda::attention_config cuda_cores = gc;
     cuda_cores.tensor_cores = false;
-    aq::cuda::device_buffer<T> o_cc(q.size()), dq_cc(q.size()), dk_cc(k.size()), dv_cc(v.size());
+    aq::cuda::device_buffer<T> o_cc(q_elems), dq_cc(q_elems), dk_cc(k_elems), dv_cc(k_elems);
     aq::cuda::device_buffer<float> lse_cc(lse_ref.size()), delta_cc(lse_ref.size());
-    aq::cuda::attention_forward<T>(cuda_cores, gs, gq, gk, gv, mview(o_cc.data(), rows, qc, qc), lse_cc.data());
-    aq::cuda::attention_backward<T>(cuda_cores, gs, gq, gk, gv, cview(dout.data(), rows, qc, qc), dlse.data(),
-                                    cview(ddo.data(), rows, qc, qc), mview(dq_cc.data(), rows, qc, qc),
-                                    mview(dk_cc.data(), rows, kc, kc), mview(dv_cc.data(), rows, kc, kc),
-                                    delta_cc.data());
-    AQ_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto differs = [](const std::vector<T>& a, const std::vector<T>& b) {
-      return std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) != 0;
+    aq::cuda::attention_forward<T>(cuda_cores, gs, gq, gk, gv, mview(o_cc.data(), rows, qc, lq), lse_cc.data());
+    backward(cuda_cores, dq_cc.data(), dk_cc.data(), dv_cc.data(), delta_cc.data());
+    const auto differs = [&](const aq::cuda::device_buffer<T>& a, const aq::cuda::device_buffer<T>& b, int cols, int ld) {
+      const auto x = dense(a.to_host(), cols, ld), y = dense(b.to_host(), cols, ld);
+      return std::memcmp(x.data(), y.data(), x.size() * sizeof(T)) != 0;
     };
-    expect(differs(dout.to_host(), o_cc.to_host()) || differs(ddq.to_host(), dq_cc.to_host()) ||
-               differs(ddk.to_host(), dk_cc.to_host()) || differs(ddv.to_host(), dv_cc.to_host()),
-           label + ": differs from the CUDA-core policy in some bit (the tensor-core kernels ran)");
+    expect(differs(dout, o_cc, qc, lq) || differs(ddq, dq_cc, qc, lq) || differs(ddk, dk_cc, kc, lk) ||
+               differs(ddv, dv_cc, kc, lk),
+           label + ": differs from the CUDA-core kernels in some bit (the tensor-core kernels ran)");
   }
 }
 
@@ -270,6 +286,7 @@ int main() {
     for (const auto& tc : cases) run_case<float>(tc, seed += 10);
     for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
     for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
+    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true, 2);  // 4-byte tile copies
     for (const auto& tc : more_cases) {
       run_case<float>(tc, seed += 10);
       run_case<aq::bf16>(tc, seed += 10);

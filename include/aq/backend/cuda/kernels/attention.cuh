@@ -1,14 +1,14 @@
 // Scaled dot-product attention on the GPU, the counterpart of backend/cpu/attention.hpp: GQA over
 // independent segments (cu_seqlens), causal + key-padding mask, both masked-row policies, a tiled
 // online-softmax forward that saves the log-sum-exp rows, and the input-gradient backward.
-// One kernel family (forward, dQ, dK/dV) holds the tiling, masks, softmax and gradient steps; an
-// MMA policy supplies the tile products and the precision of what they read: fp32 on the CUDA
-// cores, or bf16 on the tensor cores (WMMA).
+// Two kernel families with one set of semantics: the tensor-core kernels of attention_flash.cuh
+// (bf16 storage, config.tensor_cores) and the fp32 CUDA-core kernels below, the reference for
+// fp32 storage and for bf16 storage without tensor cores. The CUDA-core family keeps its tile
+// products behind an MMA policy (fp32_cuda_core_policy).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <cmath>
 #include <cstddef>
@@ -17,6 +17,8 @@
 #include <string>
 #include <type_traits>
 
+#include "aq/backend/cuda/kernels/attention_args.cuh"
+#include "aq/backend/cuda/kernels/attention_flash.cuh"
 #include "aq/backend/cuda/kernels/check.hpp"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/bf16.hpp"
@@ -29,14 +31,6 @@ namespace aq::cuda {
 using aq::attention_config;
 using aq::masked_row_policy;
 
-// Segments as consecutive row ranges: segment s is rows [cu_seqlens[s], cu_seqlens[s+1]).
-// cu_seqlens lives on the device; max_length (host) sizes the grid.
-struct attention_segments {
-  const int* cu_seqlens = nullptr;
-  int count = 0;
-  int max_length = 0;
-};
-
 namespace detail {
 
 // 128 threads as 16 × 8: a thread owns rows ty·4 + i (i < 4) of a 64-row tile and columns
@@ -46,19 +40,9 @@ inline constexpr int attn_threads = 128;
 inline constexpr int attn_rows = 64;  // row tile (queries; keys in the dK/dV kernel)
 inline constexpr int attn_cols = 32;  // column tile (keys; queries in the dK/dV kernel)
 
-struct attn_args {
-  const int* cu_seqlens;
-  const std::uint8_t* key_valid;
-  std::int64_t rows;  // all rows of q (the lse/delta row stride)
-  int heads;
-  int group;  // heads / kv_heads
-  float scale;
-  bool causal;
-  bool attend_all;
-};
-
-// ---- MMA policies ------------------------------------------------------------------------------
-// A policy<D> (D = head_dim) describes the shared tiles and the products over them:
+// ---- MMA policy ----------------------------------------------------------------------------------
+// The kernels below reach their tiles and products through a policy<D> (D = head_dim); the one
+// policy is fp32 on the CUDA cores (the bf16 tensor-core kernels are attention_flash.cuh's):
 //   operand, ld        Q/K/V/dO tile element and row stride; load() fills a tile from global rows,
 //                      value() reads an element as fp32
 //   weight, ldw        P/dS tile element (64 × 32) and row stride; to_weight() rounds into it
@@ -176,172 +160,7 @@ struct fp32_cuda_core_policy {
   }
 };
 
-// bf16 tiles, products on the tensor cores (WMMA 16×16×16, fp32 accumulation) through fp32
-// shared tiles that the per-thread softmax / dS code reads. P and dS are rounded to bf16 before
-// their products, as in FlashAttention-2. Warp w computes rows 16w..16w+15, which are the rows
-// its threads own.
-using attn_half_t = std::uint16_t;  // bf16 bits in shared memory; WMMA reads them as __nv_bfloat16
-
-__device__ inline const __nv_bfloat16* attn_wmma_ptr(const attn_half_t* p) {
-  return reinterpret_cast<const __nv_bfloat16*>(p);
-}
-
-using attn_frag_acc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
-using attn_frag_a = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major>;
-using attn_frag_bt =
-    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::col_major>;
-using attn_frag_b = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major>;
-
-template <int D>
-struct bf16_wmma_policy {
-  static constexpr int head_dim = D;
-  using operand = attn_half_t;
-  using weight = attn_half_t;
-  static constexpr int ld = D + 8;            // bf16 operand tiles (16-byte multiple)
-  static constexpr int ldw = attn_cols + 8;   // bf16 64 × 32 probability / dS tiles
-  static constexpr int ldc = attn_cols + 4;   // fp32 64 × 32 product tiles
-  static constexpr int ldo = D + 4;           // fp32 64 × D product tiles
-  static constexpr std::size_t score_tile_bytes = attn_rows * ldc * sizeof(float);
-  static constexpr std::size_t staging_tile_bytes = attn_rows * ldo * sizeof(float);
-  __device__ static unsigned char* shared_memory() {
-    extern __shared__ __align__(128) unsigned char attn_smem_wmma[];  // WMMA pointers: 32-byte aligned
-    return attn_smem_wmma;
-  }
-
-  // Copies rows [r0, r0+n) of one head into a bf16 tile (the rest zero), two elements per load.
-  __device__ static void load(attn_half_t* dst, int tile_rows, const bf16* src, std::int64_t ld_src,
-                              std::int64_t col0, std::int64_t r0, int n) {
-    for (int idx = threadIdx.x; idx < tile_rows * (D / 2); idx += attn_threads) {
-      const int r = idx / (D / 2);
-      const int d = 2 * (idx % (D / 2));
-      std::uint32_t pair = 0;
-      if (r < n) pair = *reinterpret_cast<const std::uint32_t*>(src + (r0 + r) * ld_src + col0 + d);
-      *reinterpret_cast<std::uint32_t*>(dst + r * ld + d) = pair;
-    }
-  }
-  __device__ static float value(attn_half_t x) { return bf16_to_float(bf16::from_bits(x)); }
-  __device__ static attn_half_t to_weight(float x) { return float_to_bf16(x).bits; }
-
-  struct scores {
-    float* tile;  // fp32 [64][ldc]
-    __device__ explicit scores(float* t) : tile(t) {}
-    __device__ float at(int i, int j) const {
-      const int ty = threadIdx.x / 8;
-      const int tx = threadIdx.x % 8;
-      return tile[(ty * 4 + i) * ldc + tx + 8 * j];
-    }
-  };
-  // C[16w.., 0..32) = A[16w.., :] · B[0..32, :]ᵀ (A: 64-row bf16 tile, B: 32-row bf16 tile, both D wide),
-  // stored to the fp32 [64][ldc] tile.
-  __device__ static void dot(const attn_half_t* a, const attn_half_t* b, scores& s) {
-    const int w = threadIdx.x / 32;
-    attn_frag_acc acc[2];
-    nvcuda::wmma::fill_fragment(acc[0], 0.0f);
-    nvcuda::wmma::fill_fragment(acc[1], 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      attn_frag_a fa;
-      nvcuda::wmma::load_matrix_sync(fa, attn_wmma_ptr(a + 16 * w * ld + 16 * kk), ld);
-#pragma unroll
-      for (int n = 0; n < 2; ++n) {
-        attn_frag_bt fb;
-        nvcuda::wmma::load_matrix_sync(fb, attn_wmma_ptr(b + 16 * n * ld + 16 * kk), ld);
-        nvcuda::wmma::mma_sync(acc[n], fa, fb, acc[n]);
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      nvcuda::wmma::store_matrix_sync(s.tile + 16 * w * ldc + 16 * n, acc[n], ldc, nvcuda::wmma::mem_row_major);
-    }
-  }
-  __device__ static void sync_products() { __syncthreads(); }  // shared tiles
-
-  using accumulator = attn_frag_acc[D / 16];
-  __device__ static void zero(accumulator& acc) {
-#pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt) nvcuda::wmma::fill_fragment(acc[nt], 0.0f);
-  }
-  // acc[nt] += P[16w.., 0..32) · V[0..32, 16nt..16nt+16) (P: bf16 [64][ldw], V: bf16 [32][ld]).
-  __device__ static void accumulate(const attn_half_t* p, const attn_half_t* v, accumulator& acc) {
-    const int w = threadIdx.x / 32;
-    attn_frag_a fa[2];
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      nvcuda::wmma::load_matrix_sync(fa[kk], attn_wmma_ptr(p + 16 * w * ldw + 16 * kk), ldw);
-    }
-#pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt) {
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        attn_frag_b fb;
-        nvcuda::wmma::load_matrix_sync(fb, attn_wmma_ptr(v + 16 * kk * ld + 16 * nt), ld);
-        nvcuda::wmma::mma_sync(acc[nt], fa[kk], fb, acc[nt]);
-      }
-    }
-  }
-  __device__ static void store(const accumulator& acc, float* staging) {
-    const int w = threadIdx.x / 32;
-#pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt) {
-      nvcuda::wmma::store_matrix_sync(staging + 16 * w * ldo + 16 * nt, acc[nt], ldo, nvcuda::wmma::mem_row_major);
-    }
-  }
-  // Hands out(which, i, j, x) element (i, j) of each accumulator (which: its index), one
-  // accumulator at a time through the staging tile.
-  template <class Out, class... Acc>
-  __device__ static void read_back(float* staging, Out out, const Acc&... accs) {
-    int which = 0;
-    const auto one = [&](const accumulator& acc) {
-      if (which > 0) sync_products();  // the previous one is read: the staging tile is free again
-      store(acc, staging);
-      sync_products();
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) out(which, i, j, staged(staging, i, j));
-      ++which;
-    };
-    (one(accs), ...);
-  }
-
-  // The tile's P·V into fresh fragments, staged, then added to the thread-owned rows.
-  __device__ static void add_product(const attn_half_t* p, const attn_half_t* v, float (&acc)[4][D / 8],
-                                     float* staging) {
-    stage_product(p, v, staging);
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j) acc[i][j] += staged(staging, i, j);
-  }
-  // 1/L is rarely a bf16 value: P holds exact 1s and the fp32 product is scaled by 1/L.
-  __device__ static float uniform_weight(float /*uniform*/) { return 1.0f; }
-  __device__ static void add_uniform_product(const attn_half_t* p, const attn_half_t* v, float (&acc)[4][D / 8],
-                                             float* staging, float uniform) {
-    stage_product(p, v, staging);
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j) acc[i][j] += staged(staging, i, j) * uniform;
-  }
-
- private:
-  __device__ static float staged(const float* staging, int i, int j) {
-    const int ty = threadIdx.x / 8;
-    const int tx = threadIdx.x % 8;
-    return staging[(ty * 4 + i) * ldo + tx + 8 * j];
-  }
-  __device__ static void stage_product(const attn_half_t* p, const attn_half_t* v, float* staging) {
-    {
-      accumulator pv;
-      zero(pv);
-      accumulate(p, v, pv);
-      store(pv, staging);
-    }
-    sync_products();
-  }
-};
-
-// ---- Shared by every policy ----------------------------------------------------------------------
+// ---- Masks and reductions ----------------------------------------------------------------------
 
 // Sum / max over the 8 lanes that share a row.
 __device__ inline float attn_row_sum(float x) {
@@ -375,9 +194,9 @@ __device__ inline void attn_load_valid(std::uint8_t* dst, int n_tile, const attn
   }
 }
 
-// Shared-memory layouts as byte offsets, in order: the fp32 product tiles first (WMMA wants
-// aligned fp32 tiles; empty for the fp32 policy), then the operand tiles, the weight tiles and
-// the per-row values. bytes is the dynamic shared memory of the launch.
+// Shared-memory layouts as byte offsets, in order: the fp32 product tiles (empty where the products
+// stay in registers), then the operand tiles, the weight tiles and the per-row values. bytes is the
+// dynamic shared memory of the launch.
 template <class P>
 struct attn_tile_bytes {
   static constexpr std::size_t rows = attn_rows * P::ld * sizeof(typename P::operand);
@@ -783,24 +602,14 @@ bool use_tensor_cores(const attention_config& c, std::initializer_list<device_ma
   }
 }
 
-// Calls f.template operator()<Policy>() with the policy for head_dim (checked by check_attention)
-// and storage: bf16_wmma_policy where the tensor cores run, fp32_cuda_core_policy otherwise.
-template <class T, class F>
-void attn_dispatch(std::int64_t head_dim, bool tensor_cores, F f) {
-  const auto with_head_dim = [&]<int D>() {
-    if constexpr (std::is_same_v<T, bf16>) {
-      if (tensor_cores) {
-        f.template operator()<bf16_wmma_policy<D>>();
-        return;
-      }
-    }
-    f.template operator()<fp32_cuda_core_policy<D>>();
-  };
+// Calls f.template operator()<D>() with head_dim as a constant (checked by check_attention).
+template <class F>
+void attn_head_dim(std::int64_t head_dim, F f) {
   switch (head_dim) {
-    case 16: with_head_dim.template operator()<16>(); break;
-    case 32: with_head_dim.template operator()<32>(); break;
-    case 64: with_head_dim.template operator()<64>(); break;
-    default: with_head_dim.template operator()<128>(); break;
+    case 16: f.template operator()<16>(); break;
+    case 32: f.template operator()<32>(); break;
+    case 64: f.template operator()<64>(); break;
+    default: f.template operator()<128>(); break;
   }
 }
 
@@ -824,7 +633,16 @@ void attention_forward(const attention_config& c, const attention_segments& segs
   const bool tensor_cores = detail::use_tensor_cores<T>(c, {q, k, v, device_matrix<const T>(o)});
   if (segs.count == 0 || segs.max_length == 0) return;
   const detail::attn_args a = detail::make_args(c, segs, q.rows);
-  detail::attn_dispatch<T>(c.head_dim, tensor_cores, [&]<class P>() {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (tensor_cores) {
+      detail::attn_head_dim(c.head_dim, [&]<int D>() {
+        detail::flash_forward<D>(a, segs.max_length, segs.count, q, k, v, o, lse, stream);
+      });
+      return;
+    }
+  }
+  detail::attn_head_dim(c.head_dim, [&]<int D>() {
+    using P = detail::fp32_cuda_core_policy<D>;
     const auto kernel = detail::attention_forward_kernel<P, T>;
     constexpr std::size_t smem = detail::attention_forward_smem<P>::bytes;
     detail::attn_set_smem(kernel, smem);
@@ -853,7 +671,16 @@ void attention_backward(const attention_config& c, const attention_segments& seg
                                                             device_matrix<const T>(dk), device_matrix<const T>(dv)});
   if (segs.count == 0 || segs.max_length == 0) return;
   const detail::attn_args a = detail::make_args(c, segs, q.rows);
-  detail::attn_dispatch<T>(c.head_dim, tensor_cores, [&]<class P>() {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (tensor_cores) {
+      detail::attn_head_dim(c.head_dim, [&]<int D>() {
+        detail::flash_backward<D>(a, segs.max_length, segs.count, q, k, v, o, lse, d_o, dq, dk, dv, delta, stream);
+      });
+      return;
+    }
+  }
+  detail::attn_head_dim(c.head_dim, [&]<int D>() {
+    using P = detail::fp32_cuda_core_policy<D>;
     const unsigned tiles = detail::attn_row_tiles(segs);
     const auto dq_kernel = detail::attention_backward_dq_kernel<P, T>;
     constexpr std::size_t dq_smem = detail::attention_dq_smem<P>::bytes;

@@ -530,7 +530,9 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.head_dim = t.head_dim;
   attn_cfg_.scale = 1.0f / std::sqrt(static_cast<float>(t.head_dim));
   attn_cfg_.causal = true;
-  attn_cfg_.key_valid = mask_.data();
+  // A mask of all ones masks nothing: without it the attention kernels skip the per-key checks.
+  const bool padded = std::any_of(batch.attention_mask.begin(), batch.attention_mask.end(), [](auto m) { return m == 0; });
+  attn_cfg_.key_valid = padded ? mask_.data() : nullptr;
   attn_cfg_.masked_rows = options.masked_rows;
   attn_cfg_.tensor_cores = tc_attention_;
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T)};
