@@ -40,32 +40,21 @@ inline constexpr int attn_threads = 128;
 inline constexpr int attn_rows = 64;  // row tile (queries; keys in the dK/dV kernel)
 inline constexpr int attn_cols = 32;  // column tile (keys; queries in the dK/dV kernel)
 
-// ---- MMA policy ----------------------------------------------------------------------------------
-// The kernels below reach their tiles and products through a policy<D> (D = head_dim); the one
-// policy is fp32 on the CUDA cores (the bf16 tensor-core kernels are attention_flash.cuh's):
-//   operand, ld        Q/K/V/dO tile element and row stride; load() fills a tile from global rows,
-//                      value() reads an element as fp32
-//   weight, ldw        P/dS tile element (64 × 32) and row stride; to_weight() rounds into it
-//   score_tile_bytes   fp32 64 × 32 tile a product S or dP passes through (0: registers)
-//   staging_tile_bytes fp32 64 × D tile an accumulator is read back through (0: registers)
-//   shared_memory()    the dynamic shared memory, declared with the type and alignment the tiles need
-//   scores, dot()      64 × 32 = A·Bᵀ product over D, read per thread with at(i, j)
-//   accumulator        64 × D sum of weight·operand products: zero(), accumulate(), and
-//                      read_back() to hand each thread its elements (i, j)
-//   add_product()      thread-owned fp32 acc[4][D/8] += P·V (the forward rescales acc per tile)
-//   uniform_weight(), add_uniform_product(): a masked row's 1/L weights under attend_all
-//   sync_products()    the barrier a product needs between its writers and readers
+// ---- Tiles and products ------------------------------------------------------------------------
+// fp32_cuda_core_policy<D> (D = head_dim) holds the shared tiles and the products over them:
+//   ld, ldw            row stride of the Q/K/V/dO tiles and of the 64 × 32 P/dS tiles
+//   load()             fills a tile from global rows (any storage type, converted to fp32)
+//   scores, dot()      64 × 32 = A·Bᵀ product over D in registers, read per thread with at(i, j)
+//   accumulator        64 × D sum of P·V-like products: zero(), accumulate(), and read_back()
+//                      to hand each thread its elements (i, j)
+// (The bf16 tensor-core kernels are attention_flash.cuh's.)
 
 // fp32 tiles, products as fp32 FMAs on the CUDA cores into per-thread registers.
 template <int D>
 struct fp32_cuda_core_policy {
   static constexpr int head_dim = D;
-  using operand = float;
-  using weight = float;
   static constexpr int ld = D + 1;  // odd stride: tile rows land on distinct banks
   static constexpr int ldw = attn_cols + 1;
-  static constexpr std::size_t score_tile_bytes = 0;
-  static constexpr std::size_t staging_tile_bytes = 0;
   __device__ static unsigned char* shared_memory() {
     extern __shared__ float attn_smem_fp32[];
     return reinterpret_cast<unsigned char*>(attn_smem_fp32);
@@ -81,12 +70,8 @@ struct fp32_cuda_core_policy {
       dst[r * ld + d] = r < n ? to_float(src[(r0 + r) * ld_src + col0 + d]) : 0.0f;
     }
   }
-  __device__ static float value(float x) { return x; }
-  __device__ static float to_weight(float x) { return x; }
-
   struct scores {
     float v[4][4];
-    __device__ explicit scores(float* /*tile: unused, the product stays in registers*/) {}
     __device__ float at(int i, int j) const { return v[i][j]; }
   };
   // s[i][j] = Σ_k A[ty·4+i][k] · B[tx+8j][k] (A: row tile, B: column tile, both D wide).
@@ -110,7 +95,6 @@ struct fp32_cuda_core_policy {
         for (int j = 0; j < 4; ++j) s.v[i][j] = fmaf(av[i], bv[j], s.v[i][j]);
     }
   }
-  __device__ static void sync_products() {}  // registers: each thread reads what it computed
 
   using accumulator = float[4][D / 8];  // rows ty·4+i, columns tx+8j
   __device__ static void zero(accumulator& acc) {
@@ -139,7 +123,7 @@ struct fp32_cuda_core_policy {
   // Hands out(which, i, j, x) element (i, j) of each accumulator (which: its index), straight
   // from the registers, all accumulators together.
   template <class Out, class... Acc>
-  __device__ static void read_back(float* /*staging*/, Out out, const Acc&... accs) {
+  __device__ static void read_back(Out out, const Acc&... accs) {
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -147,16 +131,6 @@ struct fp32_cuda_core_policy {
         int which = 0;
         (out(which++, i, j, accs[i][j]), ...);
       }
-  }
-
-  __device__ static void add_product(const float* p, const float* v, float (&acc)[4][D / 8], float* /*staging*/) {
-    accumulate(p, v, acc);
-  }
-  // 1/L goes into P itself.
-  __device__ static float uniform_weight(float uniform) { return uniform; }
-  __device__ static void add_uniform_product(const float* p, const float* v, float (&acc)[4][D / 8],
-                                            float* staging, float /*uniform: already in p*/) {
-    add_product(p, v, acc, staging);
   }
 };
 
@@ -194,22 +168,19 @@ __device__ inline void attn_load_valid(std::uint8_t* dst, int n_tile, const attn
   }
 }
 
-// Shared-memory layouts as byte offsets, in order: the fp32 product tiles (empty where the products
-// stay in registers), then the operand tiles, the weight tiles and the per-row values. bytes is the
-// dynamic shared memory of the launch.
+// Shared-memory layouts as byte offsets, in order: the operand tiles, the weight tiles and the
+// per-row values. bytes is the dynamic shared memory of the launch.
 template <class P>
 struct attn_tile_bytes {
-  static constexpr std::size_t rows = attn_rows * P::ld * sizeof(typename P::operand);
-  static constexpr std::size_t cols = attn_cols * P::ld * sizeof(typename P::operand);
-  static constexpr std::size_t weights = attn_rows * P::ldw * sizeof(typename P::weight);
+  static constexpr std::size_t rows = attn_rows * P::ld * sizeof(float);
+  static constexpr std::size_t cols = attn_cols * P::ld * sizeof(float);
+  static constexpr std::size_t weights = attn_rows * P::ldw * sizeof(float);
 };
 
 template <class P>
 struct attention_forward_smem {
   using B = attn_tile_bytes<P>;
-  static constexpr std::size_t s = 0;
-  static constexpr std::size_t staging = s + P::score_tile_bytes;
-  static constexpr std::size_t q = staging + P::staging_tile_bytes;
+  static constexpr std::size_t q = 0;
   static constexpr std::size_t k = q + B::rows;
   static constexpr std::size_t v = k + B::cols;
   static constexpr std::size_t p = v + B::cols;
@@ -220,10 +191,7 @@ struct attention_forward_smem {
 template <class P>
 struct attention_dq_smem {
   using B = attn_tile_bytes<P>;
-  static constexpr std::size_t s = 0;
-  static constexpr std::size_t dp = s + P::score_tile_bytes;
-  static constexpr std::size_t staging = dp + P::score_tile_bytes;
-  static constexpr std::size_t q = staging + P::staging_tile_bytes;
+  static constexpr std::size_t q = 0;
   static constexpr std::size_t d_o = q + B::rows;
   static constexpr std::size_t k = d_o + B::rows;
   static constexpr std::size_t v = k + B::cols;
@@ -235,10 +203,7 @@ struct attention_dq_smem {
 template <class P>
 struct attention_dkdv_smem {
   using B = attn_tile_bytes<P>;
-  static constexpr std::size_t s = 0;
-  static constexpr std::size_t dp = s + P::score_tile_bytes;
-  static constexpr std::size_t staging = dp + P::score_tile_bytes;
-  static constexpr std::size_t k = staging + P::staging_tile_bytes;
+  static constexpr std::size_t k = 0;
   static constexpr std::size_t v = k + B::rows;
   static constexpr std::size_t q = v + B::rows;
   static constexpr std::size_t d_o = q + B::cols;
@@ -263,7 +228,6 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
                                                                          float* lse) {
   constexpr int D = P::head_dim;
   using L = attention_forward_smem<P>;
-  using op = typename P::operand;
   const int seg = blockIdx.z;
   const int h = blockIdx.y;
   const int g = h / a.group;
@@ -272,12 +236,10 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
   const int q0 = blockIdx.x * attn_rows;
   if (q0 >= length) return;
   unsigned char* attn_smem = P::shared_memory();
-  float* ss = attn_smem_at<float>(attn_smem, L::s);
-  float* so = attn_smem_at<float>(attn_smem, L::staging);
-  op* sq = attn_smem_at<op>(attn_smem, L::q);
-  op* sk = attn_smem_at<op>(attn_smem, L::k);
-  op* sv = attn_smem_at<op>(attn_smem, L::v);
-  auto* sp = attn_smem_at<typename P::weight>(attn_smem, L::p);
+  float* sq = attn_smem_at<float>(attn_smem, L::q);
+  float* sk = attn_smem_at<float>(attn_smem, L::k);
+  float* sv = attn_smem_at<float>(attn_smem, L::v);
+  float* sp = attn_smem_at<float>(attn_smem, L::p);
   auto* svalid = attn_smem_at<std::uint8_t>(attn_smem, L::valid);
   const int ty = threadIdx.x / 8;
   const int tx = threadIdx.x % 8;
@@ -299,9 +261,8 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
     P::load(sv, attn_cols, v, ldv, static_cast<std::int64_t>(g) * D, start + kv0, n);
     attn_load_valid(svalid, attn_cols, a, start + kv0, n);
     __syncthreads();
-    typename P::scores scores(ss);
+    typename P::scores scores;
     P::dot(sq, sk, scores);
-    P::sync_products();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int qi = q0 + ty * 4 + i;
@@ -321,7 +282,7 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
       for (int j = 0; j < 4; ++j) {
         const float p = m_new == -INFINITY ? 0.0f : expf(s[j] - m_new);
         row += p;
-        sp[(ty * 4 + i) * P::ldw + tx + 8 * j] = P::to_weight(p);
+        sp[(ty * 4 + i) * P::ldw + tx + 8 * j] = p;
       }
       l[i] = l[i] * alpha + row;  // per-lane partial; lanes of a row share alpha
       m[i] = m_new;
@@ -329,7 +290,7 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
       for (int j = 0; j < D / 8; ++j) acc[i][j] *= alpha;
     }
     __syncthreads();
-    P::add_product(sp, sv, acc, so);
+    P::accumulate(sp, sv, acc);
     __syncthreads();
   }
 
@@ -347,10 +308,10 @@ __global__ void __launch_bounds__(attn_threads) attention_forward_kernel(attn_ar
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           sp[(ty * 4 + i) * P::ldw + tx + 8 * j] =
-              P::to_weight(m[i] == -INFINITY && tx + 8 * j < n ? P::uniform_weight(uniform) : 0.0f);
+              m[i] == -INFINITY && tx + 8 * j < n ? uniform : 0.0f;
         }
       __syncthreads();
-      P::add_uniform_product(sp, sv, acc, so, uniform);
+      P::accumulate(sp, sv, acc);
       __syncthreads();
     }
   }
@@ -378,7 +339,6 @@ __global__ void __launch_bounds__(attn_threads)
                                  std::int64_t lddo, T* dq, std::int64_t lddq, float* delta) {
   constexpr int D = P::head_dim;
   using L = attention_dq_smem<P>;
-  using op = typename P::operand;
   const int seg = blockIdx.z;
   const int h = blockIdx.y;
   const int g = h / a.group;
@@ -387,14 +347,11 @@ __global__ void __launch_bounds__(attn_threads)
   const int q0 = blockIdx.x * attn_rows;
   if (q0 >= length) return;
   unsigned char* attn_smem = P::shared_memory();
-  float* ss = attn_smem_at<float>(attn_smem, L::s);
-  float* sdp = attn_smem_at<float>(attn_smem, L::dp);
-  float* so = attn_smem_at<float>(attn_smem, L::staging);
-  op* sq = attn_smem_at<op>(attn_smem, L::q);
-  op* sdo = attn_smem_at<op>(attn_smem, L::d_o);
-  op* sk = attn_smem_at<op>(attn_smem, L::k);
-  op* sv = attn_smem_at<op>(attn_smem, L::v);
-  auto* sds = attn_smem_at<typename P::weight>(attn_smem, L::ds);
+  float* sq = attn_smem_at<float>(attn_smem, L::q);
+  float* sdo = attn_smem_at<float>(attn_smem, L::d_o);
+  float* sk = attn_smem_at<float>(attn_smem, L::k);
+  float* sv = attn_smem_at<float>(attn_smem, L::v);
+  float* sds = attn_smem_at<float>(attn_smem, L::ds);
   auto* svalid = attn_smem_at<std::uint8_t>(attn_smem, L::valid);
   const int ty = threadIdx.x / 8;
   const int tx = threadIdx.x % 8;
@@ -415,7 +372,7 @@ __global__ void __launch_bounds__(attn_threads)
       const T* orow = o + (start + q0 + r) * ldo + qcol;
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
-        part = fmaf(P::value(sdo[r * P::ld + tx + 8 * j]), to_float(orow[tx + 8 * j]), part);
+        part = fmaf(sdo[r * P::ld + tx + 8 * j], to_float(orow[tx + 8 * j]), part);
       }
     }
     row_delta[i] = attn_row_sum(part);
@@ -435,10 +392,9 @@ __global__ void __launch_bounds__(attn_threads)
     P::load(sv, attn_cols, v, ldv, kcol, start + kv0, n);
     attn_load_valid(svalid, attn_cols, a, start + kv0, n);
     __syncthreads();
-    typename P::scores s(ss), dp(sdp);
+    typename P::scores s, dp;
     P::dot(sq, sk, s);
     P::dot(sdo, sv, dp);
-    P::sync_products();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int qi = q0 + ty * 4 + i;
@@ -446,14 +402,14 @@ __global__ void __launch_bounds__(attn_threads)
       for (int j = 0; j < 4; ++j) {
         const int kj = kv0 + tx + 8 * j;
         const float p = qi < length ? attn_prob(a, svalid, qi, kj, kv0, length, s.at(i, j), row_lse[i]) : 0.0f;
-        sds[(ty * 4 + i) * P::ldw + tx + 8 * j] = P::to_weight(p * (dp.at(i, j) - row_delta[i]));
+        sds[(ty * 4 + i) * P::ldw + tx + 8 * j] = p * (dp.at(i, j) - row_delta[i]);
       }
     }
     __syncthreads();
     P::accumulate(sds, sk, acc);
     __syncthreads();
   }
-  P::read_back(so, [&](int /*which*/, int i, int j, float x) {
+  P::read_back([&](int /*which*/, int i, int j, float x) {
     const int r = ty * 4 + i;
     if (r >= nq) return;
     T* out = dq + (start + q0 + r) * lddq + qcol;
@@ -470,7 +426,6 @@ __global__ void __launch_bounds__(attn_threads)
                                    std::int64_t lddo, T* dk, std::int64_t lddk, T* dv, std::int64_t lddv) {
   constexpr int D = P::head_dim;
   using L = attention_dkdv_smem<P>;
-  using op = typename P::operand;
   const int seg = blockIdx.z;
   const int g = blockIdx.y;
   const std::int64_t start = a.cu_seqlens[seg];
@@ -478,15 +433,12 @@ __global__ void __launch_bounds__(attn_threads)
   const int k0 = blockIdx.x * attn_rows;
   if (k0 >= length) return;
   unsigned char* attn_smem = P::shared_memory();
-  float* ss = attn_smem_at<float>(attn_smem, L::s);
-  float* sdp = attn_smem_at<float>(attn_smem, L::dp);
-  float* so = attn_smem_at<float>(attn_smem, L::staging);
-  op* sk = attn_smem_at<op>(attn_smem, L::k);
-  op* sv = attn_smem_at<op>(attn_smem, L::v);
-  op* sq = attn_smem_at<op>(attn_smem, L::q);
-  op* sdo = attn_smem_at<op>(attn_smem, L::d_o);
-  auto* sp = attn_smem_at<typename P::weight>(attn_smem, L::p);
-  auto* sds = attn_smem_at<typename P::weight>(attn_smem, L::ds);
+  float* sk = attn_smem_at<float>(attn_smem, L::k);
+  float* sv = attn_smem_at<float>(attn_smem, L::v);
+  float* sq = attn_smem_at<float>(attn_smem, L::q);
+  float* sdo = attn_smem_at<float>(attn_smem, L::d_o);
+  float* sp = attn_smem_at<float>(attn_smem, L::p);
+  float* sds = attn_smem_at<float>(attn_smem, L::ds);
   float* slse = attn_smem_at<float>(attn_smem, L::lse);
   float* sdelta = attn_smem_at<float>(attn_smem, L::delta);
   auto* svalid = attn_smem_at<std::uint8_t>(attn_smem, L::valid);
@@ -519,10 +471,9 @@ __global__ void __launch_bounds__(attn_threads)
       P::load(sq, attn_cols, q, ldq, qcol, start + q0, nq);
       P::load(sdo, attn_cols, d_o, lddo, qcol, start + q0, nq);
       __syncthreads();
-      typename P::scores s(ss), dp(sdp);
+      typename P::scores s, dp;
       P::dot(sk, sq, s);   // s(i, j) = K[k0+ty·4+i] · Q[q0+tx+8j]
       P::dot(sv, sdo, dp);  // dp(i, j) = V · dO
-      P::sync_products();
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int qj = q0 + tx + 8 * j;
@@ -532,8 +483,8 @@ __global__ void __launch_bounds__(attn_threads)
         for (int i = 0; i < 4; ++i) {
           const int ki = k0 + ty * 4 + i;
           const float p = qj < length ? attn_prob(a, svalid, qj, ki, k0, length, s.at(i, j), row_lse) : 0.0f;
-          sp[(ty * 4 + i) * P::ldw + tx + 8 * j] = P::to_weight(p);
-          sds[(ty * 4 + i) * P::ldw + tx + 8 * j] = P::to_weight(p * (dp.at(i, j) - row_delta));
+          sp[(ty * 4 + i) * P::ldw + tx + 8 * j] = p;
+          sds[(ty * 4 + i) * P::ldw + tx + 8 * j] = p * (dp.at(i, j) - row_delta);
         }
       }
       __syncthreads();
@@ -542,7 +493,7 @@ __global__ void __launch_bounds__(attn_threads)
       __syncthreads();
     }
   }
-  P::read_back(so, [&](int which, int i, int j, float x) {
+  P::read_back([&](int which, int i, int j, float x) {
     const int r = ty * 4 + i;
     if (r >= nk) return;
     if (which == 0) {
