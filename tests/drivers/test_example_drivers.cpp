@@ -502,12 +502,6 @@ TEST_CASE("aq-autoquant-cuda rejects bad GPU flags with one line, exit code 2 an
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK_FALSE(fs::exists(out));
   }
-  // Image-caption data cannot be dumped as fixed-size batches: refused before anything runs.
-  const run_result r = run(AQ_AUTOQUANT_CUDA_EXE, {"--calib", (work / "pairs.jsonl").string(), "--dump-batches",
-                                                   (work / "b.safetensors").string(), "--output-dir", out.string()});
-  CHECK(r.exit_code == 2);
-  CHECK(r.err.find("--dump-batches") != std::string::npos);
-  CHECK_FALSE(fs::exists(out));
 }
 
 TEST_CASE("aq-autoquant-cuda checks its output locations, numbers and --seq-len before the GPU is touched") {
@@ -822,6 +816,33 @@ TEST_CASE("aq-autoquant runs the built-in default and a checkpoint end to end, o
     const reference_file batches(root / "batches.safetensors");
     const aq::tensor_view& stacked = batches.file.at("input_ids");
     CHECK(std::vector<std::int64_t>(stacked.shape.begin(), stacked.shape.end()) == std::vector<std::int64_t>{4, 16});
+    CHECK(temporaries(root).empty());
+  }
+
+  SUBCASE("image-caption data: --dump-batches writes each batch's tokens, pixel_values and grid") {
+    const fs::path model = write_vocab_checkpoint(root / "vocab_images");
+    const aq::qwen3_vl::config cfg = aq::read_qwen3_vl_config(model);
+    const std::string image = (fs::path(AQ_TEST_FIXTURES) / "images" / "alpha_grid.png").string();
+    write_text(root / "pairs.jsonl", "{\"image\": \"" + image + "\", \"caption\": \"A grid of coloured squares.\"}\n");
+    const run_result r = run(AQ_AUTOQUANT_EXE, {"--device", "cpu", "--model", model.string(), "--calib",
+                                                (root / "pairs.jsonl").string(), "--scope", "all", "--formats",
+                                                "fp8_e4m3,int8_w8a8", "--effective-bits", "8", "--output-dir",
+                                                (root / "images").string(), "--dump-batches",
+                                                (root / "image_batches.safetensors").string()});
+    CAPTURE(r.err);
+    REQUIRE(r.exit_code == 0);
+    const reference_file batches(root / "image_batches.safetensors");
+    const std::vector<std::int64_t> grid = aq::to_int64_vector(batches.file.at("0.image_grid_thw"));
+    REQUIRE(grid.size() == 3);
+    const std::int64_t patches = grid[0] * grid[1] * grid[2];
+    const aq::tensor_view& pixels = batches.file.at("0.pixel_values");
+    CHECK(pixels.shape.size() == 2);
+    CHECK(pixels.shape[0] == patches);
+    const std::vector<std::int64_t> ids = aq::to_int64_vector(batches.file.at("0.input_ids"));
+    const std::int64_t merge = cfg.vision.spatial_merge_size;
+    CHECK(std::count(ids.begin(), ids.end(), cfg.image_token_id) == patches / (merge * merge));
+    CHECK(aq::to_int64_vector(batches.file.at("0.labels")).size() == ids.size());
+    CHECK(batches.file.find("1.input_ids") == nullptr);  // one pair, one batch
     CHECK(temporaries(root).empty());
   }
 
