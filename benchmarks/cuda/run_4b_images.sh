@@ -16,20 +16,8 @@ work=${3:-/tmp/aq-4b}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 wheels=${WHEELS:-$root/.whl}
 mkdir -p "$out" "$work"
-export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TORCH_EXTENSIONS_DIR=$work/torch_extensions
-
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
-  "$wheels"/*.whl > "$work/pip.log" 2>&1 || { tail -n 3 "$work/pip.log"; exit 1; }
-export PYTHONPATH=$work/site${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "from modelopt.torch.quantization import extensions as e; e.get_cuda_ext(); e.get_cuda_ext_fp8()" \
-  > "$work/ext_build.log" 2>&1 &
-ext=$!
-if [ ! -f "$work/4b/config.json" ]; then
-  python3 "$root/benchmarks/modelopt/make_random_qwen3_vl.py" --preset 4b --device cuda \
-    --tokenizer "$root/data/qwen3-tokenizer" --out "$work/4b" --seed 0 > "$work/make_4b.log" 2>&1 ||
-    { tail -n 3 "$work/make_4b.log"; exit 1; }
-fi
-wait $ext
+# shellcheck source=modelopt_4b_setup.sh
+source "$root/benchmarks/cuda/modelopt_4b_setup.sh"
 
 pairs=$root/data/images/captions.jsonl
 n=$(grep -c . "$pairs")
@@ -52,8 +40,8 @@ echo "ModelOpt images: exit $?"
 half=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['memory_bytes']['peak_allocated'] / 2**31, 2))" \
   "$out/4b_images.json") || exit 1
 run_aq "aq_4b_images_budget$half" --memory-budget-gib "$half"
-for label in aq_4b_images "aq_4b_images_budget$half"; do
-  python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_images.json" "$out/$label.json"
+for label in aq_4b_images "aq_4b_images_budget$half"; do  # a refused budget writes no JSON
+  [ -f "$out/$label.json" ] && python3 "$root/benchmarks/modelopt/compare.py" "$out/4b_images.json" "$out/$label.json"
 done
 if [ -n "${PROFILE:-}" ]; then
   run_aq aq_4b_images_profile --profile-kernels
