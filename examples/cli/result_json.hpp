@@ -146,18 +146,23 @@ inline std::string data_sha256(const batch_tensors& t) {
   return h.hex();
 }
 
+// Adds values as an int64 little-endian tensor.
+inline void add_int64_tensor(safetensors_writer& w, const std::string& key, const std::vector<std::int64_t>& values,
+                             std::vector<std::int64_t> shape) {
+  std::vector<std::byte> bytes(values.size() * 8);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto v = static_cast<std::uint64_t>(values[i]);
+    for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
+  }
+  w.add(key, dtype_i64, std::move(shape), bytes);
+}
+
 // A safetensors file of the three int64 [N, T] tensors (the layout ModelOpt's runner reads).
 inline std::string render_batches(const batch_tensors& t) {
   safetensors_writer w;
-  for (const auto& [key, values] : {std::pair{"attention_mask", &t.attention_mask}, std::pair{"input_ids", &t.input_ids},
-                                    std::pair{"labels", &t.labels}}) {
-    std::vector<std::byte> bytes(values->size() * 8);
-    for (std::size_t i = 0; i < values->size(); ++i) {
-      const auto v = static_cast<std::uint64_t>((*values)[i]);
-      for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
-    }
-    w.add(key, dtype_i64, {t.rows, t.seq}, bytes);
-  }
+  add_int64_tensor(w, "attention_mask", t.attention_mask, {t.rows, t.seq});
+  add_int64_tensor(w, "input_ids", t.input_ids, {t.rows, t.seq});
+  add_int64_tensor(w, "labels", t.labels, {t.rows, t.seq});
   return w.serialize();
 }
 
@@ -167,26 +172,17 @@ inline std::string render_batches(const batch_tensors& t) {
 // "<i>.image_grid_thw" int64 [images, 3] (what ModelOpt's runner reads with --image-batches).
 inline std::string render_image_batches(std::span<const io::calib_batch> batches) {
   safetensors_writer w;
-  const auto add_i64 = [&](const std::string& key, const std::vector<std::int64_t>& values,
-                           std::vector<std::int64_t> shape) {
-    std::vector<std::byte> bytes(values.size() * 8);
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const auto v = static_cast<std::uint64_t>(values[i]);
-      for (std::size_t k = 0; k < 8; ++k) bytes[i * 8 + k] = static_cast<std::byte>((v >> (8 * k)) & 0xffu);
-    }
-    w.add(key, dtype_i64, std::move(shape), bytes);
-  };
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const io::calib_batch& b = batches[i];
     const batch_tensors t = stack_batches(std::span<const io::calib_batch>(&b, 1));
     const std::string prefix = std::to_string(i) + ".";
-    add_i64(prefix + "input_ids", t.input_ids, {t.rows, t.seq});
-    add_i64(prefix + "attention_mask", t.attention_mask, {t.rows, t.seq});
-    add_i64(prefix + "labels", t.labels, {t.rows, t.seq});
+    add_int64_tensor(w, prefix + "input_ids", t.input_ids, {t.rows, t.seq});
+    add_int64_tensor(w, prefix + "attention_mask", t.attention_mask, {t.rows, t.seq});
+    add_int64_tensor(w, prefix + "labels", t.labels, {t.rows, t.seq});
     w.add(prefix + "pixel_values", {b.vision.rows, b.vision.cols}, std::span<const float>(b.vision.pixel_values));
     std::vector<std::int64_t> grids;
     for (const auto& g : b.vision.grid_thw) grids.insert(grids.end(), g.begin(), g.end());
-    add_i64(prefix + "image_grid_thw", grids, {static_cast<std::int64_t>(b.vision.grid_thw.size()), 3});
+    add_int64_tensor(w, prefix + "image_grid_thw", grids, {static_cast<std::int64_t>(b.vision.grid_thw.size()), 3});
   }
   return w.serialize();
 }
