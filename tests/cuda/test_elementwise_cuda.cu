@@ -1,4 +1,5 @@
-// SwiGLU, GELU (tanh and erf) and the embedding gather on the GPU against the CPU backend.
+// SwiGLU (fp32 and bf16 outputs; rows of whole 4-element packs and rows without), GELU (tanh
+// and erf) and the embedding gather on the GPU against the CPU backend.
 // Tolerance: fp32 in/out ≤ 1e-5 relative to the reference's max |value| (expf/tanhf/erff differ
 // from the host's by a few ulp at most); the gather is exact.
 #include <cuda_runtime.h>
@@ -45,6 +46,25 @@ void swiglu_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
   expect_close(rel_err(d_y.to_host(), y), fp32_tol, label + " forward");
   expect_close(rel_err(d_da.to_host(), da), fp32_tol, label + " d gate");
   expect_close(rel_err(d_db.to_host(), db), fp32_tol, label + " d up");
+
+  // bf16 outputs (the text model's operands and gradients) and a bf16 gradient: each element
+  // is the fp32 result rounded, packed rows or not.
+  device_buffer<bf16> d_gb(to_bf16(g)), d_yb(n), d_dab(n), d_dbb(n);
+  device_buffer<float> d_da2(n), d_db2(n);
+  const device_matrix<const bf16> GB{d_gb.data(), rows, cols, cols};
+  aq::cuda::swiglu_forward(A, B, device_matrix<bf16>{d_yb.data(), rows, cols, cols});
+  aq::cuda::swiglu_backward(A, B, GB, device_matrix<bf16>{d_dab.data(), rows, cols, cols},
+                            device_matrix<bf16>{d_dbb.data(), rows, cols, cols});
+  aq::cuda::swiglu_backward(A, B, GB, device_matrix<float>{d_da2.data(), rows, cols, cols},
+                            device_matrix<float>{d_db2.data(), rows, cols, cols});
+  const auto rounded = [](const std::vector<bf16>& got, const std::vector<float>& fp32) {
+    bool same = got.size() == fp32.size();
+    for (std::size_t i = 0; same && i < got.size(); ++i) same = aq::bf16_to_float(got[i]) == aq::round_to_bf16(fp32[i]);
+    return same;
+  };
+  expect(rounded(d_yb.to_host(), d_y.to_host()), label + " forward, bf16 output = fp32 output rounded");
+  expect(rounded(d_dab.to_host(), d_da2.to_host()), label + " d gate, bf16 output = fp32 output rounded");
+  expect(rounded(d_dbb.to_host(), d_db2.to_host()), label + " d up, bf16 output = fp32 output rounded");
 }
 
 template <class CpuAct, class CudaAct>

@@ -1,6 +1,7 @@
 // RoPE on the GPU against the CPU backend: the interleaved M-RoPE tables (Qwen3-VL text,
-// head_dim 128, mrope_section [24, 20, 20]), and the in-place rotation (also by the vision
-// tower's 2-D tables) and its input gradient on fp32 and bf16 q/k. Tolerance: tables and fp32 rotation ≤ 1e-5 relative
+// head_dim 128, mrope_section [24, 20, 20]), the in-place rotation (also by the vision tower's
+// 2-D tables) and its input gradient on fp32 and bf16 q/k, and the fused q/k norm + RoPE
+// forward and backward. Tolerance: tables and fp32 rotation ≤ 1e-5 relative
 // to the reference's max |value| (cosf/sinf differ from the host's by ≤ 2 ulp); bf16 ≤ 1e-2.
 #include <cuda_runtime.h>
 
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "aq/backend/cpu/rms_norm.hpp"
 #include "aq/backend/cpu/rope.hpp"
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
@@ -182,6 +184,61 @@ void qk_norm_rope_case() {
   expect(threw, "rows not a multiple of heads: error");
 }
 
+// The fused backward (qk_rope_norm_backward) on bf16 gradients against the CPU's rope_backward
+// then rms_norm_backward (fp32 output ≤ 1e-6 of max |dx|) and against the unfused GPU kernels
+// (≤ 1e-6: only the order of the fp64 dot product differs); bf16 output = the fp32 one rounded
+// (≤ 1e-2).
+void qk_rope_norm_backward_case() {
+  const std::int64_t tokens = 41, heads = 4, dim = 128;
+  const std::int64_t rows = tokens * heads;
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(3 * tokens));
+  for (std::int64_t n = 0; n < tokens; ++n) {
+    for (int a = 0; a < 3; ++a) pos[static_cast<std::size_t>(a * tokens + n)] = (n * (a + 2)) % 31;
+  }
+  const std::vector<float> inv = aq::cpu::rope_inv_freq(dim, 1000000.0);
+  aq::tensor cos, sin;
+  aq::cpu::mrope_tables(pos.data(), pos.data() + tokens, pos.data() + 2 * tokens, tokens, inv, {24, 20, 20}, cos, sin);
+  const auto n = static_cast<std::size_t>(rows * dim);
+  const std::vector<float> x = random_floats(n, 31, 3.0f, 0.5f);
+  const std::vector<float> w = random_floats(static_cast<std::size_t>(dim), 32, 0.2f, 1.0f);
+  const std::vector<float> dy = bf16_rounded(random_floats(n, 33, 2.0f));
+  const float eps = 1e-6f;
+  std::vector<float> y(n), inv_rms(static_cast<std::size_t>(rows)), g = dy, ref(n);
+  aq::cpu::rms_norm_forward({x.data(), rows, dim, dim}, w.data(), eps, {y.data(), rows, dim, dim}, inv_rms.data());
+  aq::cpu::rope_backward({g.data(), tokens, heads * dim, heads * dim}, heads, cos, sin);
+  aq::cpu::rms_norm_backward({x.data(), rows, dim, dim}, w.data(), inv_rms.data(), {g.data(), rows, dim, dim},
+                             {ref.data(), rows, dim, dim});
+
+  device_buffer<float> d_cos(cos.storage()), d_sin(sin.storage()), d_x(x), d_w(w), d_r(inv_rms), d_g(dy);
+  device_buffer<bf16> d_dy(to_bf16(dy)), fused_bf(n);
+  device_buffer<float> fused(n), unfused(n);
+  const device_matrix<const float> C{d_cos.data(), tokens, dim, dim}, S{d_sin.data(), tokens, dim, dim};
+  const device_matrix<const float> X{d_x.data(), rows, dim, dim};
+  const device_matrix<const bf16> DY{d_dy.data(), rows, dim, dim};
+  aq::cuda::qk_rope_norm_backward(DY, heads, X, d_w.data(), d_r.data(), C, S,
+                                  device_matrix<float>{fused.data(), rows, dim, dim});
+  aq::cuda::qk_rope_norm_backward(DY, heads, X, d_w.data(), d_r.data(), C, S,
+                                  device_matrix<bf16>{fused_bf.data(), rows, dim, dim});
+  aq::cuda::rope_backward(device_matrix<float>{d_g.data(), tokens, heads * dim, heads * dim}, heads, C, S);
+  aq::cuda::rms_norm_backward(X, d_w.data(), d_r.data(), device_matrix<const float>{d_g.data(), rows, dim, dim},
+                              device_matrix<float>{unfused.data(), rows, dim, dim});
+  const std::vector<float> f = fused.to_host();
+  expect_close(rel_err(f, ref), 1e-6, "fused q/k RoPE + norm backward vs CPU [164 rows x 128]");
+  expect_close(rel_err(f, unfused.to_host()), 1e-6, "fused vs unfused GPU backward kernels");
+  const std::vector<float> fb = to_float(fused_bf.to_host());
+  bool rounded = true;
+  for (std::size_t i = 0; i < f.size(); ++i) rounded = rounded && fb[i] == aq::round_to_bf16(f[i]);
+  expect(rounded, "fused backward, bf16 output is the fp32 output rounded");
+  bool threw = false;
+  try {
+    aq::cuda::qk_rope_norm_backward(DY, 3, X, d_w.data(), d_r.data(), C, S,
+                                    device_matrix<float>{fused.data(), rows, dim, dim});
+  } catch (const aq::error&) {
+    threw = true;
+  }
+  expect(threw, "backward: tables of another token count: error");
+}
+
 }  // namespace
 
 int main() {
@@ -189,5 +246,6 @@ int main() {
     mrope_case();
     vision_case();
     qk_norm_rope_case();
+    qk_rope_norm_backward_case();
   });
 }

@@ -67,6 +67,12 @@ __device__ inline void flash_copy16(flash_u16* dst, const flash_u16* src, bool v
                "r"(valid ? 16 : 0)
                : "memory");
 }
+// 4 bytes global → shared (one float of a row's saved statistics); valid = false writes zero.
+__device__ inline void flash_copy4(float* dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(flash_smem_addr(dst)), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
 __device__ inline void flash_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ inline void flash_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
@@ -444,9 +450,17 @@ __global__ void __launch_bounds__(flash_threads)
   const float scale2 = a.scale * flash_log2e;
 
   float acc[D / 8][4] = {};
+  std::uint32_t qf[D / 16][4], dof[D / 16][4];  // the warp's Q and dO rows, read once
   for (int t = 0; t < tiles; ++t) {
     flash_wait_all();
     __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        flash_ldsm(qf[kk], flash_at_rows<D>(sq, 16 * w, 16 * kk));
+        flash_ldsm(dof[kk], flash_at_rows<D>(sdo, 16 * w, 16 * kk));
+      }
+    }
     if (t + 1 < tiles) {
       const int next = (t + 1) * flash_cols;
       const int stage = (t + 1) % 2;
@@ -458,8 +472,8 @@ __global__ void __launch_bounds__(flash_threads)
     const int kv0 = t * flash_cols;
     float s[flash_cols / 8][4] = {};
     float dp[flash_cols / 8][4] = {};
-    flash_gemm_abt<D, flash_cols>(s, sq, 16 * w, kt);
-    flash_gemm_abt<D, flash_cols>(dp, sdo, 16 * w, sv + (t % 2) * tile);
+    flash_gemm_regs_bt<D, flash_cols>(s, qf, kt);
+    flash_gemm_regs_bt<D, flash_cols>(dp, dof, sv + (t % 2) * tile);
     const bool edge = a.key_valid != nullptr || all_keys || kv0 + flash_cols > length ||
                       (a.causal && kv0 + flash_cols - 1 > q0) || q0 + flash_rows > length;
 #pragma unroll
@@ -504,6 +518,10 @@ __global__ void __launch_bounds__(flash_threads)
   flash_u16* sv = sk + key_tile;
   flash_u16* sq = sv + key_tile;          // two stages
   flash_u16* sdo = sq + 2 * query_tile;   // two stages
+  // The query tile's lse and delta beside it (two stages each), so the softmax step reads them
+  // from shared memory instead of waiting on global loads after its products.
+  float* s_lse = reinterpret_cast<float*>(sdo + 2 * query_tile);
+  float* s_delta = s_lse + 2 * QT;
   const int lane = threadIdx.x % 32;
   const int w = threadIdx.x / 32;
   const std::int64_t kcol = static_cast<std::int64_t>(g) * D;
@@ -529,6 +547,12 @@ __global__ void __launch_bounds__(flash_threads)
     const int q0 = (item % q_tiles) * QT;
     flash_load<D, QT>(sq + stage * query_tile, q, ldq, qcol, start + q0, min(QT, length - q0), vec16);
     flash_load<D, QT>(sdo + stage * query_tile, d_o, lddo, qcol, start + q0, min(QT, length - q0), vec16);
+    const std::int64_t head_rows = static_cast<std::int64_t>(g * a.group + item / q_tiles) * a.rows + start + q0;
+    for (int i = threadIdx.x; i < QT; i += flash_threads) {
+      const bool inside = q0 + i < length;
+      flash_copy4(s_lse + stage * QT + i, lse + (inside ? head_rows + i : 0), inside);
+      flash_copy4(s_delta + stage * QT + i, delta + (inside ? head_rows + i : 0), inside);
+    }
   };
   int item = next_needed(0);
   if (item < items) load_item(item, 0);
@@ -545,7 +569,6 @@ __global__ void __launch_bounds__(flash_threads)
       load_item(following, (step + 1) % 2);
       flash_commit();
     }
-    const int h = g * a.group + item / q_tiles;
     const int q0 = (item % q_tiles) * QT;
     const flash_u16* qt = sq + (step % 2) * query_tile;
     const flash_u16* dot = sdo + (step % 2) * query_tile;
@@ -561,8 +584,8 @@ __global__ void __launch_bounds__(flash_threads)
       for (int c = 0; c < 2; ++c) {
         const int qi = q0 + 8 * j + 2 * (lane % 4) + c;
         const bool inside = qi < length;
-        const float row_lse = inside ? lse[h * a.rows + start + qi] : 0.0f;
-        const float row_delta = inside ? delta[h * a.rows + start + qi] : 0.0f;
+        const float row_lse = s_lse[(step % 2) * QT + qi - q0];  // 0 past the segment
+        const float row_delta = s_delta[(step % 2) * QT + qi - q0];
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int e = 2 * half + c;
@@ -639,7 +662,8 @@ void flash_backward(const attn_args& a, int max_length, int segments, const devi
       a, vec16, flash_bits(q.data), q.ld, flash_bits(k.data), k.ld, flash_bits(v.data), v.ld, flash_bits(o.data),
       o.ld, lse, flash_bits(d_o.data), d_o.ld, flash_bits(dq.data), dq.ld, delta);
   AQ_CUDA_CHECK_LAUNCH();
-  constexpr std::size_t dkdv_smem = (2 * flash_rows + 4 * flash_dkdv_cols<D>) * flash_ld<D> * sizeof(flash_u16);
+  constexpr std::size_t dkdv_smem = (2 * flash_rows + 4 * flash_dkdv_cols<D>) * flash_ld<D> * sizeof(flash_u16) +
+                                    4 * flash_dkdv_cols<D> * sizeof(float);
   flash_set_smem(flash_dkdv_kernel<D>, dkdv_smem);
   flash_dkdv_kernel<D><<<flash_grid(max_length, a.heads / a.group, segments), flash_threads, dkdv_smem, stream>>>(
       a, vec16, flash_bits(q.data), q.ld, flash_bits(k.data), k.ld, flash_bits(v.data), v.ld, lse, delta,

@@ -60,6 +60,30 @@ void check_view(const device_matrix<T>& m, const char* what) {
   }
 }
 
+// V consecutive elements moved by one aligned load or store (e.g. 16 bytes: 8 bf16, 4 float).
+template <class T, int V>
+struct alignas(sizeof(T) * V) element_pack {
+  T v[V];
+};
+
+// Columns c .. c+V-1 of row r (c a multiple of V; the view rows_packed<V>).
+template <int V, class T>
+AQ_HD inline element_pack<std::remove_const_t<T>, V> load_pack(const device_matrix<T>& m, std::int64_t r,
+                                                               std::int64_t c) {
+  return *reinterpret_cast<const element_pack<std::remove_const_t<T>, V>*>(m.row(r) + c);
+}
+template <int V, class T>
+AQ_HD inline void store_pack(const device_matrix<T>& m, std::int64_t r, std::int64_t c, const element_pack<T, V>& p) {
+  *reinterpret_cast<element_pack<T, V>*>(m.row(r) + c) = p;
+}
+
+// Whether every row of m splits into whole aligned packs of V elements.
+template <int V, class T>
+bool rows_packed(const device_matrix<T>& m) {
+  return m.cols % V == 0 && m.ld % V == 0 &&
+         reinterpret_cast<std::uintptr_t>(m.data) % sizeof(element_pack<std::remove_const_t<T>, V>) == 0;
+}
+
 // Grid size for a grid-stride loop over n elements.
 inline unsigned grid_for(std::int64_t n, unsigned block) {
   const std::int64_t blocks = (n + block - 1) / block;

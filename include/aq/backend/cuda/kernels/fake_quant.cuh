@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -28,35 +29,61 @@ inline unsigned grid_size(std::int64_t n, unsigned block) {
   return static_cast<unsigned>(blocks < 65535 * 32 ? (blocks > 0 ? blocks : 1) : 65535 * 32);
 }
 
+// Elementwise fake quantization runs a bounded grid of threads that each take many packs: the
+// scale is made once per thread (per-tensor) or once per slot change, not once per element.
+inline constexpr unsigned fake_quant_block = 256;
+inline constexpr std::int64_t fake_quant_max_blocks = 2048;
+
+template <class In, class Out>
+inline constexpr int fake_quant_pack = sizeof(In) == 2 && sizeof(Out) == 2 ? 8 : 4;
+
 }  // namespace detail
 
 // Static scaling: out[i] = fake_quantize(in[i]) with the calibrated amax slot of element
-// (i / cols, i % cols). In/Out: float or aq::bf16 (a bf16 Out rounds like output_rounding::bf16).
-// in and out may alias.
-template <quant::quantizer_spec Q, class In, class Out>
-__global__ void fake_quantize_kernel(const In* in, Out* out, std::int64_t rows, std::int64_t cols, const float* amax,
-                                     quant::scale_context context, quant::output_rounding rounding) {
+// (i / cols, i % cols), V elements of one row per step (cols % V == 0, both pointers aligned to
+// V elements). In/Out: float or aq::bf16 (a bf16 Out rounds like output_rounding::bf16). in and
+// out may alias.
+template <quant::quantizer_spec Q, int V, class In, class Out>
+__global__ void __launch_bounds__(detail::fake_quant_block)
+    fake_quantize_kernel(const In* in, Out* out, std::int64_t rows, std::int64_t cols, const float* amax,
+                         [[maybe_unused]] quant::scale_context context, quant::output_rounding rounding) {
   using F = typename Q::format_type;
   using G = typename Q::granularity_type;
   using S = typename Q::scaling_type;
-  const std::int64_t n = rows * cols;
+  using in_pack = element_pack<In, V>;
+  using out_pack = element_pack<Out, V>;
+  const std::int64_t packs = rows * cols / V;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   // Only 2-D tiles may round their scale as torch does: elsewhere the rule is a compile-time
   // constant, and a per-tensor scale is made once per thread rather than once per element.
-  if constexpr (!requires { G::tile_rows; }) context.rounding = quant::scale_rounding::divide;
-  const auto quantized = [&](std::int64_t i, const auto& scale) {
-    return from_float<Out>(quant::round_output(S::template apply<F>(to_float(in[i]), scale, Q::narrow_range), rounding));
+  if constexpr (Q::enabled && !requires { G::tile_rows; }) context.rounding = quant::scale_rounding::divide;
+  const auto quantized = [&](In x, const auto& scale) {
+    return from_float<Out>(quant::round_output(S::template apply<F>(to_float(x), scale, Q::narrow_range), rounding));
   };
-  if constexpr (!Q::enabled) {
-    for (std::int64_t i = first; i < n; i += stride) out[i] = from_float<Out>(quant::round_output(to_float(in[i]), rounding));
-  } else if constexpr (std::is_same_v<G, quant::per_tensor>) {
-    const auto scale = S::template make<F>(amax[0], context);
-    for (std::int64_t i = first; i < n; i += stride) out[i] = quantized(i, scale);
-  } else {
-    for (std::int64_t i = first; i < n; i += stride) {
-      out[i] = quantized(i, S::template make<F>(amax[G::amax_index(i / cols, i % cols, cols)], context));
+  [[maybe_unused]] std::int64_t slot = -1;
+  [[maybe_unused]] typename S::slot_scale scale{};
+  if constexpr (Q::enabled && std::is_same_v<G, quant::per_tensor>) scale = S::template make<F>(amax[0], context);
+  for (std::int64_t p = first; p < packs; p += stride) {
+    const in_pack x = reinterpret_cast<const in_pack*>(in)[p];
+    out_pack y;
+    [[maybe_unused]] const std::int64_t row = p * V / cols, col = p * V % cols;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if constexpr (!Q::enabled) {
+        y.v[j] = from_float<Out>(quant::round_output(to_float(x.v[j]), rounding));
+      } else if constexpr (std::is_same_v<G, quant::per_tensor>) {
+        y.v[j] = quantized(x.v[j], scale);
+      } else {
+        const std::int64_t s = G::amax_index(row, col + j, cols);
+        if (s != slot) {
+          scale = S::template make<F>(amax[s], context);
+          slot = s;
+        }
+        y.v[j] = quantized(x.v[j], scale);
+      }
     }
+    reinterpret_cast<out_pack*>(out)[p] = y;
   }
 }
 
@@ -146,6 +173,27 @@ cudaError_t compute_amax(const In* in, std::int64_t rows, std::int64_t cols, flo
   return cudaGetLastError();
 }
 
+// fake_quantize_kernel over the whole matrix: packs of fake_quant_pack elements where rows
+// split into whole aligned packs, single elements otherwise (same values either way).
+template <quant::quantizer_spec Q, class In, class Out>
+void launch_static_fake_quantize(const In* in, Out* out, std::int64_t rows, std::int64_t cols, const float* amax,
+                                 quant::scale_context context, quant::output_rounding rounding, cudaStream_t stream) {
+  constexpr int V = detail::fake_quant_pack<In, Out>;
+  const bool packed = cols % V == 0 && reinterpret_cast<std::uintptr_t>(in) % sizeof(element_pack<In, V>) == 0 &&
+                      reinterpret_cast<std::uintptr_t>(out) % sizeof(element_pack<Out, V>) == 0;
+  const std::int64_t steps = packed ? rows * cols / V : rows * cols;
+  const auto blocks = static_cast<unsigned>(
+      std::clamp<std::int64_t>((steps + detail::fake_quant_block - 1) / detail::fake_quant_block, 1,
+                               detail::fake_quant_max_blocks));
+  if (packed) {
+    fake_quantize_kernel<Q, V, In, Out><<<blocks, detail::fake_quant_block, 0, stream>>>(in, out, rows, cols, amax,
+                                                                                        context, rounding);
+  } else {
+    fake_quantize_kernel<Q, 1, In, Out><<<blocks, detail::fake_quant_block, 0, stream>>>(in, out, rows, cols, amax,
+                                                                                        context, rounding);
+  }
+}
+
 // Fake-quantizes a row-major [rows x cols] matrix; amax is Q's calibrated amax on the device
 // (quant::calibrated_amax_count values; null when it takes none). A disabled Q copies.
 template <quant::quantizer_spec Q, class In, class Out>
@@ -157,8 +205,7 @@ cudaError_t fake_quantize(const In* in, Out* out, std::int64_t rows, std::int64_
   // The global amax lives on the device: the kernel reads it into the context.
   const quant::scale_context context = quant::make_scale_context<Q>(rows, cols, {});
   if constexpr (!Q::enabled || (S::calibrated && !S::uses_global_amax)) {
-    fake_quantize_kernel<Q, In, Out><<<detail::grid_size(rows * cols, block), block, 0, stream>>>(
-        in, out, rows, cols, amax, context, rounding);
+    launch_static_fake_quantize<Q>(in, out, rows, cols, amax, context, rounding, stream);
   } else if constexpr (std::is_same_v<typename Q::granularity_type, quant::per_tensor>) {
     // One slot spanning the matrix: reduce it first (the bit-order max propagates NaN, as the
     // host's dynamic amax does), then quantize elementwise with it.
@@ -167,8 +214,7 @@ cudaError_t fake_quantize(const In* in, Out* out, std::int64_t rows, std::int64_
     if (status != cudaSuccess) return status;
     status = compute_amax<quant::per_tensor, In>(in, rows, cols, tensor_amax, stream);
     if (status == cudaSuccess) {
-      fake_quantize_kernel<Q, In, Out><<<detail::grid_size(rows * cols, block), block, 0, stream>>>(
-          in, out, rows, cols, tensor_amax, context, rounding);
+      launch_static_fake_quantize<Q>(in, out, rows, cols, tensor_amax, context, rounding, stream);
       status = cudaGetLastError();
     }
     const cudaError_t released = cudaFreeAsync(tensor_amax, stream);

@@ -37,12 +37,16 @@ inline constexpr int score_blocks = 512;
 // recipe's sum runs in the same fixed order whatever the others are, so its score does not
 // depend on which recipes share the pass. partials: [R][score_blocks].
 inline constexpr int max_fused_recipes = 8;
+// Elements per load where every view's rows split into aligned packs (16 bytes of fp32 Y, Y_r).
+inline constexpr int score_vector = 4;
 template <class TR>
 struct recipe_outputs {
   device_matrix<const TR> yr[max_fused_recipes];
 };
 
-template <int R, class TR, class TY, class TG>
+// V: elements per load (rows split into whole aligned packs of V). The per-thread sum runs over
+// the thread's packs in order, so a score depends on V but never on the GPU or on R.
+template <int R, int V, class TR, class TY, class TG>
 __global__ void __launch_bounds__(score_block)
     score_partials_multi_kernel(recipe_outputs<TR> yrs, device_matrix<const TY> y, device_matrix<const TG> g,
                                 score_difference rounding, double* partials) {
@@ -50,16 +54,19 @@ __global__ void __launch_bounds__(score_block)
   float acc[R];
   for (int k = 0; k < R; ++k) acc[k] = 0.0f;
   for (std::int64_t r = blockIdx.x; r < y.rows; r += score_blocks) {
-    const TY* py = y.row(r);
-    const TG* pg = g.row(r);
-    for (std::int64_t c = threadIdx.x; c < y.cols; c += score_block) {
-      const float yv = to_float(py[c]);
-      const float gv = to_float(pg[c]);
+    for (std::int64_t c = static_cast<std::int64_t>(threadIdx.x) * V; c < y.cols; c += score_block * V) {
+      const auto yv = load_pack<V>(y, r, c);
+      const auto gv = load_pack<V>(g, r, c);
 #pragma unroll
       for (int k = 0; k < R; ++k) {
-        float d = to_float(yrs.yr[k].row(r)[c]) - yv;
-        if (rounding == score_difference::bf16) d = round_to_bf16(d);
-        acc[k] += (gv * gv) * (d * d);
+        const auto yr = load_pack<V>(yrs.yr[k], r, c);
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const float gj = to_float(gv.v[j]);
+          float d = to_float(yr.v[j]) - to_float(yv.v[j]);
+          if (rounding == score_difference::bf16) d = round_to_bf16(d);
+          acc[k] += (gj * gj) * (d * d);
+        }
       }
     }
   }
@@ -103,10 +110,18 @@ void accumulate_gradient_scores(const std::vector<device_matrix<const TR>>& yrs,
     packed.yr[k] = yrs[static_cast<std::size_t>(k)];
   }
   // The kernel instance with R = n, among R = 1 … max_fused_recipes.
+  constexpr int V = detail::score_vector;
+  bool vector = rows_packed<V>(y) && rows_packed<V>(g);
+  for (int k = 0; k < n; ++k) vector = vector && rows_packed<V>(packed.yr[k]);
   const auto launch_if_n = [&]<int R>() {
     if (R != n) return;
-    detail::score_partials_multi_kernel<R, TR, TY, TG>
-        <<<detail::score_blocks, detail::score_block, 0, stream>>>(packed, y, g, rounding, ws.partials.data());
+    if (vector) {
+      detail::score_partials_multi_kernel<R, V, TR, TY, TG>
+          <<<detail::score_blocks, detail::score_block, 0, stream>>>(packed, y, g, rounding, ws.partials.data());
+    } else {
+      detail::score_partials_multi_kernel<R, 1, TR, TY, TG>
+          <<<detail::score_blocks, detail::score_block, 0, stream>>>(packed, y, g, rounding, ws.partials.data());
+    }
   };
   [&]<int... Rs>(std::integer_sequence<int, Rs...>) {
     (launch_if_n.template operator()<Rs + 1>(), ...);

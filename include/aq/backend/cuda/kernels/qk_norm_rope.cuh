@@ -2,7 +2,9 @@
 // attention operand directly (bf16 for the tensor-core kernels): one warp per (token, head) row
 // instead of a norm kernel, a rope kernel and a cast over fp32 intermediates. Same arithmetic as
 // rms_norm_forward + rope_forward (fp64 sum of squares, y = w·(x·r), then the rotation in fp32);
-// only the order of the fp64 sum differs.
+// only the order of the fp64 sum differs. The backward is fused the same way: the attention's
+// input gradient (bf16) goes through the transposed rotation and the norm's backward in one pass,
+// with rope_backward + rms_norm_backward's arithmetic.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -54,6 +56,64 @@ __global__ void __launch_bounds__(32 * qk_warps_per_block)
   }
 }
 
+// The transposed rotation of a row's gradient at column pair (i, i + half), as rope_backward.
+template <class G>
+__device__ inline float2 rope_transposed(const G* g, const float* c, const float* s, std::int64_t i, std::int64_t half) {
+  const float a = to_float(g[i]);
+  const float b = to_float(g[i + half]);
+  return {a * c[i] + b * s[i + half], b * c[i + half] - a * s[i]};
+}
+
+// dx = rms_norm_backward(x, ropeᵀ(dy)) per (token, head) row, one warp a row.
+template <class G, class In, class Out>
+__global__ void __launch_bounds__(32 * qk_warps_per_block)
+    qk_rope_norm_backward_kernel(device_matrix<const G> dy, std::int64_t heads, device_matrix<const In> x,
+                                 const float* weight, const float* inv_rms, device_matrix<const float> cos,
+                                 device_matrix<const float> sin, device_matrix<Out> dx) {
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * qk_warps_per_block + (threadIdx.x >> 5);
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * qk_warps_per_block;
+  const std::int64_t half = x.cols / 2;
+  for (std::int64_t r = warp; r < x.rows; r += stride) {
+    const G* g = dy.row(r);
+    const In* in = x.row(r);
+    const std::int64_t token = r / heads;
+    const float* c = cos.row(token);
+    const float* s = sin.row(token);
+    const float rr = inv_rms[r];
+    double dot = 0.0;
+    for (std::int64_t i = lane; i < half; i += 32) {
+      const float2 u = rope_transposed(g, c, s, i, half);
+      dot += static_cast<double>(u.x * weight[i]) * (to_float(in[i]) * rr);
+      dot += static_cast<double>(u.y * weight[i + half]) * (to_float(in[i + half]) * rr);
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    const float mean = static_cast<float>(dot / static_cast<double>(x.cols));
+    Out* out = dx.row(r);
+    for (std::int64_t i = lane; i < half; i += 32) {
+      const float2 u = rope_transposed(g, c, s, i, half);
+      out[i] = from_float<Out>(rr * (u.x * weight[i] - to_float(in[i]) * rr * mean));
+      out[i + half] = from_float<Out>(rr * (u.y * weight[i + half] - to_float(in[i + half]) * rr * mean));
+    }
+  }
+}
+
+template <class X>
+void check_qk_rows(const device_matrix<X>& x, std::int64_t heads, const device_matrix<const float>& cos,
+                   const device_matrix<const float>& sin, const char* what) {
+  if (heads <= 0 || x.rows % heads != 0 || x.cols % 2 != 0 || cos.cols != x.cols || sin.cols != x.cols ||
+      cos.rows != x.rows / heads || sin.rows != cos.rows) {
+    throw error(std::string(what) + ": x [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) + "] with " +
+                std::to_string(heads) + " heads does not match tables [" + std::to_string(cos.rows) + ", " +
+                std::to_string(cos.cols) + "]");
+  }
+}
+
+inline unsigned qk_row_blocks(std::int64_t rows) {
+  const std::int64_t blocks = (rows + qk_warps_per_block - 1) / qk_warps_per_block;
+  return static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
+}
+
 }  // namespace detail
 
 // y = rope(rms_norm(x)) per head; inv_rms[row] (device fp32) kept for the norm's backward.
@@ -62,17 +122,26 @@ void qk_norm_rope_forward(device_matrix<const In> x, std::int64_t heads, const f
                           device_matrix<const float> cos, device_matrix<const float> sin, device_matrix<Out> y,
                           float* inv_rms, cudaStream_t stream = nullptr) {
   check_same_shape(x, y, "cuda qk_norm_rope_forward: y");
-  if (heads <= 0 || x.rows % heads != 0 || x.cols % 2 != 0 || cos.cols != x.cols || sin.cols != x.cols ||
-      cos.rows != x.rows / heads || sin.rows != cos.rows) {
-    throw error("cuda qk_norm_rope_forward: x [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) +
-                "] with " + std::to_string(heads) + " heads does not match tables [" + std::to_string(cos.rows) +
-                ", " + std::to_string(cos.cols) + "]");
-  }
+  detail::check_qk_rows(x, heads, cos, sin, "cuda qk_norm_rope_forward");
   if (x.rows == 0) return;
-  const std::int64_t blocks = (x.rows + detail::qk_warps_per_block - 1) / detail::qk_warps_per_block;
-  detail::qk_norm_rope_kernel<In, Out><<<static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8),
-                                         32 * detail::qk_warps_per_block, 0, stream>>>(x, heads, weight, eps, cos,
-                                                                                       sin, y, inv_rms);
+  detail::qk_norm_rope_kernel<In, Out><<<detail::qk_row_blocks(x.rows), 32 * detail::qk_warps_per_block, 0, stream>>>(
+      x, heads, weight, eps, cos, sin, y, inv_rms);
+  AQ_CUDA_CHECK_LAUNCH();
+}
+
+// dx = the input gradient of qk_norm_rope_forward for the output gradient dy (x, weight and
+// inv_rms as in the forward): rope_backward then rms_norm_backward in one pass.
+template <class G, class In, class Out>
+void qk_rope_norm_backward(device_matrix<const G> dy, std::int64_t heads, device_matrix<const In> x, const float* weight,
+                           const float* inv_rms, device_matrix<const float> cos, device_matrix<const float> sin,
+                           device_matrix<Out> dx, cudaStream_t stream = nullptr) {
+  check_same_shape(x, dy, "cuda qk_rope_norm_backward: dy");
+  check_same_shape(x, dx, "cuda qk_rope_norm_backward: dx");
+  detail::check_qk_rows(x, heads, cos, sin, "cuda qk_rope_norm_backward");
+  if (x.rows == 0) return;
+  detail::qk_rope_norm_backward_kernel<G, In, Out>
+      <<<detail::qk_row_blocks(x.rows), 32 * detail::qk_warps_per_block, 0, stream>>>(dy, heads, x, weight, inv_rms,
+                                                                                     cos, sin, dx);
   AQ_CUDA_CHECK_LAUNCH();
 }
 

@@ -43,13 +43,6 @@ namespace aq::cuda {
 
 namespace detail {
 
-template <class In, class Out>
-struct convert_op {
-  device_matrix<const In> x;
-  device_matrix<Out> y;
-  __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = from_float<Out>(to_float(x(r, c))); }
-};
-
 // h(rows[r], c) = e(r, c) (scatter), += e(r, c) (add), or e(r, c) = h(rows[r], c) (gather).
 enum class row_move { scatter, add, gather };
 template <row_move Move>
@@ -67,12 +60,6 @@ struct visual_rows_op {
       e(r, c) = dst;
     }
   }
-};
-
-struct add_op {
-  device_matrix<const float> a, b;
-  device_matrix<float> y;
-  __device__ void operator()(std::int64_t r, std::int64_t c) const { y(r, c) = a(r, c) + b(r, c); }
 };
 
 }  // namespace detail
@@ -163,8 +150,6 @@ class qwen3_vl_text_model {
     for (auto* b : {&cos_, &sin_}) b->grow_to(N * static_cast<std::size_t>(t.head_dim));
     // The residual stream and, for the backward, its gradient and the layer scratch.
     for (auto* b : {&h_, &g_, &d_m_}) b->grow_to(N * H);
-    for (auto* b : {&d_attn_, &dq_}) b->grow_to(N * qd);
-    for (auto* b : {&dk_, &dv_}) b->grow_to(N * kvd);
     delta_ = device_buffer<float>(N * nh);
     for (auto* b : {&hn_, &gb_}) b->grow_to(N * H);
     for (auto* b : {&d_act_, &d_gate_, &d_up_}) b->grow_to(N * I);
@@ -191,7 +176,8 @@ class qwen3_vl_text_model {
     return bytes;
   }
   // Allocates what the current modes need (run() does it too): one set per saved layer plus one
-  // shared set for the recomputed layers; the bf16 attention buffers only with tensor cores.
+  // shared set for the recomputed layers; the backward's attention scratch in bf16 with tensor
+  // cores, in fp32 without.
   void allocate_activations() {
     const qwen3_vl::text_config& t = cfg_.text;
     acts_.resize(static_cast<std::size_t>(saved_layers_ + (saved_layers_ < t.num_hidden_layers ? 1 : 0)));
@@ -204,12 +190,16 @@ class qwen3_vl_text_model {
         }
       });
     }
+    const std::size_t N = static_cast<std::size_t>(max_tokens_);
+    const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
+    const std::size_t kvd = static_cast<std::size_t>(t.num_key_value_heads * t.head_dim);
     if (tc_attention_) {
-      const std::size_t N = static_cast<std::size_t>(max_tokens_);
-      const std::size_t qd = static_cast<std::size_t>(t.num_attention_heads * t.head_dim);
       d_attn_b_.grow_to(N * qd);
       dqb_.grow_to(N * qd);
-      dkb_.grow_to(N * static_cast<std::size_t>(t.num_key_value_heads * t.head_dim));
+      dkb_.grow_to(N * kvd);
+    } else {
+      for (auto* b : {&d_attn_, &dq_}) b->grow_to(N * qd);
+      for (auto* b : {&dk_, &dv_}) b->grow_to(N * kvd);
     }
   }
   // GPU time per kernel class of later runs (nullptr: none); the profile must outlive the runs.
@@ -284,9 +274,14 @@ class qwen3_vl_text_model {
       gemm_flops_ += 2.0 * static_cast<double>(dy.rows) * static_cast<double>(dy.cols) * static_cast<double>(in);
     });
   }
+  void add(device_matrix<const float> a, device_matrix<const float> b, device_matrix<float> y) {
+    const detail::add_op op{a, b, y};
+    launch_elementwise(y.rows, y.cols, op, stream_);
+  }
   template <class In, class Out>
   void convert(device_matrix<const In> x, device_matrix<Out> y) {
-    timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, detail::convert_op<In, Out>{x, y}, stream_); });
+    const detail::convert_op<In, Out> op{x, y};
+    timed(kernel_class::elementwise, [&] { launch_elementwise(x.rows, x.cols, op, stream_); });
   }
   // Moves rows between the image features e [n_visual, H] and h [N, H] (the residual stream h_ or
   // its gradient g_) at the uploaded visual rows; e is written only by the gather (gradient outputs).
@@ -397,8 +392,7 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   const auto attn = cview(A.attn, N, qd);
   linear(attn, lw.o_proj.data(), H, mview(A.o_out, N, H));
   notify(obs, false, name(module_id::o_proj), lw.o_proj.data(), H, attn, cview(A.o_out, N, H), {});
-  timed(kernel_class::elementwise,
-        [&] { launch_elementwise(N, H, detail::add_op{hin, cview(A.o_out, N, H), mview(A.h_mid, N, H)}, stream_); });
+  timed(kernel_class::elementwise, [&] { add(hin, cview(A.o_out, N, H), mview(A.h_mid, N, H)); });
   timed(kernel_class::norm_rope, [&] {
     rms_norm_forward(cview(A.h_mid, N, H), lw.post_attention_layernorm.data(), eps, mview(A.m, N, H), A.r2.data(), stream_);
   });
@@ -412,9 +406,7 @@ inline void qwen3_vl_text_model::layer_forward(std::int64_t l, std::int64_t N, c
   linear(act, lw.down_proj.data(), H, mview(A.down_out, N, H));
   notify(obs, false, name(module_id::down_proj), lw.down_proj.data(), H, act, cview(A.down_out, N, H), {});
   if (h_out != nullptr) {
-    timed(kernel_class::elementwise, [&] {
-      launch_elementwise(N, H, detail::add_op{cview(A.h_mid, N, H), cview(A.down_out, N, H), {h_out, N, H, H}}, stream_);
-    });
+    timed(kernel_class::elementwise, [&] { add(cview(A.h_mid, N, H), cview(A.down_out, N, H), {h_out, N, H, H}); });
   }
 }
 
@@ -461,8 +453,13 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
                                cview(A.attn, N, qd), A.lse.data(), cview(d_attn_b_, N, qd), mview(dqb_, N, qd),
                                mview(dkb_, N, kvd), mview(dvb_, N, kvd), delta_.data(), stream_);
     });
-    convert(cview(dqb_, N, qd), mview(dq_, N, qd));
-    convert(cview(dkb_, N, kvd), mview(dk_, N, kvd));
+    // The bf16 attention gradients straight through RoPE and the q/k norms (no fp32 copies).
+    timed(kernel_class::norm_rope, [&] {
+      qk_rope_norm_backward(cview(dqb_, N * nh, hd), nh, cview(A.q_raw, N * nh, hd), lw.q_norm.data(), A.rq.data(),
+                            cos, sin, mview(dq_raw_, N * nh, hd), stream_);
+      qk_rope_norm_backward(cview(dkb_, N * nkv, hd), nkv, cview(A.k_raw, N * nkv, hd), lw.k_norm.data(),
+                            A.rk.data(), cos, sin, mview(dk_raw_, N * nkv, hd), stream_);
+    });
   } else {
     linear_back(cview(gb_, N, H), lw.o_proj.data(), qd, mview(d_attn_, N, qd), false);
     timed(kernel_class::attention, [&] {
@@ -471,15 +468,15 @@ inline void qwen3_vl_text_model::layer_backward(std::int64_t l, std::int64_t N, 
                                 mview(dk_, N, kvd), mview(dv_, N, kvd), delta_.data(), stream_);
     });
     convert(cview(dv_, N, kvd), mview(dvb_, N, kvd));
+    timed(kernel_class::norm_rope, [&] {
+      rope_backward(mview(dq_, N, qd), nh, cos, sin, stream_);
+      rope_backward(mview(dk_, N, kvd), nkv, cos, sin, stream_);
+      rms_norm_backward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), A.rq.data(), cview(dq_, N * nh, hd),
+                        mview(dq_raw_, N * nh, hd), false, stream_);
+      rms_norm_backward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), A.rk.data(), cview(dk_, N * nkv, hd),
+                        mview(dk_raw_, N * nkv, hd), false, stream_);
+    });
   }
-  timed(kernel_class::norm_rope, [&] {
-    rope_backward(mview(dq_, N, qd), nh, cos, sin, stream_);
-    rope_backward(mview(dk_, N, kvd), nkv, cos, sin, stream_);
-    rms_norm_backward(cview(A.q_raw, N * nh, hd), lw.q_norm.data(), A.rq.data(), cview(dq_, N * nh, hd),
-                      mview(dq_raw_, N * nh, hd), false, stream_);
-    rms_norm_backward(cview(A.k_raw, N * nkv, hd), lw.k_norm.data(), A.rk.data(), cview(dk_, N * nkv, hd),
-                      mview(dk_raw_, N * nkv, hd), false, stream_);
-  });
   const auto a = cview(A.a, N, H);
   notify(obs, true, name(module_id::q_proj), lw.q_proj.data(), qd, a, cview(A.q_raw, N, qd), cview(dq_raw_, N, qd));
   notify(obs, true, name(module_id::k_proj), lw.k_proj.data(), kvd, a, cview(A.k_raw, N, kvd), cview(dk_raw_, N, kvd),
