@@ -22,6 +22,7 @@
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/core/bf16.hpp"
+#include "cuda_bench_util.cuh"
 
 namespace {
 
@@ -303,11 +304,7 @@ void run(const char* type_name, int flash_reps, int naive_reps, int B, int L) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no GPU, skipped\n");
-    return 0;
-  }
+  if (!aq_bench::gpu_present()) return 0;
   const int flash_reps = argc > 1 ? std::atoi(argv[1]) : 20;
   const int naive_reps = argc > 2 ? std::atoi(argv[2]) : 3;
   const int batch = argc > 3 ? std::atoi(argv[3]) : 8, tokens = argc > 4 ? std::atoi(argv[4]) : 512;

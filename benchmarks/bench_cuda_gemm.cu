@@ -16,6 +16,7 @@
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/core/bf16.hpp"
+#include "cuda_bench_util.cuh"
 
 namespace {
 
@@ -23,49 +24,12 @@ using aq::bf16;
 using aq::cuda::device_buffer;
 using aq::cuda::device_matrix;
 
-// Deterministic pseudo-random bf16 values in about [-1, 1) (never zeros: zeros run faster).
-__global__ void fill_random(bf16* p, std::int64_t n, std::uint32_t seed) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    const float v = static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f + 1.0f / 65536.0f;
-    p[i] = aq::float_to_bf16(v);
-  }
-}
-
+// bf16 inputs that are never zero (zeros run faster).
 device_buffer<bf16> random_buffer(std::int64_t n, std::uint32_t seed) {
-  device_buffer<bf16> b(static_cast<std::size_t>(n));
-  fill_random<<<4096, 256>>>(b.data(), n, seed);
-  AQ_CUDA_CHECK_LAUNCH();
-  return b;
+  return aq_bench::random_buffer<bf16>(n, seed, 1.0f / 65536.0f);
 }
 
-// Median milliseconds per call over `batches` batches of `per_batch` calls, after warm-up.
-template <class F>
-double time_ms(F&& call, int batches = 15, int per_batch = 10) {
-  cudaEvent_t start, stop;
-  AQ_CUDA_CHECK(cudaEventCreate(&start));
-  AQ_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 5; ++i) call(i);
-  std::vector<double> ms;
-  int k = 0;
-  for (int b = 0; b < batches; ++b) {
-    AQ_CUDA_CHECK(cudaEventRecord(start));
-    for (int i = 0; i < per_batch; ++i) call(k++);
-    AQ_CUDA_CHECK(cudaEventRecord(stop));
-    AQ_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0.0f;
-    AQ_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(static_cast<double>(t) / per_batch);
-  }
-  AQ_CUDA_CHECK(cudaEventDestroy(start));
-  AQ_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using aq_bench::time_ms;
 
 struct shape {
   const char* name;
@@ -75,11 +39,7 @@ struct shape {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no GPU, skipped\n");
-    return 0;
-  }
+  if (!aq_bench::gpu_present()) return 0;
   try {
     cudaDeviceProp prop{};
     AQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

@@ -24,68 +24,22 @@
 #include "aq/backend/cuda/kernels/swiglu.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/quant/recipes.hpp"
+#include "cuda_bench_util.cuh"
 
 namespace {
 
 using aq::bf16;
 using aq::cuda::device_buffer;
 using aq::cuda::device_matrix;
-
-// Deterministic pseudo-random values in about [offset - 1, offset + 1).
-template <class T>
-__global__ void fill_random(T* p, std::int64_t n, std::uint32_t seed, float offset) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = aq::cuda::from_float<T>(static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f + offset);
-  }
-}
-
-template <class T>
-device_buffer<T> random_buffer(std::int64_t n, std::uint32_t seed, float offset = 0.0f) {
-  device_buffer<T> b(static_cast<std::size_t>(n));
-  fill_random<<<4096, 256>>>(b.data(), n, seed, offset);
-  AQ_CUDA_CHECK_LAUNCH();
-  return b;
-}
-
-// Median milliseconds per call over 15 batches of 10 calls, after warm-up.
-template <class F>
-double time_ms(F&& call) {
-  cudaEvent_t start, stop;
-  AQ_CUDA_CHECK(cudaEventCreate(&start));
-  AQ_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 5; ++i) call();
-  std::vector<double> ms;
-  for (int b = 0; b < 15; ++b) {
-    AQ_CUDA_CHECK(cudaEventRecord(start));
-    for (int i = 0; i < 10; ++i) call();
-    AQ_CUDA_CHECK(cudaEventRecord(stop));
-    AQ_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0.0f;
-    AQ_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(static_cast<double>(t) / 10.0);
-  }
-  AQ_CUDA_CHECK(cudaEventDestroy(start));
-  AQ_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 using aq::cuda::cview;
 using aq::cuda::mview;
+using aq_bench::random_buffer;
+using aq_bench::time_ms;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no GPU, skipped\n");
-    return 0;
-  }
+  if (!aq_bench::gpu_present()) return 0;
   try {
     cudaDeviceProp prop{};
     AQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

@@ -23,11 +23,12 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 # header alone, the single header) and the packaging tests gain nothing from sanitizers and already
 # run in scripts/test.sh.
 skip='^(single_header_alone|single_header_current|consumer_projects)$'
-# Tests that are not programs of their own (the install and run-from-elsewhere checks run the
-# drivers, which the driver test builds) have no target to build.
+# The unit tests' program (aq_test_programs), and the targets named after the other tests. Tests
+# that have no target of their own (the install and run-from-elsewhere checks run the drivers,
+# which the driver test builds) need nothing more.
 mapfile -t tests < <(ctest --test-dir build-asan -N -E "$skip" | sed -n 's/^ *Test *#[0-9]*: *//p')
 mapfile -t targets < <(printf '%s\n' "${tests[@]}" | grep -Fxf <(ninja -C build-asan -t targets all | sed 's/:.*//'))
-cmake --build build-asan -j "$(nproc)" --target "${targets[@]}"
+cmake --build build-asan -j "$(nproc)" --target aq_test_programs "${targets[@]}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -18,6 +18,8 @@
 #include "cli/options.hpp"
 #include "cli/result_json.hpp"
 
+namespace test_autoquant_driver {
+
 namespace {
 
 using namespace aq;
@@ -232,3 +234,5 @@ TEST_CASE("bad inputs give one-line errors naming the file") {
   CHECK_THROWS_AS(safetensors_checkpoint(dir / "model"), aq::error);
   fs::remove_all(dir);
 }
+
+}  // namespace test_autoquant_driver

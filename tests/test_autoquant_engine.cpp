@@ -31,6 +31,8 @@
 #include "cli/outputs.hpp"
 #include "cli/result_json.hpp"
 
+namespace test_autoquant_engine {
+
 namespace {
 
 using namespace aq;
@@ -315,3 +317,5 @@ TEST_CASE("every recipe runs through the engine with ModelOpt's names and quanti
     if (weight && info.weight.scaling == quant::e4m3_block_scale::name) CHECK(q.shape.empty());
   }
 }
+
+}  // namespace test_autoquant_engine

@@ -24,6 +24,8 @@
 #include "cli/default_model.hpp"
 #include "cli/outputs.hpp"
 
+namespace test_autoquant_golden {
+
 namespace {
 
 using namespace aq;
@@ -135,3 +137,5 @@ TEST_CASE("a fixed tiny run reproduces the golden manifest and reports") {
   CHECK(md.find("|4.0, 8.0, 8.0|") != std::string::npos);
   CHECK(md.ends_with("|\n"));
 }
+
+}  // namespace test_autoquant_golden

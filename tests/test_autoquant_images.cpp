@@ -31,6 +31,8 @@
 #include "cli/default_model.hpp"
 #include "cli/outputs.hpp"
 
+namespace test_autoquant_images {
+
 namespace {
 
 using namespace aq;
@@ -119,3 +121,5 @@ TEST_CASE("image-caption calibration with --scope all gives every vision group a
   CHECK(vision_input_amax);
   fs::remove_all(dir);
 }
+
+}  // namespace test_autoquant_images

@@ -14,6 +14,8 @@
 #include "aq/score/scoring_backend.hpp"
 #include "aq/search/search_space.hpp"
 
+namespace test_autoquant_pipeline {
+
 namespace {
 
 namespace autoquant = aq::autoquant;
@@ -189,3 +191,5 @@ TEST_CASE("evaluation after the search: every planned mix, each distinct selecti
   CHECK(mixes[3].effective_bits == r.allocation.effective_bits);
   CHECK(mixes[3].predicted_score == r.allocation.total_score);
 }
+
+}  // namespace test_autoquant_pipeline

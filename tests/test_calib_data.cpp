@@ -21,6 +21,8 @@
 #include "aq/io/image/image.hpp"
 #include "aq/io/tokenizer/tokenizer.hpp"
 
+namespace test_calib_data {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -255,3 +257,5 @@ TEST_CASE("a FIFO or a directory as a calibration file is refused by name, witho
   CHECK_THROWS_WITH_AS(aq::io::read_caption_lines(dir), (dir.string() + ": not a regular file (captions file)").c_str(),
                        aq::error);
 }
+
+}  // namespace test_calib_data

@@ -12,6 +12,8 @@
 #include "aq/core/atomic_file.hpp"
 #include "aq/core/bf16.hpp"
 
+namespace test_core {
+
 namespace {
 
 // Independent reference: pick the nearer of the two bf16 neighbours in float64, ties to even;
@@ -64,3 +66,5 @@ TEST_CASE("atomic file writes replace the target whole and leave no temporary") 
   }
   std::filesystem::remove_all(dir);
 }
+
+}  // namespace test_core

@@ -18,6 +18,8 @@
 #include "cli/output_set.hpp"
 #include "cli/outputs.hpp"
 
+namespace test_driver_outputs {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -190,3 +192,5 @@ TEST_CASE("images go where the ids hold their placeholder runs, one run per imag
                                          "at position 0 has 3"),
                        aq::error);
 }
+
+}  // namespace test_driver_outputs

@@ -22,6 +22,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_evaluation {
+
 namespace {
 
 using namespace aq;
@@ -239,3 +241,5 @@ TEST_CASE("evaluation reruns give identical numbers") {
     CHECK(a.mixes[i].recipes == b.mixes[i].recipes);
   }
 }
+
+}  // namespace test_evaluation

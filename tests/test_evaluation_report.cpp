@@ -28,6 +28,8 @@
 #include "support/synthetic_evaluation.hpp"
 #include "support/xml_well_formed.hpp"
 
+namespace test_evaluation_report {
+
 namespace fs = std::filesystem;
 using namespace aq::io;
 using aq::test::check_xml;
@@ -420,3 +422,5 @@ TEST_CASE("validation refuses non-finite numbers and mismatched mixes, and then 
     refused(bad, good);
   }
 }
+
+}  // namespace test_evaluation_report

@@ -34,6 +34,8 @@
 #include "aq/quant/recipes.hpp"
 #include "cli/export_run.hpp"
 
+namespace test_export {
+
 namespace fs = std::filesystem;
 using aq::hf_export::checkpoint_layout;
 
@@ -667,3 +669,5 @@ TEST_CASE("refusals write nothing") {
     CHECK(read_bytes(f.root / "a_file") == "x");
   }
 }
+
+}  // namespace test_export

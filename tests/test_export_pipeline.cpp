@@ -31,6 +31,8 @@
 #include "cli/export_run.hpp"
 #include "cli/outputs.hpp"
 
+namespace test_export_pipeline {
+
 namespace {
 
 using namespace aq;
@@ -143,3 +145,5 @@ TEST_CASE("aq-export exports what an AutoQuant run chose and calibrated") {
   }
   fs::remove_all(root);
 }
+
+}  // namespace test_export_pipeline

@@ -19,6 +19,8 @@
 #include "aq/quant/granularity.hpp"
 #include "aq/quant/quantizer.hpp"
 
+namespace test_fake_quant {
+
 namespace {
 
 using aq::quant::output_rounding;
@@ -228,3 +230,5 @@ TEST_CASE("shape and amax-count mismatches and non-finite data are reported as a
   CHECK_THROWS_WITH(aq::quant::compute_amax<per_channel>(x, 2, 3, "layers.0.q_proj.weight"),
                     doctest::Contains("layers.0.q_proj.weight: amax input must be finite, found nan at element 4"));
 }
+
+}  // namespace test_fake_quant

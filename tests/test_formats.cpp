@@ -22,6 +22,8 @@
 #include "aq/formats/signed_int.hpp"
 #include "aq/quant/fake_quantize.hpp"
 
+namespace test_formats {
+
 namespace {
 
 // Test-only formats: adding a format to aq is one struct like these plus one all_formats entry.
@@ -639,3 +641,5 @@ TEST_CASE("e8m0 shared exponent: the OCP MX rule floor(log2(amax)) - emax_elem")
   CHECK(exponent(std::numeric_limits<float>::max()) == 125);
   CHECK(exponent(0.0f) == 0);
 }
+
+}  // namespace test_formats

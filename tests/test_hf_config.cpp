@@ -15,6 +15,8 @@
 #include "aq/io/regular_file.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 
+namespace test_hf_config {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -314,3 +316,5 @@ TEST_CASE("config_json_file names a directory's config.json and a file itself") 
   CHECK(aq::config_json_file(dir / "config.json") == dir / "config.json");
   CHECK(aq::config_json_file(configs / "absent.json") == configs / "absent.json");  // not a directory: itself
 }
+
+}  // namespace test_hf_config

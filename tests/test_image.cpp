@@ -19,6 +19,8 @@
 #include "aq/io/image/image.hpp"
 #include "aq/io/image/image_preprocess.hpp"
 
+namespace test_image {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -446,3 +448,5 @@ TEST_CASE("pixel_values and grid_thw equal the processor's output bit for bit") 
   CHECK(two.rows == v.rows + two.grid_thw[1][1] * two.grid_thw[1][2]);
   CHECK(std::equal(v.pixel_values.begin(), v.pixel_values.end(), two.pixel_values.begin()));
 }
+
+}  // namespace test_image

@@ -17,6 +17,8 @@
 #include "support/lagrangian.hpp"
 #include "aq/search/pareto.hpp"
 
+namespace test_knapsack {
+
 namespace {
 
 using aq::search::allocation_problem;
@@ -446,3 +448,5 @@ TEST_CASE("the wint8_aint4 front is monotone and ModelOpt's 4-bit floor is its f
   CHECK(front[front.size() - 1].total_score == 0.0);
   CHECK(front[front.size() - 1].effective_bits == 16.0);
 }
+
+}  // namespace test_knapsack

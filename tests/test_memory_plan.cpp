@@ -10,6 +10,8 @@
 
 #include "cli/memory_plan.hpp"
 
+namespace test_memory_plan {
+
 namespace {
 
 using aq::autoquant::memory_plan;
@@ -73,3 +75,5 @@ TEST_CASE("memory plan: the cache cap and the minimum") {
     CHECK(what.find("weights and fixed buffers 9.50 GiB") != std::string::npos);
   }
 }
+
+}  // namespace test_memory_plan

@@ -27,6 +27,8 @@
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/quant/recipes.hpp"
 
+namespace test_modelopt_vectors {
+
 namespace {
 
 namespace quant = aq::quant;
@@ -204,3 +206,5 @@ TEST_CASE("every recipe's effective bits and report name are ModelOpt's") {
     if (!info.modelopt_config.empty()) CHECK(info.modelopt_string(0) == std::string_view(entry["recipe"]));
   }
 }
+
+}  // namespace test_modelopt_vectors

@@ -28,6 +28,8 @@
 #include "cli/default_model.hpp"
 #include "cli/options.hpp"
 
+namespace test_presets {
+
 namespace {
 
 using namespace aq;
@@ -176,3 +178,5 @@ TEST_CASE("the built-in default run (no flags) meets the requested effective bit
   CHECK(searched <= o.effective_bits + 1e-9);
   CHECK(searched >= o.effective_bits - 0.25);
 }
+
+}  // namespace test_presets

@@ -16,6 +16,8 @@
 
 #include "aq/report/python_float.hpp"
 
+namespace test_python_float {
+
 using aq::io::python_float_repr;
 using aq::io::python_format_e;
 using aq::io::python_format_f;
@@ -146,3 +148,5 @@ TEST_CASE("python_float_repr switches to exponent form exactly where CPython doe
   CHECK(python_float_repr(-1.25e-7) == "-1.25e-07");
   CHECK(python_float_repr(1.25e123) == "1.25e+123");
 }
+
+}  // namespace test_python_float

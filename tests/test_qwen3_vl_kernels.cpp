@@ -17,6 +17,8 @@
 #include "aq/backend/cpu/swiglu.hpp"
 #include "aq/core/thread_pool.hpp"
 
+namespace test_qwen3_vl_kernels {
+
 namespace {
 
 using namespace aq;
@@ -459,3 +461,5 @@ TEST_CASE("causal LM loss shifts labels, ignores -100, averages over valid targe
   const std::vector<std::int64_t> bad{0, 9, 0, 0, 0, 0};
   CHECK_THROWS_AS(cpu::causal_lm_loss(z.matrix(), bad, 2, 3, nullptr), aq::error);
 }
+
+}  // namespace test_qwen3_vl_kernels

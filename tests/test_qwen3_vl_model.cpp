@@ -16,6 +16,8 @@
 #include "aq/model/qwen3_vl/checkpoint_source.hpp"
 #include "aq/model/qwen3_vl/config_json.hpp"
 
+namespace test_qwen3_vl_model {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -187,3 +189,5 @@ TEST_CASE("Qwen3-VL untied checkpoint without lm_head.weight is rejected") {
   CHECK_THROWS_WITH_AS(load_text_weights(cfg, checkpoint_weight_source(ck)),
                        doctest::Contains("expected"), aq::error);
 }
+
+}  // namespace test_qwen3_vl_model

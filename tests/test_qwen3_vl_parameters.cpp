@@ -25,6 +25,8 @@
 #include "aq/model/qwen3_vl/parameters.hpp"
 #include "aq/model/qwen3_vl/schema.hpp"
 
+namespace test_qwen3_vl_parameters {
+
 namespace fs = std::filesystem;
 using aq::qwen3_vl::model_part;
 
@@ -534,3 +536,5 @@ TEST_CASE("a NaN or infinite weight is an error naming the tensor when the model
                            .c_str(),
                        aq::error);
 }
+
+}  // namespace test_qwen3_vl_parameters

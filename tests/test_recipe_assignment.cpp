@@ -27,6 +27,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_recipe_assignment {
+
 namespace {
 
 using namespace aq;
@@ -470,3 +472,5 @@ TEST_CASE("committed manifests: an aq run's applies to its search space, ModelOp
   CHECK(error_of([&] { (void)autoquant::read_recipe_assignment(reference); })
             .starts_with(reference.string() + ": is a quant manifest without chosen_recipes"));
 }
+
+}  // namespace test_recipe_assignment

@@ -14,6 +14,8 @@
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/quant/recipes.hpp"
 
+namespace test_recipes {
+
 namespace recipes = aq::recipes;
 
 TEST_CASE("effective bits are 16 x min(weight bits, activation bits) / 16, disabled counting 16") {
@@ -150,3 +152,5 @@ TEST_CASE("docs/formats.md shows the format and recipe tables generated from the
   CHECK(text.str().find(aq::formats::format_table()) != std::string::npos);
   CHECK(text.str().find(aq::quant::recipe_table()) != std::string::npos);
 }
+
+}  // namespace test_recipes

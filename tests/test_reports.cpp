@@ -21,6 +21,8 @@
 #include "aq/report/report_model.hpp"
 #include "aq/report/sensitivity_report.hpp"
 
+namespace test_reports {
+
 namespace fs = std::filesystem;
 using namespace aq::io;
 
@@ -472,3 +474,5 @@ TEST_CASE("display names and effective bits are read from hparam names and recip
   CHECK(!effective_bits_of("INT8").has_value());
   CHECK(!effective_bits_of("X(effective-bits: eight)").has_value());
 }
+
+}  // namespace test_reports

@@ -20,6 +20,8 @@
 #include "aq/io/checkpoint/safetensors.hpp"
 #include "aq/io/checkpoint/safetensors_writer.hpp"
 
+namespace test_safetensors {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -550,3 +552,5 @@ TEST_CASE("require_finite names the file, the tensor and the first NaN or infini
   CHECK_THROWS_WITH_AS(aq::require_finite(staged, 2, copy),
                        (path + ": tensor bf16.nan: nan at element 1 (weights must be finite)").c_str(), aq::error);
 }
+
+}  // namespace test_safetensors

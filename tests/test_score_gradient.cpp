@@ -25,6 +25,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_score_gradient {
+
 namespace {
 
 using namespace aq;
@@ -217,3 +219,5 @@ TEST_CASE("gradient scores do not depend on the thread count") {
   default_thread_pool().resize(threads);
   CHECK(many == one);
 }
+
+}  // namespace test_score_gradient

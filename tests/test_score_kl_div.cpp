@@ -18,6 +18,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_score_kl_div {
+
 namespace {
 
 using namespace aq;
@@ -127,3 +129,5 @@ TEST_CASE("kl_div scores equal the cross-entropy of an independently quantized m
   for (std::size_t g = 0; g < space.groups.size(); ++g) CHECK(raw[g].empty() == !space.configurable(g));
   CHECK(raw.back()[0] > raw.back()[1]);
 }
+
+}  // namespace test_score_kl_div

@@ -21,6 +21,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_text_batch_pack {
+
 namespace {
 
 using namespace aq;
@@ -206,3 +208,5 @@ TEST_CASE("packed passes calibrate to the separate batches' amax") {
   REQUIRE(!separate.empty());
   for (std::size_t i = 0; i < separate.size(); ++i) CHECK(together[i] == doctest::Approx(separate[i]).epsilon(1e-6));
 }
+
+}  // namespace test_text_batch_pack

@@ -25,6 +25,8 @@
 
 #include "cli/default_model.hpp"
 
+namespace test_text_batch_padding {
+
 namespace {
 
 using namespace aq;
@@ -281,3 +283,5 @@ TEST_CASE("the CPU engine trims calibration and gradient passes only: same resul
     }
   }
 }
+
+}  // namespace test_text_batch_padding

@@ -10,6 +10,8 @@
 #include "aq/model/qwen3_vl/rope_index.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
 
+namespace test_text_batch_split {
+
 namespace {
 
 using aq::qwen3_vl::text_batch;
@@ -72,3 +74,5 @@ TEST_CASE("split_text_batch: bad arguments") {
   b.labels.pop_back();
   CHECK_THROWS_AS(aq::qwen3_vl::split_text_batch(b, 1), aq::error);
 }
+
+}  // namespace test_text_batch_split

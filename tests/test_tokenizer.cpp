@@ -25,6 +25,8 @@
 
 #include "cli/calib_inputs.hpp"
 
+namespace test_tokenizer {
+
 namespace {
 
 const std::string fixtures = std::string(AQ_TEST_FIXTURES) + "/tokenizer";
@@ -296,3 +298,5 @@ TEST_CASE("config's vision token ids must be the tokenizer's, naming both files"
                        "config.json: vision_end_token_id 151652 disagrees with tokenizer.json, where <|vision_end|> is 151653",
                        aq::error);
 }
+
+}  // namespace test_tokenizer

@@ -1,6 +1,7 @@
-// Shared helpers of the CUDA tests: GPU presence, random data, error measures and a tiny
-// expectation counter (these tests are plain executables so that CI can build them without a
-// GPU and a GPU machine can run them; without a GPU they print "no GPU, skipped" and succeed).
+// Shared helpers of the CUDA tests: a registry of test bodies, GPU presence, random data, error
+// measures and a tiny expectation counter. The tests are one plain program (cuda_tests_main.cu)
+// so that CI can build them without a GPU and a GPU machine can run them; without a GPU every test
+// prints "no GPU, skipped" and succeeds.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <numeric>
 #include <random>
 #include <string>
@@ -77,6 +79,7 @@ inline std::vector<float> to_float(const std::vector<aq::bf16>& v) {
 // Runs body() when a GPU is present; turns aq::error / std exceptions into a failure.
 template <class Body>
 int run_gpu_test(const char* name, Body body) {
+  failures = 0;
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("no GPU, skipped\n");
@@ -126,4 +129,30 @@ inline double spearman(const std::vector<double>& a, const std::vector<double>& 
   return sab / std::sqrt(saa * sbb);
 }
 
+// One test file's body, registered under the file's stem (test_norms_cuda) by AQ_GPU_TEST.
+struct gpu_test {
+  std::string name;
+  const char* label;
+  void (*body)();
+};
+
+inline std::vector<gpu_test>& gpu_tests() {
+  static std::vector<gpu_test> all;
+  return all;
+}
+
+inline bool register_gpu_test(const char* file, const char* label, void (*body)()) {
+  gpu_tests().push_back({std::filesystem::path(file).stem().string(), label, body});
+  return true;
+}
+
 }  // namespace aq_test
+
+// Defines the body of the enclosing test file, run by `aq_cuda_tests <file stem>`. Each test file
+// keeps its code in a namespace named after the file, so these names never collide when every
+// file is compiled as one translation unit.
+#define AQ_GPU_TEST(label)                                                                    \
+  void gpu_test_body();                                                                     \
+  [[maybe_unused]] const bool gpu_test_registered =                                         \
+      aq_test::register_gpu_test(__FILE__, label, &gpu_test_body);                          \
+  void gpu_test_body()

@@ -29,6 +29,8 @@
 #include "aq/core/bf16.hpp"
 #include "aq/core/tensor.hpp"
 
+namespace test_attention_cuda {
+
 namespace {
 
 using aq_test::expect;
@@ -256,42 +258,42 @@ void expect_throws_on_bad_head_dim() {
 
 }  // namespace
 
-int main() {
-  return aq_test::run_gpu_test("test_attention_cuda", [] {
-    const std::vector<attention_case> cases = {
-        {"GQA 4/2 x 16, one segment of 70, no mask", 4, 2, 16, false, {70}, {}, false},
-        {"GQA 4/2 x 16, causal, one segment of 70", 4, 2, 16, true, {70}, {}, false},
-        {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, attend_all", 2, 2, 32, true, {45, 45}, {0, 21}, false},
-        {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, attend_all", 4, 2, 64, true, {100, 100}, {3, 70}, false},
-        {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, zero", 4, 2, 64, true, {100, 100}, {3, 70}, true},
-        {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, attend_all", 4, 1, 128, true, {80, 80}, {0, 40}, false},
-        {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, zero", 4, 1, 128, true, {80, 80}, {0, 40}, true},
-        {"vision 2 x 64, segments 16/100/64/33, non-causal", 2, 2, 64, false, {16, 100, 64, 33}, {}, false},
-        {"all keys padded in segment 2, non-causal, attend_all", 2, 1, 16, false, {40, 24}, {5, 24}, false},
-    };
-    // Masked-row policies and cu_seqlens corners; a second list so that the cases above keep
-    // their seeds.
-    const std::vector<attention_case> more_cases = {
-        {"all keys padded in segment 2, non-causal, zero", 2, 1, 16, false, {40, 24}, {5, 24}, true},
-        {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, zero", 2, 2, 32, true, {45, 45}, {0, 21}, true},
-        {"GQA 2/1 x 16, non-causal + left padding 40/0, batch 2 x 100, zero", 2, 1, 16, false, {100, 100}, {40, 0},
-         true},
-        {"GQA 4/2 x 32, causal, segments 70/33/1", 4, 2, 32, true, {70, 33, 1}, {}, false},
-        {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, attend_all", 4, 2, 64, true, {50, 90}, {10, 75},
-         false},
-        {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, zero", 4, 2, 64, true, {50, 90}, {10, 75}, true},
-        {"vision 2 x 128, segments 7/80/0/41 (one empty), non-causal", 2, 2, 128, false, {7, 80, 0, 41}, {}, false},
-    };
-    std::uint32_t seed = 1000;
-    for (const auto& tc : cases) run_case<float>(tc, seed += 10);
-    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
-    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
-    for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true, 2);  // 4-byte tile copies
-    for (const auto& tc : more_cases) {
-      run_case<float>(tc, seed += 10);
-      run_case<aq::bf16>(tc, seed += 10);
-      run_case<aq::bf16>(tc, seed += 10, true);
-    }
-    expect_throws_on_bad_head_dim();
-  });
+AQ_GPU_TEST("test_attention_cuda") {
+  const std::vector<attention_case> cases = {
+      {"GQA 4/2 x 16, one segment of 70, no mask", 4, 2, 16, false, {70}, {}, false},
+      {"GQA 4/2 x 16, causal, one segment of 70", 4, 2, 16, true, {70}, {}, false},
+      {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, attend_all", 2, 2, 32, true, {45, 45}, {0, 21}, false},
+      {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, attend_all", 4, 2, 64, true, {100, 100}, {3, 70}, false},
+      {"GQA 4/2 x 64, causal + left padding 3/70, batch 2 x 100, zero", 4, 2, 64, true, {100, 100}, {3, 70}, true},
+      {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, attend_all", 4, 1, 128, true, {80, 80}, {0, 40}, false},
+      {"GQA 4/1 x 128, causal + left padding 0/40, batch 2 x 80, zero", 4, 1, 128, true, {80, 80}, {0, 40}, true},
+      {"vision 2 x 64, segments 16/100/64/33, non-causal", 2, 2, 64, false, {16, 100, 64, 33}, {}, false},
+      {"all keys padded in segment 2, non-causal, attend_all", 2, 1, 16, false, {40, 24}, {5, 24}, false},
+  };
+  // Masked-row policies and cu_seqlens corners; a second list so that the cases above keep
+  // their seeds.
+  const std::vector<attention_case> more_cases = {
+      {"all keys padded in segment 2, non-causal, zero", 2, 1, 16, false, {40, 24}, {5, 24}, true},
+      {"MHA 2/2 x 32, causal + left padding 0/21, batch 2 x 45, zero", 2, 2, 32, true, {45, 45}, {0, 21}, true},
+      {"GQA 2/1 x 16, non-causal + left padding 40/0, batch 2 x 100, zero", 2, 1, 16, false, {100, 100}, {40, 0},
+       true},
+      {"GQA 4/2 x 32, causal, segments 70/33/1", 4, 2, 32, true, {70, 33, 1}, {}, false},
+      {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, attend_all", 4, 2, 64, true, {50, 90}, {10, 75},
+       false},
+      {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, zero", 4, 2, 64, true, {50, 90}, {10, 75}, true},
+      {"vision 2 x 128, segments 7/80/0/41 (one empty), non-causal", 2, 2, 128, false, {7, 80, 0, 41}, {}, false},
+  };
+  std::uint32_t seed = 1000;
+  for (const auto& tc : cases) run_case<float>(tc, seed += 10);
+  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
+  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
+  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true, 2);  // 4-byte tile copies
+  for (const auto& tc : more_cases) {
+    run_case<float>(tc, seed += 10);
+    run_case<aq::bf16>(tc, seed += 10);
+    run_case<aq::bf16>(tc, seed += 10, true);
+  }
+  expect_throws_on_bad_head_dim();
 }
+
+}  // namespace test_attention_cuda

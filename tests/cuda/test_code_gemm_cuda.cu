@@ -25,6 +25,8 @@
 #include "aq/quant/recipes.hpp"
 #include "cuda_test_util.cuh"
 
+namespace test_code_gemm_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -140,20 +142,20 @@ void recipe_case(aq::cuda::cublaslt_gemm& gemm, std::int64_t rows, std::int64_t 
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("test_code_gemm_cuda", [] {
-    aq::cuda::cublaslt_gemm gemm;
-    using aq::recipes::fp8_e4m3;
-    using aq::recipes::int8_w8a8;
-    recipe_case<fp8_e4m3>(gemm, 77, 256, 96, false, 0.8f, 11);
-    recipe_case<fp8_e4m3>(gemm, 512, 2560, 384, true, 1.0f, 12);
-    recipe_case<fp8_e4m3>(gemm, 33, 128, 64, false, 0.0f, 13);
-    recipe_case<fp8_e4m3>(gemm, 240, 256, 128, false, 1.0f, 14);  // a packed pass's height (a kernel refused it once)
-    recipe_case<int8_w8a8>(gemm, 77, 256, 96, false, 0.8f, 21);
-    recipe_case<int8_w8a8>(gemm, 512, 2560, 384, true, 1.0f, 22);
-    recipe_case<int8_w8a8>(gemm, 33, 128, 64, false, 0.0f, 23);
-    // Recipes without a code path keep the bf16 operands.
-    const aq::cuda::device_recipe w4a8 = aq::cuda::make_device_recipe<>(aq::quant::find_recipe<>("w4a8"));
-    expect(w4a8.code_type == CUDA_R_16BF && w4a8.weight_codes == nullptr, "w4a8: no code path");
-  });
+AQ_GPU_TEST("test_code_gemm_cuda") {
+  aq::cuda::cublaslt_gemm gemm;
+  using aq::recipes::fp8_e4m3;
+  using aq::recipes::int8_w8a8;
+  recipe_case<fp8_e4m3>(gemm, 77, 256, 96, false, 0.8f, 11);
+  recipe_case<fp8_e4m3>(gemm, 512, 2560, 384, true, 1.0f, 12);
+  recipe_case<fp8_e4m3>(gemm, 33, 128, 64, false, 0.0f, 13);
+  recipe_case<fp8_e4m3>(gemm, 240, 256, 128, false, 1.0f, 14);  // a packed pass's height (a kernel refused it once)
+  recipe_case<int8_w8a8>(gemm, 77, 256, 96, false, 0.8f, 21);
+  recipe_case<int8_w8a8>(gemm, 512, 2560, 384, true, 1.0f, 22);
+  recipe_case<int8_w8a8>(gemm, 33, 128, 64, false, 0.0f, 23);
+  // Recipes without a code path keep the bf16 operands.
+  const aq::cuda::device_recipe w4a8 = aq::cuda::make_device_recipe<>(aq::quant::find_recipe<>("w4a8"));
+  expect(w4a8.code_type == CUDA_R_16BF && w4a8.weight_codes == nullptr, "w4a8: no code path");
 }
+
+}  // namespace test_code_gemm_cuda

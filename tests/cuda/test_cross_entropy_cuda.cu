@@ -20,6 +20,8 @@
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_cross_entropy_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -154,9 +156,9 @@ void lm_head_case() {
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda cross entropy", [] {
-    chunk_kernels_case();
-    lm_head_case();
-  });
+AQ_GPU_TEST("cuda cross entropy") {
+  chunk_kernels_case();
+  lm_head_case();
 }
+
+}  // namespace test_cross_entropy_cuda

@@ -17,6 +17,8 @@
 #include "aq/backend/cuda/kernels/swiglu.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_elementwise_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -123,12 +125,12 @@ void embedding_case() {
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda elementwise", [] {
-    swiglu_case(64, 9728, 1);
-    swiglu_case(5, 333, 2);
-    gelu_case<aq::cpu::gelu_tanh, aq::cuda::gelu_tanh>("gelu_tanh", 48, 4096, 3);
-    gelu_case<aq::cpu::gelu_erf, aq::cuda::gelu_erf>("gelu_erf", 7, 5120, 4);
-    embedding_case();
-  });
+AQ_GPU_TEST("cuda elementwise") {
+  swiglu_case(64, 9728, 1);
+  swiglu_case(5, 333, 2);
+  gelu_case<aq::cpu::gelu_tanh, aq::cuda::gelu_tanh>("gelu_tanh", 48, 4096, 3);
+  gelu_case<aq::cpu::gelu_erf, aq::cuda::gelu_erf>("gelu_erf", 7, 5120, 4);
+  embedding_case();
 }
+
+}  // namespace test_elementwise_cuda

@@ -1,7 +1,6 @@
 // CUDA fake quantization against the host implementation, bit for bit, for every quantizer
 // kind (static, dynamic per-token, MX and NVFP4 block scales); the portable e4m3/e5m2 encoders against CUDA's own conversion (__NV_SATFINITE) and the
 // portable round-half-even against rintf, exhaustively over all 2^32 floats.
-// Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
@@ -23,6 +22,9 @@
 #include "aq/quant/granularity.hpp"
 #include "aq/quant/quantizer.hpp"
 #include "aq/quant/recipes.hpp"
+#include "cuda_test_util.cuh"
+
+namespace test_fake_quant_cuda {
 
 namespace {
 
@@ -251,14 +253,8 @@ int compare_with_host(const std::vector<float>& host_in, std::int64_t rows, std:
   return 0;
 }
 
-}  // namespace
-
-int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no GPU, skipped\n");
-    return 0;
-  }
+// 0 when every comparison matches; each mismatch is printed as it is found.
+int run_checks() {
   using aq::formats::e4m3;
   using aq::formats::int4;
   using aq::formats::int8;
@@ -314,3 +310,9 @@ int main() {
   std::printf("all CUDA fake-quant checks passed\n");
   return 0;
 }
+
+}  // namespace
+
+AQ_GPU_TEST("cuda fake quantization") { aq_test::expect(run_checks() == 0, "GPU fake quantization equals the host's"); }
+
+}  // namespace test_fake_quant_cuda

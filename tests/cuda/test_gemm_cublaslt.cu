@@ -14,6 +14,8 @@
 #include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_gemm_cublaslt {
+
 namespace {
 
 using aq::bf16;
@@ -138,39 +140,39 @@ void backward_case(aq::cuda::cublaslt_gemm& gemm, std::int64_t m, std::int64_t k
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda gemm (cuBLASLt)", [] {
-    aq::cuda::cublaslt_gemm gemm;
-    forward_case<float>(gemm, 256, 512, 384, false, false, 0, 1);
-    forward_case<bf16>(gemm, 256, 512, 384, false, false, 0, 2);
-    forward_case<float>(gemm, 77, 200, 130, true, false, 0, 3);
-    forward_case<bf16>(gemm, 77, 200, 130, true, false, 0, 4);
-    forward_case<float>(gemm, 128, 2560, 96, true, true, 0, 5);
-    forward_case<bf16>(gemm, 64, 256, 200, false, true, 0, 6);
-    forward_case<float>(gemm, 100, 136, 72, true, false, 24, 7);
-    forward_case<bf16>(gemm, 33, 264, 40, false, true, 40, 8);
-    backward_case<float>(gemm, 256, 384, 512, false, 9);
-    backward_case<bf16>(gemm, 77, 130, 200, false, 10);
-    backward_case<float>(gemm, 64, 96, 2560, true, 11);
-    {
-      aq::cuda::device_buffer<bf16> x(64 * 128), w(32 * 128);
-      aq::cuda::device_buffer<float> b(32), y(64 * 32);
-      const bool fused = gemm.bias_fused(device_matrix<const bf16>{x.data(), 64, 128, 128},
-                                         device_matrix<const bf16>{w.data(), 32, 128, 128},
-                                         device_matrix<bf16>{reinterpret_cast<bf16*>(y.data()), 64, 32, 32}, b.data());
-      std::printf("info: fp32 bias fused into the bf16-output epilogue: %s\n", fused ? "yes" : "no (separate kernel)");
-    }
-    // Shape errors are reported, not run.
-    bool threw = false;
-    try {
-      aq::cuda::device_buffer<bf16> x(4 * 8), w(4 * 9);
-      aq::cuda::device_buffer<float> y(16);
-      gemm.linear_forward(device_matrix<const bf16>{x.data(), 4, 8, 8}, device_matrix<const bf16>{w.data(), 4, 9, 9},
-                          device_matrix<float>{y.data(), 4, 4, 4});
-    } catch (const aq::error&) {
-      threw = true;
-    }
-    expect(threw, "mismatched inner dimensions throw aq::error");
-    expect(gemm.cached_plans() >= 11, "plans are cached per shape (" + std::to_string(gemm.cached_plans()) + ")");
-  });
+AQ_GPU_TEST("cuda gemm (cuBLASLt)") {
+  aq::cuda::cublaslt_gemm gemm;
+  forward_case<float>(gemm, 256, 512, 384, false, false, 0, 1);
+  forward_case<bf16>(gemm, 256, 512, 384, false, false, 0, 2);
+  forward_case<float>(gemm, 77, 200, 130, true, false, 0, 3);
+  forward_case<bf16>(gemm, 77, 200, 130, true, false, 0, 4);
+  forward_case<float>(gemm, 128, 2560, 96, true, true, 0, 5);
+  forward_case<bf16>(gemm, 64, 256, 200, false, true, 0, 6);
+  forward_case<float>(gemm, 100, 136, 72, true, false, 24, 7);
+  forward_case<bf16>(gemm, 33, 264, 40, false, true, 40, 8);
+  backward_case<float>(gemm, 256, 384, 512, false, 9);
+  backward_case<bf16>(gemm, 77, 130, 200, false, 10);
+  backward_case<float>(gemm, 64, 96, 2560, true, 11);
+  {
+    aq::cuda::device_buffer<bf16> x(64 * 128), w(32 * 128);
+    aq::cuda::device_buffer<float> b(32), y(64 * 32);
+    const bool fused = gemm.bias_fused(device_matrix<const bf16>{x.data(), 64, 128, 128},
+                                       device_matrix<const bf16>{w.data(), 32, 128, 128},
+                                       device_matrix<bf16>{reinterpret_cast<bf16*>(y.data()), 64, 32, 32}, b.data());
+    std::printf("info: fp32 bias fused into the bf16-output epilogue: %s\n", fused ? "yes" : "no (separate kernel)");
+  }
+  // Shape errors are reported, not run.
+  bool threw = false;
+  try {
+    aq::cuda::device_buffer<bf16> x(4 * 8), w(4 * 9);
+    aq::cuda::device_buffer<float> y(16);
+    gemm.linear_forward(device_matrix<const bf16>{x.data(), 4, 8, 8}, device_matrix<const bf16>{w.data(), 4, 9, 9},
+                        device_matrix<float>{y.data(), 4, 4, 4});
+  } catch (const aq::error&) {
+    threw = true;
+  }
+  expect(threw, "mismatched inner dimensions throw aq::error");
+  expect(gemm.cached_plans() >= 11, "plans are cached per shape (" + std::to_string(gemm.cached_plans()) + ")");
 }
+
+}  // namespace test_gemm_cublaslt

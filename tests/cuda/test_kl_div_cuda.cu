@@ -54,6 +54,8 @@
 #include "aq/backend/cuda/scoring/kl_div_scorer.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_kl_div_cuda {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -501,9 +503,9 @@ void test_fixture_scores() {
 
 }  // namespace
 
-int main() {
-  return aq_test::run_gpu_test("kl_div cuda", [] {
-    test_reduction();
-    test_fixture_scores();
-  });
+AQ_GPU_TEST("kl_div cuda") {
+  test_reduction();
+  test_fixture_scores();
 }
+
+}  // namespace test_kl_div_cuda

@@ -39,6 +39,8 @@
 #include "aq/backend/cuda/scoring/mix_evaluator.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_mix_evaluation_cuda {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -252,9 +254,9 @@ void test_tiny_model() {
 
 }  // namespace
 
-int main() {
-  return aq_test::run_gpu_test("mix evaluation cuda", [] {
-    test_reduction();
-    test_tiny_model();
-  });
+AQ_GPU_TEST("mix evaluation cuda") {
+  test_reduction();
+  test_tiny_model();
 }
+
+}  // namespace test_mix_evaluation_cuda

@@ -16,6 +16,8 @@
 #include "aq/backend/cuda/kernels/rms_norm.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_norms_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -97,12 +99,12 @@ void layer_case(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::uint
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda norms", [] {
-    rms_case(67, 2560, 1);      // decoder hidden size
-    rms_case(67 * 8, 128, 11);  // per-head q_norm/k_norm rows
-    rms_case(3, 1000, 21);      // not a multiple of the block
-    layer_case(45, 1024, 1024, 31);  // vision hidden size
-    layer_case(19, 4096, 4100, 41);  // merger width, strided rows
-  });
+AQ_GPU_TEST("cuda norms") {
+  rms_case(67, 2560, 1);      // decoder hidden size
+  rms_case(67 * 8, 128, 11);  // per-head q_norm/k_norm rows
+  rms_case(3, 1000, 21);      // not a multiple of the block
+  layer_case(45, 1024, 1024, 31);  // vision hidden size
+  layer_case(19, 4096, 4100, 41);  // merger width, strided rows
 }
+
+}  // namespace test_norms_cuda

@@ -18,6 +18,8 @@
 #include "aq/backend/cuda/kernels/pinned_upload.hpp"
 #include "aq/core/error.hpp"
 
+namespace test_pinned_upload_cuda {
+
 namespace {
 
 using aq_test::expect;
@@ -97,12 +99,12 @@ void bad_destination_throws() {
 
 }  // namespace
 
-int main() {
-  return aq_test::run_gpu_test("pinned_upload", [] {
-    copies_every_range(1);
-    copies_every_range(3);
-    copies_every_range(0);
-    checks_staged_chunks();
-    bad_destination_throws();
-  });
+AQ_GPU_TEST("pinned_upload") {
+  copies_every_range(1);
+  copies_every_range(3);
+  copies_every_range(0);
+  checks_staged_chunks();
+  bad_destination_throws();
 }
+
+}  // namespace test_pinned_upload_cuda

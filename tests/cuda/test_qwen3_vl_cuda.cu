@@ -32,6 +32,8 @@
 #include "aq/backend/cuda/scoring/cuda_scoring_backend.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_qwen3_vl_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -513,37 +515,37 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
 
 }  // namespace
 
-int main() {
-  return aq_test::run_gpu_test("qwen3_vl cuda", [] {
-    const qwen3_vl::config cfg = autoquant::default_model_config();
-    autoquant::generated_model gen = autoquant::make_generated_model(cfg, 0);
-    // bf16-valued weights, as a bf16 checkpoint gives both backends.
-    round_to_bf16(gen.text.embed_tokens);
-    for (qwen3_vl::text_layer_weights& l : gen.text.layers) {
-      for (tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_norm,
-                        &l.k_norm, &l.input_layernorm, &l.post_attention_layernorm}) {
-        round_to_bf16(*t);
-      }
+AQ_GPU_TEST("qwen3_vl cuda") {
+  const qwen3_vl::config cfg = autoquant::default_model_config();
+  autoquant::generated_model gen = autoquant::make_generated_model(cfg, 0);
+  // bf16-valued weights, as a bf16 checkpoint gives both backends.
+  round_to_bf16(gen.text.embed_tokens);
+  for (qwen3_vl::text_layer_weights& l : gen.text.layers) {
+    for (tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_norm,
+                      &l.k_norm, &l.input_layernorm, &l.post_attention_layernorm}) {
+      round_to_bf16(*t);
     }
-    round_to_bf16(gen.text.norm);
-    const acu::qwen3_vl_text_device_weights dev = acu::upload_text_weights(cfg, gen.text);
-    const std::vector<io::calib_batch> batches = make_batches(2, 4, 32, 7);
-    test_forward_backward(cfg, gen.text, dev, batches[0], false);
-    test_forward_backward(cfg, gen.text, dev, batches[0], true);
-    test_scores(cfg, gen.text, gen.vision, dev, batches);
-    for (tensor* t : {&gen.vision.patch_w, &gen.vision.pos_embed}) round_to_bf16(*t);
-    for (qwen3_vl::vision_block_weights& b : gen.vision.blocks) {
-      for (tensor* t : {&b.qkv_w, &b.proj_w, &b.fc1_w, &b.fc2_w}) round_to_bf16(*t);
-    }
-    for (qwen3_vl::merger_weights* m : {&gen.vision.merger}) {
-      round_to_bf16(m->fc1_w);
-      round_to_bf16(m->fc2_w);
-    }
-    for (qwen3_vl::merger_weights& m : gen.vision.deepstack) {
-      round_to_bf16(m.fc1_w);
-      round_to_bf16(m.fc2_w);
-    }
-    test_image_scores(cfg, gen.text, gen.vision, dev, false);
-    test_image_scores(cfg, gen.text, gen.vision, dev, true);
-  });
+  }
+  round_to_bf16(gen.text.norm);
+  const acu::qwen3_vl_text_device_weights dev = acu::upload_text_weights(cfg, gen.text);
+  const std::vector<io::calib_batch> batches = make_batches(2, 4, 32, 7);
+  test_forward_backward(cfg, gen.text, dev, batches[0], false);
+  test_forward_backward(cfg, gen.text, dev, batches[0], true);
+  test_scores(cfg, gen.text, gen.vision, dev, batches);
+  for (tensor* t : {&gen.vision.patch_w, &gen.vision.pos_embed}) round_to_bf16(*t);
+  for (qwen3_vl::vision_block_weights& b : gen.vision.blocks) {
+    for (tensor* t : {&b.qkv_w, &b.proj_w, &b.fc1_w, &b.fc2_w}) round_to_bf16(*t);
+  }
+  for (qwen3_vl::merger_weights* m : {&gen.vision.merger}) {
+    round_to_bf16(m->fc1_w);
+    round_to_bf16(m->fc2_w);
+  }
+  for (qwen3_vl::merger_weights& m : gen.vision.deepstack) {
+    round_to_bf16(m.fc1_w);
+    round_to_bf16(m.fc2_w);
+  }
+  test_image_scores(cfg, gen.text, gen.vision, dev, false);
+  test_image_scores(cfg, gen.text, gen.vision, dev, true);
 }
+
+}  // namespace test_qwen3_vl_cuda

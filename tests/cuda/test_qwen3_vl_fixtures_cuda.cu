@@ -34,6 +34,8 @@
 #include "aq/backend/cuda/model/qwen3_vl_vision_checkpoint.hpp"
 #include "cuda_test_util.cuh"
 
+namespace test_qwen3_vl_fixtures_cuda {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -310,21 +312,21 @@ void nan_weight_is_named() {
   fs::remove_all(dir);
 }
 
-int main() {
-  return aq_test::run_gpu_test("qwen3_vl cuda fixtures", [] {
-    nan_weight_is_named();
-    for (const char* checkpoint : {"tiny_tied", "tiny_untied"}) {
-      for (const char* impl : {"eager", "sdpa"}) {
-        check_case(checkpoint, impl, false, 0);
-        check_case(checkpoint, impl, true, 0);
-        check_case(checkpoint, impl, true, 1);
-        check_case(checkpoint, impl, true, 99);  // all (clamped)
-        if (std::string(checkpoint) == "tiny_untied") {
-          check_image_case(impl, false);
-          check_image_case(impl, true);
-          check_image_case(impl, true, true);
-        }
+AQ_GPU_TEST("qwen3_vl cuda fixtures") {
+  nan_weight_is_named();
+  for (const char* checkpoint : {"tiny_tied", "tiny_untied"}) {
+    for (const char* impl : {"eager", "sdpa"}) {
+      check_case(checkpoint, impl, false, 0);
+      check_case(checkpoint, impl, true, 0);
+      check_case(checkpoint, impl, true, 1);
+      check_case(checkpoint, impl, true, 99);  // all (clamped)
+      if (std::string(checkpoint) == "tiny_untied") {
+        check_image_case(impl, false);
+        check_image_case(impl, true);
+        check_image_case(impl, true, true);
       }
     }
-  });
+  }
 }
+
+}  // namespace test_qwen3_vl_fixtures_cuda

@@ -19,6 +19,8 @@
 #include "aq/quant/granularity.hpp"
 #include "cuda_test_util.cuh"
 
+namespace test_reductions_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -159,14 +161,14 @@ void multi_score_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) 
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda reductions", [] {
-    amax_case(300, 2560, 1);
-    amax_case(1, 17, 2);
-    amax_case(4096, 129, 3);
-    score_case(1000, 2560, 4);
-    score_case(3, 77, 5);
-    multi_score_case(700, 2560, 6);
-    multi_score_case(5, 33, 7);
-  });
+AQ_GPU_TEST("cuda reductions") {
+  amax_case(300, 2560, 1);
+  amax_case(1, 17, 2);
+  amax_case(4096, 129, 3);
+  score_case(1000, 2560, 4);
+  score_case(3, 77, 5);
+  multi_score_case(700, 2560, 6);
+  multi_score_case(5, 33, 7);
 }
+
+}  // namespace test_reductions_cuda

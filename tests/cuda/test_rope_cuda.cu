@@ -20,6 +20,8 @@
 #include "aq/backend/cuda/kernels/rope.cuh"
 #include "cuda_test_util.cuh"
 
+namespace test_rope_cuda {
+
 namespace {
 
 using aq::bf16;
@@ -241,11 +243,11 @@ void qk_rope_norm_backward_case() {
 
 }  // namespace
 
-int main() {
-  return run_gpu_test("cuda rope", [] {
-    mrope_case();
-    vision_case();
-    qk_norm_rope_case();
-    qk_rope_norm_backward_case();
-  });
+AQ_GPU_TEST("cuda rope") {
+  mrope_case();
+  vision_case();
+  qk_norm_rope_case();
+  qk_rope_norm_backward_case();
 }
+
+}  // namespace test_rope_cuda

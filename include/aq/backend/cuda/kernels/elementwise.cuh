@@ -19,16 +19,6 @@ namespace detail {
 
 inline constexpr unsigned elementwise_block = 256;
 
-// op(r, c) for every r < rows, c < cols.
-template <class Op>
-__global__ void __launch_bounds__(elementwise_block) elementwise_kernel(std::int64_t rows, std::int64_t cols, Op op) {
-  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.x) * elementwise_block + threadIdx.x;
-  const std::int64_t col_stride = static_cast<std::int64_t>(gridDim.x) * elementwise_block;
-  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    for (std::int64_t c = c0; c < cols; c += col_stride) op(r, c);
-  }
-}
-
 // op.template run<V>(r, c) for columns c = 0, V, 2V, ... of every row (cols % V == 0).
 template <int V, class Op>
 __global__ void __launch_bounds__(elementwise_block)
@@ -39,6 +29,16 @@ __global__ void __launch_bounds__(elementwise_block)
     for (std::int64_t c = c0; c < cols; c += col_stride) op.template run<V>(r, c);
   }
 }
+
+// A scalar op, op(r, c), as an op with packs of one column.
+template <class Op>
+struct one_column_op {
+  Op op;
+  template <int V>
+  __device__ void run(std::int64_t r, std::int64_t c) {
+    op(r, c);
+  }
+};
 
 inline dim3 elementwise_grid(std::int64_t rows, std::int64_t steps_per_row) {
   const std::int64_t col_blocks = std::min<std::int64_t>((steps_per_row + elementwise_block - 1) / elementwise_block, 1024);
@@ -101,10 +101,8 @@ template <class Op>
 void launch_elementwise(std::int64_t rows, std::int64_t cols, const Op& op, cudaStream_t stream) {
   if constexpr (requires { Op::pack; }) {
     launch_packed_elementwise<Op::pack>(rows, cols, op.packed(), op, stream);
-  } else if (rows > 0 && cols > 0) {
-    detail::elementwise_kernel<Op><<<detail::elementwise_grid(rows, cols), detail::elementwise_block, 0, stream>>>(
-        rows, cols, op);
-    AQ_CUDA_CHECK_LAUNCH();
+  } else {
+    launch_packed_elementwise<1>(rows, cols, false, detail::one_column_op<Op>{op}, stream);
   }
 }
 
