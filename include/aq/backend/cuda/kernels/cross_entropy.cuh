@@ -36,9 +36,12 @@ namespace detail {
 
 inline constexpr int ce_block = 256;
 
+// The kernels that are not templates are static: defined in a header, they would otherwise be
+// defined again by every .cu file of a program that includes it.
+
 // Online log-sum-exp: fold one chunk of logits (vocabulary columns [v0, v0 + cols)) into the
 // per-row (max, Σexp(z − max)) and pick up the target's logit when it lies in the chunk.
-__global__ void __launch_bounds__(ce_block)
+static __global__ void __launch_bounds__(ce_block)
     ce_chunk_update_kernel(device_matrix<const float> logits, std::int64_t v0, const std::int64_t* target,
                            float* row_max, double* row_sum, float* target_logit) {
   __shared__ block_reducer<float, ce_block> red_f;
@@ -60,7 +63,7 @@ __global__ void __launch_bounds__(ce_block)
   }
 }
 
-__global__ void ce_init_kernel(std::int64_t rows, float* row_max, double* row_sum, float* target_logit) {
+static __global__ void ce_init_kernel(std::int64_t rows, float* row_max, double* row_sum, float* target_logit) {
   for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
        r += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     row_max[r] = -INFINITY;
@@ -70,8 +73,9 @@ __global__ void ce_init_kernel(std::int64_t rows, float* row_max, double* row_su
 }
 
 // lse[r] = max + log Σ; row_loss[r] = lse − z_target (0 for rows without a target).
-__global__ void ce_finalize_kernel(std::int64_t rows, const std::int64_t* target, const float* row_max,
-                                   const double* row_sum, const float* target_logit, double* lse, double* row_loss) {
+static __global__ void ce_finalize_kernel(std::int64_t rows, const std::int64_t* target, const float* row_max,
+                                          const double* row_sum, const float* target_logit, double* lse,
+                                          double* row_loss) {
   for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
        r += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     if (target[r] == ignore_index) {

@@ -77,8 +77,9 @@ __global__ void __launch_bounds__(score_block)
   }
 }
 
-// score[k] += Σ partials[k][·] for each recipe k (one block per recipe).
-__global__ void __launch_bounds__(score_blocks) score_totals_kernel(const double* partials, double* score) {
+// score[k] += Σ partials[k][·] for each recipe k (one block per recipe). Static: a kernel that
+// is not a template, defined in a header, would otherwise be defined by every .cu file including it.
+static __global__ void __launch_bounds__(score_blocks) score_totals_kernel(const double* partials, double* score) {
   __shared__ block_reducer<double, score_blocks> red;
   const double total = block_sum(partials[blockIdx.x * score_blocks + threadIdx.x], red);
   if (threadIdx.x == 0) score[blockIdx.x] += total;
