@@ -93,7 +93,10 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
   CHECK(none.gpu.attention == "tc");
   CHECK(none.gpu.activations == "auto");
   CHECK(none.gpu.weight_cache_gib < 0.0);
-  CHECK(none.gpu.memory_budget_gib < 0.0);
+  CHECK(none.gpu.memory_budget == autoquant::gpu_options::budget::half_modelopt);
+  CHECK(parse({"--memory-budget-gib", "max"}).gpu.memory_budget == autoquant::gpu_options::budget::whole_device);
+  CHECK(parse({"--memory-budget-gib", "max", "--memory-budget-gib", "auto"}).gpu.memory_budget ==
+        autoquant::gpu_options::budget::half_modelopt);
   CHECK(none.gpu.micro_batch == 0);
   CHECK_FALSE(none.gpu.profile_kernels);
 
@@ -106,6 +109,7 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
   CHECK(d.gpu.attention == "fp32");
   CHECK(d.gpu.activations == "recompute");
   CHECK(d.gpu.weight_cache_gib == 2.5);
+  CHECK(d.gpu.memory_budget == autoquant::gpu_options::budget::gib);
   CHECK(d.gpu.memory_budget_gib == 40.0);
   CHECK(d.gpu.profile_kernels);
   CHECK(parse({"--device", "cpu"}).device == "cpu");
@@ -117,7 +121,9 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
   refused({"--device", "tpu"}, "--device: expected cpu or cuda, got 'tpu'");
   refused({"--gpu-attention", "fast"}, "--gpu-attention: expected tc or fp32, got fast");
   refused({"--activations", "sometimes"}, "--activations: expected auto, saved or recompute, got sometimes");
-  refused({"--memory-budget-gib", "-1"}, "--memory-budget-gib: expected a size in GiB >= 0, got '-1'");
+  refused({"--memory-budget-gib", "-1"}, "--memory-budget-gib: expected auto, max or a size in GiB >= 0, got '-1'");
+  refused({"--memory-budget-gib", "12GiB"}, "--memory-budget-gib: expected auto, max or a size in GiB >= 0, got '12GiB'");
+  refused({"--memory-budget-gib", "Auto"}, "--memory-budget-gib: expected auto, max or a size in GiB >= 0, got 'Auto'");
   refused({"--weight-cache-gib", "nan"}, "--weight-cache-gib: 'nan' is not a number");
   refused({"--micro-batch", "0"}, "--micro-batch: 0 is out of range");
   refused({"--micro-batch", "2.5"}, "--micro-batch: '2.5' is not an integer");

@@ -76,4 +76,28 @@ TEST_CASE("memory plan: the cache cap and the minimum") {
   }
 }
 
+TEST_CASE("a budget too small for the run: fewer sequences a pass, then the default budget is dropped") {
+  using aq::autoquant::budget_step;
+  using aq::autoquant::when_budget_too_small;
+  for (const bool default_budget : {false, true}) {
+    CHECK(when_budget_too_small(default_budget, false, 8) == budget_step::halve_pass);
+    CHECK(when_budget_too_small(default_budget, false, 2) == budget_step::halve_pass);
+  }
+  // One sequence a pass, or passes fixed by --micro-batch: nothing left to halve.
+  CHECK(when_budget_too_small(true, false, 1) == budget_step::drop_budget);
+  CHECK(when_budget_too_small(true, true, 4) == budget_step::drop_budget);
+  CHECK(when_budget_too_small(false, false, 1) == budget_step::refuse);
+  CHECK(when_budget_too_small(false, true, 4) == budget_step::refuse);
+}
+
+TEST_CASE("the minimum is what the plan holds at the least") {
+  const memory_plan_inputs in = four_b(80 * GiB);
+  CHECK(aq::autoquant::minimum_bytes(in) == 9 * GiB + GiB / 2 + GiB + 78 * GiB / 100);
+  memory_plan_inputs at_minimum = in;
+  at_minimum.budget_bytes = aq::autoquant::minimum_bytes(in);
+  CHECK(plan_memory(at_minimum).saved_layers == 0);
+  at_minimum.budget_bytes -= 1;
+  CHECK_THROWS_AS(plan_memory(at_minimum), aq::error);
+}
+
 }  // namespace test_memory_plan

@@ -6,8 +6,8 @@
 #   s8192:  16 texts x 8,192 tokens, batch 1 (16 / 16; not in the default CASES)
 # The texts come from benchmarks/data/make_long_texts.py (bundled COCO captions, seeded); aq
 # tokenizes them and dumps its batches, ModelOpt runs on those very batches. Each case runs aq
-# with its default memory plan, ModelOpt, then aq under half of ModelOpt's peak_allocated, and
-# prints compare.py's table for each aq run.
+# with its fastest memory plan (--memory-budget-gib max), ModelOpt, then aq under half of ModelOpt's
+# measured peak_allocated, and prints compare.py's table for each aq run.
 #
 #   run_4b_full_length.sh AQ_AUTOQUANT OUT_DIR [WORK_DIR]
 #   WHEELS (default .whl): nvidia-modelopt 0.39 and the packages benchmarks/modelopt/README.md lists
@@ -41,7 +41,7 @@ for case in ${CASES:-s512 s2048}; do
   esac
   python3 "$root/benchmarks/data/make_long_texts.py" --texts $texts --tokens $tokens --out "$work/texts_$case.txt"
   args=(--calib "$work/texts_$case.txt" --num-samples $texts --seq-len $tokens --batch-size $batch)
-  run_aq "aq_4b_full_$case" "${args[@]}" --dump-batches "$out/batches_full_$case.safetensors"
+  run_aq "aq_4b_full_$case" "${args[@]}" --memory-budget-gib max --dump-batches "$out/batches_full_$case.safetensors"
   python3 - "$out/batches_full_$case.safetensors" <<'PY' || exit 1
 import sys
 from safetensors.numpy import load_file

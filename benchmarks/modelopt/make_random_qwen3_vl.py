@@ -12,7 +12,10 @@ Presets:
   tiny  text hidden 128, 4 layers, GQA 4/2 heads of 32, MLP 256, the real vocabulary (151936, tied);
         vision depth 2, hidden 128, one deepstack tap. Every Linear input dim is a multiple of 128, so
         INT4 block-128 weights need no padding. ~20M parameters (19.4M of them the embedding).
+  2b    the exact Qwen3-VL-2B-Instruct shapes (28 layers, hidden 2048, tied; vision depth 24, hidden 1024).
   4b    the exact Qwen3-VL-4B-Instruct shapes (36 layers, hidden 2560, vision depth 24, deepstack 5/11/17).
+  8b    the exact Qwen3-VL-8B-Instruct shapes (36 layers, hidden 4096, lm_head not tied; vision depth 27,
+        hidden 1152, deepstack 8/16/24).
 
 Initialisation (deterministic for a given device, seed and torch version): matrices and conv kernels
 ~ N(0, 1/fan_in), token embedding ~ N(0, 0.02^2) (tied lm_head logits stay O(1)), norm weights
@@ -45,10 +48,10 @@ def rope_kwargs(theta, section):
                 rope_scaling={"rope_type": "default", "mrope_section": section, "mrope_interleaved": True})
 
 
-def text_config(hidden, inter, layers, heads, kv, head_dim, section):
+def text_config(hidden, inter, layers, heads, kv, head_dim, section, tie=True):
     return dict(vocab_size=151936, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                 num_attention_heads=heads, num_key_value_heads=kv, head_dim=head_dim, hidden_act="silu",
-                max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=tie,
                 attention_bias=False, attention_dropout=0.0, initializer_range=0.02,
                 bos_token_id=151643, eos_token_id=151645, **rope_kwargs(5000000.0, section))
 
@@ -63,15 +66,19 @@ def vision_config(depth, hidden, inter, heads, out_hidden, n_pos, deepstack):
 PRESETS = {
     "tiny": dict(text=text_config(128, 256, 4, 4, 2, 32, [6, 5, 5]),
                  vision=vision_config(2, 128, 256, 2, 128, 256, [0])),
+    "2b": dict(text=text_config(2048, 6144, 28, 16, 8, 128, [24, 20, 20]),
+               vision=vision_config(24, 1024, 4096, 16, 2048, 2304, [5, 11, 17])),
     "4b": dict(text=text_config(2560, 9728, 36, 32, 8, 128, [24, 20, 20]),
                vision=vision_config(24, 1024, 4096, 16, 2560, 2304, [5, 11, 17])),
+    "8b": dict(text=text_config(4096, 12288, 36, 32, 8, 128, [24, 20, 20], tie=False),
+               vision=vision_config(27, 1152, 4304, 16, 4096, 2304, [8, 16, 24])),
 }
 
 
 def make_config(preset):
     spec = PRESETS[preset]
     return Qwen3VLConfig(text_config=dict(spec["text"]), vision_config=dict(spec["vision"]),
-                         tie_word_embeddings=True, image_token_id=IMAGE_PAD, video_token_id=VIDEO_PAD,
+                         tie_word_embeddings=spec["text"]["tie_word_embeddings"], image_token_id=IMAGE_PAD, video_token_id=VIDEO_PAD,
                          vision_start_token_id=VISION_START, vision_end_token_id=VISION_END)
 
 
@@ -88,7 +95,7 @@ def build_model(config, device):
 def randomize(model, seed, device):
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    for name, p in model.named_parameters():  # tied lm_head is the embedding: visited once
+    for name, p in model.named_parameters():  # a tied lm_head is the embedding: visited once
         v = torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32)
         if name.endswith("embed_tokens.weight"):
             v.mul_(0.02)
@@ -115,7 +122,7 @@ def main():
     config = make_config(args.preset)
     model = build_model(config, args.device)
     embed = model.model.language_model.embed_tokens.weight
-    if model.lm_head.weight.data_ptr() != embed.data_ptr():
+    if config.tie_word_embeddings and model.lm_head.weight.data_ptr() != embed.data_ptr():
         sys.exit("lm_head is not tied to embed_tokens after construction")
     randomize(model, args.seed, args.device)
     t_build = time.time() - t0

@@ -41,11 +41,16 @@ constexpr std::size_t activation_sets_bytes(std::int64_t k, std::int64_t layers,
   return static_cast<std::size_t>(k + (k < layers ? 1 : 0)) * layer_bytes;
 }
 
+// The least a run can hold: what is in use, the scratch and one shared recompute set.
+constexpr std::size_t minimum_bytes(const memory_plan_inputs& in) {
+  return in.in_use_bytes + in.scratch_bytes + activation_sets_bytes(0, in.layers, in.layer_bytes);
+}
+
 // The most saved layers that fit, then the weight cache from the rest. Throws when even the
 // recompute-everything minimum does not fit, naming that minimum.
 inline memory_plan plan_memory(const memory_plan_inputs& in) {
   const std::size_t fixed = in.in_use_bytes + in.scratch_bytes;
-  const std::size_t minimum = fixed + activation_sets_bytes(0, in.layers, in.layer_bytes);
+  const std::size_t minimum = minimum_bytes(in);
   if (in.budget_bytes < minimum) {
     throw error("--memory-budget-gib: " + format_gib(in.budget_bytes) + " is below this run's minimum of " +
                 format_gib(minimum) + " (" + in.in_use_what + " " + format_gib(in.in_use_bytes) + ", scratch " +
@@ -62,6 +67,17 @@ inline memory_plan plan_memory(const memory_plan_inputs& in) {
   p.activation_bytes = activation_sets_bytes(p.saved_layers, in.layers, in.layer_bytes);
   p.weight_cache_bytes = std::min(room - p.activation_bytes, in.max_cache_bytes);
   return p;
+}
+
+// What the driver does when a budget cannot hold the run at `rows` sequences a pass: fewer
+// sequences a pass first (unless --micro-batch fixed them); below one, the default budget (half of
+// ModelOpt's estimated peak) is dropped for the plan without a budget, since any slower plan
+// would miss it as well, and a budget the user gave is refused with its minimum.
+enum class budget_step { halve_pass, drop_budget, refuse };
+
+constexpr budget_step when_budget_too_small(bool default_budget, bool fixed_pass, std::int64_t rows) {
+  if (!fixed_pass && rows > 1) return budget_step::halve_pass;
+  return default_budget ? budget_step::drop_budget : budget_step::refuse;
 }
 
 }  // namespace aq::autoquant

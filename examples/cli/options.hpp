@@ -43,7 +43,11 @@ struct gpu_options {
   std::string activations = "auto";  // auto | saved | recompute
   std::string recipe_gemm = "bf16";  // bf16: recipe products on bf16 operands; codes: fp8/int8 ones on their codes
   double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
-  double memory_budget_gib = -1.0;   // < 0: no budget (what fits on the card)
+  // --memory-budget-gib: half of ModelOpt's estimated peak for the run (auto, the default), what
+  // fits on the card (max), or a size in GiB.
+  enum class budget { half_modelopt, whole_device, gib };
+  budget memory_budget = budget::half_modelopt;
+  double memory_budget_gib = 0.0;    // with budget::gib
   std::int64_t micro_batch = 0;      // sequences per device pass; 0: whole batches (or what the budget allows)
   bool profile_kernels = false;
   std::optional<std::string> first_flag;  // the first GPU flag given (named when --device cpu refuses it)
@@ -227,7 +231,19 @@ bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
   } else if (flag == "--weight-cache-gib") {
     g.weight_cache_gib = parse_gib(flag, value());
   } else if (flag == "--memory-budget-gib") {
-    g.memory_budget_gib = parse_gib(flag, value());
+    const std::string v = value();
+    if (v == "auto" || v == "max") {
+      g.memory_budget = v == "auto" ? gpu_options::budget::half_modelopt : gpu_options::budget::whole_device;
+    } else {
+      double gib = -1.0;
+      try {
+        gib = parse_double(flag, v);
+      } catch (const error&) {  // refused below, with the values the flag takes
+      }
+      if (!(gib >= 0.0) || gib > 1e6) throw error(flag + ": expected auto, max or a size in GiB >= 0, got '" + v + "'");
+      g.memory_budget = gpu_options::budget::gib;
+      g.memory_budget_gib = gib;
+    }
   } else if (flag == "--micro-batch") {
     g.micro_batch = parse_int(flag, value(), 1);
   } else {
@@ -431,16 +447,22 @@ device
   --gpu-attention tc|fp32 bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the
                           decoder and the vision tower
   --activations auto|saved|recompute
-                          keep every layer's activations for the backward (auto: when they fit
-                          with 8 GiB to spare) or recompute them per layer
+                          keep every layer's activations for the backward or recompute them per
+                          layer (auto: as many layers as the memory budget holds; under
+                          --memory-budget-gib max, all when they fit with 8 GiB to spare)
   --recipe-gemm bf16|codes
                           recipe products on fake-quantized operands rounded to bf16 (default,
                           as ModelOpt), or fp8_e4m3 / int8_w8a8 ones on their codes with the e4m3 /
                           int8 tensor cores (exact products, scales applied after; less memory)
-  --weight-cache-gib X    memory for quantized weights kept across batches (default: free - 4 GiB)
-  --memory-budget-gib X   hold at most X GiB on the GPU: saves as many layers' activations as fit,
+  --weight-cache-gib X    memory for quantized weights kept across batches (default: what the
+                          budget leaves; with --memory-budget-gib max, free - 4 GiB)
+  --memory-budget-gib auto|max|X
+                          hold at most X GiB on the GPU: saves as many layers' activations as fit,
                           then caches quantized weights in the rest; halves the sequences per device
-                          pass until the minimum fits (error if one sequence does not)
+                          pass until the minimum fits (error if one sequence does not). auto
+                          (default): half of ModelOpt's estimated peak for the same run, or no
+                          budget where the run cannot fit in that; max: what fits on the card
+                          (the fastest plan)
   --micro-batch N         device passes of at most N sequences, or of N x --seq-len tokens of packed
                           trimmed sequences (same scores, less memory)
   --profile-kernels       GPU time per kernel class (CUDA events; adds a little overhead)

@@ -8,6 +8,7 @@
 #include <aq/backend/cpu/qwen3_vl/model_runner.hpp>
 
 #include "cli/memory_plan.hpp"
+#include "cli/reference_peak.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -107,6 +108,9 @@ struct session::state {
   std::int64_t max_tokens = 0, micro_rows = 0, model_max_tokens = 0, saved_layers = 0;
   bool pack = false, trim_padding = false, saved_activations = false;
   std::size_t activation_bytes_per_layer = 0;
+  std::size_t budget_bytes = 0;  // the memory plan's budget (0: none, what fits on the card)
+  double reference_peak = 0.0;   // ModelOpt's estimated peak for the run
+  std::size_t dropped_minimum = 0;  // the default budget was dropped: the run's minimum
 };
 
 bool device_present() {
@@ -201,14 +205,25 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   for (const qwen3_vl::image_batch& img : image_batches) {
     if (!img.grids.empty()) max_patches = std::max(max_patches, img.pixel_values.dim(0));
   }
+  // The device budget: none (max), the one given, or half of ModelOpt's estimated peak for these
+  // batches (the default), dropped where the run cannot fit in it (memory_plan.hpp).
+  using budget = autoquant::gpu_options::budget;
+  bool whole_device = g.memory_budget == budget::whole_device;
+  const double reference_peak = autoquant::modelopt_peak_bytes(cfg, max_tokens);
+  const std::size_t budget_bytes = g.memory_budget == budget::gib
+                                       ? static_cast<std::size_t>(g.memory_budget_gib * static_cast<double>(1ull << 30))
+                                       : static_cast<std::size_t>(reference_peak / 2.0);
+  std::size_t dropped_minimum = 0;  // the default budget dropped: what the run needed at least
   bool vision_saved_blocks = true;
   std::size_t vision_bytes = 0;
-  if (max_patches > 0) {
+  const auto plan_vision = [&] {
+    if (max_patches == 0) return;
     const std::size_t free_bytes = free_device_bytes();
     vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true, g.attention == "tc");
-    vision_saved_blocks = g.memory_budget_gib < 0.0 && vision_bytes < free_bytes / 4;
+    vision_saved_blocks = whole_device && vision_bytes < free_bytes / 4;
     if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, g.attention == "tc");
-  }
+  };
+  plan_vision();
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
   // until the recompute-everything minimum fits.
   std::int64_t micro_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
@@ -227,7 +242,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
     acu::qwen3_vl_text_model& m = *model_ptr;
     m.set_tensor_core_attention(g.attention == "tc");
-    if (g.memory_budget_gib < 0.0) {
+    if (whole_device) {
       const std::size_t free_bytes = free_device_bytes();
       const double saved_bytes =
           static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
@@ -238,7 +253,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
       break;
     }
     autoquant::memory_plan_inputs plan_in;
-    plan_in.budget_bytes = static_cast<std::size_t>(g.memory_budget_gib * static_cast<double>(1ull << 30));
+    plan_in.budget_bytes = budget_bytes;
     plan_in.in_use_bytes = acu::device_bytes_in_use() - st.baseline + vision_bytes;
     if (vision_bytes > 0) plan_in.in_use_what = "weights, fixed buffers and the vision tower's activations";
     plan_in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, max_patches, m.vocab_chunk(), o.formats.size());
@@ -249,13 +264,29 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     try {
       plan = autoquant::plan_memory(plan_in);
     } catch (const error&) {
-      if (g.micro_batch > 0 || micro_rows == 1) throw;  // a fixed micro-batch, or nothing left to halve
-      micro_rows = (micro_rows + 1) / 2;
-      continue;
+      switch (autoquant::when_budget_too_small(g.memory_budget == budget::half_modelopt, g.micro_batch > 0, micro_rows)) {
+        case autoquant::budget_step::halve_pass:
+          micro_rows = (micro_rows + 1) / 2;
+          continue;
+        case autoquant::budget_step::drop_budget:
+          // Half of ModelOpt's peak is below even the weights and one sequence a pass (image
+          // data at 4B): the plan without a budget, with whole passes again.
+          dropped_minimum = autoquant::minimum_bytes(plan_in);
+          whole_device = true;
+          micro_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
+          plan_vision();
+          continue;
+        case autoquant::budget_step::refuse:
+          throw;
+      }
     }
     if (g.activations == "saved" || g.activations == "recompute") {
       const std::int64_t k = g.activations == "saved" ? cfg.text.num_hidden_layers : 0;
       const std::size_t need = autoquant::activation_sets_bytes(k, plan_in.layers, plan_in.layer_bytes);
+      // --activations saved asks for more than the default budget: it gets what it needs.
+      if (g.memory_budget == budget::half_modelopt) {
+        plan_in.budget_bytes = std::max(plan_in.budget_bytes, plan_in.in_use_bytes + plan_in.scratch_bytes + need);
+      }
       if (plan_in.in_use_bytes + plan_in.scratch_bytes + need > plan_in.budget_bytes) {
         throw error("--memory-budget-gib: --activations " + g.activations + " needs " +
                     autoquant::format_gib(plan_in.in_use_bytes + plan_in.scratch_bytes + need) + ", above the budget");
@@ -268,6 +299,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     m.set_saved_layers(plan.saved_layers);
     m.allocate_activations();
     cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
+    st.budget_bytes = plan_in.budget_bytes;
     break;
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
@@ -283,7 +315,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     cuda_options.vision = vision.get();
     cuda_options.images = &image_batches;
   }
-  if (g.memory_budget_gib < 0.0) {
+  if (whole_device) {
     const std::size_t free_bytes = free_device_bytes();
     const double margin = 4.0 * (1ull << 30);  // scorer scratch, cuBLASLt workspaces, CUB temp
     const double fit = std::max(0.0, static_cast<double>(free_bytes) - margin - static_cast<double>(vision_bytes));
@@ -317,6 +349,8 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   st.activation_bytes_per_layer = model.activation_bytes_per_layer();
   st.pack = pack;
   st.trim_padding = trim_padding;
+  st.reference_peak = reference_peak;
+  st.dropped_minimum = dropped_minimum;
   return result;
 }
 
@@ -350,6 +384,23 @@ std::string session::summary(double load_seconds, double weights_seconds, double
   add("device memory: weights %.2f GiB, peak in use %.2f GiB (above the context's %.2f GiB)\n",
       static_cast<double>(weight_bytes()) / (1 << 30), static_cast<double>(peak_bytes()) / (1 << 30),
       static_cast<double>(st.baseline) / (1 << 30));
+  const auto gib = [](double bytes) { return bytes / static_cast<double>(1ull << 30); };
+  const autoquant::gpu_options::budget kind = st.options->gpu.memory_budget;
+  if (kind == autoquant::gpu_options::budget::whole_device) {
+    add("memory budget: none (--memory-budget-gib max); ModelOpt's estimated peak for this run %.2f GiB\n",
+        gib(st.reference_peak));
+  } else if (kind == autoquant::gpu_options::budget::gib) {
+    add("memory budget: %.2f GiB (--memory-budget-gib); ModelOpt's estimated peak for this run %.2f GiB\n",
+        gib(static_cast<double>(st.budget_bytes)), gib(st.reference_peak));
+  } else if (st.dropped_minimum > 0) {
+    add("memory budget: none: half of ModelOpt's estimated peak for this run (%.2f GiB of %.2f) is below the "
+        "least this run can hold (%.2f GiB), so the plan without a budget runs\n",
+        gib(st.reference_peak / 2.0), gib(st.reference_peak), gib(static_cast<double>(st.dropped_minimum)));
+  } else {
+    add("memory budget: %.2f GiB, half of ModelOpt's estimated peak for this run (%.2f GiB; --memory-budget-gib "
+        "max for the fastest plan)\n",
+        gib(static_cast<double>(st.budget_bytes)), gib(st.reference_peak));
+  }
   const std::string activations =
       st.saved_activations ? "saved"
                            : (st.saved_layers == 0 ? "recomputed"
