@@ -235,14 +235,12 @@ bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
     if (v == "auto" || v == "max") {
       g.memory_budget = v == "auto" ? gpu_options::budget::half_modelopt : gpu_options::budget::whole_device;
     } else {
-      double gib = -1.0;
       try {
-        gib = parse_double(flag, v);
-      } catch (const error&) {  // refused below, with the values the flag takes
+        g.memory_budget_gib = parse_gib(flag, v);
+      } catch (const error&) {  // the same refusal, naming every value the flag takes
+        throw error(flag + ": expected auto, max or a size in GiB >= 0, got '" + v + "'");
       }
-      if (!(gib >= 0.0) || gib > 1e6) throw error(flag + ": expected auto, max or a size in GiB >= 0, got '" + v + "'");
       g.memory_budget = gpu_options::budget::gib;
-      g.memory_budget_gib = gib;
     }
   } else if (flag == "--micro-batch") {
     g.micro_batch = parse_int(flag, value(), 1);
