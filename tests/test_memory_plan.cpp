@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "aq/core/error.hpp"
 
@@ -76,18 +77,96 @@ TEST_CASE("memory plan: the cache cap and the minimum") {
   }
 }
 
-TEST_CASE("a budget too small for the run: fewer sequences a pass, then the default budget is dropped") {
-  using aq::autoquant::budget_step;
-  using aq::autoquant::when_budget_too_small;
-  for (const bool default_budget : {false, true}) {
-    CHECK(when_budget_too_small(default_budget, false, 8) == budget_step::halve_pass);
-    CHECK(when_budget_too_small(default_budget, false, 2) == budget_step::halve_pass);
+TEST_CASE("--activations saved|recompute under a budget: the default grows, a given one refuses") {
+  using aq::autoquant::plan_fixed_layers;
+  // Recompute everything within 12 GiB: one shared set, the rest to the cache.
+  const memory_plan r = plan_fixed_layers(four_b(12 * GiB), 0, false, "--activations recompute");
+  CHECK(r.saved_layers == 0);
+  CHECK(r.activation_bytes == 78 * GiB / 100);
+  CHECK(r.weight_cache_bytes == 12 * GiB - (9 * GiB + GiB / 2) - GiB - r.activation_bytes);
+  CHECK(r.budget_bytes == 12 * GiB);
+  // Every layer saved: the default budget grows to exactly what that needs, with no cache.
+  const memory_plan s = plan_fixed_layers(four_b(12 * GiB), 36, true, "--activations saved");
+  CHECK(s.saved_layers == 36);
+  CHECK(s.budget_bytes == 9 * GiB + GiB / 2 + GiB + 36 * (78 * GiB / 100));
+  CHECK(s.weight_cache_bytes == 0);
+  // A budget the user gave is refused, naming the flag and what it needs.
+  try {
+    plan_fixed_layers(four_b(12 * GiB), 36, false, "--activations saved");
+    FAIL("a given budget below --activations saved must be refused");
+  } catch (const aq::error& e) {
+    CHECK(std::string(e.what()).find("--activations saved needs") != std::string::npos);
   }
-  // One sequence a pass, or passes fixed by --micro-batch: nothing left to halve.
-  CHECK(when_budget_too_small(true, false, 1) == budget_step::drop_budget);
-  CHECK(when_budget_too_small(true, true, 4) == budget_step::drop_budget);
-  CHECK(when_budget_too_small(false, false, 1) == budget_step::refuse);
-  CHECK(when_budget_too_small(false, true, 4) == budget_step::refuse);
+  CHECK(plan_memory(four_b(12 * GiB)).budget_bytes == 12 * GiB);
+}
+
+TEST_CASE("the largest pass a budget holds: the whole pass first, then bisection") {
+  using aq::autoquant::largest_fitting_pass;
+  std::vector<std::int64_t> tried;
+  const auto below = [&](std::int64_t limit) {
+    return [&tried, limit](std::int64_t size) {
+      tried.push_back(size);
+      return size <= limit;
+    };
+  };
+  // The whole pass fits: one try.
+  CHECK(largest_fitting_pass(1, 8, 1, below(100)) == 8);
+  CHECK(tried == std::vector<std::int64_t>{8});
+  // Exact with step 1, for every boundary, in at most 1 + log2 tries.
+  for (std::int64_t limit = 1; limit < 8; ++limit) {
+    tried.clear();
+    CHECK(largest_fitting_pass(1, 8, 1, below(limit)) == limit);
+    CHECK(tried.size() <= 5);
+  }
+  // Tokens of a packed pass (the 4B s512 default: 4,096 did not fit, 3,136 did): within one step
+  // of the boundary, never above it.
+  for (const std::int64_t limit : {3136, 3100, 4095, 513}) {
+    tried.clear();
+    const std::int64_t got = largest_fitting_pass(512, 4096, 64, below(limit));
+    CHECK(got <= limit);
+    CHECK(got > limit - 64);
+    CHECK(tried.size() <= 8);
+  }
+  // Not even the least fits: 0; the least alone fits: the least, however coarse the step.
+  CHECK(largest_fitting_pass(512, 4096, 64, below(511)) == 0);
+  CHECK(largest_fitting_pass(512, 4096, 1024, below(512)) == 512);
+  CHECK(largest_fitting_pass(1, 1, 1, below(0)) == 0);
+  CHECK(largest_fitting_pass(5, 4, 1, below(10)) == 0);
+}
+
+TEST_CASE("packed passes: the smallest size with as few passes as the largest that fits") {
+  using aq::autoquant::smallest_pass_with_passes_of;
+  // 128 sequences of 512 tokens, whole sequences a pass.
+  const auto uniform = [](std::int64_t tokens) { return (128 + tokens / 512 - 1) / (tokens / 512); };
+  CHECK(smallest_pass_with_passes_of(512, 2751, uniform) == 2560);  // 5 a pass: 26 passes
+  CHECK(smallest_pass_with_passes_of(512, 4096, uniform) == 4096);
+  CHECK(smallest_pass_with_passes_of(512, 512, uniform) == 512);
+  // 5,888 tokens in any split: three passes from 1,963 tokens up.
+  const auto even = [](std::int64_t tokens) { return (5888 + tokens - 1) / tokens; };
+  CHECK(smallest_pass_with_passes_of(46, 2761, even) == 1963);
+  CHECK(even(1963) == 3);
+  CHECK(even(1962) == 4);
+  // Never more passes than the top, even where passes() is not monotone.
+  const auto bumpy = [](std::int64_t tokens) { return tokens % 7 == 0 ? std::int64_t{9} : 4 - tokens / 100; };
+  for (std::int64_t hi = 1; hi < 400; hi += 13) CHECK(bumpy(smallest_pass_with_passes_of(1, hi, bumpy)) <= bumpy(hi));
+}
+
+TEST_CASE("split batches spread their rows evenly over the fewest passes") {
+  using aq::autoquant::balanced_pass_rows;
+  CHECK(balanced_pass_rows(8, 8) == 8);
+  CHECK(balanced_pass_rows(8, 7) == 4);
+  CHECK(balanced_pass_rows(8, 6) == 4);
+  CHECK(balanced_pass_rows(8, 3) == 3);  // 3 + 3 + 2
+  CHECK(balanced_pass_rows(8, 1) == 1);
+  CHECK(balanced_pass_rows(7, 4) == 4);  // 4 + 3
+  CHECK(balanced_pass_rows(1, 1) == 1);
+}
+
+TEST_CASE("a budget too small for the smallest pass: the default is dropped, a given one refused") {
+  using aq::autoquant::budget_step;
+  using aq::autoquant::when_nothing_fits;
+  CHECK(when_nothing_fits(true) == budget_step::drop_budget);
+  CHECK(when_nothing_fits(false) == budget_step::refuse);
 }
 
 TEST_CASE("the minimum is what the plan holds at the least") {

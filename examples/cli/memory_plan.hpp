@@ -28,6 +28,7 @@ struct memory_plan {
   std::int64_t saved_layers = 0;       // layers that keep their activations
   std::size_t activation_bytes = 0;    // their sets plus the shared recompute set when one is left
   std::size_t weight_cache_bytes = 0;  // what is left, capped
+  std::size_t budget_bytes = 0;        // the budget it was planned under
 };
 
 inline std::string format_gib(std::size_t bytes) {
@@ -66,17 +67,74 @@ inline memory_plan plan_memory(const memory_plan_inputs& in) {
   }
   p.activation_bytes = activation_sets_bytes(p.saved_layers, in.layers, in.layer_bytes);
   p.weight_cache_bytes = std::min(room - p.activation_bytes, in.max_cache_bytes);
+  p.budget_bytes = in.budget_bytes;
   return p;
 }
 
-// What the driver does when a budget cannot hold the run at `rows` sequences a pass: fewer
-// sequences a pass first (unless --micro-batch fixed them); below one, the default budget (half of
-// ModelOpt's estimated peak) is dropped for the plan without a budget, since any slower plan
-// would miss it as well, and a budget the user gave is refused with its minimum.
-enum class budget_step { halve_pass, drop_budget, refuse };
+// --activations saved|recompute under a budget: k saved layers whatever plan_memory would pick.
+// The default budget grows to what they need (the user asked for more); a given one refuses.
+inline memory_plan plan_fixed_layers(memory_plan_inputs in, std::int64_t k, bool default_budget,
+                                     const std::string& flag) {
+  const std::size_t need = activation_sets_bytes(k, in.layers, in.layer_bytes);
+  const std::size_t total = in.in_use_bytes + in.scratch_bytes + need;
+  if (default_budget) in.budget_bytes = std::max(in.budget_bytes, total);
+  if (total > in.budget_bytes) {
+    throw error("--memory-budget-gib: " + flag + " needs " + format_gib(total) + ", above the budget");
+  }
+  memory_plan p;
+  p.saved_layers = k;
+  p.activation_bytes = need;
+  p.weight_cache_bytes = std::min(in.budget_bytes - total, in.max_cache_bytes);
+  p.budget_bytes = in.budget_bytes;
+  return p;
+}
 
-constexpr budget_step when_budget_too_small(bool default_budget, bool fixed_pass, std::int64_t rows) {
-  if (!fixed_pass && rows > 1) return budget_step::halve_pass;
+// The largest pass size in [lo, hi] that fits(size) accepts, for a fits that is monotone (a larger
+// pass never needs less memory); 0 when not even lo fits. hi is tried first (a budget that holds
+// the whole pass costs one try), then bisection until the boundary is known to within `step`.
+// The size is tokens for packed passes (fewer passes: each forms every quantized weight once and
+// recomputes every layer it does not save) or sequences for split batches.
+template <class Fits>
+std::int64_t largest_fitting_pass(std::int64_t lo, std::int64_t hi, std::int64_t step, Fits&& fits) {
+  if (lo > hi) return 0;
+  if (fits(hi)) return hi;
+  std::int64_t good = lo - 1, bad = hi;  // fits(good) held (or good < lo); fits(bad) did not
+  while (bad - good > std::max<std::int64_t>(step, 1)) {
+    const std::int64_t mid = good + (bad - good) / 2;
+    (fits(mid) ? good : bad) = mid;
+  }
+  if (good >= lo) return good;
+  return lo < bad && fits(lo) ? lo : 0;
+}
+
+// The smallest pass size in [lo, hi] that needs no more passes than hi, for a passes(size) that
+// does not grow with the size (packing whole sequences: 5,888 caption tokens in passes of 2,761
+// or of 2,048 are three passes either way). The memory a smaller pass leaves keeps layers'
+// activations and quantized weights instead. Bisection; the result never needs more passes.
+template <class Passes>
+std::int64_t smallest_pass_with_passes_of(std::int64_t lo, std::int64_t hi, Passes&& passes) {
+  const std::int64_t most = passes(hi);
+  std::int64_t bad = lo - 1, good = hi;  // passes(good) <= most; bad < lo or passes(bad) > most
+  while (good - bad > 1) {
+    const std::int64_t mid = bad + (good - bad) / 2;
+    (passes(mid) <= most ? good : bad) = mid;
+  }
+  return good;
+}
+
+// Sequences per pass for a batch of `batch` rows when `most` fit: as few passes as `most`
+// allows, with their rows spread evenly (8 rows, 6 fit: two passes of 4, not 6 + 2).
+constexpr std::int64_t balanced_pass_rows(std::int64_t batch, std::int64_t most) {
+  const std::int64_t passes = (batch + most - 1) / most;
+  return (batch + passes - 1) / passes;
+}
+
+// What the driver does when a budget cannot hold even the smallest pass: the default budget (half
+// of ModelOpt's estimated peak) is dropped for the plan without a budget, since any slower plan
+// would miss it as well; a budget the user gave is refused with its minimum.
+enum class budget_step { drop_budget, refuse };
+
+constexpr budget_step when_nothing_fits(bool default_budget) {
   return default_budget ? budget_step::drop_budget : budget_step::refuse;
 }
 

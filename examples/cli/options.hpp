@@ -456,8 +456,8 @@ device
                           budget leaves; with --memory-budget-gib max, free - 4 GiB)
   --memory-budget-gib auto|max|X
                           hold at most X GiB on the GPU: saves as many layers' activations as fit,
-                          then caches quantized weights in the rest; halves the sequences per device
-                          pass until the minimum fits (error if one sequence does not). auto
+                          then caches quantized weights in the rest; runs the largest device pass
+                          whose minimum fits (error if the smallest does not). auto
                           (default): half of ModelOpt's estimated peak for the same run, or no
                           budget where the run cannot fit in that; max: what fits on the card
                           (the fastest plan)

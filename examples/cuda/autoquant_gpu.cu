@@ -23,6 +23,8 @@
 #include <aq/backend/cuda/model/qwen3_vl_vision.cuh>
 #include <aq/backend/cuda/model/qwen3_vl_vision_weights.cuh>
 #include <aq/backend/cuda/scoring/cuda_scoring_backend.cuh>
+#include <aq/model/qwen3_vl/text_batch_pack.hpp>
+#include <aq/model/qwen3_vl/text_batch_padding.hpp>
 
 namespace aq::autoquant_gpu {
 
@@ -224,83 +226,100 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, g.attention == "tc");
   };
   plan_vision();
-  // Sequences per device pass: --micro-batch, else whole batches; under a memory budget halved
-  // until the recompute-everything minimum fits.
-  std::int64_t micro_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
-  std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
-  acu::cuda_scoring_options cuda_options;
-  while (true) {
-    std::int64_t pass_tokens = 0;
+  // Sequences per device pass: --micro-batch, else whole batches; under a memory budget the
+  // largest pass whose recompute-everything minimum fits (memory_plan.hpp).
+  const std::int64_t full_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
+  std::int64_t micro_rows = full_rows;
+  // Tokens a pass of `rows` sequences can hold: packed passes never more than every row of a
+  // stage at the widest trimmed width, and never fewer than a held-out row.
+  const auto tokens_for_rows = [&](std::int64_t rows) {
+    std::int64_t tokens = 0;
     for (std::size_t i = 0; i < batches.size(); ++i) {
-      pass_tokens = std::max(pass_tokens, std::min(batches[i].batch_size, micro_rows) * (pack ? batches[i].seq_len : run_seq[i]));
+      tokens = std::max(tokens, std::min(batches[i].batch_size, rows) * (pack ? batches[i].seq_len : run_seq[i]));
     }
-    // Packed passes hold up to that many tokens, and never more than every row of a stage at the
-    // widest trimmed width.
-    if (pack) pass_tokens = std::min(pass_tokens, stage_tokens);
-    pass_tokens = std::max(pass_tokens, held_out_width);
+    if (pack) tokens = std::min(tokens, stage_tokens);
+    return std::max(tokens, held_out_width);
+  };
+  std::unique_ptr<acu::qwen3_vl_text_model> model_ptr;
+  const auto build_model = [&](std::int64_t pass_tokens) {
+    if (model_ptr && model_ptr->max_tokens() == pass_tokens) return;
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
+    model_ptr->set_tensor_core_attention(g.attention == "tc");
+  };
+  const auto plan_inputs = [&] {
+    const acu::qwen3_vl_text_model& m = *model_ptr;
+    autoquant::memory_plan_inputs in;
+    in.budget_bytes = budget_bytes;
+    in.in_use_bytes = acu::device_bytes_in_use() - st.baseline + vision_bytes;
+    if (vision_bytes > 0) in.in_use_what = "weights, fixed buffers and the vision tower's activations";
+    in.scratch_bytes = scorer_scratch_bytes(cfg, m.max_tokens(), max_patches, m.vocab_chunk(), o.formats.size());
+    in.layer_bytes = m.activation_bytes_per_layer();
+    in.layers = cfg.text.num_hidden_layers;
+    if (g.weight_cache_gib >= 0.0) in.max_cache_bytes = static_cast<std::size_t>(g.weight_cache_gib * static_cast<double>(1ull << 30));
+    return in;
+  };
+  // Packed passes: the smallest that needs no more passes over the longer stage than `tokens`.
+  const auto fewest_passes_smallest = [&](std::int64_t lo, std::int64_t tokens) {
+    if (g.micro_batch > 0) return tokens;
+    std::vector<qwen3_vl::text_batch> stage;
+    for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
+      stage.push_back(qwen3_vl::trim_padding(text[i]));
+    }
+    return autoquant::smallest_pass_with_passes_of(lo, tokens, [&](std::int64_t t) {
+      return static_cast<std::int64_t>(qwen3_vl::pack_text_batches(stage, t).size());
+    });
+  };
+  acu::cuda_scoring_options cuda_options;
+  if (!whole_device) {
+    // Packed passes shrink by tokens down to the widest sequence; split batches by sequences.
+    // Image batches are never split, and --micro-batch fixes the pass.
+    const std::int64_t widest =
+        std::max(held_out_width, run_seq.empty() ? 1 : *std::max_element(run_seq.begin(), run_seq.end()));
+    const std::int64_t hi = pack ? tokens_for_rows(full_rows) : full_rows;
+    const std::int64_t lo = g.micro_batch > 0 || images ? hi : pack ? std::min(widest, hi) : 1;
+    const auto tokens_of = [&](std::int64_t size) { return pack ? size : tokens_for_rows(size); };
+    const std::int64_t best = autoquant::largest_fitting_pass(lo, hi, pack ? std::max<std::int64_t>(hi / 64, 1) : 1,
+                                                              [&](std::int64_t size) {
+                                                                build_model(tokens_of(size));
+                                                                const autoquant::memory_plan_inputs in = plan_inputs();
+                                                                return autoquant::minimum_bytes(in) <= in.budget_bytes;
+                                                              });
+    if (best > 0) {
+      if (!pack) micro_rows = autoquant::balanced_pass_rows(full_rows, best);
+      build_model(pack ? fewest_passes_smallest(lo, best) : tokens_for_rows(micro_rows));
+      const autoquant::memory_plan plan =
+          g.activations == "saved" || g.activations == "recompute"
+              ? autoquant::plan_fixed_layers(plan_inputs(), g.activations == "saved" ? cfg.text.num_hidden_layers : 0,
+                                             g.memory_budget == budget::half_modelopt, "--activations " + g.activations)
+              : autoquant::plan_memory(plan_inputs());
+      model_ptr->set_saved_layers(plan.saved_layers);
+      model_ptr->allocate_activations();
+      cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
+      st.budget_bytes = plan.budget_bytes;
+    } else {
+      build_model(tokens_of(lo));
+      const autoquant::memory_plan_inputs in = plan_inputs();
+      if (autoquant::when_nothing_fits(g.memory_budget == budget::half_modelopt) == autoquant::budget_step::refuse) {
+        autoquant::plan_memory(in);  // throws, naming the run's minimum
+      }
+      // Half of ModelOpt's peak is below even the weights and the smallest pass (image data at
+      // 4B): the plan without a budget, with whole passes again.
+      dropped_minimum = autoquant::minimum_bytes(in);
+      whole_device = true;
+      plan_vision();
+    }
+  }
+  if (whole_device) {
+    build_model(tokens_for_rows(full_rows));
     acu::qwen3_vl_text_model& m = *model_ptr;
-    m.set_tensor_core_attention(g.attention == "tc");
-    if (whole_device) {
-      const std::size_t free_bytes = free_device_bytes();
-      const double saved_bytes =
-          static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
-      m.set_saved_activations(g.activations == "saved" ||
-                              (g.activations == "auto" && saved_bytes + static_cast<double>(vision_bytes) + 8.0 * (1ull << 30) <
-                                                              static_cast<double>(free_bytes)));
-      m.allocate_activations();
-      break;
-    }
-    autoquant::memory_plan_inputs plan_in;
-    plan_in.budget_bytes = budget_bytes;
-    plan_in.in_use_bytes = acu::device_bytes_in_use() - st.baseline + vision_bytes;
-    if (vision_bytes > 0) plan_in.in_use_what = "weights, fixed buffers and the vision tower's activations";
-    plan_in.scratch_bytes = scorer_scratch_bytes(cfg, pass_tokens, max_patches, m.vocab_chunk(), o.formats.size());
-    plan_in.layer_bytes = m.activation_bytes_per_layer();
-    plan_in.layers = cfg.text.num_hidden_layers;
-    if (g.weight_cache_gib >= 0.0) plan_in.max_cache_bytes = static_cast<std::size_t>(g.weight_cache_gib * static_cast<double>(1ull << 30));
-    autoquant::memory_plan plan;
-    try {
-      plan = autoquant::plan_memory(plan_in);
-    } catch (const error&) {
-      switch (autoquant::when_budget_too_small(g.memory_budget == budget::half_modelopt, g.micro_batch > 0, micro_rows)) {
-        case autoquant::budget_step::halve_pass:
-          micro_rows = (micro_rows + 1) / 2;
-          continue;
-        case autoquant::budget_step::drop_budget:
-          // Half of ModelOpt's peak is below even the weights and one sequence a pass (image
-          // data at 4B): the plan without a budget, with whole passes again.
-          dropped_minimum = autoquant::minimum_bytes(plan_in);
-          whole_device = true;
-          micro_rows = g.micro_batch > 0 ? std::min(g.micro_batch, batch_size) : batch_size;
-          plan_vision();
-          continue;
-        case autoquant::budget_step::refuse:
-          throw;
-      }
-    }
-    if (g.activations == "saved" || g.activations == "recompute") {
-      const std::int64_t k = g.activations == "saved" ? cfg.text.num_hidden_layers : 0;
-      const std::size_t need = autoquant::activation_sets_bytes(k, plan_in.layers, plan_in.layer_bytes);
-      // --activations saved asks for more than the default budget: it gets what it needs.
-      if (g.memory_budget == budget::half_modelopt) {
-        plan_in.budget_bytes = std::max(plan_in.budget_bytes, plan_in.in_use_bytes + plan_in.scratch_bytes + need);
-      }
-      if (plan_in.in_use_bytes + plan_in.scratch_bytes + need > plan_in.budget_bytes) {
-        throw error("--memory-budget-gib: --activations " + g.activations + " needs " +
-                    autoquant::format_gib(plan_in.in_use_bytes + plan_in.scratch_bytes + need) + ", above the budget");
-      }
-      plan.saved_layers = k;
-      plan.activation_bytes = need;
-      plan.weight_cache_bytes =
-          std::min(plan_in.budget_bytes - plan_in.in_use_bytes - plan_in.scratch_bytes - need, plan_in.max_cache_bytes);
-    }
-    m.set_saved_layers(plan.saved_layers);
+    const std::size_t free_bytes = free_device_bytes();
+    const double saved_bytes =
+        static_cast<double>(m.activation_bytes_per_layer()) * static_cast<double>(cfg.text.num_hidden_layers);
+    m.set_saved_activations(g.activations == "saved" ||
+                            (g.activations == "auto" && saved_bytes + static_cast<double>(vision_bytes) + 8.0 * (1ull << 30) <
+                                                            static_cast<double>(free_bytes)));
     m.allocate_activations();
-    cuda_options.weight_cache_bytes = plan.weight_cache_bytes;
-    st.budget_bytes = plan_in.budget_bytes;
-    break;
   }
   acu::qwen3_vl_text_model& model = *model_ptr;
   cuda_options.micro_batch_rows = micro_rows;
