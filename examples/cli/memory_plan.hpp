@@ -108,8 +108,8 @@ std::int64_t largest_fitting_pass(std::int64_t lo, std::int64_t hi, std::int64_t
 }
 
 // The smallest pass size in [lo, hi] that needs no more passes than hi, for a passes(size) that
-// does not grow with the size (packing whole sequences: 5,888 caption tokens in passes of 2,761
-// or of 2,048 are three passes either way). The memory a smaller pass leaves keeps layers'
+// does not grow with the size (packing whole sequences: 128 sequences of 512 tokens take 26
+// passes of up to 2,751 tokens or of 2,560). The memory a smaller pass leaves keeps layers'
 // activations and quantized weights instead. Bisection; the result never needs more passes.
 template <class Passes>
 std::int64_t smallest_pass_with_passes_of(std::int64_t lo, std::int64_t hi, Passes&& passes) {

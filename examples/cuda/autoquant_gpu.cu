@@ -426,7 +426,8 @@ std::string session::summary(double load_seconds, double weights_seconds, double
                                                    : std::to_string(st.saved_layers) + " of " +
                                                          std::to_string(cfg.text.num_hidden_layers) + " layers saved");
   const std::string passes = st.pack ? "packed passes of at most " + std::to_string(st.model_max_tokens) + " tokens"
-                                     : std::to_string(st.micro_rows) + " sequences per device pass";
+                                     : std::to_string(st.micro_rows) + (st.micro_rows == 1 ? " sequence" : " sequences") +
+                                           " per device pass";
   add("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s\n",
       st.options->gpu.attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores", activations.c_str(),
       static_cast<double>(st.activation_bytes_per_layer) / (1 << 30),
