@@ -192,10 +192,11 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   }
   // Trimmed caption batches are packed into passes (as many rows as the pass size allows).
   const bool pack = trim_padding && !images;
+  // The longer stage's batches: calibration and scoring each run the first batches.
+  const auto stage_batches = static_cast<std::size_t>(std::clamp<std::int64_t>(
+      std::max(e.num_calib_steps, e.num_score_steps), 0, static_cast<std::int64_t>(text.size())));
   std::int64_t stage_rows = 0;
-  for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
-    stage_rows += text[i].batch;
-  }
+  for (std::size_t i = 0; i < stage_batches; ++i) stage_rows += text[i].batch;
   // Every row of a stage at the widest trimmed width: the most one packed pass can need.
   const std::int64_t stage_tokens =
       pack && !run_seq.empty() ? stage_rows * *std::max_element(run_seq.begin(), run_seq.end()) : 0;
@@ -263,9 +264,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   const auto fewest_passes_smallest = [&](std::int64_t lo, std::int64_t tokens) {
     if (g.micro_batch > 0) return tokens;
     std::vector<qwen3_vl::text_batch> stage;
-    for (std::size_t i = 0; i < text.size() && static_cast<std::int64_t>(i) < std::max(e.num_calib_steps, e.num_score_steps); ++i) {
-      stage.push_back(qwen3_vl::trim_padding(text[i]));
-    }
+    for (std::size_t i = 0; i < stage_batches; ++i) stage.push_back(qwen3_vl::trim_padding(text[i]));
     return autoquant::smallest_pass_with_passes_of(lo, tokens, [&](std::int64_t t) {
       return static_cast<std::int64_t>(qwen3_vl::pack_text_batches(stage, t).size());
     });
