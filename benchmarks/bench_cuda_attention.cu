@@ -190,6 +190,53 @@ device_buffer<T> random_buffer(std::size_t n, std::uint32_t seed) {
   return device_buffer<T>(h);
 }
 
+// The same unpadded shape on the registered fused-attention library (cuDNN), when there is one:
+// its first call (plan build included) and its median, and how far its results sit from aq's
+// tensor-core kernels' (bf16 rounding apart, not bit for bit).
+template <class T, class Fwd, class Bwd, class Row>
+void fused_rows(aq::cuda::attention_config& c, Fwd& fwd, Bwd& bwd, device_buffer<T>& o, device_buffer<T>& dq,
+                device_buffer<T>& dk, device_buffer<T>& dv, Row row, float t_nf, float t_nb, double fwd_flop,
+                double bwd_flop, int reps) {
+  aq::cuda::fused_attention_library* library = aq::cuda::registered_fused_attention_library();
+  if constexpr (!std::is_same_v<T, aq::bf16>) return;
+  if (library == nullptr) {
+    std::printf("  (no fused-attention library in this build)\n");
+    return;
+  }
+  fwd();
+  bwd();
+  AQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto o1 = download(o), dq1 = download(dq), dk1 = download(dk), dv1 = download(dv);
+  c.fused_library = true;
+  const std::int64_t calls = library->calls();
+  cudaEvent_t t0, t1;
+  AQ_CUDA_CHECK(cudaEventCreate(&t0));
+  AQ_CUDA_CHECK(cudaEventCreate(&t1));
+  AQ_CUDA_CHECK(cudaEventRecord(t0));
+  fwd();
+  bwd();
+  AQ_CUDA_CHECK(cudaEventRecord(t1));
+  AQ_CUDA_CHECK(cudaEventSynchronize(t1));
+  float first_ms = 0.0f;
+  AQ_CUDA_CHECK(cudaEventElapsedTime(&first_ms, t0, t1));
+  if (library->calls() == calls) {
+    std::printf("  fused library did not take the shape: %s\n", library->describe().c_str());
+    c.fused_library = false;
+    return;
+  }
+  const float t_ff = median_ms(reps, fwd), t_fb = median_ms(reps, bwd);
+  row("forward", t_ff, t_nf, fwd_flop);
+  row("backward", t_fb, t_nb, bwd_flop);
+  row("fwd+bwd", t_ff + t_fb, t_nf + t_nb, fwd_flop + bwd_flop);
+  std::printf("  %s: first forward + backward %.1f ms (plans built); vs aq's tensor-core kernels: rel err o %.2e, "
+              "dq %.2e, dk %.2e, dv %.2e\n",
+              library->describe().c_str(), first_ms, rel_err(download(o), o1), rel_err(download(dq), dq1),
+              rel_err(download(dk), dk1), rel_err(download(dv), dv1));
+  AQ_CUDA_CHECK(cudaEventDestroy(t0));
+  AQ_CUDA_CHECK(cudaEventDestroy(t1));
+  c.fused_library = false;
+}
+
 template <class T>
 void run(const char* type_name, int flash_reps, int naive_reps, int B, int L) {
   const int H = 32, HKV = 8, D = 128;
@@ -218,7 +265,7 @@ void run(const char* type_name, int flash_reps, int naive_reps, int B, int L) {
   c.scale = s.scale;
   c.causal = true;
   c.key_valid = dvalid.data();
-  const aq::cuda::attention_segments segs{dcu.data(), B, L};
+  const aq::cuda::attention_segments segs{dcu.data(), B, L, true};
   using cv = aq::cuda::device_matrix<const T>;
   using mv = aq::cuda::device_matrix<T>;
   const cv gq(q.data(), rows, s.qc(), s.qc()), gk(k.data(), rows, s.kc(), s.kc()), gv(v.data(), rows, s.kc(), s.kc());
@@ -296,6 +343,9 @@ void run(const char* type_name, int flash_reps, int naive_reps, int B, int L) {
       row("tensor cores, no padding", "forward", t_uf, t_nf, fwd_flop);
       row("tensor cores, no padding", "backward", t_ub, t_nb, bwd_flop);
       row("tensor cores, no padding", "fwd+bwd", t_uf + t_ub, t_nf + t_nb, fwd_flop + bwd_flop);
+      fused_rows(c, flash_fwd, flash_bwd, o, dq, dk, dv, [&](const char* pass, float ms, float naive_ms, double flop) {
+        row("cuDNN SDPA, no padding", pass, ms, naive_ms, flop);
+      }, t_nf, t_nb, fwd_flop, bwd_flop, flash_reps);
       c.key_valid = dvalid.data();
     }
   }

@@ -90,7 +90,7 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
   const autoquant::driver_options none = parse({});
   CHECK_FALSE(none.device);
   CHECK_FALSE(none.gpu.first_flag);
-  CHECK(none.gpu.attention == "tc");
+  CHECK(none.gpu.attention == "cudnn");
   CHECK(none.gpu.activations == "auto");
   CHECK(none.gpu.weight_cache_gib < 0.0);
   CHECK(none.gpu.memory_budget == autoquant::gpu_options::budget::half_modelopt);
@@ -119,7 +119,7 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
     CHECK_THROWS_WITH_AS(parse(std::move(args)), doctest::Contains(text.c_str()), aq::error);
   };
   refused({"--device", "tpu"}, "--device: expected cpu or cuda, got 'tpu'");
-  refused({"--gpu-attention", "fast"}, "--gpu-attention: expected tc or fp32, got fast");
+  refused({"--gpu-attention", "fast"}, "--gpu-attention: expected cudnn, tc or fp32, got fast");
   refused({"--activations", "sometimes"}, "--activations: expected auto, saved or recompute, got sometimes");
   refused({"--memory-budget-gib", "-1"}, "--memory-budget-gib: expected auto, max or a size in GiB >= 0, got '-1'");
   refused({"--memory-budget-gib", "12GiB"}, "--memory-budget-gib: expected auto, max or a size in GiB >= 0, got '12GiB'");

@@ -39,7 +39,9 @@ inline std::string bundled_captions(const std::optional<std::string>& size) {
 
 // How --device cuda runs (flags refused with --device cpu).
 struct gpu_options {
-  std::string attention = "tc";    // tc: bf16 tensor-core attention; fp32: fp32 storage, CUDA cores
+  // cudnn: cuDNN's fused SDPA where it takes the batch, else tc; tc: aq's bf16 tensor-core
+  // attention kernels; fp32: fp32 storage, CUDA cores
+  std::string attention = "cudnn";
   std::string activations = "auto";  // auto | saved | recompute
   std::string recipe_gemm = "bf16";  // bf16: recipe products on bf16 operands; codes: fp8/int8 ones on their codes
   double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
@@ -217,7 +219,9 @@ template <class Value>
 bool parse_gpu_flag(gpu_options& g, const std::string& flag, Value&& value) {
   if (flag == "--gpu-attention") {
     g.attention = value();
-    if (g.attention != "tc" && g.attention != "fp32") throw error("--gpu-attention: expected tc or fp32, got " + g.attention);
+    if (g.attention != "cudnn" && g.attention != "tc" && g.attention != "fp32") {
+      throw error("--gpu-attention: expected cudnn, tc or fp32, got " + g.attention);
+    }
   } else if (flag == "--activations") {
     g.activations = value();
     if (g.activations != "auto" && g.activations != "saved" && g.activations != "recompute") {
@@ -442,8 +446,11 @@ device
   --device cpu|cuda       where calibration and scoring run: cpu (fp32 reference) or cuda (bf16
                           weights and GEMMs, fp32 accumulation); default cuda when this build has
                           CUDA and a GPU is present, else cpu (aq-autoquant-cuda: cuda)
-  --gpu-attention tc|fp32 bf16 tensor-core attention (default) or fp32 storage on CUDA cores, in the
-                          decoder and the vision tower
+  --gpu-attention cudnn|tc|fp32
+                          bf16 attention on cuDNN's fused SDPA where it takes the batch (cudnn,
+                          default: batches of equal segments of >= 256 rows without padding, when
+                          cuDNN 9 is installed), else aq's tensor-core kernels (tc), or fp32 storage
+                          on CUDA cores, in the decoder and the vision tower
   --activations auto|saved|recompute
                           keep every layer's activations for the backward or recompute them per
                           layer (auto: as many layers as the memory budget holds; under

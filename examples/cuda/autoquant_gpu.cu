@@ -87,6 +87,16 @@ std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t token
   return recipes * (xq * 2 + yr * 4) + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
 }
 
+// The summary's name for --gpu-attention, with what the fused library did when it was asked for.
+std::string attention_description(const std::string& attention) {
+  if (attention == "fp32") return "fp32 storage, CUDA cores";
+  if (attention == "tc") return "bf16 tensor cores (aq's kernels)";
+  acu::fused_attention_library* library = acu::registered_fused_attention_library();
+  return "bf16 tensor cores; " +
+         (library != nullptr ? library->describe() : std::string("this build has no cuDNN attention")) +
+         " on batches it takes";
+}
+
 std::size_t free_device_bytes() {
   std::size_t free_bytes = 0, total_bytes = 0;
   AQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -222,9 +232,9 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   const auto plan_vision = [&] {
     if (max_patches == 0) return;
     const std::size_t free_bytes = free_device_bytes();
-    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true, g.attention == "tc");
+    vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, true, g.attention != "fp32");
     vision_saved_blocks = whole_device && vision_bytes < free_bytes / 4;
-    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, g.attention == "tc");
+    if (!vision_saved_blocks) vision_bytes = acu::qwen3_vl_vision_model::device_bytes(cfg, max_patches, false, g.attention != "fp32");
   };
   plan_vision();
   // Sequences per device pass: --micro-batch, else whole batches; under a memory budget the
@@ -246,7 +256,8 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     if (model_ptr && model_ptr->max_tokens() == pass_tokens) return;
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
-    model_ptr->set_tensor_core_attention(g.attention == "tc");
+    model_ptr->set_tensor_core_attention(g.attention != "fp32");
+    model_ptr->set_fused_attention_library(g.attention == "cudnn");
   };
   const auto plan_inputs = [&] {
     const acu::qwen3_vl_text_model& m = *model_ptr;
@@ -329,7 +340,8 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, st.vision_weights, model);
     vision->set_saved_blocks(vision_saved_blocks);
-    vision->set_tensor_core_attention(g.attention == "tc");
+    vision->set_tensor_core_attention(g.attention != "fp32");
+    vision->set_fused_attention_library(g.attention == "cudnn");
     cuda_options.vision = vision.get();
     cuda_options.images = &image_batches;
   }
@@ -428,7 +440,7 @@ std::string session::summary(double load_seconds, double weights_seconds, double
                                      : std::to_string(st.micro_rows) + (st.micro_rows == 1 ? " sequence" : " sequences") +
                                            " per device pass";
   add("attention: %s; activations: %s (%.2f GiB per layer); quantized weights cached: %.2f GiB; %s\n",
-      st.options->gpu.attention == "tc" ? "bf16 tensor cores" : "fp32 storage, CUDA cores", activations.c_str(),
+      attention_description(st.options->gpu.attention).c_str(), activations.c_str(),
       static_cast<double>(st.activation_bytes_per_layer) / (1 << 30),
       static_cast<double>(st.stats.weight_cache_bytes) / (1 << 30), passes.c_str());
   add("recipe products: %zu on e4m3/int8 codes (--recipe-gemm %s)\n", st.stats.code_products,

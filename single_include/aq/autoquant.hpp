@@ -1353,6 +1353,10 @@ struct attention_config {
   // products on the tensor cores (bf16 P and dS, as FlashAttention-2) instead of fp32 CUDA-core
   // math; needs 4-byte aligned rows (even ld, aligned base pointers).
   bool tensor_cores = false;
+  // CUDA with tensor_cores only: hand calls the registered fused-attention library takes (cuDNN's
+  // SDPA: equal segments, no key mask) to it instead of aq's kernels. Same semantics; its own
+  // summation order, so results agree with aq's kernels to bf16 rounding, not bit for bit.
+  bool fused_library = false;
 };
 
 // Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision

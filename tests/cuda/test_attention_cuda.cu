@@ -7,12 +7,16 @@
 // must differ from the CUDA-core ones on the same inputs (proof that they ran). A copy of each
 // bf16 case with row strides that are not 16-byte multiples runs the tensor-core kernels' 4-byte
 // tile copies instead of cp.async.
+// Cases of equal segments of >= 256 rows without a mask also run on the registered fused-attention
+// library (cuDNN's SDPA, when the build and the machine have it): its calls must rise, and with
+// AQ_EXPECT_FUSED_ATTENTION=1 (the GPU machine's runs) a library that takes no call fails the test.
 // Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
 // (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -78,11 +82,17 @@ double lse_err(const std::vector<float>& got, const std::vector<float>& ref, boo
   return rel_err(g, r);
 }
 
+enum class kernels { cuda_cores, tensor_cores, fused_library };
+
 template <class T>
-void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = false, int ld_extra = 0) {
+void run_case(const attention_case& tc, std::uint32_t seed, kernels family = kernels::cuda_cores, int ld_extra = 0) {
+  const bool tensor_cores = family != kernels::cuda_cores;
+  const bool fused = family == kernels::fused_library;
   const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
   const std::string label =
-      tc.name + (std::is_same_v<T, float> ? " [fp32]" : (tensor_cores ? " [bf16, tensor cores]" : " [bf16]")) +
+      tc.name +
+      (std::is_same_v<T, float> ? " [fp32]"
+                                : (fused ? " [bf16, fused library]" : (tensor_cores ? " [bf16, tensor cores]" : " [bf16]"))) +
       (ld_extra > 0 ? " [row stride +" + std::to_string(ld_extra) + "]" : "");
   int rows = 0;
   for (const int l : tc.lengths) rows += l;
@@ -158,10 +168,14 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
   gc.key_valid = masked ? dvalid.data() : nullptr;
   gc.masked_rows = tc.zero_policy ? aq::cuda::masked_row_policy::zero : aq::cuda::masked_row_policy::attend_all;
   gc.tensor_cores = tensor_cores;
+  gc.fused_library = fused;
   aq::cuda::attention_segments gs;
   gs.cu_seqlens = dcu.data();
   gs.count = static_cast<int>(tc.lengths.size());
   for (const int l : tc.lengths) gs.max_length = std::max(gs.max_length, l);
+  gs.equal_lengths = std::all_of(tc.lengths.begin(), tc.lengths.end(), [&](int l) { return l == gs.max_length; });
+  aq::cuda::fused_attention_library* library = aq::cuda::registered_fused_attention_library();
+  const std::int64_t calls_before = library != nullptr ? library->calls() : 0;
 
   using cview = aq::cuda::device_matrix<const T>;
   using mview = aq::cuda::device_matrix<T>;
@@ -203,7 +217,19 @@ void run_case(const attention_case& tc, std::uint32_t seed, bool tensor_cores = 
              std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(float)) == 0,
          label + ": backward is bit-reproducible");
 
-  if (tensor_cores) {
+  if (fused) {
+    // Forward, backward and the repeated backward: three calls, or none when the library (or its
+    // cuDNN) is absent and aq's tensor-core kernels ran instead.
+    const std::int64_t ran = library != nullptr ? library->calls() - calls_before : 0;
+    const char* expected = std::getenv("AQ_EXPECT_FUSED_ATTENTION");
+    if (expected != nullptr && std::string(expected) == "1") {
+      expect(ran == 3, label + ": the fused library ran forward and both backwards (" +
+                           (library != nullptr ? library->describe() : std::string("none registered")) + ")");
+    } else {
+      expect(ran == 0 || ran == 3, label + ": the fused library ran all calls or none");
+      if (ran == 0) std::printf("  %s: no fused-attention library took it, aq's kernels ran\n", label.c_str());
+    }
+  } else if (tensor_cores) {
     // The same inputs on the CUDA-core kernels: bf16 P and dS on the tensor cores round differently,
     // so identical bits everywhere would mean the tensor-core kernels did not run.
     aq::cuda::attention_config cuda_cores = gc;
@@ -283,15 +309,28 @@ AQ_GPU_TEST("test_attention_cuda") {
       {"GQA 4/2 x 64, causal + left padding 10/75, segments 50/90, zero", 4, 2, 64, true, {50, 90}, {10, 75}, true},
       {"vision 2 x 128, segments 7/80/0/41 (one empty), non-causal", 2, 2, 128, false, {7, 80, 0, 41}, {}, false},
   };
+  // Equal segments of >= 256 rows without a mask: the fused library's shapes (its plans take
+  // 16-byte aligned rows, so the strided copy adds 8 elements).
+  const std::vector<attention_case> fused_cases = {
+      {"GQA 8/2 x 128, causal, batch 2 x 384", 8, 2, 128, true, {384, 384}, {}, false},
+      {"GQA 4/1 x 64, causal, one segment of 1000", 4, 1, 64, true, {1000}, {}, false},
+      {"vision 4 x 64, non-causal, 3 segments of 256", 4, 4, 64, false, {256, 256, 256}, {}, false},
+      {"GQA 4/2 x 32, non-causal, batch 2 x 300", 4, 2, 32, false, {300, 300}, {}, false},
+  };
   std::uint32_t seed = 1000;
   for (const auto& tc : cases) run_case<float>(tc, seed += 10);
   for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10);
-  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true);
-  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, true, 2);  // 4-byte tile copies
+  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, kernels::tensor_cores);
+  for (const auto& tc : cases) run_case<aq::bf16>(tc, seed += 10, kernels::tensor_cores, 2);  // 4-byte tile copies
   for (const auto& tc : more_cases) {
     run_case<float>(tc, seed += 10);
     run_case<aq::bf16>(tc, seed += 10);
-    run_case<aq::bf16>(tc, seed += 10, true);
+    run_case<aq::bf16>(tc, seed += 10, kernels::tensor_cores);
+  }
+  for (const auto& tc : fused_cases) {
+    run_case<aq::bf16>(tc, seed += 10, kernels::tensor_cores);
+    run_case<aq::bf16>(tc, seed += 10, kernels::fused_library);
+    run_case<aq::bf16>(tc, seed += 10, kernels::fused_library, 8);
   }
   expect_throws_on_bad_head_dim();
 }

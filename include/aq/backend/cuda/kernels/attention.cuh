@@ -21,6 +21,7 @@
 #include "aq/backend/cuda/kernels/attention_flash.cuh"
 #include "aq/backend/cuda/kernels/check.hpp"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/fused_attention_library.hpp"
 #include "aq/core/bf16.hpp"
 #include "aq/core/error.hpp"
 #include "aq/model/attention_config.hpp"
@@ -569,6 +570,32 @@ inline unsigned attn_row_tiles(const attention_segments& segs) {
   return static_cast<unsigned>((segs.max_length + attn_rows - 1) / attn_rows);
 }
 
+// The registered fused-attention library when it takes this call, else nullptr: asked for, a
+// batch of equal segments filling q without a key mask, one row stride per role (q/o/dO/dQ and
+// k/v/dK/dV), and 16-byte aligned rows (the library's vector loads).
+inline fused_attention_library* fused_library_for(const attention_config& c, const attention_segments& segs,
+                                                  std::initializer_list<device_matrix<const bf16>> q_like,
+                                                  std::initializer_list<device_matrix<const bf16>> kv_like,
+                                                  fused_attention_shape& shape) {
+  fused_attention_library* library = registered_fused_attention_library();
+  if (library == nullptr || !c.fused_library || c.key_valid != nullptr || !segs.equal_lengths) return nullptr;
+  const auto& q = *q_like.begin();
+  const auto& k = *kv_like.begin();
+  if (q.rows != static_cast<std::int64_t>(segs.count) * segs.max_length) return nullptr;
+  const auto aligned = [](const device_matrix<const bf16>& m, std::int64_t ld) {
+    return m.ld == ld && ld % 8 == 0 && reinterpret_cast<std::uintptr_t>(m.data) % 16 == 0;
+  };
+  for (const auto& m : q_like) {
+    if (!aligned(m, q.ld)) return nullptr;
+  }
+  for (const auto& m : kv_like) {
+    if (!aligned(m, k.ld)) return nullptr;
+  }
+  shape = fused_attention_shape{segs.count, segs.max_length, static_cast<int>(c.heads), static_cast<int>(c.kv_heads),
+                                static_cast<int>(c.head_dim), q.ld, k.ld, c.scale, c.causal};
+  return library->accepts(shape) ? library : nullptr;
+}
+
 }  // namespace detail
 
 // o [rows, heads·dim] and lse [heads, rows] (log-sum-exp of each row's scaled scores, +inf for
@@ -586,6 +613,11 @@ void attention_forward(const attention_config& c, const attention_segments& segs
   const detail::attn_args a = detail::make_args(c, segs, q.rows);
   if constexpr (std::is_same_v<T, bf16>) {
     if (tensor_cores) {
+      fused_attention_shape shape;
+      if (auto* library = detail::fused_library_for(c, segs, {q, device_matrix<const T>(o)}, {k, v}, shape)) {
+        library->forward(shape, q.data, k.data, v.data, o.data, lse, stream);
+        return;
+      }
       detail::attn_head_dim(c.head_dim, [&]<int D>() {
         detail::flash_forward<D>(a, segs.max_length, segs.count, q, k, v, o, lse, stream);
       });
@@ -605,7 +637,9 @@ void attention_forward(const attention_config& c, const attention_segments& segs
 }
 
 // dq [rows, heads·dim], dk/dv [rows, kv_heads·dim] are overwritten (rows inside segments).
-// delta is a device workspace of heads·rows floats (rowsum(dO∘O), kept for inspection).
+// delta is a device workspace of heads·rows floats (rowsum(dO∘O), kept for inspection; the fused
+// library keeps its own and leaves it alone). lse must come from attention_forward with the
+// same config and segments (the library and aq's kernels each read their own).
 template <class T>
 void attention_backward(const attention_config& c, const attention_segments& segs, const device_matrix<const T>& q,
                         const device_matrix<const T>& k, const device_matrix<const T>& v,
@@ -624,6 +658,13 @@ void attention_backward(const attention_config& c, const attention_segments& seg
   const detail::attn_args a = detail::make_args(c, segs, q.rows);
   if constexpr (std::is_same_v<T, bf16>) {
     if (tensor_cores) {
+      fused_attention_shape shape;
+      if (auto* library = detail::fused_library_for(c, segs, {q, o, d_o, device_matrix<const T>(dq)},
+                                                    {k, v, device_matrix<const T>(dk), device_matrix<const T>(dv)},
+                                                    shape)) {
+        library->backward(shape, q.data, k.data, v.data, o.data, lse, d_o.data, dq.data, dk.data, dv.data, stream);
+        return;
+      }
       detail::attn_head_dim(c.head_dim, [&]<int D>() {
         detail::flash_backward<D>(a, segs.max_length, segs.count, q, k, v, o, lse, d_o, dq, dk, dv, delta, stream);
       });

@@ -13,6 +13,9 @@ struct attention_segments {
   const int* cu_seqlens = nullptr;
   int count = 0;
   int max_length = 0;
+  // Segment b is rows [b·max_length, (b+1)·max_length) (a batch of one sequence length): what a
+  // fused-attention library's dense layout needs. Set by the caller, which knows cu_seqlens.
+  bool equal_lengths = false;
 };
 
 namespace detail {

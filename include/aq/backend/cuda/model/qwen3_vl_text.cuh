@@ -161,6 +161,9 @@ class qwen3_vl_text_model {
   // accumulation) instead of fp32 storage on the CUDA cores: ~3x faster, dL/dY of k_proj moves by
   // ~1e-2 relative (tests/cuda/test_qwen3_vl_cuda.cu states both tolerances).
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
+  // With tensor-core attention: hand batches without padding to the registered fused-attention
+  // library (cuDNN) where it takes them (kernels/fused_attention_library.hpp).
+  void set_fused_attention_library(bool on) { fused_library_ = on; }
   // Keep every layer's activations from the forward for the backward (no recompute).
   void set_saved_activations(bool on) { saved_layers_ = on ? cfg_.text.num_hidden_layers : 0; }
   bool saved_activations() const { return saved_layers_ == cfg_.text.num_hidden_layers; }
@@ -320,6 +323,7 @@ class qwen3_vl_text_model {
   double gemm_flops_ = 0.0;
   attention_config attn_cfg_{};
   bool tc_attention_ = false;
+  bool fused_library_ = false;
   kernel_profile* profile_ = nullptr;
   std::int64_t saved_layers_ = 0;
   std::vector<text_layer_activations> acts_;
@@ -532,7 +536,8 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.key_valid = padded ? mask_.data() : nullptr;
   attn_cfg_.masked_rows = options.masked_rows;
   attn_cfg_.tensor_cores = tc_attention_;
-  segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T)};
+  attn_cfg_.fused_library = tc_attention_ && fused_library_;
+  segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T), true};
   embedding_forward(batch.input_ids, ids_, cview(w_.embed_tokens, V, H), mview(h_, N, H), stream_);
   const std::int64_t n_visual = visual != nullptr ? static_cast<std::int64_t>(visual->rows.size()) : 0;
   if (n_visual > 0) {

@@ -89,6 +89,9 @@ class qwen3_vl_vision_model {
   // Attention on the bf16 tensor-core kernels (bf16 q, k, v, O and dO, fp32 accumulation), as the
   // decoder's default; off (default here): fp32 storage on CUDA cores.
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
+  // With tensor-core attention: hand batches of equal frames to the registered fused-attention
+  // library (cuDNN) where it takes them (kernels/fused_attention_library.hpp).
+  void set_fused_attention_library(bool on) { fused_library_ = on; }
   device_matrix<const float> embeds() const { return cview(merger_.out, merged_, cfg_.text.hidden_size); }
   device_matrix<const float> deepstack(std::size_t k) const {
     return cview(deepstack_[k].out, merged_, cfg_.text.hidden_size);
@@ -170,6 +173,7 @@ class qwen3_vl_vision_model {
     ac.scale = 1.0f / std::sqrt(static_cast<float>(ac.head_dim));
     ac.causal = false;
     ac.tensor_cores = tc_attention_;
+    ac.fused_library = tc_attention_ && fused_library_;
     return ac;
   }
   // The merger's norm input: the patches [n, D], or (DeepStack, normed after the concat) the
@@ -202,6 +206,7 @@ class qwen3_vl_vision_model {
   device_buffer<bf16> gb_, d_act_, dqkv_, d_mb_;
   device_buffer<bf16> d_attn_b_, dqb_, dkb_, dvb_;  // tensor-core attention backward
   bool tc_attention_ = false;
+  bool fused_library_ = false;
 };
 
 inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw,
@@ -366,7 +371,9 @@ inline void qwen3_vl_vision_model::forward(const tensor& pixels, const std::vect
   cos_.upload(rot.cos.storage(), stream());
   sin_.upload(rot.sin.storage(), stream());
   cu_seqlens_.upload(cu, stream());
-  segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(cu.size() - 1), longest};
+  const int frames = static_cast<int>(cu.size() - 1);
+  segs_ = attention_segments{cu_seqlens_.data(), frames, longest,
+                             static_cast<std::int64_t>(frames) * longest == np};
 
   // Patch embedding (the Conv3d as a linear over flattened patches) + positions.
   patch_out_.grow_to(np * D);

@@ -1,0 +1,281 @@
+// cuDNN's fused SDPA (flash attention, forward and deterministic backward) behind aq's
+// fused_attention_library interface: aq's one compiled unit, built where cuDNN's frontend headers
+// are found (scripts/install-deps.sh) and linked into the CUDA programs. cuDNN itself is opened at
+// run time (dlopen of libcudnn.so.9), so a program built with this unit still starts, and runs aq's
+// own attention kernels, on a machine without cuDNN. Compiled by the host compiler only: the
+// frontend's headers cost minutes under nvcc.
+#include <cudnn_frontend.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+
+#include "aq/backend/cuda/kernels/fused_attention_library.hpp"
+#include "aq/core/error.hpp"
+
+namespace cudnn_frontend {
+// The handle the frontend's dynamic-loading shim resolves cuDNN's symbols from.
+void* cudnn_dlhandle = nullptr;
+}  // namespace cudnn_frontend
+
+namespace aq::cuda {
+namespace {
+
+namespace fe = cudnn_frontend;
+using tensor_ptr = std::shared_ptr<fe::graph::Tensor_attributes>;
+
+// Shorter segments stay on aq's kernels: there a plan build per new shape costs more than the
+// faster kernel saves, and aq's kernels run short segments near their best.
+constexpr int shortest_segment = 256;
+
+// A [batch, heads, seq, dim] view of a token-major matrix with row stride ld.
+fe::graph::Tensor_attributes token_major(const char* name, const fused_attention_shape& s, int heads,
+                                         std::int64_t ld) {
+  return fe::graph::Tensor_attributes()
+      .set_name(name)
+      .set_dim({s.batch, heads, s.seq, s.head_dim})
+      .set_stride({s.seq * ld, s.head_dim, ld, 1});
+}
+
+// lse as aq's kernels keep it: [heads, batch·seq].
+void set_lse_layout(const tensor_ptr& t, const fused_attention_shape& s) {
+  const std::int64_t rows = static_cast<std::int64_t>(s.batch) * s.seq;
+  t->set_dim({s.batch, s.heads, s.seq, 1}).set_stride({s.seq, rows, 1, 1}).set_data_type(fe::DataType_t::FLOAT);
+}
+
+std::shared_ptr<fe::graph::Graph> new_graph() {
+  auto g = std::make_shared<fe::graph::Graph>();
+  g->set_io_data_type(fe::DataType_t::BFLOAT16)
+      .set_intermediate_data_type(fe::DataType_t::FLOAT)
+      .set_compute_data_type(fe::DataType_t::FLOAT);
+  return g;
+}
+
+struct forward_graph {
+  std::shared_ptr<fe::graph::Graph> graph;
+  tensor_ptr q, k, v, o, lse;
+};
+
+struct backward_graph {
+  std::shared_ptr<fe::graph::Graph> graph;
+  tensor_ptr q, k, v, o, d_o, lse, dq, dk, dv;
+};
+
+forward_graph make_forward(const fused_attention_shape& s) {
+  forward_graph f{new_graph(), {}, {}, {}, {}, {}};
+  f.q = f.graph->tensor(token_major("q", s, s.heads, s.ld_q));
+  f.k = f.graph->tensor(token_major("k", s, s.kv_heads, s.ld_kv));
+  f.v = f.graph->tensor(token_major("v", s, s.kv_heads, s.ld_kv));
+  auto options = fe::graph::SDPA_attributes().set_name("aq_sdpa").set_generate_stats(true).set_attn_scale(s.scale);
+  if (s.causal) options.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
+  auto [o, lse] = f.graph->sdpa(f.q, f.k, f.v, options);
+  o->set_output(true).set_dim({s.batch, s.heads, s.seq, s.head_dim}).set_stride({s.seq * s.ld_q, s.head_dim, s.ld_q, 1});
+  lse->set_output(true);
+  set_lse_layout(lse, s);
+  f.o = o;
+  f.lse = lse;
+  return f;
+}
+
+backward_graph make_backward(const fused_attention_shape& s) {
+  backward_graph b{new_graph(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  b.q = b.graph->tensor(token_major("q", s, s.heads, s.ld_q));
+  b.k = b.graph->tensor(token_major("k", s, s.kv_heads, s.ld_kv));
+  b.v = b.graph->tensor(token_major("v", s, s.kv_heads, s.ld_kv));
+  b.o = b.graph->tensor(token_major("o", s, s.heads, s.ld_q));
+  b.d_o = b.graph->tensor(token_major("d_o", s, s.heads, s.ld_q));
+  b.lse = b.graph->tensor(fe::graph::Tensor_attributes().set_name("lse"));
+  set_lse_layout(b.lse, s);
+  auto options = fe::graph::SDPA_backward_attributes()
+                     .set_name("aq_sdpa_backward")
+                     .set_attn_scale(s.scale)
+                     .set_deterministic_algorithm(true);
+  if (s.causal) options.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
+  auto [dq, dk, dv] = b.graph->sdpa_backward(b.q, b.k, b.v, b.o, b.d_o, b.lse, options);
+  dq->set_output(true).set_dim({s.batch, s.heads, s.seq, s.head_dim}).set_stride({s.seq * s.ld_q, s.head_dim, s.ld_q, 1});
+  dk->set_output(true)
+      .set_dim({s.batch, s.kv_heads, s.seq, s.head_dim})
+      .set_stride({s.seq * s.ld_kv, s.head_dim, s.ld_kv, 1});
+  dv->set_output(true)
+      .set_dim({s.batch, s.kv_heads, s.seq, s.head_dim})
+      .set_stride({s.seq * s.ld_kv, s.head_dim, s.ld_kv, 1});
+  b.dq = dq;
+  b.dk = dk;
+  b.dv = dv;
+  return b;
+}
+
+void check(fe::error_t status, const char* what) {
+  if (!status.is_good()) throw error(std::string("cuDNN attention: ") + what + ": " + status.get_message());
+}
+
+class cudnn_attention final : public fused_attention_library {
+ public:
+  const char* name() const override { return "cuDNN SDPA"; }
+
+  std::string describe() override {
+    std::lock_guard lock(mutex_);
+    if (!open_library()) return "cuDNN 9 not found (libcudnn.so.9)";
+    const std::size_t v = fe::detail::get_backend_version();
+    return "cuDNN " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) +
+           ", " + std::to_string(forward_calls_) + " forward and " + std::to_string(backward_calls_) +
+           " backward calls, " + std::to_string(largest_workspace() >> 20) + " MiB workspace";
+  }
+
+  std::int64_t calls() override {
+    std::lock_guard lock(mutex_);
+    return forward_calls_ + backward_calls_;
+  }
+
+  bool accepts(const fused_attention_shape& s) override {
+    if (s.seq < shortest_segment || s.head_dim % 8 != 0 || s.head_dim > 128) return false;
+    std::lock_guard lock(mutex_);
+    device_state* d = state();
+    if (d == nullptr) return false;
+    const key k = key_of(s);
+    auto it = d->plans.find(k);
+    if (it == d->plans.end()) it = d->plans.emplace(k, build(d->handle, s)).first;
+    return it->second != nullptr;
+  }
+
+  void forward(const fused_attention_shape& s, const void* q, const void* k, const void* v, void* o, float* lse,
+               cudaStream_t stream) override {
+    std::lock_guard lock(mutex_);
+    device_state* d = state();
+    shape_plans& p = *d->plans.at(key_of(s));
+    forward_graph& f = p.forward;
+    std::unordered_map<tensor_ptr, void*> pack{{f.q, const_cast<void*>(q)}, {f.k, const_cast<void*>(k)},
+                                               {f.v, const_cast<void*>(v)}, {f.o, o}, {f.lse, lse}};
+    run(*d, *f.graph, pack, stream);
+    ++forward_calls_;
+  }
+
+  void backward(const fused_attention_shape& s, const void* q, const void* k, const void* v, const void* o,
+                const float* lse, const void* d_o, void* dq, void* dk, void* dv, cudaStream_t stream) override {
+    std::lock_guard lock(mutex_);
+    device_state* d = state();
+    shape_plans& p = *d->plans.at(key_of(s));
+    backward_graph& b = p.backward;
+    std::unordered_map<tensor_ptr, void*> pack{
+        {b.q, const_cast<void*>(q)},     {b.k, const_cast<void*>(k)},   {b.v, const_cast<void*>(v)},
+        {b.o, const_cast<void*>(o)},     {b.d_o, const_cast<void*>(d_o)}, {b.lse, const_cast<float*>(lse)},
+        {b.dq, dq},                      {b.dk, dk},                    {b.dv, dv}};
+    run(*d, *b.graph, pack, stream);
+    ++backward_calls_;
+  }
+
+ private:
+  using key = std::tuple<int, int, int, int, int, std::int64_t, std::int64_t, std::uint32_t, bool>;
+
+  struct shape_plans {
+    forward_graph forward;
+    backward_graph backward;
+  };
+
+  struct device_state {
+    cudnnHandle_t handle = nullptr;
+    std::map<key, std::unique_ptr<shape_plans>> plans;  // nullptr: cuDNN does not run this shape
+    void* workspace = nullptr;
+    std::int64_t workspace_bytes = 0;
+  };
+
+  std::int64_t largest_workspace() const {
+    std::int64_t bytes = 0;
+    for (const auto& [device, d] : devices_) bytes = std::max(bytes, d.workspace_bytes);
+    return bytes;
+  }
+
+  static key key_of(const fused_attention_shape& s) {
+    std::uint32_t scale_bits = 0;
+    std::memcpy(&scale_bits, &s.scale, sizeof scale_bits);
+    return {s.batch, s.seq, s.heads, s.kv_heads, s.head_dim, s.ld_q, s.ld_kv, scale_bits, s.causal};
+  }
+
+  // Both directions at once, so a shape runs both on cuDNN or both on aq's kernels (each reads
+  // the lse the other wrote).
+  static std::unique_ptr<shape_plans> build(cudnnHandle_t handle, const fused_attention_shape& s) {
+    try {
+      auto p = std::make_unique<shape_plans>(shape_plans{make_forward(s), make_backward(s)});
+      if (!p->forward.graph->build(handle, {fe::HeurMode_t::A}).is_good()) return nullptr;
+      if (!p->backward.graph->build(handle, {fe::HeurMode_t::A}).is_good()) return nullptr;
+      return p;
+    } catch (const std::exception&) {
+      return nullptr;
+    }
+  }
+
+  // This device's handle, opening cuDNN on first use; nullptr when it cannot be opened.
+  device_state* state() {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return nullptr;
+    auto it = devices_.find(device);
+    if (it != devices_.end()) return it->second.handle != nullptr ? &it->second : nullptr;
+    device_state& d = devices_[device];
+    if (!open_library()) return nullptr;
+    cudnnHandle_t handle = nullptr;
+    try {
+      if (fe::detail::create_handle(&handle) != CUDNN_STATUS_SUCCESS) return nullptr;
+    } catch (const std::exception&) {
+      return nullptr;
+    }
+    d.handle = handle;
+    return &d;
+  }
+
+  // cuDNN 9 (its graph API carries the fused SDPA); opened once per program.
+  static bool open_library() {
+    static const bool opened = [] {
+      fe::cudnn_dlhandle = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+      if (fe::cudnn_dlhandle == nullptr) return false;
+      try {
+        return fe::detail::get_backend_version() >= 90000;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }();
+    return opened;
+  }
+
+  static void run(device_state& d, fe::graph::Graph& graph, std::unordered_map<tensor_ptr, void*>& pack,
+                  cudaStream_t stream) {
+    std::int64_t bytes = 0;
+    check(graph.get_workspace_size(bytes), "workspace size");
+    if (bytes > d.workspace_bytes) {
+      // Stream-ordered, so a workspace still in use by earlier work on this stream is not freed
+      // under it; the largest request is kept for the program's life.
+      if (d.workspace != nullptr && cudaFreeAsync(d.workspace, stream) != cudaSuccess) {
+        throw error("cuDNN attention: freeing the workspace failed");
+      }
+      d.workspace = nullptr;
+      d.workspace_bytes = 0;
+      if (cudaMallocAsync(&d.workspace, static_cast<std::size_t>(bytes), stream) != cudaSuccess) {
+        throw error("cuDNN attention: out of device memory for a " + std::to_string(bytes) + "-byte workspace");
+      }
+      d.workspace_bytes = bytes;
+    }
+    if (fe::detail::set_stream(d.handle, stream) != CUDNN_STATUS_SUCCESS) throw error("cuDNN attention: set stream");
+    check(graph.execute(d.handle, pack, d.workspace), "execute");
+  }
+
+  std::mutex mutex_;
+  std::map<int, device_state> devices_;
+  std::int64_t forward_calls_ = 0;
+  std::int64_t backward_calls_ = 0;
+};
+
+cudnn_attention library_instance;
+
+const bool registered = [] {
+  registered_fused_attention_library() = &library_instance;
+  return true;
+}();
+
+}  // namespace
+}  // namespace aq::cuda
