@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -44,10 +45,16 @@ fe::graph::Tensor_attributes token_major(const char* name, const fused_attention
       .set_stride({s.seq * ld, s.head_dim, ld, 1});
 }
 
-// lse as aq's kernels keep it: [heads, batch·seq].
-void set_lse_layout(const tensor_ptr& t, const fused_attention_shape& s) {
+// lse as aq's kernels keep it, [heads, batch·seq] (in_place), or packed [batch, heads, seq] in a
+// scratch buffer that is copied to and from it, for a cuDNN that takes only its own layout.
+void set_lse_layout(const tensor_ptr& t, const fused_attention_shape& s, bool in_place) {
   const std::int64_t rows = static_cast<std::int64_t>(s.batch) * s.seq;
-  t->set_dim({s.batch, s.heads, s.seq, 1}).set_stride({s.seq, rows, 1, 1}).set_data_type(fe::DataType_t::FLOAT);
+  t->set_dim({s.batch, s.heads, s.seq, 1}).set_data_type(fe::DataType_t::FLOAT);
+  if (in_place) {
+    t->set_stride({s.seq, rows, 1, 1});
+  } else {
+    t->set_stride({static_cast<std::int64_t>(s.heads) * s.seq, s.seq, 1, 1});
+  }
 }
 
 std::shared_ptr<fe::graph::Graph> new_graph() {
@@ -68,7 +75,7 @@ struct backward_graph {
   tensor_ptr q, k, v, o, d_o, lse, dq, dk, dv;
 };
 
-forward_graph make_forward(const fused_attention_shape& s) {
+forward_graph make_forward(const fused_attention_shape& s, bool lse_in_place) {
   forward_graph f{new_graph(), {}, {}, {}, {}, {}};
   f.q = f.graph->tensor(token_major("q", s, s.heads, s.ld_q));
   f.k = f.graph->tensor(token_major("k", s, s.kv_heads, s.ld_kv));
@@ -78,13 +85,13 @@ forward_graph make_forward(const fused_attention_shape& s) {
   auto [o, lse] = f.graph->sdpa(f.q, f.k, f.v, options);
   o->set_output(true).set_dim({s.batch, s.heads, s.seq, s.head_dim}).set_stride({s.seq * s.ld_q, s.head_dim, s.ld_q, 1});
   lse->set_output(true);
-  set_lse_layout(lse, s);
+  set_lse_layout(lse, s, lse_in_place);
   f.o = o;
   f.lse = lse;
   return f;
 }
 
-backward_graph make_backward(const fused_attention_shape& s) {
+backward_graph make_backward(const fused_attention_shape& s, bool lse_in_place) {
   backward_graph b{new_graph(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
   b.q = b.graph->tensor(token_major("q", s, s.heads, s.ld_q));
   b.k = b.graph->tensor(token_major("k", s, s.kv_heads, s.ld_kv));
@@ -92,7 +99,7 @@ backward_graph make_backward(const fused_attention_shape& s) {
   b.o = b.graph->tensor(token_major("o", s, s.heads, s.ld_q));
   b.d_o = b.graph->tensor(token_major("d_o", s, s.heads, s.ld_q));
   b.lse = b.graph->tensor(fe::graph::Tensor_attributes().set_name("lse"));
-  set_lse_layout(b.lse, s);
+  set_lse_layout(b.lse, s, lse_in_place);
   auto options = fe::graph::SDPA_backward_attributes()
                      .set_name("aq_sdpa_backward")
                      .set_attn_scale(s.scale)
@@ -126,7 +133,8 @@ class cudnn_attention final : public fused_attention_library {
     const std::size_t v = fe::detail::get_backend_version();
     return "cuDNN " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) +
            ", " + std::to_string(forward_calls_) + " forward and " + std::to_string(backward_calls_) +
-           " backward calls, " + std::to_string(largest_workspace() >> 20) + " MiB workspace";
+           " backward calls, " + std::to_string(largest_workspace() >> 20) + " MiB workspace" +
+           (refusal_.empty() ? std::string() : "; last shape refused: " + refusal_);
   }
 
   std::int64_t calls() override {
@@ -151,9 +159,11 @@ class cudnn_attention final : public fused_attention_library {
     device_state* d = state();
     shape_plans& p = *d->plans.at(key_of(s));
     forward_graph& f = p.forward;
+    float* stats = p.lse_in_place ? lse : scratch(*d, s, stream);
     std::unordered_map<tensor_ptr, void*> pack{{f.q, const_cast<void*>(q)}, {f.k, const_cast<void*>(k)},
-                                               {f.v, const_cast<void*>(v)}, {f.o, o}, {f.lse, lse}};
+                                               {f.v, const_cast<void*>(v)}, {f.o, o}, {f.lse, stats}};
     run(*d, *f.graph, pack, stream);
+    if (!p.lse_in_place) copy_lse(s, stats, lse, false, stream);
     ++forward_calls_;
   }
 
@@ -163,9 +173,14 @@ class cudnn_attention final : public fused_attention_library {
     device_state* d = state();
     shape_plans& p = *d->plans.at(key_of(s));
     backward_graph& b = p.backward;
+    float* stats = const_cast<float*>(lse);
+    if (!p.lse_in_place) {
+      stats = scratch(*d, s, stream);
+      copy_lse(s, lse, stats, true, stream);
+    }
     std::unordered_map<tensor_ptr, void*> pack{
         {b.q, const_cast<void*>(q)},     {b.k, const_cast<void*>(k)},   {b.v, const_cast<void*>(v)},
-        {b.o, const_cast<void*>(o)},     {b.d_o, const_cast<void*>(d_o)}, {b.lse, const_cast<float*>(lse)},
+        {b.o, const_cast<void*>(o)},     {b.d_o, const_cast<void*>(d_o)}, {b.lse, stats},
         {b.dq, dq},                      {b.dk, dk},                    {b.dv, dv}};
     run(*d, *b.graph, pack, stream);
     ++backward_calls_;
@@ -177,18 +192,41 @@ class cudnn_attention final : public fused_attention_library {
   struct shape_plans {
     forward_graph forward;
     backward_graph backward;
+    bool lse_in_place = true;
+  };
+
+  // A device buffer that grows stream-ordered (so memory still in use by earlier work on the
+  // stream is not freed under it) and keeps its largest size for the program's life.
+  struct device_scratch {
+    void* data = nullptr;
+    std::int64_t bytes = 0;
+    void* reserve(std::int64_t want, cudaStream_t stream) {
+      if (want <= bytes) return data;
+      if (data != nullptr && cudaFreeAsync(data, stream) != cudaSuccess) throw error("cuDNN attention: cudaFreeAsync failed");
+      data = nullptr;
+      bytes = 0;
+      if (cudaMallocAsync(&data, static_cast<std::size_t>(want), stream) != cudaSuccess) {
+        throw error("cuDNN attention: out of device memory for " + std::to_string(want) + " bytes of workspace");
+      }
+      bytes = want;
+      return data;
+    }
   };
 
   struct device_state {
     cudnnHandle_t handle = nullptr;
     std::map<key, std::unique_ptr<shape_plans>> plans;  // nullptr: cuDNN does not run this shape
-    void* workspace = nullptr;
-    std::int64_t workspace_bytes = 0;
+    device_scratch workspace, lse;
   };
+
+  static float* scratch(device_state& d, const fused_attention_shape& s, cudaStream_t stream) {
+    const std::int64_t floats = static_cast<std::int64_t>(s.batch) * s.heads * s.seq;
+    return static_cast<float*>(d.lse.reserve(floats * static_cast<std::int64_t>(sizeof(float)), stream));
+  }
 
   std::int64_t largest_workspace() const {
     std::int64_t bytes = 0;
-    for (const auto& [device, d] : devices_) bytes = std::max(bytes, d.workspace_bytes);
+    for (const auto& [device, d] : devices_) bytes = std::max(bytes, d.workspace.bytes + d.lse.bytes);
     return bytes;
   }
 
@@ -199,15 +237,39 @@ class cudnn_attention final : public fused_attention_library {
   }
 
   // Both directions at once, so a shape runs both on cuDNN or both on aq's kernels (each reads
-  // the lse the other wrote).
-  static std::unique_ptr<shape_plans> build(cudnnHandle_t handle, const fused_attention_shape& s) {
-    try {
-      auto p = std::make_unique<shape_plans>(shape_plans{make_forward(s), make_backward(s)});
-      if (!p->forward.graph->build(handle, {fe::HeurMode_t::A}).is_good()) return nullptr;
-      if (!p->backward.graph->build(handle, {fe::HeurMode_t::A}).is_good()) return nullptr;
-      return p;
-    } catch (const std::exception&) {
-      return nullptr;
+  // the lse the other wrote): lse in place first, else through the packed scratch layout.
+  // AQ_CUDNN_PACKED_LSE=1 skips the in-place layout (tests run the scratch path with it).
+  std::unique_ptr<shape_plans> build(cudnnHandle_t handle, const fused_attention_shape& s) {
+    const char* packed_only = std::getenv("AQ_CUDNN_PACKED_LSE");
+    const bool try_in_place = packed_only == nullptr || std::string(packed_only) != "1";
+    for (const bool in_place : {true, false}) {
+      if (in_place && !try_in_place) continue;
+      try {
+        auto p = std::make_unique<shape_plans>(shape_plans{make_forward(s, in_place), make_backward(s, in_place), in_place});
+        fe::error_t status = p->forward.graph->build(handle, {fe::HeurMode_t::A});
+        if (status.is_good()) status = p->backward.graph->build(handle, {fe::HeurMode_t::A});
+        if (status.is_good()) return p;
+        refusal_ = status.get_message();
+      } catch (const std::exception& e) {
+        refusal_ = e.what();
+      }
+    }
+    return nullptr;
+  }
+
+  // Copies lse between aq's [heads, batch·seq] and the packed [batch, heads, seq]: a strided
+  // copy per batch row.
+  static void copy_lse(const fused_attention_shape& s, const float* from, float* to, bool to_packed,
+                       cudaStream_t stream) {
+    const std::size_t seq_bytes = static_cast<std::size_t>(s.seq) * sizeof(float);
+    const std::size_t rows_bytes = static_cast<std::size_t>(s.batch) * seq_bytes;
+    for (int b = 0; b < s.batch; ++b) {
+      const std::size_t packed = static_cast<std::size_t>(b) * s.heads * s.seq, ours = static_cast<std::size_t>(b) * s.seq;
+      const cudaError_t e = to_packed ? cudaMemcpy2DAsync(to + packed, seq_bytes, from + ours, rows_bytes, seq_bytes,
+                                                          s.heads, cudaMemcpyDeviceToDevice, stream)
+                                      : cudaMemcpy2DAsync(to + ours, rows_bytes, from + packed, seq_bytes, seq_bytes,
+                                                          s.heads, cudaMemcpyDeviceToDevice, stream);
+      if (e != cudaSuccess) throw error(std::string("cuDNN attention: lse copy: ") + cudaGetErrorString(e));
     }
   }
 
@@ -247,25 +309,14 @@ class cudnn_attention final : public fused_attention_library {
                   cudaStream_t stream) {
     std::int64_t bytes = 0;
     check(graph.get_workspace_size(bytes), "workspace size");
-    if (bytes > d.workspace_bytes) {
-      // Stream-ordered, so a workspace still in use by earlier work on this stream is not freed
-      // under it; the largest request is kept for the program's life.
-      if (d.workspace != nullptr && cudaFreeAsync(d.workspace, stream) != cudaSuccess) {
-        throw error("cuDNN attention: freeing the workspace failed");
-      }
-      d.workspace = nullptr;
-      d.workspace_bytes = 0;
-      if (cudaMallocAsync(&d.workspace, static_cast<std::size_t>(bytes), stream) != cudaSuccess) {
-        throw error("cuDNN attention: out of device memory for a " + std::to_string(bytes) + "-byte workspace");
-      }
-      d.workspace_bytes = bytes;
-    }
+    void* workspace = d.workspace.reserve(bytes, stream);
     if (fe::detail::set_stream(d.handle, stream) != CUDNN_STATUS_SUCCESS) throw error("cuDNN attention: set stream");
-    check(graph.execute(d.handle, pack, d.workspace), "execute");
+    check(graph.execute(d.handle, pack, workspace), "execute");
   }
 
   std::mutex mutex_;
   std::map<int, device_state> devices_;
+  std::string refusal_;  // why cuDNN refused the last shape it refused
   std::int64_t forward_calls_ = 0;
   std::int64_t backward_calls_ = 0;
 };

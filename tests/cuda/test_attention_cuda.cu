@@ -10,6 +10,7 @@
 // Cases of equal segments of >= 256 rows without a mask also run on the registered fused-attention
 // library (cuDNN's SDPA, when the build and the machine have it): its calls must rise, and with
 // AQ_EXPECT_FUSED_ATTENTION=1 (the GPU machine's runs) a library that takes no call fails the test.
+// AQ_CUDNN_PACKED_LSE=1 runs cuDNN with its packed lse layout and the copies to and from aq's.
 // Tolerances (max |gpu − cpu| / max |cpu| per tensor): fp32 storage 1e-5, bf16 storage 1e-2
 // (the CPU runs in fp32 on the bf16-rounded inputs). Outputs are NaN-poisoned before each run.
 // Without a GPU it prints "no GPU, skipped" and succeeds (CI builds it, a GPU machine runs it).
