@@ -150,7 +150,13 @@ class cudnn_attention final : public fused_attention_library {
     const key k = key_of(s);
     auto it = d->plans.find(k);
     if (it == d->plans.end()) it = d->plans.emplace(k, build(d->handle, s)).first;
-    return it->second != nullptr;
+    if (it->second == nullptr) return false;
+    if (s.workspace_limit > 0 && it->second->workspace_bytes > s.workspace_limit) {
+      refusal_ = "workspace of " + std::to_string(it->second->workspace_bytes >> 20) + " MiB over the limit of " +
+                 std::to_string(s.workspace_limit >> 20) + " MiB";
+      return false;
+    }
+    return true;
   }
 
   void forward(const fused_attention_shape& s, const void* q, const void* k, const void* v, void* o, float* lse,
@@ -193,6 +199,7 @@ class cudnn_attention final : public fused_attention_library {
     forward_graph forward;
     backward_graph backward;
     bool lse_in_place = true;
+    std::int64_t workspace_bytes = 0;  // the larger direction's, plus the packed lse
   };
 
   // A device buffer that grows stream-ordered (so memory still in use by earlier work on the
@@ -245,10 +252,19 @@ class cudnn_attention final : public fused_attention_library {
     for (const bool in_place : {true, false}) {
       if (in_place && !try_in_place) continue;
       try {
-        auto p = std::make_unique<shape_plans>(shape_plans{make_forward(s, in_place), make_backward(s, in_place), in_place});
+        auto p = std::make_unique<shape_plans>(
+            shape_plans{make_forward(s, in_place), make_backward(s, in_place), in_place, 0});
         fe::error_t status = p->forward.graph->build(handle, {fe::HeurMode_t::A});
         if (status.is_good()) status = p->backward.graph->build(handle, {fe::HeurMode_t::A});
-        if (status.is_good()) return p;
+        std::int64_t forward_bytes = 0, backward_bytes = 0;
+        if (status.is_good()) status = p->forward.graph->get_workspace_size(forward_bytes);
+        if (status.is_good()) status = p->backward.graph->get_workspace_size(backward_bytes);
+        if (status.is_good()) {
+          const std::int64_t lse_bytes =
+              in_place ? 0 : static_cast<std::int64_t>(s.batch) * s.heads * s.seq * static_cast<std::int64_t>(sizeof(float));
+          p->workspace_bytes = std::max(forward_bytes, backward_bytes) + lse_bytes;
+          return p;
+        }
         refusal_ = status.get_message();
       } catch (const std::exception& e) {
         refusal_ = e.what();

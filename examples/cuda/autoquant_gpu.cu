@@ -87,6 +87,11 @@ std::size_t scorer_scratch_bytes(const qwen3_vl::config& cfg, std::int64_t token
   return recipes * (xq * 2 + yr * 4) + wq * 2 + (std::size_t{32} << 20) + (std::size_t{256} << 20);
 }
 
+// What cuDNN's attention may hold (its deterministic backward's workspace grows with seq²: 0.6 GiB
+// at 2 × 2,048 tokens, 4.1 GiB at 1 × 8,192 for 4B); longer shapes run on aq's kernels. The
+// memory plan counts it as scratch.
+constexpr std::int64_t fused_attention_workspace = std::int64_t{1} << 30;
+
 // The summary's name for --gpu-attention, with what the fused library did when it was asked for.
 std::string attention_description(const std::string& attention) {
   if (attention == "fp32") return "fp32 storage, CUDA cores";
@@ -257,7 +262,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     model_ptr.reset();
     model_ptr = std::make_unique<acu::qwen3_vl_text_model>(cfg, st.weights, pass_tokens);
     model_ptr->set_tensor_core_attention(g.attention != "fp32");
-    model_ptr->set_fused_attention_library(g.attention == "cudnn");
+    model_ptr->set_fused_attention_library(g.attention == "cudnn", fused_attention_workspace);
   };
   const auto plan_inputs = [&] {
     const acu::qwen3_vl_text_model& m = *model_ptr;
@@ -265,7 +270,8 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     in.budget_bytes = budget_bytes;
     in.in_use_bytes = acu::device_bytes_in_use() - st.baseline + vision_bytes;
     if (vision_bytes > 0) in.in_use_what = "weights, fixed buffers and the vision tower's activations";
-    in.scratch_bytes = scorer_scratch_bytes(cfg, m.max_tokens(), max_patches, m.vocab_chunk(), o.formats.size());
+    in.scratch_bytes = scorer_scratch_bytes(cfg, m.max_tokens(), max_patches, m.vocab_chunk(), o.formats.size()) +
+                       (g.attention == "cudnn" ? static_cast<std::size_t>(fused_attention_workspace) : 0);
     in.layer_bytes = m.activation_bytes_per_layer();
     in.layers = cfg.text.num_hidden_layers;
     if (g.weight_cache_gib >= 0.0) in.max_cache_bytes = static_cast<std::size_t>(g.weight_cache_gib * static_cast<double>(1ull << 30));
@@ -341,7 +347,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, st.vision_weights, model);
     vision->set_saved_blocks(vision_saved_blocks);
     vision->set_tensor_core_attention(g.attention != "fp32");
-    vision->set_fused_attention_library(g.attention == "cudnn");
+    vision->set_fused_attention_library(g.attention == "cudnn", fused_attention_workspace);
     cuda_options.vision = vision.get();
     cuda_options.images = &image_batches;
   }

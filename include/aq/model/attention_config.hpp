@@ -31,6 +31,7 @@ struct attention_config {
   // SDPA: equal segments, no key mask) to it instead of aq's kernels. Same semantics; its own
   // summation order, so results agree with aq's kernels to bf16 rounding, not bit for bit.
   bool fused_library = false;
+  std::int64_t fused_workspace_limit = 0;  // bytes the library may hold (0: no limit)
 };
 
 // Rows [start, start + length) of q/k/v attend only among themselves (one image frame of the vision

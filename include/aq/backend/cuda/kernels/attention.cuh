@@ -592,7 +592,7 @@ inline fused_attention_library* fused_library_for(const attention_config& c, con
     if (!aligned(m, k.ld)) return nullptr;
   }
   shape = fused_attention_shape{segs.count, segs.max_length, static_cast<int>(c.heads), static_cast<int>(c.kv_heads),
-                                static_cast<int>(c.head_dim), q.ld, k.ld, c.scale, c.causal};
+                                static_cast<int>(c.head_dim), q.ld, k.ld, c.scale, c.causal, c.fused_workspace_limit};
   return library->accepts(shape) ? library : nullptr;
 }
 

@@ -25,6 +25,10 @@ struct fused_attention_shape {
   std::int64_t ld_kv = 0;  // k, v, dK and dV
   float scale = 1.0f;
   bool causal = false;
+  // Device bytes the library may hold for this shape (its workspace; 0: no limit): a shape that
+  // needs more runs on aq's kernels. cuDNN's deterministic backward grows with seq² (4.1 GiB at
+  // 1 × 8,192 tokens, 32 heads × 128).
+  std::int64_t workspace_limit = 0;
 };
 
 class fused_attention_library {

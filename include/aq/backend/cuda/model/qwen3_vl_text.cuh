@@ -163,7 +163,11 @@ class qwen3_vl_text_model {
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
   // With tensor-core attention: hand batches without padding to the registered fused-attention
   // library (cuDNN) where it takes them (kernels/fused_attention_library.hpp).
-  void set_fused_attention_library(bool on) { fused_library_ = on; }
+  // workspace_limit: device bytes it may hold (0: no limit; the memory plan counts them).
+  void set_fused_attention_library(bool on, std::int64_t workspace_limit = 0) {
+    fused_library_ = on;
+    fused_workspace_limit_ = workspace_limit;
+  }
   // Keep every layer's activations from the forward for the backward (no recompute).
   void set_saved_activations(bool on) { saved_layers_ = on ? cfg_.text.num_hidden_layers : 0; }
   bool saved_activations() const { return saved_layers_ == cfg_.text.num_hidden_layers; }
@@ -324,6 +328,7 @@ class qwen3_vl_text_model {
   attention_config attn_cfg_{};
   bool tc_attention_ = false;
   bool fused_library_ = false;
+  std::int64_t fused_workspace_limit_ = 0;
   kernel_profile* profile_ = nullptr;
   std::int64_t saved_layers_ = 0;
   std::vector<text_layer_activations> acts_;
@@ -537,6 +542,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.masked_rows = options.masked_rows;
   attn_cfg_.tensor_cores = tc_attention_;
   attn_cfg_.fused_library = tc_attention_ && fused_library_;
+  attn_cfg_.fused_workspace_limit = fused_workspace_limit_;
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T), true};
   embedding_forward(batch.input_ids, ids_, cview(w_.embed_tokens, V, H), mview(h_, N, H), stream_);
   const std::int64_t n_visual = visual != nullptr ? static_cast<std::int64_t>(visual->rows.size()) : 0;

@@ -91,7 +91,11 @@ class qwen3_vl_vision_model {
   void set_tensor_core_attention(bool on) { tc_attention_ = on; }
   // With tensor-core attention: hand batches of equal frames to the registered fused-attention
   // library (cuDNN) where it takes them (kernels/fused_attention_library.hpp).
-  void set_fused_attention_library(bool on) { fused_library_ = on; }
+  // workspace_limit: device bytes it may hold (0: no limit; the memory plan counts them).
+  void set_fused_attention_library(bool on, std::int64_t workspace_limit = 0) {
+    fused_library_ = on;
+    fused_workspace_limit_ = workspace_limit;
+  }
   device_matrix<const float> embeds() const { return cview(merger_.out, merged_, cfg_.text.hidden_size); }
   device_matrix<const float> deepstack(std::size_t k) const {
     return cview(deepstack_[k].out, merged_, cfg_.text.hidden_size);
@@ -174,6 +178,7 @@ class qwen3_vl_vision_model {
     ac.causal = false;
     ac.tensor_cores = tc_attention_;
     ac.fused_library = tc_attention_ && fused_library_;
+    ac.fused_workspace_limit = fused_workspace_limit_;
     return ac;
   }
   // The merger's norm input: the patches [n, D], or (DeepStack, normed after the concat) the
@@ -207,6 +212,7 @@ class qwen3_vl_vision_model {
   device_buffer<bf16> d_attn_b_, dqb_, dkb_, dvb_;  // tensor-core attention backward
   bool tc_attention_ = false;
   bool fused_library_ = false;
+  std::int64_t fused_workspace_limit_ = 0;
 };
 
 inline void qwen3_vl_vision_model::merger_forward(std::int64_t k, const qwen3_vl_merger_device_weights& mw,
