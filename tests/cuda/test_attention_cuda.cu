@@ -86,7 +86,8 @@ double lse_err(const std::vector<float>& got, const std::vector<float>& ref, boo
 enum class kernels { cuda_cores, tensor_cores, fused_library };
 
 template <class T>
-void run_case(const attention_case& tc, std::uint32_t seed, kernels family = kernels::cuda_cores, int ld_extra = 0) {
+void run_case(const attention_case& tc, std::uint32_t seed, kernels family = kernels::cuda_cores, int ld_extra = 0,
+              std::int64_t workspace_limit = 0) {
   const bool tensor_cores = family != kernels::cuda_cores;
   const bool fused = family == kernels::fused_library;
   const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-2;
@@ -170,6 +171,7 @@ void run_case(const attention_case& tc, std::uint32_t seed, kernels family = ker
   gc.masked_rows = tc.zero_policy ? aq::cuda::masked_row_policy::zero : aq::cuda::masked_row_policy::attend_all;
   gc.tensor_cores = tensor_cores;
   gc.fused_library = fused;
+  gc.fused_workspace_limit = workspace_limit;
   aq::cuda::attention_segments gs;
   gs.cu_seqlens = dcu.data();
   gs.count = static_cast<int>(tc.lengths.size());
@@ -223,7 +225,10 @@ void run_case(const attention_case& tc, std::uint32_t seed, kernels family = ker
     // cuDNN) is absent and aq's tensor-core kernels ran instead.
     const std::int64_t ran = library != nullptr ? library->calls() - calls_before : 0;
     const char* expected = std::getenv("AQ_EXPECT_FUSED_ATTENTION");
-    if (expected != nullptr && std::string(expected) == "1") {
+    if (workspace_limit > 0) {
+      // A limit below any workspace: the library refuses the shape and aq's kernels run.
+      expect(ran == 0, label + ": a 1-byte workspace limit leaves the call to aq's kernels");
+    } else if (expected != nullptr && std::string(expected) == "1") {
       expect(ran == 3, label + ": the fused library ran forward and both backwards (" +
                            (library != nullptr ? library->describe() : std::string("none registered")) + ")");
     } else {
@@ -333,6 +338,7 @@ AQ_GPU_TEST("test_attention_cuda") {
     run_case<aq::bf16>(tc, seed += 10, kernels::fused_library);
     run_case<aq::bf16>(tc, seed += 10, kernels::fused_library, 8);
   }
+  run_case<aq::bf16>(fused_cases.front(), seed += 10, kernels::fused_library, 0, 1);
   expect_throws_on_bad_head_dim();
 }
 
