@@ -638,8 +638,9 @@ void attention_forward(const attention_config& c, const attention_segments& segs
 
 // dq [rows, heads·dim], dk/dv [rows, kv_heads·dim] are overwritten (rows inside segments).
 // delta is a device workspace of heads·rows floats (rowsum(dO∘O), kept for inspection; the fused
-// library keeps its own and leaves it alone). lse must come from attention_forward with the
-// same config and segments (the library and aq's kernels each read their own).
+// library keeps its own and leaves it alone). lse comes from attention_forward with the same
+// config and segments; the library keeps aq's lse layout and values, so either implementation's
+// backward reads either's forward.
 template <class T>
 void attention_backward(const attention_config& c, const attention_segments& segs, const device_matrix<const T>& q,
                         const device_matrix<const T>& k, const device_matrix<const T>& v,
