@@ -36,13 +36,22 @@ using tensor_ptr = std::shared_ptr<fe::graph::Tensor_attributes>;
 // faster kernel saves, and aq's kernels run short segments near their best.
 constexpr int shortest_segment = 256;
 
-// A [batch, heads, seq, dim] view of a token-major matrix with row stride ld.
+// A [batch, heads, seq, dim] view of a token-major matrix with row stride ld, for inputs
+// (token_major) and for the graph's outputs (set_token_major).
+fe::graph::Tensor_attributes& with_token_major_layout(fe::graph::Tensor_attributes& t, const fused_attention_shape& s,
+                                                      int heads, std::int64_t ld) {
+  return t.set_dim({s.batch, heads, s.seq, s.head_dim}).set_stride({s.seq * ld, s.head_dim, ld, 1});
+}
+
 fe::graph::Tensor_attributes token_major(const char* name, const fused_attention_shape& s, int heads,
                                          std::int64_t ld) {
-  return fe::graph::Tensor_attributes()
-      .set_name(name)
-      .set_dim({s.batch, heads, s.seq, s.head_dim})
-      .set_stride({s.seq * ld, s.head_dim, ld, 1});
+  fe::graph::Tensor_attributes t;
+  t.set_name(name);
+  return with_token_major_layout(t, s, heads, ld);
+}
+
+void set_token_major_output(const tensor_ptr& t, const fused_attention_shape& s, int heads, std::int64_t ld) {
+  with_token_major_layout(t->set_output(true), s, heads, ld);
 }
 
 // lse as aq's kernels keep it, [heads, batch·seq] (in_place), or packed [batch, heads, seq] in a
@@ -83,7 +92,7 @@ forward_graph make_forward(const fused_attention_shape& s, bool lse_in_place) {
   auto options = fe::graph::SDPA_attributes().set_name("aq_sdpa").set_generate_stats(true).set_attn_scale(s.scale);
   if (s.causal) options.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
   auto [o, lse] = f.graph->sdpa(f.q, f.k, f.v, options);
-  o->set_output(true).set_dim({s.batch, s.heads, s.seq, s.head_dim}).set_stride({s.seq * s.ld_q, s.head_dim, s.ld_q, 1});
+  set_token_major_output(o, s, s.heads, s.ld_q);
   lse->set_output(true);
   set_lse_layout(lse, s, lse_in_place);
   f.o = o;
@@ -106,13 +115,9 @@ backward_graph make_backward(const fused_attention_shape& s, bool lse_in_place) 
                      .set_deterministic_algorithm(true);
   if (s.causal) options.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
   auto [dq, dk, dv] = b.graph->sdpa_backward(b.q, b.k, b.v, b.o, b.d_o, b.lse, options);
-  dq->set_output(true).set_dim({s.batch, s.heads, s.seq, s.head_dim}).set_stride({s.seq * s.ld_q, s.head_dim, s.ld_q, 1});
-  dk->set_output(true)
-      .set_dim({s.batch, s.kv_heads, s.seq, s.head_dim})
-      .set_stride({s.seq * s.ld_kv, s.head_dim, s.ld_kv, 1});
-  dv->set_output(true)
-      .set_dim({s.batch, s.kv_heads, s.seq, s.head_dim})
-      .set_stride({s.seq * s.ld_kv, s.head_dim, s.ld_kv, 1});
+  set_token_major_output(dq, s, s.heads, s.ld_q);
+  set_token_major_output(dk, s, s.kv_heads, s.ld_kv);
+  set_token_major_output(dv, s, s.kv_heads, s.ld_kv);
   b.dq = dq;
   b.dk = dk;
   b.dv = dv;
@@ -249,6 +254,7 @@ class cudnn_attention final : public fused_attention_library {
   std::unique_ptr<shape_plans> build(cudnnHandle_t handle, const fused_attention_shape& s) {
     const char* packed_only = std::getenv("AQ_CUDNN_PACKED_LSE");
     const bool try_in_place = packed_only == nullptr || std::string(packed_only) != "1";
+    std::string why;  // the last layout's refusal, kept only if no layout builds
     for (const bool in_place : {true, false}) {
       if (in_place && !try_in_place) continue;
       try {
@@ -265,11 +271,12 @@ class cudnn_attention final : public fused_attention_library {
           p->workspace_bytes = std::max(forward_bytes, backward_bytes) + lse_bytes;
           return p;
         }
-        refusal_ = status.get_message();
+        why = status.get_message();
       } catch (const std::exception& e) {
-        refusal_ = e.what();
+        why = e.what();
       }
     }
+    refusal_ = why;
     return nullptr;
   }
 
