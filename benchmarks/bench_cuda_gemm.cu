@@ -1,7 +1,8 @@
 // Throughput of aq's cuBLASLt GEMM wrapper (heuristic's first algorithm, cached plan) on the
 // Qwen3-VL-4B linear shapes at 4096 tokens, against the fastest of the heuristic's top
 // candidates timed in the same run: forward Y = X·Wᵀ and input gradient dX = dY·W, bf16 in,
-// fp32 accumulate, bf16 out. Prints a TFLOP/s table with ratios (and writes it to argv[1]).
+// fp32 accumulate, bf16 out; then the recipe products on bf16 operands against e4m3 and int8
+// codes. Prints TFLOP/s tables with ratios (and writes them to argv[1]).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,6 +36,68 @@ struct shape {
   const char* name;
   std::int64_t k, n;
 };
+
+// Random 1-byte codes under `mask`: 0xf7 keeps e4m3's exponent below all-ones (no NaN).
+__global__ void fill_codes(std::uint8_t* p, std::int64_t n, std::uint32_t seed, unsigned mask) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = static_cast<std::uint8_t>(h & mask);
+  }
+}
+
+device_buffer<std::uint8_t> random_codes(std::int64_t n, std::uint32_t seed, unsigned mask) {
+  device_buffer<std::uint8_t> b(static_cast<std::size_t>(n));
+  fill_codes<<<4096, 256>>>(b.data(), n, seed, mask);
+  AQ_CUDA_CHECK_LAUNCH();
+  return b;
+}
+
+// The recipe product Y_r = Q(X)·Q(W)ᵀ into fp32 three ways: bf16 operands (fp32 accumulation),
+// e4m3 codes with both per-tensor factors in the GEMM, int8 codes into int32 (factors applied by
+// the score pass). Rates against the bf16 operands'.
+std::string recipe_product_table(aq::cuda::cublaslt_gemm& gemm, std::int64_t m, const std::vector<shape>& shapes) {
+  std::string table =
+      "\nRecipe products Y_r (fp32 or int32 out), heuristic's first algorithm:\n\n"
+      "| shape (K->N) | bf16 operands TFLOP/s | e4m3 codes TFLOP/s | ratio | int8 codes TOP/s | ratio |\n"
+      "|---|---:|---:|---:|---:|---:|\n";
+  const device_buffer<float> factors = aq_bench::random_buffer<float>(2, 5, 2.0f);
+  for (const shape& s : shapes) {
+    const std::int64_t k = s.k, n = s.n;
+    const device_buffer<bf16> x = random_buffer(m * k, 31u), w = random_buffer(n * k, 32u);
+    const device_buffer<std::uint8_t> xe = random_codes(m * k, 33u, 0xf7u), we = random_codes(n * k, 34u, 0xf7u);
+    const device_buffer<std::uint8_t> xi = random_codes(m * k, 35u, 0xffu), wi = random_codes(n * k, 36u, 0xffu);
+    device_buffer<float> y(static_cast<std::size_t>(m * n));
+    const device_matrix<float> Y{y.data(), m, n, n};
+    const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(y.data()), m, n, n};
+    const double flop = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+    auto rate = [&](double ms) { return flop / (ms * 1e-3) / 1e12; };
+    const double bf16_ms = time_ms([&] {
+      gemm.linear_forward(device_matrix<const bf16>{x.data(), m, k, k}, device_matrix<const bf16>{w.data(), n, k, k}, Y);
+    });
+    bool e4m3_ran = true, int8_ran = true;
+    const double e4m3_ms = time_ms([&] {
+      e4m3_ran = e4m3_ran && gemm.linear_forward_codes(CUDA_R_8F_E4M3, device_matrix<const std::uint8_t>{xe.data(), m, k, k},
+                                                       device_matrix<const std::uint8_t>{we.data(), n, k, k}, Y,
+                                                       factors.data(), factors.data() + 1, nullptr);
+    });
+    const double int8_ms = time_ms([&] {
+      int8_ran = int8_ran && gemm.linear_forward_codes(CUDA_R_8I, device_matrix<const std::uint8_t>{xi.data(), m, k, k},
+                                                       device_matrix<const std::uint8_t>{wi.data(), n, k, k}, acc,
+                                                       nullptr, nullptr, nullptr);
+    });
+    AQ_CUDA_CHECK(cudaDeviceSynchronize());
+    char line[512];
+    std::snprintf(line, sizeof(line), "| %s | %.0f | %s | %.2f | %s | %.2f |\n", s.name, rate(bf16_ms),
+                  e4m3_ran ? std::to_string(static_cast<int>(rate(e4m3_ms))).c_str() : "refused", bf16_ms / e4m3_ms,
+                  int8_ran ? std::to_string(static_cast<int>(rate(int8_ms))).c_str() : "refused", bf16_ms / int8_ms);
+    table += line;
+  }
+  return table;
+}
 
 }  // namespace
 
@@ -91,6 +154,7 @@ int main(int argc, char** argv) {
       table += line;
       std::fflush(stdout);
     }
+    table += recipe_product_table(gemm, m, shapes);
     std::printf("%s", table.c_str());
     if (argc > 1) std::ofstream(argv[1]) << table;
   } catch (const std::exception& e) {

@@ -19,6 +19,7 @@
 #include "aq/backend/cuda/kernels/fake_quant.cuh"
 #include "aq/backend/cuda/kernels/gradient_score.cuh"
 #include "aq/backend/cuda/kernels/qk_norm_rope.cuh"
+#include "aq/backend/cuda/kernels/quantize_codes.cuh"
 #include "aq/backend/cuda/kernels/rms_norm.cuh"
 #include "aq/backend/cuda/kernels/rope.cuh"
 #include "aq/backend/cuda/kernels/swiglu.cuh"
@@ -157,6 +158,20 @@ int main(int argc, char** argv) {
     row("score reduce, 2 recipes", "4096 x 9728", 14.0 * ni, time_ms([&] {
           aq::cuda::accumulate_gradient_scores(yrs, cview(y, N, I), cview(gy, N, I), aq::cuda::score_difference::fp32,
                                                scores.data(), ws);
+        }));
+    // Products of int8 codes leave int32 accumulators: scaled by a pass of their own (read and
+    // write) before, by the score reduce's reads now (per-column factors and a bias).
+    const device_buffer<float> factors = random_buffer<float>(I, 18), bias = random_buffer<float>(I, 19);
+    const device_buffer<float> input_factor = random_buffer<float>(1, 20);
+    device_buffer<float> acc(static_cast<std::size_t>(N * I));
+    row("dequantize an int32 product (per column)", "4096 x 9728", 8.0 * ni, time_ms([&] {
+          aq::cuda::dequantize_product(device_matrix<std::int32_t>{reinterpret_cast<std::int32_t*>(acc.data()), N, I, I},
+                                       input_factor.data(), factors.data(), true, nullptr);
+        }));
+    const aq::cuda::product_scaling int8_scaling{input_factor.data(), factors.data(), true, true, bias.data()};
+    row("score reduce, 2 recipes, one int8 product scaled in it", "4096 x 9728", 14.0 * ni, time_ms([&] {
+          aq::cuda::accumulate_gradient_scores(yrs, cview(y, N, I), cview(gy, N, I), aq::cuda::score_difference::fp32,
+                                               scores.data(), ws, nullptr, {aq::cuda::product_scaling{}, int8_scaling});
         }));
     AQ_CUDA_CHECK(cudaDeviceSynchronize());
     std::printf("%s", table.c_str());

@@ -259,6 +259,10 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
     const autoquant::autoquant_result again = run_gpu(space, model, text, e, co);
     (void)run_gpu(space, model, text, e, {}, &st16);
     expect(again.raw_scores == codes.raw_scores, "codes: rerun gives bit-identical raw scores");
+    acu::cuda_scoring_options cached_codes = co;  // weight codes cached instead of formed per call
+    cached_codes.weight_cache_bytes = std::size_t{1} << 30;
+    expect(run_gpu(space, model, text, e, cached_codes).raw_scores == codes.raw_scores,
+           "codes: cached weight codes give bit-identical raw scores");
     expect(stc.code_products > 0 && st16.code_products == 0,
            "codes: " + std::to_string(stc.code_products) + " recipe products on codes, none by default");
     std::printf("      raw scores vs the CPU engine (max relative): codes %.3e, bf16 operands %.3e\n",

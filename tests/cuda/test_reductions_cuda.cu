@@ -1,7 +1,9 @@
 // CUB amax reductions and the fused gradient-score accumulation on the GPU. amax per tensor and
 // per row equal the host's exactly (max is exact); a NaN propagates. The score
 // Σ G²·(Y_r − Y)² matches an fp64 CPU reference within 1e-5 relative (fp32 per-thread sums), with
-// the bf16-rounded difference as ModelOpt forms it, and is bit-identical over repeated runs.
+// the bf16-rounded difference as ModelOpt forms it, and is bit-identical over repeated runs; read
+// from a product of codes with its factors and bias still to apply, it equals the score of the
+// product scaled in separate passes bit for bit.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -14,7 +16,9 @@
 #include "aq/backend/cuda/kernels/amax.cuh"
 #include "aq/backend/cuda/kernels/device_buffer.cuh"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/gemm_cublaslt.cuh"
 #include "aq/backend/cuda/kernels/gradient_score.cuh"
+#include "aq/backend/cuda/kernels/quantize_codes.cuh"
 #include "aq/quant/fake_quantize.hpp"
 #include "aq/quant/granularity.hpp"
 #include "cuda_test_util.cuh"
@@ -159,6 +163,97 @@ void multi_score_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) 
   expect(threw, "9 recipes in one pass: error");
 }
 
+// Y_r read as a product still to scale (product_scaling): int32 or fp32 accumulators, per-column
+// or one weight factor, with and without bias, beside a recipe stored scaled. Every score equals
+// bit for bit the score of the same product scaled first by dequantize_product and add_bias, and
+// the fp64 CPU score of the scaled product within 1e-5.
+void scaled_product_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
+  const auto n = static_cast<std::size_t>(rows * cols);
+  const std::vector<float> y = random_floats(n, seed, 4.0f);
+  const std::vector<float> g = bf16_rounded(random_floats(n, seed + 1, 1e-3f));
+  const std::vector<float> col_factors = random_floats(static_cast<std::size_t>(cols), seed + 2, 1e-4f);
+  const std::vector<float> bias = random_floats(static_cast<std::size_t>(cols), seed + 3, 0.5f);
+  std::vector<float> w_factors(col_factors.size());
+  for (std::size_t c = 0; c < w_factors.size(); ++c) w_factors[c] = 1e-4f + std::fabs(col_factors[c]);
+  const float x_factor = 0.37f;
+  device_buffer<float> d_y(y), d_wf(w_factors), d_bias(bias), d_xf(std::vector<float>{x_factor});
+  device_buffer<bf16> d_g(to_bf16(g));
+  const device_matrix<const float> Y{d_y.data(), rows, cols, cols};
+  const device_matrix<const bf16> G{d_g.data(), rows, cols, cols};
+  aq::cuda::gradient_score_workspace ws;
+
+  struct variant {
+    bool integer, per_column, with_bias;
+  };
+  const std::vector<variant> variants = {{true, true, false}, {true, false, true}, {false, true, true}, {false, false, false}};
+  std::vector<device_buffer<float>> raw, scaled;  // raw: the GEMM's output; scaled: after the passes
+  std::vector<aq::cuda::product_scaling> scalings;
+  std::vector<double> want;
+  for (std::size_t v = 0; v < variants.size(); ++v) {
+    const variant& k = variants[v];
+    const std::vector<float> noise = random_floats(n, seed + 10 + static_cast<std::uint32_t>(v), 0.02f);
+    std::vector<float> stored(n), ref(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t c = i % static_cast<std::size_t>(cols);
+      const float factor = x_factor * w_factors[k.per_column ? c : 0];
+      const float target = (y[i] - (k.with_bias ? bias[c] : 0.0f) + noise[i]) / factor;  // acc near Y's
+      if (k.integer) {
+        const auto code_sum = static_cast<std::int32_t>(std::lround(target));
+        std::memcpy(&stored[i], &code_sum, sizeof(float));
+        ref[i] = static_cast<float>(code_sum) * factor + (k.with_bias ? bias[c] : 0.0f);
+      } else {
+        stored[i] = target;
+        ref[i] = target * factor + (k.with_bias ? bias[c] : 0.0f);
+      }
+    }
+    raw.emplace_back(stored);
+    scaled.emplace_back(stored);
+    const float* bias_ptr = k.with_bias ? d_bias.data() : nullptr;
+    if (k.integer) {
+      aq::cuda::dequantize_product(device_matrix<std::int32_t>{reinterpret_cast<std::int32_t*>(scaled.back().data()), rows,
+                                                               cols, cols},
+                                   d_xf.data(), d_wf.data(), k.per_column, nullptr);
+    } else {
+      aq::cuda::dequantize_product(device_matrix<float>{scaled.back().data(), rows, cols, cols}, d_xf.data(), d_wf.data(),
+                                   k.per_column, nullptr);
+    }
+    if (bias_ptr != nullptr) aq::cuda::add_bias(device_matrix<float>{scaled.back().data(), rows, cols, cols}, bias_ptr, nullptr);
+    scalings.push_back({d_xf.data(), d_wf.data(), k.per_column, k.integer, bias_ptr});
+    want.push_back(score_reference(ref, y, g, false));
+  }
+  // A recipe stored scaled, beside them in the same pass.
+  raw.emplace_back(y);
+  scaled.emplace_back(y);
+  scalings.push_back({});
+  want.push_back(0.0);
+
+  std::vector<device_matrix<const float>> raw_views, scaled_views;
+  for (std::size_t k = 0; k < raw.size(); ++k) {
+    raw_views.push_back({raw[k].data(), rows, cols, cols});
+    scaled_views.push_back({scaled[k].data(), rows, cols, cols});
+  }
+  device_buffer<double> fused(std::vector<double>(raw.size(), 0.0)), separate(std::vector<double>(raw.size(), 0.0));
+  const auto mode = aq::cuda::score_difference::fp32;
+  aq::cuda::accumulate_gradient_scores(raw_views, Y, G, mode, fused.data(), ws, nullptr, scalings);
+  aq::cuda::accumulate_gradient_scores(scaled_views, Y, G, mode, separate.data(), ws);
+  const std::vector<double> a = fused.to_host(), b = separate.to_host();
+  const std::string label = "scaled products [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+  expect(std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0,
+         label + ": scores bit-identical to scaling in separate passes");
+  for (std::size_t k = 0; k + 1 < a.size(); ++k) {
+    expect_close(std::fabs(a[k] - want[k]) / want[k], 1e-5, label + " variant " + std::to_string(k) + " vs fp64 CPU");
+  }
+  expect(a.back() == 0.0, label + ": an unscaled Y_r equal to Y scores 0");
+  bool threw = false;
+  try {
+    aq::cuda::accumulate_gradient_scores(raw_views, Y, G, mode, fused.data(), ws, nullptr,
+                                         std::vector<aq::cuda::product_scaling>(2));
+  } catch (const aq::error&) {
+    threw = true;
+  }
+  expect(threw, label + ": a scaling count unlike the recipes': error");
+}
+
 }  // namespace
 
 AQ_GPU_TEST("cuda reductions") {
@@ -169,6 +264,8 @@ AQ_GPU_TEST("cuda reductions") {
   score_case(3, 77, 5);
   multi_score_case(700, 2560, 6);
   multi_score_case(5, 33, 7);
+  scaled_product_case(600, 2560, 8);
+  scaled_product_case(7, 33, 9);
 }
 
 }  // namespace test_reductions_cuda

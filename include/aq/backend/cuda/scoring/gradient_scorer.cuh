@@ -348,10 +348,15 @@ class device_gradient_scorer : public device_linear_observer {
       xc_factors_ = device_buffer<float>(R);
       input_amax_ = calib_.input_amax_host();  // calibration is over: the amax are final
     }
-    if (yr_.size() != R) yr_.resize(R);
+    if (yr_.size() != R) {
+      yr_.resize(R);
+      yr_scaling_.resize(R);
+      wc_factors_.resize(R);
+    }
     calib_.require_input_amax(*m, call.name, "device_gradient_scorer");
     for (std::size_t r = 0; r < R; ++r) {
       const device_recipe& k = calib_.recipe(r);
+      yr_scaling_[r] = {};
       if (on_codes(*m, r) && code_product(*m, r, call)) continue;
       device_matrix<const bf16> x = call.input;
       device_matrix<const bf16> w = call.weight;
@@ -377,9 +382,13 @@ class device_gradient_scorer : public device_linear_observer {
       const auto fused = static_cast<std::size_t>(detail::max_fused_recipes);
       for (std::size_t r0 = 0; r0 < R; r0 += fused) {
         std::vector<device_matrix<const float>> outs;
-        for (std::size_t r = r0; r < std::min(R, r0 + fused); ++r) outs.push_back({yr_[r].data(), rows, out, out});
+        std::vector<product_scaling> scalings;
+        for (std::size_t r = r0; r < std::min(R, r0 + fused); ++r) {
+          outs.push_back({yr_[r].data(), rows, out, out});
+          scalings.push_back(yr_scaling_[r]);
+        }
         accumulate_gradient_scores(outs, call.output, call.grad_output, rounding_, scores_.data() + *m * R + r0, ws_,
-                                   stream_);
+                                   stream_, scalings);
       }
     });
   }
@@ -419,6 +428,11 @@ class device_gradient_scorer : public device_linear_observer {
     device_buffer<std::uint8_t> codes;
     device_buffer<float> factors;  // one per row, or one
   };
+  // A recipe's weight codes and factors, cached or in the scratch.
+  struct coded_view {
+    std::uint8_t* codes;
+    float* factors;
+  };
 
   // Whether recipe r's product runs on codes: the recipe allows it, codes are asked for, and
   // cuBLASLt has not refused one of the module's products before.
@@ -427,8 +441,9 @@ class device_gradient_scorer : public device_linear_observer {
   }
 
   // Y_r of recipe r on codes: X codes shared by calls with the same X and amax, W codes cached
-  // like the bf16 operands, the factors applied by the GEMM (e4m3, per-tensor weight) or after it.
-  // False when cuBLASLt refused the product at run time: the module then stays on bf16 operands.
+  // like the bf16 operands, the factors applied by the GEMM (e4m3, per-tensor weight) or, with the
+  // bias, left to the score pass (yr_scaling_). False when cuBLASLt refused the product at run
+  // time: the module then stays on bf16 operands.
   bool code_product(std::size_t m, std::size_t r, const device_linear_call& call) {
     const device_recipe& k = calib_.recipe(r);
     const std::int64_t rows = call.input.rows, in = call.input.cols, out = call.weight.rows;
@@ -439,52 +454,57 @@ class device_gradient_scorer : public device_linear_observer {
                [&] { calib_.input_codes(m, r, call, xc_[r].data(), x_factor, stream_); });
       xc_amax_[r] = input_amax_[m];
     }
-    const weight_codes& wc = coded_weight(m, r, call);
+    const coded_view wc = coded_weight(m, r, call);
     yr_[r].grow_to(static_cast<std::size_t>(rows * out));
-    const device_matrix<const std::uint8_t> x{xc_[r].data(), rows, in, in}, w{wc.codes.data(), out, in, in};
+    const device_matrix<const std::uint8_t> x{xc_[r].data(), rows, in, in}, w{wc.codes, out, in, in};
     bool ran = false;
+    product_scaling scaling{.bias = call.bias};
     profiled(profile_, kernel_class::score_gemm, stream_, [&] {
       const device_matrix<float> y{yr_[r].data(), rows, out, out};
       if (k.code_type == CUDA_R_8I) {
         const device_matrix<std::int32_t> acc{reinterpret_cast<std::int32_t*>(y.data), rows, out, out};
         ran = gemm_.linear_forward_codes(k.code_type, x, w, acc, nullptr, nullptr, stream_);
-        if (ran) dequantize_product(acc, x_factor, wc.factors.data(), k.weight_factor_per_row, stream_);
+        scaling = {x_factor, wc.factors, k.weight_factor_per_row, true, call.bias};
       } else if (k.weight_factor_per_row) {
         ran = gemm_.linear_forward_codes(k.code_type, x, w, y, nullptr, nullptr, stream_);
-        if (ran) dequantize_product(y, x_factor, wc.factors.data(), true, stream_);
+        scaling = {x_factor, wc.factors, true, false, call.bias};
       } else {
-        ran = gemm_.linear_forward_codes(k.code_type, x, w, y, x_factor, wc.factors.data(), stream_);
+        ran = gemm_.linear_forward_codes(k.code_type, x, w, y, x_factor, wc.factors, stream_);
       }
-      if (ran && call.bias != nullptr) add_bias(y, call.bias, stream_);
     });
     if (!ran) {
       code_refused_.insert({m, r});
       return false;
     }
+    yr_scaling_[r] = scaling;
     flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(out) * static_cast<double>(in);
     ++code_products_;
     return true;
   }
 
-  const weight_codes& coded_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
+  // Past the cache budget the codes go to one scratch (each product reads them before the next
+  // recipe's are formed), the factors to one per recipe (the score pass reads them after all).
+  coded_view coded_weight(std::size_t m, std::size_t r, const device_linear_call& call) {
     const std::size_t n = static_cast<std::size_t>(call.weight.rows * call.weight.cols);
     const std::size_t slots = calib_.recipe(r).weight_factor_per_row ? static_cast<std::size_t>(call.weight.rows) : 1;
     const std::tuple<std::size_t, std::size_t, std::int64_t> key{m, r, call.row0};
     const auto it = code_cache_.find(key);
-    if (it != code_cache_.end()) return it->second;
-    weight_codes* dst = &wc_;
+    if (it != code_cache_.end()) return {it->second.codes.data(), it->second.factors.data()};
+    coded_view dst{};
     if (cache_used_ + n + slots * sizeof(float) <= cache_budget_) {
-      dst = &code_cache_.emplace(key, weight_codes{}).first->second;
-      dst->codes = device_buffer<std::uint8_t>(n);
-      dst->factors = device_buffer<float>(slots);
+      weight_codes& cached = code_cache_.emplace(key, weight_codes{}).first->second;
+      cached.codes = device_buffer<std::uint8_t>(n);
+      cached.factors = device_buffer<float>(slots);
       cache_used_ += n + slots * sizeof(float);
+      dst = {cached.codes.data(), cached.factors.data()};
     } else {
-      wc_.codes.grow_to(n);
-      wc_.factors.grow_to(slots);
+      wc_codes_.grow_to(n);
+      wc_factors_[r].grow_to(slots);
+      dst = {wc_codes_.data(), wc_factors_[r].data()};
     }
     profiled(profile_, kernel_class::fake_quant, stream_,
-             [&] { calib_.weight_codes(m, r, call, dst->codes.data(), dst->factors.data(), stream_); });
-    return *dst;
+             [&] { calib_.weight_codes(m, r, call, dst.codes, dst.factors, stream_); });
+    return dst;
   }
 
   device_calibration& calib_;
@@ -497,7 +517,8 @@ class device_gradient_scorer : public device_linear_observer {
   recipe_gemm gemm_kind_ = recipe_gemm::bf16;
   std::set<std::pair<std::size_t, std::size_t>> code_refused_;  // (module, recipe) kept on bf16
   std::map<std::tuple<std::size_t, std::size_t, std::int64_t>, weight_codes> code_cache_;
-  weight_codes wc_;                                 // scratch past the cache budget
+  device_buffer<std::uint8_t> wc_codes_;             // weight codes past the cache budget
+  std::vector<device_buffer<float>> wc_factors_;     // their factors, per recipe
   std::vector<device_buffer<std::uint8_t>> xc_;     // X codes per recipe, of the last X
   std::vector<float> xc_amax_;                      // the input amax each was made with
   device_buffer<float> xc_factors_;                 // their factors, one per recipe
@@ -509,7 +530,8 @@ class device_gradient_scorer : public device_linear_observer {
   std::vector<float> input_amax_;         // calibrated input amax per module (host copy)
   const bf16* xq_source_ = nullptr;
   device_buffer<bf16> wq_;
-  std::vector<device_buffer<float>> yr_;  // Y_r per recipe of the current call
+  std::vector<device_buffer<float>> yr_;  // Y_r per recipe of the current call (int32 bits for int8 codes)
+  std::vector<product_scaling> yr_scaling_;  // how the score pass reads each
   gradient_score_workspace ws_;
   double flops_ = 0.0;
 };
