@@ -147,6 +147,19 @@ int main(int argc, char** argv) {
     row("fake-quant W, int8 per channel", "9728 x 2560", 4.0 * static_cast<double>(I * H), time_ms([&] {
           AQ_CUDA_CHECK((aq::cuda::fake_quantize<int8_weight, bf16, bf16>(x.data(), xq.data(), I, H, amax.data())));
         }));
+    // The same quantizers writing 1-byte codes (and their factors) for the products on codes.
+    device_buffer<std::uint8_t> codes(static_cast<std::size_t>(N * I));
+    device_buffer<float> code_factors(static_cast<std::size_t>(I));
+    const auto qc = [&]<class Q>(const char* pass, std::int64_t rows, std::int64_t cols) {
+      row(pass, (std::to_string(rows) + " x " + std::to_string(cols)).c_str(), 3.0 * static_cast<double>(rows * cols),
+          time_ms([&] {
+            AQ_CUDA_CHECK((aq::cuda::quantize_codes<Q>(x.data(), codes.data(), rows, cols, amax.data(), code_factors.data(),
+                                                       nullptr)));
+          }));
+    };
+    qc.template operator()<fp8_input>("codes X, fp8 e4m3 per tensor", N, I);
+    qc.template operator()<int8_input>("codes X, int8 per tensor", N, I);
+    qc.template operator()<int8_weight>("codes W, int8 per channel", I, H);
 
     // The gradient-score reduce of two recipes: Y, Y_r (fp32) and dL/dY (bf16) once each.
     const device_buffer<float> y = random_buffer<float>(N * I, 14), y1 = random_buffer<float>(N * I, 15),

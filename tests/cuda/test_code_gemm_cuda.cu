@@ -10,6 +10,7 @@
 //  - a zero amax (scale 0) gives a zero product, not NaN; bias is added after the factors.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -140,6 +141,40 @@ void recipe_case(aq::cuda::cublaslt_gemm& gemm, std::int64_t rows, std::int64_t 
          label + ": closer than the bf16-operand GEMM (" + std::to_string(e_codes) + " < " + std::to_string(e_bf16) + ")");
 }
 
+// Codes of a matrix whose rows do not split into 8-element packs (the single-element path):
+// codes · factor still equal the host fake quantization, for the input and the weight side.
+template <class R>
+void unpacked_codes_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
+  using W = typename R::weight;
+  using I = typename R::input;
+  using F = typename W::format_type;
+  const std::string label = std::string(R::name) + " codes of [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+  const aq::cuda::device_recipe k = aq::cuda::make_device_recipe<>(aq::quant::find_recipe<>(R::name));
+  const std::vector<float> x = bf16_rounded(random_floats(static_cast<std::size_t>(rows * cols), seed, 1.5f));
+  std::vector<float> row_amax(static_cast<std::size_t>(rows), 0.0f);
+  float tensor_amax = 0.0f;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float a = std::fabs(x[static_cast<std::size_t>(r * cols + c)]);
+      row_amax[static_cast<std::size_t>(r)] = std::max(row_amax[static_cast<std::size_t>(r)], a);
+      tensor_amax = std::max(tensor_amax, a);
+    }
+  }
+  const std::vector<float> x_amax{0.7f * tensor_amax};
+  const std::vector<float> w_amax = W::granularity_type::amax_count(rows, cols) == 1 ? x_amax : row_amax;
+  std::vector<float> xq(x.size()), wq(x.size());
+  aq::quant::fake_quantize_matrix<I>(x, xq, rows, cols, x_amax);
+  aq::quant::fake_quantize_matrix<W>(x, wq, rows, cols, w_amax);
+  device_buffer<bf16> dx(to_bf16(x));
+  device_buffer<float> dxa(x_amax), dwa(w_amax), xf(1), wf(w_amax.size());
+  device_buffer<std::uint8_t> xc(x.size()), wc(x.size());
+  AQ_CUDA_CHECK(k.input_codes(dx.data(), xc.data(), rows, cols, dxa.data(), xf.data(), nullptr));
+  AQ_CUDA_CHECK(k.weight_codes(dx.data(), wc.data(), rows, cols, dwa.data(), wf.data(), nullptr));
+  const double tol = F::is_float ? 0.0 : 1.2e-7;
+  expect_close(rel_err(decoded<F>(xc.to_host(), xf.to_host(), cols), xq), tol, label + ": input side = host fake quantization");
+  expect_close(rel_err(decoded<F>(wc.to_host(), wf.to_host(), cols), wq), tol, label + ": weight side = host fake quantization");
+}
+
 }  // namespace
 
 AQ_GPU_TEST("test_code_gemm_cuda") {
@@ -153,6 +188,8 @@ AQ_GPU_TEST("test_code_gemm_cuda") {
   recipe_case<int8_w8a8>(gemm, 77, 256, 96, false, 0.8f, 21);
   recipe_case<int8_w8a8>(gemm, 512, 2560, 384, true, 1.0f, 22);
   recipe_case<int8_w8a8>(gemm, 33, 128, 64, false, 0.0f, 23);
+  unpacked_codes_case<fp8_e4m3>(5, 37, 31);
+  unpacked_codes_case<int8_w8a8>(5, 37, 32);
   // Recipes without a code path keep the bf16 operands.
   const aq::cuda::device_recipe w4a8 = aq::cuda::make_device_recipe<>(aq::quant::find_recipe<>("w4a8"));
   expect(w4a8.code_type == CUDA_R_16BF && w4a8.weight_codes == nullptr, "w4a8: no code path");

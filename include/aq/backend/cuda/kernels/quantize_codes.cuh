@@ -8,11 +8,13 @@
 #include <cuda_runtime.h>
 #include <library_types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
 #include "aq/backend/cuda/kernels/check.hpp"
 #include "aq/backend/cuda/kernels/device_matrix.cuh"
+#include "aq/backend/cuda/kernels/fake_quant.cuh"
 #include "aq/core/bf16.hpp"
 #include "aq/core/config.hpp"
 #include "aq/formats/e4m3.hpp"
@@ -53,20 +55,39 @@ namespace detail {
 // or below the format's threshold) gives code 0 and factor 0.
 AQ_HD inline float code_factor(float scale) { return scale == 0.0f ? 0.0f : 1.0f / scale; }
 
-template <quant::quantizer_spec Q>
-__global__ void quantize_codes_kernel(const bf16* in, std::uint8_t* codes, std::int64_t rows, std::int64_t cols,
-                                      const float* amax, float* factors) {
+// Packs of V elements of one row per step over a bounded grid (fake_quant.cuh's layout): the
+// scale is made once per thread (per tensor) or per row change (per channel), never per element.
+template <quant::quantizer_spec Q, int V>
+__global__ void __launch_bounds__(fake_quant_block)
+    quantize_codes_kernel(const bf16* in, std::uint8_t* codes, std::int64_t rows, std::int64_t cols, const float* amax,
+                          float* factors) {
   using F = typename Q::format_type;
   using G = typename Q::granularity_type;
-  const std::int64_t n = rows * cols;
+  constexpr bool per_tensor = std::is_same_v<G, quant::per_tensor>;
+  const std::int64_t packs = rows * cols / V;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const std::int64_t row = i / cols;
-    const std::int64_t slot = G::amax_index(row, i % cols, cols);
-    // The fake quantizer's scale (max_bound / amax, rounded once: scale_rounding::divide).
-    const float scale = quant::scale_from_amax<F>(amax[slot]);
-    codes[i] = scale == 0.0f ? F::encode(0.0f) : F::encode(F::quantize(to_float(in[i]), scale, Q::narrow_range));
-    if (i % cols == 0 && (row == 0 || !std::is_same_v<G, quant::per_tensor>)) factors[slot] = code_factor(scale);
+  std::int64_t slot = per_tensor ? 0 : -1;
+  // The fake quantizer's scale (max_bound / amax, rounded once: scale_rounding::divide).
+  float scale = per_tensor ? quant::scale_from_amax<F>(amax[0]) : 0.0f;
+  for (std::int64_t p = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < packs; p += stride) {
+    bool first_of_slot = p == 0;
+    if constexpr (!per_tensor) {
+      const std::int64_t row = p * V / cols;
+      const std::int64_t s = G::amax_index(row, p * V - row * cols, cols);
+      first_of_slot = p * V == row * cols;
+      if (s != slot) {
+        slot = s;
+        scale = quant::scale_from_amax<F>(amax[s]);
+      }
+    }
+    const element_pack<bf16, V> x = reinterpret_cast<const element_pack<bf16, V>*>(in)[p];
+    element_pack<std::uint8_t, V> c;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      c.v[j] = scale == 0.0f ? F::encode(0.0f) : F::encode(F::quantize(to_float(x.v[j]), scale, Q::narrow_range));
+    }
+    reinterpret_cast<element_pack<std::uint8_t, V>*>(codes)[p] = c;
+    if (first_of_slot) factors[slot] = code_factor(scale);
   }
 }
 
@@ -94,9 +115,19 @@ template <quant::quantizer_spec Q>
 cudaError_t quantize_codes(const bf16* in, std::uint8_t* codes, std::int64_t rows, std::int64_t cols, const float* amax,
                            float* factors, cudaStream_t stream) {
   if (rows * cols == 0) return cudaSuccess;
-  constexpr unsigned block = 256;
-  detail::quantize_codes_kernel<Q><<<grid_for(rows * cols, block), block, 0, stream>>>(in, codes, rows, cols, amax,
-                                                                                      factors);
+  constexpr int V = 8;  // 16 bytes of bf16 in, 8 bytes of codes out
+  const bool packed = cols % V == 0 && reinterpret_cast<std::uintptr_t>(in) % sizeof(element_pack<bf16, V>) == 0 &&
+                      reinterpret_cast<std::uintptr_t>(codes) % sizeof(element_pack<std::uint8_t, V>) == 0;
+  const std::int64_t steps = packed ? rows * cols / V : rows * cols;
+  const auto blocks = static_cast<unsigned>(std::clamp<std::int64_t>(
+      (steps + detail::fake_quant_block - 1) / detail::fake_quant_block, 1, detail::fake_quant_max_blocks));
+  if (packed) {
+    detail::quantize_codes_kernel<Q, V><<<blocks, detail::fake_quant_block, 0, stream>>>(in, codes, rows, cols, amax,
+                                                                                        factors);
+  } else {
+    detail::quantize_codes_kernel<Q, 1><<<blocks, detail::fake_quant_block, 0, stream>>>(in, codes, rows, cols, amax,
+                                                                                        factors);
+  }
   return cudaGetLastError();
 }
 
