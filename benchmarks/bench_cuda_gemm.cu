@@ -41,11 +41,7 @@ struct shape {
 __global__ void fill_codes(std::uint8_t* p, std::int64_t n, std::uint32_t seed, unsigned mask) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = static_cast<std::uint8_t>(h & mask);
+    p[i] = static_cast<std::uint8_t>(aq_bench::element_hash(i, seed) & mask);
   }
 }
 

@@ -26,16 +26,21 @@ inline bool gpu_present() {
   return true;
 }
 
+// A deterministic 32-bit hash of element i under seed.
+__device__ inline std::uint32_t element_hash(std::int64_t i, std::uint32_t seed) {
+  std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+  h ^= h >> 15;
+  h *= 2246822519u;
+  h ^= h >> 13;
+  return h;
+}
+
 // Deterministic pseudo-random values in about [offset - 1, offset + 1).
 template <class T>
 __global__ void fill_random(T* p, std::int64_t n, std::uint32_t seed, float offset) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = aq::cuda::from_float<T>(static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f + offset);
+    p[i] = aq::cuda::from_float<T>(static_cast<float>(element_hash(i, seed) & 0xffffu) / 32768.0f - 1.0f + offset);
   }
 }
 
