@@ -86,11 +86,16 @@ std::string recipe_product_table(aq::cuda::cublaslt_gemm& gemm, std::int64_t m, 
                                                        nullptr, nullptr, nullptr);
     });
     AQ_CUDA_CHECK(cudaDeviceSynchronize());
-    char line[512];
-    std::snprintf(line, sizeof(line), "| %s | %.0f | %s | %.2f | %s | %.2f |\n", s.name, rate(bf16_ms),
-                  e4m3_ran ? std::to_string(static_cast<int>(rate(e4m3_ms))).c_str() : "refused", bf16_ms / e4m3_ms,
-                  int8_ran ? std::to_string(static_cast<int>(rate(int8_ms))).c_str() : "refused", bf16_ms / int8_ms);
-    table += line;
+    // A product cuBLASLt refused has neither a rate nor a ratio.
+    const auto cells = [&](bool ran, double ms) {
+      char c[64];
+      std::snprintf(c, sizeof(c), "%.0f | %.2f", rate(ms), bf16_ms / ms);
+      return ran ? std::string(c) : std::string("refused | –");
+    };
+    char bf16_rate[32];
+    std::snprintf(bf16_rate, sizeof(bf16_rate), "%.0f", rate(bf16_ms));
+    table += "| " + std::string(s.name) + " | " + bf16_rate + " | " + cells(e4m3_ran, e4m3_ms) + " | " +
+             cells(int8_ran, int8_ms) + " |\n";
   }
   return table;
 }

@@ -194,7 +194,7 @@ autoquant::held_out_batches make_held_out(const autoquant::driver_options& o, co
   }
   if (images) {
     const auto calibration = io::read_image_caption_jsonl(calib, false, static_cast<std::size_t>(samples));
-    return autoquant::held_out_image_caption_batches(tok, calibration, source, seq_len, cfg);
+    return autoquant::held_out_image_caption_batches(tok, calibration, source, seq_len, cfg, o.image_max_pixels);
   }
   const std::vector<std::string> calibration = io::read_caption_lines(calib, static_cast<std::size_t>(samples));
   return autoquant::held_out_caption_batches(tok, calibration, source, batch_size, seq_len);
@@ -307,7 +307,7 @@ int run(const std::string& program, int argc, char** argv) {
   const io::tokenizer tok = io::tokenizer::from_file(tokenizer_path);
   const std::int64_t batch_size = images ? 1 : o.batch_size;  // one image per batch
   const std::vector<io::calib_batch> batches =
-      images ? autoquant::make_image_caption_batches(tok, calib, samples, seq_len, model.cfg)
+      images ? autoquant::make_image_caption_batches(tok, calib, samples, seq_len, model.cfg, o.image_max_pixels)
              : autoquant::make_caption_batches(tok, calib, samples, batch_size, seq_len);
   std::int64_t used = 0;
   for (const io::calib_batch& b : batches) used += b.batch_size;

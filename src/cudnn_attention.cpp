@@ -37,7 +37,7 @@ using tensor_ptr = std::shared_ptr<fe::graph::Tensor_attributes>;
 constexpr int shortest_segment = 256;
 
 // A [batch, heads, seq, dim] view of a token-major matrix with row stride ld, for inputs
-// (token_major) and for the graph's outputs (set_token_major).
+// (token_major) and for the graph's outputs (set_token_major_output).
 fe::graph::Tensor_attributes& with_token_major_layout(fe::graph::Tensor_attributes& t, const fused_attention_shape& s,
                                                       int heads, std::int64_t ld) {
   return t.set_dim({s.batch, heads, s.seq, s.head_dim}).set_stride({s.seq * ld, s.head_dim, ld, 1});

@@ -51,6 +51,9 @@ TEST_CASE("command-line flags, presets and their precedence") {
   CHECK(o.seed == 5);
   CHECK(!o.keep_padding);
   CHECK(parse({"--keep-padding"}).keep_padding);
+  CHECK(parse({}).image_max_pixels == 16777216);
+  CHECK(parse({"--image-max-pixels", "200704"}).image_max_pixels == 200704);
+  CHECK_THROWS_WITH_AS(parse({"--image-max-pixels", "1000"}), doctest::Contains("--image-max-pixels"), aq::error);
 
   const auto p = parse({"--effective-bits", "7", "--preset", "wint8_aint4_autoquant_lm"});
   CHECK(p.formats == std::vector<std::string>{"w8a4"});
@@ -77,7 +80,8 @@ TEST_CASE("--help lists every flag, every recipe of the registry and every prese
   const std::string help = autoquant::help_text();
   for (const char* flag : {"--model", "--calib", "--formats", "--effective-bits", "--scope", "--method", "--num-samples",
                            "--seq-len", "--batch-size", "--scheme-name", "--output-dir", "--disable", "--seed",
-                           "--dump-batches", "--result-json", "--preset", "--dataset-size", "--keep-padding"}) {
+                           "--dump-batches", "--result-json", "--preset", "--dataset-size", "--keep-padding",
+                           "--image-max-pixels"}) {
     CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
   }
   for (const quant::recipe_info& r : quant::recipe_registry()) {

@@ -24,6 +24,7 @@
 #include "aq/search/search_space.hpp"
 
 #include "cli/default_model.hpp"
+#include "support/tiny_vl_config.hpp"
 
 namespace test_text_batch_padding {
 
@@ -51,20 +52,7 @@ text_batch padded_batch(const std::vector<std::int64_t>& pads, std::int64_t seq)
   return b;
 }
 
-qwen3_vl::config tiny_config() {
-  qwen3_vl::config cfg = autoquant::default_model_config();
-  cfg.text.vocab_size = 97;
-  cfg.text.hidden_size = 32;
-  cfg.text.intermediate_size = 48;
-  cfg.text.num_hidden_layers = 2;
-  cfg.text.head_dim = 8;
-  cfg.text.mrope_section = {2, 1, 1};
-  cfg.image_token_id = 90;
-  cfg.video_token_id = 91;
-  cfg.vision_start_token_id = 92;
-  cfg.vision_end_token_id = 93;
-  return cfg;
-}
+qwen3_vl::config tiny_config() { return test_support::tiny_vl_config(); }
 
 // Caption words hashed into the vocabulary, left-padded with id 96 to `seq`.
 std::vector<io::calib_batch> caption_calib_batches(std::int64_t vocab, std::size_t samples, std::int64_t batch,

@@ -40,7 +40,8 @@ inline std::vector<io::calib_batch> make_caption_batches(const io::tokenizer& to
 // Image-caption pairs, one batch each, padded to at least seq_len tokens.
 inline std::vector<io::calib_batch> image_caption_batches(const io::tokenizer& tok,
                                                           const std::vector<io::image_caption>& samples,
-                                                          std::int64_t seq_len, const qwen3_vl::config& cfg) {
+                                                          std::int64_t seq_len, const qwen3_vl::config& cfg,
+                                                          std::int64_t max_pixels = io::qwen3_vl_image_options{}.max_pixels) {
   qwen3_vl::check_vision_token_ids(cfg, tok);  // before any image is read
   io::padding_options padding;
   padding.max_length = seq_len;
@@ -48,6 +49,7 @@ inline std::vector<io::calib_batch> image_caption_batches(const io::tokenizer& t
   image_options.patch_size = static_cast<int>(cfg.vision.patch_size);
   image_options.temporal_patch_size = static_cast<int>(cfg.vision.temporal_patch_size);
   image_options.merge_size = static_cast<int>(cfg.vision.spatial_merge_size);
+  image_options.max_pixels = max_pixels;
   std::vector<io::calib_batch> batches;
   for (const io::image_caption& s : samples) {
     batches.push_back(io::make_image_caption_batch(
@@ -60,10 +62,11 @@ inline std::vector<io::calib_batch> image_caption_batches(const io::tokenizer& t
 // The first `samples` image-caption pairs, one batch each, padded to at least seq_len tokens.
 inline std::vector<io::calib_batch> make_image_caption_batches(const io::tokenizer& tok, const std::filesystem::path& jsonl,
                                                                std::int64_t samples, std::int64_t seq_len,
-                                                               const qwen3_vl::config& cfg) {
+                                                               const qwen3_vl::config& cfg,
+                                                               std::int64_t max_pixels = io::qwen3_vl_image_options{}.max_pixels) {
   qwen3_vl::check_vision_token_ids(cfg, tok);  // before any file is read
   return image_caption_batches(tok, io::read_image_caption_jsonl(jsonl, true, static_cast<std::size_t>(samples)),
-                               seq_len, cfg);
+                               seq_len, cfg, max_pixels);
 }
 
 }  // namespace aq::autoquant

@@ -77,7 +77,8 @@ inline held_out_batches held_out_caption_batches(const io::tokenizer& tok, const
 inline held_out_batches held_out_image_caption_batches(const io::tokenizer& tok,
                                                        const std::vector<io::image_caption>& calibration,
                                                        const held_out_source& source, std::int64_t seq_len,
-                                                       const qwen3_vl::config& cfg) {
+                                                       const qwen3_vl::config& cfg,
+                                                       std::int64_t max_pixels = io::qwen3_vl_image_options{}.max_pixels) {
   held_out_batches out;
   out.info.source = source.path.string();
   out.info.first_sample = static_cast<std::int64_t>(source.first);
@@ -85,7 +86,7 @@ inline held_out_batches held_out_image_caption_batches(const io::tokenizer& tok,
   for (const io::image_caption& s : calibration) keys.insert(detail::image_caption_key(s));
   const std::vector<io::image_caption> samples = detail::take_held_out(
       io::read_image_caption_jsonl(source.path, false), source, keys, detail::image_caption_key, out.info);
-  out.batches = image_caption_batches(tok, samples, seq_len, cfg);
+  out.batches = image_caption_batches(tok, samples, seq_len, cfg, max_pixels);
   return out;
 }
 

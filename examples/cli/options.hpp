@@ -17,6 +17,7 @@
 
 #include "aq/core/error.hpp"
 #include "aq/engine/engine.hpp"
+#include "aq/io/image/image_preprocess.hpp"
 #include "aq/quant/recipe_registry.hpp"
 #include "aq/score/monotone_clamp.hpp"
 #include "aq/search/scope.hpp"
@@ -68,6 +69,7 @@ struct driver_options {
   std::optional<std::int64_t> num_samples;  // default: 128 (16 for the built-in model)
   std::optional<std::int64_t> seq_len;      // default: 512 (32 for the built-in model)
   std::int64_t batch_size = 8;
+  std::int64_t image_max_pixels = io::qwen3_vl_image_options{}.max_pixels;  // the processor's max_pixels
   std::optional<std::string> dataset_size;  // small / medium / large
   std::optional<std::int64_t> num_calib_steps;  // default: every batch
   std::optional<std::int64_t> num_score_steps;  // default: min(max(score_size / batch, 1), batches)
@@ -327,6 +329,8 @@ inline driver_options parse_arguments(std::span<const std::string> args) {
       o.seq_len = detail::parse_int(flag, value(), 2);
     } else if (flag == "--batch-size") {
       o.batch_size = detail::parse_int(flag, value(), 1);
+    } else if (flag == "--image-max-pixels") {
+      o.image_max_pixels = detail::parse_int(flag, value(), io::qwen3_vl_image_options{}.min_pixels);
     } else if (flag == "--num-calib-steps") {
       o.num_calib_steps = detail::parse_int(flag, value(), 1);
     } else if (flag == "--num-score-steps") {
@@ -414,6 +418,8 @@ model and data
   --dataset-size S        small | medium | large = 16 | 128 | 512 samples (reference sizes)
   --seq-len T             padded length (default 512; built-in model 32)
   --batch-size B          rows per batch (default 8; image-caption data always 1)
+  --image-max-pixels N    images larger than N pixels are resized down to at most N, aspect kept
+                          (the processor's max_pixels; default 16777216, at least 65536)
   --seed N                weights of the built-in model (default 0)
   --attention sdpa|eager  fully masked (left-pad) query rows: zeros (torch SDPA, default) or uniform
   --keep-padding          run every padding column; by default calibration and gradient scoring drop

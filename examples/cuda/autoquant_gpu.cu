@@ -191,7 +191,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   }
 
   // Tokens per sequence each batch runs with: leading padding that cannot change a score is
-  // dropped from text batches (never from image batches, which run whole).
+  // dropped (image batches keep the positions of their untrimmed rows).
   const bool trim_padding = !o.keep_padding && o.attention != "eager";
   // Held-out batches: the model must hold at least one of their rows.
   std::vector<qwen3_vl::text_batch> held_out;
@@ -205,10 +205,11 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   }
   std::vector<std::int64_t> run_seq;
   for (const qwen3_vl::text_batch& t : text) {
-    run_seq.push_back(trim_padding && !images ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
+    run_seq.push_back(trim_padding ? t.seq - qwen3_vl::droppable_padding_columns(t) : t.seq);
   }
-  // Trimmed caption batches are packed into passes (as many rows as the pass size allows).
-  const bool pack = trim_padding && !images;
+  // Trimmed batches are packed into passes (as many rows as the pass size allows; image rows
+  // with their images).
+  const bool pack = trim_padding;
   // The longer stage's batches: calibration and scoring each run the first batches.
   const auto stage_batches = static_cast<std::size_t>(std::clamp<std::int64_t>(
       std::max(e.num_calib_steps, e.num_score_steps), 0, static_cast<std::int64_t>(text.size())));
@@ -225,6 +226,12 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   for (const qwen3_vl::image_batch& img : image_batches) {
     if (!img.grids.empty()) max_patches = std::max(max_patches, img.pixel_values.dim(0));
   }
+  // Packed image passes: as many patches as a pass of the largest batch's tokens could hold were
+  // every token visual (merge² patches each), which is at least the largest batch's own, so
+  // packing never raises the tower's peak above what the largest batch may need.
+  const std::int64_t merge_area = cfg.vision.spatial_merge_size * cfg.vision.spatial_merge_size;
+  const std::int64_t pass_patches = pack && max_patches > 0 ? merge_area * max_tokens : 0;
+  max_patches = std::max(max_patches, pass_patches);
   // The device budget: none (max), the one given, or half of ModelOpt's estimated peak for these
   // batches (the default), dropped where the run cannot fit in it (memory_plan.hpp).
   using budget = autoquant::gpu_options::budget;
@@ -281,7 +288,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   };
   // Packed passes: the smallest that needs no more passes over the longer stage than `tokens`.
   const auto fewest_passes_smallest = [&](std::int64_t lo, std::int64_t tokens) {
-    if (g.micro_batch > 0) return tokens;
+    if (g.micro_batch > 0 || images) return tokens;
     std::vector<qwen3_vl::text_batch> stage;
     for (std::size_t i = 0; i < stage_batches; ++i) stage.push_back(qwen3_vl::trim_padding(text[i]));
     return autoquant::smallest_pass_with_passes_of(lo, tokens, [&](std::int64_t t) {
@@ -344,6 +351,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
   cuda_options.recipe_gemms = g.recipe_gemm == "codes" ? acu::recipe_gemm::codes : acu::recipe_gemm::bf16;
   cuda_options.trim_padding = trim_padding;
   if (pack) cuda_options.max_pass_tokens = model.max_tokens();
+  cuda_options.max_pass_patches = pass_patches;
   std::unique_ptr<acu::qwen3_vl_vision_model> vision;
   if (images) {
     vision = std::make_unique<acu::qwen3_vl_vision_model>(cfg, st.vision_weights, model);
@@ -361,7 +369,7 @@ autoquant::autoquant_result session::run(const run_inputs& in) {
         g.weight_cache_gib < 0.0 ? fit : std::min(fit, g.weight_cache_gib * static_cast<double>(1ull << 30)));
   }
   // With one packed pass per stage every Q(W) is formed once: a cache would hold memory for no reuse.
-  if (pack && stage_tokens <= model.max_tokens()) {
+  if (pack && !images && stage_tokens <= model.max_tokens()) {
     cuda_options.weight_cache_bytes = 0;
   }
   if (g.profile_kernels) {

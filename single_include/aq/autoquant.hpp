@@ -14639,6 +14639,284 @@ inline text_batch trim_padding(const text_batch& b) { return drop_leading_column
 #include <span>
 #include <vector>
 
+// ---- begin aq/model/qwen3_vl/vl_batch_pack.hpp ----
+// Image-caption batches trimmed and packed like text (text_batch_pack.hpp). A row keeps the images
+// whose placeholders it holds: their grids and pixel rows travel with it into the pass, in the
+// order the pass's placeholders appear, so the vision tower's per-image attention and the
+// decoder's scatter of visual tokens see each image as in its own batch. Positions are made per
+// batch from its own images before any column goes (M-RoPE counts attended tokens only, so
+// they are the positions of the untrimmed batch); a pass also keeps its vision patches within a
+// limit, which bounds the tower's activations as the token limit bounds the decoder's.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+// ---- begin aq/model/qwen3_vl/text_batch_pack.hpp ----
+// Sequences of several (trimmed) text batches packed into fewer, fuller device passes. Once the
+// padding that cannot change a score is gone (text_batch_padding.hpp), a caption batch is a few
+// dozen tokens wide: packing every batch of a stage into passes of up to `max_tokens` tokens
+// turns many weight-bound GEMMs into a few compute-bound ones. Rows keep their own loss
+// denominator (their batch's target count), so every dL/dY is the one of the row's own batch.
+// A row narrower than its pass is widened on the left with copies of its own first token, which
+// must be padding (attention_mask 0, label ignored): under SDPA masking that is the same
+// score-neutral padding trim_padding removes, so the caller must use SDPA masking too.
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace aq::qwen3_vl {
+
+// Where a packed row came from: its batch's index in the packed span, and its row there.
+struct packed_row_source {
+  std::size_t batch = 0;
+  std::int64_t row = 0;
+};
+
+struct packed_text_batch {
+  text_batch batch;
+  std::vector<std::int64_t> row_targets;  // per sequence: the loss denominator of its own batch
+  std::vector<packed_row_source> sources;  // per sequence
+};
+
+// A second budget a pass must keep besides its tokens (the vision patches of image rows):
+// cost[b][r] of row r of batch b, at most `limit` per pass. A row over the limit runs alone.
+struct row_cost_limit {
+  std::span<const std::vector<std::int64_t>> cost;
+  std::int64_t limit = 0;
+};
+
+// Packs the rows of `batches` in order into passes of at most max_tokens tokens (rows × width).
+// All batches must agree on having labels and on having explicit position_ids. A row whose
+// width is below its pass's and whose first token is not padding starts a new pass instead. The
+// per-row denominators are each batch's causal-LM target count (0 without labels). With a
+// row_cost_limit, a pass also keeps the rows' summed cost within its limit.
+inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_batch> batches, std::int64_t max_tokens,
+                                                        row_cost_limit costs = {}) {
+  if (max_tokens <= 0) throw error("pack_text_batches: max_tokens must be positive");
+  const bool costed = !costs.cost.empty();
+  if (costed && costs.cost.size() != batches.size()) {
+    throw error("pack_text_batches: " + std::to_string(costs.cost.size()) + " row cost lists for " +
+                std::to_string(batches.size()) + " batches");
+  }
+  struct row_ref {
+    const text_batch* b;
+    std::int64_t row;
+    std::int64_t targets;
+    bool widenable;  // starts with padding whose label is ignored
+    std::size_t index;  // of its batch
+    std::int64_t cost;
+  };
+  std::vector<row_ref> rows;
+  const bool labels = !batches.empty() && !batches.front().labels.empty();
+  const bool positions = !batches.empty() && !batches.front().position_ids.empty();
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const text_batch& b = batches[i];
+    check_text_batch(b, "pack_text_batches: batch " + std::to_string(i));
+    if (b.labels.empty() == labels || b.position_ids.empty() == positions) {
+      throw error("pack_text_batches: batch " + std::to_string(i) + " differs from batch 0 in having labels or position_ids");
+    }
+    const std::int64_t targets =
+        labels ? causal_lm_targets(b.labels, b.batch, b.seq, std::int64_t{1} << 62, "pack_text_batches").count : 0;
+    if (costed && static_cast<std::int64_t>(costs.cost[i].size()) != b.batch) {
+      throw error("pack_text_batches: batch " + std::to_string(i) + " has " + std::to_string(b.batch) + " rows but " +
+                  std::to_string(costs.cost[i].size()) + " row costs");
+    }
+    for (std::int64_t r = 0; r < b.batch; ++r) {
+      if (b.seq > max_tokens) {
+        throw error("pack_text_batches: batch " + std::to_string(i) + " has sequences of " + std::to_string(b.seq) +
+                    " tokens, above max_tokens " + std::to_string(max_tokens));
+      }
+      const auto first_token = static_cast<std::size_t>(r * b.seq);
+      const bool widenable = b.attention_mask[first_token] == 0 && (!labels || b.labels[first_token] == ignore_index);
+      rows.push_back({&b, r, targets, widenable, i, costed ? costs.cost[i][static_cast<std::size_t>(r)] : 0});
+    }
+  }
+
+  // Greedy, in order: a row joins the open pass when every narrower row can be widened and the
+  // pass stays within max_tokens.
+  std::vector<std::pair<std::size_t, std::size_t>> spans;  // [first, last) row of each pass
+  std::size_t first = 0;
+  std::int64_t width = 0;      // of the open pass's rows
+  std::int64_t cost = 0;       // of the open pass's rows
+  bool all_widenable = true;   // every row of the open pass starts with padding
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const row_ref& r = rows[i];
+    if (i > first) {
+      const std::int64_t w = std::max(width, r.b->seq);
+      const bool fits = static_cast<std::int64_t>(i - first + 1) * w <= max_tokens && (w == width || all_widenable) &&
+                        (r.b->seq == w || r.widenable) && (!costed || cost + r.cost <= costs.limit);
+      if (!fits) {
+        spans.emplace_back(first, i);
+        first = i;
+        width = 0;
+        cost = 0;
+        all_widenable = true;
+      }
+    }
+    width = std::max(width, r.b->seq);
+    cost += r.cost;
+    all_widenable = all_widenable && r.widenable;
+  }
+  if (first < rows.size()) spans.emplace_back(first, rows.size());
+
+  std::vector<packed_text_batch> out;
+  for (const auto& [lo, hi] : spans) {
+    std::int64_t w = 0;
+    for (std::size_t i = lo; i < hi; ++i) w = std::max(w, rows[i].b->seq);
+    packed_text_batch p;
+    p.batch.batch = static_cast<std::int64_t>(hi - lo);
+    p.batch.seq = w;
+    std::vector<std::int64_t> pos[3];
+    for (std::size_t i = lo; i < hi; ++i) {
+      const text_batch& b = *rows[i].b;
+      const std::int64_t row0 = rows[i].row * b.seq, extra = w - b.seq, n = b.batch * b.seq;
+      // The row's values in `from` (from `offset` on), after `extra` copies of `fill`.
+      const auto append = [&](auto& to, const auto& from, auto fill, std::int64_t offset) {
+        to.insert(to.end(), static_cast<std::size_t>(extra), fill);
+        to.insert(to.end(), from.begin() + offset + row0, from.begin() + offset + row0 + b.seq);
+      };
+      append(p.batch.input_ids, b.input_ids, b.input_ids[static_cast<std::size_t>(row0)], 0);
+      append(p.batch.attention_mask, b.attention_mask, std::uint8_t{0}, 0);
+      if (labels) append(p.batch.labels, b.labels, ignore_index, 0);
+      // Padding sits at position 1 on every axis, as rope_position_ids puts it.
+      for (std::int64_t a = 0; a < 3 && positions; ++a) append(pos[a], b.position_ids, std::int64_t{1}, a * n);
+      p.row_targets.push_back(rows[i].targets);
+      p.sources.push_back({rows[i].index, rows[i].row});
+    }
+    for (const auto& axis : pos) p.batch.position_ids.insert(p.batch.position_ids.end(), axis.begin(), axis.end());
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/text_batch_pack.hpp ----
+
+namespace aq::qwen3_vl {
+
+struct vl_pack_ids {
+  std::int64_t image_token_id = -1;
+  std::int64_t spatial_merge_size = 2;
+};
+
+struct packed_vl_batch {
+  packed_text_batch text;
+  image_batch images;  // no grids: the pass holds no image
+};
+
+// The images of one row: grids [first, last) of its batch, pixel rows [patch_first, + patches).
+struct row_images {
+  std::size_t first = 0, last = 0;
+  std::int64_t patch_first = 0, patches = 0;
+};
+
+// Vision patches of one image: t·h·w.
+inline std::int64_t image_patches(const grid_thw& g) { return g[0] * g[1] * g[2]; }
+
+// Each row's images, taken in order by the placeholder tokens it holds. `images` may have no
+// grids (a text batch). Throws where placeholders and grids or pixel rows do not match.
+inline std::vector<row_images> images_of_rows(const text_batch& b, const image_batch& images, const vl_pack_ids& ids) {
+  check_text_batch(b, "images_of_rows");
+  std::vector<row_images> out(static_cast<std::size_t>(b.batch));
+  std::size_t next = 0;
+  std::int64_t patch = 0;
+  for (std::int64_t r = 0; r < b.batch; ++r) {
+    const auto row = b.input_ids.begin() + r * b.seq;
+    std::int64_t tokens = std::count(row, row + b.seq, ids.image_token_id);
+    row_images& ri = out[static_cast<std::size_t>(r)];
+    ri.first = next;
+    ri.patch_first = patch;
+    while (tokens > 0 && next < images.grids.size()) {
+      tokens -= image_placeholder_count(images.grids[next], ids.spatial_merge_size);
+      ri.patches += image_patches(images.grids[next++]);
+    }
+    if (tokens != 0) {
+      throw error("images_of_rows: row " + std::to_string(r) + "'s image placeholders do not match whole images of the " +
+                  std::to_string(images.grids.size()) + " grids");
+    }
+    ri.last = next;
+    patch += ri.patches;
+  }
+  if (next != images.grids.size() || (!images.grids.empty() && patch != images.pixel_values.dim(0))) {
+    throw error("images_of_rows: the batch's placeholders take " + std::to_string(next) + " of " +
+                std::to_string(images.grids.size()) + " images and " + std::to_string(patch) + " pixel rows");
+  }
+  return out;
+}
+
+// The batch with explicit M-RoPE positions from its own images (kept where given), then trimmed
+// of its droppable leading padding when `trim` (text_batch_padding.hpp).
+inline text_batch positioned_batch(text_batch b, const image_batch* images, const vl_pack_ids& ids, bool trim) {
+  if (b.position_ids.empty()) {
+    b.position_ids = rope_position_ids(b.input_ids, b.attention_mask, b.batch, b.seq, ids.image_token_id,
+                                       images != nullptr ? images->grids : std::vector<grid_thw>{},
+                                       ids.spatial_merge_size);
+  }
+  return trim ? trim_padding(b) : b;
+}
+
+// Packs the rows of `batches` (explicit positions, e.g. from positioned_batch) with their images
+// (images[i] for batches[i]; no grids: text only) into passes of at most max_tokens tokens and
+// max_patches vision patches (a row over max_patches runs alone).
+inline std::vector<packed_vl_batch> pack_vl_batches(std::span<const text_batch> batches,
+                                                    std::span<const image_batch> images, std::int64_t max_tokens,
+                                                    std::int64_t max_patches, const vl_pack_ids& ids) {
+  if (images.size() != batches.size()) {
+    throw error("pack_vl_batches: " + std::to_string(images.size()) + " image batches for " +
+                std::to_string(batches.size()) + " text batches");
+  }
+  if (max_patches <= 0) throw error("pack_vl_batches: max_patches must be positive");
+  std::vector<std::vector<row_images>> rows;
+  std::vector<std::vector<std::int64_t>> patches;
+  std::int64_t cols = -1;
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    if (batches[i].position_ids.empty()) {
+      throw error("pack_vl_batches: batch " + std::to_string(i) + " has no position_ids (positioned_batch makes them)");
+    }
+    rows.push_back(images_of_rows(batches[i], images[i], ids));
+    patches.emplace_back();
+    for (const row_images& ri : rows.back()) patches.back().push_back(ri.patches);
+    if (images[i].grids.empty()) continue;
+    if (cols >= 0 && images[i].pixel_values.dim(1) != cols) {
+      throw error("pack_vl_batches: batch " + std::to_string(i) + " has pixel rows of " +
+                  std::to_string(images[i].pixel_values.dim(1)) + " values, batch 0's images " + std::to_string(cols));
+    }
+    cols = images[i].pixel_values.dim(1);
+  }
+  std::vector<packed_vl_batch> out;
+  for (packed_text_batch& p : pack_text_batches(batches, max_tokens, {patches, max_patches})) {
+    packed_vl_batch v;
+    std::int64_t total = 0;
+    for (const packed_row_source& s : p.sources) total += rows[s.batch][static_cast<std::size_t>(s.row)].patches;
+    if (total > 0) {
+      v.images.pixel_values = tensor({total, cols});
+      float* to = v.images.pixel_values.data();
+      for (const packed_row_source& s : p.sources) {
+        const row_images& ri = rows[s.batch][static_cast<std::size_t>(s.row)];
+        const image_batch& from = images[s.batch];
+        v.images.grids.insert(v.images.grids.end(), from.grids.begin() + static_cast<std::ptrdiff_t>(ri.first),
+                              from.grids.begin() + static_cast<std::ptrdiff_t>(ri.last));
+        const std::size_t n = static_cast<std::size_t>(ri.patches * cols);
+        if (n > 0) std::memcpy(to, from.pixel_values.data() + ri.patch_first * cols, n * sizeof(float));
+        to += n;
+      }
+    }
+    v.text = std::move(p);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace aq::qwen3_vl
+// ---- end aq/model/qwen3_vl/vl_batch_pack.hpp ----
 
 namespace aq::autoquant {
 
@@ -14688,7 +14966,7 @@ inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch
 
 // The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
 // attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
-// trim_padding: calibration and gradient passes of text batches drop the leading padding that
+// trim_padding: calibration and gradient passes drop the leading padding that
 // cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
 inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
                                       cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
@@ -14716,7 +14994,11 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
     if (!loss_backward) batch.labels.clear();
     const qwen3_vl::run_options options{.masked_rows = masked_rows, .backward = loss_backward};
     const auto& images = data->images.at(i);
-    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
+    if (trim && pass != model_pass::logits) {
+      // Image batches keep the M-RoPE positions of their untrimmed rows.
+      const qwen3_vl::vl_pack_ids ids{model.model_config().image_token_id, model.model_config().vision.spatial_merge_size};
+      batch = images ? qwen3_vl::positioned_batch(std::move(batch), &*images, ids, true) : qwen3_vl::trim_padding(batch);
+    }
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
   };
   return runner;

@@ -423,7 +423,8 @@ void test_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host
 
 // Image+caption batches (one image each, 2×2-merged grid (1, gh, gw)), built by hand: text ids
 // around <|vision_start|> <|image_pad|>×n <|vision_end|>, pixels in [-1, 1] rounded to bf16.
-std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std::uint32_t seed) {
+// left_pad > 0: batch i starts with left_pad + 3·i padding tokens (mask 0, label ignored).
+std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std::uint32_t seed, std::int64_t left_pad = 0) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<std::int32_t> token(0, 151642);
   std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
@@ -434,6 +435,8 @@ std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std
     io::calib_batch b;
     b.batch_size = 1;
     std::vector<std::int32_t> ids;
+    const std::int64_t pads = left_pad > 0 ? left_pad + 3 * static_cast<std::int64_t>(out.size()) : 0;
+    ids.assign(static_cast<std::size_t>(pads), 151643);
     for (int i = 0; i < 5; ++i) ids.push_back(token(rng));
     ids.push_back(static_cast<std::int32_t>(cfg.vision_start_token_id));
     for (std::int64_t i = 0; i < n_vis; ++i) ids.push_back(static_cast<std::int32_t>(cfg.image_token_id));
@@ -443,6 +446,10 @@ std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std
     b.input_ids = ids;
     b.attention_mask.assign(ids.size(), 1);
     b.labels = ids;
+    for (std::int64_t i = 0; i < pads; ++i) {
+      b.attention_mask[static_cast<std::size_t>(i)] = 0;
+      b.labels[static_cast<std::size_t>(i)] = -100;
+    }
     b.vision.cols = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
     b.vision.rows = grid[0] * grid[1] * grid[2];
     for (std::int64_t i = 0; i < b.vision.rows * b.vision.cols; ++i) b.vision.pixel_values.push_back(aq::round_to_bf16(pixel(rng)));
@@ -452,12 +459,14 @@ std::vector<io::calib_batch> make_image_batches(const qwen3_vl::config& cfg, std
   return out;
 }
 
-// --scope all on image batches: GPU scores (vision tower + decoder) vs the CPU engine.
+// --scope all on image batches: GPU scores (vision tower + decoder) vs the CPU engine. packed:
+// left-padded batches, trimmed and packed with their images into one pass per stage.
 void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& host_text,
                        const qwen3_vl::vision_weights& host_vision, const acu::qwen3_vl_text_device_weights& dev,
-                       bool vision_tensor_cores) {
-  std::printf("  image batches, --scope all, vision attention %s\n", vision_tensor_cores ? "bf16 tensor cores" : "fp32");
-  const std::vector<io::calib_batch> batches = make_image_batches(cfg, 11);
+                       bool vision_tensor_cores, bool packed = false) {
+  std::printf("  image batches, --scope all, vision attention %s%s\n", vision_tensor_cores ? "bf16 tensor cores" : "fp32",
+              packed ? ", left-padded, trimmed and packed" : "");
+  const std::vector<io::calib_batch> batches = make_image_batches(cfg, 11, packed ? 6 : 0);
   const std::vector<std::string> formats{"fp8_e4m3", "int8_w8a8"};
   const autoquant::search_space space = autoquant::make_search_space(
       qwen3_vl::quantizable_modules(cfg), formats, autoquant::scope_patterns(autoquant::scope_preset::all));
@@ -478,13 +487,24 @@ void test_image_scores(const qwen3_vl::config& cfg, const qwen3_vl::text_weights
     max_tokens = std::max(max_tokens, b.seq_len);
   }
   const acu::qwen3_vl_vision_device_weights vdev = acu::upload_vision_weights(cfg, host_vision);
-  acu::qwen3_vl_text_model model(cfg, dev, max_tokens, 8192);
+  acu::qwen3_vl_text_model model(cfg, dev, packed ? 2 * max_tokens : max_tokens, 8192);
   acu::qwen3_vl_vision_model vision(cfg, vdev, model);
   vision.set_tensor_core_attention(vision_tensor_cores);
   acu::cuda_scoring_options co;
   co.images = &images;
   co.vision = &vision;
-  const autoquant::autoquant_result got = run_gpu(space, model, text, e, co);
+  if (packed) {
+    co.max_pass_tokens = model.max_tokens();
+    co.max_pass_patches = 48;  // both images (24 patches each)
+  }
+  acu::cuda_scoring_stats stats;
+  const autoquant::autoquant_result got = run_gpu(space, model, text, e, co, &stats);
+  if (packed) {
+    expect(stats.passes == 2, "packed image batches: one pass per stage, got " + std::to_string(stats.passes));
+    expect(stats.run_tokens < stats.batch_tokens, "packed image batches: padding trimmed (" +
+                                                      std::to_string(stats.run_tokens) + " of " +
+                                                      std::to_string(stats.batch_tokens) + " tokens run)");
+  }
 
   std::size_t vision_groups = 0, configurable = 0, same = 0;
   for (std::size_t g = 0; g < space.groups.size(); ++g) {
@@ -550,6 +570,7 @@ AQ_GPU_TEST("qwen3_vl cuda") {
   }
   test_image_scores(cfg, gen.text, gen.vision, dev, false);
   test_image_scores(cfg, gen.text, gen.vision, dev, true);
+  test_image_scores(cfg, gen.text, gen.vision, dev, true, true);
 }
 
 }  // namespace test_qwen3_vl_cuda

@@ -21,22 +21,45 @@
 
 namespace aq::qwen3_vl {
 
+// Where a packed row came from: its batch's index in the packed span, and its row there.
+struct packed_row_source {
+  std::size_t batch = 0;
+  std::int64_t row = 0;
+};
+
 struct packed_text_batch {
   text_batch batch;
   std::vector<std::int64_t> row_targets;  // per sequence: the loss denominator of its own batch
+  std::vector<packed_row_source> sources;  // per sequence
+};
+
+// A second budget a pass must keep besides its tokens (the vision patches of image rows):
+// cost[b][r] of row r of batch b, at most `limit` per pass. A row over the limit runs alone.
+struct row_cost_limit {
+  std::span<const std::vector<std::int64_t>> cost;
+  std::int64_t limit = 0;
 };
 
 // Packs the rows of `batches` in order into passes of at most max_tokens tokens (rows × width).
 // All batches must agree on having labels and on having explicit position_ids. A row whose
 // width is below its pass's and whose first token is not padding starts a new pass instead. The
-// per-row denominators are each batch's causal-LM target count (0 without labels).
-inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_batch> batches, std::int64_t max_tokens) {
+// per-row denominators are each batch's causal-LM target count (0 without labels). With a
+// row_cost_limit, a pass also keeps the rows' summed cost within its limit.
+inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_batch> batches, std::int64_t max_tokens,
+                                                        row_cost_limit costs = {}) {
   if (max_tokens <= 0) throw error("pack_text_batches: max_tokens must be positive");
+  const bool costed = !costs.cost.empty();
+  if (costed && costs.cost.size() != batches.size()) {
+    throw error("pack_text_batches: " + std::to_string(costs.cost.size()) + " row cost lists for " +
+                std::to_string(batches.size()) + " batches");
+  }
   struct row_ref {
     const text_batch* b;
     std::int64_t row;
     std::int64_t targets;
     bool widenable;  // starts with padding whose label is ignored
+    std::size_t index;  // of its batch
+    std::int64_t cost;
   };
   std::vector<row_ref> rows;
   const bool labels = !batches.empty() && !batches.front().labels.empty();
@@ -49,6 +72,10 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
     }
     const std::int64_t targets =
         labels ? causal_lm_targets(b.labels, b.batch, b.seq, std::int64_t{1} << 62, "pack_text_batches").count : 0;
+    if (costed && static_cast<std::int64_t>(costs.cost[i].size()) != b.batch) {
+      throw error("pack_text_batches: batch " + std::to_string(i) + " has " + std::to_string(b.batch) + " rows but " +
+                  std::to_string(costs.cost[i].size()) + " row costs");
+    }
     for (std::int64_t r = 0; r < b.batch; ++r) {
       if (b.seq > max_tokens) {
         throw error("pack_text_batches: batch " + std::to_string(i) + " has sequences of " + std::to_string(b.seq) +
@@ -56,7 +83,7 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
       }
       const auto first_token = static_cast<std::size_t>(r * b.seq);
       const bool widenable = b.attention_mask[first_token] == 0 && (!labels || b.labels[first_token] == ignore_index);
-      rows.push_back({&b, r, targets, widenable});
+      rows.push_back({&b, r, targets, widenable, i, costed ? costs.cost[i][static_cast<std::size_t>(r)] : 0});
     }
   }
 
@@ -65,21 +92,24 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
   std::vector<std::pair<std::size_t, std::size_t>> spans;  // [first, last) row of each pass
   std::size_t first = 0;
   std::int64_t width = 0;      // of the open pass's rows
+  std::int64_t cost = 0;       // of the open pass's rows
   bool all_widenable = true;   // every row of the open pass starts with padding
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const row_ref& r = rows[i];
     if (i > first) {
       const std::int64_t w = std::max(width, r.b->seq);
       const bool fits = static_cast<std::int64_t>(i - first + 1) * w <= max_tokens && (w == width || all_widenable) &&
-                        (r.b->seq == w || r.widenable);
+                        (r.b->seq == w || r.widenable) && (!costed || cost + r.cost <= costs.limit);
       if (!fits) {
         spans.emplace_back(first, i);
         first = i;
         width = 0;
+        cost = 0;
         all_widenable = true;
       }
     }
     width = std::max(width, r.b->seq);
+    cost += r.cost;
     all_widenable = all_widenable && r.widenable;
   }
   if (first < rows.size()) spans.emplace_back(first, rows.size());
@@ -106,6 +136,7 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
       // Padding sits at position 1 on every axis, as rope_position_ids puts it.
       for (std::int64_t a = 0; a < 3 && positions; ++a) append(pos[a], b.position_ids, std::int64_t{1}, a * n);
       p.row_targets.push_back(rows[i].targets);
+      p.sources.push_back({rows[i].index, rows[i].row});
     }
     for (const auto& axis : pos) p.batch.position_ids.insert(p.batch.position_ids.end(), axis.begin(), axis.end());
     out.push_back(std::move(p));

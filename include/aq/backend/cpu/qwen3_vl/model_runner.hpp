@@ -20,6 +20,7 @@
 #include "aq/io/data/calib_batches.hpp"
 #include "aq/model/causal_lm_targets.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
+#include "aq/model/qwen3_vl/vl_batch_pack.hpp"
 
 namespace aq::autoquant {
 
@@ -69,7 +70,7 @@ inline std::optional<qwen3_vl::image_batch> to_image_batch(const io::calib_batch
 
 // The model must outlive the runner. masked_rows: how fully masked (left-padding) query rows
 // attend: zero = torch SDPA (transformers' default attention for Qwen3-VL), attend_all = eager.
-// trim_padding: calibration and gradient passes of text batches drop the leading padding that
+// trim_padding: calibration and gradient passes drop the leading padding that
 // cannot change their result (qwen3_vl::trim_padding; SDPA masking only).
 inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span<const io::calib_batch> batches,
                                       cpu::masked_row_policy masked_rows = cpu::masked_row_policy::zero,
@@ -97,7 +98,11 @@ inline model_runner make_model_runner(const qwen3_vl::vl_model& model, std::span
     if (!loss_backward) batch.labels.clear();
     const qwen3_vl::run_options options{.masked_rows = masked_rows, .backward = loss_backward};
     const auto& images = data->images.at(i);
-    if (trim && pass != model_pass::logits && !images) batch = qwen3_vl::trim_padding(batch);
+    if (trim && pass != model_pass::logits) {
+      // Image batches keep the M-RoPE positions of their untrimmed rows.
+      const qwen3_vl::vl_pack_ids ids{model.model_config().image_token_id, model.model_config().vision.spatial_merge_size};
+      batch = images ? qwen3_vl::positioned_batch(std::move(batch), &*images, ids, true) : qwen3_vl::trim_padding(batch);
+    }
     return model.run(std::move(batch), images ? &*images : nullptr, options, observer);
   };
   return runner;

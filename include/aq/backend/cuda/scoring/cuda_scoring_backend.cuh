@@ -26,6 +26,7 @@
 #include "aq/model/qwen3_vl/text_batch_pack.hpp"
 #include "aq/model/qwen3_vl/text_batch_padding.hpp"
 #include "aq/model/qwen3_vl/text_batch_split.hpp"
+#include "aq/model/qwen3_vl/vl_batch_pack.hpp"
 #include "aq/score/mix_metrics.hpp"
 #include "aq/score/scoring_backend.hpp"
 #include "aq/search/search_space.hpp"
@@ -58,12 +59,15 @@ struct cuda_scoring_options {
   // Text batches lose the leading padding columns that cannot change a score
   // (qwen3_vl::trim_padding; SDPA masking only): the same scores up to fp32 summation order.
   bool trim_padding = true;
-  // With trim_padding and text-only data: the trimmed sequences of a stage are packed into passes
-  // of up to this many tokens (qwen3_vl::pack_text_batches; each row keeps its batch's loss
-  // denominator). 0: one batch (or micro-batch) per pass.
+  // With trim_padding: the trimmed sequences of a stage are packed into passes of up to this many
+  // tokens (qwen3_vl::pack_text_batches; each row keeps its batch's loss denominator), image rows
+  // with their images (qwen3_vl::pack_vl_batches). 0: one batch (or micro-batch) per pass.
   std::int64_t max_pass_tokens = 0;
+  // With images and packing: vision patches a pass may hold (the tower's activations grow with
+  // them). 0: image batches are not packed.
+  std::int64_t max_pass_patches = 0;
   // Image batches: images[b] holds batch b's pixels and grids (no grids: text only), run through
-  // `vision` (tower and decoder share the model's stream). Image batches are never split.
+  // `vision` (tower and decoder share the model's stream). Unpacked image batches run whole.
   const std::vector<qwen3_vl::image_batch>* images = nullptr;
   qwen3_vl_vision_model* vision = nullptr;
   // Held-out text batches (with labels) that measure_mixes evaluates on.
@@ -103,7 +107,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
         run_options_(run_options),
         options_(options),
         trim_(options.trim_padding && run_options.masked_rows == masked_row_policy::zero),
-        pack_(trim_ && options.max_pass_tokens > 0 && options.images == nullptr) {}
+        pack_(trim_ && options.max_pass_tokens > 0 && (options.images == nullptr || options.max_pass_patches > 0)) {}
 
   const cuda_scoring_stats& stats() const { return stats_; }
 
@@ -191,6 +195,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
     qwen3_vl::text_batch batch;
     std::int64_t loss_targets = 0;
     std::vector<std::int64_t> row_targets;
+    qwen3_vl::image_batch images;  // no grids: text only
   };
 
   device_calibration& calibrated() {
@@ -226,12 +231,17 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       if (!labels) whole.labels.clear();
       if (labels && whole.labels.empty()) throw error("autoquant: batch " + std::to_string(b) + " has no labels");
       stats_.batch_tokens += whole.batch * whole.seq;
-      stage.push_back(trim_ ? qwen3_vl::trim_padding(whole) : std::move(whole));
+      if (pack_ && options_.images != nullptr) {
+        stage.push_back(qwen3_vl::positioned_batch(std::move(whole), image_of(b), vl_ids(), true));
+      } else {
+        stage.push_back(trim_ ? qwen3_vl::trim_padding(whole) : std::move(whole));
+      }
     }
     std::vector<device_pass> passes;
+    if (pack_ && options_.images != nullptr) return image_passes(indices, std::move(stage), labels);
     if (pack_) {
       for (qwen3_vl::packed_text_batch& p : qwen3_vl::pack_text_batches(stage, options_.max_pass_tokens)) {
-        passes.push_back({std::move(p.batch), 0, labels ? std::move(p.row_targets) : std::vector<std::int64_t>{}});
+        passes.push_back({std::move(p.batch), 0, labels ? std::move(p.row_targets) : std::vector<std::int64_t>{}, {}});
       }
     } else {
       for (const qwen3_vl::text_batch& b : stage) {
@@ -239,11 +249,32 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
             labels ? causal_lm_targets(b.labels, b.batch, b.seq, model_.model_config().text.vocab_size).count : 0;
         const std::int64_t rows = options_.micro_batch_rows > 0 ? options_.micro_batch_rows : b.batch;
         if (rows >= b.batch) {
-          passes.push_back({b, count, {}});
+          passes.push_back({b, count, {}, {}});
         } else {
-          for (qwen3_vl::text_batch& part : qwen3_vl::split_text_batch(b, rows)) passes.push_back({std::move(part), count, {}});
+          for (qwen3_vl::text_batch& part : qwen3_vl::split_text_batch(b, rows)) passes.push_back({std::move(part), count, {}, {}});
         }
       }
+    }
+    for (const device_pass& p : passes) stats_.run_tokens += p.batch.batch * p.batch.seq;
+    return passes;
+  }
+
+  qwen3_vl::vl_pack_ids vl_ids() const {
+    const qwen3_vl::config& cfg = model_.model_config();
+    return {cfg.image_token_id, cfg.vision.spatial_merge_size};
+  }
+
+  // Packed passes of the trimmed, positioned batches `stage` (text_passes' `indices`), each row
+  // with its own images.
+  std::vector<device_pass> image_passes(const std::vector<std::size_t>& indices, std::vector<qwen3_vl::text_batch> stage,
+                                        bool labels) {
+    std::vector<qwen3_vl::image_batch> images;
+    for (const std::size_t b : indices) images.push_back(image_of(b) != nullptr ? *image_of(b) : qwen3_vl::image_batch{});
+    std::vector<device_pass> passes;
+    for (qwen3_vl::packed_vl_batch& p :
+         qwen3_vl::pack_vl_batches(stage, images, options_.max_pass_tokens, options_.max_pass_patches, vl_ids())) {
+      passes.push_back({std::move(p.text.batch), 0, labels ? std::move(p.text.row_targets) : std::vector<std::int64_t>{},
+                        std::move(p.images)});
     }
     for (const device_pass& p : passes) stats_.run_tokens += p.batch.batch * p.batch.seq;
     return passes;
@@ -268,20 +299,21 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
     return passes;
   }
 
-  // One stage over the first n batches: image batches one by one through the vision tower, text
-  // batches as text_passes (all together when packing); the memory probe follows the first pass.
+  // One stage over the first n batches: when packing, every batch in text_passes (image rows with
+  // their images through the vision tower); else image batches whole one by one and text batches
+  // as text_passes. The memory probe follows the first pass.
   void run_stage(std::string_view stage, std::size_t n, bool labels, text_run_options o,
                  device_linear_observer* observer, const autoquant::progress_callback& progress) {
     std::vector<std::size_t> text_indices;
     std::size_t done = 0;
     for (std::size_t b = 0; b < n; ++b) {
-      if (image_of(b) == nullptr) text_indices.push_back(b);
+      if (pack_ || image_of(b) == nullptr) text_indices.push_back(b);
     }
     const auto run_text = [&](const std::vector<std::size_t>& indices) {
       for (const device_pass& p : text_passes(indices, labels)) {
         o.loss_targets = p.loss_targets;
         o.row_loss_targets = p.row_targets;
-        (void)model_.run(p.batch, o, observer);
+        (void)run_vl_batch(model_.model_config(), model_, options_.vision, p.batch, &p.images, o, observer);
         ++stats_.passes;
         if (done++ == 0) probe();
       }
