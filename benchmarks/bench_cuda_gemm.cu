@@ -60,7 +60,8 @@ std::string recipe_product_table(aq::cuda::cublaslt_gemm& gemm, std::int64_t m, 
       "\nRecipe products Y_r (fp32 or int32 out), heuristic's first algorithm:\n\n"
       "| shape (K->N) | bf16 operands TFLOP/s | e4m3 codes TFLOP/s | ratio | int8 codes TOP/s | ratio |\n"
       "|---|---:|---:|---:|---:|---:|\n";
-  const device_buffer<float> factors = aq_bench::random_buffer<float>(2, 5, 2.0f);
+  // Scale pointers 16 bytes apart: cuBLASLt refuses a scale pointer that is only 4-byte aligned.
+  const device_buffer<float> factors = aq_bench::random_buffer<float>(8, 5, 2.0f);
   for (const shape& s : shapes) {
     const std::int64_t k = s.k, n = s.n;
     const device_buffer<bf16> x = random_buffer(m * k, 31u), w = random_buffer(n * k, 32u);
@@ -78,7 +79,7 @@ std::string recipe_product_table(aq::cuda::cublaslt_gemm& gemm, std::int64_t m, 
     const double e4m3_ms = time_ms([&] {
       e4m3_ran = e4m3_ran && gemm.linear_forward_codes(CUDA_R_8F_E4M3, device_matrix<const std::uint8_t>{xe.data(), m, k, k},
                                                        device_matrix<const std::uint8_t>{we.data(), n, k, k}, Y,
-                                                       factors.data(), factors.data() + 1, nullptr);
+                                                       factors.data(), factors.data() + 4, nullptr);
     });
     const double int8_ms = time_ms([&] {
       int8_ran = int8_ran && gemm.linear_forward_codes(CUDA_R_8I, device_matrix<const std::uint8_t>{xi.data(), m, k, k},

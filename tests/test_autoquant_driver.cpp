@@ -96,6 +96,9 @@ TEST_CASE("--device and the GPU flags are the driver's flags: parsed, validated 
   CHECK_FALSE(none.gpu.first_flag);
   CHECK(none.gpu.attention == "cudnn");
   CHECK(none.gpu.activations == "auto");
+  CHECK(none.gpu.recipe_gemm == "codes");
+  CHECK(parse({"--recipe-gemm", "bf16"}).gpu.recipe_gemm == "bf16");
+  CHECK_THROWS_WITH_AS(parse({"--recipe-gemm", "fp8"}), doctest::Contains("--recipe-gemm"), aq::error);
   CHECK(none.gpu.weight_cache_gib < 0.0);
   CHECK(none.gpu.memory_budget == autoquant::gpu_options::budget::half_modelopt);
   CHECK(parse({"--memory-budget-gib", "max"}).gpu.memory_budget == autoquant::gpu_options::budget::whole_device);

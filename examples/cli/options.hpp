@@ -44,7 +44,7 @@ struct gpu_options {
   // attention kernels; fp32: fp32 storage, CUDA cores
   std::string attention = "cudnn";
   std::string activations = "auto";  // auto | saved | recompute
-  std::string recipe_gemm = "bf16";  // bf16: recipe products on bf16 operands; codes: fp8/int8 ones on their codes
+  std::string recipe_gemm = "codes";  // codes: fp8/int8 recipe products on their codes; bf16: on bf16 operands
   double weight_cache_gib = -1.0;    // < 0: whatever fits with a margin
   // --memory-budget-gib: half of ModelOpt's estimated peak for the run (auto, the default), what
   // fits on the card (max), or a size in GiB.
@@ -461,10 +461,11 @@ device
                           keep every layer's activations for the backward or recompute them per
                           layer (auto: as many layers as the memory budget holds; under
                           --memory-budget-gib max, all when they fit with 8 GiB to spare)
-  --recipe-gemm bf16|codes
-                          recipe products on fake-quantized operands rounded to bf16 (default,
-                          as ModelOpt), or fp8_e4m3 / int8_w8a8 ones on their codes with the e4m3 /
-                          int8 tensor cores (exact products, scales applied after; less memory)
+  --recipe-gemm codes|bf16
+                          fp8_e4m3 / int8_w8a8 recipe products on their codes with the e4m3 / int8
+                          tensor cores (default: exact products, scales applied after, 1 byte a
+                          cached weight; bf16 operands where cuBLASLt refuses a shape), or on
+                          fake-quantized operands rounded to bf16 (as ModelOpt computes them)
   --weight-cache-gib X    memory for quantized weights kept across batches (default: what the
                           budget leaves; with --memory-budget-gib max, free - 4 GiB)
   --memory-budget-gib auto|max|X
