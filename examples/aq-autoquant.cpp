@@ -276,6 +276,7 @@ int run(const std::string& program, int argc, char** argv) {
 #ifdef AQ_AUTOQUANT_GPU
   std::unique_ptr<autoquant_gpu::session> session;
   if (gpu) session = std::make_unique<autoquant_gpu::session>();
+  if (gpu && o.gpu.attention == "cudnn") session->open_attention_library();
 #endif
 
   // Everything that can be checked without the model's numbers is checked before it loads.

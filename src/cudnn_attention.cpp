@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -138,8 +140,14 @@ class cudnn_attention final : public fused_attention_library {
     const std::size_t v = fe::detail::get_backend_version();
     return "cuDNN " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) +
            ", " + std::to_string(forward_calls_) + " forward and " + std::to_string(backward_calls_) +
-           " backward calls, " + std::to_string(largest_workspace() >> 20) + " MiB workspace" +
-           (refusal_.empty() ? std::string() : "; last shape refused: " + refusal_);
+           " backward calls, " + std::to_string(largest_workspace() >> 20) + " MiB workspace, opened in " +
+           milliseconds(open_seconds_) + ", " + std::to_string(plans_built_) + " shape" + (plans_built_ == 1 ? "" : "s") +
+           " planned in " + milliseconds(plan_seconds_) + (refusal_.empty() ? std::string() : "; last shape refused: " + refusal_);
+  }
+
+  void prepare() override {
+    std::lock_guard lock(mutex_);
+    (void)state();
   }
 
   std::int64_t calls() override {
@@ -154,7 +162,12 @@ class cudnn_attention final : public fused_attention_library {
     if (d == nullptr) return false;
     const key k = key_of(s);
     auto it = d->plans.find(k);
-    if (it == d->plans.end()) it = d->plans.emplace(k, build(d->handle, s)).first;
+    if (it == d->plans.end()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      it = d->plans.emplace(k, build(d->handle, s)).first;
+      plan_seconds_ += seconds_since(t0);
+      ++plans_built_;
+    }
     if (it->second == nullptr) return false;
     if (s.workspace_limit > 0 && it->second->workspace_bytes > s.workspace_limit) {
       refusal_ = "workspace of " + std::to_string(it->second->workspace_bytes >> 20) + " MiB over the limit of " +
@@ -303,6 +316,7 @@ class cudnn_attention final : public fused_attention_library {
     auto it = devices_.find(device);
     if (it != devices_.end()) return it->second.handle != nullptr ? &it->second : nullptr;
     device_state& d = devices_[device];
+    const auto t0 = std::chrono::steady_clock::now();
     if (!open_library()) return nullptr;
     cudnnHandle_t handle = nullptr;
     try {
@@ -311,6 +325,7 @@ class cudnn_attention final : public fused_attention_library {
       return nullptr;
     }
     d.handle = handle;
+    open_seconds_ += seconds_since(t0);
     return &d;
   }
 
@@ -337,8 +352,16 @@ class cudnn_attention final : public fused_attention_library {
     check(graph.execute(d.handle, pack, workspace), "execute");
   }
 
+  static double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  static std::string milliseconds(double seconds) { return std::to_string(std::lround(seconds * 1e3)) + " ms"; }
+
   std::mutex mutex_;
   std::map<int, device_state> devices_;
+  double open_seconds_ = 0.0;  // loading cuDNN and opening it on each device
+  double plan_seconds_ = 0.0;  // building the plans of each new shape (both directions)
+  int plans_built_ = 0;
   std::string refusal_;  // why cuDNN refused the last shape it refused
   std::int64_t forward_calls_ = 0;
   std::int64_t backward_calls_ = 0;

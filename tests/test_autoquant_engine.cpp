@@ -30,6 +30,7 @@
 #include "cli/default_model.hpp"
 #include "cli/outputs.hpp"
 #include "cli/result_json.hpp"
+#include "support/tiny_vl_config.hpp"
 
 namespace test_autoquant_engine {
 
@@ -37,20 +38,6 @@ namespace {
 
 using namespace aq;
 namespace fs = std::filesystem;
-
-qwen3_vl::config tiny_config() {
-  qwen3_vl::config cfg = autoquant::default_model_config();
-  cfg.text.vocab_size = 97;
-  cfg.text.hidden_size = 32;
-  cfg.text.intermediate_size = 48;
-  cfg.text.head_dim = 8;
-  cfg.text.mrope_section = {2, 1, 1};
-  cfg.image_token_id = 90;
-  cfg.video_token_id = 91;
-  cfg.vision_start_token_id = 92;
-  cfg.vision_end_token_id = 93;
-  return cfg;
-}
 
 std::vector<io::calib_batch> tiny_batches(std::int64_t vocab) {
   const std::vector<std::string> captions =
@@ -67,7 +54,7 @@ std::vector<io::calib_batch> tiny_batches(std::int64_t vocab) {
 }
 
 struct tiny_run {
-  qwen3_vl::config cfg = tiny_config();
+  qwen3_vl::config cfg = test_support::tiny_vl_config();
   autoquant::generated_model gm = autoquant::make_generated_model(cfg, 11);
   qwen3_vl::vl_model model{cfg, gm.text, gm.vision};
   std::vector<io::calib_batch> batches = tiny_batches(cfg.text.vocab_size);

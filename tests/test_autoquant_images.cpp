@@ -46,18 +46,23 @@ std::string read_text(const fs::path& path) {
   return s.str();
 }
 
+// A fresh `dir` holding two images (img/grid.png 256 x 256 RGBA; img/photo.jpg 61 x 45, upscaled
+// to >= 65536 px) and pairs.jsonl captioning them with `grid_caption` and `photo_caption`.
+void write_image_pairs(const fs::path& dir, std::string_view grid_caption, std::string_view photo_caption) {
+  fs::remove_all(dir);
+  fs::create_directories(dir / "img");
+  const fs::path images(AQ_TEST_FIXTURES "/images");
+  fs::copy_file(images / "alpha_grid.png", dir / "img" / "grid.png");
+  fs::copy_file(images / "jpeg_420.jpg", dir / "img" / "photo.jpg");
+  std::ofstream(dir / "pairs.jsonl") << R"({"image": "img/grid.png", "caption": ")" << grid_caption << "\"}\n"
+                                     << R"({"image": "img/photo.jpg", "caption": ")" << photo_caption << "\"}\n";
+}
+
 }  // namespace
 
 TEST_CASE("image-caption calibration with --scope all gives every vision group a score and writes the reports") {
   const fs::path dir = fs::temp_directory_path() / "aq_test_autoquant_images";
-  fs::remove_all(dir);
-  fs::create_directories(dir / "img");
-  const fs::path images(AQ_TEST_FIXTURES "/images");
-  fs::copy_file(images / "alpha_grid.png", dir / "img" / "grid.png");  // 256 x 256 RGBA
-  fs::copy_file(images / "jpeg_420.jpg", dir / "img" / "photo.jpg");   // 61 x 45, upscaled to >= 65536 px
-  std::ofstream(dir / "pairs.jsonl") << R"({"image": "img/grid.png", "caption": "A grid of coloured squares."})"
-                                     << "\n"
-                                     << R"({"image": "img/photo.jpg", "caption": "A small photograph."})" << "\n";
+  write_image_pairs(dir, "A grid of coloured squares.", "A small photograph.");
 
   // What the driver does for a .jsonl file: one sample per batch, images preprocessed for the model.
   const qwen3_vl::config cfg = autoquant::default_model_config();
@@ -125,14 +130,7 @@ TEST_CASE("image-caption calibration with --scope all gives every vision group a
 
 TEST_CASE("image-caption batches lose their droppable padding without changing a score") {
   const fs::path dir = fs::temp_directory_path() / "aq_test_autoquant_images_trim";
-  fs::remove_all(dir);
-  fs::create_directories(dir / "img");
-  const fs::path images(AQ_TEST_FIXTURES "/images");
-  fs::copy_file(images / "alpha_grid.png", dir / "img" / "grid.png");
-  fs::copy_file(images / "jpeg_420.jpg", dir / "img" / "photo.jpg");
-  std::ofstream(dir / "pairs.jsonl") << R"({"image": "img/grid.png", "caption": "A grid."})" << "\n"
-                                     << R"({"image": "img/photo.jpg", "caption": "A small photograph of a street."})"
-                                     << "\n";
+  write_image_pairs(dir, "A grid.", "A small photograph of a street.");
   const qwen3_vl::config cfg = autoquant::default_model_config();
   const autoquant::generated_model weights = autoquant::make_generated_model(cfg, 3);
   const qwen3_vl::vl_model model(cfg, weights.text, weights.vision);

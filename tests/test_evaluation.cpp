@@ -21,26 +21,13 @@
 #include "aq/search/search_space.hpp"
 
 #include "cli/default_model.hpp"
+#include "support/tiny_vl_config.hpp"
 
 namespace test_evaluation {
 
 namespace {
 
 using namespace aq;
-
-qwen3_vl::config tiny_config() {
-  qwen3_vl::config cfg = autoquant::default_model_config();
-  cfg.text.vocab_size = 97;
-  cfg.text.hidden_size = 32;
-  cfg.text.intermediate_size = 48;
-  cfg.text.head_dim = 8;
-  cfg.text.mrope_section = {2, 1, 1};
-  cfg.image_token_id = 90;
-  cfg.video_token_id = 91;
-  cfg.vision_start_token_id = 92;
-  cfg.vision_end_token_id = 93;
-  return cfg;
-}
 
 // Captions [first, first + count) of the small bundled set, byte-coded into the tiny vocabulary.
 std::vector<io::calib_batch> caption_batches(std::int64_t vocab, std::size_t first, std::size_t count) {
@@ -60,7 +47,7 @@ std::vector<io::calib_batch> caption_batches(std::int64_t vocab, std::size_t fir
 }
 
 struct tiny_eval {
-  qwen3_vl::config cfg = tiny_config();
+  qwen3_vl::config cfg = test_support::tiny_vl_config();
   autoquant::generated_model gm = autoquant::make_generated_model(cfg, 11);
   qwen3_vl::vl_model model{cfg, gm.text, gm.vision};
   std::vector<io::calib_batch> calib = caption_batches(cfg.text.vocab_size, 0, 8);

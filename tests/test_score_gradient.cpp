@@ -24,27 +24,13 @@
 #include "aq/search/search_space.hpp"
 
 #include "cli/default_model.hpp"
+#include "support/tiny_vl_config.hpp"
 
 namespace test_score_gradient {
 
 namespace {
 
 using namespace aq;
-
-qwen3_vl::config tiny_config() {
-  qwen3_vl::config cfg = autoquant::default_model_config();
-  cfg.text.vocab_size = 97;
-  cfg.text.hidden_size = 32;
-  cfg.text.intermediate_size = 48;
-  cfg.text.num_hidden_layers = 2;
-  cfg.text.head_dim = 8;
-  cfg.text.mrope_section = {2, 1, 1};
-  cfg.image_token_id = 90;
-  cfg.video_token_id = 91;
-  cfg.vision_start_token_id = 92;
-  cfg.vision_end_token_id = 93;
-  return cfg;
-}
 
 std::vector<io::calib_batch> tiny_batches(std::int64_t vocab, std::size_t samples, std::int64_t batch, std::int64_t seq) {
   std::vector<std::string> captions = io::read_caption_lines(std::string(AQ_SOURCE_DIR) + "/data/captions/coco2017_captions_small.txt", samples);
@@ -151,7 +137,7 @@ double brute_force_score(const std::vector<recorded_call>& calls, double input_a
 }  // namespace
 
 TEST_CASE("gradient scores equal the fp64 brute force of sum (dL/dY)^2 (Y_r - Y)^2 for every group and recipe") {
-  const qwen3_vl::config cfg = tiny_config();
+  const qwen3_vl::config cfg = test_support::tiny_vl_config();
   const autoquant::generated_model gm = autoquant::make_generated_model(cfg, 7);
   const qwen3_vl::vl_model model(cfg, gm.text, gm.vision);
   const std::vector<io::calib_batch> batches = tiny_batches(cfg.text.vocab_size, 12, 4, 24);
@@ -199,7 +185,7 @@ TEST_CASE("gradient scores equal the fp64 brute force of sum (dL/dY)^2 (Y_r - Y)
 }
 
 TEST_CASE("gradient scores do not depend on the thread count") {
-  const qwen3_vl::config cfg = tiny_config();
+  const qwen3_vl::config cfg = test_support::tiny_vl_config();
   const autoquant::generated_model gm = autoquant::make_generated_model(cfg, 3);
   const qwen3_vl::vl_model model(cfg, gm.text, gm.vision);
   const std::vector<io::calib_batch> batches = tiny_batches(cfg.text.vocab_size, 8, 4, 16);

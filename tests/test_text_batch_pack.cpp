@@ -20,6 +20,7 @@
 #include "aq/search/search_space.hpp"
 
 #include "cli/default_model.hpp"
+#include "support/tiny_vl_config.hpp"
 
 namespace test_text_batch_pack {
 
@@ -156,14 +157,7 @@ TEST_CASE("packing: bad arguments") {
 }
 
 TEST_CASE("packed passes calibrate to the separate batches' amax") {
-  qwen3_vl::config cfg = autoquant::default_model_config();
-  cfg.text.vocab_size = 97;
-  cfg.text.hidden_size = 32;
-  cfg.text.intermediate_size = 48;
-  cfg.text.num_hidden_layers = 2;
-  cfg.text.head_dim = 8;
-  cfg.text.mrope_section = {2, 1, 1};
-  cfg.image_token_id = 90;
+  const qwen3_vl::config cfg = test_support::tiny_vl_config();
   const autoquant::generated_model gm = autoquant::make_generated_model(cfg, 4);
   const qwen3_vl::vl_model model(cfg, gm.text, gm.vision);
   std::vector<text_batch> batches;

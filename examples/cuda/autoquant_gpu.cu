@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <aq/backend/cuda/kernels/gemm_cublaslt.cuh>
@@ -114,6 +115,8 @@ std::size_t free_device_bytes() {
 
 struct session::state {
   cudaDeviceProp prop{};
+  int device = 0;
+  std::thread attention_opener;  // open_attention_library's, joined by run() and on destruction
   std::size_t baseline = 0;  // device memory in use by the context alone
   acu::qwen3_vl_text_device_weights weights;
   acu::qwen3_vl_vision_device_weights vision_weights;  // image data only
@@ -139,14 +142,23 @@ bool device_present() {
 
 session::session() : state_(std::make_unique<state>()) {
   if (!device_present()) throw error("--device cuda: no CUDA device is visible to this process");
-  int device = 0;
-  AQ_CUDA_CHECK(cudaGetDevice(&device));
-  AQ_CUDA_CHECK(cudaGetDeviceProperties(&state_->prop, device));
+  AQ_CUDA_CHECK(cudaGetDevice(&state_->device));
+  AQ_CUDA_CHECK(cudaGetDeviceProperties(&state_->prop, state_->device));
   AQ_CUDA_CHECK(cudaFree(nullptr));  // context first, so that it is not counted as ours
   state_->baseline = acu::device_bytes_in_use();
 }
 
-session::~session() = default;
+session::~session() {
+  if (state_->attention_opener.joinable()) state_->attention_opener.join();
+}
+
+void session::open_attention_library() {
+  acu::fused_attention_library* library = acu::registered_fused_attention_library();
+  if (library == nullptr || state_->attention_opener.joinable()) return;
+  state_->attention_opener = std::thread([library, device = state_->device] {
+    if (cudaSetDevice(device) == cudaSuccess) library->prepare();
+  });
+}
 
 void session::upload(const qwen3_vl::config& cfg, const qwen3_vl::text_weights& text,
                      const qwen3_vl::vision_weights* vision) {
@@ -171,6 +183,7 @@ std::size_t session::peak_bytes() const {
 
 autoquant::autoquant_result session::run(const run_inputs& in) {
   state& st = *state_;
+  if (st.attention_opener.joinable()) st.attention_opener.join();
   const autoquant::driver_options& o = *in.options;
   const autoquant::gpu_options& g = o.gpu;
   const qwen3_vl::config& cfg = *in.cfg;

@@ -54,6 +54,10 @@ class session {
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
+  // Opens the fused attention library (cuDNN) on a thread while the weights load: its first load
+  // reads large libraries from disk. run() waits for it.
+  void open_attention_library();
+
   // Device weights: the built-in model's host weights uploaded (`vision` only for image data),
   // or a checkpoint's, loaded onto the device by host code (checkpoint IO stays out of the CUDA
   // unit). Both return once the device holds them.

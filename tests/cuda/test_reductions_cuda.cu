@@ -1,4 +1,4 @@
-// CUB amax reductions and the fused gradient-score accumulation on the GPU. amax per tensor and
+// amax reductions (CUB per tensor and per row, the folding pass) and the fused gradient-score accumulation on the GPU. amax per tensor and
 // per row equal the host's exactly (max is exact); a NaN propagates. The score
 // Σ G²·(Y_r − Y)² matches an fp64 CPU reference within 1e-5 relative (fp32 per-thread sums), with
 // the bf16-rounded difference as ModelOpt forms it, and is bit-identical over repeated runs; read
@@ -57,11 +57,26 @@ void amax_case(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
       want = std::max(want, std::fabs(aq::round_to_bf16(x[static_cast<std::size_t>(r * cols + c)])));
   expect(d_amax.to_host()[0] == want, label + " per tensor on a bf16 column block");
 
+  // fold_amax: a running max over batches, from 0, packed (whole rows of 16 bytes) and strided.
+  device_buffer<float> running(std::vector<float>{0.0f});
+  aq::cuda::fold_amax(X, running.data());
+  expect(running.to_host()[0] == per_tensor[0], label + " fold_amax from 0 equals the host's per-tensor amax");
+  aq::cuda::fold_amax(device_matrix<const bf16>{d_xb.data() + 1, rows, sub, cols}, running.data());
+  expect(running.to_host()[0] == per_tensor[0], label + " fold_amax keeps the larger running max");
+  device_buffer<float> running_b(std::vector<float>{0.0f});
+  aq::cuda::fold_amax(device_matrix<const bf16>{d_xb.data(), rows, cols, cols}, running_b.data());
+  aq::cuda::fold_amax(device_matrix<const bf16>{d_xb.data() + 1, rows, sub, cols}, running_b.data());
+  expect(running_b.to_host()[0] == std::fabs(aq::round_to_bf16(-37.5f)) && running_b.to_host()[0] >= want,
+         label + " fold_amax over bf16 views");
+
   x[7] = std::numeric_limits<float>::quiet_NaN();
   device_buffer<float> d_nan(x);
   aq::cuda::amax_per_tensor(device_matrix<const float>{d_nan.data(), rows, cols, cols}, d_amax.data(), temp);
   aq::cuda::amax_per_row(device_matrix<const float>{d_nan.data(), rows, cols, cols}, d_rows.data());
   expect(std::isnan(d_amax.to_host()[0]) && std::isnan(d_rows.to_host()[0]), label + " a NaN input gives a NaN amax");
+  aq::cuda::fold_amax(device_matrix<const float>{d_nan.data(), rows, cols, cols}, running.data());
+  aq::cuda::fold_amax(X, running.data());
+  expect(std::isnan(running.to_host()[0]), label + " a NaN folded in stays NaN");
 }
 
 double score_reference(const std::vector<float>& yr, const std::vector<float>& y, const std::vector<float>& g,

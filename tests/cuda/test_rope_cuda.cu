@@ -171,6 +171,11 @@ void qk_norm_rope_case() {
   expect_close(rel_err(f, ref), 1e-6, "fused q/k norm + RoPE vs fp64 [222 rows x 128]");
   expect_close(rel_err(f, u), 1e-6, "fused vs unfused GPU kernels (fp32 output)");
   expect(r_fused.to_host() == r_unfused.to_host(), "fused inverse rms equals the norm kernel's");
+  // Rows of 128 run the register-cached kernel: the same bits as the generic one.
+  device_buffer<float> generic(x.size());
+  aq::cuda::detail::qk_norm_rope_kernel<float, float><<<aq::cuda::detail::qk_row_blocks(rows), 32 * aq::cuda::detail::qk_warps_per_block>>>(
+      X, heads, d_w.data(), eps, C, S, device_matrix<float>{generic.data(), rows, dim, dim}, nullptr);
+  expect(generic.to_host() == f, "cached forward kernel equals the generic one bit for bit");
   expect_close(rel_err(to_float(fused_bf.to_host()), u), bf16_tol, "fused, bf16 output");
   bool rounded = true;
   const std::vector<float> fb = to_float(fused_bf.to_host());
@@ -227,6 +232,10 @@ void qk_rope_norm_backward_case() {
   const std::vector<float> f = fused.to_host();
   expect_close(rel_err(f, ref), 1e-6, "fused q/k RoPE + norm backward vs CPU [164 rows x 128]");
   expect_close(rel_err(f, unfused.to_host()), 1e-6, "fused vs unfused GPU backward kernels");
+  device_buffer<float> generic(n);
+  aq::cuda::detail::qk_rope_norm_backward_kernel<bf16, float, float><<<aq::cuda::detail::qk_row_blocks(rows), 32 * aq::cuda::detail::qk_warps_per_block>>>(
+      DY, heads, X, d_w.data(), d_r.data(), C, S, device_matrix<float>{generic.data(), rows, dim, dim});
+  expect(generic.to_host() == f, "cached backward kernel equals the generic one bit for bit");
   const std::vector<float> fb = to_float(fused_bf.to_host());
   bool rounded = true;
   for (std::size_t i = 0; i < f.size(); ++i) rounded = rounded && fb[i] == aq::round_to_bf16(f[i]);

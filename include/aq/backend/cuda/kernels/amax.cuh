@@ -1,4 +1,5 @@
-// Max |x| reductions with CUB for calibration: per tensor (cub::DeviceReduce) and per row
+// Max |x| reductions for calibration: per tensor (cub::DeviceReduce), folded into a running
+// per-tensor max (one pass of 16-byte loads, blocks joined by atomicMax), and per row
 // (cub::BlockReduce, one block a row). The max runs on the float bits with the sign cleared
 // (non-negative floats order like their bits), so it is exact, order-free and a NaN input gives
 // a NaN amax, as the atomic per-slot kernel in fake_quant.cuh; callers check finiteness.
@@ -9,6 +10,7 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -64,6 +66,29 @@ __global__ void __launch_bounds__(amax_row_block) amax_per_row_kernel(device_mat
   }
 }
 
+
+inline constexpr int amax_fold_block = 256;
+// Blocks of the folding pass: enough to fill an H100 several times over; a max needs no fixed
+// grid for reproducibility (it is exact in any order).
+inline constexpr unsigned amax_fold_blocks = 1024;
+
+// *running_bits = max(*running_bits, |x|'s bits) over the view, V elements a load.
+template <int V, class T>
+__global__ void __launch_bounds__(amax_fold_block) amax_fold_kernel(device_matrix<const T> x, unsigned int* running_bits) {
+  __shared__ block_reducer<unsigned int, amax_fold_block> red;
+  const std::int64_t packs_per_row = x.cols / V;
+  const std::int64_t packs = x.rows * packs_per_row;
+  unsigned int m = 0;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(amax_fold_block) + threadIdx.x; i < packs;
+       i += static_cast<std::int64_t>(gridDim.x) * amax_fold_block) {
+    const std::int64_t r = i / packs_per_row;
+    const auto p = load_pack<V>(x, r, (i - r * packs_per_row) * V);
+#pragma unroll
+    for (int j = 0; j < V; ++j) m = max(m, __float_as_uint(to_float(p.v[j])) & 0x7fffffffu);
+  }
+  m = block_max(m, red);
+  if (threadIdx.x == 0 && m != 0) atomicMax(running_bits, m);
+}
 }  // namespace detail
 
 // amax[0] = max |x| over the whole view (0 for an empty one). temp grows as CUB needs.
@@ -88,6 +113,25 @@ void amax_per_tensor(device_matrix<const T> x, float* amax, device_buffer<std::b
   } else {
     reduce(thrust::make_transform_iterator(thrust::make_counting_iterator<std::int64_t>(0), detail::abs_bits_at<T>{x}));
   }
+}
+
+// *running = max(*running, max |x|) over the view (running a non-negative float or NaN, which
+// stays NaN): calibration's fold of one batch into a module's input amax, without a batch slot.
+template <class T>
+void fold_amax(device_matrix<const T> x, float* running, cudaStream_t stream = nullptr) {
+  check_view(x, "cuda fold_amax: x");
+  if (x.rows * x.cols == 0) return;
+  constexpr int V = 16 / static_cast<int>(sizeof(T));
+  auto* bits = reinterpret_cast<unsigned int*>(running);
+  const auto blocks = [&](std::int64_t packs) {
+    return static_cast<unsigned>(std::min<std::int64_t>(detail::amax_fold_blocks, (packs + detail::amax_fold_block - 1) / detail::amax_fold_block));
+  };
+  if (rows_packed<V>(x)) {
+    detail::amax_fold_kernel<V, T><<<blocks(x.rows * (x.cols / V)), detail::amax_fold_block, 0, stream>>>(x, bits);
+  } else {
+    detail::amax_fold_kernel<1, T><<<blocks(x.rows * x.cols), detail::amax_fold_block, 0, stream>>>(x, bits);
+  }
+  AQ_CUDA_CHECK_LAUNCH();
 }
 
 // amax[r] = max |x[r, :]| for every row (the per-channel amax of a [out, in] weight).

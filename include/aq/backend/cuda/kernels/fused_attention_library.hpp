@@ -40,6 +40,10 @@ class fused_attention_library {
   virtual std::string describe() = 0;
   // Forward plus backward calls it has run so far.
   virtual std::int64_t calls() = 0;
+  // Loads the library and opens it on the current device ahead of the first shape, e.g. on a
+  // thread beside the weights' upload (its first load reads large libraries from disk). Safe to
+  // call from any thread, more than once; failures are left to accepts().
+  virtual void prepare() {}
   // Whether the library runs this shape (loaded, supported, plans built); false means the caller
   // runs its own kernels, for the forward and for its backward alike.
   virtual bool accepts(const fused_attention_shape& s) = 0;

@@ -562,12 +562,17 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
     move_visual_rows<detail::row_move::scatter>(h_, N, visual->embeds.data, n_visual);
   }
 
-  // Forward: each layer's input is saved; h_ ends as the final residual stream.
+  // Forward: each layer's input is saved for a backward (a layer may read and write h_ in place:
+  // it reads its input before it writes its output); h_ ends as the final residual stream.
+  const bool backward = with_loss && options.backward;
   for (std::int64_t l = 0; l < L; ++l) {
-    float* saved = saved_h_.data() + l * N * H;
-    AQ_CUDA_CHECK(cudaMemcpyAsync(saved, h_.data(), static_cast<std::size_t>(N * H) * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, stream_));
-    layer_forward(l, N, saved, h_.data(), observer);
+    float* input = h_.data();
+    if (backward) {
+      input = saved_h_.data() + l * N * H;
+      AQ_CUDA_CHECK(cudaMemcpyAsync(input, h_.data(), static_cast<std::size_t>(N * H) * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, stream_));
+    }
+    layer_forward(l, N, input, h_.data(), observer);
     if (n_visual > 0 && l < static_cast<std::int64_t>(visual->deepstack.size())) {
       move_visual_rows<detail::row_move::add>(h_, N, visual->deepstack[static_cast<std::size_t>(l)].data, n_visual);
     }

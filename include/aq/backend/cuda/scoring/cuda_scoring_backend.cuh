@@ -238,8 +238,9 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       }
     }
     std::vector<device_pass> passes;
-    if (pack_ && options_.images != nullptr) return image_passes(indices, std::move(stage), labels);
-    if (pack_) {
+    if (pack_ && options_.images != nullptr) {
+      passes = image_passes(indices, stage, labels);
+    } else if (pack_) {
       for (qwen3_vl::packed_text_batch& p : qwen3_vl::pack_text_batches(stage, options_.max_pass_tokens)) {
         passes.push_back({std::move(p.batch), 0, labels ? std::move(p.row_targets) : std::vector<std::int64_t>{}, {}});
       }
@@ -265,18 +266,25 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
   }
 
   // Packed passes of the trimmed, positioned batches `stage` (text_passes' `indices`), each row
-  // with its own images.
-  std::vector<device_pass> image_passes(const std::vector<std::size_t>& indices, std::vector<qwen3_vl::text_batch> stage,
-                                        bool labels) {
-    std::vector<qwen3_vl::image_batch> images;
-    for (const std::size_t b : indices) images.push_back(image_of(b) != nullptr ? *image_of(b) : qwen3_vl::image_batch{});
+  // with its own images. The images are viewed in place where the indices are a prefix of the
+  // options' list (every packed stage), so the pixels are copied once, into the passes.
+  std::vector<device_pass> image_passes(const std::vector<std::size_t>& indices,
+                                        std::span<const qwen3_vl::text_batch> stage, bool labels) const {
+    const std::vector<qwen3_vl::image_batch>& all = *options_.images;
+    bool prefix = indices.size() <= all.size();
+    for (std::size_t i = 0; prefix && i < indices.size(); ++i) prefix = indices[i] == i;
+    std::vector<qwen3_vl::image_batch> copies;
+    if (!prefix) {
+      for (const std::size_t b : indices) copies.push_back(image_of(b) != nullptr ? *image_of(b) : qwen3_vl::image_batch{});
+    }
+    const std::span<const qwen3_vl::image_batch> images =
+        prefix ? std::span<const qwen3_vl::image_batch>(all).first(indices.size()) : std::span<const qwen3_vl::image_batch>(copies);
     std::vector<device_pass> passes;
     for (qwen3_vl::packed_vl_batch& p :
          qwen3_vl::pack_vl_batches(stage, images, options_.max_pass_tokens, options_.max_pass_patches, vl_ids())) {
       passes.push_back({std::move(p.text.batch), 0, labels ? std::move(p.text.row_targets) : std::vector<std::int64_t>{},
                         std::move(p.images)});
     }
-    for (const device_pass& p : passes) stats_.run_tokens += p.batch.batch * p.batch.seq;
     return passes;
   }
 

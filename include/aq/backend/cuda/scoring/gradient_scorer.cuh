@@ -149,21 +149,6 @@ device_recipe make_device_recipe(const quant::recipe_info& info) {
   return k;
 }
 
-namespace detail {
-
-// dst = max(dst, src) on non-negative floats (bit order = value order; NaN stays NaN).
-template <int Unused = 0>
-__global__ void running_max_kernel(float* dst, const float* src, int n) {
-  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (i < n) {
-    const unsigned a = __float_as_uint(dst[i]);
-    const unsigned b = __float_as_uint(src[i]);
-    dst[i] = __uint_as_float(a < b ? b : a);
-  }
-}
-
-}  // namespace detail
-
 // Calibration state on the device: per module the running input amax, per (module, recipe) the
 // weight amax (computed from the full weight when the module is first seen).
 class device_calibration {
@@ -177,8 +162,8 @@ class device_calibration {
       shapes_.push_back(modules[m].weight_shape);
     }
     input_amax_ = device_buffer<float>(modules.size());
-    batch_amax_ = device_buffer<float>(modules.size());
     input_amax_.fill_bytes(0);
+    shares_.assign(modules.size(), std::nullopt);
     AQ_CUDA_CHECK(cudaDeviceSynchronize());  // zeroed before any stream folds into it
     seen_.assign(modules.size(), false);
     weight_amax_.resize(modules.size() * recipes_.size());
@@ -195,11 +180,24 @@ class device_calibration {
   }
 
   // One forward call of module m: fold max |X| into its input amax; weight amax on first sight.
+  // A module whose first call read the X the previously observed call read (q/k/v, gate/up)
+  // copies that module's running amax instead of reading X again: it saw the same X in every
+  // pass so far (the model calls its modules the same way every pass; later calls must confirm).
   void observe(std::size_t m, const device_linear_call& call, cudaStream_t stream, kernel_profile* profile = nullptr) {
     profiled(profile, kernel_class::amax, stream, [&] {
-      amax_per_tensor(call.input, batch_amax_.data() + m, cub_temp_, stream);
-      detail::running_max_kernel<><<<1, 32, 0, stream>>>(input_amax_.data() + m, batch_amax_.data() + m, 1);
-      AQ_CUDA_CHECK_LAUNCH();
+      const bool same_x = call.same_input_as_previous && call.input.data == last_input_ && last_module_ != m;
+      if (!seen_[m] && same_x) shares_[m] = last_module_;
+      if (shares_[m]) {
+        if (!same_x || last_module_ != *shares_[m]) {
+          throw error("device_calibration: module " + std::string(call.name) + " no longer reads the input it shared");
+        }
+        AQ_CUDA_CHECK(cudaMemcpyAsync(input_amax_.data() + m, input_amax_.data() + last_module_, sizeof(float),
+                                      cudaMemcpyDeviceToDevice, stream));
+      } else {
+        fold_amax(call.input, input_amax_.data() + m, stream);
+        last_input_ = call.input.data;
+        last_module_ = m;
+      }
       seen_[m] = true;
       ensure_weight_amax(m, call, stream);
     });
@@ -279,10 +277,12 @@ class device_calibration {
   std::vector<bool> active_;
   std::map<std::string, std::size_t> index_;
   std::vector<std::vector<std::int64_t>> shapes_;
-  device_buffer<float> input_amax_, batch_amax_;
+  device_buffer<float> input_amax_;
   std::vector<bool> seen_;
+  std::vector<std::optional<std::size_t>> shares_;  // the module whose input amax a module takes
+  const void* last_input_ = nullptr;                // X of the last module that read its own
+  std::size_t last_module_ = static_cast<std::size_t>(-1);
   std::vector<device_buffer<float>> weight_amax_;
-  device_buffer<std::byte> cub_temp_;
 };
 
 // Forward observer of the calibration pass.
