@@ -4,8 +4,11 @@
 // the separate batches' amax.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/backend/cpu/cross_entropy.hpp"
@@ -154,6 +157,32 @@ TEST_CASE("packing: bad arguments") {
   mixed[1] = padded_batch({2}, 8, 2);
   mixed[1].input_ids.pop_back();
   CHECK_THROWS_AS(qwen3_vl::pack_text_batches(mixed, 100), aq::error);
+}
+
+TEST_CASE("planned pass shapes: a stage's odd one out runs without a plan of its own") {
+  const auto passes = [](std::initializer_list<std::pair<std::int64_t, std::int64_t>> shapes) {
+    std::vector<text_batch> out;
+    for (const auto& [rows, seq] : shapes) {
+      out.emplace_back();
+      out.back().batch = rows;
+      out.back().seq = seq;
+    }
+    return out;
+  };
+  // 128 sequences in passes of 5: 25 of [5, 512] and the last [3, 512].
+  std::vector<text_batch> stage(25, passes({{5, 512}})[0]);
+  stage.push_back(passes({{3, 512}})[0]);
+  const std::vector<bool> planned = qwen3_vl::planned_pass_shapes(stage);
+  CHECK(std::count(planned.begin(), planned.end(), true) == 25);
+  CHECK_FALSE(planned.back());
+  // No shape repeats (one pass, or widths that all differ): every pass keeps the library.
+  CHECK(qwen3_vl::planned_pass_shapes(passes({{8, 512}})) == std::vector<bool>{true});
+  CHECK(qwen3_vl::planned_pass_shapes(passes({{8, 40}, {6, 52}, {5, 61}})) == std::vector<bool>(3, true));
+  // Two shapes that both repeat keep it; one that repeats beside two singles keeps it alone.
+  CHECK(qwen3_vl::planned_pass_shapes(passes({{2, 64}, {4, 32}, {2, 64}, {4, 32}})) == std::vector<bool>(4, true));
+  CHECK(qwen3_vl::planned_pass_shapes(passes({{2, 64}, {1, 64}, {2, 64}, {3, 64}})) ==
+        std::vector<bool>{true, false, true, false});
+  CHECK(qwen3_vl::planned_pass_shapes({}).empty());
 }
 
 TEST_CASE("packed passes calibrate to the separate batches' amax") {

@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aq/core/error.hpp"
@@ -142,6 +144,19 @@ inline std::vector<packed_text_batch> pack_text_batches(std::span<const text_bat
     out.push_back(std::move(p));
   }
   return out;
+}
+
+// Whether each pass's shape [rows, seq] earns a plan of its own from a library that plans per
+// shape (cuDNN's attention: ~0.14 s a shape at 4B, more than a pass of aq's kernels costs): every
+// shape the stage runs more than once, and every shape where none repeats; a shape run once
+// beside repeated ones (a stage's short last pass) does not.
+inline std::vector<bool> planned_pass_shapes(std::span<const text_batch> passes) {
+  std::map<std::pair<std::int64_t, std::int64_t>, int> count;
+  int most = 0;
+  for (const text_batch& p : passes) most = std::max(most, ++count[{p.batch, p.seq}]);
+  std::vector<bool> planned;
+  for (const text_batch& p : passes) planned.push_back(most == 1 || count[{p.batch, p.seq}] > 1);
+  return planned;
 }
 
 }  // namespace aq::qwen3_vl

@@ -73,6 +73,9 @@ struct text_layer_activations {
 struct text_run_options {
   masked_row_policy masked_rows = masked_row_policy::zero;  // sdpa; attend_all = eager
   bool backward = true;  // with labels: the input-gradient backward after the loss
+  // Attention may run on the registered fused library (set_fused_attention_library) where it
+  // takes the batch; false keeps aq's kernels (a shape not worth the library's plan).
+  bool fused_attention = true;
   bool logits = false;   // also download the full fp32 logits (tests; [tokens, vocab] on the host)
   // Also hand the fp32 logits to the caller on the device, one vocabulary chunk [tokens, ≤ chunk]
   // at a time in vocabulary order (v0: its first id), without a [tokens, vocab] buffer. Called on
@@ -541,7 +544,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.key_valid = padded ? mask_.data() : nullptr;
   attn_cfg_.masked_rows = options.masked_rows;
   attn_cfg_.tensor_cores = tc_attention_;
-  attn_cfg_.fused_library = tc_attention_ && fused_library_;
+  attn_cfg_.fused_library = tc_attention_ && fused_library_ && options.fused_attention;
   attn_cfg_.fused_workspace_limit = fused_workspace_limit_;
   segs_ = attention_segments{cu_seqlens_.data(), static_cast<int>(B), static_cast<int>(T), true};
   embedding_forward(batch.input_ids, ids_, cview(w_.embed_tokens, V, H), mview(h_, N, H), stream_);

@@ -309,7 +309,8 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
 
   // One stage over the first n batches: when packing, every batch in text_passes (image rows with
   // their images through the vision tower); else image batches whole one by one and text batches
-  // as text_passes. The memory probe follows the first pass.
+  // as text_passes. A pass whose shape is its stage's odd one out runs aq's attention kernels
+  // (qwen3_vl::planned_pass_shapes). The memory probe follows the first pass.
   void run_stage(std::string_view stage, std::size_t n, bool labels, text_run_options o,
                  device_linear_observer* observer, const autoquant::progress_callback& progress) {
     std::vector<std::size_t> text_indices;
@@ -318,7 +319,17 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
       if (pack_ || image_of(b) == nullptr) text_indices.push_back(b);
     }
     const auto run_text = [&](const std::vector<std::size_t>& indices) {
-      for (const device_pass& p : text_passes(indices, labels)) {
+      const std::vector<device_pass> passes = text_passes(indices, labels);
+      std::vector<qwen3_vl::text_batch> shapes;
+      for (const device_pass& p : passes) {
+        shapes.emplace_back();
+        shapes.back().batch = p.batch.batch;
+        shapes.back().seq = p.batch.seq;
+      }
+      const std::vector<bool> planned = qwen3_vl::planned_pass_shapes(shapes);
+      for (std::size_t i = 0; i < passes.size(); ++i) {
+        const device_pass& p = passes[i];
+        o.fused_attention = planned[i];
         o.loss_targets = p.loss_targets;
         o.row_loss_targets = p.row_targets;
         (void)run_vl_batch(model_.model_config(), model_, options_.vision, p.batch, &p.images, o, observer);
@@ -339,6 +350,7 @@ class cuda_scoring_backend final : public autoquant::scoring_backend {
         if (!labels) batch.labels.clear();
         o.loss_targets = 0;
         o.row_loss_targets.clear();
+        o.fused_attention = true;
         stats_.batch_tokens += batch.batch * batch.seq;  // image batches run whole
         stats_.run_tokens += batch.batch * batch.seq;
         (void)run_vl_batch(model_.model_config(), model_, options_.vision, batch, img, o, observer);
