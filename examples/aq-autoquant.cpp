@@ -127,13 +127,22 @@ loaded_model load_cpu_model(const autoquant::driver_options& o) {
 }
 
 #ifdef AQ_AUTOQUANT_GPU
+// cuDNN opened while the weights load, with the decoder's attention planned for whole batches
+// of text that fills --seq-len (image data: opened only; its passes' shapes vary).
+void open_attention_library(const autoquant::driver_options& o, bool images, std::int64_t seq_len,
+                            const qwen3_vl::config& cfg, autoquant_gpu::session& gpu) {
+  if (o.gpu.attention == "cudnn") gpu.open_attention_library(cfg, images ? 0 : o.batch_size, seq_len);
+}
+
 // The model's weights straight onto the GPU (the vision tower's for image data only): a
 // checkpoint's bf16 tensors as stored, or the built-in model's generated ones.
-loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, autoquant_gpu::session& gpu) {
+loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, std::int64_t seq_len,
+                            autoquant_gpu::session& gpu) {
   loaded_model m;
   if (o.model_dir) {
     const fs::path dir(*o.model_dir);
     m.cfg = read_qwen3_vl_config(dir);
+    open_attention_library(o, images, seq_len, m.cfg, gpu);
     const safetensors_checkpoint checkpoint(dir);
     qwen3_vl::check_parameters(m.cfg, checkpoint);  // every tensor named and shaped as the config says
     cuda::qwen3_vl_text_device_weights text = cuda::load_text_weights(m.cfg, checkpoint);
@@ -142,6 +151,7 @@ loaded_model load_gpu_model(const autoquant::driver_options& o, bool images, aut
     gpu.adopt(std::move(text), std::move(vision));
   } else {
     m.cfg = autoquant::default_model_config();
+    open_attention_library(o, images, seq_len, m.cfg, gpu);
     const autoquant::generated_model g = autoquant::make_generated_model(m.cfg, o.seed);
     gpu.upload(m.cfg, g.text, images ? &g.vision : nullptr);
   }
@@ -276,13 +286,12 @@ int run(const std::string& program, int argc, char** argv) {
 #ifdef AQ_AUTOQUANT_GPU
   std::unique_ptr<autoquant_gpu::session> session;
   if (gpu) session = std::make_unique<autoquant_gpu::session>();
-  if (gpu && o.gpu.attention == "cudnn") session->open_attention_library();
 #endif
 
   // Everything that can be checked without the model's numbers is checked before it loads.
   const auto t_load = clock_type::now();
 #ifdef AQ_AUTOQUANT_GPU
-  const loaded_model model = gpu ? load_gpu_model(o, images, *session) : load_cpu_model(o);
+  const loaded_model model = gpu ? load_gpu_model(o, images, seq_len, *session) : load_cpu_model(o);
 #else
   const loaded_model model = load_cpu_model(o);
 #endif
@@ -314,6 +323,9 @@ int run(const std::string& program, int argc, char** argv) {
   for (const io::calib_batch& b : batches) used += b.batch_size;
   std::optional<autoquant::held_out_batches> held_out;
   if (o.evaluate) held_out = make_held_out(o, tok, calib, builtin, samples, seq_len, batch_size, images, model.cfg);
+#ifdef AQ_AUTOQUANT_GPU
+  if (gpu) session->join_attention_library();  // what the load did not hide counts as loading
+#endif
   const double load_seconds = since(t_load);
 
   autoquant::engine_options e;

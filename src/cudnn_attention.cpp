@@ -145,9 +145,13 @@ class cudnn_attention final : public fused_attention_library {
            " planned in " + milliseconds(plan_seconds_) + (refusal_.empty() ? std::string() : "; last shape refused: " + refusal_);
   }
 
-  void prepare() override {
-    std::lock_guard lock(mutex_);
-    (void)state();
+  void prepare(const fused_attention_shape* likely) override {
+    if (likely != nullptr) {
+      (void)accepts(*likely);
+    } else {
+      std::lock_guard lock(mutex_);
+      (void)state();
+    }
   }
 
   std::int64_t calls() override {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -148,15 +149,19 @@ session::session() : state_(std::make_unique<state>()) {
   state_->baseline = acu::device_bytes_in_use();
 }
 
-session::~session() {
+session::~session() { join_attention_library(); }
+
+void session::join_attention_library() {
   if (state_->attention_opener.joinable()) state_->attention_opener.join();
 }
 
-void session::open_attention_library() {
+void session::open_attention_library(const qwen3_vl::config& cfg, std::int64_t rows, std::int64_t seq) {
   acu::fused_attention_library* library = acu::registered_fused_attention_library();
   if (library == nullptr || state_->attention_opener.joinable()) return;
-  state_->attention_opener = std::thread([library, device = state_->device] {
-    if (cudaSetDevice(device) == cudaSuccess) library->prepare();
+  const std::optional<acu::fused_attention_shape> likely =
+      rows > 0 && seq > 0 ? std::optional(acu::qwen3_vl_text_model::fused_attention_shape_of(cfg, rows, seq)) : std::nullopt;
+  state_->attention_opener = std::thread([library, likely, device = state_->device] {
+    if (cudaSetDevice(device) == cudaSuccess) library->prepare(likely ? &*likely : nullptr);
   });
 }
 
@@ -183,7 +188,7 @@ std::size_t session::peak_bytes() const {
 
 autoquant::autoquant_result session::run(const run_inputs& in) {
   state& st = *state_;
-  if (st.attention_opener.joinable()) st.attention_opener.join();
+  join_attention_library();
   const autoquant::driver_options& o = *in.options;
   const autoquant::gpu_options& g = o.gpu;
   const qwen3_vl::config& cfg = *in.cfg;

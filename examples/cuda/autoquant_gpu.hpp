@@ -54,9 +54,13 @@ class session {
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
-  // Opens the fused attention library (cuDNN) on a thread while the weights load: its first load
-  // reads large libraries from disk. run() waits for it.
-  void open_attention_library();
+  // Opens the fused attention library (cuDNN) on a thread while the weights load and, with
+  // rows > 0, plans the decoder's attention for passes of `rows` unpadded sequences of `seq`
+  // tokens (the likely pass of text that fills its sequence). run() waits for it, if
+  // join_attention_library() has not.
+  void open_attention_library(const qwen3_vl::config& cfg, std::int64_t rows, std::int64_t seq);
+  // Waits for open_attention_library's thread (none: returns at once).
+  void join_attention_library();
 
   // Device weights: the built-in model's host weights uploaded (`vision` only for image data),
   // or a checkpoint's, loaded onto the device by host code (checkpoint IO stays out of the CUDA

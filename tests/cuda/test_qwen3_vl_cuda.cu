@@ -152,6 +152,59 @@ struct gpu_recorder : acu::device_linear_observer {
   }
 };
 
+// A fused library that records the shapes it is offered and takes none (aq's kernels run).
+class recording_library final : public acu::fused_attention_library {
+ public:
+  std::vector<acu::fused_attention_shape> offered;
+  const char* name() const override { return "recorder"; }
+  std::string describe() override { return "recorder"; }
+  std::int64_t calls() override { return 0; }
+  bool accepts(const acu::fused_attention_shape& s) override {
+    offered.push_back(s);
+    return false;
+  }
+  void forward(const acu::fused_attention_shape&, const void*, const void*, const void*, void*, float*,
+               cudaStream_t) override {}
+  void backward(const acu::fused_attention_shape&, const void*, const void*, const void*, const void*, const float*,
+                const void*, void*, void*, void*, cudaStream_t) override {}
+};
+
+// The shape a caller plans ahead (qwen3_vl_text_model::fused_attention_shape_of) is the one the
+// model offers the library in its forward and backward; a pass with fused_attention off offers none.
+void test_fused_attention_shape(const qwen3_vl::config& cfg, const acu::qwen3_vl_text_device_weights& dev) {
+  const std::int64_t B = 2, T = 24;
+  qwen3_vl::text_batch batch;
+  batch.batch = B;
+  batch.seq = T;
+  for (std::int64_t i = 0; i < B * T; ++i) batch.input_ids.push_back((i * 7 + 3) % 1000);
+  batch.attention_mask.assign(static_cast<std::size_t>(B * T), 1);
+  batch.labels = batch.input_ids;
+  acu::qwen3_vl_text_model model(cfg, dev, B * T, 4096);
+  model.set_tensor_core_attention(true);
+  model.set_fused_attention_library(true, 12345);
+  model.set_saved_activations(true);  // no recompute: one forward and one backward call a layer
+  recording_library recorder;
+  acu::fused_attention_library*& slot = acu::registered_fused_attention_library();
+  acu::fused_attention_library* const registered = slot;
+  slot = &recorder;
+  (void)model.run(batch, {}, nullptr);
+  const std::size_t offered = recorder.offered.size();
+  acu::text_run_options off;
+  off.fused_attention = false;
+  (void)model.run(batch, off, nullptr);
+  slot = registered;
+  const acu::fused_attention_shape want = acu::qwen3_vl_text_model::fused_attention_shape_of(cfg, B, T);
+  bool same = offered == 2 * static_cast<std::size_t>(cfg.text.num_hidden_layers);
+  for (const acu::fused_attention_shape& s : recorder.offered) {
+    same = same && s.batch == want.batch && s.seq == want.seq && s.heads == want.heads && s.kv_heads == want.kv_heads &&
+           s.head_dim == want.head_dim && s.ld_q == want.ld_q && s.ld_kv == want.ld_kv && s.scale == want.scale &&
+           s.causal == want.causal && s.workspace_limit == 12345;
+  }
+  expect(same, "every forward and backward offers the library the planned-ahead shape (" + std::to_string(offered) +
+                   " offers)");
+  expect(recorder.offered.size() == offered, "fused_attention off: no shape offered");
+}
+
 // Tolerances: fp32 attention storage 1e-2 on logits, loss and every dL/dY; bf16 tensor-core
 // attention (bf16 q/k/v/o/dO, P and dS) 1e-2 on logits and loss, 3e-2 on dL/dY (k_proj's dL/dY
 // passes through dS, rounded to bf16 twice).
@@ -555,6 +608,7 @@ AQ_GPU_TEST("qwen3_vl cuda") {
   const std::vector<io::calib_batch> batches = make_batches(2, 4, 32, 7);
   test_forward_backward(cfg, gen.text, dev, batches[0], false);
   test_forward_backward(cfg, gen.text, dev, batches[0], true);
+  test_fused_attention_shape(cfg, dev);
   test_scores(cfg, gen.text, gen.vision, dev, batches);
   for (tensor* t : {&gen.vision.patch_w, &gen.vision.pos_embed}) round_to_bf16(*t);
   for (qwen3_vl::vision_block_weights& b : gen.vision.blocks) {

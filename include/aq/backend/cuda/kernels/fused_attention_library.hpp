@@ -40,10 +40,11 @@ class fused_attention_library {
   virtual std::string describe() = 0;
   // Forward plus backward calls it has run so far.
   virtual std::int64_t calls() = 0;
-  // Loads the library and opens it on the current device ahead of the first shape, e.g. on a
-  // thread beside the weights' upload (its first load reads large libraries from disk). Safe to
-  // call from any thread, more than once; failures are left to accepts().
-  virtual void prepare() {}
+  // Opens the library on the current device and, given `likely`, plans that shape (as accepts
+  // would) ahead of the first call, e.g. on a thread beside the weights' upload: a first plan on a
+  // fresh machine waits ~2 s for the driver to compile the library's kernels (its cache keeps
+  // them). Safe to call from any thread; failures are left to accepts().
+  virtual void prepare(const fused_attention_shape* likely = nullptr) { (void)likely; }
   // Whether the library runs this shape (loaded, supported, plans built); false means the caller
   // runs its own kernels, for the forward and for its backward alike.
   virtual bool accepts(const fused_attention_shape& s) = 0;

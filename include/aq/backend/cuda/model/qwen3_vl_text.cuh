@@ -167,6 +167,16 @@ class qwen3_vl_text_model {
   // With tensor-core attention: hand batches without padding to the registered fused-attention
   // library (cuDNN) where it takes them (kernels/fused_attention_library.hpp).
   // workspace_limit: device bytes it may hold (0: no limit; the memory plan counts them).
+  // The shape run() asks the fused library for on a pass of `rows` unpadded sequences of `seq`
+  // tokens (operands [tokens, heads·dim] as the model holds them; no workspace limit): a caller
+  // may plan it ahead (fused_attention_library::prepare).
+  static fused_attention_shape fused_attention_shape_of(const qwen3_vl::config& cfg, std::int64_t rows,
+                                                        std::int64_t seq) {
+    const qwen3_vl::text_config& t = cfg.text;
+    return {static_cast<int>(rows), static_cast<int>(seq), static_cast<int>(t.num_attention_heads),
+            static_cast<int>(t.num_key_value_heads), static_cast<int>(t.head_dim), t.num_attention_heads * t.head_dim,
+            t.num_key_value_heads * t.head_dim, attention_scale(t), true, 0};
+  }
   void set_fused_attention_library(bool on, std::int64_t workspace_limit = 0) {
     fused_library_ = on;
     fused_workspace_limit_ = workspace_limit;
@@ -330,6 +340,7 @@ class qwen3_vl_text_model {
   double gemm_flops_ = 0.0;
   attention_config attn_cfg_{};
   bool tc_attention_ = false;
+  static float attention_scale(const qwen3_vl::text_config& t) { return 1.0f / std::sqrt(static_cast<float>(t.head_dim)); }
   bool fused_library_ = false;
   std::int64_t fused_workspace_limit_ = 0;
   kernel_profile* profile_ = nullptr;
@@ -537,7 +548,7 @@ inline text_run_result qwen3_vl_text_model::run(const qwen3_vl::text_batch& batc
   attn_cfg_.heads = t.num_attention_heads;
   attn_cfg_.kv_heads = t.num_key_value_heads;
   attn_cfg_.head_dim = t.head_dim;
-  attn_cfg_.scale = 1.0f / std::sqrt(static_cast<float>(t.head_dim));
+  attn_cfg_.scale = attention_scale(t);
   attn_cfg_.causal = true;
   // A mask of all ones masks nothing: without it the attention kernels skip the per-key checks.
   const bool padded = std::any_of(batch.attention_mask.begin(), batch.attention_mask.end(), [](auto m) { return m == 0; });
